@@ -1,0 +1,190 @@
+//! Fragmentation and reassembly — RFC 6940 §6.7.
+//!
+//! Any node may fragment; only the destination reassembles. Each fragment
+//! carries a full copy of the forwarding header; `fragment` holds the
+//! offset of its chunk after the header and whether it is the last one.
+
+use crate::codec::Writer;
+use crate::error::{DecodeError, EncodeError};
+use crate::header::{ForwardingHeader, Fragment};
+use crate::DecodeContext;
+use std::collections::{BTreeMap, HashMap};
+
+/// Each fragment MUST carry at least this much of the message body (§6.7).
+pub const MIN_FRAGMENT_BODY: usize = 256;
+/// Incomplete messages are dropped after the maximum request lifetime (§6.7).
+pub const REASSEMBLY_TIMEOUT_MS: u64 = 15_000;
+
+/// Splits an encoded message (or a fragment of one) into equal-sized
+/// fragments of at most `max_len` bytes each (§6.7: "no larger than the
+/// PMTU of the next overlay link minus 32 bytes" is the caller's choice of
+/// `max_len`). Returns the message unchanged when it already fits, or when
+/// a fragment could not hold its header plus 256 bytes of body, in which
+/// case the RFC leaves it to IP fragmentation.
+pub fn fragment(
+    message: &[u8],
+    max_len: usize,
+    ctx: &DecodeContext,
+) -> Result<Vec<Vec<u8>>, FragmentError> {
+    if message.len() <= max_len {
+        return Ok(vec![message.to_vec()]);
+    }
+    let (header, payload) = ForwardingHeader::split(message, ctx)?;
+    let header_len = message.len() - payload.len();
+    let room = max_len.saturating_sub(header_len);
+    if room < MIN_FRAGMENT_BODY {
+        return Ok(vec![message.to_vec()]);
+    }
+    let count = payload.len().div_ceil(room);
+    let chunk = payload.len().div_ceil(count);
+    let base = header.fragment.offset() as usize;
+    if base + payload.len() > Fragment::MAX_OFFSET as usize {
+        return Err(FragmentError::OffsetOverflow);
+    }
+    let mut out = Vec::with_capacity(count);
+    for (i, piece) in payload.chunks(chunk).enumerate() {
+        let last = header.fragment.is_last() && i == count - 1;
+        let mut h = header.clone();
+        h.fragment = Fragment::new(last, (base + i * chunk) as u32);
+        let mut w = Writer::with_capacity(header_len + piece.len());
+        h.encode_with_payload(&mut w, piece);
+        out.push(w.finish()?);
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FragmentError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+    #[error("fragment offset beyond the 24-bit field")]
+    OffsetOverflow,
+}
+
+struct Partial {
+    started_ms: u64,
+    header: ForwardingHeader,
+    pieces: BTreeMap<u32, Vec<u8>>,
+    total: Option<usize>,
+    bytes: usize,
+}
+
+/// Holds fragments until their message is whole (§6.7). Memory is bounded:
+/// no message beyond max-message-size, at most `max_buffered` bytes across
+/// all partial messages, and nothing kept past [`REASSEMBLY_TIMEOUT_MS`].
+pub struct Reassembler {
+    partial: HashMap<u64, Partial>,
+    buffered: usize,
+    max_buffered: usize,
+}
+
+/// What became of a fragment handed to the [`Reassembler`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reassembly {
+    /// A whole message, with its fragment field reset to unfragmented.
+    Complete(Vec<u8>),
+    /// Kept; more fragments are needed.
+    Pending,
+    /// Dropped because the reassembly buffer is full (§6.7: "MUST drop").
+    Dropped,
+}
+
+impl Reassembler {
+    pub fn new(max_buffered: usize) -> Self {
+        Reassembler {
+            partial: HashMap::new(),
+            buffered: 0,
+            max_buffered,
+        }
+    }
+
+    /// Number of messages being reassembled.
+    pub fn pending(&self) -> usize {
+        self.partial.len()
+    }
+
+    /// Takes one received message or fragment. Unfragmented messages pass
+    /// straight through.
+    pub fn push(
+        &mut self,
+        now_ms: u64,
+        frame: &[u8],
+        ctx: &DecodeContext,
+    ) -> Result<Reassembly, FragmentError> {
+        let (header, payload) = ForwardingHeader::split(frame, ctx)?;
+        if header.fragment.is_unfragmented() {
+            return Ok(Reassembly::Complete(frame.to_vec()));
+        }
+        self.expire(now_ms);
+        let offset = header.fragment.offset();
+        let end = offset as usize + payload.len();
+        if end > ctx.max_message_size {
+            return Err(DecodeError::MessageTooLarge {
+                length: end,
+                max: ctx.max_message_size,
+            }
+            .into());
+        }
+        if self.buffered + payload.len() > self.max_buffered {
+            return Ok(Reassembly::Dropped);
+        }
+        let id = header.transaction_id;
+        let last = header.fragment.is_last();
+        let p = self.partial.entry(id).or_insert_with(|| Partial {
+            started_ms: now_ms,
+            header: header.clone(),
+            pieces: BTreeMap::new(),
+            total: None,
+            bytes: 0,
+        });
+        if last {
+            p.total = Some(end);
+        }
+        if let Some(old) = p.pieces.insert(offset, payload.to_vec()) {
+            p.bytes -= old.len();
+            self.buffered -= old.len();
+        }
+        p.bytes += payload.len();
+        self.buffered += payload.len();
+        let Some(total) = p.total else {
+            return Ok(Reassembly::Pending);
+        };
+        let mut covered = 0usize;
+        for (&o, piece) in &p.pieces {
+            if o as usize > covered {
+                return Ok(Reassembly::Pending);
+            }
+            covered = covered.max(o as usize + piece.len());
+        }
+        if covered < total {
+            return Ok(Reassembly::Pending);
+        }
+        let p = self.partial.remove(&id).expect("entry exists");
+        self.buffered -= p.bytes;
+        let mut body = vec![0u8; total];
+        for (o, piece) in p.pieces {
+            let o = o as usize;
+            let n = piece.len().min(total.saturating_sub(o));
+            body[o..o + n].copy_from_slice(&piece[..n]);
+        }
+        let mut h = p.header;
+        h.fragment = Fragment::UNFRAGMENTED;
+        let mut w = Writer::with_capacity(total + 64);
+        h.encode_with_payload(&mut w, &body);
+        Ok(Reassembly::Complete(w.finish()?))
+    }
+
+    /// Drops partial messages older than the reassembly timeout.
+    pub fn expire(&mut self, now_ms: u64) {
+        let buffered = &mut self.buffered;
+        self.partial.retain(|_, p| {
+            let keep = now_ms.saturating_sub(p.started_ms) < REASSEMBLY_TIMEOUT_MS;
+            if !keep {
+                *buffered -= p.bytes;
+            }
+            keep
+        });
+    }
+}

@@ -1,0 +1,365 @@
+//! The forwarding header — RFC 6940 §6.3.2, with Destination (§6.3.2.2)
+//! and ForwardingOption (§6.3.2.3).
+
+use crate::codec::{Decode, Encode, LenPrefix, Reader, Writer};
+use crate::error::DecodeError;
+use crate::ids::{NodeId, ResourceId};
+use crate::DecodeContext;
+
+/// `relo_token`: "RELO" with the high bit of the first byte set (§6.3.2).
+pub const RELO_TOKEN: u32 = 0xd245_4c4f;
+/// `version` of this document, RELOAD 1.0 times ten (§6.3.2).
+pub const RELOAD_VERSION: u8 = 0x0a;
+/// Default and maximum initial TTL unless the configuration says otherwise (§6.3.2).
+pub const DEFAULT_INITIAL_TTL: u8 = 100;
+/// Size of the forwarding header before its three lists.
+pub const FIXED_HEADER_LEN: usize = 38;
+
+/// `enum { invalidDestinationType(0), node(1), resource(2), opaque_id_type(3), (255) } DestinationType`.
+pub mod destination_type {
+    pub const NODE: u8 = 1;
+    pub const RESOURCE: u8 = 2;
+    pub const OPAQUE_ID_TYPE: u8 = 3;
+}
+
+/// `Destination` — RFC 6940 §6.3.2.2.
+///
+/// Either the TLV form (type, length, DestinationData) or the compressed
+/// 16-bit form whose top bit is 1, which stands for a 2-byte opaque id.
+/// The two are kept apart so that a decoded header re-encodes to the same
+/// bytes. Unknown destination types are kept raw, as the TLV allows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Node(NodeId),
+    /// Only valid as the last entry of a destination list.
+    Resource(ResourceId),
+    /// `opaque opaque_id<0..2^8-1>` in TLV form.
+    OpaqueId(Vec<u8>),
+    /// The compressed form: a `uint16` with the top bit set (§6.3.2.2).
+    CompressedOpaqueId(u16),
+    Unknown {
+        destination_type: u8,
+        data: Vec<u8>,
+    },
+}
+
+impl Encode for Destination {
+    fn encode(&self, w: &mut Writer) {
+        match self {
+            Destination::CompressedOpaqueId(v) => w.u16(v | 0x8000),
+            Destination::Node(id) => {
+                w.u8(destination_type::NODE);
+                w.prefixed(LenPrefix::U8, "Destination.length", |w| id.encode(w));
+            }
+            Destination::Resource(id) => {
+                w.u8(destination_type::RESOURCE);
+                w.prefixed(LenPrefix::U8, "Destination.length", |w| id.encode(w));
+            }
+            Destination::OpaqueId(b) => {
+                w.u8(destination_type::OPAQUE_ID_TYPE);
+                w.prefixed(LenPrefix::U8, "Destination.length", |w| {
+                    w.opaque(LenPrefix::U8, "Destination.opaque_id", b)
+                });
+            }
+            Destination::Unknown {
+                destination_type,
+                data,
+            } => {
+                w.u8(*destination_type);
+                w.opaque(LenPrefix::U8, "Destination.length", data);
+            }
+        }
+    }
+}
+
+impl Decode for Destination {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let first = r.u8("Destination.type")?;
+        if first & 0x80 != 0 {
+            let low = r.u8("Destination.opaque_id")?;
+            return Ok(Destination::CompressedOpaqueId(u16::from_be_bytes([
+                first, low,
+            ])));
+        }
+        let mut data = r.sub(LenPrefix::U8, "Destination.length")?;
+        let d = match first {
+            destination_type::NODE => Destination::Node(NodeId::decode(&mut data)?),
+            destination_type::RESOURCE => Destination::Resource(ResourceId::decode(&mut data)?),
+            destination_type::OPAQUE_ID_TYPE => {
+                Destination::OpaqueId(data.opaque(LenPrefix::U8, "Destination.opaque_id")?)
+            }
+            0 => {
+                return Err(DecodeError::InvalidValue {
+                    what: "Destination.type",
+                    value: 0,
+                })
+            }
+            t => Destination::Unknown {
+                destination_type: t,
+                data: data.rest().to_vec(),
+            },
+        };
+        data.finish("Destination.destination_data")?;
+        Ok(d)
+    }
+}
+
+/// Flags of a ForwardingOption — RFC 6940 §6.3.2.3.
+pub mod forwarding_flags {
+    pub const FORWARD_CRITICAL: u8 = 0x01;
+    pub const DESTINATION_CRITICAL: u8 = 0x02;
+    pub const RESPONSE_COPY: u8 = 0x04;
+}
+
+/// `ForwardingOption` — RFC 6940 §6.3.2.3. No option types are defined
+/// beyond exp-forward(1), so the value is kept opaque.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingOption {
+    pub option_type: u8,
+    pub flags: u8,
+    pub option: Vec<u8>,
+}
+
+impl Encode for ForwardingOption {
+    fn encode(&self, w: &mut Writer) {
+        w.u8(self.option_type);
+        w.u8(self.flags);
+        w.opaque(LenPrefix::U16, "ForwardingOption.length", &self.option);
+    }
+}
+
+impl Decode for ForwardingOption {
+    fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ForwardingOption {
+            option_type: r.u8("ForwardingOption.type")?,
+            flags: r.u8("ForwardingOption.flags")?,
+            option: r.opaque(LenPrefix::U16, "ForwardingOption.length")?,
+        })
+    }
+}
+
+/// The `fragment` field — RFC 6940 §6.3.2 and §6.7: the high bit always
+/// set, then the last-fragment bit, six reserved bits, and a 24-bit offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fragment(u32);
+
+impl Fragment {
+    const ALWAYS: u32 = 0x8000_0000;
+    const LAST: u32 = 0x4000_0000;
+    pub const MAX_OFFSET: u32 = 0x00ff_ffff;
+    /// The value of an unfragmented message: last fragment, offset 0.
+    pub const UNFRAGMENTED: Fragment = Fragment(0xc000_0000);
+
+    /// A fragment at `offset` bytes after the forwarding header.
+    pub fn new(last: bool, offset: u32) -> Fragment {
+        Fragment(Self::ALWAYS | if last { Self::LAST } else { 0 } | (offset & Self::MAX_OFFSET))
+    }
+
+    /// The raw field. Messages whose high bit is clear are refused (§6.7).
+    pub fn from_raw(v: u32) -> Result<Fragment, DecodeError> {
+        if v & Self::ALWAYS == 0 {
+            return Err(DecodeError::InvalidValue {
+                what: "ForwardingHeader.fragment",
+                value: v.into(),
+            });
+        }
+        Ok(Fragment(v))
+    }
+
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+    pub fn is_last(self) -> bool {
+        self.0 & Self::LAST != 0
+    }
+    pub fn offset(self) -> u32 {
+        self.0 & Self::MAX_OFFSET
+    }
+    /// The six reserved bits (SHOULD be zero; kept as received).
+    pub fn reserved(self) -> u8 {
+        ((self.0 >> 24) & 0x3f) as u8
+    }
+    /// Whether this is a whole message rather than a piece of one.
+    pub fn is_unfragmented(self) -> bool {
+        self.is_last() && self.offset() == 0
+    }
+}
+
+impl Default for Fragment {
+    fn default() -> Self {
+        Fragment::UNFRAGMENTED
+    }
+}
+
+/// `ForwardingHeader` — RFC 6940 §6.3.2.
+///
+/// `relo_token` is implied and `length` and the three list lengths are
+/// derived when the header is written in front of a payload, so they are
+/// not fields here; [`ForwardingHeader::split`] reports the length read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardingHeader {
+    pub overlay: u32,
+    pub configuration_sequence: u16,
+    pub version: u8,
+    pub ttl: u8,
+    pub fragment: Fragment,
+    pub transaction_id: u64,
+    pub max_response_length: u32,
+    pub via_list: Vec<Destination>,
+    pub destination_list: Vec<Destination>,
+    pub options: Vec<ForwardingOption>,
+}
+
+impl ForwardingHeader {
+    /// A header for a new, unfragmented request with the RFC's defaults.
+    pub fn new(overlay: u32, transaction_id: u64, destination_list: Vec<Destination>) -> Self {
+        ForwardingHeader {
+            overlay,
+            configuration_sequence: 0,
+            version: RELOAD_VERSION,
+            ttl: DEFAULT_INITIAL_TTL,
+            fragment: Fragment::UNFRAGMENTED,
+            transaction_id,
+            max_response_length: 0,
+            via_list: Vec::new(),
+            destination_list,
+            options: Vec::new(),
+        }
+    }
+
+    /// Writes the header followed by `payload`, filling in `length` and the
+    /// list lengths. This is also the forwarding fast path: a peer that only
+    /// relays a message re-writes the header and copies the payload verbatim.
+    pub fn encode_with_payload(&self, w: &mut Writer, payload: &[u8]) {
+        self.encode_with(w, |w| w.bytes(payload));
+    }
+
+    /// Like [`encode_with_payload`](Self::encode_with_payload) with the
+    /// payload produced by a closure.
+    pub fn encode_with(&self, w: &mut Writer, payload: impl FnOnce(&mut Writer)) {
+        let start = w.len();
+        w.u32(RELO_TOKEN);
+        w.u32(self.overlay);
+        w.u16(self.configuration_sequence);
+        w.u8(self.version);
+        w.u8(self.ttl);
+        w.u32(self.fragment.raw());
+        let length_at = w.placeholder(LenPrefix::U32);
+        w.u64(self.transaction_id);
+        w.u32(self.max_response_length);
+        let via_at = w.placeholder(LenPrefix::U16);
+        let dest_at = w.placeholder(LenPrefix::U16);
+        let opts_at = w.placeholder(LenPrefix::U16);
+        for (at, what, list) in [
+            (via_at, "ForwardingHeader.via_list_length", &self.via_list),
+            (
+                dest_at,
+                "ForwardingHeader.destination_list_length",
+                &self.destination_list,
+            ),
+        ] {
+            let from = w.len();
+            for d in list {
+                d.encode(w);
+            }
+            let n = w.len() - from;
+            w.patch_len(at, LenPrefix::U16, what, n);
+        }
+        let from = w.len();
+        for o in &self.options {
+            o.encode(w);
+        }
+        let n = w.len() - from;
+        w.patch_len(
+            opts_at,
+            LenPrefix::U16,
+            "ForwardingHeader.options_length",
+            n,
+        );
+        payload(w);
+        let total = w.len() - start;
+        w.patch_len(length_at, LenPrefix::U32, "ForwardingHeader.length", total);
+    }
+
+    /// Reads the forwarding header at the start of `buf` — the only part a
+    /// peer that merely forwards needs. Checks the RELOAD token, that the
+    /// `length` field is within the overlay's max-message-size and equals the
+    /// bytes given, and returns the header and the payload after it.
+    pub fn split<'a>(
+        buf: &'a [u8],
+        ctx: &'a DecodeContext,
+    ) -> Result<(ForwardingHeader, &'a [u8]), DecodeError> {
+        let mut r = Reader::new(buf, ctx);
+        let token = r.u32("ForwardingHeader.relo_token")?;
+        if token != RELO_TOKEN {
+            return Err(DecodeError::NotReload(token));
+        }
+        let overlay = r.u32("ForwardingHeader.overlay")?;
+        let configuration_sequence = r.u16("ForwardingHeader.configuration_sequence")?;
+        let version = r.u8("ForwardingHeader.version")?;
+        let ttl = r.u8("ForwardingHeader.ttl")?;
+        let fragment = Fragment::from_raw(r.u32("ForwardingHeader.fragment")?)?;
+        let length = r.u32("ForwardingHeader.length")? as usize;
+        if length > ctx.max_message_size {
+            return Err(DecodeError::MessageTooLarge {
+                length,
+                max: ctx.max_message_size,
+            });
+        }
+        if length != buf.len() {
+            return Err(DecodeError::BadLength {
+                what: "ForwardingHeader.length",
+                expected: buf.len(),
+                found: length,
+            });
+        }
+        let transaction_id = r.u64("ForwardingHeader.transaction_id")?;
+        let max_response_length = r.u32("ForwardingHeader.max_response_length")?;
+        let via_len = r.u16("ForwardingHeader.via_list_length")? as usize;
+        let dest_len = r.u16("ForwardingHeader.destination_list_length")? as usize;
+        let opts_len = r.u16("ForwardingHeader.options_length")? as usize;
+        let via_list = destinations(r.sub_exact(via_len, "ForwardingHeader.via_list")?)?;
+        let destination_list =
+            destinations(r.sub_exact(dest_len, "ForwardingHeader.destination_list")?)?;
+        let mut opts = r.sub_exact(opts_len, "ForwardingHeader.options")?;
+        let mut options = Vec::new();
+        while !opts.is_empty() {
+            options.push(ForwardingOption::decode(&mut opts)?);
+        }
+        let header = ForwardingHeader {
+            overlay,
+            configuration_sequence,
+            version,
+            ttl,
+            fragment,
+            transaction_id,
+            max_response_length,
+            via_list,
+            destination_list,
+            options,
+        };
+        Ok((header, r.rest()))
+    }
+}
+
+fn destinations(mut r: Reader<'_>) -> Result<Vec<Destination>, DecodeError> {
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        out.push(Destination::decode(&mut r)?);
+    }
+    Ok(out)
+}
+
+/// Reads only the fixed part of a forwarding header to learn the message's
+/// total length, e.g. to enforce max-message-size before the rest has
+/// arrived (§6.6). Returns `None` while fewer than 16 bytes are present.
+pub fn peek_message_length(buf: &[u8]) -> Option<Result<u32, DecodeError>> {
+    if buf.len() < 16 {
+        return None;
+    }
+    let token = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if token != RELO_TOKEN {
+        return Some(Err(DecodeError::NotReload(token)));
+    }
+    Some(Ok(u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]])))
+}

@@ -1,0 +1,102 @@
+//! RELOAD (RFC 6940) wire codec: every message structure of §6 and §7, the
+//! Chord-reload bodies of §10, the link framing of §6.6 and fragmentation
+//! of §6.7. Pure data in, data out: no I/O, no clocks.
+//!
+//! Types are named after the RFC's structures (`StoreReq`, `ForwardingHeader`,
+//! `IceCandidate`, …) and their doc comments cite the section that defines
+//! them. Decoders are total: they return [`DecodeError`] on any input they
+//! cannot read, check every length against the bytes present before using
+//! it, enforce the overlay's max-message-size, and reject trailing bytes.
+//! Decoding is canonical, so `encode(decode(b)) == b` for any `b` that decodes.
+
+pub mod address;
+pub mod body;
+pub mod chord;
+pub mod codec;
+pub mod contents;
+pub mod error;
+pub mod fragment;
+pub mod framing;
+pub mod header;
+pub mod ids;
+pub mod link_management;
+pub mod message;
+pub mod pcap;
+pub mod samples;
+pub mod security;
+pub mod storage;
+pub mod topology;
+pub mod usages;
+
+pub use address::IpAddressPort;
+pub use body::Body;
+pub use chord::{ChordLeaveData, ChordRouteQueryAns, ChordUpdate, ChordUpdateType};
+pub use codec::{Decode, Encode, LenPrefix, Reader, Writer};
+pub use contents::{ErrorCode, ErrorResponse, MessageCode, MessageContents, MessageExtension};
+pub use error::{DecodeError, EncodeError};
+pub use framing::FramedMessage;
+pub use header::{Destination, ForwardingHeader, ForwardingOption, Fragment};
+pub use ids::{overlay_hash, KindId, NodeId, ResourceId};
+pub use link_management::{
+    AppAttachAns, AppAttachReq, AttachReqAns, CandType, ConfigUpdateReq, IceCandidate,
+    IceExtension, PingAns, PingReq,
+};
+pub use message::Message;
+pub use security::{
+    GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity,
+};
+pub use storage::{
+    ArrayEntry, ArrayRange, DataModel, DataValue, DictionaryEntry, FetchAns, FetchKindResponse,
+    FetchReq, FindAns, FindKindData, FindReq, MetaData, MetaDataValue, ModelSpecifier, StatAns,
+    StatKindResponse, StatReq, StoreAns, StoreKindData, StoreKindResponse, StoreReq, StoredData,
+    StoredDataSpecifier, StoredDataValue, StoredMetaData,
+};
+pub use topology::{
+    JoinAns, JoinReq, LeaveReq, ProbeAns, ProbeInformation, ProbeReq, RouteQueryReq,
+};
+pub use usages::TurnServer;
+
+use std::collections::HashMap;
+
+/// What decoding needs to know about the overlay (its configuration
+/// document, RFC 6940 §11.1): the Node-ID length, the largest message it
+/// accepts, and the data model of each Kind it knows.
+#[derive(Debug, Clone)]
+pub struct DecodeContext {
+    /// NodeIdLength, 16 to 20 bytes (§6.3.1.1). Chord-reload uses 16.
+    pub node_id_length: usize,
+    /// max-message-size (§11.1), 5000 unless configured.
+    pub max_message_size: usize,
+    kinds: HashMap<KindId, DataModel>,
+}
+
+impl DecodeContext {
+    /// Default of §11.1 for `max-message-size`.
+    pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 5000;
+
+    /// A context knowing the registered Kinds of RFC 6940 and RFC 7904.
+    pub fn new(node_id_length: usize, max_message_size: usize) -> Self {
+        DecodeContext {
+            node_id_length,
+            max_message_size,
+            kinds: usages::STANDARD_KINDS.iter().copied().collect(),
+        }
+    }
+
+    /// Declares (or redeclares) a Kind's data model, as a configuration's
+    /// `<kind>` element does.
+    pub fn with_kind(mut self, kind: KindId, model: DataModel) -> Self {
+        self.kinds.insert(kind, model);
+        self
+    }
+
+    pub fn data_model(&self, kind: KindId) -> Option<DataModel> {
+        self.kinds.get(&kind).copied()
+    }
+}
+
+impl Default for DecodeContext {
+    fn default() -> Self {
+        DecodeContext::new(16, Self::DEFAULT_MAX_MESSAGE_SIZE)
+    }
+}
