@@ -170,9 +170,10 @@ impl FrameDecoder {
 /// The receiver side of §6.6.2/§6.6.3: remembers the 32 most recently
 /// received sequence numbers and builds the ACK for each arrival.
 ///
-/// Bit numbering (the RFC says "the N-M bit"): bit k is `1 << k`, counted
-/// from the least significant bit, so the packet just before N is bit 1
-/// and bit 0 is never set. See docs/decisions/0002-framing-ack-bitmask.md.
+/// Bit numbering (the RFC says only "the N-M bit"): counted from the least
+/// significant bit with the packet just before N as bit 0, i.e. M sets
+/// `1 << (N - M - 1)`. This is how Wireshark and RELOAD.NET read it; see
+/// docs/decisions/0001-reload-wire-codec.md.
 #[derive(Debug, Clone, Default)]
 pub struct ReceivedWindow {
     recent: [u32; 32],
@@ -191,7 +192,7 @@ impl ReceivedWindow {
         for &m in &self.recent[..self.count] {
             let d = sequence.wrapping_sub(m);
             if (1..32).contains(&d) {
-                received |= 1 << d;
+                received |= 1 << (d - 1);
             }
         }
         self.recent[self.next] = sequence;

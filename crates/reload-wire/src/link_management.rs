@@ -17,18 +17,25 @@ pub mod overlay_link_type {
 }
 
 /// `CandType` — RFC 6940 §6.5.1.1, with the related address that srflx
-/// and relay candidates carry. `RESERVED(3)` and unknown types cannot be
-/// skipped (the structure has no length), so they are decode errors.
+/// and relay candidates carry.
+///
+/// The enum marks 3 `RESERVED`, yet the text lists "prflx" among the types
+/// with a `rel_addr_port`; Wireshark and java-reload read 3 as prflx with a
+/// related address, so we accept it the same way (we never send it: RELOAD
+/// signals no peer-reflexive candidates). Other values cannot be skipped —
+/// the structure has no length — so they are decode errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CandType {
     Host,
     Srflx { rel_addr_port: IpAddressPort },
+    Prflx { rel_addr_port: IpAddressPort },
     Relay { rel_addr_port: IpAddressPort },
 }
 
 pub mod cand_type {
     pub const HOST: u8 = 1;
     pub const SRFLX: u8 = 2;
+    pub const PRFLX: u8 = 3;
     pub const RELAY: u8 = 4;
 }
 
@@ -78,6 +85,10 @@ impl Encode for IceCandidate {
                 w.u8(cand_type::SRFLX);
                 rel_addr_port.encode(w);
             }
+            CandType::Prflx { rel_addr_port } => {
+                w.u8(cand_type::PRFLX);
+                rel_addr_port.encode(w);
+            }
             CandType::Relay { rel_addr_port } => {
                 w.u8(cand_type::RELAY);
                 rel_addr_port.encode(w);
@@ -102,6 +113,9 @@ impl Decode for IceCandidate {
         let cand_type = match r.u8("IceCandidate.type")? {
             cand_type::HOST => CandType::Host,
             cand_type::SRFLX => CandType::Srflx {
+                rel_addr_port: IpAddressPort::decode(r)?,
+            },
+            cand_type::PRFLX => CandType::Prflx {
                 rel_addr_port: IpAddressPort::decode(r)?,
             },
             cand_type::RELAY => CandType::Relay {

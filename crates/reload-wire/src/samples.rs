@@ -416,6 +416,30 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "error (Error_Not_Found)",
             Body::Error(ErrorResponse::new(ErrorCode::NOT_FOUND, "no such resource")),
         ),
+        (
+            "error (Error_Unknown_Kind)",
+            Body::Error(ErrorResponse::new(
+                ErrorCode::UNKNOWN_KIND,
+                UnknownKinds(vec![0xf000_0001, 0xf000_0002])
+                    .to_bytes()
+                    .expect("small"),
+            )),
+        ),
+        (
+            "error (Error_Generation_Counter_Too_Low)",
+            Body::Error(ErrorResponse::new(
+                ErrorCode::GENERATION_COUNTER_TOO_LOW,
+                StoreAns {
+                    kind_responses: vec![StoreKindResponse {
+                        kind: kind_id::SIP_REGISTRATION,
+                        generation_counter: 12,
+                        replicas: vec![],
+                    }],
+                }
+                .to_bytes()
+                .expect("small"),
+            )),
+        ),
     ]
 }
 
