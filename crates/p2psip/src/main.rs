@@ -6,7 +6,7 @@ use reload_wire::framing::encode_data;
 use reload_wire::pcap::{PcapWriter, RELOAD_PORT};
 use reload_wire::{samples, DecodeContext, FramedMessage, Message, Writer};
 use std::net::SocketAddrV4;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -31,6 +31,10 @@ enum Command {
         /// Carry the frames over one TCP connection instead of UDP datagrams.
         #[arg(long)]
         tcp: bool,
+        /// Also write each message (and each framed message) as a file in
+        /// DIR/decode_message and DIR/decode_framing: seeds for the fuzzers.
+        #[arg(long, value_name = "DIR")]
+        corpus: Option<PathBuf>,
     },
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
@@ -55,7 +59,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Samples { pcap, tcp } => samples_cmd(&pcap, tcp),
+        Command::Samples { pcap, tcp, corpus } => samples_cmd(&pcap, tcp, corpus.as_deref()),
         Command::Decode {
             hex,
             node_id_length,
@@ -63,7 +67,13 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn samples_cmd(path: &std::path::Path, tcp: bool) -> Result<()> {
+fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {
+    if let Some(dir) = corpus {
+        for sub in ["decode_message", "decode_framing"] {
+            std::fs::create_dir_all(dir.join(sub))
+                .with_context(|| format!("cannot create {}", dir.join(sub).display()))?;
+        }
+    }
     let ctx = DecodeContext::default();
     let a: SocketAddrV4 = SocketAddrV4::new([127, 0, 0, 1].into(), 40000);
     let b: SocketAddrV4 = SocketAddrV4::new([127, 0, 0, 2].into(), RELOAD_PORT);
@@ -83,6 +93,16 @@ fn samples_cmd(path: &std::path::Path, tcp: bool) -> Result<()> {
         let mut w = Writer::new();
         encode_data(&mut w, seq as u32, &bytes);
         let frame = w.finish()?;
+        if let Some(dir) = corpus {
+            std::fs::write(
+                dir.join("decode_message").join(format!("sample-{seq:02}")),
+                &bytes,
+            )?;
+            std::fs::write(
+                dir.join("decode_framing").join(format!("sample-{seq:02}")),
+                &frame,
+            )?;
+        }
         let ack = FramedMessage::Ack {
             ack_sequence: seq as u32,
             received: 0,

@@ -153,6 +153,9 @@ impl Reassembler {
         };
         let mut covered = 0usize;
         for (&o, piece) in &p.pieces {
+            if covered >= total {
+                break;
+            }
             if o as usize > covered {
                 return Ok(Reassembly::Pending);
             }
@@ -164,9 +167,14 @@ impl Reassembler {
         let p = self.partial.remove(&id).expect("entry exists");
         self.buffered -= p.bytes;
         let mut body = vec![0u8; total];
+        // Pieces reaching past the last fragment's end (inconsistent input)
+        // are cut at `total`.
         for (o, piece) in p.pieces {
             let o = o as usize;
-            let n = piece.len().min(total.saturating_sub(o));
+            if o >= total {
+                continue;
+            }
+            let n = piece.len().min(total - o);
             body[o..o + n].copy_from_slice(&piece[..n]);
         }
         let mut h = p.header;

@@ -209,9 +209,9 @@ impl ReceivedWindow {
 /// each earlier one whose bit is set.
 pub fn acked_sequences(ack_sequence: u32, received: u32) -> impl Iterator<Item = u32> {
     std::iter::once(ack_sequence).chain(
-        (1..32u32)
-            .filter(move |k| received & (1 << k) != 0)
-            .map(move |k| ack_sequence.wrapping_sub(k)),
+        (0..32u32)
+            .filter(move |b| received & (1 << b) != 0)
+            .map(move |b| ack_sequence.wrapping_sub(b + 1)),
     )
 }
 

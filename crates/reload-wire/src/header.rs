@@ -352,14 +352,15 @@ fn destinations(mut r: Reader<'_>) -> Result<Vec<Destination>, DecodeError> {
 
 /// Reads only the fixed part of a forwarding header to learn the message's
 /// total length, e.g. to enforce max-message-size before the rest has
-/// arrived (§6.6). Returns `None` while fewer than 16 bytes are present.
+/// arrived (§6.6). Returns `None` while fewer than the 20 bytes up to and
+/// including `length` are present.
 pub fn peek_message_length(buf: &[u8]) -> Option<Result<u32, DecodeError>> {
-    if buf.len() < 16 {
+    if buf.len() < 20 {
         return None;
     }
     let token = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
     if token != RELO_TOKEN {
         return Some(Err(DecodeError::NotReload(token)));
     }
-    Some(Ok(u32::from_be_bytes([buf[12], buf[13], buf[14], buf[15]])))
+    Some(Ok(u32::from_be_bytes([buf[16], buf[17], buf[18], buf[19]])))
 }

@@ -19,7 +19,10 @@ fn h(annotated: &str) -> Vec<u8> {
         .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
         .collect();
     assert!(digits.len() % 2 == 0, "odd hex in vector");
-    (0..digits.len()).step_by(2).map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap()).collect()
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap())
+        .collect()
 }
 
 fn ctx() -> DecodeContext {
@@ -52,7 +55,11 @@ fn check<T: Encode + Decode + PartialEq + std::fmt::Debug>(value: T, annotated: 
 fn check_body(body: Body, annotated: &str) {
     let bytes = h(annotated);
     assert_eq!(body.to_bytes().unwrap(), bytes, "encoding of {body:?}");
-    assert_eq!(Body::decode(body.message_code(), &bytes, &ctx()).unwrap(), body, "decoding");
+    assert_eq!(
+        Body::decode(body.message_code(), &bytes, &ctx()).unwrap(),
+        body,
+        "decoding"
+    );
 }
 
 fn anonymous_signature() -> &'static str {
@@ -65,7 +72,10 @@ fn anonymous_signature() -> &'static str {
 fn ip_address_port_rfc_example() {
     // The example of §6.3.1.1 verbatim.
     check(sa("192.0.2.1:6084"), "01 06 c0000201 17c4");
-    check(sa("[2001:db8::1]:5060"), "02 12 20010db8000000000000000000000001 13c4");
+    check(
+        sa("[2001:db8::1]:5060"),
+        "02 12 20010db8000000000000000000000001 13c4",
+    );
 }
 
 #[test]
@@ -144,7 +154,10 @@ fn whole_message_with_forwarding_header() {
         &m.security_block.signature.identity,
     )
     .unwrap();
-    assert_eq!(input, h("01020304 0102030405060708 0017 00000002 0000 00000000 01 0003 04 01 aa"));
+    assert_eq!(
+        input,
+        h("01020304 0102030405060708 0017 00000002 0000 00000000 01 0003 04 01 aa")
+    );
 }
 
 #[test]
@@ -184,7 +197,12 @@ fn header_parts() {
 #[test]
 fn probe() {
     // §6.4.2.5: requested_info<0..2^8-1>; ProbeInformation type, length, uint32.
-    check_body(Body::ProbeReq(ProbeReq { requested_info: vec![1, 3] }), "02 01 03");
+    check_body(
+        Body::ProbeReq(ProbeReq {
+            requested_info: vec![1, 3],
+        }),
+        "02 01 03",
+    );
     check_body(
         Body::ProbeAns(ProbeAns {
             probe_info: vec![ProbeInformation::Uptime(3600)],
@@ -496,7 +514,12 @@ fn join_leave_update_route_query() {
 
 #[test]
 fn ping_config_update_error() {
-    check_body(Body::PingReq(PingReq { padding: vec![0, 0] }), "0002 0000");
+    check_body(
+        Body::PingReq(PingReq {
+            padding: vec![0, 0],
+        }),
+        "0002 0000",
+    );
     check_body(
         Body::PingAns(PingAns {
             response_id: 0x0102_0304_0506_0708,
@@ -520,7 +543,9 @@ fn ping_config_update_error() {
     check_body(
         Body::Error(ErrorResponse::new(
             ErrorCode::UNKNOWN_KIND,
-            UnknownKinds(vec![0xf000_0001, 0xf000_0002]).to_bytes().unwrap(),
+            UnknownKinds(vec![0xf000_0001, 0xf000_0002])
+                .to_bytes()
+                .unwrap(),
         )),
         "000c 0009 08 f0000001 f0000002 # Error_Unknown_Kind with unknown_kinds<0..2^8-1>",
     );
@@ -529,7 +554,10 @@ fn ping_config_update_error() {
 #[test]
 fn error_codes_match_the_registry() {
     // §14.9, every code.
-    let names: Vec<(u16, &str)> = ErrorCode::ALL.iter().map(|c| (c.0, c.name().unwrap())).collect();
+    let names: Vec<(u16, &str)> = ErrorCode::ALL
+        .iter()
+        .map(|c| (c.0, c.name().unwrap()))
+        .collect();
     assert_eq!(names.len(), 19);
     assert_eq!(names[0], (0x02, "Error_Forbidden"));
     assert_eq!(names[18], (0x14, "Error_Invalid_Message"));
