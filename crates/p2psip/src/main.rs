@@ -60,10 +60,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Samples { pcap, tcp, corpus } => samples_cmd(&pcap, tcp, corpus.as_deref()),
-        Command::Decode {
-            hex,
-            node_id_length,
-        } => decode_cmd(&hex, node_id_length.into()),
+        Command::Decode { hex, node_id_length } => decode_cmd(&hex, node_id_length.into()),
     }
 }
 
@@ -82,9 +79,7 @@ fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {
     let mut all = samples::messages();
     all.push(("ping_req (header features)", samples::header_features()));
     for (seq, (label, msg)) in all.iter().enumerate() {
-        let bytes = msg
-            .to_bytes()
-            .with_context(|| format!("encoding {label}"))?;
+        let bytes = msg.to_bytes().with_context(|| format!("encoding {label}"))?;
         let back = Message::decode(&bytes, &ctx).with_context(|| format!("decoding {label}"))?;
         let body_ok = back.message_contents.body(&ctx).is_ok();
         if &back != msg || !body_ok {
@@ -94,14 +89,8 @@ fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {
         encode_data(&mut w, seq as u32, &bytes);
         let frame = w.finish()?;
         if let Some(dir) = corpus {
-            std::fs::write(
-                dir.join("decode_message").join(format!("sample-{seq:02}")),
-                &bytes,
-            )?;
-            std::fs::write(
-                dir.join("decode_framing").join(format!("sample-{seq:02}")),
-                &frame,
-            )?;
+            std::fs::write(dir.join("decode_message").join(format!("sample-{seq:02}")), &bytes)?;
+            std::fs::write(dir.join("decode_framing").join(format!("sample-{seq:02}")), &frame)?;
         }
         let ack = FramedMessage::Ack {
             ack_sequence: seq as u32,
@@ -117,8 +106,7 @@ fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {
         }
         println!("{seq:<4} {label:<40} {:>6}  ok", bytes.len());
     }
-    std::fs::write(path, pcap.into_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    std::fs::write(path, pcap.into_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
     println!(
         "\nwrote {} ({} messages); open it in Wireshark or run: tshark -r {} -V",
         path.display(),
@@ -154,10 +142,7 @@ fn decode_cmd(hex: &str, node_id_length: usize) -> Result<()> {
     println!("{:#?}", m.forwarding_header);
     match m.message_contents.body(&ctx) {
         Ok(body) => println!("{body:#?}"),
-        Err(e) => println!(
-            "{:?} body undecodable: {e}",
-            m.message_contents.message_code
-        ),
+        Err(e) => println!("{:?} body undecodable: {e}", m.message_contents.message_code),
     }
     println!("{:#?}", m.security_block);
     Ok(())

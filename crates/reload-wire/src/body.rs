@@ -5,9 +5,7 @@
 use crate::codec::{Decode, Encode, Reader, Writer};
 use crate::contents::{ErrorResponse, MessageCode, MessageContents};
 use crate::error::{DecodeError, EncodeError};
-use crate::link_management::{
-    AppAttachAns, AppAttachReq, AttachReqAns, ConfigUpdateReq, PingAns, PingReq,
-};
+use crate::link_management::{AppAttachAns, AppAttachReq, AttachReqAns, ConfigUpdateReq, PingAns, PingReq};
 use crate::storage::{FetchAns, FetchReq, FindAns, FindReq, StatAns, StatReq, StoreAns, StoreReq};
 use crate::topology::{JoinAns, JoinReq, LeaveReq, ProbeAns, ProbeReq, RouteQueryReq};
 use crate::DecodeContext;
@@ -123,11 +121,7 @@ impl Body {
     }
 
     /// Decodes `message_body` according to `code`; the body must be consumed exactly.
-    pub fn decode(
-        code: MessageCode,
-        body: &[u8],
-        ctx: &DecodeContext,
-    ) -> Result<Body, DecodeError> {
+    pub fn decode(code: MessageCode, body: &[u8], ctx: &DecodeContext) -> Result<Body, DecodeError> {
         use MessageCode as C;
         let mut r = Reader::new(body, ctx);
         let b = match code {

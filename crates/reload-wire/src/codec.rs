@@ -94,20 +94,13 @@ impl<'a> Reader<'a> {
         match self.u8(what)? {
             0 => Ok(false),
             1 => Ok(true),
-            v => Err(DecodeError::InvalidValue {
-                what,
-                value: v.into(),
-            }),
+            v => Err(DecodeError::InvalidValue { what, value: v.into() }),
         }
     }
 
     /// Reads a length prefix of `prefix` bytes (1, 2, 3 or 4) and returns a
     /// reader over exactly that many following bytes.
-    pub fn sub(
-        &mut self,
-        prefix: LenPrefix,
-        what: &'static str,
-    ) -> Result<Reader<'a>, DecodeError> {
+    pub fn sub(&mut self, prefix: LenPrefix, what: &'static str) -> Result<Reader<'a>, DecodeError> {
         let len = match prefix {
             LenPrefix::U8 => self.u8(what)? as usize,
             LenPrefix::U16 => self.u16(what)? as usize,
@@ -128,11 +121,7 @@ impl<'a> Reader<'a> {
     }
 
     /// `opaque x<0..2^k-1>`: a length-prefixed byte string, copied out.
-    pub fn opaque(
-        &mut self,
-        prefix: LenPrefix,
-        what: &'static str,
-    ) -> Result<Vec<u8>, DecodeError> {
+    pub fn opaque(&mut self, prefix: LenPrefix, what: &'static str) -> Result<Vec<u8>, DecodeError> {
         let mut sub = self.sub(prefix, what)?;
         Ok(sub.rest().to_vec())
     }
@@ -253,12 +242,7 @@ impl Writer {
 
     /// Writes a length prefix, then whatever `body` writes, then patches
     /// the prefix with the body's size.
-    pub fn prefixed(
-        &mut self,
-        prefix: LenPrefix,
-        what: &'static str,
-        body: impl FnOnce(&mut Writer),
-    ) {
+    pub fn prefixed(&mut self, prefix: LenPrefix, what: &'static str, body: impl FnOnce(&mut Writer)) {
         let at = self.placeholder(prefix);
         body(self);
         let len = self.buf.len() - at - prefix.width();

@@ -128,16 +128,8 @@ pub struct MessageContents {
 impl Encode for MessageContents {
     fn encode(&self, w: &mut Writer) {
         w.u16(self.message_code.0);
-        w.opaque(
-            LenPrefix::U32,
-            "MessageContents.message_body",
-            &self.message_body,
-        );
-        w.list(
-            LenPrefix::U32,
-            "MessageContents.extensions",
-            &self.extensions,
-        );
+        w.opaque(LenPrefix::U32, "MessageContents.message_body", &self.message_body);
+        w.list(LenPrefix::U32, "MessageContents.extensions", &self.extensions);
     }
 }
 
@@ -153,11 +145,7 @@ impl Decode for MessageContents {
         Ok(MessageContents {
             message_code,
             message_body: r.opaque(LenPrefix::U32, "MessageContents.message_body")?,
-            extensions: r.list(
-                LenPrefix::U32,
-                "MessageContents.extensions",
-                MessageExtension::decode,
-            )?,
+            extensions: r.list(LenPrefix::U32, "MessageContents.extensions", MessageExtension::decode)?,
         })
     }
 }

@@ -21,11 +21,7 @@ pub const REASSEMBLY_TIMEOUT_MS: u64 = 15_000;
 /// `max_len`). Returns the message unchanged when it already fits, or when
 /// a fragment could not hold its header plus 256 bytes of body, in which
 /// case the RFC leaves it to IP fragmentation.
-pub fn fragment(
-    message: &[u8],
-    max_len: usize,
-    ctx: &DecodeContext,
-) -> Result<Vec<Vec<u8>>, FragmentError> {
+pub fn fragment(message: &[u8], max_len: usize, ctx: &DecodeContext) -> Result<Vec<Vec<u8>>, FragmentError> {
     if message.len() <= max_len {
         return Ok(vec![message.to_vec()]);
     }
@@ -107,12 +103,7 @@ impl Reassembler {
 
     /// Takes one received message or fragment. Unfragmented messages pass
     /// straight through.
-    pub fn push(
-        &mut self,
-        now_ms: u64,
-        frame: &[u8],
-        ctx: &DecodeContext,
-    ) -> Result<Reassembly, FragmentError> {
+    pub fn push(&mut self, now_ms: u64, frame: &[u8], ctx: &DecodeContext) -> Result<Reassembly, FragmentError> {
         let (header, payload) = ForwardingHeader::split(frame, ctx)?;
         if header.fragment.is_unfragmented() {
             return Ok(Reassembly::Complete(frame.to_vec()));

@@ -27,10 +27,7 @@ impl FramedMessage {
     pub fn encode(&self, w: &mut Writer) {
         match self {
             FramedMessage::Data { sequence, message } => encode_data(w, *sequence, message),
-            FramedMessage::Ack {
-                ack_sequence,
-                received,
-            } => {
+            FramedMessage::Ack { ack_sequence, received } => {
                 w.u8(framed_message_type::ACK);
                 w.u32(*ack_sequence);
                 w.u32(*received);
@@ -141,10 +138,7 @@ impl FrameDecoder {
     /// The next whole frame, `Ok(None)` if more bytes are needed, or an
     /// error after which the stream cannot be resynchronised and the
     /// link must be closed.
-    pub fn next_frame(
-        &mut self,
-        ctx: &DecodeContext,
-    ) -> Result<Option<FramedMessage>, DecodeError> {
+    pub fn next_frame(&mut self, ctx: &DecodeContext) -> Result<Option<FramedMessage>, DecodeError> {
         let pending = &self.buf[self.start..];
         let Some(n) = frame_len(pending, ctx)? else {
             return Ok(None);

@@ -61,10 +61,7 @@ impl Encode for Destination {
                     w.opaque(LenPrefix::U8, "Destination.opaque_id", b)
                 });
             }
-            Destination::Unknown {
-                destination_type,
-                data,
-            } => {
+            Destination::Unknown { destination_type, data } => {
                 w.u8(*destination_type);
                 w.opaque(LenPrefix::U8, "Destination.length", data);
             }
@@ -77,9 +74,7 @@ impl Decode for Destination {
         let first = r.u8("Destination.type")?;
         if first & 0x80 != 0 {
             let low = r.u8("Destination.opaque_id")?;
-            return Ok(Destination::CompressedOpaqueId(u16::from_be_bytes([
-                first, low,
-            ])));
+            return Ok(Destination::CompressedOpaqueId(u16::from_be_bytes([first, low])));
         }
         let mut data = r.sub(LenPrefix::U8, "Destination.length")?;
         let d = match first {
@@ -270,12 +265,7 @@ impl ForwardingHeader {
             o.encode(w);
         }
         let n = w.len() - from;
-        w.patch_len(
-            opts_at,
-            LenPrefix::U16,
-            "ForwardingHeader.options_length",
-            n,
-        );
+        w.patch_len(opts_at, LenPrefix::U16, "ForwardingHeader.options_length", n);
         payload(w);
         let total = w.len() - start;
         w.patch_len(length_at, LenPrefix::U32, "ForwardingHeader.length", total);
@@ -285,10 +275,7 @@ impl ForwardingHeader {
     /// peer that merely forwards needs. Checks the RELOAD token, that the
     /// `length` field is within the overlay's max-message-size and equals the
     /// bytes given, and returns the header and the payload after it.
-    pub fn split<'a>(
-        buf: &'a [u8],
-        ctx: &'a DecodeContext,
-    ) -> Result<(ForwardingHeader, &'a [u8]), DecodeError> {
+    pub fn split<'a>(buf: &'a [u8], ctx: &'a DecodeContext) -> Result<(ForwardingHeader, &'a [u8]), DecodeError> {
         let mut r = Reader::new(buf, ctx);
         let token = r.u32("ForwardingHeader.relo_token")?;
         if token != RELO_TOKEN {
@@ -319,8 +306,7 @@ impl ForwardingHeader {
         let dest_len = r.u16("ForwardingHeader.destination_list_length")? as usize;
         let opts_len = r.u16("ForwardingHeader.options_length")? as usize;
         let via_list = destinations(r.sub_exact(via_len, "ForwardingHeader.via_list")?)?;
-        let destination_list =
-            destinations(r.sub_exact(dest_len, "ForwardingHeader.destination_list")?)?;
+        let destination_list = destinations(r.sub_exact(dest_len, "ForwardingHeader.destination_list")?)?;
         let mut opts = r.sub_exact(opts_len, "ForwardingHeader.options")?;
         let mut options = Vec::new();
         while !opts.is_empty() {

@@ -38,22 +38,16 @@ pub use framing::FramedMessage;
 pub use header::{Destination, ForwardingHeader, ForwardingOption, Fragment};
 pub use ids::{overlay_hash, KindId, NodeId, ResourceId};
 pub use link_management::{
-    AppAttachAns, AppAttachReq, AttachReqAns, CandType, ConfigUpdateReq, IceCandidate,
-    IceExtension, PingAns, PingReq,
+    AppAttachAns, AppAttachReq, AttachReqAns, CandType, ConfigUpdateReq, IceCandidate, IceExtension, PingAns, PingReq,
 };
 pub use message::Message;
-pub use security::{
-    GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity,
-};
+pub use security::{GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity};
 pub use storage::{
-    ArrayEntry, ArrayRange, DataModel, DataValue, DictionaryEntry, FetchAns, FetchKindResponse,
-    FetchReq, FindAns, FindKindData, FindReq, MetaData, MetaDataValue, ModelSpecifier, StatAns,
-    StatKindResponse, StatReq, StoreAns, StoreKindData, StoreKindResponse, StoreReq, StoredData,
-    StoredDataSpecifier, StoredDataValue, StoredMetaData,
+    ArrayEntry, ArrayRange, DataModel, DataValue, DictionaryEntry, FetchAns, FetchKindResponse, FetchReq, FindAns,
+    FindKindData, FindReq, MetaData, MetaDataValue, ModelSpecifier, StatAns, StatKindResponse, StatReq, StoreAns,
+    StoreKindData, StoreKindResponse, StoreReq, StoredData, StoredDataSpecifier, StoredDataValue, StoredMetaData,
 };
-pub use topology::{
-    JoinAns, JoinReq, LeaveReq, ProbeAns, ProbeInformation, ProbeReq, RouteQueryReq,
-};
+pub use topology::{JoinAns, JoinReq, LeaveReq, ProbeAns, ProbeInformation, ProbeReq, RouteQueryReq};
 pub use usages::TurnServer;
 
 use std::collections::HashMap;

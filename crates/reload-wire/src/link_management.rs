@@ -134,11 +134,7 @@ impl Decode for IceCandidate {
             foundation,
             priority,
             cand_type,
-            extensions: r.list(
-                LenPrefix::U16,
-                "IceCandidate.extensions",
-                IceExtension::decode,
-            )?,
+            extensions: r.list(LenPrefix::U16, "IceCandidate.extensions", IceExtension::decode)?,
         })
     }
 }
@@ -170,11 +166,7 @@ impl Decode for AttachReqAns {
             ufrag: r.opaque(LenPrefix::U8, "AttachReqAns.ufrag")?,
             password: r.opaque(LenPrefix::U8, "AttachReqAns.password")?,
             role: r.opaque(LenPrefix::U8, "AttachReqAns.role")?,
-            candidates: r.list(
-                LenPrefix::U16,
-                "AttachReqAns.candidates",
-                IceCandidate::decode,
-            )?,
+            candidates: r.list(LenPrefix::U16, "AttachReqAns.candidates", IceCandidate::decode)?,
             send_update: r.boolean("AttachReqAns.send_update")?,
         })
     }

@@ -100,15 +100,7 @@ impl PcapWriter {
         self.tcp_segment(src, dst, seq, ack, PSH | ACK, payload);
     }
 
-    fn tcp_segment(
-        &mut self,
-        src: SocketAddrV4,
-        dst: SocketAddrV4,
-        seq: u32,
-        ack: u32,
-        flags: u8,
-        payload: &[u8],
-    ) {
+    fn tcp_segment(&mut self, src: SocketAddrV4, dst: SocketAddrV4, seq: u32, ack: u32, flags: u8, payload: &[u8]) {
         let mut tcp = Vec::with_capacity(20 + payload.len());
         tcp.extend_from_slice(&src.port().to_be_bytes());
         tcp.extend_from_slice(&dst.port().to_be_bytes());
@@ -149,10 +141,8 @@ impl PcapWriter {
             .extend_from_slice(&((self.micros / 1_000_000) as u32).to_le_bytes());
         self.out
             .extend_from_slice(&((self.micros % 1_000_000) as u32).to_le_bytes());
-        self.out
-            .extend_from_slice(&(pkt.len() as u32).to_le_bytes());
-        self.out
-            .extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
         self.out.extend_from_slice(pkt);
     }
 

@@ -11,18 +11,15 @@ use crate::contents::{ErrorCode, ErrorResponse, MessageCode, MessageContents, Me
 use crate::header::{Destination, ForwardingHeader, ForwardingOption};
 use crate::ids::{overlay_hash, NodeId, ResourceId};
 use crate::link_management::{
-    overlay_link_type, AppAttachReq, AttachReqAns, CandType, ConfigUpdateReq, IceCandidate,
-    IceExtension, PingAns, PingReq,
+    overlay_link_type, AppAttachReq, AttachReqAns, CandType, ConfigUpdateReq, IceCandidate, IceExtension, PingAns,
+    PingReq,
 };
 use crate::message::Message;
 use crate::security::{
-    hash_algorithm, GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm,
-    SignerIdentity,
+    hash_algorithm, GenericCertificate, SecurityBlock, Signature, SignatureAndHashAlgorithm, SignerIdentity,
 };
 use crate::storage::*;
-use crate::topology::{
-    JoinAns, JoinReq, LeaveReq, ProbeAns, ProbeInformation, ProbeReq, RouteQueryReq,
-};
+use crate::topology::{JoinAns, JoinReq, LeaveReq, ProbeAns, ProbeInformation, ProbeReq, RouteQueryReq};
 use crate::usages::{kind_id, SipRegistration, TurnServer};
 use std::net::SocketAddr;
 
@@ -238,9 +235,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
                     StoredDataSpecifier {
                         kind: kind_id::SIP_REGISTRATION,
                         generation: 0,
-                        model_specifier: ModelSpecifier::Dictionary(vec![node(0x20)
-                            .as_bytes()
-                            .to_vec()]),
+                        model_specifier: ModelSpecifier::Dictionary(vec![node(0x20).as_bytes().to_vec()]),
                     },
                     StoredDataSpecifier {
                         kind: kind_id::CERTIFICATE_BY_USER,
@@ -325,20 +320,9 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
         ),
         (
             "route_query_ans (ChordRouteQueryAns)",
-            Body::RouteQueryAns(
-                ChordRouteQueryAns {
-                    next_peer: node(0x40),
-                }
-                .to_bytes()
-                .expect("small"),
-            ),
+            Body::RouteQueryAns(ChordRouteQueryAns { next_peer: node(0x40) }.to_bytes().expect("small")),
         ),
-        (
-            "ping_req",
-            Body::PingReq(PingReq {
-                padding: vec![0; 32],
-            }),
-        ),
+        ("ping_req", Body::PingReq(PingReq { padding: vec![0; 32] })),
         (
             "ping_ans",
             Body::PingAns(PingAns {
@@ -420,9 +404,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
             "error (Error_Unknown_Kind)",
             Body::Error(ErrorResponse::new(
                 ErrorCode::UNKNOWN_KIND,
-                UnknownKinds(vec![0xf000_0001, 0xf000_0002])
-                    .to_bytes()
-                    .expect("small"),
+                UnknownKinds(vec![0xf000_0001, 0xf000_0002]).to_bytes().expect("small"),
             )),
         ),
         (
@@ -447,23 +429,13 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
 /// resource, with transaction id `tid`.
 pub fn message(body: &Body, tid: u64) -> Message {
     let code = body.message_code();
-    let mut header = ForwardingHeader::new(
-        overlay_hash(OVERLAY),
-        tid,
-        vec![Destination::Node(node(0x21))],
-    );
+    let mut header = ForwardingHeader::new(overlay_hash(OVERLAY), tid, vec![Destination::Node(node(0x21))]);
     header.configuration_sequence = 3;
     if code.is_request() {
         header.via_list = vec![Destination::Node(node(0x20))];
-        header.destination_list = vec![
-            Destination::Node(node(0x40)),
-            Destination::Resource(resource()),
-        ];
+        header.destination_list = vec![Destination::Node(node(0x40)), Destination::Resource(resource())];
     } else {
-        header.destination_list = vec![
-            Destination::CompressedOpaqueId(0x8123),
-            Destination::Node(node(0x20)),
-        ];
+        header.destination_list = vec![Destination::CompressedOpaqueId(0x8123), Destination::Node(node(0x20))];
         header.ttl = 98;
     }
     Message {
@@ -490,10 +462,7 @@ pub fn messages() -> Vec<(&'static str, Message)> {
 /// cert_hash_node_id signer.
 pub fn header_features() -> Message {
     let mut m = message(&Body::PingReq(PingReq::default()), 0xfeed);
-    m.forwarding_header.destination_list = vec![
-        Destination::OpaqueId(vec![1, 2, 3, 4]),
-        Destination::Node(node(0x40)),
-    ];
+    m.forwarding_header.destination_list = vec![Destination::OpaqueId(vec![1, 2, 3, 4]), Destination::Node(node(0x40))];
     m.forwarding_header.options = vec![ForwardingOption {
         option_type: 1,
         flags: crate::header::forwarding_flags::RESPONSE_COPY,

@@ -41,10 +41,7 @@ pub struct SignatureAndHashAlgorithm {
 impl SignatureAndHashAlgorithm {
     /// {0, 0}, "none"/"anonymous": the value a replica store or a
     /// non-existent fetched value carries (§7.4.1.1, §7.4.2.2).
-    pub const ANONYMOUS: Self = SignatureAndHashAlgorithm {
-        hash: 0,
-        signature: 0,
-    };
+    pub const ANONYMOUS: Self = SignatureAndHashAlgorithm { hash: 0, signature: 0 };
     /// The mandatory-to-implement RSASSA-PKCS1-v1_5 with SHA-256 (§6.3.4).
     pub const RSA_SHA256: Self = SignatureAndHashAlgorithm {
         hash: hash_algorithm::SHA256,
@@ -63,11 +60,7 @@ pub struct GenericCertificate {
 impl Encode for GenericCertificate {
     fn encode(&self, w: &mut Writer) {
         w.u8(self.certificate_type);
-        w.opaque(
-            LenPrefix::U16,
-            "GenericCertificate.certificate",
-            &self.certificate,
-        );
+        w.opaque(LenPrefix::U16, "GenericCertificate.certificate", &self.certificate);
     }
 }
 
@@ -91,10 +84,7 @@ pub mod signer_identity_type {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SignerIdentity {
     /// H(certificate) for a certificate with one Node-ID.
-    CertHash {
-        hash_alg: u8,
-        certificate_hash: Vec<u8>,
-    },
+    CertHash { hash_alg: u8, certificate_hash: Vec<u8> },
     /// H(NodeId || certificate) for a certificate with several Node-IDs.
     CertHashNodeId {
         hash_alg: u8,
@@ -103,10 +93,7 @@ pub enum SignerIdentity {
     /// No identity; used with the {0, 0} algorithm on replica and empty data.
     None,
     /// An identity type this document does not define, kept raw.
-    Unknown {
-        identity_type: u8,
-        identity: Vec<u8>,
-    },
+    Unknown { identity_type: u8, identity: Vec<u8> },
 }
 
 impl Encode for SignerIdentity {
@@ -115,10 +102,7 @@ impl Encode for SignerIdentity {
             SignerIdentity::CertHash {
                 hash_alg,
                 certificate_hash,
-            } => (
-                signer_identity_type::CERT_HASH,
-                Some((*hash_alg, certificate_hash)),
-            ),
+            } => (signer_identity_type::CERT_HASH, Some((*hash_alg, certificate_hash))),
             SignerIdentity::CertHashNodeId {
                 hash_alg,
                 certificate_node_id_hash,
@@ -153,15 +137,11 @@ impl Decode for SignerIdentity {
         let id = match identity_type {
             signer_identity_type::CERT_HASH => SignerIdentity::CertHash {
                 hash_alg: v.u8("SignerIdentityValue.hash_alg")?,
-                certificate_hash: v
-                    .opaque(LenPrefix::U8, "SignerIdentityValue.certificate_hash")?,
+                certificate_hash: v.opaque(LenPrefix::U8, "SignerIdentityValue.certificate_hash")?,
             },
             signer_identity_type::CERT_HASH_NODE_ID => SignerIdentity::CertHashNodeId {
                 hash_alg: v.u8("SignerIdentityValue.hash_alg")?,
-                certificate_node_id_hash: v.opaque(
-                    LenPrefix::U8,
-                    "SignerIdentityValue.certificate_node_id_hash",
-                )?,
+                certificate_node_id_hash: v.opaque(LenPrefix::U8, "SignerIdentityValue.certificate_node_id_hash")?,
             },
             signer_identity_type::NONE => SignerIdentity::None,
             0 => {
@@ -204,11 +184,7 @@ impl Encode for Signature {
         w.u8(self.algorithm.hash);
         w.u8(self.algorithm.signature);
         self.identity.encode(w);
-        w.opaque(
-            LenPrefix::U16,
-            "Signature.signature_value",
-            &self.signature_value,
-        );
+        w.opaque(LenPrefix::U16, "Signature.signature_value", &self.signature_value);
     }
 }
 
@@ -234,11 +210,7 @@ pub struct SecurityBlock {
 
 impl Encode for SecurityBlock {
     fn encode(&self, w: &mut Writer) {
-        w.list(
-            LenPrefix::U16,
-            "SecurityBlock.certificates",
-            &self.certificates,
-        );
+        w.list(LenPrefix::U16, "SecurityBlock.certificates", &self.certificates);
         self.signature.encode(w);
     }
 }
@@ -246,11 +218,7 @@ impl Encode for SecurityBlock {
 impl Decode for SecurityBlock {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(SecurityBlock {
-            certificates: r.list(
-                LenPrefix::U16,
-                "SecurityBlock.certificates",
-                GenericCertificate::decode,
-            )?,
+            certificates: r.list(LenPrefix::U16, "SecurityBlock.certificates", GenericCertificate::decode)?,
             signature: Signature::decode(r)?,
         })
     }

@@ -206,11 +206,7 @@ fn stored_values(
     what: &'static str,
 ) -> Result<Result<Vec<StoredData>, KindId>, DecodeError> {
     match r.ctx().data_model(kind) {
-        Some(model) => {
-            Ok(Ok(r.list(LenPrefix::U32, what, |r| {
-                StoredData::decode_as(r, model)
-            })?))
-        }
+        Some(model) => Ok(Ok(r.list(LenPrefix::U32, what, |r| StoredData::decode_as(r, model))?)),
         None => {
             r.sub(LenPrefix::U32, what)?;
             Ok(Err(kind))
@@ -309,22 +305,14 @@ pub struct StoreAns {
 
 impl Encode for StoreAns {
     fn encode(&self, w: &mut Writer) {
-        w.list(
-            LenPrefix::U16,
-            "StoreAns.kind_responses",
-            &self.kind_responses,
-        );
+        w.list(LenPrefix::U16, "StoreAns.kind_responses", &self.kind_responses);
     }
 }
 
 impl Decode for StoreAns {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(StoreAns {
-            kind_responses: r.list(
-                LenPrefix::U16,
-                "StoreAns.kind_responses",
-                StoreKindResponse::decode,
-            )?,
+            kind_responses: r.list(LenPrefix::U16, "StoreAns.kind_responses", StoreKindResponse::decode)?,
         })
     }
 }
@@ -346,11 +334,9 @@ impl Encode for UnknownKinds {
 
 impl Decode for UnknownKinds {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(UnknownKinds(r.list(
-            LenPrefix::U8,
-            "unknown_kinds",
-            |r| r.u32("KindId"),
-        )?))
+        Ok(UnknownKinds(
+            r.list(LenPrefix::U8, "unknown_kinds", |r| r.u32("KindId"))?,
+        ))
     }
 }
 
@@ -384,28 +370,22 @@ impl Encode for StoredDataSpecifier {
     fn encode(&self, w: &mut Writer) {
         w.u32(self.kind);
         w.u64(self.generation);
-        w.prefixed(
-            LenPrefix::U16,
-            "StoredDataSpecifier.length",
-            |w| match &self.model_specifier {
+        w.prefixed(LenPrefix::U16, "StoredDataSpecifier.length", |w| {
+            match &self.model_specifier {
                 ModelSpecifier::SingleValue => {}
-                ModelSpecifier::Array(ranges) => {
-                    w.prefixed(LenPrefix::U16, "StoredDataSpecifier.indices", |w| {
-                        for r in ranges {
-                            w.u32(r.first);
-                            w.u32(r.last);
-                        }
-                    })
-                }
-                ModelSpecifier::Dictionary(keys) => {
-                    w.prefixed(LenPrefix::U16, "StoredDataSpecifier.keys", |w| {
-                        for k in keys {
-                            w.opaque(LenPrefix::U16, "DictionaryKey", k);
-                        }
-                    })
-                }
-            },
-        );
+                ModelSpecifier::Array(ranges) => w.prefixed(LenPrefix::U16, "StoredDataSpecifier.indices", |w| {
+                    for r in ranges {
+                        w.u32(r.first);
+                        w.u32(r.last);
+                    }
+                }),
+                ModelSpecifier::Dictionary(keys) => w.prefixed(LenPrefix::U16, "StoredDataSpecifier.keys", |w| {
+                    for k in keys {
+                        w.opaque(LenPrefix::U16, "DictionaryKey", k);
+                    }
+                }),
+            }
+        });
     }
 }
 
@@ -419,21 +399,19 @@ impl StoredDataSpecifier {
         };
         let model_specifier = match model {
             DataModel::SingleValue => ModelSpecifier::SingleValue,
-            DataModel::Array => ModelSpecifier::Array(body.list(
-                LenPrefix::U16,
-                "StoredDataSpecifier.indices",
-                |r| {
+            DataModel::Array => {
+                ModelSpecifier::Array(body.list(LenPrefix::U16, "StoredDataSpecifier.indices", |r| {
                     Ok(ArrayRange {
                         first: r.u32("ArrayRange.first")?,
                         last: r.u32("ArrayRange.last")?,
                     })
-                },
-            )?),
-            DataModel::Dictionary => ModelSpecifier::Dictionary(body.list(
-                LenPrefix::U16,
-                "StoredDataSpecifier.keys",
-                |r| r.opaque(LenPrefix::U16, "DictionaryKey"),
-            )?),
+                })?)
+            }
+            DataModel::Dictionary => {
+                ModelSpecifier::Dictionary(body.list(LenPrefix::U16, "StoredDataSpecifier.keys", |r| {
+                    r.opaque(LenPrefix::U16, "DictionaryKey")
+                })?)
+            }
         };
         body.finish("StoredDataSpecifier.model_specifier")?;
         Ok(Ok(StoredDataSpecifier {
@@ -499,11 +477,7 @@ pub struct FetchAns {
 
 impl Encode for FetchAns {
     fn encode(&self, w: &mut Writer) {
-        w.list(
-            LenPrefix::U32,
-            "FetchAns.kind_responses",
-            &self.kind_responses,
-        );
+        w.list(LenPrefix::U32, "FetchAns.kind_responses", &self.kind_responses);
     }
 }
 
@@ -514,12 +488,10 @@ impl Decode for FetchAns {
                 let kind = r.u32("FetchKindResponse.kind")?;
                 let generation = r.u64("FetchKindResponse.generation")?;
                 Ok(
-                    stored_values(r, kind, "FetchKindResponse.values")?.map(|values| {
-                        FetchKindResponse {
-                            kind,
-                            generation,
-                            values,
-                        }
+                    stored_values(r, kind, "FetchKindResponse.values")?.map(|values| FetchKindResponse {
+                        kind,
+                        generation,
+                        values,
                     }),
                 )
             })?,
@@ -653,11 +625,7 @@ pub struct StatAns {
 
 impl Encode for StatAns {
     fn encode(&self, w: &mut Writer) {
-        w.list(
-            LenPrefix::U32,
-            "StatAns.kind_responses",
-            &self.kind_responses,
-        );
+        w.list(LenPrefix::U32, "StatAns.kind_responses", &self.kind_responses);
     }
 }
 

@@ -112,8 +112,7 @@ impl Decode for RouteQueryReq {
         Ok(RouteQueryReq {
             send_update: r.boolean("RouteQueryReq.send_update")?,
             destination: Destination::decode(r)?,
-            overlay_specific_data: r
-                .opaque(LenPrefix::U16, "RouteQueryReq.overlay_specific_data")?,
+            overlay_specific_data: r.opaque(LenPrefix::U16, "RouteQueryReq.overlay_specific_data")?,
         })
     }
 }
@@ -135,11 +134,7 @@ pub struct ProbeReq {
 
 impl Encode for ProbeReq {
     fn encode(&self, w: &mut Writer) {
-        w.opaque(
-            LenPrefix::U8,
-            "ProbeReq.requested_info",
-            &self.requested_info,
-        );
+        w.opaque(LenPrefix::U8, "ProbeReq.requested_info", &self.requested_info);
     }
 }
 
@@ -226,11 +221,7 @@ impl Encode for ProbeAns {
 impl Decode for ProbeAns {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         Ok(ProbeAns {
-            probe_info: r.list(
-                LenPrefix::U16,
-                "ProbeAns.probe_info",
-                ProbeInformation::decode,
-            )?,
+            probe_info: r.list(LenPrefix::U16, "ProbeAns.probe_info", ProbeInformation::decode)?,
         })
     }
 }

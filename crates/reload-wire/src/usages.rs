@@ -114,9 +114,7 @@ impl Decode for SipRegistration {
         let t = r.u8("SipRegistration.type")?;
         let mut d = r.sub(U16, "SipRegistration.length")?;
         let v = match t {
-            sip_registration_type::SIP_REGISTRATION_URI => {
-                SipRegistration::Uri(d.opaque(U16, "SipRegistration.uri")?)
-            }
+            sip_registration_type::SIP_REGISTRATION_URI => SipRegistration::Uri(d.opaque(U16, "SipRegistration.uri")?),
             sip_registration_type::SIP_REGISTRATION_ROUTE => SipRegistration::Route {
                 contact_prefs: d.opaque(U16, "SipRegistration.contact_prefs")?,
                 destination_list: d.list(

@@ -72,10 +72,7 @@ fn anonymous_signature() -> &'static str {
 fn ip_address_port_rfc_example() {
     // The example of §6.3.1.1 verbatim.
     check(sa("192.0.2.1:6084"), "01 06 c0000201 17c4");
-    check(
-        sa("[2001:db8::1]:5060"),
-        "02 12 20010db8000000000000000000000001 13c4",
-    );
+    check(sa("[2001:db8::1]:5060"), "02 12 20010db8000000000000000000000001 13c4");
 }
 
 #[test]
@@ -514,12 +511,7 @@ fn join_leave_update_route_query() {
 
 #[test]
 fn ping_config_update_error() {
-    check_body(
-        Body::PingReq(PingReq {
-            padding: vec![0, 0],
-        }),
-        "0002 0000",
-    );
+    check_body(Body::PingReq(PingReq { padding: vec![0, 0] }), "0002 0000");
     check_body(
         Body::PingAns(PingAns {
             response_id: 0x0102_0304_0506_0708,
@@ -543,9 +535,7 @@ fn ping_config_update_error() {
     check_body(
         Body::Error(ErrorResponse::new(
             ErrorCode::UNKNOWN_KIND,
-            UnknownKinds(vec![0xf000_0001, 0xf000_0002])
-                .to_bytes()
-                .unwrap(),
+            UnknownKinds(vec![0xf000_0001, 0xf000_0002]).to_bytes().unwrap(),
         )),
         "000c 0009 08 f0000001 f0000002 # Error_Unknown_Kind with unknown_kinds<0..2^8-1>",
     );
@@ -554,10 +544,7 @@ fn ping_config_update_error() {
 #[test]
 fn error_codes_match_the_registry() {
     // §14.9, every code.
-    let names: Vec<(u16, &str)> = ErrorCode::ALL
-        .iter()
-        .map(|c| (c.0, c.name().unwrap()))
-        .collect();
+    let names: Vec<(u16, &str)> = ErrorCode::ALL.iter().map(|c| (c.0, c.name().unwrap())).collect();
     assert_eq!(names.len(), 19);
     assert_eq!(names[0], (0x02, "Error_Forbidden"));
     assert_eq!(names[18], (0x14, "Error_Invalid_Message"));

@@ -2,9 +2,7 @@
 //! defences: max-message-size, truncation, trailing bytes, unknown Kinds.
 
 use reload_wire::fragment::{fragment, Reassembler, Reassembly, REASSEMBLY_TIMEOUT_MS};
-use reload_wire::framing::{
-    acked_sequences, encode_data, FrameDecoder, ReceivedWindow, RtoEstimator,
-};
+use reload_wire::framing::{acked_sequences, encode_data, FrameDecoder, ReceivedWindow, RtoEstimator};
 use reload_wire::samples;
 use reload_wire::storage::UnknownKinds;
 use reload_wire::*;
@@ -76,10 +74,7 @@ fn rto_follows_rfc6298() {
 
 #[test]
 fn stream_decoder_cuts_frames_at_any_split() {
-    let msgs: Vec<Vec<u8>> = samples::messages()
-        .iter()
-        .map(|(_, m)| m.to_bytes().unwrap())
-        .collect();
+    let msgs: Vec<Vec<u8>> = samples::messages().iter().map(|(_, m)| m.to_bytes().unwrap()).collect();
     let mut stream = Writer::new();
     for (i, m) in msgs.iter().enumerate() {
         encode_data(&mut stream, i as u32, m);
@@ -128,10 +123,7 @@ fn stream_decoder_refuses_oversized_frame_before_it_arrives() {
     );
     let mut d = FrameDecoder::new();
     d.push(&[0x42]);
-    assert!(matches!(
-        d.next_frame(&small),
-        Err(DecodeError::InvalidValue { .. })
-    ));
+    assert!(matches!(d.next_frame(&small), Err(DecodeError::InvalidValue { .. })));
 }
 
 fn big_message() -> Vec<u8> {
@@ -199,10 +191,7 @@ fn reassembly_times_out_and_bounds_memory() {
     assert_eq!(r.pending(), 0, "incomplete fragments dropped after 15 s");
     // The rest alone never completes.
     for f in &frags[1..] {
-        assert_eq!(
-            r.push(REASSEMBLY_TIMEOUT_MS, f, &c).unwrap(),
-            Reassembly::Pending
-        );
+        assert_eq!(r.push(REASSEMBLY_TIMEOUT_MS, f, &c).unwrap(), Reassembly::Pending);
     }
     let mut tiny = Reassembler::new(100);
     assert_eq!(tiny.push(0, &frags[0], &c).unwrap(), Reassembly::Dropped);
@@ -220,10 +209,7 @@ fn decoder_enforces_max_message_size_before_reading_the_rest() {
         })
     );
     // Only the first 20 bytes are needed to learn the length.
-    assert_eq!(
-        header::peek_message_length(&m[..20]),
-        Some(Ok(m.len() as u32))
-    );
+    assert_eq!(header::peek_message_length(&m[..20]), Some(Ok(m.len() as u32)));
     assert_eq!(header::peek_message_length(&m[..19]), None);
 }
 
@@ -233,17 +219,11 @@ fn every_truncation_and_extension_of_every_sample_is_an_error() {
     for (label, m) in samples::messages() {
         let bytes = m.to_bytes().unwrap();
         for cut in 0..bytes.len() {
-            assert!(
-                Message::decode(&bytes[..cut], &c).is_err(),
-                "{label} cut at {cut}"
-            );
+            assert!(Message::decode(&bytes[..cut], &c).is_err(), "{label} cut at {cut}");
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(
-            Message::decode(&longer, &c).is_err(),
-            "{label} with a trailing byte"
-        );
+        assert!(Message::decode(&longer, &c).is_err(), "{label} with a trailing byte");
         // Body-level: truncations fail, trailing bytes fail.
         let body = m.message_contents.message_body.clone();
         let code = m.message_contents.message_code;
@@ -274,10 +254,7 @@ fn wrong_token_fragment_bit_and_huge_lengths_are_refused() {
     let c = ctx();
     let mut bytes = samples::messages().remove(0).1.to_bytes().unwrap();
     bytes[0] = 0x52;
-    assert!(matches!(
-        Message::decode(&bytes, &c),
-        Err(DecodeError::NotReload(_))
-    ));
+    assert!(matches!(Message::decode(&bytes, &c), Err(DecodeError::NotReload(_))));
     let mut bytes = samples::messages().remove(0).1.to_bytes().unwrap();
     bytes[12] &= 0x7f; // fragment high bit cleared (§6.7: discard)
     assert!(matches!(
@@ -308,10 +285,7 @@ fn unknown_kinds_are_collected_for_error_unknown_kind() {
     store.kind_data[2].kind = 0xf000_0002;
     let bytes = store.to_bytes().unwrap();
     let err = StoreReq::from_bytes(&bytes, &c).unwrap_err();
-    assert_eq!(
-        err,
-        DecodeError::UnknownKinds(vec![0xf000_0001, 0xf000_0002])
-    );
+    assert_eq!(err, DecodeError::UnknownKinds(vec![0xf000_0001, 0xf000_0002]));
     // The answer's error_info, built from the error, is exactly §7.4.1.2's list.
     let DecodeError::UnknownKinds(kinds) = err else {
         unreachable!()
@@ -344,15 +318,9 @@ fn node_id_length_comes_from_the_overlay() {
 #[test]
 fn oversized_fields_are_encode_errors_not_truncation() {
     let r = ResourceId(vec![0; 256]);
-    assert!(matches!(
-        r.to_bytes(),
-        Err(EncodeError::TooLong { max: 255, .. })
-    ));
+    assert!(matches!(r.to_bytes(), Err(EncodeError::TooLong { max: 255, .. })));
     let p = PingReq {
         padding: vec![0; 70_000],
     };
-    assert!(matches!(
-        p.to_bytes(),
-        Err(EncodeError::TooLong { max: 0xffff, .. })
-    ));
+    assert!(matches!(p.to_bytes(), Err(EncodeError::TooLong { max: 0xffff, .. })));
 }

@@ -14,11 +14,8 @@ fn ctx() -> DecodeContext {
 }
 
 fn roundtrip<T: Encode + Decode + PartialEq + std::fmt::Debug>(x: &T) -> Result<(), TestCaseError> {
-    let bytes = x
-        .to_bytes()
-        .expect("generated values fit their length prefixes");
-    let back = T::from_bytes(&bytes, &ctx())
-        .map_err(|e| TestCaseError::fail(format!("{e} decoding {x:?}")))?;
+    let bytes = x.to_bytes().expect("generated values fit their length prefixes");
+    let back = T::from_bytes(&bytes, &ctx()).map_err(|e| TestCaseError::fail(format!("{e} decoding {x:?}")))?;
     prop_assert_eq!(&back, x);
     Ok(())
 }

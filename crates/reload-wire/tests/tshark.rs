@@ -8,9 +8,7 @@
 
 use reload_wire::framing::encode_data;
 use reload_wire::pcap::{PcapWriter, RELOAD_PORT};
-use reload_wire::{
-    samples, Body, ChordUpdate, Decode, DecodeContext, FramedMessage, Message, MessageCode, Writer,
-};
+use reload_wire::{samples, Body, ChordUpdate, Decode, DecodeContext, FramedMessage, Message, MessageCode, Writer};
 use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -100,10 +98,7 @@ fn dissect(pcap: &PathBuf) -> Vec<Packet> {
 /// Expert severities: chat 0x200000, note 0x400000, warning 0x600000,
 /// error 0x800000. TCP handshakes raise "chat"; anything above fails.
 fn above_chat(severity: &str) -> bool {
-    severity
-        .parse::<u32>()
-        .map(|s| s > 0x0020_0000)
-        .unwrap_or(true)
+    severity.parse::<u32>().map(|s| s > 0x0020_0000).unwrap_or(true)
 }
 
 /// Lines of `tshark -q -z expert` above "Chat" severity. Some errors (a
@@ -118,20 +113,14 @@ fn expert_summary(pcap: &PathBuf) -> Vec<String> {
     text.lines()
         .map(str::trim)
         .filter(|l| {
-            !l.is_empty()
-                && !l.starts_with('=')
-                && !l.starts_with("Frequency")
-                && !l.contains("Expert Information")
+            !l.is_empty() && !l.starts_with('=') && !l.starts_with("Frequency") && !l.contains("Expert Information")
         })
         .map(String::from)
         .collect()
 }
 
 fn colon_hex(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
 }
 
 fn write_samples(tcp: bool, name: &str) -> (PathBuf, Vec<(&'static str, Message)>) {
@@ -180,18 +169,9 @@ fn expected_fields(body: &Body) -> Vec<(&'static str, String)> {
         ],
         Body::AttachReq(a) | Body::AttachAns(a) => {
             let mut v = vec![
-                (
-                    "reload.opaque.string",
-                    String::from_utf8(a.ufrag.clone()).unwrap(),
-                ),
-                (
-                    "reload.opaque.string",
-                    String::from_utf8(a.password.clone()).unwrap(),
-                ),
-                (
-                    "reload.opaque.string",
-                    String::from_utf8(a.role.clone()).unwrap(),
-                ),
+                ("reload.opaque.string", String::from_utf8(a.ufrag.clone()).unwrap()),
+                ("reload.opaque.string", String::from_utf8(a.password.clone()).unwrap()),
+                ("reload.opaque.string", String::from_utf8(a.role.clone()).unwrap()),
                 ("reload.sendupdate", (a.send_update as u8).to_string()),
                 ("reload.ipv4addr", "192.0.2.1".into()),
                 ("reload.ipv6addr", "2001:db8::1".into()),
@@ -216,10 +196,7 @@ fn expected_fields(body: &Body) -> Vec<(&'static str, String)> {
             ];
             for k in &s.kind_data {
                 v.push(("reload.kinddata.kind", k.kind.to_string()));
-                v.push((
-                    "reload.generation_counter",
-                    k.generation_counter.to_string(),
-                ));
+                v.push(("reload.generation_counter", k.generation_counter.to_string()));
             }
             v
         }
@@ -242,11 +219,7 @@ fn expected_fields(body: &Body) -> Vec<(&'static str, String)> {
             ("reload.opaque.string", "sip:alice@192.0.2.1".into()),
             ("reload.storeddata.lifetime", "3600".into()),
         ],
-        Body::FindReq(f) => f
-            .kinds
-            .iter()
-            .map(|k| ("reload.kindid", k.to_string()))
-            .collect(),
+        Body::FindReq(f) => f.kinds.iter().map(|k| ("reload.kindid", k.to_string())).collect(),
         Body::FindAns(f) => f
             .results
             .iter()
@@ -282,16 +255,10 @@ fn expected_fields(body: &Body) -> Vec<(&'static str, String)> {
         ],
         Body::AppAttachReq(a) | Body::AppAttachAns(a) => vec![
             ("reload.application", a.application.to_string()),
-            (
-                "reload.opaque.string",
-                String::from_utf8(a.ufrag.clone()).unwrap(),
-            ),
+            ("reload.opaque.string", String::from_utf8(a.ufrag.clone()).unwrap()),
             ("reload.port", "6084".into()),
         ],
-        Body::ConfigUpdateReq(_) => vec![
-            ("reload.configupdatereq.type", "2".into()),
-            ("xml.cdata", "10".into()),
-        ],
+        Body::ConfigUpdateReq(_) => vec![("reload.configupdatereq.type", "2".into()), ("xml.cdata", "10".into())],
         Body::Error(e) if e.error_code == reload_wire::ErrorCode::UNKNOWN_KIND => vec![
             ("reload.error_response.code", e.error_code.0.to_string()),
             ("reload.kindid", 0xf000_0001u32.to_string()),
@@ -305,16 +272,9 @@ fn expected_fields(body: &Body) -> Vec<(&'static str, String)> {
         }
         Body::Error(e) => vec![
             ("reload.error_response.code", e.error_code.0.to_string()),
-            (
-                "reload.opaque.string",
-                String::from_utf8(e.error_info.clone()).unwrap(),
-            ),
+            ("reload.opaque.string", String::from_utf8(e.error_info.clone()).unwrap()),
         ],
-        Body::PingReq(_)
-        | Body::JoinAns(_)
-        | Body::LeaveAns
-        | Body::UpdateAns(_)
-        | Body::ConfigUpdateAns => vec![],
+        Body::PingReq(_) | Body::JoinAns(_) | Body::LeaveAns | Body::UpdateAns(_) | Body::ConfigUpdateAns => vec![],
         Body::Other { .. } => panic!("samples only use RFC 6940 methods"),
     }
 }
@@ -328,11 +288,7 @@ fn judge(tcp: bool, name: &str) {
     let packets = dissect(&path);
     let experts = expert_summary(&path);
     let _ = std::fs::remove_file(&path);
-    assert!(
-        experts.is_empty(),
-        "tshark -z expert reports:\n{}",
-        experts.join("\n")
-    );
+    assert!(experts.is_empty(), "tshark -z expert reports:\n{}", experts.join("\n"));
 
     let flagged: Vec<String> = packets
         .iter()
@@ -340,27 +296,17 @@ fn judge(tcp: bool, name: &str) {
         .flat_map(|(i, p)| {
             p.fields
                 .iter()
-                .filter(|(n, v)| {
-                    n.starts_with("_ws.malformed") || (n == "_ws.expert.severity" && above_chat(v))
-                })
+                .filter(|(n, v)| n.starts_with("_ws.malformed") || (n == "_ws.expert.severity" && above_chat(v)))
                 .map(move |(n, v)| format!("packet {}: {n} {v}", i + 1))
         })
         .collect();
-    assert!(
-        flagged.is_empty(),
-        "tshark flagged:\n{}",
-        flagged.join("\n")
-    );
+    assert!(flagged.is_empty(), "tshark flagged:\n{}", flagged.join("\n"));
 
     let reload: Vec<&Packet> = packets
         .iter()
         .filter(|p| !p.values("reload.message.code").is_empty())
         .collect();
-    assert_eq!(
-        reload.len(),
-        all.len(),
-        "every message must be dissected as RELOAD"
-    );
+    assert_eq!(reload.len(), all.len(), "every message must be dissected as RELOAD");
     for (p, (label, m)) in reload.iter().zip(&all) {
         let code = m.message_contents.message_code;
         assert_eq!(
@@ -374,10 +320,7 @@ fn judge(tcp: bool, name: &str) {
             "{label}: transaction id"
         );
         assert!(
-            p.has(
-                "reload.forwarding.ttl",
-                &m.forwarding_header.ttl.to_string()
-            ),
+            p.has("reload.forwarding.ttl", &m.forwarding_header.ttl.to_string()),
             "{label}: ttl"
         );
         assert!(
@@ -399,18 +342,12 @@ fn judge(tcp: bool, name: &str) {
 
     // Coverage: every method of RFC 6940 (experimental codes aside) and the
     // three Chord-reload bodies went past the judge.
-    let seen: BTreeSet<u16> = all
-        .iter()
-        .map(|(_, m)| m.message_contents.message_code.0)
-        .collect();
+    let seen: BTreeSet<u16> = all.iter().map(|(_, m)| m.message_contents.message_code.0).collect();
     let rfc_codes: BTreeSet<u16> = (0x01u16..=0x22)
         .filter(|c| MessageCode(*c).name().is_some())
         .chain([0xffff])
         .collect();
-    assert_eq!(
-        seen, rfc_codes,
-        "samples must cover every RFC 6940 message code"
-    );
+    assert_eq!(seen, rfc_codes, "samples must cover every RFC 6940 message code");
     for chord_field in [
         "reload.chordupdate.type",
         "reload.chordroutequeryans.nodeid",

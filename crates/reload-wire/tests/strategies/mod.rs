@@ -62,14 +62,7 @@ pub fn forwarding_header() -> impl Strategy<Value = ForwardingHeader> {
         ),
     )
         .prop_map(
-            |(
-                (overlay, seq, version, ttl),
-                (last, offset, reserved),
-                (tid, mrl),
-                via,
-                dest,
-                options,
-            )| {
+            |((overlay, seq, version, ttl), (last, offset, reserved), (tid, mrl), via, dest, options)| {
                 let raw = Fragment::new(last, offset).raw() | (u32::from(reserved) << 24);
                 ForwardingHeader {
                     overlay,
@@ -106,15 +99,10 @@ pub fn signer_identity() -> impl Strategy<Value = SignerIdentity> {
 }
 
 pub fn signature() -> impl Strategy<Value = Signature> {
-    (any::<u8>(), any::<u8>(), signer_identity(), bytes(128)).prop_map(|(h, s, identity, v)| {
-        Signature {
-            algorithm: SignatureAndHashAlgorithm {
-                hash: h,
-                signature: s,
-            },
-            identity,
-            signature_value: v,
-        }
+    (any::<u8>(), any::<u8>(), signer_identity(), bytes(128)).prop_map(|(h, s, identity, v)| Signature {
+        algorithm: SignatureAndHashAlgorithm { hash: h, signature: s },
+        identity,
+        signature_value: v,
     })
 }
 
@@ -163,47 +151,43 @@ fn kind_and_value() -> impl Strategy<Value = (KindId, StoredDataValue)> {
 }
 
 fn stored_data_for(value: StoredDataValue) -> impl Strategy<Value = StoredData> {
-    (any::<u64>(), any::<u32>(), signature()).prop_map(
-        move |(storage_time, lifetime, signature)| StoredData {
-            storage_time,
-            lifetime,
-            value: value.clone(),
-            signature,
-        },
-    )
+    (any::<u64>(), any::<u32>(), signature()).prop_map(move |(storage_time, lifetime, signature)| StoredData {
+        storage_time,
+        lifetime,
+        value: value.clone(),
+        signature,
+    })
 }
 
 pub fn store_kind_data() -> impl Strategy<Value = StoreKindData> {
-    (kind_and_value(), any::<u64>(), 0usize..3).prop_flat_map(
-        |((kind, value), generation_counter, n)| {
-            vec(stored_data_for(value), n).prop_map(move |values| StoreKindData {
-                kind,
-                generation_counter,
-                values,
-            })
-        },
-    )
+    (kind_and_value(), any::<u64>(), 0usize..3).prop_flat_map(|((kind, value), generation_counter, n)| {
+        vec(stored_data_for(value), n).prop_map(move |values| StoreKindData {
+            kind,
+            generation_counter,
+            values,
+        })
+    })
 }
 
 pub fn store_req() -> impl Strategy<Value = StoreReq> {
-    (resource_id(), any::<u8>(), vec(store_kind_data(), 0..3)).prop_map(
-        |(resource, replica_number, kind_data)| StoreReq {
+    (resource_id(), any::<u8>(), vec(store_kind_data(), 0..3)).prop_map(|(resource, replica_number, kind_data)| {
+        StoreReq {
             resource,
             replica_number,
             kind_data,
-        },
-    )
+        }
+    })
 }
 
 pub fn store_ans() -> impl Strategy<Value = StoreAns> {
     vec(
-        (any::<u32>(), any::<u64>(), vec(node_id(), 0..3)).prop_map(
-            |(kind, generation_counter, replicas)| StoreKindResponse {
+        (any::<u32>(), any::<u64>(), vec(node_id(), 0..3)).prop_map(|(kind, generation_counter, replicas)| {
+            StoreKindResponse {
                 kind,
                 generation_counter,
                 replicas,
-            },
-        ),
+            }
+        }),
         0..3,
     )
     .prop_map(|kind_responses| StoreAns { kind_responses })
@@ -237,10 +221,7 @@ pub fn specifier() -> impl Strategy<Value = StoredDataSpecifier> {
 }
 
 pub fn fetch_req() -> impl Strategy<Value = FetchReq> {
-    (resource_id(), vec(specifier(), 0..4)).prop_map(|(resource, specifiers)| FetchReq {
-        resource,
-        specifiers,
-    })
+    (resource_id(), vec(specifier(), 0..4)).prop_map(|(resource, specifiers)| FetchReq { resource, specifiers })
 }
 
 pub fn fetch_ans() -> impl Strategy<Value = FetchAns> {
@@ -269,22 +250,18 @@ fn metadata() -> impl Strategy<Value = MetaData> {
 
 pub fn stat_ans() -> impl Strategy<Value = StatAns> {
     let kind = prop_oneof![
-        (
-            any::<u64>(),
-            vec((any::<u64>(), any::<u32>(), metadata()), 0..3)
-        )
-            .prop_map(|(g, v)| StatKindResponse {
-                kind: kind_id::TURN_SERVICE,
-                generation: g,
-                values: v
-                    .into_iter()
-                    .map(|(t, l, m)| StoredMetaData {
-                        storage_time: t,
-                        lifetime: l,
-                        metadata: MetaDataValue::SingleValue(m)
-                    })
-                    .collect(),
-            }),
+        (any::<u64>(), vec((any::<u64>(), any::<u32>(), metadata()), 0..3)).prop_map(|(g, v)| StatKindResponse {
+            kind: kind_id::TURN_SERVICE,
+            generation: g,
+            values: v
+                .into_iter()
+                .map(|(t, l, m)| StoredMetaData {
+                    storage_time: t,
+                    lifetime: l,
+                    metadata: MetaDataValue::SingleValue(m)
+                })
+                .collect(),
+        }),
         (
             any::<u64>(),
             vec((any::<u64>(), any::<u32>(), any::<u32>(), metadata()), 0..3)
@@ -359,34 +336,25 @@ pub fn attach() -> impl Strategy<Value = AttachReqAns> {
         vec(ice_candidate(), 0..4),
         any::<bool>(),
     )
-        .prop_map(
-            |(ufrag, password, role, candidates, send_update)| AttachReqAns {
-                ufrag,
-                password,
-                role,
-                candidates,
-                send_update,
-            },
-        )
+        .prop_map(|(ufrag, password, role, candidates, send_update)| AttachReqAns {
+            ufrag,
+            password,
+            role,
+            candidates,
+            send_update,
+        })
 }
 
 pub fn app_attach() -> impl Strategy<Value = AppAttachReq> {
-    (
-        bytes(32),
-        bytes(32),
-        any::<u16>(),
-        bytes(8),
-        vec(ice_candidate(), 0..4),
+    (bytes(32), bytes(32), any::<u16>(), bytes(8), vec(ice_candidate(), 0..4)).prop_map(
+        |(ufrag, password, application, role, candidates)| AppAttachReq {
+            ufrag,
+            password,
+            application,
+            role,
+            candidates,
+        },
     )
-        .prop_map(
-            |(ufrag, password, application, role, candidates)| AppAttachReq {
-                ufrag,
-                password,
-                application,
-                role,
-                candidates,
-            },
-        )
 }
 
 pub fn probe_information() -> impl Strategy<Value = ProbeInformation> {
@@ -479,8 +447,7 @@ pub fn body() -> impl Strategy<Value = Body> {
         (resource_id(), vec(any::<u32>(), 0..5))
             .prop_map(|(resource, kinds)| Body::FindReq(FindReq { resource, kinds })),
         vec(
-            (any::<u32>(), resource_id())
-                .prop_map(|(kind, closest)| FindKindData { kind, closest }),
+            (any::<u32>(), resource_id()).prop_map(|(kind, closest)| FindKindData { kind, closest }),
             0..4
         )
         .prop_map(|results| Body::FindAns(FindAns { results })),
@@ -498,13 +465,11 @@ pub fn body() -> impl Strategy<Value = Body> {
         Just(Body::LeaveAns),
         bytes(60).prop_map(Body::UpdateReq),
         bytes(10).prop_map(Body::UpdateAns),
-        (any::<bool>(), destination(), bytes(20)).prop_map(|(s, d, o)| Body::RouteQueryReq(
-            RouteQueryReq {
-                send_update: s,
-                destination: d,
-                overlay_specific_data: o
-            }
-        )),
+        (any::<bool>(), destination(), bytes(20)).prop_map(|(s, d, o)| Body::RouteQueryReq(RouteQueryReq {
+            send_update: s,
+            destination: d,
+            overlay_specific_data: o
+        })),
         bytes(20).prop_map(Body::RouteQueryAns),
         bytes(100).prop_map(|p| Body::PingReq(PingReq { padding: p })),
         (any::<u64>(), any::<u64>()).prop_map(|(r, t)| Body::PingAns(PingAns {
@@ -533,13 +498,8 @@ pub fn body() -> impl Strategy<Value = Body> {
 }
 
 pub fn message() -> impl Strategy<Value = Message> {
-    (
-        forwarding_header(),
-        body(),
-        vec(extension(), 0..2),
-        security_block(),
-    )
-        .prop_map(|(mut h, body, extensions, security_block)| {
+    (forwarding_header(), body(), vec(extension(), 0..2), security_block()).prop_map(
+        |(mut h, body, extensions, security_block)| {
             h.fragment = Fragment::UNFRAGMENTED;
             let mut message_contents = MessageContents::from_body(&body).unwrap();
             message_contents.extensions = extensions;
@@ -548,5 +508,6 @@ pub fn message() -> impl Strategy<Value = Message> {
                 message_contents,
                 security_block,
             }
-        })
+        },
+    )
 }
