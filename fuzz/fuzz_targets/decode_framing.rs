@@ -8,7 +8,7 @@ use reload_wire::framing::{FrameDecoder, ReceivedWindow};
 use reload_wire::{DecodeContext, FramedMessage};
 
 fuzz_target!(|data: &[u8]| {
-    let ctx = DecodeContext::new(16, 1 << 16);
+    let ctx = DecodeContext::new(16, 1 << 16).unwrap();
     if let Ok(f) = FramedMessage::decode(data, &ctx) {
         assert_eq!(f.to_bytes().unwrap(), data);
     }

@@ -9,7 +9,7 @@ use reload_wire::usages::{SipRegistration, TurnServer};
 use reload_wire::{Body, Decode, DecodeContext, Message, MessageCode};
 
 fuzz_target!(|data: &[u8]| {
-    let ctx = DecodeContext::new(16, 1 << 16);
+    let ctx = DecodeContext::new(16, 1 << 16).unwrap();
     if let Ok(m) = Message::decode(data, &ctx) {
         assert_eq!(m.to_bytes().unwrap(), data);
         if let Ok(b) = m.message_contents.body(&ctx) {

@@ -151,7 +151,7 @@ fn decode_cmd(hex: &str, node_id_length: usize) -> Result<()> {
         .map(|i| u8::from_str_radix(&clean[i..i + 2], 16))
         .collect::<Result<Vec<u8>, _>>()
         .context("not hex; give bytes as hex digits, e.g. d2454c4f…")?;
-    let ctx = DecodeContext::new(node_id_length, usize::MAX);
+    let ctx = DecodeContext::new(node_id_length, usize::MAX)?;
     let message = match FramedMessage::decode(&bytes, &ctx) {
         Ok(FramedMessage::Data { sequence, message }) => {
             println!("FramedMessage data, sequence {sequence}");

@@ -150,7 +150,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Width of a variable-length vector's length prefix (§6.3.1: the minimum
+/// Width of a variable-length vector's length prefix (§6.3.1.1: the minimum
 /// number of bytes that can encode the range's maximum).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LenPrefix {

@@ -19,8 +19,8 @@ pub const REASSEMBLY_TIMEOUT_MS: u64 = 15_000;
 /// fragments of at most `max_len` bytes each (§6.7: "no larger than the
 /// PMTU of the next overlay link minus 32 bytes" is the caller's choice of
 /// `max_len`). Returns the message unchanged when it already fits, or when
-/// a fragment could not hold its header plus 256 bytes of body, in which
-/// case the RFC leaves it to IP fragmentation.
+/// the pieces could not each carry 256 bytes of body, in which case the RFC
+/// leaves it to IP fragmentation.
 pub fn fragment(message: &[u8], max_len: usize, ctx: &DecodeContext) -> Result<Vec<Vec<u8>>, FragmentError> {
     if message.len() <= max_len {
         return Ok(vec![message.to_vec()]);
@@ -33,6 +33,10 @@ pub fn fragment(message: &[u8], max_len: usize, ctx: &DecodeContext) -> Result<V
     }
     let count = payload.len().div_ceil(room);
     let chunk = payload.len().div_ceil(count);
+    let last_piece = payload.len() - (count - 1) * chunk;
+    if last_piece < MIN_FRAGMENT_BODY {
+        return Ok(vec![message.to_vec()]);
+    }
     let base = header.fragment.offset() as usize;
     if base + payload.len() > Fragment::MAX_OFFSET as usize {
         return Err(FragmentError::OffsetOverflow);
@@ -57,19 +61,32 @@ pub enum FragmentError {
     Encode(#[from] EncodeError),
     #[error("fragment offset beyond the 24-bit field")]
     OffsetOverflow,
+    /// §6.7: every fragment but the last carries at least 256 body bytes.
+    #[error("fragment with {0} body bytes; non-final fragments carry at least 256")]
+    ShortFragment(usize),
 }
+
+/// Bytes charged per stored piece beyond the frame itself (map entry,
+/// vector header), so that many tiny fragments cannot exceed the budget.
+const PIECE_OVERHEAD: usize = 64;
 
 struct Partial {
     started_ms: u64,
     header: ForwardingHeader,
-    pieces: BTreeMap<u32, Vec<u8>>,
+    header_len: usize,
+    /// offset → (chunk, bytes charged for it)
+    pieces: BTreeMap<u32, (Vec<u8>, usize)>,
     total: Option<usize>,
-    bytes: usize,
+    charged: usize,
 }
 
 /// Holds fragments until their message is whole (§6.7). Memory is bounded:
-/// no message beyond max-message-size, at most `max_buffered` bytes across
-/// all partial messages, and nothing kept past [`REASSEMBLY_TIMEOUT_MS`].
+/// every stored fragment is charged its whole size (header copy included)
+/// plus a fixed overhead against `max_buffered`; when a fragment would
+/// exceed it, its whole message is dropped (§6.7: "MUST drop the message").
+/// No message beyond max-message-size is accepted, non-final fragments must
+/// carry the 256 body bytes §6.7 requires, and nothing is kept past
+/// [`REASSEMBLY_TIMEOUT_MS`].
 pub struct Reassembler {
     partial: HashMap<u64, Partial>,
     buffered: usize,
@@ -83,7 +100,7 @@ pub enum Reassembly {
     Complete(Vec<u8>),
     /// Kept; more fragments are needed.
     Pending,
-    /// Dropped because the reassembly buffer is full (§6.7: "MUST drop").
+    /// The buffer is full: this fragment and its whole message were dropped.
     Dropped,
 }
 
@@ -101,6 +118,11 @@ impl Reassembler {
         self.partial.len()
     }
 
+    /// Bytes currently charged against the buffer limit.
+    pub fn buffered(&self) -> usize {
+        self.buffered
+    }
+
     /// Takes one received message or fragment. Unfragmented messages pass
     /// straight through.
     pub fn push(&mut self, now_ms: u64, frame: &[u8], ctx: &DecodeContext) -> Result<Reassembly, FragmentError> {
@@ -109,41 +131,50 @@ impl Reassembler {
             return Ok(Reassembly::Complete(frame.to_vec()));
         }
         self.expire(now_ms);
+        let header_len = frame.len() - payload.len();
         let offset = header.fragment.offset();
         let end = offset as usize + payload.len();
-        if end > ctx.max_message_size {
+        if header_len + end > ctx.max_message_size {
             return Err(DecodeError::MessageTooLarge {
-                length: end,
+                length: header_len + end,
                 max: ctx.max_message_size,
             }
             .into());
         }
-        if self.buffered + payload.len() > self.max_buffered {
-            return Ok(Reassembly::Dropped);
+        let last = header.fragment.is_last();
+        if payload.is_empty() || (!last && payload.len() < MIN_FRAGMENT_BODY) {
+            return Err(FragmentError::ShortFragment(payload.len()));
         }
         let id = header.transaction_id;
-        let last = header.fragment.is_last();
+        let cost = frame.len() + PIECE_OVERHEAD;
+        if self.buffered + cost > self.max_buffered {
+            if let Some(p) = self.partial.remove(&id) {
+                self.buffered -= p.charged;
+            }
+            return Ok(Reassembly::Dropped);
+        }
         let p = self.partial.entry(id).or_insert_with(|| Partial {
             started_ms: now_ms,
-            header: header.clone(),
+            header,
+            header_len,
             pieces: BTreeMap::new(),
             total: None,
-            bytes: 0,
+            charged: 0,
         });
         if last {
             p.total = Some(end);
         }
-        if let Some(old) = p.pieces.insert(offset, payload.to_vec()) {
-            p.bytes -= old.len();
-            self.buffered -= old.len();
+        if let Some((_, old_cost)) = p.pieces.insert(offset, (payload.to_vec(), cost)) {
+            p.charged -= old_cost;
+            self.buffered -= old_cost;
         }
-        p.bytes += payload.len();
-        self.buffered += payload.len();
+        p.charged += cost;
+        self.buffered += cost;
         let Some(total) = p.total else {
             return Ok(Reassembly::Pending);
         };
         let mut covered = 0usize;
-        for (&o, piece) in &p.pieces {
+        for (&o, (piece, _)) in &p.pieces {
             if covered >= total {
                 break;
             }
@@ -156,11 +187,11 @@ impl Reassembler {
             return Ok(Reassembly::Pending);
         }
         let p = self.partial.remove(&id).expect("entry exists");
-        self.buffered -= p.bytes;
+        self.buffered -= p.charged;
         let mut body = vec![0u8; total];
         // Pieces reaching past the last fragment's end (inconsistent input)
         // are cut at `total`.
-        for (o, piece) in p.pieces {
+        for (o, (piece, _)) in p.pieces {
             let o = o as usize;
             if o >= total {
                 continue;
@@ -170,7 +201,7 @@ impl Reassembler {
         }
         let mut h = p.header;
         h.fragment = Fragment::UNFRAGMENTED;
-        let mut w = Writer::with_capacity(total + 64);
+        let mut w = Writer::with_capacity(p.header_len + total);
         h.encode_with_payload(&mut w, &body);
         Ok(Reassembly::Complete(w.finish()?))
     }
@@ -181,7 +212,7 @@ impl Reassembler {
         self.partial.retain(|_, p| {
             let keep = now_ms.saturating_sub(p.started_ms) < REASSEMBLY_TIMEOUT_MS;
             if !keep {
-                *buffered -= p.bytes;
+                *buffered -= p.charged;
             }
             keep
         });

@@ -167,7 +167,7 @@ impl FrameDecoder {
 /// Bit numbering (the RFC says only "the N-M bit"): counted from the least
 /// significant bit with the packet just before N as bit 0, i.e. M sets
 /// `1 << (N - M - 1)`. This is how Wireshark and RELOAD.NET read it; see
-/// docs/decisions/0001-reload-wire-codec.md.
+/// docs/decisions/0002-rfc6940-ambiguities.md.
 #[derive(Debug, Clone, Default)]
 pub struct ReceivedWindow {
     recent: [u32; 32],
@@ -203,7 +203,7 @@ impl ReceivedWindow {
 /// each earlier one whose bit is set.
 pub fn acked_sequences(ack_sequence: u32, received: u32) -> impl Iterator<Item = u32> {
     std::iter::once(ack_sequence).chain(
-        (0..32u32)
+        (0..31u32)
             .filter(move |b| received & (1 << b) != 0)
             .map(move |b| ack_sequence.wrapping_sub(b + 1)),
     )

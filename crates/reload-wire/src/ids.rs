@@ -53,7 +53,7 @@ impl NodeId {
 
     /// The all-ones wildcard Node-ID (RFC 6940 §6.1, "wildcard Node-ID").
     pub fn wildcard(len: usize) -> Result<Self, EncodeError> {
-        Self::from_slice(&[0xff; MAX_NODE_ID_LENGTH][..len.min(MAX_NODE_ID_LENGTH)])
+        Self::from_slice(&[0xff; MAX_NODE_ID_LENGTH + 1][..len.min(MAX_NODE_ID_LENGTH + 1)])
     }
 
     pub fn to_hex(&self) -> String {

@@ -69,12 +69,20 @@ impl DecodeContext {
     pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 5000;
 
     /// A context knowing the registered Kinds of RFC 6940 and RFC 7904.
-    pub fn new(node_id_length: usize, max_message_size: usize) -> Self {
-        DecodeContext {
+    /// Fails unless `node_id_length` is 16 to 20 (§6.3.1.1).
+    pub fn new(node_id_length: usize, max_message_size: usize) -> Result<Self, EncodeError> {
+        if !(ids::MIN_NODE_ID_LENGTH..=ids::MAX_NODE_ID_LENGTH).contains(&node_id_length) {
+            return Err(EncodeError::BadLength {
+                what: "NodeIdLength (16 to 20)",
+                expected: ids::MIN_NODE_ID_LENGTH,
+                found: node_id_length,
+            });
+        }
+        Ok(DecodeContext {
             node_id_length,
             max_message_size,
             kinds: usages::STANDARD_KINDS.iter().copied().collect(),
-        }
+        })
     }
 
     /// Declares (or redeclares) a Kind's data model, as a configuration's
@@ -91,6 +99,10 @@ impl DecodeContext {
 
 impl Default for DecodeContext {
     fn default() -> Self {
-        DecodeContext::new(16, Self::DEFAULT_MAX_MESSAGE_SIZE)
+        DecodeContext {
+            node_id_length: ids::MIN_NODE_ID_LENGTH,
+            max_message_size: Self::DEFAULT_MAX_MESSAGE_SIZE,
+            kinds: usages::STANDARD_KINDS.iter().copied().collect(),
+        }
     }
 }

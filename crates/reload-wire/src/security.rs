@@ -39,8 +39,9 @@ pub struct SignatureAndHashAlgorithm {
 }
 
 impl SignatureAndHashAlgorithm {
-    /// {0, 0}, "none"/"anonymous": the value a replica store or a
-    /// non-existent fetched value carries (§7.4.1.1, §7.4.2.2).
+    /// {0, 0}, "none"/"anonymous": what a FetchAns carries for values the
+    /// storing peer synthesised, e.g. a non-existent one (§7.4.2.2). A
+    /// StoreReq signed this way MUST be refused with Error_Forbidden (§7.4.1.1).
     pub const ANONYMOUS: Self = SignatureAndHashAlgorithm { hash: 0, signature: 0 };
     /// The mandatory-to-implement RSASSA-PKCS1-v1_5 with SHA-256 (§6.3.4).
     pub const RSA_SHA256: Self = SignatureAndHashAlgorithm {
@@ -90,7 +91,7 @@ pub enum SignerIdentity {
         hash_alg: u8,
         certificate_node_id_hash: Vec<u8>,
     },
-    /// No identity; used with the {0, 0} algorithm on replica and empty data.
+    /// No identity; used with the {0, 0} algorithm on synthesised fetch results (§7.4.2.2).
     None,
     /// An identity type this document does not define, kept raw.
     Unknown { identity_type: u8, identity: Vec<u8> },
@@ -169,7 +170,7 @@ pub struct Signature {
 }
 
 impl Signature {
-    /// The {0, 0} / none / empty signature of §7.4.1.1 and §7.4.2.2.
+    /// The {0, 0} / none / empty signature of synthesised FetchAns values (§7.4.2.2).
     pub fn anonymous() -> Self {
         Signature {
             algorithm: SignatureAndHashAlgorithm::ANONYMOUS,

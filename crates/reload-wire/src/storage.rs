@@ -185,11 +185,18 @@ fn per_kind_list<'a, T>(
     what: &'static str,
     mut item: impl FnMut(&mut Reader<'a>) -> Result<Result<T, KindId>, DecodeError>,
 ) -> Result<Vec<T>, DecodeError> {
-    let mut unknown = Vec::new();
+    let mut unknown: Vec<KindId> = Vec::new();
     let items = r.list(prefix, what, |r| item(r))?;
     let known = items
         .into_iter()
-        .filter_map(|i| i.map_err(|k| unknown.push(k)).ok())
+        .filter_map(|i| {
+            i.map_err(|k| {
+                if !unknown.contains(&k) {
+                    unknown.push(k);
+                }
+            })
+            .ok()
+        })
         .collect();
     if unknown.is_empty() {
         Ok(known)
@@ -318,14 +325,21 @@ impl Decode for StoreAns {
 }
 
 /// `KindId unknown_kinds<0..2^8-1>`: the `error_info` of
-/// `Error_Unknown_Kind` — RFC 6940 §7.4.1.2.
+/// `Error_Unknown_Kind` — RFC 6940 §7.4.1.2. The prefix holds at most 63
+/// Kind-IDs; a request naming more unknown Kinds is answered with the
+/// first 63, which is enough for the requester to send ConfigUpdates.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UnknownKinds(pub Vec<KindId>);
+
+impl UnknownKinds {
+    /// Most Kind-IDs the one-byte length prefix can carry.
+    pub const MAX: usize = 0xff / 4;
+}
 
 impl Encode for UnknownKinds {
     fn encode(&self, w: &mut Writer) {
         w.prefixed(LenPrefix::U8, "unknown_kinds", |w| {
-            for k in &self.0 {
+            for k in self.0.iter().take(Self::MAX) {
                 w.u32(*k);
             }
         });
@@ -340,8 +354,9 @@ impl Decode for UnknownKinds {
     }
 }
 
-/// `ArrayRange` — RFC 6940 §7.4.2.1. 0xffffffff as `last` means the final
-/// element, so the fields are read as unsigned.
+/// `ArrayRange` — RFC 6940 §7.4.2.1. The RFC declares the fields `int32`
+/// yet uses 0xffffffff as `last` for "the final element"; we read them as
+/// unsigned, which is the same bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ArrayRange {
     pub first: u32,
@@ -559,7 +574,7 @@ impl Encode for MetaDataValue {
 /// RFC's prose defines it: "the same as the corresponding fields in
 /// StoredData", whose first field is the length of the rest of the
 /// structure. It is derived on encoding, like `StoredData.length`, and
-/// Wireshark reads it the same way (docs/decisions/0001-reload-wire-codec.md).
+/// Wireshark reads it the same way (docs/decisions/0002-rfc6940-ambiguities.md).
 /// The stored value's own length is `MetaData::value_length`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMetaData {

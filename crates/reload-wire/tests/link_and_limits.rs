@@ -8,7 +8,7 @@ use reload_wire::storage::UnknownKinds;
 use reload_wire::*;
 
 fn ctx() -> DecodeContext {
-    DecodeContext::new(16, 64 * 1024)
+    DecodeContext::new(16, 64 * 1024).unwrap()
 }
 
 #[test]
@@ -28,6 +28,10 @@ fn ack_bitmask_marks_the_previous_packets() {
     );
     let acked: Vec<u32> = acked_sequences(14, 0b1101).collect();
     assert_eq!(acked, vec![14, 13, 11, 10]);
+    // A peer setting every bit confirms N-1 ..= N-31, never N-32 (§6.6.2: M > N-32).
+    let all: Vec<u32> = acked_sequences(100, u32::MAX).collect();
+    assert_eq!(all.len(), 32);
+    assert_eq!(*all.last().unwrap(), 69);
 }
 
 #[test]
@@ -110,7 +114,7 @@ fn stream_decoder_cuts_frames_at_any_split() {
 
 #[test]
 fn stream_decoder_refuses_oversized_frame_before_it_arrives() {
-    let small = DecodeContext::new(16, 1000);
+    let small = DecodeContext::new(16, 1000).unwrap();
     let mut d = FrameDecoder::new();
     // A data frame header announcing 2000 bytes: refused from its first 8 bytes.
     d.push(&[0x80, 0, 0, 0, 1, 0x00, 0x07, 0xd0]);
@@ -200,7 +204,7 @@ fn reassembly_times_out_and_bounds_memory() {
 #[test]
 fn decoder_enforces_max_message_size_before_reading_the_rest() {
     let m = samples::messages().remove(0).1.to_bytes().unwrap();
-    let tight = DecodeContext::new(16, m.len() - 1);
+    let tight = DecodeContext::new(16, m.len() - 1).unwrap();
     assert_eq!(
         Message::decode(&m, &tight),
         Err(DecodeError::MessageTooLarge {
@@ -306,9 +310,9 @@ fn node_id_length_comes_from_the_overlay() {
     let id20 = NodeId::from_slice(&[7; 20]).unwrap();
     let bytes = Destination::Node(id20).to_bytes().unwrap();
     assert_eq!(bytes.len(), 22);
-    assert!(Destination::from_bytes(&bytes, &DecodeContext::new(16, 5000)).is_err());
+    assert!(Destination::from_bytes(&bytes, &DecodeContext::new(16, 5000).unwrap()).is_err());
     assert_eq!(
-        Destination::from_bytes(&bytes, &DecodeContext::new(20, 5000)).unwrap(),
+        Destination::from_bytes(&bytes, &DecodeContext::new(20, 5000).unwrap()).unwrap(),
         Destination::Node(id20)
     );
     assert!(NodeId::from_slice(&[0; 15]).is_err());
@@ -323,4 +327,110 @@ fn oversized_fields_are_encode_errors_not_truncation() {
         padding: vec![0; 70_000],
     };
     assert!(matches!(p.to_bytes(), Err(EncodeError::TooLong { max: 0xffff, .. })));
+}
+
+fn fragment_frames() -> Vec<Vec<u8>> {
+    fragment(&big_message(), 1200, &ctx()).unwrap()
+}
+
+#[test]
+fn every_fragment_carries_at_least_256_body_bytes() {
+    let c = ctx();
+    let whole = big_message();
+    for max_len in (300..whole.len()).step_by(7) {
+        let frags = fragment(&whole, max_len, &c).unwrap();
+        if frags.len() == 1 {
+            continue;
+        }
+        for f in &frags {
+            let (_, body) = ForwardingHeader::split(f, &c).unwrap();
+            assert!(body.len() >= 256, "max_len {max_len}: piece of {}", body.len());
+            assert!(f.len() <= max_len);
+        }
+    }
+}
+
+#[test]
+fn short_or_empty_fragments_are_refused() {
+    let c = ctx();
+    let frag = &fragment_frames()[0];
+    let (mut h, body) = ForwardingHeader::split(frag, &c).unwrap();
+    let mut r = Reassembler::new(1 << 20);
+    for len in [0, 255] {
+        let mut w = Writer::new();
+        h.encode_with_payload(&mut w, &body[..len]);
+        let short = w.finish().unwrap();
+        assert_eq!(
+            r.push(0, &short, &c),
+            Err(reload_wire::fragment::FragmentError::ShortFragment(len))
+        );
+    }
+    // A short last fragment is fine.
+    h.fragment = Fragment::new(true, 256);
+    let mut w = Writer::new();
+    h.encode_with_payload(&mut w, &body[..10]);
+    assert_eq!(r.push(0, &w.finish().unwrap(), &c).unwrap(), Reassembly::Pending);
+}
+
+#[test]
+fn overflow_drops_the_whole_message_and_frees_its_memory() {
+    let c = ctx();
+    let frags = fragment_frames();
+    let one = frags[0].len() + 64;
+    let mut r = Reassembler::new(2 * one + 10);
+    assert_eq!(r.push(0, &frags[0], &c).unwrap(), Reassembly::Pending);
+    assert_eq!(r.push(0, &frags[1], &c).unwrap(), Reassembly::Pending);
+    assert_eq!(r.push(0, &frags[2], &c).unwrap(), Reassembly::Dropped);
+    assert_eq!(r.pending(), 0);
+    assert_eq!(r.buffered(), 0);
+}
+
+#[test]
+fn reassembly_counts_the_header_against_max_message_size() {
+    let whole = big_message();
+    let frags = fragment(&whole, 1200, &ctx()).unwrap();
+    // The body alone fits, header plus body does not.
+    let c = ctx();
+    let (_, body) = ForwardingHeader::split(&whole, &c).unwrap();
+    let tight = DecodeContext::new(16, body.len() + 10).unwrap();
+    let mut r = Reassembler::new(1 << 20);
+    let last = frags.last().unwrap();
+    assert!(matches!(
+        r.push(0, last, &tight),
+        Err(reload_wire::fragment::FragmentError::Decode(
+            DecodeError::MessageTooLarge { .. }
+        ))
+    ));
+}
+
+#[test]
+fn unknown_kinds_are_deduplicated_and_capped() {
+    let c = ctx();
+    let spec = |kind| StoredDataSpecifier {
+        kind,
+        generation: 0,
+        model_specifier: ModelSpecifier::SingleValue,
+    };
+    let mut specifiers: Vec<_> = (0..100).map(|k| spec(0xf000_0000 + k)).collect();
+    specifiers.push(spec(0xf000_0000));
+    let req = FetchReq {
+        resource: ResourceId(vec![1]),
+        specifiers,
+    };
+    let Err(DecodeError::UnknownKinds(kinds)) = FetchReq::from_bytes(&req.to_bytes().unwrap(), &c) else {
+        panic!("expected unknown kinds")
+    };
+    assert_eq!(kinds.len(), 100, "duplicates removed");
+    let info = UnknownKinds(kinds).to_bytes().unwrap();
+    assert_eq!(info[0] as usize, 4 * UnknownKinds::MAX);
+    assert_eq!(info.len(), 1 + 4 * 63);
+}
+
+#[test]
+fn context_and_wildcard_validate_node_id_length() {
+    assert!(DecodeContext::new(15, 5000).is_err());
+    assert!(DecodeContext::new(21, 5000).is_err());
+    assert!(DecodeContext::new(20, 5000).is_ok());
+    assert!(NodeId::wildcard(21).is_err());
+    assert_eq!(NodeId::wildcard(16).unwrap().as_bytes(), &[0xff; 16]);
 }

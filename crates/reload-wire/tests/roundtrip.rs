@@ -10,7 +10,7 @@ use reload_wire::*;
 use strategies::*;
 
 fn ctx() -> DecodeContext {
-    DecodeContext::new(16, 1 << 20)
+    DecodeContext::new(16, 1 << 20).unwrap()
 }
 
 fn roundtrip<T: Encode + Decode + PartialEq + std::fmt::Debug>(x: &T) -> Result<(), TestCaseError> {
