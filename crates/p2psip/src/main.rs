@@ -2,9 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use reload_wire::framing::encode_data;
-use reload_wire::pcap::{PcapWriter, RELOAD_PORT};
-use reload_wire::{samples, DecodeContext, FramedMessage, Message, Writer};
+use reload_wire::pcap::{PcapWriter, Transport, RELOAD_PORT};
+use reload_wire::{samples, DecodeContext, FramedMessage, Message};
 use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -110,24 +109,11 @@ fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {
         if &back != msg || !body_ok {
             bail!("{label} did not survive encode/decode");
         }
-        let mut w = Writer::new();
-        encode_data(&mut w, seq as u32, &bytes);
-        let frame = w.finish()?;
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let frame = pcap.reload_exchange(transport, a, b, seq as u32, &bytes)?;
         if let Some(dir) = corpus {
             std::fs::write(dir.join("decode_message").join(format!("sample-{seq:02}")), &bytes)?;
             std::fs::write(dir.join("decode_framing").join(format!("sample-{seq:02}")), &frame)?;
-        }
-        let ack = FramedMessage::Ack {
-            ack_sequence: seq as u32,
-            received: 0,
-        }
-        .to_bytes()?;
-        if tcp {
-            pcap.tcp(a, b, &frame);
-            pcap.tcp(b, a, &ack);
-        } else {
-            pcap.udp(a, b, &frame);
-            pcap.udp(b, a, &ack);
         }
         println!("{seq:<4} {label:<40} {:>6}  ok", bytes.len());
     }

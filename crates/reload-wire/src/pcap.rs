@@ -2,12 +2,23 @@
 //! can hand RELOAD frames to Wireshark without capturing: each record is a
 //! hand-made Ethernet/IPv4/UDP or TCP packet around the payload.
 
+use crate::codec::Writer;
+use crate::error::EncodeError;
+use crate::framing::{encode_data, FramedMessage};
 use std::net::SocketAddrV4;
 
 /// The RELOAD port Wireshark dissects by default (§14.2).
 pub const RELOAD_PORT: u16 = 6084;
 
 const LINKTYPE_ETHERNET: u32 = 1;
+
+/// How a capture carries RELOAD frames between two addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    /// One TCP connection, opened with a handshake on first use.
+    Tcp,
+}
 
 /// Builds a pcap file in memory.
 pub struct PcapWriter {
@@ -144,6 +155,38 @@ impl PcapWriter {
         self.out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
         self.out.extend_from_slice(&(pkt.len() as u32).to_le_bytes());
         self.out.extend_from_slice(pkt);
+    }
+
+    /// One overlay-link exchange (§6.6.2): `message` in a data frame with
+    /// `sequence` from `from` to `to`, and the receiver's ack back. Returns
+    /// the data frame.
+    pub fn reload_exchange(
+        &mut self,
+        transport: Transport,
+        from: SocketAddrV4,
+        to: SocketAddrV4,
+        sequence: u32,
+        message: &[u8],
+    ) -> Result<Vec<u8>, EncodeError> {
+        let mut w = Writer::with_capacity(message.len() + 8);
+        encode_data(&mut w, sequence, message);
+        let frame = w.finish()?;
+        let ack = FramedMessage::Ack {
+            ack_sequence: sequence,
+            received: 0,
+        }
+        .to_bytes()?;
+        match transport {
+            Transport::Udp => {
+                self.udp(from, to, &frame);
+                self.udp(to, from, &ack);
+            }
+            Transport::Tcp => {
+                self.tcp(from, to, &frame);
+                self.tcp(to, from, &ack);
+            }
+        }
+        Ok(frame)
     }
 
     pub fn into_bytes(self) -> Vec<u8> {

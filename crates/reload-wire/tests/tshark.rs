@@ -6,9 +6,8 @@
 //! Needs `tshark` (Debian package). Outside CI a missing tshark skips the
 //! test with a message; with CI=true it fails.
 
-use reload_wire::framing::encode_data;
-use reload_wire::pcap::{PcapWriter, RELOAD_PORT};
-use reload_wire::{samples, Body, ChordUpdate, Decode, DecodeContext, FramedMessage, Message, MessageCode, Writer};
+use reload_wire::pcap::{PcapWriter, Transport, RELOAD_PORT};
+use reload_wire::{samples, Body, ChordUpdate, Decode, DecodeContext, Message, MessageCode};
 use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
 use std::path::PathBuf;
@@ -129,23 +128,10 @@ fn write_samples(tcp: bool, name: &str) -> (PathBuf, Vec<(&'static str, Message)
     let a = SocketAddrV4::new([127, 0, 0, 1].into(), 40000);
     let b = SocketAddrV4::new([127, 0, 0, 2].into(), RELOAD_PORT);
     let mut pcap = PcapWriter::new();
+    let transport = if tcp { Transport::Tcp } else { Transport::Udp };
     for (seq, (_, m)) in all.iter().enumerate() {
-        let mut w = Writer::new();
-        encode_data(&mut w, seq as u32, &m.to_bytes().unwrap());
-        let frame = w.finish().unwrap();
-        let ack = FramedMessage::Ack {
-            ack_sequence: seq as u32,
-            received: 0,
-        }
-        .to_bytes()
-        .unwrap();
-        if tcp {
-            pcap.tcp(a, b, &frame);
-            pcap.tcp(b, a, &ack);
-        } else {
-            pcap.udp(a, b, &frame);
-            pcap.udp(b, a, &ack);
-        }
+        pcap.reload_exchange(transport, a, b, seq as u32, &m.to_bytes().unwrap())
+            .unwrap();
     }
     let path = std::env::temp_dir().join(format!("p2psip-{name}-{}.pcap", std::process::id()));
     std::fs::write(&path, pcap.into_bytes()).unwrap();
