@@ -8,6 +8,37 @@
 //! cannot read, check every length against the bytes present before using
 //! it, enforce the overlay's max-message-size, and reject trailing bytes.
 //! Decoding is canonical, so `encode(decode(b)) == b` for any `b` that decodes.
+//!
+//! ```
+//! use reload_wire::*;
+//!
+//! // A Fetch of the SIP registrations stored under a Resource-ID (§7.4.2).
+//! let body = Body::FetchReq(FetchReq {
+//!     resource: ResourceId(vec![0x2c; 16]),
+//!     specifiers: vec![StoredDataSpecifier {
+//!         kind: usages::kind_id::SIP_REGISTRATION,
+//!         generation: 0,
+//!         model_specifier: ModelSpecifier::Dictionary(vec![]), // every key
+//!     }],
+//! });
+//! let header = ForwardingHeader::new(
+//!     overlay_hash("example.org"),
+//!     0x1234,
+//!     vec![Destination::Resource(ResourceId(vec![0x2c; 16]))],
+//! );
+//! let message = Message {
+//!     forwarding_header: header,
+//!     message_contents: MessageContents::from_body(&body)?,
+//!     security_block: SecurityBlock { certificates: vec![], signature: Signature::anonymous() },
+//! };
+//! let bytes = message.to_bytes()?;
+//! assert_eq!(&bytes[..4], &[0xd2, 0x45, 0x4c, 0x4f]); // relo_token
+//!
+//! let ctx = DecodeContext::default(); // NodeIdLength 16, max-message-size 5000
+//! let back = Message::decode(&bytes, &ctx)?;
+//! assert_eq!(back.message_contents.body(&ctx)?, body);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod address;
 pub mod body;
