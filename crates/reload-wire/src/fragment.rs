@@ -31,8 +31,10 @@ pub fn fragment(message: &[u8], max_len: usize, ctx: &DecodeContext) -> Result<V
     if room < MIN_FRAGMENT_BODY {
         return Ok(vec![message.to_vec()]);
     }
-    let count = payload.len().div_ceil(room);
-    let chunk = payload.len().div_ceil(count);
+    let chunk = payload.len().div_ceil(payload.len().div_ceil(room));
+    // Equal-sized pieces; the number actually cut is derived from the chunk
+    // size, so the last piece is never empty and always marked last.
+    let count = payload.len().div_ceil(chunk);
     let last_piece = payload.len() - (count - 1) * chunk;
     if last_piece < MIN_FRAGMENT_BODY {
         return Ok(vec![message.to_vec()]);

@@ -342,10 +342,11 @@ fn every_fragment_carries_at_least_256_body_bytes() {
         if frags.len() == 1 {
             continue;
         }
-        for f in &frags {
-            let (_, body) = ForwardingHeader::split(f, &c).unwrap();
+        for (i, f) in frags.iter().enumerate() {
+            let (h, body) = ForwardingHeader::split(f, &c).unwrap();
             assert!(body.len() >= 256, "max_len {max_len}: piece of {}", body.len());
             assert!(f.len() <= max_len);
+            assert_eq!(h.fragment.is_last(), i == frags.len() - 1, "max_len {max_len}");
         }
     }
 }
