@@ -7,7 +7,7 @@ use crate::address::IpAddressPort;
 use crate::body::Body;
 use crate::chord::{ChordLeaveData, ChordRouteQueryAns, ChordUpdate, ChordUpdateType};
 use crate::codec::Encode;
-use crate::contents::{ErrorCode, ErrorResponse, MessageCode, MessageContents, MessageExtension};
+use crate::contents::{ErrorCode, ErrorResponse, MessageContents, MessageExtension};
 use crate::header::{Destination, ForwardingHeader, ForwardingOption};
 use crate::ids::{overlay_hash, NodeId, ResourceId};
 use crate::link_management::{
@@ -482,9 +482,4 @@ pub fn header_features() -> Message {
         certificate: SAMPLE_CERTIFICATE.to_vec(),
     }];
     m
-}
-
-/// The message codes [`bodies`] covers, for completeness checks.
-pub fn covered_codes() -> Vec<MessageCode> {
-    bodies().iter().map(|(_, b)| b.message_code()).collect()
 }
