@@ -139,12 +139,20 @@ impl<'a> Reader<'a> {
         &mut self,
         prefix: LenPrefix,
         what: &'static str,
+        item: impl FnMut(&mut Reader<'a>) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
+        self.sub(prefix, what)?.items(item)
+    }
+
+    /// Reads items until this reader is exhausted; for lists whose byte
+    /// length is carried elsewhere (the forwarding header's three lists).
+    pub fn items<T>(
+        mut self,
         mut item: impl FnMut(&mut Reader<'a>) -> Result<T, DecodeError>,
     ) -> Result<Vec<T>, DecodeError> {
-        let mut sub = self.sub(prefix, what)?;
         let mut out = Vec::new();
-        while !sub.is_empty() {
-            out.push(item(&mut sub)?);
+        while !self.is_empty() {
+            out.push(item(&mut self)?);
         }
         Ok(out)
     }

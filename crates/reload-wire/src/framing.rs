@@ -60,6 +60,11 @@ impl FramedMessage {
                 })
             }
         }
+        Self::parse(buf, ctx)
+    }
+
+    /// Reads a frame whose length `frame_len` has already checked.
+    fn parse(buf: &[u8], ctx: &DecodeContext) -> Result<FramedMessage, DecodeError> {
         let mut r = Reader::new(buf, ctx);
         let f = match r.u8("FramedMessage.type")? {
             framed_message_type::DATA => FramedMessage::Data {
@@ -146,7 +151,7 @@ impl FrameDecoder {
         if pending.len() < n {
             return Ok(None);
         }
-        let frame = FramedMessage::decode(&pending[..n], ctx)?;
+        let frame = FramedMessage::parse(&pending[..n], ctx)?;
         self.start += n;
         if self.start > 64 * 1024 && self.start * 2 > self.buf.len() {
             self.buf.drain(..self.start);

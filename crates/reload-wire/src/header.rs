@@ -305,13 +305,15 @@ impl ForwardingHeader {
         let via_len = r.u16("ForwardingHeader.via_list_length")? as usize;
         let dest_len = r.u16("ForwardingHeader.destination_list_length")? as usize;
         let opts_len = r.u16("ForwardingHeader.options_length")? as usize;
-        let via_list = destinations(r.sub_exact(via_len, "ForwardingHeader.via_list")?)?;
-        let destination_list = destinations(r.sub_exact(dest_len, "ForwardingHeader.destination_list")?)?;
-        let mut opts = r.sub_exact(opts_len, "ForwardingHeader.options")?;
-        let mut options = Vec::new();
-        while !opts.is_empty() {
-            options.push(ForwardingOption::decode(&mut opts)?);
-        }
+        let via_list = r
+            .sub_exact(via_len, "ForwardingHeader.via_list")?
+            .items(Destination::decode)?;
+        let destination_list = r
+            .sub_exact(dest_len, "ForwardingHeader.destination_list")?
+            .items(Destination::decode)?;
+        let options = r
+            .sub_exact(opts_len, "ForwardingHeader.options")?
+            .items(ForwardingOption::decode)?;
         let header = ForwardingHeader {
             overlay,
             configuration_sequence,
@@ -326,14 +328,6 @@ impl ForwardingHeader {
         };
         Ok((header, r.rest()))
     }
-}
-
-fn destinations(mut r: Reader<'_>) -> Result<Vec<Destination>, DecodeError> {
-    let mut out = Vec::new();
-    while !r.is_empty() {
-        out.push(Destination::decode(&mut r)?);
-    }
-    Ok(out)
 }
 
 /// Reads only the fixed part of a forwarding header to learn the message's

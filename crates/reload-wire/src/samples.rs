@@ -429,7 +429,7 @@ pub fn bodies() -> Vec<(&'static str, Body)> {
 /// resource, with transaction id `tid`.
 pub fn message(body: &Body, tid: u64) -> Message {
     let code = body.message_code();
-    let mut header = ForwardingHeader::new(overlay_hash(OVERLAY), tid, vec![Destination::Node(node(0x21))]);
+    let mut header = ForwardingHeader::new(overlay_hash(OVERLAY), tid, Vec::new());
     header.configuration_sequence = 3;
     if code.is_request() {
         header.via_list = vec![Destination::Node(node(0x20))];

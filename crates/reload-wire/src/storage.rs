@@ -205,19 +205,18 @@ fn per_kind_list<'a, T>(
     }
 }
 
-/// Reads `StoredData values<0..2^32-1>` for a Kind, or skips it if the
-/// Kind's model is unknown.
-fn stored_values(
+/// Reads a Kind's `values<0..2^32-1>` (StoredData or StoredMetaData), or
+/// skips the block and returns `Err(kind)` if the Kind's model is unknown.
+fn values_of_kind<T>(
     r: &mut Reader<'_>,
     kind: KindId,
     what: &'static str,
-) -> Result<Result<Vec<StoredData>, KindId>, DecodeError> {
+    value: fn(&mut Reader<'_>, DataModel) -> Result<T, DecodeError>,
+) -> Result<Result<Vec<T>, KindId>, DecodeError> {
+    let values = r.sub(LenPrefix::U32, what)?;
     match r.ctx().data_model(kind) {
-        Some(model) => Ok(Ok(r.list(LenPrefix::U32, what, |r| StoredData::decode_as(r, model))?)),
-        None => {
-            r.sub(LenPrefix::U32, what)?;
-            Ok(Err(kind))
-        }
+        Some(model) => Ok(Ok(values.items(|r| value(r, model))?)),
+        None => Ok(Err(kind)),
     }
 }
 
@@ -262,7 +261,7 @@ impl Decode for StoreReq {
             let kind = r.u32("StoreKindData.kind")?;
             let generation_counter = r.u64("StoreKindData.generation_counter")?;
             Ok(
-                stored_values(r, kind, "StoreKindData.values")?.map(|values| StoreKindData {
+                values_of_kind(r, kind, "StoreKindData.values", StoredData::decode_as)?.map(|values| StoreKindData {
                     kind,
                     generation_counter,
                     values,
@@ -503,10 +502,12 @@ impl Decode for FetchAns {
                 let kind = r.u32("FetchKindResponse.kind")?;
                 let generation = r.u64("FetchKindResponse.generation")?;
                 Ok(
-                    stored_values(r, kind, "FetchKindResponse.values")?.map(|values| FetchKindResponse {
-                        kind,
-                        generation,
-                        values,
+                    values_of_kind(r, kind, "FetchKindResponse.values", StoredData::decode_as)?.map(|values| {
+                        FetchKindResponse {
+                            kind,
+                            generation,
+                            values,
+                        }
                     }),
                 )
             })?,
@@ -650,18 +651,15 @@ impl Decode for StatAns {
             kind_responses: per_kind_list(r, LenPrefix::U32, "StatAns.kind_responses", |r| {
                 let kind = r.u32("StatKindResponse.kind")?;
                 let generation = r.u64("StatKindResponse.generation")?;
-                let Some(model) = r.ctx().data_model(kind) else {
-                    r.sub(LenPrefix::U32, "StatKindResponse.values")?;
-                    return Ok(Err(kind));
-                };
-                let values = r.list(LenPrefix::U32, "StatKindResponse.values", |r| {
-                    StoredMetaData::decode_as(r, model)
-                })?;
-                Ok(Ok(StatKindResponse {
-                    kind,
-                    generation,
-                    values,
-                }))
+                Ok(
+                    values_of_kind(r, kind, "StatKindResponse.values", StoredMetaData::decode_as)?.map(|values| {
+                        StatKindResponse {
+                            kind,
+                            generation,
+                            values,
+                        }
+                    }),
+                )
             })?,
         })
     }
