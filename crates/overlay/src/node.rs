@@ -1,0 +1,1287 @@
+//! The overlay core of one node — RFC 6940 §6.1-§6.5 and §7 — as a sans-IO
+//! state machine. Inputs: bytes from a link, link up/down, timers, API
+//! calls, each with the current time. Outputs: [`Action`]s (bytes to send
+//! on a link, links to open or close, events for the application).
+//!
+//! Forwarding is stateless: a forwarding peer appends the previous hop to
+//! the Via List (§6.1.2, first strategy), on answers as well as requests,
+//! so an originator learns how many hops its request took.
+
+use crate::config::OverlayConfig;
+use crate::ring::{distance, node_position};
+use crate::security::{Credential, Security};
+use crate::storage::{Storage, StoreRequest};
+use crate::topology::{Answer, Holding, RequestFailure, Topology, TopologyCommand};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use reload_wire::header::RELOAD_VERSION;
+use reload_wire::link_management::overlay_link_type;
+use reload_wire::topology::probe_information_type;
+use reload_wire::{
+    AttachReqAns, Body, CandType, ConfigUpdateReq, DecodeContext, Destination, Encode, ErrorCode, ErrorResponse,
+    FetchReq, ForwardingHeader, IceCandidate, IpAddressPort, KindId, Message, MessageCode, MessageContents, NodeId,
+    PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData, StoreReq, StoredData,
+    StoredDataValue, Writer,
+};
+use reload_wire::Decode;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+/// Identifies a request the application started.
+pub type RequestId = u64;
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Send a message on the link to `to`. `maintenance` tells overlay
+    /// upkeep (topology, links, replication) from application traffic.
+    Send { to: NodeId, bytes: Vec<u8>, maintenance: bool },
+    /// Open a link to `address`; `peer` is the Node-ID expected there
+    /// (unknown for a bootstrap address). Report [`OverlayNode::link_up`]
+    /// or [`OverlayNode::link_failed`].
+    Connect { peer: Option<NodeId>, address: IpAddressPort },
+    /// Close the link to a peer.
+    Close { peer: NodeId },
+    Event(Event),
+}
+
+/// Something the application may want to know.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The node is part of the overlay.
+    Joined,
+    /// The node lost the overlay and is joining again.
+    Rejoining,
+    /// A graceful leave finished; the node may exit.
+    Left,
+    /// A request the application started is finished.
+    Done {
+        request: RequestId,
+        outcome: Result<Body, RequestFailure>,
+        /// Overlay hops the request travelled (0: answered locally).
+        hops: u32,
+        latency_ms: u64,
+    },
+    /// A signed ConfigUpdate arrived (§6.5.4); the daemon checks and applies it.
+    ConfigUpdate(ConfigUpdateReq),
+}
+
+/// Counters of what the node did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub messages_sent: u64,
+    pub bytes_sent: u64,
+    pub maintenance_messages_sent: u64,
+    pub maintenance_bytes_sent: u64,
+    pub forwarded: u64,
+    pub delivered: u64,
+    pub malformed: u64,
+    pub errors_sent: u64,
+    pub retransmissions: u64,
+    pub timeouts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Purpose {
+    App(RequestId),
+    Topology(u64),
+    Attach { token: Option<u64> },
+    Push { resource: ResourceId, to: NodeId },
+}
+
+impl Purpose {
+    fn maintenance(&self) -> bool {
+        !matches!(self, Purpose::App(_))
+    }
+}
+
+#[derive(Debug)]
+struct Outstanding {
+    bytes: Vec<u8>,
+    purpose: Purpose,
+    transmissions: u8,
+    deadline: u64,
+    started: u64,
+}
+
+/// The Attach an AttachAns answered, kept until the link is up.
+#[derive(Debug)]
+struct AwaitingLink {
+    token: Option<u64>,
+    answer: Body,
+    since: u64,
+}
+
+const LINK_SETUP_TIMEOUT_MS: u64 = 15_000;
+
+/// One RELOAD node: forwarding, transactions, storage and a topology plugin.
+pub struct OverlayNode<T: Topology, S: Security> {
+    config: Arc<OverlayConfig>,
+    ctx: Arc<DecodeContext>,
+    overlay: u32,
+    me: NodeId,
+    address: IpAddressPort,
+    topology: T,
+    security: S,
+    storage: Storage,
+    rng: Xoshiro256PlusPlus,
+    started_at: u64,
+    links: HashSet<NodeId>,
+    /// Links we are opening after an AttachAns, by expected peer.
+    connecting: HashMap<NodeId, Vec<AwaitingLink>>,
+    /// Peers whose Attach we answered, with their send_update flag.
+    expected_links: HashMap<NodeId, (bool, u64)>,
+    bootstraps: Vec<IpAddressPort>,
+    next_bootstrap: usize,
+    bootstrap_pending: bool,
+    outstanding: HashMap<u64, Outstanding>,
+    retransmit_at: BinaryHeap<Reverse<(u64, u64)>>,
+    answered: HashMap<u64, MessageContents>,
+    answered_expiry: VecDeque<(u64, u64)>,
+    pushing: HashSet<(ResourceId, NodeId)>,
+    rebalance_needed: bool,
+    next_sweep: u64,
+    leaving: Option<usize>,
+    next_request: RequestId,
+    actions: VecDeque<Action>,
+    commands: Vec<TopologyCommand>,
+    stats: NodeStats,
+}
+
+fn data_signature_input<S: Security>(
+    security: &S,
+    resource: &ResourceId,
+    kind: KindId,
+    storage_time: u64,
+    value: &StoredDataValue,
+    identity: &reload_wire::SignerIdentity,
+) -> Vec<u8> {
+    if !security.needs_signature_input() {
+        return Vec::new();
+    }
+    let mut v = value.clone();
+    if let StoredDataValue::Array(a) = &mut v {
+        a.index = 0;
+    }
+    StoredData::signature_input(resource, kind, storage_time, &v, identity).unwrap_or_default()
+}
+
+/// A forwarded message's code, read without decoding the contents.
+fn peek_code(payload: &[u8]) -> MessageCode {
+    match payload {
+        [a, b, ..] => MessageCode(u16::from_be_bytes([*a, *b])),
+        _ => MessageCode(0),
+    }
+}
+
+fn is_application(code: MessageCode) -> bool {
+    let request = MessageCode(code.0 & !1);
+    [
+        MessageCode::STORE_REQ,
+        MessageCode::FETCH_REQ,
+        MessageCode::STAT_REQ,
+        MessageCode::FIND_REQ,
+        MessageCode::APP_ATTACH_REQ,
+    ]
+    .contains(&request)
+}
+
+fn target_bytes(d: &Destination) -> Option<&[u8]> {
+    match d {
+        Destination::Node(n) => Some(n.as_bytes()),
+        Destination::Resource(r) => Some(r.as_bytes()),
+        _ => None,
+    }
+}
+
+impl<T: Topology, S: Security> OverlayNode<T, S> {
+    pub fn new(
+        config: Arc<OverlayConfig>,
+        ctx: Arc<DecodeContext>,
+        address: IpAddressPort,
+        topology: T,
+        security: S,
+        seed: u64,
+        now: u64,
+    ) -> Self {
+        let overlay = config.overlay_hash();
+        let me = topology.local_id();
+        OverlayNode {
+            next_sweep: now + config.expiry_sweep_ms,
+            config,
+            ctx,
+            overlay,
+            me,
+            address,
+            topology,
+            security,
+            storage: Storage::new(),
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            started_at: now,
+            links: HashSet::new(),
+            connecting: HashMap::new(),
+            expected_links: HashMap::new(),
+            bootstraps: Vec::new(),
+            next_bootstrap: 0,
+            bootstrap_pending: false,
+            outstanding: HashMap::new(),
+            retransmit_at: BinaryHeap::new(),
+            answered: HashMap::new(),
+            answered_expiry: VecDeque::new(),
+            pushing: HashSet::new(),
+            rebalance_needed: false,
+            leaving: None,
+            next_request: 1,
+            actions: VecDeque::new(),
+            commands: Vec::new(),
+            stats: NodeStats::default(),
+        }
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    pub fn topology(&self) -> &T {
+        &self.topology
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    pub fn stats(&self) -> &NodeStats {
+        &self.stats
+    }
+
+    pub fn links(&self) -> impl Iterator<Item = &NodeId> {
+        self.links.iter()
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.topology.is_joined()
+    }
+
+    pub fn uptime_ms(&self, now: u64) -> u64 {
+        now.saturating_sub(self.started_at)
+    }
+
+    /// The next thing the driver must do, if any.
+    pub fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let mut t = [
+            self.retransmit_at.peek().map(|Reverse((t, _))| *t),
+            self.topology.next_timer(),
+            self.answered_expiry.front().map(|(t, _)| *t),
+            Some(self.next_sweep),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        if self.rebalance_needed {
+            t = Some(0);
+        }
+        t
+    }
+
+    /// Starts a new overlay alone.
+    pub fn start_alone(&mut self, now: u64) {
+        self.topology.start_alone(now, &mut self.commands);
+        self.run_commands(now);
+    }
+
+    /// Joins through the first bootstrap address that answers (§11.4).
+    pub fn join(&mut self, now: u64, bootstraps: Vec<IpAddressPort>) {
+        self.bootstraps = bootstraps;
+        self.next_bootstrap = 0;
+        self.connect_bootstrap(now);
+    }
+
+    fn connect_bootstrap(&mut self, _now: u64) {
+        if self.bootstraps.is_empty() {
+            return;
+        }
+        let address = self.bootstraps[self.next_bootstrap % self.bootstraps.len()].clone();
+        self.next_bootstrap += 1;
+        self.bootstrap_pending = true;
+        self.actions.push_back(Action::Connect { peer: None, address });
+    }
+
+    /// Leaves gracefully: hands stored data to the peers that will hold it,
+    /// then sends Leave to the neighbours (§10.9). [`Event::Left`] follows.
+    pub fn leave(&mut self, now: u64) {
+        if self.leaving.is_some() {
+            return;
+        }
+        let mut pushes = 0;
+        for id in self.storage.resource_ids() {
+            let Some(mut set) = self.topology.replica_set(id.as_bytes()) else {
+                continue;
+            };
+            set.retain(|n| *n != self.me);
+            if let Some(next) = self.first_successor_not_in(&set) {
+                set.push(next);
+            }
+            for to in set {
+                if self.push(now, &id, to, true) {
+                    pushes += 1;
+                }
+            }
+        }
+        self.leaving = Some(pushes);
+        if pushes == 0 {
+            self.finish_handover(now);
+        }
+    }
+
+    fn first_successor_not_in(&self, set: &[NodeId]) -> Option<NodeId> {
+        let me = node_position(&self.me);
+        let mut succs: Vec<NodeId> = self.topology.neighbors();
+        succs.sort_by_key(|n| distance(me, node_position(n)));
+        succs.into_iter().find(|n| !set.contains(n))
+    }
+
+    fn finish_handover(&mut self, now: u64) {
+        self.topology.leave(now, &mut self.commands);
+        self.run_commands(now);
+    }
+
+    /// Stores values of one Kind at a Resource-ID, signing each (§7.4.1).
+    pub fn store(
+        &mut self,
+        now: u64,
+        resource: ResourceId,
+        kind: KindId,
+        values: Vec<StoredDataValue>,
+        lifetime_s: u32,
+    ) -> RequestId {
+        let values = values
+            .into_iter()
+            .map(|value| self.sign_value(&resource, kind, now, value, lifetime_s))
+            .collect();
+        let body = Body::StoreReq(StoreReq {
+            resource: resource.clone(),
+            replica_number: 0,
+            kind_data: vec![StoreKindData {
+                kind,
+                generation_counter: 0,
+                values,
+            }],
+        });
+        self.request(now, vec![Destination::Resource(resource)], body)
+    }
+
+    /// Fetches values (§7.4.2).
+    pub fn fetch(&mut self, now: u64, req: FetchReq) -> RequestId {
+        let dest = vec![Destination::Resource(req.resource.clone())];
+        self.request(now, dest, Body::FetchReq(req))
+    }
+
+    /// Sends any request; [`Event::Done`] reports its outcome.
+    pub fn request(&mut self, now: u64, destination: Vec<Destination>, body: Body) -> RequestId {
+        let id = self.next_request;
+        self.next_request += 1;
+        self.originate(now, destination, &body, Purpose::App(id));
+        self.after_event(now);
+        id
+    }
+
+    /// The Resource-ID of a Resource Name under the overlay's hash.
+    pub fn resource_id(&self, name: &[u8]) -> ResourceId {
+        self.topology.resource_id(name)
+    }
+
+    /// §7.1 signature input; array indexes are zeroed (§7.4.2.2) so an
+    /// appended value verifies at whatever index it landed.
+    fn data_signature_input(
+        &self,
+        resource: &ResourceId,
+        kind: KindId,
+        storage_time: u64,
+        value: &StoredDataValue,
+        identity: &reload_wire::SignerIdentity,
+    ) -> Vec<u8> {
+        data_signature_input(&self.security, resource, kind, storage_time, value, identity)
+    }
+
+    fn sign_value(
+        &self,
+        resource: &ResourceId,
+        kind: KindId,
+        now: u64,
+        value: StoredDataValue,
+        lifetime: u32,
+    ) -> StoredData {
+        let identity = self.security.identity();
+        let input = self.data_signature_input(resource, kind, now, &value, &identity);
+        StoredData {
+            storage_time: now,
+            lifetime,
+            value,
+            signature: self.security.sign(&input),
+        }
+    }
+
+
+    // ----- links -------------------------------------------------------
+
+    /// A link to `peer` (authenticated by the link layer) is up.
+    pub fn link_up(&mut self, now: u64, peer: NodeId) {
+        self.links.insert(peer);
+        if self.bootstrap_pending && !self.connecting.contains_key(&peer) && !self.expected_links.contains_key(&peer) {
+            self.bootstrap_pending = false;
+            self.topology.join(now, peer, &mut self.commands);
+        } else if let Some(waiting) = self.connecting.remove(&peer) {
+            self.topology.on_link_up(now, peer, true, false, &mut self.commands);
+            for w in waiting {
+                if let Some(token) = w.token {
+                    let answer = Ok(Answer {
+                        from: peer,
+                        body: w.answer,
+                    });
+                    self.topology.on_answer(now, token, answer, &mut self.commands);
+                }
+            }
+        } else {
+            let send_update = self.expected_links.remove(&peer).is_some_and(|(s, _)| s);
+            self.topology.on_link_up(now, peer, false, send_update, &mut self.commands);
+        }
+        self.after_event(now);
+    }
+
+    /// Opening a link failed. `peer` is `None` for a bootstrap address.
+    pub fn link_failed(&mut self, now: u64, peer: Option<NodeId>) {
+        match peer {
+            None => {
+                if self.next_bootstrap < self.bootstraps.len() * 3 {
+                    self.connect_bootstrap(now);
+                } else {
+                    self.bootstrap_pending = false;
+                }
+            }
+            Some(p) => {
+                for w in self.connecting.remove(&p).unwrap_or_default() {
+                    if let Some(token) = w.token {
+                        self.topology
+                            .on_answer(now, token, Err(RequestFailure::NoRoute), &mut self.commands);
+                    }
+                }
+            }
+        }
+        self.after_event(now);
+    }
+
+    /// The link to `peer` closed or failed.
+    pub fn link_down(&mut self, now: u64, peer: NodeId) {
+        if !self.links.remove(&peer) {
+            return;
+        }
+        self.topology.on_link_down(now, peer, &mut self.commands);
+        self.after_event(now);
+    }
+
+    // ----- receiving ----------------------------------------------------
+
+    /// A message arrived on the link from `link`.
+    pub fn receive(&mut self, now: u64, link: NodeId, bytes: &[u8]) {
+        let ctx = self.ctx.clone();
+        match ForwardingHeader::split(bytes, &ctx) {
+            Ok((header, payload)) => self.route(now, Some(link), header, payload, None),
+            Err(_) => self.stats.malformed += 1,
+        }
+        self.after_event(now);
+    }
+
+    /// §6.1: examine the first Destination List entry until the message is
+    /// delivered here, forwarded, or dropped.
+    fn route(&mut self, now: u64, link: Option<NodeId>, mut header: ForwardingHeader, payload: &[u8], maintenance: Option<bool>) {
+        if header.overlay != self.overlay || header.version != RELOAD_VERSION || !header.fragment.is_unfragmented() {
+            // §6.1: not a message this peer can process. Reassembly of
+            // fragments belongs to the link layer in front of the engine.
+            self.stats.malformed += 1;
+            return;
+        }
+        let code = peek_code(payload);
+        if header.ttl > self.config.initial_ttl {
+            if code.is_request() {
+                self.send_error(now, link, &header, ErrorCode::TTL_EXCEEDED, "TTL above initial-ttl");
+            }
+            return;
+        }
+        loop {
+            let Some(first) = header.destination_list.first().cloned() else {
+                // An answer to a request this node sent to itself.
+                return self.deliver(now, link, header, payload);
+            };
+            let last = header.destination_list.len() == 1;
+            match first {
+                Destination::Node(n) if n == self.me => {
+                    if last {
+                        return self.deliver(now, link, header, payload);
+                    }
+                    header.destination_list.remove(0);
+                }
+                Destination::Node(n) if n.as_bytes().iter().all(|b| *b == 0xff) => {
+                    return self.deliver(now, link, header, payload);
+                }
+                Destination::Resource(r) if self.topology.is_responsible(r.as_bytes()) => {
+                    // §6.1.1: a Resource-ID must be the last entry.
+                    if last {
+                        return self.deliver(now, link, header, payload);
+                    }
+                    self.stats.malformed += 1;
+                    return;
+                }
+                Destination::Node(n) if self.links.contains(&n) => {
+                    return self.forward(now, link, header, payload, n, maintenance.unwrap_or(!is_application(code)));
+                }
+                Destination::Node(n) if self.topology.is_responsible(n.as_bytes()) => {
+                    // §6.1.1: a Node-ID we own that is not ours nor linked.
+                    return;
+                }
+                Destination::Node(_) | Destination::Resource(_) => {
+                    let target = target_bytes(&first).unwrap_or_default();
+                    match self.topology.next_hop(target) {
+                        Some(next) => {
+                            let m = maintenance.unwrap_or(!is_application(code));
+                            return self.forward(now, link, header, payload, next, m);
+                        }
+                        None => return,
+                    }
+                }
+                // Opaque IDs are only meaningful to the peer that made them
+                // and this implementation makes none (§6.1.3).
+                _ => {
+                    self.stats.malformed += 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn forward(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        mut header: ForwardingHeader,
+        payload: &[u8],
+        next: NodeId,
+        maintenance: bool,
+    ) {
+        let code = peek_code(payload);
+        if let Some(from) = link {
+            // §13.6.5: a Destination List with duplicates is a loop attempt.
+            let d = &header.destination_list;
+            if code.is_request() && (1..d.len()).any(|i| d[..i].contains(&d[i])) {
+                self.send_error(now, link, &header, ErrorCode::INVALID_MESSAGE, "duplicate destination");
+                return;
+            }
+            // §6.3.2: TTL 0 and not for us.
+            if header.ttl == 0 {
+                if code.is_request() {
+                    self.send_error(now, link, &header, ErrorCode::TTL_EXCEEDED, "TTL exceeded");
+                }
+                return;
+            }
+            header.ttl -= 1;
+            header.via_list.push(Destination::Node(from));
+            self.stats.forwarded += 1;
+        }
+        let mut w = Writer::with_capacity(payload.len() + 64);
+        header.encode_with_payload(&mut w, payload);
+        if let Ok(bytes) = w.finish() {
+            self.transmit(next, bytes, maintenance);
+        }
+    }
+
+    fn transmit(&mut self, to: NodeId, bytes: Vec<u8>, maintenance: bool) {
+        self.stats.messages_sent += 1;
+        self.stats.bytes_sent += bytes.len() as u64;
+        if maintenance {
+            self.stats.maintenance_messages_sent += 1;
+            self.stats.maintenance_bytes_sent += bytes.len() as u64;
+        }
+        self.actions.push_back(Action::Send { to, bytes, maintenance });
+    }
+
+    /// §6.1.1: the message is for this node.
+    fn deliver(&mut self, now: u64, link: Option<NodeId>, header: ForwardingHeader, payload: &[u8]) {
+        let code = peek_code(payload);
+        let ctx = self.ctx.clone();
+        let mut r = Reader::new(payload, &ctx);
+        let parsed = MessageContents::decode(&mut r).and_then(|c| {
+            let sb = SecurityBlock::decode(&mut r)?;
+            r.finish("Message")?;
+            Ok((c, sb))
+        });
+        let Ok((contents, security_block)) = parsed else {
+            self.stats.malformed += 1;
+            if code.is_request() {
+                self.send_error(now, link, &header, ErrorCode::INVALID_MESSAGE, "undecodable message");
+            }
+            return;
+        };
+        // §6.3.4: verify the message signature.
+        let input = if self.security.needs_signature_input() {
+            Message::signature_input(
+                header.overlay,
+                header.transaction_id,
+                &contents,
+                &security_block.signature.identity,
+            )
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let credential = match self
+            .security
+            .verify(&input, &security_block.signature, &security_block.certificates)
+        {
+            Ok(c) => c,
+            Err(_) => {
+                if contents.message_code.is_request() {
+                    self.send_error(now, link, &header, ErrorCode::FORBIDDEN, "bad message signature");
+                }
+                return;
+            }
+        };
+        let Some(sender) = credential.signer_node_id.or_else(|| credential.node_ids.first().copied()) else {
+            return;
+        };
+        self.stats.delivered += 1;
+        if contents.message_code.is_request() {
+            self.handle_request(now, link, &header, contents, sender, &credential);
+        } else {
+            let hops = header.via_list.len() as u32 + link.is_some() as u32;
+            self.handle_answer(now, &header, contents, sender, hops);
+        }
+    }
+
+    fn handle_request(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        header: &ForwardingHeader,
+        contents: MessageContents,
+        sender: NodeId,
+        credential: &Credential,
+    ) {
+        let tid = header.transaction_id;
+        // §6.2.1: a retransmission gets the same answer.
+        if let Some(cached) = self.answered.get(&tid).cloned() {
+            self.send_answer(now, link, header, cached, true);
+            return;
+        }
+        let maintenance = !is_application(contents.message_code);
+        let ctx = self.ctx.clone();
+        let answer = match contents.body(&ctx) {
+            Ok(body) => self.dispatch(now, link, header, body, sender, credential),
+            Err(reload_wire::DecodeError::UnknownKinds(kinds)) => Err(ErrorResponse::new(
+                ErrorCode::UNKNOWN_KIND,
+                reload_wire::storage::UnknownKinds(kinds).to_bytes().unwrap_or_default(),
+            )),
+            Err(e) => Err(ErrorResponse::new(ErrorCode::INVALID_MESSAGE, e.to_string().into_bytes())),
+        };
+        let body = match answer {
+            Ok(b) => b,
+            Err(e) => {
+                self.stats.errors_sent += 1;
+                Body::Error(e)
+            }
+        };
+        let Ok(contents) = MessageContents::from_body(&body) else {
+            return;
+        };
+        // §6.3.2: max_response_length.
+        let contents = if header.max_response_length != 0
+            && contents.message_body.len() + 200 > header.max_response_length as usize
+        {
+            let e = Body::Error(ErrorResponse::new(
+                ErrorCode::INCOMPATIBLE_WITH_OVERLAY,
+                b"response longer than max_response_length".to_vec(),
+            ));
+            MessageContents::from_body(&e).unwrap_or(contents)
+        } else {
+            contents
+        };
+        self.answered.insert(tid, contents.clone());
+        self.answered_expiry.push_back((now + self.config.request_lifetime_ms, tid));
+        self.send_answer(now, link, header, contents, maintenance);
+    }
+
+    fn dispatch(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        header: &ForwardingHeader,
+        body: Body,
+        sender: NodeId,
+        credential: &Credential,
+    ) -> Result<Body, ErrorResponse> {
+        let direct = link == Some(sender) && header.via_list.is_empty();
+        let err = |code: ErrorCode, why: &str| ErrorResponse::new(code, why.as_bytes().to_vec());
+        match body {
+            Body::PingReq(_) => Ok(Body::PingAns(PingAns {
+                response_id: self.rng.random(),
+                time: now,
+            })),
+            Body::ProbeReq(req) => {
+                let probe_info = req
+                    .requested_info
+                    .iter()
+                    .filter_map(|t| match *t {
+                        probe_information_type::RESPONSIBLE_SET => {
+                            Some(ProbeInformation::ResponsibleSet(self.topology.responsible_ppb()))
+                        }
+                        probe_information_type::NUM_RESOURCES => {
+                            Some(ProbeInformation::NumResources(self.storage.resource_count() as u32))
+                        }
+                        probe_information_type::UPTIME => {
+                            Some(ProbeInformation::Uptime((self.uptime_ms(now) / 1000) as u32))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                Ok(Body::ProbeAns(ProbeAns { probe_info }))
+            }
+            Body::AttachReq(req) => {
+                if self.links.contains(&sender) {
+                    self.topology
+                        .on_link_up(now, sender, false, req.send_update, &mut self.commands);
+                } else {
+                    self.expected_links.insert(sender, (req.send_update, now));
+                }
+                Ok(Body::AttachAns(self.attach_body(b"passive", false)))
+            }
+            Body::StoreReq(req) => self.handle_store(now, req, sender, credential),
+            Body::FetchReq(req) => self.storage.fetch(&self.config, &req).map(Body::FetchAns),
+            Body::StatReq(req) => self.storage.stat(&self.config, &req).map(Body::StatAns),
+            Body::FindReq(req) => {
+                if !self.topology.is_responsible(req.resource.as_bytes()) {
+                    return Err(err(ErrorCode::NOT_FOUND, "not responsible for this Resource-ID"));
+                }
+                self.storage.find(&self.config, &req).map(Body::FindAns)
+            }
+            Body::JoinReq(req) => {
+                if !direct {
+                    return Err(err(ErrorCode::FORBIDDEN, "Join must come over the joining node's own link"));
+                }
+                self.topology
+                    .on_join(now, sender, &req, &mut self.commands)
+                    .map(|data| {
+                        Body::JoinAns(reload_wire::JoinAns {
+                            overlay_specific_data: data,
+                        })
+                    })
+                    .map_err(|c| err(c, "join refused"))
+            }
+            Body::LeaveReq(req) => {
+                if !direct {
+                    return Err(err(ErrorCode::FORBIDDEN, "Leave must come over the leaving node's own link"));
+                }
+                self.topology
+                    .on_leave(now, sender, &req, &mut self.commands)
+                    .map(|_| Body::LeaveAns)
+                    .map_err(|c| err(c, "leave refused"))
+            }
+            Body::UpdateReq(data) => self
+                .topology
+                .on_update(now, sender, &data, &mut self.commands)
+                .map(Body::UpdateAns)
+                .map_err(|c| err(c, "bad Update")),
+            Body::RouteQueryReq(req) => self
+                .topology
+                .on_route_query(now, sender, &req, &mut self.commands)
+                .map(Body::RouteQueryAns)
+                .map_err(|c| err(c, "bad RouteQuery")),
+            Body::ConfigUpdateReq(req) => {
+                self.actions.push_back(Action::Event(Event::ConfigUpdate(req)));
+                Ok(Body::ConfigUpdateAns)
+            }
+            Body::AppAttachReq(_) => Err(err(ErrorCode::NOT_FOUND, "no application for AppAttach on this node")),
+            _ => Err(err(ErrorCode::INVALID_MESSAGE, "not a request this node handles")),
+        }
+    }
+
+    /// Store — §7.4.1.1 with the replica rules of §10.4.
+    fn handle_store(
+        &mut self,
+        now: u64,
+        req: StoreReq,
+        sender: NodeId,
+        credential: &Credential,
+    ) -> Result<Body, ErrorResponse> {
+        let rid = req.resource.as_bytes().to_vec();
+        let replica = req.replica_number != 0;
+        if replica {
+            let holds = self.topology.holding(&rid) != Holding::None;
+            if !holds || !self.topology.plausible_replica_source(&rid, &sender) {
+                return Err(ErrorResponse::new(
+                    ErrorCode::FORBIDDEN,
+                    b"replica Store from a node outside the replica set".to_vec(),
+                ));
+            }
+        } else if !self.topology.is_responsible(&rid) {
+            return Err(ErrorResponse::new(
+                ErrorCode::NOT_FOUND,
+                b"not responsible for this Resource-ID".to_vec(),
+            ));
+        }
+        let config = self.config.clone();
+        let topology = &self.topology;
+        let hash = |name: &[u8]| topology.resource_id(name);
+        let security = &self.security;
+        let verify = |resource: &ResourceId, kind: KindId, sd: &StoredData| {
+            let input =
+                data_signature_input(security, resource, kind, sd.storage_time, &sd.value, &sd.signature.identity);
+            security.verify(&input, &sd.signature, &[])
+        };
+        let mut ans = self.storage.store(
+            &config,
+            &req,
+            replica,
+            StoreRequest {
+                now,
+                request_signer: credential,
+                verify: &verify,
+                hash: &hash,
+            },
+        )?;
+        if let Some(res) = self.storage.resource_mut(&req.resource) {
+            if replica {
+                res.holders.insert(sender);
+            }
+        }
+        let replicas: Vec<NodeId> = self
+            .topology
+            .replica_set(&rid)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|n| *n != self.me)
+            .collect();
+        for k in &mut ans.kind_responses {
+            k.replicas = replicas.clone();
+        }
+        self.rebalance_needed = true;
+        Ok(Body::StoreAns(ans))
+    }
+
+    fn attach_body(&self, role: &[u8], send_update: bool) -> AttachReqAns {
+        AttachReqAns {
+            ufrag: Vec::new(),
+            password: Vec::new(),
+            role: role.to_vec(),
+            candidates: vec![IceCandidate {
+                addr_port: self.address.clone(),
+                overlay_link: overlay_link_type::TLS_TCP_FH_NO_ICE,
+                foundation: b"1".to_vec(),
+                priority: 1,
+                cand_type: CandType::Host,
+                extensions: Vec::new(),
+            }],
+            send_update,
+        }
+    }
+
+    fn handle_answer(&mut self, now: u64, header: &ForwardingHeader, contents: MessageContents, sender: NodeId, hops: u32) {
+        let Some(out) = self.outstanding.remove(&header.transaction_id) else {
+            return; // late duplicate or unknown
+        };
+        let ctx = self.ctx.clone();
+        let outcome = match contents.body(&ctx) {
+            Ok(Body::Error(e)) => Err(RequestFailure::Error(e)),
+            Ok(b) => Ok(b),
+            Err(e) => Err(RequestFailure::Error(ErrorResponse::new(
+                ErrorCode::INVALID_MESSAGE,
+                e.to_string().into_bytes(),
+            ))),
+        };
+        self.complete(now, out, outcome, sender, hops);
+    }
+
+    fn complete(&mut self, now: u64, out: Outstanding, outcome: Result<Body, RequestFailure>, from: NodeId, hops: u32) {
+        match out.purpose {
+            Purpose::App(request) => self.actions.push_back(Action::Event(Event::Done {
+                request,
+                outcome,
+                hops,
+                latency_ms: now.saturating_sub(out.started),
+            })),
+            Purpose::Topology(token) => {
+                let answer = outcome.map(|body| Answer { from, body });
+                self.topology.on_answer(now, token, answer, &mut self.commands);
+            }
+            Purpose::Attach { token } => match outcome {
+                Ok(Body::AttachAns(ans)) => {
+                    let address = ans.candidates.first().map(|c| c.addr_port.clone());
+                    if self.links.contains(&from) {
+                        self.topology.on_link_up(now, from, true, false, &mut self.commands);
+                        if let Some(token) = token {
+                            let answer = Ok(Answer {
+                                from,
+                                body: Body::AttachAns(ans),
+                            });
+                            self.topology.on_answer(now, token, answer, &mut self.commands);
+                        }
+                    } else if let Some(address) = address {
+                        let first = !self.connecting.contains_key(&from);
+                        self.connecting.entry(from).or_default().push(AwaitingLink {
+                            token,
+                            answer: Body::AttachAns(ans),
+                            since: now,
+                        });
+                        if first {
+                            self.actions.push_back(Action::Connect {
+                                peer: Some(from),
+                                address,
+                            });
+                        }
+                    } else if let Some(token) = token {
+                        self.topology
+                            .on_answer(now, token, Err(RequestFailure::NoRoute), &mut self.commands);
+                    }
+                }
+                Ok(_) | Err(_) => {
+                    if let Some(token) = token {
+                        let failure = outcome.err().unwrap_or(RequestFailure::NoRoute);
+                        self.topology.on_answer(now, token, Err(failure), &mut self.commands);
+                    }
+                }
+            },
+            Purpose::Push { resource, to } => {
+                self.pushing.remove(&(resource.clone(), to));
+                let ok = matches!(outcome, Ok(Body::StoreAns(_)));
+                if ok {
+                    if let Some(r) = self.storage.resource_mut(&resource) {
+                        r.holders.insert(to);
+                    }
+                }
+                if let Some(left) = &mut self.leaving {
+                    *left = left.saturating_sub(1);
+                    if *left == 0 {
+                        self.finish_handover(now);
+                    }
+                } else if ok {
+                    self.rebalance_needed = true;
+                }
+            }
+        }
+    }
+
+    // ----- sending ------------------------------------------------------
+
+    fn sign_contents(&self, tid: u64, contents: &MessageContents) -> SecurityBlock {
+        let identity = self.security.identity();
+        let input = if self.security.needs_signature_input() {
+            Message::signature_input(self.overlay, tid, contents, &identity).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        SecurityBlock {
+            certificates: self.security.certificates(),
+            signature: self.security.sign(&input),
+        }
+    }
+
+    fn encode_message(&self, header: &ForwardingHeader, contents: &MessageContents) -> Option<Vec<u8>> {
+        let security_block = self.sign_contents(header.transaction_id, contents);
+        let mut w = Writer::with_capacity(128 + contents.message_body.len());
+        header.encode_with(&mut w, |w| {
+            contents.encode(w);
+            security_block.encode(w);
+        });
+        w.finish().ok()
+    }
+
+    /// §6.2.1: build, sign and send a request; remember it for
+    /// retransmission.
+    fn originate(&mut self, now: u64, destination: Vec<Destination>, body: &Body, purpose: Purpose) {
+        let tid: u64 = self.rng.random();
+        let Ok(contents) = MessageContents::from_body(body) else {
+            return self.fail_now(now, purpose);
+        };
+        let mut header = ForwardingHeader::new(self.overlay, tid, destination);
+        header.ttl = self.config.initial_ttl;
+        let Some(bytes) = self.encode_message(&header, &contents) else {
+            return self.fail_now(now, purpose);
+        };
+        let deadline = now + self.config.reliability_timer_ms;
+        let maintenance = purpose.maintenance();
+        self.outstanding.insert(
+            tid,
+            Outstanding {
+                bytes: bytes.clone(),
+                purpose,
+                transmissions: 1,
+                deadline,
+                started: now,
+            },
+        );
+        self.retransmit_at.push(Reverse((deadline, tid)));
+        let ctx = self.ctx.clone();
+        if let Ok((header, payload)) = ForwardingHeader::split(&bytes, &ctx) {
+            self.route(now, None, header, payload, Some(maintenance));
+        }
+    }
+
+    fn fail_now(&mut self, now: u64, purpose: Purpose) {
+        let out = Outstanding {
+            bytes: Vec::new(),
+            purpose,
+            transmissions: 0,
+            deadline: now,
+            started: now,
+        };
+        self.complete(now, out, Err(RequestFailure::NoRoute), self.me, 0);
+    }
+
+    /// §6.2.2: the answer goes back along the reversed Via List.
+    fn send_answer(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        request: &ForwardingHeader,
+        contents: MessageContents,
+        maintenance: bool,
+    ) {
+        let mut path: Vec<Destination> = request.via_list.clone();
+        if let Some(l) = link {
+            path.push(Destination::Node(l));
+        }
+        path.reverse();
+        let mut header = ForwardingHeader::new(self.overlay, request.transaction_id, path);
+        header.ttl = self.config.initial_ttl;
+        let Some(bytes) = self.encode_message(&header, &contents) else {
+            return;
+        };
+        match header.destination_list.first() {
+            Some(Destination::Node(n)) if self.links.contains(n) => {
+                let n = *n;
+                self.transmit(n, bytes, maintenance);
+            }
+            _ => {
+                let ctx = self.ctx.clone();
+                if let Ok((h, payload)) = ForwardingHeader::split(&bytes, &ctx) {
+                    self.route(now, None, h, payload, Some(maintenance));
+                }
+            }
+        }
+    }
+
+    fn send_error(&mut self, now: u64, link: Option<NodeId>, request: &ForwardingHeader, code: ErrorCode, why: &str) {
+        self.stats.errors_sent += 1;
+        let body = Body::Error(ErrorResponse::new(code, why.as_bytes().to_vec()));
+        if let Ok(contents) = MessageContents::from_body(&body) {
+            self.send_answer(now, link, request, contents, true);
+        }
+    }
+
+    /// Sends a replica Store of everything held under `resource` to `to`.
+    /// Returns whether a Store went out.
+    fn push(&mut self, now: u64, resource: &ResourceId, to: NodeId, force: bool) -> bool {
+        if to == self.me || self.pushing.contains(&(resource.clone(), to)) {
+            return false;
+        }
+        let Some(res) = self.storage.resource(resource) else {
+            return false;
+        };
+        if !force && res.holders.contains(&to) {
+            return false;
+        }
+        let kind_data = res.export(now);
+        if kind_data.is_empty() {
+            return false;
+        }
+        let replica_number = self
+            .topology
+            .replica_set(resource.as_bytes())
+            .and_then(|s| s.iter().position(|n| *n == to))
+            .unwrap_or(1)
+            .max(1) as u8;
+        let body = Body::StoreReq(StoreReq {
+            resource: resource.clone(),
+            replica_number,
+            kind_data,
+        });
+        self.pushing.insert((resource.clone(), to));
+        let dest = vec![Destination::Node(to)];
+        self.originate(
+            now,
+            dest,
+            &body,
+            Purpose::Push {
+                resource: resource.clone(),
+                to,
+            },
+        );
+        true
+    }
+
+    /// §10.4 and §10.7.3: the responsible peer makes sure every replica has
+    /// the data; a replica makes sure the responsible peer has it; a peer
+    /// that left the replica set hands its data to the responsible peer and
+    /// deletes it once that peer has it.
+    fn rebalance(&mut self, now: u64) {
+        self.rebalance_needed = false;
+        if self.leaving.is_some() || !self.topology.is_joined() {
+            return;
+        }
+        for id in self.storage.resource_ids() {
+            let rid = id.as_bytes();
+            let Some(set) = self.topology.replica_set(rid) else {
+                continue;
+            };
+            match self.topology.holding(rid) {
+                Holding::Responsible => {
+                    for m in set.iter().skip(1) {
+                        self.push(now, &id, *m, false);
+                    }
+                }
+                Holding::Replica(_) => {
+                    if let Some(r) = set.first() {
+                        self.push(now, &id, *r, false);
+                    }
+                }
+                Holding::None => {
+                    let Some(responsible) = set.first().copied() else {
+                        continue;
+                    };
+                    let handed_over = self.storage.resource(&id).is_some_and(|r| r.holders.contains(&responsible));
+                    if handed_over {
+                        self.storage.remove(&id);
+                    } else {
+                        self.push(now, &id, responsible, false);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- time ---------------------------------------------------------
+
+    /// Runs whatever is due at `now`.
+    pub fn handle_timeout(&mut self, now: u64) {
+        while let Some(Reverse((t, tid))) = self.retransmit_at.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.retransmit_at.pop();
+            let Some(o) = self.outstanding.get_mut(&tid) else {
+                continue;
+            };
+            if o.deadline != t {
+                continue;
+            }
+            if o.transmissions > self.config.max_retransmits {
+                let o = self.outstanding.remove(&tid).expect("present");
+                self.stats.timeouts += 1;
+                self.complete(now, o, Err(RequestFailure::Timeout), self.me, 0);
+                continue;
+            }
+            // §6.2.1: same transaction id, routed afresh.
+            o.transmissions += 1;
+            o.deadline = now + self.config.reliability_timer_ms;
+            let deadline = o.deadline;
+            let bytes = o.bytes.clone();
+            let maintenance = o.purpose.maintenance();
+            self.retransmit_at.push(Reverse((deadline, tid)));
+            self.stats.retransmissions += 1;
+            let ctx = self.ctx.clone();
+            if let Ok((header, payload)) = ForwardingHeader::split(&bytes, &ctx) {
+                self.route(now, None, header, payload, Some(maintenance));
+            }
+        }
+        while let Some((t, tid)) = self.answered_expiry.front().copied() {
+            if t > now {
+                break;
+            }
+            self.answered_expiry.pop_front();
+            self.answered.remove(&tid);
+        }
+        if self.next_sweep <= now {
+            self.next_sweep = now + self.config.expiry_sweep_ms;
+            self.storage.expire(now);
+            self.expected_links.retain(|_, (_, t)| *t + LINK_SETUP_TIMEOUT_MS > now);
+            let stale: Vec<NodeId> = self
+                .connecting
+                .iter()
+                .filter(|(_, w)| w.iter().all(|a| a.since + LINK_SETUP_TIMEOUT_MS <= now))
+                .map(|(n, _)| *n)
+                .collect();
+            for n in stale {
+                self.link_failed(now, Some(n));
+            }
+            // Retry replication that failed earlier.
+            self.rebalance_needed = true;
+        }
+        if self.topology.next_timer().is_some_and(|t| t <= now) {
+            self.topology.on_timer(now, &mut self.commands);
+        }
+        self.after_event(now);
+    }
+
+    /// Carries out what the topology asked for, then replica upkeep.
+    fn after_event(&mut self, now: u64) {
+        self.run_commands(now);
+        if self.rebalance_needed {
+            self.rebalance(now);
+            self.run_commands(now);
+        }
+    }
+
+    fn run_commands(&mut self, now: u64) {
+        while !self.commands.is_empty() {
+            let commands = std::mem::take(&mut self.commands);
+            for c in commands {
+                match c {
+                    TopologyCommand::Request {
+                        token,
+                        destination,
+                        body,
+                    } => self.originate(now, destination, &body, Purpose::Topology(token)),
+                    TopologyCommand::Attach {
+                        token,
+                        destination,
+                        send_update,
+                    } => {
+                        let body = Body::AttachReq(self.attach_body(b"active", send_update));
+                        self.originate(now, destination, &body, Purpose::Attach { token: Some(token) });
+                    }
+                    TopologyCommand::CloseLink(peer) => {
+                        if self.links.remove(&peer) {
+                            self.actions.push_back(Action::Close { peer });
+                        }
+                    }
+                    TopologyCommand::ReplicasChanged => self.rebalance_needed = true,
+                    TopologyCommand::Joined => self.actions.push_back(Action::Event(Event::Joined)),
+                    TopologyCommand::Rejoin => {
+                        self.actions.push_back(Action::Event(Event::Rejoining));
+                        match self.links.iter().next().copied() {
+                            Some(peer) => self.topology.join(now, peer, &mut self.commands),
+                            None => {
+                                self.next_bootstrap = 0;
+                                self.connect_bootstrap(now);
+                            }
+                        }
+                    }
+                    TopologyCommand::Left => {
+                        for peer in std::mem::take(&mut self.links) {
+                            self.actions.push_back(Action::Close { peer });
+                        }
+                        self.actions.push_back(Action::Event(Event::Left));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Values this node holds per Kind.
+    pub fn stored_counts(&self) -> std::collections::BTreeMap<KindId, usize> {
+        self.storage.count_by_kind()
+    }
+}

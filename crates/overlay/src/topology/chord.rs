@@ -1,0 +1,895 @@
+//! CHORD-RELOAD — RFC 6940 §10.
+//!
+//! State is the set of linked peers known to be in the ring. The Neighbor
+//! Table (§10.7: the closest successors and predecessors) and the Finger
+//! Table (§10.3: finger i is a peer in [n+2^(128-i), n+2^(129-i)-1]) are
+//! views of that set, so a link that comes or goes updates both at once and
+//! a failed entry is always replaced by "the best match from the other
+//! peers in its Routing Table" (§10.7.1). Choices the RFC leaves open are
+//! listed in docs/decisions/0004-overlay-engine.md.
+
+use super::{Answer, Holding, RequestFailure, Topology, TopologyCommand};
+use crate::config::ChordConfig;
+use crate::ring::{distance, in_open_closed, node_position, position_of, Position};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use reload_wire::{
+    Body, ChordLeaveData, ChordRouteQueryAns, ChordUpdate, ChordUpdateType, DecodeContext, Decode, Destination, Encode,
+    ErrorCode, JoinReq, LeaveReq, NodeId, ResourceId, RouteQueryReq,
+};
+use sha1::{Digest, Sha1};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::ops::Bound::{Excluded, Unbounded};
+
+/// Replicas kept on the successors of the responsible peer (§10.4: two).
+pub const REPLICAS: usize = 2;
+
+/// How long a join may take before it is started over.
+const JOIN_TIMEOUT_MS: u64 = 60_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Phase {
+    Idle,
+    Joining {
+        bootstrap: NodeId,
+        admitting: Option<NodeId>,
+        admitting_updated: bool,
+        join_sent: bool,
+        started: u64,
+    },
+    Joined,
+    Leaving {
+        awaiting: usize,
+    },
+    Left,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Attach to the peer responsible for n+1 (§10.5 step 2).
+    AdmittingAttach,
+    /// Attach to a peer that belongs in the Neighbor Table (§10.7.3).
+    NeighborAttach(NodeId),
+    /// Attach for Finger Table entry i (§10.5, §10.7.4.2).
+    FingerAttach(usize),
+    Join,
+    Update(NodeId),
+    Leave,
+}
+
+/// The CHORD-RELOAD topology plugin.
+pub struct ChordReload {
+    me: NodeId,
+    my_pos: Position,
+    config: ChordConfig,
+    ctx: DecodeContext,
+    rng: Xoshiro256PlusPlus,
+    phase: Phase,
+    started_at: u64,
+    /// Linked peers known to be in the ring: the routing table's members.
+    peers: BTreeMap<Position, NodeId>,
+    /// Linked nodes not (yet) known to be peers, e.g. a joining node.
+    others: HashSet<NodeId>,
+    /// Closest first, derived from `peers`.
+    predecessors: Vec<NodeId>,
+    successors: Vec<NodeId>,
+    /// Candidates being attached to, so one is not attached twice.
+    attaching: HashSet<NodeId>,
+    fingers_searching: HashSet<usize>,
+    pending: HashMap<u64, Pending>,
+    next_token: u64,
+    update_due: Option<u64>,
+    update_everyone: bool,
+    next_stabilize: Option<u64>,
+    next_finger_search: Option<u64>,
+}
+
+impl ChordReload {
+    pub fn new(me: NodeId, config: ChordConfig, node_id_length: usize, seed: u64) -> Self {
+        let ctx = DecodeContext::new(node_id_length, usize::MAX).unwrap_or_default();
+        ChordReload {
+            me,
+            my_pos: node_position(&me),
+            config,
+            ctx,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            phase: Phase::Idle,
+            started_at: 0,
+            peers: BTreeMap::new(),
+            others: HashSet::new(),
+            predecessors: Vec::new(),
+            successors: Vec::new(),
+            attaching: HashSet::new(),
+            fingers_searching: HashSet::new(),
+            pending: HashMap::new(),
+            next_token: 1,
+            update_due: None,
+            update_everyone: false,
+            next_stabilize: None,
+            next_finger_search: None,
+        }
+    }
+
+    pub fn predecessors(&self) -> &[NodeId] {
+        &self.predecessors
+    }
+
+    pub fn successors(&self) -> &[NodeId] {
+        &self.successors
+    }
+
+    /// Every peer in the routing table (neighbours, fingers and the other
+    /// linked peers used for routing).
+    pub fn routing_peers(&self) -> impl Iterator<Item = &NodeId> {
+        self.peers.values()
+    }
+
+    /// Finger i (1-based, §10.3) covers [n + 2^(128-i), n + 2^(129-i) - 1].
+    fn finger_range(&self, i: usize) -> (Position, Position) {
+        let len = 1u128 << (128 - i);
+        (self.my_pos.wrapping_add(len), len)
+    }
+
+    /// The first peer at or clockwise after `pos`.
+    fn first_at_or_after(&self, pos: Position) -> Option<(&Position, &NodeId)> {
+        self.peers.range(pos..).next().or_else(|| self.peers.iter().next())
+    }
+
+    fn finger(&self, i: usize) -> Option<NodeId> {
+        let (start, len) = self.finger_range(i);
+        let (p, id) = self.first_at_or_after(start)?;
+        (distance(start, *p) < len).then_some(*id)
+    }
+
+    /// How many fingers the table needs: enough that the smallest one still
+    /// reaches past the last successor (§10.7.4.3, "simple approach"). The
+    /// entries beyond are covered by the Neighbor Table.
+    pub fn finger_count(&self) -> usize {
+        let Some(last) = self.successors.last() else {
+            return 1;
+        };
+        let d = distance(self.my_pos, node_position(last));
+        if d == 0 {
+            return 1;
+        }
+        let log2 = 127 - d.leading_zeros() as usize;
+        (127 - log2).clamp(1, 128)
+    }
+
+    /// The Finger Table in numerically ascending order, as a full Update
+    /// carries it (§10.7).
+    pub fn fingers(&self) -> Vec<NodeId> {
+        let mut f: Vec<NodeId> = (1..=self.finger_count()).filter_map(|i| self.finger(i)).collect();
+        f.sort();
+        f.dedup();
+        f
+    }
+
+    fn token(&mut self, p: Pending) -> u64 {
+        let t = self.next_token;
+        self.next_token += 1;
+        self.pending.insert(t, p);
+        t
+    }
+
+    fn uptime_s(&self, now: u64) -> u32 {
+        (now.saturating_sub(self.started_at) / 1000).min(u32::MAX as u64) as u32
+    }
+
+    fn k_closest(&self, clockwise: bool) -> Vec<NodeId> {
+        let k = self.config.neighbors;
+        let me = self.my_pos;
+        let mut out: Vec<NodeId> = if clockwise {
+            self.peers
+                .range((Excluded(me), Unbounded))
+                .chain(self.peers.range(..me))
+                .map(|(_, id)| *id)
+                .take(k)
+                .collect()
+        } else {
+            self.peers
+                .range(..me)
+                .rev()
+                .chain(self.peers.range((Excluded(me), Unbounded)).rev())
+                .map(|(_, id)| *id)
+                .take(k)
+                .collect()
+        };
+        out.dedup();
+        out
+    }
+
+    /// Recomputes the Neighbor Table after the peer set changed and asks for
+    /// whatever the change implies (§10.7.1, §10.7.3).
+    fn recompute(&mut self, now: u64, out: &mut Vec<TopologyCommand>) {
+        let succs = self.k_closest(true);
+        let preds = self.k_closest(false);
+        if succs == self.successors && preds == self.predecessors {
+            return;
+        }
+        let range_changed = preds.first() != self.predecessors.first();
+        self.successors = succs;
+        self.predecessors = preds;
+        out.push(TopologyCommand::ReplicasChanged);
+        if self.phase == Phase::Joined {
+            if self.peers.is_empty() {
+                self.phase = Phase::Idle;
+                out.push(TopologyCommand::Rejoin);
+                return;
+            }
+            if self.config.reactive {
+                self.schedule_update(now, range_changed);
+            }
+        }
+    }
+
+    fn schedule_update(&mut self, now: u64, everyone: bool) {
+        let due = now + self.config.reactive_delay_ms;
+        self.update_due = Some(self.update_due.map_or(due, |d| d.min(due)));
+        self.update_everyone |= everyone;
+    }
+
+    fn update_body(&self, now: u64, full: bool) -> Body {
+        let update = if full {
+            ChordUpdateType::Full {
+                predecessors: self.predecessors.clone(),
+                successors: self.successors.clone(),
+                fingers: self.fingers(),
+            }
+        } else {
+            ChordUpdateType::Neighbors {
+                predecessors: self.predecessors.clone(),
+                successors: self.successors.clone(),
+            }
+        };
+        let u = ChordUpdate {
+            uptime: self.uptime_s(now),
+            update,
+        };
+        Body::UpdateReq(u.to_bytes().unwrap_or_default())
+    }
+
+    fn send_update(&mut self, now: u64, to: NodeId, full: bool, out: &mut Vec<TopologyCommand>) {
+        let body = self.update_body(now, full);
+        let token = self.token(Pending::Update(to));
+        out.push(TopologyCommand::Request {
+            token,
+            destination: vec![Destination::Node(to)],
+            body,
+        });
+    }
+
+    /// §10.7.4.1 (and reactive recovery): Updates to every neighbour, or to
+    /// every peer when the responsible range changed (§10.7.3).
+    fn send_updates(&mut self, now: u64, everyone: bool, out: &mut Vec<TopologyCommand>) {
+        let mut targets: Vec<NodeId> = if everyone {
+            self.peers.values().copied().collect()
+        } else {
+            self.neighbors()
+        };
+        targets.sort();
+        targets.dedup();
+        for t in targets {
+            self.send_update(now, t, false, out);
+        }
+    }
+
+    fn is_linked(&self, id: &NodeId) -> bool {
+        self.peers.contains_key(&node_position(id)) || self.others.contains(id)
+    }
+
+    /// Whether `c` would enter the Neighbor Table (§10.7.3 second case).
+    fn would_be_neighbor(&self, c: &NodeId) -> bool {
+        let k = self.config.neighbors;
+        let pc = node_position(c);
+        if pc == self.my_pos {
+            return false;
+        }
+        let closer_succ = match self.successors.get(k - 1) {
+            Some(last) if self.successors.len() >= k => {
+                distance(self.my_pos, pc) < distance(self.my_pos, node_position(last))
+            }
+            _ => true,
+        };
+        let closer_pred = match self.predecessors.get(k - 1) {
+            Some(last) if self.predecessors.len() >= k => {
+                distance(pc, self.my_pos) < distance(node_position(last), self.my_pos)
+            }
+            _ => true,
+        };
+        closer_succ || closer_pred
+    }
+
+    /// Whether `c` would fill a Finger Table entry that has no peer.
+    fn fills_empty_finger(&self, c: &NodeId) -> Option<usize> {
+        let pc = node_position(c);
+        let d = distance(self.my_pos, pc);
+        if d == 0 {
+            return None;
+        }
+        // Finger i holds distances in [2^(128-i), 2^(129-i)).
+        let i = 128 - (127 - d.leading_zeros() as usize);
+        (i <= self.finger_count() && self.finger(i).is_none()).then_some(i)
+    }
+
+    /// Learns of a peer from someone's Update or Leave: promote it if it is
+    /// already linked, otherwise Attach to it when it belongs in the tables.
+    fn consider(&mut self, c: NodeId, learned_from: Option<NodeId>, out: &mut Vec<TopologyCommand>) {
+        if c == self.me || self.peers.contains_key(&node_position(&c)) || self.attaching.contains(&c) {
+            return;
+        }
+        let wanted = self.would_be_neighbor(&c) || self.fills_empty_finger(&c).is_some();
+        if !wanted {
+            return;
+        }
+        if self.others.remove(&c) {
+            self.peers.insert(node_position(&c), c);
+            return;
+        }
+        // §10.6: source-route through the peer that told us about it.
+        let destination = match learned_from {
+            Some(via) if via != c && self.is_linked(&via) => vec![Destination::Node(via), Destination::Node(c)],
+            _ => vec![Destination::Node(c)],
+        };
+        self.attaching.insert(c);
+        let token = self.token(Pending::NeighborAttach(c));
+        out.push(TopologyCommand::Attach {
+            token,
+            destination,
+            send_update: false,
+        });
+    }
+
+    fn search_finger(&mut self, i: usize, out: &mut Vec<TopologyCommand>) {
+        if !self.fingers_searching.insert(i) {
+            return;
+        }
+        // §10.7.4.2: a random point of the range, not its start.
+        let (start, len) = self.finger_range(i);
+        let target = start.wrapping_add(self.rng.random_range(0..len));
+        let token = self.token(Pending::FingerAttach(i));
+        out.push(TopologyCommand::Attach {
+            token,
+            destination: vec![Destination::Resource(ResourceId(target.to_be_bytes().to_vec()))],
+            send_update: false,
+        });
+    }
+
+    /// §10.5: fingers of a joining node, aimed at n + 2^(128-i) exactly.
+    fn attach_initial_fingers(&mut self, out: &mut Vec<TopologyCommand>) {
+        for i in 1..=self.finger_count() {
+            if self.finger(i).is_some() || !self.fingers_searching.insert(i) {
+                continue;
+            }
+            let (start, _) = self.finger_range(i);
+            let token = self.token(Pending::FingerAttach(i));
+            out.push(TopologyCommand::Attach {
+                token,
+                destination: vec![Destination::Resource(ResourceId(start.to_be_bytes().to_vec()))],
+                send_update: false,
+            });
+        }
+    }
+
+    fn neighbor_attaches_pending(&self) -> bool {
+        self.pending.values().any(|p| matches!(p, Pending::NeighborAttach(_)))
+    }
+
+    /// §10.5 step 5: Join once every neighbour Attach has been answered.
+    fn maybe_send_join(&mut self, out: &mut Vec<TopologyCommand>) {
+        let Phase::Joining {
+            admitting: Some(ap),
+            admitting_updated: true,
+            join_sent: false,
+            ..
+        } = self.phase
+        else {
+            return;
+        };
+        if self.neighbor_attaches_pending() {
+            return;
+        }
+        if let Phase::Joining { join_sent, .. } = &mut self.phase {
+            *join_sent = true;
+        }
+        let token = self.token(Pending::Join);
+        out.push(TopologyCommand::Request {
+            token,
+            destination: vec![Destination::Node(ap)],
+            body: Body::JoinReq(JoinReq {
+                joining_peer_id: self.me,
+                overlay_specific_data: Vec::new(),
+            }),
+        });
+    }
+
+    fn restart_join(&mut self, out: &mut Vec<TopologyCommand>) {
+        self.phase = Phase::Idle;
+        out.push(TopologyCommand::Rejoin);
+    }
+
+    fn schedule_maintenance(&mut self, now: u64) {
+        // §10.7.4.1: randomly offset so that peers do not update in step.
+        let u = self.config.update_interval_ms.max(1);
+        self.next_stabilize = Some(now + u / 2 + self.rng.random_range(0..u));
+        let p = self.config.ping_interval_ms.max(1);
+        self.next_finger_search = Some(now + p / 2 + self.rng.random_range(0..p));
+    }
+
+    fn remove_peer(&mut self, peer: &NodeId) -> Option<usize> {
+        let was_finger = (1..=self.finger_count()).find(|&i| self.finger(i) == Some(*peer));
+        self.peers.remove(&node_position(peer));
+        self.others.remove(peer);
+        was_finger
+    }
+}
+
+impl Topology for ChordReload {
+    fn name(&self) -> &'static str {
+        "CHORD-RELOAD"
+    }
+
+    fn local_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// §10.2: SHA-1 truncated to its most significant 128 bits.
+    fn resource_id(&self, name: &[u8]) -> ResourceId {
+        let digest = Sha1::digest(name);
+        ResourceId(digest[..16].to_vec())
+    }
+
+    /// §10.1: responsible for k if k is in (predecessor, self].
+    fn is_responsible(&self, id: &[u8]) -> bool {
+        match self.predecessors.first() {
+            None => true,
+            Some(p) => in_open_closed(node_position(p), position_of(id), self.my_pos),
+        }
+    }
+
+    /// §10.3: the peer with the largest Node-ID in (self, k]; failing that
+    /// the smallest Node-ID greater than k.
+    fn next_hop(&self, id: &[u8]) -> Option<NodeId> {
+        let k = position_of(id);
+        let me = self.my_pos;
+        let preceding = if me < k {
+            self.peers.range((Excluded(me), std::ops::Bound::Included(k))).next_back()
+        } else {
+            self.peers
+                .range(..=k)
+                .next_back()
+                .or_else(|| self.peers.range((Excluded(me), Unbounded)).next_back())
+        };
+        preceding
+            .or_else(|| self.peers.range((Excluded(k), Unbounded)).next())
+            .or_else(|| self.peers.iter().next())
+            .map(|(_, id)| *id)
+    }
+
+    fn holding(&self, resource: &[u8]) -> Holding {
+        if self.is_responsible(resource) {
+            return Holding::Responsible;
+        }
+        let k = position_of(resource);
+        for (n, pair) in self.predecessors.windows(2).take(REPLICAS).enumerate() {
+            if in_open_closed(node_position(&pair[1]), k, node_position(&pair[0])) {
+                return Holding::Replica(n as u8 + 1);
+            }
+        }
+        Holding::None
+    }
+
+    fn replica_set(&self, resource: &[u8]) -> Option<Vec<NodeId>> {
+        let k = position_of(resource);
+        let mut ring: Vec<NodeId> = self.predecessors.iter().rev().copied().collect();
+        ring.push(self.me);
+        ring.extend(self.successors.iter().copied());
+        let responsible = (1..ring.len()).find(|&j| {
+            in_open_closed(node_position(&ring[j - 1]), k, node_position(&ring[j]))
+        });
+        let responsible = match responsible {
+            Some(j) => j,
+            None if self.predecessors.is_empty() => ring.iter().position(|n| *n == self.me)?,
+            None => return None,
+        };
+        let mut set = Vec::with_capacity(REPLICAS + 1);
+        for id in &ring[responsible..] {
+            if set.len() == REPLICAS + 1 || set.contains(id) {
+                break;
+            }
+            set.push(*id);
+        }
+        Some(set)
+    }
+
+    fn plausible_replica_source(&self, resource: &[u8], sender: &NodeId) -> bool {
+        self.predecessors.contains(sender)
+            || self.successors.contains(sender)
+            || self.replica_set(resource).is_some_and(|s| s.contains(sender))
+    }
+
+    fn is_joined(&self) -> bool {
+        self.phase == Phase::Joined
+    }
+
+    fn neighbors(&self) -> Vec<NodeId> {
+        let mut n = self.predecessors.clone();
+        for s in &self.successors {
+            if !n.contains(s) {
+                n.push(*s);
+            }
+        }
+        n
+    }
+
+    fn start_alone(&mut self, now: u64, out: &mut Vec<TopologyCommand>) {
+        self.started_at = now;
+        self.phase = Phase::Joined;
+        self.schedule_maintenance(now);
+        out.push(TopologyCommand::Joined);
+    }
+
+    /// §10.5 steps 1-2: Attach to the peer responsible for n+1, asking for
+    /// its routing table.
+    fn join(&mut self, now: u64, bootstrap: NodeId, out: &mut Vec<TopologyCommand>) {
+        self.started_at = now;
+        self.phase = Phase::Joining {
+            bootstrap,
+            admitting: None,
+            admitting_updated: false,
+            join_sent: false,
+            started: now,
+        };
+        self.others.remove(&bootstrap);
+        self.peers.insert(node_position(&bootstrap), bootstrap);
+        self.recompute(now, out);
+        let next = self.my_pos.wrapping_add(1);
+        let token = self.token(Pending::AdmittingAttach);
+        out.push(TopologyCommand::Attach {
+            token,
+            destination: vec![Destination::Resource(ResourceId(next.to_be_bytes().to_vec()))],
+            send_update: true,
+        });
+    }
+
+    /// §10.9: a Leave to every neighbour, carrying the lists the other side
+    /// needs to replace this peer.
+    fn leave(&mut self, _now: u64, out: &mut Vec<TopologyCommand>) {
+        let mut awaiting = 0;
+        let mut sent = HashSet::new();
+        let lists = [
+            (self.predecessors.clone(), ChordLeaveData::FromSucc {
+                successors: self.successors.clone(),
+            }),
+            (self.successors.clone(), ChordLeaveData::FromPred {
+                predecessors: self.predecessors.clone(),
+            }),
+        ];
+        for (targets, data) in lists {
+            let data = data.to_bytes().unwrap_or_default();
+            for t in targets {
+                if !sent.insert(t) {
+                    continue;
+                }
+                awaiting += 1;
+                let token = self.token(Pending::Leave);
+                out.push(TopologyCommand::Request {
+                    token,
+                    destination: vec![Destination::Node(t)],
+                    body: Body::LeaveReq(LeaveReq {
+                        leaving_peer_id: self.me,
+                        overlay_specific_data: data.clone(),
+                    }),
+                });
+            }
+        }
+        self.update_due = None;
+        if awaiting == 0 {
+            self.phase = Phase::Left;
+            out.push(TopologyCommand::Left);
+        } else {
+            self.phase = Phase::Leaving { awaiting };
+        }
+    }
+
+    fn on_link_up(
+        &mut self,
+        now: u64,
+        peer: NodeId,
+        we_attached: bool,
+        send_update: bool,
+        out: &mut Vec<TopologyCommand>,
+    ) {
+        if matches!(self.phase, Phase::Leaving { .. } | Phase::Left) {
+            return;
+        }
+        self.attaching.remove(&peer);
+        if we_attached {
+            self.others.remove(&peer);
+            self.peers.insert(node_position(&peer), peer);
+            self.recompute(now, out);
+        } else if !self.peers.contains_key(&node_position(&peer)) {
+            self.others.insert(peer);
+        }
+        // §6.4.2.3: the Attach asked for our routing table.
+        if send_update && self.phase == Phase::Joined {
+            self.send_update(now, peer, true, out);
+        }
+    }
+
+    /// §10.7.1 and §10.7.2: drop the peer everywhere; the views put the best
+    /// remaining peers in its place. Reactive recovery searches for a new
+    /// finger at once.
+    fn on_link_down(&mut self, now: u64, peer: NodeId, out: &mut Vec<TopologyCommand>) {
+        self.attaching.remove(&peer);
+        let was_finger = self.remove_peer(&peer);
+        if matches!(self.phase, Phase::Leaving { .. } | Phase::Left) {
+            return;
+        }
+        if let Phase::Joining { admitting, bootstrap, .. } = &self.phase {
+            if *admitting == Some(peer) || (*admitting == None && *bootstrap == peer) {
+                self.restart_join(out);
+                return;
+            }
+        }
+        self.recompute(now, out);
+        if let (Some(i), true, Phase::Joined) = (was_finger, self.config.reactive, &self.phase) {
+            if self.finger(i).is_none() {
+                self.search_finger(i, out);
+            }
+        }
+    }
+
+    /// §10.7.3: take in the sender's view; Attach to peers that belong in
+    /// our tables.
+    fn on_update(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        body: &[u8],
+        out: &mut Vec<TopologyCommand>,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let update = ChordUpdate::from_bytes(body, &self.ctx).map_err(|_| ErrorCode::INVALID_MESSAGE)?;
+        if matches!(self.phase, Phase::Leaving { .. } | Phase::Left) {
+            return Ok(Vec::new());
+        }
+        // An Update says its sender is a peer (§10.5 step 9).
+        if self.others.remove(&from) {
+            self.peers.insert(node_position(&from), from);
+        }
+        let mut learned: Vec<NodeId> = vec![from];
+        match update.update {
+            ChordUpdateType::PeerReady => {}
+            ChordUpdateType::Neighbors {
+                predecessors,
+                successors,
+            } => {
+                learned.extend(predecessors);
+                learned.extend(successors);
+            }
+            ChordUpdateType::Full {
+                predecessors,
+                successors,
+                fingers,
+            } => {
+                learned.extend(predecessors);
+                learned.extend(successors);
+                learned.extend(fingers);
+            }
+        }
+        for c in learned {
+            self.consider(c, Some(from), out);
+        }
+        self.recompute(now, out);
+        if let Phase::Joining {
+            admitting: Some(ap),
+            admitting_updated,
+            ..
+        } = &mut self.phase
+        {
+            if *ap == from && !*admitting_updated {
+                *admitting_updated = true;
+                self.attach_initial_fingers(out);
+            }
+        }
+        self.maybe_send_join(out);
+        Ok(Vec::new())
+    }
+
+    /// §10.5 steps 5-8 on the admitting peer: the joining node becomes a
+    /// peer; the Neighbor Table change triggers the data transfer and the
+    /// Updates.
+    fn on_join(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        req: &JoinReq,
+        out: &mut Vec<TopologyCommand>,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        if req.joining_peer_id != from {
+            return Err(ErrorCode::FORBIDDEN);
+        }
+        if self.phase != Phase::Joined {
+            return Err(ErrorCode::NOT_FOUND);
+        }
+        self.others.remove(&from);
+        self.peers.insert(node_position(&from), from);
+        self.recompute(now, out);
+        // Steps 7-8 are MUSTs even without reactive recovery.
+        self.schedule_update(now, true);
+        Ok(Vec::new())
+    }
+
+    /// §10.9: treat the leaving peer as failed and learn its lists.
+    fn on_leave(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        req: &LeaveReq,
+        out: &mut Vec<TopologyCommand>,
+    ) -> Result<(), ErrorCode> {
+        if req.leaving_peer_id != from {
+            return Err(ErrorCode::FORBIDDEN);
+        }
+        let data = ChordLeaveData::from_bytes(&req.overlay_specific_data, &self.ctx)
+            .map_err(|_| ErrorCode::INVALID_MESSAGE)?;
+        self.remove_peer(&from);
+        self.attaching.remove(&from);
+        out.push(TopologyCommand::CloseLink(from));
+        if self.phase != Phase::Joined {
+            return Ok(());
+        }
+        let learned = match data {
+            ChordLeaveData::FromSucc { successors } => successors,
+            ChordLeaveData::FromPred { predecessors } => predecessors,
+        };
+        for c in learned {
+            self.consider(c, None, out);
+        }
+        self.recompute(now, out);
+        self.schedule_update(now, true);
+        Ok(())
+    }
+
+    /// §10.8: the next hop, and an Update if asked.
+    fn on_route_query(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        req: &RouteQueryReq,
+        out: &mut Vec<TopologyCommand>,
+    ) -> Result<Vec<u8>, ErrorCode> {
+        let target: &[u8] = match &req.destination {
+            Destination::Node(n) => n.as_bytes(),
+            Destination::Resource(r) => r.as_bytes(),
+            _ => return Err(ErrorCode::INVALID_MESSAGE),
+        };
+        let next_peer = if self.is_responsible(target) {
+            self.me
+        } else {
+            self.next_hop(target).ok_or(ErrorCode::NOT_FOUND)?
+        };
+        if req.send_update && self.is_linked(&from) {
+            self.send_update(now, from, true, out);
+        }
+        ChordRouteQueryAns { next_peer }
+            .to_bytes()
+            .map_err(|_| ErrorCode::INVALID_MESSAGE)
+    }
+
+    fn on_answer(
+        &mut self,
+        now: u64,
+        token: u64,
+        answer: Result<Answer, RequestFailure>,
+        out: &mut Vec<TopologyCommand>,
+    ) {
+        let Some(p) = self.pending.remove(&token) else {
+            return;
+        };
+        match p {
+            Pending::AdmittingAttach => match answer {
+                Ok(a) => {
+                    if let Phase::Joining { admitting, .. } = &mut self.phase {
+                        *admitting = Some(a.from);
+                    }
+                    self.maybe_send_join(out);
+                }
+                Err(_) => self.restart_join(out),
+            },
+            Pending::NeighborAttach(c) => {
+                self.attaching.remove(&c);
+                self.maybe_send_join(out);
+            }
+            Pending::FingerAttach(i) => {
+                self.fingers_searching.remove(&i);
+            }
+            Pending::Join => match answer {
+                Ok(_) => {
+                    self.phase = Phase::Joined;
+                    self.schedule_maintenance(now);
+                    out.push(TopologyCommand::Joined);
+                    // §10.5 step 9.
+                    self.send_updates(now, false, out);
+                }
+                Err(_) => self.restart_join(out),
+            },
+            Pending::Update(peer) => {
+                // §10.7.1: a failed request means a failed neighbour.
+                if answer == Err(RequestFailure::Timeout) && self.is_linked(&peer) {
+                    let was_finger = self.remove_peer(&peer);
+                    out.push(TopologyCommand::CloseLink(peer));
+                    self.recompute(now, out);
+                    if let (Some(i), true) = (was_finger, self.config.reactive) {
+                        self.search_finger(i, out);
+                    }
+                }
+            }
+            Pending::Leave => {
+                if let Phase::Leaving { awaiting } = &mut self.phase {
+                    *awaiting -= 1;
+                    if *awaiting == 0 {
+                        self.phase = Phase::Left;
+                        out.push(TopologyCommand::Left);
+                    }
+                }
+            }
+        }
+    }
+
+    fn responsible_ppb(&self) -> u32 {
+        let Some(p) = self.predecessors.first() else {
+            return 1_000_000_000;
+        };
+        let d = distance(node_position(p), self.my_pos);
+        ((d >> 64) as u64 as u128 * 1_000_000_000 >> 64) as u32
+    }
+
+    fn next_timer(&self) -> Option<u64> {
+        let join_deadline = match self.phase {
+            Phase::Joining { started, .. } => Some(started + JOIN_TIMEOUT_MS),
+            _ => None,
+        };
+        [self.update_due, self.next_stabilize, self.next_finger_search, join_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn on_timer(&mut self, now: u64, out: &mut Vec<TopologyCommand>) {
+        if let Phase::Joining { started, .. } = self.phase {
+            if now >= started + JOIN_TIMEOUT_MS {
+                self.restart_join(out);
+                return;
+            }
+        }
+        if self.phase != Phase::Joined {
+            return;
+        }
+        if self.update_due.is_some_and(|d| d <= now) {
+            self.update_due = None;
+            let everyone = std::mem::take(&mut self.update_everyone);
+            self.send_updates(now, everyone, out);
+        }
+        if self.next_stabilize.is_some_and(|d| d <= now) {
+            let u = self.config.update_interval_ms.max(1);
+            self.next_stabilize = Some(now + u / 2 + self.rng.random_range(0..u));
+            self.send_updates(now, false, out);
+        }
+        if self.next_finger_search.is_some_and(|d| d <= now) {
+            let p = self.config.ping_interval_ms.max(1);
+            self.next_finger_search = Some(now + p / 2 + self.rng.random_range(0..p));
+            // §10.7.4.2 Alternative 1: walk from i=1, take each invalid entry
+            // with probability 1/2.
+            for i in 1..=self.finger_count() {
+                if self.finger(i).is_none() && self.rng.random_bool(0.5) {
+                    self.search_finger(i, out);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
