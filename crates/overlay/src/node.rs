@@ -25,7 +25,7 @@ use reload_wire::{
 };
 use reload_wire::Decode;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BinaryHeap, BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 /// Identifies a request the application started.
@@ -127,19 +127,19 @@ pub struct OverlayNode<T: Topology, S: Security> {
     storage: Storage,
     rng: Xoshiro256PlusPlus,
     started_at: u64,
-    links: HashSet<NodeId>,
+    links: BTreeSet<NodeId>,
     /// Links we are opening after an AttachAns, by expected peer.
-    connecting: HashMap<NodeId, Vec<AwaitingLink>>,
+    connecting: BTreeMap<NodeId, Vec<AwaitingLink>>,
     /// Peers whose Attach we answered, with their send_update flag.
-    expected_links: HashMap<NodeId, (bool, u64)>,
+    expected_links: BTreeMap<NodeId, (bool, u64)>,
     bootstraps: Vec<IpAddressPort>,
     next_bootstrap: usize,
     bootstrap_pending: bool,
-    outstanding: HashMap<u64, Outstanding>,
+    outstanding: BTreeMap<u64, Outstanding>,
     retransmit_at: BinaryHeap<Reverse<(u64, u64)>>,
-    answered: HashMap<u64, MessageContents>,
+    answered: BTreeMap<u64, MessageContents>,
     answered_expiry: VecDeque<(u64, u64)>,
-    pushing: HashSet<(ResourceId, NodeId)>,
+    pushing: BTreeSet<(ResourceId, NodeId)>,
     rebalance_needed: bool,
     next_sweep: u64,
     leaving: Option<usize>,
@@ -175,8 +175,15 @@ fn peek_code(payload: &[u8]) -> MessageCode {
     }
 }
 
+/// Store, Fetch, Stat, Find and AppAttach, requests and answers: traffic
+/// an application asked for rather than overlay upkeep.
 fn is_application(code: MessageCode) -> bool {
-    let request = MessageCode(code.0 & !1);
+    // §6.3.3: requests are odd, each answer is its request's code plus one.
+    let request = if code.0 % 2 == 0 {
+        MessageCode(code.0.wrapping_sub(1))
+    } else {
+        code
+    };
     [
         MessageCode::STORE_REQ,
         MessageCode::FETCH_REQ,
@@ -219,17 +226,17 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             storage: Storage::new(),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             started_at: now,
-            links: HashSet::new(),
-            connecting: HashMap::new(),
-            expected_links: HashMap::new(),
+            links: BTreeSet::new(),
+            connecting: BTreeMap::new(),
+            expected_links: BTreeMap::new(),
             bootstraps: Vec::new(),
             next_bootstrap: 0,
             bootstrap_pending: false,
-            outstanding: HashMap::new(),
+            outstanding: BTreeMap::new(),
             retransmit_at: BinaryHeap::new(),
-            answered: HashMap::new(),
+            answered: BTreeMap::new(),
             answered_expiry: VecDeque::new(),
-            pushing: HashSet::new(),
+            pushing: BTreeSet::new(),
             rebalance_needed: false,
             leaving: None,
             next_request: 1,

@@ -15,7 +15,7 @@ use reload_wire::{
     StoredDataSpecifier, StoredDataValue, StoredMetaData,
 };
 use sha1::{Digest, Sha1};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// §7.4.1.1: a Store at index 0xffffffff appends to the array.
 pub const ARRAY_APPEND: u32 = u32::MAX;
@@ -107,7 +107,7 @@ pub struct Resource {
     kinds: BTreeMap<KindId, KindData>,
     /// Peers known to hold the current values (replication bookkeeping of
     /// §10.7.3; reset whenever a value changes).
-    pub holders: HashSet<NodeId>,
+    pub holders: BTreeSet<NodeId>,
 }
 
 impl Resource {
@@ -295,7 +295,7 @@ impl Storage {
             let info = UnknownKinds(unknown).to_bytes().unwrap_or_default();
             return Err(ErrorResponse::new(ErrorCode::UNKNOWN_KIND, info));
         }
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         if !req.kind_data.iter().all(|k| seen.insert(k.kind)) {
             return Err(error(ErrorCode::INVALID_MESSAGE, "a Kind appears twice in the StoreReq"));
         }
@@ -348,7 +348,7 @@ impl Storage {
         let entry = self.resources.entry(key(&req.resource)).or_insert_with(|| Resource {
             id: req.resource.clone(),
             kinds: BTreeMap::new(),
-            holders: HashSet::new(),
+            holders: BTreeSet::new(),
         });
         let mut responses = Vec::with_capacity(plans.len());
         for ((kind, accepted), kd) in plans.into_iter().zip(&req.kind_data) {
@@ -422,7 +422,7 @@ impl Storage {
     /// Find — RFC 6940 §7.4.4: per Kind, the first Resource-ID at or after
     /// the one asked for that holds values of that Kind, or 0 (no wrap).
     pub fn find(&self, config: &OverlayConfig, req: &FindReq) -> Result<FindAns, ErrorResponse> {
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         if !req.kinds.iter().all(|k| seen.insert(*k)) {
             return Err(error(ErrorCode::INVALID_MESSAGE, "a Kind appears twice in the FindReq"));
         }

@@ -18,7 +18,7 @@ use reload_wire::{
     ErrorCode, JoinReq, LeaveReq, NodeId, ResourceId, RouteQueryReq,
 };
 use sha1::{Digest, Sha1};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
 /// Replicas kept on the successors of the responsible peer (§10.4: two).
@@ -69,14 +69,14 @@ pub struct ChordReload {
     /// Linked peers known to be in the ring: the routing table's members.
     peers: BTreeMap<Position, NodeId>,
     /// Linked nodes not (yet) known to be peers, e.g. a joining node.
-    others: HashSet<NodeId>,
+    others: BTreeSet<NodeId>,
     /// Closest first, derived from `peers`.
     predecessors: Vec<NodeId>,
     successors: Vec<NodeId>,
     /// Candidates being attached to, so one is not attached twice.
-    attaching: HashSet<NodeId>,
-    fingers_searching: HashSet<usize>,
-    pending: HashMap<u64, Pending>,
+    attaching: BTreeSet<NodeId>,
+    fingers_searching: BTreeSet<usize>,
+    pending: BTreeMap<u64, Pending>,
     next_token: u64,
     update_due: Option<u64>,
     update_everyone: bool,
@@ -96,12 +96,12 @@ impl ChordReload {
             phase: Phase::Idle,
             started_at: 0,
             peers: BTreeMap::new(),
-            others: HashSet::new(),
+            others: BTreeSet::new(),
             predecessors: Vec::new(),
             successors: Vec::new(),
-            attaching: HashSet::new(),
-            fingers_searching: HashSet::new(),
-            pending: HashMap::new(),
+            attaching: BTreeSet::new(),
+            fingers_searching: BTreeSet::new(),
+            pending: BTreeMap::new(),
             next_token: 1,
             update_due: None,
             update_everyone: false,
@@ -556,7 +556,7 @@ impl Topology for ChordReload {
     /// needs to replace this peer.
     fn leave(&mut self, _now: u64, out: &mut Vec<TopologyCommand>) {
         let mut awaiting = 0;
-        let mut sent = HashSet::new();
+        let mut sent = BTreeSet::new();
         let lists = [
             (self.predecessors.clone(), ChordLeaveData::FromSucc {
                 successors: self.successors.clone(),

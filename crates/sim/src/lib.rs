@@ -1,0 +1,818 @@
+//! A deterministic discrete-event simulator running many
+//! [`overlay::OverlayNode`]s — the same engine the daemon runs — over a
+//! simulated network with latency, loss, churn and crashes.
+//!
+//! Everything random comes from one seeded generator and every collection
+//! that is iterated is ordered, so the same configuration and seed give the
+//! same run, byte for byte.
+
+pub mod network;
+mod report;
+
+pub use network::{Host, LatencyModel};
+pub use report::{Report, Series};
+
+use network::{address_of, host_of};
+use overlay::{
+    AccessPolicy, Action, ChordReload, Event, KindDefinition, OverlayConfig, OverlayNode, RequestFailure,
+    SimulatedSecurity,
+};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::{RngExt, SeedableRng};
+use reload_wire::{
+    Body, DataModel, DataValue, DecodeContext, FetchReq, ModelSpecifier, NodeId, ResourceId, StoredDataSpecifier,
+    StoredDataValue,
+};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+/// Simulated time starts here (ms since the Unix epoch), so storage_time
+/// values look like real ones.
+pub const EPOCH_MS: u64 = 1_800_000_000_000;
+
+/// The Kind the simulated users store: one value per user, USER-MATCH.
+pub const SIM_KIND: u32 = 0x4000_0001;
+
+/// How long a peer stays: the distribution of session times.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SessionModel {
+    Exponential,
+    /// Pareto with this shape (heavy-tailed sessions, as measured in
+    /// deployed P2P systems).
+    Pareto { shape: f64 },
+}
+
+/// Something that happens at a set time after measurement starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scenario {
+    /// This fraction of the live peers crashes at once.
+    MassCrash { at_s: u64, fraction: f64 },
+    /// This fraction of the peers leaves gracefully, one every `interval_s`.
+    LeaveOneByOne {
+        at_s: u64,
+        fraction: f64,
+        interval_s: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub peers: usize,
+    /// Measured time, after the ring is built and has settled.
+    pub duration_s: u64,
+    /// Median session time; `None` for no churn.
+    pub churn_median_s: Option<f64>,
+    pub session: SessionModel,
+    /// Fraction of departures that are crashes rather than graceful leaves.
+    pub crash_fraction: f64,
+    pub seed: u64,
+    pub latency: LatencyModel,
+    /// Probability that a message is lost in transit.
+    pub loss: f64,
+    pub lookups_per_s: f64,
+    /// Users (one per peer, at most `peers`) that store a value.
+    pub items: usize,
+    /// How long until the other end of a crashed peer's link notices.
+    pub failure_detection_ms: u64,
+    /// Joins per second while the ring is built.
+    pub join_rate_per_s: f64,
+    /// Quiet time between building the ring and measuring.
+    pub settle_s: u64,
+    pub scenarios: Vec<Scenario>,
+    pub overlay: OverlayConfig,
+}
+
+impl SimConfig {
+    pub fn new(peers: usize, duration_s: u64) -> Self {
+        let overlay = OverlayConfig::new("sim.p2psip.invalid").with_kind(KindDefinition {
+            id: SIM_KIND,
+            name: "sim-user-value".into(),
+            data_model: DataModel::SingleValue,
+            access: AccessPolicy::UserMatch,
+            max_count: 1,
+            max_size: 1024,
+        });
+        SimConfig {
+            peers,
+            duration_s,
+            churn_median_s: None,
+            session: SessionModel::Exponential,
+            crash_fraction: 0.5,
+            seed: 1,
+            latency: LatencyModel::default(),
+            loss: 0.0,
+            lookups_per_s: 20.0,
+            items: peers,
+            failure_detection_ms: 5_000,
+            join_rate_per_s: (peers as f64 / 120.0).max(10.0),
+            settle_s: 60,
+            scenarios: Vec::new(),
+            overlay,
+        }
+    }
+}
+
+type Engine = OverlayNode<ChordReload, SimulatedSecurity>;
+
+#[derive(Debug, Clone)]
+enum Pending {
+    Lookup { item: usize },
+    Store { item: usize },
+}
+
+struct SimNode {
+    engine: Engine,
+    joined: bool,
+    leaving: bool,
+    timer_at: Option<u64>,
+    links: BTreeSet<Host>,
+    pending: BTreeMap<u64, Pending>,
+    item: Option<usize>,
+}
+
+#[derive(Debug)]
+enum Ev {
+    Deliver { to: Host, from: Host, bytes: Vec<u8> },
+    LinkUp { a: Host, b: Host },
+    ConnectFailed { a: Host, peer: Option<NodeId> },
+    LinkDown { at: Host, peer: Host },
+    Timer { host: Host },
+    Join { host: Host },
+    Depart { host: Host },
+    Lookup,
+    StoreItem { host: Host, attempt: u8 },
+    Scenario(usize),
+    LeaveOne { remaining: usize, interval_ms: u64 },
+    LeaveDeadline { host: Host },
+    Sample,
+}
+
+struct Item {
+    resource: ResourceId,
+    pos: u128,
+    value: Vec<u8>,
+    stored: bool,
+}
+
+/// A simulation in progress.
+pub struct Simulation {
+    cfg: SimConfig,
+    overlay: Arc<OverlayConfig>,
+    ctx: Arc<DecodeContext>,
+    rng: Xoshiro256PlusPlus,
+    now: u64,
+    seq: u64,
+    queue: BinaryHeap<Reverse<(u64, u64)>>,
+    events: HashMap<u64, Ev>,
+    nodes: Vec<Option<SimNode>>,
+    /// Node-ID of every host ever created, alive or not.
+    ids: Vec<NodeId>,
+    by_id: HashMap<NodeId, Host>,
+    /// Ground truth: the live, joined peers by ring position.
+    ring: BTreeMap<u128, Host>,
+    items: Vec<Item>,
+    measure_from: Option<u64>,
+    report: Report,
+    peer_ms: u128,
+    live_count: usize,
+    last_count_change: u64,
+}
+
+fn session_ms(rng: &mut Xoshiro256PlusPlus, median_s: f64, model: SessionModel) -> u64 {
+    let u: f64 = rng.random_range(1e-12..1.0);
+    let s = match model {
+        // median = ln2 * mean
+        SessionModel::Exponential => -u.ln() * median_s / std::f64::consts::LN_2,
+        // median = x_m * 2^(1/shape)
+        SessionModel::Pareto { shape } => {
+            let x_m = median_s / 2f64.powf(1.0 / shape);
+            x_m / u.powf(1.0 / shape)
+        }
+    };
+    (s * 1000.0) as u64 + 1
+}
+
+impl Simulation {
+    pub fn new(cfg: SimConfig) -> Result<Self, reload_wire::EncodeError> {
+        let ctx = Arc::new(cfg.overlay.decode_context()?);
+        let overlay = Arc::new(cfg.overlay.clone());
+        let mut items = Vec::with_capacity(cfg.items.min(cfg.peers));
+        let hasher = ChordReload::new(NodeId::from_u128(0), cfg.overlay.chord.clone(), 16, 0);
+        for i in 0..cfg.items.min(cfg.peers) {
+            let resource = overlay::Topology::resource_id(&hasher, user_name(i as Host).as_bytes());
+            items.push(Item {
+                pos: overlay::ring::resource_position(&resource),
+                resource,
+                value: format!("value of user {i}").into_bytes(),
+                stored: false,
+            });
+        }
+        Ok(Simulation {
+            rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
+            report: Report::new(&cfg),
+            cfg,
+            overlay,
+            ctx,
+            now: 0,
+            seq: 0,
+            queue: BinaryHeap::new(),
+            events: HashMap::new(),
+            nodes: Vec::new(),
+            ids: Vec::new(),
+            by_id: HashMap::new(),
+            ring: BTreeMap::new(),
+            items,
+            measure_from: None,
+            peer_ms: 0,
+            live_count: 0,
+            last_count_change: 0,
+        })
+    }
+
+    fn at(&mut self, t: u64, ev: Ev) {
+        self.seq += 1;
+        self.queue.push(Reverse((t, self.seq)));
+        self.events.insert(self.seq, ev);
+    }
+
+    fn node(&mut self, h: Host) -> Option<&mut SimNode> {
+        self.nodes.get_mut(h as usize).and_then(|n| n.as_mut())
+    }
+
+    fn measuring(&self) -> bool {
+        self.measure_from.is_some_and(|t| self.now >= t)
+    }
+
+    fn count_live(&mut self, delta: isize) {
+        if self.measuring() {
+            self.peer_ms += self.live_count as u128 * (self.now - self.last_count_change) as u128;
+        }
+        self.last_count_change = self.now;
+        self.live_count = (self.live_count as isize + delta) as usize;
+    }
+
+    fn spawn(&mut self) -> Host {
+        let host = self.nodes.len() as Host;
+        let id = loop {
+            let id = NodeId::from_u128(self.rng.random());
+            if !self.by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        let seed: u64 = self.rng.random();
+        let topology = ChordReload::new(id, self.cfg.overlay.chord.clone(), 16, seed ^ 0x5eed);
+        let security = SimulatedSecurity::new(id, user_name(host));
+        let engine = OverlayNode::new(
+            self.overlay.clone(),
+            self.ctx.clone(),
+            address_of(host),
+            topology,
+            security,
+            seed,
+            EPOCH_MS + self.now,
+        );
+        let item = ((host as usize) < self.items.len()).then_some(host as usize);
+        self.nodes.push(Some(SimNode {
+            engine,
+            joined: false,
+            leaving: false,
+            timer_at: None,
+            links: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            item,
+        }));
+        self.by_id.insert(id, host);
+        self.ids.push(id);
+        self.count_live(1);
+        host
+    }
+
+    fn random_joined(&mut self) -> Option<Host> {
+        if self.ring.is_empty() {
+            return None;
+        }
+        let p: u128 = self.rng.random();
+        self.ring
+            .range(p..)
+            .next()
+            .or_else(|| self.ring.iter().next())
+            .map(|(_, h)| *h)
+    }
+
+    /// Drains a node's actions into the event queue and re-arms its timer.
+    fn drive(&mut self, h: Host) {
+        let now = self.now;
+        loop {
+            let Some(n) = self.node(h) else { return };
+            let Some(action) = n.engine.poll_action() else { break };
+            match action {
+                Action::Send { to, bytes, maintenance } => self.send(h, to, bytes, maintenance),
+                Action::Connect { peer, address } => self.connect(h, peer, &address),
+                Action::Close { peer } => {
+                    if let Some(&p) = self.by_id.get(&peer) {
+                        if self.node(h).is_some_and(|n| n.links.remove(&p)) {
+                            let delay = self.latency(h, p);
+                            self.at(now + delay, Ev::LinkDown { at: p, peer: h });
+                        }
+                    }
+                }
+                Action::Event(e) => self.on_event(h, e),
+            }
+        }
+        let Some(n) = self.node(h) else { return };
+        let next = n.engine.poll_timeout().map(|t| t.saturating_sub(EPOCH_MS).max(now));
+        if next.is_some() && next != n.timer_at {
+            n.timer_at = next;
+            let t = next.unwrap_or(now);
+            self.at(t, Ev::Timer { host: h });
+        }
+    }
+
+    fn latency(&self, a: Host, b: Host) -> u64 {
+        self.cfg.latency.one_way_ms(self.cfg.seed, a, b)
+    }
+
+    fn send(&mut self, from: Host, to: NodeId, bytes: Vec<u8>, maintenance: bool) {
+        if self.measuring() {
+            self.report.count_message(self.now - self.measure_from.unwrap_or(0), bytes.len(), maintenance);
+        }
+        let Some(&to) = self.by_id.get(&to) else { return };
+        if !self.node(from).is_some_and(|n| n.links.contains(&to)) {
+            return; // no link: the driver would fail the write
+        }
+        if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
+            return;
+        }
+        let t = self.now + self.latency(from, to);
+        self.at(t, Ev::Deliver { to, from, bytes });
+    }
+
+    fn connect(&mut self, a: Host, peer: Option<NodeId>, address: &reload_wire::IpAddressPort) {
+        let target = host_of(address).filter(|b| self.nodes.get(*b as usize).is_some_and(|n| n.is_some()));
+        let target = target.filter(|b| peer.is_none_or(|p| self.by_id.get(&p) == Some(b)));
+        match target {
+            Some(b) if b != a => {
+                // TCP + TLS: about two round trips.
+                let t = self.now + 4 * self.latency(a, b);
+                self.at(t, Ev::LinkUp { a, b });
+            }
+            _ => {
+                let t = self.now + 3_000;
+                self.at(t, Ev::ConnectFailed { a, peer });
+            }
+        }
+    }
+
+    fn on_event(&mut self, h: Host, e: Event) {
+        match e {
+            Event::Joined => {
+                let Some(n) = self.node(h) else { return };
+                if n.joined {
+                    return;
+                }
+                n.joined = true;
+                let pos = overlay::ring::node_position(&n.engine.node_id());
+                let item = n.item;
+                self.ring.insert(pos, h);
+                if item.is_some_and(|i| !self.items[i].stored) {
+                    self.at(self.now + 1_000, Ev::StoreItem { host: h, attempt: 0 });
+                }
+            }
+            Event::Rejoining => {
+                if let Some(n) = self.node(h) {
+                    n.joined = false;
+                    let pos = overlay::ring::node_position(&n.engine.node_id());
+                    self.ring.remove(&pos);
+                }
+                self.report.rejoins += 1;
+            }
+            Event::Left => self.remove(h, false),
+            Event::Done {
+                request,
+                outcome,
+                hops,
+                latency_ms,
+            } => {
+                let Some(p) = self.node(h).and_then(|n| n.pending.remove(&request)) else {
+                    return;
+                };
+                match p {
+                    Pending::Store { item } => {
+                        if matches!(outcome, Ok(Body::StoreAns(_))) {
+                            self.items[item].stored = true;
+                            self.report.items_stored += 1;
+                        } else {
+                            self.report.store_failures += 1;
+                        }
+                    }
+                    Pending::Lookup { item } => {
+                        let ok = lookup_found(&outcome, &self.items[item].value);
+                        if !ok {
+                            self.report.record_failure(&outcome);
+                        }
+                        let t = self.now - self.measure_from.unwrap_or(0);
+                        self.report.record_lookup(t, ok, hops, latency_ms);
+                    }
+                }
+            }
+            Event::ConfigUpdate(_) => {}
+        }
+    }
+
+    /// Takes a node out: a crash (links notice after the detection time) or
+    /// the end of a graceful leave (links were closed by the node).
+    fn remove(&mut self, h: Host, crash: bool) {
+        let Some(n) = self.nodes.get_mut(h as usize).and_then(|n| n.take()) else {
+            return;
+        };
+        let id = n.engine.node_id();
+        self.ring.remove(&overlay::ring::node_position(&id));
+        self.by_id.remove(&id);
+        self.count_live(-1);
+        let delay = if crash { self.cfg.failure_detection_ms } else { 0 };
+        for p in n.links {
+            if self.node(p).is_some_and(|pn| pn.links.remove(&h)) {
+                let t = self.now + delay.max(self.latency(h, p));
+                self.at(t, Ev::LinkDown { at: p, peer: h });
+            }
+        }
+    }
+
+    fn schedule_departure(&mut self, h: Host) {
+        if let Some(median) = self.cfg.churn_median_s {
+            let d = session_ms(&mut self.rng, median, self.cfg.session);
+            self.at(self.now + d, Ev::Depart { host: h });
+        }
+    }
+
+    fn start_join(&mut self, h: Host) {
+        let boot = self.random_joined();
+        let now = EPOCH_MS + self.now;
+        let Some(n) = self.node(h) else { return };
+        match boot {
+            Some(b) => n.engine.join(now, vec![address_of(b)]),
+            None => n.engine.start_alone(now),
+        }
+        self.drive(h);
+    }
+
+    fn leave(&mut self, h: Host) {
+        let now = EPOCH_MS + self.now;
+        let Some(n) = self.node(h) else { return };
+        if n.leaving {
+            return;
+        }
+        n.leaving = true;
+        n.joined = false;
+        let pos = overlay::ring::node_position(&n.engine.node_id());
+        n.engine.leave(now);
+        self.ring.remove(&pos);
+        self.drive(h);
+        self.at(self.now + 60_000, Ev::LeaveDeadline { host: h });
+    }
+
+    /// Items whose whole ideal replica set is in `dying` (§10.4: the
+    /// responsible peer and its next two successors).
+    fn expected_losses(&self, dying: &BTreeSet<Host>) -> u64 {
+        let mut lost = 0;
+        for item in self.items.iter().filter(|i| i.stored) {
+            let set = self.ideal_set(item.pos);
+            if !set.is_empty() && set.iter().all(|h| dying.contains(h)) {
+                lost += 1;
+            }
+        }
+        lost
+    }
+
+    fn ideal_set(&self, pos: u128) -> Vec<Host> {
+        self.ring
+            .range(pos..)
+            .chain(self.ring.range(..pos))
+            .take(3)
+            .map(|(_, h)| *h)
+            .collect()
+    }
+
+    fn handle(&mut self, ev: Ev) {
+        let now_abs = EPOCH_MS + self.now;
+        match ev {
+            Ev::Deliver { to, from, bytes } => {
+                let from_id = self.ids[from as usize];
+                let Some(n) = self.node(to) else { return };
+                n.engine.receive(now_abs, from_id, &bytes);
+                self.drive(to);
+            }
+            Ev::LinkUp { a, b } => {
+                let (a_id, b_id) = (self.ids[a as usize], self.ids[b as usize]);
+                if !self.alive(a) {
+                    return;
+                }
+                if !self.alive(b) {
+                    self.at(self.now + 3_000, Ev::ConnectFailed { a, peer: Some(b_id) });
+                    return;
+                }
+                let fresh = self.node(a).is_some_and(|n| n.links.insert(b));
+                if fresh {
+                    if let Some(n) = self.node(b) {
+                        n.links.insert(a);
+                        n.engine.link_up(now_abs, a_id);
+                    }
+                    self.drive(b);
+                }
+                if let Some(n) = self.node(a) {
+                    n.engine.link_up(now_abs, b_id);
+                }
+                self.drive(a);
+            }
+            Ev::ConnectFailed { a, peer } => {
+                if let Some(n) = self.node(a) {
+                    n.engine.link_failed(now_abs, peer);
+                }
+                self.drive(a);
+            }
+            Ev::LinkDown { at, peer } => {
+                let Some(n) = self.nodes.get_mut(at as usize).and_then(|n| n.as_mut()) else {
+                    return;
+                };
+                n.links.remove(&peer);
+                let id = self.ids[peer as usize];
+                n.engine.link_down(now_abs, id);
+                self.drive(at);
+            }
+            Ev::Timer { host } => {
+                let now = self.now;
+                let Some(n) = self.node(host) else { return };
+                if n.timer_at != Some(now) {
+                    return;
+                }
+                n.timer_at = None;
+                n.engine.handle_timeout(now_abs);
+                self.drive(host);
+            }
+            Ev::Join { host } => {
+                self.start_join(host);
+                if self.measuring() {
+                    self.schedule_departure(host);
+                }
+            }
+            Ev::Depart { host } => {
+                if self.node(host).is_none_or(|n| n.leaving) {
+                    return;
+                }
+                if self.rng.random_bool(self.cfg.crash_fraction) {
+                    self.report.crashes += 1;
+                    self.crash_batch(vec![host]);
+                } else {
+                    self.report.graceful_leaves += 1;
+                    self.leave(host);
+                }
+                // Churn keeps the population steady: someone new arrives.
+                let newcomer = self.spawn();
+                self.at(self.now, Ev::Join { host: newcomer });
+            }
+            Ev::Lookup => {
+                let mean_gap = 1000.0 / self.cfg.lookups_per_s;
+                let gap = (-self.rng.random_range(1e-12..1.0f64).ln() * mean_gap) as u64 + 1;
+                self.at(self.now + gap, Ev::Lookup);
+                let stored: usize = self.items.len();
+                if stored == 0 {
+                    return;
+                }
+                let item = self.rng.random_range(0..stored);
+                if !self.items[item].stored {
+                    return;
+                }
+                let Some(origin) = self.random_joined() else { return };
+                let req = FetchReq {
+                    resource: self.items[item].resource.clone(),
+                    specifiers: vec![StoredDataSpecifier {
+                        kind: SIM_KIND,
+                        generation: 0,
+                        model_specifier: ModelSpecifier::SingleValue,
+                    }],
+                };
+                let Some(n) = self.node(origin) else { return };
+                let id = n.engine.fetch(now_abs, req);
+                n.pending.insert(id, Pending::Lookup { item });
+                self.drive(origin);
+            }
+            Ev::StoreItem { host, attempt } => {
+                let Some(n) = self.node(host) else { return };
+                let Some(item) = n.item else { return };
+                if !n.joined || self.items[item].stored {
+                    return;
+                }
+                let it = &self.items[item];
+                let (resource, value) = (it.resource.clone(), it.value.clone());
+                let lifetime = (self.cfg.duration_s * 4 + 86_400) as u32;
+                let n = self.node(host).expect("checked");
+                let id = n.engine.store(
+                    now_abs,
+                    resource,
+                    SIM_KIND,
+                    vec![StoredDataValue::SingleValue(DataValue { exists: true, value })],
+                    lifetime,
+                );
+                n.pending.insert(id, Pending::Store { item });
+                self.drive(host);
+                if attempt < 3 {
+                    self.at(self.now + 20_000, Ev::StoreItem { host, attempt: attempt + 1 });
+                }
+            }
+            Ev::Scenario(i) => match self.cfg.scenarios[i].clone() {
+                Scenario::MassCrash { fraction, .. } => {
+                    let live: Vec<Host> = self.ring.values().copied().collect();
+                    let count = (live.len() as f64 * fraction).round() as usize;
+                    let mut chosen = BTreeSet::new();
+                    while chosen.len() < count {
+                        chosen.insert(live[self.rng.random_range(0..live.len())]);
+                    }
+                    self.report.crashes += count as u64;
+                    self.crash_batch(chosen.into_iter().collect());
+                }
+                Scenario::LeaveOneByOne {
+                    fraction, interval_s, ..
+                } => {
+                    let count = (self.ring.len() as f64 * fraction).round() as usize;
+                    self.at(
+                        self.now,
+                        Ev::LeaveOne {
+                            remaining: count,
+                            interval_ms: interval_s * 1000,
+                        },
+                    );
+                }
+            },
+            Ev::LeaveOne { remaining, interval_ms } => {
+                if remaining == 0 {
+                    return;
+                }
+                if let Some(h) = self.random_joined() {
+                    self.report.graceful_leaves += 1;
+                    self.leave(h);
+                }
+                self.at(
+                    self.now + interval_ms,
+                    Ev::LeaveOne {
+                        remaining: remaining - 1,
+                        interval_ms,
+                    },
+                );
+            }
+            Ev::LeaveDeadline { host } => {
+                if self.node(host).is_some() {
+                    self.report.leave_timeouts += 1;
+                    self.remove(host, false);
+                }
+            }
+            Ev::Sample => {
+                self.at(self.now + 60_000, Ev::Sample);
+                let t = self.now - self.measure_from.unwrap_or(0);
+                self.report.sample(t, self.ring.len());
+            }
+        }
+    }
+
+    fn crash_batch(&mut self, hosts: Vec<Host>) {
+        let dying: BTreeSet<Host> = hosts.iter().copied().collect();
+        self.report.items_lost_expected += self.expected_losses(&dying);
+        for h in hosts {
+            self.remove(h, true);
+        }
+    }
+
+    fn alive(&self, h: Host) -> bool {
+        self.nodes.get(h as usize).is_some_and(|n| n.is_some())
+    }
+
+    /// Builds the ring, lets it settle, measures, and reports.
+    pub fn run(mut self, progress: &mut dyn FnMut(u64, u64)) -> Report {
+        let wall = std::time::Instant::now();
+        // Build: one peer starts the overlay, the others join at a steady rate.
+        for i in 0..self.cfg.peers {
+            let h = self.spawn();
+            let t = (i as f64 * 1000.0 / self.cfg.join_rate_per_s) as u64;
+            self.at(t, Ev::Join { host: h });
+        }
+        let build_deadline = (self.cfg.peers as f64 * 1000.0 / self.cfg.join_rate_per_s) as u64 + 120_000;
+        let mut last_progress = 0;
+        while let Some(Reverse((t, seq))) = self.queue.pop() {
+            let ev = self.events.remove(&seq).expect("every queued event is stored");
+            self.now = t;
+            if self.measure_from.is_none()
+                && (self.ring.len() >= self.cfg.peers && self.items_done() || t >= build_deadline)
+            {
+                self.begin_measurement();
+            }
+            if let Some(m) = self.measure_from {
+                if t >= m + self.cfg.duration_s * 1000 {
+                    self.now = m + self.cfg.duration_s * 1000;
+                    break;
+                }
+            }
+            self.handle(ev);
+            let total = self.cfg.duration_s * 1000;
+            let done = self.measure_from.map_or(0, |m| self.now.saturating_sub(m));
+            if done >= last_progress + total / 200 {
+                last_progress = done;
+                progress(done, total);
+            }
+        }
+        self.count_live(0);
+        progress(self.cfg.duration_s * 1000, self.cfg.duration_s * 1000);
+        self.finish(wall.elapsed().as_secs_f64())
+    }
+
+    fn items_done(&self) -> bool {
+        self.items.iter().all(|i| i.stored)
+    }
+
+    fn begin_measurement(&mut self) {
+        let m = self.now + self.cfg.settle_s * 1000;
+        self.measure_from = Some(m);
+        self.last_count_change = m;
+        self.report.build_s = self.now as f64 / 1000.0;
+        self.at(m, Ev::Lookup);
+        self.at(m, Ev::Sample);
+        for i in 0..self.cfg.scenarios.len() {
+            let at_s = match self.cfg.scenarios[i] {
+                Scenario::MassCrash { at_s, .. } | Scenario::LeaveOneByOne { at_s, .. } => at_s,
+            };
+            self.at(m + at_s * 1000, Ev::Scenario(i));
+        }
+        if self.cfg.churn_median_s.is_some() {
+            let hosts: Vec<Host> = self.ring.values().copied().collect();
+            self.now = m;
+            for h in hosts {
+                self.schedule_departure(h);
+            }
+        }
+    }
+
+    fn finish(mut self, wall_s: f64) -> Report {
+        // Who holds what, from the live peers' own storage.
+        let mut holders: HashMap<u128, Vec<Host>> = HashMap::new();
+        for (h, n) in self.nodes.iter().enumerate() {
+            let Some(n) = n else { continue };
+            for r in n.engine.storage().resources() {
+                holders
+                    .entry(overlay::ring::resource_position(&r.id))
+                    .or_default()
+                    .push(h as Host);
+            }
+        }
+        let mut complete = 0u64;
+        for item in self.items.iter().filter(|i| i.stored) {
+            match holders.get(&item.pos) {
+                None => self.report.items_lost += 1,
+                Some(hs) => {
+                    if self.ideal_set(item.pos).iter().all(|h| hs.contains(h)) {
+                        complete += 1;
+                    }
+                }
+            }
+        }
+        let alive = self.report.items_stored.saturating_sub(self.report.items_lost);
+        self.report.replication_complete = if alive == 0 { 1.0 } else { complete as f64 / alive as f64 };
+        // Ring consistency: first successor and predecessor match the truth.
+        let ring: Vec<(u128, Host)> = self.ring.iter().map(|(p, h)| (*p, *h)).collect();
+        let mut consistent = 0usize;
+        for (i, (_, h)) in ring.iter().enumerate() {
+            let succ = ring[(i + 1) % ring.len()].1;
+            let pred = ring[(i + ring.len() - 1) % ring.len()].1;
+            let Some(n) = self.nodes[*h as usize].as_ref() else { continue };
+            let t = n.engine.topology();
+            let want_succ = self.nodes[succ as usize].as_ref().map(|n| n.engine.node_id());
+            let want_pred = self.nodes[pred as usize].as_ref().map(|n| n.engine.node_id());
+            let single = ring.len() == 1;
+            if single || (t.successors().first().copied() == want_succ && t.predecessors().first().copied() == want_pred) {
+                consistent += 1;
+            }
+        }
+        self.report.ring_consistent = if ring.is_empty() { 0.0 } else { consistent as f64 / ring.len() as f64 };
+        self.report.live_peers_end = ring.len();
+        let measured_s = self.cfg.duration_s as f64;
+        let avg_peers = if measured_s > 0.0 {
+            self.peer_ms as f64 / (measured_s * 1000.0)
+        } else {
+            self.live_count as f64
+        };
+        self.report.finish(measured_s, avg_peers, wall_s);
+        self.report
+    }
+}
+
+fn user_name(host: Host) -> String {
+    format!("user{host}@sim.p2psip.invalid")
+}
+
+fn lookup_found(outcome: &Result<Body, RequestFailure>, value: &[u8]) -> bool {
+    let Ok(Body::FetchAns(ans)) = outcome else { return false };
+    ans.kind_responses.iter().any(|k| {
+        k.values.iter().any(|v| match &v.value {
+            StoredDataValue::SingleValue(d) => d.exists && d.value == value,
+            _ => false,
+        })
+    })
+}

@@ -1,0 +1,86 @@
+//! The simulated network: addresses, per-pair latency, loss.
+
+use reload_wire::IpAddressPort;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+
+/// Index of a simulated node; never reused, so a late message for a node
+/// that has gone cannot reach its successor in the slot.
+pub type Host = u32;
+
+/// The address of a simulated host: 10.0.0.0/8 numbered by host index.
+pub fn address_of(host: Host) -> IpAddressPort {
+    let ip = Ipv4Addr::from(0x0a00_0000 | (host & 0x00ff_ffff));
+    IpAddressPort::Ip(SocketAddr::V4(SocketAddrV4::new(ip, reload_wire::pcap::RELOAD_PORT)))
+}
+
+pub fn host_of(address: &IpAddressPort) -> Option<Host> {
+    match address {
+        IpAddressPort::Ip(SocketAddr::V4(a)) => Some(u32::from(*a.ip()) & 0x00ff_ffff),
+        _ => None,
+    }
+}
+
+/// One-way latency between two hosts: log-normal around `median_ms`,
+/// fixed per pair (the same path every time, so a link delivers in order,
+/// as TCP does).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LatencyModel {
+    pub median_ms: f64,
+    pub sigma: f64,
+    pub min_ms: u64,
+}
+
+impl Default for LatencyModel {
+    fn default() -> Self {
+        LatencyModel {
+            median_ms: 40.0,
+            sigma: 0.5,
+            min_ms: 2,
+        }
+    }
+}
+
+fn mix(mut x: u64) -> u64 {
+    // splitmix64 finaliser
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+impl LatencyModel {
+    pub fn one_way_ms(&self, seed: u64, a: Host, b: Host) -> u64 {
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let h1 = mix(seed ^ ((lo as u64) << 32 | hi as u64));
+        let h2 = mix(h1);
+        let u1 = ((h1 >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
+        let u2 = (h2 >> 11) as f64 / (1u64 << 53) as f64;
+        // Box-Muller: a standard normal from two uniforms.
+        let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        let ms = self.median_ms * (self.sigma * z).exp();
+        (ms.round() as u64).max(self.min_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_round_trip() {
+        for h in [0, 1, 77, 0x00ab_cdef] {
+            assert_eq!(host_of(&address_of(h)), Some(h));
+        }
+    }
+
+    #[test]
+    fn latency_is_symmetric_fixed_and_near_the_median() {
+        let m = LatencyModel::default();
+        assert_eq!(m.one_way_ms(7, 3, 9), m.one_way_ms(7, 9, 3));
+        let mut v: Vec<u64> = (0..2001).map(|i| m.one_way_ms(7, i, i + 5000)).collect();
+        v.sort();
+        let median = v[1000] as f64;
+        assert!((35.0..=45.0).contains(&median), "median {median}");
+        assert!(v[0] >= m.min_ms);
+    }
+}

@@ -1,0 +1,206 @@
+//! What a simulation measured.
+
+use crate::SimConfig;
+use overlay::RequestFailure;
+use reload_wire::Body;
+use serde::Serialize;
+
+/// Per-minute figures for the charts.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Series {
+    /// Minute index since measurement started.
+    pub minute: Vec<u64>,
+    pub lookups: Vec<u64>,
+    pub lookups_ok: Vec<u64>,
+    pub maintenance_msgs: Vec<u64>,
+    pub maintenance_bytes: Vec<u64>,
+    pub live_peers: Vec<u64>,
+}
+
+impl Series {
+    fn slot(&mut self, t_ms: u64) -> usize {
+        let m = (t_ms / 60_000) as usize;
+        while self.minute.len() <= m {
+            self.minute.push(self.minute.len() as u64);
+            self.lookups.push(0);
+            self.lookups_ok.push(0);
+            self.maintenance_msgs.push(0);
+            self.maintenance_bytes.push(0);
+            self.live_peers.push(0);
+        }
+        m
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Report {
+    pub peers: usize,
+    pub seed: u64,
+    pub churn_median_s: Option<f64>,
+    pub simulated_s: f64,
+    /// Simulated time the ring took to build before measuring.
+    pub build_s: f64,
+    pub lookups: u64,
+    pub lookups_ok: u64,
+    pub lookup_success_rate: f64,
+    pub lookup_timeouts: u64,
+    pub lookup_errors: u64,
+    pub hops_mean: f64,
+    pub hops_p50: u32,
+    pub hops_p99: u32,
+    /// ½·log2 N, the Chord expectation.
+    pub hops_half_log2_n: f64,
+    pub hops_histogram: Vec<u64>,
+    pub lookup_latency_ms_p50: u64,
+    pub lookup_latency_ms_p99: u64,
+    pub items_stored: u64,
+    pub store_failures: u64,
+    pub items_lost: u64,
+    pub items_lost_expected: u64,
+    /// Fraction of surviving items held by their whole ideal replica set.
+    pub replication_complete: f64,
+    /// Fraction of live peers whose first successor and predecessor are right.
+    pub ring_consistent: f64,
+    pub live_peers_end: usize,
+    pub crashes: u64,
+    pub graceful_leaves: u64,
+    pub leave_timeouts: u64,
+    pub rejoins: u64,
+    pub maintenance_msgs: u64,
+    pub maintenance_bytes: u64,
+    pub maintenance_msgs_per_peer_s: f64,
+    pub maintenance_bytes_per_peer_s: f64,
+    pub messages: u64,
+    pub wall_s: f64,
+    pub peak_rss_mb: f64,
+    pub series: Series,
+    #[serde(skip)]
+    latencies: Vec<u32>,
+}
+
+impl Report {
+    pub(crate) fn new(cfg: &SimConfig) -> Self {
+        Report {
+            peers: cfg.peers,
+            seed: cfg.seed,
+            churn_median_s: cfg.churn_median_s,
+            hops_half_log2_n: (cfg.peers.max(1) as f64).log2() / 2.0,
+            ..Report::default()
+        }
+    }
+
+    pub(crate) fn count_message(&mut self, t_ms: u64, bytes: usize, maintenance: bool) {
+        self.messages += 1;
+        if maintenance {
+            self.maintenance_msgs += 1;
+            self.maintenance_bytes += bytes as u64;
+            let m = self.series.slot(t_ms);
+            self.series.maintenance_msgs[m] += 1;
+            self.series.maintenance_bytes[m] += bytes as u64;
+        }
+    }
+
+    pub(crate) fn record_lookup(&mut self, t_ms: u64, ok: bool, hops: u32, latency_ms: u64) {
+        self.lookups += 1;
+        let m = self.series.slot(t_ms);
+        self.series.lookups[m] += 1;
+        if ok {
+            self.lookups_ok += 1;
+            self.series.lookups_ok[m] += 1;
+            let h = hops as usize;
+            if self.hops_histogram.len() <= h {
+                self.hops_histogram.resize(h + 1, 0);
+            }
+            self.hops_histogram[h] += 1;
+            self.latencies.push(latency_ms.min(u32::MAX as u64) as u32);
+        }
+    }
+
+    pub(crate) fn record_failure(&mut self, outcome: &Result<Body, RequestFailure>) {
+        match outcome {
+            Err(RequestFailure::Timeout) => self.lookup_timeouts += 1,
+            _ => self.lookup_errors += 1,
+        }
+    }
+
+    pub(crate) fn sample(&mut self, t_ms: u64, live: usize) {
+        let m = self.series.slot(t_ms);
+        self.series.live_peers[m] = live as u64;
+    }
+
+    pub(crate) fn finish(&mut self, measured_s: f64, avg_peers: f64, wall_s: f64) {
+        self.simulated_s = measured_s;
+        self.lookup_success_rate = if self.lookups == 0 {
+            0.0
+        } else {
+            self.lookups_ok as f64 / self.lookups as f64
+        };
+        let n: u64 = self.hops_histogram.iter().sum();
+        if n > 0 {
+            let total: u64 = self.hops_histogram.iter().enumerate().map(|(h, c)| h as u64 * c).sum();
+            self.hops_mean = total as f64 / n as f64;
+            self.hops_p50 = percentile_of_histogram(&self.hops_histogram, 0.50);
+            self.hops_p99 = percentile_of_histogram(&self.hops_histogram, 0.99);
+        }
+        self.latencies.sort_unstable();
+        self.lookup_latency_ms_p50 = percentile(&self.latencies, 0.50);
+        self.lookup_latency_ms_p99 = percentile(&self.latencies, 0.99);
+        let peer_s = avg_peers * measured_s;
+        if peer_s > 0.0 {
+            self.maintenance_msgs_per_peer_s = self.maintenance_msgs as f64 / peer_s;
+            self.maintenance_bytes_per_peer_s = self.maintenance_bytes as f64 / peer_s;
+        }
+        self.wall_s = wall_s;
+        self.peak_rss_mb = peak_rss_mb();
+    }
+}
+
+fn percentile(sorted: &[u32], q: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 * q).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i] as u64
+}
+
+fn percentile_of_histogram(h: &[u64], q: f64) -> u32 {
+    let n: u64 = h.iter().sum();
+    let want = ((n as f64 * q).ceil() as u64).max(1);
+    let mut seen = 0;
+    for (value, count) in h.iter().enumerate() {
+        seen += count;
+        if seen >= want {
+            return value as u32;
+        }
+    }
+    h.len().saturating_sub(1) as u32
+}
+
+/// Peak resident memory of this process (Linux VmHWM), in MB.
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_histogram() {
+        // values 0..=3 with counts 1, 2, 6, 1
+        let h = [1, 2, 6, 1];
+        assert_eq!(percentile_of_histogram(&h, 0.5), 2);
+        assert_eq!(percentile_of_histogram(&h, 0.1), 0);
+        assert_eq!(percentile_of_histogram(&h, 0.99), 3);
+        assert_eq!(percentile(&[5, 6, 7, 8], 0.5), 6);
+        assert_eq!(percentile(&[], 0.5), 0);
+    }
+}
