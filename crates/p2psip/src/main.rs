@@ -8,6 +8,8 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod sim_cmd;
+
 #[derive(Parser)]
 #[command(
     name = "p2psip",
@@ -35,6 +37,10 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         corpus: Option<PathBuf>,
     },
+    /// Run N overlay peers in the deterministic simulator (Chord-reload over
+    /// a simulated network with latency, loss and churn) and report lookups,
+    /// hops, data loss and maintenance traffic.
+    Sim(sim_cmd::SimArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -85,6 +91,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Samples { pcap, tcp, corpus } => samples_cmd(&pcap, tcp, corpus.as_deref()),
         Command::Decode { hex, node_id_length } => decode_cmd(&hex, node_id_length.into()),
+        Command::Sim(args) => sim_cmd::run(args),
     }
 }
 

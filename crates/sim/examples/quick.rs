@@ -7,7 +7,8 @@ fn main() {
         cfg.churn_median_s = Some(c);
     }
     let sim = sim::Simulation::new(cfg).unwrap();
-    let r = sim.run(&mut |_, _| {});
+    let t0 = std::time::Instant::now();
+    let r = sim.run(&mut |d, _| if std::env::var("PROGRESS").is_ok() { eprintln!("sim {:.0}s wall {:.1}s", d as f64/1000.0, t0.elapsed().as_secs_f64()) });
     let mut r2 = r.clone();
     r2.series = Default::default();
     let s = format!("{:?}", r2);

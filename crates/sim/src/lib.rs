@@ -153,7 +153,13 @@ struct Item {
     pos: u128,
     value: Vec<u8>,
     stored: bool,
+    /// Every copy was on peers that crashed.
+    lost: bool,
 }
+
+/// Copies of a value only ever live on peers that are, or recently were,
+/// in its replica set: within this many peers of its position on the ring.
+const COPY_NEIGHBOURHOOD: usize = 8;
 
 /// A simulation in progress.
 pub struct Simulation {
@@ -172,6 +178,7 @@ pub struct Simulation {
     /// Ground truth: the live, joined peers by ring position.
     ring: BTreeMap<u128, Host>,
     items: Vec<Item>,
+    item_at: HashMap<u128, usize>,
     measure_from: Option<u64>,
     report: Report,
     peer_ms: u128,
@@ -206,9 +213,12 @@ impl Simulation {
                 resource,
                 value: format!("value of user {i}").into_bytes(),
                 stored: false,
+                lost: false,
             });
         }
+        let item_at = items.iter().enumerate().map(|(i, it)| (it.pos, i)).collect();
         Ok(Simulation {
+            item_at,
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             report: Report::new(&cfg),
             cfg,
@@ -472,17 +482,50 @@ impl Simulation {
         self.at(self.now + 60_000, Ev::LeaveDeadline { host: h });
     }
 
-    /// Items whose whole ideal replica set is in `dying` (§10.4: the
-    /// responsible peer and its next two successors).
-    fn expected_losses(&self, dying: &BTreeSet<Host>) -> u64 {
+    /// Marks the items whose every copy is on a peer in `dying` as lost and
+    /// returns how many there are: the losses no repair could prevent.
+    fn unavoidable_losses(&mut self, dying: &BTreeSet<Host>) -> u64 {
         let mut lost = 0;
-        for item in self.items.iter().filter(|i| i.stored) {
-            let set = self.ideal_set(item.pos);
-            if !set.is_empty() && set.iter().all(|h| dying.contains(h)) {
-                lost += 1;
+        let mut checked = BTreeSet::new();
+        for &d in dying {
+            let Some(n) = self.nodes.get(d as usize).and_then(|n| n.as_ref()) else { continue };
+            let positions: Vec<u128> = n
+                .engine
+                .storage()
+                .resources()
+                .map(|r| overlay::ring::resource_position(&r.id))
+                .collect();
+            for pos in positions {
+                let Some(&i) = self.item_at.get(&pos) else { continue };
+                if self.items[i].lost || !checked.insert(i) {
+                    continue;
+                }
+                if !self.copy_survives(&self.items[i].resource, pos, dying) {
+                    self.items[i].lost = true;
+                    lost += 1;
+                }
             }
         }
         lost
+    }
+
+    /// Whether a live peer outside `dying` holds `resource`: first where
+    /// copies normally are (near its position), then anywhere, so the
+    /// answer is exact even for copies left far away.
+    fn copy_survives(&self, resource: &ResourceId, pos: u128, dying: &BTreeSet<Host>) -> bool {
+        let holds = |h: &Host| {
+            !dying.contains(h)
+                && self.nodes[*h as usize]
+                    .as_ref()
+                    .is_some_and(|n| n.engine.storage().resource(resource).is_some())
+        };
+        let after = self.ring.range(pos..).chain(self.ring.range(..pos));
+        let before = self.ring.range(..pos).rev().chain(self.ring.range(pos..).rev());
+        let nearby = after
+            .take(COPY_NEIGHBOURHOOD)
+            .chain(before.take(COPY_NEIGHBOURHOOD))
+            .any(|(_, h)| holds(h));
+        nearby || (0..self.nodes.len() as Host).any(|h| holds(&h))
     }
 
     fn ideal_set(&self, pos: u128) -> Vec<Host> {
@@ -580,7 +623,7 @@ impl Simulation {
                     return;
                 }
                 let item = self.rng.random_range(0..stored);
-                if !self.items[item].stored {
+                if !self.items[item].stored || self.items[item].lost {
                     return;
                 }
                 let Some(origin) = self.random_joined() else { return };
@@ -676,7 +719,7 @@ impl Simulation {
 
     fn crash_batch(&mut self, hosts: Vec<Host>) {
         let dying: BTreeSet<Host> = hosts.iter().copied().collect();
-        self.report.items_lost_expected += self.expected_losses(&dying);
+        self.report.items_lost_expected += self.unavoidable_losses(&dying);
         for h in hosts {
             self.remove(h, true);
         }

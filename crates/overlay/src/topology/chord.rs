@@ -24,6 +24,9 @@ use std::ops::Bound::{Excluded, Unbounded};
 /// Replicas kept on the successors of the responsible peer (§10.4: two).
 pub const REPLICAS: usize = 2;
 
+/// Least time between two corrective Updates to the same peer.
+const CORRECTION_HOLDOFF_MS: u64 = 5_000;
+
 /// How long a join may take before it is started over.
 const JOIN_TIMEOUT_MS: u64 = 60_000;
 
@@ -80,6 +83,8 @@ pub struct ChordReload {
     next_token: u64,
     update_due: Option<u64>,
     update_everyone: bool,
+    /// When each peer last got a corrective Update from us.
+    corrected: BTreeMap<NodeId, u64>,
     next_stabilize: Option<u64>,
     next_finger_search: Option<u64>,
 }
@@ -105,6 +110,7 @@ impl ChordReload {
             next_token: 1,
             update_due: None,
             update_everyone: false,
+            corrected: BTreeMap::new(),
             next_stabilize: None,
             next_finger_search: None,
         }
@@ -300,6 +306,26 @@ impl ChordReload {
         closer_succ || closer_pred
     }
 
+    /// Whether the sender of an Update is missing a peer we know that would
+    /// be among its neighbours: then our own Update tells it (the "notify"
+    /// half of Chord stabilization, which keeps recovery from waiting for
+    /// the next periodic Update).
+    fn sender_misses_neighbors(&self, from: &NodeId, preds: &[NodeId], succs: &[NodeId]) -> bool {
+        let k = self.config.neighbors;
+        let pf = node_position(from);
+        let worst_succ = (succs.len() >= k).then(|| succs.last().map(|s| distance(pf, node_position(s)))).flatten();
+        let worst_pred = (preds.len() >= k).then(|| preds.last().map(|p| distance(node_position(p), pf))).flatten();
+        std::iter::once(&self.me).chain(self.peers.values()).any(|n| {
+            if n == from || preds.contains(n) || succs.contains(n) {
+                return false;
+            }
+            let pn = node_position(n);
+            let closer_succ = worst_succ.is_none_or(|w| distance(pf, pn) < w);
+            let closer_pred = worst_pred.is_none_or(|w| distance(pn, pf) < w);
+            closer_succ || closer_pred
+        })
+    }
+
     /// Whether `c` would fill a Finger Table entry that has no peer.
     fn fills_empty_finger(&self, c: &NodeId) -> Option<usize> {
         let pc = node_position(c);
@@ -417,6 +443,7 @@ impl ChordReload {
     }
 
     fn remove_peer(&mut self, peer: &NodeId) -> Option<usize> {
+        self.corrected.remove(peer);
         let was_finger = (1..=self.finger_count()).find(|&i| self.finger(i) == Some(*peer));
         self.peers.remove(&node_position(peer));
         self.others.remove(peer);
@@ -658,12 +685,14 @@ impl Topology for ChordReload {
             self.peers.insert(node_position(&from), from);
         }
         let mut learned: Vec<NodeId> = vec![from];
+        let mut misses = false;
         match update.update {
             ChordUpdateType::PeerReady => {}
             ChordUpdateType::Neighbors {
                 predecessors,
                 successors,
             } => {
+                misses = self.sender_misses_neighbors(&from, &predecessors, &successors);
                 learned.extend(predecessors);
                 learned.extend(successors);
             }
@@ -672,10 +701,16 @@ impl Topology for ChordReload {
                 successors,
                 fingers,
             } => {
+                misses = self.sender_misses_neighbors(&from, &predecessors, &successors);
                 learned.extend(predecessors);
                 learned.extend(successors);
                 learned.extend(fingers);
             }
+        }
+        let recently = self.corrected.get(&from).is_some_and(|t| now < t + CORRECTION_HOLDOFF_MS);
+        if misses && !recently && self.phase == Phase::Joined && self.is_linked(&from) {
+            self.corrected.insert(from, now);
+            self.send_update(now, from, false, out);
         }
         for c in learned {
             self.consider(c, Some(from), out);
@@ -846,14 +881,14 @@ impl Topology for ChordReload {
     }
 
     fn next_timer(&self) -> Option<u64> {
-        let join_deadline = match self.phase {
+        match self.phase {
             Phase::Joining { started, .. } => Some(started + JOIN_TIMEOUT_MS),
+            Phase::Joined => [self.update_due, self.next_stabilize, self.next_finger_search]
+                .into_iter()
+                .flatten()
+                .min(),
             _ => None,
-        };
-        [self.update_due, self.next_stabilize, self.next_finger_search, join_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        }
     }
 
     fn on_timer(&mut self, now: u64, out: &mut Vec<TopologyCommand>) {

@@ -1,0 +1,177 @@
+//! `p2psip sim`: runs the overlay engine at scale in the deterministic
+//! simulator and reports what it measured.
+
+use anyhow::{bail, Result};
+use clap::Args;
+use sim::{Report, Scenario, SessionModel, SimConfig, Simulation};
+
+#[derive(Args, Debug)]
+pub struct SimArgs {
+    /// Peers in the overlay.
+    #[arg(long, default_value_t = 1000)]
+    peers: usize,
+    /// Simulated seconds to measure, after the ring is built and settled.
+    #[arg(long, default_value_t = 600)]
+    duration: u64,
+    /// Median peer session in seconds; churn is off without it.
+    #[arg(long, value_name = "SECS")]
+    churn_median: Option<f64>,
+    /// Session-time distribution: "exponential" or "pareto:SHAPE".
+    #[arg(long, default_value = "exponential", value_parser = parse_session)]
+    session: SessionModel,
+    /// Fraction of churn departures that are crashes (the rest leave gracefully).
+    #[arg(long, default_value_t = 0.5, value_parser = parse_fraction)]
+    crash_fraction: f64,
+    /// Crash this fraction of the peers at once, SECS into the run: F or F@SECS.
+    #[arg(long, value_name = "F[@SECS]", value_parser = parse_at)]
+    mass_crash: Option<(f64, u64)>,
+    /// This fraction of the peers leaves gracefully, one at a time: F or F@SECS.
+    #[arg(long, value_name = "F[@SECS]", value_parser = parse_at)]
+    leave: Option<(f64, u64)>,
+    /// Seconds between the graceful leaves of --leave.
+    #[arg(long, default_value_t = 2)]
+    leave_interval: u64,
+    /// Seed of the run; the same seed gives the same run.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Lookups (Fetches of stored values) per simulated second.
+    #[arg(long, default_value_t = 20.0)]
+    lookups_per_s: f64,
+    /// Median one-way latency between two peers, in ms (log-normal).
+    #[arg(long, default_value_t = 40.0)]
+    latency_ms: f64,
+    /// Probability that a message is lost.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    loss: f64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    let f: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if !(0.0..=1.0).contains(&f) {
+        return Err(format!("{f} is not a fraction between 0 and 1"));
+    }
+    Ok(f)
+}
+
+fn parse_at(s: &str) -> Result<(f64, u64), String> {
+    let (f, at) = s.split_once('@').unwrap_or((s, "60"));
+    let at = at.parse().map_err(|_| format!("'{at}' is not a number of seconds"))?;
+    Ok((parse_fraction(f)?, at))
+}
+
+fn parse_session(s: &str) -> Result<SessionModel, String> {
+    match s.split_once(':') {
+        None if s == "exponential" => Ok(SessionModel::Exponential),
+        Some(("pareto", shape)) => {
+            let shape: f64 = shape.parse().map_err(|_| format!("'{shape}' is not a Pareto shape"))?;
+            if shape <= 0.0 {
+                return Err("the Pareto shape must be above 0".into());
+            }
+            Ok(SessionModel::Pareto { shape })
+        }
+        _ => Err(format!("'{s}' is not exponential or pareto:SHAPE")),
+    }
+}
+
+pub fn run(args: SimArgs) -> Result<()> {
+    if args.peers < 2 {
+        bail!("--peers must be at least 2");
+    }
+    if args.duration == 0 {
+        bail!("--duration must be at least 1 second");
+    }
+    if args.churn_median.is_some_and(|m| m <= 0.0) {
+        bail!("--churn-median must be above 0 seconds");
+    }
+    let mut cfg = SimConfig::new(args.peers, args.duration);
+    cfg.churn_median_s = args.churn_median;
+    cfg.session = args.session;
+    cfg.crash_fraction = args.crash_fraction;
+    cfg.seed = args.seed;
+    cfg.lookups_per_s = args.lookups_per_s;
+    cfg.latency.median_ms = args.latency_ms;
+    cfg.loss = args.loss;
+    if let Some((fraction, at_s)) = args.mass_crash {
+        cfg.scenarios.push(Scenario::MassCrash { at_s, fraction });
+    }
+    if let Some((fraction, at_s)) = args.leave {
+        cfg.scenarios.push(Scenario::LeaveOneByOne {
+            at_s,
+            fraction,
+            interval_s: args.leave_interval,
+        });
+    }
+    let bar = indicatif::ProgressBar::new(args.duration);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} simulated {pos}/{len} s [{bar:40}] {elapsed} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = Simulation::new(cfg)?.run(&mut |done_ms, _| bar.set_position(done_ms / 1000));
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    let rows: Vec<(&str, String)> = vec![
+        ("peers", r.peers.to_string()),
+        ("seed", r.seed.to_string()),
+        (
+            "churn median session",
+            r.churn_median_s.map_or("none".into(), |m| format!("{m} s")),
+        ),
+        ("ring built in (simulated)", format!("{:.1} s", r.build_s)),
+        ("simulated", format!("{:.0} s", r.simulated_s)),
+        ("lookups", r.lookups.to_string()),
+        (
+            "lookup success",
+            format!(
+                "{:.3} % ({} timeouts, {} errors)",
+                r.lookup_success_rate * 100.0,
+                r.lookup_timeouts,
+                r.lookup_errors
+            ),
+        ),
+        (
+            "hops mean / p50 / p99",
+            format!(
+                "{:.2} / {} / {}  (½·log2 N = {:.2})",
+                r.hops_mean, r.hops_p50, r.hops_p99, r.hops_half_log2_n
+            ),
+        ),
+        (
+            "lookup latency p50 / p99",
+            format!("{} / {} ms", r.lookup_latency_ms_p50, r.lookup_latency_ms_p99),
+        ),
+        ("items stored", r.items_stored.to_string()),
+        (
+            "items lost / expected",
+            format!("{} / {}", r.items_lost, r.items_lost_expected),
+        ),
+        ("replication complete", format!("{:.2} %", r.replication_complete * 100.0)),
+        ("ring consistent", format!("{:.2} %", r.ring_consistent * 100.0)),
+        (
+            "crashes / graceful leaves / rejoins",
+            format!("{} / {} / {}", r.crashes, r.graceful_leaves, r.rejoins),
+        ),
+        (
+            "maintenance per peer",
+            format!(
+                "{:.3} msg/s, {:.1} B/s",
+                r.maintenance_msgs_per_peer_s, r.maintenance_bytes_per_peer_s
+            ),
+        ),
+        ("wall time", format!("{:.1} s", r.wall_s)),
+        ("peak RSS", format!("{:.0} MB", r.peak_rss_mb)),
+    ];
+    for (k, v) in rows {
+        println!("{k:<36} {v}");
+    }
+}
