@@ -1,0 +1,113 @@
+//! Whole-overlay behaviour at N = 1000, deterministic (fixed seeds). These
+//! are the acceptance scenarios of the overlay engine: a static ring, churn,
+//! a mass crash and a mass graceful leave.
+
+use sim::{Report, Scenario, SimConfig, Simulation};
+
+const N: usize = 1000;
+
+fn run(cfg: SimConfig) -> Report {
+    Simulation::new(cfg).expect("valid configuration").run(&mut |_, _| {})
+}
+
+fn summary(r: &Report) -> String {
+    format!(
+        "lookups {} ok {} timeouts {} errors {} hops {:.2} lost {}/{} expected, ring {:.4}, replicas {:.4}, rejoins {}",
+        r.lookups,
+        r.lookups_ok,
+        r.lookup_timeouts,
+        r.lookup_errors,
+        r.hops_mean,
+        r.items_lost,
+        r.items_lost_expected,
+        r.ring_consistent,
+        r.replication_complete,
+        r.rejoins
+    )
+}
+
+#[test]
+fn static_ring_finds_everything_in_half_log_n_hops() {
+    let r = run(SimConfig::new(N, 300));
+    let s = summary(&r);
+    assert_eq!(r.items_stored, N as u64, "{s}");
+    assert!(r.lookups > 5000, "{s}");
+    assert_eq!(r.lookups_ok, r.lookups, "every lookup succeeds: {s}");
+    let bound = (N as f64).log2() / 2.0 + 1.0;
+    assert!(r.hops_mean <= bound, "mean hops {} above ½·log2 N + 1 = {bound}: {s}", r.hops_mean);
+    assert_eq!(r.ring_consistent, 1.0, "{s}");
+    assert_eq!(r.replication_complete, 1.0, "{s}");
+}
+
+#[test]
+fn churn_with_ten_minute_sessions_keeps_lookups_and_data() {
+    let mut cfg = SimConfig::new(N, 1800);
+    cfg.churn_median_s = Some(600.0);
+    cfg.seed = 7;
+    let r = run(cfg);
+    let s = summary(&r);
+    assert!(r.crashes > 500 && r.graceful_leaves > 500, "churn happened: {s}");
+    assert!(r.lookup_success_rate >= 0.99, "{s}");
+    assert_eq!(r.items_lost, 0, "{s}");
+}
+
+#[test]
+fn thirty_percent_crash_heals_and_loses_only_what_was_unrecoverable() {
+    let mut cfg = SimConfig::new(N, 600);
+    cfg.scenarios.push(Scenario::MassCrash {
+        at_s: 60,
+        fraction: 0.3,
+    });
+    cfg.seed = 3;
+    let r = run(cfg);
+    let s = summary(&r);
+    assert_eq!(r.crashes, 300, "{s}");
+    assert_eq!(r.live_peers_end, 700, "{s}");
+    assert_eq!(r.ring_consistent, 1.0, "the ring is consistent again: {s}");
+    assert_eq!(r.replication_complete, 1.0, "every surviving item is re-replicated: {s}");
+    assert_eq!(r.items_lost, r.items_lost_expected, "{s}");
+    assert!(r.lookup_success_rate >= 0.99, "{s}");
+}
+
+#[test]
+fn half_the_peers_leaving_one_by_one_lose_nothing() {
+    let mut cfg = SimConfig::new(N, 1300);
+    cfg.scenarios.push(Scenario::LeaveOneByOne {
+        at_s: 30,
+        fraction: 0.5,
+        interval_s: 2,
+    });
+    cfg.seed = 11;
+    let r = run(cfg);
+    let s = summary(&r);
+    assert_eq!(r.graceful_leaves, 500, "{s}");
+    assert_eq!(r.leave_timeouts, 0, "every leave completed its hand-over: {s}");
+    assert_eq!(r.items_lost, 0, "{s}");
+    assert_eq!(r.ring_consistent, 1.0, "{s}");
+    assert_eq!(r.replication_complete, 1.0, "{s}");
+    assert_eq!(r.lookups_ok, r.lookups, "{s}");
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let cfg = || {
+        let mut c = SimConfig::new(200, 300);
+        c.churn_median_s = Some(200.0);
+        c.loss = 0.01;
+        c.seed = 42;
+        c
+    };
+    let mut a = run(cfg());
+    let mut b = run(cfg());
+    for r in [&mut a, &mut b] {
+        r.wall_s = 0.0;
+        r.peak_rss_mb = 0.0;
+    }
+    assert_eq!(a, b);
+    let mut other = cfg();
+    other.seed = 43;
+    let mut c = run(other);
+    c.wall_s = 0.0;
+    c.peak_rss_mb = 0.0;
+    assert_ne!(a, c, "a different seed is a different run");
+}
