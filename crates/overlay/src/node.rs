@@ -17,15 +17,15 @@ use rand::{RngExt, SeedableRng};
 use reload_wire::header::RELOAD_VERSION;
 use reload_wire::link_management::overlay_link_type;
 use reload_wire::topology::probe_information_type;
+use reload_wire::Decode;
 use reload_wire::{
     AttachReqAns, Body, CandType, ConfigUpdateReq, DecodeContext, Destination, Encode, ErrorCode, ErrorResponse,
     FetchReq, ForwardingHeader, IceCandidate, IpAddressPort, KindId, Message, MessageCode, MessageContents, NodeId,
     PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData, StoreReq, StoredData,
     StoredDataValue, Writer,
 };
-use reload_wire::Decode;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
 
 /// Identifies a request the application started.
@@ -36,13 +36,22 @@ pub type RequestId = u64;
 pub enum Action {
     /// Send a message on the link to `to`. `maintenance` tells overlay
     /// upkeep (topology, links, replication) from application traffic.
-    Send { to: NodeId, bytes: Vec<u8>, maintenance: bool },
+    Send {
+        to: NodeId,
+        bytes: Vec<u8>,
+        maintenance: bool,
+    },
     /// Open a link to `address`; `peer` is the Node-ID expected there
     /// (unknown for a bootstrap address). Report [`OverlayNode::link_up`]
     /// or [`OverlayNode::link_failed`].
-    Connect { peer: Option<NodeId>, address: IpAddressPort },
+    Connect {
+        peer: Option<NodeId>,
+        address: IpAddressPort,
+    },
     /// Close the link to a peer.
-    Close { peer: NodeId },
+    Close {
+        peer: NodeId,
+    },
     Event(Event),
 }
 
@@ -434,7 +443,6 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
-
     // ----- links -------------------------------------------------------
 
     /// A link to `peer` (authenticated by the link layer) is up.
@@ -456,7 +464,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             }
         } else {
             let send_update = self.expected_links.remove(&peer).is_some_and(|(s, _)| s);
-            self.topology.on_link_up(now, peer, false, send_update, &mut self.commands);
+            self.topology
+                .on_link_up(now, peer, false, send_update, &mut self.commands);
         }
         self.after_event(now);
     }
@@ -506,7 +515,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// §6.1: examine the first Destination List entry until the message is
     /// delivered here, forwarded, or dropped.
-    fn route(&mut self, now: u64, link: Option<NodeId>, mut header: ForwardingHeader, payload: &[u8], maintenance: Option<bool>) {
+    fn route(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        mut header: ForwardingHeader,
+        payload: &[u8],
+        maintenance: Option<bool>,
+    ) {
         if header.overlay != self.overlay || header.version != RELOAD_VERSION || !header.fragment.is_unfragmented() {
             // §6.1: not a message this peer can process. Reassembly of
             // fragments belongs to the link layer in front of the engine.
@@ -545,7 +561,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     return;
                 }
                 Destination::Node(n) if self.links.contains(&n) => {
-                    return self.forward(now, link, header, payload, n, maintenance.unwrap_or(!is_application(code)));
+                    return self.forward(
+                        now,
+                        link,
+                        header,
+                        payload,
+                        n,
+                        maintenance.unwrap_or(!is_application(code)),
+                    );
                 }
                 Destination::Node(n) if self.topology.is_responsible(n.as_bytes()) => {
                     // §6.1.1: a Node-ID we own that is not ours nor linked.
@@ -657,7 +680,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 return;
             }
         };
-        let Some(sender) = credential.signer_node_id.or_else(|| credential.node_ids.first().copied()) else {
+        let Some(sender) = credential
+            .signer_node_id
+            .or_else(|| credential.node_ids.first().copied())
+        else {
             return;
         };
         self.stats.delivered += 1;
@@ -692,7 +718,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 ErrorCode::UNKNOWN_KIND,
                 reload_wire::storage::UnknownKinds(kinds).to_bytes().unwrap_or_default(),
             )),
-            Err(e) => Err(ErrorResponse::new(ErrorCode::INVALID_MESSAGE, e.to_string().into_bytes())),
+            Err(e) => Err(ErrorResponse::new(
+                ErrorCode::INVALID_MESSAGE,
+                e.to_string().into_bytes(),
+            )),
         };
         let body = match answer {
             Ok(b) => b,
@@ -717,7 +746,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             contents
         };
         self.answered.insert(tid, contents.clone());
-        self.answered_expiry.push_back((now + self.config.request_lifetime_ms, tid));
+        self.answered_expiry
+            .push_back((now + self.config.request_lifetime_ms, tid));
         self.send_answer(now, link, header, contents, maintenance);
     }
 
@@ -776,7 +806,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             }
             Body::JoinReq(req) => {
                 if !direct {
-                    return Err(err(ErrorCode::FORBIDDEN, "Join must come over the joining node's own link"));
+                    return Err(err(
+                        ErrorCode::FORBIDDEN,
+                        "Join must come over the joining node's own link",
+                    ));
                 }
                 self.topology
                     .on_join(now, sender, &req, &mut self.commands)
@@ -789,7 +822,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             }
             Body::LeaveReq(req) => {
                 if !direct {
-                    return Err(err(ErrorCode::FORBIDDEN, "Leave must come over the leaving node's own link"));
+                    return Err(err(
+                        ErrorCode::FORBIDDEN,
+                        "Leave must come over the leaving node's own link",
+                    ));
                 }
                 self.topology
                     .on_leave(now, sender, &req, &mut self.commands)
@@ -844,8 +880,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let hash = |name: &[u8]| topology.resource_id(name);
         let security = &self.security;
         let verify = |resource: &ResourceId, kind: KindId, sd: &StoredData| {
-            let input =
-                data_signature_input(security, resource, kind, sd.storage_time, &sd.value, &sd.signature.identity);
+            let input = data_signature_input(
+                security,
+                resource,
+                kind,
+                sd.storage_time,
+                &sd.value,
+                &sd.signature.identity,
+            );
             security.verify(&input, &sd.signature, &[])
         };
         let mut ans = self.storage.store(
@@ -895,7 +937,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
-    fn handle_answer(&mut self, now: u64, header: &ForwardingHeader, contents: MessageContents, sender: NodeId, hops: u32) {
+    fn handle_answer(
+        &mut self,
+        now: u64,
+        header: &ForwardingHeader,
+        contents: MessageContents,
+        sender: NodeId,
+        hops: u32,
+    ) {
         let Some(out) = self.outstanding.remove(&header.transaction_id) else {
             return; // late duplicate or unknown
         };
@@ -1158,7 +1207,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     let Some(responsible) = set.first().copied() else {
                         continue;
                     };
-                    let handed_over = self.storage.resource(&id).is_some_and(|r| r.holders.contains(&responsible));
+                    let handed_over = self
+                        .storage
+                        .resource(&id)
+                        .is_some_and(|r| r.holders.contains(&responsible));
                     if handed_over {
                         self.storage.remove(&id);
                     } else {

@@ -297,7 +297,10 @@ impl Storage {
         }
         let mut seen = BTreeSet::new();
         if !req.kind_data.iter().all(|k| seen.insert(k.kind)) {
-            return Err(error(ErrorCode::INVALID_MESSAGE, "a Kind appears twice in the StoreReq"));
+            return Err(error(
+                ErrorCode::INVALID_MESSAGE,
+                "a Kind appears twice in the StoreReq",
+            ));
         }
         let existing = self.resources.get(&key(&req.resource));
         // Validate everything first.
@@ -322,7 +325,10 @@ impl Storage {
                 if !replica {
                     let who = r.request_signer;
                     if !authorized(def.access, &req.resource, &sd.value, who, r.hash) {
-                        return Err(error(ErrorCode::FORBIDDEN, "StoreReq signer may not write this Kind here"));
+                        return Err(error(
+                            ErrorCode::FORBIDDEN,
+                            "StoreReq signer may not write this Kind here",
+                        ));
                     }
                 }
                 if let Some(old) = values.slot(&sd.value) {
@@ -330,7 +336,10 @@ impl Storage {
                         if replica {
                             continue; // merge rule: the newer value stays
                         }
-                        return Err(error(ErrorCode::DATA_TOO_OLD, "storage_time is not newer than the stored value"));
+                        return Err(error(
+                            ErrorCode::DATA_TOO_OLD,
+                            "storage_time is not newer than the stored value",
+                        ));
                     }
                 }
                 values.put(Entry {
@@ -340,7 +349,10 @@ impl Storage {
                 accepted.push(sd);
             }
             if values.len() > def.max_count as usize {
-                return Err(error(ErrorCode::DATA_TOO_LARGE, "more values than the Kind's max-count"));
+                return Err(error(
+                    ErrorCode::DATA_TOO_LARGE,
+                    "more values than the Kind's max-count",
+                ));
             }
             plans.push((kd.kind, accepted));
         }
@@ -481,13 +493,19 @@ fn check_value(
             | (DataModel::Dictionary, StoredDataValue::Dictionary(_))
     );
     if !model_ok {
-        return Err(error(ErrorCode::INVALID_MESSAGE, "value does not match the Kind's data model"));
+        return Err(error(
+            ErrorCode::INVALID_MESSAGE,
+            "value does not match the Kind's data model",
+        ));
     }
     if is_anonymous(&sd.signature) {
         return Err(error(ErrorCode::FORBIDDEN, "stored values must be signed"));
     }
     if value_len(&sd.value) > def.max_size as usize {
-        return Err(error(ErrorCode::DATA_TOO_LARGE, "value larger than the Kind's max-size"));
+        return Err(error(
+            ErrorCode::DATA_TOO_LARGE,
+            "value larger than the Kind's max-size",
+        ));
     }
     if let StoredDataValue::Array(a) = &mut sd.value {
         if a.index == ARRAY_APPEND && !replica {
@@ -497,7 +515,10 @@ fn check_value(
             };
         }
         if a.index >= def.max_count {
-            return Err(error(ErrorCode::DATA_TOO_LARGE, "array index beyond the Kind's max-count"));
+            return Err(error(
+                ErrorCode::DATA_TOO_LARGE,
+                "array index beyond the Kind's max-count",
+            ));
         }
     }
     // §7.1: the signature is over the value as the signer stored it; for an
@@ -516,14 +537,15 @@ fn generation_too_low(req: &StoreReq, existing: Option<&Resource>) -> ErrorRespo
             .iter()
             .map(|kd| StoreKindResponse {
                 kind: kd.kind,
-                generation_counter: existing
-                    .and_then(|e| e.kinds.get(&kd.kind))
-                    .map_or(0, |k| k.generation),
+                generation_counter: existing.and_then(|e| e.kinds.get(&kd.kind)).map_or(0, |k| k.generation),
                 replicas: Vec::new(),
             })
             .collect(),
     };
-    ErrorResponse::new(ErrorCode::GENERATION_COUNTER_TOO_LOW, ans.to_bytes().unwrap_or_default())
+    ErrorResponse::new(
+        ErrorCode::GENERATION_COUNTER_TOO_LOW,
+        ans.to_bytes().unwrap_or_default(),
+    )
 }
 
 /// The values a specifier selects, with nonexistent ones synthesized (§7.4.2.2).

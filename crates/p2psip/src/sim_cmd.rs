@@ -155,7 +155,10 @@ fn print_table(r: &Report) {
             "items lost / expected",
             format!("{} / {}", r.items_lost, r.items_lost_expected),
         ),
-        ("replication complete", format!("{:.2} %", r.replication_complete * 100.0)),
+        (
+            "replication complete",
+            format!("{:.2} %", r.replication_complete * 100.0),
+        ),
         ("ring consistent", format!("{:.2} %", r.ring_consistent * 100.0)),
         (
             "crashes / graceful leaves / rejoins",

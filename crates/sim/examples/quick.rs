@@ -8,7 +8,11 @@ fn main() {
     }
     let sim = sim::Simulation::new(cfg).unwrap();
     let t0 = std::time::Instant::now();
-    let r = sim.run(&mut |d, _| if std::env::var("PROGRESS").is_ok() { eprintln!("sim {:.0}s wall {:.1}s", d as f64/1000.0, t0.elapsed().as_secs_f64()) });
+    let r = sim.run(&mut |d, _| {
+        if std::env::var("PROGRESS").is_ok() {
+            eprintln!("sim {:.0}s wall {:.1}s", d as f64 / 1000.0, t0.elapsed().as_secs_f64())
+        }
+    });
     let mut r2 = r.clone();
     r2.series = Default::default();
     let s = format!("{:?}", r2);

@@ -40,7 +40,9 @@ pub enum SessionModel {
     Exponential,
     /// Pareto with this shape (heavy-tailed sessions, as measured in
     /// deployed P2P systems).
-    Pareto { shape: f64 },
+    Pareto {
+        shape: f64,
+    },
 }
 
 /// Something that happens at a set time after measurement starts.
@@ -49,11 +51,7 @@ pub enum Scenario {
     /// This fraction of the live peers crashes at once.
     MassCrash { at_s: u64, fraction: f64 },
     /// This fraction of the peers leaves gracefully, one every `interval_s`.
-    LeaveOneByOne {
-        at_s: u64,
-        fraction: f64,
-        interval_s: u64,
-    },
+    LeaveOneByOne { at_s: u64, fraction: f64, interval_s: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -345,7 +343,8 @@ impl Simulation {
 
     fn send(&mut self, from: Host, to: NodeId, bytes: Vec<u8>, maintenance: bool) {
         if self.measuring() {
-            self.report.count_message(self.now - self.measure_from.unwrap_or(0), bytes.len(), maintenance);
+            self.report
+                .count_message(self.now - self.measure_from.unwrap_or(0), bytes.len(), maintenance);
         }
         let Some(&to) = self.by_id.get(&to) else { return };
         if !self.node(from).is_some_and(|n| n.links.contains(&to)) {
@@ -488,7 +487,9 @@ impl Simulation {
         let mut lost = 0;
         let mut checked = BTreeSet::new();
         for &d in dying {
-            let Some(n) = self.nodes.get(d as usize).and_then(|n| n.as_ref()) else { continue };
+            let Some(n) = self.nodes.get(d as usize).and_then(|n| n.as_ref()) else {
+                continue;
+            };
             let positions: Vec<u128> = n
                 .engine
                 .storage()
@@ -660,7 +661,13 @@ impl Simulation {
                 n.pending.insert(id, Pending::Store { item });
                 self.drive(host);
                 if attempt < 3 {
-                    self.at(self.now + 20_000, Ev::StoreItem { host, attempt: attempt + 1 });
+                    self.at(
+                        self.now + 20_000,
+                        Ev::StoreItem {
+                            host,
+                            attempt: attempt + 1,
+                        },
+                    );
                 }
             }
             Ev::Scenario(i) => match self.cfg.scenarios[i].clone() {
@@ -817,23 +824,35 @@ impl Simulation {
             }
         }
         let alive = self.report.items_stored.saturating_sub(self.report.items_lost);
-        self.report.replication_complete = if alive == 0 { 1.0 } else { complete as f64 / alive as f64 };
+        self.report.replication_complete = if alive == 0 {
+            1.0
+        } else {
+            complete as f64 / alive as f64
+        };
         // Ring consistency: first successor and predecessor match the truth.
         let ring: Vec<(u128, Host)> = self.ring.iter().map(|(p, h)| (*p, *h)).collect();
         let mut consistent = 0usize;
         for (i, (_, h)) in ring.iter().enumerate() {
             let succ = ring[(i + 1) % ring.len()].1;
             let pred = ring[(i + ring.len() - 1) % ring.len()].1;
-            let Some(n) = self.nodes[*h as usize].as_ref() else { continue };
+            let Some(n) = self.nodes[*h as usize].as_ref() else {
+                continue;
+            };
             let t = n.engine.topology();
             let want_succ = self.nodes[succ as usize].as_ref().map(|n| n.engine.node_id());
             let want_pred = self.nodes[pred as usize].as_ref().map(|n| n.engine.node_id());
             let single = ring.len() == 1;
-            if single || (t.successors().first().copied() == want_succ && t.predecessors().first().copied() == want_pred) {
+            if single
+                || (t.successors().first().copied() == want_succ && t.predecessors().first().copied() == want_pred)
+            {
                 consistent += 1;
             }
         }
-        self.report.ring_consistent = if ring.is_empty() { 0.0 } else { consistent as f64 / ring.len() as f64 };
+        self.report.ring_consistent = if ring.is_empty() {
+            0.0
+        } else {
+            consistent as f64 / ring.len() as f64
+        };
         self.report.live_peers_end = ring.len();
         let measured_s = self.cfg.duration_s as f64;
         let avg_peers = if measured_s > 0.0 {

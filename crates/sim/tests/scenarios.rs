@@ -34,7 +34,11 @@ fn static_ring_finds_everything_in_half_log_n_hops() {
     assert!(r.lookups > 5000, "{s}");
     assert_eq!(r.lookups_ok, r.lookups, "every lookup succeeds: {s}");
     let bound = (N as f64).log2() / 2.0 + 1.0;
-    assert!(r.hops_mean <= bound, "mean hops {} above ½·log2 N + 1 = {bound}: {s}", r.hops_mean);
+    assert!(
+        r.hops_mean <= bound,
+        "mean hops {} above ½·log2 N + 1 = {bound}: {s}",
+        r.hops_mean
+    );
     assert_eq!(r.ring_consistent, 1.0, "{s}");
     assert_eq!(r.replication_complete, 1.0, "{s}");
 }
@@ -64,7 +68,10 @@ fn thirty_percent_crash_heals_and_loses_only_what_was_unrecoverable() {
     assert_eq!(r.crashes, 300, "{s}");
     assert_eq!(r.live_peers_end, 700, "{s}");
     assert_eq!(r.ring_consistent, 1.0, "the ring is consistent again: {s}");
-    assert_eq!(r.replication_complete, 1.0, "every surviving item is re-replicated: {s}");
+    assert_eq!(
+        r.replication_complete, 1.0,
+        "every surviving item is re-replicated: {s}"
+    );
     assert_eq!(r.items_lost, r.items_lost_expected, "{s}");
     assert!(r.lookup_success_rate >= 0.99, "{s}");
 }

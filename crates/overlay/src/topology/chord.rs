@@ -14,7 +14,7 @@ use crate::ring::{distance, in_open_closed, node_position, position_of, Position
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use reload_wire::{
-    Body, ChordLeaveData, ChordRouteQueryAns, ChordUpdate, ChordUpdateType, DecodeContext, Decode, Destination, Encode,
+    Body, ChordLeaveData, ChordRouteQueryAns, ChordUpdate, ChordUpdateType, Decode, DecodeContext, Destination, Encode,
     ErrorCode, JoinReq, LeaveReq, NodeId, ResourceId, RouteQueryReq,
 };
 use sha1::{Digest, Sha1};
@@ -313,8 +313,12 @@ impl ChordReload {
     fn sender_misses_neighbors(&self, from: &NodeId, preds: &[NodeId], succs: &[NodeId]) -> bool {
         let k = self.config.neighbors;
         let pf = node_position(from);
-        let worst_succ = (succs.len() >= k).then(|| succs.last().map(|s| distance(pf, node_position(s)))).flatten();
-        let worst_pred = (preds.len() >= k).then(|| preds.last().map(|p| distance(node_position(p), pf))).flatten();
+        let worst_succ = (succs.len() >= k)
+            .then(|| succs.last().map(|s| distance(pf, node_position(s))))
+            .flatten();
+        let worst_pred = (preds.len() >= k)
+            .then(|| preds.last().map(|p| distance(node_position(p), pf)))
+            .flatten();
         std::iter::once(&self.me).chain(self.peers.values()).any(|n| {
             if n == from || preds.contains(n) || succs.contains(n) {
                 return false;
@@ -480,7 +484,9 @@ impl Topology for ChordReload {
         let k = position_of(id);
         let me = self.my_pos;
         let preceding = if me < k {
-            self.peers.range((Excluded(me), std::ops::Bound::Included(k))).next_back()
+            self.peers
+                .range((Excluded(me), std::ops::Bound::Included(k)))
+                .next_back()
         } else {
             self.peers
                 .range(..=k)
@@ -511,9 +517,8 @@ impl Topology for ChordReload {
         let mut ring: Vec<NodeId> = self.predecessors.iter().rev().copied().collect();
         ring.push(self.me);
         ring.extend(self.successors.iter().copied());
-        let responsible = (1..ring.len()).find(|&j| {
-            in_open_closed(node_position(&ring[j - 1]), k, node_position(&ring[j]))
-        });
+        let responsible =
+            (1..ring.len()).find(|&j| in_open_closed(node_position(&ring[j - 1]), k, node_position(&ring[j])));
         let responsible = match responsible {
             Some(j) => j,
             None if self.predecessors.is_empty() => ring.iter().position(|n| *n == self.me)?,
@@ -585,12 +590,18 @@ impl Topology for ChordReload {
         let mut awaiting = 0;
         let mut sent = BTreeSet::new();
         let lists = [
-            (self.predecessors.clone(), ChordLeaveData::FromSucc {
-                successors: self.successors.clone(),
-            }),
-            (self.successors.clone(), ChordLeaveData::FromPred {
-                predecessors: self.predecessors.clone(),
-            }),
+            (
+                self.predecessors.clone(),
+                ChordLeaveData::FromSucc {
+                    successors: self.successors.clone(),
+                },
+            ),
+            (
+                self.successors.clone(),
+                ChordLeaveData::FromPred {
+                    predecessors: self.predecessors.clone(),
+                },
+            ),
         ];
         for (targets, data) in lists {
             let data = data.to_bytes().unwrap_or_default();
@@ -653,7 +664,10 @@ impl Topology for ChordReload {
         if matches!(self.phase, Phase::Leaving { .. } | Phase::Left) {
             return;
         }
-        if let Phase::Joining { admitting, bootstrap, .. } = &self.phase {
+        if let Phase::Joining {
+            admitting, bootstrap, ..
+        } = &self.phase
+        {
             if *admitting == Some(peer) || (*admitting == None && *bootstrap == peer) {
                 self.restart_join(out);
                 return;
@@ -707,7 +721,10 @@ impl Topology for ChordReload {
                 learned.extend(fingers);
             }
         }
-        let recently = self.corrected.get(&from).is_some_and(|t| now < t + CORRECTION_HOLDOFF_MS);
+        let recently = self
+            .corrected
+            .get(&from)
+            .is_some_and(|t| now < t + CORRECTION_HOLDOFF_MS);
         if misses && !recently && self.phase == Phase::Joined && self.is_linked(&from) {
             self.corrected.insert(from, now);
             self.send_update(now, from, false, out);

@@ -136,17 +136,32 @@ pub trait Topology {
     fn on_link_down(&mut self, now: u64, peer: NodeId, out: &mut Vec<TopologyCommand>);
 
     /// An UpdateReq from `from` (§6.4.2.3). Returns the UpdateAns body.
-    fn on_update(&mut self, now: u64, from: NodeId, body: &[u8], out: &mut Vec<TopologyCommand>)
-        -> Result<Vec<u8>, ErrorCode>;
+    fn on_update(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        body: &[u8],
+        out: &mut Vec<TopologyCommand>,
+    ) -> Result<Vec<u8>, ErrorCode>;
 
     /// A JoinReq arriving directly over the link from `from` (§6.4.2.1).
     /// Returns the JoinAns overlay_specific_data.
-    fn on_join(&mut self, now: u64, from: NodeId, req: &JoinReq, out: &mut Vec<TopologyCommand>)
-        -> Result<Vec<u8>, ErrorCode>;
+    fn on_join(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        req: &JoinReq,
+        out: &mut Vec<TopologyCommand>,
+    ) -> Result<Vec<u8>, ErrorCode>;
 
     /// A LeaveReq arriving directly over the link from `from` (§6.4.2.2).
-    fn on_leave(&mut self, now: u64, from: NodeId, req: &LeaveReq, out: &mut Vec<TopologyCommand>)
-        -> Result<(), ErrorCode>;
+    fn on_leave(
+        &mut self,
+        now: u64,
+        from: NodeId,
+        req: &LeaveReq,
+        out: &mut Vec<TopologyCommand>,
+    ) -> Result<(), ErrorCode>;
 
     /// A RouteQueryReq (§6.4.2.4). Returns the RouteQueryAns body.
     fn on_route_query(

@@ -47,9 +47,7 @@ fn attaches(out: &[C]) -> Vec<Vec<Destination>> {
 fn requests(out: &[C]) -> Vec<(Vec<Destination>, Body)> {
     out.iter()
         .filter_map(|c| match c {
-            C::Request {
-                destination, body, ..
-            } => Some((destination.clone(), body.clone())),
+            C::Request { destination, body, .. } => Some((destination.clone(), body.clone())),
             _ => None,
         })
         .collect()
@@ -156,7 +154,10 @@ fn replicas_are_the_next_two_successors_of_the_responsible_peer() {
         Some(vec![id(100), id(120), id(140)])
     );
     assert_eq!(c.holding(&id(90).as_bytes()[..]), Holding::Responsible);
-    assert_eq!(c.replica_set(&id(70).as_bytes()[..]), Some(vec![id(80), id(100), id(120)]));
+    assert_eq!(
+        c.replica_set(&id(70).as_bytes()[..]),
+        Some(vec![id(80), id(100), id(120)])
+    );
     assert_eq!(c.holding(&id(70).as_bytes()[..]), Holding::Replica(1));
     assert_eq!(c.holding(&id(50).as_bytes()[..]), Holding::Replica(2));
     // §10.7.3: "three predecessors between x and R" — no longer a replica.
@@ -231,9 +232,7 @@ fn join_handshake_attaches_to_neighbours_through_the_admitting_peer_then_joins()
     let neighbour_tokens: Vec<u64> = out
         .iter()
         .filter_map(|c| match c {
-            C::Attach {
-                token, destination, ..
-            } if destination.len() == 2 => Some(*token),
+            C::Attach { token, destination, .. } if destination.len() == 2 => Some(*token),
             _ => None,
         })
         .collect();
@@ -250,7 +249,15 @@ fn join_handshake_attaches_to_neighbours_through_the_admitting_peer_then_joins()
     let (dest, body) = requests(&out).pop().unwrap();
     assert_eq!(dest, vec![Destination::Node(id(600))]);
     assert!(matches!(body, Body::JoinReq(JoinReq { joining_peer_id, .. }) if joining_peer_id == id(500)));
-    let join = token_of(&out, |c| matches!(c, C::Request { body: Body::JoinReq(_), .. }));
+    let join = token_of(&out, |c| {
+        matches!(
+            c,
+            C::Request {
+                body: Body::JoinReq(_),
+                ..
+            }
+        )
+    });
     out.clear();
     jn.on_answer(
         40,
@@ -309,9 +316,17 @@ fn an_update_naming_a_closer_peer_leads_to_an_attach_and_an_unchanged_one_to_not
     // §10.7.3, the two cases.
     let mut c = joined(1000, &[900, 800, 700, 1100, 1200, 1300]);
     let mut out = Vec::new();
-    c.on_update(0, id(1100), &update_bytes(&[1000, 900, 800], &[1200, 1300, 1400]), &mut out)
-        .unwrap();
-    assert!(attaches(&out).is_empty(), "1400 is farther than our 3rd successor: {out:?}");
+    c.on_update(
+        0,
+        id(1100),
+        &update_bytes(&[1000, 900, 800], &[1200, 1300, 1400]),
+        &mut out,
+    )
+    .unwrap();
+    assert!(
+        attaches(&out).is_empty(),
+        "1400 is farther than our 3rd successor: {out:?}"
+    );
     out.clear();
     c.on_update(0, id(1100), &update_bytes(&[1050, 1000, 900], &[1200, 1300]), &mut out)
         .unwrap();
@@ -330,8 +345,13 @@ fn an_update_from_a_peer_that_misses_a_closer_neighbour_gets_one_back() {
     let mut c = joined(1000, &[900, 1100, 1200, 1300]);
     let mut out = Vec::new();
     // 1100 believes its predecessors are 900, 800, 700; we (1000) are closer.
-    c.on_update(0, id(1100), &update_bytes(&[900, 800, 700], &[1200, 1300, 1400]), &mut out)
-        .unwrap();
+    c.on_update(
+        0,
+        id(1100),
+        &update_bytes(&[900, 800, 700], &[1200, 1300, 1400]),
+        &mut out,
+    )
+    .unwrap();
     assert!(requests(&out)
         .iter()
         .any(|(d, b)| d == &vec![Destination::Node(id(1100))] && matches!(b, Body::UpdateReq(_))));
@@ -398,7 +418,10 @@ fn leave_tells_predecessors_the_successors_and_successors_the_predecessors() {
     for (i, t) in tokens.iter().enumerate() {
         assert!(!out.contains(&C::Left));
         let answer = if i % 2 == 0 {
-            Ok(Answer { from: id(900), body: Body::LeaveAns })
+            Ok(Answer {
+                from: id(900),
+                body: Body::LeaveAns,
+            })
         } else {
             Err(RequestFailure::Timeout)
         };
@@ -467,5 +490,8 @@ fn resource_ids_are_sha1_truncated_to_128_bits() {
 fn a_malformed_update_is_an_invalid_message() {
     let mut c = joined(1000, &[900]);
     let mut out = Vec::new();
-    assert_eq!(c.on_update(0, id(900), &[3, 0, 0], &mut out), Err(ErrorCode::INVALID_MESSAGE));
+    assert_eq!(
+        c.on_update(0, id(900), &[3, 0, 0], &mut out),
+        Err(ErrorCode::INVALID_MESSAGE)
+    );
 }

@@ -1,0 +1,450 @@
+//! The overlay core through its sans-IO interface: a few nodes wired by an
+//! in-memory driver that delivers every message instantly (1 ms per hop).
+
+use overlay::*;
+use reload_wire::header::RELO_TOKEN;
+use reload_wire::*;
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+const KIND: KindId = 0x4000_0001;
+const T0: u64 = 1_800_000_000_000;
+
+type Node = OverlayNode<ChordReload, SimulatedSecurity>;
+
+struct Net {
+    now: u64,
+    nodes: Vec<Node>,
+    users: Vec<String>,
+    queue: VecDeque<(usize, NodeId, Vec<u8>)>,
+    events: Vec<(usize, Event)>,
+    sent: Vec<(usize, NodeId, Vec<u8>)>,
+    drop_to: Option<NodeId>,
+}
+
+fn config() -> Arc<OverlayConfig> {
+    Arc::new(OverlayConfig::new("engine.test.invalid").with_kind(KindDefinition {
+        id: KIND,
+        name: "test".into(),
+        data_model: DataModel::SingleValue,
+        access: AccessPolicy::UserMatch,
+        max_count: 1,
+        max_size: 100,
+    }))
+}
+
+fn addr(i: usize) -> IpAddressPort {
+    IpAddressPort::Ip(SocketAddr::from(([127, 0, 0, 1 + i as u8], 6084)))
+}
+
+impl Net {
+    /// Nodes with the given Node-IDs; the first starts the ring, the others
+    /// join through it one after the other.
+    fn ring(ids: &[u128]) -> Net {
+        let cfg = config();
+        let ctx = Arc::new(cfg.decode_context().unwrap());
+        let mut net = Net {
+            now: T0,
+            nodes: Vec::new(),
+            users: Vec::new(),
+            queue: VecDeque::new(),
+            events: Vec::new(),
+            sent: Vec::new(),
+            drop_to: None,
+        };
+        for (i, id) in ids.iter().enumerate() {
+            let id = NodeId::from_u128(*id);
+            let user = format!("user{i}@engine.test.invalid");
+            let topology = ChordReload::new(id, cfg.chord.clone(), 16, i as u64);
+            let security = SimulatedSecurity::new(id, user.clone());
+            net.nodes.push(OverlayNode::new(
+                cfg.clone(),
+                ctx.clone(),
+                addr(i),
+                topology,
+                security,
+                i as u64,
+                T0,
+            ));
+            net.users.push(user);
+        }
+        net.nodes[0].start_alone(net.now);
+        net.pump();
+        for i in 1..ids.len() {
+            net.nodes[i].join(net.now, vec![addr(0)]);
+            net.pump();
+            net.advance(2_000);
+            assert!(net.nodes[i].is_joined(), "node {i} joined");
+        }
+        net
+    }
+
+    fn index_of(&self, id: &NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.node_id() == *id)
+    }
+
+    /// Runs every action until the network is quiet.
+    fn pump(&mut self) {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.nodes.len() {
+                while let Some(a) = self.nodes[i].poll_action() {
+                    progressed = true;
+                    self.act(i, a);
+                }
+            }
+            if let Some((to, from, bytes)) = self.queue.pop_front() {
+                self.now += 1;
+                self.nodes[to].receive(self.now, from, &bytes);
+                progressed = true;
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn act(&mut self, i: usize, a: Action) {
+        match a {
+            Action::Send { to, bytes, .. } => {
+                self.sent.push((i, to, bytes.clone()));
+                if self.drop_to == Some(to) {
+                    return;
+                }
+                if let Some(j) = self.index_of(&to) {
+                    let from = self.nodes[i].node_id();
+                    self.queue.push_back((j, from, bytes));
+                }
+            }
+            Action::Connect { address, .. } => {
+                let j = (0..self.nodes.len()).find(|j| addr(*j) == address).unwrap();
+                let (a, b) = (self.nodes[i].node_id(), self.nodes[j].node_id());
+                self.nodes[j].link_up(self.now, a);
+                self.nodes[i].link_up(self.now, b);
+            }
+            Action::Close { peer } => {
+                if let Some(j) = self.index_of(&peer) {
+                    let me = self.nodes[i].node_id();
+                    self.nodes[j].link_down(self.now, me);
+                }
+            }
+            Action::Event(e) => self.events.push((i, e)),
+        }
+    }
+
+    /// Moves time forward, firing timers as they fall due.
+    fn advance(&mut self, ms: u64) {
+        let end = self.now + ms;
+        loop {
+            let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    for n in &mut self.nodes {
+                        if n.poll_timeout().is_some_and(|t| t <= self.now) {
+                            n.handle_timeout(self.now);
+                        }
+                    }
+                    self.pump();
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+    }
+
+    fn done(&mut self, node: usize, request: RequestId) -> (Result<Body, RequestFailure>, u32) {
+        let i = self
+            .events
+            .iter()
+            .position(|(n, e)| *n == node && matches!(e, Event::Done { request: r, .. } if *r == request))
+            .expect("request finished");
+        match self.events.remove(i).1 {
+            Event::Done { outcome, hops, .. } => (outcome, hops),
+            _ => unreachable!(),
+        }
+    }
+
+    fn store_own(&mut self, node: usize, value: &[u8]) -> RequestId {
+        let rid = self.nodes[node].resource_id(self.users[node].as_bytes());
+        let v = StoredDataValue::SingleValue(DataValue {
+            exists: true,
+            value: value.to_vec(),
+        });
+        let id = self.nodes[node].store(self.now, rid, KIND, vec![v], 3600);
+        self.pump();
+        id
+    }
+}
+
+const IDS: [u128; 6] = [1 << 120, 3 << 120, 5 << 120, 70 << 120, 140 << 120, 200 << 120];
+
+#[test]
+fn a_stored_value_lands_on_the_responsible_peer_and_its_two_successors() {
+    let mut net = Net::ring(&IDS);
+    let req = net.store_own(2, b"hello");
+    let (outcome, _) = net.done(2, req);
+    let Ok(Body::StoreAns(ans)) = outcome else {
+        panic!("{outcome:?}")
+    };
+    net.advance(1_000);
+    let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
+    let pos = u128::from_be_bytes(rid.as_bytes()[..16].try_into().unwrap());
+    let mut sorted: Vec<u128> = IDS.to_vec();
+    sorted.sort();
+    let first = sorted.iter().position(|p| *p >= pos).unwrap_or(0);
+    let want: Vec<NodeId> = (0..3).map(|k| NodeId::from_u128(sorted[(first + k) % 6])).collect();
+    // §7.4.1.2: the answer lists where the data is replicated.
+    assert_eq!(ans.kind_responses[0].replicas, want[1..].to_vec());
+    for n in &net.nodes {
+        let holds = n.storage().resource(&rid).is_some();
+        assert_eq!(holds, want.contains(&n.node_id()), "node {:?}", n.node_id());
+    }
+}
+
+#[test]
+fn a_fetch_reports_the_hops_it_took() {
+    let mut net = Net::ring(&IDS);
+    let req = net.store_own(0, b"v");
+    assert!(net.done(0, req).0.is_ok());
+    let rid = net.nodes[0].resource_id(net.users[0].as_bytes());
+    for origin in 0..6 {
+        let f = net.nodes[origin].fetch(
+            net.now,
+            FetchReq {
+                resource: rid.clone(),
+                specifiers: vec![StoredDataSpecifier {
+                    kind: KIND,
+                    generation: 0,
+                    model_specifier: ModelSpecifier::SingleValue,
+                }],
+            },
+        );
+        net.pump();
+        let (outcome, hops) = net.done(origin, f);
+        let Ok(Body::FetchAns(ans)) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(ans.kind_responses[0].values.len(), 1);
+        let responsible = net.nodes[origin].topology().is_responsible(rid.as_bytes());
+        assert_eq!(hops == 0, responsible, "origin {origin}: {hops} hops");
+        assert!(hops <= 3, "6 peers need at most 3 hops, took {hops}");
+    }
+}
+
+fn ping() -> Body {
+    Body::PingReq(PingReq { padding: vec![] })
+}
+
+fn raw_request(net: &Net, from: usize, dest: Vec<Destination>, body: &Body, ttl: u8) -> Vec<u8> {
+    let cfg = config();
+    static NEXT_TID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0xfeed);
+    let tid = NEXT_TID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut h = ForwardingHeader::new(cfg.overlay_hash(), tid, dest);
+    h.ttl = ttl;
+    let contents = MessageContents::from_body(body).unwrap();
+    let sec = SimulatedSecurity::new(net.nodes[from].node_id(), net.users[from].clone());
+    let m = Message {
+        forwarding_header: h,
+        message_contents: contents,
+        security_block: SecurityBlock {
+            certificates: vec![],
+            signature: sec.sign(&[]),
+        },
+    };
+    m.to_bytes().unwrap()
+}
+
+fn answers_to(net: &Net, to: NodeId) -> Vec<Body> {
+    let ctx = config().decode_context().unwrap();
+    net.sent
+        .iter()
+        .filter(|(_, t, _)| *t == to)
+        .filter_map(|(_, _, b)| Message::decode(b, &ctx).ok())
+        .filter(|m| !m.message_contents.message_code.is_request())
+        .filter_map(|m| m.message_contents.body(&ctx).ok())
+        .collect()
+}
+
+#[test]
+fn garbage_from_a_link_is_counted_and_the_peer_keeps_serving() {
+    let mut net = Net::ring(&IDS[..3]);
+    let from = net.nodes[1].node_id();
+    for junk in [&[][..], &[0xd2, 0x45], &RELO_TOKEN.to_be_bytes(), &[0xff; 300]] {
+        net.nodes[0].receive(net.now, from, junk);
+    }
+    assert_eq!(net.nodes[0].stats().malformed, 4);
+    // A well-formed message whose Ping body is truncated gets an Error back.
+    let mut m = Message::decode(
+        &raw_request(&net, 1, vec![Destination::Node(net.nodes[0].node_id())], &ping(), 100),
+        &config().decode_context().unwrap(),
+    )
+    .unwrap();
+    m.message_contents.message_body = vec![0, 9]; // 9 bytes of padding promised, none there
+    net.sent.clear();
+    net.nodes[0].receive(net.now, from, &m.to_bytes().unwrap());
+    net.pump();
+    assert!(answers_to(&net, from)
+        .iter()
+        .any(|b| matches!(b, Body::Error(e) if e.error_code == ErrorCode::INVALID_MESSAGE)));
+    // Still answers a good Ping.
+    let ping = raw_request(&net, 1, vec![Destination::Node(net.nodes[0].node_id())], &ping(), 100);
+    net.nodes[0].receive(net.now, from, &ping);
+    net.pump();
+    assert!(answers_to(&net, from).iter().any(|b| matches!(b, Body::PingAns(_))));
+}
+
+#[test]
+fn a_ttl_above_initial_ttl_is_ttl_exceeded() {
+    // §6.3.2: "Implementations which receive messages with a TTL greater than
+    // the current value of initial-ttl ... MUST discard the message and send
+    // an Error_TTL_Exceeded error."
+    let mut net = Net::ring(&IDS[..3]);
+    let from = net.nodes[1].node_id();
+    let m = raw_request(&net, 1, vec![Destination::Node(net.nodes[0].node_id())], &ping(), 101);
+    net.sent.clear();
+    net.nodes[0].receive(net.now, from, &m);
+    net.pump();
+    let errors: Vec<ErrorCode> = answers_to(&net, from)
+        .into_iter()
+        .filter_map(|b| match b {
+            Body::Error(e) => Some(e.error_code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, vec![ErrorCode::TTL_EXCEEDED]);
+}
+
+#[test]
+fn a_ttl_of_zero_is_not_forwarded() {
+    // §6.3.2: TTL 0 and not for us: not propagated, Error_TTL_Exceeded.
+    let mut net = Net::ring(&IDS[..4]);
+    let from = net.nodes[1].node_id();
+    let far = net.nodes[3].node_id();
+    let m = raw_request(
+        &net,
+        1,
+        vec![Destination::Node(NodeId::from_u128(far_point(&far)))],
+        &ping(),
+        0,
+    );
+    net.sent.clear();
+    let forwarded = net.nodes[0].stats().forwarded;
+    net.nodes[0].receive(net.now, from, &m);
+    net.pump();
+    assert!(answers_to(&net, from)
+        .iter()
+        .any(|b| matches!(b, Body::Error(e) if e.error_code == ErrorCode::TTL_EXCEEDED)));
+    assert_eq!(net.nodes[0].stats().forwarded, forwarded);
+}
+
+fn far_point(id: &NodeId) -> u128 {
+    u128::from_be_bytes(id.as_bytes()[..16].try_into().unwrap()) - 1
+}
+
+#[test]
+fn a_duplicate_destination_list_is_an_invalid_message() {
+    // §13.6.5: "check the Destination List for duplicate entries and discard
+    // such records with an Error_Invalid_Message error".
+    let mut net = Net::ring(&IDS[..3]);
+    let from = net.nodes[1].node_id();
+    let x = Destination::Node(net.nodes[2].node_id());
+    let m = raw_request(&net, 1, vec![x.clone(), x], &ping(), 100);
+    net.sent.clear();
+    net.nodes[0].receive(net.now, from, &m);
+    net.pump();
+    assert!(answers_to(&net, from)
+        .iter()
+        .any(|b| matches!(b, Body::Error(e) if e.error_code == ErrorCode::INVALID_MESSAGE)));
+}
+
+#[test]
+fn an_unanswered_request_is_sent_five_times_then_times_out() {
+    // §6.2.1: retransmit with the same transaction id up to 4 times; after
+    // the timer of the fifth transmission the request has failed.
+    let mut net = Net::ring(&IDS[..3]);
+    let target = net.nodes[2].node_id();
+    net.drop_to = Some(target);
+    net.sent.clear();
+    let req = net.nodes[1].request(net.now, vec![Destination::Node(target)], ping());
+    net.pump();
+    let start = net.now;
+    net.advance(14_900);
+    assert!(!net.events.iter().any(|(_, e)| matches!(e, Event::Done { .. })));
+    net.advance(200);
+    let (outcome, _) = net.done(1, req);
+    assert_eq!(outcome, Err(RequestFailure::Timeout));
+    let ctx = config().decode_context().unwrap();
+    let tids: Vec<u64> = net
+        .sent
+        .iter()
+        .filter(|(from, to, _)| *from == 1 && *to == target)
+        .filter_map(|(_, _, b)| Message::decode(b, &ctx).ok())
+        .filter(|m| m.message_contents.message_code == MessageCode::PING_REQ)
+        .map(|m| m.forwarding_header.transaction_id)
+        .collect();
+    assert_eq!(tids.len(), 5, "{tids:?}");
+    assert!(tids.iter().all(|t| *t == tids[0]));
+    assert!(net.now - start >= 15_000);
+}
+
+#[test]
+fn a_retransmitted_store_gets_the_same_answer() {
+    // §6.2.1: "Receiving nodes MUST generate semantically equivalent
+    // responses to retransmissions of the same request".
+    let mut net = Net::ring(&IDS[..3]);
+    let req = net.store_own(1, b"once");
+    let first = net.done(1, req).0;
+    assert!(matches!(first, Ok(Body::StoreAns(_))));
+    // Replay the exact StoreReq bytes that reached a peer.
+    let ctx = config().decode_context().unwrap();
+    let (to, bytes) = net
+        .sent
+        .iter()
+        .find_map(|(from, to, b)| {
+            let m = Message::decode(b, &ctx).ok()?;
+            (*from == 1 && m.message_contents.message_code == MessageCode::STORE_REQ).then(|| (*to, b.clone()))
+        })
+        .unwrap();
+    let j = net.index_of(&to).unwrap();
+    let from = net.nodes[1].node_id();
+    net.sent.clear();
+    net.nodes[j].receive(net.now, from, &bytes);
+    net.pump();
+    let again = answers_to(&net, from);
+    assert!(again.iter().any(|b| matches!(b, Body::StoreAns(_))), "{again:?}");
+    assert!(!again.iter().any(|b| matches!(b, Body::Error(_))));
+}
+
+#[test]
+fn a_graceful_leave_hands_data_over_and_the_ring_closes() {
+    let mut net = Net::ring(&IDS);
+    let mut reqs = BTreeMap::new();
+    for i in 0..6 {
+        reqs.insert(i, net.store_own(i, b"x"));
+    }
+    net.advance(2_000);
+    let leaver = 3;
+    net.nodes[leaver].leave(net.now);
+    net.pump();
+    net.advance(5_000);
+    assert!(net.events.iter().any(|(n, e)| *n == leaver && *e == Event::Left));
+    let gone = net.nodes[leaver].node_id();
+    for (i, n) in net.nodes.iter().enumerate() {
+        if i != leaver {
+            assert!(
+                !n.topology().neighbors().contains(&gone),
+                "node {i} still lists the leaver"
+            );
+        }
+    }
+    // Every value still has three holders among the remaining five.
+    for i in 0..6 {
+        let rid = net.nodes[i].resource_id(net.users[i].as_bytes());
+        let holders = (0..6)
+            .filter(|j| *j != leaver && net.nodes[*j].storage().resource(&rid).is_some())
+            .count();
+        assert_eq!(holders, 3, "value of user {i}");
+    }
+}
