@@ -1190,8 +1190,20 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         for id in self.storage.resource_ids() {
             let rid = id.as_bytes();
             let Some(set) = self.topology.replica_set(rid) else {
+                // §10.7.3: "there are three predecessors between x and R" —
+                // no longer in the replica set; the copy goes. On the way
+                // here this peer was a replica and made sure the
+                // responsible peer had the data.
+                if self.topology.holding(rid) == Holding::None {
+                    self.storage.remove(&id);
+                }
                 continue;
             };
+            // A peer that left the set may have deleted its copy; if it comes
+            // back it must be sent the data again.
+            if let Some(r) = self.storage.resource_mut(&id) {
+                r.holders.retain(|h| set.contains(h));
+            }
             match self.topology.holding(rid) {
                 Holding::Responsible => {
                     for m in set.iter().skip(1) {

@@ -102,7 +102,7 @@ impl SimConfig {
             loss: 0.0,
             lookups_per_s: 20.0,
             items: peers,
-            failure_detection_ms: 5_000,
+            failure_detection_ms: 3_000,
             join_rate_per_s: (peers as f64 / 120.0).max(10.0),
             settle_s: 60,
             scenarios: Vec::new(),
@@ -296,16 +296,21 @@ impl Simulation {
         host
     }
 
+    /// A random peer of the ring that is not on its way out.
     fn random_joined(&mut self) -> Option<Host> {
-        if self.ring.is_empty() {
-            return None;
+        for _ in 0..16 {
+            let p: u128 = self.rng.random();
+            let h = self
+                .ring
+                .range(p..)
+                .next()
+                .or_else(|| self.ring.iter().next())
+                .map(|(_, h)| *h)?;
+            if self.nodes[h as usize].as_ref().is_some_and(|n| !n.leaving) {
+                return Some(h);
+            }
         }
-        let p: u128 = self.rng.random();
-        self.ring
-            .range(p..)
-            .next()
-            .or_else(|| self.ring.iter().next())
-            .map(|(_, h)| *h)
+        None
     }
 
     /// Drains a node's actions into the event queue and re-arms its timer.
@@ -472,11 +477,10 @@ impl Simulation {
         if n.leaving {
             return;
         }
+        // A leaving peer stays on the ring (it still serves and hands its
+        // data over) until it has left.
         n.leaving = true;
-        n.joined = false;
-        let pos = overlay::ring::node_position(&n.engine.node_id());
         n.engine.leave(now);
-        self.ring.remove(&pos);
         self.drive(h);
         self.at(self.now + 60_000, Ev::LeaveDeadline { host: h });
     }

@@ -53,6 +53,7 @@ fn churn_with_ten_minute_sessions_keeps_lookups_and_data() {
     assert!(r.crashes > 500 && r.graceful_leaves > 500, "churn happened: {s}");
     assert!(r.lookup_success_rate >= 0.99, "{s}");
     assert_eq!(r.items_lost, 0, "{s}");
+    assert_eq!(r.items_lost_expected, 0, "{s}");
 }
 
 #[test]
