@@ -63,3 +63,61 @@ fn bad_input_gets_one_line_and_status_2() {
     assert_one_line_error(&["decode", "--node-id-length", "9", "00"], "node-id-length");
     assert_one_line_error(&["samples", "--pcap", "/nonexistent-dir/x.pcap"], "cannot write");
 }
+
+#[test]
+fn sim_json_has_every_promised_field() {
+    let out = p2psip(&["sim", "--peers", "200", "--duration", "120", "--churn-median", "300", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    for key in [
+        "peers",
+        "simulated_s",
+        "lookups",
+        "lookup_success_rate",
+        "hops_mean",
+        "hops_p50",
+        "hops_p99",
+        "lookup_latency_ms_p50",
+        "lookup_latency_ms_p99",
+        "items_stored",
+        "items_lost",
+        "items_lost_expected",
+        "maintenance_msgs_per_peer_s",
+        "maintenance_bytes_per_peer_s",
+        "wall_s",
+        "peak_rss_mb",
+    ] {
+        assert!(v.get(key).is_some_and(|x| x.is_number()), "missing {key}: {v}");
+    }
+    assert_eq!(v["peers"], 200);
+    assert_eq!(v["simulated_s"], 120.0);
+    assert_eq!(v["items_stored"], 200);
+    assert!(v["lookups"].as_u64().unwrap() > 1000);
+    assert!(v["lookup_success_rate"].as_f64().unwrap() > 0.99);
+}
+
+#[test]
+fn sim_table_is_the_default_output() {
+    let out = p2psip(&["sim", "--peers", "50", "--duration", "30"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for row in ["lookup success", "hops mean / p50 / p99", "items lost / expected", "maintenance per peer"] {
+        assert!(text.contains(row), "no '{row}' row:\n{text}");
+    }
+}
+
+#[test]
+fn sim_rejects_bad_arguments_in_one_line() {
+    for (args, needle) in [
+        (&["sim", "--crash-fraction", "2"][..], "not a fraction"),
+        (&["sim", "--peers", "1"][..], "--peers must be at least 2"),
+        (&["sim", "--session", "weibull"][..], "exponential or pareto"),
+        (&["sim", "--mass-crash", "0.3@soon"][..], "not a number of seconds"),
+    ] {
+        let out = p2psip(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "one line for {args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}

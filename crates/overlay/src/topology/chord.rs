@@ -668,7 +668,7 @@ impl Topology for ChordReload {
             admitting, bootstrap, ..
         } = &self.phase
         {
-            if *admitting == Some(peer) || (*admitting == None && *bootstrap == peer) {
+            if *admitting == Some(peer) || (admitting.is_none() && *bootstrap == peer) {
                 self.restart_join(out);
                 return;
             }
@@ -894,7 +894,7 @@ impl Topology for ChordReload {
             return 1_000_000_000;
         };
         let d = distance(node_position(p), self.my_pos);
-        ((d >> 64) as u64 as u128 * 1_000_000_000 >> 64) as u32
+        (((d >> 64) * 1_000_000_000) >> 64) as u32
     }
 
     fn next_timer(&self) -> Option<u64> {

@@ -67,10 +67,10 @@ fn token_of(out: &[C], pred: impl Fn(&C) -> bool) -> u64 {
 fn responsible_for_the_interval_from_predecessor_exclusive_to_self_inclusive() {
     // §10.1: x is responsible for k if k <= x and k > p.
     let c = joined(100, &[50, 200]);
-    assert!(c.is_responsible(&id(100).as_bytes()[..]));
-    assert!(c.is_responsible(&id(51).as_bytes()[..]));
-    assert!(!c.is_responsible(&id(50).as_bytes()[..]));
-    assert!(!c.is_responsible(&id(101).as_bytes()[..]));
+    assert!(c.is_responsible(id(100).as_bytes()));
+    assert!(c.is_responsible(id(51).as_bytes()));
+    assert!(!c.is_responsible(id(50).as_bytes()));
+    assert!(!c.is_responsible(id(101).as_bytes()));
 }
 
 #[test]
@@ -79,13 +79,13 @@ fn responsibility_wraps_around_zero() {
     // owns the IDs just below 2^128 and the IDs from 0 up to itself.
     let c = joined(10, &[u128::MAX - 5, 500]);
     for k in [u128::MAX - 4, u128::MAX, 0, 3, 10] {
-        assert!(c.is_responsible(&id(k).as_bytes()[..]), "should own {k}");
+        assert!(c.is_responsible(id(k).as_bytes()), "should own {k}");
     }
-    assert!(!c.is_responsible(&id(u128::MAX - 5).as_bytes()[..]));
-    assert!(!c.is_responsible(&id(11).as_bytes()[..]));
+    assert!(!c.is_responsible(id(u128::MAX - 5).as_bytes()));
+    assert!(!c.is_responsible(id(11).as_bytes()));
     // A peer alone owns the whole ring (§6.4.2.1's first node).
     let alone = joined(10, &[]);
-    assert!(alone.is_responsible(&id(u128::MAX).as_bytes()[..]));
+    assert!(alone.is_responsible(id(u128::MAX).as_bytes()));
 }
 
 #[test]
@@ -93,9 +93,9 @@ fn routes_to_the_largest_peer_between_self_and_the_target() {
     // §10.3: "route the request to the peer in the Routing Table that has the
     // largest Node-ID that is in the interval between the peer and k".
     let c = joined(0, &[100, 1000, 5000, 1u128 << 100]);
-    assert_eq!(c.next_hop(&id(4999).as_bytes()[..]), Some(id(1000)));
-    assert_eq!(c.next_hop(&id(5000).as_bytes()[..]), Some(id(5000)));
-    assert_eq!(c.next_hop(&id(u128::MAX).as_bytes()[..]), Some(id(1u128 << 100)));
+    assert_eq!(c.next_hop(id(4999).as_bytes()), Some(id(1000)));
+    assert_eq!(c.next_hop(id(5000).as_bytes()), Some(id(5000)));
+    assert_eq!(c.next_hop(id(u128::MAX).as_bytes()), Some(id(1u128 << 100)));
 }
 
 #[test]
@@ -103,11 +103,11 @@ fn with_nothing_in_between_routes_to_the_smallest_id_above_the_target() {
     // §10.3: "If no such node is found, the peer finds the smallest Node-ID
     // that is greater than k".
     let c = joined(1000, &[5000, 9000]);
-    assert_eq!(c.next_hop(&id(1500).as_bytes()[..]), Some(id(5000)));
+    assert_eq!(c.next_hop(id(1500).as_bytes()), Some(id(5000)));
     // Across zero: from 9000's view, k = 10 lies after the wrap.
     let c = joined(9000, &[1000, 5000]);
-    assert_eq!(c.next_hop(&id(10).as_bytes()[..]), Some(id(1000)));
-    assert_eq!(c.next_hop(&id(2000).as_bytes()[..]), Some(id(1000)));
+    assert_eq!(c.next_hop(id(10).as_bytes()), Some(id(1000)));
+    assert_eq!(c.next_hop(id(2000).as_bytes()), Some(id(1000)));
 }
 
 #[test]
@@ -150,18 +150,18 @@ fn replicas_are_the_next_two_successors_of_the_responsible_peer() {
     // that peer's successor".
     let c = joined(100, &[40, 60, 80, 120, 140, 160]);
     assert_eq!(
-        c.replica_set(&id(90).as_bytes()[..]),
+        c.replica_set(id(90).as_bytes()),
         Some(vec![id(100), id(120), id(140)])
     );
-    assert_eq!(c.holding(&id(90).as_bytes()[..]), Holding::Responsible);
+    assert_eq!(c.holding(id(90).as_bytes()), Holding::Responsible);
     assert_eq!(
-        c.replica_set(&id(70).as_bytes()[..]),
+        c.replica_set(id(70).as_bytes()),
         Some(vec![id(80), id(100), id(120)])
     );
-    assert_eq!(c.holding(&id(70).as_bytes()[..]), Holding::Replica(1));
-    assert_eq!(c.holding(&id(50).as_bytes()[..]), Holding::Replica(2));
+    assert_eq!(c.holding(id(70).as_bytes()), Holding::Replica(1));
+    assert_eq!(c.holding(id(50).as_bytes()), Holding::Replica(2));
     // §10.7.3: "three predecessors between x and R" — no longer a replica.
-    assert_eq!(c.holding(&id(30).as_bytes()[..]), Holding::None);
+    assert_eq!(c.holding(id(30).as_bytes()), Holding::None);
 }
 
 #[test]
