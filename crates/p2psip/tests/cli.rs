@@ -66,7 +66,16 @@ fn bad_input_gets_one_line_and_status_2() {
 
 #[test]
 fn sim_json_has_every_promised_field() {
-    let out = p2psip(&["sim", "--peers", "200", "--duration", "120", "--churn-median", "300", "--json"]);
+    let out = p2psip(&[
+        "sim",
+        "--peers",
+        "200",
+        "--duration",
+        "120",
+        "--churn-median",
+        "300",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     for key in [
@@ -101,7 +110,12 @@ fn sim_table_is_the_default_output() {
     let out = p2psip(&["sim", "--peers", "50", "--duration", "30"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    for row in ["lookup success", "hops mean / p50 / p99", "items lost / expected", "maintenance per peer"] {
+    for row in [
+        "lookup success",
+        "hops mean / p50 / p99",
+        "items lost / expected",
+        "maintenance per peer",
+    ] {
         assert!(text.contains(row), "no '{row}' row:\n{text}");
     }
 }

@@ -149,15 +149,9 @@ fn replicas_are_the_next_two_successors_of_the_responsible_peer() {
     // §10.4: store at the responsible peer, then "its successor ... and to
     // that peer's successor".
     let c = joined(100, &[40, 60, 80, 120, 140, 160]);
-    assert_eq!(
-        c.replica_set(id(90).as_bytes()),
-        Some(vec![id(100), id(120), id(140)])
-    );
+    assert_eq!(c.replica_set(id(90).as_bytes()), Some(vec![id(100), id(120), id(140)]));
     assert_eq!(c.holding(id(90).as_bytes()), Holding::Responsible);
-    assert_eq!(
-        c.replica_set(id(70).as_bytes()),
-        Some(vec![id(80), id(100), id(120)])
-    );
+    assert_eq!(c.replica_set(id(70).as_bytes()), Some(vec![id(80), id(100), id(120)]));
     assert_eq!(c.holding(id(70).as_bytes()), Holding::Replica(1));
     assert_eq!(c.holding(id(50).as_bytes()), Holding::Replica(2));
     // §10.7.3: "three predecessors between x and R" — no longer a replica.
