@@ -1191,10 +1191,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             let rid = id.as_bytes();
             let Some(set) = self.topology.replica_set(rid) else {
                 // §10.7.3: "there are three predecessors between x and R" —
-                // no longer in the replica set; the copy goes. On the way
-                // here this peer was a replica and made sure the
-                // responsible peer had the data.
-                if self.topology.holding(rid) == Holding::None {
+                // no longer in the replica set; the copy goes, but only once
+                // a member of the last set it saw confirmed holding the data.
+                // Otherwise it stays: an orphan copy is better than none.
+                let confirmed = self.storage.resource(&id).is_some_and(|r| !r.holders.is_empty());
+                if self.topology.holding(rid) == Holding::None && confirmed {
                     self.storage.remove(&id);
                 }
                 continue;
