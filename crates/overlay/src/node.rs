@@ -1079,8 +1079,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             },
         );
         self.retransmit_at.push(Reverse((deadline, tid)));
+        self.route_own(now, &bytes, maintenance);
+    }
+
+    /// Routes a message this node just encoded (a request, a retransmission
+    /// or an answer) as if it had arrived, minus the Via List entry.
+    fn route_own(&mut self, now: u64, bytes: &[u8], maintenance: bool) {
         let ctx = self.ctx.clone();
-        if let Ok((header, payload)) = ForwardingHeader::split(&bytes, &ctx) {
+        if let Ok((header, payload)) = ForwardingHeader::split(bytes, &ctx) {
             self.route(now, None, header, payload, Some(maintenance));
         }
     }
@@ -1121,10 +1127,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.transmit(n, bytes, maintenance);
             }
             _ => {
-                let ctx = self.ctx.clone();
-                if let Ok((h, payload)) = ForwardingHeader::split(&bytes, &ctx) {
-                    self.route(now, None, h, payload, Some(maintenance));
-                }
+                self.route_own(now, &bytes, maintenance);
             }
         }
     }
@@ -1263,10 +1266,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             let maintenance = o.purpose.maintenance();
             self.retransmit_at.push(Reverse((deadline, tid)));
             self.stats.retransmissions += 1;
-            let ctx = self.ctx.clone();
-            if let Ok((header, payload)) = ForwardingHeader::split(&bytes, &ctx) {
-                self.route(now, None, header, payload, Some(maintenance));
-            }
+            self.route_own(now, &bytes, maintenance);
         }
         while let Some((t, tid)) = self.answered_expiry.front().copied() {
             if t > now {
