@@ -95,7 +95,7 @@ pub struct NodeStats {
 enum Purpose {
     App(RequestId),
     Topology(u64),
-    Attach { token: Option<u64> },
+    Attach { token: u64 },
     Push { resource: ResourceId, to: NodeId },
 }
 
@@ -117,7 +117,7 @@ struct Outstanding {
 /// The Attach an AttachAns answered, kept until the link is up.
 #[derive(Debug)]
 struct AwaitingLink {
-    token: Option<u64>,
+    token: u64,
     answer: Body,
     since: u64,
 }
@@ -158,6 +158,8 @@ pub struct OverlayNode<T: Topology, S: Security> {
     stats: NodeStats,
 }
 
+/// §7.1 signature input; array indexes are zeroed (§7.4.2.2) so an
+/// appended value verifies at whatever index it landed.
 fn data_signature_input<S: Security>(
     security: &S,
     resource: &ResourceId,
@@ -412,19 +414,6 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.topology.resource_id(name)
     }
 
-    /// §7.1 signature input; array indexes are zeroed (§7.4.2.2) so an
-    /// appended value verifies at whatever index it landed.
-    fn data_signature_input(
-        &self,
-        resource: &ResourceId,
-        kind: KindId,
-        storage_time: u64,
-        value: &StoredDataValue,
-        identity: &reload_wire::SignerIdentity,
-    ) -> Vec<u8> {
-        data_signature_input(&self.security, resource, kind, storage_time, value, identity)
-    }
-
     fn sign_value(
         &self,
         resource: &ResourceId,
@@ -434,7 +423,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         lifetime: u32,
     ) -> StoredData {
         let identity = self.security.identity();
-        let input = self.data_signature_input(resource, kind, now, &value, &identity);
+        let input = data_signature_input(&self.security, resource, kind, now, &value, &identity);
         StoredData {
             storage_time: now,
             lifetime,
@@ -454,13 +443,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         } else if let Some(waiting) = self.connecting.remove(&peer) {
             self.topology.on_link_up(now, peer, true, false, &mut self.commands);
             for w in waiting {
-                if let Some(token) = w.token {
-                    let answer = Ok(Answer {
-                        from: peer,
-                        body: w.answer,
-                    });
-                    self.topology.on_answer(now, token, answer, &mut self.commands);
-                }
+                let answer = Ok(Answer {
+                    from: peer,
+                    body: w.answer,
+                });
+                self.topology.on_answer(now, w.token, answer, &mut self.commands);
             }
         } else {
             let send_update = self.expected_links.remove(&peer).is_some_and(|(s, _)| s);
@@ -482,10 +469,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             }
             Some(p) => {
                 for w in self.connecting.remove(&p).unwrap_or_default() {
-                    if let Some(token) = w.token {
-                        self.topology
-                            .on_answer(now, token, Err(RequestFailure::NoRoute), &mut self.commands);
-                    }
+                    self.topology
+                        .on_answer(now, w.token, Err(RequestFailure::NoRoute), &mut self.commands);
                 }
             }
         }
@@ -760,8 +745,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         sender: NodeId,
         credential: &Credential,
     ) -> Result<Body, ErrorResponse> {
-        let direct = link == Some(sender) && header.via_list.is_empty();
         let err = |code: ErrorCode, why: &str| ErrorResponse::new(code, why.as_bytes().to_vec());
+        // §6.4.2.1-2: Join and Leave only over the sender's own link.
+        let direct = if link == Some(sender) && header.via_list.is_empty() {
+            Ok(())
+        } else {
+            Err(err(
+                ErrorCode::FORBIDDEN,
+                "Join and Leave must come over the sender's own link",
+            ))
+        };
         match body {
             Body::PingReq(_) => Ok(Body::PingAns(PingAns {
                 response_id: self.rng.random(),
@@ -805,12 +798,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.storage.find(&self.config, &req).map(Body::FindAns)
             }
             Body::JoinReq(req) => {
-                if !direct {
-                    return Err(err(
-                        ErrorCode::FORBIDDEN,
-                        "Join must come over the joining node's own link",
-                    ));
-                }
+                direct?;
                 self.topology
                     .on_join(now, sender, &req, &mut self.commands)
                     .map(|data| {
@@ -821,12 +809,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     .map_err(|c| err(c, "join refused"))
             }
             Body::LeaveReq(req) => {
-                if !direct {
-                    return Err(err(
-                        ErrorCode::FORBIDDEN,
-                        "Leave must come over the leaving node's own link",
-                    ));
-                }
+                direct?;
                 self.topology
                     .on_leave(now, sender, &req, &mut self.commands)
                     .map(|_| Body::LeaveAns)
@@ -977,13 +960,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     let address = ans.candidates.first().map(|c| c.addr_port.clone());
                     if self.links.contains(&from) {
                         self.topology.on_link_up(now, from, true, false, &mut self.commands);
-                        if let Some(token) = token {
-                            let answer = Ok(Answer {
-                                from,
-                                body: Body::AttachAns(ans),
-                            });
-                            self.topology.on_answer(now, token, answer, &mut self.commands);
-                        }
+                        let answer = Ok(Answer {
+                            from,
+                            body: Body::AttachAns(ans),
+                        });
+                        self.topology.on_answer(now, token, answer, &mut self.commands);
                     } else if let Some(address) = address {
                         let first = !self.connecting.contains_key(&from);
                         self.connecting.entry(from).or_default().push(AwaitingLink {
@@ -997,16 +978,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                                 address,
                             });
                         }
-                    } else if let Some(token) = token {
+                    } else {
                         self.topology
                             .on_answer(now, token, Err(RequestFailure::NoRoute), &mut self.commands);
                     }
                 }
                 Ok(_) | Err(_) => {
-                    if let Some(token) = token {
-                        let failure = outcome.err().unwrap_or(RequestFailure::NoRoute);
-                        self.topology.on_answer(now, token, Err(failure), &mut self.commands);
-                    }
+                    let failure = outcome.err().unwrap_or(RequestFailure::NoRoute);
+                    self.topology.on_answer(now, token, Err(failure), &mut self.commands);
                 }
             },
             Purpose::Push { resource, to } => {
@@ -1322,7 +1301,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         send_update,
                     } => {
                         let body = Body::AttachReq(self.attach_body(b"active", send_update));
-                        self.originate(now, destination, &body, Purpose::Attach { token: Some(token) });
+                        self.originate(now, destination, &body, Purpose::Attach { token });
                     }
                     TopologyCommand::CloseLink(peer) => {
                         if self.links.remove(&peer) {
@@ -1350,10 +1329,5 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 }
             }
         }
-    }
-
-    /// Values this node holds per Kind.
-    pub fn stored_counts(&self) -> std::collections::BTreeMap<KindId, usize> {
-        self.storage.count_by_kind()
     }
 }

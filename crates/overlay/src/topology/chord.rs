@@ -124,12 +124,6 @@ impl ChordReload {
         &self.successors
     }
 
-    /// Every peer in the routing table (neighbours, fingers and the other
-    /// linked peers used for routing).
-    pub fn routing_peers(&self) -> impl Iterator<Item = &NodeId> {
-        self.peers.values()
-    }
-
     /// Finger i (1-based, §10.3) covers [n + 2^(128-i), n + 2^(129-i) - 1].
     fn finger_range(&self, i: usize) -> (Position, Position) {
         let len = 1u128 << (128 - i);
