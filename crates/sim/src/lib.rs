@@ -7,9 +7,11 @@
 //! same run, byte for byte.
 
 pub mod network;
+mod queue;
 mod report;
 
 pub use network::{Host, LatencyModel};
+pub use queue::EventQueue;
 pub use report::{Report, Series};
 
 use network::{address_of, host_of};
@@ -23,8 +25,7 @@ use reload_wire::{
     Body, DataModel, DataValue, DecodeContext, FetchReq, ModelSpecifier, NodeId, ResourceId, StoredDataSpecifier,
     StoredDataValue,
 };
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Simulated time starts here (ms since the Unix epoch), so storage_time
@@ -166,9 +167,7 @@ pub struct Simulation {
     ctx: Arc<DecodeContext>,
     rng: Xoshiro256PlusPlus,
     now: u64,
-    seq: u64,
-    queue: BinaryHeap<Reverse<(u64, u64)>>,
-    events: HashMap<u64, Ev>,
+    queue: EventQueue<Ev>,
     nodes: Vec<Option<SimNode>>,
     /// Node-ID of every host ever created, alive or not.
     ids: Vec<NodeId>,
@@ -223,9 +222,7 @@ impl Simulation {
             overlay,
             ctx,
             now: 0,
-            seq: 0,
-            queue: BinaryHeap::new(),
-            events: HashMap::new(),
+            queue: EventQueue::new(),
             nodes: Vec::new(),
             ids: Vec::new(),
             by_id: HashMap::new(),
@@ -239,9 +236,7 @@ impl Simulation {
     }
 
     fn at(&mut self, t: u64, ev: Ev) {
-        self.seq += 1;
-        self.queue.push(Reverse((t, self.seq)));
-        self.events.insert(self.seq, ev);
+        self.queue.push(t, ev);
     }
 
     fn node(&mut self, h: Host) -> Option<&mut SimNode> {
@@ -751,8 +746,7 @@ impl Simulation {
         }
         let build_deadline = (self.cfg.peers as f64 * 1000.0 / self.cfg.join_rate_per_s) as u64 + 120_000;
         let mut last_progress = 0;
-        while let Some(Reverse((t, seq))) = self.queue.pop() {
-            let ev = self.events.remove(&seq).expect("every queued event is stored");
+        while let Some((t, ev)) = self.queue.pop() {
             self.now = t;
             if self.measure_from.is_none()
                 && (self.ring.len() >= self.cfg.peers && self.items_done() || t >= build_deadline)

@@ -307,21 +307,36 @@ impl ChordReload {
     fn sender_misses_neighbors(&self, from: &NodeId, preds: &[NodeId], succs: &[NodeId]) -> bool {
         let k = self.config.neighbors;
         let pf = node_position(from);
-        let worst_succ = (succs.len() >= k)
-            .then(|| succs.last().map(|s| distance(pf, node_position(s))))
-            .flatten();
-        let worst_pred = (preds.len() >= k)
-            .then(|| preds.last().map(|p| distance(node_position(p), pf)))
-            .flatten();
-        std::iter::once(&self.me).chain(self.peers.values()).any(|n| {
-            if n == from || preds.contains(n) || succs.contains(n) {
-                return false;
-            }
-            let pn = node_position(n);
-            let closer_succ = worst_succ.is_none_or(|w| distance(pf, pn) < w);
-            let closer_pred = worst_pred.is_none_or(|w| distance(pn, pf) < w);
-            closer_succ || closer_pred
-        })
+        let unknown = |n: &NodeId| n != from && !preds.contains(n) && !succs.contains(n);
+        let (Some(worst_succ), Some(worst_pred)) = (
+            succs.get(k.wrapping_sub(1)).filter(|_| succs.len() >= k),
+            preds.get(k.wrapping_sub(1)).filter(|_| preds.len() >= k),
+        ) else {
+            // A short list: anyone it does not name is missing.
+            return std::iter::once(&self.me).chain(self.peers.values()).any(unknown);
+        };
+        // Only peers strictly inside the arc its lists span can be closer.
+        let succ_span = distance(pf, node_position(worst_succ));
+        let pred_span = distance(node_position(worst_pred), pf);
+        let me_closer = self.my_pos != pf
+            && (distance(pf, self.my_pos) < succ_span || distance(self.my_pos, pf) < pred_span);
+        (me_closer && unknown(&self.me))
+            || self.peers_in_arc(pf.wrapping_sub(pred_span), pred_span).any(unknown)
+            || self.peers_in_arc(pf, succ_span).any(unknown)
+    }
+
+    /// Linked peers strictly between `start` and `start + len`.
+    fn peers_in_arc(&self, start: Position, len: u128) -> impl Iterator<Item = &NodeId> {
+        let end = start.wrapping_add(len);
+        let empty = || self.peers.range(1..1);
+        let (first, second) = if len == 0 {
+            (empty(), empty())
+        } else if end > start {
+            (self.peers.range((Excluded(start), Excluded(end))), empty())
+        } else {
+            (self.peers.range((Excluded(start), Unbounded)), self.peers.range(..end))
+        };
+        first.chain(second).map(|(_, id)| id)
     }
 
     /// Whether `c` would fill a Finger Table entry that has no peer.
