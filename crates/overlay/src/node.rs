@@ -205,6 +205,24 @@ fn is_application(code: MessageCode) -> bool {
     .contains(&request)
 }
 
+/// §6.2.1: "For some requests (e.g., Fetch), this can be accomplished
+/// merely by processing the request again. For other requests (e.g.,
+/// Store), it may be necessary to maintain state". These are the others:
+/// processing them twice would not give an equivalent answer (a second
+/// Store is too old, a second Join or Attach acts twice). Probe, Fetch,
+/// Stat, Find, Update, RouteQuery and Ping are answered afresh.
+fn answer_is_cached(request: MessageCode) -> bool {
+    [
+        MessageCode::STORE_REQ,
+        MessageCode::ATTACH_REQ,
+        MessageCode::JOIN_REQ,
+        MessageCode::LEAVE_REQ,
+        MessageCode::APP_ATTACH_REQ,
+        MessageCode::CONFIG_UPDATE_REQ,
+    ]
+    .contains(&request)
+}
+
 fn target_bytes(d: &Destination) -> Option<&[u8]> {
     match d {
         Destination::Node(n) => Some(n.as_bytes()),
@@ -295,7 +313,6 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let mut t = [
             self.retransmit_at.peek().map(|Reverse((t, _))| *t),
             self.topology.next_timer(),
-            self.answered_expiry.front().map(|(t, _)| *t),
             Some(self.next_sweep),
         ]
         .into_iter()
@@ -696,6 +713,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return;
         }
         let maintenance = !is_application(contents.message_code);
+        let cache = answer_is_cached(contents.message_code);
         let ctx = self.ctx.clone();
         let answer = match contents.body(&ctx) {
             Ok(body) => self.dispatch(now, link, header, body, sender, credential),
@@ -730,9 +748,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         } else {
             contents
         };
-        self.answered.insert(tid, contents.clone());
-        self.answered_expiry
-            .push_back((now + self.config.request_lifetime_ms, tid));
+        if cache {
+            self.forget_old_answers(now);
+            self.answered.insert(tid, contents.clone());
+            self.answered_expiry
+                .push_back((now + self.config.request_lifetime_ms, tid));
+        }
         self.send_answer(now, link, header, contents, maintenance);
     }
 
@@ -1247,14 +1268,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             self.stats.retransmissions += 1;
             self.route_own(now, &bytes, maintenance);
         }
-        while let Some((t, tid)) = self.answered_expiry.front().copied() {
-            if t > now {
-                break;
-            }
-            self.answered_expiry.pop_front();
-            self.answered.remove(&tid);
-        }
         if self.next_sweep <= now {
+            self.forget_old_answers(now);
             self.next_sweep = now + self.config.expiry_sweep_ms;
             self.storage.expire(now);
             self.expected_links.retain(|_, (_, t)| *t + LINK_SETUP_TIMEOUT_MS > now);
@@ -1274,6 +1289,19 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             self.topology.on_timer(now, &mut self.commands);
         }
         self.after_event(now);
+    }
+
+    /// Drops cached answers older than the request lifetime. This runs as
+    /// answers are added and at each sweep rather than on a timer of its
+    /// own, so a cache entry costs no wake-up.
+    fn forget_old_answers(&mut self, now: u64) {
+        while let Some((t, tid)) = self.answered_expiry.front().copied() {
+            if t > now {
+                break;
+            }
+            self.answered_expiry.pop_front();
+            self.answered.remove(&tid);
+        }
     }
 
     /// Carries out what the topology asked for, then replica upkeep.
