@@ -907,7 +907,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         )?;
         if let Some(res) = self.storage.resource_mut(&req.resource) {
             if replica {
-                res.holders.insert(sender);
+                res.add_holder(sender);
             }
         }
         let replicas: Vec<NodeId> = self
@@ -1014,7 +1014,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 let ok = matches!(outcome, Ok(Body::StoreAns(_)));
                 if ok {
                     if let Some(r) = self.storage.resource_mut(&resource) {
-                        r.holders.insert(to);
+                        r.add_holder(to);
                     }
                 }
                 if let Some(left) = &mut self.leaving {
@@ -1149,7 +1149,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let Some(res) = self.storage.resource(resource) else {
             return false;
         };
-        if !force && res.holders.contains(&to) {
+        if !force && res.holds(&to) {
             return false;
         }
         let kind_data = res.export(now);
@@ -1197,7 +1197,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 // no longer in the replica set; the copy goes, but only once
                 // a member of the last set it saw confirmed holding the data.
                 // Otherwise it stays: an orphan copy is better than none.
-                let confirmed = self.storage.resource(&id).is_some_and(|r| !r.holders.is_empty());
+                let confirmed = self.storage.resource(&id).is_some_and(|r| r.has_holders());
                 if self.topology.holding(rid) == Holding::None && confirmed {
                     self.storage.remove(&id);
                 }
@@ -1206,7 +1206,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             // A peer that left the set may have deleted its copy; if it comes
             // back it must be sent the data again.
             if let Some(r) = self.storage.resource_mut(&id) {
-                r.holders.retain(|h| set.contains(h));
+                r.retain_holders(|h| set.contains(h));
             }
             match self.topology.holding(rid) {
                 Holding::Responsible => {
@@ -1226,7 +1226,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     let handed_over = self
                         .storage
                         .resource(&id)
-                        .is_some_and(|r| r.holders.contains(&responsible));
+                        .is_some_and(|r| r.holds(&responsible));
                     if handed_over {
                         self.storage.remove(&id);
                     } else {

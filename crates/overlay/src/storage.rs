@@ -100,19 +100,73 @@ struct KindData {
     values: Values,
 }
 
+/// The Kinds stored under one Resource-ID, sorted by Kind-ID. A resource
+/// holds one to a few Kinds, and a sorted Vec holds them in a tenth of the
+/// memory of a BTreeMap, whose smallest node has room for eleven.
+#[derive(Debug, Clone, Default)]
+struct KindMap(Vec<(KindId, KindData)>);
+
+impl KindMap {
+    fn get(&self, kind: &KindId) -> Option<&KindData> {
+        let i = self.0.binary_search_by_key(kind, |(k, _)| *k).ok()?;
+        Some(&self.0[i].1)
+    }
+
+    fn get_or_insert_with(&mut self, kind: KindId, make: impl FnOnce() -> KindData) -> &mut KindData {
+        let i = match self.0.binary_search_by_key(&kind, |(k, _)| *k) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (kind, make()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&KindId, &KindData)> {
+        self.0.iter().map(|(k, d)| (k, d))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut KindData) -> bool) {
+        self.0.retain_mut(|(_, d)| keep(d));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 /// Everything stored under one Resource-ID.
 #[derive(Debug, Clone)]
 pub struct Resource {
     pub id: ResourceId,
-    kinds: BTreeMap<KindId, KindData>,
+    kinds: KindMap,
     /// Peers known to hold the current values (replication bookkeeping of
-    /// §10.7.3; reset whenever a value changes).
-    pub holders: BTreeSet<NodeId>,
+    /// §10.7.3; reset whenever a value changes). At most the replica set.
+    holders: Vec<NodeId>,
 }
 
 impl Resource {
     pub fn value_count(&self) -> usize {
-        self.kinds.values().map(|k| k.values.len()).sum()
+        self.kinds.iter().map(|(_, k)| k.values.len()).sum()
+    }
+
+    pub fn holds(&self, peer: &NodeId) -> bool {
+        self.holders.contains(peer)
+    }
+
+    pub fn add_holder(&mut self, peer: NodeId) {
+        if !self.holds(&peer) {
+            self.holders.push(peer);
+        }
+    }
+
+    pub fn has_holders(&self) -> bool {
+        !self.holders.is_empty()
+    }
+
+    pub fn retain_holders(&mut self, keep: impl FnMut(&NodeId) -> bool) {
+        self.holders.retain(keep);
     }
 
     /// The resource's values as StoreKindData, lifetimes shortened by the
@@ -256,7 +310,7 @@ impl Storage {
     pub fn count_by_kind(&self) -> BTreeMap<KindId, usize> {
         let mut out = BTreeMap::new();
         for r in self.resources.values() {
-            for (k, d) in &r.kinds {
+            for (k, d) in r.kinds.iter() {
                 *out.entry(*k).or_default() += d.values.len();
             }
         }
@@ -266,7 +320,7 @@ impl Storage {
     /// Drops every value whose lifetime has run out (§7).
     pub fn expire(&mut self, now: u64) {
         self.resources.retain(|_, r| {
-            r.kinds.retain(|_, k| {
+            r.kinds.retain(|k| {
                 k.values.expire(now);
                 k.values.len() > 0
             });
@@ -359,13 +413,13 @@ impl Storage {
         // Apply.
         let entry = self.resources.entry(key(&req.resource)).or_insert_with(|| Resource {
             id: req.resource.clone(),
-            kinds: BTreeMap::new(),
-            holders: BTreeSet::new(),
+            kinds: KindMap::default(),
+            holders: Vec::new(),
         });
         let mut responses = Vec::with_capacity(plans.len());
         for ((kind, accepted), kd) in plans.into_iter().zip(&req.kind_data) {
             let def = config.kind(kind).expect("checked above");
-            let k = entry.kinds.entry(kind).or_insert_with(|| KindData {
+            let k = entry.kinds.get_or_insert_with(kind, || KindData {
                 generation: 0,
                 values: Values::new(def.data_model),
             });

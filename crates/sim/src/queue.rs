@@ -9,7 +9,13 @@
 use std::collections::{BTreeMap, VecDeque};
 
 /// Slots in the wheel: events less than this many ms ahead go straight in.
-const WINDOW_MS: u64 = 1 << 16;
+/// Messages (tens to hundreds of ms) fit; timers minutes away wait in the
+/// overflow.
+const WINDOW_MS: u64 = 1 << 12;
+
+/// A drained slot keeps at most this much capacity, so the wheel's memory
+/// follows the events pending now rather than the busiest moment so far.
+const KEPT_SLOT_CAPACITY: usize = 16;
 
 pub struct EventQueue<E> {
     slots: Vec<VecDeque<E>>,
@@ -66,9 +72,13 @@ impl<E> EventQueue<E> {
                 self.now = t;
                 self.admit_overflow();
             }
-            if let Some(e) = self.slots[(self.now % WINDOW_MS) as usize].pop_front() {
+            let slot = &mut self.slots[(self.now % WINDOW_MS) as usize];
+            if let Some(e) = slot.pop_front() {
                 self.in_wheel -= 1;
                 return Some((self.now, e));
+            }
+            if slot.capacity() > KEPT_SLOT_CAPACITY {
+                *slot = VecDeque::new();
             }
             self.now += 1;
             self.admit_overflow();
