@@ -509,14 +509,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     pub fn receive(&mut self, now: u64, link: NodeId, bytes: &[u8]) {
         let ctx = self.ctx.clone();
         match ForwardingHeader::split(bytes, &ctx) {
-            Ok((header, payload)) => self.route(now, Some(link), header, payload, None),
+            Ok((header, payload)) => self.route(now, Some(link), header, payload, None, None),
             Err(_) => self.stats.malformed += 1,
         }
         self.after_event(now);
     }
 
     /// §6.1: examine the first Destination List entry until the message is
-    /// delivered here, forwarded, or dropped.
+    /// delivered here, forwarded, or dropped. `unchanged` is the encoded
+    /// message of a node's own origin, sent as it is while its header needs
+    /// no change.
     fn route(
         &mut self,
         now: u64,
@@ -524,6 +526,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         mut header: ForwardingHeader,
         payload: &[u8],
         maintenance: Option<bool>,
+        mut unchanged: Option<&[u8]>,
     ) {
         if header.overlay != self.overlay || header.version != RELOAD_VERSION || !header.fragment.is_unfragmented() {
             // §6.1: not a message this peer can process. Reassembly of
@@ -550,6 +553,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         return self.deliver(now, link, header, payload);
                     }
                     header.destination_list.remove(0);
+                    unchanged = None;
                 }
                 Destination::Node(n) if n.as_bytes().iter().all(|b| *b == 0xff) => {
                     return self.deliver(now, link, header, payload);
@@ -563,14 +567,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     return;
                 }
                 Destination::Node(n) if self.links.contains(&n) => {
-                    return self.forward(
-                        now,
-                        link,
-                        header,
-                        payload,
-                        n,
-                        maintenance.unwrap_or(!is_application(code)),
-                    );
+                    let m = maintenance.unwrap_or(!is_application(code));
+                    return self.forward(now, link, header, payload, unchanged, n, m);
                 }
                 Destination::Node(n) if self.topology.is_responsible(n.as_bytes()) => {
                     // §6.1.1: a Node-ID we own that is not ours nor linked.
@@ -581,7 +579,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     match self.topology.next_hop(target) {
                         Some(next) => {
                             let m = maintenance.unwrap_or(!is_application(code));
-                            return self.forward(now, link, header, payload, next, m);
+                            return self.forward(now, link, header, payload, unchanged, next, m);
                         }
                         None => return,
                     }
@@ -596,12 +594,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &mut self,
         now: u64,
         link: Option<NodeId>,
         mut header: ForwardingHeader,
         payload: &[u8],
+        unchanged: Option<&[u8]>,
         next: NodeId,
         maintenance: bool,
     ) {
@@ -623,6 +623,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             header.ttl -= 1;
             header.via_list.push(Destination::Node(from));
             self.stats.forwarded += 1;
+        } else if let Some(bytes) = unchanged {
+            return self.transmit(next, bytes.to_vec(), maintenance);
         }
         let mut w = Writer::with_capacity(payload.len() + 64);
         header.encode_with_payload(&mut w, payload);
@@ -1087,7 +1089,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     fn route_own(&mut self, now: u64, bytes: &[u8], maintenance: bool) {
         let ctx = self.ctx.clone();
         if let Ok((header, payload)) = ForwardingHeader::split(bytes, &ctx) {
-            self.route(now, None, header, payload, Some(maintenance));
+            self.route(now, None, header, payload, Some(maintenance), Some(bytes));
         }
     }
 
