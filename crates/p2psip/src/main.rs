@@ -10,6 +10,11 @@ use std::process::ExitCode;
 
 mod sim_cmd;
 
+/// The simulator allocates and frees millions of small buffers a second;
+/// mimalloc does that markedly faster than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "p2psip",
