@@ -1225,10 +1225,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     let Some(responsible) = set.first().copied() else {
                         continue;
                     };
-                    let handed_over = self
-                        .storage
-                        .resource(&id)
-                        .is_some_and(|r| r.holds(&responsible));
+                    let handed_over = self.storage.resource(&id).is_some_and(|r| r.holds(&responsible));
                     if handed_over {
                         self.storage.remove(&id);
                     } else {

@@ -8,6 +8,7 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod plot;
 mod sim_cmd;
 
 /// The simulator allocates and frees millions of small buffers a second;

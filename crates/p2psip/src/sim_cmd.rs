@@ -1,9 +1,10 @@
 //! `p2psip sim`: runs the overlay engine at scale in the deterministic
 //! simulator and reports what it measured.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use sim::{Report, Scenario, SessionModel, SimConfig, Simulation};
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct SimArgs {
@@ -46,6 +47,10 @@ pub struct SimArgs {
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
+    /// Also write PNG charts into this directory: hops.png (hops against
+    /// ½·log2 N), lookups.png (success over time), maintenance.png.
+    #[arg(long, value_name = "DIR")]
+    plot: Option<PathBuf>,
 }
 
 fn parse_fraction(s: &str) -> Result<f64, String> {
@@ -104,6 +109,10 @@ pub fn run(args: SimArgs) -> Result<()> {
             interval_s: args.leave_interval,
         });
     }
+    if let Some(dir) = &args.plot {
+        // Fail now rather than after a long run.
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create the plot directory {}", dir.display()))?;
+    }
     let bar = indicatif::ProgressBar::new(args.duration);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} simulated {pos}/{len} s [{bar:40}] {elapsed} {msg}")
@@ -115,6 +124,11 @@ pub fn run(args: SimArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         print_table(&report);
+    }
+    if let Some(dir) = &args.plot {
+        for path in crate::plot::write_charts(&report, dir)? {
+            eprintln!("wrote {}", path.display());
+        }
     }
     Ok(())
 }

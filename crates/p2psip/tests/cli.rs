@@ -127,6 +127,10 @@ fn sim_rejects_bad_arguments_in_one_line() {
         (&["sim", "--peers", "1"][..], "--peers must be at least 2"),
         (&["sim", "--session", "weibull"][..], "exponential or pareto"),
         (&["sim", "--mass-crash", "0.3@soon"][..], "not a number of seconds"),
+        (
+            &["sim", "--plot", "/proc/no-such-dir/charts"][..],
+            "cannot create the plot directory",
+        ),
     ] {
         let out = p2psip(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -134,4 +138,33 @@ fn sim_rejects_bad_arguments_in_one_line() {
         assert_eq!(err.lines().count(), 1, "one line for {args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn sim_plot_writes_three_png_charts() {
+    let dir = std::env::temp_dir().join(format!("p2psip-plot-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = p2psip(&[
+        "sim",
+        "--peers",
+        "100",
+        "--duration",
+        "180",
+        "--churn-median",
+        "300",
+        "--plot",
+        dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in ["hops.png", "lookups.png", "maintenance.png"] {
+        let png = std::fs::read(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "{name} is not a PNG");
+        let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
+        let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+        assert_eq!((width, height), (900, 540), "{name}");
+        // A blank canvas compresses to a few hundred bytes; bars, lines
+        // and text do not.
+        assert!(png.len() > 8_000, "{name} looks empty: {} bytes", png.len());
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

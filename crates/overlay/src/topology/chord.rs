@@ -318,8 +318,8 @@ impl ChordReload {
         // Only peers strictly inside the arc its lists span can be closer.
         let succ_span = distance(pf, node_position(worst_succ));
         let pred_span = distance(node_position(worst_pred), pf);
-        let me_closer = self.my_pos != pf
-            && (distance(pf, self.my_pos) < succ_span || distance(self.my_pos, pf) < pred_span);
+        let me_closer =
+            self.my_pos != pf && (distance(pf, self.my_pos) < succ_span || distance(self.my_pos, pf) < pred_span);
         (me_closer && unknown(&self.me))
             || self.peers_in_arc(pf.wrapping_sub(pred_span), pred_span).any(unknown)
             || self.peers_in_arc(pf, succ_span).any(unknown)
