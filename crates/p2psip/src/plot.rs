@@ -16,11 +16,14 @@ const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
 const FONT_FAMILY: &str = "DejaVu Sans";
 const SIZE: (u32, u32) = (900, 540);
 
+/// Draws one chart of a report as SVG text.
+type DrawChart = fn(&Report) -> Result<String>;
+
 /// Writes hops.png, lookups.png and maintenance.png into `dir` and returns
 /// their paths.
 pub fn write_charts(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create the plot directory {}", dir.display()))?;
-    let charts: [(&str, fn(&Report) -> Result<String>); 3] = [
+    let charts: [(&str, DrawChart); 3] = [
         ("hops.png", hops_svg),
         ("lookups.png", lookups_svg),
         ("maintenance.png", maintenance_svg),
