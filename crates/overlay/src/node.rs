@@ -124,6 +124,18 @@ struct AwaitingLink {
 
 const LINK_SETUP_TIMEOUT_MS: u64 = 15_000;
 
+/// Rounds of hand-over pushes before a graceful leave gives up on data no
+/// successor confirmed. A round that waits on a dead target lasts one
+/// request lifetime (15 s), so a leave takes at most about 45 s.
+const HANDOVER_ROUNDS: u8 = 3;
+
+/// A graceful leave in progress: pushes still unanswered in this round.
+#[derive(Debug)]
+struct Handover {
+    pending: usize,
+    rounds_left: u8,
+}
+
 /// One RELOAD node: forwarding, transactions, storage and a topology plugin.
 pub struct OverlayNode<T: Topology, S: Security> {
     config: Arc<OverlayConfig>,
@@ -151,7 +163,7 @@ pub struct OverlayNode<T: Topology, S: Security> {
     pushing: BTreeSet<(ResourceId, NodeId)>,
     rebalance_needed: bool,
     next_sweep: u64,
-    leaving: Option<usize>,
+    leaving: Option<Handover>,
     next_request: RequestId,
     actions: VecDeque<Action>,
     commands: Vec<TopologyCommand>,
@@ -353,22 +365,46 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if self.leaving.is_some() {
             return;
         }
+        self.leaving = Some(Handover {
+            pending: 0,
+            rounds_left: HANDOVER_ROUNDS,
+        });
+        self.hand_over(now);
+    }
+
+    /// One round of the hand-over: the first pushes everything to the
+    /// replica set and the next successor; later rounds push again only
+    /// what no peer of the current set has confirmed, to the set as it is
+    /// now (a target may have crashed or refused meanwhile).
+    fn hand_over(&mut self, now: u64) {
+        let Some(handover) = &mut self.leaving else { return };
+        let first = handover.rounds_left == HANDOVER_ROUNDS;
+        handover.rounds_left = handover.rounds_left.saturating_sub(1);
         let mut pushes = 0;
         for id in self.storage.resource_ids() {
-            let Some(mut set) = self.topology.replica_set(id.as_bytes()) else {
+            let Some(mut targets) = self.topology.replica_set(id.as_bytes()) else {
                 continue;
             };
-            set.retain(|n| *n != self.me);
-            if let Some(next) = self.first_successor_not_in(&set) {
-                set.push(next);
+            targets.retain(|n| *n != self.me);
+            if let Some(next) = self.first_successor_not_in(&targets) {
+                targets.push(next);
             }
-            for to in set {
-                if self.push(now, &id, to, true) {
+            let confirmed = self
+                .storage
+                .resource(&id)
+                .is_some_and(|r| targets.iter().any(|t| r.holds(t)));
+            if !first && confirmed {
+                continue;
+            }
+            for to in targets {
+                if self.push(now, &id, to, first) {
                     pushes += 1;
                 }
             }
         }
-        self.leaving = Some(pushes);
+        if let Some(handover) = &mut self.leaving {
+            handover.pending = pushes;
+        }
         if pushes == 0 {
             self.finish_handover(now);
         }
@@ -1019,10 +1055,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         r.add_holder(to);
                     }
                 }
-                if let Some(left) = &mut self.leaving {
-                    *left = left.saturating_sub(1);
-                    if *left == 0 {
-                        self.finish_handover(now);
+                if let Some(handover) = &mut self.leaving {
+                    handover.pending = handover.pending.saturating_sub(1);
+                    if handover.pending == 0 {
+                        if handover.rounds_left > 0 {
+                            self.hand_over(now);
+                        } else {
+                            self.finish_handover(now);
+                        }
                     }
                 } else if ok {
                     self.rebalance_needed = true;

@@ -543,10 +543,23 @@ impl Topology for ChordReload {
         Some(set)
     }
 
+    /// §7.4.1.1: "replica StoreReqs MUST come from nodes which are either
+    /// in the known replica set for a given resource or which are closer
+    /// than some node in the replica set". Closer means clockwise from the
+    /// resource, where responsibility runs: a peer that took over the range
+    /// while our tables still list its crashed predecessor qualifies. Our
+    /// own neighbours also qualify, so data handed back by a peer that just
+    /// left the set is taken in (decision 0004).
     fn plausible_replica_source(&self, resource: &[u8], sender: &NodeId) -> bool {
-        self.predecessors.contains(sender)
-            || self.successors.contains(sender)
-            || self.replica_set(resource).is_some_and(|s| s.contains(sender))
+        if self.predecessors.contains(sender) || self.successors.contains(sender) {
+            return true;
+        }
+        let Some(set) = self.replica_set(resource) else {
+            return false;
+        };
+        let k = position_of(resource);
+        let from_resource = |n: &NodeId| distance(k, node_position(n));
+        set.contains(sender) || set.iter().any(|m| from_resource(sender) < from_resource(m))
     }
 
     fn is_joined(&self) -> bool {

@@ -159,6 +159,28 @@ fn replicas_are_the_next_two_successors_of_the_responsible_peer() {
 }
 
 #[test]
+fn replica_stores_come_from_the_replica_set_or_from_closer_peers() {
+    // §7.4.1.1: "replica StoreReqs MUST come from nodes which are either in
+    // the known replica set for a given resource or which are closer than
+    // some node in the replica set."
+    let c = joined(200, &[100, 120, 150, 300, 400, 500]);
+    let resource = id(110);
+    assert_eq!(
+        c.replica_set(resource.as_bytes()),
+        Some(vec![id(120), id(150), id(200)])
+    );
+    assert!(c.plausible_replica_source(resource.as_bytes(), &id(150)), "a member");
+    // 115 took over from 120 (crashed, say) before our tables noticed.
+    assert!(
+        c.plausible_replica_source(resource.as_bytes(), &id(115)),
+        "closer than 120"
+    );
+    // Before the resource, or beyond every member: implausible.
+    assert!(!c.plausible_replica_source(resource.as_bytes(), &id(105)));
+    assert!(!c.plausible_replica_source(resource.as_bytes(), &id(700)));
+}
+
+#[test]
 fn join_attaches_to_the_successor_of_its_own_id_asking_for_an_update() {
     // §10.5 step 2: "JN SHOULD send an Attach request to the AP for
     // Resource-ID n+1. The send_update flag can be used to acquire the
