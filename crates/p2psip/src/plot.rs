@@ -79,6 +79,17 @@ fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing a chart failed: {e:?}")
 }
 
+fn draw_legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(plot_error)
+}
+
 /// Share of successful lookups by hop count, with ½·log2 N and the mean.
 fn hops_svg(r: &Report) -> Result<String> {
     let total: u64 = r.hops_histogram.iter().sum::<u64>().max(1);
@@ -123,13 +134,7 @@ fn hops_svg(r: &Report) -> Result<String> {
                 .label(label)
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], colour.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
-        Ok(())
+        draw_legend(&mut chart)
     })
 }
 
@@ -166,13 +171,7 @@ fn lookups_svg(r: &Report) -> Result<String> {
             .map_err(plot_error)?
             .label(format!("overall {:.3} %", r.lookup_success_rate * 100.0))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], BLUE.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK)
-            .draw()
-            .map_err(plot_error)?;
-        Ok(())
+        draw_legend(&mut chart)
     })
 }
 
