@@ -16,6 +16,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use reload_wire::header::RELOAD_VERSION;
 use reload_wire::link_management::overlay_link_type;
+use reload_wire::security::SignerIdentity;
 use reload_wire::topology::probe_information_type;
 use reload_wire::Decode;
 use reload_wire::{
@@ -188,6 +189,23 @@ fn data_signature_input<S: Security>(
         a.index = 0;
     }
     StoredData::signature_input(resource, kind, storage_time, &v, identity).unwrap_or_default()
+}
+
+/// The signers of the stored values a message body carries, whose
+/// certificates must travel with it (§6.3.4).
+fn data_signers(body: &Body) -> Vec<&SignerIdentity> {
+    let values: Box<dyn Iterator<Item = &StoredData>> = match body {
+        Body::StoreReq(req) => Box::new(req.kind_data.iter().flat_map(|k| k.values.iter())),
+        Body::FetchAns(ans) => Box::new(ans.kind_responses.iter().flat_map(|k| k.values.iter())),
+        _ => return Vec::new(),
+    };
+    let mut signers: Vec<&SignerIdentity> = Vec::new();
+    for v in values {
+        if !signers.contains(&&v.signature.identity) {
+            signers.push(&v.signature.identity);
+        }
+    }
+    signers
 }
 
 /// A forwarded message's code, read without decoding the contents.
@@ -747,7 +765,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let tid = header.transaction_id;
         // §6.2.1: a retransmission gets the same answer.
         if let Some(cached) = self.answered.get(&tid).cloned() {
-            self.send_answer(now, link, header, cached, true);
+            self.send_answer(now, link, header, cached, &[], true);
             return;
         }
         let maintenance = !is_application(contents.message_code);
@@ -792,7 +810,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             self.answered_expiry
                 .push_back((now + self.config.request_lifetime_ms, tid));
         }
-        self.send_answer(now, link, header, contents, maintenance);
+        self.send_answer(now, link, header, contents, &data_signers(&body), maintenance);
     }
 
     fn dispatch(
@@ -1073,21 +1091,30 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     // ----- sending ------------------------------------------------------
 
-    fn sign_contents(&self, tid: u64, contents: &MessageContents) -> SecurityBlock {
+    fn sign_contents(&self, tid: u64, contents: &MessageContents, data_signers: &[&SignerIdentity]) -> SecurityBlock {
         let identity = self.security.identity();
+        let mut certificates = self.security.certificates();
+        if !data_signers.is_empty() {
+            certificates.extend(self.security.certificates_for(data_signers));
+        }
         let input = if self.security.needs_signature_input() {
             Message::signature_input(self.overlay, tid, contents, &identity).unwrap_or_default()
         } else {
             Vec::new()
         };
         SecurityBlock {
-            certificates: self.security.certificates(),
+            certificates,
             signature: self.security.sign(&input),
         }
     }
 
-    fn encode_message(&self, header: &ForwardingHeader, contents: &MessageContents) -> Option<Vec<u8>> {
-        let security_block = self.sign_contents(header.transaction_id, contents);
+    fn encode_message(
+        &self,
+        header: &ForwardingHeader,
+        contents: &MessageContents,
+        data_signers: &[&SignerIdentity],
+    ) -> Option<Vec<u8>> {
+        let security_block = self.sign_contents(header.transaction_id, contents, data_signers);
         let mut w = Writer::with_capacity(128 + contents.message_body.len());
         header.encode_with(&mut w, |w| {
             contents.encode(w);
@@ -1105,7 +1132,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         };
         let mut header = ForwardingHeader::new(self.overlay, tid, destination);
         header.ttl = self.config.initial_ttl;
-        let Some(bytes) = self.encode_message(&header, &contents) else {
+        let Some(bytes) = self.encode_message(&header, &contents, &data_signers(body)) else {
             return self.fail_now(now, purpose);
         };
         let deadline = now + self.config.reliability_timer_ms;
@@ -1151,6 +1178,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         link: Option<NodeId>,
         request: &ForwardingHeader,
         contents: MessageContents,
+        data_signers: &[&SignerIdentity],
         maintenance: bool,
     ) {
         let mut path: Vec<Destination> = request.via_list.clone();
@@ -1160,7 +1188,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         path.reverse();
         let mut header = ForwardingHeader::new(self.overlay, request.transaction_id, path);
         header.ttl = self.config.initial_ttl;
-        let Some(bytes) = self.encode_message(&header, &contents) else {
+        let Some(bytes) = self.encode_message(&header, &contents, data_signers) else {
             return;
         };
         match header.destination_list.first() {
@@ -1178,7 +1206,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.stats.errors_sent += 1;
         let body = Body::Error(ErrorResponse::new(code, why.as_bytes().to_vec()));
         if let Ok(contents) = MessageContents::from_body(&body) {
-            self.send_answer(now, link, request, contents, true);
+            self.send_answer(now, link, request, contents, &[], true);
         }
     }
 

@@ -35,6 +35,13 @@ pub trait Security {
     fn identity(&self) -> SignerIdentity;
     /// Certificates to put in the security block of a message (§6.3.4).
     fn certificates(&self) -> Vec<GenericCertificate>;
+    /// Certificates of other signers whose stored values a message carries
+    /// (a replica Store, a Fetch answer): §6.3.4 asks the bucket to hold
+    /// every certificate needed to verify the message, and a peer storing
+    /// data to keep the certificates of that data.
+    fn certificates_for(&self, _signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
+        Vec::new()
+    }
     /// Signs `input` (a message's or a stored value's signature input).
     fn sign(&self, input: &[u8]) -> Signature;
     /// Verifies `signature` over `input`, with `certificates` from the

@@ -1,0 +1,288 @@
+//! [`CertSecurity`]: the engine's [`Security`] backed by real X.509
+//! certificates and signatures — RFC 6940 §6.3.4 (messages) and §7.1
+//! (stored data).
+//!
+//! Signing uses this node's enrolled key. Verifying finds the signer's
+//! certificate by its SignerIdentity hash, among the certificates of the
+//! message's bucket and those remembered from earlier messages (a peer
+//! storing data keeps the certificates of that data, §6.3.4), checks that
+//! it chains to the overlay's root and is valid now (§11.3), then checks
+//! the signature with its public key.
+
+use crate::pki::{CertInfo, PkiError, TrustStore};
+use overlay::{Credential, Security, SecurityError};
+use rcgen::{KeyPair, SigningKey};
+use reload_wire::security::{certificate_type, hash_algorithm, signature_algorithm, SignerIdentity};
+use reload_wire::{GenericCertificate, NodeId, Signature, SignatureAndHashAlgorithm};
+use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+/// Most certificates remembered; past this the memory starts over (the
+/// next message from each signer carries its certificate again).
+const CERT_CACHE_LIMIT: usize = 8192;
+
+/// The SignatureAndHashAlgorithm a key signs with.
+pub fn algorithm_of(key: &KeyPair) -> Option<SignatureAndHashAlgorithm> {
+    let alg = key.algorithm();
+    let (hash, signature) = if alg == &rcgen::PKCS_ED25519 {
+        // RFC 8422 §5.1.3: ed25519 carries its own hash, "Intrinsic" (8).
+        (8, signature_algorithm::ED25519)
+    } else if alg == &rcgen::PKCS_ECDSA_P256_SHA256 {
+        (hash_algorithm::SHA256, signature_algorithm::ECDSA)
+    } else if alg == &rcgen::PKCS_RSA_SHA256 {
+        (hash_algorithm::SHA256, signature_algorithm::RSA)
+    } else {
+        return None;
+    };
+    Some(SignatureAndHashAlgorithm { hash, signature })
+}
+
+fn verification_algorithm(alg: SignatureAndHashAlgorithm) -> Option<&'static dyn SignatureVerificationAlgorithm> {
+    use webpki::ring as algs;
+    Some(match (alg.hash, alg.signature) {
+        (8, signature_algorithm::ED25519) => algs::ED25519,
+        (hash_algorithm::SHA256, signature_algorithm::ECDSA) => algs::ECDSA_P256_SHA256,
+        (hash_algorithm::SHA384, signature_algorithm::ECDSA) => algs::ECDSA_P384_SHA384,
+        (hash_algorithm::SHA256, signature_algorithm::RSA) => algs::RSA_PKCS1_2048_8192_SHA256,
+        (hash_algorithm::SHA384, signature_algorithm::RSA) => algs::RSA_PKCS1_2048_8192_SHA384,
+        (hash_algorithm::SHA512, signature_algorithm::RSA) => algs::RSA_PKCS1_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+fn digest(hash_alg: u8, parts: &[&[u8]]) -> Option<Vec<u8>> {
+    let alg = match hash_alg {
+        hash_algorithm::SHA256 => &ring::digest::SHA256,
+        hash_algorithm::SHA1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        hash_algorithm::SHA384 => &ring::digest::SHA384,
+        hash_algorithm::SHA512 => &ring::digest::SHA512,
+        _ => return None,
+    };
+    let mut ctx = ring::digest::Context::new(alg);
+    for p in parts {
+        ctx.update(p);
+    }
+    Some(ctx.finish().as_ref().to_vec())
+}
+
+/// A certificate seen, with the outcome of checking it once.
+#[derive(Clone)]
+struct KnownCert {
+    der: Arc<[u8]>,
+    verdict: Option<Result<CertInfo, String>>,
+}
+
+/// This node's credentials plus the overlay's trust decisions.
+pub struct CertSecurity {
+    key: KeyPair,
+    algorithm: SignatureAndHashAlgorithm,
+    cert: GenericCertificate,
+    identity: SignerIdentity,
+    node_id: NodeId,
+    trust: TrustStore,
+    /// Certificates by SHA-256 of their DER.
+    known: Mutex<HashMap<Vec<u8>, KnownCert>>,
+}
+
+impl CertSecurity {
+    /// `cert_der` must carry `node_id`. The SignerIdentity is cert_hash for
+    /// a certificate with one Node-ID, cert_hash_node_id otherwise (§6.3.4).
+    pub fn new(key: KeyPair, cert_der: Vec<u8>, node_id: NodeId, trust: TrustStore) -> Result<Self, PkiError> {
+        let algorithm = algorithm_of(&key).ok_or_else(|| PkiError::BadKey("unsupported key type".into()))?;
+        let info = crate::pki::cert_info(&cert_der, &trust.overlay, trust.node_id_length)?;
+        if !info.node_ids.contains(&node_id) {
+            return Err(PkiError::NoNodeId);
+        }
+        let identity = if info.node_ids.len() == 1 {
+            SignerIdentity::CertHash {
+                hash_alg: hash_algorithm::SHA256,
+                certificate_hash: digest(hash_algorithm::SHA256, &[&cert_der]).unwrap_or_default(),
+            }
+        } else {
+            SignerIdentity::CertHashNodeId {
+                hash_alg: hash_algorithm::SHA256,
+                certificate_node_id_hash: digest(hash_algorithm::SHA256, &[node_id.as_bytes(), &cert_der])
+                    .unwrap_or_default(),
+            }
+        };
+        let security = CertSecurity {
+            key,
+            algorithm,
+            cert: GenericCertificate {
+                certificate_type: certificate_type::X509,
+                certificate: cert_der.clone(),
+            },
+            identity,
+            node_id,
+            trust,
+            known: Mutex::new(HashMap::new()),
+        };
+        security.remember(&cert_der);
+        Ok(security)
+    }
+
+    pub fn node_id(&self) -> NodeId {
+        self.node_id
+    }
+
+    pub fn trust(&self) -> &TrustStore {
+        &self.trust
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, KnownCert>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn remember(&self, der: &[u8]) -> Vec<u8> {
+        let hash = digest(hash_algorithm::SHA256, &[der]).unwrap_or_default();
+        let mut known = self.known();
+        if !known.contains_key(&hash) {
+            if known.len() >= CERT_CACHE_LIMIT {
+                known.clear();
+            }
+            known.insert(
+                hash.clone(),
+                KnownCert {
+                    der: der.into(),
+                    verdict: None,
+                },
+            );
+        }
+        hash
+    }
+
+    /// The certificate a SignerIdentity names, and the Node-ID it signs as.
+    fn find_signer(&self, identity: &SignerIdentity) -> Result<(Arc<[u8]>, Option<NodeId>), SecurityError> {
+        match identity {
+            SignerIdentity::CertHash {
+                hash_alg,
+                certificate_hash,
+            } => {
+                let known = self.known();
+                if *hash_alg == hash_algorithm::SHA256 {
+                    return known
+                        .get(certificate_hash)
+                        .map(|k| (k.der.clone(), None))
+                        .ok_or(SecurityError::UnknownSigner);
+                }
+                known
+                    .values()
+                    .find(|k| digest(*hash_alg, &[&k.der]).as_ref() == Some(certificate_hash))
+                    .map(|k| (k.der.clone(), None))
+                    .ok_or(SecurityError::UnknownSigner)
+            }
+            SignerIdentity::CertHashNodeId {
+                hash_alg,
+                certificate_node_id_hash,
+            } => {
+                let candidates: Vec<Arc<[u8]>> = self.known().values().map(|k| k.der.clone()).collect();
+                for der in candidates {
+                    let Ok(info) = self.check(&der) else { continue };
+                    for n in info.node_ids {
+                        if digest(*hash_alg, &[n.as_bytes(), &der]).as_ref() == Some(certificate_node_id_hash) {
+                            return Ok((der, Some(n)));
+                        }
+                    }
+                }
+                Err(SecurityError::UnknownSigner)
+            }
+            _ => Err(SecurityError::Anonymous),
+        }
+    }
+
+    /// Chain, validity and bad-node checks of a remembered certificate,
+    /// done once; expiry is checked again on every use.
+    fn check(&self, der: &[u8]) -> Result<CertInfo, SecurityError> {
+        let hash = digest(hash_algorithm::SHA256, &[der]).unwrap_or_default();
+        let cached = self.known().get(&hash).and_then(|k| k.verdict.clone());
+        let verdict = match cached {
+            Some(v) => v,
+            None => {
+                let v = self
+                    .trust
+                    .verify(&CertificateDer::from(der), &[], SystemTime::now())
+                    .map_err(|e| e.to_string());
+                if let Some(k) = self.known().get_mut(&hash) {
+                    k.verdict = Some(v.clone());
+                }
+                v
+            }
+        };
+        let info = verdict.map_err(|_| SecurityError::UnknownSigner)?;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if now > info.not_after {
+            return Err(SecurityError::UnknownSigner);
+        }
+        Ok(info)
+    }
+}
+
+impl Security for CertSecurity {
+    fn identity(&self) -> SignerIdentity {
+        self.identity.clone()
+    }
+
+    fn certificates(&self) -> Vec<GenericCertificate> {
+        vec![self.cert.clone()]
+    }
+
+    fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
+        let mut out: Vec<GenericCertificate> = Vec::new();
+        for s in signers {
+            if **s == self.identity {
+                continue;
+            }
+            if let Ok((der, _)) = self.find_signer(s) {
+                if !out.iter().any(|c| *c.certificate == *der) {
+                    out.push(GenericCertificate {
+                        certificate_type: certificate_type::X509,
+                        certificate: der.to_vec(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    fn sign(&self, input: &[u8]) -> Signature {
+        Signature {
+            algorithm: self.algorithm,
+            identity: self.identity.clone(),
+            // Signing with a well-formed key of a supported type cannot fail.
+            signature_value: self.key.sign(input).unwrap_or_default(),
+        }
+    }
+
+    fn verify(
+        &self,
+        input: &[u8],
+        signature: &Signature,
+        certificates: &[GenericCertificate],
+    ) -> Result<Credential, SecurityError> {
+        for c in certificates {
+            if c.certificate_type == certificate_type::X509 {
+                self.remember(&c.certificate);
+            }
+        }
+        let (der, signer_node_id) = self.find_signer(&signature.identity)?;
+        let info = self.check(&der)?;
+        let algorithm = verification_algorithm(signature.algorithm).ok_or(SecurityError::BadSignature)?;
+        let der_ref = CertificateDer::from(&der[..]);
+        let cert = webpki::EndEntityCert::try_from(&der_ref).map_err(|_| SecurityError::UnknownSigner)?;
+        cert.verify_signature(algorithm, input, &signature.signature_value)
+            .map_err(|_| SecurityError::BadSignature)?;
+        Ok(Credential {
+            user: info.user,
+            node_ids: info.node_ids,
+            signer_node_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,137 @@
+use super::*;
+use crate::pki::{generate_key, key_from_pem, make_csr, Authority};
+
+const OVERLAY: &str = "test.p2psip.example";
+const RSA_KEY: &str = include_str!("../../tests/data/rsa-2048.key.pem");
+
+fn node(v: u128) -> NodeId {
+    NodeId::from_u128(v)
+}
+
+struct Overlay {
+    ca: Authority,
+}
+
+impl Overlay {
+    fn new() -> Self {
+        Overlay {
+            ca: Authority::create(OVERLAY, SystemTime::now()).unwrap(),
+        }
+    }
+
+    fn trust(&self) -> TrustStore {
+        TrustStore::new(OVERLAY, 16, vec![self.ca.cert_der.clone()], Vec::new())
+    }
+
+    fn member_with_key(&self, key: KeyPair, user: &str, ids: &[NodeId]) -> CertSecurity {
+        let csr = make_csr(&key, user).unwrap();
+        let cert = self.ca.issue_node(&csr, user, ids, OVERLAY, SystemTime::now()).unwrap();
+        CertSecurity::new(key, cert.to_vec(), ids[0], self.trust()).unwrap()
+    }
+
+    fn member(&self, user: &str, id: u128) -> CertSecurity {
+        self.member_with_key(generate_key().unwrap(), user, &[node(id)])
+    }
+}
+
+#[test]
+fn a_signature_verifies_with_the_signers_certificate_and_names_the_signer() {
+    let overlay = Overlay::new();
+    let (alice, bob) = (overlay.member("alice@x", 1), overlay.member("bob@x", 2));
+    let sig = alice.sign(b"overlay||tid||contents||identity");
+    assert_eq!(sig.algorithm, SignatureAndHashAlgorithm { hash: 8, signature: 7 });
+    let credential = bob
+        .verify(b"overlay||tid||contents||identity", &sig, &alice.certificates())
+        .unwrap();
+    assert_eq!(credential.user, "alice@x");
+    assert_eq!(credential.node_ids, vec![node(1)]);
+}
+
+#[test]
+fn a_changed_input_or_signature_is_refused() {
+    let overlay = Overlay::new();
+    let (alice, bob) = (overlay.member("alice@x", 1), overlay.member("bob@x", 2));
+    let mut sig = alice.sign(b"input");
+    assert_eq!(
+        bob.verify(b"inpuT", &sig, &alice.certificates()),
+        Err(SecurityError::BadSignature)
+    );
+    sig.signature_value[0] ^= 1;
+    assert_eq!(
+        bob.verify(b"input", &sig, &alice.certificates()),
+        Err(SecurityError::BadSignature)
+    );
+}
+
+#[test]
+fn an_unseen_signer_is_unknown_until_its_certificate_arrives_then_remembered() {
+    let overlay = Overlay::new();
+    let (alice, bob) = (overlay.member("alice@x", 1), overlay.member("bob@x", 2));
+    let sig = alice.sign(b"m");
+    assert_eq!(bob.verify(b"m", &sig, &[]), Err(SecurityError::UnknownSigner));
+    assert!(bob.verify(b"m", &sig, &alice.certificates()).is_ok());
+    assert!(bob.verify(b"m", &sig, &[]).is_ok(), "kept for stored data (§6.3.4)");
+    let signer = sig.identity.clone();
+    assert_eq!(bob.certificates_for(&[&signer]), alice.certificates());
+    assert!(
+        bob.certificates_for(&[&bob.identity()]).is_empty(),
+        "own certificate goes anyway"
+    );
+}
+
+#[test]
+fn a_certificate_from_another_ca_does_not_vouch() {
+    let (ours, theirs) = (Overlay::new(), Overlay::new());
+    let bob = ours.member("bob@x", 2);
+    let mallory = theirs.member("mallory@x", 3);
+    let sig = mallory.sign(b"m");
+    assert_eq!(
+        bob.verify(b"m", &sig, &mallory.certificates()),
+        Err(SecurityError::UnknownSigner)
+    );
+}
+
+#[test]
+fn an_unsigned_message_is_anonymous() {
+    let overlay = Overlay::new();
+    let bob = overlay.member("bob@x", 2);
+    assert_eq!(
+        bob.verify(b"m", &Signature::anonymous(), &[]),
+        Err(SecurityError::Anonymous)
+    );
+}
+
+#[test]
+fn rsa_signatures_verify() {
+    let overlay = Overlay::new();
+    let rsa = overlay.member_with_key(key_from_pem(RSA_KEY).unwrap(), "rsa@x", &[node(5)]);
+    let bob = overlay.member("bob@x", 2);
+    let sig = rsa.sign(b"m");
+    assert_eq!(sig.algorithm, SignatureAndHashAlgorithm { hash: 4, signature: 1 });
+    assert_eq!(bob.verify(b"m", &sig, &rsa.certificates()).unwrap().user, "rsa@x");
+}
+
+#[test]
+fn a_certificate_with_several_node_ids_signs_as_one_of_them() {
+    let overlay = Overlay::new();
+    let multi = overlay.member_with_key(generate_key().unwrap(), "m@x", &[node(7), node(8)]);
+    assert!(matches!(multi.identity(), SignerIdentity::CertHashNodeId { .. }));
+    let bob = overlay.member("bob@x", 2);
+    let credential = bob.verify(b"m", &multi.sign(b"m"), &multi.certificates()).unwrap();
+    assert_eq!(credential.signer_node_id, Some(node(7)));
+}
+
+#[test]
+fn a_node_id_the_certificate_does_not_carry_is_refused_at_start() {
+    let overlay = Overlay::new();
+    let key = generate_key().unwrap();
+    let csr = make_csr(&key, "a@x").unwrap();
+    let cert = overlay
+        .ca
+        .issue_node(&csr, "a@x", &[node(1)], OVERLAY, SystemTime::now())
+        .unwrap();
+    assert!(matches!(
+        CertSecurity::new(key, cert.to_vec(), node(2), overlay.trust()),
+        Err(PkiError::NoNodeId)
+    ));
+}
