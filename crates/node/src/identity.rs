@@ -74,16 +74,22 @@ struct KnownCert {
     verdict: Option<Result<CertInfo, String>>,
 }
 
-/// This node's credentials plus the overlay's trust decisions.
+/// Verifies signatures of overlay members: the overlay's trust decisions
+/// plus the certificates seen so far.
+pub struct CertVerifier {
+    trust: TrustStore,
+    /// Certificates by SHA-256 of their DER.
+    known: Mutex<HashMap<Vec<u8>, KnownCert>>,
+}
+
+/// This node's credentials plus a [`CertVerifier`].
 pub struct CertSecurity {
     key: KeyPair,
     algorithm: SignatureAndHashAlgorithm,
     cert: GenericCertificate,
     identity: SignerIdentity,
     node_id: NodeId,
-    trust: TrustStore,
-    /// Certificates by SHA-256 of their DER.
-    known: Mutex<HashMap<Vec<u8>, KnownCert>>,
+    verifier: CertVerifier,
 }
 
 impl CertSecurity {
@@ -116,15 +122,27 @@ impl CertSecurity {
             },
             identity,
             node_id,
-            trust,
-            known: Mutex::new(HashMap::new()),
+            verifier: CertVerifier::new(trust),
         };
-        security.remember(&cert_der);
+        security.verifier.remember(&cert_der);
         Ok(security)
     }
 
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    pub fn verifier(&self) -> &CertVerifier {
+        &self.verifier
+    }
+}
+
+impl CertVerifier {
+    pub fn new(trust: TrustStore) -> Self {
+        CertVerifier {
+            trust,
+            known: Mutex::new(HashMap::new()),
+        }
     }
 
     pub fn trust(&self) -> &TrustStore {
@@ -192,6 +210,49 @@ impl CertSecurity {
         }
     }
 
+    /// The remembered certificates of these signers.
+    pub fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
+        let mut out: Vec<GenericCertificate> = Vec::new();
+        for s in signers {
+            if let Ok((der, _)) = self.find_signer(s) {
+                if !out.iter().any(|c| *c.certificate == *der) {
+                    out.push(GenericCertificate {
+                        certificate_type: certificate_type::X509,
+                        certificate: der.to_vec(),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Checks `signature` over `input`; `certificates` (a message's
+    /// bucket) are remembered for later messages and stored data.
+    pub fn verify(
+        &self,
+        input: &[u8],
+        signature: &Signature,
+        certificates: &[GenericCertificate],
+    ) -> Result<Credential, SecurityError> {
+        for c in certificates {
+            if c.certificate_type == certificate_type::X509 {
+                self.remember(&c.certificate);
+            }
+        }
+        let (der, signer_node_id) = self.find_signer(&signature.identity)?;
+        let info = self.check(&der)?;
+        let algorithm = verification_algorithm(signature.algorithm).ok_or(SecurityError::BadSignature)?;
+        let der_ref = CertificateDer::from(&der[..]);
+        let cert = webpki::EndEntityCert::try_from(&der_ref).map_err(|_| SecurityError::UnknownSigner)?;
+        cert.verify_signature(algorithm, input, &signature.signature_value)
+            .map_err(|_| SecurityError::BadSignature)?;
+        Ok(Credential {
+            user: info.user,
+            node_ids: info.node_ids,
+            signer_node_id,
+        })
+    }
+
     /// Chain, validity and bad-node checks of a remembered certificate,
     /// done once; expiry is checked again on every use.
     fn check(&self, der: &[u8]) -> Result<CertInfo, SecurityError> {
@@ -232,21 +293,8 @@ impl Security for CertSecurity {
     }
 
     fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
-        let mut out: Vec<GenericCertificate> = Vec::new();
-        for s in signers {
-            if **s == self.identity {
-                continue;
-            }
-            if let Ok((der, _)) = self.find_signer(s) {
-                if !out.iter().any(|c| *c.certificate == *der) {
-                    out.push(GenericCertificate {
-                        certificate_type: certificate_type::X509,
-                        certificate: der.to_vec(),
-                    });
-                }
-            }
-        }
-        out
+        let others: Vec<&SignerIdentity> = signers.iter().copied().filter(|s| **s != self.identity).collect();
+        self.verifier.certificates_for(&others)
     }
 
     fn sign(&self, input: &[u8]) -> Signature {
@@ -264,23 +312,7 @@ impl Security for CertSecurity {
         signature: &Signature,
         certificates: &[GenericCertificate],
     ) -> Result<Credential, SecurityError> {
-        for c in certificates {
-            if c.certificate_type == certificate_type::X509 {
-                self.remember(&c.certificate);
-            }
-        }
-        let (der, signer_node_id) = self.find_signer(&signature.identity)?;
-        let info = self.check(&der)?;
-        let algorithm = verification_algorithm(signature.algorithm).ok_or(SecurityError::BadSignature)?;
-        let der_ref = CertificateDer::from(&der[..]);
-        let cert = webpki::EndEntityCert::try_from(&der_ref).map_err(|_| SecurityError::UnknownSigner)?;
-        cert.verify_signature(algorithm, input, &signature.signature_value)
-            .map_err(|_| SecurityError::BadSignature)?;
-        Ok(Credential {
-            user: info.user,
-            node_ids: info.node_ids,
-            signer_node_id,
-        })
+        self.verifier.verify(input, signature, certificates)
     }
 }
 

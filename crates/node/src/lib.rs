@@ -1,2 +1,3 @@
+pub mod config_doc;
 pub mod identity;
 pub mod pki;

@@ -1,0 +1,202 @@
+use super::*;
+use crate::pki::{generate_key, make_csr, Authority};
+
+const OVERLAY: &str = "test.p2psip.example";
+const RFC_EXAMPLE: &str = include_str!("../../tests/data/rfc6940-example-config.xml");
+
+struct Setup {
+    ca: Authority,
+    signer: CertSecurity,
+    config: Configuration,
+}
+
+fn setup() -> Setup {
+    let now = SystemTime::now();
+    let ca = Authority::create(OVERLAY, now).unwrap();
+    let key = generate_key().unwrap();
+    let id = NodeId::from_u128(0x5151);
+    let cert = ca
+        .issue_node(&make_csr(&key, "signer").unwrap(), "signer@x", &[id], OVERLAY, now)
+        .unwrap();
+    let trust = TrustStore::new(OVERLAY, 16, vec![ca.cert_der.clone()], Vec::new());
+    let signer = CertSecurity::new(key, cert.to_vec(), id, trust).unwrap();
+    let mut config = Configuration::new(OVERLAY);
+    config.root_certs = vec![ca.cert_der.clone()];
+    config.enrollment_servers = vec!["https://127.0.0.1:8443".into()];
+    config.bootstrap_nodes = vec!["127.0.0.1:6084".parse().unwrap(), "[::1]:7000".parse().unwrap()];
+    config.multicast_bootstrap = Some("239.255.60.84:6084".parse().unwrap());
+    config.configuration_signers = vec![id];
+    config.kind_signers = vec![id];
+    config.bad_nodes = vec![NodeId::from_u128(666)];
+    config.expiration = Some(rfc3339(now + Duration::from_secs(86_400)));
+    Setup { ca, signer, config }
+}
+
+fn verifier(s: &Setup) -> CertVerifier {
+    CertVerifier::new(TrustStore::new(OVERLAY, 16, vec![s.ca.cert_der.clone()], Vec::new()))
+}
+
+#[test]
+fn a_signed_document_reads_back_equal_and_verifies() {
+    let s = setup();
+    let doc = s.config.to_signed_document(&s.signer);
+    let parsed = SignedConfiguration::parse(&doc, Some(OVERLAY)).unwrap();
+    assert_eq!(parsed.configuration, s.config);
+    parsed.verify(&verifier(&s)).unwrap();
+    let engine = parsed.configuration.overlay_config();
+    assert_eq!(engine.kinds.len(), 4);
+    assert_eq!(engine.chord.update_interval_ms, 600_000);
+}
+
+#[test]
+fn one_changed_byte_breaks_the_signature() {
+    let s = setup();
+    let doc = s.config.to_signed_document(&s.signer);
+    let tampered = doc.replacen("<initial-ttl>100", "<initial-ttl>101", 1);
+    assert_ne!(doc, tampered);
+    let parsed = SignedConfiguration::parse(&tampered, None).unwrap();
+    assert!(matches!(
+        parsed.verify(&verifier(&s)),
+        Err(ConfigError::BadSignature(_))
+    ));
+}
+
+#[test]
+fn only_a_listed_configuration_signer_may_sign() {
+    let mut s = setup();
+    s.config.configuration_signers = vec![NodeId::from_u128(1)];
+    let doc = s.config.to_signed_document(&s.signer);
+    let parsed = SignedConfiguration::parse(&doc, None).unwrap();
+    assert!(matches!(
+        parsed.verify(&verifier(&s)),
+        Err(ConfigError::NotAConfigurationSigner(_))
+    ));
+}
+
+#[test]
+fn kinds_must_be_signed_by_a_kind_signer() {
+    let mut s = setup();
+    s.config.kind_signers = vec![NodeId::from_u128(1)];
+    let doc = s.config.to_signed_document(&s.signer);
+    let parsed = SignedConfiguration::parse(&doc, None).unwrap();
+    assert!(matches!(parsed.verify(&verifier(&s)), Err(ConfigError::UnsignedKind(k)) if k == "SIP-REGISTRATION"));
+}
+
+#[test]
+fn a_document_from_another_ca_does_not_verify() {
+    let s = setup();
+    let doc = s.config.to_signed_document(&s.signer);
+    let other = setup();
+    let parsed = SignedConfiguration::parse(&doc, None).unwrap();
+    assert!(matches!(
+        parsed.verify(&verifier(&other)),
+        Err(ConfigError::BadSignature(_))
+    ));
+}
+
+#[test]
+fn an_unsigned_document_is_refused() {
+    let s = setup();
+    let doc = s.config.to_signed_document(&s.signer);
+    let start = doc.find("<signature>").unwrap();
+    let end = doc.find("</signature>").unwrap() + "</signature>".len();
+    let unsigned = format!("{}{}", &doc[..start], &doc[end..]);
+    let parsed = SignedConfiguration::parse(&unsigned, None).unwrap();
+    assert!(matches!(parsed.verify(&verifier(&s)), Err(ConfigError::Unsigned)));
+}
+
+#[test]
+fn the_rfc_example_reads_once_its_unknown_mandatory_extension_is_gone() {
+    // §11.1: a node that does not support a mandatory extension must not join.
+    let err = SignedConfiguration::parse(RFC_EXAMPLE, None).unwrap_err();
+    assert!(err.to_string().contains("config-ext1 is not supported"), "{err}");
+    let start = RFC_EXAMPLE.find("<mandatory-extension>").unwrap();
+    let end = RFC_EXAMPLE.find("</mandatory-extension>").unwrap() + "</mandatory-extension>".len();
+    let doc = format!("{}{}", &RFC_EXAMPLE[..start], &RFC_EXAMPLE[end..]);
+    // Its Node-IDs are 8 bytes, abbreviations for a 16-byte overlay.
+    let err = SignedConfiguration::parse(&doc, None).unwrap_err();
+    assert!(err.to_string().contains("not a 16-byte Node-ID"), "{err}");
+    let mut doc = doc;
+    for short in [
+        "47112162e84c69ba",
+        "6eba45d31a900c06",
+        "6ebc45d31a900c06",
+        "6ebc45d31a900ca6",
+    ] {
+        doc = doc.replace(short, &short.repeat(2));
+    }
+    let c = SignedConfiguration::parse(&doc, Some("overlay.example.org"))
+        .unwrap()
+        .configuration;
+    assert_eq!(c.sequence, 22);
+    assert_eq!(c.bootstrap_nodes.len(), 3);
+    assert_eq!(c.bootstrap_nodes[2], "[2001:db8::1]:6084".parse().unwrap());
+    assert_eq!(c.max_message_size, 4000);
+    assert_eq!(c.initial_ttl, 30);
+    assert_eq!((c.chord_update_interval_s, c.chord_ping_interval_s), (400, 30));
+    assert_eq!(c.kinds[0].id, kind_id::SIP_REGISTRATION);
+    assert_eq!(c.kinds[1].id, 2000);
+    assert_eq!(c.kinds[1].access, AccessPolicy::NodeMultiple { max: 3 });
+    assert_eq!(c.bad_nodes.len(), 2);
+    assert_eq!(c.kind_signers.len(), 2);
+    let other = SignedConfiguration::parse(&doc, Some("other.example.net")).unwrap();
+    assert_eq!(other.configuration.instance_name, "other.example.net");
+}
+
+#[test]
+fn hostile_or_broken_documents_get_errors() {
+    let deep = format!("<overlay xmlns=\"{NS_BASE}\">{}", "<a>".repeat(100));
+    let cases: Vec<(String, &str)> = vec![
+        ("".into(), "overlay"),
+        ("<foo/>".into(), "overlay"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration>"), "end"),
+        (deep, "deeper"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><x:y/></overlay>"), "prefix"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration instance-name=\"a\"><initial-ttl>&bomb;</initial-ttl></configuration></overlay>"), "entity"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration instance-name=\"a\"><node-id-length>99</node-id-length></configuration></overlay>"), "between 16 and 20"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration instance-name=\"a\"><kind-signer>xyz</kind-signer></configuration></overlay>"), "Node-ID"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration instance-name=\"a\"><bootstrap-node address=\"nowhere\"/></configuration></overlay>"), "IP address"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration instance-name=\"a\"><root-cert>!!</root-cert></configuration></overlay>"), "base64"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration instance-name=\"a\"><topology-plugin>KADEMLIA</topology-plugin></configuration></overlay>"), "not supported"),
+        (format!("<overlay xmlns=\"{NS_BASE}\"><configuration instance-name=\"b\"/></overlay>"), "no <configuration>"),
+    ];
+    for (doc, expect) in cases {
+        let err = SignedConfiguration::parse(&doc, Some("a")).unwrap_err().to_string();
+        assert!(err.contains(expect), "{doc:?}: {err}");
+    }
+    let huge = " ".repeat(MAX_DOCUMENT_SIZE + 1);
+    assert!(matches!(
+        SignedConfiguration::parse(&huge, None),
+        Err(ConfigError::TooLarge)
+    ));
+}
+
+#[test]
+fn expiration_is_rfc3339_utc() {
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    assert_eq!(rfc3339(t), "2023-11-14T22:13:20Z");
+    assert!(expired("2023-11-14T22:13:20Z", t + Duration::from_secs(1)));
+    assert!(!expired("2023-11-14T22:13:20Z", t));
+    assert!(expired("not a date", t));
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_text_never_panics(text in ".{0,400}") {
+        let _ = SignedConfiguration::parse(&text, None);
+    }
+
+    #[test]
+    fn mangled_documents_never_panic(cut in 0usize..4000, byte in 0u8..128) {
+        let s = setup();
+        let doc = s.config.to_signed_document(&s.signer);
+        let mut bytes = doc.into_bytes();
+        let i = cut % bytes.len();
+        bytes[i] = byte;
+        if let Ok(text) = String::from_utf8(bytes) {
+            if let Ok(parsed) = SignedConfiguration::parse(&text, None) {
+                let _ = parsed.verify(&verifier(&s));
+            }
+        }
+    }
+}
