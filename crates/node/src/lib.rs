@@ -1,3 +1,10 @@
+//! The p2psip peer as a program: the overlay's PKI and configuration
+//! document (RFC 6940 §11), the enrollment server and client, and (next)
+//! the tokio driver of the sans-IO overlay engine over TLS links.
+
 pub mod config_doc;
+pub mod enrollment;
 pub mod identity;
+pub mod node_dir;
+pub mod overlay_dir;
 pub mod pki;

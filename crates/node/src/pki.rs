@@ -225,6 +225,15 @@ fn parse_csr(csr_der: &[u8]) -> Result<CertificateSigningRequestParams, PkiError
     CertificateSigningRequestParams::from_der(&der).map_err(|e| PkiError::BadCsr(e.to_string()))
 }
 
+/// SHA-256 of the subjectPublicKeyInfo a CSR asks a certificate for, in
+/// hex: how the enrollment server recognises a returning key.
+pub fn csr_key_id(csr_der: &[u8]) -> Result<String, PkiError> {
+    use rcgen::PublicKeyData;
+    let csr = parse_csr(csr_der)?;
+    let spki = csr.public_key.subject_public_key_info();
+    Ok(hex(ring::digest::digest(&ring::digest::SHA256, &spki).as_ref()))
+}
+
 /// A PKCS#10 request for `key`; the user name goes in as the requested
 /// rfc822Name (§11.3: the server decides what the certificate carries).
 pub fn make_csr(key: &KeyPair, user_name: &str) -> Result<Vec<u8>, PkiError> {

@@ -8,6 +8,7 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod overlay_cmds;
 mod plot;
 mod sim_cmd;
 
@@ -47,6 +48,15 @@ enum Command {
     /// a simulated network with latency, loss and churn) and report lookups,
     /// hops, data loss and maintenance traffic.
     Sim(sim_cmd::SimArgs),
+    /// Create a new overlay: CA, signed configuration document (RFC 6940
+    /// §11.1) and enrollment accounts.
+    Init(overlay_cmds::InitArgs),
+    /// Serve the configuration document and certificate enrollment over
+    /// HTTPS (RFC 6940 §11.2-§11.3).
+    EnrollmentServer(overlay_cmds::ServerArgs),
+    /// Fetch and verify an overlay's configuration, enroll, and store this
+    /// node's key, certificate and configuration in a directory.
+    Enroll(overlay_cmds::EnrollArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -98,7 +108,24 @@ fn run(cli: Cli) -> Result<()> {
         Command::Samples { pcap, tcp, corpus } => samples_cmd(&pcap, tcp, corpus.as_deref()),
         Command::Decode { hex, node_id_length } => decode_cmd(&hex, node_id_length.into()),
         Command::Sim(args) => sim_cmd::run(args),
+        Command::Init(args) => overlay_cmds::init(args),
+        Command::EnrollmentServer(args) => overlay_cmds::enrollment_server(args),
+        Command::Enroll(args) => overlay_cmds::enroll(args),
     }
+}
+
+/// Logs to stderr; `P2PSIP_LOG` (error, warn, info, debug, trace) sets the
+/// level, info by default.
+pub fn init_logging() {
+    let level = std::env::var("P2PSIP_LOG")
+        .ok()
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(tracing::Level::INFO);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }
 
 fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {

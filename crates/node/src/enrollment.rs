@@ -1,0 +1,599 @@
+//! The configuration and enrollment server (RFC 6940 §11.2, §11.3) and
+//! its client.
+//!
+//! Server: HTTPS (rustls). `GET /.well-known/reload-config` returns the
+//! signed document; `POST /enroll` takes a multipart/form-data body with
+//! `username`, `password`, optional `nodeids` and `csr` (PKCS#10 DER) and
+//! returns the certificate as `application/pkix-cert`. Node-IDs are drawn
+//! at random by the server; a key that enrolls again gets its Node-IDs
+//! back (§11.3 SHOULD), a new key of the same user gets new ones
+//! (decision 0005). Errors are 403 with the §11.3 token as text/plain.
+//!
+//! Client: [`enroll`] fetches the document over HTTPS pinned to the
+//! overlay's CA (its certificate, or its SHA-256 fingerprint), verifies
+//! the document's signature, enrolls, and checks the certificate.
+
+use crate::node_dir::verify_config;
+use crate::overlay_dir::{self, parse_node_ids, write, DirError, Issued, OverlayDir};
+use crate::pki::{self, hex, PkiError};
+use axum::extract::{DefaultBodyLimit, Multipart, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest enrollment request body; a CSR is well under 4 KB.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
+/// Most Node-IDs one certificate may carry.
+pub const MAX_NODE_IDS: usize = 16;
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+
+pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+// ----- server -----------------------------------------------------------
+
+struct ServerState {
+    dir: OverlayDir,
+    overlay: String,
+    node_id_length: usize,
+    document: String,
+    authority: pki::Authority,
+    /// Serialises reading and writing enrolled.json.
+    issuing: Mutex<()>,
+}
+
+/// Serves the overlay in `dir` on `listener` until `shutdown` completes.
+pub async fn serve(dir: &Path, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), DirError> {
+    let dir = OverlayDir::open(dir)?;
+    let document = dir.config_document()?;
+    let config = crate::config_doc::SignedConfiguration::parse(&document, None)
+        .map_err(|e| DirError::Corrupt {
+            path: dir.file("reload-config.xml"),
+            problem: e.to_string(),
+        })?
+        .configuration;
+    let server_config = tls_server_config(&dir)?;
+    let state = Arc::new(ServerState {
+        overlay: config.instance_name.clone(),
+        node_id_length: config.node_id_length,
+        authority: dir.authority()?,
+        document,
+        dir,
+        issuing: Mutex::new(()),
+    });
+    let app = Router::new()
+        .route("/.well-known/reload-config", get(get_config))
+        .route("/enroll", post(post_enroll))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .with_state(state);
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = &mut shutdown => return Ok(()),
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::info!("TLS handshake with {remote} failed: {e}"),
+                Err(_) => return tracing::info!("TLS handshake with {remote} timed out"),
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), service)
+                .await
+            {
+                tracing::debug!("HTTP connection from {remote}: {e}");
+            }
+        });
+    }
+}
+
+fn tls_server_config(dir: &OverlayDir) -> Result<rustls::ServerConfig, DirError> {
+    use rustls::pki_types::pem::PemObject;
+    let chain_path = dir.file("server.crt");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(overlay_dir::read(&chain_path)?.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| DirError::Corrupt {
+                path: chain_path.clone(),
+                problem: e.to_string(),
+            })?;
+    let key = pki::key_from_pem(&overlay_dir::read(&dir.file("server.key"))?)?;
+    rustls::ServerConfig::builder_with_provider(crypto_provider())
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(chain, pki::rustls_key(&key)))
+        .map_err(|e| DirError::Corrupt {
+            path: chain_path,
+            problem: e.to_string(),
+        })
+}
+
+async fn get_config(State(state): State<Arc<ServerState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, crate::config_doc::CONTENT_TYPE)],
+        state.document.clone(),
+    )
+        .into_response()
+}
+
+/// §11.3 error: 403 with one of the defined tokens.
+fn refuse(token: &'static str) -> Response {
+    (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "text/plain")], token).into_response()
+}
+
+fn bad_request(why: String) -> Response {
+    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain")], why).into_response()
+}
+
+async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, mut form: Multipart) -> Response {
+    if let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) {
+        if !accept.contains("application/pkix-cert") && !accept.contains("*/*") {
+            return (StatusCode::NOT_ACCEPTABLE, "this server returns application/pkix-cert").into_response();
+        }
+    }
+    let (mut user, mut password, mut count, mut csr) = (None, None, None, None);
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return (e.status(), e.body_text()).into_response(),
+        };
+        let name = field.name().unwrap_or_default().to_string();
+        let data = match field.bytes().await {
+            Ok(d) => d,
+            Err(e) => return (e.status(), e.body_text()).into_response(),
+        };
+        let text = || String::from_utf8(data.to_vec()).ok();
+        match name.as_str() {
+            "username" => user = text(),
+            "password" => password = text(),
+            "nodeids" => count = Some(text().and_then(|t| t.trim().parse::<usize>().ok())),
+            "csr" => csr = Some(data.to_vec()),
+            _ => {}
+        }
+    }
+    let (Some(user), Some(password), Some(csr)) = (user, password, csr) else {
+        return bad_request("the form needs username, password and csr fields (RFC 6940 §11.3)".into());
+    };
+    let accounts = match state.dir.accounts() {
+        Ok(a) => a,
+        Err(e) => {
+            tracing::error!("{e}");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "account store unreadable").into_response();
+        }
+    };
+    // Check the password even for unknown users, so timing tells nothing.
+    let known = accounts.get(&user);
+    let ok = match known {
+        Some(a) => a.check(&password),
+        None => {
+            overlay_dir::Account::new("").check(&password);
+            false
+        }
+    };
+    if !ok {
+        tracing::info!("enrollment refused for {user:?}: failed_authentication");
+        return refuse("failed_authentication");
+    }
+    let count = match count {
+        None => 1,
+        Some(Some(n)) if (1..=MAX_NODE_IDS).contains(&n) => n,
+        Some(_) => return refuse("Node-IDs_not_available"),
+    };
+    let Ok(key_id) = pki::csr_key_id(&csr) else {
+        return refuse("bad_CSR");
+    };
+    let _guard = state.issuing.lock().unwrap_or_else(|p| p.into_inner());
+    let mut enrolled = match state.dir.enrolled() {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("{e}");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "enrollment store unreadable").into_response();
+        }
+    };
+    let issued = enrolled.entry(user.clone()).or_default();
+    let node_ids = match issued.iter().find(|i| i.key == key_id) {
+        Some(i) if i.node_ids.len() == count => parse_node_ids(&i.node_ids),
+        _ => {
+            let ids: Vec<_> = (0..count).map(|_| pki::random_node_id(state.node_id_length)).collect();
+            issued.retain(|i| i.key != key_id);
+            issued.push(Issued {
+                key: key_id,
+                node_ids: ids.iter().map(|n| hex(n.as_bytes())).collect(),
+            });
+            ids
+        }
+    };
+    let user_name = format!("{user}@{}", state.overlay);
+    let cert = match state
+        .authority
+        .issue_node(&csr, &user_name, &node_ids, &state.overlay, SystemTime::now())
+    {
+        Ok(c) => c,
+        Err(PkiError::BadCsr(why)) => {
+            tracing::info!("enrollment refused for {user:?}: bad_CSR ({why})");
+            return refuse("bad_CSR");
+        }
+        Err(e) => {
+            tracing::error!("issuing for {user:?}: {e}");
+            return refuse("bad_CSR");
+        }
+    };
+    if let Err(e) = state.dir.save_enrolled(&enrolled) {
+        tracing::error!("{e}");
+        return (StatusCode::INTERNAL_SERVER_ERROR, "enrollment store unwritable").into_response();
+    }
+    tracing::info!(
+        "enrolled {user_name} as {}",
+        node_ids.iter().map(|n| n.to_hex()).collect::<Vec<_>>().join(", ")
+    );
+    ([(header::CONTENT_TYPE, "application/pkix-cert")], cert.to_vec()).into_response()
+}
+
+// ----- client -----------------------------------------------------------
+
+#[derive(Debug, Error)]
+pub enum EnrollError {
+    #[error("{0} is not an https:// URL")]
+    NotHttps(String),
+    #[error("cannot reach {url}: {why}")]
+    Unreachable { url: String, why: String },
+    #[error("{url}: the server's certificate is not from the pinned CA ({why})")]
+    UntrustedServer { url: String, why: String },
+    #[error("{url} answered {status}: {body}")]
+    Http { url: String, status: u16, body: String },
+    #[error("enrollment refused: {token} ({meaning})")]
+    Refused { token: String, meaning: &'static str },
+    #[error("the configuration document is not acceptable: {0}")]
+    Config(#[from] crate::config_doc::ConfigError),
+    #[error("the configuration names no enrollment-server")]
+    NoEnrollmentServer,
+    #[error("the issued certificate is not acceptable: {0}")]
+    Certificate(#[from] PkiError),
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    #[error("--ca-fingerprint must be 64 hex digits (SHA-256 of the CA certificate), got {0:?}")]
+    BadFingerprint(String),
+}
+
+/// How the client recognises the overlay's CA before it has the document.
+#[derive(Debug, Clone)]
+pub enum CaPin {
+    Certificate(CertificateDer<'static>),
+    /// SHA-256 of the CA certificate's DER.
+    Fingerprint([u8; 32]),
+}
+
+impl CaPin {
+    pub fn fingerprint(text: &str) -> Result<Self, EnrollError> {
+        let compact: String = text.chars().filter(|c| *c != ':').collect();
+        pki::unhex(&compact)
+            .and_then(|b| <[u8; 32]>::try_from(b).ok())
+            .map(CaPin::Fingerprint)
+            .ok_or_else(|| EnrollError::BadFingerprint(text.to_string()))
+    }
+
+    fn matches(&self, cert: &[u8]) -> bool {
+        match self {
+            CaPin::Certificate(c) => c.as_ref() == cert,
+            CaPin::Fingerprint(f) => ring::digest::digest(&ring::digest::SHA256, cert).as_ref() == f,
+        }
+    }
+}
+
+/// SHA-256 fingerprint of a certificate, as `p2psip init` prints it.
+pub fn fingerprint(cert_der: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, cert_der).as_ref())
+}
+
+/// Accepts a server whose chain leads to the pinned CA, and whose
+/// certificate names the host of the URL.
+#[derive(Debug)]
+struct PinnedCa {
+    pin: CaPin,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    /// The CA certificate, learned from the chain when pinned by fingerprint.
+    ca: Mutex<Option<CertificateDer<'static>>>,
+}
+
+impl ServerCertVerifier for PinnedCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let ca = match &self.pin {
+            CaPin::Certificate(c) => c.clone(),
+            CaPin::Fingerprint(_) => intermediates
+                .iter()
+                .find(|c| self.pin.matches(c))
+                .map(|c| c.clone().into_owned())
+                .ok_or(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::UnknownIssuer,
+                ))?,
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(ca.clone())
+            .map_err(|_| rustls::Error::InvalidCertificate(rustls::CertificateError::BadEncoding))?;
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+            .build()
+            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verified = inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        *self.ca.lock().unwrap_or_else(|p| p.into_inner()) = Some(ca);
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub struct Client {
+    connector: tokio_rustls::TlsConnector,
+    verifier: Arc<PinnedCa>,
+}
+
+impl Client {
+    pub fn new(pin: CaPin) -> Self {
+        let provider = crypto_provider();
+        let verifier = Arc::new(PinnedCa {
+            pin,
+            provider: provider.clone(),
+            ca: Mutex::new(None),
+        });
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports the default versions")
+            .dangerous()
+            .with_custom_certificate_verifier(verifier.clone())
+            .with_no_client_auth();
+        Client {
+            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+            verifier,
+        }
+    }
+
+    /// One HTTPS request; returns status, content type and body.
+    pub async fn request(
+        &self,
+        url: &str,
+        method: hyper::Method,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    ) -> Result<(u16, String, Vec<u8>), EnrollError> {
+        tokio::time::timeout(CLIENT_TIMEOUT, self.request_inner(url, method, content_type, body))
+            .await
+            .unwrap_or_else(|_| {
+                Err(EnrollError::Unreachable {
+                    url: url.into(),
+                    why: "timed out".into(),
+                })
+            })
+    }
+
+    async fn request_inner(
+        &self,
+        url: &str,
+        method: hyper::Method,
+        content_type: Option<String>,
+        body: Vec<u8>,
+    ) -> Result<(u16, String, Vec<u8>), EnrollError> {
+        let unreachable = |why: String| EnrollError::Unreachable { url: url.into(), why };
+        let uri: hyper::Uri = url.parse().map_err(|_| EnrollError::NotHttps(url.into()))?;
+        if uri.scheme_str() != Some("https") {
+            return Err(EnrollError::NotHttps(url.into()));
+        }
+        let host = uri.host().ok_or_else(|| EnrollError::NotHttps(url.into()))?;
+        let bare_host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let tcp = TcpStream::connect((bare_host.as_str(), port))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        let name = ServerName::try_from(bare_host.clone()).map_err(|e| unreachable(e.to_string()))?;
+        let tls = self.connector.connect(name, tcp).await.map_err(|e| {
+            let why = e.to_string();
+            if why.contains("certificate") || why.contains("Certificate") {
+                EnrollError::UntrustedServer { url: url.into(), why }
+            } else {
+                unreachable(why)
+            }
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
+        tokio::spawn(conn);
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"))
+            .header(header::HOST, uri.authority().map(|a| a.as_str()).unwrap_or(host))
+            .header(header::ACCEPT, "application/pkix-cert, application/p2p-overlay+xml");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(|e| unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = Limited::new(resp.into_body(), crate::config_doc::MAX_DOCUMENT_SIZE)
+            .collect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))?
+            .to_bytes()
+            .to_vec();
+        Ok((status, content_type, body))
+    }
+}
+
+/// What enrollment produced.
+#[derive(Debug, Clone)]
+pub struct Enrolled {
+    pub overlay: String,
+    pub user: String,
+    pub node_ids: Vec<reload_wire::NodeId>,
+}
+
+/// §11.2-§11.3: fetch and verify the configuration from `server` (an
+/// https:// base URL), enroll `user` and store key, certificate, CA and
+/// configuration in `node_dir`. A key already in `node_dir` is reused, so
+/// enrolling again keeps the Node-IDs.
+pub async fn enroll(
+    server: &str,
+    pin: CaPin,
+    user: &str,
+    password: &str,
+    node_dir: &Path,
+) -> Result<Enrolled, EnrollError> {
+    let client = Client::new(pin);
+    let base = server.trim_end_matches('/');
+    let config_url = format!("{base}/.well-known/reload-config");
+    let (status, _, body) = client
+        .request(&config_url, hyper::Method::GET, None, Vec::new())
+        .await?;
+    if status != 200 {
+        return Err(EnrollError::Http {
+            url: config_url,
+            status,
+            body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+        });
+    }
+    let ca = client
+        .verifier
+        .ca
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .expect("set by a successful handshake");
+    let document = String::from_utf8(body)
+        .map_err(|_| EnrollError::Config(crate::config_doc::ConfigError::Xml("the document is not UTF-8".into())))?;
+    let config = verify_config(&document, &ca)?;
+    let enroll_url = config
+        .enrollment_servers
+        .first()
+        .cloned()
+        .ok_or(EnrollError::NoEnrollmentServer)?;
+
+    std::fs::create_dir_all(node_dir).map_err(|source| DirError::Io {
+        path: node_dir.to_path_buf(),
+        source,
+    })?;
+    let key_path = node_dir.join("node.key");
+    let key = if key_path.exists() {
+        pki::key_from_pem(&overlay_dir::read(&key_path)?)?
+    } else {
+        pki::generate_key()?
+    };
+    let csr = pki::make_csr(&key, user)?;
+    let (form, content_type) = multipart(&[
+        ("username", None, user.as_bytes()),
+        ("password", None, password.as_bytes()),
+        ("csr", Some("application/pkcs10"), &csr),
+    ]);
+    let (status, _, body) = client
+        .request(&enroll_url, hyper::Method::POST, Some(content_type), form)
+        .await?;
+    if status == 403 {
+        let token = String::from_utf8_lossy(&body).trim().to_string();
+        let meaning = match token.as_str() {
+            "failed_authentication" => "wrong user name or password",
+            "username_not_available" => "the server does not allow this user name",
+            "Node-IDs_not_available" => "the server does not issue that many Node-IDs",
+            "bad_CSR" => "the server could not use the certificate request",
+            _ => "reason unknown",
+        };
+        return Err(EnrollError::Refused { token, meaning });
+    }
+    if status != 200 {
+        return Err(EnrollError::Http {
+            url: enroll_url,
+            status,
+            body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+        });
+    }
+    let cert: CertificateDer = body.into();
+    // §11.3: the certificate must chain to a root-cert of the configuration.
+    let info = config.trust_store().verify(&cert, &[], SystemTime::now())?;
+
+    write(&key_path, key.serialize_pem().as_bytes(), true)?;
+    write(&node_dir.join("node.crt"), pki::der_to_pem(&cert).as_bytes(), false)?;
+    write(&node_dir.join("ca.crt"), pki::der_to_pem(&ca).as_bytes(), false)?;
+    write(&node_dir.join("reload-config.xml"), document.as_bytes(), false)?;
+    Ok(Enrolled {
+        overlay: config.instance_name,
+        user: info.user,
+        node_ids: info.node_ids,
+    })
+}
+
+/// An RFC 7578 multipart/form-data body and its content type.
+pub fn multipart(fields: &[(&str, Option<&str>, &[u8])]) -> (Vec<u8>, String) {
+    let mut nonce = [0u8; 12];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce).expect("system randomness");
+    let boundary = format!("p2psip-{}", hex(&nonce));
+    let mut body = Vec::new();
+    for (name, content_type, value) in fields {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n").as_bytes(),
+        );
+        if let Some(ct) = content_type {
+            body.extend_from_slice(format!("Content-Type: {ct}\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(value);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (body, format!("multipart/form-data; boundary={boundary}"))
+}

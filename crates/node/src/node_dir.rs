@@ -1,0 +1,158 @@
+//! The directory `p2psip enroll` fills and `p2psip peer` runs from.
+//!
+//! ```text
+//! node.key node.crt     this node's key and certificate (§11.3)
+//! ca.crt                the CA the operator pinned at enrollment
+//! reload-config.xml     the signed configuration document (§11.1)
+//! peers.json            peers linked in the last run, tried first at boot (§11.4)
+//! ```
+
+use crate::config_doc::{ConfigError, Configuration, SignedConfiguration};
+use crate::identity::{CertSecurity, CertVerifier};
+use crate::overlay_dir::{read, write, DirError};
+use crate::pki::{self, CertInfo, PkiError, TrustStore};
+use rcgen::KeyPair;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+use thiserror::Error;
+
+/// The suggested number of peers to cache (§11.4).
+pub const PEER_CACHE_SIZE: usize = 10;
+
+#[derive(Debug, Error)]
+pub enum NodeDirError {
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    #[error("{dir}: no node.crt; enroll first with `p2psip enroll --server URL --ca-cert FILE --user U --password P --dir {dir}`")]
+    NotEnrolled { dir: String },
+    #[error("{path}: {source}")]
+    Config { path: PathBuf, source: ConfigError },
+    #[error("{path}: {source}")]
+    Certificate { path: PathBuf, source: PkiError },
+}
+
+/// A node's directory, loaded and checked.
+pub struct NodeDir {
+    pub path: PathBuf,
+    pub config: Configuration,
+    pub key: KeyPair,
+    pub cert_der: Vec<u8>,
+    pub info: CertInfo,
+}
+
+impl NodeDir {
+    /// Loads and checks everything a peer needs: the configuration verifies
+    /// against the pinned CA, the certificate against the configuration's
+    /// roots, and the key is the certificate's.
+    pub fn load(path: &Path) -> Result<Self, NodeDirError> {
+        let cert_path = path.join("node.crt");
+        if !cert_path.exists() {
+            return Err(NodeDirError::NotEnrolled {
+                dir: path.display().to_string(),
+            });
+        }
+        let config_path = path.join("reload-config.xml");
+        let pinned = pki::pem_to_der(&read(&path.join("ca.crt"))?).map_err(|source| NodeDirError::Certificate {
+            path: path.join("ca.crt"),
+            source,
+        })?;
+        let config = load_config(&config_path, &pinned)?;
+        let cert_err = |source| NodeDirError::Certificate {
+            path: cert_path.clone(),
+            source,
+        };
+        let cert_der = pki::pem_to_der(&read(&cert_path)?).map_err(cert_err)?;
+        let info = config
+            .trust_store()
+            .verify(&cert_der, &[], SystemTime::now())
+            .map_err(cert_err)?;
+        let key = pki::key_from_pem(&read(&path.join("node.key"))?).map_err(|source| NodeDirError::Certificate {
+            path: path.join("node.key"),
+            source,
+        })?;
+        if !key_matches(&key, &cert_der) {
+            return Err(cert_err(PkiError::BadKey("node.key is not the key of node.crt".into())));
+        }
+        Ok(NodeDir {
+            path: path.to_path_buf(),
+            config,
+            key,
+            cert_der: cert_der.to_vec(),
+            info,
+        })
+    }
+
+    /// The engine's security for this node, signing as its first Node-ID.
+    pub fn security(&self) -> Result<CertSecurity, NodeDirError> {
+        let key = pki::key_from_pem(&self.key.serialize_pem()).map_err(|source| NodeDirError::Certificate {
+            path: self.path.join("node.key"),
+            source,
+        })?;
+        CertSecurity::new(
+            key,
+            self.cert_der.clone(),
+            self.info.node_ids[0],
+            self.config.trust_store(),
+        )
+        .map_err(|source| NodeDirError::Certificate {
+            path: self.path.join("node.crt"),
+            source,
+        })
+    }
+
+    /// Peers cached by the last run.
+    pub fn cached_peers(&self) -> Vec<SocketAddr> {
+        std::fs::read_to_string(self.path.join("peers.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
+    pub fn save_peers(&self, peers: &[SocketAddr]) {
+        let peers: Vec<_> = peers.iter().take(PEER_CACHE_SIZE).collect();
+        if let Ok(text) = serde_json::to_vec(&peers) {
+            if let Err(e) = write(&self.path.join("peers.json"), &text, false) {
+                tracing::warn!("cannot cache peers: {e}");
+            }
+        }
+    }
+}
+
+/// Reads a configuration document and checks its signatures with a
+/// verifier trusting only `pinned`, which must also be one of its roots.
+pub fn load_config(path: &Path, pinned: &[u8]) -> Result<Configuration, NodeDirError> {
+    let text = read(path)?;
+    verify_config(&text, pinned).map_err(|source| NodeDirError::Config {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// [`load_config`] on text.
+pub fn verify_config(text: &str, pinned: &[u8]) -> Result<Configuration, ConfigError> {
+    let signed = SignedConfiguration::parse(text, None)?;
+    let c = &signed.configuration;
+    let trust = TrustStore::new(
+        &c.instance_name,
+        c.node_id_length,
+        vec![pinned.to_vec().into()],
+        c.bad_nodes.clone(),
+    );
+    signed.verify(&CertVerifier::new(trust))?;
+    if !c.root_certs.iter().any(|r| r.as_ref() == pinned) {
+        return Err(ConfigError::Invalid {
+            element: "root-cert".into(),
+            problem: "the pinned CA is not among the configuration's roots".into(),
+        });
+    }
+    Ok(signed.configuration)
+}
+
+fn key_matches(key: &KeyPair, cert_der: &[u8]) -> bool {
+    use rcgen::PublicKeyData;
+    use x509_parser::prelude::*;
+    X509Certificate::from_der(cert_der)
+        .map(|(_, c)| c.public_key().raw == key.subject_public_key_info().as_slice())
+        .unwrap_or(false)
+}

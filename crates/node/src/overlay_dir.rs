@@ -1,0 +1,275 @@
+//! The directory `p2psip init` creates for a new overlay: its CA, the
+//! configuration signer, the signed configuration document, the
+//! enrollment users and the enrollment server's TLS certificate.
+//!
+//! ```text
+//! ca.crt ca.key            the overlay's root (root-cert)
+//! signer.crt signer.key    configuration-signer and kind-signer
+//! reload-config.xml        the signed document served at /.well-known/reload-config
+//! users.json               enrollment accounts (PBKDF2 password hashes)
+//! enrolled.json            Node-IDs issued, by user and key (§11.3)
+//! server.crt server.key    HTTPS certificate of the enrollment server
+//! ```
+
+use crate::config_doc::{rfc3339, Configuration};
+use crate::identity::CertSecurity;
+use crate::pki::{self, hex, unhex, Authority, PkiError};
+use reload_wire::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+use thiserror::Error;
+
+/// PBKDF2-HMAC-SHA256 rounds for stored passwords.
+const PBKDF2_ROUNDS: u32 = 100_000;
+/// How long a configuration document stays valid (§11.1 expiration).
+const CONFIG_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+
+#[derive(Debug, Error)]
+pub enum DirError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{0} already holds an overlay (ca.key exists); choose a new --dir")]
+    Exists(PathBuf),
+    #[error("{0} holds no overlay (no ca.key); create one with `p2psip init --dir DIR --overlay NAME`")]
+    Missing(PathBuf),
+    #[error("{path}: {problem}")]
+    Corrupt { path: PathBuf, problem: String },
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error("user name {0:?} is not allowed: use letters, digits and . _ - only")]
+    BadUserName(String),
+}
+
+pub(crate) fn read(path: &Path) -> Result<String, DirError> {
+    std::fs::read_to_string(path).map_err(|source| DirError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+pub(crate) fn write(path: &Path, text: &[u8], secret: bool) -> Result<(), DirError> {
+    let io = |source| DirError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(io)?;
+    if secret {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// §11.3 asks servers to allow only legal characters in user names.
+pub fn check_user_name(user: &str) -> Result<(), DirError> {
+    let ok = !user.is_empty()
+        && user.len() <= 64
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(DirError::BadUserName(user.to_string()))
+    }
+}
+
+/// One enrollment account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Account {
+    pub salt: String,
+    pub rounds: u32,
+    pub pbkdf2_sha256: String,
+}
+
+impl Account {
+    pub fn new(password: &str) -> Self {
+        let mut salt = [0u8; 16];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt).expect("system randomness");
+        let mut out = [0u8; 32];
+        ring::pbkdf2::derive(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            NonZeroU32::new(PBKDF2_ROUNDS).expect("nonzero"),
+            &salt,
+            password.as_bytes(),
+            &mut out,
+        );
+        Account {
+            salt: hex(&salt),
+            rounds: PBKDF2_ROUNDS,
+            pbkdf2_sha256: hex(&out),
+        }
+    }
+
+    /// Constant-time password check.
+    pub fn check(&self, password: &str) -> bool {
+        let (Some(salt), Some(expected), Some(rounds)) = (
+            unhex(&self.salt),
+            unhex(&self.pbkdf2_sha256),
+            NonZeroU32::new(self.rounds),
+        ) else {
+            return false;
+        };
+        ring::pbkdf2::verify(
+            ring::pbkdf2::PBKDF2_HMAC_SHA256,
+            rounds,
+            &salt,
+            password.as_bytes(),
+            &expected,
+        )
+        .is_ok()
+    }
+}
+
+/// Node-IDs issued to one key of a user.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Issued {
+    /// SHA-256 of the subjectPublicKeyInfo, hex.
+    pub key: String,
+    /// Node-IDs in hex.
+    pub node_ids: Vec<String>,
+}
+
+/// What `init` needs to know.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    pub overlay: String,
+    pub users: Vec<(String, String)>,
+    pub enrollment_url: String,
+    pub bootstrap: Vec<SocketAddr>,
+    /// DNS names and IP addresses the enrollment server's certificate names.
+    pub server_hosts: Vec<String>,
+}
+
+/// An overlay's directory.
+pub struct OverlayDir {
+    pub path: PathBuf,
+}
+
+impl OverlayDir {
+    pub fn open(path: &Path) -> Result<Self, DirError> {
+        if !path.join("ca.key").exists() {
+            return Err(DirError::Missing(path.to_path_buf()));
+        }
+        Ok(OverlayDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Creates a new overlay in `path` (which may exist but must not hold
+    /// one already).
+    pub fn init(path: &Path, opts: &InitOptions) -> Result<Self, DirError> {
+        if path.join("ca.key").exists() {
+            return Err(DirError::Exists(path.to_path_buf()));
+        }
+        for (u, _) in &opts.users {
+            check_user_name(u)?;
+        }
+        std::fs::create_dir_all(path).map_err(|source| DirError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let now = SystemTime::now();
+        let ca = Authority::create(&opts.overlay, now)?;
+        let dir = OverlayDir {
+            path: path.to_path_buf(),
+        };
+
+        let signer_key = pki::generate_key()?;
+        let signer_id = pki::random_node_id(16);
+        let csr = pki::make_csr(&signer_key, "configuration-signer")?;
+        let signer_user = format!("configuration-signer@{}", opts.overlay);
+        let signer_cert = ca.issue_node(&csr, &signer_user, &[signer_id], &opts.overlay, now)?;
+
+        let mut config = Configuration::new(&opts.overlay);
+        config.expiration = Some(rfc3339(now + CONFIG_VALIDITY));
+        config.root_certs = vec![ca.cert_der.clone()];
+        config.enrollment_servers = vec![opts.enrollment_url.clone()];
+        config.bootstrap_nodes = opts.bootstrap.clone();
+        config.configuration_signers = vec![signer_id];
+        config.kind_signers = vec![signer_id];
+        let signer = CertSecurity::new(
+            pki::key_from_pem(&signer_key.serialize_pem())?,
+            signer_cert.to_vec(),
+            signer_id,
+            config.trust_store(),
+        )?;
+        let document = config.to_signed_document(&signer);
+
+        let (server_cert, server_key) = ca.issue_server(&opts.server_hosts, now)?;
+        let mut server_chain = pki::der_to_pem(&server_cert);
+        server_chain.push_str(&ca.cert_pem);
+
+        write(&dir.file("ca.crt"), ca.cert_pem.as_bytes(), false)?;
+        write(&dir.file("signer.crt"), pki::der_to_pem(&signer_cert).as_bytes(), false)?;
+        write(&dir.file("signer.key"), signer_key.serialize_pem().as_bytes(), true)?;
+        write(&dir.file("reload-config.xml"), document.as_bytes(), false)?;
+        write(&dir.file("server.crt"), server_chain.as_bytes(), false)?;
+        write(&dir.file("server.key"), server_key.serialize_pem().as_bytes(), true)?;
+        let accounts: BTreeMap<String, Account> =
+            opts.users.iter().map(|(u, p)| (u.clone(), Account::new(p))).collect();
+        dir.save_accounts(&accounts)?;
+        dir.save_enrolled(&BTreeMap::new())?;
+        // Last: its presence marks a complete overlay directory.
+        write(&dir.file("ca.key"), ca.key_pem().as_bytes(), true)?;
+        Ok(dir)
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    pub fn authority(&self) -> Result<Authority, DirError> {
+        Ok(Authority::load(
+            &read(&self.file("ca.crt"))?,
+            &read(&self.file("ca.key"))?,
+        )?)
+    }
+
+    pub fn config_document(&self) -> Result<String, DirError> {
+        read(&self.file("reload-config.xml"))
+    }
+
+    fn load_json<T: for<'de> Deserialize<'de> + Default>(&self, name: &str) -> Result<T, DirError> {
+        let path = self.file(name);
+        if !path.exists() {
+            return Ok(T::default());
+        }
+        serde_json::from_str(&read(&path)?).map_err(|e| DirError::Corrupt {
+            path,
+            problem: e.to_string(),
+        })
+    }
+
+    pub fn accounts(&self) -> Result<BTreeMap<String, Account>, DirError> {
+        self.load_json("users.json")
+    }
+
+    pub fn save_accounts(&self, accounts: &BTreeMap<String, Account>) -> Result<(), DirError> {
+        let text = serde_json::to_vec_pretty(accounts).expect("serialisable");
+        write(&self.file("users.json"), &text, true)
+    }
+
+    pub fn enrolled(&self) -> Result<BTreeMap<String, Vec<Issued>>, DirError> {
+        self.load_json("enrolled.json")
+    }
+
+    pub fn save_enrolled(&self, enrolled: &BTreeMap<String, Vec<Issued>>) -> Result<(), DirError> {
+        let text = serde_json::to_vec_pretty(enrolled).expect("serialisable");
+        write(&self.file("enrolled.json"), &text, false)
+    }
+}
+
+/// Node-ID hex list to Node-IDs, skipping what does not parse.
+pub fn parse_node_ids(hexes: &[String]) -> Vec<NodeId> {
+    hexes
+        .iter()
+        .filter_map(|h| unhex(h))
+        .filter_map(|b| NodeId::from_slice(&b).ok())
+        .collect()
+}

@@ -1,0 +1,195 @@
+//! `p2psip init`, `enrollment-server` and `enroll`: creating an overlay and
+//! admitting nodes to it (RFC 6940 §11).
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use node::enrollment::{self, CaPin};
+use node::overlay_dir::{InitOptions, OverlayDir};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct InitArgs {
+    /// Directory for the new overlay's CA, configuration and accounts.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Overlay name (instance-name), e.g. office.example.org.
+    #[arg(long)]
+    overlay: String,
+    /// An enrollment account, NAME:PASSWORD; repeat for more.
+    #[arg(long = "user", value_name = "NAME:PASSWORD", value_parser = parse_user)]
+    users: Vec<(String, String)>,
+    /// URL peers enroll at (the enrollment-server element).
+    #[arg(long, default_value = "https://127.0.0.1:6443/enroll")]
+    enrollment_url: String,
+    /// A bootstrap-node of the configuration; repeat for more.
+    #[arg(long = "bootstrap", value_name = "ADDR")]
+    bootstrap: Vec<SocketAddr>,
+    /// Host names or addresses the enrollment server's certificate names
+    /// (default: the enrollment URL's host, localhost and 127.0.0.1).
+    #[arg(long = "host")]
+    hosts: Vec<String>,
+}
+
+fn parse_user(s: &str) -> Result<(String, String), String> {
+    match s.split_once(':') {
+        Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_string(), p.to_string())),
+        _ => Err(format!("{s:?} is not NAME:PASSWORD")),
+    }
+}
+
+pub fn init(args: InitArgs) -> Result<()> {
+    let uri: http::Uri = args
+        .enrollment_url
+        .parse()
+        .ok()
+        .filter(|u: &http::Uri| u.scheme_str() == Some("https") && u.host().is_some())
+        .with_context(|| {
+            format!(
+                "--enrollment-url {:?} must be an https:// URL (RFC 6940 §11.1)",
+                args.enrollment_url
+            )
+        })?;
+    let mut hosts = args.hosts.clone();
+    if hosts.is_empty() {
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_string();
+        hosts = vec![host, "localhost".into(), "127.0.0.1".into()];
+        hosts.dedup();
+    }
+    let dir = OverlayDir::init(
+        &args.dir,
+        &InitOptions {
+            overlay: args.overlay.clone(),
+            users: args.users.clone(),
+            enrollment_url: args.enrollment_url.clone(),
+            bootstrap: args.bootstrap.clone(),
+            server_hosts: hosts,
+        },
+    )?;
+    let ca = dir.authority()?;
+    let listen = format!(
+        "{}:{}",
+        uri.host().unwrap_or("127.0.0.1"),
+        uri.port_u16().unwrap_or(443)
+    );
+    let base = format!("https://{}", uri.authority().map(|a| a.as_str()).unwrap_or_default());
+    println!("Created overlay {} in {}", args.overlay, args.dir.display());
+    println!("  CA certificate   {}", dir.file("ca.crt").display());
+    println!("  CA fingerprint   {}", enrollment::fingerprint(&ca.cert_der));
+    println!("  configuration    {}", dir.file("reload-config.xml").display());
+    println!(
+        "  accounts         {}",
+        args.users
+            .iter()
+            .map(|(u, _)| u.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!();
+    println!("Next:");
+    println!(
+        "  p2psip enrollment-server --dir {} --listen {listen}",
+        args.dir.display()
+    );
+    println!(
+        "  p2psip enroll --server {base} --ca-fingerprint {} --user NAME --password PASSWORD --dir NODE_DIR",
+        enrollment::fingerprint(&ca.cert_der)
+    );
+    println!("  p2psip peer --dir NODE_DIR --listen 127.0.0.1:6084");
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// The overlay directory `p2psip init` created.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+}
+
+pub fn enrollment_server(args: ServerArgs) -> Result<()> {
+    OverlayDir::open(&args.dir)?;
+    crate::init_logging();
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        tracing::info!(
+            "enrollment server for {} on https://{}",
+            args.dir.display(),
+            args.listen
+        );
+        enrollment::serve(&args.dir, listener, shutdown_signal()).await?;
+        tracing::info!("enrollment server stopped");
+        Ok(())
+    })
+}
+
+#[derive(Args)]
+pub struct EnrollArgs {
+    /// Base URL of the configuration server, e.g. https://127.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// The overlay's CA certificate (PEM), to trust the server.
+    #[arg(long, conflicts_with = "ca_fingerprint", required_unless_present = "ca_fingerprint")]
+    ca_cert: Option<PathBuf>,
+    /// SHA-256 fingerprint of the overlay's CA certificate (hex).
+    #[arg(long)]
+    ca_fingerprint: Option<String>,
+    #[arg(long)]
+    user: String,
+    #[arg(long)]
+    password: String,
+    /// Where to keep this node's key, certificate and configuration.
+    #[arg(long)]
+    dir: PathBuf,
+}
+
+pub fn enroll(args: EnrollArgs) -> Result<()> {
+    let pin = match (&args.ca_cert, &args.ca_fingerprint) {
+        (Some(path), _) => {
+            let pem =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read --ca-cert {}", path.display()))?;
+            CaPin::Certificate(node::pki::pem_to_der(&pem).with_context(|| format!("--ca-cert {}", path.display()))?)
+        }
+        (None, Some(f)) => CaPin::fingerprint(f)?,
+        (None, None) => bail!("give --ca-cert FILE or --ca-fingerprint SHA256"),
+    };
+    let done = runtime()?.block_on(enrollment::enroll(
+        &args.server,
+        pin,
+        &args.user,
+        &args.password,
+        &args.dir,
+    ))?;
+    println!(
+        "Enrolled {} in overlay {} as Node-ID {}; credentials in {}",
+        done.user,
+        done.overlay,
+        done.node_ids.iter().map(|n| n.to_hex()).collect::<Vec<_>>().join(", "),
+        args.dir.display()
+    );
+    Ok(())
+}
+
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
