@@ -374,6 +374,7 @@ impl ServerCertVerifier for PinnedCa {
     }
 }
 
+/// A minimal HTTPS client that trusts only the pinned overlay CA.
 pub struct Client {
     connector: tokio_rustls::TlsConnector,
     verifier: Arc<PinnedCa>,
