@@ -2,9 +2,12 @@
 //! document (RFC 6940 §11), the enrollment server and client, and (next)
 //! the tokio driver of the sans-IO overlay engine over TLS links.
 
+pub mod admin;
 pub mod config_doc;
 pub mod enrollment;
 pub mod identity;
+pub mod link;
 pub mod node_dir;
 pub mod overlay_dir;
+pub mod peer;
 pub mod pki;

@@ -57,6 +57,11 @@ enum Command {
     /// Fetch and verify an overlay's configuration, enroll, and store this
     /// node's key, certificate and configuration in a directory.
     Enroll(overlay_cmds::EnrollArgs),
+    /// Run a peer: join the overlay over TLS links, route, store, and leave
+    /// gracefully on SIGTERM or Ctrl-C.
+    Peer(overlay_cmds::PeerArgs),
+    /// Show a running peer's state (through its --admin API).
+    Status(overlay_cmds::StatusArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -111,6 +116,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Init(args) => overlay_cmds::init(args),
         Command::EnrollmentServer(args) => overlay_cmds::enrollment_server(args),
         Command::Enroll(args) => overlay_cmds::enroll(args),
+        Command::Peer(args) => overlay_cmds::peer(args),
+        Command::Status(args) => overlay_cmds::status(args),
     }
 }
 

@@ -193,3 +193,100 @@ pub async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
     }
 }
+
+#[derive(Args)]
+pub struct PeerArgs {
+    /// The node directory `p2psip enroll` filled.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Address for overlay links (TLS over TCP).
+    #[arg(long, default_value = "127.0.0.1:6084")]
+    listen: SocketAddr,
+    /// A peer to join through; repeat for more. Tried before the
+    /// configuration's bootstrap nodes and the peers of the last run.
+    #[arg(long = "bootstrap", value_name = "ADDR")]
+    bootstrap: Vec<SocketAddr>,
+    /// Serve the operations API (GET /status, GET /metrics) here.
+    #[arg(long)]
+    admin: Option<SocketAddr>,
+}
+
+pub fn peer(args: PeerArgs) -> Result<()> {
+    crate::init_logging();
+    let opts = node::peer::PeerOptions {
+        dir: args.dir,
+        listen: args.listen,
+        bootstrap: args.bootstrap,
+        admin: args.admin,
+    };
+    runtime()?.block_on(node::peer::run(opts, shutdown_signal()))?;
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    /// The peer's --admin address.
+    #[arg(long)]
+    admin: SocketAddr,
+    /// Print the JSON as the peer returns it.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn status(args: StatusArgs) -> Result<()> {
+    let body = runtime()?.block_on(http_get(args.admin, "/status"))?;
+    if args.json {
+        println!("{body}");
+        return Ok(());
+    }
+    let s: node::peer::Status =
+        serde_json::from_str(&body).with_context(|| format!("{} did not return a peer status", args.admin))?;
+    println!("node      {}", s.node_id);
+    println!("user      {}", s.user);
+    println!(
+        "overlay   {}  ({})",
+        s.overlay,
+        if s.joined { "joined" } else { "not joined" }
+    );
+    println!("address   {}", s.address);
+    println!("uptime    {} s", s.uptime_s);
+    println!("preds     {}", s.predecessors.join(" "));
+    println!("succs     {}", s.successors.join(" "));
+    println!("fingers   {}", s.fingers.len());
+    println!("links     {}", s.links.len());
+    let stored: Vec<String> = s.stored.iter().map(|(k, n)| format!("{k}={n}")).collect();
+    println!(
+        "stored    {}",
+        if stored.is_empty() {
+            "nothing".into()
+        } else {
+            stored.join(" ")
+        }
+    );
+    println!(
+        "messages  {} sent, {} forwarded, {} delivered, {} malformed, {} errors sent",
+        s.messages_sent, s.messages_forwarded, s.messages_delivered, s.malformed, s.errors_sent
+    );
+    Ok(())
+}
+
+/// A plain HTTP GET to a peer's admin API.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: timed out"))?
+        .with_context(|| format!("cannot reach the admin API at {addr}; is the peer running with --admin {addr}?"))?;
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut raw))
+        .await
+        .map_err(|_| anyhow::anyhow!("{addr}: no answer"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("{addr}{path}: {}", head.lines().next().unwrap_or("no answer"));
+    }
+    Ok(body.to_string())
+}

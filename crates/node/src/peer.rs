@@ -1,0 +1,566 @@
+//! The peer: a thin tokio driver around the sans-IO engine
+//! ([`overlay::OverlayNode`] with Chord-reload and [`CertSecurity`]).
+//!
+//! One task owns the engine. Link tasks, the listener, connection attempts
+//! and the admin API talk to it through one channel; it turns the engine's
+//! actions into link writes and connection attempts, and sleeps until the
+//! engine's next timer.
+//!
+//! Bootstrap (§11.4) tries `--bootstrap`, then the configuration's
+//! bootstrap nodes, then the peers cached by the last run. A peer with no
+//! one to try, or one that is itself a configured bootstrap node and finds
+//! nobody, starts a new ring alone; any other peer keeps trying.
+
+use crate::identity::CertSecurity;
+use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
+use crate::node_dir::{NodeDir, NodeDirError};
+use crate::pki::hex;
+use overlay::{Action, ChordReload, Event, OverlayNode};
+use reload_wire::{DecodeContext, IpAddressPort, NodeId};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+
+/// How long a graceful leave may take before the process exits anyway.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Pause between bootstrap rounds while nobody answers.
+const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Error)]
+pub enum PeerError {
+    #[error(transparent)]
+    NodeDir(#[from] NodeDirError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("TLS setup: {0}")]
+    Tls(#[from] rustls::Error),
+}
+
+/// What `p2psip peer` was asked to do.
+#[derive(Debug, Clone)]
+pub struct PeerOptions {
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    pub bootstrap: Vec<SocketAddr>,
+    pub admin: Option<SocketAddr>,
+}
+
+/// The peer's state as `GET /status` shows it.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Status {
+    pub node_id: String,
+    pub overlay: String,
+    pub user: String,
+    pub address: String,
+    pub joined: bool,
+    pub uptime_s: u64,
+    pub successors: Vec<String>,
+    pub predecessors: Vec<String>,
+    pub fingers: Vec<String>,
+    pub links: Vec<String>,
+    pub stored: BTreeMap<String, usize>,
+    pub messages_sent: u64,
+    pub messages_forwarded: u64,
+    pub messages_delivered: u64,
+    pub malformed: u64,
+    pub errors_sent: u64,
+}
+
+/// Requests from the admin API to the engine task.
+pub enum AdminRequest {
+    Status(oneshot::Sender<Status>),
+}
+
+pub(crate) enum Input {
+    Link(LinkEvent),
+    /// A TLS link is up; `initiator` is the Node-ID of the end that dialled.
+    LinkUp {
+        peer: NodeId,
+        link: u64,
+        tx: mpsc::Sender<Vec<u8>>,
+        initiator: NodeId,
+    },
+    ConnectFailed {
+        expected: Option<NodeId>,
+        address: SocketAddr,
+        why: String,
+    },
+    Admin(AdminRequest),
+}
+
+impl From<LinkEvent> for Input {
+    fn from(e: LinkEvent) -> Self {
+        Input::Link(e)
+    }
+}
+
+struct LinkHandle {
+    id: u64,
+    tx: mpsc::Sender<Vec<u8>>,
+    initiator: NodeId,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+fn hex_id(n: &NodeId) -> String {
+    hex(n.as_bytes())
+}
+
+/// Runs a peer until `shutdown` completes, then leaves gracefully (§10.9).
+pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Result<(), PeerError> {
+    let dir = NodeDir::load(&opts.dir)?;
+    let security = dir.security()?;
+    let me = security.node_id();
+    let config = dir.config.overlay_config();
+    let ctx = Arc::new(config.decode_context().map_err(|e| NodeDirError::Config {
+        path: opts.dir.join("reload-config.xml"),
+        source: crate::config_doc::ConfigError::Invalid {
+            element: "configuration".into(),
+            problem: e.to_string(),
+        },
+    })?);
+    let tls = Arc::new(LinkTls::new(
+        dir.config.trust_store(),
+        dir.cert_der.clone(),
+        crate::pki::rustls_key(&dir.key),
+    )?);
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| PeerError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let listen = listener.local_addr().map_err(|source| PeerError::Listen {
+        addr: opts.listen,
+        source,
+    })?;
+    let seed = u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()) ^ now_ms();
+    let topology = ChordReload::new(me, config.chord.clone(), config.node_id_length, seed);
+    let engine = OverlayNode::new(
+        Arc::new(config),
+        ctx.clone(),
+        IpAddressPort::Ip(listen),
+        topology,
+        security,
+        seed,
+        now_ms(),
+    );
+    let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
+    tokio::spawn(accept_loop(listener, tls.clone(), ctx.clone(), me, input_tx.clone()));
+    if let Some(admin) = opts.admin {
+        let listener = TcpListener::bind(admin)
+            .await
+            .map_err(|source| PeerError::Listen { addr: admin, source })?;
+        tokio::spawn(crate::admin::serve(listener, input_tx.clone()));
+        tracing::info!("admin API on http://{admin}");
+    }
+    tracing::info!(
+        "peer {} of {} listening on {listen}",
+        me.to_hex(),
+        dir.config.instance_name
+    );
+
+    let mut bootstraps: Vec<SocketAddr> = Vec::new();
+    for a in opts
+        .bootstrap
+        .iter()
+        .chain(dir.config.bootstrap_nodes.iter())
+        .chain(dir.cached_peers().iter())
+    {
+        if *a != listen && !bootstraps.contains(a) {
+            bootstraps.push(*a);
+        }
+    }
+    let may_start_alone = bootstraps.is_empty() || dir.config.bootstrap_nodes.contains(&listen);
+    let mut driver = Driver {
+        engine,
+        me,
+        tls,
+        ctx,
+        links: HashMap::new(),
+        next_link: 1,
+        input_tx,
+        listen,
+        dir,
+        bootstraps,
+        bootstrap_failures: 0,
+        may_start_alone,
+        started: now_ms(),
+    };
+    driver.start();
+    driver.run(input_rx, shutdown).await;
+    Ok(())
+}
+
+struct Driver {
+    engine: OverlayNode<ChordReload, CertSecurity>,
+    me: NodeId,
+    tls: Arc<LinkTls>,
+    ctx: Arc<DecodeContext>,
+    links: HashMap<NodeId, LinkHandle>,
+    next_link: u64,
+    input_tx: mpsc::Sender<Input>,
+    listen: SocketAddr,
+    dir: NodeDir,
+    bootstraps: Vec<SocketAddr>,
+    bootstrap_failures: usize,
+    may_start_alone: bool,
+    started: u64,
+}
+
+impl Driver {
+    fn start(&mut self) {
+        if self.bootstraps.is_empty() {
+            tracing::info!("no bootstrap peer known: starting a new overlay");
+            self.engine.start_alone(now_ms());
+        } else {
+            tracing::info!(
+                "joining through {}",
+                self.bootstraps
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let addrs = self.bootstraps.iter().map(|a| IpAddressPort::Ip(*a)).collect();
+            self.engine.join(now_ms(), addrs);
+        }
+    }
+
+    async fn run(&mut self, mut inputs: mpsc::Receiver<Input>, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut leave_deadline: Option<Instant> = None;
+        let mut retry_bootstrap: Option<Instant> = None;
+        let mut next_cache = Instant::now() + Duration::from_secs(30);
+        loop {
+            if self.drain_actions() {
+                tracing::info!("left the overlay");
+                return;
+            }
+            let timer = self
+                .engine
+                .poll_timeout()
+                .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms())));
+            let wake = [timer, leave_deadline, retry_bootstrap, Some(next_cache)]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                Some(input) = inputs.recv() => self.on_input(input, &mut retry_bootstrap),
+                _ = tokio::time::sleep_until(wake.into()) => {
+                    let now = Instant::now();
+                    if leave_deadline.is_some_and(|d| now >= d) {
+                        tracing::warn!("leave did not finish in {LEAVE_TIMEOUT:?}; exiting");
+                        return;
+                    }
+                    if retry_bootstrap.is_some_and(|d| now >= d) {
+                        retry_bootstrap = None;
+                        self.start();
+                    }
+                    if now >= next_cache {
+                        next_cache = now + Duration::from_secs(60);
+                        self.cache_peers();
+                    }
+                    self.engine.handle_timeout(now_ms());
+                }
+                _ = &mut shutdown, if leave_deadline.is_none() => {
+                    tracing::info!("leaving the overlay (handing stored data over)");
+                    self.cache_peers();
+                    leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
+                    if self.engine.is_joined() {
+                        self.engine.leave(now_ms());
+                    } else {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the engine's actions; true once a leave finished.
+    fn drain_actions(&mut self) -> bool {
+        let mut left = false;
+        while let Some(action) = self.engine.poll_action() {
+            match action {
+                Action::Send { to, bytes, .. } => match self.links.get(&to) {
+                    Some(link) => {
+                        if link.tx.try_send(bytes).is_err() {
+                            tracing::debug!("link to {} is full; message dropped", to.to_hex());
+                        }
+                    }
+                    None => tracing::debug!("no link to {}; message dropped", to.to_hex()),
+                },
+                Action::Connect { peer, address } => self.connect(peer, address),
+                Action::Close { peer } => {
+                    if self.links.remove(&peer).is_some() {
+                        self.engine.link_down(now_ms(), peer);
+                    }
+                }
+                Action::Event(Event::Joined) => {
+                    tracing::info!("joined the overlay");
+                    self.cache_peers();
+                }
+                Action::Event(Event::Rejoining) => tracing::warn!("lost the overlay; joining again"),
+                Action::Event(Event::Left) => left = true,
+                Action::Event(_) => {}
+            }
+        }
+        left
+    }
+
+    fn connect(&mut self, peer: Option<NodeId>, address: IpAddressPort) {
+        let IpAddressPort::Ip(address) = address else {
+            self.engine.link_failed(now_ms(), peer);
+            return;
+        };
+        if let Some(p) = peer {
+            if self.links.contains_key(&p) {
+                // Already linked (the other end dialled first).
+                self.engine.link_up(now_ms(), p);
+                return;
+            }
+        }
+        let (tls, tx, me) = (self.tls.clone(), self.input_tx.clone(), self.me);
+        let ctx = self.ctx.clone();
+        let link = self.next_link;
+        self.next_link += 1;
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+                let tcp = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
+                let _ = tcp.set_nodelay(true);
+                let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
+                tls.connector.connect(name, tcp).await.map_err(|e| e.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("timed out".into()));
+            let stream = match outcome {
+                Ok(s) => s,
+                Err(why) => {
+                    let _ = tx
+                        .send(Input::ConnectFailed {
+                            expected: peer,
+                            address,
+                            why,
+                        })
+                        .await;
+                    return;
+                }
+            };
+            let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+            let Some(their) = (match peer {
+                Some(p) if ids.contains(&p) => Some(p),
+                Some(_) => None,
+                None => ids.first().copied(),
+            }) else {
+                let why = format!(
+                    "refused {address}: its certificate does not carry Node-ID {}",
+                    peer.map(|p| p.to_hex()).unwrap_or_default()
+                );
+                tracing::warn!("{why}");
+                let _ = tx
+                    .send(Input::ConnectFailed {
+                        expected: peer,
+                        address,
+                        why,
+                    })
+                    .await;
+                return;
+            };
+            let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
+            let up = Input::LinkUp {
+                peer: their,
+                link,
+                tx: out_tx,
+                initiator: me,
+            };
+            if tx.send(up).await.is_ok() {
+                run_link(link, stream, ctx, out_rx, tx).await;
+            }
+        });
+    }
+
+    fn on_input(&mut self, input: Input, retry_bootstrap: &mut Option<Instant>) {
+        let now = now_ms();
+        match input {
+            Input::Link(e) => self.on_link_event(e),
+            Input::LinkUp {
+                peer,
+                link,
+                tx,
+                initiator,
+            } => {
+                if peer == self.me {
+                    return;
+                }
+                if let Some(old) = self.links.get(&peer) {
+                    // Two links to one peer (both dialled at once): keep
+                    // the one the smaller Node-ID dialled, so both ends
+                    // keep the same one; a redial by the same end wins.
+                    let keep_old = old.initiator != initiator && old.initiator < initiator;
+                    if keep_old {
+                        return;
+                    }
+                }
+                tracing::debug!("link {link} up with {}", peer.to_hex());
+                self.links.insert(
+                    peer,
+                    LinkHandle {
+                        id: link,
+                        tx,
+                        initiator,
+                    },
+                );
+                self.engine.link_up(now, peer);
+            }
+            Input::ConnectFailed { expected, address, why } => {
+                tracing::info!("cannot link to {address}: {why}");
+                self.engine.link_failed(now, expected);
+                if expected.is_none() && !self.engine.is_joined() {
+                    self.bootstrap_failures += 1;
+                    // The engine tries each bootstrap three times (§11.4).
+                    if self.bootstrap_failures >= self.bootstraps.len() * 3 {
+                        self.bootstrap_failures = 0;
+                        if self.may_start_alone {
+                            tracing::info!("no bootstrap peer answered: starting a new overlay");
+                            self.engine.start_alone(now);
+                        } else {
+                            tracing::warn!("no bootstrap peer answered; retrying in {BOOTSTRAP_RETRY:?}");
+                            *retry_bootstrap = Some(Instant::now() + BOOTSTRAP_RETRY);
+                        }
+                    }
+                }
+            }
+            Input::Admin(AdminRequest::Status(reply)) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        let now = now_ms();
+        match event {
+            LinkEvent::Message { link, bytes } => {
+                if let Some((peer, _)) = self.links.iter().find(|(_, h)| h.id == link) {
+                    let peer = *peer;
+                    self.engine.receive(now, peer, &bytes);
+                }
+            }
+            LinkEvent::Closed { link, why } => {
+                let Some(peer) = self.links.iter().find(|(_, h)| h.id == link).map(|(p, _)| *p) else {
+                    return;
+                };
+                tracing::info!("link to {} closed: {why}", peer.to_hex());
+                self.links.remove(&peer);
+                self.engine.link_down(now, peer);
+            }
+        }
+    }
+
+    fn cache_peers(&self) {
+        // §11.4: only directly connected peers may be cached; the engine
+        // knows their listen addresses through Attach, the driver does not,
+        // so the cache holds the bootstrap addresses that worked.
+        if self.engine.is_joined() && !self.bootstraps.is_empty() {
+            self.dir.save_peers(&self.bootstraps);
+        }
+    }
+
+    fn status(&self) -> Status {
+        let chord = self.engine.topology();
+        let kinds = &self.dir.config.kinds;
+        let stored = self
+            .engine
+            .storage()
+            .count_by_kind()
+            .into_iter()
+            .map(|(k, n)| {
+                let name = kinds
+                    .iter()
+                    .find(|d| d.id == k)
+                    .map(|d| d.name.clone())
+                    .unwrap_or_else(|| format!("kind-{k}"));
+                (name, n)
+            })
+            .collect();
+        let stats = self.engine.stats();
+        Status {
+            node_id: hex_id(&self.me),
+            overlay: self.dir.config.instance_name.clone(),
+            user: self.dir.info.user.clone(),
+            address: self.listen.to_string(),
+            joined: self.engine.is_joined(),
+            uptime_s: now_ms().saturating_sub(self.started) / 1000,
+            successors: chord.successors().iter().map(hex_id).collect(),
+            predecessors: chord.predecessors().iter().map(hex_id).collect(),
+            fingers: chord.fingers().iter().map(hex_id).collect(),
+            links: self.engine.links().map(hex_id).collect(),
+            stored,
+            messages_sent: stats.messages_sent,
+            messages_forwarded: stats.forwarded,
+            messages_delivered: stats.delivered,
+            malformed: stats.malformed,
+            errors_sent: stats.errors_sent,
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Arc<LinkTls>,
+    ctx: Arc<DecodeContext>,
+    me: NodeId,
+    tx: mpsc::Sender<Input>,
+) {
+    let mut next: u64 = 1 << 62;
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let link = next;
+        next += 1;
+        let (tls, tx, ctx) = (tls.clone(), tx.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return tracing::warn!("refused link from {remote}: {e}"),
+                Err(_) => return tracing::info!("link from {remote}: handshake timed out"),
+            };
+            let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+            let Some(peer) = ids.first().copied() else {
+                return tracing::warn!("refused link from {remote}: no Node-ID in its certificate");
+            };
+            if peer == me {
+                return;
+            }
+            let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
+            let up = Input::LinkUp {
+                peer,
+                link,
+                tx: out_tx,
+                initiator: peer,
+            };
+            if tx.send(up).await.is_ok() {
+                run_link(link, stream, ctx, out_rx, tx).await;
+            }
+        });
+    }
+}
