@@ -1,0 +1,284 @@
+//! Whole-system tests: real `p2psip` processes on loopback. An overlay is
+//! created with `init`, nodes enroll through a running
+//! `enrollment-server`, peers join over TLS links, and the ring is judged
+//! through each peer's admin API.
+
+use node::peer::Status;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+const PASSWORD: &str = "correct horse";
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("p2psip-overlay-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "p2psip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills every process it started when dropped, so a failing test leaves
+/// nothing running.
+struct Procs(Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Peer {
+    child: usize,
+    admin: SocketAddr,
+    listen: SocketAddr,
+    log: PathBuf,
+}
+
+struct Overlay {
+    dir: PathBuf,
+    procs: Procs,
+    server: String,
+}
+
+impl Overlay {
+    /// `init` plus a running enrollment server.
+    fn create(tag: &str, name: &str) -> Overlay {
+        let dir = scratch(tag);
+        let port = free_port();
+        let overlay_dir = dir.join("overlay");
+        run_ok(&[
+            "init",
+            "--dir",
+            overlay_dir.to_str().unwrap(),
+            "--overlay",
+            name,
+            "--user",
+            &format!("peer:{PASSWORD}"),
+            "--enrollment-url",
+            &format!("https://127.0.0.1:{port}/enroll"),
+        ]);
+        let server = Command::new(BIN)
+            .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap(), "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let server_url = format!("https://127.0.0.1:{port}");
+        wait_for(Duration::from_secs(10), "the enrollment server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Overlay {
+            dir,
+            procs: Procs(vec![server]),
+            server: server_url,
+        }
+    }
+
+    fn enroll(&self, name: &str) -> PathBuf {
+        let node_dir = self.dir.join(name);
+        run_ok(&[
+            "enroll",
+            "--server",
+            &self.server,
+            "--ca-cert",
+            self.dir.join("overlay/ca.crt").to_str().unwrap(),
+            "--user",
+            "peer",
+            "--password",
+            PASSWORD,
+            "--dir",
+            node_dir.to_str().unwrap(),
+        ]);
+        node_dir
+    }
+
+    fn start_peer(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>) -> Peer {
+        let (listen, admin): (SocketAddr, SocketAddr) = (
+            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
+        );
+        let log = node_dir.join("peer.log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["peer", "--dir", node_dir.to_str().unwrap()])
+            .args(["--listen", &listen.to_string(), "--admin", &admin.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", &b.to_string()]);
+        }
+        self.procs.0.push(cmd.spawn().unwrap());
+        Peer {
+            child: self.procs.0.len() - 1,
+            admin,
+            listen,
+            log,
+        }
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+fn status(admin: SocketAddr) -> Option<Status> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(tcp, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).ok()?;
+    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+}
+
+/// The ring is consistent: every peer joined, each one's successor names
+/// it as predecessor, and following successors visits exactly `peers`.
+fn ring_consistent(peers: &[&Peer]) -> Result<(), String> {
+    let mut by_id: BTreeMap<String, Status> = BTreeMap::new();
+    for p in peers {
+        let s = status(p.admin).ok_or(format!("{} does not answer", p.admin))?;
+        if !s.joined {
+            return Err(format!("{} not joined", s.node_id));
+        }
+        by_id.insert(s.node_id.clone(), s);
+    }
+    for (id, s) in &by_id {
+        let succ = s.successors.first().ok_or(format!("{id} has no successor"))?;
+        let next = by_id
+            .get(succ)
+            .ok_or(format!("{id}'s successor {succ} is not a live peer"))?;
+        if next.predecessors.first() != Some(id) {
+            return Err(format!("{succ} does not name {id} as predecessor"));
+        }
+    }
+    let start = by_id.keys().next().unwrap().clone();
+    let mut seen = BTreeSet::new();
+    let mut at = start.clone();
+    loop {
+        if !seen.insert(at.clone()) {
+            break;
+        }
+        at = by_id[&at].successors[0].clone();
+    }
+    if seen.len() != by_id.len() || at != start {
+        return Err(format!(
+            "the successor walk covers {} of {} peers",
+            seen.len(),
+            by_id.len()
+        ));
+    }
+    Ok(())
+}
+
+fn wait_consistent(peers: &[&Peer], limit: Duration, what: &str) -> Duration {
+    let mut last = String::new();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match ring_consistent(peers) {
+            Ok(()) => return start.elapsed(),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: ring not consistent after {limit:?}: {last}");
+}
+
+#[test]
+fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
+    let mut overlay = Overlay::create("ring", "ring.p2psip.test");
+    let dirs: Vec<PathBuf> = (0..20).map(|i| overlay.enroll(&format!("node{i}"))).collect();
+    let first = overlay.start_peer(&dirs[0], None);
+    let bootstrap = first.listen;
+    wait_for(Duration::from_secs(10), "the first peer", || {
+        status(first.admin).is_some_and(|s| s.joined)
+    });
+    let mut peers = vec![first];
+    for d in &dirs[1..] {
+        peers.push(overlay.start_peer(d, Some(bootstrap)));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    let took = wait_consistent(&all, Duration::from_secs(30), "20 peers joining");
+    eprintln!("20 peers consistent after {took:?}");
+
+    // SIGKILL five peers (never the bootstrap), chosen by a fixed stride.
+    let killed: Vec<usize> = vec![3, 7, 11, 14, 18];
+    for &k in &killed {
+        overlay.procs.0[peers[k].child].kill().unwrap();
+        overlay.procs.0[peers[k].child].wait().unwrap();
+    }
+    let alive: Vec<&Peer> = peers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !killed.contains(i))
+        .map(|(_, p)| p)
+        .collect();
+    let took = wait_consistent(&alive, Duration::from_secs(20), "after 5 crashes");
+    eprintln!("15 peers consistent again after {took:?}");
+
+    // SIGTERM: a graceful leave, then exit status 0.
+    let leaver = alive[5];
+    let pid = overlay.procs.0[leaver.child].id();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let child = &mut overlay.procs.0[leaver.child];
+    wait_for(Duration::from_secs(30), "the leaving peer to exit", || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(child.wait().unwrap().success(), "a graceful leave exits 0");
+    let log = std::fs::read_to_string(&leaver.log).unwrap();
+    assert!(log.contains("left the overlay"), "{log}");
+    let rest: Vec<&Peer> = alive.iter().copied().filter(|p| p.admin != leaver.admin).collect();
+    wait_consistent(&rest, Duration::from_secs(20), "after a graceful leave");
+}
+
+#[test]
+fn a_peer_enrolled_by_another_ca_is_refused() {
+    let mut ours = Overlay::create("ours", "same-name.p2psip.test");
+    let mut theirs = Overlay::create("theirs", "same-name.p2psip.test");
+    let good = ours.enroll("good");
+    let bad = theirs.enroll("bad");
+    let first = ours.start_peer(&good, None);
+    wait_for(Duration::from_secs(10), "the first peer", || {
+        status(first.admin).is_some_and(|s| s.joined)
+    });
+    let intruder = theirs.start_peer(&bad, Some(first.listen));
+    wait_for(Duration::from_secs(20), "the refusal to be logged", || {
+        std::fs::read_to_string(&first.log).is_ok_and(|l| l.contains("refused link from"))
+    });
+    // TLS 1.3: the dialling end judges the listener's certificate first,
+    // so the intruder's own check fails and our peer sees its alert; both
+    // ends log why.
+    let log = std::fs::read_to_string(&first.log).unwrap();
+    assert!(log.contains("UnknownCA"), "the reason is logged: {log}");
+    let log = std::fs::read_to_string(&intruder.log).unwrap();
+    assert!(log.contains("invalid peer certificate: UnknownIssuer"), "{log}");
+    let s = status(intruder.admin).expect("the intruder still runs");
+    assert!(!s.joined);
+    let s = status(first.admin).unwrap();
+    assert!(s.links.is_empty(), "no link to the intruder: {:?}", s.links);
+}
