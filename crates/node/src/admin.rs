@@ -3,7 +3,7 @@
 //! state as JSON; `GET /metrics` the same counters as Prometheus text.
 
 use crate::peer::{AdminRequest, Input, Status};
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -16,6 +16,7 @@ pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>) {
     let app = Router::new()
         .route("/status", get(status))
         .route("/metrics", get(metrics))
+        .route("/certificate/{node_id}", get(certificate))
         .with_state(engine);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin API stopped: {e}");
@@ -32,6 +33,27 @@ async fn status(State(engine): State<mpsc::Sender<Input>>) -> Response {
     match ask(&engine).await {
         Some(s) => Json(s).into_response(),
         None => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
+    }
+}
+
+/// `GET /certificate/NODE_ID`: the CERTIFICATE_BY_NODE of a Node-ID,
+/// fetched through the overlay.
+async fn certificate(State(engine): State<mpsc::Sender<Input>>, Path(node_id): Path<String>) -> Response {
+    let Some(node) = crate::pki::unhex(&node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok()) else {
+        return (StatusCode::BAD_REQUEST, "the path must end in a Node-ID in hex").into_response();
+    };
+    let (tx, rx) = oneshot::channel();
+    if engine
+        .send(Input::Admin(AdminRequest::Certificate(node, tx)))
+        .await
+        .is_err()
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response();
+    }
+    match rx.await {
+        Ok(Ok(cert)) => Json(cert).into_response(),
+        Ok(Err(why)) => (StatusCode::NOT_FOUND, why).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
     }
 }
 

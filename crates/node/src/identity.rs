@@ -246,6 +246,13 @@ impl CertVerifier {
         let cert = webpki::EndEntityCert::try_from(&der_ref).map_err(|_| SecurityError::UnknownSigner)?;
         cert.verify_signature(algorithm, input, &signature.signature_value)
             .map_err(|_| SecurityError::BadSignature)?;
+        // §6.3.4: cert_hash names a certificate with one Node-ID, which is
+        // then the signer's.
+        let signer_node_id = match (signer_node_id, info.node_ids.as_slice()) {
+            (Some(n), _) => Some(n),
+            (None, [only]) => Some(*only),
+            (None, _) => None,
+        };
         Ok(Credential {
             user: info.user,
             node_ids: info.node_ids,

@@ -14,9 +14,11 @@
 use crate::identity::CertSecurity;
 use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::node_dir::{NodeDir, NodeDirError};
-use crate::pki::hex;
-use overlay::{Action, ChordReload, Event, OverlayNode};
-use reload_wire::{DecodeContext, IpAddressPort, NodeId};
+use crate::pki::{cert_info, hex};
+use overlay::{Action, ChordReload, Event, OverlayNode, RequestFailure, RequestId};
+use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
+use reload_wire::usages::kind_id;
+use reload_wire::{Body, DecodeContext, FetchReq, IpAddressPort, NodeId};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -73,10 +75,28 @@ pub struct Status {
     pub errors_sent: u64,
 }
 
+/// A certificate fetched from the overlay (Certificate Store Usage, §8).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct FetchedCertificate {
+    pub node_id: String,
+    /// The user name the certificate carries.
+    pub user: String,
+    /// DER, hex.
+    pub certificate: String,
+    /// Overlay hops the Fetch travelled.
+    pub hops: u32,
+}
+
 /// Requests from the admin API to the engine task.
 pub enum AdminRequest {
     Status(oneshot::Sender<Status>),
+    /// Fetch the CERTIFICATE_BY_NODE of a Node-ID through the overlay.
+    Certificate(NodeId, oneshot::Sender<Result<FetchedCertificate, String>>),
 }
+
+/// Lifetime of the certificate this peer stores about itself; it is
+/// stored again at half this (§8).
+const CERTIFICATE_LIFETIME_S: u32 = 24 * 3600;
 
 pub(crate) enum Input {
     Link(LinkEvent),
@@ -198,6 +218,9 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         bootstrap_failures: 0,
         may_start_alone,
         started: now_ms(),
+        pending: HashMap::new(),
+        certificate_store: None,
+        next_certificate_store: None,
     };
     driver.start();
     driver.run(input_rx, shutdown).await;
@@ -218,6 +241,10 @@ struct Driver {
     bootstrap_failures: usize,
     may_start_alone: bool,
     started: u64,
+    /// Certificate fetches the admin API is waiting on.
+    pending: HashMap<RequestId, (NodeId, oneshot::Sender<Result<FetchedCertificate, String>>)>,
+    certificate_store: Option<RequestId>,
+    next_certificate_store: Option<Instant>,
 }
 
 impl Driver {
@@ -253,11 +280,17 @@ impl Driver {
                 .engine
                 .poll_timeout()
                 .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms())));
-            let wake = [timer, leave_deadline, retry_bootstrap, Some(next_cache)]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            let wake = [
+                timer,
+                leave_deadline,
+                retry_bootstrap,
+                Some(next_cache),
+                self.next_certificate_store,
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
                 Some(input) = inputs.recv() => self.on_input(input, &mut retry_bootstrap),
                 _ = tokio::time::sleep_until(wake.into()) => {
@@ -269,6 +302,9 @@ impl Driver {
                     if retry_bootstrap.is_some_and(|d| now >= d) {
                         retry_bootstrap = None;
                         self.start();
+                    }
+                    if self.next_certificate_store.is_some_and(|t| now >= t) {
+                        self.store_certificate();
                     }
                     if now >= next_cache {
                         next_cache = now + Duration::from_secs(60);
@@ -312,7 +348,11 @@ impl Driver {
                 Action::Event(Event::Joined) => {
                     tracing::info!("joined the overlay");
                     self.cache_peers();
+                    self.store_certificate();
                 }
+                Action::Event(Event::Done {
+                    request, outcome, hops, ..
+                }) => self.on_done(request, outcome, hops),
                 Action::Event(Event::Rejoining) => tracing::warn!("lost the overlay; joining again"),
                 Action::Event(Event::Left) => left = true,
                 Action::Event(_) => {}
@@ -446,6 +486,18 @@ impl Driver {
             Input::Admin(AdminRequest::Status(reply)) => {
                 let _ = reply.send(self.status());
             }
+            Input::Admin(AdminRequest::Certificate(node, reply)) => {
+                let req = FetchReq {
+                    resource: self.engine.resource_id(node.as_bytes()),
+                    specifiers: vec![StoredDataSpecifier {
+                        kind: kind_id::CERTIFICATE_BY_NODE,
+                        generation: 0,
+                        model_specifier: ModelSpecifier::Array(vec![ArrayRange { first: 0, last: 0 }]),
+                    }],
+                };
+                let id = self.engine.fetch(now, req);
+                self.pending.insert(id, (node, reply));
+            }
         }
     }
 
@@ -467,6 +519,76 @@ impl Driver {
                 self.engine.link_down(now, peer);
             }
         }
+    }
+
+    /// Certificate Store Usage (§8): this peer's certificate under
+    /// CERTIFICATE_BY_NODE at H(Node-ID), array index 0, so peers that
+    /// never met it can verify its signatures.
+    fn store_certificate(&mut self) {
+        let resource = self.engine.resource_id(self.me.as_bytes());
+        let value = StoredDataValue::Array(ArrayEntry {
+            index: 0,
+            value: DataValue {
+                exists: true,
+                value: self.dir.cert_der.clone(),
+            },
+        });
+        let id = self.engine.store(
+            now_ms(),
+            resource,
+            kind_id::CERTIFICATE_BY_NODE,
+            vec![value],
+            CERTIFICATE_LIFETIME_S,
+        );
+        self.certificate_store = Some(id);
+        self.next_certificate_store = Some(Instant::now() + Duration::from_secs(u64::from(CERTIFICATE_LIFETIME_S) / 2));
+    }
+
+    fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32) {
+        if self.certificate_store == Some(request) {
+            self.certificate_store = None;
+            match outcome {
+                Ok(_) => tracing::debug!("certificate stored in the overlay"),
+                Err(e) => {
+                    tracing::warn!("storing the certificate failed ({e:?}); retrying in 10 s");
+                    self.next_certificate_store = Some(Instant::now() + Duration::from_secs(10));
+                }
+            }
+            return;
+        }
+        let Some((node, reply)) = self.pending.remove(&request) else {
+            return;
+        };
+        let result = match outcome {
+            Ok(Body::FetchAns(ans)) => ans
+                .kind_responses
+                .into_iter()
+                .flat_map(|k| k.values)
+                .find_map(|v| match v.value {
+                    StoredDataValue::Array(ArrayEntry {
+                        value: DataValue { exists: true, value },
+                        ..
+                    }) => Some(value),
+                    _ => None,
+                })
+                .ok_or_else(|| format!("no certificate stored for {}", node.to_hex()))
+                .and_then(|der| {
+                    let info = cert_info(&der, &self.tls.trust.overlay, self.tls.trust.node_id_length)
+                        .map_err(|e| e.to_string())?;
+                    if !info.node_ids.contains(&node) {
+                        return Err(format!("the stored certificate does not carry {}", node.to_hex()));
+                    }
+                    Ok(FetchedCertificate {
+                        node_id: node.to_hex(),
+                        user: info.user,
+                        certificate: hex(&der),
+                        hops,
+                    })
+                }),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("{e:?}")),
+        };
+        let _ = reply.send(result);
     }
 
     fn cache_peers(&self) {

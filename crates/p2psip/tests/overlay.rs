@@ -147,14 +147,18 @@ fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Durati
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
-fn status(admin: SocketAddr) -> Option<Status> {
+fn get<T: serde::de::DeserializeOwned>(admin: SocketAddr, path: &str) -> Option<T> {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)).ok()?;
-    tcp.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(tcp, "GET /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     tcp.read_to_string(&mut raw).ok()?;
     serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+}
+
+fn status(admin: SocketAddr) -> Option<Status> {
+    get(admin, "/status")
 }
 
 /// The ring is consistent: every peer joined, each one's successor names
@@ -225,9 +229,14 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     let all: Vec<&Peer> = peers.iter().collect();
     let took = wait_consistent(&all, Duration::from_secs(30), "20 peers joining");
     eprintln!("20 peers consistent after {took:?}");
+    let ids: Vec<String> = all.iter().map(|p| status(p.admin).unwrap().node_id).collect();
 
-    // SIGKILL five peers (never the bootstrap), chosen by a fixed stride.
-    let killed: Vec<usize> = vec![3, 7, 11, 14, 18];
+    // SIGKILL five peers at once: every fourth in ring order, so each
+    // replica set (a peer and its two successors) keeps a live member.
+    let mut ring_order: Vec<usize> = (0..peers.len()).collect();
+    ring_order.sort_by_key(|&i| ids[i].clone());
+    let killed: Vec<usize> = ring_order.iter().step_by(4).copied().collect();
+    assert_eq!(killed.len(), 5);
     for &k in &killed {
         overlay.procs.0[peers[k].child].kill().unwrap();
         overlay.procs.0[peers[k].child].wait().unwrap();

@@ -45,6 +45,11 @@ fn a_signature_verifies_with_the_signers_certificate_and_names_the_signer() {
         .unwrap();
     assert_eq!(credential.user, "alice@x");
     assert_eq!(credential.node_ids, vec![node(1)]);
+    assert_eq!(
+        credential.signer_node_id,
+        Some(node(1)),
+        "cert_hash: the only Node-ID signs"
+    );
 }
 
 #[test]
