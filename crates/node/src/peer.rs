@@ -386,48 +386,32 @@ impl Driver {
             })
             .await
             .unwrap_or_else(|_| Err("timed out".into()));
-            let stream = match outcome {
-                Ok(s) => s,
+            let linked = outcome.and_then(|stream| {
+                let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+                let their = match peer {
+                    Some(p) if ids.contains(&p) => Some(p),
+                    Some(_) => None,
+                    None => ids.first().copied(),
+                };
+                their.map(|t| (stream, t)).ok_or_else(|| {
+                    let why = format!(
+                        "refused {address}: its certificate does not carry Node-ID {}",
+                        peer.map(|p| p.to_hex()).unwrap_or_default()
+                    );
+                    tracing::warn!("{why}");
+                    why
+                })
+            });
+            match linked {
+                Ok((stream, their)) => serve_link(stream, link, their, me, ctx, tx).await,
                 Err(why) => {
-                    let _ = tx
-                        .send(Input::ConnectFailed {
-                            expected: peer,
-                            address,
-                            why,
-                        })
-                        .await;
-                    return;
-                }
-            };
-            let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
-            let Some(their) = (match peer {
-                Some(p) if ids.contains(&p) => Some(p),
-                Some(_) => None,
-                None => ids.first().copied(),
-            }) else {
-                let why = format!(
-                    "refused {address}: its certificate does not carry Node-ID {}",
-                    peer.map(|p| p.to_hex()).unwrap_or_default()
-                );
-                tracing::warn!("{why}");
-                let _ = tx
-                    .send(Input::ConnectFailed {
+                    let failed = Input::ConnectFailed {
                         expected: peer,
                         address,
                         why,
-                    })
-                    .await;
-                return;
-            };
-            let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
-            let up = Input::LinkUp {
-                peer: their,
-                link,
-                tx: out_tx,
-                initiator: me,
-            };
-            if tx.send(up).await.is_ok() {
-                run_link(link, stream, ctx, out_rx, tx).await;
+                    };
+                    let _ = tx.send(failed).await;
+                }
             }
         });
     }
@@ -673,16 +657,30 @@ async fn accept_loop(
             if peer == me {
                 return;
             }
-            let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
-            let up = Input::LinkUp {
-                peer,
-                link,
-                tx: out_tx,
-                initiator: peer,
-            };
-            if tx.send(up).await.is_ok() {
-                run_link(link, stream, ctx, out_rx, tx).await;
-            }
+            serve_link(stream, link, peer, peer, ctx, tx).await;
         });
+    }
+}
+
+/// Hands an authenticated link to the engine task, then runs it.
+async fn serve_link<S>(
+    stream: S,
+    link: u64,
+    peer: NodeId,
+    initiator: NodeId,
+    ctx: Arc<DecodeContext>,
+    engine: mpsc::Sender<Input>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
+    let up = Input::LinkUp {
+        peer,
+        link,
+        tx: out_tx,
+        initiator,
+    };
+    if engine.send(up).await.is_ok() {
+        run_link(link, stream, ctx, out_rx, engine).await;
     }
 }
