@@ -39,7 +39,7 @@ async fn status(State(engine): State<mpsc::Sender<Input>>) -> Response {
 /// `GET /certificate/NODE_ID`: the CERTIFICATE_BY_NODE of a Node-ID,
 /// fetched through the overlay.
 async fn certificate(State(engine): State<mpsc::Sender<Input>>, Path(node_id): Path<String>) -> Response {
-    let Some(node) = crate::pki::unhex(&node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok()) else {
+    let Some(node) = reload_wire::unhex(&node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok()) else {
         return (StatusCode::BAD_REQUEST, "the path must end in a Node-ID in hex").into_response();
     };
     let (tx, rx) = oneshot::channel();

@@ -10,18 +10,18 @@
 //! multicast bootstrap is our extension element in [`NS_EXT`].
 
 use crate::identity::{CertSecurity, CertVerifier};
-use crate::pki::{hex, unhex, TrustStore};
+use crate::pki::TrustStore;
 use base64::Engine;
 use overlay::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, Security};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
 use reload_wire::usages::kind_id;
-use reload_wire::{DataModel, Decode, DecodeContext, Encode, NodeId, SecurityBlock};
+use reload_wire::{unhex, DataModel, Decode, DecodeContext, Encode, NodeId, SecurityBlock};
 use rustls::pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::ops::Range;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 use thiserror::Error;
 
 pub const NS_BASE: &str = "urn:ietf:params:xml:ns:p2p:config-base";
@@ -743,24 +743,6 @@ pub fn rfc3339(t: SystemTime) -> String {
     let dt = time::OffsetDateTime::from_unix_timestamp(secs as i64).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     dt.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
-}
-
-/// Whether an `expiration` attribute lies in the past.
-pub fn expired(expiration: &str, now: SystemTime) -> bool {
-    time::OffsetDateTime::parse(expiration, &time::format_description::well_known::Rfc3339)
-        .map(|t| {
-            let now = now
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .unwrap_or(Duration::ZERO)
-                .as_secs() as i64;
-            t.unix_timestamp() < now
-        })
-        .unwrap_or(true)
-}
-
-/// The hex of a Node-ID list, for messages.
-pub fn node_ids_hex(ids: &[NodeId]) -> String {
-    ids.iter().map(|n| hex(n.as_bytes())).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@
 
 use crate::node_dir::verify_config;
 use crate::overlay_dir::{self, parse_node_ids, write, DirError, Issued, OverlayDir};
-use crate::pki::{self, hex, PkiError};
+use crate::pki::{self, PkiError};
 use axum::extract::{DefaultBodyLimit, Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -24,6 +24,7 @@ use axum::Router;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use reload_wire::{hex, unhex};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
@@ -223,7 +224,7 @@ async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, 
             issued.retain(|i| i.key != key_id);
             issued.push(Issued {
                 key: key_id,
-                node_ids: ids.iter().map(|n| hex(n.as_bytes())).collect(),
+                node_ids: ids.iter().map(|n| n.to_hex()).collect(),
             });
             ids
         }
@@ -291,7 +292,7 @@ pub enum CaPin {
 impl CaPin {
     pub fn fingerprint(text: &str) -> Result<Self, EnrollError> {
         let compact: String = text.chars().filter(|c| *c != ':').collect();
-        pki::unhex(&compact)
+        unhex(&compact)
             .and_then(|b| <[u8; 32]>::try_from(b).ok())
             .map(CaPin::Fingerprint)
             .ok_or_else(|| EnrollError::BadFingerprint(text.to_string()))

@@ -13,8 +13,8 @@
 
 use crate::config_doc::{rfc3339, Configuration};
 use crate::identity::CertSecurity;
-use crate::pki::{self, hex, unhex, Authority, PkiError};
-use reload_wire::NodeId;
+use crate::pki::{self, Authority, PkiError};
+use reload_wire::{hex, unhex, NodeId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

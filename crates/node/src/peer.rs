@@ -14,7 +14,7 @@
 use crate::identity::CertSecurity;
 use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::node_dir::{NodeDir, NodeDirError};
-use crate::pki::{cert_info, hex};
+use crate::pki::cert_info;
 use overlay::{Action, ChordReload, Event, OverlayNode, RequestFailure, RequestId};
 use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
@@ -132,10 +132,6 @@ fn now_ms() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()
         .as_millis() as u64
-}
-
-fn hex_id(n: &NodeId) -> String {
-    hex(n.as_bytes())
 }
 
 /// Runs a peer until `shutdown` completes, then leaves gracefully (§10.9).
@@ -565,7 +561,7 @@ impl Driver {
                     Ok(FetchedCertificate {
                         node_id: node.to_hex(),
                         user: info.user,
-                        certificate: hex(&der),
+                        certificate: reload_wire::hex(&der),
                         hops,
                     })
                 }),
@@ -603,16 +599,16 @@ impl Driver {
             .collect();
         let stats = self.engine.stats();
         Status {
-            node_id: hex_id(&self.me),
+            node_id: self.me.to_hex(),
             overlay: self.dir.config.instance_name.clone(),
             user: self.dir.info.user.clone(),
             address: self.listen.to_string(),
             joined: self.engine.is_joined(),
             uptime_s: now_ms().saturating_sub(self.started) / 1000,
-            successors: chord.successors().iter().map(hex_id).collect(),
-            predecessors: chord.predecessors().iter().map(hex_id).collect(),
-            fingers: chord.fingers().iter().map(hex_id).collect(),
-            links: self.engine.links().map(hex_id).collect(),
+            successors: chord.successors().iter().map(NodeId::to_hex).collect(),
+            predecessors: chord.predecessors().iter().map(NodeId::to_hex).collect(),
+            fingers: chord.fingers().iter().map(NodeId::to_hex).collect(),
+            links: self.engine.links().map(NodeId::to_hex).collect(),
             stored,
             messages_sent: stats.messages_sent,
             messages_forwarded: stats.forwarded,

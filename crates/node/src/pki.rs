@@ -12,7 +12,7 @@ use rcgen::{
     CertificateParams, CertificateSigningRequestParams, DistinguishedName, ExtendedKeyUsagePurpose, IsCa, Issuer,
     KeyPair, KeyUsagePurpose, SanType, SerialNumber, PKCS_ED25519,
 };
-use reload_wire::{Decode, Destination, Encode, NodeId};
+use reload_wire::{hex, unhex, Decode, Destination, Encode, NodeId};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
 use std::time::{Duration, SystemTime};
 use thiserror::Error;
@@ -87,20 +87,6 @@ pub fn node_id_from_uri(uri: &str, overlay: &str, node_id_length: usize) -> Opti
         Ok(Destination::Node(n)) => Some(n),
         _ => None,
     }
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
 }
 
 /// The overlay's certificate authority: signs node certificates at

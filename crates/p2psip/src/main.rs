@@ -179,11 +179,7 @@ fn decode_cmd(hex: &str, node_id_length: usize) -> Result<()> {
     if clean.len() % 2 != 0 {
         bail!("odd number of hex digits; give whole bytes, e.g. d2454c4f…");
     }
-    let bytes = (0..clean.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&clean[i..i + 2], 16))
-        .collect::<Result<Vec<u8>, _>>()
-        .context("not hex; give bytes as hex digits, e.g. d2454c4f…")?;
+    let bytes = reload_wire::unhex(&clean).context("not hex; give bytes as hex digits, e.g. d2454c4f…")?;
     let ctx = DecodeContext::new(node_id_length, usize::MAX)?;
     let message = match FramedMessage::decode(&bytes, &ctx) {
         Ok(FramedMessage::Data { sequence, message }) => {

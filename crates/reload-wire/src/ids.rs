@@ -130,11 +130,23 @@ pub fn overlay_hash(overlay_name: &str) -> u32 {
     u32::from_be_bytes([digest[16], digest[17], digest[18], digest[19]])
 }
 
-pub(crate) fn hex(b: &[u8]) -> String {
+/// Lower-case hex of bytes.
+pub fn hex(b: &[u8]) -> String {
     use fmt::Write;
     let mut s = String::with_capacity(b.len() * 2);
     for x in b {
         let _ = write!(s, "{x:02x}");
     }
     s
+}
+
+/// Bytes from hex digits (either case); `None` unless every pair is hex.
+pub fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
+        .collect()
 }

@@ -67,7 +67,7 @@ pub use contents::{ErrorCode, ErrorResponse, MessageCode, MessageContents, Messa
 pub use error::{DecodeError, EncodeError};
 pub use framing::FramedMessage;
 pub use header::{Destination, ForwardingHeader, ForwardingOption, Fragment};
-pub use ids::{overlay_hash, KindId, NodeId, ResourceId};
+pub use ids::{hex, overlay_hash, unhex, KindId, NodeId, ResourceId};
 pub use link_management::{
     AppAttachAns, AppAttachReq, AttachReqAns, CandType, ConfigUpdateReq, IceCandidate, IceExtension, PingAns, PingReq,
 };
