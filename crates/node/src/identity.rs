@@ -74,6 +74,14 @@ struct KnownCert {
     verdict: Option<Result<CertInfo, String>>,
 }
 
+/// A remembered certificate found for a SignerIdentity.
+struct Signer {
+    /// SHA-256 of the DER: the key in [`CertVerifier::known`].
+    key: Vec<u8>,
+    der: Arc<[u8]>,
+    node: Option<NodeId>,
+}
+
 /// Verifies signatures of overlay members: the overlay's trust decisions
 /// plus the certificates seen so far.
 pub struct CertVerifier {
@@ -171,36 +179,48 @@ impl CertVerifier {
         hash
     }
 
-    /// The certificate a SignerIdentity names, and the Node-ID it signs as.
-    fn find_signer(&self, identity: &SignerIdentity) -> Result<(Arc<[u8]>, Option<NodeId>), SecurityError> {
+    /// The certificate a SignerIdentity names (with its SHA-256, the key it
+    /// is remembered under), and the Node-ID it signs as.
+    fn find_signer(&self, identity: &SignerIdentity) -> Result<Signer, SecurityError> {
         match identity {
             SignerIdentity::CertHash {
                 hash_alg,
                 certificate_hash,
             } => {
                 let known = self.known();
-                if *hash_alg == hash_algorithm::SHA256 {
-                    return known
-                        .get(certificate_hash)
-                        .map(|k| (k.der.clone(), None))
-                        .ok_or(SecurityError::UnknownSigner);
-                }
-                known
-                    .values()
-                    .find(|k| digest(*hash_alg, &[&k.der]).as_ref() == Some(certificate_hash))
-                    .map(|k| (k.der.clone(), None))
+                let found = if *hash_alg == hash_algorithm::SHA256 {
+                    known.get_key_value(certificate_hash)
+                } else {
+                    known
+                        .iter()
+                        .find(|(_, k)| digest(*hash_alg, &[&k.der]).as_ref() == Some(certificate_hash))
+                };
+                found
+                    .map(|(key, k)| Signer {
+                        key: key.clone(),
+                        der: k.der.clone(),
+                        node: None,
+                    })
                     .ok_or(SecurityError::UnknownSigner)
             }
             SignerIdentity::CertHashNodeId {
                 hash_alg,
                 certificate_node_id_hash,
             } => {
-                let candidates: Vec<Arc<[u8]>> = self.known().values().map(|k| k.der.clone()).collect();
-                for der in candidates {
-                    let Ok(info) = self.check(&der) else { continue };
+                let candidates: Vec<(Vec<u8>, Arc<[u8]>)> = self
+                    .known()
+                    .iter()
+                    .map(|(key, k)| (key.clone(), k.der.clone()))
+                    .collect();
+                for (key, der) in candidates {
+                    let Ok(info) = self.check(&key, &der) else { continue };
                     for n in info.node_ids {
                         if digest(*hash_alg, &[n.as_bytes(), &der]).as_ref() == Some(certificate_node_id_hash) {
-                            return Ok((der, Some(n)));
+                            return Ok(Signer {
+                                key,
+                                der,
+                                node: Some(n),
+                            });
                         }
                     }
                 }
@@ -214,7 +234,7 @@ impl CertVerifier {
     pub fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
         let mut out: Vec<GenericCertificate> = Vec::new();
         for s in signers {
-            if let Ok((der, _)) = self.find_signer(s) {
+            if let Ok(Signer { der, .. }) = self.find_signer(s) {
                 if !out.iter().any(|c| *c.certificate == *der) {
                     out.push(GenericCertificate {
                         certificate_type: certificate_type::X509,
@@ -239,8 +259,12 @@ impl CertVerifier {
                 self.remember(&c.certificate);
             }
         }
-        let (der, signer_node_id) = self.find_signer(&signature.identity)?;
-        let info = self.check(&der)?;
+        let Signer {
+            key,
+            der,
+            node: signer_node_id,
+        } = self.find_signer(&signature.identity)?;
+        let info = self.check(&key, &der)?;
         let algorithm = verification_algorithm(signature.algorithm).ok_or(SecurityError::BadSignature)?;
         let der_ref = CertificateDer::from(&der[..]);
         let cert = webpki::EndEntityCert::try_from(&der_ref).map_err(|_| SecurityError::UnknownSigner)?;
@@ -262,9 +286,8 @@ impl CertVerifier {
 
     /// Chain, validity and bad-node checks of a remembered certificate,
     /// done once; expiry is checked again on every use.
-    fn check(&self, der: &[u8]) -> Result<CertInfo, SecurityError> {
-        let hash = digest(hash_algorithm::SHA256, &[der]).unwrap_or_default();
-        let cached = self.known().get(&hash).and_then(|k| k.verdict.clone());
+    fn check(&self, key: &[u8], der: &[u8]) -> Result<CertInfo, SecurityError> {
+        let cached = self.known().get(key).and_then(|k| k.verdict.clone());
         let verdict = match cached {
             Some(v) => v,
             None => {
@@ -272,7 +295,7 @@ impl CertVerifier {
                     .trust
                     .verify(&CertificateDer::from(der), &[], SystemTime::now())
                     .map_err(|e| e.to_string());
-                if let Some(k) = self.known().get_mut(&hash) {
+                if let Some(k) = self.known().get_mut(key) {
                     k.verdict = Some(v.clone());
                 }
                 v

@@ -179,8 +179,8 @@ impl LinkTls {
 /// What a link task reports to the peer's engine task.
 #[derive(Debug)]
 pub enum LinkEvent {
-    Message { link: u64, bytes: Vec<u8> },
-    Closed { link: u64, why: String },
+    Message { link: u64, peer: NodeId, bytes: Vec<u8> },
+    Closed { link: u64, peer: NodeId, why: String },
 }
 
 /// Runs one established link until it fails or `outgoing` closes: frames
@@ -188,6 +188,7 @@ pub enum LinkEvent {
 /// reports each message.
 pub async fn run_link<S, E>(
     link: u64,
+    peer: NodeId,
     stream: S,
     ctx: Arc<DecodeContext>,
     mut outgoing: mpsc::Receiver<Vec<u8>>,
@@ -215,7 +216,7 @@ pub async fn run_link<S, E>(
                     match decoder.next_frame(&ctx) {
                         Ok(Some(FramedMessage::Data { sequence, message })) => {
                             window.on_data(sequence).encode(&mut acks);
-                            if events.send(LinkEvent::Message { link, bytes: message }.into()).await.is_err() {
+                            if events.send(LinkEvent::Message { link, peer, bytes: message }.into()).await.is_err() {
                                 return;
                             }
                         }
@@ -223,7 +224,7 @@ pub async fn run_link<S, E>(
                         Ok(None) => break,
                         Err(e) => {
                             // A broken frame stream cannot be resynchronised.
-                            let _ = events.send(LinkEvent::Closed { link, why: format!("malformed frame: {e}") }.into()).await;
+                            let _ = events.send(LinkEvent::Closed { link, peer, why: format!("malformed frame: {e}") }.into()).await;
                             return;
                         }
                     }
@@ -251,5 +252,5 @@ pub async fn run_link<S, E>(
             }
         }
     };
-    let _ = events.send(LinkEvent::Closed { link, why }.into()).await;
+    let _ = events.send(LinkEvent::Closed { link, peer, why }.into()).await;
 }

@@ -484,16 +484,16 @@ impl Driver {
     fn on_link_event(&mut self, event: LinkEvent) {
         let now = now_ms();
         match event {
-            LinkEvent::Message { link, bytes } => {
-                if let Some((peer, _)) = self.links.iter().find(|(_, h)| h.id == link) {
-                    let peer = *peer;
+            // Events of a link that was replaced or closed are ignored.
+            LinkEvent::Message { link, peer, bytes } => {
+                if self.links.get(&peer).is_some_and(|h| h.id == link) {
                     self.engine.receive(now, peer, &bytes);
                 }
             }
-            LinkEvent::Closed { link, why } => {
-                let Some(peer) = self.links.iter().find(|(_, h)| h.id == link).map(|(p, _)| *p) else {
+            LinkEvent::Closed { link, peer, why } => {
+                if self.links.get(&peer).is_none_or(|h| h.id != link) {
                     return;
-                };
+                }
                 tracing::info!("link to {} closed: {why}", peer.to_hex());
                 self.links.remove(&peer);
                 self.engine.link_down(now, peer);
@@ -677,6 +677,6 @@ async fn serve_link<S>(
         initiator,
     };
     if engine.send(up).await.is_ok() {
-        run_link(link, stream, ctx, out_rx, engine).await;
+        run_link(link, peer, stream, ctx, out_rx, engine).await;
     }
 }
