@@ -194,7 +194,9 @@ async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, 
         None => {
             // One derivation, as for a known user, against a fixed account.
             static DECOY: std::sync::OnceLock<overlay_dir::Account> = std::sync::OnceLock::new();
-            DECOY.get_or_init(|| overlay_dir::Account::new("decoy")).check(&password);
+            DECOY
+                .get_or_init(|| overlay_dir::Account::new("decoy"))
+                .check(&password);
             false
         }
     };

@@ -43,6 +43,8 @@ pub enum PeerError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
+    #[error("the configuration's message limits are unusable: {0}")]
+    Limits(#[from] reload_wire::EncodeError),
 }
 
 /// What `p2psip peer` was asked to do.
@@ -140,13 +142,7 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
     let security = dir.security()?;
     let me = security.node_id();
     let config = dir.config.overlay_config();
-    let ctx = Arc::new(config.decode_context().map_err(|e| NodeDirError::Config {
-        path: opts.dir.join("reload-config.xml"),
-        source: crate::config_doc::ConfigError::Invalid {
-            element: "configuration".into(),
-            problem: e.to_string(),
-        },
-    })?);
+    let ctx = Arc::new(config.decode_context()?);
     let tls = Arc::new(LinkTls::new(
         dir.config.trust_store(),
         dir.cert_der.clone(),
