@@ -96,8 +96,18 @@ pub struct NodeStats {
 enum Purpose {
     App(RequestId),
     Topology(u64),
-    Attach { token: u64 },
-    Push { resource: ResourceId, to: NodeId },
+    Attach {
+        token: u64,
+    },
+    Push {
+        resource: ResourceId,
+        to: NodeId,
+    },
+    /// A copy this peer can no longer place, routed to whoever is
+    /// responsible for its Resource-ID.
+    Migrate {
+        resource: ResourceId,
+    },
 }
 
 impl Purpose {
@@ -162,6 +172,7 @@ pub struct OverlayNode<T: Topology, S: Security> {
     answered: BTreeMap<u64, MessageContents>,
     answered_expiry: VecDeque<(u64, u64)>,
     pushing: BTreeSet<(ResourceId, NodeId)>,
+    migrating: BTreeSet<ResourceId>,
     rebalance_needed: bool,
     next_sweep: u64,
     leaving: Option<Handover>,
@@ -296,6 +307,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             answered: BTreeMap::new(),
             answered_expiry: VecDeque::new(),
             pushing: BTreeSet::new(),
+            migrating: BTreeSet::new(),
             rebalance_needed: false,
             leaving: None,
             next_request: 1,
@@ -922,8 +934,18 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let rid = req.resource.as_bytes().to_vec();
         let replica = req.replica_number != 0;
         if replica {
-            let holds = self.topology.holding(&rid) != Holding::None;
-            if !holds || !self.topology.plausible_replica_source(&rid, &sender) {
+            // §7.4.1.1 wants replica Stores only from the replica set or
+            // closer. The responsible peer also takes them from farther
+            // away: after several concurrent joins the only copy may sit on
+            // a peer that no longer sees the set, and every value is still
+            // checked against its own signature and the Kind's access
+            // policy (decision 0004).
+            let accepted = match self.topology.holding(&rid) {
+                Holding::Responsible => true,
+                Holding::Replica(_) => self.topology.plausible_replica_source(&rid, &sender),
+                Holding::None => false,
+            };
+            if !accepted {
                 return Err(ErrorResponse::new(
                     ErrorCode::FORBIDDEN,
                     b"replica Store from a node outside the replica set".to_vec(),
@@ -1065,6 +1087,18 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.topology.on_answer(now, token, Err(failure), &mut self.commands);
                 }
             },
+            Purpose::Migrate { resource } => {
+                self.migrating.remove(&resource);
+                // Taken by the responsible peer, or it has the same values
+                // or newer ones: either way this copy is no longer needed.
+                // A copy the ring has since brought back into our set stays.
+                if matches!(outcome, Ok(Body::StoreAns(_)))
+                    && self.topology.holding(resource.as_bytes()) == Holding::None
+                    && from != self.me
+                {
+                    self.storage.remove(&resource);
+                }
+            }
             Purpose::Push { resource, to } => {
                 self.pushing.remove(&(resource.clone(), to));
                 let ok = matches!(outcome, Ok(Body::StoreAns(_)));
@@ -1251,6 +1285,32 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         true
     }
 
+    /// Sends a replica Store of everything held under `resource` towards
+    /// the Resource-ID itself; the peer that answers is responsible for it.
+    fn migrate(&mut self, now: u64, resource: &ResourceId) {
+        if self.migrating.contains(resource) {
+            return;
+        }
+        let Some(res) = self.storage.resource(resource) else {
+            return;
+        };
+        let kind_data = res.export(now);
+        if kind_data.is_empty() {
+            return;
+        }
+        let body = Body::StoreReq(StoreReq {
+            resource: resource.clone(),
+            replica_number: 1,
+            kind_data,
+        });
+        self.migrating.insert(resource.clone());
+        let dest = vec![Destination::Resource(resource.clone())];
+        let purpose = Purpose::Migrate {
+            resource: resource.clone(),
+        };
+        self.originate(now, dest, &body, purpose);
+    }
+
     /// §10.4 and §10.7.3: the responsible peer makes sure every replica has
     /// the data; a replica makes sure the responsible peer has it; a peer
     /// that left the replica set hands its data to the responsible peer and
@@ -1264,13 +1324,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             let rid = id.as_bytes();
             let Some(set) = self.topology.replica_set(rid) else {
                 // §10.7.3: "there are three predecessors between x and R" —
-                // no longer in the replica set; the copy goes, but only once
-                // a member of the last set it saw confirmed holding the data.
-                // Otherwise it stays: an orphan copy is better than none.
-                let confirmed = self.storage.resource(&id).is_some_and(|r| r.has_holders());
-                if self.topology.holding(rid) == Holding::None && confirmed {
-                    self.storage.remove(&id);
-                }
+                // no longer in the replica set, and too far away to name
+                // it. Peers that joined in between may never have been
+                // handed the data (concurrent joins), and the old set's
+                // members may all have moved away too, so the copy is
+                // routed to the responsible peer and goes once it took it.
+                self.migrate(now, &id);
                 continue;
             };
             // A peer that left the set may have deleted its copy; if it comes

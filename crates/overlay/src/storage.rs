@@ -161,10 +161,6 @@ impl Resource {
         }
     }
 
-    pub fn has_holders(&self) -> bool {
-        !self.holders.is_empty()
-    }
-
     pub fn retain_holders(&mut self, keep: impl FnMut(&NodeId) -> bool) {
         self.holders.retain(keep);
     }

@@ -44,6 +44,10 @@ pub struct SimArgs {
     /// Probability that a message is lost.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     loss: f64,
+    /// Joins per simulated second while the ring is built (default: the
+    /// whole ring in two minutes, at least 10 per second).
+    #[arg(long, value_name = "PER_S")]
+    join_rate: Option<f64>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -99,6 +103,12 @@ pub fn run(args: SimArgs) -> Result<()> {
     cfg.lookups_per_s = args.lookups_per_s;
     cfg.latency.median_ms = args.latency_ms;
     cfg.loss = args.loss;
+    if let Some(rate) = args.join_rate {
+        if !(rate.is_finite() && rate > 0.0) {
+            bail!("--join-rate {rate}: give a positive number of joins per second, e.g. --join-rate 50");
+        }
+        cfg.join_rate_per_s = rate;
+    }
     if let Some((fraction, at_s)) = args.mass_crash {
         cfg.scenarios.push(Scenario::MassCrash { at_s, fraction });
     }

@@ -3,7 +3,7 @@
 //! `enrollment-server`, peers join over TLS links, and the ring is judged
 //! through each peer's admin API.
 
-use node::peer::Status;
+use node::peer::{FetchedCertificate, Status};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -224,6 +224,35 @@ fn wait_consistent(peers: &[&Peer], limit: Duration, what: &str) -> Duration {
     panic!("{what}: ring not consistent after {limit:?}: {last}");
 }
 
+/// Every peer's certificate (each peer stores its own, §8) can be fetched
+/// through another live peer, each through a different one.
+fn certificates_fetchable(via: &[&Peer], ids: &[String]) -> Result<(), String> {
+    for (i, id) in ids.iter().enumerate() {
+        let through = via[(i + 7) % via.len()];
+        let got: FetchedCertificate = get(through.admin, &format!("/certificate/{id}")).ok_or(format!(
+            "the certificate of {id} is not found through {}",
+            through.admin
+        ))?;
+        if got.node_id != *id {
+            return Err(format!("asked for {id}, got the certificate of {}", got.node_id));
+        }
+    }
+    Ok(())
+}
+
+fn wait_fetchable(via: &[&Peer], ids: &[String], limit: Duration, what: &str) -> Duration {
+    let mut last = String::new();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match certificates_fetchable(via, ids) {
+            Ok(()) => return start.elapsed(),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: not every certificate fetchable after {limit:?}: {last}");
+}
+
 #[test]
 fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     let mut overlay = Overlay::create("ring", "ring.p2psip.test");
@@ -241,6 +270,8 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     let took = wait_consistent(&all, Duration::from_secs(30), "20 peers joining");
     eprintln!("20 peers consistent after {took:?}");
     let ids: Vec<String> = all.iter().map(|p| status(p.admin).unwrap().node_id).collect();
+    let took = wait_fetchable(&all, &ids, Duration::from_secs(20), "after joining");
+    eprintln!("all 20 certificates fetchable after {took:?} more");
 
     // SIGKILL five peers at once: every fourth in ring order, so each
     // replica set (a peer and its two successors) keeps a live member.
@@ -260,6 +291,9 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
         .collect();
     let took = wait_consistent(&alive, Duration::from_secs(20), "after 5 crashes");
     eprintln!("15 peers consistent again after {took:?}");
+    // The crashed peers' certificates too: their replicas survive them.
+    let took = wait_fetchable(&alive, &ids, Duration::from_secs(20), "after 5 crashes");
+    eprintln!("all 20 certificates fetchable after {took:?} more");
 
     // SIGTERM: a graceful leave, then exit status 0.
     let leaver = alive[5];
@@ -274,6 +308,8 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     assert!(log.contains("left the overlay"), "{log}");
     let rest: Vec<&Peer> = alive.iter().copied().filter(|p| p.admin != leaver.admin).collect();
     wait_consistent(&rest, Duration::from_secs(20), "after a graceful leave");
+    // The leaver handed its data over before it went: no wait needed.
+    certificates_fetchable(&rest, &ids).unwrap_or_else(|e| panic!("after a graceful leave: {e}"));
 }
 
 #[test]

@@ -96,6 +96,24 @@ fn half_the_peers_leaving_one_by_one_lose_nothing() {
     assert_eq!(r.lookups_ok, r.lookups, "{s}");
 }
 
+/// Peers joining faster than a round trip of Joins, as when a whole rack
+/// boots: several join between a value and the peer holding it before that
+/// peer hears of them, so it can no longer name the replica set. The value
+/// must still end up on exactly the peers that should hold it.
+#[test]
+fn a_burst_of_concurrent_joins_places_every_value() {
+    let mut cfg = SimConfig::new(N, 30);
+    cfg.join_rate_per_s = 5000.0;
+    cfg.latency.median_ms = 1.0;
+    cfg.seed = 1;
+    let r = run(cfg);
+    let s = summary(&r);
+    assert_eq!(r.items_stored, N as u64, "{s}");
+    assert_eq!(r.items_lost, 0, "{s}");
+    assert_eq!(r.replication_complete, 1.0, "every value sits on its replica set: {s}");
+    assert_eq!(r.lookups_ok, r.lookups, "{s}");
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let cfg = || {
