@@ -1,8 +1,10 @@
 //! The operations API of a peer: plain HTTP on `--admin ADDR` (meant for
 //! loopback or a management network). `GET /status` returns the peer's
-//! state as JSON; `GET /metrics` the same counters as Prometheus text.
+//! state as JSON; `GET /metrics` the same counters as Prometheus text;
+//! `GET /ring` walks the whole overlay; `GET /certificate/NODE_ID` fetches
+//! a peer's certificate from the overlay.
 
-use crate::peer::{AdminRequest, Input, Status};
+use crate::peer::{AdminRequest, Input, ProbedPeer, RingWalk, Status};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,6 +19,7 @@ pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>) {
         .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/certificate/{node_id}", get(certificate))
+        .route("/ring", get(ring))
         .with_state(engine);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin API stopped: {e}");
@@ -55,6 +58,80 @@ async fn certificate(State(engine): State<mpsc::Sender<Input>>, Path(node_id): P
         Ok(Err(why)) => (StatusCode::NOT_FOUND, why).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
     }
+}
+
+/// The most peers one walk visits: a bound on the work a single request can
+/// cause, far above any overlay this peer expects to see.
+const RING_WALK_LIMIT: usize = 100_000;
+
+/// `GET /ring`: walks the overlay by Probe (§6.4.2.5). A Probe addressed to
+/// the Resource-ID one past a peer is answered by that peer's successor, so
+/// following the answers visits every peer in ring order and comes back
+/// here; each answer carries the peer's uptime, stored resources and share
+/// of the ring. A walk that meets a peer twice before coming back, or gets
+/// no answer, reports where it stopped.
+async fn ring(State(engine): State<mpsc::Sender<Input>>) -> Response {
+    let Some(me) = ask(&engine).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response();
+    };
+    if !me.joined {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this peer has not joined the overlay yet",
+        )
+            .into_response();
+    }
+    let Some(start) = reload_wire::unhex(&me.node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok()) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "own Node-ID unreadable").into_response();
+    };
+    let mut walk = RingWalk {
+        start: me.node_id.clone(),
+        complete: false,
+        peers: Vec::new(),
+        problem: None,
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    let mut at = start;
+    while walk.peers.len() < RING_WALK_LIMIT {
+        let peer = match probe(&engine, overlay::ring::just_after(&at)).await {
+            Ok(p) => p,
+            Err(why) => {
+                walk.problem = Some(format!("no answer from the successor of {}: {why}", at.to_hex()));
+                break;
+            }
+        };
+        let Some(next) = reload_wire::unhex(&peer.node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok())
+        else {
+            walk.problem = Some("a Probe answer named no Node-ID".into());
+            break;
+        };
+        walk.peers.push(peer);
+        if next == start {
+            walk.complete = true;
+            break;
+        }
+        if !seen.insert(next) || next == at {
+            walk.problem = Some(format!(
+                "{} answered twice before the walk came back: successor pointers disagree",
+                next.to_hex()
+            ));
+            break;
+        }
+        at = next;
+    }
+    if !walk.complete && walk.problem.is_none() {
+        walk.problem = Some(format!("stopped after {RING_WALK_LIMIT} peers"));
+    }
+    Json(walk).into_response()
+}
+
+async fn probe(engine: &mpsc::Sender<Input>, resource: reload_wire::ResourceId) -> Result<ProbedPeer, String> {
+    let (tx, rx) = oneshot::channel();
+    engine
+        .send(Input::Admin(AdminRequest::Probe(resource, tx)))
+        .await
+        .map_err(|_| "the peer is stopping".to_string())?;
+    rx.await.map_err(|_| "the peer is stopping".to_string())?
 }
 
 async fn metrics(State(engine): State<mpsc::Sender<Input>>) -> Response {

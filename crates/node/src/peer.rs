@@ -18,7 +18,9 @@ use crate::pki::cert_info;
 use overlay::{Action, ChordReload, Event, OverlayNode, RequestFailure, RequestId};
 use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
-use reload_wire::{Body, DecodeContext, FetchReq, IpAddressPort, NodeId};
+use reload_wire::{
+    Body, DecodeContext, Destination, FetchReq, IpAddressPort, NodeId, ProbeInformation, ProbeReq, ResourceId,
+};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -89,11 +91,47 @@ pub struct FetchedCertificate {
     pub hops: u32,
 }
 
+/// A peer's answer to a Probe (§6.4.2.5) for every information type.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ProbedPeer {
+    pub node_id: String,
+    pub uptime_s: u32,
+    /// Resources it stores (num_resources).
+    pub resources: u32,
+    /// The share of the ring it is responsible for, in parts per billion
+    /// (responsible_set).
+    pub responsible_ppb: u32,
+    /// Overlay hops from the peer that asked.
+    pub hops: u32,
+}
+
+/// The whole overlay as one peer sees it by walking the ring.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct RingWalk {
+    /// The peer that walked.
+    pub start: String,
+    /// The walk came back to `start` having met each peer once.
+    pub complete: bool,
+    /// Every peer met, in ring order from the start's successor; the start
+    /// itself is last when the walk is complete.
+    pub peers: Vec<ProbedPeer>,
+    /// Why the walk stopped short, if it did.
+    pub problem: Option<String>,
+}
+
 /// Requests from the admin API to the engine task.
 pub enum AdminRequest {
     Status(oneshot::Sender<Status>),
     /// Fetch the CERTIFICATE_BY_NODE of a Node-ID through the overlay.
     Certificate(NodeId, oneshot::Sender<Result<FetchedCertificate, String>>),
+    /// Probe the peer responsible for a Resource-ID.
+    Probe(ResourceId, oneshot::Sender<Result<ProbedPeer, String>>),
+}
+
+/// An admin request waiting for the overlay to answer.
+enum AdminPending {
+    Certificate(NodeId, oneshot::Sender<Result<FetchedCertificate, String>>),
+    Probe(oneshot::Sender<Result<ProbedPeer, String>>),
 }
 
 /// Lifetime of the certificate this peer stores about itself; it is
@@ -234,7 +272,7 @@ struct Driver {
     may_start_alone: bool,
     started: u64,
     /// Certificate fetches the admin API is waiting on.
-    pending: HashMap<RequestId, (NodeId, oneshot::Sender<Result<FetchedCertificate, String>>)>,
+    pending: HashMap<RequestId, AdminPending>,
     certificate_store: Option<RequestId>,
     next_certificate_store: Option<Instant>,
 }
@@ -343,8 +381,12 @@ impl Driver {
                     self.store_certificate();
                 }
                 Action::Event(Event::Done {
-                    request, outcome, hops, ..
-                }) => self.on_done(request, outcome, hops),
+                    request,
+                    outcome,
+                    hops,
+                    responder,
+                    ..
+                }) => self.on_done(request, outcome, hops, responder),
                 Action::Event(Event::Rejoining) => tracing::warn!("lost the overlay; joining again"),
                 Action::Event(Event::Left) => left = true,
                 Action::Event(_) => {}
@@ -472,7 +514,15 @@ impl Driver {
                     }],
                 };
                 let id = self.engine.fetch(now, req);
-                self.pending.insert(id, (node, reply));
+                self.pending.insert(id, AdminPending::Certificate(node, reply));
+            }
+            Input::Admin(AdminRequest::Probe(resource, reply)) => {
+                use reload_wire::topology::probe_information_type as info;
+                let probe = Body::ProbeReq(ProbeReq {
+                    requested_info: vec![info::RESPONSIBLE_SET, info::NUM_RESOURCES, info::UPTIME],
+                });
+                let id = self.engine.request(now, vec![Destination::Resource(resource)], probe);
+                self.pending.insert(id, AdminPending::Probe(reply));
             }
         }
     }
@@ -520,7 +570,7 @@ impl Driver {
         self.next_certificate_store = Some(Instant::now() + Duration::from_secs(u64::from(CERTIFICATE_LIFETIME_S) / 2));
     }
 
-    fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32) {
+    fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32, responder: NodeId) {
         if self.certificate_store == Some(request) {
             self.certificate_store = None;
             match outcome {
@@ -532,10 +582,24 @@ impl Driver {
             }
             return;
         }
-        let Some((node, reply)) = self.pending.remove(&request) else {
-            return;
-        };
-        let result = match outcome {
+        match self.pending.remove(&request) {
+            Some(AdminPending::Certificate(node, reply)) => {
+                let _ = reply.send(self.fetched_certificate(node, outcome, hops));
+            }
+            Some(AdminPending::Probe(reply)) => {
+                let _ = reply.send(probed_peer(outcome, hops, responder));
+            }
+            None => {}
+        }
+    }
+
+    fn fetched_certificate(
+        &self,
+        node: NodeId,
+        outcome: Result<Body, RequestFailure>,
+        hops: u32,
+    ) -> Result<FetchedCertificate, String> {
+        match outcome {
             Ok(Body::FetchAns(ans)) => ans
                 .kind_responses
                 .into_iter()
@@ -563,8 +627,7 @@ impl Driver {
                 }),
             Ok(other) => Err(format!("unexpected answer {other:?}")),
             Err(e) => Err(format!("{e:?}")),
-        };
-        let _ = reply.send(result);
+        }
     }
 
     fn cache_peers(&self) {
@@ -613,6 +676,30 @@ impl Driver {
             errors_sent: stats.errors_sent,
         }
     }
+}
+
+fn probed_peer(outcome: Result<Body, RequestFailure>, hops: u32, responder: NodeId) -> Result<ProbedPeer, String> {
+    let ans = match outcome {
+        Ok(Body::ProbeAns(ans)) => ans,
+        Ok(other) => return Err(format!("unexpected answer {other:?}")),
+        Err(e) => return Err(format!("{e:?}")),
+    };
+    let mut peer = ProbedPeer {
+        node_id: responder.to_hex(),
+        uptime_s: 0,
+        resources: 0,
+        responsible_ppb: 0,
+        hops,
+    };
+    for item in ans.probe_info {
+        match item {
+            ProbeInformation::ResponsibleSet(v) => peer.responsible_ppb = v,
+            ProbeInformation::NumResources(v) => peer.resources = v,
+            ProbeInformation::Uptime(v) => peer.uptime_s = v,
+            ProbeInformation::Unknown { .. } => {}
+        }
+    }
+    Ok(peer)
 }
 
 async fn accept_loop(

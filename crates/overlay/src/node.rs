@@ -72,6 +72,9 @@ pub enum Event {
         /// Overlay hops the request travelled (0: answered locally).
         hops: u32,
         latency_ms: u64,
+        /// The node whose signed answer this is; this node itself when the
+        /// request failed here (timeout, no route).
+        responder: NodeId,
     },
     /// A signed ConfigUpdate arrived (§6.5.4); the daemon checks and applies it.
     ConfigUpdate(ConfigUpdateReq),
@@ -1049,6 +1052,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 outcome,
                 hops,
                 latency_ms: now.saturating_sub(out.started),
+                responder: from,
             })),
             Purpose::Topology(token) => {
                 let answer = outcome.map(|body| Answer { from, body });

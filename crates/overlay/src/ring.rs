@@ -26,6 +26,12 @@ pub fn resource_position(id: &ResourceId) -> Position {
     position_of(id.as_bytes())
 }
 
+/// The Resource-ID one past a node (§10.5's "Resource-ID n+1"): the node's
+/// successor is responsible for it, so a request sent there walks the ring.
+pub fn just_after(id: &NodeId) -> ResourceId {
+    ResourceId(node_position(id).wrapping_add(1).to_be_bytes().to_vec())
+}
+
 /// Clockwise distance from `from` to `to`.
 pub fn distance(from: Position, to: Position) -> Position {
     to.wrapping_sub(from)
@@ -71,6 +77,13 @@ mod tests {
         assert!(in_open(u128::MAX, 0, 1));
         assert!(in_open(5, 9, 5), "(a, a) is the ring without a");
         assert!(!in_open(5, 5, 5));
+    }
+
+    #[test]
+    fn one_past_the_top_of_the_ring_is_zero() {
+        let top = NodeId::from_u128(u128::MAX);
+        assert_eq!(resource_position(&just_after(&top)), 0);
+        assert_eq!(resource_position(&just_after(&NodeId::from_u128(41))), 42);
     }
 
     #[test]

@@ -233,6 +233,61 @@ fn a_fetch_reports_the_hops_it_took() {
     }
 }
 
+/// §6.4.2.5: a Probe may be addressed to a Resource-ID; sent one past each
+/// peer in turn, it is answered by that peer's successor, so following the
+/// answers walks the ring (how `p2psip ring` sees the whole overlay).
+#[test]
+fn probes_one_past_each_peer_walk_the_whole_ring() {
+    let mut net = Net::ring(&IDS);
+    net.advance(1_000);
+    let mut sorted: Vec<NodeId> = IDS.iter().map(|i| NodeId::from_u128(*i)).collect();
+    sorted.sort();
+    let start = net.nodes[3].node_id();
+    let mut at = start;
+    let mut walked = vec![start];
+    for _ in 0..IDS.len() {
+        let probe = Body::ProbeReq(ProbeReq {
+            requested_info: vec![
+                reload_wire::topology::probe_information_type::RESPONSIBLE_SET,
+                reload_wire::topology::probe_information_type::NUM_RESOURCES,
+                reload_wire::topology::probe_information_type::UPTIME,
+            ],
+        });
+        let req = net.nodes[3].request(
+            net.now,
+            vec![Destination::Resource(overlay::ring::just_after(&at))],
+            probe,
+        );
+        net.pump();
+        let i = net
+            .events
+            .iter()
+            .position(|(n, e)| *n == 3 && matches!(e, Event::Done { request, .. } if *request == req))
+            .expect("the probe finished");
+        let Event::Done { outcome, responder, .. } = net.events.remove(i).1 else {
+            unreachable!()
+        };
+        let Ok(Body::ProbeAns(ans)) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(ans.probe_info.len(), 3, "every requested item is answered: {ans:?}");
+        let k = sorted.iter().position(|n| *n == at).unwrap();
+        assert_eq!(
+            responder,
+            sorted[(k + 1) % sorted.len()],
+            "the successor of {at:?} answers"
+        );
+        at = responder;
+        if at == start {
+            break;
+        }
+        walked.push(at);
+    }
+    assert_eq!(at, start, "the walk comes back to where it began");
+    walked.sort();
+    assert_eq!(walked, sorted);
+}
+
 fn ping() -> Body {
     Body::PingReq(PingReq { padding: vec![] })
 }

@@ -62,6 +62,9 @@ enum Command {
     Peer(overlay_cmds::PeerArgs),
     /// Show a running peer's state (through its --admin API).
     Status(overlay_cmds::StatusArgs),
+    /// Walk the whole overlay from one peer (Probe, RFC 6940 §6.4.2.5) and
+    /// list every peer with its uptime, stored resources and ring share.
+    Ring(overlay_cmds::RingArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -118,6 +121,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Enroll(args) => overlay_cmds::enroll(args),
         Command::Peer(args) => overlay_cmds::peer(args),
         Command::Status(args) => overlay_cmds::status(args),
+        Command::Ring(args) => overlay_cmds::ring(args),
     }
 }
 

@@ -7,6 +7,7 @@ use node::enrollment::{self, CaPin};
 use node::overlay_dir::{InitOptions, OverlayDir};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Args)]
 pub struct InitArgs {
@@ -270,8 +271,65 @@ pub fn status(args: StatusArgs) -> Result<()> {
     Ok(())
 }
 
+#[derive(Args)]
+pub struct RingArgs {
+    /// The --admin address of any peer of the overlay.
+    #[arg(long)]
+    admin: SocketAddr,
+    /// Print the JSON as the peer returns it.
+    #[arg(long)]
+    json: bool,
+}
+
+/// How long a ring walk may take: one Probe round trip per peer.
+const RING_WALK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `p2psip ring`: the whole overlay, walked by Probe from one peer. Exits
+/// with status 1 when the walk did not come back around.
+pub fn ring(args: RingArgs) -> Result<()> {
+    let body = runtime()?.block_on(http_get_within(args.admin, "/ring", RING_WALK_TIMEOUT))?;
+    let walk: node::peer::RingWalk =
+        serde_json::from_str(&body).with_context(|| format!("{} did not return a ring walk", args.admin))?;
+    if args.json {
+        println!("{body}");
+    } else {
+        println!(
+            "{:<34} {:>10} {:>9} {:>8} {:>5}",
+            "NODE-ID", "UPTIME-S", "RESOURCES", "SHARE-%", "HOPS"
+        );
+        for p in &walk.peers {
+            let mark = if p.node_id == walk.start {
+                " (walked from here)"
+            } else {
+                ""
+            };
+            println!(
+                "{:<34} {:>10} {:>9} {:>8.3} {:>5}{mark}",
+                p.node_id,
+                p.uptime_s,
+                p.resources,
+                f64::from(p.responsible_ppb) / 1e7,
+                p.hops
+            );
+        }
+        match &walk.problem {
+            None => println!("{} peers; the ring is closed", walk.peers.len()),
+            Some(why) => println!("{} peers met, then: {why}", walk.peers.len()),
+        }
+    }
+    if !walk.complete {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
 /// A plain HTTP GET to a peer's admin API.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
+    http_get_within(addr, path, Duration::from_secs(10)).await
+}
+
+/// [`http_get`] for requests that take a while.
+pub async fn http_get_within(addr: SocketAddr, path: &str, limit: Duration) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -280,13 +338,15 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
     tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
         .await?;
     let mut raw = Vec::new();
-    tokio::time::timeout(std::time::Duration::from_secs(10), tcp.read_to_end(&mut raw))
+    tokio::time::timeout(limit, tcp.read_to_end(&mut raw))
         .await
         .map_err(|_| anyhow::anyhow!("{addr}: no answer"))??;
     let text = String::from_utf8_lossy(&raw);
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     if !head.starts_with("HTTP/1.1 200") {
-        bail!("{addr}{path}: {}", head.lines().next().unwrap_or("no answer"));
+        let status = head.lines().next().unwrap_or("no answer");
+        let why = body.lines().next().unwrap_or_default();
+        bail!("{addr}{path}: {status} {why}");
     }
     Ok(body.to_string())
 }

@@ -3,7 +3,7 @@
 //! `enrollment-server`, peers join over TLS links, and the ring is judged
 //! through each peer's admin API.
 
-use node::peer::{FetchedCertificate, Status};
+use node::peer::{FetchedCertificate, RingWalk, Status};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -253,6 +253,23 @@ fn wait_fetchable(via: &[&Peer], ids: &[String], limit: Duration, what: &str) ->
     panic!("{what}: not every certificate fetchable after {limit:?}: {last}");
 }
 
+/// `p2psip ring --json` through `from`: the Node-IDs it met, sorted.
+fn ring_walk(from: &Peer) -> Vec<String> {
+    let out = run_ok(&["ring", "--json", "--admin", &from.admin.to_string()]);
+    let walk: RingWalk = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(walk.complete, "{walk:?}");
+    assert_eq!(walk.peers.last().map(|p| &p.node_id), Some(&walk.start));
+    let mut ids: Vec<String> = walk.peers.into_iter().map(|p| p.node_id).collect();
+    ids.sort();
+    ids
+}
+
+fn sorted_ids(peers: &[&Peer]) -> Vec<String> {
+    let mut ids: Vec<String> = peers.iter().map(|p| status(p.admin).unwrap().node_id).collect();
+    ids.sort();
+    ids
+}
+
 #[test]
 fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     let mut overlay = Overlay::create("ring", "ring.p2psip.test");
@@ -272,6 +289,11 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     let ids: Vec<String> = all.iter().map(|p| status(p.admin).unwrap().node_id).collect();
     let took = wait_fetchable(&all, &ids, Duration::from_secs(20), "after joining");
     eprintln!("all 20 certificates fetchable after {took:?} more");
+    assert_eq!(
+        ring_walk(all[3]),
+        sorted_ids(&all),
+        "`p2psip ring` lists exactly the 20"
+    );
 
     // SIGKILL five peers at once: every fourth in ring order, so each
     // replica set (a peer and its two successors) keeps a live member.
@@ -291,6 +313,11 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
         .collect();
     let took = wait_consistent(&alive, Duration::from_secs(20), "after 5 crashes");
     eprintln!("15 peers consistent again after {took:?}");
+    assert_eq!(
+        ring_walk(alive[0]),
+        sorted_ids(&alive),
+        "`p2psip ring` lists the 15 survivors"
+    );
     // The crashed peers' certificates too: their replicas survive them.
     let took = wait_fetchable(&alive, &ids, Duration::from_secs(20), "after 5 crashes");
     eprintln!("all 20 certificates fetchable after {took:?} more");

@@ -402,6 +402,7 @@ impl Simulation {
                 outcome,
                 hops,
                 latency_ms,
+                ..
             } => {
                 let Some(p) = self.node(h).and_then(|n| n.pending.remove(&request)) else {
                     return;
