@@ -28,6 +28,10 @@ fn free_port() -> u16 {
     }
 }
 
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("p2psip-overlay-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -124,10 +128,20 @@ impl Overlay {
     }
 
     fn start_peer(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>) -> Peer {
-        let (listen, admin): (SocketAddr, SocketAddr) = (
-            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-            format!("127.0.0.1:{}", free_port()).parse().unwrap(),
-        );
+        let listen = loopback(free_port());
+        self.start_peer_at(node_dir, listen, bootstrap, None)
+    }
+
+    /// A peer on a chosen listen address, writing its TLS secrets to
+    /// `key_log` (SSLKEYLOGFILE) if given.
+    fn start_peer_at(
+        &mut self,
+        node_dir: &Path,
+        listen: SocketAddr,
+        bootstrap: Option<SocketAddr>,
+        key_log: Option<&Path>,
+    ) -> Peer {
+        let admin = loopback(free_port());
         let log = node_dir.join("peer.log");
         let mut cmd = Command::new(BIN);
         cmd.args(["peer", "--dir", node_dir.to_str().unwrap()])
@@ -137,6 +151,10 @@ impl Overlay {
         if let Some(b) = bootstrap {
             cmd.args(["--bootstrap", &b.to_string()]);
         }
+        match key_log {
+            Some(k) => cmd.env("SSLKEYLOGFILE", k),
+            None => cmd.env_remove("SSLKEYLOGFILE"),
+        };
         self.procs.0.push(cmd.spawn().unwrap());
         Peer {
             child: self.procs.0.len() - 1,
@@ -364,4 +382,173 @@ fn a_peer_enrolled_by_another_ca_is_refused() {
     assert!(!s.joined);
     let s = status(first.admin).unwrap();
     assert!(s.links.is_empty(), "no link to the intruder: {:?}", s.links);
+}
+
+/// Whether a system tool runs; in CI its absence fails the test.
+fn tool_available(tool: &str, package: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required in CI: apt-get install {package} (.ci/run does this)");
+        }
+        eprintln!("SKIPPED: {tool} not installed (apt-get install {package})");
+    }
+    ok
+}
+
+/// A `dumpcap` capture on the loopback interface, stopped and flushed on
+/// [`Capture::finish`] (or killed when dropped).
+struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    fn start(dir: &Path, filter: &str) -> Capture {
+        let file = dir.join("overlay.pcapng");
+        let log = dir.join("dumpcap.log");
+        let child = Command::new("dumpcap")
+            .args(["-i", "lo", "-f", filter, "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut capture = Capture { child, file };
+        wait_for(Duration::from_secs(10), "dumpcap to start capturing", || {
+            if let Ok(Some(status)) = capture.child.try_wait() {
+                panic!(
+                    "dumpcap exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Capturing on"))
+        });
+        capture
+    }
+
+    fn finish(mut self) -> PathBuf {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let child = &mut self.child;
+        wait_for(Duration::from_secs(10), "dumpcap to write its file", || {
+            child.try_wait().unwrap().is_some()
+        });
+        self.file.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Wireshark judges our wire format on live traffic: every overlay link is
+/// TLS, the peers write their secrets with SSLKEYLOGFILE, and tshark,
+/// given those secrets, must find each method the peers used (§6.6.2
+/// framing inside TLS) and nothing it cannot parse.
+#[test]
+fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
+    if !tool_available("tshark", "tshark") || !tool_available("dumpcap", "tshark") {
+        return;
+    }
+    let mut overlay = Overlay::create("capture", "capture.p2psip.test");
+    let dirs: Vec<PathBuf> = (0..5).map(|i| overlay.enroll(&format!("node{i}"))).collect();
+    let listen: Vec<SocketAddr> = dirs.iter().map(|_| loopback(free_port())).collect();
+    let filter = listen
+        .iter()
+        .map(|a| format!("tcp port {}", a.port()))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let capture = Capture::start(&overlay.dir, &filter);
+
+    let key_logs: Vec<PathBuf> = (0..5).map(|i| overlay.dir.join(format!("keys{i}.log"))).collect();
+    let first = overlay.start_peer_at(&dirs[0], listen[0], None, Some(&key_logs[0]));
+    wait_for(Duration::from_secs(10), "the first peer", || {
+        status(first.admin).is_some_and(|s| s.joined)
+    });
+    let mut peers = vec![first];
+    for i in 1..5 {
+        peers.push(overlay.start_peer_at(&dirs[i], listen[i], Some(listen[0]), Some(&key_logs[i])));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_consistent(&all, Duration::from_secs(30), "5 peers joining");
+    let ids: Vec<String> = all.iter().map(|p| status(p.admin).unwrap().node_id).collect();
+    wait_fetchable(&all, &ids, Duration::from_secs(20), "after joining");
+    assert_eq!(ring_walk(all[2]), sorted_ids(&all));
+    let leaver = overlay.procs.0[peers[4].child].id().to_string();
+    Command::new("kill").args(["-TERM", &leaver]).status().unwrap();
+    let child = &mut overlay.procs.0[peers[4].child];
+    wait_for(Duration::from_secs(30), "the leaving peer to exit", || {
+        child.try_wait().unwrap().is_some()
+    });
+    let pcap = capture.finish();
+
+    let mut secrets = String::new();
+    for k in &key_logs {
+        secrets.push_str(&std::fs::read_to_string(k).expect("each peer wrote its TLS secrets"));
+    }
+    let key_log = overlay.dir.join("keys.log");
+    std::fs::write(&key_log, secrets).unwrap();
+    // tshark decrypts TLS on a port whose ssl_keys entry names the
+    // protocol inside; the RSA key file is a formality (TLS 1.3 uses the
+    // key log).
+    let pem = Path::new(env!("CARGO_MANIFEST_DIR")).join("../node/tests/data/rsa-2048.key.pem");
+    let mut options = vec!["-o".to_string(), format!("tls.keylog_file:{}", key_log.display())];
+    for a in &listen {
+        options.push("-o".into());
+        options.push(format!(
+            "uat:ssl_keys:\"127.0.0.1\",\"{}\",\"reload-framing\",\"{}\",\"\"",
+            a.port(),
+            pem.display()
+        ));
+    }
+    let tshark = |filter: &str, fields: &[&str]| -> String {
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-n", "-r"]).arg(&pcap).args(&options).args(["-Y", filter]);
+        cmd.args(["-T", "fields"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let codes: BTreeMap<u16, usize> = tshark("reload", &["reload.message.code"])
+        .split(['\n', ','])
+        .filter(|c| !c.trim().is_empty())
+        .map(|c| c.trim().parse::<u16>().unwrap_or_else(|_| panic!("code {c:?}")))
+        .fold(BTreeMap::new(), |mut m, c| {
+            *m.entry(c).or_default() += 1;
+            m
+        });
+    use reload_wire::MessageCode as C;
+    for (method, req, ans) in [
+        ("Join", C::JOIN_REQ, C::JOIN_ANS),
+        ("Update", C::UPDATE_REQ, C::UPDATE_ANS),
+        ("Store", C::STORE_REQ, C::STORE_ANS),
+        ("Fetch", C::FETCH_REQ, C::FETCH_ANS),
+        ("Probe", C::PROBE_REQ, C::PROBE_ANS),
+        ("Leave", C::LEAVE_REQ, C::LEAVE_ANS),
+        ("Attach", C::ATTACH_REQ, C::ATTACH_ANS),
+    ] {
+        assert!(
+            codes.contains_key(&req.0) && codes.contains_key(&ans.0),
+            "tshark found no {method} request and answer; codes seen: {codes:?}"
+        );
+    }
+    let bad = tshark(
+        "_ws.malformed || (reload && _ws.expert.severity >= \"warning\")",
+        &["frame.number", "_ws.col.Info"],
+    );
+    assert!(bad.trim().is_empty(), "tshark flags RELOAD frames:\n{bad}");
+    eprintln!(
+        "tshark decoded {} RELOAD messages: {codes:?}",
+        codes.values().sum::<usize>()
+    );
 }
