@@ -1,0 +1,353 @@
+//! What the whole-system tests share: an overlay made with `p2psip init`
+//! and a running enrollment server, peers as real processes, their admin
+//! API, and the ring and data checks.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use node::peer::{FetchedCertificate, RingWalk, Status};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
+pub const PASSWORD: &str = "correct horse";
+
+/// A port below Linux's ephemeral range (32768-60999), so no outgoing
+/// connection can take it between this check and the peer's bind; each
+/// test process walks its own stretch.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 100) * 120;
+    loop {
+        let port = (20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("p2psip-overlay-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+pub fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "p2psip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills every process it started when dropped, so a failing test leaves
+/// nothing running.
+pub struct Procs(pub Vec<Child>);
+
+impl Drop for Procs {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub struct Peer {
+    pub child: usize,
+    pub admin: SocketAddr,
+    pub listen: SocketAddr,
+    pub log: PathBuf,
+}
+
+pub struct Overlay {
+    pub dir: PathBuf,
+    pub procs: Procs,
+    pub server: String,
+}
+
+impl Overlay {
+    /// `init` plus a running enrollment server.
+    pub fn create(tag: &str, name: &str) -> Overlay {
+        let dir = scratch(tag);
+        let port = free_port();
+        let overlay_dir = dir.join("overlay");
+        run_ok(&[
+            "init",
+            "--dir",
+            overlay_dir.to_str().unwrap(),
+            "--overlay",
+            name,
+            "--user",
+            &format!("peer:{PASSWORD}"),
+            "--enrollment-url",
+            &format!("https://127.0.0.1:{port}/enroll"),
+        ]);
+        let server = Command::new(BIN)
+            .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap(), "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let server_url = format!("https://127.0.0.1:{port}");
+        wait_for(Duration::from_secs(10), "the enrollment server to listen", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Overlay {
+            dir,
+            procs: Procs(vec![server]),
+            server: server_url,
+        }
+    }
+
+    pub fn enroll(&self, name: &str) -> PathBuf {
+        let node_dir = self.dir.join(name);
+        run_ok(&[
+            "enroll",
+            "--server",
+            &self.server,
+            "--ca-cert",
+            self.dir.join("overlay/ca.crt").to_str().unwrap(),
+            "--user",
+            "peer",
+            "--password",
+            PASSWORD,
+            "--dir",
+            node_dir.to_str().unwrap(),
+        ]);
+        node_dir
+    }
+
+    pub fn start_peer(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>) -> Peer {
+        let listen = loopback(free_port());
+        self.start_peer_at(node_dir, listen, bootstrap, None)
+    }
+
+    /// A peer on a chosen listen address, writing its TLS secrets to
+    /// `key_log` (SSLKEYLOGFILE) if given.
+    pub fn start_peer_at(
+        &mut self,
+        node_dir: &Path,
+        listen: SocketAddr,
+        bootstrap: Option<SocketAddr>,
+        key_log: Option<&Path>,
+    ) -> Peer {
+        let admin = loopback(free_port());
+        let log = node_dir.join("peer.log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["peer", "--dir", node_dir.to_str().unwrap()])
+            .args(["--listen", &listen.to_string(), "--admin", &admin.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        if let Some(b) = bootstrap {
+            cmd.args(["--bootstrap", &b.to_string()]);
+        }
+        match key_log {
+            Some(k) => cmd.env("SSLKEYLOGFILE", k),
+            None => cmd.env_remove("SSLKEYLOGFILE"),
+        };
+        self.procs.0.push(cmd.spawn().unwrap());
+        Peer {
+            child: self.procs.0.len() - 1,
+            admin,
+            listen,
+            log,
+        }
+    }
+}
+
+pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {limit:?} waiting for {what}");
+}
+
+pub fn get<T: serde::de::DeserializeOwned>(admin: SocketAddr, path: &str) -> Option<T> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)).ok()?;
+    tcp.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = String::new();
+    tcp.read_to_string(&mut raw).ok()?;
+    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+}
+
+pub fn status(admin: SocketAddr) -> Option<Status> {
+    get(admin, "/status")
+}
+
+/// The ring is consistent: every peer joined, each one's successor names
+/// it as predecessor, and following successors visits exactly `peers`.
+pub fn ring_consistent(peers: &[&Peer]) -> Result<(), String> {
+    let mut by_id: BTreeMap<String, Status> = BTreeMap::new();
+    for p in peers {
+        let s = status(p.admin).ok_or(format!("{} does not answer", p.admin))?;
+        if !s.joined {
+            return Err(format!("{} not joined", s.node_id));
+        }
+        by_id.insert(s.node_id.clone(), s);
+    }
+    for (id, s) in &by_id {
+        let succ = s.successors.first().ok_or(format!("{id} has no successor"))?;
+        let next = by_id
+            .get(succ)
+            .ok_or(format!("{id}'s successor {succ} is not a live peer"))?;
+        if next.predecessors.first() != Some(id) {
+            return Err(format!("{succ} does not name {id} as predecessor"));
+        }
+    }
+    let start = by_id.keys().next().unwrap().clone();
+    let mut seen = BTreeSet::new();
+    let mut at = start.clone();
+    loop {
+        if !seen.insert(at.clone()) {
+            break;
+        }
+        at = by_id[&at].successors[0].clone();
+    }
+    if seen.len() != by_id.len() || at != start {
+        return Err(format!(
+            "the successor walk covers {} of {} peers",
+            seen.len(),
+            by_id.len()
+        ));
+    }
+    Ok(())
+}
+
+pub fn wait_consistent(peers: &[&Peer], limit: Duration, what: &str) -> Duration {
+    let mut last = String::new();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match ring_consistent(peers) {
+            Ok(()) => return start.elapsed(),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: ring not consistent after {limit:?}: {last}");
+}
+
+/// Every peer's certificate (each peer stores its own, §8) can be fetched
+/// through another live peer, each through a different one.
+pub fn certificates_fetchable(via: &[&Peer], ids: &[String]) -> Result<(), String> {
+    for (i, id) in ids.iter().enumerate() {
+        let through = via[(i + 7) % via.len()];
+        let got: FetchedCertificate = get(through.admin, &format!("/certificate/{id}")).ok_or(format!(
+            "the certificate of {id} is not found through {}",
+            through.admin
+        ))?;
+        if got.node_id != *id {
+            return Err(format!("asked for {id}, got the certificate of {}", got.node_id));
+        }
+    }
+    Ok(())
+}
+
+pub fn wait_fetchable(via: &[&Peer], ids: &[String], limit: Duration, what: &str) -> Duration {
+    let mut last = String::new();
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        match certificates_fetchable(via, ids) {
+            Ok(()) => return start.elapsed(),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: not every certificate fetchable after {limit:?}: {last}");
+}
+
+/// `p2psip ring --json` through `from`: the Node-IDs it met, sorted.
+pub fn ring_walk(from: &Peer) -> Vec<String> {
+    let out = run_ok(&["ring", "--json", "--admin", &from.admin.to_string()]);
+    let walk: RingWalk = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(walk.complete, "{walk:?}");
+    assert_eq!(walk.peers.last().map(|p| &p.node_id), Some(&walk.start));
+    let mut ids: Vec<String> = walk.peers.into_iter().map(|p| p.node_id).collect();
+    ids.sort();
+    ids
+}
+
+pub fn sorted_ids(peers: &[&Peer]) -> Vec<String> {
+    let mut ids: Vec<String> = peers.iter().map(|p| status(p.admin).unwrap().node_id).collect();
+    ids.sort();
+    ids
+}
+
+/// Whether a system tool runs; in CI its absence fails the test.
+pub fn tool_available(tool: &str, package: &str) -> bool {
+    let ok = Command::new(tool)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required in CI: apt-get install {package} (.ci/run does this)");
+        }
+        eprintln!("SKIPPED: {tool} not installed (apt-get install {package})");
+    }
+    ok
+}
+
+/// A `dumpcap` capture on the loopback interface, stopped and flushed on
+/// [`Capture::finish`] (or killed when dropped).
+pub struct Capture {
+    pub child: Child,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(dir: &Path, filter: &str) -> Capture {
+        let file = dir.join("overlay.pcapng");
+        let log = dir.join("dumpcap.log");
+        let child = Command::new("dumpcap")
+            .args(["-i", "lo", "-f", filter, "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut capture = Capture { child, file };
+        wait_for(Duration::from_secs(10), "dumpcap to start capturing", || {
+            if let Ok(Some(status)) = capture.child.try_wait() {
+                panic!(
+                    "dumpcap exited ({status}): {}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("Capturing on"))
+        });
+        capture
+    }
+
+    pub fn finish(mut self) -> PathBuf {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-INT", &pid]).status().unwrap();
+        let child = &mut self.child;
+        wait_for(Duration::from_secs(10), "dumpcap to write its file", || {
+            child.try_wait().unwrap().is_some()
+        });
+        self.file.clone()
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,362 @@
+//! Hostile peers against a real peer process. A hand-made client, holding
+//! keys and certificates the test issued itself from the overlay's CA,
+//! tries what a careless or malicious node would: an expired certificate,
+//! no certificate, a Join under a Node-ID its certificate does not carry,
+//! and Stores that are forged or unsigned. Each is refused with a reason,
+//! nothing is stored, and the peer keeps serving.
+
+mod common;
+
+use common::*;
+use node::node_dir::NodeDir;
+use node::overlay_dir::OverlayDir;
+use node::pki::{make_csr, random_node_id, rustls_key};
+use reload_wire::framing::{encode_data, FrameDecoder};
+use reload_wire::storage::{ArrayEntry, DataValue, StoredData, StoredDataValue};
+use reload_wire::usages::kind_id;
+use reload_wire::{
+    Body, DecodeContext, Destination, ErrorCode, ForwardingHeader, FramedMessage, JoinReq, Message, MessageContents,
+    NodeId, SecurityBlock, Signature, StoreKindData, StoreReq, Writer,
+};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const OVERLAY: &str = "refusals.p2psip.test";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One real peer, alone in its overlay, plus an enrolled node directory
+/// for the hand-made client.
+struct Scene {
+    overlay: Overlay,
+    peer: Peer,
+    rogue: NodeDir,
+}
+
+fn scene(tag: &str) -> Scene {
+    let mut overlay = Overlay::create(tag, OVERLAY);
+    let peer_dir = overlay.enroll("peer");
+    let rogue_dir = overlay.enroll("rogue");
+    let peer = overlay.start_peer(&peer_dir, None);
+    wait_for(Duration::from_secs(10), "the peer to start the overlay", || {
+        status(peer.admin).is_some_and(|s| s.joined)
+    });
+    let rogue = NodeDir::load(&rogue_dir).unwrap();
+    Scene { overlay, peer, rogue }
+}
+
+impl Scene {
+    /// A certificate for the rogue's key from the overlay's own CA, valid
+    /// over `validity`.
+    fn certificate(&self, validity: (SystemTime, SystemTime)) -> Vec<u8> {
+        let ca = OverlayDir::open(&self.overlay.dir.join("overlay"))
+            .unwrap()
+            .authority()
+            .unwrap();
+        let csr = make_csr(&self.rogue.key, &self.rogue.info.user).unwrap();
+        ca.issue_node_valid(
+            &csr,
+            &self.rogue.info.user,
+            &self.rogue.info.node_ids,
+            OVERLAY,
+            validity,
+        )
+        .unwrap()
+        .to_vec()
+    }
+
+    fn log_mentions(&self, what: &str) -> bool {
+        std::fs::read_to_string(&self.peer.log).is_ok_and(|l| l.contains(what))
+    }
+
+    /// The peer has no link to anyone and still answers.
+    fn assert_unlinked_and_serving(&self) {
+        let s = status(self.peer.admin).expect("the peer keeps serving");
+        assert!(s.joined);
+        assert!(s.links.is_empty(), "no link was admitted: {:?}", s.links);
+    }
+}
+
+/// TLS to the peer with the given client configuration; then waits for
+/// what the peer does with the link. `Ok(())` if the link stays open for a
+/// second, `Err(why)` if the handshake or the first read fails.
+fn try_link(peer: SocketAddr, client: rustls::ClientConfig) -> Result<(), String> {
+    runtime().block_on(async move {
+        let tcp = TcpStream::connect(peer).await.map_err(|e| e.to_string())?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+        let name = rustls::pki_types::ServerName::IpAddress(peer.ip().into());
+        let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        // TLS 1.3: the client finishes first; the server's verdict on the
+        // client certificate arrives as an alert on the first read.
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_secs(1), tls.read(&mut buf)).await {
+            Err(_) => Ok(()),
+            Ok(Ok(0)) => Err("closed by the peer".into()),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+        }
+    })
+}
+
+fn client_config(trust: node::pki::TrustStore, cert: Option<(Vec<u8>, &NodeDir)>) -> rustls::ClientConfig {
+    let provider = node::enrollment::crypto_provider();
+    let verifier = Arc::new(node::link::OverlayCertVerifier::new(trust));
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    match cert {
+        Some((der, dir)) => builder
+            .with_client_auth_cert(vec![der.into()], rustls_key(&dir.key))
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    }
+}
+
+#[test]
+fn an_expired_certificate_is_refused_with_the_reason_logged() {
+    let s = scene("expired");
+    let day = Duration::from_secs(86_400);
+    let now = SystemTime::now();
+    let expired = s.certificate((now - 30 * day, now - day));
+    let config = client_config(s.rogue.config.trust_store(), Some((expired, &s.rogue)));
+    let refused = try_link(s.peer.listen, config);
+    assert!(refused.is_err(), "a link with an expired certificate stayed open");
+    wait_for(Duration::from_secs(5), "the refusal to be logged", || {
+        s.log_mentions("refused link from")
+    });
+    assert!(
+        s.log_mentions("Expired"),
+        "the log says why: {}",
+        std::fs::read_to_string(&s.peer.log).unwrap()
+    );
+    s.assert_unlinked_and_serving();
+}
+
+#[test]
+fn a_client_without_a_certificate_is_refused_with_the_reason_logged() {
+    let s = scene("nocert");
+    let config = client_config(s.rogue.config.trust_store(), None);
+    let refused = try_link(s.peer.listen, config);
+    assert!(refused.is_err(), "a link without a certificate stayed open");
+    wait_for(Duration::from_secs(5), "the refusal to be logged", || {
+        s.log_mentions("refused link from")
+    });
+    assert!(
+        s.log_mentions("peer sent no certificates"),
+        "the log says why: {}",
+        std::fs::read_to_string(&s.peer.log).unwrap()
+    );
+    s.assert_unlinked_and_serving();
+}
+
+/// A linked client that frames and signs RELOAD messages by hand.
+struct Rogue {
+    tls: tokio_rustls::client::TlsStream<TcpStream>,
+    ctx: DecodeContext,
+    overlay: u32,
+    hasher: overlay::ChordReload,
+    security: node::identity::CertSecurity,
+    me: NodeId,
+    sequence: u32,
+    frames: FrameDecoder,
+}
+
+impl Rogue {
+    async fn connect(s: &Scene) -> Rogue {
+        let config = client_config(s.rogue.config.trust_store(), Some((s.rogue.cert_der.clone(), &s.rogue)));
+        let tcp = TcpStream::connect(s.peer.listen).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(s.peer.listen.ip().into());
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        let overlay_config = s.rogue.config.overlay_config();
+        Rogue {
+            tls,
+            ctx: overlay_config.decode_context().unwrap(),
+            overlay: overlay_config.overlay_hash(),
+            hasher: overlay::ChordReload::new(s.rogue.info.node_ids[0], overlay_config.chord.clone(), 16, 0),
+            security: s.rogue.security().unwrap(),
+            me: s.rogue.info.node_ids[0],
+            sequence: 0,
+            frames: FrameDecoder::new(),
+        }
+    }
+
+    /// Sends `body` to `to` with `signature` (None: signed properly) and
+    /// returns the answer's body.
+    async fn ask(&mut self, to: Destination, body: &Body, signature: Option<Signature>) -> Body {
+        use overlay::Security;
+        // Unique across connections: the peer answers a transaction ID it
+        // has seen in the last 15 s from its cache (§6.2.1).
+        static NEXT_TID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let tid = u64::from(std::process::id()) << 32 | NEXT_TID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.sequence += 1;
+        let contents = MessageContents::from_body(body).unwrap();
+        let signature = signature.unwrap_or_else(|| {
+            let input = Message::signature_input(self.overlay, tid, &contents, &self.security.identity()).unwrap();
+            self.security.sign(&input)
+        });
+        let message = Message {
+            forwarding_header: ForwardingHeader::new(self.overlay, tid, vec![to]),
+            message_contents: contents,
+            security_block: SecurityBlock {
+                certificates: self.security.certificates(),
+                signature,
+            },
+        };
+        let bytes = message.to_bytes().unwrap();
+        let mut w = Writer::with_capacity(bytes.len() + 16);
+        encode_data(&mut w, self.sequence, &bytes);
+        self.tls.write_all(&w.finish().unwrap()).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.answer_to(tid))
+            .await
+            .expect("the peer answers within 15 s")
+    }
+
+    async fn answer_to(&mut self, tid: u64) -> Body {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            while let Some(frame) = self.frames.next_frame(&self.ctx).unwrap() {
+                let FramedMessage::Data { message, .. } = frame else {
+                    continue;
+                };
+                let m = Message::decode(&message, &self.ctx).unwrap();
+                if m.forwarding_header.transaction_id == tid {
+                    return m.message_contents.body(&self.ctx).unwrap();
+                }
+            }
+            let n = self.tls.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the peer closed the link instead of answering");
+            self.frames.push(&buf[..n]);
+        }
+    }
+
+    /// A Store of this node's certificate under CERTIFICATE_BY_NODE (§8)
+    /// with the given value signature (None: signed properly).
+    fn certificate_store(&self, value_signature: Option<Signature>) -> (Destination, Body) {
+        use overlay::Security;
+        let resource = overlay::Topology::resource_id(&self.hasher, self.me.as_bytes());
+        let value = StoredDataValue::Array(ArrayEntry {
+            index: 0,
+            value: DataValue {
+                exists: true,
+                value: self.security.certificates()[0].certificate.clone(),
+            },
+        });
+        let storage_time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let identity = self.security.identity();
+        let signature = value_signature.unwrap_or_else(|| {
+            let input =
+                StoredData::signature_input(&resource, kind_id::CERTIFICATE_BY_NODE, storage_time, &value, &identity)
+                    .unwrap();
+            self.security.sign(&input)
+        });
+        let body = Body::StoreReq(StoreReq {
+            resource: resource.clone(),
+            replica_number: 0,
+            kind_data: vec![StoreKindData {
+                kind: kind_id::CERTIFICATE_BY_NODE,
+                generation_counter: 0,
+                values: vec![StoredData {
+                    storage_time,
+                    lifetime: 600,
+                    value,
+                    signature,
+                }],
+            }],
+        });
+        (Destination::Resource(resource), body)
+    }
+}
+
+fn assert_error(answer: &Body, code: ErrorCode, reason: &str) {
+    let Body::Error(e) = answer else {
+        panic!("expected Error {code:?} ({reason}), got {answer:?}")
+    };
+    assert_eq!(e.error_code, code, "{e:?}");
+    let info = String::from_utf8_lossy(&e.error_info);
+    assert!(info.contains(reason), "error_info {info:?} does not say {reason:?}");
+}
+
+#[test]
+fn a_join_under_a_node_id_the_certificate_does_not_carry_is_refused() {
+    let s = scene("wrongid");
+    let stranger = random_node_id(16);
+    runtime().block_on(async {
+        let mut rogue = Rogue::connect(&s).await;
+        let join = Body::JoinReq(JoinReq {
+            joining_peer_id: stranger,
+            overlay_specific_data: Vec::new(),
+        });
+        let peer_id = NodeId::from_slice(&reload_wire::unhex(&status(s.peer.admin).unwrap().node_id).unwrap()).unwrap();
+        let answer = rogue.ask(Destination::Node(peer_id), &join, None).await;
+        assert_error(&answer, ErrorCode::FORBIDDEN, "join refused");
+    });
+    let st = status(s.peer.admin).expect("the peer keeps serving");
+    let stranger = stranger.to_hex();
+    assert!(
+        !st.successors.contains(&stranger) && !st.predecessors.contains(&stranger),
+        "the claimed Node-ID entered the ring: {st:?}"
+    );
+}
+
+#[test]
+fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
+    let s = scene("forged");
+    let certificate_of_rogue = format!("/certificate/{}", s.rogue.info.node_ids[0].to_hex());
+    runtime().block_on(async {
+        use overlay::Security;
+        let mut rogue = Rogue::connect(&s).await;
+        // A value whose signature covers something else.
+        let forged = rogue.security.sign(b"not the value");
+        let (to, store) = rogue.certificate_store(Some(forged));
+        let answer = rogue.ask(to, &store, None).await;
+        assert_error(&answer, ErrorCode::FORBIDDEN, "bad value signature");
+        // A value with no signature at all.
+        let (to, store) = rogue.certificate_store(Some(Signature::anonymous()));
+        let answer = rogue.ask(to, &store, None).await;
+        assert_error(&answer, ErrorCode::FORBIDDEN, "stored values must be signed");
+        // A properly signed value in an unsigned message.
+        let (to, store) = rogue.certificate_store(None);
+        let answer = rogue.ask(to, &store, Some(Signature::anonymous())).await;
+        assert_error(&answer, ErrorCode::FORBIDDEN, "bad message signature");
+        // A message signature that does not match the message.
+        let (to, store) = rogue.certificate_store(None);
+        let forged = rogue.security.sign(b"another message");
+        let answer = rogue.ask(to, &store, Some(forged)).await;
+        assert_error(&answer, ErrorCode::FORBIDDEN, "bad message signature");
+    });
+    let fetched: Option<node::peer::FetchedCertificate> = get(s.peer.admin, &certificate_of_rogue);
+    assert!(fetched.is_none(), "a refused Store left data behind: {fetched:?}");
+    let stored = status(s.peer.admin).unwrap().stored;
+    assert_eq!(
+        stored.values().sum::<usize>(),
+        1,
+        "only the peer's own certificate: {stored:?}"
+    );
+
+    // The same Store, signed properly, is taken: the refusals above were
+    // about the signatures, not about the client.
+    runtime().block_on(async {
+        let mut rogue = Rogue::connect(&s).await;
+        let (to, store) = rogue.certificate_store(None);
+        let answer = rogue.ask(to, &store, None).await;
+        assert!(matches!(answer, Body::StoreAns(_)), "{answer:?}");
+    });
+    let fetched: Option<node::peer::FetchedCertificate> = get(s.peer.admin, &certificate_of_rogue);
+    assert!(fetched.is_some(), "the properly signed Store was not kept");
+}
