@@ -79,6 +79,49 @@ pub struct Status {
     pub errors_sent: u64,
 }
 
+/// Whether the peers whose status is given form one consistent ring: each
+/// has joined, each one's first successor names it as first predecessor,
+/// and following first successors visits every one of them (§10: the
+/// Chord-reload invariants a stable ring keeps). A single peer alone is a
+/// ring.
+pub fn ring_consistent(statuses: Vec<Status>) -> Result<(), String> {
+    let mut by_id: BTreeMap<String, Status> = BTreeMap::new();
+    for s in statuses {
+        if !s.joined {
+            return Err(format!("{} not joined", s.node_id));
+        }
+        by_id.insert(s.node_id.clone(), s);
+    }
+    let Some(start) = by_id.keys().next().cloned() else {
+        return Err("no peers".into());
+    };
+    if by_id.len() == 1 {
+        return Ok(());
+    }
+    for (id, s) in &by_id {
+        let succ = s.successors.first().ok_or(format!("{id} has no successor"))?;
+        let next = by_id
+            .get(succ)
+            .ok_or(format!("{id}'s successor {succ} is not one of the peers"))?;
+        if next.predecessors.first() != Some(id) {
+            return Err(format!("{succ} does not name {id} as predecessor"));
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let mut at = start.clone();
+    while seen.insert(at.clone()) {
+        at = by_id[&at].successors[0].clone();
+    }
+    if seen.len() != by_id.len() || at != start {
+        return Err(format!(
+            "the successor walk covers {} of {} peers",
+            seen.len(),
+            by_id.len()
+        ));
+    }
+    Ok(())
+}
+
 /// A certificate fetched from the overlay (Certificate Store Usage, §8).
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct FetchedCertificate {

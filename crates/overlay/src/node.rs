@@ -1468,6 +1468,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     }
                     TopologyCommand::ReplicasChanged => self.rebalance_needed = true,
                     TopologyCommand::Joined => self.actions.push_back(Action::Event(Event::Joined)),
+                    // A leaving peer that lost every neighbour has nobody
+                    // left to hand over to or say goodbye to: it is done.
+                    TopologyCommand::Rejoin if self.leaving.is_some() => {
+                        for peer in std::mem::take(&mut self.links) {
+                            self.actions.push_back(Action::Close { peer });
+                        }
+                        self.actions.push_back(Action::Event(Event::Left));
+                    }
                     TopologyCommand::Rejoin => {
                         self.actions.push_back(Action::Event(Event::Rejoining));
                         match self.links.iter().next().copied() {

@@ -472,6 +472,37 @@ fn a_retransmitted_store_gets_the_same_answer() {
     assert!(!again.iter().any(|b| matches!(b, Body::Error(_))));
 }
 
+/// When the others leave one by one, the last peer is the ring: it stays
+/// joined, owns the whole ring and keeps every value, rather than looking
+/// for a bootstrap peer as a peer cut off by failures would.
+#[test]
+fn the_last_peer_after_graceful_leaves_is_the_ring() {
+    let mut net = Net::ring(&IDS[..3]);
+    for i in 0..3 {
+        let req = net.store_own(i, b"x");
+        assert!(net.done(i, req).0.is_ok());
+    }
+    net.advance(2_000);
+    for leaver in [2, 1] {
+        net.nodes[leaver].leave(net.now);
+        net.pump();
+        net.advance(5_000);
+        assert!(net.events.iter().any(|(n, e)| *n == leaver && *e == Event::Left));
+    }
+    assert!(
+        !net.events.iter().any(|(n, e)| *n == 0 && *e == Event::Rejoining),
+        "the last peer does not rejoin"
+    );
+    let last = &net.nodes[0];
+    assert!(last.is_joined());
+    assert!(last.topology().neighbors().is_empty());
+    for i in 0..3 {
+        let rid = last.resource_id(net.users[i].as_bytes());
+        assert!(last.topology().is_responsible(rid.as_bytes()));
+        assert!(last.storage().resource(&rid).is_some(), "value of user {i} kept");
+    }
+}
+
 #[test]
 fn a_graceful_leave_hands_data_over_and_the_ring_closes() {
     let mut net = Net::ring(&IDS);

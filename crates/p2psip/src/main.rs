@@ -8,6 +8,7 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod demo_cmd;
 mod overlay_cmds;
 mod plot;
 mod sim_cmd;
@@ -65,6 +66,9 @@ enum Command {
     /// Walk the whole overlay from one peer (Probe, RFC 6940 §6.4.2.5) and
     /// list every peer with its uptime, stored resources and ring share.
     Ring(overlay_cmds::RingArgs),
+    /// Run a whole local overlay: an enrollment server and N peers, each
+    /// its own process on 127.0.0.1; writes DIR/demo.json; Ctrl-C stops all.
+    Demo(demo_cmd::DemoArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -83,10 +87,24 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("p2psip: {e:#}");
+            eprintln!("p2psip: {}", one_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors
+/// often quote their source in their own message already.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// Bad arguments get one line saying what is wrong and where to look, and
@@ -122,6 +140,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peer(args) => overlay_cmds::peer(args),
         Command::Status(args) => overlay_cmds::status(args),
         Command::Ring(args) => overlay_cmds::ring(args),
+        Command::Demo(args) => demo_cmd::demo(args),
     }
 }
 

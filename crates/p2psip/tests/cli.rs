@@ -62,6 +62,14 @@ fn bad_input_gets_one_line_and_status_2() {
     assert_one_line_error(&["decode", "d2454c4f00"], "not a RELOAD message");
     assert_one_line_error(&["decode", "--node-id-length", "9", "00"], "node-id-length");
     assert_one_line_error(&["samples", "--pcap", "/nonexistent-dir/x.pcap"], "cannot write");
+    let busy = std::env::temp_dir().join(format!("p2psip-cli-busy-{}", std::process::id()));
+    std::fs::create_dir_all(&busy).unwrap();
+    std::fs::write(busy.join("something"), b"x").unwrap();
+    assert_one_line_error(&["demo", "--dir", busy.to_str().unwrap()], "is not empty");
+    std::fs::remove_dir_all(&busy).unwrap();
+    assert_one_line_error(&["demo", "--base-port", "65500"], "--base-port 65500 leaves no room");
+    assert_one_line_error(&["demo", "--peers", "0"], "--peers");
+    assert_one_line_error(&["demo", "--users", "al ice"], "--users");
 }
 
 #[test]

@@ -212,3 +212,88 @@ fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
         codes.values().sum::<usize>()
     );
 }
+
+/// The README's run command: one command brings up a whole overlay of
+/// separate processes, describes it in demo.json, and SIGTERM takes it all
+/// down gracefully.
+#[test]
+fn demo_runs_an_overlay_of_processes_and_stops_it_gracefully() {
+    let dir = std::env::temp_dir().join(format!("p2psip-demo-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // Ports BASE..=BASE+200, none handed to a concurrent test.
+    let base = free_port_block(201);
+    let mut demo = Procs(vec![Command::new(BIN)
+        .args(["demo", "--peers", "3", "--dir", dir.to_str().unwrap()])
+        .args(["--base-port", &base.to_string(), "--users", "alice,bob,carol"])
+        .stdout(std::process::Stdio::null())
+        .stderr(
+            std::fs::File::create(std::env::temp_dir().join(format!("p2psip-demo-test-{}.log", std::process::id())))
+                .unwrap(),
+        )
+        .spawn()
+        .unwrap()]);
+    let json = dir.join("demo.json");
+    wait_for(Duration::from_secs(60), "demo.json", || json.exists());
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(file["overlay"], "demo.p2psip.test");
+    assert_eq!(file["enrollment"], format!("https://127.0.0.1:{}", base + 200));
+    let peers = file["peers"].as_array().unwrap();
+    assert_eq!(peers.len(), 3);
+    let mut ids = Vec::new();
+    let mut pids = Vec::new();
+    for (i, p) in peers.iter().enumerate() {
+        let admin: SocketAddr = p["admin"].as_str().unwrap().parse().unwrap();
+        assert_eq!(p["reload"], format!("127.0.0.1:{}", base + i as u16));
+        let s = status(admin).expect("each peer's admin API answers");
+        assert!(s.joined);
+        assert_eq!(p["node_id"].as_str().unwrap(), s.node_id);
+        ids.push(s.node_id);
+        pids.push(p["pid"].as_u64().unwrap());
+    }
+    ids.sort();
+    let out = run_ok(&["ring", "--json", "--admin", peers[1]["admin"].as_str().unwrap()]);
+    let walk: node::peer::RingWalk = serde_json::from_str(&out).unwrap();
+    assert!(walk.complete, "{walk:?}");
+    let mut walked: Vec<String> = walk.peers.into_iter().map(|p| p.node_id).collect();
+    walked.sort();
+    assert_eq!(walked, ids, "the ring holds exactly the demo's peers");
+    let accounts = file["accounts"].as_array().unwrap();
+    let users: Vec<(&str, &str, u64)> = accounts
+        .iter()
+        .map(|a| {
+            (
+                a["user"].as_str().unwrap(),
+                a["aor"].as_str().unwrap(),
+                a["peer"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("alice", "sip:alice@demo.p2psip.test", 0),
+            ("bob", "sip:bob@demo.p2psip.test", 1),
+            ("carol", "sip:carol@demo.p2psip.test", 2)
+        ]
+    );
+
+    let pid = demo.0[0].id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let child = &mut demo.0[0];
+    wait_for(Duration::from_secs(90), "the demo to stop", || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        child.wait().unwrap().success(),
+        "the demo exits 0 after stopping everything"
+    );
+    for (i, pid) in pids.iter().enumerate() {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "peer {i} (pid {pid}) still runs"
+        );
+        let log = std::fs::read_to_string(dir.join(format!("peer{i}/peer.log"))).unwrap();
+        assert!(log.contains("left the overlay"), "peer {i} left gracefully: {log}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -820,6 +820,15 @@ impl Topology for ChordReload {
         for c in learned {
             self.consider(c, None, out);
         }
+        if self.peers.is_empty() {
+            // The last other peer left gracefully: this peer is the ring
+            // now, as after starting alone. Rejoining is for a peer cut off
+            // by failures; here there is nobody to rejoin.
+            self.successors.clear();
+            self.predecessors.clear();
+            out.push(TopologyCommand::ReplicasChanged);
+            return Ok(());
+        }
         self.recompute(now, out);
         self.schedule_update(now, true);
         Ok(())

@@ -4,7 +4,6 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 use node::peer::{FetchedCertificate, RingWalk, Status};
-use std::collections::{BTreeMap, BTreeSet};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,16 +13,36 @@ use std::time::{Duration, Instant};
 pub const BIN: &str = env!("CARGO_BIN_EXE_p2psip");
 pub const PASSWORD: &str = "correct horse";
 
+static FREE_PORT_NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// The n-th port of this test process's walk through 20000-31999.
+fn walk_port(n: u32) -> u32 {
+    20_000 + ((std::process::id() % 100) * 120 + n) % 12_000
+}
+
 /// A port below Linux's ephemeral range (32768-60999), so no outgoing
 /// connection can take it between this check and the peer's bind; each
 /// test process walks its own stretch.
 pub fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let start = (std::process::id() % 100) * 120;
     loop {
-        let port = (20_000 + (start + NEXT.fetch_add(1, Ordering::Relaxed)) % 12_000) as u16;
+        let port = walk_port(FREE_PORT_NEXT.fetch_add(1, Ordering::Relaxed)) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
+        }
+    }
+}
+
+/// `len` consecutive free ports, taken from the same walk as
+/// [`free_port`] so no other test of this process is handed one of them.
+pub fn free_port_block(len: u32) -> u16 {
+    loop {
+        let base = walk_port(FREE_PORT_NEXT.fetch_add(len, Ordering::Relaxed));
+        if base + len > 32_000 {
+            continue;
+        }
+        let base = base as u16;
+        if (0..len as u16).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
+            return base;
         }
     }
 }
@@ -193,40 +212,11 @@ pub fn status(admin: SocketAddr) -> Option<Status> {
 /// The ring is consistent: every peer joined, each one's successor names
 /// it as predecessor, and following successors visits exactly `peers`.
 pub fn ring_consistent(peers: &[&Peer]) -> Result<(), String> {
-    let mut by_id: BTreeMap<String, Status> = BTreeMap::new();
+    let mut statuses = Vec::with_capacity(peers.len());
     for p in peers {
-        let s = status(p.admin).ok_or(format!("{} does not answer", p.admin))?;
-        if !s.joined {
-            return Err(format!("{} not joined", s.node_id));
-        }
-        by_id.insert(s.node_id.clone(), s);
+        statuses.push(status(p.admin).ok_or(format!("{} does not answer", p.admin))?);
     }
-    for (id, s) in &by_id {
-        let succ = s.successors.first().ok_or(format!("{id} has no successor"))?;
-        let next = by_id
-            .get(succ)
-            .ok_or(format!("{id}'s successor {succ} is not a live peer"))?;
-        if next.predecessors.first() != Some(id) {
-            return Err(format!("{succ} does not name {id} as predecessor"));
-        }
-    }
-    let start = by_id.keys().next().unwrap().clone();
-    let mut seen = BTreeSet::new();
-    let mut at = start.clone();
-    loop {
-        if !seen.insert(at.clone()) {
-            break;
-        }
-        at = by_id[&at].successors[0].clone();
-    }
-    if seen.len() != by_id.len() || at != start {
-        return Err(format!(
-            "the successor walk covers {} of {} peers",
-            seen.len(),
-            by_id.len()
-        ));
-    }
-    Ok(())
+    node::peer::ring_consistent(statuses)
 }
 
 pub fn wait_consistent(peers: &[&Peer], limit: Duration, what: &str) -> Duration {

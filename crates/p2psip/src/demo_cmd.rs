@@ -1,0 +1,404 @@
+//! `p2psip demo`: a whole local overlay from one command. It creates an
+//! overlay, runs its enrollment server and N peers on 127.0.0.1, each its
+//! own process enrolled like any other node, waits until the ring is
+//! consistent and a ring walk meets all of them, writes `demo.json`, and on Ctrl-C or SIGTERM stops every
+//! peer gracefully (each leaves the overlay) and then the server.
+
+use crate::overlay_cmds::{http_get, runtime, shutdown_signal};
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use node::enrollment::{self, CaPin};
+use node::overlay_dir::{InitOptions, OverlayDir};
+use node::peer::{RingWalk, Status};
+use serde::Serialize;
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Peers to start, each its own process.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
+    peers: u16,
+    /// Where the overlay and every peer keep their files; must be new or
+    /// empty (default: a new directory under the system's temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Peer i takes BASE+i for RELOAD and BASE+100+i for its admin API;
+    /// the enrollment server takes BASE+200.
+    #[arg(long, default_value_t = 6084)]
+    base_port: u16,
+    /// Accounts to create, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "alice,bob")]
+    users: Vec<String>,
+    /// Password of every account.
+    #[arg(long, default_value = "p2psip-demo")]
+    password: String,
+    /// Overlay name (instance-name); also the accounts' domain.
+    #[arg(long, default_value = "demo.p2psip.test")]
+    overlay: String,
+}
+
+/// `demo.json`: what a script or a softphone user needs to reach the demo.
+#[derive(Serialize)]
+struct DemoFile {
+    overlay: String,
+    enrollment: String,
+    peers: Vec<DemoPeer>,
+    accounts: Vec<DemoAccount>,
+}
+
+#[derive(Serialize)]
+struct DemoPeer {
+    pid: u32,
+    node_id: String,
+    reload: SocketAddr,
+    /// The peer's SIP address; none until the SIP usage exists.
+    sip: Option<SocketAddr>,
+    admin: SocketAddr,
+}
+
+#[derive(Serialize)]
+struct DemoAccount {
+    user: String,
+    password: String,
+    aor: String,
+    /// Index into `peers` of the peer that serves this account.
+    peer: usize,
+}
+
+/// How long the peers have to form a ring a walk closes over.
+const FORMATION_LIMIT: Duration = Duration::from_secs(60);
+/// How long each peer has to hand its data over and exit.
+const STOP_LIMIT: Duration = Duration::from_secs(60);
+
+/// Every process the demo started; whatever is still running when this is
+/// dropped (an error on the way) is killed, so nothing outlives the demo.
+struct Children {
+    server: Option<Child>,
+    peers: Vec<Child>,
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in self.peers.iter_mut().chain(self.server.as_mut()) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn demo(args: DemoArgs) -> Result<()> {
+    let n = usize::from(args.peers);
+    if args.base_port > u16::MAX - 300 {
+        bail!(
+            "--base-port {} leaves no room: the demo uses ports BASE to BASE+200; give one below {}",
+            args.base_port,
+            u16::MAX - 300
+        );
+    }
+    for u in &args.users {
+        node::overlay_dir::check_user_name(u).with_context(|| format!("--users: {u:?}"))?;
+    }
+    let dir = match &args.dir {
+        Some(d) => d.clone(),
+        None => std::env::temp_dir().join(format!("p2psip-demo-{}", std::process::id())),
+    };
+    if dir.read_dir().is_ok_and(|mut d| d.next().is_some()) {
+        bail!(
+            "--dir {} is not empty; give a new directory or remove this one",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let port = |offset: usize| args.base_port + offset as u16;
+    let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+    let reload: Vec<SocketAddr> = (0..n).map(|i| loopback(port(i))).collect();
+    let admin: Vec<SocketAddr> = (0..n).map(|i| loopback(port(100 + i))).collect();
+    let enrollment_addr = loopback(port(200));
+    let server_url = format!("https://{enrollment_addr}");
+
+    // Every peer enrolls under its own operator account; the demo's users
+    // are the accounts people sign in with.
+    let peer_account = |i: usize| format!("peer{i}");
+    let mut accounts: Vec<(String, String)> = args.users.iter().map(|u| (u.clone(), args.password.clone())).collect();
+    accounts.extend((0..n).map(|i| (peer_account(i), args.password.clone())));
+    let overlay_dir = dir.join("overlay");
+    let overlay = OverlayDir::init(
+        &overlay_dir,
+        &InitOptions {
+            overlay: args.overlay.clone(),
+            users: accounts,
+            enrollment_url: format!("{server_url}/enroll"),
+            bootstrap: vec![reload[0]],
+            server_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        },
+    )?;
+    let ca = overlay.authority()?;
+    let exe = std::env::current_exe().context("cannot find the p2psip executable")?;
+    let mut children = Children {
+        server: None,
+        peers: Vec::new(),
+    };
+
+    let server = Command::new(&exe)
+        .process_group(0)
+        .args(["enrollment-server", "--dir"])
+        .arg(&overlay_dir)
+        .args(["--listen", &enrollment_addr.to_string()])
+        .stdout(Stdio::null())
+        .stderr(log_file(&dir.join("enrollment.log"))?)
+        .spawn()
+        .context("cannot start the enrollment server")?;
+    children.server = Some(server);
+    wait_until(Duration::from_secs(10), "the enrollment server to listen", || {
+        exited(children.server.as_mut(), &dir.join("enrollment.log"))?;
+        Ok(std::net::TcpStream::connect(enrollment_addr).is_ok())
+    })?;
+
+    let rt = runtime()?;
+    let node_dirs: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("peer{i}"))).collect();
+    for (i, d) in node_dirs.iter().enumerate() {
+        let pin = CaPin::Certificate(ca.cert_der.clone());
+        rt.block_on(enrollment::enroll(
+            &server_url,
+            pin,
+            &peer_account(i),
+            &args.password,
+            d,
+        ))
+        .with_context(|| format!("enrolling peer {i}"))?;
+    }
+
+    // Peer 0 is the configuration's bootstrap node and starts the ring; the
+    // others join through it once it is up.
+    for i in 0..n {
+        let log = node_dirs[i].join("peer.log");
+        // Its own process group, so a Ctrl-C in the terminal reaches only
+        // the demo, which then stops the peers in order.
+        let child = Command::new(&exe)
+            .process_group(0)
+            .arg("peer")
+            .arg("--dir")
+            .arg(&node_dirs[i])
+            .args(["--listen", &reload[i].to_string(), "--admin", &admin[i].to_string()])
+            .stdout(Stdio::null())
+            .stderr(log_file(&log)?)
+            .spawn()
+            .with_context(|| format!("cannot start peer {i}"))?;
+        children.peers.push(child);
+        if i == 0 {
+            wait_until(Duration::from_secs(15), "peer 0 to start the overlay", || {
+                exited(children.peers.first_mut(), &log)?;
+                Ok(rt.block_on(status(admin[0])).is_some_and(|s| s.joined))
+            })?;
+        }
+    }
+    let started = Instant::now();
+    let mut statuses = Vec::new();
+    wait_until(FORMATION_LIMIT, "every peer to be in the ring", || {
+        for (i, c) in children.peers.iter_mut().enumerate() {
+            exited(Some(c), &node_dirs[i].join("peer.log"))?;
+        }
+        statuses = rt.block_on(async {
+            let mut all = Vec::with_capacity(n);
+            for a in &admin {
+                all.push(status(*a).await);
+            }
+            all
+        });
+        if statuses.iter().any(Option::is_none) {
+            return Ok(false);
+        }
+        let all: Vec<Status> = statuses.iter().flatten().cloned().collect();
+        if node::peer::ring_consistent(all).is_err() {
+            return Ok(false);
+        }
+        Ok(rt
+            .block_on(ring_walk(admin[0]))
+            .is_some_and(|w| w.complete && w.peers.len() == n))
+    })?;
+    let formed = started.elapsed();
+
+    let statuses: Vec<Status> = statuses.into_iter().flatten().collect();
+    let peers: Vec<DemoPeer> = (0..n)
+        .map(|i| DemoPeer {
+            pid: children.peers[i].id(),
+            node_id: statuses[i].node_id.clone(),
+            reload: reload[i],
+            sip: None,
+            admin: admin[i],
+        })
+        .collect();
+    let demo_accounts: Vec<DemoAccount> = args
+        .users
+        .iter()
+        .enumerate()
+        .map(|(j, u)| DemoAccount {
+            user: u.clone(),
+            password: args.password.clone(),
+            aor: format!("sip:{u}@{}", args.overlay),
+            peer: j % n,
+        })
+        .collect();
+    let file = DemoFile {
+        overlay: args.overlay.clone(),
+        enrollment: server_url.clone(),
+        peers,
+        accounts: demo_accounts,
+    };
+    let json_path = dir.join("demo.json");
+    write_atomically(&json_path, &serde_json::to_string_pretty(&file)?)?;
+    print_summary(&file, &dir, &json_path, formed);
+
+    let outcome = rt.block_on(async {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return Ok(()),
+                _ = tick.tick() => {
+                    for (i, c) in children.peers.iter_mut().enumerate() {
+                        exited(Some(c), &node_dirs[i].join("peer.log"))?;
+                    }
+                }
+            }
+        }
+    });
+    println!("stopping: every peer leaves the overlay");
+    stop_all(&mut children);
+    outcome
+}
+
+fn log_file(path: &Path) -> Result<std::fs::File> {
+    std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
+}
+
+/// An error naming the log's last line if `child` has exited.
+fn exited(child: Option<&mut Child>, log: &Path) -> Result<()> {
+    let Some(child) = child else { return Ok(()) };
+    if let Ok(Some(status)) = child.try_wait() {
+        let last = std::fs::read_to_string(log)
+            .ok()
+            .and_then(|l| l.lines().last().map(str::to_string))
+            .unwrap_or_default();
+        bail!(
+            "a process of the demo exited ({status}): {last} (log: {})",
+            log.display()
+        );
+    }
+    Ok(())
+}
+
+fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ready()? {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("timed out after {limit:?} waiting for {what}")
+}
+
+async fn status(admin: SocketAddr) -> Option<Status> {
+    serde_json::from_str(&http_get(admin, "/status").await.ok()?).ok()
+}
+
+async fn ring_walk(admin: SocketAddr) -> Option<RingWalk> {
+    serde_json::from_str(&http_get(admin, "/ring").await.ok()?).ok()
+}
+
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn print_summary(file: &DemoFile, dir: &Path, json: &Path, formed: Duration) {
+    println!(
+        "Overlay {} is up: {} peers in one ring after {:.1} s",
+        file.overlay,
+        file.peers.len(),
+        formed.as_secs_f64()
+    );
+    println!();
+    println!(
+        "{:<4} {:<34} {:<21} {:<21} {:>8}",
+        "PEER", "NODE-ID", "RELOAD", "ADMIN", "PID"
+    );
+    for (i, p) in file.peers.iter().enumerate() {
+        println!(
+            "{:<4} {:<34} {:<21} {:<21} {:>8}",
+            i,
+            p.node_id,
+            p.reload.to_string(),
+            p.admin.to_string(),
+            p.pid
+        );
+    }
+    if !file.accounts.is_empty() {
+        println!();
+        println!("Accounts (SIP registration through the peers comes with the SIP usage):");
+        for a in &file.accounts {
+            println!("  {:<28} password {:<16} served by peer {}", a.aor, a.password, a.peer);
+        }
+    }
+    println!();
+    println!("Enrollment server  {}", file.enrollment);
+    println!("Files              {}", dir.display());
+    println!("Machine-readable   {}", json.display());
+    println!(
+        "Look around        p2psip ring --admin {}   |   p2psip status --admin {}",
+        file.peers[0].admin, file.peers[0].admin
+    );
+    println!();
+    println!("Ctrl-C stops every peer (each leaves the overlay gracefully) and the server.");
+}
+
+/// SIGTERM to one peer after another, last started first, each once the
+/// previous one has left: a peer leaving hands its data to neighbours that
+/// stay, which it could not if they were all leaving at the same time.
+/// Then the enrollment server. A peer that has not exited in time is
+/// killed.
+fn stop_all(children: &mut Children) {
+    for (i, c) in children.peers.iter_mut().enumerate().rev() {
+        terminate(c);
+        let deadline = Instant::now() + STOP_LIMIT;
+        loop {
+            match c.try_wait() {
+                Ok(Some(status)) if status.success() => break,
+                Ok(Some(status)) => {
+                    eprintln!("peer {i} exited with {status}");
+                    break;
+                }
+                Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
+                _ => {
+                    eprintln!("peer {i} did not finish leaving in {STOP_LIMIT:?}; killed");
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(server) = children.server.as_mut() {
+        terminate(server);
+        let _ = server.wait();
+    }
+    println!("all stopped");
+}
+
+fn terminate(child: &mut Child) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return; // already exited and reaped: its PID may belong to another process now
+    }
+    // SAFETY: kill(2) on a child that has not been reaped, so the PID is
+    // still this child's (an exited child stays a zombie until reaped).
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
