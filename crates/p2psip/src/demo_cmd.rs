@@ -143,8 +143,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         peers: Vec::new(),
     };
 
-    let server = Command::new(&exe)
-        .process_group(0)
+    let server = child_command(&exe)
         .args(["enrollment-server", "--dir"])
         .arg(&overlay_dir)
         .args(["--listen", &enrollment_addr.to_string()])
@@ -176,10 +175,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     // others join through it once it is up.
     for i in 0..n {
         let log = node_dirs[i].join("peer.log");
-        // Its own process group, so a Ctrl-C in the terminal reaches only
-        // the demo, which then stops the peers in order.
-        let child = Command::new(&exe)
-            .process_group(0)
+        let child = child_command(&exe)
             .arg("peer")
             .arg("--dir")
             .arg(&node_dirs[i])
@@ -271,6 +267,25 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     println!("stopping: every peer leaves the overlay");
     stop_all(&mut children);
     outcome
+}
+
+/// A process of the demo: in its own process group, so a Ctrl-C in the
+/// terminal reaches only the demo, which then stops the peers in order; and
+/// sent SIGTERM by the kernel if the demo dies first, so none outlives it.
+fn child_command(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.process_group(0);
+    // SAFETY: prctl(2) is async-signal-safe and touches no memory of the
+    // parent; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 fn log_file(path: &Path) -> Result<std::fs::File> {
