@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[test]
 fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
@@ -147,7 +147,7 @@ fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
     wait_for(Duration::from_secs(30), "the leaving peer to exit", || {
         child.try_wait().unwrap().is_some()
     });
-    let pcap = capture.finish();
+    let pcap = capture.file.clone();
 
     let mut secrets = String::new();
     for k in &key_logs {
@@ -168,7 +168,9 @@ fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
             pem.display()
         ));
     }
-    let tshark = |filter: &str, fields: &[&str]| -> String {
+    // `finished`: the capture is complete, so tshark must read it cleanly
+    // (a file still being written may end mid-packet).
+    let tshark = |filter: &str, fields: &[&str], finished: bool| -> String {
         let mut cmd = Command::new("tshark");
         cmd.args(["-n", "-r"]).arg(&pcap).args(&options).args(["-Y", filter]);
         cmd.args(["-T", "fields"]);
@@ -176,19 +178,24 @@ fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
             cmd.args(["-e", f]);
         }
         let out = cmd.output().unwrap();
-        assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() || !finished,
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
-    let codes: BTreeMap<u16, usize> = tshark("reload", &["reload.message.code"])
-        .split(['\n', ','])
-        .filter(|c| !c.trim().is_empty())
-        .map(|c| c.trim().parse::<u16>().unwrap_or_else(|_| panic!("code {c:?}")))
-        .fold(BTreeMap::new(), |mut m, c| {
-            *m.entry(c).or_default() += 1;
-            m
-        });
+    let codes = |finished: bool| -> BTreeMap<u16, usize> {
+        tshark("reload", &["reload.message.code"], finished)
+            .split(['\n', ','])
+            .filter_map(|c| c.trim().parse::<u16>().ok())
+            .fold(BTreeMap::new(), |mut m, c| {
+                *m.entry(c).or_default() += 1;
+                m
+            })
+    };
     use reload_wire::MessageCode as C;
-    for (method, req, ans) in [
+    let methods = [
         ("Join", C::JOIN_REQ, C::JOIN_ANS),
         ("Update", C::UPDATE_REQ, C::UPDATE_ANS),
         ("Store", C::STORE_REQ, C::STORE_ANS),
@@ -196,15 +203,32 @@ fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
         ("Probe", C::PROBE_REQ, C::PROBE_ANS),
         ("Leave", C::LEAVE_REQ, C::LEAVE_ANS),
         ("Attach", C::ATTACH_REQ, C::ATTACH_ANS),
-    ] {
-        assert!(
-            codes.contains_key(&req.0) && codes.contains_key(&ans.0),
-            "tshark found no {method} request and answer; codes seen: {codes:?}"
-        );
+    ];
+    let missing = |codes: &BTreeMap<u16, usize>| -> Vec<&str> {
+        methods
+            .iter()
+            .filter(|(_, req, ans)| !codes.contains_key(&req.0) || !codes.contains_key(&ans.0))
+            .map(|(name, ..)| *name)
+            .collect()
+    };
+    // dumpcap gets packets from the kernel in blocks and writes them out
+    // every 100 ms; stopped at once, it can lose the last block. So the
+    // capture runs until the file shows every method (or 30 s pass).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !missing(&codes(false)).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
     }
+    capture.finish();
+    let codes = codes(true);
+    let missing = missing(&codes);
+    assert!(
+        missing.is_empty(),
+        "tshark found no request and answer of {missing:?}; codes seen: {codes:?}"
+    );
     let bad = tshark(
         "_ws.malformed || (reload && _ws.expert.severity >= \"warning\")",
         &["frame.number", "_ws.col.Info"],
+        true,
     );
     assert!(bad.trim().is_empty(), "tshark flags RELOAD frames:\n{bad}");
     eprintln!(
