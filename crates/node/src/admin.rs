@@ -42,7 +42,7 @@ async fn status(State(engine): State<mpsc::Sender<Input>>) -> Response {
 /// `GET /certificate/NODE_ID`: the CERTIFICATE_BY_NODE of a Node-ID,
 /// fetched through the overlay.
 async fn certificate(State(engine): State<mpsc::Sender<Input>>, Path(node_id): Path<String>) -> Response {
-    let Some(node) = reload_wire::unhex(&node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok()) else {
+    let Some(node) = reload_wire::NodeId::from_hex(&node_id) else {
         return (StatusCode::BAD_REQUEST, "the path must end in a Node-ID in hex").into_response();
     };
     let (tx, rx) = oneshot::channel();
@@ -81,7 +81,7 @@ async fn ring(State(engine): State<mpsc::Sender<Input>>) -> Response {
         )
             .into_response();
     }
-    let Some(start) = reload_wire::unhex(&me.node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok()) else {
+    let Some(start) = reload_wire::NodeId::from_hex(&me.node_id) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "own Node-ID unreadable").into_response();
     };
     let mut walk = RingWalk {
@@ -100,8 +100,7 @@ async fn ring(State(engine): State<mpsc::Sender<Input>>) -> Response {
                 break;
             }
         };
-        let Some(next) = reload_wire::unhex(&peer.node_id).and_then(|b| reload_wire::NodeId::from_slice(&b).ok())
-        else {
+        let Some(next) = reload_wire::NodeId::from_hex(&peer.node_id) else {
             walk.problem = Some("a Probe answer named no Node-ID".into());
             break;
         };

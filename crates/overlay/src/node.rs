@@ -1260,21 +1260,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if !force && res.holds(&to) {
             return false;
         }
-        let kind_data = res.export(now);
-        if kind_data.is_empty() {
-            return false;
-        }
         let replica_number = self
             .topology
             .replica_set(resource.as_bytes())
             .and_then(|s| s.iter().position(|n| *n == to))
             .unwrap_or(1)
             .max(1) as u8;
-        let body = Body::StoreReq(StoreReq {
-            resource: resource.clone(),
-            replica_number,
-            kind_data,
-        });
+        let Some(body) = self.replica_store(now, resource, replica_number) else {
+            return false;
+        };
         self.pushing.insert((resource.clone(), to));
         let dest = vec![Destination::Node(to)];
         self.originate(
@@ -1289,24 +1283,28 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         true
     }
 
+    /// A replica StoreReq of everything held under `resource`, lifetimes
+    /// shortened by the time spent here; `None` when nothing is left.
+    fn replica_store(&self, now: u64, resource: &ResourceId, replica_number: u8) -> Option<Body> {
+        let kind_data = self.storage.resource(resource)?.export(now);
+        (!kind_data.is_empty()).then(|| {
+            Body::StoreReq(StoreReq {
+                resource: resource.clone(),
+                replica_number,
+                kind_data,
+            })
+        })
+    }
+
     /// Sends a replica Store of everything held under `resource` towards
     /// the Resource-ID itself; the peer that answers is responsible for it.
     fn migrate(&mut self, now: u64, resource: &ResourceId) {
         if self.migrating.contains(resource) {
             return;
         }
-        let Some(res) = self.storage.resource(resource) else {
+        let Some(body) = self.replica_store(now, resource, 1) else {
             return;
         };
-        let kind_data = res.export(now);
-        if kind_data.is_empty() {
-            return;
-        }
-        let body = Body::StoreReq(StoreReq {
-            resource: resource.clone(),
-            replica_number: 1,
-            kind_data,
-        });
         self.migrating.insert(resource.clone());
         let dest = vec![Destination::Resource(resource.clone())];
         let purpose = Purpose::Migrate {

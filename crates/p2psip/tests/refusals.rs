@@ -77,6 +77,21 @@ impl Scene {
         std::fs::read_to_string(&self.peer.log).is_ok_and(|l| l.contains(what))
     }
 
+    /// A TLS link with `client` does not stay open; the peer logs the
+    /// refusal with `reason`, admits no link and keeps serving.
+    fn assert_link_refused(&self, client: rustls::ClientConfig, reason: &str) {
+        assert!(try_link(self.peer.listen, client).is_err(), "the link stayed open");
+        wait_for(Duration::from_secs(5), "the refusal to be logged", || {
+            self.log_mentions("refused link from")
+        });
+        assert!(
+            self.log_mentions(reason),
+            "the log says why ({reason}): {}",
+            std::fs::read_to_string(&self.peer.log).unwrap()
+        );
+        self.assert_unlinked_and_serving();
+    }
+
     /// The peer has no link to anyone and still answers.
     fn assert_unlinked_and_serving(&self) {
         let s = status(self.peer.admin).expect("the peer keeps serving");
@@ -129,34 +144,14 @@ fn an_expired_certificate_is_refused_with_the_reason_logged() {
     let now = SystemTime::now();
     let expired = s.certificate((now - 30 * day, now - day));
     let config = client_config(s.rogue.config.trust_store(), Some((expired, &s.rogue)));
-    let refused = try_link(s.peer.listen, config);
-    assert!(refused.is_err(), "a link with an expired certificate stayed open");
-    wait_for(Duration::from_secs(5), "the refusal to be logged", || {
-        s.log_mentions("refused link from")
-    });
-    assert!(
-        s.log_mentions("Expired"),
-        "the log says why: {}",
-        std::fs::read_to_string(&s.peer.log).unwrap()
-    );
-    s.assert_unlinked_and_serving();
+    s.assert_link_refused(config, "Expired");
 }
 
 #[test]
 fn a_client_without_a_certificate_is_refused_with_the_reason_logged() {
     let s = scene("nocert");
     let config = client_config(s.rogue.config.trust_store(), None);
-    let refused = try_link(s.peer.listen, config);
-    assert!(refused.is_err(), "a link without a certificate stayed open");
-    wait_for(Duration::from_secs(5), "the refusal to be logged", || {
-        s.log_mentions("refused link from")
-    });
-    assert!(
-        s.log_mentions("peer sent no certificates"),
-        "the log says why: {}",
-        std::fs::read_to_string(&s.peer.log).unwrap()
-    );
-    s.assert_unlinked_and_serving();
+    s.assert_link_refused(config, "peer sent no certificates");
 }
 
 /// A linked client that frames and signs RELOAD messages by hand.
@@ -302,7 +297,7 @@ fn a_join_under_a_node_id_the_certificate_does_not_carry_is_refused() {
             joining_peer_id: stranger,
             overlay_specific_data: Vec::new(),
         });
-        let peer_id = NodeId::from_slice(&reload_wire::unhex(&status(s.peer.admin).unwrap().node_id).unwrap()).unwrap();
+        let peer_id = NodeId::from_hex(&status(s.peer.admin).unwrap().node_id).unwrap();
         let answer = rogue.ask(Destination::Node(peer_id), &join, None).await;
         assert_error(&answer, ErrorCode::FORBIDDEN, "join refused");
     });

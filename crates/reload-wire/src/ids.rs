@@ -59,6 +59,12 @@ impl NodeId {
     pub fn to_hex(&self) -> String {
         hex(self.as_bytes())
     }
+
+    /// The inverse of [`to_hex`](Self::to_hex); `None` for anything that is
+    /// not 16 to 20 bytes of hex.
+    pub fn from_hex(text: &str) -> Option<NodeId> {
+        NodeId::from_slice(&unhex(text)?).ok()
+    }
 }
 
 impl fmt::Debug for NodeId {
