@@ -1,6 +1,7 @@
 //! The operations API of a peer: plain HTTP on `--admin ADDR` (meant for
 //! loopback or a management network). `GET /status` returns the peer's
-//! state as JSON; `GET /metrics` the same counters as Prometheus text;
+//! state as JSON; `GET /metrics` what it does as OpenMetrics text (see
+//! [`crate::metrics`]);
 //! `GET /ring` walks the whole overlay; `GET /certificate/NODE_ID` fetches
 //! a peer's certificate from the overlay.
 
@@ -10,7 +11,6 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use std::fmt::Write;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
@@ -133,69 +133,19 @@ async fn probe(engine: &mpsc::Sender<Input>, resource: reload_wire::ResourceId) 
     rx.await.map_err(|_| "the peer is stopping".to_string())?
 }
 
+/// `GET /metrics`: OpenMetrics text, which Prometheus scrapes.
 async fn metrics(State(engine): State<mpsc::Sender<Input>>) -> Response {
-    let Some(s) = ask(&engine).await else {
-        return (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response();
-    };
-    let mut out = String::new();
-    let mut gauge = |name: &str, help: &str, kind: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
-    };
-    gauge(
-        "p2psip_joined",
-        "1 while the peer is part of the overlay",
-        "gauge",
-        s.joined as u64,
-    );
-    gauge(
-        "p2psip_uptime_seconds",
-        "Seconds since the peer started",
-        "gauge",
-        s.uptime_s,
-    );
-    gauge("p2psip_links", "Open overlay links", "gauge", s.links.len() as u64);
-    gauge(
-        "p2psip_fingers",
-        "Finger table entries",
-        "gauge",
-        s.fingers.len() as u64,
-    );
-    gauge(
-        "p2psip_messages_sent_total",
-        "RELOAD messages sent",
-        "counter",
-        s.messages_sent,
-    );
-    gauge(
-        "p2psip_messages_forwarded_total",
-        "RELOAD messages forwarded for others",
-        "counter",
-        s.messages_forwarded,
-    );
-    gauge(
-        "p2psip_messages_delivered_total",
-        "RELOAD messages delivered to this peer",
-        "counter",
-        s.messages_delivered,
-    );
-    gauge(
-        "p2psip_malformed_total",
-        "Undecodable messages received",
-        "counter",
-        s.malformed,
-    );
-    gauge(
-        "p2psip_errors_sent_total",
-        "RELOAD Error answers sent",
-        "counter",
-        s.errors_sent,
-    );
-    let _ = writeln!(
-        out,
-        "# HELP p2psip_stored_items Stored values by Kind\n# TYPE p2psip_stored_items gauge"
-    );
-    for (kind, n) in &s.stored {
-        let _ = writeln!(out, "p2psip_stored_items{{kind=\"{kind}\"}} {n}");
+    let (tx, rx) = oneshot::channel();
+    let asked = engine.send(Input::Admin(AdminRequest::Metrics(tx))).await.is_ok();
+    match rx.await {
+        Ok(text) if asked => (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            text,
+        )
+            .into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }

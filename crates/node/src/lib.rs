@@ -7,6 +7,7 @@ pub mod config_doc;
 pub mod enrollment;
 pub mod identity;
 pub mod link;
+pub mod metrics;
 pub mod node_dir;
 pub mod overlay_dir;
 pub mod peer;

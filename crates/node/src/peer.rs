@@ -13,6 +13,7 @@
 
 use crate::identity::CertSecurity;
 use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
+use crate::metrics::{Gauges, Metrics};
 use crate::node_dir::{NodeDir, NodeDirError};
 use crate::pki::cert_info;
 use overlay::{Action, ChordReload, Event, OverlayNode, RequestFailure, RequestId};
@@ -169,6 +170,8 @@ pub enum AdminRequest {
     Certificate(NodeId, oneshot::Sender<Result<FetchedCertificate, String>>),
     /// Probe the peer responsible for a Resource-ID.
     Probe(ResourceId, oneshot::Sender<Result<ProbedPeer, String>>),
+    /// The metrics as OpenMetrics text.
+    Metrics(oneshot::Sender<String>),
 }
 
 /// An admin request waiting for the overlay to answer.
@@ -196,6 +199,8 @@ pub(crate) enum Input {
         why: String,
     },
     Admin(AdminRequest),
+    /// A peer that dialled us was refused or never finished its handshake.
+    InboundLinkFailed,
 }
 
 impl From<LinkEvent> for Input {
@@ -241,7 +246,7 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
     })?;
     let seed = u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()) ^ now_ms();
     let topology = ChordReload::new(me, config.chord.clone(), config.node_id_length, seed);
-    let engine = OverlayNode::new(
+    let mut engine = OverlayNode::new(
         Arc::new(config),
         ctx.clone(),
         IpAddressPort::Ip(listen),
@@ -250,6 +255,7 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         seed,
         now_ms(),
     );
+    engine.observe(true);
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
     tokio::spawn(accept_loop(listener, tls.clone(), ctx.clone(), me, input_tx.clone()));
     if let Some(admin) = opts.admin {
@@ -294,6 +300,7 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         pending: HashMap::new(),
         certificate_store: None,
         next_certificate_store: None,
+        metrics: Metrics::new(),
     };
     driver.start();
     driver.run(input_rx, shutdown).await;
@@ -318,6 +325,7 @@ struct Driver {
     pending: HashMap<RequestId, AdminPending>,
     certificate_store: Option<RequestId>,
     next_certificate_store: Option<Instant>,
+    metrics: Metrics,
 }
 
 impl Driver {
@@ -401,6 +409,9 @@ impl Driver {
 
     /// Carries out the engine's actions; true once a leave finished.
     fn drain_actions(&mut self) -> bool {
+        while let Some(o) = self.engine.poll_observation() {
+            self.metrics.observe(o);
+        }
         let mut left = false;
         while let Some(action) = self.engine.poll_action() {
             match action {
@@ -526,8 +537,10 @@ impl Driver {
                 );
                 self.engine.link_up(now, peer);
             }
+            Input::InboundLinkFailed => self.metrics.link_failed(true),
             Input::ConnectFailed { expected, address, why } => {
                 tracing::info!("cannot link to {address}: {why}");
+                self.metrics.link_failed(false);
                 self.engine.link_failed(now, expected);
                 if expected.is_none() && !self.engine.is_joined() {
                     self.bootstrap_failures += 1;
@@ -546,6 +559,9 @@ impl Driver {
             }
             Input::Admin(AdminRequest::Status(reply)) => {
                 let _ = reply.send(self.status());
+            }
+            Input::Admin(AdminRequest::Metrics(reply)) => {
+                let _ = reply.send(self.render_metrics());
             }
             Input::Admin(AdminRequest::Certificate(node, reply)) => {
                 let req = FetchReq {
@@ -682,11 +698,10 @@ impl Driver {
         }
     }
 
-    fn status(&self) -> Status {
-        let chord = self.engine.topology();
+    /// Stored values by Kind name.
+    fn stored_by_kind(&self) -> Vec<(String, usize)> {
         let kinds = &self.dir.config.kinds;
-        let stored = self
-            .engine
+        self.engine
             .storage()
             .count_by_kind()
             .into_iter()
@@ -698,7 +713,27 @@ impl Driver {
                     .unwrap_or_else(|| format!("kind-{k}"));
                 (name, n)
             })
-            .collect();
+            .collect()
+    }
+
+    fn render_metrics(&self) -> String {
+        let chord = self.engine.topology();
+        let stored = self.stored_by_kind();
+        let gauges = Gauges {
+            joined: self.engine.is_joined(),
+            uptime_s: now_ms().saturating_sub(self.started) / 1000,
+            links: self.links.len(),
+            successors: chord.successors().len(),
+            predecessors: chord.predecessors().len(),
+            fingers: chord.fingers().len(),
+            stored: &stored,
+        };
+        self.metrics.render(self.engine.stats(), gauges)
+    }
+
+    fn status(&self) -> Status {
+        let chord = self.engine.topology();
+        let stored = self.stored_by_kind().into_iter().collect();
         let stats = self.engine.stats();
         Status {
             node_id: self.me.to_hex(),
@@ -767,14 +802,24 @@ async fn accept_loop(
         next += 1;
         let (tls, tx, ctx) = (tls.clone(), tx.clone(), ctx.clone());
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return tracing::warn!("refused link from {remote}: {e}"),
-                Err(_) => return tracing::info!("link from {remote}: handshake timed out"),
+            let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+                    match ids.first() {
+                        Some(peer) => Ok((stream, *peer)),
+                        None => Err("no Node-ID in its certificate".to_string()),
+                    }
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("handshake timed out".to_string()),
             };
-            let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
-            let Some(peer) = ids.first().copied() else {
-                return tracing::warn!("refused link from {remote}: no Node-ID in its certificate");
+            let (stream, peer) = match accepted {
+                Ok(linked) => linked,
+                Err(why) => {
+                    tracing::warn!("refused link from {remote}: {why}");
+                    let _ = tx.send(Input::InboundLinkFailed).await;
+                    return;
+                }
             };
             if peer == me {
                 return;

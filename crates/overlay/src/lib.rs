@@ -22,7 +22,7 @@ pub mod storage;
 pub mod topology;
 
 pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig};
-pub use node::{Action, Event, NodeStats, OverlayNode, RequestId};
+pub use node::{Action, CompletedResult, Event, NodeStats, Observation, OverlayNode, RequestId};
 pub use security::{Credential, Security, SecurityError, SimulatedSecurity};
 pub use topology::chord::ChordReload;
 pub use topology::{Answer, Holding, RequestFailure, Topology, TopologyCommand};

@@ -80,6 +80,51 @@ pub enum Event {
     ConfigUpdate(ConfigUpdateReq),
 }
 
+/// One thing the engine did, for a driver's metrics (`/metrics`). The
+/// engine records them only after [`OverlayNode::observe`] turned them on,
+/// so the simulator, which reads [`NodeStats`], pays nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Observation {
+    /// A message addressed to this node arrived and was decoded.
+    Received { code: MessageCode },
+    /// This node forwarded a message for others (§6.1.2).
+    Forwarded { code: MessageCode },
+    /// This node answered a request: `error` is `None` for a success.
+    Answered {
+        request: MessageCode,
+        error: Option<ErrorCode>,
+    },
+    /// A request this node originated finished after `latency_ms`.
+    Completed {
+        request: MessageCode,
+        result: CompletedResult,
+        latency_ms: u64,
+    },
+}
+
+/// How a request this node originated ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CompletedResult {
+    Success,
+    /// The responder sent an Error answer.
+    Error(ErrorCode),
+    /// No answer after every retransmission (§6.2.1).
+    Timeout,
+    /// It could not be sent at all.
+    NoRoute,
+}
+
+impl CompletedResult {
+    fn of(outcome: &Result<Body, RequestFailure>) -> Self {
+        match outcome {
+            Ok(_) => CompletedResult::Success,
+            Err(RequestFailure::Error(e)) => CompletedResult::Error(e.error_code),
+            Err(RequestFailure::Timeout) => CompletedResult::Timeout,
+            Err(RequestFailure::NoRoute) => CompletedResult::NoRoute,
+        }
+    }
+}
+
 /// Counters of what the node did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NodeStats {
@@ -122,6 +167,7 @@ impl Purpose {
 #[derive(Debug)]
 struct Outstanding {
     bytes: Vec<u8>,
+    method: MessageCode,
     purpose: Purpose,
     transmissions: u8,
     deadline: u64,
@@ -183,6 +229,7 @@ pub struct OverlayNode<T: Topology, S: Security> {
     actions: VecDeque<Action>,
     commands: Vec<TopologyCommand>,
     stats: NodeStats,
+    observations: Option<VecDeque<Observation>>,
 }
 
 /// §7.1 signature input; array indexes are zeroed (§7.4.2.2) so an
@@ -317,6 +364,23 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             actions: VecDeque::new(),
             commands: Vec::new(),
             stats: NodeStats::default(),
+            observations: None,
+        }
+    }
+
+    /// Turns recording of [`Observation`]s on or off.
+    pub fn observe(&mut self, on: bool) {
+        self.observations = on.then(VecDeque::new);
+    }
+
+    /// The next recorded [`Observation`], oldest first.
+    pub fn poll_observation(&mut self) -> Option<Observation> {
+        self.observations.as_mut()?.pop_front()
+    }
+
+    fn record(&mut self, observation: impl FnOnce() -> Observation) {
+        if let Some(q) = &mut self.observations {
+            q.push_back(observation());
         }
     }
 
@@ -606,7 +670,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let code = peek_code(payload);
         if header.ttl > self.config.initial_ttl {
             if code.is_request() {
-                self.send_error(now, link, &header, ErrorCode::TTL_EXCEEDED, "TTL above initial-ttl");
+                self.send_error(
+                    now,
+                    link,
+                    &header,
+                    code,
+                    ErrorCode::TTL_EXCEEDED,
+                    "TTL above initial-ttl",
+                );
             }
             return;
         }
@@ -679,19 +750,27 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             // §13.6.5: a Destination List with duplicates is a loop attempt.
             let d = &header.destination_list;
             if code.is_request() && (1..d.len()).any(|i| d[..i].contains(&d[i])) {
-                self.send_error(now, link, &header, ErrorCode::INVALID_MESSAGE, "duplicate destination");
+                self.send_error(
+                    now,
+                    link,
+                    &header,
+                    code,
+                    ErrorCode::INVALID_MESSAGE,
+                    "duplicate destination",
+                );
                 return;
             }
             // §6.3.2: TTL 0 and not for us.
             if header.ttl == 0 {
                 if code.is_request() {
-                    self.send_error(now, link, &header, ErrorCode::TTL_EXCEEDED, "TTL exceeded");
+                    self.send_error(now, link, &header, code, ErrorCode::TTL_EXCEEDED, "TTL exceeded");
                 }
                 return;
             }
             header.ttl -= 1;
             header.via_list.push(Destination::Node(from));
             self.stats.forwarded += 1;
+            self.record(|| Observation::Forwarded { code });
         } else if let Some(bytes) = unchanged {
             return self.transmit(next, bytes.to_vec(), maintenance);
         }
@@ -725,7 +804,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let Ok((contents, security_block)) = parsed else {
             self.stats.malformed += 1;
             if code.is_request() {
-                self.send_error(now, link, &header, ErrorCode::INVALID_MESSAGE, "undecodable message");
+                self.send_error(
+                    now,
+                    link,
+                    &header,
+                    code,
+                    ErrorCode::INVALID_MESSAGE,
+                    "undecodable message",
+                );
             }
             return;
         };
@@ -748,7 +834,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             Ok(c) => c,
             Err(_) => {
                 if contents.message_code.is_request() {
-                    self.send_error(now, link, &header, ErrorCode::FORBIDDEN, "bad message signature");
+                    self.send_error(
+                        now,
+                        link,
+                        &header,
+                        contents.message_code,
+                        ErrorCode::FORBIDDEN,
+                        "bad message signature",
+                    );
                 }
                 return;
             }
@@ -760,6 +853,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return;
         };
         self.stats.delivered += 1;
+        let code = contents.message_code;
+        self.record(|| Observation::Received { code });
         if contents.message_code.is_request() {
             self.handle_request(now, link, &header, contents, sender, &credential);
         } else {
@@ -797,6 +892,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 e.to_string().into_bytes(),
             )),
         };
+        let request = contents.message_code;
         let body = match answer {
             Ok(b) => b,
             Err(e) => {
@@ -804,6 +900,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 Body::Error(e)
             }
         };
+        let error = match &body {
+            Body::Error(e) => Some(e.error_code),
+            _ => None,
+        };
+        self.record(|| Observation::Answered { request, error });
         let Ok(contents) = MessageContents::from_body(&body) else {
             return;
         };
@@ -1046,6 +1147,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     }
 
     fn complete(&mut self, now: u64, out: Outstanding, outcome: Result<Body, RequestFailure>, from: NodeId, hops: u32) {
+        self.record(|| Observation::Completed {
+            request: out.method,
+            result: CompletedResult::of(&outcome),
+            latency_ms: now.saturating_sub(out.started),
+        });
         match out.purpose {
             Purpose::App(request) => self.actions.push_back(Action::Event(Event::Done {
                 request,
@@ -1165,13 +1271,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// retransmission.
     fn originate(&mut self, now: u64, destination: Vec<Destination>, body: &Body, purpose: Purpose) {
         let tid: u64 = self.rng.random();
+        let method = body.message_code();
         let Ok(contents) = MessageContents::from_body(body) else {
-            return self.fail_now(now, purpose);
+            return self.fail_now(now, method, purpose);
         };
         let mut header = ForwardingHeader::new(self.overlay, tid, destination);
         header.ttl = self.config.initial_ttl;
         let Some(bytes) = self.encode_message(&header, &contents, &data_signers(body)) else {
-            return self.fail_now(now, purpose);
+            return self.fail_now(now, method, purpose);
         };
         let deadline = now + self.config.reliability_timer_ms;
         let maintenance = purpose.maintenance();
@@ -1179,6 +1286,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             tid,
             Outstanding {
                 bytes: bytes.clone(),
+                method,
                 purpose,
                 transmissions: 1,
                 deadline,
@@ -1198,9 +1306,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
-    fn fail_now(&mut self, now: u64, purpose: Purpose) {
+    fn fail_now(&mut self, now: u64, method: MessageCode, purpose: Purpose) {
         let out = Outstanding {
             bytes: Vec::new(),
+            method,
             purpose,
             transmissions: 0,
             deadline: now,
@@ -1240,11 +1349,25 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
-    fn send_error(&mut self, now: u64, link: Option<NodeId>, request: &ForwardingHeader, code: ErrorCode, why: &str) {
+    /// An Error answer to a request this node did not process: it could
+    /// not be routed, decoded or verified.
+    fn send_error(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        header: &ForwardingHeader,
+        request: MessageCode,
+        code: ErrorCode,
+        why: &str,
+    ) {
         self.stats.errors_sent += 1;
+        self.record(|| Observation::Answered {
+            request,
+            error: Some(code),
+        });
         let body = Body::Error(ErrorResponse::new(code, why.as_bytes().to_vec()));
         if let Ok(contents) = MessageContents::from_body(&body) {
-            self.send_answer(now, link, request, contents, &[], true);
+            self.send_answer(now, link, header, contents, &[], true);
         }
     }
 

@@ -534,3 +534,89 @@ fn a_graceful_leave_hands_data_over_and_the_ring_closes() {
         assert_eq!(holders, 3, "value of user {i}");
     }
 }
+
+fn observations(node: &mut Node) -> Vec<Observation> {
+    std::iter::from_fn(|| node.poll_observation()).collect()
+}
+
+/// What `/metrics` counts: off by default (the simulator pays nothing);
+/// once on, the origin sees its request complete with the responder's
+/// verdict, the responder sees the request and its own answer, and a
+/// refused Store is one error on both sides.
+#[test]
+fn observations_record_requests_answers_and_refusals_once_turned_on() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let req = net.store_own(1, b"unobserved");
+    assert!(net.done(1, req).0.is_ok());
+    assert!(net.nodes.iter_mut().all(|n| n.poll_observation().is_none()));
+
+    for n in &mut net.nodes {
+        n.observe(true);
+    }
+    let rid = net.nodes[1].resource_id(net.users[1].as_bytes());
+    let responsible = (0..6)
+        .find(|i| net.nodes[*i].topology().is_responsible(rid.as_bytes()))
+        .unwrap();
+    let stranger = (0..6).find(|i| *i != responsible && *i != 1).unwrap();
+    // USER-MATCH: only user 1 may store under user 1's Resource-ID.
+    for (origin, verdict) in [(1, None), (stranger, Some(ErrorCode::FORBIDDEN))] {
+        let v = StoredDataValue::SingleValue(DataValue {
+            exists: true,
+            value: format!("from {origin}").into_bytes(),
+        });
+        let req = net.nodes[origin].store(net.now, rid.clone(), KIND, vec![v], 60);
+        net.pump();
+        assert_eq!(net.done(origin, req).0.is_err(), verdict.is_some());
+
+        let seen = observations(&mut net.nodes[origin]);
+        let completed: Vec<CompletedResult> = seen
+            .iter()
+            .filter_map(|o| match o {
+                Observation::Completed {
+                    request: MessageCode::STORE_REQ,
+                    result,
+                    ..
+                } => Some(*result),
+                _ => None,
+            })
+            .collect();
+        let want = verdict.map_or(CompletedResult::Success, CompletedResult::Error);
+        assert_eq!(completed, vec![want], "origin {origin}");
+        let answer = if verdict.is_some() {
+            MessageCode::ERROR
+        } else {
+            MessageCode::STORE_ANS
+        };
+        assert!(seen.contains(&Observation::Received { code: answer }));
+
+        let seen = if origin == responsible {
+            seen
+        } else {
+            observations(&mut net.nodes[responsible])
+        };
+        assert!(seen.contains(&Observation::Received {
+            code: MessageCode::STORE_REQ
+        }));
+        let answered: Vec<&Observation> = seen
+            .iter()
+            .filter(|o| {
+                matches!(
+                    o,
+                    Observation::Answered {
+                        request: MessageCode::STORE_REQ,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        let want = Observation::Answered {
+            request: MessageCode::STORE_REQ,
+            error: verdict,
+        };
+        assert_eq!(answered, vec![&want], "origin {origin}");
+        for n in &mut net.nodes {
+            observations(n);
+        }
+    }
+}

@@ -90,6 +90,10 @@ impl Scene {
             std::fs::read_to_string(&self.peer.log).unwrap()
         );
         self.assert_unlinked_and_serving();
+        let failures = "p2psip_link_failures_total{direction=\"inbound\"}";
+        wait_for(Duration::from_secs(5), "/metrics to count the refused link", || {
+            metric(self.peer.admin, failures) == 1.0
+        });
     }
 
     /// The peer has no link to anyone and still answers.
@@ -354,4 +358,17 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
     });
     let fetched: Option<node::peer::FetchedCertificate> = get(s.peer.admin, &certificate_of_rogue);
     assert!(fetched.is_some(), "the properly signed Store was not kept");
+
+    // /metrics saw the four refusals and two accepted Stores (the peer's
+    // own certificate and the rogue's), and the two certificate lookups.
+    let answered = |result: &str| {
+        metric(
+            s.peer.admin,
+            &format!("p2psip_requests_answered_total{{method=\"store\",result=\"{result}\"}}"),
+        )
+    };
+    assert_eq!(answered("Error_Forbidden"), 4.0);
+    assert_eq!(answered("ok"), 2.0);
+    let lookups = metric(s.peer.admin, "p2psip_request_duration_seconds_count{method=\"fetch\"}");
+    assert_eq!(lookups, 2.0);
 }

@@ -195,14 +195,30 @@ pub fn wait_for(limit: Duration, what: &str, mut ok: impl FnMut() -> bool) -> Du
     panic!("timed out after {limit:?} waiting for {what}");
 }
 
-pub fn get<T: serde::de::DeserializeOwned>(admin: SocketAddr, path: &str) -> Option<T> {
+/// The body of `GET path` from an admin API.
+pub fn get_text(admin: SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)).ok()?;
     tcp.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
     write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     tcp.read_to_string(&mut raw).ok()?;
-    serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()
+    Some(raw.split_once("\r\n\r\n")?.1.to_string())
+}
+
+pub fn get<T: serde::de::DeserializeOwned>(admin: SocketAddr, path: &str) -> Option<T> {
+    serde_json::from_str(&get_text(admin, path)?).ok()
+}
+
+/// The value of one sample in a peer's `/metrics`, e.g.
+/// `p2psip_links` or `p2psip_requests_total{method="fetch",result="ok"}`;
+/// 0 when the series does not exist yet.
+pub fn metric(admin: SocketAddr, series: &str) -> f64 {
+    let text = get_text(admin, "/metrics").expect("the peer serves /metrics");
+    assert!(text.trim_end().ends_with("# EOF"), "a whole OpenMetrics text: {text}");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }
 
 pub fn status(admin: SocketAddr) -> Option<Status> {
