@@ -142,6 +142,8 @@ pub struct InitOptions {
     pub users: Vec<(String, String)>,
     pub enrollment_url: String,
     pub bootstrap: Vec<SocketAddr>,
+    /// The multicast group and port for LAN bootstrap (our extension).
+    pub multicast_bootstrap: Option<SocketAddr>,
     /// DNS names and IP addresses the enrollment server's certificate names.
     pub server_hosts: Vec<String>,
 }
@@ -191,6 +193,7 @@ impl OverlayDir {
         config.root_certs = vec![ca.cert_der.clone()];
         config.enrollment_servers = vec![opts.enrollment_url.clone()];
         config.bootstrap_nodes = opts.bootstrap.clone();
+        config.multicast_bootstrap = opts.multicast_bootstrap;
         config.configuration_signers = vec![signer_id];
         config.kind_signers = vec![signer_id];
         let signer = CertSecurity::new(

@@ -35,6 +35,12 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long a graceful leave may take before the process exits anyway.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Discovery rounds spent waiting for a smaller peer to start the overlay
+/// before starting it anyway.
+const MAX_ROUNDS_WAITED: u32 = 5;
+/// The most announced peer addresses kept (a bound on memory a flood of
+/// Attaches could take).
+const ANNOUNCED_LIMIT: usize = 1024;
 /// Pause between bootstrap rounds while nobody answers.
 const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
 
@@ -44,6 +50,8 @@ pub enum PeerError {
     NodeDir(#[from] NodeDirError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot use the multicast-bootstrap group {addr}: {source}")]
+    Multicast { addr: SocketAddr, source: std::io::Error },
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     #[error("the configuration's message limits are unusable: {0}")]
@@ -192,6 +200,9 @@ pub(crate) enum Input {
         link: u64,
         tx: mpsc::Sender<Vec<u8>>,
         initiator: NodeId,
+        /// The address this end dialled (the peer's listen address);
+        /// `None` for a link the peer dialled.
+        dialled: Option<SocketAddr>,
     },
     ConnectFailed {
         expected: Option<NodeId>,
@@ -201,6 +212,8 @@ pub(crate) enum Input {
     Admin(AdminRequest),
     /// A peer that dialled us was refused or never finished its handshake.
     InboundLinkFailed,
+    /// A multicast bootstrap datagram and where it came from.
+    Discovery(crate::discovery::Datagram, SocketAddr),
 }
 
 impl From<LinkEvent> for Input {
@@ -213,6 +226,7 @@ struct LinkHandle {
     id: u64,
     tx: mpsc::Sender<Vec<u8>>,
     initiator: NodeId,
+    dialled: Option<SocketAddr>,
 }
 
 fn now_ms() -> u64 {
@@ -282,7 +296,30 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
             bootstraps.push(*a);
         }
     }
-    let may_start_alone = bootstraps.is_empty() || dir.config.bootstrap_nodes.contains(&listen);
+    let configured = opts
+        .bootstrap
+        .iter()
+        .chain(&dir.config.bootstrap_nodes)
+        .any(|a| *a != listen);
+    let multicast = match dir.config.multicast_bootstrap {
+        Some(group) => {
+            let sockets = crate::discovery::open(group, listen.ip())
+                .map_err(|source| PeerError::Multicast { addr: group, source })?;
+            let sockets = Arc::new(sockets);
+            tokio::spawn(discovery_listener(sockets.clone(), true, input_tx.clone()));
+            tokio::spawn(discovery_listener(sockets.clone(), false, input_tx.clone()));
+            tracing::info!("multicast bootstrap on {group}");
+            Some(sockets)
+        }
+        None => None,
+    };
+    // Rather than split the overlay, a peer that knows where it is keeps
+    // trying; see `Driver::start`.
+    let may_start_alone = if multicast.is_some() {
+        !configured || dir.config.bootstrap_nodes.contains(&listen)
+    } else {
+        bootstraps.is_empty() || dir.config.bootstrap_nodes.contains(&listen)
+    };
     let mut driver = Driver {
         engine,
         me,
@@ -294,8 +331,14 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         listen,
         dir,
         bootstraps,
+        attempt: 0,
         bootstrap_failures: 0,
         may_start_alone,
+        retry_bootstrap: None,
+        multicast,
+        round: None,
+        rounds_waited: 0,
+        announced: HashMap::new(),
         started: now_ms(),
         pending: HashMap::new(),
         certificate_store: None,
@@ -317,9 +360,19 @@ struct Driver {
     input_tx: mpsc::Sender<Input>,
     listen: SocketAddr,
     dir: NodeDir,
+    /// `--bootstrap`, the configuration's bootstrap nodes, cached peers.
     bootstraps: Vec<SocketAddr>,
+    /// Addresses the current join attempt tries.
+    attempt: usize,
     bootstrap_failures: usize,
     may_start_alone: bool,
+    retry_bootstrap: Option<Instant>,
+    multicast: Option<Arc<crate::discovery::Sockets>>,
+    /// The multicast discovery round under way, and when it ends.
+    round: Option<(crate::discovery::Round, Instant)>,
+    rounds_waited: u32,
+    /// Where peers that sent us an Attach take links, for the peer cache.
+    announced: HashMap<NodeId, SocketAddr>,
     started: u64,
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
@@ -329,28 +382,116 @@ struct Driver {
 }
 
 impl Driver {
+    /// §11.4 bootstrap: the known addresses first, then multicast on the
+    /// LAN; with nobody to reach, a new overlay if this peer may start
+    /// one (it knows of no other place the overlay lives, or it is a
+    /// configured bootstrap node itself), else another try in 5 s.
     fn start(&mut self) {
-        if self.bootstraps.is_empty() {
+        if !self.bootstraps.is_empty() {
+            self.join_through(self.bootstraps.clone());
+        } else if self.multicast.is_some() {
+            self.begin_round();
+        } else {
             tracing::info!("no bootstrap peer known: starting a new overlay");
             self.engine.start_alone(now_ms());
+        }
+    }
+
+    fn join_through(&mut self, addrs: Vec<SocketAddr>) {
+        tracing::info!(
+            "joining through {}",
+            addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+        );
+        self.attempt = addrs.len();
+        self.bootstrap_failures = 0;
+        let addrs = addrs.into_iter().map(IpAddressPort::Ip).collect();
+        self.engine.join(now_ms(), addrs);
+    }
+
+    /// Nobody answered the last attempt.
+    fn bootstrap_failed(&mut self) {
+        if self.multicast.is_some() && self.round.is_none() {
+            self.begin_round();
+        } else if self.may_start_alone {
+            tracing::info!("no bootstrap peer answered: starting a new overlay");
+            self.engine.start_alone(now_ms());
         } else {
-            tracing::info!(
-                "joining through {}",
-                self.bootstraps
-                    .iter()
-                    .map(|a| a.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let addrs = self.bootstraps.iter().map(|a| IpAddressPort::Ip(*a)).collect();
-            self.engine.join(now_ms(), addrs);
+            tracing::warn!("no bootstrap peer answered; retrying in {BOOTSTRAP_RETRY:?}");
+            self.retry_bootstrap = Some(Instant::now() + BOOTSTRAP_RETRY);
+        }
+    }
+
+    /// Asks the multicast group who is in the overlay.
+    fn begin_round(&mut self) {
+        let Some(sockets) = &self.multicast else {
+            return;
+        };
+        let round = crate::discovery::Round::new(&self.dir.config.instance_name, self.me);
+        let discover = round.discover(self.listen.port()).encode();
+        let (sockets, group) = (sockets.clone(), sockets.group_addr);
+        // UDP may lose one; a second copy halfway through the round.
+        tokio::spawn(async move {
+            for _ in 0..2 {
+                if let Err(e) = sockets.unicast.send_to(&discover, group).await {
+                    tracing::warn!("cannot send to the multicast group {group}: {e}");
+                }
+                tokio::time::sleep(Duration::from_millis(crate::discovery::ROUND_MS / 3)).await;
+            }
+        });
+        tracing::debug!("asking {group} who is in the overlay");
+        let ends = Instant::now() + Duration::from_millis(crate::discovery::ROUND_MS);
+        self.round = Some((round, ends));
+    }
+
+    fn end_round(&mut self) {
+        use crate::discovery::RoundOutcome;
+        let Some((round, _)) = self.round.take() else {
+            return;
+        };
+        match round.outcome() {
+            RoundOutcome::Join(addrs) => self.join_through(addrs),
+            RoundOutcome::Wait if self.rounds_waited < MAX_ROUNDS_WAITED => {
+                self.rounds_waited += 1;
+                tracing::info!("a peer with a smaller Node-ID is starting the overlay; asking again");
+                self.begin_round();
+            }
+            // A smaller peer that never starts the overlay (it keeps
+            // trying bootstrap nodes of its own) does not hold us back
+            // for ever.
+            RoundOutcome::Wait | RoundOutcome::StartAlone => {
+                self.rounds_waited = 0;
+                if self.may_start_alone {
+                    tracing::info!("nobody on the LAN is in the overlay: starting it");
+                    self.engine.start_alone(now_ms());
+                } else {
+                    tracing::warn!("nobody on the LAN answered either; retrying in {BOOTSTRAP_RETRY:?}");
+                    self.retry_bootstrap = Some(Instant::now() + BOOTSTRAP_RETRY);
+                }
+            }
+        }
+    }
+
+    /// A discovery datagram from `from`.
+    fn on_discovery(&mut self, datagram: crate::discovery::Datagram, from: SocketAddr) {
+        if let Some((round, _)) = &mut self.round {
+            round.heard(&datagram, from);
+        }
+        if !self.engine.is_joined() {
+            return;
+        }
+        let overlay = &self.dir.config.instance_name;
+        if let (Some(here), Some(sockets)) = (
+            crate::discovery::answer(overlay, self.me, self.listen.port(), &datagram),
+            &self.multicast,
+        ) {
+            let sockets = sockets.clone();
+            tokio::spawn(async move { sockets.unicast.send_to(&here.encode(), from).await });
         }
     }
 
     async fn run(&mut self, mut inputs: mpsc::Receiver<Input>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         let mut leave_deadline: Option<Instant> = None;
-        let mut retry_bootstrap: Option<Instant> = None;
         let mut next_cache = Instant::now() + Duration::from_secs(30);
         loop {
             if self.drain_actions() {
@@ -364,7 +505,8 @@ impl Driver {
             let wake = [
                 timer,
                 leave_deadline,
-                retry_bootstrap,
+                self.retry_bootstrap,
+                self.round.as_ref().map(|(_, ends)| *ends),
                 Some(next_cache),
                 self.next_certificate_store,
             ]
@@ -373,16 +515,19 @@ impl Driver {
             .min()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             tokio::select! {
-                Some(input) = inputs.recv() => self.on_input(input, &mut retry_bootstrap),
+                Some(input) = inputs.recv() => self.on_input(input),
                 _ = tokio::time::sleep_until(wake.into()) => {
                     let now = Instant::now();
                     if leave_deadline.is_some_and(|d| now >= d) {
                         tracing::warn!("leave did not finish in {LEAVE_TIMEOUT:?}; exiting");
                         return;
                     }
-                    if retry_bootstrap.is_some_and(|d| now >= d) {
-                        retry_bootstrap = None;
+                    if self.retry_bootstrap.is_some_and(|d| now >= d) {
+                        self.retry_bootstrap = None;
                         self.start();
+                    }
+                    if self.round.as_ref().is_some_and(|(_, ends)| now >= *ends) {
+                        self.end_round();
                     }
                     if self.next_certificate_store.is_some_and(|t| now >= t) {
                         self.store_certificate();
@@ -441,6 +586,18 @@ impl Driver {
                     responder,
                     ..
                 }) => self.on_done(request, outcome, hops, responder),
+                Action::Event(Event::PeerAddress {
+                    peer,
+                    address: IpAddressPort::Ip(address),
+                }) if !address.ip().is_unspecified() => {
+                    if self.announced.len() >= ANNOUNCED_LIMIT {
+                        let links = &self.links;
+                        self.announced.retain(|id, _| links.contains_key(id));
+                    }
+                    if self.announced.len() < ANNOUNCED_LIMIT {
+                        self.announced.insert(peer, address);
+                    }
+                }
                 Action::Event(Event::Rejoining) => tracing::warn!("lost the overlay; joining again"),
                 Action::Event(Event::Left) => left = true,
                 Action::Event(_) => {}
@@ -491,7 +648,7 @@ impl Driver {
                 })
             });
             match linked {
-                Ok((stream, their)) => serve_link(stream, link, their, me, ctx, tx).await,
+                Ok((stream, their)) => serve_link(stream, link, their, me, Some(address), ctx, tx).await,
                 Err(why) => {
                     let failed = Input::ConnectFailed {
                         expected: peer,
@@ -504,7 +661,7 @@ impl Driver {
         });
     }
 
-    fn on_input(&mut self, input: Input, retry_bootstrap: &mut Option<Instant>) {
+    fn on_input(&mut self, input: Input) {
         let now = now_ms();
         match input {
             Input::Link(e) => self.on_link_event(e),
@@ -513,6 +670,7 @@ impl Driver {
                 link,
                 tx,
                 initiator,
+                dialled,
             } => {
                 if peer == self.me {
                     return;
@@ -533,11 +691,13 @@ impl Driver {
                         id: link,
                         tx,
                         initiator,
+                        dialled,
                     },
                 );
                 self.engine.link_up(now, peer);
             }
             Input::InboundLinkFailed => self.metrics.link_failed(true),
+            Input::Discovery(datagram, from) => self.on_discovery(datagram, from),
             Input::ConnectFailed { expected, address, why } => {
                 tracing::info!("cannot link to {address}: {why}");
                 self.metrics.link_failed(false);
@@ -545,15 +705,9 @@ impl Driver {
                 if expected.is_none() && !self.engine.is_joined() {
                     self.bootstrap_failures += 1;
                     // The engine tries each bootstrap three times (§11.4).
-                    if self.bootstrap_failures >= self.bootstraps.len() * 3 {
+                    if self.bootstrap_failures >= self.attempt * 3 {
                         self.bootstrap_failures = 0;
-                        if self.may_start_alone {
-                            tracing::info!("no bootstrap peer answered: starting a new overlay");
-                            self.engine.start_alone(now);
-                        } else {
-                            tracing::warn!("no bootstrap peer answered; retrying in {BOOTSTRAP_RETRY:?}");
-                            *retry_bootstrap = Some(Instant::now() + BOOTSTRAP_RETRY);
-                        }
+                        self.bootstrap_failed();
                     }
                 }
             }
@@ -689,12 +843,34 @@ impl Driver {
         }
     }
 
+    /// §11.4: caches up to 10 directly connected peers for the next boot,
+    /// neighbours first, by the address they take links on: the one this
+    /// peer dialled, or the one their Attach named. With none, the old
+    /// cache stays.
     fn cache_peers(&self) {
-        // §11.4: only directly connected peers may be cached; the engine
-        // knows their listen addresses through Attach, the driver does not,
-        // so the cache holds the bootstrap addresses that worked.
-        if self.engine.is_joined() && !self.bootstraps.is_empty() {
-            self.dir.save_peers(&self.bootstraps);
+        if !self.engine.is_joined() {
+            return;
+        }
+        let chord = self.engine.topology();
+        let mut order: Vec<NodeId> = chord
+            .successors()
+            .iter()
+            .chain(chord.predecessors())
+            .copied()
+            .chain(chord.fingers())
+            .collect();
+        order.extend(self.links.keys().copied());
+        let mut peers: Vec<SocketAddr> = Vec::new();
+        for id in order {
+            let link = self.links.get(&id);
+            if let Some(addr) = link.and_then(|l| l.dialled.or_else(|| self.announced.get(&id).copied())) {
+                if !peers.contains(&addr) {
+                    peers.push(addr);
+                }
+            }
+        }
+        if !peers.is_empty() {
+            self.dir.save_peers(&peers);
         }
     }
 
@@ -780,6 +956,31 @@ fn probed_peer(outcome: Result<Body, RequestFailure>, hops: u32, responder: Node
     Ok(peer)
 }
 
+/// Reads multicast bootstrap datagrams from the group socket (`group`) or
+/// the unicast one and hands the well-formed ones to the engine task.
+async fn discovery_listener(sockets: Arc<crate::discovery::Sockets>, group: bool, tx: mpsc::Sender<Input>) {
+    let socket = if group { &sockets.group } else { &sockets.unicast };
+    let mut buf = [0u8; crate::discovery::MAX_DATAGRAM + 1];
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::debug!("multicast bootstrap socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match crate::discovery::Datagram::parse(&buf[..n]) {
+            Ok(d) => {
+                if tx.send(Input::Discovery(d, from)).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::debug!("ignored a datagram from {from} on the bootstrap socket: {e}"),
+        }
+    }
+}
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<LinkTls>,
@@ -824,7 +1025,7 @@ async fn accept_loop(
             if peer == me {
                 return;
             }
-            serve_link(stream, link, peer, peer, ctx, tx).await;
+            serve_link(stream, link, peer, peer, None, ctx, tx).await;
         });
     }
 }
@@ -835,6 +1036,7 @@ async fn serve_link<S>(
     link: u64,
     peer: NodeId,
     initiator: NodeId,
+    dialled: Option<SocketAddr>,
     ctx: Arc<DecodeContext>,
     engine: mpsc::Sender<Input>,
 ) where
@@ -846,6 +1048,7 @@ async fn serve_link<S>(
         link,
         tx: out_tx,
         initiator,
+        dialled,
     };
     if engine.send(up).await.is_ok() {
         run_link(link, peer, stream, ctx, out_rx, engine).await;

@@ -29,6 +29,7 @@ impl Server {
                 users: vec![("alice".into(), "wonderland".into()), ("bob".into(), "builder".into())],
                 enrollment_url: format!("https://127.0.0.1:{}/enroll", addr.port()),
                 bootstrap: vec![],
+                multicast_bootstrap: None,
                 server_hosts: vec!["127.0.0.1".into(), "localhost".into()],
             },
         )

@@ -78,6 +78,9 @@ pub enum Event {
     },
     /// A signed ConfigUpdate arrived (§6.5.4); the daemon checks and applies it.
     ConfigUpdate(ConfigUpdateReq),
+    /// A peer's Attach (§6.5.1) named where it takes links: what a driver
+    /// needs to cache a peer that dialled this one (§11.4).
+    PeerAddress { peer: NodeId, address: IpAddressPort },
 }
 
 /// One thing the engine did, for a driver's metrics (`/metrics`). The
@@ -973,6 +976,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 Ok(Body::ProbeAns(ProbeAns { probe_info }))
             }
             Body::AttachReq(req) => {
+                if let Some(c) = req.candidates.first() {
+                    self.actions.push_back(Action::Event(Event::PeerAddress {
+                        peer: sender,
+                        address: c.addr_port.clone(),
+                    }));
+                }
                 if self.links.contains(&sender) {
                     self.topology
                         .on_link_up(now, sender, false, req.send_update, &mut self.commands);

@@ -133,6 +133,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             users: accounts,
             enrollment_url: format!("{server_url}/enroll"),
             bootstrap: vec![reload[0]],
+            multicast_bootstrap: None,
             server_hosts: vec!["127.0.0.1".into(), "localhost".into()],
         },
     )?;

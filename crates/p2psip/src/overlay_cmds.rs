@@ -26,10 +26,27 @@ pub struct InitArgs {
     /// A bootstrap-node of the configuration; repeat for more.
     #[arg(long = "bootstrap", value_name = "ADDR")]
     bootstrap: Vec<SocketAddr>,
+    /// Multicast group and port peers on the LAN ask "who is in this
+    /// overlay?" when no bootstrap node answers (our extension to
+    /// RFC 6940 §11.4), e.g. 239.255.84.84:6084.
+    #[arg(long, value_name = "GROUP:PORT", value_parser = parse_multicast)]
+    multicast_bootstrap: Option<SocketAddr>,
     /// Host names or addresses the enrollment server's certificate names
     /// (default: the enrollment URL's host, localhost and 127.0.0.1).
     #[arg(long = "host")]
     hosts: Vec<String>,
+}
+
+fn parse_multicast(s: &str) -> Result<SocketAddr, String> {
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not GROUP:PORT, e.g. 239.255.84.84:6084"))?;
+    if !addr.ip().is_multicast() || addr.port() == 0 {
+        return Err(format!(
+            "{s:?} is not a multicast group with a port: use 224.0.0.0/4 or ff00::/8, e.g. 239.255.84.84:6084"
+        ));
+    }
+    Ok(addr)
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -64,6 +81,7 @@ pub fn init(args: InitArgs) -> Result<()> {
             users: args.users.clone(),
             enrollment_url: args.enrollment_url.clone(),
             bootstrap: args.bootstrap.clone(),
+            multicast_bootstrap: args.multicast_bootstrap,
             server_hosts: hosts,
         },
     )?;

@@ -70,6 +70,11 @@ fn bad_input_gets_one_line_and_status_2() {
     assert_one_line_error(&["demo", "--base-port", "65500"], "--base-port 65500 leaves no room");
     assert_one_line_error(&["demo", "--peers", "0"], "--peers");
     assert_one_line_error(&["demo", "--users", "al ice"], "--users");
+    for group in ["10.0.0.1:6084", "239.255.84.84:0", "239.255.84.84"] {
+        let init = ["init", "--dir", "/nonexistent", "--overlay", "o.test"];
+        let args = [&init[..], &["--multicast-bootstrap", group]].concat();
+        assert_one_line_error(&args, "multicast");
+    }
 }
 
 #[test]

@@ -81,6 +81,59 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     certificates_fetchable(&rest, &ids).unwrap_or_else(|e| panic!("after a graceful leave: {e}"));
 }
 
+/// Multicast bootstrap (our extension to §11.4): four peers started at
+/// the same moment, with no bootstrap node anywhere, find each other on the
+/// LAN (here loopback) and form one ring, not four. A peer that left
+/// comes back through the peers it cached (§11.4), not the group.
+#[test]
+fn peers_started_together_find_each_other_by_multicast_and_rejoin_from_their_cache() {
+    let group = format!("239.255.84.84:{}", free_port());
+    let mut overlay = Overlay::create_with("multicast", "multicast.p2psip.test", &["--multicast-bootstrap", &group]);
+    let dirs: Vec<PathBuf> = (0..4).map(|i| overlay.enroll(&format!("node{i}"))).collect();
+    let peers: Vec<Peer> = dirs.iter().map(|d| overlay.start_peer(d, None)).collect();
+    let all: Vec<&Peer> = peers.iter().collect();
+    let took = wait_consistent(&all, Duration::from_secs(30), "4 peers finding each other");
+    eprintln!("4 peers consistent after {took:?}");
+    let started_alone: Vec<usize> = (0..4)
+        .filter(|i| std::fs::read_to_string(&peers[*i].log).unwrap().contains("starting it"))
+        .collect();
+    assert_eq!(started_alone.len(), 1, "exactly one peer started the overlay");
+
+    // SIGTERM the peer that started it, whose links the others dialled: it
+    // caches its linked peers on the way out, by the address their
+    // Attaches named.
+    let l = started_alone[0];
+    let leaver = &peers[l];
+    let pid = overlay.procs.0[leaver.child].id();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let child = &mut overlay.procs.0[leaver.child];
+    wait_for(Duration::from_secs(30), "the leaving peer to exit", || {
+        child.try_wait().unwrap().is_some()
+    });
+    let cached: Vec<SocketAddr> =
+        serde_json::from_str(&std::fs::read_to_string(dirs[l].join("peers.json")).unwrap()).unwrap();
+    let others: Vec<&Peer> = (0..4).filter(|i| *i != l).map(|i| &peers[i]).collect();
+    let addrs: Vec<SocketAddr> = others.iter().map(|p| p.listen).collect();
+    assert!(!cached.is_empty() && cached.len() <= 10, "{cached:?}");
+    assert!(
+        cached.iter().all(|a| addrs.contains(a)),
+        "only peers it was linked to, by the address they take links on: {cached:?} vs {addrs:?}"
+    );
+    std::fs::rename(&leaver.log, dirs[l].join("first-run.log")).unwrap();
+    let back = overlay.start_peer(&dirs[l], None);
+    let all: Vec<&Peer> = others.into_iter().chain([&back]).collect();
+    wait_consistent(&all, Duration::from_secs(30), "the peer coming back");
+    let log = std::fs::read_to_string(&back.log).unwrap();
+    let through = log
+        .lines()
+        .find_map(|l| l.split_once("joining through ").map(|(_, a)| a.to_string()))
+        .unwrap_or_else(|| panic!("no join attempt logged: {log}"));
+    assert!(
+        cached.iter().all(|a| through.contains(&a.to_string())),
+        "rejoined through its cache {cached:?}, logged {through:?}"
+    );
+}
+
 #[test]
 fn a_peer_enrolled_by_another_ca_is_refused() {
     let mut ours = Overlay::create("ours", "same-name.p2psip.test");

@@ -426,7 +426,7 @@ impl Simulation {
                     }
                 }
             }
-            Event::ConfigUpdate(_) => {}
+            Event::ConfigUpdate(_) | Event::PeerAddress { .. } => {}
         }
     }
 

@@ -97,20 +97,29 @@ pub struct Overlay {
 impl Overlay {
     /// `init` plus a running enrollment server.
     pub fn create(tag: &str, name: &str) -> Overlay {
+        Overlay::create_with(tag, name, &[])
+    }
+
+    /// `init` with more arguments, plus a running enrollment server.
+    pub fn create_with(tag: &str, name: &str, init_args: &[&str]) -> Overlay {
         let dir = scratch(tag);
         let port = free_port();
         let overlay_dir = dir.join("overlay");
-        run_ok(&[
+        let user = format!("peer:{PASSWORD}");
+        let url = format!("https://127.0.0.1:{port}/enroll");
+        let mut args = vec![
             "init",
             "--dir",
             overlay_dir.to_str().unwrap(),
             "--overlay",
             name,
             "--user",
-            &format!("peer:{PASSWORD}"),
+            &user,
             "--enrollment-url",
-            &format!("https://127.0.0.1:{port}/enroll"),
-        ]);
+            &url,
+        ];
+        args.extend_from_slice(init_args);
+        run_ok(&args);
         let server = Command::new(BIN)
             .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap(), "--listen"])
             .arg(format!("127.0.0.1:{port}"))
