@@ -16,7 +16,7 @@ use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::metrics::{Gauges, Metrics};
 use crate::node_dir::{NodeDir, NodeDirError};
 use crate::pki::cert_info;
-use overlay::{Action, ChordReload, Event, OverlayNode, RequestFailure, RequestId};
+use overlay::{Action, ChordReload, ClientTopology, Event, OverlayNode, RequestFailure, RequestId, Topology};
 use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
 use reload_wire::{
@@ -52,6 +52,10 @@ pub enum PeerError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("cannot use the multicast-bootstrap group {addr}: {source}")]
     Multicast { addr: SocketAddr, source: std::io::Error },
+    #[error("this overlay's configuration does not permit clients (clients-permitted is false); run without --client")]
+    ClientsNotPermitted,
+    #[error("a client needs a peer to attach to: give --bootstrap ADDR, or use an overlay with bootstrap nodes or multicast bootstrap")]
+    ClientWithoutBootstrap,
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     #[error("the configuration's message limits are unusable: {0}")]
@@ -65,12 +69,18 @@ pub struct PeerOptions {
     pub listen: SocketAddr,
     pub bootstrap: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// Run as a client (§4.2.1): use the overlay through the peer
+    /// responsible for this node's Node-ID, neither routing nor storing.
+    pub client: bool,
 }
 
 /// The peer's state as `GET /status` shows it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct Status {
     pub node_id: String,
+    /// `peer`, or `client` (§4.2.1: uses the overlay, neither routes nor
+    /// stores).
+    pub role: String,
     pub overlay: String,
     pub user: String,
     pub address: String,
@@ -259,7 +269,47 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         source,
     })?;
     let seed = u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()) ^ now_ms();
-    let topology = ChordReload::new(me, config.chord.clone(), config.node_id_length, seed);
+    if opts.client {
+        if !dir.config.clients_permitted {
+            return Err(PeerError::ClientsNotPermitted);
+        }
+        let known = !opts.bootstrap.is_empty()
+            || !dir.config.bootstrap_nodes.is_empty()
+            || !dir.cached_peers().is_empty()
+            || dir.config.multicast_bootstrap.is_some();
+        if !known {
+            return Err(PeerError::ClientWithoutBootstrap);
+        }
+        let topology = ClientTopology::new(me, overlay::topology::chord::hash);
+        drive(
+            opts, dir, tls, ctx, listener, listen, topology, security, config, seed, shutdown,
+        )
+        .await
+    } else {
+        let topology = ChordReload::new(me, config.chord.clone(), config.node_id_length, seed);
+        drive(
+            opts, dir, tls, ctx, listener, listen, topology, security, config, seed, shutdown,
+        )
+        .await
+    }
+}
+
+/// The rest of [`run`], for a peer (Chord-reload) or a client.
+#[allow(clippy::too_many_arguments)]
+async fn drive<T: Topology + Tables>(
+    opts: PeerOptions,
+    dir: NodeDir,
+    tls: Arc<LinkTls>,
+    ctx: Arc<DecodeContext>,
+    listener: TcpListener,
+    listen: SocketAddr,
+    topology: T,
+    security: CertSecurity,
+    config: overlay::OverlayConfig,
+    seed: u64,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PeerError> {
+    let me = security.node_id();
     let mut engine = OverlayNode::new(
         Arc::new(config),
         ctx.clone(),
@@ -280,7 +330,8 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         tracing::info!("admin API on http://{admin}");
     }
     tracing::info!(
-        "peer {} of {} listening on {listen}",
+        "{} {} of {} listening on {listen}",
+        if opts.client { "client" } else { "peer" },
         me.to_hex(),
         dir.config.instance_name
     );
@@ -315,12 +366,15 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
     };
     // Rather than split the overlay, a peer that knows where it is keeps
     // trying; see `Driver::start`.
-    let may_start_alone = if multicast.is_some() {
+    let may_start_alone = if opts.client {
+        false
+    } else if multicast.is_some() {
         !configured || dir.config.bootstrap_nodes.contains(&listen)
     } else {
         bootstraps.is_empty() || dir.config.bootstrap_nodes.contains(&listen)
     };
     let mut driver = Driver {
+        client: opts.client,
         engine,
         me,
         tls,
@@ -350,8 +404,41 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
     Ok(())
 }
 
-struct Driver {
-    engine: OverlayNode<ChordReload, CertSecurity>,
+/// What `/status` shows of a topology's routing tables.
+pub trait Tables {
+    fn successors(&self) -> Vec<NodeId>;
+    fn predecessors(&self) -> Vec<NodeId>;
+    fn fingers(&self) -> Vec<NodeId>;
+}
+
+impl Tables for ChordReload {
+    fn successors(&self) -> Vec<NodeId> {
+        ChordReload::successors(self).to_vec()
+    }
+    fn predecessors(&self) -> Vec<NodeId> {
+        ChordReload::predecessors(self).to_vec()
+    }
+    fn fingers(&self) -> Vec<NodeId> {
+        ChordReload::fingers(self)
+    }
+}
+
+/// A client has no routing tables; its one link shows under `links`.
+impl Tables for ClientTopology {
+    fn successors(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+    fn predecessors(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+    fn fingers(&self) -> Vec<NodeId> {
+        Vec::new()
+    }
+}
+
+struct Driver<T: Topology + Tables> {
+    client: bool,
+    engine: OverlayNode<T, CertSecurity>,
     me: NodeId,
     tls: Arc<LinkTls>,
     ctx: Arc<DecodeContext>,
@@ -381,7 +468,7 @@ struct Driver {
     metrics: Metrics,
 }
 
-impl Driver {
+impl<T: Topology + Tables> Driver<T> {
     /// §11.4 bootstrap: the known addresses first, then multicast on the
     /// LAN; with nobody to reach, a new overlay if this peer may start
     /// one (it knows of no other place the overlay lives, or it is a
@@ -476,7 +563,8 @@ impl Driver {
         if let Some((round, _)) = &mut self.round {
             round.heard(&datagram, from);
         }
-        if !self.engine.is_joined() {
+        // Only peers take links; a client does not answer.
+        if self.client || !self.engine.is_joined() {
             return;
         }
         let overlay = &self.dir.config.instance_name;
@@ -854,9 +942,8 @@ impl Driver {
         let chord = self.engine.topology();
         let mut order: Vec<NodeId> = chord
             .successors()
-            .iter()
+            .into_iter()
             .chain(chord.predecessors())
-            .copied()
             .chain(chord.fingers())
             .collect();
         order.extend(self.links.keys().copied());
@@ -913,6 +1000,7 @@ impl Driver {
         let stats = self.engine.stats();
         Status {
             node_id: self.me.to_hex(),
+            role: if self.client { "client" } else { "peer" }.to_string(),
             overlay: self.dir.config.instance_name.clone(),
             user: self.dir.info.user.clone(),
             address: self.listen.to_string(),

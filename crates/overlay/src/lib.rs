@@ -25,4 +25,5 @@ pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig};
 pub use node::{Action, CompletedResult, Event, NodeStats, Observation, OverlayNode, RequestId};
 pub use security::{Credential, Security, SecurityError, SimulatedSecurity};
 pub use topology::chord::ChordReload;
+pub use topology::client::ClientTopology;
 pub use topology::{Answer, Holding, RequestFailure, Topology, TopologyCommand};

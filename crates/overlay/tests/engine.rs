@@ -12,10 +12,48 @@ const KIND: KindId = 0x4000_0001;
 const T0: u64 = 1_800_000_000_000;
 
 type Node = OverlayNode<ChordReload, SimulatedSecurity>;
+type Client = OverlayNode<ClientTopology, SimulatedSecurity>;
+
+/// What the harness needs of a node, peer or client.
+trait Endpoint {
+    fn id(&self) -> NodeId;
+    fn next_action(&mut self) -> Option<Action>;
+    fn deliver(&mut self, now: u64, from: NodeId, bytes: &[u8]);
+    fn up(&mut self, now: u64, peer: NodeId);
+    fn down(&mut self, now: u64, peer: NodeId);
+    fn timeout(&self) -> Option<u64>;
+    fn tick(&mut self, now: u64);
+}
+
+impl<T: Topology> Endpoint for OverlayNode<T, SimulatedSecurity> {
+    fn id(&self) -> NodeId {
+        self.node_id()
+    }
+    fn next_action(&mut self) -> Option<Action> {
+        self.poll_action()
+    }
+    fn deliver(&mut self, now: u64, from: NodeId, bytes: &[u8]) {
+        self.receive(now, from, bytes)
+    }
+    fn up(&mut self, now: u64, peer: NodeId) {
+        self.link_up(now, peer)
+    }
+    fn down(&mut self, now: u64, peer: NodeId) {
+        self.link_down(now, peer)
+    }
+    fn timeout(&self) -> Option<u64> {
+        self.poll_timeout()
+    }
+    fn tick(&mut self, now: u64) {
+        self.handle_timeout(now)
+    }
+}
 
 struct Net {
     now: u64,
     nodes: Vec<Node>,
+    /// Clients (§4.2.1); in the harness they are numbered after the peers.
+    clients: Vec<Client>,
     users: Vec<String>,
     queue: VecDeque<(usize, NodeId, Vec<u8>)>,
     events: Vec<(usize, Event)>,
@@ -42,61 +80,106 @@ impl Net {
     /// Nodes with the given Node-IDs; the first starts the ring, the others
     /// join through it one after the other.
     fn ring(ids: &[u128]) -> Net {
-        let cfg = config();
-        let ctx = Arc::new(cfg.decode_context().unwrap());
         let mut net = Net {
             now: T0,
             nodes: Vec::new(),
+            clients: Vec::new(),
             users: Vec::new(),
             queue: VecDeque::new(),
             events: Vec::new(),
             sent: Vec::new(),
             drop_to: None,
         };
-        for (i, id) in ids.iter().enumerate() {
-            let id = NodeId::from_u128(*id);
-            let user = format!("user{i}@engine.test.invalid");
-            let topology = ChordReload::new(id, cfg.chord.clone(), 16, i as u64);
-            let security = SimulatedSecurity::new(id, user.clone());
-            net.nodes.push(OverlayNode::new(
-                cfg.clone(),
-                ctx.clone(),
-                addr(i),
-                topology,
-                security,
-                i as u64,
-                T0,
-            ));
-            net.users.push(user);
-        }
-        net.nodes[0].start_alone(net.now);
-        net.pump();
-        for i in 1..ids.len() {
-            net.nodes[i].join(net.now, vec![addr(0)]);
-            net.pump();
-            net.advance(2_000);
-            assert!(net.nodes[i].is_joined(), "node {i} joined");
+        for id in ids {
+            net.add_peer(*id);
         }
         net
     }
 
+    fn user(&mut self, id: NodeId) -> (String, SimulatedSecurity) {
+        let user = format!("user{}@engine.test.invalid", self.users.len());
+        self.users.push(user.clone());
+        (user.clone(), SimulatedSecurity::new(id, user))
+    }
+
+    /// A peer that starts the ring if it is the first, else joins through
+    /// peer 0. (Clients' harness indexes move up by one.)
+    fn add_peer(&mut self, id: u128) -> usize {
+        assert!(self.queue.is_empty());
+        let cfg = config();
+        let ctx = Arc::new(cfg.decode_context().unwrap());
+        let i = self.nodes.len();
+        let id = NodeId::from_u128(id);
+        let (_, security) = self.user(id);
+        let topology = ChordReload::new(id, cfg.chord.clone(), 16, i as u64);
+        let node = OverlayNode::new(cfg, ctx, addr(i), topology, security, i as u64, self.now);
+        self.nodes.push(node);
+        if i == 0 {
+            self.nodes[0].start_alone(self.now);
+            self.pump();
+        } else {
+            self.nodes[i].join(self.now, vec![addr(0)]);
+            self.pump();
+            self.advance(2_000);
+            assert!(self.nodes[i].is_joined(), "node {i} joined");
+        }
+        i
+    }
+
+    /// A client (§4.2.1) that attaches through peer `via`; its index in
+    /// `clients`.
+    fn add_client(&mut self, id: u128, via: usize) -> usize {
+        let cfg = config();
+        let ctx = Arc::new(cfg.decode_context().unwrap());
+        let id = NodeId::from_u128(id);
+        let (_, security) = self.user(id);
+        let topology = ClientTopology::new(id, overlay::topology::chord::hash);
+        // Nobody dials a client; an address no peer has.
+        let address = addr(200 + self.clients.len());
+        let mut client = OverlayNode::new(cfg, ctx, address, topology, security, 99, self.now);
+        client.join(self.now, vec![addr(via)]);
+        self.clients.push(client);
+        self.pump();
+        self.clients.len() - 1
+    }
+
     fn index_of(&self, id: &NodeId) -> Option<usize> {
-        self.nodes.iter().position(|n| n.node_id() == *id)
+        (0..self.endpoints()).find(|i| self.endpoint(*i).id() == *id)
+    }
+
+    fn endpoints(&self) -> usize {
+        self.nodes.len() + self.clients.len()
+    }
+
+    fn endpoint(&self, i: usize) -> &dyn Endpoint {
+        match self.nodes.get(i) {
+            Some(n) => n,
+            None => &self.clients[i - self.nodes.len()],
+        }
+    }
+
+    fn endpoint_mut(&mut self, i: usize) -> &mut dyn Endpoint {
+        let peers = self.nodes.len();
+        match self.nodes.get_mut(i) {
+            Some(n) => n,
+            None => &mut self.clients[i - peers],
+        }
     }
 
     /// Runs every action until the network is quiet.
     fn pump(&mut self) {
         loop {
             let mut progressed = false;
-            for i in 0..self.nodes.len() {
-                while let Some(a) = self.nodes[i].poll_action() {
+            for i in 0..self.endpoints() {
+                while let Some(a) = self.endpoint_mut(i).next_action() {
                     progressed = true;
                     self.act(i, a);
                 }
             }
             if let Some((to, from, bytes)) = self.queue.pop_front() {
                 self.now += 1;
-                self.nodes[to].receive(self.now, from, &bytes);
+                let now = self.now;
+                self.endpoint_mut(to).deliver(now, from, &bytes);
                 progressed = true;
             }
             if !progressed {
@@ -113,20 +196,22 @@ impl Net {
                     return;
                 }
                 if let Some(j) = self.index_of(&to) {
-                    let from = self.nodes[i].node_id();
+                    let from = self.endpoint(i).id();
                     self.queue.push_back((j, from, bytes));
                 }
             }
             Action::Connect { address, .. } => {
-                let j = (0..self.nodes.len()).find(|j| addr(*j) == address).unwrap();
-                let (a, b) = (self.nodes[i].node_id(), self.nodes[j].node_id());
-                self.nodes[j].link_up(self.now, a);
-                self.nodes[i].link_up(self.now, b);
+                let j = (0..self.endpoints()).find(|j| addr(*j) == address).unwrap();
+                let (a, b) = (self.endpoint(i).id(), self.endpoint(j).id());
+                let now = self.now;
+                self.endpoint_mut(j).up(now, a);
+                self.endpoint_mut(i).up(now, b);
             }
             Action::Close { peer } => {
                 if let Some(j) = self.index_of(&peer) {
-                    let me = self.nodes[i].node_id();
-                    self.nodes[j].link_down(self.now, me);
+                    let me = self.endpoint(i).id();
+                    let now = self.now;
+                    self.endpoint_mut(j).down(now, me);
                 }
             }
             Action::Event(e) => self.events.push((i, e)),
@@ -137,13 +222,15 @@ impl Net {
     fn advance(&mut self, ms: u64) {
         let end = self.now + ms;
         loop {
-            let next = self.nodes.iter().filter_map(|n| n.poll_timeout()).min();
+            let next = (0..self.endpoints()).filter_map(|i| self.endpoint(i).timeout()).min();
             match next {
                 Some(t) if t <= end => {
                     self.now = self.now.max(t);
-                    for n in &mut self.nodes {
-                        if n.poll_timeout().is_some_and(|t| t <= self.now) {
-                            n.handle_timeout(self.now);
+                    let now = self.now;
+                    for i in 0..self.endpoints() {
+                        let n = self.endpoint_mut(i);
+                        if n.timeout().is_some_and(|t| t <= now) {
+                            n.tick(now);
                         }
                     }
                     self.pump();
@@ -619,4 +706,86 @@ fn observations_record_requests_answers_and_refusals_once_turned_on() {
             observations(n);
         }
     }
+}
+
+/// §4.2.1, first option: a client Attaches to the peer responsible for its
+/// Node-ID and uses only that link. It stores and fetches like a peer, is
+/// reachable at its Node-ID, never enters anyone's routing table, and
+/// follows the responsibility for its Node-ID to a peer that joins.
+#[test]
+fn a_client_uses_the_overlay_through_its_responsible_peer_and_follows_it() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    // 100 << 120 lies between peers 70 << 120 and 140 << 120 (index 4).
+    let client_id = NodeId::from_u128(100 << 120);
+    let c = net.add_client(100 << 120, 0);
+    net.advance(1_000);
+    let client = &net.clients[c];
+    assert!(client.is_joined());
+    assert_eq!(client.topology().attached_peer(), Some(net.nodes[4].node_id()));
+    assert_eq!(
+        client.links().copied().collect::<Vec<_>>(),
+        vec![net.nodes[4].node_id()]
+    );
+    for n in &net.nodes {
+        assert!(
+            !n.topology().neighbors().contains(&client_id),
+            "a client is no neighbour"
+        );
+        assert!(!n.topology().fingers().contains(&client_id), "a client is no finger");
+    }
+
+    // Store and Fetch through the overlay; the client holds nothing.
+    let user = net.nodes.len() + c;
+    let rid = net.clients[c].resource_id(net.users[user].as_bytes());
+    let v = StoredDataValue::SingleValue(DataValue {
+        exists: true,
+        value: b"from a client".to_vec(),
+    });
+    let req = net.clients[c].store(net.now, rid.clone(), KIND, vec![v], 600);
+    net.pump();
+    let client_index = net.nodes.len() + c;
+    assert!(net.done(client_index, req).0.is_ok());
+    let req = net.clients[c].fetch(
+        net.now,
+        FetchReq {
+            resource: rid.clone(),
+            specifiers: vec![StoredDataSpecifier {
+                kind: KIND,
+                generation: 0,
+                model_specifier: ModelSpecifier::SingleValue,
+            }],
+        },
+    );
+    net.pump();
+    let Ok(Body::FetchAns(ans)) = net.done(client_index, req).0 else {
+        panic!("fetch failed")
+    };
+    assert_eq!(
+        ans.kind_responses[0].values[0].value,
+        StoredDataValue::SingleValue(DataValue {
+            exists: true,
+            value: b"from a client".to_vec(),
+        })
+    );
+    assert_eq!(net.clients[c].storage().resource_count(), 0);
+
+    // Any peer reaches the client at its Node-ID.
+    let ping = |net: &mut Net, from: usize| {
+        let req = net.nodes[from].request(net.now, vec![Destination::Node(client_id)], ping());
+        net.pump();
+        net.advance(10_000);
+        let (outcome, _) = net.done(from, req);
+        outcome
+    };
+    assert!(matches!(ping(&mut net, 1), Ok(Body::PingAns(_))));
+
+    // A peer joins between 100 and 140: it becomes responsible for the
+    // client's Node-ID, and within one re-check the client moves there.
+    let newcomer = net.add_peer(120 << 120);
+    net.advance(overlay::topology::client::RECHECK_MS + 5_000);
+    let c_now = &net.clients[c];
+    assert_eq!(c_now.topology().attached_peer(), Some(net.nodes[newcomer].node_id()));
+    assert_eq!(c_now.links().count(), 1, "the old link is closed");
+    assert!(matches!(ping(&mut net, 1), Ok(Body::PingAns(_))));
 }

@@ -225,9 +225,15 @@ pub struct PeerArgs {
     /// configuration's bootstrap nodes and the peers of the last run.
     #[arg(long = "bootstrap", value_name = "ADDR")]
     bootstrap: Vec<SocketAddr>,
-    /// Serve the operations API (GET /status, GET /metrics) here.
+    /// Serve the operations API (GET /status, /metrics, /ring) here.
     #[arg(long)]
     admin: Option<SocketAddr>,
+    /// Run as a client (RFC 6940 §4.2.1): use the overlay through the peer
+    /// responsible for this node's Node-ID, neither routing nor storing
+    /// for others. Needs a peer to reach (--bootstrap, the configuration's
+    /// bootstrap nodes or multicast).
+    #[arg(long)]
+    client: bool,
 }
 
 pub fn peer(args: PeerArgs) -> Result<()> {
@@ -237,6 +243,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         listen: args.listen,
         bootstrap: args.bootstrap,
         admin: args.admin,
+        client: args.client,
     };
     runtime()?.block_on(node::peer::run(opts, shutdown_signal()))?;
     Ok(())

@@ -83,8 +83,9 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
 
 /// Multicast bootstrap (our extension to §11.4): four peers started at
 /// the same moment, with no bootstrap node anywhere, find each other on the
-/// LAN (here loopback) and form one ring, not four. A peer that left
-/// comes back through the peers it cached (§11.4), not the group.
+/// LAN (here loopback) and form one ring, not four. A client (§4.2.1)
+/// finds them the same way and uses the overlay without joining the ring.
+/// A peer that left comes back through the peers it cached (§11.4).
 #[test]
 fn peers_started_together_find_each_other_by_multicast_and_rejoin_from_their_cache() {
     let group = format!("239.255.84.84:{}", free_port());
@@ -98,6 +99,26 @@ fn peers_started_together_find_each_other_by_multicast_and_rejoin_from_their_cac
         .filter(|i| std::fs::read_to_string(&peers[*i].log).unwrap().contains("starting it"))
         .collect();
     assert_eq!(started_alone.len(), 1, "exactly one peer started the overlay");
+
+    // A client: one link, to the peer responsible for its Node-ID; not in
+    // the ring; it fetches every peer's certificate and the peers fetch
+    // the one it stored.
+    let client_dir = overlay.enroll("client");
+    let client = overlay.start_client(&client_dir, None);
+    wait_for(Duration::from_secs(20), "the client to attach", || {
+        status(client.admin).is_some_and(|s| s.joined)
+    });
+    let me = status(client.admin).unwrap();
+    assert_eq!(me.role, "client");
+    assert_eq!(me.links.len(), 1, "{me:?}");
+    assert!(me.successors.is_empty() && me.fingers.is_empty());
+    assert!(me.stored.is_empty(), "a client stores nothing: {:?}", me.stored);
+    assert_eq!(ring_walk(all[0]), sorted_ids(&all), "the ring is the 4 peers");
+    let peer_ids: Vec<String> = all.iter().map(|p| status(p.admin).unwrap().node_id).collect();
+    wait_fetchable(&[&client], &peer_ids, Duration::from_secs(20), "through the client");
+    let own = std::slice::from_ref(&me.node_id);
+    wait_fetchable(&all, own, Duration::from_secs(20), "the client's own");
+    overlay.procs.0[client.child].kill().unwrap();
 
     // SIGTERM the peer that started it, whose links the others dialled: it
     // caches its linked peers on the way out, by the address their
@@ -132,6 +153,20 @@ fn peers_started_together_find_each_other_by_multicast_and_rejoin_from_their_cac
         cached.iter().all(|a| through.contains(&a.to_string())),
         "rejoined through its cache {cached:?}, logged {through:?}"
     );
+}
+
+#[test]
+fn a_client_with_no_peer_to_reach_is_told_so_in_one_line() {
+    let mut overlay = Overlay::create("lonely", "lonely.p2psip.test");
+    let dir = overlay.enroll("client");
+    let client = overlay.start_client(&dir, None);
+    let child = &mut overlay.procs.0[client.child];
+    wait_for(Duration::from_secs(10), "the client to give up", || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert_eq!(child.wait().unwrap().code(), Some(2));
+    let log = std::fs::read_to_string(&client.log).unwrap();
+    assert!(log.contains("a client needs a peer to attach to"), "{log}");
 }
 
 #[test]

@@ -21,6 +21,13 @@ use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound::{Excluded, Unbounded};
 
+/// §10.2: the Chord-reload hash of a Resource Name: SHA-1, truncated to
+/// 128 bits.
+pub fn hash(name: &[u8]) -> ResourceId {
+    let digest = Sha1::digest(name);
+    ResourceId(digest[..16].to_vec())
+}
+
 /// Replicas kept on the successors of the responsible peer (§10.4: two).
 pub const REPLICAS: usize = 2;
 
@@ -475,8 +482,7 @@ impl Topology for ChordReload {
 
     /// §10.2: SHA-1 truncated to its most significant 128 bits.
     fn resource_id(&self, name: &[u8]) -> ResourceId {
-        let digest = Sha1::digest(name);
-        ResourceId(digest[..16].to_vec())
+        hash(name)
     }
 
     /// §10.1: responsible for k if k is in (predecessor, self].

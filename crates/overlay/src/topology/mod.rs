@@ -7,6 +7,7 @@
 //! implementation of it and nothing else.
 
 pub mod chord;
+pub mod client;
 
 use reload_wire::{Body, Destination, ErrorCode, ErrorResponse, JoinReq, LeaveReq, NodeId, ResourceId, RouteQueryReq};
 

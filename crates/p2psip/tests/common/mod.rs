@@ -160,6 +160,12 @@ impl Overlay {
         self.start_peer_at(node_dir, listen, bootstrap, None)
     }
 
+    /// `p2psip peer --client` (§4.2.1).
+    pub fn start_client(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>) -> Peer {
+        let listen = loopback(free_port());
+        self.start_node(node_dir, listen, bootstrap, None, &["--client"])
+    }
+
     /// A peer on a chosen listen address, writing its TLS secrets to
     /// `key_log` (SSLKEYLOGFILE) if given.
     pub fn start_peer_at(
@@ -169,11 +175,23 @@ impl Overlay {
         bootstrap: Option<SocketAddr>,
         key_log: Option<&Path>,
     ) -> Peer {
+        self.start_node(node_dir, listen, bootstrap, key_log, &[])
+    }
+
+    fn start_node(
+        &mut self,
+        node_dir: &Path,
+        listen: SocketAddr,
+        bootstrap: Option<SocketAddr>,
+        key_log: Option<&Path>,
+        extra_args: &[&str],
+    ) -> Peer {
         let admin = loopback(free_port());
         let log = node_dir.join("peer.log");
         let mut cmd = Command::new(BIN);
         cmd.args(["peer", "--dir", node_dir.to_str().unwrap()])
             .args(["--listen", &listen.to_string(), "--admin", &admin.to_string()])
+            .args(extra_args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(b) = bootstrap {
