@@ -265,6 +265,18 @@ impl Net {
     }
 }
 
+/// A Fetch of the test Kind's single value under `resource`.
+fn fetch_single(resource: &ResourceId) -> FetchReq {
+    FetchReq {
+        resource: resource.clone(),
+        specifiers: vec![StoredDataSpecifier {
+            kind: KIND,
+            generation: 0,
+            model_specifier: ModelSpecifier::SingleValue,
+        }],
+    }
+}
+
 const IDS: [u128; 6] = [1 << 120, 3 << 120, 5 << 120, 70 << 120, 140 << 120, 200 << 120];
 
 #[test]
@@ -297,17 +309,7 @@ fn a_fetch_reports_the_hops_it_took() {
     assert!(net.done(0, req).0.is_ok());
     let rid = net.nodes[0].resource_id(net.users[0].as_bytes());
     for origin in 0..6 {
-        let f = net.nodes[origin].fetch(
-            net.now,
-            FetchReq {
-                resource: rid.clone(),
-                specifiers: vec![StoredDataSpecifier {
-                    kind: KIND,
-                    generation: 0,
-                    model_specifier: ModelSpecifier::SingleValue,
-                }],
-            },
-        );
+        let f = net.nodes[origin].fetch(net.now, fetch_single(&rid));
         net.pump();
         let (outcome, hops) = net.done(origin, f);
         let Ok(Body::FetchAns(ans)) = outcome else {
@@ -746,17 +748,7 @@ fn a_client_uses_the_overlay_through_its_responsible_peer_and_follows_it() {
     net.pump();
     let client_index = net.nodes.len() + c;
     assert!(net.done(client_index, req).0.is_ok());
-    let req = net.clients[c].fetch(
-        net.now,
-        FetchReq {
-            resource: rid.clone(),
-            specifiers: vec![StoredDataSpecifier {
-                kind: KIND,
-                generation: 0,
-                model_specifier: ModelSpecifier::SingleValue,
-            }],
-        },
-    );
+    let req = net.clients[c].fetch(net.now, fetch_single(&rid));
     net.pump();
     let Ok(Body::FetchAns(ans)) = net.done(client_index, req).0 else {
         panic!("fetch failed")
