@@ -81,11 +81,22 @@ async fn ring(State(engine): State<mpsc::Sender<Input>>) -> Response {
         )
             .into_response();
     }
-    let Some(start) = reload_wire::NodeId::from_hex(&me.node_id) else {
+    let Some(mut start) = reload_wire::NodeId::from_hex(&me.node_id) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "own Node-ID unreadable").into_response();
     };
+    if me.role == "client" {
+        // A client is not in the ring: the walk starts at the peer
+        // responsible for the client's Node-ID.
+        let first = probe(&engine, reload_wire::ResourceId(start.as_bytes().to_vec())).await;
+        match first.ok().and_then(|p| reload_wire::NodeId::from_hex(&p.node_id)) {
+            Some(peer) => start = peer,
+            None => {
+                return (StatusCode::BAD_GATEWAY, "the client's peer did not answer a Probe").into_response();
+            }
+        }
+    }
     let mut walk = RingWalk {
-        start: me.node_id.clone(),
+        start: start.to_hex(),
         complete: false,
         peers: Vec::new(),
         problem: None,

@@ -114,6 +114,7 @@ fn peers_started_together_find_each_other_by_multicast_and_rejoin_from_their_cac
     assert!(me.successors.is_empty() && me.fingers.is_empty());
     assert!(me.stored.is_empty(), "a client stores nothing: {:?}", me.stored);
     assert_eq!(ring_walk(all[0]), sorted_ids(&all), "the ring is the 4 peers");
+    assert_eq!(ring_walk(&client), sorted_ids(&all), "a client walks the ring too");
     let peer_ids: Vec<String> = all.iter().map(|p| status(p.admin).unwrap().node_id).collect();
     wait_fetchable(&[&client], &peer_ids, Duration::from_secs(20), "through the client");
     let own = std::slice::from_ref(&me.node_id);
