@@ -73,15 +73,15 @@ impl ServerCertVerifier for OverlayCertVerifier {
             .map(|_| ServerCertVerified::assertion())
     }
 
+    /// Links negotiate TLS 1.3 only, so this is not reached; it verifies
+    /// properly rather than fail with a misleading reason.
     fn verify_tls12_signature(
         &self,
-        _message: &[u8],
-        _cert: &CertificateDer<'_>,
-        _dss: &DigitallySignedStruct,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(
-            rustls::PeerIncompatible::Tls13RequiredForQuic,
-        ))
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(

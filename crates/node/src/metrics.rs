@@ -101,8 +101,8 @@ pub(crate) struct Metrics {
 
 impl Metrics {
     pub(crate) fn new() -> Self {
-        let mut registry = Registry::with_prefix("p2psip");
-        let m = Metrics {
+        let mut m = Metrics {
+            registry: Registry::with_prefix("p2psip"),
             received: Family::default(),
             forwarded: Family::default(),
             answered: Family::default(),
@@ -121,9 +121,8 @@ impl Metrics {
             predecessors: Gauge::default(),
             fingers: Gauge::default(),
             stored: Family::default(),
-            registry: Registry::default(),
         };
-        let r = &mut registry;
+        let r = &mut m.registry;
         r.register(
             "messages_received",
             "RELOAD messages addressed to this peer, by message code",
@@ -193,7 +192,7 @@ impl Metrics {
         );
         r.register("fingers", "Entries in the finger table", m.fingers.clone());
         r.register("stored_items", "Stored values by Kind", m.stored.clone());
-        Metrics { registry, ..m }
+        m
     }
 
     pub(crate) fn observe(&self, observation: Observation) {

@@ -499,11 +499,19 @@ impl<T: Topology + Tables> Driver<T> {
     fn bootstrap_failed(&mut self) {
         if self.multicast.is_some() && self.round.is_none() {
             self.begin_round();
-        } else if self.may_start_alone {
-            tracing::info!("no bootstrap peer answered: starting a new overlay");
+        } else {
+            self.start_alone_or_retry("no bootstrap peer answered");
+        }
+    }
+
+    /// Nobody could be reached: start the overlay if this peer may,
+    /// else try again in [`BOOTSTRAP_RETRY`].
+    fn start_alone_or_retry(&mut self, why: &str) {
+        if self.may_start_alone {
+            tracing::info!("{why}: starting it alone, a new overlay");
             self.engine.start_alone(now_ms());
         } else {
-            tracing::warn!("no bootstrap peer answered; retrying in {BOOTSTRAP_RETRY:?}");
+            tracing::warn!("{why}; retrying in {BOOTSTRAP_RETRY:?}");
             self.retry_bootstrap = Some(Instant::now() + BOOTSTRAP_RETRY);
         }
     }
@@ -547,13 +555,7 @@ impl<T: Topology + Tables> Driver<T> {
             // for ever.
             RoundOutcome::Wait | RoundOutcome::StartAlone => {
                 self.rounds_waited = 0;
-                if self.may_start_alone {
-                    tracing::info!("nobody on the LAN is in the overlay: starting it");
-                    self.engine.start_alone(now_ms());
-                } else {
-                    tracing::warn!("nobody on the LAN answered either; retrying in {BOOTSTRAP_RETRY:?}");
-                    self.retry_bootstrap = Some(Instant::now() + BOOTSTRAP_RETRY);
-                }
+                self.start_alone_or_retry("nobody on the LAN is in the overlay");
             }
         }
     }
