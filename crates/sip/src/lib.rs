@@ -1,0 +1,18 @@
+//! Sans-IO SIP for p2psip: the adapter/proxy-peer role (RFC 7890) every
+//! peer plays for the phones attached to it.
+//!
+//! - [`message`]: parse and serialise SIP messages (RFC 3261 §7, §18.3,
+//!   §25), keeping every header line it does not change byte-exact.
+//! - [`uri`], [`headers`]: the structured values a registrar and proxy read
+//!   (SIP-URI, name-addr, Via, Contact, CSeq).
+//! - [`digest`]: HTTP Digest (RFC 3261 §22, RFC 7616) with MD5 and SHA-256.
+//!
+//! Nothing here touches a socket or a clock: time comes in as an argument.
+
+pub mod digest;
+pub mod headers;
+pub mod message;
+pub mod uri;
+
+pub use message::{Framing, Header, ParseError, SipMessage, StartLine};
+pub use uri::Uri;
