@@ -12,6 +12,8 @@
 pub mod digest;
 pub mod headers;
 pub mod message;
+pub mod registrar;
+pub mod transaction;
 pub mod uri;
 
 pub use message::{Framing, Header, ParseError, SipMessage, StartLine};

@@ -1,0 +1,323 @@
+//! The registrar of the phones attached to one peer — RFC 3261 §10.3.
+//!
+//! It authenticates REGISTER with HTTP Digest against the users enrolled
+//! into the peer, keeps their contact bindings, and tells the caller when
+//! the user's SIP-REGISTRATION in the overlay must be stored again (RFC
+//! 7904 §3): its lifetime is that of the longest-lived binding, so a
+//! registration nobody refreshes vanishes from the overlay by itself.
+
+use crate::digest::{challenges, Credentials, Ha1, NonceState, Nonces};
+use crate::headers::{Contact, NameAddr};
+use crate::message::SipMessage;
+use crate::uri::Uri;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+/// Expiry when neither the Contact nor the request says (§10.2.1.1).
+pub const DEFAULT_EXPIRES_S: u32 = 3600;
+/// Shortest registration accepted; shorter ones get 423 with this.
+pub const MIN_EXPIRES_S: u32 = 60;
+/// Longest registration granted; longer requests are shortened.
+pub const MAX_EXPIRES_S: u32 = 7200;
+/// Most contacts one user may register at one peer.
+pub const MAX_CONTACTS: usize = 16;
+
+/// How a phone's messages reach this peer: the flow a request to one of
+/// its contacts is sent back on (RFC 3261 §18.2.1 `received`/`rport`, the
+/// only way through a NAT in front of the phone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Flow {
+    pub transport: Transport,
+    pub remote: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+        }
+    }
+
+    pub fn reliable(self) -> bool {
+        matches!(self, Transport::Tcp)
+    }
+}
+
+/// One contact of a user (§10.3 step 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact value as the phone wrote it, parameters included.
+    pub contact: NameAddr,
+    pub expires_at_ms: u64,
+    pub call_id: String,
+    pub cseq: u32,
+    pub flow: Flow,
+}
+
+impl Binding {
+    pub fn remaining_s(&self, now_ms: u64) -> u32 {
+        (self.expires_at_ms.saturating_sub(now_ms).div_ceil(1000)).min(u64::from(u32::MAX)) as u32
+    }
+}
+
+/// What the registrar decided about a REGISTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// Send this answer; nothing changes in the overlay.
+    Answer(SipMessage),
+    /// The user's bindings changed: store the user's SIP-REGISTRATION with
+    /// this lifetime (0: remove it), then send `answer`. If the store
+    /// fails, answer with [`store_failed`] instead.
+    Publish {
+        user: String,
+        lifetime_s: u32,
+        answer: SipMessage,
+    },
+}
+
+/// The answer to a REGISTER whose overlay store failed.
+pub fn store_failed(request: &SipMessage, why: &str) -> SipMessage {
+    let mut r = SipMessage::response_to(request, 500, "Registration Not Stored In The Overlay", None);
+    r.push("Warning", &format!("399 p2psip \"{}\"", why.replace('"', "'")));
+    r.push("Retry-After", "5");
+    r
+}
+
+/// A fixed answer with a reason phrase.
+pub fn answer(request: &SipMessage, code: u16, reason: &str) -> SipMessage {
+    SipMessage::response_to(request, code, reason, None)
+}
+
+pub struct Registrar {
+    /// The overlay's domain: AORs are `sip:user@domain`, and it is the
+    /// digest realm.
+    domain: String,
+    users: HashMap<String, Ha1>,
+    nonces: Nonces,
+    bindings: HashMap<String, Vec<Binding>>,
+}
+
+impl Registrar {
+    pub fn new(domain: &str, users: HashMap<String, Ha1>, nonce_secret: [u8; 32]) -> Self {
+        Registrar {
+            domain: domain.to_ascii_lowercase(),
+            users,
+            nonces: Nonces::new(nonce_secret),
+            bindings: HashMap::new(),
+        }
+    }
+
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    pub fn serves(&self, user: &str) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// Live bindings of a user, longest-lived first.
+    pub fn contacts(&self, user: &str, now_ms: u64) -> Vec<&Binding> {
+        let mut out: Vec<_> = self
+            .bindings
+            .get(user)
+            .into_iter()
+            .flatten()
+            .filter(|b| b.expires_at_ms > now_ms)
+            .collect();
+        out.sort_by_key(|b| std::cmp::Reverse(b.expires_at_ms));
+        out
+    }
+
+    /// Drops expired bindings (§10.3: a binding lives until it expires).
+    /// The overlay copy expires by its own lifetime; nothing is stored.
+    pub fn expire(&mut self, now_ms: u64) {
+        self.bindings.retain(|_, list| {
+            list.retain(|b| b.expires_at_ms > now_ms);
+            !list.is_empty()
+        });
+    }
+
+    pub fn binding_count(&self) -> usize {
+        self.bindings.values().map(Vec::len).sum()
+    }
+
+    /// Whether `uri` names a user of this overlay: `Some(user)` when its
+    /// host is the overlay's domain.
+    pub fn user_of<'a>(&self, uri: &'a Uri) -> Option<&'a str> {
+        (uri.host.eq_ignore_ascii_case(&self.domain))
+            .then_some(uri.user.as_deref())
+            .flatten()
+    }
+
+    fn challenge(&self, request: &SipMessage, now_ms: u64, stale: bool) -> SipMessage {
+        let mut r = SipMessage::response_to(request, 401, "Unauthorized", None);
+        for c in challenges(&self.domain, &self.nonces.issue(now_ms, &self.domain), stale) {
+            r.push("WWW-Authenticate", &c);
+        }
+        r
+    }
+
+    /// §10.3: handles one REGISTER that arrived over `flow`.
+    pub fn register(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Registered {
+        match self.try_register(now_ms, request, flow) {
+            Ok(r) => r,
+            Err(answer) => Registered::Answer(answer),
+        }
+    }
+
+    fn try_register(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<Registered, SipMessage> {
+        // Step 2: no extension this registrar would need is supported.
+        if let Some(required) = request.header("Require") {
+            let mut r = answer(request, 420, "Bad Extension");
+            r.push("Unsupported", required.trim());
+            return Err(r);
+        }
+        // Step 3: authentication.
+        let Some(credentials) = request
+            .headers
+            .iter()
+            .filter(|h| h.is("Authorization"))
+            .filter_map(|h| Credentials::parse(&h.value()))
+            .find(|c| c.realm.eq_ignore_ascii_case(&self.domain))
+        else {
+            return Err(self.challenge(request, now_ms, false));
+        };
+        match self.nonces.check(&credentials.nonce, now_ms, &self.domain) {
+            NonceState::Fresh => {}
+            NonceState::Stale => return Err(self.challenge(request, now_ms, true)),
+            NonceState::Invalid => return Err(self.challenge(request, now_ms, false)),
+        }
+        let known = self.users.get(&credentials.username);
+        if !known.is_some_and(|ha1| credentials.verify("REGISTER", ha1)) {
+            return Err(answer(request, 403, "Forbidden"));
+        }
+        // Steps 4 and 5: the To names an AOR of this overlay that the
+        // authenticated user owns.
+        let to = request
+            .header("To")
+            .and_then(|t| NameAddr::parse(&t).ok())
+            .ok_or_else(|| answer(request, 400, "Bad To Header"))?;
+        if !to.uri.host.eq_ignore_ascii_case(&self.domain) {
+            return Err(answer(request, 403, "Not This Overlay's Domain"));
+        }
+        let user = to.uri.user.clone().unwrap_or_default();
+        if user != credentials.username {
+            return Err(answer(request, 403, "Not Your Address Of Record"));
+        }
+        let call_id = request.call_id().unwrap_or_default().into_owned();
+        let (cseq, _) = request.cseq().ok_or_else(|| answer(request, 400, "Bad CSeq"))?;
+        let default_expires = match request.header("Expires") {
+            Some(e) => e
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| answer(request, 400, "Bad Expires"))?,
+            None => DEFAULT_EXPIRES_S,
+        };
+        let mut contacts = Vec::new();
+        for text in request.list("Contact") {
+            contacts.push(Contact::parse(&text).map_err(|_| answer(request, 400, "Bad Contact"))?);
+        }
+        if contacts.is_empty() {
+            // Query: the bindings as they are.
+            return Ok(Registered::Answer(self.ok(request, &user, now_ms)));
+        }
+        // Step 6: `*` only alone and with Expires: 0.
+        if contacts.contains(&Contact::Star) {
+            if contacts.len() != 1 || request.header("Expires").is_none() || default_expires != 0 {
+                return Err(answer(request, 400, "Wildcard Contact Needs Expires 0"));
+            }
+            let list = self.bindings.entry(user.clone()).or_default();
+            if list.iter().any(|b| b.call_id == call_id && b.cseq >= cseq) {
+                return Err(answer(request, 500, "Out Of Order Request"));
+            }
+            list.clear();
+            return Ok(self.publish(request, &user, now_ms));
+        }
+        // Step 7, checked for every contact before any binding changes.
+        let mut changes = Vec::new();
+        for contact in contacts {
+            let Contact::Address(addr) = contact else { continue };
+            let expires = match addr.param("expires") {
+                Some(Some(e)) => e
+                    .parse::<u32>()
+                    .map_err(|_| answer(request, 400, "Bad Contact Expires"))?,
+                _ => default_expires,
+            };
+            if expires != 0 && expires < MIN_EXPIRES_S {
+                let mut r = answer(request, 423, "Interval Too Brief");
+                r.push("Min-Expires", &MIN_EXPIRES_S.to_string());
+                return Err(r);
+            }
+            changes.push((addr, expires.min(MAX_EXPIRES_S)));
+        }
+        let list = self.bindings.entry(user.clone()).or_default();
+        for (addr, _) in &changes {
+            if list
+                .iter()
+                .any(|b| same_contact(&b.contact.uri, &addr.uri) && b.call_id == call_id && b.cseq >= cseq)
+            {
+                return Err(answer(request, 500, "Out Of Order Request"));
+            }
+        }
+        for (mut addr, expires) in changes {
+            list.retain(|b| !same_contact(&b.contact.uri, &addr.uri));
+            if expires > 0 {
+                addr.params.retain(|(k, _)| !k.eq_ignore_ascii_case("expires"));
+                list.push(Binding {
+                    contact: addr,
+                    expires_at_ms: now_ms + u64::from(expires) * 1000,
+                    call_id: call_id.clone(),
+                    cseq,
+                    flow,
+                });
+            }
+        }
+        if list.len() > MAX_CONTACTS {
+            list.sort_by_key(|b| std::cmp::Reverse(b.expires_at_ms));
+            list.truncate(MAX_CONTACTS);
+        }
+        Ok(self.publish(request, &user, now_ms))
+    }
+
+    fn publish(&mut self, request: &SipMessage, user: &str, now_ms: u64) -> Registered {
+        let lifetime_s = self.contacts(user, now_ms).first().map_or(0, |b| b.remaining_s(now_ms));
+        if lifetime_s == 0 {
+            self.bindings.remove(user);
+        }
+        Registered::Publish {
+            user: user.to_string(),
+            lifetime_s,
+            answer: self.ok(request, user, now_ms),
+        }
+    }
+
+    /// §10.3 step 8: 200 OK listing every current binding with its
+    /// remaining time.
+    fn ok(&self, request: &SipMessage, user: &str, now_ms: u64) -> SipMessage {
+        let mut r = SipMessage::response_to(request, 200, "OK", None);
+        for b in self.contacts(user, now_ms) {
+            r.push("Contact", &format!("{};expires={}", b.contact, b.remaining_s(now_ms)));
+        }
+        r
+    }
+}
+
+/// RFC 3261 §19.1.4, as far as a registrar needs it: scheme, user, host
+/// (any case), port and transport.
+fn same_contact(a: &Uri, b: &Uri) -> bool {
+    a.scheme == b.scheme
+        && a.user == b.user
+        && a.host.eq_ignore_ascii_case(&b.host)
+        && a.port == b.port
+        && a.transport() == b.transport()
+}
+
+#[cfg(test)]
+mod tests;

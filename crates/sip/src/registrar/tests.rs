@@ -1,0 +1,254 @@
+use super::*;
+use crate::digest::Algorithm;
+
+const DOMAIN: &str = "overlay.test";
+
+fn registrar() -> Registrar {
+    let users = [("alice", "secret"), ("bob", "hunter2")]
+        .into_iter()
+        .map(|(u, p)| (u.to_string(), Ha1::new(u, DOMAIN, p)))
+        .collect();
+    Registrar::new(DOMAIN, users, [9; 32])
+}
+
+fn flow() -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote: "127.0.0.1:5061".parse().unwrap(),
+    }
+}
+
+/// A REGISTER for `aor_user`, with `extra` header lines.
+fn register(aor_user: &str, cseq: u32, extra: &str) -> SipMessage {
+    let text = format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch=z9hG4bK{cseq}\r\n\
+         From: <sip:{aor_user}@{DOMAIN}>;tag=x\r\nTo: <sip:{aor_user}@{DOMAIN}>\r\nCall-ID: reg-1\r\n\
+         CSeq: {cseq} REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(text.as_bytes()).unwrap()
+}
+
+/// Answers the first challenge of `challenge` as a phone would.
+fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password: &str, alg: Algorithm) -> SipMessage {
+    let www = challenge
+        .headers
+        .iter()
+        .filter(|h| h.is("WWW-Authenticate"))
+        .map(|h| h.value().into_owned())
+        .find(|v| v.contains(&format!("algorithm={}", alg.name())))
+        .unwrap();
+    let nonce = www
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut c = Credentials {
+        username: user.into(),
+        realm: DOMAIN.into(),
+        nonce,
+        uri: format!("sip:{DOMAIN}"),
+        response: String::new(),
+        algorithm: Some(alg.name().into()),
+        cnonce: Some("c0ffee".into()),
+        nc: Some("00000001".into()),
+        qop: Some("auth".into()),
+        opaque: None,
+    };
+    c.response = c
+        .expected_response("REGISTER", &Ha1::new(user, DOMAIN, password))
+        .unwrap();
+    let mut out = req.clone();
+    out.push(
+        "Authorization",
+        &format!(
+            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}, cnonce=\"c0ffee\", nc=00000001, qop=auth",
+            c.username, c.realm, c.nonce, c.uri, c.response, alg.name()
+        ),
+    );
+    out
+}
+
+fn answer_of(r: &Registered) -> &SipMessage {
+    match r {
+        Registered::Answer(a) | Registered::Publish { answer: a, .. } => a,
+    }
+}
+
+/// Registers through the challenge; returns the final outcome.
+fn registered(reg: &mut Registrar, now: u64, req: SipMessage, alg: Algorithm) -> Registered {
+    let user = NameAddr::parse(&req.header("To").unwrap()).unwrap().uri.user.unwrap();
+    let challenge = answer_of(&reg.register(now, &req, flow())).clone();
+    assert_eq!(challenge.status(), Some(401));
+    let password = if user == "alice" { "secret" } else { "hunter2" };
+    reg.register(now, &authorize(&req, &challenge, &user, password, alg), flow())
+}
+
+#[test]
+fn a_register_without_credentials_is_challenged_with_md5_then_sha256() {
+    let mut reg = registrar();
+    let r = reg.register(
+        0,
+        &register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n"),
+        flow(),
+    );
+    let Registered::Answer(a) = r else { panic!("{r:?}") };
+    assert_eq!(a.status(), Some(401));
+    let www: Vec<_> = a
+        .headers
+        .iter()
+        .filter(|h| h.is("WWW-Authenticate"))
+        .map(|h| h.value().into_owned())
+        .collect();
+    assert_eq!(www.len(), 2);
+    assert!(www[0].contains("algorithm=MD5") && www[0].contains("realm=\"overlay.test\""));
+    assert!(www[1].contains("algorithm=SHA-256"));
+    assert_eq!(reg.binding_count(), 0);
+}
+
+#[test]
+fn the_right_password_with_either_algorithm_binds_and_publishes_for_the_expiry() {
+    for alg in [Algorithm::Md5, Algorithm::Sha256] {
+        let mut reg = registrar();
+        let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>;expires=600\r\n");
+        let r = registered(&mut reg, 1_000, req, alg);
+        let Registered::Publish {
+            user,
+            lifetime_s,
+            answer,
+        } = r
+        else {
+            panic!("{r:?}")
+        };
+        assert_eq!((user.as_str(), lifetime_s), ("alice", 600));
+        assert_eq!(answer.status(), Some(200));
+        assert_eq!(answer.list("Contact"), vec!["<sip:alice@127.0.0.1:5061>;expires=600"]);
+        let contacts = reg.contacts("alice", 1_000);
+        assert_eq!(contacts.len(), 1);
+        assert_eq!(contacts[0].flow, flow());
+    }
+}
+
+#[test]
+fn a_wrong_password_or_an_unknown_user_is_forbidden_after_the_challenge() {
+    let mut reg = registrar();
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let challenge = answer_of(&reg.register(0, &req, flow())).clone();
+    let wrong = reg.register(
+        0,
+        &authorize(&req, &challenge, "alice", "guess", Algorithm::Md5),
+        flow(),
+    );
+    assert_eq!(answer_of(&wrong).status(), Some(403));
+    let req = register("mallory", 1, "Contact: <sip:m@127.0.0.1:5061>\r\n");
+    let unknown = reg.register(0, &authorize(&req, &challenge, "mallory", "x", Algorithm::Md5), flow());
+    assert_eq!(answer_of(&unknown).status(), Some(403));
+    // Bob's password does not register Alice.
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let bob_for_alice = reg.register(
+        0,
+        &authorize(&req, &challenge, "bob", "hunter2", Algorithm::Md5),
+        flow(),
+    );
+    assert_eq!(answer_of(&bob_for_alice).status(), Some(403));
+    assert_eq!(reg.binding_count(), 0);
+}
+
+#[test]
+fn an_old_nonce_is_challenged_again_as_stale() {
+    let mut reg = registrar();
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let challenge = answer_of(&reg.register(0, &req, flow())).clone();
+    let late = authorize(&req, &challenge, "alice", "secret", Algorithm::Md5);
+    let r = reg.register(crate::digest::NONCE_LIFETIME_MS + 1, &late, flow());
+    let a = answer_of(&r);
+    assert_eq!(a.status(), Some(401));
+    assert!(a.header("WWW-Authenticate").unwrap().contains("stale=true"));
+}
+
+#[test]
+fn several_contacts_a_query_and_removal_with_expires_zero() {
+    let mut reg = registrar();
+    let two = "Contact: <sip:alice@127.0.0.1:5061>;expires=300, <sip:alice@127.0.0.1:5071>\r\nExpires: 900\r\n";
+    let r = registered(&mut reg, 0, register("alice", 1, two), Algorithm::Md5);
+    assert!(matches!(r, Registered::Publish { lifetime_s: 900, .. }));
+    // A query changes nothing and publishes nothing.
+    let q = registered(&mut reg, 100_000, register("alice", 2, ""), Algorithm::Md5);
+    let Registered::Answer(a) = q else { panic!("{q:?}") };
+    assert_eq!(
+        a.list("Contact"),
+        vec![
+            "<sip:alice@127.0.0.1:5071>;expires=800",
+            "<sip:alice@127.0.0.1:5061>;expires=200"
+        ]
+    );
+    // Removing the longer one shortens the overlay lifetime to the other's.
+    let remove = "Contact: <sip:alice@127.0.0.1:5071>;expires=0\r\n";
+    let r = registered(&mut reg, 100_000, register("alice", 3, remove), Algorithm::Md5);
+    assert!(matches!(r, Registered::Publish { lifetime_s: 200, .. }), "{r:?}");
+    // Expiry drops the last one locally; the overlay copy lapses by itself.
+    reg.expire(300_000);
+    assert_eq!(reg.binding_count(), 0);
+}
+
+#[test]
+fn the_wildcard_removes_everything_only_with_expires_zero() {
+    let mut reg = registrar();
+    registered(
+        &mut reg,
+        0,
+        register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n"),
+        Algorithm::Md5,
+    );
+    let bad = registered(&mut reg, 0, register("alice", 2, "Contact: *\r\n"), Algorithm::Md5);
+    assert_eq!(answer_of(&bad).status(), Some(400));
+    let r = registered(
+        &mut reg,
+        0,
+        register("alice", 3, "Contact: *\r\nExpires: 0\r\n"),
+        Algorithm::Md5,
+    );
+    assert!(matches!(r, Registered::Publish { lifetime_s: 0, .. }));
+    assert!(answer_of(&r).list("Contact").is_empty());
+    assert_eq!(reg.binding_count(), 0);
+}
+
+#[test]
+fn too_brief_out_of_order_foreign_and_extension_requests_are_refused() {
+    let mut reg = registrar();
+    let brief = registered(
+        &mut reg,
+        0,
+        register("alice", 1, "Contact: <sip:a@h>;expires=30\r\n"),
+        Algorithm::Md5,
+    );
+    assert_eq!(answer_of(&brief).status(), Some(423));
+    assert_eq!(answer_of(&brief).header("Min-Expires").as_deref(), Some("60"));
+    registered(
+        &mut reg,
+        0,
+        register("alice", 5, "Contact: <sip:a@h>\r\n"),
+        Algorithm::Md5,
+    );
+    let old = registered(
+        &mut reg,
+        0,
+        register("alice", 4, "Contact: <sip:a@h>\r\n"),
+        Algorithm::Md5,
+    );
+    assert_eq!(answer_of(&old).status(), Some(500));
+    let ext = reg.register(0, &register("alice", 6, "Require: gruu\r\n"), flow());
+    assert_eq!(answer_of(&ext).status(), Some(420));
+    assert_eq!(answer_of(&ext).header("Unsupported").as_deref(), Some("gruu"));
+    let mut foreign = register("alice", 7, "Contact: <sip:a@h>\r\n");
+    foreign.set("To", "<sip:alice@elsewhere.example>");
+    let challenge = answer_of(&reg.register(0, &foreign, flow())).clone();
+    let r = reg.register(
+        0,
+        &authorize(&foreign, &challenge, "alice", "secret", Algorithm::Md5),
+        flow(),
+    );
+    assert_eq!(answer_of(&r).status(), Some(403));
+}

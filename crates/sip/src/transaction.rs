@@ -1,0 +1,213 @@
+//! Server transactions for non-INVITE requests — RFC 3261 §17.2.2 and
+//! §17.2.3: a retransmitted request is answered with the last response
+//! sent, never handled twice; the transaction is remembered for Timer J
+//! (64·T1 on UDP, zero on TCP).
+
+use crate::headers::Via;
+use crate::message::SipMessage;
+use std::collections::{HashMap, VecDeque};
+
+/// RFC 3261 §17.1.1.1: T1, the round-trip estimate.
+pub const T1_MS: u64 = 500;
+/// Timer J for unreliable transports.
+pub const TIMER_J_MS: u64 = 64 * T1_MS;
+/// Most transactions remembered; the oldest go first past this, so a
+/// flood of distinct requests cannot grow memory without bound.
+pub const MAX_TRANSACTIONS: usize = 65_536;
+
+/// What identifies a server transaction (§17.2.3).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TransactionKey {
+    /// RFC 3261 branch (magic cookie `z9hG4bK`): branch, sent-by, method.
+    Branch {
+        branch: String,
+        sent_by: String,
+        method: String,
+    },
+    /// An RFC 2543 peer: Call-ID, CSeq, From tag and the top Via.
+    Legacy {
+        call_id: String,
+        cseq: String,
+        from_tag: String,
+        via: String,
+    },
+}
+
+impl TransactionKey {
+    /// The key of a request; `None` when it has no Via to key on. ACK is
+    /// keyed as the INVITE it acknowledges.
+    pub fn of(request: &SipMessage) -> Option<Self> {
+        let top = request.list("Via").into_iter().next()?;
+        let via = Via::parse(&top)?;
+        let method = match request.method()? {
+            "ACK" => "INVITE",
+            m => m,
+        };
+        match via.branch() {
+            Some(b) if b.starts_with("z9hG4bK") => Some(TransactionKey::Branch {
+                branch: b.to_string(),
+                sent_by: format!("{}:{}", via.host.to_ascii_lowercase(), via.port.unwrap_or(0)),
+                method: method.to_string(),
+            }),
+            _ => Some(TransactionKey::Legacy {
+                call_id: request.call_id()?.into_owned(),
+                cseq: request.header("CSeq")?.into_owned(),
+                from_tag: request
+                    .header("From")
+                    .and_then(|f| crate::headers::NameAddr::parse(&f).ok())
+                    .and_then(|n| n.tag().map(str::to_string))
+                    .unwrap_or_default(),
+                via: top,
+            }),
+        }
+    }
+}
+
+/// What to do with an arriving request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Arrival {
+    /// A new transaction: handle the request.
+    New,
+    /// A retransmission while the request is still being handled: drop it.
+    InProgress,
+    /// A retransmission after the final response: send this again.
+    Answered(Vec<u8>),
+}
+
+struct State {
+    response: Option<Vec<u8>>,
+    /// Forget the transaction after this (set when it is answered).
+    until: Option<u64>,
+}
+
+/// Non-INVITE server transactions of one SIP endpoint.
+#[derive(Default)]
+pub struct ServerTransactions {
+    states: HashMap<TransactionKey, State>,
+    order: VecDeque<(u64, TransactionKey)>,
+}
+
+impl ServerTransactions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+
+    pub fn arrive(&mut self, now: u64, key: &TransactionKey) -> Arrival {
+        self.expire(now);
+        match self.states.get(key) {
+            Some(State {
+                response: Some(bytes), ..
+            }) => Arrival::Answered(bytes.clone()),
+            Some(_) => Arrival::InProgress,
+            None => {
+                if self.states.len() >= MAX_TRANSACTIONS {
+                    if let Some((_, oldest)) = self.order.pop_front() {
+                        self.states.remove(&oldest);
+                    }
+                }
+                self.states.insert(
+                    key.clone(),
+                    State {
+                        response: None,
+                        until: None,
+                    },
+                );
+                // A transaction never answered is forgotten after Timer J
+                // too, from its arrival.
+                self.order.push_back((now + TIMER_J_MS, key.clone()));
+                Arrival::New
+            }
+        }
+    }
+
+    /// The final response was sent: keep it for retransmissions, for
+    /// Timer J on an unreliable transport and not at all on a reliable one.
+    pub fn answered(&mut self, now: u64, key: &TransactionKey, response: &[u8], reliable: bool) {
+        if reliable {
+            self.states.remove(key);
+            return;
+        }
+        if let Some(s) = self.states.get_mut(key) {
+            s.response = Some(response.to_vec());
+            s.until = Some(now + TIMER_J_MS);
+            self.order.push_back((now + TIMER_J_MS, key.clone()));
+        }
+    }
+
+    fn expire(&mut self, now: u64) {
+        while let Some((at, key)) = self.order.front() {
+            if *at > now {
+                break;
+            }
+            let key = key.clone();
+            self.order.pop_front();
+            if self.states.get(&key).is_some_and(|s| s.until.is_none_or(|u| u <= now)) {
+                self.states.remove(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(branch: &str, method: &str) -> SipMessage {
+        let text = format!(
+            "{method} sip:x@y SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5061;branch={branch}\r\nFrom: <sip:a@y>;tag=1\r\nTo: <sip:x@y>\r\nCall-ID: c\r\nCSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse(text.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_retransmission_is_dropped_while_handled_then_answered_until_timer_j() {
+        let mut t = ServerTransactions::new();
+        let key = TransactionKey::of(&request("z9hG4bK1", "REGISTER")).unwrap();
+        assert_eq!(t.arrive(0, &key), Arrival::New);
+        assert_eq!(t.arrive(500, &key), Arrival::InProgress);
+        t.answered(600, &key, b"SIP/2.0 200 OK", false);
+        assert_eq!(t.arrive(1000, &key), Arrival::Answered(b"SIP/2.0 200 OK".to_vec()));
+        assert_eq!(
+            t.arrive(600 + TIMER_J_MS - 1, &key),
+            Arrival::Answered(b"SIP/2.0 200 OK".to_vec())
+        );
+        assert_eq!(t.arrive(600 + TIMER_J_MS, &key), Arrival::New);
+    }
+
+    #[test]
+    fn reliable_transports_forget_at_once_and_keys_tell_methods_and_branches_apart() {
+        let mut t = ServerTransactions::new();
+        let key = TransactionKey::of(&request("z9hG4bK1", "REGISTER")).unwrap();
+        t.arrive(0, &key);
+        t.answered(1, &key, b"x", true);
+        assert!(t.is_empty());
+        let other = TransactionKey::of(&request("z9hG4bK2", "REGISTER")).unwrap();
+        let options = TransactionKey::of(&request("z9hG4bK1", "OPTIONS")).unwrap();
+        assert_ne!(key, other);
+        assert_ne!(key, options);
+        let ack = TransactionKey::of(&request("z9hG4bK1", "ACK")).unwrap();
+        assert_eq!(ack, TransactionKey::of(&request("z9hG4bK1", "INVITE")).unwrap());
+        let legacy = TransactionKey::of(&request("old-style", "REGISTER")).unwrap();
+        assert!(matches!(legacy, TransactionKey::Legacy { .. }));
+    }
+
+    #[test]
+    fn memory_is_bounded() {
+        let mut t = ServerTransactions::new();
+        for i in 0..MAX_TRANSACTIONS + 10 {
+            t.arrive(
+                0,
+                &TransactionKey::of(&request(&format!("z9hG4bK{i}"), "OPTIONS")).unwrap(),
+            );
+        }
+        assert_eq!(t.len(), MAX_TRANSACTIONS);
+    }
+}
