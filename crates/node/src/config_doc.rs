@@ -12,7 +12,7 @@
 use crate::identity::{CertSecurity, CertVerifier};
 use crate::pki::TrustStore;
 use base64::Engine;
-use overlay::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, Security};
+use overlay::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, Signer};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;

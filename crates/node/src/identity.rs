@@ -10,7 +10,7 @@
 //! the signature with its public key.
 
 use crate::pki::{CertInfo, PkiError, TrustStore};
-use overlay::{Credential, Security, SecurityError};
+use overlay::{Credential, Security, SecurityError, Signer};
 use rcgen::{KeyPair, SigningKey};
 use reload_wire::security::{certificate_type, hash_algorithm, signature_algorithm, SignerIdentity};
 use reload_wire::{GenericCertificate, NodeId, Signature, SignatureAndHashAlgorithm};
@@ -75,7 +75,7 @@ struct KnownCert {
 }
 
 /// A remembered certificate found for a SignerIdentity.
-struct Signer {
+struct FoundSigner {
     /// SHA-256 of the DER: the key in [`CertVerifier::known`].
     key: Vec<u8>,
     der: Arc<[u8]>,
@@ -90,22 +90,20 @@ pub struct CertVerifier {
     known: Mutex<HashMap<Vec<u8>, KnownCert>>,
 }
 
-/// This node's credentials plus a [`CertVerifier`].
-pub struct CertSecurity {
-    key: KeyPair,
+/// Signs as one certificate: the node's, or an enrolled user's, which
+/// carries the same key and Node-ID.
+pub struct CertSigner {
+    key: Arc<KeyPair>,
     algorithm: SignatureAndHashAlgorithm,
     cert: GenericCertificate,
     identity: SignerIdentity,
-    node_id: NodeId,
-    verifier: CertVerifier,
 }
 
-impl CertSecurity {
-    /// `cert_der` must carry `node_id`. The SignerIdentity is cert_hash for
-    /// a certificate with one Node-ID, cert_hash_node_id otherwise (§6.3.4).
-    pub fn new(key: KeyPair, cert_der: Vec<u8>, node_id: NodeId, trust: TrustStore) -> Result<Self, PkiError> {
+impl CertSigner {
+    /// The SignerIdentity is cert_hash for a certificate with one Node-ID,
+    /// cert_hash_node_id otherwise (§6.3.4).
+    fn new(key: Arc<KeyPair>, cert_der: Vec<u8>, node_id: NodeId, info: &CertInfo) -> Result<Self, PkiError> {
         let algorithm = algorithm_of(&key).ok_or_else(|| PkiError::BadKey("unsupported key type".into()))?;
-        let info = crate::pki::cert_info(&cert_der, &trust.overlay, trust.node_id_length)?;
         if !info.node_ids.contains(&node_id) {
             return Err(PkiError::NoNodeId);
         }
@@ -121,19 +119,78 @@ impl CertSecurity {
                     .unwrap_or_default(),
             }
         };
-        let security = CertSecurity {
+        Ok(CertSigner {
             key,
             algorithm,
             cert: GenericCertificate {
                 certificate_type: certificate_type::X509,
-                certificate: cert_der.clone(),
+                certificate: cert_der,
             },
             identity,
+        })
+    }
+}
+
+impl Signer for CertSigner {
+    fn identity(&self) -> SignerIdentity {
+        self.identity.clone()
+    }
+
+    fn certificates(&self) -> Vec<GenericCertificate> {
+        vec![self.cert.clone()]
+    }
+
+    fn sign(&self, input: &[u8]) -> Signature {
+        Signature {
+            algorithm: self.algorithm,
+            identity: self.identity.clone(),
+            // Signing with a well-formed key of a supported type cannot fail.
+            signature_value: self.key.sign(input).unwrap_or_default(),
+        }
+    }
+}
+
+/// This node's credentials, those of the users enrolled into it, plus a
+/// [`CertVerifier`].
+pub struct CertSecurity {
+    node: CertSigner,
+    users: HashMap<String, CertSigner>,
+    node_id: NodeId,
+    verifier: CertVerifier,
+}
+
+impl CertSecurity {
+    /// `cert_der` must carry `node_id`.
+    pub fn new(key: KeyPair, cert_der: Vec<u8>, node_id: NodeId, trust: TrustStore) -> Result<Self, PkiError> {
+        let info = crate::pki::cert_info(&cert_der, &trust.overlay, trust.node_id_length)?;
+        let node = CertSigner::new(Arc::new(key), cert_der.clone(), node_id, &info)?;
+        let security = CertSecurity {
+            node,
+            users: HashMap::new(),
             node_id,
             verifier: CertVerifier::new(trust),
         };
         security.verifier.remember(&cert_der);
         Ok(security)
+    }
+
+    /// Adds a user enrolled into this node: its certificate must chain to
+    /// the overlay's roots, carry this node's Node-ID and this node's key.
+    /// Returns the user name it signs as.
+    pub fn add_user(&mut self, cert_der: Vec<u8>) -> Result<String, PkiError> {
+        let info = self
+            .verifier
+            .trust
+            .verify(&CertificateDer::from(&cert_der[..]), &[], SystemTime::now())?;
+        if !crate::pki::key_matches(&self.node.key, &cert_der) {
+            return Err(PkiError::BadKey(
+                "the user certificate is not for this node's key".into(),
+            ));
+        }
+        let signer = CertSigner::new(self.node.key.clone(), cert_der.clone(), self.node_id, &info)?;
+        self.verifier.remember(&cert_der);
+        self.users.insert(info.user.clone(), signer);
+        Ok(info.user)
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -181,7 +238,7 @@ impl CertVerifier {
 
     /// The certificate a SignerIdentity names (with its SHA-256, the key it
     /// is remembered under), and the Node-ID it signs as.
-    fn find_signer(&self, identity: &SignerIdentity) -> Result<Signer, SecurityError> {
+    fn find_signer(&self, identity: &SignerIdentity) -> Result<FoundSigner, SecurityError> {
         match identity {
             SignerIdentity::CertHash {
                 hash_alg,
@@ -196,7 +253,7 @@ impl CertVerifier {
                         .find(|(_, k)| digest(*hash_alg, &[&k.der]).as_ref() == Some(certificate_hash))
                 };
                 found
-                    .map(|(key, k)| Signer {
+                    .map(|(key, k)| FoundSigner {
                         key: key.clone(),
                         der: k.der.clone(),
                         node: None,
@@ -216,7 +273,7 @@ impl CertVerifier {
                     let Ok(info) = self.check(&key, &der) else { continue };
                     for n in info.node_ids {
                         if digest(*hash_alg, &[n.as_bytes(), &der]).as_ref() == Some(certificate_node_id_hash) {
-                            return Ok(Signer {
+                            return Ok(FoundSigner {
                                 key,
                                 der,
                                 node: Some(n),
@@ -234,7 +291,7 @@ impl CertVerifier {
     pub fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
         let mut out: Vec<GenericCertificate> = Vec::new();
         for s in signers {
-            if let Ok(Signer { der, .. }) = self.find_signer(s) {
+            if let Ok(FoundSigner { der, .. }) = self.find_signer(s) {
                 if !out.iter().any(|c| *c.certificate == *der) {
                     out.push(GenericCertificate {
                         certificate_type: certificate_type::X509,
@@ -259,7 +316,7 @@ impl CertVerifier {
                 self.remember(&c.certificate);
             }
         }
-        let Signer {
+        let FoundSigner {
             key,
             der,
             node: signer_node_id,
@@ -313,27 +370,28 @@ impl CertVerifier {
     }
 }
 
-impl Security for CertSecurity {
+impl Signer for CertSecurity {
     fn identity(&self) -> SignerIdentity {
-        self.identity.clone()
+        self.node.identity()
     }
 
     fn certificates(&self) -> Vec<GenericCertificate> {
-        vec![self.cert.clone()]
-    }
-
-    fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
-        let others: Vec<&SignerIdentity> = signers.iter().copied().filter(|s| **s != self.identity).collect();
-        self.verifier.certificates_for(&others)
+        self.node.certificates()
     }
 
     fn sign(&self, input: &[u8]) -> Signature {
-        Signature {
-            algorithm: self.algorithm,
-            identity: self.identity.clone(),
-            // Signing with a well-formed key of a supported type cannot fail.
-            signature_value: self.key.sign(input).unwrap_or_default(),
-        }
+        self.node.sign(input)
+    }
+}
+
+impl Security for CertSecurity {
+    fn user_signer(&self, user: &str) -> Option<&dyn Signer> {
+        self.users.get(user).map(|s| s as &dyn Signer)
+    }
+
+    fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
+        let others: Vec<&SignerIdentity> = signers.iter().copied().filter(|s| **s != self.node.identity).collect();
+        self.verifier.certificates_for(&others)
     }
 
     fn verify(

@@ -71,7 +71,7 @@ impl NodeDir {
             path: path.join("node.key"),
             source,
         })?;
-        if !key_matches(&key, &cert_der) {
+        if !pki::key_matches(&key, &cert_der) {
             return Err(cert_err(PkiError::BadKey("node.key is not the key of node.crt".into())));
         }
         Ok(NodeDir {
@@ -147,12 +147,4 @@ pub fn verify_config(text: &str, pinned: &[u8]) -> Result<Configuration, ConfigE
         });
     }
     Ok(signed.configuration)
-}
-
-fn key_matches(key: &KeyPair, cert_der: &[u8]) -> bool {
-    use rcgen::PublicKeyData;
-    use x509_parser::prelude::*;
-    X509Certificate::from_der(cert_der)
-        .map(|(_, c)| c.public_key().raw == key.subject_public_key_info().as_slice())
-        .unwrap_or(false)
 }

@@ -367,3 +367,12 @@ impl TrustStore {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `cert_der` certifies `key`'s public key.
+pub fn key_matches(key: &KeyPair, cert_der: &[u8]) -> bool {
+    use rcgen::PublicKeyData;
+    use x509_parser::prelude::*;
+    X509Certificate::from_der(cert_der)
+        .map(|(_, c)| c.public_key().raw == key.subject_public_key_info().as_slice())
+        .unwrap_or(false)
+}

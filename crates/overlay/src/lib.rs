@@ -18,12 +18,13 @@ pub mod config;
 pub mod node;
 pub mod ring;
 pub mod security;
+pub mod sip_usage;
 pub mod storage;
 pub mod topology;
 
 pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig};
 pub use node::{Action, CompletedResult, Event, NodeStats, Observation, OverlayNode, RequestId};
-pub use security::{Credential, Security, SecurityError, SimulatedSecurity};
+pub use security::{Credential, Security, SecurityError, Signer, SimulatedSecurity};
 pub use topology::chord::ChordReload;
 pub use topology::client::ClientTopology;
 pub use topology::{Answer, Holding, RequestFailure, Topology, TopologyCommand};

@@ -9,7 +9,7 @@
 
 use crate::config::OverlayConfig;
 use crate::ring::{distance, node_position};
-use crate::security::{Credential, Security};
+use crate::security::{Credential, Security, Signer};
 use crate::storage::{Storage, StoreRequest};
 use crate::topology::{Answer, Holding, RequestFailure, Topology, TopologyCommand};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -531,9 +531,39 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         values: Vec<StoredDataValue>,
         lifetime_s: u32,
     ) -> RequestId {
+        self.store_signed(now, None, resource, kind, values, lifetime_s)
+            .unwrap_or_default()
+    }
+
+    /// [`store`](Self::store) signed, values and message alike, as a user
+    /// enrolled into this node (RFC 7904 §3.3: a SIP-REGISTRATION is
+    /// written under USER-NODE-MATCH by the user's certificate). `None`
+    /// when this node holds no certificate for `user`.
+    pub fn store_as(
+        &mut self,
+        now: u64,
+        user: &str,
+        resource: ResourceId,
+        kind: KindId,
+        values: Vec<StoredDataValue>,
+        lifetime_s: u32,
+    ) -> Option<RequestId> {
+        self.store_signed(now, Some(user), resource, kind, values, lifetime_s)
+    }
+
+    fn store_signed(
+        &mut self,
+        now: u64,
+        user: Option<&str>,
+        resource: ResourceId,
+        kind: KindId,
+        values: Vec<StoredDataValue>,
+        lifetime_s: u32,
+    ) -> Option<RequestId> {
+        let signer = self.signer(user)?;
         let values = values
             .into_iter()
-            .map(|value| self.sign_value(&resource, kind, now, value, lifetime_s))
+            .map(|value| self.sign_value(signer, &resource, kind, now, value, lifetime_s))
             .collect();
         let body = Body::StoreReq(StoreReq {
             resource: resource.clone(),
@@ -544,7 +574,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 values,
             }],
         });
-        self.request(now, vec![Destination::Resource(resource)], body)
+        Some(self.request_as(now, vec![Destination::Resource(resource)], body, user))
+    }
+
+    /// The node itself, or a user enrolled into it.
+    fn signer(&self, user: Option<&str>) -> Option<&dyn Signer> {
+        match user {
+            None => Some(&self.security),
+            Some(u) => self.security.user_signer(u),
+        }
     }
 
     /// Fetches values (§7.4.2).
@@ -555,9 +593,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// Sends any request; [`Event::Done`] reports its outcome.
     pub fn request(&mut self, now: u64, destination: Vec<Destination>, body: Body) -> RequestId {
+        self.request_as(now, destination, body, None)
+    }
+
+    fn request_as(&mut self, now: u64, destination: Vec<Destination>, body: Body, user: Option<&str>) -> RequestId {
         let id = self.next_request;
         self.next_request += 1;
-        self.originate(now, destination, &body, Purpose::App(id));
+        self.originate_as(now, destination, &body, Purpose::App(id), user);
         self.after_event(now);
         id
     }
@@ -569,19 +611,20 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     fn sign_value(
         &self,
+        signer: &dyn Signer,
         resource: &ResourceId,
         kind: KindId,
         now: u64,
         value: StoredDataValue,
         lifetime: u32,
     ) -> StoredData {
-        let identity = self.security.identity();
+        let identity = signer.identity();
         let input = data_signature_input(&self.security, resource, kind, now, &value, &identity);
         StoredData {
             storage_time: now,
             lifetime,
             value,
-            signature: self.security.sign(&input),
+            signature: signer.sign(&input),
         }
     }
 
@@ -1244,9 +1287,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     // ----- sending ------------------------------------------------------
 
-    fn sign_contents(&self, tid: u64, contents: &MessageContents, data_signers: &[&SignerIdentity]) -> SecurityBlock {
-        let identity = self.security.identity();
-        let mut certificates = self.security.certificates();
+    fn sign_contents(
+        &self,
+        tid: u64,
+        contents: &MessageContents,
+        data_signers: &[&SignerIdentity],
+        signer: &dyn Signer,
+    ) -> SecurityBlock {
+        let identity = signer.identity();
+        let mut certificates = signer.certificates();
         if !data_signers.is_empty() {
             certificates.extend(self.security.certificates_for(data_signers));
         }
@@ -1257,7 +1306,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         };
         SecurityBlock {
             certificates,
-            signature: self.security.sign(&input),
+            signature: signer.sign(&input),
         }
     }
 
@@ -1266,8 +1315,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         header: &ForwardingHeader,
         contents: &MessageContents,
         data_signers: &[&SignerIdentity],
+        signer: &dyn Signer,
     ) -> Option<Vec<u8>> {
-        let security_block = self.sign_contents(header.transaction_id, contents, data_signers);
+        let security_block = self.sign_contents(header.transaction_id, contents, data_signers, signer);
         let mut w = Writer::with_capacity(128 + contents.message_body.len());
         header.encode_with(&mut w, |w| {
             contents.encode(w);
@@ -1279,6 +1329,18 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// §6.2.1: build, sign and send a request; remember it for
     /// retransmission.
     fn originate(&mut self, now: u64, destination: Vec<Destination>, body: &Body, purpose: Purpose) {
+        self.originate_as(now, destination, body, purpose, None)
+    }
+
+    /// [`originate`](Self::originate), signed as `user` when one is given.
+    fn originate_as(
+        &mut self,
+        now: u64,
+        destination: Vec<Destination>,
+        body: &Body,
+        purpose: Purpose,
+        user: Option<&str>,
+    ) {
         let tid: u64 = self.rng.random();
         let method = body.message_code();
         let Ok(contents) = MessageContents::from_body(body) else {
@@ -1286,7 +1348,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         };
         let mut header = ForwardingHeader::new(self.overlay, tid, destination);
         header.ttl = self.config.initial_ttl;
-        let Some(bytes) = self.encode_message(&header, &contents, &data_signers(body)) else {
+        let encoded = self
+            .signer(user)
+            .and_then(|signer| self.encode_message(&header, &contents, &data_signers(body), signer));
+        let Some(bytes) = encoded else {
             return self.fail_now(now, method, purpose);
         };
         let deadline = now + self.config.reliability_timer_ms;
@@ -1344,7 +1409,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         path.reverse();
         let mut header = ForwardingHeader::new(self.overlay, request.transaction_id, path);
         header.ttl = self.config.initial_ttl;
-        let Some(bytes) = self.encode_message(&header, &contents, data_signers) else {
+        let Some(bytes) = self.encode_message(&header, &contents, data_signers, &self.security) else {
             return;
         };
         match header.destination_list.first() {

@@ -29,12 +29,24 @@ pub enum SecurityError {
     Anonymous,
 }
 
-/// Signs on behalf of this node and verifies others.
-pub trait Security {
-    /// The SignerIdentity this node's signatures carry.
+/// Signs as one identity: this node, or a user enrolled into it.
+pub trait Signer {
+    /// The SignerIdentity these signatures carry.
     fn identity(&self) -> SignerIdentity;
     /// Certificates to put in the security block of a message (§6.3.4).
     fn certificates(&self) -> Vec<GenericCertificate>;
+    /// Signs `input` (a message's or a stored value's signature input).
+    fn sign(&self, input: &[u8]) -> Signature;
+}
+
+/// Signs on behalf of this node and verifies others.
+pub trait Security: Signer {
+    /// Signs as `user` instead of as the node: RFC 7904 §3.3 has a
+    /// SIP-REGISTRATION signed by the user's certificate, which carries
+    /// this node's Node-ID. `None` when no such user is enrolled here.
+    fn user_signer(&self, _user: &str) -> Option<&dyn Signer> {
+        None
+    }
     /// Certificates of other signers whose stored values a message carries
     /// (a replica Store, a Fetch answer): §6.3.4 asks the bucket to hold
     /// every certificate needed to verify the message, and a peer storing
@@ -42,8 +54,6 @@ pub trait Security {
     fn certificates_for(&self, _signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
         Vec::new()
     }
-    /// Signs `input` (a message's or a stored value's signature input).
-    fn sign(&self, input: &[u8]) -> Signature;
     /// Verifies `signature` over `input`, with `certificates` from the
     /// message's security block as extra candidates for the signer.
     fn verify(
@@ -67,6 +77,8 @@ pub trait Security {
 pub struct SimulatedSecurity {
     pub node_id: NodeId,
     pub user: String,
+    /// Users enrolled into this node, with its Node-ID.
+    pub users: Vec<SimulatedSecurity>,
 }
 
 impl SimulatedSecurity {
@@ -74,7 +86,14 @@ impl SimulatedSecurity {
         SimulatedSecurity {
             node_id,
             user: user.into(),
+            users: Vec::new(),
         }
+    }
+
+    /// Enrols `user` into this node: it may then sign as that user.
+    pub fn with_user(mut self, user: impl Into<String>) -> Self {
+        self.users.push(SimulatedSecurity::new(self.node_id, user));
+        self
     }
 
     /// SHA-256 with the private-use signature algorithm 224, so that no real
@@ -85,7 +104,7 @@ impl SimulatedSecurity {
     };
 }
 
-impl Security for SimulatedSecurity {
+impl Signer for SimulatedSecurity {
     fn identity(&self) -> SignerIdentity {
         SignerIdentity::CertHashNodeId {
             hash_alg: hash_algorithm::SHA256,
@@ -103,6 +122,12 @@ impl Security for SimulatedSecurity {
             identity: self.identity(),
             signature_value: self.user.as_bytes().to_vec(),
         }
+    }
+}
+
+impl Security for SimulatedSecurity {
+    fn user_signer(&self, user: &str) -> Option<&dyn Signer> {
+        self.users.iter().find(|u| u.user == user).map(|u| u as &dyn Signer)
     }
 
     fn verify(

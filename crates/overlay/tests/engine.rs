@@ -62,14 +62,25 @@ struct Net {
 }
 
 fn config() -> Arc<OverlayConfig> {
-    Arc::new(OverlayConfig::new("engine.test.invalid").with_kind(KindDefinition {
-        id: KIND,
-        name: "test".into(),
-        data_model: DataModel::SingleValue,
-        access: AccessPolicy::UserMatch,
-        max_count: 1,
-        max_size: 100,
-    }))
+    Arc::new(
+        OverlayConfig::new("engine.test.invalid")
+            .with_kind(KindDefinition {
+                id: KIND,
+                name: "test".into(),
+                data_model: DataModel::SingleValue,
+                access: AccessPolicy::UserMatch,
+                max_count: 1,
+                max_size: 100,
+            })
+            .with_kind(KindDefinition {
+                id: usages::kind_id::SIP_REGISTRATION,
+                name: "SIP-REGISTRATION".into(),
+                data_model: DataModel::Dictionary,
+                access: AccessPolicy::UserNodeMatch,
+                max_count: 32,
+                max_size: 1024,
+            }),
+    )
 }
 
 fn addr(i: usize) -> IpAddressPort {
@@ -111,6 +122,8 @@ impl Net {
         let i = self.nodes.len();
         let id = NodeId::from_u128(id);
         let (_, security) = self.user(id);
+        // Every peer serves one phone user (RFC 7904).
+        let security = security.with_user(sip_usage::resource_name(&format!("phone{i}"), "engine.test.invalid"));
         let topology = ChordReload::new(id, cfg.chord.clone(), 16, i as u64);
         let node = OverlayNode::new(cfg, ctx, addr(i), topology, security, i as u64, self.now);
         self.nodes.push(node);
@@ -780,4 +793,47 @@ fn a_client_uses_the_overlay_through_its_responsible_peer_and_follows_it() {
     assert_eq!(c_now.topology().attached_peer(), Some(net.nodes[newcomer].node_id()));
     assert_eq!(c_now.links().count(), 1, "the old link is closed");
     assert!(matches!(ping(&mut net, 1), Ok(Body::PingAns(_))));
+}
+
+/// RFC 7904 §3: a peer stores the registration of a user enrolled into it,
+/// signed as that user, keyed by its own Node-ID; any peer fetches it and
+/// reads back the route to that peer. Signed as the peer itself, or for a
+/// user it does not hold, the same store is refused or impossible.
+#[test]
+fn a_sip_registration_is_stored_as_the_user_and_resolves_to_the_storing_peer() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let name = sip_usage::resource_name("phone2", "engine.test.invalid");
+    let resource = net.nodes[2].resource_id(name.as_bytes());
+    let me = net.nodes[2].node_id();
+    let value = sip_usage::route_to_me(me, true);
+    let kind = usages::kind_id::SIP_REGISTRATION;
+
+    let req = net.nodes[2]
+        .store_as(net.now, &name, resource.clone(), kind, vec![value.clone()], 600)
+        .expect("phone2 is enrolled into peer 2");
+    net.pump();
+    assert!(net.done(2, req).0.is_ok());
+
+    let req = net.nodes[5].fetch(net.now, sip_usage::fetch_registrations(resource.clone()));
+    net.pump();
+    let Ok(Body::FetchAns(ans)) = net.done(5, req).0 else {
+        panic!("fetch failed")
+    };
+    assert_eq!(
+        sip_usage::targets(&ans),
+        vec![sip_usage::Target::Route(vec![Destination::Node(me)])]
+    );
+
+    // USER-NODE-MATCH: the peer's own certificate names another user.
+    let req = net.nodes[2].store(net.now, resource.clone(), kind, vec![value.clone()], 600);
+    net.pump();
+    assert!(
+        matches!(net.done(2, req).0, Err(RequestFailure::Error(e)) if e.error_code == ErrorCode::FORBIDDEN),
+        "a store signed by the peer, not the user, is refused"
+    );
+    // Peer 3 cannot sign as phone2 at all.
+    assert!(net.nodes[3]
+        .store_as(net.now, &name, resource, kind, vec![value], 600)
+        .is_none());
 }

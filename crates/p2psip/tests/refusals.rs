@@ -195,7 +195,7 @@ impl Rogue {
     /// Sends `body` to `to` with `signature` (None: signed properly) and
     /// returns the answer's body.
     async fn ask(&mut self, to: Destination, body: &Body, signature: Option<Signature>) -> Body {
-        use overlay::Security;
+        use overlay::Signer;
         // Unique across connections: the peer answers a transaction ID it
         // has seen in the last 15 s from its cache (§6.2.1).
         static NEXT_TID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
@@ -244,7 +244,7 @@ impl Rogue {
     /// A Store of this node's certificate under CERTIFICATE_BY_NODE (§8)
     /// with the given value signature (None: signed properly).
     fn certificate_store(&self, value_signature: Option<Signature>) -> (Destination, Body) {
-        use overlay::Security;
+        use overlay::Signer;
         let resource = overlay::Topology::resource_id(&self.hasher, self.me.as_bytes());
         let value = StoredDataValue::Array(ArrayEntry {
             index: 0,
@@ -318,7 +318,7 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
     let s = scene("forged");
     let certificate_of_rogue = format!("/certificate/{}", s.rogue.info.node_ids[0].to_hex());
     runtime().block_on(async {
-        use overlay::Security;
+        use overlay::Signer;
         let mut rogue = Rogue::connect(&s).await;
         // A value whose signature covers something else.
         let forged = rogue.security.sign(b"not the value");

@@ -1,7 +1,7 @@
 //! Storage semantics of RFC 6940 §7, rule by rule.
 
 use super::*;
-use crate::security::{Security, SimulatedSecurity};
+use crate::security::{Security, Signer, SimulatedSecurity};
 use reload_wire::{ArrayRange, Decode, DecodeContext, SignatureAndHashAlgorithm};
 use sha1::Sha1;
 
