@@ -220,9 +220,24 @@ async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, 
             return (StatusCode::INTERNAL_SERVER_ERROR, "enrollment store unreadable").into_response();
         }
     };
+    // A key that already holds Node-IDs, under any user, keeps them: the
+    // CSR proves possession of the key, and a peer's users must carry the
+    // peer's Node-ID for USER-NODE-MATCH (RFC 7904 §3.3, decision 0006).
+    let held = enrolled
+        .values()
+        .flatten()
+        .find(|i| i.key == key_id)
+        .map(|i| i.node_ids.clone());
     let issued = enrolled.entry(user.clone()).or_default();
-    let node_ids = match issued.iter().find(|i| i.key == key_id) {
-        Some(i) if i.node_ids.len() == count => parse_node_ids(&i.node_ids),
+    let node_ids = match held {
+        Some(ids) if ids.len() == count || issued.iter().all(|i| i.key != key_id) => {
+            issued.retain(|i| i.key != key_id);
+            issued.push(Issued {
+                key: key_id,
+                node_ids: ids.clone(),
+            });
+            parse_node_ids(&ids)
+        }
         _ => {
             let ids: Vec<_> = (0..count).map(|_| pki::random_node_id(state.node_id_length)).collect();
             issued.retain(|i| i.key != key_id);
@@ -489,6 +504,8 @@ pub struct Enrolled {
     pub overlay: String,
     pub user: String,
     pub node_ids: Vec<reload_wire::NodeId>,
+    /// The node was enrolled already: this user was added to it.
+    pub added_user: bool,
 }
 
 /// §11.2-§11.3: fetch and verify the configuration from `server` (an
@@ -572,14 +589,26 @@ pub async fn enroll(
     // §11.3: the certificate must chain to a root-cert of the configuration.
     let info = config.trust_store().verify(&cert, &[], SystemTime::now())?;
 
-    write(&key_path, key.serialize_pem().as_bytes(), true)?;
-    write(&node_dir.join("node.crt"), pki::der_to_pem(&cert).as_bytes(), false)?;
-    write(&node_dir.join("ca.crt"), pki::der_to_pem(&ca).as_bytes(), false)?;
-    write(&node_dir.join("reload-config.xml"), document.as_bytes(), false)?;
+    // Enrolling another user into an enrolled node adds a user the node
+    // serves (its phones register here) and keeps the node's identity.
+    let node_user = overlay_dir::read(&node_dir.join("node.crt"))
+        .ok()
+        .and_then(|pem| pki::pem_to_der(&pem).ok())
+        .and_then(|der| pki::cert_info(&der, &config.instance_name, config.node_id_length).ok())
+        .map(|i| i.user);
+    let added_user = node_user.is_some_and(|u| u != info.user);
+    if !added_user {
+        write(&key_path, key.serialize_pem().as_bytes(), true)?;
+        write(&node_dir.join("node.crt"), pki::der_to_pem(&cert).as_bytes(), false)?;
+        write(&node_dir.join("ca.crt"), pki::der_to_pem(&ca).as_bytes(), false)?;
+        write(&node_dir.join("reload-config.xml"), document.as_bytes(), false)?;
+    }
+    crate::node_dir::save_sip_user(node_dir, user, &config.instance_name, password, &cert)?;
     Ok(Enrolled {
         overlay: config.instance_name,
         user: info.user,
         node_ids: info.node_ids,
+        added_user,
     })
 }
 

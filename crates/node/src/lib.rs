@@ -13,3 +13,4 @@ pub mod node_dir;
 pub mod overlay_dir;
 pub mod peer;
 pub mod pki;
+pub mod sip_server;

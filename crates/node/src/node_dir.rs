@@ -5,6 +5,10 @@
 //! ca.crt                the CA the operator pinned at enrollment
 //! reload-config.xml     the signed configuration document (§11.1)
 //! peers.json            peers linked in the last run, tried first at boot (§11.4)
+//! users/NAME.crt        certificate of each user enrolled here (same key and
+//!                       Node-ID as the node); the node signs as them (RFC 7904)
+//! users/NAME.json       their SIP digest secrets: H(user:realm:password) for
+//!                       MD5 and SHA-256, never the password (RFC 7616 §3.4.2)
 //! ```
 
 use crate::config_doc::{ConfigError, Configuration, SignedConfiguration};
@@ -147,4 +151,83 @@ pub fn verify_config(text: &str, pinned: &[u8]) -> Result<Configuration, ConfigE
         });
     }
     Ok(signed.configuration)
+}
+
+/// A user enrolled into a node: its phones register with this peer.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct SipUser {
+    /// The account name, the user part of `sip:user@overlay`.
+    pub user: String,
+    /// The digest realm: the overlay's name.
+    pub realm: String,
+    pub ha1_md5: String,
+    pub ha1_sha256: String,
+}
+
+impl SipUser {
+    pub fn ha1(&self) -> sip::digest::Ha1 {
+        sip::digest::Ha1 {
+            md5: self.ha1_md5.clone(),
+            sha256: self.ha1_sha256.clone(),
+        }
+    }
+}
+
+/// Writes `users/NAME.crt` and `users/NAME.json` for `user`.
+pub fn save_sip_user(
+    node_dir: &Path,
+    user: &str,
+    realm: &str,
+    password: &str,
+    cert_der: &[u8],
+) -> Result<(), DirError> {
+    let dir = node_dir.join("users");
+    std::fs::create_dir_all(&dir).map_err(|source| DirError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    let ha1 = sip::digest::Ha1::new(user, realm, password);
+    let record = SipUser {
+        user: user.to_string(),
+        realm: realm.to_string(),
+        ha1_md5: ha1.md5,
+        ha1_sha256: ha1.sha256,
+    };
+    let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    write(&dir.join(format!("{user}.json")), &json, true)?;
+    write(
+        &dir.join(format!("{user}.crt")),
+        pki::der_to_pem(cert_der).as_bytes(),
+        false,
+    )
+}
+
+impl NodeDir {
+    /// The users enrolled into this node, with their certificates; a user
+    /// whose files do not read is skipped with a warning.
+    pub fn sip_users(&self) -> Vec<(SipUser, Vec<u8>)> {
+        let Ok(entries) = std::fs::read_dir(self.path.join("users")) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("json") {
+                continue;
+            }
+            let loaded = read(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<SipUser>(&t).ok())
+                .and_then(|u| {
+                    let pem = read(&path.with_extension("crt")).ok()?;
+                    Some((u, pki::pem_to_der(&pem).ok()?.to_vec()))
+                });
+            match loaded {
+                Some(u) => out.push(u),
+                None => tracing::warn!("{}: not a readable SIP user; skipped", path.display()),
+            }
+        }
+        out.sort_by(|a, b| a.0.user.cmp(&b.0.user));
+        out
+    }
 }

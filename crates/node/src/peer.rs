@@ -72,6 +72,9 @@ pub struct PeerOptions {
     /// Run as a client (§4.2.1): use the overlay through the peer
     /// responsible for this node's Node-ID, neither routing nor storing.
     pub client: bool,
+    /// Serve SIP phones (UDP and TCP) on this address: the registrar of the
+    /// users enrolled into the node (RFC 7904).
+    pub sip: Option<SocketAddr>,
 }
 
 /// The peer's state as `GET /status` shows it.
@@ -196,6 +199,7 @@ pub enum AdminRequest {
 enum AdminPending {
     Certificate(NodeId, oneshot::Sender<Result<FetchedCertificate, String>>),
     Probe(oneshot::Sender<Result<ProbedPeer, String>>),
+    SipPublish(oneshot::Sender<Result<(), String>>),
 }
 
 /// Lifetime of the certificate this peer stores about itself; it is
@@ -224,6 +228,8 @@ pub(crate) enum Input {
     InboundLinkFailed,
     /// A multicast bootstrap datagram and where it came from.
     Discovery(crate::discovery::Datagram, SocketAddr),
+    /// The SIP side needs the overlay.
+    Sip(crate::sip_server::SipOverlayRequest),
 }
 
 impl From<LinkEvent> for Input {
@@ -249,7 +255,21 @@ fn now_ms() -> u64 {
 /// Runs a peer until `shutdown` completes, then leaves gracefully (§10.9).
 pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Result<(), PeerError> {
     let dir = NodeDir::load(&opts.dir)?;
-    let security = dir.security()?;
+    let mut security = dir.security()?;
+    let mut sip_users = std::collections::HashMap::new();
+    for (user, cert) in dir.sip_users() {
+        match security.add_user(cert) {
+            Ok(_) if user.realm == dir.config.instance_name => {
+                sip_users.insert(user.user.clone(), user.ha1());
+            }
+            Ok(_) => tracing::warn!(
+                "SIP user {}: realm {:?} is not this overlay's; skipped",
+                user.user,
+                user.realm
+            ),
+            Err(e) => tracing::warn!("SIP user {}: {e}; skipped", user.user),
+        }
+    }
     let me = security.node_id();
     let config = dir.config.overlay_config();
     let ctx = Arc::new(config.decode_context()?);
@@ -282,13 +302,13 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         }
         let topology = ClientTopology::new(me, overlay::topology::chord::hash);
         drive(
-            opts, dir, tls, ctx, listener, listen, topology, security, config, seed, shutdown,
+            opts, dir, tls, ctx, listener, listen, topology, security, config, seed, sip_users, shutdown,
         )
         .await
     } else {
         let topology = ChordReload::new(me, config.chord.clone(), config.node_id_length, seed);
         drive(
-            opts, dir, tls, ctx, listener, listen, topology, security, config, seed, shutdown,
+            opts, dir, tls, ctx, listener, listen, topology, security, config, seed, sip_users, shutdown,
         )
         .await
     }
@@ -307,6 +327,7 @@ async fn drive<T: Topology + Tables>(
     security: CertSecurity,
     config: overlay::OverlayConfig,
     seed: u64,
+    sip_users: std::collections::HashMap<String, sip::digest::Ha1>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PeerError> {
     let me = security.node_id();
@@ -328,6 +349,28 @@ async fn drive<T: Topology + Tables>(
             .map_err(|source| PeerError::Listen { addr: admin, source })?;
         tokio::spawn(crate::admin::serve(listener, input_tx.clone()));
         tracing::info!("admin API on http://{admin}");
+    }
+    if let Some(addr) = opts.sip {
+        let sockets = crate::sip_server::SipSockets::bind(addr)
+            .await
+            .map_err(|source| PeerError::Listen { addr, source })?;
+        let mut secret = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| {
+            PeerError::Listen {
+                addr,
+                source: std::io::Error::other("no system randomness for digest nonces"),
+            }
+        })?;
+        let users: Vec<String> = sip_users.keys().cloned().collect();
+        let registrar = sip::registrar::Registrar::new(&dir.config.instance_name, sip_users, secret);
+        tracing::info!(
+            "SIP on udp+tcp {} for {} users of {}: {}",
+            sockets.local_addr().unwrap_or(addr),
+            users.len(),
+            dir.config.instance_name,
+            users.join(", ")
+        );
+        tokio::spawn(crate::sip_server::serve(sockets, registrar, input_tx.clone()));
     }
     tracing::info!(
         "{} {} of {} listening on {listen}",
@@ -801,6 +844,32 @@ impl<T: Topology + Tables> Driver<T> {
                     }
                 }
             }
+            Input::Sip(crate::sip_server::SipOverlayRequest::Publish {
+                resource_name,
+                lifetime_s,
+                reply,
+            }) => {
+                let resource = self.engine.resource_id(resource_name.as_bytes());
+                let value = overlay::sip_usage::route_to_me(self.me, lifetime_s > 0);
+                // A removal (exists = false) lives a minute, long enough to
+                // replace the value at every replica.
+                let lifetime = if lifetime_s > 0 { lifetime_s } else { 60 };
+                match self.engine.store_as(
+                    now,
+                    &resource_name,
+                    resource,
+                    reload_wire::usages::kind_id::SIP_REGISTRATION,
+                    vec![value],
+                    lifetime,
+                ) {
+                    Some(id) => {
+                        self.pending.insert(id, AdminPending::SipPublish(reply));
+                    }
+                    None => {
+                        let _ = reply.send(Err(format!("this node holds no certificate for {resource_name}")));
+                    }
+                }
+            }
             Input::Admin(AdminRequest::Status(reply)) => {
                 let _ = reply.send(self.status());
             }
@@ -891,6 +960,12 @@ impl<T: Topology + Tables> Driver<T> {
             }
             Some(AdminPending::Probe(reply)) => {
                 let _ = reply.send(probed_peer(outcome, hops, responder));
+            }
+            Some(AdminPending::SipPublish(reply)) => {
+                let _ = reply.send(match outcome {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                });
             }
             None => {}
         }

@@ -161,7 +161,9 @@ pub struct EnrollArgs {
     user: String,
     #[arg(long)]
     password: String,
-    /// Where to keep this node's key, certificate and configuration.
+    /// Where to keep this node's key, certificate and configuration. If
+    /// the node is enrolled already under another user, this user is added
+    /// to it: the peer then registers that user's SIP phones.
     #[arg(long)]
     dir: PathBuf,
 }
@@ -183,6 +185,16 @@ pub fn enroll(args: EnrollArgs) -> Result<()> {
         &args.password,
         &args.dir,
     ))?;
+    if done.added_user {
+        println!(
+            "Added user {} to the node in {}: its phones register there (digest user {:?}, realm {:?})",
+            done.user,
+            args.dir.display(),
+            args.user,
+            done.overlay
+        );
+        return Ok(());
+    }
     println!(
         "Enrolled {} in overlay {} as Node-ID {}; credentials in {}",
         done.user,
@@ -234,6 +246,10 @@ pub struct PeerArgs {
     /// bootstrap nodes or multicast).
     #[arg(long)]
     client: bool,
+    /// Serve SIP phones on this address (UDP and TCP): the registrar for
+    /// the users enrolled into --dir, in the overlay's domain (RFC 7904).
+    #[arg(long, value_name = "ADDR")]
+    sip: Option<SocketAddr>,
 }
 
 pub fn peer(args: PeerArgs) -> Result<()> {
@@ -244,6 +260,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         bootstrap: args.bootstrap,
         admin: args.admin,
         client: args.client,
+        sip: args.sip,
     };
     runtime()?.block_on(node::peer::run(opts, shutdown_signal()))?;
     Ok(())

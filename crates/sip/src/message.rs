@@ -289,11 +289,15 @@ pub fn frame(buf: &[u8]) -> Result<Framing, ParseError> {
         if name_is(name.trim_end(), "Content-Length") {
             let value = String::from_utf8_lossy(&line[colon + 1..]);
             let value = value.trim();
-            length = Some(
-                value
-                    .parse::<usize>()
-                    .map_err(|_| ParseError::BadContentLength(value.into()))?,
-            );
+            let this = value
+                .parse::<usize>()
+                .map_err(|_| ParseError::BadContentLength(value.into()))?;
+            // Two lengths that disagree would let framing and parsing
+            // split the stream differently (request smuggling).
+            if length.is_some_and(|l| l != this) {
+                return Err(ParseError::BadContentLength(value.into()));
+            }
+            length = Some(this);
         }
     }
     let length = length.ok_or(ParseError::NoContentLength)?;
@@ -392,13 +396,19 @@ impl SipMessage {
             body: Vec::new(),
         };
         let available = bytes.len() - body_start;
-        let declared = match msg.header("Content-Length") {
-            Some(v) => v
+        let mut declared = None;
+        for h in msg.headers.iter().filter(|h| h.is("Content-Length")) {
+            let v = h.value();
+            let this = v
                 .trim()
                 .parse::<usize>()
-                .map_err(|_| ParseError::BadContentLength(v.into()))?,
-            None => available,
-        };
+                .map_err(|_| ParseError::BadContentLength(v.as_ref().into()))?;
+            if declared.is_some_and(|d| d != this) {
+                return Err(ParseError::BadContentLength(v.into_owned()));
+            }
+            declared = Some(this);
+        }
+        let declared = declared.unwrap_or(available);
         if declared > available {
             return Err(ParseError::ShortBody { declared, available });
         }

@@ -519,7 +519,14 @@ impl Topology for ChordReload {
             return Holding::Responsible;
         }
         let k = position_of(resource);
-        for (n, pair) in self.predecessors.windows(2).take(REPLICAS).enumerate() {
+        // A predecessor list shorter than the table means the ring is that
+        // small: the last predecessor's own predecessor is this peer, and
+        // the range it is responsible for ends here too.
+        let mut chain = self.predecessors.clone();
+        if !chain.is_empty() && chain.len() < self.config.neighbors {
+            chain.push(self.me);
+        }
+        for (n, pair) in chain.windows(2).take(REPLICAS).enumerate() {
             if in_open_closed(node_position(&pair[1]), k, node_position(&pair[0])) {
                 return Holding::Replica(n as u8 + 1);
             }

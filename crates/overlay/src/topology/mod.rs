@@ -192,3 +192,21 @@ pub trait Topology {
     /// Periodic work: stabilization, finger refresh, delayed Updates.
     fn on_timer(&mut self, now: u64, out: &mut Vec<TopologyCommand>);
 }
+
+impl std::fmt::Display for RequestFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RequestFailure::Timeout => f.write_str("no answer after every retransmission"),
+            RequestFailure::NoRoute => f.write_str("no link into the overlay"),
+            RequestFailure::Error(e) => write!(
+                f,
+                "{} ({})",
+                e.error_code.name().unwrap_or("an unknown error"),
+                String::from_utf8_lossy(&e.error_info)
+                    .chars()
+                    .take(120)
+                    .collect::<String>()
+            ),
+        }
+    }
+}

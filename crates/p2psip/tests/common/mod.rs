@@ -160,6 +160,30 @@ impl Overlay {
         self.start_peer_at(node_dir, listen, bootstrap, None)
     }
 
+    /// Adds an enrollment account's user to an enrolled node: the peer then
+    /// registers that user's phones.
+    pub fn enroll_user(&self, node_dir: &Path, user: &str, password: &str) {
+        run_ok(&[
+            "enroll",
+            "--server",
+            &self.server,
+            "--ca-cert",
+            self.dir.join("overlay/ca.crt").to_str().unwrap(),
+            "--user",
+            user,
+            "--password",
+            password,
+            "--dir",
+            node_dir.to_str().unwrap(),
+        ]);
+    }
+
+    /// A peer with more command-line arguments (`--sip ADDR`, ...).
+    pub fn start_peer_with(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>, extra_args: &[&str]) -> Peer {
+        let listen = loopback(free_port());
+        self.start_node(node_dir, listen, bootstrap, None, extra_args)
+    }
+
     /// `p2psip peer --client` (§4.2.1).
     pub fn start_client(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>) -> Peer {
         let listen = loopback(free_port());
@@ -323,10 +347,21 @@ pub fn sorted_ids(peers: &[&Peer]) -> Vec<String> {
 
 /// Whether a system tool runs; in CI its absence fails the test.
 pub fn tool_available(tool: &str, package: &str) -> bool {
-    let ok = Command::new(tool)
+    let runs = Command::new(tool)
         .arg("--version")
         .output()
         .is_ok_and(|o| o.status.success());
+    require_tool(runs, tool, package)
+}
+
+/// [`tool_available`] for a tool whose version flag exits non-zero (SIPp's
+/// `-v` exits 99): installed is enough.
+pub fn tool_answers(tool: &str, version_arg: &str, package: &str) -> bool {
+    let installed = Command::new(tool).arg(version_arg).output().is_ok();
+    require_tool(installed, tool, package)
+}
+
+fn require_tool(ok: bool, tool: &str, package: &str) -> bool {
     if !ok {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{tool} is required in CI: apt-get install {package} (.ci/run does this)");

@@ -83,6 +83,12 @@ fn content_length_frames_the_body_of_a_datagram() {
     );
     let long = REGISTER.replace("l: 4", "l: 2");
     assert_eq!(SipMessage::parse(long.as_bytes()).unwrap().body, b"bo");
+    let twice = REGISTER.replace("l: 4", "l: 4\r\nContent-Length: 0");
+    assert!(matches!(
+        SipMessage::parse(twice.as_bytes()),
+        Err(ParseError::BadContentLength(_))
+    ));
+    assert!(matches!(frame(twice.as_bytes()), Err(ParseError::BadContentLength(_))));
     let bad = REGISTER.replace("l: 4", "l: four");
     assert!(matches!(
         SipMessage::parse(bad.as_bytes()),

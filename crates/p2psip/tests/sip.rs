@@ -1,0 +1,168 @@
+//! Whole-system tests of the SIP side of the peers (issue 5), with real
+//! processes on loopback: SIPp (Debian `sip-tester`) as the phone.
+
+mod common;
+
+use common::*;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const DOMAIN: &str = "sip.test.invalid";
+
+/// A SIPp scenario: REGISTER, answer the 401 with `[authentication]`, then
+/// expect `final_status`.
+fn register_scenario(dir: &Path, name: &str, expires: u32, final_status: u16) -> std::path::PathBuf {
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            "<send retrans=\"500\"><![CDATA[\n\
+REGISTER sip:{DOMAIN} SIP/2.0\n\
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
+From: <sip:[service]@{DOMAIN}>;tag=[call_number]\n\
+To: <sip:[service]@{DOMAIN}>\n\
+Call-ID: [call_id]\n\
+CSeq: {cseq} REGISTER\n\
+Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>\n\
+{auth}\
+Max-Forwards: 70\n\
+Expires: {expires}\n\
+Content-Length: 0\n\
+\n]]></send>\n"
+        )
+    };
+    let xml = format!(
+        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"{name}\">\n{}\
+<recv response=\"401\" auth=\"true\"/>\n{}<recv response=\"{final_status}\"/>\n</scenario>\n",
+        register(1, ""),
+        register(2, "[authentication]\n"),
+    );
+    let path = dir.join(format!("{name}.xml"));
+    std::fs::write(&path, xml).unwrap();
+    path
+}
+
+/// Runs one SIPp call of `scenario` against `target`; its exit status.
+fn sipp(scenario: &Path, target: SocketAddr, user: &str, password: &str, transport: &str) -> bool {
+    let local = free_port();
+    let status = Command::new("sipp")
+        .arg(target.to_string())
+        .args(["-sf", scenario.to_str().unwrap()])
+        .args(["-s", user, "-au", user, "-ap", password])
+        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-t", transport])
+        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
+        .args(["-trace_err"])
+        .current_dir(scenario.parent().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("sipp runs");
+    status.success()
+}
+
+fn stored_registrations(peers: &[&Peer]) -> f64 {
+    peers
+        .iter()
+        .map(|p| metric(p.admin, "p2psip_stored_items{kind=\"SIP-REGISTRATION\"}"))
+        .sum()
+}
+
+/// One raw UDP exchange with a peer's SIP port; the answer's first line.
+fn udp_exchange(socket: &UdpSocket, to: SocketAddr, message: &[u8]) -> Option<String> {
+    socket.send_to(message, to).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = socket.recv_from(&mut buf).ok()?;
+    String::from_utf8_lossy(&buf[..n]).lines().next().map(str::to_string)
+}
+
+fn options(branch: &str, extra: &str) -> String {
+    format!(
+        "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{branch}\r\n\
+         From: <sip:probe@{DOMAIN}>;tag=1\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: {branch}\r\nCSeq: 1 OPTIONS\r\n{extra}\r\n"
+    )
+}
+
+/// Issue 5 acceptance, registration part: SIPp registers alice at peer 0
+/// and bob at peer 2 over UDP and TCP with digest; each registration is
+/// stored in the overlay at all three replicas; a wrong password gets 401
+/// then 403; garbage and truncated messages get a log line or a 400 and
+/// the peer keeps answering.
+#[test]
+fn phones_register_with_digest_and_their_registrations_land_in_the_overlay() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let mut o = Overlay::create_with(
+        "sip-register",
+        DOMAIN,
+        &["--user", "alice:alice-pw", "--user", "bob:bob-pw"],
+    );
+    let dirs: Vec<_> = (0..3).map(|i| o.enroll(&format!("n{i}"))).collect();
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    o.enroll_user(&dirs[2], "bob", "bob-pw");
+    let sip: Vec<SocketAddr> = (0..3).map(|_| loopback(free_port())).collect();
+    let mut peers = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let bootstrap = peers.first().map(|p: &Peer| p.listen);
+        peers.push(o.start_peer_with(d, bootstrap, &["--sip", &sip[i].to_string()]));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_consistent(&all, Duration::from_secs(30), "3 peers to form a ring");
+
+    let scenarios = o.dir.join("scenarios");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    let register = register_scenario(&scenarios, "register", 600, 200);
+    assert!(
+        sipp(&register, sip[0], "alice", "alice-pw", "u1"),
+        "alice registers over UDP"
+    );
+    assert!(sipp(&register, sip[2], "bob", "bob-pw", "t1"), "bob registers over TCP");
+    // Each AOR is one dictionary entry, at the responsible peer and both
+    // its replicas: 2 users x 3 copies.
+    wait_for(Duration::from_secs(10), "both registrations at 3 replicas", || {
+        stored_registrations(&all) == 6.0
+    });
+    assert!(metric(peers[0].admin, "p2psip_requests_total{method=\"store\",result=\"ok\"}") >= 1.0);
+
+    // Alice's password at bob's peer, and a wrong password: 401, then 403.
+    let refused = register_scenario(&scenarios, "refused", 600, 403);
+    assert!(
+        sipp(&refused, sip[0], "alice", "not-her-password", "u1"),
+        "wrong password: 401 then 403"
+    );
+    assert!(
+        sipp(&refused, sip[2], "alice", "alice-pw", "u1"),
+        "alice is not served by bob's peer"
+    );
+
+    // Garbage and truncated messages: logged, a 400 where one can be sent,
+    // and the peer keeps serving.
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    probe
+        .send_to(b"\x00\x01garbage that is not SIP\r\n\r\n", sip[1])
+        .unwrap();
+    let truncated = options("trunc", "Content-Length: 100\r\n\r\nshort");
+    assert_eq!(
+        udp_exchange(&probe, sip[1], truncated.as_bytes()).as_deref(),
+        Some("SIP/2.0 400 Bad Request (Content-Length says 100 body bytes, 7 arrived)")
+    );
+    let mut tcp = std::net::TcpStream::connect(sip[1]).unwrap();
+    std::io::Write::write_all(&mut tcp, b"INVITE nonsense\r\n\r\n").unwrap();
+    drop(tcp);
+    assert_eq!(
+        udp_exchange(&probe, sip[1], options("alive", "Content-Length: 0\r\n").as_bytes()).as_deref(),
+        Some("SIP/2.0 200 OK")
+    );
+    let log = std::fs::read_to_string(&peers[1].log).unwrap();
+    assert!(log.contains("sip: malformed message from 127.0.0.1"), "{log}");
+    assert!(status(peers[1].admin).is_some(), "peer 1 still serves");
+
+    // Expires: 0 removes alice's binding; the overlay entry is replaced
+    // by a removal at every replica.
+    let unregister = register_scenario(&scenarios, "unregister", 0, 200);
+    assert!(
+        sipp(&unregister, sip[0], "alice", "alice-pw", "u1"),
+        "alice unregisters"
+    );
+}
