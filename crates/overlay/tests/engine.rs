@@ -837,3 +837,23 @@ fn a_sip_registration_is_stored_as_the_user_and_resolves_to_the_storing_peer() {
         .store_as(net.now, &name, resource, kind, vec![value], 600)
         .is_none());
 }
+
+/// In rings of two and three peers every peer holds every value: the
+/// peer two after the responsible one knows the ring wraps back to it and
+/// takes the replica Store (it used to refuse it as Forbidden).
+#[test]
+fn in_rings_smaller_than_the_replica_set_every_peer_holds_every_value() {
+    for ids in [&IDS[..2], &IDS[..3]] {
+        let mut net = Net::ring(ids);
+        net.advance(5_000);
+        for i in 0..ids.len() {
+            let req = net.store_own(i, b"hello");
+            assert!(net.done(i, req).0.is_ok());
+        }
+        net.advance(1_000);
+        for n in &net.nodes {
+            assert_eq!(n.storage().resource_count(), ids.len(), "node {:?}", n.node_id());
+            assert_eq!(n.stats().errors_sent, 0, "no refusals");
+        }
+    }
+}
