@@ -1017,13 +1017,14 @@ impl<T: Topology + Tables> Driver<T> {
             return;
         }
         let chord = self.engine.topology();
-        let mut order: Vec<NodeId> = chord
+        let order: Vec<NodeId> = chord
             .successors()
             .into_iter()
             .chain(chord.predecessors())
             .chain(chord.fingers())
             .collect();
-        order.extend(self.links.keys().copied());
+        // Only peers from the routing tables: a link outside them may be a
+        // client (§4.2.1), which admits nobody.
         let mut peers: Vec<SocketAddr> = Vec::new();
         for id in order {
             let link = self.links.get(&id);

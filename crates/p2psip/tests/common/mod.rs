@@ -139,19 +139,7 @@ impl Overlay {
 
     pub fn enroll(&self, name: &str) -> PathBuf {
         let node_dir = self.dir.join(name);
-        run_ok(&[
-            "enroll",
-            "--server",
-            &self.server,
-            "--ca-cert",
-            self.dir.join("overlay/ca.crt").to_str().unwrap(),
-            "--user",
-            "peer",
-            "--password",
-            PASSWORD,
-            "--dir",
-            node_dir.to_str().unwrap(),
-        ]);
+        self.enroll_user(&node_dir, "peer", PASSWORD);
         node_dir
     }
 
@@ -160,8 +148,9 @@ impl Overlay {
         self.start_peer_at(node_dir, listen, bootstrap, None)
     }
 
-    /// Adds an enrollment account's user to an enrolled node: the peer then
-    /// registers that user's phones.
+    /// Enrolls `user` into `node_dir`: the node's identity if the directory
+    /// is new, else a user added to the node, whose phones the peer then
+    /// registers.
     pub fn enroll_user(&self, node_dir: &Path, user: &str, password: &str) {
         run_ok(&[
             "enroll",
