@@ -245,7 +245,8 @@ struct LinkHandle {
     dialled: Option<SocketAddr>,
 }
 
-fn now_ms() -> u64 {
+/// Milliseconds since the Unix epoch: the engines' clock.
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap_or_default()

@@ -6,14 +6,14 @@
 //! Requests other than REGISTER, OPTIONS and ACK are answered 501 until
 //! call routing through the overlay lands (issue 5, next step).
 
-use crate::peer::Input;
+use crate::peer::{now_ms, Input};
 use sip::message::{frame, Framing, ParseError};
 use sip::registrar::{self, Flow, Registered, Registrar, Transport};
 use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
 use sip::SipMessage;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
@@ -90,13 +90,6 @@ impl SipSockets {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.udp.local_addr()
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
 }
 
 /// Serves SIP until the engine task goes away.

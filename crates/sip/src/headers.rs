@@ -1,6 +1,7 @@
 //! Structured header values — RFC 3261 §20: name-addr (From, To, Contact,
 //! Route, Record-Route) and Via.
 
+use crate::message::unquoted;
 use crate::uri::{param, parse_params, split_host_port, write_params, Uri, UriError};
 use std::fmt;
 
@@ -58,21 +59,8 @@ impl NameAddr {
 
 /// The `<` and `>` around the URI, skipping a quoted display name.
 fn angle_brackets(text: &str) -> Option<(usize, usize)> {
-    let mut quoted = false;
-    let mut escaped = false;
-    for (i, b) in text.bytes().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
-        match b {
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b'<' if !quoted => return text[i..].find('>').map(|c| (i, i + c)),
-            _ => {}
-        }
-    }
-    None
+    let (open, _) = unquoted(text).find(|(_, b)| *b == b'<')?;
+    text[open..].find('>').map(|close| (open, open + close))
 }
 
 impl fmt::Display for NameAddr {

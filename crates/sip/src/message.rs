@@ -139,23 +139,40 @@ pub fn unfold(value: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// The bytes of `text` outside quoted strings (RFC 3261 §25.1
+/// `quoted-string`, backslash escapes included), with their indexes: what
+/// every list, parameter and bracket scan looks at.
+pub(crate) fn unquoted(text: &str) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let (mut quoted, mut escaped) = (false, false);
+    text.bytes().enumerate().filter(move |&(_, b)| {
+        if escaped {
+            escaped = false;
+        } else if quoted {
+            match b {
+                b'\\' => escaped = true,
+                b'"' => quoted = false,
+                _ => {}
+            }
+        } else if b == b'"' {
+            quoted = true;
+        } else {
+            return true;
+        }
+        false
+    })
+}
+
 /// Splits a header value at the commas that separate list elements
 /// (RFC 3261 §7.3.1), not those inside quotes or angle brackets.
 pub fn split_list(value: &str) -> Vec<&str> {
     let mut out = Vec::new();
-    let (mut quoted, mut angle, mut escaped) = (false, false, false);
+    let mut angle = false;
     let mut start = 0;
-    for (i, b) in value.bytes().enumerate() {
-        if escaped {
-            escaped = false;
-            continue;
-        }
+    for (i, b) in unquoted(value) {
         match b {
-            b'\\' if quoted => escaped = true,
-            b'"' => quoted = !quoted,
-            b'<' if !quoted => angle = true,
-            b'>' if !quoted => angle = false,
-            b',' if !quoted && !angle => {
+            b'<' => angle = true,
+            b'>' => angle = false,
+            b',' if !angle => {
                 out.push(value[start..i].trim());
                 start = i + 1;
             }

@@ -1,5 +1,6 @@
 //! SIP and SIPS URIs — RFC 3261 §19.1.
 
+use crate::message::unquoted;
 use std::fmt;
 use thiserror::Error;
 
@@ -31,7 +32,6 @@ pub struct Uri {
 /// Splits `;a=b;c` into parameters, leaving `;` inside quotes alone.
 pub fn parse_params(s: &str) -> Vec<(String, Option<String>)> {
     let mut out = Vec::new();
-    let mut quoted = false;
     let mut start = 0;
     let mut push = |part: &str| {
         let part = part.trim();
@@ -43,15 +43,9 @@ pub fn parse_params(s: &str) -> Vec<(String, Option<String>)> {
             None => out.push((part.to_string(), None)),
         }
     };
-    for (i, b) in s.bytes().enumerate() {
-        match b {
-            b'"' => quoted = !quoted,
-            b';' if !quoted => {
-                push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
+    for (i, _) in unquoted(s).filter(|(_, b)| *b == b';') {
+        push(&s[start..i]);
+        start = i + 1;
     }
     push(&s[start..]);
     out
