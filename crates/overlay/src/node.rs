@@ -233,6 +233,9 @@ pub struct OverlayNode<T: Topology, S: Security> {
     commands: Vec<TopologyCommand>,
     stats: NodeStats,
     observations: Option<VecDeque<Observation>>,
+    /// Where this node's applications take AppAttach connections (§6.5.2),
+    /// by Application-ID.
+    applications: BTreeMap<u16, IpAddressPort>,
 }
 
 /// §7.1 signature input; array indexes are zeroed (§7.4.2.2) so an
@@ -368,6 +371,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             commands: Vec::new(),
             stats: NodeStats::default(),
             observations: None,
+            applications: BTreeMap::new(),
         }
     }
 
@@ -602,6 +606,80 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.originate_as(now, destination, &body, Purpose::App(id), user);
         self.after_event(now);
         id
+    }
+
+    /// Answers AppAttach for `application` (§6.5.2.2) with `address`, where
+    /// the application listens. Without it an AppAttach for that
+    /// Application-ID gets Error_Not_Found.
+    pub fn offer_application(&mut self, application: u16, address: IpAddressPort) {
+        self.applications.insert(application, address);
+    }
+
+    /// Asks `peer` where its `application` takes connections (§6.5.2.1);
+    /// [`Event::Done`] carries the AppAttachAns, whose signer the engine
+    /// checked like any answer's. The request offers this node's own
+    /// address for the application when it has one.
+    pub fn app_attach(&mut self, now: u64, peer: NodeId, application: u16) -> RequestId {
+        let body = Body::AppAttachReq(self.app_attach_body(application, b"active"));
+        self.request(now, vec![Destination::Node(peer)], body)
+    }
+
+    /// Decision 0007: no ICE for applications either; the one candidate
+    /// is the application's listening address, a host candidate of the
+    /// only no-ICE stream link type RFC 6940 registers.
+    fn app_attach_body(&self, application: u16, role: &[u8]) -> reload_wire::AppAttachReq {
+        reload_wire::AppAttachReq {
+            ufrag: Vec::new(),
+            password: Vec::new(),
+            application,
+            role: role.to_vec(),
+            candidates: self
+                .applications
+                .get(&application)
+                .map(|address| IceCandidate {
+                    addr_port: address.clone(),
+                    overlay_link: overlay_link_type::TLS_TCP_FH_NO_ICE,
+                    foundation: b"1".to_vec(),
+                    priority: 1,
+                    cand_type: CandType::Host,
+                    extensions: Vec::new(),
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Keeps only the fetched values whose signature verifies (§7.1) and
+    /// whose signer the Kind's access policy lets write them (§7.3): what
+    /// a Fetch answer says is only as good as the storing node, so the
+    /// reader checks what it got (RFC 7904 §4.2). Returns how many values
+    /// were dropped.
+    pub fn keep_verified(&self, resource: &ResourceId, answer: &mut reload_wire::FetchAns) -> usize {
+        let hash = |name: &[u8]| self.topology.resource_id(name);
+        let mut dropped = 0;
+        for kr in &mut answer.kind_responses {
+            let Some(policy) = self.config.kind(kr.kind).map(|k| k.access) else {
+                dropped += kr.values.len();
+                kr.values.clear();
+                continue;
+            };
+            let before = kr.values.len();
+            kr.values.retain(|sd| {
+                let input = data_signature_input(
+                    &self.security,
+                    resource,
+                    kr.kind,
+                    sd.storage_time,
+                    &sd.value,
+                    &sd.signature.identity,
+                );
+                self.security
+                    .verify(&input, &sd.signature, &[])
+                    .is_ok_and(|who| crate::storage::authorized(policy, resource, &sd.value, &who, &hash))
+            });
+            dropped += before - kr.values.len();
+        }
+        dropped
     }
 
     /// The Resource-ID of a Resource Name under the overlay's hash.
@@ -1074,7 +1152,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.actions.push_back(Action::Event(Event::ConfigUpdate(req)));
                 Ok(Body::ConfigUpdateAns)
             }
-            Body::AppAttachReq(_) => Err(err(ErrorCode::NOT_FOUND, "no application for AppAttach on this node")),
+            Body::AppAttachReq(req) => {
+                if self.applications.contains_key(&req.application) {
+                    Ok(Body::AppAttachAns(self.app_attach_body(req.application, b"passive")))
+                } else {
+                    Err(err(ErrorCode::NOT_FOUND, "no such application on this node"))
+                }
+            }
             _ => Err(err(ErrorCode::INVALID_MESSAGE, "not a request this node handles")),
         }
     }

@@ -11,9 +11,19 @@
 use reload_wire::usages::{kind_id, SipRegistration};
 use reload_wire::DecodeContext;
 use reload_wire::{
-    DataValue, Decode, Destination, DictionaryEntry, Encode, FetchAns, FetchReq, ModelSpecifier, NodeId, ResourceId,
-    StoredDataSpecifier, StoredDataValue,
+    DataValue, Decode, Destination, DictionaryEntry, Encode, FetchAns, FetchReq, IpAddressPort, ModelSpecifier, NodeId,
+    ResourceId, StoredDataSpecifier, StoredDataValue,
 };
+
+/// Application-ID of SIP over an AppAttach connection (RFC 6940 §14.5,
+/// RFC 7904 §4.2).
+pub const SIP_APPLICATION: u16 = 5060;
+
+/// Where an AppAttachAns says the peer's SIP takes connections: its first
+/// candidate (decision 0007: no ICE, one host candidate).
+pub fn app_address(answer: &reload_wire::AppAttachAns) -> Option<IpAddressPort> {
+    answer.candidates.first().map(|c| c.addr_port.clone())
+}
 
 /// The Resource Name of a user's registration: the AOR without its scheme,
 /// `user@domain` (RFC 7904 §2), which is also the user name (rfc822Name)

@@ -266,6 +266,19 @@ impl Net {
         }
     }
 
+    /// The outcome of a request and the node that answered it.
+    fn done_by(&mut self, node: usize, request: RequestId) -> (Result<Body, RequestFailure>, NodeId) {
+        let i = self
+            .events
+            .iter()
+            .position(|(n, e)| *n == node && matches!(e, Event::Done { request: r, .. } if *r == request))
+            .expect("request finished");
+        match self.events.remove(i).1 {
+            Event::Done { outcome, responder, .. } => (outcome, responder),
+            _ => unreachable!(),
+        }
+    }
+
     fn store_own(&mut self, node: usize, value: &[u8]) -> RequestId {
         let rid = self.nodes[node].resource_id(self.users[node].as_bytes());
         let v = StoredDataValue::SingleValue(DataValue {
@@ -817,13 +830,24 @@ fn a_sip_registration_is_stored_as_the_user_and_resolves_to_the_storing_peer() {
 
     let req = net.nodes[5].fetch(net.now, sip_usage::fetch_registrations(resource.clone()));
     net.pump();
-    let Ok(Body::FetchAns(ans)) = net.done(5, req).0 else {
+    let Ok(Body::FetchAns(mut ans)) = net.done(5, req).0 else {
         panic!("fetch failed")
     };
+    assert_eq!(net.nodes[5].keep_verified(&resource, &mut ans), 0);
     assert_eq!(
         sip_usage::targets(&ans),
         vec![sip_usage::Target::Route(vec![Destination::Node(me)])]
     );
+    // A value a storing peer altered to route to another peer no longer
+    // matches its signer (USER-NODE-MATCH), and a value read under a
+    // Resource-ID its user does not hash to is not allowed either.
+    let mut forged = ans.clone();
+    forged.kind_responses[0].values[0].value = sip_usage::route_to_me(net.nodes[3].node_id(), true);
+    assert_eq!(net.nodes[5].keep_verified(&resource, &mut forged), 1);
+    assert!(sip_usage::targets(&forged).is_empty());
+    let mut elsewhere = ans.clone();
+    let other_resource = net.nodes[5].resource_id(b"someone-else@engine.test.invalid");
+    assert_eq!(net.nodes[5].keep_verified(&other_resource, &mut elsewhere), 1);
 
     // USER-NODE-MATCH: the peer's own certificate names another user.
     let req = net.nodes[2].store(net.now, resource.clone(), kind, vec![value.clone()], 600);
@@ -856,4 +880,34 @@ fn in_rings_smaller_than_the_replica_set_every_peer_holds_every_value() {
             assert_eq!(n.stats().errors_sent, 0, "no refusals");
         }
     }
+}
+
+/// RFC 6940 §6.5.2: a peer that offers SIP answers AppAttach with where its
+/// SIP listens, signed by itself; one that offers nothing answers
+/// Error_Not_Found.
+#[test]
+fn app_attach_names_the_address_of_the_application_the_peer_offers() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let sip = IpAddressPort::from(SocketAddr::from(([127, 0, 0, 9], 5070)));
+    net.nodes[4].offer_application(sip_usage::SIP_APPLICATION, sip.clone());
+    let callee = net.nodes[4].node_id();
+
+    let req = net.nodes[1].app_attach(net.now, callee, sip_usage::SIP_APPLICATION);
+    net.pump();
+    let (outcome, responder) = net.done_by(1, req);
+    let Ok(Body::AppAttachAns(ans)) = outcome else {
+        panic!("AppAttach failed: {outcome:?}")
+    };
+    assert_eq!(responder, callee, "answered by the peer asked, not by one on the way");
+    assert_eq!(ans.application, sip_usage::SIP_APPLICATION);
+    assert_eq!(sip_usage::app_address(&ans), Some(sip));
+
+    let other = net.nodes[3].node_id();
+    let req = net.nodes[1].app_attach(net.now, other, sip_usage::SIP_APPLICATION);
+    net.pump();
+    assert!(matches!(net.done(1, req).0, Err(RequestFailure::Error(e)) if e.error_code == ErrorCode::NOT_FOUND));
+    let req = net.nodes[1].app_attach(net.now, callee, 5061);
+    net.pump();
+    assert!(matches!(net.done(1, req).0, Err(RequestFailure::Error(e)) if e.error_code == ErrorCode::NOT_FOUND));
 }
