@@ -6,13 +6,18 @@
 //! - [`uri`], [`headers`]: the structured values a registrar and proxy read
 //!   (SIP-URI, name-addr, Via, Contact, CSeq).
 //! - [`digest`]: HTTP Digest (RFC 3261 §22, RFC 7616) with MD5 and SHA-256.
+//! - [`registrar`]: the phones' registrar (§10.3); [`proxy`]: the
+//!   stateful proxy (§16, §17) that routes their calls through the overlay.
 //!
 //! Nothing here touches a socket or a clock: time comes in as an argument.
 
 pub mod digest;
 pub mod headers;
 pub mod message;
+pub mod proxy;
 pub mod registrar;
+#[cfg(test)]
+mod testing;
 pub mod transaction;
 pub mod uri;
 

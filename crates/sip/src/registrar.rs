@@ -67,6 +67,13 @@ impl Binding {
     }
 }
 
+/// Which challenge a request gets: a registrar's 401 or a proxy's 407.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthScheme {
+    Registrar,
+    Proxy,
+}
+
 /// What the registrar decided about a REGISTER.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Registered {
@@ -156,12 +163,75 @@ impl Registrar {
             .flatten()
     }
 
-    fn challenge(&self, request: &SipMessage, now_ms: u64, stale: bool) -> SipMessage {
-        let mut r = SipMessage::response_to(request, 401, "Unauthorized", None);
+    fn challenge(&self, request: &SipMessage, now_ms: u64, stale: bool, scheme: AuthScheme) -> SipMessage {
+        let (code, reason, header) = match scheme {
+            AuthScheme::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
+            AuthScheme::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
+        };
+        let mut r = SipMessage::response_to(request, code, reason, None);
         for c in challenges(&self.domain, &self.nonces.issue(now_ms, &self.domain), stale) {
-            r.push("WWW-Authenticate", &c);
+            r.push(header, &c);
         }
         r
+    }
+
+    /// RFC 3261 §22.3: the user whose digest credentials authorize this
+    /// request, or the answer to send: a challenge when there are none or
+    /// the nonce is stale or unknown, 403 when they are wrong.
+    fn authenticate(&self, now_ms: u64, request: &SipMessage, scheme: AuthScheme) -> Result<String, SipMessage> {
+        let header = match scheme {
+            AuthScheme::Registrar => "Authorization",
+            AuthScheme::Proxy => "Proxy-Authorization",
+        };
+        let Some(credentials) = request
+            .headers
+            .iter()
+            .filter(|h| h.is(header))
+            .filter_map(|h| Credentials::parse(&h.value()))
+            .find(|c| c.realm.eq_ignore_ascii_case(&self.domain))
+        else {
+            return Err(self.challenge(request, now_ms, false, scheme));
+        };
+        match self.nonces.check(&credentials.nonce, now_ms, &self.domain) {
+            NonceState::Fresh => {}
+            NonceState::Stale => return Err(self.challenge(request, now_ms, true, scheme)),
+            NonceState::Invalid => return Err(self.challenge(request, now_ms, false, scheme)),
+        }
+        let method = request.method().unwrap_or_default();
+        let known = self.users.get(&credentials.username);
+        if !known.is_some_and(|ha1| credentials.verify(method, ha1)) {
+            return Err(answer(request, 403, "Forbidden"));
+        }
+        Ok(credentials.username)
+    }
+
+    /// Whether a phone may send `request` through this peer (RFC 3261
+    /// §16.3 leaves the policy to the proxy): it arrived over a flow a
+    /// phone of one of its users registered from, or it carries that
+    /// user's digest credentials; otherwise the answer to send (407 or
+    /// 403). The peer is no open relay into the overlay.
+    pub fn authorize(&self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<(), SipMessage> {
+        if self.binding_on(flow, now_ms).is_some() {
+            return Ok(());
+        }
+        self.authenticate(now_ms, request, AuthScheme::Proxy).map(|_| ())
+    }
+
+    /// A live binding registered over `flow`.
+    pub fn binding_on(&self, flow: Flow, now_ms: u64) -> Option<&Binding> {
+        self.bindings
+            .values()
+            .flatten()
+            .find(|b| b.flow == flow && b.expires_at_ms > now_ms)
+    }
+
+    /// The live binding whose contact is `uri` (§19.1.4 comparison), to
+    /// send a request for that contact back over the phone's own flow.
+    pub fn binding_for(&self, uri: &Uri, now_ms: u64) -> Option<&Binding> {
+        self.bindings
+            .values()
+            .flatten()
+            .find(|b| b.expires_at_ms > now_ms && same_contact(&b.contact.uri, uri))
     }
 
     /// §10.3: handles one REGISTER that arrived over `flow`.
@@ -180,24 +250,7 @@ impl Registrar {
             return Err(r);
         }
         // Step 3: authentication.
-        let Some(credentials) = request
-            .headers
-            .iter()
-            .filter(|h| h.is("Authorization"))
-            .filter_map(|h| Credentials::parse(&h.value()))
-            .find(|c| c.realm.eq_ignore_ascii_case(&self.domain))
-        else {
-            return Err(self.challenge(request, now_ms, false));
-        };
-        match self.nonces.check(&credentials.nonce, now_ms, &self.domain) {
-            NonceState::Fresh => {}
-            NonceState::Stale => return Err(self.challenge(request, now_ms, true)),
-            NonceState::Invalid => return Err(self.challenge(request, now_ms, false)),
-        }
-        let known = self.users.get(&credentials.username);
-        if !known.is_some_and(|ha1| credentials.verify("REGISTER", ha1)) {
-            return Err(answer(request, 403, "Forbidden"));
-        }
+        let username = self.authenticate(now_ms, request, AuthScheme::Registrar)?;
         // Steps 4 and 5: the To names an AOR of this overlay that the
         // authenticated user owns.
         let to = request
@@ -208,7 +261,7 @@ impl Registrar {
             return Err(answer(request, 403, "Not This Overlay's Domain"));
         }
         let user = to.uri.user.clone().unwrap_or_default();
-        if user != credentials.username {
+        if user != username {
             return Err(answer(request, 403, "Not Your Address Of Record"));
         }
         let call_id = request.call_id().unwrap_or_default().into_owned();

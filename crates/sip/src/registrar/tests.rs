@@ -1,5 +1,6 @@
 use super::*;
 use crate::digest::Algorithm;
+use crate::testing::authorize;
 
 const DOMAIN: &str = "overlay.test";
 
@@ -26,49 +27,6 @@ fn register(aor_user: &str, cseq: u32, extra: &str) -> SipMessage {
          CSeq: {cseq} REGISTER\r\n{extra}Content-Length: 0\r\n\r\n"
     );
     SipMessage::parse(text.as_bytes()).unwrap()
-}
-
-/// Answers the first challenge of `challenge` as a phone would.
-fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password: &str, alg: Algorithm) -> SipMessage {
-    let www = challenge
-        .headers
-        .iter()
-        .filter(|h| h.is("WWW-Authenticate"))
-        .map(|h| h.value().into_owned())
-        .find(|v| v.contains(&format!("algorithm={}", alg.name())))
-        .unwrap();
-    let nonce = www
-        .split("nonce=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut c = Credentials {
-        username: user.into(),
-        realm: DOMAIN.into(),
-        nonce,
-        uri: format!("sip:{DOMAIN}"),
-        response: String::new(),
-        algorithm: Some(alg.name().into()),
-        cnonce: Some("c0ffee".into()),
-        nc: Some("00000001".into()),
-        qop: Some("auth".into()),
-        opaque: None,
-    };
-    c.response = c
-        .expected_response("REGISTER", &Ha1::new(user, DOMAIN, password))
-        .unwrap();
-    let mut out = req.clone();
-    out.push(
-        "Authorization",
-        &format!(
-            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}, cnonce=\"c0ffee\", nc=00000001, qop=auth",
-            c.username, c.realm, c.nonce, c.uri, c.response, alg.name()
-        ),
-    );
-    out
 }
 
 fn answer_of(r: &Registered) -> &SipMessage {

@@ -1,0 +1,1157 @@
+//! The stateful proxy every peer runs for the phones attached to it —
+//! RFC 3261 §16 with the transactions of §17, RFC 7904 §4.2 for where
+//! requests go.
+//!
+//! A request from a phone for `sip:user@overlay-domain` is authorized
+//! (registered flow or proxy digest), then the driver is asked to locate
+//! the user ([`Output::Locate`]: Fetch of the SIP-REGISTRATION and
+//! AppAttach); it goes to the peers that hold the user's phones over
+//! their overlay-side listener. A request arriving there is delivered to
+//! the user's local contacts: parallel forking, the first 2xx wins and
+//! the other branches are cancelled (§16.7 step 10). Every peer on the
+//! way record-routes itself twice, once per side (RFC 5658), so that the
+//! dialog's later requests follow the same peers and each hop keeps its
+//! own transport.
+//!
+//! Sans-IO: time comes in as `now` (ms), randomness as a seed, and the
+//! proxy returns what to send; the driver owns sockets and the overlay.
+
+mod route;
+#[cfg(test)]
+mod tests;
+
+pub use route::{response_flow, stamp_received, uri_flow, Interfaces, Side};
+
+use crate::headers::{NameAddr, Via};
+use crate::message::{SipMessage, StartLine};
+use crate::registrar::{Flow, Registrar, Transport};
+use crate::transaction::{TransactionKey, T1_MS};
+use crate::uri::Uri;
+use route::{pop_own_routes, top_route};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+
+/// RFC 3261 §17.1.2.2: T2, the longest retransmission interval.
+pub const T2_MS: u64 = 4_000;
+/// T4: how long the network may hold a message.
+pub const T4_MS: u64 = 5_000;
+/// Timers B, F, H, J and M: 64·T1.
+pub const TRANSACTION_TIMEOUT_MS: u64 = 64 * T1_MS;
+/// Timer C (§16.8): an INVITE branch that rings longer is cancelled.
+pub const TIMER_C_MS: u64 = 180_000;
+/// Max-Forwards a proxy writes when the request has none (§16.6 step 3).
+pub const DEFAULT_MAX_FORWARDS: u32 = 70;
+/// Most server transactions held; past it new requests get 503, so a
+/// flood cannot grow memory without bound.
+pub const MAX_SERVER_TRANSACTIONS: usize = 100_000;
+
+/// Something the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `bytes` over `flow`: a UDP datagram from the phone-side
+    /// socket, or on the TCP connection to `flow.remote` (opened when
+    /// there is none; report a failure with [`Proxy::flow_failed`]).
+    Send { flow: Flow, bytes: Vec<u8> },
+    /// Find the peers that hold `user`'s phones (RFC 7904 §4.2), then
+    /// call [`Proxy::located`] with `lookup`.
+    Locate { lookup: u64, user: String },
+}
+
+/// Where the overlay says a user's phones are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// The overlay-side SIP addresses of the other peers holding the
+    /// user's phones; `here` when this peer holds some too.
+    Found { peers: Vec<SocketAddr>, here: bool },
+    /// The overlay holds no registration for the user.
+    NotFound,
+    /// A registration exists but no peer holding it answered.
+    Unreachable(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum TimerRef {
+    Server(u64),
+    Client(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ServerState {
+    /// Waiting for the location lookup.
+    Locating,
+    /// Branches are out; no final response sent yet.
+    Proceeding,
+    /// A final non-2xx was sent; an INVITE waits for its ACK (§17.2.1).
+    Completed,
+    /// A 2xx was sent upstream: later 2xx are passed on too (RFC 6026).
+    Accepted,
+    /// The ACK arrived; only absorbing retransmissions (Timer I).
+    Confirmed,
+}
+
+struct ServerTxn {
+    key: TransactionKey,
+    request: SipMessage,
+    from: Flow,
+    side: Side,
+    state: ServerState,
+    branches: Vec<u64>,
+    /// The best final response of the finished branches (§16.7 step 6).
+    best: Option<SipMessage>,
+    /// What was last sent upstream, resent to a retransmitted request.
+    last_sent: Option<Vec<u8>>,
+    /// Timer G: retransmit `last_sent` (a final non-2xx to an INVITE over UDP).
+    retransmit_at: Option<u64>,
+    retransmit_every: u64,
+    /// Timers H, I, J, or the lookup deadline.
+    forget_at: u64,
+    /// The lookup this transaction waits for.
+    lookup: Option<u64>,
+    to_tag: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientState {
+    /// Sent; nothing back yet (Calling / Trying).
+    Trying,
+    /// A provisional response arrived.
+    Proceeding,
+    /// Final non-2xx received (INVITE: ACK sent), absorbing retransmissions.
+    Completed,
+    /// 2xx to an INVITE received; later 2xx are passed on (RFC 6026).
+    Accepted,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cancel {
+    No,
+    /// Wanted, sent as soon as a provisional response arrives (§9.1).
+    Wanted,
+    Sent,
+}
+
+struct ClientTxn {
+    /// The server transaction this branch belongs to; `None` for a CANCEL
+    /// this proxy sends on its own.
+    server: Option<u64>,
+    branch: String,
+    method: String,
+    request: SipMessage,
+    bytes: Vec<u8>,
+    flow: Flow,
+    state: ClientState,
+    retransmit_at: Option<u64>,
+    retransmit_every: u64,
+    /// Timer B/F, then Timer C for a proceeding INVITE.
+    timeout_at: u64,
+    /// Timers D, K, M.
+    forget_at: Option<u64>,
+    cancel: Cancel,
+    /// The ACK sent for a final non-2xx, resent on its retransmission.
+    ack: Option<Vec<u8>>,
+}
+
+impl ClientTxn {
+    fn due(&self) -> u64 {
+        let mut t = self.forget_at.unwrap_or(u64::MAX);
+        if matches!(self.state, ClientState::Trying | ClientState::Proceeding) {
+            t = t.min(self.timeout_at);
+            if let Some(r) = self.retransmit_at {
+                t = t.min(r);
+            }
+        }
+        t
+    }
+
+    fn pending(&self) -> bool {
+        matches!(self.state, ClientState::Trying | ClientState::Proceeding)
+    }
+}
+
+impl ServerTxn {
+    fn due(&self) -> u64 {
+        self.retransmit_at.map_or(self.forget_at, |r| r.min(self.forget_at))
+    }
+
+    fn is_invite(&self) -> bool {
+        self.request.method() == Some("INVITE")
+    }
+}
+
+/// One target of a forwarded request (§16.5).
+struct Target {
+    /// The Request-URI for this branch; `None` keeps the request's.
+    request_uri: Option<String>,
+    flow: Flow,
+    side: Side,
+}
+
+pub struct Proxy {
+    me: Interfaces,
+    servers: HashMap<u64, ServerTxn>,
+    server_ids: HashMap<TransactionKey, u64>,
+    clients: HashMap<u64, ClientTxn>,
+    client_ids: HashMap<(String, String), u64>,
+    lookups: HashMap<u64, u64>,
+    timers: BinaryHeap<Reverse<(u64, TimerRef)>>,
+    next_id: u64,
+    salt: u64,
+    out: Vec<Output>,
+}
+
+impl Proxy {
+    /// `seed` makes branches and tags unique to this run of the peer.
+    pub fn new(me: Interfaces, seed: u64) -> Self {
+        Proxy {
+            me,
+            servers: HashMap::new(),
+            server_ids: HashMap::new(),
+            clients: HashMap::new(),
+            client_ids: HashMap::new(),
+            lookups: HashMap::new(),
+            timers: BinaryHeap::new(),
+            next_id: 1,
+            salt: seed,
+            out: Vec::new(),
+        }
+    }
+
+    pub fn interfaces(&self) -> &Interfaces {
+        &self.me
+    }
+
+    /// Transactions held (server, client), for metrics and tests.
+    pub fn transaction_count(&self) -> (usize, usize) {
+        (self.servers.len(), self.clients.len())
+    }
+
+    /// When [`tick`](Self::tick) has something to do.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.peek().map(|Reverse((t, _))| *t)
+    }
+
+    fn id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn unique(&mut self) -> String {
+        let n = self.id();
+        let mixed = (self.salt ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
+        format!("{mixed:016x}{n:x}")
+    }
+
+    fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
+        self.out.push(Output::Send { flow, bytes });
+    }
+
+    fn take(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Answers a request statelessly (§16.3 refusals, §8.2.6).
+    fn reply(&mut self, request: &SipMessage, flow: Flow, code: u16, reason: &str) {
+        let tag = self.unique();
+        let answer = SipMessage::response_to(request, code, reason, Some(&tag));
+        self.send(flow, answer.to_bytes());
+    }
+
+    // ----- requests ------------------------------------------------------
+
+    /// A request that arrived on `side` over `flow`; REGISTER is the
+    /// registrar's, not the proxy's. `registrar` knows this peer's users
+    /// and their phones.
+    pub fn on_request(
+        &mut self,
+        now: u64,
+        mut request: SipMessage,
+        flow: Flow,
+        side: Side,
+        registrar: &Registrar,
+    ) -> Vec<Output> {
+        stamp_received(&mut request, flow.remote);
+        let Some(method) = request.method().map(str::to_string) else {
+            return Vec::new();
+        };
+        match method.as_str() {
+            "ACK" => self.on_ack(now, request, registrar),
+            "CANCEL" => self.on_cancel(now, request, flow),
+            _ => self.on_new_request(now, request, flow, side, registrar),
+        }
+        self.take()
+    }
+
+    fn on_new_request(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side, registrar: &Registrar) {
+        let Some(key) = TransactionKey::of(&request) else {
+            return;
+        };
+        if let Some(id) = self.server_ids.get(&key) {
+            // §17.2.1 / §17.2.2: a retransmission gets the last response.
+            if let Some(bytes) = self.servers.get(id).and_then(|s| s.last_sent.clone()) {
+                self.send(flow, bytes);
+            }
+            return;
+        }
+        // §16.3 request validation.
+        let max_forwards = match request.header("Max-Forwards").map(|m| m.trim().parse::<u32>()) {
+            None => DEFAULT_MAX_FORWARDS,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return self.reply(&request, flow, 400, "Bad Max-Forwards"),
+        };
+        if let Some(required) = request.header("Proxy-Require") {
+            let required = required.trim().to_string();
+            let tag = self.unique();
+            let mut r = SipMessage::response_to(&request, 420, "Bad Extension", Some(&tag));
+            r.push("Unsupported", &required);
+            return self.send(flow, r.to_bytes());
+        }
+        let to_tagged = request.header("To").is_some_and(|t| NameAddr::has_tag(&t));
+        // §16.4: this peer's own Route entries come off.
+        let on_our_route = pop_own_routes(&mut request, &self.me);
+        let method = request.method().unwrap_or_default().to_string();
+        let uri = match request.request_uri().map(Uri::parse) {
+            Some(Ok(u)) => u,
+            _ => return self.reply(&request, flow, 416, "Unsupported URI Scheme"),
+        };
+        // OPTIONS to the peer itself: a phone's keep-alive (§11).
+        if method == "OPTIONS" && !to_tagged && uri.user.is_none() && !request.has("Route") {
+            let tag = self.unique();
+            let mut ok = SipMessage::response_to(&request, 200, "OK", Some(&tag));
+            ok.push("Allow", ALLOW);
+            return self.send(flow, ok.to_bytes());
+        }
+        if max_forwards == 0 {
+            return self.reply(&request, flow, 483, "Too Many Hops");
+        }
+        if self.servers.len() >= MAX_SERVER_TRANSACTIONS {
+            return self.reply(&request, flow, 503, "Service Unavailable");
+        }
+        // §16.5: where the request goes.
+        let target = if let Some(next) = top_route(&request) {
+            if !to_tagged {
+                return self.reply(&request, flow, 403, "Preloaded Route Not Accepted");
+            }
+            match next.ok().as_ref().and_then(uri_flow) {
+                Some(f) => Some(Target {
+                    request_uri: None,
+                    flow: f,
+                    side: side_toward(f),
+                }),
+                None => return self.reply(&request, flow, 502, "Route Not Reachable"),
+            }
+        } else if to_tagged {
+            // The last hop of a dialog: the Request-URI is the remote
+            // target, a phone of this peer or (without our Route) nothing
+            // this peer forwards to.
+            match registrar.binding_for(&uri, now) {
+                Some(b) => Some(Target {
+                    request_uri: None,
+                    flow: b.flow,
+                    side: Side::Phones,
+                }),
+                None if on_our_route => match uri_flow(&uri) {
+                    Some(f) => Some(Target {
+                        request_uri: None,
+                        flow: f,
+                        side: side_toward(f),
+                    }),
+                    None => return self.reply(&request, flow, 502, "Remote Target Not Reachable"),
+                },
+                None => return self.reply(&request, flow, 403, "Not Routed Through This Peer"),
+            }
+        } else {
+            None
+        };
+        let user = match (&target, registrar.user_of(&uri)) {
+            (Some(_), _) => None,
+            (None, Some(user)) => Some(user.to_string()),
+            (None, None) => {
+                return self.reply(&request, flow, 403, "Interworking With Other Domains Is Not Configured");
+            }
+        };
+        if let Some(user) = &user {
+            if side == Side::Phones {
+                if let Err(answer) = registrar.authorize(now, &request, flow) {
+                    return self.send(flow, answer.to_bytes());
+                }
+            } else if registrar.contacts(user, now).is_empty() {
+                let (code, reason) = if registrar.serves(user) {
+                    (480, "Temporarily Unavailable")
+                } else {
+                    (404, "Not Found")
+                };
+                return self.reply(&request, flow, code, reason);
+            }
+        }
+        // §16.6 step 3.
+        request.set("Max-Forwards", &(max_forwards - 1).to_string());
+        let id = self.id();
+        let to_tag = self.unique();
+        let mut server = ServerTxn {
+            key: key.clone(),
+            request,
+            from: flow,
+            side,
+            state: ServerState::Proceeding,
+            branches: Vec::new(),
+            best: None,
+            last_sent: None,
+            retransmit_at: None,
+            retransmit_every: T1_MS,
+            forget_at: now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS,
+            lookup: None,
+            to_tag,
+        };
+        if method == "INVITE" {
+            // §16.2: a stateful proxy answers an INVITE with 100 at once.
+            let trying = SipMessage::response_to(&server.request, 100, "Trying", None).to_bytes();
+            server.last_sent = Some(trying.clone());
+            self.send(flow, trying);
+        }
+        let record_route = !to_tagged;
+        self.server_ids.insert(key, id);
+        match (target, user) {
+            (Some(t), _) => {
+                self.servers.insert(id, server);
+                self.forward(now, id, vec![t], record_route);
+            }
+            (None, None) => {}
+            (None, Some(user)) if side == Side::Phones => {
+                let lookup = self.id();
+                server.state = ServerState::Locating;
+                server.lookup = Some(lookup);
+                server.forget_at = now + TRANSACTION_TIMEOUT_MS;
+                self.servers.insert(id, server);
+                self.lookups.insert(lookup, id);
+                self.schedule(TimerRef::Server(id));
+                self.out.push(Output::Locate { lookup, user });
+            }
+            (None, Some(user)) => {
+                self.servers.insert(id, server);
+                let targets = local_targets(registrar, &user, now);
+                self.forward(now, id, targets, record_route);
+            }
+        }
+    }
+
+    /// The driver's answer to [`Output::Locate`].
+    pub fn located(&mut self, now: u64, lookup: u64, location: Location, registrar: &Registrar) -> Vec<Output> {
+        let Some(id) = self.lookups.remove(&lookup) else {
+            return Vec::new();
+        };
+        let Some(server) = self.servers.get_mut(&id) else {
+            return Vec::new();
+        };
+        if server.state != ServerState::Locating {
+            return Vec::new();
+        }
+        server.lookup = None;
+        server.state = ServerState::Proceeding;
+        server.forget_at = now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS;
+        let user = server
+            .request
+            .request_uri()
+            .and_then(|u| Uri::parse(u).ok())
+            .and_then(|u| u.user)
+            .unwrap_or_default();
+        match location {
+            Location::Found { peers, here } => {
+                let mut targets: Vec<Target> = peers
+                    .into_iter()
+                    .map(|remote| Target {
+                        request_uri: None,
+                        flow: Flow {
+                            transport: Transport::Tcp,
+                            remote,
+                        },
+                        side: Side::Overlay,
+                    })
+                    .collect();
+                if here {
+                    targets.extend(local_targets(registrar, &user, now));
+                }
+                if targets.is_empty() {
+                    self.answer(now, id, 480, "Temporarily Unavailable");
+                } else {
+                    self.forward(now, id, targets, true);
+                }
+            }
+            Location::NotFound => self.answer(now, id, 404, "Not Found"),
+            Location::Unreachable(why) => {
+                let mut r =
+                    SipMessage::response_to(&server.request, 480, "Temporarily Unavailable", Some(&server.to_tag));
+                r.push(
+                    "Warning",
+                    &format!("399 p2psip \"{}\"", why.replace(['"', '\r', '\n'], " ")),
+                );
+                self.send_final(now, id, r);
+            }
+        }
+        self.take()
+    }
+
+    /// §16.6: one copy of the server transaction's request per target.
+    fn forward(&mut self, now: u64, server_id: u64, targets: Vec<Target>, record_route: bool) {
+        if targets.is_empty() {
+            return self.answer(now, server_id, 480, "Temporarily Unavailable");
+        }
+        let Some(server) = self.servers.get(&server_id) else {
+            return;
+        };
+        let base = server.request.clone();
+        let (in_side, in_transport) = (server.side, server.from.transport);
+        let method = base.method().unwrap_or_default().to_string();
+        let mut ids = Vec::new();
+        for target in targets {
+            let mut copy = base.clone();
+            if let Some(uri) = &target.request_uri {
+                set_request_uri(&mut copy, uri);
+            }
+            if record_route {
+                // RFC 5658: one entry for the way in and, when it differs,
+                // one for the way out; the request's next hop sees the
+                // outer one first.
+                copy.prepend("Record-Route", &self.me.record_route(in_side, in_transport));
+                if (in_side, in_transport) != (target.side, target.flow.transport) {
+                    copy.prepend(
+                        "Record-Route",
+                        &self.me.record_route(target.side, target.flow.transport),
+                    );
+                }
+            }
+            let branch = format!("z9hG4bK{}", self.unique());
+            copy.prepend("Via", &self.me.via(target.side, target.flow.transport, &branch));
+            let id = self.start_client(now, Some(server_id), branch, &method, copy, target.flow);
+            ids.push(id);
+        }
+        if let Some(server) = self.servers.get_mut(&server_id) {
+            server.branches.extend(ids);
+        }
+    }
+
+    fn start_client(
+        &mut self,
+        now: u64,
+        server: Option<u64>,
+        branch: String,
+        method: &str,
+        request: SipMessage,
+        flow: Flow,
+    ) -> u64 {
+        let bytes = request.to_bytes();
+        let id = self.id();
+        let unreliable = !flow.transport.reliable();
+        self.client_ids.insert((branch.clone(), method.to_string()), id);
+        self.clients.insert(
+            id,
+            ClientTxn {
+                server,
+                branch,
+                method: method.to_string(),
+                request,
+                bytes: bytes.clone(),
+                flow,
+                state: ClientState::Trying,
+                // Timers A and E (§17.1.1.2, §17.1.2.2).
+                retransmit_at: unreliable.then_some(now + T1_MS),
+                retransmit_every: T1_MS,
+                timeout_at: now + TRANSACTION_TIMEOUT_MS,
+                forget_at: None,
+                cancel: Cancel::No,
+                ack: None,
+            },
+        );
+        self.schedule(TimerRef::Client(id));
+        self.send(flow, bytes);
+        id
+    }
+
+    /// §16.10: CANCEL matches the INVITE's server transaction; it is
+    /// answered at once and every branch still ringing is cancelled.
+    fn on_cancel(&mut self, now: u64, cancel: SipMessage, flow: Flow) {
+        let Some(TransactionKey::Branch { branch, sent_by, .. }) = TransactionKey::of(&cancel) else {
+            return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
+        };
+        let invite = TransactionKey::Branch {
+            branch,
+            sent_by,
+            method: "INVITE".into(),
+        };
+        let Some(&id) = self.server_ids.get(&invite) else {
+            return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
+        };
+        let Some(server) = self.servers.get(&id) else {
+            return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
+        };
+        let (state, lookup, branches) = (server.state, server.lookup, server.branches.clone());
+        let ok = SipMessage::response_to(&cancel, 200, "OK", Some(&server.to_tag));
+        self.send(flow, ok.to_bytes());
+        match state {
+            ServerState::Locating => {
+                if let Some(lookup) = lookup {
+                    self.lookups.remove(&lookup);
+                }
+                self.answer(now, id, 487, "Request Terminated");
+            }
+            ServerState::Proceeding => {
+                for branch in branches {
+                    self.cancel_branch(now, branch);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// §9.1: CANCEL a pending INVITE branch, once it has a provisional
+    /// response.
+    fn cancel_branch(&mut self, now: u64, id: u64) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if !client.pending() || client.cancel != Cancel::No || client.method != "INVITE" {
+            return;
+        }
+        if client.state == ClientState::Trying {
+            client.cancel = Cancel::Wanted;
+            return;
+        }
+        client.cancel = Cancel::Sent;
+        let cancel = cancel_for(&client.request);
+        let (branch, flow) = (client.branch.clone(), client.flow);
+        self.start_client(now, None, branch, "CANCEL", cancel, flow);
+    }
+
+    /// ACK: for a non-2xx it ends the server transaction (§17.2.1); for a
+    /// 2xx it is a request of its own, routed along the dialog's route set
+    /// statelessly (§16.11 for the branch).
+    fn on_ack(&mut self, now: u64, mut ack: SipMessage, registrar: &Registrar) {
+        if let Some(key) = TransactionKey::of(&ack) {
+            if let Some(&id) = self.server_ids.get(&key) {
+                if let Some(server) = self.servers.get_mut(&id) {
+                    let state = server.state;
+                    if state == ServerState::Completed {
+                        server.state = ServerState::Confirmed;
+                        server.retransmit_at = None;
+                        server.forget_at = now + if server.from.transport.reliable() { 0 } else { T4_MS };
+                        self.schedule(TimerRef::Server(id));
+                    }
+                    if state != ServerState::Accepted {
+                        return;
+                    }
+                }
+            }
+        }
+        let popped = pop_own_routes(&mut ack, &self.me);
+        let next = match top_route(&ack) {
+            Some(Ok(uri)) => uri_flow(&uri),
+            Some(Err(())) => None,
+            None => {
+                let uri = ack.request_uri().and_then(|u| Uri::parse(u).ok());
+                match uri.as_ref().map(|u| (registrar.binding_for(u, now), u)) {
+                    Some((Some(b), _)) => Some(b.flow),
+                    Some((None, u)) if popped => uri_flow(u),
+                    _ => None,
+                }
+            }
+        };
+        let Some(next) = next else { return };
+        let max_forwards = ack
+            .header("Max-Forwards")
+            .and_then(|m| m.trim().parse::<u32>().ok())
+            .unwrap_or(DEFAULT_MAX_FORWARDS);
+        if max_forwards == 0 {
+            return;
+        }
+        ack.set("Max-Forwards", &(max_forwards - 1).to_string());
+        // §16.11: a branch derived from the incoming one, so a
+        // retransmitted ACK leaves with the same branch.
+        let incoming = ack
+            .list("Via")
+            .first()
+            .and_then(|v| Via::parse(v))
+            .and_then(|v| v.branch().map(str::to_string))
+            .unwrap_or_default();
+        let branch = format!(
+            "z9hG4bK{:016x}",
+            stable_hash(&[incoming.as_bytes(), &self.salt.to_be_bytes()])
+        );
+        ack.prepend("Via", &self.me.via(side_toward(next), next.transport, &branch));
+        self.send(next, ack.to_bytes());
+    }
+
+    // ----- responses -----------------------------------------------------
+
+    /// A response that arrived over `flow`.
+    pub fn on_response(&mut self, now: u64, mut response: SipMessage, _flow: Flow) -> Vec<Output> {
+        let Some(status) = response.status() else {
+            return Vec::new();
+        };
+        let Some(top) = response.list("Via").into_iter().next().and_then(|v| Via::parse(&v)) else {
+            return Vec::new();
+        };
+        if !self.me.wrote(&top) {
+            return Vec::new();
+        }
+        let Some((_, method)) = response.cseq() else {
+            return Vec::new();
+        };
+        let branch = top.branch().unwrap_or_default().to_string();
+        let Some(&id) = self.client_ids.get(&(branch, method.clone())) else {
+            // §16.7 step 1, for the one case that matters: a 2xx to an
+            // INVITE after its transaction is gone goes on statelessly.
+            if method == "INVITE" && (200..300).contains(&status) {
+                response.remove_first("Via");
+                if let Some(next) = response.list("Via").first().and_then(|v| Via::parse(v)) {
+                    if let Some(flow) = response_flow(&next) {
+                        self.send(flow, response.to_bytes());
+                    }
+                }
+            }
+            return self.take();
+        };
+        self.on_client_response(now, id, response, status);
+        self.take()
+    }
+
+    fn on_client_response(&mut self, now: u64, id: u64, mut response: SipMessage, status: u16) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        let invite = client.method == "INVITE";
+        let server = client.server;
+        match status {
+            100..=199 => {
+                if client.state == ClientState::Trying {
+                    client.state = ClientState::Proceeding;
+                }
+                if client.state != ClientState::Proceeding {
+                    return;
+                }
+                if invite {
+                    // Timer A stops; Timer C runs from the latest provisional.
+                    client.retransmit_at = None;
+                    client.timeout_at = now + TIMER_C_MS;
+                } else if client.retransmit_at.is_some() {
+                    client.retransmit_every = T2_MS;
+                }
+                let wanted = client.cancel == Cancel::Wanted;
+                self.schedule(TimerRef::Client(id));
+                if wanted {
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.cancel = Cancel::No;
+                    }
+                    self.cancel_branch(now, id);
+                }
+                if status > 100 {
+                    if let Some(server) = server {
+                        response.remove_first("Via");
+                        self.relay_provisional(server, response);
+                    }
+                }
+            }
+            200..=299 if invite => {
+                client.state = ClientState::Accepted;
+                client.retransmit_at = None;
+                client.forget_at = Some(now + TRANSACTION_TIMEOUT_MS);
+                self.schedule(TimerRef::Client(id));
+                let Some(server) = server else { return };
+                response.remove_first("Via");
+                self.relay_2xx(now, server, response);
+                // §16.7 step 10: the other branches are cancelled.
+                let others: Vec<u64> = self
+                    .servers
+                    .get(&server)
+                    .map(|s| s.branches.iter().copied().filter(|b| *b != id).collect())
+                    .unwrap_or_default();
+                for other in others {
+                    self.cancel_branch(now, other);
+                }
+            }
+            _ => {
+                if !client.pending() {
+                    // A retransmitted final response: ACK it again.
+                    if let Some(ack) = client.ack.clone() {
+                        let flow = client.flow;
+                        self.send(flow, ack);
+                    }
+                    return;
+                }
+                client.state = ClientState::Completed;
+                client.retransmit_at = None;
+                let reliable = client.flow.transport.reliable();
+                client.forget_at = Some(
+                    now + if reliable {
+                        0
+                    } else if invite {
+                        32_000
+                    } else {
+                        T4_MS
+                    },
+                );
+                if invite {
+                    // §17.1.1.3: the ACK of a non-2xx is hop by hop.
+                    let ack = ack_for(&client.request, &response).to_bytes();
+                    client.ack = Some(ack.clone());
+                    let flow = client.flow;
+                    self.send(flow, ack);
+                }
+                self.schedule(TimerRef::Client(id));
+                let Some(server) = server else { return };
+                response.remove_first("Via");
+                self.branch_finished(now, server, response);
+            }
+        }
+    }
+
+    fn relay_provisional(&mut self, server_id: u64, response: SipMessage) {
+        let Some(server) = self.servers.get_mut(&server_id) else {
+            return;
+        };
+        if server.state != ServerState::Proceeding {
+            return;
+        }
+        let bytes = response.to_bytes();
+        server.last_sent = Some(bytes.clone());
+        let flow = server.from;
+        self.send(flow, bytes);
+    }
+
+    fn relay_2xx(&mut self, now: u64, server_id: u64, response: SipMessage) {
+        let Some(server) = self.servers.get_mut(&server_id) else {
+            return;
+        };
+        if !matches!(server.state, ServerState::Proceeding | ServerState::Accepted) {
+            return;
+        }
+        let bytes = response.to_bytes();
+        if server.state == ServerState::Proceeding {
+            server.state = ServerState::Accepted;
+            server.forget_at = now + TRANSACTION_TIMEOUT_MS;
+            server.last_sent = Some(bytes.clone());
+        }
+        let flow = server.from;
+        self.schedule(TimerRef::Server(server_id));
+        self.send(flow, bytes);
+    }
+
+    /// A branch ended with a final response (a non-2xx to an INVITE, any
+    /// to other methods): remember the best (§16.7 step 6) and answer
+    /// once every branch has ended, or at once for a 2xx to a non-INVITE.
+    fn branch_finished(&mut self, now: u64, server_id: u64, response: SipMessage) {
+        let status = response.status().unwrap_or(500);
+        let Some(server) = self.servers.get_mut(&server_id) else {
+            return;
+        };
+        if server.state != ServerState::Proceeding {
+            return;
+        }
+        if (200..300).contains(&status) {
+            // A non-INVITE's 2xx ends it.
+            return self.send_final(now, server_id, response);
+        }
+        let better = server
+            .best
+            .as_ref()
+            .is_none_or(|b| rank(status) < rank(b.status().unwrap_or(500)));
+        if better {
+            server.best = Some(response);
+        }
+        if status >= 600 {
+            for branch in server.branches.clone() {
+                self.cancel_branch(now, branch);
+            }
+        }
+        let all_done = self.servers[&server_id]
+            .branches
+            .iter()
+            .all(|b| self.clients.get(b).is_none_or(|c| !c.pending()));
+        if all_done {
+            let best = self.servers.get_mut(&server_id).and_then(|s| s.best.take());
+            if let Some(mut best) = best {
+                if best.status() == Some(503) {
+                    // §16.7 step 6: a 503 means this proxy, not the callee,
+                    // is unavailable to the upstream, which would retry.
+                    best.start = StartLine::Response {
+                        code: 500,
+                        reason: "Server Internal Error".into(),
+                    };
+                }
+                self.send_final(now, server_id, best);
+            }
+        }
+    }
+
+    /// A final response this proxy generates itself for a transaction.
+    fn answer(&mut self, now: u64, server_id: u64, code: u16, reason: &str) {
+        let Some(server) = self.servers.get(&server_id) else {
+            return;
+        };
+        let response = SipMessage::response_to(&server.request, code, reason, Some(&server.to_tag));
+        self.send_final(now, server_id, response);
+    }
+
+    fn send_final(&mut self, now: u64, server_id: u64, response: SipMessage) {
+        let Some(server) = self.servers.get_mut(&server_id) else {
+            return;
+        };
+        let bytes = response.to_bytes();
+        let reliable = server.from.transport.reliable();
+        let success = response.status().is_some_and(|s| (200..300).contains(&s));
+        if server.is_invite() && !success {
+            // §17.2.1: Completed until the ACK; Timer G over UDP, Timer H.
+            server.state = ServerState::Completed;
+            server.retransmit_at = (!reliable).then_some(now + T1_MS);
+            server.retransmit_every = T1_MS;
+            server.forget_at = now + TRANSACTION_TIMEOUT_MS;
+        } else {
+            server.state = if success && server.is_invite() {
+                ServerState::Accepted
+            } else {
+                ServerState::Confirmed
+            };
+            server.forget_at = now + if reliable { 0 } else { TRANSACTION_TIMEOUT_MS };
+        }
+        server.last_sent = Some(bytes.clone());
+        let flow = server.from;
+        self.schedule(TimerRef::Server(server_id));
+        self.send(flow, bytes);
+    }
+
+    /// The driver could not send on `flow` (TCP connect or write failed):
+    /// its pending branches end as if answered 503 (§16.7 step 2 / §8.1.3.1).
+    pub fn flow_failed(&mut self, now: u64, flow: Flow) -> Vec<Output> {
+        let failed: Vec<u64> = self
+            .clients
+            .iter()
+            .filter(|(_, c)| c.flow == flow && c.pending())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in failed {
+            self.branch_failed(now, id, 503, "Service Unavailable");
+        }
+        self.take()
+    }
+
+    fn branch_failed(&mut self, now: u64, id: u64, code: u16, reason: &str) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.state = ClientState::Completed;
+        client.retransmit_at = None;
+        client.forget_at = Some(now);
+        let local = SipMessage::response_to(&client.request, code, reason, None);
+        let server = client.server;
+        self.schedule(TimerRef::Client(id));
+        if let Some(server) = server {
+            let mut local = local;
+            local.remove_first("Via");
+            self.branch_finished(now, server, local);
+        }
+    }
+
+    // ----- timers --------------------------------------------------------
+
+    fn schedule(&mut self, timer: TimerRef) {
+        let due = match timer {
+            TimerRef::Server(id) => self.servers.get(&id).map(ServerTxn::due),
+            TimerRef::Client(id) => self.clients.get(&id).map(ClientTxn::due),
+        };
+        if let Some(due) = due.filter(|d| *d != u64::MAX) {
+            self.timers.push(Reverse((due, timer)));
+        }
+    }
+
+    /// Runs every timer due at `now`.
+    pub fn tick(&mut self, now: u64) -> Vec<Output> {
+        while let Some(&Reverse((due, timer))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let current = match timer {
+                TimerRef::Server(id) => self.servers.get(&id).map(ServerTxn::due),
+                TimerRef::Client(id) => self.clients.get(&id).map(ClientTxn::due),
+            };
+            // A timer whose transaction moved on was pushed again already.
+            if current != Some(due) {
+                continue;
+            }
+            match timer {
+                TimerRef::Server(id) => self.server_timer(now, id),
+                TimerRef::Client(id) => self.client_timer(now, id),
+            }
+        }
+        self.take()
+    }
+
+    fn server_timer(&mut self, now: u64, id: u64) {
+        let Some(server) = self.servers.get_mut(&id) else {
+            return;
+        };
+        if server.forget_at <= now {
+            if server.state == ServerState::Locating {
+                // The overlay never answered the lookup.
+                if let Some(lookup) = server.lookup.take() {
+                    self.lookups.remove(&lookup);
+                }
+                self.answer(now, id, 408, "Location Lookup Timed Out");
+                return;
+            }
+            let server = self.servers.remove(&id).expect("present");
+            self.server_ids.remove(&server.key);
+            for b in server.branches {
+                if let Some(c) = self.clients.get_mut(&b) {
+                    c.server = None;
+                }
+            }
+            return;
+        }
+        if let Some(at) = server.retransmit_at.filter(|t| *t <= now) {
+            // Timer G.
+            server.retransmit_every = (server.retransmit_every * 2).min(T2_MS);
+            server.retransmit_at = Some(at.max(now) + server.retransmit_every);
+            let (flow, bytes) = (server.from, server.last_sent.clone());
+            self.schedule(TimerRef::Server(id));
+            if let Some(bytes) = bytes {
+                self.send(flow, bytes);
+            }
+        }
+    }
+
+    fn client_timer(&mut self, now: u64, id: u64) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        if client.forget_at.is_some_and(|f| f <= now) {
+            let client = self.clients.remove(&id).expect("present");
+            self.client_ids.remove(&(client.branch, client.method));
+            return;
+        }
+        if !client.pending() {
+            return;
+        }
+        if client.timeout_at <= now {
+            if client.method == "INVITE" && client.state == ClientState::Proceeding && client.cancel == Cancel::No {
+                // Timer C (§16.8): cancel, and give the callee Timer B
+                // more to answer it with 487.
+                client.timeout_at = now + TRANSACTION_TIMEOUT_MS;
+                self.schedule(TimerRef::Client(id));
+                self.cancel_branch(now, id);
+                return;
+            }
+            // Timers B and F: the branch times out (§16.7 step 2: 408).
+            return self.branch_failed(now, id, 408, "Request Timeout");
+        }
+        if let Some(at) = client.retransmit_at.filter(|t| *t <= now) {
+            // Timer A doubles without bound, Timer E up to T2.
+            client.retransmit_every = if client.method == "INVITE" {
+                client.retransmit_every * 2
+            } else {
+                (client.retransmit_every * 2).min(T2_MS)
+            };
+            client.retransmit_at = Some(at.max(now) + client.retransmit_every);
+            let (flow, bytes) = (client.flow, client.bytes.clone());
+            self.schedule(TimerRef::Client(id));
+            self.send(flow, bytes);
+        }
+    }
+}
+
+/// What the proxy lets through, for OPTIONS answers.
+pub const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, MESSAGE, UPDATE, PRACK, INFO, REFER, NOTIFY, SUBSCRIBE, REGISTER";
+
+/// Every live contact of a local user as a target, over the flow its
+/// phone registered from.
+fn local_targets(registrar: &Registrar, user: &str, now: u64) -> Vec<Target> {
+    registrar
+        .contacts(user, now)
+        .into_iter()
+        .map(|b| Target {
+            request_uri: Some(b.contact.uri.to_string()),
+            flow: b.flow,
+            side: Side::Phones,
+        })
+        .collect()
+}
+
+/// A next hop reached over TCP is taken for a peer, over UDP for a phone:
+/// it only decides which of this peer's addresses the Via names.
+fn side_toward(flow: Flow) -> Side {
+    match flow.transport {
+        Transport::Tcp => Side::Overlay,
+        Transport::Udp => Side::Phones,
+    }
+}
+
+fn set_request_uri(request: &mut SipMessage, uri: &str) {
+    if let StartLine::Request { uri: u, .. } = &mut request.start {
+        *u = uri.to_string();
+    }
+}
+
+/// §16.7 step 6: 6xx first, then the lowest class; within 4xx the more
+/// telling answers before 408 and 480.
+fn rank(status: u16) -> u32 {
+    match status {
+        600..=699 => 0,
+        300..=399 => 1,
+        408 | 480 => 3,
+        400..=499 => 2,
+        _ => 4,
+    }
+}
+
+/// §9.1: the CANCEL of a request this proxy sent.
+fn cancel_for(request: &SipMessage) -> SipMessage {
+    let uri = request.request_uri().unwrap_or_default();
+    let mut cancel = SipMessage::request("CANCEL", uri);
+    if let Some(via) = request.list("Via").into_iter().next() {
+        cancel.push("Via", &via);
+    }
+    for name in ["Route", "From", "To", "Call-ID"] {
+        for h in request.headers.iter().filter(|h| h.is(name)) {
+            cancel.headers.push(h.clone());
+        }
+    }
+    let number = request.cseq().map_or(1, |(n, _)| n);
+    cancel.push("CSeq", &format!("{number} CANCEL"));
+    cancel.push("Max-Forwards", &DEFAULT_MAX_FORWARDS.to_string());
+    cancel.push("Content-Length", "0");
+    cancel
+}
+
+/// §17.1.1.3: the ACK of a non-2xx final response to `invite`.
+fn ack_for(invite: &SipMessage, response: &SipMessage) -> SipMessage {
+    let uri = invite.request_uri().unwrap_or_default();
+    let mut ack = SipMessage::request("ACK", uri);
+    if let Some(via) = invite.list("Via").into_iter().next() {
+        ack.push("Via", &via);
+    }
+    for name in ["Route", "From", "Call-ID"] {
+        for h in invite.headers.iter().filter(|h| h.is(name)) {
+            ack.headers.push(h.clone());
+        }
+    }
+    if let Some(to) = response.header("To") {
+        ack.push("To", &to);
+    }
+    let number = invite.cseq().map_or(1, |(n, _)| n);
+    ack.push("CSeq", &format!("{number} ACK"));
+    ack.push("Max-Forwards", &DEFAULT_MAX_FORWARDS.to_string());
+    ack.push("Content-Length", "0");
+    ack
+}
+
+/// FNV-1a over the parts: a stable branch for a stateless ACK.
+fn stable_hash(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in *part {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    h
+}

@@ -1,0 +1,180 @@
+//! Where a SIP message goes next: the peer's own addresses, Via stamping
+//! and URI resolution (RFC 3261 §16.4, §18.2.1, §18.2.2; RFC 3581).
+
+use crate::headers::{NameAddr, Via};
+use crate::message::SipMessage;
+use crate::registrar::{Flow, Transport};
+use crate::uri::Uri;
+use std::net::{IpAddr, SocketAddr};
+
+/// Which of the peer's SIP listeners a message came in on, or leaves
+/// through: the one phones use (UDP and TCP, `--sip`) or the one other
+/// peers reach over AppAttach (TCP, RFC 7904 §4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Side {
+    Phones,
+    Overlay,
+}
+
+/// The peer's SIP addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interfaces {
+    pub phones: SocketAddr,
+    pub overlay: SocketAddr,
+}
+
+impl Interfaces {
+    /// The address a side presents in Via and Record-Route.
+    pub fn address(&self, side: Side) -> SocketAddr {
+        match side {
+            Side::Phones => self.phones,
+            Side::Overlay => self.overlay,
+        }
+    }
+
+    /// Whether `uri` names this peer (a Route entry it wrote itself).
+    pub fn is_mine(&self, uri: &Uri) -> bool {
+        let Ok(ip) = uri.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
+            return false;
+        };
+        let port = uri.port.unwrap_or(5060);
+        [self.phones, self.overlay].contains(&SocketAddr::new(ip, port))
+    }
+
+    /// The Record-Route entry for one side of this peer (RFC 3261
+    /// §16.6 step 4): `lr`, and the transport when it is not UDP.
+    pub fn record_route(&self, side: Side, transport: Transport) -> String {
+        let addr = self.address(side);
+        match transport {
+            Transport::Udp => format!("<sip:{addr};lr>"),
+            Transport::Tcp => format!("<sip:{addr};transport=tcp;lr>"),
+        }
+    }
+
+    /// The Via this peer puts on a request it sends (§16.6 step 8).
+    pub fn via(&self, side: Side, transport: Transport, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            transport.name(),
+            self.address(side)
+        )
+    }
+
+    /// Whether a Via header value is one this peer wrote.
+    pub fn wrote(&self, via: &Via) -> bool {
+        let Ok(ip) = via.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
+            return false;
+        };
+        let port = via.port.unwrap_or(5060);
+        [self.phones, self.overlay].contains(&SocketAddr::new(ip, port))
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581 §4: the top Via of a request gets
+/// `received` when its sent-by is not where the request came from, and
+/// `rport` filled in when the sender asked for it, so responses (and
+/// requests to a phone behind a NAT) find their way back.
+pub fn stamp_received(request: &mut SipMessage, from: SocketAddr) {
+    let Some(top) = request.list("Via").into_iter().next() else {
+        return;
+    };
+    let Some(mut via) = Via::parse(&top) else {
+        return;
+    };
+    let source = from.ip().to_string();
+    let sent_by_ip = via
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok();
+    let mut changed = false;
+    if sent_by_ip != Some(from.ip()) {
+        via.set_param("received", Some(source.clone()));
+        changed = true;
+    }
+    if via.param("rport").is_some() {
+        via.set_param("rport", Some(from.port().to_string()));
+        if via.param("received").is_none() {
+            via.set_param("received", Some(source));
+        }
+        changed = true;
+    }
+    if changed {
+        request.remove_first("Via");
+        request.prepend("Via", &via.to_string());
+    }
+}
+
+/// Where a response goes after this peer took its own Via off (§18.2.2):
+/// the `received`/`rport` of the next Via, or its sent-by.
+pub fn response_flow(via: &Via) -> Option<Flow> {
+    let transport = match via.transport.as_str() {
+        "UDP" => Transport::Udp,
+        "TCP" => Transport::Tcp,
+        _ => return None,
+    };
+    let host = via.param("received").flatten().unwrap_or(&via.host);
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()?;
+    let port = via
+        .param("rport")
+        .flatten()
+        .and_then(|p| p.parse::<u16>().ok())
+        .or(via.port)
+        .unwrap_or(5060);
+    Some(Flow {
+        transport,
+        remote: SocketAddr::new(ip, port),
+    })
+}
+
+/// The flow a URI names (RFC 3263 reduced to what a peer needs: an IP
+/// address, a port defaulting to 5060, UDP unless `transport=tcp`).
+/// Host names and other transports give `None`: this peer resolves no
+/// DNS, and SIP over TLS is not offered yet.
+pub fn uri_flow(uri: &Uri) -> Option<Flow> {
+    if uri.scheme != "sip" {
+        return None;
+    }
+    let ip = uri
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()?;
+    let transport = match uri.transport().as_deref() {
+        None | Some("udp") => Transport::Udp,
+        Some("tcp") => Transport::Tcp,
+        Some(_) => return None,
+    };
+    Some(Flow {
+        transport,
+        remote: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+    })
+}
+
+/// §16.4: takes the Route entries that name this peer off the top of the
+/// route set; returns whether there were any (the request then follows a
+/// dialog this peer record-routed).
+pub fn pop_own_routes(request: &mut SipMessage, me: &Interfaces) -> bool {
+    let mut popped = false;
+    while let Some(top) = request.list("Route").into_iter().next() {
+        let mine = NameAddr::parse(&top).is_ok_and(|r| me.is_mine(&r.uri));
+        if !mine {
+            break;
+        }
+        request.remove_first("Route");
+        popped = true;
+    }
+    popped
+}
+
+/// The URI of the top Route entry, if any.
+pub fn top_route(request: &SipMessage) -> Option<Result<Uri, ()>> {
+    let top = request.list("Route").into_iter().next()?;
+    Some(NameAddr::parse(&top).map(|n| n.uri).map_err(|_| ()))
+}

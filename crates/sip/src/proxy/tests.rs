@@ -1,0 +1,522 @@
+use super::*;
+use crate::digest::{Algorithm, Ha1};
+use crate::registrar::Registered;
+use crate::testing::authorize;
+
+const DOMAIN: &str = "overlay.test";
+
+fn me() -> Interfaces {
+    Interfaces {
+        phones: "127.0.0.1:5060".parse().unwrap(),
+        overlay: "127.0.0.1:6060".parse().unwrap(),
+    }
+}
+
+fn udp(port: u16) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn tcp(addr: &str) -> Flow {
+    Flow {
+        transport: Transport::Tcp,
+        remote: addr.parse().unwrap(),
+    }
+}
+
+/// The overlay-side address of another peer.
+const PEER4: &str = "127.0.0.2:6060";
+
+fn registrar() -> Registrar {
+    let users = [("alice", "secret"), ("bob", "hunter2")]
+        .into_iter()
+        .map(|(u, p)| (u.to_string(), Ha1::new(u, DOMAIN, p)))
+        .collect();
+    Registrar::new(DOMAIN, users, [7; 32])
+}
+
+/// Registers `contact` for `user` from `flow`, through the challenge.
+fn register(reg: &mut Registrar, user: &str, password: &str, contact: &str, flow: Flow) {
+    let text = format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {contact_host};branch=z9hG4bKreg{n}\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag=r\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}-{n}\r\n\
+         CSeq: 1 REGISTER\r\nContact: <{contact}>\r\nContent-Length: 0\r\n\r\n",
+        contact_host = flow.remote,
+        n = flow.remote.port(),
+    );
+    let req = SipMessage::parse(text.as_bytes()).unwrap();
+    let Registered::Answer(challenge) = reg.register(0, &req, flow) else {
+        panic!("challenged first")
+    };
+    let outcome = reg.register(0, &authorize(&req, &challenge, user, password, Algorithm::Md5), flow);
+    assert!(matches!(outcome, Registered::Publish { lifetime_s, .. } if lifetime_s > 0));
+}
+
+fn request(method: &str, uri: &str, from_port: u16, branch: &str, extra: &str) -> SipMessage {
+    let text = format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: call-1\r\nCSeq: 1 {method}\r\nContact: <sip:alice@127.0.0.1:{from_port}>\r\n{extra}\
+         Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n"
+    );
+    SipMessage::parse(text.as_bytes()).unwrap()
+}
+
+fn invite(branch: &str) -> SipMessage {
+    request("INVITE", &format!("sip:bob@{DOMAIN}"), 7001, branch, "")
+}
+
+/// A response to a request this proxy sent, as the next hop writes it.
+fn respond(sent: &SipMessage, code: u16, to_tag: Option<&str>) -> SipMessage {
+    let mut r = SipMessage::response_to(sent, code, "Whatever", to_tag);
+    for rr in sent.list("Record-Route") {
+        r.push("Record-Route", &rr);
+    }
+    r.push("Contact", "<sip:bob@127.0.0.1:7002>");
+    r
+}
+
+fn sent(outputs: &[Output]) -> Vec<(Flow, SipMessage)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Send { flow, bytes } => Some((*flow, SipMessage::parse(bytes).unwrap())),
+            Output::Locate { .. } => None,
+        })
+        .collect()
+}
+
+fn lookup_of(outputs: &[Output]) -> (u64, String) {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Locate { lookup, user } => Some((*lookup, user.clone())),
+            Output::Send { .. } => None,
+        })
+        .expect("a lookup")
+}
+
+fn codes(out: &[(Flow, SipMessage)]) -> Vec<u16> {
+    out.iter().filter_map(|(_, m)| m.status()).collect()
+}
+
+/// Alice (registered here over UDP 7001) calls bob; the overlay says bob
+/// is at PEER4. Returns the proxy and the INVITE it sent there.
+fn call_to_peer4(reg: &mut Registrar) -> (Proxy, SipMessage) {
+    register(reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 1);
+    let out = proxy.on_request(0, invite("z9hG4bKinv1"), udp(7001), Side::Phones, reg);
+    let msgs = sent(&out);
+    assert_eq!(codes(&msgs), vec![100], "100 Trying at once (§16.2)");
+    let (lookup, user) = lookup_of(&out);
+    assert_eq!(user, "bob");
+    let location = Location::Found {
+        peers: vec![PEER4.parse().unwrap()],
+        here: false,
+    };
+    let out = sent(&proxy.located(10, lookup, location, reg));
+    assert_eq!(out.len(), 1);
+    let (flow, fwd) = out.into_iter().next().unwrap();
+    assert_eq!(flow, tcp(PEER4));
+    (proxy, fwd)
+}
+
+#[test]
+fn a_call_from_a_registered_phone_goes_to_the_peer_the_overlay_names_with_both_record_routes() {
+    let mut reg = registrar();
+    let (_, fwd) = call_to_peer4(&mut reg);
+    assert_eq!(
+        fwd.request_uri(),
+        Some("sip:bob@overlay.test"),
+        "the callee's peer does the last lookup"
+    );
+    assert_eq!(fwd.header("Max-Forwards").as_deref(), Some("69"));
+    let vias = fwd.list("Via");
+    assert_eq!(vias.len(), 2);
+    assert!(
+        vias[0].starts_with("SIP/2.0/TCP 127.0.0.1:6060;branch=z9hG4bK"),
+        "{}",
+        vias[0]
+    );
+    assert!(
+        vias[1].contains("received=127.0.0.1") && vias[1].contains("rport=7001"),
+        "{}",
+        vias[1]
+    );
+    assert_eq!(
+        fwd.list("Record-Route"),
+        vec!["<sip:127.0.0.1:6060;transport=tcp;lr>", "<sip:127.0.0.1:5060;lr>"],
+        "RFC 5658: the overlay side on top, the phone side beneath"
+    );
+    assert_eq!(fwd.body, b"v=0\n", "the body travels untouched");
+}
+
+#[test]
+fn provisional_and_final_answers_come_back_to_the_phone_without_this_peers_via() {
+    let mut reg = registrar();
+    let (mut proxy, fwd) = call_to_peer4(&mut reg);
+    let out = sent(&proxy.on_response(20, respond(&fwd, 180, Some("b1")), tcp(PEER4)));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, udp(7001), "back where the INVITE came from");
+    assert_eq!(out[0].1.status(), Some(180));
+    assert_eq!(out[0].1.list("Via").len(), 1);
+    assert!(
+        sent(&proxy.on_response(21, respond(&fwd, 100, None), tcp(PEER4))).is_empty(),
+        "100 is hop by hop"
+    );
+
+    let out = sent(&proxy.on_response(30, respond(&fwd, 200, Some("b1")), tcp(PEER4)));
+    assert_eq!(codes(&out), vec![200]);
+    assert_eq!(out[0].1.list("Record-Route").len(), 2);
+    // A retransmitted 2xx goes on too (RFC 6026), and after the
+    // transaction is gone, statelessly.
+    assert_eq!(
+        codes(&sent(&proxy.on_response(
+            500,
+            respond(&fwd, 200, Some("b1")),
+            tcp(PEER4)
+        ))),
+        vec![200]
+    );
+    proxy.tick(60_000);
+    assert_eq!(proxy.transaction_count(), (0, 0), "all transactions forgotten");
+    assert_eq!(
+        codes(&sent(&proxy.on_response(
+            60_001,
+            respond(&fwd, 200, Some("b1")),
+            tcp(PEER4)
+        ))),
+        vec![200]
+    );
+}
+
+#[test]
+fn an_unknown_user_gets_404_and_its_ack_stops_the_retransmissions() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 1);
+    let inv = request("INVITE", &format!("sip:nobody@{DOMAIN}"), 7001, "z9hG4bKx", "");
+    let (lookup, user) = lookup_of(&proxy.on_request(0, inv.clone(), udp(7001), Side::Phones, &reg));
+    assert_eq!(user, "nobody");
+    let out = sent(&proxy.located(5, lookup, Location::NotFound, &reg));
+    assert_eq!(codes(&out), vec![404]);
+    let to_tag = NameAddr::parse(&out[0].1.header("To").unwrap())
+        .unwrap()
+        .tag()
+        .map(str::to_string);
+    assert!(to_tag.is_some(), "a final answer carries a To tag");
+    // Timer G: the 404 again after T1 on UDP, until the ACK.
+    assert_eq!(codes(&sent(&proxy.tick(5 + T1_MS))), vec![404]);
+    let mut ack = request("ACK", &format!("sip:nobody@{DOMAIN}"), 7001, "z9hG4bKx", "");
+    ack.set("CSeq", "1 ACK");
+    ack.set("To", &out[0].1.header("To").unwrap());
+    assert!(
+        sent(&proxy.on_request(600, ack, udp(7001), Side::Phones, &reg)).is_empty(),
+        "absorbed"
+    );
+    assert!(sent(&proxy.tick(10_000)).is_empty(), "no more retransmissions");
+}
+
+#[test]
+fn other_domains_are_refused_with_interworking_not_configured() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 1);
+    let out = sent(&proxy.on_request(
+        0,
+        request("INVITE", "sip:carol@example.com", 7001, "z9hG4bKe", ""),
+        udp(7001),
+        Side::Phones,
+        &reg,
+    ));
+    assert_eq!(codes(&out), vec![403]);
+    let StartLine::Response { reason, .. } = &out[0].1.start else {
+        panic!()
+    };
+    assert!(reason.contains("Interworking"), "{reason}");
+}
+
+#[test]
+fn a_phone_that_has_not_registered_must_authenticate_as_a_user() {
+    let reg = registrar();
+    let mut proxy = Proxy::new(me(), 1);
+    let inv = invite("z9hG4bKa1");
+    let out = sent(&proxy.on_request(0, inv.clone(), udp(7009), Side::Phones, &reg));
+    assert_eq!(codes(&out), vec![407]);
+    let offers = out[0].1.headers.iter().filter(|h| h.is("Proxy-Authenticate")).count();
+    assert_eq!(offers, 2, "MD5 and SHA-256");
+    let wrong = authorize(&invite("z9hG4bKa2"), &out[0].1, "alice", "guess", Algorithm::Sha256);
+    assert_eq!(
+        codes(&sent(&proxy.on_request(1, wrong, udp(7009), Side::Phones, &reg))),
+        vec![403]
+    );
+    let right = authorize(&invite("z9hG4bKa3"), &out[0].1, "alice", "secret", Algorithm::Sha256);
+    let out = proxy.on_request(2, right, udp(7009), Side::Phones, &reg);
+    assert_eq!(lookup_of(&out).1, "bob");
+}
+
+/// Bob has two phones at this peer; the INVITE arrives from another peer
+/// on the overlay side. Both ring; the first 200 wins and the other
+/// branch is cancelled, its 487 absorbed.
+#[test]
+fn a_call_from_the_overlay_forks_to_every_contact_and_the_first_2xx_wins() {
+    let mut reg = registrar();
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    register(
+        &mut reg,
+        "bob",
+        "hunter2",
+        "sip:bob@127.0.0.1:7003;transport=tcp",
+        tcp("127.0.0.1:7003"),
+    );
+    let mut proxy = Proxy::new(me(), 2);
+    let from_peer = tcp("127.0.0.3:40000");
+    let mut inv = invite("z9hG4bKfromp0");
+    inv.prepend("Via", "SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKp0");
+    let out = sent(&proxy.on_request(0, inv, from_peer, Side::Overlay, &reg));
+    assert_eq!(codes(&out), vec![100]);
+    let branches: Vec<_> = out.iter().filter(|(_, m)| m.is_request()).cloned().collect();
+    assert_eq!(branches.len(), 2, "parallel forking");
+    let by_flow = |f: Flow| branches.iter().find(|(flow, _)| *flow == f).unwrap().1.clone();
+    let (b1, b2) = (by_flow(udp(7002)), by_flow(tcp("127.0.0.1:7003")));
+    assert_eq!(b1.request_uri(), Some("sip:bob@127.0.0.1:7002"));
+    assert_eq!(
+        b1.list("Record-Route"),
+        vec!["<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:6060;transport=tcp;lr>"]
+    );
+    assert_eq!(
+        b2.list("Record-Route"),
+        vec![
+            "<sip:127.0.0.1:5060;transport=tcp;lr>",
+            "<sip:127.0.0.1:6060;transport=tcp;lr>"
+        ],
+        "a TCP phone reaches the phone side over TCP"
+    );
+
+    assert_eq!(
+        codes(&sent(&proxy.on_response(5, respond(&b1, 180, Some("p1")), udp(7002)))),
+        vec![180]
+    );
+    assert_eq!(
+        codes(&sent(&proxy.on_response(6, respond(&b2, 180, Some("p2")), from_peer))),
+        vec![180]
+    );
+    let out = sent(&proxy.on_response(9, respond(&b1, 200, Some("p1")), udp(7002)));
+    let upstream: Vec<_> = out.iter().filter(|(f, _)| *f == from_peer).collect();
+    assert_eq!(upstream.len(), 1);
+    assert_eq!(upstream[0].1.status(), Some(200));
+    let cancel = out
+        .iter()
+        .find(|(_, m)| m.method() == Some("CANCEL"))
+        .expect("the other branch is cancelled");
+    assert_eq!(cancel.0, tcp("127.0.0.1:7003"));
+    assert_eq!(
+        cancel.1.list("Via"),
+        vec![b2.list("Via")[0].clone()],
+        "§9.1: the branch's own Via"
+    );
+    assert_eq!(cancel.1.request_uri(), b2.request_uri());
+
+    assert!(sent(&proxy.on_response(10, respond(&cancel.1, 200, Some("p2")), from_peer)).is_empty());
+    let out = sent(&proxy.on_response(11, respond(&b2, 487, Some("p2")), from_peer));
+    assert_eq!(out.len(), 1, "only the ACK of the 487; nothing upstream");
+    assert_eq!(out[0].1.method(), Some("ACK"));
+    assert_eq!(out[0].1.list("Via"), vec![b2.list("Via")[0].clone()]);
+}
+
+#[test]
+fn cancel_before_answer_reaches_the_callee_and_the_caller_gets_487() {
+    let mut reg = registrar();
+    let (mut proxy, fwd) = call_to_peer4(&mut reg);
+    let mut cancel = invite("z9hG4bKinv1");
+    cancel.start = StartLine::Request {
+        method: "CANCEL".into(),
+        uri: "sip:bob@overlay.test".into(),
+    };
+    cancel.set("CSeq", "1 CANCEL");
+    // Nothing provisional from the callee yet: the CANCEL waits (§9.1).
+    let out = sent(&proxy.on_request(20, cancel.clone(), udp(7001), Side::Phones, &reg));
+    assert_eq!(codes(&out), vec![200]);
+    assert_eq!(out[0].1.cseq().unwrap().1, "CANCEL");
+    assert!(out.iter().all(|(_, m)| !m.is_request()));
+    let out = sent(&proxy.on_response(25, respond(&fwd, 180, Some("b")), tcp(PEER4)));
+    let down = out
+        .iter()
+        .find(|(_, m)| m.method() == Some("CANCEL"))
+        .expect("sent once ringing");
+    assert_eq!(down.0, tcp(PEER4));
+    assert_eq!(codes(&out), vec![180]);
+
+    let out = sent(&proxy.on_response(30, respond(&fwd, 487, Some("b")), tcp(PEER4)));
+    let ack = out.iter().find(|(_, m)| m.method() == Some("ACK")).unwrap();
+    assert_eq!(ack.0, tcp(PEER4));
+    let up = out.iter().find(|(_, m)| m.status() == Some(487)).unwrap();
+    assert_eq!(up.0, udp(7001));
+}
+
+#[test]
+fn a_silent_udp_contact_gets_retransmissions_then_the_caller_408() {
+    let mut reg = registrar();
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    let mut proxy = Proxy::new(me(), 3);
+    let mut inv = invite("z9hG4bKq");
+    inv.prepend("Via", "SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKp0");
+    let from_peer = tcp("127.0.0.3:40000");
+    proxy.on_request(0, inv, from_peer, Side::Overlay, &reg);
+    let mut resent = Vec::new();
+    let mut now = 0;
+    while let Some(t) = proxy.next_deadline() {
+        if t > 40_000 {
+            break;
+        }
+        now = t;
+        for (flow, m) in sent(&proxy.tick(now)) {
+            if m.is_request() {
+                assert_eq!(flow, udp(7002));
+                resent.push(now);
+            } else {
+                assert_eq!((flow, m.status()), (from_peer, Some(408)));
+                assert_eq!(now, TRANSACTION_TIMEOUT_MS, "Timer B");
+            }
+        }
+    }
+    assert_eq!(
+        resent,
+        vec![500, 1500, 3500, 7500, 15500, 31500],
+        "Timer A doubles from T1"
+    );
+    assert!(now >= TRANSACTION_TIMEOUT_MS);
+}
+
+#[test]
+fn a_bye_follows_the_record_routes_across_both_peers() {
+    let mut reg = registrar();
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    let mut proxy = Proxy::new(me(), 4);
+    // Bob hangs up: his route set is what the 200 carried, top first:
+    // this peer's phone side, its overlay side, then peer 0's two.
+    let text = "BYE sip:alice@127.0.0.9:7001 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bKbye\r\n\
+        Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tcp;lr>\r\n\
+        Route: <sip:127.0.0.3:6060;transport=tcp;lr>,<sip:127.0.0.3:5060;lr>\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:bob@overlay.test>;tag=b1\r\nTo: <sip:alice@overlay.test>;tag=a1\r\n\
+        Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let bye = SipMessage::parse(text.as_bytes()).unwrap();
+    let out = sent(&proxy.on_request(0, bye, udp(7002), Side::Phones, &reg));
+    assert_eq!(out.len(), 1);
+    let (flow, fwd) = &out[0];
+    assert_eq!(*flow, tcp("127.0.0.3:6060"), "to peer 0's overlay side over TCP");
+    assert_eq!(
+        fwd.list("Route"),
+        vec!["<sip:127.0.0.3:6060;transport=tcp;lr>", "<sip:127.0.0.3:5060;lr>"]
+    );
+    assert!(!fwd.has("Record-Route"), "no Record-Route inside a dialog");
+    assert_eq!(fwd.request_uri(), Some("sip:alice@127.0.0.9:7001"));
+
+    // At the last peer the route set is used up: the Request-URI is the
+    // remote target, reached directly.
+    let text = "BYE sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKbye2\r\n\
+        Route: <sip:127.0.0.1:6060;transport=tcp;lr>,<sip:127.0.0.1:5060;lr>\r\n\
+        Max-Forwards: 69\r\nFrom: <sip:alice@overlay.test>;tag=a1\r\nTo: <sip:bob@overlay.test>;tag=b1\r\n\
+        Call-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+    let bye = SipMessage::parse(text.as_bytes()).unwrap();
+    let out = sent(&proxy.on_request(1, bye, tcp("127.0.0.3:40000"), Side::Overlay, &reg));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, udp(7002));
+    assert!(!out[0].1.has("Route"));
+}
+
+#[test]
+fn requests_off_any_dialog_this_peer_routes_are_refused() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 5);
+    // An open-relay attempt: in-dialog, but not routed through this peer.
+    let mut bye = request("BYE", "sip:carol@192.0.2.1", 7001, "z9hG4bKr1", "");
+    bye.set("To", "<sip:carol@example.com>;tag=c");
+    assert_eq!(
+        codes(&sent(&proxy.on_request(0, bye, udp(7001), Side::Phones, &reg))),
+        vec![403]
+    );
+    // A preloaded route beyond this peer.
+    let inv = request(
+        "INVITE",
+        "sip:bob@overlay.test",
+        7001,
+        "z9hG4bKr2",
+        "Route: <sip:192.0.2.1;lr>\r\n",
+    );
+    assert_eq!(
+        codes(&sent(&proxy.on_request(0, inv, udp(7001), Side::Phones, &reg))),
+        vec![403]
+    );
+    // Max-Forwards exhausted.
+    let mut inv = invite("z9hG4bKr3");
+    inv.set("Max-Forwards", "0");
+    assert_eq!(
+        codes(&sent(&proxy.on_request(0, inv, udp(7001), Side::Phones, &reg))),
+        vec![483]
+    );
+}
+
+#[test]
+fn a_retransmitted_invite_is_answered_again_not_forwarded_twice() {
+    let mut reg = registrar();
+    let (mut proxy, fwd) = call_to_peer4(&mut reg);
+    proxy.on_response(20, respond(&fwd, 180, Some("b")), tcp(PEER4));
+    let out = sent(&proxy.on_request(21, invite("z9hG4bKinv1"), udp(7001), Side::Phones, &reg));
+    assert_eq!(codes(&out), vec![180]);
+    assert!(out.iter().all(|(_, m)| !m.is_request()));
+}
+
+#[test]
+fn message_is_routed_like_invite_and_its_200_comes_back() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 6);
+    let msg = request("MESSAGE", "sip:bob@overlay.test", 7001, "z9hG4bKm", "");
+    let out = proxy.on_request(0, msg, udp(7001), Side::Phones, &reg);
+    assert!(sent(&out).is_empty(), "no 100 for a non-INVITE");
+    let (lookup, _) = lookup_of(&out);
+    let location = Location::Found {
+        peers: vec![PEER4.parse().unwrap()],
+        here: false,
+    };
+    let out = sent(&proxy.located(1, lookup, location, &reg));
+    let fwd = out[0].1.clone();
+    assert_eq!(fwd.method(), Some("MESSAGE"));
+    let out = sent(&proxy.on_response(2, respond(&fwd, 200, Some("b")), tcp(PEER4)));
+    assert_eq!(codes(&out), vec![200]);
+    assert_eq!(out[0].0, udp(7001));
+}
+
+#[test]
+fn a_peer_that_cannot_be_reached_fails_its_branch_at_once() {
+    let mut reg = registrar();
+    let (mut proxy, _) = call_to_peer4(&mut reg);
+    let out = sent(&proxy.flow_failed(20, tcp(PEER4)));
+    assert_eq!(
+        codes(&out),
+        vec![500],
+        "a 503 from a branch goes upstream as 500 (§16.7 step 6)"
+    );
+}
+
+#[test]
+fn a_call_between_two_phones_of_one_peer_stays_on_it_with_one_record_route() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    let mut proxy = Proxy::new(me(), 7);
+    let (lookup, _) = lookup_of(&proxy.on_request(0, invite("z9hG4bKl"), udp(7001), Side::Phones, &reg));
+    let location = Location::Found {
+        peers: Vec::new(),
+        here: true,
+    };
+    let out = sent(&proxy.located(1, lookup, location, &reg));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].0, udp(7002));
+    assert_eq!(out[0].1.request_uri(), Some("sip:bob@127.0.0.1:7002"));
+    assert_eq!(out[0].1.list("Record-Route"), vec!["<sip:127.0.0.1:5060;lr>"]);
+}
