@@ -13,4 +13,5 @@ pub mod node_dir;
 pub mod overlay_dir;
 pub mod peer;
 pub mod pki;
+mod sip_locate;
 pub mod sip_server;

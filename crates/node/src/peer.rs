@@ -365,13 +365,24 @@ async fn drive<T: Topology + Tables>(
         let users: Vec<String> = sip_users.keys().cloned().collect();
         let registrar = sip::registrar::Registrar::new(&dir.config.instance_name, sip_users, secret);
         tracing::info!(
-            "SIP on udp+tcp {} for {} users of {}: {}",
+            "SIP on udp+tcp {} (peers: tcp {}) for {} users of {}: {}",
             sockets.local_addr().unwrap_or(addr),
+            sockets.overlay_addr().unwrap_or(addr),
             users.len(),
             dir.config.instance_name,
             users.join(", ")
         );
-        tokio::spawn(crate::sip_server::serve(sockets, registrar, input_tx.clone()));
+        let overlay_side = sockets
+            .overlay_addr()
+            .map_err(|source| PeerError::Listen { addr, source })?;
+        engine.offer_application(overlay::sip_usage::SIP_APPLICATION, IpAddressPort::Ip(overlay_side));
+        let proxy_seed = u64::from_be_bytes(secret[..8].try_into().unwrap_or_default()) ^ seed;
+        tokio::spawn(crate::sip_server::serve(
+            sockets,
+            registrar,
+            proxy_seed,
+            input_tx.clone(),
+        ));
     }
     tracing::info!(
         "{} {} of {} listening on {listen}",
@@ -439,6 +450,7 @@ async fn drive<T: Topology + Tables>(
         announced: HashMap::new(),
         started: now_ms(),
         pending: HashMap::new(),
+        sip_locator: Default::default(),
         certificate_store: None,
         next_certificate_store: None,
         metrics: Metrics::new(),
@@ -507,6 +519,7 @@ struct Driver<T: Topology + Tables> {
     started: u64,
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
+    sip_locator: crate::sip_locate::SipLocator,
     certificate_store: Option<RequestId>,
     next_certificate_store: Option<Instant>,
     metrics: Metrics,
@@ -871,6 +884,9 @@ impl<T: Topology + Tables> Driver<T> {
                     }
                 }
             }
+            Input::Sip(crate::sip_server::SipOverlayRequest::Locate { resource_name, reply }) => {
+                self.sip_locator.start(&mut self.engine, now, resource_name, reply);
+            }
             Input::Admin(AdminRequest::Status(reply)) => {
                 let _ = reply.send(self.status());
             }
@@ -953,6 +969,12 @@ impl<T: Topology + Tables> Driver<T> {
                     self.next_certificate_store = Some(Instant::now() + Duration::from_secs(10));
                 }
             }
+            return;
+        }
+        if self
+            .sip_locator
+            .on_done(&mut self.engine, now_ms(), request, &outcome, responder)
+        {
             return;
         }
         match self.pending.remove(&request) {

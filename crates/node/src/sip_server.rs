@@ -1,22 +1,28 @@
-//! The SIP side of a peer (`peer --sip ADDR`): UDP and TCP sockets in
-//! front of the sans-IO registrar of the `sip` crate (RFC 3261 §18 for the
-//! transports). A registration that changes is stored in the overlay by
-//! the engine task (RFC 7904 §3) before the phone gets its 200 OK.
+//! The SIP side of a peer (`peer --sip ADDR`): sockets in front of the
+//! sans-IO registrar and proxy of the `sip` crate.
 //!
-//! Requests other than REGISTER, OPTIONS and ACK are answered 501 until
-//! call routing through the overlay lands (issue 5, next step).
+//! - Phones use UDP and TCP on ADDR (RFC 3261 §18). A registration that
+//!   changes is stored in the overlay by the engine task (RFC 7904 §3)
+//!   before the phone gets its 200 OK.
+//! - Other peers reach this peer's SIP over TCP on a second listener,
+//!   whose address AppAttach hands out (RFC 7904 §4.2, application 5060).
+//!   Requests arriving there are for the phones attached here.
+//! - TCP connections, accepted or opened, are kept by remote address and
+//!   reused for every later message to that address.
 
 use crate::peer::{now_ms, Input};
 use sip::message::{frame, Framing, ParseError};
+use sip::proxy::{stamp_received, Location, Output, Proxy, Side};
 use sip::registrar::{self, Flow, Registered, Registrar, Transport};
 use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
 use sip::SipMessage;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// What the SIP side asks of the engine task.
 pub enum SipOverlayRequest {
@@ -27,46 +33,47 @@ pub enum SipOverlayRequest {
         lifetime_s: u32,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Where the phones of `resource_name` are (RFC 7904 §4.2): Fetch the
+    /// registration, check it, AppAttach to the peers it names.
+    Locate {
+        resource_name: String,
+        reply: oneshot::Sender<Location>,
+    },
 }
 
 /// Most bytes buffered for one TCP connection before it is dropped.
 const MAX_TCP_BUFFER: usize = 2 * sip::message::MAX_MESSAGE_SIZE;
-/// Most TCP connections served at once.
+/// Most TCP connections accepted at once, per listener.
 const MAX_TCP_CONNECTIONS: usize = 4096;
-
-/// Where a response goes: a UDP address, or a TCP connection's writer.
-#[derive(Clone)]
-enum ReplyPath {
-    Udp(Arc<UdpSocket>, SocketAddr),
-    Tcp(mpsc::Sender<Vec<u8>>),
-}
-
-impl ReplyPath {
-    async fn send(&self, bytes: Vec<u8>) {
-        match self {
-            ReplyPath::Udp(socket, to) => {
-                if let Err(e) = socket.send_to(&bytes, to).await {
-                    tracing::debug!("sip: cannot send to {to}: {e}");
-                }
-            }
-            ReplyPath::Tcp(tx) => {
-                let _ = tx.send(bytes).await;
-            }
-        }
-    }
-}
+/// Messages queued for one TCP connection before more are dropped.
+const TCP_QUEUE: usize = 1024;
+/// How long opening a TCP connection to a peer or phone may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 enum SipInput {
     Message {
         bytes: Vec<u8>,
         flow: Flow,
-        path: ReplyPath,
+        side: Side,
     },
     Published {
         key: Option<TransactionKey>,
         flow: Flow,
-        path: ReplyPath,
         answer: Vec<u8>,
+    },
+    Opened {
+        remote: SocketAddr,
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    Closed {
+        tx: mpsc::Sender<Vec<u8>>,
+    },
+    Located {
+        lookup: u64,
+        location: Location,
+    },
+    FlowFailed {
+        flow: Flow,
     },
 }
 
@@ -74,6 +81,7 @@ enum SipInput {
 pub struct SipSockets {
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
+    overlay: TcpListener,
 }
 
 impl SipSockets {
@@ -81,166 +89,324 @@ impl SipSockets {
         let udp = UdpSocket::bind(addr).await?;
         // TCP on the port UDP got, so `--sip 127.0.0.1:0` works too.
         let tcp = TcpListener::bind(udp.local_addr()?).await?;
+        let overlay = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
         Ok(SipSockets {
             udp: Arc::new(udp),
             tcp,
+            overlay,
         })
     }
 
+    /// Where phones reach this peer.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.udp.local_addr()
     }
+
+    /// Where other peers reach this peer's SIP (AppAttach answers this).
+    pub fn overlay_addr(&self) -> std::io::Result<SocketAddr> {
+        self.overlay.local_addr()
+    }
+}
+
+struct Core {
+    registrar: Registrar,
+    proxy: Proxy,
+    /// REGISTER transactions (the proxy keeps its own).
+    registers: ServerTransactions,
+    udp: Arc<UdpSocket>,
+    connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    events: mpsc::Sender<SipInput>,
+    overlay: mpsc::Sender<Input>,
 }
 
 /// Serves SIP until the engine task goes away.
-pub(crate) async fn serve(sockets: SipSockets, mut registrar: Registrar, overlay: mpsc::Sender<Input>) {
-    let (tx, mut rx) = mpsc::channel::<SipInput>(1024);
-    tokio::spawn(accept_tcp(sockets.tcp, tx.clone()));
+pub(crate) async fn serve(sockets: SipSockets, registrar: Registrar, seed: u64, overlay: mpsc::Sender<Input>) {
+    let (events, mut rx) = mpsc::channel::<SipInput>(4096);
+    let interfaces = sip::proxy::Interfaces {
+        phones: sockets.udp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        overlay: sockets
+            .overlay
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+    };
+    tokio::spawn(accept_tcp(sockets.tcp, Side::Phones, events.clone()));
+    tokio::spawn(accept_tcp(sockets.overlay, Side::Overlay, events.clone()));
     let udp = sockets.udp;
-    let mut transactions = ServerTransactions::new();
+    let mut core = Core {
+        registrar,
+        proxy: Proxy::new(interfaces, seed),
+        registers: ServerTransactions::new(),
+        udp: udp.clone(),
+        connections: HashMap::new(),
+        events,
+        overlay,
+    };
     let mut buf = vec![0u8; sip::message::MAX_MESSAGE_SIZE + 1];
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut next_expiry = now_ms();
     loop {
+        let now = now_ms();
+        let wait = core
+            .proxy
+            .next_deadline()
+            .map_or(1000, |d| d.saturating_sub(now).min(1000));
         tokio::select! {
             received = udp.recv_from(&mut buf) => {
                 let Ok((n, from)) = received else { continue };
                 let flow = Flow { transport: Transport::Udp, remote: from };
-                let path = ReplyPath::Udp(udp.clone(), from);
-                handle(&mut registrar, &mut transactions, &overlay, &tx, buf[..n].to_vec(), flow, path).await;
+                core.message(buf[..n].to_vec(), flow, Side::Phones).await;
             }
-            Some(input) = rx.recv() => match input {
-                SipInput::Message { bytes, flow, path } => {
-                    handle(&mut registrar, &mut transactions, &overlay, &tx, bytes, flow, path).await;
-                }
-                SipInput::Published { key, flow, path, answer } => {
-                    if let Some(key) = key {
-                        transactions.answered(now_ms(), &key, &answer, flow.transport.reliable());
-                    }
-                    path.send(answer).await;
-                }
-            },
-            _ = tick.tick() => registrar.expire(now_ms()),
+            Some(input) = rx.recv() => core.input(input).await,
+            _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
-        if overlay.is_closed() {
+        let now = now_ms();
+        let due = core.proxy.tick(now);
+        core.run(due).await;
+        if now >= next_expiry {
+            core.registrar.expire(now);
+            next_expiry = now + 1000;
+        }
+        if core.overlay.is_closed() {
             return;
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle(
-    registrar: &mut Registrar,
-    transactions: &mut ServerTransactions,
-    overlay: &mpsc::Sender<Input>,
-    tx: &mpsc::Sender<SipInput>,
-    bytes: Vec<u8>,
-    flow: Flow,
-    path: ReplyPath,
-) {
-    let now = now_ms();
-    let request = match SipMessage::parse(&bytes).and_then(|m| m.validate_request().map(|()| m)) {
-        Ok(m) => m,
-        Err(ParseError::Empty) => return,
-        Err(e) => return refuse_malformed(&bytes, &e, flow, &path).await,
-    };
-    let Some(method) = request.method().map(str::to_string) else {
-        // Responses: nothing this peer sent a request for yet.
-        return;
-    };
-    if method == "ACK" {
-        return;
-    }
-    let key = TransactionKey::of(&request);
-    if let Some(key) = &key {
-        match transactions.arrive(now, key) {
-            Arrival::New => {}
-            Arrival::InProgress => return,
-            Arrival::Answered(bytes) => return path.send(bytes).await,
+impl Core {
+    async fn input(&mut self, input: SipInput) {
+        match input {
+            SipInput::Message { bytes, flow, side } => self.message(bytes, flow, side).await,
+            SipInput::Published { key, flow, answer } => {
+                if let Some(key) = key {
+                    self.registers
+                        .answered(now_ms(), &key, &answer, flow.transport.reliable());
+                }
+                self.send(flow, answer).await;
+            }
+            SipInput::Opened { remote, tx } => {
+                self.connections.insert(remote, tx);
+            }
+            SipInput::Closed { tx } => self.connections.retain(|_, t| !t.same_channel(&tx)),
+            SipInput::Located { lookup, location } => {
+                let out = self.proxy.located(now_ms(), lookup, location, &self.registrar);
+                self.run(out).await;
+            }
+            SipInput::FlowFailed { flow } => {
+                tracing::info!("sip: cannot reach {} over {}", flow.remote, flow.transport.name());
+                let out = self.proxy.flow_failed(now_ms(), flow);
+                self.run(out).await;
+            }
         }
     }
-    let answer = match method.as_str() {
-        "REGISTER" => match registrar.register(now, &request, flow) {
-            Registered::Answer(a) => a,
-            Registered::Publish {
-                user,
-                lifetime_s,
-                answer,
-            } => {
-                let resource_name = overlay::sip_usage::resource_name(&user, registrar.domain());
-                let (reply, done) = oneshot::channel();
-                let publish = SipOverlayRequest::Publish {
-                    resource_name,
-                    lifetime_s,
-                    reply,
-                };
-                if overlay.send(Input::Sip(publish)).await.is_err() {
-                    return;
+
+    async fn message(&mut self, bytes: Vec<u8>, flow: Flow, side: Side) {
+        let now = now_ms();
+        let message = match SipMessage::parse(&bytes).and_then(|m| m.validate_request().map(|()| m)) {
+            Ok(m) => m,
+            Err(ParseError::Empty) => return,
+            Err(e) => {
+                if let Some(answer) = refuse_malformed(&bytes, &e, flow) {
+                    self.send(flow, answer).await;
                 }
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let answer = match done.await {
-                        Ok(Ok(())) => answer,
-                        Ok(Err(why)) => {
-                            tracing::warn!("sip: registration of {user} not stored: {why}");
-                            registrar::store_failed(&request, &why)
-                        }
-                        Err(_) => registrar::store_failed(&request, "the peer is shutting down"),
-                    };
-                    let answer = answer.to_bytes();
-                    let _ = tx
-                        .send(SipInput::Published {
-                            key,
-                            flow,
-                            path,
-                            answer,
-                        })
-                        .await;
-                });
                 return;
             }
-        },
-        "OPTIONS" => {
-            let mut ok = registrar::answer(&request, 200, "OK");
-            ok.push("Allow", "REGISTER, OPTIONS");
-            ok
+        };
+        if !message.is_request() {
+            let out = self.proxy.on_response(now, message, flow);
+            return self.run(out).await;
         }
-        _ => registrar::answer(&request, 501, "Calls Through The Overlay Not Implemented Yet"),
-    };
-    let bytes = answer.to_bytes();
-    if let Some(key) = &key {
-        transactions.answered(now, key, &bytes, flow.transport.reliable());
+        if side == Side::Overlay {
+            self.alias_connection(&message, flow);
+        }
+        if message.method() == Some("REGISTER") {
+            return self.register(now, message, flow, side).await;
+        }
+        let out = self.proxy.on_request(now, message, flow, side, &self.registrar);
+        self.run(out).await;
     }
-    path.send(bytes).await;
+
+    /// A peer's connection also serves as the way to the address its Via
+    /// names (its overlay-side listener), so answers and in-dialog requests
+    /// to that address reuse it instead of opening another.
+    fn alias_connection(&mut self, request: &SipMessage, flow: Flow) {
+        if flow.transport != Transport::Tcp {
+            return;
+        }
+        let Some(via) = request.list("Via").first().and_then(|v| sip::headers::Via::parse(v)) else {
+            return;
+        };
+        let Ok(ip) = via.host.parse::<std::net::IpAddr>() else {
+            return;
+        };
+        let named = SocketAddr::new(ip, via.port.unwrap_or(5060));
+        if named == flow.remote || self.connections.contains_key(&named) {
+            return;
+        }
+        if let Some(tx) = self.connections.get(&flow.remote).cloned() {
+            self.connections.insert(named, tx);
+        }
+    }
+
+    async fn register(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side) {
+        stamp_received(&mut request, flow.remote);
+        let key = TransactionKey::of(&request);
+        if let Some(key) = &key {
+            match self.registers.arrive(now, key) {
+                Arrival::New => {}
+                Arrival::InProgress => return,
+                Arrival::Answered(bytes) => return self.send(flow, bytes).await,
+            }
+        }
+        let answer = if side == Side::Overlay {
+            registrar::answer(&request, 403, "Phones Register On The Phone Side")
+        } else {
+            match self.registrar.register(now, &request, flow) {
+                Registered::Answer(a) => a,
+                Registered::Publish {
+                    user,
+                    lifetime_s,
+                    answer,
+                } => return self.publish(request, user, lifetime_s, answer, key, flow).await,
+            }
+        };
+        let bytes = answer.to_bytes();
+        if let Some(key) = &key {
+            self.registers.answered(now, key, &bytes, flow.transport.reliable());
+        }
+        self.send(flow, bytes).await;
+    }
+
+    /// Stores the registration in the overlay, then answers the phone.
+    async fn publish(
+        &mut self,
+        request: SipMessage,
+        user: String,
+        lifetime_s: u32,
+        answer: SipMessage,
+        key: Option<TransactionKey>,
+        flow: Flow,
+    ) {
+        let resource_name = overlay::sip_usage::resource_name(&user, self.registrar.domain());
+        let (reply, done) = oneshot::channel();
+        let publish = SipOverlayRequest::Publish {
+            resource_name,
+            lifetime_s,
+            reply,
+        };
+        if self.overlay.send(Input::Sip(publish)).await.is_err() {
+            return;
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let answer = match done.await {
+                Ok(Ok(())) => answer,
+                Ok(Err(why)) => {
+                    tracing::warn!("sip: registration of {user} not stored: {why}");
+                    registrar::store_failed(&request, &why)
+                }
+                Err(_) => registrar::store_failed(&request, "the peer is shutting down"),
+            };
+            let answer = answer.to_bytes();
+            let _ = events.send(SipInput::Published { key, flow, answer }).await;
+        });
+    }
+
+    async fn run(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { flow, bytes } => self.send(flow, bytes).await,
+                Output::Locate { lookup, user } => self.locate(lookup, user).await,
+            }
+        }
+    }
+
+    async fn locate(&mut self, lookup: u64, user: String) {
+        let resource_name = overlay::sip_usage::resource_name(&user, self.registrar.domain());
+        let (reply, answer) = oneshot::channel();
+        let request = SipOverlayRequest::Locate { resource_name, reply };
+        if self.overlay.send(Input::Sip(request)).await.is_err() {
+            return;
+        }
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let location = answer
+                .await
+                .unwrap_or_else(|_| Location::Unreachable("the peer is shutting down".into()));
+            let _ = events.send(SipInput::Located { lookup, location }).await;
+        });
+    }
+
+    async fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
+        match flow.transport {
+            Transport::Udp => {
+                if let Err(e) = self.udp.send_to(&bytes, flow.remote).await {
+                    tracing::debug!("sip: cannot send to {}: {e}", flow.remote);
+                }
+            }
+            Transport::Tcp => {
+                let bytes = match self.connections.get(&flow.remote) {
+                    Some(tx) => match tx.try_send(bytes) {
+                        Ok(()) => return,
+                        Err(mpsc::error::TrySendError::Full(_)) => {
+                            tracing::warn!("sip: connection to {} is backed up; message dropped", flow.remote);
+                            return;
+                        }
+                        Err(mpsc::error::TrySendError::Closed(bytes)) => {
+                            self.connections.remove(&flow.remote);
+                            bytes
+                        }
+                    },
+                    None => bytes,
+                };
+                self.connect(flow, bytes);
+            }
+        }
+    }
+
+    /// Opens a TCP connection to `flow.remote` (RFC 3261 §18.1.1, §18.2.2),
+    /// with `first` queued on it; messages sent meanwhile queue behind it.
+    fn connect(&mut self, flow: Flow, first: Vec<u8>) {
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        let _ = tx.try_send(first);
+        self.connections.insert(flow.remote, tx.clone());
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(flow.remote)).await {
+                Ok(Ok(stream)) => run_connection(stream, flow.remote, Side::Overlay, events, tx, rx).await,
+                _ => {
+                    let _ = events.send(SipInput::Closed { tx }).await;
+                    let _ = events.send(SipInput::FlowFailed { flow }).await;
+                }
+            }
+        });
+    }
 }
 
-/// A message that does not parse: answered when it is a request whose
-/// transaction headers can be read (RFC 3261 §21.4.1), logged either way.
-async fn refuse_malformed(bytes: &[u8], error: &ParseError, flow: Flow, path: &ReplyPath) {
+/// A message that does not parse: the answer to send when it is a request
+/// whose transaction headers can be read (RFC 3261 §21.4.1); logged either
+/// way.
+fn refuse_malformed(bytes: &[u8], error: &ParseError, flow: Flow) -> Option<Vec<u8>> {
     tracing::info!(
         "sip: malformed message from {} over {}: {error}",
         flow.remote,
         flow.transport.name()
     );
-    let Some(head) = SipMessage::parse_leniently(bytes) else {
-        return;
-    };
+    let head = SipMessage::parse_leniently(bytes)?;
     if !head.is_request() || head.method() == Some("ACK") {
-        return;
+        return None;
     }
     if ["Via", "From", "To", "Call-ID", "CSeq"].iter().any(|h| !head.has(h)) {
-        return;
+        return None;
     }
     let reason = match error.status() {
         513 => "Message Too Large".to_string(),
         505 => "Version Not Supported".to_string(),
         _ => format!("Bad Request ({error})").replace(['\r', '\n'], " "),
     };
-    path.send(registrar::answer(&head, error.status(), &reason).to_bytes())
-        .await;
+    Some(registrar::answer(&head, error.status(), &reason).to_bytes())
 }
 
-async fn accept_tcp(listener: TcpListener, tx: mpsc::Sender<SipInput>) {
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_TCP_CONNECTIONS));
+async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::Sender<SipInput>) {
+    let open = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let Ok((stream, remote)) = listener.accept().await else {
             continue;
@@ -249,21 +415,31 @@ async fn accept_tcp(listener: TcpListener, tx: mpsc::Sender<SipInput>) {
             tracing::warn!("sip: {MAX_TCP_CONNECTIONS} TCP connections open; refusing {remote}");
             continue;
         };
-        let tx = tx.clone();
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_err() {
+            return;
+        }
+        let events = events.clone();
         tokio::spawn(async move {
-            serve_tcp(stream, remote, tx).await;
+            run_connection(stream, remote, side, events, tx, rx).await;
             drop(permit);
         });
     }
 }
 
 /// One TCP connection: frames messages by Content-Length (RFC 3261
-/// §18.3) and writes what the SIP task sends back on it.
-async fn serve_tcp(stream: TcpStream, remote: SocketAddr, tx: mpsc::Sender<SipInput>) {
+/// §18.3) and writes what is queued on `rx`.
+async fn run_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    side: Side,
+    events: mpsc::Sender<SipInput>,
+    tx: mpsc::Sender<Vec<u8>>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
     let (mut reader, mut writer) = stream.into_split();
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(64);
     let write = tokio::spawn(async move {
-        while let Some(bytes) = out_rx.recv().await {
+        while let Some(bytes) = rx.recv().await {
             if writer.write_all(&bytes).await.is_err() {
                 return;
             }
@@ -287,20 +463,21 @@ async fn serve_tcp(stream: TcpStream, remote: SocketAddr, tx: mpsc::Sender<SipIn
                 Ok(Framing::Skip { len, pong }) => {
                     buf.drain(..len);
                     if pong {
-                        let _ = out_tx.send(b"\r\n".to_vec()).await;
+                        let _ = tx.try_send(b"\r\n".to_vec());
                     }
                 }
                 Ok(Framing::Message(len)) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
-                    let path = ReplyPath::Tcp(out_tx.clone());
-                    if tx.send(SipInput::Message { bytes, flow, path }).await.is_err() {
+                    if events.send(SipInput::Message { bytes, flow, side }).await.is_err() {
                         break 'read;
                     }
                 }
                 Err(e) => {
                     // The stream cannot be framed any more: answer what can
                     // be answered, then close (RFC 3261 §18.3).
-                    refuse_malformed(&buf, &e, flow, &ReplyPath::Tcp(out_tx.clone())).await;
+                    if let Some(answer) = refuse_malformed(&buf, &e, flow) {
+                        let _ = tx.try_send(answer);
+                    }
                     break 'read;
                 }
             }
@@ -313,6 +490,9 @@ async fn serve_tcp(stream: TcpStream, remote: SocketAddr, tx: mpsc::Sender<SipIn
             break;
         }
     }
-    drop(out_tx);
-    let _ = write.await;
+    let _ = events.send(SipInput::Closed { tx: tx.clone() }).await;
+    drop(tx);
+    // The writer ends once every sender is gone (the pool dropped its copy
+    // on Closed), after writing what was queued.
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
 }

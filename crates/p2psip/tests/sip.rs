@@ -166,3 +166,160 @@ fn phones_register_with_digest_and_their_registrations_land_in_the_overlay() {
         "alice unregisters"
     );
 }
+
+/// Copies a scenario of `tests/sipp/` into `dir` with the overlay's domain.
+fn scenario(dir: &Path, name: &str) -> std::path::PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sipp/{name}.xml"));
+    let text = std::fs::read_to_string(&source).unwrap().replace("DOMAIN", DOMAIN);
+    let path = dir.join(format!("{name}.xml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// SIPp on a fixed local UDP port (the phone's registered flow).
+fn sipp_at(scenario: &Path, target: SocketAddr, local: u16, service: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new("sipp");
+    c.arg(target.to_string())
+        .args(["-sf", scenario.to_str().unwrap()])
+        .args(["-s", service])
+        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-t", "u1"])
+        .args(["-nostdin", "-trace_err"])
+        .args(extra)
+        .current_dir(scenario.parent().unwrap())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    c
+}
+
+/// Registers `user` from UDP port `local` at `peer`.
+fn register_at(dir: &Path, peer: SocketAddr, local: u16, user: &str, password: &str) {
+    let reg = register_scenario(dir, "register-call", 3600, 200);
+    let ok = sipp_at(
+        &reg,
+        peer,
+        local,
+        user,
+        &[
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-m",
+            "1",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ],
+    )
+    .status()
+    .unwrap()
+    .success();
+    assert!(ok, "{user} registers at {peer}");
+}
+
+/// A SIPp callee in the background for `calls` calls of `scenario`; the
+/// test waits for it with [`finish`].
+fn callee(scenario: &Path, peer: SocketAddr, local: u16, calls: u32) -> std::process::Child {
+    let calls = calls.to_string();
+    sipp_at(
+        scenario,
+        peer,
+        local,
+        "bob",
+        &["-m", &calls, "-timeout", "60s", "-timeout_error"],
+    )
+    .spawn()
+    .expect("sipp starts")
+}
+
+fn finish(mut child: std::process::Child, what: &str) {
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{what}: the SIPp callee failed ({status})");
+}
+
+/// Issue 5 acceptance, calls: alice's SIPp at peer 0 calls bob's SIPp at
+/// peer 4 through the overlay (Fetch of bob's registration, AppAttach to
+/// peer 4, SIP over the connection it names): 100 calls with
+/// INVITE/180/200/ACK/BYE, a MESSAGE, and a user nobody registered (404).
+#[test]
+fn phones_at_different_peers_call_each_other_through_the_overlay() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let mut o = Overlay::create_with(
+        "sip-calls",
+        DOMAIN,
+        &["--user", "alice:alice-pw", "--user", "bob:bob-pw"],
+    );
+    let dirs: Vec<_> = (0..5).map(|i| o.enroll(&format!("n{i}"))).collect();
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    o.enroll_user(&dirs[4], "bob", "bob-pw");
+    let sip: Vec<SocketAddr> = (0..5).map(|_| loopback(free_port())).collect();
+    let mut peers = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let bootstrap = peers.first().map(|p: &Peer| p.listen);
+        peers.push(o.start_peer_with(d, bootstrap, &["--sip", &sip[i].to_string()]));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_consistent(&all, Duration::from_secs(60), "5 peers to form a ring");
+
+    let scenarios = o.dir.join("scenarios");
+    std::fs::create_dir_all(&scenarios).unwrap();
+    let (alice_port, bob_port) = (free_port(), free_port());
+    register_at(&scenarios, sip[0], alice_port, "alice", "alice-pw");
+    register_at(&scenarios, sip[4], bob_port, "bob", "bob-pw");
+
+    let calls = 100;
+    let bob = callee(&scenario(&scenarios, "uas_call"), sip[4], bob_port, calls);
+    let ok = sipp_at(
+        &scenario(&scenarios, "uac_call"),
+        sip[0],
+        alice_port,
+        "bob",
+        &[
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "20",
+            "-l",
+            "10",
+            "-timeout",
+            "60s",
+            "-timeout_error",
+        ],
+    )
+    .status()
+    .unwrap()
+    .success();
+    assert!(ok, "alice's {calls} calls to bob all complete");
+    finish(bob, "bob answers every call");
+
+    let bob = callee(&scenario(&scenarios, "uas_message"), sip[4], bob_port, 1);
+    let ok = sipp_at(
+        &scenario(&scenarios, "uac_message"),
+        sip[0],
+        alice_port,
+        "bob",
+        &["-m", "1", "-timeout", "20s", "-timeout_error"],
+    )
+    .status()
+    .unwrap()
+    .success();
+    assert!(ok, "the MESSAGE is answered 200 by bob");
+    finish(bob, "bob gets the MESSAGE text");
+
+    let ok = sipp_at(
+        &scenario(&scenarios, "uac_404"),
+        sip[0],
+        alice_port,
+        "nobody",
+        &["-m", "1", "-timeout", "20s", "-timeout_error"],
+    )
+    .status()
+    .unwrap()
+    .success();
+    assert!(ok, "a user nobody registered gets 404");
+    for p in &peers {
+        assert!(status(p.admin).is_some(), "every peer still serves");
+    }
+}
