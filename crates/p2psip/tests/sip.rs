@@ -240,7 +240,8 @@ fn finish(mut child: std::process::Child, what: &str) {
 /// Issue 5 acceptance, calls: alice's SIPp at peer 0 calls bob's SIPp at
 /// peer 4 through the overlay (Fetch of bob's registration, AppAttach to
 /// peer 4, SIP over the connection it names): 100 calls with
-/// INVITE/180/200/ACK/BYE, a MESSAGE, and a user nobody registered (404).
+/// INVITE/180/200/ACK/BYE, a MESSAGE, a re-INVITE inside a dialog, a
+/// CANCEL while bob's phone rings, and a user nobody registered (404).
 #[test]
 fn phones_at_different_peers_call_each_other_through_the_overlay() {
     if !tool_answers("sipp", "-v", "sip-tester") {
