@@ -237,11 +237,13 @@ fn finish(mut child: std::process::Child, what: &str) {
     assert!(status.success(), "{what}: the SIPp callee failed ({status})");
 }
 
-/// Issue 5 acceptance, calls: alice's SIPp at peer 0 calls bob's SIPp at
-/// peer 4 through the overlay (Fetch of bob's registration, AppAttach to
-/// peer 4, SIP over the connection it names): 100 calls with
+/// Issue 5 acceptance, calls: alice's SIPp at one peer calls bob's SIPp at
+/// another through the overlay (Fetch of bob's registration, AppAttach to
+/// bob's peer, SIP over the connection it names): 100 calls with
 /// INVITE/180/200/ACK/BYE, a MESSAGE, a re-INVITE inside a dialog, a
-/// CANCEL while bob's phone rings, and a user nobody registered (404).
+/// CANCEL while bob's phone rings, a user nobody registered (404); then
+/// the peer responsible for bob's registration is killed and calls still
+/// go through once the ring has repaired.
 #[test]
 fn phones_at_different_peers_call_each_other_through_the_overlay() {
     if !tool_answers("sipp", "-v", "sip-tester") {
@@ -253,8 +255,29 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
         &["--user", "alice:alice-pw", "--user", "bob:bob-pw"],
     );
     let dirs: Vec<_> = (0..5).map(|i| o.enroll(&format!("n{i}"))).collect();
-    o.enroll_user(&dirs[0], "alice", "alice-pw");
-    o.enroll_user(&dirs[4], "bob", "bob-pw");
+    // The peer responsible for bob's registration (Chord: the first Node-ID
+    // at or after its Resource-ID) is killed later; neither phone's peer
+    // may be that one.
+    let ids: Vec<Vec<u8>> = dirs
+        .iter()
+        .map(|d| {
+            node::node_dir::NodeDir::load(d).unwrap().info.node_ids[0]
+                .as_bytes()
+                .to_vec()
+        })
+        .collect();
+    let bob_resource = overlay::topology::chord::hash(format!("bob@{DOMAIN}").as_bytes());
+    let mut ring: Vec<usize> = (0..5).collect();
+    ring.sort_by_key(|&i| ids[i].clone());
+    let responsible = ring
+        .iter()
+        .copied()
+        .find(|&i| ids[i].as_slice() >= bob_resource.as_bytes())
+        .unwrap_or(ring[0]);
+    let others: Vec<usize> = (0..5).filter(|&i| i != responsible).collect();
+    let (a, b) = (others[0], others[3]);
+    o.enroll_user(&dirs[a], "alice", "alice-pw");
+    o.enroll_user(&dirs[b], "bob", "bob-pw");
     let sip: Vec<SocketAddr> = (0..5).map(|_| loopback(free_port())).collect();
     let mut peers = Vec::new();
     for (i, d) in dirs.iter().enumerate() {
@@ -263,18 +286,19 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     }
     let all: Vec<&Peer> = peers.iter().collect();
     wait_consistent(&all, Duration::from_secs(60), "5 peers to form a ring");
+    let (sip_a, sip_b) = (sip[a], sip[b]);
 
     let scenarios = o.dir.join("scenarios");
     std::fs::create_dir_all(&scenarios).unwrap();
     let (alice_port, bob_port) = (free_port(), free_port());
-    register_at(&scenarios, sip[0], alice_port, "alice", "alice-pw");
-    register_at(&scenarios, sip[4], bob_port, "bob", "bob-pw");
+    register_at(&scenarios, sip_a, alice_port, "alice", "alice-pw");
+    register_at(&scenarios, sip_b, bob_port, "bob", "bob-pw");
 
     let calls = 100;
-    let bob = callee(&scenario(&scenarios, "uas_call"), sip[4], bob_port, calls);
+    let bob = callee(&scenario(&scenarios, "uas_call"), sip_b, bob_port, calls);
     let ok = sipp_at(
         &scenario(&scenarios, "uac_call"),
-        sip[0],
+        sip_a,
         alice_port,
         "bob",
         &[
@@ -295,10 +319,10 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     assert!(ok, "alice's {calls} calls to bob all complete");
     finish(bob, "bob answers every call");
 
-    let bob = callee(&scenario(&scenarios, "uas_message"), sip[4], bob_port, 1);
+    let bob = callee(&scenario(&scenarios, "uas_message"), sip_b, bob_port, 1);
     let ok = sipp_at(
         &scenario(&scenarios, "uac_message"),
-        sip[0],
+        sip_a,
         alice_port,
         "bob",
         &["-m", "1", "-timeout", "20s", "-timeout_error"],
@@ -311,7 +335,7 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
 
     let ok = sipp_at(
         &scenario(&scenarios, "uac_404"),
-        sip[0],
+        sip_a,
         alice_port,
         "nobody",
         &["-m", "1", "-timeout", "20s", "-timeout_error"],
@@ -323,4 +347,34 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     for p in &peers {
         assert!(status(p.admin).is_some(), "every peer still serves");
     }
+
+    // SIGKILL the peer responsible for bob's registration: once the ring
+    // has repaired, a replica answers the Fetch and calls go through
+    // again, without bob registering anew.
+    o.procs.0[peers[responsible].child].kill().unwrap();
+    o.procs.0[peers[responsible].child].wait().unwrap();
+    let alive: Vec<&Peer> = others.iter().map(|&i| &peers[i]).collect();
+    wait_consistent(&alive, Duration::from_secs(30), "4 peers after the crash");
+    let calls = 10;
+    let bob = callee(&scenario(&scenarios, "uas_call"), sip_b, bob_port, calls);
+    let ok = sipp_at(
+        &scenario(&scenarios, "uac_call"),
+        sip_a,
+        alice_port,
+        "bob",
+        &[
+            "-m",
+            &calls.to_string(),
+            "-r",
+            "10",
+            "-timeout",
+            "30s",
+            "-timeout_error",
+        ],
+    )
+    .status()
+    .unwrap()
+    .success();
+    assert!(ok, "calls succeed after the registration's peer crashed");
+    finish(bob, "bob answers after the crash");
 }
