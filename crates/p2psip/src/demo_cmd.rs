@@ -26,8 +26,9 @@ pub struct DemoArgs {
     /// empty (default: a new directory under the system's temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// Peer i takes BASE+i for RELOAD and BASE+100+i for its admin API;
-    /// the enrollment server takes BASE+200.
+    /// Peer i takes BASE+i for RELOAD, BASE+100+i for its admin API and
+    /// BASE+300+i for SIP (UDP and TCP); the enrollment server takes
+    /// BASE+200.
     #[arg(long, default_value_t = 6084)]
     base_port: u16,
     /// Accounts to create, comma-separated.
@@ -55,8 +56,8 @@ struct DemoPeer {
     pid: u32,
     node_id: String,
     reload: SocketAddr,
-    /// The peer's SIP address; none until the SIP usage exists.
-    sip: Option<SocketAddr>,
+    /// Where phones register and send their calls (UDP and TCP).
+    sip: SocketAddr,
     admin: SocketAddr,
 }
 
@@ -65,6 +66,13 @@ struct DemoAccount {
     user: String,
     password: String,
     aor: String,
+    /// The digest realm and the SIP domain.
+    domain: String,
+    /// Registrar and outbound proxy: the SIP address of the serving peer.
+    registrar: SocketAddr,
+    /// The string hashed into the Resource-ID of the account's
+    /// registration (RFC 7904; decision 0006): the AOR without `sip:`.
+    resource_name: String,
     /// Index into `peers` of the peer that serves this account.
     peer: usize,
 }
@@ -92,11 +100,11 @@ impl Drop for Children {
 
 pub fn demo(args: DemoArgs) -> Result<()> {
     let n = usize::from(args.peers);
-    if args.base_port > u16::MAX - 300 {
+    if args.base_port > u16::MAX - 400 {
         bail!(
-            "--base-port {} leaves no room: the demo uses ports BASE to BASE+200; give one below {}",
+            "--base-port {} leaves no room: the demo uses ports BASE to BASE+399; give one below {}",
             args.base_port,
-            u16::MAX - 300
+            u16::MAX - 400
         );
     }
     for u in &args.users {
@@ -117,6 +125,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let reload: Vec<SocketAddr> = (0..n).map(|i| loopback(port(i))).collect();
     let admin: Vec<SocketAddr> = (0..n).map(|i| loopback(port(100 + i))).collect();
+    let sip: Vec<SocketAddr> = (0..n).map(|i| loopback(port(300 + i))).collect();
     let enrollment_addr = loopback(port(200));
     let server_url = format!("https://{enrollment_addr}");
 
@@ -171,6 +180,13 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         ))
         .with_context(|| format!("enrolling peer {i}"))?;
     }
+    // Account j is served by peer j mod n: enrolled into its node dir, so
+    // that peer's registrar knows the password and signs as the user.
+    for (j, u) in args.users.iter().enumerate() {
+        let pin = CaPin::Certificate(ca.cert_der.clone());
+        rt.block_on(enrollment::enroll(&server_url, pin, u, &args.password, &node_dirs[j % n]))
+            .with_context(|| format!("enrolling {u} into peer {}", j % n))?;
+    }
 
     // Peer 0 is the configuration's bootstrap node and starts the ring; the
     // others join through it once it is up.
@@ -181,6 +197,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             .arg("--dir")
             .arg(&node_dirs[i])
             .args(["--listen", &reload[i].to_string(), "--admin", &admin[i].to_string()])
+            .args(["--sip", &sip[i].to_string()])
             .stdout(Stdio::null())
             .stderr(log_file(&log)?)
             .spawn()
@@ -225,7 +242,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             pid: children.peers[i].id(),
             node_id: statuses[i].node_id.clone(),
             reload: reload[i],
-            sip: None,
+            sip: sip[i],
             admin: admin[i],
         })
         .collect();
@@ -237,6 +254,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             user: u.clone(),
             password: args.password.clone(),
             aor: format!("sip:{u}@{}", args.overlay),
+            domain: args.overlay.clone(),
+            registrar: sip[j % n],
+            resource_name: overlay::sip_usage::resource_name(u, &args.overlay),
             peer: j % n,
         })
         .collect();
@@ -343,24 +363,28 @@ fn print_summary(file: &DemoFile, dir: &Path, json: &Path, formed: Duration) {
     );
     println!();
     println!(
-        "{:<4} {:<34} {:<21} {:<21} {:>8}",
-        "PEER", "NODE-ID", "RELOAD", "ADMIN", "PID"
+        "{:<4} {:<34} {:<21} {:<21} {:<21} {:>8}",
+        "PEER", "NODE-ID", "RELOAD", "SIP", "ADMIN", "PID"
     );
     for (i, p) in file.peers.iter().enumerate() {
         println!(
-            "{:<4} {:<34} {:<21} {:<21} {:>8}",
+            "{:<4} {:<34} {:<21} {:<21} {:<21} {:>8}",
             i,
             p.node_id,
             p.reload.to_string(),
+            p.sip.to_string(),
             p.admin.to_string(),
             p.pid
         );
     }
     if !file.accounts.is_empty() {
         println!();
-        println!("Accounts (SIP registration through the peers comes with the SIP usage):");
+        println!("Softphone accounts (registrar and outbound proxy: the serving peer, UDP or TCP):");
         for a in &file.accounts {
-            println!("  {:<28} password {:<16} served by peer {}", a.aor, a.password, a.peer);
+            println!(
+                "  user {:<12} password {:<14} domain {:<20} registrar/proxy {:<21} (peer {})",
+                a.user, a.password, a.domain, a.registrar, a.peer
+            );
         }
     }
     println!();

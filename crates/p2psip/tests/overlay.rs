@@ -333,8 +333,8 @@ fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
 fn demo_runs_an_overlay_of_processes_and_stops_it_gracefully() {
     let dir = std::env::temp_dir().join(format!("p2psip-demo-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    // Ports BASE..=BASE+200, none handed to a concurrent test.
-    let base = free_port_block(201);
+    // Ports BASE..=BASE+302, none handed to a concurrent test.
+    let base = free_port_block(303);
     let mut demo = Procs(vec![Command::new(BIN)
         .args(["demo", "--peers", "3", "--dir", dir.to_str().unwrap()])
         .args(["--base-port", &base.to_string(), "--users", "alice,bob,carol"])
@@ -357,6 +357,7 @@ fn demo_runs_an_overlay_of_processes_and_stops_it_gracefully() {
     for (i, p) in peers.iter().enumerate() {
         let admin: SocketAddr = p["admin"].as_str().unwrap().parse().unwrap();
         assert_eq!(p["reload"], format!("127.0.0.1:{}", base + i as u16));
+        assert_eq!(p["sip"], format!("127.0.0.1:{}", base + 300 + i as u16));
         let s = status(admin).expect("each peer's admin API answers");
         assert!(s.joined);
         assert_eq!(p["node_id"].as_str().unwrap(), s.node_id);
@@ -371,12 +372,13 @@ fn demo_runs_an_overlay_of_processes_and_stops_it_gracefully() {
     walked.sort();
     assert_eq!(walked, ids, "the ring holds exactly the demo's peers");
     let accounts = file["accounts"].as_array().unwrap();
-    let users: Vec<(&str, &str, u64)> = accounts
+    let users: Vec<(&str, &str, &str, u64)> = accounts
         .iter()
         .map(|a| {
             (
                 a["user"].as_str().unwrap(),
                 a["aor"].as_str().unwrap(),
+                a["resource_name"].as_str().unwrap(),
                 a["peer"].as_u64().unwrap(),
             )
         })
@@ -384,11 +386,29 @@ fn demo_runs_an_overlay_of_processes_and_stops_it_gracefully() {
     assert_eq!(
         users,
         [
-            ("alice", "sip:alice@demo.p2psip.test", 0),
-            ("bob", "sip:bob@demo.p2psip.test", 1),
-            ("carol", "sip:carol@demo.p2psip.test", 2)
+            ("alice", "sip:alice@demo.p2psip.test", "alice@demo.p2psip.test", 0),
+            ("bob", "sip:bob@demo.p2psip.test", "bob@demo.p2psip.test", 1),
+            ("carol", "sip:carol@demo.p2psip.test", "carol@demo.p2psip.test", 2)
         ]
     );
+    for (i, a) in accounts.iter().enumerate() {
+        assert_eq!(a["registrar"], peers[i]["sip"], "each account registers at its peer");
+        assert_eq!(a["domain"], "demo.p2psip.test");
+    }
+    // The demo's peers serve the accounts: carol's peer answers an
+    // unauthenticated REGISTER with a digest challenge for the domain.
+    let phone = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    phone.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let register = "REGISTER sip:demo.p2psip.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKdemo\r\n\
+        From: <sip:carol@demo.p2psip.test>;tag=1\r\nTo: <sip:carol@demo.p2psip.test>\r\nCall-ID: demo\r\n\
+        CSeq: 1 REGISTER\r\nContact: <sip:carol@127.0.0.1:9>\r\nContent-Length: 0\r\n\r\n";
+    let registrar: SocketAddr = accounts[2]["registrar"].as_str().unwrap().parse().unwrap();
+    phone.send_to(register.as_bytes(), registrar).unwrap();
+    let mut buf = [0u8; 4096];
+    let (n, _) = phone.recv_from(&mut buf).expect("the registrar answers");
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 401"), "{answer}");
+    assert!(answer.contains("realm=\"demo.p2psip.test\""), "{answer}");
 
     let pid = demo.0[0].id().to_string();
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
