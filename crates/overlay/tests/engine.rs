@@ -255,26 +255,29 @@ impl Net {
     }
 
     fn done(&mut self, node: usize, request: RequestId) -> (Result<Body, RequestFailure>, u32) {
-        let i = self
-            .events
-            .iter()
-            .position(|(n, e)| *n == node && matches!(e, Event::Done { request: r, .. } if *r == request))
-            .expect("request finished");
-        match self.events.remove(i).1 {
-            Event::Done { outcome, hops, .. } => (outcome, hops),
-            _ => unreachable!(),
-        }
+        let (outcome, hops, _) = self.finished(node, request);
+        (outcome, hops)
     }
 
     /// The outcome of a request and the node that answered it.
     fn done_by(&mut self, node: usize, request: RequestId) -> (Result<Body, RequestFailure>, NodeId) {
+        let (outcome, _, responder) = self.finished(node, request);
+        (outcome, responder)
+    }
+
+    fn finished(&mut self, node: usize, request: RequestId) -> (Result<Body, RequestFailure>, u32, NodeId) {
         let i = self
             .events
             .iter()
             .position(|(n, e)| *n == node && matches!(e, Event::Done { request: r, .. } if *r == request))
             .expect("request finished");
         match self.events.remove(i).1 {
-            Event::Done { outcome, responder, .. } => (outcome, responder),
+            Event::Done {
+                outcome,
+                hops,
+                responder,
+                ..
+            } => (outcome, hops, responder),
             _ => unreachable!(),
         }
     }

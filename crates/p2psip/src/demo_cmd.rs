@@ -184,8 +184,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     // that peer's registrar knows the password and signs as the user.
     for (j, u) in args.users.iter().enumerate() {
         let pin = CaPin::Certificate(ca.cert_der.clone());
-        rt.block_on(enrollment::enroll(&server_url, pin, u, &args.password, &node_dirs[j % n]))
-            .with_context(|| format!("enrolling {u} into peer {}", j % n))?;
+        rt.block_on(enrollment::enroll(
+            &server_url,
+            pin,
+            u,
+            &args.password,
+            &node_dirs[j % n],
+        ))
+        .with_context(|| format!("enrolling {u} into peer {}", j % n))?;
     }
 
     // Peer 0 is the configuration's bootstrap node and starts the ring; the

@@ -82,6 +82,27 @@ fn options(branch: &str, extra: &str) -> String {
     )
 }
 
+/// An overlay for SIP tests with `n` enrolled peer directories; alice and
+/// bob are accounts of it.
+fn sip_overlay(tag: &str, n: usize) -> (Overlay, Vec<std::path::PathBuf>) {
+    let o = Overlay::create_with(tag, DOMAIN, &["--user", "alice:alice-pw", "--user", "bob:bob-pw"]);
+    let dirs = (0..n).map(|i| o.enroll(&format!("n{i}"))).collect();
+    (o, dirs)
+}
+
+/// Starts a peer with `--sip` for every directory and waits for the ring.
+fn start_sip_peers(o: &mut Overlay, dirs: &[std::path::PathBuf]) -> (Vec<SocketAddr>, Vec<Peer>) {
+    let sip: Vec<SocketAddr> = dirs.iter().map(|_| loopback(free_port())).collect();
+    let mut peers = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        let bootstrap = peers.first().map(|p: &Peer| p.listen);
+        peers.push(o.start_peer_with(d, bootstrap, &["--sip", &sip[i].to_string()]));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_consistent(&all, Duration::from_secs(60), "the peers to form a ring");
+    (sip, peers)
+}
+
 /// Issue 5 acceptance, registration part: SIPp registers alice at peer 0
 /// and bob at peer 2 over UDP and TCP with digest; each registration is
 /// stored in the overlay at all three replicas; a wrong password gets 401
@@ -92,22 +113,11 @@ fn phones_register_with_digest_and_their_registrations_land_in_the_overlay() {
     if !tool_answers("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut o = Overlay::create_with(
-        "sip-register",
-        DOMAIN,
-        &["--user", "alice:alice-pw", "--user", "bob:bob-pw"],
-    );
-    let dirs: Vec<_> = (0..3).map(|i| o.enroll(&format!("n{i}"))).collect();
+    let (mut o, dirs) = sip_overlay("sip-register", 3);
     o.enroll_user(&dirs[0], "alice", "alice-pw");
     o.enroll_user(&dirs[2], "bob", "bob-pw");
-    let sip: Vec<SocketAddr> = (0..3).map(|_| loopback(free_port())).collect();
-    let mut peers = Vec::new();
-    for (i, d) in dirs.iter().enumerate() {
-        let bootstrap = peers.first().map(|p: &Peer| p.listen);
-        peers.push(o.start_peer_with(d, bootstrap, &["--sip", &sip[i].to_string()]));
-    }
+    let (sip, peers) = start_sip_peers(&mut o, &dirs);
     let all: Vec<&Peer> = peers.iter().collect();
-    wait_consistent(&all, Duration::from_secs(30), "3 peers to form a ring");
 
     let scenarios = o.dir.join("scenarios");
     std::fs::create_dir_all(&scenarios).unwrap();
@@ -217,24 +227,38 @@ fn register_at(dir: &Path, peer: SocketAddr, local: u16, user: &str, password: &
     assert!(ok, "{user} registers at {peer}");
 }
 
-/// A SIPp callee in the background for `calls` calls of `scenario`; the
-/// test waits for it with [`finish`].
-fn callee(scenario: &Path, peer: SocketAddr, local: u16, calls: u32) -> std::process::Child {
-    let calls = calls.to_string();
-    sipp_at(
-        scenario,
-        peer,
-        local,
-        "bob",
-        &["-m", &calls, "-timeout", "60s", "-timeout_error"],
-    )
-    .spawn()
-    .expect("sipp starts")
+/// Alice's and bob's phones: the SIP address of each one's peer and the
+/// UDP port each registered from.
+struct Phones {
+    scenarios: std::path::PathBuf,
+    alice: (SocketAddr, u16),
+    bob: (SocketAddr, u16),
 }
 
-fn finish(mut child: std::process::Child, what: &str) {
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{what}: the SIPp callee failed ({status})");
+impl Phones {
+    /// Alice's SIPp runs `uac` to `service` for `calls` calls (20 a
+    /// second) while bob's SIPp, if `uas` is given, answers them; both must
+    /// succeed.
+    fn run(&self, uas: Option<&str>, uac: &str, service: &str, calls: u32, what: &str) {
+        let calls = calls.to_string();
+        let limits = ["-m", calls.as_str(), "-r", "20", "-timeout", "60s", "-timeout_error"];
+        let callee = uas.map(|uas| {
+            let (peer, port) = self.bob;
+            sipp_at(&scenario(&self.scenarios, uas), peer, port, "bob", &limits)
+                .spawn()
+                .expect("sipp starts")
+        });
+        let (peer, port) = self.alice;
+        let ok = sipp_at(&scenario(&self.scenarios, uac), peer, port, service, &limits)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{what}: the caller's scenario failed");
+        if let Some(mut callee) = callee {
+            let status = callee.wait().unwrap();
+            assert!(status.success(), "{what}: the callee's scenario failed ({status})");
+        }
+    }
 }
 
 /// Issue 5 acceptance, calls: alice's SIPp at one peer calls bob's SIPp at
@@ -249,12 +273,7 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     if !tool_answers("sipp", "-v", "sip-tester") {
         return;
     }
-    let mut o = Overlay::create_with(
-        "sip-calls",
-        DOMAIN,
-        &["--user", "alice:alice-pw", "--user", "bob:bob-pw"],
-    );
-    let dirs: Vec<_> = (0..5).map(|i| o.enroll(&format!("n{i}"))).collect();
+    let (mut o, dirs) = sip_overlay("sip-calls", 5);
     // The peer responsible for bob's registration (Chord: the first Node-ID
     // at or after its Resource-ID) is killed later; neither phone's peer
     // may be that one.
@@ -278,14 +297,7 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     let (a, b) = (others[0], others[3]);
     o.enroll_user(&dirs[a], "alice", "alice-pw");
     o.enroll_user(&dirs[b], "bob", "bob-pw");
-    let sip: Vec<SocketAddr> = (0..5).map(|_| loopback(free_port())).collect();
-    let mut peers = Vec::new();
-    for (i, d) in dirs.iter().enumerate() {
-        let bootstrap = peers.first().map(|p: &Peer| p.listen);
-        peers.push(o.start_peer_with(d, bootstrap, &["--sip", &sip[i].to_string()]));
-    }
-    let all: Vec<&Peer> = peers.iter().collect();
-    wait_consistent(&all, Duration::from_secs(60), "5 peers to form a ring");
+    let (sip, peers) = start_sip_peers(&mut o, &dirs);
     let (sip_a, sip_b) = (sip[a], sip[b]);
 
     let scenarios = o.dir.join("scenarios");
@@ -294,56 +306,40 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     register_at(&scenarios, sip_a, alice_port, "alice", "alice-pw");
     register_at(&scenarios, sip_b, bob_port, "bob", "bob-pw");
 
-    let calls = 100;
-    let bob = callee(&scenario(&scenarios, "uas_call"), sip_b, bob_port, calls);
-    let ok = sipp_at(
-        &scenario(&scenarios, "uac_call"),
-        sip_a,
-        alice_port,
+    let phones = Phones {
+        scenarios,
+        alice: (sip_a, alice_port),
+        bob: (sip_b, bob_port),
+    };
+    phones.run(
+        Some("uas_call"),
+        "uac_call",
         "bob",
-        &[
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "20",
-            "-l",
-            "10",
-            "-timeout",
-            "60s",
-            "-timeout_error",
-        ],
-    )
-    .status()
-    .unwrap()
-    .success();
-    assert!(ok, "alice's {calls} calls to bob all complete");
-    finish(bob, "bob answers every call");
-
-    let bob = callee(&scenario(&scenarios, "uas_message"), sip_b, bob_port, 1);
-    let ok = sipp_at(
-        &scenario(&scenarios, "uac_message"),
-        sip_a,
-        alice_port,
+        100,
+        "alice's 100 calls to bob all complete",
+    );
+    phones.run(
+        Some("uas_message"),
+        "uac_message",
         "bob",
-        &["-m", "1", "-timeout", "20s", "-timeout_error"],
-    )
-    .status()
-    .unwrap()
-    .success();
-    assert!(ok, "the MESSAGE is answered 200 by bob");
-    finish(bob, "bob gets the MESSAGE text");
-
-    let ok = sipp_at(
-        &scenario(&scenarios, "uac_404"),
-        sip_a,
-        alice_port,
-        "nobody",
-        &["-m", "1", "-timeout", "20s", "-timeout_error"],
-    )
-    .status()
-    .unwrap()
-    .success();
-    assert!(ok, "a user nobody registered gets 404");
+        1,
+        "the MESSAGE reaches bob whole and is answered",
+    );
+    phones.run(
+        Some("uas_reinvite"),
+        "uac_reinvite",
+        "bob",
+        1,
+        "the re-INVITE reaches bob inside the dialog and his answer comes back",
+    );
+    phones.run(
+        Some("uas_cancel"),
+        "uac_cancel",
+        "bob",
+        1,
+        "CANCEL while ringing: 200 for it, 487 for the INVITE, bob's phone stops",
+    );
+    phones.run(None, "uac_404", "nobody", 1, "a user nobody registered gets 404");
     for p in &peers {
         assert!(status(p.admin).is_some(), "every peer still serves");
     }
@@ -355,26 +351,11 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     o.procs.0[peers[responsible].child].wait().unwrap();
     let alive: Vec<&Peer> = others.iter().map(|&i| &peers[i]).collect();
     wait_consistent(&alive, Duration::from_secs(30), "4 peers after the crash");
-    let calls = 10;
-    let bob = callee(&scenario(&scenarios, "uas_call"), sip_b, bob_port, calls);
-    let ok = sipp_at(
-        &scenario(&scenarios, "uac_call"),
-        sip_a,
-        alice_port,
+    phones.run(
+        Some("uas_call"),
+        "uac_call",
         "bob",
-        &[
-            "-m",
-            &calls.to_string(),
-            "-r",
-            "10",
-            "-timeout",
-            "30s",
-            "-timeout_error",
-        ],
-    )
-    .status()
-    .unwrap()
-    .success();
-    assert!(ok, "calls succeed after the registration's peer crashed");
-    finish(bob, "bob answers after the crash");
+        10,
+        "calls succeed after the registration's peer crashed",
+    );
 }

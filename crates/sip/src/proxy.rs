@@ -745,7 +745,7 @@ impl Proxy {
                 }
                 if status > 100 {
                     if let Some(server) = server {
-                        response.remove_first("Via");
+                        self.for_upstream(server, &mut response);
                         self.relay_provisional(server, response);
                     }
                 }
@@ -756,7 +756,7 @@ impl Proxy {
                 client.forget_at = Some(now + TRANSACTION_TIMEOUT_MS);
                 self.schedule(TimerRef::Client(id));
                 let Some(server) = server else { return };
-                response.remove_first("Via");
+                self.for_upstream(server, &mut response);
                 self.relay_2xx(now, server, response);
                 // §16.7 step 10: the other branches are cancelled.
                 let others: Vec<u64> = self
@@ -798,8 +798,23 @@ impl Proxy {
                 }
                 self.schedule(TimerRef::Client(id));
                 let Some(server) = server else { return };
-                response.remove_first("Via");
+                self.for_upstream(server, &mut response);
                 self.branch_finished(now, server, response);
+            }
+        }
+    }
+
+    /// §16.7 step 3: this peer's Via comes off. A response that held no
+    /// other Via (a callee that dropped them) gets the Vias of the request
+    /// it answers, so it still reaches the caller.
+    fn for_upstream(&self, server_id: u64, response: &mut SipMessage) {
+        response.remove_first("Via");
+        if response.has("Via") {
+            return;
+        }
+        if let Some(server) = self.servers.get(&server_id) {
+            for via in server.request.list("Via").into_iter().rev() {
+                response.prepend("Via", &via);
             }
         }
     }

@@ -520,3 +520,17 @@ fn a_call_between_two_phones_of_one_peer_stays_on_it_with_one_record_route() {
     assert_eq!(out[0].1.request_uri(), Some("sip:bob@127.0.0.1:7002"));
     assert_eq!(out[0].1.list("Record-Route"), vec!["<sip:127.0.0.1:5060;lr>"]);
 }
+
+#[test]
+fn a_response_stripped_of_the_callers_vias_still_reaches_the_caller() {
+    let mut reg = registrar();
+    let (mut proxy, fwd) = call_to_peer4(&mut reg);
+    let mut bare = respond(&fwd, 486, Some("b"));
+    let ours = bare.list("Via")[0].clone();
+    bare.set("Via", &ours);
+    let out = sent(&proxy.on_response(20, bare, tcp(PEER4)));
+    let up = out.iter().find(|(_, m)| m.status() == Some(486)).expect("relayed");
+    assert_eq!(up.0, udp(7001));
+    assert_eq!(up.1.list("Via").len(), 1);
+    assert!(up.1.list("Via")[0].contains("z9hG4bKinv1"), "the caller's own Via");
+}
