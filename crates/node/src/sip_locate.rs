@@ -7,7 +7,7 @@
 
 use overlay::sip_usage::{self, Target};
 use overlay::{OverlayNode, RequestFailure, RequestId, Security, Topology};
-use reload_wire::{Body, Destination, IpAddressPort, NodeId};
+use reload_wire::{Body, Destination, IpAddressPort, NodeId, ResourceId};
 use sip::proxy::Location;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -28,7 +28,7 @@ struct Locating {
 pub(crate) struct SipLocator {
     next: u64,
     locating: HashMap<u64, Locating>,
-    fetches: HashMap<RequestId, (u64, String)>,
+    fetches: HashMap<RequestId, (u64, String, ResourceId)>,
     attaches: HashMap<RequestId, (u64, NodeId)>,
     /// Where peers' SIP listens, from their AppAttach answers.
     known: HashMap<NodeId, (SocketAddr, u64)>,
@@ -45,8 +45,8 @@ impl SipLocator {
         self.next += 1;
         let id = self.next;
         let resource = engine.resource_id(resource_name.as_bytes());
-        let request = engine.fetch(now, sip_usage::fetch_registrations(resource));
-        self.fetches.insert(request, (id, resource_name));
+        let request = engine.fetch(now, sip_usage::fetch_registrations(resource.clone()));
+        self.fetches.insert(request, (id, resource_name, resource));
         self.locating.insert(
             id,
             Locating {
@@ -69,8 +69,8 @@ impl SipLocator {
         outcome: &Result<Body, RequestFailure>,
         responder: NodeId,
     ) -> bool {
-        if let Some((id, resource_name)) = self.fetches.remove(&request) {
-            self.fetched(engine, now, id, &resource_name, outcome);
+        if let Some((id, resource_name, resource)) = self.fetches.remove(&request) {
+            self.fetched(engine, now, id, (&resource_name, &resource), outcome);
             return true;
         }
         if let Some((id, peer)) = self.attaches.remove(&request) {
@@ -99,7 +99,7 @@ impl SipLocator {
         engine: &mut OverlayNode<T, S>,
         now: u64,
         id: u64,
-        resource_name: &str,
+        (resource_name, resource): (&str, &ResourceId),
         outcome: &Result<Body, RequestFailure>,
     ) {
         let mut answer = match outcome {
@@ -107,8 +107,7 @@ impl SipLocator {
             Ok(_) => return self.finish(id, Location::Unreachable("unexpected answer to Fetch".into())),
             Err(e) => return self.finish(id, Location::Unreachable(format!("Fetch of {resource_name}: {e}"))),
         };
-        let resource = engine.resource_id(resource_name.as_bytes());
-        let dropped = engine.keep_verified(&resource, &mut answer);
+        let dropped = engine.keep_verified(resource, &mut answer);
         if dropped > 0 {
             tracing::warn!("sip: {dropped} values of {resource_name}'s registration did not verify; ignored");
         }

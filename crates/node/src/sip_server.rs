@@ -234,7 +234,7 @@ impl Core {
         let Some(via) = request.list("Via").first().and_then(|v| sip::headers::Via::parse(v)) else {
             return;
         };
-        let Ok(ip) = via.host.parse::<std::net::IpAddr>() else {
+        let Some(ip) = sip::proxy::host_ip(&via.host) else {
             return;
         };
         let named = SocketAddr::new(ip, via.port.unwrap_or(5060));

@@ -20,7 +20,7 @@ mod route;
 #[cfg(test)]
 mod tests;
 
-pub use route::{response_flow, stamp_received, uri_flow, Interfaces, Side};
+pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
 
 use crate::headers::{NameAddr, Via};
 use crate::message::{SipMessage, StartLine};
@@ -328,37 +328,18 @@ impl Proxy {
             return self.reply(&request, flow, 503, "Service Unavailable");
         }
         // §16.5: where the request goes.
-        let target = if let Some(next) = top_route(&request) {
-            if !to_tagged {
-                return self.reply(&request, flow, 403, "Preloaded Route Not Accepted");
-            }
-            match next.ok().as_ref().and_then(uri_flow) {
-                Some(f) => Some(Target {
-                    request_uri: None,
-                    flow: f,
-                    side: side_toward(f),
-                }),
-                None => return self.reply(&request, flow, 502, "Route Not Reachable"),
-            }
+        let target = if request.has("Route") && !to_tagged {
+            return self.reply(&request, flow, 403, "Preloaded Route Not Accepted");
         } else if to_tagged {
-            // The last hop of a dialog: the Request-URI is the remote
-            // target, a phone of this peer or (without our Route) nothing
-            // this peer forwards to.
-            match registrar.binding_for(&uri, now) {
-                Some(b) => Some(Target {
+            match dialog_next_hop(&request, &uri, on_our_route, registrar, now) {
+                Ok((flow, side)) => Some(Target {
                     request_uri: None,
-                    flow: b.flow,
-                    side: Side::Phones,
+                    flow,
+                    side,
                 }),
-                None if on_our_route => match uri_flow(&uri) {
-                    Some(f) => Some(Target {
-                        request_uri: None,
-                        flow: f,
-                        side: side_toward(f),
-                    }),
-                    None => return self.reply(&request, flow, 502, "Remote Target Not Reachable"),
-                },
-                None => return self.reply(&request, flow, 403, "Not Routed Through This Peer"),
+                Err(NoHop::Route) => return self.reply(&request, flow, 502, "Route Not Reachable"),
+                Err(NoHop::RemoteTarget) => return self.reply(&request, flow, 502, "Remote Target Not Reachable"),
+                Err(NoHop::NotOurs) => return self.reply(&request, flow, 403, "Not Routed Through This Peer"),
             }
         } else {
             None
@@ -643,19 +624,12 @@ impl Proxy {
             }
         }
         let popped = pop_own_routes(&mut ack, &self.me);
-        let next = match top_route(&ack) {
-            Some(Ok(uri)) => uri_flow(&uri),
-            Some(Err(())) => None,
-            None => {
-                let uri = ack.request_uri().and_then(|u| Uri::parse(u).ok());
-                match uri.as_ref().map(|u| (registrar.binding_for(u, now), u)) {
-                    Some((Some(b), _)) => Some(b.flow),
-                    Some((None, u)) if popped => uri_flow(u),
-                    _ => None,
-                }
-            }
+        let Some(uri) = ack.request_uri().and_then(|u| Uri::parse(u).ok()) else {
+            return;
         };
-        let Some(next) = next else { return };
+        let Ok((next, side)) = dialog_next_hop(&ack, &uri, popped, registrar, now) else {
+            return;
+        };
         let max_forwards = ack
             .header("Max-Forwards")
             .and_then(|m| m.trim().parse::<u32>().ok())
@@ -676,7 +650,7 @@ impl Proxy {
             "z9hG4bK{:016x}",
             stable_hash(&[incoming.as_bytes(), &self.salt.to_be_bytes()])
         );
-        ack.prepend("Via", &self.me.via(side_toward(next), next.transport, &branch));
+        ack.prepend("Via", &self.me.via(side, next.transport, &branch));
         self.send(next, ack.to_bytes());
     }
 
@@ -1091,6 +1065,41 @@ fn local_targets(registrar: &Registrar, user: &str, now: u64) -> Vec<Target> {
         .collect()
 }
 
+/// Why a request inside a dialog has nowhere to go.
+enum NoHop {
+    /// The top Route is no IP-literal SIP URI.
+    Route,
+    /// The Request-URI (the remote target) is no IP-literal SIP URI.
+    RemoteTarget,
+    /// Neither a Route of this peer nor a phone of it: not its dialog.
+    NotOurs,
+}
+
+/// §16.4/§16.5 for a request inside a dialog (this peer's own Route
+/// entries already popped): the next Route entry, else the remote target
+/// `uri` — over the flow its phone registered from when it is a phone of
+/// this peer, directly when this peer's Route led here.
+fn dialog_next_hop(
+    request: &SipMessage,
+    uri: &Uri,
+    on_our_route: bool,
+    registrar: &Registrar,
+    now: u64,
+) -> Result<(Flow, Side), NoHop> {
+    if let Some(next) = top_route(request) {
+        let flow = next.ok().as_ref().and_then(uri_flow).ok_or(NoHop::Route)?;
+        return Ok((flow, side_toward(flow)));
+    }
+    if let Some(b) = registrar.binding_for(uri, now) {
+        return Ok((b.flow, Side::Phones));
+    }
+    if !on_our_route {
+        return Err(NoHop::NotOurs);
+    }
+    let flow = uri_flow(uri).ok_or(NoHop::RemoteTarget)?;
+    Ok((flow, side_toward(flow)))
+}
+
 /// A next hop reached over TCP is taken for a peer, over UDP for a phone:
 /// it only decides which of this peer's addresses the Via names.
 fn side_toward(flow: Flow) -> Side {
@@ -1120,43 +1129,35 @@ fn rank(status: u16) -> u32 {
 
 /// §9.1: the CANCEL of a request this proxy sent.
 fn cancel_for(request: &SipMessage) -> SipMessage {
-    let uri = request.request_uri().unwrap_or_default();
-    let mut cancel = SipMessage::request("CANCEL", uri);
-    if let Some(via) = request.list("Via").into_iter().next() {
-        cancel.push("Via", &via);
-    }
-    for name in ["Route", "From", "To", "Call-ID"] {
-        for h in request.headers.iter().filter(|h| h.is(name)) {
-            cancel.headers.push(h.clone());
-        }
-    }
-    let number = request.cseq().map_or(1, |(n, _)| n);
-    cancel.push("CSeq", &format!("{number} CANCEL"));
-    cancel.push("Max-Forwards", &DEFAULT_MAX_FORWARDS.to_string());
-    cancel.push("Content-Length", "0");
-    cancel
+    hop_by_hop("CANCEL", request, request.header("To").map(|t| t.into_owned()))
 }
 
 /// §17.1.1.3: the ACK of a non-2xx final response to `invite`.
 fn ack_for(invite: &SipMessage, response: &SipMessage) -> SipMessage {
-    let uri = invite.request_uri().unwrap_or_default();
-    let mut ack = SipMessage::request("ACK", uri);
-    if let Some(via) = invite.list("Via").into_iter().next() {
-        ack.push("Via", &via);
+    hop_by_hop("ACK", invite, response.header("To").map(|t| t.into_owned()))
+}
+
+/// A request that goes where `sent` went and belongs to its transaction:
+/// the same Request-URI, top Via, Route, From, Call-ID and CSeq number,
+/// with `to` as its To.
+fn hop_by_hop(method: &str, sent: &SipMessage, to: Option<String>) -> SipMessage {
+    let mut out = SipMessage::request(method, sent.request_uri().unwrap_or_default());
+    if let Some(via) = sent.list("Via").into_iter().next() {
+        out.push("Via", &via);
     }
     for name in ["Route", "From", "Call-ID"] {
-        for h in invite.headers.iter().filter(|h| h.is(name)) {
-            ack.headers.push(h.clone());
+        for h in sent.headers.iter().filter(|h| h.is(name)) {
+            out.headers.push(h.clone());
         }
     }
-    if let Some(to) = response.header("To") {
-        ack.push("To", &to);
+    if let Some(to) = to {
+        out.push("To", &to);
     }
-    let number = invite.cseq().map_or(1, |(n, _)| n);
-    ack.push("CSeq", &format!("{number} ACK"));
-    ack.push("Max-Forwards", &DEFAULT_MAX_FORWARDS.to_string());
-    ack.push("Content-Length", "0");
-    ack
+    let number = sent.cseq().map_or(1, |(n, _)| n);
+    out.push("CSeq", &format!("{number} {method}"));
+    out.push("Max-Forwards", &DEFAULT_MAX_FORWARDS.to_string());
+    out.push("Content-Length", "0");
+    out
 }
 
 /// FNV-1a over the parts: a stable branch for a stateless ACK.

@@ -34,11 +34,13 @@ impl Interfaces {
 
     /// Whether `uri` names this peer (a Route entry it wrote itself).
     pub fn is_mine(&self, uri: &Uri) -> bool {
-        let Ok(ip) = uri.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
-            return false;
-        };
-        let port = uri.port.unwrap_or(5060);
-        [self.phones, self.overlay].contains(&SocketAddr::new(ip, port))
+        self.names_me(&uri.host, uri.port)
+    }
+
+    /// Whether `host[:port]` (port 5060 when absent) is one of this peer's
+    /// SIP addresses.
+    fn names_me(&self, host: &str, port: Option<u16>) -> bool {
+        host_ip(host).is_some_and(|ip| [self.phones, self.overlay].contains(&SocketAddr::new(ip, port.unwrap_or(5060))))
     }
 
     /// The Record-Route entry for one side of this peer (RFC 3261
@@ -62,12 +64,14 @@ impl Interfaces {
 
     /// Whether a Via header value is one this peer wrote.
     pub fn wrote(&self, via: &Via) -> bool {
-        let Ok(ip) = via.host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() else {
-            return false;
-        };
-        let port = via.port.unwrap_or(5060);
-        [self.phones, self.overlay].contains(&SocketAddr::new(ip, port))
+        self.names_me(&via.host, via.port)
     }
+}
+
+/// The IP address a host names when it is an IP literal (IPv6 in
+/// brackets or not); `None` for a host name, which this peer never resolves.
+pub fn host_ip(host: &str) -> Option<IpAddr> {
+    host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581 §4: the top Via of a request gets
@@ -82,12 +86,7 @@ pub fn stamp_received(request: &mut SipMessage, from: SocketAddr) {
         return;
     };
     let source = from.ip().to_string();
-    let sent_by_ip = via
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .ok();
+    let sent_by_ip = host_ip(&via.host);
     let mut changed = false;
     if sent_by_ip != Some(from.ip()) {
         via.set_param("received", Some(source.clone()));
@@ -115,11 +114,7 @@ pub fn response_flow(via: &Via) -> Option<Flow> {
         _ => return None,
     };
     let host = via.param("received").flatten().unwrap_or(&via.host);
-    let ip = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .ok()?;
+    let ip = host_ip(host)?;
     let port = via
         .param("rport")
         .flatten()
@@ -140,12 +135,7 @@ pub fn uri_flow(uri: &Uri) -> Option<Flow> {
     if uri.scheme != "sip" {
         return None;
     }
-    let ip = uri
-        .host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse::<IpAddr>()
-        .ok()?;
+    let ip = host_ip(&uri.host)?;
     let transport = match uri.transport().as_deref() {
         None | Some("udp") => Transport::Udp,
         Some("tcp") => Transport::Tcp,
