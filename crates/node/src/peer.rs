@@ -75,6 +75,9 @@ pub struct PeerOptions {
     /// Serve SIP phones (UDP and TCP) on this address: the registrar of the
     /// users enrolled into the node (RFC 7904).
     pub sip: Option<SocketAddr>,
+    /// The digest algorithms the SIP registrar challenges with, preferred
+    /// first; empty for the default (MD5, decision 0008).
+    pub sip_digest: Vec<sip::digest::Algorithm>,
 }
 
 /// The peer's state as `GET /status` shows it.
@@ -363,7 +366,8 @@ async fn drive<T: Topology + Tables>(
             }
         })?;
         let users: Vec<String> = sip_users.keys().cloned().collect();
-        let registrar = sip::registrar::Registrar::new(&dir.config.instance_name, sip_users, secret);
+        let registrar = sip::registrar::Registrar::new(&dir.config.instance_name, sip_users, secret)
+            .with_digest_algorithms(&opts.sip_digest);
         tracing::info!(
             "SIP on udp+tcp {} (peers: tcp {}) for {} users of {}: {}",
             sockets.local_addr().unwrap_or(addr),

@@ -250,6 +250,17 @@ pub struct PeerArgs {
     /// the users enrolled into --dir, in the overlay's domain (RFC 7904).
     #[arg(long, value_name = "ADDR")]
     sip: Option<SocketAddr>,
+    /// Digest algorithms the SIP registrar challenges phones with,
+    /// preferred first: md5, sha-256 or both (`sha-256,md5`). MD5 alone by
+    /// default, because phones older than RFC 8760 give up when any
+    /// challenge is one they cannot answer.
+    #[arg(long, value_name = "ALGS", value_delimiter = ',', value_parser = digest_algorithm)]
+    sip_digest: Vec<sip::digest::Algorithm>,
+}
+
+fn digest_algorithm(name: &str) -> Result<sip::digest::Algorithm, String> {
+    sip::digest::Algorithm::from_name(name)
+        .ok_or_else(|| format!("'{name}' is not a digest algorithm: use md5 or sha-256"))
 }
 
 pub fn peer(args: PeerArgs) -> Result<()> {
@@ -261,6 +272,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         admin: args.admin,
         client: args.client,
         sip: args.sip,
+        sip_digest: args.sip_digest,
     };
     runtime()?.block_on(node::peer::run(opts, shutdown_signal()))?;
     Ok(())

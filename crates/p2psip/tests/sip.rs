@@ -1,7 +1,9 @@
 //! Whole-system tests of the SIP side of the peers (issue 5), with real
-//! processes on loopback: SIPp (Debian `sip-tester`) as the phone.
+//! processes on loopback: SIPp (Debian `sip-tester`) and baresip as the
+//! phones.
 
 mod common;
+mod softphone;
 
 use common::*;
 use std::net::{SocketAddr, UdpSocket};
@@ -358,4 +360,94 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
         10,
         "calls succeed after the registration's peer crashed",
     );
+}
+
+/// Issue 5 acceptance, a real softphone: two baresip instances, alice's at
+/// peer 0 and bob's at peer 2, each registered with digest. Alice dials bob
+/// through the overlay (her phone also answers the 407 of the first
+/// INVITE); bob's answers on its own, both send a tone over RTP for the
+/// call, and alice hangs up when her tone ends. Each must have decoded the
+/// other's tone, which shows the SDP crossed the overlay intact.
+#[test]
+fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
+    if !tool_answers("baresip", "-h", "baresip") {
+        return;
+    }
+    let (mut o, dirs) = sip_overlay("sip-baresip", 3);
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    o.enroll_user(&dirs[2], "bob", "bob-pw");
+    let (sip, peers) = start_sip_peers(&mut o, &dirs);
+    let all: Vec<&Peer> = peers.iter().collect();
+    let phones = o.dir.join("phones");
+    let bob = softphone::Softphone::start(
+        &phones,
+        &softphone::Account {
+            user: "bob",
+            password: "bob-pw",
+            domain: DOMAIN,
+            peer: sip[2],
+            tone_hz: 660,
+            tone_s: 60,
+        },
+        &[],
+        &mut o.procs,
+    );
+    wait_for(Duration::from_secs(20), "bob's baresip to register", || {
+        bob.logged("bob@sip.test.invalid: {0/UDP/v4} 200 OK () [1 binding]")
+    });
+    wait_for(Duration::from_secs(10), "bob's registration at 3 replicas", || {
+        stored_registrations(&all) == 3.0
+    });
+
+    let alice = softphone::Softphone::start(
+        &phones,
+        &softphone::Account {
+            user: "alice",
+            password: "alice-pw",
+            domain: DOMAIN,
+            peer: sip[0],
+            tone_hz: 440,
+            tone_s: 4,
+        },
+        &[&format!("/dial sip:bob@{DOMAIN}")],
+        &mut o.procs,
+    );
+    wait_for(Duration::from_secs(30), "alice to hang up when her tone ends", || {
+        alice.logged(&format!("Call with sip:bob@{DOMAIN} terminated"))
+    });
+    let alice_log = alice.log_text();
+    assert!(
+        alice_log.contains(&format!("Call established: sip:bob@{DOMAIN}")),
+        "{alice_log}"
+    );
+    // The dialog's route set names both peers: the call crossed the
+    // overlay from peer 0 to peer 2.
+    for peer in [sip[2], sip[0]] {
+        assert!(
+            alice_log.contains(&format!("Record-Route: <sip:{peer};lr>")),
+            "the route set names {peer}: {alice_log}"
+        );
+    }
+    // Alice's BYE reached bob along the route set.
+    wait_for(Duration::from_secs(10), "bob's phone to end the call", || {
+        bob.logged(&format!("Call with sip:alice@{DOMAIN} terminated"))
+    });
+    assert!(bob.logged(&format!("Call established: sip:alice@{DOMAIN}")));
+
+    // Each decoded the other's tone: at least 2 of alice's 4 seconds.
+    for (phone, expected_hz, who) in [(&bob, 440.0, "bob hears alice"), (&alice, 660.0, "alice hears bob")] {
+        let mut last = None;
+        wait_for(Duration::from_secs(10), who, || {
+            last = phone.heard();
+            last.as_ref().is_some_and(|t| t.sounding_s >= 2.0)
+        });
+        let tone = last.unwrap();
+        assert!(
+            (tone.hz - expected_hz).abs() < expected_hz * 0.05,
+            "{who}: {tone:?}, expected about {expected_hz} Hz"
+        );
+    }
+    for p in &peers {
+        assert!(status(p.admin).is_some(), "every peer still serves");
+    }
 }

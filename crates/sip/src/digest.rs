@@ -28,7 +28,8 @@ impl Algorithm {
         }
     }
 
-    fn from_name(name: &str) -> Option<Self> {
+    /// The algorithm an RFC 7616 `algorithm` token names (case-insensitive).
+    pub fn from_name(name: &str) -> Option<Self> {
         if name.eq_ignore_ascii_case("MD5") {
             Some(Algorithm::Md5)
         } else if name.eq_ignore_ascii_case("SHA-256") {
@@ -277,13 +278,18 @@ impl Nonces {
     }
 }
 
-/// `WWW-Authenticate` values offering both algorithms. RFC 8760 §2.4 asks
-/// for the preferred one first and a phone to use the first it supports;
-/// MD5 comes first because phones that predate RFC 8760 (SIPp 3.6 among
-/// them) read only the first challenge. Decision 0006.
-pub fn challenges(realm: &str, nonce: &str, stale: bool) -> Vec<String> {
+/// The challenges a registrar offers when nothing else is configured: MD5
+/// alone. Phones older than RFC 8760 give up on a response carrying any
+/// challenge they cannot answer, even next to an MD5 one (baresip 1.0 of
+/// Debian 12 ends registration with ENOSYS); Kamailio and Asterisk
+/// challenge with MD5 alone for the same reason. Decision 0008.
+pub const DEFAULT_ALGORITHMS: &[Algorithm] = &[Algorithm::Md5];
+
+/// `WWW-Authenticate` values, one per algorithm in `algorithms`, in that
+/// order: RFC 7616 §3.7 and RFC 8760 §2.4 want the preferred one first.
+pub fn challenges(realm: &str, nonce: &str, stale: bool, algorithms: &[Algorithm]) -> Vec<String> {
     let stale = if stale { ", stale=true" } else { "" };
-    [Algorithm::Md5, Algorithm::Sha256]
+    algorithms
         .iter()
         .map(|a| {
             format!(

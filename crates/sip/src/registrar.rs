@@ -6,7 +6,7 @@
 //! 7904 §3): its lifetime is that of the longest-lived binding, so a
 //! registration nobody refreshes vanishes from the overlay by itself.
 
-use crate::digest::{challenges, Credentials, Ha1, NonceState, Nonces};
+use crate::digest::{challenges, Algorithm, Credentials, Ha1, NonceState, Nonces, DEFAULT_ALGORITHMS};
 use crate::headers::{Contact, NameAddr};
 use crate::message::SipMessage;
 use crate::uri::Uri;
@@ -108,6 +108,9 @@ pub struct Registrar {
     domain: String,
     users: HashMap<String, Ha1>,
     nonces: Nonces,
+    /// The digest algorithms challenged with, preferred first; a response
+    /// with any other is challenged again.
+    algorithms: Vec<Algorithm>,
     bindings: HashMap<String, Vec<Binding>>,
 }
 
@@ -117,8 +120,18 @@ impl Registrar {
             domain: domain.to_ascii_lowercase(),
             users,
             nonces: Nonces::new(nonce_secret),
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
             bindings: HashMap::new(),
         }
+    }
+
+    /// Challenges with `algorithms` (preferred first) instead of
+    /// [`DEFAULT_ALGORITHMS`]; an empty list keeps the default.
+    pub fn with_digest_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        if !algorithms.is_empty() {
+            self.algorithms = algorithms.to_vec();
+        }
+        self
     }
 
     pub fn domain(&self) -> &str {
@@ -169,7 +182,12 @@ impl Registrar {
             AuthScheme::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
         };
         let mut r = SipMessage::response_to(request, code, reason, None);
-        for c in challenges(&self.domain, &self.nonces.issue(now_ms, &self.domain), stale) {
+        for c in challenges(
+            &self.domain,
+            &self.nonces.issue(now_ms, &self.domain),
+            stale,
+            &self.algorithms,
+        ) {
             r.push(header, &c);
         }
         r
@@ -188,7 +206,10 @@ impl Registrar {
             .iter()
             .filter(|h| h.is(header))
             .filter_map(|h| Credentials::parse(&h.value()))
-            .find(|c| c.realm.eq_ignore_ascii_case(&self.domain))
+            .find(|c| {
+                c.realm.eq_ignore_ascii_case(&self.domain)
+                    && c.algorithm().is_some_and(|a| self.algorithms.contains(&a))
+            })
         else {
             return Err(self.challenge(request, now_ms, false, scheme));
         };

@@ -5,7 +5,9 @@ use crate::digest::{Algorithm, Credentials, Ha1};
 use crate::message::SipMessage;
 
 /// Answers the `alg` challenge of a 401 or 407 as a phone would: the
-/// request again with Authorization or Proxy-Authorization.
+/// request again with Authorization or Proxy-Authorization. When `alg` is
+/// not offered it answers the first challenge with `alg` anyway, as a phone
+/// trying a downgrade would.
 pub fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password: &str, alg: Algorithm) -> SipMessage {
     let proxy = challenge.status() == Some(407);
     let (asked, answer) = if proxy {
@@ -13,13 +15,17 @@ pub fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password:
     } else {
         ("WWW-Authenticate", "Authorization")
     };
-    let offer = challenge
+    let offers: Vec<String> = challenge
         .headers
         .iter()
         .filter(|h| h.is(asked))
         .map(|h| h.value().into_owned())
+        .collect();
+    let offer = offers
+        .iter()
         .find(|v| v.contains(&format!("algorithm={}", alg.name())))
-        .expect("the challenge offers the algorithm");
+        .or(offers.first())
+        .expect("the answer carries a challenge");
     let quoted = |name: &str| -> String {
         offer
             .split(&format!("{name}=\""))

@@ -34,7 +34,7 @@ fn registrar() -> Registrar {
         .into_iter()
         .map(|(u, p)| (u.to_string(), Ha1::new(u, DOMAIN, p)))
         .collect();
-    Registrar::new(DOMAIN, users, [7; 32])
+    Registrar::new(DOMAIN, users, [7; 32]).with_digest_algorithms(&[Algorithm::Md5, Algorithm::Sha256])
 }
 
 /// Registers `contact` for `user` from `flow`, through the challenge.

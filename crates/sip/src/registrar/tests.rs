@@ -4,12 +4,26 @@ use crate::testing::authorize;
 
 const DOMAIN: &str = "overlay.test";
 
+/// A registrar offering SHA-256 and MD5, SHA-256 preferred.
 fn registrar() -> Registrar {
+    registrar_offering(&[Algorithm::Sha256, Algorithm::Md5])
+}
+
+fn registrar_offering(algorithms: &[Algorithm]) -> Registrar {
     let users = [("alice", "secret"), ("bob", "hunter2")]
         .into_iter()
         .map(|(u, p)| (u.to_string(), Ha1::new(u, DOMAIN, p)))
         .collect();
-    Registrar::new(DOMAIN, users, [9; 32])
+    Registrar::new(DOMAIN, users, [9; 32]).with_digest_algorithms(algorithms)
+}
+
+fn offered(answer: &SipMessage, header: &str) -> Vec<String> {
+    answer
+        .headers
+        .iter()
+        .filter(|h| h.is(header))
+        .map(|h| h.value().into_owned())
+        .collect()
 }
 
 fn flow() -> Flow {
@@ -45,25 +59,47 @@ fn registered(reg: &mut Registrar, now: u64, req: SipMessage, alg: Algorithm) ->
 }
 
 #[test]
-fn a_register_without_credentials_is_challenged_with_md5_then_sha256() {
+fn a_register_without_credentials_is_challenged_with_the_configured_algorithms_in_order() {
     let mut reg = registrar();
-    let r = reg.register(
-        0,
-        &register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n"),
-        flow(),
-    );
-    let Registered::Answer(a) = r else { panic!("{r:?}") };
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let Registered::Answer(a) = reg.register(0, &req, flow()) else {
+        panic!()
+    };
     assert_eq!(a.status(), Some(401));
-    let www: Vec<_> = a
-        .headers
-        .iter()
-        .filter(|h| h.is("WWW-Authenticate"))
-        .map(|h| h.value().into_owned())
-        .collect();
+    let www = offered(&a, "WWW-Authenticate");
     assert_eq!(www.len(), 2);
-    assert!(www[0].contains("algorithm=MD5") && www[0].contains("realm=\"overlay.test\""));
-    assert!(www[1].contains("algorithm=SHA-256"));
+    assert!(www[0].contains("algorithm=SHA-256") && www[0].contains("realm=\"overlay.test\""));
+    assert!(www[1].contains("algorithm=MD5"));
     assert_eq!(reg.binding_count(), 0);
+
+    // Unconfigured, a registrar challenges with MD5 alone (decision 0008).
+    let users = HashMap::from([("alice".to_string(), Ha1::new("alice", DOMAIN, "secret"))]);
+    let mut plain = Registrar::new(DOMAIN, users, [9; 32]);
+    let Registered::Answer(a) = plain.register(0, &req, flow()) else {
+        panic!()
+    };
+    let www = offered(&a, "WWW-Authenticate");
+    assert_eq!(www.len(), 1);
+    assert!(www[0].contains("algorithm=MD5"), "{www:?}");
+}
+
+/// An answer with an algorithm the registrar did not offer is challenged
+/// again rather than accepted: configuring SHA-256 alone must keep MD5
+/// out even from a phone that knows the password.
+#[test]
+fn an_answer_with_an_algorithm_not_offered_is_challenged_again() {
+    let mut reg = registrar_offering(&[Algorithm::Sha256]);
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let Registered::Answer(challenge) = reg.register(0, &req, flow()) else {
+        panic!()
+    };
+    assert_eq!(offered(&challenge, "WWW-Authenticate").len(), 1);
+    let md5 = authorize(&req, &challenge, "alice", "secret", Algorithm::Md5);
+    let again = reg.register(1, &md5, flow());
+    assert_eq!(answer_of(&again).status(), Some(401));
+    assert_eq!(reg.binding_count(), 0);
+    let sha = authorize(&req, &challenge, "alice", "secret", Algorithm::Sha256);
+    assert!(matches!(reg.register(2, &sha, flow()), Registered::Publish { .. }));
 }
 
 #[test]
