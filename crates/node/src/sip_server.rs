@@ -77,6 +77,23 @@ enum SipInput {
     },
 }
 
+/// What the UDP socket asks the kernel to buffer. A burst of calls brings
+/// hundreds of datagrams at once; the Linux default (208 KB) drops some of
+/// them while the peer signs and verifies, and each drop costs a 500 ms
+/// retransmission. The kernel caps the request at `net.core.rmem_max`.
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: a smaller buffer still works.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
 /// The SIP sockets, bound; [`serve`] runs them.
 pub struct SipSockets {
     udp: Arc<UdpSocket>,
@@ -86,7 +103,7 @@ pub struct SipSockets {
 
 impl SipSockets {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
-        let udp = UdpSocket::bind(addr).await?;
+        let udp = udp_socket(addr)?;
         // TCP on the port UDP got, so `--sip 127.0.0.1:0` works too.
         let tcp = TcpListener::bind(udp.local_addr()?).await?;
         let overlay = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;

@@ -34,6 +34,10 @@ pub struct DemoArgs {
     /// Accounts to create, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "alice,bob")]
     users: Vec<String>,
+    /// Serve every account at this peer instead of spreading them (account
+    /// j at peer j mod N): what a benchmark of one registrar needs.
+    #[arg(long, value_name = "PEER")]
+    users_at: Option<u16>,
     /// Password of every account.
     #[arg(long, default_value = "p2psip-demo")]
     password: String,
@@ -107,6 +111,14 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             u16::MAX - 400
         );
     }
+    if let Some(at) = args.users_at.filter(|&at| at >= args.peers) {
+        bail!(
+            "--users-at {at} names no peer: the demo has --peers {}, numbered 0 to {}",
+            args.peers,
+            args.peers - 1
+        );
+    }
+    let home = |j: usize| args.users_at.map_or(j % n, usize::from);
     for u in &args.users {
         node::overlay_dir::check_user_name(u).with_context(|| format!("--users: {u:?}"))?;
     }
@@ -180,8 +192,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
         ))
         .with_context(|| format!("enrolling peer {i}"))?;
     }
-    // Account j is served by peer j mod n: enrolled into its node dir, so
-    // that peer's registrar knows the password and signs as the user.
+    // Account j is served by its home peer (j mod n unless --users-at):
+    // enrolled into its node dir, so that peer's registrar knows the
+    // password and signs as the user.
     for (j, u) in args.users.iter().enumerate() {
         let pin = CaPin::Certificate(ca.cert_der.clone());
         rt.block_on(enrollment::enroll(
@@ -189,9 +202,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             pin,
             u,
             &args.password,
-            &node_dirs[j % n],
+            &node_dirs[home(j)],
         ))
-        .with_context(|| format!("enrolling {u} into peer {}", j % n))?;
+        .with_context(|| format!("enrolling {u} into peer {}", home(j)))?;
     }
 
     // Peer 0 is the configuration's bootstrap node and starts the ring; the
@@ -261,9 +274,9 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             password: args.password.clone(),
             aor: format!("sip:{u}@{}", args.overlay),
             domain: args.overlay.clone(),
-            registrar: sip[j % n],
+            registrar: sip[home(j)],
             resource_name: overlay::sip_usage::resource_name(u, &args.overlay),
-            peer: j % n,
+            peer: home(j),
         })
         .collect();
     let file = DemoFile {

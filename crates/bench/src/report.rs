@@ -1,0 +1,183 @@
+//! `bench/results/latest.json` and `latest.md`: the machine, the raw
+//! figures and the ratios to Kamailio.
+
+use crate::throughput::Throughput;
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::process::Command;
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_mb: u64,
+    pub kernel: String,
+    pub p2psip_revision: String,
+    pub kamailio: String,
+    pub sipp: String,
+}
+
+fn first_line(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .map(|o| {
+            let text = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&text)
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
+impl Machine {
+    pub fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        Machine {
+            cpu: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+                .unwrap_or_default(),
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_mb: meminfo
+                .lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map_or(0, |kb| kb / 1024),
+            kernel: first_line("uname", &["-sr"]),
+            p2psip_revision: first_line("git", &["describe", "--always", "--dirty"]),
+            kamailio: first_line("kamailio", &["-v"])
+                .trim_start_matches("version: ")
+                .to_string(),
+            sipp: first_line("sipp", &["-v"]),
+        }
+    }
+}
+
+/// Issue 6 §1.
+#[derive(Serialize)]
+pub struct Registers {
+    /// Distinct users SIPp registers, round robin.
+    pub users: usize,
+    pub p2psip_one_peer: Throughput,
+    pub p2psip_peer_of_three: Throughput,
+    pub kamailio: Throughput,
+    pub ratio_one_peer: f64,
+    pub ratio_peer_of_three: f64,
+}
+
+/// Issue 6 §2.
+#[derive(Serialize)]
+pub struct Calls {
+    pub p2psip: Throughput,
+    pub kamailio: Throughput,
+    pub ratio: f64,
+}
+
+#[derive(Serialize)]
+pub struct Report {
+    pub date_utc: String,
+    pub machine: Machine,
+    pub kamailio_children: u32,
+    pub seconds_per_run: f64,
+    pub max_failure_ratio: f64,
+    pub registers: Option<Registers>,
+    pub calls: Option<Calls>,
+}
+
+pub fn ratio(ours: &Throughput, theirs: &Throughput) -> f64 {
+    if theirs.per_s > 0.0 {
+        ours.per_s / theirs.per_s
+    } else {
+        0.0
+    }
+}
+
+fn row(md: &mut String, what: &str, ours: &Throughput, theirs: &Throughput, ratio: f64) {
+    let _ = writeln!(md, "| {what} | {:.0} | {:.0} | {ratio:.2}× |", ours.per_s, theirs.per_s);
+}
+
+fn detail(md: &mut String, what: &str, t: &Throughput) {
+    let r = &t.run;
+    let _ = writeln!(
+        md,
+        "| {what} | {:.0} | {} | {} | {} | {} | {:.1} |{}",
+        t.per_s,
+        t.concurrency,
+        r.successful,
+        r.failed,
+        r.retransmissions,
+        r.wall_s,
+        if t.within_failure_limit {
+            ""
+        } else {
+            " over the failure limit at every concurrency |"
+        }
+    );
+}
+
+impl Report {
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut md = String::new();
+        let _ = writeln!(md, "# p2psip benchmarks, {}\n", self.date_utc);
+        let _ = writeln!(
+            md,
+            "Machine: {} ({} cores, {} MB), {}. p2psip {}, Kamailio {} ({} UDP workers), {}.\n",
+            m.cpu, m.cores, m.memory_mb, m.kernel, m.p2psip_revision, m.kamailio, self.kamailio_children, m.sipp
+        );
+        let _ = writeln!(
+            md,
+            "Each figure is the closed-loop rate of one SIPp run of about {:.0} s with under {:.1} % failed \
+             scenarios, measured in this run against Kamailio on the same machine.\n",
+            self.seconds_per_run,
+            self.max_failure_ratio * 100.0
+        );
+        let _ = writeln!(md, "| measurement | p2psip | Kamailio | ratio |\n|---|---:|---:|---:|");
+        if let Some(r) = &self.registers {
+            row(
+                &mut md,
+                "REGISTER/s with digest, one peer alone",
+                &r.p2psip_one_peer,
+                &r.kamailio,
+                r.ratio_one_peer,
+            );
+            row(
+                &mut md,
+                "REGISTER/s with digest, one peer of 3 (signed Store, 2 replicas)",
+                &r.p2psip_peer_of_three,
+                &r.kamailio,
+                r.ratio_peer_of_three,
+            );
+        }
+        if let Some(c) = &self.calls {
+            row(
+                &mut md,
+                "calls/s, UAC → peer A → overlay → peer B → UAS (Kamailio: UAC → Kamailio → UAS)",
+                &c.p2psip,
+                &c.kamailio,
+                c.ratio,
+            );
+        }
+        let _ = writeln!(
+            md,
+            "\n## Runs\n\n| run | per s | in flight | successful | failed | retransmissions | wall s |\n\
+             |---|---:|---:|---:|---:|---:|---:|"
+        );
+        if let Some(r) = &self.registers {
+            detail(&mut md, "REGISTER, p2psip one peer", &r.p2psip_one_peer);
+            detail(&mut md, "REGISTER, p2psip one peer of 3", &r.p2psip_peer_of_three);
+            detail(&mut md, "REGISTER, Kamailio", &r.kamailio);
+        }
+        if let Some(c) = &self.calls {
+            detail(&mut md, "calls, p2psip", &c.p2psip);
+            detail(&mut md, "calls, Kamailio", &c.kamailio);
+        }
+        md
+    }
+}

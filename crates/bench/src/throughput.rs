@@ -1,0 +1,194 @@
+//! Issue 6 §1 and §2: REGISTER (with digest) and call throughput, each the
+//! highest closed-loop rate SIPp sustains with under 0.1 % failures.
+
+use crate::sipp::{Sipp, SippRun};
+use anyhow::Result;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+/// The failure ratio a throughput figure may carry (issue 6: < 0.1 %).
+pub const MAX_FAILURE_RATIO: f64 = 0.001;
+
+/// SIPp's calls in flight, tried from the first down until a run stays
+/// under [`MAX_FAILURE_RATIO`].
+const CONCURRENCY: [u32; 3] = [200, 100, 50];
+
+/// One SIPp run of a throughput search.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Attempt {
+    pub concurrency: u32,
+    pub run: SippRun,
+}
+
+/// One throughput figure and how it was obtained.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Throughput {
+    /// Successful scenarios per second.
+    pub per_s: f64,
+    pub concurrency: u32,
+    pub run: SippRun,
+    /// Whether the run stayed under [`MAX_FAILURE_RATIO`]; when no
+    /// concurrency did, the last (lowest) attempt is reported.
+    pub within_failure_limit: bool,
+    /// Every run of the search, sizing runs included.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Runs `scenario_run(concurrency, count)` with counts grown until a run
+/// lasts about `seconds`, lowering the concurrency while failures exceed
+/// the limit.
+pub fn saturate(seconds: f64, mut scenario_run: impl FnMut(u32, u64) -> Result<SippRun>) -> Result<Throughput> {
+    let mut count = 1_000u64;
+    let mut attempts = Vec::new();
+    for concurrency in CONCURRENCY {
+        let mut run = scenario_run(concurrency, count)?;
+        // A run much shorter than asked for is a sizing run: SIPp's start
+        // and the first calls weigh too much in it.
+        for _ in 0..3 {
+            if run.wall_s >= 0.6 * seconds || run.successful == 0 {
+                break;
+            }
+            attempts.push(Attempt {
+                concurrency,
+                run: run.clone(),
+            });
+            count = ((run.rate() * seconds) as u64).clamp(1_000, 1_000_000);
+            run = scenario_run(concurrency, count)?;
+        }
+        attempts.push(Attempt {
+            concurrency,
+            run: run.clone(),
+        });
+        let ok = run.failure_ratio() < MAX_FAILURE_RATIO;
+        if ok || concurrency == CONCURRENCY[CONCURRENCY.len() - 1] {
+            return Ok(Throughput {
+                per_s: run.rate(),
+                concurrency,
+                run,
+                within_failure_limit: ok,
+                attempts,
+            });
+        }
+    }
+    anyhow::bail!("no concurrency to try")
+}
+
+/// Local UDP ports of the SIPp instances.
+pub struct Ports {
+    pub registrar_load: u16,
+    pub caller: u16,
+    pub callee: u16,
+}
+
+/// Scenario files, with the domain filled in.
+pub struct Scenarios<'a> {
+    pub register: &'a Path,
+    pub caller: &'a Path,
+    pub callee: &'a Path,
+}
+
+/// REGISTER throughput against `registrar` for the users of `inject`.
+pub fn registers(
+    work: &Path,
+    register: &Path,
+    registrar: SocketAddr,
+    inject: &Path,
+    port: u16,
+    seconds: f64,
+) -> Result<Throughput> {
+    saturate(seconds, |concurrency, count| {
+        Sipp {
+            scenario: register,
+            target: registrar,
+            local_port: port,
+            service: None,
+            inject: Some(inject),
+            concurrency: Some(concurrency),
+            calls: Some(count),
+            timeout_s: 600,
+            stats: work.join("register.csv"),
+        }
+        .run()
+    })
+}
+
+/// Registers the one user of `inject` from `port` at `registrar`.
+pub fn register_once(work: &Path, register: &Path, registrar: SocketAddr, inject: &Path, port: u16) -> Result<()> {
+    let run = Sipp {
+        scenario: register,
+        target: registrar,
+        local_port: port,
+        service: None,
+        inject: Some(inject),
+        concurrency: None,
+        calls: Some(1),
+        timeout_s: 30,
+        stats: work.join("register-once.csv"),
+    }
+    .run()?;
+    anyhow::ensure!(
+        run.successful == 1,
+        "registering at {registrar} from port {port} failed"
+    );
+    Ok(())
+}
+
+/// Call throughput: a caller registered at `caller_proxy` calls `callee`,
+/// whose phone is registered at `callee_proxy` and answers every call.
+#[allow(clippy::too_many_arguments)]
+pub fn calls(
+    work: &Path,
+    scenarios: &Scenarios,
+    ports: &Ports,
+    caller_proxy: SocketAddr,
+    callee_proxy: SocketAddr,
+    caller_user: &Path,
+    callee_user: &Path,
+    callee_name: &str,
+    seconds: f64,
+) -> Result<Throughput> {
+    register_once(work, scenarios.register, caller_proxy, caller_user, ports.caller)?;
+    register_once(work, scenarios.register, callee_proxy, callee_user, ports.callee)?;
+    saturate(seconds, |concurrency, count| {
+        let mut callee = Sipp {
+            scenario: scenarios.callee,
+            target: callee_proxy,
+            local_port: ports.callee,
+            service: None,
+            inject: None,
+            concurrency: None,
+            calls: None,
+            timeout_s: 600,
+            stats: work.join("callee.csv"),
+        }
+        .spawn()?;
+        // The callee's socket must be up before the first INVITE.
+        let bound = Instant::now();
+        while std::net::UdpSocket::bind(("127.0.0.1", ports.callee)).is_ok() {
+            anyhow::ensure!(
+                bound.elapsed() < Duration::from_secs(10),
+                "the callee's sipp did not bind port {}",
+                ports.callee
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let run = Sipp {
+            scenario: scenarios.caller,
+            target: caller_proxy,
+            local_port: ports.caller,
+            service: Some(callee_name),
+            inject: None,
+            concurrency: Some(concurrency),
+            calls: Some(count),
+            timeout_s: 600,
+            stats: work.join("caller.csv"),
+        }
+        .run();
+        // Every call the caller counted is over: the callee has nothing
+        // left to answer.
+        let _ = callee.kill();
+        let _ = callee.wait();
+        run
+    })
+}
