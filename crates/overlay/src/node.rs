@@ -225,7 +225,13 @@ pub struct OverlayNode<T: Topology, S: Security> {
     answered_expiry: VecDeque<(u64, u64)>,
     pushing: BTreeSet<(ResourceId, NodeId)>,
     migrating: BTreeSet<ResourceId>,
+    /// Every stored resource needs its replicas checked (the replica set
+    /// moved, or the periodic retry is due).
     rebalance_needed: bool,
+    /// Only these resources do (a Store changed them, or a push of them
+    /// completed): checking one costs what checking all would cost per
+    /// resource, so a Store must not walk the whole store.
+    rebalance_soon: BTreeSet<ResourceId>,
     next_sweep: u64,
     leaving: Option<Handover>,
     next_request: RequestId,
@@ -365,6 +371,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             pushing: BTreeSet::new(),
             migrating: BTreeSet::new(),
             rebalance_needed: false,
+            rebalance_soon: BTreeSet::new(),
             leaving: None,
             next_request: 1,
             actions: VecDeque::new(),
@@ -434,7 +441,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         .into_iter()
         .flatten()
         .min();
-        if self.rebalance_needed {
+        if self.rebalance_needed || !self.rebalance_soon.is_empty() {
             t = Some(0);
         }
         t
@@ -1238,7 +1245,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         for k in &mut ans.kind_responses {
             k.replicas = replicas.clone();
         }
-        self.rebalance_needed = true;
+        self.rebalance_soon.insert(req.resource.clone());
         Ok(Body::StoreAns(ans))
     }
 
@@ -1363,7 +1370,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         }
                     }
                 } else if ok {
-                    self.rebalance_needed = true;
+                    // Changed while the push was in flight? Then it goes
+                    // out again.
+                    self.rebalance_soon.insert(resource);
                 }
             }
         }
@@ -1600,47 +1609,65 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// deletes it once that peer has it.
     fn rebalance(&mut self, now: u64) {
         self.rebalance_needed = false;
+        self.rebalance_soon.clear();
         if self.leaving.is_some() || !self.topology.is_joined() {
             return;
         }
         for id in self.storage.resource_ids() {
-            let rid = id.as_bytes();
-            let Some(set) = self.topology.replica_set(rid) else {
-                // §10.7.3: "there are three predecessors between x and R" —
-                // no longer in the replica set, and too far away to name
-                // it. Peers that joined in between may never have been
-                // handed the data (concurrent joins), and the old set's
-                // members may all have moved away too, so the copy is
-                // routed to the responsible peer and goes once it took it.
-                self.migrate(now, &id);
-                continue;
-            };
-            // A peer that left the set may have deleted its copy; if it comes
-            // back it must be sent the data again.
-            if let Some(r) = self.storage.resource_mut(&id) {
-                r.retain_holders(|h| set.contains(h));
+            self.rebalance_resource(now, &id);
+        }
+    }
+
+    /// [`Self::rebalance`] for the resources in `rebalance_soon` alone.
+    fn rebalance_changed(&mut self, now: u64) {
+        let changed = std::mem::take(&mut self.rebalance_soon);
+        if self.leaving.is_some() || !self.topology.is_joined() {
+            return;
+        }
+        for id in changed {
+            if self.storage.resource(&id).is_some() {
+                self.rebalance_resource(now, &id);
             }
-            match self.topology.holding(rid) {
-                Holding::Responsible => {
-                    for m in set.iter().skip(1) {
-                        self.push(now, &id, *m, false);
-                    }
+        }
+    }
+
+    fn rebalance_resource(&mut self, now: u64, id: &ResourceId) {
+        let rid = id.as_bytes();
+        let Some(set) = self.topology.replica_set(rid) else {
+            // §10.7.3: "there are three predecessors between x and R" — no
+            // longer in the replica set, and too far away to name it.
+            // Peers that joined in between may never have been handed the
+            // data (concurrent joins), and the old set's members may all
+            // have moved away too, so the copy is routed to the responsible
+            // peer and goes once it took it.
+            self.migrate(now, id);
+            return;
+        };
+        // A peer that left the set may have deleted its copy; if it comes
+        // back it must be sent the data again.
+        if let Some(r) = self.storage.resource_mut(id) {
+            r.retain_holders(|h| set.contains(h));
+        }
+        match self.topology.holding(rid) {
+            Holding::Responsible => {
+                for m in set.iter().skip(1) {
+                    self.push(now, id, *m, false);
                 }
-                Holding::Replica(_) => {
-                    if let Some(r) = set.first() {
-                        self.push(now, &id, *r, false);
-                    }
+            }
+            Holding::Replica(_) => {
+                if let Some(r) = set.first() {
+                    self.push(now, id, *r, false);
                 }
-                Holding::None => {
-                    let Some(responsible) = set.first().copied() else {
-                        continue;
-                    };
-                    let handed_over = self.storage.resource(&id).is_some_and(|r| r.holds(&responsible));
-                    if handed_over {
-                        self.storage.remove(&id);
-                    } else {
-                        self.push(now, &id, responsible, false);
-                    }
+            }
+            Holding::None => {
+                let Some(responsible) = set.first().copied() else {
+                    return;
+                };
+                let handed_over = self.storage.resource(id).is_some_and(|r| r.holds(&responsible));
+                if handed_over {
+                    self.storage.remove(id);
+                } else {
+                    self.push(now, id, responsible, false);
                 }
             }
         }
@@ -1718,6 +1745,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.run_commands(now);
         if self.rebalance_needed {
             self.rebalance(now);
+            self.run_commands(now);
+        } else if !self.rebalance_soon.is_empty() {
+            self.rebalance_changed(now);
             self.run_commands(now);
         }
     }
