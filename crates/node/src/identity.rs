@@ -13,9 +13,10 @@ use crate::pki::{CertInfo, PkiError, TrustStore};
 use overlay::{Credential, Security, SecurityError, Signer};
 use rcgen::{KeyPair, SigningKey};
 use reload_wire::security::{certificate_type, hash_algorithm, signature_algorithm, SignerIdentity};
+use reload_wire::Encode;
 use reload_wire::{GenericCertificate, NodeId, Signature, SignatureAndHashAlgorithm};
 use rustls::pki_types::{CertificateDer, SignatureVerificationAlgorithm};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -74,7 +75,55 @@ struct KnownCert {
     verdict: Option<Result<CertInfo, String>>,
 }
 
+/// Most signatures remembered as good; past this the oldest go first.
+const VERIFIED_LIMIT: usize = 16_384;
+
+/// Signatures known to be good, by [`signature_key`]: made by this node or
+/// checked once. The same stored value comes back in every Fetch answer
+/// for it, and a peer delivers the requests and answers it sends itself;
+/// neither needs the public-key operation again. A hit still checks the
+/// signer's certificate (validity now), as a full verification would.
+#[derive(Default)]
+struct VerifiedSignatures {
+    signers: HashMap<[u8; 32], FoundSigner>,
+    order: VecDeque<[u8; 32]>,
+}
+
+impl VerifiedSignatures {
+    fn insert(&mut self, key: [u8; 32], signer: FoundSigner) {
+        if self.signers.insert(key, signer).is_none() {
+            self.order.push_back(key);
+            if self.order.len() > VERIFIED_LIMIT {
+                if let Some(old) = self.order.pop_front() {
+                    self.signers.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// What identifies one signature over one input: SHA-256 of the
+/// SignerIdentity, the algorithm, the signature and the input, each
+/// length-prefixed so that no two different tuples hash alike.
+fn signature_key(signature: &Signature, input: &[u8]) -> [u8; 32] {
+    let identity = signature.identity.to_bytes().unwrap_or_default();
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in [
+        &identity[..],
+        &[signature.algorithm.hash, signature.algorithm.signature],
+        &signature.signature_value,
+        input,
+    ] {
+        ctx.update(&(part.len() as u64).to_be_bytes());
+        ctx.update(part);
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(ctx.finish().as_ref());
+    key
+}
+
 /// A remembered certificate found for a SignerIdentity.
+#[derive(Clone)]
 struct FoundSigner {
     /// SHA-256 of the DER: the key in [`CertVerifier::known`].
     key: Vec<u8>,
@@ -88,6 +137,7 @@ pub struct CertVerifier {
     trust: TrustStore,
     /// Certificates by SHA-256 of their DER.
     known: Mutex<HashMap<Vec<u8>, KnownCert>>,
+    verified: Arc<Mutex<VerifiedSignatures>>,
 }
 
 /// Signs as one certificate: the node's, or an enrolled user's, which
@@ -97,17 +147,33 @@ pub struct CertSigner {
     algorithm: SignatureAndHashAlgorithm,
     cert: GenericCertificate,
     identity: SignerIdentity,
+    /// Where its signatures are remembered as good, with the certificate
+    /// that vouches for them.
+    verified: Arc<Mutex<VerifiedSignatures>>,
+    vouched_by: FoundSigner,
 }
 
 impl CertSigner {
     /// The SignerIdentity is cert_hash for a certificate with one Node-ID,
     /// cert_hash_node_id otherwise (§6.3.4).
-    fn new(key: Arc<KeyPair>, cert_der: Vec<u8>, node_id: NodeId, info: &CertInfo) -> Result<Self, PkiError> {
+    fn new(
+        key: Arc<KeyPair>,
+        cert_der: Vec<u8>,
+        node_id: NodeId,
+        info: &CertInfo,
+        verifier: &CertVerifier,
+    ) -> Result<Self, PkiError> {
         let algorithm = algorithm_of(&key).ok_or_else(|| PkiError::BadKey("unsupported key type".into()))?;
         if !info.node_ids.contains(&node_id) {
             return Err(PkiError::NoNodeId);
         }
-        let identity = if info.node_ids.len() == 1 {
+        let one_node_id = info.node_ids.len() == 1;
+        let vouched_by = FoundSigner {
+            key: verifier.remember(&cert_der),
+            der: cert_der.as_slice().into(),
+            node: (!one_node_id).then_some(node_id),
+        };
+        let identity = if one_node_id {
             SignerIdentity::CertHash {
                 hash_alg: hash_algorithm::SHA256,
                 certificate_hash: digest(hash_algorithm::SHA256, &[&cert_der]).unwrap_or_default(),
@@ -127,6 +193,8 @@ impl CertSigner {
                 certificate: cert_der,
             },
             identity,
+            verified: verifier.verified.clone(),
+            vouched_by,
         })
     }
 }
@@ -141,12 +209,19 @@ impl Signer for CertSigner {
     }
 
     fn sign(&self, input: &[u8]) -> Signature {
-        Signature {
+        let signature = Signature {
             algorithm: self.algorithm,
             identity: self.identity.clone(),
             // Signing with a well-formed key of a supported type cannot fail.
             signature_value: self.key.sign(input).unwrap_or_default(),
+        };
+        if !signature.signature_value.is_empty() {
+            self.verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(signature_key(&signature, input), self.vouched_by.clone());
         }
+        signature
     }
 }
 
@@ -163,15 +238,14 @@ impl CertSecurity {
     /// `cert_der` must carry `node_id`.
     pub fn new(key: KeyPair, cert_der: Vec<u8>, node_id: NodeId, trust: TrustStore) -> Result<Self, PkiError> {
         let info = crate::pki::cert_info(&cert_der, &trust.overlay, trust.node_id_length)?;
-        let node = CertSigner::new(Arc::new(key), cert_der.clone(), node_id, &info)?;
-        let security = CertSecurity {
+        let verifier = CertVerifier::new(trust);
+        let node = CertSigner::new(Arc::new(key), cert_der, node_id, &info, &verifier)?;
+        Ok(CertSecurity {
             node,
             users: HashMap::new(),
             node_id,
-            verifier: CertVerifier::new(trust),
-        };
-        security.verifier.remember(&cert_der);
-        Ok(security)
+            verifier,
+        })
     }
 
     /// Adds a user enrolled into this node: its certificate must chain to
@@ -187,8 +261,7 @@ impl CertSecurity {
                 "the user certificate is not for this node's key".into(),
             ));
         }
-        let signer = CertSigner::new(self.node.key.clone(), cert_der.clone(), self.node_id, &info)?;
-        self.verifier.remember(&cert_der);
+        let signer = CertSigner::new(self.node.key.clone(), cert_der, self.node_id, &info, &self.verifier)?;
         self.users.insert(info.user.clone(), signer);
         Ok(info.user)
     }
@@ -207,6 +280,7 @@ impl CertVerifier {
         CertVerifier {
             trust,
             known: Mutex::new(HashMap::new()),
+            verified: Arc::default(),
         }
     }
 
@@ -216,6 +290,10 @@ impl CertVerifier {
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, KnownCert>> {
         self.known.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn verified(&self) -> std::sync::MutexGuard<'_, VerifiedSignatures> {
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn remember(&self, der: &[u8]) -> Vec<u8> {
@@ -316,17 +394,27 @@ impl CertVerifier {
                 self.remember(&c.certificate);
             }
         }
+        let known_good = signature_key(signature, input);
+        let remembered = self.verified().signers.get(&known_good).cloned();
+        let found = match remembered {
+            Some(found) => found,
+            None => {
+                let found = self.find_signer(&signature.identity)?;
+                let algorithm = verification_algorithm(signature.algorithm).ok_or(SecurityError::BadSignature)?;
+                let der_ref = CertificateDer::from(&found.der[..]);
+                let cert = webpki::EndEntityCert::try_from(&der_ref).map_err(|_| SecurityError::UnknownSigner)?;
+                cert.verify_signature(algorithm, input, &signature.signature_value)
+                    .map_err(|_| SecurityError::BadSignature)?;
+                self.verified().insert(known_good, found.clone());
+                found
+            }
+        };
         let FoundSigner {
             key,
             der,
             node: signer_node_id,
-        } = self.find_signer(&signature.identity)?;
+        } = found;
         let info = self.check(&key, &der)?;
-        let algorithm = verification_algorithm(signature.algorithm).ok_or(SecurityError::BadSignature)?;
-        let der_ref = CertificateDer::from(&der[..]);
-        let cert = webpki::EndEntityCert::try_from(&der_ref).map_err(|_| SecurityError::UnknownSigner)?;
-        cert.verify_signature(algorithm, input, &signature.signature_value)
-            .map_err(|_| SecurityError::BadSignature)?;
         // §6.3.4: cert_hash names a certificate with one Node-ID, which is
         // then the signer's.
         let signer_node_id = match (signer_node_id, info.node_ids.as_slice()) {

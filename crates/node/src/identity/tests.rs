@@ -140,3 +140,64 @@ fn a_node_id_the_certificate_does_not_carry_is_refused_at_start() {
         Err(PkiError::NoNodeId)
     ));
 }
+
+/// The verified-signature memory: a node's own signatures and those it
+/// checked once pass again without the public-key operation, but only for
+/// exactly the input they were made over, and with the signer named as a
+/// full check would name it.
+#[test]
+fn a_remembered_good_signature_passes_again_only_over_the_same_input() {
+    let overlay = Overlay::new();
+    let (alice, bob) = (overlay.member("alice@x", 1), overlay.member("bob@x", 2));
+    // Alice's own signature: remembered when made.
+    let own = alice.sign(b"a request alice routes to herself");
+    assert_eq!(alice.verifier().verified().signers.len(), 1);
+    let credential = alice.verify(b"a request alice routes to herself", &own, &[]).unwrap();
+    assert_eq!(
+        (credential.user.as_str(), credential.signer_node_id),
+        ("alice@x", Some(node(1)))
+    );
+    assert_eq!(
+        alice.verify(b"a request alice routes to herselF", &own, &[]),
+        Err(SecurityError::BadSignature),
+        "another input is checked in full"
+    );
+    // Bob checks one of alice's signatures once; the second time it is
+    // remembered and names the same signer.
+    let first = bob.verify(b"a stored value", &own_value(&alice), &alice.certificates());
+    let again = bob.verify(b"a stored value", &own_value(&alice), &[]);
+    assert_eq!(first, again);
+    assert!(bob
+        .verifier()
+        .verified()
+        .signers
+        .contains_key(&signature_key(&own_value(&alice), b"a stored value")));
+    let mut forged = own_value(&alice);
+    forged.signature_value[5] ^= 0x40;
+    assert_eq!(
+        bob.verify(b"a stored value", &forged, &[]),
+        Err(SecurityError::BadSignature)
+    );
+}
+
+fn own_value(signer: &CertSecurity) -> Signature {
+    signer.sign(b"a stored value")
+}
+
+#[test]
+fn the_verified_signature_memory_is_bounded() {
+    let mut memory = VerifiedSignatures::default();
+    let found = FoundSigner {
+        key: vec![1],
+        der: Arc::from(&b"der"[..]),
+        node: None,
+    };
+    for i in 0..(VERIFIED_LIMIT as u32 + 10) {
+        let mut key = [0u8; 32];
+        key[..4].copy_from_slice(&i.to_be_bytes());
+        memory.insert(key, found.clone());
+    }
+    assert_eq!(memory.signers.len(), VERIFIED_LIMIT);
+    assert_eq!(memory.order.len(), VERIFIED_LIMIT);
+    assert!(!memory.signers.contains_key(&[0u8; 32]), "the oldest went first");
+}
