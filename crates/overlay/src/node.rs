@@ -153,6 +153,8 @@ enum Purpose {
     Push {
         resource: ResourceId,
         to: NodeId,
+        /// The version of the resource's values sent (storage::Resource).
+        version: u64,
     },
     /// A copy this peer can no longer place, routed to whoever is
     /// responsible for its Resource-ID.
@@ -1352,11 +1354,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.storage.remove(&resource);
                 }
             }
-            Purpose::Push { resource, to } => {
+            Purpose::Push { resource, to, version } => {
                 self.pushing.remove(&(resource.clone(), to));
                 let ok = matches!(outcome, Ok(Body::StoreAns(_)));
                 if ok {
-                    if let Some(r) = self.storage.resource_mut(&resource) {
+                    // Only the values sent are confirmed: a Store that
+                    // changed them meanwhile found this push in flight and
+                    // could not send its own.
+                    if let Some(r) = self.storage.resource_mut(&resource).filter(|r| r.version() == version) {
                         r.add_holder(to);
                     }
                 }
@@ -1370,8 +1375,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         }
                     }
                 } else if ok {
-                    // Changed while the push was in flight? Then it goes
-                    // out again.
+                    // Changed while the push was in flight? Then the new
+                    // values go out now.
                     self.rebalance_soon.insert(resource);
                 }
             }
@@ -1550,6 +1555,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if !force && res.holds(&to) {
             return false;
         }
+        let version = res.version();
         let replica_number = self
             .topology
             .replica_set(resource.as_bytes())
@@ -1568,6 +1574,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             Purpose::Push {
                 resource: resource.clone(),
                 to,
+                version,
             },
         );
         true

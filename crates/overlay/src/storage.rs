@@ -144,6 +144,9 @@ pub struct Resource {
     /// Peers known to hold the current values (replication bookkeeping of
     /// §10.7.3; reset whenever a value changes). At most the replica set.
     holders: Vec<NodeId>,
+    /// Counts the changes of the values: a push confirms a holder only if
+    /// nothing changed while it was in flight.
+    version: u64,
 }
 
 impl Resource {
@@ -153,6 +156,10 @@ impl Resource {
 
     pub fn holds(&self, peer: &NodeId) -> bool {
         self.holders.contains(peer)
+    }
+
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     pub fn add_holder(&mut self, peer: NodeId) {
@@ -411,6 +418,7 @@ impl Storage {
             id: req.resource.clone(),
             kinds: KindMap::default(),
             holders: Vec::new(),
+            version: 0,
         });
         let mut responses = Vec::with_capacity(plans.len());
         for ((kind, accepted), kd) in plans.into_iter().zip(&req.kind_data) {
@@ -431,6 +439,7 @@ impl Storage {
             }
             if changed {
                 entry.holders.clear();
+                entry.version += 1;
             }
             responses.push(StoreKindResponse {
                 kind,

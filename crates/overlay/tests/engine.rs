@@ -331,6 +331,36 @@ fn a_stored_value_lands_on_the_responsible_peer_and_its_two_successors() {
     }
 }
 
+/// §10.4: a Store that lands while the previous values are still being
+/// pushed to the replicas cannot push its own (one push per replica at a
+/// time); the replicas must still end with the new values, long before
+/// the periodic sweep, rather than be counted as holding them.
+#[test]
+fn a_value_changed_while_its_replicas_are_being_pushed_reaches_them_too() {
+    let mut net = Net::ring(&IDS);
+    let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
+    let value = |v: &[u8]| {
+        StoredDataValue::SingleValue(DataValue {
+            exists: true,
+            value: v.to_vec(),
+        })
+    };
+    let now = net.now;
+    let first = net.nodes[2].store(now, rid.clone(), KIND, vec![value(b"first")], 3600);
+    let second = net.nodes[2].store(now + 1, rid.clone(), KIND, vec![value(b"second")], 3600);
+    net.pump();
+    assert!(matches!(net.done(2, first).0, Ok(Body::StoreAns(_))));
+    assert!(matches!(net.done(2, second).0, Ok(Body::StoreAns(_))));
+    net.advance(1_000);
+    let copies: Vec<StoredDataValue> = net
+        .nodes
+        .iter()
+        .filter_map(|n| n.storage().resource(&rid))
+        .map(|r| r.export(net.now)[0].values[0].value.clone())
+        .collect();
+    assert_eq!(copies, vec![value(b"second"); 3], "responsible peer and both replicas");
+}
+
 #[test]
 fn a_fetch_reports_the_hops_it_took() {
     let mut net = Net::ring(&IDS);
