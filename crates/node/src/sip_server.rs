@@ -39,6 +39,11 @@ pub enum SipOverlayRequest {
         resource_name: String,
         reply: oneshot::Sender<Location>,
     },
+    /// A SIP address that could not be reached: whatever peer's AppAttach
+    /// named it is asked again on the next call, rather than the address
+    /// being reused until its answer ages out (a peer restarted on a new
+    /// port would otherwise be unreachable for that long).
+    Unreachable { address: SocketAddr },
 }
 
 /// Most bytes buffered for one TCP connection before it is dropped.
@@ -209,6 +214,8 @@ impl Core {
             }
             SipInput::FlowFailed { flow } => {
                 tracing::info!("sip: cannot reach {} over {}", flow.remote, flow.transport.name());
+                let forget = SipOverlayRequest::Unreachable { address: flow.remote };
+                let _ = self.overlay.send(Input::Sip(forget)).await;
                 let out = self.proxy.flow_failed(now_ms(), flow);
                 self.run(out).await;
             }
@@ -454,6 +461,10 @@ async fn run_connection(
     tx: mpsc::Sender<Vec<u8>>,
     mut rx: mpsc::Receiver<Vec<u8>>,
 ) {
+    // Each SIP message is written whole; Nagle's algorithm would hold the
+    // next one (a 180 right after a 100, the ACK after the 200) until the
+    // peer's delayed ACK, some 40 ms later.
+    let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = stream.into_split();
     let write = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
