@@ -891,6 +891,9 @@ impl<T: Topology + Tables> Driver<T> {
             Input::Sip(crate::sip_server::SipOverlayRequest::Locate { resource_name, reply }) => {
                 self.sip_locator.start(&mut self.engine, now, resource_name, reply);
             }
+            Input::Sip(crate::sip_server::SipOverlayRequest::Unreachable { address }) => {
+                self.sip_locator.forget(address);
+            }
             Input::Admin(AdminRequest::Status(reply)) => {
                 let _ = reply.send(self.status());
             }

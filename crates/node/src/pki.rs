@@ -272,7 +272,13 @@ pub struct CertInfo {
     pub node_ids: Vec<NodeId>,
     /// End of validity, seconds since the Unix epoch.
     pub not_after: u64,
+    /// The raw public key when it is an Ed25519 one (RFC 8410), for the
+    /// faster verifier of signatures (decision 0010).
+    pub ed25519_key: Option<[u8; 32]>,
 }
+
+/// id-Ed25519 (RFC 8410 §3).
+const ED25519_OID: &str = "1.3.101.112";
 
 /// Reads user name and Node-IDs from a certificate, without judging it.
 pub fn cert_info(der: &[u8], overlay: &str, node_id_length: usize) -> Result<CertInfo, PkiError> {
@@ -289,10 +295,15 @@ pub fn cert_info(der: &[u8], overlay: &str, node_id_length: usize) -> Result<Cer
             }
         }
     }
+    let spki = cert.public_key();
+    let ed25519_key = (spki.algorithm.algorithm.to_id_string() == ED25519_OID)
+        .then(|| <[u8; 32]>::try_from(&spki.subject_public_key.data[..]).ok())
+        .flatten();
     Ok(CertInfo {
         user: user.ok_or(PkiError::NoUserName)?,
         node_ids,
         not_after: cert.validity().not_after.timestamp().max(0) as u64,
+        ed25519_key,
     })
 }
 

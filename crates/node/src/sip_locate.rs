@@ -94,6 +94,12 @@ impl SipLocator {
         false
     }
 
+    /// Forgets every peer whose AppAttach answer named `address`: the next
+    /// call to its users asks it again.
+    pub fn forget(&mut self, address: SocketAddr) {
+        self.known.retain(|_, (known, _)| *known != address);
+    }
+
     fn fetched<T: Topology, S: Security>(
         &mut self,
         engine: &mut OverlayNode<T, S>,
@@ -187,5 +193,22 @@ fn socket(address: IpAddressPort) -> Option<SocketAddr> {
     match address {
         IpAddressPort::Ip(a) => Some(a),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_address_is_forgotten_and_the_others_kept() {
+        let mut locator = SipLocator::default();
+        let (old, other): (SocketAddr, SocketAddr) =
+            ("127.0.0.1:5070".parse().unwrap(), "127.0.0.2:5070".parse().unwrap());
+        locator.known.insert(NodeId::from_u128(1), (old, u64::MAX));
+        locator.known.insert(NodeId::from_u128(2), (other, u64::MAX));
+        locator.forget(old);
+        assert!(!locator.known.contains_key(&NodeId::from_u128(1)));
+        assert_eq!(locator.known.get(&NodeId::from_u128(2)).map(|k| k.0), Some(other));
     }
 }

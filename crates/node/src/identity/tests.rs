@@ -201,3 +201,24 @@ fn the_verified_signature_memory_is_bounded() {
     assert_eq!(memory.order.len(), VERIFIED_LIMIT);
     assert!(!memory.signers.contains_key(&[0u8; 32]), "the oldest went first");
 }
+
+/// Ed25519 certificates hand their raw key to the faster verifier; other
+/// key types keep webpki's. Both refuse a signature by another key.
+#[test]
+fn ed25519_keys_are_read_from_certificates_and_other_keys_are_not() {
+    let overlay = Overlay::new();
+    let alice = overlay.member("alice@x", 1);
+    let rsa = overlay.member_with_key(key_from_pem(RSA_KEY).unwrap(), "rsa@x", &[node(5)]);
+    let info = |m: &CertSecurity| crate::pki::cert_info(&m.certificates()[0].certificate, OVERLAY, 16).unwrap();
+    assert!(info(&alice).ed25519_key.is_some());
+    assert_eq!(info(&rsa).ed25519_key, None);
+    // Mallory's Ed25519 signature presented under alice's identity.
+    let mallory = overlay.member("mallory@x", 9);
+    let mut forged = mallory.sign(b"m");
+    forged.identity = alice.identity();
+    let bob = overlay.member("bob@x", 2);
+    assert_eq!(
+        bob.verify(b"m", &forged, &alice.certificates()),
+        Err(SecurityError::BadSignature)
+    );
+}
