@@ -7,8 +7,10 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod footprint;
 mod report;
 mod rig;
+mod scale;
 mod sipp;
 mod throughput;
 
@@ -38,9 +40,23 @@ struct Args {
     /// Kamailio's UDP worker processes.
     #[arg(long, default_value_t = 4)]
     kamailio_children: u32,
-    /// Measurements to run, comma-separated: registers, calls.
-    #[arg(long, value_delimiter = ',', default_value = "registers,calls")]
+    /// Measurements to run, comma-separated: registers, calls, footprint,
+    /// scale.
+    #[arg(long, value_delimiter = ',', default_value = "registers,calls,footprint,scale")]
     only: Vec<Section>,
+    /// Peers of the overlay whose idle footprint is measured.
+    #[arg(long, default_value_t = 50)]
+    footprint_peers: u16,
+    /// How long the idle peers are watched, in seconds.
+    #[arg(long, default_value_t = 300.0)]
+    footprint_seconds: f64,
+    /// Overlay sizes the simulator runs, comma-separated (100000 takes
+    /// about an hour and several GB).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    scale_peers: Vec<usize>,
+    /// Simulated seconds of each scale run.
+    #[arg(long, default_value_t = 600)]
+    scale_duration: u64,
     /// The first of the 400 loopback ports the overlays take.
     #[arg(long, default_value_t = 17084)]
     base_port: u16,
@@ -50,6 +66,8 @@ struct Args {
 enum Section {
     Registers,
     Calls,
+    Footprint,
+    Scale,
 }
 
 /// Ports beside the overlay's block: Kamailio, then SIPp's.
@@ -114,6 +132,29 @@ fn run(mut args: Args) -> Result<()> {
         true => Some(calls(&args, &p2psip, &layout)?),
         false => None,
     };
+    let footprint = match args.only.contains(&Section::Footprint) {
+        true => Some(footprint(&args, &p2psip)?),
+        false => None,
+    };
+    let results = args.repo.join("bench/results");
+    let mut scale = Vec::new();
+    if args.only.contains(&Section::Scale) {
+        for &n in &args.scale_peers {
+            eprintln!(
+                "p2psip-bench: simulator at {n} peers, {} s of churn",
+                args.scale_duration
+            );
+            let figures = scale::simulate(&p2psip, n, args.scale_duration, &results.join(format!("sim-{n}")))?;
+            eprintln!(
+                "  mean hops {:.2} (½·log2 N = {:.2}), lookups {:.3} % ok, {:.0} s wall",
+                figures.hops_mean,
+                figures.hops_half_log2_n,
+                figures.lookup_success_rate * 100.0,
+                figures.wall_s
+            );
+            scale.push(figures);
+        }
+    }
 
     let report = Report {
         date_utc: report_date(),
@@ -123,8 +164,9 @@ fn run(mut args: Args) -> Result<()> {
         max_failure_ratio: throughput::MAX_FAILURE_RATIO,
         registers,
         calls,
+        footprint,
+        scale,
     };
-    let results = args.repo.join("bench/results");
     std::fs::create_dir_all(&results)?;
     std::fs::write(
         results.join("latest.json"),
@@ -285,4 +327,29 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
         p2psip: ours,
         kamailio: reference,
     })
+}
+
+/// Issue 6 §5: an idle overlay of real peer processes.
+fn footprint(args: &Args, p2psip: &Path) -> Result<footprint::Footprint> {
+    eprintln!(
+        "p2psip-bench: idle footprint of {} peers over {:.0} s",
+        args.footprint_peers, args.footprint_seconds
+    );
+    let work = scratch(&args.work, "footprint")?;
+    let demo = Demo::start(
+        p2psip,
+        &work,
+        &DemoSpec {
+            peers: args.footprint_peers,
+            users: &["alice".to_string()],
+            users_at: None,
+            base_port: args.base_port,
+        },
+    )?;
+    let f = footprint::idle(&demo, std::time::Duration::from_secs(30), args.footprint_seconds)?;
+    eprintln!(
+        "  RSS {:.1} MB mean, {:.1} MB max; CPU {:.2} % mean, {:.2} % max; upkeep {:.0} B/s per peer",
+        f.rss_mb_mean, f.rss_mb_max, f.cpu_percent_mean, f.cpu_percent_max, f.maintenance_bytes_per_peer_s
+    );
+    Ok(f)
 }

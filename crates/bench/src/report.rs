@@ -1,6 +1,8 @@
 //! `bench/results/latest.json` and `latest.md`: the machine, the raw
 //! figures and the ratios to Kamailio.
 
+use crate::footprint::Footprint;
+use crate::scale::SimFigures;
 use crate::throughput::Throughput;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -88,6 +90,8 @@ pub struct Report {
     pub max_failure_ratio: f64,
     pub registers: Option<Registers>,
     pub calls: Option<Calls>,
+    pub footprint: Option<Footprint>,
+    pub scale: Vec<SimFigures>,
 }
 
 pub fn ratio(ours: &Throughput, theirs: &Throughput) -> f64 {
@@ -122,15 +126,7 @@ fn detail(md: &mut String, what: &str, t: &Throughput) {
 }
 
 impl Report {
-    pub fn markdown(&self) -> String {
-        let m = &self.machine;
-        let mut md = String::new();
-        let _ = writeln!(md, "# p2psip benchmarks, {}\n", self.date_utc);
-        let _ = writeln!(
-            md,
-            "Machine: {} ({} cores, {} MB), {}. p2psip {}, Kamailio {} ({} UDP workers), {}.\n",
-            m.cpu, m.cores, m.memory_mb, m.kernel, m.p2psip_revision, m.kamailio, self.kamailio_children, m.sipp
-        );
+    fn throughput_tables(&self, md: &mut String) {
         let _ = writeln!(
             md,
             "Each figure is the closed-loop rate of one SIPp run of about {:.0} s with under {:.1} % failed \
@@ -141,14 +137,14 @@ impl Report {
         let _ = writeln!(md, "| measurement | p2psip | Kamailio | ratio |\n|---|---:|---:|---:|");
         if let Some(r) = &self.registers {
             row(
-                &mut md,
+                md,
                 "REGISTER/s with digest, one peer alone",
                 &r.p2psip_one_peer,
                 &r.kamailio,
                 r.ratio_one_peer,
             );
             row(
-                &mut md,
+                md,
                 "REGISTER/s with digest, one peer of 3 (signed Store, 2 replicas)",
                 &r.p2psip_peer_of_three,
                 &r.kamailio,
@@ -157,11 +153,19 @@ impl Report {
         }
         if let Some(c) = &self.calls {
             row(
-                &mut md,
+                md,
                 "calls/s, UAC → peer A → overlay → peer B → UAS (Kamailio: UAC → Kamailio → UAS)",
                 &c.p2psip,
                 &c.kamailio,
                 c.ratio,
+            );
+        }
+        if self.calls.is_some() {
+            let _ = writeln!(
+                md,
+                "\nA p2psip call crosses two peers (the caller's and the callee's), and each INVITE costs \
+                 an overlay Fetch of the callee's signed registration; a Kamailio call crosses one proxy \
+                 that looks the callee up in memory."
             );
         }
         let _ = writeln!(
@@ -170,13 +174,75 @@ impl Report {
              |---|---:|---:|---:|---:|---:|---:|"
         );
         if let Some(r) = &self.registers {
-            detail(&mut md, "REGISTER, p2psip one peer", &r.p2psip_one_peer);
-            detail(&mut md, "REGISTER, p2psip one peer of 3", &r.p2psip_peer_of_three);
-            detail(&mut md, "REGISTER, Kamailio", &r.kamailio);
+            detail(md, "REGISTER, p2psip one peer", &r.p2psip_one_peer);
+            detail(md, "REGISTER, p2psip one peer of 3", &r.p2psip_peer_of_three);
+            detail(md, "REGISTER, Kamailio", &r.kamailio);
         }
         if let Some(c) = &self.calls {
-            detail(&mut md, "calls, p2psip", &c.p2psip);
-            detail(&mut md, "calls, Kamailio", &c.kamailio);
+            detail(md, "calls, p2psip", &c.p2psip);
+            detail(md, "calls, Kamailio", &c.kamailio);
+        }
+    }
+
+    pub fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut md = String::new();
+        let _ = writeln!(md, "# p2psip benchmarks, {}\n", self.date_utc);
+        let _ = writeln!(
+            md,
+            "Machine: {} ({} cores, {} MB), {}. p2psip {}, Kamailio {} ({} UDP workers), {}.\n",
+            m.cpu, m.cores, m.memory_mb, m.kernel, m.p2psip_revision, m.kamailio, self.kamailio_children, m.sipp
+        );
+        if self.registers.is_some() || self.calls.is_some() {
+            self.throughput_tables(&mut md);
+        }
+        if let Some(f) = &self.footprint {
+            let _ = writeln!(
+                md,
+                "\n## Idle footprint\n\n{} peer processes, watched for {:.0} s after 30 s to settle \
+                 (targets: RSS ≤ 10 MB, CPU ≤ 0.5 %).\n\n\
+                 | RSS mean | RSS max | CPU mean | CPU max | sent per peer | upkeep per peer |\n\
+                 |---:|---:|---:|---:|---:|---:|\n\
+                 | {:.1} MB | {:.1} MB | {:.2} % | {:.2} % | {:.0} B/s | {:.0} B/s |",
+                f.peers,
+                f.seconds,
+                f.rss_mb_mean,
+                f.rss_mb_max,
+                f.cpu_percent_mean,
+                f.cpu_percent_max,
+                f.bytes_per_peer_s,
+                f.maintenance_bytes_per_peer_s
+            );
+        }
+        if !self.scale.is_empty() {
+            let _ = writeln!(
+                md,
+                "\n## Scale (simulator, churn with median session 10 min, seed 1)\n\n\
+                 | peers | simulated s | lookups | success | mean hops | ½·log2 N | p99 hops | items lost (expected) | upkeep B/s per peer | wall s | peak RSS MB |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            );
+            for s in &self.scale {
+                let _ = writeln!(
+                    md,
+                    "| {} | {:.0} | {} | {:.3} % | {:.2} | {:.2} | {} | {} ({}) | {:.0} | {:.0} | {:.0} |",
+                    s.peers,
+                    s.simulated_s,
+                    s.lookups,
+                    s.lookup_success_rate * 100.0,
+                    s.hops_mean,
+                    s.hops_half_log2_n,
+                    s.hops_p99,
+                    s.items_lost,
+                    s.items_lost_expected,
+                    s.maintenance_bytes_per_peer_s,
+                    s.wall_s,
+                    s.peak_rss_mb
+                );
+            }
+            let _ = writeln!(
+                md,
+                "\nHop distributions, lookup success over time and upkeep traffic: `sim-N/*.png`."
+            );
         }
         md
     }

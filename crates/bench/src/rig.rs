@@ -40,11 +40,14 @@ fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> Result<boo
 
 /// A local overlay started by `p2psip demo`; dropped, it leaves.
 pub struct Demo {
-    child: Child,
+    child: Owned,
     pub domain: String,
     pub password: String,
     /// Each peer's SIP address (UDP and TCP).
     pub sip: Vec<SocketAddr>,
+    /// Each peer's process id and admin API, for footprint figures.
+    pub pids: Vec<u32>,
+    pub admin: Vec<SocketAddr>,
 }
 
 #[derive(serde::Deserialize)]
@@ -56,7 +59,9 @@ struct DemoFile {
 
 #[derive(serde::Deserialize)]
 struct DemoPeer {
+    pid: u32,
     sip: SocketAddr,
+    admin: SocketAddr,
 }
 
 #[derive(serde::Deserialize)]
@@ -88,24 +93,23 @@ impl Demo {
         if let Some(at) = spec.users_at {
             c.args(["--users-at", &at.to_string()]);
         }
-        let mut child = c
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&log)?)
-            .stderr(Stdio::null())
-            .spawn()
-            .with_context(|| format!("cannot start {}", p2psip.display()))?;
+        let stdout = std::fs::File::create(&log)?;
+        let mut child = Owned(
+            c.stdin(Stdio::null())
+                .stdout(stdout)
+                .stderr(Stdio::null())
+                .spawn()
+                .with_context(|| format!("cannot start {}", p2psip.display()))?,
+            Duration::from_secs(20),
+        );
         let file = dir.join("overlay").join("demo.json");
-        let waited = wait_until(Duration::from_secs(300), "the demo overlay to form", || {
-            if let Ok(Some(status)) = child.try_wait() {
+        wait_until(Duration::from_secs(300), "the demo overlay to form", || {
+            if let Ok(Some(status)) = child.0.try_wait() {
                 let out = std::fs::read_to_string(&log).unwrap_or_default();
                 bail!("p2psip demo exited ({status}): {}", out.lines().last().unwrap_or(""));
             }
             Ok(file.exists())
-        });
-        if let Err(e) = waited {
-            stop(&mut child, Duration::from_secs(10));
-            return Err(e);
-        }
+        })?;
         let demo: DemoFile = serde_json::from_str(&std::fs::read_to_string(&file)?)
             .with_context(|| format!("cannot read {}", file.display()))?;
         Ok(Demo {
@@ -113,20 +117,49 @@ impl Demo {
             domain: demo.overlay,
             password: demo.accounts.first().map(|a| a.password.clone()).unwrap_or_default(),
             sip: demo.peers.iter().map(|p| p.sip).collect(),
+            pids: demo.peers.iter().map(|p| p.pid).collect(),
+            admin: demo.peers.iter().map(|p| p.admin).collect(),
         })
     }
 }
 
 impl Drop for Demo {
+    /// The demo makes its peers leave one after another; the next overlay
+    /// takes the same ports, so this waits until every peer is gone.
     fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(20));
+        stop(&mut self.child.0, self.child.1);
+        let start = Instant::now();
+        let alive = |pid: &u32| Path::new(&format!("/proc/{pid}")).exists();
+        while self.pids.iter().any(alive) && start.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        for pid in self.pids.iter().filter(|p| alive(p)) {
+            if let Ok(pid) = i32::try_from(*pid) {
+                // SAFETY: kill(2) on a peer the demo started; it outlived
+                // the demo and its own leave.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
+/// A child process stopped (SIGTERM, then SIGKILL after the grace) when
+/// dropped, on every path.
+struct Owned(Child, Duration);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        stop(&mut self.0, self.1);
     }
 }
 
 /// Kamailio as registrar (usrloc in memory) and stateful record-routing
 /// proxy, from `bench/kamailio/kamailio.cfg`.
 pub struct Kamailio {
-    child: Child,
+    /// Stopped when this is dropped.
+    _child: Owned,
     pub addr: SocketAddr,
 }
 
@@ -144,16 +177,20 @@ impl Kamailio {
         let log = dir.join("kamailio.log");
         // -DD: in the foreground, so this process owns it; -m/-M: the
         // default 64 MB of shared memory runs out under SIPp load.
-        let mut child = Command::new("kamailio")
-            .arg("-f")
-            .arg(&config)
-            .args(["-DD", "-E", "-m", "1024", "-M", "32", "-w"])
-            .arg(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?)
-            .spawn()
-            .context("cannot start kamailio: apt-get install kamailio")?;
+        let stderr = std::fs::File::create(&log)?;
+        let mut child = Owned(
+            Command::new("kamailio")
+                .arg("-f")
+                .arg(&config)
+                .args(["-DD", "-E", "-m", "1024", "-M", "32", "-w"])
+                .arg(dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .context("cannot start kamailio: apt-get install kamailio")?,
+            Duration::from_secs(10),
+        );
         let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
         probe.set_read_timeout(Some(Duration::from_millis(200)))?;
         let options = format!(
@@ -161,26 +198,16 @@ impl Kamailio {
              To: <sip:{addr}>\r\nCall-ID: bench-probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
             me = probe.local_addr()?
         );
-        let ready = wait_until(Duration::from_secs(20), "kamailio to answer OPTIONS", || {
-            if let Ok(Some(status)) = child.try_wait() {
+        wait_until(Duration::from_secs(20), "kamailio to answer OPTIONS", || {
+            if let Ok(Some(status)) = child.0.try_wait() {
                 let out = std::fs::read_to_string(&log).unwrap_or_default();
                 bail!("kamailio exited ({status}): {}", out.lines().last().unwrap_or(""));
             }
             probe.send_to(options.as_bytes(), addr)?;
             let mut buf = [0u8; 2048];
             Ok(probe.recv_from(&mut buf).is_ok())
-        });
-        if let Err(e) = ready {
-            stop(&mut child, Duration::from_secs(5));
-            return Err(e);
-        }
-        Ok(Kamailio { child, addr })
-    }
-}
-
-impl Drop for Kamailio {
-    fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(10));
+        })?;
+        Ok(Kamailio { _child: child, addr })
     }
 }
 

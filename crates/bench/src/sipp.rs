@@ -12,7 +12,7 @@ pub struct SippRun {
     pub successful: u64,
     pub failed: u64,
     pub retransmissions: u64,
-    /// From the first call to the last statistics line.
+    /// From SIPp's start to its last statistics line.
     pub wall_s: f64,
 }
 

@@ -12,7 +12,7 @@ pub const MAX_FAILURE_RATIO: f64 = 0.001;
 
 /// SIPp's calls in flight, tried from the first down until a run stays
 /// under [`MAX_FAILURE_RATIO`].
-const CONCURRENCY: [u32; 3] = [200, 100, 50];
+const CONCURRENCY: [u32; 4] = [400, 200, 100, 50];
 
 /// One SIPp run of a throughput search.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -151,23 +151,25 @@ pub fn calls(
     register_once(work, scenarios.register, caller_proxy, caller_user, ports.caller)?;
     register_once(work, scenarios.register, callee_proxy, callee_user, ports.callee)?;
     saturate(seconds, |concurrency, count| {
-        let mut callee = Sipp {
-            scenario: scenarios.callee,
-            target: callee_proxy,
-            local_port: ports.callee,
-            service: None,
-            inject: None,
-            concurrency: None,
-            calls: None,
-            timeout_s: 600,
-            stats: work.join("callee.csv"),
-        }
-        .spawn()?;
+        let callee = Running(
+            Sipp {
+                scenario: scenarios.callee,
+                target: callee_proxy,
+                local_port: ports.callee,
+                service: None,
+                inject: None,
+                concurrency: None,
+                calls: None,
+                timeout_s: 600,
+                stats: work.join("callee.csv"),
+            }
+            .spawn()?,
+        );
         // The callee's socket must be up before the first INVITE.
-        let bound = Instant::now();
-        while std::net::UdpSocket::bind(("127.0.0.1", ports.callee)).is_ok() {
+        let start = Instant::now();
+        while !udp_bound(ports.callee) {
             anyhow::ensure!(
-                bound.elapsed() < Duration::from_secs(10),
+                start.elapsed() < Duration::from_secs(10),
                 "the callee's sipp did not bind port {}",
                 ports.callee
             );
@@ -186,9 +188,30 @@ pub fn calls(
         }
         .run();
         // Every call the caller counted is over: the callee has nothing
-        // left to answer.
-        let _ = callee.kill();
-        let _ = callee.wait();
+        // left to answer, and is stopped when `callee` goes.
+        drop(callee);
         run
+    })
+}
+
+/// A SIPp process stopped when dropped, on every path.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether some socket listens on UDP `port` of 127.0.0.1, from
+/// /proc/net/udp (binding the port to find out could steal it).
+fn udp_bound(port: u16) -> bool {
+    let wanted = format!("0100007F:{port:04X}");
+    std::fs::read_to_string("/proc/net/udp").is_ok_and(|table| {
+        table
+            .lines()
+            .skip(1)
+            .any(|l| l.split_whitespace().nth(1) == Some(wanted.as_str()))
     })
 }
