@@ -136,8 +136,7 @@ fn check_signature(
         hash: 8,
         signature: signature_algorithm::ED25519,
     };
-    if let (true, Some(key)) = (signature.algorithm == ed25519, info.ed25519_key) {
-        let key = ed25519_dalek::VerifyingKey::from_bytes(&key).map_err(|_| SecurityError::UnknownSigner)?;
+    if let (true, Some(key)) = (signature.algorithm == ed25519, &info.ed25519_key) {
         let value = ed25519_dalek::Signature::from_slice(&signature.signature_value)
             .map_err(|_| SecurityError::BadSignature)?;
         return key
