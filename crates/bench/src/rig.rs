@@ -175,14 +175,15 @@ impl Kamailio {
                 .replace("CHILDREN", &children.to_string()),
         )?;
         let log = dir.join("kamailio.log");
-        // -DD: in the foreground, so this process owns it; -m/-M: the
+        // -D: in the foreground, so this process owns it (-DD would fork
+        // the main process away from it); -m/-M: the
         // default 64 MB of shared memory runs out under SIPp load.
         let stderr = std::fs::File::create(&log)?;
         let mut child = Owned(
             Command::new("kamailio")
                 .arg("-f")
                 .arg(&config)
-                .args(["-DD", "-E", "-m", "1024", "-M", "32", "-w"])
+                .args(["-D", "-E", "-m", "1024", "-M", "32", "-w"])
                 .arg(dir)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
