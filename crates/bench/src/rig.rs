@@ -175,9 +175,9 @@ impl Kamailio {
                 .replace("CHILDREN", &children.to_string()),
         )?;
         let log = dir.join("kamailio.log");
-        // -D: in the foreground, so this process owns it (-DD would fork
-        // the main process away from it); -m/-M: the
-        // default 64 MB of shared memory runs out under SIPp load.
+        // -D: in the foreground, so this process owns it (-DD forks the
+        // main process away from it); -m/-M: the default 64 MB of shared
+        // memory runs out under SIPp load.
         let stderr = std::fs::File::create(&log)?;
         let mut child = Owned(
             Command::new("kamailio")

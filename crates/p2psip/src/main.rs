@@ -14,7 +14,10 @@ mod plot;
 mod sim_cmd;
 
 /// The simulator allocates and frees millions of small buffers a second;
-/// mimalloc does that markedly faster than the system allocator.
+/// mimalloc does that markedly faster than the system allocator. Built
+/// without transparent huge pages (`no_thp`): with them an idle peer held
+/// 6-12 MB of 2 MB pages for a few hundred KB of data (RSS 15.7 MB ->
+/// 10.2 MB), and the 10k-peer simulation runs no slower (33 s either way).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
