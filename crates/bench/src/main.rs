@@ -187,6 +187,17 @@ fn report_date() -> String {
         .unwrap_or_default()
 }
 
+/// Kamailio from `bench/kamailio/kamailio.cfg`, working in `work`.
+fn kamailio(args: &Args, layout: &Layout, work: &Path, password: &str) -> Result<Kamailio> {
+    Kamailio::start(
+        &args.repo.join("bench/kamailio/kamailio.cfg"),
+        work,
+        layout.kamailio,
+        password,
+        args.kamailio_children,
+    )
+}
+
 fn register_scenario(args: &Args, work: &Path, domain: &str) -> Result<PathBuf> {
     sipp::scenario(work, &args.repo.join("bench/sipp/register.xml"), domain, &[])
 }
@@ -225,13 +236,7 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
 
     eprintln!("p2psip-bench: REGISTER throughput, Kamailio");
     let work = scratch(&args.work, "register-kamailio")?;
-    let kamailio = Kamailio::start(
-        &args.repo.join("bench/kamailio/kamailio.cfg"),
-        &work,
-        layout.kamailio,
-        &password,
-        args.kamailio_children,
-    )?;
+    let kamailio = kamailio(args, layout, &work, &password)?;
     let scenario = register_scenario(args, &work, &domain)?;
     let inject = sipp::users_file(&work, "users.csv", &users, &domain, &password)?;
     let reference = throughput::registers(
@@ -313,13 +318,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
 
     eprintln!("p2psip-bench: call throughput, Kamailio");
     let work = scratch(&args.work, "calls-kamailio")?;
-    let kamailio = Kamailio::start(
-        &args.repo.join("bench/kamailio/kamailio.cfg"),
-        &work,
-        layout.kamailio,
-        &password,
-        args.kamailio_children,
-    )?;
+    let kamailio = kamailio(args, layout, &work, &password)?;
     let reference = run(&work, &domain, &password, kamailio.addr, kamailio.addr).context("Kamailio call throughput")?;
     eprintln!("  {:.0}/s", reference.per_s);
     Ok(Calls {
