@@ -259,6 +259,7 @@ pub struct PeerArgs {
 }
 
 fn digest_algorithm(name: &str) -> Result<sip::digest::Algorithm, String> {
+    let name = name.trim();
     sip::digest::Algorithm::from_name(name)
         .ok_or_else(|| format!("'{name}' is not a digest algorithm: use md5 or sha-256"))
 }

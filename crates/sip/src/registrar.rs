@@ -125,11 +125,16 @@ impl Registrar {
         }
     }
 
-    /// Challenges with `algorithms` (preferred first) instead of
-    /// [`DEFAULT_ALGORITHMS`]; an empty list keeps the default.
+    /// Challenges with `algorithms` (preferred first, each once) instead
+    /// of [`DEFAULT_ALGORITHMS`]; an empty list keeps the default.
     pub fn with_digest_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
         if !algorithms.is_empty() {
-            self.algorithms = algorithms.to_vec();
+            self.algorithms.clear();
+            for a in algorithms {
+                if !self.algorithms.contains(a) {
+                    self.algorithms.push(*a);
+                }
+            }
         }
         self
     }

@@ -72,6 +72,13 @@ fn a_register_without_credentials_is_challenged_with_the_configured_algorithms_i
     assert!(www[1].contains("algorithm=MD5"));
     assert_eq!(reg.binding_count(), 0);
 
+    // An algorithm named twice is offered once.
+    let mut twice = registrar_offering(&[Algorithm::Md5, Algorithm::Sha256, Algorithm::Md5]);
+    let Registered::Answer(a) = twice.register(0, &req, flow()) else {
+        panic!()
+    };
+    assert_eq!(offered(&a, "WWW-Authenticate").len(), 2);
+
     // Unconfigured, a registrar challenges with MD5 alone (decision 0008).
     let users = HashMap::from([("alice".to_string(), Ha1::new("alice", DOMAIN, "secret"))]);
     let mut plain = Registrar::new(DOMAIN, users, [9; 32]);
