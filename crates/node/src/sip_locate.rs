@@ -16,6 +16,20 @@ use tokio::sync::oneshot;
 /// How long an AppAttach answer is reused.
 const ATTACH_REUSE_MS: u64 = 10 * 60 * 1000;
 
+/// Replicas asked after the responsible peer (Chord-reload keeps two,
+/// RFC 6940 §10.4).
+const REPLICAS_ASKED: u8 = 2;
+
+/// RFC 7904 §4.2: after a Fetch answered by `responder` gave no route
+/// that verifies (the data is missing there, or forged), the holder whose
+/// next replica to ask; `None` once `asked` replicas were, or when nobody
+/// answered at all (a timeout names no responder). An unregistered user
+/// costs the two extra Fetches too: an empty answer cannot tell "never
+/// registered" from "not yet handed over".
+fn ask_replica_after(usable_routes: usize, answered: bool, asked: u8, responder: NodeId) -> Option<NodeId> {
+    (usable_routes == 0 && answered && asked < REPLICAS_ASKED).then_some(responder)
+}
+
 struct Locating {
     reply: oneshot::Sender<Location>,
     waiting: usize,
@@ -28,7 +42,9 @@ struct Locating {
 pub(crate) struct SipLocator {
     next: u64,
     locating: HashMap<u64, Locating>,
-    fetches: HashMap<RequestId, (u64, String, ResourceId)>,
+    /// Fetches in flight: the locate they serve, the name and Resource-ID,
+    /// and how many replicas were asked before this one.
+    fetches: HashMap<RequestId, (u64, String, ResourceId, u8)>,
     attaches: HashMap<RequestId, (u64, NodeId)>,
     /// Where peers' SIP listens, from their AppAttach answers.
     known: HashMap<NodeId, (SocketAddr, u64)>,
@@ -46,7 +62,7 @@ impl SipLocator {
         let id = self.next;
         let resource = engine.resource_id(resource_name.as_bytes());
         let request = engine.fetch(now, sip_usage::fetch_registrations(resource.clone()));
-        self.fetches.insert(request, (id, resource_name, resource));
+        self.fetches.insert(request, (id, resource_name, resource, 0));
         self.locating.insert(
             id,
             Locating {
@@ -69,8 +85,26 @@ impl SipLocator {
         outcome: &Result<Body, RequestFailure>,
         responder: NodeId,
     ) -> bool {
-        if let Some((id, resource_name, resource)) = self.fetches.remove(&request) {
-            self.fetched(engine, now, id, (&resource_name, &resource), outcome);
+        if let Some((id, resource_name, resource, asked)) = self.fetches.remove(&request) {
+            let answered = match outcome {
+                Ok(_) => true,
+                // An Error answer names the peer that sent it.
+                Err(RequestFailure::Error(_)) => responder != engine.node_id(),
+                Err(_) => false,
+            };
+            let usable = self.fetched(engine, now, id, (&resource_name, &resource), outcome);
+            if let Some(holder) = ask_replica_after(usable, answered, asked, responder) {
+                let fetch = sip_usage::fetch_registrations(resource.clone());
+                if let Some(next) = engine.fetch_after(now, fetch, &holder) {
+                    tracing::debug!(
+                        "sip: {resource_name} not usable at {}; asking the next replica",
+                        holder.to_hex()
+                    );
+                    self.fetches.insert(next, (id, resource_name, resource, asked + 1));
+                    return true;
+                }
+            }
+            self.settle(id, usable, outcome, &resource_name);
             return true;
         }
         if let Some((id, peer)) = self.attaches.remove(&request) {
@@ -100,6 +134,8 @@ impl SipLocator {
         self.known.retain(|_, (known, _)| *known != address);
     }
 
+    /// Takes a Fetch answer: the routes that verify are attached to or
+    /// used; returns how many there were (0: nothing usable here).
     fn fetched<T: Topology, S: Security>(
         &mut self,
         engine: &mut OverlayNode<T, S>,
@@ -107,12 +143,11 @@ impl SipLocator {
         id: u64,
         (resource_name, resource): (&str, &ResourceId),
         outcome: &Result<Body, RequestFailure>,
-    ) {
-        let mut answer = match outcome {
-            Ok(Body::FetchAns(ans)) => ans.clone(),
-            Ok(_) => return self.finish(id, Location::Unreachable("unexpected answer to Fetch".into())),
-            Err(e) => return self.finish(id, Location::Unreachable(format!("Fetch of {resource_name}: {e}"))),
+    ) -> usize {
+        let Ok(Body::FetchAns(answer)) = outcome else {
+            return 0;
         };
+        let mut answer = answer.clone();
         let dropped = engine.keep_verified(resource, &mut answer);
         if dropped > 0 {
             tracing::warn!("sip: {dropped} values of {resource_name}'s registration did not verify; ignored");
@@ -121,8 +156,9 @@ impl SipLocator {
         self.known.retain(|_, (_, until)| *until > now);
         let mut attach = Vec::new();
         let Some(locating) = self.locating.get_mut(&id) else {
-            return;
+            return 0;
         };
+        let mut usable = 0;
         for target in sip_usage::targets(&answer) {
             // §4.2: the last entry of a route is the peer holding the phone.
             // A URI target (a redirection to another AOR) is not followed yet.
@@ -130,6 +166,7 @@ impl SipLocator {
             let Some(Destination::Node(peer)) = route.last() else {
                 continue;
             };
+            usable += 1;
             if *peer == me {
                 locating.here = true;
             } else if let Some((address, _)) = self.known.get(peer) {
@@ -138,8 +175,8 @@ impl SipLocator {
                 attach.push(*peer);
             }
         }
-        if !locating.here && locating.peers.is_empty() && attach.is_empty() {
-            return self.finish(id, Location::NotFound);
+        if usable == 0 {
+            return 0;
         }
         locating.waiting = attach.len();
         for peer in attach {
@@ -149,6 +186,21 @@ impl SipLocator {
         if self.locating.get(&id).is_some_and(|l| l.waiting == 0) {
             self.complete(id);
         }
+        usable
+    }
+
+    /// Ends a locate whose last Fetch gave nothing usable and that asks no
+    /// further replica.
+    fn settle(&mut self, id: u64, usable: usize, outcome: &Result<Body, RequestFailure>, resource_name: &str) {
+        if usable > 0 {
+            return;
+        }
+        let location = match outcome {
+            Ok(Body::FetchAns(_)) => Location::NotFound,
+            Ok(_) => Location::Unreachable("unexpected answer to Fetch".into()),
+            Err(e) => Location::Unreachable(format!("Fetch of {resource_name}: {e}")),
+        };
+        self.finish(id, location);
     }
 
     fn failed(&mut self, id: u64, why: String) {
@@ -199,6 +251,19 @@ fn socket(address: IpAddressPort) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 7904 §4.2: nothing usable from an answering peer means the
+    /// next replica is asked, twice at most; a route that verifies, or a
+    /// Fetch nobody answered, ends the search.
+    #[test]
+    fn a_replica_is_asked_after_an_answer_with_nothing_usable_and_two_at_most() {
+        let responder = NodeId::from_u128(7);
+        assert_eq!(ask_replica_after(0, true, 0, responder), Some(responder));
+        assert_eq!(ask_replica_after(0, true, 1, responder), Some(responder));
+        assert_eq!(ask_replica_after(0, true, 2, responder), None, "both replicas asked");
+        assert_eq!(ask_replica_after(1, true, 0, responder), None, "a usable route");
+        assert_eq!(ask_replica_after(0, false, 0, responder), None, "no answer to go past");
+    }
 
     #[test]
     fn an_unreachable_address_is_forgotten_and_the_others_kept() {

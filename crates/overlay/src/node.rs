@@ -604,6 +604,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.request(now, dest, Body::FetchReq(req))
     }
 
+    /// Fetches from the replica after `holder` (RFC 7904 §4.2: "ask a
+    /// replica" when the responsible peer's answer is missing or does not
+    /// verify). A replica answers from its copy (§7.4.2 does not ask the
+    /// answering peer to be responsible). `None` when the topology cannot
+    /// name the next replica.
+    pub fn fetch_after(&mut self, now: u64, req: FetchReq, holder: &NodeId) -> Option<RequestId> {
+        let point = self.topology.next_replica_point(holder)?;
+        Some(self.request(now, vec![Destination::Resource(point)], Body::FetchReq(req)))
+    }
+
     /// Sends any request; [`Event::Done`] reports its outcome.
     pub fn request(&mut self, now: u64, destination: Vec<Destination>, body: Body) -> RequestId {
         self.request_as(now, destination, body, None)

@@ -361,6 +361,45 @@ fn a_value_changed_while_its_replicas_are_being_pushed_reaches_them_too() {
     assert_eq!(copies, vec![value(b"second"); 3], "responsible peer and both replicas");
 }
 
+/// RFC 7904 §4.2 "ask a replica": a Fetch routed past the responsible
+/// peer reaches its successor, which answers from its replica copy, and
+/// past that successor the second replica.
+#[test]
+fn a_fetch_after_the_responsible_peer_is_answered_by_each_replica_in_turn() {
+    let mut net = Net::ring(&IDS);
+    let req = net.store_own(2, b"hello");
+    assert!(matches!(net.done(2, req).0, Ok(Body::StoreAns(_))));
+    net.advance(1_000);
+    let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
+    let ask = net.nodes[0].fetch(net.now, fetch_single(&rid));
+    net.pump();
+    let (outcome, responsible) = net.done_by(0, ask);
+    assert!(matches!(outcome, Ok(Body::FetchAns(_))));
+    let mut holder = responsible;
+    let mut answered_by = vec![responsible];
+    for _ in 0..2 {
+        let now = net.now;
+        let ask = net.nodes[0].fetch_after(now, fetch_single(&rid), &holder).unwrap();
+        net.pump();
+        let (outcome, responder) = net.done_by(0, ask);
+        let Ok(Body::FetchAns(ans)) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(ans.kind_responses[0].values.len(), 1, "the replica's copy");
+        answered_by.push(responder);
+        holder = responder;
+    }
+    // The responsible peer and its two successors, in ring order.
+    let mut sorted: Vec<u128> = IDS.to_vec();
+    sorted.sort();
+    let first = sorted
+        .iter()
+        .position(|p| NodeId::from_u128(*p) == responsible)
+        .unwrap();
+    let want: Vec<NodeId> = (0..3).map(|k| NodeId::from_u128(sorted[(first + k) % 6])).collect();
+    assert_eq!(answered_by, want);
+}
+
 #[test]
 fn a_fetch_reports_the_hops_it_took() {
     let mut net = Net::ring(&IDS);

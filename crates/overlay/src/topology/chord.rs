@@ -485,6 +485,15 @@ impl Topology for ChordReload {
         hash(name)
     }
 
+    /// §10.4: the replicas are the responsible peer's successors, and the
+    /// peer after `holder` is responsible for the ID right after it.
+    fn next_replica_point(&self, holder: &NodeId) -> Option<ResourceId> {
+        let bytes: [u8; 16] = holder.as_bytes().try_into().ok()?;
+        Some(ResourceId(
+            u128::from_be_bytes(bytes).wrapping_add(1).to_be_bytes().to_vec(),
+        ))
+    }
+
     /// §10.1: responsible for k if k is in (predecessor, self].
     fn is_responsible(&self, id: &[u8]) -> bool {
         match self.predecessors.first() {

@@ -102,6 +102,15 @@ pub trait Topology {
     /// this peer can tell; `None` when it is too far away to know.
     fn replica_set(&self, resource: &[u8]) -> Option<Vec<NodeId>>;
 
+    /// An ID that `holder`'s next replica is responsible for: a request
+    /// routed to it reaches the peer after `holder` in the replica set, to
+    /// ask a replica directly (RFC 7904 §4.2: when the responsible peer's
+    /// answer is missing or does not verify). `None` when the algorithm
+    /// cannot name one.
+    fn next_replica_point(&self, _holder: &NodeId) -> Option<ResourceId> {
+        None
+    }
+
     /// Whether a replica Store for `resource` from `sender` is plausible
     /// (§7.4.1.1: it comes from a node in or closer than the replica set).
     fn plausible_replica_source(&self, resource: &[u8], sender: &NodeId) -> bool;
