@@ -147,7 +147,7 @@ impl Drop for Demo {
 
 /// A child process stopped (SIGTERM, then SIGKILL after the grace) when
 /// dropped, on every path.
-struct Owned(Child, Duration);
+pub struct Owned(pub Child, pub Duration);
 
 impl Drop for Owned {
     fn drop(&mut self) {

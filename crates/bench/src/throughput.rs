@@ -1,6 +1,7 @@
 //! Issue 6 §1 and §2: REGISTER (with digest) and call throughput, each the
 //! highest closed-loop rate SIPp sustains with under 0.1 % failures.
 
+use crate::rig::Owned;
 use crate::sipp::{Sipp, SippRun};
 use anyhow::Result;
 use std::net::SocketAddr;
@@ -151,7 +152,7 @@ pub fn calls(
     register_once(work, scenarios.register, caller_proxy, caller_user, ports.caller)?;
     register_once(work, scenarios.register, callee_proxy, callee_user, ports.callee)?;
     saturate(seconds, |concurrency, count| {
-        let callee = Running(
+        let callee = Owned(
             Sipp {
                 scenario: scenarios.callee,
                 target: callee_proxy,
@@ -164,6 +165,9 @@ pub fn calls(
                 stats: work.join("callee.csv"),
             }
             .spawn()?,
+            // Every call the caller counted is over when it goes: nothing
+            // is left to answer.
+            Duration::ZERO,
         );
         // The callee's socket must be up before the first INVITE.
         let start = Instant::now();
@@ -192,16 +196,6 @@ pub fn calls(
         drop(callee);
         run
     })
-}
-
-/// A SIPp process stopped when dropped, on every path.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Whether some socket listens on UDP `port` of 127.0.0.1, from

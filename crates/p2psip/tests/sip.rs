@@ -92,6 +92,16 @@ fn sip_overlay(tag: &str, n: usize) -> (Overlay, Vec<std::path::PathBuf>) {
     (o, dirs)
 }
 
+/// An overlay of `n` peers with `--sip`, alice enrolled at peer `a` and bob
+/// at peer `b`; every peer's SIP address, and the peers.
+fn alice_and_bob(tag: &str, n: usize, a: usize, b: usize) -> (Overlay, Vec<SocketAddr>, Vec<Peer>) {
+    let (mut o, dirs) = sip_overlay(tag, n);
+    o.enroll_user(&dirs[a], "alice", "alice-pw");
+    o.enroll_user(&dirs[b], "bob", "bob-pw");
+    let (sip, peers) = start_sip_peers(&mut o, &dirs);
+    (o, sip, peers)
+}
+
 /// Starts a peer with `--sip` for every directory and waits for the ring.
 fn start_sip_peers(o: &mut Overlay, dirs: &[std::path::PathBuf]) -> (Vec<SocketAddr>, Vec<Peer>) {
     let sip: Vec<SocketAddr> = dirs.iter().map(|_| loopback(free_port())).collect();
@@ -115,10 +125,7 @@ fn phones_register_with_digest_and_their_registrations_land_in_the_overlay() {
     if !tool_answers("sipp", "-v", "sip-tester") {
         return;
     }
-    let (mut o, dirs) = sip_overlay("sip-register", 3);
-    o.enroll_user(&dirs[0], "alice", "alice-pw");
-    o.enroll_user(&dirs[2], "bob", "bob-pw");
-    let (sip, peers) = start_sip_peers(&mut o, &dirs);
+    let (o, sip, peers) = alice_and_bob("sip-register", 3, 0, 2);
     let all: Vec<&Peer> = peers.iter().collect();
 
     let scenarios = o.dir.join("scenarios");
@@ -373,10 +380,7 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
     if !tool_answers("baresip", "-h", "baresip") {
         return;
     }
-    let (mut o, dirs) = sip_overlay("sip-baresip", 3);
-    o.enroll_user(&dirs[0], "alice", "alice-pw");
-    o.enroll_user(&dirs[2], "bob", "bob-pw");
-    let (sip, peers) = start_sip_peers(&mut o, &dirs);
+    let (mut o, sip, peers) = alice_and_bob("sip-baresip", 3, 0, 2);
     let all: Vec<&Peer> = peers.iter().collect();
     let phones = o.dir.join("phones");
     let bob = softphone::Softphone::start(
