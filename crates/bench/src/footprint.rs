@@ -1,9 +1,9 @@
 //! Issue 6 §5: what an idle peer costs, in a 50-peer overlay of real
 //! processes: resident memory, CPU, and the overlay upkeep it sends.
 
+use crate::admin;
 use crate::rig::Demo;
 use anyhow::{Context, Result};
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -45,22 +45,10 @@ fn rss_mb(pid: u32) -> Result<f64> {
     Ok(kb / 1024.0)
 }
 
-/// One OpenMetrics counter from a peer's admin API.
-fn counter(admin: SocketAddr, name: &str) -> Result<f64> {
-    let mut tcp = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(tcp, "GET /metrics HTTP/1.0\r\nHost: {admin}\r\n\r\n")?;
-    let mut text = String::new();
-    tcp.read_to_string(&mut text)?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .with_context(|| format!("no {name} at {admin}"))
-}
-
 fn sent(admin: SocketAddr) -> Result<(f64, f64)> {
     Ok((
-        counter(admin, "p2psip_sent_bytes_total")?,
-        counter(admin, "p2psip_maintenance_sent_bytes_total")?,
+        admin::metric(admin, "p2psip_sent_bytes_total")?,
+        admin::metric(admin, "p2psip_maintenance_sent_bytes_total")?,
     ))
 }
 

@@ -7,7 +7,9 @@ use clap::Parser;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+mod admin;
 mod footprint;
+mod latency;
 mod report;
 mod rig;
 mod scale;
@@ -40,10 +42,28 @@ struct Args {
     /// Kamailio's UDP worker processes.
     #[arg(long, default_value_t = 4)]
     kamailio_children: u32,
-    /// Measurements to run, comma-separated: registers, calls, footprint,
-    /// scale.
-    #[arg(long, value_delimiter = ',', default_value = "registers,calls,footprint,scale")]
+    /// Measurements to run, comma-separated: registers, calls, latency,
+    /// footprint, scale.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "registers,calls,latency,footprint,scale"
+    )]
     only: Vec<Section>,
+    /// Peers of the overlay call setup is timed through (at most 100,
+    /// the demo's limit; 5-hop lookups need about that many).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u16).range(3..=100))]
+    latency_peers: u16,
+    /// Callee names whose lookup path lengths are probed from every
+    /// caller's peer (in 100 peers, about 1 in 300 lookups takes 5 hops).
+    #[arg(long, default_value_t = 100)]
+    latency_callees: usize,
+    /// Calls per second while call setup is timed: a moderate load.
+    #[arg(long, default_value_t = 50)]
+    latency_rate: u32,
+    /// Calls timed per (caller's peer, callee) pair and for Kamailio.
+    #[arg(long, default_value_t = 500)]
+    latency_calls: u64,
     /// Peers of the overlay whose idle footprint is measured.
     #[arg(long, default_value_t = 50)]
     footprint_peers: u16,
@@ -66,6 +86,7 @@ struct Args {
 enum Section {
     Registers,
     Calls,
+    Latency,
     Footprint,
     Scale,
 }
@@ -132,6 +153,10 @@ fn run(mut args: Args) -> Result<()> {
         true => Some(calls(&args, &p2psip, &layout)?),
         false => None,
     };
+    let latency = match args.only.contains(&Section::Latency) {
+        true => Some(latency(&args, &p2psip, &layout)?),
+        false => None,
+    };
     let footprint = match args.only.contains(&Section::Footprint) {
         true => Some(footprint(&args, &p2psip)?),
         false => None,
@@ -164,6 +189,7 @@ fn run(mut args: Args) -> Result<()> {
         max_failure_ratio: throughput::MAX_FAILURE_RATIO,
         registers,
         calls,
+        latency,
         footprint,
         scale,
     };
@@ -202,6 +228,28 @@ fn register_scenario(args: &Args, work: &Path, domain: &str) -> Result<PathBuf> 
     sipp::scenario(work, &args.repo.join("bench/sipp/register.xml"), domain, &[])
 }
 
+/// REGISTER, the caller's and the callee's scenario, with `domain`.
+fn call_scenarios(args: &Args, work: &Path, domain: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
+    let tests = args.repo.join("crates/p2psip/tests/sipp");
+    // The tests' scenarios. Under load a proxy with several workers
+    // (Kamailio) may deliver the BYE before the ACK over UDP; the callee
+    // then takes the BYE without waiting for the ACK instead of counting a
+    // failed call.
+    Ok((
+        register_scenario(args, work, domain)?,
+        sipp::scenario(work, &tests.join("uac_call.xml"), domain, &[])?,
+        sipp::scenario(
+            work,
+            &tests.join("uas_call.xml"),
+            domain,
+            &[(
+                r#"<recv request="ACK" crlf="true"/>"#,
+                r#"<recv request="ACK" crlf="true" optional="true"/>"#,
+            )],
+        )?,
+    ))
+}
+
 /// Issue 6 §1: one peer alone, one peer of three, Kamailio.
 fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
     let users: Vec<String> = (0..args.users).map(|i| format!("u{i:04}")).collect();
@@ -214,7 +262,7 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
             &DemoSpec {
                 peers,
                 users: &users,
-                users_at: Some(0),
+                users_at: &[0],
                 base_port: args.base_port,
             },
         )?;
@@ -263,23 +311,8 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
 /// overlay, and through Kamailio.
 fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     let users = ["alice".to_string(), "bob".to_string()];
-    let scenarios_dir = args.repo.join("crates/p2psip/tests/sipp");
     let run = |work: &Path, domain: &str, password: &str, caller: SocketAddr, callee: SocketAddr| {
-        let register = register_scenario(args, work, domain)?;
-        // The tests' scenarios. Under load a proxy with several workers
-        // (Kamailio) may deliver the BYE before the ACK over UDP; the
-        // callee then takes the BYE without waiting for the ACK instead of
-        // counting a failed call.
-        let uac = sipp::scenario(work, &scenarios_dir.join("uac_call.xml"), domain, &[])?;
-        let uas = sipp::scenario(
-            work,
-            &scenarios_dir.join("uas_call.xml"),
-            domain,
-            &[(
-                r#"<recv request="ACK" crlf="true"/>"#,
-                r#"<recv request="ACK" crlf="true" optional="true"/>"#,
-            )],
-        )?;
+        let (register, uac, uas) = call_scenarios(args, work, domain)?;
         let alice = sipp::users_file(work, "alice.csv", &users[..1], domain, password)?;
         let bob = sipp::users_file(work, "bob.csv", &users[1..], domain, password)?;
         throughput::calls(
@@ -307,7 +340,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
         &DemoSpec {
             peers: 3,
             users: &users,
-            users_at: None,
+            users_at: &[],
             base_port: args.base_port,
         },
     )?;
@@ -328,6 +361,97 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     })
 }
 
+fn latency_calling<'a>(
+    args: &Args,
+    layout: &Layout,
+    work: &'a Path,
+    (register, caller, callee): &'a (PathBuf, PathBuf, PathBuf),
+) -> latency::Calling<'a> {
+    latency::Calling {
+        work,
+        register,
+        caller,
+        callee,
+        caller_port: layout.sipp.caller,
+        callee_port: layout.sipp.callee,
+        rate_per_s: args.latency_rate,
+        calls: args.latency_calls,
+    }
+}
+
+/// Issue 6 §3: INVITE→180 through an overlay, by the hops of the callee's
+/// lookup, and through Kamailio.
+fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Latency> {
+    let peers = args.latency_peers;
+    eprintln!(
+        "p2psip-bench: call setup latency, {} calls/s, {peers} peers, callees at peer 1",
+        args.latency_rate
+    );
+    let caller = |peer: usize| format!("a{peer:03}");
+    let callees: Vec<String> = (0..args.latency_callees).map(|i| format!("c{i:03}")).collect();
+    let callee_peer = 1;
+    let users: Vec<String> = (0..usize::from(peers))
+        .map(caller)
+        .chain(callees.iter().cloned())
+        .collect();
+    let users_at: Vec<u16> = (0..peers)
+        .chain(std::iter::repeat_n(callee_peer as u16, callees.len()))
+        .collect();
+    let setup = |work: &Path, domain: &str| call_scenarios(args, work, domain);
+    let work = scratch(&args.work, "latency-p2psip")?;
+    let demo = Demo::start(
+        p2psip,
+        &work,
+        &DemoSpec {
+            peers,
+            users: &users,
+            users_at: &users_at,
+            base_port: args.base_port,
+        },
+    )?;
+    let files = setup(&work, &demo.domain)?;
+    let (pairs_by_hops, classes) = latency::through_overlay(
+        &demo,
+        &latency_calling(args, layout, &work, &files),
+        &callees,
+        callee_peer,
+        caller,
+    )
+    .context("call setup through the overlay")?;
+    let (domain, password) = (demo.domain.clone(), demo.password.clone());
+    drop(demo);
+
+    eprintln!("p2psip-bench: call setup latency, Kamailio");
+    let work = scratch(&args.work, "latency-kamailio")?;
+    let kamailio = kamailio(args, layout, &work, &password)?;
+    let files = setup(&work, &domain)?;
+    let kamailio_times = latency::through_kamailio(
+        &latency_calling(args, layout, &work, &files),
+        kamailio.addr,
+        &domain,
+        &password,
+    )
+    .context("call setup through Kamailio")?;
+    drop(kamailio);
+    let (added_per_hop_p50_us, added_per_hop_p99_us) = latency::added_per_hop(&classes);
+    eprintln!(
+        "  Kamailio INVITE→180 p50 {:.3} ms, p99 {:.3} ms; p2psip adds {:.0} µs p50 per overlay hop",
+        kamailio_times.p50_ms,
+        kamailio_times.p99_ms,
+        added_per_hop_p50_us.unwrap_or(f64::NAN)
+    );
+    Ok(latency::Latency {
+        peers,
+        rate_per_s: args.latency_rate,
+        calls_per_pair: args.latency_calls,
+        pairs_by_hops,
+        classes,
+        kamailio: kamailio_times,
+        added_per_hop_p50_us,
+        added_per_hop_p99_us,
+    })
+}
+
 /// Issue 6 §5: an idle overlay of real peer processes.
 fn footprint(args: &Args, p2psip: &Path) -> Result<footprint::Footprint> {
     eprintln!(
@@ -341,7 +465,7 @@ fn footprint(args: &Args, p2psip: &Path) -> Result<footprint::Footprint> {
         &DemoSpec {
             peers: args.footprint_peers,
             users: &["alice".to_string()],
-            users_at: None,
+            users_at: &[],
             base_port: args.base_port,
         },
     )?;

@@ -2,6 +2,7 @@
 //! figures and the ratios to Kamailio.
 
 use crate::footprint::Footprint;
+use crate::latency::Latency;
 use crate::scale::SimFigures;
 use crate::throughput::Throughput;
 use serde::Serialize;
@@ -90,6 +91,7 @@ pub struct Report {
     pub max_failure_ratio: f64,
     pub registers: Option<Registers>,
     pub calls: Option<Calls>,
+    pub latency: Option<Latency>,
     pub footprint: Option<Footprint>,
     pub scale: Vec<SimFigures>,
 }
@@ -122,6 +124,56 @@ fn detail(md: &mut String, what: &str, t: &Throughput) {
         } else {
             " over the failure limit at every concurrency |"
         }
+    );
+}
+
+fn latency_table(md: &mut String, l: &Latency) {
+    let _ = writeln!(
+        md,
+        "\n## Call setup latency\n\nINVITE→180 at {} calls/s, {} calls per (caller's peer, callee) pair, \
+         timed from a loopback capture at the caller. Overlay of {} peers; the callee's phone is at \
+         peer 1, the caller's at the peer named; the hops are those of the callee's lookup from the \
+         caller's peer (pairs found per hop count: {:?}).\n\n\
+         | path | pairs (caller's peer → callee, measured Fetch hops) | calls | p50 ms | p99 ms |\n\
+         |---|---|---:|---:|---:|",
+        l.rate_per_s, l.calls_per_pair, l.peers, l.pairs_by_hops
+    );
+    for c in &l.classes {
+        let pairs: Vec<String> = c
+            .pairs
+            .iter()
+            .map(|p| format!("{} → {} ({:.2})", p.caller_peer, p.callee, p.fetch_hops_mean))
+            .collect();
+        match &c.setup {
+            Some(s) => {
+                let _ = writeln!(
+                    md,
+                    "| p2psip, lookup {} hop(s) | {} | {} | {:.3} | {:.3} |",
+                    c.hops,
+                    pairs.join(", "),
+                    s.calls,
+                    s.p50_ms,
+                    s.p99_ms
+                );
+            }
+            None => {
+                let _ = writeln!(md, "| p2psip, lookup {} hop(s) | none found | 0 | | |", c.hops);
+            }
+        }
+    }
+    let k = &l.kamailio;
+    let _ = writeln!(
+        md,
+        "| Kamailio (one proxy, location in memory) | | {} | {:.3} | {:.3} |",
+        k.calls, k.p50_ms, k.p99_ms
+    );
+    let us = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.0} µs"));
+    let _ = writeln!(
+        md,
+        "\nAdded per overlay hop (least-squares slope over the hop counts; target p50 ≤ 100 µs): \
+         p50 {}, p99 {}. A hop carries the Fetch there and its answer back.",
+        us(l.added_per_hop_p50_us),
+        us(l.added_per_hop_p99_us)
     );
 }
 
@@ -195,6 +247,9 @@ impl Report {
         );
         if self.registers.is_some() || self.calls.is_some() {
             self.throughput_tables(&mut md);
+        }
+        if let Some(l) = &self.latency {
+            latency_table(&mut md, l);
         }
         if let Some(f) = &self.footprint {
             let _ = writeln!(

@@ -73,8 +73,9 @@ struct DemoAccount {
 pub struct DemoSpec<'a> {
     pub peers: u16,
     pub users: &'a [String],
-    /// Serve every user at this peer rather than spreading them.
-    pub users_at: Option<u16>,
+    /// The peer serving all users, or each user in order; empty spreads
+    /// them (`p2psip demo --users-at`).
+    pub users_at: &'a [u16],
     pub base_port: u16,
 }
 
@@ -90,14 +91,16 @@ impl Demo {
             .args(["--peers", &spec.peers.to_string()])
             .args(["--base-port", &spec.base_port.to_string()])
             .args(["--users", &spec.users.join(",")]);
-        if let Some(at) = spec.users_at {
-            c.args(["--users-at", &at.to_string()]);
+        if !spec.users_at.is_empty() {
+            let at: Vec<String> = spec.users_at.iter().map(u16::to_string).collect();
+            c.args(["--users-at", &at.join(",")]);
         }
         let stdout = std::fs::File::create(&log)?;
+        let errors = dir.join("demo.err");
         let mut child = Owned(
             c.stdin(Stdio::null())
                 .stdout(stdout)
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(&errors)?)
                 .spawn()
                 .with_context(|| format!("cannot start {}", p2psip.display()))?,
             Duration::from_secs(20),
@@ -105,8 +108,8 @@ impl Demo {
         let file = dir.join("overlay").join("demo.json");
         wait_until(Duration::from_secs(300), "the demo overlay to form", || {
             if let Ok(Some(status)) = child.0.try_wait() {
-                let out = std::fs::read_to_string(&log).unwrap_or_default();
-                bail!("p2psip demo exited ({status}): {}", out.lines().last().unwrap_or(""));
+                let said = std::fs::read_to_string(&errors).unwrap_or_default();
+                bail!("p2psip demo exited ({status}): {}", said.trim());
             }
             Ok(file.exists())
         })?;

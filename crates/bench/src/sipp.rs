@@ -73,8 +73,12 @@ pub struct Sipp<'a> {
     pub service: Option<&'a str>,
     /// `-inf`: users and passwords.
     pub inject: Option<&'a Path>,
-    /// `-l`: scenarios in flight at once; none for a callee.
+    /// `-l`: scenarios in flight at once, started as fast as they end (a
+    /// closed loop); none for a callee.
     pub concurrency: Option<u32>,
+    /// `-r`: scenarios started per second whatever is in flight (an open
+    /// loop at a fixed rate); ignored with `concurrency`.
+    pub rate_per_s: Option<u32>,
     /// `-m`: scenarios to run before exiting. None for a callee, which
     /// runs until it is stopped: SIPp counts a late retransmitted INVITE
     /// as a new call, so a callee counting calls ends one call early.
@@ -118,6 +122,8 @@ impl Sipp<'_> {
             // loop shared/REAL-TOOLS.md describes for throughput.
             c.args(["-r", "100000", "-rp", "1000", "-l", &l.to_string()])
                 .args(["-recv_timeout", "3000"]);
+        } else if let Some(r) = self.rate_per_s {
+            c.args(["-r", &r.to_string(), "-rp", "1000"]);
         }
         c
     }

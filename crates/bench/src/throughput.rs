@@ -106,6 +106,7 @@ pub fn registers(
             service: None,
             inject: Some(inject),
             concurrency: Some(concurrency),
+            rate_per_s: None,
             calls: Some(count),
             timeout_s: 600,
             stats: work.join("register.csv"),
@@ -123,6 +124,7 @@ pub fn register_once(work: &Path, register: &Path, registrar: SocketAddr, inject
         service: None,
         inject: Some(inject),
         concurrency: None,
+        rate_per_s: None,
         calls: Some(1),
         timeout_s: 30,
         stats: work.join("register-once.csv"),
@@ -152,33 +154,7 @@ pub fn calls(
     register_once(work, scenarios.register, caller_proxy, caller_user, ports.caller)?;
     register_once(work, scenarios.register, callee_proxy, callee_user, ports.callee)?;
     saturate(seconds, |concurrency, count| {
-        let callee = Owned(
-            Sipp {
-                scenario: scenarios.callee,
-                target: callee_proxy,
-                local_port: ports.callee,
-                service: None,
-                inject: None,
-                concurrency: None,
-                calls: None,
-                timeout_s: 600,
-                stats: work.join("callee.csv"),
-            }
-            .spawn()?,
-            // Every call the caller counted is over when it goes: nothing
-            // is left to answer.
-            Duration::ZERO,
-        );
-        // The callee's socket must be up before the first INVITE.
-        let start = Instant::now();
-        while !udp_bound(ports.callee) {
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(10),
-                "the callee's sipp did not bind port {}",
-                ports.callee
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let callee = answering_callee(work, scenarios.callee, callee_proxy, ports.callee)?;
         let run = Sipp {
             scenario: scenarios.caller,
             target: caller_proxy,
@@ -186,6 +162,7 @@ pub fn calls(
             service: Some(callee_name),
             inject: None,
             concurrency: Some(concurrency),
+            rate_per_s: None,
             calls: Some(count),
             timeout_s: 600,
             stats: work.join("caller.csv"),
@@ -196,6 +173,39 @@ pub fn calls(
         drop(callee);
         run
     })
+}
+
+/// The callee's SIPp, answering every call sent to it through `proxy`
+/// until dropped; returned once its socket is up, so that no INVITE finds
+/// the port closed.
+pub fn answering_callee(work: &Path, scenario: &Path, proxy: SocketAddr, port: u16) -> Result<Owned> {
+    let callee = Owned(
+        Sipp {
+            scenario,
+            target: proxy,
+            local_port: port,
+            service: None,
+            inject: None,
+            concurrency: None,
+            rate_per_s: None,
+            calls: None,
+            timeout_s: 3600,
+            stats: work.join("callee.csv"),
+        }
+        .spawn()?,
+        // Dropped once every call the caller counted is over: nothing is
+        // left to answer.
+        Duration::ZERO,
+    );
+    let start = Instant::now();
+    while !udp_bound(port) {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "the callee's sipp did not bind port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(callee)
 }
 
 /// Whether some socket listens on UDP `port` of 127.0.0.1, from

@@ -3,9 +3,11 @@
 //! state as JSON; `GET /metrics` what it does as OpenMetrics text (see
 //! [`crate::metrics`]);
 //! `GET /ring` walks the whole overlay; `GET /certificate/NODE_ID` fetches
-//! a peer's certificate from the overlay.
+//! a peer's certificate from the overlay; `GET /responsible/NAME` names the
+//! peer responsible for a resource (a user's AOR, say) and its distance in
+//! overlay hops.
 
-use crate::peer::{AdminRequest, Input, ProbedPeer, RingWalk, Status};
+use crate::peer::{AdminRequest, Input, ProbedPeer, Responsible, RingWalk, Status};
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +22,7 @@ pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>) {
         .route("/metrics", get(metrics))
         .route("/certificate/{node_id}", get(certificate))
         .route("/ring", get(ring))
+        .route("/responsible/{name}", get(responsible))
         .with_state(engine);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin API stopped: {e}");
@@ -57,6 +60,30 @@ async fn certificate(State(engine): State<mpsc::Sender<Input>>, Path(node_id): P
         Ok(Ok(cert)) => Json(cert).into_response(),
         Ok(Err(why)) => (StatusCode::NOT_FOUND, why).into_response(),
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
+    }
+}
+
+/// `GET /responsible/NAME`: the peer responsible for the resource named
+/// NAME (for a SIP user, the AOR without scheme, RFC 7904 §3), found by a
+/// Probe (§6.4.2.5) routed to its Resource-ID like any Fetch or Store of
+/// it, so `hops` is the length of the lookup path from this peer.
+async fn responsible(State(engine): State<mpsc::Sender<Input>>, Path(name): Path<String>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    // A send that fails drops `tx`, so the wait below ends too.
+    let _ = engine
+        .send(Input::Admin(AdminRequest::ResourceId(name.clone(), tx)))
+        .await;
+    let Ok(resource) = rx.await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response();
+    };
+    match probe(&engine, resource.clone()).await {
+        Ok(peer) => Json(Responsible {
+            name,
+            resource_id: reload_wire::hex(resource.as_bytes()),
+            peer,
+        })
+        .into_response(),
+        Err(why) => (StatusCode::BAD_GATEWAY, format!("no answer to a Probe: {why}")).into_response(),
     }
 }
 

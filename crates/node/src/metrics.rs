@@ -11,7 +11,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{exponential_buckets, linear_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 use reload_wire::{ErrorCode, MessageCode};
 
@@ -46,7 +46,7 @@ struct DirectionLabels {
     direction: &'static str,
 }
 
-type LatencyFamily = Family<MethodLabels, Histogram, fn() -> Histogram>;
+type MethodHistograms = Family<MethodLabels, Histogram, fn() -> Histogram>;
 
 /// Round trips of this peer's own requests: 1 ms to about 16 s.
 fn latency_histogram() -> Histogram {
@@ -66,6 +66,13 @@ fn error_name(code: ErrorCode) -> &'static str {
     code.name().unwrap_or("Error_Unregistered")
 }
 
+/// Overlay hops of this peer's answered requests, 1 to 16: Chord-reload
+/// routes in about log2 N, so a path beyond 16 is a routing fault, and
+/// shows in `+Inf`.
+fn hops_histogram() -> Histogram {
+    Histogram::new(linear_buckets(1.0, 1.0, 16))
+}
+
 /// The state gauges, read from the engine when a scrape asks.
 pub(crate) struct Gauges<'a> {
     pub joined: bool,
@@ -83,7 +90,8 @@ pub(crate) struct Metrics {
     forwarded: Family<MessageLabels, Counter>,
     answered: Family<MethodResultLabels, Counter>,
     requests: Family<MethodResultLabels, Counter>,
-    latency: LatencyFamily,
+    latency: MethodHistograms,
+    hops: MethodHistograms,
     link_failures: Family<DirectionLabels, Counter>,
     messages_sent: Counter,
     bytes_sent: Counter,
@@ -108,6 +116,7 @@ impl Metrics {
             answered: Family::default(),
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram),
+            hops: Family::new_with_constructor(hops_histogram),
             link_failures: Family::default(),
             messages_sent: Counter::default(),
             bytes_sent: Counter::default(),
@@ -148,6 +157,11 @@ impl Metrics {
             "Round trip of the requests this peer originated, by method (fetch is the lookup)",
             Unit::Seconds,
             m.latency.clone(),
+        );
+        r.register(
+            "request_hops",
+            "Overlay hops the answered requests this peer originated travelled, by method (fetch: the lookup's path length)",
+            m.hops.clone(),
         );
         r.register(
             "link_failures",
@@ -222,8 +236,14 @@ impl Metrics {
                 request,
                 result,
                 latency_ms,
+                hops,
             } => {
                 let method = method_name(request);
+                if matches!(result, CompletedResult::Success | CompletedResult::Error(_)) {
+                    self.hops
+                        .get_or_create(&MethodLabels { method })
+                        .observe(f64::from(hops));
+                }
                 let result = match result {
                     CompletedResult::Success => "ok",
                     CompletedResult::Error(e) => error_name(e),
@@ -295,7 +315,7 @@ mod tests {
     }
 
     #[test]
-    fn observations_become_labelled_counters_and_a_latency_histogram() {
+    fn observations_become_labelled_counters_and_latency_and_hop_histograms() {
         let m = Metrics::new();
         m.observe(Observation::Answered {
             request: MessageCode::STORE_REQ,
@@ -305,17 +325,19 @@ mod tests {
             request: MessageCode::STORE_REQ,
             error: None,
         });
-        for latency_ms in [3, 40] {
+        for (latency_ms, hops) in [(3, 1), (40, 5)] {
             m.observe(Observation::Completed {
                 request: MessageCode::FETCH_REQ,
                 result: CompletedResult::Success,
                 latency_ms,
+                hops,
             });
         }
         m.observe(Observation::Completed {
             request: MessageCode::PING_REQ,
             result: CompletedResult::Timeout,
             latency_ms: 15_000,
+            hops: 0,
         });
         m.observe(Observation::Received {
             code: MessageCode::STORE_REQ,
@@ -340,6 +362,10 @@ mod tests {
             "p2psip_request_duration_seconds_count{method=\"fetch\"} 2",
             "p2psip_request_duration_seconds_bucket{le=\"0.004\",method=\"fetch\"} 1",
             "p2psip_request_duration_seconds_bucket{le=\"0.064\",method=\"fetch\"} 2",
+            "p2psip_request_hops_sum{method=\"fetch\"} 6.0",
+            "p2psip_request_hops_bucket{le=\"1.0\",method=\"fetch\"} 1",
+            "p2psip_request_hops_bucket{le=\"4.0\",method=\"fetch\"} 1",
+            "p2psip_request_hops_bucket{le=\"5.0\",method=\"fetch\"} 2",
             "p2psip_messages_received_total{message=\"store_req\"} 1",
             "p2psip_malformed_messages_total 4",
             "p2psip_stored_items{kind=\"SIP-REGISTRATION\"} 3",
@@ -348,6 +374,8 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+        // A request nobody answered travelled no path.
+        assert!(!text.contains("p2psip_request_hops_count{method=\"ping\"}"), "{text}");
     }
 
     /// Engine totals only grow; a scrape adds what is new, so two scrapes

@@ -173,6 +173,18 @@ pub struct ProbedPeer {
     pub hops: u32,
 }
 
+/// Where a resource lives: the peer responsible for its Resource-ID and
+/// how far away it is (`GET /responsible/NAME`).
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Responsible {
+    /// The resource name asked about, e.g. a SIP AOR without its scheme.
+    pub name: String,
+    /// Its Resource-ID, hex.
+    pub resource_id: String,
+    /// The peer that answered the Probe sent to that Resource-ID.
+    pub peer: ProbedPeer,
+}
+
 /// The whole overlay as one peer sees it by walking the ring.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct RingWalk {
@@ -194,6 +206,8 @@ pub enum AdminRequest {
     Certificate(NodeId, oneshot::Sender<Result<FetchedCertificate, String>>),
     /// Probe the peer responsible for a Resource-ID.
     Probe(ResourceId, oneshot::Sender<Result<ProbedPeer, String>>),
+    /// The Resource-ID of a resource name, by the overlay's hash.
+    ResourceId(String, oneshot::Sender<ResourceId>),
     /// The metrics as OpenMetrics text.
     Metrics(oneshot::Sender<String>),
 }
@@ -911,6 +925,9 @@ impl<T: Topology + Tables> Driver<T> {
                 };
                 let id = self.engine.fetch(now, req);
                 self.pending.insert(id, AdminPending::Certificate(node, reply));
+            }
+            Input::Admin(AdminRequest::ResourceId(name, reply)) => {
+                let _ = reply.send(self.engine.resource_id(name.as_bytes()));
             }
             Input::Admin(AdminRequest::Probe(resource, reply)) => {
                 use reload_wire::topology::probe_information_type as info;

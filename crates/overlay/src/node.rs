@@ -97,11 +97,14 @@ pub enum Observation {
         request: MessageCode,
         error: Option<ErrorCode>,
     },
-    /// A request this node originated finished after `latency_ms`.
+    /// A request this node originated finished after `latency_ms`; an
+    /// answer came back over `hops` overlay hops (0 when it was answered
+    /// locally or not at all).
     Completed {
         request: MessageCode,
         result: CompletedResult,
         latency_ms: u64,
+        hops: u32,
     },
 }
 
@@ -1306,6 +1309,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             request: out.method,
             result: CompletedResult::of(&outcome),
             latency_ms: now.saturating_sub(out.started),
+            hops,
         });
         match out.purpose {
             Purpose::App(request) => self.actions.push_back(Action::Event(Event::Done {

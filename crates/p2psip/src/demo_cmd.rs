@@ -34,10 +34,11 @@ pub struct DemoArgs {
     /// Accounts to create, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "alice,bob")]
     users: Vec<String>,
-    /// Serve every account at this peer instead of spreading them (account
-    /// j at peer j mod N): what a benchmark of one registrar needs.
-    #[arg(long, value_name = "PEER")]
-    users_at: Option<u16>,
+    /// Serve the accounts at these peers instead of spreading them
+    /// (account j at peer j mod N): one peer for all of them (what a
+    /// benchmark of one registrar needs), or one per account, in order.
+    #[arg(long, value_name = "PEER", value_delimiter = ',')]
+    users_at: Vec<u16>,
     /// Password of every account.
     #[arg(long, default_value = "p2psip-demo")]
     password: String,
@@ -102,6 +103,26 @@ impl Drop for Children {
     }
 }
 
+/// The peer serving each of `accounts` accounts: account j at peer j mod
+/// `peers`, unless `at` names one peer for all or one for each.
+fn homes(accounts: usize, peers: u16, at: &[u16]) -> Result<Vec<usize>> {
+    if let Some(&wrong) = at.iter().find(|&&p| p >= peers) {
+        bail!(
+            "--users-at {wrong} names no peer: the demo has --peers {peers}, numbered 0 to {}",
+            peers - 1
+        );
+    }
+    Ok(match at {
+        [] => (0..accounts).map(|j| j % usize::from(peers)).collect(),
+        [one] => vec![usize::from(*one); accounts],
+        each if each.len() == accounts => each.iter().map(|&p| usize::from(p)).collect(),
+        _ => bail!(
+            "--users-at names {} peers for {accounts} accounts: give one peer for all, or one per account",
+            at.len()
+        ),
+    })
+}
+
 pub fn demo(args: DemoArgs) -> Result<()> {
     let n = usize::from(args.peers);
     if args.base_port > u16::MAX - 400 {
@@ -111,14 +132,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             u16::MAX - 400
         );
     }
-    if let Some(at) = args.users_at.filter(|&at| at >= args.peers) {
-        bail!(
-            "--users-at {at} names no peer: the demo has --peers {}, numbered 0 to {}",
-            args.peers,
-            args.peers - 1
-        );
-    }
-    let home = |j: usize| args.users_at.map_or(j % n, usize::from);
+    let homes = homes(args.users.len(), args.peers, &args.users_at)?;
+    let home = |j: usize| homes[j];
     for u in &args.users {
         node::overlay_dir::check_user_name(u).with_context(|| format!("--users: {u:?}"))?;
     }
@@ -459,5 +474,28 @@ fn terminate(child: &mut Child) {
     // still this child's (an exited child stays a zombie until reaped).
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::homes;
+
+    #[test]
+    fn accounts_are_spread_round_robin_unless_placed() {
+        assert_eq!(homes(5, 3, &[]).unwrap(), [0, 1, 2, 0, 1]);
+        assert_eq!(homes(3, 3, &[2]).unwrap(), [2, 2, 2]);
+        assert_eq!(homes(3, 3, &[0, 1, 1]).unwrap(), [0, 1, 1]);
+    }
+
+    #[test]
+    fn a_placement_that_names_no_peer_or_fits_no_account_is_refused() {
+        let wrong = homes(2, 3, &[3]).unwrap_err().to_string();
+        assert!(
+            wrong.contains("--users-at 3 names no peer") && wrong.contains("0 to 2"),
+            "{wrong}"
+        );
+        let mismatch = homes(3, 3, &[0, 1]).unwrap_err().to_string();
+        assert!(mismatch.contains("2 peers for 3 accounts"), "{mismatch}");
     }
 }

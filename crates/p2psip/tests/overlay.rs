@@ -371,6 +371,19 @@ fn demo_runs_an_overlay_of_processes_and_stops_it_gracefully() {
     let mut walked: Vec<String> = walk.peers.into_iter().map(|p| p.node_id).collect();
     walked.sort();
     assert_eq!(walked, ids, "the ring holds exactly the demo's peers");
+
+    // Where alice's registration lives: the first peer at or after its
+    // Resource-ID round the ring (RFC 6940 §10.2), one hop from peer 1
+    // unless that is peer 1 itself.
+    let asked: SocketAddr = peers[1]["admin"].as_str().unwrap().parse().unwrap();
+    let home: node::peer::Responsible =
+        get(asked, "/responsible/alice@demo.p2psip.test").expect("GET /responsible answers");
+    let resource = reload_wire::hex(overlay::topology::chord::hash(b"alice@demo.p2psip.test").as_bytes());
+    assert_eq!(home.resource_id, resource);
+    let owner = ids.iter().find(|id| **id >= resource).unwrap_or(&ids[0]);
+    assert_eq!(&home.peer.node_id, owner, "resource {resource}, peers {ids:?}");
+    let asker = peers[1]["node_id"].as_str().unwrap();
+    assert_eq!(home.peer.hops, u32::from(owner != asker));
     let accounts = file["accounts"].as_array().unwrap();
     let users: Vec<(&str, &str, &str, u64)> = accounts
         .iter()
