@@ -22,7 +22,7 @@ pub struct Footprint {
 }
 
 /// User plus system CPU time of a process so far, in seconds.
-fn cpu_seconds(pid: u32) -> Result<f64> {
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("peer {pid} is gone"))?;
     // Fields after the command name, which may hold spaces, in brackets.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 mod admin;
 mod footprint;
+mod forwarding;
 mod latency;
 mod report;
 mod rig;
@@ -87,6 +88,7 @@ enum Section {
     Registers,
     Calls,
     Latency,
+    Forwarding,
     Footprint,
     Scale,
 }
@@ -157,6 +159,10 @@ fn run(mut args: Args) -> Result<()> {
         true => Some(latency(&args, &p2psip, &layout)?),
         false => None,
     };
+    let forwarding = match args.only.contains(&Section::Forwarding) {
+        true => Some(forwarding(&args, &p2psip)?),
+        false => None,
+    };
     let footprint = match args.only.contains(&Section::Footprint) {
         true => Some(footprint(&args, &p2psip)?),
         false => None,
@@ -190,6 +196,7 @@ fn run(mut args: Args) -> Result<()> {
         registers,
         calls,
         latency,
+        forwarding,
         footprint,
         scale,
     };
@@ -450,6 +457,28 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
         added_per_hop_p50_us,
         added_per_hop_p99_us,
     })
+}
+
+/// Issue 6 §4: what one peer forwards per second on loopback.
+fn forwarding(args: &Args, p2psip: &Path) -> Result<forwarding::Forwarding> {
+    eprintln!("p2psip-bench: forwarding rate of one peer on loopback");
+    let work = scratch(&args.work, "forwarding")?;
+    let demo = Demo::start(
+        p2psip,
+        &work,
+        &DemoSpec {
+            peers: 1,
+            users: &["alice".to_string()],
+            users_at: &[],
+            base_port: args.base_port,
+        },
+    )?;
+    let f = forwarding::measure(&demo, &work, args.seconds).context("forwarding rate")?;
+    eprintln!(
+        "  {:.0} messages/s of {} bytes; the peer used {:.0} % of a core, {:.1} µs per message",
+        f.per_s, f.message_bytes, f.peer_cpu_percent, f.peer_cpu_us_per_message
+    );
+    Ok(f)
 }
 
 /// Issue 6 §5: an idle overlay of real peer processes.

@@ -2,6 +2,7 @@
 //! figures and the ratios to Kamailio.
 
 use crate::footprint::Footprint;
+use crate::forwarding::Forwarding;
 use crate::latency::Latency;
 use crate::scale::SimFigures;
 use crate::throughput::Throughput;
@@ -92,6 +93,7 @@ pub struct Report {
     pub registers: Option<Registers>,
     pub calls: Option<Calls>,
     pub latency: Option<Latency>,
+    pub forwarding: Option<Forwarding>,
     pub footprint: Option<Footprint>,
     pub scale: Vec<SimFigures>,
 }
@@ -250,6 +252,27 @@ impl Report {
         }
         if let Some(l) = &self.latency {
             latency_table(&mut md, l);
+        }
+        if let Some(f) = &self.forwarding {
+            let _ = writeln!(
+                md,
+                "\n## Forwarding\n\nOne peer forwards {}-byte messages ({}) from a sender linked to it to a \
+                 sink linked to it, both TLS links on loopback, at most {} in flight, for {:.1} s. The \
+                 forwarding cost of the codec alone is `cargo bench -p reload-wire --bench codec` \
+                 (relay).\n\n\
+                 | forwarded per s | messages | peer's count | peer CPU | peer CPU per message |\n\
+                 |---:|---:|---:|---:|---:|\n\
+                 | {:.0} | {} | {:.0} | {:.0} % | {:.1} µs |",
+                f.message_bytes,
+                f.message,
+                f.window,
+                f.seconds,
+                f.per_s,
+                f.messages,
+                f.peer_counted,
+                f.peer_cpu_percent,
+                f.peer_cpu_us_per_message
+            );
         }
         if let Some(f) = &self.footprint {
             let _ = writeln!(

@@ -48,11 +48,17 @@ pub struct Demo {
     /// Each peer's process id and admin API, for footprint figures.
     pub pids: Vec<u32>,
     pub admin: Vec<SocketAddr>,
+    /// Each peer's RELOAD address and node directory.
+    pub reload: Vec<SocketAddr>,
+    pub node_dirs: Vec<PathBuf>,
+    /// The enrollment server's URL.
+    pub enrollment: String,
 }
 
 #[derive(serde::Deserialize)]
 struct DemoFile {
     overlay: String,
+    enrollment: String,
     peers: Vec<DemoPeer>,
     accounts: Vec<DemoAccount>,
 }
@@ -60,6 +66,7 @@ struct DemoFile {
 #[derive(serde::Deserialize)]
 struct DemoPeer {
     pid: u32,
+    reload: SocketAddr,
     sip: SocketAddr,
     admin: SocketAddr,
 }
@@ -122,6 +129,11 @@ impl Demo {
             sip: demo.peers.iter().map(|p| p.sip).collect(),
             pids: demo.peers.iter().map(|p| p.pid).collect(),
             admin: demo.peers.iter().map(|p| p.admin).collect(),
+            reload: demo.peers.iter().map(|p| p.reload).collect(),
+            node_dirs: (0..demo.peers.len())
+                .map(|i| dir.join("overlay").join(format!("peer{i}")))
+                .collect(),
+            enrollment: demo.enrollment,
         })
     }
 }
