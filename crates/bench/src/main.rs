@@ -44,11 +44,11 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     kamailio_children: u32,
     /// Measurements to run, comma-separated: registers, calls, latency,
-    /// footprint, scale.
+    /// forwarding, footprint, scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "registers,calls,latency,footprint,scale"
+        default_value = "registers,calls,latency,forwarding,footprint,scale"
     )]
     only: Vec<Section>,
     /// Peers of the overlay call setup is timed through (at most 100,
@@ -235,6 +235,20 @@ fn register_scenario(args: &Args, work: &Path, domain: &str) -> Result<PathBuf> 
     sipp::scenario(work, &args.repo.join("bench/sipp/register.xml"), domain, &[])
 }
 
+/// `p2psip demo` in `work` on the benchmark's ports.
+fn start_demo(args: &Args, p2psip: &Path, work: &Path, peers: u16, users: &[String], users_at: &[u16]) -> Result<Demo> {
+    Demo::start(
+        p2psip,
+        work,
+        &DemoSpec {
+            peers,
+            users,
+            users_at,
+            base_port: args.base_port,
+        },
+    )
+}
+
 /// REGISTER, the caller's and the callee's scenario, with `domain`.
 fn call_scenarios(args: &Args, work: &Path, domain: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let tests = args.repo.join("crates/p2psip/tests/sipp");
@@ -263,16 +277,7 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
     let measure = |name: &str, peers: u16| -> Result<(throughput::Throughput, String, String)> {
         eprintln!("p2psip-bench: REGISTER throughput, p2psip with {peers} peer(s)");
         let work = scratch(&args.work, name)?;
-        let demo = Demo::start(
-            p2psip,
-            &work,
-            &DemoSpec {
-                peers,
-                users: &users,
-                users_at: &[0],
-                base_port: args.base_port,
-            },
-        )?;
+        let demo = start_demo(args, p2psip, &work, peers, &users, &[0])?;
         let scenario = register_scenario(args, &work, &demo.domain)?;
         let inject = sipp::users_file(&work, "users.csv", &users, &demo.domain, &demo.password)?;
         let t = throughput::registers(
@@ -341,16 +346,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
 
     eprintln!("p2psip-bench: call throughput, p2psip (alice at peer 0, bob at peer 1 of 3)");
     let work = scratch(&args.work, "calls-p2psip")?;
-    let demo = Demo::start(
-        p2psip,
-        &work,
-        &DemoSpec {
-            peers: 3,
-            users: &users,
-            users_at: &[],
-            base_port: args.base_port,
-        },
-    )?;
+    let demo = start_demo(args, p2psip, &work, 3, &users, &[])?;
     let ours = run(&work, &demo.domain, &demo.password, demo.sip[0], demo.sip[1]).context("p2psip call throughput")?;
     eprintln!("  {:.0}/s", ours.per_s);
     let (domain, password) = (demo.domain.clone(), demo.password.clone());
@@ -406,16 +402,7 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
         .collect();
     let setup = |work: &Path, domain: &str| call_scenarios(args, work, domain);
     let work = scratch(&args.work, "latency-p2psip")?;
-    let demo = Demo::start(
-        p2psip,
-        &work,
-        &DemoSpec {
-            peers,
-            users: &users,
-            users_at: &users_at,
-            base_port: args.base_port,
-        },
-    )?;
+    let demo = start_demo(args, p2psip, &work, peers, &users, &users_at)?;
     let files = setup(&work, &demo.domain)?;
     let (pairs_by_hops, classes) = latency::through_overlay(
         &demo,
@@ -463,16 +450,7 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
 fn forwarding(args: &Args, p2psip: &Path) -> Result<forwarding::Forwarding> {
     eprintln!("p2psip-bench: forwarding rate of one peer on loopback");
     let work = scratch(&args.work, "forwarding")?;
-    let demo = Demo::start(
-        p2psip,
-        &work,
-        &DemoSpec {
-            peers: 1,
-            users: &["alice".to_string()],
-            users_at: &[],
-            base_port: args.base_port,
-        },
-    )?;
+    let demo = start_demo(args, p2psip, &work, 1, &["alice".to_string()], &[])?;
     let f = forwarding::measure(&demo, &work, args.seconds).context("forwarding rate")?;
     eprintln!(
         "  {:.0} messages/s of {} bytes; the peer used {:.0} % of a core, {:.1} µs per message",
@@ -488,16 +466,7 @@ fn footprint(args: &Args, p2psip: &Path) -> Result<footprint::Footprint> {
         args.footprint_peers, args.footprint_seconds
     );
     let work = scratch(&args.work, "footprint")?;
-    let demo = Demo::start(
-        p2psip,
-        &work,
-        &DemoSpec {
-            peers: args.footprint_peers,
-            users: &["alice".to_string()],
-            users_at: &[],
-            base_port: args.base_port,
-        },
-    )?;
+    let demo = start_demo(args, p2psip, &work, args.footprint_peers, &["alice".to_string()], &[])?;
     let f = footprint::idle(&demo, std::time::Duration::from_secs(30), args.footprint_seconds)?;
     eprintln!(
         "  RSS {:.1} MB mean, {:.1} MB max; CPU {:.2} % mean, {:.2} % max; upkeep {:.0} B/s per peer",
