@@ -24,11 +24,11 @@ pub fn get(admin: SocketAddr, path: &str) -> Result<String> {
 
 /// One OpenMetrics sample, `series` being its name with labels.
 pub fn metric(admin: SocketAddr, series: &str) -> Result<f64> {
-    let text = get(admin, "/metrics")?;
-    Ok(sample(&text, series).unwrap_or(0.0))
+    Ok(sample(&get(admin, "/metrics")?, series).unwrap_or(0.0))
 }
 
-fn sample(text: &str, series: &str) -> Option<f64> {
+/// A sample of one `/metrics` text, for reading several from one scrape.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }

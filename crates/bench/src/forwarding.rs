@@ -47,11 +47,13 @@ pub struct Forwarding {
 /// One end of the bench: a node enrolled into `dir`, linked to the peer.
 struct End {
     me: NodeId,
+    /// The overlay's hash, for forwarding headers.
+    overlay: u32,
     outgoing: mpsc::Sender<Vec<u8>>,
     events: mpsc::Receiver<LinkEvent>,
 }
 
-async fn link_to(dir: &Path, peer: SocketAddr) -> Result<(End, NodeId, u32)> {
+async fn link_to(dir: &Path, peer: SocketAddr) -> Result<End> {
     let node = NodeDir::load(dir).with_context(|| format!("loading {}", dir.display()))?;
     let me = node.info.node_ids[0];
     let ctx = Arc::new(node.config.overlay_config().decode_context()?);
@@ -71,29 +73,34 @@ async fn link_to(dir: &Path, peer: SocketAddr) -> Result<(End, NodeId, u32)> {
     let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
     let (ev_tx, ev_rx) = mpsc::channel(LINK_QUEUE);
     tokio::spawn(run_link(0, their, stream, ctx, out_rx, ev_tx));
-    Ok((
-        End {
-            me,
-            outgoing: out_tx,
-            events: ev_rx,
-        },
-        their,
+    Ok(End {
+        me,
         overlay,
-    ))
+        outgoing: out_tx,
+        events: ev_rx,
+    })
 }
 
-/// The sample StoreReq, addressed to `sink` in `overlay`, transaction `tid`.
-fn message_to(sink: NodeId, overlay: u32, tid: u64) -> Result<Vec<u8>> {
-    let (_, body) = samples::bodies()
-        .into_iter()
-        .find(|(name, _)| *name == "store_req")
-        .context("no store_req sample")?;
-    let sample = samples::message(&body, tid);
-    let message = Message {
-        forwarding_header: ForwardingHeader::new(overlay, tid, vec![Destination::Node(sink)]),
-        ..sample
-    };
-    Ok(message.to_bytes()?)
+/// The sample StoreReq addressed to the sink; each message sent is it
+/// encoded again with the next transaction id, as a sender would.
+struct ToSink(Message);
+
+impl ToSink {
+    fn new(sink: &End) -> Result<ToSink> {
+        let (_, body) = samples::bodies()
+            .into_iter()
+            .find(|(name, _)| *name == "store_req")
+            .context("no store_req sample")?;
+        Ok(ToSink(Message {
+            forwarding_header: ForwardingHeader::new(sink.overlay, 0, vec![Destination::Node(sink.me)]),
+            ..samples::message(&body, 0)
+        }))
+    }
+
+    fn bytes(&mut self, tid: u64) -> Result<Vec<u8>> {
+        self.0.forwarding_header.transaction_id = tid;
+        Ok(self.0.to_bytes()?)
+    }
 }
 
 /// Measures the peer of the one-peer `demo` for `seconds`; `work` holds the
@@ -117,16 +124,17 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
     let peer = demo.reload[0];
     let pid = demo.pids[0];
     rt.block_on(async {
-        let (sender, _, overlay) = link_to(&sender_dir, peer).await?;
-        let (mut sink, _, _) = link_to(&sink_dir, peer).await?;
-        let message_bytes = message_to(sink.me, overlay, 0)?.len();
+        let sender = link_to(&sender_dir, peer).await?;
+        let mut sink = link_to(&sink_dir, peer).await?;
+        let mut to_sink = ToSink::new(&sink)?;
+        let message_bytes = to_sink.bytes(0)?.len();
 
         // The peer learns of both links as they come up; until then a
         // message for the sink goes nowhere. Send until one arrives.
         let start = Instant::now();
         let mut tid = 1u64;
         loop {
-            sender.outgoing.send(message_to(sink.me, overlay, tid)?).await?;
+            sender.outgoing.send(to_sink.bytes(tid)?).await?;
             tid += 1;
             match tokio::time::timeout(Duration::from_millis(200), sink.events.recv()).await {
                 Ok(Some(LinkEvent::Message { .. })) => break,
@@ -141,14 +149,14 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
         // Stragglers of the readiness probe arrive before the count starts.
         while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(300), sink.events.recv()).await {}
 
-        let counted_before = forwarded(peer_admin(demo))?;
+        let counted_before = forwarded(demo.admin[0])?;
         let cpu_before = crate::footprint::cpu_seconds(pid)?;
         let start = Instant::now();
         let (mut sent, mut received) = (0u64, 0u64);
         let run = Duration::from_secs_f64(seconds);
         while start.elapsed() < run {
             while sent - received < WINDOW {
-                sender.outgoing.send(message_to(sink.me, overlay, tid)?).await?;
+                sender.outgoing.send(to_sink.bytes(tid)?).await?;
                 tid += 1;
                 sent += 1;
             }
@@ -159,7 +167,7 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
         }
         let elapsed = start.elapsed().as_secs_f64();
         let cpu = crate::footprint::cpu_seconds(pid)? - cpu_before;
-        let peer_counted = forwarded(peer_admin(demo))? - counted_before;
+        let peer_counted = forwarded(demo.admin[0])? - counted_before;
         Ok(Forwarding {
             message: "store_req",
             message_bytes,
@@ -172,10 +180,6 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
             peer_cpu_us_per_message: 1e6 * cpu / received.max(1) as f64,
         })
     })
-}
-
-fn peer_admin(demo: &Demo) -> SocketAddr {
-    demo.admin[0]
 }
 
 fn forwarded(admin: SocketAddr) -> Result<f64> {

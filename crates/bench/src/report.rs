@@ -58,7 +58,8 @@ impl Machine {
             kamailio: first_line("kamailio", &["-v"])
                 .trim_start_matches("version: ")
                 .to_string(),
-            sipp: first_line("sipp", &["-v"]),
+            // "SIPp v3.6.1-SCTP-PCAP-RTPSTREAM.": the report adds its own stop.
+            sipp: first_line("sipp", &["-v"]).trim_end_matches('.').to_string(),
         }
     }
 }
