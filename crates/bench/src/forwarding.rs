@@ -66,11 +66,7 @@ async fn link_to(dir: &Path, peer: SocketAddr) -> Result<End> {
     let tcp = tokio::net::TcpStream::connect(peer).await?;
     tcp.set_nodelay(true)?;
     let name = tokio_rustls::rustls::pki_types::ServerName::IpAddress(peer.ip().into());
-    let stream = tls
-        .connector
-        .connect(name, node::link::link_tcp(tcp))
-        .await
-        .context("TLS to the peer")?;
+    let stream = tls.connect(name, tcp).await.context("TLS to the peer")?;
     let Some(&their) = tls.peer_node_ids(stream.get_ref().1.peer_certificates()).first() else {
         bail!("the peer's certificate carries no Node-ID");
     };

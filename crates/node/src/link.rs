@@ -198,8 +198,41 @@ const BATCH_BYTES: usize = 64 * 1024;
 /// and every ACK.
 pub type LinkTcp = tokio::io::BufWriter<tokio::net::TcpStream>;
 
-pub fn link_tcp(tcp: tokio::net::TcpStream) -> LinkTcp {
+fn link_tcp(tcp: tokio::net::TcpStream) -> LinkTcp {
     tokio::io::BufWriter::with_capacity(BATCH_BYTES + 4096, tcp)
+}
+
+impl LinkTls {
+    /// The TLS handshake of a link we dial. A failed handshake still
+    /// sends its alert: the buffer under TLS is flushed, so the other end
+    /// logs why (say, UnknownCA) rather than a bare end of stream.
+    pub async fn connect(
+        &self,
+        name: ServerName<'static>,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<LinkTcp>> {
+        match self.connector.connect(name, link_tcp(tcp)).into_fallible().await {
+            Ok(stream) => Ok(stream),
+            Err((e, mut io)) => {
+                let _ = io.flush().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The TLS handshake of a link we accept; see [`LinkTls::connect`].
+    pub async fn accept(
+        &self,
+        tcp: tokio::net::TcpStream,
+    ) -> std::io::Result<tokio_rustls::server::TlsStream<LinkTcp>> {
+        match self.acceptor.accept(link_tcp(tcp)).into_fallible().await {
+            Ok(stream) => Ok(stream),
+            Err((e, mut io)) => {
+                let _ = io.flush().await;
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Runs one established link until it fails or `outgoing` closes: frames

@@ -792,10 +792,7 @@ impl<T: Topology + Tables> Driver<T> {
                 let tcp = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
                 let _ = tcp.set_nodelay(true);
                 let name = rustls::pki_types::ServerName::IpAddress(address.ip().into());
-                tls.connector
-                    .connect(name, crate::link::link_tcp(tcp))
-                    .await
-                    .map_err(|e| e.to_string())
+                tls.connect(name, tcp).await.map_err(|e| e.to_string())
             })
             .await
             .unwrap_or_else(|_| Err("timed out".into()));
@@ -1219,18 +1216,17 @@ async fn accept_loop(
         next += 1;
         let (tls, tx, ctx) = (tls.clone(), tx.clone(), ctx.clone());
         tokio::spawn(async move {
-            let accepted =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor.accept(crate::link::link_tcp(tcp))).await {
-                    Ok(Ok(stream)) => {
-                        let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
-                        match ids.first() {
-                            Some(peer) => Ok((stream, *peer)),
-                            None => Err("no Node-ID in its certificate".to_string()),
-                        }
+            let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
+                Ok(Ok(stream)) => {
+                    let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+                    match ids.first() {
+                        Some(peer) => Ok((stream, *peer)),
+                        None => Err("no Node-ID in its certificate".to_string()),
                     }
-                    Ok(Err(e)) => Err(e.to_string()),
-                    Err(_) => Err("handshake timed out".to_string()),
-                };
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("handshake timed out".to_string()),
+            };
             let (stream, peer) = match accepted {
                 Ok(linked) => linked,
                 Err(why) => {
