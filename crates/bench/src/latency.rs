@@ -89,6 +89,9 @@ pub struct Latency {
     /// measured: what one more overlay hop adds to call setup.
     pub added_per_hop_p50_us: Option<f64>,
     pub added_per_hop_p99_us: Option<f64>,
+    /// A datagram to another idle process and back, paced like the calls:
+    /// about the least an overlay hop can add on this machine.
+    pub wake_round_trip: Percentiles,
 }
 
 /// Least-squares slope of `y` over `x`; none with fewer than two distinct

@@ -16,6 +16,7 @@ mod rig;
 mod scale;
 mod sipp;
 mod throughput;
+mod wake;
 
 use report::{ratio, Calls, Machine, Registers, Report};
 use rig::{scratch, Demo, DemoSpec, Kamailio};
@@ -114,6 +115,9 @@ impl Layout {
 }
 
 fn main() {
+    if std::env::var_os(wake::ECHO_ENV).is_some() {
+        wake::echo_child();
+    }
     if let Err(e) = run(Args::parse()) {
         eprintln!("p2psip-bench: {e:#}");
         std::process::exit(1);
@@ -412,6 +416,14 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
         caller,
     )
     .context("call setup through the overlay")?;
+    // Measured with the overlay still up: the same background as the calls.
+    let gap = std::time::Duration::from_secs_f64(1.0 / f64::from(args.latency_rate.max(1)));
+    let wake_round_trip = wake::round_trips(250, gap).context("the machine's wake-up round trip")?;
+    eprintln!(
+        "  the machine's floor: a datagram to an idle process and back every {gap:?}: p50 {:.0} µs, p99 {:.0} µs",
+        wake_round_trip.p50_ms * 1e3,
+        wake_round_trip.p99_ms * 1e3
+    );
     let (domain, password) = (demo.domain.clone(), demo.password.clone());
     drop(demo);
 
@@ -428,6 +440,7 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
     .context("call setup through Kamailio")?;
     drop(kamailio);
     let (added_per_hop_p50_us, added_per_hop_p99_us) = latency::added_per_hop(&classes);
+
     eprintln!(
         "  Kamailio INVITE→180 p50 {:.3} ms, p99 {:.3} ms; p2psip adds {:.0} µs p50 per overlay hop",
         kamailio_times.p50_ms,
@@ -443,6 +456,7 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
         kamailio: kamailio_times,
         added_per_hop_p50_us,
         added_per_hop_p99_us,
+        wake_round_trip,
     })
 }
 
