@@ -202,6 +202,11 @@ const HANDOVER_ROUNDS: u8 = 3;
 struct Handover {
     pending: usize,
     rounds_left: u8,
+    /// The rounds are over and the Leaves went out.
+    saying_goodbye: bool,
+    /// The topology finished leaving while pushes were still in flight:
+    /// the node exits when the last one is answered.
+    exit_when_pushed: bool,
 }
 
 /// One RELOAD node: forwarding, transactions, storage and a topology plugin.
@@ -484,6 +489,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.leaving = Some(Handover {
             pending: 0,
             rounds_left: HANDOVER_ROUNDS,
+            saying_goodbye: false,
+            exit_when_pushed: false,
         });
         self.hand_over(now);
     }
@@ -498,13 +505,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         handover.rounds_left = handover.rounds_left.saturating_sub(1);
         let mut pushes = 0;
         for id in self.storage.resource_ids() {
-            let Some(mut targets) = self.topology.replica_set(id.as_bytes()) else {
+            let Some(targets) = self.handover_targets(&id) else {
                 continue;
             };
-            targets.retain(|n| *n != self.me);
-            if let Some(next) = self.first_successor_not_in(&targets) {
-                targets.push(next);
-            }
             let confirmed = self
                 .storage
                 .resource(&id)
@@ -526,6 +529,46 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
+    /// Who a leaving peer hands `id` to: the rest of its replica set and
+    /// the next successor, who joins the set once this peer is gone.
+    fn handover_targets(&self, id: &ResourceId) -> Option<Vec<NodeId>> {
+        let mut targets = self.topology.replica_set(id.as_bytes())?;
+        targets.retain(|n| *n != self.me);
+        if let Some(next) = self.first_successor_not_in(&targets) {
+            targets.push(next);
+        }
+        Some(targets)
+    }
+
+    /// While a leave is under way the set it hands over to can change: a
+    /// peer that confirmed a copy may crash before this one is gone (its
+    /// failure noticed only later). Copies whose every confirmed target
+    /// left the set are pushed again to the set as it is now, and the
+    /// leave does not finish before those pushes are answered.
+    fn recheck_handover(&mut self, now: u64) {
+        let mut pushes = 0;
+        for id in self.storage.resource_ids() {
+            let Some(targets) = self.handover_targets(&id) else {
+                continue;
+            };
+            let Some(r) = self.storage.resource_mut(&id) else {
+                continue;
+            };
+            r.retain_holders(|h| targets.contains(h));
+            if targets.iter().any(|t| r.holds(t)) {
+                continue;
+            }
+            for to in targets {
+                if self.push(now, &id, to, false) {
+                    pushes += 1;
+                }
+            }
+        }
+        if let Some(handover) = &mut self.leaving {
+            handover.pending += pushes;
+        }
+    }
+
     fn first_successor_not_in(&self, set: &[NodeId]) -> Option<NodeId> {
         let me = node_position(&self.me);
         let mut succs: Vec<NodeId> = self.topology.neighbors();
@@ -534,6 +577,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     }
 
     fn finish_handover(&mut self, now: u64) {
+        if let Some(handover) = &mut self.leaving {
+            handover.saying_goodbye = true;
+        }
         self.topology.leave(now, &mut self.commands);
         self.run_commands(now);
     }
@@ -1382,7 +1428,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 if let Some(handover) = &mut self.leaving {
                     handover.pending = handover.pending.saturating_sub(1);
                     if handover.pending == 0 {
-                        if handover.rounds_left > 0 {
+                        if handover.exit_when_pushed {
+                            self.exit();
+                        } else if handover.saying_goodbye {
+                            // Waiting for the Leaves' answers still.
+                        } else if handover.rounds_left > 0 {
                             self.hand_over(now);
                         } else {
                             self.finish_handover(now);
@@ -1631,7 +1681,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     fn rebalance(&mut self, now: u64) {
         self.rebalance_needed = false;
         self.rebalance_soon.clear();
-        if self.leaving.is_some() || !self.topology.is_joined() {
+        if self.leaving.is_some() {
+            self.recheck_handover(now);
+            return;
+        }
+        if !self.topology.is_joined() {
             return;
         }
         for id in self.storage.resource_ids() {
@@ -1800,12 +1854,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     TopologyCommand::Joined => self.actions.push_back(Action::Event(Event::Joined)),
                     // A leaving peer that lost every neighbour has nobody
                     // left to hand over to or say goodbye to: it is done.
-                    TopologyCommand::Rejoin if self.leaving.is_some() => {
-                        for peer in std::mem::take(&mut self.links) {
-                            self.actions.push_back(Action::Close { peer });
-                        }
-                        self.actions.push_back(Action::Event(Event::Left));
-                    }
+                    TopologyCommand::Rejoin if self.leaving.is_some() => self.exit(),
                     TopologyCommand::Rejoin => {
                         self.actions.push_back(Action::Event(Event::Rejoining));
                         match self.links.iter().next().copied() {
@@ -1816,14 +1865,20 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                             }
                         }
                     }
-                    TopologyCommand::Left => {
-                        for peer in std::mem::take(&mut self.links) {
-                            self.actions.push_back(Action::Close { peer });
-                        }
-                        self.actions.push_back(Action::Event(Event::Left));
-                    }
+                    TopologyCommand::Left => match &mut self.leaving {
+                        Some(handover) if handover.pending > 0 => handover.exit_when_pushed = true,
+                        _ => self.exit(),
+                    },
                 }
             }
         }
+    }
+
+    /// The end of a leave: every link closes and the node is done.
+    fn exit(&mut self) {
+        for peer in std::mem::take(&mut self.links) {
+            self.actions.push_back(Action::Close { peer });
+        }
+        self.actions.push_back(Action::Event(Event::Left));
     }
 }

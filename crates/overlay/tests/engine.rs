@@ -55,10 +55,14 @@ struct Net {
     /// Clients (§4.2.1); in the harness they are numbered after the peers.
     clients: Vec<Client>,
     users: Vec<String>,
-    queue: VecDeque<(usize, NodeId, Vec<u8>)>,
+    /// In order: a message to node `.0` from `.1`, or (no bytes) the link
+    /// to `.1` closing, after what was sent on it (as over TCP).
+    queue: VecDeque<(usize, NodeId, Option<Vec<u8>>)>,
     events: Vec<(usize, Event)>,
     sent: Vec<(usize, NodeId, Vec<u8>)>,
     drop_to: Option<NodeId>,
+    /// Crashed nodes: nothing reaches them and nothing they send arrives.
+    silent: Vec<NodeId>,
 }
 
 fn config() -> Arc<OverlayConfig> {
@@ -100,6 +104,7 @@ impl Net {
             events: Vec::new(),
             sent: Vec::new(),
             drop_to: None,
+            silent: Vec::new(),
         };
         for id in ids {
             net.add_peer(*id);
@@ -192,7 +197,10 @@ impl Net {
             if let Some((to, from, bytes)) = self.queue.pop_front() {
                 self.now += 1;
                 let now = self.now;
-                self.endpoint_mut(to).deliver(now, from, &bytes);
+                match bytes {
+                    Some(bytes) => self.endpoint_mut(to).deliver(now, from, &bytes),
+                    None => self.endpoint_mut(to).down(now, from),
+                }
                 progressed = true;
             }
             if !progressed {
@@ -205,12 +213,13 @@ impl Net {
         match a {
             Action::Send { to, bytes, .. } => {
                 self.sent.push((i, to, bytes.clone()));
-                if self.drop_to == Some(to) {
+                if self.drop_to == Some(to) || self.silent.contains(&to) || self.silent.contains(&self.endpoint(i).id())
+                {
                     return;
                 }
                 if let Some(j) = self.index_of(&to) {
                     let from = self.endpoint(i).id();
-                    self.queue.push_back((j, from, bytes));
+                    self.queue.push_back((j, from, Some(bytes)));
                 }
             }
             Action::Connect { address, .. } => {
@@ -223,8 +232,7 @@ impl Net {
             Action::Close { peer } => {
                 if let Some(j) = self.index_of(&peer) {
                     let me = self.endpoint(i).id();
-                    let now = self.now;
-                    self.endpoint_mut(j).down(now, me);
+                    self.queue.push_back((j, me, None));
                 }
             }
             Action::Event(e) => self.events.push((i, e)),
@@ -280,6 +288,21 @@ impl Net {
             } => (outcome, hops, responder),
             _ => unreachable!(),
         }
+    }
+
+    /// Node `i` crashes: it falls silent, and nobody notices yet.
+    fn crash(&mut self, i: usize) {
+        self.silent.push(self.endpoint(i).id());
+    }
+
+    /// Every other node's link to node `i` goes down (failure detected).
+    fn detect(&mut self, i: usize) {
+        let id = self.endpoint(i).id();
+        let now = self.now;
+        for j in (0..self.endpoints()).filter(|j| *j != i) {
+            self.endpoint_mut(j).down(now, id);
+        }
+        self.pump();
     }
 
     fn store_own(&mut self, node: usize, value: &[u8]) -> RequestId {
@@ -720,6 +743,47 @@ fn a_graceful_leave_hands_data_over_and_the_ring_closes() {
             .count();
         assert_eq!(holders, 3, "value of user {i}");
     }
+}
+
+/// The leaver's successors confirm its data, then crash unnoticed while it
+/// waits for an unanswered push; the leave goes on to say goodbye, and
+/// only then are the crashes noticed. The leaver hands the data to its
+/// first live successor and exits once that peer took it, rather than
+/// leaving with the last copy.
+#[test]
+fn a_leave_rehands_data_whose_holders_crash_before_it_exits() {
+    // The leaver's three successors and three predecessors are six
+    // different peers, and one more follows.
+    let ids: Vec<u128> = [1u128, 3, 5, 70, 100, 140, 170, 200].iter().map(|i| i << 120).collect();
+    let mut net = Net::ring(&ids);
+    let req = net.store_own(0, b"x");
+    assert!(net.done(0, req).0.is_ok());
+    net.advance(2_000);
+    let rid = net.nodes[0].resource_id(net.users[0].as_bytes());
+    let leaver = (0..ids.len())
+        .find(|i| net.nodes[*i].topology().is_responsible(rid.as_bytes()))
+        .unwrap();
+    let after = |k: usize| (leaver + k) % ids.len();
+    let (s1, s2, s3, s4) = (after(1), after(2), after(3), after(4));
+    let holds = |net: &Net, i: usize| net.nodes[i].storage().resource(&rid).is_some();
+    assert!(holds(&net, s1) && holds(&net, s2) && !holds(&net, s4));
+
+    // The hand-over's push to s3 goes unanswered for a request lifetime;
+    // s1 and s2 confirm theirs, then crash just before it times out.
+    net.crash(s3);
+    net.nodes[leaver].leave(net.now);
+    net.pump();
+    net.advance(14_000);
+    net.crash(s1);
+    net.crash(s2);
+    net.advance(2_000);
+    assert!(!net.events.iter().any(|(n, e)| *n == leaver && *e == Event::Left));
+    for dead in [s1, s2, s3] {
+        net.detect(dead);
+    }
+    net.advance(40_000);
+    assert!(net.events.iter().any(|(n, e)| *n == leaver && *e == Event::Left));
+    assert!(holds(&net, s4), "the value reached the leaver's first live successor");
 }
 
 fn observations(node: &mut Node) -> Vec<Observation> {

@@ -64,7 +64,7 @@ enum Pending {
     FingerAttach(usize),
     Join,
     Update(NodeId),
-    Leave,
+    Leave(NodeId),
 }
 
 /// The CHORD-RELOAD topology plugin.
@@ -94,6 +94,9 @@ pub struct ChordReload {
     corrected: BTreeMap<NodeId, u64>,
     next_stabilize: Option<u64>,
     next_finger_search: Option<u64>,
+    /// While leaving: the peers that answered our Leave. Their links
+    /// closing is the leave going as planned, not a failure to react to.
+    farewelled: BTreeSet<NodeId>,
 }
 
 impl ChordReload {
@@ -120,6 +123,7 @@ impl ChordReload {
             corrected: BTreeMap::new(),
             next_stabilize: None,
             next_finger_search: None,
+            farewelled: BTreeSet::new(),
         }
     }
 
@@ -503,7 +507,9 @@ impl Topology for ChordReload {
     }
 
     /// §10.3: the peer with the largest Node-ID in (self, k]; failing that
-    /// the smallest Node-ID greater than k.
+    /// the smallest Node-ID greater than k. A key our predecessor owns
+    /// goes clockwise too (the MUST leaves no shortcut), so in a small ring
+    /// it can take two hops where the predecessor list shows the owner.
     fn next_hop(&self, id: &[u8]) -> Option<NodeId> {
         let k = position_of(id);
         let me = self.my_pos;
@@ -654,7 +660,7 @@ impl Topology for ChordReload {
                     continue;
                 }
                 awaiting += 1;
-                let token = self.token(Pending::Leave);
+                let token = self.token(Pending::Leave(t));
                 out.push(TopologyCommand::Request {
                     token,
                     destination: vec![Destination::Node(t)],
@@ -705,8 +711,17 @@ impl Topology for ChordReload {
     fn on_link_down(&mut self, now: u64, peer: NodeId, out: &mut Vec<TopologyCommand>) {
         self.attaching.remove(&peer);
         let was_finger = self.remove_peer(&peer);
-        if matches!(self.phase, Phase::Leaving { .. } | Phase::Left) {
-            return;
+        match self.phase {
+            // A leaving peer still hands its data to the set as it now is
+            // when a peer fails (rather than closes after our Leave).
+            Phase::Leaving { .. } => {
+                if !self.farewelled.contains(&peer) {
+                    self.recompute(now, out);
+                }
+                return;
+            }
+            Phase::Left => return,
+            _ => {}
         }
         if let Phase::Joining {
             admitting, bootstrap, ..
@@ -930,7 +945,10 @@ impl Topology for ChordReload {
                     }
                 }
             }
-            Pending::Leave => {
+            Pending::Leave(peer) => {
+                if answer.is_ok() {
+                    self.farewelled.insert(peer);
+                }
                 if let Phase::Leaving { awaiting } = &mut self.phase {
                     *awaiting -= 1;
                     if *awaiting == 0 {
