@@ -64,7 +64,7 @@ enum Pending {
     FingerAttach(usize),
     Join,
     Update(NodeId),
-    Leave(NodeId),
+    Leave,
 }
 
 /// The CHORD-RELOAD topology plugin.
@@ -94,9 +94,6 @@ pub struct ChordReload {
     corrected: BTreeMap<NodeId, u64>,
     next_stabilize: Option<u64>,
     next_finger_search: Option<u64>,
-    /// While leaving: the peers that answered our Leave. Their links
-    /// closing is the leave going as planned, not a failure to react to.
-    farewelled: BTreeSet<NodeId>,
 }
 
 impl ChordReload {
@@ -123,7 +120,6 @@ impl ChordReload {
             corrected: BTreeMap::new(),
             next_stabilize: None,
             next_finger_search: None,
-            farewelled: BTreeSet::new(),
         }
     }
 
@@ -660,7 +656,7 @@ impl Topology for ChordReload {
                     continue;
                 }
                 awaiting += 1;
-                let token = self.token(Pending::Leave(t));
+                let token = self.token(Pending::Leave);
                 out.push(TopologyCommand::Request {
                     token,
                     destination: vec![Destination::Node(t)],
@@ -712,12 +708,11 @@ impl Topology for ChordReload {
         self.attaching.remove(&peer);
         let was_finger = self.remove_peer(&peer);
         match self.phase {
-            // A leaving peer still hands its data to the set as it now is
-            // when a peer fails (rather than closes after our Leave).
+            // A leaving peer still hands its data to the set as it now is.
+            // Its neighbours keep their links until it closes them, so a
+            // link going down now is a failure.
             Phase::Leaving { .. } => {
-                if !self.farewelled.contains(&peer) {
-                    self.recompute(now, out);
-                }
+                self.recompute(now, out);
                 return;
             }
             Phase::Left => return,
@@ -844,9 +839,11 @@ impl Topology for ChordReload {
         }
         let data = ChordLeaveData::from_bytes(&req.overlay_specific_data, &self.ctx)
             .map_err(|_| ErrorCode::INVALID_MESSAGE)?;
+        // Out of the tables, but the link stays: the leaver may still be
+        // handing data over, and closes every link itself once done (a
+        // link it sees fail meanwhile is a real failure).
         self.remove_peer(&from);
         self.attaching.remove(&from);
-        out.push(TopologyCommand::CloseLink(from));
         if self.phase != Phase::Joined {
             return Ok(());
         }
@@ -945,10 +942,7 @@ impl Topology for ChordReload {
                     }
                 }
             }
-            Pending::Leave(peer) => {
-                if answer.is_ok() {
-                    self.farewelled.insert(peer);
-                }
+            Pending::Leave => {
                 if let Phase::Leaving { awaiting } = &mut self.phase {
                     *awaiting -= 1;
                     if *awaiting == 0 {
