@@ -194,19 +194,28 @@ const LINK_SETUP_TIMEOUT_MS: u64 = 15_000;
 
 /// Rounds of hand-over pushes before a graceful leave gives up on data no
 /// successor confirmed. A round that waits on a dead target lasts one
-/// request lifetime (15 s), so a leave takes at most about 45 s.
+/// request lifetime (15 s), so the rounds take at most about 45 s and the
+/// Leaves after them 15 s more.
 const HANDOVER_ROUNDS: u8 = 3;
 
-/// A graceful leave in progress: pushes still unanswered in this round.
+/// How long into a leave a failure still starts new pushes: late enough to
+/// cover the rounds, early enough that they are answered (within a request
+/// lifetime) before the 60 s the daemon and the simulator allow a leave.
+const HANDOVER_RECHECK_MS: u64 = 40_000;
+
+/// A graceful leave in progress. A round ends, and the node exits, only
+/// once no push is in flight (`OverlayNode::pushing` is empty).
 #[derive(Debug)]
 struct Handover {
-    pending: usize,
+    started: u64,
     rounds_left: u8,
     /// The rounds are over and the Leaves went out.
     saying_goodbye: bool,
     /// The topology finished leaving while pushes were still in flight:
     /// the node exits when the last one is answered.
     exit_when_pushed: bool,
+    /// `Event::Left` went out; nothing more happens.
+    exited: bool,
 }
 
 /// One RELOAD node: forwarding, transactions, storage and a topology plugin.
@@ -487,10 +496,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return;
         }
         self.leaving = Some(Handover {
-            pending: 0,
+            started: now,
             rounds_left: HANDOVER_ROUNDS,
             saying_goodbye: false,
             exit_when_pushed: false,
+            exited: false,
         });
         self.hand_over(now);
     }
@@ -503,7 +513,6 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let Some(handover) = &mut self.leaving else { return };
         let first = handover.rounds_left == HANDOVER_ROUNDS;
         handover.rounds_left = handover.rounds_left.saturating_sub(1);
-        let mut pushes = 0;
         for id in self.storage.resource_ids() {
             let Some(targets) = self.handover_targets(&id) else {
                 continue;
@@ -516,15 +525,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 continue;
             }
             for to in targets {
-                if self.push(now, &id, to, first) {
-                    pushes += 1;
-                }
+                self.push(now, &id, to, first);
             }
         }
-        if let Some(handover) = &mut self.leaving {
-            handover.pending = pushes;
-        }
-        if pushes == 0 {
+        // Pushes started before the leave are waited for too.
+        if self.pushing.is_empty() {
             self.finish_handover(now);
         }
     }
@@ -546,7 +551,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// left the set are pushed again to the set as it is now, and the
     /// leave does not finish before those pushes are answered.
     fn recheck_handover(&mut self, now: u64) {
-        let mut pushes = 0;
+        let Some(handover) = &self.leaving else { return };
+        if handover.exited || now >= handover.started + HANDOVER_RECHECK_MS {
+            return;
+        }
         for id in self.storage.resource_ids() {
             let Some(targets) = self.handover_targets(&id) else {
                 continue;
@@ -559,13 +567,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 continue;
             }
             for to in targets {
-                if self.push(now, &id, to, false) {
-                    pushes += 1;
-                }
+                self.push(now, &id, to, false);
             }
-        }
-        if let Some(handover) = &mut self.leaving {
-            handover.pending += pushes;
         }
     }
 
@@ -1425,9 +1428,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         r.add_holder(to);
                     }
                 }
-                if let Some(handover) = &mut self.leaving {
-                    handover.pending = handover.pending.saturating_sub(1);
-                    if handover.pending == 0 {
+                if let Some(handover) = &self.leaving {
+                    if self.pushing.is_empty() && !handover.exited {
                         if handover.exit_when_pushed {
                             self.exit();
                         } else if handover.saying_goodbye {
@@ -1696,7 +1698,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// [`Self::rebalance`] for the resources in `rebalance_soon` alone.
     fn rebalance_changed(&mut self, now: u64) {
         let changed = std::mem::take(&mut self.rebalance_soon);
-        if self.leaving.is_some() || !self.topology.is_joined() {
+        if self.leaving.is_some() {
+            // A Store taken during the leave must reach the set too.
+            self.recheck_handover(now);
+            return;
+        }
+        if !self.topology.is_joined() {
             return;
         }
         for id in changed {
@@ -1866,7 +1873,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         }
                     }
                     TopologyCommand::Left => match &mut self.leaving {
-                        Some(handover) if handover.pending > 0 => handover.exit_when_pushed = true,
+                        Some(handover) if !self.pushing.is_empty() => handover.exit_when_pushed = true,
                         _ => self.exit(),
                     },
                 }
@@ -1876,6 +1883,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// The end of a leave: every link closes and the node is done.
     fn exit(&mut self) {
+        if let Some(handover) = &mut self.leaving {
+            if handover.exited {
+                return;
+            }
+            handover.exited = true;
+        }
         for peer in std::mem::take(&mut self.links) {
             self.actions.push_back(Action::Close { peer });
         }

@@ -67,6 +67,10 @@ enum Pending {
     Leave,
 }
 
+/// How long a peer that left is kept out of the tables if its link does
+/// not close (a leave lasts at most about 60 s).
+const DEPARTED_MS: u64 = 120_000;
+
 /// The CHORD-RELOAD topology plugin.
 pub struct ChordReload {
     me: NodeId,
@@ -94,6 +98,10 @@ pub struct ChordReload {
     corrected: BTreeMap<NodeId, u64>,
     next_stabilize: Option<u64>,
     next_finger_search: Option<u64>,
+    /// Peers whose Leave we took, and when: their links stay up until they
+    /// close them, and until then an Attach answer or someone's stale
+    /// Update must not put them back in the tables.
+    departed: BTreeMap<NodeId, u64>,
 }
 
 impl ChordReload {
@@ -120,6 +128,7 @@ impl ChordReload {
             corrected: BTreeMap::new(),
             next_stabilize: None,
             next_finger_search: None,
+            departed: BTreeMap::new(),
         }
     }
 
@@ -361,7 +370,11 @@ impl ChordReload {
     /// Learns of a peer from someone's Update or Leave: promote it if it is
     /// already linked, otherwise Attach to it when it belongs in the tables.
     fn consider(&mut self, c: NodeId, learned_from: Option<NodeId>, out: &mut Vec<TopologyCommand>) {
-        if c == self.me || self.peers.contains_key(&node_position(&c)) || self.attaching.contains(&c) {
+        if c == self.me
+            || self.peers.contains_key(&node_position(&c))
+            || self.attaching.contains(&c)
+            || self.departed.contains_key(&c)
+        {
             return;
         }
         let wanted = self.would_be_neighbor(&c) || self.fills_empty_finger(&c).is_some();
@@ -688,6 +701,9 @@ impl Topology for ChordReload {
             return;
         }
         self.attaching.remove(&peer);
+        if self.departed.contains_key(&peer) {
+            return;
+        }
         if we_attached {
             self.others.remove(&peer);
             self.peers.insert(node_position(&peer), peer);
@@ -706,6 +722,7 @@ impl Topology for ChordReload {
     /// finger at once.
     fn on_link_down(&mut self, now: u64, peer: NodeId, out: &mut Vec<TopologyCommand>) {
         self.attaching.remove(&peer);
+        self.departed.remove(&peer);
         let was_finger = self.remove_peer(&peer);
         match self.phase {
             // A leaving peer still hands its data to the set as it now is.
@@ -844,6 +861,10 @@ impl Topology for ChordReload {
         // link it sees fail meanwhile is a real failure).
         self.remove_peer(&from);
         self.attaching.remove(&from);
+        // A departed peer that never closes (its Leave came routed, not
+        // over a link) may come back as a new session after a while.
+        self.departed.retain(|_, at| now.saturating_sub(*at) < DEPARTED_MS);
+        self.departed.insert(from, now);
         if self.phase != Phase::Joined {
             return Ok(());
         }
@@ -974,6 +995,7 @@ impl Topology for ChordReload {
     }
 
     fn on_timer(&mut self, now: u64, out: &mut Vec<TopologyCommand>) {
+        self.departed.retain(|_, at| now.saturating_sub(*at) < DEPARTED_MS);
         if let Phase::Joining { started, .. } = self.phase {
             if now >= started + JOIN_TIMEOUT_MS {
                 self.restart_join(out);

@@ -514,3 +514,26 @@ fn a_malformed_update_is_an_invalid_message() {
         Err(ErrorCode::INVALID_MESSAGE)
     );
 }
+
+/// A peer whose Leave we took keeps its link until it closes it (it may
+/// still be handing data over); meanwhile a late Attach answer must not
+/// put it back in the tables. Once its link closed it may return.
+#[test]
+fn a_departed_peer_is_not_taken_back_before_its_link_closes() {
+    let mut c = joined(1000, &[900, 1100, 1200]);
+    let mut out = Vec::new();
+    let req = LeaveReq {
+        leaving_peer_id: id(1100),
+        overlay_specific_data: ChordLeaveData::FromSucc {
+            successors: vec![id(1200)],
+        }
+        .to_bytes()
+        .unwrap(),
+    };
+    c.on_leave(0, id(1100), &req, &mut out).unwrap();
+    c.on_link_up(1, id(1100), true, false, &mut out);
+    assert!(!c.successors().contains(&id(1100)), "taken back while leaving");
+    c.on_link_down(2, id(1100), &mut out);
+    c.on_link_up(3, id(1100), true, false, &mut out);
+    assert!(c.successors().contains(&id(1100)), "a new session is welcome");
+}
