@@ -38,6 +38,9 @@ struct Args {
     /// Seconds each measured SIPp run should last.
     #[arg(long, default_value_t = 10.0)]
     seconds: f64,
+    /// Throughput runs at the chosen setting; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=9))]
+    repeats: u16,
     /// Distinct users the REGISTER load cycles through.
     #[arg(long, default_value_t = 500)]
     users: usize,
@@ -291,8 +294,9 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
             &inject,
             layout.sipp.registrar_load,
             args.seconds,
+            usize::from(args.repeats),
         )?;
-        eprintln!("  {:.0}/s", t.per_s);
+        eprintln!("  {:.0}/s (median of {:.0?})", t.per_s, t.rates);
         Ok((t, demo.domain.clone(), demo.password.clone()))
     };
     let (alone, domain, password) = measure("register-1", 1)?;
@@ -310,8 +314,9 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
         &inject,
         layout.sipp.registrar_load,
         args.seconds,
+        usize::from(args.repeats),
     )?;
-    eprintln!("  {:.0}/s", reference.per_s);
+    eprintln!("  {:.0}/s (median of {:.0?})", reference.per_s, reference.rates);
     drop(kamailio);
     Ok(Registers {
         users: users.len(),
@@ -345,6 +350,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
             &bob,
             "bob",
             args.seconds,
+            usize::from(args.repeats),
         )
     };
 
@@ -352,7 +358,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     let work = scratch(&args.work, "calls-p2psip")?;
     let demo = start_demo(args, p2psip, &work, 3, &users, &[])?;
     let ours = run(&work, &demo.domain, &demo.password, demo.sip[0], demo.sip[1]).context("p2psip call throughput")?;
-    eprintln!("  {:.0}/s", ours.per_s);
+    eprintln!("  {:.0}/s (median of {:.0?})", ours.per_s, ours.rates);
     let (domain, password) = (demo.domain.clone(), demo.password.clone());
     drop(demo);
 
@@ -360,7 +366,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     let work = scratch(&args.work, "calls-kamailio")?;
     let kamailio = kamailio(args, layout, &work, &password)?;
     let reference = run(&work, &domain, &password, kamailio.addr, kamailio.addr).context("Kamailio call throughput")?;
-    eprintln!("  {:.0}/s", reference.per_s);
+    eprintln!("  {:.0}/s (median of {:.0?})", reference.per_s, reference.rates);
     Ok(Calls {
         ratio: ratio(&ours, &reference),
         p2psip: ours,

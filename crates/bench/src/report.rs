@@ -113,10 +113,12 @@ fn row(md: &mut String, what: &str, ours: &Throughput, theirs: &Throughput, rati
 
 fn detail(md: &mut String, what: &str, t: &Throughput) {
     let r = &t.run;
+    let rates: Vec<String> = t.rates.iter().map(|x| format!("{x:.0}")).collect();
     let _ = writeln!(
         md,
-        "| {what} | {:.0} | {} | {} | {} | {} | {:.1} |{}",
+        "| {what} | {:.0} ({}) | {} | {} | {} | {} | {:.1} |{}",
         t.per_s,
+        rates.join(", "),
         t.concurrency,
         r.successful,
         r.failed,
@@ -235,7 +237,9 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "\n## Runs\n\n| run | per s | in flight | successful | failed | retransmissions | wall s |\n\
+            "\n## Runs\n\nPer s is the median of the runs at the chosen setting (each run's rate in brackets); the \
+             other columns are the first of those runs.\n\n\
+             | run | per s | in flight | successful | failed | retransmissions | wall s |\n\
              |---|---:|---:|---:|---:|---:|---:|"
         );
         if let Some(r) = &self.registers {

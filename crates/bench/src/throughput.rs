@@ -25,8 +25,10 @@ pub struct Attempt {
 /// One throughput figure and how it was obtained.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Throughput {
-    /// Successful scenarios per second.
+    /// Successful scenarios per second: the median of `rates`.
     pub per_s: f64,
+    /// The rate of each run at the chosen concurrency and length, in order.
+    pub rates: Vec<f64>,
     pub concurrency: u32,
     pub run: SippRun,
     /// Whether the run stayed under [`MAX_FAILURE_RATIO`]; when no
@@ -38,8 +40,14 @@ pub struct Throughput {
 
 /// Runs `scenario_run(concurrency, count)` with counts grown until a run
 /// lasts about `seconds`, lowering the concurrency while failures exceed
-/// the limit.
-pub fn saturate(seconds: f64, mut scenario_run: impl FnMut(u32, u64) -> Result<SippRun>) -> Result<Throughput> {
+/// the limit; then runs the chosen setting until there are `repeats` runs
+/// of it, and reports their median (one run on this shared machine moves
+/// by ±15 %).
+pub fn saturate(
+    seconds: f64,
+    repeats: usize,
+    mut scenario_run: impl FnMut(u32, u64) -> Result<SippRun>,
+) -> Result<Throughput> {
     let mut count = 1_000u64;
     let mut attempts = Vec::new();
     for concurrency in CONCURRENCY {
@@ -61,10 +69,21 @@ pub fn saturate(seconds: f64, mut scenario_run: impl FnMut(u32, u64) -> Result<S
             concurrency,
             run: run.clone(),
         });
-        let ok = run.failure_ratio() < MAX_FAILURE_RATIO;
+        let mut ok = run.failure_ratio() < MAX_FAILURE_RATIO;
         if ok || concurrency == CONCURRENCY[CONCURRENCY.len() - 1] {
+            let mut rates = vec![run.rate()];
+            while rates.len() < repeats {
+                let again = scenario_run(concurrency, count)?;
+                ok &= again.failure_ratio() < MAX_FAILURE_RATIO;
+                rates.push(again.rate());
+                attempts.push(Attempt {
+                    concurrency,
+                    run: again,
+                });
+            }
             return Ok(Throughput {
-                per_s: run.rate(),
+                per_s: median(&rates),
+                rates,
                 concurrency,
                 run,
                 within_failure_limit: ok,
@@ -73,6 +92,17 @@ pub fn saturate(seconds: f64, mut scenario_run: impl FnMut(u32, u64) -> Result<S
         }
     }
     anyhow::bail!("no concurrency to try")
+}
+
+/// The middle value; the mean of the two middle ones for an even count.
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// Local UDP ports of the SIPp instances.
@@ -97,8 +127,9 @@ pub fn registers(
     inject: &Path,
     port: u16,
     seconds: f64,
+    repeats: usize,
 ) -> Result<Throughput> {
-    saturate(seconds, |concurrency, count| {
+    saturate(seconds, repeats, |concurrency, count| {
         Sipp {
             scenario: register,
             target: registrar,
@@ -150,10 +181,11 @@ pub fn calls(
     callee_user: &Path,
     callee_name: &str,
     seconds: f64,
+    repeats: usize,
 ) -> Result<Throughput> {
     register_once(work, scenarios.register, caller_proxy, caller_user, ports.caller)?;
     register_once(work, scenarios.register, callee_proxy, callee_user, ports.callee)?;
-    saturate(seconds, |concurrency, count| {
+    saturate(seconds, repeats, |concurrency, count| {
         let callee = answering_callee(work, scenarios.callee, callee_proxy, ports.callee)?;
         let run = Sipp {
             scenario: scenarios.caller,
@@ -218,4 +250,16 @@ fn udp_bound(port: u16) -> bool {
             .skip(1)
             .any(|l| l.split_whitespace().nth(1) == Some(wanted.as_str()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even_counts() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
+    }
 }
