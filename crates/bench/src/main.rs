@@ -199,6 +199,7 @@ fn run(mut args: Args) -> Result<()> {
         machine,
         kamailio_children: args.kamailio_children,
         seconds_per_run: args.seconds,
+        runs_per_figure: args.repeats,
         max_failure_ratio: throughput::MAX_FAILURE_RATIO,
         registers,
         calls,

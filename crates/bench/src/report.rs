@@ -90,6 +90,8 @@ pub struct Report {
     pub machine: Machine,
     pub kamailio_children: u32,
     pub seconds_per_run: f64,
+    /// Runs at the chosen setting behind each throughput figure.
+    pub runs_per_figure: u16,
     pub max_failure_ratio: f64,
     pub registers: Option<Registers>,
     pub calls: Option<Calls>,
@@ -108,7 +110,15 @@ pub fn ratio(ours: &Throughput, theirs: &Throughput) -> f64 {
 }
 
 fn row(md: &mut String, what: &str, ours: &Throughput, theirs: &Throughput, ratio: f64) {
-    let _ = writeln!(md, "| {what} | {:.0} | {:.0} | {ratio:.2}× |", ours.per_s, theirs.per_s);
+    let mark = |t: &Throughput| if t.within_failure_limit { "" } else { " †" };
+    let _ = writeln!(
+        md,
+        "| {what} | {:.0}{} | {:.0}{} | {ratio:.2}× |",
+        ours.per_s,
+        mark(ours),
+        theirs.per_s,
+        mark(theirs)
+    );
 }
 
 fn detail(md: &mut String, what: &str, t: &Throughput) {
@@ -127,7 +137,7 @@ fn detail(md: &mut String, what: &str, t: &Throughput) {
         if t.within_failure_limit {
             ""
         } else {
-            " over the failure limit at every concurrency |"
+            " a run at this setting went over the failure limit (see latest.json) |"
         }
     );
 }
@@ -196,8 +206,11 @@ impl Report {
     fn throughput_tables(&self, md: &mut String) {
         let _ = writeln!(
             md,
-            "Each figure is the closed-loop rate of one SIPp run of about {:.0} s with under {:.1} % failed \
-             scenarios, measured in this run against Kamailio on the same machine.\n",
+            "Each figure is the median closed-loop rate of {} SIPp runs of about {:.0} s each, back to back, at \
+             the most scenarios in flight that kept failures under {:.1} %, measured in this run against \
+             Kamailio on the same machine. † marks a figure where a run at that setting went over the failure \
+             limit (see Runs).\n",
+            self.runs_per_figure,
             self.seconds_per_run,
             self.max_failure_ratio * 100.0
         );

@@ -31,8 +31,9 @@ pub struct Throughput {
     pub rates: Vec<f64>,
     pub concurrency: u32,
     pub run: SippRun,
-    /// Whether the run stayed under [`MAX_FAILURE_RATIO`]; when no
-    /// concurrency did, the last (lowest) attempt is reported.
+    /// Whether every run at the chosen setting stayed under
+    /// [`MAX_FAILURE_RATIO`]; when no concurrency did, the last (lowest)
+    /// is reported.
     pub within_failure_limit: bool,
     /// Every run of the search, sizing runs included.
     pub attempts: Vec<Attempt>,
