@@ -446,18 +446,24 @@ fn leave_tells_predecessors_the_successors_and_successors_the_predecessors() {
     assert!(out.contains(&C::Left), "Left once every Leave is answered or timed out");
 }
 
+/// The Leave a peer sends its predecessors (§10.9: from_succ, with its
+/// successors).
+fn leave_to_predecessors(leaver: u128, successors: &[u128]) -> LeaveReq {
+    LeaveReq {
+        leaving_peer_id: id(leaver),
+        overlay_specific_data: ChordLeaveData::FromSucc {
+            successors: successors.iter().map(|s| id(*s)).collect(),
+        }
+        .to_bytes()
+        .unwrap(),
+    }
+}
+
 #[test]
 fn a_leave_is_handled_like_a_failure_and_teaches_the_successors_list() {
     let mut c = joined(1000, &[900, 1100, 1200]);
     let mut out = Vec::new();
-    let req = LeaveReq {
-        leaving_peer_id: id(1100),
-        overlay_specific_data: ChordLeaveData::FromSucc {
-            successors: vec![id(1200), id(1250)],
-        }
-        .to_bytes()
-        .unwrap(),
-    };
+    let req = leave_to_predecessors(1100, &[1200, 1250]);
     c.on_leave(0, id(1100), &req, &mut out).unwrap();
     assert!(!c.successors().contains(&id(1100)));
     assert!(
@@ -522,14 +528,7 @@ fn a_malformed_update_is_an_invalid_message() {
 fn a_departed_peer_is_not_taken_back_before_its_link_closes() {
     let mut c = joined(1000, &[900, 1100, 1200]);
     let mut out = Vec::new();
-    let req = LeaveReq {
-        leaving_peer_id: id(1100),
-        overlay_specific_data: ChordLeaveData::FromSucc {
-            successors: vec![id(1200)],
-        }
-        .to_bytes()
-        .unwrap(),
-    };
+    let req = leave_to_predecessors(1100, &[1200]);
     c.on_leave(0, id(1100), &req, &mut out).unwrap();
     c.on_link_up(1, id(1100), true, false, &mut out);
     assert!(!c.successors().contains(&id(1100)), "taken back while leaving");
