@@ -513,21 +513,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let Some(handover) = &mut self.leaving else { return };
         let first = handover.rounds_left == HANDOVER_ROUNDS;
         handover.rounds_left = handover.rounds_left.saturating_sub(1);
-        for id in self.storage.resource_ids() {
-            let Some(targets) = self.handover_targets(&id) else {
-                continue;
-            };
-            let confirmed = self
-                .storage
-                .resource(&id)
-                .is_some_and(|r| targets.iter().any(|t| r.holds(t)));
-            if !first && confirmed {
-                continue;
-            }
-            for to in targets {
-                self.push(now, &id, to, first);
-            }
-        }
+        self.push_handover(now, first);
         // Pushes started before the leave are waited for too.
         if self.pushing.is_empty() {
             self.finish_handover(now);
@@ -555,6 +541,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if handover.exited || now >= handover.started + HANDOVER_RECHECK_MS {
             return;
         }
+        self.push_handover(now, false);
+    }
+
+    /// Pushes held copies to their [`Self::handover_targets`]: all of them
+    /// when `all` (the first round), else only those no current target
+    /// holds (holders that left the set are forgotten first).
+    fn push_handover(&mut self, now: u64, all: bool) {
         for id in self.storage.resource_ids() {
             let Some(targets) = self.handover_targets(&id) else {
                 continue;
@@ -563,11 +556,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 continue;
             };
             r.retain_holders(|h| targets.contains(h));
-            if targets.iter().any(|t| r.holds(t)) {
+            if !all && targets.iter().any(|t| r.holds(t)) {
                 continue;
             }
             for to in targets {
-                self.push(now, &id, to, false);
+                self.push(now, &id, to, all);
             }
         }
     }

@@ -100,7 +100,9 @@ pub struct ChordReload {
     next_finger_search: Option<u64>,
     /// Peers whose Leave we took, and when: their links stay up until they
     /// close them, and until then an Attach answer or someone's stale
-    /// Update must not put them back in the tables.
+    /// Update must not put them back in the tables. One whose link never
+    /// closes (its Leave came routed) may return after [`DEPARTED_MS`], as
+    /// a new session; `on_timer` forgets it then.
     departed: BTreeMap<NodeId, u64>,
 }
 
@@ -861,9 +863,6 @@ impl Topology for ChordReload {
         // link it sees fail meanwhile is a real failure).
         self.remove_peer(&from);
         self.attaching.remove(&from);
-        // A departed peer that never closes (its Leave came routed, not
-        // over a link) may come back as a new session after a while.
-        self.departed.retain(|_, at| now.saturating_sub(*at) < DEPARTED_MS);
         self.departed.insert(from, now);
         if self.phase != Phase::Joined {
             return Ok(());
