@@ -28,8 +28,7 @@ use crate::registrar::{Flow, Registrar, Transport};
 use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
 use route::{pop_own_routes, top_route};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 
 /// RFC 3261 §17.1.2.2: T2, the longest retransmission interval.
@@ -42,9 +41,34 @@ pub const TRANSACTION_TIMEOUT_MS: u64 = 64 * T1_MS;
 pub const TIMER_C_MS: u64 = 180_000;
 /// Max-Forwards a proxy writes when the request has none (§16.6 step 3).
 pub const DEFAULT_MAX_FORWARDS: u32 = 70;
-/// Most server transactions held; past it new requests get 503, so a
-/// flood cannot grow memory without bound.
-pub const MAX_SERVER_TRANSACTIONS: usize = 100_000;
+/// Most server transactions still working on their request (Locating,
+/// Proceeding), each holding it and its branches' copies, a few KB; past
+/// it new requests get 503, so a flood cannot grow memory without bound.
+pub const MAX_OPEN_SERVER_TRANSACTIONS: usize = 50_000;
+/// Most finished server transactions, which only wait out Timers H, I, J
+/// and L (a few hundred bytes each: 2 per call for 32 s over UDP, so
+/// about 4,000 calls/s). Past it the one due soonest is forgotten early:
+/// that only shortens how long retransmissions are absorbed, as a proxy
+/// with a shorter wait timer does, and new calls are still served.
+pub const MAX_FINISHED_SERVER_TRANSACTIONS: usize = 250_000;
+
+/// How many server transactions a proxy holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransactionLimits {
+    /// See [`MAX_OPEN_SERVER_TRANSACTIONS`].
+    pub open: usize,
+    /// See [`MAX_FINISHED_SERVER_TRANSACTIONS`].
+    pub finished: usize,
+}
+
+impl Default for TransactionLimits {
+    fn default() -> Self {
+        TransactionLimits {
+            open: MAX_OPEN_SERVER_TRANSACTIONS,
+            finished: MAX_FINISHED_SERVER_TRANSACTIONS,
+        }
+    }
+}
 
 /// Something the driver must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,25 +114,41 @@ enum ServerState {
     Confirmed,
 }
 
+/// A server transaction. Once its final response has gone upstream it
+/// keeps only what Timers G, H, I, J and L need: its key, where to
+/// resend and at most the bytes to resend. At a few thousand calls per
+/// second over UDP, tens of thousands of transactions sit in those
+/// timers, so the request itself goes at once.
 struct ServerTxn {
     key: TransactionKey,
-    request: SipMessage,
     from: Flow,
     side: Side,
+    invite: bool,
     state: ServerState,
-    branches: Vec<u64>,
-    /// The best final response of the finished branches (§16.7 step 6).
-    best: Option<SipMessage>,
-    /// What was last sent upstream, resent to a retransmitted request.
-    last_sent: Option<Vec<u8>>,
+    /// While no final response has been sent (Locating, Proceeding).
+    open: Option<Box<OpenServer>>,
+    /// What was last sent upstream, resent to a retransmitted request: a
+    /// provisional while open, a non-INVITE's final response, or an
+    /// INVITE's non-2xx until its ACK. None in Accepted: RFC 6026 §7.1
+    /// absorbs a retransmitted INVITE there, the callee resends its 2xx.
+    last_sent: Option<Box<[u8]>>,
     /// Timer G: retransmit `last_sent` (a final non-2xx to an INVITE over UDP).
     retransmit_at: Option<u64>,
     retransmit_every: u64,
-    /// Timers H, I, J, or the lookup deadline.
+    /// Timers H, I, J, L, or the lookup deadline.
     forget_at: u64,
+    /// When its entry in [`Proxy::timers`] is due; `u64::MAX` for none.
+    timer_at: u64,
+}
+
+/// What a server transaction needs until its final response.
+struct OpenServer {
+    request: SipMessage,
+    branches: Vec<u64>,
+    /// The best final response of the finished branches (§16.7 step 6).
+    best: Option<SipMessage>,
     /// The lookup this transaction waits for.
     lookup: Option<u64>,
-    to_tag: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +177,10 @@ struct ClientTxn {
     server: Option<u64>,
     branch: String,
     method: String,
-    request: SipMessage,
-    bytes: Vec<u8>,
+    /// The request as sent, while the branch is pending: retransmitted,
+    /// cancelled or answered locally from it. Gone once a final response
+    /// arrives; Timers D, K and M need none of it.
+    request: Option<Box<SipMessage>>,
     flow: Flow,
     state: ClientState,
     retransmit_at: Option<u64>,
@@ -150,6 +192,8 @@ struct ClientTxn {
     cancel: Cancel,
     /// The ACK sent for a final non-2xx, resent on its retransmission.
     ack: Option<Vec<u8>>,
+    /// When its entry in [`Proxy::timers`] is due; `u64::MAX` for none.
+    timer_at: u64,
 }
 
 impl ClientTxn {
@@ -174,8 +218,8 @@ impl ServerTxn {
         self.retransmit_at.map_or(self.forget_at, |r| r.min(self.forget_at))
     }
 
-    fn is_invite(&self) -> bool {
-        self.request.method() == Some("INVITE")
+    fn request(&self) -> Option<&SipMessage> {
+        self.open.as_ref().map(|o| &o.request)
     }
 }
 
@@ -191,10 +235,15 @@ pub struct Proxy {
     me: Interfaces,
     servers: HashMap<u64, ServerTxn>,
     server_ids: HashMap<TransactionKey, u64>,
+    /// How many of `servers` are still open.
+    open_servers: usize,
+    limits: TransactionLimits,
     clients: HashMap<u64, ClientTxn>,
     client_ids: HashMap<(String, String), u64>,
     lookups: HashMap<u64, u64>,
-    timers: BinaryHeap<Reverse<(u64, TimerRef)>>,
+    /// One entry per transaction with a timer, at its earliest due time;
+    /// moved when that changes, so nothing stale piles up behind Timer C.
+    timers: BTreeSet<(u64, TimerRef)>,
     next_id: u64,
     salt: u64,
     out: Vec<Output>,
@@ -207,14 +256,22 @@ impl Proxy {
             me,
             servers: HashMap::new(),
             server_ids: HashMap::new(),
+            open_servers: 0,
+            limits: TransactionLimits::default(),
             clients: HashMap::new(),
             client_ids: HashMap::new(),
             lookups: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: BTreeSet::new(),
             next_id: 1,
             salt: seed,
             out: Vec::new(),
         }
+    }
+
+    /// Other bounds on the server transactions than the defaults.
+    pub fn with_limits(mut self, limits: TransactionLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn interfaces(&self) -> &Interfaces {
@@ -228,7 +285,7 @@ impl Proxy {
 
     /// When [`tick`](Self::tick) has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.peek().map(|Reverse((t, _))| *t)
+        self.timers.first().map(|(t, _)| *t)
     }
 
     fn id(&mut self) -> u64 {
@@ -238,8 +295,19 @@ impl Proxy {
 
     fn unique(&mut self) -> String {
         let n = self.id();
+        self.tag_of(n)
+    }
+
+    /// A string no other id of this run of the peer gives.
+    fn tag_of(&self, n: u64) -> String {
         let mixed = (self.salt ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
         format!("{mixed:016x}{n:x}")
+    }
+
+    /// The To tag of the responses server transaction `id` makes itself,
+    /// derived rather than stored.
+    fn to_tag(&self, id: u64) -> String {
+        self.tag_of(id)
     }
 
     fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
@@ -288,8 +356,8 @@ impl Proxy {
         };
         if let Some(id) = self.server_ids.get(&key) {
             // §17.2.1 / §17.2.2: a retransmission gets the last response.
-            if let Some(bytes) = self.servers.get(id).and_then(|s| s.last_sent.clone()) {
-                self.send(flow, bytes);
+            if let Some(bytes) = self.servers.get(id).and_then(|s| s.last_sent.as_deref()) {
+                self.send(flow, bytes.to_vec());
             }
             return;
         }
@@ -324,8 +392,11 @@ impl Proxy {
         if max_forwards == 0 {
             return self.reply(&request, flow, 483, "Too Many Hops");
         }
-        if self.servers.len() >= MAX_SERVER_TRANSACTIONS {
+        if self.open_servers >= self.limits.open {
             return self.reply(&request, flow, 503, "Service Unavailable");
+        }
+        if self.servers.len() - self.open_servers >= self.limits.finished {
+            self.forget_finished_soonest();
         }
         // §16.5: where the request goes.
         let target = if request.has("Route") && !to_tagged {
@@ -368,51 +439,73 @@ impl Proxy {
         // §16.6 step 3.
         request.set("Max-Forwards", &(max_forwards - 1).to_string());
         let id = self.id();
-        let to_tag = self.unique();
+        let invite = method == "INVITE";
+        // §16.2: a stateful proxy answers an INVITE with 100 at once.
+        let trying = invite.then(|| SipMessage::response_to(&request, 100, "Trying", None).to_bytes());
         let mut server = ServerTxn {
             key: key.clone(),
-            request,
             from: flow,
             side,
+            invite,
             state: ServerState::Proceeding,
-            branches: Vec::new(),
-            best: None,
-            last_sent: None,
+            open: Some(Box::new(OpenServer {
+                request,
+                branches: Vec::new(),
+                best: None,
+                lookup: None,
+            })),
+            last_sent: trying.as_deref().map(Box::from),
             retransmit_at: None,
             retransmit_every: T1_MS,
             forget_at: now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS,
-            lookup: None,
-            to_tag,
+            timer_at: u64::MAX,
         };
-        if method == "INVITE" {
-            // §16.2: a stateful proxy answers an INVITE with 100 at once.
-            let trying = SipMessage::response_to(&server.request, 100, "Trying", None).to_bytes();
-            server.last_sent = Some(trying.clone());
+        if let Some(trying) = trying {
             self.send(flow, trying);
         }
         let record_route = !to_tagged;
-        self.server_ids.insert(key, id);
         match (target, user) {
             (Some(t), _) => {
-                self.servers.insert(id, server);
+                self.admit(id, server);
                 self.forward(now, id, vec![t], record_route);
             }
             (None, None) => {}
             (None, Some(user)) if side == Side::Phones => {
                 let lookup = self.id();
                 server.state = ServerState::Locating;
-                server.lookup = Some(lookup);
+                if let Some(open) = server.open.as_mut() {
+                    open.lookup = Some(lookup);
+                }
                 server.forget_at = now + TRANSACTION_TIMEOUT_MS;
-                self.servers.insert(id, server);
+                self.admit(id, server);
                 self.lookups.insert(lookup, id);
-                self.schedule(TimerRef::Server(id));
                 self.out.push(Output::Locate { lookup, user });
             }
             (None, Some(user)) => {
-                self.servers.insert(id, server);
+                self.admit(id, server);
                 let targets = local_targets(registrar, &user, now);
                 self.forward(now, id, targets, record_route);
             }
+        }
+    }
+
+    fn admit(&mut self, id: u64, server: ServerTxn) {
+        self.open_servers += usize::from(server.open.is_some());
+        self.server_ids.insert(server.key.clone(), id);
+        self.servers.insert(id, server);
+        self.schedule(TimerRef::Server(id));
+    }
+
+    /// Forgets the finished server transaction whose timer ends first,
+    /// looking a bounded way into the timers.
+    fn forget_finished_soonest(&mut self) {
+        let soonest = self.timers.iter().take(256).find_map(|&(due, timer)| match timer {
+            TimerRef::Server(id) if self.servers.get(&id).is_some_and(|s| s.open.is_none()) => Some((due, id)),
+            _ => None,
+        });
+        if let Some((due, id)) = soonest {
+            self.timers.remove(&(due, TimerRef::Server(id)));
+            self.forget_server(id);
         }
     }
 
@@ -421,16 +514,17 @@ impl Proxy {
         let Some(id) = self.lookups.remove(&lookup) else {
             return Vec::new();
         };
+        let to_tag = self.to_tag(id);
         let Some(server) = self.servers.get_mut(&id) else {
             return Vec::new();
         };
-        if server.state != ServerState::Locating {
+        let Some(open) = server.open.as_mut().filter(|_| server.state == ServerState::Locating) else {
             return Vec::new();
-        }
-        server.lookup = None;
+        };
+        open.lookup = None;
         server.state = ServerState::Proceeding;
         server.forget_at = now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS;
-        let user = server
+        let user = open
             .request
             .request_uri()
             .and_then(|u| Uri::parse(u).ok())
@@ -460,8 +554,7 @@ impl Proxy {
             }
             Location::NotFound => self.answer(now, id, 404, "Not Found"),
             Location::Unreachable(why) => {
-                let mut r =
-                    SipMessage::response_to(&server.request, 480, "Temporarily Unavailable", Some(&server.to_tag));
+                let mut r = SipMessage::response_to(&open.request, 480, "Temporarily Unavailable", Some(&to_tag));
                 r.push(
                     "Warning",
                     &format!("399 p2psip \"{}\"", why.replace(['"', '\r', '\n'], " ")),
@@ -480,7 +573,9 @@ impl Proxy {
         let Some(server) = self.servers.get(&server_id) else {
             return;
         };
-        let base = server.request.clone();
+        let Some(base) = server.request().cloned() else {
+            return;
+        };
         let (in_side, in_transport) = (server.side, server.from.transport);
         let method = base.method().unwrap_or_default().to_string();
         let mut ids = Vec::new();
@@ -506,8 +601,8 @@ impl Proxy {
             let id = self.start_client(now, Some(server_id), branch, &method, copy, target.flow);
             ids.push(id);
         }
-        if let Some(server) = self.servers.get_mut(&server_id) {
-            server.branches.extend(ids);
+        if let Some(open) = self.servers.get_mut(&server_id).and_then(|s| s.open.as_mut()) {
+            open.branches.extend(ids);
         }
     }
 
@@ -523,6 +618,7 @@ impl Proxy {
         let bytes = request.to_bytes();
         let id = self.id();
         let unreliable = !flow.transport.reliable();
+        let request = Some(Box::new(request));
         self.client_ids.insert((branch.clone(), method.to_string()), id);
         self.clients.insert(
             id,
@@ -531,7 +627,6 @@ impl Proxy {
                 branch,
                 method: method.to_string(),
                 request,
-                bytes: bytes.clone(),
                 flow,
                 state: ClientState::Trying,
                 // Timers A and E (§17.1.1.2, §17.1.2.2).
@@ -541,6 +636,7 @@ impl Proxy {
                 forget_at: None,
                 cancel: Cancel::No,
                 ack: None,
+                timer_at: u64::MAX,
             },
         );
         self.schedule(TimerRef::Client(id));
@@ -551,13 +647,8 @@ impl Proxy {
     /// §16.10: CANCEL matches the INVITE's server transaction; it is
     /// answered at once and every branch still ringing is cancelled.
     fn on_cancel(&mut self, now: u64, cancel: SipMessage, flow: Flow) {
-        let Some(TransactionKey::Branch { branch, sent_by, .. }) = TransactionKey::of(&cancel) else {
+        let Some(invite) = TransactionKey::of(&cancel).and_then(|k| k.of_invite()) else {
             return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
-        };
-        let invite = TransactionKey::Branch {
-            branch,
-            sent_by,
-            method: "INVITE".into(),
         };
         let Some(&id) = self.server_ids.get(&invite) else {
             return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
@@ -565,8 +656,13 @@ impl Proxy {
         let Some(server) = self.servers.get(&id) else {
             return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
         };
-        let (state, lookup, branches) = (server.state, server.lookup, server.branches.clone());
-        let ok = SipMessage::response_to(&cancel, 200, "OK", Some(&server.to_tag));
+        let (lookup, branches) = server
+            .open
+            .as_ref()
+            .map(|o| (o.lookup, o.branches.clone()))
+            .unwrap_or_default();
+        let state = server.state;
+        let ok = SipMessage::response_to(&cancel, 200, "OK", Some(&self.to_tag(id)));
         self.send(flow, ok.to_bytes());
         match state {
             ServerState::Locating => {
@@ -597,8 +693,11 @@ impl Proxy {
             client.cancel = Cancel::Wanted;
             return;
         }
+        let Some(request) = client.request.as_deref() else {
+            return;
+        };
+        let cancel = cancel_for(request);
         client.cancel = Cancel::Sent;
-        let cancel = cancel_for(&client.request);
         let (branch, flow) = (client.branch.clone(), client.flow);
         self.start_client(now, None, branch, "CANCEL", cancel, flow);
     }
@@ -614,6 +713,8 @@ impl Proxy {
                     if state == ServerState::Completed {
                         server.state = ServerState::Confirmed;
                         server.retransmit_at = None;
+                        // Timer I only absorbs ACKs: nothing is resent.
+                        server.last_sent = None;
                         server.forget_at = now + if server.from.transport.reliable() { 0 } else { T4_MS };
                         self.schedule(TimerRef::Server(id));
                     }
@@ -727,17 +828,19 @@ impl Proxy {
             200..=299 if invite => {
                 client.state = ClientState::Accepted;
                 client.retransmit_at = None;
+                client.request = None;
                 client.forget_at = Some(now + TRANSACTION_TIMEOUT_MS);
                 self.schedule(TimerRef::Client(id));
                 let Some(server) = server else { return };
-                self.for_upstream(server, &mut response);
-                self.relay_2xx(now, server, response);
                 // §16.7 step 10: the other branches are cancelled.
                 let others: Vec<u64> = self
                     .servers
                     .get(&server)
-                    .map(|s| s.branches.iter().copied().filter(|b| *b != id).collect())
+                    .and_then(|s| s.open.as_ref())
+                    .map(|o| o.branches.iter().copied().filter(|b| *b != id).collect())
                     .unwrap_or_default();
+                self.for_upstream(server, &mut response);
+                self.relay_2xx(now, server, response);
                 for other in others {
                     self.cancel_branch(now, other);
                 }
@@ -753,6 +856,7 @@ impl Proxy {
                 }
                 client.state = ClientState::Completed;
                 client.retransmit_at = None;
+                let request = client.request.take();
                 let reliable = client.flow.transport.reliable();
                 client.forget_at = Some(
                     now + if reliable {
@@ -763,9 +867,9 @@ impl Proxy {
                         T4_MS
                     },
                 );
-                if invite {
+                if let Some(request) = request.filter(|_| invite) {
                     // §17.1.1.3: the ACK of a non-2xx is hop by hop.
-                    let ack = ack_for(&client.request, &response).to_bytes();
+                    let ack = ack_for(&request, &response).to_bytes();
                     client.ack = Some(ack.clone());
                     let flow = client.flow;
                     self.send(flow, ack);
@@ -780,14 +884,16 @@ impl Proxy {
 
     /// §16.7 step 3: this peer's Via comes off. A response that held no
     /// other Via (a callee that dropped them) gets the Vias of the request
-    /// it answers, so it still reaches the caller.
+    /// it answers, so it still reaches the caller; after the final
+    /// response that request is gone and a later 2xx of such a callee
+    /// goes up without Vias, over the flow the request came in on.
     fn for_upstream(&self, server_id: u64, response: &mut SipMessage) {
         response.remove_first("Via");
         if response.has("Via") {
             return;
         }
-        if let Some(server) = self.servers.get(&server_id) {
-            for via in server.request.list("Via").into_iter().rev() {
+        if let Some(request) = self.servers.get(&server_id).and_then(ServerTxn::request) {
+            for via in request.list("Via").into_iter().rev() {
                 response.prepend("Via", &via);
             }
         }
@@ -801,7 +907,7 @@ impl Proxy {
             return;
         }
         let bytes = response.to_bytes();
-        server.last_sent = Some(bytes.clone());
+        server.last_sent = Some(Box::from(bytes.as_slice()));
         let flow = server.from;
         self.send(flow, bytes);
     }
@@ -815,9 +921,13 @@ impl Proxy {
         }
         let bytes = response.to_bytes();
         if server.state == ServerState::Proceeding {
+            // Timer L (RFC 6026 §8.7).
             server.state = ServerState::Accepted;
             server.forget_at = now + TRANSACTION_TIMEOUT_MS;
-            server.last_sent = Some(bytes.clone());
+            server.last_sent = None;
+            if server.open.take().is_some() {
+                self.open_servers -= 1;
+            }
         }
         let flow = server.from;
         self.schedule(TimerRef::Server(server_id));
@@ -832,31 +942,35 @@ impl Proxy {
         let Some(server) = self.servers.get_mut(&server_id) else {
             return;
         };
-        if server.state != ServerState::Proceeding {
+        let Some(open) = server.open.as_mut().filter(|_| server.state == ServerState::Proceeding) else {
             return;
-        }
+        };
         if (200..300).contains(&status) {
             // A non-INVITE's 2xx ends it.
             return self.send_final(now, server_id, response);
         }
-        let better = server
+        let better = open
             .best
             .as_ref()
             .is_none_or(|b| rank(status) < rank(b.status().unwrap_or(500)));
         if better {
-            server.best = Some(response);
+            open.best = Some(response);
         }
+        let branches = open.branches.clone();
         if status >= 600 {
-            for branch in server.branches.clone() {
+            for &branch in &branches {
                 self.cancel_branch(now, branch);
             }
         }
-        let all_done = self.servers[&server_id]
-            .branches
+        let all_done = branches
             .iter()
             .all(|b| self.clients.get(b).is_none_or(|c| !c.pending()));
         if all_done {
-            let best = self.servers.get_mut(&server_id).and_then(|s| s.best.take());
+            let best = self
+                .servers
+                .get_mut(&server_id)
+                .and_then(|s| s.open.as_mut())
+                .and_then(|o| o.best.take());
             if let Some(mut best) = best {
                 if best.status() == Some(503) {
                     // §16.7 step 6: a 503 means this proxy, not the callee,
@@ -873,10 +987,10 @@ impl Proxy {
 
     /// A final response this proxy generates itself for a transaction.
     fn answer(&mut self, now: u64, server_id: u64, code: u16, reason: &str) {
-        let Some(server) = self.servers.get(&server_id) else {
+        let Some(request) = self.servers.get(&server_id).and_then(ServerTxn::request) else {
             return;
         };
-        let response = SipMessage::response_to(&server.request, code, reason, Some(&server.to_tag));
+        let response = SipMessage::response_to(request, code, reason, Some(&self.to_tag(server_id)));
         self.send_final(now, server_id, response);
     }
 
@@ -887,21 +1001,25 @@ impl Proxy {
         let bytes = response.to_bytes();
         let reliable = server.from.transport.reliable();
         let success = response.status().is_some_and(|s| (200..300).contains(&s));
-        if server.is_invite() && !success {
+        if server.open.take().is_some() {
+            self.open_servers -= 1;
+        }
+        if server.invite && !success {
             // §17.2.1: Completed until the ACK; Timer G over UDP, Timer H.
             server.state = ServerState::Completed;
             server.retransmit_at = (!reliable).then_some(now + T1_MS);
             server.retransmit_every = T1_MS;
             server.forget_at = now + TRANSACTION_TIMEOUT_MS;
         } else {
-            server.state = if success && server.is_invite() {
+            server.state = if success && server.invite {
                 ServerState::Accepted
             } else {
                 ServerState::Confirmed
             };
             server.forget_at = now + if reliable { 0 } else { TRANSACTION_TIMEOUT_MS };
         }
-        server.last_sent = Some(bytes.clone());
+        // RFC 6026 §7.1: an Accepted INVITE resends nothing itself.
+        server.last_sent = (server.state != ServerState::Accepted).then(|| Box::from(bytes.as_slice()));
         let flow = server.from;
         self.schedule(TimerRef::Server(server_id));
         self.send(flow, bytes);
@@ -929,11 +1047,13 @@ impl Proxy {
         client.state = ClientState::Completed;
         client.retransmit_at = None;
         client.forget_at = Some(now);
-        let local = SipMessage::response_to(&client.request, code, reason, None);
+        let local = client
+            .request
+            .take()
+            .map(|r| SipMessage::response_to(&r, code, reason, None));
         let server = client.server;
         self.schedule(TimerRef::Client(id));
-        if let Some(server) = server {
-            let mut local = local;
+        if let (Some(server), Some(mut local)) = (server, local) {
             local.remove_first("Via");
             self.branch_finished(now, server, local);
         }
@@ -941,35 +1061,54 @@ impl Proxy {
 
     // ----- timers --------------------------------------------------------
 
+    /// Puts the transaction's entry in `timers` at its current due time.
     fn schedule(&mut self, timer: TimerRef) {
-        let due = match timer {
-            TimerRef::Server(id) => self.servers.get(&id).map(ServerTxn::due),
-            TimerRef::Client(id) => self.clients.get(&id).map(ClientTxn::due),
+        let (due, timer_at) = match timer {
+            TimerRef::Server(id) => match self.servers.get_mut(&id) {
+                Some(s) => (s.due(), &mut s.timer_at),
+                None => return,
+            },
+            TimerRef::Client(id) => match self.clients.get_mut(&id) {
+                Some(c) => (c.due(), &mut c.timer_at),
+                None => return,
+            },
         };
-        if let Some(due) = due.filter(|d| *d != u64::MAX) {
-            self.timers.push(Reverse((due, timer)));
+        let before = std::mem::replace(timer_at, due);
+        if before == due {
+            return;
+        }
+        if before != u64::MAX {
+            self.timers.remove(&(before, timer));
+        }
+        if due != u64::MAX {
+            self.timers.insert((due, timer));
         }
     }
 
     /// Runs every timer due at `now`.
     pub fn tick(&mut self, now: u64) -> Vec<Output> {
-        while let Some(&Reverse((due, timer))) = self.timers.peek() {
+        while let Some(&(due, timer)) = self.timers.first() {
             if due > now {
                 break;
             }
-            self.timers.pop();
-            let current = match timer {
-                TimerRef::Server(id) => self.servers.get(&id).map(ServerTxn::due),
-                TimerRef::Client(id) => self.clients.get(&id).map(ClientTxn::due),
-            };
-            // A timer whose transaction moved on was pushed again already.
-            if current != Some(due) {
-                continue;
-            }
+            self.timers.pop_first();
             match timer {
-                TimerRef::Server(id) => self.server_timer(now, id),
-                TimerRef::Client(id) => self.client_timer(now, id),
+                TimerRef::Server(id) => {
+                    if let Some(s) = self.servers.get_mut(&id) {
+                        s.timer_at = u64::MAX;
+                    }
+                    self.server_timer(now, id);
+                }
+                TimerRef::Client(id) => {
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.timer_at = u64::MAX;
+                    }
+                    self.client_timer(now, id);
+                }
             }
+            // Whatever the timer changed, the transaction (if still held)
+            // is due again at its next deadline.
+            self.schedule(timer);
         }
         self.take()
     }
@@ -981,29 +1120,38 @@ impl Proxy {
         if server.forget_at <= now {
             if server.state == ServerState::Locating {
                 // The overlay never answered the lookup.
-                if let Some(lookup) = server.lookup.take() {
+                if let Some(lookup) = server.open.as_mut().and_then(|o| o.lookup.take()) {
                     self.lookups.remove(&lookup);
                 }
                 self.answer(now, id, 408, "Location Lookup Timed Out");
                 return;
             }
-            let server = self.servers.remove(&id).expect("present");
-            self.server_ids.remove(&server.key);
-            for b in server.branches {
-                if let Some(c) = self.clients.get_mut(&b) {
-                    c.server = None;
-                }
-            }
-            return;
+            return self.forget_server(id);
         }
         if let Some(at) = server.retransmit_at.filter(|t| *t <= now) {
             // Timer G.
             server.retransmit_every = (server.retransmit_every * 2).min(T2_MS);
             server.retransmit_at = Some(at.max(now) + server.retransmit_every);
-            let (flow, bytes) = (server.from, server.last_sent.clone());
+            let (flow, bytes) = (server.from, server.last_sent.as_deref().map(<[u8]>::to_vec));
             self.schedule(TimerRef::Server(id));
             if let Some(bytes) = bytes {
                 self.send(flow, bytes);
+            }
+        }
+    }
+
+    /// Drops server transaction `id`; its timer entry is gone already.
+    fn forget_server(&mut self, id: u64) {
+        let Some(server) = self.servers.remove(&id) else {
+            return;
+        };
+        self.server_ids.remove(&server.key);
+        if let Some(open) = server.open {
+            self.open_servers -= 1;
+            for b in open.branches {
+                if let Some(c) = self.clients.get_mut(&b) {
+                    c.server = None;
+                }
             }
         }
     }
@@ -1040,9 +1188,11 @@ impl Proxy {
                 (client.retransmit_every * 2).min(T2_MS)
             };
             client.retransmit_at = Some(at.max(now) + client.retransmit_every);
-            let (flow, bytes) = (client.flow, client.bytes.clone());
+            let (flow, bytes) = (client.flow, client.request.as_ref().map(|r| r.to_bytes()));
             self.schedule(TimerRef::Client(id));
-            self.send(flow, bytes);
+            if let Some(bytes) = bytes {
+                self.send(flow, bytes);
+            }
         }
     }
 }

@@ -61,3 +61,47 @@ pub fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password:
     );
     out
 }
+
+/// Counts the heap bytes the current thread holds, so a test can say how
+/// much memory a piece of state keeps. Per thread, so tests running in
+/// parallel do not see each other's allocations.
+pub struct CountingAllocator;
+
+thread_local! {
+    static HELD: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
+}
+
+/// Heap bytes allocated and not yet freed by this thread.
+pub fn heap_held() -> isize {
+    HELD.with(|h| h.get())
+}
+
+fn count(delta: isize) {
+    // try_with: the allocator also runs while thread-locals are torn down.
+    let _ = HELD.try_with(|h| h.set(h.get() + delta));
+}
+
+// SAFETY: every call is passed to the system allocator unchanged; the
+// counting only reads sizes.
+unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        count(layout.size() as isize);
+        // SAFETY: the caller's contract is the system allocator's.
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        count(-(layout.size() as isize));
+        // SAFETY: as above.
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        count(new_size as isize - layout.size() as isize);
+        // SAFETY: as above.
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static COUNTING: CountingAllocator = CountingAllocator;

@@ -15,23 +15,21 @@ pub const TIMER_J_MS: u64 = 64 * T1_MS;
 /// flood of distinct requests cannot grow memory without bound.
 pub const MAX_TRANSACTIONS: usize = 65_536;
 
-/// What identifies a server transaction (§17.2.3).
+/// What identifies a server transaction (§17.2.3): for an RFC 3261
+/// branch (magic cookie `z9hG4bK`) the method, the sent-by and the
+/// branch; for an RFC 2543 peer the Call-ID, CSeq, From tag and top Via.
+///
+/// The parts are joined into one string: a proxy at a few thousand calls
+/// per second holds hundreds of thousands of keys through Timers J and
+/// L, and one allocation each, not three or four, is what keeps that in
+/// bounds. A NUL separates the parts: the SIP grammar allows none in
+/// them, and a key is only ever compared whole.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum TransactionKey {
-    /// RFC 3261 branch (magic cookie `z9hG4bK`): branch, sent-by, method.
-    Branch {
-        branch: String,
-        sent_by: String,
-        method: String,
-    },
-    /// An RFC 2543 peer: Call-ID, CSeq, From tag and the top Via.
-    Legacy {
-        call_id: String,
-        cseq: String,
-        from_tag: String,
-        via: String,
-    },
-}
+pub struct TransactionKey(Box<str>);
+
+/// Marks the key of an RFC 3261 branch; a legacy key starts with `L`.
+const BRANCH: char = 'B';
+const LEGACY: char = 'L';
 
 impl TransactionKey {
     /// The key of a request; `None` when it has no Via to key on. ACK is
@@ -44,22 +42,40 @@ impl TransactionKey {
             m => m,
         };
         match via.branch() {
-            Some(b) if b.starts_with("z9hG4bK") => Some(TransactionKey::Branch {
-                branch: b.to_string(),
-                sent_by: format!("{}:{}", via.host.to_ascii_lowercase(), via.port.unwrap_or(0)),
-                method: method.to_string(),
-            }),
-            _ => Some(TransactionKey::Legacy {
-                call_id: request.call_id()?.into_owned(),
-                cseq: request.header("CSeq")?.into_owned(),
-                from_tag: request
+            Some(b) if b.starts_with("z9hG4bK") => {
+                let sent_by = format!("{}:{}", via.host.to_ascii_lowercase(), via.port.unwrap_or(0));
+                Some(Self::branch(method, &sent_by, b))
+            }
+            _ => {
+                let call_id = request.call_id()?;
+                let cseq = request.header("CSeq")?;
+                let from_tag = request
                     .header("From")
                     .and_then(|f| crate::headers::NameAddr::parse(&f).ok())
                     .and_then(|n| n.tag().map(str::to_string))
-                    .unwrap_or_default(),
-                via: top,
-            }),
+                    .unwrap_or_default();
+                Some(Self(
+                    format!("{LEGACY}{call_id}\0{cseq}\0{from_tag}\0{top}").into_boxed_str(),
+                ))
+            }
         }
+    }
+
+    fn branch(method: &str, sent_by: &str, branch: &str) -> Self {
+        Self(format!("{BRANCH}{method}\0{sent_by}\0{branch}").into_boxed_str())
+    }
+
+    /// Whether the request carried an RFC 3261 branch.
+    pub fn is_branch(&self) -> bool {
+        self.0.starts_with(BRANCH)
+    }
+
+    /// §9.2: the key of the INVITE a CANCEL with this key cancels: same
+    /// branch and sent-by. `None` for a legacy key.
+    pub fn of_invite(&self) -> Option<Self> {
+        let rest = self.0.strip_prefix(BRANCH)?;
+        let (_, sent_by_and_branch) = rest.split_once('\0')?;
+        Some(Self(format!("{BRANCH}INVITE\0{sent_by_and_branch}").into_boxed_str()))
     }
 }
 
@@ -196,7 +212,11 @@ mod tests {
         let ack = TransactionKey::of(&request("z9hG4bK1", "ACK")).unwrap();
         assert_eq!(ack, TransactionKey::of(&request("z9hG4bK1", "INVITE")).unwrap());
         let legacy = TransactionKey::of(&request("old-style", "REGISTER")).unwrap();
-        assert!(matches!(legacy, TransactionKey::Legacy { .. }));
+        assert!(!legacy.is_branch());
+        assert!(key.is_branch());
+        let cancel = TransactionKey::of(&request("z9hG4bK1", "CANCEL")).unwrap();
+        assert_eq!(cancel.of_invite(), TransactionKey::of(&request("z9hG4bK1", "INVITE")));
+        assert_eq!(legacy.of_invite(), None);
     }
 
     #[test]

@@ -534,3 +534,157 @@ fn a_response_stripped_of_the_callers_vias_still_reaches_the_caller() {
     assert_eq!(up.1.list("Via").len(), 1);
     assert!(up.1.list("Via")[0].contains("z9hG4bKinv1"), "the caller's own Via");
 }
+
+/// One whole call at the caller's peer as SIPp makes it: INVITE from the
+/// phone, lookup, 180 and 200 from the callee's peer, ACK, then BYE and
+/// its 200. Returns when every message has been handled.
+fn one_call(proxy: &mut Proxy, reg: &Registrar, now: u64, n: usize) {
+    let phone = udp(7001);
+    let invite = format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKcall{n};rport\r\n\
+         Max-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@{DOMAIN}>;tag=a{n}\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: call-{n}@127.0.0.1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:7001>\r\n\
+         Subject: Performance Test\r\nContent-Type: application/sdp\r\nContent-Length: 129\r\n\r\n\
+         v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+    );
+    let out = proxy.on_request(
+        now,
+        SipMessage::parse(invite.as_bytes()).unwrap(),
+        phone,
+        Side::Phones,
+        reg,
+    );
+    let (lookup, _) = lookup_of(&out);
+    let location = Location::Found {
+        peers: vec![PEER4.parse().unwrap()],
+        here: false,
+    };
+    let fwd = sent(&proxy.located(now, lookup, location, reg)).remove(0).1;
+    proxy.on_response(now, respond(&fwd, 180, Some("b")), tcp(PEER4));
+    let ok = sent(&proxy.on_response(now, respond(&fwd, 200, Some("b")), tcp(PEER4)))
+        .remove(0)
+        .1;
+    assert_eq!(ok.status(), Some(200));
+    // The caller's route set: this peer's two Record-Routes, then the
+    // callee's peer's two.
+    let routes = "<sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tcp;lr>, \
+                  <sip:127.0.0.2:6060;transport=tcp;lr>, <sip:127.0.0.2:5060;lr>";
+    let in_dialog = |method: &str, cseq: u32, branch: &str| {
+        let text = format!(
+            "{method} sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch={branch};rport\r\n\
+             Route: {routes}\r\nMax-Forwards: 70\r\nFrom: \"Alice\" <sip:alice@{DOMAIN}>;tag=a{n}\r\n\
+             To: <sip:bob@{DOMAIN}>;tag=b\r\nCall-ID: call-{n}@127.0.0.1\r\nCSeq: {cseq} {method}\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse(text.as_bytes()).unwrap()
+    };
+    let acked = proxy.on_request(
+        now,
+        in_dialog("ACK", 1, &format!("z9hG4bKack{n}")),
+        phone,
+        Side::Phones,
+        reg,
+    );
+    assert_eq!(sent(&acked).len(), 1, "the ACK goes on to the callee's peer");
+    let out = sent(&proxy.on_request(
+        now,
+        in_dialog("BYE", 2, &format!("z9hG4bKbye{n}")),
+        phone,
+        Side::Phones,
+        reg,
+    ));
+    let bye = &out.first().expect("the BYE goes on").1;
+    let done = sent(&proxy.on_response(now, respond(bye, 200, Some("b")), tcp(PEER4)));
+    assert_eq!(codes(&done), vec![200]);
+    proxy.tick(now);
+}
+
+#[test]
+fn a_finished_call_keeps_only_what_retransmissions_need() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 9);
+    // Warm up the maps so their growth is not billed to the calls below.
+    for n in 0..1_000 {
+        one_call(&mut proxy, &reg, 0, n);
+    }
+    let calls = 10_000;
+    let before = crate::testing::heap_held();
+    for n in 1_000..1_000 + calls {
+        one_call(&mut proxy, &reg, 1, n);
+    }
+    let per_call = (crate::testing::heap_held() - before) / calls as isize;
+    let (servers, clients) = proxy.transaction_count();
+    assert_eq!(
+        (servers, clients),
+        (2 * (calls + 1_000), calls + 1_000),
+        "INVITE and BYE server, INVITE client"
+    );
+    // 1,460 bytes when written; 7,351 while whole requests were kept.
+    assert!(per_call < 1_600, "{per_call} bytes held per finished call");
+}
+
+/// A retransmission of the phone's `n`th call's request, as `one_call` sent it.
+fn retransmitted(method: &str, n: usize) -> SipMessage {
+    let (uri, to_tag, cseq) = match method {
+        "INVITE" => (format!("sip:bob@{DOMAIN}"), "", 1),
+        _ => ("sip:bob@127.0.0.1:7002".to_string(), ";tag=b", 2),
+    };
+    let branch = if method == "INVITE" { "call" } else { "bye" };
+    let text = format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bK{branch}{n};rport\r\n\
+         Route: <sip:127.0.0.1:5060;lr>\r\nMax-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a{n}\r\n\
+         To: <sip:bob@{DOMAIN}>{to_tag}\r\nCall-ID: call-{n}@127.0.0.1\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(text.as_bytes()).unwrap()
+}
+
+#[test]
+fn after_the_final_response_retransmissions_are_absorbed_or_answered_as_rfc_6026_says() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 9);
+    one_call(&mut proxy, &reg, 0, 1);
+    // Accepted (RFC 6026 §7.1): the INVITE is absorbed, the callee
+    // resends its own 2xx.
+    let out = proxy.on_request(100, retransmitted("INVITE", 1), udp(7001), Side::Phones, &reg);
+    assert!(out.is_empty(), "{out:?}");
+    // Timer J: the BYE gets its 200 again, from memory.
+    let out = sent(&proxy.on_request(100, retransmitted("BYE", 1), udp(7001), Side::Phones, &reg));
+    assert_eq!(codes(&out), vec![200]);
+    assert_eq!(out[0].0, udp(7001));
+    proxy.tick(TRANSACTION_TIMEOUT_MS);
+    assert_eq!(proxy.transaction_count(), (0, 0), "Timers J, L and M ended");
+}
+
+#[test]
+fn open_transactions_are_capped_with_503_and_finished_ones_give_way_soonest_first() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let limits = TransactionLimits { open: 2, finished: 4 };
+    let mut proxy = Proxy::new(me(), 9).with_limits(limits);
+    // Two calls finished at t=0 and t=10: four finished transactions.
+    one_call(&mut proxy, &reg, 0, 1);
+    one_call(&mut proxy, &reg, 10, 2);
+    assert_eq!(proxy.transaction_count().0, 4);
+    // A third call needs room: the transactions of the first go, the
+    // ones due soonest, and it is served.
+    one_call(&mut proxy, &reg, 20, 3);
+    assert_eq!(proxy.transaction_count().0, 4);
+    let out = sent(&proxy.on_request(30, retransmitted("BYE", 3), udp(7001), Side::Phones, &reg));
+    assert_eq!(codes(&out), vec![200], "the last call's BYE is answered from memory");
+    let out = sent(&proxy.on_request(30, retransmitted("BYE", 1), udp(7001), Side::Phones, &reg));
+    assert!(
+        out.iter().all(|(_, m)| m.method() == Some("BYE")),
+        "the first call's is forgotten: it is a new request, forwarded"
+    );
+
+    // That BYE waits for an answer; with one INVITE left ringing the
+    // open limit is reached and the next request gets 503.
+    let out = proxy.on_request(40, retransmitted("INVITE", 10), udp(7001), Side::Phones, &reg);
+    assert_eq!(codes(&sent(&out)), vec![100]);
+    let out = sent(&proxy.on_request(40, retransmitted("INVITE", 11), udp(7001), Side::Phones, &reg));
+    assert_eq!(codes(&out), vec![503]);
+}
