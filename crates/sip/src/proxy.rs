@@ -28,7 +28,7 @@ use crate::registrar::{Flow, Registrar, Transport};
 use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
 use route::{pop_own_routes, top_route};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// RFC 3261 §17.1.2.2: T2, the longest retransmission interval.
@@ -47,7 +47,7 @@ pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 pub const MAX_OPEN_SERVER_TRANSACTIONS: usize = 50_000;
 /// Most finished server transactions, which only wait out Timers H, I, J
 /// and L (a few hundred bytes each: 2 per call for 32 s over UDP, so
-/// about 4,000 calls/s). Past it the one due soonest is forgotten early:
+/// about 4,000 calls/s). Past it the longest finished is forgotten early:
 /// that only shortens how long retransmissions are absorbed, as a proxy
 /// with a shorter wait timer does, and new calls are still served.
 pub const MAX_FINISHED_SERVER_TRANSACTIONS: usize = 250_000;
@@ -237,6 +237,9 @@ pub struct Proxy {
     server_ids: HashMap<TransactionKey, u64>,
     /// How many of `servers` are still open.
     open_servers: usize,
+    /// The finished ones, in the order they finished; ids the timers
+    /// forgot already are skipped.
+    finished: VecDeque<u64>,
     limits: TransactionLimits,
     clients: HashMap<u64, ClientTxn>,
     client_ids: HashMap<(String, String), u64>,
@@ -257,6 +260,7 @@ impl Proxy {
             servers: HashMap::new(),
             server_ids: HashMap::new(),
             open_servers: 0,
+            finished: VecDeque::new(),
             limits: TransactionLimits::default(),
             clients: HashMap::new(),
             client_ids: HashMap::new(),
@@ -395,9 +399,6 @@ impl Proxy {
         if self.open_servers >= self.limits.open {
             return self.reply(&request, flow, 503, "Service Unavailable");
         }
-        if self.servers.len() - self.open_servers >= self.limits.finished {
-            self.forget_finished_soonest();
-        }
         // §16.5: where the request goes.
         let target = if request.has("Route") && !to_tagged {
             return self.reply(&request, flow, 403, "Preloaded Route Not Accepted");
@@ -494,19 +495,6 @@ impl Proxy {
         self.server_ids.insert(server.key.clone(), id);
         self.servers.insert(id, server);
         self.schedule(TimerRef::Server(id));
-    }
-
-    /// Forgets the finished server transaction whose timer ends first,
-    /// looking a bounded way into the timers.
-    fn forget_finished_soonest(&mut self) {
-        let soonest = self.timers.iter().take(256).find_map(|&(due, timer)| match timer {
-            TimerRef::Server(id) if self.servers.get(&id).is_some_and(|s| s.open.is_none()) => Some((due, id)),
-            _ => None,
-        });
-        if let Some((due, id)) = soonest {
-            self.timers.remove(&(due, TimerRef::Server(id)));
-            self.forget_server(id);
-        }
     }
 
     /// The driver's answer to [`Output::Locate`].
@@ -925,9 +913,11 @@ impl Proxy {
             server.state = ServerState::Accepted;
             server.forget_at = now + TRANSACTION_TIMEOUT_MS;
             server.last_sent = None;
-            if server.open.take().is_some() {
-                self.open_servers -= 1;
-            }
+            server.open = None;
+            let flow = server.from;
+            self.schedule(TimerRef::Server(server_id));
+            self.send(flow, bytes);
+            return self.closed(server_id);
         }
         let flow = server.from;
         self.schedule(TimerRef::Server(server_id));
@@ -1001,9 +991,7 @@ impl Proxy {
         let bytes = response.to_bytes();
         let reliable = server.from.transport.reliable();
         let success = response.status().is_some_and(|s| (200..300).contains(&s));
-        if server.open.take().is_some() {
-            self.open_servers -= 1;
-        }
+        let closing = server.open.take().is_some();
         if server.invite && !success {
             // §17.2.1: Completed until the ACK; Timer G over UDP, Timer H.
             server.state = ServerState::Completed;
@@ -1023,6 +1011,35 @@ impl Proxy {
         let flow = server.from;
         self.schedule(TimerRef::Server(server_id));
         self.send(flow, bytes);
+        if closing {
+            self.closed(server_id);
+        }
+    }
+
+    /// Server transaction `id` sent its final response: it joins the
+    /// finished ones, and past their limit the longest finished goes.
+    /// They all wait about as long (Timers H, J and L are 64·T1), so
+    /// oldest first is close to soonest due, and it never takes one whose
+    /// final response has only just gone out.
+    fn closed(&mut self, id: u64) {
+        self.open_servers -= 1;
+        self.finished.push_back(id);
+        while self.servers.len() - self.open_servers > self.limits.finished {
+            let Some(oldest) = self.finished.pop_front() else {
+                break;
+            };
+            if let Some(s) = self.servers.get(&oldest) {
+                self.timers.remove(&(s.timer_at, TimerRef::Server(oldest)));
+                self.forget_server(oldest);
+            }
+        }
+        // Those the timers forgot already leave the front as it comes by.
+        while let Some(front) = self.finished.front() {
+            if self.servers.contains_key(front) {
+                break;
+            }
+            self.finished.pop_front();
+        }
     }
 
     /// The driver could not send on `flow` (TCP connect or write failed):

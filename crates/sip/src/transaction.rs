@@ -22,8 +22,9 @@ pub const MAX_TRANSACTIONS: usize = 65_536;
 /// The parts are joined into one string: a proxy at a few thousand calls
 /// per second holds hundreds of thousands of keys through Timers J and
 /// L, and one allocation each, not three or four, is what keeps that in
-/// bounds. A NUL separates the parts: the SIP grammar allows none in
-/// them, and a key is only ever compared whole.
+/// bounds. Every part but the last is prefixed with its length, so no
+/// content of a part (the parser keeps any byte) can make two different
+/// keys one string.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TransactionKey(Box<str>);
 
@@ -54,15 +55,25 @@ impl TransactionKey {
                     .and_then(|f| crate::headers::NameAddr::parse(&f).ok())
                     .and_then(|n| n.tag().map(str::to_string))
                     .unwrap_or_default();
-                Some(Self(
-                    format!("{LEGACY}{call_id}\0{cseq}\0{from_tag}\0{top}").into_boxed_str(),
-                ))
+                Some(Self::joined(LEGACY, &[&call_id, &cseq, &from_tag, &top]))
             }
         }
     }
 
     fn branch(method: &str, sent_by: &str, branch: &str) -> Self {
-        Self(format!("{BRANCH}{method}\0{sent_by}\0{branch}").into_boxed_str())
+        Self::joined(BRANCH, &[method, sent_by, branch])
+    }
+
+    fn joined(form: char, parts: &[&str]) -> Self {
+        let mut key = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+        key.push(form);
+        if let Some((last, rest)) = parts.split_last() {
+            for part in rest {
+                key.push_str(&format!("{}:{part}", part.len()));
+            }
+            key.push_str(last);
+        }
+        Self(key.into_boxed_str())
     }
 
     /// Whether the request carried an RFC 3261 branch.
@@ -74,8 +85,9 @@ impl TransactionKey {
     /// branch and sent-by. `None` for a legacy key.
     pub fn of_invite(&self) -> Option<Self> {
         let rest = self.0.strip_prefix(BRANCH)?;
-        let (_, sent_by_and_branch) = rest.split_once('\0')?;
-        Some(Self(format!("{BRANCH}INVITE\0{sent_by_and_branch}").into_boxed_str()))
+        let (length, rest) = rest.split_once(':')?;
+        let sent_by_and_branch = rest.get(length.parse::<usize>().ok()?..)?;
+        Some(Self(format!("{BRANCH}6:INVITE{sent_by_and_branch}").into_boxed_str()))
     }
 }
 
@@ -217,6 +229,11 @@ mod tests {
         let cancel = TransactionKey::of(&request("z9hG4bK1", "CANCEL")).unwrap();
         assert_eq!(cancel.of_invite(), TransactionKey::of(&request("z9hG4bK1", "INVITE")));
         assert_eq!(legacy.of_invite(), None);
+        // Parts cannot run into each other: a separator inside one is content.
+        assert_ne!(
+            TransactionKey::joined(BRANCH, &["INVITE", "a:1", "z9hG4bKx"]),
+            TransactionKey::joined(BRANCH, &["INVITE", "a", ":1z9hG4bKx"])
+        );
     }
 
     #[test]
