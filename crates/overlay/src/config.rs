@@ -48,6 +48,10 @@ pub struct ChordConfig {
     pub reactive_delay_ms: u64,
     /// Fewest Finger Table entries the peer tries to keep (§10.7.4.3: 16).
     pub min_fingers: usize,
+    /// How often the peer checks for a partition (§10.7.4.4: "periodically"
+    /// with no configuration element; our choice is the Update interval's
+    /// default). 0 turns the check off.
+    pub partition_check_interval_ms: u64,
 }
 
 impl Default for ChordConfig {
@@ -59,6 +63,7 @@ impl Default for ChordConfig {
             neighbors: 3,
             reactive_delay_ms: 200,
             min_fingers: 16,
+            partition_check_interval_ms: 600_000,
         }
     }
 }

@@ -164,6 +164,11 @@ enum Purpose {
     Migrate {
         resource: ResourceId,
     },
+    /// The Ping of a partition check, routed through `bootstrap`.
+    Probe {
+        token: u64,
+        bootstrap: NodeId,
+    },
 }
 
 impl Purpose {
@@ -180,6 +185,16 @@ struct Outstanding {
     transmissions: u8,
     deadline: u64,
     started: u64,
+}
+
+/// A partition check (§10.7.4.4) waiting for its link to a bootstrap
+/// address; once the link is up its Ping is an ordinary outstanding
+/// request.
+#[derive(Debug)]
+struct BootstrapProbe {
+    token: u64,
+    target: Destination,
+    since: u64,
 }
 
 /// The Attach an AttachAns answered, kept until the link is up.
@@ -238,6 +253,7 @@ pub struct OverlayNode<T: Topology, S: Security> {
     bootstraps: Vec<IpAddressPort>,
     next_bootstrap: usize,
     bootstrap_pending: bool,
+    probe: Option<BootstrapProbe>,
     outstanding: BTreeMap<u64, Outstanding>,
     retransmit_at: BinaryHeap<Reverse<(u64, u64)>>,
     answered: BTreeMap<u64, MessageContents>,
@@ -383,6 +399,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             bootstraps: Vec::new(),
             next_bootstrap: 0,
             bootstrap_pending: false,
+            probe: None,
             outstanding: BTreeMap::new(),
             retransmit_at: BinaryHeap::new(),
             answered: BTreeMap::new(),
@@ -775,7 +792,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// A link to `peer` (authenticated by the link layer) is up.
     pub fn link_up(&mut self, now: u64, peer: NodeId) {
         self.links.insert(peer);
-        if self.bootstrap_pending && !self.connecting.contains_key(&peer) && !self.expected_links.contains_key(&peer) {
+        let unexpected = !self.connecting.contains_key(&peer) && !self.expected_links.contains_key(&peer);
+        if !self.bootstrap_pending && unexpected && self.probe.is_some() {
+            self.bootstrap_reached(now, peer);
+        } else if self.bootstrap_pending
+            && !self.connecting.contains_key(&peer)
+            && !self.expected_links.contains_key(&peer)
+        {
             self.bootstrap_pending = false;
             self.topology.join(now, peer, &mut self.commands);
         } else if let Some(waiting) = self.connecting.remove(&peer) {
@@ -798,6 +821,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// Opening a link failed. `peer` is `None` for a bootstrap address.
     pub fn link_failed(&mut self, now: u64, peer: Option<NodeId>) {
         match peer {
+            None if !self.bootstrap_pending && self.probe.is_some() => self.probe_failed(now),
             None => {
                 if self.next_bootstrap < self.bootstraps.len() * 3 {
                     self.connect_bootstrap(now);
@@ -813,6 +837,55 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             }
         }
         self.after_event(now);
+    }
+
+    /// §10.7.4.4: a partition check starts by reaching a bootstrap peer
+    /// afresh, at the next bootstrap address that is not this node's own.
+    fn start_probe(&mut self, now: u64, token: u64, target: Destination) {
+        let address = (0..self.bootstraps.len())
+            .map(|i| self.bootstraps[(self.next_bootstrap + i) % self.bootstraps.len()].clone())
+            .find(|a| *a != self.address);
+        let Some(address) = address.filter(|_| self.probe.is_none() && !self.bootstrap_pending) else {
+            let failure = Err(RequestFailure::NoRoute);
+            return self
+                .topology
+                .on_bootstrap_probe(now, token, None, failure, &mut self.commands);
+        };
+        self.next_bootstrap += 1;
+        self.probe = Some(BootstrapProbe {
+            token,
+            target,
+            since: now,
+        });
+        self.actions.push_back(Action::Connect { peer: None, address });
+    }
+
+    /// The probe's link is up: `bootstrap` is B. The Ping goes to the
+    /// target through B ([Node(B), target], §6.1.1), so the answer comes
+    /// from whichever partition B is in.
+    fn bootstrap_reached(&mut self, now: u64, bootstrap: NodeId) {
+        let Some(probe) = self.probe.take() else { return };
+        self.topology
+            .on_link_up(now, bootstrap, false, false, &mut self.commands);
+        let destination = if probe.target == Destination::Node(bootstrap) {
+            vec![probe.target]
+        } else {
+            vec![Destination::Node(bootstrap), probe.target]
+        };
+        let body = Body::PingReq(reload_wire::PingReq::default());
+        let purpose = Purpose::Probe {
+            token: probe.token,
+            bootstrap,
+        };
+        self.originate(now, destination, &body, purpose);
+    }
+
+    fn probe_failed(&mut self, now: u64) {
+        if let Some(probe) = self.probe.take() {
+            let failure = Err(RequestFailure::NoRoute);
+            self.topology
+                .on_bootstrap_probe(now, probe.token, None, failure, &mut self.commands);
+        }
     }
 
     /// The link to `peer` closed or failed.
@@ -1398,6 +1471,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.topology.on_answer(now, token, Err(failure), &mut self.commands);
                 }
             },
+            Purpose::Probe { token, bootstrap } => {
+                let responder = outcome.map(|_| from);
+                self.topology
+                    .on_bootstrap_probe(now, token, Some(bootstrap), responder, &mut self.commands);
+            }
             Purpose::Migrate { resource } => {
                 self.migrating.remove(&resource);
                 // Taken by the responsible peer, or it has the same values
@@ -1793,6 +1871,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             for n in stale {
                 self.link_failed(now, Some(n));
             }
+            if self
+                .probe
+                .as_ref()
+                .is_some_and(|p| p.since + LINK_SETUP_TIMEOUT_MS <= now)
+            {
+                // A bootstrap address that leads to this node itself, or
+                // nowhere, gives no link at all.
+                self.probe_failed(now);
+            }
             // Retry replication that failed earlier.
             self.rebalance_needed = true;
         }
@@ -1850,6 +1937,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                             self.actions.push_back(Action::Close { peer });
                         }
                     }
+                    TopologyCommand::ProbeThroughBootstrap { token, target } => self.start_probe(now, token, target),
                     TopologyCommand::ReplicasChanged => self.rebalance_needed = true,
                     TopologyCommand::Joined => self.actions.push_back(Action::Event(Event::Joined)),
                     // A leaving peer that lost every neighbour has nobody

@@ -1061,3 +1061,40 @@ fn app_attach_names_the_address_of_the_application_the_peer_offers() {
     net.pump();
     assert!(matches!(net.done(1, req).0, Err(RequestFailure::Error(e)) if e.error_code == ErrorCode::NOT_FOUND));
 }
+
+/// RFC 6940 §10.7.4.4 through the core: every peer that joined through a
+/// bootstrap address dials it again now and then and sends a Ping for its
+/// own ID routed through the peer there. In one ring that Ping comes back
+/// to the sender, so nobody Attaches to anyone and no partition is found.
+#[test]
+fn partition_checks_ping_our_own_id_through_the_bootstrap_peer_and_find_one_ring() {
+    let mut net = Net::ring(&[100, 200, 300]);
+    net.sent.clear();
+    let every = config().chord.partition_check_interval_ms;
+    net.advance(every * 3 / 2);
+    let ctx = config().decode_context().unwrap();
+    let bootstrap = net.nodes[0].node_id();
+    for i in 1..3 {
+        let me = net.nodes[i].node_id();
+        let through_bootstrap = vec![
+            Destination::Node(bootstrap),
+            Destination::Resource(ResourceId(me.as_bytes().to_vec())),
+        ];
+        let probes = net
+            .sent
+            .iter()
+            .filter(|(from, _, bytes)| {
+                *from == i
+                    && ForwardingHeader::split(bytes, &ctx).is_ok_and(|(h, _)| h.destination_list == through_bootstrap)
+            })
+            .count();
+        assert!(probes >= 1, "node {i} checked for a partition");
+        assert_eq!(net.nodes[i].topology().partitions_found(), 0, "one ring");
+    }
+    let own = Destination::Resource(ResourceId(bootstrap.as_bytes().to_vec()));
+    assert!(
+        !net.sent.iter().any(|(from, _, bytes)| *from == 0
+            && ForwardingHeader::split(bytes, &ctx).is_ok_and(|(h, _)| h.destination_list.last() == Some(&own))),
+        "the first peer has no bootstrap to check through"
+    );
+}

@@ -32,6 +32,11 @@ pub struct SimArgs {
     /// Seconds between the graceful leaves of --leave.
     #[arg(long, default_value_t = 2)]
     leave_interval: u64,
+    /// Split the network: this fraction of the peers can reach only each
+    /// other, the rest only each other, SECS into the run, for LASTING
+    /// seconds: F, F@SECS or F@SECS+LASTING (default 60 s in, 300 s long).
+    #[arg(long, value_name = "F[@SECS[+LASTING]]", value_parser = parse_partition)]
+    partition: Option<(f64, u64, u64)>,
     /// Seed of the run; the same seed gives the same run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -69,6 +74,15 @@ fn parse_at(s: &str) -> Result<(f64, u64), String> {
     let (f, at) = s.split_once('@').unwrap_or((s, "60"));
     let at = at.parse().map_err(|_| format!("'{at}' is not a number of seconds"))?;
     Ok((parse_fraction(f)?, at))
+}
+
+fn parse_partition(s: &str) -> Result<(f64, u64, u64), String> {
+    let (at, lasting) = s.split_once('+').unwrap_or((s, "300"));
+    let lasting = lasting
+        .parse()
+        .map_err(|_| format!("'{lasting}' is not a number of seconds (F@SECS+LASTING)"))?;
+    let (fraction, at_s) = parse_at(at)?;
+    Ok((fraction, at_s, lasting))
 }
 
 fn parse_session(s: &str) -> Result<SessionModel, String> {
@@ -117,6 +131,13 @@ pub fn run(args: SimArgs) -> Result<()> {
             at_s,
             fraction,
             interval_s: args.leave_interval,
+        });
+    }
+    if let Some((fraction, at_s, lasting_s)) = args.partition {
+        cfg.scenarios.push(Scenario::Partition {
+            at_s,
+            fraction,
+            lasting_s,
         });
     }
     if let Some(dir) = &args.plot {
@@ -188,6 +209,7 @@ fn print_table(r: &Report) {
             "crashes / graceful leaves / rejoins",
             format!("{} / {} / {}", r.crashes, r.graceful_leaves, r.rejoins),
         ),
+        ("partitions found (§10.7.4.4)", r.partitions_found.to_string()),
         (
             "maintenance per peer",
             format!(

@@ -53,6 +53,13 @@ pub enum Scenario {
     MassCrash { at_s: u64, fraction: f64 },
     /// This fraction of the peers leaves gracefully, one every `interval_s`.
     LeaveOneByOne { at_s: u64, fraction: f64, interval_s: u64 },
+    /// The network splits: this fraction of the live peers, drawn at
+    /// random, can reach only each other, the rest only each other, for
+    /// `lasting_s`. Links across the cut fail as a crash does (after the
+    /// failure-detection time), messages across it are lost and
+    /// connections across it fail. Peers that arrive meanwhile are on the
+    /// larger side.
+    Partition { at_s: u64, fraction: f64, lasting_s: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -144,6 +151,7 @@ enum Ev {
     Scenario(usize),
     LeaveOne { remaining: usize, interval_ms: u64 },
     LeaveDeadline { host: Host },
+    Heal,
     Sample,
 }
 
@@ -181,6 +189,10 @@ pub struct Simulation {
     peer_ms: u128,
     live_count: usize,
     last_count_change: u64,
+    /// While the network is split: the hosts on the smaller side.
+    cut: Option<BTreeSet<Host>>,
+    /// Partition checks that found another partition, by peers now gone.
+    partitions_found_by_gone: u64,
 }
 
 fn session_ms(rng: &mut Xoshiro256PlusPlus, median_s: f64, model: SessionModel) -> u64 {
@@ -232,6 +244,8 @@ impl Simulation {
             peer_ms: 0,
             live_count: 0,
             last_count_change: 0,
+            cut: None,
+            partitions_found_by_gone: 0,
         })
     }
 
@@ -337,6 +351,11 @@ impl Simulation {
         }
     }
 
+    /// Whether a partition keeps `a` and `b` apart.
+    fn split(&self, a: Host, b: Host) -> bool {
+        self.cut.as_ref().is_some_and(|c| c.contains(&a) != c.contains(&b))
+    }
+
     fn latency(&self, a: Host, b: Host) -> u64 {
         self.cfg.latency.one_way_ms(self.cfg.seed, a, b)
     }
@@ -361,7 +380,7 @@ impl Simulation {
         let target = host_of(address).filter(|b| self.nodes.get(*b as usize).is_some_and(|n| n.is_some()));
         let target = target.filter(|b| peer.is_none_or(|p| self.by_id.get(&p) == Some(b)));
         match target {
-            Some(b) if b != a => {
+            Some(b) if b != a && !self.split(a, b) => {
                 // TCP + TLS: about two round trips.
                 let t = self.now + 4 * self.latency(a, b);
                 self.at(t, Ev::LinkUp { a, b });
@@ -437,6 +456,7 @@ impl Simulation {
             return;
         };
         let id = n.engine.node_id();
+        self.partitions_found_by_gone += n.engine.topology().partitions_found();
         self.ring.remove(&overlay::ring::node_position(&id));
         self.by_id.remove(&id);
         self.count_live(-1);
@@ -542,6 +562,9 @@ impl Simulation {
         let now_abs = EPOCH_MS + self.now;
         match ev {
             Ev::Deliver { to, from, bytes } => {
+                if self.split(from, to) {
+                    return; // in flight when the network split
+                }
                 let from_id = self.ids[from as usize];
                 let Some(n) = self.node(to) else { return };
                 n.engine.receive(now_abs, from_id, &bytes);
@@ -552,7 +575,7 @@ impl Simulation {
                 if !self.alive(a) {
                     return;
                 }
-                if !self.alive(b) {
+                if !self.alive(b) || self.split(a, b) {
                     self.at(self.now + 3_000, Ev::ConnectFailed { a, peer: Some(b_id) });
                     return;
                 }
@@ -681,6 +704,9 @@ impl Simulation {
                     self.report.crashes += count as u64;
                     self.crash_batch(chosen.into_iter().collect());
                 }
+                Scenario::Partition {
+                    fraction, lasting_s, ..
+                } => self.partition(fraction, lasting_s),
                 Scenario::LeaveOneByOne {
                     fraction, interval_s, ..
                 } => {
@@ -710,6 +736,7 @@ impl Simulation {
                     },
                 );
             }
+            Ev::Heal => self.cut = None,
             Ev::LeaveDeadline { host } => {
                 if self.node(host).is_some() {
                     self.report.leave_timeouts += 1;
@@ -722,6 +749,32 @@ impl Simulation {
                 self.report.sample(t, self.ring.len());
             }
         }
+    }
+
+    /// Splits the network; links across the cut fail at both ends once
+    /// the failure-detection time has passed, as with a crash.
+    fn partition(&mut self, fraction: f64, lasting_s: u64) {
+        let live: Vec<Host> = self.ring.values().copied().collect();
+        let count = (live.len() as f64 * fraction).round() as usize;
+        let mut side = BTreeSet::new();
+        while side.len() < count.min(live.len()) {
+            side.insert(live[self.rng.random_range(0..live.len())]);
+        }
+        self.cut = Some(side);
+        let t = self.now + self.cfg.failure_detection_ms;
+        for a in 0..self.nodes.len() as Host {
+            let links: Vec<Host> = match self.node(a) {
+                Some(n) => n.links.iter().copied().collect(),
+                None => continue,
+            };
+            let across: Vec<Host> = links.into_iter().filter(|b| self.split(a, *b)).collect();
+            for b in across {
+                if self.node(a).is_some_and(|n| n.links.remove(&b)) {
+                    self.at(t, Ev::LinkDown { at: a, peer: b });
+                }
+            }
+        }
+        self.at(self.now + lasting_s * 1000, Ev::Heal);
     }
 
     fn crash_batch(&mut self, hosts: Vec<Host>) {
@@ -786,7 +839,9 @@ impl Simulation {
         self.at(m, Ev::Sample);
         for i in 0..self.cfg.scenarios.len() {
             let at_s = match self.cfg.scenarios[i] {
-                Scenario::MassCrash { at_s, .. } | Scenario::LeaveOneByOne { at_s, .. } => at_s,
+                Scenario::MassCrash { at_s, .. }
+                | Scenario::LeaveOneByOne { at_s, .. }
+                | Scenario::Partition { at_s, .. } => at_s,
             };
             self.at(m + at_s * 1000, Ev::Scenario(i));
         }
@@ -853,6 +908,13 @@ impl Simulation {
             consistent as f64 / ring.len() as f64
         };
         self.report.live_peers_end = ring.len();
+        self.report.partitions_found = self.partitions_found_by_gone
+            + self
+                .nodes
+                .iter()
+                .flatten()
+                .map(|n| n.engine.topology().partitions_found())
+                .sum::<u64>();
         let measured_s = self.cfg.duration_s as f64;
         let avg_peers = if measured_s > 0.0 {
             self.peer_ms as f64 / (measured_s * 1000.0)

@@ -66,6 +66,8 @@ pub struct Report {
     pub graceful_leaves: u64,
     pub leave_timeouts: u64,
     pub rejoins: u64,
+    /// Partition checks (RFC 6940 §10.7.4.4) that found another partition.
+    pub partitions_found: u64,
     pub maintenance_msgs: u64,
     pub maintenance_bytes: u64,
     pub maintenance_msgs_per_peer_s: f64,

@@ -137,3 +137,44 @@ fn the_same_seed_gives_the_same_run() {
     c.peak_rss_mb = 0.0;
     assert_ne!(a, c, "a different seed is a different run");
 }
+
+/// RFC 6940 §10.7.4.4: the network splits 30/70 for five minutes. Each
+/// side loses the other's peers and goes on as a ring of its own; when the
+/// network heals nothing would join them again but the periodic Ping for
+/// a peer's own ID through its bootstrap peer, which an answer from the
+/// other ring turns into an Attach and an Update. By the end the two are
+/// one ring again and every value is found where it belongs.
+#[test]
+fn a_partition_heals_into_one_ring() {
+    let split = |check_every_ms| {
+        let mut cfg = SimConfig::new(N, 2400);
+        cfg.scenarios.push(Scenario::Partition {
+            at_s: 60,
+            fraction: 0.3,
+            lasting_s: 300,
+        });
+        cfg.overlay.chord.partition_check_interval_ms = check_every_ms;
+        cfg.seed = 5;
+        cfg
+    };
+    let unchecked = run(split(0));
+    eprintln!("without partition checks: {}", summary(&unchecked));
+    assert!(
+        unchecked.ring_consistent < 0.5,
+        "without the check the two rings stay apart: {}",
+        summary(&unchecked)
+    );
+    let r = run(split(600_000));
+    let s = summary(&r);
+    eprintln!("with partition checks: {s}, {} found", r.partitions_found);
+    assert!(r.partitions_found > 0, "the split was noticed: {s}");
+    assert_eq!(r.ring_consistent, 1.0, "one ring again: {s}");
+    assert_eq!(r.items_lost, 0, "{s}");
+    assert_eq!(r.replication_complete, 1.0, "{s}");
+    let last = r.series.lookups.len() - 5;
+    let (asked, found): (u64, u64) = (
+        r.series.lookups[last..].iter().sum(),
+        r.series.lookups_ok[last..].iter().sum(),
+    );
+    assert_eq!(found, asked, "the last five minutes find everything: {s}");
+}

@@ -65,6 +65,14 @@ enum Pending {
     Join,
     Update(NodeId),
     Leave,
+    /// §10.7.4.4: the Ping for our own ID through a bootstrap peer.
+    PartitionProbe,
+    /// §10.7.4.4: the Attach to the peer that answered it from another
+    /// partition, routed through the bootstrap peer `via`.
+    PartitionAttach {
+        peer: NodeId,
+        via: NodeId,
+    },
 }
 
 /// How long a peer that left is kept out of the tables if its link does
@@ -104,6 +112,10 @@ pub struct ChordReload {
     /// closes (its Leave came routed) may return after [`DEPARTED_MS`], as
     /// a new session; `on_timer` forgets it then.
     departed: BTreeMap<NodeId, u64>,
+    next_partition_check: Option<u64>,
+    /// Partitions found (§10.7.4.4): answers from a peer this one had no
+    /// link to, to the Ping for its own ID.
+    partitions_found: u64,
 }
 
 impl ChordReload {
@@ -131,6 +143,30 @@ impl ChordReload {
             next_stabilize: None,
             next_finger_search: None,
             departed: BTreeMap::new(),
+            next_partition_check: None,
+            partitions_found: 0,
+        }
+    }
+
+    /// How many partition checks found another partition (§10.7.4.4).
+    pub fn partitions_found(&self) -> u64 {
+        self.partitions_found
+    }
+
+    /// §10.7.4.4 "periodically": like the other maintenance, at a random
+    /// offset so that peers do not check in step.
+    fn partition_check_after(&mut self, now: u64) -> Option<u64> {
+        let i = self.config.partition_check_interval_ms;
+        (i > 0).then(|| now + i / 2 + self.rng.random_range(0..i))
+    }
+
+    /// Closes a link opened only for a partition check, unless the peer
+    /// has come into the tables meanwhile.
+    fn close_probe_link(&mut self, bootstrap: Option<NodeId>, out: &mut Vec<TopologyCommand>) {
+        if let Some(b) = bootstrap {
+            if self.others.remove(&b) {
+                out.push(TopologyCommand::CloseLink(b));
+            }
         }
     }
 
@@ -475,6 +511,7 @@ impl ChordReload {
         self.next_stabilize = Some(now + u / 2 + self.rng.random_range(0..u));
         let p = self.config.ping_interval_ms.max(1);
         self.next_finger_search = Some(now + p / 2 + self.rng.random_range(0..p));
+        self.next_partition_check = self.partition_check_after(now);
     }
 
     fn remove_peer(&mut self, peer: &NodeId) -> Option<usize> {
@@ -962,6 +999,18 @@ impl Topology for ChordReload {
                     }
                 }
             }
+            Pending::PartitionProbe => {}
+            Pending::PartitionAttach { peer, via } => {
+                self.attaching.remove(&peer);
+                // "followed by an Update sent to S'": our whole view, so S'
+                // starts its own stabilization toward our side.
+                if answer.is_ok() && self.phase == Phase::Joined && self.is_linked(&peer) {
+                    self.send_update(now, peer, true, out);
+                }
+                if via != peer {
+                    self.close_probe_link(Some(via), out);
+                }
+            }
             Pending::Leave => {
                 if let Phase::Leaving { awaiting } = &mut self.phase {
                     *awaiting -= 1;
@@ -971,6 +1020,49 @@ impl Topology for ChordReload {
                     }
                 }
             }
+        }
+    }
+
+    /// §10.7.4.4: an answer from a node that is neither this one nor a
+    /// peer it is linked to means the bootstrap peer is in another
+    /// partition (the RFC names "not P's successor"; any linked peer is
+    /// in our partition, so we treat all of them alike). Attach to it
+    /// through the bootstrap peer, then Update it; stabilization on both
+    /// sides merges the rings from there.
+    fn on_bootstrap_probe(
+        &mut self,
+        _now: u64,
+        token: u64,
+        bootstrap: Option<NodeId>,
+        responder: Result<NodeId, RequestFailure>,
+        out: &mut Vec<TopologyCommand>,
+    ) {
+        if self.pending.remove(&token) != Some(Pending::PartitionProbe) {
+            return;
+        }
+        let other_partition = responder.ok().filter(|s| {
+            *s != self.me
+                && !self.peers.contains_key(&node_position(s))
+                && !self.attaching.contains(s)
+                && !self.departed.contains_key(s)
+        });
+        match (other_partition, bootstrap) {
+            (Some(s), Some(b)) if self.phase == Phase::Joined => {
+                self.partitions_found += 1;
+                let destination = if s == b {
+                    vec![Destination::Node(b)]
+                } else {
+                    vec![Destination::Node(b), Destination::Node(s)]
+                };
+                self.attaching.insert(s);
+                let token = self.token(Pending::PartitionAttach { peer: s, via: b });
+                out.push(TopologyCommand::Attach {
+                    token,
+                    destination,
+                    send_update: true,
+                });
+            }
+            _ => self.close_probe_link(bootstrap, out),
         }
     }
 
@@ -985,10 +1077,15 @@ impl Topology for ChordReload {
     fn next_timer(&self) -> Option<u64> {
         match self.phase {
             Phase::Joining { started, .. } => Some(started + JOIN_TIMEOUT_MS),
-            Phase::Joined => [self.update_due, self.next_stabilize, self.next_finger_search]
-                .into_iter()
-                .flatten()
-                .min(),
+            Phase::Joined => [
+                self.update_due,
+                self.next_stabilize,
+                self.next_finger_search,
+                self.next_partition_check,
+            ]
+            .into_iter()
+            .flatten()
+            .min(),
             _ => None,
         }
     }
@@ -1025,6 +1122,19 @@ impl Topology for ChordReload {
                     break;
                 }
             }
+        }
+        if self.next_partition_check.is_some_and(|d| d <= now) {
+            self.next_partition_check = self.partition_check_after(now);
+            // §10.7.4.4 asks for "a Ping for its own Node-ID". We route it
+            // as a Resource-ID of the same value: a Node-ID destination
+            // is dropped by any peer that is responsible for it but not it
+            // (§6.1.1), which in the other partition is exactly the peer
+            // that should answer. In one ring the answer comes from us.
+            let token = self.token(Pending::PartitionProbe);
+            out.push(TopologyCommand::ProbeThroughBootstrap {
+                token,
+                target: Destination::Resource(ResourceId(self.me.as_bytes().to_vec())),
+            });
         }
     }
 }

@@ -50,6 +50,11 @@ pub enum TopologyCommand {
     },
     /// Close the link to a peer the plugin no longer needs.
     CloseLink(NodeId),
+    /// RFC 6940 §10.7.4.4: repeat the discovery of a bootstrap peer B (a
+    /// fresh link to a bootstrap address), then send a Ping for `target`
+    /// routed through B. The outcome comes back through
+    /// [`Topology::on_bootstrap_probe`].
+    ProbeThroughBootstrap { token: u64, target: Destination },
     /// The responsible range or the replica set changed: stored data must
     /// be re-checked (§10.7.3).
     ReplicasChanged,
@@ -194,6 +199,19 @@ pub trait Topology {
     /// The fraction of the ID space this peer is responsible for, in parts
     /// per billion (Probe responsible_set, §6.4.2.5).
     fn responsible_ppb(&self) -> u32;
+
+    /// The outcome of a [`TopologyCommand::ProbeThroughBootstrap`]: the
+    /// bootstrap peer reached (`None` when none was) and the node that
+    /// answered the Ping.
+    fn on_bootstrap_probe(
+        &mut self,
+        _now: u64,
+        _token: u64,
+        _bootstrap: Option<NodeId>,
+        _responder: Result<NodeId, RequestFailure>,
+        _out: &mut Vec<TopologyCommand>,
+    ) {
+    }
 
     /// When [`on_timer`](Self::on_timer) next wants to run.
     fn next_timer(&self) -> Option<u64>;

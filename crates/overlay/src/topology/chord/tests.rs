@@ -536,3 +536,95 @@ fn a_departed_peer_is_not_taken_back_before_its_link_closes() {
     c.on_link_up(3, id(1100), true, false, &mut out);
     assert!(c.successors().contains(&id(1100)), "a new session is welcome");
 }
+
+/// Runs the next partition check and returns its token and target.
+fn partition_check(c: &mut ChordReload) -> (u64, u64, Destination) {
+    let due = c.next_partition_check.expect("scheduled while joined");
+    let mut out = Vec::new();
+    c.on_timer(due, &mut out);
+    let (token, target) = out
+        .iter()
+        .find_map(|x| match x {
+            C::ProbeThroughBootstrap { token, target } => Some((*token, target.clone())),
+            _ => None,
+        })
+        .expect("a probe through a bootstrap peer");
+    (due, token, target)
+}
+
+#[test]
+fn a_partition_check_pings_our_own_id_through_a_bootstrap_peer() {
+    // §10.7.4.4: "periodically", at a random offset like the Updates.
+    let mut c = joined(100, &[50, 200]);
+    let (due, token, target) = partition_check(&mut c);
+    let every = ChordConfig::default().partition_check_interval_ms;
+    assert!((every / 2..every * 3 / 2).contains(&due), "{due}");
+    assert_eq!(
+        target,
+        Destination::Resource(ResourceId(id(100).as_bytes().to_vec())),
+        "our own ID, as a Resource-ID so the other partition answers it"
+    );
+    // One ring: the Ping came back to us. The link opened to the
+    // bootstrap peer 999 only for the check is closed again.
+    let mut out = Vec::new();
+    c.on_link_up(due, id(999), false, false, &mut out);
+    out.clear();
+    c.on_bootstrap_probe(due, token, Some(id(999)), Ok(id(100)), &mut out);
+    assert_eq!(out, vec![C::CloseLink(id(999))]);
+    // A peer we are linked to answering is our ring too (a neighbour not
+    // yet aware of us): nothing to heal.
+    let (due, token, _) = partition_check(&mut c);
+    out.clear();
+    c.on_bootstrap_probe(due, token, Some(id(50)), Ok(id(200)), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(c.partitions_found(), 0);
+}
+
+#[test]
+fn an_answer_from_a_stranger_is_a_partition_healed_by_an_attach_through_the_bootstrap_peer_then_an_update() {
+    let mut c = joined(100, &[50, 200]);
+    let (due, token, _) = partition_check(&mut c);
+    let mut out = Vec::new();
+    c.on_link_up(due, id(999), false, false, &mut out);
+    out.clear();
+    // 150 answered: a peer between us and our successor that we have never
+    // heard of. The overlay is partitioned (§10.7.4.4).
+    c.on_bootstrap_probe(due, token, Some(id(999)), Ok(id(150)), &mut out);
+    assert_eq!(c.partitions_found(), 1);
+    assert_eq!(
+        attaches(&out),
+        vec![vec![Destination::Node(id(999)), Destination::Node(id(150))]],
+        "an Attach to S' routed through B"
+    );
+    let attach = token_of(&out, |x| matches!(x, C::Attach { send_update: true, .. }));
+    out.clear();
+    c.on_link_up(due + 10, id(150), true, false, &mut out);
+    assert_eq!(c.successors()[0], id(150), "S' is our successor now");
+    out.clear();
+    let answer = Answer {
+        from: id(150),
+        body: Body::AttachAns(AttachReqAns {
+            ufrag: vec![],
+            password: vec![],
+            role: b"passive".to_vec(),
+            candidates: vec![],
+            send_update: false,
+        }),
+    };
+    c.on_answer(due + 10, attach, Ok(answer), &mut out);
+    let updates = requests(&out);
+    assert_eq!(updates.len(), 1, "{out:?}");
+    assert_eq!(updates[0].0, vec![Destination::Node(id(150))]);
+    let Body::UpdateReq(bytes) = &updates[0].1 else {
+        panic!("an Update, not {:?}", updates[0].1)
+    };
+    let update = ChordUpdate::from_bytes(bytes, &c.ctx).unwrap();
+    assert!(
+        matches!(update.update, ChordUpdateType::Full { .. }),
+        "our whole view, so S' starts stabilizing toward our side"
+    );
+    assert!(
+        out.contains(&C::CloseLink(id(999))),
+        "the bootstrap link has done its job"
+    );
+}
