@@ -23,7 +23,7 @@ use reload_wire::{
     Body, DecodeContext, Destination, FetchReq, IpAddressPort, NodeId, ProbeInformation, ProbeReq, ResourceId,
 };
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -236,6 +236,7 @@ pub(crate) enum Input {
         dialled: Option<SocketAddr>,
     },
     ConnectFailed {
+        link: u64,
         expected: Option<NodeId>,
         address: SocketAddr,
         why: String,
@@ -454,6 +455,7 @@ async fn drive<T: Topology + Tables>(
         ctx,
         links: HashMap::new(),
         next_link: 1,
+        bootstrap_dials: HashSet::new(),
         input_tx,
         listen,
         dir,
@@ -518,6 +520,9 @@ struct Driver<T: Topology + Tables> {
     ctx: Arc<DecodeContext>,
     links: HashMap<NodeId, LinkHandle>,
     next_link: u64,
+    /// Links being dialled to a bootstrap address (no Node-ID expected):
+    /// the engine hears of them through `bootstrap_link_up`.
+    bootstrap_dials: HashSet<u64>,
     input_tx: mpsc::Sender<Input>,
     listen: SocketAddr,
     dir: NodeDir,
@@ -787,6 +792,9 @@ impl<T: Topology + Tables> Driver<T> {
         let ctx = self.ctx.clone();
         let link = self.next_link;
         self.next_link += 1;
+        if peer.is_none() {
+            self.bootstrap_dials.insert(link);
+        }
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                 let tcp = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
@@ -816,6 +824,7 @@ impl<T: Topology + Tables> Driver<T> {
                 Ok((stream, their)) => serve_link(stream, link, their, me, Some(address), ctx, tx).await,
                 Err(why) => {
                     let failed = Input::ConnectFailed {
+                        link,
                         expected: peer,
                         address,
                         why,
@@ -837,7 +846,19 @@ impl<T: Topology + Tables> Driver<T> {
                 initiator,
                 dialled,
             } => {
+                let bootstrap = self.bootstrap_dials.remove(&link);
                 if peer == self.me {
+                    if let (true, Some(address)) = (bootstrap, dialled) {
+                        // A bootstrap address that is our own.
+                        let why = "it is this peer's own address".to_string();
+                        let expected = None;
+                        self.on_input(Input::ConnectFailed {
+                            link,
+                            expected,
+                            address,
+                            why,
+                        });
+                    }
                     return;
                 }
                 if let Some(old) = self.links.get(&peer) {
@@ -846,6 +867,10 @@ impl<T: Topology + Tables> Driver<T> {
                     // keep the same one; a redial by the same end wins.
                     let keep_old = old.initiator != initiator && old.initiator < initiator;
                     if keep_old {
+                        if bootstrap {
+                            // The bootstrap peer is reached all the same.
+                            self.engine.bootstrap_link_up(now, peer);
+                        }
                         return;
                     }
                 }
@@ -859,11 +884,21 @@ impl<T: Topology + Tables> Driver<T> {
                         dialled,
                     },
                 );
-                self.engine.link_up(now, peer);
+                if bootstrap {
+                    self.engine.bootstrap_link_up(now, peer);
+                } else {
+                    self.engine.link_up(now, peer);
+                }
             }
             Input::InboundLinkFailed => self.metrics.link_failed(true),
             Input::Discovery(datagram, from) => self.on_discovery(datagram, from),
-            Input::ConnectFailed { expected, address, why } => {
+            Input::ConnectFailed {
+                link,
+                expected,
+                address,
+                why,
+            } => {
+                self.bootstrap_dials.remove(&link);
                 tracing::info!("cannot link to {address}: {why}");
                 self.metrics.link_failed(false);
                 self.engine.link_failed(now, expected);

@@ -27,4 +27,4 @@ pub use node::{Action, CompletedResult, Event, NodeStats, Observation, OverlayNo
 pub use security::{Credential, Security, SecurityError, Signer, SimulatedSecurity};
 pub use topology::chord::ChordReload;
 pub use topology::client::ClientTopology;
-pub use topology::{Answer, Holding, RequestFailure, Topology, TopologyCommand};
+pub use topology::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};

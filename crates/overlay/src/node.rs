@@ -11,7 +11,7 @@ use crate::config::OverlayConfig;
 use crate::ring::{distance, node_position};
 use crate::security::{Credential, Security, Signer};
 use crate::storage::{Storage, StoreRequest};
-use crate::topology::{Answer, Holding, RequestFailure, Topology, TopologyCommand};
+use crate::topology::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use reload_wire::header::RELOAD_VERSION;
@@ -167,7 +167,7 @@ enum Purpose {
     /// The Ping of a partition check, routed through `bootstrap`.
     Probe {
         token: u64,
-        bootstrap: NodeId,
+        bootstrap: ProbeLink,
     },
 }
 
@@ -512,6 +512,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if self.leaving.is_some() {
             return;
         }
+        // A leaving node checks for no partition.
+        self.probe = None;
         self.leaving = Some(Handover {
             started: now,
             rounds_left: HANDOVER_ROUNDS,
@@ -789,19 +791,31 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     // ----- links -------------------------------------------------------
 
-    /// A link to `peer` (authenticated by the link layer) is up.
-    pub fn link_up(&mut self, now: u64, peer: NodeId) {
-        self.links.insert(peer);
-        let unexpected = !self.connecting.contains_key(&peer) && !self.expected_links.contains_key(&peer);
-        if !self.bootstrap_pending && unexpected && self.probe.is_some() {
-            self.bootstrap_reached(now, peer);
-        } else if self.bootstrap_pending
-            && !self.connecting.contains_key(&peer)
-            && !self.expected_links.contains_key(&peer)
-        {
+    /// The link a [`Action::Connect`] without a Node-ID opened (to a
+    /// bootstrap address) is up, with `peer` at the other end; drivers
+    /// report it here and every other link through
+    /// [`link_up`](Self::link_up), so a node that happens to dial us is
+    /// never taken for our bootstrap peer.
+    pub fn bootstrap_link_up(&mut self, now: u64, peer: NodeId) {
+        let opened = self.links.insert(peer);
+        if self.bootstrap_pending {
             self.bootstrap_pending = false;
             self.topology.join(now, peer, &mut self.commands);
-        } else if let Some(waiting) = self.connecting.remove(&peer) {
+        } else if self.probe.is_some() && self.leaving.is_none() {
+            self.bootstrap_reached(now, ProbeLink { peer, opened });
+        } else if opened {
+            // Nobody waits for it any more (its check timed out).
+            self.links.remove(&peer);
+            self.actions.push_back(Action::Close { peer });
+        }
+        self.after_event(now);
+    }
+
+    /// A link to `peer` (authenticated by the link layer) is up: one the
+    /// peer dialled, or one dialled for a Node-ID an Attach named.
+    pub fn link_up(&mut self, now: u64, peer: NodeId) {
+        self.links.insert(peer);
+        if let Some(waiting) = self.connecting.remove(&peer) {
             self.topology.on_link_up(now, peer, true, false, &mut self.commands);
             for w in waiting {
                 let answer = Ok(Answer {
@@ -821,7 +835,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// Opening a link failed. `peer` is `None` for a bootstrap address.
     pub fn link_failed(&mut self, now: u64, peer: Option<NodeId>) {
         match peer {
-            None if !self.bootstrap_pending && self.probe.is_some() => self.probe_failed(now),
+            // Not joining: the dial was a partition check's, if anyone's.
+            None if !self.bootstrap_pending => self.probe_failed(now),
             None => {
                 if self.next_bootstrap < self.bootstraps.len() * 3 {
                     self.connect_bootstrap(now);
@@ -863,14 +878,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// The probe's link is up: `bootstrap` is B. The Ping goes to the
     /// target through B ([Node(B), target], §6.1.1), so the answer comes
     /// from whichever partition B is in.
-    fn bootstrap_reached(&mut self, now: u64, bootstrap: NodeId) {
+    fn bootstrap_reached(&mut self, now: u64, bootstrap: ProbeLink) {
         let Some(probe) = self.probe.take() else { return };
-        self.topology
-            .on_link_up(now, bootstrap, false, false, &mut self.commands);
-        let destination = if probe.target == Destination::Node(bootstrap) {
+        if bootstrap.opened {
+            self.topology
+                .on_link_up(now, bootstrap.peer, false, false, &mut self.commands);
+        }
+        let destination = if probe.target == Destination::Node(bootstrap.peer) {
             vec![probe.target]
         } else {
-            vec![Destination::Node(bootstrap), probe.target]
+            vec![Destination::Node(bootstrap.peer), probe.target]
         };
         let body = Body::PingReq(reload_wire::PingReq::default());
         let purpose = Purpose::Probe {

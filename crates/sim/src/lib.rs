@@ -58,7 +58,8 @@ pub enum Scenario {
     /// `lasting_s`. Links across the cut fail as a crash does (after the
     /// failure-detection time), messages across it are lost and
     /// connections across it fail. Peers that arrive meanwhile are on the
-    /// larger side.
+    /// larger side and join through a peer there. It lasts at least the
+    /// failure-detection time.
     Partition { at_s: u64, fraction: f64, lasting_s: u64 },
 }
 
@@ -139,18 +140,47 @@ struct SimNode {
 
 #[derive(Debug)]
 enum Ev {
-    Deliver { to: Host, from: Host, bytes: Vec<u8> },
-    LinkUp { a: Host, b: Host },
-    ConnectFailed { a: Host, peer: Option<NodeId> },
-    LinkDown { at: Host, peer: Host },
-    Timer { host: Host },
-    Join { host: Host },
-    Depart { host: Host },
+    Deliver {
+        to: Host,
+        from: Host,
+        bytes: Vec<u8>,
+    },
+    /// `peer` is the Node-ID `a` dialled for; `None` for a bootstrap address.
+    LinkUp {
+        a: Host,
+        b: Host,
+        peer: Option<NodeId>,
+    },
+    ConnectFailed {
+        a: Host,
+        peer: Option<NodeId>,
+    },
+    LinkDown {
+        at: Host,
+        peer: Host,
+    },
+    Timer {
+        host: Host,
+    },
+    Join {
+        host: Host,
+    },
+    Depart {
+        host: Host,
+    },
     Lookup,
-    StoreItem { host: Host, attempt: u8 },
+    StoreItem {
+        host: Host,
+        attempt: u8,
+    },
     Scenario(usize),
-    LeaveOne { remaining: usize, interval_ms: u64 },
-    LeaveDeadline { host: Host },
+    LeaveOne {
+        remaining: usize,
+        interval_ms: u64,
+    },
+    LeaveDeadline {
+        host: Host,
+    },
     Heal,
     Sample,
 }
@@ -305,6 +335,18 @@ impl Simulation {
         host
     }
 
+    /// A random peer of the ring that is not on its way out (and, while
+    /// the network is split, on `near`'s side of it).
+    fn random_joined_near(&mut self, near: Host) -> Option<Host> {
+        for _ in 0..16 {
+            let h = self.random_joined()?;
+            if !self.split(near, h) {
+                return Some(h);
+            }
+        }
+        None
+    }
+
     /// A random peer of the ring that is not on its way out.
     fn random_joined(&mut self) -> Option<Host> {
         for _ in 0..16 {
@@ -383,7 +425,7 @@ impl Simulation {
             Some(b) if b != a && !self.split(a, b) => {
                 // TCP + TLS: about two round trips.
                 let t = self.now + 4 * self.latency(a, b);
-                self.at(t, Ev::LinkUp { a, b });
+                self.at(t, Ev::LinkUp { a, b, peer });
             }
             _ => {
                 let t = self.now + 3_000;
@@ -477,7 +519,7 @@ impl Simulation {
     }
 
     fn start_join(&mut self, h: Host) {
-        let boot = self.random_joined();
+        let boot = self.random_joined_near(h);
         let now = EPOCH_MS + self.now;
         let Some(n) = self.node(h) else { return };
         match boot {
@@ -570,13 +612,13 @@ impl Simulation {
                 n.engine.receive(now_abs, from_id, &bytes);
                 self.drive(to);
             }
-            Ev::LinkUp { a, b } => {
+            Ev::LinkUp { a, b, peer } => {
                 let (a_id, b_id) = (self.ids[a as usize], self.ids[b as usize]);
                 if !self.alive(a) {
                     return;
                 }
                 if !self.alive(b) || self.split(a, b) {
-                    self.at(self.now + 3_000, Ev::ConnectFailed { a, peer: Some(b_id) });
+                    self.at(self.now + 3_000, Ev::ConnectFailed { a, peer });
                     return;
                 }
                 let fresh = self.node(a).is_some_and(|n| n.links.insert(b));
@@ -588,7 +630,10 @@ impl Simulation {
                     self.drive(b);
                 }
                 if let Some(n) = self.node(a) {
-                    n.engine.link_up(now_abs, b_id);
+                    match peer {
+                        Some(_) => n.engine.link_up(now_abs, b_id),
+                        None => n.engine.bootstrap_link_up(now_abs, b_id),
+                    }
                 }
                 self.drive(a);
             }
@@ -774,7 +819,12 @@ impl Simulation {
                 }
             }
         }
-        self.at(self.now + lasting_s * 1000, Ev::Heal);
+        // Not before the links across the cut have failed: a late LinkDown
+        // must not hit a link made after healing.
+        self.at(
+            self.now + (lasting_s * 1000).max(self.cfg.failure_detection_ms),
+            Ev::Heal,
+        );
     }
 
     fn crash_batch(&mut self, hosts: Vec<Host>) {

@@ -8,7 +8,7 @@
 //! peers in its Routing Table" (§10.7.1). Choices the RFC leaves open are
 //! listed in docs/decisions/0004-overlay-engine.md.
 
-use super::{Answer, Holding, RequestFailure, Topology, TopologyCommand};
+use super::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
 use crate::config::ChordConfig;
 use crate::ring::{distance, in_open_closed, node_position, position_of, Position};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -71,7 +71,7 @@ enum Pending {
     /// partition, routed through the bootstrap peer `via`.
     PartitionAttach {
         peer: NodeId,
-        via: NodeId,
+        via: ProbeLink,
     },
 }
 
@@ -162,10 +162,10 @@ impl ChordReload {
 
     /// Closes a link opened only for a partition check, unless the peer
     /// has come into the tables meanwhile.
-    fn close_probe_link(&mut self, bootstrap: Option<NodeId>, out: &mut Vec<TopologyCommand>) {
-        if let Some(b) = bootstrap {
-            if self.others.remove(&b) {
-                out.push(TopologyCommand::CloseLink(b));
+    fn close_probe_link(&mut self, bootstrap: Option<ProbeLink>, out: &mut Vec<TopologyCommand>) {
+        if let Some(b) = bootstrap.filter(|b| b.opened) {
+            if self.others.remove(&b.peer) {
+                out.push(TopologyCommand::CloseLink(b.peer));
             }
         }
     }
@@ -1007,9 +1007,9 @@ impl Topology for ChordReload {
                 if answer.is_ok() && self.phase == Phase::Joined && self.is_linked(&peer) {
                     self.send_update(now, peer, true, out);
                 }
-                if via != peer {
-                    self.close_probe_link(Some(via), out);
-                }
+                // When S' is B itself and the Attach succeeded, B is in the
+                // tables now and its link stays.
+                self.close_probe_link(Some(via), out);
             }
             Pending::Leave => {
                 if let Phase::Leaving { awaiting } = &mut self.phase {
@@ -1033,7 +1033,7 @@ impl Topology for ChordReload {
         &mut self,
         _now: u64,
         token: u64,
-        bootstrap: Option<NodeId>,
+        bootstrap: Option<ProbeLink>,
         responder: Result<NodeId, RequestFailure>,
         out: &mut Vec<TopologyCommand>,
     ) {
@@ -1049,10 +1049,10 @@ impl Topology for ChordReload {
         match (other_partition, bootstrap) {
             (Some(s), Some(b)) if self.phase == Phase::Joined => {
                 self.partitions_found += 1;
-                let destination = if s == b {
-                    vec![Destination::Node(b)]
+                let destination = if s == b.peer {
+                    vec![Destination::Node(s)]
                 } else {
-                    vec![Destination::Node(b), Destination::Node(s)]
+                    vec![Destination::Node(b.peer), Destination::Node(s)]
                 };
                 self.attaching.insert(s);
                 let token = self.token(Pending::PartitionAttach { peer: s, via: b });

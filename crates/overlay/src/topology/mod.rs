@@ -22,6 +22,15 @@ pub enum RequestFailure {
     NoRoute,
 }
 
+/// The bootstrap peer a partition check reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeLink {
+    pub peer: NodeId,
+    /// The link was opened for the check (there was none before), so the
+    /// plugin closes it afterwards unless it wants the peer.
+    pub opened: bool,
+}
+
 /// A successful answer: who signed it and what it says.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Answer {
@@ -207,7 +216,7 @@ pub trait Topology {
         &mut self,
         _now: u64,
         _token: u64,
-        _bootstrap: Option<NodeId>,
+        _bootstrap: Option<ProbeLink>,
         _responder: Result<NodeId, RequestFailure>,
         _out: &mut Vec<TopologyCommand>,
     ) {

@@ -537,6 +537,14 @@ fn a_departed_peer_is_not_taken_back_before_its_link_closes() {
     assert!(c.successors().contains(&id(1100)), "a new session is welcome");
 }
 
+/// A link to `peer` opened for a partition check.
+fn opened(peer: u128) -> ProbeLink {
+    ProbeLink {
+        peer: id(peer),
+        opened: true,
+    }
+}
+
 /// Runs the next partition check and returns its token and target.
 fn partition_check(c: &mut ChordReload) -> (u64, u64, Destination) {
     let due = c.next_partition_check.expect("scheduled while joined");
@@ -569,13 +577,19 @@ fn a_partition_check_pings_our_own_id_through_a_bootstrap_peer() {
     let mut out = Vec::new();
     c.on_link_up(due, id(999), false, false, &mut out);
     out.clear();
-    c.on_bootstrap_probe(due, token, Some(id(999)), Ok(id(100)), &mut out);
+    c.on_bootstrap_probe(due, token, Some(opened(999)), Ok(id(100)), &mut out);
     assert_eq!(out, vec![C::CloseLink(id(999))]);
     // A peer we are linked to answering is our ring too (a neighbour not
-    // yet aware of us): nothing to heal.
+    // yet aware of us): nothing to heal. The bootstrap peer 888 was linked
+    // before the check (it uses us as a finger): its link stays.
+    c.on_link_up(due, id(888), false, false, &mut out);
     let (due, token, _) = partition_check(&mut c);
     out.clear();
-    c.on_bootstrap_probe(due, token, Some(id(50)), Ok(id(200)), &mut out);
+    let existing = ProbeLink {
+        peer: id(888),
+        opened: false,
+    };
+    c.on_bootstrap_probe(due, token, Some(existing), Ok(id(200)), &mut out);
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(c.partitions_found(), 0);
 }
@@ -589,7 +603,7 @@ fn an_answer_from_a_stranger_is_a_partition_healed_by_an_attach_through_the_boot
     out.clear();
     // 150 answered: a peer between us and our successor that we have never
     // heard of. The overlay is partitioned (§10.7.4.4).
-    c.on_bootstrap_probe(due, token, Some(id(999)), Ok(id(150)), &mut out);
+    c.on_bootstrap_probe(due, token, Some(opened(999)), Ok(id(150)), &mut out);
     assert_eq!(c.partitions_found(), 1);
     assert_eq!(
         attaches(&out),
