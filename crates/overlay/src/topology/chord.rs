@@ -514,6 +514,13 @@ impl ChordReload {
         self.next_partition_check = self.partition_check_after(now);
     }
 
+    /// Whether `peer` is in the Neighbor Table or the Finger Table.
+    fn in_tables(&self, peer: &NodeId) -> bool {
+        self.successors.contains(peer)
+            || self.predecessors.contains(peer)
+            || (1..=self.finger_count()).any(|i| self.finger(i) == Some(*peer))
+    }
+
     fn remove_peer(&mut self, peer: &NodeId) -> Option<usize> {
         self.corrected.remove(peer);
         let was_finger = (1..=self.finger_count()).find(|&i| self.finger(i) == Some(*peer));
@@ -980,9 +987,23 @@ impl Topology for ChordReload {
             }
             Pending::Join => match answer {
                 Ok(_) => {
+                    let bootstrap = match self.phase {
+                        Phase::Joining { bootstrap, .. } => Some(bootstrap),
+                        _ => None,
+                    };
                     self.phase = Phase::Joined;
                     self.schedule_maintenance(now);
                     out.push(TopologyCommand::Joined);
+                    // The bootstrap peer only got us in. Kept, its link would
+                    // stay for good at both ends, and early peers, everyone's
+                    // bootstrap while a ring grows, would end up linked to a
+                    // good part of it and Update all of them on every change
+                    // (§10.7.3). So unless it is a neighbour or a finger, it
+                    // goes (§10.5 leaves this open).
+                    if let Some(b) = bootstrap.filter(|b| !self.in_tables(b)) {
+                        self.remove_peer(&b);
+                        out.push(TopologyCommand::CloseLink(b));
+                    }
                     // §10.5 step 9.
                     self.send_updates(now, false, out);
                 }

@@ -642,3 +642,64 @@ fn an_answer_from_a_stranger_is_a_partition_healed_by_an_attach_through_the_boot
         "the bootstrap link has done its job"
     );
 }
+
+#[test]
+fn a_joined_peer_drops_its_bootstrap_link_unless_the_bootstrap_peer_is_in_its_tables() {
+    // §10.5 says nothing of the link to the bootstrap peer after the join.
+    let run = |other_finger: Option<u128>| {
+        let mut jn = chord(500);
+        let mut out = Vec::new();
+        jn.join(0, id(9000), &mut out);
+        let attach = token_of(&out, |c| matches!(c, C::Attach { send_update: true, .. }));
+        out.clear();
+        jn.on_link_up(10, id(600), true, false, &mut out);
+        let answer = Answer {
+            from: id(600),
+            body: Body::AttachAns(AttachReqAns {
+                ufrag: vec![],
+                password: vec![],
+                role: b"passive".to_vec(),
+                candidates: vec![],
+                send_update: false,
+            }),
+        };
+        jn.on_answer(10, attach, Ok(answer), &mut out);
+        jn.on_update(20, id(600), &update_bytes(&[400], &[700]), &mut out)
+            .unwrap();
+        let far = [u128::MAX - 10, u128::MAX - 20];
+        for n in [400, 700].into_iter().chain(far).chain(other_finger) {
+            jn.on_link_up(25, id(n), true, false, &mut out);
+        }
+        for t in out
+            .iter()
+            .filter_map(|c| match c {
+                C::Attach { token, .. } => Some(*token),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+        {
+            jn.on_answer(26, t, Err(RequestFailure::Timeout), &mut out);
+        }
+        let join = token_of(&out, |c| {
+            matches!(
+                c,
+                C::Request {
+                    body: Body::JoinReq(_),
+                    ..
+                }
+            )
+        });
+        out.clear();
+        let joined = Answer {
+            from: id(600),
+            body: Body::JoinAns(Default::default()),
+        };
+        jn.on_answer(40, join, Ok(joined), &mut out);
+        assert!(jn.is_joined());
+        out.contains(&C::CloseLink(id(9000)))
+    };
+    // 9000 is our third successor.
+    assert!(!run(None), "a neighbour stays");
+    // 8800 is: 9000 is neither neighbour nor finger and only got us in.
+    assert!(run(Some(8800)), "the bootstrap link goes");
+}
