@@ -35,6 +35,20 @@ fn update_bytes(preds: &[u128], succs: &[u128]) -> Vec<u8> {
     .unwrap()
 }
 
+/// The AttachAns a peer answers our Attach with.
+fn attach_answer(from: u128) -> Answer {
+    Answer {
+        from: id(from),
+        body: Body::AttachAns(AttachReqAns {
+            ufrag: vec![],
+            password: vec![],
+            role: b"passive".to_vec(),
+            candidates: vec![],
+            send_update: false,
+        }),
+    }
+}
+
 fn attaches(out: &[C]) -> Vec<Vec<Destination>> {
     out.iter()
         .filter_map(|c| match c {
@@ -203,21 +217,7 @@ fn join_handshake_attaches_to_neighbours_through_the_admitting_peer_then_joins()
     out.clear();
     // The AttachAns comes from AP = 600, whose link is now up.
     jn.on_link_up(10, id(600), true, false, &mut out);
-    jn.on_answer(
-        10,
-        attach,
-        Ok(Answer {
-            from: id(600),
-            body: Body::AttachAns(AttachReqAns {
-                ufrag: vec![],
-                password: vec![],
-                role: b"passive".to_vec(),
-                candidates: vec![],
-                send_update: false,
-            }),
-        }),
-        &mut out,
-    );
+    jn.on_answer(10, attach, Ok(attach_answer(600)), &mut out);
     assert!(requests(&out).is_empty(), "no Join before AP's Update");
     out.clear();
     // AP's Update (§6.4.2.3) lists its neighbours.
@@ -615,17 +615,7 @@ fn an_answer_from_a_stranger_is_a_partition_healed_by_an_attach_through_the_boot
     c.on_link_up(due + 10, id(150), true, false, &mut out);
     assert_eq!(c.successors()[0], id(150), "S' is our successor now");
     out.clear();
-    let answer = Answer {
-        from: id(150),
-        body: Body::AttachAns(AttachReqAns {
-            ufrag: vec![],
-            password: vec![],
-            role: b"passive".to_vec(),
-            candidates: vec![],
-            send_update: false,
-        }),
-    };
-    c.on_answer(due + 10, attach, Ok(answer), &mut out);
+    c.on_answer(due + 10, attach, Ok(attach_answer(150)), &mut out);
     let updates = requests(&out);
     assert_eq!(updates.len(), 1, "{out:?}");
     assert_eq!(updates[0].0, vec![Destination::Node(id(150))]);
@@ -653,17 +643,7 @@ fn a_joined_peer_drops_its_bootstrap_link_unless_the_bootstrap_peer_is_in_its_ta
         let attach = token_of(&out, |c| matches!(c, C::Attach { send_update: true, .. }));
         out.clear();
         jn.on_link_up(10, id(600), true, false, &mut out);
-        let answer = Answer {
-            from: id(600),
-            body: Body::AttachAns(AttachReqAns {
-                ufrag: vec![],
-                password: vec![],
-                role: b"passive".to_vec(),
-                candidates: vec![],
-                send_update: false,
-            }),
-        };
-        jn.on_answer(10, attach, Ok(answer), &mut out);
+        jn.on_answer(10, attach, Ok(attach_answer(600)), &mut out);
         jn.on_update(20, id(600), &update_bytes(&[400], &[700]), &mut out)
             .unwrap();
         let far = [u128::MAX - 10, u128::MAX - 20];
