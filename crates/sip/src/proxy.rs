@@ -299,19 +299,15 @@ impl Proxy {
 
     fn unique(&mut self) -> String {
         let n = self.id();
-        self.tag_of(n)
+        self.to_tag(n)
     }
 
-    /// A string no other id of this run of the peer gives.
-    fn tag_of(&self, n: u64) -> String {
-        let mixed = (self.salt ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
-        format!("{mixed:016x}{n:x}")
-    }
-
-    /// The To tag of the responses server transaction `id` makes itself,
+    /// A string no other id of this run of the peer gives: for a server
+    /// transaction's id, the To tag of the responses it makes itself,
     /// derived rather than stored.
     fn to_tag(&self, id: u64) -> String {
-        self.tag_of(id)
+        let mixed = (self.salt ^ id.wrapping_mul(0x9E37_79B9_7F4A_7C15)).rotate_left(17);
+        format!("{mixed:016x}{id:x}")
     }
 
     fn send(&mut self, flow: Flow, bytes: Vec<u8>) {

@@ -208,16 +208,36 @@ fn join_attaches_to_the_successor_of_its_own_id_asking_for_an_update() {
     assert!(!jn.is_joined());
 }
 
-#[test]
-fn join_handshake_attaches_to_neighbours_through_the_admitting_peer_then_joins() {
+/// JN = 500 joining through the bootstrap peer 9000: its Attach to the
+/// peer responsible for 501 is answered by AP = 600, whose link is up.
+/// Returns JN and what it asked for after the answer.
+fn admitted_by_600() -> (ChordReload, Vec<C>) {
     let mut jn = chord(500);
     let mut out = Vec::new();
     jn.join(0, id(9000), &mut out);
     let attach = token_of(&out, |c| matches!(c, C::Attach { send_update: true, .. }));
     out.clear();
-    // The AttachAns comes from AP = 600, whose link is now up.
     jn.on_link_up(10, id(600), true, false, &mut out);
     jn.on_answer(10, attach, Ok(attach_answer(600)), &mut out);
+    (jn, out)
+}
+
+/// The token of the JoinReq among `out`.
+fn join_token(out: &[C]) -> u64 {
+    token_of(out, |c| {
+        matches!(
+            c,
+            C::Request {
+                body: Body::JoinReq(_),
+                ..
+            }
+        )
+    })
+}
+
+#[test]
+fn join_handshake_attaches_to_neighbours_through_the_admitting_peer_then_joins() {
+    let (mut jn, mut out) = admitted_by_600();
     assert!(requests(&out).is_empty(), "no Join before AP's Update");
     out.clear();
     // AP's Update (§6.4.2.3) lists its neighbours.
@@ -265,15 +285,7 @@ fn join_handshake_attaches_to_neighbours_through_the_admitting_peer_then_joins()
     let (dest, body) = requests(&out).pop().unwrap();
     assert_eq!(dest, vec![Destination::Node(id(600))]);
     assert!(matches!(body, Body::JoinReq(JoinReq { joining_peer_id, .. }) if joining_peer_id == id(500)));
-    let join = token_of(&out, |c| {
-        matches!(
-            c,
-            C::Request {
-                body: Body::JoinReq(_),
-                ..
-            }
-        )
-    });
+    let join = join_token(&out);
     out.clear();
     jn.on_answer(
         40,
@@ -637,13 +649,7 @@ fn an_answer_from_a_stranger_is_a_partition_healed_by_an_attach_through_the_boot
 fn a_joined_peer_drops_its_bootstrap_link_unless_the_bootstrap_peer_is_in_its_tables() {
     // §10.5 says nothing of the link to the bootstrap peer after the join.
     let run = |other_finger: Option<u128>| {
-        let mut jn = chord(500);
-        let mut out = Vec::new();
-        jn.join(0, id(9000), &mut out);
-        let attach = token_of(&out, |c| matches!(c, C::Attach { send_update: true, .. }));
-        out.clear();
-        jn.on_link_up(10, id(600), true, false, &mut out);
-        jn.on_answer(10, attach, Ok(attach_answer(600)), &mut out);
+        let (mut jn, mut out) = admitted_by_600();
         jn.on_update(20, id(600), &update_bytes(&[400], &[700]), &mut out)
             .unwrap();
         let far = [u128::MAX - 10, u128::MAX - 20];
@@ -660,15 +666,7 @@ fn a_joined_peer_drops_its_bootstrap_link_unless_the_bootstrap_peer_is_in_its_ta
         {
             jn.on_answer(26, t, Err(RequestFailure::Timeout), &mut out);
         }
-        let join = token_of(&out, |c| {
-            matches!(
-                c,
-                C::Request {
-                    body: Body::JoinReq(_),
-                    ..
-                }
-            )
-        });
+        let join = join_token(&out);
         out.clear();
         let joined = Answer {
             from: id(600),
