@@ -172,7 +172,14 @@ fn print_table(r: &Report) {
             "churn median session",
             r.churn_median_s.map_or("none".into(), |m| format!("{m} s")),
         ),
-        ("ring built in (simulated)", format!("{:.1} s", r.build_s)),
+        (
+            "ring built in",
+            format!("{:.1} s simulated, {:.1} s wall", r.build_s, r.build_wall_s),
+        ),
+        (
+            "messages while building",
+            format!("{} ({:.0} per peer)", r.build_messages, r.build_messages_per_peer),
+        ),
         ("simulated", format!("{:.0} s", r.simulated_s)),
         ("lookups", r.lookups.to_string()),
         (
@@ -210,6 +217,13 @@ fn print_table(r: &Report) {
             format!("{} / {} / {}", r.crashes, r.graceful_leaves, r.rejoins),
         ),
         ("partitions found (§10.7.4.4)", r.partitions_found.to_string()),
+        (
+            "links per peer mean / p99 / max",
+            format!(
+                "{:.1} / {} / {}",
+                r.links_per_peer_mean, r.links_per_peer_p99, r.links_per_peer_max
+            ),
+        ),
         (
             "maintenance per peer",
             format!(

@@ -406,6 +406,8 @@ impl Simulation {
         if self.measuring() {
             self.report
                 .count_message(self.now - self.measure_from.unwrap_or(0), bytes.len(), maintenance);
+        } else if self.measure_from.is_none() {
+            self.report.count_build_message();
         }
         let Some(&to) = self.by_id.get(&to) else { return };
         if !self.node(from).is_some_and(|n| n.links.contains(&to)) {
@@ -855,6 +857,8 @@ impl Simulation {
             if self.measure_from.is_none()
                 && (self.ring.len() >= self.cfg.peers && self.items_done() || t >= build_deadline)
             {
+                self.report
+                    .end_build(self.now as f64 / 1000.0, wall.elapsed().as_secs_f64());
                 self.begin_measurement();
             }
             if let Some(m) = self.measure_from {
@@ -884,7 +888,6 @@ impl Simulation {
         let m = self.now + self.cfg.settle_s * 1000;
         self.measure_from = Some(m);
         self.last_count_change = m;
-        self.report.build_s = self.now as f64 / 1000.0;
         self.at(m, Ev::Lookup);
         self.at(m, Ev::Sample);
         for i in 0..self.cfg.scenarios.len() {
@@ -905,6 +908,8 @@ impl Simulation {
     }
 
     fn finish(mut self, wall_s: f64) -> Report {
+        let links = self.nodes.iter().flatten().map(|n| n.links.len() as u32).collect();
+        self.report.record_links(links);
         // Who holds what, from the live peers' own storage.
         let mut holders: HashMap<u128, Vec<Host>> = HashMap::new();
         for (h, n) in self.nodes.iter().enumerate() {

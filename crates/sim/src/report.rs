@@ -73,6 +73,19 @@ pub struct Report {
     pub maintenance_msgs_per_peer_s: f64,
     pub maintenance_bytes_per_peer_s: f64,
     pub messages: u64,
+    /// Messages sent while the ring was built (every join, its Attaches,
+    /// Updates and data transfer) and their number per peer: what joining
+    /// costs, and whether that grows faster than log N.
+    pub build_messages: u64,
+    pub build_messages_per_peer: f64,
+    /// Wall time the build took, part of `wall_s`.
+    pub build_wall_s: f64,
+    /// Links each live peer holds at the end (its Connection Table). A peer
+    /// far above the mean is a hub: the finger of many, sending an Update
+    /// to each of them whenever its range changes (RFC 6940 §10.7.3).
+    pub links_per_peer_mean: f64,
+    pub links_per_peer_p99: u64,
+    pub links_per_peer_max: u64,
     pub wall_s: f64,
     pub peak_rss_mb: f64,
     pub series: Series,
@@ -123,6 +136,28 @@ impl Report {
             Err(RequestFailure::Timeout) => self.lookup_timeouts += 1,
             _ => self.lookup_errors += 1,
         }
+    }
+
+    pub(crate) fn count_build_message(&mut self) {
+        self.build_messages += 1;
+    }
+
+    pub(crate) fn end_build(&mut self, simulated_s: f64, wall_s: f64) {
+        self.build_s = simulated_s;
+        self.build_wall_s = wall_s;
+        self.build_messages_per_peer = self.build_messages as f64 / self.peers.max(1) as f64;
+    }
+
+    /// The Connection Table sizes of the live peers, in any order.
+    pub(crate) fn record_links(&mut self, mut links: Vec<u32>) {
+        if links.is_empty() {
+            return;
+        }
+        links.sort_unstable();
+        let total: u64 = links.iter().map(|l| *l as u64).sum();
+        self.links_per_peer_mean = total as f64 / links.len() as f64;
+        self.links_per_peer_p99 = percentile(&links, 0.99);
+        self.links_per_peer_max = links.last().copied().unwrap_or(0) as u64;
     }
 
     pub(crate) fn sample(&mut self, t_ms: u64, live: usize) {

@@ -114,6 +114,21 @@ fn a_burst_of_concurrent_joins_places_every_value() {
     assert_eq!(r.lookups_ok, r.lookups, "{s}");
 }
 
+/// The report's Connection Table figures: in a ring of three every peer
+/// is linked to the other two, and nothing more (the bootstrap link of a
+/// joiner that is also its neighbour is that same link).
+#[test]
+fn a_ring_of_three_links_each_peer_to_the_other_two() {
+    let r = run(SimConfig::new(3, 60));
+    let s = summary(&r);
+    assert_eq!(r.live_peers_end, 3, "{s}");
+    assert_eq!(r.links_per_peer_mean, 2.0, "{s}");
+    assert_eq!(r.links_per_peer_max, 2, "{s}");
+    assert_eq!(r.links_per_peer_p99, 2, "{s}");
+    assert!(r.build_messages > 0, "joining sends messages: {s}");
+    assert_eq!(r.build_messages_per_peer, r.build_messages as f64 / 3.0, "{s}");
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let cfg = || {
@@ -127,6 +142,7 @@ fn the_same_seed_gives_the_same_run() {
     let mut b = run(cfg());
     for r in [&mut a, &mut b] {
         r.wall_s = 0.0;
+        r.build_wall_s = 0.0;
         r.peak_rss_mb = 0.0;
     }
     assert_eq!(a, b);
@@ -134,6 +150,7 @@ fn the_same_seed_gives_the_same_run() {
     other.seed = 43;
     let mut c = run(other);
     c.wall_s = 0.0;
+    c.build_wall_s = 0.0;
     c.peak_rss_mb = 0.0;
     assert_ne!(a, c, "a different seed is a different run");
 }
