@@ -927,8 +927,11 @@ impl Topology for ChordReload {
             out.push(TopologyCommand::ReplicasChanged);
             return Ok(());
         }
+        // §10.9: as for a failed neighbour (§10.7.1), an Update to the
+        // Neighbor Table; `recompute` widens it to every link when the
+        // leaver was our predecessor and our range grew.
         self.recompute(now, out);
-        self.schedule_update(now, true);
+        self.schedule_update(now, false);
         Ok(())
     }
 

@@ -490,6 +490,52 @@ fn a_leave_is_handled_like_a_failure_and_teaches_the_successors_list() {
     assert_eq!(c.on_leave(0, id(1200), &forged, &mut out), Err(ErrorCode::FORBIDDEN));
 }
 
+/// Where the reactive Updates go once the delay has passed.
+fn update_targets_after_delay(c: &mut ChordReload) -> BTreeSet<NodeId> {
+    let mut out = Vec::new();
+    c.on_timer(c.next_timer().unwrap(), &mut out);
+    requests(&out)
+        .into_iter()
+        .filter(|(_, body)| matches!(body, Body::UpdateReq(_)))
+        .map(|(d, _)| match d[..] {
+            [Destination::Node(n)] => n,
+            _ => panic!("an Update goes straight to a linked peer: {d:?}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_leave_updates_the_neighbours_and_only_a_range_change_updates_every_link() {
+    // §10.9: a Leave is handled as a failure (§10.7.1): "an immediate Update
+    // to all nodes in its Neighbor Table"; only "if the neighbor failure
+    // affects the peer's range of responsible IDs" to the Connection Table.
+    let finger = 1000 + (1u128 << 127);
+    let peers = [700, 800, 900, 1100, 1200, 1300, 1400, finger];
+    let mut c = joined(1000, &peers);
+    update_targets_after_delay(&mut c); // the Updates the links set off
+    let mut out = Vec::new();
+    c.on_leave(0, id(1100), &leave_to_predecessors(1100, &[1200, 1300, 1400]), &mut out)
+        .unwrap();
+    let neighbours: BTreeSet<NodeId> = [700, 800, 900, 1200, 1300, 1400].map(id).into();
+    assert_eq!(update_targets_after_delay(&mut c), neighbours, "a successor left");
+
+    let from_pred = LeaveReq {
+        leaving_peer_id: id(900),
+        overlay_specific_data: ChordLeaveData::FromPred {
+            predecessors: vec![id(800), id(700)],
+        }
+        .to_bytes()
+        .unwrap(),
+    };
+    c.on_leave(1, id(900), &from_pred, &mut out).unwrap();
+    let everyone: BTreeSet<NodeId> = [700, 800, 1200, 1300, 1400, finger].map(id).into();
+    assert_eq!(
+        update_targets_after_delay(&mut c),
+        everyone,
+        "the predecessor left: our range grew"
+    );
+}
+
 #[test]
 fn route_query_answers_the_next_hop() {
     // §10.8: "the single Node-ID of the next peer to which the responding
