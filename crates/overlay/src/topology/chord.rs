@@ -28,6 +28,16 @@ pub fn hash(name: &[u8]) -> ResourceId {
     ResourceId(digest[..16].to_vec())
 }
 
+/// §10.7.4.3 "simple approach": the number of fingers whose smallest range
+/// still reaches past a last successor this far clockwise.
+fn finger_count_reaching(last_successor_distance: u128) -> usize {
+    if last_successor_distance == 0 {
+        return 1;
+    }
+    let log2 = 127 - last_successor_distance.leading_zeros() as usize;
+    (127 - log2).clamp(1, 128)
+}
+
 /// Replicas kept on the successors of the responsible peer (§10.4: two).
 pub const REPLICAS: usize = 2;
 
@@ -62,6 +72,12 @@ enum Pending {
     NeighborAttach(NodeId),
     /// Attach for Finger Table entry i (§10.5, §10.7.4.2).
     FingerAttach(usize),
+    /// Attach, through the admitting peer, to the peer of its Finger Table
+    /// that a joining node takes for its own entry `index` (§10.5 step 3).
+    CopiedFingerAttach {
+        index: usize,
+        peer: NodeId,
+    },
     Join,
     Update(NodeId),
     Leave,
@@ -74,6 +90,13 @@ enum Pending {
         via: ProbeLink,
     },
 }
+
+/// How far past the start of a finger range, in peer spacings, a joining
+/// node still takes the admitting peer's finger for its own. The first peer
+/// after a point lies farther than 8 spacings with probability e^-8; a
+/// finger that far off was learned when the ring was smaller, and copying
+/// it would make it a hub (decision 0004, "finger hubs").
+const COPIED_FINGER_SLACK: u128 = 8;
 
 /// How long a peer that left is kept out of the tables if its link does
 /// not close (a leave lasts at most about 60 s).
@@ -199,15 +222,10 @@ impl ChordReload {
     /// reaches past the last successor (§10.7.4.3, "simple approach"). The
     /// entries beyond are covered by the Neighbor Table.
     pub fn finger_count(&self) -> usize {
-        let Some(last) = self.successors.last() else {
-            return 1;
-        };
-        let d = distance(self.my_pos, node_position(last));
-        if d == 0 {
-            return 1;
+        match self.successors.last() {
+            Some(last) => finger_count_reaching(distance(self.my_pos, node_position(last))),
+            None => 1,
         }
-        let log2 = 127 - d.leading_zeros() as usize;
-        (127 - log2).clamp(1, 128)
     }
 
     /// The Finger Table in numerically ascending order, as a full Update
@@ -452,19 +470,81 @@ impl ChordReload {
         });
     }
 
-    /// §10.5: fingers of a joining node, aimed at n + 2^(128-i) exactly.
-    fn attach_initial_fingers(&mut self, out: &mut Vec<TopologyCommand>) {
-        for i in 1..=self.finger_count() {
-            if self.finger(i).is_some() || !self.fingers_searching.insert(i) {
+    /// §10.5 step 3: Attaches to "the desired peers in the Finger Table"
+    /// of a joining node, chosen from the admitting peer's full Update.
+    ///
+    /// Our choice: for each entry, the admitting peer's peer nearest the
+    /// range start, reached in two hops through the admitting peer, if it
+    /// lies within [`COPIED_FINGER_SLACK`] peer spacings of that start; the
+    /// spacing is read off the admitting peer's neighbour lists. Otherwise
+    /// an Attach routed to the range start itself, n + 2^(128-i). Copying
+    /// every finger instead keeps fingers that were right when the ring
+    /// was small; passed on from joiner to joiner they turn early peers
+    /// into hubs linked to a large part of the ring.
+    fn attach_join_fingers(
+        &mut self,
+        ap: NodeId,
+        preds: &[NodeId],
+        succs: &[NodeId],
+        fingers: &[NodeId],
+        out: &mut Vec<TopologyCommand>,
+    ) {
+        let gaps = (preds.len() + succs.len()) as u128;
+        let ap_pos = node_position(&ap);
+        let first = preds.last().map_or(ap_pos, node_position);
+        let last = succs.last().map_or(ap_pos, node_position);
+        let slack = match distance(first, last) / gaps.max(1) {
+            0 => u128::MAX,
+            spacing => spacing.saturating_mul(COPIED_FINGER_SLACK),
+        };
+        // Our successors will be AP and the first of its successors.
+        let our_last_successor = std::iter::once(&ap)
+            .chain(succs.iter())
+            .nth(self.config.neighbors.saturating_sub(1))
+            .or(succs.last())
+            .unwrap_or(&ap);
+        let count = finger_count_reaching(distance(self.my_pos, node_position(our_last_successor)));
+        let candidates: Vec<NodeId> = std::iter::once(ap)
+            .chain(preds.iter().chain(succs).chain(fingers).copied())
+            .filter(|c| *c != self.me)
+            .collect();
+        for i in 1..=count {
+            if self.finger(i).is_some() || self.fingers_searching.contains(&i) {
                 continue;
             }
-            let (start, _) = self.finger_range(i);
-            let token = self.token(Pending::FingerAttach(i));
-            out.push(TopologyCommand::Attach {
-                token,
-                destination: vec![Destination::Resource(ResourceId(start.to_be_bytes().to_vec()))],
-                send_update: false,
-            });
+            let (start, len) = self.finger_range(i);
+            let nearest = candidates
+                .iter()
+                .map(|c| (distance(start, node_position(c)), *c))
+                .filter(|(d, _)| *d < len && *d <= slack)
+                .min();
+            match nearest {
+                Some((_, c)) if self.attaching.contains(&c) || self.is_linked(&c) => {}
+                Some((_, c)) => {
+                    self.fingers_searching.insert(i);
+                    self.attaching.insert(c);
+                    let token = self.token(Pending::CopiedFingerAttach { index: i, peer: c });
+                    let destination = if c == ap {
+                        vec![Destination::Node(ap)]
+                    } else {
+                        vec![Destination::Node(ap), Destination::Node(c)]
+                    };
+                    out.push(TopologyCommand::Attach {
+                        token,
+                        destination,
+                        send_update: false,
+                    });
+                }
+                None => {
+                    self.fingers_searching.insert(i);
+                    let token = self.token(Pending::FingerAttach(i));
+                    out.push(TopologyCommand::Attach {
+                        token,
+                        destination: vec![Destination::Resource(ResourceId(start.to_be_bytes().to_vec()))],
+                        send_update: false,
+                    });
+                }
+            }
         }
     }
 
@@ -815,29 +895,35 @@ impl Topology for ChordReload {
         if self.others.remove(&from) {
             self.peers.insert(node_position(&from), from);
         }
-        let mut learned: Vec<NodeId> = vec![from];
-        let mut misses = false;
-        match update.update {
-            ChordUpdateType::PeerReady => {}
+        let admitting_update = matches!(
+            self.phase,
+            Phase::Joining {
+                admitting: Some(ap),
+                admitting_updated: false,
+                ..
+            } if ap == from
+        );
+        let peer_ready = matches!(update.update, ChordUpdateType::PeerReady);
+        let (predecessors, successors, fingers) = match update.update {
+            ChordUpdateType::PeerReady => (Vec::new(), Vec::new(), Vec::new()),
             ChordUpdateType::Neighbors {
                 predecessors,
                 successors,
-            } => {
-                misses = self.sender_misses_neighbors(&from, &predecessors, &successors);
-                learned.extend(predecessors);
-                learned.extend(successors);
-            }
+            } => (predecessors, successors, Vec::new()),
             ChordUpdateType::Full {
                 predecessors,
                 successors,
                 fingers,
-            } => {
-                misses = self.sender_misses_neighbors(&from, &predecessors, &successors);
-                learned.extend(predecessors);
-                learned.extend(successors);
-                learned.extend(fingers);
-            }
-        }
+            } => (predecessors, successors, fingers),
+        };
+        let misses = !peer_ready && self.sender_misses_neighbors(&from, &predecessors, &successors);
+        // The admitting peer's fingers are weighed by `attach_join_fingers`.
+        let copied_fingers: &[NodeId] = if admitting_update { &[] } else { &fingers };
+        let learned: Vec<NodeId> = std::iter::once(from)
+            .chain(predecessors.iter().copied())
+            .chain(successors.iter().copied())
+            .chain(copied_fingers.iter().copied())
+            .collect();
         let recently = self
             .corrected
             .get(&from)
@@ -850,16 +936,9 @@ impl Topology for ChordReload {
             self.consider(c, Some(from), out);
         }
         self.recompute(now, out);
-        if let Phase::Joining {
-            admitting: Some(ap),
-            admitting_updated,
-            ..
-        } = &mut self.phase
-        {
-            if *ap == from && !*admitting_updated {
-                *admitting_updated = true;
-                self.attach_initial_fingers(out);
-            }
+        if let (true, Phase::Joining { admitting_updated, .. }) = (admitting_update, &mut self.phase) {
+            *admitting_updated = true;
+            self.attach_join_fingers(from, &predecessors, &successors, &fingers, out);
         }
         self.maybe_send_join(out);
         Ok(Vec::new())
@@ -987,6 +1066,10 @@ impl Topology for ChordReload {
             }
             Pending::FingerAttach(i) => {
                 self.fingers_searching.remove(&i);
+            }
+            Pending::CopiedFingerAttach { index, peer } => {
+                self.fingers_searching.remove(&index);
+                self.attaching.remove(&peer);
             }
             Pending::Join => match answer {
                 Ok(_) => {

@@ -308,6 +308,45 @@ fn join_handshake_attaches_to_neighbours_through_the_admitting_peer_then_joins()
 }
 
 #[test]
+fn a_joining_node_copies_the_admitting_peers_fingers_only_where_they_are_still_close() {
+    // §10.5 step 3: "Attach requests ... to the desired peers in the Finger
+    // Table". AP's neighbours span 700 around it, 6 gaps: a spacing of 116.
+    let (mut jn, mut out) = admitted_by_600();
+    out.clear();
+    let half = 500 + (1u128 << 127);
+    let quarter = 500 + (1u128 << 126);
+    let close = half + 100; // within 8 spacings of finger 1's start
+    let stale = quarter + 1_000_000; // a million past finger 2's start
+    let update = ChordUpdate {
+        uptime: 5,
+        update: ChordUpdateType::Full {
+            predecessors: vec![id(400), id(300), id(200)],
+            successors: vec![id(700), id(800), id(900)],
+            fingers: vec![id(stale), id(close)],
+        },
+    }
+    .to_bytes()
+    .unwrap();
+    jn.on_update(20, id(600), &update, &mut out).unwrap();
+    let routed = attaches(&out);
+    assert!(
+        routed.contains(&vec![Destination::Node(id(600)), Destination::Node(id(close))]),
+        "the close finger is reached through AP: {routed:?}"
+    );
+    assert!(
+        !routed.iter().any(|d| d.contains(&Destination::Node(id(stale)))),
+        "the stale finger is not copied"
+    );
+    let start_of_2 = Destination::Resource(ResourceId(quarter.to_be_bytes().to_vec()));
+    assert!(
+        routed.contains(&vec![start_of_2]),
+        "finger 2 is looked up at n + 2^126 instead"
+    );
+    let start_of_1 = Destination::Resource(ResourceId(half.to_be_bytes().to_vec()));
+    assert!(!routed.contains(&vec![start_of_1]), "finger 1 came from AP");
+}
+
+#[test]
 fn admitting_peer_takes_the_joining_node_as_predecessor_and_updates_its_neighbours() {
     let mut ap = joined(600, &[400, 700]);
     let mut out = Vec::new();
