@@ -53,6 +53,11 @@ pub struct SimArgs {
     /// whole ring in two minutes, at least 10 per second).
     #[arg(long, value_name = "PER_S")]
     join_rate: Option<f64>,
+    /// Most the ring grows per simulated second while it is built, as a
+    /// fraction of its size (0 = no limit: every join at the steady rate
+    /// from the first second).
+    #[arg(long, value_name = "FRACTION", default_value_t = 0.2)]
+    join_growth: f64,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -123,6 +128,13 @@ pub fn run(args: SimArgs) -> Result<()> {
         }
         cfg.join_rate_per_s = rate;
     }
+    if !(args.join_growth.is_finite() && args.join_growth >= 0.0) {
+        bail!(
+            "--join-growth {}: give a fraction of the ring per second, 0 or more, e.g. --join-growth 0.2",
+            args.join_growth
+        );
+    }
+    cfg.join_growth_per_s = args.join_growth;
     if let Some((fraction, at_s)) = args.mass_crash {
         cfg.scenarios.push(Scenario::MassCrash { at_s, fraction });
     }

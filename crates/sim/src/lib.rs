@@ -84,6 +84,13 @@ pub struct SimConfig {
     pub failure_detection_ms: u64,
     /// Joins per second while the ring is built.
     pub join_rate_per_s: f64,
+    /// While building, the ring grows by at most this fraction of itself
+    /// per second: join i comes no earlier than ln(i)/g seconds in, the
+    /// growth of a population that recruits. A ring started from one peer
+    /// that takes hundreds of joins a second before its first peers know
+    /// one another splits into interleaved rings that only partition
+    /// detection merges (decision 0004, "Flash crowds"). 0 turns it off.
+    pub join_growth_per_s: f64,
     /// Quiet time between building the ring and measuring.
     pub settle_s: u64,
     pub scenarios: Vec<Scenario>,
@@ -113,6 +120,7 @@ impl SimConfig {
             items: peers,
             failure_detection_ms: 3_000,
             join_rate_per_s: (peers as f64 / 120.0).max(10.0),
+            join_growth_per_s: 0.2,
             settle_s: 60,
             scenarios: Vec::new(),
             overlay,
@@ -845,12 +853,13 @@ impl Simulation {
     pub fn run(mut self, progress: &mut dyn FnMut(u64, u64)) -> Report {
         let wall = std::time::Instant::now();
         // Build: one peer starts the overlay, the others join at a steady rate.
+        let mut last_join = 0;
         for i in 0..self.cfg.peers {
             let h = self.spawn();
-            let t = (i as f64 * 1000.0 / self.cfg.join_rate_per_s) as u64;
-            self.at(t, Ev::Join { host: h });
+            last_join = join_time_ms(i, self.cfg.join_rate_per_s, self.cfg.join_growth_per_s);
+            self.at(last_join, Ev::Join { host: h });
         }
-        let build_deadline = (self.cfg.peers as f64 * 1000.0 / self.cfg.join_rate_per_s) as u64 + 120_000;
+        let build_deadline = last_join + 120_000;
         let mut last_progress = 0;
         while let Some((t, ev)) = self.queue.pop() {
             self.now = t;
@@ -981,6 +990,18 @@ impl Simulation {
     }
 }
 
+/// When the i-th peer (from 0) joins while the ring is built: at the
+/// steady rate, but no earlier than the growth limit allows.
+fn join_time_ms(i: usize, rate_per_s: f64, growth_per_s: f64) -> u64 {
+    let steady = i as f64 / rate_per_s;
+    let grown = if growth_per_s > 0.0 && i > 0 {
+        (i as f64).ln() / growth_per_s
+    } else {
+        0.0
+    };
+    (steady.max(grown) * 1000.0) as u64
+}
+
 fn user_name(host: Host) -> String {
     format!("user{host}@sim.p2psip.invalid")
 }
@@ -993,4 +1014,21 @@ fn lookup_found(outcome: &Result<Body, RequestFailure>, value: &[u8]) -> bool {
             _ => false,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_time_ms;
+
+    #[test]
+    fn joins_follow_the_steady_rate_once_the_growth_limit_allows() {
+        // 20 % a second: the second peer waits ln 2 / 0.2 = 3.47 s.
+        assert_eq!(join_time_ms(0, 100.0, 0.2), 0);
+        assert_eq!(join_time_ms(1, 100.0, 0.2), 10);
+        assert_eq!(join_time_ms(2, 100.0, 0.2), 3465);
+        // Past the crossover the steady rate rules: peer 5000 at 50 s.
+        assert_eq!(join_time_ms(5000, 100.0, 0.2), 50_000);
+        // No limit: the steady rate from the start.
+        assert_eq!(join_time_ms(2, 100.0, 0.0), 20);
+    }
 }

@@ -104,6 +104,7 @@ fn half_the_peers_leaving_one_by_one_lose_nothing() {
 fn a_burst_of_concurrent_joins_places_every_value() {
     let mut cfg = SimConfig::new(N, 30);
     cfg.join_rate_per_s = 5000.0;
+    cfg.join_growth_per_s = 0.0;
     cfg.latency.median_ms = 1.0;
     cfg.seed = 1;
     let r = run(cfg);
@@ -112,6 +113,26 @@ fn a_burst_of_concurrent_joins_places_every_value() {
     assert_eq!(r.items_lost, 0, "{s}");
     assert_eq!(r.replication_complete, 1.0, "every value sits on its replica set: {s}");
     assert_eq!(r.lookups_ok, r.lookups, "{s}");
+}
+
+/// An overlay that 2000 peers join at 417 a second (the default rate of a
+/// 50k-peer build) stays one ring: its growth is held to 20 % a second at
+/// first. Joined at the full rate from the first second, peers admitted
+/// by others that did not yet know each other formed a second ring
+/// interleaved with the first (97 % consistent, lookups failing).
+#[test]
+fn a_fast_growing_overlay_stays_one_ring() {
+    let mut cfg = SimConfig::new(2000, 30);
+    cfg.join_rate_per_s = 417.0;
+    cfg.seed = 2;
+    let r = run(cfg);
+    let s = summary(&r);
+    assert_eq!(r.ring_consistent, 1.0, "{s}");
+    assert_eq!(r.lookups_ok, r.lookups, "{s}");
+    assert!(
+        r.links_per_peer_max < 200,
+        "no peer linked to a large part of the ring: {s}"
+    );
 }
 
 /// The report's Connection Table figures: in a ring of three every peer
