@@ -497,7 +497,7 @@ impl ChordReload {
             0 => u128::MAX,
             spacing => spacing.saturating_mul(COPIED_FINGER_SLACK),
         };
-        // Our successors will be AP and the first of its successors.
+        // Our successors will be AP and the first k-1 of its successors.
         let our_last_successor = std::iter::once(&ap)
             .chain(succs.iter())
             .nth(self.config.neighbors.saturating_sub(1))
