@@ -89,7 +89,7 @@ pub struct SimConfig {
     /// growth of a population that recruits. A ring started from one peer
     /// that takes hundreds of joins a second before its first peers know
     /// one another splits into interleaved rings that only partition
-    /// detection merges (decision 0004, "Flash crowds"). 0 turns it off.
+    /// detection merges (decision 0004, "Finger hubs and flash crowds"). 0 turns it off.
     pub join_growth_per_s: f64,
     /// Quiet time between building the ring and measuring.
     pub settle_s: u64,
@@ -852,7 +852,8 @@ impl Simulation {
     /// Builds the ring, lets it settle, measures, and reports.
     pub fn run(mut self, progress: &mut dyn FnMut(u64, u64)) -> Report {
         let wall = std::time::Instant::now();
-        // Build: one peer starts the overlay, the others join at a steady rate.
+        // Build: one peer starts the overlay, the others join at a steady
+        // rate once the growth limit allows it.
         let mut last_join = 0;
         for i in 0..self.cfg.peers {
             let h = self.spawn();

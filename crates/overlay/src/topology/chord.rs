@@ -95,7 +95,7 @@ enum Pending {
 /// node still takes the admitting peer's finger for its own. The first peer
 /// after a point lies farther than 8 spacings with probability e^-8; a
 /// finger that far off was learned when the ring was smaller, and copying
-/// it would make it a hub (decision 0004, "finger hubs").
+/// it would make it a hub (decision 0004, "Finger hubs and flash crowds").
 const COPIED_FINGER_SLACK: u128 = 8;
 
 /// How long a peer that left is kept out of the tables if its link does
@@ -462,6 +462,12 @@ impl ChordReload {
         // §10.7.4.2: a random point of the range, not its start.
         let (start, len) = self.finger_range(i);
         let target = start.wrapping_add(self.rng.random_range(0..len));
+        self.attach_finger_at(i, target, out);
+    }
+
+    /// An Attach for Finger Table entry i, routed to the peer responsible
+    /// for ring position `target`.
+    fn attach_finger_at(&mut self, i: usize, target: Position, out: &mut Vec<TopologyCommand>) {
         let token = self.token(Pending::FingerAttach(i));
         out.push(TopologyCommand::Attach {
             token,
@@ -504,9 +510,10 @@ impl ChordReload {
             .or(succs.last())
             .unwrap_or(&ap);
         let count = finger_count_reaching(distance(self.my_pos, node_position(our_last_successor)));
-        let candidates: Vec<NodeId> = std::iter::once(ap)
+        let candidates: Vec<(Position, NodeId)> = std::iter::once(ap)
             .chain(preds.iter().chain(succs).chain(fingers).copied())
             .filter(|c| *c != self.me)
+            .map(|c| (node_position(&c), c))
             .collect();
         for i in 1..=count {
             if self.finger(i).is_some() || self.fingers_searching.contains(&i) {
@@ -515,34 +522,25 @@ impl ChordReload {
             let (start, len) = self.finger_range(i);
             let nearest = candidates
                 .iter()
-                .map(|c| (distance(start, node_position(c)), *c))
+                .map(|(pos, c)| (distance(start, *pos), *c))
                 .filter(|(d, _)| *d < len && *d <= slack)
                 .min();
             match nearest {
+                // AP itself is linked and lands here.
                 Some((_, c)) if self.attaching.contains(&c) || self.is_linked(&c) => {}
                 Some((_, c)) => {
                     self.fingers_searching.insert(i);
                     self.attaching.insert(c);
                     let token = self.token(Pending::CopiedFingerAttach { index: i, peer: c });
-                    let destination = if c == ap {
-                        vec![Destination::Node(ap)]
-                    } else {
-                        vec![Destination::Node(ap), Destination::Node(c)]
-                    };
                     out.push(TopologyCommand::Attach {
                         token,
-                        destination,
+                        destination: vec![Destination::Node(ap), Destination::Node(c)],
                         send_update: false,
                     });
                 }
                 None => {
                     self.fingers_searching.insert(i);
-                    let token = self.token(Pending::FingerAttach(i));
-                    out.push(TopologyCommand::Attach {
-                        token,
-                        destination: vec![Destination::Resource(ResourceId(start.to_be_bytes().to_vec()))],
-                        send_update: false,
-                    });
+                    self.attach_finger_at(i, start, out);
                 }
             }
         }
