@@ -58,6 +58,10 @@ pub struct SimArgs {
     /// from the first second).
     #[arg(long, value_name = "FRACTION", default_value_t = 0.2)]
     join_growth: f64,
+    /// Threads that share the peers' work (default: one per core). The
+    /// run is the same for any number.
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     json: bool,
@@ -135,6 +139,12 @@ pub fn run(args: SimArgs) -> Result<()> {
         );
     }
     cfg.join_growth_per_s = args.join_growth;
+    if let Some(threads) = args.threads {
+        if threads == 0 {
+            bail!("--threads 0: give at least 1, e.g. --threads 2");
+        }
+        cfg.threads = threads;
+    }
     if let Some((fraction, at_s)) = args.mass_crash {
         cfg.scenarios.push(Scenario::MassCrash { at_s, fraction });
     }

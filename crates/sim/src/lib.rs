@@ -6,6 +6,7 @@
 //! that is iterated is ordered, so the same configuration and seed give the
 //! same run, byte for byte.
 
+mod host;
 pub mod network;
 mod queue;
 mod report;
@@ -14,13 +15,14 @@ pub use network::{Host, LatencyModel};
 pub use queue::EventQueue;
 pub use report::{Report, Series};
 
-use network::{address_of, host_of};
+use host::{Effect, Ev, Out, Pending, SimNode, View};
+use network::address_of;
 use overlay::{
-    AccessPolicy, Action, ChordReload, Event, KindDefinition, OverlayConfig, OverlayNode, RequestFailure,
-    SimulatedSecurity,
+    AccessPolicy, ChordReload, KindDefinition, OverlayConfig, OverlayNode, RequestFailure, SimulatedSecurity,
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use reload_wire::{
     Body, DataModel, DataValue, DecodeContext, FetchReq, ModelSpecifier, NodeId, ResourceId, StoredDataSpecifier,
     StoredDataValue,
@@ -95,6 +97,12 @@ pub struct SimConfig {
     pub settle_s: u64,
     pub scenarios: Vec<Scenario>,
     pub overlay: OverlayConfig,
+    /// Threads that handle the peers' events of one millisecond side by
+    /// side. The run is the same for any number (decision 0011).
+    pub threads: usize,
+    /// Fewest events in a millisecond worth sharing out among threads:
+    /// below it, starting a thread costs more than it saves.
+    pub parallel_min_events: usize,
 }
 
 impl SimConfig {
@@ -124,79 +132,18 @@ impl SimConfig {
             settle_s: 60,
             scenarios: Vec::new(),
             overlay,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            parallel_min_events: 16,
         }
     }
 }
 
 type Engine = OverlayNode<ChordReload, SimulatedSecurity>;
 
-#[derive(Debug, Clone)]
-enum Pending {
-    Lookup { item: usize },
-    Store { item: usize },
-}
-
-struct SimNode {
-    engine: Engine,
-    joined: bool,
-    leaving: bool,
-    timer_at: Option<u64>,
-    links: BTreeSet<Host>,
-    pending: BTreeMap<u64, Pending>,
-    item: Option<usize>,
-}
-
-#[derive(Debug)]
-enum Ev {
-    Deliver {
-        to: Host,
-        from: Host,
-        bytes: Vec<u8>,
-    },
-    /// `peer` is the Node-ID `a` dialled for; `None` for a bootstrap address.
-    LinkUp {
-        a: Host,
-        b: Host,
-        peer: Option<NodeId>,
-    },
-    ConnectFailed {
-        a: Host,
-        peer: Option<NodeId>,
-    },
-    LinkDown {
-        at: Host,
-        peer: Host,
-    },
-    Timer {
-        host: Host,
-    },
-    Join {
-        host: Host,
-    },
-    Depart {
-        host: Host,
-    },
-    Lookup,
-    StoreItem {
-        host: Host,
-        attempt: u8,
-    },
-    Scenario(usize),
-    LeaveOne {
-        remaining: usize,
-        interval_ms: u64,
-    },
-    LeaveDeadline {
-        host: Host,
-    },
-    Heal,
-    Sample,
-}
-
-struct Item {
+pub(crate) struct Item {
     resource: ResourceId,
     pos: u128,
-    value: Vec<u8>,
+    pub value: Vec<u8>,
     stored: bool,
     /// Every copy was on peers that crashed.
     lost: bool,
@@ -218,6 +165,8 @@ pub struct Simulation {
     /// Node-ID of every host ever created, alive or not.
     ids: Vec<NodeId>,
     by_id: HashMap<NodeId, Host>,
+    /// Whether each host ever created is still there.
+    alive: Vec<bool>,
     /// Ground truth: the live, joined peers by ring position.
     ring: BTreeMap<u128, Host>,
     items: Vec<Item>,
@@ -276,6 +225,7 @@ impl Simulation {
             nodes: Vec::new(),
             ids: Vec::new(),
             by_id: HashMap::new(),
+            alive: Vec::new(),
             ring: BTreeMap::new(),
             items,
             measure_from: None,
@@ -336,7 +286,9 @@ impl Simulation {
             links: BTreeSet::new(),
             pending: BTreeMap::new(),
             item,
+            rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x1055),
         }));
+        self.alive.push(true);
         self.by_id.insert(id, host);
         self.ids.push(id);
         self.count_live(1);
@@ -372,33 +324,27 @@ impl Simulation {
         None
     }
 
+    /// What peer events may read, beside the peers themselves.
+    fn parts(&mut self) -> (View<'_>, &mut [Option<SimNode>]) {
+        let view = View {
+            cfg: &self.cfg,
+            ids: &self.ids,
+            by_id: &self.by_id,
+            alive: &self.alive,
+            cut: self.cut.as_ref(),
+            items: &self.items,
+        };
+        (view, &mut self.nodes)
+    }
+
     /// Drains a node's actions into the event queue and re-arms its timer.
     fn drive(&mut self, h: Host) {
-        let now = self.now;
-        loop {
-            let Some(n) = self.node(h) else { return };
-            let Some(action) = n.engine.poll_action() else { break };
-            match action {
-                Action::Send { to, bytes, maintenance } => self.send(h, to, bytes, maintenance),
-                Action::Connect { peer, address } => self.connect(h, peer, &address),
-                Action::Close { peer } => {
-                    if let Some(&p) = self.by_id.get(&peer) {
-                        if self.node(h).is_some_and(|n| n.links.remove(&p)) {
-                            let delay = self.latency(h, p);
-                            self.at(now + delay, Ev::LinkDown { at: p, peer: h });
-                        }
-                    }
-                }
-                Action::Event(e) => self.on_event(h, e),
-            }
+        let mut out = Out::direct(self.now);
+        let (view, nodes) = self.parts();
+        if let Some(n) = nodes.get_mut(h as usize).and_then(|n| n.as_mut()) {
+            host::drive(&view, n, h, &mut out);
         }
-        let Some(n) = self.node(h) else { return };
-        let next = n.engine.poll_timeout().map(|t| t.saturating_sub(EPOCH_MS).max(now));
-        if next.is_some() && next != n.timer_at {
-            n.timer_at = next;
-            let t = next.unwrap_or(now);
-            self.at(t, Ev::Timer { host: h });
-        }
+        self.apply(out);
     }
 
     /// Whether a partition keeps `a` and `b` apart.
@@ -410,48 +356,78 @@ impl Simulation {
         self.cfg.latency.one_way_ms(self.cfg.seed, a, b)
     }
 
-    fn send(&mut self, from: Host, to: NodeId, bytes: Vec<u8>, maintenance: bool) {
-        if self.measuring() {
-            self.report
-                .count_message(self.now - self.measure_from.unwrap_or(0), bytes.len(), maintenance);
-        } else if self.measure_from.is_none() {
-            self.report.count_build_message();
-        }
-        let Some(&to) = self.by_id.get(&to) else { return };
-        if !self.node(from).is_some_and(|n| n.links.contains(&to)) {
-            return; // no link: the driver would fail the write
-        }
-        if self.cfg.loss > 0.0 && self.rng.random_bool(self.cfg.loss) {
+    /// Handles the peer events of this millisecond: on threads when there
+    /// are enough of them, each thread taking the peers in one range of
+    /// hosts, then applies what they caused in the order of the events
+    /// that caused it, which no thread can change.
+    fn handle_peer_events(&mut self, events: Vec<Ev>) {
+        if events.is_empty() {
             return;
         }
-        let t = self.now + self.latency(from, to);
-        self.at(t, Ev::Deliver { to, from, bytes });
-    }
-
-    fn connect(&mut self, a: Host, peer: Option<NodeId>, address: &reload_wire::IpAddressPort) {
-        let target = host_of(address).filter(|b| self.nodes.get(*b as usize).is_some_and(|n| n.is_some()));
-        let target = target.filter(|b| peer.is_none_or(|p| self.by_id.get(&p) == Some(b)));
-        match target {
-            Some(b) if b != a && !self.split(a, b) => {
-                // TCP + TLS: about two round trips.
-                let t = self.now + 4 * self.latency(a, b);
-                self.at(t, Ev::LinkUp { a, b, peer });
+        let now = self.now;
+        let threads = self.cfg.threads.max(1).min(events.len());
+        let parallel = threads > 1 && events.len() >= self.cfg.parallel_min_events.max(2);
+        let mut events: Vec<(u32, Ev)> = events.into_iter().enumerate().map(|(i, e)| (i as u32, e)).collect();
+        let (view, nodes) = self.parts();
+        let outs: Vec<Out> = if !parallel {
+            vec![host::handle_batch(&view, nodes, 0, now, events)]
+        } else {
+            // Host ranges with about as many events each.
+            let mut hosts: Vec<Host> = events.iter().filter_map(|(_, e)| e.host()).collect();
+            hosts.sort_unstable();
+            let bounds: Vec<Host> = (1..threads).map(|k| hosts[k * hosts.len() / threads]).collect();
+            let mut batches: Vec<host::Batch> = Vec::new();
+            let mut rest = nodes;
+            let mut base: Host = 0;
+            for &b in &bounds {
+                let (lo, hi) = rest.split_at_mut((b - base) as usize);
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    events.into_iter().partition(|(_, e)| e.host().is_some_and(|h| h < b));
+                batches.push((base, lo, mine));
+                events = others;
+                rest = hi;
+                base = b;
             }
-            _ => {
-                let t = self.now + 3_000;
-                self.at(t, Ev::ConnectFailed { a, peer });
-            }
+            batches.push((base, rest, events));
+            // `run` put us on the pool's threads.
+            batches
+                .into_par_iter()
+                .map(|(base, nodes, evs)| host::handle_batch(&view, nodes, base, now, evs))
+                .collect()
+        };
+        let mut effects = Vec::new();
+        for out in outs {
+            self.count_messages(out.tally);
+            effects.extend(out.effects);
+        }
+        effects.sort_by_key(|(tag, _)| *tag);
+        for (_, e) in effects {
+            self.apply_effect(e);
         }
     }
 
-    fn on_event(&mut self, h: Host, e: Event) {
+    /// Applies what one event at a peer caused, in the order it caused it.
+    fn apply(&mut self, out: Out) {
+        self.count_messages(out.tally);
+        for (_, e) in out.effects {
+            self.apply_effect(e);
+        }
+    }
+
+    fn count_messages(&mut self, tally: host::Tally) {
+        if self.measuring() {
+            let t = self.now - self.measure_from.unwrap_or(0);
+            self.report.count_messages(t, tally);
+        } else if self.measure_from.is_none() {
+            self.report.count_build_messages(tally.messages);
+        }
+    }
+
+    fn apply_effect(&mut self, e: Effect) {
         match e {
-            Event::Joined => {
+            Effect::Schedule(at, ev) => self.at(at, ev),
+            Effect::Joined(h) => {
                 let Some(n) = self.node(h) else { return };
-                if n.joined {
-                    return;
-                }
-                n.joined = true;
                 let pos = overlay::ring::node_position(&n.engine.node_id());
                 let item = n.item;
                 self.ring.insert(pos, h);
@@ -459,45 +435,34 @@ impl Simulation {
                     self.at(self.now + 1_000, Ev::StoreItem { host: h, attempt: 0 });
                 }
             }
-            Event::Rejoining => {
+            Effect::Rejoining(h) => {
                 if let Some(n) = self.node(h) {
-                    n.joined = false;
                     let pos = overlay::ring::node_position(&n.engine.node_id());
                     self.ring.remove(&pos);
                 }
                 self.report.rejoins += 1;
             }
-            Event::Left => self.remove(h, false),
-            Event::Done {
-                request,
-                outcome,
-                hops,
-                latency_ms,
-                ..
-            } => {
-                let Some(p) = self.node(h).and_then(|n| n.pending.remove(&request)) else {
-                    return;
-                };
-                match p {
-                    Pending::Store { item } => {
-                        if matches!(outcome, Ok(Body::StoreAns(_))) {
-                            self.items[item].stored = true;
-                            self.report.items_stored += 1;
-                        } else {
-                            self.report.store_failures += 1;
-                        }
-                    }
-                    Pending::Lookup { item } => {
-                        let ok = lookup_found(&outcome, &self.items[item].value);
-                        if !ok {
-                            self.report.record_failure(&outcome);
-                        }
-                        let t = self.now - self.measure_from.unwrap_or(0);
-                        self.report.record_lookup(t, ok, hops, latency_ms);
-                    }
+            Effect::Left(h) => self.remove(h, false),
+            Effect::Stored { item, ok } => {
+                if ok {
+                    self.items[item].stored = true;
+                    self.report.items_stored += 1;
+                } else {
+                    self.report.store_failures += 1;
                 }
             }
-            Event::ConfigUpdate(_) | Event::PeerAddress { .. } => {}
+            Effect::LookedUp {
+                ok,
+                timeout,
+                hops,
+                latency_ms,
+            } => {
+                if !ok {
+                    self.report.record_failure(timeout);
+                }
+                let t = self.now - self.measure_from.unwrap_or(0);
+                self.report.record_lookup(t, ok, hops, latency_ms);
+            }
         }
     }
 
@@ -508,6 +473,7 @@ impl Simulation {
             return;
         };
         let id = n.engine.node_id();
+        self.alive[h as usize] = false;
         self.partitions_found_by_gone += n.engine.topology().partitions_found();
         self.ring.remove(&overlay::ring::node_position(&id));
         self.by_id.remove(&id);
@@ -610,68 +576,10 @@ impl Simulation {
             .collect()
     }
 
-    fn handle(&mut self, ev: Ev) {
+    /// An event that looks at the whole simulation.
+    fn handle_global(&mut self, ev: Ev) {
         let now_abs = EPOCH_MS + self.now;
         match ev {
-            Ev::Deliver { to, from, bytes } => {
-                if self.split(from, to) {
-                    return; // in flight when the network split
-                }
-                let from_id = self.ids[from as usize];
-                let Some(n) = self.node(to) else { return };
-                n.engine.receive(now_abs, from_id, &bytes);
-                self.drive(to);
-            }
-            Ev::LinkUp { a, b, peer } => {
-                let (a_id, b_id) = (self.ids[a as usize], self.ids[b as usize]);
-                if !self.alive(a) {
-                    return;
-                }
-                if !self.alive(b) || self.split(a, b) {
-                    self.at(self.now + 3_000, Ev::ConnectFailed { a, peer });
-                    return;
-                }
-                let fresh = self.node(a).is_some_and(|n| n.links.insert(b));
-                if fresh {
-                    if let Some(n) = self.node(b) {
-                        n.links.insert(a);
-                        n.engine.link_up(now_abs, a_id);
-                    }
-                    self.drive(b);
-                }
-                if let Some(n) = self.node(a) {
-                    match peer {
-                        Some(_) => n.engine.link_up(now_abs, b_id),
-                        None => n.engine.bootstrap_link_up(now_abs, b_id),
-                    }
-                }
-                self.drive(a);
-            }
-            Ev::ConnectFailed { a, peer } => {
-                if let Some(n) = self.node(a) {
-                    n.engine.link_failed(now_abs, peer);
-                }
-                self.drive(a);
-            }
-            Ev::LinkDown { at, peer } => {
-                let Some(n) = self.nodes.get_mut(at as usize).and_then(|n| n.as_mut()) else {
-                    return;
-                };
-                n.links.remove(&peer);
-                let id = self.ids[peer as usize];
-                n.engine.link_down(now_abs, id);
-                self.drive(at);
-            }
-            Ev::Timer { host } => {
-                let now = self.now;
-                let Some(n) = self.node(host) else { return };
-                if n.timer_at != Some(now) {
-                    return;
-                }
-                n.timer_at = None;
-                n.engine.handle_timeout(now_abs);
-                self.drive(host);
-            }
             Ev::Join { host } => {
                 self.start_join(host);
                 if self.measuring() {
@@ -803,6 +711,7 @@ impl Simulation {
                 let t = self.now - self.measure_from.unwrap_or(0);
                 self.report.sample(t, self.ring.len());
             }
+            peer_event => self.handle_peer_events(vec![peer_event]),
         }
     }
 
@@ -845,12 +754,21 @@ impl Simulation {
         }
     }
 
-    fn alive(&self, h: Host) -> bool {
-        self.nodes.get(h as usize).is_some_and(|n| n.is_some())
+    /// Builds the ring, lets it settle, measures, and reports.
+    pub fn run(self, progress: &mut (dyn FnMut(u64, u64) + Send)) -> Report {
+        if self.cfg.threads > 1 {
+            // The whole run on the pool, so that sharing out a millisecond
+            // costs a hand-over between its threads, not waking a thread.
+            // Without a pool of its own, rayon's global one does the same
+            // work, only later; the run is the same either way.
+            if let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(self.cfg.threads).build() {
+                return pool.install(|| self.run_here(progress));
+            }
+        }
+        self.run_here(progress)
     }
 
-    /// Builds the ring, lets it settle, measures, and reports.
-    pub fn run(mut self, progress: &mut dyn FnMut(u64, u64)) -> Report {
+    fn run_here(mut self, progress: &mut (dyn FnMut(u64, u64) + Send)) -> Report {
         let wall = std::time::Instant::now();
         // Build: one peer starts the overlay, the others join at a steady
         // rate once the growth limit allows it.
@@ -877,7 +795,18 @@ impl Simulation {
                     break;
                 }
             }
-            self.handle(ev);
+            // The events of this millisecond that look at the whole
+            // simulation first, one by one, then those at single peers.
+            let mut peer_events = Vec::new();
+            let mut next = Some(ev);
+            while let Some(ev) = next {
+                match ev.host() {
+                    Some(_) => peer_events.push(ev),
+                    None => self.handle_global(ev),
+                }
+                next = self.queue.pop_at(t);
+            }
+            self.handle_peer_events(peer_events);
             let total = self.cfg.duration_s * 1000;
             let done = self.measure_from.map_or(0, |m| self.now.saturating_sub(m));
             if done >= last_progress + total / 200 {
@@ -1007,7 +936,7 @@ fn user_name(host: Host) -> String {
     format!("user{host}@sim.p2psip.invalid")
 }
 
-fn lookup_found(outcome: &Result<Body, RequestFailure>, value: &[u8]) -> bool {
+pub(crate) fn lookup_found(outcome: &Result<Body, RequestFailure>, value: &[u8]) -> bool {
     let Ok(Body::FetchAns(ans)) = outcome else { return false };
     ans.kind_responses.iter().any(|k| {
         k.values.iter().any(|v| match &v.value {

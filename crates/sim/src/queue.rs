@@ -85,6 +85,18 @@ impl<E> EventQueue<E> {
         }
     }
 
+    /// The next event if it is at `t`, the time [`pop`](Self::pop) last
+    /// returned: the rest of that millisecond, including what was pushed
+    /// for it meanwhile.
+    pub fn pop_at(&mut self, t: u64) -> Option<E> {
+        if t != self.now || self.in_wheel == 0 {
+            return None;
+        }
+        let e = self.slots[(t % WINDOW_MS) as usize].pop_front()?;
+        self.in_wheel -= 1;
+        Some(e)
+    }
+
     /// Moves overflow events that the window now covers into their slots.
     /// This runs before any event of the new time is handled, so they go in
     /// ahead of anything pushed for the same time later: push order holds.
@@ -107,6 +119,25 @@ mod tests {
     use proptest::prelude::*;
     use std::cmp::Reverse;
     use std::collections::BinaryHeap;
+
+    #[test]
+    fn pop_at_drains_one_millisecond_including_what_is_pushed_meanwhile() {
+        let mut q = EventQueue::new();
+        q.push(5, "a");
+        q.push(5, "b");
+        q.push(6, "later");
+        q.push(10_000, "far");
+        assert_eq!(q.pop_at(5), None, "nothing popped yet: the queue is not at 5");
+        assert_eq!(q.pop(), Some((5, "a")));
+        q.push(5, "pushed at 5");
+        assert_eq!(q.pop_at(5), Some("b"));
+        assert_eq!(q.pop_at(5), Some("pushed at 5"));
+        assert_eq!(q.pop_at(5), None);
+        assert_eq!(q.pop_at(6), None, "6 is not the millisecond being drained");
+        assert_eq!(q.pop(), Some((6, "later")));
+        assert_eq!(q.pop(), Some((10_000, "far")));
+        assert!(q.is_empty());
+    }
 
     proptest! {
         /// Same order as a heap keyed by (time, push order), including

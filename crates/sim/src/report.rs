@@ -1,8 +1,7 @@
 //! What a simulation measured.
 
+use crate::host::Tally;
 use crate::SimConfig;
-use overlay::RequestFailure;
-use reload_wire::Body;
 use serde::Serialize;
 
 /// Per-minute figures for the charts.
@@ -104,14 +103,15 @@ impl Report {
         }
     }
 
-    pub(crate) fn count_message(&mut self, t_ms: u64, bytes: usize, maintenance: bool) {
-        self.messages += 1;
-        if maintenance {
-            self.maintenance_msgs += 1;
-            self.maintenance_bytes += bytes as u64;
+    /// Messages sent at `t_ms` into the measurement.
+    pub(crate) fn count_messages(&mut self, t_ms: u64, sent: Tally) {
+        self.messages += sent.messages;
+        self.maintenance_msgs += sent.maintenance_msgs;
+        self.maintenance_bytes += sent.maintenance_bytes;
+        if sent.maintenance_msgs > 0 {
             let m = self.series.slot(t_ms);
-            self.series.maintenance_msgs[m] += 1;
-            self.series.maintenance_bytes[m] += bytes as u64;
+            self.series.maintenance_msgs[m] += sent.maintenance_msgs;
+            self.series.maintenance_bytes[m] += sent.maintenance_bytes;
         }
     }
 
@@ -131,15 +131,15 @@ impl Report {
         }
     }
 
-    pub(crate) fn record_failure(&mut self, outcome: &Result<Body, RequestFailure>) {
-        match outcome {
-            Err(RequestFailure::Timeout) => self.lookup_timeouts += 1,
-            _ => self.lookup_errors += 1,
+    pub(crate) fn record_failure(&mut self, timeout: bool) {
+        match timeout {
+            true => self.lookup_timeouts += 1,
+            false => self.lookup_errors += 1,
         }
     }
 
-    pub(crate) fn count_build_message(&mut self) {
-        self.build_messages += 1;
+    pub(crate) fn count_build_messages(&mut self, n: u64) {
+        self.build_messages += n;
     }
 
     pub(crate) fn end_build(&mut self, simulated_s: f64, wall_s: f64) {

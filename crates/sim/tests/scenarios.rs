@@ -176,6 +176,43 @@ fn the_same_seed_gives_the_same_run() {
     assert_ne!(a, c, "a different seed is a different run");
 }
 
+/// Decision 0005: the peers' events of one millisecond may be handled on
+/// several threads; the run must not depend on how many, or on which
+/// thread took which peer. Every millisecond with two or more events is
+/// shared out here, with loss, churn and crashes in play.
+#[test]
+fn threads_do_not_change_the_run() {
+    let cfg = |threads| {
+        let mut c = SimConfig::new(300, 300);
+        c.churn_median_s = Some(150.0);
+        c.loss = 0.01;
+        c.seed = 7;
+        c.threads = threads;
+        c.parallel_min_events = 2;
+        c
+    };
+    let runs: Vec<Report> = [1, 2, 3]
+        .into_iter()
+        .map(|threads| {
+            let mut r = run(cfg(threads));
+            r.wall_s = 0.0;
+            r.build_wall_s = 0.0;
+            r.peak_rss_mb = 0.0;
+            r
+        })
+        .collect();
+    assert!(runs[0].lookups > 1000 && runs[0].crashes > 50, "{}", summary(&runs[0]));
+    for (i, r) in runs.iter().enumerate().skip(1) {
+        assert!(
+            *r == runs[0],
+            "{} threads: {}\none thread: {}",
+            i + 1,
+            summary(r),
+            summary(&runs[0])
+        );
+    }
+}
+
 /// RFC 6940 §10.7.4.4: the network splits 30/70 for five minutes. Each
 /// side loses the other's peers and goes on as a ring of its own; when the
 /// network heals nothing would join them again but the periodic Ping for

@@ -1,0 +1,382 @@
+//! What happens at one peer: its messages, links and timers. Events of
+//! different peers in the same millisecond touch nothing in common, so a
+//! millisecond's events can be shared out among threads; whatever they
+//! change outside their own peer comes back as an [`Effect`], applied
+//! afterwards in an order no thread can change (decision 0011).
+
+use crate::network::{host_of, Host};
+use crate::{lookup_found, Engine, Item, SimConfig, EPOCH_MS};
+use overlay::{Action, Event, RequestFailure};
+use rand::rngs::Xoshiro256PlusPlus;
+use rand::RngExt;
+use reload_wire::{Body, NodeId};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+
+#[derive(Debug, Clone)]
+pub(crate) enum Pending {
+    Lookup { item: usize },
+    Store { item: usize },
+}
+
+pub(crate) struct SimNode {
+    pub engine: Engine,
+    pub joined: bool,
+    pub leaving: bool,
+    pub timer_at: Option<u64>,
+    pub links: BTreeSet<Host>,
+    pub pending: BTreeMap<u64, Pending>,
+    pub item: Option<usize>,
+    /// This peer's own draws (message loss), so they do not depend on
+    /// what other peers did in the same millisecond.
+    pub rng: Xoshiro256PlusPlus,
+}
+
+#[derive(Debug)]
+pub(crate) enum Ev {
+    Deliver {
+        to: Host,
+        from: Host,
+        bytes: Vec<u8>,
+    },
+    /// The dialling end `a` of a new connection to `b`; `peer` is the
+    /// Node-ID it dialled for, `None` for a bootstrap address.
+    LinkUp {
+        a: Host,
+        b: Host,
+        peer: Option<NodeId>,
+    },
+    /// The accepting end `b` of the same connection, at the same time.
+    LinkAccepted {
+        b: Host,
+        a: Host,
+    },
+    ConnectFailed {
+        a: Host,
+        peer: Option<NodeId>,
+    },
+    LinkDown {
+        at: Host,
+        peer: Host,
+    },
+    Timer {
+        host: Host,
+    },
+    Join {
+        host: Host,
+    },
+    Depart {
+        host: Host,
+    },
+    Lookup,
+    StoreItem {
+        host: Host,
+        attempt: u8,
+    },
+    Scenario(usize),
+    LeaveOne {
+        remaining: usize,
+        interval_ms: u64,
+    },
+    LeaveDeadline {
+        host: Host,
+    },
+    Heal,
+    Sample,
+}
+
+impl Ev {
+    /// The one peer a peer event concerns; `None` for the events that
+    /// look at the whole simulation (arrivals, departures, lookups…).
+    pub fn host(&self) -> Option<Host> {
+        match *self {
+            Ev::Deliver { to, .. } => Some(to),
+            Ev::LinkUp { a, .. } | Ev::ConnectFailed { a, .. } => Some(a),
+            Ev::LinkAccepted { b, .. } => Some(b),
+            Ev::LinkDown { at, .. } => Some(at),
+            Ev::Timer { host } => Some(host),
+            _ => None,
+        }
+    }
+}
+
+/// A change outside the peer that made it.
+#[derive(Debug)]
+pub(crate) enum Effect {
+    Schedule(u64, Ev),
+    Joined(Host),
+    Rejoining(Host),
+    Left(Host),
+    Stored {
+        item: usize,
+        ok: bool,
+    },
+    LookedUp {
+        ok: bool,
+        timeout: bool,
+        hops: u32,
+        latency_ms: u64,
+    },
+}
+
+/// Messages sent, for the report.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Tally {
+    pub messages: u64,
+    pub maintenance_msgs: u64,
+    pub maintenance_bytes: u64,
+}
+
+/// Where an effect comes from: the position in its millisecond of the
+/// event that started the chain, how many same-millisecond timers down
+/// the chain it is, and the order it was made in there. Sorting by this
+/// gives the same order whichever thread handled which peer.
+pub(crate) type Tag = (u32, u32, u32);
+
+/// One thread's share of a millisecond: the first host of its range, the
+/// peers in the range, and their events with their positions.
+pub(crate) type Batch<'a> = (Host, &'a mut [Option<SimNode>], Vec<(u32, Ev)>);
+
+/// What handling peer events produced.
+pub(crate) struct Out {
+    pub now: u64,
+    pub effects: Vec<(Tag, Effect)>,
+    pub tally: Tally,
+    tag: (u32, u32),
+    made: u32,
+    /// The peer whose event is being handled.
+    host: Option<Host>,
+    /// Events for this millisecond at that same peer (a timer due at
+    /// once), when they are handled in the same batch.
+    same_ms: Option<VecDeque<((u32, u32), Ev)>>,
+}
+
+impl Out {
+    /// For one event handled on its own: everything is an effect.
+    pub fn direct(now: u64) -> Self {
+        Out {
+            now,
+            effects: Vec::new(),
+            tally: Tally::default(),
+            tag: (0, 0),
+            made: 0,
+            host: None,
+            same_ms: None,
+        }
+    }
+
+    fn batch(now: u64) -> Self {
+        Out {
+            same_ms: Some(VecDeque::new()),
+            ..Out::direct(now)
+        }
+    }
+
+    pub fn schedule(&mut self, at: u64, ev: Ev) {
+        if at <= self.now && ev.host().is_some() && ev.host() == self.host {
+            if let Some(q) = &mut self.same_ms {
+                q.push_back(((self.tag.0, self.tag.1 + 1), ev));
+                return;
+            }
+        }
+        self.effect(Effect::Schedule(at, ev));
+    }
+
+    fn effect(&mut self, e: Effect) {
+        self.effects.push(((self.tag.0, self.tag.1, self.made), e));
+        self.made += 1;
+    }
+}
+
+/// What peer events may read of the rest of the simulation: nothing in it
+/// changes while they are handled.
+pub(crate) struct View<'a> {
+    pub cfg: &'a SimConfig,
+    pub ids: &'a [NodeId],
+    pub by_id: &'a HashMap<NodeId, Host>,
+    pub alive: &'a [bool],
+    pub cut: Option<&'a BTreeSet<Host>>,
+    pub items: &'a [Item],
+}
+
+impl View<'_> {
+    /// Whether a partition keeps `a` and `b` apart.
+    pub fn split(&self, a: Host, b: Host) -> bool {
+        self.cut.is_some_and(|c| c.contains(&a) != c.contains(&b))
+    }
+
+    pub fn latency(&self, a: Host, b: Host) -> u64 {
+        self.cfg.latency.one_way_ms(self.cfg.seed, a, b)
+    }
+
+    fn alive(&self, h: Host) -> bool {
+        self.alive.get(h as usize).copied().unwrap_or(false)
+    }
+}
+
+/// Handles `events`, all at `now` and all at peers in `nodes` (host
+/// `base` first), in order, then the same-millisecond events they cause.
+/// Each event comes with its position in the millisecond.
+pub(crate) fn handle_batch(
+    view: &View,
+    nodes: &mut [Option<SimNode>],
+    base: Host,
+    now: u64,
+    events: Vec<(u32, Ev)>,
+) -> Out {
+    let mut out = Out::batch(now);
+    let mut queue: VecDeque<((u32, u32), Ev)> = events.into_iter().map(|(pos, ev)| ((pos, 0), ev)).collect();
+    while let Some((tag, ev)) = queue.pop_front() {
+        out.tag = tag;
+        out.made = 0;
+        out.host = ev.host();
+        handle(view, nodes, base, ev, &mut out);
+        if let Some(more) = &mut out.same_ms {
+            queue.extend(more.drain(..));
+        }
+    }
+    out
+}
+
+/// One peer event.
+pub(crate) fn handle(view: &View, nodes: &mut [Option<SimNode>], base: Host, ev: Ev, out: &mut Out) {
+    let now_abs = EPOCH_MS + out.now;
+    let Some(h) = ev.host() else { return };
+    let slot = h.checked_sub(base).and_then(|i| nodes.get_mut(i as usize));
+    let Some(n) = slot.and_then(|n| n.as_mut()) else {
+        return;
+    };
+    match ev {
+        Ev::Deliver { from, bytes, .. } => {
+            if view.split(from, h) {
+                return; // in flight when the network split
+            }
+            n.engine.receive(now_abs, view.ids[from as usize], &bytes);
+        }
+        Ev::LinkUp { b, peer, .. } => {
+            if !view.alive(b) || view.split(h, b) {
+                out.schedule(out.now + 3_000, Ev::ConnectFailed { a: h, peer });
+                return;
+            }
+            n.links.insert(b);
+            let b_id = view.ids[b as usize];
+            match peer {
+                Some(_) => n.engine.link_up(now_abs, b_id),
+                None => n.engine.bootstrap_link_up(now_abs, b_id),
+            }
+        }
+        Ev::LinkAccepted { a, .. } => {
+            if !view.alive(a) || view.split(a, h) || !n.links.insert(a) {
+                return;
+            }
+            n.engine.link_up(now_abs, view.ids[a as usize]);
+        }
+        Ev::ConnectFailed { peer, .. } => n.engine.link_failed(now_abs, peer),
+        Ev::LinkDown { peer, .. } => {
+            n.links.remove(&peer);
+            n.engine.link_down(now_abs, view.ids[peer as usize]);
+        }
+        Ev::Timer { .. } => {
+            if n.timer_at != Some(out.now) {
+                return;
+            }
+            n.timer_at = None;
+            n.engine.handle_timeout(now_abs);
+        }
+        _ => return,
+    }
+    drive(view, n, h, out);
+}
+
+/// Drains a peer's actions and re-arms its timer.
+pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
+    let now = out.now;
+    while let Some(action) = n.engine.poll_action() {
+        match action {
+            Action::Send { to, bytes, maintenance } => send(view, n, h, to, bytes, maintenance, out),
+            Action::Connect { peer, address } => connect(view, h, peer, &address, out),
+            Action::Close { peer } => {
+                if let Some(&p) = view.by_id.get(&peer) {
+                    if n.links.remove(&p) {
+                        out.schedule(now + view.latency(h, p), Ev::LinkDown { at: p, peer: h });
+                    }
+                }
+            }
+            Action::Event(e) => on_event(view, n, h, e, out),
+        }
+    }
+    let next = n.engine.poll_timeout().map(|t| t.saturating_sub(EPOCH_MS).max(now));
+    if next.is_some() && next != n.timer_at {
+        n.timer_at = next;
+        out.schedule(next.unwrap_or(now), Ev::Timer { host: h });
+    }
+}
+
+fn send(view: &View, n: &mut SimNode, from: Host, to: NodeId, bytes: Vec<u8>, maintenance: bool, out: &mut Out) {
+    out.tally.messages += 1;
+    if maintenance {
+        out.tally.maintenance_msgs += 1;
+        out.tally.maintenance_bytes += bytes.len() as u64;
+    }
+    let Some(&to) = view.by_id.get(&to) else { return };
+    if !n.links.contains(&to) {
+        return; // no link: the driver would fail the write
+    }
+    if view.cfg.loss > 0.0 && n.rng.random_bool(view.cfg.loss) {
+        return;
+    }
+    out.schedule(out.now + view.latency(from, to), Ev::Deliver { to, from, bytes });
+}
+
+fn connect(view: &View, a: Host, peer: Option<NodeId>, address: &reload_wire::IpAddressPort, out: &mut Out) {
+    let target = host_of(address).filter(|b| view.alive(*b));
+    let target = target.filter(|b| peer.is_none_or(|p| view.by_id.get(&p) == Some(b)));
+    match target {
+        Some(b) if b != a && !view.split(a, b) => {
+            // TCP + TLS: about two round trips.
+            let t = out.now + 4 * view.latency(a, b);
+            out.schedule(t, Ev::LinkAccepted { b, a });
+            out.schedule(t, Ev::LinkUp { a, b, peer });
+        }
+        _ => out.schedule(out.now + 3_000, Ev::ConnectFailed { a, peer }),
+    }
+}
+
+fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
+    match e {
+        Event::Joined => {
+            if !n.joined {
+                n.joined = true;
+                out.effect(Effect::Joined(h));
+            }
+        }
+        Event::Rejoining => {
+            n.joined = false;
+            out.effect(Effect::Rejoining(h));
+        }
+        Event::Left => out.effect(Effect::Left(h)),
+        Event::Done {
+            request,
+            outcome,
+            hops,
+            latency_ms,
+            ..
+        } => match n.pending.remove(&request) {
+            Some(Pending::Store { item }) => {
+                let ok = matches!(outcome, Ok(Body::StoreAns(_)));
+                out.effect(Effect::Stored { item, ok });
+            }
+            Some(Pending::Lookup { item }) => {
+                let ok = lookup_found(&outcome, &view.items[item].value);
+                let timeout = matches!(outcome, Err(RequestFailure::Timeout));
+                out.effect(Effect::LookedUp {
+                    ok,
+                    timeout,
+                    hops,
+                    latency_ms,
+                });
+            }
+            None => {}
+        },
+        Event::ConfigUpdate(_) | Event::PeerAddress { .. } => {}
+    }
+}
