@@ -2,9 +2,11 @@
 //! [`overlay::OverlayNode`]s — the same engine the daemon runs — over a
 //! simulated network with latency, loss, churn and crashes.
 //!
-//! Everything random comes from one seeded generator and every collection
-//! that is iterated is ordered, so the same configuration and seed give the
-//! same run, byte for byte.
+//! Everything random comes from generators seeded from the run's seed (one
+//! for the simulation, one per peer), every collection that is iterated is
+//! ordered, and what threads compute is applied in a fixed order, so the
+//! same configuration and seed give the same run, byte for byte, on any
+//! number of threads.
 
 mod host;
 pub mod network;
@@ -100,8 +102,8 @@ pub struct SimConfig {
     /// Threads that handle the peers' events of one millisecond side by
     /// side. The run is the same for any number (decision 0011).
     pub threads: usize,
-    /// Fewest events in a millisecond worth sharing out among threads:
-    /// below it, starting a thread costs more than it saves.
+    /// Fewest peer events in a millisecond worth sharing out among
+    /// threads: below it, handing them over costs more than it saves.
     pub parallel_min_events: usize,
 }
 
