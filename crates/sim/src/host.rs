@@ -199,18 +199,22 @@ pub(crate) struct View<'a> {
 }
 
 impl View<'_> {
-    /// Whether a partition keeps `a` and `b` apart.
     pub fn split(&self, a: Host, b: Host) -> bool {
-        self.cut.is_some_and(|c| c.contains(&a) != c.contains(&b))
+        apart(self.cut, a, b)
     }
 
     pub fn latency(&self, a: Host, b: Host) -> u64 {
-        self.cfg.latency.one_way_ms(self.cfg.seed, a, b)
+        self.cfg.latency_ms(a, b)
     }
 
     fn alive(&self, h: Host) -> bool {
         self.alive.get(h as usize).copied().unwrap_or(false)
     }
+}
+
+/// Whether a partition with `cut` on one side keeps `a` and `b` apart.
+pub(crate) fn apart(cut: Option<&BTreeSet<Host>>, a: Host, b: Host) -> bool {
+    cut.is_some_and(|c| c.contains(&a) != c.contains(&b))
 }
 
 /// Handles `events`, all at `now` and all at peers in `nodes` (host

@@ -108,6 +108,11 @@ pub struct SimConfig {
 }
 
 impl SimConfig {
+    /// One-way latency between two hosts in this run.
+    pub fn latency_ms(&self, a: Host, b: Host) -> u64 {
+        self.latency.one_way_ms(self.seed, a, b)
+    }
+
     pub fn new(peers: usize, duration_s: u64) -> Self {
         let overlay = OverlayConfig::new("sim.p2psip.invalid").with_kind(KindDefinition {
             id: SIM_KIND,
@@ -351,11 +356,7 @@ impl Simulation {
 
     /// Whether a partition keeps `a` and `b` apart.
     fn split(&self, a: Host, b: Host) -> bool {
-        self.cut.as_ref().is_some_and(|c| c.contains(&a) != c.contains(&b))
-    }
-
-    fn latency(&self, a: Host, b: Host) -> u64 {
-        self.cfg.latency.one_way_ms(self.cfg.seed, a, b)
+        host::apart(self.cut.as_ref(), a, b)
     }
 
     /// Handles the peer events of this millisecond: on threads when there
@@ -483,7 +484,7 @@ impl Simulation {
         let delay = if crash { self.cfg.failure_detection_ms } else { 0 };
         for p in n.links {
             if self.node(p).is_some_and(|pn| pn.links.remove(&h)) {
-                let t = self.now + delay.max(self.latency(h, p));
+                let t = self.now + delay.max(self.cfg.latency_ms(h, p));
                 self.at(t, Ev::LinkDown { at: p, peer: h });
             }
         }
