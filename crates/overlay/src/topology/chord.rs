@@ -98,6 +98,16 @@ enum Pending {
 /// it would make it a hub (decision 0004, "Finger hubs and flash crowds").
 const COPIED_FINGER_SLACK: u128 = 8;
 
+/// About how long after joining a peer runs its first partition check
+/// (§10.7.4.4), before the periodic ones. A ring built by a crowd of
+/// joins can come out with stretches that the peers around them do not
+/// know: a peer there is not in its would-be successor's tables, and that
+/// successor answers for the stretch with values it does not hold. Only
+/// the check finds such a peer; at the periodic interval the first checks
+/// come 5 to 15 minutes after joining, and lookups fail until then
+/// (decision 0004, "Finger hubs and flash crowds").
+const FIRST_PARTITION_CHECK_MS: u64 = 60_000;
+
 /// How long a peer that left is kept out of the tables if its link does
 /// not close (a leave lasts at most about 60 s).
 const DEPARTED_MS: u64 = 120_000;
@@ -176,10 +186,11 @@ impl ChordReload {
         self.partitions_found
     }
 
-    /// §10.7.4.4 "periodically": like the other maintenance, at a random
-    /// offset so that peers do not check in step.
-    fn partition_check_after(&mut self, now: u64) -> Option<u64> {
-        let i = self.config.partition_check_interval_ms;
+    /// §10.7.4.4 "periodically": about every `interval`, at a random
+    /// offset like the other maintenance, so that peers do not check in
+    /// step. No checks when the configured interval is 0.
+    fn partition_check_after(&mut self, now: u64, interval: u64) -> Option<u64> {
+        let i = interval.min(self.config.partition_check_interval_ms);
         (i > 0).then(|| now + i / 2 + self.rng.random_range(0..i))
     }
 
@@ -589,7 +600,7 @@ impl ChordReload {
         self.next_stabilize = Some(now + u / 2 + self.rng.random_range(0..u));
         let p = self.config.ping_interval_ms.max(1);
         self.next_finger_search = Some(now + p / 2 + self.rng.random_range(0..p));
-        self.next_partition_check = self.partition_check_after(now);
+        self.next_partition_check = self.partition_check_after(now, FIRST_PARTITION_CHECK_MS);
     }
 
     /// Whether `peer` is in the Neighbor Table or the Finger Table.
@@ -1229,7 +1240,7 @@ impl Topology for ChordReload {
             }
         }
         if self.next_partition_check.is_some_and(|d| d <= now) {
-            self.next_partition_check = self.partition_check_after(now);
+            self.next_partition_check = self.partition_check_after(now, self.config.partition_check_interval_ms);
             // §10.7.4.4 asks for "a Ping for its own Node-ID". We route it
             // as a Resource-ID of the same value: a Node-ID destination
             // is dropped by any peer that is responsible for it but not it
