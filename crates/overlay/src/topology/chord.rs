@@ -105,7 +105,8 @@ const COPIED_FINGER_SLACK: u128 = 8;
 /// successor answers for the stretch with values it does not hold. Only
 /// the check finds such a peer; at the periodic interval the first checks
 /// come 5 to 15 minutes after joining, and lookups fail until then
-/// (decision 0004, "Finger hubs and flash crowds").
+/// (decision 0004, "The first partition check comes a minute after
+/// joining").
 const FIRST_PARTITION_CHECK_MS: u64 = 60_000;
 
 /// How long a peer that left is kept out of the tables if its link does
