@@ -19,6 +19,7 @@ pub mod node;
 pub mod ring;
 pub mod security;
 pub mod sip_usage;
+pub mod sorted;
 pub mod storage;
 pub mod topology;
 

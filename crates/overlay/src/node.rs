@@ -10,6 +10,7 @@
 use crate::config::OverlayConfig;
 use crate::ring::{distance, node_position};
 use crate::security::{Credential, Security, Signer};
+use crate::sorted::SortedSet;
 use crate::storage::{Storage, StoreRequest};
 use crate::topology::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
 use rand::rngs::Xoshiro256PlusPlus;
@@ -245,7 +246,7 @@ pub struct OverlayNode<T: Topology, S: Security> {
     storage: Storage,
     rng: Xoshiro256PlusPlus,
     started_at: u64,
-    links: BTreeSet<NodeId>,
+    links: SortedSet<NodeId>,
     /// Links we are opening after an AttachAns, by expected peer.
     connecting: BTreeMap<NodeId, Vec<AwaitingLink>>,
     /// Peers whose Attach we answered, with their send_update flag.
@@ -393,7 +394,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             storage: Storage::new(),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             started_at: now,
-            links: BTreeSet::new(),
+            links: SortedSet::new(),
             connecting: BTreeMap::new(),
             expected_links: BTreeMap::new(),
             bootstraps: Vec::new(),
@@ -918,8 +919,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// A message arrived on the link from `link`.
     pub fn receive(&mut self, now: u64, link: NodeId, bytes: &[u8]) {
-        let ctx = self.ctx.clone();
-        match ForwardingHeader::split(bytes, &ctx) {
+        match ForwardingHeader::split(bytes, &self.ctx) {
             Ok((header, payload)) => self.route(now, Some(link), header, payload, None, None),
             Err(_) => self.stats.malformed += 1,
         }
@@ -1072,8 +1072,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// §6.1.1: the message is for this node.
     fn deliver(&mut self, now: u64, link: Option<NodeId>, header: ForwardingHeader, payload: &[u8]) {
         let code = peek_code(payload);
-        let ctx = self.ctx.clone();
-        let mut r = Reader::new(payload, &ctx);
+        let mut r = Reader::new(payload, &self.ctx);
         let parsed = MessageContents::decode(&mut r).and_then(|c| {
             let sb = SecurityBlock::decode(&mut r)?;
             r.finish("Message")?;
@@ -1158,8 +1157,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
         let maintenance = !is_application(contents.message_code);
         let cache = answer_is_cached(contents.message_code);
-        let ctx = self.ctx.clone();
-        let answer = match contents.body(&ctx) {
+        let answer = match contents.body(&self.ctx) {
             Ok(body) => self.dispatch(now, link, header, body, sender, credential),
             Err(reload_wire::DecodeError::UnknownKinds(kinds)) => Err(ErrorResponse::new(
                 ErrorCode::UNKNOWN_KIND,
@@ -1424,8 +1422,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let Some(out) = self.outstanding.remove(&header.transaction_id) else {
             return; // late duplicate or unknown
         };
-        let ctx = self.ctx.clone();
-        let outcome = match contents.body(&ctx) {
+        let outcome = match contents.body(&self.ctx) {
             Ok(Body::Error(e)) => Err(RequestFailure::Error(e)),
             Ok(b) => Ok(b),
             Err(e) => Err(RequestFailure::Error(ErrorResponse::new(
@@ -1626,8 +1623,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// Routes a message this node just encoded (a request, a retransmission
     /// or an answer) as if it had arrived, minus the Via List entry.
     fn route_own(&mut self, now: u64, bytes: &[u8], maintenance: bool) {
-        let ctx = self.ctx.clone();
-        if let Ok((header, payload)) = ForwardingHeader::split(bytes, &ctx) {
+        if let Ok((header, payload)) = ForwardingHeader::split(bytes, &self.ctx) {
             self.route(now, None, header, payload, Some(maintenance), Some(bytes));
         }
     }

@@ -275,7 +275,7 @@ impl ForwardingHeader {
     /// peer that merely forwards needs. Checks the RELOAD token, that the
     /// `length` field is within the overlay's max-message-size and equals the
     /// bytes given, and returns the header and the payload after it.
-    pub fn split<'a>(buf: &'a [u8], ctx: &'a DecodeContext) -> Result<(ForwardingHeader, &'a [u8]), DecodeError> {
+    pub fn split<'a>(buf: &'a [u8], ctx: &DecodeContext) -> Result<(ForwardingHeader, &'a [u8]), DecodeError> {
         let mut r = Reader::new(buf, ctx);
         let token = r.u32("ForwardingHeader.relo_token")?;
         if token != RELO_TOKEN {
@@ -326,7 +326,8 @@ impl ForwardingHeader {
             destination_list,
             options,
         };
-        Ok((header, r.rest()))
+        // The payload borrows from `buf` alone, not from `ctx`.
+        Ok((header, &buf[r.position()..]))
     }
 }
 

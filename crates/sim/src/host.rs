@@ -6,6 +6,7 @@
 
 use crate::network::{host_of, Host};
 use crate::{lookup_found, Engine, Item, SimConfig, EPOCH_MS};
+use overlay::sorted::SortedMap;
 use overlay::{Action, Event, RequestFailure};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt;
@@ -23,7 +24,9 @@ pub(crate) struct SimNode {
     pub joined: bool,
     pub leaving: bool,
     pub timer_at: Option<u64>,
-    pub links: BTreeSet<Host>,
+    /// Links up, by the Node-ID at the far end: a message goes out by
+    /// that ID, and this peer's own table answers where it goes.
+    pub links: SortedMap<NodeId, Host>,
     pub pending: BTreeMap<u64, Pending>,
     pub item: Option<usize>,
     /// This peer's own draws (message loss), so they do not depend on
@@ -261,23 +264,25 @@ pub(crate) fn handle(view: &View, nodes: &mut [Option<SimNode>], base: Host, ev:
                 out.schedule(out.now + 3_000, Ev::ConnectFailed { a: h, peer });
                 return;
             }
-            n.links.insert(b);
             let b_id = view.ids[b as usize];
+            n.links.insert(b_id, b);
             match peer {
                 Some(_) => n.engine.link_up(now_abs, b_id),
                 None => n.engine.bootstrap_link_up(now_abs, b_id),
             }
         }
         Ev::LinkAccepted { a, .. } => {
-            if !view.alive(a) || view.split(a, h) || !n.links.insert(a) {
+            let a_id = view.ids[a as usize];
+            if !view.alive(a) || view.split(a, h) || n.links.insert(a_id, a).is_some() {
                 return;
             }
-            n.engine.link_up(now_abs, view.ids[a as usize]);
+            n.engine.link_up(now_abs, a_id);
         }
         Ev::ConnectFailed { peer, .. } => n.engine.link_failed(now_abs, peer),
         Ev::LinkDown { peer, .. } => {
-            n.links.remove(&peer);
-            n.engine.link_down(now_abs, view.ids[peer as usize]);
+            let peer_id = view.ids[peer as usize];
+            n.links.remove(&peer_id);
+            n.engine.link_down(now_abs, peer_id);
         }
         Ev::Timer { .. } => {
             if n.timer_at != Some(out.now) {
@@ -299,10 +304,8 @@ pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
             Action::Send { to, bytes, maintenance } => send(view, n, h, to, bytes, maintenance, out),
             Action::Connect { peer, address } => connect(view, h, peer, &address, out),
             Action::Close { peer } => {
-                if let Some(&p) = view.by_id.get(&peer) {
-                    if n.links.remove(&p) {
-                        out.schedule(now + view.latency(h, p), Ev::LinkDown { at: p, peer: h });
-                    }
+                if let Some(p) = n.links.remove(&peer) {
+                    out.schedule(now + view.latency(h, p), Ev::LinkDown { at: p, peer: h });
                 }
             }
             Action::Event(e) => on_event(view, n, h, e, out),
@@ -321,10 +324,9 @@ fn send(view: &View, n: &mut SimNode, from: Host, to: NodeId, bytes: Vec<u8>, ma
         out.tally.maintenance_msgs += 1;
         out.tally.maintenance_bytes += bytes.len() as u64;
     }
-    let Some(&to) = view.by_id.get(&to) else { return };
-    if !n.links.contains(&to) {
+    let Some(&to) = n.links.get(&to) else {
         return; // no link: the driver would fail the write
-    }
+    };
     if view.cfg.loss > 0.0 && n.rng.random_bool(view.cfg.loss) {
         return;
     }

@@ -19,6 +19,7 @@ pub use report::{Report, Series};
 
 use host::{Effect, Ev, Out, Pending, SimNode, View};
 use network::address_of;
+use overlay::sorted::SortedMap;
 use overlay::{
     AccessPolicy, ChordReload, KindDefinition, OverlayConfig, OverlayNode, RequestFailure, SimulatedSecurity,
 };
@@ -290,7 +291,7 @@ impl Simulation {
             joined: false,
             leaving: false,
             timer_at: None,
-            links: BTreeSet::new(),
+            links: SortedMap::new(),
             pending: BTreeMap::new(),
             item,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x1055),
@@ -482,8 +483,12 @@ impl Simulation {
         self.by_id.remove(&id);
         self.count_live(-1);
         let delay = if crash { self.cfg.failure_detection_ms } else { 0 };
-        for p in n.links {
-            if self.node(p).is_some_and(|pn| pn.links.remove(&h)) {
+        // In host order, so the LinkDowns are scheduled in an order that
+        // does not depend on the Node-IDs.
+        let mut linked: Vec<Host> = n.links.values().copied().collect();
+        linked.sort_unstable();
+        for p in linked {
+            if self.node(p).is_some_and(|pn| pn.links.remove(&id).is_some()) {
                 let t = self.now + delay.max(self.cfg.latency_ms(h, p));
                 self.at(t, Ev::LinkDown { at: p, peer: h });
             }
@@ -730,13 +735,15 @@ impl Simulation {
         self.cut = Some(side);
         let t = self.now + self.cfg.failure_detection_ms;
         for a in 0..self.nodes.len() as Host {
-            let links: Vec<Host> = match self.node(a) {
-                Some(n) => n.links.iter().copied().collect(),
+            let mut links: Vec<Host> = match self.node(a) {
+                Some(n) => n.links.values().copied().collect(),
                 None => continue,
             };
+            links.sort_unstable();
             let across: Vec<Host> = links.into_iter().filter(|b| self.split(a, *b)).collect();
             for b in across {
-                if self.node(a).is_some_and(|n| n.links.remove(&b)) {
+                let b_id = self.ids[b as usize];
+                if self.node(a).is_some_and(|n| n.links.remove(&b_id).is_some()) {
                     self.at(t, Ev::LinkDown { at: a, peer: b });
                 }
             }

@@ -11,6 +11,7 @@
 use super::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
 use crate::config::ChordConfig;
 use crate::ring::{distance, in_open_closed, node_position, position_of, Position};
+use crate::sorted::SortedMap;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use reload_wire::{
@@ -123,7 +124,7 @@ pub struct ChordReload {
     phase: Phase,
     started_at: u64,
     /// Linked peers known to be in the ring: the routing table's members.
-    peers: BTreeMap<Position, NodeId>,
+    peers: SortedMap<Position, NodeId>,
     /// Linked nodes not (yet) known to be peers, e.g. a joining node.
     others: BTreeSet<NodeId>,
     /// Closest first, derived from `peers`.
@@ -163,7 +164,7 @@ impl ChordReload {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             phase: Phase::Idle,
             started_at: 0,
-            peers: BTreeMap::new(),
+            peers: SortedMap::new(),
             others: BTreeSet::new(),
             predecessors: Vec::new(),
             successors: Vec::new(),
