@@ -188,6 +188,37 @@ struct Outstanding {
     started: u64,
 }
 
+/// End-to-end retransmission deadlines (§6.2.1) by (time, transaction
+/// id), soonest first. The soonest time is also kept beside the heap:
+/// the driver asks for it after every event, and this way the answer
+/// reads no memory beyond the node itself.
+#[derive(Debug, Default)]
+struct Deadlines {
+    heap: BinaryHeap<Reverse<(u64, u64)>>,
+    soonest: Option<u64>,
+}
+
+impl Deadlines {
+    fn push(&mut self, at: u64, tid: u64) {
+        self.heap.push(Reverse((at, tid)));
+        self.soonest = Some(self.soonest.map_or(at, |s| s.min(at)));
+    }
+
+    fn peek(&self) -> Option<(u64, u64)> {
+        self.heap.peek().map(|Reverse(d)| *d)
+    }
+
+    fn pop(&mut self) -> Option<(u64, u64)> {
+        let first = self.heap.pop().map(|Reverse(d)| d);
+        self.soonest = self.peek().map(|(t, _)| t);
+        first
+    }
+
+    fn soonest(&self) -> Option<u64> {
+        self.soonest
+    }
+}
+
 /// A partition check (§10.7.4.4) waiting for its link to a bootstrap
 /// address; once the link is up its Ping is an ordinary outstanding
 /// request.
@@ -256,7 +287,7 @@ pub struct OverlayNode<T: Topology, S: Security> {
     bootstrap_pending: bool,
     probe: Option<BootstrapProbe>,
     outstanding: BTreeMap<u64, Outstanding>,
-    retransmit_at: BinaryHeap<Reverse<(u64, u64)>>,
+    retransmit_at: Deadlines,
     answered: BTreeMap<u64, MessageContents>,
     answered_expiry: VecDeque<(u64, u64)>,
     pushing: BTreeSet<(ResourceId, NodeId)>,
@@ -402,7 +433,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             bootstrap_pending: false,
             probe: None,
             outstanding: BTreeMap::new(),
-            retransmit_at: BinaryHeap::new(),
+            retransmit_at: Deadlines::default(),
             answered: BTreeMap::new(),
             answered_expiry: VecDeque::new(),
             pushing: BTreeSet::new(),
@@ -471,7 +502,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<u64> {
         let mut t = [
-            self.retransmit_at.peek().map(|Reverse((t, _))| *t),
+            self.retransmit_at.soonest(),
             self.topology.next_timer(),
             Some(self.next_sweep),
         ]
@@ -1616,7 +1647,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 started: now,
             },
         );
-        self.retransmit_at.push(Reverse((deadline, tid)));
+        self.retransmit_at.push(deadline, tid);
         self.route_own(now, &bytes, maintenance);
     }
 
@@ -1843,7 +1874,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: u64) {
-        while let Some(Reverse((t, tid))) = self.retransmit_at.peek().copied() {
+        while let Some((t, tid)) = self.retransmit_at.peek() {
             if t > now {
                 break;
             }
@@ -1866,7 +1897,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             let deadline = o.deadline;
             let bytes = o.bytes.clone();
             let maintenance = o.purpose.maintenance();
-            self.retransmit_at.push(Reverse((deadline, tid)));
+            self.retransmit_at.push(deadline, tid);
             self.stats.retransmissions += 1;
             self.route_own(now, &bytes, maintenance);
         }

@@ -261,37 +261,39 @@ impl ChordReload {
         (now.saturating_sub(self.started_at) / 1000).min(u32::MAX as u64) as u32
     }
 
-    fn k_closest(&self, clockwise: bool) -> Vec<NodeId> {
-        let k = self.config.neighbors;
+    /// The `neighbors` closest peers clockwise from this one, closest first.
+    /// `me` is never in `peers`, so the two ranges do not overlap.
+    fn closest_successors(&self) -> impl Iterator<Item = NodeId> + '_ {
         let me = self.my_pos;
-        let mut out: Vec<NodeId> = if clockwise {
-            self.peers
-                .range((Excluded(me), Unbounded))
-                .chain(self.peers.range(..me))
-                .map(|(_, id)| *id)
-                .take(k)
-                .collect()
-        } else {
-            self.peers
-                .range(..me)
-                .rev()
-                .chain(self.peers.range((Excluded(me), Unbounded)).rev())
-                .map(|(_, id)| *id)
-                .take(k)
-                .collect()
-        };
-        out.dedup();
-        out
+        self.peers
+            .range((Excluded(me), Unbounded))
+            .chain(self.peers.range(..me))
+            .map(|(_, id)| *id)
+            .take(self.config.neighbors)
+    }
+
+    /// The same counter-clockwise.
+    fn closest_predecessors(&self) -> impl Iterator<Item = NodeId> + '_ {
+        let me = self.my_pos;
+        self.peers
+            .range(..me)
+            .rev()
+            .chain(self.peers.range((Excluded(me), Unbounded)).rev())
+            .map(|(_, id)| *id)
+            .take(self.config.neighbors)
     }
 
     /// Recomputes the Neighbor Table after the peer set changed and asks for
     /// whatever the change implies (§10.7.1, §10.7.3).
     fn recompute(&mut self, now: u64, out: &mut Vec<TopologyCommand>) {
-        let succs = self.k_closest(true);
-        let preds = self.k_closest(false);
-        if succs == self.successors && preds == self.predecessors {
+        // Most calls change nothing; compare before building new lists.
+        if self.closest_successors().eq(self.successors.iter().copied())
+            && self.closest_predecessors().eq(self.predecessors.iter().copied())
+        {
             return;
         }
+        let succs: Vec<NodeId> = self.closest_successors().collect();
+        let preds: Vec<NodeId> = self.closest_predecessors().collect();
         let range_changed = preds.first() != self.predecessors.first();
         self.successors = succs;
         self.predecessors = preds;
@@ -902,8 +904,9 @@ impl Topology for ChordReload {
         if matches!(self.phase, Phase::Leaving { .. } | Phase::Left) {
             return Ok(Vec::new());
         }
-        // An Update says its sender is a peer (§10.5 step 9).
-        if self.others.remove(&from) {
+        // An Update says its sender is a peer (§10.5 step 9). Most senders
+        // already are one; only look in `others` for those that are not.
+        if !self.peers.contains_key(&node_position(&from)) && self.others.remove(&from) {
             self.peers.insert(node_position(&from), from);
         }
         let admitting_update = matches!(
