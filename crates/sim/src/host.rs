@@ -1,8 +1,9 @@
 //! What happens at one peer: its messages, links and timers. Events of
-//! different peers in the same millisecond touch nothing in common, so a
-//! millisecond's events can be shared out among threads; whatever they
-//! change outside their own peer comes back as an [`Effect`], applied
-//! afterwards in an order no thread can change (decision 0011).
+//! different peers less than the minimum latency apart touch nothing in
+//! common, so a step of that many milliseconds can be shared out among
+//! threads; whatever they change outside their own peer comes back as an
+//! [`Effect`], applied afterwards in an order no thread can change
+//! (decision 0011).
 
 use crate::network::{host_of, Host};
 use crate::{lookup_found, Engine, Item, SimConfig, EPOCH_MS};
@@ -129,15 +130,28 @@ pub(crate) struct Tally {
     pub maintenance_bytes: u64,
 }
 
-/// Where an effect comes from: the position in its millisecond of the
-/// event that started the chain, how many same-millisecond timers down
-/// the chain it is, and the order it was made in there. Sorting by this
-/// gives the same order whichever thread handled which peer.
+/// Where an effect comes from: the position in its step of the event
+/// that started the chain, how many same-step events of the same peer
+/// down the chain it is, and the order it was made in there. Sorting by
+/// this gives the same order whichever thread handled which peer.
 pub(crate) type Tag = (u32, u32, u32);
 
-/// One thread's share of a millisecond: the first host of its range, the
-/// peers in the range, and their events with their positions.
-pub(crate) type Batch<'a> = (Host, &'a mut [Option<SimNode>], Vec<(u32, Ev)>);
+/// An event of a step with its time and its position in the step.
+pub(crate) type Timed = (u32, u64, Ev);
+
+/// One thread's share of a step: the first host of its range, the peers
+/// in the range, and their events.
+pub(crate) type Batch<'a> = (Host, &'a mut [Option<SimNode>], Vec<Timed>);
+
+/// One millisecond of a batch: its events with their (position, depth).
+type Slot = VecDeque<((u32, u32), Ev)>;
+
+/// The milliseconds `[start, end)` handled as one step.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Step {
+    pub start: u64,
+    pub end: u64,
+}
 
 /// What handling peer events produced.
 pub(crate) struct Out {
@@ -148,9 +162,10 @@ pub(crate) struct Out {
     made: u32,
     /// The peer whose event is being handled.
     host: Option<Host>,
-    /// Events for this millisecond at that same peer (a timer due at
-    /// once), when they are handled in the same batch.
-    same_ms: Option<VecDeque<((u32, u32), Ev)>>,
+    /// When events are handled in a batch: the step, and its events by
+    /// millisecond, where an event at the same peer within the step (a
+    /// timer due at once) joins them.
+    step: Option<(Step, Vec<Slot>)>,
 }
 
 impl Out {
@@ -163,21 +178,23 @@ impl Out {
             tag: (0, 0),
             made: 0,
             host: None,
-            same_ms: None,
+            step: None,
         }
     }
 
-    fn batch(now: u64) -> Self {
+    fn batch(step: Step) -> Self {
+        let slots = (step.start..step.end).map(|_| VecDeque::new()).collect();
         Out {
-            same_ms: Some(VecDeque::new()),
-            ..Out::direct(now)
+            step: Some((step, slots)),
+            ..Out::direct(step.start)
         }
     }
 
     pub fn schedule(&mut self, at: u64, ev: Ev) {
-        if at <= self.now && ev.host().is_some() && ev.host() == self.host {
-            if let Some(q) = &mut self.same_ms {
-                q.push_back(((self.tag.0, self.tag.1 + 1), ev));
+        let at = at.max(self.now);
+        if let Some((step, slots)) = &mut self.step {
+            if at < step.end && ev.host().is_some() && ev.host() == self.host {
+                slots[(at - step.start) as usize].push_back(((self.tag.0, self.tag.1 + 1), ev));
                 return;
             }
         }
@@ -220,28 +237,45 @@ pub(crate) fn apart(cut: Option<&BTreeSet<Host>>, a: Host, b: Host) -> bool {
     cut.is_some_and(|c| c.contains(&a) != c.contains(&b))
 }
 
-/// Handles `events`, all at `now` and all at peers in `nodes` (host
-/// `base` first), in order, then the same-millisecond events they cause.
-/// Each event comes with its position in the millisecond.
+/// Handles `events`, all within `step` and all at peers in `nodes` (host
+/// `base` first): millisecond by millisecond, each in order, then the
+/// events they cause at the same peer within the step. A peer's events
+/// thus run in time order, and in the same order whichever thread runs
+/// them.
 pub(crate) fn handle_batch(
     view: &View,
     nodes: &mut [Option<SimNode>],
     base: Host,
-    now: u64,
-    events: Vec<(u32, Ev)>,
+    step: Step,
+    events: Vec<Timed>,
 ) -> Out {
-    let mut out = Out::batch(now);
-    let mut queue: VecDeque<((u32, u32), Ev)> = events.into_iter().map(|(pos, ev)| ((pos, 0), ev)).collect();
-    while let Some((tag, ev)) = queue.pop_front() {
-        out.tag = tag;
-        out.made = 0;
-        out.host = ev.host();
-        handle(view, nodes, base, ev, &mut out);
-        if let Some(more) = &mut out.same_ms {
-            queue.extend(more.drain(..));
+    let mut out = Out::batch(step);
+    for (pos, t, ev) in events {
+        out.schedule_in_step(t, (pos, 0), ev);
+    }
+    for t in step.start..step.end {
+        out.now = t;
+        while let Some((tag, ev)) = out.next_at(t) {
+            out.tag = tag;
+            out.made = 0;
+            out.host = ev.host();
+            handle(view, nodes, base, ev, &mut out);
         }
     }
     out
+}
+
+impl Out {
+    fn schedule_in_step(&mut self, at: u64, tag: (u32, u32), ev: Ev) {
+        if let Some((step, slots)) = &mut self.step {
+            slots[(at - step.start) as usize].push_back((tag, ev));
+        }
+    }
+
+    fn next_at(&mut self, t: u64) -> Option<((u32, u32), Ev)> {
+        let (step, slots) = self.step.as_mut()?;
+        slots[(t - step.start) as usize].pop_front()
+    }
 }
 
 /// One peer event.

@@ -17,7 +17,7 @@ pub use network::{Host, LatencyModel};
 pub use queue::EventQueue;
 pub use report::{Report, Series};
 
-use host::{Effect, Ev, Out, Pending, SimNode, View};
+use host::{Effect, Ev, Out, Pending, SimNode, Step, View};
 use network::address_of;
 use overlay::sorted::SortedMap;
 use overlay::{
@@ -360,24 +360,27 @@ impl Simulation {
         host::apart(self.cut.as_ref(), a, b)
     }
 
-    /// Handles the peer events of this millisecond: on threads when there
-    /// are enough of them, each thread taking the peers in one range of
-    /// hosts, then applies what they caused in the order of the events
-    /// that caused it, which no thread can change.
-    fn handle_peer_events(&mut self, events: Vec<Ev>) {
+    /// Handles the peer events of one step: on threads when there are
+    /// enough of them, each thread taking the peers in one range of hosts,
+    /// then applies what they caused in the order of the events that
+    /// caused it, which no thread can change.
+    fn handle_peer_events(&mut self, step: Step, events: Vec<(u64, Ev)>) {
         if events.is_empty() {
             return;
         }
-        let now = self.now;
         let threads = self.cfg.threads.max(1).min(events.len());
         let parallel = threads > 1 && events.len() >= self.cfg.parallel_min_events.max(2);
-        let mut events: Vec<(u32, Ev)> = events.into_iter().enumerate().map(|(i, e)| (i as u32, e)).collect();
+        let mut events: Vec<host::Timed> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (t, e))| (i as u32, t, e))
+            .collect();
         let (view, nodes) = self.parts();
         let outs: Vec<Out> = if !parallel {
-            vec![host::handle_batch(&view, nodes, 0, now, events)]
+            vec![host::handle_batch(&view, nodes, 0, step, events)]
         } else {
             // Host ranges with about as many events each.
-            let mut hosts: Vec<Host> = events.iter().filter_map(|(_, e)| e.host()).collect();
+            let mut hosts: Vec<Host> = events.iter().filter_map(|(_, _, e)| e.host()).collect();
             hosts.sort_unstable();
             let bounds: Vec<Host> = (1..threads).map(|k| hosts[k * hosts.len() / threads]).collect();
             let mut batches: Vec<host::Batch> = Vec::new();
@@ -385,8 +388,9 @@ impl Simulation {
             let mut base: Host = 0;
             for &b in &bounds {
                 let (lo, hi) = rest.split_at_mut((b - base) as usize);
-                let (mine, others): (Vec<_>, Vec<_>) =
-                    events.into_iter().partition(|(_, e)| e.host().is_some_and(|h| h < b));
+                let (mine, others): (Vec<_>, Vec<_>) = events
+                    .into_iter()
+                    .partition(|(_, _, e)| e.host().is_some_and(|h| h < b));
                 batches.push((base, lo, mine));
                 events = others;
                 rest = hi;
@@ -396,18 +400,35 @@ impl Simulation {
             // `run` put us on the pool's threads.
             batches
                 .into_par_iter()
-                .map(|(base, nodes, evs)| host::handle_batch(&view, nodes, base, now, evs))
+                .map(|(base, nodes, evs)| host::handle_batch(&view, nodes, base, step, evs))
                 .collect()
         };
+        // What the step caused applies at its end.
+        self.now = step.end - 1;
         let mut effects = Vec::new();
         for out in outs {
             self.count_messages(out.tally);
             effects.extend(out.effects);
         }
         effects.sort_by_key(|(tag, _)| *tag);
-        for (_, e) in effects {
+        for (_, mut e) in effects {
+            if let Effect::Schedule(at, ev) = &mut e {
+                // Nothing a peer does reaches another peer within the
+                // step (`step_ms`); were it to, it comes late rather than
+                // in a millisecond already handled.
+                debug_assert!(*at >= step.end || ev.host().is_none(), "{ev:?} at {at} inside {step:?}");
+                *at = (*at).max(step.end);
+            }
             self.apply_effect(e);
         }
+    }
+
+    /// How many milliseconds one step may span: events at different peers
+    /// less than this apart cannot affect one another, since whatever one
+    /// peer does reaches another at least one latency later (a message, a
+    /// link going down; a connection takes four). Decision 0011.
+    fn step_ms(&self) -> u64 {
+        self.cfg.latency.min_ms.max(1)
     }
 
     /// Applies what one event at a peer caused, in the order it caused it.
@@ -719,7 +740,13 @@ impl Simulation {
                 let t = self.now - self.measure_from.unwrap_or(0);
                 self.report.sample(t, self.ring.len());
             }
-            peer_event => self.handle_peer_events(vec![peer_event]),
+            peer_event => {
+                let step = Step {
+                    start: self.now,
+                    end: self.now + 1,
+                };
+                self.handle_peer_events(step, vec![(self.now, peer_event)]);
+            }
         }
     }
 
@@ -806,17 +833,28 @@ impl Simulation {
                 }
             }
             // The events of this millisecond that look at the whole
-            // simulation first, one by one, then those at single peers.
+            // simulation first, one by one, then those at single peers,
+            // with those of the next milliseconds of the step as long as
+            // they are all at single peers.
             let mut peer_events = Vec::new();
             let mut next = Some(ev);
             while let Some(ev) = next {
                 match ev.host() {
-                    Some(_) => peer_events.push(ev),
+                    Some(_) => peer_events.push((t, ev)),
                     None => self.handle_global(ev),
                 }
                 next = self.queue.pop_at(t);
             }
-            self.handle_peer_events(peer_events);
+            let last_ms = self.measure_from.map(|m| m + self.cfg.duration_s * 1000);
+            let mut end = t + 1;
+            while end < t + self.step_ms()
+                && last_ms.is_none_or(|l| end < l)
+                && self.queue.all_at(end, |e| e.host().is_some())
+            {
+                peer_events.extend(self.queue.take_at(end).into_iter().map(|e| (end, e)));
+                end += 1;
+            }
+            self.handle_peer_events(Step { start: t, end }, peer_events);
             let total = self.cfg.duration_s * 1000;
             let done = self.measure_from.map_or(0, |m| self.now.saturating_sub(m));
             if done >= last_progress + total / 200 {

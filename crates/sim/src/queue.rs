@@ -97,6 +97,27 @@ impl<E> EventQueue<E> {
         Some(e)
     }
 
+    /// Whether every event pushed so far for `t`, a time after the one
+    /// [`pop`](Self::pop) last returned and within the wheel, passes `test`.
+    pub fn all_at(&self, t: u64, test: impl Fn(&E) -> bool) -> bool {
+        self.ahead_in_wheel(t) && self.slots[(t % WINDOW_MS) as usize].iter().all(test)
+    }
+
+    /// Takes every event pushed so far for `t` (as [`all_at`](Self::all_at)),
+    /// in push order. Later pushes for `t` are popped as usual.
+    pub fn take_at(&mut self, t: u64) -> VecDeque<E> {
+        if !self.ahead_in_wheel(t) {
+            return VecDeque::new();
+        }
+        let taken = std::mem::take(&mut self.slots[(t % WINDOW_MS) as usize]);
+        self.in_wheel -= taken.len();
+        taken
+    }
+
+    fn ahead_in_wheel(&self, t: u64) -> bool {
+        t > self.now && t < self.now + WINDOW_MS
+    }
+
     /// Moves overflow events that the window now covers into their slots.
     /// This runs before any event of the new time is handled, so they go in
     /// ahead of anything pushed for the same time later: push order holds.
@@ -136,6 +157,26 @@ mod tests {
         assert_eq!(q.pop_at(6), None, "6 is not the millisecond being drained");
         assert_eq!(q.pop(), Some((6, "later")));
         assert_eq!(q.pop(), Some((10_000, "far")));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn the_next_milliseconds_can_be_inspected_and_taken_whole() {
+        let mut q = EventQueue::new();
+        q.push(5, 1);
+        q.push(6, 2);
+        q.push(6, 4);
+        q.push(7, 3);
+        assert_eq!(q.pop(), Some((5, 1)));
+        assert!(q.all_at(6, |e| e % 2 == 0));
+        assert!(!q.all_at(7, |e| e % 2 == 0));
+        assert!(!q.all_at(5, |_| true), "the current millisecond is pop_at's");
+        assert!(q.all_at(9, |_| false), "nothing pushed for 9");
+        assert_eq!(q.take_at(6), VecDeque::from([2, 4]));
+        assert_eq!(q.len(), 1);
+        q.push(6, 8);
+        assert_eq!(q.pop(), Some((6, 8)), "pushed after the take: popped as usual");
+        assert_eq!(q.pop(), Some((7, 3)));
         assert!(q.is_empty());
     }
 
