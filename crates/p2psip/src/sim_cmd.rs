@@ -118,6 +118,7 @@ pub fn run(args: SimArgs) -> Result<()> {
     if args.churn_median.is_some_and(|m| m <= 0.0) {
         bail!("--churn-median must be above 0 seconds");
     }
+    crate::huge_pages(true);
     let mut cfg = SimConfig::new(args.peers, args.duration);
     cfg.churn_median_s = args.churn_median;
     cfg.session = args.session;
