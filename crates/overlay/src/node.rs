@@ -1181,13 +1181,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         credential: &Credential,
     ) {
         let tid = header.transaction_id;
-        // §6.2.1: a retransmission gets the same answer.
-        if let Some(cached) = self.answered.get(&tid).cloned() {
+        let cache = answer_is_cached(contents.message_code);
+        // §6.2.1: a retransmission gets the same answer. Only answers to
+        // the requests `answer_is_cached` names are kept; the others are
+        // answered afresh without a look.
+        if let Some(cached) = self.answered.get(&tid).filter(|_| cache).cloned() {
             self.send_answer(now, link, header, cached, &[], true);
             return;
         }
         let maintenance = !is_application(contents.message_code);
-        let cache = answer_is_cached(contents.message_code);
         let answer = match contents.body(&self.ctx) {
             Ok(body) => self.dispatch(now, link, header, body, sender, credential),
             Err(reload_wire::DecodeError::UnknownKinds(kinds)) => Err(ErrorResponse::new(

@@ -115,7 +115,7 @@ impl Body {
     }
 
     pub fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut w = Writer::new();
+        let mut w = Writer::with_capacity(crate::codec::SMALL_ENCODING);
         self.encode(&mut w);
         w.finish()
     }

@@ -294,13 +294,17 @@ impl Writer {
     }
 }
 
+/// Room a fresh encoding starts with: most bodies and structures fit, so
+/// writing one does not grow its buffer three or four times over.
+pub const SMALL_ENCODING: usize = 128;
+
 /// A structure with a wire form.
 pub trait Encode {
     fn encode(&self, w: &mut Writer);
 
     /// Encodes into a fresh buffer.
     fn to_bytes(&self) -> Result<Vec<u8>, EncodeError> {
-        let mut w = Writer::new();
+        let mut w = Writer::with_capacity(SMALL_ENCODING);
         self.encode(&mut w);
         w.finish()
     }
