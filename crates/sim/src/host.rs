@@ -5,14 +5,14 @@
 //! [`Effect`], applied afterwards in an order no thread can change
 //! (decision 0011).
 
-use crate::network::{host_of, Host};
+use crate::network::{host_in, host_of, Host};
 use crate::{lookup_found, Engine, Item, SimConfig, EPOCH_MS};
-use overlay::sorted::SortedMap;
+use overlay::sorted::SortedSet;
 use overlay::{Action, Event, RequestFailure};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt;
 use reload_wire::{Body, NodeId};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Pending {
@@ -25,9 +25,8 @@ pub(crate) struct SimNode {
     pub joined: bool,
     pub leaving: bool,
     pub timer_at: Option<u64>,
-    /// Links up, by the Node-ID at the far end: a message goes out by
-    /// that ID, and this peer's own table answers where it goes.
-    pub links: SortedMap<NodeId, Host>,
+    /// The hosts at the far end of this peer's links.
+    pub links: SortedSet<Host>,
     pub pending: BTreeMap<u64, Pending>,
     pub item: Option<usize>,
     /// This peer's own draws (message loss), so they do not depend on
@@ -212,7 +211,6 @@ impl Out {
 pub(crate) struct View<'a> {
     pub cfg: &'a SimConfig,
     pub ids: &'a [NodeId],
-    pub by_id: &'a HashMap<NodeId, Host>,
     pub alive: &'a [bool],
     pub cut: Option<&'a BTreeSet<Host>>,
     pub items: &'a [Item],
@@ -298,25 +296,23 @@ pub(crate) fn handle(view: &View, nodes: &mut [Option<SimNode>], base: Host, ev:
                 out.schedule(out.now + 3_000, Ev::ConnectFailed { a: h, peer });
                 return;
             }
+            n.links.insert(b);
             let b_id = view.ids[b as usize];
-            n.links.insert(b_id, b);
             match peer {
                 Some(_) => n.engine.link_up(now_abs, b_id),
                 None => n.engine.bootstrap_link_up(now_abs, b_id),
             }
         }
         Ev::LinkAccepted { a, .. } => {
-            let a_id = view.ids[a as usize];
-            if !view.alive(a) || view.split(a, h) || n.links.insert(a_id, a).is_some() {
+            if !view.alive(a) || view.split(a, h) || !n.links.insert(a) {
                 return;
             }
-            n.engine.link_up(now_abs, a_id);
+            n.engine.link_up(now_abs, view.ids[a as usize]);
         }
         Ev::ConnectFailed { peer, .. } => n.engine.link_failed(now_abs, peer),
         Ev::LinkDown { peer, .. } => {
-            let peer_id = view.ids[peer as usize];
-            n.links.remove(&peer_id);
-            n.engine.link_down(now_abs, peer_id);
+            n.links.remove(&peer);
+            n.engine.link_down(now_abs, view.ids[peer as usize]);
         }
         Ev::Timer { .. } => {
             if n.timer_at != Some(out.now) {
@@ -338,7 +334,8 @@ pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
             Action::Send { to, bytes, maintenance } => send(view, n, h, to, bytes, maintenance, out),
             Action::Connect { peer, address } => connect(view, h, peer, &address, out),
             Action::Close { peer } => {
-                if let Some(p) = n.links.remove(&peer) {
+                let p = host_in(&peer);
+                if n.links.remove(&p) {
                     out.schedule(now + view.latency(h, p), Ev::LinkDown { at: p, peer: h });
                 }
             }
@@ -358,9 +355,13 @@ fn send(view: &View, n: &mut SimNode, from: Host, to: NodeId, bytes: Vec<u8>, ma
         out.tally.maintenance_msgs += 1;
         out.tally.maintenance_bytes += bytes.len() as u64;
     }
-    let Some(&to) = n.links.get(&to) else {
-        return; // no link: the driver would fail the write
-    };
+    // Whatever the engine sends to has a link at its end, unless the far
+    // end has gone or a partition cut it, which the driver would notice as
+    // a failed write.
+    let to = host_in(&to);
+    if !view.alive(to) || view.split(from, to) {
+        return;
+    }
     if view.cfg.loss > 0.0 && n.rng.random_bool(view.cfg.loss) {
         return;
     }
@@ -369,7 +370,7 @@ fn send(view: &View, n: &mut SimNode, from: Host, to: NodeId, bytes: Vec<u8>, ma
 
 fn connect(view: &View, a: Host, peer: Option<NodeId>, address: &reload_wire::IpAddressPort, out: &mut Out) {
     let target = host_of(address).filter(|b| view.alive(*b));
-    let target = target.filter(|b| peer.is_none_or(|p| view.by_id.get(&p) == Some(b)));
+    let target = target.filter(|b| peer.is_none_or(|p| host_in(&p) == *b));
     match target {
         Some(b) if b != a && !view.split(a, b) => {
             // TCP + TLS: about two round trips.

@@ -19,7 +19,7 @@ pub use report::{Report, Series};
 
 use host::{Effect, Ev, Out, Pending, SimNode, Step, View};
 use network::address_of;
-use overlay::sorted::SortedMap;
+use overlay::sorted::SortedSet;
 use overlay::{
     AccessPolicy, ChordReload, KindDefinition, OverlayConfig, OverlayNode, RequestFailure, SimulatedSecurity,
 };
@@ -172,7 +172,6 @@ pub struct Simulation {
     nodes: Vec<Option<SimNode>>,
     /// Node-ID of every host ever created, alive or not.
     ids: Vec<NodeId>,
-    by_id: HashMap<NodeId, Host>,
     /// Whether each host ever created is still there.
     alive: Vec<bool>,
     /// Ground truth: the live, joined peers by ring position.
@@ -232,7 +231,6 @@ impl Simulation {
             queue: EventQueue::new(),
             nodes: Vec::new(),
             ids: Vec::new(),
-            by_id: HashMap::new(),
             alive: Vec::new(),
             ring: BTreeMap::new(),
             items,
@@ -267,12 +265,7 @@ impl Simulation {
 
     fn spawn(&mut self) -> Host {
         let host = self.nodes.len() as Host;
-        let id = loop {
-            let id = NodeId::from_u128(self.rng.random());
-            if !self.by_id.contains_key(&id) {
-                break id;
-            }
-        };
+        let id = network::node_id_of(host, self.rng.random());
         let seed: u64 = self.rng.random();
         let topology = ChordReload::new(id, self.cfg.overlay.chord.clone(), 16, seed ^ 0x5eed);
         let security = SimulatedSecurity::new(id, user_name(host));
@@ -291,13 +284,12 @@ impl Simulation {
             joined: false,
             leaving: false,
             timer_at: None,
-            links: SortedMap::new(),
+            links: SortedSet::new(),
             pending: BTreeMap::new(),
             item,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x1055),
         }));
         self.alive.push(true);
-        self.by_id.insert(id, host);
         self.ids.push(id);
         self.count_live(1);
         host
@@ -337,7 +329,6 @@ impl Simulation {
         let view = View {
             cfg: &self.cfg,
             ids: &self.ids,
-            by_id: &self.by_id,
             alive: &self.alive,
             cut: self.cut.as_ref(),
             items: &self.items,
@@ -501,15 +492,10 @@ impl Simulation {
         self.alive[h as usize] = false;
         self.partitions_found_by_gone += n.engine.topology().partitions_found();
         self.ring.remove(&overlay::ring::node_position(&id));
-        self.by_id.remove(&id);
         self.count_live(-1);
         let delay = if crash { self.cfg.failure_detection_ms } else { 0 };
-        // In host order, so the LinkDowns are scheduled in an order that
-        // does not depend on the Node-IDs.
-        let mut linked: Vec<Host> = n.links.values().copied().collect();
-        linked.sort_unstable();
-        for p in linked {
-            if self.node(p).is_some_and(|pn| pn.links.remove(&id).is_some()) {
+        for p in n.links {
+            if self.node(p).is_some_and(|pn| pn.links.remove(&h)) {
                 let t = self.now + delay.max(self.cfg.latency_ms(h, p));
                 self.at(t, Ev::LinkDown { at: p, peer: h });
             }
@@ -762,15 +748,13 @@ impl Simulation {
         self.cut = Some(side);
         let t = self.now + self.cfg.failure_detection_ms;
         for a in 0..self.nodes.len() as Host {
-            let mut links: Vec<Host> = match self.node(a) {
-                Some(n) => n.links.values().copied().collect(),
+            let links: Vec<Host> = match self.node(a) {
+                Some(n) => n.links.iter().copied().collect(),
                 None => continue,
             };
-            links.sort_unstable();
             let across: Vec<Host> = links.into_iter().filter(|b| self.split(a, *b)).collect();
             for b in across {
-                let b_id = self.ids[b as usize];
-                if self.node(a).is_some_and(|n| n.links.remove(&b_id).is_some()) {
+                if self.node(a).is_some_and(|n| n.links.remove(&b)) {
                     self.at(t, Ev::LinkDown { at: a, peer: b });
                 }
             }

@@ -1,6 +1,6 @@
 //! The simulated network: addresses, per-pair latency, loss.
 
-use reload_wire::IpAddressPort;
+use reload_wire::{IpAddressPort, NodeId};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 /// Index of a simulated node; never reused, so a late message for a node
@@ -17,6 +17,22 @@ pub fn host_of(address: &IpAddressPort) -> Option<Host> {
     match address {
         IpAddressPort::Ip(SocketAddr::V4(a)) => Some(u32::from(*a.ip()) & 0x00ff_ffff),
         _ => None,
+    }
+}
+
+/// The Node-ID of a simulated host: 96 random bits on top, which place it
+/// on the ring, and the host's index in the low 32 bits, so that the
+/// simulator finds the host of a Node-ID without a lookup table and no
+/// two hosts ever share one.
+pub fn node_id_of(host: Host, random: u128) -> NodeId {
+    NodeId::from_u128((random & !u128::from(u32::MAX)) | u128::from(host))
+}
+
+/// The host whose Node-ID this is, if it is one [`node_id_of`] made.
+pub fn host_in(id: &NodeId) -> Host {
+    match id.as_bytes() {
+        [.., a, b, c, d] if id.as_bytes().len() == 16 => u32::from_be_bytes([*a, *b, *c, *d]),
+        _ => Host::MAX,
     }
 }
 
@@ -65,6 +81,21 @@ impl LatencyModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_node_id_names_its_host_and_keeps_the_random_top() {
+        for (h, r) in [
+            (0, 0u128),
+            (7, u128::MAX),
+            (0x00ab_cdef, 0x1234_5678_9abc_def0_1122_3344_5566_7788),
+        ] {
+            let id = node_id_of(h, r);
+            assert_eq!(host_in(&id), h);
+            assert_eq!(id.as_bytes()[..12], r.to_be_bytes()[..12]);
+        }
+        let long = NodeId::from_slice(&[1; 20]).expect("20 bytes");
+        assert_eq!(host_in(&long), Host::MAX, "not a simulated Node-ID");
+    }
 
     #[test]
     fn addresses_round_trip() {
