@@ -5,9 +5,9 @@
 //! few over several nodes, each its own allocation, and a lookup walks from
 //! node to node; in a simulation of 100,000 peers nearly every one of those
 //! steps misses the cache. One sorted vector is a single allocation read
-//! front to back, and an insert or remove moves at most a few hundred
-//! bytes. The methods are those of `BTreeMap`/`BTreeSet` that the engine
-//! uses, with the same meaning, so either can stand in for the other.
+//! front to back, and an insert or remove moves a few hundred bytes for
+//! a table of tens. The methods are those of `BTreeMap`/`BTreeSet` that
+//! the engine uses, with the same meaning.
 
 use std::ops::{Bound, RangeBounds};
 
@@ -76,10 +76,6 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.entries.iter().map(pair)
     }
 
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator {
-        self.entries.iter().map(|(k, _)| k)
-    }
-
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {
         self.entries.iter().map(|(_, v)| v)
     }
@@ -97,14 +93,6 @@ impl<K: Ord, V> SortedMap<K, V> {
             Bound::Unbounded => self.entries.len(),
         };
         self.entries[start..end.max(start)].iter().map(pair)
-    }
-}
-
-impl<K, V> IntoIterator for SortedMap<K, V> {
-    type Item = (K, V);
-    type IntoIter = std::vec::IntoIter<(K, V)>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.entries.into_iter()
     }
 }
 
@@ -170,14 +158,6 @@ impl<K> IntoIterator for SortedSet<K> {
     type IntoIter = std::vec::IntoIter<K>;
     fn into_iter(self) -> Self::IntoIter {
         self.items.into_iter()
-    }
-}
-
-impl<'a, K> IntoIterator for &'a SortedSet<K> {
-    type Item = &'a K;
-    type IntoIter = std::slice::Iter<'a, K>;
-    fn into_iter(self) -> Self::IntoIter {
-        self.items.iter()
     }
 }
 
