@@ -30,9 +30,10 @@ pub fn node_id_of(host: Host, random: u128) -> NodeId {
 
 /// The host whose Node-ID this is, if it is one [`node_id_of`] made.
 pub fn host_in(id: &NodeId) -> Host {
-    match id.as_bytes() {
-        [.., a, b, c, d] if id.as_bytes().len() == 16 => u32::from_be_bytes([*a, *b, *c, *d]),
-        _ => Host::MAX,
+    // The low 32 bits of the 128, as `node_id_of` put them there.
+    match <[u8; 16]>::try_from(id.as_bytes()) {
+        Ok(bytes) => u128::from_be_bytes(bytes) as Host,
+        Err(_) => Host::MAX,
     }
 }
 
