@@ -8,6 +8,7 @@
 //! same configuration and seed give the same run, byte for byte, on any
 //! number of threads.
 
+mod crew;
 mod host;
 pub mod network;
 mod queue;
@@ -17,6 +18,7 @@ pub use network::{Host, LatencyModel};
 pub use queue::EventQueue;
 pub use report::{Report, Series};
 
+use crew::Crew;
 use host::{Effect, Ev, Out, Pending, SimNode, Step, View};
 use network::address_of;
 use overlay::sorted::SortedSet;
@@ -25,7 +27,6 @@ use overlay::{
 };
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use reload_wire::{
     Body, DataModel, DataValue, DecodeContext, FetchReq, ModelSpecifier, NodeId, ResourceId, StoredDataSpecifier,
     StoredDataValue,
@@ -187,6 +188,8 @@ pub struct Simulation {
     cut: Option<BTreeSet<Host>>,
     /// Partition checks that found another partition, by peers now gone.
     partitions_found_by_gone: u64,
+    /// The other threads, while `run` runs on more than one.
+    crew: Option<Crew>,
 }
 
 fn session_ms(rng: &mut Xoshiro256PlusPlus, median_s: f64, model: SessionModel) -> u64 {
@@ -240,6 +243,7 @@ impl Simulation {
             last_count_change: 0,
             cut: None,
             partitions_found_by_gone: 0,
+            crew: None,
         })
     }
 
@@ -360,6 +364,7 @@ impl Simulation {
             return;
         }
         let threads = self.cfg.threads.max(1).min(events.len());
+        let mut crew = self.crew.take();
         let parallel = threads > 1 && events.len() >= self.cfg.parallel_min_events.max(2);
         let mut events: Vec<host::Timed> = events
             .into_iter()
@@ -367,33 +372,39 @@ impl Simulation {
             .map(|(i, (t, e))| (i as u32, t, e))
             .collect();
         let (view, nodes) = self.parts();
-        let outs: Vec<Out> = if !parallel {
-            vec![host::handle_batch(&view, nodes, 0, step, events)]
-        } else {
-            // Host ranges with about as many events each.
-            let mut hosts: Vec<Host> = events.iter().filter_map(|(_, _, e)| e.host()).collect();
-            hosts.sort_unstable();
-            let bounds: Vec<Host> = (1..threads).map(|k| hosts[k * hosts.len() / threads]).collect();
-            let mut batches: Vec<host::Batch> = Vec::new();
-            let mut rest = nodes;
-            let mut base: Host = 0;
-            for &b in &bounds {
-                let (lo, hi) = rest.split_at_mut((b - base) as usize);
-                let (mine, others): (Vec<_>, Vec<_>) = events
-                    .into_iter()
-                    .partition(|(_, _, e)| e.host().is_some_and(|h| h < b));
-                batches.push((base, lo, mine));
-                events = others;
-                rest = hi;
-                base = b;
+        let outs: Vec<Out> = match crew.as_mut().filter(|_| parallel) {
+            None => vec![host::handle_batch(&view, nodes, 0, step, events)],
+            Some(crew) => {
+                // Host ranges with about as many events each.
+                let mut hosts: Vec<Host> = events.iter().filter_map(|(_, _, e)| e.host()).collect();
+                hosts.sort_unstable();
+                let bounds: Vec<Host> = (1..threads).map(|k| hosts[k * hosts.len() / threads]).collect();
+                let mut batches: Vec<host::Batch> = Vec::new();
+                let mut rest = nodes;
+                let mut base: Host = 0;
+                for &b in &bounds {
+                    let (lo, hi) = rest.split_at_mut((b - base) as usize);
+                    let (mine, others): (Vec<_>, Vec<_>) = events
+                        .into_iter()
+                        .partition(|(_, _, e)| e.host().is_some_and(|h| h < b));
+                    batches.push((base, lo, mine));
+                    events = others;
+                    rest = hi;
+                    base = b;
+                }
+                batches.push((base, rest, events));
+                let view = &view;
+                crew.run(
+                    batches
+                        .into_iter()
+                        .map(|(base, nodes, evs)| -> Box<dyn FnOnce() -> Out + Send + '_> {
+                            Box::new(move || host::handle_batch(view, nodes, base, step, evs))
+                        })
+                        .collect(),
+                )
             }
-            batches.push((base, rest, events));
-            // `run` put us on the pool's threads.
-            batches
-                .into_par_iter()
-                .map(|(base, nodes, evs)| host::handle_batch(&view, nodes, base, step, evs))
-                .collect()
         };
+        self.crew = crew;
         // What the step caused applies at its end.
         self.now = step.end - 1;
         let mut effects = Vec::new();
@@ -776,20 +787,12 @@ impl Simulation {
     }
 
     /// Builds the ring, lets it settle, measures, and reports.
-    pub fn run(self, progress: &mut (dyn FnMut(u64, u64) + Send)) -> Report {
+    pub fn run(mut self, progress: &mut dyn FnMut(u64, u64)) -> Report {
         if self.cfg.threads > 1 {
-            // The whole run on the pool, so that sharing out a millisecond
-            // costs a hand-over between its threads, not waking a thread.
-            // Without a pool of its own, rayon's global one does the same
-            // work, only later; the run is the same either way.
-            if let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(self.cfg.threads).build() {
-                return pool.install(|| self.run_here(progress));
-            }
+            // Without the helpers (the system would not start a thread)
+            // the run is the same, on one thread.
+            self.crew = Crew::new(self.cfg.threads - 1).ok();
         }
-        self.run_here(progress)
-    }
-
-    fn run_here(mut self, progress: &mut (dyn FnMut(u64, u64) + Send)) -> Report {
         let wall = std::time::Instant::now();
         // Build: one peer starts the overlay, the others join at a steady
         // rate once the growth limit allows it.
