@@ -97,6 +97,7 @@ pub(crate) struct Metrics {
     bytes_sent: Counter,
     maintenance_bytes_sent: Counter,
     malformed: Counter,
+    unroutable: Counter,
     retransmissions: Counter,
     joined: Gauge,
     uptime: Gauge,
@@ -122,6 +123,7 @@ impl Metrics {
             bytes_sent: Counter::default(),
             maintenance_bytes_sent: Counter::default(),
             malformed: Counter::default(),
+            unroutable: Counter::default(),
             retransmissions: Counter::default(),
             joined: Gauge::default(),
             uptime: Gauge::default(),
@@ -189,6 +191,11 @@ impl Metrics {
             "malformed_messages",
             "Messages received that could not be decoded or did not belong to this overlay",
             m.malformed.clone(),
+        );
+        r.register(
+            "unroutable_messages",
+            "Messages dropped because the next hop towards their destination had no link",
+            m.unroutable.clone(),
         );
         r.register(
             "retransmissions",
@@ -274,6 +281,7 @@ impl Metrics {
         catch_up(&self.bytes_sent, stats.bytes_sent);
         catch_up(&self.maintenance_bytes_sent, stats.maintenance_bytes_sent);
         catch_up(&self.malformed, stats.malformed);
+        catch_up(&self.unroutable, stats.unroutable);
         catch_up(&self.retransmissions, stats.retransmissions);
         let set = |g: &Gauge, v: u64| {
             g.set(i64::try_from(v).unwrap_or(i64::MAX));
@@ -344,6 +352,7 @@ mod tests {
         });
         let stats = NodeStats {
             malformed: 4,
+            unroutable: 2,
             ..NodeStats::default()
         };
         let stored = [("SIP-REGISTRATION".to_string(), 3)];
@@ -368,6 +377,7 @@ mod tests {
             "p2psip_request_hops_bucket{le=\"5.0\",method=\"fetch\"} 2",
             "p2psip_messages_received_total{message=\"store_req\"} 1",
             "p2psip_malformed_messages_total 4",
+            "p2psip_unroutable_messages_total 2",
             "p2psip_stored_items{kind=\"SIP-REGISTRATION\"} 3",
             "p2psip_links 2",
             "p2psip_uptime_seconds 7",

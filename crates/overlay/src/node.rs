@@ -143,6 +143,9 @@ pub struct NodeStats {
     pub delivered: u64,
     pub malformed: u64,
     pub errors_sent: u64,
+    /// Messages dropped because the routing table's next hop had no link:
+    /// a node that has left still has its table, not its links.
+    pub unroutable: u64,
     pub retransmissions: u64,
     pub timeouts: u64,
 }
@@ -1026,9 +1029,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 Destination::Node(_) | Destination::Resource(_) => {
                     let target = target_bytes(&first).unwrap_or_default();
                     match self.topology.next_hop(target) {
-                        Some(next) => {
+                        // Nothing goes out without a link: after `exit`
+                        // the topology still names the peers it had.
+                        Some(next) if self.links.contains(&next) => {
                             let m = maintenance.unwrap_or(!is_application(code));
                             return self.forward(now, link, header, payload, unchanged, next, m);
+                        }
+                        Some(_) => {
+                            self.stats.unroutable += 1;
+                            return;
                         }
                         None => return,
                     }

@@ -752,6 +752,32 @@ fn a_graceful_leave_hands_data_over_and_the_ring_closes() {
     }
 }
 
+/// A message still in flight to a peer that has left finds its routing
+/// table but none of its links: it is dropped and counted, never sent on
+/// a link that is gone (the daemon's write would fail; RFC 6940 §6.1.2
+/// forwards only over the Connection Table).
+#[test]
+fn a_peer_that_has_left_sends_nothing_on_the_links_it_closed() {
+    let mut net = Net::ring(&IDS);
+    let leaver = 3;
+    net.nodes[leaver].leave(net.now);
+    net.pump();
+    net.advance(5_000);
+    assert!(net.events.iter().any(|(n, e)| *n == leaver && *e == Event::Left));
+    // For a Resource-ID the leaver's stale table routes towards peer 0.
+    let target = ResourceId(net.nodes[0].node_id().as_bytes().to_vec());
+    let request = raw_request(&net, 2, vec![Destination::Resource(target)], &ping(), 100);
+    net.sent.clear();
+    let from = net.nodes[2].node_id();
+    net.nodes[leaver].receive(net.now, from, &request);
+    net.pump();
+    assert!(
+        net.sent.iter().all(|(i, _, _)| *i != leaver),
+        "the leaver sent on a closed link"
+    );
+    assert_eq!(net.nodes[leaver].stats().unroutable, 1);
+}
+
 /// The leaver's successors confirm its data, then crash unnoticed while it
 /// waits for an unanswered push; the leave goes on to say goodbye, and
 /// only then are the crashes noticed. The leaver hands the data to its
