@@ -87,10 +87,10 @@ impl Crew {
         for ((job, result), helper) in jobs.zip(results.iter_mut()).zip(&self.helpers) {
             let job: Box<dyn FnOnce() + Send + '_> = Box::new(move || *result = Some(job()));
             // SAFETY: the job borrows `results` and whatever the caller's
-            // closure borrows; nothing below returns or
-            // unwinds before every posted job has finished (`wait` on all
-            // of them), so it never outlives what it borrows. This is the
-            // guarantee `std::thread::scope` gives, kept by hand.
+            // closure borrows. Nothing below returns or unwinds before
+            // every posted job has finished (`wait` on each), so no job
+            // outlives what it borrows: the guarantee `std::thread::scope`
+            // gives, kept by hand.
             let job: Job = unsafe { std::mem::transmute::<Box<dyn FnOnce() + Send + '_>, Job>(job) };
             helper.post(job, generation);
         }
