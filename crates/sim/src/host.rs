@@ -357,7 +357,11 @@ fn send(view: &View, n: &mut SimNode, from: Host, to: NodeId, bytes: Vec<u8>, ma
     }
     let to = host_in(&to);
     if !n.links.contains(&to) {
-        return; // no link: the driver would fail the write
+        // The far end crashed or was cut off: the simulator took it out
+        // of this set at once, while the engine learns of it only after
+        // the detection time, so the write goes nowhere. (The engine
+        // itself sends only on links it has.)
+        return;
     }
     if view.cfg.loss > 0.0 && n.rng.random_bool(view.cfg.loss) {
         return;
