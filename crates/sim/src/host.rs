@@ -191,13 +191,23 @@ impl Out {
 
     pub fn schedule(&mut self, at: u64, ev: Ev) {
         let at = at.max(self.now);
-        if let Some((step, slots)) = &mut self.step {
-            if at < step.end && ev.host().is_some() && ev.host() == self.host {
-                slots[(at - step.start) as usize].push_back(((self.tag.0, self.tag.1 + 1), ev));
-                return;
-            }
+        let in_step = self.step.as_ref().is_some_and(|(step, _)| at < step.end);
+        if in_step && ev.host().is_some() && ev.host() == self.host {
+            self.schedule_in_step(at, (self.tag.0, self.tag.1 + 1), ev);
+        } else {
+            self.effect(Effect::Schedule(at, ev));
         }
-        self.effect(Effect::Schedule(at, ev));
+    }
+
+    fn schedule_in_step(&mut self, at: u64, tag: (u32, u32), ev: Ev) {
+        if let Some((step, slots)) = &mut self.step {
+            slots[(at - step.start) as usize].push_back((tag, ev));
+        }
+    }
+
+    fn next_at(&mut self, t: u64) -> Option<((u32, u32), Ev)> {
+        let (step, slots) = self.step.as_mut()?;
+        slots[(t - step.start) as usize].pop_front()
     }
 
     fn effect(&mut self, e: Effect) {
@@ -261,19 +271,6 @@ pub(crate) fn handle_batch(
         }
     }
     out
-}
-
-impl Out {
-    fn schedule_in_step(&mut self, at: u64, tag: (u32, u32), ev: Ev) {
-        if let Some((step, slots)) = &mut self.step {
-            slots[(at - step.start) as usize].push_back((tag, ev));
-        }
-    }
-
-    fn next_at(&mut self, t: u64) -> Option<((u32, u32), Ev)> {
-        let (step, slots) = self.step.as_mut()?;
-        slots[(t - step.start) as usize].pop_front()
-    }
 }
 
 /// One peer event.
