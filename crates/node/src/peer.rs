@@ -744,36 +744,44 @@ impl<T: Topology + Tables> Driver<T> {
                         self.engine.link_down(now_ms(), peer);
                     }
                 }
-                Action::Event(Event::Joined) => {
-                    tracing::info!("joined the overlay");
-                    self.cache_peers();
-                    self.store_certificate();
-                }
-                Action::Event(Event::Done {
-                    request,
-                    outcome,
-                    hops,
-                    responder,
-                    ..
-                }) => self.on_done(request, outcome, hops, responder),
-                Action::Event(Event::PeerAddress {
-                    peer,
-                    address: IpAddressPort::Ip(address),
-                }) if !address.ip().is_unspecified() => {
-                    if self.announced.len() >= ANNOUNCED_LIMIT {
-                        let links = &self.links;
-                        self.announced.retain(|id, _| links.contains_key(id));
-                    }
-                    if self.announced.len() < ANNOUNCED_LIMIT {
-                        self.announced.insert(peer, address);
-                    }
-                }
-                Action::Event(Event::Rejoining) => tracing::warn!("lost the overlay; joining again"),
-                Action::Event(Event::Left) => left = true,
-                Action::Event(_) => {}
+                Action::Event(event) => left |= self.on_event(*event),
             }
         }
         left
+    }
+
+    /// What the engine tells the application; true once a leave finished.
+    fn on_event(&mut self, event: Event) -> bool {
+        match event {
+            Event::Joined => {
+                tracing::info!("joined the overlay");
+                self.cache_peers();
+                self.store_certificate();
+            }
+            Event::Done {
+                request,
+                outcome,
+                hops,
+                responder,
+                ..
+            } => self.on_done(request, outcome, hops, responder),
+            Event::PeerAddress {
+                peer,
+                address: IpAddressPort::Ip(address),
+            } if !address.ip().is_unspecified() => {
+                if self.announced.len() >= ANNOUNCED_LIMIT {
+                    let links = &self.links;
+                    self.announced.retain(|id, _| links.contains_key(id));
+                }
+                if self.announced.len() < ANNOUNCED_LIMIT {
+                    self.announced.insert(peer, address);
+                }
+            }
+            Event::Rejoining => tracing::warn!("lost the overlay; joining again"),
+            Event::Left => return true,
+            _ => {}
+        }
+        false
     }
 
     fn connect(&mut self, peer: Option<NodeId>, address: IpAddressPort) {

@@ -242,7 +242,7 @@ impl Net {
                     self.queue.push_back((j, me, None));
                 }
             }
-            Action::Event(e) => self.events.push((i, e)),
+            Action::Event(e) => self.events.push((i, *e)),
         }
     }
 
