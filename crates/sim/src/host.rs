@@ -138,10 +138,6 @@ pub(crate) type Tag = (u32, u32, u32);
 /// An event of a step with its time and its position in the step.
 pub(crate) type Timed = (u32, u64, Ev);
 
-/// One thread's share of a step: the first host of its range, the peers
-/// in the range, and their events.
-pub(crate) type Batch<'a> = (Host, &'a mut [Option<SimNode>], Vec<Timed>);
-
 /// One millisecond of a batch: its events with their (position, depth).
 type Slot = VecDeque<((u32, u32), Ev)>;
 
@@ -181,12 +177,21 @@ impl Out {
         }
     }
 
-    fn batch(step: Step) -> Self {
-        let slots = (step.start..step.end).map(|_| VecDeque::new()).collect();
-        Out {
-            step: Some((step, slots)),
-            ..Out::direct(step.start)
-        }
+    /// Ready for a batch of `step`, keeping the buffers of earlier steps:
+    /// events and effects then move into memory still in cache rather
+    /// than into fresh allocations.
+    pub fn begin_batch(&mut self, step: Step) {
+        let mut slots = self.step.take().map(|(_, slots)| slots).unwrap_or_default();
+        slots.resize_with((step.end - step.start) as usize, VecDeque::new);
+        // Each step writes from the start of the same buffers.
+        slots.iter_mut().for_each(VecDeque::clear);
+        self.step = Some((step, slots));
+        self.now = step.start;
+        self.effects.clear();
+        self.tally = Tally::default();
+        self.tag = (0, 0);
+        self.made = 0;
+        self.host = None;
     }
 
     pub fn schedule(&mut self, at: u64, ev: Ev) {
@@ -255,10 +260,11 @@ pub(crate) fn handle_batch(
     nodes: &mut [Option<SimNode>],
     base: Host,
     step: Step,
-    events: Vec<Timed>,
-) -> Out {
-    let mut out = Out::batch(step);
-    for (pos, t, ev) in events {
+    events: &mut Vec<Timed>,
+    out: &mut Out,
+) {
+    out.begin_batch(step);
+    for (pos, t, ev) in events.drain(..) {
         out.schedule_in_step(t, (pos, 0), ev);
     }
     for t in step.start..step.end {
@@ -267,10 +273,9 @@ pub(crate) fn handle_batch(
             out.tag = tag;
             out.made = 0;
             out.host = ev.host();
-            handle(view, nodes, base, ev, &mut out);
+            handle(view, nodes, base, ev, out);
         }
     }
-    out
 }
 
 /// One peer event.
@@ -336,7 +341,7 @@ pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
                     out.schedule(now + view.latency(h, p), Ev::LinkDown { at: p, peer: h });
                 }
             }
-            Action::Event(e) => on_event(view, n, h, e, out),
+            Action::Event(e) => on_event(view, n, h, *e, out),
         }
     }
     let next = n.engine.poll_timeout().map(|t| t.saturating_sub(EPOCH_MS).max(now));

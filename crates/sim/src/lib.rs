@@ -190,6 +190,38 @@ pub struct Simulation {
     partitions_found_by_gone: u64,
     /// The other threads, while `run` runs on more than one.
     crew: Option<Crew>,
+    step: StepBuffers,
+}
+
+/// What one step of peer events moves through, kept from step to step:
+/// the events and effects of a step then move through memory still in
+/// cache, not through fresh allocations (each peer's own state is cold
+/// enough).
+#[derive(Default)]
+struct StepBuffers {
+    /// The step's peer events with their positions in it.
+    events: Vec<host::Timed>,
+    /// The events by thread.
+    batches: Vec<Vec<host::Timed>>,
+    /// What each thread's batch produced.
+    outs: Vec<Out>,
+    /// Effects of all threads, to be put in order.
+    effects: Vec<(host::Tag, Effect)>,
+    /// The hosts of the events, to share them out.
+    hosts: Vec<Host>,
+}
+
+impl StepBuffers {
+    fn ready(&mut self, threads: usize) {
+        if self.outs.len() < threads {
+            self.outs.resize_with(threads, || Out::direct(0));
+            self.batches.resize_with(threads, Vec::new);
+        }
+    }
+
+    fn push(&mut self, t: u64, ev: Ev) {
+        self.events.push((self.events.len() as u32, t, ev));
+    }
 }
 
 fn session_ms(rng: &mut Xoshiro256PlusPlus, median_s: f64, model: SessionModel) -> u64 {
@@ -244,6 +276,7 @@ impl Simulation {
             cut: None,
             partitions_found_by_gone: 0,
             crew: None,
+            step: StepBuffers::default(),
         })
     }
 
@@ -355,65 +388,75 @@ impl Simulation {
         host::apart(self.cut.as_ref(), a, b)
     }
 
-    /// Handles the peer events of one step: on threads when there are
-    /// enough of them, each thread taking the peers in one range of hosts,
-    /// then applies what they caused in the order of the events that
-    /// caused it, which no thread can change.
-    fn handle_peer_events(&mut self, step: Step, events: Vec<(u64, Ev)>) {
-        if events.is_empty() {
+    /// Handles the peer events of one step (`self.step.events`): on
+    /// threads when there are enough of them, each thread taking the peers
+    /// in one range of hosts, then applies what they caused in the order
+    /// of the events that caused it, which no thread can change.
+    fn handle_peer_events(&mut self, step: Step) {
+        let mut buffers = std::mem::take(&mut self.step);
+        let events = buffers.events.len();
+        if events == 0 {
+            self.step = buffers;
             return;
         }
-        let threads = self.cfg.threads.max(1).min(events.len());
+        let threads = self.cfg.threads.max(1).min(events);
+        let parallel = threads > 1 && events >= self.cfg.parallel_min_events.max(2);
+        let threads = if parallel && self.crew.is_some() { threads } else { 1 };
+        buffers.ready(threads);
         let mut crew = self.crew.take();
-        let parallel = threads > 1 && events.len() >= self.cfg.parallel_min_events.max(2);
-        let mut events: Vec<host::Timed> = events
-            .into_iter()
-            .enumerate()
-            .map(|(i, (t, e))| (i as u32, t, e))
-            .collect();
         let (view, nodes) = self.parts();
-        let outs: Vec<Out> = match crew.as_mut().filter(|_| parallel) {
-            None => vec![host::handle_batch(&view, nodes, 0, step, events)],
+        let StepBuffers {
+            events,
+            batches,
+            outs,
+            hosts,
+            ..
+        } = &mut buffers;
+        match crew.as_mut().filter(|_| threads > 1) {
+            None => host::handle_batch(&view, nodes, 0, step, events, &mut outs[0]),
             Some(crew) => {
                 // Host ranges with about as many events each.
-                let mut hosts: Vec<Host> = events.iter().filter_map(|(_, _, e)| e.host()).collect();
+                hosts.clear();
+                hosts.extend(events.iter().filter_map(|(_, _, e)| e.host()));
                 hosts.sort_unstable();
                 let bounds: Vec<Host> = (1..threads).map(|k| hosts[k * hosts.len() / threads]).collect();
-                let mut batches: Vec<host::Batch> = Vec::new();
+                for ev in events.drain(..) {
+                    let h = ev.2.host().unwrap_or(0);
+                    batches[bounds.partition_point(|b| *b <= h)].push(ev);
+                }
+                let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(threads);
                 let mut rest = nodes;
                 let mut base: Host = 0;
-                for &b in &bounds {
-                    let (lo, hi) = rest.split_at_mut((b - base) as usize);
-                    let (mine, others): (Vec<_>, Vec<_>) = events
-                        .into_iter()
-                        .partition(|(_, _, e)| e.host().is_some_and(|h| h < b));
-                    batches.push((base, lo, mine));
-                    events = others;
-                    rest = hi;
-                    base = b;
-                }
-                batches.push((base, rest, events));
                 let view = &view;
-                crew.run(
-                    batches
-                        .into_iter()
-                        .map(|(base, nodes, evs)| -> Box<dyn FnOnce() -> Out + Send + '_> {
-                            Box::new(move || host::handle_batch(view, nodes, base, step, evs))
-                        })
-                        .collect(),
-                )
+                for ((batch, out), end) in batches
+                    .iter_mut()
+                    .zip(outs.iter_mut())
+                    .zip(bounds.iter().map(Some).chain([None]))
+                {
+                    let (mine, others) = match end {
+                        Some(&b) => rest.split_at_mut((b - base) as usize),
+                        None => (rest, &mut [][..]),
+                    };
+                    let first = base;
+                    jobs.push(Box::new(move || {
+                        host::handle_batch(view, mine, first, step, batch, out)
+                    }));
+                    rest = others;
+                    base = end.copied().unwrap_or(base);
+                }
+                crew.run(jobs);
             }
-        };
+        }
         self.crew = crew;
         // What the step caused applies at its end.
         self.now = step.end - 1;
-        let mut effects = Vec::new();
-        for out in outs {
+        let mut effects = std::mem::take(&mut buffers.effects);
+        for out in &mut buffers.outs[..threads] {
             self.count_messages(out.tally);
-            effects.extend(out.effects);
+            effects.append(&mut out.effects);
         }
         effects.sort_by_key(|(tag, _)| *tag);
-        for (_, mut e) in effects {
+        for (_, mut e) in effects.drain(..) {
             if let Effect::Schedule(at, ev) = &mut e {
                 // Nothing a peer does reaches another peer within the
                 // step (`step_ms`); were it to, it comes late rather than
@@ -423,6 +466,8 @@ impl Simulation {
             }
             self.apply_effect(e);
         }
+        buffers.effects = effects;
+        self.step = buffers;
     }
 
     /// How many milliseconds one step may span: events at different peers
@@ -742,7 +787,11 @@ impl Simulation {
                     start: self.now,
                     end: self.now + 1,
                 };
-                self.handle_peer_events(step, vec![(self.now, peer_event)]);
+                // On its own, apart from a step `run` may be gathering.
+                let gathered = std::mem::take(&mut self.step.events);
+                self.step.push(self.now, peer_event);
+                self.handle_peer_events(step);
+                self.step.events = gathered;
             }
         }
     }
@@ -823,11 +872,10 @@ impl Simulation {
             // simulation first, one by one, then those at single peers,
             // with those of the next milliseconds of the step as long as
             // they are all at single peers.
-            let mut peer_events = Vec::new();
             let mut next = Some(ev);
             while let Some(ev) = next {
                 match ev.host() {
-                    Some(_) => peer_events.push((t, ev)),
+                    Some(_) => self.step.push(t, ev),
                     None => self.handle_global(ev),
                 }
                 next = self.queue.pop_at(t);
@@ -838,10 +886,12 @@ impl Simulation {
                 && last_ms.is_none_or(|l| end < l)
                 && self.queue.all_at(end, |e| e.host().is_some())
             {
-                peer_events.extend(self.queue.take_at(end).into_iter().map(|e| (end, e)));
+                for ev in self.queue.drain_at(end) {
+                    self.step.push(end, ev);
+                }
                 end += 1;
             }
-            self.handle_peer_events(Step { start: t, end }, peer_events);
+            self.handle_peer_events(Step { start: t, end });
             let total = self.cfg.duration_s * 1000;
             let done = self.measure_from.map_or(0, |m| self.now.saturating_sub(m));
             if done >= last_progress + total / 200 {

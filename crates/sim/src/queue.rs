@@ -14,8 +14,11 @@ use std::collections::{BTreeMap, VecDeque};
 const WINDOW_MS: u64 = 1 << 12;
 
 /// A drained slot keeps at most this much capacity, so the wheel's memory
-/// follows the events pending now rather than the busiest moment so far.
-const KEPT_SLOT_CAPACITY: usize = 16;
+/// follows the events pending now rather than the busiest moment so far
+/// (at most 4096 × 256 events), while a slot of a large overlay (about a
+/// hundred events a millisecond at 100k peers) is not grown afresh on
+/// each turn of the wheel.
+const KEPT_SLOT_CAPACITY: usize = 256;
 
 pub struct EventQueue<E> {
     slots: Vec<VecDeque<E>>,
@@ -79,6 +82,11 @@ impl<E> EventQueue<E> {
             }
             if slot.capacity() > KEPT_SLOT_CAPACITY {
                 *slot = VecDeque::new();
+            } else {
+                // Back to the buffer's start (a drained deque's next push
+                // would go where its last pop left off): the next turn
+                // writes the lines this one wrote.
+                slot.clear();
             }
             self.now += 1;
             self.admit_overflow();
@@ -104,14 +112,14 @@ impl<E> EventQueue<E> {
     }
 
     /// Takes every event pushed so far for `t` (as [`all_at`](Self::all_at)),
-    /// in push order. Later pushes for `t` are popped as usual.
-    pub fn take_at(&mut self, t: u64) -> VecDeque<E> {
-        if !self.ahead_in_wheel(t) {
-            return VecDeque::new();
-        }
-        let taken = std::mem::take(&mut self.slots[(t % WINDOW_MS) as usize]);
-        self.in_wheel -= taken.len();
-        taken
+    /// in push order. Later pushes for `t` are popped as usual. The slot
+    /// keeps its buffer, as one drained by [`pop`](Self::pop) does.
+    pub fn drain_at(&mut self, t: u64) -> impl Iterator<Item = E> + '_ {
+        let ahead = self.ahead_in_wheel(t);
+        let slot = &mut self.slots[(t % WINDOW_MS) as usize];
+        let n = if ahead { slot.len() } else { 0 };
+        self.in_wheel -= n;
+        slot.drain(..n)
     }
 
     fn ahead_in_wheel(&self, t: u64) -> bool {
@@ -172,7 +180,10 @@ mod tests {
         assert!(!q.all_at(7, |e| e % 2 == 0));
         assert!(!q.all_at(5, |_| true), "the current millisecond is pop_at's");
         assert!(q.all_at(9, |_| false), "nothing pushed for 9");
-        assert_eq!(q.take_at(6), VecDeque::from([2, 4]));
+        q.push(5, 7);
+        assert_eq!(q.drain_at(5).count(), 0, "the current millisecond is pop_at's");
+        assert_eq!(q.pop_at(5), Some(7));
+        assert_eq!(q.drain_at(6).collect::<Vec<_>>(), [2, 4]);
         assert_eq!(q.len(), 1);
         q.push(6, 8);
         assert_eq!(q.pop(), Some((6, 8)), "pushed after the take: popped as usual");
