@@ -21,10 +21,10 @@ use reload_wire::security::SignerIdentity;
 use reload_wire::topology::probe_information_type;
 use reload_wire::Decode;
 use reload_wire::{
-    AttachReqAns, Body, CandType, ConfigUpdateReq, DecodeContext, Destination, Encode, ErrorCode, ErrorResponse,
-    FetchReq, ForwardingHeader, IceCandidate, IpAddressPort, KindId, Message, MessageCode, MessageContents, NodeId,
-    PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData, StoreReq, StoredData,
-    StoredDataValue, Writer,
+    AttachReqAns, Body, CandType, ConfigUpdateReq, DecodeContext, Destination, DestinationRef, Encode, ErrorCode,
+    ErrorResponse, FetchReq, ForwardingHeader, HeaderView, IceCandidate, IpAddressPort, KindId, Message, MessageCode,
+    MessageContents, NodeId, PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData,
+    StoreReq, StoredData, StoredDataValue, Writer,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -398,12 +398,23 @@ fn answer_is_cached(request: MessageCode) -> bool {
     .contains(&request)
 }
 
-fn target_bytes(d: &Destination) -> Option<&[u8]> {
-    match d {
-        Destination::Node(n) => Some(n.as_bytes()),
-        Destination::Resource(r) => Some(r.as_bytes()),
-        _ => None,
-    }
+/// What the first Destination List entry means here (§6.1).
+enum Hop {
+    /// The message is for this node.
+    Deliver,
+    /// The entry is this node's and more follow: drop it and look again.
+    Skip,
+    Forward(NodeId),
+    /// Not routable: §6.1.1 cases with nothing to do, or nothing linked
+    /// to forward to.
+    Drop(Dropped),
+}
+
+enum Dropped {
+    Malformed,
+    /// The next hop the topology names has no link (after `exit`).
+    Unroutable,
+    Silently,
 }
 
 impl<T: Topology, S: Security> OverlayNode<T, S> {
@@ -963,11 +974,103 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// A message arrived on the link from `link`.
     pub fn receive(&mut self, now: u64, link: NodeId, bytes: &[u8]) {
-        match ForwardingHeader::split(bytes, &self.ctx) {
-            Ok((header, payload)) => self.route(now, Some(link), header, payload, None, None),
+        let parsed = HeaderView::parse(bytes, &self.ctx).and_then(|view| {
+            if self.relay(link, &view) {
+                return Ok(None);
+            }
+            Ok(Some((view.to_header(&self.ctx)?, view.payload())))
+        });
+        match parsed {
+            Ok(Some((header, payload))) => self.route(now, Some(link), header, payload, None, None),
+            Ok(None) => {}
             Err(_) => self.stats.malformed += 1,
         }
         self.after_event(now);
+    }
+
+    /// §6.1.2: the fast path for a message this node only passes on, the
+    /// way most messages a peer sees go: the header is rewritten from its
+    /// bytes, the lists never decoded. False for anything else (delivery,
+    /// an error to answer, a drop to count), which [`Self::route`] handles.
+    fn relay(&mut self, from: NodeId, view: &HeaderView<'_>) -> bool {
+        if view.overlay != self.overlay
+            || view.version != RELOAD_VERSION
+            || !view.fragment.is_unfragmented()
+            || view.ttl == 0
+            || view.ttl > self.config.initial_ttl
+        {
+            return false;
+        }
+        let count = view.destination_count();
+        let mut skip = 0;
+        let next = loop {
+            let Some((first, _)) = view.destinations().nth(skip) else {
+                return false;
+            };
+            match self.hop(first, skip + 1 == count) {
+                Hop::Skip => skip += 1,
+                Hop::Forward(next) => break next,
+                Hop::Deliver | Hop::Drop(_) => return false,
+            }
+        };
+        let code = peek_code(view.payload());
+        if code.is_request() {
+            // §13.6.5: a loop attempt gets its Error from `forward`.
+            let rest = || view.destinations().skip(skip).map(|(_, raw)| raw);
+            if rest().enumerate().any(|(i, d)| rest().take(i).any(|e| e == d)) {
+                return false;
+            }
+        }
+        let Some(bytes) = view.relayed(skip, &Destination::Node(from)) else {
+            return false;
+        };
+        self.stats.forwarded += 1;
+        self.record(|| Observation::Forwarded { code });
+        self.transmit(next, bytes, !is_application(code));
+        true
+    }
+
+    /// §6.1, §10.3: what the first Destination List entry, `last` or not,
+    /// asks of this node.
+    fn hop(&self, first: DestinationRef<'_>, last: bool) -> Hop {
+        match first {
+            DestinationRef::Node(n) if n == self.me => {
+                if last {
+                    Hop::Deliver
+                } else {
+                    Hop::Skip
+                }
+            }
+            DestinationRef::Node(n) if n.as_bytes().iter().all(|b| *b == 0xff) => Hop::Deliver,
+            DestinationRef::Resource(r) if self.topology.is_responsible(r) => {
+                // §6.1.1: a Resource-ID must be the last entry.
+                if last {
+                    Hop::Deliver
+                } else {
+                    Hop::Drop(Dropped::Malformed)
+                }
+            }
+            DestinationRef::Node(n) if self.links.contains(&n) => Hop::Forward(n),
+            // §6.1.1: a Node-ID we own that is not ours nor linked.
+            DestinationRef::Node(n) if self.topology.is_responsible(n.as_bytes()) => Hop::Drop(Dropped::Silently),
+            DestinationRef::Node(_) | DestinationRef::Resource(_) => {
+                let target = match first {
+                    DestinationRef::Node(ref n) => n.as_bytes(),
+                    DestinationRef::Resource(r) => r,
+                    _ => &[],
+                };
+                match self.topology.next_hop(target) {
+                    // Nothing goes out without a link: after `exit` the
+                    // topology still names the peers it had.
+                    Some(next) if self.links.contains(&next) => Hop::Forward(next),
+                    Some(_) => Hop::Drop(Dropped::Unroutable),
+                    None => Hop::Drop(Dropped::Silently),
+                }
+            }
+            // Opaque IDs are only meaningful to the peer that made them
+            // and this implementation makes none (§6.1.3).
+            _ => Hop::Drop(Dropped::Malformed),
+        }
     }
 
     /// §6.1: examine the first Destination List entry until the message is
@@ -1004,60 +1107,23 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return;
         }
         loop {
-            let Some(first) = header.destination_list.first().cloned() else {
+            let Some(first) = header.destination_list.first() else {
                 // An answer to a request this node sent to itself.
                 return self.deliver(now, link, header, payload);
             };
-            let last = header.destination_list.len() == 1;
-            match first {
-                Destination::Node(n) if n == self.me => {
-                    if last {
-                        return self.deliver(now, link, header, payload);
-                    }
+            match self.hop(first.as_ref(), header.destination_list.len() == 1) {
+                Hop::Deliver => return self.deliver(now, link, header, payload),
+                Hop::Skip => {
                     header.destination_list.remove(0);
                     unchanged = None;
                 }
-                Destination::Node(n) if n.as_bytes().iter().all(|b| *b == 0xff) => {
-                    return self.deliver(now, link, header, payload);
-                }
-                Destination::Resource(r) if self.topology.is_responsible(r.as_bytes()) => {
-                    // §6.1.1: a Resource-ID must be the last entry.
-                    if last {
-                        return self.deliver(now, link, header, payload);
-                    }
-                    self.stats.malformed += 1;
-                    return;
-                }
-                Destination::Node(n) if self.links.contains(&n) => {
+                Hop::Forward(next) => {
                     let m = maintenance.unwrap_or(!is_application(code));
-                    return self.forward(now, link, header, payload, unchanged, n, m);
+                    return self.forward(now, link, header, payload, unchanged, next, m);
                 }
-                Destination::Node(n) if self.topology.is_responsible(n.as_bytes()) => {
-                    // §6.1.1: a Node-ID we own that is not ours nor linked.
-                    return;
-                }
-                Destination::Node(_) | Destination::Resource(_) => {
-                    let target = target_bytes(&first).unwrap_or_default();
-                    match self.topology.next_hop(target) {
-                        // Nothing goes out without a link: after `exit`
-                        // the topology still names the peers it had.
-                        Some(next) if self.links.contains(&next) => {
-                            let m = maintenance.unwrap_or(!is_application(code));
-                            return self.forward(now, link, header, payload, unchanged, next, m);
-                        }
-                        Some(_) => {
-                            self.stats.unroutable += 1;
-                            return;
-                        }
-                        None => return,
-                    }
-                }
-                // Opaque IDs are only meaningful to the peer that made them
-                // and this implementation makes none (§6.1.3).
-                _ => {
-                    self.stats.malformed += 1;
-                    return;
-                }
+                Hop::Drop(Dropped::Malformed) => return self.stats.malformed += 1,
+                Hop::Drop(Dropped::Unroutable) => return self.stats.unroutable += 1,
+                Hop::Drop(Dropped::Silently) => return,
             }
         }
     }

@@ -632,6 +632,33 @@ fn a_duplicate_destination_list_is_an_invalid_message() {
 }
 
 #[test]
+fn a_relayed_message_loses_this_peers_entry_and_gains_the_previous_hop() {
+    // §6.1.2 and §6.3.2: the forwarding peer removes its own first entry,
+    // appends the peer it received from to the Via List and decrements the
+    // TTL; everything after the header goes on as it came.
+    let mut net = Net::ring(&IDS[..3]);
+    let (a, b, c) = (net.nodes[1].node_id(), net.nodes[0].node_id(), net.nodes[2].node_id());
+    let m = raw_request(&net, 1, vec![Destination::Node(b), Destination::Node(c)], &ping(), 9);
+    let ctx = config().decode_context().unwrap();
+    let (sent_header, sent_payload) = ForwardingHeader::split(&m, &ctx).unwrap();
+    net.sent.clear();
+    let forwarded = net.nodes[0].stats().forwarded;
+    net.nodes[0].receive(net.now, a, &m);
+    net.pump();
+    let relayed = net.sent.iter().find(|(from, to, _)| *from == 0 && *to == c).unwrap();
+    let (header, payload) = ForwardingHeader::split(&relayed.2, &ctx).unwrap();
+    assert_eq!(header.destination_list, vec![Destination::Node(c)]);
+    assert_eq!(header.via_list, vec![Destination::Node(a)]);
+    assert_eq!(header.ttl, 8);
+    assert_eq!(header.transaction_id, sent_header.transaction_id);
+    assert_eq!(payload, sent_payload);
+    // Once there; the answer a second time on its way back.
+    assert_eq!(net.nodes[0].stats().forwarded, forwarded + 2);
+    // The answer comes back along the Via List, through the same peer.
+    assert!(answers_to(&net, a).iter().any(|b| matches!(b, Body::PingAns(_))));
+}
+
+#[test]
 fn an_unanswered_request_is_sent_five_times_then_times_out() {
     // §6.2.1: retransmit with the same transaction id up to 4 times; after
     // the timer of the fifth transmission the request has failed.

@@ -7,7 +7,7 @@
 //! Run: cargo bench -p reload-wire --bench codec
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use reload_wire::{samples, Body, DecodeContext, Destination, ForwardingHeader, Message, Writer};
+use reload_wire::{samples, Body, DecodeContext, Destination, ForwardingHeader, HeaderView, Message, Writer};
 use std::hint::black_box;
 
 fn store_req_message() -> Message {
@@ -58,6 +58,14 @@ fn bench_forwarding(c: &mut Criterion) {
             let mut w = Writer::with_capacity(bytes.len() + 32);
             h.encode_with_payload(&mut w, payload);
             black_box(w.finish().unwrap())
+        })
+    });
+    // What a relaying peer runs (§6.1.2): the header checked in place and
+    // rewritten from its bytes, no lists decoded.
+    g.bench_function("relay from the header view", |b| {
+        b.iter(|| {
+            let view = HeaderView::parse(black_box(&bytes), &ctx).unwrap();
+            black_box(view.relayed(1, &me).unwrap())
         })
     });
     g.finish();

@@ -35,6 +35,11 @@ impl<'a> Reader<'a> {
         self.pos
     }
 
+    /// The bytes not yet consumed, left in place.
+    pub fn remaining_bytes(&self) -> &'a [u8] {
+        &self.buf[self.pos..]
+    }
+
     pub fn is_empty(&self) -> bool {
         self.remaining() == 0
     }

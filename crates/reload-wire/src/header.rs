@@ -3,7 +3,7 @@
 
 use crate::codec::{Decode, Encode, LenPrefix, Reader, Writer};
 use crate::error::DecodeError;
-use crate::ids::{NodeId, ResourceId};
+use crate::ids::{NodeId, ResourceId, MIN_NODE_ID_LENGTH};
 use crate::DecodeContext;
 
 /// `relo_token`: "RELO" with the high bit of the first byte set (§6.3.2).
@@ -71,31 +71,7 @@ impl Encode for Destination {
 
 impl Decode for Destination {
     fn decode(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let first = r.u8("Destination.type")?;
-        if first & 0x80 != 0 {
-            let low = r.u8("Destination.opaque_id")?;
-            return Ok(Destination::CompressedOpaqueId(u16::from_be_bytes([first, low])));
-        }
-        let mut data = r.sub(LenPrefix::U8, "Destination.length")?;
-        let d = match first {
-            destination_type::NODE => Destination::Node(NodeId::decode(&mut data)?),
-            destination_type::RESOURCE => Destination::Resource(ResourceId::decode(&mut data)?),
-            destination_type::OPAQUE_ID_TYPE => {
-                Destination::OpaqueId(data.opaque(LenPrefix::U8, "Destination.opaque_id")?)
-            }
-            0 => {
-                return Err(DecodeError::InvalidValue {
-                    what: "Destination.type",
-                    value: 0,
-                })
-            }
-            t => Destination::Unknown {
-                destination_type: t,
-                data: data.rest().to_vec(),
-            },
-        };
-        data.finish("Destination.destination_data")?;
-        Ok(d)
+        DestinationRef::decode(r).map(DestinationRef::to_owned)
     }
 }
 
@@ -276,13 +252,154 @@ impl ForwardingHeader {
     /// `length` field is within the overlay's max-message-size and equals the
     /// bytes given, and returns the header and the payload after it.
     pub fn split<'a>(buf: &'a [u8], ctx: &DecodeContext) -> Result<(ForwardingHeader, &'a [u8]), DecodeError> {
+        let view = HeaderView::parse(buf, ctx)?;
+        Ok((view.to_header(ctx)?, view.payload()))
+    }
+}
+
+/// A Destination (§6.3.2.2) borrowed from the bytes it came in: what a
+/// relaying peer reads, and what [`Destination::decode`] checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DestinationRef<'a> {
+    Node(NodeId),
+    /// The Resource-ID's bytes.
+    Resource(&'a [u8]),
+    OpaqueId(&'a [u8]),
+    CompressedOpaqueId(u16),
+    Unknown {
+        destination_type: u8,
+        data: &'a [u8],
+    },
+}
+
+impl<'a> DestinationRef<'a> {
+    /// Reads and checks one Destination.
+    pub fn decode(r: &mut Reader<'a>) -> Result<DestinationRef<'a>, DecodeError> {
+        let (d, len) = DestinationRef::parse(r.remaining_bytes(), r.ctx().node_id_length)?;
+        r.bytes(len, "Destination")?;
+        Ok(d)
+    }
+
+    /// Checks the Destination at the start of `raw` (§6.3.2.2) and
+    /// returns it with its encoded length. Straight from the slice: the
+    /// lists of every message's header are read with this.
+    pub fn parse(raw: &'a [u8], node_id_length: usize) -> Result<(DestinationRef<'a>, usize), DecodeError> {
+        let truncated = |what, needed, available| DecodeError::Truncated {
+            what,
+            needed,
+            available,
+        };
+        let first = *raw.first().ok_or_else(|| truncated("Destination.type", 1, 0))?;
+        if first & 0x80 != 0 {
+            let low = *raw.get(1).ok_or_else(|| truncated("Destination.opaque_id", 1, 0))?;
+            return Ok((DestinationRef::CompressedOpaqueId(u16::from_be_bytes([first, low])), 2));
+        }
+        let len = *raw.get(1).ok_or_else(|| truncated("Destination.length", 1, 0))? as usize;
+        let data = raw
+            .get(2..2 + len)
+            .ok_or_else(|| truncated("Destination.length", len, raw.len() - 2))?;
+        // The data must be filled exactly: by the Node-ID, or by one
+        // `opaque <0..2^8-1>`.
+        let exactly = |used: usize, what| match data.len().checked_sub(used) {
+            Some(0) => Ok(()),
+            Some(extra) => Err(DecodeError::TrailingBytes {
+                what: "Destination.destination_data",
+                extra,
+            }),
+            None => Err(truncated(what, used, data.len())),
+        };
+        let inner = |what| {
+            let n = *data.first().ok_or_else(|| truncated(what, 1, 0))? as usize;
+            exactly(1 + n, what).map(|()| &data[1..])
+        };
+        let d = match first {
+            destination_type::NODE => {
+                exactly(node_id_length, "NodeId")?;
+                DestinationRef::Node(NodeId::from_slice(data).map_err(|_| DecodeError::BadLength {
+                    what: "NodeId",
+                    expected: MIN_NODE_ID_LENGTH,
+                    found: node_id_length,
+                })?)
+            }
+            destination_type::RESOURCE => DestinationRef::Resource(inner("ResourceId")?),
+            destination_type::OPAQUE_ID_TYPE => DestinationRef::OpaqueId(inner("Destination.opaque_id")?),
+            0 => {
+                return Err(DecodeError::InvalidValue {
+                    what: "Destination.type",
+                    value: 0,
+                })
+            }
+            t => DestinationRef::Unknown {
+                destination_type: t,
+                data,
+            },
+        };
+        Ok((d, 2 + len))
+    }
+
+    pub fn to_owned(self) -> Destination {
+        match self {
+            DestinationRef::Node(n) => Destination::Node(n),
+            DestinationRef::Resource(r) => Destination::Resource(ResourceId(r.to_vec())),
+            DestinationRef::OpaqueId(o) => Destination::OpaqueId(o.to_vec()),
+            DestinationRef::CompressedOpaqueId(v) => Destination::CompressedOpaqueId(v),
+            DestinationRef::Unknown { destination_type, data } => Destination::Unknown {
+                destination_type,
+                data: data.to_vec(),
+            },
+        }
+    }
+}
+
+impl Destination {
+    pub fn as_ref(&self) -> DestinationRef<'_> {
+        match self {
+            Destination::Node(n) => DestinationRef::Node(*n),
+            Destination::Resource(r) => DestinationRef::Resource(r.as_bytes()),
+            Destination::OpaqueId(o) => DestinationRef::OpaqueId(o),
+            Destination::CompressedOpaqueId(v) => DestinationRef::CompressedOpaqueId(*v),
+            Destination::Unknown { destination_type, data } => DestinationRef::Unknown {
+                destination_type: *destination_type,
+                data,
+            },
+        }
+    }
+}
+
+/// A forwarding header read in place (§6.3.2): the fixed fields, and the
+/// three lists as the bytes they came in, each entry checked. A peer that
+/// relays a message (§6.1.2) rewrites the header from this view without
+/// decoding the lists into vectors; [`HeaderView::to_header`] gives the
+/// owned header for a message it handles itself.
+#[derive(Debug, Clone, Copy)]
+pub struct HeaderView<'a> {
+    buf: &'a [u8],
+    pub overlay: u32,
+    pub version: u8,
+    pub ttl: u8,
+    pub fragment: Fragment,
+    pub transaction_id: u64,
+    /// Where the via list, the destination list and the options start and
+    /// where the payload starts.
+    via_at: usize,
+    destinations_at: usize,
+    options_at: usize,
+    payload_at: usize,
+    destination_count: usize,
+    node_id_length: usize,
+}
+
+impl<'a> HeaderView<'a> {
+    /// Reads and checks the header at the start of `buf`, as
+    /// [`ForwardingHeader::split`] does.
+    pub fn parse(buf: &'a [u8], ctx: &DecodeContext) -> Result<HeaderView<'a>, DecodeError> {
         let mut r = Reader::new(buf, ctx);
         let token = r.u32("ForwardingHeader.relo_token")?;
         if token != RELO_TOKEN {
             return Err(DecodeError::NotReload(token));
         }
         let overlay = r.u32("ForwardingHeader.overlay")?;
-        let configuration_sequence = r.u16("ForwardingHeader.configuration_sequence")?;
+        r.u16("ForwardingHeader.configuration_sequence")?;
         let version = r.u8("ForwardingHeader.version")?;
         let ttl = r.u8("ForwardingHeader.ttl")?;
         let fragment = Fragment::from_raw(r.u32("ForwardingHeader.fragment")?)?;
@@ -301,34 +418,117 @@ impl ForwardingHeader {
             });
         }
         let transaction_id = r.u64("ForwardingHeader.transaction_id")?;
-        let max_response_length = r.u32("ForwardingHeader.max_response_length")?;
+        r.u32("ForwardingHeader.max_response_length")?;
         let via_len = r.u16("ForwardingHeader.via_list_length")? as usize;
         let dest_len = r.u16("ForwardingHeader.destination_list_length")? as usize;
         let opts_len = r.u16("ForwardingHeader.options_length")? as usize;
-        let via_list = r
-            .sub_exact(via_len, "ForwardingHeader.via_list")?
-            .items(Destination::decode)?;
-        let destination_list = r
-            .sub_exact(dest_len, "ForwardingHeader.destination_list")?
-            .items(Destination::decode)?;
-        let options = r
-            .sub_exact(opts_len, "ForwardingHeader.options")?
+        let via_at = r.position();
+        let destinations = |r: &mut Reader<'_>, len, what| {
+            let mut list = r.sub_exact(len, what)?.rest();
+            let mut n = 0;
+            while !list.is_empty() {
+                let (_, used) = DestinationRef::parse(list, ctx.node_id_length)?;
+                list = &list[used..];
+                n += 1;
+            }
+            Ok::<usize, DecodeError>(n)
+        };
+        destinations(&mut r, via_len, "ForwardingHeader.via_list")?;
+        let destinations_at = r.position();
+        let destination_count = destinations(&mut r, dest_len, "ForwardingHeader.destination_list")?;
+        let options_at = r.position();
+        r.sub_exact(opts_len, "ForwardingHeader.options")?
             .items(ForwardingOption::decode)?;
-        let header = ForwardingHeader {
+        Ok(HeaderView {
+            buf,
             overlay,
-            configuration_sequence,
             version,
             ttl,
             fragment,
             transaction_id,
-            max_response_length,
-            via_list,
-            destination_list,
-            options,
-        };
-        // The payload borrows from `buf` alone, not from `ctx`.
-        Ok((header, &buf[r.position()..]))
+            via_at,
+            destinations_at,
+            options_at,
+            payload_at: r.position(),
+            destination_count,
+            node_id_length: ctx.node_id_length,
+        })
     }
+
+    /// The message after the header.
+    pub fn payload(&self) -> &'a [u8] {
+        &self.buf[self.payload_at..]
+    }
+
+    pub fn destination_count(&self) -> usize {
+        self.destination_count
+    }
+
+    /// The Destination List's entries in order, each with its encoding.
+    pub fn destinations(&self) -> impl Iterator<Item = (DestinationRef<'a>, &'a [u8])> + 'a {
+        entries(&self.buf[self.destinations_at..self.options_at], self.node_id_length)
+    }
+
+    /// The owned header.
+    pub fn to_header(&self, ctx: &DecodeContext) -> Result<ForwardingHeader, DecodeError> {
+        let b = self.buf;
+        let owned = |from: usize, to: usize| {
+            entries(&b[from..to], self.node_id_length)
+                .map(|(d, _)| d.to_owned())
+                .collect()
+        };
+        Ok(ForwardingHeader {
+            overlay: self.overlay,
+            configuration_sequence: u16::from_be_bytes([b[8], b[9]]),
+            version: self.version,
+            ttl: self.ttl,
+            fragment: self.fragment,
+            transaction_id: self.transaction_id,
+            max_response_length: u32::from_be_bytes([b[28], b[29], b[30], b[31]]),
+            via_list: owned(self.via_at, self.destinations_at),
+            destination_list: owned(self.destinations_at, self.options_at),
+            options: Reader::new(&b[self.options_at..self.payload_at], ctx).items(ForwardingOption::decode)?,
+        })
+    }
+
+    /// The message as relayed (§6.1.2, §6.3.2): TTL one less, the first
+    /// `skip` Destination List entries (this node's) gone, `via` appended
+    /// to the Via List; the rest, payload included, as it came. `None`
+    /// when the Via List would outgrow its 16-bit length.
+    pub fn relayed(&self, skip: usize, via: &Destination) -> Option<Vec<u8>> {
+        let b = self.buf;
+        let mut entry = Writer::with_capacity(20);
+        via.encode(&mut entry);
+        let entry = entry.finish().ok()?;
+        let skipped: usize = self.destinations().take(skip).map(|(_, raw)| raw.len()).sum();
+        let via_len = self.destinations_at - self.via_at + entry.len();
+        let dest_len = self.options_at - self.destinations_at - skipped;
+        let total = b.len() + entry.len() - skipped;
+        let mut out = Vec::with_capacity(total);
+        out.extend_from_slice(&b[..11]);
+        out.push(self.ttl.checked_sub(1)?);
+        out.extend_from_slice(&b[12..16]);
+        out.extend_from_slice(&u32::try_from(total).ok()?.to_be_bytes());
+        out.extend_from_slice(&b[20..32]);
+        out.extend_from_slice(&u16::try_from(via_len).ok()?.to_be_bytes());
+        out.extend_from_slice(&u16::try_from(dest_len).ok()?.to_be_bytes());
+        out.extend_from_slice(&b[36..FIXED_HEADER_LEN]);
+        out.extend_from_slice(&b[self.via_at..self.destinations_at]);
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&b[self.destinations_at + skipped..]);
+        Some(out)
+    }
+}
+
+/// The entries of a Destination list that [`HeaderView::parse`] checked,
+/// each with its encoding.
+fn entries(mut list: &[u8], node_id_length: usize) -> impl Iterator<Item = (DestinationRef<'_>, &[u8])> {
+    std::iter::from_fn(move || {
+        let (d, len) = DestinationRef::parse(list, node_id_length).ok()?;
+        let (raw, after) = list.split_at(len);
+        list = after;
+        Some((d, raw))
+    })
 }
 
 /// Reads only the fixed part of a forwarding header to learn the message's

@@ -66,7 +66,7 @@ pub use codec::{Decode, Encode, LenPrefix, Reader, Writer};
 pub use contents::{ErrorCode, ErrorResponse, MessageCode, MessageContents, MessageExtension};
 pub use error::{DecodeError, EncodeError};
 pub use framing::FramedMessage;
-pub use header::{Destination, ForwardingHeader, ForwardingOption, Fragment};
+pub use header::{Destination, DestinationRef, ForwardingHeader, ForwardingOption, Fragment, HeaderView};
 pub use ids::{hex, overlay_hash, unhex, KindId, NodeId, ResourceId};
 pub use link_management::{
     AppAttachAns, AppAttachReq, AttachReqAns, CandType, ConfigUpdateReq, IceCandidate, IceExtension, PingAns, PingReq,

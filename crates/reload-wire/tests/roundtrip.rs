@@ -90,6 +90,43 @@ proptest! {
         prop_assert_eq!(w.finish().unwrap(), wire);
     }
 
+    /// A relaying peer's rewrite from the borrowed view gives the bytes
+    /// of the owned header with the first `skip` destinations removed,
+    /// the previous hop appended to the Via List and the TTL one less; the
+    /// view's destinations are the decoded list's.
+    #[test]
+    fn a_relayed_view_is_the_rewritten_header(
+        h in forwarding_header(),
+        payload in bytes(64),
+        via in destination(),
+        skip in 0usize..3,
+    ) {
+        let mut w = Writer::new();
+        h.encode_with_payload(&mut w, &payload);
+        let wire = w.finish().unwrap();
+        let c = ctx();
+        let view = HeaderView::parse(&wire, &c).unwrap();
+        prop_assert_eq!(view.payload(), &payload[..]);
+        prop_assert_eq!(view.destination_count(), h.destination_list.len());
+        let refs: Vec<DestinationRef> = view.destinations().map(|(d, _)| d).collect();
+        let expected: Vec<DestinationRef> = h.destination_list.iter().map(Destination::as_ref).collect();
+        prop_assert_eq!(refs, expected);
+        let skip = skip.min(h.destination_list.len());
+        let mut rewritten = h.clone();
+        rewritten.destination_list.drain(..skip);
+        rewritten.via_list.push(via.clone());
+        let relayed = view.relayed(skip, &via);
+        match h.ttl.checked_sub(1) {
+            None => prop_assert_eq!(relayed, None),
+            Some(ttl) => {
+                rewritten.ttl = ttl;
+                let mut w = Writer::new();
+                rewritten.encode_with_payload(&mut w, &payload);
+                prop_assert_eq!(relayed, w.finish().ok());
+            }
+        }
+    }
+
     /// The reverse direction: flip, insert or delete bytes of a valid
     /// message; whenever the result still decodes, it re-encodes to exactly
     /// the same bytes, and the typed body does too.
