@@ -988,10 +988,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.after_event(now);
     }
 
-    /// §6.1.2: the fast path for a message this node only passes on, the
-    /// way most messages a peer sees go: the header is rewritten from its
-    /// bytes, the lists never decoded. False for anything else (delivery,
-    /// an error to answer, a drop to count), which [`Self::route`] handles.
+    /// §6.1.2: the fast path for a message this node only passes on: the
+    /// header is rewritten from its bytes, the lists never decoded. False
+    /// for anything else (delivery, an error to answer, a drop to count),
+    /// which [`Self::route`] handles.
     fn relay(&mut self, from: NodeId, view: &HeaderView<'_>) -> bool {
         if view.overlay != self.overlay
             || view.version != RELOAD_VERSION
