@@ -22,9 +22,9 @@ use reload_wire::topology::probe_information_type;
 use reload_wire::Decode;
 use reload_wire::{
     AttachReqAns, Body, CandType, ConfigUpdateReq, DecodeContext, Destination, DestinationRef, Encode, ErrorCode,
-    ErrorResponse, FetchReq, ForwardingHeader, HeaderView, IceCandidate, IpAddressPort, KindId, Message, MessageCode,
-    MessageContents, NodeId, PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData,
-    StoreReq, StoredData, StoredDataValue, Writer,
+    ErrorResponse, FetchReq, ForwardingHeader, Fragment, HeaderView, IceCandidate, IpAddressPort, KindId, Message,
+    MessageCode, MessageContents, NodeId, PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock,
+    StoreKindData, StoreReq, StoredData, StoredDataValue, Writer,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -396,6 +396,15 @@ fn answer_is_cached(request: MessageCode) -> bool {
         MessageCode::CONFIG_UPDATE_REQ,
     ]
     .contains(&request)
+}
+
+/// Whether any item equals an earlier one (§13.6.5 loop detection; the
+/// lists are a few entries long).
+fn repeats<T: PartialEq>(items: impl Iterator<Item = T> + Clone) -> bool {
+    items
+        .clone()
+        .enumerate()
+        .any(|(i, item)| items.clone().take(i).any(|earlier| earlier == item))
 }
 
 /// What the first Destination List entry means here (§6.1).
@@ -993,18 +1002,17 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// for anything else (delivery, an error to answer, a drop to count),
     /// which [`Self::route`] handles.
     fn relay(&mut self, from: NodeId, view: &HeaderView<'_>) -> bool {
-        if view.overlay != self.overlay
-            || view.version != RELOAD_VERSION
-            || !view.fragment.is_unfragmented()
+        if !self.processable(view.overlay, view.version, view.fragment)
             || view.ttl == 0
             || view.ttl > self.config.initial_ttl
         {
             return false;
         }
         let count = view.destination_count();
+        let mut destinations = view.destinations();
         let mut skip = 0;
         let next = loop {
-            let Some((first, _)) = view.destinations().nth(skip) else {
+            let Some((first, _)) = destinations.next() else {
                 return false;
             };
             match self.hop(first, skip + 1 == count) {
@@ -1014,12 +1022,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             }
         };
         let code = peek_code(view.payload());
-        if code.is_request() {
-            // §13.6.5: a loop attempt gets its Error from `forward`.
-            let rest = || view.destinations().skip(skip).map(|(_, raw)| raw);
-            if rest().enumerate().any(|(i, d)| rest().take(i).any(|e| e == d)) {
-                return false;
-            }
+        // §13.6.5: a loop attempt gets its Error from `forward`.
+        if code.is_request() && repeats(view.destinations().skip(skip).map(|(_, raw)| raw)) {
+            return false;
         }
         let Some(bytes) = view.relayed(skip, &Destination::Node(from)) else {
             return false;
@@ -1028,6 +1033,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.record(|| Observation::Forwarded { code });
         self.transmit(next, bytes, !is_application(code));
         true
+    }
+
+    /// §6.1: whether this peer can process a message of this overlay,
+    /// version and fragment at all. Reassembly of fragments belongs to the
+    /// link layer in front of the engine.
+    fn processable(&self, overlay: u32, version: u8, fragment: Fragment) -> bool {
+        overlay == self.overlay && version == RELOAD_VERSION && fragment.is_unfragmented()
     }
 
     /// §6.1, §10.3: what the first Destination List entry, `last` or not,
@@ -1086,9 +1098,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         maintenance: Option<bool>,
         mut unchanged: Option<&[u8]>,
     ) {
-        if header.overlay != self.overlay || header.version != RELOAD_VERSION || !header.fragment.is_unfragmented() {
-            // §6.1: not a message this peer can process. Reassembly of
-            // fragments belongs to the link layer in front of the engine.
+        if !self.processable(header.overlay, header.version, header.fragment) {
             self.stats.malformed += 1;
             return;
         }
@@ -1142,8 +1152,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let code = peek_code(payload);
         if let Some(from) = link {
             // §13.6.5: a Destination List with duplicates is a loop attempt.
-            let d = &header.destination_list;
-            if code.is_request() && (1..d.len()).any(|i| d[..i].contains(&d[i])) {
+            if code.is_request() && repeats(header.destination_list.iter()) {
                 self.send_error(
                     now,
                     link,

@@ -14,6 +14,11 @@ pub const RELOAD_VERSION: u8 = 0x0a;
 pub const DEFAULT_INITIAL_TTL: u8 = 100;
 /// Size of the forwarding header before its three lists.
 pub const FIXED_HEADER_LEN: usize = 38;
+/// Where the fixed header's `ttl`, `length` and `via_list_length` fields
+/// are (§6.3.2), for a relaying peer that rewrites them in place.
+const TTL_AT: usize = 11;
+const LENGTH_AT: usize = 16;
+const VIA_LIST_LENGTH_AT: usize = 32;
 
 /// `enum { invalidDestinationType(0), node(1), resource(2), opaque_id_type(3), (255) } DestinationType`.
 pub mod destination_type {
@@ -375,10 +380,12 @@ impl Destination {
 pub struct HeaderView<'a> {
     buf: &'a [u8],
     pub overlay: u32,
+    pub configuration_sequence: u16,
     pub version: u8,
     pub ttl: u8,
     pub fragment: Fragment,
     pub transaction_id: u64,
+    pub max_response_length: u32,
     /// Where the via list, the destination list and the options start and
     /// where the payload starts.
     via_at: usize,
@@ -399,7 +406,7 @@ impl<'a> HeaderView<'a> {
             return Err(DecodeError::NotReload(token));
         }
         let overlay = r.u32("ForwardingHeader.overlay")?;
-        r.u16("ForwardingHeader.configuration_sequence")?;
+        let configuration_sequence = r.u16("ForwardingHeader.configuration_sequence")?;
         let version = r.u8("ForwardingHeader.version")?;
         let ttl = r.u8("ForwardingHeader.ttl")?;
         let fragment = Fragment::from_raw(r.u32("ForwardingHeader.fragment")?)?;
@@ -418,20 +425,14 @@ impl<'a> HeaderView<'a> {
             });
         }
         let transaction_id = r.u64("ForwardingHeader.transaction_id")?;
-        r.u32("ForwardingHeader.max_response_length")?;
+        let max_response_length = r.u32("ForwardingHeader.max_response_length")?;
         let via_len = r.u16("ForwardingHeader.via_list_length")? as usize;
         let dest_len = r.u16("ForwardingHeader.destination_list_length")? as usize;
         let opts_len = r.u16("ForwardingHeader.options_length")? as usize;
         let via_at = r.position();
         let destinations = |r: &mut Reader<'_>, len, what| {
-            let mut list = r.sub_exact(len, what)?.rest();
-            let mut n = 0;
-            while !list.is_empty() {
-                let (_, used) = DestinationRef::parse(list, ctx.node_id_length)?;
-                list = &list[used..];
-                n += 1;
-            }
-            Ok::<usize, DecodeError>(n)
+            let list = r.sub_exact(len, what)?.rest();
+            entries(list, ctx.node_id_length).try_fold(0, |n, entry| entry.map(|_| n + 1))
         };
         destinations(&mut r, via_len, "ForwardingHeader.via_list")?;
         let destinations_at = r.position();
@@ -442,10 +443,12 @@ impl<'a> HeaderView<'a> {
         Ok(HeaderView {
             buf,
             overlay,
+            configuration_sequence,
             version,
             ttl,
             fragment,
             transaction_id,
+            max_response_length,
             via_at,
             destinations_at,
             options_at,
@@ -465,8 +468,8 @@ impl<'a> HeaderView<'a> {
     }
 
     /// The Destination List's entries in order, each with its encoding.
-    pub fn destinations(&self) -> impl Iterator<Item = (DestinationRef<'a>, &'a [u8])> + 'a {
-        entries(&self.buf[self.destinations_at..self.options_at], self.node_id_length)
+    pub fn destinations(&self) -> impl Iterator<Item = (DestinationRef<'a>, &'a [u8])> + Clone + 'a {
+        entries(&self.buf[self.destinations_at..self.options_at], self.node_id_length).map_while(Result::ok)
     }
 
     /// The owned header.
@@ -474,17 +477,18 @@ impl<'a> HeaderView<'a> {
         let b = self.buf;
         let owned = |from: usize, to: usize| {
             entries(&b[from..to], self.node_id_length)
+                .map_while(Result::ok)
                 .map(|(d, _)| d.to_owned())
                 .collect()
         };
         Ok(ForwardingHeader {
             overlay: self.overlay,
-            configuration_sequence: u16::from_be_bytes([b[8], b[9]]),
+            configuration_sequence: self.configuration_sequence,
             version: self.version,
             ttl: self.ttl,
             fragment: self.fragment,
             transaction_id: self.transaction_id,
-            max_response_length: u32::from_be_bytes([b[28], b[29], b[30], b[31]]),
+            max_response_length: self.max_response_length,
             via_list: owned(self.via_at, self.destinations_at),
             destination_list: owned(self.destinations_at, self.options_at),
             options: Reader::new(&b[self.options_at..self.payload_at], ctx).items(ForwardingOption::decode)?,
@@ -505,14 +509,14 @@ impl<'a> HeaderView<'a> {
         let dest_len = self.options_at - self.destinations_at - skipped;
         let total = b.len() + entry.len() - skipped;
         let mut out = Vec::with_capacity(total);
-        out.extend_from_slice(&b[..11]);
+        out.extend_from_slice(&b[..TTL_AT]);
         out.push(self.ttl.checked_sub(1)?);
-        out.extend_from_slice(&b[12..16]);
+        out.extend_from_slice(&b[TTL_AT + 1..LENGTH_AT]);
         out.extend_from_slice(&u32::try_from(total).ok()?.to_be_bytes());
-        out.extend_from_slice(&b[20..32]);
+        out.extend_from_slice(&b[LENGTH_AT + 4..VIA_LIST_LENGTH_AT]);
         out.extend_from_slice(&u16::try_from(via_len).ok()?.to_be_bytes());
         out.extend_from_slice(&u16::try_from(dest_len).ok()?.to_be_bytes());
-        out.extend_from_slice(&b[36..FIXED_HEADER_LEN]);
+        out.extend_from_slice(&b[VIA_LIST_LENGTH_AT + 4..FIXED_HEADER_LEN]);
         out.extend_from_slice(&b[self.via_at..self.destinations_at]);
         out.extend_from_slice(&entry);
         out.extend_from_slice(&b[self.destinations_at + skipped..]);
@@ -520,14 +524,27 @@ impl<'a> HeaderView<'a> {
     }
 }
 
-/// The entries of a Destination list that [`HeaderView::parse`] checked,
-/// each with its encoding.
-fn entries(mut list: &[u8], node_id_length: usize) -> impl Iterator<Item = (DestinationRef<'_>, &[u8])> {
+/// The entries of a Destination list, each with its encoding; an entry
+/// that does not parse ends the list with its error.
+fn entries(
+    mut list: &[u8],
+    node_id_length: usize,
+) -> impl Iterator<Item = Result<(DestinationRef<'_>, &[u8]), DecodeError>> + Clone {
     std::iter::from_fn(move || {
-        let (d, len) = DestinationRef::parse(list, node_id_length).ok()?;
-        let (raw, after) = list.split_at(len);
-        list = after;
-        Some((d, raw))
+        if list.is_empty() {
+            return None;
+        }
+        Some(match DestinationRef::parse(list, node_id_length) {
+            Ok((d, len)) => {
+                let (raw, after) = list.split_at(len);
+                list = after;
+                Ok((d, raw))
+            }
+            Err(e) => {
+                list = &[];
+                Err(e)
+            }
+        })
     })
 }
 
