@@ -11,6 +11,7 @@
 //! the figure is the rate the peer keeps up with, not a queue overflowing.
 
 use crate::admin;
+use crate::latency::{percentiles, Percentiles};
 use crate::rig::Demo;
 use anyhow::{bail, Context, Result};
 use node::link::{run_link, LinkEvent, LinkTls, LINK_QUEUE};
@@ -42,7 +43,26 @@ pub struct Forwarding {
     /// core, and per message: what one core could forward is 1 s over it.
     pub peer_cpu_percent: f64,
     pub peer_cpu_us_per_message: f64,
+    /// One message at a time, one every [`PACED_GAP`]: sender to sink
+    /// through the peer, timed in this process (both ends share its
+    /// clock). This is half an overlay hop (issue 6 §3): the request's
+    /// way through one more peer.
+    pub paced: Percentiles,
+    pub paced_gap_ms: f64,
+    /// The peer's CPU over the paced run, per message: next to the
+    /// latency, how much of it the peer computes.
+    pub paced_peer_cpu_us_per_message: f64,
+    /// The machine's floor measured just before: a datagram to another
+    /// idle process and back at the same pace. A forward wakes the peer
+    /// and then this process, as that round trip wakes two processes.
+    pub wake_round_trip: Percentiles,
 }
+
+/// The pace of the one-at-a-time run: the call-setup benchmark's 50
+/// calls per second.
+const PACED_GAP: Duration = Duration::from_millis(20);
+/// Messages timed one at a time.
+const PACED_MESSAGES: usize = 500;
 
 /// One end of the bench: a node enrolled into `dir`, linked to the peer.
 struct End {
@@ -121,6 +141,7 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
         ))
         .with_context(|| format!("enrolling {}", dir.display()))?;
     }
+    let wake_round_trip = crate::wake::round_trips(PACED_MESSAGES, PACED_GAP)?;
     let peer = demo.reload[0];
     let pid = demo.pids[0];
     rt.block_on(async {
@@ -168,6 +189,19 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
         let elapsed = start.elapsed().as_secs_f64();
         let cpu = crate::footprint::cpu_seconds(pid)? - cpu_before;
         let peer_counted = forwarded(demo.admin[0])? - counted_before;
+
+        let paced_cpu_before = crate::footprint::cpu_seconds_exact(pid)?;
+        let mut one_way_ms = Vec::with_capacity(PACED_MESSAGES);
+        for _ in 0..PACED_MESSAGES {
+            tokio::time::sleep(PACED_GAP).await;
+            let bytes = to_sink.bytes(tid)?;
+            tid += 1;
+            let sent = Instant::now();
+            sender.outgoing.send(bytes).await?;
+            receive(&mut sink, Duration::from_secs(1)).await?;
+            one_way_ms.push(sent.elapsed().as_secs_f64() * 1e3);
+        }
+        let paced_cpu = crate::footprint::cpu_seconds_exact(pid)? - paced_cpu_before;
         Ok(Forwarding {
             message: "store_req",
             message_bytes,
@@ -178,6 +212,10 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
             peer_counted,
             peer_cpu_percent: 100.0 * cpu / elapsed,
             peer_cpu_us_per_message: 1e6 * cpu / received.max(1) as f64,
+            paced: percentiles(&one_way_ms).context("no paced messages")?,
+            paced_gap_ms: PACED_GAP.as_secs_f64() * 1e3,
+            paced_peer_cpu_us_per_message: 1e6 * paced_cpu / PACED_MESSAGES as f64,
+            wake_round_trip,
         })
     })
 }

@@ -477,6 +477,14 @@ fn forwarding(args: &Args, p2psip: &Path) -> Result<forwarding::Forwarding> {
         "  {:.0} messages/s of {} bytes; the peer used {:.0} % of a core, {:.1} µs per message",
         f.per_s, f.message_bytes, f.peer_cpu_percent, f.peer_cpu_us_per_message
     );
+    eprintln!(
+        "  one at a time: p50 {:.0} µs, p99 {:.0} µs through the peer, {:.0} µs of its CPU each (an idle process's round trip: p50 {:.0} µs, p99 {:.0} µs)",
+        f.paced.p50_ms * 1e3,
+        f.paced.p99_ms * 1e3,
+        f.paced_peer_cpu_us_per_message,
+        f.wake_round_trip.p50_ms * 1e3,
+        f.wake_round_trip.p99_ms * 1e3
+    );
     Ok(f)
 }
 

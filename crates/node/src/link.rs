@@ -293,6 +293,14 @@ pub async fn run_link<S, E>(
                     // the same turn of the runtime, microseconds later.
                     // An answer queued for this link meanwhile goes out in
                     // the same write.
+                    //
+                    // Two yields: a yielded task runs again once the run
+                    // queue is empty. The first lets the engine take the
+                    // message; the daemon's engine is the runtime's main
+                    // future, polled only then, and the link it wakes is
+                    // queued behind this one. The second lets that link
+                    // write first.
+                    tokio::task::yield_now().await;
                     tokio::task::yield_now().await;
                     let written = match acks.finish() {
                         Ok(bytes) => wr.write_all(&bytes).await,
@@ -466,10 +474,25 @@ mod tests {
     }
 
     /// A message the engine forwards from one link to another leaves before
-    /// the first link acknowledges it: the ACK waits for the engine's turn,
-    /// so it never delays the forwarded message's path.
+    /// the first link acknowledges it: the ACK waits for the engine's turn
+    /// and for the link it woke, so it never delays the forwarded
+    /// message's path. The daemon runs its engine in the runtime's
+    /// `block_on` future (polled only once the run queue is empty), the
+    /// bench in a task; both must get this order.
     #[tokio::test]
-    async fn a_forwarded_message_leaves_before_its_ack() {
+    async fn a_forwarded_message_leaves_before_its_ack_when_the_engine_is_the_main_future() {
+        assert_eq!(forward_one_message(false).await.first(), Some(&"data on B"));
+    }
+
+    #[tokio::test]
+    async fn a_forwarded_message_leaves_before_its_ack_when_the_engine_is_a_task() {
+        assert_eq!(forward_one_message(true).await.first(), Some(&"data on B"));
+    }
+
+    /// Runs two links and an engine that passes whatever arrives on link A
+    /// out on link B; one Data frame arrives on A. The writes the links
+    /// made, in order.
+    async fn forward_one_message(engine_is_a_task: bool) -> Vec<&'static str> {
         let ctx = Arc::new(DecodeContext::new(16, 5000).unwrap());
         let log = Arc::new(std::sync::Mutex::new(Vec::new()));
         let (a_ours, mut a_theirs) = tokio::io::duplex(64 * 1024);
@@ -499,37 +522,52 @@ mod tests {
             b_out_rx,
             ev_tx,
         ));
-        // The engine: whatever arrives on a link goes out on link B.
-        let engine = tokio::spawn(async move {
+        let engine = async move {
             while let Some(LinkEvent::Message { bytes, .. }) = ev_rx.recv().await {
                 b_out_tx.send(bytes).await.unwrap();
             }
+        };
+        // The far ends of both links: A's sends one Data frame, then both
+        // read what they get.
+        let far_ends = tokio::spawn({
+            let ctx = ctx.clone();
+            async move {
+                let mut w = Writer::new();
+                encode_data(&mut w, 1, b"pass me on");
+                a_theirs.write_all(&w.finish().unwrap()).await.unwrap();
+                let mut decoder = FrameDecoder::new();
+                let mut buf = [0u8; 4096];
+                let n = b_theirs.read(&mut buf).await.unwrap();
+                decoder.push(&buf[..n]);
+                assert!(matches!(
+                    decoder.next_frame(&ctx).unwrap(),
+                    Some(FramedMessage::Data { sequence: 1, message }) if message == b"pass me on"
+                ));
+                let n = a_theirs.read(&mut buf).await.unwrap();
+                decoder.push(&buf[..n]);
+                assert!(matches!(
+                    decoder.next_frame(&ctx).unwrap(),
+                    Some(FramedMessage::Ack { ack_sequence: 1, .. })
+                ));
+                (a_theirs, b_theirs)
+            }
         });
-
-        let mut w = Writer::new();
-        encode_data(&mut w, 1, b"pass me on");
-        a_theirs.write_all(&w.finish().unwrap()).await.unwrap();
-        let mut decoder = FrameDecoder::new();
-        let mut buf = [0u8; 4096];
-        let n = b_theirs.read(&mut buf).await.unwrap();
-        decoder.push(&buf[..n]);
-        assert!(matches!(
-            decoder.next_frame(&ctx).unwrap(),
-            Some(FramedMessage::Data { sequence: 1, message }) if message == b"pass me on"
-        ));
-        let n = a_theirs.read(&mut buf).await.unwrap();
-        decoder.push(&buf[..n]);
-        assert!(matches!(
-            decoder.next_frame(&ctx).unwrap(),
-            Some(FramedMessage::Ack { ack_sequence: 1, .. })
-        ));
+        let (_a_theirs, b_theirs) = if engine_is_a_task {
+            let engine = tokio::spawn(engine);
+            let ends = far_ends.await.unwrap();
+            engine.abort();
+            ends
+        } else {
+            tokio::select! {
+                _ = engine => panic!("the engine stopped"),
+                ends = far_ends => ends.unwrap(),
+            }
+        };
         let writes = log.lock().unwrap().clone();
-        assert_eq!(writes.first(), Some(&"data on B"), "{writes:?}");
-
         drop(a_out_tx);
         link_a.await.unwrap();
         drop(b_theirs);
         link_b.await.unwrap();
-        engine.abort();
+        writes
     }
 }
