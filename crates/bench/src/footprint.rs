@@ -13,6 +13,11 @@ pub struct Footprint {
     pub seconds: f64,
     pub rss_mb_mean: f64,
     pub rss_mb_max: f64,
+    /// The mean's two parts: the peer's own memory (RssAnon) and mapped
+    /// files (RssFile), mostly the executable's pages, shared by every
+    /// peer process on the machine.
+    pub rss_anonymous_mb_mean: f64,
+    pub rss_files_mb_mean: f64,
     pub cpu_percent_mean: f64,
     pub cpu_percent_max: f64,
     /// RELOAD bytes sent per peer per second: all, and upkeep alone
@@ -51,15 +56,31 @@ pub fn cpu_seconds_exact(pid: u32) -> Result<f64> {
     Ok(ns as f64 / 1e9)
 }
 
-fn rss_mb(pid: u32) -> Result<f64> {
+/// Resident memory of a process in MB: all of it, its own (anonymous:
+/// heap, stacks) and the files it maps (mostly the executable's pages,
+/// which every peer process on the machine shares).
+struct Rss {
+    all: f64,
+    anonymous: f64,
+    files: f64,
+}
+
+fn rss_mb(pid: u32) -> Result<Rss> {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("peer {pid} is gone"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    Ok(kb / 1024.0)
+    let mb = |field: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 1024.0
+    };
+    Ok(Rss {
+        all: mb("VmRSS:"),
+        anonymous: mb("RssAnon:"),
+        files: mb("RssFile:"),
+    })
 }
 
 fn sent(admin: SocketAddr) -> Result<(f64, f64)> {
@@ -79,12 +100,15 @@ pub fn idle(demo: &Demo, settle: Duration, seconds: f64) -> Result<Footprint> {
     let start = Instant::now();
     let mut rss_max = vec![0.0f64; n];
     let mut rss_sum = vec![0.0f64; n];
+    let (mut anonymous_sum, mut files_sum) = (0.0, 0.0);
     let mut samples = 0u32;
     loop {
         for (i, p) in demo.pids.iter().enumerate() {
             let r = rss_mb(*p)?;
-            rss_max[i] = rss_max[i].max(r);
-            rss_sum[i] += r;
+            rss_max[i] = rss_max[i].max(r.all);
+            rss_sum[i] += r.all;
+            anonymous_sum += r.anonymous;
+            files_sum += r.files;
         }
         samples += 1;
         if start.elapsed().as_secs_f64() >= seconds {
@@ -113,6 +137,8 @@ pub fn idle(demo: &Demo, settle: Duration, seconds: f64) -> Result<Footprint> {
         seconds: elapsed,
         rss_mb_mean: rss_mean.iter().sum::<f64>() / n as f64,
         rss_mb_max: rss_max.iter().copied().fold(0.0, f64::max),
+        rss_anonymous_mb_mean: anonymous_sum / f64::from(samples) / n as f64,
+        rss_files_mb_mean: files_sum / f64::from(samples) / n as f64,
         cpu_percent_mean: cpu.iter().sum::<f64>() / n as f64,
         cpu_percent_max: cpu.iter().copied().fold(0.0, f64::max),
         bytes_per_peer_s: per_peer_s(bytes),

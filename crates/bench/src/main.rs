@@ -498,8 +498,8 @@ fn footprint(args: &Args, p2psip: &Path) -> Result<footprint::Footprint> {
     let demo = start_demo(args, p2psip, &work, args.footprint_peers, &["alice".to_string()], &[])?;
     let f = footprint::idle(&demo, std::time::Duration::from_secs(30), args.footprint_seconds)?;
     eprintln!(
-        "  RSS {:.1} MB mean, {:.1} MB max; CPU {:.2} % mean, {:.2} % max; upkeep {:.0} B/s per peer",
-        f.rss_mb_mean, f.rss_mb_max, f.cpu_percent_mean, f.cpu_percent_max, f.maintenance_bytes_per_peer_s
+        "  RSS {:.1} MB mean ({:.1} MB own, {:.1} MB files), {:.1} MB max; CPU {:.2} % mean, {:.2} % max; upkeep {:.0} B/s per peer",
+        f.rss_mb_mean, f.rss_anonymous_mb_mean, f.rss_files_mb_mean, f.rss_mb_max, f.cpu_percent_mean, f.cpu_percent_max, f.maintenance_bytes_per_peer_s
     );
     Ok(f)
 }

@@ -319,12 +319,15 @@ impl Report {
                 md,
                 "\n## Idle footprint\n\n{} peer processes, watched for {:.0} s after 30 s to settle \
                  (targets: RSS ≤ 10 MB, CPU ≤ 0.5 %).\n\n\
-                 | RSS mean | RSS max | CPU mean | CPU max | sent per peer | upkeep per peer |\n\
-                 |---:|---:|---:|---:|---:|---:|\n\
-                 | {:.1} MB | {:.1} MB | {:.2} % | {:.2} % | {:.0} B/s | {:.0} B/s |",
+                 | RSS mean | of which own (anonymous) | of which files | RSS max | CPU mean | CPU max | sent per peer | upkeep per peer |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|\n\
+                 | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.2} % | {:.2} % | {:.0} B/s | {:.0} B/s |\n\n\
+                 Files are mostly the executable's pages, which every peer process on the machine shares.",
                 f.peers,
                 f.seconds,
                 f.rss_mb_mean,
+                f.rss_anonymous_mb_mean,
+                f.rss_files_mb_mean,
                 f.rss_mb_max,
                 f.cpu_percent_mean,
                 f.cpu_percent_max,

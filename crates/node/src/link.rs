@@ -192,6 +192,9 @@ const MAX_FRAMED_MESSAGE: usize = 0xff_ffff;
 /// bytes.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// Room for each read from a link: one TLS record's plaintext.
+const READ_ROOM: usize = 16 * 1024;
+
 /// The TCP stream a link's TLS runs over: TLS records are gathered in a
 /// buffer and reach the socket when the link flushes, so a batch of
 /// messages costs one system call. `run_link` flushes after every batch
@@ -256,16 +259,14 @@ pub async fn run_link<S, E>(
     let mut decoder = FrameDecoder::new();
     let mut window = ReceivedWindow::new();
     let mut frames = DataFrames { sequence: 0 };
-    let mut buf = vec![0u8; 64 * 1024];
     let why = loop {
         tokio::select! {
-            read = rd.read(&mut buf) => {
-                let n = match read {
+            read = rd.read_buf(decoder.input(READ_ROOM)) => {
+                match read {
                     Ok(0) => break "closed by the peer".to_string(),
-                    Ok(n) => n,
+                    Ok(_) => {}
                     Err(e) => break e.to_string(),
                 };
-                decoder.push(&buf[..n]);
                 let mut acks = Writer::new();
                 loop {
                     match decoder.next_frame(&ctx) {

@@ -133,11 +133,20 @@ impl FrameDecoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        self.input(0).extend_from_slice(bytes);
+    }
+
+    /// The buffer received bytes are appended to, with room for at least
+    /// `room` more: a reader can fill it directly (`read_buf`) instead of
+    /// copying from a buffer of its own. Only bytes read in are written,
+    /// so a link that carries small messages keeps few pages resident.
+    pub fn input(&mut self, room: usize) -> &mut Vec<u8> {
         if self.start > 0 && self.start == self.buf.len() {
             self.buf.clear();
             self.start = 0;
         }
-        self.buf.extend_from_slice(bytes);
+        self.buf.reserve(room);
+        &mut self.buf
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed, or an

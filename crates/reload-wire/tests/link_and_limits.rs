@@ -89,13 +89,24 @@ fn stream_decoder_cuts_frames_at_any_split() {
         .encode(&mut stream);
     }
     let stream = stream.finish().unwrap();
-    for chunk in [1, 7, 100, 4096] {
+    // Either pushed, or read straight into the decoder's input as a link
+    // reads a socket.
+    for (chunk, read_in) in [1, 7, 100, 4096].into_iter().flat_map(|c| [(c, false), (c, true)]) {
         let mut d = FrameDecoder::new();
         let mut got = Vec::new();
         for piece in stream.chunks(chunk) {
-            d.push(piece);
+            if read_in {
+                let input = d.input(piece.len());
+                assert!(input.capacity() - input.len() >= piece.len());
+                input.extend_from_slice(piece);
+            } else {
+                d.push(piece);
+            }
             while let Some(f) = d.next_frame(&ctx()).unwrap() {
                 got.push(f);
+            }
+            if d.buffered() == 0 {
+                assert!(d.input(0).is_empty(), "a drained input starts over");
             }
         }
         assert_eq!(got.len(), msgs.len() * 2, "chunk size {chunk}");
