@@ -3,7 +3,8 @@
 //! `bench/results/latest.json` and `latest.md` (issue 6).
 
 use anyhow::{Context, Result};
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -15,6 +16,7 @@ mod report;
 mod rig;
 mod scale;
 mod sipp;
+mod steal;
 mod throughput;
 mod wake;
 
@@ -154,26 +156,14 @@ fn run(mut args: Args) -> Result<()> {
         machine.cpu, machine.cores, machine.kamailio, machine.sipp
     );
 
-    let registers = match args.only.contains(&Section::Registers) {
-        true => Some(registers(&args, &p2psip, &layout)?),
-        false => None,
-    };
-    let calls = match args.only.contains(&Section::Calls) {
-        true => Some(calls(&args, &p2psip, &layout)?),
-        false => None,
-    };
-    let latency = match args.only.contains(&Section::Latency) {
-        true => Some(latency(&args, &p2psip, &layout)?),
-        false => None,
-    };
-    let forwarding = match args.only.contains(&Section::Forwarding) {
-        true => Some(forwarding(&args, &p2psip)?),
-        false => None,
-    };
-    let footprint = match args.only.contains(&Section::Footprint) {
-        true => Some(footprint(&args, &p2psip)?),
-        false => None,
-    };
+    let mut steal = BTreeMap::new();
+    let registers = section(&args, Section::Registers, &mut steal, || {
+        registers(&args, &p2psip, &layout)
+    })?;
+    let calls = section(&args, Section::Calls, &mut steal, || calls(&args, &p2psip, &layout))?;
+    let latency = section(&args, Section::Latency, &mut steal, || latency(&args, &p2psip, &layout))?;
+    let forwarding = section(&args, Section::Forwarding, &mut steal, || forwarding(&args, &p2psip))?;
+    let footprint = section(&args, Section::Footprint, &mut steal, || footprint(&args, &p2psip))?;
     let results = args.repo.join("bench/results");
     let mut scale = Vec::new();
     if args.only.contains(&Section::Scale) {
@@ -207,6 +197,7 @@ fn run(mut args: Args) -> Result<()> {
         forwarding,
         footprint,
         scale,
+        steal_percent: steal,
     };
     std::fs::create_dir_all(&results)?;
     std::fs::write(
@@ -218,6 +209,26 @@ fn run(mut args: Args) -> Result<()> {
     println!("{md}");
     eprintln!("p2psip-bench: wrote {}", results.join("latest.{md,json}").display());
     Ok(())
+}
+
+/// Runs one section of the benchmark if it was asked for, noting the
+/// steal time while it ran under its name.
+fn section<T>(
+    args: &Args,
+    wanted: Section,
+    steal: &mut BTreeMap<String, f64>,
+    run: impl FnOnce() -> Result<T>,
+) -> Result<Option<T>> {
+    if !args.only.contains(&wanted) {
+        return Ok(None);
+    }
+    let (out, stolen) = steal::during(run);
+    if let Some(s) = stolen {
+        if let Some(name) = wanted.to_possible_value() {
+            steal.insert(name.get_name().to_string(), s);
+        }
+    }
+    out.map(Some)
 }
 
 fn report_date() -> String {

@@ -99,6 +99,9 @@ pub struct Report {
     pub forwarding: Option<Forwarding>,
     pub footprint: Option<Footprint>,
     pub scale: Vec<SimFigures>,
+    /// CPU time the hypervisor gave to other guests while each section
+    /// ran, % of all (steal, proc(5)).
+    pub steal_percent: std::collections::BTreeMap<String, f64>,
 }
 
 pub fn ratio(ours: &Throughput, theirs: &Throughput) -> f64 {
@@ -275,6 +278,19 @@ impl Report {
             "Machine: {} ({} cores, {} MB), {}. p2psip {}, Kamailio {} ({} UDP workers), {}.\n",
             m.cpu, m.cores, m.memory_mb, m.kernel, m.p2psip_revision, m.kamailio, self.kamailio_children, m.sipp
         );
+        if !self.steal_percent.is_empty() {
+            let each: Vec<String> = self
+                .steal_percent
+                .iter()
+                .map(|(section, s)| format!("{section} {s:.1} %"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "CPU time the hypervisor gave to other guests (steal) while each section ran: {}. \
+                 Figures taken under much steal do not compare with another run's.\n",
+                each.join(", ")
+            );
+        }
         if self.registers.is_some() || self.calls.is_some() {
             self.throughput_tables(&mut md);
         }
