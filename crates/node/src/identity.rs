@@ -150,6 +150,22 @@ fn check_signature(
         .map_err(|_| SecurityError::BadSignature)
 }
 
+/// What a verified signature by `found` proves.
+fn credential(found: &FoundSigner, info: CertInfo) -> Credential {
+    // §6.3.4: cert_hash names a certificate with one Node-ID, which is
+    // then the signer's.
+    let signer_node_id = match (found.node, info.node_ids.as_slice()) {
+        (Some(n), _) => Some(n),
+        (None, [only]) => Some(*only),
+        (None, _) => None,
+    };
+    Credential {
+        user: info.user,
+        node_ids: info.node_ids,
+        signer_node_id,
+    }
+}
+
 /// A remembered certificate found for a SignerIdentity.
 #[derive(Clone)]
 struct FoundSigner {
@@ -424,38 +440,28 @@ impl CertVerifier {
         }
         let known_good = signature_key(signature, input);
         let remembered = self.verified().signers.get(&known_good).cloned();
-        let (found, info) = match remembered {
-            Some(found) => {
-                // The certificate memory may have started over since: keep
-                // the signer's certificate, as a full check would have
-                // needed it.
-                if !self.known().contains_key(&found.key) {
-                    self.remember(&found.der);
-                }
-                let info = self.check(&found.key, &found.der)?;
-                (found, info)
-            }
+        match remembered {
+            Some(found) => self.credential_of(&found),
             None => {
                 let found = self.find_signer(&signature.identity)?;
                 let info = self.check(&found.key, &found.der)?;
                 check_signature(&found, &info, input, signature)?;
                 self.verified().insert(known_good, found.clone());
-                (found, info)
+                Ok(credential(&found, info))
             }
-        };
-        let signer_node_id = found.node;
-        // §6.3.4: cert_hash names a certificate with one Node-ID, which is
-        // then the signer's.
-        let signer_node_id = match (signer_node_id, info.node_ids.as_slice()) {
-            (Some(n), _) => Some(n),
-            (None, [only]) => Some(*only),
-            (None, _) => None,
-        };
-        Ok(Credential {
-            user: info.user,
-            node_ids: info.node_ids,
-            signer_node_id,
-        })
+        }
+    }
+
+    /// The credential of a signer whose signature needs no check (already
+    /// verified, or this node's own); its certificate still does.
+    fn credential_of(&self, found: &FoundSigner) -> Result<Credential, SecurityError> {
+        // The certificate memory may have started over since: keep the
+        // signer's certificate, as a full check would have needed it.
+        if !self.known().contains_key(&found.key) {
+            self.remember(&found.der);
+        }
+        let info = self.check(&found.key, &found.der)?;
+        Ok(credential(found, info))
     }
 
     /// Chain, validity and bad-node checks of a remembered certificate,
@@ -504,6 +510,14 @@ impl Signer for CertSecurity {
 impl Security for CertSecurity {
     fn user_signer(&self, user: &str) -> Option<&dyn Signer> {
         self.users.get(user).map(|s| s as &dyn Signer)
+    }
+
+    fn own_credential(&self, user: Option<&str>) -> Result<Credential, SecurityError> {
+        let signer = match user {
+            None => &self.node,
+            Some(u) => self.users.get(u).ok_or(SecurityError::UnknownSigner)?,
+        };
+        self.verifier.credential_of(&signer.vouched_by)
     }
 
     fn certificates_for(&self, signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {

@@ -17,7 +17,7 @@ use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use reload_wire::header::RELOAD_VERSION;
 use reload_wire::link_management::overlay_link_type;
-use reload_wire::security::SignerIdentity;
+use reload_wire::security::{Signature, SignerIdentity};
 use reload_wire::topology::probe_information_type;
 use reload_wire::Decode;
 use reload_wire::{
@@ -1119,10 +1119,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         loop {
             let Some(first) = header.destination_list.first() else {
                 // An answer to a request this node sent to itself.
-                return self.deliver(now, link, header, payload);
+                return self.deliver(now, link, header, payload, None);
             };
             match self.hop(first.as_ref(), header.destination_list.len() == 1) {
-                Hop::Deliver => return self.deliver(now, link, header, payload),
+                Hop::Deliver => return self.deliver(now, link, header, payload, None),
                 Hop::Skip => {
                     header.destination_list.remove(0);
                     unchanged = None;
@@ -1194,8 +1194,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.actions.push_back(Action::Send { to, bytes, maintenance });
     }
 
-    /// §6.1.1: the message is for this node.
-    fn deliver(&mut self, now: u64, link: Option<NodeId>, header: ForwardingHeader, payload: &[u8]) {
+    /// §6.1.1: the message is for this node. `own` is the credential of a
+    /// message this node sent to itself unsigned ([`Self::deliver_own`]).
+    fn deliver(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        header: ForwardingHeader,
+        payload: &[u8],
+        own: Option<Credential>,
+    ) {
         let code = peek_code(payload);
         let mut r = Reader::new(payload, &self.ctx);
         let parsed = MessageContents::decode(&mut r).and_then(|c| {
@@ -1218,21 +1226,25 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return;
         };
         // §6.3.4: verify the message signature.
-        let input = if self.security.needs_signature_input() {
-            Message::signature_input(
-                header.overlay,
-                header.transaction_id,
-                &contents,
-                &security_block.signature.identity,
-            )
-            .unwrap_or_default()
-        } else {
-            Vec::new()
+        let verified = match own {
+            Some(credential) => Ok(credential),
+            None => {
+                let input = if self.security.needs_signature_input() {
+                    Message::signature_input(
+                        header.overlay,
+                        header.transaction_id,
+                        &contents,
+                        &security_block.signature.identity,
+                    )
+                    .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                self.security
+                    .verify(&input, &security_block.signature, &security_block.certificates)
+            }
         };
-        let credential = match self
-            .security
-            .verify(&input, &security_block.signature, &security_block.certificates)
-        {
+        let credential = match verified {
             Ok(c) => c,
             Err(_) => {
                 if contents.message_code.is_request() {
@@ -1687,6 +1699,36 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
+    /// A message for this node itself: its security block is the empty
+    /// {0, 0} signature and no certificates, as nobody else ever reads it
+    /// ([`Self::deliver_own`]).
+    fn encode_unsigned(&self, header: &ForwardingHeader, contents: &MessageContents) -> Option<Vec<u8>> {
+        let security_block = SecurityBlock {
+            certificates: Vec::new(),
+            signature: Signature::anonymous(),
+        };
+        let mut w = Writer::with_capacity(128 + contents.message_body.len());
+        header.encode_with(&mut w, |w| {
+            contents.encode(w);
+            security_block.encode(w);
+        });
+        w.finish().ok()
+    }
+
+    /// Delivers a message this node sent to itself and did not sign: a
+    /// request for a resource it is responsible for, or the answer to one.
+    /// §6.3.4 has every message signed so that the nodes it crosses and
+    /// reaches can tell who sent it; this one crosses none and reaches its
+    /// sender, which knows. `credential` is what verifying the signature
+    /// would have given ([`Security::own_credential`]). Its bytes never go
+    /// to a link: a request still unanswered after delivery is signed
+    /// before it can be retransmitted (see [`Self::originate_as`]).
+    fn deliver_own(&mut self, now: u64, bytes: &[u8], credential: Credential) {
+        if let Ok((header, payload)) = ForwardingHeader::split(bytes, &self.ctx) {
+            self.deliver(now, None, header, payload, Some(credential));
+        }
+    }
+
     fn encode_message(
         &self,
         header: &ForwardingHeader,
@@ -1723,11 +1765,21 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let Ok(contents) = MessageContents::from_body(body) else {
             return self.fail_now(now, method, purpose);
         };
+        // A request this node will deliver to itself goes unsigned.
+        let own = match destination.as_slice() {
+            [only] if matches!(self.hop(only.as_ref(), true), Hop::Deliver) => self.security.own_credential(user).ok(),
+            _ => None,
+        };
         let mut header = ForwardingHeader::new(self.overlay, tid, destination);
         header.ttl = self.config.initial_ttl;
-        let encoded = self
-            .signer(user)
-            .and_then(|signer| self.encode_message(&header, &contents, &data_signers(body), signer));
+        let sign = |node: &Self| {
+            node.signer(user)
+                .and_then(|signer| node.encode_message(&header, &contents, &data_signers(body), signer))
+        };
+        let encoded = match own {
+            Some(_) => self.encode_unsigned(&header, &contents),
+            None => sign(self),
+        };
         let Some(bytes) = encoded else {
             return self.fail_now(now, method, purpose);
         };
@@ -1745,7 +1797,28 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             },
         );
         self.retransmit_at.push(deadline, tid);
-        self.route_own(now, &bytes, maintenance);
+        match own {
+            Some(credential) => {
+                self.deliver_own(now, &bytes, credential);
+                // Not answered at once: a retransmission may go to another
+                // node by then, so it must be signed.
+                if self.outstanding.contains_key(&tid) {
+                    match sign(self) {
+                        Some(signed) => {
+                            if let Some(o) = self.outstanding.get_mut(&tid) {
+                                o.bytes = signed;
+                            }
+                        }
+                        None => {
+                            if let Some(o) = self.outstanding.remove(&tid) {
+                                self.complete(now, o, Err(RequestFailure::NoRoute), self.me, 0);
+                            }
+                        }
+                    }
+                }
+            }
+            None => self.route_own(now, &bytes, maintenance),
+        }
     }
 
     /// Routes a message this node just encoded (a request, a retransmission
@@ -1785,6 +1858,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         path.reverse();
         let mut header = ForwardingHeader::new(self.overlay, request.transaction_id, path);
         header.ttl = self.config.initial_ttl;
+        // The answer to a request this node sent itself goes unsigned.
+        if header.destination_list.is_empty() {
+            if let Ok(credential) = self.security.own_credential(None) {
+                if let Some(bytes) = self.encode_unsigned(&header, &contents) {
+                    self.deliver_own(now, &bytes, credential);
+                }
+                return;
+            }
+        }
         let Some(bytes) = self.encode_message(&header, &contents, data_signers, &self.security) else {
             return;
         };

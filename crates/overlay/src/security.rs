@@ -54,6 +54,12 @@ pub trait Security: Signer {
     fn certificates_for(&self, _signers: &[&SignerIdentity]) -> Vec<GenericCertificate> {
         Vec::new()
     }
+    /// The credential [`verify`](Self::verify) finds in a signature by this
+    /// node (`None`) or by one of its enrolled users. A node takes the
+    /// messages it sends to itself with this, unsigned: no other node
+    /// sees them. It fails where verify would fail for the same signer,
+    /// say once its certificate has expired.
+    fn own_credential(&self, user: Option<&str>) -> Result<Credential, SecurityError>;
     /// Verifies `signature` over `input`, with `certificates` from the
     /// message's security block as extra candidates for the signer.
     fn verify(
@@ -128,6 +134,21 @@ impl Signer for SimulatedSecurity {
 impl Security for SimulatedSecurity {
     fn user_signer(&self, user: &str) -> Option<&dyn Signer> {
         self.users.iter().find(|u| u.user == user).map(|u| u as &dyn Signer)
+    }
+
+    /// What [`verify`](Security::verify) makes of this signer's "signature"
+    /// (the user name, with the node's Node-ID).
+    fn own_credential(&self, user: Option<&str>) -> Result<Credential, SecurityError> {
+        let user = match user {
+            None => self.user.clone(),
+            Some(u) if self.users.iter().any(|enrolled| enrolled.user == u) => u.to_string(),
+            Some(_) => return Err(SecurityError::UnknownSigner),
+        };
+        Ok(Credential {
+            user,
+            node_ids: vec![self.node_id],
+            signer_node_id: Some(self.node_id),
+        })
     }
 
     fn verify(

@@ -1156,3 +1156,115 @@ fn partition_checks_ping_our_own_id_through_the_bootstrap_peer_and_find_one_ring
         );
     }
 }
+
+/// [`SimulatedSecurity`] that counts the signatures it makes.
+struct CountingSecurity {
+    inner: SimulatedSecurity,
+    signed: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Signer for CountingSecurity {
+    fn identity(&self) -> SignerIdentity {
+        self.inner.identity()
+    }
+    fn certificates(&self) -> Vec<GenericCertificate> {
+        self.inner.certificates()
+    }
+    fn sign(&self, input: &[u8]) -> Signature {
+        self.signed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.sign(input)
+    }
+}
+
+impl Security for CountingSecurity {
+    fn own_credential(&self, user: Option<&str>) -> Result<Credential, SecurityError> {
+        self.inner.own_credential(user)
+    }
+    fn verify(
+        &self,
+        input: &[u8],
+        signature: &Signature,
+        certificates: &[GenericCertificate],
+    ) -> Result<Credential, SecurityError> {
+        self.inner.verify(input, signature, certificates)
+    }
+    fn needs_signature_input(&self) -> bool {
+        self.inner.needs_signature_input()
+    }
+}
+
+/// §6.3.4 signs messages so that the nodes they cross and reach can tell
+/// who sent them. A request a node delivers to itself, and its answer,
+/// cross and reach nobody else: they go unsigned. The stored value is
+/// still signed (§7.4.1.1), as replicas and fetchers check it.
+#[test]
+fn a_node_signs_the_values_it_stores_but_not_the_requests_it_sends_itself() {
+    let cfg = config();
+    let ctx = Arc::new(cfg.decode_context().unwrap());
+    let id = NodeId::from_u128(7 << 120);
+    let user = "solo@engine.test.invalid";
+    let signed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let security = CountingSecurity {
+        inner: SimulatedSecurity::new(id, user),
+        signed: signed.clone(),
+    };
+    let topology = ChordReload::new(id, cfg.chord.clone(), 16, 1);
+    let mut node = OverlayNode::new(cfg, ctx, addr(0), topology, security, 1, T0);
+    node.start_alone(T0);
+    let mut outcomes = Vec::new();
+    let drain = |node: &mut OverlayNode<ChordReload, CountingSecurity>, outcomes: &mut Vec<_>| {
+        while let Some(action) = node.poll_action() {
+            match action {
+                Action::Event(e) => {
+                    if let Event::Done { outcome, hops, .. } = *e {
+                        outcomes.push((outcome, hops));
+                    }
+                }
+                Action::Send { .. } => panic!("a node alone sent {action:?}"),
+                _ => {}
+            }
+        }
+    };
+    drain(&mut node, &mut outcomes);
+    outcomes.clear();
+    let before = signed.load(std::sync::atomic::Ordering::Relaxed);
+
+    let rid = node.resource_id(user.as_bytes());
+    let value = StoredDataValue::SingleValue(DataValue {
+        exists: true,
+        value: b"hello".to_vec(),
+    });
+    node.store(T0 + 1, rid.clone(), KIND, vec![value], 3600);
+    drain(&mut node, &mut outcomes);
+    assert!(
+        matches!(outcomes.as_slice(), [(Ok(Body::StoreAns(_)), 0)]),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        signed.load(std::sync::atomic::Ordering::Relaxed) - before,
+        1,
+        "only the stored value is signed"
+    );
+
+    outcomes.clear();
+    node.fetch(T0 + 2, fetch_single(&rid));
+    drain(&mut node, &mut outcomes);
+    let [(Ok(Body::FetchAns(ans)), 0)] = outcomes.as_slice() else {
+        panic!("{outcomes:?}")
+    };
+    let StoredDataValue::SingleValue(got) = &ans.kind_responses[0].values[0].value else {
+        panic!("{ans:?}")
+    };
+    assert_eq!(got.value, b"hello");
+    // The value came back with its signature, which the node made.
+    assert_eq!(ans.kind_responses[0].values[0].signature.identity, node_identity(id));
+    assert_eq!(
+        signed.load(std::sync::atomic::Ordering::Relaxed) - before,
+        1,
+        "the Fetch and its answer went unsigned"
+    );
+}
+
+fn node_identity(id: NodeId) -> SignerIdentity {
+    SimulatedSecurity::new(id, "").identity()
+}
