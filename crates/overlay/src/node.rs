@@ -354,6 +354,17 @@ fn data_signers(body: &Body) -> Vec<&SignerIdentity> {
 }
 
 /// A forwarded message's code, read without decoding the contents.
+/// A whole message (§6.3): the header, then its contents and security
+/// block.
+fn encode(header: &ForwardingHeader, contents: &MessageContents, security_block: &SecurityBlock) -> Option<Vec<u8>> {
+    let mut w = Writer::with_capacity(128 + contents.message_body.len());
+    header.encode_with(&mut w, |w| {
+        contents.encode(w);
+        security_block.encode(w);
+    });
+    w.finish().ok()
+}
+
 fn peek_code(payload: &[u8]) -> MessageCode {
     match payload {
         [a, b, ..] => MessageCode(u16::from_be_bytes([*a, *b])),
@@ -1707,12 +1718,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             certificates: Vec::new(),
             signature: Signature::anonymous(),
         };
-        let mut w = Writer::with_capacity(128 + contents.message_body.len());
-        header.encode_with(&mut w, |w| {
-            contents.encode(w);
-            security_block.encode(w);
-        });
-        w.finish().ok()
+        encode(header, contents, &security_block)
     }
 
     /// Delivers a message this node sent to itself and did not sign: a
@@ -1737,12 +1743,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         signer: &dyn Signer,
     ) -> Option<Vec<u8>> {
         let security_block = self.sign_contents(header.transaction_id, contents, data_signers, signer);
-        let mut w = Writer::with_capacity(128 + contents.message_body.len());
-        header.encode_with(&mut w, |w| {
-            contents.encode(w);
-            security_block.encode(w);
-        });
-        w.finish().ok()
+        encode(header, contents, &security_block)
     }
 
     /// §6.2.1: build, sign and send a request; remember it for
