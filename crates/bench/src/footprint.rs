@@ -26,33 +26,30 @@ pub struct Footprint {
     pub maintenance_bytes_per_peer_s: f64,
 }
 
-/// User plus system CPU time of a process so far, in seconds.
+/// CPU time of every thread of process `pid` so far, in seconds, to the
+/// nanosecond (the first field of each thread's schedstat, proc(5)). The
+/// utime and stime of /proc/PID/stat count 10 ms ticks, too coarse for a
+/// few hundred paced messages.
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).with_context(|| format!("peer {pid} is gone"))?;
-    // Fields after the command name, which may hold spaces, in brackets.
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
-    // utime and stime are fields 14 and 15 of stat(5); 12 and 13 here.
-    // SAFETY: sysconf has no preconditions.
-    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Ok((ticks(11) + ticks(12)) as f64 / per_s)
-}
-
-/// CPU time of every thread of process `pid`, in seconds, to the
-/// nanosecond (schedstat(5)): utime and stime count in 10 ms ticks, too
-/// coarse for a few hundred paced messages.
-pub fn cpu_seconds_exact(pid: u32) -> Result<f64> {
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("peer {pid} is gone"))?;
     let mut ns = 0u64;
+    let mut read = 0;
     for task in tasks {
-        let stat = std::fs::read_to_string(task?.path().join("schedstat")).unwrap_or_default();
+        // A thread may end between the listing and the read.
+        let Ok(stat) = std::fs::read_to_string(task?.path().join("schedstat")) else {
+            continue;
+        };
         ns += stat
             .split_whitespace()
             .next()
             .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0);
+            .with_context(|| format!("unreadable schedstat of process {pid}: {stat:?}"))?;
+        read += 1;
     }
+    anyhow::ensure!(
+        read > 0,
+        "no /proc/{pid}/task/*/schedstat: this kernel does not report CPU time per thread (CONFIG_SCHED_INFO)"
+    );
     Ok(ns as f64 / 1e9)
 }
 

@@ -190,7 +190,7 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
         let cpu = crate::footprint::cpu_seconds(pid)? - cpu_before;
         let peer_counted = forwarded(demo.admin[0])? - counted_before;
 
-        let paced_cpu_before = crate::footprint::cpu_seconds_exact(pid)?;
+        let paced_cpu_before = crate::footprint::cpu_seconds(pid)?;
         let mut one_way_ms = Vec::with_capacity(PACED_MESSAGES);
         for _ in 0..PACED_MESSAGES {
             tokio::time::sleep(PACED_GAP).await;
@@ -201,7 +201,7 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
             receive(&mut sink, Duration::from_secs(1)).await?;
             one_way_ms.push(sent.elapsed().as_secs_f64() * 1e3);
         }
-        let paced_cpu = crate::footprint::cpu_seconds_exact(pid)? - paced_cpu_before;
+        let paced_cpu = crate::footprint::cpu_seconds(pid)? - paced_cpu_before;
         Ok(Forwarding {
             message: "store_req",
             message_bytes,
