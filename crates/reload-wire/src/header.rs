@@ -2,6 +2,7 @@
 //! and ForwardingOption (§6.3.2.3).
 
 use crate::codec::{Decode, Encode, LenPrefix, Reader, Writer};
+use crate::contents::MessageCode;
 use crate::error::DecodeError;
 use crate::ids::{NodeId, ResourceId, MIN_NODE_ID_LENGTH};
 use crate::DecodeContext;
@@ -546,6 +547,17 @@ fn entries(
             }
         })
     })
+}
+
+/// The message code of a whole message (RFC 6940 §6.3.3), read past the
+/// forwarding header's three lists by their lengths without decoding
+/// anything else; `None` if the message is too short to hold it.
+pub fn peek_message_code(buf: &[u8]) -> Option<MessageCode> {
+    let at = |i: usize| buf.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize);
+    // via_list_length, destination_list_length and options_length end
+    // the 38-byte fixed part (§6.3.2).
+    let start = 38 + at(32)? + at(34)? + at(36)?;
+    at(start).map(|code| MessageCode(code as u16))
 }
 
 /// Reads only the fixed part of a forwarding header to learn the message's

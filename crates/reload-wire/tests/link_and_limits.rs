@@ -229,6 +229,23 @@ fn decoder_enforces_max_message_size_before_reading_the_rest() {
 }
 
 #[test]
+fn the_message_code_is_read_past_the_forwarding_header_lists() {
+    for (label, m) in samples::messages() {
+        let bytes = m.to_bytes().unwrap();
+        let code = m.message_contents.message_code;
+        assert_eq!(header::peek_message_code(&bytes), Some(code), "{label}");
+        let lists =
+            bytes.len() - m.message_contents.to_bytes().unwrap().len() - m.security_block.to_bytes().unwrap().len();
+        assert_eq!(
+            header::peek_message_code(&bytes[..lists + 1]),
+            None,
+            "{label}: one byte of the code"
+        );
+    }
+    assert_eq!(header::peek_message_code(&[0; 37]), None);
+}
+
+#[test]
 fn every_truncation_and_extension_of_every_sample_is_an_error() {
     let c = ctx();
     for (label, m) in samples::messages() {

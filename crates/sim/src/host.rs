@@ -122,11 +122,41 @@ pub(crate) enum Effect {
 }
 
 /// Messages sent, for the report.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Tally {
     pub messages: u64,
     pub maintenance_msgs: u64,
     pub maintenance_bytes: u64,
+    /// Messages by message code (RFC 6940 §14.8): codes below
+    /// [`CODE_SLOTS`] at their own index, Error and anything else at 0.
+    pub by_code: [u64; CODE_SLOTS],
+}
+
+/// Message codes counted one by one: every request and answer up to
+/// exp_b_ans (0x26).
+pub(crate) const CODE_SLOTS: usize = 0x27;
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            messages: 0,
+            maintenance_msgs: 0,
+            maintenance_bytes: 0,
+            by_code: [0; CODE_SLOTS],
+        }
+    }
+}
+
+impl Tally {
+    fn count(&mut self, bytes: &[u8], maintenance: bool) {
+        self.messages += 1;
+        if maintenance {
+            self.maintenance_msgs += 1;
+            self.maintenance_bytes += bytes.len() as u64;
+        }
+        let code = reload_wire::header::peek_message_code(bytes).map_or(0, |c| c.0 as usize);
+        self.by_code[if code < CODE_SLOTS { code } else { 0 }] += 1;
+    }
 }
 
 /// Where an effect comes from: the position in its step of the event
@@ -352,11 +382,7 @@ pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
 }
 
 fn send(view: &View, n: &mut SimNode, from: Host, to: NodeId, bytes: Vec<u8>, maintenance: bool, out: &mut Out) {
-    out.tally.messages += 1;
-    if maintenance {
-        out.tally.maintenance_msgs += 1;
-        out.tally.maintenance_bytes += bytes.len() as u64;
-    }
+    out.tally.count(&bytes, maintenance);
     let to = host_in(&to);
     if !n.links.contains(&to) {
         // The far end crashed or was cut off: the simulator took it out

@@ -1,8 +1,10 @@
 //! What a simulation measured.
 
-use crate::host::Tally;
+use crate::host::{Tally, CODE_SLOTS};
 use crate::SimConfig;
+use reload_wire::MessageCode;
 use serde::Serialize;
+use std::collections::BTreeMap;
 
 /// Per-minute figures for the charts.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -72,6 +74,9 @@ pub struct Report {
     pub maintenance_msgs_per_peer_s: f64,
     pub maintenance_bytes_per_peer_s: f64,
     pub messages: u64,
+    /// The measured period's messages by message code (RFC 6940 §14.8):
+    /// which requests and answers the traffic is made of.
+    pub messages_by_code: BTreeMap<&'static str, u64>,
     /// Messages sent while the ring was built (every join, its Attaches,
     /// Updates and data transfer) and their number per peer: what joining
     /// costs, and whether that grows faster than log N.
@@ -90,6 +95,8 @@ pub struct Report {
     pub series: Series,
     #[serde(skip)]
     latencies: Vec<u32>,
+    #[serde(skip)]
+    by_code: Vec<u64>,
 }
 
 impl Report {
@@ -106,6 +113,10 @@ impl Report {
     /// Messages sent at `t_ms` into the measurement.
     pub(crate) fn count_messages(&mut self, t_ms: u64, sent: Tally) {
         self.messages += sent.messages;
+        self.by_code.resize(CODE_SLOTS, 0);
+        for (sum, n) in self.by_code.iter_mut().zip(sent.by_code) {
+            *sum += n;
+        }
         self.maintenance_msgs += sent.maintenance_msgs;
         self.maintenance_bytes += sent.maintenance_bytes;
         if sent.maintenance_msgs > 0 {
@@ -186,6 +197,13 @@ impl Report {
         if peer_s > 0.0 {
             self.maintenance_msgs_per_peer_s = self.maintenance_msgs as f64 / peer_s;
             self.maintenance_bytes_per_peer_s = self.maintenance_bytes as f64 / peer_s;
+        }
+        for (code, n) in self.by_code.iter().enumerate().filter(|(_, n)| **n > 0) {
+            let name = match code {
+                0 => "error_or_other",
+                c => MessageCode(c as u16).name().unwrap_or("unassigned"),
+            };
+            self.messages_by_code.insert(name, *n);
         }
         self.wall_s = wall_s;
         self.peak_rss_mb = peak_rss_mb();

@@ -150,6 +150,25 @@ fn a_ring_of_three_links_each_peer_to_the_other_two() {
     assert_eq!(r.build_messages_per_peer, r.build_messages as f64 / 3.0, "{s}");
 }
 
+/// The measured traffic split by message code (RFC 6940 §14.8): every
+/// message counted once, under its name. In a settled ring with no loss
+/// each Fetch of a lookup comes back over as many hops as it went, but
+/// for those still on their way when the measurement ends.
+#[test]
+fn the_report_splits_the_traffic_by_message_code() {
+    let r = run(SimConfig::new(50, 60));
+    let s = summary(&r);
+    let by = &r.messages_by_code;
+    assert_eq!(by.values().sum::<u64>(), r.messages, "{by:?}");
+    assert!(r.lookups > 0 && by["fetch_req"] >= r.lookups, "{by:?} {s}");
+    let unanswered = by["fetch_req"] - by["fetch_ans"];
+    assert!(unanswered * 100 < by["fetch_req"], "{by:?}");
+    assert!(
+        !by.contains_key("unassigned") && !by.contains_key("error_or_other"),
+        "{by:?}"
+    );
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let cfg = || {
