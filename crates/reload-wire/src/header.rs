@@ -555,8 +555,9 @@ fn entries(
 pub fn peek_message_code(buf: &[u8]) -> Option<MessageCode> {
     let at = |i: usize| buf.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]) as usize);
     // via_list_length, destination_list_length and options_length end
-    // the 38-byte fixed part (§6.3.2).
-    let start = 38 + at(32)? + at(34)? + at(36)?;
+    // the fixed part (§6.3.2).
+    let lists = at(VIA_LIST_LENGTH_AT)? + at(VIA_LIST_LENGTH_AT + 2)? + at(VIA_LIST_LENGTH_AT + 4)?;
+    let start = FIXED_HEADER_LEN + lists;
     at(start).map(|code| MessageCode(code as u16))
 }
 

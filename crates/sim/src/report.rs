@@ -106,6 +106,7 @@ impl Report {
             seed: cfg.seed,
             churn_median_s: cfg.churn_median_s,
             hops_half_log2_n: (cfg.peers.max(1) as f64).log2() / 2.0,
+            by_code: vec![0; CODE_SLOTS],
             ..Report::default()
         }
     }
@@ -113,7 +114,6 @@ impl Report {
     /// Messages sent at `t_ms` into the measurement.
     pub(crate) fn count_messages(&mut self, t_ms: u64, sent: Tally) {
         self.messages += sent.messages;
-        self.by_code.resize(CODE_SLOTS, 0);
         for (sum, n) in self.by_code.iter_mut().zip(sent.by_code) {
             *sum += n;
         }
