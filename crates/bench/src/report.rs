@@ -378,7 +378,8 @@ impl Report {
             }
             let _ = writeln!(
                 md,
-                "\nHop distributions, lookup success over time and upkeep traffic: `sim-N/*.png`."
+                "\nMean and p99 hops against ½·log2 N, and lookup success, at every size: `scale.png`. \
+                 Per size, the hop distribution, lookup success over time and upkeep traffic: `sim-N/*.png`."
             );
         }
         md

@@ -2,8 +2,15 @@
 //! sizes against ½·log2 N, under churn (median session 10 minutes).
 
 use anyhow::{Context, Result};
+use charts::plotters::prelude::*;
+use charts::{draw_error, ChartError, SIZE};
 use std::path::Path;
 use std::process::Command;
+
+/// The bound on mean hops: ½·log2 N plus this.
+const HOPS_MARGIN: f64 = 0.5;
+/// The bound on lookup success under churn, in percent.
+const SUCCESS_TARGET_PERCENT: f64 = 99.9;
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct SimFigures {
@@ -37,4 +44,225 @@ pub fn simulate(p2psip: &Path, peers: usize, duration_s: u64, plots: &Path) -> R
         String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("")
     );
     serde_json::from_slice(&out.stdout).context("p2psip sim --json printed no report")
+}
+
+/// Writes `scale.png`: mean and p99 hops at each overlay size against
+/// ½·log2 N (and the ½·log2 N + 0.5 bound), beside lookup success against
+/// 99.9 %. The overlay size is on a log scale, where ½·log2 N is a line.
+pub fn write_chart(figures: &[SimFigures], path: &Path) -> Result<()> {
+    anyhow::ensure!(!figures.is_empty(), "no simulator runs to chart");
+    let svg = charts::svg(|root| {
+        let root = root
+            .titled(
+                &format!(
+                    "The simulator at scale - churn median 600 s, seed 1, {:.0} simulated s",
+                    figures[0].simulated_s
+                ),
+                ("sans-serif", 20),
+            )
+            .map_err(draw_error)?;
+        let (left, right) = root.split_horizontally(SIZE.0 / 2);
+        hops_panel(&left, figures)?;
+        success_panel(&right, figures)
+    })?;
+    charts::write_png(&svg, path)?;
+    Ok(())
+}
+
+/// Where an overlay size goes on the x axis: log10 of the peers, so that
+/// the axis is labelled by whole decades and ½·log2 N is a straight line.
+fn decade(peers: usize) -> f64 {
+    (peers.max(1) as f64).log10()
+}
+
+/// The x range: the decades around every size.
+fn peers_axis(figures: &[SimFigures]) -> std::ops::Range<f64> {
+    let sizes = figures.iter().map(|f| decade(f.peers));
+    let low = sizes.clone().fold(f64::MAX, f64::min);
+    let high = sizes.fold(0.0, f64::max);
+    (low - 0.5).floor()..(high + 0.5).ceil()
+}
+
+/// A decade's label: 1k, 10k, 100k, 1M.
+fn peers_label(x: &f64) -> String {
+    let n = 10f64.powf(*x).round();
+    match n {
+        n if n >= 1e6 => format!("{}M", n / 1e6),
+        n if n >= 1e3 => format!("{}k", n / 1e3),
+        n => format!("{n}"),
+    }
+}
+
+/// Labels at whole decades only.
+fn decades(x: &std::ops::Range<f64>) -> usize {
+    (x.end - x.start) as usize + 1
+}
+
+fn hops_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), ChartError> {
+    let x = peers_axis(figures);
+    // ½·log2 N with N = 10^x.
+    let half_log2 = |x: f64| x * std::f64::consts::LOG2_10 / 2.0;
+    let top = figures
+        .iter()
+        .map(|f| f64::from(f.hops_p99))
+        .fold(half_log2(x.end) + HOPS_MARGIN, f64::max)
+        .ceil()
+        + 1.0;
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(48)
+        .build_cartesian_2d(x.clone(), 0.0..top)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("peers")
+        .x_labels(decades(&x))
+        .x_label_formatter(&peers_label)
+        .disable_x_mesh()
+        .y_desc("overlay hops per lookup")
+        .draw()
+        .map_err(draw_error)?;
+    let curve = |offset: f64| {
+        [
+            (x.start, half_log2(x.start) + offset),
+            (x.end, half_log2(x.end) + offset),
+        ]
+    };
+    chart
+        .draw_series(LineSeries::new(curve(0.0), RED.stroke_width(2)))
+        .map_err(draw_error)?
+        .label("½·log2 N")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(2)));
+    chart
+        .draw_series(DashedLineSeries::new(curve(HOPS_MARGIN), 6, 4, RED.stroke_width(1)))
+        .map_err(draw_error)?
+        .label("bound: ½·log2 N + 0.5")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(1)));
+    let means: Vec<(f64, f64)> = figures.iter().map(|f| (decade(f.peers), f.hops_mean)).collect();
+    chart
+        .draw_series(LineSeries::new(means.iter().copied(), BLUE.stroke_width(2)))
+        .map_err(draw_error)?;
+    chart
+        .draw_series(means.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
+        .map_err(draw_error)?
+        .label("mean hops")
+        .legend(|(x, y)| Circle::new((x + 7, y), 5, BLUE.filled()));
+    chart
+        .draw_series(
+            figures
+                .iter()
+                .map(|f| TriangleMarker::new((decade(f.peers), f64::from(f.hops_p99)), 6, BLUE.mix(0.5).filled())),
+        )
+        .map_err(draw_error)?
+        .label("p99 hops")
+        .legend(|(x, y)| TriangleMarker::new((x + 7, y), 6, BLUE.mix(0.5).filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)
+}
+
+fn success_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), ChartError> {
+    let x = peers_axis(figures);
+    let points: Vec<(f64, f64)> = figures
+        .iter()
+        .map(|f| (decade(f.peers), f.lookup_success_rate * 100.0))
+        .collect();
+    let lowest = points.iter().map(|p| p.1).fold(SUCCESS_TARGET_PERCENT, f64::min);
+    let floor = (lowest - 0.1).clamp(0.0, 99.8);
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x.clone(), floor..100.02)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("peers")
+        .x_labels(decades(&x))
+        .x_label_formatter(&peers_label)
+        .disable_x_mesh()
+        .y_desc("% of lookups that found the value")
+        .y_label_formatter(&|y| format!("{y:.2}"))
+        .draw()
+        .map_err(draw_error)?;
+    chart
+        .draw_series(DashedLineSeries::new(
+            [(x.start, SUCCESS_TARGET_PERCENT), (x.end, SUCCESS_TARGET_PERCENT)],
+            6,
+            4,
+            RED.stroke_width(1),
+        ))
+        .map_err(draw_error)?
+        .label("bound: 99.9 %")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(1)));
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))
+        .map_err(draw_error)?;
+    chart
+        .draw_series(points.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
+        .map_err(draw_error)?
+        .label("lookup success")
+        .legend(|(x, y)| Circle::new((x + 7, y), 5, BLUE.filled()));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn figures(peers: usize, hops_mean: f64, success: f64) -> SimFigures {
+        SimFigures {
+            peers,
+            simulated_s: 600.0,
+            lookups: 10_000,
+            lookup_success_rate: success,
+            hops_mean,
+            hops_p99: hops_mean.ceil() as u32 + 3,
+            hops_half_log2_n: (peers as f64).log2() / 2.0,
+            items_lost: 0,
+            items_lost_expected: 0,
+            maintenance_bytes_per_peer_s: 100.0,
+            wall_s: 1.0,
+            peak_rss_mb: 1.0,
+        }
+    }
+
+    fn png_size(path: &Path) -> (u32, u32) {
+        let png = std::fs::read(path).unwrap();
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        (
+            u32::from_be_bytes(png[16..20].try_into().unwrap()),
+            u32::from_be_bytes(png[20..24].try_into().unwrap()),
+        )
+    }
+
+    #[test]
+    fn the_scale_chart_is_drawn_for_one_size_or_several() {
+        let dir = std::env::temp_dir().join(format!("bench-scale-chart-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let runs = [
+            figures(1_000, 5.1, 1.0),
+            figures(10_000, 6.6, 0.9995),
+            figures(100_000, 8.4, 0.998),
+        ];
+        for (name, runs) in [("three.png", &runs[..]), ("one.png", &runs[..1])] {
+            let path = dir.join(name);
+            write_chart(runs, &path).unwrap();
+            assert_eq!(png_size(&path), SIZE, "{name}");
+        }
+        let err = write_chart(&[], &dir.join("none.png")).unwrap_err();
+        assert!(err.to_string().contains("no simulator runs"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

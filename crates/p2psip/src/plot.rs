@@ -1,23 +1,13 @@
 //! `p2psip sim --plot DIR`: PNG charts of a simulation report.
-//!
-//! plotters draws each chart as SVG (its released versions render text to
-//! bitmaps only through the system's fontconfig); resvg rasterises the SVG
-//! with a font compiled into the binary, so the charts look the same on any
-//! machine and need no system package.
 
 use anyhow::{Context, Result};
-use plotters::prelude::*;
+use charts::plotters::prelude::*;
+use charts::{draw_error as plot_error, draw_legend, svg, ChartError, SIZE};
 use sim::Report;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-/// DejaVu Sans cut down to ASCII and a few symbols (license beside it).
-const FONT: &[u8] = include_bytes!("../assets/DejaVuSans-subset.ttf");
-const FONT_FAMILY: &str = "DejaVu Sans";
-const SIZE: (u32, u32) = (900, 540);
 
 /// Draws one chart of a report as SVG text.
-type DrawChart = fn(&Report) -> Result<String>;
+type DrawChart = fn(&Report) -> Result<String, ChartError>;
 
 /// Writes hops.png, lookups.png and maintenance.png into `dir` and returns
 /// their paths.
@@ -31,29 +21,10 @@ pub fn write_charts(report: &Report, dir: &Path) -> Result<Vec<PathBuf>> {
     let mut written = Vec::new();
     for (name, draw) in charts {
         let path = dir.join(name);
-        let svg = draw(report)?;
-        rasterise(&svg, &path)?;
+        charts::write_png(&draw(report)?, &path)?;
         written.push(path);
     }
     Ok(written)
-}
-
-fn rasterise(svg: &str, path: &Path) -> Result<()> {
-    let mut options = resvg::usvg::Options::default();
-    {
-        let fonts = Arc::make_mut(&mut options.fontdb);
-        fonts.load_font_data(FONT.to_vec());
-        fonts.set_sans_serif_family(FONT_FAMILY);
-    }
-    options.font_family = FONT_FAMILY.into();
-    let tree = resvg::usvg::Tree::from_str(svg, &options).context("the chart is not valid SVG")?;
-    let size = tree.size().to_int_size();
-    let mut pixmap = resvg::tiny_skia::Pixmap::new(size.width(), size.height()).context("the chart has no size")?;
-    pixmap.fill(resvg::tiny_skia::Color::WHITE);
-    resvg::render(&tree, resvg::tiny_skia::Transform::default(), &mut pixmap.as_mut());
-    pixmap
-        .save_png(path)
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn title(r: &Report, what: &str) -> String {
@@ -63,35 +34,8 @@ fn title(r: &Report, what: &str) -> String {
     format!("{what} - {} peers, {churn}, seed {}", r.peers, r.seed)
 }
 
-/// Runs `draw` on an SVG canvas and returns the SVG text.
-fn svg(draw: impl FnOnce(&DrawingArea<SVGBackend, plotters::coord::Shift>) -> Result<()>) -> Result<String> {
-    let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, SIZE).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_error)?;
-        draw(&root)?;
-        root.present().map_err(plot_error)?;
-    }
-    Ok(out)
-}
-
-fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing a chart failed: {e:?}")
-}
-
-fn draw_legend<'a, CT: plotters::coord::CoordTranslate>(
-    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
-) -> Result<()> {
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(plot_error)
-}
-
 /// Share of successful lookups by hop count, with ½·log2 N and the mean.
-fn hops_svg(r: &Report) -> Result<String> {
+fn hops_svg(r: &Report) -> Result<String, ChartError> {
     let total: u64 = r.hops_histogram.iter().sum::<u64>().max(1);
     let shares: Vec<f64> = r
         .hops_histogram
@@ -139,7 +83,7 @@ fn hops_svg(r: &Report) -> Result<String> {
 }
 
 /// Lookup success per simulated minute.
-fn lookups_svg(r: &Report) -> Result<String> {
+fn lookups_svg(r: &Report) -> Result<String, ChartError> {
     let s = &r.series;
     let points: Vec<(f64, f64)> = s
         .minute
@@ -176,7 +120,7 @@ fn lookups_svg(r: &Report) -> Result<String> {
 }
 
 /// Maintenance messages and bytes per live peer per second, by minute.
-fn maintenance_svg(r: &Report) -> Result<String> {
+fn maintenance_svg(r: &Report) -> Result<String, ChartError> {
     let s = &r.series;
     let per_peer_s = |v: &[u64]| -> Vec<(f64, f64)> {
         s.minute
