@@ -526,6 +526,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.topology.is_joined()
     }
 
+    /// The heap memory nearly every message at this node reads: its link
+    /// table and the topology's routing tables, as (start, bytes) blocks
+    /// (see [`Topology::hot_memory`]).
+    pub fn hot_memory(&self, visit: &mut dyn FnMut(*const u8, usize)) {
+        let (start, len) = self.links.memory();
+        visit(start, len);
+        self.topology.hot_memory(visit);
+    }
+
     pub fn uptime_ms(&self, now: u64) -> u64 {
         now.saturating_sub(self.started_at)
     }

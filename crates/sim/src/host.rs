@@ -306,6 +306,9 @@ pub(crate) fn handle_batch(
     for t in step.start..step.end {
         out.now = t;
         while let Some((tag, ev)) = out.next_at(t) {
+            if let Some(next) = out.peek_at(t, 0) {
+                prefetch_tables(nodes, base, next);
+            }
             if let Some(next) = out.peek_at(t, PREFETCH_AHEAD) {
                 prefetch(nodes, base, next);
             }
@@ -320,34 +323,60 @@ pub(crate) fn handle_batch(
 /// How many events ahead of the one being handled [`prefetch`] looks.
 const PREFETCH_AHEAD: usize = 1;
 
+/// Most cache lines of one table [`prefetch_tables`] asks for.
+const TABLE_LINES: usize = 32;
+
+/// The second stage of [`prefetch`], one event later: the peer's slot is
+/// in cache by now, so its tables' addresses can be read without a stall,
+/// and the tables (links, routing table) start loading while the event
+/// before theirs is handled.
+fn prefetch_tables(nodes: &[Option<SimNode>], base: Host, ev: &Ev) {
+    let Some(Some(node)) = slot(nodes, base, ev) else {
+        return;
+    };
+    let mut table = |start: *const u8, len: usize| hint_lines(start, len.min(TABLE_LINES * 64));
+    let (start, len) = node.links.memory();
+    table(start, len);
+    node.engine.hot_memory(&mut table);
+}
+
+/// The slot of the peer `ev` happens at, if it is among `nodes`.
+fn slot<'a>(nodes: &'a [Option<SimNode>], base: Host, ev: &Ev) -> Option<&'a Option<SimNode>> {
+    ev.host()
+        .and_then(|h| h.checked_sub(base))
+        .and_then(|i| nodes.get(i as usize))
+}
+
+/// Asks the CPU to load the cache lines of `len` bytes from `start`.
+fn hint_lines(start: *const u8, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        for line in (0..len).step_by(64) {
+            // SAFETY: a prefetch is a hint: it reads nothing the program
+            // sees and never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(start.wrapping_add(line).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (start, len);
+}
+
 /// Asks the CPU to start loading the peer state (and message) an event
 /// will touch, so that its cache misses overlap the event before it. At
 /// 30k peers and more, nearly every event lands on a peer whose state
 /// left the cache long ago; its first touches were the largest single
 /// stalls in `perf annotate` (decision 0013).
 fn prefetch(nodes: &[Option<SimNode>], base: Host, ev: &Ev) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-        let Some(slot) = ev
-            .host()
-            .and_then(|h| h.checked_sub(base))
-            .and_then(|i| nodes.get(i as usize))
-        else {
-            return;
-        };
-        // SAFETY: a prefetch is a hint: it reads nothing the program sees
-        // and never faults, whatever the address (and these are in bounds).
-        let hint = |p: *const u8| unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) };
-        let start = slot as *const Option<SimNode> as *const u8;
-        for line in (0..std::mem::size_of::<Option<SimNode>>()).step_by(64) {
-            hint(start.wrapping_add(line));
-        }
-        if let Ev::Deliver { bytes, .. } = ev {
-            for line in (0..bytes.len().min(256)).step_by(64) {
-                hint(bytes.as_ptr().wrapping_add(line));
-            }
-        }
+    let Some(slot) = slot(nodes, base, ev) else {
+        return;
+    };
+    hint_lines(
+        (slot as *const Option<SimNode>).cast(),
+        std::mem::size_of::<Option<SimNode>>(),
+    );
+    if let Ev::Deliver { bytes, .. } = ev {
+        hint_lines(bytes.as_ptr(), bytes.len().min(256));
     }
 }
 

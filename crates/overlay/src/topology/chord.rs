@@ -1195,6 +1195,14 @@ impl Topology for ChordReload {
         (((d >> 64) * 1_000_000_000) >> 64) as u32
     }
 
+    fn hot_memory(&self, visit: &mut dyn FnMut(*const u8, usize)) {
+        let (start, len) = self.peers.memory();
+        visit(start, len);
+        for list in [&self.successors, &self.predecessors] {
+            visit(list.as_ptr().cast(), std::mem::size_of_val(list.as_slice()));
+        }
+    }
+
     fn next_timer(&self) -> Option<u64> {
         match self.phase {
             Phase::Joining { started, .. } => Some(started + JOIN_TIMEOUT_MS),

@@ -223,6 +223,12 @@ pub trait Topology {
     }
 
     /// When [`on_timer`](Self::on_timer) next wants to run.
+    /// The memory nearly every message reads (the routing tables), as
+    /// (start, bytes) blocks, for a driver that loads it into cache ahead
+    /// of the next event: the simulator, where a peer's tables have left
+    /// the cache long before its next message. A hint only.
+    fn hot_memory(&self, _visit: &mut dyn FnMut(*const u8, usize)) {}
+
     fn next_timer(&self) -> Option<u64>;
 
     /// Periodic work: stabilization, finger refresh, delayed Updates.
