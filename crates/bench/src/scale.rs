@@ -2,8 +2,9 @@
 //! sizes against ½·log2 N, under churn (median session 10 minutes).
 
 use anyhow::{Context, Result};
+use charts::plotters::coord::types::RangedCoordf64;
 use charts::plotters::prelude::*;
-use charts::{draw_error, ChartError, SIZE};
+use charts::{draw_error, draw_legend, ChartError, SIZE};
 use std::path::Path;
 use std::process::Command;
 
@@ -98,6 +99,59 @@ fn decades(x: &std::ops::Range<f64>) -> usize {
     (x.end - x.start) as usize + 1
 }
 
+/// Axis ranges on the overlay size's decades.
+type PeersChart<'a> = ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// A panel with overlay sizes across and `y` up, its mesh drawn.
+fn peers_chart<'a>(
+    area: &charts::Canvas<'a>,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+    y_desc: &str,
+    y_label: &dyn Fn(&f64) -> String,
+) -> Result<PeersChart<'a>, ChartError> {
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(64)
+        .build_cartesian_2d(x.clone(), y)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("peers")
+        .x_labels(decades(&x))
+        .x_label_formatter(&peers_label)
+        .disable_x_mesh()
+        .y_desc(y_desc)
+        .y_label_formatter(y_label)
+        .draw()
+        .map_err(draw_error)?;
+    Ok(chart)
+}
+
+/// One figure per overlay size, joined by a line, under `label`.
+fn draw_sizes(chart: &mut PeersChart<'_>, points: &[(f64, f64)], label: &str) -> Result<(), ChartError> {
+    chart
+        .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))
+        .map_err(draw_error)?;
+    chart
+        .draw_series(points.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
+        .map_err(draw_error)?
+        .label(label)
+        .legend(|(x, y)| Circle::new((x + 7, y), 5, BLUE.filled()));
+    Ok(())
+}
+
+/// A dashed red line through `points`, labelled as a bound.
+fn draw_bound(chart: &mut PeersChart<'_>, points: [(f64, f64); 2], label: &str) -> Result<(), ChartError> {
+    chart
+        .draw_series(DashedLineSeries::new(points, 6, 4, RED.stroke_width(1)))
+        .map_err(draw_error)?
+        .label(label)
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(1)));
+    Ok(())
+}
+
 fn hops_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), ChartError> {
     let x = peers_axis(figures);
     // ½·log2 N with N = 10^x.
@@ -108,21 +162,9 @@ fn hops_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), C
         .fold(half_log2(x.end) + HOPS_MARGIN, f64::max)
         .ceil()
         + 1.0;
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(48)
-        .build_cartesian_2d(x.clone(), 0.0..top)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("peers")
-        .x_labels(decades(&x))
-        .x_label_formatter(&peers_label)
-        .disable_x_mesh()
-        .y_desc("overlay hops per lookup")
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = peers_chart(area, x.clone(), 0.0..top, "overlay hops per lookup", &|y| {
+        format!("{y:.0}")
+    })?;
     let curve = |offset: f64| {
         [
             (x.start, half_log2(x.start) + offset),
@@ -134,20 +176,9 @@ fn hops_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), C
         .map_err(draw_error)?
         .label("½·log2 N")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(2)));
-    chart
-        .draw_series(DashedLineSeries::new(curve(HOPS_MARGIN), 6, 4, RED.stroke_width(1)))
-        .map_err(draw_error)?
-        .label("bound: ½·log2 N + 0.5")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(1)));
+    draw_bound(&mut chart, curve(HOPS_MARGIN), "bound: ½·log2 N + 0.5")?;
     let means: Vec<(f64, f64)> = figures.iter().map(|f| (decade(f.peers), f.hops_mean)).collect();
-    chart
-        .draw_series(LineSeries::new(means.iter().copied(), BLUE.stroke_width(2)))
-        .map_err(draw_error)?;
-    chart
-        .draw_series(means.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
-        .map_err(draw_error)?
-        .label("mean hops")
-        .legend(|(x, y)| Circle::new((x + 7, y), 5, BLUE.filled()));
+    draw_sizes(&mut chart, &means, "mean hops")?;
     chart
         .draw_series(
             figures
@@ -157,13 +188,7 @@ fn hops_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), C
         .map_err(draw_error)?
         .label("p99 hops")
         .legend(|(x, y)| TriangleMarker::new((x + 7, y), 6, BLUE.mix(0.5).filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)
+    draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)
 }
 
 fn success_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), ChartError> {
@@ -174,47 +199,20 @@ fn success_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<()
         .collect();
     let lowest = points.iter().map(|p| p.1).fold(SUCCESS_TARGET_PERCENT, f64::min);
     let floor = (lowest - 0.1).clamp(0.0, 99.8);
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(64)
-        .build_cartesian_2d(x.clone(), floor..100.02)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("peers")
-        .x_labels(decades(&x))
-        .x_label_formatter(&peers_label)
-        .disable_x_mesh()
-        .y_desc("% of lookups that found the value")
-        .y_label_formatter(&|y| format!("{y:.2}"))
-        .draw()
-        .map_err(draw_error)?;
-    chart
-        .draw_series(DashedLineSeries::new(
-            [(x.start, SUCCESS_TARGET_PERCENT), (x.end, SUCCESS_TARGET_PERCENT)],
-            6,
-            4,
-            RED.stroke_width(1),
-        ))
-        .map_err(draw_error)?
-        .label("bound: 99.9 %")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], RED.stroke_width(1)));
-    chart
-        .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))
-        .map_err(draw_error)?;
-    chart
-        .draw_series(points.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
-        .map_err(draw_error)?
-        .label("lookup success")
-        .legend(|(x, y)| Circle::new((x + 7, y), 5, BLUE.filled()));
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)
+    let mut chart = peers_chart(
+        area,
+        x.clone(),
+        floor..100.02,
+        "% of lookups that found the value",
+        &|y| format!("{y:.2}"),
+    )?;
+    draw_bound(
+        &mut chart,
+        [(x.start, SUCCESS_TARGET_PERCENT), (x.end, SUCCESS_TARGET_PERCENT)],
+        "bound: 99.9 %",
+    )?;
+    draw_sizes(&mut chart, &points, "lookup success")?;
+    draw_legend(&mut chart, SeriesLabelPosition::LowerRight)
 }
 
 #[cfg(test)]

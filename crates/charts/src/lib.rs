@@ -71,10 +71,14 @@ pub fn write_png(svg: &str, path: &Path) -> Result<(), ChartError> {
     })
 }
 
-/// The legend of a chart's labelled series, boxed in its top right corner.
-pub fn draw_legend<'a, CT: CoordTranslate>(chart: &mut ChartContext<'a, SVGBackend<'a>, CT>) -> Result<(), ChartError> {
+/// The legend of a chart's labelled series, boxed at `position`.
+pub fn draw_legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    position: SeriesLabelPosition,
+) -> Result<(), ChartError> {
     chart
         .configure_series_labels()
+        .position(position)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()

@@ -78,7 +78,7 @@ fn hops_svg(r: &Report) -> Result<String, ChartError> {
                 .label(label)
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], colour.stroke_width(2)));
         }
-        draw_legend(&mut chart)
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
@@ -115,7 +115,7 @@ fn lookups_svg(r: &Report) -> Result<String, ChartError> {
             .map_err(plot_error)?
             .label(format!("overall {:.3} %", r.lookup_success_rate * 100.0))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], BLUE.stroke_width(2)));
-        draw_legend(&mut chart)
+        draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
     })
 }
 
