@@ -78,7 +78,7 @@ struct Args {
     #[arg(long, default_value_t = 300.0)]
     footprint_seconds: f64,
     /// Overlay sizes the simulator runs, comma-separated (100000 peers
-    /// for 600 s take about 6 minutes and 3 GB).
+    /// for 600 s take about 5 minutes and 2.3 GB).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
     scale_peers: Vec<usize>,
     /// Simulated seconds of each scale run.

@@ -354,9 +354,11 @@ impl Report {
         if !self.scale.is_empty() {
             let _ = writeln!(
                 md,
-                "\n## Scale (simulator, churn with median session 10 min, seed 1)\n\n\
+                "\n## Scale (simulator, churn with median session {} s, seed {})\n\n\
                  | peers | simulated s | lookups | success | mean hops | ½·log2 N | p99 hops | items lost (expected) | upkeep B/s per peer | wall s | peak RSS MB |\n\
-                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+                crate::scale::CHURN_MEDIAN_S,
+                crate::scale::SEED
             );
             for s in &self.scale {
                 let _ = writeln!(

@@ -8,6 +8,10 @@ use charts::{draw_error, draw_legend, ChartError, SIZE};
 use std::path::Path;
 use std::process::Command;
 
+/// Every scale run's median session (issue 6 §6: 10 minutes) and seed.
+pub const CHURN_MEDIAN_S: u64 = 600;
+pub const SEED: u64 = 1;
+
 /// The issue's bound on mean hops: ½·log2 N plus this.
 const HOPS_MARGIN: f64 = 0.5;
 /// The issue's bound on lookup success under churn, in percent.
@@ -29,13 +33,14 @@ pub struct SimFigures {
     pub peak_rss_mb: f64,
 }
 
-/// `p2psip sim` at `peers`, seed 1, with its plots written to `plots`.
+/// `p2psip sim` at `peers` with its plots written to `plots`.
 pub fn simulate(p2psip: &Path, peers: usize, duration_s: u64, plots: &Path) -> Result<SimFigures> {
     let out = Command::new(p2psip)
         .arg("sim")
         .args(["--peers", &peers.to_string()])
         .args(["--duration", &duration_s.to_string()])
-        .args(["--churn-median", "600", "--seed", "1", "--json", "--plot"])
+        .args(["--churn-median", &CHURN_MEDIAN_S.to_string()])
+        .args(["--seed", &SEED.to_string(), "--json", "--plot"])
         .arg(plots)
         .output()
         .with_context(|| format!("cannot run {} sim", p2psip.display()))?;
@@ -52,11 +57,14 @@ pub fn simulate(p2psip: &Path, peers: usize, duration_s: u64, plots: &Path) -> R
 /// 99.9 %. The overlay size is on a log scale, where ½·log2 N is a line.
 pub fn write_chart(figures: &[SimFigures], path: &Path) -> Result<()> {
     anyhow::ensure!(!figures.is_empty(), "no simulator runs to chart");
+    let mut figures = figures.to_vec();
+    figures.sort_by_key(|f| f.peers);
+    let figures = &figures[..];
     let svg = charts::svg(|root| {
         let root = root
             .titled(
                 &format!(
-                    "The simulator at scale - churn median 600 s, seed 1, {:.0} simulated s",
+                    "The simulator at scale - churn median {CHURN_MEDIAN_S} s, seed {SEED}, {:.0} simulated s",
                     figures[0].simulated_s
                 ),
                 ("sans-serif", 20),
@@ -76,12 +84,12 @@ fn decade(peers: usize) -> f64 {
     (peers.max(1) as f64).log10()
 }
 
-/// The x range: the decades around every size.
+/// The x range: the decades around every size, from 1 peer up.
 fn peers_axis(figures: &[SimFigures]) -> std::ops::Range<f64> {
     let sizes = figures.iter().map(|f| decade(f.peers));
-    let low = sizes.clone().fold(f64::MAX, f64::min);
-    let high = sizes.fold(0.0, f64::max);
-    (low - 0.5).floor()..(high + 0.5).ceil()
+    let low = sizes.clone().fold(f64::INFINITY, f64::min);
+    let high = sizes.fold(f64::NEG_INFINITY, f64::max);
+    (low - 0.5).floor().max(0.0)..(high + 0.5).ceil()
 }
 
 /// A decade's label: 1k, 10k, 100k, 1M.
@@ -108,10 +116,12 @@ fn peers_chart<'a>(
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
     y_desc: &str,
+    y_labels: usize,
     y_label: &dyn Fn(&f64) -> String,
 ) -> Result<PeersChart<'a>, ChartError> {
     let mut chart = ChartBuilder::on(area)
         .margin(12)
+        .margin_right(24)
         .x_label_area_size(40)
         .y_label_area_size(64)
         .build_cartesian_2d(x.clone(), y)
@@ -123,6 +133,7 @@ fn peers_chart<'a>(
         .x_label_formatter(&peers_label)
         .disable_x_mesh()
         .y_desc(y_desc)
+        .y_labels(y_labels)
         .y_label_formatter(y_label)
         .draw()
         .map_err(draw_error)?;
@@ -162,9 +173,15 @@ fn hops_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<(), C
         .fold(half_log2(x.end) + HOPS_MARGIN, f64::max)
         .ceil()
         + 1.0;
-    let mut chart = peers_chart(area, x.clone(), 0.0..top, "overlay hops per lookup", &|y| {
-        format!("{y:.0}")
-    })?;
+    // One label per whole hop.
+    let mut chart = peers_chart(
+        area,
+        x.clone(),
+        0.0..top,
+        "overlay hops per lookup",
+        top as usize + 1,
+        &|y| format!("{y:.0}"),
+    )?;
     let curve = |offset: f64| {
         [
             (x.start, half_log2(x.start) + offset),
@@ -204,6 +221,7 @@ fn success_panel(area: &charts::Canvas<'_>, figures: &[SimFigures]) -> Result<()
         x.clone(),
         floor..100.02,
         "% of lookups that found the value",
+        10,
         &|y| format!("{y:.2}"),
     )?;
     draw_bound(

@@ -530,7 +530,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// table and the topology's routing tables, as (start, bytes) blocks
     /// (see [`Topology::hot_memory`]).
     pub fn hot_memory(&self, visit: &mut dyn FnMut(*const u8, usize)) {
-        let (start, len) = self.links.memory();
+        let (start, len) = crate::topology::memory_span(self.links.as_slice());
         visit(start, len);
         self.topology.hot_memory(visit);
     }

@@ -48,13 +48,9 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.entries.binary_search_by(|(k, _)| k.cmp(key))
     }
 
-    /// Where the entries are in memory (start, bytes), for a driver that
-    /// loads them into cache before the next event reads them.
-    pub fn memory(&self) -> (*const u8, usize) {
-        (
-            self.entries.as_ptr().cast(),
-            std::mem::size_of_val(self.entries.as_slice()),
-        )
+    /// The entries, in key order.
+    pub fn as_slice(&self) -> &[(K, V)] {
+        &self.entries
     }
 
     pub fn get(&self, key: &K) -> Option<&V> {
@@ -134,9 +130,9 @@ impl<K: Ord> SortedSet<K> {
         self.items.binary_search(item).is_ok()
     }
 
-    /// Where the items are in memory (start, bytes), as [`SortedMap::memory`].
-    pub fn memory(&self) -> (*const u8, usize) {
-        (self.items.as_ptr().cast(), std::mem::size_of_val(self.items.as_slice()))
+    /// The items, in order.
+    pub fn as_slice(&self) -> &[K] {
+        &self.items
     }
 
     /// Whether `item` was new.
@@ -183,23 +179,16 @@ mod tests {
     use std::ops::Bound::{Excluded, Included, Unbounded};
 
     #[test]
-    fn memory_spans_exactly_the_entries() {
+    fn as_slice_holds_the_entries_in_order() {
         let mut map = SortedMap::new();
         let mut set = SortedSet::new();
         for k in [3u64, 1, 2] {
-            map.insert(k, k as u32);
+            map.insert(k, k as u32 * 10);
             set.insert(k);
         }
-        let (start, len) = map.memory();
-        assert_eq!(len, 3 * std::mem::size_of::<(u64, u32)>());
-        assert_eq!(
-            start,
-            map.iter().next().map(|(k, _)| k as *const u64 as *const u8).unwrap()
-        );
-        let (start, len) = set.memory();
-        assert_eq!(len, 3 * 8);
-        assert_eq!(start, set.iter().next().map(|k| k as *const u64 as *const u8).unwrap());
-        assert_eq!(SortedSet::<u64>::new().memory().1, 0);
+        assert_eq!(map.as_slice(), &[(1, 10), (2, 20), (3, 30)]);
+        assert_eq!(set.as_slice(), &[1, 2, 3]);
+        assert!(SortedSet::<u64>::new().as_slice().is_empty());
     }
 
     #[derive(Debug, Clone)]

@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use charts::plotters::prelude::*;
-use charts::{draw_error as plot_error, draw_legend, svg, ChartError, SIZE};
+use charts::{draw_error, draw_legend, svg, ChartError, SIZE};
 use sim::Report;
 use std::path::{Path, PathBuf};
 
@@ -51,7 +51,7 @@ fn hops_svg(r: &Report) -> Result<String, ChartError> {
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(-0.5..max_hops, 0.0..max_share)
-            .map_err(plot_error)?;
+            .map_err(draw_error)?;
         chart
             .configure_mesh()
             .x_desc("hops")
@@ -59,13 +59,13 @@ fn hops_svg(r: &Report) -> Result<String, ChartError> {
             .y_desc("% of successful lookups")
             .disable_x_mesh()
             .draw()
-            .map_err(plot_error)?;
+            .map_err(draw_error)?;
         chart
             .draw_series(shares.iter().enumerate().map(|(h, s)| {
                 let h = h as f64;
                 Rectangle::new([(h - 0.35, 0.0), (h + 0.35, *s)], BLUE.mix(0.6).filled())
             }))
-            .map_err(plot_error)?
+            .map_err(draw_error)?
             .label(format!("lookups ({})", r.lookups_ok))
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], BLUE.mix(0.6).filled()));
         for (x, colour, label) in [
@@ -74,7 +74,7 @@ fn hops_svg(r: &Report) -> Result<String, ChartError> {
         ] {
             chart
                 .draw_series(LineSeries::new([(x, 0.0), (x, max_share)], colour.stroke_width(2)))
-                .map_err(plot_error)?
+                .map_err(draw_error)?
                 .label(label)
                 .legend(move |(x, y)| PathElement::new([(x, y), (x + 14, y)], colour.stroke_width(2)));
         }
@@ -102,17 +102,17 @@ fn lookups_svg(r: &Report) -> Result<String, ChartError> {
             .x_label_area_size(40)
             .y_label_area_size(56)
             .build_cartesian_2d(0.0..minutes, floor..100.5)
-            .map_err(plot_error)?;
+            .map_err(draw_error)?;
         chart
             .configure_mesh()
             .x_desc("simulated minute")
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_desc("% of lookups that found the value")
             .draw()
-            .map_err(plot_error)?;
+            .map_err(draw_error)?;
         chart
             .draw_series(LineSeries::new(points.iter().copied(), BLUE.stroke_width(2)))
-            .map_err(plot_error)?
+            .map_err(draw_error)?
             .label(format!("overall {:.3} %", r.lookup_success_rate * 100.0))
             .legend(|(x, y)| PathElement::new([(x, y), (x + 14, y)], BLUE.stroke_width(2)));
         draw_legend(&mut chart, SeriesLabelPosition::UpperRight)
@@ -155,17 +155,17 @@ fn maintenance_svg(r: &Report) -> Result<String, ChartError> {
                 .x_label_area_size(36)
                 .y_label_area_size(64)
                 .build_cartesian_2d(0.0..minutes, 0.0..top(points))
-                .map_err(plot_error)?;
+                .map_err(draw_error)?;
             chart
                 .configure_mesh()
                 .x_desc("simulated minute")
                 .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_desc(what)
                 .draw()
-                .map_err(plot_error)?;
+                .map_err(draw_error)?;
             chart
                 .draw_series(LineSeries::new(points.iter().copied(), colour.stroke_width(2)))
-                .map_err(plot_error)?;
+                .map_err(draw_error)?;
         }
         Ok(())
     })

@@ -8,7 +8,7 @@
 //! peers in its Routing Table" (§10.7.1). Choices the RFC leaves open are
 //! listed in docs/decisions/0004-overlay-engine.md.
 
-use super::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
+use super::{memory_span, Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
 use crate::config::ChordConfig;
 use crate::ring::{distance, in_open_closed, node_position, position_of, Position};
 use crate::sorted::SortedMap;
@@ -1196,10 +1196,12 @@ impl Topology for ChordReload {
     }
 
     fn hot_memory(&self, visit: &mut dyn FnMut(*const u8, usize)) {
-        let (start, len) = self.peers.memory();
-        visit(start, len);
-        for list in [&self.successors, &self.predecessors] {
-            visit(list.as_ptr().cast(), std::mem::size_of_val(list.as_slice()));
+        for (start, len) in [
+            memory_span(self.peers.as_slice()),
+            memory_span(&self.successors),
+            memory_span(&self.predecessors),
+        ] {
+            visit(start, len);
         }
     }
 

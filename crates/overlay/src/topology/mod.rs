@@ -92,6 +92,12 @@ pub enum Holding {
 /// All methods are synchronous and pure state transitions: inputs are the
 /// current time in milliseconds and the event; outputs are appended to
 /// `out`. A plugin draws randomness from a generator seeded at creation.
+/// Where a table's items are in memory: (start, bytes). For
+/// [`Topology::hot_memory`], whose visitor takes any table's items.
+pub fn memory_span<T>(items: &[T]) -> (*const u8, usize) {
+    (items.as_ptr().cast(), std::mem::size_of_val(items))
+}
+
 pub trait Topology {
     /// The algorithm's name in the configuration document (`topology-plugin`).
     fn name(&self) -> &'static str;
@@ -222,13 +228,13 @@ pub trait Topology {
     ) {
     }
 
-    /// When [`on_timer`](Self::on_timer) next wants to run.
     /// The memory nearly every message reads (the routing tables), as
-    /// (start, bytes) blocks, for a driver that loads it into cache ahead
-    /// of the next event: the simulator, where a peer's tables have left
-    /// the cache long before its next message. A hint only.
+    /// (start, bytes) blocks (see [`memory_span`]), for a driver that loads
+    /// it into cache ahead of the next event: the simulator, where a peer's
+    /// tables have left the cache long before its next message. A hint only.
     fn hot_memory(&self, _visit: &mut dyn FnMut(*const u8, usize)) {}
 
+    /// When [`on_timer`](Self::on_timer) next wants to run.
     fn next_timer(&self) -> Option<u64>;
 
     /// Periodic work: stabilization, finger refresh, delayed Updates.
