@@ -355,6 +355,9 @@ fn hint_lines(start: *const u8, len: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        if len == 0 {
+            return;
+        }
         let offset = start as usize % 64;
         let first = start.wrapping_sub(offset);
         for line in (0..offset + len).step_by(64) {

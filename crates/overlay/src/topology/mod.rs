@@ -87,17 +87,17 @@ pub enum Holding {
     None,
 }
 
-/// A DHT algorithm — RFC 6940 §6.4.1.
-///
-/// All methods are synchronous and pure state transitions: inputs are the
-/// current time in milliseconds and the event; outputs are appended to
-/// `out`. A plugin draws randomness from a generator seeded at creation.
 /// Where a table's items are in memory: (start, bytes). For
 /// [`Topology::hot_memory`], whose visitor takes any table's items.
 pub fn memory_span<T>(items: &[T]) -> (*const u8, usize) {
     (items.as_ptr().cast(), std::mem::size_of_val(items))
 }
 
+/// A DHT algorithm — RFC 6940 §6.4.1.
+///
+/// All methods are synchronous and pure state transitions: inputs are the
+/// current time in milliseconds and the event; outputs are appended to
+/// `out`. A plugin draws randomness from a generator seeded at creation.
 pub trait Topology {
     /// The algorithm's name in the configuration document (`topology-plugin`).
     fn name(&self) -> &'static str;
