@@ -1,7 +1,7 @@
 //! Helper threads that wait for the next step's work by spinning.
 //!
-//! The simulator hands work to its threads once per step, about every
-//! 2 ms of simulated time and every few tens of microseconds of wall time.
+//! The simulator hands work to its threads once per step: every 8 ms of
+//! simulated time (decision 0017), up to a few milliseconds of wall time.
 //! A thread pool that puts idle workers to sleep (rayon) pays a futex
 //! wake-up for each hand-over, and on a virtual machine waking a halted
 //! vCPU costs tens of microseconds: about 15 % of a 30k-peer run. A crew

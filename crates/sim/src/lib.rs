@@ -475,7 +475,7 @@ impl Simulation {
     /// peer does reaches another at least one latency later (a message, a
     /// link going down; a connection takes four). Decision 0011.
     fn step_ms(&self) -> u64 {
-        self.cfg.latency.min_ms.max(1)
+        self.cfg.latency.floor_ms()
     }
 
     /// Applies what one event at a peer caused, in the order it caused it.

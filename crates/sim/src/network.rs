@@ -39,12 +39,11 @@ pub fn host_in(id: &NodeId) -> Host {
 
 /// One-way latency between two hosts: log-normal around `median_ms`,
 /// fixed per pair (the same path every time, so a link delivers in order,
-/// as TCP does).
+/// as TCP does), and never below [`LatencyModel::floor_ms`].
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LatencyModel {
     pub median_ms: f64,
     pub sigma: f64,
-    pub min_ms: u64,
 }
 
 impl Default for LatencyModel {
@@ -52,10 +51,13 @@ impl Default for LatencyModel {
         LatencyModel {
             median_ms: 40.0,
             sigma: 0.5,
-            min_ms: 2,
         }
     }
 }
+
+/// How many standard deviations below the median the latency
+/// distribution is cut (decision 0017).
+const FLOOR_SIGMAS: f64 = 3.0;
 
 fn mix(mut x: u64) -> u64 {
     // splitmix64 finaliser
@@ -75,7 +77,24 @@ impl LatencyModel {
         // Box-Muller: a standard normal from two uniforms.
         let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
         let ms = self.median_ms * (self.sigma * z).exp();
-        (ms.round() as u64).max(self.min_ms)
+        (ms.round() as u64).max(self.floor_ms())
+    }
+
+    /// The least one-way latency: the log-normal cut [`FLOOR_SIGMAS`]
+    /// standard deviations below its median, in whole milliseconds and
+    /// never under one. A pair drawn below it (0.13 % of pairs) gets the
+    /// floor. Every
+    /// cross-peer event is at least this far after its cause, so the
+    /// simulator's steps are this long (decision 0011): 8 ms for the
+    /// default 40 ms median, where a floor far below anything drawn would
+    /// only cut the steps short.
+    pub fn floor_ms(&self) -> u64 {
+        let floor = self.median_ms * (-FLOOR_SIGMAS * self.sigma).exp();
+        if floor.is_finite() {
+            (floor as u64).max(1)
+        } else {
+            1
+        }
     }
 }
 
@@ -113,6 +132,28 @@ mod tests {
         v.sort();
         let median = v[1000] as f64;
         assert!((35.0..=45.0).contains(&median), "median {median}");
-        assert!(v[0] >= m.min_ms);
+        assert!(v[0] >= m.floor_ms());
+    }
+
+    #[test]
+    fn the_floor_is_three_deviations_below_the_median() {
+        assert_eq!(LatencyModel::default().floor_ms(), 8, "40 ms * e^-1.5 = 8.9 ms");
+        let tight = LatencyModel {
+            median_ms: 40.0,
+            sigma: 0.0,
+        };
+        assert_eq!(tight.floor_ms(), 40);
+        assert_eq!(tight.one_way_ms(1, 2, 3), 40);
+        let near = LatencyModel {
+            median_ms: 1.0,
+            sigma: 0.5,
+        };
+        assert_eq!(near.floor_ms(), 1, "never below a millisecond");
+        // Of many pairs, about 0.13 % sit on the floor.
+        let m = LatencyModel::default();
+        let floored = (0..100_000)
+            .filter(|&i| m.one_way_ms(3, i, i + 1) == m.floor_ms())
+            .count();
+        assert!((40..=300).contains(&floored), "{floored} of 100000 on the floor");
     }
 }
