@@ -43,8 +43,9 @@ pub struct SimArgs {
     /// Lookups (Fetches of stored values) per simulated second.
     #[arg(long, default_value_t = 20.0)]
     lookups_per_s: f64,
-    /// Median one-way latency between two peers, in ms (log-normal).
-    #[arg(long, default_value_t = 40.0)]
+    /// Median one-way latency between two peers, in ms (log-normal, cut
+    /// 3 deviations below the median).
+    #[arg(long, default_value_t = 40.0, value_parser = parse_latency)]
     latency_ms: f64,
     /// Probability that a message is lost.
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
@@ -77,6 +78,16 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
         return Err(format!("{f} is not a fraction between 0 and 1"));
     }
     Ok(f)
+}
+
+fn parse_latency(s: &str) -> Result<f64, String> {
+    let ms: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of milliseconds"))?;
+    if !(ms.is_finite() && ms > 0.0) {
+        return Err(format!("{ms} ms: give a positive median latency, e.g. 40"));
+    }
+    Ok(ms)
 }
 
 fn parse_at(s: &str) -> Result<(f64, u64), String> {

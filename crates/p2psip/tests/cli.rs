@@ -140,6 +140,8 @@ fn sim_rejects_bad_arguments_in_one_line() {
         (&["sim", "--peers", "1"][..], "--peers must be at least 2"),
         (&["sim", "--session", "weibull"][..], "exponential or pareto"),
         (&["sim", "--mass-crash", "0.3@soon"][..], "not a number of seconds"),
+        (&["sim", "--latency-ms", "0"][..], "positive median latency"),
+        (&["sim", "--latency-ms", "NaN"][..], "positive median latency"),
         (
             &["sim", "--plot", "/proc/no-such-dir/charts"][..],
             "cannot create the plot directory",
