@@ -77,17 +77,22 @@ impl LatencyModel {
         // Box-Muller: a standard normal from two uniforms.
         let z = (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
         let ms = self.median_ms * (self.sigma * z).exp();
-        (ms.round() as u64).max(self.floor_ms())
+        // At or above the cut, `ms` is at least the floor: only the few
+        // pairs drawn below it need the floor worked out.
+        if self.sigma >= 0.0 && z >= -FLOOR_SIGMAS {
+            (ms.round() as u64).max(1)
+        } else {
+            (ms.round() as u64).max(self.floor_ms())
+        }
     }
 
     /// The least one-way latency: the log-normal cut [`FLOOR_SIGMAS`]
     /// standard deviations below its median, in whole milliseconds and
     /// never under one. A pair drawn below it (0.13 % of pairs) gets the
-    /// floor. Every
-    /// cross-peer event is at least this far after its cause, so the
-    /// simulator's steps are this long (decision 0011): 8 ms for the
-    /// default 40 ms median, where a floor far below anything drawn would
-    /// only cut the steps short.
+    /// floor. Every cross-peer event is at least this far after its cause,
+    /// so the simulator's steps are this long (decision 0011): 8 ms for
+    /// the default 40 ms median, where a floor far below anything drawn
+    /// would only cut the steps short.
     pub fn floor_ms(&self) -> u64 {
         let floor = self.median_ms * (-FLOOR_SIGMAS * self.sigma).exp();
         if floor.is_finite() {
