@@ -1311,7 +1311,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         // §6.2.1: a retransmission gets the same answer. Only answers to
         // the requests `answer_is_cached` names are kept; the others are
         // answered afresh without a look.
-        if let Some(cached) = self.answered.get(&tid).filter(|_| cache).cloned() {
+        if let Some(cached) = cache.then(|| self.answered.get(&tid)).flatten().cloned() {
             self.send_answer(now, link, header, cached, &[], true);
             return;
         }
