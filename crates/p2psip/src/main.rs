@@ -111,6 +111,34 @@ pub fn huge_pages(on: bool) {
     }
 }
 
+/// mimalloc's `mi_option_generic_collect` (v3 `mimalloc.h`): every this
+/// many allocations that miss a thread's free lists, it walks every page
+/// of the thread's heap to collect frees from other threads.
+const MI_OPTION_GENERIC_COLLECT: libc::c_int = 34;
+
+/// The option's default in mimalloc v3; a different value at that index
+/// means the enum moved, and the option is left alone.
+const MI_GENERIC_COLLECT_DEFAULT: libc::c_long = 10_000;
+
+unsafe extern "C" {
+    fn mi_option_get(option: libc::c_int) -> libc::c_long;
+    fn mi_option_set(option: libc::c_int, value: libc::c_long);
+}
+
+/// Makes mimalloc's periodic heap walk 100 times rarer. The simulator's
+/// heaps hold gigabytes of pages; at 100k peers the walk took 3 % of the
+/// main thread (decision 0018). Frees from other threads are still
+/// collected page by page as each page runs out.
+pub fn rare_heap_walks() {
+    // SAFETY: mi_option_get and mi_option_set read and write one option
+    // of the allocator, checked to be the one meant by its default.
+    unsafe {
+        if mi_option_get(MI_OPTION_GENERIC_COLLECT) == MI_GENERIC_COLLECT_DEFAULT {
+            mi_option_set(MI_OPTION_GENERIC_COLLECT, 100 * MI_GENERIC_COLLECT_DEFAULT);
+        }
+    }
+}
+
 /// The error and its causes on one line, each cause once: library errors
 /// often quote their source in their own message already.
 fn one_line(e: &anyhow::Error) -> String {

@@ -130,6 +130,7 @@ pub fn run(args: SimArgs) -> Result<()> {
         bail!("--churn-median must be above 0 seconds");
     }
     crate::huge_pages(true);
+    crate::rare_heap_walks();
     let mut cfg = SimConfig::new(args.peers, args.duration);
     cfg.churn_median_s = args.churn_median;
     cfg.session = args.session;

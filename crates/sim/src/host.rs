@@ -159,17 +159,11 @@ impl Tally {
     }
 }
 
-/// Where an effect comes from: the position in its step of the event
-/// that started the chain, how many same-step events of the same peer
-/// down the chain it is, and the order it was made in there. Sorting by
-/// this gives the same order whichever thread handled which peer.
-pub(crate) type Tag = (u32, u32, u32);
-
 /// An event of a step with its time and its position in the step.
 pub(crate) type Timed = (u32, u64, Ev);
 
-/// One millisecond of a batch: its events with their (position, depth).
-type Slot = VecDeque<((u32, u32), Ev)>;
+/// One millisecond of a peer's events in a step.
+type Slot = VecDeque<Ev>;
 
 /// The milliseconds `[start, end)` handled as one step.
 #[derive(Debug, Clone, Copy)]
@@ -181,15 +175,17 @@ pub(crate) struct Step {
 /// What handling peer events produced.
 pub(crate) struct Out {
     pub now: u64,
-    pub effects: Vec<(Tag, Effect)>,
+    pub effects: Vec<Effect>,
     pub tally: Tally,
-    tag: (u32, u32),
-    made: u32,
+    /// The shares of a step handled, in the order handled: each share's
+    /// index and how many effects (the last ones before the next share's)
+    /// it made.
+    pub shares: Vec<(usize, usize)>,
     /// The peer whose event is being handled.
     host: Option<Host>,
-    /// When events are handled in a batch: the step, and its events by
-    /// millisecond, where an event at the same peer within the step (a
-    /// timer due at once) joins them.
+    /// When events are handled in a step: the step, and the events of one
+    /// peer by millisecond, where an event at the same peer within the
+    /// step (a timer due at once) joins them.
     step: Option<(Step, Vec<Slot>)>,
 }
 
@@ -200,17 +196,16 @@ impl Out {
             now,
             effects: Vec::new(),
             tally: Tally::default(),
-            tag: (0, 0),
-            made: 0,
+            shares: Vec::new(),
             host: None,
             step: None,
         }
     }
 
-    /// Ready for a batch of `step`, keeping the buffers of earlier steps:
-    /// events and effects then move into memory still in cache rather
-    /// than into fresh allocations.
-    pub fn begin_batch(&mut self, step: Step) {
+    /// Ready for `step`, keeping the buffers of earlier steps: events and
+    /// effects then move into memory still in cache rather than into
+    /// fresh allocations.
+    pub fn begin_step(&mut self, step: Step) {
         let mut slots = self.step.take().map(|(_, slots)| slots).unwrap_or_default();
         slots.resize_with((step.end - step.start) as usize, VecDeque::new);
         // Each step writes from the start of the same buffers.
@@ -218,9 +213,8 @@ impl Out {
         self.step = Some((step, slots));
         self.now = step.start;
         self.effects.clear();
+        self.shares.clear();
         self.tally = Tally::default();
-        self.tag = (0, 0);
-        self.made = 0;
         self.host = None;
     }
 
@@ -228,32 +222,25 @@ impl Out {
         let at = at.max(self.now);
         let in_step = self.step.as_ref().is_some_and(|(step, _)| at < step.end);
         if in_step && ev.host().is_some() && ev.host() == self.host {
-            self.schedule_in_step(at, (self.tag.0, self.tag.1 + 1), ev);
+            self.schedule_in_step(at, ev);
         } else {
             self.effect(Effect::Schedule(at, ev));
         }
     }
 
-    fn schedule_in_step(&mut self, at: u64, tag: (u32, u32), ev: Ev) {
+    fn schedule_in_step(&mut self, at: u64, ev: Ev) {
         if let Some((step, slots)) = &mut self.step {
-            slots[(at - step.start) as usize].push_back((tag, ev));
+            slots[(at - step.start) as usize].push_back(ev);
         }
     }
 
-    fn next_at(&mut self, t: u64) -> Option<((u32, u32), Ev)> {
+    fn next_at(&mut self, t: u64) -> Option<Ev> {
         let (step, slots) = self.step.as_mut()?;
         slots[(t - step.start) as usize].pop_front()
     }
 
-    /// The event `ahead` places after the next one at `t`.
-    fn peek_at(&self, t: u64, ahead: usize) -> Option<&Ev> {
-        let (step, slots) = self.step.as_ref()?;
-        slots[(t - step.start) as usize].get(ahead).map(|(_, ev)| ev)
-    }
-
     fn effect(&mut self, e: Effect) {
-        self.effects.push(((self.tag.0, self.tag.1, self.made), e));
-        self.made += 1;
+        self.effects.push(e);
     }
 }
 
@@ -286,52 +273,74 @@ pub(crate) fn apart(cut: Option<&BTreeSet<Host>>, a: Host, b: Host) -> bool {
     cut.is_some_and(|c| c.contains(&a) != c.contains(&b))
 }
 
-/// Handles `events`, all within `step` and all at peers in `nodes` (host
-/// `base` first): millisecond by millisecond, each in order, then the
-/// events they cause at the same peer within the step. A peer's events
-/// thus run in time order, and in the same order whichever thread runs
-/// them.
-pub(crate) fn handle_batch(
-    view: &View,
-    nodes: &mut [Option<SimNode>],
-    base: Host,
-    step: Step,
-    events: &mut Vec<Timed>,
-    out: &mut Out,
-) {
-    out.begin_batch(step);
-    for (pos, t, ev) in events.drain(..) {
-        out.schedule_in_step(t, (pos, 0), ev);
-    }
-    for t in step.start..step.end {
-        out.now = t;
-        while let Some((tag, ev)) = out.next_at(t) {
-            if let Some(next) = out.peek_at(t, 0) {
-                prefetch_tables(nodes, base, next);
-            }
-            if let Some(next) = out.peek_at(t, PREFETCH_AHEAD) {
-                prefetch(nodes, base, next);
-            }
-            out.tag = tag;
-            out.made = 0;
-            out.host = ev.host();
-            handle(view, nodes, base, ev, out);
-        }
-    }
+/// The events of one step at a range of peers (`nodes`, host `base`
+/// first), sorted by peer and each peer's in time order: what a thread
+/// takes at a time (decision 0018).
+pub(crate) struct Share<'a> {
+    pub index: usize,
+    pub nodes: &'a mut [Option<SimNode>],
+    pub base: Host,
+    pub events: &'a mut Vec<Timed>,
 }
 
-/// How many events ahead of the one being handled [`prefetch`] looks.
-const PREFETCH_AHEAD: usize = 1;
+/// Handles a share peer by peer: each peer's events in time order, with
+/// the events they cause at the same peer within the step. Peers of one
+/// step cannot affect one another (decision 0011), so their order does
+/// not matter to them; the simulation applies the effects by peer, in
+/// the order of the shares, whichever thread handled which.
+pub(crate) fn handle_share(view: &View, share: Share, out: &mut Out) {
+    let Share {
+        index,
+        nodes,
+        base,
+        events,
+    } = share;
+    let made_before = out.effects.len();
+    let run_end = |events: &[Timed], start: usize| {
+        let host = events.get(start).and_then(|e| e.2.host());
+        start + events[start..].iter().take_while(|e| e.2.host() == host).count()
+    };
+    // The current peer's events, the next peer's and the one after.
+    let mut run = 0;
+    let mut next = run_end(events, run);
+    let mut after = run_end(events, next);
+    while run < events.len() {
+        let (end, after_end) = (next, run_end(events, after));
+        if let Some((_, _, ev)) = events.get(after) {
+            prefetch(nodes, base, ev);
+        }
+        if let Some((_, _, ev)) = events.get(next) {
+            prefetch_tables(nodes, base, ev);
+        }
+        for (_, _, ev) in events.get(next + 1..after).unwrap_or_default() {
+            hint_message(ev);
+        }
+        let first_ms = events[run].1;
+        for (_, t, ev) in &mut events[run..end] {
+            out.schedule_in_step(*t, std::mem::replace(ev, Ev::Sample));
+        }
+        let step = out.step.as_ref().map(|(step, _)| *step);
+        for t in first_ms..step.map_or(first_ms + 1, |s| s.end) {
+            while let Some(ev) = out.next_at(t) {
+                out.now = t;
+                out.host = ev.host();
+                handle(view, nodes, base, ev, out);
+            }
+        }
+        (run, next, after) = (end, after, after_end);
+    }
+    events.clear();
+    out.shares.push((index, out.effects.len() - made_before));
+}
 
 /// Most cache lines of one table [`prefetch_tables`] asks for: 2 KB, a
 /// routing table of 64 peers. A larger table is hinted from its start only.
 const TABLE_LINES: usize = 32;
 
-/// The second stage of [`prefetch`], one event later. The peer's slot is
-/// in cache by now (unless the event is among the first two of its
-/// millisecond, which [`prefetch`] does not look ahead to), so its tables'
-/// addresses are read without a stall, and the tables (links, routing
-/// table) start loading while the event before theirs is handled.
+/// The second stage of [`prefetch`], one peer later. The peer's slot is
+/// in cache by now, so its tables' addresses are read without a stall,
+/// and the tables (links, routing table) start loading while the peer
+/// before is handled.
 fn prefetch_tables(nodes: &[Option<SimNode>], base: Host, ev: &Ev) {
     let Some(Some(node)) = slot(nodes, base, ev) else {
         return;
@@ -371,7 +380,7 @@ fn hint_lines(start: *const u8, len: usize) {
 }
 
 /// Asks the CPU to start loading the peer state (and message) an event
-/// will touch, so that its cache misses overlap the event before it. At
+/// will touch, so that its cache misses overlap the peer before it. At
 /// 30k peers and more, nearly every event lands on a peer whose state
 /// left the cache long ago; its first touches were the largest single
 /// stalls in `perf annotate` (decision 0013).
@@ -383,6 +392,11 @@ fn prefetch(nodes: &[Option<SimNode>], base: Host, ev: &Ev) {
         (slot as *const Option<SimNode>).cast(),
         std::mem::size_of::<Option<SimNode>>(),
     );
+    hint_message(ev);
+}
+
+/// The start of a delivered message, which its peer reads first.
+fn hint_message(ev: &Ev) {
     if let Ev::Deliver { bytes, .. } = ev {
         hint_lines(bytes.as_ptr(), bytes.len().min(256));
     }

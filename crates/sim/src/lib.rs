@@ -32,7 +32,8 @@ use reload_wire::{
     StoredDataValue,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 /// Simulated time starts here (ms since the Unix epoch), so storage_time
 /// values look like real ones.
@@ -201,22 +202,72 @@ pub struct Simulation {
 struct StepBuffers {
     /// The step's peer events with their positions in it.
     events: Vec<host::Timed>,
-    /// The events by thread.
-    batches: Vec<Vec<host::Timed>>,
-    /// What each thread's batch produced.
+    /// The events by share, each sorted by peer.
+    shares: Vec<Vec<host::Timed>>,
+    /// The first host of each share.
+    share_hosts: Vec<Host>,
+    /// What each thread produced.
     outs: Vec<Out>,
-    /// Effects of all threads, to be put in order.
-    effects: Vec<(host::Tag, Effect)>,
-    /// The hosts of the events, to share them out.
-    hosts: Vec<Host>,
+    /// Effects of all threads, in the order of the shares.
+    effects: Vec<Effect>,
+    /// The events by (host, position), to share them out.
+    keys: Vec<u64>,
+    /// Which thread handled each share, and how many effects it made.
+    made_by: Vec<(usize, usize)>,
 }
+
+/// Fewest events in a share, so that a step is not cut into more shares
+/// than it gains from.
+const LEAST_SHARE: usize = 4;
 
 impl StepBuffers {
     fn ready(&mut self, threads: usize) {
         if self.outs.len() < threads {
             self.outs.resize_with(threads, || Out::direct(0));
-            self.batches.resize_with(threads, Vec::new);
         }
+    }
+
+    /// Cuts the step's events into shares of whole peers, in host order,
+    /// each a fraction of what is left (`1 / 2·threads`): a thread that
+    /// finishes a share takes the next, so the threads finish close
+    /// together however uneven the peers' work (guided scheduling;
+    /// decision 0018). Returns how many shares.
+    fn share_out(&mut self, threads: usize) -> usize {
+        self.keys.clear();
+        let keys = self
+            .events
+            .iter()
+            .map(|(pos, _, ev)| (u64::from(ev.host().unwrap_or(Host::MAX)) << 32) | u64::from(*pos));
+        self.keys.extend(keys);
+        self.keys.sort_unstable();
+        let host = |key: u64| (key >> 32) as Host;
+        let n = self.keys.len();
+        self.share_hosts.clear();
+        let mut start = 0;
+        while start < n {
+            let size = if threads > 1 {
+                ((n - start) / (2 * threads)).max(LEAST_SHARE)
+            } else {
+                n
+            };
+            let mut end = (start + size).min(n);
+            while end < n && host(self.keys[end]) == host(self.keys[end - 1]) {
+                end += 1;
+            }
+            let c = self.share_hosts.len();
+            if self.shares.len() <= c {
+                self.shares.push(Vec::new());
+            }
+            self.share_hosts.push(host(self.keys[start]));
+            let share = &mut self.shares[c];
+            for key in &self.keys[start..end] {
+                let (pos, t, ev) = &mut self.events[(key & u64::from(u32::MAX)) as usize];
+                share.push((*pos, *t, std::mem::replace(ev, Ev::Sample)));
+            }
+            start = end;
+        }
+        self.events.clear();
+        self.share_hosts.len()
     }
 
     fn push(&mut self, t: u64, ev: Ev) {
@@ -389,9 +440,9 @@ impl Simulation {
     }
 
     /// Handles the peer events of one step (`self.step.events`): on
-    /// threads when there are enough of them, each thread taking the peers
-    /// in one range of hosts, then applies what they caused in the order
-    /// of the events that caused it, which no thread can change.
+    /// threads when there are enough of them, each thread taking shares
+    /// (ranges of hosts) until none is left, then applies what they caused
+    /// peer by peer in host order, which no thread can change.
     fn handle_peer_events(&mut self, step: Step) {
         let mut buffers = std::mem::take(&mut self.step);
         let events = buffers.events.len();
@@ -403,60 +454,94 @@ impl Simulation {
         let parallel = threads > 1 && events >= self.cfg.parallel_min_events.max(2);
         let threads = if parallel && self.crew.is_some() { threads } else { 1 };
         buffers.ready(threads);
+        let count = buffers.share_out(threads);
         let mut crew = self.crew.take();
         let (view, nodes) = self.parts();
         let StepBuffers {
-            events,
-            batches,
+            shares,
+            share_hosts,
             outs,
-            hosts,
+            effects,
+            made_by,
             ..
         } = &mut buffers;
+        let outs = &mut outs[..threads];
+        for out in outs.iter_mut() {
+            out.begin_step(step);
+        }
+        // Each share with the peers from its first host to the next
+        // share's first host.
+        let mut work = Vec::with_capacity(count);
+        let mut rest = nodes;
+        let mut base: Host = 0;
+        for (c, events) in shares[..count].iter_mut().enumerate() {
+            let first = (share_hosts[c] as usize).min(base as usize + rest.len()) as Host;
+            let end = share_hosts.get(c + 1).map_or(base as usize + rest.len(), |&h| {
+                (h as usize).min(base as usize + rest.len())
+            });
+            let (_, from_first) = std::mem::take(&mut rest).split_at_mut((first - base) as usize);
+            let (mine, others) = from_first.split_at_mut(end - first as usize);
+            rest = others;
+            base = end as Host;
+            work.push(Mutex::new(Some(host::Share {
+                index: c,
+                nodes: mine,
+                base: first,
+                events,
+            })));
+        }
+        let taken = AtomicUsize::new(0);
+        let take = || {
+            let c = taken.fetch_add(1, Ordering::Relaxed);
+            work.get(c)
+                .and_then(|share| share.lock().unwrap_or_else(PoisonError::into_inner).take())
+        };
+        let view = &view;
         match crew.as_mut().filter(|_| threads > 1) {
-            None => host::handle_batch(&view, nodes, 0, step, events, &mut outs[0]),
+            None => {
+                while let Some(share) = take() {
+                    host::handle_share(view, share, &mut outs[0]);
+                }
+            }
             Some(crew) => {
-                // Host ranges with about as many events each.
-                hosts.clear();
-                hosts.extend(events.iter().filter_map(|(_, _, e)| e.host()));
-                hosts.sort_unstable();
-                let bounds: Vec<Host> = (1..threads).map(|k| hosts[k * hosts.len() / threads]).collect();
-                for ev in events.drain(..) {
-                    let h = ev.2.host().unwrap_or(0);
-                    batches[bounds.partition_point(|b| *b <= h)].push(ev);
-                }
-                let mut jobs: Vec<Box<dyn FnOnce() + Send + '_>> = Vec::with_capacity(threads);
-                let mut rest = nodes;
-                let mut base: Host = 0;
-                let view = &view;
-                for ((batch, out), end) in batches
+                let take = &take;
+                let jobs: Vec<Box<dyn FnOnce() + Send + '_>> = outs
                     .iter_mut()
-                    .zip(outs.iter_mut())
-                    .zip(bounds.iter().map(Some).chain([None]))
-                {
-                    let (mine, others) = match end {
-                        Some(&b) => rest.split_at_mut((b - base) as usize),
-                        None => (rest, &mut [][..]),
-                    };
-                    let first = base;
-                    jobs.push(Box::new(move || {
-                        host::handle_batch(view, mine, first, step, batch, out)
-                    }));
-                    rest = others;
-                    base = end.copied().unwrap_or(base);
-                }
+                    .map(|out| {
+                        Box::new(move || {
+                            while let Some(share) = take() {
+                                host::handle_share(view, share, out);
+                            }
+                        }) as Box<dyn FnOnce() + Send + '_>
+                    })
+                    .collect();
                 crew.run(jobs);
             }
         }
+        drop(work);
+        // The effects in the order of the shares: each thread took its
+        // shares in that order, so each thread's effects are runs of
+        // consecutive shares.
+        made_by.clear();
+        made_by.resize(count, (0, 0));
+        for (thread, out) in outs.iter().enumerate() {
+            for &(c, made) in &out.shares {
+                made_by[c] = (thread, made);
+            }
+        }
+        let mut made: Vec<_> = outs.iter_mut().map(|out| out.effects.drain(..)).collect();
+        for &(thread, n) in made_by.iter() {
+            effects.extend(made[thread].by_ref().take(n));
+        }
+        drop(made);
         self.crew = crew;
         // What the step caused applies at its end.
         self.now = step.end - 1;
-        let mut effects = std::mem::take(&mut buffers.effects);
-        for out in &mut buffers.outs[..threads] {
+        for out in &buffers.outs[..threads] {
             self.count_messages(out.tally);
-            effects.append(&mut out.effects);
         }
-        effects.sort_by_key(|(tag, _)| *tag);
-        for (_, mut e) in effects.drain(..) {
+        let mut effects = std::mem::take(&mut buffers.effects);
+        for mut e in effects.drain(..) {
             if let Effect::Schedule(at, ev) = &mut e {
                 // Nothing a peer does reaches another peer within the
                 // step (`step_ms`); were it to, it comes late rather than
@@ -481,7 +566,7 @@ impl Simulation {
     /// Applies what one event at a peer caused, in the order it caused it.
     fn apply(&mut self, out: Out) {
         self.count_messages(out.tally);
-        for (_, e) in out.effects {
+        for e in out.effects {
             self.apply_effect(e);
         }
     }
