@@ -159,8 +159,8 @@ impl Tally {
     }
 }
 
-/// An event of a step with its time and its position in the step.
-pub(crate) type Timed = (u32, u64, Ev);
+/// An event of a step with its time.
+pub(crate) type Timed = (u64, Ev);
 
 /// One millisecond of a peer's events in a step.
 type Slot = VecDeque<Ev>;
@@ -297,30 +297,30 @@ pub(crate) fn handle_share(view: &View, share: Share, out: &mut Out) {
     } = share;
     let made_before = out.effects.len();
     let run_end = |events: &[Timed], start: usize| {
-        let host = events.get(start).and_then(|e| e.2.host());
-        start + events[start..].iter().take_while(|e| e.2.host() == host).count()
+        let host = events.get(start).and_then(|e| e.1.host());
+        start + events[start..].iter().take_while(|e| e.1.host() == host).count()
     };
     // The current peer's events, the next peer's and the one after.
     let mut run = 0;
     let mut next = run_end(events, run);
     let mut after = run_end(events, next);
+    let step_end = out.step.as_ref().map(|(step, _)| step.end);
     while run < events.len() {
         let (end, after_end) = (next, run_end(events, after));
-        if let Some((_, _, ev)) = events.get(after) {
+        if let Some((_, ev)) = events.get(after) {
             prefetch(nodes, base, ev);
         }
-        if let Some((_, _, ev)) = events.get(next) {
+        if let Some((_, ev)) = events.get(next) {
             prefetch_tables(nodes, base, ev);
         }
-        for (_, _, ev) in events.get(next + 1..after).unwrap_or_default() {
+        for (_, ev) in events.get(next + 1..after).unwrap_or_default() {
             hint_message(ev);
         }
-        let first_ms = events[run].1;
-        for (_, t, ev) in &mut events[run..end] {
+        let first_ms = events[run].0;
+        for (t, ev) in &mut events[run..end] {
             out.schedule_in_step(*t, std::mem::replace(ev, Ev::Sample));
         }
-        let step = out.step.as_ref().map(|(step, _)| *step);
-        for t in first_ms..step.map_or(first_ms + 1, |s| s.end) {
+        for t in first_ms..step_end.unwrap_or(first_ms + 1) {
             while let Some(ev) = out.next_at(t) {
                 out.now = t;
                 out.host = ev.host();

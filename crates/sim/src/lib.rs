@@ -200,7 +200,7 @@ pub struct Simulation {
 /// enough).
 #[derive(Default)]
 struct StepBuffers {
-    /// The step's peer events with their positions in it.
+    /// The step's peer events, in the order they came.
     events: Vec<host::Timed>,
     /// The events by share, each sorted by peer.
     shares: Vec<Vec<host::Timed>>,
@@ -210,7 +210,7 @@ struct StepBuffers {
     outs: Vec<Out>,
     /// Effects of all threads, in the order of the shares.
     effects: Vec<Effect>,
-    /// The events by (host, position), to share them out.
+    /// The events by (host, index in `events`), to share them out.
     keys: Vec<u64>,
     /// Which thread handled each share, and how many effects it made.
     made_by: Vec<(usize, usize)>,
@@ -237,7 +237,8 @@ impl StepBuffers {
         let keys = self
             .events
             .iter()
-            .map(|(pos, _, ev)| (u64::from(ev.host().unwrap_or(Host::MAX)) << 32) | u64::from(*pos));
+            .enumerate()
+            .map(|(i, (_, ev))| (u64::from(ev.host().unwrap_or(Host::MAX)) << 32) | i as u64);
         self.keys.extend(keys);
         self.keys.sort_unstable();
         let host = |key: u64| (key >> 32) as Host;
@@ -261,8 +262,8 @@ impl StepBuffers {
             self.share_hosts.push(host(self.keys[start]));
             let share = &mut self.shares[c];
             for key in &self.keys[start..end] {
-                let (pos, t, ev) = &mut self.events[(key & u64::from(u32::MAX)) as usize];
-                share.push((*pos, *t, std::mem::replace(ev, Ev::Sample)));
+                let (t, ev) = &mut self.events[(key & u64::from(u32::MAX)) as usize];
+                share.push((*t, std::mem::replace(ev, Ev::Sample)));
             }
             start = end;
         }
@@ -271,7 +272,7 @@ impl StepBuffers {
     }
 
     fn push(&mut self, t: u64, ev: Ev) {
-        self.events.push((self.events.len() as u32, t, ev));
+        self.events.push((t, ev));
     }
 }
 
@@ -471,22 +472,17 @@ impl Simulation {
         }
         // Each share with the peers from its first host to the next
         // share's first host.
+        let hosts = nodes.len();
+        let bound = |c: usize| share_hosts.get(c).map_or(hosts, |&h| hosts.min(h as usize));
         let mut work = Vec::with_capacity(count);
-        let mut rest = nodes;
-        let mut base: Host = 0;
+        let mut rest = &mut nodes[bound(0)..];
         for (c, events) in shares[..count].iter_mut().enumerate() {
-            let first = (share_hosts[c] as usize).min(base as usize + rest.len()) as Host;
-            let end = share_hosts.get(c + 1).map_or(base as usize + rest.len(), |&h| {
-                (h as usize).min(base as usize + rest.len())
-            });
-            let (_, from_first) = std::mem::take(&mut rest).split_at_mut((first - base) as usize);
-            let (mine, others) = from_first.split_at_mut(end - first as usize);
+            let (mine, others) = std::mem::take(&mut rest).split_at_mut(bound(c + 1) - bound(c));
             rest = others;
-            base = end as Host;
             work.push(Mutex::new(Some(host::Share {
                 index: c,
                 nodes: mine,
-                base: first,
+                base: bound(c) as Host,
                 events,
             })));
         }
