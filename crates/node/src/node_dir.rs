@@ -5,6 +5,7 @@
 //! ca.crt                the CA the operator pinned at enrollment
 //! reload-config.xml     the signed configuration document (§11.1)
 //! peers.json            peers linked in the last run, tried first at boot (§11.4)
+//! peer.lock             held (flock) by the one `p2psip peer` running here; holds its pid
 //! users/NAME.crt        certificate of each user enrolled here (same key and
 //!                       Node-ID as the node); the node signs as them (RFC 7904)
 //! users/NAME.json       their SIP digest secrets: H(user:realm:password) for
@@ -34,6 +35,62 @@ pub enum NodeDirError {
     Config { path: PathBuf, source: ConfigError },
     #[error("{path}: {source}")]
     Certificate { path: PathBuf, source: PkiError },
+    #[error("{dir} is in use by pid {pid}: one node directory serves one peer process; stop that one first, or enroll another directory for a second peer")]
+    InUse { dir: String, pid: String },
+    #[error("cannot lock {path}: {source}")]
+    Lock { path: PathBuf, source: std::io::Error },
+}
+
+/// The lock a running peer holds on its node directory: a second process
+/// on the same directory (a copied directory, a second start by mistake)
+/// would present the same Node-ID and certificate, and the two would
+/// keep displacing each other in the overlay. Released when dropped or
+/// when the process dies, whatever way (flock(2) locks die with their
+/// holder).
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Takes `path/peer.lock` and writes this process's pid into it; a
+    /// directory another process holds is refused with that process's pid.
+    pub fn take(path: &Path) -> Result<DirLock, NodeDirError> {
+        use std::io::{Read, Seek, Write};
+        let lock_path = path.join("peer.lock");
+        let lock_err = |source| NodeDirError::Lock {
+            path: lock_path.clone(),
+            source,
+        };
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(lock_err)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = pid.trim();
+                return Err(NodeDirError::InUse {
+                    dir: path.display().to_string(),
+                    pid: if pid.is_empty() {
+                        "unknown".into()
+                    } else {
+                        pid.chars().take(20).collect()
+                    },
+                });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(lock_err(e)),
+        }
+        file.set_len(0).map_err(lock_err)?;
+        file.rewind().map_err(lock_err)?;
+        writeln!(file, "{}", std::process::id()).map_err(lock_err)?;
+        Ok(DirLock { _file: file })
+    }
 }
 
 /// A node's directory, loaded and checked.

@@ -274,6 +274,7 @@ pub(crate) fn now_ms() -> u64 {
 /// Runs a peer until `shutdown` completes, then leaves gracefully (§10.9).
 pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Result<(), PeerError> {
     let dir = NodeDir::load(&opts.dir)?;
+    let _lock = crate::node_dir::DirLock::take(&opts.dir)?;
     let mut security = dir.security()?;
     let mut sip_users = std::collections::HashMap::new();
     for (user, cert) in dir.sip_users() {

@@ -376,7 +376,7 @@ fn peek_code(payload: &[u8]) -> MessageCode {
 /// an application asked for rather than overlay upkeep.
 fn is_application(code: MessageCode) -> bool {
     // §6.3.3: requests are odd, each answer is its request's code plus one.
-    let request = if code.0 % 2 == 0 {
+    let request = if code.0.is_multiple_of(2) {
         MessageCode(code.0.wrapping_sub(1))
     } else {
         code

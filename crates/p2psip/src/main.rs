@@ -8,7 +8,7 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod demo_cmd;
+mod demo;
 mod overlay_cmds;
 mod plot;
 mod sim_cmd;
@@ -70,7 +70,7 @@ enum Command {
     Ring(overlay_cmds::RingArgs),
     /// Run a whole local overlay: an enrollment server and N peers, each
     /// its own process on 127.0.0.1; writes DIR/demo.json; Ctrl-C stops all.
-    Demo(demo_cmd::DemoArgs),
+    Demo(demo::DemoArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -168,11 +168,45 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::SUCCESS
         };
     }
-    let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid arguments");
-    let first = first.strip_prefix("error: ").unwrap_or(first);
-    eprintln!("p2psip: {first} (see 'p2psip --help')");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    eprintln!(
+        "p2psip: {}",
+        usage_line(&e.render().to_string(), &subcommand_path(&args))
+    );
     ExitCode::from(2)
+}
+
+/// `p2psip` and the subcommands named on the command line, as far as
+/// they name subcommands: what to ask `--help` of.
+fn subcommand_path(args: &[String]) -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["p2psip".to_string()];
+    for arg in args {
+        let Some(sub) = cmd.find_subcommand(arg).cloned() else {
+            if arg.starts_with('-') {
+                continue;
+            }
+            break;
+        };
+        path.push(arg.clone());
+        cmd = sub;
+    }
+    path.join(" ")
+}
+
+/// clap's rendered error as one line: its first line and the arguments
+/// it lists below that (the missing ones, say), then which `--help` to
+/// read.
+fn usage_line(rendered: &str, command: &str) -> String {
+    let mut lines = rendered.lines();
+    let first = lines.next().unwrap_or("invalid arguments");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    let listed: Vec<&str> = lines.take_while(|l| l.starts_with("  ")).map(str::trim).collect();
+    if !listed.is_empty() {
+        line = format!("{line} {}", listed.join(", "));
+    }
+    format!("{line} (see '{command} --help')")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -186,7 +220,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Peer(args) => overlay_cmds::peer(args),
         Command::Status(args) => overlay_cmds::status(args),
         Command::Ring(args) => overlay_cmds::ring(args),
-        Command::Demo(args) => demo_cmd::demo(args),
+        Command::Demo(args) => demo::demo(args),
     }
 }
 
@@ -245,7 +279,7 @@ fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {
 
 fn decode_cmd(hex: &str, node_id_length: usize) -> Result<()> {
     let clean: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
-    if clean.len() % 2 != 0 {
+    if !clean.len().is_multiple_of(2) {
         bail!("odd number of hex digits; give whole bytes, e.g. d2454c4f…");
     }
     let bytes = reload_wire::unhex(&clean).context("not hex; give bytes as hex digits, e.g. d2454c4f…")?;
@@ -269,4 +303,55 @@ fn decode_cmd(hex: &str, node_id_length: usize) -> Result<()> {
     }
     println!("{:#?}", m.security_block);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every subcommand and every option says what it is for in `--help`.
+    #[test]
+    fn every_option_has_a_description() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", arg.get_long().unwrap_or(id)));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                let here = format!("{path} {}", sub.get_name());
+                if sub.get_about().is_none() && sub.get_name() != "help" {
+                    missing.push(here.clone());
+                }
+                walk(sub, &here, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "p2psip", &mut missing);
+        assert!(missing.is_empty(), "no description: {missing:?}");
+    }
+
+    #[test]
+    fn a_missing_argument_is_named_with_the_subcommand_to_ask() {
+        let rendered = "error: the following required arguments were not provided:\n  --dir <DIR>\n  \
+                        --overlay <OVERLAY>\n\nUsage: p2psip init --dir <DIR> --overlay <OVERLAY>\n\n\
+                        For more information, try '--help'.\n";
+        assert_eq!(
+            usage_line(rendered, "p2psip init"),
+            "the following required arguments were not provided: --dir <DIR>, --overlay <OVERLAY> \
+             (see 'p2psip init --help')"
+        );
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(subcommand_path(&args(&["demo", "restart", "x"])), "p2psip demo restart");
+        assert_eq!(
+            subcommand_path(&args(&["--bogus", "peer", "--dir", "init"])),
+            "p2psip peer"
+        );
+        assert_eq!(subcommand_path(&args(&["nonsense"])), "p2psip");
+    }
 }

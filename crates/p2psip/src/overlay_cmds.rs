@@ -24,7 +24,7 @@ pub struct InitArgs {
     #[arg(long, default_value = "https://127.0.0.1:6443/enroll")]
     enrollment_url: String,
     /// A bootstrap-node of the configuration; repeat for more.
-    #[arg(long = "bootstrap", value_name = "ADDR")]
+    #[arg(long = "bootstrap", value_name = "HOST:PORT", value_parser = host_port)]
     bootstrap: Vec<SocketAddr>,
     /// Multicast group and port peers on the LAN ask "who is in this
     /// overlay?" when no bootstrap node answers (our extension to
@@ -47,6 +47,31 @@ fn parse_multicast(s: &str) -> Result<SocketAddr, String> {
         ));
     }
     Ok(addr)
+}
+
+/// An address as HOST:PORT, where HOST is an IP address or a name
+/// (`localhost:7084`); a name that resolves to both families gives its
+/// IPv4 address, as most of a LAN still is.
+pub fn host_port(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let wrong = || format!("{s:?} is not HOST:PORT, e.g. 127.0.0.1:6084, [::1]:6084 or localhost:6084");
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(wrong)?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(wrong());
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{host:?} has no address"))
 }
 
 fn parse_user(s: &str) -> Result<(String, String), String> {
@@ -124,7 +149,7 @@ pub struct ServerArgs {
     #[arg(long)]
     dir: PathBuf,
     /// Address to serve HTTPS on.
-    #[arg(long, default_value = "127.0.0.1:6443")]
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "HOST:PORT", value_parser = host_port)]
     listen: SocketAddr,
 }
 
@@ -157,8 +182,12 @@ pub struct EnrollArgs {
     /// SHA-256 fingerprint of the overlay's CA certificate (hex).
     #[arg(long)]
     ca_fingerprint: Option<String>,
+    /// The enrollment account to enroll as (`init --user NAME:...`): a
+    /// peer's operator account for a new node directory, or a SIP user to
+    /// add to an enrolled one.
     #[arg(long)]
     user: String,
+    /// The account's password.
     #[arg(long)]
     password: String,
     /// Where to keep this node's key, certificate and configuration. If
@@ -231,14 +260,14 @@ pub struct PeerArgs {
     #[arg(long)]
     dir: PathBuf,
     /// Address for overlay links (TLS over TCP).
-    #[arg(long, default_value = "127.0.0.1:6084")]
+    #[arg(long, default_value = "127.0.0.1:6084", value_name = "HOST:PORT", value_parser = host_port)]
     listen: SocketAddr,
     /// A peer to join through; repeat for more. Tried before the
     /// configuration's bootstrap nodes and the peers of the last run.
-    #[arg(long = "bootstrap", value_name = "ADDR")]
+    #[arg(long = "bootstrap", value_name = "HOST:PORT", value_parser = host_port)]
     bootstrap: Vec<SocketAddr>,
     /// Serve the operations API (GET /status, /metrics, /ring) here.
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     admin: Option<SocketAddr>,
     /// Run as a client (RFC 6940 §4.2.1): use the overlay through the peer
     /// responsible for this node's Node-ID, neither routing nor storing
@@ -248,7 +277,7 @@ pub struct PeerArgs {
     client: bool,
     /// Serve SIP phones on this address (UDP and TCP): the registrar for
     /// the users enrolled into --dir, in the overlay's domain (RFC 7904).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     sip: Option<SocketAddr>,
     /// Digest algorithms the SIP registrar challenges phones with,
     /// preferred first: md5, sha-256 or both (`sha-256,md5`). MD5 alone by
@@ -282,7 +311,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
 #[derive(Args)]
 pub struct StatusArgs {
     /// The peer's --admin address.
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     admin: SocketAddr,
     /// Print the JSON as the peer returns it.
     #[arg(long)]
@@ -329,7 +358,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
 #[derive(Args)]
 pub struct RingArgs {
     /// The --admin address of any peer of the overlay.
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     admin: SocketAddr,
     /// Print the JSON as the peer returns it.
     #[arg(long)]

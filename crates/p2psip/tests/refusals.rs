@@ -372,3 +372,40 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
     let lookups = metric(s.peer.admin, "p2psip_request_duration_seconds_count{method=\"fetch\"}");
     assert_eq!(lookups, 2.0);
 }
+
+/// Issue 32: a node directory serves one process. A second `p2psip peer`
+/// on a directory in use (a copy started by mistake) exits with status 2
+/// naming the pid that holds it, before it opens a link; the first peer
+/// keeps serving and never has to rejoin.
+#[test]
+fn a_second_peer_on_a_node_directory_in_use_is_refused() {
+    let mut overlay = Overlay::create("refuse-lock", OVERLAY);
+    let dir = overlay.enroll("n0");
+    let first = overlay.start_peer(&dir, None);
+    wait_for(Duration::from_secs(15), "the first peer to start the overlay", || {
+        status(first.admin).is_some_and(|s| s.joined)
+    });
+    let pid = overlay.procs.0[first.child].id();
+    let second = std::process::Command::new(BIN)
+        .args(["peer", "--dir", dir.to_str().unwrap()])
+        .args(["--listen", &loopback(free_port()).to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{} is in use by pid {pid}", dir.display())),
+        "{err}"
+    );
+    assert!(status(first.admin).is_some_and(|s| s.joined), "the first peer still serves");
+    let log = std::fs::read_to_string(&first.log).unwrap();
+    assert!(!log.contains("joining again"), "{log}");
+    // Once the holder is gone, the directory can be used again.
+    overlay.procs.0[first.child].kill().unwrap();
+    overlay.procs.0[first.child].wait().unwrap();
+    let again = overlay.start_peer(&dir, None);
+    wait_for(Duration::from_secs(15), "a new peer on the freed directory", || {
+        status(again.admin).is_some_and(|s| s.joined)
+    });
+}

@@ -66,7 +66,7 @@ impl MessageCode {
         (0x0001..=0x7fff).contains(&self.0) && self.0 % 2 == 1
     }
     pub fn is_answer(self) -> bool {
-        self == MessageCode::ERROR || ((0x0001..=0x7fff).contains(&self.0) && self.0 % 2 == 0)
+        self == MessageCode::ERROR || ((0x0001..=0x7fff).contains(&self.0) && self.0.is_multiple_of(2))
     }
     /// The success answer to this request (§6.3.3.1: the next code up).
     pub fn answer(self) -> Option<MessageCode> {

@@ -148,7 +148,7 @@ pub fn hex(b: &[u8]) -> String {
 
 /// Bytes from hex digits (either case); `None` unless every pair is hex.
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..s.len())

@@ -18,7 +18,7 @@ fn h(annotated: &str) -> Vec<u8> {
         .map(|l| l.split('#').next().unwrap())
         .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
         .collect();
-    assert!(digits.len() % 2 == 0, "odd hex in vector");
+    assert!(digits.len().is_multiple_of(2), "odd hex in vector");
     (0..digits.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap())

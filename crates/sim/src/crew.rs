@@ -132,7 +132,7 @@ impl Helper {
         let mut spins = 0u32;
         while m.done.load(Ordering::Acquire) != generation {
             spins = spins.wrapping_add(1);
-            if spins % 1024 == 0 {
+            if spins.is_multiple_of(1024) {
                 // The helper may have lost its core to another process.
                 std::thread::yield_now();
             } else {
@@ -171,7 +171,7 @@ fn serve(m: &Mailbox) {
                 return;
             }
             spins = spins.wrapping_add(1);
-            if spins % 256 != 0 {
+            if !spins.is_multiple_of(256) {
                 std::hint::spin_loop();
                 continue;
             }

@@ -1,24 +1,53 @@
 //! `p2psip demo`: a whole local overlay from one command. It creates an
-//! overlay, runs its enrollment server and N peers on 127.0.0.1, each its
-//! own process enrolled like any other node, waits until the ring is
-//! consistent and a ring walk meets all of them, writes `demo.json`, and on Ctrl-C or SIGTERM stops every
-//! peer gracefully (each leaves the overlay) and then the server.
+//! overlay, runs its enrollment server and N peers on 127.0.0.1 (or the
+//! LAN address, `--lan`), each its own process enrolled like any other
+//! node, waits until the ring is consistent and a ring walk meets all of
+//! them, and writes `demo.json`. While it runs, a peer that dies is
+//! reported and the rest go on ([`supervise`]); `p2psip demo restart N`
+//! brings it back ([`control`]). Ctrl-C or SIGTERM stops every peer
+//! gracefully (each leaves the overlay) and then the server.
+
+mod control;
+mod supervise;
 
 use crate::overlay_cmds::{http_get, runtime, shutdown_signal};
 use anyhow::{bail, Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use node::enrollment::{self, CaPin};
 use node::overlay_dir::{InitOptions, OverlayDir};
 use node::peer::{RingWalk, Status};
 use serde::Serialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DemoArgs {
+    #[command(subcommand)]
+    action: Option<DemoAction>,
+    #[command(flatten)]
+    start: StartArgs,
+}
+
+#[derive(Subcommand)]
+enum DemoAction {
+    /// Bring a dead peer of a running demo back: the same node directory,
+    /// Node-ID and ports; it joins through the peers still running.
+    Restart {
+        /// The peer's number in the demo's table.
+        peer: u16,
+        /// The running demo's directory (default: the one demo running
+        /// under the temp directory).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct StartArgs {
     /// Peers to start, each its own process.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=100))]
     peers: u16,
@@ -45,11 +74,26 @@ pub struct DemoArgs {
     /// Overlay name (instance-name); also the accounts' domain.
     #[arg(long, default_value = "demo.p2psip.test")]
     overlay: String,
+    /// Serve on this machine's LAN address instead of 127.0.0.1, so that
+    /// phones on the network can register (the address of the default
+    /// route's interface, or the one given: `--lan 192.168.1.20`).
+    #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "auto")]
+    lan: Option<String>,
+}
+
+/// Where one peer of the demo lives: its files and its addresses, the
+/// same for every start of it.
+pub(super) struct PeerSpec {
+    node_dir: PathBuf,
+    log: PathBuf,
+    reload: SocketAddr,
+    admin: SocketAddr,
+    sip: SocketAddr,
 }
 
 /// `demo.json`: what a script or a softphone user needs to reach the demo.
 #[derive(Serialize)]
-struct DemoFile {
+pub(super) struct DemoFile {
     overlay: String,
     enrollment: String,
     peers: Vec<DemoPeer>,
@@ -59,6 +103,8 @@ struct DemoFile {
 #[derive(Serialize)]
 struct DemoPeer {
     pid: u32,
+    /// False once the process died, until it is restarted.
+    alive: bool,
     node_id: String,
     reload: SocketAddr,
     /// Where phones register and send their calls (UDP and TCP).
@@ -124,6 +170,32 @@ fn homes(accounts: usize, peers: u16, at: &[u16]) -> Result<Vec<usize>> {
 }
 
 pub fn demo(args: DemoArgs) -> Result<()> {
+    match args.action {
+        Some(DemoAction::Restart { peer, dir }) => control::restart(peer, dir.as_deref()),
+        None => start(args.start),
+    }
+}
+
+/// The address `--lan` asks for: the one given, or the source address of
+/// this machine's default route (found by routing a UDP socket to a
+/// documentation address; nothing is sent).
+fn lan_address(asked: &str) -> Result<IpAddr> {
+    if asked != "auto" {
+        return asked
+            .parse()
+            .with_context(|| format!("--lan {asked:?} is not an IP address of this machine"));
+    }
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    socket
+        .connect("192.0.2.1:9")
+        .and_then(|()| socket.local_addr())
+        .map(|a| a.ip())
+        .ok()
+        .filter(|ip| !ip.is_unspecified())
+        .context("this machine has no default route, so no LAN address; give one: --lan 192.168.1.20")
+}
+
+fn start(args: StartArgs) -> Result<()> {
     let n = usize::from(args.peers);
     if args.base_port > u16::MAX - 400 {
         bail!(
@@ -147,13 +219,20 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             dir.display()
         );
     }
+    let host = match &args.lan {
+        Some(asked) => lan_address(asked)?,
+        None => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let port = |offset: usize| args.base_port + offset as u16;
-    let loopback = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
-    let reload: Vec<SocketAddr> = (0..n).map(|i| loopback(port(i))).collect();
-    let admin: Vec<SocketAddr> = (0..n).map(|i| loopback(port(100 + i))).collect();
-    let sip: Vec<SocketAddr> = (0..n).map(|i| loopback(port(300 + i))).collect();
-    let enrollment_addr = loopback(port(200));
+    let at = |p: u16| SocketAddr::new(host, p);
+    let reload: Vec<SocketAddr> = (0..n).map(|i| at(port(i))).collect();
+    // The admin API stays on loopback: it is for whoever runs the demo.
+    let admin: Vec<SocketAddr> = (0..n)
+        .map(|i| SocketAddr::from(([127, 0, 0, 1], port(100 + i))))
+        .collect();
+    let sip: Vec<SocketAddr> = (0..n).map(|i| at(port(300 + i))).collect();
+    let enrollment_addr = at(port(200));
     let server_url = format!("https://{enrollment_addr}");
 
     // Every peer enrolls under its own operator account; the demo's users
@@ -170,7 +249,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             enrollment_url: format!("{server_url}/enroll"),
             bootstrap: vec![reload[0]],
             multicast_bootstrap: None,
-            server_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+            server_hosts: vec![host.to_string(), "127.0.0.1".into(), "localhost".into()],
         },
     )?;
     let ca = overlay.authority()?;
@@ -224,22 +303,21 @@ pub fn demo(args: DemoArgs) -> Result<()> {
 
     // Peer 0 is the configuration's bootstrap node and starts the ring; the
     // others join through it once it is up.
-    for i in 0..n {
-        let log = node_dirs[i].join("peer.log");
-        let child = child_command(&exe)
-            .arg("peer")
-            .arg("--dir")
-            .arg(&node_dirs[i])
-            .args(["--listen", &reload[i].to_string(), "--admin", &admin[i].to_string()])
-            .args(["--sip", &sip[i].to_string()])
-            .stdout(Stdio::null())
-            .stderr(log_file(&log)?)
-            .spawn()
-            .with_context(|| format!("cannot start peer {i}"))?;
+    let specs: Vec<PeerSpec> = (0..n)
+        .map(|i| PeerSpec {
+            log: node_dirs[i].join("peer.log"),
+            node_dir: node_dirs[i].clone(),
+            reload: reload[i],
+            admin: admin[i],
+            sip: sip[i],
+        })
+        .collect();
+    for (i, spec) in specs.iter().enumerate() {
+        let child = spawn_peer(&exe, spec, &[]).with_context(|| format!("cannot start peer {i}"))?;
         children.peers.push(child);
         if i == 0 {
             wait_until(Duration::from_secs(15), "peer 0 to start the overlay", || {
-                exited(children.peers.first_mut(), &log)?;
+                exited(children.peers.first_mut(), &spec.log)?;
                 Ok(rt.block_on(status(admin[0])).is_some_and(|s| s.joined))
             })?;
         }
@@ -247,8 +325,8 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let started = Instant::now();
     let mut statuses = Vec::new();
     wait_until(FORMATION_LIMIT, "every peer to be in the ring", || {
-        for (i, c) in children.peers.iter_mut().enumerate() {
-            exited(Some(c), &node_dirs[i].join("peer.log"))?;
+        for (c, spec) in children.peers.iter_mut().zip(&specs) {
+            exited(Some(c), &spec.log)?;
         }
         statuses = rt.block_on(async {
             let mut all = Vec::with_capacity(n);
@@ -274,6 +352,7 @@ pub fn demo(args: DemoArgs) -> Result<()> {
     let peers: Vec<DemoPeer> = (0..n)
         .map(|i| DemoPeer {
             pid: children.peers[i].id(),
+            alive: true,
             node_id: statuses[i].node_id.clone(),
             reload: reload[i],
             sip: sip[i],
@@ -294,34 +373,43 @@ pub fn demo(args: DemoArgs) -> Result<()> {
             peer: home(j),
         })
         .collect();
-    let file = DemoFile {
+    let mut file = DemoFile {
         overlay: args.overlay.clone(),
         enrollment: server_url.clone(),
         peers,
         accounts: demo_accounts,
     };
     let json_path = dir.join("demo.json");
-    write_atomically(&json_path, &serde_json::to_string_pretty(&file)?)?;
-    print_summary(&file, &dir, &json_path, formed);
+    write_demo_file(&json_path, &file)?;
+    let dir_arg = match &args.dir {
+        Some(d) => format!(" --dir {}", d.display()),
+        None => String::new(),
+    };
+    print_summary(&file, &dir, &json_path, formed, &dir_arg);
 
-    let outcome = rt.block_on(async {
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let stop = shutdown_signal();
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => return Ok(()),
-                _ = tick.tick() => {
-                    for (i, c) in children.peers.iter_mut().enumerate() {
-                        exited(Some(c), &node_dirs[i].join("peer.log"))?;
-                    }
-                }
-            }
-        }
-    });
+    let outcome = {
+        let Children { server, peers } = &mut children;
+        let mut supervisor = supervise::Supervisor::new(&dir, &exe, &specs, peers, server, &mut file, dir_arg);
+        rt.block_on(supervisor.run(shutdown_signal()))
+    };
     println!("stopping: every peer leaves the overlay");
     stop_all(&mut children);
     outcome
+}
+
+/// Starts one peer of the demo; `through` are peers to join through (none
+/// for the first start: the configuration names peer 0).
+pub(super) fn spawn_peer(exe: &Path, spec: &PeerSpec, through: &[SocketAddr]) -> Result<Child> {
+    let mut cmd = child_command(exe);
+    cmd.arg("peer")
+        .arg("--dir")
+        .arg(&spec.node_dir)
+        .args(["--listen", &spec.reload.to_string(), "--admin", &spec.admin.to_string()])
+        .args(["--sip", &spec.sip.to_string()]);
+    for b in through {
+        cmd.args(["--bootstrap", &b.to_string()]);
+    }
+    Ok(cmd.stdout(Stdio::null()).stderr(log_file(&spec.log)?).spawn()?)
 }
 
 /// A process of the demo: in its own process group, so a Ctrl-C in the
@@ -347,16 +435,15 @@ fn log_file(path: &Path) -> Result<std::fs::File> {
     std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))
 }
 
-/// An error naming the log's last line if `child` has exited.
+/// While the demo starts, a process that exits stops it: an error naming
+/// how it ended and its log's last line (where its error is).
 fn exited(child: Option<&mut Child>, log: &Path) -> Result<()> {
     let Some(child) = child else { return Ok(()) };
     if let Ok(Some(status)) = child.try_wait() {
-        let last = std::fs::read_to_string(log)
-            .ok()
-            .and_then(|l| l.lines().last().map(str::to_string))
-            .unwrap_or_default();
         bail!(
-            "a process of the demo exited ({status}): {last} (log: {})",
+            "a process of the demo exited ({}) while starting: {} (log: {})",
+            supervise::describe_exit(status),
+            supervise::last_line(log),
             log.display()
         );
     }
@@ -374,21 +461,22 @@ fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> Result<boo
     bail!("timed out after {limit:?} waiting for {what}")
 }
 
-async fn status(admin: SocketAddr) -> Option<Status> {
+pub(super) async fn status(admin: SocketAddr) -> Option<Status> {
     serde_json::from_str(&http_get(admin, "/status").await.ok()?).ok()
 }
 
-async fn ring_walk(admin: SocketAddr) -> Option<RingWalk> {
+pub(super) async fn ring_walk(admin: SocketAddr) -> Option<RingWalk> {
     serde_json::from_str(&http_get(admin, "/ring").await.ok()?).ok()
 }
 
-fn write_atomically(path: &Path, text: &str) -> Result<()> {
+pub(super) fn write_demo_file(path: &Path, file: &DemoFile) -> Result<()> {
+    let text = serde_json::to_string_pretty(file)?;
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
 }
 
-fn print_summary(file: &DemoFile, dir: &Path, json: &Path, formed: Duration) {
+fn print_summary(file: &DemoFile, dir: &Path, json: &Path, formed: Duration, dir_arg: &str) {
     println!(
         "Overlay {} is up: {} peers in one ring after {:.1} s",
         file.overlay,
@@ -430,6 +518,8 @@ fn print_summary(file: &DemoFile, dir: &Path, json: &Path, formed: Duration) {
         file.peers[0].admin, file.peers[0].admin
     );
     println!();
+    println!("A peer that dies is reported here and the others go on; the ring heals.");
+    println!("`p2psip demo restart N{dir_arg}` (or r typed here) brings a dead peer back.");
     println!("Ctrl-C stops every peer (each leaves the overlay gracefully) and the server.");
 }
 
