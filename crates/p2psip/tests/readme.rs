@@ -38,7 +38,11 @@ fn the_quick_start_block_is_the_run_command_and_the_test_command_ci_runs() {
     let readme = std::fs::read_to_string(repository().join("README.md")).unwrap();
     let commands = quick_start(&readme);
     assert_eq!(commands.len(), 2, "one command runs, one tests: {commands:?}");
-    assert!(commands[0].contains(" demo"), "the first runs the demo: {}", commands[0]);
+    assert!(
+        commands[0].contains(" demo"),
+        "the first runs the demo: {}",
+        commands[0]
+    );
     let ci = std::fs::read_to_string(repository().join(".ci/run")).unwrap();
     assert!(
         ci.lines().any(|l| l.trim_start().starts_with(&commands[1])),
@@ -94,15 +98,19 @@ fn the_quick_start_command_runs_the_demo_from_a_fresh_clone() {
         .unwrap()]);
 
     let json = dir.join("demo.json");
-    wait_for(Duration::from_secs(1200), "the demo to build and write demo.json", || {
-        if let Ok(Some(status)) = demo.0[0].try_wait() {
-            panic!(
-                "`{run}` exited ({status}): {}",
-                std::fs::read_to_string(dir.with_extension("err")).unwrap_or_default()
-            );
-        }
-        json.exists()
-    });
+    wait_for(
+        Duration::from_secs(1200),
+        "the demo to build and write demo.json",
+        || {
+            if let Ok(Some(status)) = demo.0[0].try_wait() {
+                panic!(
+                    "`{run}` exited ({status}): {}",
+                    std::fs::read_to_string(dir.with_extension("err")).unwrap_or_default()
+                );
+            }
+            json.exists()
+        },
+    );
     let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let peers = file["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 5, "five peers by default");

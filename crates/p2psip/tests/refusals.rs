@@ -398,7 +398,10 @@ fn a_second_peer_on_a_node_directory_in_use_is_refused() {
         err.contains(&format!("{} is in use by pid {pid}", dir.display())),
         "{err}"
     );
-    assert!(status(first.admin).is_some_and(|s| s.joined), "the first peer still serves");
+    assert!(
+        status(first.admin).is_some_and(|s| s.joined),
+        "the first peer still serves"
+    );
     let log = std::fs::read_to_string(&first.log).unwrap();
     assert!(!log.contains("joining again"), "{log}");
     // Once the holder is gone, the directory can be used again.

@@ -3,64 +3,15 @@
 //! phones.
 
 mod common;
+mod phones;
 mod softphone;
 
 use common::*;
+use phones::{sipp, Phones, Scenarios};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const DOMAIN: &str = "sip.test.invalid";
-
-/// A SIPp scenario: REGISTER, answer the 401 with `[authentication]`, then
-/// expect `final_status`.
-fn register_scenario(dir: &Path, name: &str, expires: u32, final_status: u16) -> std::path::PathBuf {
-    let register = |cseq: u32, auth: &str| {
-        format!(
-            "<send retrans=\"500\"><![CDATA[\n\
-REGISTER sip:{DOMAIN} SIP/2.0\n\
-Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]\n\
-From: <sip:[service]@{DOMAIN}>;tag=[call_number]\n\
-To: <sip:[service]@{DOMAIN}>\n\
-Call-ID: [call_id]\n\
-CSeq: {cseq} REGISTER\n\
-Contact: <sip:[service]@[local_ip]:[local_port];transport=[transport]>\n\
-{auth}\
-Max-Forwards: 70\n\
-Expires: {expires}\n\
-Content-Length: 0\n\
-\n]]></send>\n"
-        )
-    };
-    let xml = format!(
-        "<?xml version=\"1.0\" encoding=\"ISO-8859-1\" ?>\n<scenario name=\"{name}\">\n{}\
-<recv response=\"401\" auth=\"true\"/>\n{}<recv response=\"{final_status}\"/>\n</scenario>\n",
-        register(1, ""),
-        register(2, "[authentication]\n"),
-    );
-    let path = dir.join(format!("{name}.xml"));
-    std::fs::write(&path, xml).unwrap();
-    path
-}
-
-/// Runs one SIPp call of `scenario` against `target`; its exit status.
-fn sipp(scenario: &Path, target: SocketAddr, user: &str, password: &str, transport: &str) -> bool {
-    let local = free_port();
-    let status = Command::new("sipp")
-        .arg(target.to_string())
-        .args(["-sf", scenario.to_str().unwrap()])
-        .args(["-s", user, "-au", user, "-ap", password])
-        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-t", transport])
-        .args(["-m", "1", "-nostdin", "-timeout", "20s", "-timeout_error"])
-        .args(["-trace_err"])
-        .current_dir(scenario.parent().unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("sipp runs");
-    status.success()
-}
 
 fn stored_registrations(peers: &[&Peer]) -> f64 {
     peers
@@ -128,9 +79,8 @@ fn phones_register_with_digest_and_their_registrations_land_in_the_overlay() {
     let (o, sip, peers) = alice_and_bob("sip-register", 3, 0, 2);
     let all: Vec<&Peer> = peers.iter().collect();
 
-    let scenarios = o.dir.join("scenarios");
-    std::fs::create_dir_all(&scenarios).unwrap();
-    let register = register_scenario(&scenarios, "register", 600, 200);
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let register = scenarios.register("register", 600, 200);
     assert!(
         sipp(&register, sip[0], "alice", "alice-pw", "u1"),
         "alice registers over UDP"
@@ -144,7 +94,7 @@ fn phones_register_with_digest_and_their_registrations_land_in_the_overlay() {
     assert!(metric(peers[0].admin, "p2psip_requests_total{method=\"store\",result=\"ok\"}") >= 1.0);
 
     // Alice's password at bob's peer, and a wrong password: 401, then 403.
-    let refused = register_scenario(&scenarios, "refused", 600, 403);
+    let refused = scenarios.register("refused", 600, 403);
     assert!(
         sipp(&refused, sip[0], "alice", "not-her-password", "u1"),
         "wrong password: 401 then 403"
@@ -179,95 +129,11 @@ fn phones_register_with_digest_and_their_registrations_land_in_the_overlay() {
 
     // Expires: 0 removes alice's binding; the overlay entry is replaced
     // by a removal at every replica.
-    let unregister = register_scenario(&scenarios, "unregister", 0, 200);
+    let unregister = scenarios.register("unregister", 0, 200);
     assert!(
         sipp(&unregister, sip[0], "alice", "alice-pw", "u1"),
         "alice unregisters"
     );
-}
-
-/// Copies a scenario of `tests/sipp/` into `dir` with the overlay's domain.
-fn scenario(dir: &Path, name: &str) -> std::path::PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/sipp/{name}.xml"));
-    let text = std::fs::read_to_string(&source).unwrap().replace("DOMAIN", DOMAIN);
-    let path = dir.join(format!("{name}.xml"));
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// SIPp on a fixed local UDP port (the phone's registered flow).
-fn sipp_at(scenario: &Path, target: SocketAddr, local: u16, service: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new("sipp");
-    c.arg(target.to_string())
-        .args(["-sf", scenario.to_str().unwrap()])
-        .args(["-s", service])
-        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-t", "u1"])
-        .args(["-nostdin", "-trace_err"])
-        .args(extra)
-        .current_dir(scenario.parent().unwrap())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    c
-}
-
-/// Registers `user` from UDP port `local` at `peer`.
-fn register_at(dir: &Path, peer: SocketAddr, local: u16, user: &str, password: &str) {
-    let reg = register_scenario(dir, "register-call", 3600, 200);
-    let ok = sipp_at(
-        &reg,
-        peer,
-        local,
-        user,
-        &[
-            "-au",
-            user,
-            "-ap",
-            password,
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ],
-    )
-    .status()
-    .unwrap()
-    .success();
-    assert!(ok, "{user} registers at {peer}");
-}
-
-/// Alice's and bob's phones: the SIP address of each one's peer and the
-/// UDP port each registered from.
-struct Phones {
-    scenarios: std::path::PathBuf,
-    alice: (SocketAddr, u16),
-    bob: (SocketAddr, u16),
-}
-
-impl Phones {
-    /// Alice's SIPp runs `uac` to `service` for `calls` calls (20 a
-    /// second) while bob's SIPp, if `uas` is given, answers them; both must
-    /// succeed.
-    fn run(&self, uas: Option<&str>, uac: &str, service: &str, calls: u32, what: &str) {
-        let calls = calls.to_string();
-        let limits = ["-m", calls.as_str(), "-r", "20", "-timeout", "60s", "-timeout_error"];
-        let callee = uas.map(|uas| {
-            let (peer, port) = self.bob;
-            sipp_at(&scenario(&self.scenarios, uas), peer, port, "bob", &limits)
-                .spawn()
-                .expect("sipp starts")
-        });
-        let (peer, port) = self.alice;
-        let ok = sipp_at(&scenario(&self.scenarios, uac), peer, port, service, &limits)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "{what}: the caller's scenario failed");
-        if let Some(mut callee) = callee {
-            let status = callee.wait().unwrap();
-            assert!(status.success(), "{what}: the callee's scenario failed ({status})");
-        }
-    }
 }
 
 /// Issue 5 acceptance, calls: alice's SIPp at one peer calls bob's SIPp at
@@ -309,16 +175,15 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     let (sip, peers) = start_sip_peers(&mut o, &dirs);
     let (sip_a, sip_b) = (sip[a], sip[b]);
 
-    let scenarios = o.dir.join("scenarios");
-    std::fs::create_dir_all(&scenarios).unwrap();
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
     let (alice_port, bob_port) = (free_port(), free_port());
-    register_at(&scenarios, sip_a, alice_port, "alice", "alice-pw");
-    register_at(&scenarios, sip_b, bob_port, "bob", "bob-pw");
+    scenarios.register_at(sip_a, alice_port, "alice", "alice-pw");
+    scenarios.register_at(sip_b, bob_port, "bob", "bob-pw");
 
     let phones = Phones {
         scenarios,
-        alice: (sip_a, alice_port),
-        bob: (sip_b, bob_port),
+        caller: (sip_a, alice_port, "alice".into()),
+        callee: (sip_b, bob_port, "bob".into()),
     };
     phones.run(
         Some("uas_call"),

@@ -1,0 +1,152 @@
+//! `p2psip demo` as a living overlay (issue 32): a peer killed with
+//! SIGKILL is reported, the other peers go on serving calls, and
+//! `p2psip demo restart` brings the dead one back into the ring.
+
+mod common;
+mod phones;
+
+use common::*;
+use phones::{Phones, Scenarios};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DOMAIN: &str = "demo.p2psip.test";
+const USERS: [&str; 5] = ["alice", "bob", "carol", "dave", "erin"];
+
+fn wait_for_output(out: &Path, needle: &str, limit: Duration) -> Duration {
+    wait_for(limit, &format!("the demo to print {needle:?}"), || {
+        std::fs::read_to_string(out).is_ok_and(|o| o.contains(needle))
+    })
+}
+
+/// Five peers, one account served at each. The peer holding a callee's
+/// registration (neither the callee's nor the caller's peer) is killed
+/// with SIGKILL: the demo says so in one line and goes on, the ring is
+/// whole again within 15 s, and calls to the callee succeed through the
+/// peers that remain (a replica answers for the dead peer). `p2psip demo
+/// restart` then brings the peer back into a ring of five, and Ctrl-C
+/// still stops everything cleanly.
+#[test]
+fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let dir = scratch("demo-living").join("demo");
+    let out = dir.with_extension("out");
+    let base = free_port_block(400);
+    let mut demo = Procs(vec![Command::new(BIN)
+        .args(["demo", "--peers", "5", "--base-port", &base.to_string()])
+        .args(["--users", &USERS.join(","), "--dir", dir.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(dir.with_extension("err")).unwrap())
+        .spawn()
+        .unwrap()]);
+    let json = dir.join("demo.json");
+    wait_for(Duration::from_secs(90), "demo.json", || json.exists());
+    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let peers = file["peers"].as_array().unwrap();
+    let admin = |i: usize| -> SocketAddr { peers[i]["admin"].as_str().unwrap().parse().unwrap() };
+    let node_ids: Vec<&str> = peers.iter().map(|p| p["node_id"].as_str().unwrap()).collect();
+    let accounts = file["accounts"].as_array().unwrap();
+
+    // Which peer holds each account's registration (its responsible peer).
+    let holder: Vec<usize> = USERS
+        .iter()
+        .map(|u| {
+            let r: node::peer::Responsible =
+                get(admin(0), &format!("/responsible/{u}@{DOMAIN}")).expect("GET /responsible answers");
+            node_ids.iter().position(|id| *id == r.peer.node_id).unwrap()
+        })
+        .collect();
+    let served_at = |j: usize| accounts[j]["peer"].as_u64().unwrap() as usize;
+    let callee = (0..USERS.len())
+        .find(|&j| holder[j] != served_at(j))
+        .expect("some account's registration lives away from its own peer");
+    let victim = holder[callee];
+    let caller = (0..USERS.len())
+        .find(|&j| j != callee && served_at(j) != victim && served_at(j) != served_at(callee))
+        .expect("a caller served by a third peer");
+    let registrar = |j: usize| -> SocketAddr { accounts[j]["registrar"].as_str().unwrap().parse().unwrap() };
+
+    let scenarios = Scenarios::new(&dir.with_extension("scenarios"), DOMAIN);
+    let (caller_port, callee_port) = (free_port(), free_port());
+    scenarios.register_at(registrar(caller), caller_port, USERS[caller], "p2psip-demo");
+    scenarios.register_at(registrar(callee), callee_port, USERS[callee], "p2psip-demo");
+    let phones = Phones {
+        scenarios,
+        caller: (registrar(caller), caller_port, USERS[caller].into()),
+        callee: (registrar(callee), callee_port, USERS[callee].into()),
+    };
+    phones.run(Some("uas_call"), "uac_call", USERS[callee], 5, "calls before the crash");
+
+    let victim_pid = peers[victim]["pid"].as_u64().unwrap().to_string();
+    let killed = Instant::now();
+    Command::new("kill").args(["-KILL", &victim_pid]).status().unwrap();
+    wait_for_output(
+        &out,
+        &format!("peer {victim} died (SIGKILL); 4 peers serve; `p2psip demo restart {victim} --dir"),
+        Duration::from_secs(5),
+    );
+    wait_for_output(&out, "the ring is whole again: 4 peers", Duration::from_secs(15));
+    assert!(killed.elapsed() < Duration::from_secs(15), "healed within 15 s");
+    phones.run(
+        Some("uas_call"),
+        "uac_call",
+        USERS[callee],
+        10,
+        "calls after the registration's peer was killed",
+    );
+    assert!(demo.0[0].try_wait().unwrap().is_none(), "the demo is still running");
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert_eq!(text.matches(" died (").count(), 1, "one line for one death:\n{text}");
+
+    let restart = Command::new(BIN)
+        .args(["demo", "restart", &victim.to_string(), "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&restart.stdout);
+    assert!(
+        restart.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&restart.stderr)
+    );
+    assert!(
+        said.contains(&format!(
+            "peer {victim} is back in the ring as Node-ID {}",
+            node_ids[victim]
+        )),
+        "{said}"
+    );
+    let all: Vec<Peer> = (0..5)
+        .map(|i| Peer {
+            child: 0,
+            admin: admin(i),
+            listen: peers[i]["reload"].as_str().unwrap().parse().unwrap(),
+            log: dir.join(format!("peer{i}/peer.log")),
+        })
+        .collect();
+    let refs: Vec<&Peer> = all.iter().collect();
+    wait_consistent(&refs, Duration::from_secs(30), "five peers after the restart");
+    let json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(json["peers"][victim]["alive"], true);
+    assert_ne!(json["peers"][victim]["pid"].as_u64().unwrap().to_string(), victim_pid);
+    // Asking again for a running peer is refused, in one line.
+    let again = Command::new(BIN)
+        .args(["demo", "restart", &victim.to_string(), "--dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is running"));
+
+    let pid = demo.0[0].id().to_string();
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let child = &mut demo.0[0];
+    wait_for(Duration::from_secs(120), "the demo to stop", || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(child.wait().unwrap().success());
+    assert!(std::fs::read_to_string(&out).unwrap().contains("all stopped"));
+}
