@@ -310,6 +310,17 @@ impl CertSecurity {
         Ok(info.user)
     }
 
+    /// Stops signing as `user` (an account removed from the node); whether
+    /// it was there.
+    pub fn remove_user(&mut self, user: &str) -> bool {
+        self.users.remove(user).is_some()
+    }
+
+    /// The user names this node signs as, besides its own.
+    pub fn user_names(&self) -> impl Iterator<Item = &str> {
+        self.users.keys().map(String::as_str)
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config_doc;
+pub mod control;
 pub mod discovery;
 pub mod enrollment;
 pub mod identity;

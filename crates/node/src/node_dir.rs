@@ -259,6 +259,57 @@ pub fn save_sip_user(
     )
 }
 
+/// Deletes `users/NAME.crt` and `users/NAME.json`; whether the user was
+/// there.
+pub fn remove_sip_user(node_dir: &Path, user: &str) -> Result<bool, DirError> {
+    let dir = node_dir.join("users");
+    let mut found = false;
+    for file in [format!("{user}.json"), format!("{user}.crt")] {
+        let path = dir.join(file);
+        match std::fs::remove_file(&path) {
+            Ok(()) => found = true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => return Err(DirError::Io { path, source }),
+        }
+    }
+    Ok(found)
+}
+
+/// Replaces the digest secrets of a user enrolled into the node, for a
+/// new password; `false` when no such user is enrolled.
+pub fn set_sip_password(node_dir: &Path, user: &str, password: &str) -> Result<bool, DirError> {
+    let path = node_dir.join("users").join(format!("{user}.json"));
+    if !path.exists() {
+        return Ok(false);
+    }
+    let mut record: SipUser = serde_json::from_str(&read(&path)?).map_err(|e| DirError::Corrupt {
+        path: path.clone(),
+        problem: e.to_string(),
+    })?;
+    let ha1 = sip::digest::Ha1::new(user, &record.realm, password);
+    record.ha1_md5 = ha1.md5;
+    record.ha1_sha256 = ha1.sha256;
+    let json = serde_json::to_vec_pretty(&record).unwrap_or_default();
+    write(&path, &json, true)?;
+    Ok(true)
+}
+
+/// The names of the users enrolled into a node directory, sorted.
+pub fn sip_user_names(node_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(node_dir.join("users")) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            name.strip_suffix(".json").map(str::to_string)
+        })
+        .collect();
+    names.sort();
+    names
+}
+
 impl NodeDir {
     /// The users enrolled into this node, with their certificates; a user
     /// whose files do not read is skipped with a warning.

@@ -32,8 +32,8 @@ const CONFIG_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 pub enum DirError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{0} already holds an overlay (ca.key exists); choose a new --dir")]
-    Exists(PathBuf),
+    #[error("{0} is not empty (an overlay or a node may live there); give a new or empty --dir")]
+    NotEmpty(PathBuf),
     #[error("{0} holds no overlay (no ca.key); create one with `p2psip init --dir DIR --overlay NAME`")]
     Missing(PathBuf),
     #[error("{path}: {problem}")]
@@ -163,11 +163,12 @@ impl OverlayDir {
         })
     }
 
-    /// Creates a new overlay in `path` (which may exist but must not hold
-    /// one already).
+    /// Creates a new overlay in `path`, which must be new or empty:
+    /// writing over a node directory (or another overlay) would replace
+    /// the CA and configuration it runs on.
     pub fn init(path: &Path, opts: &InitOptions) -> Result<Self, DirError> {
-        if path.join("ca.key").exists() {
-            return Err(DirError::Exists(path.to_path_buf()));
+        if path.read_dir().is_ok_and(|mut entries| entries.next().is_some()) {
+            return Err(DirError::NotEmpty(path.to_path_buf()));
         }
         for (u, _) in &opts.users {
             check_user_name(u)?;

@@ -23,7 +23,7 @@ use reload_wire::{
     Body, DecodeContext, Destination, FetchReq, IpAddressPort, NodeId, ProbeInformation, ProbeReq, ResourceId,
 };
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -248,6 +248,9 @@ pub(crate) enum Input {
     Discovery(crate::discovery::Datagram, SocketAddr),
     /// The SIP side needs the overlay.
     Sip(crate::sip_server::SipOverlayRequest),
+    /// Read `users/` again (an account added or removed while running,
+    /// [`crate::control`]); the answer says who is served now.
+    ReloadUsers(oneshot::Sender<Result<String, String>>),
 }
 
 impl From<LinkEvent> for Input {
@@ -271,25 +274,41 @@ pub(crate) fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The SIP users enrolled into the node directory (`users/`), each added
+/// to `security` so the node signs as them: their digest secrets by
+/// account name, and the names their certificates carry (`user@overlay`,
+/// the names their registrations are stored under). A user of another
+/// overlay or whose certificate is not this node's is skipped with a
+/// warning.
+fn load_users(dir: &NodeDir, security: &mut CertSecurity) -> (HashMap<String, sip::digest::Ha1>, BTreeSet<String>) {
+    let mut digests = HashMap::new();
+    let mut names = BTreeSet::new();
+    for (user, cert) in dir.sip_users() {
+        if user.realm != dir.config.instance_name {
+            tracing::warn!(
+                "SIP user {}: realm {:?} is not this overlay's; skipped",
+                user.user,
+                user.realm
+            );
+            continue;
+        }
+        match security.add_user(cert) {
+            Ok(name) => {
+                digests.insert(user.user.clone(), user.ha1());
+                names.insert(name);
+            }
+            Err(e) => tracing::warn!("SIP user {}: {e}; skipped", user.user),
+        }
+    }
+    (digests, names)
+}
+
 /// Runs a peer until `shutdown` completes, then leaves gracefully (§10.9).
 pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Result<(), PeerError> {
     let dir = NodeDir::load(&opts.dir)?;
     let _lock = crate::node_dir::DirLock::take(&opts.dir)?;
     let mut security = dir.security()?;
-    let mut sip_users = std::collections::HashMap::new();
-    for (user, cert) in dir.sip_users() {
-        match security.add_user(cert) {
-            Ok(_) if user.realm == dir.config.instance_name => {
-                sip_users.insert(user.user.clone(), user.ha1());
-            }
-            Ok(_) => tracing::warn!(
-                "SIP user {}: realm {:?} is not this overlay's; skipped",
-                user.user,
-                user.realm
-            ),
-            Err(e) => tracing::warn!("SIP user {}: {e}; skipped", user.user),
-        }
-    }
+    let (sip_users, _) = load_users(&dir, &mut security);
     let me = security.node_id();
     let config = dir.config.overlay_config();
     let ctx = Arc::new(config.decode_context()?);
@@ -370,6 +389,7 @@ async fn drive<T: Topology + Tables>(
         tokio::spawn(crate::admin::serve(listener, input_tx.clone()));
         tracing::info!("admin API on http://{admin}");
     }
+    let mut sip_control = None;
     if let Some(addr) = opts.sip {
         let sockets = crate::sip_server::SipSockets::bind(addr)
             .await
@@ -397,12 +417,19 @@ async fn drive<T: Topology + Tables>(
             .map_err(|source| PeerError::Listen { addr, source })?;
         engine.offer_application(overlay::sip_usage::SIP_APPLICATION, IpAddressPort::Ip(overlay_side));
         let proxy_seed = u64::from_be_bytes(secret[..8].try_into().unwrap_or_default()) ^ seed;
+        let (control_tx, control_rx) = mpsc::channel(4);
+        sip_control = Some(control_tx);
         tokio::spawn(crate::sip_server::serve(
             sockets,
             registrar,
             proxy_seed,
             input_tx.clone(),
+            control_rx,
         ));
+    }
+    {
+        let (path, input_tx) = (dir.path.clone(), input_tx.clone());
+        tokio::spawn(async move { crate::control::serve(&path, input_tx).await });
     }
     tracing::info!(
         "{} {} of {} listening on {listen}",
@@ -472,6 +499,7 @@ async fn drive<T: Topology + Tables>(
         started: now_ms(),
         pending: HashMap::new(),
         sip_locator: Default::default(),
+        sip_control,
         certificate_store: None,
         next_certificate_store: None,
         metrics: Metrics::new(),
@@ -544,6 +572,8 @@ struct Driver<T: Topology + Tables> {
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
     sip_locator: crate::sip_locate::SipLocator,
+    /// Tells the SIP side which users it serves, when it runs.
+    sip_control: Option<mpsc::Sender<crate::sip_server::SipControl>>,
     certificate_store: Option<RequestId>,
     next_certificate_store: Option<Instant>,
     metrics: Metrics,
@@ -952,6 +982,7 @@ impl<T: Topology + Tables> Driver<T> {
             Input::Sip(crate::sip_server::SipOverlayRequest::Unreachable { address }) => {
                 self.sip_locator.forget(address);
             }
+            Input::ReloadUsers(reply) => self.reload_users(reply),
             Input::Admin(AdminRequest::Status(reply)) => {
                 let _ = reply.send(self.status());
             }
@@ -1000,6 +1031,62 @@ impl<T: Topology + Tables> Driver<T> {
                 tracing::info!("link to {} closed: {why}", peer.to_hex());
                 self.links.remove(&peer);
                 self.engine.link_down(now, peer);
+            }
+        }
+    }
+
+    /// Takes the users of `users/` as they are now: new ones are served at
+    /// once; a removed one stops being signed for, its registration held
+    /// for this node is withdrawn from the overlay (a removal value, RFC
+    /// 7904 §3), and the SIP side drops its bindings.
+    fn reload_users(&mut self, reply: oneshot::Sender<Result<String, String>>) {
+        let now = now_ms();
+        let before: BTreeSet<String> = self.engine.security_mut().user_names().map(str::to_string).collect();
+        let (digests, names) = load_users(&self.dir, self.engine.security_mut());
+        let added: Vec<&String> = names.difference(&before).collect();
+        let removed: Vec<&String> = before.difference(&names).collect();
+        for name in &removed {
+            let resource = self.engine.resource_id(name.as_bytes());
+            let removal = overlay::sip_usage::route_to_me(self.me, false);
+            let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
+            if self
+                .engine
+                .store_as(now, name, resource, kind, vec![removal], 60)
+                .is_none()
+            {
+                tracing::warn!("cannot withdraw the registration of {name}: not signing as them");
+            }
+            self.engine.security_mut().remove_user(name);
+        }
+        let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let mut served: Vec<&String> = digests.keys().collect();
+        served.sort();
+        let mut summary = format!("SIP users ({}): {}", served.len(), list(&served));
+        if !added.is_empty() {
+            summary.push_str(&format!("; added {}", list(&added)));
+        }
+        if !removed.is_empty() {
+            summary.push_str(&format!("; removed {} (registrations withdrawn)", list(&removed)));
+        }
+        tracing::info!("accounts reloaded: {summary}");
+        match self.sip_control.clone() {
+            Some(sip) => {
+                tokio::spawn(async move {
+                    let (tx, rx) = oneshot::channel();
+                    let told = sip
+                        .send(crate::sip_server::SipControl::Users {
+                            users: digests,
+                            reply: tx,
+                        })
+                        .await;
+                    let _ = reply.send(match (told, rx.await) {
+                        (Ok(()), Ok(())) => Ok(summary),
+                        _ => Err("the SIP side is not running".into()),
+                    });
+                });
+            }
+            None => {
+                let _ = reply.send(Ok(summary));
             }
         }
     }

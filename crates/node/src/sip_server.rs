@@ -46,6 +46,16 @@ pub enum SipOverlayRequest {
     Unreachable { address: SocketAddr },
 }
 
+/// What the engine task tells the SIP side.
+pub enum SipControl {
+    /// Serve exactly these users from now on (accounts added or removed
+    /// while the peer runs); answered once in effect.
+    Users {
+        users: HashMap<String, sip::digest::Ha1>,
+        reply: oneshot::Sender<()>,
+    },
+}
+
 /// Most bytes buffered for one TCP connection before it is dropped.
 const MAX_TCP_BUFFER: usize = 2 * sip::message::MAX_MESSAGE_SIZE;
 /// Most TCP connections accepted at once, per listener.
@@ -142,7 +152,13 @@ struct Core {
 }
 
 /// Serves SIP until the engine task goes away.
-pub(crate) async fn serve(sockets: SipSockets, registrar: Registrar, seed: u64, overlay: mpsc::Sender<Input>) {
+pub(crate) async fn serve(
+    sockets: SipSockets,
+    registrar: Registrar,
+    seed: u64,
+    overlay: mpsc::Sender<Input>,
+    mut control: mpsc::Receiver<SipControl>,
+) {
     let (events, mut rx) = mpsc::channel::<SipInput>(4096);
     let interfaces = sip::proxy::Interfaces {
         phones: sockets.udp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -178,6 +194,13 @@ pub(crate) async fn serve(sockets: SipSockets, registrar: Registrar, seed: u64, 
                 core.message(buf[..n].to_vec(), flow, Side::Phones).await;
             }
             Some(input) = rx.recv() => core.input(input).await,
+            Some(SipControl::Users { users, reply }) = control.recv() => {
+                let removed = core.registrar.set_users(users);
+                if !removed.is_empty() {
+                    tracing::info!("sip: no longer serving {}; their bindings are gone", removed.join(", "));
+                }
+                let _ = reply.send(());
+            }
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
         let now = now_ms();

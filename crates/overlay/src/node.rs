@@ -510,6 +510,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         &self.topology
     }
 
+    /// The node's credentials, to add or remove the users it signs as
+    /// while it runs.
+    pub fn security_mut(&mut self) -> &mut S {
+        &mut self.security
+    }
+
     pub fn storage(&self) -> &Storage {
         &self.storage
     }

@@ -12,6 +12,7 @@ mod demo;
 mod overlay_cmds;
 mod plot;
 mod sim_cmd;
+mod user_cmd;
 
 /// The simulator allocates and frees millions of small buffers a second;
 /// mimalloc does that markedly faster than the system allocator.
@@ -71,6 +72,10 @@ enum Command {
     /// Run a whole local overlay: an enrollment server and N peers, each
     /// its own process on 127.0.0.1; writes DIR/demo.json; Ctrl-C stops all.
     Demo(demo::DemoArgs),
+    /// Add, remove, list and re-password accounts: an overlay directory's
+    /// enrollment accounts, or the SIP users of a node directory (a
+    /// running peer takes the change at once).
+    User(user_cmd::UserArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -221,6 +226,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Status(args) => overlay_cmds::status(args),
         Command::Ring(args) => overlay_cmds::ring(args),
         Command::Demo(args) => demo::demo(args),
+        Command::User(args) => user_cmd::run(args),
     }
 }
 

@@ -187,9 +187,12 @@ pub struct EnrollArgs {
     /// add to an enrolled one.
     #[arg(long)]
     user: String,
-    /// The account's password.
-    #[arg(long)]
-    password: String,
+    /// The account's password. Other users of the machine can read a
+    /// command line: prefer --password-file or $P2PSIP_PASSWORD.
+    #[arg(long, conflicts_with = "password_file")]
+    password: Option<String>,
+    #[command(flatten)]
+    password_source: crate::user_cmd::PasswordSource,
     /// Where to keep this node's key, certificate and configuration. If
     /// the node is enrolled already under another user, this user is added
     /// to it: the peer then registers that user's SIP phones.
@@ -207,13 +210,13 @@ pub fn enroll(args: EnrollArgs) -> Result<()> {
         (None, Some(f)) => CaPin::fingerprint(f)?,
         (None, None) => bail!("give --ca-cert FILE or --ca-fingerprint SHA256"),
     };
-    let done = runtime()?.block_on(enrollment::enroll(
-        &args.server,
-        pin,
-        &args.user,
-        &args.password,
-        &args.dir,
-    ))?;
+    let password = match args.password {
+        Some(p) => p,
+        None => args
+            .password_source
+            .read(&format!("{}'s enrollment password", args.user), false)?,
+    };
+    let done = runtime()?.block_on(enrollment::enroll(&args.server, pin, &args.user, &password, &args.dir))?;
     if done.added_user {
         println!(
             "Added user {} to the node in {}: its phones register there (digest user {:?}, realm {:?})",
@@ -222,7 +225,7 @@ pub fn enroll(args: EnrollArgs) -> Result<()> {
             args.user,
             done.overlay
         );
-        return Ok(());
+        return crate::user_cmd::tell_peer(&args.dir);
     }
     println!(
         "Enrolled {} in overlay {} as Node-ID {}; credentials in {}",

@@ -66,6 +66,20 @@ fn bad_input_gets_one_line_and_status_2() {
     std::fs::create_dir_all(&busy).unwrap();
     std::fs::write(busy.join("something"), b"x").unwrap();
     assert_one_line_error(&["demo", "--dir", busy.to_str().unwrap()], "is not empty");
+    // A node directory (or anything else) is never overwritten by init.
+    assert_one_line_error(
+        &["init", "--dir", busy.to_str().unwrap(), "--overlay", "o.test"],
+        "is not empty",
+    );
+    assert_one_line_error(
+        &["user", "list", "--dir", busy.to_str().unwrap()],
+        "neither an overlay directory",
+    );
+    assert_one_line_error(
+        &["init", "--overlay", "o.test"],
+        "not provided: --dir <DIR> (see 'p2psip init --help')",
+    );
+    assert_one_line_error(&["status", "--admin", "localhost"], "is not HOST:PORT");
     std::fs::remove_dir_all(&busy).unwrap();
     assert_one_line_error(&["demo", "--base-port", "65500"], "--base-port 65500 leaves no room");
     assert_one_line_error(&["demo", "--peers", "0"], "--peers");

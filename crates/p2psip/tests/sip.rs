@@ -320,3 +320,111 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
         assert!(status(p.admin).is_some(), "every peer still serves");
     }
 }
+
+/// `p2psip user` against the directories with a running peer.
+fn user_cmd(args: &[&str], password: Option<&str>) -> String {
+    let mut cmd = std::process::Command::new(BIN);
+    cmd.arg("user").args(args);
+    match password {
+        Some(p) => cmd.env("P2PSIP_PASSWORD", p),
+        None => cmd.env_remove("P2PSIP_PASSWORD"),
+    };
+    let out = cmd.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "p2psip user {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Issue 32, accounts while peers run: an account added to the overlay
+/// and then to a running peer's node directory registers at once, and
+/// alice's phone at another peer calls it; removed from the node, its
+/// REGISTER is refused (403), the registration it had is withdrawn from
+/// the overlay, and a call to it gets 404. No peer restarts.
+#[test]
+fn accounts_added_to_and_removed_from_a_running_peer_count_at_once() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let (mut o, dirs) = sip_overlay("sip-accounts", 3);
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    let (sip, peers) = start_sip_peers(&mut o, &dirs);
+    let all: Vec<&Peer> = peers.iter().collect();
+    let overlay_dir = o.dir.join("overlay");
+    let (ov, n2) = (overlay_dir.to_str().unwrap(), dirs[2].to_str().unwrap());
+
+    // The enrollment account, its password from a file; then the SIP user
+    // at the running peer 2, its password from the environment.
+    let password_file = o.dir.join("carol.pw");
+    std::fs::write(&password_file, "carol-pw\n").unwrap();
+    let added = user_cmd(
+        &[
+            "add",
+            "carol",
+            "--dir",
+            ov,
+            "--password-file",
+            password_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(added.contains("Added account carol"), "{added}");
+    assert!(user_cmd(&["list", "--dir", ov], None).contains("carol"));
+    let added = user_cmd(&["add", "carol", "--dir", n2], Some("carol-pw"));
+    assert!(
+        added.contains("The running peer took it: SIP users (2): carol, peer; added carol@"),
+        "{added}"
+    );
+    assert_eq!(user_cmd(&["list", "--dir", n2], None), "carol\npeer\n");
+
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let (alice_port, carol_port) = (free_port(), free_port());
+    scenarios.register_at(sip[0], alice_port, "alice", "alice-pw");
+    scenarios.register_at(sip[2], carol_port, "carol", "carol-pw");
+    wait_for(Duration::from_secs(10), "carol's registration at 3 replicas", || {
+        stored_registrations(&all) == 6.0
+    });
+    let phones = Phones {
+        scenarios,
+        caller: (sip[0], alice_port, "alice".into()),
+        callee: (sip[2], carol_port, "carol".into()),
+    };
+    phones.run(Some("uas_call"), "uac_call", "carol", 3, "alice calls the new user");
+
+    let removed = user_cmd(&["remove", "carol", "--dir", n2], None);
+    assert!(
+        removed.contains("The running peer took it: SIP users (1): peer; removed carol@"),
+        "{removed}"
+    );
+    let refused = phones.scenarios.register("carol-refused", 600, 403);
+    assert!(
+        sipp(&refused, sip[2], "carol", "carol-pw", "u1"),
+        "a removed user's REGISTER: 401, then 403"
+    );
+    phones.run(None, "uac_404", "carol", 1, "a call to the removed user gets 404");
+    let log = std::fs::read_to_string(&peers[2].log).unwrap();
+    assert!(
+        log.contains("accounts reloaded: SIP users (1): peer; removed carol@"),
+        "{log}"
+    );
+    for p in &peers {
+        assert!(status(p.admin).is_some_and(|s| s.uptime_s >= 1), "no peer restarted");
+    }
+
+    // The account itself goes too: carol can no longer enroll.
+    user_cmd(&["remove", "carol", "--dir", ov], None);
+    let again = std::process::Command::new(BIN)
+        .args(["user", "add", "carol", "--dir", n2])
+        .env("P2PSIP_PASSWORD", "carol-pw")
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("wrong user name or password"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+}

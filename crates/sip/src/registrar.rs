@@ -143,6 +143,28 @@ impl Registrar {
         &self.domain
     }
 
+    /// Replaces the users this registrar serves (accounts added or removed
+    /// while the peer runs). A removed user's bindings go with it, so its
+    /// phones are no longer reached; the users removed are returned, in
+    /// name order, for the caller to withdraw their registrations from the
+    /// overlay.
+    pub fn set_users(&mut self, users: HashMap<String, Ha1>) -> Vec<String> {
+        let mut removed: Vec<String> = self.users.keys().filter(|u| !users.contains_key(*u)).cloned().collect();
+        removed.sort();
+        for user in &removed {
+            self.bindings.remove(user);
+        }
+        self.users = users;
+        removed
+    }
+
+    /// The users served, in name order.
+    pub fn users(&self) -> Vec<&str> {
+        let mut users: Vec<&str> = self.users.keys().map(String::as_str).collect();
+        users.sort_unstable();
+        users
+    }
+
     pub fn serves(&self, user: &str) -> bool {
         self.users.contains_key(user)
     }

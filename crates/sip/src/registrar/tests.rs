@@ -253,3 +253,45 @@ fn too_brief_out_of_order_foreign_and_extension_requests_are_refused() {
     );
     assert_eq!(answer_of(&r).status(), Some(403));
 }
+
+/// Accounts change while the peer runs: a user added registers at once,
+/// a user removed loses its bindings and is refused (403) from then on.
+#[test]
+fn users_added_and_removed_take_effect_at_once() {
+    let mut reg = registrar();
+    let contact = "Contact: <sip:alice@127.0.0.1:5061>\r\nExpires: 600\r\n";
+    assert!(matches!(
+        registered(&mut reg, 0, register("alice", 1, contact), Algorithm::Md5),
+        Registered::Publish { .. }
+    ));
+    assert_eq!(reg.binding_count(), 1);
+
+    let mut users: HashMap<String, Ha1> = HashMap::new();
+    users.insert("bob".into(), Ha1::new("bob", DOMAIN, "hunter2"));
+    users.insert("carol".into(), Ha1::new("carol", DOMAIN, "hunter2"));
+    assert_eq!(reg.set_users(users), ["alice"]);
+    assert_eq!(reg.users(), ["bob", "carol"]);
+    assert_eq!(reg.binding_count(), 0, "alice's binding went with her account");
+    assert!(
+        reg.binding_on(flow(), 1).is_none(),
+        "her phone's flow authorizes nothing"
+    );
+
+    let again = register("alice", 2, contact);
+    let challenge = answer_of(&reg.register(1, &again, flow())).clone();
+    let refused = reg.register(
+        1,
+        &authorize(&again, &challenge, "alice", "secret", Algorithm::Md5),
+        flow(),
+    );
+    assert_eq!(answer_of(&refused).status(), Some(403));
+
+    let carol = register("carol", 3, "Contact: <sip:carol@127.0.0.1:5061>\r\n");
+    let challenge = answer_of(&reg.register(1, &carol, flow())).clone();
+    let accepted = reg.register(
+        1,
+        &authorize(&carol, &challenge, "carol", "hunter2", Algorithm::Md5),
+        flow(),
+    );
+    assert!(matches!(accepted, Registered::Publish { ref user, .. } if user == "carol"));
+}
