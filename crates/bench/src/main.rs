@@ -84,7 +84,8 @@ struct Args {
     /// Simulated seconds of each scale run.
     #[arg(long, default_value_t = 600)]
     scale_duration: u64,
-    /// The first of the 400 loopback ports the overlays take.
+    /// The first of the 500 loopback ports the overlays take (SIPp and
+    /// Kamailio take the 50 after them).
     #[arg(long, default_value_t = 17084)]
     base_port: u16,
 }
@@ -107,7 +108,7 @@ struct Layout {
 
 impl Layout {
     fn new(base: u16) -> Layout {
-        let after = base + 400;
+        let after = base + 500;
         Layout {
             kamailio: SocketAddr::from(([127, 0, 0, 1], after)),
             sipp: Ports {
@@ -131,10 +132,10 @@ fn main() {
 
 fn run(mut args: Args) -> Result<()> {
     anyhow::ensure!(
-        args.base_port <= u16::MAX - 450,
-        "--base-port {} leaves no room for the 450 ports the benchmark uses; give one below {}",
+        args.base_port <= u16::MAX - 550,
+        "--base-port {} leaves no room for the 550 ports the benchmark uses; give one below {}",
         args.base_port,
-        u16::MAX - 450
+        u16::MAX - 550
     );
     let p2psip = match &args.p2psip {
         Some(p) => p.clone(),

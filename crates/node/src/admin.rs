@@ -8,6 +8,7 @@
 //! overlay hops.
 
 use crate::peer::{AdminRequest, Input, ProbedPeer, Responsible, RingWalk, Status};
+use crate::sip_server::SipControl;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,14 +17,25 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>) {
+/// The engine task, and the SIP task when the peer runs one.
+#[derive(Clone)]
+struct Tasks {
+    engine: mpsc::Sender<Input>,
+    sip: Option<mpsc::Sender<SipControl>>,
+}
+
+pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>, sip: Option<mpsc::Sender<SipControl>>) {
+    let status_routes = Router::new().route("/status", get(status)).with_state(Tasks {
+        engine: engine.clone(),
+        sip,
+    });
     let app = Router::new()
-        .route("/status", get(status))
         .route("/metrics", get(metrics))
         .route("/certificate/{node_id}", get(certificate))
         .route("/ring", get(ring))
         .route("/responsible/{name}", get(responsible))
-        .with_state(engine);
+        .with_state(engine)
+        .merge(status_routes);
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin API stopped: {e}");
     }
@@ -35,11 +47,18 @@ async fn ask(engine: &mpsc::Sender<Input>) -> Option<Status> {
     rx.await.ok()
 }
 
-async fn status(State(engine): State<mpsc::Sender<Input>>) -> Response {
-    match ask(&engine).await {
-        Some(s) => Json(s).into_response(),
-        None => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
+/// `GET /status`: the engine's state, with the SIP side's when it runs.
+async fn status(State(tasks): State<Tasks>) -> Response {
+    let Some(mut status) = ask(&tasks.engine).await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response();
+    };
+    if let Some(sip) = &tasks.sip {
+        let (tx, rx) = oneshot::channel();
+        if sip.send(SipControl::Status(tx)).await.is_ok() {
+            status.sip = rx.await.ok();
+        }
     }
+    Json(status).into_response()
 }
 
 /// `GET /certificate/NODE_ID`: the CERTIFICATE_BY_NODE of a Node-ID,

@@ -15,4 +15,5 @@ pub mod overlay_dir;
 pub mod peer;
 pub mod pki;
 mod sip_locate;
+pub mod sip_report;
 pub mod sip_server;

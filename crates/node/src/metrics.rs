@@ -93,6 +93,7 @@ pub(crate) struct Metrics {
     latency: MethodHistograms,
     hops: MethodHistograms,
     link_failures: Family<DirectionLabels, Counter>,
+    links_lost: Counter,
     messages_sent: Counter,
     bytes_sent: Counter,
     maintenance_bytes_sent: Counter,
@@ -119,6 +120,7 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram),
             hops: Family::new_with_constructor(hops_histogram),
             link_failures: Family::default(),
+            links_lost: Counter::default(),
             messages_sent: Counter::default(),
             bytes_sent: Counter::default(),
             maintenance_bytes_sent: Counter::default(),
@@ -171,6 +173,11 @@ impl Metrics {
             m.link_failures.clone(),
         );
         r.register(
+            "links_lost",
+            "Links to a neighbour (successor or predecessor) that closed without its Leave: a crash, a reset, a cut",
+            m.links_lost.clone(),
+        );
+        r.register(
             "messages_sent",
             "RELOAD messages sent on links",
             m.messages_sent.clone(),
@@ -214,6 +221,16 @@ impl Metrics {
         r.register("fingers", "Entries in the finger table", m.fingers.clone());
         r.register("stored_items", "Stored values by Kind", m.stored.clone());
         m
+    }
+
+    /// Adds the SIP side's families (`p2psip_sip_*`) to this registry.
+    pub(crate) fn add_sip(&mut self, sip: &crate::sip_report::SipMetrics) {
+        sip.register(&mut self.registry);
+    }
+
+    /// A link to a routing neighbour closed without the neighbour leaving.
+    pub(crate) fn link_lost(&self) {
+        self.links_lost.inc();
     }
 
     pub(crate) fn observe(&self, observation: Observation) {

@@ -75,6 +75,9 @@ pub struct PeerOptions {
     /// Serve SIP phones (UDP and TCP) on this address: the registrar of the
     /// users enrolled into the node (RFC 7904).
     pub sip: Option<SocketAddr>,
+    /// Where other peers' SIP connects (TCP); `None`: `sip`'s address
+    /// with any free port.
+    pub sip_peers: Option<SocketAddr>,
     /// The digest algorithms the SIP registrar challenges with, preferred
     /// first; empty for the default (MD5, decision 0008).
     pub sip_digest: Vec<sip::digest::Algorithm>,
@@ -102,6 +105,9 @@ pub struct Status {
     pub messages_delivered: u64,
     pub malformed: u64,
     pub errors_sent: u64,
+    /// The SIP side, when the peer runs one (`--sip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sip: Option<crate::sip_report::SipStatus>,
 }
 
 /// Whether the peers whose status is given form one consistent ring: each
@@ -382,16 +388,10 @@ async fn drive<T: Topology + Tables>(
     engine.observe(true);
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
     tokio::spawn(accept_loop(listener, tls.clone(), ctx.clone(), me, input_tx.clone()));
-    if let Some(admin) = opts.admin {
-        let listener = TcpListener::bind(admin)
-            .await
-            .map_err(|source| PeerError::Listen { addr: admin, source })?;
-        tokio::spawn(crate::admin::serve(listener, input_tx.clone()));
-        tracing::info!("admin API on http://{admin}");
-    }
     let mut sip_control = None;
+    let mut metrics = Metrics::new();
     if let Some(addr) = opts.sip {
-        let sockets = crate::sip_server::SipSockets::bind(addr)
+        let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_peers)
             .await
             .map_err(|source| PeerError::Listen { addr, source })?;
         let mut secret = [0u8; 32];
@@ -419,13 +419,23 @@ async fn drive<T: Topology + Tables>(
         let proxy_seed = u64::from_be_bytes(secret[..8].try_into().unwrap_or_default()) ^ seed;
         let (control_tx, control_rx) = mpsc::channel(4);
         sip_control = Some(control_tx);
+        let sip_metrics = crate::sip_report::SipMetrics::new();
+        metrics.add_sip(&sip_metrics);
         tokio::spawn(crate::sip_server::serve(
             sockets,
             registrar,
             proxy_seed,
             input_tx.clone(),
             control_rx,
+            sip_metrics,
         ));
+    }
+    if let Some(admin) = opts.admin {
+        let listener = TcpListener::bind(admin)
+            .await
+            .map_err(|source| PeerError::Listen { addr: admin, source })?;
+        tokio::spawn(crate::admin::serve(listener, input_tx.clone(), sip_control.clone()));
+        tracing::info!("admin API on http://{admin}");
     }
     {
         let (path, input_tx) = (dir.path.clone(), input_tx.clone());
@@ -502,7 +512,7 @@ async fn drive<T: Topology + Tables>(
         sip_control,
         certificate_store: None,
         next_certificate_store: None,
-        metrics: Metrics::new(),
+        metrics,
     };
     driver.start();
     driver.run(input_rx, shutdown).await;
@@ -1028,7 +1038,18 @@ impl<T: Topology + Tables> Driver<T> {
                 if self.links.get(&peer).is_none_or(|h| h.id != link) {
                     return;
                 }
-                tracing::info!("link to {} closed: {why}", peer.to_hex());
+                // A neighbour that leaves sends us a Leave first (§10.9)
+                // and is out of our successors and predecessors by now; one
+                // still in them is lost. (Fingers get no Leave, so a finger
+                // that goes cannot be told from one that crashed.)
+                let chord = self.engine.topology();
+                let neighbour = chord.successors().contains(&peer) || chord.predecessors().contains(&peer);
+                if neighbour {
+                    self.metrics.link_lost();
+                    tracing::warn!("lost the link to neighbour {}: {why}", peer.to_hex());
+                } else {
+                    tracing::info!("link to {} closed: {why}", peer.to_hex());
+                }
                 self.links.remove(&peer);
                 self.engine.link_down(now, peer);
             }
@@ -1272,6 +1293,7 @@ impl<T: Topology + Tables> Driver<T> {
             messages_delivered: stats.delivered,
             malformed: stats.malformed,
             errors_sent: stats.errors_sent,
+            sip: None,
         }
     }
 }

@@ -11,8 +11,9 @@
 //!   reused for every later message to that address.
 
 use crate::peer::{now_ms, Input};
+use crate::sip_report::{quoted, CallBook, ContactStatus, LogBudget, SipMetrics, SipStatus, SipUserStatus};
 use sip::message::{frame, Framing, ParseError};
-use sip::proxy::{stamp_received, Location, Output, Proxy, Side};
+use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
 use sip::registrar::{self, Flow, Registered, Registrar, Transport};
 use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
 use sip::SipMessage;
@@ -54,7 +55,13 @@ pub enum SipControl {
         users: HashMap<String, sip::digest::Ha1>,
         reply: oneshot::Sender<()>,
     },
+    /// What `/status` shows of the SIP side.
+    Status(oneshot::Sender<SipStatus>),
 }
+
+/// Failed authentications logged per minute at most; the rest are
+/// counted in one line (a password-guessing flood must not flood the log).
+const AUTH_FAILURE_LINES_PER_MINUTE: u32 = 20;
 
 /// Most bytes buffered for one TCP connection before it is dropped.
 const MAX_TCP_BUFFER: usize = 2 * sip::message::MAX_MESSAGE_SIZE;
@@ -117,11 +124,13 @@ pub struct SipSockets {
 }
 
 impl SipSockets {
-    pub async fn bind(addr: SocketAddr) -> std::io::Result<Self> {
+    /// Phones' UDP and TCP on `addr`; other peers' TCP on `peers`, or
+    /// on `addr`'s IP with any free port.
+    pub async fn bind(addr: SocketAddr, peers: Option<SocketAddr>) -> std::io::Result<Self> {
         let udp = udp_socket(addr)?;
         // TCP on the port UDP got, so `--sip 127.0.0.1:0` works too.
         let tcp = TcpListener::bind(udp.local_addr()?).await?;
-        let overlay = TcpListener::bind(SocketAddr::new(addr.ip(), 0)).await?;
+        let overlay = TcpListener::bind(peers.unwrap_or(SocketAddr::new(addr.ip(), 0))).await?;
         Ok(SipSockets {
             udp: Arc::new(udp),
             tcp,
@@ -142,6 +151,9 @@ impl SipSockets {
 
 struct Core {
     registrar: Registrar,
+    metrics: SipMetrics,
+    calls: CallBook,
+    auth_failures_logged: LogBudget,
     proxy: Proxy,
     /// REGISTER transactions (the proxy keeps its own).
     registers: ServerTransactions,
@@ -158,6 +170,7 @@ pub(crate) async fn serve(
     seed: u64,
     overlay: mpsc::Sender<Input>,
     mut control: mpsc::Receiver<SipControl>,
+    metrics: SipMetrics,
 ) {
     let (events, mut rx) = mpsc::channel::<SipInput>(4096);
     let interfaces = sip::proxy::Interfaces {
@@ -172,6 +185,9 @@ pub(crate) async fn serve(
     let udp = sockets.udp;
     let mut core = Core {
         registrar,
+        metrics,
+        calls: CallBook::default(),
+        auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
         proxy: Proxy::new(interfaces, seed),
         registers: ServerTransactions::new(),
         udp: udp.clone(),
@@ -194,22 +210,20 @@ pub(crate) async fn serve(
                 core.message(buf[..n].to_vec(), flow, Side::Phones).await;
             }
             Some(input) = rx.recv() => core.input(input).await,
-            Some(SipControl::Users { users, reply }) = control.recv() => {
-                let removed = core.registrar.set_users(users);
-                if !removed.is_empty() {
-                    tracing::info!("sip: no longer serving {}; their bindings are gone", removed.join(", "));
-                }
-                let _ = reply.send(());
-            }
+            Some(request) = control.recv() => core.control(request),
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
         let now = now_ms();
         let due = core.proxy.tick(now);
         core.run(due).await;
         if now >= next_expiry {
-            core.registrar.expire(now);
+            for user in core.registrar.expire(now) {
+                tracing::info!("sip: {user}'s registration expired: no phone registered");
+            }
+            core.calls.expire(now);
             next_expiry = now + 1000;
         }
+        core.update_gauges();
         if core.overlay.is_closed() {
             return;
         }
@@ -217,6 +231,98 @@ pub(crate) async fn serve(
 }
 
 impl Core {
+    fn control(&mut self, request: SipControl) {
+        match request {
+            SipControl::Users { users, reply } => {
+                let removed = self.registrar.set_users(users);
+                if !removed.is_empty() {
+                    tracing::info!("sip: no longer serving {}; their bindings are gone", removed.join(", "));
+                }
+                let _ = reply.send(());
+            }
+            SipControl::Status(reply) => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn status(&self) -> SipStatus {
+        let now = now_ms();
+        let users = self
+            .registrar
+            .users()
+            .into_iter()
+            .map(|user| SipUserStatus {
+                user: user.to_string(),
+                contacts: self
+                    .registrar
+                    .contacts(user, now)
+                    .into_iter()
+                    .map(|b| ContactStatus {
+                        contact: b.contact.uri.to_string(),
+                        flow: format!("{} {}", b.flow.transport.name(), b.flow.remote),
+                        expires_s: b.remaining_s(now),
+                    })
+                    .collect(),
+            })
+            .collect();
+        let (servers, clients) = self.proxy.transaction_count();
+        SipStatus {
+            phones: self.proxy.interfaces().phones.to_string(),
+            peers: self.proxy.interfaces().overlay.to_string(),
+            users,
+            calls: self.calls.status(now),
+            transactions: servers + clients,
+        }
+    }
+
+    fn update_gauges(&self) {
+        let (servers, clients) = self.proxy.transaction_count();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.metrics.registrations.set(gauge(self.registrar.binding_count()));
+        self.metrics.users.set(gauge(self.registrar.users().len()));
+        self.metrics.transactions.set(gauge(servers + clients));
+        self.metrics.calls_in_progress.set(gauge(self.calls.len()));
+    }
+
+    /// Log lines and metrics for what the proxy saw.
+    fn observe(&mut self, seen: Observation) {
+        let now = now_ms();
+        match seen {
+            Observation::CallStarted { call_id, from, to } => self.calls.started(now, call_id, from, to),
+            Observation::CallProgress { setup_ms, .. } => self.metrics.call_setup(setup_ms),
+            Observation::CallAnswered { call_id, code } => {
+                let ok = (200..300).contains(&code);
+                self.metrics.call_finished(ok);
+                let (from, to) = self.calls.answered(&call_id, ok).unwrap_or_default();
+                let (call_id, from, to) = (quoted(&call_id), quoted(&from), quoted(&to));
+                if ok {
+                    tracing::info!("sip: call {call_id} from {from} to {to} answered");
+                } else {
+                    tracing::info!("sip: call {call_id} from {from} to {to} failed: {code}");
+                }
+            }
+            Observation::CallEnded { call_id } => {
+                if let Some(ms) = self.calls.ended(now, &call_id) {
+                    tracing::info!("sip: call {} ended after {} s", quoted(&call_id), ms / 1000);
+                }
+            }
+            Observation::AuthFailed { user, remote } => self.auth_failed(now, &user, remote, "proxy"),
+        }
+    }
+
+    /// A failed authentication: counted always, logged within the budget.
+    fn auth_failed(&mut self, now: u64, user: &str, remote: SocketAddr, what: &str) {
+        self.metrics.auth_failed();
+        let (log, held_back) = self.auth_failures_logged.take(now);
+        if held_back > 0 {
+            tracing::warn!("sip: {held_back} more failed authentications in the last minute were not logged");
+        }
+        if log {
+            tracing::warn!("sip: wrong credentials for {} from {remote} ({what})", quoted(user));
+        }
+    }
+
     async fn input(&mut self, input: SipInput) {
         match input {
             SipInput::Message { bytes, flow, side } => self.message(bytes, flow, side).await,
@@ -261,6 +367,7 @@ impl Core {
             let out = self.proxy.on_response(now, message, flow);
             return self.run(out).await;
         }
+        self.metrics.request(message.method().unwrap_or_default());
         if side == Side::Overlay {
             self.alias_connection(&message, flow);
         }
@@ -308,6 +415,10 @@ impl Core {
         } else {
             match self.registrar.register(now, &request, flow) {
                 Registered::Answer(a) => a,
+                Registered::AuthFailed { user, answer } => {
+                    self.auth_failed(now, &user, flow.remote, "REGISTER");
+                    answer
+                }
                 Registered::Publish {
                     user,
                     lifetime_s,
@@ -343,9 +454,21 @@ impl Core {
             return;
         }
         let events = self.events.clone();
+        let contacts = answer.list("Contact").len();
         tokio::spawn(async move {
             let answer = match done.await {
-                Ok(Ok(())) => answer,
+                Ok(Ok(())) if contacts == 0 => {
+                    tracing::info!("sip: {user} unregistered: no phone registered");
+                    answer
+                }
+                Ok(Ok(())) => {
+                    tracing::info!(
+                        "sip: {user} registered {contacts} contact(s) for up to {lifetime_s} s, from {} {}",
+                        flow.transport.name(),
+                        flow.remote
+                    );
+                    answer
+                }
                 Ok(Err(why)) => {
                     tracing::warn!("sip: registration of {user} not stored: {why}");
                     registrar::store_failed(&request, &why)
@@ -362,6 +485,7 @@ impl Core {
             match output {
                 Output::Send { flow, bytes } => self.send(flow, bytes).await,
                 Output::Locate { lookup, user } => self.locate(lookup, user).await,
+                Output::Observed(seen) => self.observe(seen),
             }
         }
     }
@@ -383,6 +507,7 @@ impl Core {
     }
 
     async fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
+        self.metrics.sent(&bytes);
         match flow.transport {
             Transport::Udp => {
                 if let Err(e) = self.udp.send_to(&bytes, flow.remote).await {

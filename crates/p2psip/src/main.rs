@@ -231,17 +231,22 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 /// Logs to stderr; `P2PSIP_LOG` (error, warn, info, debug, trace) sets the
-/// level, info by default.
+/// level, info by default; `P2PSIP_LOG_FORMAT=json` writes one JSON
+/// object per line (timestamp, level, fields.message) for log collectors.
 pub fn init_logging() {
     let level = std::env::var("P2PSIP_LOG")
         .ok()
         .and_then(|l| l.parse().ok())
         .unwrap_or(tracing::Level::INFO);
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let _ = if std::env::var("P2PSIP_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 fn samples_cmd(path: &Path, tcp: bool, corpus: Option<&Path>) -> Result<()> {

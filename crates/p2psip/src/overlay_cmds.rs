@@ -282,6 +282,10 @@ pub struct PeerArgs {
     /// the users enrolled into --dir, in the overlay's domain (RFC 7904).
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     sip: Option<SocketAddr>,
+    /// Where other peers' SIP reaches this one (TCP; what this peer's
+    /// AppAttach answers name). Default: --sip's address, any free port.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port, requires = "sip")]
+    sip_peers: Option<SocketAddr>,
     /// Digest algorithms the SIP registrar challenges phones with,
     /// preferred first: md5, sha-256 or both (`sha-256,md5`). MD5 alone by
     /// default, because phones older than RFC 8760 give up when any
@@ -305,6 +309,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         admin: args.admin,
         client: args.client,
         sip: args.sip,
+        sip_peers: args.sip_peers,
         sip_digest: args.sip_digest,
     };
     runtime()?.block_on(node::peer::run(opts, shutdown_signal()))?;
@@ -355,7 +360,38 @@ pub fn status(args: StatusArgs) -> Result<()> {
         "messages  {} sent, {} forwarded, {} delivered, {} malformed, {} errors sent",
         s.messages_sent, s.messages_forwarded, s.messages_delivered, s.malformed, s.errors_sent
     );
+    if let Some(sip) = &s.sip {
+        print_sip(sip);
+    }
     Ok(())
+}
+
+fn print_sip(sip: &node::sip_report::SipStatus) {
+    println!();
+    println!("sip       phones {} (udp, tcp); peers {} (tcp)", sip.phones, sip.peers);
+    println!(
+        "          {} users, {} transactions open, {} calls in progress",
+        sip.users.len(),
+        sip.transactions,
+        sip.calls.len()
+    );
+    for u in &sip.users {
+        if u.contacts.is_empty() {
+            println!("  {:<16} no phone registered", u.user);
+        }
+        for c in &u.contacts {
+            println!(
+                "  {:<16} {}  via {}  expires in {} s",
+                u.user, c.contact, c.flow, c.expires_s
+            );
+        }
+    }
+    for c in &sip.calls {
+        println!(
+            "  call {}  {} -> {}  {}  {} s",
+            c.call_id, c.from, c.to, c.state, c.age_s
+        );
+    }
 }
 
 #[derive(Args)]

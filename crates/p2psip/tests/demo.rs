@@ -35,7 +35,7 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     }
     let dir = scratch("demo-living").join("demo");
     let out = dir.with_extension("out");
-    let base = free_port_block(400);
+    let base = free_port_block(500);
     let mut demo = Procs(vec![Command::new(BIN)
         .args(["demo", "--peers", "5", "--base-port", &base.to_string()])
         .args(["--users", &USERS.join(","), "--dir", dir.to_str().unwrap()])

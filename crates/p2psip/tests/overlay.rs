@@ -57,6 +57,15 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
         .collect();
     let took = wait_consistent(&alive, Duration::from_secs(20), "after 5 crashes");
     eprintln!("15 peers consistent again after {took:?}");
+    // The crashed peers' neighbours saw their links lost.
+    let lost = |peers: &[&Peer]| -> f64 { peers.iter().map(|p| metric(p.admin, "p2psip_links_lost_total")).sum() };
+    let lost_to_crashes = lost(&alive);
+    assert!(
+        lost_to_crashes >= 5.0,
+        "each crash cost a neighbour a link: {lost_to_crashes}"
+    );
+    let stay: Vec<&Peer> = alive.iter().copied().filter(|p| p.admin != alive[5].admin).collect();
+    let lost_before_leave = lost(&stay);
     assert_eq!(
         ring_walk(alive[0]),
         sorted_ids(&alive),
@@ -79,6 +88,11 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
     assert!(log.contains("left the overlay"), "{log}");
     let rest: Vec<&Peer> = alive.iter().copied().filter(|p| p.admin != leaver.admin).collect();
     wait_consistent(&rest, Duration::from_secs(20), "after a graceful leave");
+    assert_eq!(
+        lost(&rest),
+        lost_before_leave,
+        "a neighbour that leaves is no lost link"
+    );
     // The leaver handed its data over before it went: no wait needed.
     certificates_fetchable(&rest, &ids).unwrap_or_else(|e| panic!("after a graceful leave: {e}"));
 }

@@ -84,7 +84,7 @@ fn the_quick_start_command_runs_the_demo_from_a_fresh_clone() {
     let words: Vec<&str> = run.split_whitespace().collect();
     assert_eq!(words[0], "cargo", "{run}");
     let dir = scratch("readme").join("demo");
-    let base = free_port_block(400);
+    let base = free_port_block(500);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let log = dir.with_extension("log");
     let mut demo = Procs(vec![Command::new(cargo)

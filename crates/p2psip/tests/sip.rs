@@ -428,3 +428,104 @@ fn accounts_added_to_and_removed_from_a_running_peer_count_at_once() {
         String::from_utf8_lossy(&again.stderr)
     );
 }
+
+/// Issue 32, the SIP side is visible: after a wrong-password REGISTER and
+/// 10 calls, alice's peer counts them in `/metrics` (`p2psip_sip_*`),
+/// logs one line per registration change, failed authentication and
+/// call, shows its listeners, users and their contacts in `/status` and
+/// `p2psip status`; with `P2PSIP_LOG_FORMAT=json` every log line is one
+/// JSON object.
+#[test]
+fn the_sip_side_shows_in_metrics_logs_and_status() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let (mut o, dirs) = sip_overlay("sip-visible", 2);
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    o.enroll_user(&dirs[1], "bob", "bob-pw");
+    let sip = [loopback(free_port()), loopback(free_port())];
+    let sip_peers = loopback(free_port());
+    let json = [("P2PSIP_LOG_FORMAT", "json")];
+    let alice_peer = o.start_peer_with_env(
+        &dirs[0],
+        None,
+        &["--sip", &sip[0].to_string(), "--sip-peers", &sip_peers.to_string()],
+        &json,
+    );
+    let bob_peer = o.start_peer_with(&dirs[1], Some(alice_peer.listen), &["--sip", &sip[1].to_string()]);
+    wait_consistent(&[&alice_peer, &bob_peer], Duration::from_secs(30), "two peers");
+
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let refused = scenarios.register("refused", 600, 403);
+    assert!(sipp(&refused, sip[0], "alice", "not-her-password", "u1"));
+    let (alice_port, bob_port) = (free_port(), free_port());
+    scenarios.register_at(sip[0], alice_port, "alice", "alice-pw");
+    scenarios.register_at(sip[1], bob_port, "bob", "bob-pw");
+    let phones = Phones {
+        scenarios,
+        caller: (sip[0], alice_port, "alice".into()),
+        callee: (sip[1], bob_port, "bob".into()),
+    };
+    phones.run(Some("uas_call"), "uac_call", "bob", 10, "10 calls");
+
+    let admin = alice_peer.admin;
+    assert_eq!(metric(admin, "p2psip_sip_auth_failures_total"), 1.0);
+    assert_eq!(metric(admin, "p2psip_sip_calls_total{outcome=\"answered\"}"), 10.0);
+    assert_eq!(metric(admin, "p2psip_sip_call_setup_seconds_count"), 10.0);
+    assert!(metric(admin, "p2psip_sip_requests_total{method=\"INVITE\"}") >= 10.0);
+    assert!(metric(admin, "p2psip_sip_requests_total{method=\"BYE\"}") >= 10.0);
+    assert!(metric(admin, "p2psip_sip_requests_total{method=\"REGISTER\"}") >= 4.0);
+    assert!(metric(admin, "p2psip_sip_responses_total{code=\"180\"}") >= 10.0);
+    assert_eq!(metric(admin, "p2psip_sip_responses_total{code=\"403\"}"), 1.0);
+    assert_eq!(metric(admin, "p2psip_sip_registrations"), 1.0);
+    assert_eq!(
+        metric(admin, "p2psip_sip_users"),
+        2.0,
+        "alice and the node's own account"
+    );
+    assert_eq!(metric(admin, "p2psip_sip_dialogs"), 0.0, "every call ended");
+
+    // The log: one JSON object per line, and the lines an operator needs.
+    let log = std::fs::read_to_string(&alice_peer.log).unwrap();
+    let messages: Vec<String> = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line ({e}): {l}"));
+            assert!(v["timestamp"].is_string() && v["level"].is_string(), "{l}");
+            v["fields"]["message"].as_str().unwrap_or_default().to_string()
+        })
+        .collect();
+    let count = |needle: &str| messages.iter().filter(|m| m.contains(needle)).count();
+    assert_eq!(
+        count("sip: wrong credentials for alice from 127.0.0.1"),
+        1,
+        "{messages:#?}"
+    );
+    assert_eq!(
+        count("sip: alice registered 1 contact(s)"),
+        1,
+        "one REGISTER changed a binding"
+    );
+    assert_eq!(count(&format!("from alice@{DOMAIN} to bob@{DOMAIN} answered")), 10);
+    assert_eq!(count(" ended after "), 10);
+
+    let status: node::peer::Status = get(admin, "/status").unwrap();
+    let sip_status = status.sip.expect("a SIP section");
+    assert_eq!(sip_status.phones, sip[0].to_string());
+    assert_eq!(
+        sip_status.peers,
+        sip_peers.to_string(),
+        "--sip-peers is where peers connect"
+    );
+    let alice = sip_status.users.iter().find(|u| u.user == "alice").unwrap();
+    assert_eq!(alice.contacts.len(), 1);
+    assert_eq!(alice.contacts[0].flow, format!("UDP 127.0.0.1:{alice_port}"));
+    assert!(alice.contacts[0].expires_s > 3000);
+    assert!(sip_status.calls.is_empty());
+    let text = run_ok(&["status", "--admin", &admin.to_string()]);
+    assert!(text.contains(&format!("sip       phones {}", sip[0])), "{text}");
+    assert!(
+        text.contains(&format!("alice            sip:alice@127.0.0.1:{alice_port}")),
+        "{text}"
+    );
+}

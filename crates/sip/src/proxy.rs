@@ -16,10 +16,12 @@
 //! Sans-IO: time comes in as `now` (ms), randomness as a seed, and the
 //! proxy returns what to send; the driver owns sockets and the overlay.
 
+mod observation;
 mod route;
 #[cfg(test)]
 mod tests;
 
+pub use observation::{Observation, MAX_NAME};
 pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
 
 use crate::headers::{NameAddr, Via};
@@ -80,6 +82,8 @@ pub enum Output {
     /// Find the peers that hold `user`'s phones (RFC 7904 §4.2), then
     /// call [`Proxy::located`] with `lookup`.
     Locate { lookup: u64, user: String },
+    /// For the operator's eyes only; nothing to do.
+    Observed(Observation),
 }
 
 /// Where the overlay says a user's phones are.
@@ -149,6 +153,16 @@ struct OpenServer {
     best: Option<SipMessage>,
     /// The lookup this transaction waits for.
     lookup: Option<u64>,
+    /// For an INVITE outside a dialog: the call it starts.
+    call: Option<CallSetup>,
+}
+
+/// A call's INVITE, until its final answer.
+struct CallSetup {
+    call_id: String,
+    started_ms: u64,
+    /// A ringing or an answer has gone back already.
+    progressed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +224,30 @@ impl ClientTxn {
 
     fn pending(&self) -> bool {
         matches!(self.state, ClientState::Trying | ClientState::Proceeding)
+    }
+}
+
+impl CallSetup {
+    /// The call setup time, the first time a ringing or answer goes back.
+    fn progress(&mut self, now: u64) -> Option<Observation> {
+        if std::mem::replace(&mut self.progressed, true) {
+            return None;
+        }
+        Some(Observation::CallProgress {
+            call_id: self.call_id.clone(),
+            setup_ms: now.saturating_sub(self.started_ms),
+        })
+    }
+
+    /// The INVITE's final answer `code`: its setup time if nothing rang
+    /// before a 2xx, then the outcome.
+    fn answered(mut self, now: u64, code: u16) -> impl Iterator<Item = Observation> {
+        let progress = (200..300).contains(&code).then(|| self.progress(now)).flatten();
+        let answered = Observation::CallAnswered {
+            call_id: self.call_id,
+            code,
+        };
+        progress.into_iter().chain(std::iter::once(answered))
     }
 }
 
@@ -421,8 +459,14 @@ impl Proxy {
         };
         if let Some(user) = &user {
             if side == Side::Phones {
-                if let Err(answer) = registrar.authorize(now, &request, flow) {
-                    return self.send(flow, answer.to_bytes());
+                if let Err(refusal) = registrar.authorize(now, &request, flow) {
+                    if let Some(user) = refusal.wrong_credentials {
+                        self.out.push(Output::Observed(Observation::AuthFailed {
+                            user,
+                            remote: flow.remote,
+                        }));
+                    }
+                    return self.send(flow, refusal.answer.to_bytes());
                 }
             } else if registrar.contacts(user, now).is_empty() {
                 let (code, reason) = if registrar.serves(user) {
@@ -446,6 +490,11 @@ impl Proxy {
             invite,
             state: ServerState::Proceeding,
             open: Some(Box::new(OpenServer {
+                call: (invite && !to_tagged).then(|| CallSetup {
+                    call_id: observation::call_id(request.call_id().as_deref()),
+                    started_ms: now,
+                    progressed: false,
+                }),
                 request,
                 branches: Vec::new(),
                 best: None,
@@ -459,6 +508,19 @@ impl Proxy {
         };
         if let Some(trying) = trying {
             self.send(flow, trying);
+        }
+        if let Some(open) = server.open.as_deref() {
+            if let Some(call) = &open.call {
+                let (from, to) = (open.request.header("From"), open.request.header("To"));
+                self.out.push(Output::Observed(Observation::CallStarted {
+                    call_id: call.call_id.clone(),
+                    from: observation::party(from.as_deref()),
+                    to: observation::party(to.as_deref()),
+                }));
+            } else if method == "BYE" {
+                let call_id = observation::call_id(open.request.call_id().as_deref());
+                self.out.push(Output::Observed(Observation::CallEnded { call_id }));
+            }
         }
         let record_route = !to_tagged;
         match (target, user) {
@@ -805,7 +867,7 @@ impl Proxy {
                 if status > 100 {
                     if let Some(server) = server {
                         self.for_upstream(server, &mut response);
-                        self.relay_provisional(server, response);
+                        self.relay_provisional(now, server, response);
                     }
                 }
             }
@@ -883,7 +945,7 @@ impl Proxy {
         }
     }
 
-    fn relay_provisional(&mut self, server_id: u64, response: SipMessage) {
+    fn relay_provisional(&mut self, now: u64, server_id: u64, response: SipMessage) {
         let Some(server) = self.servers.get_mut(&server_id) else {
             return;
         };
@@ -893,6 +955,12 @@ impl Proxy {
         let bytes = response.to_bytes();
         server.last_sent = Some(Box::from(bytes.as_slice()));
         let flow = server.from;
+        let progress = server
+            .open
+            .as_deref_mut()
+            .and_then(|o| o.call.as_mut())
+            .and_then(|c| c.progress(now));
+        self.out.extend(progress.map(Output::Observed));
         self.send(flow, bytes);
     }
 
@@ -909,7 +977,9 @@ impl Proxy {
             server.state = ServerState::Accepted;
             server.forget_at = now + TRANSACTION_TIMEOUT_MS;
             server.last_sent = None;
-            server.open = None;
+            if let Some(call) = server.open.take().and_then(|o| o.call) {
+                self.out.extend(call.answered(now, 200).map(Output::Observed));
+            }
             let flow = server.from;
             self.schedule(TimerRef::Server(server_id));
             self.send(flow, bytes);
@@ -987,7 +1057,15 @@ impl Proxy {
         let bytes = response.to_bytes();
         let reliable = server.from.transport.reliable();
         let success = response.status().is_some_and(|s| (200..300).contains(&s));
-        let closing = server.open.take().is_some();
+        let open = server.open.take();
+        let closing = open.is_some();
+        if let Some(call) = open.and_then(|o| o.call) {
+            let code = response.status().unwrap_or(500);
+            self.out.extend(call.answered(now, code).map(Output::Observed));
+        }
+        let Some(server) = self.servers.get_mut(&server_id) else {
+            return;
+        };
         if server.invite && !success {
             // §17.2.1: Completed until the ACK; Timer G over UDP, Timer H.
             server.state = ServerState::Completed;

@@ -79,6 +79,8 @@ enum AuthScheme {
 pub enum Registered {
     /// Send this answer; nothing changes in the overlay.
     Answer(SipMessage),
+    /// Credentials naming `user` did not verify: send `answer` (403).
+    AuthFailed { user: String, answer: SipMessage },
     /// The user's bindings changed: store the user's SIP-REGISTRATION with
     /// this lifetime (0: remove it), then send `answer`. If the store
     /// fails, answer with [`store_failed`] instead.
@@ -87,6 +89,24 @@ pub enum Registered {
         lifetime_s: u32,
         answer: SipMessage,
     },
+}
+
+/// A request not let through: the answer to send and, when digest
+/// credentials were given that do not verify, the user they named (for
+/// the log and the authentication-failure count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub answer: SipMessage,
+    pub wrong_credentials: Option<String>,
+}
+
+impl From<SipMessage> for Refusal {
+    fn from(answer: SipMessage) -> Self {
+        Refusal {
+            answer,
+            wrong_credentials: None,
+        }
+    }
 }
 
 /// The answer to a REGISTER whose overlay store failed.
@@ -184,11 +204,18 @@ impl Registrar {
 
     /// Drops expired bindings (§10.3: a binding lives until it expires).
     /// The overlay copy expires by its own lifetime; nothing is stored.
-    pub fn expire(&mut self, now_ms: u64) {
-        self.bindings.retain(|_, list| {
+    /// Returns the users left with no binding at all.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<String> {
+        let mut gone = Vec::new();
+        self.bindings.retain(|user, list| {
             list.retain(|b| b.expires_at_ms > now_ms);
+            if list.is_empty() {
+                gone.push(user.clone());
+            }
             !list.is_empty()
         });
+        gone.sort();
+        gone
     }
 
     pub fn binding_count(&self) -> usize {
@@ -223,7 +250,7 @@ impl Registrar {
     /// RFC 3261 §22.3: the user whose digest credentials authorize this
     /// request, or the answer to send: a challenge when there are none or
     /// the nonce is stale or unknown, 403 when they are wrong.
-    fn authenticate(&self, now_ms: u64, request: &SipMessage, scheme: AuthScheme) -> Result<String, SipMessage> {
+    fn authenticate(&self, now_ms: u64, request: &SipMessage, scheme: AuthScheme) -> Result<String, Refusal> {
         let header = match scheme {
             AuthScheme::Registrar => "Authorization",
             AuthScheme::Proxy => "Proxy-Authorization",
@@ -238,17 +265,20 @@ impl Registrar {
                     && c.algorithm().is_some_and(|a| self.algorithms.contains(&a))
             })
         else {
-            return Err(self.challenge(request, now_ms, false, scheme));
+            return Err(self.challenge(request, now_ms, false, scheme).into());
         };
         match self.nonces.check(&credentials.nonce, now_ms, &self.domain) {
             NonceState::Fresh => {}
-            NonceState::Stale => return Err(self.challenge(request, now_ms, true, scheme)),
-            NonceState::Invalid => return Err(self.challenge(request, now_ms, false, scheme)),
+            NonceState::Stale => return Err(self.challenge(request, now_ms, true, scheme).into()),
+            NonceState::Invalid => return Err(self.challenge(request, now_ms, false, scheme).into()),
         }
         let method = request.method().unwrap_or_default();
         let known = self.users.get(&credentials.username);
         if !known.is_some_and(|ha1| credentials.verify(method, ha1)) {
-            return Err(answer(request, 403, "Forbidden"));
+            return Err(Refusal {
+                answer: answer(request, 403, "Forbidden"),
+                wrong_credentials: Some(credentials.username),
+            });
         }
         Ok(credentials.username)
     }
@@ -258,7 +288,7 @@ impl Registrar {
     /// phone of one of its users registered from, or it carries that
     /// user's digest credentials; otherwise the answer to send (407 or
     /// 403). The peer is no open relay into the overlay.
-    pub fn authorize(&self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<(), SipMessage> {
+    pub fn authorize(&self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<(), Refusal> {
         if self.binding_on(flow, now_ms).is_some() {
             return Ok(());
         }
@@ -286,16 +316,20 @@ impl Registrar {
     pub fn register(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Registered {
         match self.try_register(now_ms, request, flow) {
             Ok(r) => r,
-            Err(answer) => Registered::Answer(answer),
+            Err(Refusal {
+                answer,
+                wrong_credentials: Some(user),
+            }) => Registered::AuthFailed { user, answer },
+            Err(Refusal { answer, .. }) => Registered::Answer(answer),
         }
     }
 
-    fn try_register(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<Registered, SipMessage> {
+    fn try_register(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<Registered, Refusal> {
         // Step 2: no extension this registrar would need is supported.
         if let Some(required) = request.header("Require") {
             let mut r = answer(request, 420, "Bad Extension");
             r.push("Unsupported", required.trim());
-            return Err(r);
+            return Err(r.into());
         }
         // Step 3: authentication.
         let username = self.authenticate(now_ms, request, AuthScheme::Registrar)?;
@@ -306,11 +340,11 @@ impl Registrar {
             .and_then(|t| NameAddr::parse(&t).ok())
             .ok_or_else(|| answer(request, 400, "Bad To Header"))?;
         if !to.uri.host.eq_ignore_ascii_case(&self.domain) {
-            return Err(answer(request, 403, "Not This Overlay's Domain"));
+            return Err(answer(request, 403, "Not This Overlay's Domain").into());
         }
         let user = to.uri.user.clone().unwrap_or_default();
         if user != username {
-            return Err(answer(request, 403, "Not Your Address Of Record"));
+            return Err(answer(request, 403, "Not Your Address Of Record").into());
         }
         let call_id = request.call_id().unwrap_or_default().into_owned();
         let (cseq, _) = request.cseq().ok_or_else(|| answer(request, 400, "Bad CSeq"))?;
@@ -332,11 +366,11 @@ impl Registrar {
         // Step 6: `*` only alone and with Expires: 0.
         if contacts.contains(&Contact::Star) {
             if contacts.len() != 1 || request.header("Expires").is_none() || default_expires != 0 {
-                return Err(answer(request, 400, "Wildcard Contact Needs Expires 0"));
+                return Err(answer(request, 400, "Wildcard Contact Needs Expires 0").into());
             }
             let list = self.bindings.entry(user.clone()).or_default();
             if list.iter().any(|b| b.call_id == call_id && b.cseq >= cseq) {
-                return Err(answer(request, 500, "Out Of Order Request"));
+                return Err(answer(request, 500, "Out Of Order Request").into());
             }
             list.clear();
             return Ok(self.publish(request, &user, now_ms));
@@ -354,7 +388,7 @@ impl Registrar {
             if expires != 0 && expires < MIN_EXPIRES_S {
                 let mut r = answer(request, 423, "Interval Too Brief");
                 r.push("Min-Expires", &MIN_EXPIRES_S.to_string());
-                return Err(r);
+                return Err(r.into());
             }
             changes.push((addr, expires.min(MAX_EXPIRES_S)));
         }
@@ -364,7 +398,7 @@ impl Registrar {
                 .iter()
                 .any(|b| same_contact(&b.contact.uri, &addr.uri) && b.call_id == call_id && b.cseq >= cseq)
             {
-                return Err(answer(request, 500, "Out Of Order Request"));
+                return Err(answer(request, 500, "Out Of Order Request").into());
             }
         }
         for (mut addr, expires) in changes {

@@ -56,7 +56,8 @@ struct StartArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Peer i takes BASE+i for RELOAD, BASE+100+i for its admin API and
-    /// BASE+300+i for SIP (UDP and TCP); the enrollment server takes
+    /// BASE+300+i for phones' SIP (UDP and TCP) and BASE+400+i for SIP
+    /// between peers (TCP); the enrollment server takes
     /// BASE+200.
     #[arg(long, default_value_t = 6084)]
     base_port: u16,
@@ -89,6 +90,7 @@ pub(super) struct PeerSpec {
     reload: SocketAddr,
     admin: SocketAddr,
     sip: SocketAddr,
+    sip_peers: SocketAddr,
 }
 
 /// `demo.json`: what a script or a softphone user needs to reach the demo.
@@ -197,11 +199,11 @@ fn lan_address(asked: &str) -> Result<IpAddr> {
 
 fn start(args: StartArgs) -> Result<()> {
     let n = usize::from(args.peers);
-    if args.base_port > u16::MAX - 400 {
+    if args.base_port > u16::MAX - 500 {
         bail!(
-            "--base-port {} leaves no room: the demo uses ports BASE to BASE+399; give one below {}",
+            "--base-port {} leaves no room: the demo uses ports BASE to BASE+499; give one below {}",
             args.base_port,
-            u16::MAX - 400
+            u16::MAX - 500
         );
     }
     let homes = homes(args.users.len(), args.peers, &args.users_at)?;
@@ -232,6 +234,7 @@ fn start(args: StartArgs) -> Result<()> {
         .map(|i| SocketAddr::from(([127, 0, 0, 1], port(100 + i))))
         .collect();
     let sip: Vec<SocketAddr> = (0..n).map(|i| at(port(300 + i))).collect();
+    let sip_peers: Vec<SocketAddr> = (0..n).map(|i| at(port(400 + i))).collect();
     let enrollment_addr = at(port(200));
     let server_url = format!("https://{enrollment_addr}");
 
@@ -310,6 +313,7 @@ fn start(args: StartArgs) -> Result<()> {
             reload: reload[i],
             admin: admin[i],
             sip: sip[i],
+            sip_peers: sip_peers[i],
         })
         .collect();
     for (i, spec) in specs.iter().enumerate() {
@@ -405,7 +409,12 @@ pub(super) fn spawn_peer(exe: &Path, spec: &PeerSpec, through: &[SocketAddr]) ->
         .arg("--dir")
         .arg(&spec.node_dir)
         .args(["--listen", &spec.reload.to_string(), "--admin", &spec.admin.to_string()])
-        .args(["--sip", &spec.sip.to_string()]);
+        .args([
+            "--sip",
+            &spec.sip.to_string(),
+            "--sip-peers",
+            &spec.sip_peers.to_string(),
+        ]);
     for b in through {
         cmd.args(["--bootstrap", &b.to_string()]);
     }

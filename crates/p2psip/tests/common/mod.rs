@@ -173,6 +173,19 @@ impl Overlay {
         self.start_node(node_dir, listen, bootstrap, None, extra_args)
     }
 
+    /// [`start_peer_with`](Self::start_peer_with) with environment
+    /// variables set for the peer (`P2PSIP_LOG_FORMAT`, ...).
+    pub fn start_peer_with_env(
+        &mut self,
+        node_dir: &Path,
+        bootstrap: Option<SocketAddr>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Peer {
+        let listen = loopback(free_port());
+        self.start_node_env(node_dir, listen, bootstrap, None, extra_args, env)
+    }
+
     /// `p2psip peer --client` (§4.2.1).
     pub fn start_client(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>) -> Peer {
         let listen = loopback(free_port());
@@ -199,12 +212,25 @@ impl Overlay {
         key_log: Option<&Path>,
         extra_args: &[&str],
     ) -> Peer {
+        self.start_node_env(node_dir, listen, bootstrap, key_log, extra_args, &[])
+    }
+
+    fn start_node_env(
+        &mut self,
+        node_dir: &Path,
+        listen: SocketAddr,
+        bootstrap: Option<SocketAddr>,
+        key_log: Option<&Path>,
+        extra_args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Peer {
         let admin = loopback(free_port());
         let log = node_dir.join("peer.log");
         let mut cmd = Command::new(BIN);
         cmd.args(["peer", "--dir", node_dir.to_str().unwrap()])
             .args(["--listen", &listen.to_string(), "--admin", &admin.to_string()])
             .args(extra_args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
         if let Some(b) = bootstrap {

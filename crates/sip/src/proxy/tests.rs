@@ -83,7 +83,7 @@ fn sent(outputs: &[Output]) -> Vec<(Flow, SipMessage)> {
         .iter()
         .filter_map(|o| match o {
             Output::Send { flow, bytes } => Some((*flow, SipMessage::parse(bytes).unwrap())),
-            Output::Locate { .. } => None,
+            Output::Locate { .. } | Output::Observed(_) => None,
         })
         .collect()
 }
@@ -93,9 +93,19 @@ fn lookup_of(outputs: &[Output]) -> (u64, String) {
         .iter()
         .find_map(|o| match o {
             Output::Locate { lookup, user } => Some((*lookup, user.clone())),
-            Output::Send { .. } => None,
+            Output::Send { .. } | Output::Observed(_) => None,
         })
         .expect("a lookup")
+}
+
+fn observed(outputs: &[Output]) -> Vec<Observation> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Observed(seen) => Some(seen.clone()),
+            Output::Send { .. } | Output::Locate { .. } => None,
+        })
+        .collect()
 }
 
 fn codes(out: &[(Flow, SipMessage)]) -> Vec<u16> {
@@ -689,4 +699,91 @@ fn open_transactions_are_capped_with_503_and_finished_ones_give_way_oldest_first
     assert_eq!(codes(&sent(&out)), vec![100]);
     let out = sent(&proxy.on_request(40, retransmitted("INVITE", 11), udp(7001), Side::Phones, &reg));
     assert_eq!(codes(&out), vec![503]);
+}
+
+/// What the operator sees of a call: it starts when the INVITE is taken,
+/// its setup time runs to the first ringing, its answer and its end are
+/// reported once each; wrong credentials name the user they claimed.
+#[test]
+fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 1);
+    let out = proxy.on_request(1_000, invite("z9hG4bKobs"), udp(7001), Side::Phones, &reg);
+    assert_eq!(
+        observed(&out),
+        [Observation::CallStarted {
+            call_id: "call-1".into(),
+            from: format!("alice@{DOMAIN}"),
+            to: format!("bob@{DOMAIN}"),
+        }]
+    );
+    let (lookup, _) = lookup_of(&out);
+    let location = Location::Found {
+        peers: vec![PEER4.parse().unwrap()],
+        here: false,
+    };
+    let fwd = sent(&proxy.located(1_010, lookup, location, &reg)).remove(0).1;
+    let ringing = proxy.on_response(1_250, respond(&fwd, 180, Some("b1")), tcp(PEER4));
+    let setup = Observation::CallProgress {
+        call_id: "call-1".into(),
+        setup_ms: 250,
+    };
+    assert_eq!(observed(&ringing), [setup]);
+    assert!(observed(&proxy.on_response(1_300, respond(&fwd, 183, Some("b1")), tcp(PEER4))).is_empty());
+    let answered = proxy.on_response(4_000, respond(&fwd, 200, Some("b1")), tcp(PEER4));
+    let up = Observation::CallAnswered {
+        call_id: "call-1".into(),
+        code: 200,
+    };
+    assert_eq!(observed(&answered), [up]);
+    assert!(
+        observed(&proxy.on_response(4_500, respond(&fwd, 200, Some("b1")), tcp(PEER4))).is_empty(),
+        "a retransmitted 2xx is the same call"
+    );
+
+    let text = "BYE sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKobsbye\r\n\
+        Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tcp;lr>\r\n\
+        Route: <sip:127.0.0.2:6060;transport=tcp;lr>\r\nMax-Forwards: 70\r\n\
+        From: <sip:alice@overlay.test>;tag=a1\r\nTo: <sip:bob@overlay.test>;tag=b1\r\n\
+        Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let bye = SipMessage::parse(text.as_bytes()).unwrap();
+    let out = proxy.on_request(9_000, bye, udp(7001), Side::Phones, &reg);
+    assert_eq!(codes(&sent(&out)), Vec::<u16>::new(), "the BYE is forwarded");
+    assert_eq!(
+        observed(&out),
+        [Observation::CallEnded {
+            call_id: "call-1".into()
+        }]
+    );
+
+    // A call that fails before anything rings: no setup time, its code.
+    let inv = request("INVITE", &format!("sip:nobody@{DOMAIN}"), 7001, "z9hG4bKobs2", "");
+    let (lookup, _) = lookup_of(&proxy.on_request(10_000, inv, udp(7001), Side::Phones, &reg));
+    let out = proxy.located(10_005, lookup, Location::NotFound, &reg);
+    assert_eq!(
+        observed(&out),
+        [Observation::CallAnswered {
+            call_id: "call-1".into(),
+            code: 404
+        }]
+    );
+
+    let challenge = sent(&proxy.on_request(11_000, invite("z9hG4bKobs3"), udp(7009), Side::Phones, &reg));
+    let wrong = authorize(
+        &invite("z9hG4bKobs4"),
+        &challenge[0].1,
+        "alice",
+        "guess",
+        Algorithm::Md5,
+    );
+    let out = proxy.on_request(11_001, wrong, udp(7009), Side::Phones, &reg);
+    assert_eq!(codes(&sent(&out)), [403]);
+    assert_eq!(
+        observed(&out),
+        [Observation::AuthFailed {
+            user: "alice".into(),
+            remote: udp(7009).remote
+        }]
+    );
 }

@@ -45,7 +45,7 @@ fn register(aor_user: &str, cseq: u32, extra: &str) -> SipMessage {
 
 fn answer_of(r: &Registered) -> &SipMessage {
     match r {
-        Registered::Answer(a) | Registered::Publish { answer: a, .. } => a,
+        Registered::Answer(a) | Registered::Publish { answer: a, .. } | Registered::AuthFailed { answer: a, .. } => a,
     }
 }
 
