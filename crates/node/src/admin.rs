@@ -1,5 +1,7 @@
 //! The operations API of a peer: plain HTTP on `--admin ADDR` (meant for
-//! loopback or a management network). `GET /status` returns the peer's
+//! loopback or a management network). `GET /` is the dashboard, a page
+//! that draws the ring and this peer's state from the endpoints below and
+//! refreshes itself. `GET /status` returns the peer's
 //! state as JSON; `GET /metrics` what it does as OpenMetrics text (see
 //! [`crate::metrics`]);
 //! `GET /ring` walks the whole overlay; `GET /certificate/NODE_ID` fetches
@@ -30,6 +32,7 @@ pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>, si
         sip,
     });
     let app = Router::new()
+        .route("/", get(dashboard))
         .route("/metrics", get(metrics))
         .route("/certificate/{node_id}", get(certificate))
         .route("/ring", get(ring))
@@ -39,6 +42,22 @@ pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>, si
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin API stopped: {e}");
     }
+}
+
+/// The dashboard: one self-contained page (no outside scripts, styles or
+/// fonts) that reads `/status`, `/ring` and `/metrics`.
+async fn dashboard() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'",
+            ),
+        ],
+        include_str!("dashboard.html"),
+    )
+        .into_response()
 }
 
 async fn ask(engine: &mpsc::Sender<Input>) -> Option<Status> {

@@ -266,7 +266,7 @@ pub fn get_text(admin: SocketAddr, path: &str) -> Option<String> {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(1)).ok()?;
     tcp.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n").ok()?;
     let mut raw = String::new();
     tcp.read_to_string(&mut raw).ok()?;
     Some(raw.split_once("\r\n\r\n")?.1.to_string())
