@@ -321,6 +321,11 @@ impl CertSecurity {
         self.users.keys().map(String::as_str)
     }
 
+    /// The certificate (DER) of a user this node signs as.
+    pub fn user_certificate(&self, user: &str) -> Option<&[u8]> {
+        self.users.get(user).map(|s| s.cert.certificate.as_slice())
+    }
+
     pub fn node_id(&self) -> NodeId {
         self.node_id
     }

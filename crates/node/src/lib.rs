@@ -3,6 +3,7 @@
 //! the tokio driver of the sans-IO overlay engine over TLS links.
 
 pub mod admin;
+mod certificates;
 pub mod config_doc;
 pub mod control;
 pub mod discovery;

@@ -225,9 +225,17 @@ enum AdminPending {
     SipPublish(oneshot::Sender<Result<(), String>>),
 }
 
-/// Lifetime of the certificate this peer stores about itself; it is
-/// stored again at half this (§8).
-const CERTIFICATE_LIFETIME_S: u32 = 24 * 3600;
+/// An account reload ([`Input::ReloadUsers`]) whose changes the overlay
+/// has not answered yet: the new users' certificates, the removed users'
+/// removals. It is answered once they all are, so a caller of `p2psip user`
+/// knows the overlay has the change when the command returns.
+struct ReloadWait {
+    waiting: HashSet<RequestId>,
+    failures: Vec<String>,
+    summary: String,
+    digests: HashMap<String, sip::digest::Ha1>,
+    reply: oneshot::Sender<Result<String, String>>,
+}
 
 pub(crate) enum Input {
     Link(LinkEvent),
@@ -510,8 +518,8 @@ async fn drive<T: Topology + Tables>(
         pending: HashMap::new(),
         sip_locator: Default::default(),
         sip_control,
-        certificate_store: None,
-        next_certificate_store: None,
+        certificates: Default::default(),
+        reloads: Vec::new(),
         metrics,
     };
     driver.start();
@@ -584,8 +592,9 @@ struct Driver<T: Topology + Tables> {
     sip_locator: crate::sip_locate::SipLocator,
     /// Tells the SIP side which users it serves, when it runs.
     sip_control: Option<mpsc::Sender<crate::sip_server::SipControl>>,
-    certificate_store: Option<RequestId>,
-    next_certificate_store: Option<Instant>,
+    certificates: crate::certificates::CertificateUsage,
+    /// Account reloads waiting for their stores to be answered.
+    reloads: Vec<ReloadWait>,
     metrics: Metrics,
 }
 
@@ -719,7 +728,7 @@ impl<T: Topology + Tables> Driver<T> {
                 self.retry_bootstrap,
                 self.round.as_ref().map(|(_, ends)| *ends),
                 Some(next_cache),
-                self.next_certificate_store,
+                self.certificates.due(),
             ]
             .into_iter()
             .flatten()
@@ -740,7 +749,7 @@ impl<T: Topology + Tables> Driver<T> {
                     if self.round.as_ref().is_some_and(|(_, ends)| now >= *ends) {
                         self.end_round();
                     }
-                    if self.next_certificate_store.is_some_and(|t| now >= t) {
+                    if self.certificates.due().is_some_and(|t| now >= t) {
                         self.store_certificate();
                     }
                     if now >= next_cache {
@@ -1066,17 +1075,16 @@ impl<T: Topology + Tables> Driver<T> {
         let (digests, names) = load_users(&self.dir, self.engine.security_mut());
         let added: Vec<&String> = names.difference(&before).collect();
         let removed: Vec<&String> = before.difference(&names).collect();
+        let mut waiting = HashSet::new();
+        for name in &added {
+            waiting.extend(self.certificates.store_user(&mut self.engine, now, name, true));
+        }
         for name in &removed {
             let resource = self.engine.resource_id(name.as_bytes());
             let removal = overlay::sip_usage::route_to_me(self.me, false);
             let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
-            if self
-                .engine
-                .store_as(now, name, resource, kind, vec![removal], 60)
-                .is_none()
-            {
-                tracing::warn!("cannot withdraw the registration of {name}: not signing as them");
-            }
+            waiting.extend(self.engine.store_as(now, name, resource, kind, vec![removal], 60));
+            waiting.extend(self.certificates.store_user(&mut self.engine, now, name, false));
             self.engine.security_mut().remove_user(name);
         }
         let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
@@ -1090,6 +1098,55 @@ impl<T: Topology + Tables> Driver<T> {
             summary.push_str(&format!("; removed {} (registrations withdrawn)", list(&removed)));
         }
         tracing::info!("accounts reloaded: {summary}");
+        let wait = ReloadWait {
+            waiting,
+            failures: Vec::new(),
+            summary,
+            digests,
+            reply,
+        };
+        if wait.waiting.is_empty() || !self.engine.is_joined() {
+            self.reload_done(wait);
+        } else {
+            self.reloads.push(wait);
+        }
+    }
+
+    /// Counts an answered request against the reloads waiting for it.
+    fn reload_progress(&mut self, request: RequestId, outcome: &Result<Body, RequestFailure>) {
+        let mut done = Vec::new();
+        for (i, wait) in self.reloads.iter_mut().enumerate() {
+            if wait.waiting.remove(&request) {
+                if let Err(e) = outcome {
+                    wait.failures.push(e.to_string());
+                }
+                if wait.waiting.is_empty() {
+                    done.push(i);
+                }
+            }
+        }
+        for i in done.into_iter().rev() {
+            let wait = self.reloads.swap_remove(i);
+            self.reload_done(wait);
+        }
+    }
+
+    /// Tells the SIP side the users it serves now, then answers.
+    fn reload_done(&mut self, wait: ReloadWait) {
+        let ReloadWait {
+            failures,
+            mut summary,
+            digests,
+            reply,
+            ..
+        } = wait;
+        if !failures.is_empty() {
+            summary.push_str(&format!(
+                "; the overlay refused {} of the stores ({}); they are made again with the next certificate refresh",
+                failures.len(),
+                failures.join("; ")
+            ));
+        }
         match self.sip_control.clone() {
             Some(sip) => {
                 tokio::spawn(async move {
@@ -1112,39 +1169,16 @@ impl<T: Topology + Tables> Driver<T> {
         }
     }
 
-    /// Certificate Store Usage (§8): this peer's certificate under
-    /// CERTIFICATE_BY_NODE at H(Node-ID), array index 0, so peers that
-    /// never met it can verify its signatures.
+    /// Certificate Store Usage (§8): the node's certificate by Node-ID
+    /// and by user name, and every SIP user's by user name.
     fn store_certificate(&mut self) {
-        let resource = self.engine.resource_id(self.me.as_bytes());
-        let value = StoredDataValue::Array(ArrayEntry {
-            index: 0,
-            value: DataValue {
-                exists: true,
-                value: self.dir.cert_der.clone(),
-            },
-        });
-        let id = self.engine.store(
-            now_ms(),
-            resource,
-            kind_id::CERTIFICATE_BY_NODE,
-            vec![value],
-            CERTIFICATE_LIFETIME_S,
-        );
-        self.certificate_store = Some(id);
-        self.next_certificate_store = Some(Instant::now() + Duration::from_secs(u64::from(CERTIFICATE_LIFETIME_S) / 2));
+        let (cert, user) = (self.dir.cert_der.clone(), self.dir.info.user.clone());
+        self.certificates.store_all(&mut self.engine, now_ms(), &cert, &user);
     }
 
     fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32, responder: NodeId) {
-        if self.certificate_store == Some(request) {
-            self.certificate_store = None;
-            match outcome {
-                Ok(_) => tracing::debug!("certificate stored in the overlay"),
-                Err(e) => {
-                    tracing::warn!("storing the certificate failed ({e:?}); retrying in 10 s");
-                    self.next_certificate_store = Some(Instant::now() + Duration::from_secs(10));
-                }
-            }
+        self.reload_progress(request, &outcome);
+        if self.certificates.on_done(request, &outcome) {
             return;
         }
         if self

@@ -7,6 +7,8 @@
 
 use overlay::sip_usage::{self, Target};
 use overlay::{OverlayNode, RequestFailure, RequestId, Security, Topology};
+use reload_wire::storage::{ArrayRange, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
+use reload_wire::usages::kind_id;
 use reload_wire::{Body, Destination, IpAddressPort, NodeId, ResourceId};
 use sip::proxy::Location;
 use std::collections::HashMap;
@@ -46,6 +48,9 @@ pub(crate) struct SipLocator {
     /// and how many replicas were asked before this one.
     fetches: HashMap<RequestId, (u64, String, ResourceId, u8)>,
     attaches: HashMap<RequestId, (u64, NodeId)>,
+    /// Fetches of a user's certificate after no registration was found:
+    /// the locate they finish and the user's resource.
+    certificates: HashMap<RequestId, (u64, ResourceId)>,
     /// Where peers' SIP listens, from their AppAttach answers.
     known: HashMap<NodeId, (SocketAddr, u64)>,
 }
@@ -104,7 +109,30 @@ impl SipLocator {
                     return true;
                 }
             }
-            self.settle(id, usable, outcome, &resource_name);
+            self.settle(engine, now, id, usable, outcome, (&resource_name, &resource));
+            return true;
+        }
+        if let Some((id, resource)) = self.certificates.remove(&request) {
+            let location = match outcome {
+                Ok(Body::FetchAns(answer)) => {
+                    let mut answer = answer.clone();
+                    engine.keep_verified(&resource, &mut answer);
+                    let enrolled = answer
+                        .kind_responses
+                        .iter()
+                        .flat_map(|k| &k.values)
+                        .any(|v| matches!(&v.value, StoredDataValue::Array(e) if e.value.exists));
+                    if enrolled {
+                        Location::NoPhone
+                    } else {
+                        Location::NotFound
+                    }
+                }
+                // No answer about the user: say nobody is known rather
+                // than guess.
+                _ => Location::NotFound,
+            };
+            self.finish(id, location);
             return true;
         }
         if let Some((id, peer)) = self.attaches.remove(&request) {
@@ -190,13 +218,39 @@ impl SipLocator {
     }
 
     /// Ends a locate whose last Fetch gave nothing usable and that asks no
-    /// further replica.
-    fn settle(&mut self, id: u64, usable: usize, outcome: &Result<Body, RequestFailure>, resource_name: &str) {
+    /// further replica. With no registration anywhere, the user's
+    /// certificate (RFC 6940 §8, CERTIFICATE_BY_USER at the same
+    /// Resource-ID) tells an enrolled user with no phone (480) from a name
+    /// nobody enrolled (404).
+    fn settle<T: Topology, S: Security>(
+        &mut self,
+        engine: &mut OverlayNode<T, S>,
+        now: u64,
+        id: u64,
+        usable: usize,
+        outcome: &Result<Body, RequestFailure>,
+        (resource_name, resource): (&str, &ResourceId),
+    ) {
         if usable > 0 {
             return;
         }
         let location = match outcome {
-            Ok(Body::FetchAns(_)) => Location::NotFound,
+            Ok(Body::FetchAns(_)) => {
+                let fetch = reload_wire::FetchReq {
+                    resource: resource.clone(),
+                    specifiers: vec![StoredDataSpecifier {
+                        kind: kind_id::CERTIFICATE_BY_USER,
+                        generation: 0,
+                        model_specifier: ModelSpecifier::Array(vec![ArrayRange {
+                            first: 0,
+                            last: u32::MAX,
+                        }]),
+                    }],
+                };
+                let request = engine.fetch(now, fetch);
+                self.certificates.insert(request, (id, resource.clone()));
+                return;
+            }
             Ok(_) => Location::Unreachable("unexpected answer to Fetch".into()),
             Err(e) => Location::Unreachable(format!("Fetch of {resource_name}: {e}")),
         };

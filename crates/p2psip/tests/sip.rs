@@ -340,7 +340,8 @@ fn user_cmd(args: &[&str], password: Option<&str>) -> String {
 }
 
 /// Issue 32, accounts while peers run: an account added to the overlay
-/// and then to a running peer's node directory registers at once, and
+/// and then to a running peer's node directory is known at once (a call
+/// to it gets 480 until its phone registers), registers at once, and
 /// alice's phone at another peer calls it; removed from the node, its
 /// REGISTER is refused (403), the registration it had is withdrawn from
 /// the overlay, and a call to it gets 404. No peer restarts.
@@ -383,6 +384,20 @@ fn accounts_added_to_and_removed_from_a_running_peer_count_at_once() {
     let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
     let (alice_port, carol_port) = (free_port(), free_port());
     scenarios.register_at(sip[0], alice_port, "alice", "alice-pw");
+    // Known, but no phone yet: 480, not 404 (her certificate is in the
+    // overlay, RFC 6940 §8, stored before `user add` returned).
+    let before = Phones {
+        scenarios: Scenarios::new(&o.dir.join("scenarios"), DOMAIN),
+        caller: (sip[0], alice_port, "alice".into()),
+        callee: (sip[2], free_port(), "carol".into()),
+    };
+    before.run(
+        None,
+        "uac_480",
+        "carol",
+        1,
+        "a call to carol before her phone registers gets 480",
+    );
     scenarios.register_at(sip[2], carol_port, "carol", "carol-pw");
     wait_for(Duration::from_secs(10), "carol's registration at 3 replicas", || {
         stored_registrations(&all) == 6.0

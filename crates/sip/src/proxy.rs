@@ -92,8 +92,12 @@ pub enum Location {
     /// The overlay-side SIP addresses of the other peers holding the
     /// user's phones; `here` when this peer holds some too.
     Found { peers: Vec<SocketAddr>, here: bool },
-    /// The overlay holds no registration for the user.
+    /// The overlay holds no registration for the user, and no certificate
+    /// either: nobody by that name is enrolled (404).
     NotFound,
+    /// The user is enrolled (the overlay holds its certificate, RFC 6940
+    /// §8) but no phone of theirs is registered (480).
+    NoPhone,
     /// A registration exists but no peer holding it answered.
     Unreachable(String),
 }
@@ -599,6 +603,7 @@ impl Proxy {
                 }
             }
             Location::NotFound => self.answer(now, id, 404, "Not Found"),
+            Location::NoPhone => self.answer(now, id, 480, "Temporarily Unavailable"),
             Location::Unreachable(why) => {
                 let mut r = SipMessage::response_to(&open.request, 480, "Temporarily Unavailable", Some(&to_tag));
                 r.push(

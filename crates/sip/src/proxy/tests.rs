@@ -787,3 +787,20 @@ fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
         }]
     );
 }
+
+/// RFC 3261 §21.4.18: a user the overlay knows (enrolled, RFC 6940 §8)
+/// with no phone registered is temporarily unavailable, not unknown.
+#[test]
+fn a_known_user_with_no_phone_gets_480_an_unknown_one_404() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 1);
+    for (branch, location, code) in [
+        ("z9hG4bKknown", Location::NoPhone, 480),
+        ("z9hG4bKunknown", Location::NotFound, 404),
+    ] {
+        let inv = request("INVITE", &format!("sip:carol@{DOMAIN}"), 7001, branch, "");
+        let (lookup, _) = lookup_of(&proxy.on_request(0, inv, udp(7001), Side::Phones, &reg));
+        assert_eq!(codes(&sent(&proxy.located(5, lookup, location, &reg))), vec![code]);
+    }
+}

@@ -1,0 +1,129 @@
+//! The Certificate Store Usage, RFC 6940 §8: "A user/node MUST store its
+//! certificate at Resource-IDs derived from two Resource Names: the user
+//! name in the certificate [and] the Node-ID in the certificate." The
+//! node stores its own certificate under CERTIFICATE_BY_NODE at
+//! H(Node-ID) and under CERTIFICATE_BY_USER at H(its user name), and the
+//! certificate of every SIP user enrolled into it at H(user@overlay),
+//! signed as that user (USER-MATCH). Peers that never met it verify its
+//! signatures with them, and a caller's peer tells a user who exists but
+//! has no phone registered (480) from one nobody enrolled (404).
+//!
+//! Every certificate is written at array index 0 and stored again at half
+//! its lifetime. §8 appends new certificates to the end of the list so a
+//! renewed one can sit beside the old; we have no renewal yet, and index
+//! 0 keeps a refresh from growing the list. A user enrolled into two
+//! nodes has two certificates; whichever wrote last is there, and either
+//! one proves the user exists.
+
+use crate::identity::CertSecurity;
+use overlay::{OverlayNode, RequestId, Topology};
+use reload_wire::storage::{ArrayEntry, DataValue, StoredDataValue};
+use reload_wire::usages::kind_id;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// Lifetime of the certificates stored; stored again at half of it.
+pub const CERTIFICATE_LIFETIME_S: u32 = 24 * 3600;
+/// How soon a store that failed is tried again.
+const RETRY: Duration = Duration::from_secs(10);
+
+fn value(der: Vec<u8>, exists: bool) -> StoredDataValue {
+    StoredDataValue::Array(ArrayEntry {
+        index: 0,
+        value: DataValue { exists, value: der },
+    })
+}
+
+/// The stores in flight and when to store everything again.
+#[derive(Default)]
+pub(crate) struct CertificateUsage {
+    /// Each store in flight and what it stores, for the log.
+    pending: HashMap<RequestId, String>,
+    next: Option<Instant>,
+}
+
+impl CertificateUsage {
+    /// When [`store_all`](Self::store_all) is due.
+    pub fn due(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Stores the node's certificate by Node-ID and by user name, and every
+    /// SIP user's by user name.
+    pub fn store_all<T: Topology>(
+        &mut self,
+        engine: &mut OverlayNode<T, CertSecurity>,
+        now: u64,
+        node_cert: &[u8],
+        node_user: &str,
+    ) {
+        let me = engine.node_id();
+        let by_node = engine.resource_id(me.as_bytes());
+        let id = engine.store(
+            now,
+            by_node,
+            kind_id::CERTIFICATE_BY_NODE,
+            vec![value(node_cert.to_vec(), true)],
+            CERTIFICATE_LIFETIME_S,
+        );
+        self.pending.insert(id, format!("the certificate of {}", me.to_hex()));
+        let by_user = engine.resource_id(node_user.as_bytes());
+        let id = engine.store(
+            now,
+            by_user,
+            kind_id::CERTIFICATE_BY_USER,
+            vec![value(node_cert.to_vec(), true)],
+            CERTIFICATE_LIFETIME_S,
+        );
+        self.pending.insert(id, format!("the certificate of {node_user}"));
+        let users: Vec<String> = engine.security_mut().user_names().map(str::to_string).collect();
+        for user in users {
+            self.store_user(engine, now, &user, true);
+        }
+        self.next = Some(Instant::now() + Duration::from_secs(u64::from(CERTIFICATE_LIFETIME_S) / 2));
+    }
+
+    /// Stores a SIP user's certificate at H(user), signed as the user, or,
+    /// when `exists` is false, a removal in its place (an account removed
+    /// from the node). The request, if the node signs as `user`.
+    pub fn store_user<T: Topology>(
+        &mut self,
+        engine: &mut OverlayNode<T, CertSecurity>,
+        now: u64,
+        user: &str,
+        exists: bool,
+    ) -> Option<RequestId> {
+        let cert = engine.security_mut().user_certificate(user)?.to_vec();
+        let resource = engine.resource_id(user.as_bytes());
+        let id = engine.store_as(
+            now,
+            user,
+            resource,
+            kind_id::CERTIFICATE_BY_USER,
+            vec![value(cert, exists)],
+            CERTIFICATE_LIFETIME_S,
+        )?;
+        let what = if exists { "the certificate of" } else { "the removal of" };
+        self.pending.insert(id, format!("{what} {user}"));
+        Some(id)
+    }
+
+    /// Takes the outcome of a request; `false` when it is not one of ours.
+    pub fn on_done(
+        &mut self,
+        request: RequestId,
+        outcome: &Result<reload_wire::Body, overlay::RequestFailure>,
+    ) -> bool {
+        let Some(what) = self.pending.remove(&request) else {
+            return false;
+        };
+        match outcome {
+            Ok(_) => tracing::debug!("stored {what} in the overlay"),
+            Err(e) => {
+                tracing::warn!("storing {what} failed ({e}); storing every certificate again in {RETRY:?}");
+                self.next = Some(Instant::now() + RETRY);
+            }
+        }
+        true
+    }
+}
