@@ -341,11 +341,20 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
     });
     let fetched: Option<node::peer::FetchedCertificate> = get(s.peer.admin, &certificate_of_rogue);
     assert!(fetched.is_none(), "a refused Store left data behind: {fetched:?}");
-    let stored = status(s.peer.admin).unwrap().stored;
-    assert_eq!(
-        stored.values().sum::<usize>(),
-        1,
-        "only the peer's own certificate: {stored:?}"
+    // Only the peer's own certificate, by Node-ID and by user name (§8).
+    let own: std::collections::BTreeMap<String, usize> = [
+        ("CERTIFICATE_BY_NODE".to_string(), 1),
+        ("CERTIFICATE_BY_USER".to_string(), 1),
+    ]
+    .into();
+    let mut stored = Default::default();
+    wait_for(
+        Duration::from_secs(10),
+        "only the peer's own certificates stored",
+        || {
+            stored = status(s.peer.admin).unwrap().stored;
+            stored == own
+        },
     );
 
     // The same Store, signed properly, is taken: the refusals above were
@@ -359,8 +368,9 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
     let fetched: Option<node::peer::FetchedCertificate> = get(s.peer.admin, &certificate_of_rogue);
     assert!(fetched.is_some(), "the properly signed Store was not kept");
 
-    // /metrics saw the four refusals and two accepted Stores (the peer's
-    // own certificate and the rogue's), and the two certificate lookups.
+    // /metrics saw the four refusals and three accepted Stores (the peer's
+    // own certificate by Node-ID and by user name, and the rogue's), and
+    // the two certificate lookups.
     let answered = |result: &str| {
         metric(
             s.peer.admin,
@@ -368,7 +378,7 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
         )
     };
     assert_eq!(answered("Error_Forbidden"), 4.0);
-    assert_eq!(answered("ok"), 2.0);
+    assert_eq!(answered("ok"), 3.0);
     let lookups = metric(s.peer.admin, "p2psip_request_duration_seconds_count{method=\"fetch\"}");
     assert_eq!(lookups, 2.0);
 }

@@ -1,0 +1,306 @@
+//! README's "An office LAN", off loopback: three peers on three hosts and
+//! the phones on a fourth, each host a network namespace on one bridge
+//! (10.84.0.0/24) that the test creates and removes. The peers enroll over
+//! the LAN, join through the configured bootstrap peer, and SIPp phones
+//! register with two of them and call across the LAN.
+
+mod common;
+mod phones;
+
+use common::*;
+use phones::Scenarios;
+use std::net::SocketAddr;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const DOMAIN: &str = "office.test";
+const PASSWORD: &str = "office-peer-pw";
+
+/// Network namespaces on one bridge, removed (with everything in them)
+/// when dropped.
+struct Lan {
+    bridge: String,
+    hosts: Vec<String>,
+}
+
+/// Whether this process is root; if not, namespaces are made through
+/// `sudo -n` (CI may run as a user with password-less sudo).
+fn root() -> bool {
+    // SAFETY: geteuid(2) only reads this process's credentials.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// `program` run as root.
+fn as_root(program: &str) -> Command {
+    if root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = as_root("ip").args(args).output().expect("ip runs");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Lan {
+    /// `n` hosts at 10.84.0.1 to 10.84.0.n.
+    fn new(n: usize) -> Lan {
+        let tag = std::process::id() % 100_000;
+        let lan = Lan {
+            bridge: format!("p2psip-{tag}-br"),
+            hosts: (0..n).map(|i| format!("p2psip-{tag}-h{i}")).collect(),
+        };
+        ip(&["netns", "add", &lan.bridge]);
+        ip(&["-n", &lan.bridge, "link", "add", "br0", "type", "bridge"]);
+        ip(&["-n", &lan.bridge, "link", "set", "br0", "up"]);
+        for (i, host) in lan.hosts.iter().enumerate() {
+            ip(&["netns", "add", host]);
+            let port = format!("port{i}");
+            ip(&[
+                "link",
+                "add",
+                "eth0",
+                "netns",
+                host,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                &port,
+                "netns",
+                &lan.bridge,
+            ]);
+            ip(&["-n", &lan.bridge, "link", "set", &port, "master", "br0", "up"]);
+            ip(&["-n", host, "addr", "add", &format!("{}/24", lan.addr(i)), "dev", "eth0"]);
+            ip(&["-n", host, "link", "set", "eth0", "up"]);
+            ip(&["-n", host, "link", "set", "lo", "up"]);
+        }
+        lan
+    }
+
+    fn addr(&self, host: usize) -> String {
+        format!("10.84.0.{}", host + 1)
+    }
+
+    /// A command run on `host`.
+    fn on(&self, host: usize, program: &str) -> Command {
+        let mut c = as_root("ip");
+        c.args(["netns", "exec", &self.hosts[host], program]);
+        c
+    }
+}
+
+impl Drop for Lan {
+    /// Every process left on the hosts is killed (through sudo, a killed
+    /// `sudo` would leave its child running), then the namespaces go.
+    fn drop(&mut self) {
+        for ns in self.hosts.iter().chain(std::iter::once(&self.bridge)) {
+            let pids = as_root("ip").args(["netns", "pids", ns]).output();
+            let pids = pids
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for pid in pids.split_whitespace() {
+                let _ = as_root("kill").args(["-KILL", pid]).status();
+            }
+            let _ = as_root("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether this test can build namespaces here: root (or password-less
+/// sudo) and iproute2. In CI both must be there.
+fn can_build_a_lan() -> bool {
+    let privileged = root()
+        || Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    let ip_runs = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
+    if privileged && ip_runs {
+        return true;
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("the LAN test needs root or sudo, and iproute2 (ip), in CI (root or sudo: {privileged}, ip: {ip_runs})");
+    }
+    eprintln!("SKIPPED: the LAN test needs root or password-less sudo, and iproute2");
+    false
+}
+
+/// Issue 32: the office LAN of the README, on three hosts and a phones'
+/// host. alice is served by the peer on host 0, bob by the one on host 1;
+/// their phones on host 3 register over the LAN and 10 calls go from
+/// alice to bob, each through both peers.
+#[test]
+fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
+    if !can_build_a_lan() || !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let lan = Lan::new(4);
+    let dir = scratch("lan");
+    let overlay_dir = dir.join("office");
+    let (a, b, c, phones) = (0, 1, 2, 3);
+    let enroll_url = format!("https://{}:6443", lan.addr(a));
+
+    // Host 0: the overlay, its enrollment server, the first peer.
+    let init = ok(
+        Command::new(BIN)
+            .args(["init", "--dir", overlay_dir.to_str().unwrap(), "--overlay", DOMAIN])
+            .args(["--user", &format!("peer:{PASSWORD}")])
+            .args(["--user", "alice:alice-pw", "--user", "bob:bob-pw"])
+            .args(["--enrollment-url", &format!("{enroll_url}/enroll")])
+            .args(["--bootstrap", &format!("{}:6084", lan.addr(a))])
+            .output()
+            .unwrap(),
+        "init",
+    );
+    let fingerprint = init
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CA fingerprint"))
+        .map(str::trim)
+        .expect("init prints the CA fingerprint")
+        .to_string();
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        lan.on(a, BIN)
+            .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap()])
+            .args(["--listen", &format!("{}:6443", lan.addr(a))])
+            .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+
+    // Passwords from files: sudo, where the test needs it, passes no
+    // environment through.
+    let password_file = |name: &str, password: &str| {
+        let path = dir.join(format!("{name}.pw"));
+        std::fs::write(&path, password).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let peer_pw = password_file("peer", PASSWORD);
+
+    // Every peer enrolls over the LAN, pinning the CA by fingerprint.
+    let node_dirs: Vec<_> = (0..3).map(|i| dir.join(format!("node{i}"))).collect();
+    for (host, node_dir) in node_dirs.iter().enumerate() {
+        let mut last = String::new();
+        wait_for(Duration::from_secs(15), "enrollment over the LAN", || {
+            let out = lan
+                .on(host, BIN)
+                .args(["enroll", "--server", &enroll_url, "--ca-fingerprint", &fingerprint])
+                .args(["--user", "peer", "--dir", node_dir.to_str().unwrap()])
+                .args(["--password-file", &peer_pw])
+                .output()
+                .unwrap();
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success()
+        });
+        assert!(node_dir.join("node.crt").exists(), "{last}");
+    }
+    for host in [a, b, c] {
+        let addr = lan.addr(host);
+        procs.0.push(
+            lan.on(host, BIN)
+                .args(["peer", "--dir", node_dirs[host].to_str().unwrap()])
+                .args(["--listen", &format!("{addr}:6084")])
+                .args(["--sip", &format!("{addr}:5060"), "--sip-peers", &format!("{addr}:5070")])
+                .args(["--admin", "127.0.0.1:7084"])
+                .stderr(std::fs::File::create(dir.join(format!("peer{host}.log"))).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+    }
+    let status = |host: usize| -> Option<node::peer::Status> {
+        let out = lan
+            .on(host, BIN)
+            .args(["status", "--json", "--admin", "127.0.0.1:7084"])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    };
+    wait_for(
+        Duration::from_secs(60),
+        "three peers in one ring across the LAN",
+        || {
+            let all: Option<Vec<_>> = [a, b, c].into_iter().map(status).collect();
+            all.is_some_and(|all| node::peer::ring_consistent(all).is_ok())
+        },
+    );
+    let s = status(b).unwrap();
+    assert_eq!(s.address, format!("{}:6084", lan.addr(b)));
+
+    // alice at host 0's peer, bob at host 1's, each added while it runs.
+    for (host, user, password) in [(a, "alice", "alice-pw"), (b, "bob", "bob-pw")] {
+        let out = lan
+            .on(host, BIN)
+            .args(["user", "add", user, "--dir", node_dirs[host].to_str().unwrap()])
+            .args(["--password-file", &password_file(user, password)])
+            .output()
+            .unwrap();
+        assert!(ok(out, "user add").contains("The running peer took it"));
+    }
+
+    // The phones, on their own host.
+    let scenarios = Scenarios::new(&dir.join("scenarios"), DOMAIN);
+    let sip = |host: usize| -> SocketAddr { format!("{}:5060", lan.addr(host)).parse().unwrap() };
+    let phone_ip = lan.addr(phones);
+    let sipp = |scenario: &std::path::Path, target: SocketAddr, port: u16, service: &str, extra: &[&str]| {
+        let mut cmd = lan.on(phones, "sipp");
+        cmd.arg(target.to_string())
+            .args(["-sf", scenario.to_str().unwrap(), "-s", service])
+            .args(["-i", &phone_ip, "-p", &port.to_string(), "-t", "u1"])
+            .args(["-nostdin", "-trace_err"])
+            .args(extra)
+            .current_dir(&scenarios.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        cmd
+    };
+    let register = scenarios.register("register-lan", 3600, 200);
+    for (host, user, password, port) in [(a, "alice", "alice-pw", 5061), (b, "bob", "bob-pw", 5062)] {
+        let extra = [
+            "-au",
+            user,
+            "-ap",
+            password,
+            "-m",
+            "1",
+            "-timeout",
+            "20s",
+            "-timeout_error",
+        ];
+        let registered = sipp(&register, sip(host), port, user, &extra).status().unwrap();
+        assert!(registered.success(), "{user} registers at {} over the LAN", sip(host));
+    }
+    let limits = ["-m", "10", "-r", "10", "-timeout", "60s", "-timeout_error"];
+    let mut callee = sipp(&scenarios.named("uas_call", "alice"), sip(b), 5062, "bob", &limits)
+        .spawn()
+        .unwrap();
+    let called = sipp(&scenarios.named("uac_call", "alice"), sip(a), 5061, "bob", &limits)
+        .status()
+        .unwrap();
+    assert!(called.success(), "alice's 10 calls to bob across the LAN");
+    assert!(callee.wait().unwrap().success(), "bob's phone answered them");
+
+    // Bob's peer knows his phone by its address on the phones' host.
+    let bob_peer = status(b).unwrap();
+    let bob_contacts = &bob_peer.sip.unwrap().users;
+    let bob = bob_contacts.iter().find(|u| u.user == "bob").unwrap();
+    assert_eq!(bob.contacts[0].flow, format!("UDP {phone_ip}:5062"));
+}
