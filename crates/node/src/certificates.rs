@@ -76,7 +76,14 @@ impl CertificateUsage {
             CERTIFICATE_LIFETIME_S,
         );
         self.pending.insert(id, format!("the certificate of {node_user}"));
-        let users: Vec<String> = engine.security_mut().user_names().map(str::to_string).collect();
+        // The node's own account is often a SIP user of it too; its
+        // certificate by user name is the one just stored.
+        let users: Vec<String> = engine
+            .security_mut()
+            .user_names()
+            .filter(|u| *u != node_user)
+            .map(str::to_string)
+            .collect();
         for user in users {
             self.store_user(engine, now, &user, true);
         }

@@ -206,6 +206,10 @@ fn remove(name: &str, dir: &Path) -> Result<()> {
             Ok(())
         }
         Dir::Node(node_dir) => {
+            let node = node::node_dir::NodeDir::load(&node_dir)?;
+            if node.info.user.split('@').next() == Some(name) {
+                bail!("{name} is the node's own account; it stays as long as the node does");
+            }
             if !node::node_dir::remove_sip_user(&node_dir, name)? {
                 bail!("{} serves no SIP user {name}", node_dir.display());
             }
