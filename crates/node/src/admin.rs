@@ -38,10 +38,46 @@ pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>, si
         .route("/ring", get(ring))
         .route("/responsible/{name}", get(responsible))
         .with_state(engine)
-        .merge(status_routes);
+        .merge(status_routes)
+        .layer(axum::middleware::from_fn(only_addressed_by_ip));
     if let Err(e) = axum::serve(listener, app).await {
         tracing::error!("admin API stopped: {e}");
     }
+}
+
+/// Refuses a request whose Host is a name other than `localhost`: a web
+/// page in the operator's browser that rebinds its own name to this
+/// address (DNS rebinding) would otherwise read the API through it. The
+/// API is reached by address (`--admin` takes one), so nothing else needs
+/// a name.
+async fn only_addressed_by_ip(request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    if host_is_address(host) {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::MISDIRECTED_REQUEST,
+            "address the admin API by IP address or localhost",
+        )
+            .into_response()
+    }
+}
+
+/// Whether an HTTP Host value names an IP address or localhost, with or
+/// without a port.
+fn host_is_address(host: &str) -> bool {
+    if host.parse::<std::net::SocketAddr>().is_ok() || host.parse::<std::net::IpAddr>().is_ok() {
+        return true;
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.parse::<u16>().is_ok() => name,
+        _ => host,
+    };
+    name.eq_ignore_ascii_case("localhost") || name.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok()
 }
 
 /// The dashboard: one self-contained page (no outside scripts, styles or
@@ -223,5 +259,34 @@ async fn metrics(State(engine): State<mpsc::Sender<Input>>) -> Response {
         )
             .into_response(),
         _ => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_is_address;
+
+    #[test]
+    fn only_addresses_and_localhost_may_name_the_admin_api() {
+        for ok in [
+            "127.0.0.1:7084",
+            "127.0.0.1",
+            "[::1]:7084",
+            "::1",
+            "localhost:7084",
+            "LOCALHOST",
+            "10.84.0.1:7084",
+        ] {
+            assert!(host_is_address(ok), "{ok}");
+        }
+        for refused in [
+            "evil.example:7084",
+            "evil.example",
+            "",
+            "localhost.evil.example:7084",
+            "127.0.0.1.nip.io",
+        ] {
+            assert!(!host_is_address(refused), "{refused}");
+        }
     }
 }

@@ -24,8 +24,11 @@ use std::time::{Duration, Instant};
 
 /// Lifetime of the certificates stored; stored again at half of it.
 pub const CERTIFICATE_LIFETIME_S: u32 = 24 * 3600;
-/// How soon a store that failed is tried again.
+/// How soon everything is stored again after a store failed; doubled
+/// after each round with a failure, up to [`MAX_RETRY`], so a store the
+/// overlay keeps refusing does not cost every user's store every 10 s.
 const RETRY: Duration = Duration::from_secs(10);
+const MAX_RETRY: Duration = Duration::from_secs(3600);
 
 fn value(der: Vec<u8>, exists: bool) -> StoredDataValue {
     StoredDataValue::Array(ArrayEntry {
@@ -40,6 +43,10 @@ pub(crate) struct CertificateUsage {
     /// Each store in flight and what it stores, for the log.
     pending: HashMap<RequestId, String>,
     next: Option<Instant>,
+    /// Rounds in a row in which a store failed.
+    failed_rounds: u32,
+    /// Whether a store of the current round failed.
+    round_failed: bool,
 }
 
 impl CertificateUsage {
@@ -57,6 +64,11 @@ impl CertificateUsage {
         node_cert: &[u8],
         node_user: &str,
     ) {
+        if std::mem::take(&mut self.round_failed) {
+            self.failed_rounds += 1;
+        } else {
+            self.failed_rounds = 0;
+        }
         let me = engine.node_id();
         let by_node = engine.resource_id(me.as_bytes());
         let id = engine.store(
@@ -126,10 +138,13 @@ impl CertificateUsage {
         };
         match outcome {
             Ok(_) => tracing::debug!("stored {what} in the overlay"),
-            Err(e) => {
-                tracing::warn!("storing {what} failed ({e}); storing every certificate again in {RETRY:?}");
-                self.next = Some(Instant::now() + RETRY);
+            Err(e) if !self.round_failed => {
+                self.round_failed = true;
+                let wait = RETRY.saturating_mul(1 << self.failed_rounds.min(9)).min(MAX_RETRY);
+                tracing::warn!("storing {what} failed ({e}); storing every certificate again in {wait:?}");
+                self.next = Some(Instant::now() + wait);
             }
+            Err(e) => tracing::debug!("storing {what} failed too ({e})"),
         }
         true
     }

@@ -98,7 +98,15 @@ pub fn ask(node_dir: &Path, request: &str) -> std::io::Result<Asked> {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Ok(Asked::NoPeer);
+            // No socket: either no peer runs, or one runs without it (it
+            // could not bind it); the directory's lock tells which.
+            return match crate::node_dir::DirLock::take(node_dir) {
+                Ok(_free) => Ok(Asked::NoPeer),
+                Err(crate::node_dir::NodeDirError::InUse { pid, .. }) => Ok(Asked::Refused(format!(
+                    "the peer running there (pid {pid}) has no control socket; restart it to take the change"
+                ))),
+                Err(other) => Err(std::io::Error::other(other.to_string())),
+            };
         }
         Err(e) => return Err(e),
     };

@@ -262,6 +262,7 @@ pub fn save_sip_user(
 /// Deletes `users/NAME.crt` and `users/NAME.json`; whether the user was
 /// there.
 pub fn remove_sip_user(node_dir: &Path, user: &str) -> Result<bool, DirError> {
+    crate::overlay_dir::check_user_name(user)?;
     let dir = node_dir.join("users");
     let mut found = false;
     for file in [format!("{user}.json"), format!("{user}.crt")] {
@@ -278,6 +279,7 @@ pub fn remove_sip_user(node_dir: &Path, user: &str) -> Result<bool, DirError> {
 /// Replaces the digest secrets of a user enrolled into the node, for a
 /// new password; `false` when no such user is enrolled.
 pub fn set_sip_password(node_dir: &Path, user: &str, password: &str) -> Result<bool, DirError> {
+    crate::overlay_dir::check_user_name(user)?;
     let path = node_dir.join("users").join(format!("{user}.json"));
     if !path.exists() {
         return Ok(false);

@@ -234,6 +234,9 @@ struct ReloadWait {
     failures: Vec<String>,
     summary: String,
     digests: HashMap<String, sip::digest::Ha1>,
+    /// Users removed: the node signs as them until their removals are
+    /// answered.
+    removed: Vec<String>,
     reply: oneshot::Sender<Result<String, String>>,
 }
 
@@ -1085,7 +1088,6 @@ impl<T: Topology + Tables> Driver<T> {
             let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
             waiting.extend(self.engine.store_as(now, name, resource, kind, vec![removal], 60));
             waiting.extend(self.certificates.store_user(&mut self.engine, now, name, false));
-            self.engine.security_mut().remove_user(name);
         }
         let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
         let mut served: Vec<&String> = digests.keys().collect();
@@ -1098,14 +1100,25 @@ impl<T: Topology + Tables> Driver<T> {
             summary.push_str(&format!("; removed {} (registrations withdrawn)", list(&removed)));
         }
         tracing::info!("accounts reloaded: {summary}");
-        let wait = ReloadWait {
+        let mut wait = ReloadWait {
             waiting,
             failures: Vec::new(),
             summary,
             digests,
+            removed: removed.into_iter().cloned().collect(),
             reply,
         };
-        if wait.waiting.is_empty() || !self.engine.is_joined() {
+        if !self.engine.is_joined() {
+            // Nothing reaches the overlay now. Added users' certificates
+            // are stored when the peer joins; removed users' old values
+            // expire by their lifetimes (a registration's, at most 2 h).
+            wait.waiting.clear();
+            if !wait.removed.is_empty() {
+                wait.failures
+                    .push("the peer is not in the overlay: the removals were not stored".into());
+            }
+        }
+        if wait.waiting.is_empty() {
             self.reload_done(wait);
         } else {
             self.reloads.push(wait);
@@ -1137,16 +1150,41 @@ impl<T: Topology + Tables> Driver<T> {
             failures,
             mut summary,
             digests,
+            removed,
             reply,
             ..
         } = wait;
+        for name in &removed {
+            self.engine.security_mut().remove_user(name);
+        }
         if !failures.is_empty() {
-            summary.push_str(&format!(
-                "; the overlay refused {} of the stores ({}); they are made again with the next certificate refresh",
+            // An added user's certificate is stored again with the next
+            // refresh; a removal is not, and the old values live out
+            // their lifetimes: say so rather than claim success.
+            let why = format!(
+                "{summary}; but the overlay did not take {} of the stores ({})",
                 failures.len(),
                 failures.join("; ")
-            ));
+            );
+            tracing::warn!("accounts reloaded: {why}");
+            if !removed.is_empty() {
+                let _ = reply.send(Err(format!(
+                    "{why}: a removed user's registration and certificate stay in the overlay until they expire"
+                )));
+                return self.tell_sip(digests, None);
+            }
+            summary = why;
         }
+        self.tell_sip(digests, Some((reply, summary)));
+    }
+
+    /// Tells the SIP side which users it serves now; then answers, if
+    /// asked to.
+    fn tell_sip(
+        &mut self,
+        digests: HashMap<String, sip::digest::Ha1>,
+        answer: Option<(oneshot::Sender<Result<String, String>>, String)>,
+    ) {
         match self.sip_control.clone() {
             Some(sip) => {
                 tokio::spawn(async move {
@@ -1157,14 +1195,20 @@ impl<T: Topology + Tables> Driver<T> {
                             reply: tx,
                         })
                         .await;
-                    let _ = reply.send(match (told, rx.await) {
-                        (Ok(()), Ok(())) => Ok(summary),
-                        _ => Err("the SIP side is not running".into()),
-                    });
+                    let applied = told.is_ok() && rx.await.is_ok();
+                    if let Some((reply, summary)) = answer {
+                        let _ = reply.send(if applied {
+                            Ok(summary)
+                        } else {
+                            Err("the SIP side is not running".into())
+                        });
+                    }
                 });
             }
             None => {
-                let _ = reply.send(Ok(summary));
+                if let Some((reply, summary)) = answer {
+                    let _ = reply.send(Ok(summary));
+                }
             }
         }
     }

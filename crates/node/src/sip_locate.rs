@@ -128,9 +128,10 @@ impl SipLocator {
                         Location::NotFound
                     }
                 }
-                // No answer about the user: say nobody is known rather
-                // than guess.
-                _ => Location::NotFound,
+                // No answer about the user (a ring healing, say): not
+                // "nobody by that name", which a phone takes as final.
+                Ok(_) => Location::Unreachable("unexpected answer to the certificate Fetch".into()),
+                Err(e) => Location::Unreachable(format!("the certificate Fetch: {e}")),
             };
             self.finish(id, location);
             return true;

@@ -118,7 +118,7 @@ impl SipMetrics {
         r.register("sip_users", "SIP users this peer serves", self.users.clone());
         r.register(
             "sip_transactions",
-            "Open SIP transactions (proxy server and client, REGISTER)",
+            "Open SIP transactions: the proxy's server and client transactions and REGISTER transactions",
             self.transactions.clone(),
         );
         r.register(
@@ -321,6 +321,19 @@ impl LogBudget {
         }
     }
 
+    /// How many lines were held back in a window that has closed by
+    /// `now`, once (for a periodic tick, so a flood that stops is still
+    /// reported).
+    pub fn flush(&mut self, now: u64) -> u64 {
+        if now.saturating_sub(self.window_start) >= self.window_ms {
+            self.window_start = now;
+            self.used = 0;
+            std::mem::take(&mut self.suppressed)
+        } else {
+            0
+        }
+    }
+
     /// Whether a line may be written now, and how many were held back in
     /// the window that just closed (to say so first).
     pub fn take(&mut self, now: u64) -> (bool, u64) {
@@ -342,7 +355,7 @@ impl LogBudget {
 
 /// A name from the network as a log line may quote it: control
 /// characters escaped, at most 64 characters.
-pub(crate) fn quoted(name: &str) -> String {
+pub fn quoted(name: &str) -> String {
     name.chars().take(64).flat_map(char::escape_debug).collect()
 }
 

@@ -221,9 +221,13 @@ pub(crate) async fn serve(
                 tracing::info!("sip: {user}'s registration expired: no phone registered");
             }
             core.calls.expire(now);
+            let held_back = core.auth_failures_logged.flush(now);
+            if held_back > 0 {
+                tracing::warn!("sip: {held_back} more failed authentications in the last minute were not logged");
+            }
+            core.update_gauges();
             next_expiry = now + 1000;
         }
-        core.update_gauges();
         if core.overlay.is_closed() {
             return;
         }
@@ -267,12 +271,13 @@ impl Core {
             })
             .collect();
         let (servers, clients) = self.proxy.transaction_count();
+        let registers = self.registers.len();
         SipStatus {
             phones: self.proxy.interfaces().phones.to_string(),
             peers: self.proxy.interfaces().overlay.to_string(),
             users,
             calls: self.calls.status(now),
-            transactions: servers + clients,
+            transactions: servers + clients + registers,
         }
     }
 
@@ -281,7 +286,9 @@ impl Core {
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         self.metrics.registrations.set(gauge(self.registrar.binding_count()));
         self.metrics.users.set(gauge(self.registrar.users().len()));
-        self.metrics.transactions.set(gauge(servers + clients));
+        self.metrics
+            .transactions
+            .set(gauge(servers + clients + self.registers.len()));
         self.metrics.calls_in_progress.set(gauge(self.calls.len()));
     }
 
@@ -413,17 +420,27 @@ impl Core {
         let answer = if side == Side::Overlay {
             registrar::answer(&request, 403, "Phones Register On The Phone Side")
         } else {
+            let aor_user = request
+                .header("To")
+                .and_then(|t| sip::headers::NameAddr::parse(&t).ok())
+                .and_then(|n| n.uri.user);
+            let before = aor_user.as_deref().map(|u| self.contact_set(u, now));
             match self.registrar.register(now, &request, flow) {
+                Registered::Publish {
+                    user,
+                    lifetime_s,
+                    answer,
+                } => {
+                    let changed = before.as_ref() != Some(&self.contact_set(&user, now));
+                    return self
+                        .publish(request, user, lifetime_s, answer, key, flow, changed)
+                        .await;
+                }
                 Registered::Answer(a) => a,
                 Registered::AuthFailed { user, answer } => {
                     self.auth_failed(now, &user, flow.remote, "REGISTER");
                     answer
                 }
-                Registered::Publish {
-                    user,
-                    lifetime_s,
-                    answer,
-                } => return self.publish(request, user, lifetime_s, answer, key, flow).await,
             }
         };
         let bytes = answer.to_bytes();
@@ -433,7 +450,22 @@ impl Core {
         self.send(flow, bytes).await;
     }
 
-    /// Stores the registration in the overlay, then answers the phone.
+    /// The contacts `user` has registered here now, for telling a change
+    /// from a refresh.
+    fn contact_set(&self, user: &str, now: u64) -> Vec<String> {
+        let mut contacts: Vec<String> = self
+            .registrar
+            .contacts(user, now)
+            .into_iter()
+            .map(|b| b.contact.uri.to_string())
+            .collect();
+        contacts.sort();
+        contacts
+    }
+
+    /// Stores the registration in the overlay, then answers the phone; a
+    /// `changed` set of contacts is logged (a refresh only at debug).
+    #[allow(clippy::too_many_arguments)]
     async fn publish(
         &mut self,
         request: SipMessage,
@@ -442,6 +474,7 @@ impl Core {
         answer: SipMessage,
         key: Option<TransactionKey>,
         flow: Flow,
+        changed: bool,
     ) {
         let resource_name = overlay::sip_usage::resource_name(&user, self.registrar.domain());
         let (reply, done) = oneshot::channel();
@@ -457,16 +490,20 @@ impl Core {
         let contacts = answer.list("Contact").len();
         tokio::spawn(async move {
             let answer = match done.await {
-                Ok(Ok(())) if contacts == 0 => {
+                Ok(Ok(())) if contacts == 0 && changed => {
                     tracing::info!("sip: {user} unregistered: no phone registered");
                     answer
                 }
-                Ok(Ok(())) => {
+                Ok(Ok(())) if changed => {
                     tracing::info!(
                         "sip: {user} registered {contacts} contact(s) for up to {lifetime_s} s, from {} {}",
                         flow.transport.name(),
                         flow.remote
                     );
+                    answer
+                }
+                Ok(Ok(())) => {
+                    tracing::debug!("sip: {user} refreshed {contacts} contact(s) for up to {lifetime_s} s");
                     answer
                 }
                 Ok(Err(why)) => {

@@ -375,21 +375,31 @@ fn print_sip(sip: &node::sip_report::SipStatus) {
         sip.transactions,
         sip.calls.len()
     );
+    // Contacts and call parties come from the network: escaped, so no
+    // control sequence reaches the terminal.
+    let q = node::sip_report::quoted;
     for u in &sip.users {
         if u.contacts.is_empty() {
-            println!("  {:<16} no phone registered", u.user);
+            println!("  {:<16} no phone registered", q(&u.user));
         }
         for c in &u.contacts {
             println!(
                 "  {:<16} {}  via {}  expires in {} s",
-                u.user, c.contact, c.flow, c.expires_s
+                q(&u.user),
+                q(&c.contact),
+                c.flow,
+                c.expires_s
             );
         }
     }
     for c in &sip.calls {
         println!(
             "  call {}  {} -> {}  {}  {} s",
-            c.call_id, c.from, c.to, c.state, c.age_s
+            q(&c.call_id),
+            q(&c.from),
+            q(&c.to),
+            c.state,
+            c.age_s
         );
     }
 }

@@ -192,6 +192,7 @@ fn add(name: &str, dir: &Path, password: &PasswordSource, server: Option<String>
 }
 
 fn remove(name: &str, dir: &Path) -> Result<()> {
+    check_user_name(name)?;
     match open(dir)? {
         Dir::Overlay(overlay) => {
             let mut accounts = overlay.accounts()?;
@@ -238,6 +239,7 @@ fn list(dir: &Path) -> Result<()> {
 }
 
 fn passwd(name: &str, dir: &Path, password: &PasswordSource) -> Result<()> {
+    check_user_name(name)?;
     match open(dir)? {
         Dir::Overlay(overlay) => {
             let mut accounts = overlay.accounts()?;

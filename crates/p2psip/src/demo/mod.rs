@@ -402,7 +402,8 @@ fn start(args: StartArgs) -> Result<()> {
 }
 
 /// Starts one peer of the demo; `through` are peers to join through (none
-/// for the first start: the configuration names peer 0).
+/// for the first start: the configuration names peer 0). A restart
+/// appends to the peer's log, after the lines of the run that died.
 pub(super) fn spawn_peer(exe: &Path, spec: &PeerSpec, through: &[SocketAddr]) -> Result<Child> {
     let mut cmd = child_command(exe);
     cmd.arg("peer")
@@ -418,7 +419,19 @@ pub(super) fn spawn_peer(exe: &Path, spec: &PeerSpec, through: &[SocketAddr]) ->
     for b in through {
         cmd.args(["--bootstrap", &b.to_string()]);
     }
-    Ok(cmd.stdout(Stdio::null()).stderr(log_file(&spec.log)?).spawn()?)
+    let log = if through.is_empty() {
+        log_file(&spec.log)?
+    } else {
+        use std::io::Write;
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&spec.log)
+            .with_context(|| format!("cannot open {}", spec.log.display()))?;
+        writeln!(log, "--- restarted by p2psip demo ---")?;
+        log
+    };
+    Ok(cmd.stdout(Stdio::null()).stderr(log).spawn()?)
 }
 
 /// A process of the demo: in its own process group, so a Ctrl-C in the

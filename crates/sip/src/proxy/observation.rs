@@ -47,7 +47,32 @@ pub(crate) fn party(header: Option<&str>) -> String {
     name.chars().take(MAX_NAME).collect()
 }
 
-/// A Call-ID for an observation, cut to [`MAX_NAME`] characters.
+/// A Call-ID for an observation: as it is up to [`MAX_NAME`]
+/// characters; a longer one is cut and ends in a hash of the whole, so
+/// two long Call-IDs with a common prefix stay two calls.
 pub(crate) fn call_id(id: Option<&str>) -> String {
-    id.unwrap_or("?").chars().take(MAX_NAME).collect()
+    let id = id.unwrap_or("?");
+    if id.chars().count() <= MAX_NAME {
+        return id.to_string();
+    }
+    // FNV-1a: stable across runs, which the log's readers need.
+    let hash = id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let prefix: String = id.chars().take(MAX_NAME - 17).collect();
+    format!("{prefix}~{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_call_ids_are_cut_but_stay_apart() {
+        assert_eq!(call_id(Some("abc@host")), "abc@host");
+        let a = call_id(Some(&format!("{}A", "x".repeat(100))));
+        let b = call_id(Some(&format!("{}B", "x".repeat(100))));
+        assert_eq!(a.chars().count(), MAX_NAME);
+        assert_ne!(a, b);
+    }
 }
