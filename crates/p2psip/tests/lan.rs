@@ -10,7 +10,7 @@ mod phones;
 use common::*;
 use phones::Scenarios;
 use std::net::SocketAddr;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 const DOMAIN: &str = "office.test";
@@ -156,7 +156,7 @@ fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
     let lan = Lan::new(4);
     let dir = scratch("lan");
     let overlay_dir = dir.join("office");
-    let (a, b, c, phones) = (0, 1, 2, 3);
+    let (a, b, c, phone_host) = (0, 1, 2, 3);
     let enroll_url = format!("https://{}:6443", lan.addr(a));
 
     // Host 0: the overlay, its enrollment server, the first peer.
@@ -259,32 +259,21 @@ fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
     // The phones, on their own host.
     let scenarios = Scenarios::new(&dir.join("scenarios"), DOMAIN);
     let sip = |host: usize| -> SocketAddr { format!("{}:5060", lan.addr(host)).parse().unwrap() };
-    let phone_ip = lan.addr(phones);
+    let phone_ip = lan.addr(phone_host);
     let sipp = |scenario: &std::path::Path, target: SocketAddr, port: u16, service: &str, extra: &[&str]| {
-        let mut cmd = lan.on(phones, "sipp");
-        cmd.arg(target.to_string())
-            .args(["-sf", scenario.to_str().unwrap(), "-s", service])
-            .args(["-i", &phone_ip, "-p", &port.to_string(), "-t", "u1"])
-            .args(["-nostdin", "-trace_err"])
-            .args(extra)
-            .current_dir(&scenarios.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        cmd
+        phones::sipp_on(
+            lan.on(phone_host, "sipp"),
+            &phone_ip,
+            scenario,
+            target,
+            port,
+            service,
+            extra,
+        )
     };
     let register = scenarios.register("register-lan", 3600, 200);
     for (host, user, password, port) in [(a, "alice", "alice-pw", 5061), (b, "bob", "bob-pw", 5062)] {
-        let extra = [
-            "-au",
-            user,
-            "-ap",
-            password,
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ];
+        let extra = phones::register_args(user, password);
         let registered = sipp(&register, sip(host), port, user, &extra).status().unwrap();
         assert!(registered.success(), "{user} registers at {} over the LAN", sip(host));
     }

@@ -71,17 +71,7 @@ Content-Length: 0\n\
     /// Registers `user` from UDP port `local` at `peer` (digest).
     pub fn register_at(&self, peer: SocketAddr, local: u16, user: &str, password: &str) {
         let reg = self.register("register-call", 3600, 200);
-        let extra = [
-            "-au",
-            user,
-            "-ap",
-            password,
-            "-m",
-            "1",
-            "-timeout",
-            "20s",
-            "-timeout_error",
-        ];
+        let extra = register_args(user, password);
         let ok = sipp_at(&reg, peer, local, user, &extra).status().unwrap().success();
         assert!(ok, "{user} registers at {peer}");
     }
@@ -106,13 +96,49 @@ pub fn sipp(scenario: &Path, target: SocketAddr, user: &str, password: &str, tra
         .success()
 }
 
+/// The arguments of one REGISTER with `user`'s digest credentials.
+pub fn register_args<'a>(user: &'a str, password: &'a str) -> [&'a str; 9] {
+    [
+        "-au",
+        user,
+        "-ap",
+        password,
+        "-m",
+        "1",
+        "-timeout",
+        "20s",
+        "-timeout_error",
+    ]
+}
+
 /// SIPp on a fixed local UDP port (the phone's registered flow).
 pub fn sipp_at(scenario: &Path, target: SocketAddr, local: u16, service: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new("sipp");
+    sipp_on(
+        Command::new("sipp"),
+        "127.0.0.1",
+        scenario,
+        target,
+        local,
+        service,
+        extra,
+    )
+}
+
+/// [`sipp_at`] with SIPp started by `sipp` (in a network namespace, say)
+/// on `local_ip`.
+pub fn sipp_on(
+    mut c: Command,
+    local_ip: &str,
+    scenario: &Path,
+    target: SocketAddr,
+    local: u16,
+    service: &str,
+    extra: &[&str],
+) -> Command {
     c.arg(target.to_string())
         .args(["-sf", scenario.to_str().unwrap()])
         .args(["-s", service])
-        .args(["-i", "127.0.0.1", "-p", &local.to_string(), "-t", "u1"])
+        .args(["-i", local_ip, "-p", &local.to_string(), "-t", "u1"])
         .args(["-nostdin", "-trace_err"])
         .args(extra)
         .current_dir(scenario.parent().unwrap())
