@@ -830,7 +830,12 @@ impl<T: Topology + Tables> Driver<T> {
                     self.announced.insert(peer, address);
                 }
             }
-            Event::Rejoining => tracing::warn!("lost the overlay; joining again"),
+            Event::Rejoining { after_ms: 0 } => tracing::warn!("lost the overlay; joining again"),
+            Event::Rejoining { after_ms } => tracing::warn!(
+                "lost the overlay again soon after joining; joining again in {} s (a second process with this \
+                 Node-ID elsewhere, a copied node directory, also looks like this)",
+                after_ms.div_ceil(1000)
+            ),
             Event::Left => return true,
             _ => {}
         }

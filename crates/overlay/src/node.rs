@@ -59,13 +59,37 @@ pub enum Action {
     Event(Box<Event>),
 }
 
+/// How long a node must stay joined for a later loss of the overlay to
+/// count as the first in a row again.
+const STABLE_MS: u64 = 60_000;
+/// The first delayed rejoin waits this long; each next one twice as long.
+const REJOIN_BACKOFF_MS: u64 = 1_000;
+/// The longest a rejoin waits.
+const MAX_REJOIN_BACKOFF_MS: u64 = 60_000;
+
+/// How long a node waits before joining again, having lost the overlay
+/// `in_a_row` times before without staying joined: not at all the first
+/// time (a crashed neighbour, a healed partition), then 1 s, 2 s, 4 s, up
+/// to a minute. RFC 6940 §10.5 leaves the retry policy to the
+/// implementation.
+pub fn rejoin_delay_ms(in_a_row: u32) -> u64 {
+    match in_a_row {
+        0 => 0,
+        n => REJOIN_BACKOFF_MS
+            .saturating_mul(1 << (n - 1).min(16))
+            .min(MAX_REJOIN_BACKOFF_MS),
+    }
+}
+
 /// Something the application may want to know.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// The node is part of the overlay.
     Joined,
-    /// The node lost the overlay and is joining again.
-    Rejoining,
+    /// The node lost the overlay and joins again in `after_ms`: at once
+    /// the first time, then after a delay that doubles with each loss in a
+    /// row (see [`rejoin_delay_ms`]).
+    Rejoining { after_ms: u64 },
     /// A graceful leave finished; the node may exit.
     Left,
     /// A request the application started is finished.
@@ -289,6 +313,13 @@ pub struct OverlayNode<T: Topology, S: Security> {
     expected_links: BTreeMap<NodeId, (bool, u64)>,
     bootstraps: Vec<IpAddressPort>,
     next_bootstrap: usize,
+    /// Times in a row the node lost the overlay without staying joined
+    /// for [`STABLE_MS`] in between.
+    rejoins_in_a_row: u32,
+    /// When a delayed rejoin is due.
+    rejoin_at: Option<u64>,
+    /// When the node last joined, while it is joined.
+    joined_at: Option<u64>,
     bootstrap_pending: bool,
     probe: Option<BootstrapProbe>,
     outstanding: BTreeMap<u64, Outstanding>,
@@ -466,6 +497,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             expected_links: BTreeMap::new(),
             bootstraps: Vec::new(),
             next_bootstrap: 0,
+            rejoins_in_a_row: 0,
+            rejoin_at: None,
+            joined_at: None,
             bootstrap_pending: false,
             probe: None,
             outstanding: BTreeMap::new(),
@@ -564,6 +598,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             self.retransmit_at.soonest(),
             self.topology.next_timer(),
             Some(self.next_sweep),
+            self.rejoin_at,
         ]
         .into_iter()
         .flatten()
@@ -572,6 +607,18 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             t = Some(0);
         }
         t
+    }
+
+    /// Joins again after losing the overlay: through a peer still linked,
+    /// else the bootstrap addresses from the start.
+    fn rejoin(&mut self, now: u64) {
+        match self.links.iter().next().copied() {
+            Some(peer) => self.topology.join(now, peer, &mut self.commands),
+            None => {
+                self.next_bootstrap = 0;
+                self.connect_bootstrap(now);
+            }
+        }
     }
 
     /// Starts a new overlay alone.
@@ -2125,6 +2172,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if self.topology.next_timer().is_some_and(|t| t <= now) {
             self.topology.on_timer(now, &mut self.commands);
         }
+        if self.rejoin_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
+            self.rejoin_at = None;
+            self.rejoin(now);
+        }
         self.after_event(now);
     }
 
@@ -2178,18 +2229,31 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     }
                     TopologyCommand::ProbeThroughBootstrap { token, target } => self.start_probe(now, token, target),
                     TopologyCommand::ReplicasChanged => self.rebalance_needed = true,
-                    TopologyCommand::Joined => self.actions.push_back(Action::Event(Box::new(Event::Joined))),
+                    TopologyCommand::Joined => {
+                        self.joined_at = Some(now);
+                        self.rejoin_at = None;
+                        self.actions.push_back(Action::Event(Box::new(Event::Joined)));
+                    }
                     // A leaving peer that lost every neighbour has nobody
                     // left to hand over to or say goodbye to: it is done.
                     TopologyCommand::Rejoin if self.leaving.is_some() => self.exit(),
                     TopologyCommand::Rejoin => {
-                        self.actions.push_back(Action::Event(Box::new(Event::Rejoining)));
-                        match self.links.iter().next().copied() {
-                            Some(peer) => self.topology.join(now, peer, &mut self.commands),
-                            None => {
-                                self.next_bootstrap = 0;
-                                self.connect_bootstrap(now);
-                            }
+                        // A node that keeps losing the overlay as soon as
+                        // it (re)joins (a bootstrap peer that drops it, a
+                        // second process with its Node-ID) backs off
+                        // instead of rejoining in a tight loop.
+                        if self.joined_at.is_some_and(|t| now.saturating_sub(t) >= STABLE_MS) {
+                            self.rejoins_in_a_row = 0;
+                        }
+                        self.joined_at = None;
+                        let after_ms = rejoin_delay_ms(self.rejoins_in_a_row);
+                        self.rejoins_in_a_row = self.rejoins_in_a_row.saturating_add(1);
+                        self.actions
+                            .push_back(Action::Event(Box::new(Event::Rejoining { after_ms })));
+                        if after_ms == 0 {
+                            self.rejoin(now);
+                        } else {
+                            self.rejoin_at = Some(now + after_ms);
                         }
                     }
                     TopologyCommand::Left => match &mut self.leaving {

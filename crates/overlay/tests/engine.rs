@@ -734,7 +734,9 @@ fn the_last_peer_after_graceful_leaves_is_the_ring() {
         assert!(net.events.iter().any(|(n, e)| *n == leaver && *e == Event::Left));
     }
     assert!(
-        !net.events.iter().any(|(n, e)| *n == 0 && *e == Event::Rejoining),
+        !net.events
+            .iter()
+            .any(|(n, e)| *n == 0 && matches!(e, Event::Rejoining { .. })),
         "the last peer does not rejoin"
     );
     let last = &net.nodes[0];
@@ -1267,4 +1269,64 @@ fn a_node_signs_the_values_it_stores_but_not_the_requests_it_sends_itself() {
 
 fn node_identity(id: NodeId) -> SignerIdentity {
     SimulatedSecurity::new(id, "").identity()
+}
+
+/// A node that loses the overlay again and again right after reaching
+/// it (its bootstrap peer drops the link at once, as when a second
+/// process with its Node-ID is linked there) does not rejoin in a tight
+/// loop: the first rejoin is immediate, the next ones wait 1 s, 2 s, 4 s…
+#[test]
+fn a_node_that_keeps_losing_the_overlay_backs_off() {
+    assert_eq!(
+        (0..9).map(overlay::node::rejoin_delay_ms).collect::<Vec<_>>(),
+        [0, 1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000]
+    );
+    let cfg = config();
+    let ctx = Arc::new(cfg.decode_context().unwrap());
+    let me = NodeId::from_u128(7 << 120);
+    let bootstrap = NodeId::from_u128(9 << 120);
+    let topology = ChordReload::new(me, cfg.chord.clone(), 16, 1);
+    let security = SimulatedSecurity::new(me, "me@engine.test.invalid");
+    let mut node = OverlayNode::new(cfg, ctx, addr(0), topology, security, 1, T0);
+    node.join(T0, vec![addr(1)]);
+    let mut now = T0;
+    let mut dials = Vec::new();
+    let mut delays = Vec::new();
+    // Each time the node dials its bootstrap address, the link comes up
+    // and is dropped at once.
+    while now < T0 + 40_000 {
+        let mut dialled = false;
+        while let Some(action) = node.poll_action() {
+            match action {
+                Action::Connect { peer: None, .. } => dialled = true,
+                Action::Event(e) => {
+                    if let Event::Rejoining { after_ms } = *e {
+                        delays.push(after_ms);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if dialled {
+            dials.push(now - T0);
+            node.bootstrap_link_up(now, bootstrap);
+            node.link_down(now + 1, bootstrap);
+            now += 1;
+            continue;
+        }
+        match node.poll_timeout() {
+            Some(t) if t <= T0 + 40_000 => {
+                now = now.max(t);
+                node.handle_timeout(now);
+            }
+            _ => break,
+        }
+    }
+    assert!(delays.len() >= 4, "it kept trying: {delays:?}");
+    assert_eq!(&delays[..4], &[0, 1_000, 2_000, 4_000], "{delays:?}");
+    assert!(
+        dials.len() <= delays.len() + 1,
+        "one dial per rejoin, none in between: {dials:?} {delays:?}"
+    );
+    assert!(dials.len() < 10, "no storm: {} dials in 40 s", dials.len());
 }

@@ -513,7 +513,7 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
                 out.effect(Effect::Joined(h));
             }
         }
-        Event::Rejoining => {
+        Event::Rejoining { .. } => {
             n.joined = false;
             out.effect(Effect::Rejoining(h));
         }
