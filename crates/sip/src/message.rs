@@ -47,6 +47,16 @@ pub enum ParseError {
     CSeqMethod { cseq: String, method: String },
 }
 
+/// The most of a message's own text an error quotes: errors reach logs
+/// and 400 reason phrases, and a message can be 64 KB of whatever the
+/// sender chose.
+pub const MAX_QUOTED: usize = 64;
+
+/// The start of `text` that an error quotes (see [`MAX_QUOTED`]).
+fn quote(text: &str) -> String {
+    text.chars().take(MAX_QUOTED).collect()
+}
+
 impl ParseError {
     /// The status a request with this fault is answered with (RFC 3261
     /// §21.4.1 400, §21.4.24 513, §21.5.7 505).
@@ -196,11 +206,11 @@ impl Header {
 
     fn parse(line: String) -> Result<Self, ParseError> {
         let Some(colon) = line.find(':') else {
-            return Err(ParseError::BadHeader(line));
+            return Err(ParseError::BadHeader(quote(&line)));
         };
         let name_end = line[..colon].trim_end_matches([' ', '\t']).len();
         if !is_token(&line[..name_end]) {
-            return Err(ParseError::BadHeader(line));
+            return Err(ParseError::BadHeader(quote(&line)));
         }
         let after = &line[colon + 1..];
         let value_start = colon + 1 + (after.len() - after.trim_start_matches([' ', '\t', '\r', '\n']).len());
@@ -308,11 +318,11 @@ pub fn frame(buf: &[u8]) -> Result<Framing, ParseError> {
             let value = value.trim();
             let this = value
                 .parse::<usize>()
-                .map_err(|_| ParseError::BadContentLength(value.into()))?;
+                .map_err(|_| ParseError::BadContentLength(quote(value)))?;
             // Two lengths that disagree would let framing and parsing
             // split the stream differently (request smuggling).
             if length.is_some_and(|l| l != this) {
-                return Err(ParseError::BadContentLength(value.into()));
+                return Err(ParseError::BadContentLength(quote(value)));
             }
             length = Some(this);
         }
@@ -380,7 +390,7 @@ fn parse_head(head: &[u8]) -> Result<(StartLine, Vec<Header>), ParseError> {
         }
         if line.starts_with([' ', '\t']) {
             let Some(last) = raw.last_mut() else {
-                return Err(ParseError::BadHeader(line.into()));
+                return Err(ParseError::BadHeader(quote(line)));
             };
             last.push_str("\r\n");
             last.push_str(line);
@@ -419,7 +429,7 @@ impl SipMessage {
             let this = v
                 .trim()
                 .parse::<usize>()
-                .map_err(|_| ParseError::BadContentLength(v.as_ref().into()))?;
+                .map_err(|_| ParseError::BadContentLength(quote(v.as_ref())))?;
             if declared.is_some_and(|d| d != this) {
                 return Err(ParseError::BadContentLength(v.into_owned()));
             }
@@ -598,8 +608,8 @@ impl SipMessage {
         let (_, cseq_method) = self.cseq().ok_or(ParseError::Malformed("CSeq"))?;
         if cseq_method != method {
             return Err(ParseError::CSeqMethod {
-                cseq: cseq_method,
-                method: method.into(),
+                cseq: quote(&cseq_method),
+                method: quote(method),
             });
         }
         if let Some(mf) = self.header("Max-Forwards") {

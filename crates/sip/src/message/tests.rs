@@ -196,3 +196,21 @@ proptest! {
         }
     }
 }
+
+/// Errors quote at most a short prefix of what came in: they reach logs
+/// and 400 reason phrases, and the sender chooses the bytes.
+#[test]
+fn parse_errors_quote_only_a_prefix_of_the_message() {
+    let long = "x".repeat(10_000);
+    for text in [
+        format!("OPTIONS sip:a SIP/2.0\r\n{long}\r\n\r\n"),
+        format!("OPTIONS sip:a SIP/2.0\r\nContent-Length: {long}\r\n\r\n"),
+        format!("OPTIONS sip:a SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 {long}\r\nContent-Length: 0\r\n\r\n"),
+    ] {
+        let error = SipMessage::parse(text.as_bytes())
+            .and_then(|m| m.validate_request().map(|()| m))
+            .unwrap_err();
+        let shown = error.to_string();
+        assert!(shown.len() < 2 * MAX_QUOTED + 80, "{} bytes: {shown:.100}", shown.len());
+    }
+}
