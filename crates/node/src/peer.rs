@@ -1430,6 +1430,11 @@ async fn discovery_listener(sockets: Arc<crate::discovery::Sockets>, group: bool
     }
 }
 
+/// Refused links logged per minute at most: anyone who can reach the
+/// listener can cause them.
+static REFUSED_LINKS: std::sync::LazyLock<crate::log_budget::LogLimiter> =
+    std::sync::LazyLock::new(|| crate::log_budget::LogLimiter::new(20, 60_000, "refused links"));
+
 async fn accept_loop(
     listener: TcpListener,
     tls: Arc<LinkTls>,
@@ -1466,7 +1471,9 @@ async fn accept_loop(
             let (stream, peer) = match accepted {
                 Ok(linked) => linked,
                 Err(why) => {
-                    tracing::warn!("refused link from {remote}: {why}");
+                    if REFUSED_LINKS.allow(now_ms()) {
+                        tracing::warn!("refused link from {remote}: {why}");
+                    }
                     let _ = tx.send(Input::InboundLinkFailed).await;
                     return;
                 }

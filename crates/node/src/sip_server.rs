@@ -10,9 +10,11 @@
 //! - TCP connections, accepted or opened, are kept by remote address and
 //!   reused for every later message to that address.
 
+use crate::log_budget::LogBudget;
 use crate::peer::{now_ms, Input};
-use crate::sip_report::{quoted, CallBook, ContactStatus, LogBudget, SipMetrics, SipStatus, SipUserStatus};
-use sip::message::{frame, Framing, ParseError};
+use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
+use crate::sip_tcp::{accept_tcp, run_connection};
+use sip::message::ParseError;
 use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
 use sip::registrar::{self, Flow, Registered, Registrar, Transport};
 use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
@@ -21,9 +23,8 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 /// What the SIP side asks of the engine task.
 pub enum SipOverlayRequest {
@@ -64,15 +65,13 @@ pub enum SipControl {
 const AUTH_FAILURE_LINES_PER_MINUTE: u32 = 20;
 
 /// Most bytes buffered for one TCP connection before it is dropped.
-const MAX_TCP_BUFFER: usize = 2 * sip::message::MAX_MESSAGE_SIZE;
-/// Most TCP connections accepted at once, per listener.
-const MAX_TCP_CONNECTIONS: usize = 4096;
+pub(crate) const MAX_TCP_BUFFER: usize = 2 * sip::message::MAX_MESSAGE_SIZE;
 /// Messages queued for one TCP connection before more are dropped.
-const TCP_QUEUE: usize = 1024;
+pub(crate) const TCP_QUEUE: usize = 1024;
 /// How long opening a TCP connection to a peer or phone may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
-enum SipInput {
+pub(crate) enum SipInput {
     Message {
         bytes: Vec<u8>,
         flow: Flow,
@@ -590,15 +589,22 @@ impl Core {
     }
 }
 
+/// Malformed messages logged per minute at most; the rest are counted in
+/// one line.
+static MALFORMED: std::sync::LazyLock<crate::log_budget::LogLimiter> =
+    std::sync::LazyLock::new(|| crate::log_budget::LogLimiter::new(20, 60_000, "malformed SIP messages"));
+
 /// A message that does not parse: the answer to send when it is a request
 /// whose transaction headers can be read (RFC 3261 §21.4.1); logged either
 /// way.
-fn refuse_malformed(bytes: &[u8], error: &ParseError, flow: Flow) -> Option<Vec<u8>> {
-    tracing::info!(
-        "sip: malformed message from {} over {}: {error}",
-        flow.remote,
-        flow.transport.name()
-    );
+pub(crate) fn refuse_malformed(bytes: &[u8], error: &ParseError, flow: Flow) -> Option<Vec<u8>> {
+    if MALFORMED.allow(now_ms()) {
+        tracing::info!(
+            "sip: malformed message from {} over {}: {error}",
+            flow.remote,
+            flow.transport.name()
+        );
+    }
     let head = SipMessage::parse_leniently(bytes)?;
     if !head.is_request() || head.method() == Some("ACK") {
         return None;
@@ -612,100 +618,4 @@ fn refuse_malformed(bytes: &[u8], error: &ParseError, flow: Flow) -> Option<Vec<
         _ => format!("Bad Request ({error})").replace(['\r', '\n'], " "),
     };
     Some(registrar::answer(&head, error.status(), &reason).to_bytes())
-}
-
-async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::Sender<SipInput>) {
-    let open = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    loop {
-        let Ok((stream, remote)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            tracing::warn!("sip: {MAX_TCP_CONNECTIONS} TCP connections open; refusing {remote}");
-            continue;
-        };
-        let (tx, rx) = mpsc::channel(TCP_QUEUE);
-        if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_err() {
-            return;
-        }
-        let events = events.clone();
-        tokio::spawn(async move {
-            run_connection(stream, remote, side, events, tx, rx).await;
-            drop(permit);
-        });
-    }
-}
-
-/// One TCP connection: frames messages by Content-Length (RFC 3261
-/// §18.3) and writes what is queued on `rx`.
-async fn run_connection(
-    stream: TcpStream,
-    remote: SocketAddr,
-    side: Side,
-    events: mpsc::Sender<SipInput>,
-    tx: mpsc::Sender<Vec<u8>>,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-) {
-    // Each SIP message is written whole; Nagle's algorithm would hold the
-    // next one (a 180 right after a 100, the ACK after the 200) until the
-    // peer's delayed ACK, some 40 ms later.
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
-    let write = tokio::spawn(async move {
-        while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
-                return;
-            }
-        }
-    });
-    let flow = Flow {
-        transport: Transport::Tcp,
-        remote,
-    };
-    let mut buf: Vec<u8> = Vec::with_capacity(4096);
-    let mut chunk = vec![0u8; 16 * 1024];
-    'read: loop {
-        let n = match reader.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => n,
-        };
-        buf.extend_from_slice(&chunk[..n]);
-        loop {
-            match frame(&buf) {
-                Ok(Framing::NeedMore) => break,
-                Ok(Framing::Skip { len, pong }) => {
-                    buf.drain(..len);
-                    if pong {
-                        let _ = tx.try_send(b"\r\n".to_vec());
-                    }
-                }
-                Ok(Framing::Message(len)) => {
-                    let bytes: Vec<u8> = buf.drain(..len).collect();
-                    if events.send(SipInput::Message { bytes, flow, side }).await.is_err() {
-                        break 'read;
-                    }
-                }
-                Err(e) => {
-                    // The stream cannot be framed any more: answer what can
-                    // be answered, then close (RFC 3261 §18.3).
-                    if let Some(answer) = refuse_malformed(&buf, &e, flow) {
-                        let _ = tx.try_send(answer);
-                    }
-                    break 'read;
-                }
-            }
-        }
-        if buf.len() > MAX_TCP_BUFFER {
-            tracing::info!(
-                "sip: {remote} sent {} bytes without a whole message; closing",
-                buf.len()
-            );
-            break;
-        }
-    }
-    let _ = events.send(SipInput::Closed { tx: tx.clone() }).await;
-    drop(tx);
-    // The writer ends once every sender is gone (the pool dropped its copy
-    // on Closed), after writing what was queued.
-    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
 }

@@ -264,6 +264,7 @@ fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
         phones::sipp_on(
             lan.on(phone_host, "sipp"),
             &phone_ip,
+            "u1",
             scenario,
             target,
             port,

@@ -116,6 +116,7 @@ pub fn sipp_at(scenario: &Path, target: SocketAddr, local: u16, service: &str, e
     sipp_on(
         Command::new("sipp"),
         "127.0.0.1",
+        "u1",
         scenario,
         target,
         local,
@@ -125,10 +126,12 @@ pub fn sipp_at(scenario: &Path, target: SocketAddr, local: u16, service: &str, e
 }
 
 /// [`sipp_at`] with SIPp started by `sipp` (in a network namespace, say)
-/// on `local_ip`.
+/// on `local_ip`, over `transport` (SIPp's `-t`: `u1` UDP, `t1` TCP).
+#[allow(clippy::too_many_arguments)]
 pub fn sipp_on(
     mut c: Command,
     local_ip: &str,
+    transport: &str,
     scenario: &Path,
     target: SocketAddr,
     local: u16,
@@ -138,7 +141,7 @@ pub fn sipp_on(
     c.arg(target.to_string())
         .args(["-sf", scenario.to_str().unwrap()])
         .args(["-s", service])
-        .args(["-i", local_ip, "-p", &local.to_string(), "-t", "u1"])
+        .args(["-i", local_ip, "-p", &local.to_string(), "-t", transport])
         .args(["-nostdin", "-trace_err"])
         .args(extra)
         .current_dir(scenario.parent().unwrap())

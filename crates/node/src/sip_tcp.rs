@@ -1,0 +1,269 @@
+//! SIP over TCP (RFC 3261 §18): the listeners' accept loops and one task
+//! per connection, framing messages by Content-Length (§18.3).
+//!
+//! Every connection is bounded, so that one host cannot lock the others
+//! out or hold memory by doing nothing:
+//! - at most [`MAX_TCP_CONNECTIONS`] open per listener, and at most
+//!   [`MAX_TCP_PER_SOURCE`] from one IP address;
+//! - a connection must bring its first whole message within
+//!   [`FIRST_MESSAGE_TIMEOUT`], and a message once begun must be whole
+//!   within [`MESSAGE_TIMEOUT`] (slowloris);
+//! - a connection that carries nothing either way for [`IDLE_TIMEOUT`] is
+//!   closed: longer than any registration lives (a phone refreshes within
+//!   [`sip::registrar::MAX_EXPIRES_S`]), so no live flow is cut.
+
+use crate::log_budget::LogLimiter;
+use crate::peer::now_ms;
+use crate::sip_server::{refuse_malformed, SipInput, MAX_TCP_BUFFER, TCP_QUEUE};
+use sip::message::{frame, Framing};
+use sip::proxy::Side;
+use sip::registrar::{Flow, Transport};
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
+
+/// Most TCP connections accepted at once, per listener.
+pub const MAX_TCP_CONNECTIONS: usize = 4096;
+/// Most TCP connections accepted at once from one IP address, per
+/// listener: a phone needs one, a peer one or two; a NATed office of
+/// phones behind one address stays far below.
+pub const MAX_TCP_PER_SOURCE: usize = 64;
+/// How long a new connection may take to bring its first whole message.
+pub const FIRST_MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a message may take to arrive whole once its first byte has.
+pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may carry nothing either way.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(sip::registrar::MAX_EXPIRES_S as u64 + 60);
+
+static REFUSED: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(20, 60_000, "refused SIP connections"));
+
+/// Connections open per source address; a [`SourceSlot`] gives its place
+/// back when dropped.
+#[derive(Default, Clone)]
+pub(crate) struct SourceCaps {
+    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+pub(crate) struct SourceSlot {
+    caps: SourceCaps,
+    ip: IpAddr,
+}
+
+impl SourceCaps {
+    /// A place for one more connection from `ip`, if it has fewer than
+    /// `limit` open.
+    pub fn take(&self, ip: IpAddr, limit: usize) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let n = open.entry(ip).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot { caps: self.clone(), ip })
+    }
+
+    #[cfg(test)]
+    fn sources(&self) -> usize {
+        self.open.lock().unwrap().len()
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self.caps.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::Sender<SipInput>) {
+    let open = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
+    let per_source = SourceCaps::default();
+    loop {
+        let Ok((stream, remote)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            if REFUSED.allow(now_ms()) {
+                tracing::warn!("sip: {MAX_TCP_CONNECTIONS} TCP connections open; refusing {remote}");
+            }
+            continue;
+        };
+        let Some(slot) = per_source.take(remote.ip(), MAX_TCP_PER_SOURCE) else {
+            if REFUSED.allow(now_ms()) {
+                tracing::warn!(
+                    "sip: {MAX_TCP_PER_SOURCE} TCP connections open from {}; refusing another",
+                    remote.ip()
+                );
+            }
+            continue;
+        };
+        let (tx, rx) = mpsc::channel(TCP_QUEUE);
+        if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_err() {
+            return;
+        }
+        let events = events.clone();
+        tokio::spawn(async move {
+            run_connection(stream, remote, side, events, tx, rx).await;
+            drop((permit, slot));
+        });
+    }
+}
+
+/// Until when a connection's reader waits: the idle limit, and before
+/// that the first message's or the message under way's.
+fn deadline(last_activity: Instant, message_began: Option<Instant>, whole_messages: u64, started: Instant) -> Instant {
+    let idle = last_activity + IDLE_TIMEOUT;
+    if whole_messages == 0 {
+        return idle.min(started + FIRST_MESSAGE_TIMEOUT);
+    }
+    match message_began {
+        Some(began) => idle.min(began + MESSAGE_TIMEOUT),
+        None => idle,
+    }
+}
+
+/// One TCP connection: frames messages by Content-Length (RFC 3261
+/// §18.3) and writes what is queued on `rx`.
+pub(crate) async fn run_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    side: Side,
+    events: mpsc::Sender<SipInput>,
+    tx: mpsc::Sender<Vec<u8>>,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+) {
+    // Each SIP message is written whole; Nagle's algorithm would hold the
+    // next one (a 180 right after a 100, the ACK after the 200) until the
+    // peer's delayed ACK, some 40 ms later.
+    let _ = stream.set_nodelay(true);
+    let (mut reader, mut writer) = stream.into_split();
+    // The writer reports when it last wrote, so a connection busy only
+    // the other way is not idle.
+    let last_write = Arc::new(Mutex::new(Instant::now()));
+    let written = last_write.clone();
+    let write = tokio::spawn(async move {
+        while let Some(bytes) = rx.recv().await {
+            if writer.write_all(&bytes).await.is_err() {
+                return;
+            }
+            *written.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        }
+    });
+    let flow = Flow {
+        transport: Transport::Tcp,
+        remote,
+    };
+    let started = Instant::now();
+    let mut last_read = started;
+    let mut message_began: Option<Instant> = None;
+    let mut whole_messages = 0u64;
+    let mut buf: Vec<u8> = Vec::with_capacity(4096);
+    let mut chunk = vec![0u8; 16 * 1024];
+    'read: loop {
+        let last_activity = last_read.max(*last_write.lock().unwrap_or_else(|p| p.into_inner()));
+        let until = deadline(last_activity, message_began, whole_messages, started);
+        let n = match tokio::time::timeout_at(until, reader.read(&mut chunk)).await {
+            Ok(Ok(0) | Err(_)) => break,
+            Ok(Ok(n)) => n,
+            Err(_) => {
+                let why = if whole_messages == 0 {
+                    "no whole message since it connected"
+                } else if message_began.is_some() {
+                    "a message that never arrived whole"
+                } else {
+                    "nothing either way for too long"
+                };
+                tracing::debug!("sip: closing the TCP connection from {remote}: {why}");
+                break;
+            }
+        };
+        last_read = Instant::now();
+        buf.extend_from_slice(&chunk[..n]);
+        loop {
+            match frame(&buf) {
+                Ok(Framing::NeedMore) => break,
+                Ok(Framing::Skip { len, pong }) => {
+                    buf.drain(..len);
+                    if pong {
+                        let _ = tx.try_send(b"\r\n".to_vec());
+                    }
+                }
+                Ok(Framing::Message(len)) => {
+                    let bytes: Vec<u8> = buf.drain(..len).collect();
+                    whole_messages += 1;
+                    if events.send(SipInput::Message { bytes, flow, side }).await.is_err() {
+                        break 'read;
+                    }
+                }
+                Err(e) => {
+                    // The stream cannot be framed any more: answer what can
+                    // be answered, then close (RFC 3261 §18.3).
+                    if let Some(answer) = refuse_malformed(&buf, &e, flow) {
+                        let _ = tx.try_send(answer);
+                    }
+                    break 'read;
+                }
+            }
+        }
+        // A keep-alive's line breaks are consumed above; bytes left are the
+        // start of a message, timed from its first byte.
+        message_began = match (buf.is_empty(), message_began) {
+            (true, _) => None,
+            (false, Some(began)) => Some(began),
+            (false, None) => Some(last_read),
+        };
+        if buf.len() > MAX_TCP_BUFFER {
+            if REFUSED.allow(now_ms()) {
+                tracing::info!(
+                    "sip: {remote} sent {} bytes without a whole message; closing",
+                    buf.len()
+                );
+            }
+            break;
+        }
+    }
+    let _ = events.send(SipInput::Closed { tx: tx.clone() }).await;
+    drop(tx);
+    // The writer ends once every sender is gone (the pool dropped its copy
+    // on Closed), after writing what was queued.
+    let _ = tokio::time::timeout(Duration::from_secs(5), write).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_source_gets_its_share_and_gives_it_back() {
+        let caps = SourceCaps::default();
+        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let held: Vec<SourceSlot> = (0..3).map(|_| caps.take(a, 3).expect("within the cap")).collect();
+        assert!(caps.take(a, 3).is_none(), "a fourth from the same address");
+        let other = caps.take(b, 3).expect("another address is not held back");
+        drop(held);
+        drop(other);
+        assert_eq!(caps.sources(), 0, "nothing left behind");
+        assert!(caps.take(a, 3).is_some());
+    }
+
+    #[test]
+    fn a_connection_must_send_a_message_soon_and_finish_what_it_begins() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(3);
+        assert_eq!(deadline(later, None, 0, t0), t0 + FIRST_MESSAGE_TIMEOUT);
+        assert_eq!(deadline(later, Some(later), 0, t0), t0 + FIRST_MESSAGE_TIMEOUT);
+        assert_eq!(deadline(later, Some(later), 5, t0), later + MESSAGE_TIMEOUT);
+        assert_eq!(deadline(later, None, 5, t0), later + IDLE_TIMEOUT);
+        assert!(IDLE_TIMEOUT > Duration::from_secs(u64::from(sip::registrar::MAX_EXPIRES_S)));
+    }
+}
