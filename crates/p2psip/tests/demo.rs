@@ -149,11 +149,11 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     });
     assert!(child.wait().unwrap().success());
     assert!(std::fs::read_to_string(&out).unwrap().contains("all stopped"));
+    // A store may fail while the ring forms (and is made again); one the
+    // peer itself makes stale (storing one certificate twice at once)
+    // never may.
     for p in &all {
         let log = std::fs::read_to_string(&p.log).unwrap();
-        assert!(
-            !log.contains("storing the"),
-            "every certificate store succeeded:\n{log}"
-        );
+        assert!(!log.contains("Error_Data_Too_Old"), "a store raced another:\n{log}");
     }
 }
