@@ -8,6 +8,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -23,8 +24,13 @@ struct Browser {
 }
 
 impl Drop for Browser {
+    /// Debian's `chromium` is a script that starts the browser, which
+    /// starts its helpers: the whole process group goes.
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SAFETY: kill(2) on the process group this test created.
+        unsafe {
+            libc::kill(-(self.child.id() as libc::pid_t), libc::SIGKILL);
+        }
         let _ = self.child.wait();
     }
 }
@@ -35,6 +41,7 @@ impl Browser {
         let profile = dir.join("chromium-profile");
         std::fs::create_dir_all(&profile).unwrap();
         let child = Command::new("chromium")
+            .process_group(0)
             .args([
                 "--headless",
                 "--no-sandbox",
