@@ -70,24 +70,20 @@ impl CertificateUsage {
             self.failed_rounds = 0;
         }
         let me = engine.node_id();
-        let by_node = engine.resource_id(me.as_bytes());
-        let id = engine.store(
-            now,
-            by_node,
-            kind_id::CERTIFICATE_BY_NODE,
-            vec![value(node_cert.to_vec(), true)],
-            CERTIFICATE_LIFETIME_S,
-        );
-        self.pending.insert(id, format!("the certificate of {}", me.to_hex()));
-        let by_user = engine.resource_id(node_user.as_bytes());
-        let id = engine.store(
-            now,
-            by_user,
-            kind_id::CERTIFICATE_BY_USER,
-            vec![value(node_cert.to_vec(), true)],
-            CERTIFICATE_LIFETIME_S,
-        );
-        self.pending.insert(id, format!("the certificate of {node_user}"));
+        let own = [
+            (kind_id::CERTIFICATE_BY_NODE, me.as_bytes().to_vec(), me.to_hex()),
+            (
+                kind_id::CERTIFICATE_BY_USER,
+                node_user.as_bytes().to_vec(),
+                node_user.to_string(),
+            ),
+        ];
+        for (kind, name, shown) in own {
+            let resource = engine.resource_id(&name);
+            let value = vec![value(node_cert.to_vec(), true)];
+            let id = engine.store(now, resource, kind, value, CERTIFICATE_LIFETIME_S);
+            self.pending.insert(id, format!("the certificate of {shown}"));
+        }
         // The node's own account is often a SIP user of it too; its
         // certificate by user name is the one just stored.
         let users: Vec<String> = engine

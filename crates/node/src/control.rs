@@ -1,6 +1,8 @@
 //! The running peer's control socket, `NODE_DIR/control.sock`: how
 //! `p2psip user add|remove|passwd` on a node directory tells the peer
-//! running there to take the change at once. Only the directory's owner
+//! running there to take the change at once. The line protocol here
+//! ([`bind`], [`read_request`], [`exchange`]) also serves the demo's
+//! socket. Only the directory's owner
 //! can connect (the socket is mode 0600, inside a directory only one
 //! peer uses, see [`crate::node_dir::DirLock`]). One request line, one
 //! answer line, sent once the change is in effect.
@@ -15,10 +17,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// The socket's file name in the node directory.
 pub const SOCKET: &str = "control.sock";
-/// The longest request line read.
-const MAX_REQUEST: u64 = 64;
+/// The longest request line read, on any control socket.
+pub const MAX_REQUEST: u64 = 64;
 /// How long a client has to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a client waits for the answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// The request that makes the peer read `users/` again.
@@ -28,12 +30,10 @@ pub const RELOAD_USERS: &str = "reload-users";
 /// task goes away. Failing to bind is logged, not fatal: the peer then
 /// takes account changes at its next start.
 pub(crate) async fn serve(node_dir: &Path, engine: mpsc::Sender<Input>) {
-    use std::os::unix::fs::PermissionsExt;
     let path = node_dir.join(SOCKET);
     // A socket file left by a peer that died; this process holds the
     // directory's lock, so no live peer owns it.
-    let _ = std::fs::remove_file(&path);
-    let listener = match tokio::net::UnixListener::bind(&path) {
+    let listener = match bind(&path) {
         Ok(l) => l,
         Err(e) => {
             tracing::warn!(
@@ -43,10 +43,6 @@ pub(crate) async fn serve(node_dir: &Path, engine: mpsc::Sender<Input>) {
             return;
         }
     };
-    if let Err(e) = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)) {
-        tracing::warn!("cannot restrict {}: {e}; control socket closed", path.display());
-        return;
-    }
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             return;
@@ -55,11 +51,8 @@ pub(crate) async fn serve(node_dir: &Path, engine: mpsc::Sender<Input>) {
         // One request at a time: the control socket is for an operator's
         // commands, not a service.
         let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
-        let got = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
-        let answer = match got {
-            Ok(Ok(_)) if line.trim_end() == RELOAD_USERS => {
+        let answer = match read_request(read).await {
+            Some(line) if line == RELOAD_USERS => {
                 let (tx, rx) = oneshot::channel();
                 if engine.send(Input::ReloadUsers(tx)).await.is_err() {
                     return;
@@ -70,8 +63,8 @@ pub(crate) async fn serve(node_dir: &Path, engine: mpsc::Sender<Input>) {
                     Err(_) => "error: the peer is stopping".into(),
                 }
             }
-            Ok(Ok(_)) => format!("error: unknown request; the peer understands `{RELOAD_USERS}`"),
-            _ => "error: send one request line".into(),
+            Some(_) => format!("error: unknown request; the peer understands `{RELOAD_USERS}`"),
+            None => format!("error: send one request line of at most {MAX_REQUEST} bytes"),
         };
         let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
     }
@@ -90,7 +83,7 @@ pub enum Asked {
 
 /// Asks the peer running in `node_dir` to `request`.
 pub fn ask(node_dir: &Path, request: &str) -> std::io::Result<Asked> {
-    let mut stream = match UnixStream::connect(node_dir.join(SOCKET)) {
+    let stream = match UnixStream::connect(node_dir.join(SOCKET)) {
         Ok(s) => s,
         Err(e)
             if matches!(
@@ -110,14 +103,45 @@ pub fn ask(node_dir: &Path, request: &str) -> std::io::Result<Asked> {
         }
         Err(e) => return Err(e),
     };
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    Ok(match exchange(stream, request, ANSWER_TIMEOUT)? {
+        Ok(done) => Asked::Done(done),
+        Err(why) => Asked::Refused(why),
+    })
+}
+
+/// Binds a control socket at `path`, only its owner may connect (mode
+/// 0600). A file left there by a process that died is replaced.
+pub fn bind(path: &Path) -> std::io::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::remove_file(path);
+    let listener = tokio::net::UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// The one request line a client sends, without its line break; `None`
+/// if no whole line of at most [`MAX_REQUEST`] bytes came within
+/// [`REQUEST_TIMEOUT`].
+pub async fn read_request(read: impl tokio::io::AsyncRead + Unpin) -> Option<String> {
+    let mut line = String::new();
+    let mut reader = tokio::io::BufReader::new(read.take(MAX_REQUEST));
+    match tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) if line.ends_with('\n') => Some(line.trim_end().to_string()),
+        _ => None,
+    }
+}
+
+/// Sends one request line on `stream` and reads the one answer line:
+/// `Ok` with what follows `ok: `, `Err` with what follows `error: `.
+pub fn exchange(mut stream: UnixStream, request: &str, timeout: Duration) -> std::io::Result<Result<String, String>> {
+    stream.set_read_timeout(Some(timeout))?;
     writeln!(stream, "{request}")?;
     let mut answer = String::new();
     BufReader::new(stream).read_line(&mut answer)?;
     let answer = answer.trim_end();
     Ok(match (answer.strip_prefix("ok: "), answer.strip_prefix("error: ")) {
-        (Some(done), _) => Asked::Done(done.to_string()),
-        (None, Some(why)) => Asked::Refused(why.to_string()),
-        _ => Asked::Refused(format!("unexpected answer {answer:?}")),
+        (Some(done), _) => Ok(done.to_string()),
+        (None, Some(why)) => Err(why.to_string()),
+        _ => Err(format!("unexpected answer {answer:?}")),
     })
 }

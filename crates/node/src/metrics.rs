@@ -174,7 +174,7 @@ impl Metrics {
         );
         r.register(
             "links_lost",
-            "Links to a neighbour (successor or predecessor) that the other end closed without a Leave: a crashed process, a reset (a neighbour that falls silent is not counted)",
+            "Links to the first successor or predecessor that the other end closed without a Leave: a crashed process, a reset (a neighbour that falls silent is not counted)",
             m.links_lost.clone(),
         );
         r.register(

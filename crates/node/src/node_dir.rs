@@ -316,15 +316,10 @@ impl NodeDir {
     /// The users enrolled into this node, with their certificates; a user
     /// whose files do not read is skipped with a warning.
     pub fn sip_users(&self) -> Vec<(SipUser, Vec<u8>)> {
-        let Ok(entries) = std::fs::read_dir(self.path.join("users")) else {
-            return Vec::new();
-        };
+        let dir = self.path.join("users");
         let mut out = Vec::new();
-        for e in entries.flatten() {
-            let path = e.path();
-            if path.extension().and_then(|x| x.to_str()) != Some("json") {
-                continue;
-            }
+        for name in sip_user_names(&self.path) {
+            let path = dir.join(format!("{name}.json"));
             let loaded = read(&path)
                 .ok()
                 .and_then(|t| serde_json::from_str::<SipUser>(&t).ok())
@@ -337,7 +332,6 @@ impl NodeDir {
                 None => tracing::warn!("{}: not a readable SIP user; skipped", path.display()),
             }
         }
-        out.sort_by(|a, b| a.0.user.cmp(&b.0.user));
         out
     }
 }

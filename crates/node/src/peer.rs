@@ -1055,12 +1055,15 @@ impl<T: Topology + Tables> Driver<T> {
                 if self.links.get(&peer).is_none_or(|h| h.id != link) {
                     return;
                 }
-                // A neighbour that leaves sends us a Leave first (§10.9)
-                // and is out of our successors and predecessors by now; one
-                // still in them is lost. (Fingers get no Leave, so a finger
-                // that goes cannot be told from one that crashed.)
+                // A neighbour that leaves sends a Leave first (§10.9) to its
+                // first successor and predecessor at least, which drop it
+                // from their tables before its link closes; if our first
+                // successor or predecessor goes without one, it is lost.
+                // (Further entries may not have been told, and fingers
+                // never are, so their closing proves nothing.)
                 let chord = self.engine.topology();
-                let neighbour = chord.successors().contains(&peer) || chord.predecessors().contains(&peer);
+                let neighbour =
+                    chord.successors().first() == Some(&peer) || chord.predecessors().first() == Some(&peer);
                 if neighbour {
                     self.metrics.link_lost();
                     tracing::warn!("lost the link to neighbour {}: {why}", peer.to_hex());

@@ -187,20 +187,12 @@ fn the_dashboard_draws_the_ring_and_follows_a_dead_peer() {
     if !tool_available("chromium", "chromium") {
         return;
     }
-    let dir = scratch("dashboard").join("demo");
-    let base = free_port_block(500);
-    let out = dir.with_extension("out");
-    let mut demo = Procs(vec![Command::new(BIN)
-        .args(["demo", "--peers", "5", "--base-port", &base.to_string()])
-        .args(["--dir", dir.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.with_extension("err")).unwrap())
-        .spawn()
-        .unwrap()]);
-    let json_path = dir.join("demo.json");
-    wait_for(Duration::from_secs(90), "demo.json", || json_path.exists());
-    let file: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    let Demo {
+        procs: mut demo,
+        dir,
+        file,
+        ..
+    } = Demo::start("dashboard", &["--peers", "5"]);
     let peers = file["peers"].as_array().unwrap().clone();
     let admin = peers[0]["admin"].as_str().unwrap().to_string();
     let mut all: Vec<String> = peers

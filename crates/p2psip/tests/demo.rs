@@ -9,7 +9,7 @@ use common::*;
 use phones::{Phones, Scenarios};
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const DOMAIN: &str = "demo.p2psip.test";
@@ -33,20 +33,14 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     if !tool_answers("sipp", "-v", "sip-tester") {
         return;
     }
-    let dir = scratch("demo-living").join("demo");
-    let out = dir.with_extension("out");
-    let base = free_port_block(500);
-    let mut demo = Procs(vec![Command::new(BIN)
-        .args(["demo", "--peers", "5", "--base-port", &base.to_string()])
-        .args(["--users", &USERS.join(","), "--dir", dir.to_str().unwrap()])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out).unwrap())
-        .stderr(std::fs::File::create(dir.with_extension("err")).unwrap())
-        .spawn()
-        .unwrap()]);
+    let users = USERS.join(",");
+    let Demo {
+        procs: mut demo,
+        dir,
+        out,
+        file,
+    } = Demo::start("demo-living", &["--peers", "5", "--users", &users]);
     let json = dir.join("demo.json");
-    wait_for(Duration::from_secs(90), "demo.json", || json.exists());
-    let file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let peers = file["peers"].as_array().unwrap();
     let admin = |i: usize| -> SocketAddr { peers[i]["admin"].as_str().unwrap().parse().unwrap() };
     let node_ids: Vec<&str> = peers.iter().map(|p| p["node_id"].as_str().unwrap()).collect();

@@ -4,17 +4,12 @@
 //! ring or has failed to get there.
 
 use anyhow::{bail, Context, Result};
-use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// The socket's file name in the demo's directory.
 pub const SOCKET: &str = "control.sock";
-/// The longest request line the demo reads; anything longer is refused.
-pub const MAX_REQUEST: usize = 64;
-/// How long a client has to send its request line.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long `demo restart` waits for the answer: the demo answers once the
 /// peer has joined, which takes seconds.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
@@ -38,9 +33,6 @@ impl Request {
     }
 }
 
-/// The prefix of an answer that reports success.
-pub const OK: &str = "ok: ";
-
 /// `p2psip demo restart N`: asks the demo in `dir` (or the one demo
 /// running in the temp directory) to bring peer N back; prints its answer.
 pub fn restart(peer: u16, dir: Option<&Path>) -> Result<()> {
@@ -49,26 +41,21 @@ pub fn restart(peer: u16, dir: Option<&Path>) -> Result<()> {
         None => running_demo()?,
     };
     let socket = dir.join(SOCKET);
-    let mut stream = UnixStream::connect(&socket).with_context(|| {
+    let stream = UnixStream::connect(&socket).with_context(|| {
         format!(
             "no demo answers at {}; is `p2psip demo --dir {}` running?",
             socket.display(),
             dir.display()
         )
     })?;
-    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
-    writeln!(stream, "restart {peer}")?;
-    let mut answer = String::new();
-    BufReader::new(stream)
-        .read_line(&mut answer)
-        .context("the demo did not answer")?;
-    let answer = answer.trim_end();
-    match answer.strip_prefix(OK) {
-        Some(done) => {
+    match node::control::exchange(stream, &format!("restart {peer}"), ANSWER_TIMEOUT)
+        .context("the demo did not answer")?
+    {
+        Ok(done) => {
             println!("{done}");
             Ok(())
         }
-        None => bail!("{}", answer.strip_prefix("error: ").unwrap_or(answer)),
+        Err(why) => bail!("{why}"),
     }
 }
 

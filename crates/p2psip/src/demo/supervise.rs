@@ -12,7 +12,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, oneshot};
 
 /// How often the demo looks at its processes.
@@ -87,8 +87,7 @@ impl<'a> Supervisor<'a> {
     pub async fn run(&mut self, stop: impl std::future::Future<Output = ()>) -> Result<()> {
         let (asked_tx, mut asked) = mpsc::channel::<Asked>(8);
         let socket = self.dir.join(control::SOCKET);
-        let _ = std::fs::remove_file(&socket);
-        match tokio::net::UnixListener::bind(&socket) {
+        match node::control::bind(&socket) {
             Ok(listener) => {
                 tokio::spawn(serve_control(listener, asked_tx.clone()));
             }
@@ -253,7 +252,7 @@ impl<'a> Supervisor<'a> {
             };
             println!("{line}");
             if let Some(answer) = r.answer.take() {
-                let ok = if joined { control::OK } else { "error: " };
+                let ok = if joined { "ok: " } else { "error: " };
                 let _ = answer.send(format!("{ok}{line}"));
             }
         }
@@ -295,7 +294,7 @@ impl<'a> Supervisor<'a> {
 }
 
 /// Accepts control connections one after another; each sends one request
-/// line within [`control::REQUEST_TIMEOUT`] and gets one answer line.
+/// line within [`node::control::REQUEST_TIMEOUT`] and gets one answer line.
 async fn serve_control(listener: tokio::net::UnixListener, asked: mpsc::Sender<Asked>) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -304,11 +303,8 @@ async fn serve_control(listener: tokio::net::UnixListener, asked: mpsc::Sender<A
         let asked = asked.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();
-            let mut line = String::new();
-            let mut reader = tokio::io::BufReader::new(read.take(control::MAX_REQUEST as u64));
-            let read = tokio::time::timeout(control::REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
-            let answer = match read {
-                Ok(Ok(_)) if line.ends_with('\n') => match Request::parse(&line) {
+            let answer = match node::control::read_request(read).await {
+                Some(line) => match Request::parse(&line) {
                     Ok(request) => {
                         let (tx, rx) = oneshot::channel();
                         let what = What::Request(request);
@@ -317,7 +313,10 @@ async fn serve_control(listener: tokio::net::UnixListener, asked: mpsc::Sender<A
                     }
                     Err(why) => format!("error: {why}"),
                 },
-                _ => format!("error: send one request line of at most {} bytes", control::MAX_REQUEST),
+                None => format!(
+                    "error: send one request line of at most {} bytes",
+                    node::control::MAX_REQUEST
+                ),
             };
             let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
         });

@@ -170,7 +170,7 @@ impl Overlay {
     /// A peer with more command-line arguments (`--sip ADDR`, ...).
     pub fn start_peer_with(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>, extra_args: &[&str]) -> Peer {
         let listen = loopback(free_port());
-        self.start_node(node_dir, listen, bootstrap, None, extra_args)
+        self.start_node(node_dir, listen, bootstrap, None, extra_args, &[])
     }
 
     /// [`start_peer_with`](Self::start_peer_with) with environment
@@ -183,13 +183,13 @@ impl Overlay {
         env: &[(&str, &str)],
     ) -> Peer {
         let listen = loopback(free_port());
-        self.start_node_env(node_dir, listen, bootstrap, None, extra_args, env)
+        self.start_node(node_dir, listen, bootstrap, None, extra_args, env)
     }
 
     /// `p2psip peer --client` (§4.2.1).
     pub fn start_client(&mut self, node_dir: &Path, bootstrap: Option<SocketAddr>) -> Peer {
         let listen = loopback(free_port());
-        self.start_node(node_dir, listen, bootstrap, None, &["--client"])
+        self.start_node(node_dir, listen, bootstrap, None, &["--client"], &[])
     }
 
     /// A peer on a chosen listen address, writing its TLS secrets to
@@ -201,21 +201,10 @@ impl Overlay {
         bootstrap: Option<SocketAddr>,
         key_log: Option<&Path>,
     ) -> Peer {
-        self.start_node(node_dir, listen, bootstrap, key_log, &[])
+        self.start_node(node_dir, listen, bootstrap, key_log, &[], &[])
     }
 
     fn start_node(
-        &mut self,
-        node_dir: &Path,
-        listen: SocketAddr,
-        bootstrap: Option<SocketAddr>,
-        key_log: Option<&Path>,
-        extra_args: &[&str],
-    ) -> Peer {
-        self.start_node_env(node_dir, listen, bootstrap, key_log, extra_args, &[])
-    }
-
-    fn start_node_env(
         &mut self,
         node_dir: &Path,
         listen: SocketAddr,
@@ -247,6 +236,37 @@ impl Overlay {
             listen,
             log,
         }
+    }
+}
+
+/// A running `p2psip demo` started by a test: its process, directory,
+/// standard output and `demo.json`.
+pub struct Demo {
+    pub procs: Procs,
+    pub dir: PathBuf,
+    pub out: PathBuf,
+    pub file: serde_json::Value,
+}
+
+impl Demo {
+    /// `p2psip demo --base-port B --dir DIR` plus `args`, on ports of its
+    /// own, once it has written `demo.json`.
+    pub fn start(tag: &str, args: &[&str]) -> Demo {
+        let dir = scratch(tag).join("demo");
+        let out = dir.with_extension("out");
+        let base = free_port_block(500);
+        let procs = Procs(vec![Command::new(BIN)
+            .args(["demo", "--base-port", &base.to_string(), "--dir", dir.to_str().unwrap()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(dir.with_extension("err")).unwrap())
+            .spawn()
+            .unwrap()]);
+        let json = dir.join("demo.json");
+        wait_for(Duration::from_secs(90), "demo.json", || json.exists());
+        let file = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        Demo { procs, dir, out, file }
     }
 }
 
