@@ -160,6 +160,8 @@ pub fn measure(demo: &Demo, work: &Path, seconds: f64) -> Result<Forwarding> {
             match tokio::time::timeout(Duration::from_millis(200), sink.events.recv()).await {
                 Ok(Some(LinkEvent::Message { .. })) => break,
                 Ok(Some(LinkEvent::Closed { why, .. })) => bail!("the peer closed the sink's link: {why}"),
+                // This end sends no keepalives: it is never idle for long.
+                Ok(Some(LinkEvent::Idle { .. } | LinkEvent::Silent { .. } | LinkEvent::Resumed { .. })) => {}
                 Ok(None) => bail!("the sink's link ended"),
                 Err(_) => anyhow::ensure!(
                     start.elapsed() < Duration::from_secs(10),
@@ -224,21 +226,28 @@ fn forwarded(admin: SocketAddr) -> Result<f64> {
     admin::metric(admin, "p2psip_messages_forwarded_total{message=\"store_req\"}")
 }
 
-/// Waits for the sink's next messages: how many arrived.
+/// Waits for the sink's next messages: how many arrived. The link's
+/// liveness reports are not messages (this end sends no keepalives).
 async fn receive(sink: &mut End, limit: Duration) -> Result<u64> {
-    match tokio::time::timeout(limit, sink.events.recv()).await {
-        Ok(Some(LinkEvent::Message { .. })) => {
-            let mut n = 1;
-            loop {
-                match sink.events.try_recv() {
-                    Ok(LinkEvent::Message { .. }) => n += 1,
-                    Ok(LinkEvent::Closed { why, .. }) => bail!("the peer closed the sink's link: {why}"),
-                    Err(_) => return Ok(n),
-                }
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut n = 0;
+    loop {
+        let event = if n == 0 {
+            match tokio::time::timeout_at(deadline, sink.events.recv()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => bail!("the sink's link ended"),
+                Err(_) => bail!("nothing forwarded for {limit:?}: the peer dropped messages"),
             }
+        } else {
+            match sink.events.try_recv() {
+                Ok(event) => event,
+                Err(_) => return Ok(n),
+            }
+        };
+        match event {
+            LinkEvent::Message { .. } => n += 1,
+            LinkEvent::Closed { why, .. } => bail!("the peer closed the sink's link: {why}"),
+            LinkEvent::Idle { .. } | LinkEvent::Silent { .. } | LinkEvent::Resumed { .. } => {}
         }
-        Ok(Some(LinkEvent::Closed { why, .. })) => bail!("the peer closed the sink's link: {why}"),
-        Ok(None) => bail!("the sink's link ended"),
-        Err(_) => bail!("nothing forwarded for {limit:?}: the peer dropped messages"),
     }
 }

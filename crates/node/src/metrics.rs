@@ -94,6 +94,7 @@ pub(crate) struct Metrics {
     hops: MethodHistograms,
     link_failures: Family<DirectionLabels, Counter>,
     links_lost: Counter,
+    links_silent: Counter,
     messages_sent: Counter,
     bytes_sent: Counter,
     maintenance_bytes_sent: Counter,
@@ -121,6 +122,7 @@ impl Metrics {
             hops: Family::new_with_constructor(hops_histogram),
             link_failures: Family::default(),
             links_lost: Counter::default(),
+            links_silent: Counter::default(),
             messages_sent: Counter::default(),
             bytes_sent: Counter::default(),
             maintenance_bytes_sent: Counter::default(),
@@ -174,8 +176,13 @@ impl Metrics {
         );
         r.register(
             "links_lost",
-            "Links to the first successor or predecessor that the other end closed without a Leave: a crashed process, a reset (a neighbour that falls silent is not counted)",
+            "Links to the first successor or predecessor lost without a Leave: closed by the other end (a crashed process, a reset) or silent (no acknowledgement for 2 s: a frozen process, a cut cable)",
             m.links_lost.clone(),
+        );
+        r.register(
+            "links_silent",
+            "Links taken out of the routing table because the peer stopped acknowledging Data frames (RFC 6940 §6.6.5)",
+            m.links_silent.clone(),
         );
         r.register(
             "messages_sent",
@@ -231,6 +238,11 @@ impl Metrics {
     /// A link to a routing neighbour closed without the neighbour leaving.
     pub(crate) fn link_lost(&self) {
         self.links_lost.inc();
+    }
+
+    /// A link whose peer stopped acknowledging (§6.6.5).
+    pub(crate) fn link_silent(&self) {
+        self.links_silent.inc();
     }
 
     pub(crate) fn observe(&self, observation: Observation) {

@@ -1047,24 +1047,45 @@ impl<T: Topology + Tables> Driver<T> {
         match event {
             // Events of a link that was replaced or closed are ignored.
             LinkEvent::Message { link, peer, bytes } => {
-                if self.links.get(&peer).is_some_and(|h| h.id == link) {
+                if self.is_current(link, &peer) {
                     self.engine.receive(now, peer, &bytes);
                 }
             }
-            LinkEvent::Closed { link, peer, why } => {
-                if self.links.get(&peer).is_none_or(|h| h.id != link) {
+            LinkEvent::Idle { link, peer } => {
+                if self.is_current(link, &peer) {
+                    self.engine.keepalive(now, peer);
+                }
+            }
+            LinkEvent::Silent { link, peer, waited_ms } => {
+                if !self.is_current(link, &peer) {
                     return;
                 }
-                // A neighbour that leaves sends a Leave first (§10.9) to its
-                // first successor and predecessor at least, which drop it
-                // from their tables before its link closes; if our first
-                // successor or predecessor goes without one, it is lost.
-                // (Further entries may not have been told, and fingers
-                // never are, so their closing proves nothing.)
-                let chord = self.engine.topology();
-                let neighbour =
-                    chord.successors().first() == Some(&peer) || chord.predecessors().first() == Some(&peer);
-                if neighbour {
+                let role = if self.is_first_neighbour(&peer) {
+                    self.metrics.link_lost();
+                    "neighbour"
+                } else {
+                    "peer"
+                };
+                self.metrics.link_silent();
+                tracing::warn!(
+                    "{role} {} has not acknowledged for {:.1} s: out of the routing table; its link stays open {} s in case it comes back",
+                    peer.to_hex(),
+                    waited_ms as f64 / 1000.0,
+                    overlay::link_liveness::RETAIN_SILENT_MS / 1000
+                );
+                self.engine.link_down(now, peer);
+            }
+            LinkEvent::Resumed { link, peer } => {
+                if self.is_current(link, &peer) {
+                    tracing::info!("{} acknowledges again: back in the routing table", peer.to_hex());
+                    self.engine.link_resumed(now, peer);
+                }
+            }
+            LinkEvent::Closed { link, peer, why } => {
+                if !self.is_current(link, &peer) {
+                    return;
+                }
+                if self.is_first_neighbour(&peer) {
                     self.metrics.link_lost();
                     tracing::warn!("lost the link to neighbour {}: {why}", peer.to_hex());
                 } else {
@@ -1074,6 +1095,23 @@ impl<T: Topology + Tables> Driver<T> {
                 self.engine.link_down(now, peer);
             }
         }
+    }
+
+    /// Whether `link` is the one this peer uses to reach `peer` (not one
+    /// that was replaced or closed).
+    fn is_current(&self, link: u64, peer: &NodeId) -> bool {
+        self.links.get(peer).is_some_and(|h| h.id == link)
+    }
+
+    /// A neighbour that leaves sends a Leave first (§10.9) to its first
+    /// successor and predecessor at least, which drop it from their tables
+    /// before its link closes; if one of those goes without a Leave (its
+    /// link closes or falls silent), it is lost. Further entries may not
+    /// have been told, and fingers never are, so losing them proves
+    /// nothing.
+    fn is_first_neighbour(&self, peer: &NodeId) -> bool {
+        let chord = self.engine.topology();
+        chord.successors().first() == Some(peer) || chord.predecessors().first() == Some(peer)
     }
 
     /// Takes the users of `users/` as they are now: new ones are served at

@@ -15,6 +15,7 @@
 //! from seeded generators, and outputs are [`node::Action`]s for a driver.
 
 pub mod config;
+pub mod link_liveness;
 pub mod node;
 pub mod ring;
 pub mod security;

@@ -199,6 +199,9 @@ enum Purpose {
         token: u64,
         bootstrap: ProbeLink,
     },
+    /// A link's keepalive: sent once, its answer and its loss ignored
+    /// (the link layer judges the peer by the ACK).
+    Keepalive,
 }
 
 impl Purpose {
@@ -970,6 +973,34 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.after_event(now);
     }
 
+    /// RFC 6940 §6.6.5: the link to `peer` carried nothing for a while
+    /// and its link layer needs something the peer acknowledges, to tell
+    /// a live peer from a silent one (see [`crate::link_liveness`]). A
+    /// Ping (§6.5.3) to the neighbour itself goes over that link and
+    /// nowhere else; it is never retransmitted. A link the engine does not
+    /// use (not up yet, or taken out as silent) gets none.
+    pub fn keepalive(&mut self, now: u64, peer: NodeId) {
+        if !self.links.contains(&peer) {
+            return;
+        }
+        let body = Body::PingReq(reload_wire::PingReq::default());
+        self.originate(now, vec![Destination::Node(peer)], &body, Purpose::Keepalive);
+        self.after_event(now);
+    }
+
+    /// RFC 6940 §6.6.5: the link to `peer`, taken out of the routing
+    /// table because it stopped acknowledging ([`link_down`](Self::link_down)),
+    /// acknowledges again: the failure was transient. The peer goes back
+    /// into the routing table as one we attached to, and is sent an
+    /// Update (§10.7.4.3) so both ends agree on the ring as it is now; the
+    /// peer itself may not know it was missed (a process that was stopped
+    /// saw no time pass).
+    pub fn link_resumed(&mut self, now: u64, peer: NodeId) {
+        self.links.insert(peer);
+        self.topology.on_link_up(now, peer, true, true, &mut self.commands);
+        self.after_event(now);
+    }
+
     /// Opening a link failed. `peer` is `None` for a bootstrap address.
     pub fn link_failed(&mut self, now: u64, peer: Option<NodeId>) {
         match peer {
@@ -1698,6 +1729,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.topology.on_answer(now, token, Err(failure), &mut self.commands);
                 }
             },
+            Purpose::Keepalive => {}
             Purpose::Probe { token, bootstrap } => {
                 let responder = outcome.map(|_| from);
                 self.topology
@@ -2125,6 +2157,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 continue;
             };
             if o.deadline != t {
+                continue;
+            }
+            if matches!(o.purpose, Purpose::Keepalive) {
+                self.outstanding.remove(&tid);
                 continue;
             }
             if o.transmissions > self.config.max_retransmits {

@@ -688,6 +688,93 @@ fn an_unanswered_request_is_sent_five_times_then_times_out() {
     assert!(net.now - start >= 15_000);
 }
 
+/// RFC 6940 §6.6.5: a link asks for a keepalive; the engine sends one
+/// Ping over that very link to the neighbour, which answers it. A lost
+/// keepalive is not retransmitted (the link judges the peer by the ACK)
+/// and fails nothing; a peer the engine has no link to gets none.
+#[test]
+fn a_keepalive_is_one_ping_over_the_link_answered_by_the_neighbour() {
+    let mut net = Net::ring(&IDS[..3]);
+    let ctx = config().decode_context().unwrap();
+    let neighbour = net.nodes[2].node_id();
+    let pings = |net: &Net, code: MessageCode| {
+        net.sent
+            .iter()
+            .filter_map(|(from, to, b)| Message::decode(b, &ctx).ok().map(|m| (*from, *to, m)))
+            .filter(|(_, _, m)| m.message_contents.message_code == code)
+            .map(|(from, to, _)| (from, to))
+            .collect::<Vec<_>>()
+    };
+    net.sent.clear();
+    net.nodes[1].keepalive(net.now, neighbour);
+    net.pump();
+    assert_eq!(pings(&net, MessageCode::PING_REQ), vec![(1, neighbour)]);
+    assert_eq!(pings(&net, MessageCode::PING_ANS), vec![(2, net.nodes[1].node_id())]);
+
+    net.drop_to = Some(neighbour);
+    net.sent.clear();
+    let timeouts = net.nodes[1].stats().timeouts;
+    net.nodes[1].keepalive(net.now, neighbour);
+    net.pump();
+    net.advance(20_000);
+    assert_eq!(pings(&net, MessageCode::PING_REQ), vec![(1, neighbour)], "sent once");
+    assert_eq!(net.nodes[1].stats().timeouts, timeouts);
+    assert!(!net.events.iter().any(|(_, e)| matches!(e, Event::Done { .. })));
+
+    net.drop_to = None;
+    net.nodes[1].link_down(net.now, neighbour);
+    net.pump();
+    net.sent.clear();
+    net.nodes[1].keepalive(net.now, neighbour);
+    net.pump();
+    assert!(pings(&net, MessageCode::PING_REQ).is_empty(), "no link, no keepalive");
+}
+
+/// RFC 6940 §6.6.5: a peer that stops acknowledging (a stopped process)
+/// is taken out of every routing table; its neighbours close the ring
+/// without it and its successor answers for its values. When it
+/// acknowledges again its links resume and it is back in the ring,
+/// though it saw no time pass and sends nothing of its own accord.
+#[test]
+fn a_peer_silent_for_a_while_is_routed_around_then_taken_back() {
+    let mut net = Net::ring(&IDS);
+    net.advance(2_000);
+    let frozen = 3;
+    let id = net.nodes[frozen].node_id();
+    let rid = net.nodes[frozen].resource_id(net.users[frozen].as_bytes());
+    let req = net.store_own(frozen, b"kept");
+    assert!(matches!(net.done(frozen, req).0, Ok(Body::StoreAns(_))));
+    net.crash(frozen);
+    net.detect(frozen);
+    net.advance(5_000);
+    for (i, n) in net.nodes.iter().enumerate().filter(|(i, _)| *i != frozen) {
+        assert!(!n.topology().neighbors().contains(&id), "node {i} still lists it");
+    }
+    assert_eq!(
+        net.nodes[2].topology().successors().first(),
+        Some(&net.nodes[4].node_id())
+    );
+    let fetch = net.nodes[0].fetch(net.now, fetch_single(&rid));
+    net.pump();
+    let (outcome, responder) = net.done_by(0, fetch);
+    assert!(matches!(outcome, Ok(Body::FetchAns(_))), "{outcome:?}");
+    assert_ne!(responder, id, "a replica answers");
+
+    net.silent.clear();
+    let now = net.now;
+    for j in (0..net.nodes.len()).filter(|j| *j != frozen) {
+        net.nodes[j].link_resumed(now, id);
+    }
+    net.pump();
+    net.advance(1_000);
+    assert_eq!(net.nodes[2].topology().successors().first(), Some(&id));
+    assert_eq!(net.nodes[4].topology().predecessors().first(), Some(&id));
+    let fetch = net.nodes[0].fetch(net.now, fetch_single(&rid));
+    net.pump();
+    let (outcome, _) = net.done_by(0, fetch);
+    assert!(matches!(outcome, Ok(Body::FetchAns(_))), "{outcome:?}");
+}
+
 #[test]
 fn a_retransmitted_store_gets_the_same_answer() {
     // §6.2.1: "Receiving nodes MUST generate semantically equivalent

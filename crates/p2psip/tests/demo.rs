@@ -1,6 +1,8 @@
 //! `p2psip demo` as a living overlay (issue 32): a peer killed with
 //! SIGKILL is reported, the other peers go on serving calls, and
-//! `p2psip demo restart` brings the dead one back into the ring.
+//! `p2psip demo restart` brings the dead one back into the ring. A peer
+//! that freezes (SIGSTOP: its links stay open and say nothing) is routed
+//! around within seconds and taken back when it thaws (issue 33).
 
 mod common;
 mod phones;
@@ -46,23 +48,7 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     let node_ids: Vec<&str> = peers.iter().map(|p| p["node_id"].as_str().unwrap()).collect();
     let accounts = file["accounts"].as_array().unwrap();
 
-    // Which peer holds each account's registration (its responsible peer).
-    let holder: Vec<usize> = USERS
-        .iter()
-        .map(|u| {
-            let r: node::peer::Responsible =
-                get(admin(0), &format!("/responsible/{u}@{DOMAIN}")).expect("GET /responsible answers");
-            node_ids.iter().position(|id| *id == r.peer.node_id).unwrap()
-        })
-        .collect();
-    let served_at = |j: usize| accounts[j]["peer"].as_u64().unwrap() as usize;
-    let callee = (0..USERS.len())
-        .find(|&j| holder[j] != served_at(j))
-        .expect("some account's registration lives away from its own peer");
-    let victim = holder[callee];
-    let caller = (0..USERS.len())
-        .find(|&j| j != callee && served_at(j) != victim && served_at(j) != served_at(callee))
-        .expect("a caller served by a third peer");
+    let (callee, caller, victim) = callee_held_elsewhere(&file, &USERS);
     let registrar = |j: usize| -> SocketAddr { accounts[j]["registrar"].as_str().unwrap().parse().unwrap() };
 
     let scenarios = Scenarios::new(&dir.with_extension("scenarios"), DOMAIN);
@@ -149,5 +135,121 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     for p in &all {
         let log = std::fs::read_to_string(&p.log).unwrap();
         assert!(!log.contains("Error_Data_Too_Old"), "a store raced another:\n{log}");
+    }
+}
+
+/// Which account is the callee: one whose registration is held by a
+/// peer (its responsible peer) that serves neither it nor the caller.
+/// Returns (callee, caller, holder).
+fn callee_held_elsewhere(file: &serde_json::Value, users: &[&str]) -> (usize, usize, usize) {
+    let peers = file["peers"].as_array().unwrap();
+    let admin: SocketAddr = peers[0]["admin"].as_str().unwrap().parse().unwrap();
+    let node_ids: Vec<&str> = peers.iter().map(|p| p["node_id"].as_str().unwrap()).collect();
+    let accounts = file["accounts"].as_array().unwrap();
+    let holder: Vec<usize> = users
+        .iter()
+        .map(|u| {
+            let r: node::peer::Responsible =
+                get(admin, &format!("/responsible/{u}@{DOMAIN}")).expect("GET /responsible answers");
+            node_ids.iter().position(|id| *id == r.peer.node_id).unwrap()
+        })
+        .collect();
+    let served_at = |j: usize| accounts[j]["peer"].as_u64().unwrap() as usize;
+    let callee = (0..users.len())
+        .find(|&j| holder[j] != served_at(j))
+        .expect("some account's registration lives away from its own peer");
+    let caller = (0..users.len())
+        .find(|&j| j != callee && served_at(j) != holder[callee] && served_at(j) != served_at(callee))
+        .expect("a caller served by a third peer");
+    (callee, caller, holder[callee])
+}
+
+/// Issue 33: eight peers; the peer holding a callee's registration is
+/// stopped with SIGSTOP, so its TCP links stay open and carry nothing
+/// (a frozen machine, a cut cable). Its links stop acknowledging the
+/// keepalives (RFC 6940 §6.6.5): within 10 s the seven others form a
+/// ring without it and 100 calls to the callee all succeed (a replica
+/// answers). SIGCONT, and the ring is whole again with the peer in it.
+#[test]
+fn a_frozen_peer_is_routed_around_and_taken_back_when_it_thaws() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    const EIGHT: [&str; 8] = ["alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi"];
+    let users = EIGHT.join(",");
+    let Demo {
+        procs: _demo,
+        dir,
+        file,
+        ..
+    } = Demo::start("demo-frozen", &["--peers", "8", "--users", &users]);
+    let peers = file["peers"].as_array().unwrap();
+    let all: Vec<Peer> = peers
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Peer {
+            child: 0,
+            admin: p["admin"].as_str().unwrap().parse().unwrap(),
+            listen: p["reload"].as_str().unwrap().parse().unwrap(),
+            log: dir.join(format!("peer{i}/peer.log")),
+        })
+        .collect();
+    let refs: Vec<&Peer> = all.iter().collect();
+    wait_consistent(&refs, Duration::from_secs(30), "eight peers");
+    let (callee, caller, frozen) = callee_held_elsewhere(&file, &EIGHT);
+    let accounts = file["accounts"].as_array().unwrap();
+    let registrar = |j: usize| -> SocketAddr { accounts[j]["registrar"].as_str().unwrap().parse().unwrap() };
+    let scenarios = Scenarios::new(&dir.with_extension("scenarios"), DOMAIN);
+    let (caller_port, callee_port) = (free_port(), free_port());
+    scenarios.register_at(registrar(caller), caller_port, EIGHT[caller], "p2psip-demo");
+    scenarios.register_at(registrar(callee), callee_port, EIGHT[callee], "p2psip-demo");
+    let phones = Phones {
+        scenarios,
+        caller: (registrar(caller), caller_port, EIGHT[caller].into()),
+        callee: (registrar(callee), callee_port, EIGHT[callee].into()),
+    };
+    phones.run(
+        Some("uas_call"),
+        "uac_call",
+        EIGHT[callee],
+        5,
+        "calls before the freeze",
+    );
+
+    let pid = peers[frozen]["pid"].as_u64().unwrap().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let thaw = Thaw(pid.clone());
+    let others: Vec<&Peer> = (0..8).filter(|i| *i != frozen).map(|i| &all[i]).collect();
+    let took = wait_consistent(&others, Duration::from_secs(10), "seven peers around the frozen one");
+    eprintln!("the ring closed around the frozen peer in {took:?}");
+    phones.run(
+        Some("uas_call"),
+        "uac_call",
+        EIGHT[callee],
+        100,
+        "calls while the registration's peer is frozen",
+    );
+    let lost: f64 = others
+        .iter()
+        .map(|p| metric(p.admin, "p2psip_links_silent_total"))
+        .sum();
+    assert!(
+        lost >= 2.0,
+        "at least its two ring neighbours found its links silent ({lost})"
+    );
+
+    drop(thaw);
+    let back = wait_consistent(&refs, Duration::from_secs(30), "eight peers after the thaw");
+    eprintln!("the thawed peer was back in the ring after {back:?}");
+    phones.run(Some("uas_call"), "uac_call", EIGHT[callee], 5, "calls after the thaw");
+}
+
+/// Sends SIGCONT when dropped, so a failing test leaves no stopped peer
+/// (which its demo could not stop).
+struct Thaw(String);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
     }
 }

@@ -1,186 +1,48 @@
-//! Overlay links: TLS over TCP with the framing header, no ICE — RFC 6940
-//! §6.6.2 and §6.6.5 ("TLS/TCP with FH, No-ICE").
-//!
-//! Both ends present their enrollment certificate and both check the
-//! other's: it must chain to a root-cert of the configuration, be valid
-//! now, carry a Node-ID of this overlay and none on the bad-node list
-//! (§11.3, §11.1). A refused certificate fails the handshake and the
-//! reason is logged. TLS 1.3 only.
+//! A link's life once its TLS handshake is done: Data and ACK frames
+//! (RFC 6940 §6.6.2), and whether the peer still answers (§6.6.5, see
+//! [`overlay::link_liveness`]).
 
-use crate::pki::{cert_info, PkiError, TrustStore};
+use overlay::link_liveness::{LinkLiveness, LivenessSignal};
 use reload_wire::framing::{encode_data, FrameDecoder, ReceivedWindow};
 use reload_wire::{DecodeContext, FramedMessage, NodeId, Writer};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-
-/// Time allowed for TCP connect plus TLS handshake.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Messages queued for one link before new ones are dropped (end-to-end
-/// retransmission recovers them, §6.2.1).
-pub const LINK_QUEUE: usize = 1024;
-
-/// Judges overlay certificates for both ends of a TLS link.
-#[derive(Debug)]
-pub struct OverlayCertVerifier {
-    trust: TrustStore,
-    provider: Arc<rustls::crypto::CryptoProvider>,
-}
-
-impl OverlayCertVerifier {
-    pub fn new(trust: TrustStore) -> Self {
-        OverlayCertVerifier {
-            trust,
-            provider: crate::enrollment::crypto_provider(),
-        }
-    }
-
-    fn check(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<(), rustls::Error> {
-        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
-        self.trust
-            .verify(end_entity, intermediates, now)
-            .map(|_| ())
-            .map_err(|e| {
-                rustls::Error::InvalidCertificate(match e {
-                    PkiError::Expired => CertificateError::Expired,
-                    PkiError::Untrusted(_) => CertificateError::UnknownIssuer,
-                    other => CertificateError::Other(OtherError(Arc::new(other))),
-                })
-            })
-    }
-}
-
-impl ServerCertVerifier for OverlayCertVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates, now)
-            .map(|_| ServerCertVerified::assertion())
-    }
-
-    /// Links negotiate TLS 1.3 only, so this is not reached; it verifies
-    /// properly rather than fail with a misleading reason.
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-impl ClientCertVerifier for OverlayCertVerifier {
-    fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &[]
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<ClientCertVerified, rustls::Error> {
-        self.check(end_entity, intermediates, now)
-            .map(|_| ClientCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        ServerCertVerifier::verify_tls12_signature(self, message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        ServerCertVerifier::verify_tls13_signature(self, message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        ServerCertVerifier::supported_verify_schemes(self)
-    }
-}
-
-/// TLS configurations for both directions, with SSLKEYLOGFILE honoured.
-pub struct LinkTls {
-    pub acceptor: tokio_rustls::TlsAcceptor,
-    pub connector: tokio_rustls::TlsConnector,
-    pub trust: TrustStore,
-}
-
-impl LinkTls {
-    pub fn new(trust: TrustStore, cert: Vec<u8>, key: PrivateKeyDer<'static>) -> Result<Self, rustls::Error> {
-        let provider = crate::enrollment::crypto_provider();
-        let verifier = Arc::new(OverlayCertVerifier::new(trust.clone()));
-        let chain = vec![CertificateDer::from(cert)];
-        let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .with_client_cert_verifier(verifier.clone())
-            .with_single_cert(chain.clone(), key.clone_key())?;
-        server.key_log = Arc::new(rustls::KeyLogFile::new());
-        let mut client = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(verifier)
-            .with_client_auth_cert(chain, key)?;
-        client.key_log = Arc::new(rustls::KeyLogFile::new());
-        Ok(LinkTls {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
-            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
-            trust,
-        })
-    }
-
-    /// The Node-IDs of the certificate the other end presented.
-    pub fn peer_node_ids(&self, certs: Option<&[CertificateDer<'_>]>) -> Vec<NodeId> {
-        certs
-            .and_then(|c| c.first())
-            .and_then(|c| cert_info(c, &self.trust.overlay, self.trust.node_id_length).ok())
-            .map(|i| i.node_ids)
-            .unwrap_or_default()
-    }
-}
+use tokio::time::Instant;
 
 /// What a link task reports to the peer's engine task.
 #[derive(Debug)]
 pub enum LinkEvent {
-    Message { link: u64, peer: NodeId, bytes: Vec<u8> },
-    Closed { link: u64, peer: NodeId, why: String },
+    Message {
+        link: u64,
+        peer: NodeId,
+        bytes: Vec<u8>,
+    },
+    /// The link carried nothing for a while: the engine should send a
+    /// keepalive over it ([`overlay::OverlayNode::keepalive`]).
+    Idle {
+        link: u64,
+        peer: NodeId,
+    },
+    /// A Data frame waited `waited_ms` for its ACK: the peer is taken
+    /// out of the routing table; the connection stays open in case it
+    /// comes back (§6.6.5).
+    Silent {
+        link: u64,
+        peer: NodeId,
+        waited_ms: u64,
+    },
+    /// A link reported silent is acknowledging again.
+    Resumed {
+        link: u64,
+        peer: NodeId,
+    },
+    Closed {
+        link: u64,
+        peer: NodeId,
+        why: String,
+    },
 }
 
 /// The largest message a Data frame carries: its length is 24 bits
@@ -190,60 +52,18 @@ const MAX_FRAMED_MESSAGE: usize = 0xff_ffff;
 
 /// Queued messages are gathered into one write up to about this many
 /// bytes.
-const BATCH_BYTES: usize = 64 * 1024;
+pub(super) const BATCH_BYTES: usize = 64 * 1024;
 
 /// Room for each read from a link: one TLS record's plaintext.
 const READ_ROOM: usize = 16 * 1024;
 
-/// The TCP stream a link's TLS runs over: TLS records are gathered in a
-/// buffer and reach the socket when the link flushes, so a batch of
-/// messages costs one system call. `run_link` flushes after every batch
-/// and every ACK.
-pub type LinkTcp = tokio::io::BufWriter<tokio::net::TcpStream>;
-
-fn link_tcp(tcp: tokio::net::TcpStream) -> LinkTcp {
-    tokio::io::BufWriter::with_capacity(BATCH_BYTES + 4096, tcp)
-}
-
-impl LinkTls {
-    /// The TLS handshake of a link we dial. A failed handshake still
-    /// sends its alert: the buffer under TLS is flushed, so the other end
-    /// logs why (say, UnknownCA) rather than a bare end of stream.
-    pub async fn connect(
-        &self,
-        name: ServerName<'static>,
-        tcp: tokio::net::TcpStream,
-    ) -> std::io::Result<tokio_rustls::client::TlsStream<LinkTcp>> {
-        match self.connector.connect(name, link_tcp(tcp)).into_fallible().await {
-            Ok(stream) => Ok(stream),
-            Err((e, mut io)) => {
-                let _ = io.flush().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// The TLS handshake of a link we accept; see [`LinkTls::connect`].
-    pub async fn accept(
-        &self,
-        tcp: tokio::net::TcpStream,
-    ) -> std::io::Result<tokio_rustls::server::TlsStream<LinkTcp>> {
-        match self.acceptor.accept(link_tcp(tcp)).into_fallible().await {
-            Ok(stream) => Ok(stream),
-            Err((e, mut io)) => {
-                let _ = io.flush().await;
-                Err(e)
-            }
-        }
-    }
-}
-
 /// Runs one established link until it fails or `outgoing` closes: frames
 /// outgoing messages as Data (§6.6.4), acknowledges every Data received
 /// (one write for all the frames a read brought, after the engine had its
-/// turn), reports each message.
-/// Every write is flushed; over a [`LinkTcp`] several frames go out in one
-/// system call.
+/// turn), reports each message, and watches whether the peer still
+/// acknowledges (§6.6.5), also while a write waits on a full socket.
+/// Every write is flushed; over a [`super::LinkTcp`] several frames go
+/// out in one system call.
 pub async fn run_link<S, E>(
     link: u64,
     peer: NodeId,
@@ -259,6 +79,13 @@ pub async fn run_link<S, E>(
     let mut decoder = FrameDecoder::new();
     let mut window = ReceivedWindow::new();
     let mut frames = DataFrames { sequence: 0 };
+    let mut watch = Watch {
+        link,
+        peer,
+        epoch: Instant::now(),
+        liveness: LinkLiveness::new(0),
+        events,
+    };
     let why = loop {
         tokio::select! {
             read = rd.read_buf(decoder.input(READ_ROOM)) => {
@@ -267,20 +94,28 @@ pub async fn run_link<S, E>(
                     Ok(_) => {}
                     Err(e) => break e.to_string(),
                 };
+                let now = watch.now();
                 let mut acks = Writer::new();
                 loop {
                     match decoder.next_frame(&ctx) {
                         Ok(Some(FramedMessage::Data { sequence, message })) => {
+                            watch.liveness.data_received(now);
                             window.on_data(sequence).encode(&mut acks);
-                            if events.send(LinkEvent::Message { link, peer, bytes: message }.into()).await.is_err() {
+                            if !watch.report(LinkEvent::Message { link, peer, bytes: message }).await {
                                 return;
                             }
                         }
-                        Ok(Some(FramedMessage::Ack { .. })) => {}
+                        Ok(Some(FramedMessage::Ack { ack_sequence, .. })) => {
+                            if watch.liveness.ack_received(now, ack_sequence).is_some()
+                                && !watch.report(LinkEvent::Resumed { link, peer }).await
+                            {
+                                return;
+                            }
+                        }
                         Ok(None) => break,
                         Err(e) => {
                             // A broken frame stream cannot be resynchronised.
-                            let _ = events.send(LinkEvent::Closed { link, peer, why: format!("malformed frame: {e}") }.into()).await;
+                            watch.report(LinkEvent::Closed { link, peer, why: format!("malformed frame: {e}") }).await;
                             return;
                         }
                     }
@@ -303,16 +138,11 @@ pub async fn run_link<S, E>(
                     // write first.
                     tokio::task::yield_now().await;
                     tokio::task::yield_now().await;
-                    let written = match acks.finish() {
-                        Ok(bytes) => wr.write_all(&bytes).await,
-                        Err(_) => Ok(()),
-                    };
-                    let sent = match written {
-                        Ok(()) => frames.write(&mut wr, outgoing.try_recv().ok(), &mut outgoing).await,
-                        Err(e) => Err(e),
-                    };
-                    if let Err(e) = sent {
-                        break e.to_string();
+                    let mut batch: Vec<Vec<u8>> = acks.finish().into_iter().collect();
+                    let first = outgoing.try_recv().ok();
+                    frames.take(first, &mut outgoing, &mut watch, &mut batch);
+                    if let Err(why) = watch.write(&mut wr, &batch).await {
+                        break why;
                     }
                 }
             }
@@ -321,13 +151,95 @@ pub async fn run_link<S, E>(
                     let _ = wr.shutdown().await;
                     return;
                 };
-                if let Err(e) = frames.write(&mut wr, Some(first), &mut outgoing).await {
-                    break e.to_string();
+                let mut batch = Vec::new();
+                frames.take(Some(first), &mut outgoing, &mut watch, &mut batch);
+                if let Err(why) = watch.write(&mut wr, &batch).await {
+                    break why;
+                }
+            }
+            () = tokio::time::sleep_until(watch.deadline()) => {
+                if let Err(why) = watch.on_timer().await {
+                    break why;
                 }
             }
         }
     };
-    let _ = events.send(LinkEvent::Closed { link, peer, why }.into()).await;
+    watch.report(LinkEvent::Closed { link, peer, why }).await;
+}
+
+/// A link's liveness (§6.6.5) on the link's own monotonic clock, and the
+/// channel its findings go out on.
+struct Watch<E> {
+    link: u64,
+    peer: NodeId,
+    epoch: Instant,
+    liveness: LinkLiveness,
+    events: mpsc::Sender<E>,
+}
+
+impl<E: From<LinkEvent>> Watch<E> {
+    /// Milliseconds since the link came up.
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn deadline(&self) -> Instant {
+        let far = Instant::now() + Duration::from_secs(3600);
+        self.epoch
+            .checked_add(Duration::from_millis(self.liveness.poll_timeout()))
+            .map_or(far, |d| d.min(far))
+    }
+
+    /// False once the engine is gone.
+    async fn report(&self, event: LinkEvent) -> bool {
+        self.events.send(event.into()).await.is_ok()
+    }
+
+    /// What the liveness timer found; `Err` closes the link.
+    async fn on_timer(&mut self) -> Result<(), String> {
+        let (link, peer) = (self.link, self.peer);
+        let event = match self.liveness.handle_timeout(self.now()) {
+            None => return Ok(()),
+            Some(LivenessSignal::Dead) => {
+                return Err(format!(
+                    "no acknowledgement for {} s",
+                    overlay::link_liveness::RETAIN_SILENT_MS / 1000
+                ))
+            }
+            Some(LivenessSignal::Keepalive) => LinkEvent::Idle { link, peer },
+            Some(LivenessSignal::Silent { waited_ms }) => LinkEvent::Silent { link, peer, waited_ms },
+            Some(LivenessSignal::Resumed) => LinkEvent::Resumed { link, peer },
+        };
+        if self.report(event).await {
+            Ok(())
+        } else {
+            Err("the peer is stopping".into())
+        }
+    }
+
+    /// Writes `frames`, each its own TLS record (what a dissector reading
+    /// one frame per record expects) into the buffer under TLS, then
+    /// flushes them in one go. A peer that stops reading fills the socket
+    /// and the write waits; the liveness timer runs meanwhile, so the
+    /// peer is still found silent, and dead.
+    async fn write<W: tokio::io::AsyncWrite + Unpin>(&mut self, wr: &mut W, frames: &[Vec<u8>]) -> Result<(), String> {
+        if frames.is_empty() {
+            return Ok(());
+        }
+        let written = async {
+            for frame in frames {
+                wr.write_all(frame).await?;
+            }
+            wr.flush().await
+        };
+        tokio::pin!(written);
+        loop {
+            tokio::select! {
+                done = &mut written => return done.map_err(|e| e.to_string()),
+                () = tokio::time::sleep_until(self.deadline()) => self.on_timer().await?,
+            }
+        }
+    }
 }
 
 /// The sending side of a link's Data frames (§6.6.4): each connection
@@ -337,18 +249,18 @@ struct DataFrames {
 }
 
 impl DataFrames {
-    /// Writes `first` and whatever else is queued, up to [`BATCH_BYTES`],
-    /// then flushes. Under load several messages wait; each goes out as its
-    /// own TLS record (what a dissector reading one frame per record
-    /// expects) into the buffer under TLS, and one flush sends them all:
-    /// one system call instead of one each (most of a forwarding peer's
-    /// time).
-    async fn write<W: tokio::io::AsyncWrite + Unpin>(
+    /// Frames `first` and whatever else is queued, up to [`BATCH_BYTES`],
+    /// into `batch`, each noted as sent. Under load several messages wait
+    /// and one flush sends them all: one system call instead of one each
+    /// (most of a forwarding peer's time).
+    fn take<E>(
         &mut self,
-        wr: &mut W,
         first: Option<Vec<u8>>,
         outgoing: &mut mpsc::Receiver<Vec<u8>>,
-    ) -> std::io::Result<()> {
+        watch: &mut Watch<E>,
+        batch: &mut Vec<Vec<u8>>,
+    ) {
+        let now = watch.epoch.elapsed().as_millis() as u64;
         let mut next = first;
         let mut batched = 0;
         while let Some(message) = next.take() {
@@ -357,21 +269,22 @@ impl DataFrames {
                 let mut w = Writer::with_capacity(message.len() + 8);
                 encode_data(&mut w, self.sequence, &message);
                 if let Ok(frame) = w.finish() {
-                    wr.write_all(&frame).await?;
+                    watch.liveness.data_sent(now, self.sequence);
                     batched += frame.len();
+                    batch.push(frame);
                 }
             }
             if batched < BATCH_BYTES {
                 next = outgoing.try_recv().ok();
             }
         }
-        wr.flush().await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::link::LINK_QUEUE;
 
     /// Messages queued while the link is busy go out in one batch, each its
     /// own Data frame with the next sequence number (§6.6.4). A message
@@ -418,7 +331,7 @@ mod tests {
             } => {
                 assert_eq!((link, from, bytes.as_slice()), (9, peer, &b"hello"[..]));
             }
-            LinkEvent::Closed { why, .. } => panic!("closed: {why}"),
+            other => panic!("{other:?}"),
         }
         let n = theirs.read(&mut buf).await.unwrap();
         decoder.push(&buf[..n]);
@@ -431,6 +344,68 @@ mod tests {
         );
         drop(out_tx);
         link.await.unwrap();
+    }
+
+    /// RFC 6940 §6.6.5 over a real link task, on tokio's paused clock: an
+    /// idle link asks for a keepalive after 1 s; the keepalive sent and
+    /// not acknowledged, the peer is reported silent 2 s later; an ACK
+    /// brings it back; silent again, the link closes 30 s later.
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_stops_acknowledging_is_silent_then_resumed_then_closed() {
+        let ctx = Arc::new(DecodeContext::new(16, 5000).unwrap());
+        let (ours, mut theirs) = tokio::io::duplex(256 * 1024);
+        let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
+        let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(LINK_QUEUE);
+        let peer = NodeId::from_slice(&[7; 16]).unwrap();
+        let start = Instant::now();
+        let _link = tokio::spawn(run_link(3, peer, ours, ctx.clone(), out_rx, ev_tx));
+        let next = async |ev_rx: &mut mpsc::Receiver<LinkEvent>| {
+            let e = ev_rx.recv().await.unwrap();
+            (e, Instant::now().duration_since(start).as_millis())
+        };
+
+        let (e, at) = next(&mut ev_rx).await;
+        assert!(matches!(e, LinkEvent::Idle { link: 3, .. }), "{e:?}");
+        assert_eq!(at, 1_000);
+        out_tx.send(b"ping".to_vec()).await.unwrap();
+        let (e, at) = next(&mut ev_rx).await;
+        assert!(matches!(e, LinkEvent::Silent { waited_ms: 2_000, .. }), "{e:?}");
+        assert_eq!(at, 3_000, "noticed within 3 s");
+
+        let ack = FramedMessage::Ack {
+            ack_sequence: 1,
+            received: 0,
+        }
+        .to_bytes()
+        .unwrap();
+        theirs.write_all(&ack).await.unwrap();
+        let (e, _) = next(&mut ev_rx).await;
+        assert!(matches!(e, LinkEvent::Resumed { link: 3, .. }), "{e:?}");
+
+        out_tx.send(b"ping again".to_vec()).await.unwrap();
+        let (e, silent_at) = next(&mut ev_rx).await;
+        assert!(matches!(e, LinkEvent::Silent { .. }), "{e:?}");
+        let (e, closed_at) = next(&mut ev_rx).await;
+        match e {
+            LinkEvent::Closed { why, .. } => assert_eq!(why, "no acknowledgement for 30 s"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(closed_at - silent_at, 30_000);
+    }
+
+    /// A peer that stops reading fills the socket and the link's write
+    /// waits; the peer is still found silent and the link closed.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_stuck_on_a_full_socket_does_not_hide_a_silent_peer() {
+        let ctx = Arc::new(DecodeContext::new(16, 500_000).unwrap());
+        let (ours, _theirs) = tokio::io::duplex(1024);
+        let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
+        let (ev_tx, mut ev_rx) = mpsc::channel::<LinkEvent>(LINK_QUEUE);
+        let peer = NodeId::from_slice(&[7; 16]).unwrap();
+        let _link = tokio::spawn(run_link(4, peer, ours, ctx, out_rx, ev_tx));
+        out_tx.send(vec![0; 100_000]).await.unwrap();
+        assert!(matches!(ev_rx.recv().await.unwrap(), LinkEvent::Silent { .. }));
+        assert!(matches!(ev_rx.recv().await.unwrap(), LinkEvent::Closed { .. }));
     }
 
     /// A stream that notes in a shared log, by name, each write it takes.
