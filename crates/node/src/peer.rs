@@ -405,13 +405,15 @@ async fn drive<T: Topology + Tables>(
         let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_peers)
             .await
             .map_err(|source| PeerError::Listen { addr, source })?;
-        let mut secret = [0u8; 32];
-        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret).map_err(|_| {
-            PeerError::Listen {
+        // Digest nonces and the dialog proofs in Record-Routes each get
+        // a secret of their own, new with each run.
+        let (mut secret, mut dialog_secret) = ([0u8; 32], [0u8; 32]);
+        for s in [&mut secret, &mut dialog_secret] {
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), s).map_err(|_| PeerError::Listen {
                 addr,
-                source: std::io::Error::other("no system randomness for digest nonces"),
-            }
-        })?;
+                source: std::io::Error::other("no system randomness for digest nonces and dialog proofs"),
+            })?;
+        }
         let users: Vec<String> = sip_users.keys().cloned().collect();
         let registrar = sip::registrar::Registrar::new(&dir.config.instance_name, sip_users, secret)
             .with_digest_algorithms(&opts.sip_digest);
@@ -435,7 +437,7 @@ async fn drive<T: Topology + Tables>(
         tokio::spawn(crate::sip_server::serve(
             sockets,
             registrar,
-            proxy_seed,
+            (proxy_seed, dialog_secret),
             input_tx.clone(),
             control_rx,
             sip_metrics,

@@ -166,7 +166,7 @@ struct Core {
 pub(crate) async fn serve(
     sockets: SipSockets,
     registrar: Registrar,
-    seed: u64,
+    (seed, dialog_secret): (u64, [u8; 32]),
     overlay: mpsc::Sender<Input>,
     mut control: mpsc::Receiver<SipControl>,
     metrics: SipMetrics,
@@ -187,7 +187,7 @@ pub(crate) async fn serve(
         metrics,
         calls: CallBook::default(),
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
-        proxy: Proxy::new(interfaces, seed),
+        proxy: Proxy::new(interfaces, seed).with_dialog_secret(dialog_secret),
         registers: ServerTransactions::new(),
         udp: udp.clone(),
         connections: HashMap::new(),
@@ -380,7 +380,7 @@ impl Core {
         if message.method() == Some("REGISTER") {
             return self.register(now, message, flow, side).await;
         }
-        let out = self.proxy.on_request(now, message, flow, side, &self.registrar);
+        let out = self.proxy.on_request(now, message, flow, side, &mut self.registrar);
         self.run(out).await;
     }
 

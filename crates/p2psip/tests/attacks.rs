@@ -1,7 +1,9 @@
-//! Attacks on a real peer's SIP side (issue 36, first part): one host
-//! that opens connections and sends nothing cannot lock the phones out
-//! of SIP over TCP, a message that never completes is dropped, and a
-//! flood of malformed datagrams does not flood the log.
+//! Attacks on a real peer's SIP side (issue 36): one host that opens
+//! connections and sends nothing cannot lock the phones out of SIP over
+//! TCP, a message that never completes is dropped, a flood of malformed
+//! datagrams does not flood the log, a made-up dialog relays nothing, a
+//! captured Authorization cannot be replayed, a caller's credentials stay
+//! at its peer and a phone cannot call as another user.
 
 mod common;
 mod phones;
@@ -17,9 +19,18 @@ const DOMAIN: &str = "attacks.test.invalid";
 
 /// One peer serving alice, with SIP on `sip`.
 fn one_peer(tag: &str) -> (Overlay, Peer, SocketAddr) {
-    let mut o = Overlay::create_with(tag, DOMAIN, &["--user", "alice:alice-pw"]);
+    one_peer_serving(tag, &[("alice", "alice-pw")])
+}
+
+/// One peer serving `users` (name, password), with SIP on `sip`.
+fn one_peer_serving(tag: &str, users: &[(&str, &str)]) -> (Overlay, Peer, SocketAddr) {
+    let accounts: Vec<String> = users.iter().map(|(u, p)| format!("{u}:{p}")).collect();
+    let init: Vec<&str> = accounts.iter().flat_map(|a| ["--user", a.as_str()]).collect();
+    let mut o = Overlay::create_with(tag, DOMAIN, &init);
     let dir = o.enroll("n0");
-    o.enroll_user(&dir, "alice", "alice-pw");
+    for (user, password) in users {
+        o.enroll_user(&dir, user, password);
+    }
     let sip = loopback(free_port());
     let peer = o.start_peer_with(&dir, None, &["--sip", &sip.to_string()]);
     wait_for(Duration::from_secs(15), "the peer to start", || {
@@ -173,4 +184,206 @@ fn malformed_datagrams_do_not_flood_the_log() {
     assert!(grew < 20_000, "the log grew by {grew} bytes");
     let lines = log.matches("sip: malformed message from").count();
     assert!((1..=20).contains(&lines), "{lines} malformed-message lines");
+}
+
+/// Sends `text` from `socket` to `to` and returns the first response.
+fn exchange(socket: &UdpSocket, to: SocketAddr, text: &str) -> sip::message::SipMessage {
+    socket.send_to(text.as_bytes(), to).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 65_536];
+    loop {
+        let (n, _) = socket.recv_from(&mut buf).expect("an answer within 10 s");
+        let answer = sip::message::SipMessage::parse(&buf[..n]).unwrap();
+        if answer.status() != Some(100) {
+            return answer;
+        }
+    }
+}
+
+/// What `socket` has received by now, without waiting.
+fn received_anything(socket: &UdpSocket) -> bool {
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 65_536];
+    socket.recv_from(&mut buf).is_ok()
+}
+
+/// The Authorization (for a 401) or Proxy-Authorization (for a 407)
+/// header line a phone answers `challenge` with: MD5, qop=auth, nc 1.
+fn answer_challenge(
+    challenge: &sip::message::SipMessage,
+    user: &str,
+    password: &str,
+    method: &str,
+    uri: &str,
+) -> String {
+    let (asked, answer) = match challenge.status() {
+        Some(407) => ("Proxy-Authenticate", "Proxy-Authorization"),
+        _ => ("WWW-Authenticate", "Authorization"),
+    };
+    let offer = challenge.header(asked).expect("a challenge").into_owned();
+    let nonce = offer
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut c = sip::digest::Credentials {
+        username: user.into(),
+        realm: DOMAIN.into(),
+        nonce,
+        uri: uri.into(),
+        cnonce: Some("0a4f113b".into()),
+        nc: Some("00000001".into()),
+        qop: Some("auth".into()),
+        ..Default::default()
+    };
+    c.response = c
+        .expected_response(method, &sip::digest::Ha1::new(user, DOMAIN, password))
+        .unwrap();
+    format!(
+        "{answer}: Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{}\", uri=\"{uri}\", \
+         response=\"{}\", cnonce=\"0a4f113b\", nc=00000001, qop=auth\r\n",
+        c.nonce, c.response
+    )
+}
+
+/// A REGISTER of `user` from `from`, with `auth` header lines.
+fn register(from: SocketAddr, user: &str, call: &str, cseq: u32, auth: &str) -> String {
+    format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {from};branch=z9hG4bK{call}{cseq}\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag={call}\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: {call}\r\n\
+         CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@{from}>\r\n{auth}Expires: 600\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+/// Registers `phone` as `user` through the digest challenge; returns the
+/// Authorization line that did it.
+fn register_phone(phone: &UdpSocket, sip: SocketAddr, user: &str, password: &str) -> String {
+    let at = phone.local_addr().unwrap();
+    let call = format!("reg-{user}");
+    let challenge = exchange(phone, sip, &register(at, user, &call, 1, ""));
+    assert_eq!(challenge.status(), Some(401));
+    let authorization = answer_challenge(&challenge, user, password, "REGISTER", &format!("sip:{DOMAIN}"));
+    let ok = exchange(phone, sip, &register(at, user, &call, 2, &authorization));
+    assert_eq!(ok.status(), Some(200), "{user} registers");
+    authorization
+}
+
+/// Issue 36 §1 against a real peer: an INVITE with a made-up To tag and
+/// a Route to another host (or straight to a registered phone) is
+/// challenged when it comes from a phone and refused when it comes to the
+/// port other peers use, and nothing reaches the host it names. The peer
+/// handles one message at a time and sends what it forwards before it
+/// answers, so once the answer is in, anything relayed is too.
+#[test]
+fn a_made_up_dialog_is_not_relayed() {
+    let (_o, peer, sip) = one_peer("attack-relay");
+    let peers_side: SocketAddr = status(peer.admin).unwrap().sip.unwrap().peers.parse().unwrap();
+    let target = UdpSocket::bind("127.0.0.9:0").unwrap();
+    let target_addr = target.local_addr().unwrap();
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = attacker.local_addr().unwrap();
+    let invite = |branch: &str, uri: &str, route: &str| {
+        format!(
+            "INVITE {uri} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n{route}Max-Forwards: 70\r\n\
+             From: <sip:alice@{DOMAIN}>;tag=evil\r\nTo: <sip:bob@{DOMAIN}>;tag=madeup\r\nCall-ID: evil-{branch}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let route = format!("Route: <sip:{target_addr};lr>\r\n");
+    let answer = exchange(&attacker, sip, &invite("r1", &format!("sip:x@{target_addr}"), &route));
+    assert_eq!(
+        answer.status(),
+        Some(407),
+        "a phone that did not register is challenged"
+    );
+    let answer = exchange(&attacker, sip, &invite("r2", &format!("sip:x@{target_addr}"), ""));
+    assert_ne!(answer.status(), Some(200));
+    assert!(!received_anything(&target), "nothing was relayed to {target_addr}");
+
+    let mut tcp = TcpStream::connect(peers_side).unwrap();
+    tcp.write_all(invite("r3", &format!("sip:x@{target_addr}"), &route).as_bytes())
+        .unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tcp.read(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(text.starts_with("SIP/2.0 403 Not Routed Through This Peer"), "{text}");
+    assert!(!received_anything(&target), "nothing was relayed to {target_addr}");
+}
+
+/// Issue 36 §2 against a real peer: alice registers with digest; her
+/// REGISTER's Authorization, captured and replayed from another address
+/// with another Call-ID and Contact, is challenged again (`stale=true`),
+/// and the peer keeps only alice's own binding.
+#[test]
+fn a_replayed_register_authorization_binds_nothing() {
+    let (_o, peer, sip) = one_peer("attack-replay");
+    let phone = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let at = phone.local_addr().unwrap();
+    let authorization = register_phone(&phone, sip, "alice", "alice-pw");
+
+    let attacker = UdpSocket::bind("127.0.0.6:0").unwrap();
+    let evil = attacker.local_addr().unwrap();
+    let replayed = exchange(&attacker, sip, &register(evil, "alice", "evil-call", 7, &authorization));
+    assert_eq!(replayed.status(), Some(401));
+    assert!(replayed.header("WWW-Authenticate").unwrap().contains("stale=true"));
+    let users = status(peer.admin).unwrap().sip.unwrap().users;
+    let contacts: Vec<&str> = users
+        .iter()
+        .filter(|u| u.user == "alice")
+        .flat_map(|u| u.contacts.iter().map(|c| c.contact.as_str()))
+        .collect();
+    assert_eq!(contacts, vec![format!("sip:alice@{at}")]);
+}
+
+/// Issue 36 §3 and §4 against a real peer: a caller that authenticates
+/// by digest reaches bob's phone without its Proxy-Authorization and with
+/// the identity the peer asserts; alice's registered phone that says it
+/// is bob in From is refused.
+#[test]
+fn credentials_stay_at_the_peer_and_a_forged_caller_is_refused() {
+    let (_o, _peer, sip) = one_peer_serving("attack-identity", &[("alice", "alice-pw"), ("bob", "bob-pw")]);
+    let bob = UdpSocket::bind("127.0.0.1:0").unwrap();
+    register_phone(&bob, sip, "bob", "bob-pw");
+    let caller = UdpSocket::bind("127.0.0.7:0").unwrap();
+    let me = caller.local_addr().unwrap();
+    let invite = |branch: &str, from_user: &str, auth: &str| {
+        format!(
+            "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\nMax-Forwards: 70\r\n\
+             From: <sip:{from_user}@{DOMAIN}>;tag={branch}\r\nTo: <sip:bob@{DOMAIN}>\r\nCall-ID: call-{branch}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:{from_user}@{me}>\r\nP-Asserted-Identity: <sip:ceo@{DOMAIN}>\r\n{auth}\
+             Content-Length: 0\r\n\r\n"
+        )
+    };
+    let challenge = exchange(&caller, sip, &invite("i1", "alice", ""));
+    assert_eq!(challenge.status(), Some(407));
+    let credentials = answer_challenge(&challenge, "alice", "alice-pw", "INVITE", &format!("sip:bob@{DOMAIN}"));
+    caller
+        .send_to(invite("i2", "alice", &credentials).as_bytes(), sip)
+        .unwrap();
+    bob.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = [0u8; 65_536];
+    let (n, _) = bob.recv_from(&mut buf).expect("the INVITE rings bob's phone");
+    let rung = sip::message::SipMessage::parse(&buf[..n]).unwrap();
+    assert_eq!(rung.method(), Some("INVITE"));
+    assert!(
+        !rung.has("Proxy-Authorization"),
+        "the caller's credentials stayed at the peer"
+    );
+    assert_eq!(rung.list("P-Asserted-Identity"), vec![format!("<sip:alice@{DOMAIN}>")]);
+
+    let alice = UdpSocket::bind("127.0.0.8:0").unwrap();
+    register_phone(&alice, sip, "alice", "alice-pw");
+    let at = alice.local_addr().unwrap();
+    let forged = format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bKf1\r\nMax-Forwards: 70\r\n\
+         From: <sip:bob@{DOMAIN}>;tag=f1\r\nTo: <sip:bob@{DOMAIN}>\r\nCall-ID: forged-1\r\n\
+         CSeq: 1 INVITE\r\nContact: <sip:alice@{at}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let refused = exchange(&alice, sip, &forged);
+    assert_eq!(refused.status(), Some(403));
+    assert!(String::from_utf8_lossy(&refused.to_bytes()).contains("From Does Not Match The Authenticated User"));
 }

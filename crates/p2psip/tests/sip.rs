@@ -293,7 +293,7 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
     // overlay from peer 0 to peer 2.
     for peer in [sip[2], sip[0]] {
         assert!(
-            alice_log.contains(&format!("Record-Route: <sip:{peer};lr>")),
+            alice_log.contains(&format!("Record-Route: <sip:{peer};lr;dlg=")),
             "the route set names {peer}: {alice_log}"
         );
     }

@@ -5,6 +5,8 @@
 //! of phones can be challenged without the registrar remembering anything.
 //! A nonce older than [`NONCE_LIFETIME_MS`] is answered with `stale=true`
 //! (RFC 7616 §3.3), which makes the phone retry with the same password.
+//! Which nonce counts a nonce has used is remembered once it authorized
+//! something ([`crate::nonce_counts`]), so credentials are not replayable.
 
 use md5::Md5;
 use sha2::{Digest as _, Sha256};
@@ -225,24 +227,33 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// What a nonce is worth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NonceState {
-    Fresh,
+    Fresh {
+        issued_ms: u64,
+    },
     /// Ours but too old: challenge again with `stale=true`.
     Stale,
     /// Not made by this registrar.
     Invalid,
 }
 
-/// Issues and checks stateless nonces: 16 hex digits of milliseconds and
-/// 32 of SHA-256(secret, timestamp, realm). The input has a fixed length,
-/// so the keyed hash is not open to length extension.
+/// Issues and checks stateless nonces: 16 hex digits of milliseconds, 8
+/// of a counter (two challenges in one millisecond get different nonces,
+/// so one phone's nonce count never collides with another's), and 32 of
+/// SHA-256(secret, stamp, realm). The input has a fixed length, so the
+/// keyed hash is not open to length extension.
 #[derive(Clone)]
 pub struct Nonces {
     secret: [u8; 32],
+    issued: u32,
 }
+
+/// Hex digits of time and counter before the keyed hash.
+const STAMP_LEN: usize = 24;
+const NONCE_LEN: usize = STAMP_LEN + 32;
 
 impl Nonces {
     pub fn new(secret: [u8; 32]) -> Self {
-        Nonces { secret }
+        Nonces { secret, issued: 0 }
     }
 
     fn mac(&self, stamp: &str, realm: &str) -> String {
@@ -253,27 +264,28 @@ impl Nonces {
         hex(&h.finalize()[..16])
     }
 
-    pub fn issue(&self, now_ms: u64, realm: &str) -> String {
-        let stamp = format!("{now_ms:016x}");
+    pub fn issue(&mut self, now_ms: u64, realm: &str) -> String {
+        self.issued = self.issued.wrapping_add(1);
+        let stamp = format!("{now_ms:016x}{:08x}", self.issued);
         let mac = self.mac(&stamp, realm);
         stamp + &mac
     }
 
     pub fn check(&self, nonce: &str, now_ms: u64, realm: &str) -> NonceState {
-        if nonce.len() != 48 || !nonce.is_ascii() {
+        if nonce.len() != NONCE_LEN || !nonce.is_ascii() {
             return NonceState::Invalid;
         }
-        let (stamp, mac) = nonce.split_at(16);
+        let (stamp, mac) = nonce.split_at(STAMP_LEN);
         if !constant_time_eq(self.mac(stamp, realm).as_bytes(), mac.as_bytes()) {
             return NonceState::Invalid;
         }
-        let Ok(issued) = u64::from_str_radix(stamp, 16) else {
+        let Ok(issued) = u64::from_str_radix(&stamp[..16], 16) else {
             return NonceState::Invalid;
         };
         if now_ms.saturating_sub(issued) > NONCE_LIFETIME_MS || issued > now_ms + 1000 {
             NonceState::Stale
         } else {
-            NonceState::Fresh
+            NonceState::Fresh { issued_ms: issued }
         }
     }
 }
@@ -352,9 +364,13 @@ mod tests {
 
     #[test]
     fn nonces_are_fresh_then_stale_and_forgeries_are_invalid() {
-        let n = Nonces::new([7; 32]);
+        let mut n = Nonces::new([7; 32]);
         let nonce = n.issue(1_000_000, "r");
-        assert_eq!(n.check(&nonce, 1_000_500, "r"), NonceState::Fresh);
+        assert_ne!(n.issue(1_000_000, "r"), nonce, "unique within a millisecond");
+        assert_eq!(
+            n.check(&nonce, 1_000_500, "r"),
+            NonceState::Fresh { issued_ms: 1_000_000 }
+        );
         assert_eq!(
             n.check(&nonce, 1_000_000 + NONCE_LIFETIME_MS + 1, "r"),
             NonceState::Stale

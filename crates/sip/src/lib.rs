@@ -14,6 +14,7 @@
 pub mod digest;
 pub mod headers;
 pub mod message;
+pub mod nonce_counts;
 pub mod proxy;
 pub mod registrar;
 #[cfg(test)]

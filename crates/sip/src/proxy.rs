@@ -16,6 +16,8 @@
 //! Sans-IO: time comes in as `now` (ms), randomness as a seed, and the
 //! proxy returns what to send; the driver owns sockets and the overlay.
 
+mod dialog_proof;
+mod identity;
 mod observation;
 mod route;
 #[cfg(test)]
@@ -29,6 +31,7 @@ use crate::message::{SipMessage, StartLine};
 use crate::registrar::{Flow, Registrar, Transport};
 use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
+use dialog_proof::DialogKey;
 use route::{pop_own_routes, top_route};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -159,6 +162,9 @@ struct OpenServer {
     lookup: Option<u64>,
     /// For an INVITE outside a dialog: the call it starts.
     call: Option<CallSetup>,
+    /// For a request outside a dialog: where later requests of the dialog
+    /// it may start go back toward the caller (the proof's first half).
+    toward_caller: Option<Flow>,
 }
 
 /// A call's INVITE, until its final answer.
@@ -291,6 +297,7 @@ pub struct Proxy {
     timers: BTreeSet<(u64, TimerRef)>,
     next_id: u64,
     salt: u64,
+    dialog_key: DialogKey,
     out: Vec<Output>,
 }
 
@@ -310,8 +317,16 @@ impl Proxy {
             timers: BTreeSet::new(),
             next_id: 1,
             salt: seed,
+            dialog_key: DialogKey::from_seed(seed),
             out: Vec::new(),
         }
+    }
+
+    /// The secret of the dialog proofs in this peer's Record-Routes
+    /// ([`dialog_proof`]); by default one derived from the seed.
+    pub fn with_dialog_secret(mut self, secret: [u8; 32]) -> Self {
+        self.dialog_key = DialogKey::new(secret);
+        self
     }
 
     /// Other bounds on the server transactions than the defaults.
@@ -378,21 +393,21 @@ impl Proxy {
         mut request: SipMessage,
         flow: Flow,
         side: Side,
-        registrar: &Registrar,
+        registrar: &mut Registrar,
     ) -> Vec<Output> {
         stamp_received(&mut request, flow.remote);
         let Some(method) = request.method().map(str::to_string) else {
             return Vec::new();
         };
         match method.as_str() {
-            "ACK" => self.on_ack(now, request, registrar),
+            "ACK" => self.on_ack(now, request, flow, side, registrar),
             "CANCEL" => self.on_cancel(now, request, flow),
             _ => self.on_new_request(now, request, flow, side, registrar),
         }
         self.take()
     }
 
-    fn on_new_request(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side, registrar: &Registrar) {
+    fn on_new_request(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side, registrar: &mut Registrar) {
         let Some(key) = TransactionKey::of(&request) else {
             return;
         };
@@ -418,7 +433,7 @@ impl Proxy {
         }
         let to_tagged = request.header("To").is_some_and(|t| NameAddr::has_tag(&t));
         // §16.4: this peer's own Route entries come off.
-        let on_our_route = pop_own_routes(&mut request, &self.me);
+        let own_routes = pop_own_routes(&mut request, &self.me);
         let method = request.method().unwrap_or_default().to_string();
         let uri = match request.request_uri().map(Uri::parse) {
             Some(Ok(u)) => u,
@@ -441,12 +456,27 @@ impl Proxy {
         let target = if request.has("Route") && !to_tagged {
             return self.reply(&request, flow, 403, "Preloaded Route Not Accepted");
         } else if to_tagged {
-            match dialog_next_hop(&request, &uri, on_our_route, registrar, now) {
-                Ok((flow, side)) => Some(Target {
-                    request_uri: None,
-                    flow,
-                    side,
-                }),
+            match dialog_next_hop(&request, &uri, own_routes.popped, registrar, now) {
+                Ok(next) => {
+                    let call_id = request.call_id().unwrap_or_default();
+                    if !self.dialog_key.admits(&own_routes.proofs, &call_id, next.flow) {
+                        // Not provably a dialog of this peer: only a user it
+                        // authenticates may send it on (§16.4, §16.12).
+                        if side != Side::Phones {
+                            return self.reply(&request, flow, 403, "Not Routed Through This Peer");
+                        }
+                        if let Err(refused) = self.authenticated_caller(now, &mut request, flow, registrar) {
+                            return self.send(flow, refused);
+                        }
+                    } else if side == Side::Phones {
+                        identity::strip_from_phone(&mut request, registrar.domain());
+                    }
+                    Some(Target {
+                        request_uri: None,
+                        flow: next.flow,
+                        side: next.side,
+                    })
+                }
                 Err(NoHop::Route) => return self.reply(&request, flow, 502, "Route Not Reachable"),
                 Err(NoHop::RemoteTarget) => return self.reply(&request, flow, 502, "Remote Target Not Reachable"),
                 Err(NoHop::NotOurs) => return self.reply(&request, flow, 403, "Not Routed Through This Peer"),
@@ -463,14 +493,8 @@ impl Proxy {
         };
         if let Some(user) = &user {
             if side == Side::Phones {
-                if let Err(refusal) = registrar.authorize(now, &request, flow) {
-                    if let Some(user) = refusal.wrong_credentials {
-                        self.out.push(Output::Observed(Observation::AuthFailed {
-                            user,
-                            remote: flow.remote,
-                        }));
-                    }
-                    return self.send(flow, refusal.answer.to_bytes());
+                if let Err(refused) = self.authenticated_caller(now, &mut request, flow, registrar) {
+                    return self.send(flow, refused);
                 }
             } else if registrar.contacts(user, now).is_empty() {
                 let (code, reason) = if registrar.serves(user) {
@@ -485,6 +509,9 @@ impl Proxy {
         request.set("Max-Forwards", &(max_forwards - 1).to_string());
         let id = self.id();
         let invite = method == "INVITE";
+        let toward_caller = (!to_tagged)
+            .then(|| dialog_proof::toward_caller(&request, registrar, now))
+            .flatten();
         // §16.2: a stateful proxy answers an INVITE with 100 at once.
         let trying = invite.then(|| SipMessage::response_to(&request, 100, "Trying", None).to_bytes());
         let mut server = ServerTxn {
@@ -503,6 +530,7 @@ impl Proxy {
                 branches: Vec::new(),
                 best: None,
                 lookup: None,
+                toward_caller,
             })),
             last_sent: trying.as_deref().map(Box::from),
             retransmit_at: None,
@@ -548,6 +576,39 @@ impl Proxy {
                 self.admit(id, server);
                 let targets = local_targets(registrar, &user, now);
                 self.forward(now, id, targets, record_route);
+            }
+        }
+    }
+
+    /// The user a phone's request comes from, bound to its From and
+    /// asserted, with what the phone may not bring into the overlay
+    /// stripped ([`identity`]); otherwise the answer to send: a challenge,
+    /// or 403 for wrong credentials or another user's From.
+    fn authenticated_caller(
+        &mut self,
+        now: u64,
+        request: &mut SipMessage,
+        flow: Flow,
+        registrar: &mut Registrar,
+    ) -> Result<String, Vec<u8>> {
+        let user = match registrar.authorize(now, request, flow) {
+            Ok(user) => user,
+            Err(refusal) => {
+                if let Some(user) = refusal.wrong_credentials {
+                    self.out.push(Output::Observed(Observation::AuthFailed {
+                        user,
+                        remote: flow.remote,
+                    }));
+                }
+                return Err(refusal.answer.to_bytes());
+            }
+        };
+        identity::strip_from_phone(request, registrar.domain());
+        match identity::assert_user(request, &user, registrar.domain()) {
+            Ok(()) => Ok(user),
+            Err(why) => {
+                let tag = self.unique();
+                Err(SipMessage::response_to(request, 403, why, Some(&tag)).to_bytes())
             }
         }
     }
@@ -628,6 +689,8 @@ impl Proxy {
             return;
         };
         let (in_side, in_transport) = (server.side, server.from.transport);
+        let toward_caller = server.open.as_ref().and_then(|o| o.toward_caller);
+        let call_id = base.call_id().unwrap_or_default().into_owned();
         let method = base.method().unwrap_or_default().to_string();
         let mut ids = Vec::new();
         for target in targets {
@@ -636,14 +699,15 @@ impl Proxy {
                 set_request_uri(&mut copy, uri);
             }
             if record_route {
+                let proof = self.dialog_key.proof(&call_id, toward_caller, target.flow);
                 // RFC 5658: one entry for the way in and, when it differs,
                 // one for the way out; the request's next hop sees the
                 // outer one first.
-                copy.prepend("Record-Route", &self.me.record_route(in_side, in_transport));
+                copy.prepend("Record-Route", &self.me.record_route(in_side, in_transport, &proof));
                 if (in_side, in_transport) != (target.side, target.flow.transport) {
                     copy.prepend(
                         "Record-Route",
-                        &self.me.record_route(target.side, target.flow.transport),
+                        &self.me.record_route(target.side, target.flow.transport, &proof),
                     );
                 }
             }
@@ -756,7 +820,7 @@ impl Proxy {
     /// ACK: for a non-2xx it ends the server transaction (§17.2.1); for a
     /// 2xx it is a request of its own, routed along the dialog's route set
     /// statelessly (§16.11 for the branch).
-    fn on_ack(&mut self, now: u64, mut ack: SipMessage, registrar: &Registrar) {
+    fn on_ack(&mut self, now: u64, mut ack: SipMessage, flow: Flow, side: Side, registrar: &Registrar) {
         if let Some(key) = TransactionKey::of(&ack) {
             if let Some(&id) = self.server_ids.get(&key) {
                 if let Some(server) = self.servers.get_mut(&id) {
@@ -775,13 +839,24 @@ impl Proxy {
                 }
             }
         }
-        let popped = pop_own_routes(&mut ack, &self.me);
+        let own_routes = pop_own_routes(&mut ack, &self.me);
         let Some(uri) = ack.request_uri().and_then(|u| Uri::parse(u).ok()) else {
             return;
         };
-        let Ok((next, side)) = dialog_next_hop(&ack, &uri, popped, registrar, now) else {
+        let Ok(hop) = dialog_next_hop(&ack, &uri, own_routes.popped, registrar, now) else {
             return;
         };
+        // An ACK cannot be challenged: it goes on only inside a dialog of
+        // this peer, or from a phone registered here.
+        let call_id = ack.call_id().unwrap_or_default();
+        let from_our_phone = side == Side::Phones && registrar.user_on(flow, now).is_some();
+        if !self.dialog_key.admits(&own_routes.proofs, &call_id, hop.flow) && !from_our_phone {
+            return;
+        }
+        if side == Side::Phones {
+            identity::strip_from_phone(&mut ack, registrar.domain());
+        }
+        let (next, side) = (hop.flow, hop.side);
         let max_forwards = ack
             .header("Max-Forwards")
             .and_then(|m| m.trim().parse::<u32>().ok())
@@ -1321,6 +1396,12 @@ enum NoHop {
     NotOurs,
 }
 
+/// Where a request inside a dialog goes next; its proof must name `flow`.
+struct NextHop {
+    flow: Flow,
+    side: Side,
+}
+
 /// §16.4/§16.5 for a request inside a dialog (this peer's own Route
 /// entries already popped): the next Route entry, else the remote target
 /// `uri` — over the flow its phone registered from when it is a phone of
@@ -1331,19 +1412,26 @@ fn dialog_next_hop(
     on_our_route: bool,
     registrar: &Registrar,
     now: u64,
-) -> Result<(Flow, Side), NoHop> {
+) -> Result<NextHop, NoHop> {
+    let by_flow = |flow: Flow| NextHop {
+        flow,
+        side: side_toward(flow),
+    };
     if let Some(next) = top_route(request) {
         let flow = next.ok().as_ref().and_then(uri_flow).ok_or(NoHop::Route)?;
-        return Ok((flow, side_toward(flow)));
+        return Ok(by_flow(flow));
     }
     if let Some(b) = registrar.binding_for(uri, now) {
-        return Ok((b.flow, Side::Phones));
+        return Ok(NextHop {
+            flow: b.flow,
+            side: Side::Phones,
+        });
     }
     if !on_our_route {
         return Err(NoHop::NotOurs);
     }
     let flow = uri_flow(uri).ok_or(NoHop::RemoteTarget)?;
-    Ok((flow, side_toward(flow)))
+    Ok(by_flow(flow))
 }
 
 /// A next hop reached over TCP is taken for a peer, over UDP for a phone:

@@ -9,6 +9,7 @@
 use crate::digest::{challenges, Algorithm, Credentials, Ha1, NonceState, Nonces, DEFAULT_ALGORITHMS};
 use crate::headers::{Contact, NameAddr};
 use crate::message::SipMessage;
+use crate::nonce_counts::{parse_nc, Count, NonceCounts};
 use crate::uri::Uri;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -128,6 +129,8 @@ pub struct Registrar {
     domain: String,
     users: HashMap<String, Ha1>,
     nonces: Nonces,
+    /// Nonce counts used, against replayed credentials.
+    counts: NonceCounts,
     /// The digest algorithms challenged with, preferred first; a response
     /// with any other is challenged again.
     algorithms: Vec<Algorithm>,
@@ -140,6 +143,7 @@ impl Registrar {
             domain: domain.to_ascii_lowercase(),
             users,
             nonces: Nonces::new(nonce_secret),
+            counts: NonceCounts::default(),
             algorithms: DEFAULT_ALGORITHMS.to_vec(),
             bindings: HashMap::new(),
         }
@@ -230,27 +234,26 @@ impl Registrar {
             .flatten()
     }
 
-    fn challenge(&self, request: &SipMessage, now_ms: u64, stale: bool, scheme: AuthScheme) -> SipMessage {
+    fn challenge(&mut self, request: &SipMessage, now_ms: u64, stale: bool, scheme: AuthScheme) -> SipMessage {
         let (code, reason, header) = match scheme {
             AuthScheme::Registrar => (401, "Unauthorized", "WWW-Authenticate"),
             AuthScheme::Proxy => (407, "Proxy Authentication Required", "Proxy-Authenticate"),
         };
         let mut r = SipMessage::response_to(request, code, reason, None);
-        for c in challenges(
-            &self.domain,
-            &self.nonces.issue(now_ms, &self.domain),
-            stale,
-            &self.algorithms,
-        ) {
+        let nonce = self.nonces.issue(now_ms, &self.domain);
+        for c in challenges(&self.domain, &nonce, stale, &self.algorithms) {
             r.push(header, &c);
         }
         r
     }
 
     /// RFC 3261 §22.3: the user whose digest credentials authorize this
-    /// request, or the answer to send: a challenge when there are none or
-    /// the nonce is stale or unknown, 403 when they are wrong.
-    fn authenticate(&self, now_ms: u64, request: &SipMessage, scheme: AuthScheme) -> Result<String, Refusal> {
+    /// request, or the answer to send: a challenge when there are none,
+    /// the nonce is stale or unknown, or they were used before (a replay:
+    /// RFC 7616 §3.4.6, each nonce count once); 400 when they were made
+    /// for another Request-URI (RFC 3261 §22.4, RFC 7616 §3.4.6); 403 when
+    /// they are wrong.
+    fn authenticate(&mut self, now_ms: u64, request: &SipMessage, scheme: AuthScheme) -> Result<String, Refusal> {
         let header = match scheme {
             AuthScheme::Registrar => "Authorization",
             AuthScheme::Proxy => "Proxy-Authorization",
@@ -267,10 +270,13 @@ impl Registrar {
         else {
             return Err(self.challenge(request, now_ms, false, scheme).into());
         };
-        match self.nonces.check(&credentials.nonce, now_ms, &self.domain) {
-            NonceState::Fresh => {}
+        let issued_ms = match self.nonces.check(&credentials.nonce, now_ms, &self.domain) {
+            NonceState::Fresh { issued_ms } => issued_ms,
             NonceState::Stale => return Err(self.challenge(request, now_ms, true, scheme).into()),
             NonceState::Invalid => return Err(self.challenge(request, now_ms, false, scheme).into()),
+        };
+        if !digest_uri_fits(&credentials.uri, request.request_uri().unwrap_or_default()) {
+            return Err(answer(request, 400, "Digest URI Does Not Match The Request-URI").into());
         }
         let method = request.method().unwrap_or_default();
         let known = self.users.get(&credentials.username);
@@ -280,27 +286,35 @@ impl Registrar {
                 wrong_credentials: Some(credentials.username),
             });
         }
+        let nc = match credentials.nc.as_deref().map(parse_nc) {
+            Some(None) => return Err(answer(request, 400, "Bad Nonce Count").into()),
+            Some(Some(nc)) => Some(nc),
+            None => None,
+        };
+        if self.counts.use_count(now_ms, &credentials.nonce, issued_ms, nc) == Count::Replayed {
+            return Err(self.challenge(request, now_ms, true, scheme).into());
+        }
         Ok(credentials.username)
     }
 
-    /// Whether a phone may send `request` through this peer (RFC 3261
-    /// §16.3 leaves the policy to the proxy): it arrived over a flow a
-    /// phone of one of its users registered from, or it carries that
-    /// user's digest credentials; otherwise the answer to send (407 or
-    /// 403). The peer is no open relay into the overlay.
-    pub fn authorize(&self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<(), Refusal> {
-        if self.binding_on(flow, now_ms).is_some() {
-            return Ok(());
+    /// Who a phone's `request` comes from, if it may go through this peer
+    /// (RFC 3261 §16.3 leaves the policy to the proxy): the user a phone
+    /// registered over `flow` for, or whose digest credentials it carries;
+    /// otherwise the answer to send (407, 400 or 403). The peer is no open
+    /// relay into the overlay.
+    pub fn authorize(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<String, Refusal> {
+        if let Some(user) = self.user_on(flow, now_ms) {
+            return Ok(user.to_string());
         }
-        self.authenticate(now_ms, request, AuthScheme::Proxy).map(|_| ())
+        self.authenticate(now_ms, request, AuthScheme::Proxy)
     }
 
-    /// A live binding registered over `flow`.
-    pub fn binding_on(&self, flow: Flow, now_ms: u64) -> Option<&Binding> {
+    /// The user with a live binding registered over `flow`.
+    pub fn user_on(&self, flow: Flow, now_ms: u64) -> Option<&str> {
         self.bindings
-            .values()
-            .flatten()
-            .find(|b| b.flow == flow && b.expires_at_ms > now_ms)
+            .iter()
+            .find(|(_, list)| list.iter().any(|b| b.flow == flow && b.expires_at_ms > now_ms))
+            .map(|(user, _)| user.as_str())
     }
 
     /// The live binding whose contact is `uri` (§19.1.4 comparison), to
@@ -446,6 +460,25 @@ impl Registrar {
 
 /// RFC 3261 §19.1.4, as far as a registrar needs it: scheme, user, host
 /// (any case), port and transport.
+/// Whether credentials made for `digest_uri` may authorize a request
+/// for `request_uri` (RFC 3261 §22.4, RFC 7616 §3.4.6): the same URI
+/// (same text, or equal once parsed), or a URI with no user part, which
+/// names a server rather than a party. Phones differ here: most copy the
+/// Request-URI; SIPp and some others name the proxy's address
+/// (`sip:127.0.0.1:5060`). A credential made for one callee never calls
+/// another; replays are stopped by the nonce count either way.
+fn digest_uri_fits(digest_uri: &str, request_uri: &str) -> bool {
+    if digest_uri == request_uri {
+        return true;
+    }
+    // §19.1.4: user parts compare case-sensitively, hosts not.
+    let party = |u: &Uri| (u.scheme.clone(), u.user.clone(), u.host.to_ascii_lowercase(), u.port);
+    match Uri::parse(digest_uri) {
+        Ok(d) => d.user.is_none() || Uri::parse(request_uri).is_ok_and(|r| party(&r) == party(&d)),
+        Err(_) => false,
+    }
+}
+
 fn same_contact(a: &Uri, b: &Uri) -> bool {
     a.scheme == b.scheme
         && a.user == b.user

@@ -39,7 +39,7 @@ pub fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password:
         username: user.into(),
         realm: realm.clone(),
         nonce: quoted("nonce"),
-        uri: format!("sip:{realm}"),
+        uri: req.request_uri().expect("a request").to_string(),
         response: String::new(),
         algorithm: Some(alg.name().into()),
         cnonce: Some("c0ffee".into()),

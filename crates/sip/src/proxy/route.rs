@@ -44,12 +44,14 @@ impl Interfaces {
     }
 
     /// The Record-Route entry for one side of this peer (RFC 3261
-    /// §16.6 step 4): `lr`, and the transport when it is not UDP.
-    pub fn record_route(&self, side: Side, transport: Transport) -> String {
+    /// §16.6 step 4): `lr`, the transport when it is not UDP, and the
+    /// dialog's proof ([`super::dialog_proof`]).
+    pub fn record_route(&self, side: Side, transport: Transport, proof: &str) -> String {
         let addr = self.address(side);
+        let dlg = super::dialog_proof::PARAM;
         match transport {
-            Transport::Udp => format!("<sip:{addr};lr>"),
-            Transport::Tcp => format!("<sip:{addr};transport=tcp;lr>"),
+            Transport::Udp => format!("<sip:{addr};lr;{dlg}={proof}>"),
+            Transport::Tcp => format!("<sip:{addr};transport=tcp;lr;{dlg}={proof}>"),
         }
     }
 
@@ -147,20 +149,29 @@ pub fn uri_flow(uri: &Uri) -> Option<Flow> {
     })
 }
 
+/// This peer's own entries at the top of a request's route set.
+#[derive(Debug, Default)]
+pub struct OwnRoutes {
+    /// There were some: the request follows a dialog that went through
+    /// this peer, if their proofs say so.
+    pub popped: bool,
+    /// Their `dlg` proofs ([`super::dialog_proof`]).
+    pub proofs: Vec<String>,
+}
+
 /// §16.4: takes the Route entries that name this peer off the top of the
-/// route set; returns whether there were any (the request then follows a
-/// dialog this peer record-routed).
-pub fn pop_own_routes(request: &mut SipMessage, me: &Interfaces) -> bool {
-    let mut popped = false;
+/// route set.
+pub fn pop_own_routes(request: &mut SipMessage, me: &Interfaces) -> OwnRoutes {
+    let mut own = OwnRoutes::default();
     while let Some(top) = request.list("Route").into_iter().next() {
-        let mine = NameAddr::parse(&top).is_ok_and(|r| me.is_mine(&r.uri));
-        if !mine {
+        let Some(uri) = NameAddr::parse(&top).ok().map(|r| r.uri).filter(|u| me.is_mine(u)) else {
             break;
-        }
+        };
+        own.proofs.extend(super::dialog_proof::proof_of(&uri));
         request.remove_first("Route");
-        popped = true;
+        own.popped = true;
     }
-    popped
+    own
 }
 
 /// The URI of the top Route entry, if any.

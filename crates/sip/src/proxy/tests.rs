@@ -54,6 +54,20 @@ fn register(reg: &mut Registrar, user: &str, password: &str, contact: &str, flow
     assert!(matches!(outcome, Registered::Publish { lifetime_s, .. } if lifetime_s > 0));
 }
 
+/// Record-Route entries with their dialog proof taken off, after checking
+/// every entry of one request carries the same one.
+fn without_proof(entries: Vec<String>) -> Vec<String> {
+    let proofs: Vec<&str> = entries
+        .iter()
+        .map(|e| e.split(";dlg=").nth(1).expect("a dialog proof").trim_end_matches('>'))
+        .collect();
+    assert!(proofs.iter().all(|p| p.len() == 32 && *p == proofs[0]), "{entries:?}");
+    entries
+        .iter()
+        .map(|e| e.split(";dlg=").next().unwrap().to_string() + ">")
+        .collect()
+}
+
 fn request(method: &str, uri: &str, from_port: u16, branch: &str, extra: &str) -> SipMessage {
     let text = format!(
         "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch={branch};rport\r\n\
@@ -156,7 +170,7 @@ fn a_call_from_a_registered_phone_goes_to_the_peer_the_overlay_names_with_both_r
         vias[1]
     );
     assert_eq!(
-        fwd.list("Record-Route"),
+        without_proof(fwd.list("Record-Route")),
         vec!["<sip:127.0.0.1:6060;transport=tcp;lr>", "<sip:127.0.0.1:5060;lr>"],
         "RFC 5658: the overlay side on top, the phone side beneath"
     );
@@ -208,7 +222,7 @@ fn an_unknown_user_gets_404_and_its_ack_stops_the_retransmissions() {
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
     let mut proxy = Proxy::new(me(), 1);
     let inv = request("INVITE", &format!("sip:nobody@{DOMAIN}"), 7001, "z9hG4bKx", "");
-    let (lookup, user) = lookup_of(&proxy.on_request(0, inv.clone(), udp(7001), Side::Phones, &reg));
+    let (lookup, user) = lookup_of(&proxy.on_request(0, inv.clone(), udp(7001), Side::Phones, &mut reg));
     assert_eq!(user, "nobody");
     let out = sent(&proxy.located(5, lookup, Location::NotFound, &reg));
     assert_eq!(codes(&out), vec![404]);
@@ -223,7 +237,7 @@ fn an_unknown_user_gets_404_and_its_ack_stops_the_retransmissions() {
     ack.set("CSeq", "1 ACK");
     ack.set("To", &out[0].1.header("To").unwrap());
     assert!(
-        sent(&proxy.on_request(600, ack, udp(7001), Side::Phones, &reg)).is_empty(),
+        sent(&proxy.on_request(600, ack, udp(7001), Side::Phones, &mut reg)).is_empty(),
         "absorbed"
     );
     assert!(sent(&proxy.tick(10_000)).is_empty(), "no more retransmissions");
@@ -239,7 +253,7 @@ fn other_domains_are_refused_with_interworking_not_configured() {
         request("INVITE", "sip:carol@example.com", 7001, "z9hG4bKe", ""),
         udp(7001),
         Side::Phones,
-        &reg,
+        &mut reg,
     ));
     assert_eq!(codes(&out), vec![403]);
     let StartLine::Response { reason, .. } = &out[0].1.start else {
@@ -250,20 +264,20 @@ fn other_domains_are_refused_with_interworking_not_configured() {
 
 #[test]
 fn a_phone_that_has_not_registered_must_authenticate_as_a_user() {
-    let reg = registrar();
+    let mut reg = registrar();
     let mut proxy = Proxy::new(me(), 1);
     let inv = invite("z9hG4bKa1");
-    let out = sent(&proxy.on_request(0, inv.clone(), udp(7009), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(0, inv.clone(), udp(7009), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![407]);
     let offers = out[0].1.headers.iter().filter(|h| h.is("Proxy-Authenticate")).count();
     assert_eq!(offers, 2, "MD5 and SHA-256");
     let wrong = authorize(&invite("z9hG4bKa2"), &out[0].1, "alice", "guess", Algorithm::Sha256);
     assert_eq!(
-        codes(&sent(&proxy.on_request(1, wrong, udp(7009), Side::Phones, &reg))),
+        codes(&sent(&proxy.on_request(1, wrong, udp(7009), Side::Phones, &mut reg))),
         vec![403]
     );
     let right = authorize(&invite("z9hG4bKa3"), &out[0].1, "alice", "secret", Algorithm::Sha256);
-    let out = proxy.on_request(2, right, udp(7009), Side::Phones, &reg);
+    let out = proxy.on_request(2, right, udp(7009), Side::Phones, &mut reg);
     assert_eq!(lookup_of(&out).1, "bob");
 }
 
@@ -285,7 +299,7 @@ fn a_call_from_the_overlay_forks_to_every_contact_and_the_first_2xx_wins() {
     let from_peer = tcp("127.0.0.3:40000");
     let mut inv = invite("z9hG4bKfromp0");
     inv.prepend("Via", "SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKp0");
-    let out = sent(&proxy.on_request(0, inv, from_peer, Side::Overlay, &reg));
+    let out = sent(&proxy.on_request(0, inv, from_peer, Side::Overlay, &mut reg));
     assert_eq!(codes(&out), vec![100]);
     let branches: Vec<_> = out.iter().filter(|(_, m)| m.is_request()).cloned().collect();
     assert_eq!(branches.len(), 2, "parallel forking");
@@ -293,11 +307,11 @@ fn a_call_from_the_overlay_forks_to_every_contact_and_the_first_2xx_wins() {
     let (b1, b2) = (by_flow(udp(7002)), by_flow(tcp("127.0.0.1:7003")));
     assert_eq!(b1.request_uri(), Some("sip:bob@127.0.0.1:7002"));
     assert_eq!(
-        b1.list("Record-Route"),
+        without_proof(b1.list("Record-Route")),
         vec!["<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:6060;transport=tcp;lr>"]
     );
     assert_eq!(
-        b2.list("Record-Route"),
+        without_proof(b2.list("Record-Route")),
         vec![
             "<sip:127.0.0.1:5060;transport=tcp;lr>",
             "<sip:127.0.0.1:6060;transport=tcp;lr>"
@@ -347,7 +361,7 @@ fn cancel_before_answer_reaches_the_callee_and_the_caller_gets_487() {
     };
     cancel.set("CSeq", "1 CANCEL");
     // Nothing provisional from the callee yet: the CANCEL waits (§9.1).
-    let out = sent(&proxy.on_request(20, cancel.clone(), udp(7001), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(20, cancel.clone(), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![200]);
     assert_eq!(out[0].1.cseq().unwrap().1, "CANCEL");
     assert!(out.iter().all(|(_, m)| !m.is_request()));
@@ -374,7 +388,7 @@ fn a_silent_udp_contact_gets_retransmissions_then_the_caller_408() {
     let mut inv = invite("z9hG4bKq");
     inv.prepend("Via", "SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKp0");
     let from_peer = tcp("127.0.0.3:40000");
-    proxy.on_request(0, inv, from_peer, Side::Overlay, &reg);
+    proxy.on_request(0, inv, from_peer, Side::Overlay, &mut reg);
     let mut resent = Vec::new();
     let mut now = 0;
     while let Some(t) = proxy.next_deadline() {
@@ -405,15 +419,20 @@ fn a_bye_follows_the_record_routes_across_both_peers() {
     let mut reg = registrar();
     register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
     let mut proxy = Proxy::new(me(), 4);
+    // The proof this peer wrote into its Record-Routes for the call: its
+    // two ends are peer 0's overlay side and bob's phone.
+    let proof = proxy.dialog_key.proof("call-1", Some(tcp("127.0.0.3:6060")), udp(7002));
     // Bob hangs up: his route set is what the 200 carried, top first:
     // this peer's phone side, its overlay side, then peer 0's two.
-    let text = "BYE sip:alice@127.0.0.9:7001 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bKbye\r\n\
-        Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tcp;lr>\r\n\
+    let text = format!(
+        "BYE sip:alice@127.0.0.9:7001 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bKbye\r\n\
+        Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:127.0.0.1:6060;transport=tcp;lr;dlg={proof}>\r\n\
         Route: <sip:127.0.0.3:6060;transport=tcp;lr>,<sip:127.0.0.3:5060;lr>\r\n\
         Max-Forwards: 70\r\nFrom: <sip:bob@overlay.test>;tag=b1\r\nTo: <sip:alice@overlay.test>;tag=a1\r\n\
-        Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+        Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
     let bye = SipMessage::parse(text.as_bytes()).unwrap();
-    let out = sent(&proxy.on_request(0, bye, udp(7002), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(0, bye, udp(7002), Side::Phones, &mut reg));
     assert_eq!(out.len(), 1);
     let (flow, fwd) = &out[0];
     assert_eq!(*flow, tcp("127.0.0.3:6060"), "to peer 0's overlay side over TCP");
@@ -426,12 +445,14 @@ fn a_bye_follows_the_record_routes_across_both_peers() {
 
     // At the last peer the route set is used up: the Request-URI is the
     // remote target, reached directly.
-    let text = "BYE sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKbye2\r\n\
-        Route: <sip:127.0.0.1:6060;transport=tcp;lr>,<sip:127.0.0.1:5060;lr>\r\n\
+    let text = format!(
+        "BYE sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKbye2\r\n\
+        Route: <sip:127.0.0.1:6060;transport=tcp;lr;dlg={proof}>,<sip:127.0.0.1:5060;lr;dlg={proof}>\r\n\
         Max-Forwards: 69\r\nFrom: <sip:alice@overlay.test>;tag=a1\r\nTo: <sip:bob@overlay.test>;tag=b1\r\n\
-        Call-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n";
+        Call-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
     let bye = SipMessage::parse(text.as_bytes()).unwrap();
-    let out = sent(&proxy.on_request(1, bye, tcp("127.0.0.3:40000"), Side::Overlay, &reg));
+    let out = sent(&proxy.on_request(1, bye, tcp("127.0.0.3:40000"), Side::Overlay, &mut reg));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, udp(7002));
     assert!(!out[0].1.has("Route"));
@@ -446,7 +467,7 @@ fn requests_off_any_dialog_this_peer_routes_are_refused() {
     let mut bye = request("BYE", "sip:carol@192.0.2.1", 7001, "z9hG4bKr1", "");
     bye.set("To", "<sip:carol@example.com>;tag=c");
     assert_eq!(
-        codes(&sent(&proxy.on_request(0, bye, udp(7001), Side::Phones, &reg))),
+        codes(&sent(&proxy.on_request(0, bye, udp(7001), Side::Phones, &mut reg))),
         vec![403]
     );
     // A preloaded route beyond this peer.
@@ -458,14 +479,14 @@ fn requests_off_any_dialog_this_peer_routes_are_refused() {
         "Route: <sip:192.0.2.1;lr>\r\n",
     );
     assert_eq!(
-        codes(&sent(&proxy.on_request(0, inv, udp(7001), Side::Phones, &reg))),
+        codes(&sent(&proxy.on_request(0, inv, udp(7001), Side::Phones, &mut reg))),
         vec![403]
     );
     // Max-Forwards exhausted.
     let mut inv = invite("z9hG4bKr3");
     inv.set("Max-Forwards", "0");
     assert_eq!(
-        codes(&sent(&proxy.on_request(0, inv, udp(7001), Side::Phones, &reg))),
+        codes(&sent(&proxy.on_request(0, inv, udp(7001), Side::Phones, &mut reg))),
         vec![483]
     );
 }
@@ -475,7 +496,7 @@ fn a_retransmitted_invite_is_answered_again_not_forwarded_twice() {
     let mut reg = registrar();
     let (mut proxy, fwd) = call_to_peer4(&mut reg);
     proxy.on_response(20, respond(&fwd, 180, Some("b")), tcp(PEER4));
-    let out = sent(&proxy.on_request(21, invite("z9hG4bKinv1"), udp(7001), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(21, invite("z9hG4bKinv1"), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![180]);
     assert!(out.iter().all(|(_, m)| !m.is_request()));
 }
@@ -486,7 +507,7 @@ fn message_is_routed_like_invite_and_its_200_comes_back() {
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
     let mut proxy = Proxy::new(me(), 6);
     let msg = request("MESSAGE", "sip:bob@overlay.test", 7001, "z9hG4bKm", "");
-    let out = proxy.on_request(0, msg, udp(7001), Side::Phones, &reg);
+    let out = proxy.on_request(0, msg, udp(7001), Side::Phones, &mut reg);
     assert!(sent(&out).is_empty(), "no 100 for a non-INVITE");
     let (lookup, _) = lookup_of(&out);
     let location = Location::Found {
@@ -519,7 +540,7 @@ fn a_call_between_two_phones_of_one_peer_stays_on_it_with_one_record_route() {
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
     register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
     let mut proxy = Proxy::new(me(), 7);
-    let (lookup, _) = lookup_of(&proxy.on_request(0, invite("z9hG4bKl"), udp(7001), Side::Phones, &reg));
+    let (lookup, _) = lookup_of(&proxy.on_request(0, invite("z9hG4bKl"), udp(7001), Side::Phones, &mut reg));
     let location = Location::Found {
         peers: Vec::new(),
         here: true,
@@ -528,7 +549,10 @@ fn a_call_between_two_phones_of_one_peer_stays_on_it_with_one_record_route() {
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, udp(7002));
     assert_eq!(out[0].1.request_uri(), Some("sip:bob@127.0.0.1:7002"));
-    assert_eq!(out[0].1.list("Record-Route"), vec!["<sip:127.0.0.1:5060;lr>"]);
+    assert_eq!(
+        without_proof(out[0].1.list("Record-Route")),
+        vec!["<sip:127.0.0.1:5060;lr>"]
+    );
 }
 
 #[test]
@@ -548,7 +572,7 @@ fn a_response_stripped_of_the_callers_vias_still_reaches_the_caller() {
 /// One whole call at the caller's peer as SIPp makes it: INVITE from the
 /// phone, lookup, 180 and 200 from the callee's peer, ACK, then BYE and
 /// its 200. Returns when every message has been handled.
-fn one_call(proxy: &mut Proxy, reg: &Registrar, now: u64, n: usize) {
+fn one_call(proxy: &mut Proxy, reg: &mut Registrar, now: u64, n: usize) {
     let phone = udp(7001);
     let invite = format!(
         "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKcall{n};rport\r\n\
@@ -617,12 +641,12 @@ fn a_finished_call_keeps_only_what_retransmissions_need() {
     let mut proxy = Proxy::new(me(), 9);
     // Warm up the maps so their growth is not billed to the calls below.
     for n in 0..1_000 {
-        one_call(&mut proxy, &reg, 0, n);
+        one_call(&mut proxy, &mut reg, 0, n);
     }
     let calls = 10_000;
     let before = crate::testing::heap_held();
     for n in 1_000..1_000 + calls {
-        one_call(&mut proxy, &reg, 1, n);
+        one_call(&mut proxy, &mut reg, 1, n);
     }
     let per_call = (crate::testing::heap_held() - before) / calls as isize;
     let (servers, clients) = proxy.transaction_count();
@@ -656,13 +680,13 @@ fn after_the_final_response_retransmissions_are_absorbed_or_answered_as_rfc_6026
     let mut reg = registrar();
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
     let mut proxy = Proxy::new(me(), 9);
-    one_call(&mut proxy, &reg, 0, 1);
+    one_call(&mut proxy, &mut reg, 0, 1);
     // Accepted (RFC 6026 §7.1): the INVITE is absorbed, the callee
     // resends its own 2xx.
-    let out = proxy.on_request(100, retransmitted("INVITE", 1), udp(7001), Side::Phones, &reg);
+    let out = proxy.on_request(100, retransmitted("INVITE", 1), udp(7001), Side::Phones, &mut reg);
     assert!(out.is_empty(), "{out:?}");
     // Timer J: the BYE gets its 200 again, from memory.
-    let out = sent(&proxy.on_request(100, retransmitted("BYE", 1), udp(7001), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(100, retransmitted("BYE", 1), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![200]);
     assert_eq!(out[0].0, udp(7001));
     proxy.tick(TRANSACTION_TIMEOUT_MS);
@@ -676,16 +700,16 @@ fn open_transactions_are_capped_with_503_and_finished_ones_give_way_oldest_first
     let limits = TransactionLimits { open: 2, finished: 4 };
     let mut proxy = Proxy::new(me(), 9).with_limits(limits);
     // Two calls finished at t=0 and t=10: four finished transactions.
-    one_call(&mut proxy, &reg, 0, 1);
-    one_call(&mut proxy, &reg, 10, 2);
+    one_call(&mut proxy, &mut reg, 0, 1);
+    one_call(&mut proxy, &mut reg, 10, 2);
     assert_eq!(proxy.transaction_count().0, 4);
     // A third call needs room: the transactions of the first go, the
     // oldest finished, and it is served.
-    one_call(&mut proxy, &reg, 20, 3);
+    one_call(&mut proxy, &mut reg, 20, 3);
     assert_eq!(proxy.transaction_count().0, 4);
-    let out = sent(&proxy.on_request(30, retransmitted("BYE", 3), udp(7001), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(30, retransmitted("BYE", 3), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![200], "the last call's BYE is answered from memory");
-    let out = sent(&proxy.on_request(30, retransmitted("BYE", 1), udp(7001), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(30, retransmitted("BYE", 1), udp(7001), Side::Phones, &mut reg));
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!(
         out[0].1.method(),
@@ -695,9 +719,9 @@ fn open_transactions_are_capped_with_503_and_finished_ones_give_way_oldest_first
 
     // That BYE waits for an answer; with one INVITE left ringing the
     // open limit is reached and the next request gets 503.
-    let out = proxy.on_request(40, retransmitted("INVITE", 10), udp(7001), Side::Phones, &reg);
+    let out = proxy.on_request(40, retransmitted("INVITE", 10), udp(7001), Side::Phones, &mut reg);
     assert_eq!(codes(&sent(&out)), vec![100]);
-    let out = sent(&proxy.on_request(40, retransmitted("INVITE", 11), udp(7001), Side::Phones, &reg));
+    let out = sent(&proxy.on_request(40, retransmitted("INVITE", 11), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![503]);
 }
 
@@ -709,7 +733,7 @@ fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
     let mut reg = registrar();
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
     let mut proxy = Proxy::new(me(), 1);
-    let out = proxy.on_request(1_000, invite("z9hG4bKobs"), udp(7001), Side::Phones, &reg);
+    let out = proxy.on_request(1_000, invite("z9hG4bKobs"), udp(7001), Side::Phones, &mut reg);
     assert_eq!(
         observed(&out),
         [Observation::CallStarted {
@@ -748,7 +772,7 @@ fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
         From: <sip:alice@overlay.test>;tag=a1\r\nTo: <sip:bob@overlay.test>;tag=b1\r\n\
         Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
     let bye = SipMessage::parse(text.as_bytes()).unwrap();
-    let out = proxy.on_request(9_000, bye, udp(7001), Side::Phones, &reg);
+    let out = proxy.on_request(9_000, bye, udp(7001), Side::Phones, &mut reg);
     assert_eq!(codes(&sent(&out)), Vec::<u16>::new(), "the BYE is forwarded");
     assert_eq!(
         observed(&out),
@@ -759,7 +783,7 @@ fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
 
     // A call that fails before anything rings: no setup time, its code.
     let inv = request("INVITE", &format!("sip:nobody@{DOMAIN}"), 7001, "z9hG4bKobs2", "");
-    let (lookup, _) = lookup_of(&proxy.on_request(10_000, inv, udp(7001), Side::Phones, &reg));
+    let (lookup, _) = lookup_of(&proxy.on_request(10_000, inv, udp(7001), Side::Phones, &mut reg));
     let out = proxy.located(10_005, lookup, Location::NotFound, &reg);
     assert_eq!(
         observed(&out),
@@ -769,7 +793,7 @@ fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
         }]
     );
 
-    let challenge = sent(&proxy.on_request(11_000, invite("z9hG4bKobs3"), udp(7009), Side::Phones, &reg));
+    let challenge = sent(&proxy.on_request(11_000, invite("z9hG4bKobs3"), udp(7009), Side::Phones, &mut reg));
     let wrong = authorize(
         &invite("z9hG4bKobs4"),
         &challenge[0].1,
@@ -777,7 +801,7 @@ fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
         "guess",
         Algorithm::Md5,
     );
-    let out = proxy.on_request(11_001, wrong, udp(7009), Side::Phones, &reg);
+    let out = proxy.on_request(11_001, wrong, udp(7009), Side::Phones, &mut reg);
     assert_eq!(codes(&sent(&out)), [403]);
     assert_eq!(
         observed(&out),
@@ -800,7 +824,124 @@ fn a_known_user_with_no_phone_gets_480_an_unknown_one_404() {
         ("z9hG4bKunknown", Location::NotFound, 404),
     ] {
         let inv = request("INVITE", &format!("sip:carol@{DOMAIN}"), 7001, branch, "");
-        let (lookup, _) = lookup_of(&proxy.on_request(0, inv, udp(7001), Side::Phones, &reg));
+        let (lookup, _) = lookup_of(&proxy.on_request(0, inv, udp(7001), Side::Phones, &mut reg));
         assert_eq!(codes(&sent(&proxy.located(5, lookup, location, &reg))), vec![code]);
     }
+}
+
+/// A request inside a dialog as an attacker makes it up: a To tag, and
+/// `route` (Route header lines, or nothing).
+fn made_up_in_dialog(method: &str, uri: &str, from_port: u16, route: &str) -> SipMessage {
+    let text = format!(
+        "{method} {uri} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66:{from_port};branch=z9hG4bKevil{from_port};rport\r\n\
+         {route}Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=evil\r\nTo: <sip:bob@{DOMAIN}>;tag=madeup\r\n\
+         Call-ID: evil-1\r\nCSeq: 1 {method}\r\nContact: <sip:x@192.0.2.66:{from_port}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(text.as_bytes()).unwrap()
+}
+
+fn from_attacker(port: u16) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote: SocketAddr::from(([192, 0, 2, 66], port)),
+    }
+}
+
+/// Issue 36 §1: a made-up To tag no longer skips authorization. An
+/// INVITE with a Route to any host is not relayed (a phone that did not
+/// register is challenged; another peer's side is refused), nor is one
+/// that rings a user's phone directly, nor one that names this peer in a
+/// Route with a forged proof, nor an ACK (which cannot be challenged).
+#[test]
+fn a_made_up_dialog_relays_nothing_and_rings_no_phone() {
+    let mut reg = registrar();
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    let mut proxy = Proxy::new(me(), 5);
+    let elsewhere = "Route: <sip:203.0.113.9:5060;lr>\r\n";
+    let forged = "Route: <sip:127.0.0.1:5060;lr;dlg=00112233445566778899aabbccddeeff>, <sip:203.0.113.9:5060;lr>\r\n";
+    let cases = [
+        ("sip:anyone@203.0.113.9", elsewhere, "a Route anywhere"),
+        ("sip:bob@127.0.0.1:7002", "", "straight to a registered phone"),
+        ("sip:anyone@203.0.113.9", forged, "a forged proof"),
+    ];
+    for (i, (uri, route, what)) in cases.into_iter().enumerate() {
+        let port = 6000 + i as u16;
+        let req = made_up_in_dialog("INVITE", uri, port, route);
+        let out = sent(&proxy.on_request(0, req.clone(), from_attacker(port), Side::Phones, &mut reg));
+        assert_eq!(codes(&out), vec![407], "{what} from a phone");
+        assert!(
+            out.iter().all(|(f, _)| *f == from_attacker(port)),
+            "{what}: nothing forwarded"
+        );
+        let peer = Flow {
+            transport: Transport::Tcp,
+            remote: SocketAddr::from(([192, 0, 2, 66], port)),
+        };
+        let out = sent(&proxy.on_request(0, req, peer, Side::Overlay, &mut reg));
+        assert_eq!(codes(&out), vec![403], "{what} from the overlay side");
+        let ack = made_up_in_dialog("ACK", uri, port, route);
+        assert!(sent(&proxy.on_request(0, ack, from_attacker(port), Side::Phones, &mut reg)).is_empty());
+    }
+}
+
+/// A proof taken from a real dialog reaches only that dialog's two ends:
+/// the same Call-ID with another next hop is refused.
+#[test]
+fn a_real_proof_does_not_open_another_route() {
+    let mut reg = registrar();
+    let mut proxy = Proxy::new(me(), 6);
+    let proof = proxy
+        .dialog_key
+        .proof("evil-1", Some(from_attacker(6000)), tcp("127.0.0.3:6060"));
+    let route = format!("Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:203.0.113.9:5060;lr>\r\n");
+    let req = made_up_in_dialog("BYE", "sip:x@203.0.113.9", 6000, &route);
+    let peer = tcp("127.0.0.3:40000");
+    assert_eq!(
+        codes(&sent(&proxy.on_request(0, req, peer, Side::Overlay, &mut reg))),
+        vec![403]
+    );
+    let route = format!("Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:127.0.0.3:6060;transport=tcp;lr>\r\n");
+    let req = made_up_in_dialog("BYE", "sip:x@203.0.113.9", 6000, &route);
+    let out = sent(&proxy.on_request(0, req, peer, Side::Overlay, &mut reg));
+    assert_eq!(out[0].0, tcp("127.0.0.3:6060"), "its own dialog's end is reached");
+}
+
+/// Issue 36 §3 and §4: the caller's credentials for this realm stop at
+/// its peer, the peer asserts who authenticated, and a phone that claims
+/// to be someone else in From is refused, whether it authenticated by
+/// digest or by registering.
+#[test]
+fn credentials_stop_here_the_caller_is_asserted_and_a_forged_from_is_refused() {
+    let mut reg = registrar();
+    let mut proxy = Proxy::new(me(), 7);
+    let inv = request(
+        "INVITE",
+        &format!("sip:bob@{DOMAIN}"),
+        7009,
+        "z9hG4bKc1",
+        "P-Asserted-Identity: <sip:ceo@overlay.test>\r\n",
+    );
+    let challenge = sent(&proxy.on_request(0, inv.clone(), udp(7009), Side::Phones, &mut reg))
+        .remove(0)
+        .1;
+    let mut signed = authorize(&inv, &challenge, "alice", "secret", Algorithm::Md5);
+    signed.set("Via", "SIP/2.0/UDP 127.0.0.1:7009;branch=z9hG4bKc2;rport");
+    let (lookup, _) = lookup_of(&proxy.on_request(1, signed, udp(7009), Side::Phones, &mut reg));
+    let location = Location::Found {
+        peers: vec![PEER4.parse().unwrap()],
+        here: false,
+    };
+    let fwd = sent(&proxy.located(1, lookup, location, &reg)).remove(0).1;
+    assert!(!fwd.has("Proxy-Authorization"), "the credentials stayed at this peer");
+    assert_eq!(fwd.list("P-Asserted-Identity"), vec![format!("<sip:alice@{DOMAIN}>")]);
+
+    // Alice's registered phone (no digest needed) says it is bob.
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let text = String::from_utf8(invite("z9hG4bKc3").to_bytes()).unwrap().replace(
+        &format!("From: \"Alice\" <sip:alice@{DOMAIN}>"),
+        &format!("From: \"Bob\" <sip:bob@{DOMAIN}>"),
+    );
+    let forged = SipMessage::parse(text.as_bytes()).unwrap();
+    let out = sent(&proxy.on_request(2, forged, udp(7001), Side::Phones, &mut reg));
+    assert_eq!(codes(&out), vec![403]);
 }

@@ -272,10 +272,7 @@ fn users_added_and_removed_take_effect_at_once() {
     assert_eq!(reg.set_users(users), ["alice"]);
     assert_eq!(reg.users(), ["bob", "carol"]);
     assert_eq!(reg.binding_count(), 0, "alice's binding went with her account");
-    assert!(
-        reg.binding_on(flow(), 1).is_none(),
-        "her phone's flow authorizes nothing"
-    );
+    assert!(reg.user_on(flow(), 1).is_none(), "her phone's flow authorizes nothing");
 
     let again = register("alice", 2, contact);
     let challenge = answer_of(&reg.register(1, &again, flow())).clone();
@@ -294,4 +291,71 @@ fn users_added_and_removed_take_effect_at_once() {
         flow(),
     );
     assert!(matches!(accepted, Registered::Publish { ref user, .. } if user == "carol"));
+}
+
+/// Issue 36 §2: a captured REGISTER Authorization, replayed on a new
+/// REGISTER (another Call-ID, the attacker's Contact), re-binds nothing:
+/// its nonce count was used (RFC 7616 §3.4.6), so it is challenged again
+/// with `stale=true`, and the victim's binding stays.
+#[test]
+fn a_replayed_register_authorization_is_challenged_not_bound() {
+    let mut reg = registrar();
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let challenge = answer_of(&reg.register(0, &req, flow())).clone();
+    let signed = authorize(&req, &challenge, "alice", "secret", Algorithm::Md5);
+    assert!(matches!(reg.register(1, &signed, flow()), Registered::Publish { .. }));
+
+    let credentials = signed.header("Authorization").unwrap().into_owned();
+    let attacker = Flow {
+        transport: Transport::Udp,
+        remote: "192.0.2.66:5060".parse().unwrap(),
+    };
+    let text = format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.66:5060;branch=z9hG4bKevil\r\n\
+         From: <sip:alice@{DOMAIN}>;tag=evil\r\nTo: <sip:alice@{DOMAIN}>\r\nCall-ID: evil-1\r\n\
+         CSeq: 7 REGISTER\r\nContact: <sip:alice@192.0.2.66:5060>\r\nAuthorization: {credentials}\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let replay = SipMessage::parse(text.as_bytes()).unwrap();
+    let outcome = reg.register(2, &replay, attacker);
+    let answer = answer_of(&outcome);
+    assert_eq!(answer.status(), Some(401));
+    assert!(offered(answer, "WWW-Authenticate")
+        .iter()
+        .all(|c| c.contains("stale=true")));
+    let contacts: Vec<String> = reg
+        .contacts("alice", 3)
+        .iter()
+        .map(|b| b.contact.uri.to_string())
+        .collect();
+    assert_eq!(contacts, vec!["sip:alice@127.0.0.1:5061".to_string()]);
+}
+
+/// RFC 3261 §22.4 / RFC 7616 §3.4.6: credentials made for one party's
+/// Request-URI do not authorize a request for another (a captured INVITE
+/// credential cannot call someone else): 400. A user-less digest URI (a
+/// server's, as SIPp writes the proxy's address) is accepted.
+#[test]
+fn credentials_for_another_party_are_refused() {
+    assert!(digest_uri_fits("sip:bob@overlay.test", "sip:bob@overlay.test"));
+    assert!(digest_uri_fits("sip:bob@OVERLAY.test", "sip:bob@overlay.test"));
+    assert!(digest_uri_fits("sip:127.0.0.1:5060", "sip:bob@overlay.test"));
+    assert!(!digest_uri_fits("sip:bob@overlay.test", "sip:carol@overlay.test"));
+    assert!(!digest_uri_fits("not a uri", "sip:carol@overlay.test"));
+
+    let mut reg = registrar();
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let challenge = answer_of(&reg.register(0, &req, flow())).clone();
+    let signed = authorize(&req, &challenge, "alice", "secret", Algorithm::Md5);
+    let text = String::from_utf8(signed.to_bytes()).unwrap();
+    let text = text.replace(&format!("uri=\"sip:{DOMAIN}\""), &format!("uri=\"sip:bob@{DOMAIN}\""));
+    let elsewhere = SipMessage::parse(text.as_bytes()).unwrap();
+    let outcome = reg.register(1, &elsewhere, flow());
+    let answer = answer_of(&outcome);
+    let text = String::from_utf8(answer.to_bytes()).unwrap();
+    assert!(
+        text.starts_with("SIP/2.0 400 Digest URI Does Not Match The Request-URI\r\n"),
+        "{text}"
+    );
+    assert!(reg.contacts("alice", 2).is_empty());
 }
