@@ -44,6 +44,8 @@ pub const T4_MS: u64 = 5_000;
 pub const TRANSACTION_TIMEOUT_MS: u64 = 64 * T1_MS;
 /// Timer C (§16.8): an INVITE branch that rings longer is cancelled.
 pub const TIMER_C_MS: u64 = 180_000;
+/// Seconds a 503 for overload asks the sender to wait (RFC 3261 §21.5.4).
+pub const OVERLOAD_RETRY_AFTER_S: u32 = 5;
 /// Max-Forwards a proxy writes when the request has none (§16.6 step 3).
 pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 /// Most server transactions still working on their request (Locating,
@@ -449,8 +451,14 @@ impl Proxy {
         if max_forwards == 0 {
             return self.reply(&request, flow, 483, "Too Many Hops");
         }
+        if self.passed_here_before(&request) {
+            return self.reply(&request, flow, 482, "Loop Detected");
+        }
         if self.open_servers >= self.limits.open {
-            return self.reply(&request, flow, 503, "Service Unavailable");
+            let tag = self.unique();
+            let mut busy = SipMessage::response_to(&request, 503, "Service Unavailable", Some(&tag));
+            busy.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
+            return self.send(flow, busy.to_bytes());
         }
         // §16.5: where the request goes.
         let target = if request.has("Route") && !to_tagged {
@@ -611,6 +619,21 @@ impl Proxy {
                 Err(SipMessage::response_to(request, 403, why, Some(&tag)).to_bytes())
             }
         }
+    }
+
+    /// RFC 3261 §16.3 step 4 (which RFC 5393 §4 makes a must for
+    /// forking proxies): a request that carries a Via this peer wrote has
+    /// been forwarded by it before. In the overlay a request never
+    /// spirals through one peer legitimately (each peer forwards it once,
+    /// to a phone or to the callee's peer), so it has looped: a Route set
+    /// that sends a request back and forth between two peers ends at its
+    /// second visit instead of after Max-Forwards hops.
+    fn passed_here_before(&self, request: &SipMessage) -> bool {
+        request
+            .list("Via")
+            .iter()
+            .filter_map(|v| Via::parse(v))
+            .any(|v| self.me.wrote(&v))
     }
 
     fn admit(&mut self, id: u64, server: ServerTxn) {
@@ -838,6 +861,9 @@ impl Proxy {
                     }
                 }
             }
+        }
+        if self.passed_here_before(&ack) {
+            return;
         }
         let own_routes = pop_own_routes(&mut ack, &self.me);
         let Some(uri) = ack.request_uri().and_then(|u| Uri::parse(u).ok()) else {

@@ -723,6 +723,7 @@ fn open_transactions_are_capped_with_503_and_finished_ones_give_way_oldest_first
     assert_eq!(codes(&sent(&out)), vec![100]);
     let out = sent(&proxy.on_request(40, retransmitted("INVITE", 11), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![503]);
+    assert_eq!(out[0].1.header("Retry-After").as_deref(), Some("5"), "RFC 3261 §21.5.4");
 }
 
 /// What the operator sees of a call: it starts when the INVITE is taken,
@@ -944,4 +945,28 @@ fn credentials_stop_here_the_caller_is_asserted_and_a_forged_from_is_refused() {
     let forged = SipMessage::parse(text.as_bytes()).unwrap();
     let out = sent(&proxy.on_request(2, forged, udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![403]);
+}
+
+/// Issue 36 §5: a request that comes back to a peer that forwarded it
+/// (a Route set bouncing it between two peers, each hop authenticated)
+/// ends with 482 at its second visit instead of after Max-Forwards hops;
+/// a looping ACK is dropped.
+#[test]
+fn a_request_that_comes_back_is_a_loop() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut proxy = Proxy::new(me(), 8);
+    for (method, want) in [("INVITE", vec![482]), ("ACK", vec![])] {
+        let text = format!(
+            "{method} sip:x@127.0.0.2:6060 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.2:6060;branch=z9hG4bKpb\r\n\
+             Via: SIP/2.0/TCP 127.0.0.1:6060;branch=z9hG4bKpa\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKa\r\n\
+             Route: <sip:127.0.0.2:6060;transport=tcp;lr>\r\nMax-Forwards: 250\r\n\
+             From: <sip:alice@{DOMAIN}>;tag=a\r\nTo: <sip:bob@{DOMAIN}>;tag=b\r\nCall-ID: loop-1\r\n\
+             CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+        );
+        let req = SipMessage::parse(text.as_bytes()).unwrap();
+        let out = sent(&proxy.on_request(0, req, udp(7001), Side::Phones, &mut reg));
+        assert_eq!(codes(&out), want, "{method}");
+        assert!(out.iter().all(|(f, _)| *f == udp(7001)), "{method}: nothing forwarded");
+    }
 }
