@@ -16,6 +16,7 @@ pub mod node_dir;
 pub mod overlay_dir;
 pub mod peer;
 pub mod pki;
+mod same_node_id;
 mod sip_locate;
 pub mod sip_report;
 pub mod sip_server;

@@ -95,6 +95,7 @@ pub(crate) struct Metrics {
     link_failures: Family<DirectionLabels, Counter>,
     links_lost: Counter,
     links_silent: Counter,
+    duplicate_node_ids: Counter,
     messages_sent: Counter,
     bytes_sent: Counter,
     maintenance_bytes_sent: Counter,
@@ -123,6 +124,7 @@ impl Metrics {
             link_failures: Family::default(),
             links_lost: Counter::default(),
             links_silent: Counter::default(),
+            duplicate_node_ids: Counter::default(),
             messages_sent: Counter::default(),
             bytes_sent: Counter::default(),
             maintenance_bytes_sent: Counter::default(),
@@ -185,6 +187,11 @@ impl Metrics {
             m.links_silent.clone(),
         );
         r.register(
+            "duplicate_node_ids",
+            "Second processes refused because they presented the Node-ID of a peer already linked here (a copied node directory)",
+            m.duplicate_node_ids.clone(),
+        );
+        r.register(
             "messages_sent",
             "RELOAD messages sent on links",
             m.messages_sent.clone(),
@@ -238,6 +245,11 @@ impl Metrics {
     /// A link to a routing neighbour closed without the neighbour leaving.
     pub(crate) fn link_lost(&self) {
         self.links_lost.inc();
+    }
+
+    /// A second process with a linked peer's Node-ID was refused.
+    pub(crate) fn duplicate_node_id(&self) {
+        self.duplicate_node_ids.inc();
     }
 
     /// A link whose peer stopped acknowledging (§6.6.5).

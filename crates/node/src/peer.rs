@@ -16,6 +16,9 @@ use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::metrics::{Gauges, Metrics};
 use crate::node_dir::{NodeDir, NodeDirError};
 use crate::pki::cert_info;
+use crate::same_node_id::{
+    self, Answer, Check, Verdict, CHECK_LINKS_OLDER_THAN, CHECK_TIMEOUT, HELD_REQUESTS, REFUSING_FOR,
+};
 use overlay::{Action, ChordReload, ClientTopology, Event, OverlayNode, RequestFailure, RequestId, Topology};
 use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
@@ -251,6 +254,8 @@ pub(crate) enum Input {
         /// The address this end dialled (the peer's listen address);
         /// `None` for a link the peer dialled.
         dialled: Option<SocketAddr>,
+        /// The other end's address.
+        remote: SocketAddr,
     },
     ConnectFailed {
         link: u64,
@@ -276,11 +281,14 @@ impl From<LinkEvent> for Input {
     }
 }
 
+#[derive(Clone)]
 struct LinkHandle {
     id: u64,
     tx: mpsc::Sender<Vec<u8>>,
     initiator: NodeId,
     dialled: Option<SocketAddr>,
+    remote: SocketAddr,
+    up_since: Instant,
 }
 
 /// Milliseconds since the Unix epoch: the engines' clock.
@@ -525,6 +533,8 @@ async fn drive<T: Topology + Tables>(
         sip_control,
         certificates: Default::default(),
         reloads: Vec::new(),
+        second_links: HashMap::new(),
+        left: false,
         metrics,
     };
     driver.start();
@@ -600,6 +610,12 @@ struct Driver<T: Topology + Tables> {
     certificates: crate::certificates::CertificateUsage,
     /// Account reloads waiting for their stores to be answered.
     reloads: Vec<ReloadWait>,
+    /// Second links for a Node-ID already linked, being checked
+    /// ([`crate::same_node_id`]).
+    second_links: HashMap<NodeId, Check<LinkHandle>>,
+    /// A leave finished (`Event::Left` came out of the engine), even if
+    /// the actions were carried out outside the main loop.
+    left: bool,
     metrics: Metrics,
 }
 
@@ -734,6 +750,7 @@ impl<T: Topology + Tables> Driver<T> {
                 self.round.as_ref().map(|(_, ends)| *ends),
                 Some(next_cache),
                 self.certificates.due(),
+                self.second_links_due(),
             ]
             .into_iter()
             .flatten()
@@ -756,6 +773,9 @@ impl<T: Topology + Tables> Driver<T> {
                     }
                     if self.certificates.due().is_some_and(|t| now >= t) {
                         self.store_certificate();
+                    }
+                    if self.second_links_due().is_some_and(|t| now >= t) {
+                        self.second_links_timed_out();
                     }
                     if now >= next_cache {
                         next_cache = now + Duration::from_secs(60);
@@ -782,7 +802,7 @@ impl<T: Topology + Tables> Driver<T> {
         while let Some(o) = self.engine.poll_observation() {
             self.metrics.observe(o);
         }
-        let mut left = false;
+        let mut left = self.left;
         while let Some(action) = self.engine.poll_action() {
             match action {
                 Action::Send { to, bytes, .. } => match self.links.get(&to) {
@@ -802,6 +822,7 @@ impl<T: Topology + Tables> Driver<T> {
                 Action::Event(event) => left |= self.on_event(*event),
             }
         }
+        self.left = left;
         left
     }
 
@@ -839,6 +860,13 @@ impl<T: Topology + Tables> Driver<T> {
                 after_ms.div_ceil(1000)
             ),
             Event::Left => return true,
+            // The reason comes from another (authenticated) peer: escaped,
+            // and long enough to say what to do.
+            Event::Refused { by, info } => tracing::warn!(
+                "peer {} refused this node: {}",
+                by.to_hex(),
+                info.chars().take(240).flat_map(char::escape_debug).collect::<String>()
+            ),
             _ => {}
         }
         false
@@ -889,7 +917,15 @@ impl<T: Topology + Tables> Driver<T> {
                 })
             });
             match linked {
-                Ok((stream, their)) => serve_link(stream, link, their, me, Some(address), ctx, tx).await,
+                Ok((stream, their)) => {
+                    let ends = LinkEnds {
+                        peer: their,
+                        initiator: me,
+                        dialled: Some(address),
+                        remote: address,
+                    };
+                    serve_link(stream, link, ends, ctx, tx).await
+                }
                 Err(why) => {
                     let failed = Input::ConnectFailed {
                         link,
@@ -913,6 +949,7 @@ impl<T: Topology + Tables> Driver<T> {
                 tx,
                 initiator,
                 dialled,
+                remote,
             } => {
                 let bootstrap = self.bootstrap_dials.remove(&link);
                 if peer == self.me {
@@ -929,34 +966,26 @@ impl<T: Topology + Tables> Driver<T> {
                     }
                     return;
                 }
-                if let Some(old) = self.links.get(&peer) {
-                    // Two links to one peer (both dialled at once): keep
-                    // the one the smaller Node-ID dialled, so both ends
-                    // keep the same one; a redial by the same end wins.
-                    let keep_old = old.initiator != initiator && old.initiator < initiator;
-                    if keep_old {
-                        if bootstrap {
-                            // The bootstrap peer is reached all the same.
-                            self.engine.bootstrap_link_up(now, peer);
-                        }
-                        return;
-                    }
+                let handle = LinkHandle {
+                    id: link,
+                    tx,
+                    initiator,
+                    dialled,
+                    remote,
+                    up_since: Instant::now(),
+                };
+                let old_enough = self
+                    .links
+                    .get(&peer)
+                    .is_some_and(|old| old.up_since.elapsed() >= CHECK_LINKS_OLDER_THAN);
+                if self.second_links.contains_key(&peer) {
+                    // A third link while two are being checked: not now.
+                    return;
                 }
-                tracing::debug!("link {link} up with {}", peer.to_hex());
-                self.links.insert(
-                    peer,
-                    LinkHandle {
-                        id: link,
-                        tx,
-                        initiator,
-                        dialled,
-                    },
-                );
-                if bootstrap {
-                    self.engine.bootstrap_link_up(now, peer);
-                } else {
-                    self.engine.link_up(now, peer);
+                if old_enough {
+                    return self.check_second_link(now, peer, handle, bootstrap);
                 }
+                self.take_link(now, peer, handle, bootstrap);
             }
             Input::InboundLinkFailed => self.metrics.link_failed(true),
             Input::Discovery(datagram, from) => self.on_discovery(datagram, from),
@@ -1044,6 +1073,211 @@ impl<T: Topology + Tables> Driver<T> {
         }
     }
 
+    /// A link to `peer` is up: it joins the link table, unless `peer`
+    /// already has a link that the usual tie-break keeps (two links to
+    /// one peer dialled at once: keep the one the smaller Node-ID dialled,
+    /// so both ends keep the same one; a redial by the same end wins).
+    fn take_link(&mut self, now: u64, peer: NodeId, handle: LinkHandle, bootstrap: bool) {
+        if let Some(old) = self.links.get(&peer) {
+            let keep_old = old.initiator != handle.initiator && old.initiator < handle.initiator;
+            if keep_old {
+                if bootstrap {
+                    // The bootstrap peer is reached all the same.
+                    self.engine.bootstrap_link_up(now, peer);
+                }
+                return;
+            }
+        }
+        tracing::debug!("link {} up with {}", handle.id, peer.to_hex());
+        self.links.insert(peer, handle);
+        if bootstrap {
+            self.engine.bootstrap_link_up(now, peer);
+        } else {
+            self.engine.link_up(now, peer);
+        }
+    }
+
+    /// [`crate::same_node_id`]: a Ping over each of the two links to
+    /// `peer`, the new one kept aside until they are answered.
+    fn check_second_link(&mut self, now: u64, peer: NodeId, new: LinkHandle, bootstrap: bool) {
+        let ping = || Body::PingReq(reload_wire::PingReq::default());
+        // The new link's Ping goes over it: it stands in for the old one
+        // while the engine's Send is carried out.
+        let old = self.links.insert(peer, new.clone());
+        let ping_new = self.engine.request(now, vec![Destination::Node(peer)], ping());
+        self.drain_actions();
+        if let Some(old) = old {
+            self.links.insert(peer, old);
+        }
+        let ping_old = self.engine.request(now, vec![Destination::Node(peer)], ping());
+        tracing::debug!(
+            "a second link to {} (from {}): checking both",
+            peer.to_hex(),
+            new.remote
+        );
+        self.second_links.insert(
+            peer,
+            Check {
+                new_link: new.id,
+                new,
+                bootstrap,
+                ping_old,
+                ping_new,
+                old: Answer::Waiting,
+                new_answer: Answer::Waiting,
+                deadline: Instant::now() + CHECK_TIMEOUT,
+                held: Vec::new(),
+                refusing_until: None,
+                refusal: String::new(),
+            },
+        );
+    }
+
+    /// A check's Ping was answered (or failed); true if it was one.
+    fn second_link_ping_done(&mut self, request: RequestId, outcome: &Result<Body, RequestFailure>) -> bool {
+        let answer = match outcome {
+            Ok(Body::PingAns(a)) => Answer::Instance(a.response_id),
+            _ => Answer::Failed,
+        };
+        let Some((&peer, check)) = self
+            .second_links
+            .iter_mut()
+            .find(|(_, c)| c.ping_old == request || c.ping_new == request)
+        else {
+            return false;
+        };
+        if check.ping_old == request {
+            check.old = answer;
+        } else {
+            check.new_answer = answer;
+        }
+        self.settle_second_link(peer, false);
+        true
+    }
+
+    /// Acts on a check's verdict once there is one.
+    fn settle_second_link(&mut self, peer: NodeId, timed_out: bool) {
+        let now = now_ms();
+        let Some(check) = self.second_links.get(&peer) else {
+            return;
+        };
+        if check.refusing_until.is_some() {
+            if timed_out {
+                // The refusals had their time; the link closes.
+                self.second_links.remove(&peer);
+            }
+            return;
+        }
+        let verdict = same_node_id::verdict(check.old, check.new_answer, timed_out);
+        match verdict {
+            Verdict::Wait => {}
+            Verdict::SameProcess | Verdict::OldGone => {
+                let Some(check) = self.second_links.remove(&peer) else {
+                    return;
+                };
+                if verdict == Verdict::OldGone {
+                    tracing::info!(
+                        "the link to {} no longer answers; the new one from {} replaces it",
+                        peer.to_hex(),
+                        check.new.remote
+                    );
+                    self.links.remove(&peer);
+                }
+                let link = check.new.id;
+                self.take_link(now, peer, check.new, check.bootstrap);
+                if self.is_current(link, &peer) {
+                    for bytes in check.held {
+                        self.engine.receive(now, peer, &bytes);
+                    }
+                }
+            }
+            Verdict::NewGone => {
+                self.second_links.remove(&peer);
+            }
+            Verdict::Duplicate { .. } => {
+                let old_remote = self.links.get(&peer).map(|l| l.remote);
+                let Some(check) = self.second_links.get_mut(&peer) else {
+                    return;
+                };
+                let refusal = format!(
+                    "Node-ID {} is in use by another peer (linked from {}): two processes must never share a node \
+                     directory; enroll each machine with `p2psip enroll`",
+                    peer.to_hex(),
+                    old_remote.map_or_else(|| "elsewhere".to_string(), |a| a.to_string())
+                );
+                tracing::warn!(
+                    "refused a second process with Node-ID {} (from {}): {refusal}",
+                    peer.to_hex(),
+                    check.new.remote
+                );
+                self.metrics.duplicate_node_id();
+                check.refusal = refusal;
+                check.refusing_until = Some(Instant::now() + REFUSING_FOR);
+                let held = std::mem::take(&mut check.held);
+                for bytes in held {
+                    self.refuse_over_second_link(peer, &bytes);
+                }
+            }
+        }
+    }
+
+    /// Answers a request that came over `peer`'s refused second link with
+    /// the refusal, over that link.
+    fn refuse_over_second_link(&mut self, peer: NodeId, bytes: &[u8]) {
+        let Some(check) = self.second_links.get(&peer) else {
+            return;
+        };
+        let (new, why) = (check.new.clone(), check.refusal.clone());
+        let old = self.links.insert(peer, new);
+        self.engine
+            .refuse(now_ms(), peer, bytes, reload_wire::ErrorCode::FORBIDDEN, &why);
+        self.drain_actions();
+        match old {
+            Some(old) => self.links.insert(peer, old),
+            None => self.links.remove(&peer),
+        };
+    }
+
+    /// A message over a link that is not `peer`'s current one: a Ping
+    /// answer or a held request while a check runs, a refusal once it
+    /// found a duplicate; otherwise ignored (the link was replaced).
+    fn on_second_link_message(&mut self, link: u64, peer: NodeId, bytes: Vec<u8>) {
+        let now = now_ms();
+        let Some(check) = self.second_links.get_mut(&peer).filter(|c| c.new_link == link) else {
+            return;
+        };
+        if !same_node_id::is_request(&bytes, &self.ctx) {
+            return self.engine.receive(now, peer, &bytes);
+        }
+        if check.refusing_until.is_some() {
+            return self.refuse_over_second_link(peer, &bytes);
+        }
+        if check.held.len() < HELD_REQUESTS {
+            check.held.push(bytes);
+        }
+    }
+
+    /// When a check next needs the timer.
+    fn second_links_due(&self) -> Option<Instant> {
+        self.second_links
+            .values()
+            .map(|c| c.refusing_until.unwrap_or(c.deadline))
+            .min()
+    }
+
+    fn second_links_timed_out(&mut self) {
+        let now = Instant::now();
+        let due: Vec<NodeId> = self
+            .second_links
+            .iter()
+            .filter(|(_, c)| c.refusing_until.unwrap_or(c.deadline) <= now)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.settle_second_link(peer, true);
+        }
+    }
+
     fn on_link_event(&mut self, event: LinkEvent) {
         let now = now_ms();
         match event {
@@ -1051,6 +1285,8 @@ impl<T: Topology + Tables> Driver<T> {
             LinkEvent::Message { link, peer, bytes } => {
                 if self.is_current(link, &peer) {
                     self.engine.receive(now, peer, &bytes);
+                } else {
+                    self.on_second_link_message(link, peer, bytes);
                 }
             }
             LinkEvent::Idle { link, peer } => {
@@ -1085,6 +1321,9 @@ impl<T: Topology + Tables> Driver<T> {
             }
             LinkEvent::Closed { link, peer, why } => {
                 if !self.is_current(link, &peer) {
+                    if self.second_links.get(&peer).is_some_and(|c| c.new_link == link) {
+                        self.second_links.remove(&peer);
+                    }
                     return;
                 }
                 if self.is_first_neighbour(&peer) {
@@ -1095,6 +1334,11 @@ impl<T: Topology + Tables> Driver<T> {
                 }
                 self.links.remove(&peer);
                 self.engine.link_down(now, peer);
+                // A second link being checked takes its place.
+                if let Some(check) = self.second_links.get_mut(&peer) {
+                    check.old = Answer::Failed;
+                    self.settle_second_link(peer, false);
+                }
             }
         }
     }
@@ -1269,6 +1513,9 @@ impl<T: Topology + Tables> Driver<T> {
     }
 
     fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32, responder: NodeId) {
+        if self.second_link_ping_done(request, &outcome) {
+            return;
+        }
         self.reload_progress(request, &outcome);
         if self.certificates.on_done(request, &outcome) {
             return;
@@ -1522,32 +1769,49 @@ async fn accept_loop(
                 }
             };
             if peer == me {
+                if REFUSED_LINKS.allow(now_ms()) {
+                    tracing::warn!(
+                        "refused link from {remote}: it presents this peer's own Node-ID {}: another process uses \
+                         this node's identity (a copied node directory?); each machine must enroll its own",
+                        me.to_hex()
+                    );
+                }
                 return;
             }
-            serve_link(stream, link, peer, peer, None, ctx, tx).await;
+            let ends = LinkEnds {
+                peer,
+                initiator: peer,
+                dialled: None,
+                remote,
+            };
+            serve_link(stream, link, ends, ctx, tx).await;
         });
     }
 }
 
-/// Hands an authenticated link to the engine task, then runs it.
-async fn serve_link<S>(
-    stream: S,
-    link: u64,
+/// Who is at each end of an authenticated link and how it was made.
+struct LinkEnds {
     peer: NodeId,
     initiator: NodeId,
+    /// The address this end dialled; `None` for a link the peer dialled.
     dialled: Option<SocketAddr>,
-    ctx: Arc<DecodeContext>,
-    engine: mpsc::Sender<Input>,
-) where
+    remote: SocketAddr,
+}
+
+/// Hands an authenticated link to the engine task, then runs it.
+async fn serve_link<S>(stream: S, link: u64, ends: LinkEnds, ctx: Arc<DecodeContext>, engine: mpsc::Sender<Input>)
+where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let (out_tx, out_rx) = mpsc::channel(LINK_QUEUE);
+    let peer = ends.peer;
     let up = Input::LinkUp {
         peer,
         link,
         tx: out_tx,
-        initiator,
-        dialled,
+        initiator: ends.initiator,
+        dialled: ends.dialled,
+        remote: ends.remote,
     };
     if engine.send(up).await.is_ok() {
         run_link(link, peer, stream, ctx, out_rx, engine).await;

@@ -103,6 +103,10 @@ pub enum Event {
         /// request failed here (timeout, no route).
         responder: NodeId,
     },
+    /// While joining, a peer refused this node's request with
+    /// Error_Forbidden: `info` is its reason (for instance, another
+    /// process already uses this Node-ID).
+    Refused { by: NodeId, info: String },
     /// A signed ConfigUpdate arrived (§6.5.4); the daemon checks and applies it.
     ConfigUpdate(ConfigUpdateReq),
     /// A peer's Attach (§6.5.1) named where it takes links: what a driver
@@ -308,6 +312,8 @@ pub struct OverlayNode<T: Topology, S: Security> {
     security: S,
     storage: Storage,
     rng: Xoshiro256PlusPlus,
+    /// This run's PingAns `response_id` (see [`OverlayNode::instance_id`]).
+    instance_id: u64,
     started_at: u64,
     links: SortedSet<NodeId>,
     /// Links we are opening after an AttachAns, by expected peer.
@@ -494,6 +500,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             security,
             storage: Storage::new(),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
+            instance_id: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005E_ED1D).random(),
             started_at: now,
             links: SortedSet::new(),
             connecting: BTreeMap::new(),
@@ -537,6 +544,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if let Some(q) = &mut self.observations {
             q.push_back(observation());
         }
+    }
+
+    /// RFC 6940 §6.5.3 asks only that a PingAns `response_id` be random
+    /// and tell Ping responses apart. This node draws it once per run and
+    /// answers every Ping with it, so two links that present the same
+    /// Node-ID can be told apart: one process answers both with the same
+    /// id, two processes sharing a Node-ID (a copied node directory) with
+    /// different ones. Transaction ids still tell the responses apart.
+    pub fn instance_id(&self) -> u64 {
+        self.instance_id
     }
 
     pub fn node_id(&self) -> NodeId {
@@ -998,6 +1015,21 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     pub fn link_resumed(&mut self, now: u64, peer: NodeId) {
         self.links.insert(peer);
         self.topology.on_link_up(now, peer, true, true, &mut self.commands);
+        self.after_event(now);
+    }
+
+    /// §6.3.3.1: answers a request that arrived from `link` with an Error
+    /// and does nothing else with it: the driver refused the connection
+    /// it came on (say, a second process claiming a Node-ID that is
+    /// already here). Anything but a request is dropped.
+    pub fn refuse(&mut self, now: u64, link: NodeId, bytes: &[u8], code: ErrorCode, why: &str) {
+        let Ok((header, payload)) = ForwardingHeader::split(bytes, &self.ctx) else {
+            return;
+        };
+        let method = peek_code(payload);
+        if method.is_request() {
+            self.send_error(now, Some(link), &header, method, code, why);
+        }
         self.after_event(now);
     }
 
@@ -1469,7 +1501,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         };
         match body {
             Body::PingReq(_) => Ok(Body::PingAns(PingAns {
-                response_id: self.rng.random(),
+                response_id: self.instance_id,
                 time: now,
             })),
             Body::ProbeReq(req) => {
@@ -1674,6 +1706,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 e.to_string().into_bytes(),
             ))),
         };
+        if let Err(RequestFailure::Error(e)) = &outcome {
+            if e.error_code == ErrorCode::FORBIDDEN && out.purpose.maintenance() && !self.is_joined() {
+                let info = String::from_utf8_lossy(&e.error_info).into_owned();
+                self.actions
+                    .push_back(Action::Event(Box::new(Event::Refused { by: sender, info })));
+            }
+        }
         self.complete(now, out, outcome, sender, hops);
     }
 

@@ -775,6 +775,74 @@ fn a_peer_silent_for_a_while_is_routed_around_then_taken_back() {
     assert!(matches!(outcome, Ok(Body::FetchAns(_))), "{outcome:?}");
 }
 
+/// One process answers every Ping with the same `response_id`, another
+/// process with another (RFC 6940 §6.5.3 only asks it to be random): what
+/// tells two processes presenting one Node-ID apart.
+#[test]
+fn every_ping_of_one_node_is_answered_with_its_instance_id() {
+    let mut net = Net::ring(&IDS[..3]);
+    let mut ids = Vec::new();
+    for target in [1, 1, 2] {
+        let to = net.nodes[target].node_id();
+        let req = net.nodes[0].request(net.now, vec![Destination::Node(to)], ping());
+        net.pump();
+        match net.done(0, req).0 {
+            Ok(Body::PingAns(a)) => ids.push(a.response_id),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(ids[0], ids[1]);
+    assert_eq!(ids[0], net.nodes[1].instance_id());
+    assert_ne!(ids[0], ids[2], "another node, another id");
+}
+
+/// A request the driver refuses (it came over a link it will not keep)
+/// is answered with an Error and nothing else; a joining node that is
+/// refused this way says so in an event, with the reason.
+#[test]
+fn a_refused_join_is_reported_with_its_reason() {
+    let mut net = Net::ring(&IDS[..2]);
+    let cfg = config();
+    let ctx = Arc::new(cfg.decode_context().unwrap());
+    let id = NodeId::from_u128(90 << 120);
+    let (_, security) = net.user(id);
+    let topology = ChordReload::new(id, cfg.chord.clone(), 16, 77);
+    let mut joiner = OverlayNode::new(cfg, ctx, addr(50), topology, security, 77, net.now);
+    joiner.join(net.now, vec![addr(0)]);
+    let now = net.now;
+    let peer0 = net.nodes[0].node_id();
+    let mut refused = Vec::new();
+    for _ in 0..10 {
+        while let Some(action) = joiner.poll_action() {
+            match action {
+                Action::Connect { peer: None, .. } => {
+                    net.nodes[0].link_up(now, id);
+                    joiner.bootstrap_link_up(now, peer0);
+                }
+                Action::Send { to, bytes, .. } if to == peer0 => {
+                    net.nodes[0].refuse(now, id, &bytes, ErrorCode::FORBIDDEN, "Node-ID in use at 192.0.2.1");
+                    while let Some(a) = net.nodes[0].poll_action() {
+                        if let Action::Send { to, bytes, .. } = a {
+                            assert_eq!(to, id, "the answer goes back over the refused link");
+                            joiner.receive(now, peer0, &bytes);
+                        }
+                    }
+                }
+                Action::Event(e) => refused.push(*e),
+                _ => {}
+            }
+        }
+    }
+    assert!(
+        refused.contains(&Event::Refused {
+            by: peer0,
+            info: "Node-ID in use at 192.0.2.1".into()
+        }),
+        "{refused:?}"
+    );
+    assert!(!joiner.is_joined());
+}
+
 #[test]
 fn a_retransmitted_store_gets_the_same_answer() {
     // §6.2.1: "Receiving nodes MUST generate semantically equivalent

@@ -19,6 +19,7 @@ use reload_wire::{
     NodeId, SecurityBlock, Signature, StoreKindData, StoreReq, Writer,
 };
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -421,4 +422,87 @@ fn a_second_peer_on_a_node_directory_in_use_is_refused() {
     wait_for(Duration::from_secs(15), "a new peer on the freed directory", || {
         status(again.admin).is_some_and(|s| s.joined)
     });
+}
+
+/// Copies a node directory as someone setting up a second machine by
+/// copying the first would: every regular file (not the lock's holder,
+/// which stays with the running process, nor its control socket).
+fn copy_node_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let kind = entry.file_type().unwrap();
+        let target = to.join(entry.file_name());
+        if kind.is_dir() {
+            copy_node_dir(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
+
+/// Issue 32: the same Node-ID on two machines. A copy of a running
+/// peer's node directory is started elsewhere and joins through another
+/// peer. That peer asks both links who they are (a Ping over each: one
+/// process answers both with the same response_id) and refuses the copy:
+/// both say so in one line (the copy names what to do), the original never
+/// loses the overlay, the ring stays whole without the copy, and the copy
+/// retries with backoff rather than storming.
+#[test]
+fn a_copied_node_directory_is_refused_by_the_overlay_without_a_storm() {
+    let mut overlay = Overlay::create("refuse-copy", OVERLAY);
+    let dirs: Vec<PathBuf> = (0..3).map(|i| overlay.enroll(&format!("n{i}"))).collect();
+    let first = overlay.start_peer(&dirs[0], None);
+    wait_for(Duration::from_secs(15), "the first peer", || {
+        status(first.admin).is_some_and(|s| s.joined)
+    });
+    let others: Vec<Peer> = dirs[1..]
+        .iter()
+        .map(|d| overlay.start_peer(d, Some(first.listen)))
+        .collect();
+    let ring = [&first, &others[0], &others[1]];
+    wait_consistent(&ring, Duration::from_secs(30), "three peers");
+    // Links must be older than a simultaneous dial for the check to run.
+    std::thread::sleep(Duration::from_secs(6));
+
+    let copy = overlay.dir.join("n0-copy");
+    copy_node_dir(&dirs[0], &copy);
+    let intruder = overlay.start_peer(&copy, Some(others[0].listen));
+    let refused_by = |p: &Peer| {
+        std::fs::read_to_string(&p.log)
+            .unwrap()
+            .contains("refused a second process with Node-ID")
+    };
+    wait_for(Duration::from_secs(20), "a peer to refuse the copy", || {
+        ring.iter().any(|p| refused_by(p))
+    });
+    wait_for(Duration::from_secs(10), "the copy to say why", || {
+        std::fs::read_to_string(&intruder.log)
+            .unwrap()
+            .contains("refused this node: Node-ID")
+    });
+    let said = std::fs::read_to_string(&intruder.log).unwrap();
+    assert!(said.contains("p2psip enroll"), "it says what to do:\n{said}");
+    let counted: f64 = ring
+        .iter()
+        .map(|p| metric(p.admin, "p2psip_duplicate_node_ids_total"))
+        .sum();
+    assert!(counted >= 1.0);
+
+    std::thread::sleep(Duration::from_secs(10));
+    wait_consistent(&ring, Duration::from_secs(10), "the three original peers");
+    assert!(
+        !status(intruder.admin).is_some_and(|s| s.joined),
+        "the copy is not in the overlay"
+    );
+    let original = std::fs::read_to_string(&first.log).unwrap();
+    assert!(
+        !original.contains("joining again") && !original.contains("lost the overlay"),
+        "the original never loses the overlay:\n{original}"
+    );
+    let attempts = std::fs::read_to_string(&intruder.log)
+        .unwrap()
+        .matches("refused this node")
+        .count();
+    assert!(attempts <= 8, "the copy backs off ({attempts} refusals in about 20 s)");
 }

@@ -541,6 +541,7 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
             }
             None => {}
         },
-        Event::ConfigUpdate(_) | Event::PeerAddress { .. } => {}
+        // Simulated peers never share a Node-ID, so nobody refuses one.
+        Event::ConfigUpdate(_) | Event::PeerAddress { .. } | Event::Refused { .. } => {}
     }
 }
