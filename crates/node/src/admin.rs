@@ -8,6 +8,13 @@
 //! a peer's certificate from the overlay; `GET /responsible/NAME` names the
 //! peer responsible for a resource (a user's AOR, say) and its distance in
 //! overlay hops.
+//!
+//! Bounded like every listener (issue 36 §10): at most 64 connections, 16
+//! from one address; a request's header must arrive within 10 s; a
+//! connection lasts at most 5 minutes. With a token (required when it
+//! listens beyond loopback), every endpoint but the dashboard page itself
+//! wants `Authorization: Bearer TOKEN`; the page takes the token from its
+//! URL fragment (`/#token=...`, never sent to the server) for its fetches.
 
 use crate::peer::{AdminRequest, Input, ProbedPeer, Responsible, RingWalk, Status};
 use crate::sip_server::SipControl;
@@ -16,8 +23,61 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
+
+/// Connections the admin API serves at once, and from one address.
+const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_SOURCE: usize = 16;
+/// A request's header must arrive within this.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest a connection lasts (a ring walk of a large overlay takes
+/// seconds, not minutes).
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// Connections open, in all and by source address.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_source: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Admitted {
+    open: Arc<Mutex<Open>>,
+    from: IpAddr,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_source.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                open.by_source.remove(&self.from);
+            }
+        }
+    }
+}
+
+fn admit(open: &Arc<Mutex<Open>>, from: IpAddr) -> Option<Admitted> {
+    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
+    let from_here = o.by_source.get(&from).copied().unwrap_or(0);
+    if o.total >= MAX_CONNECTIONS || from_here >= MAX_CONNECTIONS_PER_SOURCE {
+        return None;
+    }
+    o.total += 1;
+    *o.by_source.entry(from).or_default() += 1;
+    Some(Admitted {
+        open: open.clone(),
+        from,
+    })
+}
 
 /// The engine task, and the SIP task when the peer runs one.
 #[derive(Clone)]
@@ -26,7 +86,12 @@ struct Tasks {
     sip: Option<mpsc::Sender<SipControl>>,
 }
 
-pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>, sip: Option<mpsc::Sender<SipControl>>) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    engine: mpsc::Sender<Input>,
+    sip: Option<mpsc::Sender<SipControl>>,
+    token: Option<String>,
+) {
     let status_routes = Router::new().route("/status", get(status)).with_state(Tasks {
         engine: engine.clone(),
         sip,
@@ -39,9 +104,61 @@ pub(crate) async fn serve(listener: TcpListener, engine: mpsc::Sender<Input>, si
         .route("/responsible/{name}", get(responsible))
         .with_state(engine)
         .merge(status_routes)
+        .layer(axum::middleware::from_fn_with_state(token.map(Arc::new), bearer_token))
         .layer(axum::middleware::from_fn(only_addressed_by_ip));
-    if let Err(e) = axum::serve(listener, app).await {
-        tracing::error!("admin API stopped: {e}");
+    let open = Arc::new(Mutex::new(Open::default()));
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::warn!("admin API: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Past the caps the connection is closed at once.
+        let Some(admitted) = admit(&open, remote.ip()) else {
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let _admitted = admitted;
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+        });
+    }
+}
+
+/// With a token, every request but the dashboard page needs
+/// `Authorization: Bearer TOKEN` (compared in constant time).
+async fn bearer_token(
+    State(token): State<Option<Arc<String>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let matches =
+        given.len() == token.len() && given.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+    if matches || request.uri().path() == "/" {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer realm=\"p2psip admin\"")],
+            "this admin API wants Authorization: Bearer TOKEN (P2PSIP_ADMIN_TOKEN for the p2psip commands)",
+        )
+            .into_response()
     }
 }
 

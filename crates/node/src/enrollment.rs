@@ -13,6 +13,7 @@
 //! overlay's CA (its certificate, or its SHA-256 fingerprint), verifies
 //! the document's signature, enrolls, and checks the certificate.
 
+use crate::enrollment_limits::{may_add_key, EnrollmentLimits, Gate, Throttled};
 use crate::node_dir::verify_config;
 use crate::overlay_dir::{self, parse_node_ids, write, DirError, Issued, OverlayDir};
 use crate::pki::{self, PkiError};
@@ -55,10 +56,26 @@ struct ServerState {
     authority: pki::Authority,
     /// Serialises reading and writing enrolled.json.
     issuing: Mutex<()>,
+    limits: EnrollmentLimits,
+    gate: Mutex<Gate>,
 }
 
+/// The address a request came from (one per connection).
+#[derive(Clone, Copy)]
+struct Remote(std::net::SocketAddr);
+
+/// Throttled and refused enrollments logged per minute at most: anyone who
+/// can reach the server can cause them.
+static REFUSALS: std::sync::LazyLock<crate::log_budget::LogLimiter> =
+    std::sync::LazyLock::new(|| crate::log_budget::LogLimiter::new(20, 60_000, "enrollment refusals"));
+
 /// Serves the overlay in `dir` on `listener` until `shutdown` completes.
-pub async fn serve(dir: &Path, listener: TcpListener, shutdown: impl Future<Output = ()>) -> Result<(), DirError> {
+pub async fn serve(
+    dir: &Path,
+    listener: TcpListener,
+    limits: EnrollmentLimits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), DirError> {
     let dir = OverlayDir::open(dir)?;
     let document = dir.config_document()?;
     let config = crate::config_doc::SignedConfiguration::parse(&document, None)
@@ -75,6 +92,8 @@ pub async fn serve(dir: &Path, listener: TcpListener, shutdown: impl Future<Outp
         document,
         dir,
         issuing: Mutex::new(()),
+        gate: Mutex::new(Gate::new(&limits)),
+        limits,
     });
     let app = Router::new()
         .route("/.well-known/reload-config", get(get_config))
@@ -95,7 +114,7 @@ pub async fn serve(dir: &Path, listener: TcpListener, shutdown: impl Future<Outp
             _ = &mut shutdown => return Ok(()),
         };
         let acceptor = acceptor.clone();
-        let app = app.clone();
+        let app = app.clone().layer(axum::Extension(Remote(remote)));
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
@@ -150,7 +169,36 @@ fn bad_request(why: String) -> Response {
     (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain")], why).into_response()
 }
 
-async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, mut form: Multipart) -> Response {
+fn too_many(throttled: &Throttled) -> Response {
+    let why = match throttled {
+        Throttled::Address { .. } => "too many enrollment requests from this address",
+        Throttled::Guessing { .. } => "too many failed authentications from this address",
+        Throttled::Account { .. } => "too many failed authentications for this account",
+    };
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [
+            (header::RETRY_AFTER, throttled.retry_after_s().to_string()),
+            (header::CONTENT_TYPE, "text/plain".to_string()),
+        ],
+        format!("{why}; try again in {} s", throttled.retry_after_s()),
+    )
+        .into_response()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+async fn post_enroll(
+    State(state): State<Arc<ServerState>>,
+    axum::Extension(Remote(remote)): axum::Extension<Remote>,
+    headers: HeaderMap,
+    mut form: Multipart,
+) -> Response {
     if let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) {
         if !accept.contains("application/pkix-cert") && !accept.contains("*/*") {
             return (StatusCode::NOT_ACCEPTABLE, "this server returns application/pkix-cert").into_response();
@@ -180,6 +228,20 @@ async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, 
     let (Some(user), Some(password), Some(csr)) = (user, password, csr) else {
         return bad_request("the form needs username, password and csr fields (RFC 6940 §11.3)".into());
     };
+    let admitted = state
+        .gate
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .admit(unix_ms(), remote.ip(), &user);
+    if let Err(throttled) = admitted {
+        if REFUSALS.allow(unix_ms()) {
+            tracing::warn!(
+                "enrollment from {remote} for {} throttled: {throttled:?}",
+                crate::sip_report::quoted(&user)
+            );
+        }
+        return too_many(&throttled);
+    }
     let accounts = match state.dir.accounts() {
         Ok(a) => a,
         Err(e) => {
@@ -201,7 +263,17 @@ async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, 
         }
     };
     if !ok {
-        tracing::info!("enrollment refused for {user:?}: failed_authentication");
+        state
+            .gate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .failed(unix_ms(), remote.ip(), &user);
+        if REFUSALS.allow(unix_ms()) {
+            tracing::info!(
+                "enrollment from {remote} refused for {}: failed_authentication",
+                crate::sip_report::quoted(&user)
+            );
+        }
         return refuse("failed_authentication");
     }
     let count = match count {
@@ -239,6 +311,12 @@ async fn post_enroll(State(state): State<Arc<ServerState>>, headers: HeaderMap, 
             parse_node_ids(&ids)
         }
         _ => {
+            let others = issued.iter().filter(|i| i.key != key_id);
+            let (keys, held_ids) = others.fold((0, 0), |(k, n), i| (k + 1, n + i.node_ids.len()));
+            if let Err(why) = may_add_key(&state.limits, keys, held_ids, count) {
+                tracing::warn!("enrollment refused for {}: {why}", crate::sip_report::quoted(&user));
+                return refuse("Node-IDs_not_available");
+            }
             let ids: Vec<_> = (0..count).map(|_| pki::random_node_id(state.node_id_length)).collect();
             issued.retain(|i| i.key != key_id);
             issued.push(Issued {

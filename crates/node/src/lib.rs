@@ -8,6 +8,7 @@ pub mod config_doc;
 pub mod control;
 pub mod discovery;
 pub mod enrollment;
+pub mod enrollment_limits;
 pub mod identity;
 pub mod link;
 mod log_budget;

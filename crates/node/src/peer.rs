@@ -63,6 +63,8 @@ pub enum PeerError {
     Tls(#[from] rustls::Error),
     #[error("the configuration's message limits are unusable: {0}")]
     Limits(#[from] reload_wire::EncodeError),
+    #[error("--admin {0} is not a loopback address: give the admin API a token (P2PSIP_ADMIN_TOKEN or --admin-token-file FILE; clients send Authorization: Bearer TOKEN)")]
+    AdminWithoutToken(SocketAddr),
 }
 
 /// What `p2psip peer` was asked to do.
@@ -72,6 +74,9 @@ pub struct PeerOptions {
     pub listen: SocketAddr,
     pub bootstrap: Vec<SocketAddr>,
     pub admin: Option<SocketAddr>,
+    /// The bearer token the admin API asks for; required when `admin` is
+    /// not a loopback address.
+    pub admin_token: Option<String>,
     /// Run as a client (§4.2.1): use the overlay through the peer
     /// responsible for this node's Node-ID, neither routing nor storing.
     pub client: bool,
@@ -452,10 +457,18 @@ async fn drive<T: Topology + Tables>(
         ));
     }
     if let Some(admin) = opts.admin {
+        if !admin.ip().is_loopback() && opts.admin_token.is_none() {
+            return Err(PeerError::AdminWithoutToken(admin));
+        }
         let listener = TcpListener::bind(admin)
             .await
             .map_err(|source| PeerError::Listen { addr: admin, source })?;
-        tokio::spawn(crate::admin::serve(listener, input_tx.clone(), sip_control.clone()));
+        tokio::spawn(crate::admin::serve(
+            listener,
+            input_tx.clone(),
+            sip_control.clone(),
+            opts.admin_token.clone(),
+        ));
         tracing::info!("admin API on http://{admin}");
     }
     {

@@ -37,7 +37,7 @@ impl Server {
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let serve_dir = dir.clone();
         let task = tokio::spawn(async move {
-            enrollment::serve(&serve_dir, listener, async {
+            enrollment::serve(&serve_dir, listener, Default::default(), async {
                 let _ = stopped.await;
             })
             .await
@@ -226,7 +226,10 @@ async fn a_configuration_not_signed_by_its_signer_is_refused() {
     let base = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let dir = path.parent().unwrap().to_path_buf();
     let pin = CaPin::Certificate(pki::pem_to_der(&std::fs::read_to_string(dir.join("ca.crt")).unwrap()).unwrap());
-    let task = tokio::spawn(async move { enrollment::serve(&dir, listener, std::future::pending()).await });
+    let task =
+        tokio::spawn(
+            async move { enrollment::serve(&dir, listener, Default::default(), std::future::pending()).await },
+        );
     let err = enrollment::enroll(
         &base,
         pin,

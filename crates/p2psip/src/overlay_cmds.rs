@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use node::enrollment::{self, CaPin};
+use node::enrollment_limits::EnrollmentLimits;
 use node::overlay_dir::{InitOptions, OverlayDir};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -151,6 +152,20 @@ pub struct ServerArgs {
     /// Address to serve HTTPS on.
     #[arg(long, default_value = "127.0.0.1:6443", value_name = "HOST:PORT", value_parser = host_port)]
     listen: SocketAddr,
+    /// Distinct keys (machines) one account may hold certificates for.
+    #[arg(long, default_value_t = EnrollmentLimits::default().keys_per_account, value_name = "N")]
+    max_keys_per_account: usize,
+    /// Node-IDs one account may hold in all (Sybil resistance rests on this).
+    #[arg(long, default_value_t = EnrollmentLimits::default().node_ids_per_account, value_name = "N")]
+    max_node_ids_per_account: usize,
+    /// Failed authentications one address may make before it must wait
+    /// (it regains one every 12 s).
+    #[arg(long, default_value_t = EnrollmentLimits::default().failures_per_address, value_name = "N")]
+    failures_per_address: u32,
+    /// Failed authentications for one account, from any address, before
+    /// it must wait (it regains one every 12 s).
+    #[arg(long, default_value_t = EnrollmentLimits::default().failures_per_account, value_name = "N")]
+    failures_per_account: u32,
 }
 
 pub fn enrollment_server(args: ServerArgs) -> Result<()> {
@@ -165,7 +180,14 @@ pub fn enrollment_server(args: ServerArgs) -> Result<()> {
             args.dir.display(),
             args.listen
         );
-        enrollment::serve(&args.dir, listener, shutdown_signal()).await?;
+        let limits = EnrollmentLimits {
+            keys_per_account: args.max_keys_per_account,
+            node_ids_per_account: args.max_node_ids_per_account,
+            failures_per_address: args.failures_per_address,
+            failures_per_account: args.failures_per_account,
+            ..EnrollmentLimits::default()
+        };
+        enrollment::serve(&args.dir, listener, limits, shutdown_signal()).await?;
         tracing::info!("enrollment server stopped");
         Ok(())
     })
@@ -272,6 +294,10 @@ pub struct PeerArgs {
     /// Serve the operations API (GET /status, /metrics, /ring) here.
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
     admin: Option<SocketAddr>,
+    /// A file whose first line is the bearer token the admin API asks for
+    /// (or set P2PSIP_ADMIN_TOKEN); needed when --admin is not loopback.
+    #[arg(long, value_name = "FILE", requires = "admin")]
+    admin_token_file: Option<PathBuf>,
     /// Run as a client (RFC 6940 §4.2.1): use the overlay through the peer
     /// responsible for this node's Node-ID, neither routing nor storing
     /// for others. Needs a peer to reach (--bootstrap, the configuration's
@@ -300,9 +326,27 @@ fn digest_algorithm(name: &str) -> Result<sip::digest::Algorithm, String> {
         .ok_or_else(|| format!("'{name}' is not a digest algorithm: use md5 or sha-256"))
 }
 
+/// The admin API's bearer token: the first line of `file`, else
+/// P2PSIP_ADMIN_TOKEN, else none.
+fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
+    let token = match file {
+        Some(f) => {
+            let text = std::fs::read_to_string(f)
+                .with_context(|| format!("cannot read --admin-token-file {}", f.display()))?;
+            Some(text.lines().next().unwrap_or_default().trim().to_string())
+        }
+        None => std::env::var("P2PSIP_ADMIN_TOKEN").ok(),
+    };
+    match token {
+        Some(t) if t.len() < 16 => bail!("the admin token is {} characters: use at least 16", t.len()),
+        other => Ok(other),
+    }
+}
+
 pub fn peer(args: PeerArgs) -> Result<()> {
     crate::init_logging();
     let opts = node::peer::PeerOptions {
+        admin_token: admin_token(args.admin_token_file.as_deref())?,
         dir: args.dir,
         listen: args.listen,
         bootstrap: args.bootstrap,
@@ -468,8 +512,13 @@ pub async fn http_get_within(addr: SocketAddr, path: &str, limit: Duration) -> R
         .await
         .map_err(|_| anyhow::anyhow!("{addr}: timed out"))?
         .with_context(|| format!("cannot reach the admin API at {addr}; is the peer running with --admin {addr}?"))?;
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    let authorization = admin_token(None)?
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut raw = Vec::new();
     tokio::time::timeout(limit, tcp.read_to_end(&mut raw))
         .await

@@ -120,9 +120,11 @@ impl Overlay {
         ];
         args.extend_from_slice(init_args);
         run_ok(&args);
+        // Every node of a test enrolls under the one account "peer".
         let server = Command::new(BIN)
             .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap(), "--listen"])
             .arg(format!("127.0.0.1:{port}"))
+            .args(["--max-keys-per-account", "100", "--max-node-ids-per-account", "400"])
             .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
             .spawn()
             .unwrap();
