@@ -140,6 +140,7 @@ impl Configuration {
     /// What the engine runs on.
     pub fn overlay_config(&self) -> OverlayConfig {
         let mut c = OverlayConfig::new(self.instance_name.clone());
+        c.configuration_sequence = self.sequence;
         c.node_id_length = self.node_id_length;
         c.max_message_size = self.max_message_size as usize;
         c.initial_ttl = self.initial_ttl;

@@ -73,6 +73,9 @@ impl Default for ChordConfig {
 pub struct OverlayConfig {
     /// `instance-name`; its hash goes in every forwarding header (§6.3.2).
     pub instance_name: String,
+    /// The configuration document's `sequence` (§6.3.2.1): sent in every
+    /// forwarding header and checked on every request delivered here.
+    pub configuration_sequence: u16,
     pub node_id_length: usize,
     pub max_message_size: usize,
     /// `initial-ttl` (§6.3.2), 100 unless configured.
@@ -95,6 +98,7 @@ impl OverlayConfig {
     pub fn new(instance_name: impl Into<String>) -> Self {
         OverlayConfig {
             instance_name: instance_name.into(),
+            configuration_sequence: 0,
             node_id_length: 16,
             max_message_size: DecodeContext::DEFAULT_MAX_MESSAGE_SIZE,
             initial_ttl: reload_wire::header::DEFAULT_INITIAL_TTL,

@@ -405,6 +405,21 @@ fn encode(header: &ForwardingHeader, contents: &MessageContents, security_block:
     w.finish().ok()
 }
 
+/// RFC 6940 §6.3.2.1: a request delivered here must carry this node's
+/// configuration sequence; otherwise the error that says whose document is
+/// older (compared modulo 2^16, as TCP compares sequence numbers). A
+/// ConfigUpdate with sequence 65535 is taken whatever this node's.
+fn sequence_mismatch(ours: u16, theirs: u16, code: MessageCode) -> Option<ErrorCode> {
+    if theirs == ours || (theirs == u16::MAX && code == MessageCode::CONFIG_UPDATE_REQ) {
+        return None;
+    }
+    Some(if (ours.wrapping_sub(theirs) as i16) > 0 {
+        ErrorCode::CONFIG_TOO_OLD
+    } else {
+        ErrorCode::CONFIG_TOO_NEW
+    })
+}
+
 fn peek_code(payload: &[u8]) -> MessageCode {
     match payload {
         [a, b, ..] => MessageCode(u16::from_be_bytes([*a, *b])),
@@ -1361,6 +1376,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             }
             return;
         };
+        if own.is_none() && code.is_request() {
+            if let Some(refusal) =
+                sequence_mismatch(self.config.configuration_sequence, header.configuration_sequence, code)
+            {
+                return self.send_error(now, link, &header, code, refusal, "configuration sequence differs");
+            }
+        }
         // §6.3.4: verify the message signature.
         let verified = match own {
             Some(credential) => Ok(credential),
@@ -1906,6 +1928,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         };
         let mut header = ForwardingHeader::new(self.overlay, tid, destination);
         header.ttl = self.config.initial_ttl;
+        header.configuration_sequence = self.config.configuration_sequence;
         let sign = |node: &Self| {
             node.signer(user)
                 .and_then(|signer| node.encode_message(&header, &contents, &data_signers(body), signer))
@@ -1992,6 +2015,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         path.reverse();
         let mut header = ForwardingHeader::new(self.overlay, request.transaction_id, path);
         header.ttl = self.config.initial_ttl;
+        header.configuration_sequence = self.config.configuration_sequence;
         // The answer to a request this node sent itself goes unsigned.
         if header.destination_list.is_empty() {
             if let Ok(credential) = self.security.own_credential(None) {

@@ -588,6 +588,49 @@ fn a_ttl_above_initial_ttl_is_ttl_exceeded() {
     assert_eq!(errors, vec![ErrorCode::TTL_EXCEEDED]);
 }
 
+/// RFC 6940 §6.3.2.1: a request delivered to a node must carry its
+/// configuration sequence; an older one gets Error_Config_Too_Old, a newer
+/// one Error_Config_Too_New (compared modulo 2^16), and only a
+/// ConfigUpdate with sequence 65535 is taken whatever the sequence.
+#[test]
+fn a_request_with_another_configuration_sequence_is_refused_with_the_right_error() {
+    let mut net = Net::ring(&IDS[..3]);
+    let from = net.nodes[1].node_id();
+    let to = net.nodes[0].node_id();
+    let errors_for = |net: &mut Net, sequence: u16, body: &Body| {
+        let m = raw_request(net, 1, vec![Destination::Node(to)], body, 10);
+        let mut m = Message::decode(&m, &config().decode_context().unwrap()).unwrap();
+        m.forwarding_header.configuration_sequence = sequence;
+        net.sent.clear();
+        net.nodes[0].receive(net.now, from, &m.to_bytes().unwrap());
+        net.pump();
+        answers_to(net, from)
+            .into_iter()
+            .map(|b| match b {
+                Body::Error(e) => Some(e.error_code),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    // The test configuration's sequence is 0.
+    assert_eq!(
+        errors_for(&mut net, 0, &ping()),
+        vec![None],
+        "the same sequence: answered"
+    );
+    assert_eq!(errors_for(&mut net, 3, &ping()), vec![Some(ErrorCode::CONFIG_TOO_NEW)]);
+    assert_eq!(
+        errors_for(&mut net, 65_530, &ping()),
+        vec![Some(ErrorCode::CONFIG_TOO_OLD)],
+        "mod 2^16"
+    );
+    let update = Body::ConfigUpdateReq(ConfigUpdateReq::Kinds(Vec::new()));
+    assert!(
+        !errors_for(&mut net, 65_535, &update).contains(&Some(ErrorCode::CONFIG_TOO_OLD)),
+        "a ConfigUpdate with 65535 is taken"
+    );
+}
+
 #[test]
 fn a_ttl_of_zero_is_not_forwarded() {
     // §6.3.2: TTL 0 and not for us: not propagated, Error_TTL_Exceeded.

@@ -164,6 +164,8 @@ struct Rogue {
     tls: tokio_rustls::client::TlsStream<TcpStream>,
     ctx: DecodeContext,
     overlay: u32,
+    /// The configuration document's sequence (§6.3.2.1).
+    configuration: u16,
     hasher: overlay::ChordReload,
     security: node::identity::CertSecurity,
     me: NodeId,
@@ -185,6 +187,7 @@ impl Rogue {
             tls,
             ctx: overlay_config.decode_context().unwrap(),
             overlay: overlay_config.overlay_hash(),
+            configuration: overlay_config.configuration_sequence,
             hasher: overlay::ChordReload::new(s.rogue.info.node_ids[0], overlay_config.chord.clone(), 16, 0),
             security: s.rogue.security().unwrap(),
             me: s.rogue.info.node_ids[0],
@@ -207,8 +210,10 @@ impl Rogue {
             let input = Message::signature_input(self.overlay, tid, &contents, &self.security.identity()).unwrap();
             self.security.sign(&input)
         });
+        let mut header = ForwardingHeader::new(self.overlay, tid, vec![to]);
+        header.configuration_sequence = self.configuration;
         let message = Message {
-            forwarding_header: ForwardingHeader::new(self.overlay, tid, vec![to]),
+            forwarding_header: header,
             message_contents: contents,
             security_block: SecurityBlock {
                 certificates: self.security.certificates(),
@@ -339,6 +344,12 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
         let forged = rogue.security.sign(b"another message");
         let answer = rogue.ask(to, &store, Some(forged)).await;
         assert_error(&answer, ErrorCode::FORBIDDEN, "bad message signature");
+        // A properly signed Store made under a newer configuration
+        // document (§6.3.2.1).
+        let (to, store) = rogue.certificate_store(None);
+        rogue.configuration = rogue.configuration.wrapping_add(1);
+        let answer = rogue.ask(to, &store, None).await;
+        assert_error(&answer, ErrorCode::CONFIG_TOO_NEW, "configuration sequence differs");
     });
     let fetched: Option<node::peer::FetchedCertificate> = get(s.peer.admin, &certificate_of_rogue);
     assert!(fetched.is_none(), "a refused Store left data behind: {fetched:?}");
