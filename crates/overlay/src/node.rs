@@ -15,7 +15,7 @@ use crate::storage::{Storage, StoreRequest};
 use crate::topology::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
-use reload_wire::header::RELOAD_VERSION;
+use reload_wire::header::{forwarding_flags, ForwardingOption, RELOAD_VERSION};
 use reload_wire::link_management::overlay_link_type;
 use reload_wire::security::{Signature, SignerIdentity};
 use reload_wire::topology::probe_information_type;
@@ -418,6 +418,13 @@ fn sequence_mismatch(ours: u16, theirs: u16, code: MessageCode) -> Option<ErrorC
     } else {
         ErrorCode::CONFIG_TOO_NEW
     })
+}
+
+/// RFC 6940 §6.3.2.3: whether `header` carries an option with `flag`.
+/// This node understands no forwarding option (none is defined beyond
+/// experimental ones), so any such option is one it does not understand.
+fn critical(header: &ForwardingHeader, flag: u8) -> bool {
+    header.options.iter().any(|o| o.flags & flag != 0)
 }
 
 fn peek_code(payload: &[u8]) -> MessageCode {
@@ -1156,6 +1163,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if !self.processable(view.overlay, view.version, view.fragment)
             || view.ttl == 0
             || view.ttl > self.config.initial_ttl
+            || view.has_options()
         {
             return false;
         }
@@ -1279,6 +1287,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     unchanged = None;
                 }
                 Hop::Forward(next) => {
+                    if code.is_request() && critical(&header, forwarding_flags::FORWARD_CRITICAL) {
+                        let why = "a FORWARD_CRITICAL forwarding option is not understood";
+                        let refusal = ErrorCode::UNSUPPORTED_FORWARDING_OPTION;
+                        return self.send_error(now, link, &header, code, refusal, why);
+                    }
                     let m = maintenance.unwrap_or(!is_application(code));
                     return self.forward(now, link, header, payload, unchanged, next, m);
                 }
@@ -1381,6 +1394,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 sequence_mismatch(self.config.configuration_sequence, header.configuration_sequence, code)
             {
                 return self.send_error(now, link, &header, code, refusal, "configuration sequence differs");
+            }
+            if critical(&header, forwarding_flags::DESTINATION_CRITICAL) {
+                let why = "a DESTINATION_CRITICAL forwarding option is not understood";
+                let refusal = ErrorCode::UNSUPPORTED_FORWARDING_OPTION;
+                return self.send_error(now, link, &header, code, refusal, why);
             }
         }
         // §6.3.4: verify the message signature.
@@ -2016,6 +2034,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let mut header = ForwardingHeader::new(self.overlay, request.transaction_id, path);
         header.ttl = self.config.initial_ttl;
         header.configuration_sequence = self.config.configuration_sequence;
+        // §6.3.2.3: RESPONSE_COPY options come back, with no flags set.
+        header.options = request
+            .options
+            .iter()
+            .filter(|o| o.flags & forwarding_flags::RESPONSE_COPY != 0)
+            .map(|o| ForwardingOption { flags: 0, ..o.clone() })
+            .collect();
         // The answer to a request this node sent itself goes unsigned.
         if header.destination_list.is_empty() {
             if let Ok(credential) = self.security.own_credential(None) {

@@ -631,6 +631,59 @@ fn a_request_with_another_configuration_sequence_is_refused_with_the_right_error
     );
 }
 
+/// RFC 6940 §6.3.2.3: this node understands no forwarding option. One
+/// marked FORWARD_CRITICAL stops a request at the first peer that would
+/// forward it, DESTINATION_CRITICAL at the node that would answer it
+/// (Error_Unsupported_Forwarding_Option); a RESPONSE_COPY option comes
+/// back in the answer with its flags cleared; others are passed on.
+#[test]
+fn forwarding_options_are_honoured_as_the_rfc_says() {
+    use reload_wire::header::{forwarding_flags as f, ForwardingOption};
+    let mut net = Net::ring(&IDS[..3]);
+    let ctx = config().decode_context().unwrap();
+    let from = net.nodes[1].node_id();
+    let far = net.nodes[2].node_id();
+    let ask = |net: &mut Net, to: NodeId, flags: u8| {
+        let m = raw_request(net, 1, vec![Destination::Node(to)], &ping(), 10);
+        let mut m = Message::decode(&m, &ctx).unwrap();
+        m.forwarding_header.options = vec![ForwardingOption {
+            option_type: 99,
+            flags,
+            option: vec![7],
+        }];
+        net.sent.clear();
+        net.nodes[0].receive(net.now, from, &m.to_bytes().unwrap());
+        net.pump();
+        net.sent
+            .iter()
+            .filter(|(_, t, _)| *t == from)
+            .filter_map(|(_, _, b)| Message::decode(b, &ctx).ok())
+            .filter(|m| !m.message_contents.message_code.is_request())
+            .map(|m| (m.message_contents.body(&ctx).unwrap(), m.forwarding_header.options))
+            .collect::<Vec<_>>()
+    };
+    let refused = |answers: &[(Body, Vec<ForwardingOption>)]| matches!(answers, [(Body::Error(e), _)] if e.error_code == ErrorCode::UNSUPPORTED_FORWARDING_OPTION);
+    // Node 0 forwards to node 2: FORWARD_CRITICAL stops it there.
+    assert!(refused(&ask(&mut net, far, f::FORWARD_CRITICAL)));
+    // Node 0 answers itself: DESTINATION_CRITICAL stops it.
+    let me = net.nodes[0].node_id();
+    assert!(refused(&ask(&mut net, me, f::DESTINATION_CRITICAL)));
+    // DESTINATION_CRITICAL is no concern of a node that only forwards.
+    let answers = ask(&mut net, far, f::DESTINATION_CRITICAL);
+    assert!(refused(&answers), "node 2 refuses it: {answers:?}");
+    // RESPONSE_COPY: the answer carries the option back, flags cleared.
+    let answers = ask(&mut net, me, f::RESPONSE_COPY);
+    assert!(matches!(answers[0].0, Body::PingAns(_)));
+    assert_eq!(
+        answers[0].1,
+        vec![ForwardingOption {
+            option_type: 99,
+            flags: 0,
+            option: vec![7]
+        }]
+    );
+}
+
 #[test]
 fn a_ttl_of_zero_is_not_forwarded() {
     // §6.3.2: TTL 0 and not for us: not propagated, Error_TTL_Exceeded.

@@ -459,6 +459,11 @@ impl<'a> HeaderView<'a> {
         })
     }
 
+    /// Whether the header carries any ForwardingOption (§6.3.2.3).
+    pub fn has_options(&self) -> bool {
+        self.payload_at > self.options_at
+    }
+
     /// The message after the header.
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[self.payload_at..]
