@@ -294,6 +294,9 @@ struct LinkHandle {
     dialled: Option<SocketAddr>,
     remote: SocketAddr,
     up_since: Instant,
+    /// Reported silent (§6.6.5): out of the engine's routing table, kept
+    /// open in case it resumes; a new link for the peer replaces it.
+    silent: bool,
 }
 
 /// Milliseconds since the Unix epoch: the engines' clock.
@@ -357,7 +360,13 @@ pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Resul
         addr: opts.listen,
         source,
     })?;
-    let seed = u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()) ^ now_ms();
+    // Randomness for the engine: its transaction ids and its per-run
+    // PingAns response_id, which must differ between two processes that
+    // share a node directory even if they start in the same millisecond.
+    let mut random = [0u8; 8];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut random);
+    let seed =
+        u64::from_le_bytes(me.as_bytes()[..8].try_into().unwrap_or_default()) ^ now_ms() ^ u64::from_le_bytes(random);
     if opts.client {
         if !dir.config.clients_permitted {
             return Err(PeerError::ClientsNotPermitted);
@@ -891,7 +900,7 @@ impl<T: Topology + Tables> Driver<T> {
             return;
         };
         if let Some(p) = peer {
-            if self.links.contains_key(&p) {
+            if self.links.get(&p).is_some_and(|l| !l.silent) {
                 // Already linked (the other end dialled first).
                 self.engine.link_up(now_ms(), p);
                 return;
@@ -986,13 +995,22 @@ impl<T: Topology + Tables> Driver<T> {
                     dialled,
                     remote,
                     up_since: Instant::now(),
+                    silent: false,
                 };
+                if self.links.get(&peer).is_some_and(|old| old.silent) {
+                    // The peer came back (a restart after a crash): the
+                    // silent link gives way at once.
+                    self.links.remove(&peer);
+                }
                 let old_enough = self
                     .links
                     .get(&peer)
                     .is_some_and(|old| old.up_since.elapsed() >= CHECK_LINKS_OLDER_THAN);
                 if self.second_links.contains_key(&peer) {
                     // A third link while two are being checked: not now.
+                    if bootstrap {
+                        self.engine.link_failed(now, None);
+                    }
                     return;
                 }
                 if old_enough {
@@ -1110,19 +1128,20 @@ impl<T: Topology + Tables> Driver<T> {
         }
     }
 
-    /// [`crate::same_node_id`]: a Ping over each of the two links to
-    /// `peer`, the new one kept aside until they are answered.
+    /// [`crate::same_node_id`]: two Pings over the old link to `peer` and
+    /// one over the new, which is kept aside until they are answered.
     fn check_second_link(&mut self, now: u64, peer: NodeId, new: LinkHandle, bootstrap: bool) {
-        let ping = || Body::PingReq(reload_wire::PingReq::default());
-        // The new link's Ping goes over it: it stands in for the old one
-        // while the engine's Send is carried out.
-        let old = self.links.insert(peer, new.clone());
-        let ping_new = self.engine.request(now, vec![Destination::Node(peer)], ping());
-        self.drain_actions();
-        if let Some(old) = old {
-            self.links.insert(peer, old);
-        }
-        let ping_old = self.engine.request(now, vec![Destination::Node(peer)], ping());
+        let Some(old_tx) = self.links.get(&peer).map(|l| l.tx.clone()) else {
+            return self.take_link(now, peer, new, bootstrap);
+        };
+        let mut ping_over = |tx: &mpsc::Sender<Vec<u8>>| {
+            let (id, bytes) = self.engine.direct_ping(now, peer)?;
+            tx.try_send(bytes).ok().map(|_| id)
+        };
+        let (Some(first), Some(second), Some(ping_new)) = (ping_over(&old_tx), ping_over(&old_tx), ping_over(&new.tx))
+        else {
+            return self.take_link(now, peer, new, bootstrap);
+        };
         tracing::debug!(
             "a second link to {} (from {}): checking both",
             peer.to_hex(),
@@ -1134,9 +1153,9 @@ impl<T: Topology + Tables> Driver<T> {
                 new_link: new.id,
                 new,
                 bootstrap,
-                ping_old,
+                ping_old: [first, second],
                 ping_new,
-                old: Answer::Waiting,
+                old: [Answer::Waiting; 2],
                 new_answer: Answer::Waiting,
                 deadline: Instant::now() + CHECK_TIMEOUT,
                 held: Vec::new(),
@@ -1155,14 +1174,13 @@ impl<T: Topology + Tables> Driver<T> {
         let Some((&peer, check)) = self
             .second_links
             .iter_mut()
-            .find(|(_, c)| c.ping_old == request || c.ping_new == request)
+            .find(|(_, c)| c.ping_old.contains(&request) || c.ping_new == request)
         else {
             return false;
         };
-        if check.ping_old == request {
-            check.old = answer;
-        } else {
-            check.new_answer = answer;
+        match check.ping_old.iter().position(|r| *r == request) {
+            Some(i) => check.old[i] = answer,
+            None => check.new_answer = answer,
         }
         self.settle_second_link(peer, false);
         true
@@ -1205,7 +1223,9 @@ impl<T: Topology + Tables> Driver<T> {
                 }
             }
             Verdict::NewGone => {
-                self.second_links.remove(&peer);
+                if self.second_links.remove(&peer).is_some_and(|c| c.bootstrap) {
+                    self.engine.link_failed(now, None);
+                }
             }
             Verdict::Duplicate { .. } => {
                 let old_remote = self.links.get(&peer).map(|l| l.remote);
@@ -1224,6 +1244,10 @@ impl<T: Topology + Tables> Driver<T> {
                     check.new.remote
                 );
                 self.metrics.duplicate_node_id();
+                if check.bootstrap {
+                    // The bootstrap address led to the duplicate: try the next.
+                    self.engine.link_failed(now, None);
+                }
                 check.refusal = refusal;
                 check.refusing_until = Some(Instant::now() + REFUSING_FOR);
                 let held = std::mem::take(&mut check.held);
@@ -1240,15 +1264,10 @@ impl<T: Topology + Tables> Driver<T> {
         let Some(check) = self.second_links.get(&peer) else {
             return;
         };
-        let (new, why) = (check.new.clone(), check.refusal.clone());
-        let old = self.links.insert(peer, new);
-        self.engine
-            .refuse(now_ms(), peer, bytes, reload_wire::ErrorCode::FORBIDDEN, &why);
-        self.drain_actions();
-        match old {
-            Some(old) => self.links.insert(peer, old),
-            None => self.links.remove(&peer),
-        };
+        let (tx, why) = (check.new.tx.clone(), check.refusal.clone());
+        if let Some(answer) = self.engine.refuse(peer, bytes, reload_wire::ErrorCode::FORBIDDEN, &why) {
+            let _ = tx.try_send(answer);
+        }
     }
 
     /// A message over a link that is not `peer`'s current one: a Ping
@@ -1318,16 +1337,22 @@ impl<T: Topology + Tables> Driver<T> {
                     "peer"
                 };
                 self.metrics.link_silent();
+                if let Some(handle) = self.links.get_mut(&peer) {
+                    handle.silent = true;
+                }
                 tracing::warn!(
                     "{role} {} has not acknowledged for {:.1} s: out of the routing table; its link stays open {} s in case it comes back",
                     peer.to_hex(),
                     waited_ms as f64 / 1000.0,
                     overlay::link_liveness::RETAIN_SILENT_MS / 1000
                 );
-                self.engine.link_down(now, peer);
+                self.engine.link_silent(now, peer);
             }
             LinkEvent::Resumed { link, peer } => {
                 if self.is_current(link, &peer) {
+                    if let Some(handle) = self.links.get_mut(&peer) {
+                        handle.silent = false;
+                    }
                     tracing::info!("{} acknowledges again: back in the routing table", peer.to_hex());
                     self.engine.link_resumed(now, peer);
                 }
@@ -1349,7 +1374,7 @@ impl<T: Topology + Tables> Driver<T> {
                 self.engine.link_down(now, peer);
                 // A second link being checked takes its place.
                 if let Some(check) = self.second_links.get_mut(&peer) {
-                    check.old = Answer::Failed;
+                    check.old = [Answer::Failed; 2];
                     self.settle_second_link(peer, false);
                 }
             }

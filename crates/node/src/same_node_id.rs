@@ -4,12 +4,16 @@
 //! directory on another machine). Replacing the old link with the new
 //! one, as a redial deserves, would make two such processes take turns
 //! knocking each other off: a join/leave storm. So a second link for a
-//! Node-ID whose link has been up a while is checked first: a Ping over
-//! each, and one process answers both with the same `response_id`
-//! ([`overlay::OverlayNode::instance_id`]), two processes with different
-//! ones. The link that is up stays; a duplicate is refused: its requests
-//! are answered Error_Forbidden with the reason, so its log says why, and
-//! the link is closed. An old link that no longer answers gives way.
+//! Node-ID whose link has been up a while is checked first: two Pings over
+//! the old link and one over the new. One process of ours answers all
+//! three with the same `response_id` ([`overlay::OverlayNode::instance_id`]),
+//! two processes with two values. A peer of another implementation may
+//! draw a new `response_id` for every Ping (RFC 6940 §6.5.3 allows it): its
+//! two answers on the old link differ, nothing can be told, and the new
+//! link is taken as a redial. The link that is up stays; a duplicate is
+//! refused: its requests are answered Error_Forbidden with the reason, so
+//! its log says why, and the link is closed. An old link that no longer
+//! answers gives way (one already reported silent gives way at once).
 
 use overlay::RequestId;
 use reload_wire::{DecodeContext, HeaderView, MessageCode};
@@ -62,18 +66,22 @@ pub(crate) enum Verdict {
     NewGone,
 }
 
-/// The decision from the two Pings' answers so far; `timed_out` once
-/// [`CHECK_TIMEOUT`] has passed (then a missing answer counts as failed).
-pub(crate) fn verdict(old: Answer, new: Answer, timed_out: bool) -> Verdict {
+/// The decision from the Pings' answers so far (two over the old link,
+/// one over the new); `timed_out` once [`CHECK_TIMEOUT`] has passed (then
+/// a missing answer counts as failed).
+pub(crate) fn verdict(old: [Answer; 2], new: Answer, timed_out: bool) -> Verdict {
+    use Answer::*;
     let settle = |a: Answer| match a {
-        Answer::Waiting if timed_out => Answer::Failed,
+        Waiting if timed_out => Failed,
         other => other,
     };
-    match (settle(old), settle(new)) {
-        (Answer::Instance(a), Answer::Instance(b)) if a == b => Verdict::SameProcess,
-        (Answer::Instance(old), Answer::Instance(new)) => Verdict::Duplicate { old, new },
-        (_, Answer::Failed) => Verdict::NewGone,
-        (Answer::Failed, Answer::Instance(_)) => Verdict::OldGone,
+    match (settle(old[0]), settle(old[1]), settle(new)) {
+        (_, _, Failed) => Verdict::NewGone,
+        (Failed, Failed, Instance(_)) => Verdict::OldGone,
+        (Instance(a), Instance(b), Instance(n)) if a == b && a != n => Verdict::Duplicate { old: a, new: n },
+        // One process, or a peer that answers each Ping with a new value.
+        (Instance(_), Instance(_), Instance(_)) => Verdict::SameProcess,
+        (Instance(_), Failed, Instance(_)) | (Failed, Instance(_), Instance(_)) => Verdict::SameProcess,
         _ => Verdict::Wait,
     }
 }
@@ -85,9 +93,9 @@ pub(crate) struct Check<L> {
     pub new_link: u64,
     /// The new link was dialled to a bootstrap address.
     pub bootstrap: bool,
-    pub ping_old: RequestId,
+    pub ping_old: [RequestId; 2],
     pub ping_new: RequestId,
-    pub old: Answer,
+    pub old: [Answer; 2],
     pub new_answer: Answer,
     pub deadline: Instant,
     /// Requests that came over the new link meanwhile.
@@ -105,21 +113,28 @@ mod tests {
     #[test]
     fn one_instance_is_one_process_two_are_a_duplicate() {
         use Answer::*;
-        assert_eq!(verdict(Instance(7), Instance(7), false), Verdict::SameProcess);
+        let old = |a| [Instance(a), Instance(a)];
+        assert_eq!(verdict(old(7), Instance(7), false), Verdict::SameProcess);
         assert_eq!(
-            verdict(Instance(7), Instance(9), false),
+            verdict(old(7), Instance(9), false),
             Verdict::Duplicate { old: 7, new: 9 }
         );
-        assert_eq!(verdict(Waiting, Instance(9), false), Verdict::Wait);
-        assert_eq!(verdict(Instance(7), Waiting, false), Verdict::Wait);
         assert_eq!(
-            verdict(Waiting, Instance(9), true),
+            verdict([Instance(7), Instance(8)], Instance(9), false),
+            Verdict::SameProcess,
+            "a peer that draws a response_id per Ping cannot be told apart"
+        );
+        assert_eq!(verdict([Waiting, Instance(7)], Instance(9), false), Verdict::Wait);
+        assert_eq!(verdict(old(7), Waiting, false), Verdict::Wait);
+        assert_eq!(
+            verdict([Waiting; 2], Instance(9), true),
             Verdict::OldGone,
             "a half-open old link"
         );
-        assert_eq!(verdict(Failed, Instance(9), false), Verdict::OldGone);
-        assert_eq!(verdict(Instance(7), Waiting, true), Verdict::NewGone);
-        assert_eq!(verdict(Waiting, Waiting, true), Verdict::NewGone);
-        assert_eq!(verdict(Instance(7), Failed, false), Verdict::NewGone);
+        assert_eq!(verdict([Failed; 2], Instance(9), false), Verdict::OldGone);
+        assert_eq!(verdict([Instance(7), Failed], Instance(9), false), Verdict::SameProcess);
+        assert_eq!(verdict(old(7), Waiting, true), Verdict::NewGone);
+        assert_eq!(verdict([Waiting; 2], Waiting, true), Verdict::NewGone);
+        assert_eq!(verdict(old(7), Failed, false), Verdict::NewGone);
     }
 }

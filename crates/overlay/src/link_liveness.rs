@@ -200,7 +200,9 @@ impl LinkLiveness {
             return None;
         }
         if now - due > STALL_TOLERANCE_MS {
-            // This process did not run: time the frames in flight afresh.
+            // This process did not run: time the frames in flight afresh,
+            // and take no RTT sample across the gap (Karn, RFC 6298 §3).
+            self.timing = None;
             if self.unacked_since.is_some() {
                 self.unacked_since = Some(now);
             }
@@ -216,6 +218,8 @@ impl LinkLiveness {
         }
         if let Some(since) = self.unacked_since {
             self.silent_since = Some(now);
+            // An ACK after the silence measures the silence, not the path.
+            self.timing = None;
             return Some(LivenessSignal::Silent { waited_ms: now - since });
         }
         self.keepalive_asked_at = now;

@@ -314,6 +314,9 @@ pub struct OverlayNode<T: Topology, S: Security> {
     rng: Xoshiro256PlusPlus,
     /// This run's PingAns `response_id` (see [`OverlayNode::instance_id`]).
     instance_id: u64,
+    /// Routing-table peers whose links fell silent, until they resume or
+    /// close.
+    silent_routers: BTreeSet<NodeId>,
     started_at: u64,
     links: SortedSet<NodeId>,
     /// Links we are opening after an AttachAns, by expected peer.
@@ -524,6 +527,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             instance_id: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005E_ED1D).random(),
             started_at: now,
+            silent_routers: BTreeSet::new(),
             links: SortedSet::new(),
             connecting: BTreeMap::new(),
             expected_links: BTreeMap::new(),
@@ -1035,24 +1039,78 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// peer itself may not know it was missed (a process that was stopped
     /// saw no time pass).
     pub fn link_resumed(&mut self, now: u64, peer: NodeId) {
+        // Only a peer that was in the routing table goes back into it: a
+        // client or a joining node stays a link this node serves.
+        let routed = self.silent_routers.remove(&peer);
         self.links.insert(peer);
-        self.topology.on_link_up(now, peer, true, true, &mut self.commands);
+        self.topology.on_link_up(now, peer, routed, routed, &mut self.commands);
         self.after_event(now);
+    }
+
+    /// RFC 6940 §6.6.5: the link to `peer` stopped acknowledging; the peer
+    /// leaves the routing table as if its link had gone down
+    /// ([`link_down`](Self::link_down)), and the link may resume
+    /// ([`link_resumed`](Self::link_resumed)).
+    pub fn link_silent(&mut self, now: u64, peer: NodeId) {
+        let routed = self.topology.routes_through(&peer);
+        self.link_down(now, peer);
+        if routed {
+            self.silent_routers.insert(peer);
+        }
     }
 
     /// §6.3.3.1: answers a request that arrived from `link` with an Error
     /// and does nothing else with it: the driver refused the connection
     /// it came on (say, a second process claiming a Node-ID that is
     /// already here). Anything but a request is dropped.
-    pub fn refuse(&mut self, now: u64, link: NodeId, bytes: &[u8], code: ErrorCode, why: &str) {
-        let Ok((header, payload)) = ForwardingHeader::split(bytes, &self.ctx) else {
-            return;
-        };
+    /// Returns the answer's bytes, for the driver to write on that very
+    /// connection (the link table names another one for `link`).
+    pub fn refuse(&mut self, link: NodeId, bytes: &[u8], code: ErrorCode, why: &str) -> Option<Vec<u8>> {
+        let (request, payload) = ForwardingHeader::split(bytes, &self.ctx).ok()?;
         let method = peek_code(payload);
-        if method.is_request() {
-            self.send_error(now, Some(link), &header, method, code, why);
+        if !method.is_request() {
+            return None;
         }
-        self.after_event(now);
+        self.stats.errors_sent += 1;
+        self.record(|| Observation::Answered {
+            request: method,
+            error: Some(code),
+        });
+        let body = Body::Error(ErrorResponse::new(code, why.as_bytes().to_vec()));
+        let contents = MessageContents::from_body(&body).ok()?;
+        let header = self.answer_header(Some(link), &request);
+        self.encode_message(&header, &contents, &[], &self.security)
+    }
+
+    /// A Ping (§6.5.3) to `peer` whose bytes the driver writes on a
+    /// connection of its choice (say, one of two that present `peer`'s
+    /// Node-ID). Sent once: it times out after one reliability timer. Its
+    /// outcome is an [`Event::Done`] like any request's.
+    pub fn direct_ping(&mut self, now: u64, peer: NodeId) -> Option<(RequestId, Vec<u8>)> {
+        let body = Body::PingReq(reload_wire::PingReq::default());
+        let contents = MessageContents::from_body(&body).ok()?;
+        let tid: u64 = self.rng.random();
+        let mut header = ForwardingHeader::new(self.overlay, tid, vec![Destination::Node(peer)]);
+        header.ttl = self.config.initial_ttl;
+        header.configuration_sequence = self.config.configuration_sequence;
+        let bytes = self.encode_message(&header, &contents, &[], &self.security)?;
+        let id = self.next_request;
+        self.next_request += 1;
+        let deadline = now + self.config.reliability_timer_ms;
+        self.outstanding.insert(
+            tid,
+            Outstanding {
+                bytes: Vec::new(),
+                method: MessageCode::PING_REQ,
+                purpose: Purpose::App(id),
+                // One transmission is all it gets.
+                transmissions: self.config.max_retransmits.saturating_add(1),
+                deadline,
+                started: now,
+            },
+        );
+        self.retransmit_at.push(deadline, tid);
+        Some((id, bytes))
     }
 
     /// Opening a link failed. `peer` is `None` for a bootstrap address.
@@ -1130,6 +1188,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// The link to `peer` closed or failed.
     pub fn link_down(&mut self, now: u64, peer: NodeId) {
+        self.silent_routers.remove(&peer);
         if !self.links.remove(&peer) {
             return;
         }
@@ -2016,16 +2075,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.complete(now, out, Err(RequestFailure::NoRoute), self.me, 0);
     }
 
-    /// §6.2.2: the answer goes back along the reversed Via List.
-    fn send_answer(
-        &mut self,
-        now: u64,
-        link: Option<NodeId>,
-        request: &ForwardingHeader,
-        contents: MessageContents,
-        data_signers: &[&SignerIdentity],
-        maintenance: bool,
-    ) {
+    /// §6.2.2: the header of an answer to `request` from `link`: back along
+    /// the reversed Via List.
+    fn answer_header(&self, link: Option<NodeId>, request: &ForwardingHeader) -> ForwardingHeader {
         let mut path: Vec<Destination> = request.via_list.clone();
         if let Some(l) = link {
             path.push(Destination::Node(l));
@@ -2041,6 +2093,20 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             .filter(|o| o.flags & forwarding_flags::RESPONSE_COPY != 0)
             .map(|o| ForwardingOption { flags: 0, ..o.clone() })
             .collect();
+        header
+    }
+
+    /// §6.2.2: the answer goes back along the reversed Via List.
+    fn send_answer(
+        &mut self,
+        now: u64,
+        link: Option<NodeId>,
+        request: &ForwardingHeader,
+        contents: MessageContents,
+        data_signers: &[&SignerIdentity],
+        maintenance: bool,
+    ) {
+        let header = self.answer_header(link, request);
         // The answer to a request this node sent itself goes unsigned.
         if header.destination_list.is_empty() {
             if let Ok(credential) = self.security.own_credential(None) {

@@ -841,7 +841,11 @@ fn a_peer_silent_for_a_while_is_routed_around_then_taken_back() {
     let req = net.store_own(frozen, b"kept");
     assert!(matches!(net.done(frozen, req).0, Ok(Body::StoreAns(_))));
     net.crash(frozen);
-    net.detect(frozen);
+    let now = net.now;
+    for j in (0..net.nodes.len()).filter(|j| *j != frozen) {
+        net.nodes[j].link_silent(now, id);
+    }
+    net.pump();
     net.advance(5_000);
     for (i, n) in net.nodes.iter().enumerate().filter(|(i, _)| *i != frozen) {
         assert!(!n.topology().neighbors().contains(&id), "node {i} still lists it");
@@ -892,6 +896,36 @@ fn every_ping_of_one_node_is_answered_with_its_instance_id() {
     assert_ne!(ids[0], ids[2], "another node, another id");
 }
 
+/// A Ping whose bytes the driver writes on a connection of its choice:
+/// the engine sends nothing itself, matches the answer, and gives up
+/// after one reliability timer instead of retransmitting.
+#[test]
+fn a_direct_ping_is_answered_or_times_out_without_retransmission() {
+    let mut net = Net::ring(&IDS[..2]);
+    let (a, b) = (net.nodes[0].node_id(), net.nodes[1].node_id());
+    let (id, bytes) = net.nodes[0].direct_ping(net.now, b).unwrap();
+    assert!(net.nodes[0].poll_action().is_none());
+    net.nodes[1].receive(net.now, a, &bytes);
+    net.pump();
+    match net.done(0, id).0 {
+        Ok(Body::PingAns(p)) => assert_eq!(p.response_id, net.nodes[1].instance_id()),
+        other => panic!("{other:?}"),
+    }
+    let (id, _lost) = net.nodes[0].direct_ping(net.now, b).unwrap();
+    net.sent.clear();
+    net.advance(3_100);
+    assert_eq!(net.done(0, id).0, Err(RequestFailure::Timeout));
+    let ctx = config().decode_context().unwrap();
+    let pings = net
+        .sent
+        .iter()
+        .filter(|(from, _, _)| *from == 0)
+        .filter_map(|(_, _, m)| Message::decode(m, &ctx).ok())
+        .filter(|m| m.message_contents.message_code == MessageCode::PING_REQ)
+        .count();
+    assert_eq!(pings, 0, "not retransmitted");
+}
+
 /// A request the driver refuses (it came over a link it will not keep)
 /// is answered with an Error and nothing else; a joining node that is
 /// refused this way says so in an event, with the reason.
@@ -916,12 +950,13 @@ fn a_refused_join_is_reported_with_its_reason() {
                     joiner.bootstrap_link_up(now, peer0);
                 }
                 Action::Send { to, bytes, .. } if to == peer0 => {
-                    net.nodes[0].refuse(now, id, &bytes, ErrorCode::FORBIDDEN, "Node-ID in use at 192.0.2.1");
-                    while let Some(a) = net.nodes[0].poll_action() {
-                        if let Action::Send { to, bytes, .. } = a {
-                            assert_eq!(to, id, "the answer goes back over the refused link");
-                            joiner.receive(now, peer0, &bytes);
-                        }
+                    let refusal = net.nodes[0].refuse(id, &bytes, ErrorCode::FORBIDDEN, "Node-ID in use at 192.0.2.1");
+                    assert!(
+                        net.nodes[0].poll_action().is_none(),
+                        "the driver writes it, not the engine"
+                    );
+                    if let Some(answer) = refusal {
+                        joiner.receive(now, peer0, &answer);
                     }
                 }
                 Action::Event(e) => refused.push(*e),
@@ -937,6 +972,25 @@ fn a_refused_join_is_reported_with_its_reason() {
         "{refused:?}"
     );
     assert!(!joiner.is_joined());
+}
+
+/// A client (§4.2.1) whose link falls silent and resumes stays a link its
+/// peer serves: it never enters the routing table.
+#[test]
+fn a_client_that_resumes_stays_out_of_the_routing_table() {
+    let mut net = Net::ring(&IDS[..3]);
+    let c = net.add_client(0x77 << 120, 0);
+    let client = net.clients[c].node_id();
+    let peer = (0..3)
+        .find(|i| net.nodes[*i].links().any(|l| *l == client))
+        .expect("a peer serves the client");
+    assert!(!net.nodes[peer].topology().routes_through(&client));
+    let now = net.now;
+    net.nodes[peer].link_silent(now, client);
+    net.nodes[peer].link_resumed(now, client);
+    net.pump();
+    assert!(!net.nodes[peer].topology().routes_through(&client));
+    assert!(!net.nodes[peer].topology().neighbors().contains(&client));
 }
 
 #[test]

@@ -621,13 +621,16 @@ impl Proxy {
         }
     }
 
-    /// RFC 3261 §16.3 step 4 (which RFC 5393 §4 makes a must for
-    /// forking proxies): a request that carries a Via this peer wrote has
-    /// been forwarded by it before. In the overlay a request never
-    /// spirals through one peer legitimately (each peer forwards it once,
-    /// to a phone or to the callee's peer), so it has looped: a Route set
-    /// that sends a request back and forth between two peers ends at its
-    /// second visit instead of after Max-Forwards hops.
+    /// A request that carries a Via this peer wrote has been forwarded by
+    /// it before. RFC 3261 §16.3 step 4 would tell a loop from a spiral
+    /// (the same request sent back with a changed Request-URI) by a hash
+    /// in the branch; this peer is deliberately stricter and refuses both
+    /// (482). In the overlay a request never spirals through one peer
+    /// legitimately: each peer forwards it once, to a phone or to the
+    /// callee's peer. So a Route set that bounces a request between two
+    /// peers ends at its second visit instead of after Max-Forwards hops
+    /// (the amplification RFC 5393 is about). Interworking with other
+    /// domains (issue 34) may bring real spirals and the hash with them.
     fn passed_here_before(&self, request: &SipMessage) -> bool {
         request
             .list("Via")

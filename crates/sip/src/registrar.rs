@@ -286,7 +286,13 @@ impl Registrar {
                 wrong_credentials: Some(credentials.username),
             });
         }
-        let nc = match credentials.nc.as_deref().map(parse_nc) {
+        // The response covers `nc` only with qop=auth; without it a nonce
+        // works once, whatever `nc` says.
+        let with_qop = credentials
+            .qop
+            .as_deref()
+            .is_some_and(|q| q.eq_ignore_ascii_case("auth"));
+        let nc = match credentials.nc.as_deref().filter(|_| with_qop).map(parse_nc) {
             Some(None) => return Err(answer(request, 400, "Bad Nonce Count").into()),
             Some(Some(nc)) => Some(nc),
             None => None,

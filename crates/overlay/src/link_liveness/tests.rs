@@ -69,6 +69,8 @@ fn an_ack_after_silence_resumes_the_link() {
     assert_eq!(l.ack_received(9_000, 1), Some(LivenessSignal::Resumed));
     assert!(!l.is_silent());
     assert_eq!(l.poll_timeout(), 10_000, "back to keepalives");
+    assert_eq!(l.rto_ms(), 1_000, "the silence is no RTT sample");
+    assert_eq!(l.srtt_us(), None);
 }
 
 /// A timer that fires long after it was due says this process was
@@ -83,6 +85,7 @@ fn a_late_timer_blames_nobody() {
     assert_eq!(l.poll_timeout(), 62_000);
     assert_eq!(l.ack_received(60_001, 1), None);
     assert_eq!(l.poll_timeout(), 61_001);
+    assert_eq!(l.srtt_us(), None, "the stall is no RTT sample");
     // A timer up to the tolerance late still counts.
     let mut l = LinkLiveness::new(0);
     l.data_sent(0, 1);

@@ -742,6 +742,10 @@ impl Topology for ChordReload {
         self.phase == Phase::Joined
     }
 
+    fn routes_through(&self, peer: &NodeId) -> bool {
+        self.peers.contains_key(&node_position(peer))
+    }
+
     fn neighbors(&self) -> Vec<NodeId> {
         let mut n = self.predecessors.clone();
         for s in &self.successors {

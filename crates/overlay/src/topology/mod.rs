@@ -141,6 +141,12 @@ pub trait Topology {
     /// Peers in the Neighbor Table (for status and tests).
     fn neighbors(&self) -> Vec<NodeId>;
 
+    /// Whether `peer` is in this node's routing tables (as opposed to a
+    /// link it only serves, such as a client's or a joining node's).
+    fn routes_through(&self, peer: &NodeId) -> bool {
+        self.neighbors().contains(peer)
+    }
+
     /// Start a new overlay alone (§6.4.2.1: "potentially the first node").
     fn start_alone(&mut self, now: u64, out: &mut Vec<TopologyCommand>);
 

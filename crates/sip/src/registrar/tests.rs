@@ -359,3 +359,48 @@ fn credentials_for_another_party_are_refused() {
     );
     assert!(reg.contacts("alice", 2).is_empty());
 }
+
+/// Without qop the digest response does not cover `nc`, so a higher `nc`
+/// makes no replay fresh: such a nonce authorizes once.
+#[test]
+fn without_qop_a_nonce_authorizes_once_whatever_nc_says() {
+    let mut reg = registrar_offering(&[Algorithm::Md5]);
+    let req = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    let challenge = answer_of(&reg.register(0, &req, flow())).clone();
+    let offer = offered(&challenge, "WWW-Authenticate").remove(0);
+    let nonce = offer
+        .split("nonce=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    let mut c = Credentials {
+        username: "alice".into(),
+        realm: DOMAIN.into(),
+        nonce,
+        uri: format!("sip:{DOMAIN}"),
+        ..Default::default()
+    };
+    c.response = c
+        .expected_response("REGISTER", &Ha1::new("alice", DOMAIN, "secret"))
+        .unwrap();
+    let with_nc = |nc: &str| {
+        let line = format!(
+            "Authorization: Digest username=\"alice\", realm=\"{DOMAIN}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", nc={nc}\r\n",
+            c.nonce, c.uri, c.response
+        );
+        register("alice", 2, &format!("Contact: <sip:alice@127.0.0.1:5061>\r\n{line}"))
+    };
+    assert!(matches!(
+        reg.register(1, &with_nc("00000001"), flow()),
+        Registered::Publish { .. }
+    ));
+    let again = reg.register(2, &with_nc("00000009"), flow());
+    assert_eq!(
+        answer_of(&again).status(),
+        Some(401),
+        "a higher nc does not make a replay fresh"
+    );
+}
