@@ -342,7 +342,7 @@ fn a_replayed_register_authorization_binds_nothing() {
 /// Issue 36 §3 and §4 against a real peer: a caller that authenticates
 /// by digest reaches bob's phone without its Proxy-Authorization and with
 /// the identity the peer asserts; alice's registered phone that says it
-/// is bob in From is refused.
+/// is bob in From is challenged, and refused with alice's credentials.
 #[test]
 fn credentials_stay_at_the_peer_and_a_forged_caller_is_refused() {
     let (_o, _peer, sip) = one_peer_serving("attack-identity", &[("alice", "alice-pw"), ("bob", "bob-pw")]);
@@ -382,6 +382,15 @@ fn credentials_stay_at_the_peer_and_a_forged_caller_is_refused() {
         "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {at};branch=z9hG4bKf1\r\nMax-Forwards: 70\r\n\
          From: <sip:bob@{DOMAIN}>;tag=f1\r\nTo: <sip:bob@{DOMAIN}>\r\nCall-ID: forged-1\r\n\
          CSeq: 1 INVITE\r\nContact: <sip:alice@{at}>\r\nContent-Length: 0\r\n\r\n"
+    );
+    // Bob never registered over alice's flow: the phone must prove it is
+    // bob; alice's own credentials do not make it bob.
+    let challenge = exchange(&alice, sip, &forged);
+    assert_eq!(challenge.status(), Some(407));
+    let credentials = answer_challenge(&challenge, "alice", "alice-pw", "INVITE", &format!("sip:bob@{DOMAIN}"));
+    let forged = forged.replace("branch=z9hG4bKf1", "branch=z9hG4bKf2").replace(
+        "Content-Length: 0\r\n\r\n",
+        &format!("{credentials}Content-Length: 0\r\n\r\n"),
     );
     let refused = exchange(&alice, sip, &forged);
     assert_eq!(refused.status(), Some(403));

@@ -31,7 +31,7 @@ use crate::message::{SipMessage, StartLine};
 use crate::registrar::{Flow, Registrar, Transport};
 use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
-use dialog_proof::DialogKey;
+use dialog_proof::{DialogKey, Hop};
 use route::{pop_own_routes, top_route};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -165,8 +165,8 @@ struct OpenServer {
     /// For an INVITE outside a dialog: the call it starts.
     call: Option<CallSetup>,
     /// For a request outside a dialog: where later requests of the dialog
-    /// it may start go back toward the caller (the proof's first half).
-    toward_caller: Option<Flow>,
+    /// it may start go back toward the caller (named in the proof).
+    toward_caller: Vec<Hop>,
 }
 
 /// A call's INVITE, until its final answer.
@@ -279,6 +279,8 @@ struct Target {
     request_uri: Option<String>,
     flow: Flow,
     side: Side,
+    /// The user whose phone this is, for a phone of this peer.
+    user: Option<String>,
 }
 
 pub struct Proxy {
@@ -467,7 +469,7 @@ impl Proxy {
             match dialog_next_hop(&request, &uri, own_routes.popped, registrar, now) {
                 Ok(next) => {
                     let call_id = request.call_id().unwrap_or_default();
-                    if !self.dialog_key.admits(&own_routes.proofs, &call_id, next.flow) {
+                    if !self.dialog_key.admits(&own_routes.proofs, &call_id, &next.hops()) {
                         // Not provably a dialog of this peer: only a user it
                         // authenticates may send it on (§16.4, §16.12).
                         if side != Side::Phones {
@@ -483,6 +485,7 @@ impl Proxy {
                         request_uri: None,
                         flow: next.flow,
                         side: next.side,
+                        user: None,
                     })
                 }
                 Err(NoHop::Route) => return self.reply(&request, flow, 502, "Route Not Reachable"),
@@ -499,10 +502,12 @@ impl Proxy {
                 return self.reply(&request, flow, 403, "Interworking With Other Domains Is Not Configured");
             }
         };
+        let mut caller = None;
         if let Some(user) = &user {
             if side == Side::Phones {
-                if let Err(refused) = self.authenticated_caller(now, &mut request, flow, registrar) {
-                    return self.send(flow, refused);
+                match self.authenticated_caller(now, &mut request, flow, registrar) {
+                    Ok(authenticated) => caller = Some(authenticated),
+                    Err(refused) => return self.send(flow, refused),
                 }
             } else if registrar.contacts(user, now).is_empty() {
                 let (code, reason) = if registrar.serves(user) {
@@ -517,9 +522,11 @@ impl Proxy {
         request.set("Max-Forwards", &(max_forwards - 1).to_string());
         let id = self.id();
         let invite = method == "INVITE";
-        let toward_caller = (!to_tagged)
-            .then(|| dialog_proof::toward_caller(&request, registrar, now))
-            .flatten();
+        let toward_caller = if to_tagged {
+            Vec::new()
+        } else {
+            dialog_proof::toward_caller(&request, flow, caller.as_deref(), registrar, now)
+        };
         // §16.2: a stateful proxy answers an INVITE with 100 at once.
         let trying = invite.then(|| SipMessage::response_to(&request, 100, "Trying", None).to_bytes());
         let mut server = ServerTxn {
@@ -678,6 +685,7 @@ impl Proxy {
                             remote,
                         },
                         side: Side::Overlay,
+                        user: None,
                     })
                     .collect();
                 if here {
@@ -715,7 +723,11 @@ impl Proxy {
             return;
         };
         let (in_side, in_transport) = (server.side, server.from.transport);
-        let toward_caller = server.open.as_ref().and_then(|o| o.toward_caller);
+        let toward_caller = server
+            .open
+            .as_ref()
+            .map(|o| o.toward_caller.clone())
+            .unwrap_or_default();
         let call_id = base.call_id().unwrap_or_default().into_owned();
         let method = base.method().unwrap_or_default().to_string();
         let mut ids = Vec::new();
@@ -725,7 +737,10 @@ impl Proxy {
                 set_request_uri(&mut copy, uri);
             }
             if record_route {
-                let proof = self.dialog_key.proof(&call_id, toward_caller, target.flow);
+                let mut hops = toward_caller.clone();
+                hops.push(Hop::Flow(target.flow));
+                hops.extend(target.user.clone().map(Hop::User));
+                let proof = self.dialog_key.proof(&call_id, &hops);
                 // RFC 5658: one entry for the way in and, when it differs,
                 // one for the way out; the request's next hop sees the
                 // outer one first.
@@ -736,6 +751,9 @@ impl Proxy {
                         &self.me.record_route(target.side, target.flow.transport, &proof),
                     );
                 }
+            }
+            if target.side == Side::Phones {
+                identity::keep_private(&mut copy);
             }
             let branch = format!("z9hG4bK{}", self.unique());
             copy.prepend("Via", &self.me.via(target.side, target.flow.transport, &branch));
@@ -879,7 +897,7 @@ impl Proxy {
         // this peer, or from a phone registered here.
         let call_id = ack.call_id().unwrap_or_default();
         let from_our_phone = side == Side::Phones && registrar.user_on(flow, now).is_some();
-        if !self.dialog_key.admits(&own_routes.proofs, &call_id, hop.flow) && !from_our_phone {
+        if !self.dialog_key.admits(&own_routes.proofs, &call_id, &hop.hops()) && !from_our_phone {
             return;
         }
         if side == Side::Phones {
@@ -1411,6 +1429,7 @@ fn local_targets(registrar: &Registrar, user: &str, now: u64) -> Vec<Target> {
             request_uri: Some(b.contact.uri.to_string()),
             flow: b.flow,
             side: Side::Phones,
+            user: Some(user.to_string()),
         })
         .collect()
 }
@@ -1425,10 +1444,20 @@ enum NoHop {
     NotOurs,
 }
 
-/// Where a request inside a dialog goes next; its proof must name `flow`.
+/// Where a request inside a dialog goes next; its proof must name `flow`,
+/// or `user` when it goes to a phone of this peer.
 struct NextHop {
     flow: Flow,
     side: Side,
+    user: Option<String>,
+}
+
+impl NextHop {
+    fn hops(&self) -> Vec<Hop> {
+        let mut hops = vec![Hop::Flow(self.flow)];
+        hops.extend(self.user.clone().map(Hop::User));
+        hops
+    }
 }
 
 /// §16.4/§16.5 for a request inside a dialog (this peer's own Route
@@ -1445,15 +1474,17 @@ fn dialog_next_hop(
     let by_flow = |flow: Flow| NextHop {
         flow,
         side: side_toward(flow),
+        user: None,
     };
     if let Some(next) = top_route(request) {
         let flow = next.ok().as_ref().and_then(uri_flow).ok_or(NoHop::Route)?;
         return Ok(by_flow(flow));
     }
-    if let Some(b) = registrar.binding_for(uri, now) {
+    if let Some((user, b)) = registrar.user_and_binding_for(uri, now) {
         return Ok(NextHop {
             flow: b.flow,
             side: Side::Phones,
+            user: Some(user.to_string()),
         });
     }
     if !on_our_route {

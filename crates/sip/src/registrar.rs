@@ -304,15 +304,28 @@ impl Registrar {
     }
 
     /// Who a phone's `request` comes from, if it may go through this peer
-    /// (RFC 3261 §16.3 leaves the policy to the proxy): the user a phone
-    /// registered over `flow` for, or whose digest credentials it carries;
-    /// otherwise the answer to send (407, 400 or 403). The peer is no open
-    /// relay into the overlay.
+    /// (RFC 3261 §16.3 leaves the policy to the proxy): the user its From
+    /// names, when a phone of that user registered over `flow` (a phone
+    /// with several lines registers each over one flow); otherwise the
+    /// user whose digest credentials it carries, or the answer to send
+    /// (407, 400 or 403). The peer is no open relay into the overlay.
     pub fn authorize(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<String, Refusal> {
-        if let Some(user) = self.user_on(flow, now_ms) {
-            return Ok(user.to_string());
+        let from = request
+            .header("From")
+            .and_then(|f| NameAddr::parse(&f).ok())
+            .filter(|n| n.uri.host.eq_ignore_ascii_case(&self.domain))
+            .and_then(|n| n.uri.user);
+        if let Some(user) = from.filter(|u| self.registered_over(u, flow, now_ms)) {
+            return Ok(user);
         }
         self.authenticate(now_ms, request, AuthScheme::Proxy)
+    }
+
+    /// Whether `user` has a live binding registered over `flow`.
+    fn registered_over(&self, user: &str, flow: Flow, now_ms: u64) -> bool {
+        self.bindings
+            .get(user)
+            .is_some_and(|list| list.iter().any(|b| b.flow == flow && b.expires_at_ms > now_ms))
     }
 
     /// The user with a live binding registered over `flow`.
@@ -326,10 +339,16 @@ impl Registrar {
     /// The live binding whose contact is `uri` (§19.1.4 comparison), to
     /// send a request for that contact back over the phone's own flow.
     pub fn binding_for(&self, uri: &Uri, now_ms: u64) -> Option<&Binding> {
-        self.bindings
-            .values()
-            .flatten()
-            .find(|b| b.expires_at_ms > now_ms && same_contact(&b.contact.uri, uri))
+        self.user_and_binding_for(uri, now_ms).map(|(_, b)| b)
+    }
+
+    /// [`binding_for`](Self::binding_for) with the user it belongs to.
+    pub fn user_and_binding_for(&self, uri: &Uri, now_ms: u64) -> Option<(&str, &Binding)> {
+        self.bindings.iter().find_map(|(user, list)| {
+            list.iter()
+                .find(|b| b.expires_at_ms > now_ms && same_contact(&b.contact.uri, uri))
+                .map(|b| (user.as_str(), b))
+        })
     }
 
     /// §10.3: handles one REGISTER that arrived over `flow`.

@@ -30,6 +30,17 @@ use sha2::{Digest as _, Sha256};
 pub const PARAM: &str = "dlg";
 /// Hex digits of each keyed hash: 64 bits.
 const MAC_HEX: usize = 16;
+/// Most places one proof names.
+const MAX_HOPS: usize = 4;
+
+/// A place a request of the dialog may go from this peer: a flow, or a
+/// user of this peer, whichever of its phones' flows is live then (a
+/// phone may reconnect or register again from another port mid-call).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hop {
+    Flow(Flow),
+    User(String),
+}
 
 /// The peer's secret for dialog proofs.
 #[derive(Clone)]
@@ -48,53 +59,88 @@ impl DialogKey {
         DialogKey(h.finalize().into())
     }
 
-    fn mac(&self, call_id: &str, hop: Flow) -> String {
+    fn mac(&self, call_id: &str, hop: &Hop) -> String {
         let mut h = Sha256::new();
         h.update(self.0);
         h.update(Sha256::digest(call_id.as_bytes()));
-        h.update(hop.transport.name().as_bytes());
-        h.update(hop.remote.to_string().as_bytes());
+        match hop {
+            Hop::Flow(f) => {
+                h.update(b"flow ");
+                h.update(f.transport.name().as_bytes());
+                h.update(f.remote.to_string().as_bytes());
+            }
+            Hop::User(u) => {
+                h.update(b"user ");
+                h.update(u.as_bytes());
+            }
+        }
         let digest = h.finalize();
         digest[..MAC_HEX / 2].iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    /// The `dlg` value for a dialog whose later requests may go to
-    /// `toward_caller` (when it can be told) or `toward_callee`.
-    pub fn proof(&self, call_id: &str, toward_caller: Option<Flow>, toward_callee: Flow) -> String {
-        let up = toward_caller.map_or_else(|| "0".repeat(MAC_HEX), |h| self.mac(call_id, h));
-        up + &self.mac(call_id, toward_callee)
+    /// The `dlg` value for a dialog whose later requests may go to any
+    /// of `hops` (at most four are named).
+    pub fn proof(&self, call_id: &str, hops: &[Hop]) -> String {
+        hops.iter().take(MAX_HOPS).map(|h| self.mac(call_id, h)).collect()
     }
 
     /// Whether one of `proofs` (the `dlg` values of this peer's own Route
-    /// entries) allows a request of `call_id` to go to `next`.
-    pub fn admits(&self, proofs: &[String], call_id: &str, next: Flow) -> bool {
-        let mac = self.mac(call_id, next);
-        proofs.iter().any(|p| {
-            p.len() == 2 * MAC_HEX
-                && p.is_ascii()
-                && (constant_time_eq(&p[..MAC_HEX], &mac) || constant_time_eq(&p[MAC_HEX..], &mac))
-        })
+    /// entries) allows a request of `call_id` to go to a next hop that is
+    /// any of `next` (its flow, and its user when it is a phone of ours).
+    pub fn admits(&self, proofs: &[String], call_id: &str, next: &[Hop]) -> bool {
+        let macs: Vec<String> = next.iter().map(|h| self.mac(call_id, h)).collect();
+        proofs
+            .iter()
+            .filter(|p| p.is_ascii() && p.len() % MAC_HEX == 0)
+            .any(|p| {
+                p.as_bytes()
+                    .chunks(MAC_HEX)
+                    .any(|chunk| macs.iter().any(|m| constant_time_eq(chunk, m.as_bytes())))
+            })
     }
 }
 
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Where a later request of the dialog that `request` (an initial
-/// request as it arrived) starts would go from this peer toward the
-/// caller: the top Record-Route entry so far, else the Contact; over the
-/// flow the caller's phone registered from when the Contact is its.
-/// [`super::dialog_next_hop`] resolves the same way.
-pub fn toward_caller(request: &SipMessage, registrar: &Registrar, now: u64) -> Option<Flow> {
+/// Where later requests of the dialog that `request` (an initial request
+/// as it arrived over `from`) starts go from this peer toward the caller,
+/// resolved as [`super::dialog_next_hop`] will: the top Record-Route so
+/// far, else the Contact (over the flow the caller's phone registered
+/// from, when it is one of ours). Both are the sender's words, and the
+/// port between peers takes requests from anyone: a place is trusted
+/// only where the request came from (a Record-Route or Contact at the
+/// sending address, or a binding registered over `from`), so nobody can
+/// write a proof for a third party's address. `caller` is the user this
+/// peer authenticated the request as.
+pub fn toward_caller(
+    request: &SipMessage,
+    from: Flow,
+    caller: Option<&str>,
+    registrar: &Registrar,
+    now: u64,
+) -> Vec<Hop> {
+    let sender = |f: &Flow| f.remote.ip() == from.remote.ip();
+    let mut hops = Vec::new();
     if let Some(top) = request.list("Record-Route").into_iter().next() {
-        return NameAddr::parse(&top).ok().and_then(|n| uri_flow(&n.uri));
+        let flow = NameAddr::parse(&top).ok().and_then(|n| uri_flow(&n.uri));
+        hops.extend(flow.filter(sender).map(Hop::Flow));
+    } else if let Some(contact) = contact_of(request) {
+        let flow = match registrar.binding_for(&contact, now) {
+            Some(b) => Some(b.flow).filter(|f| *f == from),
+            None => uri_flow(&contact).filter(sender),
+        };
+        hops.extend(flow.map(Hop::Flow));
     }
-    let contact = NameAddr::parse(&request.list("Contact").into_iter().next()?).ok()?.uri;
-    registrar
-        .binding_for(&contact, now)
-        .map(|b| b.flow)
-        .or_else(|| uri_flow(&contact))
+    hops.extend(caller.map(|u| Hop::User(u.to_string())));
+    hops
+}
+
+fn contact_of(request: &SipMessage) -> Option<Uri> {
+    NameAddr::parse(&request.list("Contact").into_iter().next()?)
+        .ok()
+        .map(|n| n.uri)
 }
 
 /// The `dlg` value of a Route entry naming this peer.
@@ -107,36 +153,48 @@ mod tests {
     use super::*;
     use crate::registrar::Transport;
 
-    fn flow(s: &str) -> Flow {
-        Flow {
+    fn flow(s: &str) -> Hop {
+        Hop::Flow(Flow {
             transport: Transport::Udp,
             remote: s.parse().unwrap(),
-        }
+        })
     }
 
     #[test]
-    fn a_proof_admits_its_two_ends_for_its_call_and_nothing_else() {
+    fn a_proof_admits_the_places_it_names_for_its_call_and_nothing_else() {
         let key = DialogKey::from_seed(1);
         let (caller, callee) = (flow("192.0.2.1:5060"), flow("192.0.2.2:5060"));
-        let proofs = [key.proof("call-1", Some(caller), callee)];
-        assert!(key.admits(&proofs, "call-1", caller));
-        assert!(key.admits(&proofs, "call-1", callee));
-        assert!(!key.admits(&proofs, "call-1", flow("203.0.113.9:5060")), "elsewhere");
-        assert!(!key.admits(&proofs, "call-2", callee), "another call");
-        let tcp = Flow {
-            transport: Transport::Tcp,
-            remote: callee.remote,
-        };
-        assert!(!key.admits(&proofs, "call-1", tcp), "another transport");
+        let bob = Hop::User("bob".into());
+        let proofs = [key.proof("call-1", &[caller.clone(), callee.clone(), bob.clone()])];
+        assert!(key.admits(&proofs, "call-1", std::slice::from_ref(&caller)));
+        assert!(key.admits(&proofs, "call-1", std::slice::from_ref(&callee)));
+        let moved = flow("192.0.2.2:40000");
         assert!(
-            !DialogKey::from_seed(2).admits(&proofs, "call-1", callee),
+            key.admits(&proofs, "call-1", &[moved.clone(), bob.clone()]),
+            "bob's phone from another port"
+        );
+        assert!(!key.admits(&proofs, "call-1", std::slice::from_ref(&moved)));
+        assert!(!key.admits(&proofs, "call-1", &[flow("203.0.113.9:5060")]), "elsewhere");
+        assert!(
+            !key.admits(&proofs, "call-1", &[Hop::User("carol".into())]),
+            "another user"
+        );
+        assert!(
+            !key.admits(&proofs, "call-2", std::slice::from_ref(&callee)),
+            "another call"
+        );
+        let tcp = Hop::Flow(Flow {
+            transport: Transport::Tcp,
+            remote: "192.0.2.2:5060".parse().unwrap(),
+        });
+        assert!(!key.admits(&proofs, "call-1", &[tcp]), "another transport");
+        assert!(
+            !DialogKey::from_seed(2).admits(&proofs, "call-1", std::slice::from_ref(&callee)),
             "another peer's key"
         );
-        let unknown_caller = key.proof("call-1", None, callee);
-        assert!(!key.admits(&[unknown_caller], "call-1", caller));
-        assert!(!key.admits(&["zz".into()], "call-1", callee));
+        assert!(!key.admits(&["zz".into()], "call-1", std::slice::from_ref(&callee)));
         assert!(
-            !key.admits(&["é".repeat(16)], "call-1", callee),
+            !key.admits(&["é".repeat(16)], "call-1", &[callee]),
             "no panic on non-ASCII"
         );
     }

@@ -24,19 +24,35 @@ pub fn strip_from_phone(request: &mut SipMessage, realm: &str) {
 }
 
 /// Binds a request from a phone to the `user` of `domain` it was
-/// authenticated as: its From must name that user, and the peer asserts
-/// it (RFC 3325 §9.1). `Err` is the reason phrase of the 403 to send.
+/// authenticated as: its From must name that user, or nobody (RFC 3323
+/// §4.1.1.3's anonymous From, a phone hiding its number), and the peer
+/// asserts the user (RFC 3325 §9.1). `Err` is the reason phrase of the
+/// 403 to send.
 pub fn assert_user(request: &mut SipMessage, user: &str, domain: &str) -> Result<(), &'static str> {
     let from = request
         .header("From")
         .and_then(|f| NameAddr::parse(&f).ok())
         .ok_or("From Does Not Match The Authenticated User")?;
     let same_user = from.uri.user.as_deref() == Some(user) && from.uri.host.eq_ignore_ascii_case(domain);
-    if !same_user {
+    let anonymous = from.uri.host.eq_ignore_ascii_case("anonymous.invalid");
+    if !same_user && !anonymous {
         return Err("From Does Not Match The Authenticated User");
     }
     request.push("P-Asserted-Identity", &format!("<sip:{user}@{domain}>"));
     Ok(())
+}
+
+/// RFC 3325 §7: a request whose Privacy asks for `id` reaches a phone
+/// without the caller's asserted identity.
+pub fn keep_private(request: &mut SipMessage) {
+    let private = request
+        .list("Privacy")
+        .iter()
+        .flat_map(|v| v.split(';').map(str::trim).collect::<Vec<_>>())
+        .any(|p| p.eq_ignore_ascii_case("id"));
+    if private {
+        request.headers.retain(|h| !h.is("P-Asserted-Identity"));
+    }
 }
 
 #[cfg(test)]
@@ -86,5 +102,17 @@ mod tests {
             let mut r = invite(from, "");
             assert!(assert_user(&mut r, "alice", "overlay.test").is_err(), "{from}");
         }
+        let mut hidden = invite("\"Anonymous\" <sip:anonymous@anonymous.invalid>", "Privacy: id\r\n");
+        assert_eq!(assert_user(&mut hidden, "alice", "overlay.test"), Ok(()), "RFC 3323");
+        assert!(hidden.has("P-Asserted-Identity"), "asserted inside the overlay");
+        keep_private(&mut hidden);
+        assert!(
+            !hidden.has("P-Asserted-Identity"),
+            "but not shown to the callee's phone"
+        );
+        let mut open = invite("<sip:alice@overlay.test>", "Privacy: none\r\n");
+        assert_user(&mut open, "alice", "overlay.test").unwrap();
+        keep_private(&mut open);
+        assert!(open.has("P-Asserted-Identity"));
     }
 }
