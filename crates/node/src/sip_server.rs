@@ -14,6 +14,7 @@ use crate::log_budget::LogBudget;
 use crate::peer::{now_ms, Input};
 use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
 use crate::sip_tcp::{accept_tcp, run_connection};
+use sip::intake::Intake;
 use sip::message::ParseError;
 use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
 use sip::registrar::{self, Flow, Registered, Registrar, Transport};
@@ -359,12 +360,13 @@ impl Core {
 
     async fn message(&mut self, bytes: Vec<u8>, flow: Flow, side: Side) {
         let now = now_ms();
-        let message = match SipMessage::parse(&bytes).and_then(|m| m.validate_request().map(|()| m)) {
-            Ok(m) => m,
-            Err(ParseError::Empty) => return,
-            Err(e) => {
-                if let Some(answer) = refuse_malformed(&bytes, &e, flow) {
-                    self.send(flow, answer).await;
+        let message = match sip::intake::intake(&bytes) {
+            Intake::Request(m) | Intake::Response(m) => m,
+            Intake::KeepAlive => return,
+            Intake::Refused { error, answer } => {
+                log_malformed(&error, flow);
+                if let Some(answer) = answer {
+                    self.send(flow, answer.to_bytes()).await;
                 }
                 return;
             }
@@ -595,9 +597,14 @@ static MALFORMED: std::sync::LazyLock<crate::log_budget::LogLimiter> =
     std::sync::LazyLock::new(|| crate::log_budget::LogLimiter::new(20, 60_000, "malformed SIP messages"));
 
 /// A message that does not parse: the answer to send when it is a request
-/// whose transaction headers can be read (RFC 3261 §21.4.1); logged either
+/// whose transaction can be told ([`sip::intake::refusal`]); logged either
 /// way.
 pub(crate) fn refuse_malformed(bytes: &[u8], error: &ParseError, flow: Flow) -> Option<Vec<u8>> {
+    log_malformed(error, flow);
+    sip::intake::refusal(bytes, error).map(|a| a.to_bytes())
+}
+
+fn log_malformed(error: &ParseError, flow: Flow) {
     if MALFORMED.allow(now_ms()) {
         tracing::info!(
             "sip: malformed message from {} over {}: {error}",
@@ -605,17 +612,4 @@ pub(crate) fn refuse_malformed(bytes: &[u8], error: &ParseError, flow: Flow) -> 
             flow.transport.name()
         );
     }
-    let head = SipMessage::parse_leniently(bytes)?;
-    if !head.is_request() || head.method() == Some("ACK") {
-        return None;
-    }
-    if ["Via", "From", "To", "Call-ID", "CSeq"].iter().any(|h| !head.has(h)) {
-        return None;
-    }
-    let reason = match error.status() {
-        513 => "Message Too Large".to_string(),
-        505 => "Version Not Supported".to_string(),
-        _ => format!("Bad Request ({error})").replace(['\r', '\n'], " "),
-    };
-    Some(registrar::answer(&head, error.status(), &reason).to_bytes())
 }

@@ -13,6 +13,7 @@
 
 pub mod digest;
 pub mod headers;
+pub mod intake;
 pub mod message;
 pub mod nonce_counts;
 pub mod proxy;

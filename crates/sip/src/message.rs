@@ -64,10 +64,31 @@ impl ParseError {
         match self {
             ParseError::TooLarge => 513,
             ParseError::Version(_) => 505,
+            // RFC 4475 §3.1.2.18: an unknown method whose CSeq names
+            // another is better answered 501 than 400.
+            ParseError::CSeqMethod { method, .. } if !KNOWN_METHODS.contains(&method.as_str()) => 501,
             _ => 400,
         }
     }
 }
+
+/// Methods of RFC 3261 and its extensions this element has heard of.
+pub const KNOWN_METHODS: &[&str] = &[
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "MESSAGE",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "PUBLISH",
+];
 
 /// The first line: a request's method and Request-URI, or a response's
 /// status (RFC 3261 §7.1, §7.2).
@@ -361,13 +382,27 @@ fn parse_start_line(line: &str) -> Result<StartLine, ParseError> {
     else {
         return Err(bad());
     };
-    if !is_token(method) || uri.is_empty() || !uri.contains(':') {
+    // RFC 4475 §3.1.2.7: a Request-URI is never in angle brackets.
+    if !is_token(method) || uri.is_empty() || !uri.contains(':') || uri.starts_with('<') {
         return Err(bad());
     }
     if !version.eq_ignore_ascii_case("SIP/2.0") {
         return Err(ParseError::Version(version.chars().take(40).collect()));
     }
     Ok(StartLine::Request {
+        method: method.to_string(),
+        uri: uri.to_string(),
+    })
+}
+
+/// A request line read as leniently as a refusal needs: any runs of white
+/// space between method, Request-URI and version (RFC 4475 §3.1.2.8–10),
+/// any version (§3.1.2.16), so the request can still be answered.
+fn request_line_leniently(line: &str) -> Option<StartLine> {
+    let mut parts = line.split_whitespace();
+    let method = parts.next().filter(|m| is_token(m))?;
+    let uri = parts.next()?;
+    Some(StartLine::Request {
         method: method.to_string(),
         uri: uri.to_string(),
     })
@@ -452,7 +487,8 @@ impl SipMessage {
         let head = head_end(bytes).map(|(h, _)| h).unwrap_or(bytes.len());
         let text = String::from_utf8_lossy(&bytes[..head]);
         let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
-        let start = parse_start_line(lines.next()?).ok()?;
+        let first = lines.next()?;
+        let start = parse_start_line(first).ok().or_else(|| request_line_leniently(first))?;
         let headers = lines
             .filter(|l| !l.is_empty() && !l.starts_with([' ', '\t']))
             .filter_map(|l| Header::parse(l.to_string()).ok())

@@ -370,14 +370,16 @@ impl Registrar {
             r.push("Unsupported", required.trim());
             return Err(r.into());
         }
-        // Step 3: authentication.
-        let username = self.authenticate(now_ms, request, AuthScheme::Registrar)?;
-        // Steps 4 and 5: the To names an AOR of this overlay that the
-        // authenticated user owns.
+        // The To must be a SIP address of record at all (RFC 4475 §3.3.4):
+        // no point in challenging for one that cannot be.
         let to = request
             .header("To")
             .and_then(|t| NameAddr::parse(&t).ok())
             .ok_or_else(|| answer(request, 400, "Bad To Header"))?;
+        // Step 3: authentication.
+        let username = self.authenticate(now_ms, request, AuthScheme::Registrar)?;
+        // Steps 4 and 5: the To names an AOR of this overlay that the
+        // authenticated user owns.
         if !to.uri.host.eq_ignore_ascii_case(&self.domain) {
             return Err(answer(request, 403, "Not This Overlay's Domain").into());
         }
