@@ -18,14 +18,13 @@
 
 use crate::peer::{AdminRequest, Input, ProbedPeer, Responsible, RingWalk, Status};
 use crate::sip_server::SipControl;
+use crate::source_caps::SourceCaps;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
@@ -38,46 +37,6 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The longest a connection lasts (a ring walk of a large overlay takes
 /// seconds, not minutes).
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(300);
-
-/// Connections open, in all and by source address.
-#[derive(Default)]
-struct Open {
-    total: usize,
-    by_source: HashMap<IpAddr, usize>,
-}
-
-/// One admitted connection; gives its place back when dropped.
-struct Admitted {
-    open: Arc<Mutex<Open>>,
-    from: IpAddr,
-}
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        open.total = open.total.saturating_sub(1);
-        if let Some(n) = open.by_source.get_mut(&self.from) {
-            *n -= 1;
-            if *n == 0 {
-                open.by_source.remove(&self.from);
-            }
-        }
-    }
-}
-
-fn admit(open: &Arc<Mutex<Open>>, from: IpAddr) -> Option<Admitted> {
-    let mut o = open.lock().unwrap_or_else(|p| p.into_inner());
-    let from_here = o.by_source.get(&from).copied().unwrap_or(0);
-    if o.total >= MAX_CONNECTIONS || from_here >= MAX_CONNECTIONS_PER_SOURCE {
-        return None;
-    }
-    o.total += 1;
-    *o.by_source.entry(from).or_default() += 1;
-    Some(Admitted {
-        open: open.clone(),
-        from,
-    })
-}
 
 /// The engine task, and the SIP task when the peer runs one.
 #[derive(Clone)]
@@ -106,7 +65,8 @@ pub(crate) async fn serve(
         .merge(status_routes)
         .layer(axum::middleware::from_fn_with_state(token.map(Arc::new), bearer_token))
         .layer(axum::middleware::from_fn(only_addressed_by_ip));
-    let open = Arc::new(Mutex::new(Open::default()));
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_source = SourceCaps::default();
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(a) => a,
@@ -117,12 +77,15 @@ pub(crate) async fn serve(
             }
         };
         // Past the caps the connection is closed at once.
-        let Some(admitted) = admit(&open, remote.ip()) else {
+        let Ok(place) = open.clone().try_acquire_owned() else {
+            continue;
+        };
+        let Some(slot) = per_source.take(remote.ip(), MAX_CONNECTIONS_PER_SOURCE) else {
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _admitted = admitted;
+            let _held = (place, slot);
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)

@@ -22,3 +22,4 @@ mod sip_locate;
 pub mod sip_report;
 pub mod sip_server;
 mod sip_tcp;
+mod source_caps;

@@ -1758,6 +1758,10 @@ async fn discovery_listener(sockets: Arc<crate::discovery::Sockets>, group: bool
     }
 }
 
+/// Inbound links (handshaking or up) at once, and from one address.
+const MAX_INBOUND_LINKS: usize = 1024;
+const MAX_INBOUND_LINKS_PER_SOURCE: usize = 64;
+
 /// Refused links logged per minute at most: anyone who can reach the
 /// listener can cause them.
 static REFUSED_LINKS: std::sync::LazyLock<crate::log_budget::LogLimiter> =
@@ -1771,6 +1775,8 @@ async fn accept_loop(
     tx: mpsc::Sender<Input>,
 ) {
     let mut next: u64 = 1 << 62;
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_LINKS));
+    let per_source = crate::source_caps::SourceCaps::default();
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(a) => a,
@@ -1780,11 +1786,26 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Bounded like every listener (issue 36 §12): a peer needs one or
+        // two links to us, an office behind one address a few dozen.
+        let held = match (
+            open.clone().try_acquire_owned(),
+            per_source.take(remote.ip(), MAX_INBOUND_LINKS_PER_SOURCE),
+        ) {
+            (Ok(place), Some(slot)) => (place, slot),
+            _ => {
+                if REFUSED_LINKS.allow(now_ms()) {
+                    tracing::warn!("refused link from {remote}: too many links open (from it, or in all)");
+                }
+                continue;
+            }
+        };
         let _ = tcp.set_nodelay(true);
         let link = next;
         next += 1;
         let (tls, tx, ctx) = (tls.clone(), tx.clone(), ctx.clone());
         tokio::spawn(async move {
+            let _held = held;
             let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());

@@ -15,11 +15,11 @@
 use crate::log_budget::LogLimiter;
 use crate::peer::now_ms;
 use crate::sip_server::{refuse_malformed, SipInput, MAX_TCP_BUFFER, TCP_QUEUE};
+use crate::source_caps::SourceCaps;
 use sip::message::{frame, Framing};
 use sip::proxy::Side;
 use sip::registrar::{Flow, Transport};
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,49 +41,6 @@ pub const MESSAGE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(sip::registrar::MAX_EXPIRES_S as u64 + 60);
 
 static REFUSED: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(20, 60_000, "refused SIP connections"));
-
-/// Connections open per source address; a [`SourceSlot`] gives its place
-/// back when dropped.
-#[derive(Default, Clone)]
-pub(crate) struct SourceCaps {
-    open: Arc<Mutex<HashMap<IpAddr, usize>>>,
-}
-
-pub(crate) struct SourceSlot {
-    caps: SourceCaps,
-    ip: IpAddr,
-}
-
-impl SourceCaps {
-    /// A place for one more connection from `ip`, if it has fewer than
-    /// `limit` open.
-    pub fn take(&self, ip: IpAddr, limit: usize) -> Option<SourceSlot> {
-        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
-        let n = open.entry(ip).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(SourceSlot { caps: self.clone(), ip })
-    }
-
-    #[cfg(test)]
-    fn sources(&self) -> usize {
-        self.open.lock().unwrap().len()
-    }
-}
-
-impl Drop for SourceSlot {
-    fn drop(&mut self) {
-        let mut open = self.caps.open.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = open.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                open.remove(&self.ip);
-            }
-        }
-    }
-}
 
 pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::Sender<SipInput>) {
     let open = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
@@ -242,19 +199,6 @@ pub(crate) async fn run_connection(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn one_source_gets_its_share_and_gives_it_back() {
-        let caps = SourceCaps::default();
-        let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let held: Vec<SourceSlot> = (0..3).map(|_| caps.take(a, 3).expect("within the cap")).collect();
-        assert!(caps.take(a, 3).is_none(), "a fourth from the same address");
-        let other = caps.take(b, 3).expect("another address is not held back");
-        drop(held);
-        drop(other);
-        assert_eq!(caps.sources(), 0, "nothing left behind");
-        assert!(caps.take(a, 3).is_some());
-    }
 
     #[test]
     fn a_connection_must_send_a_message_soon_and_finish_what_it_begins() {

@@ -554,3 +554,43 @@ fn status_line_from(source: &str, admin: SocketAddr) -> String {
             .to_string()
     })
 }
+
+/// Issue 36 §12: the RELOAD listener holds at most 64 connections from
+/// one address (handshaking or linked); past them it closes at once, and
+/// a peer from another address still joins meanwhile.
+#[test]
+fn one_host_cannot_fill_the_link_listener() {
+    let (mut o, first, _sip) = one_peer("attack-links");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let held: Vec<std::net::TcpStream> = rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..80 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.3:0".parse().unwrap()).unwrap();
+            held.push(socket.connect(first.listen).await.unwrap().into_std().unwrap());
+        }
+        held
+    });
+    for c in &held {
+        c.set_nonblocking(false).unwrap();
+    }
+    let closed = held[64..]
+        .iter()
+        .filter(|c| closed_within(c, Duration::from_secs(2)))
+        .count();
+    assert_eq!(
+        closed, 16,
+        "the connections past 64 from one address are closed at once"
+    );
+    let dir = o.enroll("n1");
+    let second = o.start_peer(&dir, Some(first.listen));
+    wait_consistent(
+        &[&first, &second],
+        Duration::from_secs(20),
+        "a second peer from another address",
+    );
+    drop(held);
+}
