@@ -96,6 +96,7 @@ pub(crate) struct Metrics {
     links_lost: Counter,
     links_silent: Counter,
     duplicate_node_ids: Counter,
+    links_closed_for_abuse: Counter,
     messages_sent: Counter,
     bytes_sent: Counter,
     maintenance_bytes_sent: Counter,
@@ -125,6 +126,7 @@ impl Metrics {
             links_lost: Counter::default(),
             links_silent: Counter::default(),
             duplicate_node_ids: Counter::default(),
+            links_closed_for_abuse: Counter::default(),
             messages_sent: Counter::default(),
             bytes_sent: Counter::default(),
             maintenance_bytes_sent: Counter::default(),
@@ -192,6 +194,11 @@ impl Metrics {
             m.duplicate_node_ids.clone(),
         );
         r.register(
+            "links_closed_for_abuse",
+            "Links closed because the peer sent 20 malformed or forged messages of its own within a minute (it is kept out for 10 minutes)",
+            m.links_closed_for_abuse.clone(),
+        );
+        r.register(
             "messages_sent",
             "RELOAD messages sent on links",
             m.messages_sent.clone(),
@@ -245,6 +252,11 @@ impl Metrics {
     /// A link to a routing neighbour closed without the neighbour leaving.
     pub(crate) fn link_lost(&self) {
         self.links_lost.inc();
+    }
+
+    /// A link closed because its peer kept sending bad messages.
+    pub(crate) fn link_closed_for_abuse(&self) {
+        self.links_closed_for_abuse.inc();
     }
 
     /// A second process with a linked peer's Node-ID was refused.

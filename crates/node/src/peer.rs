@@ -882,6 +882,16 @@ impl<T: Topology + Tables> Driver<T> {
                 after_ms.div_ceil(1000)
             ),
             Event::Left => return true,
+            Event::Misbehaving { peer, why } => {
+                self.metrics.link_closed_for_abuse();
+                tracing::warn!(
+                    "closed the link to {}: it sent {} {why} within {} s; its links are refused for {} min",
+                    peer.to_hex(),
+                    overlay::node::OFFENCES_TO_CLOSE,
+                    overlay::node::OFFENCE_WINDOW_MS / 1000,
+                    overlay::node::BANNED_FOR_MS / 60_000
+                );
+            }
             // The reason comes from another (authenticated) peer: escaped,
             // and long enough to say what to do.
             Event::Refused { by, info } => tracing::warn!(

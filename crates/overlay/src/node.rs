@@ -103,6 +103,11 @@ pub enum Event {
         /// request failed here (timeout, no route).
         responder: NodeId,
     },
+    /// The link to `peer` was closed because the peer sent
+    /// [`OFFENCES_TO_CLOSE`] malformed or forged messages of its own
+    /// within [`OFFENCE_WINDOW_MS`]; new links from it are closed for
+    /// [`BANNED_FOR_MS`].
+    Misbehaving { peer: NodeId, why: &'static str },
     /// While joining, a peer refused this node's request with
     /// Error_Forbidden: `info` is its reason (for instance, another
     /// process already uses this Node-ID).
@@ -275,6 +280,16 @@ struct AwaitingLink {
 
 const LINK_SETUP_TIMEOUT_MS: u64 = 15_000;
 
+/// Malformed or forged messages a linked peer may send itself within
+/// [`OFFENCE_WINDOW_MS`] before its link is closed: a few are a bug or a
+/// race (a certificate that just expired), a stream of them an attack.
+pub const OFFENCES_TO_CLOSE: u32 = 20;
+pub const OFFENCE_WINDOW_MS: u64 = 60_000;
+/// How long a peer closed for misbehaving is kept out.
+pub const BANNED_FOR_MS: u64 = 600_000;
+/// Peers with offences remembered at most.
+const MAX_OFFENDERS: usize = 4096;
+
 /// Rounds of hand-over pushes before a graceful leave gives up on data no
 /// successor confirmed. A round that waits on a dead target lasts one
 /// request lifetime (15 s), so the rounds take at most about 45 s and the
@@ -317,6 +332,10 @@ pub struct OverlayNode<T: Topology, S: Security> {
     /// Routing-table peers whose links fell silent, until they resume or
     /// close.
     silent_routers: BTreeSet<NodeId>,
+    /// Malformed or forged messages each linked peer sent itself, and
+    /// peers whose links were closed for them, until when.
+    offences: BTreeMap<NodeId, (u32, u64)>,
+    banned: BTreeMap<NodeId, u64>,
     started_at: u64,
     links: SortedSet<NodeId>,
     /// Links we are opening after an AttachAns, by expected peer.
@@ -528,6 +547,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             instance_id: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005E_ED1D).random(),
             started_at: now,
             silent_routers: BTreeSet::new(),
+            offences: BTreeMap::new(),
+            banned: BTreeMap::new(),
             links: SortedSet::new(),
             connecting: BTreeMap::new(),
             expected_links: BTreeMap::new(),
@@ -981,6 +1002,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// [`link_up`](Self::link_up), so a node that happens to dial us is
     /// never taken for our bootstrap peer.
     pub fn bootstrap_link_up(&mut self, now: u64, peer: NodeId) {
+        if self.is_banned(now, &peer) {
+            return self.actions.push_back(Action::Close { peer });
+        }
         let opened = self.links.insert(peer);
         if self.bootstrap_pending {
             self.bootstrap_pending = false;
@@ -998,6 +1022,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// A link to `peer` (authenticated by the link layer) is up: one the
     /// peer dialled, or one dialled for a Node-ID an Attach named.
     pub fn link_up(&mut self, now: u64, peer: NodeId) {
+        if self.is_banned(now, &peer) {
+            return self.actions.push_back(Action::Close { peer });
+        }
         self.links.insert(peer);
         if let Some(waiting) = self.connecting.remove(&peer) {
             self.topology.on_link_up(now, peer, true, false, &mut self.commands);
@@ -1186,6 +1213,38 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
+    /// Counts a malformed or forged message that `peer` sent itself over
+    /// its link; at [`OFFENCES_TO_CLOSE`] within [`OFFENCE_WINDOW_MS`] the
+    /// link is closed and the peer kept out for [`BANNED_FOR_MS`]
+    /// (issue 36 §12; RFC 6940 §13.6.4 leaves the policy to the node).
+    fn offence(&mut self, now: u64, peer: NodeId, why: &'static str) {
+        if self.offences.len() >= MAX_OFFENDERS && !self.offences.contains_key(&peer) {
+            self.offences.retain(|_, (_, since)| *since + OFFENCE_WINDOW_MS > now);
+            if self.offences.len() >= MAX_OFFENDERS {
+                return;
+            }
+        }
+        let entry = self.offences.entry(peer).or_insert((0, now));
+        if entry.1 + OFFENCE_WINDOW_MS <= now {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+        if entry.0 < OFFENCES_TO_CLOSE {
+            return;
+        }
+        self.offences.remove(&peer);
+        self.banned.retain(|_, until| *until > now);
+        self.banned.insert(peer, now + BANNED_FOR_MS);
+        self.actions
+            .push_back(Action::Event(Box::new(Event::Misbehaving { peer, why })));
+        self.actions.push_back(Action::Close { peer });
+    }
+
+    /// Whether `peer` was closed for misbehaving and is still kept out.
+    pub fn is_banned(&self, now: u64, peer: &NodeId) -> bool {
+        self.banned.get(peer).is_some_and(|until| *until > now)
+    }
+
     /// The link to `peer` closed or failed.
     pub fn link_down(&mut self, now: u64, peer: NodeId) {
         self.silent_routers.remove(&peer);
@@ -1209,7 +1268,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         match parsed {
             Ok(Some((header, payload))) => self.route(now, Some(link), header, payload, None, None),
             Ok(None) => {}
-            Err(_) => self.stats.malformed += 1,
+            Err(_) => {
+                self.stats.malformed += 1;
+                self.offence(now, link, "malformed forwarding headers");
+            }
         }
         self.after_event(now);
     }
@@ -1436,6 +1498,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         });
         let Ok((contents, security_block)) = parsed else {
             self.stats.malformed += 1;
+            if let Some(l) = link.filter(|_| header.via_list.is_empty()) {
+                self.offence(now, l, "undecodable messages");
+            }
             if code.is_request() {
                 self.send_error(
                     now,
@@ -1482,6 +1547,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let credential = match verified {
             Ok(c) => c,
             Err(_) => {
+                // A message the link's peer signed itself (no Via entry):
+                // a peer relaying someone else's forgery is not to blame.
+                if let Some(l) = link.filter(|_| header.via_list.is_empty()) {
+                    self.offence(now, l, "messages with bad signatures");
+                }
                 if contents.message_code.is_request() {
                     self.send_error(
                         now,

@@ -1,6 +1,7 @@
 //! The overlay core through its sans-IO interface: a few nodes wired by an
 //! in-memory driver that delivers every message instantly (1 ms per hop).
 
+use overlay::node::{BANNED_FOR_MS, OFFENCES_TO_CLOSE};
 use overlay::*;
 use reload_wire::header::RELO_TOKEN;
 use reload_wire::*;
@@ -565,6 +566,64 @@ fn garbage_from_a_link_is_counted_and_the_peer_keeps_serving() {
     net.nodes[0].receive(net.now, from, &ping);
     net.pump();
     assert!(answers_to(&net, from).iter().any(|b| matches!(b, Body::PingAns(_))));
+}
+
+/// Issue 36 §12: a linked peer that keeps sending malformed or forged
+/// messages of its own is disconnected and kept out for a while; the
+/// peer that only relays someone else's forgeries is not blamed.
+#[test]
+fn a_peer_that_keeps_sending_garbage_is_cut_off_and_kept_out() {
+    let mut net = Net::ring(&IDS[..3]);
+    let bad = net.nodes[1].node_id();
+    let now = net.now;
+    for _ in 0..OFFENCES_TO_CLOSE - 1 {
+        net.nodes[0].receive(now, bad, &[0xff; 40]);
+    }
+    assert!(!net.nodes[0].is_banned(now, &bad), "a few are forgiven");
+    // A forged request relayed through another peer (a Via entry) does
+    // not count against the relay.
+    let relay = net.nodes[2].node_id();
+    let mut forged = Message::decode(
+        &raw_request(&net, 1, vec![Destination::Node(net.nodes[0].node_id())], &ping(), 10),
+        &config().decode_context().unwrap(),
+    )
+    .unwrap();
+    forged.forwarding_header.via_list = vec![Destination::Node(bad)];
+    forged.security_block.signature = Signature::anonymous();
+    for _ in 0..OFFENCES_TO_CLOSE {
+        net.nodes[0].receive(now, relay, &forged.to_bytes().unwrap());
+    }
+    assert!(!net.nodes[0].is_banned(now, &relay));
+    let actions: Vec<Action> = std::iter::from_fn(|| net.nodes[0].poll_action()).collect();
+    assert!(!actions
+        .iter()
+        .any(|a| matches!(a, Action::Close { peer } if *peer == relay)));
+    let ctx = config().decode_context().unwrap();
+    let refused = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Send { bytes, .. } => Message::decode(bytes, &ctx).ok(),
+            _ => None,
+        })
+        .filter(|m| matches!(m.message_contents.body(&ctx), Ok(Body::Error(e)) if e.error_code == ErrorCode::FORBIDDEN))
+        .count();
+    assert_eq!(
+        refused as u32, OFFENCES_TO_CLOSE,
+        "each forgery was checked and refused"
+    );
+    // The twentieth from the peer itself closes its link.
+    net.nodes[0].receive(now, bad, &[0xff; 40]);
+    let actions: Vec<Action> = std::iter::from_fn(|| net.nodes[0].poll_action()).collect();
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Close { peer } if *peer == bad)));
+    assert!(actions
+        .iter()
+        .any(|a| matches!(a, Action::Event(e) if matches!(**e, Event::Misbehaving { peer, .. } if peer == bad))));
+    // It is kept out: a new link is closed at once, until the ban ends.
+    net.nodes[0].link_up(now + 1, bad);
+    assert!(matches!(net.nodes[0].poll_action(), Some(Action::Close { peer }) if peer == bad));
+    assert!(!net.nodes[0].is_banned(now + BANNED_FOR_MS, &bad));
 }
 
 #[test]
