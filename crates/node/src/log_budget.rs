@@ -1,6 +1,7 @@
-//! Budgets for log lines that a remote party can cause at will (failed
-//! authentications, malformed messages, refused connections): a flood
-//! must not flood the log, and what was held back is still said.
+//! Budgets for what a remote party can cause at will: log lines (failed
+//! authentications, malformed messages, refused connections), so a flood
+//! does not flood the log and what was held back is still said; and
+//! answers to unauthenticated datagrams (multicast discovery).
 
 /// At most `per_window` lines in each window; the rest are counted and
 /// reported in one line when the next window opens. For log lines a

@@ -557,6 +557,7 @@ async fn drive<T: Topology + Tables>(
         reloads: Vec::new(),
         second_links: HashMap::new(),
         left: false,
+        discovery_answers: crate::log_budget::LogBudget::new(20, 1_000),
         metrics,
     };
     driver.start();
@@ -635,6 +636,8 @@ struct Driver<T: Topology + Tables> {
     /// Second links for a Node-ID already linked, being checked
     /// ([`crate::same_node_id`]).
     second_links: HashMap<NodeId, Check<LinkHandle>>,
+    /// Multicast discovery answers sent: at most 20 a second.
+    discovery_answers: crate::log_budget::LogBudget,
     /// A leave finished (`Event::Left` came out of the engine), even if
     /// the actions were carried out outside the main loop.
     left: bool,
@@ -740,6 +743,11 @@ impl<T: Topology + Tables> Driver<T> {
         }
         // Only peers take links; a client does not answer.
         if self.client || !self.engine.is_joined() {
+            return;
+        }
+        // A DISCOVER's source address can be forged: answers are budgeted
+        // so the peer cannot be made to spray HERE datagrams (issue 36 §12).
+        if !self.discovery_answers.take(now_ms()).0 {
             return;
         }
         let overlay = &self.dir.config.instance_name;

@@ -137,6 +137,28 @@ fn peers_started_together_find_each_other_by_multicast_and_rejoin_from_their_cac
     wait_fetchable(&all, own, Duration::from_secs(20), "the client's own");
     overlay.procs.0[client.child].kill().unwrap();
 
+    // A flood of DISCOVERs (their source can be forged) gets at most 20
+    // answers a second from each peer, not one each.
+    let asker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let group_addr: SocketAddr = group.parse().unwrap();
+    let started = std::time::Instant::now();
+    for i in 0..200 {
+        let line = format!("P2PSIP/1 DISCOVER multicast.p2psip.test {:032x} 7000", 0xabc0 + i);
+        asker.send_to(line.as_bytes(), group_addr).unwrap();
+    }
+    asker.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut answers = 0;
+    let mut buf = [0u8; 600];
+    while asker.recv_from(&mut buf).is_ok() {
+        answers += 1;
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil() as usize + 1;
+    assert!(answers >= 1, "the peers still answer");
+    assert!(
+        answers <= 4 * 20 * seconds,
+        "{answers} answers to 200 DISCOVERs in about {seconds} s from 4 peers"
+    );
+
     // SIGTERM the peer that started it, whose links the others dialled: it
     // caches its linked peers on the way out, by the address their
     // Attaches named.
