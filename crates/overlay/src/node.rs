@@ -430,9 +430,13 @@ fn encode(header: &ForwardingHeader, contents: &MessageContents, security_block:
 /// RFC 6940 §6.3.2.1: a request delivered here must carry this node's
 /// configuration sequence; otherwise the error that says whose document is
 /// older (compared modulo 2^16, as TCP compares sequence numbers). A
-/// ConfigUpdate with sequence 65535 is taken whatever this node's.
+/// ConfigUpdate with sequence 65535 is taken whatever this node's, and a
+/// sequence of 0 is taken as unchecked.
 fn sequence_mismatch(ours: u16, theirs: u16, code: MessageCode) -> Option<ErrorCode> {
-    if theirs == ours || (theirs == u16::MAX && code == MessageCode::CONFIG_UPDATE_REQ) {
+    // 0 is what implementations send that do not track the sequence (the
+    // Wireshark dissector reads it as "not verified"); refusing them would
+    // keep them out of the overlay for a check they do not make.
+    if theirs == ours || theirs == 0 || (theirs == u16::MAX && code == MessageCode::CONFIG_UPDATE_REQ) {
         return None;
     }
     Some(if (ours.wrapping_sub(theirs) as i16) > 0 {

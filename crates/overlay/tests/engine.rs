@@ -683,6 +683,28 @@ fn a_request_with_another_configuration_sequence_is_refused_with_the_right_error
         vec![Some(ErrorCode::CONFIG_TOO_OLD)],
         "mod 2^16"
     );
+    // A node whose document says 1 answers a peer that sends 0 (one that
+    // does not track sequences) all the same.
+    let mut cfg = (*config()).clone();
+    cfg.configuration_sequence = 1;
+    let ctx = Arc::new(cfg.decode_context().unwrap());
+    let id = NodeId::from_u128(99 << 120);
+    let (_, security) = net.user(id);
+    let topology = ChordReload::new(id, cfg.chord.clone(), 16, 1);
+    let mut one = OverlayNode::new(Arc::new(cfg), ctx, addr(60), topology, security, 1, net.now);
+    one.start_alone(net.now);
+    one.link_up(net.now, from);
+    while one.poll_action().is_some() {}
+    let m = raw_request(&net, 1, vec![Destination::Node(id)], &ping(), 10);
+    one.receive(net.now, from, &m);
+    let decode = config().decode_context().unwrap();
+    let answered = std::iter::from_fn(|| one.poll_action()).any(|a| match a {
+        Action::Send { bytes, .. } => {
+            Message::decode(&bytes, &decode).is_ok_and(|m| m.message_contents.message_code == MessageCode::PING_ANS)
+        }
+        _ => false,
+    });
+    assert!(answered, "sequence 0 is not checked");
     let update = Body::ConfigUpdateReq(ConfigUpdateReq::Kinds(Vec::new()));
     assert!(
         !errors_for(&mut net, 65_535, &update).contains(&Some(ErrorCode::CONFIG_TOO_OLD)),

@@ -65,15 +65,16 @@ fn check(m: &SipMessage) -> Result<(), ParseError> {
             return Err(ParseError::Malformed(name));
         }
     }
-    let vias = m.headers.iter().filter(|h| h.is("Via"));
-    if vias
-        .flat_map(|h| h.value().split(',').map(str::to_string).collect::<Vec<_>>())
-        .any(|v| {
-            let v = v.trim();
-            v.is_empty() || v.starts_with(';') || v.contains(";;") || v.ends_with(';')
-        })
-    {
+    if m.list("Via").iter().any(|v| {
+        let v = v.trim();
+        v.starts_with(';') || v.contains(";;") || v.ends_with(';')
+    }) {
         return Err(ParseError::Malformed("Via"));
+    }
+    for name in ["From", "To"] {
+        if m.list(name).len() != 1 {
+            return Err(ParseError::Malformed(name));
+        }
     }
     for name in ["From", "To", "Contact"] {
         for value in m.list(name) {
@@ -146,7 +147,12 @@ fn well_formed_name_addr(value: &str) -> bool {
             let (addr, params) = outside
                 .split_once(';')
                 .map_or((outside.as_str(), ""), |(a, _)| (a, &outside[a.len()..]));
-            !addr.contains(['?', ',']) && parameters_well_formed(params)
+            // A bare addr-spec: one URI, scheme first, no white space.
+            let addr = addr.trim();
+            addr.contains(':')
+                && !addr.contains(char::is_whitespace)
+                && !addr.contains(['?', ','])
+                && parameters_well_formed(params)
         }
         _ => false,
     }

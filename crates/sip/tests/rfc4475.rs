@@ -118,6 +118,26 @@ fn every_torture_message_is_taken_or_refused_as_rfc_4475_says() {
     );
 }
 
+/// The display-name rule of §3.1.2.15 on its own (`baddn.dat` as the
+/// archive has it also lacks the empty line that ends its header), and a
+/// From with two values in one line (§3.3.8's rule within a line).
+#[test]
+fn a_bare_display_name_and_two_values_in_one_from_are_refused() {
+    let mut baddn = message("baddn");
+    baddn.extend_from_slice(b"\r\n");
+    assert_eq!(got(&baddn).0, Refused(400), "{:?}", got(&baddn).1);
+    let invite = |from: &str| {
+        format!(
+            "INVITE sip:user@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKtwo\r\n\
+             Max-Forwards: 70\r\nFrom: {from}\r\nTo: <sip:user@example.com>\r\nCall-ID: two\r\n\
+             CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    assert_eq!(got(invite("<sip:a@example.net>;tag=1").as_bytes()).0, Request);
+    let two = invite("<sip:a@example.net>;tag=1, <sip:b@example.net>");
+    assert_eq!(got(two.as_bytes()).0, Refused(400), "{:?}", got(two.as_bytes()).1);
+}
+
 /// Every file of the directory is in the table.
 #[test]
 fn the_table_covers_every_message() {
