@@ -41,6 +41,16 @@ pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 /// Most Node-IDs one certificate may carry.
 pub const MAX_NODE_IDS: usize = 16;
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(15);
+/// Connections served at once, and from one address; the longest one lasts
+/// (an enrollment is a request or two).
+const MAX_CONNECTIONS: usize = 64;
+const MAX_CONNECTIONS_PER_SOURCE: usize = 8;
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
+/// Longest user name taken: the limits remember names that failed.
+const MAX_USER_NAME: usize = 256;
+/// Password checks (100,000 PBKDF2 rounds each) run at once, off the
+/// async workers.
+const PASSWORD_CHECKS: usize = 2;
 
 pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -101,32 +111,48 @@ pub async fn serve(
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let per_source = crate::source_caps::SourceCaps::default();
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
-                    tracing::warn!("accept failed: {e}");
+                    if REFUSALS.allow(unix_ms()) {
+                        tracing::warn!("accept failed: {e}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             },
             _ = &mut shutdown => return Ok(()),
         };
+        // Bounded like every listener: past the caps, closed at once.
+        let (Ok(place), Some(slot)) = (
+            open.clone().try_acquire_owned(),
+            per_source.take(remote.ip(), MAX_CONNECTIONS_PER_SOURCE),
+        ) else {
+            continue;
+        };
         let acceptor = acceptor.clone();
         let app = app.clone().layer(axum::Extension(Remote(remote)));
         tokio::spawn(async move {
+            let _held = (place, slot);
             let tls = match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::info!("TLS handshake with {remote} failed: {e}"),
                 Err(_) => return tracing::info!("TLS handshake with {remote} timed out"),
             };
             let service = hyper_util::service::TowerToHyperService::new(app);
-            if let Err(e) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!("HTTP connection from {remote}: {e}");
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(CLIENT_TIMEOUT)
+                .serve_connection(TokioIo::new(tls), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, connection).await {
+                Ok(Err(e)) => tracing::debug!("HTTP connection from {remote}: {e}"),
+                Err(_) => tracing::debug!("HTTP connection from {remote} closed after {CONNECTION_LIFETIME:?}"),
+                Ok(Ok(())) => {}
             }
         });
     }
@@ -228,6 +254,9 @@ async fn post_enroll(
     let (Some(user), Some(password), Some(csr)) = (user, password, csr) else {
         return bad_request("the form needs username, password and csr fields (RFC 6940 §11.3)".into());
     };
+    if user.len() > MAX_USER_NAME {
+        return bad_request(format!("the user name is longer than {MAX_USER_NAME} bytes"));
+    }
     let admitted = state
         .gate
         .lock()
@@ -249,9 +278,14 @@ async fn post_enroll(
             return (StatusCode::INTERNAL_SERVER_ERROR, "account store unreadable").into_response();
         }
     };
-    // Check the password even for unknown users, so timing tells nothing.
-    let known = accounts.get(&user);
-    let ok = match known {
+    // Check the password even for unknown users, so timing tells nothing;
+    // a few at a time, off the async workers.
+    static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(PASSWORD_CHECKS);
+    let Ok(_checking) = CHECKS.acquire().await else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping").into_response();
+    };
+    let known = accounts.get(&user).cloned();
+    let ok = tokio::task::spawn_blocking(move || match known {
         Some(a) => a.check(&password),
         None => {
             // One derivation, as for a known user, against a fixed account.
@@ -261,7 +295,9 @@ async fn post_enroll(
                 .check(&password);
             false
         }
-    };
+    })
+    .await
+    .unwrap_or(false);
     if !ok {
         state
             .gate
