@@ -1015,6 +1015,13 @@ impl<T: Topology + Tables> Driver<T> {
                     up_since: Instant::now(),
                     silent: false,
                 };
+                if self.second_links.contains_key(&peer) {
+                    // A third link while two are being checked: not now.
+                    if bootstrap {
+                        self.engine.link_failed(now, None);
+                    }
+                    return;
+                }
                 if self.links.get(&peer).is_some_and(|old| old.silent) {
                     // The peer came back (a restart after a crash): the
                     // silent link gives way at once.
@@ -1024,13 +1031,6 @@ impl<T: Topology + Tables> Driver<T> {
                     .links
                     .get(&peer)
                     .is_some_and(|old| old.up_since.elapsed() >= CHECK_LINKS_OLDER_THAN);
-                if self.second_links.contains_key(&peer) {
-                    // A third link while two are being checked: not now.
-                    if bootstrap {
-                        self.engine.link_failed(now, None);
-                    }
-                    return;
-                }
                 if old_enough {
                     return self.check_second_link(now, peer, handle, bootstrap);
                 }
@@ -1776,9 +1776,12 @@ async fn discovery_listener(sockets: Arc<crate::discovery::Sockets>, group: bool
     }
 }
 
-/// Inbound links (handshaking or up) at once, and from one address.
+/// Inbound links at once (handshaking or up).
 const MAX_INBOUND_LINKS: usize = 1024;
-const MAX_INBOUND_LINKS_PER_SOURCE: usize = 64;
+/// TLS handshakes under way at once, and from one address (or IPv6 /64):
+/// they need no certificate yet.
+const MAX_HANDSHAKES: usize = 128;
+const MAX_HANDSHAKES_PER_SOURCE: usize = 8;
 
 /// Refused links logged per minute at most: anyone who can reach the
 /// listener can cause them.
@@ -1793,8 +1796,9 @@ async fn accept_loop(
     tx: mpsc::Sender<Input>,
 ) {
     let mut next: u64 = 1 << 62;
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_LINKS));
-    let per_source = crate::source_caps::SourceCaps::default();
+    let handshaking = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let handshake_sources = crate::source_caps::SourceCaps::default();
+    let linked = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_LINKS));
     loop {
         let (tcp, remote) = match listener.accept().await {
             Ok(a) => a,
@@ -1804,17 +1808,20 @@ async fn accept_loop(
                 continue;
             }
         };
-        // Bounded like every listener (issue 36 §12): a peer needs one or
-        // two links to us, an office behind one address a few dozen.
-        let held = match (
-            open.clone().try_acquire_owned(),
-            per_source.take(remote.ip(), MAX_INBOUND_LINKS_PER_SOURCE),
+        // Bounded like every listener (issue 36 §12). Handshakes need no
+        // certificate yet, so they get their own small share, per address
+        // too; an authenticated link only counts against the total.
+        let handshake = match (
+            handshaking.clone().try_acquire_owned(),
+            handshake_sources.take(remote.ip(), MAX_HANDSHAKES_PER_SOURCE),
+            linked.clone().try_acquire_owned(),
         ) {
-            (Ok(place), Some(slot)) => (place, slot),
+            (Ok(place), Some(slot), Ok(link_place)) => (place, slot, link_place),
             _ => {
                 if REFUSED_LINKS.allow(now_ms()) {
-                    tracing::warn!("refused link from {remote}: too many links open (from it, or in all)");
+                    tracing::warn!("refused link from {remote}: too many handshakes or links open");
                 }
+                let _ = tx.try_send(Input::InboundLinkFailed);
                 continue;
             }
         };
@@ -1823,7 +1830,7 @@ async fn accept_loop(
         next += 1;
         let (tls, tx, ctx) = (tls.clone(), tx.clone(), ctx.clone());
         tokio::spawn(async move {
-            let _held = held;
+            let (handshake_place, handshake_slot, _link_place) = handshake;
             let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
@@ -1855,6 +1862,8 @@ async fn accept_loop(
                 }
                 return;
             }
+            // Authenticated: no longer a handshake.
+            drop((handshake_place, handshake_slot));
             let ends = LinkEnds {
                 peer,
                 initiator: peer,

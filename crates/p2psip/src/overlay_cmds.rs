@@ -335,7 +335,7 @@ fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
                 .with_context(|| format!("cannot read --admin-token-file {}", f.display()))?;
             Some(text.lines().next().unwrap_or_default().trim().to_string())
         }
-        None => std::env::var("P2PSIP_ADMIN_TOKEN").ok(),
+        None => std::env::var("P2PSIP_ADMIN_TOKEN").ok().map(|t| t.trim().to_string()),
     };
     match token {
         Some(t) if t.len() < 16 => bail!("the admin token is {} characters: use at least 16", t.len()),
