@@ -1780,8 +1780,8 @@ async fn discovery_listener(sockets: Arc<crate::discovery::Sockets>, group: bool
 const MAX_INBOUND_LINKS: usize = 1024;
 /// TLS handshakes under way at once, and from one address (or IPv6 /64):
 /// they need no certificate yet.
-const MAX_HANDSHAKES: usize = 128;
-const MAX_HANDSHAKES_PER_SOURCE: usize = 8;
+const MAX_HANDSHAKES: usize = 256;
+const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
 
 /// Refused links logged per minute at most: anyone who can reach the
 /// listener can cause them.
