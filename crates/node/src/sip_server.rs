@@ -334,6 +334,7 @@ impl Core {
         match input {
             SipInput::Message { bytes, flow, side } => self.message(bytes, flow, side).await,
             SipInput::Published { key, flow, answer } => {
+                self.registrar.published();
                 if let Some(key) = key {
                     self.registers
                         .answered(now_ms(), &key, &answer, flow.transport.reliable());
@@ -485,6 +486,7 @@ impl Core {
             reply,
         };
         if self.overlay.send(Input::Sip(publish)).await.is_err() {
+            self.registrar.published();
             return;
         }
         let events = self.events.clone();

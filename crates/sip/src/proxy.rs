@@ -59,6 +59,12 @@ pub const MAX_OPEN_SERVER_TRANSACTIONS: usize = 50_000;
 /// with a shorter wait timer does, and new calls are still served.
 pub const MAX_FINISHED_SERVER_TRANSACTIONS: usize = 250_000;
 
+/// Calls whose callee the overlay is being asked for at once (each an
+/// overlay Fetch, maybe AppAttaches): past it a new call from a phone is
+/// answered 503 with Retry-After before its credentials are even checked
+/// (issue 36 §6: shed load early, never queue it without limit).
+pub const MAX_LOCATING: usize = 2_048;
+
 /// How many server transactions a proxy holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionLimits {
@@ -66,6 +72,8 @@ pub struct TransactionLimits {
     pub open: usize,
     /// See [`MAX_FINISHED_SERVER_TRANSACTIONS`].
     pub finished: usize,
+    /// See [`MAX_LOCATING`].
+    pub locating: usize,
 }
 
 impl Default for TransactionLimits {
@@ -73,6 +81,7 @@ impl Default for TransactionLimits {
         TransactionLimits {
             open: MAX_OPEN_SERVER_TRANSACTIONS,
             finished: MAX_FINISHED_SERVER_TRANSACTIONS,
+            locating: MAX_LOCATING,
         }
     }
 }
@@ -503,6 +512,12 @@ impl Proxy {
             }
         };
         let mut caller = None;
+        if user.is_some() && side == Side::Phones && self.lookups.len() >= self.limits.locating {
+            let tag = self.unique();
+            let mut busy = SipMessage::response_to(&request, 503, "Service Unavailable", Some(&tag));
+            busy.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
+            return self.send(flow, busy.to_bytes());
+        }
         if let Some(user) = &user {
             if side == Side::Phones {
                 match self.authenticated_caller(now, &mut request, flow, registrar) {

@@ -135,7 +135,18 @@ pub struct Registrar {
     /// with any other is challenged again.
     algorithms: Vec<Algorithm>,
     bindings: HashMap<String, Vec<Binding>>,
+    /// Registrations handed to the overlay ([`Registered::Publish`]) and
+    /// not yet [`published`](Registrar::published).
+    publishing: usize,
+    max_publishing: usize,
 }
+
+/// Registrations the overlay may be storing at once before new REGISTERs
+/// are turned away with 503 (issue 36 §6): each is a signed Store and its
+/// replicas, and a flood must not queue them without limit.
+pub const MAX_PUBLISHING: usize = 2_048;
+/// Seconds a 503 for overload asks the phone to wait (RFC 3261 §21.5.4).
+pub const RETRY_AFTER_S: u32 = 5;
 
 impl Registrar {
     pub fn new(domain: &str, users: HashMap<String, Ha1>, nonce_secret: [u8; 32]) -> Self {
@@ -146,6 +157,8 @@ impl Registrar {
             counts: NonceCounts::default(),
             algorithms: DEFAULT_ALGORITHMS.to_vec(),
             bindings: HashMap::new(),
+            publishing: 0,
+            max_publishing: MAX_PUBLISHING,
         }
     }
 
@@ -161,6 +174,19 @@ impl Registrar {
             }
         }
         self
+    }
+
+    /// At most `max` registrations stored in the overlay at once, not
+    /// [`MAX_PUBLISHING`].
+    pub fn with_max_publishing(mut self, max: usize) -> Self {
+        self.max_publishing = max;
+        self
+    }
+
+    /// The overlay has answered (either way) a store this registrar asked
+    /// for with [`Registered::Publish`].
+    pub fn published(&mut self) {
+        self.publishing = self.publishing.saturating_sub(1);
     }
 
     pub fn domain(&self) -> &str {
@@ -364,6 +390,12 @@ impl Registrar {
     }
 
     fn try_register(&mut self, now_ms: u64, request: &SipMessage, flow: Flow) -> Result<Registered, Refusal> {
+        // Overload is refused before any work (a digest check, a store).
+        if self.publishing >= self.max_publishing {
+            let mut busy = answer(request, 503, "Service Unavailable");
+            busy.push("Retry-After", &RETRY_AFTER_S.to_string());
+            return Err(busy.into());
+        }
         // Step 2: no extension this registrar would need is supported.
         if let Some(required) = request.header("Require") {
             let mut r = answer(request, 420, "Bad Extension");
@@ -467,6 +499,7 @@ impl Registrar {
         if lifetime_s == 0 {
             self.bindings.remove(user);
         }
+        self.publishing += 1;
         Registered::Publish {
             user: user.to_string(),
             lifetime_s,

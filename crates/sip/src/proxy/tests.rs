@@ -704,7 +704,11 @@ fn after_the_final_response_retransmissions_are_absorbed_or_answered_as_rfc_6026
 fn open_transactions_are_capped_with_503_and_finished_ones_give_way_oldest_first() {
     let mut reg = registrar();
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
-    let limits = TransactionLimits { open: 2, finished: 4 };
+    let limits = TransactionLimits {
+        open: 2,
+        finished: 4,
+        ..TransactionLimits::default()
+    };
     let mut proxy = Proxy::new(me(), 9).with_limits(limits);
     // Two calls finished at t=0 and t=10: four finished transactions.
     one_call(&mut proxy, &mut reg, 0, 1);
@@ -1034,4 +1038,30 @@ fn a_proof_never_names_a_place_the_request_did_not_come_from() {
         &mut reg,
     ));
     assert_eq!(codes(&out), vec![403], "nothing relayed to 203.0.113.9");
+}
+
+/// Issue 36 §6: with as many calls waiting for the overlay as the budget
+/// allows, a new call from a phone gets 503 with Retry-After at once,
+/// before its credentials are looked at; once a lookup is answered, calls
+/// are taken again.
+#[test]
+fn calls_past_the_lookup_budget_are_shed_at_once() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let limits = TransactionLimits {
+        locating: 2,
+        ..TransactionLimits::default()
+    };
+    let mut proxy = Proxy::new(me(), 10).with_limits(limits);
+    let first = lookup_of(&proxy.on_request(0, invite("z9hG4bKs1"), udp(7001), Side::Phones, &mut reg));
+    lookup_of(&proxy.on_request(0, invite("z9hG4bKs2"), udp(7001), Side::Phones, &mut reg));
+    let out = sent(&proxy.on_request(0, invite("z9hG4bKs3"), udp(7001), Side::Phones, &mut reg));
+    assert_eq!(codes(&out), vec![503]);
+    assert_eq!(out[0].1.header("Retry-After").as_deref(), Some("5"));
+    // Not even a stranger's call gets a challenge first.
+    let out = sent(&proxy.on_request(0, invite("z9hG4bKs4"), udp(7999), Side::Phones, &mut reg));
+    assert_eq!(codes(&out), vec![503], "shed before any digest work");
+    proxy.located(1, first.0, Location::NotFound, &reg);
+    let out = proxy.on_request(2, invite("z9hG4bKs5"), udp(7001), Side::Phones, &mut reg);
+    assert_eq!(lookup_of(&out).1, "bob", "room again");
 }

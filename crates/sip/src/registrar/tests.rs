@@ -404,3 +404,27 @@ fn without_qop_a_nonce_authorizes_once_whatever_nc_says() {
         "a higher nc does not make a replay fresh"
     );
 }
+
+/// Issue 36 §6: while as many registrations are being stored in the
+/// overlay as the budget allows, a REGISTER gets 503 with Retry-After
+/// before any digest work; once a store is answered, REGISTERs are taken.
+#[test]
+fn registrations_past_the_store_budget_are_shed_at_once() {
+    let mut reg = registrar().with_max_publishing(1);
+    let alice = register("alice", 1, "Contact: <sip:alice@127.0.0.1:5061>\r\n");
+    assert!(matches!(
+        registered(&mut reg, 0, alice, Algorithm::Md5),
+        Registered::Publish { .. }
+    ));
+    let bob = register("bob", 1, "Contact: <sip:bob@127.0.0.1:5062>\r\n");
+    let shed = reg.register(1, &bob, flow());
+    let answer = answer_of(&shed);
+    assert_eq!(answer.status(), Some(503));
+    assert_eq!(answer.header("Retry-After").as_deref(), Some("5"));
+    reg.published();
+    assert_eq!(
+        answer_of(&reg.register(2, &bob, flow())).status(),
+        Some(401),
+        "room again"
+    );
+}
