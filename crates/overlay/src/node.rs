@@ -15,6 +15,7 @@ use crate::storage::{Storage, StoreRequest};
 use crate::topology::{Answer, Holding, ProbeLink, RequestFailure, Topology, TopologyCommand};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
+use reload_wire::fragment::{Reassembler, Reassembly};
 use reload_wire::header::{forwarding_flags, ForwardingOption, RELOAD_VERSION};
 use reload_wire::link_management::overlay_link_type;
 use reload_wire::security::{Signature, SignerIdentity};
@@ -22,9 +23,9 @@ use reload_wire::topology::probe_information_type;
 use reload_wire::Decode;
 use reload_wire::{
     AttachReqAns, Body, CandType, ConfigUpdateReq, DecodeContext, Destination, DestinationRef, Encode, ErrorCode,
-    ErrorResponse, FetchReq, ForwardingHeader, Fragment, HeaderView, IceCandidate, IpAddressPort, KindId, Message,
-    MessageCode, MessageContents, NodeId, PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock,
-    StoreKindData, StoreReq, StoredData, StoredDataValue, Writer,
+    ErrorResponse, FetchReq, ForwardingHeader, HeaderView, IceCandidate, IpAddressPort, KindId, Message, MessageCode,
+    MessageContents, NodeId, PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData,
+    StoreReq, StoredData, StoredDataValue, Writer,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
@@ -280,6 +281,10 @@ struct AwaitingLink {
 
 const LINK_SETUP_TIMEOUT_MS: u64 = 15_000;
 
+/// Bytes of fragments (§6.7) a node holds while their messages are not
+/// whole, at most.
+pub const REASSEMBLY_BUFFER: usize = 4 * 1024 * 1024;
+
 /// Malformed or forged messages a linked peer may send itself within
 /// [`OFFENCE_WINDOW_MS`] before its link is closed: a few are a bug or a
 /// race (a certificate that just expired), a stream of them an attack.
@@ -336,6 +341,8 @@ pub struct OverlayNode<T: Topology, S: Security> {
     /// peers whose links were closed for them, until when.
     offences: BTreeMap<NodeId, (u32, u64)>,
     banned: BTreeMap<NodeId, u64>,
+    /// Fragments of messages for this node (§6.7).
+    reassembly: Reassembler,
     started_at: u64,
     links: SortedSet<NodeId>,
     /// Links we are opening after an AttachAns, by expected peer.
@@ -553,6 +560,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             silent_routers: BTreeSet::new(),
             offences: BTreeMap::new(),
             banned: BTreeMap::new(),
+            reassembly: Reassembler::new(REASSEMBLY_BUFFER),
             links: SortedSet::new(),
             connecting: BTreeMap::new(),
             expected_links: BTreeMap::new(),
@@ -1217,6 +1225,28 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
     }
 
+    /// §6.7: a fragment of a message for this node waits for the others;
+    /// the whole message is then delivered as if it had come in one piece.
+    /// Memory is bounded ([`REASSEMBLY_BUFFER`]); what is not whole within
+    /// the request lifetime is dropped.
+    fn reassemble(&mut self, now: u64, link: Option<NodeId>, header: ForwardingHeader, payload: &[u8]) {
+        let mut w = Writer::with_capacity(payload.len() + 128);
+        header.encode_with_payload(&mut w, payload);
+        let Ok(fragment) = w.finish() else {
+            return self.stats.malformed += 1;
+        };
+        match self.reassembly.push(now, &fragment, &self.ctx) {
+            Ok(Reassembly::Complete(whole)) => match ForwardingHeader::split(&whole, &self.ctx) {
+                Ok((header, payload)) if header.fragment.is_unfragmented() => {
+                    self.deliver(now, link, header, payload, None)
+                }
+                _ => self.stats.malformed += 1,
+            },
+            Ok(Reassembly::Pending) => {}
+            Ok(Reassembly::Dropped) | Err(_) => self.stats.malformed += 1,
+        }
+    }
+
     /// Counts a malformed or forged message that `peer` sent itself over
     /// its link; at [`OFFENCES_TO_CLOSE`] within [`OFFENCE_WINDOW_MS`] the
     /// link is closed and the peer kept out for [`BANNED_FOR_MS`]
@@ -1285,7 +1315,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// for anything else (delivery, an error to answer, a drop to count),
     /// which [`Self::route`] handles.
     fn relay(&mut self, from: NodeId, view: &HeaderView<'_>) -> bool {
-        if !self.processable(view.overlay, view.version, view.fragment)
+        if !self.processable(view.overlay, view.version)
             || view.ttl == 0
             || view.ttl > self.config.initial_ttl
             || view.has_options()
@@ -1319,11 +1349,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         true
     }
 
-    /// §6.1: whether this peer can process a message of this overlay,
-    /// version and fragment at all. Reassembly of fragments belongs to the
-    /// link layer in front of the engine.
-    fn processable(&self, overlay: u32, version: u8, fragment: Fragment) -> bool {
-        overlay == self.overlay && version == RELOAD_VERSION && fragment.is_unfragmented()
+    /// §6.1: whether this peer can process a message of this overlay and
+    /// version at all. Fragments (§6.7) are forwarded like any message and
+    /// reassembled only where they are delivered.
+    fn processable(&self, overlay: u32, version: u8) -> bool {
+        overlay == self.overlay && version == RELOAD_VERSION
     }
 
     /// §6.1, §10.3: what the first Destination List entry, `last` or not,
@@ -1382,7 +1412,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         maintenance: Option<bool>,
         mut unchanged: Option<&[u8]>,
     ) {
-        if !self.processable(header.overlay, header.version, header.fragment) {
+        if !self.processable(header.overlay, header.version) {
             self.stats.malformed += 1;
             return;
         }
@@ -1493,6 +1523,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         payload: &[u8],
         own: Option<Credential>,
     ) {
+        if !header.fragment.is_unfragmented() {
+            return self.reassemble(now, link, header, payload);
+        }
         let code = peek_code(payload);
         let mut r = Reader::new(payload, &self.ctx);
         let parsed = MessageContents::decode(&mut r).and_then(|c| {
@@ -2409,6 +2442,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         }
         if self.next_sweep <= now {
             self.forget_old_answers(now);
+            self.reassembly.expire(now);
             self.next_sweep = now + self.config.expiry_sweep_ms;
             self.storage.expire(now);
             self.expected_links.retain(|_, (_, t)| *t + LINK_SETUP_TIMEOUT_MS > now);

@@ -626,6 +626,47 @@ fn a_peer_that_keeps_sending_garbage_is_cut_off_and_kept_out() {
     assert!(!net.nodes[0].is_banned(now + BANNED_FOR_MS, &bad));
 }
 
+/// RFC 6940 §6.7: a message may arrive in fragments. A peer on the way
+/// forwards each fragment as it comes; only the destination reassembles,
+/// then handles the whole message as if it had come in one piece.
+#[test]
+fn a_fragmented_request_is_forwarded_in_pieces_and_answered_whole() {
+    let mut net = Net::ring(&IDS[..3]);
+    let ctx = config().decode_context().unwrap();
+    let from = net.nodes[1].node_id();
+    let far = net.nodes[2].node_id();
+    let padded = Body::PingReq(PingReq {
+        padding: vec![7; 3_000],
+    });
+    let whole = raw_request(&net, 1, vec![Destination::Node(far)], &padded, 10);
+    let pieces = reload_wire::fragment::fragment(&whole, 1_200, &ctx).unwrap();
+    assert!(pieces.len() >= 3, "{} fragments", pieces.len());
+    net.sent.clear();
+    // Node 0 gets them from node 1, last first, and passes each on.
+    for piece in pieces.iter().rev() {
+        net.nodes[0].receive(net.now, from, piece);
+    }
+    net.pump();
+    let forwarded = net.sent.iter().filter(|(f, t, _)| *f == 0 && *t == far).count();
+    assert!(forwarded >= pieces.len(), "each fragment forwarded as it came");
+    assert!(
+        answers_to(&net, from).iter().any(|b| matches!(b, Body::PingAns(_))),
+        "node 2 put the Ping together and answered it"
+    );
+    // Fragments of a message that never becomes whole are dropped after
+    // the request lifetime, and the node keeps serving.
+    let lonely = raw_request(&net, 1, vec![Destination::Node(far)], &padded, 10);
+    let lonely = reload_wire::fragment::fragment(&lonely, 1_200, &ctx).unwrap();
+    let zero = net.nodes[0].node_id();
+    net.nodes[2].receive(net.now, zero, &lonely[0]);
+    net.advance(70_000);
+    net.sent.clear();
+    let ping = raw_request(&net, 1, vec![Destination::Node(far)], &ping(), 10);
+    net.nodes[0].receive(net.now, from, &ping);
+    net.pump();
+    assert!(answers_to(&net, from).iter().any(|b| matches!(b, Body::PingAns(_))));
+}
+
 #[test]
 fn a_ttl_above_initial_ttl_is_ttl_exceeded() {
     // §6.3.2: "Implementations which receive messages with a TTL greater than
