@@ -299,12 +299,22 @@ struct LinkHandle {
     silent: bool,
 }
 
-/// Milliseconds since the Unix epoch: the engines' clock.
+/// The engines' clock, in milliseconds since the Unix epoch: the wall
+/// clock when the process started, advanced by a monotonic clock. A step
+/// of the system clock (NTP correcting it, an operator setting it) moves
+/// no timer, and the storage_time of what this peer stores never goes
+/// backwards (a value stored after a backward step would otherwise be
+/// refused as older than its predecessor, §7.4.1.1). Certificates are
+/// checked against the system clock itself (`pki.rs`).
 pub(crate) fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_millis() as u64
+    static START: std::sync::LazyLock<(Instant, u64)> = std::sync::LazyLock::new(|| {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        (Instant::now(), wall)
+    });
+    START.1 + START.0.elapsed().as_millis() as u64
 }
 
 /// The SIP users enrolled into the node directory (`users/`), each added
@@ -1901,5 +1911,28 @@ where
     };
     if engine.send(up).await.is_ok() {
         run_link(link, peer, stream, ctx, out_rx, engine).await;
+    }
+}
+
+#[cfg(test)]
+mod clock_tests {
+    use super::now_ms;
+    use std::time::SystemTime;
+
+    /// The engines' clock starts at the wall clock and never goes back.
+    #[test]
+    fn the_engine_clock_starts_at_the_wall_clock_and_never_goes_back() {
+        let wall = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let first = now_ms();
+        assert!(first.abs_diff(wall) < 5_000, "{first} vs {wall}");
+        let mut last = first;
+        for _ in 0..1_000 {
+            let next = now_ms();
+            assert!(next >= last);
+            last = next;
+        }
     }
 }
