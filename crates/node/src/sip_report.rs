@@ -27,25 +27,6 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
-/// Methods counted by name; anything else is `other`, so a flood of made-up
-/// methods cannot grow the label set.
-const METHODS: [&str; 14] = [
-    "INVITE",
-    "ACK",
-    "BYE",
-    "CANCEL",
-    "REGISTER",
-    "OPTIONS",
-    "MESSAGE",
-    "INFO",
-    "UPDATE",
-    "PRACK",
-    "SUBSCRIBE",
-    "NOTIFY",
-    "REFER",
-    "PUBLISH",
-];
-
 /// Call setup times, INVITE to the first 18x or 2xx: 5 ms to about 80 s.
 fn setup_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 15))
@@ -128,7 +109,13 @@ impl SipMetrics {
     }
 
     pub(crate) fn request(&self, method: &str) {
-        let method = METHODS.iter().find(|m| **m == method).copied().unwrap_or("other");
+        // Methods counted by name are the ones SIP knows; anything else is
+        // `other`, so a flood of made-up methods cannot grow the label set.
+        let method = sip::message::KNOWN_METHODS
+            .iter()
+            .find(|m| **m == method)
+            .copied()
+            .unwrap_or("other");
         self.requests.get_or_create(&MethodLabels { method }).inc();
     }
 
