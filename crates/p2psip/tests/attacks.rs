@@ -208,7 +208,7 @@ fn received_anything(socket: &UdpSocket) -> bool {
 }
 
 /// The Authorization (for a 401) or Proxy-Authorization (for a 407)
-/// header line a phone answers `challenge` with: MD5, qop=auth, nc 1.
+/// header line a phone answers `challenge` with: qop=auth, nc 1.
 fn answer_challenge(
     challenge: &sip::message::SipMessage,
     user: &str,
@@ -221,32 +221,9 @@ fn answer_challenge(
         _ => ("WWW-Authenticate", "Authorization"),
     };
     let offer = challenge.header(asked).expect("a challenge").into_owned();
-    let nonce = offer
-        .split("nonce=\"")
-        .nth(1)
-        .unwrap()
-        .split('"')
-        .next()
-        .unwrap()
-        .to_string();
-    let mut c = sip::digest::Credentials {
-        username: user.into(),
-        realm: DOMAIN.into(),
-        nonce,
-        uri: uri.into(),
-        cnonce: Some("0a4f113b".into()),
-        nc: Some("00000001".into()),
-        qop: Some("auth".into()),
-        ..Default::default()
-    };
-    c.response = c
-        .expected_response(method, &sip::digest::Ha1::new(user, DOMAIN, password))
-        .unwrap();
-    format!(
-        "{answer}: Digest username=\"{user}\", realm=\"{DOMAIN}\", nonce=\"{}\", uri=\"{uri}\", \
-         response=\"{}\", cnonce=\"0a4f113b\", nc=00000001, qop=auth\r\n",
-        c.nonce, c.response
-    )
+    let c = sip::digest::Credentials::answering(&offer, user, password, (method, uri), ("0a4f113b", 1))
+        .expect("a Digest challenge");
+    format!("{answer}: {}\r\n", c.header_value())
 }
 
 /// A REGISTER of `user` from `from`, with `auth` header lines.

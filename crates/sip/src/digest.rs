@@ -176,6 +176,64 @@ impl Credentials {
         (user && realm && nonce && uri && response).then_some(c)
     }
 
+    /// A phone's side (RFC 7616 §3.4): the credentials that answer
+    /// `challenge` (a WWW-Authenticate or Proxy-Authenticate value) for
+    /// `method` on `uri`, with qop=auth, `cnonce` and nonce count `nc` when
+    /// the challenge offers qop. `None` for a challenge that is not Digest
+    /// or names an algorithm this crate does not know.
+    pub fn answering(
+        challenge: &str,
+        user: &str,
+        password: &str,
+        (method, uri): (&str, &str),
+        (cnonce, nc): (&str, u32),
+    ) -> Option<Credentials> {
+        let (scheme, params) = challenge.trim().split_once(|c: char| c.is_ascii_whitespace())?;
+        if !scheme.eq_ignore_ascii_case("Digest") {
+            return None;
+        }
+        let mut c = Credentials {
+            username: user.into(),
+            uri: uri.into(),
+            ..Default::default()
+        };
+        for (k, v) in auth_params(params) {
+            match k.as_str() {
+                "realm" => c.realm = v,
+                "nonce" => c.nonce = v,
+                "algorithm" => c.algorithm = Some(v),
+                "opaque" => c.opaque = Some(v),
+                "qop" if v.split(',').any(|q| q.trim().eq_ignore_ascii_case("auth")) => {
+                    c.qop = Some("auth".into());
+                    c.cnonce = Some(cnonce.into());
+                    c.nc = Some(format!("{nc:08x}"));
+                }
+                _ => {}
+            }
+        }
+        c.response = c.expected_response(method, &Ha1::new(user, &c.realm, password))?;
+        Some(c)
+    }
+
+    /// The `Digest ...` value of an Authorization or Proxy-Authorization
+    /// header carrying these credentials.
+    pub fn header_value(&self) -> String {
+        let mut v = format!(
+            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\"",
+            self.username, self.realm, self.nonce, self.uri, self.response
+        );
+        if let Some(a) = &self.algorithm {
+            v.push_str(&format!(", algorithm={a}"));
+        }
+        if let (Some(qop), Some(cnonce), Some(nc)) = (&self.qop, &self.cnonce, &self.nc) {
+            v.push_str(&format!(", cnonce=\"{cnonce}\", nc={nc}, qop={qop}"));
+        }
+        if let Some(o) = &self.opaque {
+            v.push_str(&format!(", opaque=\"{o}\""));
+        }
+        v
+    }
+
     pub fn algorithm(&self) -> Option<Algorithm> {
         match &self.algorithm {
             None => Some(Algorithm::Md5),
@@ -384,5 +442,23 @@ mod tests {
             NonceState::Invalid
         );
         assert_eq!(n.check("short", 0, "r"), NonceState::Invalid);
+    }
+    /// A phone's answer to a challenge parses back and verifies (the
+    /// registrar's side of the same credentials), with qop and without.
+    #[test]
+    fn an_answer_to_a_challenge_verifies() {
+        let ha1 = Ha1::new("alice", "overlay.test", "secret");
+        for offer in [
+            r#"Digest realm="overlay.test", nonce="abc", algorithm=MD5, qop="auth""#,
+            r#"Digest realm="overlay.test", nonce="abc""#,
+        ] {
+            let c = Credentials::answering(offer, "alice", "secret", ("INVITE", "sip:bob@overlay.test"), ("c1", 3))
+                .unwrap();
+            let back = Credentials::parse(&c.header_value()).unwrap();
+            assert_eq!(back, c);
+            assert!(back.verify("INVITE", &ha1), "{offer}");
+            assert!(!back.verify("BYE", &ha1));
+        }
+        assert!(Credentials::answering("Basic realm=x", "a", "b", ("INVITE", "sip:x"), ("c", 1)).is_none());
     }
 }

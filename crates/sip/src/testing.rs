@@ -52,13 +52,7 @@ pub fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password:
         .expected_response(method, &Ha1::new(user, &realm, password))
         .expect("computable");
     let mut out = req.clone();
-    out.push(
-        answer,
-        &format!(
-            "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{}\", response=\"{}\", algorithm={}, cnonce=\"c0ffee\", nc=00000001, qop=auth",
-            c.username, c.realm, c.nonce, c.uri, c.response, alg.name()
-        ),
-    );
+    out.push(answer, &c.header_value());
     out
 }
 
