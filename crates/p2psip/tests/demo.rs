@@ -46,20 +46,9 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     let peers = file["peers"].as_array().unwrap();
     let admin = |i: usize| -> SocketAddr { peers[i]["admin"].as_str().unwrap().parse().unwrap() };
     let node_ids: Vec<&str> = peers.iter().map(|p| p["node_id"].as_str().unwrap()).collect();
-    let accounts = file["accounts"].as_array().unwrap();
 
     let (callee, caller, victim) = callee_held_elsewhere(&file, &USERS);
-    let registrar = |j: usize| -> SocketAddr { accounts[j]["registrar"].as_str().unwrap().parse().unwrap() };
-
-    let scenarios = Scenarios::new(&dir.with_extension("scenarios"), DOMAIN);
-    let (caller_port, callee_port) = (free_port(), free_port());
-    scenarios.register_at(registrar(caller), caller_port, USERS[caller], "p2psip-demo");
-    scenarios.register_at(registrar(callee), callee_port, USERS[callee], "p2psip-demo");
-    let phones = Phones {
-        scenarios,
-        caller: (registrar(caller), caller_port, USERS[caller].into()),
-        callee: (registrar(callee), callee_port, USERS[callee].into()),
-    };
+    let phones = demo_phones(&file, &dir, &USERS, caller, callee);
     phones.run(Some("uas_call"), "uac_call", USERS[callee], 5, "calls before the crash");
 
     let victim_pid = peers[victim]["pid"].as_u64().unwrap().to_string();
@@ -138,6 +127,22 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     }
 }
 
+/// SIPp phones of the demo's accounts `caller` and `callee`, each
+/// registered at the peer that serves it.
+fn demo_phones(file: &serde_json::Value, dir: &Path, users: &[&str], caller: usize, callee: usize) -> Phones {
+    let accounts = file["accounts"].as_array().unwrap();
+    let registrar = |j: usize| -> SocketAddr { accounts[j]["registrar"].as_str().unwrap().parse().unwrap() };
+    let scenarios = Scenarios::new(&dir.with_extension("scenarios"), DOMAIN);
+    let (caller_port, callee_port) = (free_port(), free_port());
+    scenarios.register_at(registrar(caller), caller_port, users[caller], "p2psip-demo");
+    scenarios.register_at(registrar(callee), callee_port, users[callee], "p2psip-demo");
+    Phones {
+        scenarios,
+        caller: (registrar(caller), caller_port, users[caller].into()),
+        callee: (registrar(callee), callee_port, users[callee].into()),
+    }
+}
+
 /// Which account is the callee: one whose registration is held by a
 /// peer (its responsible peer) that serves neither it nor the caller.
 /// Returns (callee, caller, holder).
@@ -197,17 +202,7 @@ fn a_frozen_peer_is_routed_around_and_taken_back_when_it_thaws() {
     let refs: Vec<&Peer> = all.iter().collect();
     wait_consistent(&refs, Duration::from_secs(30), "eight peers");
     let (callee, caller, frozen) = callee_held_elsewhere(&file, &EIGHT);
-    let accounts = file["accounts"].as_array().unwrap();
-    let registrar = |j: usize| -> SocketAddr { accounts[j]["registrar"].as_str().unwrap().parse().unwrap() };
-    let scenarios = Scenarios::new(&dir.with_extension("scenarios"), DOMAIN);
-    let (caller_port, callee_port) = (free_port(), free_port());
-    scenarios.register_at(registrar(caller), caller_port, EIGHT[caller], "p2psip-demo");
-    scenarios.register_at(registrar(callee), callee_port, EIGHT[callee], "p2psip-demo");
-    let phones = Phones {
-        scenarios,
-        caller: (registrar(caller), caller_port, EIGHT[caller].into()),
-        callee: (registrar(callee), callee_port, EIGHT[callee].into()),
-    };
+    let phones = demo_phones(&file, &dir, &EIGHT, caller, callee);
     phones.run(
         Some("uas_call"),
         "uac_call",
