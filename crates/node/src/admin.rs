@@ -18,7 +18,7 @@
 
 use crate::peer::{AdminRequest, Input, ProbedPeer, Responsible, RingWalk, Status};
 use crate::sip_server::SipControl;
-use crate::source_caps::SourceCaps;
+use crate::source_caps::ConnectionCaps;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -65,27 +65,16 @@ pub(crate) async fn serve(
         .merge(status_routes)
         .layer(axum::middleware::from_fn_with_state(token.map(Arc::new), bearer_token))
         .layer(axum::middleware::from_fn(only_addressed_by_ip));
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let per_source = SourceCaps::default();
+    let caps = ConnectionCaps::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE);
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("admin API: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (tcp, remote) = crate::source_caps::accept(&listener).await;
         // Past the caps the connection is closed at once.
-        let Ok(place) = open.clone().try_acquire_owned() else {
-            continue;
-        };
-        let Some(slot) = per_source.take(remote.ip(), MAX_CONNECTIONS_PER_SOURCE) else {
+        let Ok(admitted) = caps.admit(remote.ip()) else {
             continue;
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         tokio::spawn(async move {
-            let _held = (place, slot);
+            let _admitted = admitted;
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)

@@ -111,34 +111,21 @@ pub async fn serve(
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .with_state(state);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_config));
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let per_source = crate::source_caps::SourceCaps::default();
+    let caps = crate::source_caps::ConnectionCaps::new(MAX_CONNECTIONS, MAX_CONNECTIONS_PER_SOURCE);
     tokio::pin!(shutdown);
     loop {
         let (tcp, remote) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    if REFUSALS.allow(unix_ms()) {
-                        tracing::warn!("accept failed: {e}");
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            accepted = crate::source_caps::accept(&listener) => accepted,
             _ = &mut shutdown => return Ok(()),
         };
         // Bounded like every listener: past the caps, closed at once.
-        let (Ok(place), Some(slot)) = (
-            open.clone().try_acquire_owned(),
-            per_source.take(remote.ip(), MAX_CONNECTIONS_PER_SOURCE),
-        ) else {
+        let Ok(admitted) = caps.admit(remote.ip()) else {
             continue;
         };
         let acceptor = acceptor.clone();
         let app = app.clone().layer(axum::Extension(Remote(remote)));
         tokio::spawn(async move {
-            let _held = (place, slot);
+            let _admitted = admitted;
             let tls = match tokio::time::timeout(CLIENT_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => return tracing::info!("TLS handshake with {remote} failed: {e}"),

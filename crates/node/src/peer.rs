@@ -1806,27 +1806,15 @@ async fn accept_loop(
     tx: mpsc::Sender<Input>,
 ) {
     let mut next: u64 = 1 << 62;
-    let handshaking = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
-    let handshake_sources = crate::source_caps::SourceCaps::default();
+    let handshakes = crate::source_caps::ConnectionCaps::new(MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE);
     let linked = Arc::new(tokio::sync::Semaphore::new(MAX_INBOUND_LINKS));
     loop {
-        let (tcp, remote) = match listener.accept().await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
+        let (tcp, remote) = crate::source_caps::accept(&listener).await;
         // Bounded like every listener (issue 36 §12). Handshakes need no
         // certificate yet, so they get their own small share, per address
         // too; an authenticated link only counts against the total.
-        let handshake = match (
-            handshaking.clone().try_acquire_owned(),
-            handshake_sources.take(remote.ip(), MAX_HANDSHAKES_PER_SOURCE),
-            linked.clone().try_acquire_owned(),
-        ) {
-            (Ok(place), Some(slot), Ok(link_place)) => (place, slot, link_place),
+        let handshake = match (handshakes.admit(remote.ip()), linked.clone().try_acquire_owned()) {
+            (Ok(handshake), Ok(link_place)) => (handshake, link_place),
             _ => {
                 if REFUSED_LINKS.allow(now_ms()) {
                     tracing::warn!("refused link from {remote}: too many handshakes or links open");
@@ -1840,7 +1828,7 @@ async fn accept_loop(
         next += 1;
         let (tls, tx, ctx) = (tls.clone(), tx.clone(), ctx.clone());
         tokio::spawn(async move {
-            let (handshake_place, handshake_slot, _link_place) = handshake;
+            let (handshake, _link_place) = handshake;
             let accepted = match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(tcp)).await {
                 Ok(Ok(stream)) => {
                     let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
@@ -1873,7 +1861,7 @@ async fn accept_loop(
                 return;
             }
             // Authenticated: no longer a handshake.
-            drop((handshake_place, handshake_slot));
+            drop(handshake);
             let ends = LinkEnds {
                 peer,
                 initiator: peer,

@@ -15,7 +15,7 @@
 use crate::log_budget::LogLimiter;
 use crate::peer::now_ms;
 use crate::sip_server::{refuse_malformed, SipInput, MAX_TCP_BUFFER, TCP_QUEUE};
-use crate::source_caps::SourceCaps;
+use crate::source_caps::{ConnectionCaps, Full};
 use sip::message::{frame, Framing};
 use sip::proxy::Side;
 use sip::registrar::{Flow, Transport};
@@ -24,7 +24,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 /// Most TCP connections accepted at once, per listener.
@@ -43,26 +43,25 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(sip::registrar::MAX_EXPIR
 static REFUSED: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(20, 60_000, "refused SIP connections"));
 
 pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::Sender<SipInput>) {
-    let open = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
-    let per_source = SourceCaps::default();
+    let caps = ConnectionCaps::new(MAX_TCP_CONNECTIONS, MAX_TCP_PER_SOURCE);
     loop {
-        let Ok((stream, remote)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            if REFUSED.allow(now_ms()) {
-                tracing::warn!("sip: {MAX_TCP_CONNECTIONS} TCP connections open; refusing {remote}");
+        let (stream, remote) = crate::source_caps::accept(&listener).await;
+        let admitted = match caps.admit(remote.ip()) {
+            Ok(admitted) => admitted,
+            Err(full) => {
+                if REFUSED.allow(now_ms()) {
+                    match full {
+                        Full::Total => {
+                            tracing::warn!("sip: {MAX_TCP_CONNECTIONS} TCP connections open; refusing {remote}")
+                        }
+                        Full::Source => tracing::warn!(
+                            "sip: {MAX_TCP_PER_SOURCE} TCP connections open from {}; refusing another",
+                            remote.ip()
+                        ),
+                    }
+                }
+                continue;
             }
-            continue;
-        };
-        let Some(slot) = per_source.take(remote.ip(), MAX_TCP_PER_SOURCE) else {
-            if REFUSED.allow(now_ms()) {
-                tracing::warn!(
-                    "sip: {MAX_TCP_PER_SOURCE} TCP connections open from {}; refusing another",
-                    remote.ip()
-                );
-            }
-            continue;
         };
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_err() {
@@ -71,7 +70,7 @@ pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::
         let events = events.clone();
         tokio::spawn(async move {
             run_connection(stream, remote, side, events, tx, rx).await;
-            drop((permit, slot));
+            drop(admitted);
         });
     }
 }

@@ -1,11 +1,70 @@
-//! Connections a listener holds per source address: each listener caps
-//! how many one address may keep open (a phone or a peer needs one or
-//! two), so one host cannot take all of them. An IPv6 source counts by
-//! its /64, which one host gets whole.
+//! What every listener shares: a cap on the connections it holds in all
+//! and per source address (a phone or a peer needs one or two), so one
+//! host cannot take all of them, and an accept that pauses after an error
+//! instead of spinning. An IPv6 source counts by its /64, which one host
+//! gets whole.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// A listener's caps: `total` connections, `per_source` from one address.
+#[derive(Clone)]
+pub(crate) struct ConnectionCaps {
+    total: Arc<Semaphore>,
+    sources: SourceCaps,
+    per_source: usize,
+}
+
+/// Which cap turned a connection away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Full {
+    Total,
+    Source,
+}
+
+/// One connection's place under [`ConnectionCaps`], given back when dropped.
+pub(crate) struct Admitted {
+    _place: OwnedSemaphorePermit,
+    _slot: SourceSlot,
+}
+
+impl ConnectionCaps {
+    pub fn new(total: usize, per_source: usize) -> Self {
+        ConnectionCaps {
+            total: Arc::new(Semaphore::new(total)),
+            sources: SourceCaps::default(),
+            per_source,
+        }
+    }
+
+    /// A place for one more connection from `ip`, or the cap it hit.
+    pub fn admit(&self, ip: IpAddr) -> Result<Admitted, Full> {
+        let place = self.total.clone().try_acquire_owned().map_err(|_| Full::Total)?;
+        let slot = self.sources.take(ip, self.per_source).ok_or(Full::Source)?;
+        Ok(Admitted {
+            _place: place,
+            _slot: slot,
+        })
+    }
+}
+
+/// The next connection; after a failed accept (out of file descriptors,
+/// say) a pause rather than a busy loop.
+pub(crate) async fn accept(listener: &TcpListener) -> (TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::debug!("accept on {:?} failed: {e}", listener.local_addr().ok());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
 
 /// Connections open per source address; a [`SourceSlot`] gives its place
 /// back when dropped.
@@ -87,6 +146,13 @@ mod tests {
         let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
         let _held = caps.take(one, 1).unwrap();
+        let listener = ConnectionCaps::new(2, 1);
+        let a = listener.admit("192.0.2.1".parse().unwrap()).unwrap();
+        assert_eq!(listener.admit("192.0.2.1".parse().unwrap()).err(), Some(Full::Source));
+        let _b = listener.admit("192.0.2.2".parse().unwrap()).unwrap();
+        assert_eq!(listener.admit("192.0.2.3".parse().unwrap()).err(), Some(Full::Total));
+        drop(a);
+        assert!(listener.admit("192.0.2.1".parse().unwrap()).is_ok(), "places come back");
         assert!(caps.take(same_64, 1).is_none(), "the same /64");
         assert!(caps.take(other_64, 1).is_some());
         let mapped: IpAddr = "::ffff:192.0.2.1".parse().unwrap();
