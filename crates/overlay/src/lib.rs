@@ -15,6 +15,7 @@
 //! from seeded generators, and outputs are [`node::Action`]s for a driver.
 
 pub mod config;
+pub mod configuration;
 pub mod link_liveness;
 pub mod node;
 pub mod ring;
@@ -25,7 +26,8 @@ pub mod storage;
 pub mod topology;
 
 pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig};
-pub use node::{Action, CompletedResult, Event, NodeStats, Observation, OverlayNode, RequestId};
+pub use configuration::{ConfigRefusal, ConfigurationJudge};
+pub use node::{Action, CompletedResult, Event, NodeStats, Observation, Offered, OverlayNode, RequestId};
 pub use security::{Credential, Security, SecurityError, Signer, SimulatedSecurity};
 pub use topology::chord::ChordReload;
 pub use topology::client::ClientTopology;

@@ -8,6 +8,7 @@
 //! so an originator learns how many hops its request took.
 
 use crate::config::OverlayConfig;
+use crate::configuration::{compare_sequences, ConfigRefusal, ConfigurationKeeper, ANY_SEQUENCE};
 use crate::ring::{distance, node_position};
 use crate::security::{Credential, Security, Signer};
 use crate::sorted::SortedSet;
@@ -22,14 +23,17 @@ use reload_wire::security::{Signature, SignerIdentity};
 use reload_wire::topology::probe_information_type;
 use reload_wire::Decode;
 use reload_wire::{
-    AttachReqAns, Body, CandType, ConfigUpdateReq, DecodeContext, Destination, DestinationRef, Encode, ErrorCode,
-    ErrorResponse, FetchReq, ForwardingHeader, HeaderView, IceCandidate, IpAddressPort, KindId, Message, MessageCode,
-    MessageContents, NodeId, PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData,
-    StoreReq, StoredData, StoredDataValue, Writer,
+    AttachReqAns, Body, CandType, DecodeContext, Destination, DestinationRef, Encode, ErrorCode, ErrorResponse,
+    FetchReq, ForwardingHeader, HeaderView, IceCandidate, IpAddressPort, KindId, Message, MessageCode, MessageContents,
+    NodeId, PingAns, ProbeAns, ProbeInformation, Reader, ResourceId, SecurityBlock, StoreKindData, StoreReq,
+    StoredData, StoredDataValue, Writer,
 };
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::sync::Arc;
+
+mod config_update;
+pub use config_update::Offered;
 
 /// Identifies a request the application started.
 pub type RequestId = u64;
@@ -113,8 +117,16 @@ pub enum Event {
     /// Error_Forbidden: `info` is its reason (for instance, another
     /// process already uses this Node-ID).
     Refused { by: NodeId, info: String },
-    /// A signed ConfigUpdate arrived (§6.5.4); the daemon checks and applies it.
-    ConfigUpdate(ConfigUpdateReq),
+    /// The node runs on a new configuration (§6.5.4): a new signed
+    /// `document` (None when only Kinds changed) with `sequence`, taken
+    /// from the node `from` (None: offered by the driver).
+    Reconfigured {
+        sequence: u16,
+        document: Option<Arc<[u8]>>,
+        from: Option<NodeId>,
+    },
+    /// A ConfigUpdate from `from` was refused.
+    ConfigurationRefused { from: NodeId, refusal: ConfigRefusal },
     /// A peer's Attach (§6.5.1) named where it takes links: what a driver
     /// needs to cache a peer that dialled this one (§11.4).
     PeerAddress { peer: NodeId, address: IpAddressPort },
@@ -212,6 +224,9 @@ enum Purpose {
     /// A link's keepalive: sent once, its answer and its loss ignored
     /// (the link layer judges the peer by the ACK).
     Keepalive,
+    /// A ConfigUpdate handing on this node's configuration (§6.5.4); a
+    /// refusal is the receiver's to report.
+    ConfigPush,
 }
 
 impl Purpose {
@@ -383,6 +398,8 @@ pub struct OverlayNode<T: Topology, S: Security> {
     /// Where this node's applications take AppAttach connections (§6.5.2),
     /// by Application-ID.
     applications: BTreeMap<u16, IpAddressPort>,
+    /// The signed document behind `config` and the judge of updates.
+    configuration: ConfigurationKeeper,
 }
 
 /// §7.1 signature input; array indexes are zeroed (§7.4.2.2) so an
@@ -443,14 +460,14 @@ fn sequence_mismatch(ours: u16, theirs: u16, code: MessageCode) -> Option<ErrorC
     // 0 is what implementations send that do not track the sequence (the
     // Wireshark dissector reads it as "not verified"); refusing them would
     // keep them out of the overlay for a check they do not make.
-    if theirs == ours || theirs == 0 || (theirs == u16::MAX && code == MessageCode::CONFIG_UPDATE_REQ) {
+    if theirs == 0 || (theirs == ANY_SEQUENCE && code == MessageCode::CONFIG_UPDATE_REQ) {
         return None;
     }
-    Some(if (ours.wrapping_sub(theirs) as i16) > 0 {
-        ErrorCode::CONFIG_TOO_OLD
-    } else {
-        ErrorCode::CONFIG_TOO_NEW
-    })
+    match compare_sequences(theirs, ours) {
+        std::cmp::Ordering::Equal => None,
+        std::cmp::Ordering::Less => Some(ErrorCode::CONFIG_TOO_OLD),
+        std::cmp::Ordering::Greater => Some(ErrorCode::CONFIG_TOO_NEW),
+    }
 }
 
 /// RFC 6940 §6.3.2.3: whether `header` carries an option with `flag`.
@@ -586,6 +603,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             stats: NodeStats::default(),
             observations: None,
             applications: BTreeMap::new(),
+            configuration: ConfigurationKeeper::default(),
         }
     }
 
@@ -1554,7 +1572,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             if let Some(refusal) =
                 sequence_mismatch(self.config.configuration_sequence, header.configuration_sequence, code)
             {
-                return self.send_error(now, link, &header, code, refusal, "configuration sequence differs");
+                self.send_error(now, link, &header, code, refusal, "configuration sequence differs");
+                if refusal == ErrorCode::CONFIG_TOO_OLD {
+                    // §6.3.2.1: "the node MUST generate a ConfigUpdate
+                    // message to update the requesting node", along the
+                    // path the answer took.
+                    let path = self.answer_header(link, &header).destination_list;
+                    self.tell_configuration(now, path);
+                }
+                return;
             }
             if critical(&header, forwarding_flags::DESTINATION_CRITICAL) {
                 let why = "a DESTINATION_CRITICAL forwarding option is not understood";
@@ -1781,11 +1807,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 .on_route_query(now, sender, &req, &mut self.commands)
                 .map(Body::RouteQueryAns)
                 .map_err(|c| err(c, "bad RouteQuery")),
-            Body::ConfigUpdateReq(req) => {
-                self.actions
-                    .push_back(Action::Event(Box::new(Event::ConfigUpdate(req))));
-                Ok(Body::ConfigUpdateAns)
-            }
+            Body::ConfigUpdateReq(req) => self.on_config_update(now, link, sender, req),
             Body::AppAttachReq(req) => {
                 if self.applications.contains_key(&req.application) {
                     Ok(Body::AppAttachAns(self.app_attach_body(req.application, b"passive")))
@@ -1929,6 +1951,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             latency_ms: now.saturating_sub(out.started),
             hops,
         });
+        if let Err(RequestFailure::Error(e)) = &outcome {
+            if e.error_code == ErrorCode::CONFIG_TOO_NEW && from != self.me {
+                // §6.5.4: the responder runs an older document.
+                self.tell_configuration(now, vec![Destination::Node(from)]);
+            }
+        }
         match out.purpose {
             Purpose::App(request) => self.actions.push_back(Action::Event(Box::new(Event::Done {
                 request,
@@ -1974,7 +2002,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.topology.on_answer(now, token, Err(failure), &mut self.commands);
                 }
             },
-            Purpose::Keepalive => {}
+            Purpose::Keepalive | Purpose::ConfigPush => {}
             Purpose::Probe { token, bootstrap } => {
                 let responder = outcome.map(|_| from);
                 self.topology
@@ -2112,7 +2140,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         };
         let mut header = ForwardingHeader::new(self.overlay, tid, destination);
         header.ttl = self.config.initial_ttl;
-        header.configuration_sequence = self.config.configuration_sequence;
+        // §6.3.2.1: a ConfigUpdate carries 65535, so that a node running
+        // another document takes it.
+        header.configuration_sequence = if method == MessageCode::CONFIG_UPDATE_REQ {
+            ANY_SEQUENCE
+        } else {
+            self.config.configuration_sequence
+        };
         let sign = |node: &Self| {
             node.signer(user)
                 .and_then(|signer| node.encode_message(&header, &contents, &data_signers(body), signer))

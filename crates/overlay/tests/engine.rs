@@ -1757,3 +1757,264 @@ fn a_node_that_keeps_losing_the_overlay_backs_off() {
     );
     assert!(dials.len() < 10, "no storm: {} dials in 40 s", dials.len());
 }
+
+/// A second Kind, defined only by a configuration update.
+const NEW_KIND: KindId = 0x4000_0002;
+
+/// A stand-in for the daemon's XML judge: a document reads
+/// `seq=N signer=S [kinds=ID,ID] [next-signer=S]`, a kind block
+/// `signer=S id=N`. It takes what its current signer signed.
+struct TextJudge {
+    signer: String,
+}
+
+fn field<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+    text.split(' ').find_map(|f| f.strip_prefix(name))
+}
+
+fn new_kind(id: KindId) -> KindDefinition {
+    KindDefinition {
+        id,
+        name: format!("kind-{id}"),
+        data_model: DataModel::SingleValue,
+        access: AccessPolicy::UserMatch,
+        max_count: 1,
+        max_size: 100,
+    }
+}
+
+impl ConfigurationJudge for TextJudge {
+    fn judge_document(&mut self, document: &[u8]) -> Result<OverlayConfig, ConfigRefusal> {
+        let text = std::str::from_utf8(document).map_err(|_| ConfigRefusal::Invalid("not UTF-8".into()))?;
+        if field(text, "signer=") != Some(self.signer.as_str()) {
+            return Err(ConfigRefusal::NotSigned(format!("{text:?}")));
+        }
+        let mut c = (*config()).clone();
+        c.configuration_sequence = field(text, "seq=")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| ConfigRefusal::Invalid("no seq".into()))?;
+        for id in field(text, "kinds=").into_iter().flat_map(|k| k.split(',')) {
+            c = c.with_kind(new_kind(id.parse().unwrap()));
+        }
+        Ok(c)
+    }
+
+    fn judge_kinds(&mut self, blocks: &[Vec<u8>]) -> Result<Vec<KindDefinition>, ConfigRefusal> {
+        blocks
+            .iter()
+            .map(|b| {
+                let text = String::from_utf8_lossy(b);
+                if field(&text, "signer=") != Some(self.signer.as_str()) {
+                    return Err(ConfigRefusal::NotSigned(text.to_string()));
+                }
+                Ok(new_kind(field(&text, "id=").unwrap().parse().unwrap()))
+            })
+            .collect()
+    }
+
+    fn adopt(&mut self, document: &[u8]) {
+        if let Some(next) = field(&String::from_utf8_lossy(document), "next-signer=") {
+            self.signer = next.to_string();
+        }
+    }
+}
+
+/// Five peers that take configuration updates, all on sequence 5.
+fn configurable_ring() -> Net {
+    let mut net = Net::ring(&IDS[..5]);
+    for n in &mut net.nodes {
+        n.take_configuration_updates(
+            b"seq=0 signer=ops".to_vec(),
+            Box::new(TextJudge { signer: "ops".into() }),
+        );
+    }
+    let now = net.now;
+    let offered = net.nodes[0].offer_configuration(now, b"seq=5 signer=ops".to_vec());
+    assert_eq!(offered, Ok(Offered::Adopted { sequence: 5 }));
+    net.pump();
+    net.events.clear();
+    net
+}
+
+fn sequences(net: &Net) -> Vec<u16> {
+    net.nodes.iter().map(|n| n.config().configuration_sequence).collect()
+}
+
+fn store_kind(net: &mut Net, node: usize, kind: KindId) -> Result<Body, RequestFailure> {
+    let rid = net.nodes[node].resource_id(net.users[node].as_bytes());
+    let v = StoredDataValue::SingleValue(DataValue {
+        exists: true,
+        value: b"v".to_vec(),
+    });
+    let now = net.now;
+    let id = net.nodes[node].store(now, rid, kind, vec![v], 3600);
+    net.pump();
+    net.done(node, id).0
+}
+
+/// RFC 6940 §6.5.4: a document offered to one peer reaches every peer
+/// through ConfigUpdates (sequence 65535, §6.3.2.1), each adopts it once,
+/// and the Kind it adds can be stored everywhere.
+#[test]
+fn a_new_configuration_reaches_every_peer_once_and_its_new_kind_is_stored() {
+    let mut net = configurable_ring();
+    assert_eq!(sequences(&net), vec![5; 5], "the first update reached all five");
+    assert!(store_kind(&mut net, 3, NEW_KIND).is_err(), "the Kind is unknown yet");
+    net.sent.clear();
+    let now = net.now;
+    let offered = net.nodes[0].offer_configuration(now, format!("seq=6 signer=ops kinds={NEW_KIND}").into_bytes());
+    assert_eq!(offered, Ok(Offered::Adopted { sequence: 6 }));
+    net.pump();
+    assert_eq!(sequences(&net), vec![6; 5]);
+    for (i, n) in net.nodes.iter().enumerate() {
+        assert!(n.config().kind(NEW_KIND).is_some(), "node {i} knows the new Kind");
+        let adopted = net
+            .events
+            .iter()
+            .filter(|(j, e)| *j == i && matches!(e, Event::Reconfigured { sequence: 6, .. }))
+            .count();
+        assert_eq!(adopted, 1, "node {i} adopted the document once");
+    }
+    // Each node hands the document on over each of its links at most once.
+    let ctx = config().decode_context().unwrap();
+    let updates: Vec<_> = net
+        .sent
+        .iter()
+        .filter_map(|(_, _, b)| Message::decode(b, &ctx).ok())
+        .filter(|m| m.message_contents.message_code == MessageCode::CONFIG_UPDATE_REQ)
+        .collect();
+    let links: usize = net.nodes.iter().map(|n| n.links().count()).sum();
+    assert!(
+        !updates.is_empty() && updates.len() <= links,
+        "{} updates, {links} links",
+        updates.len()
+    );
+    assert!(updates
+        .iter()
+        .all(|m| m.forwarding_header.configuration_sequence == u16::MAX));
+    for i in [1, 3] {
+        let stored = store_kind(&mut net, i, NEW_KIND);
+        assert!(matches!(stored, Ok(Body::StoreAns(_))), "node {i}: {stored:?}");
+    }
+}
+
+/// §6.3.2.1: a request made under an older document is refused with
+/// Error_Config_Too_Old, and the refusing node sends the requester a
+/// ConfigUpdate with its document (once, however often it asks).
+#[test]
+fn a_request_under_an_older_document_is_refused_and_the_requester_is_told() {
+    let mut net = configurable_ring();
+    let from = net.nodes[1].node_id();
+    let to = net.nodes[0].node_id();
+    let ctx = config().decode_context().unwrap();
+    let mut told = 0;
+    for _ in 0..3 {
+        let mut m = Message::decode(&raw_request(&net, 1, vec![Destination::Node(to)], &ping(), 10), &ctx).unwrap();
+        m.forwarding_header.configuration_sequence = 4;
+        net.sent.clear();
+        let now = net.now;
+        net.nodes[0].receive(now, from, &m.to_bytes().unwrap());
+        while let Some(a) = net.nodes[0].poll_action() {
+            let Action::Send { to, bytes, .. } = a else { continue };
+            let m = Message::decode(&bytes, &ctx).unwrap();
+            assert_eq!(to, from);
+            match m.message_contents.body(&ctx).unwrap() {
+                Body::Error(e) => assert_eq!(e.error_code, ErrorCode::CONFIG_TOO_OLD),
+                Body::ConfigUpdateReq(ConfigUpdateReq::Config(d)) => {
+                    assert_eq!(d, b"seq=5 signer=ops");
+                    told += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(told, 1, "told once, not once per request");
+}
+
+/// §6.5.4.2 and §11.1: a document not signed by a configuration-signer of
+/// the current one, an older one, and kinds from another signer are all
+/// refused with the RFC's errors, and nothing changes.
+#[test]
+fn unsigned_older_and_foreign_updates_are_refused_and_change_nothing() {
+    let mut net = configurable_ring();
+    let from = net.nodes[1].node_id();
+    let to = net.nodes[0].node_id();
+    let refused = |net: &mut Net, update: ConfigUpdateReq| {
+        let m = raw_request(net, 1, vec![Destination::Node(to)], &Body::ConfigUpdateReq(update), 10);
+        net.sent.clear();
+        let now = net.now;
+        net.nodes[0].receive(now, from, &m);
+        net.pump();
+        answers_to(net, from).into_iter().find_map(|b| match b {
+            Body::Error(e) => Some(e.error_code),
+            Body::ConfigUpdateAns => None,
+            _ => None,
+        })
+    };
+    let forged = ConfigUpdateReq::Config(format!("seq=9 signer=mallory kinds={NEW_KIND}").into_bytes());
+    assert_eq!(refused(&mut net, forged), Some(ErrorCode::FORBIDDEN));
+    let older = ConfigUpdateReq::Config(b"seq=3 signer=ops".to_vec());
+    assert_eq!(refused(&mut net, older), Some(ErrorCode::CONFIG_TOO_OLD));
+    let kinds = ConfigUpdateReq::Kinds(vec![format!("signer=mallory id={NEW_KIND}").into_bytes()]);
+    assert_eq!(refused(&mut net, kinds), Some(ErrorCode::FORBIDDEN));
+    let unknown = ConfigUpdateReq::Unknown {
+        update_type: 9,
+        data: vec![1],
+    };
+    assert_eq!(refused(&mut net, unknown), Some(ErrorCode::INVALID_MESSAGE));
+    assert_eq!(sequences(&net), vec![5; 5]);
+    assert!(net.nodes.iter().all(|n| n.config().kind(NEW_KIND).is_none()));
+    let refusals = net
+        .events
+        .iter()
+        .filter(|(i, e)| *i == 0 && matches!(e, Event::ConfigurationRefused { .. }))
+        .count();
+    assert_eq!(refusals, 4, "each refusal reported to the driver");
+    // Kinds signed by the kind-signer are taken and handed on.
+    let kinds = ConfigUpdateReq::Kinds(vec![format!("signer=ops id={NEW_KIND}").into_bytes()]);
+    assert_eq!(refused(&mut net, kinds), None);
+    assert!(net.nodes.iter().all(|n| n.config().kind(NEW_KIND).is_some()));
+    assert_eq!(sequences(&net), vec![5; 5], "a kind update keeps the sequence");
+}
+
+/// §11.1: a document is judged by the signers of the one before it, so a
+/// new configuration-signer signs only after a document names it; and a
+/// flood of documents to check is cut off after a budget.
+#[test]
+fn the_signer_of_the_next_document_is_named_by_the_current_one_and_checks_are_budgeted() {
+    let mut net = configurable_ring();
+    let now = net.now;
+    let by_new = |seq: u16| format!("seq={seq} signer=ops2").into_bytes();
+    assert!(matches!(
+        net.nodes[2].offer_configuration(now, by_new(6)),
+        Err(ConfigRefusal::NotSigned(_))
+    ));
+    let handover = b"seq=6 signer=ops next-signer=ops2".to_vec();
+    assert_eq!(
+        net.nodes[2].offer_configuration(now, handover),
+        Ok(Offered::Adopted { sequence: 6 })
+    );
+    net.pump();
+    assert_eq!(sequences(&net), vec![6; 5]);
+    let now = net.now;
+    assert_eq!(
+        net.nodes[4].offer_configuration(now, by_new(7)),
+        Ok(Offered::Adopted { sequence: 7 })
+    );
+    net.pump();
+    assert_eq!(sequences(&net), vec![7; 5]);
+    // Judging costs a signature check: a burst is cut off.
+    let now = net.now + 60_000;
+    let results: Vec<_> = (0..40)
+        .map(|i| net.nodes[1].offer_configuration(now, format!("seq=1 signer=x{i}").into_bytes()))
+        .collect();
+    assert!(results.contains(&Err(ConfigRefusal::TooMany)));
+    let judged = results
+        .iter()
+        .filter(|r| !matches!(r, Err(ConfigRefusal::TooMany)))
+        .count();
+    assert!(judged <= 16, "{judged} documents judged in one window");
+    // The current document is recognised without a check.
+    let current = net.nodes[1].configuration_document().unwrap().to_vec();
+    assert_eq!(net.nodes[1].offer_configuration(now, current), Ok(Offered::Current));
+}

@@ -542,6 +542,10 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
             None => {}
         },
         // Simulated peers never share a Node-ID, so nobody refuses one.
-        Event::ConfigUpdate(_) | Event::PeerAddress { .. } | Event::Refused { .. } | Event::Misbehaving { .. } => {}
+        Event::Reconfigured { .. }
+        | Event::ConfigurationRefused { .. }
+        | Event::PeerAddress { .. }
+        | Event::Refused { .. }
+        | Event::Misbehaving { .. } => {}
     }
 }

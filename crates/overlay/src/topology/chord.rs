@@ -1209,6 +1209,14 @@ impl Topology for ChordReload {
         }
     }
 
+    /// Only the §11.1 elements change; the neighbour count and our own
+    /// timing choices stay.
+    fn reconfigure(&mut self, chord: &ChordConfig) {
+        self.config.update_interval_ms = chord.update_interval_ms;
+        self.config.ping_interval_ms = chord.ping_interval_ms;
+        self.config.reactive = chord.reactive;
+    }
+
     fn next_timer(&self) -> Option<u64> {
         match self.phase {
             Phase::Joining { started, .. } => Some(started + JOIN_TIMEOUT_MS),

@@ -245,6 +245,10 @@ pub trait Topology {
 
     /// Periodic work: stabilization, finger refresh, delayed Updates.
     fn on_timer(&mut self, now: u64, out: &mut Vec<TopologyCommand>);
+
+    /// A new configuration document changed the chord-* elements (§11.1):
+    /// the next timers follow them.
+    fn reconfigure(&mut self, _chord: &crate::config::ChordConfig) {}
 }
 
 impl std::fmt::Display for RequestFailure {
