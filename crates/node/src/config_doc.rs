@@ -534,12 +534,21 @@ impl SignedConfiguration {
     /// §11.1: the configuration is signed by a configuration-signer and
     /// every kind by a kind-signer, with certificates `verifier` trusts.
     pub fn verify(&self, verifier: &CertVerifier) -> Result<(), ConfigError> {
+        self.verify_signed_by(verifier, &self.configuration.configuration_signers)
+    }
+
+    /// [`verify`](Self::verify), with the configuration signed by one of
+    /// `configuration_signers`: for an update, §11.1 says "signed by one of
+    /// the configuration-signer elements from the previous extant
+    /// configuration", not by one the new document names itself.
+    pub fn verify_signed_by(
+        &self,
+        verifier: &CertVerifier,
+        configuration_signers: &[NodeId],
+    ) -> Result<(), ConfigError> {
         let signature = self.signature.as_ref().ok_or(ConfigError::Unsigned)?;
         let signer = verify_blob(verifier, &self.signed, signature).map_err(ConfigError::BadSignature)?;
-        if !signer
-            .iter()
-            .any(|n| self.configuration.configuration_signers.contains(n))
-        {
+        if !signer.iter().any(|n| configuration_signers.contains(n)) {
             return Err(ConfigError::NotAConfigurationSigner(
                 signer.first().map(|n| n.to_hex()).unwrap_or_default(),
             ));
@@ -555,6 +564,63 @@ impl SignedConfiguration {
         }
         Ok(())
     }
+}
+
+impl SignedConfiguration {
+    /// The Node-IDs that signed each Kind (of those whose signature
+    /// verifies), to tell a conflicting kind update (§6.5.4.2).
+    pub fn kind_signers(&self, verifier: &CertVerifier) -> Vec<(KindDefinition, Vec<NodeId>)> {
+        self.kind_signatures
+            .iter()
+            .zip(&self.configuration.kinds)
+            .map(|((_, kind, sig), def)| {
+                let signers = sig
+                    .as_ref()
+                    .and_then(|s| verify_blob(verifier, kind, s).ok())
+                    .unwrap_or_default();
+                (def.clone(), signers)
+            })
+            .collect()
+    }
+}
+
+/// One `<kind-block>` as a ConfigUpdate of type kind carries it (§6.5.4.1:
+/// UTF-8, default namespace config-base): its Kind and the Node-IDs whose
+/// signature over the `<kind>` element verifies with `verifier`.
+pub fn read_kind_block(block: &[u8], verifier: &CertVerifier) -> Result<(KindDefinition, Vec<NodeId>), ConfigError> {
+    let block = std::str::from_utf8(block).map_err(|_| ConfigError::Xml("the kind block is not UTF-8".into()))?;
+    let text = format!("<overlay xmlns=\"{NS_BASE}\">{block}</overlay>");
+    let root = parse_tree(&text)?;
+    let [kind_block] = root.children.as_slice() else {
+        return Err(invalid("kind-block", "expected exactly one <kind-block>"));
+    };
+    if !kind_block.is(NS_BASE, "kind-block") {
+        return Err(invalid("kind-block", "expected a <kind-block>"));
+    }
+    let kind = kind_block
+        .children
+        .iter()
+        .find(|k| k.is(NS_BASE, "kind"))
+        .ok_or_else(|| invalid("kind-block", "no <kind>"))?;
+    let signature = kind_block
+        .children
+        .iter()
+        .find(|k| k.is(NS_BASE, "kind-signature"))
+        .ok_or_else(|| invalid("kind-block", "no <kind-signature>"))?;
+    let signature = decode_b64("kind-signature", signature.value())?;
+    let signers =
+        verify_blob(verifier, &text.as_bytes()[kind.span.clone()], &signature).map_err(ConfigError::BadSignature)?;
+    Ok((kind_definition(kind)?, signers))
+}
+
+/// A `<kind-block>` for `kind`, signed by `signer`: what a ConfigUpdate of
+/// type kind carries.
+pub fn kind_block(kind: &KindDefinition, signer: &CertSecurity) -> String {
+    let kind = kind_xml(kind);
+    format!(
+        "<kind-block>{kind}<kind-signature>{}</kind-signature></kind-block>",
+        sign_blob(signer, kind.as_bytes())
+    )
 }
 
 fn verify_blob(verifier: &CertVerifier, blob: &[u8], block: &[u8]) -> Result<Vec<NodeId>, String> {

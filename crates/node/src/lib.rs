@@ -5,6 +5,7 @@
 pub mod admin;
 mod certificates;
 pub mod config_doc;
+pub mod config_judge;
 pub mod control;
 pub mod discovery;
 pub mod enrollment;
