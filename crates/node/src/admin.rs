@@ -7,7 +7,11 @@
 //! `GET /ring` walks the whole overlay; `GET /certificate/NODE_ID` fetches
 //! a peer's certificate from the overlay; `GET /responsible/NAME` names the
 //! peer responsible for a resource (a user's AOR, say) and its distance in
-//! overlay hops.
+//! overlay hops. `GET /configuration` returns the signed configuration
+//! document the peer runs on; `POST /configuration` offers it a new one
+//! (RFC 6940 §6.5.4: taken only if a configuration-signer of the current
+//! document signed it and its sequence is newer, then handed on to the
+//! whole overlay), which is what `p2psip config publish --peer` does.
 //!
 //! Bounded like every listener (issue 36 §10): at most 64 connections, 16
 //! from one address; a request's header must arrive within 10 s; a
@@ -61,6 +65,14 @@ pub(crate) async fn serve(
         .route("/certificate/{node_id}", get(certificate))
         .route("/ring", get(ring))
         .route("/responsible/{name}", get(responsible))
+        .route(
+            "/configuration",
+            get(configuration)
+                .post(configure)
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::config_doc::MAX_DOCUMENT_SIZE,
+                )),
+        )
         .with_state(engine)
         .merge(status_routes)
         .layer(axum::middleware::from_fn_with_state(token.map(Arc::new), bearer_token))
@@ -317,6 +329,70 @@ async fn probe(engine: &mpsc::Sender<Input>, resource: reload_wire::ResourceId) 
         .await
         .map_err(|_| "the peer is stopping".to_string())?;
     rx.await.map_err(|_| "the peer is stopping".to_string())?
+}
+
+/// `GET /configuration`: the signed document the peer runs on.
+async fn configuration(State(engine): State<mpsc::Sender<Input>>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let asked = engine
+        .send(Input::Admin(AdminRequest::ConfigurationDocument(tx)))
+        .await
+        .is_ok();
+    match rx.await {
+        Ok(document) if asked => ([(header::CONTENT_TYPE, crate::config_doc::CONTENT_TYPE)], document).into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
+    }
+}
+
+/// What `POST /configuration` answers when the document is taken.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Configured {
+    /// The sequence the peer runs on now.
+    pub sequence: u16,
+    /// False when the peer already ran on this document.
+    pub adopted: bool,
+}
+
+/// `POST /configuration`: a new signed configuration document.
+async fn configure(State(engine): State<mpsc::Sender<Input>>, document: axum::body::Bytes) -> Response {
+    use overlay::{ConfigRefusal, Offered};
+    let (tx, rx) = oneshot::channel();
+    let asked = engine
+        .send(Input::Admin(AdminRequest::Configure(document.to_vec(), tx)))
+        .await
+        .is_ok();
+    let Ok(offered) = rx
+        .await
+        .map_err(|_| ())
+        .and_then(|o| if asked { Ok(o) } else { Err(()) })
+    else {
+        return (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response();
+    };
+    match offered {
+        Ok(Offered::Adopted { sequence }) => Json(Configured {
+            sequence,
+            adopted: true,
+        })
+        .into_response(),
+        Ok(Offered::Current { sequence }) => Json(Configured {
+            sequence,
+            adopted: false,
+        })
+        .into_response(),
+        Err(refusal) => {
+            let status = match refusal {
+                ConfigRefusal::NotSigned(_) | ConfigRefusal::ConflictingKind(_) | ConfigRefusal::NotTaken => {
+                    StatusCode::FORBIDDEN
+                }
+                ConfigRefusal::Older { .. } => StatusCode::CONFLICT,
+                ConfigRefusal::TooMany => StatusCode::TOO_MANY_REQUESTS,
+                ConfigRefusal::Invalid(_) | ConfigRefusal::Incompatible(_) | ConfigRefusal::UnknownType(_) => {
+                    StatusCode::UNPROCESSABLE_ENTITY
+                }
+            };
+            (status, refusal.to_string()).into_response()
+        }
+    }
 }
 
 /// `GET /metrics`: OpenMetrics text, which Prometheus scrapes.

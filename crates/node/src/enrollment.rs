@@ -62,7 +62,7 @@ struct ServerState {
     dir: OverlayDir,
     overlay: String,
     node_id_length: usize,
-    document: String,
+    document: Mutex<ServedDocument>,
     authority: pki::Authority,
     /// Serialises reading and writing enrolled.json.
     issuing: Mutex<()>,
@@ -99,7 +99,12 @@ pub async fn serve(
         overlay: config.instance_name.clone(),
         node_id_length: config.node_id_length,
         authority: dir.authority()?,
-        document,
+        document: Mutex::new(ServedDocument {
+            modified: std::fs::metadata(dir.file("reload-config.xml"))
+                .and_then(|m| m.modified())
+                .ok(),
+            text: document,
+        }),
         dir,
         issuing: Mutex::new(()),
         gate: Mutex::new(Gate::new(&limits)),
@@ -165,12 +170,32 @@ fn tls_server_config(dir: &OverlayDir) -> Result<rustls::ServerConfig, DirError>
         })
 }
 
+/// The configuration document served, as read from `reload-config.xml`.
+struct ServedDocument {
+    modified: Option<std::time::SystemTime>,
+    text: String,
+}
+
+/// §11.2: the document the overlay directory holds now. `p2psip config
+/// publish` replaces the file; the server notices by its modification time
+/// and serves the new one from the next request.
 async fn get_config(State(state): State<Arc<ServerState>>) -> Response {
-    (
-        [(header::CONTENT_TYPE, crate::config_doc::CONTENT_TYPE)],
-        state.document.clone(),
-    )
-        .into_response()
+    let path = state.dir.file("reload-config.xml");
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok();
+    let text = {
+        let mut served = state.document.lock().unwrap_or_else(|p| p.into_inner());
+        if modified.is_some() && modified != served.modified {
+            match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    tracing::info!("serving the configuration document {} as changed", path.display());
+                    *served = ServedDocument { modified, text };
+                }
+                Err(e) => tracing::warn!("{}: {e}; serving the document read before", path.display()),
+            }
+        }
+        served.text.clone()
+    };
+    ([(header::CONTENT_TYPE, crate::config_doc::CONTENT_TYPE)], text).into_response()
 }
 
 /// §11.3 error: 403 with one of the defined tokens.

@@ -97,6 +97,8 @@ pub(crate) struct Metrics {
     links_silent: Counter,
     duplicate_node_ids: Counter,
     links_closed_for_abuse: Counter,
+    configuration_sequence: Gauge,
+    configuration_updates_refused: Counter,
     messages_sent: Counter,
     bytes_sent: Counter,
     maintenance_bytes_sent: Counter,
@@ -127,6 +129,8 @@ impl Metrics {
             links_silent: Counter::default(),
             duplicate_node_ids: Counter::default(),
             links_closed_for_abuse: Counter::default(),
+            configuration_sequence: Gauge::default(),
+            configuration_updates_refused: Counter::default(),
             messages_sent: Counter::default(),
             bytes_sent: Counter::default(),
             maintenance_bytes_sent: Counter::default(),
@@ -199,6 +203,16 @@ impl Metrics {
             m.links_closed_for_abuse.clone(),
         );
         r.register(
+            "configuration_sequence",
+            "Sequence of the configuration document the peer runs on (RFC 6940 §6.3.2.1)",
+            m.configuration_sequence.clone(),
+        );
+        r.register(
+            "configuration_updates_refused",
+            "ConfigUpdates refused: not signed by a signer of the current configuration, older, malformed, or more than 16 to check in 10 s",
+            m.configuration_updates_refused.clone(),
+        );
+        r.register(
             "messages_sent",
             "RELOAD messages sent on links",
             m.messages_sent.clone(),
@@ -257,6 +271,15 @@ impl Metrics {
     /// A link closed because its peer kept sending bad messages.
     pub(crate) fn link_closed_for_abuse(&self) {
         self.links_closed_for_abuse.inc();
+    }
+
+    /// The peer runs on configuration `sequence` now.
+    pub(crate) fn configuration(&self, sequence: u16) {
+        self.configuration_sequence.set(i64::from(sequence));
+    }
+
+    pub(crate) fn configuration_update_refused(&self) {
+        self.configuration_updates_refused.inc();
     }
 
     /// A second process with a linked peer's Node-ID was refused.

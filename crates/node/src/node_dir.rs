@@ -97,6 +97,10 @@ impl DirLock {
 pub struct NodeDir {
     pub path: PathBuf,
     pub config: Configuration,
+    /// The signed document `config` was read from (`reload-config.xml`).
+    pub document: String,
+    /// The CA the node was enrolled under (`ca.crt`, DER).
+    pub pinned_ca: Vec<u8>,
     pub key: KeyPair,
     pub cert_der: Vec<u8>,
     pub info: CertInfo,
@@ -118,7 +122,11 @@ impl NodeDir {
             path: path.join("ca.crt"),
             source,
         })?;
-        let config = load_config(&config_path, &pinned)?;
+        let document = read(&config_path)?;
+        let config = verify_config(&document, &pinned).map_err(|source| NodeDirError::Config {
+            path: config_path.clone(),
+            source,
+        })?;
         let cert_err = |source| NodeDirError::Certificate {
             path: cert_path.clone(),
             source,
@@ -138,6 +146,8 @@ impl NodeDir {
         Ok(NodeDir {
             path: path.to_path_buf(),
             config,
+            document,
+            pinned_ca: pinned.to_vec(),
             key,
             cert_der: cert_der.to_vec(),
             info,
@@ -168,6 +178,19 @@ impl NodeDir {
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or_default()
+    }
+
+    /// Keeps a configuration document the peer adopted (§6.5.4), so that
+    /// the next start runs on it.
+    pub fn save_config(&mut self, document: &str) -> Result<(), NodeDirError> {
+        let config = verify_config(document, &self.pinned_ca).map_err(|source| NodeDirError::Config {
+            path: self.path.join("reload-config.xml"),
+            source,
+        })?;
+        write(&self.path.join("reload-config.xml"), document.as_bytes(), false)?;
+        self.config = config;
+        self.document = document.to_string();
+        Ok(())
     }
 
     pub fn save_peers(&self, peers: &[SocketAddr]) {

@@ -42,6 +42,15 @@ pub enum DirError {
     Pki(#[from] PkiError),
     #[error("user name {0:?} is not allowed: use letters, digits and . _ - only")]
     BadUserName(String),
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        source: crate::config_doc::ConfigError,
+    },
+    #[error("the new configuration is for overlay {new}, this directory's is {current}")]
+    OtherOverlay { current: String, new: String },
+    #[error("a peer would refuse the new configuration: {0}")]
+    Refused(overlay::ConfigRefusal),
 }
 
 pub(crate) fn read(path: &Path) -> Result<String, DirError> {
@@ -237,6 +246,71 @@ impl OverlayDir {
 
     pub fn config_document(&self) -> Result<String, DirError> {
         read(&self.file("reload-config.xml"))
+    }
+
+    /// The configuration signer (`signer.crt`, `signer.key`), which signs
+    /// the configuration and its Kinds (§11.1).
+    pub fn signer(&self) -> Result<CertSecurity, DirError> {
+        let config = self.configuration()?;
+        let cert = pki::pem_to_der(&read(&self.file("signer.crt"))?)?;
+        let info = pki::cert_info(&cert, &config.instance_name, config.node_id_length)?;
+        let key = pki::key_from_pem(&read(&self.file("signer.key"))?)?;
+        let id = *info.node_ids.first().ok_or_else(|| DirError::Corrupt {
+            path: self.file("signer.crt"),
+            problem: "the certificate carries no Node-ID".into(),
+        })?;
+        Ok(CertSecurity::new(key, cert.to_vec(), id, config.trust_store())?)
+    }
+
+    fn configuration(&self) -> Result<Configuration, DirError> {
+        let path = self.file("reload-config.xml");
+        crate::config_doc::SignedConfiguration::parse(&read(&path)?, None)
+            .map(|s| s.configuration)
+            .map_err(|source| DirError::Config { path, source })
+    }
+
+    /// Publishes `edited` (a configuration document, signed or not, as
+    /// `p2psip config show` prints it and the operator changed it) as the
+    /// overlay's next configuration (§6.5.4, §11.1): its sequence follows
+    /// the current one unless it is newer already, it is signed by the
+    /// configuration signer, checked as a peer would check it, and written
+    /// where the enrollment server serves it. Returns the signed document.
+    pub fn publish(&self, edited: &str) -> Result<(u16, String), DirError> {
+        use overlay::ConfigurationJudge;
+        let path = self.file("reload-config.xml");
+        let current_document = read(&path)?;
+        let current = self.configuration()?;
+        let mut next = crate::config_doc::SignedConfiguration::parse(edited, None)
+            .map_err(|source| DirError::Config {
+                path: PathBuf::from("the new document"),
+                source,
+            })?
+            .configuration;
+        if next.instance_name != current.instance_name {
+            return Err(DirError::OtherOverlay {
+                current: current.instance_name,
+                new: next.instance_name,
+            });
+        }
+        let newer = overlay::configuration::compare_sequences(next.sequence, current.sequence).is_gt();
+        if !newer || next.sequence == overlay::configuration::ANY_SEQUENCE {
+            // §6.3.2.1: 65535 is never a document's; after 65534 comes 0.
+            next.sequence = match current.sequence.wrapping_add(1) {
+                overlay::configuration::ANY_SEQUENCE => 0,
+                s => s,
+            };
+        }
+        let document = next.to_signed_document(&self.signer()?);
+        let ca = pki::pem_to_der(&read(&self.file("ca.crt"))?)?;
+        let mut judge = crate::config_judge::DocumentJudge::new(&current_document, ca.to_vec()).map_err(|source| {
+            DirError::Config {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        judge.judge_document(document.as_bytes()).map_err(DirError::Refused)?;
+        write(&path, document.as_bytes(), false)?;
+        Ok((next.sequence, document))
     }
 
     fn load_json<T: for<'de> Deserialize<'de> + Default>(&self, name: &str) -> Result<T, DirError> {

@@ -63,6 +63,8 @@ pub enum PeerError {
     Tls(#[from] rustls::Error),
     #[error("the configuration's message limits are unusable: {0}")]
     Limits(#[from] reload_wire::EncodeError),
+    #[error("the overlay's new configuration cannot be run by this peer: {0}")]
+    IncompatibleConfiguration(String),
     #[error("--admin {0} is not a loopback address: give the admin API a token (P2PSIP_ADMIN_TOKEN or --admin-token-file FILE; clients send Authorization: Bearer TOKEN)")]
     AdminWithoutToken(SocketAddr),
 }
@@ -102,6 +104,9 @@ pub struct Status {
     pub user: String,
     pub address: String,
     pub joined: bool,
+    /// The sequence of the configuration document it runs on (§6.3.2.1).
+    #[serde(default)]
+    pub configuration_sequence: u16,
     pub uptime_s: u64,
     pub successors: Vec<String>,
     pub predecessors: Vec<String>,
@@ -224,6 +229,14 @@ pub enum AdminRequest {
     ResourceId(String, oneshot::Sender<ResourceId>),
     /// The metrics as OpenMetrics text.
     Metrics(oneshot::Sender<String>),
+    /// The signed configuration document the peer runs on.
+    ConfigurationDocument(oneshot::Sender<String>),
+    /// A configuration document from the operator (§6.5.4: judged and
+    /// handed on as a ConfigUpdate would be).
+    Configure(
+        Vec<u8>,
+        oneshot::Sender<Result<overlay::Offered, overlay::ConfigRefusal>>,
+    ),
 }
 
 /// An admin request waiting for the overlay to answer.
@@ -429,6 +442,13 @@ async fn drive<T: Topology + Tables>(
         now_ms(),
     );
     engine.observe(true);
+    let judge = crate::config_judge::DocumentJudge::new(&dir.document, dir.pinned_ca.clone()).map_err(|source| {
+        NodeDirError::Config {
+            path: dir.path.join("reload-config.xml"),
+            source,
+        }
+    })?;
+    engine.take_configuration_updates(dir.document.clone().into_bytes(), Box::new(judge));
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
     tokio::spawn(accept_loop(listener, tls.clone(), ctx.clone(), me, input_tx.clone()));
     let mut sip_control = None;
@@ -568,11 +588,19 @@ async fn drive<T: Topology + Tables>(
         second_links: HashMap::new(),
         left: false,
         discovery_answers: crate::log_budget::LogBudget::new(20, 1_000),
+        refusal_logs: crate::log_budget::LogBudget::new(10, 60_000),
+        must_exit: None,
         metrics,
     };
+    driver
+        .metrics
+        .configuration(driver.engine.config().configuration_sequence);
     driver.start();
     driver.run(input_rx, shutdown).await;
-    Ok(())
+    match driver.must_exit {
+        Some(why) => Err(PeerError::IncompatibleConfiguration(why)),
+        None => Ok(()),
+    }
 }
 
 /// What `/status` shows of a topology's routing tables.
@@ -648,6 +676,11 @@ struct Driver<T: Topology + Tables> {
     second_links: HashMap<NodeId, Check<LinkHandle>>,
     /// Multicast discovery answers sent: at most 20 a second.
     discovery_answers: crate::log_budget::LogBudget,
+    /// Refused ConfigUpdates logged: any member can send one.
+    refusal_logs: crate::log_budget::LogBudget,
+    /// The overlay moved to a configuration this peer cannot run (§11.1):
+    /// why; the peer leaves and exits with it.
+    must_exit: Option<String>,
     /// A leave finished (`Event::Left` came out of the engine), even if
     /// the actions were carried out outside the main loop.
     left: bool,
@@ -823,6 +856,14 @@ impl<T: Topology + Tables> Driver<T> {
                     }
                     self.engine.handle_timeout(now_ms());
                 }
+                _ = async {}, if self.must_exit.is_some() && leave_deadline.is_none() => {
+                    leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
+                    if self.engine.is_joined() {
+                        self.engine.leave(now_ms());
+                    } else {
+                        return;
+                    }
+                }
                 _ = &mut shutdown, if leave_deadline.is_none() => {
                     tracing::info!("leaving the overlay (handing stored data over)");
                     self.cache_peers();
@@ -864,6 +905,42 @@ impl<T: Topology + Tables> Driver<T> {
         }
         self.left = left;
         left
+    }
+
+    /// The engine runs on a new configuration (§6.5.4): keep the document
+    /// for the next start and follow what the driver reads of it.
+    fn reconfigured(&mut self, sequence: u16, document: Option<Arc<[u8]>>, from: Option<NodeId>) {
+        self.metrics.configuration(sequence);
+        // New links frame with the new limits; links up keep theirs.
+        self.ctx = self.engine.decode_context().clone();
+        let source = from.map_or("the operator".to_string(), |n| format!("peer {}", n.to_hex()));
+        let Some(document) = document else {
+            return tracing::info!(
+                "Kinds updated by a ConfigUpdate from {source}; they last until the peer restarts unless a new configuration document carries them"
+            );
+        };
+        let before = (self.dir.config.root_certs.clone(), self.dir.config.bad_nodes.clone());
+        let saved = std::str::from_utf8(&document)
+            .map_err(|_| "the document is not UTF-8".to_string())
+            .and_then(|text| self.dir.save_config(text).map_err(|e| e.to_string()));
+        match saved {
+            Ok(()) => tracing::info!("configuration sequence {sequence} adopted from {source} and saved"),
+            Err(e) => {
+                return tracing::error!(
+                    "configuration sequence {sequence} adopted from {source} but not saved ({e}); the next start runs on the previous document"
+                )
+            }
+        }
+        if (self.dir.config.root_certs.clone(), self.dir.config.bad_nodes.clone()) != before {
+            tracing::warn!(
+                "configuration sequence {sequence} changes root-cert or bad-node: links and signatures follow them once the peer restarts"
+            );
+        }
+        for a in &self.dir.config.bootstrap_nodes {
+            if *a != self.listen && !self.bootstraps.contains(a) {
+                self.bootstraps.push(*a);
+            }
+        }
     }
 
     /// What the engine tells the application; true once a leave finished.
@@ -909,6 +986,25 @@ impl<T: Topology + Tables> Driver<T> {
                     overlay::node::OFFENCE_WINDOW_MS / 1000,
                     overlay::node::BANNED_FOR_MS / 60_000
                 );
+            }
+            Event::Reconfigured {
+                sequence,
+                document,
+                from,
+            } => self.reconfigured(sequence, document, from),
+            Event::ConfigurationRefused { from, refusal } => {
+                self.metrics.configuration_update_refused();
+                if let overlay::ConfigRefusal::Incompatible(why) = &refusal {
+                    // §11.1: "If a node is not capable of supporting the
+                    // new requirements, it MUST exit the overlay."
+                    tracing::error!(
+                        "the overlay's new configuration (from {}) cannot be run by this peer: {why}; leaving the overlay",
+                        from.to_hex()
+                    );
+                    self.must_exit = Some(why.clone());
+                } else if self.refusal_logs.take(now_ms()).0 {
+                    tracing::warn!("refused a ConfigUpdate from {}: {refusal}", from.to_hex());
+                }
             }
             // The reason comes from another (authenticated) peer: escaped,
             // and long enough to say what to do.
@@ -1105,6 +1201,17 @@ impl<T: Topology + Tables> Driver<T> {
             }
             Input::Admin(AdminRequest::Metrics(reply)) => {
                 let _ = reply.send(self.render_metrics());
+            }
+            Input::Admin(AdminRequest::ConfigurationDocument(reply)) => {
+                let _ = reply.send(self.dir.document.clone());
+            }
+            Input::Admin(AdminRequest::Configure(document, reply)) => {
+                let offered = self.engine.offer_configuration(now, document);
+                if let Err(refusal) = &offered {
+                    self.metrics.configuration_update_refused();
+                    tracing::warn!("the operator's configuration was refused: {refusal}");
+                }
+                let _ = reply.send(offered);
             }
             Input::Admin(AdminRequest::Certificate(node, reply)) => {
                 let req = FetchReq {
@@ -1721,6 +1828,7 @@ impl<T: Topology + Tables> Driver<T> {
             user: self.dir.info.user.clone(),
             address: self.listen.to_string(),
             joined: self.engine.is_joined(),
+            configuration_sequence: self.engine.config().configuration_sequence,
             uptime_s: now_ms().saturating_sub(self.started) / 1000,
             successors: chord.successors().iter().map(NodeId::to_hex).collect(),
             predecessors: chord.predecessors().iter().map(NodeId::to_hex).collect(),

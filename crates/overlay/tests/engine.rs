@@ -2016,5 +2016,8 @@ fn the_signer_of_the_next_document_is_named_by_the_current_one_and_checks_are_bu
     assert!(judged <= 16, "{judged} documents judged in one window");
     // The current document is recognised without a check.
     let current = net.nodes[1].configuration_document().unwrap().to_vec();
-    assert_eq!(net.nodes[1].offer_configuration(now, current), Ok(Offered::Current));
+    assert_eq!(
+        net.nodes[1].offer_configuration(now, current),
+        Ok(Offered::Current { sequence: 7 })
+    );
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddrV4;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod config_cmd;
 mod demo;
 mod overlay_cmds;
 mod plot;
@@ -76,6 +77,9 @@ enum Command {
     /// enrollment accounts, or the SIP users of a node directory (a
     /// running peer takes the change at once).
     User(user_cmd::UserArgs),
+    /// Show the overlay's configuration document, or publish a new one
+    /// (RFC 6940 §6.5.4 ConfigUpdate to running peers).
+    Config(config_cmd::ConfigArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -227,6 +231,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Ring(args) => overlay_cmds::ring(args),
         Command::Demo(args) => demo::demo(args),
         Command::User(args) => user_cmd::run(args),
+        Command::Config(args) => config_cmd::run(args),
     }
 }
 

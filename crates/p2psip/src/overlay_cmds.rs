@@ -507,6 +507,18 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<String> {
 
 /// [`http_get`] for requests that take a while.
 pub async fn http_get_within(addr: SocketAddr, path: &str, limit: Duration) -> Result<String> {
+    http_request(addr, "GET", path, None, limit).await
+}
+
+/// A plain HTTP request to a peer's admin API, with an optional body
+/// (content type, bytes); the body of a 200 answer.
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<(&str, &[u8])>,
+    limit: Duration,
+) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -515,10 +527,14 @@ pub async fn http_get_within(addr: SocketAddr, path: &str, limit: Duration) -> R
     let authorization = admin_token(None)?
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
+    let content = body
+        .map(|(kind, bytes)| format!("Content-Type: {kind}\r\nContent-Length: {}\r\n", bytes.len()))
+        .unwrap_or_default();
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}{content}Connection: close\r\n\r\n")
+            .into_bytes();
+    request.extend_from_slice(body.map(|(_, b)| b).unwrap_or_default());
+    tcp.write_all(&request).await?;
     let mut raw = Vec::new();
     tokio::time::timeout(limit, tcp.read_to_end(&mut raw))
         .await

@@ -7,22 +7,19 @@
 
 mod common;
 
+use common::raw_client::{client_config, RawClient};
 use common::*;
 use node::node_dir::NodeDir;
 use node::overlay_dir::OverlayDir;
-use node::pki::{make_csr, random_node_id, rustls_key};
-use reload_wire::framing::{encode_data, FrameDecoder};
+use node::pki::{make_csr, random_node_id};
 use reload_wire::storage::{ArrayEntry, DataValue, StoredData, StoredDataValue};
 use reload_wire::usages::kind_id;
-use reload_wire::{
-    Body, DecodeContext, Destination, ErrorCode, ForwardingHeader, FramedMessage, JoinReq, Message, MessageContents,
-    NodeId, SecurityBlock, Signature, StoreKindData, StoreReq, Writer,
-};
+use reload_wire::{Body, Destination, ErrorCode, JoinReq, NodeId, Signature, StoreKindData, StoreReq};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const OVERLAY: &str = "refusals.p2psip.test";
@@ -126,22 +123,6 @@ fn try_link(peer: SocketAddr, client: rustls::ClientConfig) -> Result<(), String
     })
 }
 
-fn client_config(trust: node::pki::TrustStore, cert: Option<(Vec<u8>, &NodeDir)>) -> rustls::ClientConfig {
-    let provider = node::enrollment::crypto_provider();
-    let verifier = Arc::new(node::link::OverlayCertVerifier::new(trust));
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(verifier);
-    match cert {
-        Some((der, dir)) => builder
-            .with_client_auth_cert(vec![der.into()], rustls_key(&dir.key))
-            .unwrap(),
-        None => builder.with_no_client_auth(),
-    }
-}
-
 #[test]
 fn an_expired_certificate_is_refused_with_the_reason_logged() {
     let s = scene("expired");
@@ -159,94 +140,7 @@ fn a_client_without_a_certificate_is_refused_with_the_reason_logged() {
     s.assert_link_refused(config, "peer sent no certificates");
 }
 
-/// A linked client that frames and signs RELOAD messages by hand.
-struct Rogue {
-    tls: tokio_rustls::client::TlsStream<TcpStream>,
-    ctx: DecodeContext,
-    overlay: u32,
-    /// The configuration document's sequence (§6.3.2.1).
-    configuration: u16,
-    hasher: overlay::ChordReload,
-    security: node::identity::CertSecurity,
-    me: NodeId,
-    sequence: u32,
-    frames: FrameDecoder,
-}
-
-impl Rogue {
-    async fn connect(s: &Scene) -> Rogue {
-        let config = client_config(s.rogue.config.trust_store(), Some((s.rogue.cert_der.clone(), &s.rogue)));
-        let tcp = TcpStream::connect(s.peer.listen).await.unwrap();
-        let name = rustls::pki_types::ServerName::IpAddress(s.peer.listen.ip().into());
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let overlay_config = s.rogue.config.overlay_config();
-        Rogue {
-            tls,
-            ctx: overlay_config.decode_context().unwrap(),
-            overlay: overlay_config.overlay_hash(),
-            configuration: overlay_config.configuration_sequence,
-            hasher: overlay::ChordReload::new(s.rogue.info.node_ids[0], overlay_config.chord.clone(), 16, 0),
-            security: s.rogue.security().unwrap(),
-            me: s.rogue.info.node_ids[0],
-            sequence: 0,
-            frames: FrameDecoder::new(),
-        }
-    }
-
-    /// Sends `body` to `to` with `signature` (None: signed properly) and
-    /// returns the answer's body.
-    async fn ask(&mut self, to: Destination, body: &Body, signature: Option<Signature>) -> Body {
-        use overlay::Signer;
-        // Unique across connections: the peer answers a transaction ID it
-        // has seen in the last 15 s from its cache (§6.2.1).
-        static NEXT_TID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        let tid = u64::from(std::process::id()) << 32 | NEXT_TID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.sequence += 1;
-        let contents = MessageContents::from_body(body).unwrap();
-        let signature = signature.unwrap_or_else(|| {
-            let input = Message::signature_input(self.overlay, tid, &contents, &self.security.identity()).unwrap();
-            self.security.sign(&input)
-        });
-        let mut header = ForwardingHeader::new(self.overlay, tid, vec![to]);
-        header.configuration_sequence = self.configuration;
-        let message = Message {
-            forwarding_header: header,
-            message_contents: contents,
-            security_block: SecurityBlock {
-                certificates: self.security.certificates(),
-                signature,
-            },
-        };
-        let bytes = message.to_bytes().unwrap();
-        let mut w = Writer::with_capacity(bytes.len() + 16);
-        encode_data(&mut w, self.sequence, &bytes);
-        self.tls.write_all(&w.finish().unwrap()).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(15), self.answer_to(tid))
-            .await
-            .expect("the peer answers within 15 s")
-    }
-
-    async fn answer_to(&mut self, tid: u64) -> Body {
-        let mut buf = vec![0u8; 65_536];
-        loop {
-            while let Some(frame) = self.frames.next_frame(&self.ctx).unwrap() {
-                let FramedMessage::Data { message, .. } = frame else {
-                    continue;
-                };
-                let m = Message::decode(&message, &self.ctx).unwrap();
-                if m.forwarding_header.transaction_id == tid {
-                    return m.message_contents.body(&self.ctx).unwrap();
-                }
-            }
-            let n = self.tls.read(&mut buf).await.unwrap();
-            assert!(n > 0, "the peer closed the link instead of answering");
-            self.frames.push(&buf[..n]);
-        }
-    }
-
+impl RawClient {
     /// A Store of this node's certificate under CERTIFICATE_BY_NODE (§8)
     /// with the given value signature (None: signed properly).
     fn certificate_store(&self, value_signature: Option<Signature>) -> (Destination, Body) {
@@ -302,7 +196,7 @@ fn a_join_under_a_node_id_the_certificate_does_not_carry_is_refused() {
     let s = scene("wrongid");
     let stranger = random_node_id(16);
     runtime().block_on(async {
-        let mut rogue = Rogue::connect(&s).await;
+        let mut rogue = RawClient::connect(&s.rogue, s.peer.listen).await;
         let join = Body::JoinReq(JoinReq {
             joining_peer_id: stranger,
             overlay_specific_data: Vec::new(),
@@ -325,7 +219,7 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
     let certificate_of_rogue = format!("/certificate/{}", s.rogue.info.node_ids[0].to_hex());
     runtime().block_on(async {
         use overlay::Signer;
-        let mut rogue = Rogue::connect(&s).await;
+        let mut rogue = RawClient::connect(&s.rogue, s.peer.listen).await;
         // A value whose signature covers something else.
         let forged = rogue.security.sign(b"not the value");
         let (to, store) = rogue.certificate_store(Some(forged));
@@ -372,7 +266,7 @@ fn forged_and_unsigned_stores_are_refused_and_nothing_is_stored() {
     // The same Store, signed properly, is taken: the refusals above were
     // about the signatures, not about the client.
     runtime().block_on(async {
-        let mut rogue = Rogue::connect(&s).await;
+        let mut rogue = RawClient::connect(&s.rogue, s.peer.listen).await;
         let (to, store) = rogue.certificate_store(None);
         let answer = rogue.ask(to, &store, None).await;
         assert!(matches!(answer, Body::StoreAns(_)), "{answer:?}");

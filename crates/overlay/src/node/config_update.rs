@@ -22,7 +22,7 @@ pub enum Offered {
     /// The node runs on it now and passes it on.
     Adopted { sequence: u16 },
     /// The node already runs on it.
-    Current,
+    Current { sequence: u16 },
 }
 
 impl<T: Topology, S: Security> OverlayNode<T, S> {
@@ -56,7 +56,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.adopt(now, config, Some(document.into()), None);
                 Ok(Offered::Adopted { sequence })
             }
-            None => Ok(Offered::Current),
+            None => Ok(Offered::Current {
+                sequence: self.config.configuration_sequence,
+            }),
         }
     }
 

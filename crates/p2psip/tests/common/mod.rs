@@ -3,6 +3,8 @@
 //! API, and the ring and data checks.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod raw_client;
+
 use node::peer::{FetchedCertificate, RingWalk, Status};
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
