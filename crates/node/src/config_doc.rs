@@ -33,6 +33,11 @@ pub const CONTENT_TYPE: &str = "application/p2p-overlay+xml";
 /// Largest document we read; a real one is a few kilobytes.
 pub const MAX_DOCUMENT_SIZE: usize = 1 << 20;
 const MAX_DEPTH: usize = 32;
+/// The max-message-size our documents carry (§11.1; the RFC's default
+/// when the element is absent is 5000). A ConfigUpdate (§6.5.4) carries
+/// the whole signed document, some 7 KB with the standard Kinds, root
+/// certificate and signatures, and must fit in one message.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u32 = 32_768;
 /// The default port of bootstrap-node (§11.1).
 pub const DEFAULT_PORT: u16 = 6084;
 
@@ -110,7 +115,7 @@ impl Configuration {
             enrollment_servers: Vec::new(),
             bootstrap_nodes: Vec::new(),
             multicast_bootstrap: None,
-            max_message_size: DecodeContext::DEFAULT_MAX_MESSAGE_SIZE as u32,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             initial_ttl: reload_wire::header::DEFAULT_INITIAL_TTL,
             reliability_timer_ms: 3000,
             chord_update_interval_s: 600,
@@ -683,6 +688,8 @@ fn interpret(el: &Element, text: &str) -> Result<(Configuration, KindSignatures)
     c.kinds.clear();
     c.overlay_link_protocols.clear();
     c.no_ice = false;
+    // §11.1: "If this value is not present, the default is 5000."
+    c.max_message_size = DecodeContext::DEFAULT_MAX_MESSAGE_SIZE as u32;
     if let Some(s) = el.attr("sequence") {
         c.sequence = s
             .parse()

@@ -67,7 +67,7 @@ pub fn run(args: ConfigArgs) -> Result<()> {
             print!("{document}");
             Ok(())
         }
-        ConfigAction::Show { .. } => unreachable!("clap requires --dir or --peer"),
+        ConfigAction::Show { .. } => anyhow::bail!("give --dir DIR (an overlay directory) or --peer HOST:PORT"),
         ConfigAction::Publish { dir, document, peers } => publish(dir, document, peers),
     }
 }
@@ -80,6 +80,17 @@ fn publish(dir: PathBuf, document: PathBuf, peers: Vec<SocketAddr>) -> Result<()
         "configuration sequence {sequence} signed and written to {}",
         overlay.file("reload-config.xml").display()
     );
+    let limit = node::config_doc::SignedConfiguration::parse(&signed, None)
+        .map(|s| s.configuration.max_message_size as usize)
+        .unwrap_or_default();
+    // The forwarding header and the ConfigUpdate's own signature need room
+    // beside the document (§6.5.4.1).
+    if signed.len() + 1024 > limit {
+        eprintln!(
+            "warning: the signed document is {} bytes, too large for a ConfigUpdate under max-message-size {limit}:              peers will not pass it on; raise max-message-size (it also limits every other message)",
+            signed.len()
+        );
+    }
     let mut failed = 0;
     for peer in &peers {
         let body = Some((node::config_doc::CONTENT_TYPE, signed.as_bytes()));
