@@ -811,6 +811,13 @@ fn kind_definition(kind: &Element) -> Result<KindDefinition, ConfigError> {
     })
 }
 
+/// The time RFC 3339 text names (the `expiration` attribute).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let t = time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339).ok()?;
+    let secs = u64::try_from(t.unix_timestamp()).ok()?;
+    Some(SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 /// RFC 3339 UTC text of a time.
 pub fn rfc3339(t: SystemTime) -> String {
     let secs = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs();

@@ -526,7 +526,32 @@ pub struct Client {
     verifier: Arc<PinnedCa>,
 }
 
+/// §11.2: the configuration document `server` (an https:// base URL, or
+/// any URL on it such as the enrollment server's) serves, over TLS whose
+/// chain ends at the pinned CA. Not verified here.
+pub async fn fetch_configuration(server: &str, pin: CaPin) -> Result<Vec<u8>, EnrollError> {
+    Client::new(pin).configuration(server).await
+}
+
 impl Client {
+    /// GET `/.well-known/reload-config` on the host of `server`.
+    async fn configuration(&self, server: &str) -> Result<Vec<u8>, EnrollError> {
+        let base = match server.trim_end_matches('/').split_once("://") {
+            Some((scheme, rest)) => format!("{scheme}://{}", rest.split('/').next().unwrap_or(rest)),
+            None => server.trim_end_matches('/').to_string(),
+        };
+        let config_url = format!("{base}/.well-known/reload-config");
+        let (status, _, body) = self.request(&config_url, hyper::Method::GET, None, Vec::new()).await?;
+        if status != 200 {
+            return Err(EnrollError::Http {
+                url: config_url,
+                status,
+                body: String::from_utf8_lossy(&body).chars().take(200).collect(),
+            });
+        }
+        Ok(body)
+    }
+
     pub fn new(pin: CaPin) -> Self {
         let provider = crypto_provider();
         let verifier = Arc::new(PinnedCa {
@@ -646,18 +671,7 @@ pub async fn enroll(
     node_dir: &Path,
 ) -> Result<Enrolled, EnrollError> {
     let client = Client::new(pin);
-    let base = server.trim_end_matches('/');
-    let config_url = format!("{base}/.well-known/reload-config");
-    let (status, _, body) = client
-        .request(&config_url, hyper::Method::GET, None, Vec::new())
-        .await?;
-    if status != 200 {
-        return Err(EnrollError::Http {
-            url: config_url,
-            status,
-            body: String::from_utf8_lossy(&body).chars().take(200).collect(),
-        });
-    }
+    let body = client.configuration(server).await?;
     let ca = client
         .verifier
         .ca

@@ -6,6 +6,7 @@ pub mod admin;
 mod certificates;
 pub mod config_doc;
 pub mod config_judge;
+mod config_refetch;
 pub mod control;
 pub mod discovery;
 pub mod enrollment;

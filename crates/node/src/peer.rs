@@ -288,6 +288,9 @@ pub(crate) enum Input {
     Discovery(crate::discovery::Datagram, SocketAddr),
     /// The SIP side needs the overlay.
     Sip(crate::sip_server::SipOverlayRequest),
+    /// A configuration document fetched from the configuration server
+    /// (§11.2), or why not.
+    FetchedConfiguration(Result<Vec<u8>, String>),
     /// Read `users/` again (an account added or removed while running,
     /// [`crate::control`]); the answer says who is served now.
     ReloadUsers(oneshot::Sender<Result<String, String>>),
@@ -590,11 +593,13 @@ async fn drive<T: Topology + Tables>(
         discovery_answers: crate::log_budget::LogBudget::new(20, 1_000),
         refusal_logs: crate::log_budget::LogBudget::new(10, 60_000),
         must_exit: None,
+        refetch: Default::default(),
         metrics,
     };
     driver
         .metrics
         .configuration(driver.engine.config().configuration_sequence);
+    driver.plan_refetch();
     driver.start();
     driver.run(input_rx, shutdown).await;
     match driver.must_exit {
@@ -681,6 +686,8 @@ struct Driver<T: Topology + Tables> {
     /// The overlay moved to a configuration this peer cannot run (§11.1):
     /// why; the peer leaves and exits with it.
     must_exit: Option<String>,
+    /// When to fetch the configuration document again (§11.1, §6.5.4).
+    refetch: crate::config_refetch::Refetch,
     /// A leave finished (`Event::Left` came out of the engine), even if
     /// the actions were carried out outside the main loop.
     left: bool,
@@ -824,6 +831,9 @@ impl<T: Topology + Tables> Driver<T> {
                 Some(next_cache),
                 self.certificates.due(),
                 self.second_links_due(),
+                self.refetch
+                    .wake_in(std::time::SystemTime::now())
+                    .map(|d| Instant::now() + d),
             ]
             .into_iter()
             .flatten()
@@ -850,6 +860,7 @@ impl<T: Topology + Tables> Driver<T> {
                     if self.second_links_due().is_some_and(|t| now >= t) {
                         self.second_links_timed_out();
                     }
+                    self.maybe_refetch();
                     if now >= next_cache {
                         next_cache = now + Duration::from_secs(60);
                         self.cache_peers();
@@ -941,6 +952,67 @@ impl<T: Topology + Tables> Driver<T> {
                 self.bootstraps.push(*a);
             }
         }
+        self.plan_refetch();
+    }
+
+    /// §11.1: fetch the document again at a random time before it
+    /// expires.
+    fn plan_refetch(&mut self) {
+        let expiration = self
+            .dir
+            .config
+            .expiration
+            .as_deref()
+            .and_then(crate::config_doc::parse_rfc3339);
+        let random = u64::from_le_bytes(self.me.as_bytes()[8..16].try_into().unwrap_or_default()) ^ now_ms();
+        self.refetch.plan(expiration, std::time::SystemTime::now(), random);
+    }
+
+    /// Starts a due fetch from the configuration server (the enrollment
+    /// server's host, §11.2), over TLS pinned to the node's CA.
+    fn maybe_refetch(&mut self) {
+        let Some(server) = self.dir.config.enrollment_servers.first().cloned() else {
+            return;
+        };
+        if !self.refetch.start(std::time::SystemTime::now()) {
+            return;
+        }
+        let pin = crate::enrollment::CaPin::Certificate(self.dir.pinned_ca.clone().into());
+        let input = self.input_tx.clone();
+        tokio::spawn(async move {
+            let fetched = tokio::time::timeout(
+                Duration::from_secs(30),
+                crate::enrollment::fetch_configuration(&server, pin),
+            )
+            .await
+            .map_err(|_| format!("{server}: no answer within 30 s"))
+            .and_then(|f| f.map_err(|e| format!("{server}: {e}")));
+            let _ = input.send(Input::FetchedConfiguration(fetched)).await;
+        });
+    }
+
+    fn fetched_configuration(&mut self, fetched: Result<Vec<u8>, String>) {
+        let now = std::time::SystemTime::now();
+        let document = match fetched {
+            Ok(d) => d,
+            Err(why) => {
+                self.refetch.finished(now, true);
+                return tracing::warn!("cannot fetch the configuration document: {why}; trying again in a minute");
+            }
+        };
+        self.refetch.finished(now, false);
+        match self.engine.offer_configuration(now_ms(), document) {
+            Ok(overlay::Offered::Adopted { .. }) => {}
+            Ok(overlay::Offered::Current { sequence }) => {
+                tracing::debug!("the configuration server has sequence {sequence}, the one this peer runs");
+                self.plan_refetch();
+            }
+            Err(refusal) => {
+                self.metrics.configuration_update_refused();
+                tracing::warn!("the configuration server's document was refused: {refusal}");
+                self.plan_refetch();
+            }
+        }
     }
 
     /// What the engine tells the application; true once a leave finished.
@@ -992,6 +1064,15 @@ impl<T: Topology + Tables> Driver<T> {
                 document,
                 from,
             } => self.reconfigured(sequence, document, from),
+            Event::ConfigurationStale { by } => {
+                if self.refetch.wake_in(std::time::SystemTime::now()) != Some(Duration::ZERO) {
+                    tracing::info!(
+                        "peer {} runs a newer configuration; fetching it from the configuration server",
+                        by.to_hex()
+                    );
+                }
+                self.refetch.stale(std::time::SystemTime::now());
+            }
             Event::ConfigurationRefused { from, refusal } => {
                 self.metrics.configuration_update_refused();
                 if let overlay::ConfigRefusal::Incompatible(why) = &refusal {
@@ -1196,6 +1277,7 @@ impl<T: Topology + Tables> Driver<T> {
                 self.sip_locator.forget(address);
             }
             Input::ReloadUsers(reply) => self.reload_users(reply),
+            Input::FetchedConfiguration(fetched) => self.fetched_configuration(fetched),
             Input::Admin(AdminRequest::Status(reply)) => {
                 let _ = reply.send(self.status());
             }

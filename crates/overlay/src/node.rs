@@ -127,6 +127,11 @@ pub enum Event {
     },
     /// A ConfigUpdate from `from` was refused.
     ConfigurationRefused { from: NodeId, refusal: ConfigRefusal },
+    /// `by` answered Error_Config_Too_Old: this node runs an older
+    /// document. `by` sends the newer one in a ConfigUpdate if it fits in
+    /// a message; a driver may also fetch it from the configuration
+    /// server (§6.5.4: "the only available recovery mechanism").
+    ConfigurationStale { by: NodeId },
     /// A peer's Attach (§6.5.1) named where it takes links: what a driver
     /// needs to cache a peer that dialled this one (§11.4).
     PeerAddress { peer: NodeId, address: IpAddressPort },
@@ -1955,6 +1960,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             if e.error_code == ErrorCode::CONFIG_TOO_NEW && from != self.me {
                 // §6.5.4: the responder runs an older document.
                 self.tell_configuration(now, vec![Destination::Node(from)]);
+            } else if e.error_code == ErrorCode::CONFIG_TOO_OLD && from != self.me {
+                self.actions
+                    .push_back(Action::Event(Box::new(Event::ConfigurationStale { by: from })));
             }
         }
         match out.purpose {

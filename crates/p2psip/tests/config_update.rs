@@ -180,3 +180,59 @@ fn a_published_configuration_with_a_new_kind_reaches_all_five_peers_and_is_used(
     assert_eq!(refused_metric, 0.0, "no peer refused a genuine update");
     assert_eq!(metric(peers[0].admin, "p2psip_configuration_sequence"), 2.0);
 }
+
+/// §6.5.4's recovery: a document larger than a ConfigUpdate may carry
+/// (here the new document lowers max-message-size below its own size)
+/// cannot be handed on, so peers that are answered Error_Config_Too_Old
+/// fetch it from the configuration server instead.
+#[test]
+fn peers_fetch_a_document_too_large_to_hand_on_from_the_configuration_server() {
+    let mut overlay = Overlay::create("cfgfetch", OVERLAY);
+    let dirs: Vec<_> = (0..3).map(|i| overlay.enroll(&format!("peer{i}"))).collect();
+    let first = overlay.start_peer(&dirs[0], None);
+    let mut peers = vec![first];
+    for d in &dirs[1..] {
+        let p = overlay.start_peer(d, Some(peers[0].listen));
+        peers.push(p);
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_consistent(&all, Duration::from_secs(30), "three peers");
+    let overlay_dir = overlay.dir.join("overlay");
+    let shown = run_ok(&["config", "show", "--dir", overlay_dir.to_str().unwrap()]);
+    let edited = shown.replacen(
+        "<max-message-size>32768</max-message-size>",
+        "<max-message-size>5000</max-message-size>",
+        1,
+    );
+    assert_ne!(edited, shown);
+    let edited_path = overlay.dir.join("edited-config.xml");
+    std::fs::write(&edited_path, edited).unwrap();
+    let admin = peers[0].admin.to_string();
+    let out = std::process::Command::new(BIN)
+        .args(["config", "publish", "--dir", overlay_dir.to_str().unwrap()])
+        .arg(&edited_path)
+        .args(["--peer", &admin])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warning.contains("too large for a ConfigUpdate"),
+        "publish warns: {warning}"
+    );
+    let start = Instant::now();
+    wait_for(Duration::from_secs(20), "all three peers on sequence 2", || {
+        all.iter()
+            .all(|p| status(p.admin).is_some_and(|s| s.configuration_sequence == 2))
+    });
+    eprintln!("the other peers fetched sequence 2 in {:?}", start.elapsed());
+    for p in &peers[1..] {
+        let log = std::fs::read_to_string(&p.log).unwrap();
+        assert!(
+            log.contains("fetching it from the configuration server"),
+            "{} fetched it: {log}",
+            p.listen
+        );
+    }
+    wait_consistent(&all, Duration::from_secs(30), "the ring after the change");
+}

@@ -541,9 +541,11 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
             }
             None => {}
         },
-        // Simulated peers never share a Node-ID, so nobody refuses one.
+        // Simulated peers never share a Node-ID, so nobody refuses one,
+        // and they take no configuration updates.
         Event::Reconfigured { .. }
         | Event::ConfigurationRefused { .. }
+        | Event::ConfigurationStale { .. }
         | Event::PeerAddress { .. }
         | Event::Refused { .. }
         | Event::Misbehaving { .. } => {}
