@@ -386,6 +386,7 @@ pub fn status(args: StatusArgs) -> Result<()> {
         if s.joined { "joined" } else { "not joined" }
     );
     println!("address   {}", s.address);
+    println!("config    sequence {}", s.configuration_sequence);
     println!("uptime    {} s", s.uptime_s);
     println!("preds     {}", s.predecessors.join(" "));
     println!("succs     {}", s.successors.join(" "));
