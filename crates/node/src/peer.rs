@@ -483,7 +483,7 @@ async fn drive<T: Topology + Tables>(
         let overlay_side = sockets
             .overlay_addr()
             .map_err(|source| PeerError::Listen { addr, source })?;
-        engine.offer_application(overlay::sip_usage::SIP_APPLICATION, IpAddressPort::Ip(overlay_side));
+        engine.offer_application(overlay::sip_usage::SIPS_APPLICATION, IpAddressPort::Ip(overlay_side));
         let proxy_seed = u64::from_be_bytes(secret[..8].try_into().unwrap_or_default()) ^ seed;
         let (control_tx, control_rx) = mpsc::channel(4);
         sip_control = Some(control_tx);
@@ -491,6 +491,7 @@ async fn drive<T: Topology + Tables>(
         metrics.add_sip(&sip_metrics);
         tokio::spawn(crate::sip_server::serve(
             sockets,
+            tls.clone(),
             registrar,
             (proxy_seed, dialog_secret),
             input_tx.clone(),

@@ -209,7 +209,7 @@ impl SipLocator {
         }
         locating.waiting = attach.len();
         for peer in attach {
-            let request = engine.app_attach(now, peer, sip_usage::SIP_APPLICATION);
+            let request = engine.app_attach(now, peer, sip_usage::SIPS_APPLICATION);
             self.attaches.insert(request, (id, peer));
         }
         if self.locating.get(&id).is_some_and(|l| l.waiting == 0) {

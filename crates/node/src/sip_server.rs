@@ -4,16 +4,18 @@
 //! - Phones use UDP and TCP on ADDR (RFC 3261 §18). A registration that
 //!   changes is stored in the overlay by the engine task (RFC 7904 §3)
 //!   before the phone gets its 200 OK.
-//! - Other peers reach this peer's SIP over TCP on a second listener,
-//!   whose address AppAttach hands out (RFC 7904 §4.2, application 5060).
-//!   Requests arriving there are for the phones attached here.
+//! - Other peers reach this peer's SIP over TLS on a second listener,
+//!   whose address AppAttach hands out (RFC 7904 §4.2, application 5061),
+//!   each end presenting its node certificate (decision 0027). Requests
+//!   arriving there are for the phones attached here.
 //! - TCP connections, accepted or opened, are kept by remote address and
 //!   reused for every later message to that address.
 
+use crate::link::LinkTls;
 use crate::log_budget::LogBudget;
 use crate::peer::{now_ms, Input};
 use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
-use crate::sip_tcp::{accept_tcp, run_connection};
+use crate::sip_tcp::{accept_tcp, open_connection};
 use sip::intake::Intake;
 use sip::message::ParseError;
 use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
@@ -24,7 +26,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 
 /// What the SIP side asks of the engine task.
@@ -159,6 +161,8 @@ struct Core {
     registers: ServerTransactions,
     udp: Arc<UdpSocket>,
     connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    /// The node's certificate and the overlay's trust, for TLS to peers.
+    tls: Arc<LinkTls>,
     events: mpsc::Sender<SipInput>,
     overlay: mpsc::Sender<Input>,
 }
@@ -166,6 +170,7 @@ struct Core {
 /// Serves SIP until the engine task goes away.
 pub(crate) async fn serve(
     sockets: SipSockets,
+    tls: Arc<LinkTls>,
     registrar: Registrar,
     (seed, dialog_secret): (u64, [u8; 32]),
     overlay: mpsc::Sender<Input>,
@@ -180,8 +185,13 @@ pub(crate) async fn serve(
             .local_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
     };
-    tokio::spawn(accept_tcp(sockets.tcp, Side::Phones, events.clone()));
-    tokio::spawn(accept_tcp(sockets.overlay, Side::Overlay, events.clone()));
+    tokio::spawn(accept_tcp(sockets.tcp, Side::Phones, None, events.clone()));
+    tokio::spawn(accept_tcp(
+        sockets.overlay,
+        Side::Overlay,
+        Some(tls.clone()),
+        events.clone(),
+    ));
     let udp = sockets.udp;
     let mut core = Core {
         registrar,
@@ -192,6 +202,7 @@ pub(crate) async fn serve(
         registers: ServerTransactions::new(),
         udp: udp.clone(),
         connections: HashMap::new(),
+        tls,
         events,
         overlay,
     };
@@ -554,7 +565,7 @@ impl Core {
                     tracing::debug!("sip: cannot send to {}: {e}", flow.remote);
                 }
             }
-            Transport::Tcp => {
+            Transport::Tcp | Transport::Tls => {
                 let bytes = match self.connections.get(&flow.remote) {
                     Some(tx) => match tx.try_send(bytes) {
                         Ok(()) => return,
@@ -574,20 +585,24 @@ impl Core {
         }
     }
 
-    /// Opens a TCP connection to `flow.remote` (RFC 3261 §18.1.1, §18.2.2),
-    /// with `first` queued on it; messages sent meanwhile queue behind it.
+    /// Opens a connection to `flow.remote` (RFC 3261 §18.1.1, §18.2.2):
+    /// TLS as this node to another peer, TCP to a phone; `first` is queued
+    /// on it and messages sent meanwhile queue behind it.
     fn connect(&mut self, flow: Flow, first: Vec<u8>) {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         let _ = tx.try_send(first);
         self.connections.insert(flow.remote, tx.clone());
-        let events = self.events.clone();
+        let (events, tls) = (self.events.clone(), self.tls.clone());
         tokio::spawn(async move {
-            match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(flow.remote)).await {
-                Ok(Ok(stream)) => run_connection(stream, flow.remote, Side::Overlay, events, tx, rx).await,
-                _ => {
-                    let _ = events.send(SipInput::Closed { tx }).await;
-                    let _ = events.send(SipInput::FlowFailed { flow }).await;
-                }
+            let opened = open_connection(flow, tls, CONNECT_TIMEOUT, events.clone(), tx.clone(), rx).await;
+            if let Err(why) = opened {
+                tracing::debug!(
+                    "sip: cannot connect to {} over {}: {why}",
+                    flow.remote,
+                    flow.transport.name()
+                );
+                let _ = events.send(SipInput::Closed { tx }).await;
+                let _ = events.send(SipInput::FlowFailed { flow }).await;
             }
         });
     }

@@ -1,5 +1,9 @@
 //! SIP over TCP (RFC 3261 §18): the listeners' accept loops and one task
-//! per connection, framing messages by Content-Length (§18.3).
+//! per connection, framing messages by Content-Length (§18.3). On the
+//! listener other peers use, every connection is TLS with both node
+//! certificates checked against the overlay's CA and bad nodes, as on
+//! overlay links (the AppAttach connection of application 5061, decision
+//! 0027): only enrolled members reach the phones attached here.
 //!
 //! Every connection is bounded, so that one host cannot lock the others
 //! out or hold memory by doing nothing:
@@ -12,6 +16,7 @@
 //!   closed: longer than any registration lives (a phone refreshes within
 //!   [`sip::registrar::MAX_EXPIRES_S`]), so no live flow is cut.
 
+use crate::link::LinkTls;
 use crate::log_budget::LogLimiter;
 use crate::peer::now_ms;
 use crate::sip_server::{refuse_malformed, SipInput, MAX_TCP_BUFFER, TCP_QUEUE};
@@ -22,7 +27,7 @@ use sip::registrar::{Flow, Transport};
 use std::net::SocketAddr;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -42,7 +47,14 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(sip::registrar::MAX_EXPIR
 
 static REFUSED: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(20, 60_000, "refused SIP connections"));
 
-pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::Sender<SipInput>) {
+/// Accepts SIP connections on `listener`: TLS with a node certificate when
+/// `tls` is given (the peers' listener), plain TCP otherwise (phones).
+pub(crate) async fn accept_tcp(
+    listener: TcpListener,
+    side: Side,
+    tls: Option<Arc<LinkTls>>,
+    events: mpsc::Sender<SipInput>,
+) {
     let caps = ConnectionCaps::new(MAX_TCP_CONNECTIONS, MAX_TCP_PER_SOURCE);
     loop {
         let (stream, remote) = crate::source_caps::accept(&listener).await;
@@ -63,13 +75,31 @@ pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, events: mpsc::
                 continue;
             }
         };
-        let (tx, rx) = mpsc::channel(TCP_QUEUE);
-        if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_err() {
-            return;
-        }
         let events = events.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            run_connection(stream, remote, side, events, tx, rx).await;
+            let _ = stream.set_nodelay(true);
+            let (tx, rx) = mpsc::channel(TCP_QUEUE);
+            let Some(tls) = tls else {
+                if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_ok() {
+                    run_connection(stream, remote, Transport::Tcp, side, events, tx, rx).await;
+                }
+                return drop(admitted);
+            };
+            // The handshake counts against the first message's time.
+            let stream = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => return refused_peer(remote, &e.to_string()),
+                Err(_) => return refused_peer(remote, "no TLS handshake within 10 s"),
+            };
+            let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+            tracing::debug!(
+                "sip: TLS connection from peer {} at {remote}",
+                ids.first().map(|n| n.to_hex()).unwrap_or_default()
+            );
+            if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_ok() {
+                run_connection(stream, remote, Transport::Tls, side, events, tx, rx).await;
+            }
             drop(admitted);
         });
     }
@@ -88,37 +118,73 @@ fn deadline(last_activity: Instant, message_began: Option<Instant>, whole_messag
     }
 }
 
-/// One TCP connection: frames messages by Content-Length (RFC 3261
-/// §18.3) and writes what is queued on `rx`.
-pub(crate) async fn run_connection(
-    stream: TcpStream,
+/// A connection on the peers' port that did not show a node certificate
+/// the overlay trusts: closed, and logged within a budget.
+fn refused_peer(remote: SocketAddr, why: &str) {
+    if REFUSED.allow(now_ms()) {
+        tracing::info!("sip: refused a connection from {remote} on the peers' port: {why}");
+    }
+}
+
+/// Opens the TCP connection of `flow`, with TLS as a node when the flow is
+/// TLS (to another peer), within `limit`; then runs it.
+pub(crate) async fn open_connection(
+    flow: Flow,
+    tls: Arc<LinkTls>,
+    limit: Duration,
+    events: mpsc::Sender<SipInput>,
+    tx: mpsc::Sender<Vec<u8>>,
+    rx: mpsc::Receiver<Vec<u8>>,
+) -> Result<(), String> {
+    let remote = flow.remote;
+    let tcp = tokio::time::timeout(limit, TcpStream::connect(remote))
+        .await
+        .map_err(|_| format!("no TCP connection within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    if flow.transport != Transport::Tls {
+        run_connection(tcp, remote, flow.transport, Side::Phones, events, tx, rx).await;
+        return Ok(());
+    }
+    let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
+    let stream = tokio::time::timeout(limit, tls.connector.connect(name, tcp))
+        .await
+        .map_err(|_| format!("no TLS handshake within {limit:?}"))?
+        .map_err(|e| e.to_string())?;
+    run_connection(stream, remote, Transport::Tls, Side::Overlay, events, tx, rx).await;
+    Ok(())
+}
+
+/// One connection: frames messages by Content-Length (RFC 3261 §18.3) and
+/// writes what is queued on `rx`. Each SIP message is written whole; the
+/// caller turned Nagle's algorithm off, which would hold the next one (a
+/// 180 right after a 100, the ACK after the 200) until the other end's
+/// delayed ACK, some 40 ms later.
+pub(crate) async fn run_connection<S>(
+    stream: S,
     remote: SocketAddr,
+    transport: Transport,
     side: Side,
     events: mpsc::Sender<SipInput>,
     tx: mpsc::Sender<Vec<u8>>,
     mut rx: mpsc::Receiver<Vec<u8>>,
-) {
-    // Each SIP message is written whole; Nagle's algorithm would hold the
-    // next one (a 180 right after a 100, the ACK after the 200) until the
-    // peer's delayed ACK, some 40 ms later.
-    let _ = stream.set_nodelay(true);
-    let (mut reader, mut writer) = stream.into_split();
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (mut reader, mut writer) = tokio::io::split(stream);
     // The writer reports when it last wrote, so a connection busy only
     // the other way is not idle.
     let last_write = Arc::new(Mutex::new(Instant::now()));
     let written = last_write.clone();
     let write = tokio::spawn(async move {
         while let Some(bytes) = rx.recv().await {
-            if writer.write_all(&bytes).await.is_err() {
+            if writer.write_all(&bytes).await.is_err() || writer.flush().await.is_err() {
                 return;
             }
             *written.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
     });
-    let flow = Flow {
-        transport: Transport::Tcp,
-        remote,
-    };
+    let flow = Flow { transport, remote };
     let started = Instant::now();
     let mut last_read = started;
     let mut message_began: Option<Instant> = None;

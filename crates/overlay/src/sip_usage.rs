@@ -18,6 +18,11 @@ use reload_wire::{
 /// Application-ID of SIP over an AppAttach connection (RFC 6940 §14.5,
 /// RFC 7904 §4.2).
 pub const SIP_APPLICATION: u16 = 5060;
+/// Application-ID of SIPS: SIP over TLS on the AppAttach connection, each
+/// end presenting its node certificate (RFC 6940 §2: Application IDs
+/// "tunneled over TLS or DTLS direct connections between nodes").
+/// The one our peers offer and ask for (decision 0027).
+pub const SIPS_APPLICATION: u16 = 5061;
 
 /// Where an AppAttachAns says the peer's SIP takes connections: its first
 /// candidate (decision 0007: no ICE, one host candidate).

@@ -3,11 +3,13 @@
 //! TCP, a message that never completes is dropped, a flood of malformed
 //! datagrams does not flood the log, a made-up dialog relays nothing, a
 //! captured Authorization cannot be replayed, a caller's credentials stay
-//! at its peer and a phone cannot call as another user.
+//! at its peer, a phone cannot call as another user, and the port between
+//! peers hears only enrolled nodes over TLS.
 
 mod common;
 mod phones;
 
+use common::raw_client;
 use common::*;
 use phones::{sipp_on, Scenarios};
 use std::io::{Read, Write};
@@ -251,12 +253,15 @@ fn register_phone(phone: &UdpSocket, sip: SocketAddr, user: &str, password: &str
 /// Issue 36 §1 against a real peer: an INVITE with a made-up To tag and
 /// a Route to another host (or straight to a registered phone) is
 /// challenged when it comes from a phone and refused when it comes to the
-/// port other peers use, and nothing reaches the host it names. The peer
+/// port other peers use, and nothing reaches the host it names. That port
+/// takes only TLS with a node certificate of the overlay (decision 0027):
+/// plain SIP and TLS without a certificate are not heard at all, and an
+/// enrolled node's made-up dialog gets 403. The peer
 /// handles one message at a time and sends what it forwards before it
 /// answers, so once the answer is in, anything relayed is too.
 #[test]
 fn a_made_up_dialog_is_not_relayed() {
-    let (_o, peer, sip) = one_peer("attack-relay");
+    let (o, peer, sip) = one_peer("attack-relay");
     let peers_side: SocketAddr = status(peer.admin).unwrap().sip.unwrap().peers.parse().unwrap();
     let target = UdpSocket::bind("127.0.0.9:0").unwrap();
     let target_addr = target.local_addr().unwrap();
@@ -280,15 +285,49 @@ fn a_made_up_dialog_is_not_relayed() {
     assert_ne!(answer.status(), Some(200));
     assert!(!received_anything(&target), "nothing was relayed to {target_addr}");
 
+    let forged = invite("r3", &format!("sip:x@{target_addr}"), &route);
     let mut tcp = TcpStream::connect(peers_side).unwrap();
-    tcp.write_all(invite("r3", &format!("sip:x@{target_addr}"), &route).as_bytes())
-        .unwrap();
+    tcp.write_all(forged.as_bytes()).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = [0u8; 4096];
-    let n = tcp.read(&mut buf).unwrap();
+    let n = tcp.read(&mut buf).unwrap_or(0);
     let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        !text.contains("SIP/2.0"),
+        "plain SIP on the peers' port was heard: {text}"
+    );
+    let mallory = node::node_dir::NodeDir::load(&o.enroll("mallory")).unwrap();
+    let trust = mallory.config.trust_store();
+    let without_certificate = raw_client::client_config(trust.clone(), None);
+    let heard = tls_exchange(peers_side, without_certificate, &forged);
+    assert!(!heard.as_ref().is_ok_and(|t| t.contains("SIP/2.0")), "{heard:?}");
+    let as_member = raw_client::client_config(trust, Some((mallory.cert_der.clone(), &mallory)));
+    let text = tls_exchange(peers_side, as_member, &forged).expect("an enrolled node is heard");
     assert!(text.starts_with("SIP/2.0 403 Not Routed Through This Peer"), "{text}");
     assert!(!received_anything(&target), "nothing was relayed to {target_addr}");
+}
+
+/// Sends `message` over TLS with `client` to `to`; what comes back within
+/// 10 s, or why nothing did.
+fn tls_exchange(to: SocketAddr, client: rustls::ClientConfig, message: &str) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(to).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::IpAddress(to.ip().into());
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
+        let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
+        tls.write_all(message.as_bytes()).await.map_err(|e| e.to_string())?;
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut buf))
+            .await
+            .map_err(|_| "no answer".to_string())?
+            .map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
 }
 
 /// Issue 36 §2 against a real peer: alice registers with digest; her

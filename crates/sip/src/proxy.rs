@@ -696,7 +696,7 @@ impl Proxy {
                     .map(|remote| Target {
                         request_uri: None,
                         flow: Flow {
-                            transport: Transport::Tcp,
+                            transport: Transport::Tls,
                             remote,
                         },
                         side: Side::Overlay,
@@ -1509,12 +1509,13 @@ fn dialog_next_hop(
     Ok(by_flow(flow))
 }
 
-/// A next hop reached over TCP is taken for a peer, over UDP for a phone:
-/// it only decides which of this peer's addresses the Via names.
+/// A next hop reached over TLS is a peer (the AppAttach connection), over
+/// UDP or TCP a phone: it only decides which of this peer's addresses the
+/// Via names.
 fn side_toward(flow: Flow) -> Side {
     match flow.transport {
-        Transport::Tcp => Side::Overlay,
-        Transport::Udp => Side::Phones,
+        Transport::Tls => Side::Overlay,
+        Transport::Tcp | Transport::Udp => Side::Phones,
     }
 }
 

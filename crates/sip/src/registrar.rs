@@ -36,6 +36,10 @@ pub struct Flow {
 pub enum Transport {
     Udp,
     Tcp,
+    /// TLS over TCP: between peers, the AppAttach connection (RFC 6940
+    /// §6.5.2, application 5061), authenticated by both nodes'
+    /// certificates.
+    Tls,
 }
 
 impl Transport {
@@ -43,11 +47,12 @@ impl Transport {
         match self {
             Transport::Udp => "UDP",
             Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
         }
     }
 
     pub fn reliable(self) -> bool {
-        matches!(self, Transport::Tcp)
+        matches!(self, Transport::Tcp | Transport::Tls)
     }
 }
 

@@ -52,6 +52,7 @@ impl Interfaces {
         match transport {
             Transport::Udp => format!("<sip:{addr};lr;{dlg}={proof}>"),
             Transport::Tcp => format!("<sip:{addr};transport=tcp;lr;{dlg}={proof}>"),
+            Transport::Tls => format!("<sip:{addr};transport=tls;lr;{dlg}={proof}>"),
         }
     }
 
@@ -113,6 +114,7 @@ pub fn response_flow(via: &Via) -> Option<Flow> {
     let transport = match via.transport.as_str() {
         "UDP" => Transport::Udp,
         "TCP" => Transport::Tcp,
+        "TLS" => Transport::Tls,
         _ => return None,
     };
     let host = via.param("received").flatten().unwrap_or(&via.host);
@@ -130,9 +132,10 @@ pub fn response_flow(via: &Via) -> Option<Flow> {
 }
 
 /// The flow a URI names (RFC 3263 reduced to what a peer needs: an IP
-/// address, a port defaulting to 5060, UDP unless `transport=tcp`).
-/// Host names and other transports give `None`: this peer resolves no
-/// DNS, and SIP over TLS is not offered yet.
+/// address, a port defaulting to 5060, UDP unless `transport=tcp` or
+/// `transport=tls`, which only peers' Record-Routes carry). Host names,
+/// `sips:` and other transports give `None`: this peer resolves no DNS
+/// and takes TLS only from other peers.
 pub fn uri_flow(uri: &Uri) -> Option<Flow> {
     if uri.scheme != "sip" {
         return None;
@@ -141,6 +144,7 @@ pub fn uri_flow(uri: &Uri) -> Option<Flow> {
     let transport = match uri.transport().as_deref() {
         None | Some("udp") => Transport::Udp,
         Some("tcp") => Transport::Tcp,
+        Some("tls") => Transport::Tls,
         Some(_) => return None,
     };
     Some(Flow {

@@ -26,6 +26,14 @@ fn tcp(addr: &str) -> Flow {
     }
 }
 
+/// A flow to or from another peer: the AppAttach connection, over TLS.
+fn tls(addr: &str) -> Flow {
+    Flow {
+        transport: Transport::Tls,
+        remote: addr.parse().unwrap(),
+    }
+}
+
 /// The overlay-side address of another peer.
 const PEER4: &str = "127.0.0.2:6060";
 
@@ -148,7 +156,7 @@ fn call_to_peer4(reg: &mut Registrar) -> (Proxy, SipMessage) {
     let out = sent(&proxy.located(10, lookup, location, reg));
     assert_eq!(out.len(), 1);
     let (flow, fwd) = out.into_iter().next().unwrap();
-    assert_eq!(flow, tcp(PEER4));
+    assert_eq!(flow, tls(PEER4));
     (proxy, fwd)
 }
 
@@ -165,7 +173,7 @@ fn a_call_from_a_registered_phone_goes_to_the_peer_the_overlay_names_with_both_r
     let vias = fwd.list("Via");
     assert_eq!(vias.len(), 2);
     assert!(
-        vias[0].starts_with("SIP/2.0/TCP 127.0.0.1:6060;branch=z9hG4bK"),
+        vias[0].starts_with("SIP/2.0/TLS 127.0.0.1:6060;branch=z9hG4bK"),
         "{}",
         vias[0]
     );
@@ -176,7 +184,7 @@ fn a_call_from_a_registered_phone_goes_to_the_peer_the_overlay_names_with_both_r
     );
     assert_eq!(
         without_proof(fwd.list("Record-Route")),
-        vec!["<sip:127.0.0.1:6060;transport=tcp;lr>", "<sip:127.0.0.1:5060;lr>"],
+        vec!["<sip:127.0.0.1:6060;transport=tls;lr>", "<sip:127.0.0.1:5060;lr>"],
         "RFC 5658: the overlay side on top, the phone side beneath"
     );
     assert_eq!(fwd.body, b"v=0\n", "the body travels untouched");
@@ -186,17 +194,17 @@ fn a_call_from_a_registered_phone_goes_to_the_peer_the_overlay_names_with_both_r
 fn provisional_and_final_answers_come_back_to_the_phone_without_this_peers_via() {
     let mut reg = registrar();
     let (mut proxy, fwd) = call_to_peer4(&mut reg);
-    let out = sent(&proxy.on_response(20, respond(&fwd, 180, Some("b1")), tcp(PEER4)));
+    let out = sent(&proxy.on_response(20, respond(&fwd, 180, Some("b1")), tls(PEER4)));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, udp(7001), "back where the INVITE came from");
     assert_eq!(out[0].1.status(), Some(180));
     assert_eq!(out[0].1.list("Via").len(), 1);
     assert!(
-        sent(&proxy.on_response(21, respond(&fwd, 100, None), tcp(PEER4))).is_empty(),
+        sent(&proxy.on_response(21, respond(&fwd, 100, None), tls(PEER4))).is_empty(),
         "100 is hop by hop"
     );
 
-    let out = sent(&proxy.on_response(30, respond(&fwd, 200, Some("b1")), tcp(PEER4)));
+    let out = sent(&proxy.on_response(30, respond(&fwd, 200, Some("b1")), tls(PEER4)));
     assert_eq!(codes(&out), vec![200]);
     assert_eq!(out[0].1.list("Record-Route").len(), 2);
     // A retransmitted 2xx goes on too (RFC 6026), and after the
@@ -205,7 +213,7 @@ fn provisional_and_final_answers_come_back_to_the_phone_without_this_peers_via()
         codes(&sent(&proxy.on_response(
             500,
             respond(&fwd, 200, Some("b1")),
-            tcp(PEER4)
+            tls(PEER4)
         ))),
         vec![200]
     );
@@ -215,7 +223,7 @@ fn provisional_and_final_answers_come_back_to_the_phone_without_this_peers_via()
         codes(&sent(&proxy.on_response(
             60_001,
             respond(&fwd, 200, Some("b1")),
-            tcp(PEER4)
+            tls(PEER4)
         ))),
         vec![200]
     );
@@ -301,9 +309,9 @@ fn a_call_from_the_overlay_forks_to_every_contact_and_the_first_2xx_wins() {
         tcp("127.0.0.1:7003"),
     );
     let mut proxy = Proxy::new(me(), 2);
-    let from_peer = tcp("127.0.0.3:40000");
+    let from_peer = tls("127.0.0.3:40000");
     let mut inv = invite("z9hG4bKfromp0");
-    inv.prepend("Via", "SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKp0");
+    inv.prepend("Via", "SIP/2.0/TLS 127.0.0.3:6060;branch=z9hG4bKp0");
     let out = sent(&proxy.on_request(0, inv, from_peer, Side::Overlay, &mut reg));
     assert_eq!(codes(&out), vec![100]);
     let branches: Vec<_> = out.iter().filter(|(_, m)| m.is_request()).cloned().collect();
@@ -313,13 +321,13 @@ fn a_call_from_the_overlay_forks_to_every_contact_and_the_first_2xx_wins() {
     assert_eq!(b1.request_uri(), Some("sip:bob@127.0.0.1:7002"));
     assert_eq!(
         without_proof(b1.list("Record-Route")),
-        vec!["<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:6060;transport=tcp;lr>"]
+        vec!["<sip:127.0.0.1:5060;lr>", "<sip:127.0.0.1:6060;transport=tls;lr>"]
     );
     assert_eq!(
         without_proof(b2.list("Record-Route")),
         vec![
             "<sip:127.0.0.1:5060;transport=tcp;lr>",
-            "<sip:127.0.0.1:6060;transport=tcp;lr>"
+            "<sip:127.0.0.1:6060;transport=tls;lr>"
         ],
         "a TCP phone reaches the phone side over TCP"
     );
@@ -370,17 +378,17 @@ fn cancel_before_answer_reaches_the_callee_and_the_caller_gets_487() {
     assert_eq!(codes(&out), vec![200]);
     assert_eq!(out[0].1.cseq().unwrap().1, "CANCEL");
     assert!(out.iter().all(|(_, m)| !m.is_request()));
-    let out = sent(&proxy.on_response(25, respond(&fwd, 180, Some("b")), tcp(PEER4)));
+    let out = sent(&proxy.on_response(25, respond(&fwd, 180, Some("b")), tls(PEER4)));
     let down = out
         .iter()
         .find(|(_, m)| m.method() == Some("CANCEL"))
         .expect("sent once ringing");
-    assert_eq!(down.0, tcp(PEER4));
+    assert_eq!(down.0, tls(PEER4));
     assert_eq!(codes(&out), vec![180]);
 
-    let out = sent(&proxy.on_response(30, respond(&fwd, 487, Some("b")), tcp(PEER4)));
+    let out = sent(&proxy.on_response(30, respond(&fwd, 487, Some("b")), tls(PEER4)));
     let ack = out.iter().find(|(_, m)| m.method() == Some("ACK")).unwrap();
-    assert_eq!(ack.0, tcp(PEER4));
+    assert_eq!(ack.0, tls(PEER4));
     let up = out.iter().find(|(_, m)| m.status() == Some(487)).unwrap();
     assert_eq!(up.0, udp(7001));
 }
@@ -391,8 +399,8 @@ fn a_silent_udp_contact_gets_retransmissions_then_the_caller_408() {
     register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
     let mut proxy = Proxy::new(me(), 3);
     let mut inv = invite("z9hG4bKq");
-    inv.prepend("Via", "SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKp0");
-    let from_peer = tcp("127.0.0.3:40000");
+    inv.prepend("Via", "SIP/2.0/TLS 127.0.0.3:6060;branch=z9hG4bKp0");
+    let from_peer = tls("127.0.0.3:40000");
     proxy.on_request(0, inv, from_peer, Side::Overlay, &mut reg);
     let mut resent = Vec::new();
     let mut now = 0;
@@ -428,13 +436,13 @@ fn a_bye_follows_the_record_routes_across_both_peers() {
     // two ends are peer 0's overlay side and bob's phone.
     let proof = proxy
         .dialog_key
-        .proof("call-1", &[Hop::Flow(tcp("127.0.0.3:6060")), Hop::Flow(udp(7002))]);
+        .proof("call-1", &[Hop::Flow(tls("127.0.0.3:6060")), Hop::Flow(udp(7002))]);
     // Bob hangs up: his route set is what the 200 carried, top first:
     // this peer's phone side, its overlay side, then peer 0's two.
     let text = format!(
         "BYE sip:alice@127.0.0.9:7001 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7002;branch=z9hG4bKbye\r\n\
-        Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:127.0.0.1:6060;transport=tcp;lr;dlg={proof}>\r\n\
-        Route: <sip:127.0.0.3:6060;transport=tcp;lr>,<sip:127.0.0.3:5060;lr>\r\n\
+        Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:127.0.0.1:6060;transport=tls;lr;dlg={proof}>\r\n\
+        Route: <sip:127.0.0.3:6060;transport=tls;lr>,<sip:127.0.0.3:5060;lr>\r\n\
         Max-Forwards: 70\r\nFrom: <sip:bob@overlay.test>;tag=b1\r\nTo: <sip:alice@overlay.test>;tag=a1\r\n\
         Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     );
@@ -442,10 +450,10 @@ fn a_bye_follows_the_record_routes_across_both_peers() {
     let out = sent(&proxy.on_request(0, bye, udp(7002), Side::Phones, &mut reg));
     assert_eq!(out.len(), 1);
     let (flow, fwd) = &out[0];
-    assert_eq!(*flow, tcp("127.0.0.3:6060"), "to peer 0's overlay side over TCP");
+    assert_eq!(*flow, tls("127.0.0.3:6060"), "to peer 0's overlay side over TLS");
     assert_eq!(
         fwd.list("Route"),
-        vec!["<sip:127.0.0.3:6060;transport=tcp;lr>", "<sip:127.0.0.3:5060;lr>"]
+        vec!["<sip:127.0.0.3:6060;transport=tls;lr>", "<sip:127.0.0.3:5060;lr>"]
     );
     assert!(!fwd.has("Record-Route"), "no Record-Route inside a dialog");
     assert_eq!(fwd.request_uri(), Some("sip:alice@127.0.0.9:7001"));
@@ -453,13 +461,13 @@ fn a_bye_follows_the_record_routes_across_both_peers() {
     // At the last peer the route set is used up: the Request-URI is the
     // remote target, reached directly.
     let text = format!(
-        "BYE sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.3:6060;branch=z9hG4bKbye2\r\n\
-        Route: <sip:127.0.0.1:6060;transport=tcp;lr;dlg={proof}>,<sip:127.0.0.1:5060;lr;dlg={proof}>\r\n\
+        "BYE sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.3:6060;branch=z9hG4bKbye2\r\n\
+        Route: <sip:127.0.0.1:6060;transport=tls;lr;dlg={proof}>,<sip:127.0.0.1:5060;lr;dlg={proof}>\r\n\
         Max-Forwards: 69\r\nFrom: <sip:alice@overlay.test>;tag=a1\r\nTo: <sip:bob@overlay.test>;tag=b1\r\n\
         Call-ID: call-1\r\nCSeq: 3 BYE\r\nContent-Length: 0\r\n\r\n"
     );
     let bye = SipMessage::parse(text.as_bytes()).unwrap();
-    let out = sent(&proxy.on_request(1, bye, tcp("127.0.0.3:40000"), Side::Overlay, &mut reg));
+    let out = sent(&proxy.on_request(1, bye, tls("127.0.0.3:40000"), Side::Overlay, &mut reg));
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, udp(7002));
     assert!(!out[0].1.has("Route"));
@@ -502,7 +510,7 @@ fn requests_off_any_dialog_this_peer_routes_are_refused() {
 fn a_retransmitted_invite_is_answered_again_not_forwarded_twice() {
     let mut reg = registrar();
     let (mut proxy, fwd) = call_to_peer4(&mut reg);
-    proxy.on_response(20, respond(&fwd, 180, Some("b")), tcp(PEER4));
+    proxy.on_response(20, respond(&fwd, 180, Some("b")), tls(PEER4));
     let out = sent(&proxy.on_request(21, invite("z9hG4bKinv1"), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![180]);
     assert!(out.iter().all(|(_, m)| !m.is_request()));
@@ -524,7 +532,7 @@ fn message_is_routed_like_invite_and_its_200_comes_back() {
     let out = sent(&proxy.located(1, lookup, location, &reg));
     let fwd = out[0].1.clone();
     assert_eq!(fwd.method(), Some("MESSAGE"));
-    let out = sent(&proxy.on_response(2, respond(&fwd, 200, Some("b")), tcp(PEER4)));
+    let out = sent(&proxy.on_response(2, respond(&fwd, 200, Some("b")), tls(PEER4)));
     assert_eq!(codes(&out), vec![200]);
     assert_eq!(out[0].0, udp(7001));
 }
@@ -533,7 +541,7 @@ fn message_is_routed_like_invite_and_its_200_comes_back() {
 fn a_peer_that_cannot_be_reached_fails_its_branch_at_once() {
     let mut reg = registrar();
     let (mut proxy, _) = call_to_peer4(&mut reg);
-    let out = sent(&proxy.flow_failed(20, tcp(PEER4)));
+    let out = sent(&proxy.flow_failed(20, tls(PEER4)));
     assert_eq!(
         codes(&out),
         vec![500],
@@ -569,7 +577,7 @@ fn a_response_stripped_of_the_callers_vias_still_reaches_the_caller() {
     let mut bare = respond(&fwd, 486, Some("b"));
     let ours = bare.list("Via")[0].clone();
     bare.set("Via", &ours);
-    let out = sent(&proxy.on_response(20, bare, tcp(PEER4)));
+    let out = sent(&proxy.on_response(20, bare, tls(PEER4)));
     let up = out.iter().find(|(_, m)| m.status() == Some(486)).expect("relayed");
     assert_eq!(up.0, udp(7001));
     assert_eq!(up.1.list("Via").len(), 1);
@@ -602,15 +610,15 @@ fn one_call(proxy: &mut Proxy, reg: &mut Registrar, now: u64, n: usize) {
         here: false,
     };
     let fwd = sent(&proxy.located(now, lookup, location, reg)).remove(0).1;
-    proxy.on_response(now, respond(&fwd, 180, Some("b")), tcp(PEER4));
-    let ok = sent(&proxy.on_response(now, respond(&fwd, 200, Some("b")), tcp(PEER4)))
+    proxy.on_response(now, respond(&fwd, 180, Some("b")), tls(PEER4));
+    let ok = sent(&proxy.on_response(now, respond(&fwd, 200, Some("b")), tls(PEER4)))
         .remove(0)
         .1;
     assert_eq!(ok.status(), Some(200));
     // The caller's route set: this peer's two Record-Routes, then the
     // callee's peer's two.
-    let routes = "<sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tcp;lr>, \
-                  <sip:127.0.0.2:6060;transport=tcp;lr>, <sip:127.0.0.2:5060;lr>";
+    let routes = "<sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tls;lr>, \
+                  <sip:127.0.0.2:6060;transport=tls;lr>, <sip:127.0.0.2:5060;lr>";
     let in_dialog = |method: &str, cseq: u32, branch: &str| {
         let text = format!(
             "{method} sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch={branch};rport\r\n\
@@ -636,7 +644,7 @@ fn one_call(proxy: &mut Proxy, reg: &mut Registrar, now: u64, n: usize) {
         reg,
     ));
     let bye = &out.first().expect("the BYE goes on").1;
-    let done = sent(&proxy.on_response(now, respond(bye, 200, Some("b")), tcp(PEER4)));
+    let done = sent(&proxy.on_response(now, respond(bye, 200, Some("b")), tls(PEER4)));
     assert_eq!(codes(&done), vec![200]);
     proxy.tick(now);
 }
@@ -760,27 +768,27 @@ fn a_call_is_observed_from_invite_to_bye_and_wrong_credentials_are_named() {
         here: false,
     };
     let fwd = sent(&proxy.located(1_010, lookup, location, &reg)).remove(0).1;
-    let ringing = proxy.on_response(1_250, respond(&fwd, 180, Some("b1")), tcp(PEER4));
+    let ringing = proxy.on_response(1_250, respond(&fwd, 180, Some("b1")), tls(PEER4));
     let setup = Observation::CallProgress {
         call_id: "call-1".into(),
         setup_ms: 250,
     };
     assert_eq!(observed(&ringing), [setup]);
-    assert!(observed(&proxy.on_response(1_300, respond(&fwd, 183, Some("b1")), tcp(PEER4))).is_empty());
-    let answered = proxy.on_response(4_000, respond(&fwd, 200, Some("b1")), tcp(PEER4));
+    assert!(observed(&proxy.on_response(1_300, respond(&fwd, 183, Some("b1")), tls(PEER4))).is_empty());
+    let answered = proxy.on_response(4_000, respond(&fwd, 200, Some("b1")), tls(PEER4));
     let up = Observation::CallAnswered {
         call_id: "call-1".into(),
         code: 200,
     };
     assert_eq!(observed(&answered), [up]);
     assert!(
-        observed(&proxy.on_response(4_500, respond(&fwd, 200, Some("b1")), tcp(PEER4))).is_empty(),
+        observed(&proxy.on_response(4_500, respond(&fwd, 200, Some("b1")), tls(PEER4))).is_empty(),
         "a retransmitted 2xx is the same call"
     );
 
     let text = "BYE sip:bob@127.0.0.1:7002 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKobsbye\r\n\
-        Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tcp;lr>\r\n\
-        Route: <sip:127.0.0.2:6060;transport=tcp;lr>\r\nMax-Forwards: 70\r\n\
+        Route: <sip:127.0.0.1:5060;lr>, <sip:127.0.0.1:6060;transport=tls;lr>\r\n\
+        Route: <sip:127.0.0.2:6060;transport=tls;lr>\r\nMax-Forwards: 70\r\n\
         From: <sip:alice@overlay.test>;tag=a1\r\nTo: <sip:bob@overlay.test>;tag=b1\r\n\
         Call-ID: call-1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
     let bye = SipMessage::parse(text.as_bytes()).unwrap();
@@ -886,7 +894,7 @@ fn a_made_up_dialog_relays_nothing_and_rings_no_phone() {
             "{what}: nothing forwarded"
         );
         let peer = Flow {
-            transport: Transport::Tcp,
+            transport: Transport::Tls,
             remote: SocketAddr::from(([192, 0, 2, 66], port)),
         };
         let out = sent(&proxy.on_request(0, req, peer, Side::Overlay, &mut reg));
@@ -904,19 +912,19 @@ fn a_real_proof_does_not_open_another_route() {
     let mut proxy = Proxy::new(me(), 6);
     let proof = proxy.dialog_key.proof(
         "evil-1",
-        &[Hop::Flow(from_attacker(6000)), Hop::Flow(tcp("127.0.0.3:6060"))],
+        &[Hop::Flow(from_attacker(6000)), Hop::Flow(tls("127.0.0.3:6060"))],
     );
     let route = format!("Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:203.0.113.9:5060;lr>\r\n");
     let req = made_up_in_dialog("BYE", "sip:x@203.0.113.9", 6000, &route);
-    let peer = tcp("127.0.0.3:40000");
+    let peer = tls("127.0.0.3:40000");
     assert_eq!(
         codes(&sent(&proxy.on_request(0, req, peer, Side::Overlay, &mut reg))),
         vec![403]
     );
-    let route = format!("Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:127.0.0.3:6060;transport=tcp;lr>\r\n");
+    let route = format!("Route: <sip:127.0.0.1:5060;lr;dlg={proof}>, <sip:127.0.0.3:6060;transport=tls;lr>\r\n");
     let req = made_up_in_dialog("BYE", "sip:x@203.0.113.9", 6000, &route);
     let out = sent(&proxy.on_request(0, req, peer, Side::Overlay, &mut reg));
-    assert_eq!(out[0].0, tcp("127.0.0.3:6060"), "its own dialog's end is reached");
+    assert_eq!(out[0].0, tls("127.0.0.3:6060"), "its own dialog's end is reached");
 }
 
 /// Issue 36 §3 and §4: the caller's credentials for this realm stop at
@@ -981,9 +989,9 @@ fn a_request_that_comes_back_is_a_loop() {
     let mut proxy = Proxy::new(me(), 8);
     for (method, want) in [("INVITE", vec![482]), ("ACK", vec![])] {
         let text = format!(
-            "{method} sip:x@127.0.0.2:6060 SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.2:6060;branch=z9hG4bKpb\r\n\
-             Via: SIP/2.0/TCP 127.0.0.1:6060;branch=z9hG4bKpa\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKa\r\n\
-             Route: <sip:127.0.0.2:6060;transport=tcp;lr>\r\nMax-Forwards: 250\r\n\
+            "{method} sip:x@127.0.0.2:6060 SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.2:6060;branch=z9hG4bKpb\r\n\
+             Via: SIP/2.0/TLS 127.0.0.1:6060;branch=z9hG4bKpa\r\nVia: SIP/2.0/UDP 127.0.0.1:7001;branch=z9hG4bKa\r\n\
+             Route: <sip:127.0.0.2:6060;transport=tls;lr>\r\nMax-Forwards: 250\r\n\
              From: <sip:alice@{DOMAIN}>;tag=a\r\nTo: <sip:bob@{DOMAIN}>;tag=b\r\nCall-ID: loop-1\r\n\
              CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
         );
