@@ -8,6 +8,9 @@
 //! this user, AppAttach to me" (§3.1). The phones' contacts stay with the
 //! peer, which forks to them (§4.2 leaves that to the callee's peer).
 
+mod locate;
+pub use locate::{Located, Locator, LocatorStats, ATTACH_REUSE_MS, REPLICAS_ASKED};
+
 use reload_wire::usages::{kind_id, SipRegistration};
 use reload_wire::DecodeContext;
 use reload_wire::{

@@ -82,6 +82,14 @@ fn config() -> Arc<OverlayConfig> {
                 max_size: 100,
             })
             .with_kind(KindDefinition {
+                id: usages::kind_id::CERTIFICATE_BY_USER,
+                name: "CERTIFICATE_BY_USER".into(),
+                data_model: DataModel::Array,
+                access: AccessPolicy::UserMatch,
+                max_count: 8,
+                max_size: 4096,
+            })
+            .with_kind(KindDefinition {
                 id: usages::kind_id::SIP_REGISTRATION,
                 name: "SIP-REGISTRATION".into(),
                 data_model: DataModel::Dictionary,
@@ -191,6 +199,13 @@ impl Net {
 
     /// Runs every action until the network is quiet.
     fn pump(&mut self) {
+        self.pump_with(|_, _, _| {});
+    }
+
+    /// [`pump`](Self::pump), with `rewrite` seeing every message (to,
+    /// from, bytes) before it is delivered: a test's stand-in for a peer
+    /// that answers otherwise.
+    fn pump_with(&mut self, mut rewrite: impl FnMut(NodeId, NodeId, &mut Vec<u8>)) {
         loop {
             let mut progressed = false;
             for i in 0..self.endpoints() {
@@ -203,7 +218,10 @@ impl Net {
                 self.now += 1;
                 let now = self.now;
                 match bytes {
-                    Some(bytes) => self.endpoint_mut(to).deliver(now, from, &bytes),
+                    Some(mut bytes) => {
+                        rewrite(self.endpoint(to).id(), from, &mut bytes);
+                        self.endpoint_mut(to).deliver(now, from, &bytes)
+                    }
                     None => self.endpoint_mut(to).down(now, from),
                 }
                 progressed = true;
@@ -2020,4 +2038,214 @@ fn the_signer_of_the_next_document_is_named_by_the_current_one_and_checks_are_bu
         net.nodes[1].offer_configuration(now, current),
         Ok(Offered::Current { sequence: 7 })
     );
+}
+
+/// Runs `locator`'s lookup of `name` at node `at` to its end, each message
+/// seen by `rewrite` first; the outcome.
+fn locate_with(
+    net: &mut Net,
+    locator: &mut sip_usage::Locator,
+    at: usize,
+    name: &str,
+    mut rewrite: impl FnMut(NodeId, NodeId, &mut Vec<u8>),
+) -> sip_usage::Located {
+    let now = net.now;
+    locator.start(&mut net.nodes[at], now, name.to_string(), 7);
+    for _ in 0..20 {
+        net.pump_with(&mut rewrite);
+        let done: Vec<Event> = {
+            let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut net.events)
+                .into_iter()
+                .partition(|(n, e)| *n == at && matches!(e, Event::Done { .. }));
+            net.events = rest;
+            mine.into_iter().map(|(_, e)| e).collect()
+        };
+        for e in done {
+            if let Event::Done {
+                request,
+                outcome,
+                responder,
+                ..
+            } = e
+            {
+                let now = net.now;
+                locator.on_done(&mut net.nodes[at], now, request, &outcome, responder);
+            }
+        }
+        if let Some((token, located)) = locator.poll_located() {
+            assert_eq!(token, 7);
+            return located;
+        }
+    }
+    panic!("the lookup of {name} did not end")
+}
+
+fn locate(net: &mut Net, locator: &mut sip_usage::Locator, at: usize, name: &str) -> sip_usage::Located {
+    locate_with(net, locator, at, name, |_, _, _| {})
+}
+
+/// Peer `i`'s phone user registers: peer `i` stores the route to itself
+/// (RFC 7904 §3) and offers SIP over TLS at 127.0.0.9:(5070 + i).
+fn register_phone(net: &mut Net, i: usize) -> (String, SocketAddr) {
+    let name = sip_usage::resource_name(&format!("phone{i}"), "engine.test.invalid");
+    let resource = net.nodes[i].resource_id(name.as_bytes());
+    let value = sip_usage::route_to_me(net.nodes[i].node_id(), true);
+    let now = net.now;
+    let req = net.nodes[i]
+        .store_as(
+            now,
+            &name,
+            resource,
+            usages::kind_id::SIP_REGISTRATION,
+            vec![value],
+            600,
+        )
+        .unwrap();
+    net.pump();
+    assert!(net.done(i, req).0.is_ok());
+    let sip = SocketAddr::from(([127, 0, 0, 9], 5070 + i as u16));
+    net.nodes[i].offer_application(sip_usage::SIPS_APPLICATION, IpAddressPort::from(sip));
+    (name, sip)
+}
+
+fn app_attaches_sent(net: &Net, from: usize) -> usize {
+    let ctx = config().decode_context().unwrap();
+    net.sent
+        .iter()
+        .filter(|(i, _, b)| {
+            *i == from
+                && Message::decode(b, &ctx)
+                    .is_ok_and(|m| m.message_contents.message_code == MessageCode::APP_ATTACH_REQ)
+        })
+        .count()
+}
+
+/// RFC 7904 §4.2 through the sans-IO locator: a lookup fetches the
+/// registration, AppAttaches to the peer it names and gives that peer's
+/// SIP address; a second lookup reuses the answer without an AppAttach
+/// until it is 10 minutes old; the callee's own peer finds the phone here.
+#[test]
+fn a_lookup_finds_the_callees_peer_and_reuses_its_appattach_answer_until_it_expires() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let (name, sip) = register_phone(&mut net, 4);
+    let mut locator = sip_usage::Locator::default();
+    let found = sip_usage::Located::Found {
+        peers: vec![sip],
+        here: false,
+    };
+    net.sent.clear();
+    assert_eq!(locate(&mut net, &mut locator, 1, &name), found);
+    assert_eq!(app_attaches_sent(&net, 1), 1);
+    net.sent.clear();
+    assert_eq!(locate(&mut net, &mut locator, 1, &name), found);
+    assert_eq!(app_attaches_sent(&net, 1), 0, "the answer is reused");
+    assert_eq!(locator.stats().attaches_reused, 1);
+    net.advance(sip_usage::ATTACH_REUSE_MS);
+    net.sent.clear();
+    assert_eq!(locate(&mut net, &mut locator, 1, &name), found);
+    assert_eq!(app_attaches_sent(&net, 1), 1, "asked again once the answer is old");
+    // Forgotten (the address could not be reached): asked again at once.
+    locator.forget(sip);
+    net.sent.clear();
+    assert_eq!(locate(&mut net, &mut locator, 1, &name), found);
+    assert_eq!(app_attaches_sent(&net, 1), 1);
+    let mut own = sip_usage::Locator::default();
+    assert_eq!(
+        locate(&mut net, &mut own, 4, &name),
+        sip_usage::Located::Found {
+            peers: vec![],
+            here: true
+        }
+    );
+    assert_eq!(locator.in_progress(), 0);
+}
+
+/// RFC 7904 §4.2 "ask a replica": the responsible peer answers without
+/// the registration (a hand-over under way, or a value that does not
+/// verify); the locator asks the replica after it and finds the phone.
+#[test]
+fn a_registration_the_responsible_peer_lacks_is_found_at_a_replica() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let (name, sip) = register_phone(&mut net, 4);
+    let resource = net.nodes[1].resource_id(name.as_bytes());
+    let holders: Vec<NodeId> = net
+        .nodes
+        .iter()
+        .filter(|n| n.storage().resource(&resource).is_some())
+        .map(|n| n.node_id())
+        .collect();
+    assert_eq!(holders.len(), 3, "responsible peer and two replicas");
+    let ctx = config().decode_context().unwrap();
+    // A caller that holds no copy itself, so the Fetch goes out.
+    let at = (0..net.nodes.len())
+        .find(|i| !holders.contains(&net.nodes[*i].node_id()))
+        .unwrap();
+    let caller = net.nodes[at].node_id();
+    let mut first_answer = None;
+    // The first FetchAns to reach the caller is emptied: it comes from the
+    // responsible peer.
+    let mut empty_first = |to: NodeId, _from: NodeId, bytes: &mut Vec<u8>| {
+        if to != caller || first_answer.is_some() {
+            return;
+        }
+        let Ok(mut m) = Message::decode(bytes, &ctx) else {
+            return;
+        };
+        if m.message_contents.message_code != MessageCode::FETCH_ANS {
+            return;
+        }
+        let Ok(Body::FetchAns(mut ans)) = m.message_contents.body(&ctx) else {
+            return;
+        };
+        for k in &mut ans.kind_responses {
+            k.values.clear();
+        }
+        first_answer = Some(m.security_block.signature.identity.clone());
+        m.message_contents = MessageContents::from_body(&Body::FetchAns(ans)).unwrap();
+        *bytes = m.to_bytes().unwrap();
+    };
+    let mut locator = sip_usage::Locator::default();
+    let located = locate_with(&mut net, &mut locator, at, &name, &mut empty_first);
+    assert_eq!(
+        located,
+        sip_usage::Located::Found {
+            peers: vec![sip],
+            here: false
+        }
+    );
+    assert_eq!(locator.stats().replicas_asked, 1, "one replica asked");
+}
+
+/// With no registration anywhere the locator asks both replicas, then the
+/// user's certificate decides: an enrolled user with no phone (480 to the
+/// caller), or nobody by that name (404).
+#[test]
+fn an_unregistered_user_is_told_from_a_name_nobody_enrolled() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let mut locator = sip_usage::Locator::default();
+    let nobody = sip_usage::resource_name("nobody", "engine.test.invalid");
+    assert_eq!(locate(&mut net, &mut locator, 2, &nobody), sip_usage::Located::NotFound);
+    assert_eq!(locator.stats().replicas_asked, 2);
+    // phone3's certificate is in the overlay (RFC 6940 §8), no phone of
+    // theirs registered.
+    let name = sip_usage::resource_name("phone3", "engine.test.invalid");
+    let resource = net.nodes[3].resource_id(name.as_bytes());
+    let certificate = StoredDataValue::Array(ArrayEntry {
+        index: 0,
+        value: DataValue {
+            exists: true,
+            value: b"phone3's certificate".to_vec(),
+        },
+    });
+    let now = net.now;
+    let kind = usages::kind_id::CERTIFICATE_BY_USER;
+    let req = net.nodes[3]
+        .store_as(now, &name, resource, kind, vec![certificate], 600)
+        .unwrap();
+    net.pump();
+    assert!(net.done(3, req).0.is_ok());
+    assert_eq!(locate(&mut net, &mut locator, 2, &name), sip_usage::Located::NoPhone);
 }
