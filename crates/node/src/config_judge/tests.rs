@@ -149,7 +149,7 @@ fn kind_blocks_need_a_kind_signer_and_may_not_redefine_anothers_kind() {
     assert_eq!(j.judge_kinds(std::slice::from_ref(&block)).unwrap(), vec![new_kind()]);
     let foreign = kind_block(&new_kind(), &s.mallory).into_bytes();
     assert!(matches!(
-        j.judge_kinds(&[foreign.clone()]),
+        j.judge_kinds(std::slice::from_ref(&foreign)),
         Err(ConfigRefusal::NotSigned(_))
     ));
     // Mallory becomes a kind-signer too, but the Kind is the signer's.
