@@ -595,6 +595,7 @@ async fn drive<T: Topology + Tables>(
         refusal_logs: crate::log_budget::LogBudget::new(10, 60_000),
         must_exit: None,
         refetch: Default::default(),
+        published: Default::default(),
         metrics,
     };
     driver
@@ -689,6 +690,9 @@ struct Driver<T: Topology + Tables> {
     must_exit: Option<String>,
     /// When to fetch the configuration document again (§11.1, §6.5.4).
     refetch: crate::config_refetch::Refetch,
+    /// Users whose registration this peer keeps in the overlay (RFC 7904
+    /// §3), to withdraw when it leaves.
+    published: std::collections::BTreeSet<String>,
     /// A leave finished (`Event::Left` came out of the engine), even if
     /// the actions were carried out outside the main loop.
     left: bool,
@@ -835,6 +839,9 @@ impl<T: Topology + Tables> Driver<T> {
                 self.refetch
                     .wake_in(std::time::SystemTime::now())
                     .map(|d| Instant::now() + d),
+                self.sip_locator
+                    .poll_timeout()
+                    .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))),
             ]
             .into_iter()
             .flatten()
@@ -862,6 +869,9 @@ impl<T: Topology + Tables> Driver<T> {
                         self.second_links_timed_out();
                     }
                     self.maybe_refetch();
+                    if self.sip_locator.poll_timeout().is_some_and(|t| t <= now_ms()) {
+                        self.sip_locator.handle_timeout(now_ms());
+                    }
                     if now >= next_cache {
                         next_cache = now + Duration::from_secs(60);
                         self.cache_peers();
@@ -870,6 +880,7 @@ impl<T: Topology + Tables> Driver<T> {
                 }
                 _ = async {}, if self.must_exit.is_some() && leave_deadline.is_none() => {
                     leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
+                    self.withdraw_registrations();
                     if self.engine.is_joined() {
                         self.engine.leave(now_ms());
                     } else {
@@ -880,6 +891,7 @@ impl<T: Topology + Tables> Driver<T> {
                     tracing::info!("leaving the overlay (handing stored data over)");
                     self.cache_peers();
                     leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
+                    self.withdraw_registrations();
                     if self.engine.is_joined() {
                         self.engine.leave(now_ms());
                     } else {
@@ -954,6 +966,25 @@ impl<T: Topology + Tables> Driver<T> {
             }
         }
         self.plan_refetch();
+    }
+
+    /// Before a graceful leave: the registrations this peer stored say
+    /// "AppAttach to me" (RFC 7904 §3), which stops being true. Each is
+    /// replaced by a removal (exists = false, §7.4.1.3), so callers stop
+    /// asking a peer that is gone (they would wait for an AppAttach that is
+    /// dropped, RFC 6940 §6.1.1). A crashed peer's stay until they expire.
+    fn withdraw_registrations(&mut self) {
+        if !self.engine.is_joined() || self.published.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        for name in std::mem::take(&mut self.published) {
+            let resource = self.engine.resource_id(name.as_bytes());
+            let removal = overlay::sip_usage::route_to_me(self.me, false);
+            let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
+            let _ = self.engine.store_as(now, &name, resource, kind, vec![removal], 60);
+        }
+        tracing::info!("withdrew this peer's SIP registrations from the overlay");
     }
 
     /// §11.1: fetch the document again at a random time before it
@@ -1250,6 +1281,11 @@ impl<T: Topology + Tables> Driver<T> {
                 lifetime_s,
                 reply,
             }) => {
+                if lifetime_s > 0 {
+                    self.published.insert(resource_name.clone());
+                } else {
+                    self.published.remove(&resource_name);
+                }
                 let resource = self.engine.resource_id(resource_name.as_bytes());
                 let value = overlay::sip_usage::route_to_me(self.me, lifetime_s > 0);
                 // A removal (exists = false) lives a minute, long enough to

@@ -49,6 +49,17 @@ impl SipLocator {
         taken
     }
 
+    /// When [`handle_timeout`](Self::handle_timeout) is due (engine clock).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.locator.poll_timeout()
+    }
+
+    /// Ends lookups whose grace for the other AppAttaches is over.
+    pub fn handle_timeout(&mut self, now: u64) {
+        self.locator.handle_timeout(now);
+        self.deliver();
+    }
+
     /// The next call to the users of the peer at `address` asks it again.
     pub fn forget(&mut self, address: SocketAddr) {
         self.locator.forget(address);

@@ -2051,7 +2051,7 @@ fn locate_with(
 ) -> sip_usage::Located {
     let now = net.now;
     locator.start(&mut net.nodes[at], now, name.to_string(), 7);
-    for _ in 0..20 {
+    for _ in 0..100 {
         net.pump_with(&mut rewrite);
         let done: Vec<Event> = {
             let (mine, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut net.events)
@@ -2076,6 +2076,12 @@ fn locate_with(
             assert_eq!(token, 7);
             return located;
         }
+        // Nothing moves: time passes to the next timer (the engine's
+        // retransmissions, the locator's grace).
+        let next = locator.poll_timeout().unwrap_or(net.now + 500).max(net.now + 1);
+        net.advance(next - net.now);
+        let now = net.now;
+        locator.handle_timeout(now);
     }
     panic!("the lookup of {name} did not end")
 }
@@ -2248,4 +2254,58 @@ fn an_unregistered_user_is_told_from_a_name_nobody_enrolled() {
     net.pump();
     assert!(net.done(3, req).0.is_ok());
     assert_eq!(locate(&mut net, &mut locator, 2, &name), sip_usage::Located::NoPhone);
+}
+
+/// A registration left by a peer that crashed stays until it expires, and
+/// an AppAttach to its Node-ID is dropped silently (RFC 6940 §6.1.1): the
+/// lookup ends with the live peer it found once the grace after the first
+/// answer is over, not after the dead one's transaction timeout.
+#[test]
+fn a_stale_registration_of_a_crashed_peer_does_not_hold_the_call() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let (name, sip) = register_phone(&mut net, 4);
+    // The phone was served by peer 5 before, which registered it too.
+    let five = net.nodes[5].node_id();
+    net.nodes[5]
+        .security_mut()
+        .users
+        .push(SimulatedSecurity::new(five, name.clone()));
+    let resource = net.nodes[5].resource_id(name.as_bytes());
+    let now = net.now;
+    let value = sip_usage::route_to_me(five, true);
+    let req = net.nodes[5]
+        .store_as(
+            now,
+            &name,
+            resource,
+            usages::kind_id::SIP_REGISTRATION,
+            vec![value],
+            600,
+        )
+        .unwrap();
+    net.pump();
+    assert!(net.done(5, req).0.is_ok());
+    net.advance(1_000);
+    net.crash(5);
+    net.detect(5);
+    net.advance(5_000);
+    let mut locator = sip_usage::Locator::default();
+    let started = net.now;
+    let located = locate(&mut net, &mut locator, 1, &name);
+    assert_eq!(
+        located,
+        sip_usage::Located::Found {
+            peers: vec![sip],
+            here: false
+        }
+    );
+    let took = net.now - started;
+    // The harness steps 500 ms when nothing moves; a transaction timeout
+    // (§6.2.1: 3 s, four retransmissions) would be over 15 s.
+    assert!(
+        took <= sip_usage::FORK_GRACE_MS + 1_000,
+        "the lookup took {took} ms, waiting for the crashed peer"
+    );
+    assert_eq!(locator.stats().attaches_given_up, 1);
 }

@@ -43,6 +43,14 @@ pub struct SimArgs {
     /// Lookups (Fetches of stored values) per simulated second.
     #[arg(long, default_value_t = 20.0)]
     lookups_per_s: f64,
+    /// SIP users whose phones the peers serve (round robin): each is
+    /// registered in the overlay (RFC 7904) and refreshed; 0 for none.
+    #[arg(long, default_value_t = 0)]
+    users: usize,
+    /// Calls per simulated second between random users (with --users):
+    /// the caller's peer finds the callee's peer through the overlay.
+    #[arg(long, value_name = "PER_S", default_value_t = 10.0)]
+    call_rate: f64,
     /// Median one-way latency between two peers, in ms (log-normal, cut
     /// 3 deviations below the median).
     #[arg(long, default_value_t = 40.0, value_parser = parse_latency)]
@@ -136,7 +144,18 @@ pub fn run(args: SimArgs) -> Result<()> {
     cfg.session = args.session;
     cfg.crash_fraction = args.crash_fraction;
     cfg.seed = args.seed;
+    if !(args.lookups_per_s.is_finite() && args.lookups_per_s > 0.0) {
+        bail!("--lookups-per-s {}: give a positive rate, e.g. 20", args.lookups_per_s);
+    }
     cfg.lookups_per_s = args.lookups_per_s;
+    if !(args.call_rate.is_finite() && args.call_rate > 0.0) {
+        bail!(
+            "--call-rate {}: give a positive number of calls per second, e.g. 10",
+            args.call_rate
+        );
+    }
+    cfg.sip_users = args.users;
+    cfg.calls_per_s = args.call_rate;
     cfg.latency.median_ms = args.latency_ms;
     cfg.loss = args.loss;
     if let Some(rate) = args.join_rate {
@@ -247,6 +266,29 @@ fn print_table(r: &Report) {
             format!("{:.2} %", r.replication_complete * 100.0),
         ),
         ("ring consistent", format!("{:.2} %", r.ring_consistent * 100.0)),
+        ("SIP users", r.sip_users.to_string()),
+        (
+            "registrations stored / failed",
+            format!("{} / {}", r.registrations_stored, r.registration_failures),
+        ),
+        (
+            "registrations missing / unavoidable",
+            format!("{} / {}", r.registrations_missing_end, r.registrations_lost_expected),
+        ),
+        (
+            "calls / found the callee's peer",
+            format!(
+                "{} / {} ({:.3} %; {} not started: registration lost)",
+                r.calls,
+                r.calls_found,
+                r.call_success_rate * 100.0,
+                r.calls_to_lost_registrations
+            ),
+        ),
+        (
+            "call setup in the overlay p50 / p99",
+            format!("{} / {} ms", r.call_setup_ms_p50, r.call_setup_ms_p99),
+        ),
         (
             "crashes / graceful leaves / rejoins",
             format!("{} / {} / {}", r.crashes, r.graceful_leaves, r.rejoins),

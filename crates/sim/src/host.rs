@@ -16,8 +16,16 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Pending {
-    Lookup { item: usize },
-    Store { item: usize },
+    Lookup {
+        item: usize,
+    },
+    Store {
+        item: usize,
+    },
+    /// A SIP user's registration (RFC 7904 §3).
+    Register {
+        user: usize,
+    },
 }
 
 pub(crate) struct SimNode {
@@ -29,6 +37,10 @@ pub(crate) struct SimNode {
     pub links: SortedSet<Host>,
     pub pending: BTreeMap<u64, Pending>,
     pub item: Option<usize>,
+    /// Finds callees' peers for calls from the phones served here.
+    pub locator: overlay::sip_usage::Locator,
+    pub calls: BTreeMap<u64, crate::phones::Call>,
+    pub next_call: u64,
     /// This peer's own draws (message loss), so they do not depend on
     /// what other peers did in the same millisecond.
     pub rng: Xoshiro256PlusPlus,
@@ -85,6 +97,18 @@ pub(crate) enum Ev {
     },
     Heal,
     Sample,
+    /// `home` stores `user`'s registration; `refresh` keeps doing so.
+    Register {
+        user: usize,
+        home: Host,
+        refresh: bool,
+    },
+    /// `user`'s phone registers with another peer.
+    Failover {
+        user: usize,
+    },
+    /// A random user calls another.
+    Call,
 }
 
 impl Ev {
@@ -117,6 +141,17 @@ pub(crate) enum Effect {
         ok: bool,
         timeout: bool,
         hops: u32,
+        latency_ms: u64,
+    },
+    Registered {
+        user: usize,
+        home: Host,
+        ok: bool,
+    },
+    /// A call's lookup ended: whether it found the callee's peer.
+    Called {
+        found: bool,
+        started: u64,
         latency_ms: u64,
     },
 }
@@ -446,6 +481,10 @@ pub(crate) fn handle(view: &View, nodes: &mut [Option<SimNode>], base: Host, ev:
             }
             n.timer_at = None;
             n.engine.handle_timeout(now_abs);
+            if n.locator.poll_timeout().is_some_and(|t| t <= now_abs) {
+                n.locator.handle_timeout(now_abs);
+                report_calls(n, h, out);
+            }
         }
         _ => return,
     }
@@ -468,7 +507,11 @@ pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
             Action::Event(e) => on_event(view, n, h, *e, out),
         }
     }
-    let next = n.engine.poll_timeout().map(|t| t.saturating_sub(EPOCH_MS).max(now));
+    let next = [n.engine.poll_timeout(), n.locator.poll_timeout()]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|t| t.saturating_sub(EPOCH_MS).max(now));
     if next.is_some() && next != n.timer_at {
         n.timer_at = next;
         out.schedule(next.unwrap_or(now), Ev::Timer { host: h });
@@ -523,8 +566,12 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
             outcome,
             hops,
             latency_ms,
-            ..
+            responder,
         } => match n.pending.remove(&request) {
+            Some(Pending::Register { user }) => {
+                let ok = matches!(outcome, Ok(Body::StoreAns(_)));
+                out.effect(Effect::Registered { user, home: h, ok });
+            }
             Some(Pending::Store { item }) => {
                 let ok = matches!(outcome, Ok(Body::StoreAns(_)));
                 out.effect(Effect::Stored { item, ok });
@@ -539,7 +586,12 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
                     latency_ms,
                 });
             }
-            None => {}
+            None => {
+                let now = EPOCH_MS + out.now;
+                if n.locator.on_done(&mut n.engine, now, request, &outcome, responder) {
+                    report_calls(n, h, out);
+                }
+            }
         },
         // Simulated peers never share a Node-ID, so nobody refuses one,
         // and they take no configuration updates.
@@ -549,5 +601,17 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
         | Event::PeerAddress { .. }
         | Event::Refused { .. }
         | Event::Misbehaving { .. } => {}
+    }
+}
+
+/// The calls whose lookups ended at `h`, as effects.
+fn report_calls(n: &mut SimNode, h: Host, out: &mut Out) {
+    while let Some((token, located)) = n.locator.poll_located() {
+        let Some(call) = n.calls.remove(&token) else { continue };
+        out.effect(Effect::Called {
+            found: crate::phones::found_callee(&located, h, call.callee_home),
+            started: call.started,
+            latency_ms: out.now - call.started,
+        });
     }
 }

@@ -11,6 +11,7 @@
 mod crew;
 mod host;
 pub mod network;
+mod phones;
 mod queue;
 mod report;
 
@@ -87,6 +88,11 @@ pub struct SimConfig {
     pub lookups_per_s: f64,
     /// Users (one per peer, at most `peers`) that store a value.
     pub items: usize,
+    /// SIP users whose phones the peers serve, spread over the first
+    /// peers round robin; each is registered in the overlay (RFC 7904).
+    pub sip_users: usize,
+    /// Calls per simulated second between random SIP users, measured.
+    pub calls_per_s: f64,
     /// How long until the other end of a crashed peer's link notices.
     pub failure_detection_ms: u64,
     /// Joins per second while the ring is built.
@@ -117,14 +123,33 @@ impl SimConfig {
     }
 
     pub fn new(peers: usize, duration_s: u64) -> Self {
-        let overlay = OverlayConfig::new("sim.p2psip.invalid").with_kind(KindDefinition {
-            id: SIM_KIND,
-            name: "sim-user-value".into(),
-            data_model: DataModel::SingleValue,
-            access: AccessPolicy::UserMatch,
-            max_count: 1,
-            max_size: 1024,
-        });
+        let overlay = OverlayConfig::new("sim.p2psip.invalid")
+            .with_kind(KindDefinition {
+                id: SIM_KIND,
+                name: "sim-user-value".into(),
+                data_model: DataModel::SingleValue,
+                access: AccessPolicy::UserMatch,
+                max_count: 1,
+                max_size: 1024,
+            })
+            // RFC 7904 §3 and RFC 6940 §8, as the daemon's configuration
+            // defines them.
+            .with_kind(KindDefinition {
+                id: reload_wire::usages::kind_id::SIP_REGISTRATION,
+                name: "SIP-REGISTRATION".into(),
+                data_model: DataModel::Dictionary,
+                access: AccessPolicy::UserNodeMatch,
+                max_count: 32,
+                max_size: 1024,
+            })
+            .with_kind(KindDefinition {
+                id: reload_wire::usages::kind_id::CERTIFICATE_BY_USER,
+                name: "CERTIFICATE_BY_USER".into(),
+                data_model: DataModel::Array,
+                access: AccessPolicy::UserMatch,
+                max_count: 8,
+                max_size: 4096,
+            });
         SimConfig {
             peers,
             duration_s,
@@ -136,6 +161,8 @@ impl SimConfig {
             loss: 0.0,
             lookups_per_s: 20.0,
             items: peers,
+            sip_users: 0,
+            calls_per_s: 10.0,
             failure_detection_ms: 3_000,
             join_rate_per_s: (peers as f64 / 120.0).max(10.0),
             join_growth_per_s: 0.2,
@@ -180,6 +207,11 @@ pub struct Simulation {
     ring: BTreeMap<u128, Host>,
     items: Vec<Item>,
     item_at: HashMap<u128, usize>,
+    users: Vec<phones::User>,
+    /// Users by the ring position of their registration's Resource-ID.
+    user_at: HashMap<u128, usize>,
+    /// The SIP users each peer serves.
+    served: BTreeMap<Host, Vec<usize>>,
     measure_from: Option<u64>,
     report: Report,
     peer_ms: u128,
@@ -307,8 +339,23 @@ impl Simulation {
             });
         }
         let item_at = items.iter().enumerate().map(|(i, it)| (it.pos, i)).collect();
+        let mut users = Vec::with_capacity(cfg.sip_users);
+        let mut served: BTreeMap<Host, Vec<usize>> = BTreeMap::new();
+        for u in 0..cfg.sip_users {
+            let mut user = phones::User::new(u, &hasher);
+            if cfg.peers > 0 {
+                let home = (u % cfg.peers) as Host;
+                user.home = Some(home);
+                served.entry(home).or_default().push(u);
+            }
+            users.push(user);
+        }
+        let user_at = users.iter().enumerate().map(|(i, u)| (u.pos, i)).collect();
         Ok(Simulation {
             item_at,
+            user_at,
+            users,
+            served,
             rng: Xoshiro256PlusPlus::seed_from_u64(cfg.seed),
             report: Report::new(&cfg),
             cfg,
@@ -357,8 +404,11 @@ impl Simulation {
         let id = network::node_id_of(host, self.rng.random());
         let seed: u64 = self.rng.random();
         let topology = ChordReload::new(id, self.cfg.overlay.chord.clone(), 16, seed ^ 0x5eed);
-        let security = SimulatedSecurity::new(id, user_name(host));
-        let engine = OverlayNode::new(
+        let mut security = SimulatedSecurity::new(id, user_name(host));
+        for u in self.served.get(&host).into_iter().flatten() {
+            phones::enroll(&mut security, &self.users[*u].name);
+        }
+        let mut engine = OverlayNode::new(
             self.overlay.clone(),
             self.ctx.clone(),
             address_of(host),
@@ -367,6 +417,7 @@ impl Simulation {
             seed,
             EPOCH_MS + self.now,
         );
+        engine.offer_application(overlay::sip_usage::SIPS_APPLICATION, address_of(host));
         let item = ((host as usize) < self.items.len()).then_some(host as usize);
         self.nodes.push(Some(SimNode {
             engine,
@@ -376,6 +427,9 @@ impl Simulation {
             links: SortedSet::new(),
             pending: BTreeMap::new(),
             item,
+            locator: Default::default(),
+            calls: BTreeMap::new(),
+            next_call: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x1055),
         }));
         self.alive.push(true);
@@ -587,6 +641,27 @@ impl Simulation {
                 if item.is_some_and(|i| !self.items[i].stored) {
                     self.at(self.now + 1_000, Ev::StoreItem { host: h, attempt: 0 });
                 }
+                let waiting: Vec<usize> = self
+                    .served
+                    .get(&h)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+                    .filter(|u| !self.users[*u].refreshing)
+                    .collect();
+                for (k, u) in waiting.into_iter().enumerate() {
+                    self.users[u].refreshing = true;
+                    // Phones spread their first registrations a little.
+                    let at = self.now + 1_000 + 10 * k as u64;
+                    self.at(
+                        at,
+                        Ev::Register {
+                            user: u,
+                            home: h,
+                            refresh: true,
+                        },
+                    );
+                }
             }
             Effect::Rejoining(h) => {
                 if let Some(n) = self.node(h) {
@@ -616,7 +691,95 @@ impl Simulation {
                 let t = self.now - self.measure_from.unwrap_or(0);
                 self.report.record_lookup(t, ok, hops, latency_ms);
             }
+            Effect::Registered { user, home, ok } => {
+                if self.users[user].home != Some(home) {
+                    return;
+                }
+                if ok {
+                    self.users[user].registered = true;
+                    self.report.registrations_stored += 1;
+                } else {
+                    self.report.registration_failures += 1;
+                    let retry = Ev::Register {
+                        user,
+                        home,
+                        refresh: false,
+                    };
+                    self.at(self.now + phones::REGISTER_RETRY_MS, retry);
+                }
+            }
+            Effect::Called {
+                found,
+                started,
+                latency_ms,
+            } => {
+                let t = started.saturating_sub(self.measure_from.unwrap_or(0));
+                self.report.record_call(t, found, latency_ms);
+            }
         }
+    }
+
+    /// `user`'s phone is served by `home` from now on; it registers there.
+    fn serve(&mut self, user: usize, home: Host) {
+        let name = self.users[user].name.clone();
+        let Some(n) = self.node(home) else { return };
+        phones::enroll(n.engine.security_mut(), &name);
+        let u = &mut self.users[user];
+        u.home = Some(home);
+        u.registered = false;
+        u.refreshing = true;
+        self.served.entry(home).or_default().push(user);
+        self.at(
+            self.now,
+            Ev::Register {
+                user,
+                home,
+                refresh: true,
+            },
+        );
+    }
+
+    /// The phones `h` served look for another peer.
+    fn orphan_phones(&mut self, h: Host) {
+        for u in self.served.remove(&h).unwrap_or_default() {
+            let user = &mut self.users[u];
+            user.home = None;
+            user.registered = false;
+            user.refreshing = false;
+            self.at(self.now + phones::PHONE_FAILOVER_MS, Ev::Failover { user: u });
+        }
+    }
+
+    /// Registered users whose every registration copy is on a peer in
+    /// `dying` while their own peer lives on: lost until its next refresh,
+    /// whatever the overlay does.
+    fn registrations_dying_with(&self, dying: &BTreeSet<Host>) -> u64 {
+        // Only users whose registration a dying peer holds can lose it.
+        let mut held: BTreeSet<usize> = BTreeSet::new();
+        for &d in dying {
+            let Some(n) = self.nodes.get(d as usize).and_then(|n| n.as_ref()) else {
+                continue;
+            };
+            for r in n.engine.storage().resources() {
+                if let Some(&u) = self.user_at.get(&overlay::ring::resource_position(&r.id)) {
+                    held.insert(u);
+                }
+            }
+        }
+        held.into_iter()
+            .filter(|u| {
+                let user = &self.users[*u];
+                user.registered
+                    && user.home.is_some_and(|h| !dying.contains(&h))
+                    && !self.copy_survives(&user.resource, user.pos, dying)
+            })
+            .count() as u64
+    }
+
+    /// Whether a live peer holds `user`'s registration.
+    fn registration_held(&self, user: usize) -> bool {
+        let u = &self.users[user];
+        self.copy_survives(&u.resource, u.pos, &BTreeSet::new())
     }
 
     /// Takes a node out: a crash (links notice after the detection time) or
@@ -627,6 +790,7 @@ impl Simulation {
         };
         let id = n.engine.node_id();
         self.alive[h as usize] = false;
+        self.orphan_phones(h);
         self.partitions_found_by_gone += n.engine.topology().partitions_found();
         self.ring.remove(&overlay::ring::node_position(&id));
         self.count_live(-1);
@@ -664,8 +828,26 @@ impl Simulation {
             return;
         }
         // A leaving peer stays on the ring (it still serves and hands its
-        // data over) until it has left.
+        // data over) until it has left. It withdraws the registrations it
+        // stored, as the daemon does.
         n.leaving = true;
+        let withdrawn: Vec<String> = self
+            .served
+            .get(&h)
+            .into_iter()
+            .flatten()
+            .filter(|u| self.users[**u].registered)
+            .map(|u| self.users[*u].name.clone())
+            .collect();
+        let Some(n) = self.nodes.get_mut(h as usize).and_then(|n| n.as_mut()) else {
+            return;
+        };
+        for name in withdrawn {
+            let resource = n.engine.resource_id(name.as_bytes());
+            let removal = overlay::sip_usage::route_to_me(n.engine.node_id(), false);
+            let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
+            let _ = n.engine.store_as(now, &name, resource, kind, vec![removal], 60);
+        }
         n.engine.leave(now);
         self.drive(h);
         self.at(self.now + 60_000, Ev::LeaveDeadline { host: h });
@@ -851,6 +1033,71 @@ impl Simulation {
                     },
                 );
             }
+            Ev::Register { user, home, refresh } => {
+                if self.users[user].home != Some(home) {
+                    return;
+                }
+                let name = self.users[user].name.clone();
+                let resource = self.users[user].resource.clone();
+                if refresh {
+                    let next = Ev::Register { user, home, refresh };
+                    self.at(self.now + phones::REFRESH_MS, next);
+                }
+                let Some(n) = self.node(home) else { return };
+                if !n.joined || n.leaving {
+                    return;
+                }
+                let value = overlay::sip_usage::route_to_me(n.engine.node_id(), true);
+                let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
+                let lifetime = phones::REGISTRATION_LIFETIME_S;
+                if let Some(id) = n.engine.store_as(now_abs, &name, resource, kind, vec![value], lifetime) {
+                    n.pending.insert(id, Pending::Register { user });
+                    self.drive(home);
+                }
+            }
+            Ev::Failover { user } => {
+                if self.users[user].home.is_some() {
+                    return;
+                }
+                match self.random_joined() {
+                    Some(h) => self.serve(user, h),
+                    None => self.at(self.now + phones::PHONE_FAILOVER_MS, Ev::Failover { user }),
+                }
+            }
+            Ev::Call => {
+                let mean_gap = 1000.0 / self.cfg.calls_per_s;
+                let gap = (-self.rng.random_range(1e-12..1.0f64).ln() * mean_gap) as u64 + 1;
+                self.at(self.now + gap, Ev::Call);
+                let n = self.users.len();
+                let (caller, callee) = (self.rng.random_range(0..n), self.rng.random_range(0..n));
+                let (Some(from), Some(to)) = (self.users[caller].home, self.users[callee].home) else {
+                    return;
+                };
+                let usable = |s: &Self, h: Host| s.nodes[h as usize].as_ref().is_some_and(|n| n.joined && !n.leaving);
+                if caller == callee || !self.users[callee].registered || !usable(self, from) || !usable(self, to) {
+                    return;
+                }
+                if !self.registration_held(callee) {
+                    // Every copy died with its peers: unreachable until the
+                    // callee's peer refreshes it, whatever the overlay does.
+                    self.report.calls_to_lost_registrations += 1;
+                    return;
+                }
+                let name = self.users[callee].name.clone();
+                let started = self.now;
+                let Some(n) = self.node(from) else { return };
+                n.next_call += 1;
+                let token = n.next_call;
+                n.calls.insert(
+                    token,
+                    phones::Call {
+                        callee_home: to,
+                        started,
+                    },
+                );
+                n.locator.start(&mut n.engine, now_abs, name, token);
+                self.drive(from);
+            }
             Ev::Heal => self.cut = None,
             Ev::LeaveDeadline { host } => {
                 if self.node(host).is_some() {
@@ -911,6 +1158,7 @@ impl Simulation {
     fn crash_batch(&mut self, hosts: Vec<Host>) {
         let dying: BTreeSet<Host> = hosts.iter().copied().collect();
         self.report.items_lost_expected += self.unavoidable_losses(&dying);
+        self.report.registrations_lost_expected += self.registrations_dying_with(&dying);
         for h in hosts {
             self.remove(h, true);
         }
@@ -995,6 +1243,9 @@ impl Simulation {
         self.last_count_change = m;
         self.at(m, Ev::Lookup);
         self.at(m, Ev::Sample);
+        if self.users.len() >= 2 && self.cfg.calls_per_s > 0.0 {
+            self.at(m, Ev::Call);
+        }
         for i in 0..self.cfg.scenarios.len() {
             let at_s = match self.cfg.scenarios[i] {
                 Scenario::MassCrash { at_s, .. }
@@ -1037,6 +1288,9 @@ impl Simulation {
                 }
             }
         }
+        self.report.registrations_missing_end = (0..self.users.len())
+            .filter(|u| self.users[*u].registered && !holders.contains_key(&self.users[*u].pos))
+            .count() as u64;
         let alive = self.report.items_stored.saturating_sub(self.report.items_lost);
         self.report.replication_complete = if alive == 0 {
             1.0

@@ -92,7 +92,35 @@ pub struct Report {
     pub links_per_peer_max: u64,
     pub wall_s: f64,
     pub peak_rss_mb: f64,
+    /// SIP users the peers served (0: no calls simulated).
+    pub sip_users: usize,
+    /// Registration Stores (RFC 7904 §3) that succeeded, refreshes
+    /// included, and those that failed.
+    pub registrations_stored: u64,
+    pub registration_failures: u64,
+    /// Registered users whose registration no live peer holds at the end.
+    pub registrations_missing_end: u64,
+    /// Registrations whose every copy crashed at once while the user's
+    /// own peer lived (the most that may be missing until refreshed).
+    pub registrations_lost_expected: u64,
+    /// Calls whose lookup started (caller and callee served by live
+    /// peers, the callee registered), and those that found the callee's
+    /// peer.
+    pub calls: u64,
+    pub calls_found: u64,
+    pub call_success_rate: f64,
+    /// Calls not started because every copy of the callee's registration
+    /// died with its peers (it comes back at the next refresh).
+    pub calls_to_lost_registrations: u64,
+    /// The overlay's part of call setup: Fetch, replicas, AppAttach.
+    pub call_setup_ms_p50: u64,
+    pub call_setup_ms_p99: u64,
+    /// When the last call that did not find its callee started, in
+    /// seconds into the measurement.
+    pub last_failed_call_s: Option<f64>,
     pub series: Series,
+    #[serde(skip)]
+    call_latencies: Vec<u32>,
     #[serde(skip)]
     latencies: Vec<u32>,
     #[serde(skip)]
@@ -106,6 +134,7 @@ impl Report {
             seed: cfg.seed,
             churn_median_s: cfg.churn_median_s,
             hops_half_log2_n: (cfg.peers.max(1) as f64).log2() / 2.0,
+            sip_users: cfg.sip_users,
             by_code: vec![0; CODE_SLOTS],
             ..Report::default()
         }
@@ -139,6 +168,18 @@ impl Report {
             }
             self.hops_histogram[h] += 1;
             self.latencies.push(latency_ms.min(u32::MAX as u64) as u32);
+        }
+    }
+
+    /// A call that started `t_ms` into the measurement.
+    pub(crate) fn record_call(&mut self, t_ms: u64, found: bool, setup_ms: u64) {
+        self.calls += 1;
+        if found {
+            self.calls_found += 1;
+            self.call_latencies.push(setup_ms.min(u32::MAX as u64) as u32);
+        } else {
+            let t = t_ms as f64 / 1000.0;
+            self.last_failed_call_s = Some(self.last_failed_call_s.map_or(t, |l| l.max(t)));
         }
     }
 
@@ -190,6 +231,14 @@ impl Report {
             self.hops_p50 = percentile_of_histogram(&self.hops_histogram, 0.50);
             self.hops_p99 = percentile_of_histogram(&self.hops_histogram, 0.99);
         }
+        self.call_success_rate = if self.calls == 0 {
+            0.0
+        } else {
+            self.calls_found as f64 / self.calls as f64
+        };
+        self.call_latencies.sort_unstable();
+        self.call_setup_ms_p50 = percentile(&self.call_latencies, 0.50);
+        self.call_setup_ms_p99 = percentile(&self.call_latencies, 0.99);
         self.latencies.sort_unstable();
         self.lookup_latency_ms_p50 = percentile(&self.latencies, 0.50);
         self.lookup_latency_ms_p99 = percentile(&self.latencies, 0.99);

@@ -272,3 +272,69 @@ fn a_partition_heals_into_one_ring() {
     );
     assert_eq!(found, asked, "the last five minutes find everything: {s}");
 }
+
+fn calls_summary(r: &Report) -> String {
+    format!(
+        "calls {} found {} ({:.4}), not started {}, setup p50 {} p99 {} ms, last failure {:?} s, registrations stored {} failed {} missing {} / {} expected",
+        r.calls,
+        r.calls_found,
+        r.call_success_rate,
+        r.calls_to_lost_registrations,
+        r.call_setup_ms_p50,
+        r.call_setup_ms_p99,
+        r.last_failed_call_s,
+        r.registrations_stored,
+        r.registration_failures,
+        r.registrations_missing_end,
+        r.registrations_lost_expected
+    )
+}
+
+/// Issue 33 §6: 10,000 SIP users on 1,000 peers for 30 minutes of churn
+/// (median session 10 minutes): phones whose peer leaves or crashes
+/// register with another, and calls between random users find the
+/// callee's peer through the same locator the daemon runs.
+#[test]
+fn under_churn_calls_find_the_callees_peer() {
+    let mut cfg = SimConfig::new(N, 1800);
+    cfg.churn_median_s = Some(600.0);
+    cfg.seed = 7;
+    cfg.sip_users = 10_000;
+    cfg.calls_per_s = 20.0;
+    let r = run(cfg);
+    let s = calls_summary(&r);
+    assert!(r.crashes > 500 && r.graceful_leaves > 500, "churn happened: {s}");
+    assert!(r.calls > 30_000, "{s}");
+    assert!(r.call_success_rate >= 0.999, "{s}");
+    assert!(r.registrations_stored >= 10_000, "{s}");
+    assert!(
+        r.registrations_missing_end <= r.registrations_lost_expected,
+        "no registration lost beyond those whose every copy crashed: {s}"
+    );
+    assert!(
+        r.call_setup_ms_p99 < 10_000,
+        "no call waits for a transaction timeout: {s}"
+    );
+}
+
+/// Issue 33 §6: after 30 % of the peers crash at once, calls find their
+/// callee again within 10 simulated seconds (a callee whose every
+/// registration copy crashed is not called: nothing could find it before
+/// its peer refreshes).
+#[test]
+fn after_a_thirty_percent_crash_calls_succeed_again_within_ten_seconds() {
+    let mut cfg = SimConfig::new(N, 300);
+    cfg.scenarios.push(Scenario::MassCrash {
+        at_s: 60,
+        fraction: 0.3,
+    });
+    cfg.seed = 3;
+    cfg.sip_users = 10_000;
+    cfg.calls_per_s = 20.0;
+    let r = run(cfg);
+    let s = calls_summary(&r);
+    assert_eq!(r.crashes, 300, "{s}");
+    assert!(r.calls > 4_000, "{s}");
+    assert!(r.last_failed_call_s.is_none_or(|t| t < 70.0), "{s}");
+    assert!(r.registrations_missing_end <= r.registrations_lost_expected, "{s}");
+}

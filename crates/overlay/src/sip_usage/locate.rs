@@ -8,8 +8,15 @@
 //! (RFC 6940 §8) tells an enrolled user with no phone from a name nobody
 //! enrolled.
 //!
+//! Once one AppAttach answered, the others get [`FORK_GRACE_MS`] more: a
+//! registration of a peer that crashed stays in the overlay until it
+//! expires, and an AppAttach to a Node-ID nobody holds is dropped
+//! silently (RFC 6940 §6.1.1), so waiting for it would hold every call to
+//! that user for a whole transaction timeout (decision 0028).
+//!
 //! The driver starts a lookup with a token of its choosing, hands every
-//! finished request of the engine to [`Locator::on_done`], and takes the
+//! finished request of the engine to [`Locator::on_done`], calls
+//! [`Locator::handle_timeout`] at [`Locator::poll_timeout`], and takes the
 //! outcomes from [`Locator::poll_located`]. The daemon and the simulator
 //! run this same code.
 
@@ -29,6 +36,11 @@ pub const ATTACH_REUSE_MS: u64 = 10 * 60 * 1000;
 /// Replicas asked after the responsible peer (Chord-reload keeps two,
 /// RFC 6940 §10.4).
 pub const REPLICAS_ASKED: u8 = 2;
+
+/// How long the other AppAttaches of a lookup may still answer once one
+/// has: a live peer answers within a few overlay round trips of the
+/// first, a crashed one never.
+pub const FORK_GRACE_MS: u64 = 2_000;
 
 /// Where a user's phones are.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +70,9 @@ pub struct LocatorStats {
     pub replicas_asked: u64,
     /// AppAttaches saved by a remembered answer.
     pub attaches_reused: u64,
+    /// Lookups that ended with AppAttaches unanswered after
+    /// [`FORK_GRACE_MS`] (stale registrations of peers that are gone).
+    pub attaches_given_up: u64,
 }
 
 /// RFC 7904 §4.2: after a Fetch answered by `responder` gave no route
@@ -73,6 +88,9 @@ fn ask_replica_after(usable_routes: usize, answered: bool, asked: u8, responder:
 struct Locating {
     token: u64,
     waiting: usize,
+    /// When the lookup ends whatever is still unanswered: set by the
+    /// first AppAttach answer.
+    grace_until: Option<u64>,
     peers: Vec<SocketAddr>,
     here: bool,
     failures: Vec<String>,
@@ -132,6 +150,7 @@ impl Locator {
             Locating {
                 token,
                 waiting: 0,
+                grace_until: None,
                 peers: Vec::new(),
                 here: false,
                 failures: Vec::new(),
@@ -146,6 +165,25 @@ impl Locator {
 
     pub fn stats(&self) -> &LocatorStats {
         &self.stats
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.locating.values().filter_map(|l| l.grace_until).min()
+    }
+
+    /// Ends the lookups whose grace is over with what they found.
+    pub fn handle_timeout(&mut self, now: u64) {
+        let due: Vec<u64> = self
+            .locating
+            .iter()
+            .filter(|(_, l)| l.grace_until.is_some_and(|t| t <= now))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in due {
+            self.stats.attaches_given_up += 1;
+            self.complete(id);
+        }
     }
 
     /// Lookups under way.
@@ -226,6 +264,7 @@ impl Locator {
                 self.known.insert(peer, (address, now + ATTACH_REUSE_MS));
                 if let Some(l) = self.locating.get_mut(&id) {
                     l.peers.push(address);
+                    l.grace_until.get_or_insert(now + FORK_GRACE_MS);
                 }
             }
             self.attached(id);
@@ -282,6 +321,10 @@ impl Locator {
             return 0;
         }
         locating.waiting = attach.len();
+        if locating.here || !locating.peers.is_empty() {
+            // Found already (here, or through a remembered answer).
+            locating.grace_until = Some(now + FORK_GRACE_MS);
+        }
         for peer in attach {
             let request = engine.app_attach(now, peer, SIPS_APPLICATION);
             self.attaches.insert(request, (fetching.locate, peer));
