@@ -9,6 +9,7 @@ mod softphone;
 use common::*;
 use phones::{sipp, Phones, Scenarios};
 use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
 use std::time::Duration;
 
 const DOMAIN: &str = "sip.test.invalid";
@@ -231,6 +232,25 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
         "bob",
         10,
         "calls succeed after the registration's peer crashed",
+    );
+
+    // Bob's peer leaves gracefully and withdraws the registration it
+    // stored: a call to bob gets 480 at once, not after an AppAttach to a
+    // peer that is gone has timed out (RFC 6940 §6.1.1 drops it silently).
+    let pid = o.procs.0[peers[b].child].id();
+    Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let child = &mut o.procs.0[peers[b].child];
+    wait_for(Duration::from_secs(60), "bob's peer to leave", || {
+        child.try_wait().unwrap().is_some()
+    });
+    let log = std::fs::read_to_string(&peers[b].log).unwrap();
+    assert!(log.contains("withdrew this peer's SIP registrations"), "{log}");
+    let started = std::time::Instant::now();
+    phones.run(None, "uac_480", "bob", 1, "bob, whose peer left, gets 480");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the 480 took {:?}",
+        started.elapsed()
     );
 }
 
