@@ -63,12 +63,21 @@ impl ConfigurationJudge for DocumentJudge {
         if new.sequence == u16::MAX {
             return Err(ConfigRefusal::Invalid("sequence 65535 is reserved".into()));
         }
+        Ok(new.overlay_config())
+    }
+
+    fn check_runnable(&mut self, document: &[u8]) -> Result<(), ConfigRefusal> {
+        let new = std::str::from_utf8(document)
+            .ok()
+            .and_then(|t| SignedConfiguration::parse(t, None).ok())
+            .ok_or_else(|| ConfigRefusal::Invalid("unreadable".into()))?
+            .configuration;
         if !new.root_certs.iter().any(|r| r.as_ref() == self.pinned_ca.as_slice()) {
             return Err(ConfigRefusal::Incompatible(
                 "it drops the root-cert this node was enrolled under; enroll the node again".into(),
             ));
         }
-        Ok(new.overlay_config())
+        Ok(())
     }
 
     fn judge_kinds(&mut self, kind_blocks: &[Vec<u8>]) -> Result<Vec<KindDefinition>, ConfigRefusal> {

@@ -309,6 +309,7 @@ impl OverlayDir {
             }
         })?;
         judge.judge_document(document.as_bytes()).map_err(DirError::Refused)?;
+        judge.check_runnable(document.as_bytes()).map_err(DirError::Refused)?;
         write(&path, document.as_bytes(), false)?;
         Ok((next.sequence, document))
     }

@@ -950,9 +950,10 @@ impl<T: Topology + Tables> Driver<T> {
         match saved {
             Ok(()) => tracing::info!("configuration sequence {sequence} adopted from {source} and saved"),
             Err(e) => {
+                self.plan_refetch();
                 return tracing::error!(
                     "configuration sequence {sequence} adopted from {source} but not saved ({e}); the next start runs on the previous document"
-                )
+                );
             }
         }
         if (self.dir.config.root_certs.clone(), self.dir.config.bad_nodes.clone()) != before {
@@ -990,12 +991,14 @@ impl<T: Topology + Tables> Driver<T> {
     /// §11.1: fetch the document again at a random time before it
     /// expires.
     fn plan_refetch(&mut self) {
+        // No configuration server named: nothing to fetch from.
         let expiration = self
             .dir
             .config
             .expiration
             .as_deref()
-            .and_then(crate::config_doc::parse_rfc3339);
+            .and_then(crate::config_doc::parse_rfc3339)
+            .filter(|_| !self.dir.config.enrollment_servers.is_empty());
         let random = u64::from_le_bytes(self.me.as_bytes()[8..16].try_into().unwrap_or_default()) ^ now_ms();
         self.refetch.plan(expiration, std::time::SystemTime::now(), random);
     }
@@ -1004,7 +1007,7 @@ impl<T: Topology + Tables> Driver<T> {
     /// server's host, §11.2), over TLS pinned to the node's CA.
     fn maybe_refetch(&mut self) {
         let Some(server) = self.dir.config.enrollment_servers.first().cloned() else {
-            return;
+            return self.refetch.plan(None, std::time::SystemTime::now(), 0);
         };
         if !self.refetch.start(std::time::SystemTime::now()) {
             return;
@@ -1096,6 +1099,7 @@ impl<T: Topology + Tables> Driver<T> {
                 document,
                 from,
             } => self.reconfigured(sequence, document, from),
+            Event::ConfigurationStale { .. } if self.dir.config.enrollment_servers.is_empty() => {}
             Event::ConfigurationStale { by } => {
                 if self.refetch.wake_in(std::time::SystemTime::now()) != Some(Duration::ZERO) {
                     tracing::info!(

@@ -8,8 +8,10 @@
 //!   whose address AppAttach hands out (RFC 7904 §4.2, application 5061),
 //!   each end presenting its node certificate (decision 0027). Requests
 //!   arriving there are for the phones attached here.
-//! - TCP connections, accepted or opened, are kept by remote address and
-//!   reused for every later message to that address.
+//! - TCP and TLS connections, accepted or opened, are kept by transport
+//!   and remote address and reused for every later message to that
+//!   address over that transport: a TLS connection to a peer never
+//!   carries a phone's messages, nor a phone's TCP connection a peer's.
 
 use crate::link::LinkTls;
 use crate::log_budget::LogBudget;
@@ -86,7 +88,7 @@ pub(crate) enum SipInput {
         answer: Vec<u8>,
     },
     Opened {
-        remote: SocketAddr,
+        flow: Flow,
         tx: mpsc::Sender<Vec<u8>>,
     },
     Closed {
@@ -160,7 +162,7 @@ struct Core {
     /// REGISTER transactions (the proxy keeps its own).
     registers: ServerTransactions,
     udp: Arc<UdpSocket>,
-    connections: HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>,
+    connections: HashMap<Flow, mpsc::Sender<Vec<u8>>>,
     /// The node's certificate and the overlay's trust, for TLS to peers.
     tls: Arc<LinkTls>,
     events: mpsc::Sender<SipInput>,
@@ -352,8 +354,8 @@ impl Core {
                 }
                 self.send(flow, answer).await;
             }
-            SipInput::Opened { remote, tx } => {
-                self.connections.insert(remote, tx);
+            SipInput::Opened { flow, tx } => {
+                self.connections.insert(flow, tx);
             }
             SipInput::Closed { tx } => self.connections.retain(|_, t| !t.same_channel(&tx)),
             SipInput::Located { lookup, location } => {
@@ -388,36 +390,11 @@ impl Core {
             return self.run(out).await;
         }
         self.metrics.request(message.method().unwrap_or_default());
-        if side == Side::Overlay {
-            self.alias_connection(&message, flow);
-        }
         if message.method() == Some("REGISTER") {
             return self.register(now, message, flow, side).await;
         }
         let out = self.proxy.on_request(now, message, flow, side, &mut self.registrar);
         self.run(out).await;
-    }
-
-    /// A peer's connection also serves as the way to the address its Via
-    /// names (its overlay-side listener), so answers and in-dialog requests
-    /// to that address reuse it instead of opening another.
-    fn alias_connection(&mut self, request: &SipMessage, flow: Flow) {
-        if flow.transport != Transport::Tcp {
-            return;
-        }
-        let Some(via) = request.list("Via").first().and_then(|v| sip::headers::Via::parse(v)) else {
-            return;
-        };
-        let Some(ip) = sip::proxy::host_ip(&via.host) else {
-            return;
-        };
-        let named = SocketAddr::new(ip, via.port.unwrap_or(5060));
-        if named == flow.remote || self.connections.contains_key(&named) {
-            return;
-        }
-        if let Some(tx) = self.connections.get(&flow.remote).cloned() {
-            self.connections.insert(named, tx);
-        }
     }
 
     async fn register(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side) {
@@ -566,7 +543,7 @@ impl Core {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                let bytes = match self.connections.get(&flow.remote) {
+                let bytes = match self.connections.get(&flow) {
                     Some(tx) => match tx.try_send(bytes) {
                         Ok(()) => return,
                         Err(mpsc::error::TrySendError::Full(_)) => {
@@ -574,7 +551,7 @@ impl Core {
                             return;
                         }
                         Err(mpsc::error::TrySendError::Closed(bytes)) => {
-                            self.connections.remove(&flow.remote);
+                            self.connections.remove(&flow);
                             bytes
                         }
                     },
@@ -591,7 +568,7 @@ impl Core {
     fn connect(&mut self, flow: Flow, first: Vec<u8>) {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         let _ = tx.try_send(first);
-        self.connections.insert(flow.remote, tx.clone());
+        self.connections.insert(flow, tx.clone());
         let (events, tls) = (self.events.clone(), self.tls.clone());
         tokio::spawn(async move {
             let opened = open_connection(flow, tls, CONNECT_TIMEOUT, events.clone(), tx.clone(), rx).await;

@@ -81,7 +81,11 @@ pub(crate) async fn accept_tcp(
             let _ = stream.set_nodelay(true);
             let (tx, rx) = mpsc::channel(TCP_QUEUE);
             let Some(tls) = tls else {
-                if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_ok() {
+                let flow = Flow {
+                    transport: Transport::Tcp,
+                    remote,
+                };
+                if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
                     run_connection(stream, remote, Transport::Tcp, side, events, tx, rx).await;
                 }
                 return drop(admitted);
@@ -97,7 +101,11 @@ pub(crate) async fn accept_tcp(
                 "sip: TLS connection from peer {} at {remote}",
                 ids.first().map(|n| n.to_hex()).unwrap_or_default()
             );
-            if events.send(SipInput::Opened { remote, tx: tx.clone() }).await.is_ok() {
+            let flow = Flow {
+                transport: Transport::Tls,
+                remote,
+            };
+            if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
                 run_connection(stream, remote, Transport::Tls, side, events, tx, rx).await;
             }
             drop(admitted);

@@ -22,6 +22,14 @@ pub trait ConfigurationJudge: Send {
     /// The engine compares its sequence; the judge need not.
     fn judge_document(&mut self, document: &[u8]) -> Result<OverlayConfig, ConfigRefusal>;
 
+    /// Whether this node can run a document judged before: §11.1 "If a
+    /// node is not capable of supporting the new requirements, it MUST
+    /// exit the overlay". Asked only of documents newer than the current
+    /// one, so an old document replayed cannot make a node exit.
+    fn check_runnable(&mut self, _document: &[u8]) -> Result<(), ConfigRefusal> {
+        Ok(())
+    }
+
     /// The Kinds a list of kind-block elements defines, if each is signed
     /// by a kind-signer of the current configuration and none conflicts
     /// with a known Kind signed by another signer (§6.5.4.2).
@@ -46,7 +54,7 @@ pub enum ConfigRefusal {
     Incompatible(String),
     #[error("configuration sequence {theirs} is older than this node's {ours}")]
     Older { ours: u16, theirs: u16 },
-    #[error("kind {0} is already defined by another kind-signer")]
+    #[error("kind {0} is already defined otherwise; change a Kind with a new configuration document")]
     ConflictingKind(String),
     #[error("too many configuration updates to check; try again in a few seconds")]
     TooMany,
@@ -126,6 +134,9 @@ impl Window {
 pub struct ConfigurationKeeper {
     judge: Option<Box<dyn ConfigurationJudge>>,
     document: Option<std::sync::Arc<[u8]>>,
+    /// Kind blocks taken since the document, by their bytes: copies of
+    /// them arriving over every link are recognised without a check.
+    kind_blocks: std::collections::BTreeSet<Vec<u8>>,
     judged: Window,
     told_window: Window,
     told: BTreeMap<Vec<u8>, u64>,
@@ -155,33 +166,40 @@ impl ConfigurationKeeper {
     }
 
     /// Judges `document` against `current` (§6.5.4.2): `Ok(None)` when it
-    /// is the document this node already runs on.
+    /// is the document this node already runs on. `budgeted` documents
+    /// (from other nodes) count against [`MAX_JUDGED`]; the operator's and
+    /// the configuration server's do not.
     pub fn judge_document(
         &mut self,
         now: u64,
         current: &OverlayConfig,
         document: &[u8],
+        budgeted: bool,
     ) -> Result<Option<OverlayConfig>, ConfigRefusal> {
         if self.document.as_deref() == Some(document) {
             return Ok(None);
         }
         let judge = self.judge.as_mut().ok_or(ConfigRefusal::NotTaken)?;
-        if !self.judged.take(now, JUDGING_WINDOW_MS, MAX_JUDGED) {
+        if budgeted && !self.judged.take(now, JUDGING_WINDOW_MS, MAX_JUDGED) {
             return Err(ConfigRefusal::TooMany);
         }
         let new = judge.judge_document(document)?;
+        let (ours, theirs) = (current.configuration_sequence, new.configuration_sequence);
+        match compare_sequences(theirs, ours) {
+            Ordering::Greater => {}
+            Ordering::Equal => return Ok(None),
+            Ordering::Less => return Err(ConfigRefusal::Older { ours, theirs }),
+        }
         if new.instance_name != current.instance_name || new.node_id_length != current.node_id_length {
             return Err(ConfigRefusal::Incompatible(format!(
                 "it is for overlay {} with {}-byte Node-IDs",
                 new.instance_name, new.node_id_length
             )));
         }
-        let (ours, theirs) = (current.configuration_sequence, new.configuration_sequence);
-        match compare_sequences(theirs, ours) {
-            Ordering::Greater => Ok(Some(new)),
-            Ordering::Equal => Ok(None),
-            Ordering::Less => Err(ConfigRefusal::Older { ours, theirs }),
-        }
+        new.decode_context()
+            .map_err(|e| ConfigRefusal::Invalid(format!("its limits are unusable: {e}")))?;
+        judge.check_runnable(document)?;
+        Ok(Some(new))
     }
 
     /// Judges kind blocks (§6.5.4.2): the configuration with them merged
@@ -192,17 +210,37 @@ impl ConfigurationKeeper {
         current: &OverlayConfig,
         blocks: &[Vec<u8>],
     ) -> Result<Option<OverlayConfig>, ConfigRefusal> {
+        if blocks.iter().all(|b| self.kind_blocks.contains(b)) {
+            return Ok(None);
+        }
         let judge = self.judge.as_mut().ok_or(ConfigRefusal::NotTaken)?;
         if !self.judged.take(now, JUDGING_WINDOW_MS, MAX_JUDGED) {
             return Err(ConfigRefusal::TooMany);
         }
         let kinds = judge.judge_kinds(blocks)?;
-        if kinds.iter().all(|k| current.kind(k.id) == Some(k)) {
+        // A kind update carries no sequence: it could be a replay of an
+        // older definition. So it only adds Kinds; changing one takes a new
+        // document with a higher sequence (§11.1: "the new information in
+        // the configuration files overrides any previously learned").
+        let mut ids = std::collections::BTreeSet::new();
+        for k in &kinds {
+            if !ids.insert(k.id) {
+                return Err(ConfigRefusal::Invalid(format!("kind {} is defined twice", k.name)));
+            }
+            if current.kind(k.id).is_some_and(|known| known != k) {
+                return Err(ConfigRefusal::ConflictingKind(k.name.clone()));
+            }
+        }
+        if kinds.iter().all(|k| current.kind(k.id).is_some()) {
             return Ok(None);
         }
-        // §11.1: "the new information in the configuration files overrides
-        // any previously learned information".
-        Ok(Some(kinds.into_iter().fold(current.clone(), OverlayConfig::with_kind)))
+        let new = kinds.into_iter().fold(current.clone(), OverlayConfig::with_kind);
+        new.decode_context()
+            .map_err(|e| ConfigRefusal::Invalid(format!("the Kinds are unusable: {e}")))?;
+        if self.kind_blocks.len() < 256 {
+            self.kind_blocks.extend(blocks.iter().cloned());
+        }
+        Ok(Some(new))
     }
 
     /// The node runs on `document` from now on.
@@ -211,6 +249,7 @@ impl ConfigurationKeeper {
             judge.adopt(&document);
         }
         self.document = Some(document);
+        self.kind_blocks.clear();
     }
 
     /// Whether to send `node` (a Destination's bytes) this node's document

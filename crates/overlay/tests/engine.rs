@@ -1825,7 +1825,11 @@ impl ConfigurationJudge for TextJudge {
                 if field(&text, "signer=") != Some(self.signer.as_str()) {
                     return Err(ConfigRefusal::NotSigned(text.to_string()));
                 }
-                Ok(new_kind(field(&text, "id=").unwrap().parse().unwrap()))
+                let mut kind = new_kind(field(&text, "id=").unwrap().parse().unwrap());
+                if let Some(size) = field(&text, "size=") {
+                    kind.max_size = size.parse().unwrap();
+                }
+                Ok(kind)
             })
             .collect()
     }
@@ -1993,6 +1997,21 @@ fn unsigned_older_and_foreign_updates_are_refused_and_change_nothing() {
     assert_eq!(refused(&mut net, kinds), None);
     assert!(net.nodes.iter().all(|n| n.config().kind(NEW_KIND).is_some()));
     assert_eq!(sequences(&net), vec![5; 5], "a kind update keeps the sequence");
+    // A kind update carries no sequence, so it may be a replay: it adds
+    // Kinds but never changes one (that takes a new document), and the
+    // same Kind twice in one update is refused.
+    let other = ConfigUpdateReq::Kinds(vec![format!("signer=ops id={NEW_KIND} size=7").into_bytes()]);
+    assert_eq!(refused(&mut net, other), Some(ErrorCode::FORBIDDEN));
+    let twice = ConfigUpdateReq::Kinds(vec![
+        format!("signer=ops id={} size=7", NEW_KIND + 1).into_bytes(),
+        format!("signer=ops id={} size=8", NEW_KIND + 1).into_bytes(),
+    ]);
+    assert_eq!(refused(&mut net, twice), Some(ErrorCode::INVALID_MESSAGE));
+    assert!(net
+        .nodes
+        .iter()
+        .all(|n| n.config().kind(NEW_KIND).unwrap().max_size == 100));
+    assert!(net.nodes.iter().all(|n| n.config().kind(NEW_KIND + 1).is_none()));
 }
 
 /// §11.1: a document is judged by the signers of the one before it, so a
@@ -2021,17 +2040,37 @@ fn the_signer_of_the_next_document_is_named_by_the_current_one_and_checks_are_bu
     );
     net.pump();
     assert_eq!(sequences(&net), vec![7; 5]);
-    // Judging costs a signature check: a burst is cut off.
-    let now = net.now + 60_000;
-    let results: Vec<_> = (0..40)
-        .map(|i| net.nodes[1].offer_configuration(now, format!("seq=1 signer=x{i}").into_bytes()))
-        .collect();
-    assert!(results.contains(&Err(ConfigRefusal::TooMany)));
-    let judged = results
+    // Judging costs a signature check: a burst of ConfigUpdates from a
+    // member is cut off (the operator's own offers are not).
+    net.advance(60_000);
+    net.events.clear();
+    let (from, to) = (net.nodes[2].node_id(), net.nodes[1].node_id());
+    for i in 0..40 {
+        let update = Body::ConfigUpdateReq(ConfigUpdateReq::Config(format!("seq=9 signer=x{i}").into_bytes()));
+        let m = raw_request(&net, 2, vec![Destination::Node(to)], &update, 10);
+        let now = net.now;
+        net.nodes[1].receive(now, from, &m);
+    }
+    net.pump();
+    let refusals: Vec<&ConfigRefusal> = net
+        .events
         .iter()
-        .filter(|r| !matches!(r, Err(ConfigRefusal::TooMany)))
-        .count();
-    assert!(judged <= 16, "{judged} documents judged in one window");
+        .filter_map(|(i, e)| match e {
+            Event::ConfigurationRefused { refusal, .. } if *i == 1 => Some(refusal),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(refusals.len(), 40);
+    let judged = refusals.iter().filter(|r| !matches!(r, ConfigRefusal::TooMany)).count();
+    assert_eq!(judged, 16, "documents judged in one window");
+    let now = net.now;
+    assert!(
+        matches!(
+            net.nodes[1].offer_configuration(now, b"seq=1 signer=x".to_vec()),
+            Err(ConfigRefusal::NotSigned(_))
+        ),
+        "the operator's offer is judged all the same"
+    );
     // The current document is recognised without a check.
     let current = net.nodes[1].configuration_document().unwrap().to_vec();
     assert_eq!(

@@ -87,7 +87,9 @@ fn publish(dir: PathBuf, document: PathBuf, peers: Vec<SocketAddr>) -> Result<()
     // beside the document (§6.5.4.1).
     if signed.len() + 1024 > limit {
         eprintln!(
-            "warning: the signed document is {} bytes, too large for a ConfigUpdate under max-message-size {limit}:              peers will not pass it on; raise max-message-size (it also limits every other message)",
+            "warning: the signed document is {} bytes, too large for a ConfigUpdate under max-message-size {limit}: \
+             peers will not pass it on (they fetch it from the enrollment server instead); \
+             raise max-message-size (it also limits every other message)",
             signed.len()
         );
     }

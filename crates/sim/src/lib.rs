@@ -791,6 +791,9 @@ impl Simulation {
         let id = n.engine.node_id();
         self.alive[h as usize] = false;
         self.orphan_phones(h);
+        // Lookups the caller's peer took with it: the phone retries at its
+        // next peer; not a lookup that failed to find anyone.
+        self.report.calls_abandoned += n.calls.len() as u64;
         self.partitions_found_by_gone += n.engine.topology().partitions_found();
         self.ring.remove(&overlay::ring::node_position(&id));
         self.count_live(-1);

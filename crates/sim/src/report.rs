@@ -103,15 +103,18 @@ pub struct Report {
     /// Registrations whose every copy crashed at once while the user's
     /// own peer lived (the most that may be missing until refreshed).
     pub registrations_lost_expected: u64,
-    /// Calls whose lookup started (caller and callee served by live
-    /// peers, the callee registered), and those that found the callee's
-    /// peer.
+    /// Calls whose lookup ended (started with caller and callee served by
+    /// live peers and the callee registered), and those that found the
+    /// callee's peer.
     pub calls: u64,
     pub calls_found: u64,
     pub call_success_rate: f64,
     /// Calls not started because every copy of the callee's registration
     /// died with its peers (it comes back at the next refresh).
     pub calls_to_lost_registrations: u64,
+    /// Calls whose lookup was under way when the caller's peer left or
+    /// crashed (not in `calls`).
+    pub calls_abandoned: u64,
     /// The overlay's part of call setup: Fetch, replicas, AppAttach.
     pub call_setup_ms_p50: u64,
     pub call_setup_ms_p99: u64,

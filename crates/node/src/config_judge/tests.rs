@@ -111,9 +111,10 @@ fn a_document_that_drops_the_pinned_ca_cannot_be_run() {
     let mut next = s.config.clone();
     next.sequence = 5;
     next.root_certs = vec![other.cert_der.clone()];
-    let refusal = judge(&s)
-        .judge_document(next.to_signed_document(&s.signer).as_bytes())
-        .unwrap_err();
+    let document = next.to_signed_document(&s.signer);
+    let mut j = judge(&s);
+    assert!(j.judge_document(document.as_bytes()).is_ok(), "correctly signed");
+    let refusal = j.check_runnable(document.as_bytes()).unwrap_err();
     assert!(matches!(refusal, ConfigRefusal::Incompatible(_)), "{refusal:?}");
 }
 

@@ -49,7 +49,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// A document from the operator or the configuration server (§11.1
     /// refetch): judged and adopted as a ConfigUpdate would be.
     pub fn offer_configuration(&mut self, now: u64, document: Vec<u8>) -> Result<Offered, ConfigRefusal> {
-        let judged = self.configuration.judge_document(now, &self.config, &document);
+        let judged = self.configuration.judge_document(now, &self.config, &document, false);
         match judged? {
             Some(config) => {
                 let sequence = config.configuration_sequence;
@@ -73,7 +73,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let judged = match &req {
             ConfigUpdateReq::Config(document) => self
                 .configuration
-                .judge_document(now, &self.config, document)
+                .judge_document(now, &self.config, document, true)
                 .map(|c| c.map(|c| (c, Some(Arc::<[u8]>::from(document.as_slice()))))),
             ConfigUpdateReq::Kinds(blocks) => self
                 .configuration
@@ -121,6 +121,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         from: Option<NodeId>,
         link: Option<NodeId>,
     ) {
+        // Judged usable before.
         let Ok(ctx) = config.decode_context() else {
             return;
         };
