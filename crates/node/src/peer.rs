@@ -38,6 +38,10 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long a graceful leave may take before the process exits anyway.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a leave waits for the removals of the peer's registrations to
+/// be answered before it begins (they are a Store each, answered in a few
+/// overlay round trips).
+const WITHDRAW_WAIT: Duration = Duration::from_secs(3);
 /// Discovery rounds spent waiting for a smaller peer to start the overlay
 /// before starting it anyway.
 const MAX_ROUNDS_WAITED: u32 = 5;
@@ -596,6 +600,8 @@ async fn drive<T: Topology + Tables>(
         must_exit: None,
         refetch: Default::default(),
         published: Default::default(),
+        withdrawing: HashSet::new(),
+        leave_after_withdrawal: None,
         metrics,
     };
     driver
@@ -693,6 +699,10 @@ struct Driver<T: Topology + Tables> {
     /// Users whose registration this peer keeps in the overlay (RFC 7904
     /// §3), to withdraw when it leaves.
     published: std::collections::BTreeSet<String>,
+    /// The removals of a withdrawal not answered yet, and until when the
+    /// leave waits for them.
+    withdrawing: HashSet<RequestId>,
+    leave_after_withdrawal: Option<Instant>,
     /// A leave finished (`Event::Left` came out of the engine), even if
     /// the actions were carried out outside the main loop.
     left: bool,
@@ -842,6 +852,7 @@ impl<T: Topology + Tables> Driver<T> {
                 self.sip_locator
                     .poll_timeout()
                     .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))),
+                self.leave_after_withdrawal,
             ]
             .into_iter()
             .flatten()
@@ -869,6 +880,7 @@ impl<T: Topology + Tables> Driver<T> {
                         self.second_links_timed_out();
                     }
                     self.maybe_refetch();
+                    self.leave_when_withdrawn();
                     if self.sip_locator.poll_timeout().is_some_and(|t| t <= now_ms()) {
                         self.sip_locator.handle_timeout(now_ms());
                     }
@@ -880,10 +892,7 @@ impl<T: Topology + Tables> Driver<T> {
                 }
                 _ = async {}, if self.must_exit.is_some() && leave_deadline.is_none() => {
                     leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
-                    self.withdraw_registrations();
-                    if self.engine.is_joined() {
-                        self.engine.leave(now_ms());
-                    } else {
+                    if !self.begin_leave() {
                         return;
                     }
                 }
@@ -891,10 +900,7 @@ impl<T: Topology + Tables> Driver<T> {
                     tracing::info!("leaving the overlay (handing stored data over)");
                     self.cache_peers();
                     leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
-                    self.withdraw_registrations();
-                    if self.engine.is_joined() {
-                        self.engine.leave(now_ms());
-                    } else {
+                    if !self.begin_leave() {
                         return;
                     }
                 }
@@ -969,13 +975,42 @@ impl<T: Topology + Tables> Driver<T> {
         self.plan_refetch();
     }
 
+    /// Starts a graceful leave (§10.9): first the registrations this peer
+    /// stored are withdrawn, and the leave itself begins once their
+    /// removals are answered (at most [`WITHDRAW_WAIT`] later). `false`
+    /// when the node never joined and may simply exit.
+    fn begin_leave(&mut self) -> bool {
+        if !self.engine.is_joined() {
+            return false;
+        }
+        self.withdraw_registrations();
+        if self.withdrawing.is_empty() {
+            self.engine.leave(now_ms());
+        } else {
+            self.leave_after_withdrawal = Some(Instant::now() + WITHDRAW_WAIT);
+        }
+        true
+    }
+
+    /// Starts the leave that waited for the removals, once they are
+    /// answered or the wait is over.
+    fn leave_when_withdrawn(&mut self) {
+        if self
+            .leave_after_withdrawal
+            .is_some_and(|t| self.withdrawing.is_empty() || Instant::now() >= t)
+        {
+            self.leave_after_withdrawal = None;
+            self.engine.leave(now_ms());
+        }
+    }
+
     /// Before a graceful leave: the registrations this peer stored say
     /// "AppAttach to me" (RFC 7904 §3), which stops being true. Each is
     /// replaced by a removal (exists = false, §7.4.1.3), so callers stop
     /// asking a peer that is gone (they would wait for an AppAttach that is
     /// dropped, RFC 6940 §6.1.1). A crashed peer's stay until they expire.
     fn withdraw_registrations(&mut self) {
-        if !self.engine.is_joined() || self.published.is_empty() {
+        if self.published.is_empty() {
             return;
         }
         let now = now_ms();
@@ -983,7 +1018,9 @@ impl<T: Topology + Tables> Driver<T> {
             let resource = self.engine.resource_id(name.as_bytes());
             let removal = overlay::sip_usage::route_to_me(self.me, false);
             let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
-            let _ = self.engine.store_as(now, &name, resource, kind, vec![removal], 60);
+            if let Some(id) = self.engine.store_as(now, &name, resource, kind, vec![removal], 60) {
+                self.withdrawing.insert(id);
+            }
         }
         tracing::info!("withdrew this peer's SIP registrations from the overlay");
     }
@@ -1809,6 +1846,9 @@ impl<T: Topology + Tables> Driver<T> {
     }
 
     fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32, responder: NodeId) {
+        if self.withdrawing.remove(&request) {
+            return self.leave_when_withdrawn();
+        }
         if self.second_link_ping_done(request, &outcome) {
             return;
         }

@@ -2129,25 +2129,25 @@ fn locate(net: &mut Net, locator: &mut sip_usage::Locator, at: usize, name: &str
     locate_with(net, locator, at, name, |_, _, _| {})
 }
 
+/// Peer `i` stores `name`'s registration, a route to itself (RFC 7904 §3),
+/// signed as that user.
+fn store_registration(net: &mut Net, i: usize, name: &str) {
+    let resource = net.nodes[i].resource_id(name.as_bytes());
+    let value = sip_usage::route_to_me(net.nodes[i].node_id(), true);
+    let now = net.now;
+    let kind = usages::kind_id::SIP_REGISTRATION;
+    let req = net.nodes[i]
+        .store_as(now, name, resource, kind, vec![value], 600)
+        .unwrap();
+    net.pump();
+    assert!(net.done(i, req).0.is_ok());
+}
+
 /// Peer `i`'s phone user registers: peer `i` stores the route to itself
 /// (RFC 7904 §3) and offers SIP over TLS at 127.0.0.9:(5070 + i).
 fn register_phone(net: &mut Net, i: usize) -> (String, SocketAddr) {
     let name = sip_usage::resource_name(&format!("phone{i}"), "engine.test.invalid");
-    let resource = net.nodes[i].resource_id(name.as_bytes());
-    let value = sip_usage::route_to_me(net.nodes[i].node_id(), true);
-    let now = net.now;
-    let req = net.nodes[i]
-        .store_as(
-            now,
-            &name,
-            resource,
-            usages::kind_id::SIP_REGISTRATION,
-            vec![value],
-            600,
-        )
-        .unwrap();
-    net.pump();
-    assert!(net.done(i, req).0.is_ok());
+    store_registration(net, i, &name);
     let sip = SocketAddr::from(([127, 0, 0, 9], 5070 + i as u16));
     net.nodes[i].offer_application(sip_usage::SIPS_APPLICATION, IpAddressPort::from(sip));
     (name, sip)
@@ -2310,21 +2310,7 @@ fn a_stale_registration_of_a_crashed_peer_does_not_hold_the_call() {
         .security_mut()
         .users
         .push(SimulatedSecurity::new(five, name.clone()));
-    let resource = net.nodes[5].resource_id(name.as_bytes());
-    let now = net.now;
-    let value = sip_usage::route_to_me(five, true);
-    let req = net.nodes[5]
-        .store_as(
-            now,
-            &name,
-            resource,
-            usages::kind_id::SIP_REGISTRATION,
-            vec![value],
-            600,
-        )
-        .unwrap();
-    net.pump();
-    assert!(net.done(5, req).0.is_ok());
+    store_registration(&mut net, 5, &name);
     net.advance(1_000);
     net.crash(5);
     net.detect(5);

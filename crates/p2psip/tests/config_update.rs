@@ -54,6 +54,17 @@ fn store_new_kind(client: &RawClient, value: &[u8], storage_time: u64) -> (Desti
     (Destination::Resource(resource), body)
 }
 
+/// Peers on `dirs`, each joining through the first.
+fn start_ring(overlay: &mut Overlay, dirs: &[std::path::PathBuf]) -> Vec<Peer> {
+    let first = overlay.start_peer(&dirs[0], None);
+    let mut peers = vec![first];
+    for d in &dirs[1..] {
+        let p = overlay.start_peer(d, Some(peers[0].listen));
+        peers.push(p);
+    }
+    peers
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -66,12 +77,7 @@ fn a_published_configuration_with_a_new_kind_reaches_all_five_peers_and_is_used(
     let mut overlay = Overlay::create("cfgupdate", OVERLAY);
     let dirs: Vec<_> = (0..5).map(|i| overlay.enroll(&format!("peer{i}"))).collect();
     let writer = NodeDir::load(&overlay.enroll("writer")).unwrap();
-    let first = overlay.start_peer(&dirs[0], None);
-    let mut peers = vec![first];
-    for d in &dirs[1..] {
-        let p = overlay.start_peer(d, Some(peers[0].listen));
-        peers.push(p);
-    }
+    let peers = start_ring(&mut overlay, &dirs);
     let all: Vec<&Peer> = peers.iter().collect();
     wait_consistent(&all, Duration::from_secs(30), "five peers");
     assert!(all.iter().all(|p| status(p.admin).unwrap().configuration_sequence == 1));
@@ -189,12 +195,7 @@ fn a_published_configuration_with_a_new_kind_reaches_all_five_peers_and_is_used(
 fn peers_fetch_a_document_too_large_to_hand_on_from_the_configuration_server() {
     let mut overlay = Overlay::create("cfgfetch", OVERLAY);
     let dirs: Vec<_> = (0..3).map(|i| overlay.enroll(&format!("peer{i}"))).collect();
-    let first = overlay.start_peer(&dirs[0], None);
-    let mut peers = vec![first];
-    for d in &dirs[1..] {
-        let p = overlay.start_peer(d, Some(peers[0].listen));
-        peers.push(p);
-    }
+    let peers = start_ring(&mut overlay, &dirs);
     let all: Vec<&Peer> = peers.iter().collect();
     wait_consistent(&all, Duration::from_secs(30), "three peers");
     let overlay_dir = overlay.dir.join("overlay");

@@ -75,14 +75,16 @@ pub struct LocatorStats {
     pub attaches_given_up: u64,
 }
 
-/// RFC 7904 §4.2: after a Fetch answered by `responder` gave no route
+/// RFC 7904 §4.2: after a Fetch answered by `responder` held no value
 /// that verifies (the data is missing there, or forged), the holder whose
 /// next replica to ask; `None` once `asked` replicas were, or when nobody
 /// answered at all (a timeout names no responder). An unregistered user
 /// costs the two extra Fetches too: an empty answer cannot tell "never
-/// registered" from "not yet handed over".
-fn ask_replica_after(usable_routes: usize, answered: bool, asked: u8, responder: NodeId) -> Option<NodeId> {
-    (usable_routes == 0 && answered && asked < REPLICAS_ASKED).then_some(responder)
+/// registered" from "not yet handed over". A verified removal (exists =
+/// false) is an answer: a replica that has not seen it yet must not bring
+/// the registration back.
+fn ask_replica_after(verified_values: usize, answered: bool, asked: u8, responder: NodeId) -> Option<NodeId> {
+    (verified_values == 0 && answered && asked < REPLICAS_ASKED).then_some(responder)
 }
 
 struct Locating {
@@ -208,8 +210,8 @@ impl Locator {
                 Err(RequestFailure::Error(_)) => responder != engine.node_id(),
                 Err(_) => false,
             };
-            let usable = self.fetched(engine, now, &fetching, outcome);
-            if let Some(holder) = ask_replica_after(usable, answered, fetching.asked, responder) {
+            let (usable, verified) = self.fetched(engine, now, &fetching, outcome);
+            if let Some(holder) = ask_replica_after(verified, answered, fetching.asked, responder) {
                 let fetch = fetch_registrations(fetching.resource.clone());
                 if let Some(next) = engine.fetch_after(now, fetch, &holder) {
                     self.stats.replicas_asked += 1;
@@ -280,24 +282,26 @@ impl Locator {
     }
 
     /// Takes a Fetch answer: the routes that verify are attached to or
-    /// used; returns how many there were (0: nothing usable here).
+    /// used. Returns how many there were (0: nothing usable here) and how
+    /// many values verified, removals included.
     fn fetched<T: Topology, S: Security>(
         &mut self,
         engine: &mut OverlayNode<T, S>,
         now: u64,
         fetching: &Fetching,
         outcome: &Result<Body, RequestFailure>,
-    ) -> usize {
+    ) -> (usize, usize) {
         let Ok(Body::FetchAns(answer)) = outcome else {
-            return 0;
+            return (0, 0);
         };
         let mut answer = answer.clone();
         self.stats.unverified_values += engine.keep_verified(&fetching.resource, &mut answer) as u64;
+        let verified = answer.kind_responses.iter().map(|k| k.values.len()).sum();
         let me = engine.node_id();
         self.known.retain(|_, (_, until)| *until > now);
         let mut attach = Vec::new();
         let Some(locating) = self.locating.get_mut(&fetching.locate) else {
-            return 0;
+            return (0, verified);
         };
         let mut usable = 0;
         for target in super::targets(&answer) {
@@ -318,7 +322,7 @@ impl Locator {
             }
         }
         if usable == 0 {
-            return 0;
+            return (0, verified);
         }
         locating.waiting = attach.len();
         if locating.here || !locating.peers.is_empty() {
@@ -332,7 +336,7 @@ impl Locator {
         if self.locating.get(&fetching.locate).is_some_and(|l| l.waiting == 0) {
             self.complete(fetching.locate);
         }
-        usable
+        (usable, verified)
     }
 
     /// Ends a locate whose last Fetch gave nothing usable and that asks no
@@ -422,16 +426,16 @@ fn socket(address: IpAddressPort) -> Option<SocketAddr> {
 mod tests {
     use super::*;
 
-    /// RFC 7904 §4.2: nothing usable from an answering peer means the
-    /// next replica is asked, twice at most; a route that verifies, or a
-    /// Fetch nobody answered, ends the search.
+    /// RFC 7904 §4.2: nothing verified from an answering peer means the
+    /// next replica is asked, twice at most; a value that verifies (a
+    /// route, or a removal), or a Fetch nobody answered, ends the search.
     #[test]
-    fn a_replica_is_asked_after_an_answer_with_nothing_usable_and_two_at_most() {
+    fn a_replica_is_asked_after_an_answer_with_nothing_verified_and_two_at_most() {
         let responder = NodeId::from_u128(7);
         assert_eq!(ask_replica_after(0, true, 0, responder), Some(responder));
         assert_eq!(ask_replica_after(0, true, 1, responder), Some(responder));
         assert_eq!(ask_replica_after(0, true, 2, responder), None, "both replicas asked");
-        assert_eq!(ask_replica_after(1, true, 0, responder), None, "a usable route");
+        assert_eq!(ask_replica_after(1, true, 0, responder), None, "a verified value");
         assert_eq!(ask_replica_after(0, false, 0, responder), None, "no answer to go past");
     }
 
