@@ -27,7 +27,7 @@ use crate::topology::{RequestFailure, Topology};
 use reload_wire::storage::{ArrayRange, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
 use reload_wire::{Body, Destination, FetchReq, IpAddressPort, NodeId, ResourceId};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
 /// How long an AppAttach answer is reused.
@@ -119,6 +119,8 @@ pub struct Locator {
     certificates: BTreeMap<RequestId, (u64, ResourceId)>,
     /// Where peers' SIP listens, from their AppAttach answers, until when.
     known: BTreeMap<NodeId, (SocketAddr, u64)>,
+    /// The lookups' grace deadlines, soonest first: (when, lookup).
+    graces: BTreeSet<(u64, u64)>,
     located: VecDeque<(u64, Located)>,
     stats: LocatorStats,
 }
@@ -170,19 +172,18 @@ impl Locator {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
+    /// Asked after every event a peer handles, so it reads one entry.
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.locating.values().filter_map(|l| l.grace_until).min()
+        self.graces.first().map(|(at, _)| *at)
     }
 
     /// Ends the lookups whose grace is over with what they found.
     pub fn handle_timeout(&mut self, now: u64) {
-        let due: Vec<u64> = self
-            .locating
-            .iter()
-            .filter(|(_, l)| l.grace_until.is_some_and(|t| t <= now))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in due {
+        while let Some(&(at, id)) = self.graces.first() {
+            if at > now {
+                break;
+            }
+            self.graces.pop_first();
             self.stats.attaches_given_up += 1;
             self.complete(id);
         }
@@ -266,7 +267,10 @@ impl Locator {
                 self.known.insert(peer, (address, now + ATTACH_REUSE_MS));
                 if let Some(l) = self.locating.get_mut(&id) {
                     l.peers.push(address);
-                    l.grace_until.get_or_insert(now + FORK_GRACE_MS);
+                    if l.grace_until.is_none() {
+                        l.grace_until = Some(now + FORK_GRACE_MS);
+                        self.graces.insert((now + FORK_GRACE_MS, id));
+                    }
                 }
             }
             self.attached(id);
@@ -328,6 +332,7 @@ impl Locator {
         if locating.here || !locating.peers.is_empty() {
             // Found already (here, or through a remembered answer).
             locating.grace_until = Some(now + FORK_GRACE_MS);
+            self.graces.insert((now + FORK_GRACE_MS, fetching.locate));
         }
         for peer in attach {
             let request = engine.app_attach(now, peer, SIPS_APPLICATION);
@@ -410,6 +415,9 @@ impl Locator {
 
     fn finish(&mut self, id: u64, located: Located) {
         if let Some(l) = self.locating.remove(&id) {
+            if let Some(at) = l.grace_until {
+                self.graces.remove(&(at, id));
+            }
             self.located.push_back((l.token, located));
         }
     }
