@@ -7,7 +7,8 @@
 //! `GET /ring` walks the whole overlay; `GET /certificate/NODE_ID` fetches
 //! a peer's certificate from the overlay; `GET /responsible/NAME` names the
 //! peer responsible for a resource (a user's AOR, say) and its distance in
-//! overlay hops. `GET /configuration` returns the signed configuration
+//! overlay hops; `GET /held/NAME` what this peer itself holds under it,
+//! by Kind (as responsible peer or replica). `GET /configuration` returns the signed configuration
 //! document the peer runs on; `POST /configuration` offers it a new one
 //! (RFC 6940 §6.5.4: taken only if a configuration-signer of the current
 //! document signed it and its sequence is newer, then handed on to the
@@ -20,7 +21,7 @@
 //! wants `Authorization: Bearer TOKEN`; the page takes the token from its
 //! URL fragment (`/#token=...`, never sent to the server) for its fetches.
 
-use crate::peer::{AdminRequest, Input, ProbedPeer, Responsible, RingWalk, Status};
+use crate::peer::{AdminRequest, Held, Input, ProbedPeer, Responsible, RingWalk, Status};
 use crate::sip_server::SipControl;
 use crate::source_caps::ConnectionCaps;
 use axum::extract::{Path, State};
@@ -65,6 +66,7 @@ pub(crate) async fn serve(
         .route("/certificate/{node_id}", get(certificate))
         .route("/ring", get(ring))
         .route("/responsible/{name}", get(responsible))
+        .route("/held/{name}", get(held))
         .route(
             "/configuration",
             get(configuration)
@@ -244,6 +246,17 @@ async fn responsible(State(engine): State<mpsc::Sender<Input>>, Path(name): Path
         })
         .into_response(),
         Err(why) => (StatusCode::BAD_GATEWAY, format!("no answer to a Probe: {why}")).into_response(),
+    }
+}
+
+/// `GET /held/NAME`: the values this peer holds under the resource named
+/// NAME, by Kind; asks nothing of the overlay.
+async fn held(State(engine): State<mpsc::Sender<Input>>, Path(name): Path<String>) -> Response {
+    let (tx, rx) = oneshot::channel();
+    let _ = engine.send(Input::Admin(AdminRequest::Held(name, tx))).await;
+    match rx.await {
+        Ok(held) => Json::<Held>(held).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "the peer is stopping").into_response(),
     }
 }
 

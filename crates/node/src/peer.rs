@@ -23,7 +23,7 @@ use overlay::{Action, ChordReload, ClientTopology, Event, OverlayNode, RequestFa
 use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
 use reload_wire::{
-    Body, DecodeContext, Destination, FetchReq, IpAddressPort, NodeId, ProbeInformation, ProbeReq, ResourceId,
+    Body, DecodeContext, Destination, FetchReq, IpAddressPort, KindId, NodeId, ProbeInformation, ProbeReq, ResourceId,
 };
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -208,6 +208,17 @@ pub struct Responsible {
     pub peer: ProbedPeer,
 }
 
+/// What this peer itself holds under a resource (`GET /held/NAME`):
+/// as responsible peer or as a replica (RFC 6940 §10.4), values by Kind
+/// name. Where is alice's registration, and has it been replicated?
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct Held {
+    pub name: String,
+    /// Its Resource-ID, hex.
+    pub resource_id: String,
+    pub values: BTreeMap<String, usize>,
+}
+
 /// The whole overlay as one peer sees it by walking the ring.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
 pub struct RingWalk {
@@ -231,6 +242,8 @@ pub enum AdminRequest {
     Probe(ResourceId, oneshot::Sender<Result<ProbedPeer, String>>),
     /// The Resource-ID of a resource name, by the overlay's hash.
     ResourceId(String, oneshot::Sender<ResourceId>),
+    /// What this peer holds under a resource name.
+    Held(String, oneshot::Sender<Held>),
     /// The metrics as OpenMetrics text.
     Metrics(oneshot::Sender<String>),
     /// The signed configuration document the peer runs on.
@@ -1388,6 +1401,20 @@ impl<T: Topology + Tables> Driver<T> {
             Input::Admin(AdminRequest::ResourceId(name, reply)) => {
                 let _ = reply.send(self.engine.resource_id(name.as_bytes()));
             }
+            Input::Admin(AdminRequest::Held(name, reply)) => {
+                let resource = self.engine.resource_id(name.as_bytes());
+                let kinds: Vec<(KindId, usize)> = self
+                    .engine
+                    .storage()
+                    .resource(&resource)
+                    .map(|r| r.count_by_kind().collect())
+                    .unwrap_or_default();
+                let _ = reply.send(Held {
+                    name,
+                    resource_id: reload_wire::hex(resource.as_bytes()),
+                    values: self.kind_names(kinds).into_iter().collect(),
+                });
+            }
             Input::Admin(AdminRequest::Probe(resource, reply)) => {
                 use reload_wire::topology::probe_information_type as info;
                 let probe = Body::ProbeReq(ProbeReq {
@@ -1949,10 +1976,13 @@ impl<T: Topology + Tables> Driver<T> {
 
     /// Stored values by Kind name.
     fn stored_by_kind(&self) -> Vec<(String, usize)> {
+        self.kind_names(self.engine.storage().count_by_kind())
+    }
+
+    /// Counts by Kind-ID, named as the configuration names the Kinds.
+    fn kind_names(&self, counts: impl IntoIterator<Item = (KindId, usize)>) -> Vec<(String, usize)> {
         let kinds = &self.dir.config.kinds;
-        self.engine
-            .storage()
-            .count_by_kind()
+        counts
             .into_iter()
             .map(|(k, n)| {
                 let name = kinds

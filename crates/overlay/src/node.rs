@@ -34,6 +34,8 @@ use std::sync::Arc;
 
 mod config_update;
 pub use config_update::Offered;
+mod push_retry;
+use push_retry::PushRetry;
 
 /// Identifies a request the application started.
 pub type RequestId = u64;
@@ -393,6 +395,7 @@ pub struct OverlayNode<T: Topology, S: Security> {
     /// completed): checking one costs what checking all would cost per
     /// resource, so a Store must not walk the whole store.
     rebalance_soon: BTreeSet<ResourceId>,
+    push_retry: PushRetry,
     next_sweep: u64,
     leaving: Option<Handover>,
     next_request: RequestId,
@@ -601,6 +604,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             migrating: BTreeSet::new(),
             rebalance_needed: false,
             rebalance_soon: BTreeSet::new(),
+            push_retry: PushRetry::default(),
             leaving: None,
             next_request: 1,
             actions: VecDeque::new(),
@@ -701,6 +705,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             self.topology.next_timer(),
             Some(self.next_sweep),
             self.rejoin_at,
+            self.push_retry.due(),
         ]
         .into_iter()
         .flatten()
@@ -2054,7 +2059,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 } else if ok {
                     // Changed while the push was in flight? Then the new
                     // values go out now.
+                    self.push_retry.succeeded();
                     self.rebalance_soon.insert(resource);
+                } else {
+                    self.push_retry.failed(now, resource);
                 }
             }
         }
@@ -2482,6 +2490,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             self.stats.retransmissions += 1;
             self.route_own(now, &bytes, maintenance);
         }
+        self.rebalance_soon.extend(self.push_retry.take_due(now));
         if self.next_sweep <= now {
             self.forget_old_answers(now);
             self.reassembly.expire(now);

@@ -154,6 +154,11 @@ impl Resource {
         self.kinds.iter().map(|(_, k)| k.values.len()).sum()
     }
 
+    /// Values held under this resource, by Kind.
+    pub fn count_by_kind(&self) -> impl Iterator<Item = (KindId, usize)> + '_ {
+        self.kinds.iter().map(|(k, d)| (*k, d.values.len()))
+    }
+
     pub fn holds(&self, peer: &NodeId) -> bool {
         self.holders.contains(peer)
     }
@@ -313,8 +318,8 @@ impl Storage {
     pub fn count_by_kind(&self) -> BTreeMap<KindId, usize> {
         let mut out = BTreeMap::new();
         for r in self.resources.values() {
-            for (k, d) in r.kinds.iter() {
-                *out.entry(*k).or_default() += d.values.len();
+            for (k, n) in r.count_by_kind() {
+                *out.entry(k).or_default() += n;
             }
         }
         out

@@ -410,6 +410,38 @@ fn a_value_changed_while_its_replicas_are_being_pushed_reaches_them_too() {
     assert_eq!(copies, vec![value(b"second"); 3], "responsible peer and both replicas");
 }
 
+/// §10.4: a replica Store that failed (here it never reached the replica,
+/// so it timed out) is sent again after a second or so, not at the next
+/// minute's sweep: until then the value has one copy fewer than the
+/// overlay counts on.
+#[test]
+fn a_failed_replica_push_is_retried_within_seconds() {
+    let mut net = Net::ring(&IDS);
+    let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
+    let set = net.nodes[2].topology().replica_set(rid.as_bytes()).unwrap();
+    // A replica that is not the storing node (which must hear its answer).
+    let lost = *set[1..].iter().find(|n| **n != net.nodes[2].id()).unwrap();
+    let replica = net.index_of(&lost).unwrap();
+    net.drop_to = Some(lost);
+    let now = net.now;
+    let value = StoredDataValue::SingleValue(DataValue {
+        exists: true,
+        value: b"kept".to_vec(),
+    });
+    let store = net.nodes[2].store(now, rid.clone(), KIND, vec![value], 3600);
+    net.pump();
+    assert!(matches!(net.done(2, store).0, Ok(Body::StoreAns(_))));
+    // Five transmissions, 3 s apart, then the push has failed.
+    net.advance(16_000);
+    assert!(net.nodes[replica].storage().resource(&rid).is_none());
+    net.drop_to = None;
+    net.advance(3_000);
+    assert!(
+        net.nodes[replica].storage().resource(&rid).is_some(),
+        "the replica got the value within 3 s of becoming reachable"
+    );
+}
+
 /// RFC 7904 §4.2 "ask a replica": a Fetch routed past the responsible
 /// peer reaches its successor, which answers from its replica copy, and
 /// past that successor the second replica.

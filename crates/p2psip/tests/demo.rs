@@ -50,6 +50,7 @@ fn a_killed_peer_is_reported_calls_go_on_and_restart_brings_it_back() {
     let (callee, caller, victim) = callee_held_elsewhere(&file, &USERS);
     let phones = demo_phones(&file, &dir, &USERS, caller, callee);
     phones.run(Some("uas_call"), "uac_call", USERS[callee], 5, "calls before the crash");
+    replicated(&file, USERS[callee], victim);
 
     let victim_pid = peers[victim]["pid"].as_u64().unwrap().to_string();
     let killed = Instant::now();
@@ -210,6 +211,7 @@ fn a_frozen_peer_is_routed_around_and_taken_back_when_it_thaws() {
         5,
         "calls before the freeze",
     );
+    replicated(&file, EIGHT[callee], frozen);
 
     let pid = peers[frozen]["pid"].as_u64().unwrap().to_string();
     Command::new("kill").args(["-STOP", &pid]).status().unwrap();
@@ -237,6 +239,24 @@ fn a_frozen_peer_is_routed_around_and_taken_back_when_it_thaws() {
     let back = wait_consistent(&refs, Duration::from_secs(30), "eight peers after the thaw");
     eprintln!("the thawed peer was back in the ring after {back:?}");
     phones.run(Some("uas_call"), "uac_call", EIGHT[callee], 5, "calls after the thaw");
+}
+
+/// Waits until the two replicas of `user`'s registration (RFC 6940
+/// §10.4: the two successors of `holder`, its responsible peer) hold it,
+/// so losing the holder cannot lose the registration itself.
+fn replicated(file: &serde_json::Value, user: &str, holder: usize) {
+    let peers = file["peers"].as_array().unwrap();
+    let admin = |i: usize| -> SocketAddr { peers[i]["admin"].as_str().unwrap().parse().unwrap() };
+    let by_node_id = |id: &str| peers.iter().position(|p| p["node_id"] == id).unwrap();
+    let status: node::peer::Status = get(admin(holder), "/status").expect("the holder answers");
+    let replicas: Vec<usize> = status.successors.iter().take(2).map(|s| by_node_id(s)).collect();
+    assert_eq!(replicas.len(), 2, "the holder knows two successors");
+    wait_for(Duration::from_secs(10), "the replicas of the registration", || {
+        replicas.iter().all(|&r| {
+            get::<node::peer::Held>(admin(r), &format!("/held/{user}@{DOMAIN}"))
+                .is_some_and(|h| h.values.get("SIP-REGISTRATION").is_some_and(|n| *n > 0))
+        })
+    });
 }
 
 /// Sends SIGCONT when dropped, so a failing test leaves no stopped peer
