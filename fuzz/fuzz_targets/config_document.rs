@@ -13,7 +13,7 @@ use std::sync::LazyLock;
 
 /// A judge for an overlay whose only signer is a key this target never
 /// signs with, so nothing the fuzzer writes may be taken.
-static CURRENT: LazyLock<(String, Vec<u8>)> = LazyLock::new(|| {
+static JUDGE: LazyLock<DocumentJudge> = LazyLock::new(|| {
     let now = std::time::SystemTime::now();
     let ca = node::pki::Authority::create("fuzz.test", now).expect("a CA");
     let mut config = node::config_doc::Configuration::new("fuzz.test");
@@ -26,7 +26,8 @@ static CURRENT: LazyLock<(String, Vec<u8>)> = LazyLock::new(|| {
     let csr = node::pki::make_csr(&key, "someone").expect("a CSR");
     let cert = ca.issue_node(&csr, "someone@x", &[id], "fuzz.test", now).expect("a cert");
     let signer = node::identity::CertSecurity::new(key, cert.to_vec(), id, config.trust_store()).expect("a signer");
-    (config.to_signed_document(&signer), ca.cert_der.to_vec())
+    let document = config.to_signed_document(&signer);
+    DocumentJudge::new(&document, ca.cert_der.to_vec()).expect("the current document reads")
 });
 
 fuzz_target!(|data: &[u8]| {
@@ -34,8 +35,9 @@ fuzz_target!(|data: &[u8]| {
         let _ = SignedConfiguration::parse(text, None);
         let _ = SignedConfiguration::parse(text, Some("fuzz.test"));
     }
-    let (document, ca) = &*CURRENT;
-    let mut judge = DocumentJudge::new(document, ca.clone()).expect("the current document reads");
+    // A fresh copy each run: what one input taught the judge must not
+    // carry over to the next.
+    let mut judge = JUDGE.clone();
     assert!(judge.judge_document(data).is_err(), "taken without a signer's signature");
     let _ = judge.check_runnable(data);
     assert!(judge.judge_kinds(&[data.to_vec()]).is_err(), "kinds taken unsigned");

@@ -9,6 +9,7 @@ use overlay::{ConfigRefusal, ConfigurationJudge, KindDefinition, OverlayConfig};
 use reload_wire::{KindId, NodeId};
 use std::collections::BTreeMap;
 
+#[derive(Clone)]
 pub struct DocumentJudge {
     /// The CA the node was enrolled under (`ca.crt`): a document that drops
     /// it would leave the node unable to start again.

@@ -203,10 +203,6 @@ fn refuse(token: &'static str) -> Response {
     (StatusCode::FORBIDDEN, [(header::CONTENT_TYPE, "text/plain")], token).into_response()
 }
 
-fn bad_request(why: String) -> Response {
-    (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "text/plain")], why).into_response()
-}
-
 fn too_many(throttled: &Throttled) -> Response {
     let why = match throttled {
         Throttled::Address { .. } => "too many enrollment requests from this address",
@@ -231,44 +227,84 @@ fn unix_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// The fields of an enrollment request (RFC 6940 §11.3), as read from
+/// its multipart form, before anything is checked against the accounts.
+#[derive(Debug)]
+pub struct EnrollmentForm {
+    pub user: String,
+    pub password: String,
+    /// `nodeids`: absent (one), or what it said if it was a number.
+    pub count: Option<Option<usize>>,
+    /// The PKCS#10 request, DER.
+    pub csr: Vec<u8>,
+}
+
+impl EnrollmentForm {
+    /// Reads the form; unknown fields are ignored. The status and text of
+    /// a 4xx answer if it is not one.
+    pub async fn read(mut form: Multipart) -> Result<EnrollmentForm, (StatusCode, String)> {
+        let (mut user, mut password, mut count, mut csr) = (None, None, None, None);
+        loop {
+            let field = match form.next_field().await {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return Err((e.status(), e.body_text())),
+            };
+            let name = field.name().unwrap_or_default().to_string();
+            let data = match field.bytes().await {
+                Ok(d) => d,
+                Err(e) => return Err((e.status(), e.body_text())),
+            };
+            let text = || String::from_utf8(data.to_vec()).ok();
+            match name.as_str() {
+                "username" => user = text(),
+                "password" => password = text(),
+                "nodeids" => count = Some(text().and_then(|t| t.trim().parse::<usize>().ok())),
+                "csr" => csr = Some(data.to_vec()),
+                _ => {}
+            }
+        }
+        let (Some(user), Some(password), Some(csr)) = (user, password, csr) else {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "the form needs username, password and csr fields (RFC 6940 §11.3)".into(),
+            ));
+        };
+        if user.len() > MAX_USER_NAME {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("the user name is longer than {MAX_USER_NAME} bytes"),
+            ));
+        }
+        Ok(EnrollmentForm {
+            user,
+            password,
+            count,
+            csr,
+        })
+    }
+}
+
 async fn post_enroll(
     State(state): State<Arc<ServerState>>,
     axum::Extension(Remote(remote)): axum::Extension<Remote>,
     headers: HeaderMap,
-    mut form: Multipart,
+    form: Multipart,
 ) -> Response {
     if let Some(accept) = headers.get(header::ACCEPT).and_then(|a| a.to_str().ok()) {
         if !accept.contains("application/pkix-cert") && !accept.contains("*/*") {
             return (StatusCode::NOT_ACCEPTABLE, "this server returns application/pkix-cert").into_response();
         }
     }
-    let (mut user, mut password, mut count, mut csr) = (None, None, None, None);
-    loop {
-        let field = match form.next_field().await {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => return (e.status(), e.body_text()).into_response(),
-        };
-        let name = field.name().unwrap_or_default().to_string();
-        let data = match field.bytes().await {
-            Ok(d) => d,
-            Err(e) => return (e.status(), e.body_text()).into_response(),
-        };
-        let text = || String::from_utf8(data.to_vec()).ok();
-        match name.as_str() {
-            "username" => user = text(),
-            "password" => password = text(),
-            "nodeids" => count = Some(text().and_then(|t| t.trim().parse::<usize>().ok())),
-            "csr" => csr = Some(data.to_vec()),
-            _ => {}
-        }
-    }
-    let (Some(user), Some(password), Some(csr)) = (user, password, csr) else {
-        return bad_request("the form needs username, password and csr fields (RFC 6940 §11.3)".into());
+    let EnrollmentForm {
+        user,
+        password,
+        count,
+        csr,
+    } = match EnrollmentForm::read(form).await {
+        Ok(f) => f,
+        Err((status, why)) => return (status, [(header::CONTENT_TYPE, "text/plain")], why).into_response(),
     };
-    if user.len() > MAX_USER_NAME {
-        return bad_request(format!("the user name is longer than {MAX_USER_NAME} bytes"));
-    }
     let admitted = state
         .gate
         .lock()
