@@ -21,6 +21,7 @@ pub mod peer;
 pub mod pki;
 mod same_node_id;
 mod sip_locate;
+mod sip_peer_ids;
 pub mod sip_report;
 pub mod sip_server;
 mod sip_tcp;

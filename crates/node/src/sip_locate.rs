@@ -1,12 +1,10 @@
 //! The daemon's side of finding where a user's phones are: the sans-IO
 //! [`Locator`] of the SIP usage (RFC 7904 §4.2) runs on the engine task,
-//! and each outcome goes back to the SIP task that asked, as the proxy's
-//! [`Location`].
+//! and each outcome goes back to the SIP task that asked.
 
 use overlay::sip_usage::{Located, Locator};
 use overlay::{OverlayNode, RequestFailure, RequestId, Security, Topology};
 use reload_wire::{Body, NodeId};
-use sip::proxy::Location;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use tokio::sync::oneshot;
@@ -15,7 +13,7 @@ use tokio::sync::oneshot;
 pub(crate) struct SipLocator {
     locator: Locator,
     next: u64,
-    replies: HashMap<u64, oneshot::Sender<Location>>,
+    replies: HashMap<u64, oneshot::Sender<Located>>,
     /// Unverified registration values already logged.
     unverified_logged: u64,
 }
@@ -26,7 +24,7 @@ impl SipLocator {
         engine: &mut OverlayNode<T, S>,
         now: u64,
         resource_name: String,
-        reply: oneshot::Sender<Location>,
+        reply: oneshot::Sender<Located>,
     ) {
         self.next += 1;
         self.replies.insert(self.next, reply);
@@ -68,7 +66,7 @@ impl SipLocator {
     fn deliver(&mut self) {
         while let Some((token, located)) = self.locator.poll_located() {
             if let Some(reply) = self.replies.remove(&token) {
-                let _ = reply.send(location(located));
+                let _ = reply.send(located);
             }
         }
         let unverified = self.locator.stats().unverified_values;
@@ -79,14 +77,5 @@ impl SipLocator {
             );
             self.unverified_logged = unverified;
         }
-    }
-}
-
-fn location(located: Located) -> Location {
-    match located {
-        Located::Found { peers, here } => Location::Found { peers, here },
-        Located::NotFound => Location::NotFound,
-        Located::NoPhone => Location::NoPhone,
-        Located::Unreachable(why) => Location::Unreachable(why),
     }
 }

@@ -16,8 +16,11 @@
 use crate::link::LinkTls;
 use crate::log_budget::LogBudget;
 use crate::peer::{now_ms, Input};
+use crate::sip_peer_ids::PeerIds;
 use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
-use crate::sip_tcp::{accept_tcp, open_connection};
+use crate::sip_tcp::{accept_tcp, open_connection, OpenFailure};
+use overlay::sip_usage::Located;
+use reload_wire::NodeId;
 use sip::intake::Intake;
 use sip::message::ParseError;
 use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
@@ -44,7 +47,7 @@ pub enum SipOverlayRequest {
     /// registration, check it, AppAttach to the peers it names.
     Locate {
         resource_name: String,
-        reply: oneshot::Sender<Location>,
+        reply: oneshot::Sender<Located>,
     },
     /// A SIP address that could not be reached: whatever peer's AppAttach
     /// named it is asked again on the next call, rather than the address
@@ -96,7 +99,7 @@ pub(crate) enum SipInput {
     },
     Located {
         lookup: u64,
-        location: Location,
+        located: Located,
     },
     FlowFailed {
         flow: Flow,
@@ -153,6 +156,14 @@ impl SipSockets {
     }
 }
 
+/// A TCP or TLS connection's queue of messages to write.
+struct Connection {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// The peer it was opened to (it presented this Node-ID), when a
+    /// lookup named the address.
+    peer: Option<NodeId>,
+}
+
 struct Core {
     registrar: Registrar,
     metrics: SipMetrics,
@@ -162,7 +173,9 @@ struct Core {
     /// REGISTER transactions (the proxy keeps its own).
     registers: ServerTransactions,
     udp: Arc<UdpSocket>,
-    connections: HashMap<Flow, mpsc::Sender<Vec<u8>>>,
+    connections: HashMap<Flow, Connection>,
+    /// Which peer each SIP address between peers belongs to.
+    peer_ids: PeerIds,
     /// The node's certificate and the overlay's trust, for TLS to peers.
     tls: Arc<LinkTls>,
     events: mpsc::Sender<SipInput>,
@@ -204,6 +217,7 @@ pub(crate) async fn serve(
         registers: ServerTransactions::new(),
         udp: udp.clone(),
         connections: HashMap::new(),
+        peer_ids: PeerIds::default(),
         tls,
         events,
         overlay,
@@ -355,10 +369,22 @@ impl Core {
                 self.send(flow, answer).await;
             }
             SipInput::Opened { flow, tx } => {
-                self.connections.insert(flow, tx);
+                self.connections.insert(flow, Connection { tx, peer: None });
             }
-            SipInput::Closed { tx } => self.connections.retain(|_, t| !t.same_channel(&tx)),
-            SipInput::Located { lookup, location } => {
+            SipInput::Closed { tx } => self.connections.retain(|_, c| !c.tx.same_channel(&tx)),
+            SipInput::Located { lookup, located } => {
+                let location = match located {
+                    Located::Found { peers, here } => {
+                        for p in &peers {
+                            self.peer_ids.learn(p.address, p.node);
+                        }
+                        let peers = peers.into_iter().map(|p| p.address).collect();
+                        Location::Found { peers, here }
+                    }
+                    Located::NotFound => Location::NotFound,
+                    Located::NoPhone => Location::NoPhone,
+                    Located::Unreachable(why) => Location::Unreachable(why),
+                };
                 let out = self.proxy.located(now_ms(), lookup, location, &self.registrar);
                 self.run(out).await;
             }
@@ -527,10 +553,10 @@ impl Core {
         }
         let events = self.events.clone();
         tokio::spawn(async move {
-            let location = answer
+            let located = answer
                 .await
-                .unwrap_or_else(|_| Location::Unreachable("the peer is shutting down".into()));
-            let _ = events.send(SipInput::Located { lookup, location }).await;
+                .unwrap_or_else(|_| Located::Unreachable("the peer is shutting down".into()));
+            let _ = events.send(SipInput::Located { lookup, located }).await;
         });
     }
 
@@ -543,8 +569,18 @@ impl Core {
                 }
             }
             Transport::Tcp | Transport::Tls => {
-                let bytes = match self.connections.get(&flow) {
-                    Some(tx) => match tx.try_send(bytes) {
+                // A connection opened for another peer than the one now
+                // known at this address does not carry this message.
+                let expected = match flow.transport {
+                    Transport::Tls => self.peer_ids.expected(&flow.remote),
+                    _ => None,
+                };
+                let usable = self
+                    .connections
+                    .get(&flow)
+                    .filter(|c| expected.is_none() || c.peer == expected);
+                let bytes = match usable {
+                    Some(c) => match c.tx.try_send(bytes) {
                         Ok(()) => return,
                         Err(mpsc::error::TrySendError::Full(_)) => {
                             tracing::warn!("sip: connection to {} is backed up; message dropped", flow.remote);
@@ -557,7 +593,7 @@ impl Core {
                     },
                     None => bytes,
                 };
-                self.connect(flow, bytes);
+                self.connect(flow, expected, bytes);
             }
         }
     }
@@ -565,19 +601,25 @@ impl Core {
     /// Opens a connection to `flow.remote` (RFC 3261 §18.1.1, §18.2.2):
     /// TLS as this node to another peer, TCP to a phone; `first` is queued
     /// on it and messages sent meanwhile queue behind it.
-    fn connect(&mut self, flow: Flow, first: Vec<u8>) {
+    fn connect(&mut self, flow: Flow, peer: Option<NodeId>, first: Vec<u8>) {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         let _ = tx.try_send(first);
-        self.connections.insert(flow, tx.clone());
+        self.connections.insert(flow, Connection { tx: tx.clone(), peer });
         let (events, tls) = (self.events.clone(), self.tls.clone());
         tokio::spawn(async move {
-            let opened = open_connection(flow, tls, CONNECT_TIMEOUT, events.clone(), tx.clone(), rx).await;
-            if let Err(why) = opened {
-                tracing::debug!(
-                    "sip: cannot connect to {} over {}: {why}",
-                    flow.remote,
-                    flow.transport.name()
-                );
+            let opened = open_connection(flow, peer, tls, CONNECT_TIMEOUT, events.clone(), tx.clone(), rx).await;
+            if let Err(failure) = opened {
+                match failure {
+                    OpenFailure::Unreachable(why) => tracing::debug!(
+                        "sip: cannot connect to {} over {}: {why}",
+                        flow.remote,
+                        flow.transport.name()
+                    ),
+                    OpenFailure::WrongPeer(why) if WRONG_PEER.allow(now_ms()) => {
+                        tracing::warn!("sip: refused the peer at {}: {why}", flow.remote)
+                    }
+                    OpenFailure::WrongPeer(_) => {}
+                }
                 let _ = events.send(SipInput::Closed { tx }).await;
                 let _ = events.send(SipInput::FlowFailed { flow }).await;
             }
@@ -587,6 +629,11 @@ impl Core {
 
 /// Malformed messages logged per minute at most; the rest are counted in
 /// one line.
+/// Connections refused for presenting another Node-ID, logged per minute.
+static WRONG_PEER: std::sync::LazyLock<crate::log_budget::LogLimiter> = std::sync::LazyLock::new(|| {
+    crate::log_budget::LogLimiter::new(10, 60_000, "connections to peers that presented another Node-ID")
+});
+
 static MALFORMED: std::sync::LazyLock<crate::log_budget::LogLimiter> =
     std::sync::LazyLock::new(|| crate::log_budget::LogLimiter::new(20, 60_000, "malformed SIP messages"));
 

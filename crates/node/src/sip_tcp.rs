@@ -21,6 +21,7 @@ use crate::log_budget::LogLimiter;
 use crate::peer::now_ms;
 use crate::sip_server::{refuse_malformed, SipInput, MAX_TCP_BUFFER, TCP_QUEUE};
 use crate::source_caps::{ConnectionCaps, Full};
+use reload_wire::NodeId;
 use sip::message::{frame, Framing};
 use sip::proxy::Side;
 use sip::registrar::{Flow, Transport};
@@ -134,21 +135,32 @@ fn refused_peer(remote: SocketAddr, why: &str) {
     }
 }
 
+/// Why a connection could not be opened.
+pub(crate) enum OpenFailure {
+    /// No TCP connection, or no TLS handshake, in time.
+    Unreachable(String),
+    /// The peer at the address is not the one a lookup named there.
+    WrongPeer(String),
+}
+
 /// Opens the TCP connection of `flow`, with TLS as a node when the flow is
-/// TLS (to another peer), within `limit`; then runs it.
+/// TLS (to another peer, which must present `peer`'s Node-ID when given),
+/// within `limit`; then runs it.
 pub(crate) async fn open_connection(
     flow: Flow,
+    peer: Option<NodeId>,
     tls: Arc<LinkTls>,
     limit: Duration,
     events: mpsc::Sender<SipInput>,
     tx: mpsc::Sender<Vec<u8>>,
     rx: mpsc::Receiver<Vec<u8>>,
-) -> Result<(), String> {
+) -> Result<(), OpenFailure> {
+    use OpenFailure::Unreachable;
     let remote = flow.remote;
     let tcp = tokio::time::timeout(limit, TcpStream::connect(remote))
         .await
-        .map_err(|_| format!("no TCP connection within {limit:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| Unreachable(format!("no TCP connection within {limit:?}")))?
+        .map_err(|e| Unreachable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     if flow.transport != Transport::Tls {
         run_connection(tcp, remote, flow.transport, Side::Phones, events, tx, rx).await;
@@ -157,8 +169,10 @@ pub(crate) async fn open_connection(
     let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
     let stream = tokio::time::timeout(limit, tls.connector.connect(name, tcp))
         .await
-        .map_err(|_| format!("no TLS handshake within {limit:?}"))?
-        .map_err(|e| e.to_string())?;
+        .map_err(|_| Unreachable(format!("no TLS handshake within {limit:?}")))?
+        .map_err(|e| Unreachable(e.to_string()))?;
+    let presented = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+    crate::sip_peer_ids::check_presented(peer, &presented).map_err(OpenFailure::WrongPeer)?;
     run_connection(stream, remote, Transport::Tls, Side::Overlay, events, tx, rx).await;
     Ok(())
 }

@@ -9,7 +9,7 @@
 //! peer, which forks to them (§4.2 leaves that to the callee's peer).
 
 mod locate;
-pub use locate::{Located, Locator, LocatorStats, ATTACH_REUSE_MS, FORK_GRACE_MS, REPLICAS_ASKED};
+pub use locate::{Located, Locator, LocatorStats, SipPeer, ATTACH_REUSE_MS, FORK_GRACE_MS, REPLICAS_ASKED};
 
 use reload_wire::usages::{kind_id, SipRegistration};
 use reload_wire::DecodeContext;

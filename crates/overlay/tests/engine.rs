@@ -2177,12 +2177,14 @@ fn store_registration(net: &mut Net, i: usize, name: &str) {
 
 /// Peer `i`'s phone user registers: peer `i` stores the route to itself
 /// (RFC 7904 §3) and offers SIP over TLS at 127.0.0.9:(5070 + i).
-fn register_phone(net: &mut Net, i: usize) -> (String, SocketAddr) {
+/// A phone registered at peer `i`, and where that peer's SIP listens.
+fn register_phone(net: &mut Net, i: usize) -> (String, sip_usage::SipPeer) {
     let name = sip_usage::resource_name(&format!("phone{i}"), "engine.test.invalid");
     store_registration(net, i, &name);
-    let sip = SocketAddr::from(([127, 0, 0, 9], 5070 + i as u16));
-    net.nodes[i].offer_application(sip_usage::SIPS_APPLICATION, IpAddressPort::from(sip));
-    (name, sip)
+    let address = SocketAddr::from(([127, 0, 0, 9], 5070 + i as u16));
+    net.nodes[i].offer_application(sip_usage::SIPS_APPLICATION, IpAddressPort::from(address));
+    let node = net.nodes[i].id();
+    (name, sip_usage::SipPeer { node, address })
 }
 
 fn app_attaches_sent(net: &Net, from: usize) -> usize {
@@ -2223,7 +2225,7 @@ fn a_lookup_finds_the_callees_peer_and_reuses_its_appattach_answer_until_it_expi
     assert_eq!(locate(&mut net, &mut locator, 1, &name), found);
     assert_eq!(app_attaches_sent(&net, 1), 1, "asked again once the answer is old");
     // Forgotten (the address could not be reached): asked again at once.
-    locator.forget(sip);
+    locator.forget(sip.address);
     net.sent.clear();
     assert_eq!(locate(&mut net, &mut locator, 1, &name), found);
     assert_eq!(app_attaches_sent(&net, 1), 1);

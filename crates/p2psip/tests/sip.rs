@@ -254,6 +254,88 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     );
 }
 
+/// Decision 0027: a call goes to the SIP address a peer's own AppAttach
+/// answer gave, and the TLS connection there must present that peer's
+/// Node-ID. Bob's peer is killed; a new peer (another Node-ID) starts on
+/// its old SIP address. Alice's peer still remembers the address for
+/// bob's peer, and bob's registration still names that peer: the call is
+/// refused (500, RFC 3261 §16.7) with a WARN line, and the new peer never sees the
+/// INVITE. Calls to users of the new peer go on.
+#[test]
+fn a_peer_that_took_over_another_peers_sip_address_is_not_sent_its_calls() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let (mut o, dirs) = sip_overlay("sip-rebound", 4);
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    o.enroll_user(&dirs[1], "bob", "bob-pw");
+    let sip: Vec<SocketAddr> = (0..4).map(|_| loopback(free_port())).collect();
+    let bobs_peers_port = loopback(free_port()).to_string();
+    let mut peers: Vec<Peer> = Vec::new();
+    for i in 0..3 {
+        let bootstrap = peers.first().map(|p| p.listen);
+        let mut args = vec!["--sip".to_string(), sip[i].to_string()];
+        if i == 1 {
+            args.extend(["--sip-peers".to_string(), bobs_peers_port.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        peers.push(o.start_peer_with(&dirs[i], bootstrap, &args));
+    }
+    wait_consistent(
+        &peers.iter().collect::<Vec<_>>(),
+        Duration::from_secs(60),
+        "three peers",
+    );
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let (alice_port, bob_port) = (free_port(), free_port());
+    scenarios.register_at(sip[0], alice_port, "alice", "alice-pw");
+    scenarios.register_at(sip[1], bob_port, "bob", "bob-pw");
+    let phones = Phones {
+        scenarios,
+        caller: (sip[0], alice_port, "alice".into()),
+        callee: (sip[1], bob_port, "bob".into()),
+    };
+    phones.run(Some("uas_call"), "uac_call", "bob", 1, "alice calls bob");
+
+    o.procs.0[peers[1].child].kill().unwrap();
+    o.procs.0[peers[1].child].wait().unwrap();
+    wait_consistent(
+        &[&peers[0], &peers[2]],
+        Duration::from_secs(30),
+        "two peers after the crash",
+    );
+    let newcomer = o.start_peer_with(
+        &dirs[3],
+        Some(peers[0].listen),
+        &["--sip", &sip[3].to_string(), "--sip-peers", &bobs_peers_port],
+    );
+    wait_consistent(
+        &[&peers[0], &peers[2], &newcomer],
+        Duration::from_secs(30),
+        "the newcomer in the ring",
+    );
+
+    phones.run(
+        None,
+        "uac_500",
+        "bob",
+        1,
+        "a call to bob is refused, not sent to the newcomer",
+    );
+    let invites = "p2psip_sip_requests_total{method=\"INVITE\"}";
+    assert_eq!(metric(newcomer.admin, invites), 0.0, "the newcomer got no INVITE");
+    let log = std::fs::read_to_string(&peers[0].log).unwrap();
+    let newcomer_id = status(newcomer.admin).unwrap().node_id;
+    assert!(
+        log.contains(&format!(
+            "refused the peer at {bobs_peers_port}: it presented Node-ID {newcomer_id}"
+        )),
+        "{log}"
+    );
+    // The newcomer serves its own users: alice's peer still calls out.
+    assert!(status(peers[0].admin).is_some_and(|s| s.joined));
+}
+
 /// Issue 5 acceptance, a real softphone: two baresip instances, alice's at
 /// peer 0 and bob's at peer 2, each registered with digest. Alice dials bob
 /// through the overlay (her phone also answers the 407 of the first

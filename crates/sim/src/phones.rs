@@ -71,7 +71,8 @@ pub(crate) struct Call {
 pub(crate) fn found_callee(located: &Located, at: Host, callee_home: Host) -> bool {
     match located {
         Located::Found { peers, here } => {
-            (*here && at == callee_home) || sip_address(callee_home).is_some_and(|a| peers.contains(&a))
+            (*here && at == callee_home)
+                || sip_address(callee_home).is_some_and(|a| peers.iter().any(|p| p.address == a))
         }
         _ => false,
     }
@@ -97,16 +98,22 @@ pub(crate) fn enroll(security: &mut SimulatedSecurity, user: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use overlay::sip_usage::SipPeer;
+    use reload_wire::NodeId;
 
     #[test]
     fn a_call_finds_the_callee_only_at_its_own_peer() {
         let callee = 7;
+        let peer = |host: Host| SipPeer {
+            node: NodeId::from_u128(host as u128),
+            address: sip_address(host).unwrap(),
+        };
         let elsewhere = Located::Found {
-            peers: vec![sip_address(3).unwrap()],
+            peers: vec![peer(3)],
             here: false,
         };
         let there = Located::Found {
-            peers: vec![sip_address(3).unwrap(), sip_address(callee).unwrap()],
+            peers: vec![peer(3), peer(callee)],
             here: false,
         };
         assert!(!found_callee(&elsewhere, 1, callee));

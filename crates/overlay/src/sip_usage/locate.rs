@@ -45,9 +45,10 @@ pub const FORK_GRACE_MS: u64 = 2_000;
 /// Where a user's phones are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Located {
-    /// The SIP addresses of the other peers holding the user's phones
-    /// (from their AppAttach answers); `here` when this peer holds some.
-    Found { peers: Vec<SocketAddr>, here: bool },
+    /// The other peers holding the user's phones and where their SIP
+    /// listens (from their AppAttach answers); `here` when this peer holds
+    /// some.
+    Found { peers: Vec<SipPeer>, here: bool },
     /// No registration, and no certificate either: nobody by that name is
     /// enrolled.
     NotFound,
@@ -57,6 +58,16 @@ pub enum Located {
     /// A registration exists but no peer holding it answered, or the
     /// overlay did not answer.
     Unreachable(String),
+}
+
+/// A peer holding some of a user's phones, and the address its own
+/// AppAttach answer gave for its SIP. The connection a driver opens there
+/// must present this Node-ID (decision 0027): whoever else listens at the
+/// address now is not the peer the registration names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SipPeer {
+    pub node: NodeId,
+    pub address: SocketAddr,
 }
 
 /// What the locator did, for a driver's logs and metrics.
@@ -93,7 +104,7 @@ struct Locating {
     /// When the lookup ends whatever is still unanswered: set by the
     /// first AppAttach answer.
     grace_until: Option<u64>,
-    peers: Vec<SocketAddr>,
+    peers: Vec<SipPeer>,
     here: bool,
     failures: Vec<String>,
 }
@@ -266,7 +277,7 @@ impl Locator {
             if let Some(address) = address {
                 self.known.insert(peer, (address, now + ATTACH_REUSE_MS));
                 if let Some(l) = self.locating.get_mut(&id) {
-                    l.peers.push(address);
+                    l.peers.push(SipPeer { node: peer, address });
                     if l.grace_until.is_none() {
                         l.grace_until = Some(now + FORK_GRACE_MS);
                         self.graces.insert((now + FORK_GRACE_MS, id));
@@ -320,7 +331,10 @@ impl Locator {
                 locating.here = true;
             } else if let Some((address, _)) = self.known.get(peer) {
                 self.stats.attaches_reused += 1;
-                locating.peers.push(*address);
+                locating.peers.push(SipPeer {
+                    node: *peer,
+                    address: *address,
+                });
             } else if !attach.contains(peer) {
                 attach.push(*peer);
             }
