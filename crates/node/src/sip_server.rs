@@ -248,6 +248,7 @@ pub(crate) async fn serve(
                 tracing::info!("sip: {user}'s registration expired: no phone registered");
             }
             core.calls.expire(now);
+            core.registers.expire(now);
             let held_back = core.auth_failures_logged.flush(now);
             if held_back > 0 {
                 tracing::warn!("sip: {held_back} more failed authentications in the last minute were not logged");
@@ -427,7 +428,7 @@ impl Core {
         stamp_received(&mut request, flow.remote);
         let key = TransactionKey::of(&request);
         if let Some(key) = &key {
-            match self.registers.arrive(now, key) {
+            match self.registers.check(now, key) {
                 Arrival::New => {}
                 Arrival::InProgress => return,
                 Arrival::Answered(bytes) => return self.send(flow, bytes).await,
@@ -448,6 +449,9 @@ impl Core {
                     answer,
                 } => {
                     let changed = before.as_ref() != Some(&self.contact_set(&user, now));
+                    if let Some(key) = &key {
+                        self.registers.begin(now, key);
+                    }
                     return self
                         .publish(request, user, lifetime_s, answer, key, flow, changed)
                         .await;
@@ -460,7 +464,11 @@ impl Core {
             }
         };
         let bytes = answer.to_bytes();
-        if let Some(key) = &key {
+        // A refusal, a challenge above all, is sent statelessly (RFC 3261
+        // §26.3.2.4): a retransmission is refused again, and a flood of
+        // unauthenticated REGISTERs leaves nothing behind.
+        if let (Some(key), true) = (&key, answer.status().is_some_and(|s| s < 400)) {
+            self.registers.begin(now, key);
             self.registers.answered(now, key, &bytes, flow.transport.reliable());
         }
         self.send(flow, bytes).await;

@@ -11,7 +11,7 @@ mod phones;
 
 use common::raw_client;
 use common::*;
-use phones::{sipp_on, Scenarios};
+use phones::{sipp_on, Phones, Scenarios};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::Command;
@@ -39,6 +39,59 @@ fn one_peer_serving(tag: &str, users: &[(&str, &str)]) -> (Overlay, Peer, Socket
         status(peer.admin).is_some_and(|s| s.joined && s.sip.is_some())
     });
     (o, peer, sip)
+}
+
+/// Issue 36 §6: 15,000 REGISTERs without credentials in 3 s, each from
+/// another user, at the peer alice and bob register with. Each is
+/// challenged statelessly (RFC 3261 §26.3.2.4), so once the flood is over
+/// the peer holds no transaction for it, where it used to hold every one
+/// for Timer J (32 s); alice's 60 calls to bob during the flood all
+/// complete.
+#[test]
+fn a_register_flood_leaves_no_state_behind_and_calls_go_on_during_it() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let (o, peer, sip) = one_peer_serving("register-flood", &[("alice", "alice-pw"), ("bob", "bob-pw")]);
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let (alice_port, bob_port) = (free_port(), free_port());
+    scenarios.register_at(sip, alice_port, "alice", "alice-pw");
+    scenarios.register_at(sip, bob_port, "bob", "bob-pw");
+    let flood_scenario = scenarios.named("register_flood", "nobody");
+    let mut flood = Command::new("sipp")
+        .arg(sip.to_string())
+        .args(["-sf", flood_scenario.to_str().unwrap()])
+        .args(["-i", "127.0.0.1", "-p", &free_port().to_string()])
+        .args(["-r", "5000", "-rp", "1000", "-m", "15000", "-l", "15000"])
+        .args(["-nostdin", "-timeout", "20s", "-recv_timeout", "2000"])
+        .current_dir(flood_scenario.parent().unwrap())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("sipp starts");
+    let phones = Phones {
+        scenarios,
+        caller: (sip, alice_port, "alice".into()),
+        callee: (sip, bob_port, "bob".into()),
+    };
+    phones.run(
+        Some("uas_call"),
+        "uac_call",
+        "bob",
+        60,
+        "alice's calls during the flood",
+    );
+    let _ = flood.wait();
+    let challenged = metric(peer.admin, "p2psip_sip_responses_total{code=\"401\"}");
+    assert!(
+        challenged >= 10_000.0,
+        "the flood reached the peer: {challenged} challenges"
+    );
+    // The calls' own finished transactions wait out Timer J; the flood's
+    // 15,000 must not.
+    wait_for(Duration::from_secs(5), "no transaction left of the flood", || {
+        metric(peer.admin, "p2psip_sip_transactions") < 1_000.0
+    });
 }
 
 /// Whether the peer has closed `conn` (EOF) within `limit`.

@@ -14,6 +14,8 @@ pub const TIMER_J_MS: u64 = 64 * T1_MS;
 /// Most transactions remembered; the oldest go first past this, so a
 /// flood of distinct requests cannot grow memory without bound.
 pub const MAX_TRANSACTIONS: usize = 65_536;
+/// Tables at most this large keep their capacity.
+const SHRINK_BELOW: usize = 1_024;
 
 /// What identifies a server transaction (§17.2.3): for an RFC 3261
 /// branch (magic cookie `z9hG4bK`) the method, the sent-by and the
@@ -128,31 +130,73 @@ impl ServerTransactions {
         self.states.is_empty()
     }
 
+    /// What to do with a request of transaction `key`; a new one is
+    /// remembered as in progress.
     pub fn arrive(&mut self, now: u64, key: &TransactionKey) -> Arrival {
+        let arrival = self.check(now, key);
+        if arrival == Arrival::New {
+            self.begin(now, key);
+        }
+        arrival
+    }
+
+    /// What to do with a request of transaction `key`, remembering
+    /// nothing yet: a request that will be refused (a challenge, a 4xx)
+    /// need leave no state behind (RFC 3261 §26.3.2.4), so a flood of
+    /// them costs no memory.
+    pub fn check(&mut self, now: u64, key: &TransactionKey) -> Arrival {
         self.expire(now);
         match self.states.get(key) {
             Some(State {
                 response: Some(bytes), ..
             }) => Arrival::Answered(bytes.clone()),
             Some(_) => Arrival::InProgress,
-            None => {
-                if self.states.len() >= MAX_TRANSACTIONS {
-                    if let Some((_, oldest)) = self.order.pop_front() {
-                        self.states.remove(&oldest);
-                    }
-                }
-                self.states.insert(
-                    key.clone(),
-                    State {
-                        response: None,
-                        until: None,
-                    },
-                );
-                // A transaction never answered is forgotten after Timer J
-                // too, from its arrival.
-                self.order.push_back((now + TIMER_J_MS, key.clone()));
-                Arrival::New
+            None => Arrival::New,
+        }
+    }
+
+    /// Remembers transaction `key` as in progress: its retransmissions are
+    /// dropped until [`answered`](Self::answered).
+    pub fn begin(&mut self, now: u64, key: &TransactionKey) {
+        if self.states.contains_key(key) {
+            return;
+        }
+        if self.states.len() >= MAX_TRANSACTIONS {
+            if let Some((_, oldest)) = self.order.pop_front() {
+                self.states.remove(&oldest);
             }
+        }
+        self.states.insert(
+            key.clone(),
+            State {
+                response: None,
+                until: None,
+            },
+        );
+        // A transaction never answered is forgotten after Timer J too,
+        // from its arrival.
+        self.order.push_back((now + TIMER_J_MS, key.clone()));
+    }
+
+    /// Forgets transactions whose time is over, and gives memory back once
+    /// a burst is gone: a driver calls this now and then, so a flood's
+    /// transactions do not outlive it for want of new requests.
+    pub fn expire(&mut self, now: u64) {
+        while let Some((at, key)) = self.order.front() {
+            if *at > now {
+                break;
+            }
+            let key = key.clone();
+            self.order.pop_front();
+            if self.states.get(&key).is_some_and(|s| s.until.is_none_or(|u| u <= now)) {
+                self.states.remove(&key);
+            }
+        }
+        if self.order.capacity() > 4 * self.order.len().max(SHRINK_BELOW) {
+            self.order.shrink_to_fit();
+        }
+        if self.states.capacity() > 4 * self.states.len().max(SHRINK_BELOW) {
+            self.states.shrink_to_fit();
         }
     }
 
@@ -167,19 +211,6 @@ impl ServerTransactions {
             s.response = Some(response.to_vec());
             s.until = Some(now + TIMER_J_MS);
             self.order.push_back((now + TIMER_J_MS, key.clone()));
-        }
-    }
-
-    fn expire(&mut self, now: u64) {
-        while let Some((at, key)) = self.order.front() {
-            if *at > now {
-                break;
-            }
-            let key = key.clone();
-            self.order.pop_front();
-            if self.states.get(&key).is_some_and(|s| s.until.is_none_or(|u| u <= now)) {
-                self.states.remove(&key);
-            }
         }
     }
 }
@@ -234,6 +265,32 @@ mod tests {
             TransactionKey::joined(BRANCH, &["INVITE", "a:1", "z9hG4bKx"]),
             TransactionKey::joined(BRANCH, &["INVITE", "a", ":1z9hG4bKx"])
         );
+    }
+
+    #[test]
+    fn a_checked_request_leaves_no_state_until_it_begins() {
+        let mut t = ServerTransactions::new();
+        let key = TransactionKey::of(&request("z9hG4bK1", "REGISTER")).unwrap();
+        assert_eq!(t.check(0, &key), Arrival::New);
+        assert_eq!(t.check(1, &key), Arrival::New, "a retransmission is handled again");
+        assert!(t.is_empty());
+        t.begin(2, &key);
+        assert_eq!(t.check(3, &key), Arrival::InProgress);
+    }
+
+    #[test]
+    fn a_burst_is_forgotten_and_its_memory_given_back_without_new_requests() {
+        let mut t = ServerTransactions::new();
+        for i in 0..20_000 {
+            let key = TransactionKey::of(&request(&format!("z9hG4bK{i}"), "OPTIONS")).unwrap();
+            t.arrive(0, &key);
+            t.answered(0, &key, b"SIP/2.0 200 OK", false);
+        }
+        assert!(t.states.capacity() >= 20_000);
+        t.expire(TIMER_J_MS);
+        assert!(t.is_empty());
+        assert!(t.states.capacity() < 4 * SHRINK_BELOW, "{}", t.states.capacity());
+        assert!(t.order.capacity() < 4 * SHRINK_BELOW, "{}", t.order.capacity());
     }
 
     #[test]
