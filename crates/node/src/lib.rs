@@ -26,3 +26,4 @@ pub mod sip_report;
 pub mod sip_server;
 mod sip_tcp;
 mod source_caps;
+pub mod udp_timestamps;

@@ -39,6 +39,7 @@ pub(crate) struct SipMetrics {
     requests: Family<MethodLabels, Counter>,
     responses: Family<CodeLabels, Counter>,
     auth_failures: Counter,
+    shed: Counter,
     calls: Family<OutcomeLabels, Counter>,
     call_setup: Histogram,
     pub registrations: Gauge,
@@ -53,6 +54,7 @@ impl SipMetrics {
             requests: Family::default(),
             responses: Family::default(),
             auth_failures: Counter::default(),
+            shed: Counter::default(),
             calls: Family::default(),
             call_setup: setup_histogram(),
             registrations: Gauge::default(),
@@ -78,6 +80,11 @@ impl SipMetrics {
             "sip_auth_failures",
             "Digest credentials that did not verify (REGISTER 401/403, proxy 407/403)",
             self.auth_failures.clone(),
+        );
+        r.register(
+            "sip_requests_shed",
+            "New requests refused with 503 and Retry-After because they waited too long to be read (overload)",
+            self.shed.clone(),
         );
         r.register(
             "sip_calls",
@@ -106,6 +113,11 @@ impl SipMetrics {
             "Calls in progress through this peer: ringing or answered, not yet ended",
             self.calls_in_progress.clone(),
         );
+    }
+
+    /// A new request refused for overload.
+    pub(crate) fn shed(&self) {
+        self.shed.inc();
     }
 
     pub(crate) fn request(&self, method: &str) {

@@ -84,6 +84,8 @@ pub(crate) enum SipInput {
         bytes: Vec<u8>,
         flow: Flow,
         side: Side,
+        /// When its connection's reader had it whole.
+        read_at: std::time::Instant,
     },
     Published {
         key: Option<TransactionKey>,
@@ -120,7 +122,13 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    let udp = UdpSocket::from_std(socket.into())?;
+    // Without kernel stamps no request's queue age is known, and none is
+    // shed for it (the transaction budgets still hold).
+    if let Err(e) = crate::udp_timestamps::enable(&udp) {
+        tracing::warn!("sip: no receive timestamps on UDP ({e}): load is shed by transaction counts only");
+    }
+    Ok(udp)
 }
 
 /// The SIP sockets, bound; [`serve`] runs them.
@@ -170,6 +178,12 @@ struct Core {
     calls: CallBook,
     auth_failures_logged: LogBudget,
     proxy: Proxy,
+    /// Refuses new work that waited too long to be read (issue 36 §6).
+    shedder: sip::overload::Shedder,
+    /// The same for requests from other peers, with a larger budget.
+    peers_shedder: sip::overload::Shedder,
+    /// Refusals already logged, and when the next log line may come.
+    shed_logged: (u64, u64),
     /// REGISTER transactions (the proxy keeps its own).
     registers: ServerTransactions,
     udp: Arc<UdpSocket>,
@@ -215,6 +229,9 @@ pub(crate) async fn serve(
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
         proxy: Proxy::new(interfaces, seed).with_dialog_secret(dialog_secret),
         registers: ServerTransactions::new(),
+        shedder: sip::overload::Shedder::default(),
+        peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS),
+        shed_logged: (0, 0),
         udp: udp.clone(),
         connections: HashMap::new(),
         peer_ids: PeerIds::default(),
@@ -231,10 +248,11 @@ pub(crate) async fn serve(
             .next_deadline()
             .map_or(1000, |d| d.saturating_sub(now).min(1000));
         tokio::select! {
-            received = udp.recv_from(&mut buf) => {
-                let Ok((n, from)) = received else { continue };
+            received = crate::udp_timestamps::recv_from(&udp, &mut buf) => {
+                let Ok((n, from, stamp)) = received else { continue };
                 let flow = Flow { transport: Transport::Udp, remote: from };
-                core.message(buf[..n].to_vec(), flow, Side::Phones).await;
+                let waited = crate::udp_timestamps::age_ms(stamp, std::time::SystemTime::now());
+                core.message(buf[..n].to_vec(), flow, Side::Phones, waited).await;
             }
             Some(input) = rx.recv() => core.input(input).await,
             Some(request) = control.recv() => core.control(request),
@@ -249,6 +267,7 @@ pub(crate) async fn serve(
             }
             core.calls.expire(now);
             core.registers.expire(now);
+            core.log_shedding(now);
             let held_back = core.auth_failures_logged.flush(now);
             if held_back > 0 {
                 tracing::warn!("sip: {held_back} more failed authentications in the last minute were not logged");
@@ -262,7 +281,27 @@ pub(crate) async fn serve(
     }
 }
 
+/// Overload lines are logged at most this often.
+const SHED_LOG_INTERVAL_MS: u64 = 10_000;
+
 impl Core {
+    /// One line now and then while load is being shed.
+    fn log_shedding(&mut self, now: u64) {
+        let (logged, next) = self.shed_logged;
+        let refused = self.shedder.refused() + self.peers_shedder.refused();
+        if refused > logged && now >= next {
+            tracing::warn!(
+                "sip: overloaded: refused {} new requests with 503 (Retry-After {} s) since the last line; they \
+                 waited over {} ms to be read ({} ms from other peers)",
+                refused - logged,
+                sip::proxy::OVERLOAD_RETRY_AFTER_S,
+                sip::overload::QUEUE_AGE_BUDGET_MS,
+                sip::overload::PEERS_QUEUE_AGE_BUDGET_MS
+            );
+            self.shed_logged = (refused, now + SHED_LOG_INTERVAL_MS);
+        }
+    }
+
     fn control(&mut self, request: SipControl) {
         match request {
             SipControl::Users { users, reply } => {
@@ -360,7 +399,15 @@ impl Core {
 
     async fn input(&mut self, input: SipInput) {
         match input {
-            SipInput::Message { bytes, flow, side } => self.message(bytes, flow, side).await,
+            SipInput::Message {
+                bytes,
+                flow,
+                side,
+                read_at,
+            } => {
+                let waited = read_at.elapsed().as_millis() as u64;
+                self.message(bytes, flow, side, Some(waited)).await
+            }
             SipInput::Published { key, flow, answer } => {
                 self.registrar.published();
                 if let Some(key) = key {
@@ -399,7 +446,9 @@ impl Core {
         }
     }
 
-    async fn message(&mut self, bytes: Vec<u8>, flow: Flow, side: Side) {
+    /// A message read from `flow`, which waited `waited` ms (when known)
+    /// between its arrival and now.
+    async fn message(&mut self, bytes: Vec<u8>, flow: Flow, side: Side, waited: Option<u64>) {
         let now = now_ms();
         let message = match sip::intake::intake(&bytes) {
             Intake::Request(m) | Intake::Response(m) => m,
@@ -417,6 +466,14 @@ impl Core {
             return self.run(out).await;
         }
         self.metrics.request(message.method().unwrap_or_default());
+        let shedder = match side {
+            Side::Phones => &mut self.shedder,
+            Side::Overlay => &mut self.peers_shedder,
+        };
+        if let Some(busy) = shedder.refuse(&message, waited) {
+            self.metrics.shed();
+            return self.send(flow, busy.to_bytes()).await;
+        }
         if message.method() == Some("REGISTER") {
             return self.register(now, message, flow, side).await;
         }

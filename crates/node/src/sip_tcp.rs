@@ -245,7 +245,14 @@ pub(crate) async fn run_connection<S>(
                 Ok(Framing::Message(len)) => {
                     let bytes: Vec<u8> = buf.drain(..len).collect();
                     whole_messages += 1;
-                    if events.send(SipInput::Message { bytes, flow, side }).await.is_err() {
+                    let read_at = std::time::Instant::now();
+                    let message = SipInput::Message {
+                        bytes,
+                        flow,
+                        side,
+                        read_at,
+                    };
+                    if events.send(message).await.is_err() {
                         break 'read;
                     }
                 }

@@ -16,6 +16,7 @@ pub mod headers;
 pub mod intake;
 pub mod message;
 pub mod nonce_counts;
+pub mod overload;
 pub mod proxy;
 pub mod registrar;
 #[cfg(test)]

@@ -33,7 +33,7 @@ use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
 use dialog_proof::{DialogKey, Hop};
 use route::{pop_own_routes, top_route};
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 
 /// RFC 3261 §17.1.2.2: T2, the longest retransmission interval.
@@ -65,6 +65,15 @@ pub const MAX_FINISHED_SERVER_TRANSACTIONS: usize = 250_000;
 /// (issue 36 §6: shed load early, never queue it without limit).
 pub const MAX_LOCATING: usize = 2_048;
 
+/// Calls being set up at once: INVITEs outside a dialog that neither rang
+/// nor were answered yet (looked up, forwarded, waiting for the callee's
+/// peer). At a sustainable rate a call spends milliseconds there; when the
+/// peers behind fall behind, calls pile up here first, and past the budget
+/// new calls get 503 with Retry-After at once rather than join the queue
+/// (issue 36 §6; decision 0029). 512 is 200 ms of calls at 2,500 calls/s,
+/// the most a pair of peers sustains on the machine measured.
+pub const MAX_CALLS_SETTING_UP: usize = 512;
+
 /// How many server transactions a proxy holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionLimits {
@@ -74,6 +83,8 @@ pub struct TransactionLimits {
     pub finished: usize,
     /// See [`MAX_LOCATING`].
     pub locating: usize,
+    /// See [`MAX_CALLS_SETTING_UP`].
+    pub setting_up: usize,
 }
 
 impl Default for TransactionLimits {
@@ -82,6 +93,7 @@ impl Default for TransactionLimits {
             open: MAX_OPEN_SERVER_TRANSACTIONS,
             finished: MAX_FINISHED_SERVER_TRANSACTIONS,
             locating: MAX_LOCATING,
+            setting_up: MAX_CALLS_SETTING_UP,
         }
     }
 }
@@ -298,6 +310,8 @@ pub struct Proxy {
     server_ids: HashMap<TransactionKey, u64>,
     /// How many of `servers` are still open.
     open_servers: usize,
+    /// Server transactions of calls that neither rang nor were answered.
+    setting_up: HashSet<u64>,
     /// The finished ones, in the order they finished; ids the timers
     /// forgot already are skipped.
     finished: VecDeque<u64>,
@@ -322,6 +336,7 @@ impl Proxy {
             servers: HashMap::new(),
             server_ids: HashMap::new(),
             open_servers: 0,
+            setting_up: HashSet::new(),
             finished: VecDeque::new(),
             limits: TransactionLimits::default(),
             clients: HashMap::new(),
@@ -465,7 +480,11 @@ impl Proxy {
         if self.passed_here_before(&request) {
             return self.reply(&request, flow, 482, "Loop Detected");
         }
-        if self.open_servers >= self.limits.open {
+        // Past a budget, new work is refused before anything is done for
+        // it; what finishes admitted work (in-dialog requests) goes on.
+        let busy = self.open_servers >= self.limits.open
+            || (method == "INVITE" && self.setting_up.len() >= self.limits.setting_up);
+        if busy && !to_tagged {
             let tag = self.unique();
             let mut busy = SipMessage::response_to(&request, 503, "Service Unavailable", Some(&tag));
             busy.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
@@ -663,6 +682,9 @@ impl Proxy {
 
     fn admit(&mut self, id: u64, server: ServerTxn) {
         self.open_servers += usize::from(server.open.is_some());
+        if server.open.as_ref().is_some_and(|o| o.call.is_some()) {
+            self.setting_up.insert(id);
+        }
         self.server_ids.insert(server.key.clone(), id);
         self.servers.insert(id, server);
         self.schedule(TimerRef::Server(id));
@@ -1102,6 +1124,9 @@ impl Proxy {
             .as_deref_mut()
             .and_then(|o| o.call.as_mut())
             .and_then(|c| c.progress(now));
+        if progress.is_some() {
+            self.setting_up.remove(&server_id);
+        }
         self.out.extend(progress.map(Output::Observed));
         self.send(flow, bytes);
     }
@@ -1239,6 +1264,7 @@ impl Proxy {
     /// final response has only just gone out.
     fn closed(&mut self, id: u64) {
         self.open_servers -= 1;
+        self.setting_up.remove(&id);
         self.finished.push_back(id);
         while self.servers.len() - self.open_servers > self.limits.finished {
             let Some(oldest) = self.finished.pop_front() else {
@@ -1378,6 +1404,7 @@ impl Proxy {
         let Some(server) = self.servers.remove(&id) else {
             return;
         };
+        self.setting_up.remove(&id);
         self.server_ids.remove(&server.key);
         if let Some(open) = server.open {
             self.open_servers -= 1;

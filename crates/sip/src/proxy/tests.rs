@@ -1073,3 +1073,35 @@ fn calls_past_the_lookup_budget_are_shed_at_once() {
     let out = proxy.on_request(2, invite("z9hG4bKs5"), udp(7001), Side::Phones, &mut reg);
     assert_eq!(lookup_of(&out).1, "bob", "room again");
 }
+
+/// Issue 36 §6: with as many calls being set up as the budget allows (no
+/// ringing or answer back yet), a new call gets 503 with Retry-After at
+/// once; a call that rings makes room. Requests inside a dialog are never
+/// refused for it.
+#[test]
+fn calls_past_the_setup_budget_are_shed_and_one_that_rings_makes_room() {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let limits = TransactionLimits {
+        setting_up: 1,
+        ..TransactionLimits::default()
+    };
+    let mut proxy = Proxy::new(me(), 11).with_limits(limits);
+    let (lookup, _) = lookup_of(&proxy.on_request(0, invite("z9hG4bKu1"), udp(7001), Side::Phones, &mut reg));
+    let location = Location::Found {
+        peers: vec![PEER4.parse().unwrap()],
+        here: false,
+    };
+    let forwarded = sent(&proxy.located(1, lookup, location, &reg))[0].1.clone();
+    let out = sent(&proxy.on_request(2, invite("z9hG4bKu2"), udp(7001), Side::Phones, &mut reg));
+    assert_eq!(codes(&out), vec![503]);
+    assert_eq!(out[0].1.header("Retry-After").as_deref(), Some("5"));
+    let mut in_dialog = invite("z9hG4bKu3");
+    in_dialog.set("To", "<sip:bob@p2psip.test>;tag=b");
+    let out = sent(&proxy.on_request(3, in_dialog, udp(7001), Side::Phones, &mut reg));
+    assert!(!codes(&out).contains(&503), "{:?}", codes(&out));
+    let out = sent(&proxy.on_response(4, respond(&forwarded, 180, Some("b")), tls(PEER4)));
+    assert_eq!(codes(&out), vec![180]);
+    let out = proxy.on_request(5, invite("z9hG4bKu4"), udp(7001), Side::Phones, &mut reg);
+    assert_eq!(lookup_of(&out).1, "bob", "room again once the first call rang");
+}
