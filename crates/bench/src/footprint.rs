@@ -56,13 +56,13 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
 /// Resident memory of a process in MB: all of it, its own (anonymous:
 /// heap, stacks) and the files it maps (mostly the executable's pages,
 /// which every peer process on the machine shares).
-struct Rss {
-    all: f64,
+pub(crate) struct Rss {
+    pub(crate) all: f64,
     anonymous: f64,
     files: f64,
 }
 
-fn rss_mb(pid: u32) -> Result<Rss> {
+pub(crate) fn rss_mb(pid: u32) -> Result<Rss> {
     let status =
         std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("peer {pid} is gone"))?;
     let mb = |field: &str| {

@@ -12,6 +12,7 @@ mod admin;
 mod footprint;
 mod forwarding;
 mod latency;
+mod overload;
 mod report;
 mod rig;
 mod scale;
@@ -50,11 +51,12 @@ struct Args {
     #[arg(long, default_value_t = 4)]
     kamailio_children: u32,
     /// Measurements to run, comma-separated: registers, calls, latency,
-    /// forwarding, footprint, scale.
+    /// forwarding, footprint, overload (a REGISTER flood and 4x the
+    /// sustainable call rate at one peer), scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "registers,calls,latency,forwarding,footprint,scale"
+        default_value = "registers,calls,latency,forwarding,footprint,overload,scale"
     )]
     only: Vec<Section>,
     /// Peers of the overlay call setup is timed through (at most 100,
@@ -97,6 +99,7 @@ enum Section {
     Latency,
     Forwarding,
     Footprint,
+    Overload,
     Scale,
 }
 
@@ -165,6 +168,10 @@ fn run(mut args: Args) -> Result<()> {
     let latency = section(&args, Section::Latency, &mut steal, || latency(&args, &p2psip, &layout))?;
     let forwarding = section(&args, Section::Forwarding, &mut steal, || forwarding(&args, &p2psip))?;
     let footprint = section(&args, Section::Footprint, &mut steal, || footprint(&args, &p2psip))?;
+    let overloads = section(&args, Section::Overload, &mut steal, || {
+        overloads(&args, &p2psip, &layout)
+    })?;
+    let (flood, overload) = overloads.map_or((None, None), |(f, o)| (Some(f), Some(o)));
     let results = args.repo.join("bench/results");
     let mut scale = Vec::new();
     if args.only.contains(&Section::Scale) {
@@ -200,6 +207,8 @@ fn run(mut args: Args) -> Result<()> {
         latency,
         forwarding,
         footprint,
+        flood,
+        overload,
         scale,
         steal_percent: steal,
     };
@@ -504,6 +513,37 @@ fn forwarding(args: &Args, p2psip: &Path) -> Result<forwarding::Forwarding> {
 }
 
 /// Issue 6 §5: an idle overlay of real peer processes.
+/// Issue 36's load acceptance: a REGISTER flood, then 4x the sustainable
+/// call rate, each at alice's peer (peer 0 of 3; bob at peer 1).
+fn overloads(args: &Args, p2psip: &Path, layout: &Layout) -> Result<(overload::Flood, overload::Overload)> {
+    let users = ["alice".to_string(), "bob".to_string()];
+    let demo = |work: &Path| start_demo(args, p2psip, work, 3, &users, &[0, 1]);
+    eprintln!("p2psip-bench: REGISTER flood, 20,000/s for 10 s, during calls at 50/s");
+    let flood = overload::flood(&args.repo, &args.work, &layout.sipp, demo).context("the REGISTER flood")?;
+    eprintln!(
+        "  calls {} completed, {} failed; RSS {:.1} MB at the flood's start, {:.1} MB peak, {:.1} MB 30 s after \
+         (without the flood: {:.1} MB)",
+        flood.calls_completed,
+        flood.calls_failed,
+        flood.rss_flood_start_mb,
+        flood.rss_peak_mb,
+        flood.rss_after_mb,
+        flood.control_rss_after_mb
+    );
+    eprintln!("p2psip-bench: the sustainable call rate, then four times it");
+    let overload = overload::overload(&args.repo, &args.work, &layout.sipp, demo).context("the 4x overload")?;
+    eprintln!(
+        "  {} calls/s sustained; at {}/s {:.0} completed/s, {} refused (p99 {:.0} ms), {} failed",
+        overload.sustainable_per_s,
+        overload.offered_per_s,
+        overload.completed_per_s,
+        overload.refused,
+        overload.refusal_ms_p99,
+        overload.failed
+    );
+    Ok((flood, overload))
+}
+
 fn footprint(args: &Args, p2psip: &Path) -> Result<footprint::Footprint> {
     eprintln!(
         "p2psip-bench: idle footprint of {} peers over {:.0} s",

@@ -98,6 +98,8 @@ pub struct Report {
     pub latency: Option<Latency>,
     pub forwarding: Option<Forwarding>,
     pub footprint: Option<Footprint>,
+    pub flood: Option<crate::overload::Flood>,
+    pub overload: Option<crate::overload::Overload>,
     pub scale: Vec<SimFigures>,
     /// CPU time the hypervisor gave to other guests while each section
     /// ran, % of all (steal, proc(5)).
@@ -349,6 +351,52 @@ impl Report {
                 f.cpu_percent_max,
                 f.bytes_per_peer_s,
                 f.maintenance_bytes_per_peer_s
+            );
+        }
+        if let Some(f) = &self.flood {
+            let _ = writeln!(
+                md,
+                "\n## REGISTER flood (issue 36)\n\n{} REGISTERs without credentials in 10 s at alice's peer, \
+                 while alice calls bob at 50 calls/s (35 s before the flood, 30 s after it); the control run makes \
+                 the same calls on a fresh overlay with no flood. Targets: calls ≥ 99 %, memory 30 s after the \
+                 flood within 10 % of the control run's at that moment.\n\n\
+                 | challenged (401) | refused (503) | calls completed | calls failed | RSS idle | RSS at the flood's start | \
+                 RSS peak | RSS 30 s after | control run, then |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+                 | {:.0} | {:.0} | {} | {} | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB | {:.1} MB ({:+.1} %) |",
+                f.registers_sent,
+                f.challenged,
+                f.shed,
+                f.calls_completed,
+                f.calls_failed,
+                f.rss_idle_mb,
+                f.rss_flood_start_mb,
+                f.rss_peak_mb,
+                f.rss_after_mb,
+                f.control_rss_after_mb,
+                (f.rss_after_mb / f.control_rss_after_mb - 1.0) * 100.0
+            );
+        }
+        if let Some(o) = &self.overload {
+            let _ = writeln!(
+                md,
+                "\n## Four times the sustainable call rate (issue 36)\n\nSustainable: the highest open-loop rate \
+                 alice's calls to bob complete at with < 0.1 % failed and nothing refused, {} calls/s. Then {} calls/s \
+                 for 10 s. Targets: refusals are 503 with Retry-After within 50 ms; at least 90 % of the sustainable \
+                 rate completes.\n\n\
+                 | completed/s | of sustainable | refused (503) | failed | refusal p50 | p99 | max | within 50 ms | RSS peak |\n\
+                 |---:|---:|---:|---:|---:|---:|---:|---:|---:|\n\
+                 | {:.0} | {:.0} % | {} | {} | {:.0} ms | {:.0} ms | {:.0} ms | {:.2} % | {:.0} MB |",
+                o.sustainable_per_s,
+                o.offered_per_s,
+                o.completed_per_s,
+                o.completed_per_s / f64::from(o.sustainable_per_s) * 100.0,
+                o.refused,
+                o.failed,
+                o.refusal_ms_p50,
+                o.refusal_ms_p99,
+                o.refusal_ms_max,
+                o.refusals_in_time * 100.0,
+                o.rss_peak_mb
             );
         }
         if !self.scale.is_empty() {

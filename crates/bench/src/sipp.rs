@@ -129,8 +129,14 @@ impl Sipp<'_> {
     }
 
     pub fn spawn(&self) -> Result<Child> {
+        self.spawn_with(&[])
+    }
+
+    /// [`spawn`](Self::spawn) with more of SIPp's options.
+    pub fn spawn_with(&self, extra: &[&str]) -> Result<Child> {
         let _ = std::fs::remove_file(&self.stats);
         self.command()
+            .args(extra)
             .spawn()
             .context("cannot start sipp: apt-get install sip-tester")
     }

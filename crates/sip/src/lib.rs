@@ -11,6 +11,7 @@
 //!
 //! Nothing here touches a socket or a clock: time comes in as an argument.
 
+mod capacity;
 pub mod digest;
 pub mod headers;
 pub mod intake;

@@ -26,6 +26,7 @@ mod tests;
 pub use observation::{Observation, MAX_NAME};
 pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
 
+use crate::capacity::GiveBack;
 use crate::headers::{NameAddr, Via};
 use crate::message::{SipMessage, StartLine};
 use crate::registrar::{Flow, Registrar, Transport};
@@ -1369,6 +1370,13 @@ impl Proxy {
             // is due again at its next deadline.
             self.schedule(timer);
         }
+        self.servers.give_back();
+        self.server_ids.give_back();
+        self.setting_up.give_back();
+        self.finished.give_back();
+        self.clients.give_back();
+        self.client_ids.give_back();
+        self.lookups.give_back();
         self.take()
     }
 

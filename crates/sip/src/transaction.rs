@@ -3,6 +3,7 @@
 //! sent, never handled twice; the transaction is remembered for Timer J
 //! (64·T1 on UDP, zero on TCP).
 
+use crate::capacity::GiveBack;
 use crate::headers::Via;
 use crate::message::SipMessage;
 use std::collections::{HashMap, VecDeque};
@@ -14,8 +15,6 @@ pub const TIMER_J_MS: u64 = 64 * T1_MS;
 /// Most transactions remembered; the oldest go first past this, so a
 /// flood of distinct requests cannot grow memory without bound.
 pub const MAX_TRANSACTIONS: usize = 65_536;
-/// Tables at most this large keep their capacity.
-const SHRINK_BELOW: usize = 1_024;
 
 /// What identifies a server transaction (§17.2.3): for an RFC 3261
 /// branch (magic cookie `z9hG4bK`) the method, the sent-by and the
@@ -192,12 +191,8 @@ impl ServerTransactions {
                 self.states.remove(&key);
             }
         }
-        if self.order.capacity() > 4 * self.order.len().max(SHRINK_BELOW) {
-            self.order.shrink_to_fit();
-        }
-        if self.states.capacity() > 4 * self.states.len().max(SHRINK_BELOW) {
-            self.states.shrink_to_fit();
-        }
+        self.order.give_back();
+        self.states.give_back();
     }
 
     /// The final response was sent: keep it for retransmissions, for
@@ -289,8 +284,9 @@ mod tests {
         assert!(t.states.capacity() >= 20_000);
         t.expire(TIMER_J_MS);
         assert!(t.is_empty());
-        assert!(t.states.capacity() < 4 * SHRINK_BELOW, "{}", t.states.capacity());
-        assert!(t.order.capacity() < 4 * SHRINK_BELOW, "{}", t.order.capacity());
+        let small = 4 * crate::capacity::SHRINK_BELOW;
+        assert!(t.states.capacity() < small, "{}", t.states.capacity());
+        assert!(t.order.capacity() < small, "{}", t.order.capacity());
     }
 
     #[test]
