@@ -338,7 +338,7 @@ impl Storage {
 
     /// Store — RFC 6940 §7.4.1.1. `replica` is a nonzero replica_number:
     /// values are merged by storage_time, as when a partition heals, and the
-    /// generation counter is taken from the request. The whole request is
+    /// generation counter is taken from the request if a value was newer. The whole request is
     /// checked before anything changes, so it is atomic.
     pub fn store(
         &mut self,
@@ -437,7 +437,11 @@ impl Storage {
                 let expires_at = r.now + sd.lifetime as u64 * 1000;
                 k.values.put(Entry { data: sd, expires_at });
             }
-            if replica {
+            // The generation counts writes: a replica Store takes the
+            // sender's only when it brought something newer, so a push of
+            // stale values (a replay, or a node outside the replica set)
+            // cannot move it.
+            if replica && changed {
                 k.generation = k.generation.max(kd.generation_counter);
             } else if changed {
                 k.generation += 1;

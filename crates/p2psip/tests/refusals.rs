@@ -12,7 +12,9 @@ use common::*;
 use node::node_dir::NodeDir;
 use node::overlay_dir::OverlayDir;
 use node::pki::{make_csr, random_node_id};
-use reload_wire::storage::{ArrayEntry, DataValue, StoredData, StoredDataValue};
+use reload_wire::storage::{
+    ArrayEntry, ArrayRange, DataValue, FetchReq, ModelSpecifier, StoredData, StoredDataSpecifier, StoredDataValue,
+};
 use reload_wire::usages::kind_id;
 use reload_wire::{Body, Destination, ErrorCode, JoinReq, NodeId, Signature, StoreKindData, StoreReq};
 use std::net::SocketAddr;
@@ -144,19 +146,32 @@ impl RawClient {
     /// A Store of this node's certificate under CERTIFICATE_BY_NODE (§8)
     /// with the given value signature (None: signed properly).
     fn certificate_store(&self, value_signature: Option<Signature>) -> (Destination, Body) {
+        let storage_time = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        self.certificate_value(true, storage_time, 0, value_signature)
+    }
+
+    /// A Store of this node's certificate (`exists`) or of its removal,
+    /// stored at `storage_time`, as a replica Store when `replica_number`
+    /// is not 0 (§7.4.1.1).
+    fn certificate_value(
+        &self,
+        exists: bool,
+        storage_time: u64,
+        replica_number: u8,
+        value_signature: Option<Signature>,
+    ) -> (Destination, Body) {
         use overlay::Signer;
         let resource = overlay::Topology::resource_id(&self.hasher, self.me.as_bytes());
         let value = StoredDataValue::Array(ArrayEntry {
             index: 0,
             value: DataValue {
-                exists: true,
+                exists,
                 value: self.security.certificates()[0].certificate.clone(),
             },
         });
-        let storage_time = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
         let identity = self.security.identity();
         let signature = value_signature.unwrap_or_else(|| {
             let input =
@@ -166,10 +181,12 @@ impl RawClient {
         });
         let body = Body::StoreReq(StoreReq {
             resource: resource.clone(),
-            replica_number: 0,
+            replica_number,
             kind_data: vec![StoreKindData {
                 kind: kind_id::CERTIFICATE_BY_NODE,
-                generation_counter: 0,
+                // A replica Store carries the generation of the copy it
+                // replicates (§7.4.1.1); one far ahead, to be taken.
+                generation_counter: if replica_number == 0 { 0 } else { 1_000_000 },
                 values: vec![StoredData {
                     storage_time,
                     lifetime: 600,
@@ -180,6 +197,72 @@ impl RawClient {
         });
         (Destination::Resource(resource), body)
     }
+
+    /// What the peer holds of this node's certificate: (exists,
+    /// storage_time) of array entry 0.
+    async fn held_certificate(&mut self) -> Option<(bool, u64)> {
+        let resource = overlay::Topology::resource_id(&self.hasher, self.me.as_bytes());
+        let fetch = Body::FetchReq(FetchReq {
+            resource: resource.clone(),
+            specifiers: vec![StoredDataSpecifier {
+                kind: kind_id::CERTIFICATE_BY_NODE,
+                generation: 0,
+                model_specifier: ModelSpecifier::Array(vec![ArrayRange { first: 0, last: 0 }]),
+            }],
+        });
+        let Body::FetchAns(answer) = self.ask(Destination::Resource(resource), &fetch, None).await else {
+            return None;
+        };
+        let value = answer.kind_responses.first()?.values.first()?;
+        let StoredDataValue::Array(entry) = &value.value else {
+            return None;
+        };
+        Some((entry.value.exists, value.storage_time))
+    }
+}
+
+/// Issue 36: a node that captured a signed value (its own old Store, or
+/// anyone's it fetched) cannot bring it back once it was replaced, here by
+/// a removal: a replayed Store gets Error_Data_Too_Old (RFC 6940 §7.4.1.1).
+/// The same value pushed as a replica Store to the responsible peer, which
+/// takes replica Stores from any node (decision 0004), is merged by
+/// storage time: the removal stays, and the generation counter, which the
+/// push claims is far ahead, does not move. The peer keeps serving.
+#[test]
+fn a_replayed_store_or_a_forged_replica_push_cannot_bring_an_old_value_back() {
+    let s = scene("replay");
+    runtime().block_on(async {
+        let mut rogue = RawClient::connect(&s.rogue, s.peer.listen).await;
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let (to, stored) = rogue.certificate_value(true, now - 2_000, 0, None);
+        assert!(matches!(rogue.ask(to.clone(), &stored, None).await, Body::StoreAns(_)));
+        let (_, removal) = rogue.certificate_value(false, now - 1_000, 0, None);
+        assert!(matches!(rogue.ask(to.clone(), &removal, None).await, Body::StoreAns(_)));
+        assert_eq!(rogue.held_certificate().await, Some((false, now - 1_000)));
+
+        let answer = rogue.ask(to.clone(), &stored, None).await;
+        assert_error(&answer, ErrorCode::DATA_TOO_OLD, "");
+        let (_, pushed) = rogue.certificate_value(true, now - 2_000, 1, None);
+        let Body::StoreAns(answer) = rogue.ask(to, &pushed, None).await else {
+            panic!("the responsible peer takes replica Stores from anyone");
+        };
+        assert!(
+            answer.kind_responses[0].generation_counter < 1_000,
+            "the generation did not move: {answer:?}"
+        );
+        assert_eq!(
+            rogue.held_certificate().await,
+            Some((false, now - 1_000)),
+            "the removal stays"
+        );
+    });
+    assert!(
+        status(s.peer.admin).is_some_and(|st| st.joined),
+        "the peer keeps serving"
+    );
 }
 
 fn assert_error(answer: &Body, code: ErrorCode, reason: &str) {

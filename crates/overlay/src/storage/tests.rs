@@ -431,7 +431,25 @@ fn replica_stores_merge_by_storage_time_and_take_the_generation() {
     )
     .unwrap();
     let older = signed(&a, 1000, StoredDataValue::SingleValue(value(b"older")));
-    let ans = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 4, vec![older]), true, 0).unwrap();
+    let ans = store_as(
+        &mut s,
+        &a,
+        &req(alice_resource(), SINGLE, 4, vec![older.clone()]),
+        true,
+        0,
+    )
+    .unwrap();
+    assert_eq!(ans.kind_responses[0].generation_counter, 9);
+    // A push of stale values (a replay, a forged push) moves no
+    // generation, however far ahead it claims to be.
+    let ans = store_as(
+        &mut s,
+        &a,
+        &req(alice_resource(), SINGLE, 1_000_000, vec![older]),
+        true,
+        0,
+    )
+    .unwrap();
     assert_eq!(ans.kind_responses[0].generation_counter, 9);
     assert_eq!(
         fetch(&s, alice_resource(), SINGLE, 0, ModelSpecifier::SingleValue).values,
