@@ -3,7 +3,7 @@
 //! which anyone who reaches the enrollment server can send: the form is
 //! read as the server reads it, and its CSR goes through the key check
 //! and the certificate authority. No panic; a certificate issued carries
-//! exactly the Node-IDs and user asked for.
+//! exactly the Node-IDs asked for.
 #![no_main]
 
 use axum::extract::{FromRequest, Multipart};

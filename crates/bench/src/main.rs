@@ -284,22 +284,11 @@ fn start_demo(args: &Args, p2psip: &Path, work: &Path, peers: u16, users: &[Stri
 /// REGISTER, the caller's and the callee's scenario, with `domain`.
 fn call_scenarios(args: &Args, work: &Path, domain: &str) -> Result<(PathBuf, PathBuf, PathBuf)> {
     let tests = args.repo.join("crates/p2psip/tests/sipp");
-    // The tests' scenarios. Under load a proxy with several workers
-    // (Kamailio) may deliver the BYE before the ACK over UDP; the callee
-    // then takes the BYE without waiting for the ACK instead of counting a
-    // failed call.
+    // The tests' scenarios.
     Ok((
         register_scenario(args, work, domain)?,
         sipp::scenario(work, &tests.join("uac_call.xml"), domain, &[])?,
-        sipp::scenario(
-            work,
-            &tests.join("uas_call.xml"),
-            domain,
-            &[(
-                r#"<recv request="ACK" crlf="true"/>"#,
-                r#"<recv request="ACK" crlf="true" optional="true"/>"#,
-            )],
-        )?,
+        throughput::callee_scenario(work, &tests, domain)?,
     ))
 }
 
@@ -512,7 +501,6 @@ fn forwarding(args: &Args, p2psip: &Path) -> Result<forwarding::Forwarding> {
     Ok(f)
 }
 
-/// Issue 6 §5: an idle overlay of real peer processes.
 /// Issue 36's load acceptance: a REGISTER flood, then 4x the sustainable
 /// call rate, each at alice's peer (peer 0 of 3; bob at peer 1).
 fn overloads(args: &Args, p2psip: &Path, layout: &Layout) -> Result<(overload::Flood, overload::Overload)> {
@@ -544,6 +532,7 @@ fn overloads(args: &Args, p2psip: &Path, layout: &Layout) -> Result<(overload::F
     Ok((flood, overload))
 }
 
+/// Issue 6 §5: an idle overlay of real peer processes.
 fn footprint(args: &Args, p2psip: &Path) -> Result<footprint::Footprint> {
     eprintln!(
         "p2psip-bench: idle footprint of {} peers over {:.0} s",

@@ -16,7 +16,7 @@
 use crate::footprint::rss_mb;
 use crate::rig::Demo;
 use crate::sipp::{self, read_stats, Sipp};
-use crate::throughput::{answering_callee, register_once, Ports};
+use crate::throughput::{answering_callee, callee_scenario, register_once, Ports};
 use crate::{admin, scratch};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -152,15 +152,7 @@ fn scenarios(repo: &Path, work: &Path, domain: &str) -> Result<Scenarios> {
                 ("  <recv response=\"200\" crlf=\"true\"/>\n</scenario>", refused_ack.as_str()),
             ],
         )?,
-        callee: sipp::scenario(
-            work,
-            &tests.join("uas_call.xml"),
-            domain,
-            &[(
-                r#"<recv request="ACK" crlf="true"/>"#,
-                r#"<recv request="ACK" crlf="true" optional="true"/>"#,
-            )],
-        )?,
+        callee: callee_scenario(work, &tests, domain)?,
         flood: sipp::scenario(work, &tests.join("register_flood.xml"), domain, &[])?,
     })
 }

@@ -208,6 +208,22 @@ pub fn calls(
     })
 }
 
+/// The tests' callee scenario (in `tests`) for `domain`. Under load a
+/// proxy with several workers (Kamailio) may deliver the BYE before the
+/// ACK over UDP; the callee then takes the BYE without waiting for the
+/// ACK instead of counting a failed call.
+pub fn callee_scenario(work: &Path, tests: &Path, domain: &str) -> Result<std::path::PathBuf> {
+    crate::sipp::scenario(
+        work,
+        &tests.join("uas_call.xml"),
+        domain,
+        &[(
+            r#"<recv request="ACK" crlf="true"/>"#,
+            r#"<recv request="ACK" crlf="true" optional="true"/>"#,
+        )],
+    )
+}
+
 /// The callee's SIPp, answering every call sent to it through `proxy`
 /// until dropped; returned once its socket is up, so that no INVITE finds
 /// the port closed.

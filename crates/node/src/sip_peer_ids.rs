@@ -31,6 +31,14 @@ impl PeerIds {
         }
     }
 
+    /// Forgets `address`: it could not be reached, or someone else
+    /// answered there, and the next lookup asks again.
+    pub(crate) fn forget(&mut self, address: &SocketAddr) {
+        if self.by_address.remove(address).is_some() {
+            self.order.retain(|a| a != address);
+        }
+    }
+
     /// The Node-ID a connection to `address` must present, if known.
     pub(crate) fn expected(&self, address: &SocketAddr) -> Option<NodeId> {
         self.by_address.get(address).copied()
@@ -82,5 +90,8 @@ mod tests {
         assert_eq!(ids.expected(&addr(1)), None, "the oldest is forgotten");
         assert_eq!(ids.by_address.len(), REMEMBERED);
         assert_eq!(ids.order.len(), REMEMBERED);
+        ids.forget(&addr(2));
+        assert_eq!(ids.expected(&addr(2)), None);
+        assert_eq!(ids.order.len(), REMEMBERED - 1);
     }
 }

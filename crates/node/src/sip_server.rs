@@ -229,8 +229,8 @@ pub(crate) async fn serve(
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
         proxy: Proxy::new(interfaces, seed).with_dialog_secret(dialog_secret),
         registers: ServerTransactions::new(),
-        shedder: sip::overload::Shedder::default(),
-        peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS),
+        shedder: sip::overload::Shedder::new(sip::overload::QUEUE_AGE_BUDGET_MS, seed),
+        peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS, !seed),
         shed_logged: (0, 0),
         udp: udp.clone(),
         connections: HashMap::new(),
@@ -438,6 +438,7 @@ impl Core {
             }
             SipInput::FlowFailed { flow } => {
                 tracing::info!("sip: cannot reach {} over {}", flow.remote, flow.transport.name());
+                self.peer_ids.forget(&flow.remote);
                 let forget = SipOverlayRequest::Unreachable { address: flow.remote };
                 let _ = self.overlay.send(Input::Sip(forget)).await;
                 let out = self.proxy.flow_failed(now_ms(), flow);
@@ -467,10 +468,21 @@ impl Core {
         }
         self.metrics.request(message.method().unwrap_or_default());
         let shedder = match side {
-            Side::Phones => &mut self.shedder,
-            Side::Overlay => &mut self.peers_shedder,
+            Side::Phones => &self.shedder,
+            Side::Overlay => &self.peers_shedder,
         };
-        if let Some(busy) = shedder.refuse(&message, waited) {
+        // A retransmission of a request already taken gets its
+        // transaction's answer, never a refusal (§17.2).
+        let refused = if shedder.over_budget(waited) && !self.holds_transaction_of(&message) {
+            let shedder = match side {
+                Side::Phones => &mut self.shedder,
+                Side::Overlay => &mut self.peers_shedder,
+            };
+            shedder.refuse(&message, waited)
+        } else {
+            None
+        };
+        if let Some(busy) = refused {
             self.metrics.shed();
             return self.send(flow, busy.to_bytes()).await;
         }
@@ -479,6 +491,14 @@ impl Core {
         }
         let out = self.proxy.on_request(now, message, flow, side, &mut self.registrar);
         self.run(out).await;
+    }
+
+    /// Whether `request` is a retransmission of a transaction held here.
+    fn holds_transaction_of(&self, request: &SipMessage) -> bool {
+        match request.method() {
+            Some("REGISTER") => TransactionKey::of(request).is_some_and(|k| self.registers.holds(&k)),
+            _ => self.proxy.holds_transaction_of(request),
+        }
     }
 
     async fn register(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side) {
@@ -692,13 +712,13 @@ impl Core {
     }
 }
 
-/// Malformed messages logged per minute at most; the rest are counted in
-/// one line.
 /// Connections refused for presenting another Node-ID, logged per minute.
 static WRONG_PEER: std::sync::LazyLock<crate::log_budget::LogLimiter> = std::sync::LazyLock::new(|| {
     crate::log_budget::LogLimiter::new(10, 60_000, "connections to peers that presented another Node-ID")
 });
 
+/// Malformed messages logged per minute at most; the rest are counted in
+/// one line.
 static MALFORMED: std::sync::LazyLock<crate::log_budget::LogLimiter> =
     std::sync::LazyLock::new(|| crate::log_budget::LogLimiter::new(20, 60_000, "malformed SIP messages"));
 

@@ -2059,7 +2059,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 } else if ok {
                     // Changed while the push was in flight? Then the new
                     // values go out now.
-                    self.push_retry.succeeded();
+                    self.push_retry.succeeded(&resource);
                     self.rebalance_soon.insert(resource);
                 } else {
                     self.push_retry.failed(now, resource);

@@ -444,7 +444,7 @@ impl Storage {
             if replica && changed {
                 k.generation = k.generation.max(kd.generation_counter);
             } else if changed {
-                k.generation += 1;
+                k.generation = k.generation.saturating_add(1);
             }
             if changed {
                 entry.holders.clear();

@@ -431,7 +431,9 @@ fn a_failed_replica_push_is_retried_within_seconds() {
     let store = net.nodes[2].store(now, rid.clone(), KIND, vec![value], 3600);
     net.pump();
     assert!(matches!(net.done(2, store).0, Ok(Body::StoreAns(_))));
-    // Five transmissions, 3 s apart, then the push has failed.
+    // Five transmissions, 3 s apart: the push fails at 15 s, and its
+    // retry a second later is still unanswered when the replica becomes
+    // reachable; a retransmission of it gets through.
     net.advance(16_000);
     assert!(net.nodes[replica].storage().resource(&rid).is_none());
     net.drop_to = None;

@@ -35,33 +35,39 @@ pub const PEERS_QUEUE_AGE_BUDGET_MS: u64 = 10 * QUEUE_AGE_BUDGET_MS;
 #[derive(Debug)]
 pub struct Shedder {
     budget_ms: u64,
+    /// Random per run: the refusals' To tags are unique across restarts
+    /// and shedders (RFC 3261 §19.3).
+    salt: u64,
     refused: u64,
 }
 
-impl Default for Shedder {
-    fn default() -> Self {
-        Shedder::new(QUEUE_AGE_BUDGET_MS)
-    }
-}
-
 impl Shedder {
-    pub fn new(budget_ms: u64) -> Self {
-        Shedder { budget_ms, refused: 0 }
+    pub fn new(budget_ms: u64, salt: u64) -> Self {
+        Shedder {
+            budget_ms,
+            salt,
+            refused: 0,
+        }
     }
 
     /// The 503 to answer `request` with, when it is new work and waited
     /// `queue_age_ms` (unknown: `None`, never refused) before it was read.
     pub fn refuse(&mut self, request: &SipMessage, queue_age_ms: Option<u64>) -> Option<SipMessage> {
-        if queue_age_ms.is_none_or(|age| age <= self.budget_ms) || !is_new_work(request) {
+        if !self.over_budget(queue_age_ms) || !is_new_work(request) {
             return None;
         }
         self.refused += 1;
         // A final response to a request outside a dialog carries a To tag
         // (§8.2.6.2); any value unique to this answer will do.
-        let tag = format!("shed{:x}", self.refused);
+        let tag = format!("shed{:x}.{:x}", self.salt, self.refused);
         let mut busy = SipMessage::response_to(request, 503, "Service Unavailable", Some(&tag));
         busy.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
         Some(busy)
+    }
+
+    /// Whether a request that waited `queue_age_ms` waited too long.
+    pub fn over_budget(&self, queue_age_ms: Option<u64>) -> bool {
+        queue_age_ms.is_some_and(|age| age > self.budget_ms)
     }
 
     /// Requests refused so far.
@@ -93,7 +99,7 @@ mod tests {
 
     #[test]
     fn new_work_that_waited_past_the_budget_gets_503_with_retry_after() {
-        let mut shedder = Shedder::default();
+        let mut shedder = Shedder::new(QUEUE_AGE_BUDGET_MS, 7);
         let invite = request("INVITE", "");
         assert!(shedder.refuse(&invite, Some(QUEUE_AGE_BUDGET_MS)).is_none());
         assert!(shedder.refuse(&invite, None).is_none(), "an unknown age admits");
@@ -110,7 +116,7 @@ mod tests {
 
     #[test]
     fn what_finishes_admitted_work_is_never_shed() {
-        let mut shedder = Shedder::default();
+        let mut shedder = Shedder::new(QUEUE_AGE_BUDGET_MS, 7);
         for (method, tag) in [("ACK", ""), ("CANCEL", ""), ("BYE", ";tag=9"), ("INVITE", ";tag=9")] {
             assert!(
                 shedder.refuse(&request(method, tag), Some(10_000)).is_none(),

@@ -51,7 +51,8 @@ pub const OVERLOAD_RETRY_AFTER_S: u32 = 5;
 pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 /// Most server transactions still working on their request (Locating,
 /// Proceeding), each holding it and its branches' copies, a few KB; past
-/// it new requests get 503, so a flood cannot grow memory without bound.
+/// it new requests get 503 (requests inside a dialog past a quarter
+/// more), so a flood cannot grow memory without bound.
 pub const MAX_OPEN_SERVER_TRANSACTIONS: usize = 50_000;
 /// Most finished server transactions, which only wait out Timers H, I, J
 /// and L (a few hundred bytes each: 2 per call for 32 s over UDP, so
@@ -66,10 +67,11 @@ pub const MAX_FINISHED_SERVER_TRANSACTIONS: usize = 250_000;
 /// (issue 36 §6: shed load early, never queue it without limit).
 pub const MAX_LOCATING: usize = 2_048;
 
-/// Calls being set up at once: INVITEs outside a dialog that neither rang
-/// nor were answered yet (looked up, forwarded, waiting for the callee's
-/// peer). At a sustainable rate a call spends milliseconds there; when the
-/// peers behind fall behind, calls pile up here first, and past the budget
+/// Calls being set up at once: INVITEs outside a dialog that no next hop
+/// has taken yet (being looked up, or forwarded with no provisional
+/// response back, not even a 100). At a sustainable rate a call spends
+/// milliseconds there; when the peers behind fall behind, calls pile up
+/// here first, and past the budget
 /// new calls get 503 with Retry-After at once rather than join the queue
 /// (issue 36 §6; decision 0029). 512 is 200 ms of calls at 2,500 calls/s,
 /// the most a pair of peers sustains on the machine measured.
@@ -311,7 +313,7 @@ pub struct Proxy {
     server_ids: HashMap<TransactionKey, u64>,
     /// How many of `servers` are still open.
     open_servers: usize,
-    /// Server transactions of calls that neither rang nor were answered.
+    /// Server transactions of calls no next hop has taken yet.
     setting_up: HashSet<u64>,
     /// The finished ones, in the order they finished; ids the timers
     /// forgot already are skipped.
@@ -369,6 +371,13 @@ impl Proxy {
     }
 
     /// Transactions held (server, client), for metrics and tests.
+    /// Whether `request` belongs to a server transaction this proxy holds
+    /// (a retransmission): it gets the transaction's answer, never a
+    /// refusal for overload.
+    pub fn holds_transaction_of(&self, request: &SipMessage) -> bool {
+        TransactionKey::of(request).is_some_and(|k| self.server_ids.contains_key(&k))
+    }
+
     pub fn transaction_count(&self) -> (usize, usize) {
         (self.servers.len(), self.clients.len())
     }
@@ -482,10 +491,16 @@ impl Proxy {
             return self.reply(&request, flow, 482, "Loop Detected");
         }
         // Past a budget, new work is refused before anything is done for
-        // it; what finishes admitted work (in-dialog requests) goes on.
-        let busy = self.open_servers >= self.limits.open
-            || (method == "INVITE" && self.setting_up.len() >= self.limits.setting_up);
-        if busy && !to_tagged {
+        // it. What finishes admitted work (in-dialog requests) has a
+        // quarter more room, so a BYE still goes through when new calls
+        // are refused, and memory stays bounded whatever the To tag says.
+        let busy = if to_tagged {
+            self.open_servers >= self.limits.open + self.limits.open / 4
+        } else {
+            self.open_servers >= self.limits.open
+                || (method == "INVITE" && self.setting_up.len() >= self.limits.setting_up)
+        };
+        if busy {
             let tag = self.unique();
             let mut busy = SipMessage::response_to(&request, 503, "Service Unavailable", Some(&tag));
             busy.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
@@ -1018,6 +1033,11 @@ impl Proxy {
                     // Timer A stops; Timer C runs from the latest provisional.
                     client.retransmit_at = None;
                     client.timeout_at = now + TIMER_C_MS;
+                    // The next hop took the call: it is no longer being
+                    // set up here.
+                    if let Some(server) = server {
+                        self.setting_up.remove(&server);
+                    }
                 } else if client.retransmit_at.is_some() {
                     client.retransmit_every = T2_MS;
                 }

@@ -121,6 +121,11 @@ impl ServerTransactions {
         Self::default()
     }
 
+    /// Whether transaction `key` is held (in progress or answered).
+    pub fn holds(&self, key: &TransactionKey) -> bool {
+        self.states.contains_key(key)
+    }
+
     pub fn len(&self) -> usize {
         self.states.len()
     }

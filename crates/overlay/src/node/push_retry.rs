@@ -2,61 +2,69 @@
 //! §10.4: the responsible peer "MUST ensure that the replicas have the
 //! data". Until a failed push is redone the value has a copy fewer than
 //! the overlay counts on, so the retry comes within seconds, not at the
-//! minute's sweep; the backoff doubles while pushes keep failing (a
-//! replica that refuses every push costs one attempt per resource per
-//! minute at most) and starts over at the first push that succeeds.
+//! minute's sweep. Each resource has its own backoff, doubling while its
+//! pushes keep failing (a replica that refuses every push of it costs one
+//! attempt per minute at most, whatever other pushes succeed) and
+//! starting over once one of its pushes succeeds.
 
 use reload_wire::ResourceId;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// The first retry comes this long after a failure.
 const FIRST_RETRY_MS: u64 = 1_000;
 /// The backoff doubles up to this (the periodic sweep's interval).
 const LONGEST_RETRY_MS: u64 = 60_000;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) struct PushRetry {
-    resources: BTreeSet<ResourceId>,
-    due: Option<u64>,
-    backoff_ms: u64,
-}
-
-impl Default for PushRetry {
-    fn default() -> Self {
-        PushRetry {
-            resources: BTreeSet::new(),
-            due: None,
-            backoff_ms: FIRST_RETRY_MS,
-        }
-    }
+    /// Retries waiting, soonest first: (due, resource).
+    due: BTreeSet<(u64, ResourceId)>,
+    /// The resources in `due`.
+    waiting: BTreeSet<ResourceId>,
+    /// Each failing resource's next backoff, and when it was last due
+    /// (a resource quiet for two longest backoffs starts over).
+    backoff: BTreeMap<ResourceId, (u64, u64)>,
 }
 
 impl PushRetry {
     pub(super) fn failed(&mut self, now: u64, resource: ResourceId) {
-        self.resources.insert(resource);
-        if self.due.is_none() {
-            self.due = Some(now + self.backoff_ms);
-            self.backoff_ms = (self.backoff_ms * 2).min(LONGEST_RETRY_MS);
+        if !self.waiting.insert(resource.clone()) {
+            return;
         }
+        let wait = match self.backoff.get(&resource) {
+            Some(&(wait, since)) if now.saturating_sub(since) < 2 * LONGEST_RETRY_MS => wait,
+            _ => FIRST_RETRY_MS,
+        };
+        self.due.insert((now + wait, resource.clone()));
+        self.backoff
+            .insert(resource, ((wait * 2).min(LONGEST_RETRY_MS), now + wait));
     }
 
-    pub(super) fn succeeded(&mut self) {
-        self.backoff_ms = FIRST_RETRY_MS;
+    /// A push of `resource` went through: its backoff starts over.
+    pub(super) fn succeeded(&mut self, resource: &ResourceId) {
+        self.backoff.remove(resource);
     }
 
     pub(super) fn due(&self) -> Option<u64> {
-        self.due
+        self.due.first().map(|(t, _)| *t)
     }
 
-    /// The resources to push again, once the retry is due.
-    pub(super) fn take_due(&mut self, now: u64) -> BTreeSet<ResourceId> {
-        match self.due {
-            Some(t) if t <= now => {
-                self.due = None;
-                std::mem::take(&mut self.resources)
+    /// The resources to push again now.
+    pub(super) fn take_due(&mut self, now: u64) -> Vec<ResourceId> {
+        let mut out = Vec::new();
+        while self.due.first().is_some_and(|(t, _)| *t <= now) {
+            if let Some((_, r)) = self.due.pop_first() {
+                self.waiting.remove(&r);
+                out.push(r);
             }
-            _ => BTreeSet::new(),
         }
+        if !out.is_empty() {
+            // Resources that stopped failing (stored elsewhere now, or
+            // gone) are forgotten.
+            self.backoff
+                .retain(|_, (_, since)| now.saturating_sub(*since) < 2 * LONGEST_RETRY_MS);
+        }
+        out
     }
 }
 
@@ -69,27 +77,42 @@ mod tests {
     }
 
     #[test]
-    fn failures_are_retried_after_a_doubling_backoff_that_success_resets() {
+    fn each_resource_backs_off_on_its_own_and_starts_over_after_a_success() {
         let mut r = PushRetry::default();
         r.failed(0, rid(1));
         r.failed(10, rid(2));
-        assert_eq!(r.due(), Some(1_000), "one retry for both");
+        r.failed(20, rid(1));
+        assert_eq!(r.due(), Some(1_000), "one retry waiting per resource");
         assert!(r.take_due(999).is_empty());
-        assert_eq!(r.take_due(1_000), BTreeSet::from([rid(1), rid(2)]));
+        assert_eq!(r.take_due(1_010), vec![rid(1), rid(2)]);
         assert_eq!(r.due(), None);
+        // Resource 1 fails again: 2 s this time. Resource 2 got through.
+        r.succeeded(&rid(2));
         r.failed(1_500, rid(1));
-        assert_eq!(r.due(), Some(3_500), "2 s after the second failure");
-        r.take_due(3_500);
+        r.failed(1_500, rid(2));
+        assert_eq!(r.take_due(2_500), vec![rid(2)], "resource 2 starts over at 1 s");
+        assert_eq!(r.take_due(3_500), vec![rid(1)]);
+        // Failing on, resource 1 waits a minute at most, even while other
+        // resources' pushes succeed.
+        let mut now = 3_500;
         for _ in 0..10 {
-            let now = 10_000;
             r.failed(now, rid(1));
-            r.take_due(u64::MAX);
+            r.succeeded(&rid(3));
+            now = r.due().unwrap();
+            r.take_due(now);
         }
-        r.failed(0, rid(1));
-        assert_eq!(r.due(), Some(LONGEST_RETRY_MS), "at most a minute");
-        r.take_due(u64::MAX);
-        r.succeeded();
-        r.failed(0, rid(1));
-        assert_eq!(r.due(), Some(FIRST_RETRY_MS));
+        r.failed(now, rid(1));
+        assert_eq!(r.due(), Some(now + LONGEST_RETRY_MS));
+    }
+
+    #[test]
+    fn a_resource_quiet_for_long_starts_over() {
+        let mut r = PushRetry::default();
+        for now in [0, 1_000, 3_000] {
+            r.failed(now, rid(1));
+            r.take_due(u64::MAX / 2);
+        }
+        r.failed(1_000_000, rid(1));
+        assert_eq!(r.due(), Some(1_001_000));
     }
 }
