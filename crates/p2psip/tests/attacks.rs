@@ -94,6 +94,45 @@ fn a_register_flood_leaves_no_state_behind_and_calls_go_on_during_it() {
     });
 }
 
+/// Issue 36 §5: one unauthenticated 7 KB INVITE whose 256 Route entries
+/// alternate between the peer and another host, with Max-Forwards 255,
+/// used to bounce between two peers about 1,000 times. With or without a
+/// made-up To tag it is refused at the first hop (403 for a preloaded
+/// Route, 407 for a dialog this peer cannot prove), with one answer, and
+/// the other host hears nothing.
+#[test]
+fn a_route_set_bouncing_between_two_hosts_is_refused_at_the_first_hop() {
+    let (_o, _peer, sip) = one_peer("attack-loop");
+    let other = UdpSocket::bind("127.0.0.9:0").unwrap();
+    let other_addr = other.local_addr().unwrap();
+    let attacker = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let me = attacker.local_addr().unwrap();
+    let routes: String = (0..256)
+        .map(|i| {
+            let hop = if i % 2 == 0 { sip } else { other_addr };
+            format!("Route: <sip:{hop};lr>\r\n")
+        })
+        .collect();
+    for (branch, to_tag) in [("l1", ""), ("l2", ";tag=madeup")] {
+        let invite = format!(
+            "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK{branch}\r\n{routes}\
+             Max-Forwards: 255\r\nFrom: <sip:alice@{DOMAIN}>;tag=evil\r\nTo: <sip:bob@{DOMAIN}>{to_tag}\r\n\
+             Call-ID: loop-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:x@{me}>\r\nContent-Length: 0\r\n\r\n"
+        );
+        assert!(invite.len() > 6_000, "{} bytes", invite.len());
+        let answer = exchange(&attacker, sip, &invite);
+        assert!(
+            matches!(answer.status(), Some(403 | 407)),
+            "refused at the first hop: {:?}",
+            answer.status()
+        );
+    }
+    // Whatever else the peer sent would have come by now.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!received_anything(&other), "nothing reached {other_addr}");
+    assert!(!received_anything(&attacker), "one answer per INVITE");
+}
+
 /// Whether the peer has closed `conn` (EOF) within `limit`.
 fn closed_within(mut conn: &TcpStream, limit: Duration) -> bool {
     conn.set_read_timeout(Some(limit)).unwrap();

@@ -1115,3 +1115,43 @@ fn calls_past_the_setup_budget_are_shed_and_one_the_next_hop_takes_makes_room() 
         "room again once the next hop took the first call"
     );
 }
+
+/// Issue 36 §2: a captured INVITE credential places no new call: replayed
+/// on a new INVITE (another Call-ID) to the same callee, or to another,
+/// it is refused, and no lookup is started for it.
+#[test]
+fn a_captured_invite_credential_places_no_new_call() {
+    let mut reg = registrar();
+    let mut proxy = Proxy::new(me(), 12);
+    let challenge = sent(&proxy.on_request(0, invite("z9hG4bKr1"), udp(7009), Side::Phones, &mut reg))
+        .remove(0)
+        .1;
+    let signed = authorize(&invite("z9hG4bKr2"), &challenge, "alice", "secret", Algorithm::Md5);
+    let captured = signed.header("Proxy-Authorization").unwrap().to_string();
+    assert_eq!(
+        lookup_of(&proxy.on_request(1, signed, udp(7009), Side::Phones, &mut reg)).1,
+        "bob"
+    );
+
+    let replay = |branch: &str, callee: &str| {
+        let text = String::from_utf8(invite(branch).to_bytes())
+            .unwrap()
+            .replace("sip:bob@", &format!("sip:{callee}@"))
+            .replace("Call-ID: call-1", &format!("Call-ID: replay-{branch}"));
+        let mut m = SipMessage::parse(text.as_bytes()).unwrap();
+        m.set("Proxy-Authorization", &captured);
+        m
+    };
+    for (at, branch, callee) in [(2, "z9hG4bKr3", "bob"), (3, "z9hG4bKr4", "carol")] {
+        let out = proxy.on_request(at, replay(branch, callee), udp(7666), Side::Phones, &mut reg);
+        assert!(
+            !out.iter().any(|o| matches!(o, Output::Locate { .. })),
+            "a replay to {callee} started a call: {out:?}"
+        );
+        let refused = codes(&sent(&out));
+        assert!(
+            refused.iter().any(|c| matches!(c, 400 | 403 | 407)),
+            "a replay to {callee} got {refused:?}"
+        );
+    }
+}
