@@ -287,7 +287,9 @@ fn call_scenarios(args: &Args, work: &Path, domain: &str) -> Result<(PathBuf, Pa
     // The tests' scenarios.
     Ok((
         register_scenario(args, work, domain)?,
-        sipp::scenario(work, &tests.join("uac_call.xml"), domain, &[])?,
+        // The caller is alice: a peer takes calls only from the user the
+        // phone authenticated as (issue 36 §4).
+        sipp::scenario(work, &tests.join("uac_call.xml"), domain, &[("CALLER", "alice")])?,
         throughput::callee_scenario(work, &tests, domain)?,
     ))
 }

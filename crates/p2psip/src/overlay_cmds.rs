@@ -166,6 +166,11 @@ pub struct ServerArgs {
     /// it must wait (it regains one every 12 s).
     #[arg(long, default_value_t = EnrollmentLimits::default().failures_per_account, value_name = "N")]
     failures_per_account: u32,
+    /// Enrollment requests one address may make in a burst (it regains
+    /// one a second); a provisioning host that enrolls many machines or
+    /// users at once needs more.
+    #[arg(long, default_value_t = EnrollmentLimits::default().requests_per_address, value_name = "N")]
+    requests_per_address: u32,
 }
 
 pub fn enrollment_server(args: ServerArgs) -> Result<()> {
@@ -185,6 +190,7 @@ pub fn enrollment_server(args: ServerArgs) -> Result<()> {
             node_ids_per_account: args.max_node_ids_per_account,
             failures_per_address: args.failures_per_address,
             failures_per_account: args.failures_per_account,
+            requests_per_address: args.requests_per_address,
             ..EnrollmentLimits::default()
         };
         enrollment::serve(&args.dir, listener, limits, shutdown_signal()).await?;

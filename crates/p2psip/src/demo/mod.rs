@@ -266,6 +266,8 @@ fn start(args: StartArgs) -> Result<()> {
         .args(["enrollment-server", "--dir"])
         .arg(&overlay_dir)
         .args(["--listen", &enrollment_addr.to_string()])
+        // Every peer and account of the demo is enrolled from here, at once.
+        .args(["--requests-per-address", &(n + args.users.len() + 60).to_string()])
         .stdout(Stdio::null())
         .stderr(log_file(&dir.join("enrollment.log"))?)
         .spawn()
