@@ -67,6 +67,19 @@ fn start_sip_peers(o: &mut Overlay, dirs: &[std::path::PathBuf]) -> (Vec<SocketA
     (sip, peers)
 }
 
+/// Alice's phone registered at `alice_at`, bob's at `bob_at` (SIPp, with
+/// digest), alice calling bob.
+fn alice_and_bobs_phones(scenarios: Scenarios, alice_at: SocketAddr, bob_at: SocketAddr) -> Phones {
+    let (alice_port, bob_port) = (free_port(), free_port());
+    scenarios.register_at(alice_at, alice_port, "alice", "alice-pw");
+    scenarios.register_at(bob_at, bob_port, "bob", "bob-pw");
+    Phones {
+        scenarios,
+        caller: (alice_at, alice_port, "alice".into()),
+        callee: (bob_at, bob_port, "bob".into()),
+    }
+}
+
 /// Issue 5 acceptance, registration part: SIPp registers alice at peer 0
 /// and bob at peer 2 over UDP and TCP with digest; each registration is
 /// stored in the overlay at all three replicas; a wrong password gets 401
@@ -177,15 +190,7 @@ fn phones_at_different_peers_call_each_other_through_the_overlay() {
     let (sip_a, sip_b) = (sip[a], sip[b]);
 
     let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
-    let (alice_port, bob_port) = (free_port(), free_port());
-    scenarios.register_at(sip_a, alice_port, "alice", "alice-pw");
-    scenarios.register_at(sip_b, bob_port, "bob", "bob-pw");
-
-    let phones = Phones {
-        scenarios,
-        caller: (sip_a, alice_port, "alice".into()),
-        callee: (sip_b, bob_port, "bob".into()),
-    };
+    let phones = alice_and_bobs_phones(scenarios, sip_a, sip_b);
     phones.run(
         Some("uas_call"),
         "uac_call",
@@ -287,14 +292,7 @@ fn a_peer_that_took_over_another_peers_sip_address_is_not_sent_its_calls() {
         "three peers",
     );
     let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
-    let (alice_port, bob_port) = (free_port(), free_port());
-    scenarios.register_at(sip[0], alice_port, "alice", "alice-pw");
-    scenarios.register_at(sip[1], bob_port, "bob", "bob-pw");
-    let phones = Phones {
-        scenarios,
-        caller: (sip[0], alice_port, "alice".into()),
-        callee: (sip[1], bob_port, "bob".into()),
-    };
+    let phones = alice_and_bobs_phones(scenarios, sip[0], sip[1]);
     phones.run(Some("uas_call"), "uac_call", "bob", 1, "alice calls bob");
 
     o.procs.0[peers[1].child].kill().unwrap();
@@ -576,14 +574,8 @@ fn the_sip_side_shows_in_metrics_logs_and_status() {
     let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
     let refused = scenarios.register("refused", 600, 403);
     assert!(sipp(&refused, sip[0], "alice", "not-her-password", "u1"));
-    let (alice_port, bob_port) = (free_port(), free_port());
-    scenarios.register_at(sip[0], alice_port, "alice", "alice-pw");
-    scenarios.register_at(sip[1], bob_port, "bob", "bob-pw");
-    let phones = Phones {
-        scenarios,
-        caller: (sip[0], alice_port, "alice".into()),
-        callee: (sip[1], bob_port, "bob".into()),
-    };
+    let phones = alice_and_bobs_phones(scenarios, sip[0], sip[1]);
+    let alice_port = phones.caller.1;
     phones.run(Some("uas_call"), "uac_call", "bob", 10, "10 calls");
 
     let admin = alice_peer.admin;
