@@ -1134,6 +1134,14 @@ impl<T: Topology + Tables> Driver<T> {
                 after_ms.div_ceil(1000)
             ),
             Event::Left => return true,
+            Event::ReplicaPushFailed { resource, to, why } if REPLICA_PUSHES_FAILED.allow(now_ms()) => {
+                tracing::info!(
+                    "replica Store of {} to {} failed ({why}); trying again shortly",
+                    reload_wire::hex(resource.as_bytes()),
+                    to.to_hex()
+                );
+            }
+            Event::ReplicaPushFailed { .. } => {}
             Event::Misbehaving { peer, why } => {
                 self.metrics.link_closed_for_abuse();
                 tracing::warn!(
@@ -2093,6 +2101,10 @@ const MAX_INBOUND_LINKS: usize = 1024;
 /// they need no certificate yet.
 const MAX_HANDSHAKES: usize = 256;
 const MAX_HANDSHAKES_PER_SOURCE: usize = 16;
+
+/// Failed replica Stores logged per minute at most.
+static REPLICA_PUSHES_FAILED: std::sync::LazyLock<crate::log_budget::LogLimiter> =
+    std::sync::LazyLock::new(|| crate::log_budget::LogLimiter::new(10, 60_000, "failed replica Stores"));
 
 /// Refused links logged per minute at most: anyone who can reach the
 /// listener can cause them.

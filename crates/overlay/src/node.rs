@@ -119,6 +119,14 @@ pub enum Event {
     /// Error_Forbidden: `info` is its reason (for instance, another
     /// process already uses this Node-ID).
     Refused { by: NodeId, info: String },
+    /// A replica Store of `resource` to `to` (§10.4) failed; it is tried
+    /// again after a backoff. For the operator's logs: until it gets
+    /// through, the resource has a copy fewer.
+    ReplicaPushFailed {
+        resource: ResourceId,
+        to: NodeId,
+        why: String,
+    },
     /// The node runs on a new configuration (§6.5.4): a new signed
     /// `document` (None when only Kinds changed) with `sequence`, taken
     /// from the node `from` (None: offered by the driver).
@@ -2062,6 +2070,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.push_retry.succeeded(&resource);
                     self.rebalance_soon.insert(resource);
                 } else {
+                    let why = match &outcome {
+                        Err(e) => e.to_string(),
+                        Ok(_) => "an answer other than StoreAns".to_string(),
+                    };
+                    self.actions.push_back(Action::Event(Box::new(Event::ReplicaPushFailed {
+                        resource: resource.clone(),
+                        to,
+                        why,
+                    })));
                     self.push_retry.failed(now, resource);
                 }
             }

@@ -436,6 +436,12 @@ fn a_failed_replica_push_is_retried_within_seconds() {
     // reachable; a retransmission of it gets through.
     net.advance(16_000);
     assert!(net.nodes[replica].storage().resource(&rid).is_none());
+    assert!(
+        net.events
+            .iter()
+            .any(|(_, e)| matches!(e, Event::ReplicaPushFailed { to, .. } if *to == lost)),
+        "the failure is reported"
+    );
     net.drop_to = None;
     net.advance(3_000);
     assert!(

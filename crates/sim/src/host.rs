@@ -600,6 +600,7 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
         | Event::ConfigurationStale { .. }
         | Event::PeerAddress { .. }
         | Event::Refused { .. }
+        | Event::ReplicaPushFailed { .. }
         | Event::Misbehaving { .. } => {}
     }
 }
