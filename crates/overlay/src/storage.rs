@@ -394,6 +394,17 @@ impl Storage {
                     }
                 }
                 if let Some(old) = values.slot(&sd.value) {
+                    // The same signed value again: a retransmitted Store
+                    // that reached another member of the replica set after
+                    // the first copy was replicated to it, or a value its
+                    // owner stored twice. It changes nothing and is no
+                    // error (§7.4.1.1 refuses only a storage_time *before*
+                    // the stored one; for a different value with the same
+                    // time we keep `Error_Data_Too_Old`, since replicas
+                    // could not agree which of the two is newer).
+                    if old.data == sd {
+                        continue;
+                    }
                     if old.data.storage_time >= sd.storage_time {
                         if replica {
                             continue; // merge rule: the newer value stays

@@ -163,6 +163,47 @@ fn an_older_storage_time_is_data_too_old() {
 }
 
 #[test]
+fn the_same_signed_value_stored_again_changes_nothing_and_is_no_error() {
+    // A Store retransmitted after its first copy reached the responsible
+    // peer and was replicated can arrive at a replica that took over the
+    // range: the value it brings is the one already there. §7 refuses only
+    // a storage time *before* the stored one; a different value with the
+    // same time stays refused, as replicas could not order the two.
+    let mut s = Storage::new();
+    let a = alice();
+    let sd = signed(&a, 2000, StoredDataValue::SingleValue(value(b"same")));
+    let first = store_as(
+        &mut s,
+        &a,
+        &req(alice_resource(), SINGLE, 0, vec![sd.clone()]),
+        false,
+        0,
+    )
+    .unwrap();
+    let version = s.resource(&alice_resource()).unwrap().version();
+    let again = store_as(
+        &mut s,
+        &a,
+        &req(alice_resource(), SINGLE, 0, vec![sd.clone()]),
+        false,
+        0,
+    )
+    .unwrap();
+    assert_eq!(
+        again.kind_responses[0].generation_counter, first.kind_responses[0].generation_counter,
+        "no write happened"
+    );
+    assert_eq!(s.resource(&alice_resource()).unwrap().version(), version);
+    let rival = signed(&a, 2000, StoredDataValue::SingleValue(value(b"other")));
+    let r = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![rival]), false, 0);
+    assert_eq!(code(r), ErrorCode::DATA_TOO_OLD);
+    assert_eq!(
+        fetch(&s, alice_resource(), SINGLE, 0, ModelSpecifier::SingleValue).values,
+        vec![sd]
+    );
+}
+
+#[test]
 fn a_stale_generation_counter_is_refused_with_the_current_counters() {
     // §7.4.1.2: Error_Generation_Counter_Too_Low, error_info a StoreAns.
     let mut s = Storage::new();
