@@ -396,13 +396,14 @@ impl Storage {
                 if let Some(old) = values.slot(&sd.value) {
                     // The same signed value again: a retransmitted Store
                     // that reached another member of the replica set after
-                    // the first copy was replicated to it, or a value its
-                    // owner stored twice. It changes nothing and is no
-                    // error (§7.4.1.1 refuses only a storage_time *before*
-                    // the stored one; for a different value with the same
-                    // time we keep `Error_Data_Too_Old`, since replicas
-                    // could not agree which of the two is newer).
-                    if old.data == sd {
+                    // the first copy was replicated to it (with the lifetime
+                    // left then, which the signature does not cover, §7.1),
+                    // or a value its owner stored twice. It changes nothing
+                    // and is no error (§7 refuses only a storage_time
+                    // *before* the stored one; for a different value with
+                    // the same time we keep `Error_Data_Too_Old`, since
+                    // replicas could not agree which of the two is newer).
+                    if is_same_signed_value(&old.data, &sd) {
                         continue;
                     }
                     if old.data.storage_time >= sd.storage_time {
@@ -557,6 +558,12 @@ fn check_known(config: &OverlayConfig, specs: &[StoredDataSpecifier]) -> Result<
 }
 
 /// The per-value checks of §7.4.1.1, and the append index of §7.4.1.1.
+/// Whether two StoredData are one signed write: the same storage_time,
+/// value and signature (RFC 6940 §7.1 signs these, not the lifetime).
+fn is_same_signed_value(a: &StoredData, b: &StoredData) -> bool {
+    a.storage_time == b.storage_time && a.value == b.value && a.signature == b.signature
+}
+
 fn check_value(
     def: &KindDefinition,
     resource: &ResourceId,

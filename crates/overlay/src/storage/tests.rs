@@ -181,10 +181,14 @@ fn the_same_signed_value_stored_again_changes_nothing_and_is_no_error() {
     )
     .unwrap();
     let version = s.resource(&alice_resource()).unwrap().version();
+    let replicated = StoredData {
+        lifetime: sd.lifetime - 3,
+        ..sd.clone()
+    };
     let again = store_as(
         &mut s,
         &a,
-        &req(alice_resource(), SINGLE, 0, vec![sd.clone()]),
+        &req(alice_resource(), SINGLE, 0, vec![replicated]),
         false,
         0,
     )
