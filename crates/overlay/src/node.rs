@@ -1898,7 +1898,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             },
         )?;
         if let Some(res) = self.storage.resource_mut(&req.resource) {
-            if replica {
+            if replica && res.is_exactly(&req.kind_data) {
                 res.add_holder(sender);
             }
         }

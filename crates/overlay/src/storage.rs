@@ -173,6 +173,22 @@ impl Resource {
         }
     }
 
+    /// Whether `sent` (a replica Store just merged in) carries every value
+    /// this resource now holds: only then does its sender hold the current
+    /// values. A replica that pushes back an older copy holds that copy,
+    /// not what was stored since (§10.4).
+    pub fn is_exactly(&self, sent: &[StoreKindData]) -> bool {
+        self.kinds.iter().filter(|(_, k)| k.values.len() > 0).all(|(kind, k)| {
+            let Some(theirs) = sent.iter().find(|s| s.kind == *kind) else {
+                return false;
+            };
+            theirs.values.len() == k.values.len()
+                && k.values
+                    .entries()
+                    .all(|e| theirs.values.iter().any(|t| is_same_signed_value(&e.data, t)))
+        })
+    }
+
     pub fn retain_holders(&mut self, keep: impl FnMut(&NodeId) -> bool) {
         self.holders.retain(keep);
     }

@@ -450,6 +450,65 @@ fn a_failed_replica_push_is_retried_within_seconds() {
     );
 }
 
+/// §10.4: a replica that pushes its copy to the responsible peer holds
+/// what it sent, not necessarily what the responsible peer holds. Seen on
+/// a real 8-peer overlay: a replica still settling pushed back the older
+/// values after a newer registration had been stored, was counted as
+/// holding them, and was never sent the registration.
+#[test]
+fn a_replica_that_pushes_back_an_older_copy_is_still_sent_the_newer_values() {
+    let mut net = Net::ring(&IDS);
+    let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
+    let value = |v: &[u8]| {
+        StoredDataValue::SingleValue(DataValue {
+            exists: true,
+            value: v.to_vec(),
+        })
+    };
+    let now = net.now;
+    let first = net.nodes[2].store(now, rid.clone(), KIND, vec![value(b"old")], 3600);
+    net.pump();
+    assert!(matches!(net.done(2, first).0, Ok(Body::StoreAns(_))));
+    let set = net.nodes[2].topology().replica_set(rid.as_bytes()).unwrap();
+    let responsible = net.index_of(&set[0]).unwrap();
+    let stale = *set[1..].iter().find(|n| **n != net.nodes[2].id()).unwrap();
+    let replica = net.index_of(&stale).unwrap();
+    let old_copy = net.nodes[replica].storage().resource(&rid).unwrap().export(net.now);
+
+    // The newer value's push to that replica is lost; meanwhile the
+    // replica's old copy reaches the responsible peer as a replica Store.
+    net.drop_to = Some(stale);
+    let now = net.now + 1;
+    let second = net.nodes[2].store(now, rid.clone(), KIND, vec![value(b"new")], 3600);
+    net.pump();
+    assert!(matches!(net.done(2, second).0, Ok(Body::StoreAns(_))));
+    let push_back = Body::StoreReq(StoreReq {
+        resource: rid.clone(),
+        replica_number: 1,
+        kind_data: old_copy,
+    });
+    let bytes = raw_request(&net, replica, vec![Destination::Node(set[0])], &push_back, 10);
+    let now = net.now;
+    net.nodes[responsible].receive(now, stale, &bytes);
+    net.pump();
+    assert!(
+        matches!(answers_to(&net, stale).last(), Some(Body::StoreAns(_))),
+        "the push-back itself is taken"
+    );
+
+    // The lost push fails after its 15 s of retransmissions; its retry a
+    // second later gets through.
+    net.advance(15_500);
+    net.drop_to = None;
+    net.advance(5_000);
+    let held = net.nodes[replica].storage().resource(&rid).unwrap().export(net.now);
+    assert_eq!(
+        held[0].values[0].value,
+        value(b"new"),
+        "the replica was sent the newer value"
+    );
+}
+
 /// RFC 7904 §4.2 "ask a replica": a Fetch routed past the responsible
 /// peer reaches its successor, which answers from its replica copy, and
 /// past that successor the second replica.

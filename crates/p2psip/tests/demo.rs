@@ -255,13 +255,30 @@ fn replicated(file: &serde_json::Value, user: &str, holder: usize) {
     // registration made as the ring settled): a push that is lost is
     // retransmitted and, failing, retried; this bound covers one push
     // timing out (15 s) and its retry.
-    let took = wait_for(Duration::from_secs(40), "the replicas of the registration", || {
-        replicas.iter().all(|&r| {
-            get::<node::peer::Held>(admin(r), &format!("/held/{user}@{DOMAIN}"))
-                .is_some_and(|h| h.values.get("SIP-REGISTRATION").is_some_and(|n| *n > 0))
-        })
-    });
-    eprintln!("both replicas held {user}'s registration after {took:?}");
+    let holds = |i: usize| {
+        get::<node::peer::Held>(admin(i), &format!("/held/{user}@{DOMAIN}"))
+            .is_some_and(|h| h.values.get("SIP-REGISTRATION").is_some_and(|n| *n > 0))
+    };
+    let start = Instant::now();
+    while !replicas.iter().all(|&r| holds(r)) {
+        if start.elapsed() > Duration::from_secs(40) {
+            // What each peer holds and sees, for whoever reads the failure.
+            let views: Vec<String> = (0..peers.len())
+                .map(|i| {
+                    let s: Option<node::peer::Status> = get(admin(i), "/status");
+                    let held = get_text(admin(i), &format!("/held/{user}@{DOMAIN}")).unwrap_or_default();
+                    let s = s.map(|s| format!("pred {:?} succ {:?}", s.predecessors, s.successors));
+                    format!("peer {i} {}: {held} {}", peers[i]["node_id"], s.unwrap_or_default())
+                })
+                .collect();
+            panic!(
+                "peers {replicas:?} (successors of holder {holder}) do not both hold {user}'s registration after 40 s:\n{}",
+                views.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("both replicas held {user}'s registration after {:?}", start.elapsed());
 }
 
 /// Sends SIGCONT when dropped, so a failing test leaves no stopped peer
