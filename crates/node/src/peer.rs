@@ -1134,14 +1134,25 @@ impl<T: Topology + Tables> Driver<T> {
                 after_ms.div_ceil(1000)
             ),
             Event::Left => return true,
-            Event::ReplicaPushFailed { resource, to, why } if REPLICA_PUSHES_FAILED.allow(now_ms()) => {
+            // A first failure is routine while the ring settles (the
+            // replica's view still differs); one that outlived a retry is not.
+            Event::ReplicaPushFailed {
+                resource,
+                to,
+                why,
+                rounds,
+            } if rounds > 1 && REPLICA_PUSHES_FAILED.allow(now_ms()) => {
                 tracing::info!(
-                    "replica Store of {} to {} failed ({why}); trying again shortly",
+                    "replica Store of {} to {} failed again ({why}; {rounds} rounds in a row); trying again later",
                     reload_wire::hex(resource.as_bytes()),
                     to.to_hex()
                 );
             }
-            Event::ReplicaPushFailed { .. } => {}
+            Event::ReplicaPushFailed { resource, to, why, .. } => tracing::debug!(
+                "replica Store of {} to {} failed ({why}); trying again shortly",
+                reload_wire::hex(resource.as_bytes()),
+                to.to_hex()
+            ),
             Event::Misbehaving { peer, why } => {
                 self.metrics.link_closed_for_abuse();
                 tracing::warn!(

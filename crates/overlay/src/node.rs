@@ -121,11 +121,14 @@ pub enum Event {
     Refused { by: NodeId, info: String },
     /// A replica Store of `resource` to `to` (§10.4) failed; it is tried
     /// again after a backoff. For the operator's logs: until it gets
-    /// through, the resource has a copy fewer.
+    /// through, the resource has a copy fewer. `rounds` counts the rounds
+    /// of its pushes that failed in a row (1: the first; common while the
+    /// ring settles).
     ReplicaPushFailed {
         resource: ResourceId,
         to: NodeId,
         why: String,
+        rounds: u32,
     },
     /// The node runs on a new configuration (§6.5.4): a new signed
     /// `document` (None when only Kinds changed) with `sequence`, taken
@@ -2074,12 +2077,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         Err(e) => e.to_string(),
                         Ok(_) => "an answer other than StoreAns".to_string(),
                     };
+                    let rounds = self.push_retry.failed(now, resource.clone());
                     self.actions.push_back(Action::Event(Box::new(Event::ReplicaPushFailed {
-                        resource: resource.clone(),
+                        resource,
                         to,
                         why,
+                        rounds,
                     })));
-                    self.push_retry.failed(now, resource);
                 }
             }
         }

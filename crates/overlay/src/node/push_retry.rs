@@ -21,23 +21,31 @@ pub(super) struct PushRetry {
     due: BTreeSet<(u64, ResourceId)>,
     /// The resources in `due`.
     waiting: BTreeSet<ResourceId>,
-    /// Each failing resource's next backoff, and when it was last due
-    /// (a resource quiet for two longest backoffs starts over).
-    backoff: BTreeMap<ResourceId, (u64, u64)>,
+    /// Each failing resource's next backoff, when it was last due (a
+    /// resource quiet for two longest backoffs starts over), and how many
+    /// rounds of its pushes failed in a row.
+    backoff: BTreeMap<ResourceId, (u64, u64, u32)>,
 }
 
 impl PushRetry {
-    pub(super) fn failed(&mut self, now: u64, resource: ResourceId) {
+    /// A push of `resource` failed. Returns the rounds of its pushes that
+    /// failed in a row, this one included: a first failure is common while
+    /// the ring settles (a replica whose view differs refuses the push),
+    /// one after a retry is worth an operator's attention.
+    pub(super) fn failed(&mut self, now: u64, resource: ResourceId) -> u32 {
+        let current = self
+            .backoff
+            .get(&resource)
+            .filter(|(_, since, _)| now.saturating_sub(*since) < 2 * LONGEST_RETRY_MS)
+            .copied();
         if !self.waiting.insert(resource.clone()) {
-            return;
+            return current.map_or(1, |(_, _, rounds)| rounds);
         }
-        let wait = match self.backoff.get(&resource) {
-            Some(&(wait, since)) if now.saturating_sub(since) < 2 * LONGEST_RETRY_MS => wait,
-            _ => FIRST_RETRY_MS,
-        };
+        let (wait, rounds) = current.map_or((FIRST_RETRY_MS, 1), |(wait, _, rounds)| (wait, rounds + 1));
         self.due.insert((now + wait, resource.clone()));
         self.backoff
-            .insert(resource, ((wait * 2).min(LONGEST_RETRY_MS), now + wait));
+            .insert(resource, ((wait * 2).min(LONGEST_RETRY_MS), now + wait, rounds));
+        rounds
     }
 
     /// A push of `resource` went through: its backoff starts over.
@@ -62,7 +70,7 @@ impl PushRetry {
             // Resources that stopped failing (stored elsewhere now, or
             // gone) are forgotten.
             self.backoff
-                .retain(|_, (_, since)| now.saturating_sub(*since) < 2 * LONGEST_RETRY_MS);
+                .retain(|_, (_, since, _)| now.saturating_sub(*since) < 2 * LONGEST_RETRY_MS);
         }
         out
     }
@@ -88,8 +96,9 @@ mod tests {
         assert_eq!(r.due(), None);
         // Resource 1 fails again: 2 s this time. Resource 2 got through.
         r.succeeded(&rid(2));
-        r.failed(1_500, rid(1));
-        r.failed(1_500, rid(2));
+        assert_eq!(r.failed(1_500, rid(1)), 2, "its second round failing");
+        assert_eq!(r.failed(1_500, rid(1)), 2, "a push to another replica, same round");
+        assert_eq!(r.failed(1_500, rid(2)), 1, "starts over");
         assert_eq!(r.take_due(2_500), vec![rid(2)], "resource 2 starts over at 1 s");
         assert_eq!(r.take_due(3_500), vec![rid(1)]);
         // Failing on, resource 1 waits a minute at most, even while other
