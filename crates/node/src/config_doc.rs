@@ -12,7 +12,7 @@
 use crate::identity::{CertSecurity, CertVerifier};
 use crate::pki::TrustStore;
 use base64::Engine;
-use overlay::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, Signer};
+use overlay::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, Signer, StorageQuota};
 use quick_xml::events::Event;
 use quick_xml::name::ResolveResult;
 use quick_xml::NsReader;
@@ -86,6 +86,8 @@ pub struct Configuration {
     pub bootstrap_nodes: Vec<SocketAddr>,
     /// Our extension: the multicast group and port for LAN bootstrap.
     pub multicast_bootstrap: Option<SocketAddr>,
+    /// Our extension `<p2psip:storage-quota>` (decision 0030).
+    pub storage_quota: StorageQuota,
     pub max_message_size: u32,
     pub initial_ttl: u8,
     pub reliability_timer_ms: u64,
@@ -115,6 +117,7 @@ impl Configuration {
             enrollment_servers: Vec::new(),
             bootstrap_nodes: Vec::new(),
             multicast_bootstrap: None,
+            storage_quota: StorageQuota::DEFAULT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             initial_ttl: reload_wire::header::DEFAULT_INITIAL_TTL,
             reliability_timer_ms: 3000,
@@ -157,6 +160,7 @@ impl Configuration {
             ..ChordConfig::default()
         };
         c.kinds = self.kinds.clone();
+        c.storage_quota = self.storage_quota;
         c
     }
 
@@ -231,6 +235,12 @@ impl Configuration {
                 m.port()
             ));
         }
+        // Written even at its defaults, so an operator editing `config
+        // show` sees the limits there are.
+        x.push_str(&format!(
+            "    <p2psip:storage-quota per-user=\"{}\" per-node=\"{}\" total=\"{}\"/>\n",
+            self.storage_quota.per_user_bytes, self.storage_quota.per_node_bytes, self.storage_quota.total_bytes
+        ));
         if !self.kinds.is_empty() {
             x.push_str("    <required-kinds>\n");
             for k in &self.kinds {
@@ -678,6 +688,26 @@ fn address(el: &Element) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// `<p2psip:storage-quota per-user per-node total>`, in bytes; an
+/// attribute left out keeps its default.
+fn storage_quota(el: &Element) -> Result<StorageQuota, ConfigError> {
+    let mut q = StorageQuota::DEFAULT;
+    for (name, field) in [
+        ("per-user", &mut q.per_user_bytes),
+        ("per-node", &mut q.per_node_bytes),
+        ("total", &mut q.total_bytes),
+    ] {
+        if let Some(v) = el.attr(name) {
+            *field = v
+                .parse()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(&el.name, format!("{name}={v:?} is not a number of bytes above 0")))?;
+        }
+    }
+    Ok(q)
+}
+
 type KindSignatures = Vec<(String, Vec<u8>, Option<Vec<u8>>)>;
 
 fn interpret(el: &Element, text: &str) -> Result<(Configuration, KindSignatures), ConfigError> {
@@ -739,6 +769,7 @@ fn interpret(el: &Element, text: &str) -> Result<(Configuration, KindSignatures)
             (Some(NS_CHORD), "chord-ping-interval") => c.chord_ping_interval_s = number(e)?,
             (Some(NS_CHORD), "chord-reactive") => c.chord_reactive = boolean(e)?,
             (Some(NS_EXT), "multicast-bootstrap") => c.multicast_bootstrap = Some(address(e)?),
+            (Some(NS_EXT), "storage-quota") => c.storage_quota = storage_quota(e)?,
             (Some(NS_BASE), "required-kinds") => {
                 for block in e.children.iter().filter(|b| b.is(NS_BASE, "kind-block")) {
                     let kind = block

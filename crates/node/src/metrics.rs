@@ -82,6 +82,8 @@ pub(crate) struct Gauges<'a> {
     pub predecessors: usize,
     pub fingers: usize,
     pub stored: &'a [(String, usize)],
+    /// Bytes of stored values, as the storage quota counts them.
+    pub stored_bytes: u64,
 }
 
 pub(crate) struct Metrics {
@@ -111,6 +113,7 @@ pub(crate) struct Metrics {
     successors: Gauge,
     predecessors: Gauge,
     fingers: Gauge,
+    stored_bytes: Gauge,
     stored: Family<KindLabels, Gauge>,
 }
 
@@ -143,6 +146,7 @@ impl Metrics {
             successors: Gauge::default(),
             predecessors: Gauge::default(),
             fingers: Gauge::default(),
+            stored_bytes: Gauge::default(),
             stored: Family::default(),
         };
         let r = &mut m.registry;
@@ -255,6 +259,11 @@ impl Metrics {
         );
         r.register("fingers", "Entries in the finger table", m.fingers.clone());
         r.register("stored_items", "Stored values by Kind", m.stored.clone());
+        r.register(
+            "stored_bytes",
+            "Bytes of stored values held, as the storage quota counts them",
+            m.stored_bytes.clone(),
+        );
         m
     }
 
@@ -368,6 +377,7 @@ impl Metrics {
         set(&self.successors, gauges.successors as u64);
         set(&self.predecessors, gauges.predecessors as u64);
         set(&self.fingers, gauges.fingers as u64);
+        set(&self.stored_bytes, gauges.stored_bytes);
         self.stored.clear();
         for (kind, n) in gauges.stored {
             set(
@@ -395,6 +405,7 @@ mod tests {
             predecessors: 2,
             fingers: 5,
             stored: &[],
+            stored_bytes: 0,
         }
     }
 
@@ -436,10 +447,12 @@ mod tests {
             &stats,
             Gauges {
                 stored: &stored,
+                stored_bytes: 1234,
                 ..empty_gauges()
             },
         );
         for line in [
+            "p2psip_stored_bytes 1234",
             "p2psip_requests_answered_total{method=\"store\",result=\"Error_Forbidden\"} 1",
             "p2psip_requests_answered_total{method=\"store\",result=\"ok\"} 1",
             "p2psip_requests_total{method=\"fetch\",result=\"ok\"} 2",

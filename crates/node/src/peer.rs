@@ -2025,6 +2025,7 @@ impl<T: Topology + Tables> Driver<T> {
             predecessors: chord.predecessors().len(),
             fingers: chord.fingers().len(),
             stored: &stored,
+            stored_bytes: self.engine.storage().bytes_held(),
         };
         self.metrics.render(self.engine.stats(), gauges)
     }

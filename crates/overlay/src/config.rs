@@ -68,6 +68,33 @@ impl Default for ChordConfig {
     }
 }
 
+/// Our extension `<p2psip:storage-quota per-user per-node total>`
+/// (decision 0030): bytes of stored values one peer keeps at most for one
+/// signing user, for one signing Node-ID, and in all. RFC 6940 §13.5.2
+/// bounds each Kind; this bounds a peer's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageQuota {
+    pub per_user_bytes: u64,
+    pub per_node_bytes: u64,
+    pub total_bytes: u64,
+}
+
+impl StorageQuota {
+    /// 1 MiB per user and per Node-ID (a SIP user with ten phones keeps
+    /// about 10 KB: registrations and certificates), 256 MiB in all.
+    pub const DEFAULT: StorageQuota = StorageQuota {
+        per_user_bytes: 1 << 20,
+        per_node_bytes: 1 << 20,
+        total_bytes: 256 << 20,
+    };
+}
+
+impl Default for StorageQuota {
+    fn default() -> Self {
+        StorageQuota::DEFAULT
+    }
+}
+
 /// What the engine needs from the configuration document.
 #[derive(Debug, Clone)]
 pub struct OverlayConfig {
@@ -91,6 +118,7 @@ pub struct OverlayConfig {
     pub expiry_sweep_ms: u64,
     pub chord: ChordConfig,
     pub kinds: Vec<KindDefinition>,
+    pub storage_quota: StorageQuota,
 }
 
 impl OverlayConfig {
@@ -108,6 +136,7 @@ impl OverlayConfig {
             expiry_sweep_ms: 60_000,
             chord: ChordConfig::default(),
             kinds: Vec::new(),
+            storage_quota: StorageQuota::DEFAULT,
         }
     }
 

@@ -25,7 +25,7 @@ pub mod sorted;
 pub mod storage;
 pub mod topology;
 
-pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig};
+pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, StorageQuota};
 pub use configuration::{ConfigRefusal, ConfigurationJudge};
 pub use node::{Action, CompletedResult, Event, NodeStats, Observation, Offered, OverlayNode, RequestId};
 pub use security::{Credential, Security, SecurityError, Signer, SimulatedSecurity};

@@ -20,10 +20,14 @@ use std::collections::{BTreeMap, BTreeSet};
 /// §7.4.1.1: a Store at index 0xffffffff appends to the array.
 pub const ARRAY_APPEND: u32 = u32::MAX;
 
+mod quota;
+use quota::{Change, Owner, Usage};
+
 #[derive(Debug, Clone)]
 struct Entry {
     data: StoredData,
     expires_at: u64,
+    owner: Owner,
 }
 
 #[derive(Debug, Clone)]
@@ -68,28 +72,33 @@ impl Values {
         }
     }
 
-    fn put(&mut self, entry: Entry) {
+    /// Puts `entry` in its slot; the entry it replaced, if any.
+    fn put(&mut self, entry: Entry) -> Option<Entry> {
         match (self, &entry.data.value) {
-            (Values::Single(v), StoredDataValue::SingleValue(_)) => *v = Some(entry),
-            (Values::Array(m), StoredDataValue::Array(a)) => {
-                m.insert(a.index, entry);
-            }
-            (Values::Dictionary(m), StoredDataValue::Dictionary(d)) => {
-                m.insert(d.key.clone(), entry);
-            }
-            _ => {}
+            (Values::Single(v), StoredDataValue::SingleValue(_)) => v.replace(entry),
+            (Values::Array(m), StoredDataValue::Array(a)) => m.insert(a.index, entry),
+            (Values::Dictionary(m), StoredDataValue::Dictionary(d)) => m.insert(d.key.clone(), entry),
+            _ => None,
         }
     }
 
-    fn expire(&mut self, now: u64) {
+    /// Drops the entries expired by `now`, handing each to `gone`.
+    fn expire(&mut self, now: u64, mut gone: impl FnMut(&Entry)) {
+        let mut keep = |e: &Entry| {
+            let live = e.expires_at > now;
+            if !live {
+                gone(e);
+            }
+            live
+        };
         match self {
             Values::Single(v) => {
-                if v.as_ref().is_some_and(|e| e.expires_at <= now) {
+                if v.as_ref().is_some_and(|e| !keep(e)) {
                     *v = None;
                 }
             }
-            Values::Array(m) => m.retain(|_, e| e.expires_at > now),
-            Values::Dictionary(m) => m.retain(|_, e| e.expires_at > now),
+            Values::Array(m) => m.retain(|_, e| keep(e)),
+            Values::Dictionary(m) => m.retain(|_, e| keep(e)),
         }
     }
 }
@@ -294,6 +303,7 @@ fn data_value(v: &StoredDataValue) -> &DataValue {
 #[derive(Debug, Default)]
 pub struct Storage {
     resources: BTreeMap<(Position, Vec<u8>), Resource>,
+    usage: Usage,
 }
 
 fn key(id: &ResourceId) -> (Position, Vec<u8>) {
@@ -322,7 +332,18 @@ impl Storage {
     }
 
     pub fn remove(&mut self, id: &ResourceId) -> Option<Resource> {
-        self.resources.remove(&key(id))
+        let gone = self.resources.remove(&key(id))?;
+        for (_, k) in gone.kinds.iter() {
+            for e in k.values.entries() {
+                self.usage.remove(&e.owner, quota::cost(&e.data));
+            }
+        }
+        Some(gone)
+    }
+
+    /// Bytes of stored values held, as the storage quota counts them.
+    pub fn bytes_held(&self) -> u64 {
+        self.usage.total()
     }
 
     /// Number of Resource-IDs held (Probe num_resources, §6.4.2.5).
@@ -343,9 +364,10 @@ impl Storage {
 
     /// Drops every value whose lifetime has run out (§7).
     pub fn expire(&mut self, now: u64) {
+        let usage = &mut self.usage;
         self.resources.retain(|_, r| {
             r.kinds.retain(|k| {
-                k.values.expire(now);
+                k.values.expire(now, |e| usage.remove(&e.owner, quota::cost(&e.data)));
                 k.values.len() > 0
             });
             !r.kinds.is_empty()
@@ -382,7 +404,8 @@ impl Storage {
         }
         let existing = self.resources.get(&key(&req.resource));
         // Validate everything first.
-        let mut plans: Vec<(KindId, Vec<StoredData>)> = Vec::with_capacity(req.kind_data.len());
+        let mut plans: Vec<(KindId, Vec<Entry>)> = Vec::with_capacity(req.kind_data.len());
+        let mut change = Change::default();
         for kd in &req.kind_data {
             let def = config.kind(kd.kind).expect("checked above");
             let current = existing.and_then(|e| e.kinds.get(&kd.kind));
@@ -399,7 +422,7 @@ impl Storage {
             let mut accepted = Vec::with_capacity(kd.values.len());
             for sd in &kd.values {
                 let mut sd = sd.clone();
-                check_value(def, &req.resource, &mut sd, &values, replica, &r)?;
+                let signer = check_value(def, &req.resource, &mut sd, &values, replica, &r)?;
                 if !replica {
                     let who = r.request_signer;
                     if !authorized(def.access, &req.resource, &sd.value, who, r.hash) {
@@ -432,11 +455,16 @@ impl Storage {
                         ));
                     }
                 }
-                values.put(Entry {
-                    data: sd.clone(),
+                let entry = Entry {
                     expires_at: r.now + sd.lifetime as u64 * 1000,
-                });
-                accepted.push(sd);
+                    owner: self.usage.owner(&signer),
+                    data: sd,
+                };
+                change.add(&entry.owner, quota::cost(&entry.data));
+                if let Some(old) = values.put(entry.clone()) {
+                    change.remove(&old.owner, quota::cost(&old.data));
+                }
+                accepted.push(entry);
             }
             if values.len() > def.max_count as usize {
                 return Err(error(
@@ -445,6 +473,9 @@ impl Storage {
                 ));
             }
             plans.push((kd.kind, accepted));
+        }
+        if let Some(limit) = change.exceeds(&self.usage, &config.storage_quota, replica) {
+            return Err(error(ErrorCode::DATA_TOO_LARGE, limit.reason()));
         }
         // Apply.
         let entry = self.resources.entry(key(&req.resource)).or_insert_with(|| Resource {
@@ -461,9 +492,11 @@ impl Storage {
                 values: Values::new(def.data_model),
             });
             let changed = !accepted.is_empty();
-            for sd in accepted {
-                let expires_at = r.now + sd.lifetime as u64 * 1000;
-                k.values.put(Entry { data: sd, expires_at });
+            for entry in accepted {
+                self.usage.add(&entry.owner, quota::cost(&entry.data));
+                if let Some(old) = k.values.put(entry) {
+                    self.usage.remove(&old.owner, quota::cost(&old.data));
+                }
             }
             // The generation counts writes: a replica Store takes the
             // sender's only when it brought something newer, so a push of
@@ -587,7 +620,7 @@ fn check_value(
     values: &Values,
     replica: bool,
     r: &StoreRequest<'_>,
-) -> Result<(), ErrorResponse> {
+) -> Result<Credential, ErrorResponse> {
     let model_ok = matches!(
         (def.data_model, &sd.value),
         (DataModel::SingleValue, StoredDataValue::SingleValue(_))
@@ -629,7 +662,7 @@ fn check_value(
     if !authorized(def.access, resource, &sd.value, &who, r.hash) {
         return Err(error(ErrorCode::FORBIDDEN, "value signer may not write this Kind here"));
     }
-    Ok(())
+    Ok(who)
 }
 
 fn generation_too_low(req: &StoreReq, existing: Option<&Resource>) -> ErrorResponse {

@@ -163,10 +163,22 @@ impl RawClient {
         replica_number: u8,
         value_signature: Option<Signature>,
     ) -> (Destination, Body) {
+        self.certificate_at(0, exists, storage_time, replica_number, value_signature)
+    }
+
+    /// [`Self::certificate_value`] at array index `index`.
+    fn certificate_at(
+        &self,
+        index: u32,
+        exists: bool,
+        storage_time: u64,
+        replica_number: u8,
+        value_signature: Option<Signature>,
+    ) -> (Destination, Body) {
         use overlay::Signer;
         let resource = overlay::Topology::resource_id(&self.hasher, self.me.as_bytes());
         let value = StoredDataValue::Array(ArrayEntry {
-            index: 0,
+            index,
             value: DataValue {
                 exists,
                 value: self.security.certificates()[0].certificate.clone(),
@@ -174,9 +186,20 @@ impl RawClient {
         });
         let identity = self.security.identity();
         let signature = value_signature.unwrap_or_else(|| {
-            let input =
-                StoredData::signature_input(&resource, kind_id::CERTIFICATE_BY_NODE, storage_time, &value, &identity)
-                    .unwrap();
+            // Array values are signed as at index 0 (RFC 6940 §7.1 with
+            // appends, see `data_signature_input`).
+            let mut signed = value.clone();
+            if let StoredDataValue::Array(a) = &mut signed {
+                a.index = 0;
+            }
+            let input = StoredData::signature_input(
+                &resource,
+                kind_id::CERTIFICATE_BY_NODE,
+                storage_time,
+                &signed,
+                &identity,
+            )
+            .unwrap();
             self.security.sign(&input)
         });
         let body = Body::StoreReq(StoreReq {
@@ -257,6 +280,77 @@ fn a_replayed_store_or_a_forged_replica_push_cannot_bring_an_old_value_back() {
             rogue.held_certificate().await,
             Some((false, now - 1_000)),
             "the removal stays"
+        );
+    });
+    assert!(
+        status(s.peer.admin).is_some_and(|st| st.joined),
+        "the peer keeps serving"
+    );
+}
+
+/// Issue 36, decision 0030: the storage quota of the configuration binds
+/// a running peer as soon as the operator publishes it. A Store that
+/// would take the peer past its `total` is refused with
+/// Error_Data_Too_Large naming the limit, nothing of it is kept, a newer
+/// value in a slot already held still goes through, and the peer keeps
+/// serving.
+#[test]
+fn a_store_past_the_published_storage_quota_is_refused_and_the_peer_keeps_serving() {
+    let s = scene("quota");
+    let bytes = || metric(s.peer.admin, "p2psip_stored_bytes");
+    wait_for(Duration::from_secs(10), "the peer's own certificates", || {
+        status(s.peer.admin).is_some_and(|st| st.stored.len() == 2)
+    });
+    let own = bytes();
+    let now = || {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let mut rogue = RawClient::connect(&s.rogue, s.peer.listen).await;
+        let (to, store) = rogue.certificate_at(0, true, now(), 0, None);
+        assert!(matches!(rogue.ask(to, &store, None).await, Body::StoreAns(_)));
+    });
+    let one = bytes() - own;
+    assert!(one > 500.0, "a certificate costs its DER and signature: {one}");
+
+    let overlay_dir = s.overlay.dir.join("overlay");
+    let shown = run_ok(&["config", "show", "--dir", overlay_dir.to_str().unwrap()]);
+    let total = (own + one + one / 2.0) as u64;
+    let default_total = format!("total=\"{}\"", overlay::StorageQuota::DEFAULT.total_bytes);
+    let edited = shown.replacen(&default_total, &format!("total=\"{total}\""), 1);
+    assert_ne!(edited, shown, "config show lists the storage quota");
+    let edited_path = s.overlay.dir.join("quota-config.xml");
+    std::fs::write(&edited_path, edited).unwrap();
+    let admin = s.peer.admin.to_string();
+    run_ok(&[
+        "config",
+        "publish",
+        "--dir",
+        overlay_dir.to_str().unwrap(),
+        edited_path.to_str().unwrap(),
+        "--peer",
+        &admin,
+    ]);
+    wait_for(Duration::from_secs(10), "the peer on sequence 2", || {
+        status(s.peer.admin).is_some_and(|st| st.configuration_sequence == 2)
+    });
+
+    rt.block_on(async {
+        let mut rogue = RawClient::connect(&s.rogue, s.peer.listen).await;
+        rogue.configuration = 2;
+        let (to, store) = rogue.certificate_at(1, true, now(), 0, None);
+        let answer = rogue.ask(to, &store, None).await;
+        assert_error(&answer, ErrorCode::DATA_TOO_LARGE, "storage-quota total");
+        assert_eq!(bytes(), own + one, "nothing of the refused Store was kept");
+        let (to, store) = rogue.certificate_at(0, true, now(), 0, None);
+        let answer = rogue.ask(to, &store, None).await;
+        assert!(
+            matches!(answer, Body::StoreAns(_)),
+            "a replacement does not grow: {answer:?}"
         );
     });
     assert!(

@@ -29,6 +29,11 @@ fn setup() -> Setup {
     config.configuration_signers = vec![id];
     config.kind_signers = vec![id];
     config.bad_nodes = vec![NodeId::from_u128(666)];
+    config.storage_quota = StorageQuota {
+        per_user_bytes: 4096,
+        per_node_bytes: 8192,
+        total_bytes: 1 << 24,
+    };
     config.expiration = Some(rfc3339(now + Duration::from_secs(86_400)));
     Setup { ca, signer, config }
 }
@@ -47,6 +52,27 @@ fn a_signed_document_reads_back_equal_and_verifies() {
     let engine = parsed.configuration.overlay_config();
     assert_eq!(engine.kinds.len(), 4);
     assert_eq!(engine.chord.update_interval_ms, 600_000);
+    assert_eq!(engine.storage_quota.per_node_bytes, 8192);
+}
+
+#[test]
+fn the_storage_quota_takes_defaults_for_what_it_leaves_out_and_refuses_nonsense() {
+    let s = setup();
+    let doc = s.config.to_signed_document(&s.signer);
+    let partial = doc.replacen(" per-node=\"8192\"", "", 1);
+    let parsed = SignedConfiguration::parse(&partial, None).unwrap();
+    assert_eq!(
+        parsed.configuration.storage_quota,
+        StorageQuota {
+            per_node_bytes: StorageQuota::DEFAULT.per_node_bytes,
+            ..s.config.storage_quota
+        }
+    );
+    for bad in ["per-user=\"0\"", "per-user=\"-1\"", "per-user=\"4 KB\""] {
+        let doc = doc.replacen("per-user=\"4096\"", bad, 1);
+        let err = SignedConfiguration::parse(&doc, None).unwrap_err().to_string();
+        assert!(err.contains("storage-quota") && err.contains("per-user"), "{err}");
+    }
 }
 
 #[test]

@@ -80,10 +80,21 @@ fn store_as(
     replica: bool,
     now: u64,
 ) -> Result<StoreAns, ErrorResponse> {
+    store_with(&config(), s, who, r, replica, now)
+}
+
+fn store_with(
+    config: &OverlayConfig,
+    s: &mut Storage,
+    who: &SimulatedSecurity,
+    r: &StoreReq,
+    replica: bool,
+    now: u64,
+) -> Result<StoreAns, ErrorResponse> {
     let cred = who.verify(&[], &who.sign(&[]), &[]).unwrap();
     let verify = |_: &ResourceId, _: KindId, sd: &StoredData| who.verify(&[], &sd.signature, &[]);
     s.store(
-        &config(),
+        config,
         r,
         replica,
         StoreRequest {
@@ -582,4 +593,88 @@ fn find_returns_the_closest_resource_at_or_after_the_one_asked() {
         s.find(&config(), &dup).unwrap_err().error_code,
         ErrorCode::INVALID_MESSAGE
     );
+}
+
+fn array_value(who: &SimulatedSecurity, storage_time: u64, index: u32) -> StoredData {
+    signed(
+        who,
+        storage_time,
+        StoredDataValue::Array(ArrayEntry {
+            index,
+            value: value(b"sixteen bytes..."),
+        }),
+    )
+}
+
+fn reason(r: Result<StoreAns, ErrorResponse>) -> (ErrorCode, String) {
+    let e = r.expect_err("should be refused");
+    (e.error_code, String::from_utf8_lossy(&e.error_info).into_owned())
+}
+
+#[test]
+fn a_signers_quota_refuses_growth_but_not_a_replacement_nor_a_replica() {
+    // Decision 0030: `<p2psip:storage-quota per-user>` bounds the bytes
+    // one user's values take at one peer; §13.5.2's max-size and
+    // max-count alone would let this Kind take 8 values.
+    for limit in ["per-user", "per-node"] {
+        a_quota_of_three_values(limit);
+    }
+}
+
+fn a_quota_of_three_values(limit: &str) {
+    let a = alice();
+    let each = quota::cost(&array_value(&a, 1, 0));
+    let mut cfg = config();
+    match limit {
+        "per-user" => cfg.storage_quota.per_user_bytes = 3 * each,
+        _ => cfg.storage_quota.per_node_bytes = 3 * each,
+    }
+    let mut s = Storage::new();
+    for i in 0..3 {
+        let r = req(alice_resource(), ARRAY, 0, vec![array_value(&a, 1, i)]);
+        store_with(&cfg, &mut s, &a, &r, false, 0).unwrap();
+    }
+    assert_eq!(s.bytes_held(), 3 * each);
+    let fourth = req(alice_resource(), ARRAY, 0, vec![array_value(&a, 1, 3)]);
+    let (code, why) = reason(store_with(&cfg, &mut s, &a, &fourth, false, 0));
+    assert_eq!(code, ErrorCode::DATA_TOO_LARGE);
+    assert!(why.contains(limit), "{why}");
+    assert_eq!(s.bytes_held(), 3 * each, "nothing of the refused Store was kept");
+    // A newer value in a slot already held does not grow the total.
+    let newer = req(alice_resource(), ARRAY, 0, vec![array_value(&a, 2, 0)]);
+    store_with(&cfg, &mut s, &a, &newer, false, 0).unwrap();
+    // A replica Store carries what a responsible peer admitted.
+    let mut replica = fourth.clone();
+    replica.replica_number = 1;
+    replica.kind_data[0].generation_counter = 5;
+    store_with(&cfg, &mut s, &a, &replica, true, 0).unwrap();
+    assert_eq!(s.bytes_held(), 4 * each);
+}
+
+#[test]
+fn the_total_binds_replica_stores_too_and_expiry_and_removal_give_the_bytes_back() {
+    let a = alice();
+    let each = quota::cost(&array_value(&a, 1, 0));
+    let mut cfg = config();
+    cfg.storage_quota.total_bytes = 2 * each;
+    let mut s = Storage::new();
+    let two = req(
+        alice_resource(),
+        ARRAY,
+        0,
+        vec![array_value(&a, 1, 0), array_value(&a, 1, 1)],
+    );
+    store_with(&cfg, &mut s, &a, &two, false, 0).unwrap();
+    let mut third = req(alice_resource(), ARRAY, 5, vec![array_value(&a, 1, 2)]);
+    third.replica_number = 1;
+    let (code, why) = reason(store_with(&cfg, &mut s, &a, &third, true, 0));
+    assert_eq!(code, ErrorCode::DATA_TOO_LARGE);
+    assert!(why.contains("total"), "{why}");
+    // Lifetimes are 60 s.
+    s.expire(60_000);
+    assert_eq!((s.resource_count(), s.bytes_held()), (0, 0));
+    store_with(&cfg, &mut s, &a, &third, true, 60_000).unwrap();
+    assert_eq!(s.bytes_held(), each);
+    s.remove(&alice_resource());
+    assert_eq!(s.bytes_held(), 0);
 }
