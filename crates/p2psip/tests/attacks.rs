@@ -94,6 +94,97 @@ fn a_register_flood_leaves_no_state_behind_and_calls_go_on_during_it() {
     });
 }
 
+/// Issue 36, RELOAD side: an enrolled node floods the peer with signed
+/// Pings over its one link, as fast as the link takes them (each costs the
+/// peer a signature check), until the calls below are done (at most 100,000
+/// Pings or 30 s). The peer reads each link in its own
+/// task into one bounded queue, so a link gets its turn with every other
+/// input and no more (decision 0030): alice's 60 calls through the same
+/// peer all complete during the flood, and the flood was answered.
+#[test]
+fn a_ping_flood_over_one_link_does_not_starve_the_calls() {
+    if !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let (o, peer, sip) = one_peer_serving("ping-flood", &[("alice", "alice-pw"), ("bob", "bob-pw")]);
+    let rogue = node::node_dir::NodeDir::load(&o.enroll("rogue")).unwrap();
+    let peer_id = reload_wire::NodeId::from_hex(&status(peer.admin).unwrap().node_id).unwrap();
+    let listen = peer.listen;
+    let calls_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flooding_tx, flooding_rx) = std::sync::mpsc::channel();
+    let done = calls_done.clone();
+    let flood = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut client = raw_client::RawClient::connect(&rogue, listen).await;
+            // Signed beforehand, so the flood is as fast as the link.
+            let ping = reload_wire::Body::PingReq(reload_wire::PingReq { padding: Vec::new() });
+            let pings: Vec<Vec<u8>> = (0..100_000)
+                .map(|_| client.frame(reload_wire::Destination::Node(peer_id), &ping, None).bytes)
+                .collect();
+            let _ = flooding_tx.send(());
+            let start = Instant::now();
+            let (mut sent, mut read) = (0usize, 0usize);
+            let mut buf = vec![0u8; 1 << 16];
+            for p in &pings {
+                if start.elapsed() > Duration::from_secs(30) || done.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                client.tls.write_all(p).await.unwrap();
+                sent += 1;
+                // Drain the answers now and then, or the peer's writes to
+                // this link would stall and the flood with them.
+                if sent % 64 == 0 {
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_millis(1), client.tls.read(&mut buf)).await
+                    {
+                        if n == 0 {
+                            break;
+                        }
+                        read += n;
+                    }
+                }
+            }
+            let outlasted_the_calls = done.load(std::sync::atomic::Ordering::Relaxed);
+            (sent, read, start.elapsed(), outlasted_the_calls)
+        })
+    });
+    flooding_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the Pings are signed");
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let (alice_port, bob_port) = (free_port(), free_port());
+    scenarios.register_at(sip, alice_port, "alice", "alice-pw");
+    scenarios.register_at(sip, bob_port, "bob", "bob-pw");
+    let phones = Phones {
+        scenarios,
+        caller: (sip, alice_port, "alice".into()),
+        callee: (sip, bob_port, "bob".into()),
+    };
+    let received_before = metric(peer.admin, "p2psip_messages_received_total{message=\"ping_req\"}");
+    phones.run(
+        Some("uas_call"),
+        "uac_call",
+        "bob",
+        60,
+        "alice's calls during the ping flood",
+    );
+    calls_done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (sent, read, took, outlasted_the_calls) = flood.join().unwrap();
+    let received = metric(peer.admin, "p2psip_messages_received_total{message=\"ping_req\"}") - received_before;
+    eprintln!("the flood sent {sent} Pings in {took:?}, read {read} bytes of answers; the peer counted {received}");
+    assert!(
+        sent >= 5_000 && read > 0,
+        "the flood ran: {sent} sent, {read} bytes back"
+    );
+    assert!(outlasted_the_calls, "the calls ran while the flood did");
+    assert!(status(peer.admin).is_some_and(|s| s.joined), "the peer keeps serving");
+}
+
 /// Issue 36 §5: one unauthenticated 7 KB INVITE whose 256 Route entries
 /// alternate between the peer and another host, with Max-Forwards 255,
 /// used to bounce between two peers about 1,000 times. With or without a

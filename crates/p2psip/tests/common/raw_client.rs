@@ -15,6 +15,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+/// One signed, framed message and its transaction ID.
+pub struct Framed {
+    pub tid: u64,
+    pub bytes: Vec<u8>,
+}
+
 /// A linked client that frames and signs RELOAD messages by hand.
 pub struct RawClient {
     pub tls: tokio_rustls::client::TlsStream<TcpStream>,
@@ -56,6 +62,16 @@ impl RawClient {
     /// Sends `body` to `to` with `signature` (None: signed properly) and
     /// returns the answer's body.
     pub async fn ask(&mut self, to: Destination, body: &Body, signature: Option<Signature>) -> Body {
+        let framed = self.frame(to, body, signature);
+        self.tls.write_all(&framed.bytes).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(15), self.answer_to(framed.tid))
+            .await
+            .expect("the peer answers within 15 s")
+    }
+
+    /// `body` to `to`, signed (with `signature`, or properly when None)
+    /// and framed, ready to write on the link.
+    pub fn frame(&mut self, to: Destination, body: &Body, signature: Option<Signature>) -> Framed {
         use overlay::Signer;
         // Unique across connections: the peer answers a transaction ID it
         // has seen in the last 15 s from its cache (§6.2.1).
@@ -80,10 +96,10 @@ impl RawClient {
         let bytes = message.to_bytes().unwrap();
         let mut w = Writer::with_capacity(bytes.len() + 16);
         encode_data(&mut w, self.sequence, &bytes);
-        self.tls.write_all(&w.finish().unwrap()).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(15), self.answer_to(tid))
-            .await
-            .expect("the peer answers within 15 s")
+        Framed {
+            tid,
+            bytes: w.finish().unwrap(),
+        }
     }
 
     pub async fn answer_to(&mut self, tid: u64) -> Body {
