@@ -100,16 +100,26 @@ pub struct Via {
 }
 
 impl Via {
+    /// RFC 3261 §25.1 `via-parm`: `sent-protocol LWS sent-by *( SEMI
+    /// via-params )`, where the slashes of `sent-protocol` are SLASH, so
+    /// whitespace may surround them (RFC 4475 §3.1.1.1 `wsinv`).
     pub fn parse(text: &str) -> Option<Self> {
-        let text = text.trim();
-        let (protocol, rest) = text.split_once(|c: char| c.is_ascii_whitespace())?;
-        let mut parts = protocol.split('/').map(str::trim);
-        let (Some(name), Some(version), Some(transport), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return None;
-        };
+        let mut rest = text.trim();
+        let mut protocol = [""; 3];
+        for (i, part) in protocol.iter_mut().enumerate() {
+            if i > 0 {
+                rest = rest.trim_start().strip_prefix('/')?.trim_start();
+            }
+            let end = rest
+                .find(|c: char| c == '/' || c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            (*part, rest) = rest.split_at(end);
+        }
+        let [name, version, transport] = protocol;
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" || transport.is_empty() {
+            return None;
+        }
+        if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
             return None;
         }
         let (sent_by, params) = match rest.split_once(';') {
@@ -187,6 +197,15 @@ mod tests {
         assert_eq!(v.param("rport"), Some(None));
         assert!(Via::parse("SIP/3.0/UDP h").is_none());
         assert!(Via::parse("garbage").is_none());
+        assert!(Via::parse("SIP/2.0/UDP/TCP h").is_none());
+        assert!(Via::parse("SIP/2.0/UDPh").is_none());
+        // RFC 4475 wsinv, unfolded: SLASH and SEMI take whitespace.
+        let v = Via::parse("SIP  /   2.0 /UDP    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!((v.transport.as_str(), v.host.as_str()), ("UDP", "192.0.2.2"));
+        assert_eq!(v.branch(), Some("390skdjuw"));
+        let v = Via::parse("SIP  / 2.0  / TCP     spindle.example.com   ;  branch  =   z9hG4bK9ikj8").unwrap();
+        assert_eq!((v.transport.as_str(), v.host.as_str()), ("TCP", "spindle.example.com"));
+        assert_eq!(v.branch(), Some("z9hG4bK9ikj8"));
     }
 
     #[test]
