@@ -40,6 +40,7 @@ pub(crate) struct SipMetrics {
     responses: Family<CodeLabels, Counter>,
     auth_failures: Counter,
     shed: Counter,
+    malformed: Counter,
     calls: Family<OutcomeLabels, Counter>,
     call_setup: Histogram,
     pub registrations: Gauge,
@@ -55,6 +56,7 @@ impl SipMetrics {
             responses: Family::default(),
             auth_failures: Counter::default(),
             shed: Counter::default(),
+            malformed: Counter::default(),
             calls: Family::default(),
             call_setup: setup_histogram(),
             registrations: Gauge::default(),
@@ -85,6 +87,11 @@ impl SipMetrics {
             "sip_requests_shed",
             "New requests refused with 503 and Retry-After because they waited too long to be read (overload)",
             self.shed.clone(),
+        );
+        r.register(
+            "sip_malformed_messages",
+            "SIP messages refused as malformed (400 where one can be built, else dropped); the log names at most 20 a minute",
+            self.malformed.clone(),
         );
         r.register(
             "sip_calls",
@@ -118,6 +125,10 @@ impl SipMetrics {
     /// A new request refused for overload.
     pub(crate) fn shed(&self) {
         self.shed.inc();
+    }
+
+    pub(crate) fn malformed(&self) {
+        self.malformed.inc();
     }
 
     pub(crate) fn request(&self, method: &str) {

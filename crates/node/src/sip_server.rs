@@ -455,6 +455,7 @@ impl Core {
             Intake::Request(m) | Intake::Response(m) => m,
             Intake::KeepAlive => return,
             Intake::Refused { error, answer } => {
+                self.metrics.malformed();
                 log_malformed(&error, flow);
                 if let Some(answer) = answer {
                     self.send(flow, answer.to_bytes()).await;
