@@ -537,6 +537,21 @@ fn message_is_routed_like_invite_and_its_200_comes_back() {
     assert_eq!(out[0].0, udp(7001));
 }
 
+/// §16.7 step 6 turns a branch's 503 into 500 upstream; the Retry-After
+/// it carried still tells the caller when to try again (§21.5.1 lets a
+/// 500 carry one), so an overloaded callee's peer is not retried at once.
+#[test]
+fn a_503_from_the_next_hop_goes_upstream_as_500_with_its_retry_after() {
+    let mut reg = registrar();
+    let (mut proxy, fwd) = call_to_peer4(&mut reg);
+    let mut busy = respond(&fwd, 503, None);
+    busy.push("Retry-After", "5");
+    let out = sent(&proxy.on_response(20, busy, tls(PEER4)));
+    let last = out.last().expect("a final answer upstream");
+    assert_eq!(last.1.status(), Some(500));
+    assert_eq!(last.1.header("Retry-After").as_deref(), Some("5"));
+}
+
 #[test]
 fn a_peer_that_cannot_be_reached_fails_its_branch_at_once() {
     let mut reg = registrar();
