@@ -47,9 +47,10 @@ struct Args {
     /// Distinct users the REGISTER load cycles through.
     #[arg(long, default_value_t = 500)]
     users: usize,
-    /// Kamailio's UDP worker processes.
-    #[arg(long, default_value_t = 4)]
-    kamailio_children: u32,
+    /// Kamailio's UDP worker processes (default: one per core, as its
+    /// own documentation advises).
+    #[arg(long)]
+    kamailio_children: Option<u32>,
     /// Measurements to run, comma-separated: registers, calls, latency,
     /// forwarding, footprint, overload (a REGISTER flood and 4x the
     /// sustainable call rate at one peer), scale.
@@ -198,7 +199,8 @@ fn run(mut args: Args) -> Result<()> {
     let report = Report {
         date_utc: report_date(),
         machine,
-        kamailio_children: args.kamailio_children,
+        kamailio_children: kamailio_workers(&args),
+        kamailio_busy: KAMAILIO_BUSY.lock().map(|b| b.clone()).unwrap_or_default(),
         seconds_per_run: args.seconds,
         runs_per_figure: args.repeats,
         max_failure_ratio: throughput::MAX_FAILURE_RATIO,
@@ -259,8 +261,32 @@ fn kamailio(args: &Args, layout: &Layout, work: &Path, password: &str) -> Result
         work,
         layout.kamailio,
         password,
-        args.kamailio_children,
+        kamailio_workers(args),
     )
+}
+
+fn kamailio_workers(args: &Args) -> u32 {
+    args.kamailio_children
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)))
+}
+
+/// What [`note_busy`] saw, by section, for the report.
+static KAMAILIO_BUSY: std::sync::Mutex<BTreeMap<String, (usize, usize)>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// Notes how many of Kamailio's processes worked under the load of
+/// `section`, and says so when that is fewer than its UDP workers.
+fn note_busy(section: &str, kamailio: &Kamailio) {
+    let (busy, all) = kamailio.busy_processes();
+    eprintln!("  Kamailio: {busy} of its {all} processes used CPU under load");
+    if busy < kamailio.workers as usize {
+        eprintln!(
+            "  WARNING: Kamailio has {} UDP workers but only {busy} processes worked: the reference ran below its capacity",
+            kamailio.workers
+        );
+    }
+    if let Ok(mut b) = KAMAILIO_BUSY.lock() {
+        b.insert(section.to_string(), (busy, all));
+    }
 }
 
 fn register_scenario(args: &Args, work: &Path, domain: &str) -> Result<PathBuf> {
@@ -333,6 +359,7 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
         usize::from(args.repeats),
     )?;
     eprintln!("  {:.0}/s (median of {:.0?})", reference.per_s, reference.rates);
+    note_busy("registers", &kamailio);
     drop(kamailio);
     Ok(Registers {
         users: users.len(),
@@ -383,6 +410,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     let kamailio = kamailio(args, layout, &work, &password)?;
     let reference = run(&work, &domain, &password, kamailio.addr, kamailio.addr).context("Kamailio call throughput")?;
     eprintln!("  {:.0}/s (median of {:.0?})", reference.per_s, reference.rates);
+    note_busy("calls", &kamailio);
     Ok(Calls {
         ratio: ratio(&ours, &reference),
         p2psip: ours,

@@ -89,6 +89,10 @@ pub struct Report {
     pub date_utc: String,
     pub machine: Machine,
     pub kamailio_children: u32,
+    /// For each section that measured Kamailio: its processes that used
+    /// CPU under the load, and all its processes (the UDP workers must be
+    /// among the first).
+    pub kamailio_busy: std::collections::BTreeMap<String, (usize, usize)>,
     pub seconds_per_run: f64,
     /// Runs at the chosen setting behind each throughput figure.
     pub runs_per_figure: u16,
@@ -277,9 +281,21 @@ impl Report {
         let _ = writeln!(md, "# p2psip benchmarks, {}\n", self.date_utc);
         let _ = writeln!(
             md,
-            "Machine: {} ({} cores, {} MB), {}. p2psip {}, Kamailio {} ({} UDP workers), {}.\n",
+            "Machine: {} ({} cores, {} MB), {}. p2psip {}, Kamailio {} ({} forked UDP workers, `-DD`), {}.\n",
             m.cpu, m.cores, m.memory_mb, m.kernel, m.p2psip_revision, m.kamailio, self.kamailio_children, m.sipp
         );
+        if !self.kamailio_busy.is_empty() {
+            let each: Vec<String> = self
+                .kamailio_busy
+                .iter()
+                .map(|(section, (busy, all))| format!("{section} {busy} of {all}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "Kamailio processes that used CPU under load (its UDP workers among them): {}.\n",
+                each.join(", ")
+            );
+        }
         if !self.steal_percent.is_empty() {
             let each: Vec<String> = self
                 .steal_percent

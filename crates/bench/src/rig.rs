@@ -2,7 +2,9 @@
 //! overlay (`p2psip demo`) and Kamailio.
 
 use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -174,11 +176,16 @@ impl Drop for Owned {
 }
 
 /// Kamailio as registrar (usrloc in memory) and stateful record-routing
-/// proxy, from `bench/kamailio/kamailio.cfg`.
+/// proxy, from `bench/kamailio/kamailio.cfg`, run as operators run it:
+/// forked UDP workers (issue 37 §0; `-D`, no-fork mode, had one process
+/// read all SIP and overstated every ratio by 2-3x).
 pub struct Kamailio {
-    /// Stopped when this is dropped.
-    _child: Owned,
+    child: Child,
     pub addr: SocketAddr,
+    /// UDP workers asked for (`children`).
+    pub workers: u32,
+    /// CPU ticks of each process of its group when the load began.
+    ticks_at_start: BTreeMap<u32, u64>,
 }
 
 impl Kamailio {
@@ -193,23 +200,28 @@ impl Kamailio {
                 .replace("CHILDREN", &children.to_string()),
         )?;
         let log = dir.join("kamailio.log");
-        // -D: in the foreground, so this process owns it (-DD forks the
-        // main process away from it); -m/-M: the default 64 MB of shared
+        // -DD: the main process stays in the foreground, owned by this
+        // one, and forks its workers; its own process group lets every
+        // process be stopped together. -m/-M: the default 64 MB of shared
         // memory runs out under SIPp load.
         let stderr = std::fs::File::create(&log)?;
-        let mut child = Owned(
-            Command::new("kamailio")
-                .arg("-f")
-                .arg(&config)
-                .args(["-D", "-E", "-m", "1024", "-M", "32", "-w"])
-                .arg(dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .context("cannot start kamailio: apt-get install kamailio")?,
-            Duration::from_secs(10),
-        );
+        let child = Command::new("kamailio")
+            .arg("-f")
+            .arg(&config)
+            .args(["-DD", "-E", "-m", "1024", "-M", "32", "-w"])
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .process_group(0)
+            .spawn()
+            .context("cannot start kamailio: apt-get install kamailio")?;
+        let mut kamailio = Kamailio {
+            child,
+            addr,
+            workers: children,
+            ticks_at_start: BTreeMap::new(),
+        };
         let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
         probe.set_read_timeout(Some(Duration::from_millis(200)))?;
         let options = format!(
@@ -218,7 +230,7 @@ impl Kamailio {
             me = probe.local_addr()?
         );
         wait_until(Duration::from_secs(20), "kamailio to answer OPTIONS", || {
-            if let Ok(Some(status)) = child.0.try_wait() {
+            if let Ok(Some(status)) = kamailio.child.try_wait() {
                 let out = std::fs::read_to_string(&log).unwrap_or_default();
                 bail!("kamailio exited ({status}): {}", out.lines().last().unwrap_or(""));
             }
@@ -226,7 +238,69 @@ impl Kamailio {
             let mut buf = [0u8; 2048];
             Ok(probe.recv_from(&mut buf).is_ok())
         })?;
-        Ok(Kamailio { _child: child, addr })
+        let processes = kamailio.group_ticks().len();
+        if processes <= children as usize {
+            bail!(
+                "kamailio runs {processes} processes, fewer than its {children} UDP workers and the main one: \
+                 see {}",
+                log.display()
+            );
+        }
+        kamailio.ticks_at_start = kamailio.group_ticks();
+        Ok(kamailio)
+    }
+
+    /// CPU ticks (user + system) of each process in Kamailio's group.
+    fn group_ticks(&self) -> BTreeMap<u32, u64> {
+        let group = self.child.id();
+        let mut out = BTreeMap::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return out;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // After the command name's closing parenthesis: state, ppid,
+            // pgrp, ... utime and stime are fields 14 and 15 of the line.
+            let Some((_, rest)) = stat.rsplit_once(") ") else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+            if field(5) == Some(u64::from(group)) {
+                out.insert(pid, field(14).unwrap_or(0) + field(15).unwrap_or(0));
+            }
+        }
+        out
+    }
+
+    /// How many of Kamailio's processes used at least 0.1 s of CPU since it
+    /// started, and how many it runs: under load every UDP worker must,
+    /// or the reference is not the forked Kamailio this bench claims.
+    pub fn busy_processes(&self) -> (usize, usize) {
+        let now = self.group_ticks();
+        let busy = now
+            .iter()
+            .filter(|(pid, t)| t.saturating_sub(self.ticks_at_start.get(pid).copied().unwrap_or(0)) >= 10)
+            .count();
+        (busy, now.len())
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        stop(&mut self.child, Duration::from_secs(10));
+        // Workers left behind by a main process that had to be killed.
+        if let Ok(group) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the process group this process created.
+            unsafe {
+                libc::kill(-group, libc::SIGKILL);
+            }
+        }
     }
 }
 
