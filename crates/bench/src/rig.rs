@@ -292,15 +292,27 @@ impl Kamailio {
 }
 
 impl Drop for Kamailio {
+    /// SIGTERM to the whole group, SIGKILL to what is left after 10 s, and
+    /// only then the main process reaped, so the group's ID cannot have
+    /// been reused by the time it is signalled.
     fn drop(&mut self) {
-        stop(&mut self.child, Duration::from_secs(10));
-        // Workers left behind by a main process that had to be killed.
-        if let Ok(group) = i32::try_from(self.child.id()) {
-            // SAFETY: kill(2) on the process group this process created.
-            unsafe {
-                libc::kill(-group, libc::SIGKILL);
-            }
+        let Ok(group) = i32::try_from(self.child.id()) else {
+            return;
+        };
+        // SAFETY: kill(2) on the process group this process created, whose
+        // leader it has not reaped yet.
+        unsafe {
+            libc::kill(-group, libc::SIGTERM);
         }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) && self.group_ticks().len() > 1 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: as above.
+        unsafe {
+            libc::kill(-group, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
     }
 }
 

@@ -1895,23 +1895,21 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             replica,
             StoreRequest {
                 now,
+                // Anyone may send the responsible peer a replica Store.
+                per_signer_quota: self.topology.is_responsible(&rid),
                 request_signer: credential,
                 verify: &verify,
                 hash: &hash,
             },
         )?;
+        let set = self.topology.replica_set(&rid).unwrap_or_default();
         if let Some(res) = self.storage.resource_mut(&req.resource) {
-            if replica && res.is_exactly(&req.kind_data) {
+            // A sender outside the set hands its copy over and deletes it.
+            if replica && set.contains(&sender) && res.is_exactly(&req.kind_data) {
                 res.add_holder(sender);
             }
         }
-        let replicas: Vec<NodeId> = self
-            .topology
-            .replica_set(&rid)
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|n| *n != self.me)
-            .collect();
+        let replicas: Vec<NodeId> = set.into_iter().filter(|n| *n != self.me).collect();
         for k in &mut ans.kind_responses {
             k.replicas = replicas.clone();
         }

@@ -46,6 +46,14 @@ impl Values {
         }
     }
 
+    fn model(&self) -> DataModel {
+        match self {
+            Values::Single(_) => DataModel::SingleValue,
+            Values::Array(_) => DataModel::Array,
+            Values::Dictionary(_) => DataModel::Dictionary,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Values::Single(v) => v.is_some() as usize,
@@ -227,6 +235,9 @@ fn remaining(e: &Entry, now: u64) -> Option<StoredData> {
 /// The facts about a Store request the storage layer cannot find out itself.
 pub struct StoreRequest<'a> {
     pub now: u64,
+    /// Whether the storage quota's per-user and per-node limits apply:
+    /// for original Stores and at the responsible peer (decision 0030).
+    pub per_signer_quota: bool,
     /// Who signed the StoreReq message (checked for original stores).
     pub request_signer: &'a Credential,
     /// Verifies one value's signature (§7.1) and returns its signer.
@@ -418,7 +429,18 @@ impl Storage {
                     return Err(generation_too_low(req, existing));
                 }
             }
-            let mut values = current.map_or_else(|| Values::new(def.data_model), |c| c.values.clone());
+            // Values kept under a Kind whose data model a newer
+            // configuration changed cannot take this Store's; they go.
+            let mut values = match current {
+                Some(c) if c.values.model() == def.data_model => c.values.clone(),
+                Some(c) => {
+                    for e in c.values.entries() {
+                        change.remove(&e.owner, quota::cost(&e.data));
+                    }
+                    Values::new(def.data_model)
+                }
+                None => Values::new(def.data_model),
+            };
             let mut accepted = Vec::with_capacity(kd.values.len());
             for sd in &kd.values {
                 let mut sd = sd.clone();
@@ -443,9 +465,13 @@ impl Storage {
                     // the same time we keep `Error_Data_Too_Old`, since
                     // replicas could not agree which of the two is newer).
                     if is_same_signed_value(&old.data, &sd) {
-                        continue;
-                    }
-                    if old.data.storage_time >= sd.storage_time {
+                        // Unless its owner asks for a longer lifetime: a
+                        // refresh, which replicas must hear of too.
+                        let refreshed = r.now + sd.lifetime as u64 * 1000 > old.expires_at;
+                        if replica || !refreshed {
+                            continue;
+                        }
+                    } else if old.data.storage_time >= sd.storage_time {
                         if replica {
                             continue; // merge rule: the newer value stays
                         }
@@ -474,7 +500,7 @@ impl Storage {
             }
             plans.push((kd.kind, accepted));
         }
-        if let Some(limit) = change.exceeds(&self.usage, &config.storage_quota, replica) {
+        if let Some(limit) = change.exceeds(&self.usage, &config.storage_quota, r.per_signer_quota || !replica) {
             return Err(error(ErrorCode::DATA_TOO_LARGE, limit.reason()));
         }
         // Apply.
@@ -491,6 +517,12 @@ impl Storage {
                 generation: 0,
                 values: Values::new(def.data_model),
             });
+            if k.values.model() != def.data_model {
+                for e in k.values.entries() {
+                    self.usage.remove(&e.owner, quota::cost(&e.data));
+                }
+                k.values = Values::new(def.data_model);
+            }
             let changed = !accepted.is_empty();
             for entry in accepted {
                 self.usage.add(&entry.owner, quota::cost(&entry.data));

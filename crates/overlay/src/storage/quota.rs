@@ -128,17 +128,18 @@ impl Change {
     /// Whether `usage` changed by this passes a limit of `quota`. Only
     /// growth is refused: a write that shrinks what a signer holds goes
     /// through even above its quota (a quota lowered by a configuration
-    /// update). The per-signer limits bind original Stores, which the
-    /// signer asked for; replica Stores (`replica`) carry values some
-    /// responsible peer admitted, and a replica that holds three peers'
-    /// ranges may hold more of one signer than any of them, so they are
-    /// bound by the total alone.
-    pub fn exceeds(&self, usage: &Usage, quota: &StorageQuota, replica: bool) -> Option<Exceeded> {
+    /// update). The per-signer limits bind (`per_signer`) original Stores
+    /// and every Store the responsible peer takes, replica Stores
+    /// included, since anyone may send it one; a replica Store to a
+    /// replica carries values a responsible peer admitted, and a replica
+    /// holds three peers' ranges, so it may hold more of one signer than
+    /// any of them: it is bound by the total alone.
+    pub fn exceeds(&self, usage: &Usage, quota: &StorageQuota, per_signer: bool) -> Option<Exceeded> {
         let over = |held: u64, change: i64, limit: u64| change > 0 && held.saturating_add(change as u64) > limit;
         if over(usage.total, self.total, quota.total_bytes) {
             return Some(Exceeded::Total);
         }
-        if replica {
+        if !per_signer {
             return None;
         }
         if self

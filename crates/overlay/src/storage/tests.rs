@@ -91,6 +91,20 @@ fn store_with(
     replica: bool,
     now: u64,
 ) -> Result<StoreAns, ErrorResponse> {
+    store_full(config, s, who, r, replica, now, false)
+}
+
+/// A Store as the responsible peer takes it when `responsible`: the
+/// per-signer quota applies to its replica Stores too.
+fn store_full(
+    config: &OverlayConfig,
+    s: &mut Storage,
+    who: &SimulatedSecurity,
+    r: &StoreReq,
+    replica: bool,
+    now: u64,
+    responsible: bool,
+) -> Result<StoreAns, ErrorResponse> {
     let cred = who.verify(&[], &who.sign(&[]), &[]).unwrap();
     let verify = |_: &ResourceId, _: KindId, sd: &StoredData| who.verify(&[], &sd.signature, &[]);
     s.store(
@@ -99,6 +113,7 @@ fn store_with(
         replica,
         StoreRequest {
             now,
+            per_signer_quota: responsible,
             request_signer: &cred,
             verify: &verify,
             hash: &hash,
@@ -209,13 +224,26 @@ fn the_same_signed_value_stored_again_changes_nothing_and_is_no_error() {
         "no write happened"
     );
     assert_eq!(s.resource(&alice_resource()).unwrap().version(), version);
+    // The owner asking for a longer lifetime is a refresh: a write, which
+    // replicas hear of.
+    let refresh = StoredData {
+        lifetime: sd.lifetime + 60,
+        ..sd.clone()
+    };
+    let refreshed = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![refresh]), false, 0).unwrap();
+    assert_eq!(
+        refreshed.kind_responses[0].generation_counter,
+        first.kind_responses[0].generation_counter + 1
+    );
+    assert_eq!(
+        s.resource(&alice_resource()).unwrap().export(0)[0].values[0].lifetime,
+        sd.lifetime + 60
+    );
     let rival = signed(&a, 2000, StoredDataValue::SingleValue(value(b"other")));
     let r = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![rival]), false, 0);
     assert_eq!(code(r), ErrorCode::DATA_TOO_OLD);
-    assert_eq!(
-        fetch(&s, alice_resource(), SINGLE, 0, ModelSpecifier::SingleValue).values,
-        vec![sd]
-    );
+    let kept = fetch(&s, alice_resource(), SINGLE, 0, ModelSpecifier::SingleValue).values;
+    assert!(is_same_signed_value(&kept[0], &sd), "{kept:?}");
 }
 
 #[test]
@@ -643,10 +671,18 @@ fn a_quota_of_three_values(limit: &str) {
     // A newer value in a slot already held does not grow the total.
     let newer = req(alice_resource(), ARRAY, 0, vec![array_value(&a, 2, 0)]);
     store_with(&cfg, &mut s, &a, &newer, false, 0).unwrap();
-    // A replica Store carries what a responsible peer admitted.
+    // A replica Store to a replica carries what a responsible peer
+    // admitted; the responsible peer itself, which anyone may send a
+    // replica Store, holds it to the signer's quota.
     let mut replica = fourth.clone();
     replica.replica_number = 1;
     replica.kind_data[0].generation_counter = 5;
+    let (code, _) = reason(store_full(&cfg, &mut s, &a, &replica, true, 0, true));
+    assert_eq!(
+        code,
+        ErrorCode::DATA_TOO_LARGE,
+        "a replica Store cannot bypass the quota"
+    );
     store_with(&cfg, &mut s, &a, &replica, true, 0).unwrap();
     assert_eq!(s.bytes_held(), 4 * each);
 }
@@ -675,6 +711,35 @@ fn the_total_binds_replica_stores_too_and_expiry_and_removal_give_the_bytes_back
     assert_eq!((s.resource_count(), s.bytes_held()), (0, 0));
     store_with(&cfg, &mut s, &a, &third, true, 60_000).unwrap();
     assert_eq!(s.bytes_held(), each);
+    s.remove(&alice_resource());
+    assert_eq!(s.bytes_held(), 0);
+}
+
+#[test]
+fn values_under_a_kind_whose_data_model_changed_give_way_and_their_bytes_back() {
+    // A newer configuration may redefine a Kind: what was kept under the
+    // old data model cannot hold the new values, and goes.
+    let a = alice();
+    let mut s = Storage::new();
+    let one = signed(&a, 1, StoredDataValue::SingleValue(value(b"single")));
+    store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![one]), false, 0).unwrap();
+    let mut cfg = config();
+    for k in &mut cfg.kinds {
+        if k.id == SINGLE {
+            k.data_model = DataModel::Array;
+        }
+    }
+    let entry = array_value(&a, 2, 0);
+    store_with(
+        &cfg,
+        &mut s,
+        &a,
+        &req(alice_resource(), SINGLE, 0, vec![entry.clone()]),
+        false,
+        0,
+    )
+    .unwrap();
+    assert_eq!(s.bytes_held(), quota::cost(&entry));
     s.remove(&alice_resource());
     assert_eq!(s.bytes_held(), 0);
 }
