@@ -337,8 +337,12 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
             layout.sipp.registrar_load,
             args.seconds,
             usize::from(args.repeats),
+            &|| demo.cpu_seconds(),
         )?;
-        eprintln!("  {:.0}/s (median of {:.0?})", t.per_s, t.rates);
+        eprintln!(
+            "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
+            t.per_s, t.rates, t.cpu_us_per_op
+        );
         Ok((t, demo.domain.clone(), demo.password.clone()))
     };
     let (alone, domain, password) = measure("register-1", 1)?;
@@ -357,8 +361,12 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
         layout.sipp.registrar_load,
         args.seconds,
         usize::from(args.repeats),
+        &|| kamailio.cpu_seconds(),
     )?;
-    eprintln!("  {:.0}/s (median of {:.0?})", reference.per_s, reference.rates);
+    eprintln!(
+        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
+        reference.per_s, reference.rates, reference.cpu_us_per_op
+    );
     note_busy("registers", &kamailio);
     drop(kamailio);
     Ok(Registers {
@@ -375,7 +383,12 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
 /// overlay, and through Kamailio.
 fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     let users = ["alice".to_string(), "bob".to_string()];
-    let run = |work: &Path, domain: &str, password: &str, caller: SocketAddr, callee: SocketAddr| {
+    let run = |work: &Path,
+               domain: &str,
+               password: &str,
+               caller: SocketAddr,
+               callee: SocketAddr,
+               cpu: throughput::CpuMeter| {
         let (register, uac, uas) = call_scenarios(args, work, domain)?;
         let alice = sipp::users_file(work, "alice.csv", &users[..1], domain, password)?;
         let bob = sipp::users_file(work, "bob.csv", &users[1..], domain, password)?;
@@ -394,22 +407,35 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
             "bob",
             args.seconds,
             usize::from(args.repeats),
+            cpu,
         )
     };
 
     eprintln!("p2psip-bench: call throughput, p2psip (alice at peer 0, bob at peer 1 of 3)");
     let work = scratch(&args.work, "calls-p2psip")?;
     let demo = start_demo(args, p2psip, &work, 3, &users, &[])?;
-    let ours = run(&work, &demo.domain, &demo.password, demo.sip[0], demo.sip[1]).context("p2psip call throughput")?;
-    eprintln!("  {:.0}/s (median of {:.0?})", ours.per_s, ours.rates);
+    let ours = run(&work, &demo.domain, &demo.password, demo.sip[0], demo.sip[1], &|| {
+        demo.cpu_seconds()
+    })
+    .context("p2psip call throughput")?;
+    eprintln!(
+        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
+        ours.per_s, ours.rates, ours.cpu_us_per_op
+    );
     let (domain, password) = (demo.domain.clone(), demo.password.clone());
     drop(demo);
 
     eprintln!("p2psip-bench: call throughput, Kamailio");
     let work = scratch(&args.work, "calls-kamailio")?;
     let kamailio = kamailio(args, layout, &work, &password)?;
-    let reference = run(&work, &domain, &password, kamailio.addr, kamailio.addr).context("Kamailio call throughput")?;
-    eprintln!("  {:.0}/s (median of {:.0?})", reference.per_s, reference.rates);
+    let reference = run(&work, &domain, &password, kamailio.addr, kamailio.addr, &|| {
+        kamailio.cpu_seconds()
+    })
+    .context("Kamailio call throughput")?;
+    eprintln!(
+        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
+        reference.per_s, reference.rates, reference.cpu_us_per_op
+    );
     note_busy("calls", &kamailio);
     Ok(Calls {
         ratio: ratio(&ours, &reference),

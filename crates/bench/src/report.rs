@@ -130,14 +130,29 @@ fn row(md: &mut String, what: &str, ours: &Throughput, theirs: &Throughput, rati
     );
 }
 
+/// CPU per scenario, every process of each system: the ratio is p2psip's
+/// over Kamailio's (lower is better, unlike the rates').
+fn cpu_row(md: &mut String, what: &str, ours: &Throughput, theirs: &Throughput) {
+    let _ = writeln!(
+        md,
+        "| {what} | {:.0} µs | {:.0} µs | {:.2}× its CPU |",
+        ours.cpu_us_per_op,
+        theirs.cpu_us_per_op,
+        ours.cpu_us_per_op / theirs.cpu_us_per_op
+    );
+}
+
 fn detail(md: &mut String, what: &str, t: &Throughput) {
     let r = &t.run;
     let rates: Vec<String> = t.rates.iter().map(|x| format!("{x:.0}")).collect();
+    let cpu: Vec<String> = t.cpu_us_runs.iter().map(|x| format!("{x:.0}")).collect();
     let _ = writeln!(
         md,
-        "| {what} | {:.0} ({}) | {} | {} | {} | {} | {:.1} |{}",
+        "| {what} | {:.0} ({}) | {:.0} ({}) | {} | {} | {} | {} | {:.1} |{}",
         t.per_s,
         rates.join(", "),
+        t.cpu_us_per_op,
+        cpu.join(", "),
         t.concurrency,
         r.successful,
         r.failed,
@@ -249,6 +264,26 @@ impl Report {
                 c.ratio,
             );
         }
+        if let Some(r) = &self.registers {
+            cpu_row(md, "CPU per REGISTER, one peer alone", &r.p2psip_one_peer, &r.kamailio);
+            cpu_row(
+                md,
+                "CPU per REGISTER, the 3 peers of the overlay",
+                &r.p2psip_peer_of_three,
+                &r.kamailio,
+            );
+        }
+        if let Some(c) = &self.calls {
+            cpu_row(md, "CPU per call, the 3 peers of the overlay", &c.p2psip, &c.kamailio);
+        }
+        if self.registers.is_some() || self.calls.is_some() {
+            let _ = writeln!(
+                md,
+                "\nCPU is the time every process of the system under test used during each run (the \
+                 peers' threads from /proc/PID/task/*/schedstat, all of Kamailio's processes), over the \
+                 run's successful scenarios; SIPp's own is not counted. Per-run figures are under Runs."
+            );
+        }
         if self.calls.is_some() {
             let _ = writeln!(
                 md,
@@ -261,8 +296,8 @@ impl Report {
             md,
             "\n## Runs\n\nPer s is the median of the runs at the chosen setting (each run's rate in brackets); the \
              other columns are the first of those runs.\n\n\
-             | run | per s | in flight | successful | failed | retransmissions | wall s |\n\
-             |---|---:|---:|---:|---:|---:|---:|"
+             | run | per s | CPU µs each | in flight | successful | failed | retransmissions | wall s |\n\
+             |---|---:|---:|---:|---:|---:|---:|---:|"
         );
         if let Some(r) = &self.registers {
             detail(md, "REGISTER, p2psip one peer", &r.p2psip_one_peer);

@@ -89,6 +89,11 @@ pub struct DemoSpec<'a> {
 }
 
 impl Demo {
+    /// CPU seconds every peer of the overlay has used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        self.pids.iter().map(|pid| crate::footprint::cpu_seconds(*pid)).sum()
+    }
+
     pub fn start(p2psip: &Path, dir: &Path, spec: &DemoSpec) -> Result<Demo> {
         let _ = std::fs::remove_dir_all(dir);
         std::fs::create_dir_all(dir)?;
@@ -276,6 +281,14 @@ impl Kamailio {
             }
         }
         out
+    }
+
+    /// CPU seconds all of Kamailio's processes have used so far.
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        self.group_ticks()
+            .keys()
+            .map(|pid| crate::footprint::cpu_seconds(*pid))
+            .sum()
     }
 
     /// How many of Kamailio's processes used at least 0.1 s of CPU since it

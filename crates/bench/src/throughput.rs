@@ -20,7 +20,13 @@ const CONCURRENCY: [u32; 4] = [400, 200, 100, 50];
 pub struct Attempt {
     pub concurrency: u32,
     pub run: SippRun,
+    /// CPU time all processes of the system under test spent per
+    /// successful scenario during the run, in µs.
+    pub cpu_us_per_op: f64,
 }
+
+/// CPU seconds all processes of the system under test have used so far.
+pub type CpuMeter<'a> = &'a dyn Fn() -> Result<f64>;
 
 /// One throughput figure and how it was obtained.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -37,6 +43,11 @@ pub struct Throughput {
     pub within_failure_limit: bool,
     /// Every run of the search, sizing runs included.
     pub attempts: Vec<Attempt>,
+    /// CPU µs per successful scenario, all processes of the system under
+    /// test (issue 37 §1): the median of `cpu_us_runs`, one per run at the
+    /// chosen setting. Steadier than the rates on a shared machine.
+    pub cpu_us_per_op: f64,
+    pub cpu_us_runs: Vec<f64>,
 }
 
 /// Runs `scenario_run(concurrency, count)` with counts grown until a run
@@ -47,40 +58,45 @@ pub struct Throughput {
 pub fn saturate(
     seconds: f64,
     repeats: usize,
+    cpu: CpuMeter,
     mut scenario_run: impl FnMut(u32, u64) -> Result<SippRun>,
 ) -> Result<Throughput> {
+    let mut measured = |concurrency: u32, count: u64| -> Result<Attempt> {
+        let before = cpu()?;
+        let run = scenario_run(concurrency, count)?;
+        let spent = cpu()? - before;
+        Ok(Attempt {
+            concurrency,
+            cpu_us_per_op: spent * 1e6 / run.successful.max(1) as f64,
+            run,
+        })
+    };
     let mut count = 1_000u64;
     let mut attempts = Vec::new();
     for concurrency in CONCURRENCY {
-        let mut run = scenario_run(concurrency, count)?;
+        let mut first = measured(concurrency, count)?;
         // A run much shorter than asked for is a sizing run: SIPp's start
         // and the first calls weigh too much in it.
         for _ in 0..3 {
-            if run.wall_s >= 0.6 * seconds || run.successful == 0 {
+            if first.run.wall_s >= 0.6 * seconds || first.run.successful == 0 {
                 break;
             }
-            attempts.push(Attempt {
-                concurrency,
-                run: run.clone(),
-            });
-            count = ((run.rate() * seconds) as u64).clamp(1_000, 1_000_000);
-            run = scenario_run(concurrency, count)?;
+            count = ((first.run.rate() * seconds) as u64).clamp(1_000, 1_000_000);
+            attempts.push(first);
+            first = measured(concurrency, count)?;
         }
-        attempts.push(Attempt {
-            concurrency,
-            run: run.clone(),
-        });
+        let run = first.run.clone();
         let mut ok = run.failure_ratio() < MAX_FAILURE_RATIO;
         if ok || concurrency == CONCURRENCY[CONCURRENCY.len() - 1] {
             let mut rates = vec![run.rate()];
+            let mut cpu_us_runs = vec![first.cpu_us_per_op];
+            attempts.push(first);
             while rates.len() < repeats {
-                let again = scenario_run(concurrency, count)?;
-                ok &= again.failure_ratio() < MAX_FAILURE_RATIO;
-                rates.push(again.rate());
-                attempts.push(Attempt {
-                    concurrency,
-                    run: again,
-                });
+                let again = measured(concurrency, count)?;
+                ok &= again.run.failure_ratio() < MAX_FAILURE_RATIO;
+                rates.push(again.run.rate());
+                cpu_us_runs.push(again.cpu_us_per_op);
+                attempts.push(again);
             }
             return Ok(Throughput {
                 per_s: median(&rates),
@@ -89,8 +105,11 @@ pub fn saturate(
                 run,
                 within_failure_limit: ok,
                 attempts,
+                cpu_us_per_op: median(&cpu_us_runs),
+                cpu_us_runs,
             });
         }
+        attempts.push(first);
     }
     anyhow::bail!("no concurrency to try")
 }
@@ -121,6 +140,7 @@ pub struct Scenarios<'a> {
 }
 
 /// REGISTER throughput against `registrar` for the users of `inject`.
+#[allow(clippy::too_many_arguments)]
 pub fn registers(
     work: &Path,
     register: &Path,
@@ -129,8 +149,9 @@ pub fn registers(
     port: u16,
     seconds: f64,
     repeats: usize,
+    cpu: CpuMeter,
 ) -> Result<Throughput> {
-    saturate(seconds, repeats, |concurrency, count| {
+    saturate(seconds, repeats, cpu, |concurrency, count| {
         Sipp {
             scenario: register,
             target: registrar,
@@ -183,10 +204,11 @@ pub fn calls(
     callee_name: &str,
     seconds: f64,
     repeats: usize,
+    cpu: CpuMeter,
 ) -> Result<Throughput> {
     register_once(work, scenarios.register, caller_proxy, caller_user, ports.caller)?;
     register_once(work, scenarios.register, callee_proxy, callee_user, ports.callee)?;
-    saturate(seconds, repeats, |concurrency, count| {
+    saturate(seconds, repeats, cpu, |concurrency, count| {
         let callee = answering_callee(work, scenarios.callee, callee_proxy, ports.callee)?;
         let run = Sipp {
             scenario: scenarios.caller,
