@@ -91,6 +91,10 @@ pub(super) struct PeerSpec {
     admin: SocketAddr,
     sip: SocketAddr,
     sip_peers: SocketAddr,
+    /// `peer --threads`: the machine's cores shared among the demo's
+    /// peers, so that peers on one machine do not outnumber its cores
+    /// (each thread more costs CPU per request in wake-ups, decision 0031).
+    threads: usize,
 }
 
 /// `demo.json`: what a script or a softphone user needs to reach the demo.
@@ -308,8 +312,10 @@ fn start(args: StartArgs) -> Result<()> {
 
     // Peer 0 is the configuration's bootstrap node and starts the ring; the
     // others join through it once it is up.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
     let specs: Vec<PeerSpec> = (0..n)
         .map(|i| PeerSpec {
+            threads: (cores / n).max(1),
             log: node_dirs[i].join("peer.log"),
             node_dir: node_dirs[i].clone(),
             reload: reload[i],
@@ -412,6 +418,7 @@ pub(super) fn spawn_peer(exe: &Path, spec: &PeerSpec, through: &[SocketAddr]) ->
         .arg("--dir")
         .arg(&spec.node_dir)
         .args(["--listen", &spec.reload.to_string(), "--admin", &spec.admin.to_string()])
+        .args(["--threads", &spec.threads.to_string()])
         .args([
             "--sip",
             &spec.sip.to_string(),
