@@ -343,6 +343,14 @@ impl Net {
     }
 }
 
+/// A single value of the test Kind holding `v`.
+fn single(v: &[u8]) -> StoredDataValue {
+    StoredDataValue::SingleValue(DataValue {
+        exists: true,
+        value: v.to_vec(),
+    })
+}
+
 /// A Fetch of the test Kind's single value under `resource`.
 fn fetch_single(resource: &ResourceId) -> FetchReq {
     FetchReq {
@@ -388,12 +396,7 @@ fn a_stored_value_lands_on_the_responsible_peer_and_its_two_successors() {
 fn a_value_changed_while_its_replicas_are_being_pushed_reaches_them_too() {
     let mut net = Net::ring(&IDS);
     let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
-    let value = |v: &[u8]| {
-        StoredDataValue::SingleValue(DataValue {
-            exists: true,
-            value: v.to_vec(),
-        })
-    };
+    let value = single;
     let now = net.now;
     let first = net.nodes[2].store(now, rid.clone(), KIND, vec![value(b"first")], 3600);
     let second = net.nodes[2].store(now + 1, rid.clone(), KIND, vec![value(b"second")], 3600);
@@ -459,12 +462,7 @@ fn a_failed_replica_push_is_retried_within_seconds() {
 fn a_replica_that_pushes_back_an_older_copy_is_still_sent_the_newer_values() {
     let mut net = Net::ring(&IDS);
     let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
-    let value = |v: &[u8]| {
-        StoredDataValue::SingleValue(DataValue {
-            exists: true,
-            value: v.to_vec(),
-        })
-    };
+    let value = single;
     let now = net.now;
     let first = net.nodes[2].store(now, rid.clone(), KIND, vec![value(b"old")], 3600);
     net.pump();

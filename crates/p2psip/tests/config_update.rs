@@ -93,24 +93,10 @@ fn a_published_configuration_with_a_new_kind_reaches_all_five_peers_and_is_used(
 
     // The operator edits the document: a new Kind, as text.
     let overlay_dir = overlay.dir.join("overlay");
-    let shown = run_ok(&["config", "show", "--dir", overlay_dir.to_str().unwrap()]);
     let kind = format!(
         "<kind-block><kind id=\"{NEW_KIND}\"><data-model>SINGLE</data-model><access-control>NODE-MATCH</access-control><max-count>1</max-count><max-size>256</max-size></kind></kind-block></required-kinds>"
     );
-    let edited = shown.replacen("</required-kinds>", &kind, 1);
-    assert_ne!(edited, shown);
-    let edited_path = overlay.dir.join("edited-config.xml");
-    std::fs::write(&edited_path, edited).unwrap();
-    let admin = peers[2].admin.to_string();
-    let published = run_ok(&[
-        "config",
-        "publish",
-        "--dir",
-        overlay_dir.to_str().unwrap(),
-        edited_path.to_str().unwrap(),
-        "--peer",
-        &admin,
-    ]);
+    let published = overlay.publish_config(peers[2].admin, |shown| shown.replacen("</required-kinds>", &kind, 1));
     assert!(published.contains("runs sequence 2 now"), "{published}");
     let start = Instant::now();
     wait_for(Duration::from_secs(10), "all five peers on sequence 2", || {
@@ -175,7 +161,7 @@ fn a_published_configuration_with_a_new_kind_reaches_all_five_peers_and_is_used(
         "publish",
         "--dir",
         overlay_dir.to_str().unwrap(),
-        edited_path.to_str().unwrap(),
+        overlay.dir.join("edited-config.xml").to_str().unwrap(),
     ]);
     assert!(
         again.contains("sequence 3"),

@@ -317,24 +317,11 @@ fn a_store_past_the_published_storage_quota_is_refused_and_the_peer_keeps_servin
     let one = bytes() - own;
     assert!(one > 500.0, "a certificate costs its DER and signature: {one}");
 
-    let overlay_dir = s.overlay.dir.join("overlay");
-    let shown = run_ok(&["config", "show", "--dir", overlay_dir.to_str().unwrap()]);
     let total = (own + one + one / 2.0) as u64;
     let default_total = format!("total=\"{}\"", overlay::StorageQuota::DEFAULT.total_bytes);
-    let edited = shown.replacen(&default_total, &format!("total=\"{total}\""), 1);
-    assert_ne!(edited, shown, "config show lists the storage quota");
-    let edited_path = s.overlay.dir.join("quota-config.xml");
-    std::fs::write(&edited_path, edited).unwrap();
-    let admin = s.peer.admin.to_string();
-    run_ok(&[
-        "config",
-        "publish",
-        "--dir",
-        overlay_dir.to_str().unwrap(),
-        edited_path.to_str().unwrap(),
-        "--peer",
-        &admin,
-    ]);
+    s.overlay.publish_config(s.peer.admin, |shown| {
+        shown.replacen(&default_total, &format!("total=\"{total}\""), 1)
+    });
     wait_for(Duration::from_secs(10), "the peer on sequence 2", || {
         status(s.peer.admin).is_some_and(|st| st.configuration_sequence == 2)
     });

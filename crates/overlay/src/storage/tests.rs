@@ -133,6 +133,11 @@ fn fetch(s: &Storage, resource: ResourceId, kind: KindId, generation: u64, model
     s.fetch(&config(), &r).unwrap().kind_responses.remove(0)
 }
 
+/// One original Store of `sd` under alice's resource, signed by `who`.
+fn store_single(s: &mut Storage, who: &SimulatedSecurity, sd: StoredData) -> Result<StoreAns, ErrorResponse> {
+    store_as(s, who, &req(alice_resource(), SINGLE, 0, vec![sd]), false, 0)
+}
+
 fn code(r: Result<StoreAns, ErrorResponse>) -> ErrorCode {
     r.expect_err("should be refused").error_code
 }
@@ -142,14 +147,7 @@ fn single_value_store_then_fetch_and_generation_counts_writes() {
     let mut s = Storage::new();
     let a = alice();
     let sd = signed(&a, 1000, StoredDataValue::SingleValue(value(b"one")));
-    let ans = store_as(
-        &mut s,
-        &a,
-        &req(alice_resource(), SINGLE, 0, vec![sd.clone()]),
-        false,
-        0,
-    )
-    .unwrap();
+    let ans = store_single(&mut s, &a, sd.clone()).unwrap();
     assert_eq!(ans.kind_responses[0].generation_counter, 1);
     let got = fetch(&s, alice_resource(), SINGLE, 0, ModelSpecifier::SingleValue);
     assert_eq!(got.values, vec![sd]);
@@ -171,16 +169,9 @@ fn an_older_storage_time_is_data_too_old() {
     let mut s = Storage::new();
     let a = alice();
     let new = signed(&a, 2000, StoredDataValue::SingleValue(value(b"new")));
-    store_as(
-        &mut s,
-        &a,
-        &req(alice_resource(), SINGLE, 0, vec![new.clone()]),
-        false,
-        0,
-    )
-    .unwrap();
+    store_single(&mut s, &a, new.clone()).unwrap();
     let old = signed(&a, 1000, StoredDataValue::SingleValue(value(b"old")));
-    let r = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![old]), false, 0);
+    let r = store_single(&mut s, &a, old);
     assert_eq!(code(r), ErrorCode::DATA_TOO_OLD);
     assert_eq!(
         fetch(&s, alice_resource(), SINGLE, 0, ModelSpecifier::SingleValue).values,
@@ -198,27 +189,13 @@ fn the_same_signed_value_stored_again_changes_nothing_and_is_no_error() {
     let mut s = Storage::new();
     let a = alice();
     let sd = signed(&a, 2000, StoredDataValue::SingleValue(value(b"same")));
-    let first = store_as(
-        &mut s,
-        &a,
-        &req(alice_resource(), SINGLE, 0, vec![sd.clone()]),
-        false,
-        0,
-    )
-    .unwrap();
+    let first = store_single(&mut s, &a, sd.clone()).unwrap();
     let version = s.resource(&alice_resource()).unwrap().version();
     let replicated = StoredData {
         lifetime: sd.lifetime - 3,
         ..sd.clone()
     };
-    let again = store_as(
-        &mut s,
-        &a,
-        &req(alice_resource(), SINGLE, 0, vec![replicated]),
-        false,
-        0,
-    )
-    .unwrap();
+    let again = store_single(&mut s, &a, replicated).unwrap();
     assert_eq!(
         again.kind_responses[0].generation_counter, first.kind_responses[0].generation_counter,
         "no write happened"
@@ -230,7 +207,7 @@ fn the_same_signed_value_stored_again_changes_nothing_and_is_no_error() {
         lifetime: sd.lifetime + 60,
         ..sd.clone()
     };
-    let refreshed = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![refresh]), false, 0).unwrap();
+    let refreshed = store_single(&mut s, &a, refresh).unwrap();
     assert_eq!(
         refreshed.kind_responses[0].generation_counter,
         first.kind_responses[0].generation_counter + 1
@@ -240,7 +217,7 @@ fn the_same_signed_value_stored_again_changes_nothing_and_is_no_error() {
         sd.lifetime + 60
     );
     let rival = signed(&a, 2000, StoredDataValue::SingleValue(value(b"other")));
-    let r = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![rival]), false, 0);
+    let r = store_single(&mut s, &a, rival);
     assert_eq!(code(r), ErrorCode::DATA_TOO_OLD);
     let kept = fetch(&s, alice_resource(), SINGLE, 0, ModelSpecifier::SingleValue).values;
     assert!(is_same_signed_value(&kept[0], &sd), "{kept:?}");
@@ -253,7 +230,7 @@ fn a_stale_generation_counter_is_refused_with_the_current_counters() {
     let a = alice();
     for t in [1000, 2000] {
         let sd = signed(&a, t, StoredDataValue::SingleValue(value(b"v")));
-        store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![sd]), false, 0).unwrap();
+        store_single(&mut s, &a, sd).unwrap();
     }
     let sd = signed(&a, 3000, StoredDataValue::SingleValue(value(b"v")));
     let e = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 1, vec![sd]), false, 0).unwrap_err();
@@ -287,7 +264,7 @@ fn user_match_refuses_a_user_whose_name_does_not_hash_to_the_resource() {
     let mut s = Storage::new();
     let mallory = SimulatedSecurity::new(NodeId::from_u128(9), "mallory@test.invalid");
     let sd = signed(&mallory, 1, StoredDataValue::SingleValue(value(b"v")));
-    let r = store_as(&mut s, &mallory, &req(alice_resource(), SINGLE, 0, vec![sd]), false, 0);
+    let r = store_single(&mut s, &mallory, sd);
     assert_eq!(code(r), ErrorCode::FORBIDDEN);
     assert_eq!(s.resource_count(), 0);
 }
@@ -299,7 +276,7 @@ fn anonymous_values_are_forbidden() {
     let a = alice();
     let mut sd = signed(&a, 1, StoredDataValue::SingleValue(value(b"v")));
     sd.signature.algorithm = SignatureAndHashAlgorithm { hash: 0, signature: 0 };
-    let r = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![sd]), false, 0);
+    let r = store_single(&mut s, &a, sd);
     assert_eq!(code(r), ErrorCode::FORBIDDEN);
 }
 
@@ -576,7 +553,7 @@ fn stat_digests_the_value_with_its_length_prefix() {
     let mut s = Storage::new();
     let a = alice();
     let sd = signed(&a, 1, StoredDataValue::SingleValue(value(b"abc")));
-    store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![sd]), false, 0).unwrap();
+    store_single(&mut s, &a, sd).unwrap();
     let r = FetchReq {
         resource: alice_resource(),
         specifiers: vec![StoredDataSpecifier {
@@ -599,7 +576,7 @@ fn find_returns_the_closest_resource_at_or_after_the_one_asked() {
     let mut s = Storage::new();
     let a = alice();
     let sd = signed(&a, 1, StoredDataValue::SingleValue(value(b"v")));
-    store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![sd]), false, 0).unwrap();
+    store_single(&mut s, &a, sd).unwrap();
     let zero = ResourceId(vec![0; 16]);
     let f = s
         .find(
@@ -722,7 +699,7 @@ fn values_under_a_kind_whose_data_model_changed_give_way_and_their_bytes_back() 
     let a = alice();
     let mut s = Storage::new();
     let one = signed(&a, 1, StoredDataValue::SingleValue(value(b"single")));
-    store_as(&mut s, &a, &req(alice_resource(), SINGLE, 0, vec![one]), false, 0).unwrap();
+    store_single(&mut s, &a, one).unwrap();
     let mut cfg = config();
     for k in &mut cfg.kinds {
         if k.id == SINGLE {

@@ -97,6 +97,27 @@ pub struct Overlay {
 }
 
 impl Overlay {
+    /// The operator's edit: `config show`, `edit` of its text, and `config
+    /// publish` of the result through the admin API at `peer`. Returns what
+    /// `publish` printed.
+    pub fn publish_config(&self, peer: SocketAddr, edit: impl FnOnce(&str) -> String) -> String {
+        let overlay_dir = self.dir.join("overlay");
+        let shown = run_ok(&["config", "show", "--dir", overlay_dir.to_str().unwrap()]);
+        let edited = edit(&shown);
+        assert_ne!(edited, shown, "the edit changed the document");
+        let edited_path = self.dir.join("edited-config.xml");
+        std::fs::write(&edited_path, edited).unwrap();
+        run_ok(&[
+            "config",
+            "publish",
+            "--dir",
+            overlay_dir.to_str().unwrap(),
+            edited_path.to_str().unwrap(),
+            "--peer",
+            &peer.to_string(),
+        ])
+    }
+
     /// `init` plus a running enrollment server.
     pub fn create(tag: &str, name: &str) -> Overlay {
         Overlay::create_with(tag, name, &[])
