@@ -200,7 +200,6 @@ fn run(mut args: Args) -> Result<()> {
         date_utc: report_date(),
         machine,
         kamailio_children: kamailio_workers(&args),
-        kamailio_busy: KAMAILIO_BUSY.lock().map(|b| b.clone()).unwrap_or_default(),
         seconds_per_run: args.seconds,
         runs_per_figure: args.repeats,
         max_failure_ratio: throughput::MAX_FAILURE_RATIO,
@@ -270,12 +269,9 @@ fn kamailio_workers(args: &Args) -> u32 {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| u32::try_from(n.get()).unwrap_or(1)))
 }
 
-/// What [`note_busy`] saw, by section, for the report.
-static KAMAILIO_BUSY: std::sync::Mutex<BTreeMap<String, (usize, usize)>> = std::sync::Mutex::new(BTreeMap::new());
-
-/// Notes how many of Kamailio's processes worked under the load of
-/// `section`, and says so when that is fewer than its UDP workers.
-fn note_busy(section: &str, kamailio: &Kamailio) {
+/// How many of Kamailio's processes worked under the load just run, and
+/// how many it runs; says so when fewer worked than it has UDP workers.
+fn note_busy(kamailio: &Kamailio) -> (usize, usize) {
     let (busy, all) = kamailio.busy_processes();
     eprintln!("  Kamailio: {busy} of its {all} processes used CPU under load");
     if busy < kamailio.workers as usize {
@@ -284,9 +280,7 @@ fn note_busy(section: &str, kamailio: &Kamailio) {
             kamailio.workers
         );
     }
-    if let Ok(mut b) = KAMAILIO_BUSY.lock() {
-        b.insert(section.to_string(), (busy, all));
-    }
+    (busy, all)
 }
 
 fn register_scenario(args: &Args, work: &Path, domain: &str) -> Result<PathBuf> {
@@ -367,7 +361,7 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
         "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
         reference.per_s, reference.rates, reference.cpu_us_per_op
     );
-    note_busy("registers", &kamailio);
+    let kamailio_busy = note_busy(&kamailio);
     drop(kamailio);
     Ok(Registers {
         users: users.len(),
@@ -376,6 +370,7 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
         p2psip_one_peer: alone,
         p2psip_peer_of_three: of_three,
         kamailio: reference,
+        kamailio_busy,
     })
 }
 
@@ -436,11 +431,12 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
         "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
         reference.per_s, reference.rates, reference.cpu_us_per_op
     );
-    note_busy("calls", &kamailio);
+    let kamailio_busy = note_busy(&kamailio);
     Ok(Calls {
         ratio: ratio(&ours, &reference),
         p2psip: ours,
         kamailio: reference,
+        kamailio_busy,
     })
 }
 

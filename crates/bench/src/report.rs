@@ -74,6 +74,8 @@ pub struct Registers {
     pub kamailio: Throughput,
     pub ratio_one_peer: f64,
     pub ratio_peer_of_three: f64,
+    /// Kamailio's processes that used CPU under the load, and all of them.
+    pub kamailio_busy: (usize, usize),
 }
 
 /// Issue 6 §2.
@@ -82,6 +84,8 @@ pub struct Calls {
     pub p2psip: Throughput,
     pub kamailio: Throughput,
     pub ratio: f64,
+    /// Kamailio's processes that used CPU under the load, and all of them.
+    pub kamailio_busy: (usize, usize),
 }
 
 #[derive(Serialize)]
@@ -89,10 +93,6 @@ pub struct Report {
     pub date_utc: String,
     pub machine: Machine,
     pub kamailio_children: u32,
-    /// For each section that measured Kamailio: its processes that used
-    /// CPU under the load, and all its processes (the UDP workers must be
-    /// among the first).
-    pub kamailio_busy: std::collections::BTreeMap<String, (usize, usize)>,
     pub seconds_per_run: f64,
     /// Runs at the chosen setting behind each throughput figure.
     pub runs_per_figure: u16,
@@ -319,12 +319,16 @@ impl Report {
             "Machine: {} ({} cores, {} MB), {}. p2psip {}, Kamailio {} ({} forked UDP workers, `-DD`), {}.\n",
             m.cpu, m.cores, m.memory_mb, m.kernel, m.p2psip_revision, m.kamailio, self.kamailio_children, m.sipp
         );
-        if !self.kamailio_busy.is_empty() {
-            let each: Vec<String> = self
-                .kamailio_busy
-                .iter()
-                .map(|(section, (busy, all))| format!("{section} {busy} of {all}"))
-                .collect();
+        let busy = [
+            self.registers.as_ref().map(|r| ("registers", r.kamailio_busy)),
+            self.calls.as_ref().map(|c| ("calls", c.kamailio_busy)),
+        ];
+        let each: Vec<String> = busy
+            .into_iter()
+            .flatten()
+            .map(|(section, (busy, all))| format!("{section} {busy} of {all}"))
+            .collect();
+        if !each.is_empty() {
             let _ = writeln!(
                 md,
                 "Kamailio processes that used CPU under load (its UDP workers among them): {}.\n",

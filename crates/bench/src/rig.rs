@@ -189,8 +189,8 @@ pub struct Kamailio {
     pub addr: SocketAddr,
     /// UDP workers asked for (`children`).
     pub workers: u32,
-    /// CPU ticks of each process of its group when the load began.
-    ticks_at_start: BTreeMap<u32, u64>,
+    /// CPU seconds of each process of its group when it was up.
+    cpu_at_start: BTreeMap<u32, f64>,
 }
 
 impl Kamailio {
@@ -225,7 +225,7 @@ impl Kamailio {
             child,
             addr,
             workers: children,
-            ticks_at_start: BTreeMap::new(),
+            cpu_at_start: BTreeMap::new(),
         };
         let probe = std::net::UdpSocket::bind("127.0.0.1:0")?;
         probe.set_read_timeout(Some(Duration::from_millis(200)))?;
@@ -243,7 +243,7 @@ impl Kamailio {
             let mut buf = [0u8; 2048];
             Ok(probe.recv_from(&mut buf).is_ok())
         })?;
-        let processes = kamailio.group_ticks().len();
+        let processes = kamailio.group().len();
         if processes <= children as usize {
             bail!(
                 "kamailio runs {processes} processes, fewer than its {children} UDP workers and the main one: \
@@ -251,54 +251,51 @@ impl Kamailio {
                 log.display()
             );
         }
-        kamailio.ticks_at_start = kamailio.group_ticks();
+        kamailio.cpu_at_start = kamailio.cpu_by_process();
         Ok(kamailio)
     }
 
-    /// CPU ticks (user + system) of each process in Kamailio's group.
-    fn group_ticks(&self) -> BTreeMap<u32, u64> {
-        let group = self.child.id();
-        let mut out = BTreeMap::new();
+    /// The processes of Kamailio's group: those whose /proc/PID/stat names
+    /// the main process as their process group (field 5, proc(5)).
+    fn group(&self) -> Vec<u32> {
+        let leader = self.child.id().to_string();
         let Ok(entries) = std::fs::read_dir("/proc") else {
-            return out;
+            return Vec::new();
         };
-        for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-                continue;
-            };
-            // After the command name's closing parenthesis: state, ppid,
-            // pgrp, ... utime and stime are fields 14 and 15 of the line.
-            let Some((_, rest)) = stat.rsplit_once(") ") else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-            if field(5) == Some(u64::from(group)) {
-                out.insert(pid, field(14).unwrap_or(0) + field(15).unwrap_or(0));
-            }
-        }
-        out
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid = entry.file_name().to_str()?.parse::<u32>().ok()?;
+                let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+                // After the command name's closing parenthesis: state,
+                // ppid, pgrp.
+                let (_, rest) = stat.rsplit_once(") ")?;
+                (rest.split_whitespace().nth(2)? == leader).then_some(pid)
+            })
+            .collect()
+    }
+
+    /// CPU seconds of each of Kamailio's processes so far.
+    fn cpu_by_process(&self) -> BTreeMap<u32, f64> {
+        self.group()
+            .into_iter()
+            .filter_map(|pid| Some((pid, crate::footprint::cpu_seconds(pid).ok()?)))
+            .collect()
     }
 
     /// CPU seconds all of Kamailio's processes have used so far.
     pub fn cpu_seconds(&self) -> Result<f64> {
-        self.group_ticks()
-            .keys()
-            .map(|pid| crate::footprint::cpu_seconds(*pid))
-            .sum()
+        self.group().into_iter().map(crate::footprint::cpu_seconds).sum()
     }
 
     /// How many of Kamailio's processes used at least 0.1 s of CPU since it
     /// started, and how many it runs: under load every UDP worker must,
     /// or the reference is not the forked Kamailio this bench claims.
     pub fn busy_processes(&self) -> (usize, usize) {
-        let now = self.group_ticks();
+        let now = self.cpu_by_process();
         let busy = now
             .iter()
-            .filter(|(pid, t)| t.saturating_sub(self.ticks_at_start.get(pid).copied().unwrap_or(0)) >= 10)
+            .filter(|(pid, s)| **s - self.cpu_at_start.get(pid).copied().unwrap_or(0.0) >= 0.1)
             .count();
         (busy, now.len())
     }
@@ -318,7 +315,7 @@ impl Drop for Kamailio {
             libc::kill(-group, libc::SIGTERM);
         }
         let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) && self.group_ticks().len() > 1 {
+        while start.elapsed() < Duration::from_secs(10) && self.group().len() > 1 {
             std::thread::sleep(Duration::from_millis(50));
         }
         // SAFETY: as above.
