@@ -3,8 +3,9 @@
 //! TCP, a message that never completes is dropped, a flood of malformed
 //! datagrams does not flood the log, a made-up dialog relays nothing, a
 //! captured Authorization cannot be replayed, a caller's credentials stay
-//! at its peer, a phone cannot call as another user, and the port between
-//! peers hears only enrolled nodes over TLS.
+//! at its peer, a phone cannot call as another user, the port between
+//! peers hears only enrolled nodes over TLS, and a dead phone called again
+//! and again does not take the peer's calls down with it.
 
 mod common;
 mod phones;
@@ -862,4 +863,108 @@ fn one_host_cannot_fill_the_link_listener() {
             !closed_within(&again[0], Duration::from_millis(300))
         },
     );
+}
+
+/// Every SIP message `socket` has received by now, without waiting.
+fn drain(socket: &UdpSocket) -> Vec<sip::message::SipMessage> {
+    socket.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 65_536];
+    let mut got = Vec::new();
+    while let Ok((n, _)) = socket.recv_from(&mut buf) {
+        got.extend(sip::message::SipMessage::parse(&buf[..n]).ok());
+    }
+    socket.set_nonblocking(false).unwrap();
+    got
+}
+
+/// Issue 36: bob's phone died while registered, and alice (an
+/// authenticated user) calls it 600 times at once, more than the 512
+/// calls a peer sets up at a time. The dead address is sent at most 32
+/// calls (`sip::proxy::MAX_UNANSWERED_PER_PHONE`) and the rest get 480 at
+/// once, so carol's call to dave rings his phone straight after. Before,
+/// the dead phone held 512 calls' setup for Timer B's 32 s and every
+/// caller of the peer got 503. (That the 32 leave the setup budget after
+/// `SETUP_WAIT_MS` is tested in the proxy's own tests.)
+#[test]
+fn a_dead_phone_called_again_and_again_does_not_block_the_peers_calls() {
+    let users = [
+        ("alice", "alice-pw"),
+        ("bob", "bob-pw"),
+        ("carol", "carol-pw"),
+        ("dave", "dave-pw"),
+    ];
+    let (_o, _peer, sip) = one_peer_serving("attack-dead-phone", &users);
+    let phone = |user: &str, password: &str| {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        register_phone(&socket, sip, user, password);
+        socket
+    };
+    let (alice, bob, carol, dave) = (
+        phone("alice", "alice-pw"),
+        phone("bob", "bob-pw"),
+        phone("carol", "carol-pw"),
+        phone("dave", "dave-pw"),
+    );
+    let invite = |from: &UdpSocket, caller: &str, callee: &str, n: usize| {
+        let me = from.local_addr().unwrap();
+        format!(
+            "INVITE sip:{callee}@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdead{n}\r\nMax-Forwards: 70\r\n\
+             From: <sip:{caller}@{DOMAIN}>;tag=t{n}\r\nTo: <sip:{callee}@{DOMAIN}>\r\nCall-ID: dead-{caller}-{n}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:{caller}@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    const CALLS: usize = 600;
+    alice.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 65_536];
+    let mut finals = std::collections::HashMap::new();
+    // Paced by the answers, at most 8 calls ahead of them, so the peer's
+    // queue never ages into shedding: the budget under test is the setup
+    // budget. A peer that stops answering ends the calling.
+    let mut answered = |finals: &mut std::collections::HashMap<String, u16>| {
+        let Ok((len, _)) = alice.recv_from(&mut buf) else {
+            return false;
+        };
+        let answer = sip::message::SipMessage::parse(&buf[..len]).unwrap();
+        if let Some(code) = answer.status().filter(|c| *c >= 200) {
+            finals.insert(answer.call_id().unwrap().into_owned(), code);
+        }
+        true
+    };
+    'calling: for n in 0..CALLS {
+        alice
+            .send_to(invite(&alice, "alice", "bob", n).as_bytes(), sip)
+            .unwrap();
+        while finals.len() + 32 + 8 < n {
+            if !answered(&mut finals) {
+                break 'calling;
+            }
+        }
+    }
+    while finals.len() + 32 < CALLS && answered(&mut finals) {}
+    // A few may be shed with 503 if the machine is busy with other tests.
+    let unavailable = finals.values().filter(|c| **c == 480).count();
+    assert!(
+        unavailable >= (CALLS - 32) * 9 / 10 && finals.values().all(|c| matches!(c, 480 | 503)),
+        "{unavailable} of {CALLS} calls got 480 at once: {:?}",
+        finals.values().filter(|c| **c != 480).take(5).collect::<Vec<_>>()
+    );
+    let rung: std::collections::HashSet<String> = drain(&bob)
+        .iter()
+        .filter(|m| m.method() == Some("INVITE"))
+        .filter_map(|m| m.call_id().map(|c| c.into_owned()))
+        .collect();
+    assert!(
+        !rung.is_empty() && rung.len() <= 32,
+        "the dead phone was sent {} calls",
+        rung.len()
+    );
+
+    carol
+        .send_to(invite(&carol, "carol", "dave", 0).as_bytes(), sip)
+        .unwrap();
+    dave.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let (len, _) = dave.recv_from(&mut buf).expect("carol's call rings dave");
+    let rang = sip::message::SipMessage::parse(&buf[..len]).unwrap();
+    assert_eq!(rang.method(), Some("INVITE"));
+    assert_eq!(rang.call_id().unwrap(), "dead-carol-0");
 }

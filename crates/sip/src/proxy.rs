@@ -20,11 +20,13 @@ mod dialog_proof;
 mod identity;
 mod observation;
 mod route;
+mod setup_budget;
 #[cfg(test)]
 mod tests;
 
 pub use observation::{Observation, MAX_NAME};
 pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
+pub use setup_budget::{MAX_UNANSWERED_PER_PHONE, SETUP_WAIT_MS};
 
 use crate::capacity::GiveBack;
 use crate::headers::{NameAddr, Via};
@@ -34,7 +36,8 @@ use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
 use dialog_proof::{DialogKey, Hop};
 use route::{pop_own_routes, top_route};
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use setup_budget::SetupBudget;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// RFC 3261 §17.1.2.2: T2, the longest retransmission interval.
@@ -69,7 +72,7 @@ pub const MAX_LOCATING: usize = 2_048;
 
 /// Calls being set up at once: INVITEs outside a dialog that no next hop
 /// has taken yet (being looked up, or forwarded with no provisional
-/// response back, not even a 100). At a sustainable rate a call spends
+/// response back, not even a 100, for at most [`SETUP_WAIT_MS`]). At a sustainable rate a call spends
 /// milliseconds there; when the peers behind fall behind, calls pile up
 /// here first, and past the budget
 /// new calls get 503 with Retry-After at once rather than join the queue
@@ -88,6 +91,8 @@ pub struct TransactionLimits {
     pub locating: usize,
     /// See [`MAX_CALLS_SETTING_UP`].
     pub setting_up: usize,
+    /// See [`MAX_UNANSWERED_PER_PHONE`].
+    pub unanswered_per_phone: usize,
 }
 
 impl Default for TransactionLimits {
@@ -97,6 +102,7 @@ impl Default for TransactionLimits {
             finished: MAX_FINISHED_SERVER_TRANSACTIONS,
             locating: MAX_LOCATING,
             setting_up: MAX_CALLS_SETTING_UP,
+            unanswered_per_phone: MAX_UNANSWERED_PER_PHONE,
         }
     }
 }
@@ -242,6 +248,12 @@ struct ClientTxn {
     cancel: Cancel,
     /// The ACK sent for a final non-2xx, resent on its retransmission.
     ack: Option<Vec<u8>>,
+    /// An INVITE to a phone with nothing back yet: the phone's address,
+    /// counted in [`SetupBudget`] until the first response.
+    unanswered_phone: Option<SocketAddr>,
+    /// An INVITE of a call in setup: when its silence takes the call out
+    /// of the setup budget ([`SETUP_WAIT_MS`]).
+    leaves_setup_at: Option<u64>,
     /// When its entry in [`Proxy::timers`] is due; `u64::MAX` for none.
     timer_at: u64,
 }
@@ -251,8 +263,8 @@ impl ClientTxn {
         let mut t = self.forget_at.unwrap_or(u64::MAX);
         if matches!(self.state, ClientState::Trying | ClientState::Proceeding) {
             t = t.min(self.timeout_at);
-            if let Some(r) = self.retransmit_at {
-                t = t.min(r);
+            for at in [self.retransmit_at, self.leaves_setup_at].into_iter().flatten() {
+                t = t.min(at);
             }
         }
         t
@@ -313,8 +325,7 @@ pub struct Proxy {
     server_ids: HashMap<TransactionKey, u64>,
     /// How many of `servers` are still open.
     open_servers: usize,
-    /// Server transactions of calls no next hop has taken yet.
-    setting_up: HashSet<u64>,
+    setting_up: SetupBudget,
     /// The finished ones, in the order they finished; ids the timers
     /// forgot already are skipped.
     finished: VecDeque<u64>,
@@ -339,7 +350,7 @@ impl Proxy {
             servers: HashMap::new(),
             server_ids: HashMap::new(),
             open_servers: 0,
-            setting_up: HashSet::new(),
+            setting_up: SetupBudget::default(),
             finished: VecDeque::new(),
             limits: TransactionLimits::default(),
             clients: HashMap::new(),
@@ -699,7 +710,7 @@ impl Proxy {
     fn admit(&mut self, id: u64, server: ServerTxn) {
         self.open_servers += usize::from(server.open.is_some());
         if server.open.as_ref().is_some_and(|o| o.call.is_some()) {
-            self.setting_up.insert(id);
+            self.setting_up.admit(id);
         }
         self.server_ids.insert(server.key.clone(), id);
         self.servers.insert(id, server);
@@ -785,6 +796,10 @@ impl Proxy {
         let method = base.method().unwrap_or_default().to_string();
         let mut ids = Vec::new();
         for target in targets {
+            let to_phone = (method == "INVITE" && target.side == Side::Phones).then_some(target.flow.remote);
+            if to_phone.is_some_and(|phone| self.setting_up.phone_is_full(phone, self.limits.unanswered_per_phone)) {
+                continue;
+            }
             let mut copy = base.clone();
             if let Some(uri) = &target.request_uri {
                 set_request_uri(&mut copy, uri);
@@ -811,7 +826,18 @@ impl Proxy {
             let branch = format!("z9hG4bK{}", self.unique());
             copy.prepend("Via", &self.me.via(target.side, target.flow.transport, &branch));
             let id = self.start_client(now, Some(server_id), branch, &method, copy, target.flow);
+            if let Some(phone) = to_phone {
+                self.setting_up.invite_sent_to(phone);
+                if let Some(client) = self.clients.get_mut(&id) {
+                    client.unanswered_phone = Some(phone);
+                }
+            }
             ids.push(id);
+        }
+        if ids.is_empty() {
+            // Every phone of the callee leaves as many calls unanswered
+            // as it may: it is not there, as far as anyone can tell.
+            return self.answer(now, server_id, 480, "Temporarily Unavailable");
         }
         if let Some(open) = self.servers.get_mut(&server_id).and_then(|s| s.open.as_mut()) {
             open.branches.extend(ids);
@@ -848,6 +874,8 @@ impl Proxy {
                 forget_at: None,
                 cancel: Cancel::No,
                 ack: None,
+                unanswered_phone: None,
+                leaves_setup_at: (method == "INVITE" && server.is_some()).then_some(now + SETUP_WAIT_MS),
                 timer_at: u64::MAX,
             },
         );
@@ -1019,6 +1047,10 @@ impl Proxy {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
+        client.leaves_setup_at = None;
+        if let Some(phone) = client.unanswered_phone.take() {
+            self.setting_up.phone_answered(phone);
+        }
         let invite = client.method == "INVITE";
         let server = client.server;
         match status {
@@ -1036,7 +1068,7 @@ impl Proxy {
                     // The next hop took the call: it is no longer being
                     // set up here.
                     if let Some(server) = server {
-                        self.setting_up.remove(&server);
+                        self.setting_up.leave(server);
                     }
                 } else if client.retransmit_at.is_some() {
                     client.retransmit_every = T2_MS;
@@ -1146,7 +1178,7 @@ impl Proxy {
             .and_then(|o| o.call.as_mut())
             .and_then(|c| c.progress(now));
         if progress.is_some() {
-            self.setting_up.remove(&server_id);
+            self.setting_up.leave(server_id);
         }
         self.out.extend(progress.map(Output::Observed));
         self.send(flow, bytes);
@@ -1285,7 +1317,7 @@ impl Proxy {
     /// final response has only just gone out.
     fn closed(&mut self, id: u64) {
         self.open_servers -= 1;
-        self.setting_up.remove(&id);
+        self.setting_up.leave(id);
         self.finished.push_back(id);
         while self.servers.len() - self.open_servers > self.limits.finished {
             let Some(oldest) = self.finished.pop_front() else {
@@ -1326,7 +1358,11 @@ impl Proxy {
         };
         client.state = ClientState::Completed;
         client.retransmit_at = None;
+        client.leaves_setup_at = None;
         client.forget_at = Some(now);
+        if let Some(phone) = client.unanswered_phone.take() {
+            self.setting_up.phone_answered(phone);
+        }
         let local = client
             .request
             .take()
@@ -1432,7 +1468,7 @@ impl Proxy {
         let Some(server) = self.servers.remove(&id) else {
             return;
         };
-        self.setting_up.remove(&id);
+        self.setting_up.leave(id);
         self.server_ids.remove(&server.key);
         if let Some(open) = server.open {
             self.open_servers -= 1;
@@ -1455,6 +1491,12 @@ impl Proxy {
         }
         if !client.pending() {
             return;
+        }
+        if client.leaves_setup_at.is_some_and(|at| at <= now) {
+            client.leaves_setup_at = None;
+            if let Some(server) = client.server {
+                self.setting_up.leave(server);
+            }
         }
         if client.timeout_at <= now {
             if client.method == "INVITE" && client.state == ClientState::Proceeding && client.cancel == Cancel::No {

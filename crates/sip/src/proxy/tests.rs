@@ -1170,3 +1170,83 @@ fn a_captured_invite_credential_places_no_new_call() {
         );
     }
 }
+
+/// A call from another peer for bob, who is registered here.
+fn call_from_peer(n: usize) -> SipMessage {
+    let text = String::from_utf8(invite(&format!("z9hG4bKd{n}")).to_bytes())
+        .unwrap()
+        .replace("Call-ID: call-1", &format!("Call-ID: dead-{n}"));
+    let mut m = SipMessage::parse(text.as_bytes()).unwrap();
+    m.prepend("Via", &format!("SIP/2.0/TLS 127.0.0.3:6060;branch=z9hG4bKp{n}"));
+    m
+}
+
+/// Issue 36: a contact that answers nothing (a phone that died while
+/// registered) holds a call's setup slot for [`SETUP_WAIT_MS`], not for
+/// Timer B's 32 s: past the wait the call waits on the phone, not on the
+/// peers, and the next caller is served.
+#[test]
+fn a_call_to_a_silent_phone_leaves_the_setup_budget_after_the_wait() {
+    let mut reg = registrar();
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    let limits = TransactionLimits {
+        setting_up: 1,
+        ..TransactionLimits::default()
+    };
+    let mut proxy = Proxy::new(me(), 13).with_limits(limits);
+    let from_peer = tls("127.0.0.3:40000");
+    let out = sent(&proxy.on_request(0, call_from_peer(1), from_peer, Side::Overlay, &mut reg));
+    assert!(out.iter().any(|(f, m)| *f == udp(7002) && m.is_request()), "rung");
+    let out = sent(&proxy.on_request(SETUP_WAIT_MS - 1, call_from_peer(2), from_peer, Side::Overlay, &mut reg));
+    assert_eq!(codes(&out), vec![503], "the first call is still being set up");
+    proxy.tick(SETUP_WAIT_MS);
+    let out = sent(&proxy.on_request(SETUP_WAIT_MS, call_from_peer(3), from_peer, Side::Overlay, &mut reg));
+    assert!(
+        out.iter().any(|(f, m)| *f == udp(7002) && m.is_request()),
+        "the silent phone no longer holds the budget: {:?}",
+        codes(&out)
+    );
+    // The first call still runs its course: Timer B, then 408 upstream.
+    let mut answers = Vec::new();
+    while let Some(t) = proxy.next_deadline().filter(|t| *t <= TRANSACTION_TIMEOUT_MS) {
+        answers.extend(codes(&sent(&proxy.tick(t))));
+    }
+    assert!(answers.contains(&408), "{answers:?}");
+}
+
+/// Issue 36: one address takes at most `unanswered_per_phone` INVITEs
+/// it has not answered; past that a call rings the callee's other phones
+/// only, or gets 480 at once, and nothing more is sent there until the
+/// address answers something.
+#[test]
+fn a_phone_that_answers_nothing_is_sent_only_so_many_calls() {
+    let mut reg = registrar();
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    let limits = TransactionLimits {
+        unanswered_per_phone: 2,
+        ..TransactionLimits::default()
+    };
+    let mut proxy = Proxy::new(me(), 14).with_limits(limits);
+    let from_peer = tls("127.0.0.3:40000");
+    let mut first = None;
+    for n in 1..=2 {
+        let out = sent(&proxy.on_request(n, call_from_peer(n as usize), from_peer, Side::Overlay, &mut reg));
+        let invite = out.into_iter().find(|(f, m)| *f == udp(7002) && m.is_request());
+        first = first.or(invite.map(|(_, m)| m));
+    }
+    let out = sent(&proxy.on_request(3, call_from_peer(3), from_peer, Side::Overlay, &mut reg));
+    assert_eq!(codes(&out), vec![100, 480], "nothing more for 7002");
+    assert!(!out.iter().any(|(f, _)| *f == udp(7002)));
+
+    // bob's other phone still rings, the silent one is left out.
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7003", udp(7003));
+    let out = sent(&proxy.on_request(4, call_from_peer(4), from_peer, Side::Overlay, &mut reg));
+    let rung: Vec<Flow> = out.iter().filter(|(_, m)| m.is_request()).map(|(f, _)| *f).collect();
+    assert_eq!(rung, vec![udp(7003)]);
+
+    // Once 7002 answers a call, it is sent the next.
+    let ringing = respond(&first.expect("the first call reached 7002"), 180, Some("b1"));
+    proxy.on_response(5, ringing, udp(7002));
+    let out = sent(&proxy.on_request(6, call_from_peer(6), from_peer, Side::Overlay, &mut reg));
+    assert!(out.iter().any(|(f, m)| *f == udp(7002) && m.is_request()));
+}
