@@ -46,6 +46,7 @@ pub(crate) struct SipMetrics {
     pub registrations: Gauge,
     pub users: Gauge,
     pub transactions: Gauge,
+    pub finished_transaction_bytes: Gauge,
     pub calls_in_progress: Gauge,
 }
 
@@ -62,6 +63,7 @@ impl SipMetrics {
             registrations: Gauge::default(),
             users: Gauge::default(),
             transactions: Gauge::default(),
+            finished_transaction_bytes: Gauge::default(),
             calls_in_progress: Gauge::default(),
         }
     }
@@ -112,8 +114,14 @@ impl SipMetrics {
         r.register("sip_users", "SIP users this peer serves", self.users.clone());
         r.register(
             "sip_transactions",
-            "Open SIP transactions: the proxy's server and client transactions and REGISTER transactions",
+            "SIP transactions held: the proxy's server and client transactions, open and finished, and REGISTER transactions",
             self.transactions.clone(),
+        );
+        r.register_with_unit(
+            "sip_finished_transactions",
+            "Memory the proxy's finished transactions hold until Timers D, I, J, K, L and M end (bounded by a budget, oldest first)",
+            Unit::Bytes,
+            self.finished_transaction_bytes.clone(),
         );
         r.register(
             "sip_dialogs",

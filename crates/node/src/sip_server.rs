@@ -356,6 +356,9 @@ impl Core {
         self.metrics
             .transactions
             .set(gauge(servers + clients + self.registers.len()));
+        self.metrics
+            .finished_transaction_bytes
+            .set(gauge(self.proxy.finished_bytes()));
         self.metrics.calls_in_progress.set(gauge(self.calls.len()));
     }
 

@@ -17,6 +17,7 @@
 //! proxy returns what to send; the driver owns sockets and the overlay.
 
 mod dialog_proof;
+mod finished;
 mod identity;
 mod observation;
 mod route;
@@ -35,6 +36,7 @@ use crate::registrar::{Flow, Registrar, Transport};
 use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
 use dialog_proof::{DialogKey, Hop};
+use finished::{Afterlife, Finished};
 use route::{pop_own_routes, top_route};
 use setup_budget::SetupBudget;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -57,12 +59,18 @@ pub const DEFAULT_MAX_FORWARDS: u32 = 70;
 /// it new requests get 503 (requests inside a dialog past a quarter
 /// more), so a flood cannot grow memory without bound.
 pub const MAX_OPEN_SERVER_TRANSACTIONS: usize = 50_000;
-/// Most finished server transactions, which only wait out Timers H, I, J
-/// and L (a few hundred bytes each: 2 per call for 32 s over UDP, so
-/// about 4,000 calls/s). Past it the longest finished is forgotten early:
-/// that only shortens how long retransmissions are absorbed, as a proxy
-/// with a shorter wait timer does, and new calls are still served.
+/// Most server transactions that sent a final non-2xx to an INVITE and
+/// wait for its ACK (Timers G and H: a failed call's, a few hundred
+/// bytes each). Past it the longest waiting is forgotten early: that only
+/// shortens how long retransmissions are absorbed, as a proxy with a
+/// shorter wait timer does, and new calls are still served.
 pub const MAX_FINISHED_SERVER_TRANSACTIONS: usize = 250_000;
+/// Bytes the finished transactions may hold ([`finished`]): about 190
+/// per transaction and what it resends, about 850 per call over UDP. 32
+/// MiB keeps every call's for the whole 32 s of Timers J, L and M up to
+/// about 1,200 calls/s, and for 16 s at 2,500 calls/s; past it the
+/// oldest go first, as a proxy with a shorter wait timer does.
+pub const MAX_FINISHED_BYTES: usize = 32 << 20;
 
 /// Calls whose callee the overlay is being asked for at once (each an
 /// overlay Fetch, maybe AppAttaches): past it a new call from a phone is
@@ -93,6 +101,8 @@ pub struct TransactionLimits {
     pub setting_up: usize,
     /// See [`MAX_UNANSWERED_PER_PHONE`].
     pub unanswered_per_phone: usize,
+    /// See [`MAX_FINISHED_BYTES`].
+    pub finished_bytes: usize,
 }
 
 impl Default for TransactionLimits {
@@ -103,6 +113,7 @@ impl Default for TransactionLimits {
             locating: MAX_LOCATING,
             setting_up: MAX_CALLS_SETTING_UP,
             unanswered_per_phone: MAX_UNANSWERED_PER_PHONE,
+            finished_bytes: MAX_FINISHED_BYTES,
         }
     }
 }
@@ -150,11 +161,8 @@ enum ServerState {
     /// Branches are out; no final response sent yet.
     Proceeding,
     /// A final non-2xx was sent; an INVITE waits for its ACK (§17.2.1).
+    /// Every other final response makes the transaction [`finished`].
     Completed,
-    /// A 2xx was sent upstream: later 2xx are passed on too (RFC 6026).
-    Accepted,
-    /// The ACK arrived; only absorbing retransmissions (Timer I).
-    Confirmed,
 }
 
 /// A server transaction. Once its final response has gone upstream it
@@ -213,10 +221,6 @@ enum ClientState {
     Trying,
     /// A provisional response arrived.
     Proceeding,
-    /// Final non-2xx received (INVITE: ACK sent), absorbing retransmissions.
-    Completed,
-    /// 2xx to an INVITE received; later 2xx are passed on (RFC 6026).
-    Accepted,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,15 +231,16 @@ enum Cancel {
     Sent,
 }
 
+/// A client transaction until its final response; then it is
+/// [`finished`].
 struct ClientTxn {
     /// The server transaction this branch belongs to; `None` for a CANCEL
     /// this proxy sends on its own.
     server: Option<u64>,
     branch: String,
     method: String,
-    /// The request as sent, while the branch is pending: retransmitted,
-    /// cancelled or answered locally from it. Gone once a final response
-    /// arrives; Timers D, K and M need none of it.
+    /// The request as sent: retransmitted, cancelled or answered
+    /// locally from it.
     request: Option<Box<SipMessage>>,
     flow: Flow,
     state: ClientState,
@@ -243,11 +248,10 @@ struct ClientTxn {
     retransmit_every: u64,
     /// Timer B/F, then Timer C for a proceeding INVITE.
     timeout_at: u64,
-    /// Timers D, K, M.
-    forget_at: Option<u64>,
     cancel: Cancel,
-    /// The ACK sent for a final non-2xx, resent on its retransmission.
-    ack: Option<Vec<u8>>,
+    /// Where the server transaction's request came from: a 2xx goes
+    /// there even once the server transaction is finished (RFC 6026).
+    upstream: Option<Flow>,
     /// An INVITE to a phone with nothing back yet: the phone's address,
     /// counted in [`SetupBudget`] until the first response.
     unanswered_phone: Option<SocketAddr>,
@@ -260,18 +264,10 @@ struct ClientTxn {
 
 impl ClientTxn {
     fn due(&self) -> u64 {
-        let mut t = self.forget_at.unwrap_or(u64::MAX);
-        if matches!(self.state, ClientState::Trying | ClientState::Proceeding) {
-            t = t.min(self.timeout_at);
-            for at in [self.retransmit_at, self.leaves_setup_at].into_iter().flatten() {
-                t = t.min(at);
-            }
-        }
-        t
-    }
-
-    fn pending(&self) -> bool {
-        matches!(self.state, ClientState::Trying | ClientState::Proceeding)
+        [self.retransmit_at, self.leaves_setup_at]
+            .into_iter()
+            .flatten()
+            .fold(self.timeout_at, u64::min)
     }
 }
 
@@ -326,9 +322,11 @@ pub struct Proxy {
     /// How many of `servers` are still open.
     open_servers: usize,
     setting_up: SetupBudget,
-    /// The finished ones, in the order they finished; ids the timers
-    /// forgot already are skipped.
-    finished: VecDeque<u64>,
+    /// Those that sent a final non-2xx to an INVITE, in that order; ids
+    /// the timers forgot already are skipped.
+    completed: VecDeque<u64>,
+    /// Every other transaction once it is finished.
+    finished: Finished,
     limits: TransactionLimits,
     clients: HashMap<u64, ClientTxn>,
     client_ids: HashMap<(String, String), u64>,
@@ -351,7 +349,8 @@ impl Proxy {
             server_ids: HashMap::new(),
             open_servers: 0,
             setting_up: SetupBudget::default(),
-            finished: VecDeque::new(),
+            completed: VecDeque::new(),
+            finished: Finished::new(MAX_FINISHED_BYTES),
             limits: TransactionLimits::default(),
             clients: HashMap::new(),
             client_ids: HashMap::new(),
@@ -374,6 +373,7 @@ impl Proxy {
     /// Other bounds on the server transactions than the defaults.
     pub fn with_limits(mut self, limits: TransactionLimits) -> Self {
         self.limits = limits;
+        self.finished = Finished::new(limits.finished_bytes);
         self
     }
 
@@ -390,12 +390,75 @@ impl Proxy {
     }
 
     pub fn transaction_count(&self) -> (usize, usize) {
-        (self.servers.len(), self.clients.len())
+        let (servers, clients) = self.finished.count();
+        (self.servers.len() + servers, self.clients.len() + clients)
+    }
+
+    /// Bytes held by the finished transactions.
+    pub fn finished_bytes(&self) -> usize {
+        self.finished.bytes()
     }
 
     /// When [`tick`](Self::tick) has something to do.
     pub fn next_deadline(&self) -> Option<u64> {
-        self.timers.first().map(|(t, _)| *t)
+        let timers = self.timers.first().map(|(t, _)| *t);
+        timers.into_iter().chain(self.finished.next_deadline()).min()
+    }
+
+    /// The key of a finished server transaction: keyed by this run's
+    /// salt, so no sender can aim a key of its own at another's.
+    fn server_key(&self, key: &TransactionKey) -> u64 {
+        self.keyed_hash(&[b"S", key.as_str().as_bytes()])
+    }
+
+    /// The key of a finished client transaction (§17.1.3: branch and
+    /// CSeq method).
+    fn client_key(&self, branch: &str, method: &str) -> u64 {
+        self.keyed_hash(&[b"C", branch.as_bytes(), b" ", method.as_bytes()])
+    }
+
+    fn keyed_hash(&self, parts: &[&[u8]]) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.salt.hash(&mut h);
+        for part in parts {
+            h.write(part);
+        }
+        h.finish()
+    }
+
+    /// Server transaction `id` is finished: it leaves the open tables and
+    /// keeps `afterlife` until `until` (none: forgotten at once).
+    fn retire_server(&mut self, id: u64, until: Option<u64>, afterlife: Afterlife) {
+        let Some(server) = self.servers.remove(&id) else {
+            return;
+        };
+        if server.timer_at != u64::MAX {
+            self.timers.remove(&(server.timer_at, TimerRef::Server(id)));
+        }
+        self.server_ids.remove(&server.key);
+        if let Some(until) = until {
+            let key = self.server_key(&server.key);
+            self.finished.insert(key, until, afterlife);
+        }
+    }
+
+    /// Client transaction `id` is finished, as [`retire_server`](Self::retire_server).
+    fn retire_client(&mut self, id: u64, until: Option<u64>, afterlife: Afterlife) {
+        let Some(client) = self.clients.remove(&id) else {
+            return;
+        };
+        if client.timer_at != u64::MAX {
+            self.timers.remove(&(client.timer_at, TimerRef::Client(id)));
+        }
+        if let Some(phone) = client.unanswered_phone {
+            self.setting_up.phone_answered(phone);
+        }
+        if let Some(until) = until {
+            let key = self.client_key(&client.branch, &client.method);
+            self.finished.insert(key, until, afterlife);
+        }
+        self.client_ids.remove(&(client.branch, client.method));
     }
 
     fn id(&mut self) -> u64 {
@@ -464,6 +527,14 @@ impl Proxy {
             // §17.2.1 / §17.2.2: a retransmission gets the last response.
             if let Some(bytes) = self.servers.get(id).and_then(|s| s.last_sent.as_deref()) {
                 self.send(flow, bytes.to_vec());
+            }
+            return;
+        }
+        if let Some(afterlife) = self.finished.get(self.server_key(&key), now) {
+            // RFC 6026 §7.1: an Accepted INVITE absorbs its retransmissions.
+            if let Afterlife::Answered { response: Some(bytes) } = afterlife {
+                let bytes = bytes.to_vec();
+                self.send(flow, bytes);
             }
             return;
         }
@@ -786,7 +857,7 @@ impl Proxy {
         let Some(base) = server.request().cloned() else {
             return;
         };
-        let (in_side, in_transport) = (server.side, server.from.transport);
+        let (in_side, in_transport, upstream) = (server.side, server.from.transport, server.from);
         let toward_caller = server
             .open
             .as_ref()
@@ -828,9 +899,10 @@ impl Proxy {
             let id = self.start_client(now, Some(server_id), branch, &method, copy, target.flow);
             if let Some(phone) = to_phone {
                 self.setting_up.invite_sent_to(phone);
-                if let Some(client) = self.clients.get_mut(&id) {
-                    client.unanswered_phone = Some(phone);
-                }
+            }
+            if let Some(client) = self.clients.get_mut(&id) {
+                client.upstream = Some(upstream);
+                client.unanswered_phone = to_phone;
             }
             ids.push(id);
         }
@@ -871,9 +943,8 @@ impl Proxy {
                 retransmit_at: unreliable.then_some(now + T1_MS),
                 retransmit_every: T1_MS,
                 timeout_at: now + TRANSACTION_TIMEOUT_MS,
-                forget_at: None,
                 cancel: Cancel::No,
-                ack: None,
+                upstream: None,
                 unanswered_phone: None,
                 leaves_setup_at: (method == "INVITE" && server.is_some()).then_some(now + SETUP_WAIT_MS),
                 timer_at: u64::MAX,
@@ -891,6 +962,10 @@ impl Proxy {
             return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
         };
         let Some(&id) = self.server_ids.get(&invite) else {
+            if self.finished.get(self.server_key(&invite), now).is_some() {
+                // Answered already: nothing is left to cancel (§9.2).
+                return self.reply(&cancel, flow, 200, "OK");
+            }
             return self.reply(&cancel, flow, 481, "Call/Transaction Does Not Exist");
         };
         let Some(server) = self.servers.get(&id) else {
@@ -926,7 +1001,7 @@ impl Proxy {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        if !client.pending() || client.cancel != Cancel::No || client.method != "INVITE" {
+        if client.cancel != Cancel::No || client.method != "INVITE" {
             return;
         }
         if client.state == ClientState::Trying {
@@ -949,19 +1024,16 @@ impl Proxy {
         if let Some(key) = TransactionKey::of(&ack) {
             if let Some(&id) = self.server_ids.get(&key) {
                 if let Some(server) = self.servers.get_mut(&id) {
-                    let state = server.state;
-                    if state == ServerState::Completed {
-                        server.state = ServerState::Confirmed;
-                        server.retransmit_at = None;
+                    if server.state == ServerState::Completed {
                         // Timer I only absorbs ACKs: nothing is resent.
-                        server.last_sent = None;
-                        server.forget_at = now + if server.from.transport.reliable() { 0 } else { T4_MS };
-                        self.schedule(TimerRef::Server(id));
+                        let until = (!server.from.transport.reliable()).then_some(now + T4_MS);
+                        self.retire_server(id, until, Afterlife::Answered { response: None });
                     }
-                    if state != ServerState::Accepted {
-                        return;
-                    }
+                    return;
                 }
+            } else if let Some(Afterlife::Answered { .. }) = self.finished.get(self.server_key(&key), now) {
+                // Timer I: the ACK of a non-2xx, again.
+                return;
             }
         }
         if self.passed_here_before(&ack) {
@@ -1026,7 +1098,26 @@ impl Proxy {
             return Vec::new();
         };
         let branch = top.branch().unwrap_or_default().to_string();
+        let finished_key = self.client_key(&branch, &method);
         let Some(&id) = self.client_ids.get(&(branch, method.clone())) else {
+            match self.finished.get(finished_key, now) {
+                // RFC 6026 §7.2 (Timer M): a 2xx again goes upstream.
+                Some(Afterlife::ClientAccepted { upstream }) if (200..300).contains(&status) => {
+                    let upstream = *upstream;
+                    response.remove_first("Via");
+                    self.send(upstream, response.to_bytes());
+                    return self.take();
+                }
+                // §17.1.1.2 (Timer D): a final non-2xx again is
+                // acknowledged again.
+                Some(Afterlife::ClientCompleted { to, ack: Some(ack) }) if status >= 300 => {
+                    let (to, ack) = (*to, ack.to_vec());
+                    self.send(to, ack);
+                    return self.take();
+                }
+                Some(_) => return self.take(),
+                None => {}
+            }
             // §16.7 step 1, for the one case that matters: a 2xx to an
             // INVITE after its transaction is gone goes on statelessly.
             if method == "INVITE" && (200..300).contains(&status) {
@@ -1089,12 +1180,24 @@ impl Proxy {
                 }
             }
             200..=299 if invite => {
-                client.state = ClientState::Accepted;
-                client.retransmit_at = None;
-                client.request = None;
-                client.forget_at = Some(now + TRANSACTION_TIMEOUT_MS);
-                self.schedule(TimerRef::Client(id));
-                let Some(server) = server else { return };
+                let upstream = client.upstream;
+                // Timer M (RFC 6026 §8.4): a 2xx again goes upstream.
+                let until = now + TRANSACTION_TIMEOUT_MS;
+                match upstream {
+                    Some(upstream) => self.retire_client(id, Some(until), Afterlife::ClientAccepted { upstream }),
+                    None => self.retire_client(id, None, Afterlife::Accepted),
+                }
+                let proceeding =
+                    server.filter(|s| self.servers.get(s).is_some_and(|s| s.state == ServerState::Proceeding));
+                let Some(server) = proceeding else {
+                    // Another branch answered first (or the caller's side
+                    // is gone): RFC 6026 has this 2xx go upstream too.
+                    if let Some(upstream) = upstream {
+                        response.remove_first("Via");
+                        self.send(upstream, response.to_bytes());
+                    }
+                    return;
+                };
                 // §16.7 step 10: the other branches are cancelled.
                 let others: Vec<u64> = self
                     .servers
@@ -1109,35 +1212,21 @@ impl Proxy {
                 }
             }
             _ => {
-                if !client.pending() {
-                    // A retransmitted final response: ACK it again.
-                    if let Some(ack) = client.ack.clone() {
-                        let flow = client.flow;
-                        self.send(flow, ack);
-                    }
-                    return;
+                let to = client.flow;
+                // §17.1.1.3: the ACK of a non-2xx is hop by hop.
+                let ack = client
+                    .request
+                    .take()
+                    .filter(|_| invite)
+                    .map(|request| ack_for(&request, &response).to_bytes());
+                // Timers D and K: a final response again is acknowledged
+                // again (an INVITE's) or absorbed.
+                let until = (!to.transport.reliable()).then_some(now + if invite { 32_000 } else { T4_MS });
+                let kept_ack = ack.as_deref().map(Box::from);
+                self.retire_client(id, until, Afterlife::ClientCompleted { to, ack: kept_ack });
+                if let Some(ack) = ack {
+                    self.send(to, ack);
                 }
-                client.state = ClientState::Completed;
-                client.retransmit_at = None;
-                let request = client.request.take();
-                let reliable = client.flow.transport.reliable();
-                client.forget_at = Some(
-                    now + if reliable {
-                        0
-                    } else if invite {
-                        32_000
-                    } else {
-                        T4_MS
-                    },
-                );
-                if let Some(request) = request.filter(|_| invite) {
-                    // §17.1.1.3: the ACK of a non-2xx is hop by hop.
-                    let ack = ack_for(&request, &response).to_bytes();
-                    client.ack = Some(ack.clone());
-                    let flow = client.flow;
-                    self.send(flow, ack);
-                }
-                self.schedule(TimerRef::Client(id));
                 let Some(server) = server else { return };
                 self.for_upstream(server, &mut response);
                 self.branch_finished(now, server, response);
@@ -1188,26 +1277,17 @@ impl Proxy {
         let Some(server) = self.servers.get_mut(&server_id) else {
             return;
         };
-        if !matches!(server.state, ServerState::Proceeding | ServerState::Accepted) {
+        if server.state != ServerState::Proceeding {
             return;
         }
-        let bytes = response.to_bytes();
-        if server.state == ServerState::Proceeding {
-            // Timer L (RFC 6026 §8.7).
-            server.state = ServerState::Accepted;
-            server.forget_at = now + TRANSACTION_TIMEOUT_MS;
-            server.last_sent = None;
-            if let Some(call) = server.open.take().and_then(|o| o.call) {
-                self.out.extend(call.answered(now, 200).map(Output::Observed));
-            }
-            let flow = server.from;
-            self.schedule(TimerRef::Server(server_id));
-            self.send(flow, bytes);
-            return self.closed(server_id);
-        }
         let flow = server.from;
-        self.schedule(TimerRef::Server(server_id));
-        self.send(flow, bytes);
+        if let Some(call) = server.open.take().and_then(|o| o.call) {
+            self.out.extend(call.answered(now, 200).map(Output::Observed));
+        }
+        self.send(flow, response.to_bytes());
+        self.closed(server_id);
+        // Timer L (RFC 6026 §8.7): retransmitted INVITEs are absorbed.
+        self.retire_server(server_id, Some(now + TRANSACTION_TIMEOUT_MS), Afterlife::Accepted);
     }
 
     /// A branch ended with a final response (a non-2xx to an INVITE, any
@@ -1238,9 +1318,7 @@ impl Proxy {
                 self.cancel_branch(now, branch);
             }
         }
-        let all_done = branches
-            .iter()
-            .all(|b| self.clients.get(b).is_none_or(|c| !c.pending()));
+        let all_done = branches.iter().all(|b| !self.clients.contains_key(b));
         if all_done {
             let best = self
                 .servers
@@ -1286,41 +1364,52 @@ impl Proxy {
         let Some(server) = self.servers.get_mut(&server_id) else {
             return;
         };
-        if server.invite && !success {
+        let (flow, invite) = (server.from, server.invite);
+        if invite && !success {
             // §17.2.1: Completed until the ACK; Timer G over UDP, Timer H.
             server.state = ServerState::Completed;
             server.retransmit_at = (!reliable).then_some(now + T1_MS);
             server.retransmit_every = T1_MS;
             server.forget_at = now + TRANSACTION_TIMEOUT_MS;
-        } else {
-            server.state = if success && server.invite {
-                ServerState::Accepted
-            } else {
-                ServerState::Confirmed
-            };
-            server.forget_at = now + if reliable { 0 } else { TRANSACTION_TIMEOUT_MS };
+            server.last_sent = Some(Box::from(bytes.as_slice()));
+            self.schedule(TimerRef::Server(server_id));
+            self.send(flow, bytes);
+            if closing {
+                self.closed(server_id);
+            }
+            return;
         }
-        // RFC 6026 §7.1: an Accepted INVITE resends nothing itself.
-        server.last_sent = (server.state != ServerState::Accepted).then(|| Box::from(bytes.as_slice()));
-        let flow = server.from;
-        self.schedule(TimerRef::Server(server_id));
+        // Timer J: a non-INVITE's retransmission gets its final response
+        // again; RFC 6026 §7.1: an Accepted INVITE resends nothing itself.
+        let afterlife = if invite {
+            Afterlife::Accepted
+        } else {
+            Afterlife::Answered {
+                response: Some(Box::from(bytes.as_slice())),
+            }
+        };
         self.send(flow, bytes);
         if closing {
             self.closed(server_id);
         }
+        let until = (!reliable).then_some(now + TRANSACTION_TIMEOUT_MS);
+        self.retire_server(server_id, until, afterlife);
     }
 
-    /// Server transaction `id` sent its final response: it joins the
-    /// finished ones, and past their limit the longest finished goes.
-    /// They all wait about as long (Timers H, J and L are 64·T1), so
-    /// oldest first is close to soonest due, and it never takes one whose
-    /// final response has only just gone out.
+    /// Server transaction `id` sent its final response. A non-2xx to an
+    /// INVITE waits for its ACK among the completed ones, and past their
+    /// limit the longest waiting goes: they all wait about as long (Timer
+    /// H is 64·T1), so oldest first is close to soonest due, and it never
+    /// takes one whose final response has only just gone out.
     fn closed(&mut self, id: u64) {
         self.open_servers -= 1;
         self.setting_up.leave(id);
-        self.finished.push_back(id);
+        if !self.servers.get(&id).is_some_and(|s| s.state == ServerState::Completed) {
+            return;
+        }
+        self.completed.push_back(id);
         while self.servers.len() - self.open_servers > self.limits.finished {
-            let Some(oldest) = self.finished.pop_front() else {
+            let Some(oldest) = self.completed.pop_front() else {
                 break;
             };
             if let Some(s) = self.servers.get(&oldest) {
@@ -1329,11 +1418,11 @@ impl Proxy {
             }
         }
         // Those the timers forgot already leave the front as it comes by.
-        while let Some(front) = self.finished.front() {
+        while let Some(front) = self.completed.front() {
             if self.servers.contains_key(front) {
                 break;
             }
-            self.finished.pop_front();
+            self.completed.pop_front();
         }
     }
 
@@ -1343,7 +1432,7 @@ impl Proxy {
         let failed: Vec<u64> = self
             .clients
             .iter()
-            .filter(|(_, c)| c.flow == flow && c.pending())
+            .filter(|(_, c)| c.flow == flow)
             .map(|(id, _)| *id)
             .collect();
         for id in failed {
@@ -1356,19 +1445,13 @@ impl Proxy {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        client.state = ClientState::Completed;
-        client.retransmit_at = None;
-        client.leaves_setup_at = None;
-        client.forget_at = Some(now);
-        if let Some(phone) = client.unanswered_phone.take() {
-            self.setting_up.phone_answered(phone);
-        }
         let local = client
             .request
             .take()
             .map(|r| SipMessage::response_to(&r, code, reason, None));
         let server = client.server;
-        self.schedule(TimerRef::Client(id));
+        // Nothing came from the next hop: nothing of it can come again.
+        self.retire_client(id, None, Afterlife::Accepted);
         if let (Some(server), Some(mut local)) = (server, local) {
             local.remove_first("Via");
             self.branch_finished(now, server, local);
@@ -1429,7 +1512,8 @@ impl Proxy {
         self.servers.give_back();
         self.server_ids.give_back();
         self.setting_up.give_back();
-        self.finished.give_back();
+        self.completed.give_back();
+        self.finished.expire(now);
         self.clients.give_back();
         self.client_ids.give_back();
         self.lookups.give_back();
@@ -1484,14 +1568,6 @@ impl Proxy {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
         };
-        if client.forget_at.is_some_and(|f| f <= now) {
-            let client = self.clients.remove(&id).expect("present");
-            self.client_ids.remove(&(client.branch, client.method));
-            return;
-        }
-        if !client.pending() {
-            return;
-        }
         if client.leaves_setup_at.is_some_and(|at| at <= now) {
             client.leaves_setup_at = None;
             if let Some(server) = client.server {

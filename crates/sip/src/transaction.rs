@@ -77,6 +77,11 @@ impl TransactionKey {
         Self(key.into_boxed_str())
     }
 
+    /// The key as one string, for hashing.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
     /// Whether the request carried an RFC 3261 branch.
     pub fn is_branch(&self) -> bool {
         self.0.starts_with(BRANCH)

@@ -685,8 +685,9 @@ fn a_finished_call_keeps_only_what_retransmissions_need() {
         (2 * (calls + 1_000), calls + 1_000),
         "INVITE and BYE server, INVITE client"
     );
-    // 1,460 bytes when written; 7,351 while whole requests were kept.
-    assert!(per_call < 1_600, "{per_call} bytes held per finished call");
+    // 837 bytes when written; 1,460 while finished transactions kept
+    // their open form, 7,351 while whole requests were kept.
+    assert!(per_call < 900, "{per_call} bytes held per finished call");
 }
 
 /// A retransmission of the phone's `n`th call's request, as `one_call` sent it.
@@ -727,20 +728,25 @@ fn after_the_final_response_retransmissions_are_absorbed_or_answered_as_rfc_6026
 fn open_transactions_are_capped_with_503_and_finished_ones_give_way_oldest_first() {
     let mut reg = registrar();
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    let mut probe = Proxy::new(me(), 9);
+    one_call(&mut probe, &mut reg, 0, 1);
+    let one_call_bytes = probe.finished_bytes();
     let limits = TransactionLimits {
         open: 2,
-        finished: 4,
+        finished_bytes: 2 * one_call_bytes,
         ..TransactionLimits::default()
     };
     let mut proxy = Proxy::new(me(), 9).with_limits(limits);
-    // Two calls finished at t=0 and t=10: four finished transactions.
+    // Two calls finished at t=0 and t=10: as many bytes as allowed, in
+    // three finished transactions each.
     one_call(&mut proxy, &mut reg, 0, 1);
     one_call(&mut proxy, &mut reg, 10, 2);
-    assert_eq!(proxy.transaction_count().0, 4);
+    assert_eq!(proxy.transaction_count(), (4, 2));
     // A third call needs room: the transactions of the first go, the
     // oldest finished, and it is served.
     one_call(&mut proxy, &mut reg, 20, 3);
-    assert_eq!(proxy.transaction_count().0, 4);
+    assert_eq!(proxy.transaction_count(), (4, 2));
+    assert!(proxy.finished_bytes() <= 2 * one_call_bytes);
     let out = sent(&proxy.on_request(30, retransmitted("BYE", 3), udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![200], "the last call's BYE is answered from memory");
     let out = sent(&proxy.on_request(30, retransmitted("BYE", 1), udp(7001), Side::Phones, &mut reg));
@@ -1249,4 +1255,46 @@ fn a_phone_that_answers_nothing_is_sent_only_so_many_calls() {
     proxy.on_response(5, ringing, udp(7002));
     let out = sent(&proxy.on_request(6, call_from_peer(6), from_peer, Side::Overlay, &mut reg));
     assert!(out.iter().any(|(f, m)| *f == udp(7002) && m.is_request()));
+}
+
+/// §17.1.1.2 Timer D, kept among the finished transactions: a phone
+/// that did not hear the ACK of its 486 sends the 486 again and is
+/// acknowledged again, and the caller's side hears it once.
+#[test]
+fn a_final_non_2xx_again_is_acknowledged_again_and_not_passed_on() {
+    let mut reg = registrar();
+    register(&mut reg, "bob", "hunter2", "sip:bob@127.0.0.1:7002", udp(7002));
+    let mut proxy = Proxy::new(me(), 15);
+    let from_peer = tls("127.0.0.3:40000");
+    let out = sent(&proxy.on_request(0, call_from_peer(1), from_peer, Side::Overlay, &mut reg));
+    let rung = out
+        .into_iter()
+        .find(|(f, m)| *f == udp(7002) && m.is_request())
+        .unwrap()
+        .1;
+    let busy = respond(&rung, 486, Some("b1"));
+    let out = sent(&proxy.on_response(10, busy.clone(), udp(7002)));
+    let mut seen: Vec<(Flow, String)> = out
+        .iter()
+        .map(|(f, m)| {
+            (
+                *f,
+                m.method()
+                    .map_or_else(|| m.status().unwrap().to_string(), str::to_string),
+            )
+        })
+        .collect();
+    seen.sort_by_key(|(_, what)| what.clone());
+    assert_eq!(
+        seen,
+        vec![(from_peer, "486".to_string()), (udp(7002), "ACK".to_string())]
+    );
+    let out = sent(&proxy.on_response(20, busy.clone(), udp(7002)));
+    assert_eq!(out.len(), 1);
+    assert_eq!((out[0].0, out[0].1.method()), (udp(7002), Some("ACK")));
+    proxy.tick(10 + 32_000);
+    assert!(
+        sent(&proxy.on_response(10 + 32_000, busy, udp(7002))).is_empty(),
+        "Timer D ended"
+    );
 }
