@@ -878,13 +878,15 @@ fn drain(socket: &UdpSocket) -> Vec<sip::message::SipMessage> {
 }
 
 /// Issue 36: bob's phone died while registered, and alice (an
-/// authenticated user) calls it 600 times at once, more than the 512
-/// calls a peer sets up at a time. The dead address is sent at most 32
-/// calls (`sip::proxy::MAX_UNANSWERED_PER_PHONE`) and the rest get 480 at
-/// once, so carol's call to dave rings his phone straight after. Before,
-/// the dead phone held 512 calls' setup for Timer B's 32 s and every
-/// caller of the peer got 503. (That the 32 leave the setup budget after
-/// `SETUP_WAIT_MS` is tested in the proxy's own tests.)
+/// authenticated user) keeps calling it. Its first calls go out and get
+/// no answer; 2 s later (`sip::proxy::SETUP_WAIT_MS`) they no longer hold
+/// the peer's setup budget, and once 8 of them are that silent
+/// (`MAX_SILENT_PER_PHONE`) every further call to bob gets 480 at once:
+/// a burst of 512 more, the whole setup budget, reaches neither the dead
+/// address nor the budget, and carol's call to dave rings his phone
+/// straight after. Before, each call to the dead phone held the budget
+/// for Timer B's 32 s, and 512 of them refused every caller of the peer
+/// with 503.
 #[test]
 fn a_dead_phone_called_again_and_again_does_not_block_the_peers_calls() {
     let users = [
@@ -913,14 +915,11 @@ fn a_dead_phone_called_again_and_again_does_not_block_the_peers_calls() {
              CSeq: 1 INVITE\r\nContact: <sip:{caller}@{me}>\r\nContent-Length: 0\r\n\r\n"
         )
     };
-    const CALLS: usize = 600;
-    alice.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = [0u8; 65_536];
-    let mut finals = std::collections::HashMap::new();
-    // Paced by the answers, at most 8 calls ahead of them, so the peer's
-    // queue never ages into shedding: the budget under test is the setup
-    // budget. A peer that stops answering ends the calling.
-    let mut answered = |finals: &mut std::collections::HashMap<String, u16>| {
+    // The final answers alice has, by Call-ID; false once nothing came
+    // for `wait`.
+    let mut answered = |finals: &mut std::collections::HashMap<String, u16>, wait: Duration| {
+        alice.set_read_timeout(Some(wait)).unwrap();
         let Ok((len, _)) = alice.recv_from(&mut buf) else {
             return false;
         };
@@ -930,33 +929,66 @@ fn a_dead_phone_called_again_and_again_does_not_block_the_peers_calls() {
         }
         true
     };
-    'calling: for n in 0..CALLS {
+    let mut finals = std::collections::HashMap::new();
+    for n in 0..20 {
         alice
             .send_to(invite(&alice, "alice", "bob", n).as_bytes(), sip)
             .unwrap();
-        while finals.len() + 32 + 8 < n {
-            if !answered(&mut finals) {
-                break 'calling;
+    }
+    // Probe every 100 ms until a call to bob is refused at once.
+    let mut n = 20;
+    wait_for(
+        Duration::from_secs(10),
+        "a call to the dead phone refused with 480",
+        || {
+            alice
+                .send_to(invite(&alice, "alice", "bob", n).as_bytes(), sip)
+                .unwrap();
+            n += 1;
+            while answered(&mut finals, Duration::from_millis(100)) {}
+            finals.values().any(|c| *c == 480)
+        },
+    );
+    let burst = n..n + 512;
+    // Paced by the answers, at most 8 calls ahead of them, so the peer's
+    // queue never ages into shedding: the budget under test is the setup
+    // budget.
+    for m in burst.clone() {
+        alice
+            .send_to(invite(&alice, "alice", "bob", m).as_bytes(), sip)
+            .unwrap();
+        while (burst.start..m)
+            .filter(|k| !finals.contains_key(&format!("dead-alice-{k}")))
+            .count()
+            > 8
+        {
+            if !answered(&mut finals, Duration::from_secs(5)) {
+                break;
             }
         }
     }
-    while finals.len() + 32 < CALLS && answered(&mut finals) {}
+    while answered(&mut finals, Duration::from_millis(500)) {}
+    let burst_finals: Vec<u16> = burst
+        .clone()
+        .filter_map(|k| finals.get(&format!("dead-alice-{k}")).copied())
+        .collect();
     // A few may be shed with 503 if the machine is busy with other tests.
-    let unavailable = finals.values().filter(|c| **c == 480).count();
+    let unavailable = burst_finals.iter().filter(|c| **c == 480).count();
     assert!(
-        unavailable >= (CALLS - 32) * 9 / 10 && finals.values().all(|c| matches!(c, 480 | 503)),
-        "{unavailable} of {CALLS} calls got 480 at once: {:?}",
-        finals.values().filter(|c| **c != 480).take(5).collect::<Vec<_>>()
+        unavailable >= burst.len() * 9 / 10 && burst_finals.iter().all(|c| matches!(c, 480 | 503)),
+        "{unavailable} of {} calls got 480 at once: {:?}",
+        burst.len(),
+        burst_finals.iter().filter(|c| **c != 480).take(5).collect::<Vec<_>>()
     );
     let rung: std::collections::HashSet<String> = drain(&bob)
         .iter()
         .filter(|m| m.method() == Some("INVITE"))
         .filter_map(|m| m.call_id().map(|c| c.into_owned()))
         .collect();
+    assert!(rung.len() >= 8, "the calls before the probe rang: {}", rung.len());
     assert!(
-        !rung.is_empty() && rung.len() <= 32,
-        "the dead phone was sent {} calls",
-        rung.len()
+        burst.clone().all(|k| !rung.contains(&format!("dead-alice-{k}"))),
+        "none of the burst reached the dead phone"
     );
 
     carol

@@ -27,7 +27,7 @@ mod tests;
 
 pub use observation::{Observation, MAX_NAME};
 pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
-pub use setup_budget::{MAX_UNANSWERED_PER_PHONE, SETUP_WAIT_MS};
+pub use setup_budget::{MAX_SILENT_PER_PHONE, SETUP_WAIT_MS};
 
 use crate::capacity::GiveBack;
 use crate::headers::{NameAddr, Via};
@@ -99,8 +99,8 @@ pub struct TransactionLimits {
     pub locating: usize,
     /// See [`MAX_CALLS_SETTING_UP`].
     pub setting_up: usize,
-    /// See [`MAX_UNANSWERED_PER_PHONE`].
-    pub unanswered_per_phone: usize,
+    /// See [`MAX_SILENT_PER_PHONE`].
+    pub silent_per_phone: usize,
     /// See [`MAX_FINISHED_BYTES`].
     pub finished_bytes: usize,
 }
@@ -112,7 +112,7 @@ impl Default for TransactionLimits {
             finished: MAX_FINISHED_SERVER_TRANSACTIONS,
             locating: MAX_LOCATING,
             setting_up: MAX_CALLS_SETTING_UP,
-            unanswered_per_phone: MAX_UNANSWERED_PER_PHONE,
+            silent_per_phone: MAX_SILENT_PER_PHONE,
             finished_bytes: MAX_FINISHED_BYTES,
         }
     }
@@ -252,11 +252,14 @@ struct ClientTxn {
     /// Where the server transaction's request came from: a 2xx goes
     /// there even once the server transaction is finished (RFC 6026).
     upstream: Option<Flow>,
-    /// An INVITE to a phone with nothing back yet: the phone's address,
-    /// counted in [`SetupBudget`] until the first response.
-    unanswered_phone: Option<SocketAddr>,
+    /// For an INVITE to a phone: the phone's address.
+    phone: Option<SocketAddr>,
+    /// Counted among the phone's silent INVITEs in [`SetupBudget`]
+    /// until the first response.
+    silent: bool,
     /// An INVITE of a call in setup: when its silence takes the call out
-    /// of the setup budget ([`SETUP_WAIT_MS`]).
+    /// of the setup budget ([`SETUP_WAIT_MS`]) and counts against its
+    /// phone.
     leaves_setup_at: Option<u64>,
     /// When its entry in [`Proxy::timers`] is due; `u64::MAX` for none.
     timer_at: u64,
@@ -451,8 +454,8 @@ impl Proxy {
         if client.timer_at != u64::MAX {
             self.timers.remove(&(client.timer_at, TimerRef::Client(id)));
         }
-        if let Some(phone) = client.unanswered_phone {
-            self.setting_up.phone_answered(phone);
+        if let Some(phone) = client.phone.filter(|_| client.silent) {
+            self.setting_up.no_longer_silent(phone);
         }
         if let Some(until) = until {
             let key = self.client_key(&client.branch, &client.method);
@@ -868,7 +871,7 @@ impl Proxy {
         let mut ids = Vec::new();
         for target in targets {
             let to_phone = (method == "INVITE" && target.side == Side::Phones).then_some(target.flow.remote);
-            if to_phone.is_some_and(|phone| self.setting_up.phone_is_full(phone, self.limits.unanswered_per_phone)) {
+            if to_phone.is_some_and(|phone| self.setting_up.phone_is_silent(phone, self.limits.silent_per_phone)) {
                 continue;
             }
             let mut copy = base.clone();
@@ -897,18 +900,15 @@ impl Proxy {
             let branch = format!("z9hG4bK{}", self.unique());
             copy.prepend("Via", &self.me.via(target.side, target.flow.transport, &branch));
             let id = self.start_client(now, Some(server_id), branch, &method, copy, target.flow);
-            if let Some(phone) = to_phone {
-                self.setting_up.invite_sent_to(phone);
-            }
             if let Some(client) = self.clients.get_mut(&id) {
                 client.upstream = Some(upstream);
-                client.unanswered_phone = to_phone;
+                client.phone = to_phone;
             }
             ids.push(id);
         }
         if ids.is_empty() {
-            // Every phone of the callee leaves as many calls unanswered
-            // as it may: it is not there, as far as anyone can tell.
+            // Every phone of the callee has left as many calls silent as
+            // it may: it is not there, as far as anyone can tell.
             return self.answer(now, server_id, 480, "Temporarily Unavailable");
         }
         if let Some(open) = self.servers.get_mut(&server_id).and_then(|s| s.open.as_mut()) {
@@ -945,7 +945,8 @@ impl Proxy {
                 timeout_at: now + TRANSACTION_TIMEOUT_MS,
                 cancel: Cancel::No,
                 upstream: None,
-                unanswered_phone: None,
+                phone: None,
+                silent: false,
                 leaves_setup_at: (method == "INVITE" && server.is_some()).then_some(now + SETUP_WAIT_MS),
                 timer_at: u64::MAX,
             },
@@ -1139,8 +1140,8 @@ impl Proxy {
             return;
         };
         client.leaves_setup_at = None;
-        if let Some(phone) = client.unanswered_phone.take() {
-            self.setting_up.phone_answered(phone);
+        if let Some(phone) = client.phone.filter(|_| std::mem::take(&mut client.silent)) {
+            self.setting_up.no_longer_silent(phone);
         }
         let invite = client.method == "INVITE";
         let server = client.server;
@@ -1572,6 +1573,10 @@ impl Proxy {
             client.leaves_setup_at = None;
             if let Some(server) = client.server {
                 self.setting_up.leave(server);
+            }
+            if let Some(phone) = client.phone {
+                client.silent = true;
+                self.setting_up.went_silent(phone);
             }
         }
         if client.timeout_at <= now {

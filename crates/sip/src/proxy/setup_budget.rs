@@ -8,12 +8,14 @@
 //! peer or the peers behind it, and holding its slot for Timer B (32 s)
 //! would let a few dead contacts refuse every caller of the peer.
 //!
-//! A phone that answers nothing is also bounded on its own: at most
-//! [`MAX_UNANSWERED_PER_PHONE`] INVITEs wait on one address at once. RFC
-//! 3261 has a UAS send 100 within 200 ms (§17.2.1), so a live phone
-//! never comes close; past it a call gets 480 there at once instead of
-//! seven retransmissions more toward an address that may not even be a
-//! phone.
+//! A phone that answers nothing is also bounded on its own: once
+//! [`MAX_SILENT_PER_PHONE`] INVITEs sent to one address have had no
+//! answer for [`SETUP_WAIT_MS`], it is sent no new one until it answers
+//! something or their Timer B ends; a call gets 480 there at once
+//! instead of seven retransmissions more toward an address that may not
+//! even be a phone. RFC 3261 has a UAS send 100 within 200 ms (§17.2.1):
+//! a live phone, or a PBX taking thousands of calls a second, leaves
+//! none silent that long, however many it has unanswered at once.
 
 use crate::capacity::GiveBack;
 use std::collections::{HashMap, HashSet};
@@ -24,15 +26,18 @@ use std::net::SocketAddr;
 /// alive, even over a slow link, has answered.
 pub const SETUP_WAIT_MS: u64 = 4 * crate::transaction::T1_MS;
 
-/// Most INVITE branches one phone's address may leave unanswered at once.
-pub const MAX_UNANSWERED_PER_PHONE: usize = 32;
+/// How many silent INVITEs (unanswered for [`SETUP_WAIT_MS`]) one
+/// phone address may have before it is sent no new one. More than one,
+/// so that a lost datagram and its first two retransmissions on a lossy
+/// link do not make a live phone unreachable.
+pub const MAX_SILENT_PER_PHONE: usize = 8;
 
 #[derive(Default)]
 pub(super) struct SetupBudget {
     /// Server transactions of calls no next hop has taken yet.
     calls: HashSet<u64>,
-    /// INVITE branches sent to each phone address with nothing back yet.
-    unanswered: HashMap<SocketAddr, usize>,
+    /// INVITE branches to each phone address silent past the wait.
+    silent: HashMap<SocketAddr, usize>,
 }
 
 impl SetupBudget {
@@ -50,27 +55,28 @@ impl SetupBudget {
         self.calls.remove(&server);
     }
 
-    /// Whether `phone` has as many INVITEs unanswered as it may.
-    pub(super) fn phone_is_full(&self, phone: SocketAddr, limit: usize) -> bool {
-        self.unanswered.get(&phone).is_some_and(|n| *n >= limit)
+    /// Whether `phone` has as many silent INVITEs as it may.
+    pub(super) fn phone_is_silent(&self, phone: SocketAddr, limit: usize) -> bool {
+        self.silent.get(&phone).is_some_and(|n| *n >= limit)
     }
 
-    pub(super) fn invite_sent_to(&mut self, phone: SocketAddr) {
-        *self.unanswered.entry(phone).or_default() += 1;
+    /// An INVITE sent to `phone` has had no answer for [`SETUP_WAIT_MS`].
+    pub(super) fn went_silent(&mut self, phone: SocketAddr) {
+        *self.silent.entry(phone).or_default() += 1;
     }
 
-    /// An INVITE sent to `phone` got a response, or its branch ended.
-    pub(super) fn phone_answered(&mut self, phone: SocketAddr) {
-        if let Some(n) = self.unanswered.get_mut(&phone) {
+    /// A silent INVITE sent to `phone` got a response, or its branch ended.
+    pub(super) fn no_longer_silent(&mut self, phone: SocketAddr) {
+        if let Some(n) = self.silent.get_mut(&phone) {
             *n -= 1;
             if *n == 0 {
-                self.unanswered.remove(&phone);
+                self.silent.remove(&phone);
             }
         }
     }
 
     pub(super) fn give_back(&mut self) {
         self.calls.give_back();
-        self.unanswered.give_back();
+        self.silent.give_back();
     }
 }
