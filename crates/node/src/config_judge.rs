@@ -17,6 +17,9 @@ pub struct DocumentJudge {
     current: Configuration,
     /// Who signed each Kind the node knows (§6.5.4.2 conflicts).
     kind_signers: BTreeMap<KindId, Vec<NodeId>>,
+    /// This node's own Node-IDs: a document listing one as a bad-node
+    /// cannot be run.
+    own_node_ids: Vec<NodeId>,
 }
 
 impl DocumentJudge {
@@ -28,9 +31,16 @@ impl DocumentJudge {
             pinned_ca,
             current: signed.configuration.clone(),
             kind_signers: BTreeMap::new(),
+            own_node_ids: Vec::new(),
         };
         judge.learn_kind_signers(&signed);
         Ok(judge)
+    }
+
+    /// The Node-IDs of the node this judge works for.
+    pub fn for_node(mut self, node_ids: &[NodeId]) -> Self {
+        self.own_node_ids = node_ids.to_vec();
+        self
     }
 
     fn verifier(&self) -> CertVerifier {
@@ -77,6 +87,13 @@ impl ConfigurationJudge for DocumentJudge {
             return Err(ConfigRefusal::Incompatible(
                 "it drops the root-cert this node was enrolled under; enroll the node again".into(),
             ));
+        }
+        // §11.1: the overlay's operator has revoked this node.
+        if let Some(me) = self.own_node_ids.iter().find(|n| new.bad_nodes.contains(n)) {
+            return Err(ConfigRefusal::Incompatible(format!(
+                "it lists this node ({}) as a bad-node",
+                me.to_hex()
+            )));
         }
         Ok(())
     }

@@ -481,7 +481,8 @@ impl CertVerifier {
     }
 
     /// Chain, validity and bad-node checks of a remembered certificate,
-    /// done once; expiry is checked again on every use.
+    /// done once; expiry and the bad-node list are checked again on
+    /// every use.
     fn check(&self, key: &[u8], der: &[u8]) -> Result<CertInfo, SecurityError> {
         let cached = self.known().get(key).and_then(|k| k.verdict.clone());
         let verdict = match cached {
@@ -498,6 +499,10 @@ impl CertVerifier {
             }
         };
         let info = verdict.map_err(|_| SecurityError::UnknownSigner)?;
+        // The bad-node list may have grown since the verdict.
+        if self.trust.bad_node_among(&info.node_ids).is_some() {
+            return Err(SecurityError::UnknownSigner);
+        }
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()

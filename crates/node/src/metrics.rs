@@ -99,6 +99,7 @@ pub(crate) struct Metrics {
     links_silent: Counter,
     duplicate_node_ids: Counter,
     links_closed_for_abuse: Counter,
+    links_closed_for_bad_node: Counter,
     configuration_sequence: Gauge,
     configuration_updates_refused: Counter,
     messages_sent: Counter,
@@ -132,6 +133,7 @@ impl Metrics {
             links_silent: Counter::default(),
             duplicate_node_ids: Counter::default(),
             links_closed_for_abuse: Counter::default(),
+            links_closed_for_bad_node: Counter::default(),
             configuration_sequence: Gauge::default(),
             configuration_updates_refused: Counter::default(),
             messages_sent: Counter::default(),
@@ -207,6 +209,11 @@ impl Metrics {
             m.links_closed_for_abuse.clone(),
         );
         r.register(
+            "links_closed_for_bad_node",
+            "Links closed because a configuration update listed their peer as a bad-node (RFC 6940 §11.1)",
+            m.links_closed_for_bad_node.clone(),
+        );
+        r.register(
             "configuration_sequence",
             "Sequence of the configuration document the peer runs on (RFC 6940 §6.3.2.1)",
             m.configuration_sequence.clone(),
@@ -280,6 +287,11 @@ impl Metrics {
     /// A link closed because its peer kept sending bad messages.
     pub(crate) fn link_closed_for_abuse(&self) {
         self.links_closed_for_abuse.inc();
+    }
+
+    /// `n` links closed because their peers became bad nodes.
+    pub(crate) fn links_closed_for_bad_node(&self, n: usize) {
+        self.links_closed_for_bad_node.inc_by(n as u64);
     }
 
     /// The peer runs on configuration `sequence` now.

@@ -156,19 +156,21 @@ impl NodeDir {
 
     /// The engine's security for this node, signing as its first Node-ID.
     pub fn security(&self) -> Result<CertSecurity, NodeDirError> {
+        self.security_with(self.config.trust_store())
+    }
+
+    /// [`security`](Self::security) judging others by `trust`, shared
+    /// with the rest of the peer.
+    pub fn security_with(&self, trust: TrustStore) -> Result<CertSecurity, NodeDirError> {
         let key = pki::key_from_pem(&self.key.serialize_pem()).map_err(|source| NodeDirError::Certificate {
             path: self.path.join("node.key"),
             source,
         })?;
-        CertSecurity::new(
-            key,
-            self.cert_der.clone(),
-            self.info.node_ids[0],
-            self.config.trust_store(),
-        )
-        .map_err(|source| NodeDirError::Certificate {
-            path: self.path.join("node.crt"),
-            source,
+        CertSecurity::new(key, self.cert_der.clone(), self.info.node_ids[0], trust).map_err(|source| {
+            NodeDirError::Certificate {
+                path: self.path.join("node.crt"),
+                source,
+            }
         })
     }
 

@@ -383,13 +383,16 @@ fn load_users(dir: &NodeDir, security: &mut CertSecurity) -> (HashMap<String, si
 pub async fn run(opts: PeerOptions, shutdown: impl Future<Output = ()>) -> Result<(), PeerError> {
     let dir = NodeDir::load(&opts.dir)?;
     let _lock = crate::node_dir::DirLock::take(&opts.dir)?;
-    let mut security = dir.security()?;
+    // One trust store for links, signatures and SIP between peers, so a
+    // configuration update's bad-node list reaches them all at once.
+    let trust = dir.config.trust_store();
+    let mut security = dir.security_with(trust.clone())?;
     let (sip_users, _) = load_users(&dir, &mut security);
     let me = security.node_id();
     let config = dir.config.overlay_config();
     let ctx = Arc::new(config.decode_context()?);
     let tls = Arc::new(LinkTls::new(
-        dir.config.trust_store(),
+        trust,
         dir.cert_der.clone(),
         crate::pki::rustls_key(&dir.key),
     )?);
@@ -462,12 +465,12 @@ async fn drive<T: Topology + Tables>(
         now_ms(),
     );
     engine.observe(true);
-    let judge = crate::config_judge::DocumentJudge::new(&dir.document, dir.pinned_ca.clone()).map_err(|source| {
-        NodeDirError::Config {
+    let judge = crate::config_judge::DocumentJudge::new(&dir.document, dir.pinned_ca.clone())
+        .map_err(|source| NodeDirError::Config {
             path: dir.path.join("reload-config.xml"),
             source,
-        }
-    })?;
+        })?
+        .for_node(&dir.info.node_ids);
     engine.take_configuration_updates(dir.document.clone().into_bytes(), Box::new(judge));
     let (input_tx, input_rx) = mpsc::channel::<Input>(4096);
     tokio::spawn(accept_loop(listener, tls.clone(), ctx.clone(), me, input_tx.clone()));
@@ -962,7 +965,7 @@ impl<T: Topology + Tables> Driver<T> {
                 "Kinds updated by a ConfigUpdate from {source}; they last until the peer restarts unless a new configuration document carries them"
             );
         };
-        let before = (self.dir.config.root_certs.clone(), self.dir.config.bad_nodes.clone());
+        let roots_before = self.dir.config.root_certs.clone();
         let saved = std::str::from_utf8(&document)
             .map_err(|_| "the document is not UTF-8".to_string())
             .and_then(|text| self.dir.save_config(text).map_err(|e| e.to_string()));
@@ -975,17 +978,46 @@ impl<T: Topology + Tables> Driver<T> {
                 );
             }
         }
-        if (self.dir.config.root_certs.clone(), self.dir.config.bad_nodes.clone()) != before {
+        if self.dir.config.root_certs != roots_before {
             tracing::warn!(
-                "configuration sequence {sequence} changes root-cert or bad-node: links and signatures follow them once the peer restarts"
+                "configuration sequence {sequence} changes root-cert: links and signatures follow it once the peer restarts"
             );
         }
+        self.follow_bad_nodes(sequence);
         for a in &self.dir.config.bootstrap_nodes {
             if *a != self.listen && !self.bootstraps.contains(a) {
                 self.bootstraps.push(*a);
             }
         }
         self.plan_refetch();
+    }
+
+    /// RFC 6940 §11.1: the nodes a new configuration lists as bad are
+    /// refused from now on (their links, signatures and SIP connections
+    /// all check the shared trust store), and their links are closed.
+    /// What they stored stays until it expires.
+    fn follow_bad_nodes(&mut self, sequence: u16) {
+        let bad = self.dir.config.bad_nodes.clone();
+        if bad == self.tls.trust.bad_nodes() {
+            return;
+        }
+        self.tls.trust.set_bad_nodes(bad.clone());
+        let closed: Vec<NodeId> = self.links.keys().filter(|n| bad.contains(n)).copied().collect();
+        for peer in &closed {
+            self.links.remove(peer);
+            self.engine.link_down(now_ms(), *peer);
+        }
+        self.metrics.links_closed_for_bad_node(closed.len());
+        let names: Vec<String> = closed.iter().map(|n| n.to_hex()).collect();
+        tracing::warn!(
+            "configuration sequence {sequence} lists {} bad nodes; links closed to: {}",
+            bad.len(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
     }
 
     /// Starts a graceful leave (§10.9): first the registrations this peer

@@ -14,6 +14,7 @@ use rcgen::{
 };
 use reload_wire::{hex, unhex, Decode, Destination, Encode, NodeId};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, UnixTime};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 use thiserror::Error;
 use webpki::{EndEntityCert, KeyUsage};
@@ -310,12 +311,17 @@ pub fn cert_info(der: &[u8], overlay: &str, node_id_length: usize) -> Result<Cer
 
 /// The trust decisions of one overlay: its root certificates (the
 /// configuration's root-cert elements) and its bad-node list (§11.1).
+///
+/// Clones share one bad-node list, so a running peer that adopts a new
+/// configuration refuses the nodes it names at once, in every check:
+/// links, signatures and SIP between peers
+/// ([`set_bad_nodes`](Self::set_bad_nodes)).
 #[derive(Debug, Clone)]
 pub struct TrustStore {
     pub overlay: String,
     pub node_id_length: usize,
     roots: Vec<CertificateDer<'static>>,
-    pub bad_nodes: Vec<NodeId>,
+    bad_nodes: Arc<RwLock<Vec<NodeId>>>,
 }
 
 impl TrustStore {
@@ -329,8 +335,23 @@ impl TrustStore {
             overlay: overlay.to_string(),
             node_id_length,
             roots,
-            bad_nodes,
+            bad_nodes: Arc::new(RwLock::new(bad_nodes)),
         }
+    }
+
+    pub fn bad_nodes(&self) -> Vec<NodeId> {
+        self.bad_nodes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the bad-node list of this store and of every clone.
+    pub fn set_bad_nodes(&self, nodes: Vec<NodeId>) {
+        *self.bad_nodes.write().unwrap_or_else(|p| p.into_inner()) = nodes;
+    }
+
+    /// The first of `node_ids` on the bad-node list.
+    pub fn bad_node_among(&self, node_ids: &[NodeId]) -> Option<NodeId> {
+        let bad = self.bad_nodes.read().unwrap_or_else(|p| p.into_inner());
+        node_ids.iter().find(|n| bad.contains(n)).copied()
     }
 
     pub fn roots(&self) -> &[CertificateDer<'static>] {
@@ -370,8 +391,8 @@ impl TrustStore {
         if info.node_ids.is_empty() {
             return Err(PkiError::NoNodeId);
         }
-        if let Some(bad) = info.node_ids.iter().find(|n| self.bad_nodes.contains(n)) {
-            return Err(PkiError::BadNode(*bad));
+        if let Some(bad) = self.bad_node_among(&info.node_ids) {
+            return Err(PkiError::BadNode(bad));
         }
         Ok(info)
     }

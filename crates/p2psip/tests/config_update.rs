@@ -223,3 +223,83 @@ fn peers_fetch_a_document_too_large_to_hand_on_from_the_configuration_server() {
     }
     wait_consistent(&all, Duration::from_secs(30), "the ring after the change");
 }
+
+/// Whether the peer at `to` takes a link from the node of `node`: the
+/// TLS handshake completes and the peer keeps the link open (for 2 s
+/// here) rather than closing it.
+fn link_taken(rt: &tokio::runtime::Runtime, node: &NodeDir, to: std::net::SocketAddr) -> bool {
+    use tokio::io::AsyncReadExt;
+    rt.block_on(async {
+        let config = common::raw_client::client_config(node.config.trust_store(), Some((node.cert_der.clone(), node)));
+        let tcp = tokio::net::TcpStream::connect(to).await.unwrap();
+        let name = rustls::pki_types::ServerName::IpAddress(to.ip().into());
+        let Ok(mut tls) = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
+            .await
+        else {
+            return false;
+        };
+        // Whatever the peer sends (it may speak first), the link stays.
+        let mut buf = [0u8; 4096];
+        let open = async { while matches!(tls.read(&mut buf).await, Ok(n) if n > 0) {} };
+        tokio::time::timeout(Duration::from_secs(2), open).await.is_err()
+    })
+}
+
+/// RFC 6940 §11.1 on running peers: the operator publishes a document
+/// listing one peer and one other enrolled node as bad-nodes. The other
+/// peers adopt it and refuse both at once, without a restart (their
+/// links, signatures and SIP share one trust store): they close their
+/// links to the peer, a new link from the other node is refused, and the
+/// other three make a ring of their own. The revoked peer cannot run the
+/// document and leaves.
+#[test]
+fn a_node_published_as_a_bad_node_is_cut_off_at_once_and_leaves() {
+    let mut overlay = Overlay::create("cfgbadnode", OVERLAY);
+    let dirs: Vec<_> = (0..4).map(|i| overlay.enroll(&format!("peer{i}"))).collect();
+    let peers = start_ring(&mut overlay, &dirs);
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_consistent(&all, Duration::from_secs(30), "four peers");
+    let bad = NodeDir::load(&dirs[3]).unwrap().info.node_ids[0].to_hex();
+    let rogue = NodeDir::load(&overlay.enroll("rogue")).unwrap();
+    let rt = runtime();
+    assert!(link_taken(&rt, &rogue, peers[0].listen), "a member's link is taken");
+
+    let rogue_id = rogue.info.node_ids[0].to_hex();
+    let published = overlay.publish_config(peers[0].admin, |shown| {
+        let at = shown.find("<max-message-size>").expect("a max-message-size element");
+        let listed = format!("<bad-node>{bad}</bad-node>\n    <bad-node>{rogue_id}</bad-node>\n    ");
+        format!("{}{listed}{}", &shown[..at], &shown[at..])
+    });
+    assert!(published.contains("runs sequence 2 now"), "{published}");
+    let others = &all[..3];
+    let start = Instant::now();
+    wait_for(
+        Duration::from_secs(15),
+        "the others on sequence 2, unlinked from the bad node",
+        || {
+            others.iter().all(|p| {
+                status(p.admin).is_some_and(|s| {
+                    s.configuration_sequence == 2
+                        && ![&s.links, &s.successors, &s.predecessors, &s.fingers]
+                            .iter()
+                            .any(|l| l.contains(&bad))
+                })
+            })
+        },
+    );
+    eprintln!("the bad node was cut off {:?} after the publish", start.elapsed());
+    assert!(
+        !link_taken(&rt, &rogue, peers[0].listen),
+        "a link from a bad node is refused without a restart"
+    );
+    wait_for(Duration::from_secs(15), "the revoked peer to leave", || {
+        status(peers[3].admin).is_none()
+    });
+    let log = std::fs::read_to_string(&peers[3].log).unwrap();
+    assert!(
+        log.contains("as a bad-node"),
+        "the revoked peer says why it left: {log}"
+    );
+    wait_consistent(others, Duration::from_secs(30), "the three others");
+}

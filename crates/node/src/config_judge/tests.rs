@@ -118,6 +118,28 @@ fn a_document_that_drops_the_pinned_ca_cannot_be_run() {
     assert!(matches!(refusal, ConfigRefusal::Incompatible(_)), "{refusal:?}");
 }
 
+/// §11.1: the operator revoked this node; another node runs the same
+/// document.
+#[test]
+fn a_document_listing_this_node_as_a_bad_node_cannot_be_run_by_it() {
+    let s = setup();
+    let me = NodeId::from_u128(0x77);
+    let mut next = s.config.clone();
+    next.sequence = 5;
+    next.bad_nodes = vec![me];
+    let document = next.to_signed_document(&s.signer);
+    let refusal = judge(&s)
+        .for_node(&[me])
+        .check_runnable(document.as_bytes())
+        .unwrap_err();
+    assert!(
+        matches!(&refusal, ConfigRefusal::Incompatible(why) if why.contains("bad-node")),
+        "{refusal:?}"
+    );
+    let other = NodeId::from_u128(0x78);
+    assert!(judge(&s).for_node(&[other]).check_runnable(document.as_bytes()).is_ok());
+}
+
 /// The signers of the adopted document judge the next one.
 #[test]
 fn after_adopting_a_document_its_signers_sign_the_next() {
