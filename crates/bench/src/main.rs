@@ -16,6 +16,7 @@ mod overload;
 mod report;
 mod rig;
 mod scale;
+mod signatures;
 mod sipp;
 mod steal;
 mod throughput;
@@ -317,12 +318,14 @@ fn call_scenarios(args: &Args, work: &Path, domain: &str) -> Result<(PathBuf, Pa
 /// Issue 6 §1: one peer alone, one peer of three, Kamailio.
 fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
     let users: Vec<String> = (0..args.users).map(|i| format!("u{i:04}")).collect();
-    let measure = |name: &str, peers: u16| -> Result<(throughput::Throughput, String, String)> {
+    type Measured = (throughput::Throughput, signatures::SignatureCost, String, String);
+    let measure = |name: &str, peers: u16| -> Result<Measured> {
         eprintln!("p2psip-bench: REGISTER throughput, p2psip with {peers} peer(s)");
         let work = scratch(&args.work, name)?;
         let demo = start_demo(args, p2psip, &work, peers, &users, &[0])?;
         let scenario = register_scenario(args, &work, &demo.domain)?;
         let inject = sipp::users_file(&work, "users.csv", &users, &demo.domain, &demo.password)?;
+        let before = signatures::counted(&demo.admin)?;
         let t = throughput::registers(
             &work,
             &scenario,
@@ -333,14 +336,26 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
             usize::from(args.repeats),
             &|| demo.cpu_seconds(),
         )?;
+        let after = signatures::counted(&demo.admin)?;
+        let registered = t.attempts.iter().map(|a| a.run.successful).sum();
+        // Priced as the responsible peer's first replica checks what the
+        // serving peer signed; one peer alone checks its own.
+        let checker = &demo.node_dirs[demo.node_dirs.len() - 1];
+        let cost = signatures::cost(
+            after.0 - before.0,
+            after.1 - before.1,
+            registered,
+            &demo.node_dirs[0],
+            checker,
+        )?;
         eprintln!(
-            "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
-            t.per_s, t.rates, t.cpu_us_per_op
+            "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each; {:.1} signatures made and {:.1} checked each, {:.0} µs of CPU at {:.1} and {:.1} µs",
+            t.per_s, t.rates, t.cpu_us_per_op, cost.made_per_register, cost.checked_per_register, cost.floor_us, cost.sign_us, cost.check_us
         );
-        Ok((t, demo.domain.clone(), demo.password.clone()))
+        Ok((t, cost, demo.domain.clone(), demo.password.clone()))
     };
-    let (alone, domain, password) = measure("register-1", 1)?;
-    let (of_three, _, _) = measure("register-3", 3)?;
+    let (alone, alone_signatures, domain, password) = measure("register-1", 1)?;
+    let (of_three, of_three_signatures, _, _) = measure("register-3", 3)?;
 
     eprintln!("p2psip-bench: REGISTER throughput, Kamailio");
     let work = scratch(&args.work, "register-kamailio")?;
@@ -369,6 +384,8 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
         ratio_peer_of_three: ratio(&of_three, &reference),
         p2psip_one_peer: alone,
         p2psip_peer_of_three: of_three,
+        signatures_one_peer: alone_signatures,
+        signatures_peer_of_three: of_three_signatures,
         kamailio: reference,
         kamailio_busy,
     })

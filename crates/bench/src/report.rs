@@ -71,6 +71,9 @@ pub struct Registers {
     pub users: usize,
     pub p2psip_one_peer: Throughput,
     pub p2psip_peer_of_three: Throughput,
+    /// What RFC 6940's signatures cost each REGISTER (issue 37 §1).
+    pub signatures_one_peer: crate::signatures::SignatureCost,
+    pub signatures_peer_of_three: crate::signatures::SignatureCost,
     pub kamailio: Throughput,
     pub ratio_one_peer: f64,
     pub ratio_peer_of_three: f64,
@@ -283,6 +286,36 @@ impl Report {
                  peers' threads from /proc/PID/task/*/schedstat, all of Kamailio's processes), over the \
                  run's successful scenarios; SIPp's own is not counted. Per-run figures are under Runs."
             );
+        }
+        if let Some(r) = &self.registers {
+            let _ = writeln!(
+                md,
+                "\nThe signatures' share (issue 37 §1): the peers count the signatures they make and the \
+                 public-key checks they do (`p2psip_signatures_made_total`, `p2psip_signatures_checked_total`), \
+                 priced at what one costs through the peer's code on this machine, over a {}-byte input.\n\n\
+                 | REGISTER | made each | checked each | µs per signature | µs per check | signatures' µs | of the CPU each |\n\
+                 |---|---:|---:|---:|---:|---:|---:|",
+                crate::signatures::INPUT_BYTES
+            );
+            for (what, cost, t) in [
+                ("one peer alone", &r.signatures_one_peer, &r.p2psip_one_peer),
+                (
+                    "the 3 peers of the overlay",
+                    &r.signatures_peer_of_three,
+                    &r.p2psip_peer_of_three,
+                ),
+            ] {
+                let _ = writeln!(
+                    md,
+                    "| {what} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} % |",
+                    cost.made_per_register,
+                    cost.checked_per_register,
+                    cost.sign_us,
+                    cost.check_us,
+                    cost.floor_us,
+                    cost.floor_us / t.cpu_us_per_op * 100.0
+                );
+            }
         }
         if self.calls.is_some() {
             let _ = writeln!(

@@ -214,6 +214,16 @@ impl Metrics {
             m.links_closed_for_bad_node.clone(),
         );
         r.register(
+            "signatures_made",
+            "Signatures this peer made (messages, stored values; RFC 6940 §6.3.4, §7)",
+            crate::identity::SIGNATURES_MADE.clone(),
+        );
+        r.register(
+            "signatures_checked",
+            "Public-key checks of signatures this peer did; signatures it had checked before are not checked again",
+            crate::identity::SIGNATURES_CHECKED.clone(),
+        );
+        r.register(
             "configuration_sequence",
             "Sequence of the configuration document the peer runs on (RFC 6940 §6.3.2.1)",
             m.configuration_sequence.clone(),

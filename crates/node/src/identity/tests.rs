@@ -222,3 +222,20 @@ fn ed25519_keys_are_read_from_certificates_and_other_keys_are_not() {
         Err(SecurityError::BadSignature)
     );
 }
+
+/// Decision 0010: an Ed25519 node signs with ed25519-dalek, and the
+/// signature is the one ring makes (Ed25519 is deterministic, RFC 8032
+/// §5.1.6), so every verifier takes it; other key types sign with ring.
+#[test]
+fn ed25519_keys_sign_with_dalek_and_the_signature_is_rings() {
+    let overlay = Overlay::new();
+    let key = generate_key().unwrap();
+    let by_ring = key.sign(b"input").unwrap();
+    let alice = overlay.member_with_key(key, "alice@x", &[node(1)]);
+    assert!(alice.node.ed25519.is_some(), "the fast path is taken");
+    assert_eq!(alice.sign(b"input").signature_value, by_ring);
+    let rsa = overlay.member_with_key(key_from_pem(RSA_KEY).unwrap(), "rsa@x", &[node(5)]);
+    assert!(rsa.node.ed25519.is_none());
+    let bob = overlay.member("bob@x", 2);
+    assert!(bob.verify(b"r", &rsa.sign(b"r"), &rsa.certificates()).is_ok());
+}
