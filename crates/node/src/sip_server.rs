@@ -454,6 +454,7 @@ impl Core {
     /// between its arrival and now.
     async fn message(&mut self, bytes: Vec<u8>, flow: Flow, side: Side, waited: Option<u64>) {
         let now = now_ms();
+        self.shedder_of(side).observe(now, waited);
         let message = match sip::intake::intake(&bytes) {
             Intake::Request(m) | Intake::Response(m) => m,
             Intake::KeepAlive => return,
@@ -471,18 +472,10 @@ impl Core {
             return self.run(out).await;
         }
         self.metrics.request(message.method().unwrap_or_default());
-        let shedder = match side {
-            Side::Phones => &self.shedder,
-            Side::Overlay => &self.peers_shedder,
-        };
         // A retransmission of a request already taken gets its
         // transaction's answer, never a refusal (§17.2).
-        let refused = if shedder.over_budget(waited) && !self.holds_transaction_of(&message) {
-            let shedder = match side {
-                Side::Phones => &mut self.shedder,
-                Side::Overlay => &mut self.peers_shedder,
-            };
-            shedder.refuse(&message, waited)
+        let refused = if self.shedder_of(side).over_budget(now, waited) && !self.holds_transaction_of(&message) {
+            self.shedder_of(side).refuse(now, &message, waited)
         } else {
             None
         };
@@ -495,6 +488,13 @@ impl Core {
         }
         let out = self.proxy.on_request(now, message, flow, side, &mut self.registrar);
         self.run(out).await;
+    }
+
+    fn shedder_of(&mut self, side: Side) -> &mut sip::overload::Shedder {
+        match side {
+            Side::Phones => &mut self.shedder,
+            Side::Overlay => &mut self.peers_shedder,
+        }
     }
 
     /// Whether `request` is a retransmission of a transaction held here.
