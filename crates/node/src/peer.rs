@@ -610,6 +610,7 @@ async fn drive<T: Topology + Tables>(
         certificates: Default::default(),
         reloads: Vec::new(),
         second_links: HashMap::new(),
+        closing_bad_links: Vec::new(),
         left: false,
         discovery_answers: crate::log_budget::LogBudget::new(20, 1_000),
         refusal_logs: crate::log_budget::LogBudget::new(10, 60_000),
@@ -703,6 +704,9 @@ struct Driver<T: Topology + Tables> {
     /// Second links for a Node-ID already linked, being checked
     /// ([`crate::same_node_id`]).
     second_links: HashMap<NodeId, Check<LinkHandle>>,
+    /// Links to close once the engine's pending actions are carried out
+    /// ([`follow_bad_nodes`](Self::follow_bad_nodes)).
+    closing_bad_links: Vec<NodeId>,
     /// Multicast discovery answers sent: at most 20 a second.
     discovery_answers: crate::log_budget::LogBudget,
     /// Refused ConfigUpdates logged: any member can send one.
@@ -930,6 +934,26 @@ impl<T: Topology + Tables> Driver<T> {
             self.metrics.observe(o);
         }
         let mut left = self.left;
+        loop {
+            self.drain_engine_actions(&mut left);
+            // Links to nodes just listed as bad close once the actions
+            // before them went out: the new document among them, so that
+            // the listed node learns it is revoked (and leaves).
+            let closing = std::mem::take(&mut self.closing_bad_links);
+            if closing.is_empty() {
+                break;
+            }
+            for peer in closing {
+                if self.links.remove(&peer).is_some() {
+                    self.engine.link_down(now_ms(), peer);
+                }
+            }
+        }
+        self.left = left;
+        left
+    }
+
+    fn drain_engine_actions(&mut self, left: &mut bool) {
         while let Some(action) = self.engine.poll_action() {
             match action {
                 Action::Send { to, bytes, .. } => match self.links.get(&to) {
@@ -946,11 +970,9 @@ impl<T: Topology + Tables> Driver<T> {
                         self.engine.link_down(now_ms(), peer);
                     }
                 }
-                Action::Event(event) => left |= self.on_event(*event),
+                Action::Event(event) => *left |= self.on_event(*event),
             }
         }
-        self.left = left;
-        left
     }
 
     /// The engine runs on a new configuration (§6.5.4): keep the document
@@ -965,6 +987,15 @@ impl<T: Topology + Tables> Driver<T> {
                 "Kinds updated by a ConfigUpdate from {source}; they last until the peer restarts unless a new configuration document carries them"
             );
         };
+        // The engine's judge checked the document's signatures: its
+        // bad-node list applies even if it cannot be saved.
+        let listed = std::str::from_utf8(&document)
+            .ok()
+            .and_then(|text| crate::config_doc::SignedConfiguration::parse(text, None).ok())
+            .map(|signed| signed.configuration.bad_nodes);
+        if let Some(bad) = listed {
+            self.follow_bad_nodes(sequence, bad);
+        }
         let roots_before = self.dir.config.root_certs.clone();
         let saved = std::str::from_utf8(&document)
             .map_err(|_| "the document is not UTF-8".to_string())
@@ -983,7 +1014,6 @@ impl<T: Topology + Tables> Driver<T> {
                 "configuration sequence {sequence} changes root-cert: links and signatures follow it once the peer restarts"
             );
         }
-        self.follow_bad_nodes(sequence);
         for a in &self.dir.config.bootstrap_nodes {
             if *a != self.listen && !self.bootstraps.contains(a) {
                 self.bootstraps.push(*a);
@@ -996,17 +1026,14 @@ impl<T: Topology + Tables> Driver<T> {
     /// refused from now on (their links, signatures and SIP connections
     /// all check the shared trust store), and their links are closed.
     /// What they stored stays until it expires.
-    fn follow_bad_nodes(&mut self, sequence: u16) {
-        let bad = self.dir.config.bad_nodes.clone();
+    fn follow_bad_nodes(&mut self, sequence: u16, bad: Vec<NodeId>) {
         if bad == self.tls.trust.bad_nodes() {
             return;
         }
         self.tls.trust.set_bad_nodes(bad.clone());
+        self.second_links.retain(|peer, _| !bad.contains(peer));
         let closed: Vec<NodeId> = self.links.keys().filter(|n| bad.contains(n)).copied().collect();
-        for peer in &closed {
-            self.links.remove(peer);
-            self.engine.link_down(now_ms(), *peer);
-        }
+        self.closing_bad_links.extend(closed.iter().copied());
         self.metrics.links_closed_for_bad_node(closed.len());
         let names: Vec<String> = closed.iter().map(|n| n.to_hex()).collect();
         tracing::warn!(
@@ -1482,6 +1509,11 @@ impl<T: Topology + Tables> Driver<T> {
     /// one peer dialled at once: keep the one the smaller Node-ID dialled,
     /// so both ends keep the same one; a redial by the same end wins).
     fn take_link(&mut self, now: u64, peer: NodeId, handle: LinkHandle, bootstrap: bool) {
+        if self.tls.trust.bad_node_among(&[peer]).is_some() {
+            // Listed while its handshake or second-link check was under
+            // way: dropping the handle closes it.
+            return;
+        }
         if let Some(old) = self.links.get(&peer) {
             let keep_old = old.initiator != handle.initiator && old.initiator < handle.initiator;
             if keep_old {

@@ -367,6 +367,21 @@ impl TrustStore {
         intermediates: &[CertificateDer<'_>],
         now: SystemTime,
     ) -> Result<CertInfo, PkiError> {
+        let info = self.verify_chain(end_entity, intermediates, now)?;
+        if let Some(bad) = self.bad_node_among(&info.node_ids) {
+            return Err(PkiError::BadNode(bad));
+        }
+        Ok(info)
+    }
+
+    /// [`verify`](Self::verify) without the bad-node list, for a verdict
+    /// kept while the list may change.
+    pub fn verify_chain(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: SystemTime,
+    ) -> Result<CertInfo, PkiError> {
         let anchors: Vec<_> = self
             .roots
             .iter()
@@ -390,9 +405,6 @@ impl TrustStore {
         let info = cert_info(end_entity, &self.overlay, self.node_id_length)?;
         if info.node_ids.is_empty() {
             return Err(PkiError::NoNodeId);
-        }
-        if let Some(bad) = self.bad_node_among(&info.node_ids) {
-            return Err(PkiError::BadNode(bad));
         }
         Ok(info)
     }

@@ -474,7 +474,7 @@ impl Core {
         self.metrics.request(message.method().unwrap_or_default());
         // A retransmission of a request already taken gets its
         // transaction's answer, never a refusal (§17.2).
-        let refused = if self.shedder_of(side).over_budget(now, waited) && !self.holds_transaction_of(&message) {
+        let refused = if self.shedder_of(side).over_budget(now, waited) && !self.holds_transaction_of(now, &message) {
             self.shedder_of(side).refuse(now, &message, waited)
         } else {
             None
@@ -498,10 +498,10 @@ impl Core {
     }
 
     /// Whether `request` is a retransmission of a transaction held here.
-    fn holds_transaction_of(&self, request: &SipMessage) -> bool {
+    fn holds_transaction_of(&self, now: u64, request: &SipMessage) -> bool {
         match request.method() {
             Some("REGISTER") => TransactionKey::of(request).is_some_and(|k| self.registers.holds(&k)),
-            _ => self.proxy.holds_transaction_of(request),
+            _ => self.proxy.holds_transaction_of(now, request),
         }
     }
 

@@ -61,6 +61,9 @@ pub struct Shedder {
     refused: u64,
     /// Since when every message read waited longer than [`STANDING_MS`].
     above_since: Option<u64>,
+    /// When the last message was read: a gap of [`INTERVAL_MS`] with
+    /// nothing read means the queue was empty (CoDel resets then too).
+    last_read: u64,
     /// Until when the budget applies without waiting for the queue to
     /// stand again.
     alert_until: u64,
@@ -73,6 +76,7 @@ impl Shedder {
             salt,
             refused: 0,
             above_since: None,
+            last_read: 0,
             alert_until: 0,
         }
     }
@@ -81,9 +85,14 @@ impl Shedder {
     /// long it waited tells whether the queue stands.
     pub fn observe(&mut self, now: u64, queue_age_ms: Option<u64>) {
         let Some(age) = queue_age_ms else { return };
+        let idle = now.saturating_sub(self.last_read) > INTERVAL_MS;
+        self.last_read = now;
         if age <= STANDING_MS {
             self.above_since = None;
             return;
+        }
+        if idle {
+            self.above_since = None;
         }
         let since = *self.above_since.get_or_insert(now);
         if now.saturating_sub(since) >= INTERVAL_MS {
@@ -204,6 +213,19 @@ mod tests {
         }
         let late = 10 * QUEUE_AGE_BUDGET_MS + 1;
         assert!(shedder.refuse(1_200, &invite, Some(late)).is_some());
+    }
+
+    /// Messages far apart that each waited a little are no standing
+    /// queue: the queue emptied in between.
+    #[test]
+    fn an_idle_gap_is_not_a_standing_queue() {
+        let mut shedder = Shedder::new(QUEUE_AGE_BUDGET_MS, 7);
+        let invite = request("INVITE", "");
+        let age = Some(QUEUE_AGE_BUDGET_MS + 5);
+        for t in (0..1_000).step_by(200) {
+            shedder.observe(t, age);
+            assert!(shedder.refuse(t, &invite, age).is_none(), "t={t}");
+        }
     }
 
     /// Sustained overload that oscillates (the shedding drains the queue,

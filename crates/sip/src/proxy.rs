@@ -388,8 +388,12 @@ impl Proxy {
     /// Whether `request` belongs to a server transaction this proxy holds
     /// (a retransmission): it gets the transaction's answer, never a
     /// refusal for overload.
-    pub fn holds_transaction_of(&self, request: &SipMessage) -> bool {
-        TransactionKey::of(request).is_some_and(|k| self.server_ids.contains_key(&k))
+    /// Whether `request` belongs to a server transaction held here, open
+    /// or finished: its retransmission gets that transaction's answer,
+    /// never an overload refusal.
+    pub fn holds_transaction_of(&self, now: u64, request: &SipMessage) -> bool {
+        TransactionKey::of(request)
+            .is_some_and(|k| self.server_ids.contains_key(&k) || self.finished.get(self.server_key(&k), now).is_some())
     }
 
     pub fn transaction_count(&self) -> (usize, usize) {

@@ -239,3 +239,35 @@ fn ed25519_keys_sign_with_dalek_and_the_signature_is_rings() {
     let bob = overlay.member("bob@x", 2);
     assert!(bob.verify(b"r", &rsa.sign(b"r"), &rsa.certificates()).is_ok());
 }
+
+/// RFC 6940 §11.1, live: a node put on the bad-node list is refused at
+/// once, even with its certificate's verdict remembered, and trusted
+/// again once taken off.
+#[test]
+fn the_bad_node_list_applies_to_remembered_certificates_both_ways() {
+    let overlay = Overlay::new();
+    let (alice, bob) = (overlay.member("alice@x", 1), overlay.member("bob@x", 2));
+    let input = |n: u8| vec![n; 32];
+    assert!(bob
+        .verify(&input(1), &alice.sign(&input(1)), &alice.certificates())
+        .is_ok());
+    bob.verifier().trust().set_bad_nodes(vec![node(1)]);
+    assert_eq!(
+        bob.verify(&input(2), &alice.sign(&input(2)), &alice.certificates()),
+        Err(SecurityError::UnknownSigner)
+    );
+    bob.verifier().trust().set_bad_nodes(Vec::new());
+    assert!(bob
+        .verify(&input(3), &alice.sign(&input(3)), &alice.certificates())
+        .is_ok());
+    // First seen while listed: the verdict kept must not hold the listing.
+    let carol = overlay.member("carol@x", 3);
+    bob.verifier().trust().set_bad_nodes(vec![node(3)]);
+    assert!(bob
+        .verify(&input(4), &carol.sign(&input(4)), &carol.certificates())
+        .is_err());
+    bob.verifier().trust().set_bad_nodes(Vec::new());
+    assert!(bob
+        .verify(&input(5), &carol.sign(&input(5)), &carol.certificates())
+        .is_ok());
+}

@@ -712,6 +712,9 @@ fn after_the_final_response_retransmissions_are_absorbed_or_answered_as_rfc_6026
     register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
     let mut proxy = Proxy::new(me(), 9);
     one_call(&mut proxy, &mut reg, 0, 1);
+    // Held, so the peer's overload shedding leaves them alone.
+    assert!(proxy.holds_transaction_of(100, &retransmitted("INVITE", 1)));
+    assert!(proxy.holds_transaction_of(100, &retransmitted("BYE", 1)));
     // Accepted (RFC 6026 §7.1): the INVITE is absorbed, the callee
     // resends its own 2xx.
     let out = proxy.on_request(100, retransmitted("INVITE", 1), udp(7001), Side::Phones, &mut reg);
@@ -722,6 +725,7 @@ fn after_the_final_response_retransmissions_are_absorbed_or_answered_as_rfc_6026
     assert_eq!(out[0].0, udp(7001));
     proxy.tick(TRANSACTION_TIMEOUT_MS);
     assert_eq!(proxy.transaction_count(), (0, 0), "Timers J, L and M ended");
+    assert!(!proxy.holds_transaction_of(TRANSACTION_TIMEOUT_MS, &retransmitted("BYE", 1)));
 }
 
 #[test]
@@ -1122,10 +1126,10 @@ fn calls_past_the_setup_budget_are_shed_and_one_the_next_hop_takes_makes_room() 
     let out = sent(&proxy.on_request(3, in_dialog, udp(7001), Side::Phones, &mut reg));
     assert!(!codes(&out).contains(&503), "{:?}", codes(&out));
     assert!(
-        proxy.holds_transaction_of(&invite("z9hG4bKu1")),
+        proxy.holds_transaction_of(3, &invite("z9hG4bKu1")),
         "its retransmission is not new work"
     );
-    assert!(!proxy.holds_transaction_of(&invite("z9hG4bKu9")));
+    assert!(!proxy.holds_transaction_of(3, &invite("z9hG4bKu9")));
     // The callee's peer says it is working on the call.
     let out = sent(&proxy.on_response(4, respond(&forwarded, 100, None), tls(PEER4)));
     assert!(out.is_empty(), "a 100 goes no further");
