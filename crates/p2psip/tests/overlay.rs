@@ -38,6 +38,12 @@ fn twenty_peers_form_a_ring_heal_five_crashes_and_one_leaves_gracefully() {
         sorted_ids(&all),
         "`p2psip ring` lists exactly the 20"
     );
+    // No peer dialled itself while joining (it used to, answering its own
+    // Attach, and was refused as a copy of itself).
+    for p in &all {
+        let log = std::fs::read_to_string(&p.log).unwrap();
+        assert!(!log.contains("own Node-ID"), "{}: {log}", p.log.display());
+    }
 
     // SIGKILL five peers at once: every fourth in ring order, so each
     // replica set (a peer and its two successors) keeps a live member.
