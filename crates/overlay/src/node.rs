@@ -1992,12 +1992,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.topology.on_answer(now, token, answer, &mut self.commands);
             }
             Purpose::Attach { token } => match outcome {
-                Ok(Body::AttachAns(ans)) if from == self.me => {
+                Ok(Body::AttachAns(_)) if from == self.me => {
                     // This node answered its own Attach (it is responsible
                     // for the target in its own view, as while it joins):
                     // there is no one to link to, and dialling its own
                     // address would only be refused as a copy of itself.
-                    drop(ans);
                     self.topology
                         .on_answer(now, token, Err(RequestFailure::NoRoute), &mut self.commands);
                 }
