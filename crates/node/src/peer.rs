@@ -987,9 +987,11 @@ impl<T: Topology + Tables> Driver<T> {
                 "Kinds updated by a ConfigUpdate from {source}; they last until the peer restarts unless a new configuration document carries them"
             );
         };
+        let text = std::str::from_utf8(&document).map_err(|_| "the document is not UTF-8".to_string());
         // The engine's judge checked the document's signatures: its
         // bad-node list applies even if it cannot be saved.
-        let listed = std::str::from_utf8(&document)
+        let listed = text
+            .as_ref()
             .ok()
             .and_then(|text| crate::config_doc::SignedConfiguration::parse(text, None).ok())
             .map(|signed| signed.configuration.bad_nodes);
@@ -997,9 +999,7 @@ impl<T: Topology + Tables> Driver<T> {
             self.follow_bad_nodes(sequence, bad);
         }
         let roots_before = self.dir.config.root_certs.clone();
-        let saved = std::str::from_utf8(&document)
-            .map_err(|_| "the document is not UTF-8".to_string())
-            .and_then(|text| self.dir.save_config(text).map_err(|e| e.to_string()));
+        let saved = text.and_then(|text| self.dir.save_config(text).map_err(|e| e.to_string()));
         match saved {
             Ok(()) => tracing::info!("configuration sequence {sequence} adopted from {source} and saved"),
             Err(e) => {

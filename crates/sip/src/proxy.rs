@@ -1102,10 +1102,10 @@ impl Proxy {
         let Some((_, method)) = response.cseq() else {
             return Vec::new();
         };
-        let branch = top.branch().unwrap_or_default().to_string();
-        let finished_key = self.client_key(&branch, &method);
-        let Some(&id) = self.client_ids.get(&(branch, method.clone())) else {
-            match self.finished.get(finished_key, now) {
+        let key = (top.branch().unwrap_or_default().to_string(), method);
+        let Some(&id) = self.client_ids.get(&key) else {
+            let (branch, method) = key;
+            match self.finished.get(self.client_key(&branch, &method), now) {
                 // RFC 6026 §7.2 (Timer M): a 2xx again goes upstream.
                 Some(Afterlife::ClientAccepted { upstream }) if (200..300).contains(&status) => {
                     let upstream = *upstream;
