@@ -503,7 +503,7 @@ async fn drive<T: Topology + Tables>(
         let overlay_side = sockets
             .overlay_addr()
             .map_err(|source| PeerError::Listen { addr, source })?;
-        engine.offer_application(overlay::sip_usage::SIPS_APPLICATION, IpAddressPort::Ip(overlay_side));
+        engine.offer_application(peer_core::sip_usage::SIPS_APPLICATION, IpAddressPort::Ip(overlay_side));
         let proxy_seed = u64::from_be_bytes(secret[..8].try_into().unwrap_or_default()) ^ seed;
         let (control_tx, control_rx) = mpsc::channel(4);
         sip_control = Some(control_tx);
@@ -1088,7 +1088,7 @@ impl<T: Topology + Tables> Driver<T> {
         let now = now_ms();
         for name in std::mem::take(&mut self.published) {
             let resource = self.engine.resource_id(name.as_bytes());
-            let removal = overlay::sip_usage::route_to_me(self.me, false);
+            let removal = peer_core::sip_usage::route_to_me(self.me, false);
             let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
             if let Some(id) = self.engine.store_as(now, &name, resource, kind, vec![removal], 60) {
                 self.withdrawing.insert(id);
@@ -1419,7 +1419,7 @@ impl<T: Topology + Tables> Driver<T> {
                     self.published.remove(&resource_name);
                 }
                 let resource = self.engine.resource_id(resource_name.as_bytes());
-                let value = overlay::sip_usage::route_to_me(self.me, lifetime_s > 0);
+                let value = peer_core::sip_usage::route_to_me(self.me, lifetime_s > 0);
                 // A removal (exists = false) lives a minute, long enough to
                 // replace the value at every replica.
                 let lifetime = if lifetime_s > 0 { lifetime_s } else { 60 };
@@ -1819,7 +1819,7 @@ impl<T: Topology + Tables> Driver<T> {
         }
         for name in &removed {
             let resource = self.engine.resource_id(name.as_bytes());
-            let removal = overlay::sip_usage::route_to_me(self.me, false);
+            let removal = peer_core::sip_usage::route_to_me(self.me, false);
             let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
             waiting.extend(self.engine.store_as(now, name, resource, kind, vec![removal], 60));
             waiting.extend(self.certificates.store_user(&mut self.engine, now, name, false));

@@ -2,8 +2,8 @@
 //! [`Locator`] of the SIP usage (RFC 7904 §4.2) runs on the engine task,
 //! and each outcome goes back to the SIP task that asked.
 
-use overlay::sip_usage::{Located, Locator};
 use overlay::{OverlayNode, RequestFailure, RequestId, Security, Topology};
+use peer_core::sip_usage::{Located, Locator};
 use reload_wire::{Body, NodeId};
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -19,7 +19,7 @@ use crate::peer::{now_ms, Input};
 use crate::sip_peer_ids::PeerIds;
 use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
 use crate::sip_tcp::{accept_tcp, open_connection, OpenFailure};
-use overlay::sip_usage::Located;
+use peer_core::sip_usage::Located;
 use reload_wire::NodeId;
 use sip::intake::Intake;
 use sip::message::ParseError;
@@ -581,7 +581,7 @@ impl Core {
         flow: Flow,
         changed: bool,
     ) {
-        let resource_name = overlay::sip_usage::resource_name(&user, self.registrar.domain());
+        let resource_name = peer_core::sip_usage::resource_name(&user, self.registrar.domain());
         let (reply, done) = oneshot::channel();
         let publish = SipOverlayRequest::Publish {
             resource_name,
@@ -634,7 +634,7 @@ impl Core {
     }
 
     async fn locate(&mut self, lookup: u64, user: String) {
-        let resource_name = overlay::sip_usage::resource_name(&user, self.registrar.domain());
+        let resource_name = peer_core::sip_usage::resource_name(&user, self.registrar.domain());
         let (reply, answer) = oneshot::channel();
         let request = SipOverlayRequest::Locate { resource_name, reply };
         if self.overlay.send(Input::Sip(request)).await.is_err() {

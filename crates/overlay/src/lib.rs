@@ -20,9 +20,9 @@ pub mod link_liveness;
 pub mod node;
 pub mod ring;
 pub mod security;
-pub mod sip_usage;
 pub mod sorted;
 pub mod storage;
+pub mod testing;
 pub mod topology;
 
 pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, StorageQuota};

@@ -38,7 +38,7 @@ pub(crate) struct SimNode {
     pub pending: BTreeMap<u64, Pending>,
     pub item: Option<usize>,
     /// Finds callees' peers for calls from the phones served here.
-    pub locator: overlay::sip_usage::Locator,
+    pub locator: peer_core::sip_usage::Locator,
     pub calls: BTreeMap<u64, crate::phones::Call>,
     pub next_call: u64,
     /// This peer's own draws (message loss), so they do not depend on

@@ -417,7 +417,7 @@ impl Simulation {
             seed,
             EPOCH_MS + self.now,
         );
-        engine.offer_application(overlay::sip_usage::SIPS_APPLICATION, address_of(host));
+        engine.offer_application(peer_core::sip_usage::SIPS_APPLICATION, address_of(host));
         let item = ((host as usize) < self.items.len()).then_some(host as usize);
         self.nodes.push(Some(SimNode {
             engine,
@@ -847,7 +847,7 @@ impl Simulation {
         };
         for name in withdrawn {
             let resource = n.engine.resource_id(name.as_bytes());
-            let removal = overlay::sip_usage::route_to_me(n.engine.node_id(), false);
+            let removal = peer_core::sip_usage::route_to_me(n.engine.node_id(), false);
             let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
             let _ = n.engine.store_as(now, &name, resource, kind, vec![removal], 60);
         }
@@ -1050,7 +1050,7 @@ impl Simulation {
                 if !n.joined || n.leaving {
                     return;
                 }
-                let value = overlay::sip_usage::route_to_me(n.engine.node_id(), true);
+                let value = peer_core::sip_usage::route_to_me(n.engine.node_id(), true);
                 let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
                 let lifetime = phones::REGISTRATION_LIFETIME_S;
                 if let Some(id) = n.engine.store_as(now_abs, &name, resource, kind, vec![value], lifetime) {

@@ -3,7 +3,7 @@
 //! SIP-REGISTRATION signed as the user, routing to the peer) and refreshes
 //! it. Users call each other: the caller's peer finds the callee's peer
 //! with the same sans-IO locator the daemon runs
-//! ([`overlay::sip_usage::Locator`]: Fetch, verify, ask the replicas,
+//! ([`peer_core::sip_usage::Locator`]: Fetch, verify, ask the replicas,
 //! AppAttach). When a user's peer leaves or crashes, the phone registers
 //! with another peer after [`PHONE_FAILOVER_MS`], as a phone with a second
 //! outbound proxy does. The SIP messages themselves (phone to peer, peer to
@@ -11,8 +11,8 @@
 //! is the overlay's part of call setup.
 
 use crate::network::{address_of, Host};
-use overlay::sip_usage::Located;
 use overlay::SimulatedSecurity;
+use peer_core::sip_usage::Located;
 use reload_wire::{IpAddressPort, ResourceId};
 use std::net::SocketAddr;
 
@@ -45,7 +45,7 @@ pub(crate) struct User {
 
 impl User {
     pub fn new(index: usize, hasher: &overlay::ChordReload) -> Self {
-        let name = overlay::sip_usage::resource_name(&format!("phone{index}"), DOMAIN);
+        let name = peer_core::sip_usage::resource_name(&format!("phone{index}"), DOMAIN);
         let resource = overlay::Topology::resource_id(hasher, name.as_bytes());
         User {
             pos: overlay::ring::resource_position(&resource),
@@ -98,7 +98,7 @@ pub(crate) fn enroll(security: &mut SimulatedSecurity, user: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use overlay::sip_usage::SipPeer;
+    use peer_core::sip_usage::SipPeer;
     use reload_wire::NodeId;
 
     #[test]

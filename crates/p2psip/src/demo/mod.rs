@@ -381,7 +381,7 @@ fn start(args: StartArgs) -> Result<()> {
             aor: format!("sip:{u}@{}", args.overlay),
             domain: args.overlay.clone(),
             registrar: sip[home(j)],
-            resource_name: overlay::sip_usage::resource_name(u, &args.overlay),
+            resource_name: peer_core::sip_usage::resource_name(u, &args.overlay),
             peer: home(j),
         })
         .collect();

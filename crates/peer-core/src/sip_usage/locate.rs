@@ -21,9 +21,9 @@
 //! run this same code.
 
 use super::{app_address, fetch_registrations, Target, SIPS_APPLICATION};
-use crate::node::{OverlayNode, RequestId};
-use crate::security::Security;
-use crate::topology::{RequestFailure, Topology};
+use overlay::Security;
+use overlay::{OverlayNode, RequestId};
+use overlay::{RequestFailure, Topology};
 use reload_wire::storage::{ArrayRange, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
 use reload_wire::{Body, Destination, FetchReq, IpAddressPort, NodeId, ResourceId};
