@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use node::discovery::{answer, Datagram, Round, Verb, MAX_DATAGRAM};
+use peer_core::discovery::{answer, Datagram, Round, Verb, MAX_DATAGRAM};
 use reload_wire::NodeId;
 
 fuzz_target!(|data: &[u8]| {

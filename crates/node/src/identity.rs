@@ -561,6 +561,14 @@ impl Security for CertSecurity {
         self.users.get(user).map(|s| s as &dyn Signer)
     }
 
+    fn enrolled_users(&self) -> Vec<String> {
+        self.user_names().map(str::to_string).collect()
+    }
+
+    fn enrolled_certificate(&self, user: &str) -> Option<Vec<u8>> {
+        self.user_certificate(user).map(<[u8]>::to_vec)
+    }
+
     fn own_credential(&self, user: Option<&str>) -> Result<Credential, SecurityError> {
         let signer = match user {
             None => &self.node,

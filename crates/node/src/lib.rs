@@ -3,7 +3,6 @@
 //! the tokio driver of the sans-IO overlay engine over TLS links.
 
 pub mod admin;
-mod certificates;
 pub mod config_doc;
 pub mod config_judge;
 mod config_refetch;
@@ -20,7 +19,6 @@ pub mod overlay_dir;
 pub mod peer;
 pub mod pki;
 mod same_node_id;
-mod sip_locate;
 mod sip_peer_ids;
 pub mod sip_report;
 pub mod sip_server;

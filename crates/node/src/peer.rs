@@ -1,15 +1,11 @@
-//! The peer: a thin tokio driver around the sans-IO engine
-//! ([`overlay::OverlayNode`] with Chord-reload and [`CertSecurity`]).
+//! The peer: a tokio driver around the sans-IO peer core
+//! ([`peer_core::PeerCore`]: the engine with Chord-reload and
+//! [`CertSecurity`], the usages, the bootstrap).
 //!
-//! One task owns the engine. Link tasks, the listener, connection attempts
-//! and the admin API talk to it through one channel; it turns the engine's
-//! actions into link writes and connection attempts, and sleeps until the
-//! engine's next timer.
-//!
-//! Bootstrap (§11.4) tries `--bootstrap`, then the configuration's
-//! bootstrap nodes, then the peers cached by the last run. A peer with no
-//! one to try, or one that is itself a configured bootstrap node and finds
-//! nobody, starts a new ring alone; any other peer keeps trying.
+//! One task owns the core. Link tasks, the listener, connection attempts
+//! and the admin API talk to it through one channel; it turns the core's
+//! outputs into link writes, connection attempts and datagrams, and sleeps
+//! until the core's next timer.
 
 use crate::identity::CertSecurity;
 use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
@@ -19,7 +15,10 @@ use crate::pki::cert_info;
 use crate::same_node_id::{
     self, Answer, Check, Verdict, CHECK_LINKS_OLDER_THAN, CHECK_TIMEOUT, HELD_REQUESTS, REFUSING_FOR,
 };
-use overlay::{Action, ChordReload, ClientTopology, Event, OverlayNode, RequestFailure, RequestId, Topology};
+use overlay::{ChordReload, ClientTopology, Event, OverlayNode, RequestFailure, RequestId, Topology};
+use peer_core::bootstrap::BootstrapPlan;
+use peer_core::sip_usage::Located;
+use peer_core::{Input as CoreInput, Output, PeerCore};
 use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
 use reload_wire::usages::kind_id;
 use reload_wire::{
@@ -38,18 +37,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long a graceful leave may take before the process exits anyway.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a leave waits for the removals of the peer's registrations to
-/// be answered before it begins (they are a Store each, answered in a few
-/// overlay round trips).
-const WITHDRAW_WAIT: Duration = Duration::from_secs(3);
-/// Discovery rounds spent waiting for a smaller peer to start the overlay
-/// before starting it anyway.
-const MAX_ROUNDS_WAITED: u32 = 5;
 /// The most announced peer addresses kept (a bound on memory a flood of
 /// Attaches could take).
 const ANNOUNCED_LIMIT: usize = 1024;
-/// Pause between bootstrap rounds while nobody answers.
-const BOOTSTRAP_RETRY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum PeerError {
@@ -71,6 +61,8 @@ pub enum PeerError {
     IncompatibleConfiguration(String),
     #[error("--admin {0} is not a loopback address: give the admin API a token (P2PSIP_ADMIN_TOKEN or --admin-token-file FILE; clients send Authorization: Bearer TOKEN)")]
     AdminWithoutToken(SocketAddr),
+    #[error(transparent)]
+    Usage(#[from] peer_core::usage::KindPolicyMismatch),
 }
 
 /// What `p2psip peer` was asked to do.
@@ -260,16 +252,14 @@ pub enum AdminRequest {
 enum AdminPending {
     Certificate(NodeId, oneshot::Sender<Result<FetchedCertificate, String>>),
     Probe(oneshot::Sender<Result<ProbedPeer, String>>),
-    SipPublish(oneshot::Sender<Result<(), String>>),
 }
 
 /// An account reload ([`Input::ReloadUsers`]) whose changes the overlay
-/// has not answered yet: the new users' certificates, the removed users'
-/// removals. It is answered once they all are, so a caller of `p2psip user`
-/// knows the overlay has the change when the command returns.
+/// has not answered yet (the core's [`Output::AccountsStored`]): the new
+/// users' certificates, the removed users' removals. It is answered once
+/// they all are, so a caller of `p2psip user` knows the overlay has the
+/// change when the command returns.
 struct ReloadWait {
-    waiting: HashSet<RequestId>,
-    failures: Vec<String>,
     summary: String,
     digests: HashMap<String, sip::digest::Ha1>,
     /// Users removed: the node signs as them until their removals are
@@ -545,22 +535,6 @@ async fn drive<T: Topology + Tables>(
         dir.config.instance_name
     );
 
-    let mut bootstraps: Vec<SocketAddr> = Vec::new();
-    for a in opts
-        .bootstrap
-        .iter()
-        .chain(dir.config.bootstrap_nodes.iter())
-        .chain(dir.cached_peers().iter())
-    {
-        if *a != listen && !bootstraps.contains(a) {
-            bootstraps.push(*a);
-        }
-    }
-    let configured = opts
-        .bootstrap
-        .iter()
-        .chain(&dir.config.bootstrap_nodes)
-        .any(|a| *a != listen);
     let multicast = match dir.config.multicast_bootstrap {
         Some(group) => {
             let sockets = crate::discovery::open(group, listen.ip())
@@ -573,18 +547,19 @@ async fn drive<T: Topology + Tables>(
         }
         None => None,
     };
-    // Rather than split the overlay, a peer that knows where it is keeps
-    // trying; see `Driver::start`.
-    let may_start_alone = if opts.client {
-        false
-    } else if multicast.is_some() {
-        !configured || dir.config.bootstrap_nodes.contains(&listen)
-    } else {
-        bootstraps.is_empty() || dir.config.bootstrap_nodes.contains(&listen)
-    };
+    let plan = BootstrapPlan::new(
+        listen,
+        opts.client,
+        &dir.config.bootstrap_nodes,
+        &opts.bootstrap,
+        &dir.cached_peers(),
+        multicast.is_some(),
+    );
+    let certificate = Some((dir.cert_der.clone(), dir.info.user.clone()));
+    let core = PeerCore::new(engine, plan, opts.client, certificate)?;
     let mut driver = Driver {
         client: opts.client,
-        engine,
+        core,
         me,
         tls,
         ctx,
@@ -594,38 +569,29 @@ async fn drive<T: Topology + Tables>(
         input_tx,
         listen,
         dir,
-        bootstraps,
-        attempt: 0,
-        bootstrap_failures: 0,
-        may_start_alone,
-        retry_bootstrap: None,
         multicast,
-        round: None,
-        rounds_waited: 0,
         announced: HashMap::new(),
         started: now_ms(),
         pending: HashMap::new(),
-        sip_locator: Default::default(),
+        next_token: 0,
+        publishes: HashMap::new(),
+        locates: HashMap::new(),
+        unverified_logged: 0,
         sip_control,
-        certificates: Default::default(),
-        reloads: Vec::new(),
+        reloads: HashMap::new(),
         second_links: HashMap::new(),
         closing_bad_links: Vec::new(),
         left: false,
-        discovery_answers: crate::log_budget::LogBudget::new(20, 1_000),
         refusal_logs: crate::log_budget::LogBudget::new(10, 60_000),
         must_exit: None,
         refetch: Default::default(),
-        published: Default::default(),
-        withdrawing: HashSet::new(),
-        leave_after_withdrawal: None,
         metrics,
     };
     driver
         .metrics
-        .configuration(driver.engine.config().configuration_sequence);
+        .configuration(driver.core.engine().config().configuration_sequence);
     driver.plan_refetch();
-    driver.start();
+    driver.core.start(now_ms());
     driver.run(input_rx, shutdown).await;
     match driver.must_exit {
         Some(why) => Err(PeerError::IncompatibleConfiguration(why)),
@@ -667,7 +633,7 @@ impl Tables for ClientTopology {
 
 struct Driver<T: Topology + Tables> {
     client: bool,
-    engine: OverlayNode<T, CertSecurity>,
+    core: PeerCore<T, CertSecurity>,
     me: NodeId,
     tls: Arc<LinkTls>,
     ctx: Arc<DecodeContext>,
@@ -679,36 +645,30 @@ struct Driver<T: Topology + Tables> {
     input_tx: mpsc::Sender<Input>,
     listen: SocketAddr,
     dir: NodeDir,
-    /// `--bootstrap`, the configuration's bootstrap nodes, cached peers.
-    bootstraps: Vec<SocketAddr>,
-    /// Addresses the current join attempt tries.
-    attempt: usize,
-    bootstrap_failures: usize,
-    may_start_alone: bool,
-    retry_bootstrap: Option<Instant>,
     multicast: Option<Arc<crate::discovery::Sockets>>,
-    /// The multicast discovery round under way, and when it ends.
-    round: Option<(crate::discovery::Round, Instant)>,
-    rounds_waited: u32,
     /// Where peers that sent us an Attach take links, for the peer cache.
     announced: HashMap<NodeId, SocketAddr>,
     started: u64,
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
-    sip_locator: crate::sip_locate::SipLocator,
+    /// Tokens of the core's publishes, lookups and account changes.
+    next_token: u64,
+    /// The SIP side waiting on a registration Store, by token.
+    publishes: HashMap<u64, oneshot::Sender<Result<(), String>>>,
+    /// The SIP side waiting on a lookup, by token.
+    locates: HashMap<u64, oneshot::Sender<Located>>,
+    /// Unverified registration values already logged.
+    unverified_logged: u64,
     /// Tells the SIP side which users it serves, when it runs.
     sip_control: Option<mpsc::Sender<crate::sip_server::SipControl>>,
-    certificates: crate::certificates::CertificateUsage,
-    /// Account reloads waiting for their stores to be answered.
-    reloads: Vec<ReloadWait>,
+    /// Account reloads waiting for their stores to be answered, by token.
+    reloads: HashMap<u64, ReloadWait>,
     /// Second links for a Node-ID already linked, being checked
     /// ([`crate::same_node_id`]).
     second_links: HashMap<NodeId, Check<LinkHandle>>,
     /// Links to close once the engine's pending actions are carried out
     /// ([`follow_bad_nodes`](Self::follow_bad_nodes)).
     closing_bad_links: Vec<NodeId>,
-    /// Multicast discovery answers sent: at most 20 a second.
-    discovery_answers: crate::log_budget::LogBudget,
     /// Refused ConfigUpdates logged: any member can send one.
     refusal_logs: crate::log_budget::LogBudget,
     /// The overlay moved to a configuration this peer cannot run (§11.1):
@@ -716,13 +676,6 @@ struct Driver<T: Topology + Tables> {
     must_exit: Option<String>,
     /// When to fetch the configuration document again (§11.1, §6.5.4).
     refetch: crate::config_refetch::Refetch,
-    /// Users whose registration this peer keeps in the overlay (RFC 7904
-    /// §3), to withdraw when it leaves.
-    published: std::collections::BTreeSet<String>,
-    /// The removals of a withdrawal not answered yet, and until when the
-    /// leave waits for them.
-    withdrawing: HashSet<RequestId>,
-    leave_after_withdrawal: Option<Instant>,
     /// A leave finished (`Event::Left` came out of the engine), even if
     /// the actions were carried out outside the main loop.
     left: bool,
@@ -730,118 +683,28 @@ struct Driver<T: Topology + Tables> {
 }
 
 impl<T: Topology + Tables> Driver<T> {
-    /// §11.4 bootstrap: the known addresses first, then multicast on the
-    /// LAN; with nobody to reach, a new overlay if this peer may start
-    /// one (it knows of no other place the overlay lives, or it is a
-    /// configured bootstrap node itself), else another try in 5 s.
-    fn start(&mut self) {
-        if !self.bootstraps.is_empty() {
-            self.join_through(self.bootstraps.clone());
-        } else if self.multicast.is_some() {
-            self.begin_round();
-        } else {
-            tracing::info!("no bootstrap peer known: starting a new overlay");
-            self.engine.start_alone(now_ms());
-        }
-    }
-
-    fn join_through(&mut self, addrs: Vec<SocketAddr>) {
-        tracing::info!(
-            "joining through {}",
-            addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
-        );
-        self.attempt = addrs.len();
-        self.bootstrap_failures = 0;
-        let addrs = addrs.into_iter().map(IpAddressPort::Ip).collect();
-        self.engine.join(now_ms(), addrs);
-    }
-
-    /// Nobody answered the last attempt.
-    fn bootstrap_failed(&mut self) {
-        if self.multicast.is_some() && self.round.is_none() {
-            self.begin_round();
-        } else {
-            self.start_alone_or_retry("no bootstrap peer answered");
-        }
-    }
-
-    /// Nobody could be reached: start the overlay if this peer may,
-    /// else try again in [`BOOTSTRAP_RETRY`].
-    fn start_alone_or_retry(&mut self, why: &str) {
-        if self.may_start_alone {
-            tracing::info!("{why}: starting it alone, a new overlay");
-            self.engine.start_alone(now_ms());
-        } else {
-            tracing::warn!("{why}; retrying in {BOOTSTRAP_RETRY:?}");
-            self.retry_bootstrap = Some(Instant::now() + BOOTSTRAP_RETRY);
-        }
-    }
-
-    /// Asks the multicast group who is in the overlay.
-    fn begin_round(&mut self) {
-        let Some(sockets) = &self.multicast else {
+    /// Sends a DISCOVER to the multicast group, again after
+    /// `again_after_ms`.
+    fn multicast(&self, datagram: crate::discovery::Datagram, again_after_ms: u64) {
+        let Some(sockets) = self.multicast.clone() else {
             return;
         };
-        let round = crate::discovery::Round::new(&self.dir.config.instance_name, self.me);
-        let discover = round.discover(self.listen.port()).encode();
-        let (sockets, group) = (sockets.clone(), sockets.group_addr);
-        // UDP may lose one; a second copy halfway through the round.
+        let (bytes, group) = (datagram.encode(), sockets.group_addr);
         tokio::spawn(async move {
             for _ in 0..2 {
-                if let Err(e) = sockets.unicast.send_to(&discover, group).await {
+                if let Err(e) = sockets.unicast.send_to(&bytes, group).await {
                     tracing::warn!("cannot send to the multicast group {group}: {e}");
                 }
-                tokio::time::sleep(Duration::from_millis(crate::discovery::ROUND_MS / 3)).await;
+                tokio::time::sleep(Duration::from_millis(again_after_ms)).await;
             }
         });
         tracing::debug!("asking {group} who is in the overlay");
-        let ends = Instant::now() + Duration::from_millis(crate::discovery::ROUND_MS);
-        self.round = Some((round, ends));
     }
 
-    fn end_round(&mut self) {
-        use crate::discovery::RoundOutcome;
-        let Some((round, _)) = self.round.take() else {
-            return;
-        };
-        match round.outcome() {
-            RoundOutcome::Join(addrs) => self.join_through(addrs),
-            RoundOutcome::Wait if self.rounds_waited < MAX_ROUNDS_WAITED => {
-                self.rounds_waited += 1;
-                tracing::info!("a peer with a smaller Node-ID is starting the overlay; asking again");
-                self.begin_round();
-            }
-            // A smaller peer that never starts the overlay (it keeps
-            // trying bootstrap nodes of its own) does not hold us back
-            // for ever.
-            RoundOutcome::Wait | RoundOutcome::StartAlone => {
-                self.rounds_waited = 0;
-                self.start_alone_or_retry("nobody on the LAN is in the overlay");
-            }
-        }
-    }
-
-    /// A discovery datagram from `from`.
-    fn on_discovery(&mut self, datagram: crate::discovery::Datagram, from: SocketAddr) {
-        if let Some((round, _)) = &mut self.round {
-            round.heard(&datagram, from);
-        }
-        // Only peers take links; a client does not answer.
-        if self.client || !self.engine.is_joined() {
-            return;
-        }
-        // A DISCOVER's source address can be forged: answers are budgeted
-        // so the peer cannot be made to spray HERE datagrams (issue 36 §12).
-        if !self.discovery_answers.take(now_ms()).0 {
-            return;
-        }
-        let overlay = &self.dir.config.instance_name;
-        if let (Some(here), Some(sockets)) = (
-            crate::discovery::answer(overlay, self.me, self.listen.port(), &datagram),
-            &self.multicast,
-        ) {
-            let sockets = sockets.clone();
-            tokio::spawn(async move { sockets.unicast.send_to(&here.encode(), from).await });
+    /// Answers a discovery datagram from `to`.
+    fn discovery_answer(&self, to: SocketAddr, datagram: crate::discovery::Datagram) {
+        if let Some(sockets) = self.multicast.clone() {
+            tokio::spawn(async move { sockets.unicast.send_to(&datagram.encode(), to).await });
         }
     }
 
@@ -855,24 +718,17 @@ impl<T: Topology + Tables> Driver<T> {
                 return;
             }
             let timer = self
-                .engine
+                .core
                 .poll_timeout()
                 .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms())));
             let wake = [
                 timer,
                 leave_deadline,
-                self.retry_bootstrap,
-                self.round.as_ref().map(|(_, ends)| *ends),
                 Some(next_cache),
-                self.certificates.due(),
                 self.second_links_due(),
                 self.refetch
                     .wake_in(std::time::SystemTime::now())
                     .map(|d| Instant::now() + d),
-                self.sip_locator
-                    .poll_timeout()
-                    .map(|t| Instant::now() + Duration::from_millis(t.saturating_sub(now_ms()))),
-                self.leave_after_withdrawal,
             ]
             .into_iter()
             .flatten()
@@ -886,29 +742,15 @@ impl<T: Topology + Tables> Driver<T> {
                         tracing::warn!("leave did not finish in {LEAVE_TIMEOUT:?}; exiting");
                         return;
                     }
-                    if self.retry_bootstrap.is_some_and(|d| now >= d) {
-                        self.retry_bootstrap = None;
-                        self.start();
-                    }
-                    if self.round.as_ref().is_some_and(|(_, ends)| now >= *ends) {
-                        self.end_round();
-                    }
-                    if self.certificates.due().is_some_and(|t| now >= t) {
-                        self.store_certificate();
-                    }
                     if self.second_links_due().is_some_and(|t| now >= t) {
                         self.second_links_timed_out();
                     }
                     self.maybe_refetch();
-                    self.leave_when_withdrawn();
-                    if self.sip_locator.poll_timeout().is_some_and(|t| t <= now_ms()) {
-                        self.sip_locator.handle_timeout(now_ms());
-                    }
                     if now >= next_cache {
                         next_cache = now + Duration::from_secs(60);
                         self.cache_peers();
                     }
-                    self.engine.handle_timeout(now_ms());
+                    self.core.handle_timeout(now_ms());
                 }
                 _ = async {}, if self.must_exit.is_some() && leave_deadline.is_none() => {
                     leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
@@ -928,14 +770,14 @@ impl<T: Topology + Tables> Driver<T> {
         }
     }
 
-    /// Carries out the engine's actions; true once a leave finished.
+    /// Carries out the core's outputs; true once a leave finished.
     fn drain_actions(&mut self) -> bool {
-        while let Some(o) = self.engine.poll_observation() {
+        while let Some(o) = self.core.engine_mut().poll_observation() {
             self.metrics.observe(o);
         }
         let mut left = self.left;
         loop {
-            self.drain_engine_actions(&mut left);
+            self.drain_outputs(&mut left);
             // Links to nodes just listed as bad close once the actions
             // before them went out: the new document among them, so that
             // the listed node learns it is revoked (and leaves).
@@ -945,7 +787,7 @@ impl<T: Topology + Tables> Driver<T> {
             }
             for peer in closing {
                 if self.links.remove(&peer).is_some() {
-                    self.engine.link_down(now_ms(), peer);
+                    self.core.handle_input(now_ms(), CoreInput::LinkDown { peer });
                 }
             }
         }
@@ -953,10 +795,10 @@ impl<T: Topology + Tables> Driver<T> {
         left
     }
 
-    fn drain_engine_actions(&mut self, left: &mut bool) {
-        while let Some(action) = self.engine.poll_action() {
-            match action {
-                Action::Send { to, bytes, .. } => match self.links.get(&to) {
+    fn drain_outputs(&mut self, left: &mut bool) {
+        while let Some(output) = self.core.poll_output(now_ms()) {
+            match output {
+                Output::Send { to, bytes, .. } => match self.links.get(&to) {
                     Some(link) => {
                         if link.tx.try_send(bytes).is_err() {
                             tracing::debug!("link to {} is full; message dropped", to.to_hex());
@@ -964,15 +806,51 @@ impl<T: Topology + Tables> Driver<T> {
                     }
                     None => tracing::debug!("no link to {}; message dropped", to.to_hex()),
                 },
-                Action::Connect { peer, address } => self.connect(peer, address),
-                Action::Close { peer } => {
+                Output::Connect { peer, address } => self.connect(peer, address),
+                Output::Close { peer } => {
                     if self.links.remove(&peer).is_some() {
-                        self.engine.link_down(now_ms(), peer);
+                        self.core.handle_input(now_ms(), CoreInput::LinkDown { peer });
                     }
                 }
-                Action::Event(event) => *left |= self.on_event(*event),
+                Output::Multicast {
+                    datagram,
+                    again_after_ms,
+                } => self.multicast(datagram, again_after_ms),
+                Output::DiscoveryAnswer { to, datagram } => self.discovery_answer(to, datagram),
+                Output::Published { token, result } => {
+                    if let Some(reply) = self.publishes.remove(&token) {
+                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                    }
+                }
+                Output::Located { token, located } => self.located(token, located),
+                Output::AccountsStored { token, failures } => {
+                    if let Some(wait) = self.reloads.remove(&token) {
+                        self.reload_done(wait, failures);
+                    }
+                }
+                Output::Event(event) => *left |= self.on_event(event),
             }
         }
+    }
+
+    /// Hands a lookup's outcome to the SIP side that asked.
+    fn located(&mut self, token: u64, located: Located) {
+        if let Some(reply) = self.locates.remove(&token) {
+            let _ = reply.send(located);
+        }
+        let unverified = self.core.sip().locator.stats().unverified_values;
+        if unverified > self.unverified_logged {
+            tracing::warn!(
+                "sip: {} fetched registration values did not verify; ignored",
+                unverified - self.unverified_logged
+            );
+            self.unverified_logged = unverified;
+        }
+    }
+
+    fn token(&mut self) -> u64 {
+        self.next_token += 1;
+        self.next_token
     }
 
     /// The engine runs on a new configuration (§6.5.4): keep the document
@@ -980,7 +858,7 @@ impl<T: Topology + Tables> Driver<T> {
     fn reconfigured(&mut self, sequence: u16, document: Option<Arc<[u8]>>, from: Option<NodeId>) {
         self.metrics.configuration(sequence);
         // New links frame with the new limits; links up keep theirs.
-        self.ctx = self.engine.decode_context().clone();
+        self.ctx = self.core.engine().decode_context().clone();
         let source = from.map_or("the operator".to_string(), |n| format!("peer {}", n.to_hex()));
         let Some(document) = document else {
             return tracing::info!(
@@ -1014,11 +892,8 @@ impl<T: Topology + Tables> Driver<T> {
                 "configuration sequence {sequence} changes root-cert: links and signatures follow it once the peer restarts"
             );
         }
-        for a in &self.dir.config.bootstrap_nodes {
-            if *a != self.listen && !self.bootstraps.contains(a) {
-                self.bootstraps.push(*a);
-            }
-        }
+        self.core
+            .add_bootstrap_addresses(self.listen, &self.dir.config.bootstrap_nodes);
         self.plan_refetch();
     }
 
@@ -1047,54 +922,15 @@ impl<T: Topology + Tables> Driver<T> {
         );
     }
 
-    /// Starts a graceful leave (§10.9): first the registrations this peer
-    /// stored are withdrawn, and the leave itself begins once their
-    /// removals are answered (at most [`WITHDRAW_WAIT`] later). `false`
-    /// when the node never joined and may simply exit.
+    /// Starts a graceful leave (§10.9; the core withdraws this peer's
+    /// registrations first). `false` when the node never joined and may
+    /// simply exit.
     fn begin_leave(&mut self) -> bool {
-        if !self.engine.is_joined() {
+        if !self.core.engine().is_joined() {
             return false;
         }
-        self.withdraw_registrations();
-        if self.withdrawing.is_empty() {
-            self.engine.leave(now_ms());
-        } else {
-            self.leave_after_withdrawal = Some(Instant::now() + WITHDRAW_WAIT);
-        }
+        self.core.handle_input(now_ms(), CoreInput::Leave);
         true
-    }
-
-    /// Starts the leave that waited for the removals, once they are
-    /// answered or the wait is over.
-    fn leave_when_withdrawn(&mut self) {
-        if self
-            .leave_after_withdrawal
-            .is_some_and(|t| self.withdrawing.is_empty() || Instant::now() >= t)
-        {
-            self.leave_after_withdrawal = None;
-            self.engine.leave(now_ms());
-        }
-    }
-
-    /// Before a graceful leave: the registrations this peer stored say
-    /// "AppAttach to me" (RFC 7904 §3), which stops being true. Each is
-    /// replaced by a removal (exists = false, §7.4.1.3), so callers stop
-    /// asking a peer that is gone (they would wait for an AppAttach that is
-    /// dropped, RFC 6940 §6.1.1). A crashed peer's stay until they expire.
-    fn withdraw_registrations(&mut self) {
-        if self.published.is_empty() {
-            return;
-        }
-        let now = now_ms();
-        for name in std::mem::take(&mut self.published) {
-            let resource = self.engine.resource_id(name.as_bytes());
-            let removal = peer_core::sip_usage::route_to_me(self.me, false);
-            let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
-            if let Some(id) = self.engine.store_as(now, &name, resource, kind, vec![removal], 60) {
-                self.withdrawing.insert(id);
-            }
-        }
-        tracing::info!("withdrew this peer's SIP registrations from the overlay");
     }
 
     /// §11.1: fetch the document again at a random time before it
@@ -1145,7 +981,7 @@ impl<T: Topology + Tables> Driver<T> {
             }
         };
         self.refetch.finished(now, false);
-        match self.engine.offer_configuration(now_ms(), document) {
+        match self.core.engine_mut().offer_configuration(now_ms(), document) {
             Ok(overlay::Offered::Adopted { .. }) => {}
             Ok(overlay::Offered::Current { sequence }) => {
                 tracing::debug!("the configuration server has sequence {sequence}, the one this peer runs");
@@ -1165,7 +1001,6 @@ impl<T: Topology + Tables> Driver<T> {
             Event::Joined => {
                 tracing::info!("joined the overlay");
                 self.cache_peers();
-                self.store_certificate();
             }
             Event::Done {
                 request,
@@ -1265,13 +1100,14 @@ impl<T: Topology + Tables> Driver<T> {
 
     fn connect(&mut self, peer: Option<NodeId>, address: IpAddressPort) {
         let IpAddressPort::Ip(address) = address else {
-            self.engine.link_failed(now_ms(), peer);
+            self.core
+                .handle_input(now_ms(), CoreInput::LinkFailed { expected: peer });
             return;
         };
         if let Some(p) = peer {
             if self.links.get(&p).is_some_and(|l| !l.silent) {
                 // Already linked (the other end dialled first).
-                self.engine.link_up(now_ms(), p);
+                self.core.handle_input(now_ms(), CoreInput::LinkUp { peer: p });
                 return;
             }
         }
@@ -1369,7 +1205,7 @@ impl<T: Topology + Tables> Driver<T> {
                 if self.second_links.contains_key(&peer) {
                     // A third link while two are being checked: not now.
                     if bootstrap {
-                        self.engine.link_failed(now, None);
+                        self.core.handle_input(now, CoreInput::LinkFailed { expected: None });
                     }
                     return;
                 }
@@ -1388,7 +1224,7 @@ impl<T: Topology + Tables> Driver<T> {
                 self.take_link(now, peer, handle, bootstrap);
             }
             Input::InboundLinkFailed => self.metrics.link_failed(true),
-            Input::Discovery(datagram, from) => self.on_discovery(datagram, from),
+            Input::Discovery(datagram, from) => self.core.handle_input(now, CoreInput::Discovery { datagram, from }),
             Input::ConnectFailed {
                 link,
                 expected,
@@ -1398,52 +1234,33 @@ impl<T: Topology + Tables> Driver<T> {
                 self.bootstrap_dials.remove(&link);
                 tracing::info!("cannot link to {address}: {why}");
                 self.metrics.link_failed(false);
-                self.engine.link_failed(now, expected);
-                if expected.is_none() && !self.engine.is_joined() {
-                    self.bootstrap_failures += 1;
-                    // The engine tries each bootstrap three times (§11.4).
-                    if self.bootstrap_failures >= self.attempt * 3 {
-                        self.bootstrap_failures = 0;
-                        self.bootstrap_failed();
-                    }
-                }
+                self.core.handle_input(now, CoreInput::LinkFailed { expected });
             }
             Input::Sip(crate::sip_server::SipOverlayRequest::Publish {
                 resource_name,
                 lifetime_s,
                 reply,
             }) => {
-                if lifetime_s > 0 {
-                    self.published.insert(resource_name.clone());
-                } else {
-                    self.published.remove(&resource_name);
-                }
-                let resource = self.engine.resource_id(resource_name.as_bytes());
-                let value = peer_core::sip_usage::route_to_me(self.me, lifetime_s > 0);
-                // A removal (exists = false) lives a minute, long enough to
-                // replace the value at every replica.
-                let lifetime = if lifetime_s > 0 { lifetime_s } else { 60 };
-                match self.engine.store_as(
+                let token = self.token();
+                self.publishes.insert(token, reply);
+                let user = &resource_name;
+                self.core.handle_input(
                     now,
-                    &resource_name,
-                    resource,
-                    reload_wire::usages::kind_id::SIP_REGISTRATION,
-                    vec![value],
-                    lifetime,
-                ) {
-                    Some(id) => {
-                        self.pending.insert(id, AdminPending::SipPublish(reply));
-                    }
-                    None => {
-                        let _ = reply.send(Err(format!("this node holds no certificate for {resource_name}")));
-                    }
-                }
+                    CoreInput::Publish {
+                        user,
+                        lifetime_s,
+                        token,
+                    },
+                );
             }
             Input::Sip(crate::sip_server::SipOverlayRequest::Locate { resource_name, reply }) => {
-                self.sip_locator.start(&mut self.engine, now, resource_name, reply);
+                let token = self.token();
+                self.locates.insert(token, reply);
+                let user = resource_name;
+                self.core.handle_input(now, CoreInput::Locate { user, token });
             }
             Input::Sip(crate::sip_server::SipOverlayRequest::Unreachable { address }) => {
-                self.sip_locator.forget(address);
+                self.core.handle_input(now, CoreInput::Unreachable { address });
             }
             Input::ReloadUsers(reply) => self.reload_users(reply),
             Input::FetchedConfiguration(fetched) => self.fetched_configuration(fetched),
@@ -1457,7 +1274,7 @@ impl<T: Topology + Tables> Driver<T> {
                 let _ = reply.send(self.dir.document.clone());
             }
             Input::Admin(AdminRequest::Configure(document, reply)) => {
-                let offered = self.engine.offer_configuration(now, document);
+                let offered = self.core.engine_mut().offer_configuration(now, document);
                 if let Err(refusal) = &offered {
                     self.metrics.configuration_update_refused();
                     tracing::warn!("the operator's configuration was refused: {refusal}");
@@ -1466,23 +1283,24 @@ impl<T: Topology + Tables> Driver<T> {
             }
             Input::Admin(AdminRequest::Certificate(node, reply)) => {
                 let req = FetchReq {
-                    resource: self.engine.resource_id(node.as_bytes()),
+                    resource: self.core.engine().resource_id(node.as_bytes()),
                     specifiers: vec![StoredDataSpecifier {
                         kind: kind_id::CERTIFICATE_BY_NODE,
                         generation: 0,
                         model_specifier: ModelSpecifier::Array(vec![ArrayRange { first: 0, last: 0 }]),
                     }],
                 };
-                let id = self.engine.fetch(now, req);
+                let id = self.core.engine_mut().fetch(now, req);
                 self.pending.insert(id, AdminPending::Certificate(node, reply));
             }
             Input::Admin(AdminRequest::ResourceId(name, reply)) => {
-                let _ = reply.send(self.engine.resource_id(name.as_bytes()));
+                let _ = reply.send(self.core.engine().resource_id(name.as_bytes()));
             }
             Input::Admin(AdminRequest::Held(name, reply)) => {
-                let resource = self.engine.resource_id(name.as_bytes());
+                let resource = self.core.engine().resource_id(name.as_bytes());
                 let kinds: Vec<(KindId, usize)> = self
-                    .engine
+                    .core
+                    .engine()
                     .storage()
                     .resource(&resource)
                     .map(|r| r.count_by_kind().collect())
@@ -1498,7 +1316,10 @@ impl<T: Topology + Tables> Driver<T> {
                 let probe = Body::ProbeReq(ProbeReq {
                     requested_info: vec![info::RESPONSIBLE_SET, info::NUM_RESOURCES, info::UPTIME],
                 });
-                let id = self.engine.request(now, vec![Destination::Resource(resource)], probe);
+                let id = self
+                    .core
+                    .engine_mut()
+                    .request(now, vec![Destination::Resource(resource)], probe);
                 self.pending.insert(id, AdminPending::Probe(reply));
             }
         }
@@ -1519,7 +1340,7 @@ impl<T: Topology + Tables> Driver<T> {
             if keep_old {
                 if bootstrap {
                     // The bootstrap peer is reached all the same.
-                    self.engine.bootstrap_link_up(now, peer);
+                    self.core.handle_input(now, CoreInput::BootstrapLinkUp { peer });
                 }
                 return;
             }
@@ -1527,9 +1348,9 @@ impl<T: Topology + Tables> Driver<T> {
         tracing::debug!("link {} up with {}", handle.id, peer.to_hex());
         self.links.insert(peer, handle);
         if bootstrap {
-            self.engine.bootstrap_link_up(now, peer);
+            self.core.handle_input(now, CoreInput::BootstrapLinkUp { peer });
         } else {
-            self.engine.link_up(now, peer);
+            self.core.handle_input(now, CoreInput::LinkUp { peer });
         }
     }
 
@@ -1540,7 +1361,7 @@ impl<T: Topology + Tables> Driver<T> {
             return self.take_link(now, peer, new, bootstrap);
         };
         let mut ping_over = |tx: &mpsc::Sender<Vec<u8>>| {
-            let (id, bytes) = self.engine.direct_ping(now, peer)?;
+            let (id, bytes) = self.core.engine_mut().direct_ping(now, peer)?;
             tx.try_send(bytes).ok().map(|_| id)
         };
         let (Some(first), Some(second), Some(ping_new)) = (ping_over(&old_tx), ping_over(&old_tx), ping_over(&new.tx))
@@ -1623,13 +1444,14 @@ impl<T: Topology + Tables> Driver<T> {
                 self.take_link(now, peer, check.new, check.bootstrap);
                 if self.is_current(link, &peer) {
                     for bytes in check.held {
-                        self.engine.receive(now, peer, &bytes);
+                        let bytes = &bytes;
+                        self.core.handle_input(now, CoreInput::Received { from: peer, bytes });
                     }
                 }
             }
             Verdict::NewGone => {
                 if self.second_links.remove(&peer).is_some_and(|c| c.bootstrap) {
-                    self.engine.link_failed(now, None);
+                    self.core.handle_input(now, CoreInput::LinkFailed { expected: None });
                 }
             }
             Verdict::Duplicate { .. } => {
@@ -1651,7 +1473,7 @@ impl<T: Topology + Tables> Driver<T> {
                 self.metrics.duplicate_node_id();
                 if check.bootstrap {
                     // The bootstrap address led to the duplicate: try the next.
-                    self.engine.link_failed(now, None);
+                    self.core.handle_input(now, CoreInput::LinkFailed { expected: None });
                 }
                 check.refusal = refusal;
                 check.refusing_until = Some(Instant::now() + REFUSING_FOR);
@@ -1670,7 +1492,11 @@ impl<T: Topology + Tables> Driver<T> {
             return;
         };
         let (tx, why) = (check.new.tx.clone(), check.refusal.clone());
-        if let Some(answer) = self.engine.refuse(peer, bytes, reload_wire::ErrorCode::FORBIDDEN, &why) {
+        if let Some(answer) = self
+            .core
+            .engine_mut()
+            .refuse(peer, bytes, reload_wire::ErrorCode::FORBIDDEN, &why)
+        {
             let _ = tx.try_send(answer);
         }
     }
@@ -1684,7 +1510,8 @@ impl<T: Topology + Tables> Driver<T> {
             return;
         };
         if !same_node_id::is_request(&bytes, &self.ctx) {
-            return self.engine.receive(now, peer, &bytes);
+            let bytes = &bytes;
+            return self.core.handle_input(now, CoreInput::Received { from: peer, bytes });
         }
         if check.refusing_until.is_some() {
             return self.refuse_over_second_link(peer, &bytes);
@@ -1721,14 +1548,15 @@ impl<T: Topology + Tables> Driver<T> {
             // Events of a link that was replaced or closed are ignored.
             LinkEvent::Message { link, peer, bytes } => {
                 if self.is_current(link, &peer) {
-                    self.engine.receive(now, peer, &bytes);
+                    let bytes = &bytes;
+                    self.core.handle_input(now, CoreInput::Received { from: peer, bytes });
                 } else {
                     self.on_second_link_message(link, peer, bytes);
                 }
             }
             LinkEvent::Idle { link, peer } => {
                 if self.is_current(link, &peer) {
-                    self.engine.keepalive(now, peer);
+                    self.core.handle_input(now, CoreInput::LinkIdle { peer });
                 }
             }
             LinkEvent::Silent { link, peer, waited_ms } => {
@@ -1751,7 +1579,7 @@ impl<T: Topology + Tables> Driver<T> {
                     waited_ms as f64 / 1000.0,
                     overlay::link_liveness::RETAIN_SILENT_MS / 1000
                 );
-                self.engine.link_silent(now, peer);
+                self.core.handle_input(now, CoreInput::LinkSilent { peer });
             }
             LinkEvent::Resumed { link, peer } => {
                 if self.is_current(link, &peer) {
@@ -1759,7 +1587,7 @@ impl<T: Topology + Tables> Driver<T> {
                         handle.silent = false;
                     }
                     tracing::info!("{} acknowledges again: back in the routing table", peer.to_hex());
-                    self.engine.link_resumed(now, peer);
+                    self.core.handle_input(now, CoreInput::LinkResumed { peer });
                 }
             }
             LinkEvent::Closed { link, peer, why } => {
@@ -1776,7 +1604,7 @@ impl<T: Topology + Tables> Driver<T> {
                     tracing::info!("link to {} closed: {why}", peer.to_hex());
                 }
                 self.links.remove(&peer);
-                self.engine.link_down(now, peer);
+                self.core.handle_input(now, CoreInput::LinkDown { peer });
                 // A second link being checked takes its place.
                 if let Some(check) = self.second_links.get_mut(&peer) {
                     check.old = [Answer::Failed; 2];
@@ -1799,7 +1627,7 @@ impl<T: Topology + Tables> Driver<T> {
     /// have been told, and fingers never are, so losing them proves
     /// nothing.
     fn is_first_neighbour(&self, peer: &NodeId) -> bool {
-        let chord = self.engine.topology();
+        let chord = self.core.engine().topology();
         chord.successors().first() == Some(peer) || chord.predecessors().first() == Some(peer)
     }
 
@@ -1809,25 +1637,19 @@ impl<T: Topology + Tables> Driver<T> {
     /// 7904 §3), and the SIP side drops its bindings.
     fn reload_users(&mut self, reply: oneshot::Sender<Result<String, String>>) {
         let now = now_ms();
-        let before: BTreeSet<String> = self.engine.security_mut().user_names().map(str::to_string).collect();
-        let (digests, names) = load_users(&self.dir, self.engine.security_mut());
-        let added: Vec<&String> = names.difference(&before).collect();
-        let removed: Vec<&String> = before.difference(&names).collect();
-        let mut waiting = HashSet::new();
-        for name in &added {
-            waiting.extend(self.certificates.store_user(&mut self.engine, now, name, true));
-        }
-        for name in &removed {
-            let resource = self.engine.resource_id(name.as_bytes());
-            let removal = peer_core::sip_usage::route_to_me(self.me, false);
-            let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
-            waiting.extend(self.engine.store_as(now, name, resource, kind, vec![removal], 60));
-            waiting.extend(self.certificates.store_user(&mut self.engine, now, name, false));
-        }
-        let list = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+        let security = self.core.engine_mut().security_mut();
+        let before: BTreeSet<String> = security.user_names().map(str::to_string).collect();
+        let (digests, names) = load_users(&self.dir, security);
+        let added: Vec<String> = names.difference(&before).cloned().collect();
+        let removed: Vec<String> = before.difference(&names).cloned().collect();
+        let list = |v: &[String]| v.join(", ");
         let mut served: Vec<&String> = digests.keys().collect();
         served.sort();
-        let mut summary = format!("SIP users ({}): {}", served.len(), list(&served));
+        let mut summary = format!(
+            "SIP users ({}): {}",
+            served.len(),
+            served.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        );
         if !added.is_empty() {
             summary.push_str(&format!("; added {}", list(&added)));
         }
@@ -1835,62 +1657,28 @@ impl<T: Topology + Tables> Driver<T> {
             summary.push_str(&format!("; removed {} (registrations withdrawn)", list(&removed)));
         }
         tracing::info!("accounts reloaded: {summary}");
-        let mut wait = ReloadWait {
-            waiting,
-            failures: Vec::new(),
+        let token = self.token();
+        let wait = ReloadWait {
             summary,
             digests,
-            removed: removed.into_iter().cloned().collect(),
+            removed: removed.clone(),
             reply,
         };
-        if !self.engine.is_joined() {
-            // Nothing reaches the overlay now. Added users' certificates
-            // are stored when the peer joins; removed users' old values
-            // expire by their lifetimes (a registration's, at most 2 h).
-            wait.waiting.clear();
-            if !wait.removed.is_empty() {
-                wait.failures
-                    .push("the peer is not in the overlay: the removals were not stored".into());
-            }
-        }
-        if wait.waiting.is_empty() {
-            self.reload_done(wait);
-        } else {
-            self.reloads.push(wait);
-        }
-    }
-
-    /// Counts an answered request against the reloads waiting for it.
-    fn reload_progress(&mut self, request: RequestId, outcome: &Result<Body, RequestFailure>) {
-        let mut done = Vec::new();
-        for (i, wait) in self.reloads.iter_mut().enumerate() {
-            if wait.waiting.remove(&request) {
-                if let Err(e) = outcome {
-                    wait.failures.push(e.to_string());
-                }
-                if wait.waiting.is_empty() {
-                    done.push(i);
-                }
-            }
-        }
-        for i in done.into_iter().rev() {
-            let wait = self.reloads.swap_remove(i);
-            self.reload_done(wait);
-        }
+        self.reloads.insert(token, wait);
+        let accounts = CoreInput::Accounts { added, removed, token };
+        self.core.handle_input(now, accounts);
     }
 
     /// Tells the SIP side the users it serves now, then answers.
-    fn reload_done(&mut self, wait: ReloadWait) {
+    fn reload_done(&mut self, wait: ReloadWait, failures: Vec<String>) {
         let ReloadWait {
-            failures,
             mut summary,
             digests,
             removed,
             reply,
-            ..
         } = wait;
         for name in &removed {
-            self.engine.security_mut().remove_user(name);
+            self.core.engine_mut().security_mut().remove_user(name);
         }
         if !failures.is_empty() {
             // An added user's certificate is stored again with the next
@@ -1948,28 +1736,10 @@ impl<T: Topology + Tables> Driver<T> {
         }
     }
 
-    /// Certificate Store Usage (§8): the node's certificate by Node-ID
-    /// and by user name, and every SIP user's by user name.
-    fn store_certificate(&mut self) {
-        let (cert, user) = (self.dir.cert_der.clone(), self.dir.info.user.clone());
-        self.certificates.store_all(&mut self.engine, now_ms(), &cert, &user);
-    }
-
+    /// The answer to a request the driver made (the admin API's, the
+    /// second-link checks' Pings).
     fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32, responder: NodeId) {
-        if self.withdrawing.remove(&request) {
-            return self.leave_when_withdrawn();
-        }
         if self.second_link_ping_done(request, &outcome) {
-            return;
-        }
-        self.reload_progress(request, &outcome);
-        if self.certificates.on_done(request, &outcome) {
-            return;
-        }
-        if self
-            .sip_locator
-            .on_done(&mut self.engine, now_ms(), request, &outcome, responder)
-        {
             return;
         }
         match self.pending.remove(&request) {
@@ -1978,12 +1748,6 @@ impl<T: Topology + Tables> Driver<T> {
             }
             Some(AdminPending::Probe(reply)) => {
                 let _ = reply.send(probed_peer(outcome, hops, responder));
-            }
-            Some(AdminPending::SipPublish(reply)) => {
-                let _ = reply.send(match outcome {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(e.to_string()),
-                });
             }
             None => {}
         }
@@ -2031,10 +1795,10 @@ impl<T: Topology + Tables> Driver<T> {
     /// peer dialled, or the one their Attach named. With none, the old
     /// cache stays.
     fn cache_peers(&self) {
-        if !self.engine.is_joined() {
+        if !self.core.engine().is_joined() {
             return;
         }
-        let chord = self.engine.topology();
+        let chord = self.core.engine().topology();
         let order: Vec<NodeId> = chord
             .successors()
             .into_iter()
@@ -2059,7 +1823,7 @@ impl<T: Topology + Tables> Driver<T> {
 
     /// Stored values by Kind name.
     fn stored_by_kind(&self) -> Vec<(String, usize)> {
-        self.kind_names(self.engine.storage().count_by_kind())
+        self.kind_names(self.core.engine().storage().count_by_kind())
     }
 
     /// Counts by Kind-ID, named as the configuration names the Kinds.
@@ -2079,38 +1843,38 @@ impl<T: Topology + Tables> Driver<T> {
     }
 
     fn render_metrics(&self) -> String {
-        let chord = self.engine.topology();
+        let chord = self.core.engine().topology();
         let stored = self.stored_by_kind();
         let gauges = Gauges {
-            joined: self.engine.is_joined(),
+            joined: self.core.engine().is_joined(),
             uptime_s: now_ms().saturating_sub(self.started) / 1000,
             links: self.links.len(),
             successors: chord.successors().len(),
             predecessors: chord.predecessors().len(),
             fingers: chord.fingers().len(),
             stored: &stored,
-            stored_bytes: self.engine.storage().bytes_held(),
+            stored_bytes: self.core.engine().storage().bytes_held(),
         };
-        self.metrics.render(self.engine.stats(), gauges)
+        self.metrics.render(self.core.engine().stats(), gauges)
     }
 
     fn status(&self) -> Status {
-        let chord = self.engine.topology();
+        let chord = self.core.engine().topology();
         let stored = self.stored_by_kind().into_iter().collect();
-        let stats = self.engine.stats();
+        let stats = self.core.engine().stats();
         Status {
             node_id: self.me.to_hex(),
             role: if self.client { "client" } else { "peer" }.to_string(),
             overlay: self.dir.config.instance_name.clone(),
             user: self.dir.info.user.clone(),
             address: self.listen.to_string(),
-            joined: self.engine.is_joined(),
-            configuration_sequence: self.engine.config().configuration_sequence,
+            joined: self.core.engine().is_joined(),
+            configuration_sequence: self.core.engine().config().configuration_sequence,
             uptime_s: now_ms().saturating_sub(self.started) / 1000,
             successors: chord.successors().iter().map(NodeId::to_hex).collect(),
             predecessors: chord.predecessors().iter().map(NodeId::to_hex).collect(),
             fingers: chord.fingers().iter().map(NodeId::to_hex).collect(),
-            links: self.engine.links().map(NodeId::to_hex).collect(),
+            links: self.core.engine().links().map(NodeId::to_hex).collect(),
             stored,
             messages_sent: stats.messages_sent,
             messages_forwarded: stats.forwarded,

@@ -657,6 +657,11 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.me
     }
 
+    /// The address this node takes links on, as its Attaches name it.
+    pub fn address(&self) -> &IpAddressPort {
+        &self.address
+    }
+
     pub fn topology(&self) -> &T {
         &self.topology
     }

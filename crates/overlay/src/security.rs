@@ -47,6 +47,15 @@ pub trait Security: Signer {
     fn user_signer(&self, _user: &str) -> Option<&dyn Signer> {
         None
     }
+    /// The users enrolled into this node, whose certificates the node
+    /// stores in the overlay (RFC 6940 §8) and signs as.
+    fn enrolled_users(&self) -> Vec<String> {
+        Vec::new()
+    }
+    /// The certificate (DER) of a user enrolled into this node.
+    fn enrolled_certificate(&self, _user: &str) -> Option<Vec<u8>> {
+        None
+    }
     /// Certificates of other signers whose stored values a message carries
     /// (a replica Store, a Fetch answer): §6.3.4 asks the bucket to hold
     /// every certificate needed to verify the message, and a peer storing

@@ -3,7 +3,16 @@
 //! its own, so the daemon (`node`) and the simulator (`sim`) run the same
 //! code.
 //!
+//! - [`usage`]: the usage layer (RFC 6940 §5.2) as one trait.
 //! - [`sip_usage`]: the SIP usage (RFC 7904): registrations and finding
 //!   where a user's phones are.
+//! - [`certificates`]: the Certificate Store Usage (RFC 6940 §8).
 
+pub mod bootstrap;
+pub mod certificates;
+mod core;
+pub mod discovery;
 pub mod sip_usage;
+pub mod usage;
+
+pub use crate::core::{Input, Output, PeerCore, WITHDRAW_WAIT_MS};

@@ -9,7 +9,12 @@
 //! peer, which forks to them (§4.2 leaves that to the callee's peer).
 
 mod locate;
+mod registrations;
 pub use locate::{Located, Locator, LocatorStats, SipPeer, ATTACH_REUSE_MS, FORK_GRACE_MS, REPLICAS_ASKED};
+pub use registrations::{PublishError, Registrations, REMOVAL_LIFETIME_S};
+
+use crate::usage::{Usage, UsageKind};
+use overlay::{AccessPolicy, OverlayNode, RequestFailure, RequestId, Security, Topology};
 
 use reload_wire::usages::{kind_id, SipRegistration};
 use reload_wire::DecodeContext;
@@ -17,6 +22,50 @@ use reload_wire::{
     DataValue, Decode, Destination, DictionaryEntry, Encode, FetchAns, FetchReq, IpAddressPort, ModelSpecifier, NodeId,
     ResourceId, StoredDataSpecifier, StoredDataValue,
 };
+
+/// The Kind of the SIP usage and its policy (RFC 7904 §3.3).
+pub const KINDS: &[UsageKind] = &[UsageKind {
+    id: kind_id::SIP_REGISTRATION,
+    name: "SIP-REGISTRATION",
+    access: AccessPolicy::UserNodeMatch,
+}];
+
+/// The SIP usage as a peer runs it: the registrations it keeps for its
+/// phones' users (§3) and the lookups of other users' phones (§4.2).
+#[derive(Default)]
+pub struct SipUsage {
+    pub registrations: Registrations,
+    pub locator: Locator,
+}
+
+impl<T: Topology, S: Security> Usage<T, S> for SipUsage {
+    fn kinds(&self) -> &'static [UsageKind] {
+        KINDS
+    }
+
+    fn on_done(
+        &mut self,
+        engine: &mut OverlayNode<T, S>,
+        now: u64,
+        request: RequestId,
+        outcome: &Result<reload_wire::Body, RequestFailure>,
+        responder: NodeId,
+    ) -> bool {
+        self.registrations.on_done(request, outcome) || self.locator.on_done(engine, now, request, outcome, responder)
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        self.locator.poll_timeout()
+    }
+
+    fn handle_timeout(&mut self, _engine: &mut OverlayNode<T, S>, now: u64) {
+        self.locator.handle_timeout(now);
+    }
+
+    fn withdraw(&mut self, engine: &mut OverlayNode<T, S>, now: u64) -> Vec<RequestId> {
+        self.registrations.withdraw(engine, now)
+    }
+}
 
 /// Application-ID of SIP over an AppAttach connection (RFC 6940 §14.5,
 /// RFC 7904 §4.2).

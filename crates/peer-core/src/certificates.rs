@@ -15,20 +15,35 @@
 //! nodes has two certificates; whichever wrote last is there, and either
 //! one proves the user exists.
 
-use crate::identity::CertSecurity;
-use overlay::{OverlayNode, RequestId, Topology};
+use crate::usage::{Usage, UsageKind};
+use overlay::{AccessPolicy, OverlayNode, RequestFailure, RequestId, Security, Topology};
 use reload_wire::storage::{ArrayEntry, DataValue, StoredDataValue};
 use reload_wire::usages::kind_id;
+use reload_wire::{Body, NodeId};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 /// Lifetime of the certificates stored; stored again at half of it.
 pub const CERTIFICATE_LIFETIME_S: u32 = 24 * 3600;
-/// How soon everything is stored again after a store failed; doubled
-/// after each round with a failure, up to [`MAX_RETRY`], so a store the
-/// overlay keeps refusing does not cost every user's store every 10 s.
-const RETRY: Duration = Duration::from_secs(10);
-const MAX_RETRY: Duration = Duration::from_secs(3600);
+/// How soon everything is stored again after a store failed, in ms;
+/// doubled after each round with a failure, up to [`MAX_RETRY_MS`], so a
+/// store the overlay keeps refusing does not cost every user's store
+/// every 10 s.
+const RETRY_MS: u64 = 10_000;
+const MAX_RETRY_MS: u64 = 3_600_000;
+
+/// The Kinds of the Certificate Store Usage and their policies (§8).
+pub const KINDS: &[UsageKind] = &[
+    UsageKind {
+        id: kind_id::CERTIFICATE_BY_NODE,
+        name: "CERTIFICATE_BY_NODE",
+        access: AccessPolicy::NodeMatch,
+    },
+    UsageKind {
+        id: kind_id::CERTIFICATE_BY_USER,
+        name: "CERTIFICATE_BY_USER",
+        access: AccessPolicy::UserMatch,
+    },
+];
 
 fn value(der: Vec<u8>, exists: bool) -> StoredDataValue {
     StoredDataValue::Array(ArrayEntry {
@@ -37,12 +52,16 @@ fn value(der: Vec<u8>, exists: bool) -> StoredDataValue {
     })
 }
 
-/// The stores in flight and when to store everything again.
-#[derive(Default)]
-pub(crate) struct CertificateUsage {
+/// The node's certificate, the stores in flight and when to store
+/// everything again.
+pub struct CertificateUsage {
+    /// The node's certificate (DER) and the user name it carries.
+    node_certificate: Vec<u8>,
+    node_user: String,
     /// Each store in flight and what it stores, for the log.
     pending: HashMap<RequestId, String>,
-    next: Option<Instant>,
+    /// When to store everything again (engine clock).
+    next: Option<u64>,
     /// Rounds in a row in which a store failed.
     failed_rounds: u32,
     /// Whether a store of the current round failed.
@@ -50,20 +69,20 @@ pub(crate) struct CertificateUsage {
 }
 
 impl CertificateUsage {
-    /// When [`store_all`](Self::store_all) is due.
-    pub fn due(&self) -> Option<Instant> {
-        self.next
+    pub fn new(node_certificate: Vec<u8>, node_user: String) -> Self {
+        CertificateUsage {
+            node_certificate,
+            node_user,
+            pending: HashMap::new(),
+            next: None,
+            failed_rounds: 0,
+            round_failed: false,
+        }
     }
 
     /// Stores the node's certificate by Node-ID and by user name, and every
     /// SIP user's by user name.
-    pub fn store_all<T: Topology>(
-        &mut self,
-        engine: &mut OverlayNode<T, CertSecurity>,
-        now: u64,
-        node_cert: &[u8],
-        node_user: &str,
-    ) {
+    pub fn store_all<T: Topology, S: Security>(&mut self, engine: &mut OverlayNode<T, S>, now: u64) {
         if std::mem::take(&mut self.round_failed) {
             self.failed_rounds += 1;
         } else {
@@ -74,13 +93,13 @@ impl CertificateUsage {
             (kind_id::CERTIFICATE_BY_NODE, me.as_bytes().to_vec(), me.to_hex()),
             (
                 kind_id::CERTIFICATE_BY_USER,
-                node_user.as_bytes().to_vec(),
-                node_user.to_string(),
+                self.node_user.as_bytes().to_vec(),
+                self.node_user.clone(),
             ),
         ];
         for (kind, name, shown) in own {
             let resource = engine.resource_id(&name);
-            let value = vec![value(node_cert.to_vec(), true)];
+            let value = vec![value(self.node_certificate.clone(), true)];
             let id = engine.store(now, resource, kind, value, CERTIFICATE_LIFETIME_S);
             self.pending.insert(id, format!("the certificate of {shown}"));
         }
@@ -88,27 +107,27 @@ impl CertificateUsage {
         // certificate by user name is the one just stored.
         let users: Vec<String> = engine
             .security_mut()
-            .user_names()
-            .filter(|u| *u != node_user)
-            .map(str::to_string)
+            .enrolled_users()
+            .into_iter()
+            .filter(|u| *u != self.node_user)
             .collect();
         for user in users {
             self.store_user(engine, now, &user, true);
         }
-        self.next = Some(Instant::now() + Duration::from_secs(u64::from(CERTIFICATE_LIFETIME_S) / 2));
+        self.next = Some(now + u64::from(CERTIFICATE_LIFETIME_S) * 500);
     }
 
     /// Stores a SIP user's certificate at H(user), signed as the user, or,
     /// when `exists` is false, a removal in its place (an account removed
     /// from the node). The request, if the node signs as `user`.
-    pub fn store_user<T: Topology>(
+    pub fn store_user<T: Topology, S: Security>(
         &mut self,
-        engine: &mut OverlayNode<T, CertSecurity>,
+        engine: &mut OverlayNode<T, S>,
         now: u64,
         user: &str,
         exists: bool,
     ) -> Option<RequestId> {
-        let cert = engine.security_mut().user_certificate(user)?.to_vec();
+        let cert = engine.security_mut().enrolled_certificate(user)?;
         let resource = engine.resource_id(user.as_bytes());
         let id = engine.store_as(
             now,
@@ -122,12 +141,24 @@ impl CertificateUsage {
         self.pending.insert(id, format!("{what} {user}"));
         Some(id)
     }
+}
 
-    /// Takes the outcome of a request; `false` when it is not one of ours.
-    pub fn on_done(
+impl<T: Topology, S: Security> Usage<T, S> for CertificateUsage {
+    fn kinds(&self) -> &'static [UsageKind] {
+        KINDS
+    }
+
+    fn joined(&mut self, engine: &mut OverlayNode<T, S>, now: u64) {
+        self.store_all(engine, now);
+    }
+
+    fn on_done(
         &mut self,
+        _engine: &mut OverlayNode<T, S>,
+        now: u64,
         request: RequestId,
-        outcome: &Result<reload_wire::Body, overlay::RequestFailure>,
+        outcome: &Result<Body, RequestFailure>,
+        _responder: NodeId,
     ) -> bool {
         let Some(what) = self.pending.remove(&request) else {
             return false;
@@ -136,12 +167,27 @@ impl CertificateUsage {
             Ok(_) => tracing::debug!("stored {what} in the overlay"),
             Err(e) if !self.round_failed => {
                 self.round_failed = true;
-                let wait = RETRY.saturating_mul(1 << self.failed_rounds.min(9)).min(MAX_RETRY);
-                tracing::warn!("storing {what} failed ({e}); storing every certificate again in {wait:?}");
-                self.next = Some(Instant::now() + wait);
+                let wait = RETRY_MS
+                    .saturating_mul(1 << self.failed_rounds.min(9))
+                    .min(MAX_RETRY_MS);
+                tracing::warn!(
+                    "storing {what} failed ({e}); storing every certificate again in {} s",
+                    wait / 1000
+                );
+                self.next = Some(now + wait);
             }
             Err(e) => tracing::debug!("storing {what} failed too ({e})"),
         }
         true
+    }
+
+    fn poll_timeout(&self) -> Option<u64> {
+        self.next
+    }
+
+    fn handle_timeout(&mut self, engine: &mut OverlayNode<T, S>, now: u64) {
+        if self.next.is_some_and(|t| t <= now) {
+            self.store_all(engine, now);
+        }
     }
 }

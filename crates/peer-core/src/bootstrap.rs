@@ -1,0 +1,245 @@
+//! RFC 6940 §11.4 bootstrap, as the peer core runs it: the known
+//! addresses first (configured bootstrap nodes, `--bootstrap`, the peer
+//! cache), then multicast discovery on the LAN ([`crate::discovery`]);
+//! with nobody to reach, a new overlay if this peer may start one, else
+//! another try after [`RETRY_MS`].
+//!
+//! When a peer may start a ring alone is our choice (the RFC leaves it
+//! open): rather than split the overlay, a peer that knows where the
+//! overlay lives keeps trying. It may start alone when it knows of no
+//! other place the overlay lives, or when it is a configured bootstrap
+//! node itself; a client never does.
+
+use crate::discovery::{answer, Datagram, Round, RoundOutcome, ROUND_MS};
+use reload_wire::NodeId;
+use std::net::SocketAddr;
+
+/// Pause between bootstrap attempts while nobody answers.
+pub const RETRY_MS: u64 = 5_000;
+/// Discovery rounds spent waiting for a smaller peer to start the overlay
+/// before starting it anyway.
+pub const MAX_ROUNDS_WAITED: u32 = 5;
+/// Times the engine tries each bootstrap address before an attempt has
+/// failed (§11.4).
+pub const TRIES_PER_ADDRESS: usize = 3;
+/// Discovery answers sent per second at most: a DISCOVER's source address
+/// can be forged, and the peer must not be made to spray HERE datagrams.
+pub const ANSWERS_PER_SECOND: u32 = 20;
+
+/// What a peer knows about where the overlay lives when it starts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BootstrapPlan {
+    /// Addresses to join through, this peer's own excluded.
+    pub addresses: Vec<SocketAddr>,
+    /// Whether it may start a new overlay when nobody answers.
+    pub may_start_alone: bool,
+    /// Whether the overlay has multicast discovery on the LAN.
+    pub multicast: bool,
+}
+
+impl BootstrapPlan {
+    /// The plan of a peer that takes links at `listen`: `configured` are
+    /// the configuration's bootstrap nodes, `extra` the operator's
+    /// `--bootstrap` addresses and `cached` the peer cache.
+    pub fn new(
+        listen: SocketAddr,
+        client: bool,
+        configured: &[SocketAddr],
+        extra: &[SocketAddr],
+        cached: &[SocketAddr],
+        multicast: bool,
+    ) -> BootstrapPlan {
+        let mut addresses = Vec::new();
+        for a in extra.iter().chain(configured).chain(cached) {
+            if *a != listen && !addresses.contains(a) {
+                addresses.push(*a);
+            }
+        }
+        let named = extra.iter().chain(configured).any(|a| *a != listen);
+        let is_bootstrap_node = configured.contains(&listen);
+        let may_start_alone = !client
+            && if multicast {
+                !named || is_bootstrap_node
+            } else {
+                addresses.is_empty() || is_bootstrap_node
+            };
+        BootstrapPlan {
+            addresses,
+            may_start_alone,
+            multicast,
+        }
+    }
+}
+
+/// What the peer core does next to reach the overlay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Join through these addresses.
+    Join(Vec<SocketAddr>),
+    /// Start a new overlay, for this reason.
+    StartAlone(&'static str),
+    /// Send this DISCOVER to the multicast group, twice (UDP may lose
+    /// one): now and a third of a round later.
+    Discover(Datagram),
+    /// Wait until the bootstrap's timeout.
+    Wait,
+}
+
+/// The bootstrap's state: the attempt under way, the discovery round, the
+/// retry timer.
+pub struct Bootstrap {
+    plan: BootstrapPlan,
+    overlay: String,
+    me: NodeId,
+    /// The port this peer takes links on, named in discovery datagrams.
+    port: u16,
+    /// Addresses the current join attempt tries, and how many dials failed.
+    attempt: usize,
+    failures: usize,
+    retry_at: Option<u64>,
+    round: Option<(Round, u64)>,
+    rounds_waited: u32,
+    /// Discovery answers: the second they were counted in, and how many.
+    answers: (u64, u32),
+}
+
+impl Bootstrap {
+    pub fn new(plan: BootstrapPlan, overlay: &str, me: NodeId, port: u16) -> Bootstrap {
+        Bootstrap {
+            plan,
+            overlay: overlay.to_string(),
+            me,
+            port,
+            attempt: 0,
+            failures: 0,
+            retry_at: None,
+            round: None,
+            rounds_waited: 0,
+            answers: (0, 0),
+        }
+    }
+
+    /// The first step, and the one after each retry.
+    pub fn start(&mut self, now: u64) -> Step {
+        self.retry_at = None;
+        if !self.plan.addresses.is_empty() {
+            self.join_through(self.plan.addresses.clone())
+        } else if self.plan.multicast {
+            self.begin_round(now)
+        } else {
+            Step::StartAlone("no bootstrap peer known")
+        }
+    }
+
+    /// A new configuration names bootstrap nodes (§6.5.4): later attempts
+    /// try them too.
+    pub fn add_addresses(&mut self, listen: SocketAddr, addresses: &[SocketAddr]) {
+        for a in addresses {
+            if *a != listen && !self.plan.addresses.contains(a) {
+                self.plan.addresses.push(*a);
+            }
+        }
+    }
+
+    /// A dial to a bootstrap address failed before the node joined.
+    pub fn dial_failed(&mut self, now: u64) -> Step {
+        self.failures += 1;
+        if self.failures < self.attempt * TRIES_PER_ADDRESS {
+            return Step::Wait;
+        }
+        self.failures = 0;
+        if self.plan.multicast && self.round.is_none() {
+            self.begin_round(now)
+        } else {
+            self.start_alone_or_retry(now, "no bootstrap peer answered")
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        [self.retry_at, self.round.as_ref().map(|(_, ends)| *ends)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: u64) -> Step {
+        if self.retry_at.is_some_and(|t| t <= now) {
+            return self.start(now);
+        }
+        if self.round.as_ref().is_some_and(|(_, ends)| *ends <= now) {
+            return self.end_round(now);
+        }
+        Step::Wait
+    }
+
+    /// A discovery datagram from `from`. A joined peer (never a client)
+    /// answers a DISCOVER for its overlay, within the answer budget.
+    pub fn heard(&mut self, now: u64, datagram: &Datagram, from: SocketAddr, answers: bool) -> Option<Datagram> {
+        if let Some((round, _)) = &mut self.round {
+            round.heard(datagram, from);
+        }
+        if !answers {
+            return None;
+        }
+        let here = answer(&self.overlay, self.me, self.port, datagram)?;
+        let second = now / 1000;
+        if self.answers.0 != second {
+            self.answers = (second, 0);
+        }
+        if self.answers.1 >= ANSWERS_PER_SECOND {
+            return None;
+        }
+        self.answers.1 += 1;
+        Some(here)
+    }
+
+    /// Whether a discovery round is under way.
+    pub fn discovering(&self) -> bool {
+        self.round.is_some()
+    }
+
+    fn join_through(&mut self, addresses: Vec<SocketAddr>) -> Step {
+        self.attempt = addresses.len();
+        self.failures = 0;
+        Step::Join(addresses)
+    }
+
+    fn start_alone_or_retry(&mut self, now: u64, why: &'static str) -> Step {
+        if self.plan.may_start_alone {
+            Step::StartAlone(why)
+        } else {
+            tracing::warn!("{why}; retrying in {} s", RETRY_MS / 1000);
+            self.retry_at = Some(now + RETRY_MS);
+            Step::Wait
+        }
+    }
+
+    fn begin_round(&mut self, now: u64) -> Step {
+        let round = Round::new(&self.overlay, self.me);
+        let discover = round.discover(self.port);
+        self.round = Some((round, now + ROUND_MS));
+        Step::Discover(discover)
+    }
+
+    fn end_round(&mut self, now: u64) -> Step {
+        let Some((round, _)) = self.round.take() else {
+            return Step::Wait;
+        };
+        match round.outcome() {
+            RoundOutcome::Join(addresses) => self.join_through(addresses),
+            RoundOutcome::Wait if self.rounds_waited < MAX_ROUNDS_WAITED => {
+                self.rounds_waited += 1;
+                tracing::info!("a peer with a smaller Node-ID is starting the overlay; asking again");
+                self.begin_round(now)
+            }
+            // A smaller peer that never starts the overlay (it keeps
+            // trying bootstrap nodes of its own) does not hold us back
+            // for ever.
+            RoundOutcome::Wait | RoundOutcome::StartAlone => {
+                self.rounds_waited = 0;
+                self.start_alone_or_retry(now, "nobody on the LAN is in the overlay")
+            }
+        }
+    }
+}

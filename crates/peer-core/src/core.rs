@@ -1,0 +1,486 @@
+//! [`PeerCore`]: one peer as one sans-IO state machine: the overlay engine
+//! with the usages and the bootstrap on top of it. A driver feeds it
+//! [`Input`]s with the time, carries out its [`Output`]s and wakes it at
+//! [`PeerCore::poll_timeout`]; it decides nothing of the protocol itself.
+//!
+//! Times are the engine's clock, in milliseconds: the daemon gives the
+//! wall clock at start advanced by a monotonic clock, the simulator its
+//! simulated time.
+
+use crate::bootstrap::{Bootstrap, BootstrapPlan, Step};
+use crate::certificates::CertificateUsage;
+use crate::discovery::{Datagram, ROUND_MS};
+use crate::sip_usage::{Located, PublishError, SipUsage};
+use crate::usage::{check_kinds, KindPolicyMismatch, Usage};
+use overlay::{Action, Event, OverlayNode, RequestFailure, RequestId, Security, Topology};
+use reload_wire::{Body, IpAddressPort, NodeId};
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
+
+/// How long a leave waits for the removals of the peer's registrations to
+/// be answered before it begins (a Store each, answered in a few overlay
+/// round trips).
+pub const WITHDRAW_WAIT_MS: u64 = 3_000;
+
+/// What happens to a peer.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A message arrived on the link to `from`.
+    Received {
+        from: NodeId,
+        bytes: &'a [u8],
+    },
+    /// A link to `peer` is up (dialled for it, or accepted).
+    LinkUp {
+        peer: NodeId,
+    },
+    /// A link dialled to a bootstrap address is up; `peer` is who answered.
+    BootstrapLinkUp {
+        peer: NodeId,
+    },
+    LinkDown {
+        peer: NodeId,
+    },
+    /// Nothing was sent on the link to `peer` for a while (§6.6.5
+    /// keepalive, decision 0022).
+    LinkIdle {
+        peer: NodeId,
+    },
+    /// The link to `peer` stopped acknowledging: route around the peer.
+    LinkSilent {
+        peer: NodeId,
+    },
+    /// A silent link acknowledges again.
+    LinkResumed {
+        peer: NodeId,
+    },
+    /// A dial failed; `expected` is the Node-ID it was for, `None` for a
+    /// bootstrap address.
+    LinkFailed {
+        expected: Option<NodeId>,
+    },
+    /// A multicast discovery datagram and where it came from.
+    Discovery {
+        datagram: Datagram,
+        from: SocketAddr,
+    },
+    /// Store (lifetime > 0) or remove (0) the registration of a user whose
+    /// phones this peer serves (RFC 7904 §3); answered by
+    /// [`Output::Published`] with `token`.
+    Publish {
+        user: &'a str,
+        lifetime_s: u32,
+        token: u64,
+    },
+    /// Where the phones of `user` are (RFC 7904 §4.2); answered by
+    /// [`Output::Located`] with `token`.
+    Locate {
+        user: String,
+        token: u64,
+    },
+    /// A SIP address of another peer could not be reached: ask its peer
+    /// again on the next call rather than reuse the address.
+    Unreachable {
+        address: SocketAddr,
+    },
+    /// Users were enrolled into this node or removed from it (the
+    /// security already signs as the added ones and still as the removed
+    /// ones): store the added users' certificates, replace the removed
+    /// users' registrations and certificates by removals. Answered by
+    /// [`Output::AccountsStored`] with `token` once the overlay answered
+    /// every Store.
+    Accounts {
+        added: Vec<String>,
+        removed: Vec<String>,
+        token: u64,
+    },
+    /// Leave gracefully (§10.9): withdraw this peer's registrations, then
+    /// leave. [`Event::Left`] comes out when done (at once if the peer
+    /// never joined).
+    Leave,
+}
+
+/// What a peer asks of its driver.
+#[derive(Debug)]
+pub enum Output {
+    /// Send on the link to `to`.
+    Send {
+        to: NodeId,
+        bytes: Vec<u8>,
+        maintenance: bool,
+    },
+    /// Open a link; report [`Input::LinkUp`], [`Input::BootstrapLinkUp`]
+    /// or [`Input::LinkFailed`].
+    Connect {
+        peer: Option<NodeId>,
+        address: IpAddressPort,
+    },
+    Close {
+        peer: NodeId,
+    },
+    /// Send `datagram` to the multicast group now and again after
+    /// `again_after_ms` (UDP may lose one).
+    Multicast {
+        datagram: Datagram,
+        again_after_ms: u64,
+    },
+    /// Answer a discovery datagram from `to`.
+    DiscoveryAnswer {
+        to: SocketAddr,
+        datagram: Datagram,
+    },
+    Published {
+        token: u64,
+        result: Result<(), PublishError>,
+    },
+    Located {
+        token: u64,
+        located: Located,
+    },
+    /// The overlay answered every Store of an [`Input::Accounts`]: the
+    /// failures, if any (a removed user's old values then live out their
+    /// lifetimes).
+    AccountsStored {
+        token: u64,
+        failures: Vec<String>,
+    },
+    /// What the engine tells the application, other than the answers to
+    /// the core's own requests.
+    Event(Event),
+}
+
+/// An [`Input::Accounts`] waiting for the overlay's answers.
+struct AccountsWait {
+    token: u64,
+    waiting: BTreeSet<RequestId>,
+    failures: Vec<String>,
+}
+
+/// One peer (or client) of the overlay: engine, usages and bootstrap.
+pub struct PeerCore<T: Topology, S: Security> {
+    engine: OverlayNode<T, S>,
+    sip: SipUsage,
+    /// The Certificate Store Usage (§8), when the node has a certificate
+    /// to store (the simulator's stand-in security has none).
+    certificates: Option<CertificateUsage>,
+    bootstrap: Bootstrap,
+    /// A client (§4.2.1) answers no discovery.
+    client: bool,
+    /// The removals of a leave's withdrawal not answered yet, and until
+    /// when the leave waits for them.
+    withdrawing: BTreeSet<RequestId>,
+    leave_at: Option<u64>,
+    accounts: Vec<AccountsWait>,
+    outputs: VecDeque<Output>,
+}
+
+impl<T: Topology, S: Security> PeerCore<T, S> {
+    /// A core around `engine`; `certificates` is the node's certificate
+    /// (DER) and the user name it carries, for the Certificate Store Usage.
+    /// Refused when the configuration gives a usage's Kind another access
+    /// policy than its RFC.
+    pub fn new(
+        engine: OverlayNode<T, S>,
+        plan: BootstrapPlan,
+        client: bool,
+        certificates: Option<(Vec<u8>, String)>,
+    ) -> Result<Self, KindPolicyMismatch> {
+        check_kinds(engine.config(), crate::sip_usage::KINDS)?;
+        check_kinds(engine.config(), crate::certificates::KINDS)?;
+        let me = engine.node_id();
+        let (overlay, port) = (engine.config().instance_name.clone(), listen_port(&engine));
+        Ok(PeerCore {
+            bootstrap: Bootstrap::new(plan, &overlay, me, port),
+            engine,
+            sip: SipUsage::default(),
+            certificates: certificates.map(|(der, user)| CertificateUsage::new(der, user)),
+            client,
+            withdrawing: BTreeSet::new(),
+            leave_at: None,
+            accounts: Vec::new(),
+            outputs: VecDeque::new(),
+        })
+    }
+
+    pub fn engine(&self) -> &OverlayNode<T, S> {
+        &self.engine
+    }
+
+    /// The engine, for what the core does not wrap (the operator's
+    /// requests, configuration updates, statistics).
+    pub fn engine_mut(&mut self) -> &mut OverlayNode<T, S> {
+        &mut self.engine
+    }
+
+    pub fn sip(&self) -> &SipUsage {
+        &self.sip
+    }
+
+    /// Starts reaching the overlay (§11.4).
+    pub fn start(&mut self, now: u64) {
+        let step = self.bootstrap.start(now);
+        self.follow(now, step);
+    }
+
+    /// A new configuration named bootstrap nodes: later attempts try them.
+    pub fn add_bootstrap_addresses(&mut self, listen: SocketAddr, addresses: &[SocketAddr]) {
+        self.bootstrap.add_addresses(listen, addresses);
+    }
+
+    pub fn handle_input(&mut self, now: u64, input: Input<'_>) {
+        match input {
+            Input::Received { from, bytes } => self.engine.receive(now, from, bytes),
+            Input::LinkUp { peer } => self.engine.link_up(now, peer),
+            Input::BootstrapLinkUp { peer } => self.engine.bootstrap_link_up(now, peer),
+            Input::LinkDown { peer } => self.engine.link_down(now, peer),
+            Input::LinkIdle { peer } => self.engine.keepalive(now, peer),
+            Input::LinkSilent { peer } => self.engine.link_silent(now, peer),
+            Input::LinkResumed { peer } => self.engine.link_resumed(now, peer),
+            Input::LinkFailed { expected } => {
+                self.engine.link_failed(now, expected);
+                if expected.is_none() && !self.engine.is_joined() {
+                    let step = self.bootstrap.dial_failed(now);
+                    self.follow(now, step);
+                }
+            }
+            Input::Discovery { datagram, from } => {
+                let answers = !self.client && self.engine.is_joined();
+                if let Some(here) = self.bootstrap.heard(now, &datagram, from, answers) {
+                    self.outputs.push_back(Output::DiscoveryAnswer {
+                        to: from,
+                        datagram: here,
+                    });
+                }
+            }
+            Input::Publish {
+                user,
+                lifetime_s,
+                token,
+            } => self
+                .sip
+                .registrations
+                .publish(&mut self.engine, now, user, lifetime_s, token),
+            Input::Locate { user, token } => self.sip.locator.start(&mut self.engine, now, user, token),
+            Input::Unreachable { address } => self.sip.locator.forget(address),
+            Input::Accounts { added, removed, token } => self.accounts_changed(now, added, removed, token),
+            Input::Leave => self.leave(now),
+        }
+    }
+
+    /// The next thing for the driver to do. `now` is when the driver asks
+    /// (the engine's events are handled then).
+    pub fn poll_output(&mut self, now: u64) -> Option<Output> {
+        loop {
+            self.collect_usage_outputs();
+            if let Some(output) = self.outputs.pop_front() {
+                return Some(output);
+            }
+            let action = self.engine.poll_action()?;
+            match action {
+                Action::Send { to, bytes, maintenance } => return Some(Output::Send { to, bytes, maintenance }),
+                Action::Connect { peer, address } => return Some(Output::Connect { peer, address }),
+                Action::Close { peer } => return Some(Output::Close { peer }),
+                Action::Event(event) => self.on_event(now, *event),
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due: the soonest
+    /// of the engine's, the usages' and the bootstrap's deadlines.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        let usages = [
+            Usage::<T, S>::poll_timeout(&self.sip),
+            self.certificates.as_ref().and_then(Usage::<T, S>::poll_timeout),
+        ];
+        [self.engine.poll_timeout(), self.bootstrap.poll_timeout(), self.leave_at]
+            .into_iter()
+            .chain(usages)
+            .flatten()
+            .min()
+    }
+
+    pub fn handle_timeout(&mut self, now: u64) {
+        if self.bootstrap.poll_timeout().is_some_and(|t| t <= now) {
+            let step = self.bootstrap.handle_timeout(now);
+            self.follow(now, step);
+        }
+        if self.leave_at.is_some_and(|t| t <= now) {
+            self.leave_at = None;
+            self.engine.leave(now);
+        }
+        if Usage::<T, S>::poll_timeout(&self.sip).is_some_and(|t| t <= now) {
+            Usage::<T, S>::handle_timeout(&mut self.sip, &mut self.engine, now);
+        }
+        if let Some(certificates) = &mut self.certificates {
+            if Usage::<T, S>::poll_timeout(certificates).is_some_and(|t| t <= now) {
+                certificates.handle_timeout(&mut self.engine, now);
+            }
+        }
+        if self.engine.poll_timeout().is_some_and(|t| t <= now) {
+            self.engine.handle_timeout(now);
+        }
+    }
+
+    fn follow(&mut self, now: u64, step: Step) {
+        match step {
+            Step::Join(addresses) => {
+                tracing::info!(
+                    "joining through {}",
+                    addresses.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ")
+                );
+                self.engine
+                    .join(now, addresses.into_iter().map(IpAddressPort::Ip).collect());
+            }
+            Step::StartAlone(why) => {
+                tracing::info!("{why}: starting it alone, a new overlay");
+                self.engine.start_alone(now);
+            }
+            Step::Discover(datagram) => self.outputs.push_back(Output::Multicast {
+                datagram,
+                again_after_ms: ROUND_MS / 3,
+            }),
+            Step::Wait => {}
+        }
+    }
+
+    fn on_event(&mut self, now: u64, event: Event) {
+        match event {
+            Event::Done {
+                request,
+                outcome,
+                hops,
+                latency_ms,
+                responder,
+            } => {
+                if self.withdrawing.remove(&request) {
+                    self.sip.on_done(&mut self.engine, now, request, &outcome, responder);
+                    if self.withdrawing.is_empty() && self.leave_at.take().is_some() {
+                        self.engine.leave(now);
+                    }
+                    return;
+                }
+                self.account_progress(request, &outcome);
+                let taken = self.sip.on_done(&mut self.engine, now, request, &outcome, responder)
+                    || self
+                        .certificates
+                        .as_mut()
+                        .is_some_and(|c| c.on_done(&mut self.engine, now, request, &outcome, responder));
+                if !taken {
+                    self.outputs.push_back(Output::Event(Event::Done {
+                        request,
+                        outcome,
+                        hops,
+                        latency_ms,
+                        responder,
+                    }));
+                }
+            }
+            Event::Joined => {
+                if let Some(certificates) = &mut self.certificates {
+                    certificates.joined(&mut self.engine, now);
+                }
+                self.outputs.push_back(Output::Event(Event::Joined));
+            }
+            other => self.outputs.push_back(Output::Event(other)),
+        }
+    }
+
+    fn collect_usage_outputs(&mut self) {
+        while let Some((token, result)) = self.sip.registrations.poll_published() {
+            self.outputs.push_back(Output::Published { token, result });
+        }
+        while let Some((token, located)) = self.sip.locator.poll_located() {
+            self.outputs.push_back(Output::Located { token, located });
+        }
+    }
+
+    fn leave(&mut self, now: u64) {
+        if !self.engine.is_joined() {
+            self.outputs.push_back(Output::Event(Event::Left));
+            return;
+        }
+        self.withdrawing
+            .extend(Usage::<T, S>::withdraw(&mut self.sip, &mut self.engine, now));
+        if self.withdrawing.is_empty() {
+            self.engine.leave(now);
+        } else {
+            tracing::info!("withdrew this peer's SIP registrations from the overlay; leaving once they are answered");
+            self.leave_at = Some(now + WITHDRAW_WAIT_MS);
+        }
+    }
+
+    fn accounts_changed(&mut self, now: u64, added: Vec<String>, removed: Vec<String>, token: u64) {
+        let mut wait = AccountsWait {
+            token,
+            waiting: BTreeSet::new(),
+            failures: Vec::new(),
+        };
+        if !self.engine.is_joined() {
+            // Nothing reaches the overlay now. Added users' certificates
+            // are stored when the peer joins; removed users' old values
+            // expire by their lifetimes (a registration's, at most 2 h).
+            if !removed.is_empty() {
+                wait.failures
+                    .push("the peer is not in the overlay: the removals were not stored".into());
+            }
+            self.outputs.push_back(Output::AccountsStored {
+                token,
+                failures: wait.failures,
+            });
+            return;
+        }
+        for user in &added {
+            if let Some(certificates) = &mut self.certificates {
+                wait.waiting
+                    .extend(certificates.store_user(&mut self.engine, now, user, true));
+            }
+        }
+        for user in &removed {
+            wait.waiting
+                .extend(self.sip.registrations.remove(&mut self.engine, now, user));
+            if let Some(certificates) = &mut self.certificates {
+                wait.waiting
+                    .extend(certificates.store_user(&mut self.engine, now, user, false));
+            }
+        }
+        if wait.waiting.is_empty() {
+            self.outputs.push_back(Output::AccountsStored {
+                token,
+                failures: Vec::new(),
+            });
+        } else {
+            self.accounts.push(wait);
+        }
+    }
+
+    /// Counts an answered request against the account changes waiting
+    /// for it.
+    fn account_progress(&mut self, request: RequestId, outcome: &Result<Body, RequestFailure>) {
+        let mut i = 0;
+        while i < self.accounts.len() {
+            let wait = &mut self.accounts[i];
+            if wait.waiting.remove(&request) {
+                if let Err(e) = outcome {
+                    wait.failures.push(e.to_string());
+                }
+            }
+            if wait.waiting.is_empty() {
+                let wait = self.accounts.swap_remove(i);
+                self.outputs.push_back(Output::AccountsStored {
+                    token: wait.token,
+                    failures: wait.failures,
+                });
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
+
+/// The port this node takes links on, named in its discovery answers.
+fn listen_port<T: Topology, S: Security>(engine: &OverlayNode<T, S>) -> u16 {
+    match engine.address() {
+        IpAddressPort::Ip(a) => a.port(),
+        _ => 0,
+    }
+}
