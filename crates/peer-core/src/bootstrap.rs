@@ -243,3 +243,120 @@ impl Bootstrap {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::Verb;
+
+    fn at(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn who_may_start_an_overlay_alone() {
+        let me = at(1);
+        let alone = |configured: &[SocketAddr], extra: &[SocketAddr], cached: &[SocketAddr], multicast| {
+            BootstrapPlan::new(me, false, configured, extra, cached, multicast).may_start_alone
+        };
+        assert!(alone(&[], &[], &[], false), "nobody else known");
+        assert!(alone(&[me], &[], &[], false), "only itself configured");
+        assert!(alone(&[me, at(2)], &[], &[], false), "a configured bootstrap node");
+        assert!(!alone(&[at(2)], &[], &[], false), "another bootstrap node");
+        assert!(!alone(&[], &[], &[at(3)], false), "cached peers");
+        assert!(
+            alone(&[], &[], &[at(3)], true),
+            "on a LAN, cached peers alone do not hold it back"
+        );
+        assert!(
+            !alone(&[], &[at(2)], &[], true),
+            "--bootstrap names where the overlay is"
+        );
+        assert!(
+            !BootstrapPlan::new(me, true, &[], &[], &[], false).may_start_alone,
+            "a client"
+        );
+        let plan = BootstrapPlan::new(me, false, &[me, at(2)], &[at(2), at(4)], &[at(4), at(5)], false);
+        assert_eq!(
+            plan.addresses,
+            vec![at(2), at(4), at(5)],
+            "own address and repeats left out"
+        );
+    }
+
+    #[test]
+    fn failed_dials_lead_to_a_discovery_round_whose_answers_are_joined() {
+        let plan = BootstrapPlan::new(at(1), false, &[at(2)], &[], &[], true);
+        let mut bootstrap = Bootstrap::new(plan, "o", NodeId::from_u128(5), 1);
+        assert_eq!(bootstrap.start(0), Step::Join(vec![at(2)]));
+        for _ in 1..TRIES_PER_ADDRESS {
+            assert_eq!(bootstrap.dial_failed(10), Step::Wait);
+        }
+        let Step::Discover(ask) = bootstrap.dial_failed(10) else {
+            panic!("a round after the last failed try")
+        };
+        assert_eq!((ask.verb, ask.port), (Verb::Discover, 1));
+        assert_eq!(bootstrap.poll_timeout(), Some(10 + ROUND_MS));
+        let here = Datagram {
+            verb: Verb::Here,
+            overlay: "o".into(),
+            node_id: NodeId::from_u128(9),
+            port: 7000,
+        };
+        bootstrap.heard(20, &here, SocketAddr::from(([10, 0, 0, 9], 40000)), false);
+        assert_eq!(
+            bootstrap.handle_timeout(10 + ROUND_MS),
+            Step::Join(vec![SocketAddr::from(([10, 0, 0, 9], 7000))]),
+            "joined at the answer's source address and named port"
+        );
+    }
+
+    #[test]
+    fn a_smaller_peer_asking_too_is_waited_for_a_few_rounds_only() {
+        let mut bootstrap = Bootstrap::new(
+            BootstrapPlan::new(at(1), false, &[], &[], &[], true),
+            "o",
+            NodeId::from_u128(5),
+            1,
+        );
+        assert!(matches!(bootstrap.start(0), Step::Discover(_)));
+        let smaller = Datagram {
+            verb: Verb::Discover,
+            overlay: "o".into(),
+            node_id: NodeId::from_u128(2),
+            port: 9,
+        };
+        let mut now = 0;
+        for _ in 0..MAX_ROUNDS_WAITED {
+            bootstrap.heard(now + 1, &smaller, at(9), false);
+            now += ROUND_MS;
+            assert!(
+                matches!(bootstrap.handle_timeout(now), Step::Discover(_)),
+                "asked again"
+            );
+        }
+        bootstrap.heard(now + 1, &smaller, at(9), false);
+        now += ROUND_MS;
+        assert!(matches!(bootstrap.handle_timeout(now), Step::StartAlone(_)));
+    }
+
+    #[test]
+    fn discovery_answers_are_budgeted_per_second() {
+        let mut bootstrap = Bootstrap::new(BootstrapPlan::default(), "o", NodeId::from_u128(5), 1);
+        let ask = Datagram {
+            verb: Verb::Discover,
+            overlay: "o".into(),
+            node_id: NodeId::from_u128(7),
+            port: 9,
+        };
+        let answered = (0..100)
+            .filter(|_| bootstrap.heard(5_000, &ask, at(9), true).is_some())
+            .count();
+        assert_eq!(answered, ANSWERS_PER_SECOND as usize);
+        assert!(bootstrap.heard(6_000, &ask, at(9), true).is_some(), "a new second");
+        assert!(
+            bootstrap.heard(6_000, &ask, at(9), false).is_none(),
+            "not joined: no answer"
+        );
+    }
+}
