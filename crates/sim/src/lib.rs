@@ -846,10 +846,7 @@ impl Simulation {
             return;
         };
         for name in withdrawn {
-            let resource = n.engine.resource_id(name.as_bytes());
-            let removal = peer_core::sip_usage::route_to_me(n.engine.node_id(), false);
-            let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
-            let _ = n.engine.store_as(now, &name, resource, kind, vec![removal], 60);
+            let _ = peer_core::sip_usage::store_registration(&mut n.engine, now, &name, false, 0);
         }
         n.engine.leave(now);
         self.drive(h);
@@ -1041,7 +1038,6 @@ impl Simulation {
                     return;
                 }
                 let name = self.users[user].name.clone();
-                let resource = self.users[user].resource.clone();
                 if refresh {
                     let next = Ev::Register { user, home, refresh };
                     self.at(self.now + phones::REFRESH_MS, next);
@@ -1050,10 +1046,9 @@ impl Simulation {
                 if !n.joined || n.leaving {
                     return;
                 }
-                let value = peer_core::sip_usage::route_to_me(n.engine.node_id(), true);
-                let kind = reload_wire::usages::kind_id::SIP_REGISTRATION;
                 let lifetime = phones::REGISTRATION_LIFETIME_S;
-                if let Some(id) = n.engine.store_as(now_abs, &name, resource, kind, vec![value], lifetime) {
+                let stored = peer_core::sip_usage::store_registration(&mut n.engine, now_abs, &name, true, lifetime);
+                if let Some(id) = stored {
                     n.pending.insert(id, Pending::Register { user });
                     self.drive(home);
                 }

@@ -53,7 +53,7 @@ impl Registrations {
         } else {
             self.published.remove(resource_name);
         }
-        match store(engine, now, resource_name, lifetime_s > 0, lifetime_s) {
+        match store_registration(engine, now, resource_name, lifetime_s > 0, lifetime_s) {
             Some(request) => {
                 self.pending.insert(request, token);
             }
@@ -73,7 +73,7 @@ impl Registrations {
         resource_name: &str,
     ) -> Option<RequestId> {
         self.published.remove(resource_name);
-        store(engine, now, resource_name, false, REMOVAL_LIFETIME_S)
+        store_registration(engine, now, resource_name, false, REMOVAL_LIFETIME_S)
     }
 
     /// A finished publish: its token and outcome.
@@ -94,7 +94,7 @@ impl Registrations {
     pub fn withdraw<T: Topology, S: Security>(&mut self, engine: &mut OverlayNode<T, S>, now: u64) -> Vec<RequestId> {
         let mut requests = Vec::new();
         for name in std::mem::take(&mut self.published) {
-            if let Some(request) = store(engine, now, &name, false, REMOVAL_LIFETIME_S) {
+            if let Some(request) = store_registration(engine, now, &name, false, REMOVAL_LIFETIME_S) {
                 self.withdrawing.insert(request);
                 requests.push(request);
             }
@@ -121,8 +121,10 @@ impl Registrations {
 }
 
 /// One Store of the registration value routing to this node (`exists`) or
-/// of its removal, signed as the user.
-fn store<T: Topology, S: Security>(
+/// of its removal, signed as the user; `None` when the node holds no
+/// certificate for the user. [`Registrations`] keeps track of what it
+/// stored; the simulator stores with this directly.
+pub fn store_registration<T: Topology, S: Security>(
     engine: &mut OverlayNode<T, S>,
     now: u64,
     resource_name: &str,
