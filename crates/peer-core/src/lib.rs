@@ -1,12 +1,16 @@
 //! The sans-IO peer core: what a peer does on top of the RELOAD overlay
 //! engine ([`overlay::OverlayNode`]), with no sockets, files or clocks of
 //! its own, so the daemon (`node`) and the simulator (`sim`) run the same
-//! code.
+//! code (decision 0032).
 //!
+//! - [`PeerCore`]: one peer as one state machine, with one [`Input`], one
+//!   [`Output`] and one `poll_timeout`.
 //! - [`usage`]: the usage layer (RFC 6940 §5.2) as one trait.
 //! - [`sip_usage`]: the SIP usage (RFC 7904): registrations and finding
 //!   where a user's phones are.
 //! - [`certificates`]: the Certificate Store Usage (RFC 6940 §8).
+//! - [`bootstrap`] and [`discovery`]: reaching the overlay (§11.4), with
+//!   our multicast extension on the LAN.
 
 pub mod bootstrap;
 pub mod certificates;
