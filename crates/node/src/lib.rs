@@ -1,6 +1,7 @@
 //! The p2psip peer as a program: the overlay's PKI and configuration
-//! document (RFC 6940 §11), the enrollment server and client, and (next)
-//! the tokio driver of the sans-IO overlay engine over TLS links.
+//! document (RFC 6940 §11), the enrollment server and client, and the
+//! tokio driver of the sans-IO peer core (`peer-core`) over TLS links and
+//! SIP sockets.
 
 pub mod admin;
 pub mod config_doc;
@@ -19,7 +20,6 @@ pub mod overlay_dir;
 pub mod peer;
 pub mod pki;
 mod same_node_id;
-mod sip_peer_ids;
 pub mod sip_report;
 pub mod sip_server;
 mod sip_tcp;

@@ -654,7 +654,7 @@ struct Driver<T: Topology + Tables> {
     /// Tokens of the core's publishes, lookups and account changes.
     next_token: u64,
     /// The SIP side waiting on a registration Store, by token.
-    publishes: HashMap<u64, oneshot::Sender<Result<(), String>>>,
+    publishes: HashMap<u64, oneshot::Sender<Result<(), peer_core::sip_usage::PublishError>>>,
     /// The SIP side waiting on a lookup, by token.
     locates: HashMap<u64, oneshot::Sender<Located>>,
     /// Unverified registration values already logged.
@@ -819,7 +819,7 @@ impl<T: Topology + Tables> Driver<T> {
                 Output::DiscoveryAnswer { to, datagram } => self.discovery_answer(to, datagram),
                 Output::Published { token, result } => {
                     if let Some(reply) = self.publishes.remove(&token) {
-                        let _ = reply.send(result.map_err(|e| e.to_string()));
+                        let _ = reply.send(result);
                     }
                 }
                 Output::Located { token, located } => self.located(token, located),

@@ -16,17 +16,14 @@
 use crate::link::LinkTls;
 use crate::log_budget::LogBudget;
 use crate::peer::{now_ms, Input};
-use crate::sip_peer_ids::PeerIds;
 use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
 use crate::sip_tcp::{accept_tcp, open_connection, OpenFailure};
-use peer_core::sip_usage::Located;
+use peer_core::sip_service::{SipEvent, SipInput as ServiceInput, SipOutput, SipService};
+use peer_core::sip_usage::{Located, PublishError};
 use reload_wire::NodeId;
-use sip::intake::Intake;
 use sip::message::ParseError;
-use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
-use sip::registrar::{self, Flow, Registered, Registrar, Transport};
-use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
-use sip::SipMessage;
+use sip::proxy::{Observation, Proxy, Side};
+use sip::registrar::{Flow, Registrar, Transport};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,7 +38,7 @@ pub enum SipOverlayRequest {
     Publish {
         resource_name: String,
         lifetime_s: u32,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), PublishError>>,
     },
     /// Where the phones of `resource_name` are (RFC 7904 §4.2): Fetch the
     /// registration, check it, AppAttach to the peers it names.
@@ -88,9 +85,8 @@ pub(crate) enum SipInput {
         read_at: std::time::Instant,
     },
     Published {
-        key: Option<TransactionKey>,
-        flow: Flow,
-        answer: Vec<u8>,
+        token: u64,
+        result: Result<(), PublishError>,
     },
     Opened {
         flow: Flow,
@@ -100,7 +96,7 @@ pub(crate) enum SipInput {
         tx: mpsc::Sender<Vec<u8>>,
     },
     Located {
-        lookup: u64,
+        token: u64,
         located: Located,
     },
     FlowFailed {
@@ -172,24 +168,17 @@ struct Connection {
     peer: Option<NodeId>,
 }
 
+/// The sockets, connections and reporting around the sans-IO
+/// [`SipService`].
 struct Core {
-    registrar: Registrar,
+    service: SipService,
     metrics: SipMetrics,
     calls: CallBook,
     auth_failures_logged: LogBudget,
-    proxy: Proxy,
-    /// Refuses new work that waited too long to be read (issue 36 §6).
-    shedder: sip::overload::Shedder,
-    /// The same for requests from other peers, with a larger budget.
-    peers_shedder: sip::overload::Shedder,
     /// Refusals already logged, and when the next log line may come.
     shed_logged: (u64, u64),
-    /// REGISTER transactions (the proxy keeps its own).
-    registers: ServerTransactions,
     udp: Arc<UdpSocket>,
     connections: HashMap<Flow, Connection>,
-    /// Which peer each SIP address between peers belongs to.
-    peer_ids: PeerIds,
     /// The node's certificate and the overlay's trust, for TLS to peers.
     tls: Arc<LinkTls>,
     events: mpsc::Sender<SipInput>,
@@ -222,58 +211,53 @@ pub(crate) async fn serve(
         events.clone(),
     ));
     let udp = sockets.udp;
+    let proxy = Proxy::new(interfaces, seed).with_dialog_secret(dialog_secret);
     let mut core = Core {
-        registrar,
+        service: SipService::new(registrar, proxy, seed),
         metrics,
         calls: CallBook::default(),
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
-        proxy: Proxy::new(interfaces, seed).with_dialog_secret(dialog_secret),
-        registers: ServerTransactions::new(),
-        shedder: sip::overload::Shedder::new(sip::overload::QUEUE_AGE_BUDGET_MS, seed),
-        peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS, !seed),
         shed_logged: (0, 0),
         udp: udp.clone(),
         connections: HashMap::new(),
-        peer_ids: PeerIds::default(),
         tls,
         events,
         overlay,
     };
     let mut buf = vec![0u8; sip::message::MAX_MESSAGE_SIZE + 1];
-    let mut next_expiry = now_ms();
+    let mut next_report = now_ms();
     loop {
         let now = now_ms();
         let wait = core
-            .proxy
-            .next_deadline()
+            .service
+            .poll_timeout()
             .map_or(1000, |d| d.saturating_sub(now).min(1000));
         tokio::select! {
             received = crate::udp_timestamps::recv_from(&udp, &mut buf) => {
                 let Ok((n, from, stamp)) = received else { continue };
                 let flow = Flow { transport: Transport::Udp, remote: from };
-                let waited = crate::udp_timestamps::age_ms(stamp, std::time::SystemTime::now());
-                core.message(buf[..n].to_vec(), flow, Side::Phones, waited).await;
+                let waited_ms = crate::udp_timestamps::age_ms(stamp, std::time::SystemTime::now());
+                let message = ServiceInput::Message { bytes: &buf[..n], flow, side: Side::Phones, waited_ms };
+                core.service.handle_input(now_ms(), message);
             }
-            Some(input) = rx.recv() => core.input(input).await,
+            Some(input) = rx.recv() => core.input(input),
             Some(request) = control.recv() => core.control(request),
             _ = tokio::time::sleep(Duration::from_millis(wait)) => {}
         }
         let now = now_ms();
-        let due = core.proxy.tick(now);
-        core.run(due).await;
-        if now >= next_expiry {
-            for user in core.registrar.expire(now) {
-                tracing::info!("sip: {user}'s registration expired: no phone registered");
-            }
+        if core.service.poll_timeout().is_some_and(|t| t <= now) {
+            core.service.handle_timeout(now);
+        }
+        core.carry_out().await;
+        if now >= next_report {
             core.calls.expire(now);
-            core.registers.expire(now);
             core.log_shedding(now);
             let held_back = core.auth_failures_logged.flush(now);
             if held_back > 0 {
                 tracing::warn!("sip: {held_back} more failed authentications in the last minute were not logged");
             }
             core.update_gauges();
-            next_expiry = now + 1000;
+            next_report = now + 1000;
         }
         if core.overlay.is_closed() {
             return;
@@ -288,7 +272,7 @@ impl Core {
     /// One line now and then while load is being shed.
     fn log_shedding(&mut self, now: u64) {
         let (logged, next) = self.shed_logged;
-        let refused = self.shedder.refused() + self.peers_shedder.refused();
+        let refused = self.service.shed();
         if refused > logged && now >= next {
             tracing::warn!(
                 "sip: overloaded: refused {} new requests with 503 (Retry-After {} s) since the last line; they \
@@ -305,7 +289,7 @@ impl Core {
     fn control(&mut self, request: SipControl) {
         match request {
             SipControl::Users { users, reply } => {
-                let removed = self.registrar.set_users(users);
+                let removed = self.service.set_users(users);
                 if !removed.is_empty() {
                     tracing::info!("sip: no longer serving {}; their bindings are gone", removed.join(", "));
                 }
@@ -319,14 +303,13 @@ impl Core {
 
     fn status(&self) -> SipStatus {
         let now = now_ms();
-        let users = self
-            .registrar
+        let registrar = self.service.registrar();
+        let users = registrar
             .users()
             .into_iter()
             .map(|user| SipUserStatus {
                 user: user.to_string(),
-                contacts: self
-                    .registrar
+                contacts: registrar
                     .contacts(user, now)
                     .into_iter()
                     .map(|b| ContactStatus {
@@ -337,34 +320,64 @@ impl Core {
                     .collect(),
             })
             .collect();
-        let (servers, clients) = self.proxy.transaction_count();
-        let registers = self.registers.len();
         SipStatus {
-            phones: self.proxy.interfaces().phones.to_string(),
-            peers: self.proxy.interfaces().overlay.to_string(),
+            phones: self.service.proxy().interfaces().phones.to_string(),
+            peers: self.service.proxy().interfaces().overlay.to_string(),
             users,
             calls: self.calls.status(now),
-            transactions: servers + clients + registers,
+            transactions: self.service.transactions(),
         }
     }
 
     fn update_gauges(&self) {
-        let (servers, clients) = self.proxy.transaction_count();
         let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.metrics.registrations.set(gauge(self.registrar.binding_count()));
-        self.metrics.users.set(gauge(self.registrar.users().len()));
-        self.metrics
-            .transactions
-            .set(gauge(servers + clients + self.registers.len()));
+        let registrar = self.service.registrar();
+        self.metrics.registrations.set(gauge(registrar.binding_count()));
+        self.metrics.users.set(gauge(registrar.users().len()));
+        self.metrics.transactions.set(gauge(self.service.transactions()));
         self.metrics
             .finished_transaction_bytes
-            .set(gauge(self.proxy.finished_bytes()));
+            .set(gauge(self.service.proxy().finished_bytes()));
         self.metrics.calls_in_progress.set(gauge(self.calls.len()));
     }
 
-    /// Log lines and metrics for what the proxy saw.
-    fn observe(&mut self, seen: Observation) {
+    /// Log lines and metrics for what the SIP side saw.
+    fn report(&mut self, event: SipEvent) {
         let now = now_ms();
+        match event {
+            SipEvent::Request { method } => self.metrics.request(&method),
+            SipEvent::Malformed { error, flow } => {
+                self.metrics.malformed();
+                log_malformed(&error, flow);
+            }
+            SipEvent::Shed => self.metrics.shed(),
+            SipEvent::AuthFailed { user, remote, what } => self.auth_failed(now, &user, remote, what),
+            SipEvent::Observed(seen) => self.observe(now, seen),
+            SipEvent::Registered {
+                user,
+                contacts,
+                lifetime_s,
+                flow,
+                changed,
+            } => {
+                if !changed {
+                    tracing::debug!("sip: {user} refreshed {contacts} contact(s) for up to {lifetime_s} s");
+                } else if contacts == 0 {
+                    tracing::info!("sip: {user} unregistered: no phone registered");
+                } else {
+                    tracing::info!(
+                        "sip: {user} registered {contacts} contact(s) for up to {lifetime_s} s, from {} {}",
+                        flow.transport.name(),
+                        flow.remote
+                    );
+                }
+            }
+            SipEvent::NotStored { user, why } => tracing::warn!("sip: registration of {user} not stored: {why}"),
+            SipEvent::Expired { user } => tracing::info!("sip: {user}'s registration expired: no phone registered"),
+        }
+    }
+
+    fn observe(&mut self, now: u64, seen: Observation) {
         match seen {
             Observation::CallStarted { call_id, from, to } => self.calls.started(now, call_id, from, to),
             Observation::CallProgress { setup_ms, .. } => self.metrics.call_setup(setup_ms),
@@ -400,256 +413,94 @@ impl Core {
         }
     }
 
-    async fn input(&mut self, input: SipInput) {
-        match input {
+    fn input(&mut self, input: SipInput) {
+        let now = now_ms();
+        let input = match input {
             SipInput::Message {
                 bytes,
                 flow,
                 side,
                 read_at,
             } => {
-                let waited = read_at.elapsed().as_millis() as u64;
-                self.message(bytes, flow, side, Some(waited)).await
+                let waited_ms = Some(read_at.elapsed().as_millis() as u64);
+                let message = ServiceInput::Message {
+                    bytes: &bytes,
+                    flow,
+                    side,
+                    waited_ms,
+                };
+                return self.service.handle_input(now, message);
             }
-            SipInput::Published { key, flow, answer } => {
-                self.registrar.published();
-                if let Some(key) = key {
-                    self.registers
-                        .answered(now_ms(), &key, &answer, flow.transport.reliable());
-                }
-                self.send(flow, answer).await;
-            }
+            SipInput::Published { token, result } => ServiceInput::Published { token, result },
             SipInput::Opened { flow, tx } => {
                 self.connections.insert(flow, Connection { tx, peer: None });
-            }
-            SipInput::Closed { tx } => self.connections.retain(|_, c| !c.tx.same_channel(&tx)),
-            SipInput::Located { lookup, located } => {
-                let location = match located {
-                    Located::Found { peers, here } => {
-                        for p in &peers {
-                            self.peer_ids.learn(p.address, p.node);
-                        }
-                        let peers = peers.into_iter().map(|p| p.address).collect();
-                        Location::Found { peers, here }
-                    }
-                    Located::NotFound => Location::NotFound,
-                    Located::NoPhone => Location::NoPhone,
-                    Located::Unreachable(why) => Location::Unreachable(why),
-                };
-                let out = self.proxy.located(now_ms(), lookup, location, &self.registrar);
-                self.run(out).await;
-            }
-            SipInput::FlowFailed { flow } => {
-                tracing::info!("sip: cannot reach {} over {}", flow.remote, flow.transport.name());
-                self.peer_ids.forget(&flow.remote);
-                let forget = SipOverlayRequest::Unreachable { address: flow.remote };
-                let _ = self.overlay.send(Input::Sip(forget)).await;
-                let out = self.proxy.flow_failed(now_ms(), flow);
-                self.run(out).await;
-            }
-        }
-    }
-
-    /// A message read from `flow`, which waited `waited` ms (when known)
-    /// between its arrival and now.
-    async fn message(&mut self, bytes: Vec<u8>, flow: Flow, side: Side, waited: Option<u64>) {
-        let now = now_ms();
-        self.shedder_of(side).observe(now, waited);
-        let message = match sip::intake::intake(&bytes) {
-            Intake::Request(m) | Intake::Response(m) => m,
-            Intake::KeepAlive => return,
-            Intake::Refused { error, answer } => {
-                self.metrics.malformed();
-                log_malformed(&error, flow);
-                if let Some(answer) = answer {
-                    self.send(flow, answer.to_bytes()).await;
-                }
                 return;
             }
-        };
-        if !message.is_request() {
-            let out = self.proxy.on_response(now, message, flow);
-            return self.run(out).await;
-        }
-        self.metrics.request(message.method().unwrap_or_default());
-        // A retransmission of a request already taken gets its
-        // transaction's answer, never a refusal (§17.2).
-        let refused = if self.shedder_of(side).over_budget(now, waited) && !self.holds_transaction_of(now, &message) {
-            self.shedder_of(side).refuse(now, &message, waited)
-        } else {
-            None
-        };
-        if let Some(busy) = refused {
-            self.metrics.shed();
-            return self.send(flow, busy.to_bytes()).await;
-        }
-        if message.method() == Some("REGISTER") {
-            return self.register(now, message, flow, side).await;
-        }
-        let out = self.proxy.on_request(now, message, flow, side, &mut self.registrar);
-        self.run(out).await;
-    }
-
-    fn shedder_of(&mut self, side: Side) -> &mut sip::overload::Shedder {
-        match side {
-            Side::Phones => &mut self.shedder,
-            Side::Overlay => &mut self.peers_shedder,
-        }
-    }
-
-    /// Whether `request` is a retransmission of a transaction held here.
-    fn holds_transaction_of(&self, now: u64, request: &SipMessage) -> bool {
-        match request.method() {
-            Some("REGISTER") => TransactionKey::of(request).is_some_and(|k| self.registers.holds(&k)),
-            _ => self.proxy.holds_transaction_of(now, request),
-        }
-    }
-
-    async fn register(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side) {
-        stamp_received(&mut request, flow.remote);
-        let key = TransactionKey::of(&request);
-        if let Some(key) = &key {
-            match self.registers.check(now, key) {
-                Arrival::New => {}
-                Arrival::InProgress => return,
-                Arrival::Answered(bytes) => return self.send(flow, bytes).await,
+            SipInput::Closed { tx } => {
+                self.connections.retain(|_, c| !c.tx.same_channel(&tx));
+                return;
             }
-        }
-        let answer = if side == Side::Overlay {
-            registrar::answer(&request, 403, "Phones Register On The Phone Side")
-        } else {
-            let aor_user = request
-                .header("To")
-                .and_then(|t| sip::headers::NameAddr::parse(&t).ok())
-                .and_then(|n| n.uri.user);
-            let before = aor_user.as_deref().map(|u| self.contact_set(u, now));
-            match self.registrar.register(now, &request, flow) {
-                Registered::Publish {
-                    user,
-                    lifetime_s,
-                    answer,
-                } => {
-                    let changed = before.as_ref() != Some(&self.contact_set(&user, now));
-                    if let Some(key) = &key {
-                        self.registers.begin(now, key);
-                    }
-                    return self
-                        .publish(request, user, lifetime_s, answer, key, flow, changed)
-                        .await;
-                }
-                Registered::Answer(a) => a,
-                Registered::AuthFailed { user, answer } => {
-                    self.auth_failed(now, &user, flow.remote, "REGISTER");
-                    answer
-                }
+            SipInput::Located { token, located } => ServiceInput::Located { token, located },
+            SipInput::FlowFailed { flow } => {
+                tracing::info!("sip: cannot reach {} over {}", flow.remote, flow.transport.name());
+                ServiceInput::FlowFailed { flow }
             }
         };
-        let bytes = answer.to_bytes();
-        // A refusal, a challenge above all, is sent statelessly (RFC 3261
-        // §26.3.2.4): a retransmission is refused again, and a flood of
-        // unauthenticated REGISTERs leaves nothing behind.
-        if let (Some(key), true) = (&key, answer.status().is_some_and(|s| s < 400)) {
-            self.registers.begin(now, key);
-            self.registers.answered(now, key, &bytes, flow.transport.reliable());
-        }
-        self.send(flow, bytes).await;
+        self.service.handle_input(now, input);
     }
 
-    /// The contacts `user` has registered here now, for telling a change
-    /// from a refresh.
-    fn contact_set(&self, user: &str, now: u64) -> Vec<String> {
-        let mut contacts: Vec<String> = self
-            .registrar
-            .contacts(user, now)
-            .into_iter()
-            .map(|b| b.contact.uri.to_string())
-            .collect();
-        contacts.sort();
-        contacts
-    }
-
-    /// Stores the registration in the overlay, then answers the phone; a
-    /// `changed` set of contacts is logged (a refresh only at debug).
-    #[allow(clippy::too_many_arguments)]
-    async fn publish(
-        &mut self,
-        request: SipMessage,
-        user: String,
-        lifetime_s: u32,
-        answer: SipMessage,
-        key: Option<TransactionKey>,
-        flow: Flow,
-        changed: bool,
-    ) {
-        let resource_name = peer_core::sip_usage::resource_name(&user, self.registrar.domain());
-        let (reply, done) = oneshot::channel();
-        let publish = SipOverlayRequest::Publish {
-            resource_name,
-            lifetime_s,
-            reply,
-        };
-        if self.overlay.send(Input::Sip(publish)).await.is_err() {
-            self.registrar.published();
-            return;
-        }
-        let events = self.events.clone();
-        let contacts = answer.list("Contact").len();
-        tokio::spawn(async move {
-            let answer = match done.await {
-                Ok(Ok(())) if contacts == 0 && changed => {
-                    tracing::info!("sip: {user} unregistered: no phone registered");
-                    answer
-                }
-                Ok(Ok(())) if changed => {
-                    tracing::info!(
-                        "sip: {user} registered {contacts} contact(s) for up to {lifetime_s} s, from {} {}",
-                        flow.transport.name(),
-                        flow.remote
-                    );
-                    answer
-                }
-                Ok(Ok(())) => {
-                    tracing::debug!("sip: {user} refreshed {contacts} contact(s) for up to {lifetime_s} s");
-                    answer
-                }
-                Ok(Err(why)) => {
-                    tracing::warn!("sip: registration of {user} not stored: {why}");
-                    registrar::store_failed(&request, &why)
-                }
-                Err(_) => registrar::store_failed(&request, "the peer is shutting down"),
-            };
-            let answer = answer.to_bytes();
-            let _ = events.send(SipInput::Published { key, flow, answer }).await;
-        });
-    }
-
-    async fn run(&mut self, outputs: Vec<Output>) {
-        for output in outputs {
+    /// Carries out what the service asks for.
+    async fn carry_out(&mut self) {
+        while let Some(output) = self.service.poll_output() {
             match output {
-                Output::Send { flow, bytes } => self.send(flow, bytes).await,
-                Output::Locate { lookup, user } => self.locate(lookup, user).await,
-                Output::Observed(seen) => self.observe(seen),
+                SipOutput::Send { flow, bytes, peer } => self.send(flow, bytes, peer).await,
+                SipOutput::Publish {
+                    resource_name,
+                    lifetime_s,
+                    token,
+                } => {
+                    let (reply, done) = oneshot::channel();
+                    let publish = SipOverlayRequest::Publish {
+                        resource_name,
+                        lifetime_s,
+                        reply,
+                    };
+                    let sent = self.overlay.send(Input::Sip(publish)).await.is_ok();
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        let result = match sent {
+                            true => done.await.unwrap_or(Err(PublishError::ShuttingDown)),
+                            false => Err(PublishError::ShuttingDown),
+                        };
+                        let _ = events.send(SipInput::Published { token, result }).await;
+                    });
+                }
+                SipOutput::Locate { resource_name, token } => {
+                    let (reply, answer) = oneshot::channel();
+                    let request = SipOverlayRequest::Locate { resource_name, reply };
+                    if self.overlay.send(Input::Sip(request)).await.is_err() {
+                        continue;
+                    }
+                    let events = self.events.clone();
+                    tokio::spawn(async move {
+                        let located = answer
+                            .await
+                            .unwrap_or_else(|_| Located::Unreachable("the peer is shutting down".into()));
+                        let _ = events.send(SipInput::Located { token, located }).await;
+                    });
+                }
+                SipOutput::Unreachable { address } => {
+                    let forget = SipOverlayRequest::Unreachable { address };
+                    let _ = self.overlay.send(Input::Sip(forget)).await;
+                }
+                SipOutput::Event(event) => self.report(event),
             }
         }
     }
 
-    async fn locate(&mut self, lookup: u64, user: String) {
-        let resource_name = peer_core::sip_usage::resource_name(&user, self.registrar.domain());
-        let (reply, answer) = oneshot::channel();
-        let request = SipOverlayRequest::Locate { resource_name, reply };
-        if self.overlay.send(Input::Sip(request)).await.is_err() {
-            return;
-        }
-        let events = self.events.clone();
-        tokio::spawn(async move {
-            let located = answer
-                .await
-                .unwrap_or_else(|_| Located::Unreachable("the peer is shutting down".into()));
-            let _ = events.send(SipInput::Located { lookup, located }).await;
-        });
-    }
-
-    async fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
+    /// Sends over UDP, or over the TCP or TLS connection to `flow.remote`;
+    /// a TLS connection must present `expected` (decision 0027).
+    async fn send(&mut self, flow: Flow, bytes: Vec<u8>, expected: Option<NodeId>) {
         self.metrics.sent(&bytes);
         match flow.transport {
             Transport::Udp => {
@@ -660,10 +511,6 @@ impl Core {
             Transport::Tcp | Transport::Tls => {
                 // A connection opened for another peer than the one now
                 // known at this address does not carry this message.
-                let expected = match flow.transport {
-                    Transport::Tls => self.peer_ids.expected(&flow.remote),
-                    _ => None,
-                };
                 let usable = self
                     .connections
                     .get(&flow)

@@ -172,7 +172,7 @@ pub(crate) async fn open_connection(
         .map_err(|_| Unreachable(format!("no TLS handshake within {limit:?}")))?
         .map_err(|e| Unreachable(e.to_string()))?;
     let presented = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
-    crate::sip_peer_ids::check_presented(peer, &presented).map_err(OpenFailure::WrongPeer)?;
+    peer_core::sip_service::check_presented(peer, &presented).map_err(OpenFailure::WrongPeer)?;
     run_connection(stream, remote, Transport::Tls, Side::Overlay, events, tx, rx).await;
     Ok(())
 }

@@ -9,6 +9,8 @@
 //! - [`sip_usage`]: the SIP usage (RFC 7904): registrations and finding
 //!   where a user's phones are.
 //! - [`certificates`]: the Certificate Store Usage (RFC 6940 §8).
+//! - [`sip_service`]: the registrar and proxy of a peer (RFC 3261, RFC
+//!   7904), which the overlay side serves through publish and locate.
 //! - [`bootstrap`] and [`discovery`]: reaching the overlay (§11.4), with
 //!   our multicast extension on the LAN.
 
@@ -16,6 +18,7 @@ pub mod bootstrap;
 pub mod certificates;
 mod core;
 pub mod discovery;
+pub mod sip_service;
 pub mod sip_usage;
 pub mod usage;
 

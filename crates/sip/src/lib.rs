@@ -20,8 +20,7 @@ pub mod nonce_counts;
 pub mod overload;
 pub mod proxy;
 pub mod registrar;
-#[cfg(test)]
-mod testing;
+pub mod testing;
 pub mod transaction;
 pub mod uri;
 

@@ -1,5 +1,5 @@
-//! What the unit tests of several modules share: a phone's side of
-//! digest authentication.
+//! A phone's side of digest authentication, for the tests of this crate's
+//! modules and of the crates built on it (the peer core's SIP service).
 
 use crate::digest::{Algorithm, Credentials, Ha1};
 use crate::message::SipMessage;
@@ -56,46 +56,54 @@ pub fn authorize(req: &SipMessage, challenge: &SipMessage, user: &str, password:
     out
 }
 
-/// Counts the heap bytes the current thread holds, so a test can say how
-/// much memory a piece of state keeps. Per thread, so tests running in
-/// parallel do not see each other's allocations.
-pub struct CountingAllocator;
+#[cfg(test)]
+pub use heap::heap_held;
 
-thread_local! {
-    static HELD: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
-}
+/// The unit tests' global allocator: only in this crate's own test build,
+/// so no crate that uses [`authorize`] gets a second one.
+#[cfg(test)]
+mod heap {
+    /// Counts the heap bytes the current thread holds, so a test can say how
+    /// much memory a piece of state keeps. Per thread, so tests running in
+    /// parallel do not see each other's allocations.
+    pub struct CountingAllocator;
 
-/// Heap bytes allocated and not yet freed by this thread.
-pub fn heap_held() -> isize {
-    HELD.with(|h| h.get())
-}
-
-fn count(delta: isize) {
-    // try_with: the allocator also runs while thread-locals are torn down.
-    let _ = HELD.try_with(|h| h.set(h.get() + delta));
-}
-
-// SAFETY: every call is passed to the system allocator unchanged; the
-// counting only reads sizes.
-unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: the caller's contract is the system allocator's.
-        unsafe { std::alloc::System.alloc(layout) }
+    thread_local! {
+        static HELD: std::cell::Cell<isize> = const { std::cell::Cell::new(0) };
     }
 
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: as above.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    /// Heap bytes allocated and not yet freed by this thread.
+    pub fn heap_held() -> isize {
+        HELD.with(|h| h.get())
     }
 
-    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        // SAFETY: as above.
-        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    fn count(delta: isize) {
+        // try_with: the allocator also runs while thread-locals are torn down.
+        let _ = HELD.try_with(|h| h.set(h.get() + delta));
     }
+
+    // SAFETY: every call is passed to the system allocator unchanged; the
+    // counting only reads sizes.
+    unsafe impl std::alloc::GlobalAlloc for CountingAllocator {
+        unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+            count(layout.size() as isize);
+            // SAFETY: the caller's contract is the system allocator's.
+            unsafe { std::alloc::System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+            count(-(layout.size() as isize));
+            // SAFETY: as above.
+            unsafe { std::alloc::System.dealloc(ptr, layout) }
+        }
+
+        unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+            count(new_size as isize - layout.size() as isize);
+            // SAFETY: as above.
+            unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: CountingAllocator = CountingAllocator;
 }
-
-#[global_allocator]
-static COUNTING: CountingAllocator = CountingAllocator;

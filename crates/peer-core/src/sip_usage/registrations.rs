@@ -22,6 +22,9 @@ pub enum PublishError {
     NotEnrolled(String),
     #[error("{0}")]
     Refused(RequestFailure),
+    /// The overlay side is gone (the peer is shutting down).
+    #[error("the peer is shutting down")]
+    ShuttingDown,
 }
 
 /// The registrations this node stores and the Stores in flight.

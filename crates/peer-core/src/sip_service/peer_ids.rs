@@ -14,13 +14,13 @@ use std::net::SocketAddr;
 const REMEMBERED: usize = 4096;
 
 #[derive(Debug, Default)]
-pub(crate) struct PeerIds {
+pub struct PeerIds {
     by_address: HashMap<SocketAddr, NodeId>,
     order: VecDeque<SocketAddr>,
 }
 
 impl PeerIds {
-    pub(crate) fn learn(&mut self, address: SocketAddr, node: NodeId) {
+    pub fn learn(&mut self, address: SocketAddr, node: NodeId) {
         if self.by_address.insert(address, node).is_none() {
             self.order.push_back(address);
         }
@@ -33,21 +33,21 @@ impl PeerIds {
 
     /// Forgets `address`: it could not be reached, or someone else
     /// answered there, and the next lookup asks again.
-    pub(crate) fn forget(&mut self, address: &SocketAddr) {
+    pub fn forget(&mut self, address: &SocketAddr) {
         if self.by_address.remove(address).is_some() {
             self.order.retain(|a| a != address);
         }
     }
 
     /// The Node-ID a connection to `address` must present, if known.
-    pub(crate) fn expected(&self, address: &SocketAddr) -> Option<NodeId> {
+    pub fn expected(&self, address: &SocketAddr) -> Option<NodeId> {
         self.by_address.get(address).copied()
     }
 }
 
 /// Whether the Node-IDs a peer's certificate carries include the one
 /// expected at its address; the reason to refuse it if not.
-pub(crate) fn check_presented(expected: Option<NodeId>, presented: &[NodeId]) -> Result<(), String> {
+pub fn check_presented(expected: Option<NodeId>, presented: &[NodeId]) -> Result<(), String> {
     match expected {
         Some(want) if !presented.contains(&want) => Err(format!(
             "it presented Node-ID {}, not {} whose AppAttach answer named this address",

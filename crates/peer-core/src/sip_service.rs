@@ -1,0 +1,455 @@
+//! [`SipService`]: the SIP side of a peer as one sans-IO state machine:
+//! the registrar (RFC 3261 §10) whose changes are stored in the overlay
+//! (RFC 7904 §3), the proxy (§16) whose lookups the overlay answers (RFC
+//! 7904 §4.2), REGISTER transactions (§17.2), and load shedding before any
+//! work (decision 0029). A driver feeds it SIP messages with their flow
+//! and how long they waited to be read, and carries out its
+//! [`SipOutput`]s: messages to send, Stores and lookups for the overlay
+//! (the peer core's [`Input::Publish`](crate::Input::Publish) and
+//! [`Input::Locate`](crate::Input::Locate)), and what to count and log.
+//!
+//! It is a part of the peer core of its own so that a driver may run it
+//! on another thread than the overlay (decision 0031): what passes
+//! between the two is these typed requests and answers.
+
+mod peer_ids;
+
+pub use peer_ids::{check_presented, PeerIds};
+
+use crate::sip_usage::{resource_name, Located, PublishError};
+use reload_wire::NodeId;
+use sip::intake::Intake;
+use sip::message::ParseError;
+use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
+use sip::registrar::{self, Flow, Registered, Registrar};
+use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
+use sip::SipMessage;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// How often registrations, REGISTER transactions and the like are
+/// expired, in ms.
+pub const EXPIRY_INTERVAL_MS: u64 = 1_000;
+
+/// What happens to the SIP side.
+#[derive(Debug)]
+pub enum SipInput<'a> {
+    /// A message read from `flow` on `side`, which waited `waited_ms`
+    /// between its arrival and now (when known).
+    Message {
+        bytes: &'a [u8],
+        flow: Flow,
+        side: Side,
+        waited_ms: Option<u64>,
+    },
+    /// The overlay's answer to [`SipOutput::Publish`].
+    Published {
+        token: u64,
+        result: Result<(), PublishError>,
+    },
+    /// The overlay's answer to [`SipOutput::Locate`].
+    Located { token: u64, located: Located },
+    /// A TCP or TLS connection to `flow` could not be opened, or broke.
+    FlowFailed { flow: Flow },
+}
+
+/// What the SIP side asks of its driver.
+#[derive(Debug)]
+pub enum SipOutput {
+    /// Send `bytes` over `flow`. A TLS connection to open there must
+    /// present `peer`'s Node-ID, when known (decision 0027).
+    Send {
+        flow: Flow,
+        bytes: Vec<u8>,
+        peer: Option<NodeId>,
+    },
+    /// Store `user`'s registration for `lifetime_s` (0: remove it); answer
+    /// with [`SipInput::Published`] and `token`.
+    Publish {
+        resource_name: String,
+        lifetime_s: u32,
+        token: u64,
+    },
+    /// Find `user`'s phones; answer with [`SipInput::Located`].
+    Locate { resource_name: String, token: u64 },
+    /// A peer's SIP address could not be reached: the overlay side should
+    /// ask its peer again rather than reuse it.
+    Unreachable { address: SocketAddr },
+    /// For metrics and logs.
+    Event(SipEvent),
+}
+
+/// What the operator sees of the SIP side: counted, and logged within
+/// budgets.
+#[derive(Debug)]
+pub enum SipEvent {
+    /// A request arrived (counted by method).
+    Request { method: String },
+    /// A message that does not parse, from `flow`.
+    Malformed { error: ParseError, flow: Flow },
+    /// A new request refused with 503 for overload.
+    Shed,
+    /// Credentials naming `user` did not verify.
+    AuthFailed {
+        user: String,
+        remote: SocketAddr,
+        what: &'static str,
+    },
+    /// What the proxy saw (calls started, answered, ended).
+    Observed(Observation),
+    /// `user`'s bindings are stored in the overlay: `contacts` of them for
+    /// up to `lifetime_s`; `changed` unless it was a refresh.
+    Registered {
+        user: String,
+        contacts: usize,
+        lifetime_s: u32,
+        flow: Flow,
+        changed: bool,
+    },
+    /// The overlay did not take `user`'s registration; the phone got 500.
+    NotStored { user: String, why: String },
+    /// `user`'s last binding expired.
+    Expired { user: String },
+}
+
+/// A REGISTER waiting for its Store in the overlay.
+struct Registering {
+    request: SipMessage,
+    user: String,
+    lifetime_s: u32,
+    answer: SipMessage,
+    key: Option<TransactionKey>,
+    flow: Flow,
+    changed: bool,
+}
+
+/// The registrar, proxy and REGISTER transactions of one peer.
+pub struct SipService {
+    registrar: Registrar,
+    proxy: Proxy,
+    /// REGISTER transactions (the proxy keeps its own).
+    registers: ServerTransactions,
+    /// Refuses new work that waited too long to be read (issue 36 §6).
+    shedder: sip::overload::Shedder,
+    /// The same for requests from other peers, with a larger budget.
+    peers_shedder: sip::overload::Shedder,
+    /// Which peer each SIP address between peers belongs to.
+    peer_ids: PeerIds,
+    registering: HashMap<u64, Registering>,
+    next_token: u64,
+    next_expiry: u64,
+    outputs: VecDeque<SipOutput>,
+}
+
+impl SipService {
+    /// `seed` varies the proxy's branches and the shedders' draws.
+    pub fn new(registrar: Registrar, proxy: Proxy, seed: u64) -> Self {
+        SipService {
+            registrar,
+            proxy,
+            registers: ServerTransactions::new(),
+            shedder: sip::overload::Shedder::new(sip::overload::QUEUE_AGE_BUDGET_MS, seed),
+            peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS, !seed),
+            peer_ids: PeerIds::default(),
+            registering: HashMap::new(),
+            next_token: 0,
+            next_expiry: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
+    }
+
+    /// Open transactions: the proxy's servers and clients and the
+    /// REGISTERs'.
+    pub fn transactions(&self) -> usize {
+        let (servers, clients) = self.proxy.transaction_count();
+        servers + clients + self.registers.len()
+    }
+
+    /// New requests refused for overload so far.
+    pub fn shed(&self) -> u64 {
+        self.shedder.refused() + self.peers_shedder.refused()
+    }
+
+    /// Serves exactly these users from now on; the ones no longer served,
+    /// whose bindings are gone.
+    pub fn set_users(&mut self, users: HashMap<String, sip::digest::Ha1>) -> Vec<String> {
+        self.registrar.set_users(users)
+    }
+
+    pub fn poll_output(&mut self) -> Option<SipOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is due.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        Some(
+            self.proxy
+                .next_deadline()
+                .map_or(self.next_expiry, |d| d.min(self.next_expiry)),
+        )
+    }
+
+    pub fn handle_timeout(&mut self, now: u64) {
+        let due = self.proxy.tick(now);
+        self.proxy_outputs(due);
+        if now >= self.next_expiry {
+            for user in self.registrar.expire(now) {
+                self.event(SipEvent::Expired { user });
+            }
+            self.registers.expire(now);
+            self.next_expiry = now + EXPIRY_INTERVAL_MS;
+        }
+    }
+
+    pub fn handle_input(&mut self, now: u64, input: SipInput<'_>) {
+        match input {
+            SipInput::Message {
+                bytes,
+                flow,
+                side,
+                waited_ms,
+            } => self.message(now, bytes, flow, side, waited_ms),
+            SipInput::Published { token, result } => self.published(now, token, result),
+            SipInput::Located { token, located } => {
+                let location = match located {
+                    Located::Found { peers, here } => {
+                        for p in &peers {
+                            self.peer_ids.learn(p.address, p.node);
+                        }
+                        let peers = peers.into_iter().map(|p| p.address).collect();
+                        Location::Found { peers, here }
+                    }
+                    Located::NotFound => Location::NotFound,
+                    Located::NoPhone => Location::NoPhone,
+                    Located::Unreachable(why) => Location::Unreachable(why),
+                };
+                let out = self.proxy.located(now, token, location, &self.registrar);
+                self.proxy_outputs(out);
+            }
+            SipInput::FlowFailed { flow } => {
+                self.peer_ids.forget(&flow.remote);
+                self.outputs.push_back(SipOutput::Unreachable { address: flow.remote });
+                let out = self.proxy.flow_failed(now, flow);
+                self.proxy_outputs(out);
+            }
+        }
+    }
+
+    fn event(&mut self, event: SipEvent) {
+        self.outputs.push_back(SipOutput::Event(event));
+    }
+
+    fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
+        let peer = match flow.transport {
+            registrar::Transport::Tls => self.peer_ids.expected(&flow.remote),
+            _ => None,
+        };
+        self.outputs.push_back(SipOutput::Send { flow, bytes, peer });
+    }
+
+    fn proxy_outputs(&mut self, outputs: Vec<Output>) {
+        for output in outputs {
+            match output {
+                Output::Send { flow, bytes } => self.send(flow, bytes),
+                Output::Locate { lookup, user } => {
+                    let resource_name = resource_name(&user, self.registrar.domain());
+                    self.outputs.push_back(SipOutput::Locate {
+                        resource_name,
+                        token: lookup,
+                    });
+                }
+                Output::Observed(seen) => {
+                    if let Observation::AuthFailed { user, remote } = seen {
+                        self.event(SipEvent::AuthFailed {
+                            user,
+                            remote,
+                            what: "proxy",
+                        });
+                    } else {
+                        self.event(SipEvent::Observed(seen));
+                    }
+                }
+            }
+        }
+    }
+
+    fn shedder_of(&mut self, side: Side) -> &mut sip::overload::Shedder {
+        match side {
+            Side::Phones => &mut self.shedder,
+            Side::Overlay => &mut self.peers_shedder,
+        }
+    }
+
+    /// A message read from `flow`, which waited `waited` ms (when known)
+    /// between its arrival and now.
+    fn message(&mut self, now: u64, bytes: &[u8], flow: Flow, side: Side, waited: Option<u64>) {
+        self.shedder_of(side).observe(now, waited);
+        let message = match sip::intake::intake(bytes) {
+            Intake::Request(m) | Intake::Response(m) => m,
+            Intake::KeepAlive => return,
+            Intake::Refused { error, answer } => {
+                self.event(SipEvent::Malformed { error, flow });
+                if let Some(answer) = answer {
+                    self.send(flow, answer.to_bytes());
+                }
+                return;
+            }
+        };
+        if !message.is_request() {
+            let out = self.proxy.on_response(now, message, flow);
+            return self.proxy_outputs(out);
+        }
+        let method = message.method().unwrap_or_default().to_string();
+        self.event(SipEvent::Request { method });
+        // A retransmission of a request already taken gets its
+        // transaction's answer, never a refusal (§17.2).
+        let refused = if self.shedder_of(side).over_budget(now, waited) && !self.holds_transaction_of(now, &message) {
+            self.shedder_of(side).refuse(now, &message, waited)
+        } else {
+            None
+        };
+        if let Some(busy) = refused {
+            self.event(SipEvent::Shed);
+            return self.send(flow, busy.to_bytes());
+        }
+        if message.method() == Some("REGISTER") {
+            return self.register(now, message, flow, side);
+        }
+        let out = self.proxy.on_request(now, message, flow, side, &mut self.registrar);
+        self.proxy_outputs(out);
+    }
+
+    /// Whether `request` is a retransmission of a transaction held here.
+    fn holds_transaction_of(&self, now: u64, request: &SipMessage) -> bool {
+        match request.method() {
+            Some("REGISTER") => TransactionKey::of(request).is_some_and(|k| self.registers.holds(&k)),
+            _ => self.proxy.holds_transaction_of(now, request),
+        }
+    }
+
+    fn register(&mut self, now: u64, mut request: SipMessage, flow: Flow, side: Side) {
+        stamp_received(&mut request, flow.remote);
+        let key = TransactionKey::of(&request);
+        if let Some(key) = &key {
+            match self.registers.check(now, key) {
+                Arrival::New => {}
+                Arrival::InProgress => return,
+                Arrival::Answered(bytes) => return self.send(flow, bytes),
+            }
+        }
+        let answer = if side == Side::Overlay {
+            registrar::answer(&request, 403, "Phones Register On The Phone Side")
+        } else {
+            let aor_user = request
+                .header("To")
+                .and_then(|t| sip::headers::NameAddr::parse(&t).ok())
+                .and_then(|n| n.uri.user);
+            let before = aor_user.as_deref().map(|u| self.contact_set(u, now));
+            match self.registrar.register(now, &request, flow) {
+                Registered::Publish {
+                    user,
+                    lifetime_s,
+                    answer,
+                } => {
+                    let changed = before.as_ref() != Some(&self.contact_set(&user, now));
+                    if let Some(key) = &key {
+                        self.registers.begin(now, key);
+                    }
+                    self.next_token += 1;
+                    let token = self.next_token;
+                    let resource_name = resource_name(&user, self.registrar.domain());
+                    self.registering.insert(
+                        token,
+                        Registering {
+                            request,
+                            user,
+                            lifetime_s,
+                            answer,
+                            key,
+                            flow,
+                            changed,
+                        },
+                    );
+                    self.outputs.push_back(SipOutput::Publish {
+                        resource_name,
+                        lifetime_s,
+                        token,
+                    });
+                    return;
+                }
+                Registered::Answer(a) => a,
+                Registered::AuthFailed { user, answer } => {
+                    self.event(SipEvent::AuthFailed {
+                        user,
+                        remote: flow.remote,
+                        what: "REGISTER",
+                    });
+                    answer
+                }
+            }
+        };
+        let bytes = answer.to_bytes();
+        // A refusal, a challenge above all, is sent statelessly (RFC 3261
+        // §26.3.2.4): a retransmission is refused again, and a flood of
+        // unauthenticated REGISTERs leaves nothing behind.
+        if let (Some(key), true) = (&key, answer.status().is_some_and(|s| s < 400)) {
+            self.registers.begin(now, key);
+            self.registers.answered(now, key, &bytes, flow.transport.reliable());
+        }
+        self.send(flow, bytes);
+    }
+
+    /// The overlay answered a REGISTER's Store: the phone gets the
+    /// registrar's answer, or 500 with Retry-After if it was not stored.
+    fn published(&mut self, now: u64, token: u64, result: Result<(), PublishError>) {
+        self.registrar.published();
+        let Some(r) = self.registering.remove(&token) else {
+            return;
+        };
+        let answer = match result {
+            Ok(()) => {
+                let contacts = r.answer.list("Contact").len();
+                self.event(SipEvent::Registered {
+                    user: r.user,
+                    contacts,
+                    lifetime_s: r.lifetime_s,
+                    flow: r.flow,
+                    changed: r.changed,
+                });
+                r.answer
+            }
+            Err(why) => {
+                let why = why.to_string();
+                let answer = registrar::store_failed(&r.request, &why);
+                self.event(SipEvent::NotStored { user: r.user, why });
+                answer
+            }
+        };
+        let bytes = answer.to_bytes();
+        if let Some(key) = &r.key {
+            self.registers.answered(now, key, &bytes, r.flow.transport.reliable());
+        }
+        self.send(r.flow, bytes);
+    }
+
+    /// The contacts `user` has registered here now, for telling a change
+    /// from a refresh.
+    fn contact_set(&self, user: &str, now: u64) -> Vec<String> {
+        let mut contacts: Vec<String> = self
+            .registrar
+            .contacts(user, now)
+            .into_iter()
+            .map(|b| b.contact.uri.to_string())
+            .collect();
+        contacts.sort();
+        contacts
+    }
+}

@@ -1,0 +1,217 @@
+//! The SIP side of the peer core without I/O: a REGISTER is answered only
+//! once the overlay took its Store (RFC 7904 §3), a Store that failed
+//! gets 500 with Retry-After, retransmissions get the same answer, and a
+//! lookup's outcome becomes the proxy's next hop, with the Node-ID a TLS
+//! connection there must present (decision 0027).
+
+use peer_core::sip_service::{SipEvent, SipInput, SipOutput, SipService};
+use peer_core::sip_usage::{Located, PublishError, SipPeer};
+use reload_wire::NodeId;
+use sip::digest::{Algorithm, Ha1};
+use sip::proxy::{Interfaces, Proxy, Side};
+use sip::registrar::{Flow, Registrar, Transport};
+use sip::testing::authorize;
+use sip::SipMessage;
+use std::net::SocketAddr;
+
+const DOMAIN: &str = "overlay.test";
+const T0: u64 = 1_800_000_000_000;
+
+fn service() -> SipService {
+    let users = [("alice", "secret"), ("bob", "hunter2")]
+        .into_iter()
+        .map(|(u, p)| (u.to_string(), Ha1::new(u, DOMAIN, p)))
+        .collect();
+    let registrar = Registrar::new(DOMAIN, users, [7; 32]).with_digest_algorithms(&[Algorithm::Md5]);
+    let interfaces = Interfaces {
+        phones: "127.0.0.1:5060".parse().unwrap(),
+        overlay: "127.0.0.1:6060".parse().unwrap(),
+    };
+    SipService::new(registrar, Proxy::new(interfaces, 1).with_dialog_secret([9; 32]), 1)
+}
+
+fn udp(port: u16) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote: SocketAddr::from(([127, 0, 0, 1], port)),
+    }
+}
+
+fn outputs(service: &mut SipService) -> Vec<SipOutput> {
+    std::iter::from_fn(|| service.poll_output()).collect()
+}
+
+fn sent(outputs: &[SipOutput]) -> Vec<(Flow, SipMessage, Option<NodeId>)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            SipOutput::Send { flow, bytes, peer } => Some((*flow, SipMessage::parse(bytes).unwrap(), *peer)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn input(service: &mut SipService, now: u64, bytes: &[u8], flow: Flow, side: Side) -> Vec<SipOutput> {
+    let message = SipInput::Message {
+        bytes,
+        flow,
+        side,
+        waited_ms: Some(0),
+    };
+    service.handle_input(now, message);
+    outputs(service)
+}
+
+fn register_request(user: &str, flow: Flow) -> SipMessage {
+    let text = format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {remote};branch=z9hG4bKreg1\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag=r\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: reg-{user}\r\n\
+         CSeq: 1 REGISTER\r\nContact: <sip:{user}@{remote}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+        remote = flow.remote,
+    );
+    SipMessage::parse(text.as_bytes()).unwrap()
+}
+
+/// alice's REGISTER through the challenge: the outputs of the authorized
+/// one, and its bytes.
+fn authorized_register(service: &mut SipService, flow: Flow) -> (Vec<SipOutput>, Vec<u8>) {
+    let request = register_request("alice", flow);
+    let out = input(service, T0, &request.to_bytes(), flow, Side::Phones);
+    let challenge = &sent(&out)[0].1;
+    assert_eq!(challenge.status(), Some(401));
+    let authorized = authorize(&request, challenge, "alice", "secret", Algorithm::Md5).to_bytes();
+    (input(service, T0 + 1, &authorized, flow, Side::Phones), authorized)
+}
+
+fn publish_token(outputs: &[SipOutput]) -> u64 {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            SipOutput::Publish {
+                resource_name,
+                lifetime_s,
+                token,
+            } => {
+                assert_eq!(resource_name, &format!("alice@{DOMAIN}"));
+                assert_eq!(*lifetime_s, 600);
+                Some(*token)
+            }
+            _ => None,
+        })
+        .expect("a Store for the overlay")
+}
+
+#[test]
+fn a_register_is_answered_once_the_overlay_stored_it_and_retransmissions_get_that_answer() {
+    let mut service = service();
+    let phone = udp(7001);
+    let (out, authorized) = authorized_register(&mut service, phone);
+    assert!(sent(&out).is_empty(), "no answer before the Store is answered");
+    let token = publish_token(&out);
+
+    let again = input(&mut service, T0 + 2, &authorized, phone, Side::Phones);
+    assert!(sent(&again).is_empty(), "a retransmission while storing is absorbed");
+
+    service.handle_input(T0 + 3, SipInput::Published { token, result: Ok(()) });
+    let out = outputs(&mut service);
+    let answers = sent(&out);
+    assert_eq!(answers.len(), 1);
+    assert_eq!((answers[0].0, answers[0].1.status()), (phone, Some(200)));
+    assert!(out.iter().any(|o| matches!(
+        o,
+        SipOutput::Event(SipEvent::Registered {
+            contacts: 1,
+            changed: true,
+            ..
+        })
+    )));
+
+    let again = input(&mut service, T0 + 4, &authorized, phone, Side::Phones);
+    assert_eq!(sent(&again)[0].1.status(), Some(200), "the transaction's answer, again");
+}
+
+#[test]
+fn a_register_the_overlay_did_not_store_gets_500_with_retry_after() {
+    let mut service = service();
+    let (out, _) = authorized_register(&mut service, udp(7002));
+    let token = publish_token(&out);
+    let result = Err(PublishError::ShuttingDown);
+    service.handle_input(T0 + 3, SipInput::Published { token, result });
+    let out = outputs(&mut service);
+    let answer = &sent(&out)[0].1;
+    assert_eq!(answer.status(), Some(500));
+    assert!(answer.header("Retry-After").is_some());
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, SipOutput::Event(SipEvent::NotStored { .. }))));
+}
+
+#[test]
+fn phones_do_not_register_through_the_port_between_peers() {
+    let mut service = service();
+    let peer = Flow {
+        transport: Transport::Tls,
+        remote: "127.0.0.2:6060".parse().unwrap(),
+    };
+    let request = register_request("alice", peer);
+    let out = input(&mut service, T0, &request.to_bytes(), peer, Side::Overlay);
+    assert_eq!(sent(&out)[0].1.status(), Some(403));
+    assert!(!out.iter().any(|o| matches!(o, SipOutput::Publish { .. })));
+}
+
+/// bob is registered at another peer: alice's INVITE (authenticated by
+/// her registration's flow) makes the service ask the overlay, and the
+/// answer sends the INVITE over TLS to that peer, naming the Node-ID its
+/// connection must present.
+#[test]
+fn a_located_peer_gets_the_call_over_a_connection_that_must_present_its_node_id() {
+    let mut service = service();
+    let phone = udp(7003);
+    let (out, _) = authorized_register(&mut service, phone);
+    let token = publish_token(&out);
+    service.handle_input(T0 + 2, SipInput::Published { token, result: Ok(()) });
+    outputs(&mut service);
+
+    let invite = format!(
+        "INVITE sip:bob@{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch=z9hG4bKinv1;rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+         Call-ID: call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{phone}>\r\nContent-Length: 0\r\n\r\n",
+        phone = phone.remote
+    );
+    let out = input(&mut service, T0 + 10, invite.as_bytes(), phone, Side::Phones);
+    let (resource_name, token) = out
+        .iter()
+        .find_map(|o| match o {
+            SipOutput::Locate { resource_name, token } => Some((resource_name.clone(), *token)),
+            _ => None,
+        })
+        .expect("a lookup");
+    assert_eq!(resource_name, format!("bob@{DOMAIN}"));
+
+    let bobs_peer = SipPeer {
+        node: NodeId::from_u128(42),
+        address: "127.0.0.5:6061".parse().unwrap(),
+    };
+    let located = Located::Found {
+        peers: vec![bobs_peer],
+        here: false,
+    };
+    service.handle_input(T0 + 20, SipInput::Located { token, located });
+    let out = outputs(&mut service);
+    let forwarded: Vec<_> = sent(&out)
+        .into_iter()
+        .filter(|(_, m, _)| m.method() == Some("INVITE"))
+        .collect();
+    assert_eq!(forwarded.len(), 1);
+    let (flow, _, peer) = &forwarded[0];
+    assert_eq!((flow.transport, flow.remote), (Transport::Tls, bobs_peer.address));
+    assert_eq!(*peer, Some(bobs_peer.node));
+
+    // The connection fails: the overlay side is told to ask that peer
+    // again, and the address is no longer tied to its Node-ID.
+    service.handle_input(T0 + 30, SipInput::FlowFailed { flow: *flow });
+    let out = outputs(&mut service);
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, SipOutput::Unreachable { address } if *address == bobs_peer.address)));
+}
