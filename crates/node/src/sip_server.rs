@@ -478,11 +478,14 @@ impl Core {
                 SipOutput::Locate { resource_name, token } => {
                     let (reply, answer) = oneshot::channel();
                     let request = SipOverlayRequest::Locate { resource_name, reply };
-                    if self.overlay.send(Input::Sip(request)).await.is_err() {
-                        continue;
-                    }
+                    let sent = self.overlay.send(Input::Sip(request)).await.is_ok();
                     let events = self.events.clone();
                     tokio::spawn(async move {
+                        if !sent {
+                            let located = Located::Unreachable("the peer is shutting down".into());
+                            let _ = events.send(SipInput::Located { token, located }).await;
+                            return;
+                        }
                         let located = answer
                             .await
                             .unwrap_or_else(|_| Located::Unreachable("the peer is shutting down".into()));

@@ -7,8 +7,9 @@
 //! certificates is the job of a [`ConfigurationJudge`] the driver gives
 //! the engine: the daemon's reads the §11.1 XML, a test's can be trivial.
 
-use crate::config::{KindDefinition, OverlayConfig};
+use crate::config::{AccessPolicy, KindDefinition, OverlayConfig};
 use reload_wire::ErrorCode;
+use reload_wire::KindId;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -140,6 +141,9 @@ pub struct ConfigurationKeeper {
     judged: Window,
     told_window: Window,
     told: BTreeMap<Vec<u8>, u64>,
+    /// Kinds whose access policy the node's usages depend on: a document
+    /// that changes one cannot be run by this node.
+    required: Vec<(KindId, AccessPolicy)>,
 }
 
 impl std::fmt::Debug for ConfigurationKeeper {
@@ -158,6 +162,14 @@ impl ConfigurationKeeper {
             document: Some(document.into()),
             ..Default::default()
         }
+    }
+
+    /// Takes configuration updates from now on, judged by `judge`, the
+    /// node running on `document`; the Kind policies required stay.
+    pub fn take_updates(&mut self, document: Vec<u8>, judge: Box<dyn ConfigurationJudge>) {
+        let required = std::mem::take(&mut self.required);
+        *self = ConfigurationKeeper::new(document, judge);
+        self.required = required;
     }
 
     /// The signed document this node runs on, if it was given one.
@@ -196,6 +208,7 @@ impl ConfigurationKeeper {
                 new.instance_name, new.node_id_length
             )));
         }
+        check_required(&self.required, &new).map_err(ConfigRefusal::Incompatible)?;
         new.decode_context()
             .map_err(|e| ConfigRefusal::Invalid(format!("its limits are unusable: {e}")))?;
         judge.check_runnable(document)?;
@@ -235,12 +248,22 @@ impl ConfigurationKeeper {
             return Ok(None);
         }
         let new = kinds.into_iter().fold(current.clone(), OverlayConfig::with_kind);
+        check_required(&self.required, &new).map_err(ConfigRefusal::Invalid)?;
         new.decode_context()
             .map_err(|e| ConfigRefusal::Invalid(format!("the Kinds are unusable: {e}")))?;
         if self.kind_blocks.len() < 256 {
             self.kind_blocks.extend(blocks.iter().cloned());
         }
         Ok(Some(new))
+    }
+
+    /// The node's usages need these Kinds under these access policies.
+    pub fn require(&mut self, kinds: &[(KindId, AccessPolicy)]) {
+        for kind in kinds {
+            if !self.required.contains(kind) {
+                self.required.push(*kind);
+            }
+        }
     }
 
     /// The node runs on `document` from now on.
@@ -275,6 +298,19 @@ impl ConfigurationKeeper {
         self.told.insert(node.to_vec(), now);
         true
     }
+}
+
+/// Why `config` breaks a Kind policy the node's usages need, if it does.
+fn check_required(required: &[(KindId, AccessPolicy)], config: &OverlayConfig) -> Result<(), String> {
+    for (id, needed) in required {
+        if let Some(defined) = config.kind(*id).filter(|d| d.access != *needed) {
+            return Err(format!(
+                "it gives Kind {} ({id}) access policy {:?}, where this node's usage needs {needed:?}",
+                defined.name, defined.access
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

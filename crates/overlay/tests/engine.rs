@@ -1597,6 +1597,39 @@ fn a_new_configuration_reaches_every_peer_once_and_its_new_kind_is_stored() {
     }
 }
 
+/// §11.1: a node whose usage needs a Kind under one access policy cannot
+/// run a document that gives the Kind another: the document is refused as
+/// incompatible (the node must exit, which its driver does), and a kind
+/// update that would do the same is refused as invalid.
+#[test]
+fn a_document_that_changes_a_kind_policy_a_usage_needs_cannot_be_run() {
+    let mut net = configurable_ring();
+    let now = net.now;
+    // The node's usage needs NEW_KIND under USER-NODE-MATCH; the TextJudge
+    // defines it under USER-MATCH.
+    net.nodes[2].require_kind_policies(&[(NEW_KIND, AccessPolicy::UserNodeMatch)]);
+    let document = format!("seq=6 signer=ops kinds={NEW_KIND}").into_bytes();
+    let refused = net.nodes[2].offer_configuration(now, document.clone());
+    assert!(
+        matches!(&refused, Err(ConfigRefusal::Incompatible(why)) if why.contains("UserNodeMatch")),
+        "{refused:?}"
+    );
+    assert_eq!(net.nodes[2].config().configuration_sequence, 5, "nothing adopted");
+    // Another node, with no such usage, runs it.
+    assert_eq!(
+        net.nodes[1].offer_configuration(now, document),
+        Ok(Offered::Adopted { sequence: 6 })
+    );
+    // Requirements outlive a new judge.
+    net.nodes[3].require_kind_policies(&[(NEW_KIND, AccessPolicy::UserNodeMatch)]);
+    net.nodes[3].take_configuration_updates(
+        b"seq=5 signer=ops".to_vec(),
+        Box::new(TextJudge { signer: "ops".into() }),
+    );
+    let again = net.nodes[3].offer_configuration(now, format!("seq=7 signer=ops kinds={NEW_KIND}").into_bytes());
+    assert!(matches!(again, Err(ConfigRefusal::Incompatible(_))), "{again:?}");
+}
+
 /// §6.3.2.1: a request made under an older document is refused with
 /// Error_Config_Too_Old, and the refusing node sends the requester a
 /// ConfigUpdate with its document (once, however often it asks).

@@ -141,7 +141,20 @@ impl Bootstrap {
         }
     }
 
-    /// A dial to a bootstrap address failed before the node joined.
+    /// The node is in the overlay: a retry or discovery round still
+    /// pending would only join it again.
+    pub fn joined(&mut self) {
+        self.retry_at = None;
+        self.round = None;
+        self.failures = 0;
+        self.rounds_waited = 0;
+    }
+
+    /// A dial to a bootstrap address failed before the node joined. Every
+    /// dial without an expected Node-ID ends in exactly one link or one
+    /// failure, including a link the driver drops (a second link to a peer
+    /// already linked, a duplicate process), so failures are counted per
+    /// dial.
     pub fn dial_failed(&mut self, now: u64) -> Step {
         self.failures += 1;
         if self.failures < self.attempt * TRIES_PER_ADDRESS {
@@ -309,6 +322,20 @@ mod tests {
             Step::Join(vec![SocketAddr::from(([10, 0, 0, 9], 7000))]),
             "joined at the answer's source address and named port"
         );
+    }
+
+    #[test]
+    fn joining_ends_the_retries_and_rounds_under_way() {
+        let plan = BootstrapPlan::new(at(1), false, &[at(2)], &[], &[], true);
+        let mut bootstrap = Bootstrap::new(plan, "o", NodeId::from_u128(5), 1);
+        bootstrap.start(0);
+        for _ in 0..TRIES_PER_ADDRESS {
+            bootstrap.dial_failed(10);
+        }
+        assert!(bootstrap.discovering() && bootstrap.poll_timeout().is_some());
+        bootstrap.joined();
+        assert_eq!(bootstrap.poll_timeout(), None);
+        assert_eq!(bootstrap.handle_timeout(10 + ROUND_MS), Step::Wait);
     }
 
     #[test]

@@ -185,8 +185,12 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         client: bool,
         certificates: Option<(Vec<u8>, String)>,
     ) -> Result<Self, KindPolicyMismatch> {
-        check_kinds(engine.config(), crate::sip_usage::KINDS)?;
-        check_kinds(engine.config(), crate::certificates::KINDS)?;
+        let mut engine = engine;
+        for kinds in [crate::sip_usage::KINDS, crate::certificates::KINDS] {
+            check_kinds(engine.config(), kinds)?;
+            let policies: Vec<_> = kinds.iter().map(|k| (k.id, k.access)).collect();
+            engine.require_kind_policies(&policies);
+        }
         let me = engine.node_id();
         let (overlay, port) = (engine.config().instance_name.clone(), listen_port(&engine));
         Ok(PeerCore {
@@ -376,6 +380,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                 }
             }
             Event::Joined => {
+                self.bootstrap.joined();
                 if let Some(certificates) = &mut self.certificates {
                     certificates.joined(&mut self.engine, now);
                 }

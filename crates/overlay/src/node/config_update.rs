@@ -10,7 +10,7 @@
 
 use super::{Event, OverlayNode, Purpose};
 use crate::config::OverlayConfig;
-use crate::configuration::{ConfigRefusal, ConfigurationJudge, ConfigurationKeeper};
+use crate::configuration::{ConfigRefusal, ConfigurationJudge};
 use crate::security::Security;
 use crate::topology::Topology;
 use reload_wire::{Body, ConfigUpdateReq, Destination, ErrorResponse, NodeId};
@@ -29,7 +29,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// The signed document the node runs on and the judge of updates to
     /// it. Without them the node refuses ConfigUpdates (the simulator).
     pub fn take_configuration_updates(&mut self, document: Vec<u8>, judge: Box<dyn ConfigurationJudge>) {
-        self.configuration = ConfigurationKeeper::new(document, judge);
+        self.configuration.take_updates(document, judge);
+    }
+
+    /// The usages built on this node need these Kinds under these access
+    /// policies: a configuration update that changes one is refused, and a
+    /// newer document that does is one this node cannot run (§11.1).
+    pub fn require_kind_policies(&mut self, kinds: &[(reload_wire::KindId, crate::AccessPolicy)]) {
+        self.configuration.require(kinds);
     }
 
     /// The signed document the node runs on, if it was given one.
