@@ -14,6 +14,7 @@
 
 use crate::config::OverlayConfig;
 use crate::configuration::{compare_sequences, ConfigRefusal, ConfigurationKeeper, ANY_SEQUENCE};
+use crate::refusal::{CriticalOption, Refusal};
 use crate::ring::{distance, node_position};
 use crate::security::{Credential, Security, Signer};
 use crate::sorted::SortedSet;
@@ -486,7 +487,7 @@ fn encode(header: &ForwardingHeader, contents: &MessageContents, security_block:
 /// older (compared modulo 2^16, as TCP compares sequence numbers). A
 /// ConfigUpdate with sequence 65535 is taken whatever this node's, and a
 /// sequence of 0 is taken as unchecked.
-fn sequence_mismatch(ours: u16, theirs: u16, code: MessageCode) -> Option<ErrorCode> {
+fn sequence_mismatch(ours: u16, theirs: u16, code: MessageCode) -> Option<Refusal> {
     // 0 is what implementations send that do not track the sequence (the
     // Wireshark dissector reads it as "not verified"); refusing them would
     // keep them out of the overlay for a check they do not make.
@@ -495,8 +496,8 @@ fn sequence_mismatch(ours: u16, theirs: u16, code: MessageCode) -> Option<ErrorC
     }
     match compare_sequences(theirs, ours) {
         std::cmp::Ordering::Equal => None,
-        std::cmp::Ordering::Less => Some(ErrorCode::CONFIG_TOO_OLD),
-        std::cmp::Ordering::Greater => Some(ErrorCode::CONFIG_TOO_NEW),
+        std::cmp::Ordering::Less => Some(Refusal::ConfigTooOld),
+        std::cmp::Ordering::Greater => Some(Refusal::ConfigTooNew),
     }
 }
 

@@ -4,15 +4,15 @@
 //! function that turns a StoredData into the signer's [`Credential`].
 
 use crate::config::{AccessPolicy, KindDefinition, OverlayConfig};
+use crate::refusal::{Refusal, StorageMethod};
 use crate::ring::{resource_position, Position};
 use crate::security::{Credential, SecurityError};
 use reload_wire::security::{hash_algorithm, SignerIdentity};
-use reload_wire::storage::UnknownKinds;
 use reload_wire::{
-    ArrayEntry, DataModel, DataValue, DictionaryEntry, Encode, ErrorCode, ErrorResponse, FetchAns, FetchKindResponse,
-    FetchReq, FindAns, FindKindData, FindReq, KindId, MetaData, MetaDataValue, ModelSpecifier, NodeId, ResourceId,
-    Signature, StatAns, StatKindResponse, StoreAns, StoreKindData, StoreKindResponse, StoreReq, StoredData,
-    StoredDataSpecifier, StoredDataValue, StoredMetaData,
+    ArrayEntry, DataModel, DataValue, DictionaryEntry, FetchAns, FetchKindResponse, FetchReq, FindAns, FindKindData,
+    FindReq, KindId, MetaData, MetaDataValue, ModelSpecifier, NodeId, ResourceId, Signature, StatAns, StatKindResponse,
+    StoreAns, StoreKindData, StoreKindResponse, StoreReq, StoredData, StoredDataSpecifier, StoredDataValue,
+    StoredMetaData,
 };
 use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const ARRAY_APPEND: u32 = u32::MAX;
 
 mod quota;
+pub use quota::Exceeded;
 use quota::{Change, Owner, Usage};
 
 #[derive(Debug, Clone)]
@@ -246,10 +247,6 @@ pub struct StoreRequest<'a> {
     pub hash: &'a dyn Fn(&[u8]) -> ResourceId,
 }
 
-fn error(code: ErrorCode, reason: &str) -> ErrorResponse {
-    ErrorResponse::new(code, reason.as_bytes().to_vec())
-}
-
 /// Whether `who` may write `value` of a Kind at `resource` — RFC 6940 §7.3.
 pub fn authorized(
     policy: AccessPolicy,
@@ -395,7 +392,7 @@ impl Storage {
         req: &StoreReq,
         replica: bool,
         r: StoreRequest<'_>,
-    ) -> Result<StoreAns, ErrorResponse> {
+    ) -> Result<StoreAns, Refusal> {
         let unknown: Vec<KindId> = req
             .kind_data
             .iter()
@@ -403,15 +400,11 @@ impl Storage {
             .filter(|k| config.kind(*k).is_none())
             .collect();
         if !unknown.is_empty() {
-            let info = UnknownKinds(unknown).to_bytes().unwrap_or_default();
-            return Err(ErrorResponse::new(ErrorCode::UNKNOWN_KIND, info));
+            return Err(Refusal::UnknownKinds(unknown));
         }
         let mut seen = BTreeSet::new();
         if !req.kind_data.iter().all(|k| seen.insert(k.kind)) {
-            return Err(error(
-                ErrorCode::INVALID_MESSAGE,
-                "a Kind appears twice in the StoreReq",
-            ));
+            return Err(Refusal::KindTwice(StorageMethod::Store));
         }
         let existing = self.resources.get(&key(&req.resource));
         // Validate everything first.
@@ -421,7 +414,7 @@ impl Storage {
             let def = config.kind(kd.kind).expect("checked above");
             let current = existing.and_then(|e| e.kinds.get(&kd.kind));
             if replica && kd.generation_counter == 0 {
-                return Err(error(ErrorCode::INVALID_MESSAGE, "replica Store with generation 0"));
+                return Err(Refusal::ReplicaGenerationZero);
             }
             if !replica && kd.generation_counter != 0 {
                 let have = current.map_or(0, |c| c.generation);
@@ -448,10 +441,7 @@ impl Storage {
                 if !replica {
                     let who = r.request_signer;
                     if !authorized(def.access, &req.resource, &sd.value, who, r.hash) {
-                        return Err(error(
-                            ErrorCode::FORBIDDEN,
-                            "StoreReq signer may not write this Kind here",
-                        ));
+                        return Err(Refusal::RequestSignerMayNotWrite);
                     }
                 }
                 if let Some(old) = values.slot(&sd.value) {
@@ -475,10 +465,7 @@ impl Storage {
                         if replica {
                             continue; // merge rule: the newer value stays
                         }
-                        return Err(error(
-                            ErrorCode::DATA_TOO_OLD,
-                            "storage_time is not newer than the stored value",
-                        ));
+                        return Err(Refusal::DataTooOld);
                     }
                 }
                 let entry = Entry {
@@ -493,15 +480,12 @@ impl Storage {
                 accepted.push(entry);
             }
             if values.len() > def.max_count as usize {
-                return Err(error(
-                    ErrorCode::DATA_TOO_LARGE,
-                    "more values than the Kind's max-count",
-                ));
+                return Err(Refusal::TooManyValues);
             }
             plans.push((kd.kind, accepted));
         }
         if let Some(limit) = change.exceeds(&self.usage, &config.storage_quota, r.per_signer_quota || !replica) {
-            return Err(error(ErrorCode::DATA_TOO_LARGE, limit.reason()));
+            return Err(Refusal::Quota(limit));
         }
         // Apply.
         let entry = self.resources.entry(key(&req.resource)).or_insert_with(|| Resource {
@@ -558,7 +542,7 @@ impl Storage {
     }
 
     /// Fetch — RFC 6940 §7.4.2.
-    pub fn fetch(&self, config: &OverlayConfig, req: &FetchReq) -> Result<FetchAns, ErrorResponse> {
+    pub fn fetch(&self, config: &OverlayConfig, req: &FetchReq) -> Result<FetchAns, Refusal> {
         check_known(config, &req.specifiers)?;
         let res = self.resources.get(&key(&req.resource));
         let mut kind_responses = Vec::with_capacity(req.specifiers.len());
@@ -578,7 +562,7 @@ impl Storage {
     }
 
     /// Stat — RFC 6940 §7.4.3: what Fetch would return, as metadata.
-    pub fn stat(&self, config: &OverlayConfig, req: &FetchReq) -> Result<StatAns, ErrorResponse> {
+    pub fn stat(&self, config: &OverlayConfig, req: &FetchReq) -> Result<StatAns, Refusal> {
         let fetched = self.fetch(config, req)?;
         let kind_responses = fetched
             .kind_responses
@@ -594,10 +578,10 @@ impl Storage {
 
     /// Find — RFC 6940 §7.4.4: per Kind, the first Resource-ID at or after
     /// the one asked for that holds values of that Kind, or 0 (no wrap).
-    pub fn find(&self, config: &OverlayConfig, req: &FindReq) -> Result<FindAns, ErrorResponse> {
+    pub fn find(&self, config: &OverlayConfig, req: &FindReq) -> Result<FindAns, Refusal> {
         let mut seen = BTreeSet::new();
         if !req.kinds.iter().all(|k| seen.insert(*k)) {
-            return Err(error(ErrorCode::INVALID_MESSAGE, "a Kind appears twice in the FindReq"));
+            return Err(Refusal::KindTwice(StorageMethod::Find));
         }
         let start = key(&req.resource);
         let zero = ResourceId(vec![0; req.resource.as_bytes().len().max(16)]);
@@ -625,7 +609,7 @@ fn model_of(config: &OverlayConfig, kind: KindId) -> DataModel {
     config.kind(kind).map_or(DataModel::SingleValue, |k| k.data_model)
 }
 
-fn check_known(config: &OverlayConfig, specs: &[StoredDataSpecifier]) -> Result<(), ErrorResponse> {
+fn check_known(config: &OverlayConfig, specs: &[StoredDataSpecifier]) -> Result<(), Refusal> {
     let unknown: Vec<KindId> = specs
         .iter()
         .map(|s| s.kind)
@@ -634,8 +618,7 @@ fn check_known(config: &OverlayConfig, specs: &[StoredDataSpecifier]) -> Result<
     if unknown.is_empty() {
         return Ok(());
     }
-    let info = UnknownKinds(unknown).to_bytes().unwrap_or_default();
-    Err(ErrorResponse::new(ErrorCode::UNKNOWN_KIND, info))
+    Err(Refusal::UnknownKinds(unknown))
 }
 
 /// The per-value checks of §7.4.1.1, and the append index of §7.4.1.1.
@@ -652,7 +635,7 @@ fn check_value(
     values: &Values,
     replica: bool,
     r: &StoreRequest<'_>,
-) -> Result<Credential, ErrorResponse> {
+) -> Result<Credential, Refusal> {
     let model_ok = matches!(
         (def.data_model, &sd.value),
         (DataModel::SingleValue, StoredDataValue::SingleValue(_))
@@ -660,19 +643,13 @@ fn check_value(
             | (DataModel::Dictionary, StoredDataValue::Dictionary(_))
     );
     if !model_ok {
-        return Err(error(
-            ErrorCode::INVALID_MESSAGE,
-            "value does not match the Kind's data model",
-        ));
+        return Err(Refusal::WrongDataModel);
     }
     if is_anonymous(&sd.signature) {
-        return Err(error(ErrorCode::FORBIDDEN, "stored values must be signed"));
+        return Err(Refusal::Unsigned);
     }
     if value_len(&sd.value) > def.max_size as usize {
-        return Err(error(
-            ErrorCode::DATA_TOO_LARGE,
-            "value larger than the Kind's max-size",
-        ));
+        return Err(Refusal::ValueTooLarge);
     }
     if let StoredDataValue::Array(a) = &mut sd.value {
         if a.index == ARRAY_APPEND && !replica {
@@ -682,22 +659,19 @@ fn check_value(
             };
         }
         if a.index >= def.max_count {
-            return Err(error(
-                ErrorCode::DATA_TOO_LARGE,
-                "array index beyond the Kind's max-count",
-            ));
+            return Err(Refusal::IndexBeyondMaxCount);
         }
     }
     // §7.1: the signature is over the value as the signer stored it; for an
     // append that is index 0 (§7.4.2.2), which the verifier reconstructs.
-    let who = (r.verify)(resource, def.id, sd).map_err(|_| error(ErrorCode::FORBIDDEN, "bad value signature"))?;
+    let who = (r.verify)(resource, def.id, sd).map_err(|_| Refusal::BadValueSignature)?;
     if !authorized(def.access, resource, &sd.value, &who, r.hash) {
-        return Err(error(ErrorCode::FORBIDDEN, "value signer may not write this Kind here"));
+        return Err(Refusal::ValueSignerMayNotWrite);
     }
     Ok(who)
 }
 
-fn generation_too_low(req: &StoreReq, existing: Option<&Resource>) -> ErrorResponse {
+fn generation_too_low(req: &StoreReq, existing: Option<&Resource>) -> Refusal {
     let ans = StoreAns {
         kind_responses: req
             .kind_data
@@ -709,10 +683,7 @@ fn generation_too_low(req: &StoreReq, existing: Option<&Resource>) -> ErrorRespo
             })
             .collect(),
     };
-    ErrorResponse::new(
-        ErrorCode::GENERATION_COUNTER_TOO_LOW,
-        ans.to_bytes().unwrap_or_default(),
-    )
+    Refusal::GenerationTooLow(ans)
 }
 
 /// The values a specifier selects, with nonexistent ones synthesized (§7.4.2.2).

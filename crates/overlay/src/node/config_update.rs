@@ -13,7 +13,8 @@ use crate::config::OverlayConfig;
 use crate::configuration::{ConfigRefusal, ConfigurationJudge};
 use crate::security::Security;
 use crate::topology::Topology;
-use reload_wire::{Body, ConfigUpdateReq, Destination, ErrorResponse, NodeId};
+use crate::Refusal;
+use reload_wire::{Body, ConfigUpdateReq, Destination, NodeId};
 use std::sync::Arc;
 
 /// What became of a configuration this node was offered.
@@ -76,7 +77,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         link: Option<NodeId>,
         sender: NodeId,
         req: ConfigUpdateReq,
-    ) -> Result<Body, ErrorResponse> {
+    ) -> Result<Body, Refusal> {
         let judged = match &req {
             ConfigUpdateReq::Config(document) => self
                 .configuration
@@ -105,10 +106,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         from: sender,
                         refusal: refusal.clone(),
                     })));
-                Err(ErrorResponse::new(
-                    refusal.error_code(),
-                    refusal.to_string().into_bytes(),
-                ))
+                Err(refusal.into())
             }
         }
     }

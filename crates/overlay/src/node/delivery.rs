@@ -31,14 +31,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.offence(now, l, "undecodable messages");
             }
             if code.is_request() {
-                self.send_error(
-                    now,
-                    link,
-                    &header,
-                    code,
-                    ErrorCode::INVALID_MESSAGE,
-                    "undecodable message",
-                );
+                self.send_error(now, link, &header, code, Refusal::Undecodable);
             }
             return;
         };
@@ -46,8 +39,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             if let Some(refusal) =
                 sequence_mismatch(self.config.configuration_sequence, header.configuration_sequence, code)
             {
-                self.send_error(now, link, &header, code, refusal, "configuration sequence differs");
-                if refusal == ErrorCode::CONFIG_TOO_OLD {
+                let too_old = refusal == Refusal::ConfigTooOld;
+                self.send_error(now, link, &header, code, refusal);
+                if too_old {
                     // §6.3.2.1: "the node MUST generate a ConfigUpdate
                     // message to update the requesting node", along the
                     // path the answer took.
@@ -57,9 +51,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 return;
             }
             if critical(&header, forwarding_flags::DESTINATION_CRITICAL) {
-                let why = "a DESTINATION_CRITICAL forwarding option is not understood";
-                let refusal = ErrorCode::UNSUPPORTED_FORWARDING_OPTION;
-                return self.send_error(now, link, &header, code, refusal, why);
+                let refusal = Refusal::UnsupportedForwardingOption(CriticalOption::Destination);
+                return self.send_error(now, link, &header, code, refusal);
             }
         }
         // §6.3.4: verify the message signature.
@@ -90,14 +83,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.offence(now, l, "messages with bad signatures");
                 }
                 if contents.message_code.is_request() {
-                    self.send_error(
-                        now,
-                        link,
-                        &header,
-                        contents.message_code,
-                        ErrorCode::FORBIDDEN,
-                        "bad message signature",
-                    );
+                    self.send_error(now, link, &header, contents.message_code, Refusal::BadSignature);
                 }
                 return;
             }
@@ -140,21 +126,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let maintenance = !is_application(contents.message_code);
         let answer = match contents.body(&self.ctx) {
             Ok(body) => self.dispatch(now, link, header, body, sender, credential),
-            Err(reload_wire::DecodeError::UnknownKinds(kinds)) => Err(ErrorResponse::new(
-                ErrorCode::UNKNOWN_KIND,
-                reload_wire::storage::UnknownKinds(kinds).to_bytes().unwrap_or_default(),
-            )),
-            Err(e) => Err(ErrorResponse::new(
-                ErrorCode::INVALID_MESSAGE,
-                e.to_string().into_bytes(),
-            )),
+            Err(reload_wire::DecodeError::UnknownKinds(kinds)) => Err(Refusal::UnknownKinds(kinds)),
+            Err(e) => Err(Refusal::MalformedBody(e)),
         };
         let request = contents.message_code;
         let body = match answer {
             Ok(b) => b,
-            Err(e) => {
+            Err(refusal) => {
                 self.stats.errors_sent += 1;
-                Body::Error(e)
+                Body::Error(refusal.into())
             }
         };
         let error = match &body {
@@ -169,10 +149,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let contents = if header.max_response_length != 0
             && contents.message_body.len() + 200 > header.max_response_length as usize
         {
-            let e = Body::Error(ErrorResponse::new(
-                ErrorCode::INCOMPATIBLE_WITH_OVERLAY,
-                b"response longer than max_response_length".to_vec(),
-            ));
+            let e = Body::Error(Refusal::ResponseTooLong.into());
             MessageContents::from_body(&e).unwrap_or(contents)
         } else {
             contents
@@ -194,16 +171,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         body: Body,
         sender: NodeId,
         credential: &Credential,
-    ) -> Result<Body, ErrorResponse> {
-        let err = |code: ErrorCode, why: &str| ErrorResponse::new(code, why.as_bytes().to_vec());
+    ) -> Result<Body, Refusal> {
+        let topology = |what: &'static str| move |code: ErrorCode| Refusal::Topology { what, code };
         // §6.4.2.1-2: Join and Leave only over the sender's own link.
         let direct = if link == Some(sender) && header.via_list.is_empty() {
             Ok(())
         } else {
-            Err(err(
-                ErrorCode::FORBIDDEN,
-                "Join and Leave must come over the sender's own link",
-            ))
+            Err(Refusal::NotDirect)
         };
         match body {
             Body::PingReq(_) => Ok(Body::PingAns(PingAns {
@@ -249,7 +223,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             Body::StatReq(req) => self.storage.stat(&self.config, &req).map(Body::StatAns),
             Body::FindReq(req) => {
                 if !self.topology.is_responsible(req.resource.as_bytes()) {
-                    return Err(err(ErrorCode::NOT_FOUND, "not responsible for this Resource-ID"));
+                    return Err(Refusal::NotResponsible);
                 }
                 self.storage.find(&self.config, &req).map(Body::FindAns)
             }
@@ -262,34 +236,34 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                             overlay_specific_data: data,
                         })
                     })
-                    .map_err(|c| err(c, "join refused"))
+                    .map_err(topology("join"))
             }
             Body::LeaveReq(req) => {
                 direct?;
                 self.topology
                     .on_leave(now, sender, &req, &mut self.commands)
                     .map(|_| Body::LeaveAns)
-                    .map_err(|c| err(c, "leave refused"))
+                    .map_err(topology("leave"))
             }
             Body::UpdateReq(data) => self
                 .topology
                 .on_update(now, sender, &data, &mut self.commands)
                 .map(Body::UpdateAns)
-                .map_err(|c| err(c, "bad Update")),
+                .map_err(topology("Update")),
             Body::RouteQueryReq(req) => self
                 .topology
                 .on_route_query(now, sender, &req, &mut self.commands)
                 .map(Body::RouteQueryAns)
-                .map_err(|c| err(c, "bad RouteQuery")),
+                .map_err(topology("RouteQuery")),
             Body::ConfigUpdateReq(req) => self.on_config_update(now, link, sender, req),
             Body::AppAttachReq(req) => {
                 if self.applications.contains_key(&req.application) {
                     Ok(Body::AppAttachAns(self.app_attach_body(req.application, b"passive")))
                 } else {
-                    Err(err(ErrorCode::NOT_FOUND, "no such application on this node"))
+                    Err(Refusal::NoSuchApplication)
                 }
             }
-            _ => Err(err(ErrorCode::INVALID_MESSAGE, "not a request this node handles")),
+            _ => Err(Refusal::NotHandled),
         }
     }
 
@@ -300,7 +274,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         req: StoreReq,
         sender: NodeId,
         credential: &Credential,
-    ) -> Result<Body, ErrorResponse> {
+    ) -> Result<Body, Refusal> {
         let rid = req.resource.as_bytes().to_vec();
         let replica = req.replica_number != 0;
         if replica {
@@ -316,16 +290,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 Holding::None => false,
             };
             if !accepted {
-                return Err(ErrorResponse::new(
-                    ErrorCode::FORBIDDEN,
-                    b"replica Store from a node outside the replica set".to_vec(),
-                ));
+                return Err(Refusal::OutsideReplicaSet);
             }
         } else if !self.topology.is_responsible(&rid) {
-            return Err(ErrorResponse::new(
-                ErrorCode::NOT_FOUND,
-                b"not responsible for this Resource-ID".to_vec(),
-            ));
+            return Err(Refusal::NotResponsible);
         }
         let config = self.config.clone();
         let topology = &self.topology;
@@ -401,10 +369,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let outcome = match contents.body(&self.ctx) {
             Ok(Body::Error(e)) => Err(RequestFailure::Error(e)),
             Ok(b) => Ok(b),
-            Err(e) => Err(RequestFailure::Error(ErrorResponse::new(
-                ErrorCode::INVALID_MESSAGE,
-                e.to_string().into_bytes(),
-            ))),
+            Err(e) => Err(RequestFailure::Error(Refusal::MalformedBody(e).into())),
         };
         if let Err(RequestFailure::Error(e)) = &outcome {
             if e.error_code == ErrorCode::FORBIDDEN && out.purpose.maintenance() && !self.is_joined() {

@@ -133,14 +133,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let code = peek_code(payload);
         if header.ttl > self.config.initial_ttl {
             if code.is_request() {
-                self.send_error(
-                    now,
-                    link,
-                    &header,
-                    code,
-                    ErrorCode::TTL_EXCEEDED,
-                    "TTL above initial-ttl",
-                );
+                self.send_error(now, link, &header, code, Refusal::TtlAboveInitial);
             }
             return;
         }
@@ -157,9 +150,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 }
                 Hop::Forward(next) => {
                     if code.is_request() && critical(&header, forwarding_flags::FORWARD_CRITICAL) {
-                        let why = "a FORWARD_CRITICAL forwarding option is not understood";
-                        let refusal = ErrorCode::UNSUPPORTED_FORWARDING_OPTION;
-                        return self.send_error(now, link, &header, code, refusal, why);
+                        let refusal = Refusal::UnsupportedForwardingOption(CriticalOption::Forward);
+                        return self.send_error(now, link, &header, code, refusal);
                     }
                     let m = maintenance.unwrap_or(!is_application(code));
                     return self.forward(now, link, header, payload, unchanged, next, m);
@@ -186,20 +178,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         if let Some(from) = link {
             // §13.6.5: a Destination List with duplicates is a loop attempt.
             if code.is_request() && repeats(header.destination_list.iter()) {
-                self.send_error(
-                    now,
-                    link,
-                    &header,
-                    code,
-                    ErrorCode::INVALID_MESSAGE,
-                    "duplicate destination",
-                );
+                self.send_error(now, link, &header, code, Refusal::DuplicateDestination);
                 return;
             }
             // §6.3.2: TTL 0 and not for us.
             if header.ttl == 0 {
                 if code.is_request() {
-                    self.send_error(now, link, &header, code, ErrorCode::TTL_EXCEEDED, "TTL exceeded");
+                    self.send_error(now, link, &header, code, Refusal::TtlExceeded);
                 }
                 return;
             }

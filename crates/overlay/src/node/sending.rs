@@ -230,15 +230,15 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         link: Option<NodeId>,
         header: &ForwardingHeader,
         request: MessageCode,
-        code: ErrorCode,
-        why: &str,
+        refusal: Refusal,
     ) {
         self.stats.errors_sent += 1;
+        let code = refusal.error_code();
         self.record(|| Observation::Answered {
             request,
             error: Some(code),
         });
-        let body = Body::Error(ErrorResponse::new(code, why.as_bytes().to_vec()));
+        let body = Body::Error(refusal.into());
         if let Ok(contents) = MessageContents::from_body(&body) {
             self.send_answer(now, link, header, contents, &[], true);
         }

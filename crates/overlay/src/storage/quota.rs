@@ -92,7 +92,7 @@ pub(super) struct Change {
 
 /// Which limit a Store would pass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Exceeded {
+pub enum Exceeded {
     PerUser,
     PerNode,
     Total,

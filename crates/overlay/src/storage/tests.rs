@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::security::{Security, Signer, SimulatedSecurity};
-use reload_wire::{ArrayRange, Decode, DecodeContext, SignatureAndHashAlgorithm};
+use reload_wire::storage::UnknownKinds;
+use reload_wire::{ArrayRange, Decode, DecodeContext, ErrorCode, SignatureAndHashAlgorithm};
 use sha1::Sha1;
 
 const SINGLE: KindId = 0x4000_0001;
@@ -79,7 +80,7 @@ fn store_as(
     r: &StoreReq,
     replica: bool,
     now: u64,
-) -> Result<StoreAns, ErrorResponse> {
+) -> Result<StoreAns, Refusal> {
     store_with(&config(), s, who, r, replica, now)
 }
 
@@ -90,7 +91,7 @@ fn store_with(
     r: &StoreReq,
     replica: bool,
     now: u64,
-) -> Result<StoreAns, ErrorResponse> {
+) -> Result<StoreAns, Refusal> {
     store_full(config, s, who, r, replica, now, false)
 }
 
@@ -104,7 +105,7 @@ fn store_full(
     replica: bool,
     now: u64,
     responsible: bool,
-) -> Result<StoreAns, ErrorResponse> {
+) -> Result<StoreAns, Refusal> {
     let cred = who.verify(&[], &who.sign(&[]), &[]).unwrap();
     let verify = |_: &ResourceId, _: KindId, sd: &StoredData| who.verify(&[], &sd.signature, &[]);
     s.store(
@@ -134,12 +135,12 @@ fn fetch(s: &Storage, resource: ResourceId, kind: KindId, generation: u64, model
 }
 
 /// One original Store of `sd` under alice's resource, signed by `who`.
-fn store_single(s: &mut Storage, who: &SimulatedSecurity, sd: StoredData) -> Result<StoreAns, ErrorResponse> {
+fn store_single(s: &mut Storage, who: &SimulatedSecurity, sd: StoredData) -> Result<StoreAns, Refusal> {
     store_as(s, who, &req(alice_resource(), SINGLE, 0, vec![sd]), false, 0)
 }
 
-fn code(r: Result<StoreAns, ErrorResponse>) -> ErrorCode {
-    r.expect_err("should be refused").error_code
+fn code(r: Result<StoreAns, Refusal>) -> ErrorCode {
+    r.expect_err("should be refused").error_code()
 }
 
 #[test]
@@ -234,8 +235,8 @@ fn a_stale_generation_counter_is_refused_with_the_current_counters() {
     }
     let sd = signed(&a, 3000, StoredDataValue::SingleValue(value(b"v")));
     let e = store_as(&mut s, &a, &req(alice_resource(), SINGLE, 1, vec![sd]), false, 0).unwrap_err();
-    assert_eq!(e.error_code, ErrorCode::GENERATION_COUNTER_TOO_LOW);
-    let info = StoreAns::from_bytes(&e.error_info, &DecodeContext::default()).unwrap();
+    assert_eq!(e.error_code(), ErrorCode::GENERATION_COUNTER_TOO_LOW);
+    let info = StoreAns::from_bytes(&e.error_info(), &DecodeContext::default()).unwrap();
     assert_eq!(info.kind_responses[0].generation_counter, 2);
     assert!(info.kind_responses[0].replicas.is_empty());
 }
@@ -253,8 +254,8 @@ fn unknown_kinds_are_listed_in_the_error() {
         values: vec![sd],
     });
     let e = store_as(&mut s, &a, &r, false, 0).unwrap_err();
-    assert_eq!(e.error_code, ErrorCode::UNKNOWN_KIND);
-    let kinds = UnknownKinds::from_bytes(&e.error_info, &DecodeContext::default()).unwrap();
+    assert_eq!(e.error_code(), ErrorCode::UNKNOWN_KIND);
+    let kinds = UnknownKinds::from_bytes(&e.error_info(), &DecodeContext::default()).unwrap();
     assert_eq!(kinds.0, vec![0x7777, 0x8888]);
 }
 
@@ -595,8 +596,8 @@ fn find_returns_the_closest_resource_at_or_after_the_one_asked() {
         kinds: vec![SINGLE, SINGLE],
     };
     assert_eq!(
-        s.find(&config(), &dup).unwrap_err().error_code,
-        ErrorCode::INVALID_MESSAGE
+        s.find(&config(), &dup).unwrap_err(),
+        Refusal::KindTwice(StorageMethod::Find)
     );
 }
 
@@ -611,9 +612,9 @@ fn array_value(who: &SimulatedSecurity, storage_time: u64, index: u32) -> Stored
     )
 }
 
-fn reason(r: Result<StoreAns, ErrorResponse>) -> (ErrorCode, String) {
+fn reason(r: Result<StoreAns, Refusal>) -> (ErrorCode, String) {
     let e = r.expect_err("should be refused");
-    (e.error_code, String::from_utf8_lossy(&e.error_info).into_owned())
+    (e.error_code(), e.to_string())
 }
 
 #[test]
