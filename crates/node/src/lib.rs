@@ -19,7 +19,6 @@ pub mod node_dir;
 pub mod overlay_dir;
 pub mod peer;
 pub mod pki;
-mod same_node_id;
 pub mod sip_report;
 pub mod sip_server;
 mod sip_tcp;

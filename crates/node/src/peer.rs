@@ -12,11 +12,9 @@ use crate::link::{run_link, LinkEvent, LinkTls, HANDSHAKE_TIMEOUT, LINK_QUEUE};
 use crate::metrics::{Gauges, Metrics};
 use crate::node_dir::{NodeDir, NodeDirError};
 use crate::pki::cert_info;
-use crate::same_node_id::{
-    self, Answer, Check, Verdict, CHECK_LINKS_OLDER_THAN, CHECK_TIMEOUT, HELD_REQUESTS, REFUSING_FOR,
-};
 use overlay::{ChordReload, ClientTopology, Event, OverlayNode, RequestFailure, RequestId, Topology};
 use peer_core::bootstrap::BootstrapPlan;
+use peer_core::links::{LinkEnd, LinkEvent as CoreLinkEvent, LinkReport};
 use peer_core::sip_usage::Located;
 use peer_core::{Input as CoreInput, Output, PeerCore};
 use reload_wire::storage::{ArrayEntry, ArrayRange, DataValue, ModelSpecifier, StoredDataSpecifier, StoredDataValue};
@@ -25,7 +23,7 @@ use reload_wire::{
     Body, DecodeContext, Destination, FetchReq, IpAddressPort, KindId, NodeId, ProbeInformation, ProbeReq, ResourceId,
 };
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -37,10 +35,6 @@ use tokio::sync::{mpsc, oneshot};
 
 /// How long a graceful leave may take before the process exits anyway.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most announced peer addresses kept (a bound on memory a flood of
-/// Attaches could take).
-const ANNOUNCED_LIMIT: usize = 1024;
-
 #[derive(Debug, Error)]
 pub enum PeerError {
     #[error(transparent)]
@@ -270,12 +264,11 @@ struct ReloadWait {
 
 pub(crate) enum Input {
     Link(LinkEvent),
-    /// A TLS link is up; `initiator` is the Node-ID of the end that dialled.
+    /// A TLS link is up.
     LinkUp {
         peer: NodeId,
         link: u64,
         tx: mpsc::Sender<Vec<u8>>,
-        initiator: NodeId,
         /// The address this end dialled (the peer's listen address);
         /// `None` for a link the peer dialled.
         dialled: Option<SocketAddr>,
@@ -307,19 +300,6 @@ impl From<LinkEvent> for Input {
     fn from(e: LinkEvent) -> Self {
         Input::Link(e)
     }
-}
-
-#[derive(Clone)]
-struct LinkHandle {
-    id: u64,
-    tx: mpsc::Sender<Vec<u8>>,
-    initiator: NodeId,
-    dialled: Option<SocketAddr>,
-    remote: SocketAddr,
-    up_since: Instant,
-    /// Reported silent (§6.6.5): out of the engine's routing table, kept
-    /// open in case it resumes; a new link for the peer replaces it.
-    silent: bool,
 }
 
 /// The engines' clock, in milliseconds since the Unix epoch: the wall
@@ -565,12 +545,11 @@ async fn drive<T: Topology + Tables>(
         ctx,
         links: HashMap::new(),
         next_link: 1,
-        bootstrap_dials: HashSet::new(),
+        dials: HashMap::new(),
         input_tx,
         listen,
         dir,
         multicast,
-        announced: HashMap::new(),
         started: now_ms(),
         pending: HashMap::new(),
         next_token: 0,
@@ -579,8 +558,6 @@ async fn drive<T: Topology + Tables>(
         unverified_logged: 0,
         sip_control,
         reloads: HashMap::new(),
-        second_links: HashMap::new(),
-        closing_bad_links: Vec::new(),
         left: false,
         refusal_logs: crate::log_budget::LogBudget::new(10, 60_000),
         must_exit: None,
@@ -637,17 +614,16 @@ struct Driver<T: Topology + Tables> {
     me: NodeId,
     tls: Arc<LinkTls>,
     ctx: Arc<DecodeContext>,
-    links: HashMap<NodeId, LinkHandle>,
+    /// The links up, by the number this driver gave them.
+    links: HashMap<u64, mpsc::Sender<Vec<u8>>>,
     next_link: u64,
-    /// Links being dialled to a bootstrap address (no Node-ID expected):
-    /// the engine hears of them through `bootstrap_link_up`.
-    bootstrap_dials: HashSet<u64>,
+    /// Links being dialled, and the Node-ID each expects (`None`: a
+    /// bootstrap address).
+    dials: HashMap<u64, Option<NodeId>>,
     input_tx: mpsc::Sender<Input>,
     listen: SocketAddr,
     dir: NodeDir,
     multicast: Option<Arc<crate::discovery::Sockets>>,
-    /// Where peers that sent us an Attach take links, for the peer cache.
-    announced: HashMap<NodeId, SocketAddr>,
     started: u64,
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
@@ -663,12 +639,6 @@ struct Driver<T: Topology + Tables> {
     sip_control: Option<mpsc::Sender<crate::sip_server::SipControl>>,
     /// Account reloads waiting for their stores to be answered, by token.
     reloads: HashMap<u64, ReloadWait>,
-    /// Second links for a Node-ID already linked, being checked
-    /// ([`crate::same_node_id`]).
-    second_links: HashMap<NodeId, Check<LinkHandle>>,
-    /// Links to close once the engine's pending actions are carried out
-    /// ([`follow_bad_nodes`](Self::follow_bad_nodes)).
-    closing_bad_links: Vec<NodeId>,
     /// Refused ConfigUpdates logged: any member can send one.
     refusal_logs: crate::log_budget::LogBudget,
     /// The overlay moved to a configuration this peer cannot run (§11.1):
@@ -725,7 +695,6 @@ impl<T: Topology + Tables> Driver<T> {
                 timer,
                 leave_deadline,
                 Some(next_cache),
-                self.second_links_due(),
                 self.refetch
                     .wake_in(std::time::SystemTime::now())
                     .map(|d| Instant::now() + d),
@@ -741,9 +710,6 @@ impl<T: Topology + Tables> Driver<T> {
                     if leave_deadline.is_some_and(|d| now >= d) {
                         tracing::warn!("leave did not finish in {LEAVE_TIMEOUT:?}; exiting");
                         return;
-                    }
-                    if self.second_links_due().is_some_and(|t| now >= t) {
-                        self.second_links_timed_out();
                     }
                     self.maybe_refetch();
                     if now >= next_cache {
@@ -776,21 +742,7 @@ impl<T: Topology + Tables> Driver<T> {
             self.metrics.observe(o);
         }
         let mut left = self.left;
-        loop {
-            self.drain_outputs(&mut left);
-            // Links to nodes just listed as bad close once the actions
-            // before them went out: the new document among them, so that
-            // the listed node learns it is revoked (and leaves).
-            let closing = std::mem::take(&mut self.closing_bad_links);
-            if closing.is_empty() {
-                break;
-            }
-            for peer in closing {
-                if self.links.remove(&peer).is_some() {
-                    self.core.handle_input(now_ms(), CoreInput::LinkDown { peer });
-                }
-            }
-        }
+        self.drain_outputs(&mut left);
         self.left = left;
         left
     }
@@ -798,20 +750,18 @@ impl<T: Topology + Tables> Driver<T> {
     fn drain_outputs(&mut self, left: &mut bool) {
         while let Some(output) = self.core.poll_output(now_ms()) {
             match output {
-                Output::Send { to, bytes, .. } => match self.links.get(&to) {
-                    Some(link) => {
-                        if link.tx.try_send(bytes).is_err() {
-                            tracing::debug!("link to {} is full; message dropped", to.to_hex());
+                Output::Send { link, bytes } => match self.links.get(&link) {
+                    Some(tx) => {
+                        if tx.try_send(bytes).is_err() {
+                            tracing::debug!("link {link} is full; message dropped");
                         }
                     }
-                    None => tracing::debug!("no link to {}; message dropped", to.to_hex()),
+                    None => tracing::debug!("link {link} is gone; message dropped"),
                 },
                 Output::Connect { peer, address } => self.connect(peer, address),
-                Output::Close { peer } => {
-                    if self.links.remove(&peer).is_some() {
-                        self.core.handle_input(now_ms(), CoreInput::LinkDown { peer });
-                    }
-                }
+                // Dropping the sender ends the link's task, which closes it.
+                Output::CloseLink { link } => drop(self.links.remove(&link)),
+                Output::Link(report) => self.link_report(report),
                 Output::Multicast {
                     datagram,
                     again_after_ms,
@@ -906,20 +856,55 @@ impl<T: Topology + Tables> Driver<T> {
             return;
         }
         self.tls.trust.set_bad_nodes(bad.clone());
-        self.second_links.retain(|peer, _| !bad.contains(peer));
-        let closed: Vec<NodeId> = self.links.keys().filter(|n| bad.contains(n)).copied().collect();
-        self.closing_bad_links.extend(closed.iter().copied());
-        self.metrics.links_closed_for_bad_node(closed.len());
-        let names: Vec<String> = closed.iter().map(|n| n.to_hex()).collect();
-        tracing::warn!(
-            "configuration sequence {sequence} lists {} bad nodes; links closed to: {}",
-            bad.len(),
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
+        tracing::warn!("configuration sequence {sequence} lists {} bad nodes", bad.len());
+        self.core.handle_input(now_ms(), CoreInput::BadNodes(bad));
+    }
+
+    /// Logs and counts what the core says of a link.
+    fn link_report(&mut self, report: LinkReport) {
+        match report {
+            LinkReport::Silent {
+                peer,
+                waited_ms,
+                neighbour,
+            } => {
+                if neighbour {
+                    self.metrics.link_lost();
+                }
+                self.metrics.link_silent();
+                tracing::warn!(
+                    "{} {} has not acknowledged for {:.1} s: out of the routing table; its link stays open {} s in case it comes back",
+                    if neighbour { "neighbour" } else { "peer" },
+                    peer.to_hex(),
+                    waited_ms as f64 / 1000.0,
+                    overlay::link_liveness::RETAIN_SILENT_MS / 1000
+                );
             }
-        );
+            LinkReport::Resumed { peer } => {
+                tracing::info!("{} acknowledges again: back in the routing table", peer.to_hex())
+            }
+            LinkReport::Closed { peer, why, neighbour } => {
+                if neighbour {
+                    self.metrics.link_lost();
+                    tracing::warn!("lost the link to neighbour {}: {why}", peer.to_hex());
+                } else {
+                    tracing::info!("link to {} closed: {why}", peer.to_hex());
+                }
+            }
+            LinkReport::Duplicate { .. } => self.metrics.duplicate_node_id(),
+            LinkReport::ClosedForBadNode { peers } => {
+                self.metrics.links_closed_for_bad_node(peers.len());
+                let names: Vec<String> = peers.iter().map(|n| n.to_hex()).collect();
+                tracing::warn!(
+                    "links closed to bad nodes: {}",
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                );
+            }
+        }
     }
 
     /// Starts a graceful leave (§10.9; the core withdraws this peer's
@@ -1009,18 +994,6 @@ impl<T: Topology + Tables> Driver<T> {
                 responder,
                 ..
             } => self.on_done(request, outcome, hops, responder),
-            Event::PeerAddress {
-                peer,
-                address: IpAddressPort::Ip(address),
-            } if !address.ip().is_unspecified() => {
-                if self.announced.len() >= ANNOUNCED_LIMIT {
-                    let links = &self.links;
-                    self.announced.retain(|id, _| links.contains_key(id));
-                }
-                if self.announced.len() < ANNOUNCED_LIMIT {
-                    self.announced.insert(peer, address);
-                }
-            }
             Event::Rejoining { after_ms: 0 } => tracing::warn!("lost the overlay; joining again"),
             Event::Rejoining { after_ms } => tracing::warn!(
                 "lost the overlay again soon after joining; joining again in {} s (a second process with this \
@@ -1104,20 +1077,11 @@ impl<T: Topology + Tables> Driver<T> {
                 .handle_input(now_ms(), CoreInput::LinkFailed { expected: peer });
             return;
         };
-        if let Some(p) = peer {
-            if self.links.get(&p).is_some_and(|l| !l.silent) {
-                // Already linked (the other end dialled first).
-                self.core.handle_input(now_ms(), CoreInput::LinkUp { peer: p });
-                return;
-            }
-        }
-        let (tls, tx, me) = (self.tls.clone(), self.input_tx.clone(), self.me);
+        let (tls, tx) = (self.tls.clone(), self.input_tx.clone());
         let ctx = self.ctx.clone();
         let link = self.next_link;
         self.next_link += 1;
-        if peer.is_none() {
-            self.bootstrap_dials.insert(link);
-        }
+        self.dials.insert(link, peer);
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
                 let tcp = TcpStream::connect(address).await.map_err(|e| e.to_string())?;
@@ -1147,7 +1111,6 @@ impl<T: Topology + Tables> Driver<T> {
                 Ok((stream, their)) => {
                     let ends = LinkEnds {
                         peer: their,
-                        initiator: me,
                         dialled: Some(address),
                         remote: address,
                     };
@@ -1174,54 +1137,20 @@ impl<T: Topology + Tables> Driver<T> {
                 peer,
                 link,
                 tx,
-                initiator,
                 dialled,
                 remote,
+                ..
             } => {
-                let bootstrap = self.bootstrap_dials.remove(&link);
-                if peer == self.me {
-                    if let (true, Some(address)) = (bootstrap, dialled) {
-                        // A bootstrap address that is our own.
-                        let why = "it is this peer's own address".to_string();
-                        let expected = None;
-                        self.on_input(Input::ConnectFailed {
-                            link,
-                            expected,
-                            address,
-                            why,
-                        });
-                    }
-                    return;
-                }
-                let handle = LinkHandle {
-                    id: link,
-                    tx,
-                    initiator,
-                    dialled,
-                    remote,
-                    up_since: Instant::now(),
-                    silent: false,
+                let end = match dialled {
+                    Some(address) => LinkEnd::Dialled {
+                        address,
+                        expected: self.dials.remove(&link).flatten(),
+                    },
+                    None => LinkEnd::Accepted { remote },
                 };
-                if self.second_links.contains_key(&peer) {
-                    // A third link while two are being checked: not now.
-                    if bootstrap {
-                        self.core.handle_input(now, CoreInput::LinkFailed { expected: None });
-                    }
-                    return;
-                }
-                if self.links.get(&peer).is_some_and(|old| old.silent) {
-                    // The peer came back (a restart after a crash): the
-                    // silent link gives way at once.
-                    self.links.remove(&peer);
-                }
-                let old_enough = self
-                    .links
-                    .get(&peer)
-                    .is_some_and(|old| old.up_since.elapsed() >= CHECK_LINKS_OLDER_THAN);
-                if old_enough {
-                    return self.check_second_link(now, peer, handle, bootstrap);
-                }
-                self.take_link(now, peer, handle, bootstrap);
+                self.links.insert(link, tx);
+                let up = CoreLinkEvent::Up { link, peer, end };
+                self.core.handle_input(now, CoreInput::Link(up));
             }
             Input::InboundLinkFailed => self.metrics.link_failed(true),
             Input::Discovery(datagram, from) => self.core.handle_input(now, CoreInput::Discovery { datagram, from }),
@@ -1231,7 +1160,7 @@ impl<T: Topology + Tables> Driver<T> {
                 address,
                 why,
             } => {
-                self.bootstrap_dials.remove(&link);
+                self.dials.remove(&link);
                 tracing::info!("cannot link to {address}: {why}");
                 self.metrics.link_failed(false);
                 self.core.handle_input(now, CoreInput::LinkFailed { expected });
@@ -1325,310 +1254,37 @@ impl<T: Topology + Tables> Driver<T> {
         }
     }
 
-    /// A link to `peer` is up: it joins the link table, unless `peer`
-    /// already has a link that the usual tie-break keeps (two links to
-    /// one peer dialled at once: keep the one the smaller Node-ID dialled,
-    /// so both ends keep the same one; a redial by the same end wins).
-    fn take_link(&mut self, now: u64, peer: NodeId, handle: LinkHandle, bootstrap: bool) {
-        if self.tls.trust.bad_node_among(&[peer]).is_some() {
-            // Listed while its handshake or second-link check was under
-            // way: dropping the handle closes it.
-            return;
-        }
-        if let Some(old) = self.links.get(&peer) {
-            let keep_old = old.initiator != handle.initiator && old.initiator < handle.initiator;
-            if keep_old {
-                if bootstrap {
-                    // The bootstrap peer is reached all the same.
-                    self.core.handle_input(now, CoreInput::BootstrapLinkUp { peer });
-                }
-                return;
-            }
-        }
-        tracing::debug!("link {} up with {}", handle.id, peer.to_hex());
-        self.links.insert(peer, handle);
-        if bootstrap {
-            self.core.handle_input(now, CoreInput::BootstrapLinkUp { peer });
-        } else {
-            self.core.handle_input(now, CoreInput::LinkUp { peer });
-        }
-    }
-
-    /// [`crate::same_node_id`]: two Pings over the old link to `peer` and
-    /// one over the new, which is kept aside until they are answered.
-    fn check_second_link(&mut self, now: u64, peer: NodeId, new: LinkHandle, bootstrap: bool) {
-        let Some(old_tx) = self.links.get(&peer).map(|l| l.tx.clone()) else {
-            return self.take_link(now, peer, new, bootstrap);
-        };
-        let mut ping_over = |tx: &mpsc::Sender<Vec<u8>>| {
-            let (id, bytes) = self.core.engine_mut().direct_ping(now, peer)?;
-            tx.try_send(bytes).ok().map(|_| id)
-        };
-        let (Some(first), Some(second), Some(ping_new)) = (ping_over(&old_tx), ping_over(&old_tx), ping_over(&new.tx))
-        else {
-            return self.take_link(now, peer, new, bootstrap);
-        };
-        tracing::debug!(
-            "a second link to {} (from {}): checking both",
-            peer.to_hex(),
-            new.remote
-        );
-        self.second_links.insert(
-            peer,
-            Check {
-                new_link: new.id,
-                new,
-                bootstrap,
-                ping_old: [first, second],
-                ping_new,
-                old: [Answer::Waiting; 2],
-                new_answer: Answer::Waiting,
-                deadline: Instant::now() + CHECK_TIMEOUT,
-                held: Vec::new(),
-                refusing_until: None,
-                refusal: String::new(),
-            },
-        );
-    }
-
-    /// A check's Ping was answered (or failed); true if it was one.
-    fn second_link_ping_done(&mut self, request: RequestId, outcome: &Result<Body, RequestFailure>) -> bool {
-        let answer = match outcome {
-            Ok(Body::PingAns(a)) => Answer::Instance(a.response_id),
-            _ => Answer::Failed,
-        };
-        let Some((&peer, check)) = self
-            .second_links
-            .iter_mut()
-            .find(|(_, c)| c.ping_old.contains(&request) || c.ping_new == request)
-        else {
-            return false;
-        };
-        match check.ping_old.iter().position(|r| *r == request) {
-            Some(i) => check.old[i] = answer,
-            None => check.new_answer = answer,
-        }
-        self.settle_second_link(peer, false);
-        true
-    }
-
-    /// Acts on a check's verdict once there is one.
-    fn settle_second_link(&mut self, peer: NodeId, timed_out: bool) {
-        let now = now_ms();
-        let Some(check) = self.second_links.get(&peer) else {
-            return;
-        };
-        if check.refusing_until.is_some() {
-            if timed_out {
-                // The refusals had their time; the link closes.
-                self.second_links.remove(&peer);
-            }
-            return;
-        }
-        let verdict = same_node_id::verdict(check.old, check.new_answer, timed_out);
-        match verdict {
-            Verdict::Wait => {}
-            Verdict::SameProcess | Verdict::OldGone => {
-                let Some(check) = self.second_links.remove(&peer) else {
-                    return;
-                };
-                if verdict == Verdict::OldGone {
-                    tracing::info!(
-                        "the link to {} no longer answers; the new one from {} replaces it",
-                        peer.to_hex(),
-                        check.new.remote
-                    );
-                    self.links.remove(&peer);
-                }
-                let link = check.new.id;
-                self.take_link(now, peer, check.new, check.bootstrap);
-                if self.is_current(link, &peer) {
-                    for bytes in check.held {
-                        let bytes = &bytes;
-                        self.core.handle_input(now, CoreInput::Received { from: peer, bytes });
-                    }
-                }
-            }
-            Verdict::NewGone => {
-                if self.second_links.remove(&peer).is_some_and(|c| c.bootstrap) {
-                    self.core.handle_input(now, CoreInput::LinkFailed { expected: None });
-                }
-            }
-            Verdict::Duplicate { .. } => {
-                let old_remote = self.links.get(&peer).map(|l| l.remote);
-                let Some(check) = self.second_links.get_mut(&peer) else {
-                    return;
-                };
-                let refusal = format!(
-                    "Node-ID {} is in use by another peer (linked from {}): two processes must never share a node \
-                     directory; enroll each machine with `p2psip enroll`",
-                    peer.to_hex(),
-                    old_remote.map_or_else(|| "elsewhere".to_string(), |a| a.to_string())
-                );
-                tracing::warn!(
-                    "refused a second process with Node-ID {} (from {}): {refusal}",
-                    peer.to_hex(),
-                    check.new.remote
-                );
-                self.metrics.duplicate_node_id();
-                if check.bootstrap {
-                    // The bootstrap address led to the duplicate: try the next.
-                    self.core.handle_input(now, CoreInput::LinkFailed { expected: None });
-                }
-                check.refusal = refusal;
-                check.refusing_until = Some(Instant::now() + REFUSING_FOR);
-                let held = std::mem::take(&mut check.held);
-                for bytes in held {
-                    self.refuse_over_second_link(peer, &bytes);
-                }
-            }
-        }
-    }
-
-    /// Answers a request that came over `peer`'s refused second link with
-    /// the refusal, over that link.
-    fn refuse_over_second_link(&mut self, peer: NodeId, bytes: &[u8]) {
-        let Some(check) = self.second_links.get(&peer) else {
-            return;
-        };
-        let (tx, why) = (check.new.tx.clone(), check.refusal.clone());
-        if let Some(answer) = self
-            .core
-            .engine_mut()
-            .refuse(peer, bytes, reload_wire::ErrorCode::FORBIDDEN, &why)
-        {
-            let _ = tx.try_send(answer);
-        }
-    }
-
-    /// A message over a link that is not `peer`'s current one: a Ping
-    /// answer or a held request while a check runs, a refusal once it
-    /// found a duplicate; otherwise ignored (the link was replaced).
-    fn on_second_link_message(&mut self, link: u64, peer: NodeId, bytes: Vec<u8>) {
-        let now = now_ms();
-        let Some(check) = self.second_links.get_mut(&peer).filter(|c| c.new_link == link) else {
-            return;
-        };
-        if !same_node_id::is_request(&bytes, &self.ctx) {
-            let bytes = &bytes;
-            return self.core.handle_input(now, CoreInput::Received { from: peer, bytes });
-        }
-        if check.refusing_until.is_some() {
-            return self.refuse_over_second_link(peer, &bytes);
-        }
-        if check.held.len() < HELD_REQUESTS {
-            check.held.push(bytes);
-        }
-    }
-
-    /// When a check next needs the timer.
-    fn second_links_due(&self) -> Option<Instant> {
-        self.second_links
-            .values()
-            .map(|c| c.refusing_until.unwrap_or(c.deadline))
-            .min()
-    }
-
-    fn second_links_timed_out(&mut self) {
-        let now = Instant::now();
-        let due: Vec<NodeId> = self
-            .second_links
-            .iter()
-            .filter(|(_, c)| c.refusing_until.unwrap_or(c.deadline) <= now)
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in due {
-            self.settle_second_link(peer, true);
-        }
-    }
-
     fn on_link_event(&mut self, event: LinkEvent) {
         let now = now_ms();
-        match event {
-            // Events of a link that was replaced or closed are ignored.
-            LinkEvent::Message { link, peer, bytes } => {
-                if self.is_current(link, &peer) {
-                    let bytes = &bytes;
-                    self.core.handle_input(now, CoreInput::Received { from: peer, bytes });
-                } else {
-                    self.on_second_link_message(link, peer, bytes);
-                }
-            }
-            LinkEvent::Idle { link, peer } => {
-                if self.is_current(link, &peer) {
-                    self.core.handle_input(now, CoreInput::LinkIdle { peer });
-                }
-            }
-            LinkEvent::Silent { link, peer, waited_ms } => {
-                if !self.is_current(link, &peer) {
-                    return;
-                }
-                let role = if self.is_first_neighbour(&peer) {
-                    self.metrics.link_lost();
-                    "neighbour"
-                } else {
-                    "peer"
-                };
-                self.metrics.link_silent();
-                if let Some(handle) = self.links.get_mut(&peer) {
-                    handle.silent = true;
-                }
-                tracing::warn!(
-                    "{role} {} has not acknowledged for {:.1} s: out of the routing table; its link stays open {} s in case it comes back",
-                    peer.to_hex(),
-                    waited_ms as f64 / 1000.0,
-                    overlay::link_liveness::RETAIN_SILENT_MS / 1000
-                );
-                self.core.handle_input(now, CoreInput::LinkSilent { peer });
-            }
-            LinkEvent::Resumed { link, peer } => {
-                if self.is_current(link, &peer) {
-                    if let Some(handle) = self.links.get_mut(&peer) {
-                        handle.silent = false;
-                    }
-                    tracing::info!("{} acknowledges again: back in the routing table", peer.to_hex());
-                    self.core.handle_input(now, CoreInput::LinkResumed { peer });
-                }
-            }
+        let event = match &event {
+            LinkEvent::Message { link, peer, bytes } => CoreLinkEvent::Message {
+                link: *link,
+                peer: *peer,
+                bytes,
+            },
+            LinkEvent::Idle { link, peer } => CoreLinkEvent::Idle {
+                link: *link,
+                peer: *peer,
+            },
+            LinkEvent::Silent { link, peer, waited_ms } => CoreLinkEvent::Silent {
+                link: *link,
+                peer: *peer,
+                waited_ms: *waited_ms,
+            },
+            LinkEvent::Resumed { link, peer } => CoreLinkEvent::Resumed {
+                link: *link,
+                peer: *peer,
+            },
             LinkEvent::Closed { link, peer, why } => {
-                if !self.is_current(link, &peer) {
-                    if self.second_links.get(&peer).is_some_and(|c| c.new_link == link) {
-                        self.second_links.remove(&peer);
-                    }
-                    return;
-                }
-                if self.is_first_neighbour(&peer) {
-                    self.metrics.link_lost();
-                    tracing::warn!("lost the link to neighbour {}: {why}", peer.to_hex());
-                } else {
-                    tracing::info!("link to {} closed: {why}", peer.to_hex());
-                }
-                self.links.remove(&peer);
-                self.core.handle_input(now, CoreInput::LinkDown { peer });
-                // A second link being checked takes its place.
-                if let Some(check) = self.second_links.get_mut(&peer) {
-                    check.old = [Answer::Failed; 2];
-                    self.settle_second_link(peer, false);
+                self.links.remove(link);
+                CoreLinkEvent::Closed {
+                    link: *link,
+                    peer: *peer,
+                    why,
                 }
             }
-        }
-    }
-
-    /// Whether `link` is the one this peer uses to reach `peer` (not one
-    /// that was replaced or closed).
-    fn is_current(&self, link: u64, peer: &NodeId) -> bool {
-        self.links.get(peer).is_some_and(|h| h.id == link)
-    }
-
-    /// A neighbour that leaves sends a Leave first (§10.9) to its first
-    /// successor and predecessor at least, which drop it from their tables
-    /// before its link closes; if one of those goes without a Leave (its
-    /// link closes or falls silent), it is lost. Further entries may not
-    /// have been told, and fingers never are, so losing them proves
-    /// nothing.
-    fn is_first_neighbour(&self, peer: &NodeId) -> bool {
-        let chord = self.core.engine().topology();
-        chord.successors().first() == Some(peer) || chord.predecessors().first() == Some(peer)
+        };
+        self.core.handle_input(now, CoreInput::Link(event));
     }
 
     /// Takes the users of `users/` as they are now: new ones are served at
@@ -1739,9 +1395,6 @@ impl<T: Topology + Tables> Driver<T> {
     /// The answer to a request the driver made (the admin API's, the
     /// second-link checks' Pings).
     fn on_done(&mut self, request: RequestId, outcome: Result<Body, RequestFailure>, hops: u32, responder: NodeId) {
-        if self.second_link_ping_done(request, &outcome) {
-            return;
-        }
         match self.pending.remove(&request) {
             Some(AdminPending::Certificate(node, reply)) => {
                 let _ = reply.send(self.fetched_certificate(node, outcome, hops));
@@ -1790,32 +1443,16 @@ impl<T: Topology + Tables> Driver<T> {
         }
     }
 
-    /// §11.4: caches up to 10 directly connected peers for the next boot,
-    /// neighbours first, by the address they take links on: the one this
-    /// peer dialled, or the one their Attach named. With none, the old
-    /// cache stays.
+    /// §11.4: the peers the core picks (neighbours first) are cached for
+    /// the next start. With none, the old cache stays.
     fn cache_peers(&self) {
-        if !self.core.engine().is_joined() {
-            return;
-        }
         let chord = self.core.engine().topology();
-        let order: Vec<NodeId> = chord
+        let order = chord
             .successors()
             .into_iter()
             .chain(chord.predecessors())
-            .chain(chord.fingers())
-            .collect();
-        // Only peers from the routing tables: a link outside them may be a
-        // client (§4.2.1), which admits nobody.
-        let mut peers: Vec<SocketAddr> = Vec::new();
-        for id in order {
-            let link = self.links.get(&id);
-            if let Some(addr) = link.and_then(|l| l.dialled.or_else(|| self.announced.get(&id).copied())) {
-                if !peers.contains(&addr) {
-                    peers.push(addr);
-                }
-            }
-        }
+            .chain(chord.fingers());
+        let peers = self.core.peers_to_cache(order);
         if !peers.is_empty() {
             self.dir.save_peers(&peers);
         }
@@ -2017,7 +1654,6 @@ async fn accept_loop(
             drop(handshake);
             let ends = LinkEnds {
                 peer,
-                initiator: peer,
                 dialled: None,
                 remote,
             };
@@ -2029,7 +1665,6 @@ async fn accept_loop(
 /// Who is at each end of an authenticated link and how it was made.
 struct LinkEnds {
     peer: NodeId,
-    initiator: NodeId,
     /// The address this end dialled; `None` for a link the peer dialled.
     dialled: Option<SocketAddr>,
     remote: SocketAddr,
@@ -2046,7 +1681,6 @@ where
         peer,
         link,
         tx: out_tx,
-        initiator: ends.initiator,
         dialled: ends.dialled,
         remote: ends.remote,
     };

@@ -10,6 +10,7 @@
 use crate::bootstrap::{Bootstrap, BootstrapPlan, Step};
 use crate::certificates::CertificateUsage;
 use crate::discovery::{Datagram, ROUND_MS};
+use crate::links::{LinkEvent, LinkId, LinkReport, Links};
 use crate::sip_usage::{Located, PublishError, SipUsage};
 use crate::usage::{check_kinds, KindPolicyMismatch, Usage};
 use overlay::{Action, Event, OverlayNode, RequestFailure, RequestId, Security, Topology};
@@ -25,64 +26,28 @@ pub const WITHDRAW_WAIT_MS: u64 = 3_000;
 /// What happens to a peer.
 #[derive(Debug)]
 pub enum Input<'a> {
-    /// A message arrived on the link to `from`.
-    Received {
-        from: NodeId,
-        bytes: &'a [u8],
-    },
-    /// A link to `peer` is up (dialled for it, or accepted).
-    LinkUp {
-        peer: NodeId,
-    },
-    /// A link dialled to a bootstrap address is up; `peer` is who answered.
-    BootstrapLinkUp {
-        peer: NodeId,
-    },
-    LinkDown {
-        peer: NodeId,
-    },
-    /// Nothing was sent on the link to `peer` for a while (§6.6.5
-    /// keepalive, decision 0022).
-    LinkIdle {
-        peer: NodeId,
-    },
-    /// The link to `peer` stopped acknowledging: route around the peer.
-    LinkSilent {
-        peer: NodeId,
-    },
-    /// A silent link acknowledges again.
-    LinkResumed {
-        peer: NodeId,
-    },
-    /// A dial failed; `expected` is the Node-ID it was for, `None` for a
-    /// bootstrap address.
-    LinkFailed {
-        expected: Option<NodeId>,
-    },
+    /// Something happened on a link: it came up, a message arrived, it
+    /// fell idle, silent, resumed or closed.
+    Link(LinkEvent<'a>),
+    /// A dial after [`Output::Connect`] failed; `expected` is the Node-ID
+    /// it was for, `None` for a bootstrap address.
+    LinkFailed { expected: Option<NodeId> },
+    /// The configuration now lists these nodes as bad (§11.1; the driver's
+    /// TLS and signature checks refuse them already): their links close
+    /// once the outputs queued before go out, so they hear of it.
+    BadNodes(Vec<NodeId>),
     /// A multicast discovery datagram and where it came from.
-    Discovery {
-        datagram: Datagram,
-        from: SocketAddr,
-    },
+    Discovery { datagram: Datagram, from: SocketAddr },
     /// Store (lifetime > 0) or remove (0) the registration of a user whose
     /// phones this peer serves (RFC 7904 §3); answered by
     /// [`Output::Published`] with `token`.
-    Publish {
-        user: &'a str,
-        lifetime_s: u32,
-        token: u64,
-    },
+    Publish { user: &'a str, lifetime_s: u32, token: u64 },
     /// Where the phones of `user` are (RFC 7904 §4.2); answered by
     /// [`Output::Located`] with `token`.
-    Locate {
-        user: String,
-        token: u64,
-    },
+    Locate { user: String, token: u64 },
     /// A SIP address of another peer could not be reached: ask its peer
     /// again on the next call rather than reuse the address.
-    Unreachable {
-        address: SocketAddr,
-    },
+    Unreachable { address: SocketAddr },
     /// Users were enrolled into this node or removed from it (the
     /// security already signs as the added ones and still as the removed
     /// ones): store the added users' certificates, replace the removed
@@ -103,21 +68,24 @@ pub enum Input<'a> {
 /// What a peer asks of its driver.
 #[derive(Debug)]
 pub enum Output {
-    /// Send on the link to `to`.
+    /// Send on this link.
     Send {
-        to: NodeId,
+        link: LinkId,
         bytes: Vec<u8>,
-        maintenance: bool,
     },
-    /// Open a link; report [`Input::LinkUp`], [`Input::BootstrapLinkUp`]
-    /// or [`Input::LinkFailed`].
+    /// Open a link; report it with [`LinkEvent::Up`] (a
+    /// [`LinkEnd::Dialled`](crate::links::LinkEnd::Dialled) naming
+    /// `peer` as expected) or [`Input::LinkFailed`].
     Connect {
         peer: Option<NodeId>,
         address: IpAddressPort,
     },
-    Close {
-        peer: NodeId,
+    /// Close this link; events still reported on it are ignored.
+    CloseLink {
+        link: LinkId,
     },
+    /// What the operator hears of links.
+    Link(LinkReport),
     /// Send `datagram` to the multicast group now and again after
     /// `again_after_ms` (UDP may lose one).
     Multicast {
@@ -164,6 +132,7 @@ pub struct PeerCore<T: Topology, S: Security> {
     /// to store (the simulator's stand-in security has none).
     certificates: Option<CertificateUsage>,
     bootstrap: Bootstrap,
+    links: Links,
     /// A client (§4.2.1) answers no discovery.
     client: bool,
     /// The removals of a leave's withdrawal not answered yet, and until
@@ -195,6 +164,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         let (overlay, port) = (engine.config().instance_name.clone(), listen_port(&engine));
         Ok(PeerCore {
             bootstrap: Bootstrap::new(plan, &overlay, me, port),
+            links: Links::default(),
             engine,
             sip: SipUsage::default(),
             certificates: certificates.map(|(der, user)| CertificateUsage::new(der, user)),
@@ -220,6 +190,20 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         &self.sip
     }
 
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
+    /// §11.4: the peers to cache for the next start, up to ten, neighbours
+    /// first: `order` lists the routing table's peers (successors,
+    /// predecessors, fingers).
+    pub fn peers_to_cache(&self, order: impl IntoIterator<Item = NodeId>) -> Vec<SocketAddr> {
+        if !self.engine.is_joined() {
+            return Vec::new();
+        }
+        self.links.to_cache(order)
+    }
+
     /// Starts reaching the overlay (§11.4).
     pub fn start(&mut self, now: u64) {
         let step = self.bootstrap.start(now);
@@ -233,19 +217,15 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
 
     pub fn handle_input(&mut self, now: u64, input: Input<'_>) {
         match input {
-            Input::Received { from, bytes } => self.engine.receive(now, from, bytes),
-            Input::LinkUp { peer } => self.engine.link_up(now, peer),
-            Input::BootstrapLinkUp { peer } => self.engine.bootstrap_link_up(now, peer),
-            Input::LinkDown { peer } => self.engine.link_down(now, peer),
-            Input::LinkIdle { peer } => self.engine.keepalive(now, peer),
-            Input::LinkSilent { peer } => self.engine.link_silent(now, peer),
-            Input::LinkResumed { peer } => self.engine.link_resumed(now, peer),
-            Input::LinkFailed { expected } => {
-                self.engine.link_failed(now, expected);
-                if expected.is_none() && !self.engine.is_joined() {
-                    let step = self.bootstrap.dial_failed(now);
-                    self.follow(now, step);
-                }
+            Input::Link(event) => {
+                self.links.on_event(&mut self.engine, now, event, &mut self.outputs);
+                self.bootstrap_dials_failed(now);
+            }
+            Input::LinkFailed { expected } => self.dial_failed(now, expected),
+            Input::BadNodes(bad) => {
+                let peers = self.links.bad_nodes(&bad);
+                self.outputs
+                    .push_back(Output::Link(LinkReport::ClosedForBadNode { peers }));
             }
             Input::Discovery { datagram, from } => {
                 let answers = !self.client && self.engine.is_joined();
@@ -279,11 +259,25 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
             }
-            let action = self.engine.poll_action()?;
+            let Some(action) = self.engine.poll_action() else {
+                // Links to nodes just listed as bad close once everything
+                // before them went out.
+                if self.links.take_closing(&mut self.engine, now, &mut self.outputs) {
+                    continue;
+                }
+                return None;
+            };
             match action {
-                Action::Send { to, bytes, maintenance } => return Some(Output::Send { to, bytes, maintenance }),
+                Action::Send { to, bytes, .. } => match self.links.route(&to) {
+                    Some(link) => return Some(Output::Send { link, bytes }),
+                    None => tracing::debug!("no link to {}; message dropped", to.to_hex()),
+                },
+                Action::Connect { peer: Some(peer), .. } if self.links.already_linked(&peer) => {
+                    // The other end dialled first.
+                    self.engine.link_up(now, peer);
+                }
                 Action::Connect { peer, address } => return Some(Output::Connect { peer, address }),
-                Action::Close { peer } => return Some(Output::Close { peer }),
+                Action::Close { peer } => self.links.close(&mut self.engine, now, peer, &mut self.outputs),
                 Action::Event(event) => self.on_event(now, *event),
             }
         }
@@ -296,14 +290,23 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             Usage::<T, S>::poll_timeout(&self.sip),
             self.certificates.as_ref().and_then(Usage::<T, S>::poll_timeout),
         ];
-        [self.engine.poll_timeout(), self.bootstrap.poll_timeout(), self.leave_at]
-            .into_iter()
-            .chain(usages)
-            .flatten()
-            .min()
+        [
+            self.engine.poll_timeout(),
+            self.bootstrap.poll_timeout(),
+            self.leave_at,
+            self.links.poll_timeout(),
+        ]
+        .into_iter()
+        .chain(usages)
+        .flatten()
+        .min()
     }
 
     pub fn handle_timeout(&mut self, now: u64) {
+        if self.links.poll_timeout().is_some_and(|t| t <= now) {
+            self.links.handle_timeout(&mut self.engine, now, &mut self.outputs);
+            self.bootstrap_dials_failed(now);
+        }
         if self.bootstrap.poll_timeout().is_some_and(|t| t <= now) {
             let step = self.bootstrap.handle_timeout(now);
             self.follow(now, step);
@@ -363,6 +366,12 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                     }
                     return;
                 }
+                if self
+                    .links
+                    .ping_done(&mut self.engine, now, request, &outcome, &mut self.outputs)
+                {
+                    return self.bootstrap_dials_failed(now);
+                }
                 self.account_progress(request, &outcome);
                 let taken = self.sip.on_done(&mut self.engine, now, request, &outcome, responder)
                     || self
@@ -386,7 +395,28 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                 }
                 self.outputs.push_back(Output::Event(Event::Joined));
             }
+            Event::PeerAddress {
+                peer,
+                address: IpAddressPort::Ip(address),
+            } if !address.ip().is_unspecified() => self.links.announced(peer, address),
             other => self.outputs.push_back(Output::Event(other)),
+        }
+    }
+
+    /// A dial failed: the engine hears of it, and a bootstrap dial counts
+    /// against the attempt under way (§11.4).
+    fn dial_failed(&mut self, now: u64, expected: Option<NodeId>) {
+        self.engine.link_failed(now, expected);
+        if expected.is_none() && !self.engine.is_joined() {
+            let step = self.bootstrap.dial_failed(now);
+            self.follow(now, step);
+        }
+    }
+
+    /// Bootstrap dials whose links the link table did not take.
+    fn bootstrap_dials_failed(&mut self, now: u64) {
+        for _ in 0..self.links.take_failed_bootstrap_dials() {
+            self.dial_failed(now, None);
         }
     }
 

@@ -18,6 +18,7 @@ pub mod bootstrap;
 pub mod certificates;
 mod core;
 pub mod discovery;
+pub mod links;
 pub mod sip_service;
 pub mod sip_usage;
 pub mod usage;

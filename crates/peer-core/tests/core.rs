@@ -6,11 +6,12 @@
 use overlay::testing::{addr, config, IDS, T0};
 use overlay::*;
 use peer_core::bootstrap::BootstrapPlan;
+use peer_core::links::{LinkEnd, LinkEvent, LinkId, LinkReport};
 use peer_core::sip_usage::{self, Located, PublishError, SIPS_APPLICATION};
 use peer_core::usage::KindPolicyMismatch;
 use peer_core::{Input, Output, PeerCore};
 use reload_wire::{IpAddressPort, NodeId};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -35,39 +36,36 @@ fn phone(i: usize) -> String {
 struct Mesh {
     now: u64,
     cores: Vec<Core>,
-    /// A message to core `.0` from `.1`, or (no bytes) the link closing.
-    queue: VecDeque<(usize, NodeId, Option<Vec<u8>>)>,
+    /// A message to core `.0` on its link `.1` from `.2`, or (no bytes)
+    /// that link closing.
+    queue: VecDeque<(usize, LinkId, NodeId, Option<Vec<u8>>)>,
+    /// Each core's links: its link number to the other core and that
+    /// core's number for the same link.
+    ends: Vec<HashMap<LinkId, (usize, LinkId)>>,
+    next_link: LinkId,
     published: Vec<(usize, u64, Result<(), PublishError>)>,
     located: Vec<(usize, u64, Located)>,
     multicasts: usize,
     left: Vec<usize>,
+    reports: Vec<(usize, LinkReport)>,
 }
 
 impl Mesh {
     /// Peers with `ids`; peer 0 may start the overlay alone, the others
     /// know peer 0's address. Nobody is started yet.
     fn new(ids: &[u128]) -> Mesh {
-        let mut cores = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            let cfg = config();
-            let ctx = Arc::new(cfg.decode_context().unwrap());
-            let id = NodeId::from_u128(*id);
-            let security = SimulatedSecurity::new(id, format!("user{i}@{DOMAIN}")).with_user(phone(i));
-            let topology = ChordReload::new(id, cfg.chord.clone(), 16, i as u64);
-            let mut engine = OverlayNode::new(cfg, ctx, addr(i), topology, security, i as u64, T0);
-            engine.offer_application(SIPS_APPLICATION, IpAddressPort::Ip(sip_address(i)));
-            let known = if i == 0 { vec![] } else { vec![socket(0)] };
-            let plan = BootstrapPlan::new(socket(i), false, &known, &[], &[], false);
-            cores.push(PeerCore::new(engine, plan, false, None).unwrap());
-        }
+        let cores: Vec<Core> = ids.iter().enumerate().map(|(i, id)| core(i, *id, i as u64)).collect();
         Mesh {
             now: T0,
+            ends: vec![HashMap::new(); cores.len()],
             cores,
+            next_link: 1,
             queue: VecDeque::new(),
             published: Vec::new(),
             located: Vec::new(),
             multicasts: 0,
             left: Vec::new(),
+            reports: Vec::new(),
         }
     }
 
@@ -83,14 +81,37 @@ impl Mesh {
         mesh
     }
 
-    fn index_of(&self, id: &NodeId) -> Option<usize> {
-        self.cores.iter().position(|c| c.engine().node_id() == *id)
-    }
-
     fn input(&mut self, i: usize, input: Input<'_>) {
         let now = self.now;
         self.cores[i].handle_input(now, input);
         self.pump();
+    }
+
+    /// Core `i` dials core `j`, expecting `expected` there: the link's
+    /// number at `i` and at `j`.
+    fn connect(&mut self, i: usize, j: usize, expected: Option<NodeId>) -> (LinkId, LinkId) {
+        let (me, them) = (self.cores[i].engine().node_id(), self.cores[j].engine().node_id());
+        let (ours, theirs) = (self.next_link, self.next_link + 1);
+        self.next_link += 2;
+        self.ends[i].insert(ours, (j, theirs));
+        self.ends[j].insert(theirs, (i, ours));
+        let now = self.now;
+        let accepted = LinkEvent::Up {
+            link: theirs,
+            peer: me,
+            end: LinkEnd::Accepted { remote: socket(i) },
+        };
+        self.cores[j].handle_input(now, Input::Link(accepted));
+        let dialled = LinkEvent::Up {
+            link: ours,
+            peer: them,
+            end: LinkEnd::Dialled {
+                address: socket(j),
+                expected,
+            },
+        };
+        self.cores[i].handle_input(now, Input::Link(dialled));
+        (ours, theirs)
     }
 
     /// Carries out every output until the network is quiet.
@@ -103,14 +124,18 @@ impl Mesh {
                     self.carry_out(i, output);
                 }
             }
-            if let Some((to, from, bytes)) = self.queue.pop_front() {
+            if let Some((to, link, peer, bytes)) = self.queue.pop_front() {
                 self.now += 1;
                 let now = self.now;
-                let input = match &bytes {
-                    Some(bytes) => Input::Received { from, bytes },
-                    None => Input::LinkDown { peer: from },
+                let event = match &bytes {
+                    Some(bytes) => LinkEvent::Message { link, peer, bytes },
+                    None => LinkEvent::Closed {
+                        link,
+                        peer,
+                        why: "closed by the other end",
+                    },
                 };
-                self.cores[to].handle_input(now, input);
+                self.cores[to].handle_input(now, Input::Link(event));
                 progressed = true;
             }
             if !progressed {
@@ -122,31 +147,26 @@ impl Mesh {
     fn carry_out(&mut self, i: usize, output: Output) {
         let me = self.cores[i].engine().node_id();
         match output {
-            Output::Send { to, bytes, .. } => {
-                if let Some(j) = self.index_of(&to) {
-                    self.queue.push_back((j, me, Some(bytes)));
+            Output::Send { link, bytes } => {
+                if let Some(&(j, theirs)) = self.ends[i].get(&link).filter(|(j, _)| *j != usize::MAX) {
+                    self.queue.push_back((j, theirs, me, Some(bytes)));
                 }
             }
             Output::Connect { peer, address } => {
                 let j = (0..self.cores.len()).find(|j| addr(*j) == address).unwrap();
-                let them = self.cores[j].engine().node_id();
-                let now = self.now;
-                self.cores[j].handle_input(now, Input::LinkUp { peer: me });
-                let up = match peer {
-                    Some(_) => Input::LinkUp { peer: them },
-                    None => Input::BootstrapLinkUp { peer: them },
-                };
-                self.cores[i].handle_input(now, up);
+                self.connect(i, j, peer);
             }
-            Output::Close { peer } => {
-                if let Some(j) = self.index_of(&peer) {
-                    self.queue.push_back((j, me, None));
+            Output::CloseLink { link } => {
+                if let Some((j, theirs)) = self.ends[i].remove(&link).filter(|(j, _)| *j != usize::MAX) {
+                    self.ends[j].remove(&theirs);
+                    self.queue.push_back((j, theirs, me, None));
                 }
             }
             Output::Multicast { .. } => self.multicasts += 1,
             Output::Published { token, result } => self.published.push((i, token, result)),
             Output::Located { token, located } => self.located.push((i, token, located)),
             Output::Event(Event::Left) => self.left.push(i),
+            Output::Link(report) => self.reports.push((i, report)),
             Output::DiscoveryAnswer { .. } | Output::AccountsStored { .. } | Output::Event(_) => {}
         }
     }
@@ -181,6 +201,21 @@ impl Mesh {
             .expect("the lookup finished");
         self.located.remove(k).2
     }
+}
+
+/// Peer `i` with Node-ID `id`; `seed` draws its instance id, so two cores
+/// with one Node-ID and two seeds are two processes sharing an identity.
+fn core(i: usize, id: u128, seed: u64) -> Core {
+    let cfg = config();
+    let ctx = Arc::new(cfg.decode_context().unwrap());
+    let id = NodeId::from_u128(id);
+    let security = SimulatedSecurity::new(id, format!("user{i}@{DOMAIN}")).with_user(phone(i));
+    let topology = ChordReload::new(id, cfg.chord.clone(), 16, seed);
+    let mut engine = OverlayNode::new(cfg, ctx, addr(i), topology, security, seed, T0);
+    engine.offer_application(SIPS_APPLICATION, IpAddressPort::Ip(sip_address(i)));
+    let known = if i == 0 { vec![] } else { vec![socket(0)] };
+    let plan = BootstrapPlan::new(socket(i), false, &known, &[], &[], false);
+    PeerCore::new(engine, plan, false, None).unwrap()
 }
 
 /// Where peer `i`'s SIP takes other peers' connections.
@@ -343,4 +378,114 @@ fn a_configuration_that_changes_a_usages_access_policy_is_refused() {
             needed: AccessPolicy::UserNodeMatch,
         })
     );
+}
+
+/// The link table (decision 0024): a second process with the same
+/// Node-ID dialling a peer is refused (two Pings over the link that is up
+/// and one over the new one answer with two instance ids), and the link
+/// that was up stays and keeps serving.
+#[test]
+fn a_second_process_with_a_linked_node_id_is_refused_and_the_link_up_stays() {
+    let mut mesh = Mesh::started(&IDS[..3]);
+    let peer1 = mesh.cores[1].engine().node_id();
+    let up = mesh.cores[0].links().get(&peer1).expect("linked").id;
+
+    // A copy of peer 1 (same Node-ID, another process) dials peer 0.
+    mesh.cores.push(core(1, IDS[1], 99));
+    mesh.ends.push(HashMap::new());
+    let copy = mesh.cores.len() - 1;
+    let (_, copied) = mesh.connect(copy, 0, Some(mesh.cores[0].engine().node_id()));
+    mesh.pump();
+    mesh.advance(5_000);
+    assert_eq!(
+        mesh.cores[0].links().get(&peer1).map(|l| l.id),
+        Some(up),
+        "the link that was up stays"
+    );
+    assert!(!mesh.ends[0].contains_key(&copied), "the copy's link was closed");
+    let refused: Vec<_> = mesh
+        .reports
+        .iter()
+        .filter(|(i, r)| *i == 0 && matches!(r, LinkReport::Duplicate { peer, .. } if *peer == peer1))
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", mesh.reports);
+    // Peer 1 still stores through the link that stayed.
+    let user = phone(1);
+    mesh.input(
+        1,
+        Input::Publish {
+            user: &user,
+            lifetime_s: 600,
+            token: 5,
+        },
+    );
+    assert_eq!(mesh.published.last(), Some(&(1, 5, Ok(()))));
+}
+
+/// A peer that restarted (a new process, its old link not yet noticed
+/// dead) dials again: the old link no longer answers its Pings, so the new
+/// one replaces it.
+#[test]
+fn a_restarted_peer_replaces_its_dead_link() {
+    let mut mesh = Mesh::started(&IDS[..3]);
+    let peer1 = mesh.cores[1].engine().node_id();
+    let old = mesh.cores[0].links().get(&peer1).expect("linked").id;
+    // Peer 1 freezes: nothing sent on its old link arrives any more (the
+    // harness's "nowhere" end).
+    let (_, theirs_old) = mesh.ends[0][&old];
+    mesh.ends[1].remove(&theirs_old);
+    mesh.ends[0].insert(old, (usize::MAX, 0));
+    // The same identity comes back as a new process and dials peer 0.
+    mesh.cores[1] = core(1, IDS[1], 77);
+    mesh.ends[1].clear();
+    let (_, new) = mesh.connect(1, 0, Some(mesh.cores[0].engine().node_id()));
+    mesh.pump();
+    mesh.advance(5_000);
+    assert_eq!(
+        mesh.cores[0].links().get(&peer1).map(|l| l.id),
+        Some(new),
+        "the new link replaced {old}"
+    );
+}
+
+/// Two links dialled at once by both ends: each end keeps the one the
+/// smaller Node-ID dialled, so both keep the same one.
+#[test]
+fn links_dialled_at_once_by_both_ends_settle_on_the_same_one() {
+    let mut mesh = Mesh::new(&IDS[..2]);
+    let now = mesh.now;
+    mesh.cores[0].start(now);
+    mesh.pump();
+    let (a, b) = (mesh.cores[0].engine().node_id(), mesh.cores[1].engine().node_id());
+    assert!(a < b);
+    let (zero_dialled, at_one) = mesh.connect(0, 1, Some(b));
+    mesh.connect(1, 0, Some(a));
+    mesh.pump();
+    let kept_at_zero = mesh.cores[0].links().get(&b).map(|l| l.id);
+    let kept_at_one = mesh.cores[1].links().get(&a).map(|l| l.id);
+    // Peer 0 has the smaller Node-ID: the link it dialled is kept by both.
+    assert_eq!((kept_at_zero, kept_at_one), (Some(zero_dialled), Some(at_one)));
+}
+
+/// §11.1: links to nodes a new configuration lists as bad close, after
+/// the outputs queued before (the new document among them) went out.
+#[test]
+fn links_to_bad_nodes_close_after_what_was_queued_before() {
+    let mut mesh = Mesh::started(&IDS[..3]);
+    let bad = mesh.cores[2].engine().node_id();
+    let link = mesh.cores[0].links().get(&bad).expect("linked").id;
+    let now = mesh.now;
+    mesh.cores[0].engine_mut().keepalive(now, bad);
+    mesh.cores[0].handle_input(now, Input::BadNodes(vec![bad]));
+    let outputs: Vec<Output> = std::iter::from_fn(|| mesh.cores[0].poll_output(now)).collect();
+    let sent = outputs
+        .iter()
+        .position(|o| matches!(o, Output::Send { link: l, .. } if *l == link))
+        .expect("the keepalive went out");
+    let closed = outputs
+        .iter()
+        .position(|o| matches!(o, Output::CloseLink { link: l } if *l == link))
+        .expect("the link closed");
+    assert!(sent < closed, "{outputs:?}");
+    assert!(mesh.cores[0].links().get(&bad).is_none());
 }

@@ -746,6 +746,10 @@ impl Topology for ChordReload {
         self.peers.contains_key(&node_position(peer))
     }
 
+    fn is_first_neighbor(&self, peer: &NodeId) -> bool {
+        self.successors.first() == Some(peer) || self.predecessors.first() == Some(peer)
+    }
+
     fn neighbors(&self) -> Vec<NodeId> {
         let mut n = self.predecessors.clone();
         for s in &self.successors {

@@ -141,6 +141,16 @@ pub trait Topology {
     /// Peers in the Neighbor Table (for status and tests).
     fn neighbors(&self) -> Vec<NodeId>;
 
+    /// Whether `peer` is this node's first successor or first predecessor.
+    /// A neighbour that leaves sends those a Leave first (§10.9), which
+    /// drop it before its link closes; if one of them goes without a Leave
+    /// (its link closes or falls silent), it is lost. Further entries may
+    /// not have been told, and fingers never are, so losing them proves
+    /// nothing.
+    fn is_first_neighbor(&self, _peer: &NodeId) -> bool {
+        false
+    }
+
     /// Whether `peer` is in this node's routing tables (as opposed to a
     /// link it only serves, such as a client's or a joining node's).
     fn routes_through(&self, peer: &NodeId) -> bool {

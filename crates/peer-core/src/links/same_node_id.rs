@@ -17,32 +17,31 @@
 
 use overlay::RequestId;
 use reload_wire::{DecodeContext, HeaderView, MessageCode};
-use std::time::{Duration, Instant};
 
 /// Whether `bytes` (a message off a link) is a request; false for a
 /// response or anything that does not parse.
-pub(crate) fn is_request(bytes: &[u8], ctx: &DecodeContext) -> bool {
+pub fn is_request(bytes: &[u8], ctx: &DecodeContext) -> bool {
     HeaderView::parse(bytes, ctx).is_ok_and(|v| match v.payload() {
         [a, b, ..] => MessageCode(u16::from_be_bytes([*a, *b])).is_request(),
         _ => false,
     })
 }
 
-/// A second link for a Node-ID whose link is younger than this is a
+/// A second link for a Node-ID whose link is younger than this (ms) is a
 /// simultaneous dial (both ends dialled at once), which the usual
 /// tie-break settles without a check.
-pub(crate) const CHECK_LINKS_OLDER_THAN: Duration = Duration::from_secs(5);
-/// How long a check waits for both Pings to be answered.
-pub(crate) const CHECK_TIMEOUT: Duration = Duration::from_secs(4);
+pub const CHECK_LINKS_OLDER_THAN_MS: u64 = 5_000;
+/// How long a check waits for both Pings to be answered (ms).
+pub const CHECK_TIMEOUT_MS: u64 = 4_000;
 /// How long a refused duplicate's link stays open so that the requests
-/// it sends get the refusal, not silence.
-pub(crate) const REFUSING_FOR: Duration = Duration::from_secs(2);
+/// it sends get the refusal, not silence (ms).
+pub const REFUSING_FOR_MS: u64 = 2_000;
 /// Requests of the new link held while the check runs.
-pub(crate) const HELD_REQUESTS: usize = 16;
+pub const HELD_REQUESTS: usize = 16;
 
 /// What a check has learnt of one link's Ping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Answer {
+pub enum Answer {
     Waiting,
     /// The PingAns `response_id`.
     Instance(u64),
@@ -51,7 +50,7 @@ pub(crate) enum Answer {
 
 /// What to do with the two links.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub enum Verdict {
     Wait,
     /// One process: settle as a redial or a simultaneous dial.
     SameProcess,
@@ -69,7 +68,7 @@ pub(crate) enum Verdict {
 /// The decision from the Pings' answers so far (two over the old link,
 /// one over the new); `timed_out` once [`CHECK_TIMEOUT`] has passed (then
 /// a missing answer counts as failed).
-pub(crate) fn verdict(old: [Answer; 2], new: Answer, timed_out: bool) -> Verdict {
+pub fn verdict(old: [Answer; 2], new: Answer, timed_out: bool) -> Verdict {
     use Answer::*;
     let settle = |a: Answer| match a {
         Waiting if timed_out => Failed,
@@ -87,21 +86,20 @@ pub(crate) fn verdict(old: [Answer; 2], new: Answer, timed_out: bool) -> Verdict
 }
 
 /// A check under way, or a refused duplicate's link waiting to close.
-pub(crate) struct Check<L> {
-    /// The new link's handle, kept out of the link table meanwhile.
+pub struct Check<L> {
+    /// The new link, kept out of the link table meanwhile.
     pub new: L,
-    pub new_link: u64,
     /// The new link was dialled to a bootstrap address.
     pub bootstrap: bool,
     pub ping_old: [RequestId; 2],
     pub ping_new: RequestId,
     pub old: [Answer; 2],
     pub new_answer: Answer,
-    pub deadline: Instant,
+    pub deadline: u64,
     /// Requests that came over the new link meanwhile.
     pub held: Vec<Vec<u8>>,
     /// The verdict was Duplicate: requests get the refusal until then.
-    pub refusing_until: Option<Instant>,
+    pub refusing_until: Option<u64>,
     /// The refusal's reason.
     pub refusal: String,
 }
