@@ -892,6 +892,10 @@ impl<T: Topology + Tables> Driver<T> {
                 }
             }
             LinkReport::Duplicate { .. } => self.metrics.duplicate_node_id(),
+            LinkReport::OwnAddress { address } => {
+                self.metrics.link_failed(false);
+                tracing::info!("cannot link to {address}: it is this peer's own address");
+            }
             LinkReport::ClosedForBadNode { peers } => {
                 self.metrics.links_closed_for_bad_node(peers.len());
                 let names: Vec<String> = peers.iter().map(|n| n.to_hex()).collect();
@@ -1485,7 +1489,7 @@ impl<T: Topology + Tables> Driver<T> {
         let gauges = Gauges {
             joined: self.core.engine().is_joined(),
             uptime_s: now_ms().saturating_sub(self.started) / 1000,
-            links: self.links.len(),
+            links: self.core.links().len(),
             successors: chord.successors().len(),
             predecessors: chord.predecessors().len(),
             fingers: chord.fingers().len(),

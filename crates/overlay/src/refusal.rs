@@ -22,7 +22,6 @@ pub enum CriticalOption {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageMethod {
     Store,
-    Fetch,
     Find,
 }
 
@@ -80,7 +79,7 @@ pub enum Refusal {
     Configuration(ConfigRefusal),
 
     // Storage (§7).
-    #[error("a Kind appears twice in the {}", match .0 { StorageMethod::Store => "StoreReq", StorageMethod::Fetch => "FetchReq", StorageMethod::Find => "FindReq" })]
+    #[error("a Kind appears twice in the {}", match .0 { StorageMethod::Store => "StoreReq", StorageMethod::Find => "FindReq" })]
     KindTwice(StorageMethod),
     #[error("replica Store with generation 0")]
     ReplicaGenerationZero,

@@ -83,8 +83,10 @@ pub struct Links {
     /// Where peers that sent an Attach take links, for the peer cache.
     announced: HashMap<NodeId, SocketAddr>,
     /// Links to close once the outputs before them went out (nodes a new
-    /// configuration lists as bad).
+    /// configuration lists as bad): peers whose link is in the table, and
+    /// second links that were being checked.
     closing: Vec<NodeId>,
+    closing_links: Vec<LinkId>,
     /// The nodes the configuration lists as bad (§11.1).
     bad: Vec<NodeId>,
     /// Bootstrap dials that came to nothing here (a link to this node
@@ -148,6 +150,8 @@ pub enum LinkReport {
     Duplicate { peer: NodeId, from: SocketAddr },
     /// Links to nodes a new configuration lists as bad were closed.
     ClosedForBadNode { peers: Vec<NodeId> },
+    /// A bootstrap address led to this node itself: a failed dial.
+    OwnAddress { address: SocketAddr },
 }
 
 impl Links {
@@ -216,7 +220,11 @@ impl Links {
     /// close.
     pub fn bad_nodes(&mut self, bad: &[NodeId]) -> Vec<NodeId> {
         self.bad = bad.to_vec();
-        self.checks.retain(|peer, _| !bad.contains(peer));
+        let (listed, kept): (BTreeMap<_, _>, BTreeMap<_, _>) = std::mem::take(&mut self.checks)
+            .into_iter()
+            .partition(|(peer, _)| bad.contains(peer));
+        self.checks = kept;
+        self.closing_links.extend(listed.values().map(|check| check.new.id));
         let closed: Vec<NodeId> = self.table.keys().filter(|n| bad.contains(n)).copied().collect();
         self.closing.extend(closed.iter().copied());
         closed
@@ -235,7 +243,11 @@ impl Links {
         outputs: &mut VecDeque<Output>,
     ) -> bool {
         let closing = std::mem::take(&mut self.closing);
-        let any = !closing.is_empty();
+        let links = std::mem::take(&mut self.closing_links);
+        let any = !closing.is_empty() || !links.is_empty();
+        for link in links {
+            outputs.push_back(Output::CloseLink { link });
+        }
         for peer in closing {
             if let Some(link) = self.table.remove(&peer) {
                 outputs.push_back(Output::CloseLink { link: link.id });
@@ -349,7 +361,7 @@ impl Links {
             // A bootstrap address that is this node's own.
             outputs.push_back(Output::CloseLink { link: id });
             if end.is_bootstrap() {
-                tracing::info!("cannot link to {}: it is this peer's own address", end.remote());
+                outputs.push_back(Output::Link(LinkReport::OwnAddress { address: end.remote() }));
                 self.failed_bootstrap_dials += 1;
             }
             return;
@@ -438,6 +450,9 @@ impl Links {
         let Some(old) = self.table.get(&peer).map(|l| l.id) else {
             return self.take(engine, now, peer, new, outputs);
         };
+        // A Ping a full link queue drops makes the check time out, and an
+        // old link that answers nothing gives way: on a link that busy,
+        // rare and harmless.
         let mut ping_over = |link: LinkId| {
             let (id, bytes) = engine.direct_ping(now, peer)?;
             outputs.push_back(Output::Send { link, bytes });
@@ -617,11 +632,10 @@ impl Links {
         bytes: &[u8],
         outputs: &mut VecDeque<Output>,
     ) {
-        let ctx = engine.decode_context().clone();
         let Some(check) = self.checks.get_mut(&peer).filter(|c| c.new.id == link) else {
             return;
         };
-        if !is_request(bytes, &ctx) {
+        if !is_request(bytes, engine.decode_context()) {
             return engine.receive(now, peer, bytes);
         }
         if check.refusing_until.is_some() {

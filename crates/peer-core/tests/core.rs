@@ -489,3 +489,27 @@ fn links_to_bad_nodes_close_after_what_was_queued_before() {
     assert!(sent < closed, "{outputs:?}");
     assert!(mesh.cores[0].links().get(&bad).is_none());
 }
+
+/// A node listed as bad while a second link of its is being checked: that
+/// link closes too, not only the one in the table.
+#[test]
+fn a_bad_nodes_link_under_check_closes_as_well() {
+    let mut mesh = Mesh::started(&IDS[..3]);
+    let peer1 = mesh.cores[1].engine().node_id();
+    let up = mesh.cores[0].links().get(&peer1).expect("linked").id;
+    // A copy of peer 1 dials; peer 0 starts checking the second link.
+    mesh.cores.push(core(1, IDS[1], 99));
+    mesh.ends.push(HashMap::new());
+    let copy = mesh.cores.len() - 1;
+    let (_, checked) = mesh.connect(copy, 0, Some(mesh.cores[0].engine().node_id()));
+    assert!(mesh.ends[0].contains_key(&checked));
+    let now = mesh.now;
+    mesh.cores[0].handle_input(now, Input::BadNodes(vec![peer1]));
+    let closed: Vec<LinkId> = std::iter::from_fn(|| mesh.cores[0].poll_output(now))
+        .filter_map(|o| match o {
+            Output::CloseLink { link } => Some(link),
+            _ => None,
+        })
+        .collect();
+    assert!(closed.contains(&up) && closed.contains(&checked), "{closed:?}");
+}
