@@ -20,6 +20,7 @@ pub mod nonce_counts;
 pub mod overload;
 pub mod proxy;
 pub mod registrar;
+pub mod server_location;
 pub mod testing;
 pub mod transaction;
 pub mod uri;
