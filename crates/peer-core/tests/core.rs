@@ -114,6 +114,16 @@ impl Mesh {
         (ours, theirs)
     }
 
+    /// A copy of peer 1 (same Node-ID, another process) dials peer 0: the
+    /// new link's number at peer 0.
+    fn copy_of_peer1_dials_peer0(&mut self) -> LinkId {
+        self.cores.push(core(1, IDS[1], 99));
+        self.ends.push(HashMap::new());
+        let copy = self.cores.len() - 1;
+        let peer0 = self.cores[0].engine().node_id();
+        self.connect(copy, 0, Some(peer0)).1
+    }
+
     /// Carries out every output until the network is quiet.
     fn pump(&mut self) {
         loop {
@@ -389,12 +399,7 @@ fn a_second_process_with_a_linked_node_id_is_refused_and_the_link_up_stays() {
     let mut mesh = Mesh::started(&IDS[..3]);
     let peer1 = mesh.cores[1].engine().node_id();
     let up = mesh.cores[0].links().get(&peer1).expect("linked").id;
-
-    // A copy of peer 1 (same Node-ID, another process) dials peer 0.
-    mesh.cores.push(core(1, IDS[1], 99));
-    mesh.ends.push(HashMap::new());
-    let copy = mesh.cores.len() - 1;
-    let (_, copied) = mesh.connect(copy, 0, Some(mesh.cores[0].engine().node_id()));
+    let copied = mesh.copy_of_peer1_dials_peer0();
     mesh.pump();
     mesh.advance(5_000);
     assert_eq!(
@@ -497,11 +502,8 @@ fn a_bad_nodes_link_under_check_closes_as_well() {
     let mut mesh = Mesh::started(&IDS[..3]);
     let peer1 = mesh.cores[1].engine().node_id();
     let up = mesh.cores[0].links().get(&peer1).expect("linked").id;
-    // A copy of peer 1 dials; peer 0 starts checking the second link.
-    mesh.cores.push(core(1, IDS[1], 99));
-    mesh.ends.push(HashMap::new());
-    let copy = mesh.cores.len() - 1;
-    let (_, checked) = mesh.connect(copy, 0, Some(mesh.cores[0].engine().node_id()));
+    // Peer 0 starts checking the copy's link.
+    let checked = mesh.copy_of_peer1_dials_peer0();
     assert!(mesh.ends[0].contains_key(&checked));
     let now = mesh.now;
     mesh.cores[0].handle_input(now, Input::BadNodes(vec![peer1]));
