@@ -1,6 +1,6 @@
 //! The peer: a tokio driver around the sans-IO peer core
 //! ([`peer_core::PeerCore`]: the engine with Chord-reload and
-//! [`CertSecurity`], the usages, the bootstrap).
+//! [`CertSecurity`], the usages, the link table, the bootstrap).
 //!
 //! One task owns the core. Link tasks, the listener, connection attempts
 //! and the admin API talk to it through one channel; it turns the core's
