@@ -10,6 +10,7 @@
 //! other place the overlay lives, or when it is a configured bootstrap
 //! node itself; a client never does.
 
+use crate::budget::Budget;
 use crate::discovery::{answer, Datagram, Round, RoundOutcome, ROUND_MS};
 use reload_wire::NodeId;
 use std::net::SocketAddr;
@@ -99,8 +100,8 @@ pub struct Bootstrap {
     retry_at: Option<u64>,
     round: Option<(Round, u64)>,
     rounds_waited: u32,
-    /// Discovery answers: the second they were counted in, and how many.
-    answers: (u64, u32),
+    /// Discovery answers sent, at most [`ANSWERS_PER_SECOND`].
+    answers: Budget,
 }
 
 impl Bootstrap {
@@ -115,7 +116,7 @@ impl Bootstrap {
             retry_at: None,
             round: None,
             rounds_waited: 0,
-            answers: (0, 0),
+            answers: Budget::new(ANSWERS_PER_SECOND, 1_000),
         }
     }
 
@@ -196,15 +197,8 @@ impl Bootstrap {
             return None;
         }
         let here = answer(&self.overlay, self.me, self.port, datagram)?;
-        let second = now / 1000;
-        if self.answers.0 != second {
-            self.answers = (second, 0);
-        }
-        if self.answers.1 >= ANSWERS_PER_SECOND {
-            return None;
-        }
-        self.answers.1 += 1;
-        Some(here)
+        let (within_budget, _) = self.answers.take(now);
+        within_budget.then_some(here)
     }
 
     /// Whether a discovery round is under way.

@@ -15,6 +15,7 @@
 //!   our multicast extension on the LAN.
 
 pub mod bootstrap;
+pub mod budget;
 pub mod certificates;
 mod core;
 pub mod discovery;
