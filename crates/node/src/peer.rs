@@ -748,7 +748,8 @@ impl<T: Topology + Tables> Driver<T> {
     }
 
     fn drain_outputs(&mut self, left: &mut bool) {
-        while let Some(output) = self.core.poll_output(now_ms()) {
+        let now = now_ms();
+        while let Some(output) = self.core.poll_output(now) {
             match output {
                 Output::Send { link, bytes } => match self.links.get(&link) {
                     Some(tx) => {

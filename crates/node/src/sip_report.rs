@@ -139,14 +139,9 @@ impl SipMetrics {
         self.malformed.inc();
     }
 
-    pub(crate) fn request(&self, method: &str) {
-        // Methods counted by name are the ones SIP knows; anything else is
-        // `other`, so a flood of made-up methods cannot grow the label set.
-        let method = sip::message::KNOWN_METHODS
-            .iter()
-            .find(|m| **m == method)
-            .copied()
-            .unwrap_or("other");
+    /// Counts a request by method (a SIP method or `other`, as
+    /// [`peer_core::sip_service::SipEvent::Request`] names it).
+    pub(crate) fn request(&self, method: &'static str) {
         self.requests.get_or_create(&MethodLabels { method }).inc();
     }
 
@@ -373,8 +368,8 @@ mod tests {
         m.sent(b"SIP/2.0 404 Not Found\r\n");
         m.sent(b"INVITE sip:x SIP/2.0\r\n");
         m.sent(b"SIP/2.0 99x bogus");
-        m.request("FROB");
-        m.request("INVITE");
+        m.request(peer_core::sip_service::counted_method("FROB"));
+        m.request(peer_core::sip_service::counted_method("INVITE"));
         assert_eq!(m.responses.get_or_create(&CodeLabels { code: 404 }).get(), 1);
         assert_eq!(m.requests.get_or_create(&MethodLabels { method: "other" }).get(), 1);
         assert_eq!(m.requests.get_or_create(&MethodLabels { method: "INVITE" }).get(), 1);

@@ -345,7 +345,7 @@ impl Core {
     fn report(&mut self, event: SipEvent) {
         let now = now_ms();
         match event {
-            SipEvent::Request { method } => self.metrics.request(&method),
+            SipEvent::Request { method } => self.metrics.request(method),
             SipEvent::Malformed { error, flow } => {
                 self.metrics.malformed();
                 log_malformed(&error, flow);

@@ -83,8 +83,9 @@ pub enum SipOutput {
 /// budgets.
 #[derive(Debug)]
 pub enum SipEvent {
-    /// A request arrived (counted by method).
-    Request { method: String },
+    /// A request arrived, counted by method: one SIP knows, or `other`
+    /// (so a flood of made-up methods cannot grow a metric's label set).
+    Request { method: &'static str },
     /// A message that does not parse, from `flow`.
     Malformed { error: ParseError, flow: Flow },
     /// A new request refused with 503 for overload.
@@ -110,6 +111,16 @@ pub enum SipEvent {
     NotStored { user: String, why: String },
     /// `user`'s last binding expired.
     Expired { user: String },
+}
+
+/// How a request's method is counted: by name if SIP knows it, else as
+/// `other`, so a flood of made-up methods cannot grow a label set.
+pub fn counted_method(method: &str) -> &'static str {
+    sip::message::KNOWN_METHODS
+        .iter()
+        .find(|m| **m == method)
+        .copied()
+        .unwrap_or("other")
 }
 
 /// A REGISTER waiting for its Store in the overlay.
@@ -307,7 +318,7 @@ impl SipService {
             let out = self.proxy.on_response(now, message, flow);
             return self.proxy_outputs(out);
         }
-        let method = message.method().unwrap_or_default().to_string();
+        let method = counted_method(message.method().unwrap_or_default());
         self.event(SipEvent::Request { method });
         // A retransmission of a request already taken gets its
         // transaction's answer, never a refusal (§17.2).
