@@ -470,7 +470,6 @@ impl Links {
             peer,
             Check {
                 new,
-                bootstrap: new.end.is_bootstrap(),
                 ping_old: [first, second],
                 ping_new,
                 old: [Answer::Waiting; 2],
@@ -560,7 +559,7 @@ impl Links {
             Verdict::NewGone => {
                 if let Some(check) = self.checks.remove(&peer) {
                     outputs.push_back(Output::CloseLink { link: check.new.id });
-                    if check.bootstrap {
+                    if check.new.end.is_bootstrap() {
                         self.failed_bootstrap_dials += 1;
                     }
                 }
@@ -585,7 +584,7 @@ impl Links {
                     peer,
                     from: check.new.end.remote(),
                 }));
-                let bootstrap = check.bootstrap;
+                let bootstrap = check.new.end.is_bootstrap();
                 check.refusal = refusal;
                 check.refusing_until = Some(now + REFUSING_FOR_MS);
                 let held = std::mem::take(&mut check.held);

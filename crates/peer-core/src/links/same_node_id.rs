@@ -89,8 +89,6 @@ pub fn verdict(old: [Answer; 2], new: Answer, timed_out: bool) -> Verdict {
 pub struct Check<L> {
     /// The new link, kept out of the link table meanwhile.
     pub new: L,
-    /// The new link was dialled to a bootstrap address.
-    pub bootstrap: bool,
     pub ping_old: [RequestId; 2],
     pub ping_new: RequestId,
     pub old: [Answer; 2],
