@@ -22,6 +22,7 @@ use sip::intake::Intake;
 use sip::message::ParseError;
 use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
 use sip::registrar::{self, Flow, Registered, Registrar};
+use sip::server_location::{Answer, Query};
 use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
 use sip::SipMessage;
 use std::collections::{HashMap, VecDeque};
@@ -51,6 +52,14 @@ pub enum SipInput<'a> {
     Located { token: u64, located: Located },
     /// A TCP or TLS connection to `flow` could not be opened, or broke.
     FlowFailed { flow: Flow },
+    /// The DNS's answer to [`SipOutput::Resolve`]; `None` when the lookup
+    /// failed (no answer, a server failure), as opposed to an empty one
+    /// (no such name or record).
+    Resolved {
+        token: u64,
+        query: &'a Query,
+        answer: Option<Answer>,
+    },
 }
 
 /// What the SIP side asks of its driver.
@@ -72,6 +81,9 @@ pub enum SipOutput {
     },
     /// Find `user`'s phones; answer with [`SipInput::Located`].
     Locate { resource_name: String, token: u64 },
+    /// Ask the DNS (RFC 3263, for a request to another domain); answer
+    /// with [`SipInput::Resolved`].
+    Resolve { query: Query, token: u64 },
     /// A peer's SIP address could not be reached: the overlay side should
     /// ask its peer again rather than reuse it.
     Unreachable { address: SocketAddr },
@@ -245,6 +257,10 @@ impl SipService {
                 let out = self.proxy.located(now, token, location, &self.registrar);
                 self.proxy_outputs(out);
             }
+            SipInput::Resolved { token, query, answer } => {
+                let out = self.proxy.resolved(now, token, query, answer);
+                self.proxy_outputs(out);
+            }
             SipInput::FlowFailed { flow } => {
                 self.peer_ids.forget(&flow.remote);
                 self.outputs.push_back(SipOutput::Unreachable { address: flow.remote });
@@ -276,6 +292,9 @@ impl SipService {
                         resource_name,
                         token: lookup,
                     });
+                }
+                Output::Resolve { lookup, query } => {
+                    self.outputs.push_back(SipOutput::Resolve { query, token: lookup });
                 }
                 Output::Observed(seen) => {
                     if let Observation::AuthFailed { user, remote } = seen {

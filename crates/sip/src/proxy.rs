@@ -20,12 +20,14 @@ mod dialog_proof;
 mod finished;
 mod identity;
 mod observation;
+mod other_domains;
 mod route;
 mod setup_budget;
 #[cfg(test)]
 mod tests;
 
 pub use observation::{Observation, MAX_NAME};
+pub use other_domains::{Interworking, Outsiders};
 pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
 pub use setup_budget::{MAX_SILENT_PER_PHONE, SETUP_WAIT_MS};
 
@@ -33,10 +35,12 @@ use crate::capacity::GiveBack;
 use crate::headers::{NameAddr, Via};
 use crate::message::{SipMessage, StartLine};
 use crate::registrar::{Flow, Registrar, Transport};
+use crate::server_location::Query;
 use crate::transaction::{TransactionKey, T1_MS};
 use crate::uri::Uri;
 use dialog_proof::{DialogKey, Hop};
 use finished::{Afterlife, Finished};
+use other_domains::OutsideHops;
 use route::{pop_own_routes, top_route};
 use setup_budget::SetupBudget;
 use std::collections::{BTreeSet, HashMap, VecDeque};
@@ -128,6 +132,9 @@ pub enum Output {
     /// Find the peers that hold `user`'s phones (RFC 7904 §4.2), then
     /// call [`Proxy::located`] with `lookup`.
     Locate { lookup: u64, user: String },
+    /// Ask the DNS `query` (RFC 3263, for a request to another domain),
+    /// then call [`Proxy::resolved`] with `lookup`.
+    Resolve { lookup: u64, query: Query },
     /// For the operator's eyes only; nothing to do.
     Observed(Observation),
 }
@@ -205,6 +212,8 @@ struct OpenServer {
     /// For a request outside a dialog: where later requests of the dialog
     /// it may start go back toward the caller (named in the proof).
     toward_caller: Vec<Hop>,
+    /// For a request to another domain: its next hops (RFC 3263).
+    outside: Option<Box<OutsideHops>>,
 }
 
 /// A call's INVITE, until its final answer.
@@ -340,6 +349,7 @@ pub struct Proxy {
     next_id: u64,
     salt: u64,
     dialog_key: DialogKey,
+    interworking: Interworking,
     out: Vec<Output>,
 }
 
@@ -362,6 +372,7 @@ impl Proxy {
             next_id: 1,
             salt: seed,
             dialog_key: DialogKey::from_seed(seed),
+            interworking: Interworking::default(),
             out: Vec::new(),
         }
     }
@@ -377,6 +388,12 @@ impl Proxy {
     pub fn with_limits(mut self, limits: TransactionLimits) -> Self {
         self.limits = limits;
         self.finished = Finished::new(limits.finished_bytes);
+        self
+    }
+
+    /// What this peer does for other SIP domains; by default nothing.
+    pub fn with_interworking(mut self, interworking: Interworking) -> Self {
+        self.interworking = interworking;
         self
     }
 
@@ -628,27 +645,59 @@ impl Proxy {
         } else {
             None
         };
+        let mut outside = None;
         let user = match (&target, registrar.user_of(&uri)) {
             (Some(_), _) => None,
             (None, Some(user)) => Some(user.to_string()),
-            (None, None) => {
+            (None, None) if !self.interworking.outbound => {
                 return self.reply(&request, flow, 403, "Interworking With Other Domains Is Not Configured");
             }
+            (None, None) if side != Side::Phones => {
+                return self.reply(&request, flow, 403, "Other Domains Are Reached From The Caller's Peer");
+            }
+            (None, None) => match self.outside_hops(&uri) {
+                Ok(hops) => {
+                    outside = Some(Box::new(hops));
+                    None
+                }
+                Err(error) => {
+                    let (code, reason) = other_domains::refusal(&error);
+                    return self.reply(&request, flow, code, reason);
+                }
+            },
         };
         let mut caller = None;
-        if user.is_some() && side == Side::Phones && self.lookups.len() >= self.limits.locating {
+        let looked_up = user.is_some() || outside.is_some();
+        if looked_up && side == Side::Phones && self.lookups.len() >= self.limits.locating {
             let tag = self.unique();
             let mut busy = SipMessage::response_to(&request, 503, "Service Unavailable", Some(&tag));
             busy.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
             return self.send(flow, busy.to_bytes());
         }
-        if let Some(user) = &user {
-            if side == Side::Phones {
+        if looked_up && side == Side::Phones {
+            let outsider = match &user {
+                Some(user) if other_domains::from_outsider(&request, registrar.domain()) => {
+                    match &self.interworking.outsiders {
+                        Outsiders::Nobody => false,
+                        o if o.may_reach(user) => true,
+                        _ => return self.reply(&request, flow, 403, "User Not Reachable From Other Domains"),
+                    }
+                }
+                _ => false,
+            };
+            if outsider {
+                // A proxy peer (decision 0034): the other domain's server
+                // vouches for its caller as far as it can; nothing it says
+                // of identity is taken into the overlay.
+                identity::strip_from_phone(&mut request, registrar.domain());
+            } else {
                 match self.authenticated_caller(now, &mut request, flow, registrar) {
                     Ok(authenticated) => caller = Some(authenticated),
                     Err(refused) => return self.send(flow, refused),
                 }
-            } else if registrar.contacts(user, now).is_empty() {
+            }
+        } else if let Some(user) = &user {
+            if registrar.contacts(user, now).is_empty() {
                 let (code, reason) = if registrar.serves(user) {
                     (480, "Temporarily Unavailable")
                 } else {
@@ -685,6 +734,7 @@ impl Proxy {
                 best: None,
                 lookup: None,
                 toward_caller,
+                outside,
             })),
             last_sent: trying.as_deref().map(Box::from),
             retransmit_at: None,
@@ -714,7 +764,13 @@ impl Proxy {
                 self.admit(id, server);
                 self.forward(now, id, vec![t], record_route);
             }
-            (None, None) => {}
+            (None, None) => {
+                // A request for another domain: its servers are looked up.
+                server.state = ServerState::Locating;
+                server.forget_at = now + TRANSACTION_TIMEOUT_MS;
+                self.admit(id, server);
+                self.next_outside_hop(now, id);
+            }
             (None, Some(user)) if side == Side::Phones => {
                 let lookup = self.id();
                 server.state = ServerState::Locating;
@@ -1234,7 +1290,9 @@ impl Proxy {
                 }
                 let Some(server) = server else { return };
                 self.for_upstream(server, &mut response);
-                self.branch_finished(now, server, response);
+                // §4.3 of RFC 3263: a 503 sends a request for another
+                // domain on to that domain's next server.
+                self.branch_finished(now, server, response, status == 503);
             }
         }
     }
@@ -1298,7 +1356,10 @@ impl Proxy {
     /// A branch ended with a final response (a non-2xx to an INVITE, any
     /// to other methods): remember the best (§16.7 step 6) and answer
     /// once every branch has ended, or at once for a 2xx to a non-INVITE.
-    fn branch_finished(&mut self, now: u64, server_id: u64, response: SipMessage) {
+    /// When the next hop failed (`hop_failed`: no answer, no connection,
+    /// or 503) a request for another domain tries that domain's next
+    /// server first (RFC 3263 §4.3).
+    fn branch_finished(&mut self, now: u64, server_id: u64, response: SipMessage, hop_failed: bool) {
         let status = response.status().unwrap_or(500);
         let Some(server) = self.servers.get_mut(&server_id) else {
             return;
@@ -1324,32 +1385,45 @@ impl Proxy {
             }
         }
         let all_done = branches.iter().all(|b| !self.clients.contains_key(b));
-        if all_done {
-            let best = self
-                .servers
-                .get_mut(&server_id)
-                .and_then(|s| s.open.as_mut())
-                .and_then(|o| o.best.take());
-            if let Some(mut best) = best {
-                if best.status() == Some(503) {
-                    // §16.7 step 6: a 503 means this proxy, not the callee,
-                    // is unavailable to the upstream, which would retry.
-                    best.start = StartLine::Response {
-                        code: 500,
-                        reason: "Server Internal Error".into(),
-                    };
-                }
-                self.send_final(now, server_id, best);
-            }
+        if !all_done {
+            return;
         }
+        let open = self.servers.get_mut(&server_id).and_then(|s| s.open.as_mut());
+        if hop_failed && open.as_ref().is_some_and(|o| o.outside.is_some()) {
+            return self.next_outside_hop(now, server_id);
+        }
+        if let Some(best) = open.and_then(|o| o.best.take()) {
+            self.send_best(now, server_id, best);
+        }
+    }
+
+    /// The best final response of a transaction's branches goes upstream.
+    fn send_best(&mut self, now: u64, server_id: u64, mut best: SipMessage) {
+        if best.status() == Some(503) {
+            // §16.7 step 6: a 503 means this proxy, not the callee,
+            // is unavailable to the upstream, which would retry.
+            best.start = StartLine::Response {
+                code: 500,
+                reason: "Server Internal Error".into(),
+            };
+        }
+        self.send_final(now, server_id, best);
     }
 
     /// A final response this proxy generates itself for a transaction.
     fn answer(&mut self, now: u64, server_id: u64, code: u16, reason: &str) {
+        self.answer_with(now, server_id, code, reason, None);
+    }
+
+    /// [`answer`](Self::answer), asking the sender to wait `retry_after_s`.
+    fn answer_with(&mut self, now: u64, server_id: u64, code: u16, reason: &str, retry_after_s: Option<u32>) {
         let Some(request) = self.servers.get(&server_id).and_then(ServerTxn::request) else {
             return;
         };
-        let response = SipMessage::response_to(request, code, reason, Some(&self.to_tag(server_id)));
+        let mut response = SipMessage::response_to(request, code, reason, Some(&self.to_tag(server_id)));
+        if let Some(seconds) = retry_after_s {
+            response.push("Retry-After", &seconds.to_string());
+        }
         self.send_final(now, server_id, response);
     }
 
@@ -1459,7 +1533,7 @@ impl Proxy {
         self.retire_client(id, None, Afterlife::Accepted);
         if let (Some(server), Some(mut local)) = (server, local) {
             local.remove_first("Via");
-            self.branch_finished(now, server, local);
+            self.branch_finished(now, server, local, true);
         }
     }
 
@@ -1531,11 +1605,17 @@ impl Proxy {
         };
         if server.forget_at <= now {
             if server.state == ServerState::Locating {
-                // The overlay never answered the lookup.
+                // The overlay (or the DNS) never answered the lookup.
                 if let Some(lookup) = server.open.as_mut().and_then(|o| o.lookup.take()) {
                     self.lookups.remove(&lookup);
                 }
-                self.answer(now, id, 408, "Location Lookup Timed Out");
+                let dns = server.open.as_ref().is_some_and(|o| o.outside.is_some());
+                let reason = if dns {
+                    "DNS Lookup Timed Out"
+                } else {
+                    "Location Lookup Timed Out"
+                };
+                self.answer(now, id, 408, reason);
                 return;
             }
             return self.forget_server(id);

@@ -1,4 +1,6 @@
 use super::*;
+
+mod other_domains;
 use crate::digest::{Algorithm, Ha1};
 use crate::registrar::Registered;
 use crate::testing::authorize;
@@ -110,7 +112,7 @@ fn sent(outputs: &[Output]) -> Vec<(Flow, SipMessage)> {
         .iter()
         .filter_map(|o| match o {
             Output::Send { flow, bytes } => Some((*flow, SipMessage::parse(bytes).unwrap())),
-            Output::Locate { .. } | Output::Observed(_) => None,
+            Output::Locate { .. } | Output::Resolve { .. } | Output::Observed(_) => None,
         })
         .collect()
 }
@@ -120,7 +122,7 @@ fn lookup_of(outputs: &[Output]) -> (u64, String) {
         .iter()
         .find_map(|o| match o {
             Output::Locate { lookup, user } => Some((*lookup, user.clone())),
-            Output::Send { .. } | Output::Observed(_) => None,
+            Output::Send { .. } | Output::Resolve { .. } | Output::Observed(_) => None,
         })
         .expect("a lookup")
 }
@@ -130,7 +132,7 @@ fn observed(outputs: &[Output]) -> Vec<Observation> {
         .iter()
         .filter_map(|o| match o {
             Output::Observed(seen) => Some(seen.clone()),
-            Output::Send { .. } | Output::Locate { .. } => None,
+            Output::Send { .. } | Output::Locate { .. } | Output::Resolve { .. } => None,
         })
         .collect()
 }
