@@ -9,6 +9,7 @@ pub mod config_judge;
 mod config_refetch;
 pub mod control;
 pub mod discovery;
+pub mod dns;
 pub mod enrollment;
 pub mod enrollment_limits;
 pub mod identity;

@@ -81,6 +81,23 @@ pub struct PeerOptions {
     /// The digest algorithms the SIP registrar challenges with, preferred
     /// first; empty for the default (MD5, decision 0008).
     pub sip_digest: Vec<sip::digest::Algorithm>,
+    /// DNS servers for finding other domains' SIP servers (RFC 3263);
+    /// empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
+    /// A proxy peer: which users requests from other SIP domains may
+    /// reach without digest (decision 0034).
+    pub outsiders: sip::proxy::Outsiders,
+}
+
+/// The DNS the SIP side finds other domains' servers with (decision 0034).
+fn dns(servers: &[SocketAddr]) -> Option<crate::dns::Dns> {
+    match crate::dns::Dns::new(servers) {
+        Ok(dns) => Some(dns),
+        Err(e) => {
+            tracing::warn!("sip: requests to other domains will get 503: {e}");
+            None
+        }
+    }
 }
 
 /// The peer's state as `GET /status` shows it.
@@ -482,8 +499,16 @@ async fn drive<T: Topology + Tables>(
         tokio::spawn(crate::sip_server::serve(
             sockets,
             tls.clone(),
-            registrar,
-            (proxy_seed, dialog_secret),
+            crate::sip_server::SipSetup {
+                registrar,
+                seed: proxy_seed,
+                dialog_secret,
+                interworking: sip::proxy::Interworking {
+                    outbound: true,
+                    outsiders: opts.outsiders.clone(),
+                },
+                dns: dns(&opts.dns_servers),
+            },
             input_tx.clone(),
             control_rx,
             sip_metrics,

@@ -24,6 +24,7 @@ use reload_wire::NodeId;
 use sip::message::ParseError;
 use sip::proxy::{Observation, Proxy, Side};
 use sip::registrar::{Flow, Registrar, Transport};
+use sip::server_location::{Answer, Query};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -102,7 +103,29 @@ pub(crate) enum SipInput {
     FlowFailed {
         flow: Flow,
     },
+    Resolved {
+        token: u64,
+        query: Query,
+        answer: Option<Answer>,
+    },
 }
+
+/// The registrar and proxy the SIP side starts with.
+pub(crate) struct SipSetup {
+    pub registrar: Registrar,
+    /// Varies branches, tags and the shedders' draws per run.
+    pub seed: u64,
+    /// The secret of the dialog proofs in Record-Routes.
+    pub dialog_secret: [u8; 32],
+    /// What the peer does for other SIP domains (decision 0034).
+    pub interworking: sip::proxy::Interworking,
+    /// The DNS it finds their servers with; none: requests out get 503.
+    pub dns: Option<crate::dns::Dns>,
+}
+
+/// DNS lookups under way at once; past it a request for another domain
+/// is answered as if the DNS had failed (503 with Retry-After).
+const MAX_DNS_LOOKUPS: usize = 256;
 
 /// What the UDP socket asks the kernel to buffer. A burst of calls brings
 /// hundreds of datagrams at once; the Linux default (208 KB) drops some of
@@ -183,18 +206,26 @@ struct Core {
     tls: Arc<LinkTls>,
     events: mpsc::Sender<SipInput>,
     overlay: mpsc::Sender<Input>,
+    dns: Option<crate::dns::Dns>,
+    dns_lookups: Arc<tokio::sync::Semaphore>,
 }
 
 /// Serves SIP until the engine task goes away.
 pub(crate) async fn serve(
     sockets: SipSockets,
     tls: Arc<LinkTls>,
-    registrar: Registrar,
-    (seed, dialog_secret): (u64, [u8; 32]),
+    setup: SipSetup,
     overlay: mpsc::Sender<Input>,
     mut control: mpsc::Receiver<SipControl>,
     metrics: SipMetrics,
 ) {
+    let SipSetup {
+        registrar,
+        seed,
+        dialog_secret,
+        interworking,
+        dns,
+    } = setup;
     let (events, mut rx) = mpsc::channel::<SipInput>(4096);
     let interfaces = sip::proxy::Interfaces {
         phones: sockets.udp.local_addr().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
@@ -211,7 +242,9 @@ pub(crate) async fn serve(
         events.clone(),
     ));
     let udp = sockets.udp;
-    let proxy = Proxy::new(interfaces, seed).with_dialog_secret(dialog_secret);
+    let proxy = Proxy::new(interfaces, seed)
+        .with_dialog_secret(dialog_secret)
+        .with_interworking(interworking);
     let mut core = Core {
         service: SipService::new(registrar, proxy, seed),
         metrics,
@@ -223,6 +256,8 @@ pub(crate) async fn serve(
         tls,
         events,
         overlay,
+        dns,
+        dns_lookups: Arc::new(tokio::sync::Semaphore::new(MAX_DNS_LOOKUPS)),
     };
     let mut buf = vec![0u8; sip::message::MAX_MESSAGE_SIZE + 1];
     let mut next_report = now_ms();
@@ -441,6 +476,14 @@ impl Core {
                 return;
             }
             SipInput::Located { token, located } => ServiceInput::Located { token, located },
+            SipInput::Resolved { token, query, answer } => {
+                let input = ServiceInput::Resolved {
+                    token,
+                    query: &query,
+                    answer,
+                };
+                return self.service.handle_input(now, input);
+            }
             SipInput::FlowFailed { flow } => {
                 tracing::info!("sip: cannot reach {} over {}", flow.remote, flow.transport.name());
                 ServiceInput::FlowFailed { flow }
@@ -492,6 +535,7 @@ impl Core {
                         let _ = events.send(SipInput::Located { token, located }).await;
                     });
                 }
+                SipOutput::Resolve { query, token } => self.resolve(query, token),
                 SipOutput::Unreachable { address } => {
                     let forget = SipOverlayRequest::Unreachable { address };
                     let _ = self.overlay.send(Input::Sip(forget)).await;
@@ -499,6 +543,28 @@ impl Core {
                 SipOutput::Event(event) => self.report(event),
             }
         }
+    }
+
+    /// Asks the DNS in a task of its own; the answer comes back as
+    /// [`SipInput::Resolved`]. Addresses of the other IP family than the
+    /// phones' socket are left out: this peer could not send there.
+    fn resolve(&mut self, query: Query, token: u64) {
+        let events = self.events.clone();
+        let permit = self.dns_lookups.clone().try_acquire_owned().ok();
+        let dns = self.dns.clone().zip(permit);
+        let ipv4 = self.udp.local_addr().map_or(true, |a| a.is_ipv4());
+        tokio::spawn(async move {
+            let answer = match dns {
+                Some((dns, _permit)) => match dns.ask(&query).await {
+                    Some(Answer::Address(ips)) => Some(Answer::Address(
+                        ips.into_iter().filter(|ip| ip.is_ipv4() == ipv4).collect(),
+                    )),
+                    other => other,
+                },
+                None => None,
+            };
+            let _ = events.send(SipInput::Resolved { token, query, answer }).await;
+        });
     }
 
     /// Sends over UDP, or over the TCP or TLS connection to `flow.remote`;

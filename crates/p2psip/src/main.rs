@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 mod config_cmd;
 mod demo;
+mod dns_records;
 mod overlay_cmds;
 mod plot;
 mod sim_cmd;
@@ -80,6 +81,9 @@ enum Command {
     /// Show the overlay's configuration document, or publish a new one
     /// (RFC 6940 §6.5.4 ConfigUpdate to running peers).
     Config(config_cmd::ConfigArgs),
+    /// Print the DNS records (NAPTR, SRV, A/AAAA) that let other SIP
+    /// domains reach the overlay's users through its proxy peers.
+    DnsRecords(dns_records::DnsRecordsArgs),
     /// Decode a framed or bare RELOAD message given as hex and print it.
     Decode {
         /// Hex bytes (whitespace allowed).
@@ -232,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::demo(args),
         Command::User(args) => user_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
+        Command::DnsRecords(args) => dns_records::run(args),
     }
 }
 

@@ -324,12 +324,29 @@ pub struct PeerArgs {
     /// challenge is one they cannot answer.
     #[arg(long, value_name = "ALGS", value_delimiter = ',', value_parser = digest_algorithm)]
     sip_digest: Vec<sip::digest::Algorithm>,
+    /// A DNS server to find other domains' SIP servers with (RFC 3263:
+    /// NAPTR, SRV, A/AAAA); repeat for more. Default: the system's
+    /// (/etc/resolv.conf).
+    #[arg(long = "dns-server", value_name = "IP:PORT", requires = "sip", value_parser = dns_server)]
+    dns_servers: Vec<SocketAddr>,
+    /// Serve as a proxy peer: take requests from other SIP domains (no
+    /// digest of the overlay) for these users: `all`, or a comma-separated
+    /// list. A From in the overlay's own domain must still authenticate.
+    /// Publish the DNS records `p2psip dns-records` prints.
+    #[arg(long, value_name = "all|USERS", requires = "sip", value_parser = sip::proxy::Outsiders::parse)]
+    proxy_peer: Option<sip::proxy::Outsiders>,
     /// Threads the peer runs on: the overlay engine, the SIP side and each
     /// link's TLS are tasks of their own, so a peer with two threads
     /// serves more REGISTERs than with one (decision 0031). Default: one
     /// per core, at most 8.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     threads: Option<u16>,
+}
+
+fn dns_server(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+        .map_err(|_| format!("{s:?} is not IP or IP:PORT, e.g. 127.0.0.1:5353 or [::1]:53"))
 }
 
 fn digest_algorithm(name: &str) -> Result<sip::digest::Algorithm, String> {
@@ -367,6 +384,8 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         sip: args.sip,
         sip_peers: args.sip_peers,
         sip_digest: args.sip_digest,
+        dns_servers: args.dns_servers,
+        outsiders: args.proxy_peer.unwrap_or_default(),
     };
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),

@@ -320,7 +320,7 @@ impl Resolution {
 }
 
 /// `_sips._tcp.host`, `_sip._tcp.host` or `_sip._udp.host` (§4.1).
-fn srv_name(secure: bool, transport: Transport, host: &str) -> String {
+pub fn srv_name(secure: bool, transport: Transport, host: &str) -> String {
     match (secure, transport) {
         (true, _) | (false, Transport::Tls) => format!("_sips._tcp.{host}"),
         (false, Transport::Tcp) => format!("_sip._tcp.{host}"),
