@@ -16,47 +16,70 @@ use std::time::Duration;
 const DOMAIN: &str = "overlay.test.invalid";
 const CORP: &str = "corp.test";
 
-/// dnsmasq answering for the zones of `records` (its options) on a free
-/// port of 127.0.0.1, nothing else; killed when dropped.
-struct Dns {
+/// A process of the test, stopped when dropped: by its pid file too, for
+/// one that runs as root through sudo (sudo does not pass SIGKILL on).
+struct Running {
     child: Child,
+    pid_file: PathBuf,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(pid) = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|p| p.trim().parse::<u32>().ok())
+        {
+            let _ = as_root("kill").arg(pid.to_string()).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// dnsmasq answering for the zones of `records` (its options) at
+/// `address`, nothing else; stopped when dropped. Port 53 needs root.
+struct Dns {
+    _process: Running,
     address: SocketAddr,
 }
 
 impl Dns {
+    /// On a free port of 127.0.0.1.
     fn start(zones: &[&str], records: &[String]) -> Dns {
-        let port = free_port();
-        let mut c = Command::new("dnsmasq");
+        Dns::start_at(loopback(free_port()), zones, records)
+    }
+
+    fn start_at(address: SocketAddr, zones: &[&str], records: &[String]) -> Dns {
+        let pid_file =
+            std::env::temp_dir().join(format!("p2psip-dnsmasq-{}-{}.pid", std::process::id(), address.port()));
+        let mut c = if address.port() < 1024 {
+            as_root("dnsmasq")
+        } else {
+            Command::new("dnsmasq")
+        };
         c.args(["--keep-in-foreground", "--log-facility=-", "--no-resolv", "--no-hosts"])
-            .args([
-                "--conf-file=/dev/null",
-                "--pid-file=",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-            ])
-            .arg(format!("--port={port}"))
+            .args(["--conf-file=/dev/null", "--bind-interfaces"])
+            .arg(format!("--pid-file={}", pid_file.display()))
+            .arg(format!("--listen-address={}", address.ip()))
+            .arg(format!("--port={}", address.port()))
             .args(zones.iter().map(|z| format!("--local=/{z}/")))
             .args(records)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let child = c.spawn().expect("dnsmasq starts");
-        let address = loopback(port);
+        let process = Running { child, pid_file };
         wait_for(Duration::from_secs(10), "dnsmasq to answer", || {
-            std::net::UdpSocket::bind("127.0.0.1:0").is_ok_and(|s| {
+            std::net::UdpSocket::bind((address.ip(), 0)).is_ok_and(|s| {
                 // A bare DNS query for the root's SOA: any answer will do.
                 let query = [0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 1];
                 s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
                 s.send_to(&query, address).is_ok() && s.recv(&mut [0u8; 512]).is_ok()
             })
         });
-        Dns { child, address }
-    }
-}
-
-impl Drop for Dns {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Dns {
+            _process: process,
+            address,
+        }
     }
 }
 
@@ -225,4 +248,169 @@ fn a_proxy_peer_takes_calls_from_another_domain_for_the_overlays_users() {
         ok,
         "a peer that is no proxy peer asks corp.test's caller to authenticate"
     );
+}
+
+/// Kamailio (`tests/kamailio/corp.cfg`) as the registrar and proxy of
+/// corp.test at `listen`, reading `nameserver` from a resolv.conf of its
+/// own: Kamailio reads only /etc/resolv.conf, so it runs in a mount
+/// namespace where that file is bind-mounted over (REAL-TOOLS.md).
+fn kamailio(dir: &Path, listen: SocketAddr, nameserver: std::net::IpAddr, password: &str) -> Running {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/corp.cfg"))
+        .unwrap()
+        .replace("LISTEN", &listen.to_string())
+        .replace("CORP", CORP)
+        .replace("PASSWORD", password);
+    let (cfg_file, resolv, pid_file) = (dir.join("corp.cfg"), dir.join("resolv.conf"), dir.join("kamailio.pid"));
+    std::fs::write(&cfg_file, cfg).unwrap();
+    std::fs::write(
+        &resolv,
+        format!("nameserver {nameserver}\noptions attempts:1 timeout:1\n"),
+    )
+    .unwrap();
+    let script = format!(
+        "mount --bind {} /etc/resolv.conf && exec kamailio -DD -E -m 64 -M 8 -f {} -P {} -w {}",
+        resolv.display(),
+        cfg_file.display(),
+        pid_file.display(),
+        dir.display()
+    );
+    let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
+    let child = as_root("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("kamailio starts");
+    let running = Running { child, pid_file };
+    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    wait_for(Duration::from_secs(20), "Kamailio to answer SIP", || {
+        let options = format!(
+            "OPTIONS sip:{listen} SIP/2.0\r\nVia: SIP/2.0/UDP {};branch=z9hG4bKprobe\r\nFrom: <sip:probe@{CORP}>;tag=1\r\n\
+             To: <sip:{listen}>\r\nCall-ID: probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 5\r\nContent-Length: 0\r\n\r\n",
+            probe.local_addr().unwrap()
+        );
+        probe.send_to(options.as_bytes(), listen).is_ok() && probe.recv(&mut [0u8; 2048]).is_ok()
+    });
+    running
+}
+
+/// Issue 34's acceptance with Kamailio as the conventional domain
+/// corp.test, both domains in one real DNS server: carol, registered at
+/// Kamailio with digest, calls alice of the overlay (Kamailio finds the
+/// overlay's proxy peers by the records `p2psip dns-records` printed);
+/// alice calls carol (her peer finds Kamailio by corp.test's records);
+/// then the first proxy peer is killed and carol's next call reaches alice
+/// through the second.
+#[test]
+fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy_peers() {
+    if !tool_answers("sipp", "-v", "sip-tester")
+        || !tool_available("dnsmasq", "dnsmasq-base")
+        || !tool_answers("kamailio", "-v", "kamailio")
+    {
+        return;
+    }
+    // Port 53 and a mount namespace for Kamailio's resolv.conf.
+    if !can_be_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Kamailio interworking test needs root or password-less sudo in CI"
+        );
+        eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
+        return;
+    }
+    let mut o = Overlay::create_with("iw-kamailio", DOMAIN, &["--user", "alice:alice-pw"]);
+    let dirs: Vec<PathBuf> = (0..4).map(|i| o.enroll(&format!("n{i}"))).collect();
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    let sip: Vec<String> = (0..4).map(|_| loopback(free_port()).to_string()).collect();
+    // A loopback address of this test's own for port 53.
+    let nameserver = std::net::IpAddr::from([127, 77, (std::process::id() % 200) as u8, 53]);
+    let dns_arg = SocketAddr::new(nameserver, 53).to_string();
+    let p0 = o.start_peer_with(&dirs[0], None, &["--sip", &sip[0], "--dns-server", &dns_arg]);
+    let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &["--sip", &sip[1], "--proxy-peer", "all"]);
+    let p2 = o.start_peer_with(&dirs[2], Some(p0.listen), &["--sip", &sip[2], "--proxy-peer", "all"]);
+    let p3 = o.start_peer_with(&dirs[3], Some(p0.listen), &["--sip", &sip[3]]);
+    wait_consistent(
+        &[&p0, &p1, &p2, &p3],
+        Duration::from_secs(60),
+        "the peers to form a ring",
+    );
+
+    let corp_server = loopback(free_port());
+    let published = run_ok(&[
+        "dns-records",
+        "--domain",
+        DOMAIN,
+        "--proxy-peer",
+        &sip[1],
+        "--proxy-peer",
+        &sip[2],
+        "--format",
+        "dnsmasq",
+        "--ttl",
+        "60",
+    ]);
+    let mut records: Vec<String> = published.lines().map(str::to_string).collect();
+    records.extend([
+        format!("--naptr-record={CORP},10,10,S,SIP+D2U,,_sip._udp.{CORP}"),
+        format!("--srv-host=_sip._udp.{CORP},sip.{CORP},{},10,10", corp_server.port()),
+        format!("--host-record=sip.{CORP},127.0.0.1"),
+    ]);
+    let _dns = Dns::start_at(SocketAddr::new(nameserver, 53), &[CORP, DOMAIN], &records);
+    let _kamailio = kamailio(&o.dir.join("kamailio"), corp_server, nameserver, "carol-pw");
+
+    let overlay_phones = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let corp_phones = Scenarios::new(&o.dir.join("corp-scenarios"), CORP);
+    let (alice_at, alice_port, carol_port) = (sip[0].parse().unwrap(), free_port(), free_port());
+    overlay_phones.register_at(alice_at, alice_port, "alice", "alice-pw");
+    corp_phones.register_at(corp_server, carol_port, "carol", "carol-pw");
+    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
+    let carol_calls_alice = |what: &str| {
+        let alice = sipp_at(
+            &overlay_phones.named("uas_call", "carol"),
+            alice_at,
+            alice_port,
+            "alice",
+            &limits,
+        )
+        .spawn()
+        .unwrap();
+        let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), DOMAIN);
+        let ok = sipp_at(&call, corp_server, carol_port, "alice", &limits)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{what}: carol's call to alice through Kamailio completes");
+        finished_well(alice, &format!("{what}: alice's phone took the call and its BYE"));
+    };
+    carol_calls_alice("from corp.test");
+
+    let carol = sipp_at(
+        &corp_phones.named("uas_call", "alice"),
+        corp_server,
+        carol_port,
+        "carol",
+        &limits,
+    )
+    .spawn()
+    .unwrap();
+    let call = call_scenario(&overlay_phones.dir, "uac_call", &format!("alice@{DOMAIN}"), CORP);
+    let ok = sipp_at(&call, alice_at, alice_port, "carol", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "alice's call to carol@{CORP} completes");
+    finished_well(carol, "carol's phone at Kamailio took the call and its BYE");
+
+    // The first proxy peer dies; Kamailio's next call times out on it and
+    // goes to the second, which the DNS names next.
+    o.procs.0[p1.child].kill().unwrap();
+    o.procs.0[p1.child].wait().unwrap();
+    wait_consistent(
+        &[&p0, &p2, &p3],
+        Duration::from_secs(60),
+        "the ring to close without the first proxy peer",
+    );
+    carol_calls_alice("after the first proxy peer died");
 }

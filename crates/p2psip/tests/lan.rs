@@ -23,24 +23,6 @@ struct Lan {
     hosts: Vec<String>,
 }
 
-/// Whether this process is root; if not, namespaces are made through
-/// `sudo -n` (CI may run as a user with password-less sudo).
-fn root() -> bool {
-    // SAFETY: geteuid(2) only reads this process's credentials.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// `program` run as root.
-fn as_root(program: &str) -> Command {
-    if root() {
-        Command::new(program)
-    } else {
-        let mut c = Command::new("sudo");
-        c.args(["-n", program]);
-        c
-    }
-}
-
 fn ip(args: &[&str]) {
     let out = as_root("ip").args(args).output().expect("ip runs");
     assert!(
@@ -128,11 +110,7 @@ fn ok(out: Output, what: &str) -> String {
 /// Whether this test can build namespaces here: root (or password-less
 /// sudo) and iproute2. In CI both must be there.
 fn can_build_a_lan() -> bool {
-    let privileged = root()
-        || Command::new("sudo")
-            .args(["-n", "true"])
-            .status()
-            .is_ok_and(|s| s.success());
+    let privileged = can_be_root();
     let ip_runs = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
     if privileged && ip_runs {
         return true;

@@ -405,6 +405,35 @@ pub fn sorted_ids(peers: &[&Peer]) -> Vec<String> {
     ids
 }
 
+/// Whether this process is root; if not, what needs root (namespaces,
+/// port 53) is run through `sudo -n` (CI may run as a user with
+/// password-less sudo).
+pub fn root() -> bool {
+    // SAFETY: geteuid(2) only reads this process's credentials.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Whether this test can run programs as root: it is root, or has
+/// password-less sudo.
+pub fn can_be_root() -> bool {
+    root()
+        || Command::new("sudo")
+            .args(["-n", "true"])
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// `program` run as root.
+pub fn as_root(program: &str) -> Command {
+    if root() {
+        Command::new(program)
+    } else {
+        let mut c = Command::new("sudo");
+        c.args(["-n", program]);
+        c
+    }
+}
+
 /// Whether a system tool runs; in CI its absence fails the test.
 pub fn tool_available(tool: &str, package: &str) -> bool {
     let runs = Command::new(tool)
