@@ -414,3 +414,95 @@ fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy
     );
     carol_calls_alice("after the first proxy peer died");
 }
+
+/// `dns-records` of a running demo's proxy peers, as dnsmasq options
+/// (without the TTL option, which the caller gives once).
+fn demo_records(demo: &Demo) -> Vec<String> {
+    let domain = demo.file["overlay"].as_str().unwrap().to_string();
+    let mut args = vec!["dns-records".to_string(), "--domain".into(), domain];
+    for peer in demo.file["proxy_peers"].as_array().unwrap() {
+        args.extend(["--proxy-peer".to_string(), peer.as_str().unwrap().to_string()]);
+    }
+    args.extend(["--format".into(), "dnsmasq".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run_ok(&args)
+        .lines()
+        .filter(|l| !l.starts_with("--local-ttl"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Issue 34 §4: two overlays, each a `p2psip demo` with a proxy peer and
+/// its own domain, call each other by the same DNS: alice of office-a
+/// reaches bob of office-b and bob reaches alice.
+#[test]
+fn two_overlays_call_each_other_through_their_proxy_peers() {
+    if !tool_answers("sipp", "-v", "sip-tester") || !tool_available("dnsmasq", "dnsmasq-base") {
+        return;
+    }
+    let dns_at = loopback(free_port());
+    let dns_arg = dns_at.to_string();
+    let start = |tag: &str, domain: &str, user: &str| {
+        let args = [
+            "--peers",
+            "3",
+            "--overlay",
+            domain,
+            "--users",
+            user,
+            "--users-at",
+            "1",
+            "--proxy-peers",
+            "1",
+            "--dns-server",
+            &dns_arg,
+        ];
+        Demo::start(tag, &args)
+    };
+    let (a, b) = (
+        start("iw-office-a", "office-a.test", "alice"),
+        start("iw-office-b", "office-b.test", "bob"),
+    );
+    let mut records = demo_records(&a);
+    records.extend(demo_records(&b));
+    records.push("--local-ttl=60".into());
+    let _dns = Dns::start_at(dns_at, &["office-a.test", "office-b.test"], &records);
+
+    let registrar =
+        |demo: &Demo| -> SocketAddr { demo.file["accounts"][0]["registrar"].as_str().unwrap().parse().unwrap() };
+    let (alice_at, bob_at) = (registrar(&a), registrar(&b));
+    let office_a = Scenarios::new(&a.dir.join("scenarios"), "office-a.test");
+    let office_b = Scenarios::new(&b.dir.join("scenarios"), "office-b.test");
+    let (alice_port, bob_port) = (free_port(), free_port());
+    office_a.register_at(alice_at, alice_port, "alice", "p2psip-demo");
+    office_b.register_at(bob_at, bob_port, "bob", "p2psip-demo");
+    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
+
+    let bob = sipp_at(&office_b.named("uas_call", "alice"), bob_at, bob_port, "bob", &limits)
+        .spawn()
+        .unwrap();
+    let call = call_scenario(&office_a.dir, "uac_call", "alice@office-a.test", "office-b.test");
+    let ok = sipp_at(&call, alice_at, alice_port, "bob", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "alice@office-a.test's call to bob@office-b.test completes");
+    finished_well(bob, "bob's phone took alice's call and its BYE");
+
+    let alice = sipp_at(
+        &office_a.named("uas_call", "bob"),
+        alice_at,
+        alice_port,
+        "alice",
+        &limits,
+    )
+    .spawn()
+    .unwrap();
+    let call = call_scenario(&office_b.dir, "uac_call", "bob@office-b.test", "office-a.test");
+    let ok = sipp_at(&call, bob_at, bob_port, "alice", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "bob@office-b.test's call to alice@office-a.test completes");
+    finished_well(alice, "alice's phone took bob's call and its BYE");
+}

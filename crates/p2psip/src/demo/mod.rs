@@ -80,6 +80,15 @@ struct StartArgs {
     /// route's interface, or the one given: `--lan 192.168.1.20`).
     #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "auto")]
     lan: Option<String>,
+    /// Make the first N peers proxy peers (`peer --proxy-peer all`): they
+    /// take calls from other SIP domains for the demo's accounts. The demo
+    /// prints the DNS records that send those domains to them.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    proxy_peers: u16,
+    /// The DNS server every peer finds other domains' SIP servers with
+    /// (`peer --dns-server`; default: the system's).
+    #[arg(long, value_name = "IP:PORT")]
+    dns_server: Option<SocketAddr>,
 }
 
 /// Where one peer of the demo lives: its files and its addresses, the
@@ -95,6 +104,9 @@ pub(super) struct PeerSpec {
     /// peers, so that peers on one machine do not outnumber its cores
     /// (each thread more costs CPU per request in wake-ups, decision 0031).
     threads: usize,
+    /// `peer --proxy-peer all`.
+    proxy_peer: bool,
+    dns_server: Option<SocketAddr>,
 }
 
 /// `demo.json`: what a script or a softphone user needs to reach the demo.
@@ -104,6 +116,9 @@ pub(super) struct DemoFile {
     enrollment: String,
     peers: Vec<DemoPeer>,
     accounts: Vec<DemoAccount>,
+    /// The SIP addresses of the proxy peers, in the order of their SRV
+    /// priority (`p2psip dns-records --proxy-peer`).
+    proxy_peers: Vec<SocketAddr>,
 }
 
 #[derive(Serialize)]
@@ -208,6 +223,13 @@ fn start(args: StartArgs) -> Result<()> {
             "--base-port {} leaves no room: the demo uses ports BASE to BASE+499; give one below {}",
             args.base_port,
             u16::MAX - 500
+        );
+    }
+    if args.proxy_peers > args.peers {
+        bail!(
+            "--proxy-peers {} is more than the {} peers: give at most --peers",
+            args.proxy_peers,
+            args.peers
         );
     }
     let homes = homes(args.users.len(), args.peers, &args.users_at)?;
@@ -322,6 +344,8 @@ fn start(args: StartArgs) -> Result<()> {
             admin: admin[i],
             sip: sip[i],
             sip_peers: sip_peers[i],
+            proxy_peer: i < usize::from(args.proxy_peers),
+            dns_server: args.dns_server,
         })
         .collect();
     for (i, spec) in specs.iter().enumerate() {
@@ -390,6 +414,7 @@ fn start(args: StartArgs) -> Result<()> {
         enrollment: server_url.clone(),
         peers,
         accounts: demo_accounts,
+        proxy_peers: sip.iter().take(args.proxy_peers.into()).copied().collect(),
     };
     let json_path = dir.join("demo.json");
     write_demo_file(&json_path, &file)?;
@@ -425,6 +450,12 @@ pub(super) fn spawn_peer(exe: &Path, spec: &PeerSpec, through: &[SocketAddr]) ->
             "--sip-peers",
             &spec.sip_peers.to_string(),
         ]);
+    if spec.proxy_peer {
+        cmd.args(["--proxy-peer", "all"]);
+    }
+    if let Some(dns) = spec.dns_server {
+        cmd.args(["--dns-server", &dns.to_string()]);
+    }
     for b in through {
         cmd.args(["--bootstrap", &b.to_string()]);
     }
@@ -539,6 +570,12 @@ fn print_summary(file: &DemoFile, dir: &Path, json: &Path, formed: Duration, dir
                 a.user, a.password, a.domain, a.registrar, a.peer
             );
         }
+    }
+    if !file.proxy_peers.is_empty() {
+        let peers: Vec<String> = file.proxy_peers.iter().map(|p| format!(" --proxy-peer {p}")).collect();
+        println!();
+        println!("Other SIP domains reach these accounts through the proxy peers once the DNS says so:");
+        println!("  p2psip dns-records --domain {}{}", file.overlay, peers.concat());
     }
     println!();
     println!("Enrollment server  {}", file.enrollment);
