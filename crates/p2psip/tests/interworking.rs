@@ -7,8 +7,8 @@ mod common;
 mod phones;
 
 use common::*;
-use phones::{sipp_at, Scenarios};
-use std::net::SocketAddr;
+use phones::{sipp_at, sipp_on, Scenarios};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -254,7 +254,7 @@ fn a_proxy_peer_takes_calls_from_another_domain_for_the_overlays_users() {
 /// corp.test at `listen`, reading `nameserver` from a resolv.conf of its
 /// own: Kamailio reads only /etc/resolv.conf, so it runs in a mount
 /// namespace where that file is bind-mounted over (REAL-TOOLS.md).
-fn kamailio(dir: &Path, listen: SocketAddr, nameserver: std::net::IpAddr, password: &str) -> Running {
+fn kamailio(dir: &Path, listen: SocketAddr, nameserver: IpAddr, password: &str) -> Running {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/corp.cfg"))
         .unwrap()
@@ -283,7 +283,7 @@ fn kamailio(dir: &Path, listen: SocketAddr, nameserver: std::net::IpAddr, passwo
         .spawn()
         .expect("kamailio starts");
     let running = Running { child, pid_file };
-    let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let probe = std::net::UdpSocket::bind((listen.ip(), 0)).unwrap();
     probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     wait_for(Duration::from_secs(20), "Kamailio to answer SIP", || {
         let options = format!(
@@ -305,6 +305,18 @@ fn kamailio(dir: &Path, listen: SocketAddr, nameserver: std::net::IpAddr, passwo
 /// through the second.
 #[test]
 fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy_peers() {
+    kamailio_and_the_overlay("iw-kamailio", std::net::Ipv4Addr::LOCALHOST.into());
+}
+
+/// The same over IPv6 (issue 34 §6): phones, peers' SIP, Kamailio and the
+/// DNS's AAAA records on ::1.
+#[test]
+fn a_kamailio_domain_and_the_overlay_call_each_other_over_ipv6() {
+    kamailio_and_the_overlay("iw-kamailio-v6", std::net::Ipv6Addr::LOCALHOST.into());
+}
+
+/// Phones, the peers' SIP, Kamailio and the records on `ip`.
+fn kamailio_and_the_overlay(tag: &str, ip: IpAddr) {
     if !tool_answers("sipp", "-v", "sip-tester")
         || !tool_available("dnsmasq", "dnsmasq-base")
         || !tool_answers("kamailio", "-v", "kamailio")
@@ -320,12 +332,18 @@ fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy
         eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
         return;
     }
-    let mut o = Overlay::create_with("iw-kamailio", DOMAIN, &["--user", "alice:alice-pw"]);
+    let at = |port: u16| SocketAddr::new(ip, port);
+    let mut o = Overlay::create_with(tag, DOMAIN, &["--user", "alice:alice-pw"]);
     let dirs: Vec<PathBuf> = (0..4).map(|i| o.enroll(&format!("n{i}"))).collect();
     o.enroll_user(&dirs[0], "alice", "alice-pw");
-    let sip: Vec<String> = (0..4).map(|_| loopback(free_port()).to_string()).collect();
+    let sip: Vec<String> = (0..4).map(|_| at(free_port()).to_string()).collect();
     // A loopback address of this test's own for port 53.
-    let nameserver = std::net::IpAddr::from([127, 77, (std::process::id() % 200) as u8, 53]);
+    let nameserver = IpAddr::from([
+        127,
+        77,
+        (std::process::id() % 100) as u8 + if ip.is_ipv6() { 100 } else { 0 },
+        53,
+    ]);
     let dns_arg = SocketAddr::new(nameserver, 53).to_string();
     let p0 = o.start_peer_with(&dirs[0], None, &["--sip", &sip[0], "--dns-server", &dns_arg]);
     let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &["--sip", &sip[1], "--proxy-peer", "all"]);
@@ -337,7 +355,7 @@ fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy
         "the peers to form a ring",
     );
 
-    let corp_server = loopback(free_port());
+    let corp_server = at(free_port());
     let published = run_ok(&[
         "dns-records",
         "--domain",
@@ -355,7 +373,7 @@ fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy
     records.extend([
         format!("--naptr-record={CORP},10,10,S,SIP+D2U,,_sip._udp.{CORP}"),
         format!("--srv-host=_sip._udp.{CORP},sip.{CORP},{},10,10", corp_server.port()),
-        format!("--host-record=sip.{CORP},127.0.0.1"),
+        format!("--host-record=sip.{CORP},{ip}"),
     ]);
     let _dns = Dns::start_at(SocketAddr::new(nameserver, 53), &[CORP, DOMAIN], &records);
     let _kamailio = kamailio(&o.dir.join("kamailio"), corp_server, nameserver, "carol-pw");
@@ -363,21 +381,33 @@ fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy
     let overlay_phones = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
     let corp_phones = Scenarios::new(&o.dir.join("corp-scenarios"), CORP);
     let (alice_at, alice_port, carol_port) = (sip[0].parse().unwrap(), free_port(), free_port());
-    overlay_phones.register_at(alice_at, alice_port, "alice", "alice-pw");
-    corp_phones.register_at(corp_server, carol_port, "carol", "carol-pw");
+    let local_ip = ip.to_string();
+    overlay_phones.register_from(&local_ip, alice_at, alice_port, "alice", "alice-pw");
+    corp_phones.register_from(&local_ip, corp_server, carol_port, "carol", "carol-pw");
     let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
+    let phone = |scenario: &Path, target: SocketAddr, port: u16, service: &str| {
+        sipp_on(
+            Command::new("sipp"),
+            &local_ip,
+            "u1",
+            scenario,
+            target,
+            port,
+            service,
+            &limits,
+        )
+    };
     let carol_calls_alice = |what: &str| {
-        let alice = sipp_at(
+        let alice = phone(
             &overlay_phones.named("uas_call", "carol"),
             alice_at,
             alice_port,
             "alice",
-            &limits,
         )
         .spawn()
         .unwrap();
         let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), DOMAIN);
-        let ok = sipp_at(&call, corp_server, carol_port, "alice", &limits)
+        let ok = phone(&call, corp_server, carol_port, "alice")
             .status()
             .unwrap()
             .success();
@@ -386,20 +416,16 @@ fn a_kamailio_domain_and_the_overlay_call_each_other_and_fail_over_between_proxy
     };
     carol_calls_alice("from corp.test");
 
-    let carol = sipp_at(
+    let carol = phone(
         &corp_phones.named("uas_call", "alice"),
         corp_server,
         carol_port,
         "carol",
-        &limits,
     )
     .spawn()
     .unwrap();
     let call = call_scenario(&overlay_phones.dir, "uac_call", &format!("alice@{DOMAIN}"), CORP);
-    let ok = sipp_at(&call, alice_at, alice_port, "carol", &limits)
-        .status()
-        .unwrap()
-        .success();
+    let ok = phone(&call, alice_at, alice_port, "carol").status().unwrap().success();
     assert!(ok, "alice's call to carol@{CORP} completes");
     finished_well(carol, "carol's phone at Kamailio took the call and its BYE");
 

@@ -70,9 +70,23 @@ Content-Length: 0\n\
 
     /// Registers `user` from UDP port `local` at `peer` (digest).
     pub fn register_at(&self, peer: SocketAddr, local: u16, user: &str, password: &str) {
+        self.register_from("127.0.0.1", peer, local, user, password);
+    }
+
+    /// [`register_at`](Self::register_at) from `local_ip`.
+    pub fn register_from(&self, local_ip: &str, peer: SocketAddr, local: u16, user: &str, password: &str) {
         let reg = self.register("register-call", 3600, 200);
-        let extra = register_args(user, password);
-        let ok = sipp_at(&reg, peer, local, user, &extra).status().unwrap().success();
+        let mut extra = register_args(user, password).to_vec();
+        // SIPp's default digest uri is the target's address, which it
+        // writes unbracketed for IPv6 (`sip:::1:5060`): name the domain.
+        let auth_uri = self.domain.clone();
+        if peer.is_ipv6() {
+            extra.extend(["-auth_uri", auth_uri.as_str()]);
+        }
+        let ok = sipp_on(Command::new("sipp"), local_ip, "u1", &reg, peer, local, user, &extra)
+            .status()
+            .unwrap()
+            .success();
         assert!(ok, "{user} registers at {peer}");
     }
 }
