@@ -260,7 +260,8 @@ fn kamailio(dir: &Path, listen: SocketAddr, nameserver: IpAddr, password: &str) 
         .unwrap()
         .replace("LISTEN", &listen.to_string())
         .replace("CORP", CORP)
-        .replace("PASSWORD", password);
+        .replace("PASSWORD", password)
+        .replace("CTL", &dir.join("kamailio.ctl").display().to_string());
     let (cfg_file, resolv, pid_file) = (dir.join("corp.cfg"), dir.join("resolv.conf"), dir.join("kamailio.pid"));
     std::fs::write(&cfg_file, cfg).unwrap();
     std::fs::write(
@@ -531,4 +532,112 @@ fn two_overlays_call_each_other_through_their_proxy_peers() {
         .success();
     assert!(ok, "bob@office-b.test's call to alice@office-a.test completes");
     finished_well(alice, "alice's phone took bob's call and its BYE");
+}
+
+/// What Kamailio's location table holds (`kamcmd ul.dump`).
+fn kamailio_locations(dir: &Path) -> String {
+    let socket = format!("unix:{}", dir.join("kamailio.ctl").display());
+    let out = as_root("kamcmd")
+        .args(["-s", &socket, "ul.dump"])
+        .output()
+        .expect("kamcmd runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 34 §3: alice of the overlay also has an account at corp.test,
+/// dave, and her phone registers it through her peer (the IMS way: the
+/// peer finds corp.test's registrar by DNS, adds its Path and passes
+/// Kamailio's digest challenge through). Kamailio's location table then
+/// holds the Path through the peer, carol's call to dave comes back
+/// through it to the phone, and the phone calls carol as dave.
+#[test]
+fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_path() {
+    if !tool_answers("sipp", "-v", "sip-tester")
+        || !tool_available("dnsmasq", "dnsmasq-base")
+        || !tool_answers("kamailio", "-v", "kamailio")
+    {
+        return;
+    }
+    if !can_be_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Kamailio interworking test needs root or password-less sudo in CI"
+        );
+        eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
+        return;
+    }
+    let mut o = Overlay::create_with("iw-home", DOMAIN, &["--user", "alice:alice-pw"]);
+    let dirs: Vec<PathBuf> = (0..2).map(|i| o.enroll(&format!("n{i}"))).collect();
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    let sip: Vec<String> = (0..2).map(|_| loopback(free_port()).to_string()).collect();
+    let nameserver = IpAddr::from([127, 78, (std::process::id() % 200) as u8, 53]);
+    let dns_arg = SocketAddr::new(nameserver, 53).to_string();
+    let p0 = o.start_peer_with(&dirs[0], None, &["--sip", &sip[0], "--dns-server", &dns_arg]);
+    let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &["--sip", &sip[1]]);
+    wait_consistent(&[&p0, &p1], Duration::from_secs(60), "the peers to form a ring");
+
+    let corp_server = loopback(free_port());
+    let records = [
+        format!("--naptr-record={CORP},10,10,S,SIP+D2U,,_sip._udp.{CORP}"),
+        format!("--srv-host=_sip._udp.{CORP},sip.{CORP},{},10,10", corp_server.port()),
+        format!("--host-record=sip.{CORP},127.0.0.1"),
+        "--local-ttl=60".to_string(),
+    ];
+    let _dns = Dns::start_at(SocketAddr::new(nameserver, 53), &[CORP], &records);
+    let kamailio_dir = o.dir.join("kamailio");
+    let _kamailio = kamailio(&kamailio_dir, corp_server, nameserver, "corp-pw");
+
+    let overlay_phones = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let corp_phones = Scenarios::new(&o.dir.join("corp-scenarios"), CORP);
+    let alice_at: SocketAddr = sip[0].parse().unwrap();
+    let (alice_port, carol_port) = (free_port(), free_port());
+    overlay_phones.register_at(alice_at, alice_port, "alice", "alice-pw");
+    // The same phone registers dave@corp.test through its peer.
+    corp_phones.register_at(alice_at, alice_port, "dave", "corp-pw");
+    corp_phones.register_at(corp_server, carol_port, "carol", "corp-pw");
+    let locations = kamailio_locations(&kamailio_dir);
+    assert!(
+        locations.contains(&format!("sip:{alice_at};lr;dlg=")),
+        "dave's binding at Kamailio carries the peer's Path: {locations}"
+    );
+
+    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
+    let dave = sipp_at(
+        &corp_phones.named("uas_call", "carol"),
+        alice_at,
+        alice_port,
+        "dave",
+        &limits,
+    )
+    .spawn()
+    .unwrap();
+    let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), CORP);
+    let ok = sipp_at(&call, corp_server, carol_port, "dave", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "carol's call to dave@{CORP} completes");
+    finished_well(dave, "dave's phone took carol's call, through the Path, and its BYE");
+    let log = std::fs::read_to_string(&p0.log).unwrap();
+    assert!(
+        log.contains(&format!("from carol@{CORP} to dave@{CORP} answered")),
+        "the call went through alice's peer"
+    );
+
+    let carol = sipp_at(
+        &corp_phones.named("uas_call", "dave"),
+        corp_server,
+        carol_port,
+        "carol",
+        &limits,
+    )
+    .spawn()
+    .unwrap();
+    let call = call_scenario(&corp_phones.dir, "uac_call", &format!("dave@{CORP}"), CORP);
+    let ok = sipp_at(&call, alice_at, alice_port, "carol", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "dave's call to carol@{CORP} through his peer completes");
+    finished_well(carol, "carol's phone took dave's call and its BYE");
 }

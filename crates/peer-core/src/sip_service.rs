@@ -350,11 +350,25 @@ impl SipService {
             self.event(SipEvent::Shed);
             return self.send(flow, busy.to_bytes());
         }
-        if message.method() == Some("REGISTER") {
+        if message.method() == Some("REGISTER") && !self.registers_at_home(&message, side) {
             return self.register(now, message, flow, side);
         }
         let out = self.proxy.on_request(now, message, flow, side, &mut self.registrar);
         self.proxy_outputs(out);
+    }
+
+    /// A phone's REGISTER for an account of another domain, at that
+    /// domain's registrar: the proxy takes it there (decision 0034).
+    fn registers_at_home(&self, request: &SipMessage, side: Side) -> bool {
+        let domain = self.registrar.domain();
+        let to_another_registrar = request
+            .request_uri()
+            .and_then(|u| sip::uri::Uri::parse(u).ok())
+            .is_some_and(|u| !u.host.eq_ignore_ascii_case(domain));
+        side == Side::Phones
+            && self.proxy.reaches_other_domains()
+            && to_another_registrar
+            && sip::proxy::registers_elsewhere(request, domain)
     }
 
     /// Whether `request` is a retransmission of a transaction held here.

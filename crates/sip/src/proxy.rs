@@ -18,6 +18,7 @@
 
 mod dialog_proof;
 mod finished;
+mod home_registration;
 mod identity;
 mod observation;
 mod other_domains;
@@ -26,6 +27,7 @@ mod setup_budget;
 #[cfg(test)]
 mod tests;
 
+pub use home_registration::registers_elsewhere;
 pub use observation::{Observation, MAX_NAME};
 pub use other_domains::{Interworking, Outsiders};
 pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
@@ -397,6 +399,11 @@ impl Proxy {
         self
     }
 
+    /// Whether requests of this peer's users go to other domains.
+    pub fn reaches_other_domains(&self) -> bool {
+        self.interworking.outbound
+    }
+
     pub fn interfaces(&self) -> &Interfaces {
         &self.me
     }
@@ -612,8 +619,19 @@ impl Proxy {
             busy.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
             return self.send(flow, busy.to_bytes());
         }
-        // §16.5: where the request goes.
-        let target = if request.has("Route") && !to_tagged {
+        // §16.5: where the request goes. A new request routed by this
+        // peer's Path entry goes to the phone that registered with it.
+        let path_target = (own_routes.popped && !to_tagged && !request.has("Route"))
+            .then(|| home_registration::path_target(&self.dialog_key, &own_routes.proofs, &uri))
+            .flatten();
+        let target = if let Some(phone) = path_target {
+            Some(Target {
+                request_uri: None,
+                flow: phone,
+                side: Side::Phones,
+                user: None,
+            })
+        } else if request.has("Route") && !to_tagged {
             return self.reply(&request, flow, 403, "Preloaded Route Not Accepted");
         } else if to_tagged {
             match dialog_next_hop(&request, &uri, own_routes.popped, registrar, now) {
@@ -625,7 +643,7 @@ impl Proxy {
                         if side != Side::Phones {
                             return self.reply(&request, flow, 403, "Not Routed Through This Peer");
                         }
-                        if let Err(refused) = self.authenticated_caller(now, &mut request, flow, registrar) {
+                        if let Err(refused) = self.authenticated_caller(now, &mut request, flow, registrar, false) {
                             return self.send(flow, refused);
                         }
                     } else if side == Side::Phones {
@@ -691,9 +709,13 @@ impl Proxy {
                 // of identity is taken into the overlay.
                 identity::strip_from_phone(&mut request, registrar.domain());
             } else {
-                match self.authenticated_caller(now, &mut request, flow, registrar) {
+                match self.authenticated_caller(now, &mut request, flow, registrar, outside.is_some()) {
                     Ok(authenticated) => caller = Some(authenticated),
                     Err(refused) => return self.send(flow, refused),
+                }
+                if let (Some(user), true) = (&caller, method == "REGISTER") {
+                    let bound = (&*registrar, user.as_str(), now);
+                    home_registration::prepare(&mut request, &self.me, &self.dialog_key, flow, bound);
                 }
             }
         } else if let Some(user) = &user {
@@ -758,7 +780,8 @@ impl Proxy {
                 self.out.push(Output::Observed(Observation::CallEnded { call_id }));
             }
         }
-        let record_route = !to_tagged;
+        // RFC 3261 §16.6 step 4: a REGISTER starts no dialog.
+        let record_route = !to_tagged && method != "REGISTER";
         match (target, user) {
             (Some(t), _) => {
                 self.admit(id, server);
@@ -794,13 +817,26 @@ impl Proxy {
     /// asserted, with what the phone may not bring into the overlay
     /// stripped ([`identity`]); otherwise the answer to send: a challenge,
     /// or 403 for wrong credentials or another user's From.
+    /// A request for another domain may keep a From of a domain other than
+    /// the overlay's (`to_other_domain`): the user's account there, which
+    /// that domain authenticates itself (decision 0034); the peer asserts
+    /// nothing for it.
     fn authenticated_caller(
         &mut self,
         now: u64,
         request: &mut SipMessage,
         flow: Flow,
         registrar: &mut Registrar,
+        to_other_domain: bool,
     ) -> Result<String, Vec<u8>> {
+        let foreign_from = to_other_domain && other_domains::from_another_domain(request, registrar.domain());
+        if let Some(user) = registrar.user_on(flow, now).filter(|_| foreign_from) {
+            // A phone of a user of this peer, speaking as its account
+            // elsewhere: the flow it registered over vouches for it.
+            let user = user.to_string();
+            identity::strip_from_phone(request, registrar.domain());
+            return Ok(user);
+        }
         let user = match registrar.authorize(now, request, flow) {
             Ok(user) => user,
             Err(refusal) => {
@@ -814,6 +850,9 @@ impl Proxy {
             }
         };
         identity::strip_from_phone(request, registrar.domain());
+        if foreign_from {
+            return Ok(user);
+        }
         match identity::assert_user(request, &user, registrar.domain()) {
             Ok(()) => Ok(user),
             Err(why) => {

@@ -105,11 +105,18 @@ pub(super) fn from_outsider(request: &SipMessage, realm: &str) -> bool {
         h.is("Proxy-Authorization")
             && crate::digest::Credentials::parse(&h.value()).is_some_and(|c| c.realm.eq_ignore_ascii_case(realm))
     });
-    let from_domain = request
+    !own_credentials && from_another_domain(request, realm)
+}
+
+/// Whether the request's From names a domain other than `domain` (and is
+/// not anonymous).
+pub(super) fn from_another_domain(request: &SipMessage, domain: &str) -> bool {
+    request
         .header("From")
         .and_then(|f| NameAddr::parse(&f).ok())
-        .map(|f| f.uri.host.to_ascii_lowercase());
-    !own_credentials && from_domain.is_some_and(|d| !d.eq_ignore_ascii_case(realm) && d != "anonymous.invalid")
+        .is_some_and(|f| {
+            !f.uri.host.eq_ignore_ascii_case(domain) && !f.uri.host.eq_ignore_ascii_case("anonymous.invalid")
+        })
 }
 
 impl Proxy {
@@ -183,8 +190,10 @@ impl Proxy {
                 side: Side::Phones,
                 user: None,
             };
+            // RFC 3261 §16.6 step 4: a REGISTER starts no dialog.
+            let record_route = server.request().is_some_and(|r| r.method() != Some("REGISTER"));
             self.schedule(super::TimerRef::Server(server_id));
-            return self.forward(now, server_id, vec![target], true);
+            return self.forward(now, server_id, vec![target], record_route);
         }
         // Questions are asked only when no hop is left to try: a call that
         // its first server takes costs no more DNS.

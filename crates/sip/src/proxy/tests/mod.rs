@@ -1,5 +1,6 @@
 use super::*;
 
+mod home_registration;
 mod other_domains;
 use crate::digest::{Algorithm, Ha1};
 use crate::registrar::Registered;

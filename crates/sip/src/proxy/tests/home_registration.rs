@@ -1,0 +1,161 @@
+//! Registering an account of another domain through the peer, with Path
+//! (RFC 3327; decision 0034).
+
+use super::*;
+
+const HOME: &str = "home.test";
+
+fn proxy() -> Proxy {
+    Proxy::new(me(), 1).with_interworking(Interworking {
+        outbound: true,
+        outsiders: Outsiders::Nobody,
+    })
+}
+
+/// alice's phone, registered with the overlay from UDP port 7001.
+fn alice_registered() -> Registrar {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    reg
+}
+
+fn home_register(from_port: u16, expires: u32) -> SipMessage {
+    let text = format!(
+        "REGISTER sip:10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch=z9hG4bKhr{expires};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:dave@{HOME}>;tag=d1\r\nTo: <sip:dave@{HOME}>\r\nCall-ID: home-reg\r\n\
+         CSeq: {expires} REGISTER\r\nContact: <sip:dave@127.0.0.1:{from_port}>;expires={expires}\r\n\
+         Expires: {expires}\r\nContent-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(text.as_bytes()).unwrap()
+}
+
+fn home_registrar() -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        remote: "10.0.0.5:5060".parse().unwrap(),
+    }
+}
+
+/// The REGISTER as the home registrar receives it.
+fn registered_at_home(proxy: &mut Proxy, reg: &mut Registrar) -> SipMessage {
+    let out = sent(&proxy.on_request(0, home_register(7001, 7200), udp(7001), Side::Phones, reg));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, home_registrar());
+    out[0].1.clone()
+}
+
+#[test]
+fn a_users_registration_at_home_carries_the_peers_path_and_lives_no_longer_than_the_overlays() {
+    let mut reg = alice_registered();
+    let mut proxy = proxy();
+    let forwarded = registered_at_home(&mut proxy, &mut reg);
+    let path = forwarded.list("Path");
+    assert_eq!(path.len(), 1);
+    assert!(path[0].starts_with("<sip:127.0.0.1:5060;lr;dlg="), "{path:?}");
+    assert!(!forwarded.has("Record-Route"), "a REGISTER starts no dialog");
+    assert!(!forwarded.has("P-Asserted-Identity"), "dave is his home's to vouch for");
+    // alice's own registration lives 3600 s: so does dave's at home.
+    assert_eq!(forwarded.header("Expires").as_deref(), Some("3600"));
+    assert!(
+        forwarded.list("Contact")[0].ends_with(";expires=3600"),
+        "{:?}",
+        forwarded.list("Contact")
+    );
+
+    // The home registrar's challenge reaches the phone untouched.
+    let mut challenge = respond(&forwarded, 401, Some("h1"));
+    challenge.push(
+        "WWW-Authenticate",
+        "Digest realm=\"home.test\", nonce=\"abc\", qop=\"auth\"",
+    );
+    let up = sent(&proxy.on_response(1, challenge, home_registrar()));
+    assert_eq!(up.len(), 1);
+    assert_eq!((up[0].0, up[0].1.status()), (udp(7001), Some(401)));
+    assert_eq!(
+        up[0].1.header("WWW-Authenticate").as_deref(),
+        Some("Digest realm=\"home.test\", nonce=\"abc\", qop=\"auth\"")
+    );
+}
+
+/// An INVITE of the home network for dave, routed by the Path the home
+/// registrar stored.
+fn invite_from_home(route: &str, contact_port: u16, branch: &str) -> SipMessage {
+    let text = format!(
+        "INVITE sip:dave@127.0.0.1:{contact_port} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.5:5060;branch={branch}\r\n\
+         Route: {route}\r\nRecord-Route: <sip:10.0.0.5;lr>\r\nMax-Forwards: 69\r\nFrom: <sip:erin@{HOME}>;tag=e1\r\n\
+         To: <sip:dave@{HOME}>\r\nCall-ID: {branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:erin@10.0.0.6>\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    SipMessage::parse(text.as_bytes()).unwrap()
+}
+
+#[test]
+fn the_home_networks_calls_come_back_through_the_path_to_that_phone_only() {
+    let mut reg = alice_registered();
+    let mut proxy = proxy();
+    let path = registered_at_home(&mut proxy, &mut reg).list("Path")[0].clone();
+    let out = sent(&proxy.on_request(
+        10,
+        invite_from_home(&path, 7001, "z9hG4bKh1"),
+        home_registrar(),
+        Side::Phones,
+        &mut reg,
+    ));
+    let to_phone = out.iter().find(|(f, _)| *f == udp(7001)).expect("the phone rings");
+    assert_eq!(to_phone.1.request_uri(), Some("sip:dave@127.0.0.1:7001"));
+    assert!(to_phone.1.has("Record-Route"), "the peer stays in the dialog");
+
+    // The same Path does not lead to another address.
+    let out = sent(&proxy.on_request(
+        11,
+        invite_from_home(&path, 7002, "z9hG4bKh2"),
+        home_registrar(),
+        Side::Phones,
+        &mut reg,
+    ));
+    assert!(out.iter().all(|(f, _)| f.remote.port() != 7002), "{out:?}");
+    assert_eq!(codes(&out), vec![407]);
+    // Nor does a made-up one.
+    let forged = "<sip:127.0.0.1:5060;lr;dlg=0123456789abcdef>";
+    let out = sent(&proxy.on_request(
+        12,
+        invite_from_home(forged, 7001, "z9hG4bKh3"),
+        home_registrar(),
+        Side::Phones,
+        &mut reg,
+    ));
+    assert!(out.iter().all(|(f, _)| *f != udp(7001)), "{out:?}");
+}
+
+#[test]
+fn only_a_phone_of_a_user_of_the_peer_registers_elsewhere_through_it() {
+    let mut reg = alice_registered();
+    let mut proxy = proxy();
+    let out = sent(&proxy.on_request(0, home_register(7009, 600), udp(7009), Side::Phones, &mut reg));
+    assert_eq!(codes(&out), vec![407]);
+    assert!(out.iter().all(|(f, _)| *f != home_registrar()));
+}
+
+#[test]
+fn a_phone_calls_out_as_its_home_account() {
+    let mut reg = alice_registered();
+    let mut proxy = proxy();
+    let mut invite = request("INVITE", "sip:erin@10.0.0.5", 7001, "z9hG4bKout", "");
+    invite.set("From", &format!("<sip:dave@{HOME}>;tag=d2"));
+    let out = sent(&proxy.on_request(0, invite, udp(7001), Side::Phones, &mut reg));
+    let sent_home = out
+        .iter()
+        .find(|(f, _)| *f == home_registrar())
+        .expect("sent to the home network");
+    assert_eq!(
+        sent_home.1.header("From").as_deref(),
+        Some("<sip:dave@home.test>;tag=d2")
+    );
+    assert!(!sent_home.1.has("P-Asserted-Identity"));
+    // Into the overlay the same From is no user the flow vouches for:
+    // the phone must authenticate, and then speak as that user.
+    let mut inside = request("INVITE", &format!("sip:bob@{DOMAIN}"), 7001, "z9hG4bKin", "");
+    inside.set("From", &format!("<sip:dave@{HOME}>;tag=d3"));
+    let out = sent(&proxy.on_request(1, inside, udp(7001), Side::Phones, &mut reg));
+    assert_eq!(codes(&out), vec![407]);
+}
