@@ -52,13 +52,14 @@ struct Args {
     /// own documentation advises).
     #[arg(long)]
     kamailio_children: Option<u32>,
-    /// Measurements to run, comma-separated: registers, calls, latency,
-    /// forwarding, footprint, overload (a REGISTER flood and 4x the
-    /// sustainable call rate at one peer), scale.
+    /// Measurements to run, comma-separated: registers, calls,
+    /// interworking (calls from a Kamailio domain into the overlay through
+    /// a proxy peer), latency, forwarding, footprint, overload (a REGISTER
+    /// flood and 4x the sustainable call rate at one peer), scale.
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "registers,calls,latency,forwarding,footprint,overload,scale"
+        default_value = "registers,calls,interworking,latency,forwarding,footprint,overload,scale"
     )]
     only: Vec<Section>,
     /// Peers of the overlay call setup is timed through (at most 100,
@@ -98,6 +99,7 @@ struct Args {
 enum Section {
     Registers,
     Calls,
+    Interworking,
     Latency,
     Forwarding,
     Footprint,
@@ -167,6 +169,9 @@ fn run(mut args: Args) -> Result<()> {
         registers(&args, &p2psip, &layout)
     })?;
     let calls = section(&args, Section::Calls, &mut steal, || calls(&args, &p2psip, &layout))?;
+    let interworking = section(&args, Section::Interworking, &mut steal, || {
+        interworking(&args, &p2psip, &layout)
+    })?;
     let latency = section(&args, Section::Latency, &mut steal, || latency(&args, &p2psip, &layout))?;
     let forwarding = section(&args, Section::Forwarding, &mut steal, || forwarding(&args, &p2psip))?;
     let footprint = section(&args, Section::Footprint, &mut steal, || footprint(&args, &p2psip))?;
@@ -206,6 +211,7 @@ fn run(mut args: Args) -> Result<()> {
         max_failure_ratio: throughput::MAX_FAILURE_RATIO,
         registers,
         calls,
+        interworking,
         latency,
         forwarding,
         footprint,
@@ -256,12 +262,24 @@ fn report_date() -> String {
 
 /// Kamailio from `bench/kamailio/kamailio.cfg`, working in `work`.
 fn kamailio(args: &Args, layout: &Layout, work: &Path, password: &str) -> Result<Kamailio> {
+    routing_kamailio(args, layout, work, password, None)
+}
+
+/// [`kamailio`], sending requests for `route`'s domain to its proxy peer.
+fn routing_kamailio(
+    args: &Args,
+    layout: &Layout,
+    work: &Path,
+    password: &str,
+    route: Option<rig::Route>,
+) -> Result<Kamailio> {
     Kamailio::start(
         &args.repo.join("bench/kamailio/kamailio.cfg"),
         work,
         layout.kamailio,
         password,
         kamailio_workers(args),
+        route,
     )
 }
 
@@ -290,6 +308,18 @@ fn register_scenario(args: &Args, work: &Path, domain: &str) -> Result<PathBuf> 
 
 /// `p2psip demo` in `work` on the benchmark's ports.
 fn start_demo(args: &Args, p2psip: &Path, work: &Path, peers: u16, users: &[String], users_at: &[u16]) -> Result<Demo> {
+    start_demo_with_proxy_peers(args, p2psip, work, (peers, 0), users, users_at)
+}
+
+/// [`start_demo`] whose first `proxy_peers` of `peers` are proxy peers.
+fn start_demo_with_proxy_peers(
+    args: &Args,
+    p2psip: &Path,
+    work: &Path,
+    (peers, proxy_peers): (u16, u16),
+    users: &[String],
+    users_at: &[u16],
+) -> Result<Demo> {
     Demo::start(
         p2psip,
         work,
@@ -298,6 +328,7 @@ fn start_demo(args: &Args, p2psip: &Path, work: &Path, peers: u16, users: &[Stri
             users,
             users_at,
             base_port: args.base_port,
+            proxy_peers,
         },
     )
 }
@@ -408,6 +439,7 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
             work,
             &Scenarios {
                 register: &register,
+                register_callee: None,
                 caller: &uac,
                 callee: &uas,
             },
@@ -452,6 +484,107 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     Ok(Calls {
         ratio: ratio(&ours, &reference),
         p2psip: ours,
+        kamailio: reference,
+        kamailio_busy,
+    })
+}
+
+/// Issue 34 (performance): alice of a conventional domain, registered at
+/// Kamailio, calls bob of the overlay: Kamailio sends the calls to the
+/// overlay's proxy peer (peer 0 of 3), which finds bob at peer 1. Against
+/// Kamailio taking the same calls for a bob registered at itself, in the
+/// same run. CPU per call counts Kamailio's processes and the overlay's.
+fn interworking(args: &Args, p2psip: &Path, layout: &Layout) -> Result<report::InterworkingCalls> {
+    const CORP: &str = "corp.bench";
+    let bob = ["bob".to_string()];
+    let alice = ["alice".to_string()];
+    let tests = args.repo.join("crates/p2psip/tests/sipp");
+
+    eprintln!("p2psip-bench: calls from a Kamailio domain into the overlay through a proxy peer");
+    let work = scratch(&args.work, "interworking-p2psip")?;
+    let demo = start_demo_with_proxy_peers(args, p2psip, &work, (3, 1), &bob, &[1])?;
+    let corp = scratch(&work, "corp")?;
+    let route = rig::Route {
+        domain: &demo.domain,
+        proxy_peer: demo.sip[0],
+    };
+    let corp_kamailio = routing_kamailio(args, layout, &corp, &demo.password, Some(route))?;
+    let overlay_call = [
+        ("INVITE sip:[service]@corp.bench", "INVITE sip:[service]@OVERLAY"),
+        ("To: <sip:[service]@corp.bench>", "To: <sip:[service]@OVERLAY>"),
+        ("CALLER", "alice"),
+    ];
+    let overlay_call: Vec<(&str, String)> = overlay_call
+        .iter()
+        .map(|(from, to)| (*from, to.replace("OVERLAY", &demo.domain)))
+        .collect();
+    let edits: Vec<(&str, &str)> = overlay_call.iter().map(|(f, t)| (*f, t.as_str())).collect();
+    let caller = sipp::scenario(&corp, &tests.join("uac_call.xml"), CORP, &edits)?;
+    let register_alice = register_scenario(args, &corp, CORP)?;
+    let (register_bob, _, answering) = call_scenarios(args, &work, &demo.domain)?;
+    let alice_file = sipp::users_file(&corp, "alice.csv", &alice, CORP, &demo.password)?;
+    let bob_file = sipp::users_file(&work, "bob.csv", &bob, &demo.domain, &demo.password)?;
+    let both_cpu = || -> Result<f64> { Ok(demo.cpu_seconds()? + corp_kamailio.cpu_seconds()?) };
+    let inbound = throughput::calls(
+        &work,
+        &Scenarios {
+            register: &register_alice,
+            register_callee: Some(&register_bob),
+            caller: &caller,
+            callee: &answering,
+        },
+        &layout.sipp,
+        corp_kamailio.addr,
+        demo.sip[1],
+        &alice_file,
+        &bob_file,
+        "bob",
+        args.seconds,
+        usize::from(args.repeats),
+        &both_cpu,
+    )
+    .context("calls into the overlay through a proxy peer")?;
+    eprintln!(
+        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each (Kamailio and the 3 peers)",
+        inbound.per_s, inbound.rates, inbound.cpu_us_per_op
+    );
+    let password = demo.password.clone();
+    drop(corp_kamailio);
+    drop(demo);
+
+    eprintln!("p2psip-bench: the same calls, Kamailio to a callee registered at itself");
+    let work = scratch(&args.work, "interworking-kamailio")?;
+    let kamailio = kamailio(args, layout, &work, &password)?;
+    let (register, uac, uas) = call_scenarios(args, &work, CORP)?;
+    let alice_file = sipp::users_file(&work, "alice.csv", &alice, CORP, &password)?;
+    let bob_file = sipp::users_file(&work, "bob.csv", &bob, CORP, &password)?;
+    let reference = throughput::calls(
+        &work,
+        &Scenarios {
+            register: &register,
+            register_callee: None,
+            caller: &uac,
+            callee: &uas,
+        },
+        &layout.sipp,
+        kamailio.addr,
+        kamailio.addr,
+        &alice_file,
+        &bob_file,
+        "bob",
+        args.seconds,
+        usize::from(args.repeats),
+        &|| kamailio.cpu_seconds(),
+    )
+    .context("Kamailio call throughput")?;
+    eprintln!(
+        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
+        reference.per_s, reference.rates, reference.cpu_us_per_op
+    );
+    let kamailio_busy = note_busy(&kamailio);
+    Ok(report::InterworkingCalls {
+        ratio: ratio(&inbound, &reference),
+        inbound,
         kamailio: reference,
         kamailio_busy,
     })

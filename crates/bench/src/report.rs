@@ -91,6 +91,18 @@ pub struct Calls {
     pub kamailio_busy: (usize, usize),
 }
 
+/// Issue 34 (performance): calls from a Kamailio domain into the overlay
+/// through one proxy peer, against Kamailio taking them itself.
+#[derive(Serialize)]
+pub struct InterworkingCalls {
+    /// Kamailio → proxy peer → overlay → callee's peer; CPU of Kamailio
+    /// and every peer.
+    pub inbound: Throughput,
+    pub kamailio: Throughput,
+    pub ratio: f64,
+    pub kamailio_busy: (usize, usize),
+}
+
 #[derive(Serialize)]
 pub struct Report {
     pub date_utc: String,
@@ -102,6 +114,7 @@ pub struct Report {
     pub max_failure_ratio: f64,
     pub registers: Option<Registers>,
     pub calls: Option<Calls>,
+    pub interworking: Option<InterworkingCalls>,
     pub latency: Option<Latency>,
     pub forwarding: Option<Forwarding>,
     pub footprint: Option<Footprint>,
@@ -267,6 +280,16 @@ impl Report {
                 c.ratio,
             );
         }
+        if let Some(i) = &self.interworking {
+            row(
+                md,
+                "calls/s from another domain, UAC → Kamailio → proxy peer → overlay → peer B → UAS \
+                 (Kamailio: UAC → Kamailio → UAS)",
+                &i.inbound,
+                &i.kamailio,
+                i.ratio,
+            );
+        }
         if let Some(r) = &self.registers {
             cpu_row(md, "CPU per REGISTER, one peer alone", &r.p2psip_one_peer, &r.kamailio);
             cpu_row(
@@ -278,6 +301,14 @@ impl Report {
         }
         if let Some(c) = &self.calls {
             cpu_row(md, "CPU per call, the 3 peers of the overlay", &c.p2psip, &c.kamailio);
+        }
+        if let Some(i) = &self.interworking {
+            cpu_row(
+                md,
+                "CPU per call from another domain, Kamailio and the 3 peers",
+                &i.inbound,
+                &i.kamailio,
+            );
         }
         if self.registers.is_some() || self.calls.is_some() {
             let _ = writeln!(
@@ -341,6 +372,10 @@ impl Report {
             detail(md, "calls, p2psip", &c.p2psip);
             detail(md, "calls, Kamailio", &c.kamailio);
         }
+        if let Some(i) = &self.interworking {
+            detail(md, "calls from another domain, Kamailio and p2psip", &i.inbound);
+            detail(md, "calls from another domain, Kamailio alone", &i.kamailio);
+        }
     }
 
     pub fn markdown(&self) -> String {
@@ -355,6 +390,7 @@ impl Report {
         let busy = [
             self.registers.as_ref().map(|r| ("registers", r.kamailio_busy)),
             self.calls.as_ref().map(|c| ("calls", c.kamailio_busy)),
+            self.interworking.as_ref().map(|i| ("interworking", i.kamailio_busy)),
         ];
         let each: Vec<String> = busy
             .into_iter()
@@ -381,7 +417,7 @@ impl Report {
                 each.join(", ")
             );
         }
-        if self.registers.is_some() || self.calls.is_some() {
+        if self.registers.is_some() || self.calls.is_some() || self.interworking.is_some() {
             self.throughput_tables(&mut md);
         }
         if let Some(l) = &self.latency {

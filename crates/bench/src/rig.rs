@@ -86,6 +86,8 @@ pub struct DemoSpec<'a> {
     /// them (`p2psip demo --users-at`).
     pub users_at: &'a [u16],
     pub base_port: u16,
+    /// The first N peers are proxy peers (`p2psip demo --proxy-peers`).
+    pub proxy_peers: u16,
 }
 
 impl Demo {
@@ -108,6 +110,9 @@ impl Demo {
             .args(["--peers", &spec.peers.to_string()])
             .args(["--base-port", &spec.base_port.to_string()])
             .args(["--users", &spec.users.join(",")]);
+        if spec.proxy_peers > 0 {
+            c.args(["--proxy-peers", &spec.proxy_peers.to_string()]);
+        }
         if !spec.users_at.is_empty() {
             let at: Vec<String> = spec.users_at.iter().map(u16::to_string).collect();
             c.args(["--users-at", &at.join(",")]);
@@ -193,8 +198,22 @@ pub struct Kamailio {
     cpu_at_start: BTreeMap<u32, f64>,
 }
 
+/// Where Kamailio sends requests for another domain: that domain's proxy
+/// peer (the interworking measurement).
+pub struct Route<'a> {
+    pub domain: &'a str,
+    pub proxy_peer: SocketAddr,
+}
+
 impl Kamailio {
-    pub fn start(template: &Path, dir: &Path, addr: SocketAddr, password: &str, children: u32) -> Result<Kamailio> {
+    pub fn start(
+        template: &Path,
+        dir: &Path,
+        addr: SocketAddr,
+        password: &str,
+        children: u32,
+        route: Option<Route>,
+    ) -> Result<Kamailio> {
         std::fs::create_dir_all(dir)?;
         let text = std::fs::read_to_string(template).with_context(|| format!("cannot read {}", template.display()))?;
         let config = dir.join("kamailio.cfg");
@@ -202,7 +221,14 @@ impl Kamailio {
             &config,
             text.replace("LISTEN", &addr.to_string())
                 .replace("PASSWORD", password)
-                .replace("CHILDREN", &children.to_string()),
+                .replace("CHILDREN", &children.to_string())
+                .replace(
+                    "PROXY_PEER",
+                    &route
+                        .as_ref()
+                        .map_or("127.0.0.1:9".into(), |r| r.proxy_peer.to_string()),
+                )
+                .replace("OVERLAY", route.as_ref().map_or("nobody.invalid", |r| r.domain)),
         )?;
         let log = dir.join("kamailio.log");
         // -DD: the main process stays in the foreground, owned by this

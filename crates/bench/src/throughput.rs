@@ -134,7 +134,10 @@ pub struct Ports {
 
 /// Scenario files, with the domain filled in.
 pub struct Scenarios<'a> {
+    /// The caller's registration.
     pub register: &'a Path,
+    /// The callee's, when it is of another domain than the caller's.
+    pub register_callee: Option<&'a Path>,
     pub caller: &'a Path,
     pub callee: &'a Path,
 }
@@ -207,7 +210,8 @@ pub fn calls(
     cpu: CpuMeter,
 ) -> Result<Throughput> {
     register_once(work, scenarios.register, caller_proxy, caller_user, ports.caller)?;
-    register_once(work, scenarios.register, callee_proxy, callee_user, ports.callee)?;
+    let register_callee = scenarios.register_callee.unwrap_or(scenarios.register);
+    register_once(work, register_callee, callee_proxy, callee_user, ports.callee)?;
     saturate(seconds, repeats, cpu, |concurrency, count| {
         let callee = answering_callee(work, scenarios.callee, callee_proxy, ports.callee)?;
         let run = Sipp {

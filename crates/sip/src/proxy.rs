@@ -673,6 +673,10 @@ impl Proxy {
             (None, None) if side != Side::Phones => {
                 return self.reply(&request, flow, 403, "Other Domains Are Reached From The Caller's Peer");
             }
+            // SIP over TLS to other domains (issue 34 §5) is not there yet.
+            (None, None) if uri.scheme == "sips" => {
+                return self.reply(&request, flow, 416, "Unsupported URI Scheme");
+            }
             (None, None) => match self.outside_hops(&uri) {
                 Ok(hops) => {
                     outside = Some(Box::new(hops));

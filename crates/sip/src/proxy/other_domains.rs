@@ -123,12 +123,6 @@ impl Proxy {
     /// Starts locating `uri`'s servers (RFC 3263 §4) for a request of
     /// another domain.
     pub(super) fn outside_hops(&mut self, uri: &Uri) -> Result<OutsideHops, LocateError> {
-        if uri.scheme == "sips" {
-            // SIP over TLS to other domains is issue 34 §5, not done yet.
-            return Err(LocateError::InsecureTransport(
-                "TLS to other domains (not supported yet)",
-            ));
-        }
         let random = self.keyed_hash(&[b"R", uri.host.as_bytes(), &self.next_id.to_be_bytes()]);
         Ok(OutsideHops {
             resolution: Resolution::new(uri, random)?,

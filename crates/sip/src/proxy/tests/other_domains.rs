@@ -335,7 +335,7 @@ fn only_a_user_this_peer_authenticates_may_send_a_request_out() {
 }
 
 #[test]
-fn a_numeric_host_needs_no_dns_and_a_sips_uri_is_refused_for_now() {
+fn a_numeric_host_needs_no_dns_and_sips_or_an_unknown_transport_is_refused() {
     let mut reg = alice_registered();
     let mut proxy = outbound();
     let direct = request("INVITE", "sip:carol@10.0.0.9:5099", 7001, "z9hG4bKd1", "");
@@ -346,6 +346,15 @@ fn a_numeric_host_needs_no_dns_and_a_sips_uri_is_refused_for_now() {
         .any(|(f, m)| *f == udp_to("10.0.0.9:5099") && m.method() == Some("INVITE")));
     let secure = request("INVITE", &format!("sips:carol@{CORP}"), 7001, "z9hG4bKd2", "");
     let out = proxy.on_request(0, secure, udp(7001), Side::Phones, &mut reg);
+    assert_eq!(codes(&sent(&out)), vec![416]);
+    let insecure = request(
+        "INVITE",
+        &format!("sip:carol@{CORP};transport=sctp"),
+        7001,
+        "z9hG4bKd3",
+        "",
+    );
+    let out = proxy.on_request(0, insecure, udp(7001), Side::Phones, &mut reg);
     assert_eq!(codes(&sent(&out)), vec![400]);
 }
 
