@@ -23,5 +23,6 @@ pub mod pki;
 pub mod sip_report;
 pub mod sip_server;
 mod sip_tcp;
+pub mod sip_tls;
 mod source_caps;
 pub mod udp_timestamps;

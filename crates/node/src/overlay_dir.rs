@@ -244,6 +244,25 @@ impl OverlayDir {
         )?)
     }
 
+    /// A certificate for the overlay's SIP domain, issued by its CA, for
+    /// phones' TLS (`peer --sip-tls`): `DIR/sip-tls.crt` (the certificate,
+    /// then the CA's) and `DIR/sip-tls.key`. Phones trust it once they
+    /// trust `ca.crt`.
+    pub fn issue_sip_certificate(&self, dir: &Path) -> Result<(PathBuf, PathBuf), DirError> {
+        let domain = self.configuration()?.instance_name;
+        let ca = self.authority()?;
+        let (cert, key) = ca.issue_sip_domain(&[domain], std::time::SystemTime::now())?;
+        std::fs::create_dir_all(dir).map_err(|source| DirError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let (cert_path, key_path) = (dir.join("sip-tls.crt"), dir.join("sip-tls.key"));
+        let chain = pki::der_to_pem(&cert) + &ca.cert_pem;
+        write(&cert_path, chain.as_bytes(), false)?;
+        write(&key_path, key.serialize_pem().as_bytes(), true)?;
+        Ok((cert_path, key_path))
+    }
+
     pub fn config_document(&self) -> Result<String, DirError> {
         read(&self.file("reload-config.xml"))
     }

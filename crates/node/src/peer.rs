@@ -57,6 +57,8 @@ pub enum PeerError {
     AdminWithoutToken(SocketAddr),
     #[error(transparent)]
     Usage(#[from] peer_core::usage::KindPolicyMismatch),
+    #[error("--sip-tls: {0}")]
+    SipTls(#[from] crate::sip_tls::SipTlsError),
 }
 
 /// What `p2psip peer` was asked to do.
@@ -87,6 +89,17 @@ pub struct PeerOptions {
     /// A proxy peer: which users requests from other SIP domains may
     /// reach without digest (decision 0034).
     pub outsiders: sip::proxy::Outsiders,
+    /// Phones' TLS (RFC 3261 §26.2): the address and the certificate
+    /// chain and key files for the overlay's domain.
+    pub sip_tls: Option<SipTlsOptions>,
+}
+
+/// Where phones reach the peer over TLS, and with what certificate.
+#[derive(Debug, Clone)]
+pub struct SipTlsOptions {
+    pub listen: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// The DNS the SIP side finds other domains' servers with (decision 0034).
@@ -464,7 +477,14 @@ async fn drive<T: Topology + Tables>(
     let mut sip_control = None;
     let mut metrics = Metrics::new();
     if let Some(addr) = opts.sip {
-        let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_peers)
+        let phones_tls = match &opts.sip_tls {
+            Some(t) => Some((
+                t.listen,
+                crate::sip_tls::server_config(&t.cert, &t.key, &dir.config.instance_name)?,
+            )),
+            None => None,
+        };
+        let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_peers, phones_tls)
             .await
             .map_err(|source| PeerError::Listen { addr, source })?;
         // Digest nonces and the dialog proofs in Record-Routes each get
@@ -480,8 +500,9 @@ async fn drive<T: Topology + Tables>(
         let registrar = sip::registrar::Registrar::new(&dir.config.instance_name, sip_users, secret)
             .with_digest_algorithms(&opts.sip_digest);
         tracing::info!(
-            "SIP on udp+tcp {} (peers: tcp {}) for {} users of {}: {}",
+            "SIP on udp+tcp {}{} (peers: tcp {}) for {} users of {}: {}",
             sockets.local_addr().unwrap_or(addr),
+            sockets.tls_addr().map(|a| format!(", tls {a}")).unwrap_or_default(),
             sockets.overlay_addr().unwrap_or(addr),
             users.len(),
             dir.config.instance_name,

@@ -195,9 +195,31 @@ impl Authority {
         hosts: &[String],
         now: SystemTime,
     ) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
+        self.issue_named(hosts, vec![ExtendedKeyUsagePurpose::ServerAuth], now)
+    }
+
+    /// A certificate for a SIP domain (RFC 5922 §7.1: its DNS names in
+    /// subjectAltName), for TLS as a server to phones and as either end
+    /// to other domains; returns certificate and key.
+    pub fn issue_sip_domain(
+        &self,
+        names: &[String],
+        now: SystemTime,
+    ) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
+        let usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue_named(names, usages, now)
+    }
+
+    /// A certificate with a fresh key for `names`, for `usages`.
+    fn issue_named(
+        &self,
+        names: &[String],
+        usages: Vec<ExtendedKeyUsagePurpose>,
+        now: SystemTime,
+    ) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
         let key = generate_key()?;
-        let mut params = CertificateParams::new(hosts.to_vec())?;
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let mut params = CertificateParams::new(names.to_vec())?;
+        params.extended_key_usages = usages;
         params.not_before = (now - Duration::from_secs(3600)).into();
         params.not_after = (now + CA_VALIDITY).into();
         params.serial_number = Some(random_serial());

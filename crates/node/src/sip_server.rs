@@ -17,7 +17,7 @@ use crate::link::LinkTls;
 use crate::log_budget::LogBudget;
 use crate::peer::{now_ms, Input};
 use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
-use crate::sip_tcp::{accept_tcp, open_connection, OpenFailure};
+use crate::sip_tcp::{accept_tcp, open_connection, OpenFailure, Security};
 use peer_core::sip_service::{SipEvent, SipInput as ServiceInput, SipOutput, SipService};
 use peer_core::sip_usage::{Located, PublishError};
 use reload_wire::NodeId;
@@ -155,21 +155,37 @@ pub struct SipSockets {
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
     overlay: TcpListener,
+    /// Phones' TLS, with the overlay domain's certificate.
+    tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
 }
 
 impl SipSockets {
     /// Phones' UDP and TCP on `addr`; other peers' TCP on `peers`, or
-    /// on `addr`'s IP with any free port.
-    pub async fn bind(addr: SocketAddr, peers: Option<SocketAddr>) -> std::io::Result<Self> {
+    /// on `addr`'s IP with any free port; phones' TLS on `tls`'s address.
+    pub async fn bind(
+        addr: SocketAddr,
+        peers: Option<SocketAddr>,
+        tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
+    ) -> std::io::Result<Self> {
         let udp = udp_socket(addr)?;
         // TCP on the port UDP got, so `--sip 127.0.0.1:0` works too.
         let tcp = TcpListener::bind(udp.local_addr()?).await?;
         let overlay = TcpListener::bind(peers.unwrap_or(SocketAddr::new(addr.ip(), 0))).await?;
+        let tls = match tls {
+            Some((at, config)) => Some((TcpListener::bind(at).await?, config)),
+            None => None,
+        };
         Ok(SipSockets {
             udp: Arc::new(udp),
             tcp,
             overlay,
+            tls,
         })
+    }
+
+    /// Where phones reach this peer over TLS, if they can.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Where phones reach this peer.
@@ -233,14 +249,24 @@ pub(crate) async fn serve(
             .overlay
             .local_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        phones_tls: sockets.tls_addr(),
     };
-    tokio::spawn(accept_tcp(sockets.tcp, Side::Phones, None, events.clone()));
+    tokio::spawn(accept_tcp(sockets.tcp, Side::Phones, Security::Plain, events.clone()));
     tokio::spawn(accept_tcp(
         sockets.overlay,
         Side::Overlay,
-        Some(tls.clone()),
+        Security::Peers(tls.clone()),
         events.clone(),
     ));
+    if let Some((listener, config)) = sockets.tls {
+        let acceptor = tokio_rustls::TlsAcceptor::from(config);
+        tokio::spawn(accept_tcp(
+            listener,
+            Side::Phones,
+            Security::Domain(acceptor),
+            events.clone(),
+        ));
+    }
     let udp = sockets.udp;
     let proxy = Proxy::new(interfaces, seed)
         .with_dialog_secret(dialog_secret)

@@ -48,14 +48,19 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(sip::registrar::MAX_EXPIR
 
 static REFUSED: LazyLock<LogLimiter> = LazyLock::new(|| LogLimiter::new(20, 60_000, "refused SIP connections"));
 
-/// Accepts SIP connections on `listener`: TLS with a node certificate when
-/// `tls` is given (the peers' listener), plain TCP otherwise (phones).
-pub(crate) async fn accept_tcp(
-    listener: TcpListener,
-    side: Side,
-    tls: Option<Arc<LinkTls>>,
-    events: mpsc::Sender<SipInput>,
-) {
+/// What a SIP listener's connections are secured with.
+#[derive(Clone)]
+pub(crate) enum Security {
+    /// Plain TCP (phones).
+    Plain,
+    /// TLS with both node certificates (the peers' listener).
+    Peers(Arc<LinkTls>),
+    /// TLS with the overlay domain's certificate (phones, RFC 3261 §26.2).
+    Domain(tokio_rustls::TlsAcceptor),
+}
+
+/// Accepts SIP connections on `listener`, secured with `security`.
+pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, security: Security, events: mpsc::Sender<SipInput>) {
     let caps = ConnectionCaps::new(MAX_TCP_CONNECTIONS, MAX_TCP_PER_SOURCE);
     loop {
         let (stream, remote) = crate::source_caps::accept(&listener).await;
@@ -77,19 +82,37 @@ pub(crate) async fn accept_tcp(
             }
         };
         let events = events.clone();
-        let tls = tls.clone();
+        let security = security.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let (tx, rx) = mpsc::channel(TCP_QUEUE);
-            let Some(tls) = tls else {
-                let flow = Flow {
-                    transport: Transport::Tcp,
-                    remote,
-                };
-                if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
-                    run_connection(stream, remote, Transport::Tcp, side, events, tx, rx).await;
+            let tls = match security {
+                Security::Plain => {
+                    let flow = Flow {
+                        transport: Transport::Tcp,
+                        remote,
+                    };
+                    if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
+                        run_connection(stream, remote, Transport::Tcp, side, events, tx, rx).await;
+                    }
+                    return drop(admitted);
                 }
-                return drop(admitted);
+                Security::Domain(acceptor) => {
+                    let stream = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(e)) => return refused(remote, &e.to_string()),
+                        Err(_) => return refused(remote, "no TLS handshake within 10 s"),
+                    };
+                    let flow = Flow {
+                        transport: Transport::Tls,
+                        remote,
+                    };
+                    if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
+                        run_connection(stream, remote, Transport::Tls, side, events, tx, rx).await;
+                    }
+                    return drop(admitted);
+                }
+                Security::Peers(tls) => tls,
             };
             // The handshake counts against the first message's time.
             let stream = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, tls.acceptor.accept(stream)).await {
@@ -132,6 +155,13 @@ fn deadline(last_activity: Instant, message_began: Option<Instant>, whole_messag
 fn refused_peer(remote: SocketAddr, why: &str) {
     if REFUSED.allow(now_ms()) {
         tracing::info!("sip: refused a connection from {remote} on the peers' port: {why}");
+    }
+}
+
+/// A TLS connection to the phones' port that failed its handshake.
+fn refused(remote: SocketAddr, why: &str) {
+    if REFUSED.allow(now_ms()) {
+        tracing::info!("sip: refused a TLS connection from {remote}: {why}");
     }
 }
 

@@ -14,6 +14,7 @@ mod dns_records;
 mod overlay_cmds;
 mod plot;
 mod sim_cmd;
+mod sip_cert_cmd;
 mod user_cmd;
 
 /// The simulator allocates and frees millions of small buffers a second;
@@ -81,6 +82,9 @@ enum Command {
     /// Show the overlay's configuration document, or publish a new one
     /// (RFC 6940 §6.5.4 ConfigUpdate to running peers).
     Config(config_cmd::ConfigArgs),
+    /// Issue a certificate for the overlay's SIP domain from its CA, for
+    /// phones' SIP over TLS (`peer --sip-tls`).
+    SipCert(sip_cert_cmd::SipCertArgs),
     /// Print the DNS records (NAPTR, SRV, A/AAAA) that let other SIP
     /// domains reach the overlay's users through its proxy peers.
     DnsRecords(dns_records::DnsRecordsArgs),
@@ -237,6 +241,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::User(args) => user_cmd::run(args),
         Command::Config(args) => config_cmd::run(args),
         Command::DnsRecords(args) => dns_records::run(args),
+        Command::SipCert(args) => sip_cert_cmd::run(args),
     }
 }
 

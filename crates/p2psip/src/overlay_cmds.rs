@@ -335,6 +335,17 @@ pub struct PeerArgs {
     /// Publish the DNS records `p2psip dns-records` prints.
     #[arg(long, value_name = "all|USERS", requires = "sip", value_parser = sip::proxy::Outsiders::parse)]
     proxy_peer: Option<sip::proxy::Outsiders>,
+    /// Serve phones SIP over TLS on this address (RFC 3261 §26.2), with
+    /// the certificate of --sip-tls-cert and --sip-tls-key.
+    #[arg(long, value_name = "HOST:PORT", value_parser = host_port, requires_all = ["sip", "sip_tls_cert", "sip_tls_key"])]
+    sip_tls: Option<SocketAddr>,
+    /// The certificate chain (PEM) phones see over TLS: it must name the
+    /// overlay's domain (`p2psip sip-cert` issues one).
+    #[arg(long, value_name = "FILE", requires = "sip_tls")]
+    sip_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --sip-tls-cert.
+    #[arg(long, value_name = "FILE", requires = "sip_tls")]
+    sip_tls_key: Option<PathBuf>,
     /// Threads the peer runs on: the overlay engine, the SIP side and each
     /// link's TLS are tasks of their own, so a peer with two threads
     /// serves more REGISTERs than with one (decision 0031). Default: one
@@ -386,6 +397,10 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         sip_digest: args.sip_digest,
         dns_servers: args.dns_servers,
         outsiders: args.proxy_peer.unwrap_or_default(),
+        sip_tls: match (args.sip_tls, args.sip_tls_cert, args.sip_tls_key) {
+            (Some(listen), Some(cert), Some(key)) => Some(node::peer::SipTlsOptions { listen, cert, key }),
+            _ => None,
+        },
     };
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),

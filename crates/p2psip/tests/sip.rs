@@ -357,6 +357,7 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
             peer: sip[2],
             tone_hz: 660,
             tone_s: 60,
+            tls: None,
         },
         &[],
         &mut o.procs,
@@ -377,6 +378,7 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
             peer: sip[0],
             tone_hz: 440,
             tone_s: 4,
+            tls: None,
         },
         &[&format!("/dial sip:bob@{DOMAIN}")],
         &mut o.procs,
@@ -418,6 +420,111 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
     }
     for p in &peers {
         assert!(status(p.admin).is_some(), "every peer still serves");
+    }
+}
+
+/// Issue 34 §5: alice's baresip registers with her peer over TLS (the
+/// peer presents the overlay domain's certificate that `p2psip sip-cert`
+/// issued, which baresip checks against the overlay's CA) and calls bob,
+/// whose baresip is on UDP at another peer; each hears the other.
+#[test]
+fn a_baresip_phone_registers_and_calls_over_tls() {
+    if !tool_answers("baresip", "-h", "baresip") {
+        return;
+    }
+    let (mut o, dirs) = sip_overlay("sip-tls", 3);
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    o.enroll_user(&dirs[2], "bob", "bob-pw");
+    let certs = o.dir.join("sip-tls");
+    let overlay_dir = o.dir.join("overlay");
+    run_ok(&[
+        "sip-cert",
+        "--dir",
+        overlay_dir.to_str().unwrap(),
+        "--out",
+        certs.to_str().unwrap(),
+    ]);
+    let (cert, key) = (certs.join("sip-tls.crt"), certs.join("sip-tls.key"));
+    let sip: Vec<SocketAddr> = (0..3).map(|_| loopback(free_port())).collect();
+    let alice_tls = loopback(free_port());
+    let tls_args = [
+        "--sip",
+        &sip[0].to_string(),
+        "--sip-tls",
+        &alice_tls.to_string(),
+        "--sip-tls-cert",
+        cert.to_str().unwrap(),
+        "--sip-tls-key",
+        key.to_str().unwrap(),
+    ]
+    .map(String::from);
+    let tls_args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let p0 = o.start_peer_with(&dirs[0], None, &tls_args);
+    let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &["--sip", &sip[1].to_string()]);
+    let p2 = o.start_peer_with(&dirs[2], Some(p0.listen), &["--sip", &sip[2].to_string()]);
+    wait_consistent(&[&p0, &p1, &p2], Duration::from_secs(60), "the peers to form a ring");
+
+    let phones = o.dir.join("phones");
+    let ca = overlay_dir.join("ca.crt");
+    let bob = softphone::Softphone::start(
+        &phones,
+        &softphone::Account {
+            user: "bob",
+            password: "bob-pw",
+            domain: DOMAIN,
+            peer: sip[2],
+            tone_hz: 660,
+            tone_s: 60,
+            tls: None,
+        },
+        &[],
+        &mut o.procs,
+    );
+    wait_for(Duration::from_secs(20), "bob's baresip to register", || {
+        bob.logged("bob@sip.test.invalid: {0/UDP/v4} 200 OK () [1 binding]")
+    });
+    let alice = softphone::Softphone::start(
+        &phones,
+        &softphone::Account {
+            user: "alice",
+            password: "alice-pw",
+            domain: DOMAIN,
+            peer: sip[0],
+            tone_hz: 440,
+            tone_s: 4,
+            tls: Some((alice_tls, &ca)),
+        },
+        &[&format!("/dial sip:bob@{DOMAIN}")],
+        &mut o.procs,
+    );
+    wait_for(Duration::from_secs(30), "alice to hang up when her tone ends", || {
+        alice.logged(&format!("Call with sip:bob@{DOMAIN} terminated"))
+    });
+    let alice_log = alice.log_text();
+    assert!(
+        alice_log.contains("alice@sip.test.invalid: {0/TLS/v4} 200 OK () [1 binding]"),
+        "alice registered over TLS: {alice_log}"
+    );
+    assert!(
+        alice_log.contains(&format!("Call established: sip:bob@{DOMAIN}")),
+        "{alice_log}"
+    );
+    // Her side of the route set is the peer's TLS address.
+    assert!(
+        alice_log.contains(&format!("Record-Route: <sip:{alice_tls};transport=tls;lr;dlg=")),
+        "{alice_log}"
+    );
+    for (phone, expected_hz, who) in [(&bob, 440.0, "bob hears alice"), (&alice, 660.0, "alice hears bob")] {
+        let mut last = None;
+        wait_for(Duration::from_secs(10), who, || {
+            last = phone.heard();
+            last.as_ref().is_some_and(|t| t.sounding_s >= 2.0)
+        });
+        let tone = last.unwrap();
+        assert!(
+            (tone.hz - expected_hz).abs() < expected_hz * 0.05,
+            "{who}: {tone:?}, expected about {expected_hz} Hz"
+        );
     }
 }
 

@@ -26,6 +26,7 @@ fn service() -> SipService {
     let interfaces = Interfaces {
         phones: "127.0.0.1:5060".parse().unwrap(),
         overlay: "127.0.0.1:6060".parse().unwrap(),
+        phones_tls: None,
     };
     SipService::new(registrar, Proxy::new(interfaces, 1).with_dialog_secret([9; 32]), 1)
 }

@@ -148,6 +148,7 @@ fn answered(name: &str) -> Option<u16> {
     let me = Interfaces {
         phones: "192.0.2.9:5060".parse().unwrap(),
         overlay: "192.0.2.9:5070".parse().unwrap(),
+        phones_tls: None,
     };
     let mut proxy = Proxy::new(me, 1);
     proxy

@@ -26,6 +26,9 @@ pub struct Account<'a> {
     pub tone_hz: u32,
     /// How long it sends: when the tone ends, baresip hangs up.
     pub tone_s: u32,
+    /// SIP over TLS to the peer instead of UDP: the peer's TLS address,
+    /// and the CA certificate its certificate must chain to.
+    pub tls: Option<(SocketAddr, &'a Path)>,
 }
 
 impl Softphone {
@@ -54,20 +57,28 @@ impl Softphone {
              audio_source aufile,{tone}\n\
              audio_player aufile,{silent}\n\
              audio_alert aufile,{silent}\n\
-             rtp_ports {rtp}-{rtp_end}\n",
+             rtp_ports {rtp}-{rtp_end}\n\
+             {cafile}",
+            cafile = account
+                .tls
+                .map(|(_, ca)| format!("sip_cafile {}\n", ca.display()))
+                .unwrap_or_default(),
             sounds = sounds.display(),
             tone = tone.display(),
             silent = dir.join("played.wav").display(),
             rtp_end = rtp + 9,
         );
         std::fs::write(dir.join("config"), config).unwrap();
+        let (outbound, transport) = match account.tls {
+            Some((at, _)) => (at, "tls"),
+            None => (account.peer, "udp"),
+        };
         let accounts = format!(
-            "<sip:{user}@{domain}>;auth_pass={password};outbound=\"sip:{peer};transport=udp\";\
+            "<sip:{user}@{domain}>;auth_pass={password};outbound=\"sip:{outbound};transport={transport}\";\
              answermode=auto;audio_codecs=PCMU;regint=600\n",
             user = account.user,
             domain = account.domain,
             password = account.password,
-            peer = account.peer,
         );
         std::fs::write(dir.join("accounts"), accounts).unwrap();
         let log = dir.join("baresip.log");

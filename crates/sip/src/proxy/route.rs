@@ -19,16 +19,22 @@ pub enum Side {
 /// The peer's SIP addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Interfaces {
+    /// Phones' UDP and TCP.
     pub phones: SocketAddr,
     pub overlay: SocketAddr,
+    /// Phones' TLS (RFC 3261 §26.2), when the peer has a certificate for
+    /// the overlay's domain.
+    pub phones_tls: Option<SocketAddr>,
 }
 
 impl Interfaces {
-    /// The address a side presents in Via and Record-Route.
-    pub fn address(&self, side: Side) -> SocketAddr {
-        match side {
-            Side::Phones => self.phones,
-            Side::Overlay => self.overlay,
+    /// The address a side presents in Via and Record-Route for
+    /// `transport`: between peers always the overlay-side listener.
+    pub fn address(&self, side: Side, transport: Transport) -> SocketAddr {
+        match (side, transport, self.phones_tls) {
+            (Side::Phones, Transport::Tls, Some(tls)) => tls,
+            (Side::Phones, _, _) => self.phones,
+            (Side::Overlay, _, _) => self.overlay,
         }
     }
 
@@ -40,14 +46,15 @@ impl Interfaces {
     /// Whether `host[:port]` (port 5060 when absent) is one of this peer's
     /// SIP addresses.
     fn names_me(&self, host: &str, port: Option<u16>) -> bool {
-        host_ip(host).is_some_and(|ip| [self.phones, self.overlay].contains(&SocketAddr::new(ip, port.unwrap_or(5060))))
+        let mine = [Some(self.phones), Some(self.overlay), self.phones_tls];
+        host_ip(host).is_some_and(|ip| mine.contains(&Some(SocketAddr::new(ip, port.unwrap_or(5060)))))
     }
 
     /// The Record-Route entry for one side of this peer (RFC 3261
     /// §16.6 step 4): `lr`, the transport when it is not UDP, and the
     /// dialog's proof ([`super::dialog_proof`]).
     pub fn record_route(&self, side: Side, transport: Transport, proof: &str) -> String {
-        let addr = self.address(side);
+        let addr = self.address(side, transport);
         let dlg = super::dialog_proof::PARAM;
         match transport {
             Transport::Udp => format!("<sip:{addr};lr;{dlg}={proof}>"),
@@ -61,7 +68,7 @@ impl Interfaces {
         format!(
             "SIP/2.0/{} {};branch={branch};rport",
             transport.name(),
-            self.address(side)
+            self.address(side, transport)
         )
     }
 

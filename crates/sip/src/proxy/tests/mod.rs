@@ -12,6 +12,7 @@ fn me() -> Interfaces {
     Interfaces {
         phones: "127.0.0.1:5060".parse().unwrap(),
         overlay: "127.0.0.1:6060".parse().unwrap(),
+        phones_tls: Some("127.0.0.1:5061".parse().unwrap()),
     }
 }
 
