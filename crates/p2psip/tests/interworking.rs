@@ -16,22 +16,31 @@ use std::time::Duration;
 const DOMAIN: &str = "overlay.test.invalid";
 const CORP: &str = "corp.test";
 
-/// A process of the test, stopped when dropped: by its pid file too, for
-/// one that runs as root through sudo (sudo does not pass SIGKILL on).
+/// A process of the test in a process group of its own, stopped with all
+/// it forked when dropped: SIGTERM to the group (Kamailio's main process
+/// then stops its workers), SIGKILL to what is left after 5 s. Through
+/// `kill` run as root, since it may run as root through sudo.
 struct Running {
     child: Child,
-    pid_file: PathBuf,
+}
+
+impl Running {
+    fn spawn(mut command: Command) -> Running {
+        use std::os::unix::process::CommandExt;
+        let child = command.process_group(0).spawn().expect("the process starts");
+        Running { child }
+    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        if let Some(pid) = std::fs::read_to_string(&self.pid_file)
-            .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-        {
-            let _ = as_root("kill").arg(pid.to_string()).status();
+        let group = format!("-{}", self.child.id());
+        let _ = as_root("kill").args(["-TERM", "--", &group]).status();
+        let start = std::time::Instant::now();
+        while start.elapsed() < Duration::from_secs(5) && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = self.child.kill();
+        let _ = as_root("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
         let _ = self.child.wait();
     }
 }
@@ -50,24 +59,20 @@ impl Dns {
     }
 
     fn start_at(address: SocketAddr, zones: &[&str], records: &[String]) -> Dns {
-        let pid_file =
-            std::env::temp_dir().join(format!("p2psip-dnsmasq-{}-{}.pid", std::process::id(), address.port()));
         let mut c = if address.port() < 1024 {
             as_root("dnsmasq")
         } else {
             Command::new("dnsmasq")
         };
         c.args(["--keep-in-foreground", "--log-facility=-", "--no-resolv", "--no-hosts"])
-            .args(["--conf-file=/dev/null", "--bind-interfaces"])
-            .arg(format!("--pid-file={}", pid_file.display()))
+            .args(["--conf-file=/dev/null", "--bind-interfaces", "--pid-file="])
             .arg(format!("--listen-address={}", address.ip()))
             .arg(format!("--port={}", address.port()))
             .args(zones.iter().map(|z| format!("--local=/{z}/")))
             .args(records)
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        let child = c.spawn().expect("dnsmasq starts");
-        let process = Running { child, pid_file };
+        let process = Running::spawn(c);
         wait_for(Duration::from_secs(10), "dnsmasq to answer", || {
             std::net::UdpSocket::bind((address.ip(), 0)).is_ok_and(|s| {
                 // A bare DNS query for the root's SOA: any answer will do.
@@ -262,7 +267,7 @@ fn kamailio(dir: &Path, listen: SocketAddr, nameserver: IpAddr, password: &str) 
         .replace("CORP", CORP)
         .replace("PASSWORD", password)
         .replace("CTL", &dir.join("kamailio.ctl").display().to_string());
-    let (cfg_file, resolv, pid_file) = (dir.join("corp.cfg"), dir.join("resolv.conf"), dir.join("kamailio.pid"));
+    let (cfg_file, resolv) = (dir.join("corp.cfg"), dir.join("resolv.conf"));
     std::fs::write(&cfg_file, cfg).unwrap();
     std::fs::write(
         &resolv,
@@ -270,20 +275,18 @@ fn kamailio(dir: &Path, listen: SocketAddr, nameserver: IpAddr, password: &str) 
     )
     .unwrap();
     let script = format!(
-        "mount --bind {} /etc/resolv.conf && exec kamailio -DD -E -m 64 -M 8 -f {} -P {} -w {}",
+        "mount --bind {} /etc/resolv.conf && exec kamailio -DD -E -m 64 -M 8 -f {} -w {}",
         resolv.display(),
         cfg_file.display(),
-        pid_file.display(),
         dir.display()
     );
     let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
-    let child = as_root("unshare")
+    let mut command = as_root("unshare");
+    command
         .args(["--mount", "--propagation", "private", "sh", "-c", &script])
         .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("kamailio starts");
-    let running = Running { child, pid_file };
+        .stderr(log);
+    let running = Running::spawn(command);
     let probe = std::net::UdpSocket::bind((listen.ip(), 0)).unwrap();
     probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
     wait_for(Duration::from_secs(20), "Kamailio to answer SIP", || {
