@@ -92,6 +92,8 @@ pub struct PeerOptions {
     /// Phones' TLS (RFC 3261 §26.2): the address and the certificate
     /// chain and key files for the overlay's domain.
     pub sip_tls: Option<SipTlsOptions>,
+    /// Trust anchors for TLS to other domains, besides the system's.
+    pub sip_tls_ca: Vec<PathBuf>,
 }
 
 /// Where phones reach the peer over TLS, and with what certificate.
@@ -484,6 +486,8 @@ async fn drive<T: Topology + Tables>(
             )),
             None => None,
         };
+        let own = opts.sip_tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
+        let domain_tls = crate::sip_tls::client_config(&opts.sip_tls_ca, own)?;
         let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_peers, phones_tls)
             .await
             .map_err(|source| PeerError::Listen { addr, source })?;
@@ -526,9 +530,11 @@ async fn drive<T: Topology + Tables>(
                 dialog_secret,
                 interworking: sip::proxy::Interworking {
                     outbound: true,
+                    tls: true,
                     outsiders: opts.outsiders.clone(),
                 },
                 dns: dns(&opts.dns_servers),
+                domain_tls: tokio_rustls::TlsConnector::from(domain_tls),
             },
             input_tx.clone(),
             control_rx,

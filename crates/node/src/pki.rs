@@ -195,29 +195,32 @@ impl Authority {
         hosts: &[String],
         now: SystemTime,
     ) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
-        self.issue_named(hosts, vec![ExtendedKeyUsagePurpose::ServerAuth], now)
+        self.issue_named(hosts, generate_key()?, vec![ExtendedKeyUsagePurpose::ServerAuth], now)
     }
 
     /// A certificate for a SIP domain (RFC 5922 §7.1: its DNS names in
     /// subjectAltName), for TLS as a server to phones and as either end
-    /// to other domains; returns certificate and key.
+    /// to other domains; returns certificate and key. The key is ECDSA
+    /// P-256, which phones and other SIP servers' TLS stacks read (many
+    /// cannot use an Ed25519 key of their own or a peer's).
     pub fn issue_sip_domain(
         &self,
         names: &[String],
         now: SystemTime,
     ) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
         let usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
-        self.issue_named(names, usages, now)
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        self.issue_named(names, key, usages, now)
     }
 
-    /// A certificate with a fresh key for `names`, for `usages`.
+    /// A certificate with `key` for `names`, for `usages`.
     fn issue_named(
         &self,
         names: &[String],
+        key: KeyPair,
         usages: Vec<ExtendedKeyUsagePurpose>,
         now: SystemTime,
     ) -> Result<(CertificateDer<'static>, KeyPair), PkiError> {
-        let key = generate_key()?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params.extended_key_usages = usages;
         params.not_before = (now - Duration::from_secs(3600)).into();

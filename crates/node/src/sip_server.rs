@@ -17,7 +17,7 @@ use crate::link::LinkTls;
 use crate::log_budget::LogBudget;
 use crate::peer::{now_ms, Input};
 use crate::sip_report::{quoted, CallBook, ContactStatus, SipMetrics, SipStatus, SipUserStatus};
-use crate::sip_tcp::{accept_tcp, open_connection, OpenFailure, Security};
+use crate::sip_tcp::{accept_tcp, open_connection, OpenFailure, Security, TlsTo};
 use peer_core::sip_service::{SipEvent, SipInput as ServiceInput, SipOutput, SipService};
 use peer_core::sip_usage::{Located, PublishError};
 use reload_wire::NodeId;
@@ -121,6 +121,8 @@ pub(crate) struct SipSetup {
     pub interworking: sip::proxy::Interworking,
     /// The DNS it finds their servers with; none: requests out get 503.
     pub dns: Option<crate::dns::Dns>,
+    /// TLS to other domains' servers (decision 0035).
+    pub domain_tls: tokio_rustls::TlsConnector,
 }
 
 /// DNS lookups under way at once; past it a request for another domain
@@ -224,6 +226,7 @@ struct Core {
     overlay: mpsc::Sender<Input>,
     dns: Option<crate::dns::Dns>,
     dns_lookups: Arc<tokio::sync::Semaphore>,
+    domain_tls: tokio_rustls::TlsConnector,
 }
 
 /// Serves SIP until the engine task goes away.
@@ -241,6 +244,7 @@ pub(crate) async fn serve(
         dialog_secret,
         interworking,
         dns,
+        domain_tls,
     } = setup;
     let (events, mut rx) = mpsc::channel::<SipInput>(4096);
     let interfaces = sip::proxy::Interfaces {
@@ -284,6 +288,7 @@ pub(crate) async fn serve(
         overlay,
         dns,
         dns_lookups: Arc::new(tokio::sync::Semaphore::new(MAX_DNS_LOOKUPS)),
+        domain_tls,
     };
     let mut buf = vec![0u8; sip::message::MAX_MESSAGE_SIZE + 1];
     let mut next_report = now_ms();
@@ -522,7 +527,12 @@ impl Core {
     async fn carry_out(&mut self) {
         while let Some(output) = self.service.poll_output() {
             match output {
-                SipOutput::Send { flow, bytes, peer } => self.send(flow, bytes, peer).await,
+                SipOutput::Send {
+                    flow,
+                    bytes,
+                    peer,
+                    domain,
+                } => self.send(flow, bytes, peer, domain).await,
                 SipOutput::Publish {
                     resource_name,
                     lifetime_s,
@@ -595,7 +605,7 @@ impl Core {
 
     /// Sends over UDP, or over the TCP or TLS connection to `flow.remote`;
     /// a TLS connection must present `expected` (decision 0027).
-    async fn send(&mut self, flow: Flow, bytes: Vec<u8>, expected: Option<NodeId>) {
+    async fn send(&mut self, flow: Flow, bytes: Vec<u8>, expected: Option<NodeId>, domain: Option<String>) {
         self.metrics.sent(&bytes);
         match flow.transport {
             Transport::Udp => {
@@ -624,21 +634,32 @@ impl Core {
                     },
                     None => bytes,
                 };
-                self.connect(flow, expected, bytes);
+                self.connect(flow, expected, domain, bytes);
             }
         }
     }
 
     /// Opens a connection to `flow.remote` (RFC 3261 §18.1.1, §18.2.2):
-    /// TLS as this node to another peer, TCP to a phone; `first` is queued
-    /// on it and messages sent meanwhile queue behind it.
-    fn connect(&mut self, flow: Flow, peer: Option<NodeId>, first: Vec<u8>) {
+    /// TLS as this node to another peer, TLS to a server of another
+    /// `domain`, TCP to a phone or another domain; `first` is queued on it
+    /// and messages sent meanwhile queue behind it.
+    fn connect(&mut self, flow: Flow, peer: Option<NodeId>, domain: Option<String>, first: Vec<u8>) {
         let (tx, rx) = mpsc::channel(TCP_QUEUE);
         let _ = tx.try_send(first);
         self.connections.insert(flow, Connection { tx: tx.clone(), peer });
-        let (events, tls) = (self.events.clone(), self.tls.clone());
+        let tls = match domain {
+            Some(domain) => TlsTo::Domain {
+                connector: self.domain_tls.clone(),
+                domain,
+            },
+            None => TlsTo::Peer {
+                link: self.tls.clone(),
+                expected: peer,
+            },
+        };
+        let events = self.events.clone();
         tokio::spawn(async move {
-            let opened = open_connection(flow, peer, tls, CONNECT_TIMEOUT, events.clone(), tx.clone(), rx).await;
+            let opened = open_connection(flow, tls, CONNECT_TIMEOUT, events.clone(), tx.clone(), rx).await;
             if let Err(failure) = opened {
                 match failure {
                     OpenFailure::Unreachable(why) => tracing::debug!(
@@ -647,7 +668,7 @@ impl Core {
                         flow.transport.name()
                     ),
                     OpenFailure::WrongPeer(why) if WRONG_PEER.allow(now_ms()) => {
-                        tracing::warn!("sip: refused the peer at {}: {why}", flow.remote)
+                        tracing::warn!("sip: refused the server at {}: {why}", flow.remote)
                     }
                     OpenFailure::WrongPeer(_) => {}
                 }

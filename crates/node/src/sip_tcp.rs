@@ -169,17 +169,32 @@ fn refused(remote: SocketAddr, why: &str) {
 pub(crate) enum OpenFailure {
     /// No TCP connection, or no TLS handshake, in time.
     Unreachable(String),
-    /// The peer at the address is not the one a lookup named there.
+    /// The peer at the address is not the one a lookup named there, or
+    /// the server is not one of the domain it was sent to.
     WrongPeer(String),
 }
 
-/// Opens the TCP connection of `flow`, with TLS as a node when the flow is
-/// TLS (to another peer, which must present `peer`'s Node-ID when given),
+/// Who a TLS connection is opened to.
+pub(crate) enum TlsTo {
+    /// Another peer, as this node: it must present `expected`'s Node-ID
+    /// when given (decision 0027).
+    Peer {
+        link: Arc<LinkTls>,
+        expected: Option<NodeId>,
+    },
+    /// A server of another SIP domain: its certificate must name
+    /// `domain` (RFC 5922 §4), from a CA the peer trusts.
+    Domain {
+        connector: tokio_rustls::TlsConnector,
+        domain: String,
+    },
+}
+
+/// Opens the TCP connection of `flow`, with TLS when the flow is TLS,
 /// within `limit`; then runs it.
 pub(crate) async fn open_connection(
     flow: Flow,
-    peer: Option<NodeId>,
-    tls: Arc<LinkTls>,
+    tls: TlsTo,
     limit: Duration,
     events: mpsc::Sender<SipInput>,
     tx: mpsc::Sender<Vec<u8>>,
@@ -196,13 +211,27 @@ pub(crate) async fn open_connection(
         run_connection(tcp, remote, flow.transport, Side::Phones, events, tx, rx).await;
         return Ok(());
     }
+    let (link, expected) = match tls {
+        TlsTo::Peer { link, expected } => (link, expected),
+        TlsTo::Domain { connector, domain } => {
+            let name = rustls::pki_types::ServerName::try_from(domain.clone()).map_err(|_| {
+                OpenFailure::WrongPeer(format!("{domain:?} is no DNS name to check a certificate against"))
+            })?;
+            let stream = tokio::time::timeout(limit, connector.connect(name, tcp))
+                .await
+                .map_err(|_| Unreachable(format!("no TLS handshake within {limit:?}")))?
+                .map_err(|e| OpenFailure::WrongPeer(format!("not a server of {domain}: {e}")))?;
+            run_connection(stream, remote, Transport::Tls, Side::Phones, events, tx, rx).await;
+            return Ok(());
+        }
+    };
     let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
-    let stream = tokio::time::timeout(limit, tls.connector.connect(name, tcp))
+    let stream = tokio::time::timeout(limit, link.connector.connect(name, tcp))
         .await
         .map_err(|_| Unreachable(format!("no TLS handshake within {limit:?}")))?
         .map_err(|e| Unreachable(e.to_string()))?;
-    let presented = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
-    peer_core::sip_service::check_presented(peer, &presented).map_err(OpenFailure::WrongPeer)?;
+    let presented = link.peer_node_ids(stream.get_ref().1.peer_certificates());
+    peer_core::sip_service::check_presented(expected, &presented).map_err(OpenFailure::WrongPeer)?;
     run_connection(stream, remote, Transport::Tls, Side::Overlay, events, tx, rx).await;
     Ok(())
 }

@@ -6,6 +6,11 @@
 //!
 //! Phones are not asked for certificates: they authenticate with digest,
 //! as over UDP and TCP.
+//!
+//! TLS to other domains' servers checks that their certificate names the
+//! domain the request is for (RFC 5922 §4), from the system's trust
+//! anchors and those the operator adds; the peer presents its domain's
+//! certificate when it has one.
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
@@ -29,18 +34,66 @@ pub enum SipTlsError {
     Unusable(String),
 }
 
+/// Where Debian keeps the system's trust anchors.
+const SYSTEM_TRUST: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn unreadable(path: &Path, problem: String) -> SipTlsError {
+    SipTlsError::Unreadable {
+        path: path.to_path_buf(),
+        problem,
+    }
+}
+
+/// The PEM certificates in `path`.
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, SipTlsError> {
+    use rustls::pki_types::pem::PemObject;
+    CertificateDer::pem_file_iter(path)
+        .map_err(|e| unreadable(path, e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| unreadable(path, e.to_string()))
+}
+
+fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, SipTlsError> {
+    use rustls::pki_types::pem::PemObject;
+    PrivateKeyDer::from_pem_file(path).map_err(|e| unreadable(path, e.to_string()))
+}
+
+/// TLS as a client of other domains' servers: trusting the system's
+/// anchors and those in `extra_cas`, presenting `own` (certificate chain
+/// and key files) when given.
+pub fn client_config(
+    extra_cas: &[PathBuf],
+    own: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, SipTlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let system = Path::new(SYSTEM_TRUST);
+    let mut files: Vec<&Path> = extra_cas.iter().map(PathBuf::as_path).collect();
+    if system.exists() {
+        files.push(system);
+    }
+    for file in files {
+        for cert in certificates(file)? {
+            // One anchor the verifier cannot use does not spoil the others.
+            let _ = roots.add(cert);
+        }
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(crate::enrollment::crypto_provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SipTlsError::Unusable(e.to_string()))?
+        .with_root_certificates(roots);
+    let config = match own {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .map_err(|e| SipTlsError::Unusable(e.to_string()))?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
 /// A TLS server configuration for the phones of `domain`, from a PEM
 /// certificate chain (the peer's first) and its PEM private key.
 pub fn server_config(cert: &Path, key: &Path, domain: &str) -> Result<Arc<rustls::ServerConfig>, SipTlsError> {
-    use rustls::pki_types::pem::PemObject;
-    let unreadable = |path: &Path, problem: String| SipTlsError::Unreadable {
-        path: path.to_path_buf(),
-        problem,
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| unreadable(cert, e.to_string()))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| unreadable(cert, e.to_string()))?;
+    let chain = certificates(cert)?;
     let leaf = chain.first().ok_or_else(|| SipTlsError::NoCertificate {
         path: cert.to_path_buf(),
     })?;
@@ -52,7 +105,7 @@ pub fn server_config(cert: &Path, key: &Path, domain: &str) -> Result<Arc<rustls
             domain: domain.to_string(),
         });
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| unreadable(key, e.to_string()))?;
+    let key = private_key(key)?;
     let config = rustls::ServerConfig::builder_with_provider(crate::enrollment::crypto_provider())
         .with_safe_default_protocol_versions()
         .and_then(|b| b.with_no_client_auth().with_single_cert(chain, key))

@@ -346,6 +346,10 @@ pub struct PeerArgs {
     /// The private key (PEM) of --sip-tls-cert.
     #[arg(long, value_name = "FILE", requires = "sip_tls")]
     sip_tls_key: Option<PathBuf>,
+    /// CA certificates (PEM) to trust for TLS to other domains' servers,
+    /// besides the system's; repeat for more.
+    #[arg(long = "sip-tls-ca", value_name = "FILE", requires = "sip")]
+    sip_tls_ca: Vec<PathBuf>,
     /// Threads the peer runs on: the overlay engine, the SIP side and each
     /// link's TLS are tasks of their own, so a peer with two threads
     /// serves more REGISTERs than with one (decision 0031). Default: one
@@ -401,6 +405,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
             (Some(listen), Some(cert), Some(key)) => Some(node::peer::SipTlsOptions { listen, cert, key }),
             _ => None,
         },
+        sip_tls_ca: args.sip_tls_ca,
     };
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),

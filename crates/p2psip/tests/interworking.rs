@@ -40,7 +40,10 @@ impl Drop for Running {
         while start.elapsed() < Duration::from_secs(5) && matches!(self.child.try_wait(), Ok(None)) {
             std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = as_root("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
+        let _ = as_root("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -260,32 +263,75 @@ fn a_proxy_peer_takes_calls_from_another_domain_for_the_overlays_users() {
 /// own: Kamailio reads only /etc/resolv.conf, so it runs in a mount
 /// namespace where that file is bind-mounted over (REAL-TOOLS.md).
 fn kamailio(dir: &Path, listen: SocketAddr, nameserver: IpAddr, password: &str) -> Running {
+    start_kamailio(dir, listen, Some(nameserver), password, None)
+}
+
+/// Kamailio's TLS listener and the certificate and key files it presents.
+struct KamailioTls<'a> {
+    listen: SocketAddr,
+    cert: &'a Path,
+    key: &'a Path,
+}
+
+/// [`kamailio`], with no DNS of its own when `nameserver` is none, and a
+/// TLS listener (its `tls` module) when `tls` is given.
+fn start_kamailio(
+    dir: &Path,
+    listen: SocketAddr,
+    nameserver: Option<IpAddr>,
+    password: &str,
+    tls: Option<KamailioTls>,
+) -> Running {
     std::fs::create_dir_all(dir).unwrap();
-    let cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/corp.cfg"))
+    let mut cfg = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/kamailio/corp.cfg"))
         .unwrap()
         .replace("LISTEN", &listen.to_string())
         .replace("CORP", CORP)
         .replace("PASSWORD", password)
         .replace("CTL", &dir.join("kamailio.ctl").display().to_string());
-    let (cfg_file, resolv) = (dir.join("corp.cfg"), dir.join("resolv.conf"));
+    if let Some(tls) = &tls {
+        let profile = dir.join("tls.cfg");
+        std::fs::write(
+            &profile,
+            format!(
+                "[server:default]\nmethod = TLSv1.2+\nverify_certificate = no\nrequire_certificate = no\n\
+                 certificate = {}\nprivate_key = {}\n\n[client:default]\nmethod = TLSv1.2+\n\
+                 verify_certificate = no\nrequire_certificate = no\n",
+                tls.cert.display(),
+                tls.key.display()
+            ),
+        )
+        .unwrap();
+        cfg = cfg
+            .replace("SECURE_ADDRESS", &tls.listen.to_string())
+            .replace("TLS_PROFILE", &profile.display().to_string());
+    }
+    let cfg_file = dir.join("corp.cfg");
     std::fs::write(&cfg_file, cfg).unwrap();
-    std::fs::write(
-        &resolv,
-        format!("nameserver {nameserver}\noptions attempts:1 timeout:1\n"),
-    )
-    .unwrap();
-    let script = format!(
-        "mount --bind {} /etc/resolv.conf && exec kamailio -DD -E -m 64 -M 8 -f {} -w {}",
-        resolv.display(),
+    let with_tls = if tls.is_some() { "-A WITH_TLS " } else { "" };
+    let run = format!(
+        "exec kamailio -DD -E -m 64 -M 8 {with_tls}-f {} -w {}",
         cfg_file.display(),
         dir.display()
     );
     let log = std::fs::File::create(dir.join("kamailio.log")).unwrap();
-    let mut command = as_root("unshare");
-    command
-        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(log);
+    let mut command = match nameserver {
+        Some(nameserver) => {
+            let resolv = dir.join("resolv.conf");
+            let options = "options attempts:1 timeout:1";
+            std::fs::write(&resolv, format!("nameserver {nameserver}\n{options}\n")).unwrap();
+            let mut c = as_root("unshare");
+            let script = format!("mount --bind {} /etc/resolv.conf && {run}", resolv.display());
+            c.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+            c
+        }
+        None => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &run]);
+            c
+        }
+    };
+    command.stdout(Stdio::null()).stderr(log);
     let running = Running::spawn(command);
     let probe = std::net::UdpSocket::bind((listen.ip(), 0)).unwrap();
     probe.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
@@ -643,4 +689,126 @@ fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_pat
         .success();
     assert!(ok, "dave's call to carol@{CORP} through his peer completes");
     finished_well(carol, "carol's phone took dave's call and its BYE");
+}
+
+/// A CA for `domain` (`p2psip init`) and the certificate it issues for
+/// that domain (`p2psip sip-cert`): the CA's certificate, the chain and key.
+fn domain_certificate(dir: &Path, domain: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca_dir, out) = (dir.join(format!("{domain}-ca")), dir.join(format!("{domain}-cert")));
+    run_ok(&[
+        "init",
+        "--dir",
+        ca_dir.to_str().unwrap(),
+        "--overlay",
+        domain,
+        "--user",
+        "ops:ops-pw",
+    ]);
+    run_ok(&[
+        "sip-cert",
+        "--dir",
+        ca_dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    (ca_dir.join("ca.crt"), out.join("sip-tls.crt"), out.join("sip-tls.key"))
+}
+
+/// Issue 34 §5: corp.test's DNS asks for TLS (NAPTR SIPS+D2T); alice's
+/// peer calls carol at Kamailio over TLS, checking that Kamailio's
+/// certificate names corp.test. Kamailio then presents one for another
+/// name, from a CA the peer trusts as well: the peer refuses it and
+/// alice's call fails (500) instead of going to the wrong server.
+#[test]
+fn a_call_to_another_domain_goes_over_tls_to_a_server_whose_certificate_names_it() {
+    if !tool_answers("sipp", "-v", "sip-tester")
+        || !tool_available("dnsmasq", "dnsmasq-base")
+        || !tool_answers("kamailio", "-v", "kamailio")
+    {
+        return;
+    }
+    let mut o = Overlay::create_with("iw-tls", DOMAIN, &["--user", "alice:alice-pw"]);
+    let (corp_ca, corp_cert, corp_key) = domain_certificate(&o.dir, CORP);
+    let (wrong_ca, wrong_cert, wrong_key) = domain_certificate(&o.dir, "wrong.test");
+    let dirs: Vec<PathBuf> = (0..2).map(|i| o.enroll(&format!("n{i}"))).collect();
+    o.enroll_user(&dirs[0], "alice", "alice-pw");
+    let (udp, tls) = (loopback(free_port()), loopback(free_port()));
+    let dns_at = loopback(free_port());
+    let _dns = Dns::start_at(
+        dns_at,
+        &[CORP],
+        &[
+            format!("--naptr-record={CORP},10,10,S,SIPS+D2T,,_sips._tcp.{CORP}"),
+            format!("--srv-host=_sips._tcp.{CORP},sip.{CORP},{},10,10", tls.port()),
+            format!("--host-record=sip.{CORP},127.0.0.1"),
+            "--local-ttl=60".into(),
+        ],
+    );
+    let sip = [loopback(free_port()), loopback(free_port())];
+    let (sip0, dns_arg) = (sip[0].to_string(), dns_at.to_string());
+    let p0 = o.start_peer_with(
+        &dirs[0],
+        None,
+        &[
+            "--sip",
+            &sip0,
+            "--dns-server",
+            &dns_arg,
+            "--sip-tls-ca",
+            corp_ca.to_str().unwrap(),
+            "--sip-tls-ca",
+            wrong_ca.to_str().unwrap(),
+        ],
+    );
+    let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &["--sip", &sip[1].to_string()]);
+    wait_consistent(&[&p0, &p1], Duration::from_secs(60), "the peers to form a ring");
+
+    let overlay_phones = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let corp_phones = Scenarios::new(&o.dir.join("corp-scenarios"), CORP);
+    let (alice_port, carol_port) = (free_port(), free_port());
+    overlay_phones.register_at(sip[0], alice_port, "alice", "alice-pw");
+    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
+    let from = format!("alice@{DOMAIN}");
+    {
+        let tls_server = KamailioTls {
+            listen: tls,
+            cert: &corp_cert,
+            key: &corp_key,
+        };
+        let _kamailio = start_kamailio(&o.dir.join("kamailio"), udp, None, "corp-pw", Some(tls_server));
+        corp_phones.register_at(udp, carol_port, "carol", "corp-pw");
+        let carol = sipp_at(
+            &corp_phones.named("uas_call", "alice"),
+            udp,
+            carol_port,
+            "carol",
+            &limits,
+        )
+        .spawn()
+        .unwrap();
+        let call = call_scenario(&overlay_phones.dir, "uac_call", &from, CORP);
+        let ok = sipp_at(&call, sip[0], alice_port, "carol", &limits)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "alice's call to carol@{CORP} over TLS completes");
+        finished_well(carol, "carol's phone took the call and its BYE");
+    }
+    let tls_server = KamailioTls {
+        listen: tls,
+        cert: &wrong_cert,
+        key: &wrong_key,
+    };
+    let _kamailio = start_kamailio(&o.dir.join("kamailio-wrong"), udp, None, "corp-pw", Some(tls_server));
+    let refused = call_scenario(&overlay_phones.dir, "uac_500", &from, CORP);
+    let ok = sipp_at(&refused, sip[0], alice_port, "carol", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "a server whose certificate names another domain gets no call: 500");
+    let log = std::fs::read_to_string(&p0.log).unwrap();
+    assert!(
+        log.contains(&format!("not a server of {CORP}")),
+        "the peer says why: {log}"
+    );
 }

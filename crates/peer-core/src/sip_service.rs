@@ -66,11 +66,13 @@ pub enum SipInput<'a> {
 #[derive(Debug)]
 pub enum SipOutput {
     /// Send `bytes` over `flow`. A TLS connection to open there must
-    /// present `peer`'s Node-ID, when known (decision 0027).
+    /// present `peer`'s Node-ID, when known (decision 0027), or be a
+    /// server of the SIP `domain` (another domain's, RFC 5922 §4).
     Send {
         flow: Flow,
         bytes: Vec<u8>,
         peer: Option<NodeId>,
+        domain: Option<String>,
     },
     /// Store `user`'s registration for `lifetime_s` (0: remove it); answer
     /// with [`SipInput::Published`] and `token`.
@@ -135,6 +137,35 @@ pub fn counted_method(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
+/// Which other SIP domain each TLS server address the proxy sent to is
+/// a server of, so that a connection opened there checks that name (RFC
+/// 5922 §4). Bounded: past [`MAX_TLS_DOMAINS`] addresses the oldest go.
+#[derive(Default)]
+struct TlsDomains {
+    by_address: HashMap<SocketAddr, String>,
+    order: VecDeque<SocketAddr>,
+}
+
+/// Addresses of other domains' TLS servers remembered at once.
+const MAX_TLS_DOMAINS: usize = 4096;
+
+impl TlsDomains {
+    fn learn(&mut self, remote: SocketAddr, domain: String) {
+        if self.by_address.insert(remote, domain).is_none() {
+            self.order.push_back(remote);
+        }
+        while self.order.len() > MAX_TLS_DOMAINS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_address.remove(&oldest);
+            }
+        }
+    }
+
+    fn get(&self, remote: &SocketAddr) -> Option<&str> {
+        self.by_address.get(remote).map(String::as_str)
+    }
+}
+
 /// A REGISTER waiting for its Store in the overlay.
 struct Registering {
     request: SipMessage,
@@ -158,6 +189,8 @@ pub struct SipService {
     peers_shedder: sip::overload::Shedder,
     /// Which peer each SIP address between peers belongs to.
     peer_ids: PeerIds,
+    /// Which other domain each TLS server address belongs to.
+    tls_domains: TlsDomains,
     registering: HashMap<u64, Registering>,
     next_token: u64,
     next_expiry: u64,
@@ -174,6 +207,7 @@ impl SipService {
             shedder: sip::overload::Shedder::new(sip::overload::QUEUE_AGE_BUDGET_MS, seed),
             peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS, !seed),
             peer_ids: PeerIds::default(),
+            tls_domains: TlsDomains::default(),
             registering: HashMap::new(),
             next_token: 0,
             next_expiry: 0,
@@ -275,11 +309,19 @@ impl SipService {
     }
 
     fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
-        let peer = match flow.transport {
-            registrar::Transport::Tls => self.peer_ids.expected(&flow.remote),
-            _ => None,
+        let (peer, domain) = match flow.transport {
+            registrar::Transport::Tls => match self.tls_domains.get(&flow.remote) {
+                Some(domain) => (None, Some(domain.to_string())),
+                None => (self.peer_ids.expected(&flow.remote), None),
+            },
+            _ => (None, None),
         };
-        self.outputs.push_back(SipOutput::Send { flow, bytes, peer });
+        self.outputs.push_back(SipOutput::Send {
+            flow,
+            bytes,
+            peer,
+            domain,
+        });
     }
 
     fn proxy_outputs(&mut self, outputs: Vec<Output>) {
@@ -296,6 +338,7 @@ impl SipService {
                 Output::Resolve { lookup, query } => {
                     self.outputs.push_back(SipOutput::Resolve { query, token: lookup });
                 }
+                Output::TlsDomain { remote, domain } => self.tls_domains.learn(remote, domain),
                 Output::Observed(seen) => {
                     if let Observation::AuthFailed { user, remote } = seen {
                         self.event(SipEvent::AuthFailed {

@@ -46,7 +46,7 @@ fn sent(outputs: &[SipOutput]) -> Vec<(Flow, SipMessage, Option<NodeId>)> {
     outputs
         .iter()
         .filter_map(|o| match o {
-            SipOutput::Send { flow, bytes, peer } => Some((*flow, SipMessage::parse(bytes).unwrap(), *peer)),
+            SipOutput::Send { flow, bytes, peer, .. } => Some((*flow, SipMessage::parse(bytes).unwrap(), *peer)),
             _ => None,
         })
         .collect()

@@ -137,6 +137,9 @@ pub enum Output {
     /// Ask the DNS `query` (RFC 3263, for a request to another domain),
     /// then call [`Proxy::resolved`] with `lookup`.
     Resolve { lookup: u64, query: Query },
+    /// A TLS connection to `remote` is to a server of `domain`: its
+    /// certificate must name that domain (RFC 5922 §4), not a Node-ID.
+    TlsDomain { remote: SocketAddr, domain: String },
     /// For the operator's eyes only; nothing to do.
     Observed(Observation),
 }
@@ -673,8 +676,7 @@ impl Proxy {
             (None, None) if side != Side::Phones => {
                 return self.reply(&request, flow, 403, "Other Domains Are Reached From The Caller's Peer");
             }
-            // SIP over TLS to other domains (issue 34 §5) is not there yet.
-            (None, None) if uri.scheme == "sips" => {
+            (None, None) if uri.scheme == "sips" && !self.interworking.tls => {
                 return self.reply(&request, flow, 416, "Unsupported URI Scheme");
             }
             (None, None) => match self.outside_hops(&uri) {

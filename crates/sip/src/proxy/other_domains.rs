@@ -27,6 +27,10 @@ use std::collections::BTreeSet;
 pub struct Interworking {
     /// Requests of this peer's users for other domains are sent there.
     pub outbound: bool,
+    /// And over TLS where their DNS says so, or for a `sips:` URI
+    /// (RFC 3261 §26.2; RFC 5922: the driver checks that the server's
+    /// certificate names the domain, from [`Output::TlsDomain`]).
+    pub tls: bool,
     /// Which users requests from other domains may reach.
     pub outsiders: Outsiders,
 }
@@ -83,6 +87,9 @@ impl Outsiders {
 /// The next hops of a request for another domain, one at a time.
 pub(super) struct OutsideHops {
     resolution: Resolution,
+    /// The domain whose servers these are: what a TLS server among them
+    /// must prove it is (RFC 5922 §4).
+    domain: String,
     /// A DNS question went unanswered (a server failure or timeout, not
     /// "no such name").
     dns_failed: bool,
@@ -126,6 +133,11 @@ impl Proxy {
         let random = self.keyed_hash(&[b"R", uri.host.as_bytes(), &self.next_id.to_be_bytes()]);
         Ok(OutsideHops {
             resolution: Resolution::new(uri, random)?,
+            domain: uri
+                .host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_ascii_lowercase(),
             dns_failed: false,
             tried: 0,
         })
@@ -164,15 +176,16 @@ impl Proxy {
         let Some(hops) = server.open.as_mut().and_then(|o| o.outside.as_mut()) else {
             return;
         };
+        let tls = self.interworking.tls;
         let next = loop {
             match hops.resolution.next_destination() {
-                // SIP over TLS to other domains is not there yet (§5).
-                Some(d) if d.transport == Transport::Tls => continue,
+                Some(d) if d.transport == Transport::Tls && !tls => continue,
                 other => break other,
             }
         };
         if let Some(destination) = next {
             hops.tried += 1;
+            let domain = (destination.transport == Transport::Tls).then(|| hops.domain.clone());
             server.state = ServerState::Proceeding;
             server.forget_at = now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS;
             let target = Target {
@@ -186,6 +199,12 @@ impl Proxy {
             };
             // RFC 3261 §16.6 step 4: a REGISTER starts no dialog.
             let record_route = server.request().is_some_and(|r| r.method() != Some("REGISTER"));
+            if let Some(domain) = domain {
+                self.out.push(Output::TlsDomain {
+                    remote: destination.address,
+                    domain,
+                });
+            }
             self.schedule(super::TimerRef::Server(server_id));
             return self.forward(now, server_id, vec![target], record_route);
         }

@@ -8,6 +8,7 @@ const HOME: &str = "home.test";
 fn proxy() -> Proxy {
     Proxy::new(me(), 1).with_interworking(Interworking {
         outbound: true,
+        tls: false,
         outsiders: Outsiders::Nobody,
     })
 }

@@ -114,7 +114,7 @@ fn sent(outputs: &[Output]) -> Vec<(Flow, SipMessage)> {
         .iter()
         .filter_map(|o| match o {
             Output::Send { flow, bytes } => Some((*flow, SipMessage::parse(bytes).unwrap())),
-            Output::Locate { .. } | Output::Resolve { .. } | Output::Observed(_) => None,
+            Output::Locate { .. } | Output::Resolve { .. } | Output::TlsDomain { .. } | Output::Observed(_) => None,
         })
         .collect()
 }
@@ -124,7 +124,7 @@ fn lookup_of(outputs: &[Output]) -> (u64, String) {
         .iter()
         .find_map(|o| match o {
             Output::Locate { lookup, user } => Some((*lookup, user.clone())),
-            Output::Send { .. } | Output::Resolve { .. } | Output::Observed(_) => None,
+            Output::Send { .. } | Output::Resolve { .. } | Output::TlsDomain { .. } | Output::Observed(_) => None,
         })
         .expect("a lookup")
 }
@@ -134,7 +134,7 @@ fn observed(outputs: &[Output]) -> Vec<Observation> {
         .iter()
         .filter_map(|o| match o {
             Output::Observed(seen) => Some(seen.clone()),
-            Output::Send { .. } | Output::Locate { .. } | Output::Resolve { .. } => None,
+            Output::Send { .. } | Output::Locate { .. } | Output::Resolve { .. } | Output::TlsDomain { .. } => None,
         })
         .collect()
 }

@@ -8,6 +8,7 @@ const CORP: &str = "corp.test";
 fn outbound() -> Proxy {
     Proxy::new(me(), 1).with_interworking(Interworking {
         outbound: true,
+        tls: false,
         outsiders: Outsiders::Nobody,
     })
 }
@@ -15,6 +16,7 @@ fn outbound() -> Proxy {
 fn proxy_peer(outsiders: Outsiders) -> Proxy {
     Proxy::new(me(), 1).with_interworking(Interworking {
         outbound: false,
+        tls: false,
         outsiders,
     })
 }
@@ -458,4 +460,64 @@ fn outsider_policies_parse_and_refuse_nonsense() {
     assert_eq!(users.into_iter().collect::<Vec<_>>(), vec!["alice", "bob"]);
     assert!(Outsiders::parse(",").is_err());
     assert!(Outsiders::parse("alice bob").is_err());
+}
+
+#[test]
+fn a_domain_that_asks_for_tls_gets_it_and_its_certificate_must_name_the_domain() {
+    let mut reg = alice_registered();
+    let mut proxy = Proxy::new(me(), 1).with_interworking(Interworking {
+        outbound: true,
+        tls: true,
+        outsiders: Outsiders::Nobody,
+    });
+    let out = proxy.on_request(0, invite_carol("z9hG4bKs1"), udp(7001), Side::Phones, &mut reg);
+    let naptr = Answer::Naptr(vec![Naptr {
+        order: 10,
+        preference: 10,
+        flags: "S".into(),
+        services: "SIPS+D2T".into(),
+        replacement: format!("_sips._tcp.{CORP}"),
+    }]);
+    let out = answer(&mut proxy, 1, &out, Query::Naptr(CORP.into()), Some(naptr));
+    let out = answer(
+        &mut proxy,
+        2,
+        &out,
+        Query::Srv(format!("_sips._tcp.{CORP}")),
+        Some(Answer::Srv(vec![srv(10, 5061, "sip.corp.test.")])),
+    );
+    let out = answer(
+        &mut proxy,
+        3,
+        &out,
+        Query::Address("sip.corp.test".into()),
+        Some(ip("10.0.0.1")),
+    );
+    let server = SocketAddr::from(([10, 0, 0, 1], 5061));
+    let named = out
+        .iter()
+        .position(|o| matches!(o, Output::TlsDomain { remote, domain } if *remote == server && domain == CORP));
+    let sent_at = out
+        .iter()
+        .position(|o| matches!(o, Output::Send { flow, .. } if flow.transport == Transport::Tls));
+    assert!(
+        named.is_some() && named < sent_at,
+        "the domain is named before the INVITE goes: {out:?}"
+    );
+    let invite = &sent(&out)[0].1;
+    assert!(
+        invite.list("Via")[0].starts_with("SIP/2.0/TLS 127.0.0.1:5061;"),
+        "{:?}",
+        invite.list("Via")
+    );
+    assert_eq!(
+        without_proof(invite.list("Record-Route")),
+        vec!["<sip:127.0.0.1:5061;transport=tls;lr>", "<sip:127.0.0.1:5060;lr>"],
+        "the TLS side names the TLS listener"
+    );
+
+    // A sips: URI is taken too, and asks for TLS only (§4.1).
+    let secure = request("INVITE", &format!("sips:carol@{CORP}"), 7001, "z9hG4bKs2", "");
+    let out = proxy.on_request(10, secure, udp(7001), Side::Phones, &mut reg);
+    assert_eq!(questions(&out)[0].1, Query::Naptr(CORP.into()));
 }
