@@ -668,9 +668,12 @@ impl Core {
                         flow.transport.name()
                     ),
                     OpenFailure::WrongPeer(why) if WRONG_PEER.allow(now_ms()) => {
+                        tracing::warn!("sip: refused the peer at {}: {why}", flow.remote)
+                    }
+                    OpenFailure::WrongServer(why) if WRONG_PEER.allow(now_ms()) => {
                         tracing::warn!("sip: refused the server at {}: {why}", flow.remote)
                     }
-                    OpenFailure::WrongPeer(_) => {}
+                    OpenFailure::WrongPeer(_) | OpenFailure::WrongServer(_) => {}
                 }
                 let _ = events.send(SipInput::Closed { tx }).await;
                 let _ = events.send(SipInput::FlowFailed { flow }).await;
@@ -679,7 +682,8 @@ impl Core {
     }
 }
 
-/// Connections refused for presenting another Node-ID, logged per minute.
+/// Connections refused for presenting another Node-ID, or a certificate
+/// for another domain, logged per minute.
 static WRONG_PEER: std::sync::LazyLock<crate::log_budget::LogLimiter> = std::sync::LazyLock::new(|| {
     crate::log_budget::LogLimiter::new(10, 60_000, "connections to peers that presented another Node-ID")
 });

@@ -169,9 +169,10 @@ fn refused(remote: SocketAddr, why: &str) {
 pub(crate) enum OpenFailure {
     /// No TCP connection, or no TLS handshake, in time.
     Unreachable(String),
-    /// The peer at the address is not the one a lookup named there, or
-    /// the server is not one of the domain it was sent to.
+    /// The peer at the address is not the one a lookup named there.
     WrongPeer(String),
+    /// The server at the address is not one of the domain it was sent to.
+    WrongServer(String),
 }
 
 /// Who a TLS connection is opened to.
@@ -215,12 +216,12 @@ pub(crate) async fn open_connection(
         TlsTo::Peer { link, expected } => (link, expected),
         TlsTo::Domain { connector, domain } => {
             let name = rustls::pki_types::ServerName::try_from(domain.clone()).map_err(|_| {
-                OpenFailure::WrongPeer(format!("{domain:?} is no DNS name to check a certificate against"))
+                OpenFailure::WrongServer(format!("{domain:?} is no DNS name to check a certificate against"))
             })?;
             let stream = tokio::time::timeout(limit, connector.connect(name, tcp))
                 .await
                 .map_err(|_| Unreachable(format!("no TLS handshake within {limit:?}")))?
-                .map_err(|e| OpenFailure::WrongPeer(format!("not a server of {domain}: {e}")))?;
+                .map_err(|e| OpenFailure::WrongServer(format!("not a server of {domain}: {e}")))?;
             run_connection(stream, remote, Transport::Tls, Side::Phones, events, tx, rx).await;
             return Ok(());
         }
