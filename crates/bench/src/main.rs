@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 mod admin;
 mod footprint;
 mod forwarding;
+mod interworking;
 mod latency;
 mod overload;
 mod report;
@@ -170,7 +171,7 @@ fn run(mut args: Args) -> Result<()> {
     })?;
     let calls = section(&args, Section::Calls, &mut steal, || calls(&args, &p2psip, &layout))?;
     let interworking = section(&args, Section::Interworking, &mut steal, || {
-        interworking(&args, &p2psip, &layout)
+        interworking::measure(&args, &p2psip, &layout)
     })?;
     let latency = section(&args, Section::Latency, &mut steal, || latency(&args, &p2psip, &layout))?;
     let forwarding = section(&args, Section::Forwarding, &mut steal, || forwarding(&args, &p2psip))?;
@@ -209,6 +210,7 @@ fn run(mut args: Args) -> Result<()> {
         seconds_per_run: args.seconds,
         runs_per_figure: args.repeats,
         max_failure_ratio: throughput::MAX_FAILURE_RATIO,
+        latency_rate_per_s: args.latency_rate,
         registers,
         calls,
         interworking,
@@ -484,107 +486,6 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     Ok(Calls {
         ratio: ratio(&ours, &reference),
         p2psip: ours,
-        kamailio: reference,
-        kamailio_busy,
-    })
-}
-
-/// Issue 34 (performance): alice of a conventional domain, registered at
-/// Kamailio, calls bob of the overlay: Kamailio sends the calls to the
-/// overlay's proxy peer (peer 0 of 3), which finds bob at peer 1. Against
-/// Kamailio taking the same calls for a bob registered at itself, in the
-/// same run. CPU per call counts Kamailio's processes and the overlay's.
-fn interworking(args: &Args, p2psip: &Path, layout: &Layout) -> Result<report::InterworkingCalls> {
-    const CORP: &str = "corp.bench";
-    let bob = ["bob".to_string()];
-    let alice = ["alice".to_string()];
-    let tests = args.repo.join("crates/p2psip/tests/sipp");
-
-    eprintln!("p2psip-bench: calls from a Kamailio domain into the overlay through a proxy peer");
-    let work = scratch(&args.work, "interworking-p2psip")?;
-    let demo = start_demo_with_proxy_peers(args, p2psip, &work, (3, 1), &bob, &[1])?;
-    let corp = scratch(&work, "corp")?;
-    let route = rig::Route {
-        domain: &demo.domain,
-        proxy_peer: demo.sip[0],
-    };
-    let corp_kamailio = routing_kamailio(args, layout, &corp, &demo.password, Some(route))?;
-    let overlay_call = [
-        ("INVITE sip:[service]@corp.bench", "INVITE sip:[service]@OVERLAY"),
-        ("To: <sip:[service]@corp.bench>", "To: <sip:[service]@OVERLAY>"),
-        ("CALLER", "alice"),
-    ];
-    let overlay_call: Vec<(&str, String)> = overlay_call
-        .iter()
-        .map(|(from, to)| (*from, to.replace("OVERLAY", &demo.domain)))
-        .collect();
-    let edits: Vec<(&str, &str)> = overlay_call.iter().map(|(f, t)| (*f, t.as_str())).collect();
-    let caller = sipp::scenario(&corp, &tests.join("uac_call.xml"), CORP, &edits)?;
-    let register_alice = register_scenario(args, &corp, CORP)?;
-    let (register_bob, _, answering) = call_scenarios(args, &work, &demo.domain)?;
-    let alice_file = sipp::users_file(&corp, "alice.csv", &alice, CORP, &demo.password)?;
-    let bob_file = sipp::users_file(&work, "bob.csv", &bob, &demo.domain, &demo.password)?;
-    let both_cpu = || -> Result<f64> { Ok(demo.cpu_seconds()? + corp_kamailio.cpu_seconds()?) };
-    let inbound = throughput::calls(
-        &work,
-        &Scenarios {
-            register: &register_alice,
-            register_callee: Some(&register_bob),
-            caller: &caller,
-            callee: &answering,
-        },
-        &layout.sipp,
-        corp_kamailio.addr,
-        demo.sip[1],
-        &alice_file,
-        &bob_file,
-        "bob",
-        args.seconds,
-        usize::from(args.repeats),
-        &both_cpu,
-    )
-    .context("calls into the overlay through a proxy peer")?;
-    eprintln!(
-        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each (Kamailio and the 3 peers)",
-        inbound.per_s, inbound.rates, inbound.cpu_us_per_op
-    );
-    let password = demo.password.clone();
-    drop(corp_kamailio);
-    drop(demo);
-
-    eprintln!("p2psip-bench: the same calls, Kamailio to a callee registered at itself");
-    let work = scratch(&args.work, "interworking-kamailio")?;
-    let kamailio = kamailio(args, layout, &work, &password)?;
-    let (register, uac, uas) = call_scenarios(args, &work, CORP)?;
-    let alice_file = sipp::users_file(&work, "alice.csv", &alice, CORP, &password)?;
-    let bob_file = sipp::users_file(&work, "bob.csv", &bob, CORP, &password)?;
-    let reference = throughput::calls(
-        &work,
-        &Scenarios {
-            register: &register,
-            register_callee: None,
-            caller: &uac,
-            callee: &uas,
-        },
-        &layout.sipp,
-        kamailio.addr,
-        kamailio.addr,
-        &alice_file,
-        &bob_file,
-        "bob",
-        args.seconds,
-        usize::from(args.repeats),
-        &|| kamailio.cpu_seconds(),
-    )
-    .context("Kamailio call throughput")?;
-    eprintln!(
-        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
-        reference.per_s, reference.rates, reference.cpu_us_per_op
-    );
-    let kamailio_busy = note_busy(&kamailio);
-    Ok(report::InterworkingCalls {
-        ratio: ratio(&inbound, &reference),
-        inbound,
         kamailio: reference,
         kamailio_busy,
     })

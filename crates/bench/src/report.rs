@@ -101,6 +101,12 @@ pub struct InterworkingCalls {
     pub kamailio: Throughput,
     pub ratio: f64,
     pub kamailio_busy: (usize, usize),
+    /// INVITE→180 at the caller: into the overlay through Kamailio and
+    /// the proxy peer, out of it through the caller's peer and Kamailio,
+    /// and through Kamailio alone.
+    pub inbound_setup: crate::latency::Percentiles,
+    pub outbound_setup: crate::latency::Percentiles,
+    pub kamailio_setup: crate::latency::Percentiles,
 }
 
 #[derive(Serialize)]
@@ -112,6 +118,8 @@ pub struct Report {
     /// Runs at the chosen setting behind each throughput figure.
     pub runs_per_figure: u16,
     pub max_failure_ratio: f64,
+    /// Calls per second while call setup is timed.
+    pub latency_rate_per_s: u32,
     pub registers: Option<Registers>,
     pub calls: Option<Calls>,
     pub interworking: Option<InterworkingCalls>,
@@ -419,6 +427,25 @@ impl Report {
         }
         if self.registers.is_some() || self.calls.is_some() || self.interworking.is_some() {
             self.throughput_tables(&mut md);
+        }
+        if let Some(i) = &self.interworking {
+            let _ = writeln!(
+                md,
+                "\n## Calls with another domain (issue 34)\n\nINVITE→180 at the caller, {} calls at {} calls/s each \
+                 (captured on loopback).\n\n\
+                 | path | p50 | p99 |\n|---|---:|---:|\n\
+                 | into the overlay: UAC → Kamailio → proxy peer → overlay → peer B → UAS | {:.2} ms | {:.2} ms |\n\
+                 | out of the overlay: UAC → peer A → Kamailio → UAS | {:.2} ms | {:.2} ms |\n\
+                 | Kamailio alone: UAC → Kamailio → UAS | {:.2} ms | {:.2} ms |",
+                i.kamailio_setup.calls,
+                self.latency_rate_per_s,
+                i.inbound_setup.p50_ms,
+                i.inbound_setup.p99_ms,
+                i.outbound_setup.p50_ms,
+                i.outbound_setup.p99_ms,
+                i.kamailio_setup.p50_ms,
+                i.kamailio_setup.p99_ms
+            );
         }
         if let Some(l) = &self.latency {
             latency_table(&mut md, l);

@@ -1,0 +1,222 @@
+//! Issue 34 (performance): calls between a conventional SIP domain
+//! (Kamailio, `corp.bench`) and the overlay, against Kamailio taking the
+//! same calls itself, in one run.
+//!
+//! - Inbound: alice, registered at Kamailio, calls bob of a 3-peer
+//!   overlay; Kamailio sends the calls to the overlay's proxy peer (peer
+//!   0), which finds bob at peer 1. Throughput, CPU per call (Kamailio's
+//!   processes and the peers') and setup latency (INVITE→180).
+//! - Outbound: alice of the overlay, at peer 0, calls bob registered at
+//!   Kamailio: setup latency. Her Request-URI names Kamailio's address,
+//!   so no DNS is timed (the peer's resolver caches by TTL anyway).
+//! - Kamailio alone: alice and bob both registered at it.
+
+use crate::latency::{self, Calling, Percentiles};
+use crate::report::{ratio, InterworkingCalls};
+use crate::rig::{self, scratch, Owned};
+use crate::throughput::{self, Scenarios};
+use crate::{call_scenarios, note_busy, register_scenario, routing_kamailio, sipp, start_demo_with_proxy_peers};
+use crate::{Args, Layout};
+use anyhow::{Context, Result};
+use std::path::Path;
+
+const CORP: &str = "corp.bench";
+
+pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<InterworkingCalls> {
+    let users = ["alice".to_string(), "bob".to_string()];
+    let (alice, bob) = (&users[..1], &users[1..]);
+    let tests = args.repo.join("crates/p2psip/tests/sipp");
+
+    eprintln!("p2psip-bench: calls from a Kamailio domain into the overlay through a proxy peer");
+    let work = scratch(&args.work, "interworking-p2psip")?;
+    // alice of the overlay at peer 0 (the proxy peer), bob at peer 1.
+    let demo = start_demo_with_proxy_peers(args, p2psip, &work, (3, 1), &users, &[0, 1])?;
+    let corp = scratch(&work, "corp")?;
+    let route = rig::Route {
+        domain: &demo.domain,
+        proxy_peer: demo.sip[0],
+    };
+    let corp_kamailio = routing_kamailio(args, layout, &corp, &demo.password, Some(route))?;
+    let into_overlay = [
+        (
+            "INVITE sip:[service]@corp.bench",
+            format!("INVITE sip:[service]@{}", demo.domain),
+        ),
+        (
+            "To: <sip:[service]@corp.bench>",
+            format!("To: <sip:[service]@{}>", demo.domain),
+        ),
+        ("CALLER", "alice".to_string()),
+    ];
+    let caller = edited(&corp, &tests.join("uac_call.xml"), CORP, &into_overlay)?;
+    let register_at_corp = register_scenario(args, &corp, CORP)?;
+    let (register_at_overlay, _, answering) = call_scenarios(args, &work, &demo.domain)?;
+    let alice_at_corp = sipp::users_file(&corp, "alice.csv", alice, CORP, &demo.password)?;
+    let bob_in_overlay = sipp::users_file(&work, "bob.csv", bob, &demo.domain, &demo.password)?;
+    let both_cpu = || -> Result<f64> { Ok(demo.cpu_seconds()? + corp_kamailio.cpu_seconds()?) };
+    let inbound = throughput::calls(
+        &work,
+        &Scenarios {
+            register: &register_at_corp,
+            register_callee: Some(&register_at_overlay),
+            caller: &caller,
+            callee: &answering,
+        },
+        &layout.sipp,
+        corp_kamailio.addr,
+        demo.sip[1],
+        &alice_at_corp,
+        &bob_in_overlay,
+        "bob",
+        args.seconds,
+        usize::from(args.repeats),
+        &both_cpu,
+    )
+    .context("calls into the overlay through a proxy peer")?;
+    eprintln!(
+        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each (Kamailio and the 3 peers)",
+        inbound.per_s, inbound.rates, inbound.cpu_us_per_op
+    );
+
+    // Both registrations are still there: bob's phone answers again.
+    let calling = timed_calls(args, layout, &work, (&register_at_corp, &caller, &answering));
+    let inbound_setup = {
+        let _bob: Owned = throughput::answering_callee(&work, &answering, demo.sip[1], layout.sipp.callee)?;
+        setup(&calling, corp_kamailio.addr, "bob").context("setup time of calls into the overlay")?
+    };
+    eprintln!(
+        "  INVITE→180 p50 {:.3} ms, p99 {:.3} ms",
+        inbound_setup.p50_ms, inbound_setup.p99_ms
+    );
+
+    eprintln!("p2psip-bench: call setup from the overlay to the Kamailio domain");
+    let out = scratch(&work, "outbound")?;
+    let out_of_overlay = [
+        (
+            "INVITE sip:[service]@OVERLAY",
+            format!("INVITE sip:[service]@{}", corp_kamailio.addr),
+        ),
+        (
+            "To: <sip:[service]@OVERLAY>",
+            "To: <sip:[service]@corp.bench>".to_string(),
+        ),
+        ("CALLER", "alice".to_string()),
+    ];
+    let out_caller = edited(&out, &tests.join("uac_call.xml"), "OVERLAY", &out_of_overlay)?;
+    let out_caller = rename_domain(&out_caller, &demo.domain)?;
+    let bob_at_corp = sipp::users_file(&out, "bob.csv", bob, CORP, &demo.password)?;
+    throughput::register_once(
+        &out,
+        &register_at_corp,
+        corp_kamailio.addr,
+        &bob_at_corp,
+        layout.sipp.callee,
+    )?;
+    let alice_in_overlay = sipp::users_file(&out, "alice.csv", alice, &demo.domain, &demo.password)?;
+    throughput::register_once(
+        &out,
+        &register_at_overlay,
+        demo.sip[0],
+        &alice_in_overlay,
+        layout.sipp.caller,
+    )?;
+    let corp_answering = throughput::callee_scenario(&out, &tests, CORP)?;
+    let calling_out = timed_calls(args, layout, &out, (&register_at_overlay, &out_caller, &corp_answering));
+    let outbound_setup = {
+        let _bob: Owned = throughput::answering_callee(&out, &corp_answering, corp_kamailio.addr, layout.sipp.callee)?;
+        setup(&calling_out, demo.sip[0], "bob").context("setup time of calls out of the overlay")?
+    };
+    eprintln!(
+        "  INVITE→180 p50 {:.3} ms, p99 {:.3} ms",
+        outbound_setup.p50_ms, outbound_setup.p99_ms
+    );
+    let password = demo.password.clone();
+    drop(corp_kamailio);
+    drop(demo);
+
+    eprintln!("p2psip-bench: the same calls, Kamailio to a callee registered at itself");
+    let work = scratch(&args.work, "interworking-kamailio")?;
+    let kamailio = crate::kamailio(args, layout, &work, &password)?;
+    let (register, uac, uas) = call_scenarios(args, &work, CORP)?;
+    let alice_file = sipp::users_file(&work, "alice.csv", alice, CORP, &password)?;
+    let bob_file = sipp::users_file(&work, "bob.csv", bob, CORP, &password)?;
+    let reference = throughput::calls(
+        &work,
+        &Scenarios {
+            register: &register,
+            register_callee: None,
+            caller: &uac,
+            callee: &uas,
+        },
+        &layout.sipp,
+        kamailio.addr,
+        kamailio.addr,
+        &alice_file,
+        &bob_file,
+        "bob",
+        args.seconds,
+        usize::from(args.repeats),
+        &|| kamailio.cpu_seconds(),
+    )
+    .context("Kamailio call throughput")?;
+    eprintln!(
+        "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
+        reference.per_s, reference.rates, reference.cpu_us_per_op
+    );
+    let calling = timed_calls(args, layout, &work, (&register, &uac, &uas));
+    let kamailio_setup = {
+        let _bob: Owned = throughput::answering_callee(&work, &uas, kamailio.addr, layout.sipp.callee)?;
+        setup(&calling, kamailio.addr, "bob").context("setup time through Kamailio")?
+    };
+    eprintln!(
+        "  INVITE→180 p50 {:.3} ms, p99 {:.3} ms",
+        kamailio_setup.p50_ms, kamailio_setup.p99_ms
+    );
+    let kamailio_busy = note_busy(&kamailio);
+    Ok(InterworkingCalls {
+        ratio: ratio(&inbound, &reference),
+        inbound,
+        kamailio: reference,
+        kamailio_busy,
+        inbound_setup,
+        outbound_setup,
+        kamailio_setup,
+    })
+}
+
+/// A scenario of `source` for `domain`, with each edit made.
+fn edited(work: &Path, source: &Path, domain: &str, edits: &[(&str, String)]) -> Result<std::path::PathBuf> {
+    let edits: Vec<(&str, &str)> = edits.iter().map(|(from, to)| (*from, to.as_str())).collect();
+    sipp::scenario(work, source, domain, &edits)
+}
+
+/// The scenario at `path` with the placeholder domain `OVERLAY` that is
+/// left (the caller's own) made `domain`.
+fn rename_domain(path: &Path, domain: &str) -> Result<std::path::PathBuf> {
+    let text = std::fs::read_to_string(path)?.replace("OVERLAY", domain);
+    std::fs::write(path, text)?;
+    Ok(path.to_path_buf())
+}
+
+fn timed_calls<'a>(
+    args: &Args,
+    layout: &Layout,
+    work: &'a Path,
+    (register, caller, callee): (&'a Path, &'a Path, &'a Path),
+) -> Calling<'a> {
+    Calling {
+        work,
+        register,
+        caller,
+        callee,
+        caller_port: layout.sipp.caller,
+        callee_port: layout.sipp.callee,
+        rate_per_s: args.latency_rate,
+        calls: args.latency_calls,
+    }
+}
+
+/// INVITE→180 of the calls to `callee` through `proxy`.
+fn setup(calling: &Calling, proxy: std::net::SocketAddr, callee: &str) -> Result<Percentiles> {
+    latency::percentiles(&calling.setup_times(proxy, callee)?).context("no call measured")
+}
