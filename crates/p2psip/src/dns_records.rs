@@ -17,6 +17,10 @@ pub struct DnsRecordsArgs {
     /// repeat for more. Callers fail over to the next when one is down.
     #[arg(long = "proxy-peer", value_name = "IP:PORT", required = true)]
     proxy_peers: Vec<SocketAddr>,
+    /// A proxy peer's SIP over TLS address (its --sip-tls), in the same
+    /// order as --proxy-peer; TLS is then offered first (SIPS+D2T).
+    #[arg(long = "proxy-peer-tls", value_name = "IP:PORT")]
+    proxy_peers_tls: Vec<SocketAddr>,
     /// Seconds resolvers may keep the records.
     #[arg(long, default_value_t = 300)]
     ttl: u32,
@@ -39,23 +43,43 @@ pub fn run(args: DnsRecordsArgs) -> Result<()> {
     if !domain.split('.').all(valid) {
         bail!("--domain {:?} is not a DNS name, e.g. office.example.org", args.domain);
     }
-    for line in records(&domain, &args.proxy_peers, args.ttl, args.format) {
+    if args.proxy_peers_tls.len() > args.proxy_peers.len() {
+        bail!("more --proxy-peer-tls than --proxy-peer: give each proxy peer's TLS address in the same order");
+    }
+    let peers = ProxyPeers {
+        plain: &args.proxy_peers,
+        tls: &args.proxy_peers_tls,
+    };
+    for line in records(&domain, &peers, args.ttl, args.format) {
         println!("{line}");
     }
     Ok(())
 }
 
-/// UDP and TCP, each through the SRV records of every proxy peer: UDP
-/// first, as most phones and proxies prefer it; TCP for messages too big
-/// for a datagram.
-fn records(domain: &str, peers: &[SocketAddr], ttl: u32, format: Format) -> Vec<String> {
-    let transports = [(Transport::Udp, "SIP+D2U"), (Transport::Tcp, "SIP+D2T")];
+/// The proxy peers' SIP addresses: UDP and TCP, and TLS for the first
+/// `tls.len()` of them.
+struct ProxyPeers<'a> {
+    plain: &'a [SocketAddr],
+    tls: &'a [SocketAddr],
+}
+
+/// TLS first when offered (a caller that can should use it), then UDP,
+/// as most phones and proxies prefer it, then TCP for messages too big for
+/// a datagram; each through the SRV records of every proxy peer.
+fn records(domain: &str, peers: &ProxyPeers, ttl: u32, format: Format) -> Vec<String> {
+    let mut transports = vec![
+        (Transport::Udp, "SIP+D2U", peers.plain),
+        (Transport::Tcp, "SIP+D2T", peers.plain),
+    ];
+    if !peers.tls.is_empty() {
+        transports.insert(0, (Transport::Tls, "SIPS+D2T", peers.tls));
+    }
     let host = |i: usize| format!("proxy-peer-{}.{domain}", i + 1);
     let mut lines = Vec::new();
     if let Format::Zone = format {
         lines.push(format!("; SIP for {domain} through its proxy peers (RFC 3263)"));
     }
-    for (order, (transport, service)) in transports.iter().enumerate() {
+    for (order, (transport, service, _)) in transports.iter().enumerate() {
         let srv = srv_name(false, *transport, domain);
         let order = 10 * (order + 1);
         lines.push(match format {
@@ -63,9 +87,9 @@ fn records(domain: &str, peers: &[SocketAddr], ttl: u32, format: Format) -> Vec<
             Format::Dnsmasq => format!("--naptr-record={domain},{order},10,S,{service},,{srv}"),
         });
     }
-    for (transport, _) in transports {
+    for (transport, _, addresses) in transports {
         let srv = srv_name(false, transport, domain);
-        for (i, peer) in peers.iter().enumerate() {
+        for (i, peer) in addresses.iter().enumerate() {
             // Each peer a priority of its own: callers try them in order.
             let priority = 10 * (i + 1);
             let (port, target) = (peer.port(), host(i));
@@ -75,7 +99,7 @@ fn records(domain: &str, peers: &[SocketAddr], ttl: u32, format: Format) -> Vec<
             });
         }
     }
-    for (i, peer) in peers.iter().enumerate() {
+    for (i, peer) in peers.plain.iter().enumerate() {
         let kind = if peer.is_ipv4() { "A" } else { "AAAA" };
         let (ip, target) = (peer.ip(), host(i));
         lines.push(match format {
@@ -95,7 +119,11 @@ mod tests {
 
     #[test]
     fn two_proxy_peers_in_order_over_udp_and_tcp() {
-        let peers = ["192.0.2.1:5060".parse().unwrap(), "[2001:db8::2]:5062".parse().unwrap()];
+        let plain = ["192.0.2.1:5060".parse().unwrap(), "[2001:db8::2]:5062".parse().unwrap()];
+        let peers = ProxyPeers {
+            plain: &plain,
+            tls: &[],
+        };
         let zone = records("office.test", &peers, 60, Format::Zone);
         assert_eq!(
             &zone[1..],
@@ -110,8 +138,33 @@ mod tests {
                 "proxy-peer-2.office.test. 60 IN AAAA 2001:db8::2",
             ]
         );
-        let dnsmasq = records("office.test", &peers[..1], 60, Format::Dnsmasq);
+        let one = ProxyPeers {
+            plain: &plain[..1],
+            tls: &[],
+        };
+        let dnsmasq = records("office.test", &one, 60, Format::Dnsmasq);
         assert!(dnsmasq.contains(&"--srv-host=_sip._udp.office.test,proxy-peer-1.office.test,5060,10,10".to_string()));
         assert!(dnsmasq.contains(&"--local-ttl=60".to_string()));
+    }
+
+    #[test]
+    fn tls_is_offered_first_when_the_proxy_peers_have_it() {
+        let plain = ["192.0.2.1:5060".parse().unwrap()];
+        let tls = ["192.0.2.1:5061".parse().unwrap()];
+        let peers = ProxyPeers {
+            plain: &plain,
+            tls: &tls,
+        };
+        let zone = records("office.test", &peers, 60, Format::Zone);
+        assert_eq!(
+            zone[1],
+            "office.test. 60 IN NAPTR 10 10 \"S\" \"SIPS+D2T\" \"\" _sips._tcp.office.test."
+        );
+        assert!(zone.contains(&"_sips._tcp.office.test. 60 IN SRV 10 10 5061 proxy-peer-1.office.test.".to_string()));
+        assert_eq!(
+            zone.iter().filter(|l| l.contains(" IN A ")).count(),
+            1,
+            "one host, two ports"
+        );
     }
 }

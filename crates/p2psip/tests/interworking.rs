@@ -812,3 +812,117 @@ fn a_call_to_another_domain_goes_over_tls_to_a_server_whose_certificate_names_it
         "the peer says why: {log}"
     );
 }
+
+/// Issue 34 §5, the other way: Kamailio reaches the overlay's proxy peer
+/// over TLS. The overlay publishes only its TLS records (`p2psip
+/// dns-records --proxy-peer-tls`), so carol's call to alice can only come
+/// in over TLS; the proxy peer presents the overlay domain's certificate
+/// (`p2psip sip-cert`); carol's BYE follows the route set back over TLS.
+#[test]
+fn a_kamailio_domain_calls_into_the_overlay_over_tls() {
+    if !tool_answers("sipp", "-v", "sip-tester")
+        || !tool_available("dnsmasq", "dnsmasq-base")
+        || !tool_answers("kamailio", "-v", "kamailio")
+    {
+        return;
+    }
+    if !can_be_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Kamailio interworking test needs root or password-less sudo in CI"
+        );
+        eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
+        return;
+    }
+    let mut o = Overlay::create_with("iw-tls-in", DOMAIN, &["--user", "alice:alice-pw"]);
+    let (_, corp_cert, corp_key) = domain_certificate(&o.dir, CORP);
+    let overlay_dir = o.dir.join("overlay");
+    let certs = o.dir.join("overlay-cert");
+    run_ok(&[
+        "sip-cert",
+        "--dir",
+        overlay_dir.to_str().unwrap(),
+        "--out",
+        certs.to_str().unwrap(),
+    ]);
+    let dirs: Vec<PathBuf> = (0..2).map(|i| o.enroll(&format!("n{i}"))).collect();
+    o.enroll_user(&dirs[1], "alice", "alice-pw");
+    let sip = [loopback(free_port()), loopback(free_port())];
+    let proxy_tls = loopback(free_port());
+    let (cert, key) = (certs.join("sip-tls.crt"), certs.join("sip-tls.key"));
+    let proxy_args = [
+        "--sip".to_string(),
+        sip[0].to_string(),
+        "--proxy-peer".into(),
+        "all".into(),
+        "--sip-tls".into(),
+        proxy_tls.to_string(),
+        "--sip-tls-cert".into(),
+        cert.display().to_string(),
+        "--sip-tls-key".into(),
+        key.display().to_string(),
+    ];
+    let proxy_args: Vec<&str> = proxy_args.iter().map(String::as_str).collect();
+    let p0 = o.start_peer_with(&dirs[0], None, &proxy_args);
+    let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &["--sip", &sip[1].to_string()]);
+    wait_consistent(&[&p0, &p1], Duration::from_secs(60), "the peers to form a ring");
+
+    let published = run_ok(&[
+        "dns-records",
+        "--domain",
+        DOMAIN,
+        "--proxy-peer",
+        &sip[0].to_string(),
+        "--proxy-peer-tls",
+        &proxy_tls.to_string(),
+        "--format",
+        "dnsmasq",
+        "--ttl",
+        "60",
+    ]);
+    // Only the TLS records, and the host's address.
+    let records: Vec<String> = published
+        .lines()
+        .filter(|l| l.contains("SIPS+D2T") || l.contains("_sips._tcp") || !l.contains("_sip"))
+        .map(str::to_string)
+        .collect();
+    assert!(records.iter().any(|r| r.contains("SIPS+D2T")), "{published}");
+    let nameserver = IpAddr::from([127, 79, (std::process::id() % 200) as u8, 53]);
+    let _dns = Dns::start_at(SocketAddr::new(nameserver, 53), &[DOMAIN], &records);
+    let (corp_udp, corp_tls) = (loopback(free_port()), loopback(free_port()));
+    let tls_server = KamailioTls {
+        listen: corp_tls,
+        cert: &corp_cert,
+        key: &corp_key,
+    };
+    let _kamailio = start_kamailio(
+        &o.dir.join("kamailio"),
+        corp_udp,
+        Some(nameserver),
+        "corp-pw",
+        Some(tls_server),
+    );
+
+    let overlay_phones = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let corp_phones = Scenarios::new(&o.dir.join("corp-scenarios"), CORP);
+    let (alice_port, carol_port) = (free_port(), free_port());
+    overlay_phones.register_at(sip[1], alice_port, "alice", "alice-pw");
+    corp_phones.register_at(corp_udp, carol_port, "carol", "corp-pw");
+    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
+    let alice = sipp_at(
+        &overlay_phones.named("uas_call", "carol"),
+        sip[1],
+        alice_port,
+        "alice",
+        &limits,
+    )
+    .spawn()
+    .unwrap();
+    let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), DOMAIN);
+    let ok = sipp_at(&call, corp_udp, carol_port, "alice", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "carol's call to alice comes in over TLS and completes");
+    finished_well(alice, "alice's phone took the call and its BYE");
+}
