@@ -79,7 +79,7 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
     );
 
     // Both registrations are still there: bob's phone answers again.
-    let calling = timed_calls(args, layout, &work, (&register_at_corp, &caller, &answering));
+    let calling = crate::latency_calling(args, layout, &work, (&register_at_corp, &caller, &answering));
     let inbound_setup = {
         let _bob: Owned = throughput::answering_callee(&work, &answering, demo.sip[1], layout.sipp.callee)?;
         setup(&calling, corp_kamailio.addr, "bob").context("setup time of calls into the overlay")?
@@ -121,7 +121,7 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
         layout.sipp.caller,
     )?;
     let corp_answering = throughput::callee_scenario(&out, &tests, CORP)?;
-    let calling_out = timed_calls(args, layout, &out, (&register_at_overlay, &out_caller, &corp_answering));
+    let calling_out = crate::latency_calling(args, layout, &out, (&register_at_overlay, &out_caller, &corp_answering));
     let outbound_setup = {
         let _bob: Owned = throughput::answering_callee(&out, &corp_answering, corp_kamailio.addr, layout.sipp.callee)?;
         setup(&calling_out, demo.sip[0], "bob").context("setup time of calls out of the overlay")?
@@ -163,7 +163,7 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
         "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
         reference.per_s, reference.rates, reference.cpu_us_per_op
     );
-    let calling = timed_calls(args, layout, &work, (&register, &uac, &uas));
+    let calling = crate::latency_calling(args, layout, &work, (&register, &uac, &uas));
     let kamailio_setup = {
         let _bob: Owned = throughput::answering_callee(&work, &uas, kamailio.addr, layout.sipp.callee)?;
         setup(&calling, kamailio.addr, "bob").context("setup time through Kamailio")?
@@ -196,24 +196,6 @@ fn rename_domain(path: &Path, domain: &str) -> Result<std::path::PathBuf> {
     let text = std::fs::read_to_string(path)?.replace("OVERLAY", domain);
     std::fs::write(path, text)?;
     Ok(path.to_path_buf())
-}
-
-fn timed_calls<'a>(
-    args: &Args,
-    layout: &Layout,
-    work: &'a Path,
-    (register, caller, callee): (&'a Path, &'a Path, &'a Path),
-) -> Calling<'a> {
-    Calling {
-        work,
-        register,
-        caller,
-        callee,
-        caller_port: layout.sipp.caller,
-        callee_port: layout.sipp.callee,
-        rate_per_s: args.latency_rate,
-        calls: args.latency_calls,
-    }
 }
 
 /// INVITE→180 of the calls to `callee` through `proxy`.

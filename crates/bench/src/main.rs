@@ -495,7 +495,7 @@ fn latency_calling<'a>(
     args: &Args,
     layout: &Layout,
     work: &'a Path,
-    (register, caller, callee): &'a (PathBuf, PathBuf, PathBuf),
+    (register, caller, callee): (&'a Path, &'a Path, &'a Path),
 ) -> latency::Calling<'a> {
     latency::Calling {
         work,
@@ -533,7 +533,7 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
     let files = setup(&work, &demo.domain)?;
     let (pairs_by_hops, classes) = latency::through_overlay(
         &demo,
-        &latency_calling(args, layout, &work, &files),
+        &latency_calling(args, layout, &work, (&files.0, &files.1, &files.2)),
         &callees,
         callee_peer,
         caller,
@@ -555,7 +555,7 @@ fn latency(args: &Args, p2psip: &Path, layout: &Layout) -> Result<latency::Laten
     let kamailio = kamailio(args, layout, &work, &password)?;
     let files = setup(&work, &domain)?;
     let kamailio_times = latency::through_kamailio(
-        &latency_calling(args, layout, &work, &files),
+        &latency_calling(args, layout, &work, (&files.0, &files.1, &files.2)),
         kamailio.addr,
         &domain,
         &password,

@@ -258,6 +258,28 @@ fn a_proxy_peer_takes_calls_from_another_domain_for_the_overlays_users() {
     );
 }
 
+/// Whether the tools of a test with Kamailio are here (SIPp, dnsmasq,
+/// Kamailio) and, when it needs `root` (port 53, a mount namespace for
+/// Kamailio's resolv.conf), root or password-less sudo. In CI a missing
+/// one fails the test.
+fn kamailio_lab(root: bool) -> bool {
+    if !tool_answers("sipp", "-v", "sip-tester")
+        || !tool_available("dnsmasq", "dnsmasq-base")
+        || !tool_answers("kamailio", "-v", "kamailio")
+    {
+        return false;
+    }
+    if root && !can_be_root() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the Kamailio interworking test needs root or password-less sudo in CI"
+        );
+        eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
+        return false;
+    }
+    true
+}
+
 /// Kamailio (`tests/kamailio/corp.cfg`) as the registrar and proxy of
 /// corp.test at `listen`, reading `nameserver` from a resolv.conf of its
 /// own: Kamailio reads only /etc/resolv.conf, so it runs in a mount
@@ -367,19 +389,7 @@ fn a_kamailio_domain_and_the_overlay_call_each_other_over_ipv6() {
 
 /// Phones, the peers' SIP, Kamailio and the records on `ip`.
 fn kamailio_and_the_overlay(tag: &str, ip: IpAddr) {
-    if !tool_answers("sipp", "-v", "sip-tester")
-        || !tool_available("dnsmasq", "dnsmasq-base")
-        || !tool_answers("kamailio", "-v", "kamailio")
-    {
-        return;
-    }
-    // Port 53 and a mount namespace for Kamailio's resolv.conf.
-    if !can_be_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Kamailio interworking test needs root or password-less sudo in CI"
-        );
-        eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
+    if !kamailio_lab(true) {
         return;
     }
     let at = |port: u16| SocketAddr::new(ip, port);
@@ -601,18 +611,7 @@ fn kamailio_locations(dir: &Path) -> String {
 /// through it to the phone, and the phone calls carol as dave.
 #[test]
 fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_path() {
-    if !tool_answers("sipp", "-v", "sip-tester")
-        || !tool_available("dnsmasq", "dnsmasq-base")
-        || !tool_answers("kamailio", "-v", "kamailio")
-    {
-        return;
-    }
-    if !can_be_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Kamailio interworking test needs root or password-less sudo in CI"
-        );
-        eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
+    if !kamailio_lab(true) {
         return;
     }
     let mut o = Overlay::create_with("iw-home", DOMAIN, &["--user", "alice:alice-pw"]);
@@ -694,7 +693,7 @@ fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_pat
 /// A CA for `domain` (`p2psip init`) and the certificate it issues for
 /// that domain (`p2psip sip-cert`): the CA's certificate, the chain and key.
 fn domain_certificate(dir: &Path, domain: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca_dir, out) = (dir.join(format!("{domain}-ca")), dir.join(format!("{domain}-cert")));
+    let ca_dir = dir.join(format!("{domain}-ca"));
     run_ok(&[
         "init",
         "--dir",
@@ -704,14 +703,8 @@ fn domain_certificate(dir: &Path, domain: &str) -> (PathBuf, PathBuf, PathBuf) {
         "--user",
         "ops:ops-pw",
     ]);
-    run_ok(&[
-        "sip-cert",
-        "--dir",
-        ca_dir.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    (ca_dir.join("ca.crt"), out.join("sip-tls.crt"), out.join("sip-tls.key"))
+    let (cert, key) = sip_certificate(&ca_dir, &dir.join(format!("{domain}-cert")));
+    (ca_dir.join("ca.crt"), cert, key)
 }
 
 /// Issue 34 §5: corp.test's DNS asks for TLS (NAPTR SIPS+D2T); alice's
@@ -721,10 +714,7 @@ fn domain_certificate(dir: &Path, domain: &str) -> (PathBuf, PathBuf, PathBuf) {
 /// alice's call fails (500) instead of going to the wrong server.
 #[test]
 fn a_call_to_another_domain_goes_over_tls_to_a_server_whose_certificate_names_it() {
-    if !tool_answers("sipp", "-v", "sip-tester")
-        || !tool_available("dnsmasq", "dnsmasq-base")
-        || !tool_answers("kamailio", "-v", "kamailio")
-    {
+    if !kamailio_lab(false) {
         return;
     }
     let mut o = Overlay::create_with("iw-tls", DOMAIN, &["--user", "alice:alice-pw"]);
@@ -820,36 +810,16 @@ fn a_call_to_another_domain_goes_over_tls_to_a_server_whose_certificate_names_it
 /// (`p2psip sip-cert`); carol's BYE follows the route set back over TLS.
 #[test]
 fn a_kamailio_domain_calls_into_the_overlay_over_tls() {
-    if !tool_answers("sipp", "-v", "sip-tester")
-        || !tool_available("dnsmasq", "dnsmasq-base")
-        || !tool_answers("kamailio", "-v", "kamailio")
-    {
-        return;
-    }
-    if !can_be_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Kamailio interworking test needs root or password-less sudo in CI"
-        );
-        eprintln!("SKIPPED: the Kamailio interworking test needs root or password-less sudo");
+    if !kamailio_lab(true) {
         return;
     }
     let mut o = Overlay::create_with("iw-tls-in", DOMAIN, &["--user", "alice:alice-pw"]);
     let (_, corp_cert, corp_key) = domain_certificate(&o.dir, CORP);
-    let overlay_dir = o.dir.join("overlay");
-    let certs = o.dir.join("overlay-cert");
-    run_ok(&[
-        "sip-cert",
-        "--dir",
-        overlay_dir.to_str().unwrap(),
-        "--out",
-        certs.to_str().unwrap(),
-    ]);
+    let (cert, key) = sip_certificate(&o.dir.join("overlay"), &o.dir.join("overlay-cert"));
     let dirs: Vec<PathBuf> = (0..2).map(|i| o.enroll(&format!("n{i}"))).collect();
     o.enroll_user(&dirs[1], "alice", "alice-pw");
     let sip = [loopback(free_port()), loopback(free_port())];
     let proxy_tls = loopback(free_port());
-    let (cert, key) = (certs.join("sip-tls.crt"), certs.join("sip-tls.key"));
     let proxy_args = [
         "--sip".to_string(),
         sip[0].to_string(),

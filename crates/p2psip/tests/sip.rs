@@ -435,16 +435,8 @@ fn a_baresip_phone_registers_and_calls_over_tls() {
     let (mut o, dirs) = sip_overlay("sip-tls", 3);
     o.enroll_user(&dirs[0], "alice", "alice-pw");
     o.enroll_user(&dirs[2], "bob", "bob-pw");
-    let certs = o.dir.join("sip-tls");
     let overlay_dir = o.dir.join("overlay");
-    run_ok(&[
-        "sip-cert",
-        "--dir",
-        overlay_dir.to_str().unwrap(),
-        "--out",
-        certs.to_str().unwrap(),
-    ]);
-    let (cert, key) = (certs.join("sip-tls.crt"), certs.join("sip-tls.key"));
+    let (cert, key) = sip_certificate(&overlay_dir, &o.dir.join("sip-tls"));
     let sip: Vec<SocketAddr> = (0..3).map(|_| loopback(free_port())).collect();
     let alice_tls = loopback(free_port());
     let tls_args = [

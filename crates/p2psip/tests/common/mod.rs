@@ -405,6 +405,19 @@ pub fn sorted_ids(peers: &[&Peer]) -> Vec<String> {
     ids
 }
 
+/// `p2psip sip-cert`: a certificate for the SIP domain of the overlay in
+/// `overlay_dir`, issued by its CA into `out`; the chain and key files.
+pub fn sip_certificate(overlay_dir: &Path, out: &Path) -> (PathBuf, PathBuf) {
+    run_ok(&[
+        "sip-cert",
+        "--dir",
+        overlay_dir.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    (out.join("sip-tls.crt"), out.join("sip-tls.key"))
+}
+
 /// Whether this process is root; if not, what needs root (namespaces,
 /// port 53) is run through `sudo -n` (CI may run as a user with
 /// password-less sudo).
