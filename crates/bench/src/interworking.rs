@@ -137,32 +137,15 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
     eprintln!("p2psip-bench: the same calls, Kamailio to a callee registered at itself");
     let work = scratch(&args.work, "interworking-kamailio")?;
     let kamailio = crate::kamailio(args, layout, &work, &password)?;
-    let (register, uac, uas) = call_scenarios(args, &work, CORP)?;
-    let alice_file = sipp::users_file(&work, "alice.csv", alice, CORP, &password)?;
-    let bob_file = sipp::users_file(&work, "bob.csv", bob, CORP, &password)?;
-    let reference = throughput::calls(
-        &work,
-        &Scenarios {
-            register: &register,
-            register_callee: None,
-            caller: &uac,
-            callee: &uas,
-        },
-        &layout.sipp,
-        kamailio.addr,
-        kamailio.addr,
-        &alice_file,
-        &bob_file,
-        "bob",
-        args.seconds,
-        usize::from(args.repeats),
-        &|| kamailio.cpu_seconds(),
-    )
-    .context("Kamailio call throughput")?;
+    let cpu = || kamailio.cpu_seconds();
+    let addr = kamailio.addr;
+    let reference = crate::alice_calls_bob(args, layout, &work, (CORP, &password), (addr, addr), &cpu)
+        .context("Kamailio call throughput")?;
     eprintln!(
         "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
         reference.per_s, reference.rates, reference.cpu_us_per_op
     );
+    let (register, uac, uas) = call_scenarios(args, &work, CORP)?;
     let calling = crate::latency_calling(args, layout, &work, (&register, &uac, &uas));
     let kamailio_setup = {
         let _bob: Owned = throughput::answering_callee(&work, &uas, kamailio.addr, layout.sipp.callee)?;

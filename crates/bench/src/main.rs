@@ -428,42 +428,14 @@ fn registers(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Registers> {
 /// overlay, and through Kamailio.
 fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     let users = ["alice".to_string(), "bob".to_string()];
-    let run = |work: &Path,
-               domain: &str,
-               password: &str,
-               caller: SocketAddr,
-               callee: SocketAddr,
-               cpu: throughput::CpuMeter| {
-        let (register, uac, uas) = call_scenarios(args, work, domain)?;
-        let alice = sipp::users_file(work, "alice.csv", &users[..1], domain, password)?;
-        let bob = sipp::users_file(work, "bob.csv", &users[1..], domain, password)?;
-        throughput::calls(
-            work,
-            &Scenarios {
-                register: &register,
-                register_callee: None,
-                caller: &uac,
-                callee: &uas,
-            },
-            &layout.sipp,
-            caller,
-            callee,
-            &alice,
-            &bob,
-            "bob",
-            args.seconds,
-            usize::from(args.repeats),
-            cpu,
-        )
-    };
 
     eprintln!("p2psip-bench: call throughput, p2psip (alice at peer 0, bob at peer 1 of 3)");
     let work = scratch(&args.work, "calls-p2psip")?;
     let demo = start_demo(args, p2psip, &work, 3, &users, &[])?;
-    let ours = run(&work, &demo.domain, &demo.password, demo.sip[0], demo.sip[1], &|| {
-        demo.cpu_seconds()
-    })
-    .context("p2psip call throughput")?;
+    let cpu = || demo.cpu_seconds();
+    let overlay = (demo.domain.as_str(), demo.password.as_str());
+    let ours = alice_calls_bob(args, layout, &work, overlay, (demo.sip[0], demo.sip[1]), &cpu)
+        .context("p2psip call throughput")?;
     eprintln!(
         "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
         ours.per_s, ours.rates, ours.cpu_us_per_op
@@ -474,10 +446,10 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
     eprintln!("p2psip-bench: call throughput, Kamailio");
     let work = scratch(&args.work, "calls-kamailio")?;
     let kamailio = kamailio(args, layout, &work, &password)?;
-    let reference = run(&work, &domain, &password, kamailio.addr, kamailio.addr, &|| {
-        kamailio.cpu_seconds()
-    })
-    .context("Kamailio call throughput")?;
+    let cpu = || kamailio.cpu_seconds();
+    let at = (kamailio.addr, kamailio.addr);
+    let reference =
+        alice_calls_bob(args, layout, &work, (&domain, &password), at, &cpu).context("Kamailio call throughput")?;
     eprintln!(
         "  {:.0}/s (median of {:.0?}), {:.0} µs CPU each",
         reference.per_s, reference.rates, reference.cpu_us_per_op
@@ -489,6 +461,39 @@ fn calls(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Calls> {
         kamailio: reference,
         kamailio_busy,
     })
+}
+
+/// Call throughput of alice (registered at `caller`) calling bob
+/// (registered at `callee`), both of `domain`: the tests' scenarios.
+fn alice_calls_bob(
+    args: &Args,
+    layout: &Layout,
+    work: &Path,
+    (domain, password): (&str, &str),
+    (caller, callee): (SocketAddr, SocketAddr),
+    cpu: throughput::CpuMeter,
+) -> Result<throughput::Throughput> {
+    let (register, uac, uas) = call_scenarios(args, work, domain)?;
+    let alice = sipp::users_file(work, "alice.csv", &["alice".to_string()], domain, password)?;
+    let bob = sipp::users_file(work, "bob.csv", &["bob".to_string()], domain, password)?;
+    throughput::calls(
+        work,
+        &Scenarios {
+            register: &register,
+            register_callee: None,
+            caller: &uac,
+            callee: &uas,
+        },
+        &layout.sipp,
+        caller,
+        callee,
+        &alice,
+        &bob,
+        "bob",
+        args.seconds,
+        usize::from(args.repeats),
+        cpu,
+    )
 }
 
 fn latency_calling<'a>(

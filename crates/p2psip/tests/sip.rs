@@ -334,6 +334,28 @@ fn a_peer_that_took_over_another_peers_sip_address_is_not_sent_its_calls() {
     assert!(status(peers[0].admin).is_some_and(|s| s.joined));
 }
 
+/// bob's baresip on UDP at `peer`, sending a 660 Hz tone, once registered.
+fn bobs_baresip(phones: &std::path::Path, peer: SocketAddr, procs: &mut Procs) -> softphone::Softphone {
+    let bob = softphone::Softphone::start(
+        phones,
+        &softphone::Account {
+            user: "bob",
+            password: "bob-pw",
+            domain: DOMAIN,
+            peer,
+            tone_hz: 660,
+            tone_s: 60,
+            tls: None,
+        },
+        &[],
+        procs,
+    );
+    wait_for(Duration::from_secs(20), "bob's baresip to register", || {
+        bob.logged("bob@sip.test.invalid: {0/UDP/v4} 200 OK () [1 binding]")
+    });
+    bob
+}
+
 /// Issue 5 acceptance, a real softphone: two baresip instances, alice's at
 /// peer 0 and bob's at peer 2, each registered with digest. Alice dials bob
 /// through the overlay (her phone also answers the 407 of the first
@@ -348,23 +370,7 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
     let (mut o, sip, peers) = alice_and_bob("sip-baresip", 3, 0, 2);
     let all: Vec<&Peer> = peers.iter().collect();
     let phones = o.dir.join("phones");
-    let bob = softphone::Softphone::start(
-        &phones,
-        &softphone::Account {
-            user: "bob",
-            password: "bob-pw",
-            domain: DOMAIN,
-            peer: sip[2],
-            tone_hz: 660,
-            tone_s: 60,
-            tls: None,
-        },
-        &[],
-        &mut o.procs,
-    );
-    wait_for(Duration::from_secs(20), "bob's baresip to register", || {
-        bob.logged("bob@sip.test.invalid: {0/UDP/v4} 200 OK () [1 binding]")
-    });
+    let bob = bobs_baresip(&phones, sip[2], &mut o.procs);
     wait_for(Duration::from_secs(10), "bob's registration at 3 replicas", || {
         stored_registrations(&all) == 3.0
     });
@@ -458,23 +464,7 @@ fn a_baresip_phone_registers_and_calls_over_tls() {
 
     let phones = o.dir.join("phones");
     let ca = overlay_dir.join("ca.crt");
-    let bob = softphone::Softphone::start(
-        &phones,
-        &softphone::Account {
-            user: "bob",
-            password: "bob-pw",
-            domain: DOMAIN,
-            peer: sip[2],
-            tone_hz: 660,
-            tone_s: 60,
-            tls: None,
-        },
-        &[],
-        &mut o.procs,
-    );
-    wait_for(Duration::from_secs(20), "bob's baresip to register", || {
-        bob.logged("bob@sip.test.invalid: {0/UDP/v4} 200 OK () [1 binding]")
-    });
+    let bob = bobs_baresip(&phones, sip[2], &mut o.procs);
     let alice = softphone::Softphone::start(
         &phones,
         &softphone::Account {
