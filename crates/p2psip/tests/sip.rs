@@ -334,6 +334,23 @@ fn a_peer_that_took_over_another_peers_sip_address_is_not_sent_its_calls() {
     assert!(status(peers[0].admin).is_some_and(|s| s.joined));
 }
 
+/// alice's phone decoded bob's 660 Hz tone and bob's alice's 440 Hz: at
+/// least 2 s of each, within 5 % of its pitch.
+fn each_hears_the_other(alice: &softphone::Softphone, bob: &softphone::Softphone) {
+    for (phone, expected_hz, who) in [(bob, 440.0, "bob hears alice"), (alice, 660.0, "alice hears bob")] {
+        let mut last = None;
+        wait_for(Duration::from_secs(10), who, || {
+            last = phone.heard();
+            last.as_ref().is_some_and(|t| t.sounding_s >= 2.0)
+        });
+        let tone = last.unwrap();
+        assert!(
+            (tone.hz - expected_hz).abs() < expected_hz * 0.05,
+            "{who}: {tone:?}, expected about {expected_hz} Hz"
+        );
+    }
+}
+
 /// bob's baresip on UDP at `peer`, sending a 660 Hz tone, once registered.
 fn bobs_baresip(phones: &std::path::Path, peer: SocketAddr, procs: &mut Procs) -> softphone::Softphone {
     let bob = softphone::Softphone::start(
@@ -412,18 +429,7 @@ fn baresip_phones_at_different_peers_call_each_other_and_hear_each_other() {
     assert!(bob.logged(&format!("Call established: sip:alice@{DOMAIN}")));
 
     // Each decoded the other's tone: at least 2 of alice's 4 seconds.
-    for (phone, expected_hz, who) in [(&bob, 440.0, "bob hears alice"), (&alice, 660.0, "alice hears bob")] {
-        let mut last = None;
-        wait_for(Duration::from_secs(10), who, || {
-            last = phone.heard();
-            last.as_ref().is_some_and(|t| t.sounding_s >= 2.0)
-        });
-        let tone = last.unwrap();
-        assert!(
-            (tone.hz - expected_hz).abs() < expected_hz * 0.05,
-            "{who}: {tone:?}, expected about {expected_hz} Hz"
-        );
-    }
+    each_hears_the_other(&alice, &bob);
     for p in &peers {
         assert!(status(p.admin).is_some(), "every peer still serves");
     }
@@ -496,18 +502,7 @@ fn a_baresip_phone_registers_and_calls_over_tls() {
         alice_log.contains(&format!("Record-Route: <sip:{alice_tls};transport=tls;lr;dlg=")),
         "{alice_log}"
     );
-    for (phone, expected_hz, who) in [(&bob, 440.0, "bob hears alice"), (&alice, 660.0, "alice hears bob")] {
-        let mut last = None;
-        wait_for(Duration::from_secs(10), who, || {
-            last = phone.heard();
-            last.as_ref().is_some_and(|t| t.sounding_s >= 2.0)
-        });
-        let tone = last.unwrap();
-        assert!(
-            (tone.hz - expected_hz).abs() < expected_hz * 0.05,
-            "{who}: {tone:?}, expected about {expected_hz} Hz"
-        );
-    }
+    each_hears_the_other(&alice, &bob);
 }
 
 /// `p2psip user` against the directories with a running peer.
