@@ -399,9 +399,10 @@ async fn configure(State(engine): State<mpsc::Sender<Input>>, document: axum::bo
                 }
                 ConfigRefusal::Older { .. } => StatusCode::CONFLICT,
                 ConfigRefusal::TooMany => StatusCode::TOO_MANY_REQUESTS,
-                ConfigRefusal::Invalid(_) | ConfigRefusal::Incompatible(_) | ConfigRefusal::UnknownType(_) => {
-                    StatusCode::UNPROCESSABLE_ENTITY
-                }
+                ConfigRefusal::Invalid(_)
+                | ConfigRefusal::Incompatible(_)
+                | ConfigRefusal::Revoked(_)
+                | ConfigRefusal::UnknownType(_) => StatusCode::UNPROCESSABLE_ENTITY,
             };
             (status, refusal.to_string()).into_response()
         }

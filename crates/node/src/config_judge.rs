@@ -90,10 +90,7 @@ impl ConfigurationJudge for DocumentJudge {
         }
         // §11.1: the overlay's operator has revoked this node.
         if let Some(me) = self.own_node_ids.iter().find(|n| new.bad_nodes.contains(n)) {
-            return Err(ConfigRefusal::Incompatible(format!(
-                "it lists this node ({}) as a bad-node",
-                me.to_hex()
-            )));
+            return Err(ConfigRefusal::Revoked(me.to_hex()));
         }
         Ok(())
     }

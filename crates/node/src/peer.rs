@@ -613,6 +613,7 @@ async fn drive<T: Topology + Tables>(
         left: false,
         refusal_logs: crate::log_budget::LogBudget::new(10, 60_000),
         must_exit: None,
+        revoked: false,
         refetch: Default::default(),
         metrics,
     };
@@ -696,6 +697,9 @@ struct Driver<T: Topology + Tables> {
     /// The overlay moved to a configuration this peer cannot run (§11.1):
     /// why; the peer leaves and exits with it.
     must_exit: Option<String>,
+    /// The overlay listed this node as a bad-node: it exits without
+    /// leaving (§11.1).
+    revoked: bool,
     /// When to fetch the configuration document again (§11.1, §6.5.4).
     refetch: crate::config_refetch::Refetch,
     /// A leave finished (`Event::Left` came out of the engine), even if
@@ -772,7 +776,7 @@ impl<T: Topology + Tables> Driver<T> {
                 }
                 _ = async {}, if self.must_exit.is_some() && leave_deadline.is_none() => {
                     leave_deadline = Some(Instant::now() + LEAVE_TIMEOUT);
-                    if !self.begin_leave() {
+                    if self.revoked || !self.begin_leave() {
                         return;
                     }
                 }
@@ -1112,6 +1116,12 @@ impl<T: Topology + Tables> Driver<T> {
                         from.to_hex()
                     );
                     self.must_exit = Some(why.clone());
+                } else if let overlay::ConfigRefusal::Revoked(_) = &refusal {
+                    // Every peer cuts a revoked node off: there is no one
+                    // to hand data over to, so it exits at once.
+                    tracing::error!("{refusal} (from {}); exiting", from.to_hex());
+                    self.must_exit = Some(refusal.to_string());
+                    self.revoked = true;
                 } else if self.refusal_logs.take(now_ms()).0 {
                     tracing::warn!("refused a ConfigUpdate from {}: {refusal}", from.to_hex());
                 }

@@ -53,6 +53,11 @@ pub enum ConfigRefusal {
     /// exit the overlay).
     #[error("this node cannot run the new configuration: {0}")]
     Incompatible(String),
+    /// The new configuration lists this node as a bad-node (§11.1): the
+    /// overlay's operator revoked it. It must exit, and every peer cuts it
+    /// off, so it has no data to hand over to anyone.
+    #[error("the new configuration lists this node ({0}) as a bad-node")]
+    Revoked(String),
     #[error("configuration sequence {theirs} is older than this node's {ours}")]
     Older { ours: u16, theirs: u16 },
     #[error("kind {0} is already defined otherwise; change a Kind with a new configuration document")]
@@ -75,7 +80,7 @@ impl ConfigRefusal {
         match self {
             ConfigRefusal::Older { .. } => ErrorCode::CONFIG_TOO_OLD,
             ConfigRefusal::Invalid(_) | ConfigRefusal::UnknownType(_) => ErrorCode::INVALID_MESSAGE,
-            ConfigRefusal::Incompatible(_) => ErrorCode::INCOMPATIBLE_WITH_OVERLAY,
+            ConfigRefusal::Incompatible(_) | ConfigRefusal::Revoked(_) => ErrorCode::INCOMPATIBLE_WITH_OVERLAY,
             ConfigRefusal::NotSigned(_)
             | ConfigRefusal::ConflictingKind(_)
             | ConfigRefusal::TooMany

@@ -133,7 +133,7 @@ fn a_document_listing_this_node_as_a_bad_node_cannot_be_run_by_it() {
         .check_runnable(document.as_bytes())
         .unwrap_err();
     assert!(
-        matches!(&refusal, ConfigRefusal::Incompatible(why) if why.contains("bad-node")),
+        matches!(&refusal, ConfigRefusal::Revoked(id) if *id == me.to_hex()),
         "{refusal:?}"
     );
     let other = NodeId::from_u128(0x78);
