@@ -572,12 +572,25 @@ impl Core {
                     });
                 }
                 SipOutput::Resolve { query, token } => self.resolve(query, token),
+                SipOutput::Alias { advertised, connection } => self.alias(advertised, connection),
                 SipOutput::Unreachable { address } => {
                     let forget = SipOverlayRequest::Unreachable { address };
                     let _ = self.overlay.send(Input::Sip(forget)).await;
                 }
                 SipOutput::Event(event) => self.report(event),
             }
+        }
+    }
+
+    /// Messages for `advertised` go over `connection` while it is open:
+    /// when it closes, its every entry goes (`SipInput::Closed`).
+    fn alias(&mut self, advertised: Flow, connection: Flow) {
+        if let Some(open) = self.connections.get(&connection) {
+            let alias = Connection {
+                tx: open.tx.clone(),
+                peer: open.peer,
+            };
+            self.connections.insert(advertised, alias);
         }
     }
 

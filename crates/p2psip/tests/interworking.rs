@@ -895,4 +895,23 @@ fn a_kamailio_domain_calls_into_the_overlay_over_tls() {
         .success();
     assert!(ok, "carol's call to alice comes in over TLS and completes");
     finished_well(alice, "alice's phone took the call and its BYE");
+
+    // Now alice hangs up: her BYE leaves the proxy peer for Kamailio's TLS
+    // address over the connection Kamailio opened (connection reuse).
+    let alice = sipp_at(
+        &overlay_phones.named("uas_call_hangs_up", "carol"),
+        sip[1],
+        alice_port,
+        "alice",
+        &limits,
+    )
+    .spawn()
+    .unwrap();
+    let call = call_scenario(&corp_phones.dir, "uac_call_hung_up", &format!("carol@{CORP}"), DOMAIN);
+    let ok = sipp_at(&call, corp_udp, carol_port, "alice", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "carol's phone gets alice's BYE through Kamailio");
+    finished_well(alice, "alice's BYE was answered");
 }

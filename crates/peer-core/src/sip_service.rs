@@ -89,6 +89,10 @@ pub enum SipOutput {
     /// A peer's SIP address could not be reached: the overlay side should
     /// ask its peer again rather than reuse it.
     Unreachable { address: SocketAddr },
+    /// Messages for `advertised` may go over the open connection of
+    /// `connection` while it lasts (connection reuse toward another
+    /// domain's server that connected here over TLS).
+    Alias { advertised: Flow, connection: Flow },
     /// For metrics and logs.
     Event(SipEvent),
 }
@@ -137,34 +141,50 @@ pub fn counted_method(method: &str) -> &'static str {
         .unwrap_or("other")
 }
 
-/// Which other SIP domain each TLS server address the proxy sent to is
-/// a server of, so that a connection opened there checks that name (RFC
-/// 5922 §4). Bounded: past [`MAX_TLS_DOMAINS`] addresses the oldest go.
-#[derive(Default)]
-struct TlsDomains {
-    by_address: HashMap<SocketAddr, String>,
-    order: VecDeque<SocketAddr>,
+/// A map that keeps at most [`MAX_REMEMBERED`] entries: past it the
+/// oldest go.
+struct Bounded<K, V> {
+    by_key: HashMap<K, V>,
+    order: VecDeque<K>,
 }
 
-/// Addresses of other domains' TLS servers remembered at once.
-const MAX_TLS_DOMAINS: usize = 4096;
+/// Entries a [`Bounded`] map keeps.
+const MAX_REMEMBERED: usize = 4096;
 
-impl TlsDomains {
-    fn learn(&mut self, remote: SocketAddr, domain: String) {
-        if self.by_address.insert(remote, domain).is_none() {
-            self.order.push_back(remote);
+impl<K, V> Default for Bounded<K, V> {
+    fn default() -> Self {
+        Bounded {
+            by_key: HashMap::new(),
+            order: VecDeque::new(),
         }
-        while self.order.len() > MAX_TLS_DOMAINS {
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy, V: PartialEq> Bounded<K, V> {
+    /// Whether `key` now maps to a value it did not map to before.
+    fn learn(&mut self, key: K, value: V) -> bool {
+        match self.by_key.insert(key, value) {
+            None => self.order.push_back(key),
+            Some(old) if Some(&old) == self.by_key.get(&key) => return false,
+            Some(_) => {}
+        }
+        while self.order.len() > MAX_REMEMBERED {
             if let Some(oldest) = self.order.pop_front() {
-                self.by_address.remove(&oldest);
+                self.by_key.remove(&oldest);
             }
         }
+        true
     }
 
-    fn get(&self, remote: &SocketAddr) -> Option<&str> {
-        self.by_address.get(remote).map(String::as_str)
+    fn get(&self, key: &K) -> Option<&V> {
+        self.by_key.get(key)
     }
 }
+
+/// Which other SIP domain each TLS server address the proxy sent to is
+/// a server of, so that a connection opened there checks that name (RFC
+/// 5922 §4).
+type TlsDomains = Bounded<SocketAddr, String>;
 
 /// A REGISTER waiting for its Store in the overlay.
 struct Registering {
@@ -191,6 +211,9 @@ pub struct SipService {
     peer_ids: PeerIds,
     /// Which other domain each TLS server address belongs to.
     tls_domains: TlsDomains,
+    /// TLS connections in, by the address their senders listen on, as
+    /// last told to the driver.
+    aliases: Bounded<Flow, Flow>,
     registering: HashMap<u64, Registering>,
     next_token: u64,
     next_expiry: u64,
@@ -208,6 +231,7 @@ impl SipService {
             peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS, !seed),
             peer_ids: PeerIds::default(),
             tls_domains: TlsDomains::default(),
+            aliases: Bounded::default(),
             registering: HashMap::new(),
             next_token: 0,
             next_expiry: 0,
@@ -311,7 +335,7 @@ impl SipService {
     fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
         let (peer, domain) = match flow.transport {
             registrar::Transport::Tls => match self.tls_domains.get(&flow.remote) {
-                Some(domain) => (None, Some(domain.to_string())),
+                Some(domain) => (None, Some(domain.clone())),
                 None => (self.peer_ids.expected(&flow.remote), None),
             },
             _ => (None, None),
@@ -338,7 +362,9 @@ impl SipService {
                 Output::Resolve { lookup, query } => {
                     self.outputs.push_back(SipOutput::Resolve { query, token: lookup });
                 }
-                Output::TlsDomain { remote, domain } => self.tls_domains.learn(remote, domain),
+                Output::TlsDomain { remote, domain } => {
+                    self.tls_domains.learn(remote, domain);
+                }
                 Output::Observed(seen) => {
                     if let Observation::AuthFailed { user, remote } = seen {
                         self.event(SipEvent::AuthFailed {
@@ -379,6 +405,14 @@ impl SipService {
         if !message.is_request() {
             let out = self.proxy.on_response(now, message, flow);
             return self.proxy_outputs(out);
+        }
+        if let Some(advertised) = sip::proxy::connection_alias(&message, flow).filter(|_| side == Side::Phones) {
+            if self.aliases.learn(advertised, flow) {
+                self.outputs.push_back(SipOutput::Alias {
+                    advertised,
+                    connection: flow,
+                });
+            }
         }
         let method = counted_method(message.method().unwrap_or_default());
         self.event(SipEvent::Request { method });

@@ -30,7 +30,7 @@ mod tests;
 pub use home_registration::registers_elsewhere;
 pub use observation::{Observation, MAX_NAME};
 pub use other_domains::{Interworking, Outsiders};
-pub use route::{host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
+pub use route::{connection_alias, host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
 pub use setup_budget::{MAX_SILENT_PER_PHONE, SETUP_WAIT_MS};
 
 use crate::capacity::GiveBack;

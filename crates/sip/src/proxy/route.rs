@@ -115,6 +115,26 @@ pub fn stamp_received(request: &mut SipMessage, from: SocketAddr) {
     }
 }
 
+/// The address a request's sender listens on for TLS, when it came over
+/// a TLS connection from another port of the same host: its top Via's
+/// sent-by (RFC 3261 §18.2.2; port 5061 by default). Requests this peer
+/// later sends to that address may go over the same connection (RFC 5923
+/// §5's reuse, without its `alias` flag, which most servers do not send:
+/// only toward the same host's address, so no sender can draw another
+/// host's requests onto its connection).
+pub fn connection_alias(request: &SipMessage, flow: Flow) -> Option<Flow> {
+    if flow.transport != Transport::Tls {
+        return None;
+    }
+    let top = Via::parse(request.list("Via").first()?)?;
+    let ip = host_ip(&top.host).filter(|ip| *ip == flow.remote.ip())?;
+    let advertised = SocketAddr::new(ip, top.port.unwrap_or(5061));
+    (top.transport == "TLS" && advertised != flow.remote).then_some(Flow {
+        transport: Transport::Tls,
+        remote: advertised,
+    })
+}
+
 /// Where a response goes after this peer took its own Via off (§18.2.2):
 /// the `received`/`rport` of the next Via, or its sent-by.
 pub fn response_flow(via: &Via) -> Option<Flow> {

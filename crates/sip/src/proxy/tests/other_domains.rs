@@ -521,3 +521,21 @@ fn a_domain_that_asks_for_tls_gets_it_and_its_certificate_must_name_the_domain()
     let out = proxy.on_request(10, secure, udp(7001), Side::Phones, &mut reg);
     assert_eq!(questions(&out)[0].1, Query::Naptr(CORP.into()));
 }
+
+#[test]
+fn a_tls_connection_in_is_reused_only_toward_its_own_hosts_address() {
+    let conn = tls("10.0.0.5:40001");
+    let mut invite = request("INVITE", &format!("sip:bob@{DOMAIN}"), 9000, "z9hG4bKa1", "");
+    invite.set("Via", "SIP/2.0/TLS 10.0.0.5:5061;branch=z9hG4bKa1");
+    assert_eq!(connection_alias(&invite, conn), Some(tls("10.0.0.5:5061")));
+    invite.set("Via", "SIP/2.0/TLS 10.0.0.5;branch=z9hG4bKa1");
+    assert_eq!(connection_alias(&invite, conn), Some(tls("10.0.0.5:5061")), "5061 by default");
+    // Another host's address never takes this connection's requests.
+    invite.set("Via", "SIP/2.0/TLS 10.0.0.6:5061;branch=z9hG4bKa1");
+    assert_eq!(connection_alias(&invite, conn), None);
+    // Nor does anything but TLS.
+    invite.set("Via", "SIP/2.0/TCP 10.0.0.5:5060;branch=z9hG4bKa1");
+    assert_eq!(connection_alias(&invite, conn), None);
+    invite.set("Via", "SIP/2.0/TLS 10.0.0.5:5061;branch=z9hG4bKa1");
+    assert_eq!(connection_alias(&invite, tcp("10.0.0.5:40001")), None);
+}
