@@ -529,7 +529,11 @@ fn a_tls_connection_in_is_reused_only_toward_its_own_hosts_address() {
     invite.set("Via", "SIP/2.0/TLS 10.0.0.5:5061;branch=z9hG4bKa1");
     assert_eq!(connection_alias(&invite, conn), Some(tls("10.0.0.5:5061")));
     invite.set("Via", "SIP/2.0/TLS 10.0.0.5;branch=z9hG4bKa1");
-    assert_eq!(connection_alias(&invite, conn), Some(tls("10.0.0.5:5061")), "5061 by default");
+    assert_eq!(
+        connection_alias(&invite, conn),
+        Some(tls("10.0.0.5:5061")),
+        "5061 by default"
+    );
     // Another host's address never takes this connection's requests.
     invite.set("Via", "SIP/2.0/TLS 10.0.0.6:5061;branch=z9hG4bKa1");
     assert_eq!(connection_alias(&invite, conn), None);
