@@ -530,7 +530,9 @@ async fn drive<T: Topology + Tables>(
                 dialog_secret,
                 interworking: sip::proxy::Interworking {
                     outbound: true,
-                    tls: true,
+                    // Only with a TLS listener of its own: the other
+                    // domain's requests in the dialog come back there.
+                    tls: opts.sip_tls.is_some(),
                     outsiders: opts.outsiders.clone(),
                 },
                 dns: dns(&opts.dns_servers),

@@ -583,8 +583,12 @@ impl Core {
     }
 
     /// Messages for `advertised` go over `connection` while it is open:
-    /// when it closes, its every entry goes (`SipInput::Closed`).
+    /// when it closes, its every entry goes (`SipInput::Closed`). A
+    /// connection of its own to that address stays.
     fn alias(&mut self, advertised: Flow, connection: Flow) {
+        if self.connections.contains_key(&advertised) {
+            return;
+        }
         if let Some(open) = self.connections.get(&connection) {
             let alias = Connection {
                 tx: open.tx.clone(),

@@ -736,12 +736,21 @@ fn a_call_to_another_domain_goes_over_tls_to_a_server_whose_certificate_names_it
     );
     let sip = [loopback(free_port()), loopback(free_port())];
     let (sip0, dns_arg) = (sip[0].to_string(), dns_at.to_string());
+    // TLS to other domains takes a TLS listener of the peer's own.
+    let (own_cert, own_key) = sip_certificate(&o.dir.join("overlay"), &o.dir.join("overlay-cert"));
+    let own_tls = loopback(free_port()).to_string();
     let p0 = o.start_peer_with(
         &dirs[0],
         None,
         &[
             "--sip",
             &sip0,
+            "--sip-tls",
+            &own_tls,
+            "--sip-tls-cert",
+            own_cert.to_str().unwrap(),
+            "--sip-tls-key",
+            own_key.to_str().unwrap(),
             "--dns-server",
             &dns_arg,
             "--sip-tls-ca",

@@ -211,8 +211,9 @@ pub struct SipService {
     peer_ids: PeerIds,
     /// Which other domain each TLS server address belongs to.
     tls_domains: TlsDomains,
-    /// TLS connections in, by the address their senders listen on, as
-    /// last told to the driver.
+    /// TLS connections in and the one address each sender listens on
+    /// that was told to the driver (one each, so the driver's table grows
+    /// with connections, not with what senders claim).
     aliases: Bounded<Flow, Flow>,
     registering: HashMap<u64, Registering>,
     next_token: u64,
@@ -334,9 +335,10 @@ impl SipService {
 
     fn send(&mut self, flow: Flow, bytes: Vec<u8>) {
         let (peer, domain) = match flow.transport {
-            registrar::Transport::Tls => match self.tls_domains.get(&flow.remote) {
-                Some(domain) => (None, Some(domain.clone())),
-                None => (self.peer_ids.expected(&flow.remote), None),
+            // A peer's address is a peer's whatever a request named it.
+            registrar::Transport::Tls => match self.peer_ids.expected(&flow.remote) {
+                Some(peer) => (Some(peer), None),
+                None => (None, self.tls_domains.get(&flow.remote).cloned()),
             },
             _ => (None, None),
         };
@@ -406,23 +408,26 @@ impl SipService {
             let out = self.proxy.on_response(now, message, flow);
             return self.proxy_outputs(out);
         }
-        if let Some(advertised) = sip::proxy::connection_alias(&message, flow).filter(|_| side == Side::Phones) {
-            if self.aliases.learn(advertised, flow) {
-                self.outputs.push_back(SipOutput::Alias {
-                    advertised,
-                    connection: flow,
-                });
-            }
+        // Never a registered phone's address: its calls stay its own.
+        let alias = sip::proxy::connection_alias(&message, flow)
+            .filter(|a| side == Side::Phones && self.registrar.user_on(*a, now).is_none());
+        if let Some(advertised) = alias.filter(|_| self.aliases.get(&flow).is_none()) {
+            self.aliases.learn(flow, advertised);
+            self.outputs.push_back(SipOutput::Alias {
+                advertised,
+                connection: flow,
+            });
         }
         let method = counted_method(message.method().unwrap_or_default());
         self.event(SipEvent::Request { method });
         // A retransmission of a request already taken gets its
         // transaction's answer, never a refusal (§17.2).
-        let refused = if self.shedder_of(side).over_budget(now, waited) && !self.holds_transaction_of(now, &message) {
-            self.shedder_of(side).refuse(now, &message, waited)
-        } else {
-            None
-        };
+        let refused =
+            if self.shedder_of(side).over_budget(now, waited) && !self.holds_transaction_of(now, &message, side) {
+                self.shedder_of(side).refuse(now, &message, waited)
+            } else {
+                None
+            };
         if let Some(busy) = refused {
             self.event(SipEvent::Shed);
             return self.send(flow, busy.to_bytes());
@@ -449,9 +454,11 @@ impl SipService {
     }
 
     /// Whether `request` is a retransmission of a transaction held here.
-    fn holds_transaction_of(&self, now: u64, request: &SipMessage) -> bool {
+    fn holds_transaction_of(&self, now: u64, request: &SipMessage, side: Side) -> bool {
         match request.method() {
-            Some("REGISTER") => TransactionKey::of(request).is_some_and(|k| self.registers.holds(&k)),
+            Some("REGISTER") if !self.registers_at_home(request, side) => {
+                TransactionKey::of(request).is_some_and(|k| self.registers.holds(&k))
+            }
             _ => self.proxy.holds_transaction_of(now, request),
         }
     }

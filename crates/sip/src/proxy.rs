@@ -625,7 +625,7 @@ impl Proxy {
         // §16.5: where the request goes. A new request routed by this
         // peer's Path entry goes to the phone that registered with it.
         let path_target = (own_routes.popped && !to_tagged && !request.has("Route"))
-            .then(|| home_registration::path_target(&self.dialog_key, &own_routes.proofs, &uri))
+            .then(|| home_registration::path_target(&self.dialog_key, &own_routes.proofs, &uri, (registrar, now)))
             .flatten();
         let target = if let Some(phone) = path_target {
             Some(Target {
@@ -966,6 +966,7 @@ impl Proxy {
             return;
         };
         let (in_side, in_transport, upstream) = (server.side, server.from.transport, server.from);
+        let to_other_domain = server.open.as_ref().is_some_and(|o| o.outside.is_some());
         let toward_caller = server
             .open
             .as_ref()
@@ -975,7 +976,10 @@ impl Proxy {
         let method = base.method().unwrap_or_default().to_string();
         let mut ids = Vec::new();
         for target in targets {
-            let to_phone = (method == "INVITE" && target.side == Side::Phones).then_some(target.flow.remote);
+            // A phone (another domain's servers are not: each failed one
+            // is passed over, RFC 3263 §4.3, not counted as silent).
+            let to_phone =
+                (method == "INVITE" && target.side == Side::Phones && !to_other_domain).then_some(target.flow.remote);
             if to_phone.is_some_and(|phone| self.setting_up.phone_is_silent(phone, self.limits.silent_per_phone)) {
                 continue;
             }
@@ -1250,6 +1254,7 @@ impl Proxy {
         }
         let invite = client.method == "INVITE";
         let server = client.server;
+        let cancelled = client.cancel != Cancel::No;
         match status {
             100..=199 => {
                 if client.state == ClientState::Trying {
@@ -1336,8 +1341,9 @@ impl Proxy {
                 let Some(server) = server else { return };
                 self.for_upstream(server, &mut response);
                 // §4.3 of RFC 3263: a 503 sends a request for another
-                // domain on to that domain's next server.
-                self.branch_finished(now, server, response, status == 503);
+                // domain on to that domain's next server, unless the call
+                // is being cancelled.
+                self.branch_finished(now, server, response, status == 503 && !cancelled);
             }
         }
     }
@@ -1368,6 +1374,11 @@ impl Proxy {
         }
         let bytes = response.to_bytes();
         server.last_sent = Some(Box::from(bytes.as_slice()));
+        // Timer C restarts with each provisional response (§16.8): the
+        // transaction outlives its branches' Timer C and their Timer B.
+        let outlives = now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS + T1_MS;
+        let extended = outlives > server.forget_at;
+        server.forget_at = server.forget_at.max(outlives);
         let flow = server.from;
         let progress = server
             .open
@@ -1378,6 +1389,9 @@ impl Proxy {
             self.setting_up.leave(server_id);
         }
         self.out.extend(progress.map(Output::Observed));
+        if extended {
+            self.schedule(TimerRef::Server(server_id));
+        }
         self.send(flow, bytes);
     }
 
@@ -1574,11 +1588,15 @@ impl Proxy {
             .take()
             .map(|r| SipMessage::response_to(&r, code, reason, None));
         let server = client.server;
+        // RFC 3263 §4.3: a next hop that never answered, or could not be
+        // reached, is passed over; one that rang, or a call being
+        // cancelled, is not tried elsewhere.
+        let unanswered = client.state == ClientState::Trying && client.cancel == Cancel::No;
         // Nothing came from the next hop: nothing of it can come again.
         self.retire_client(id, None, Afterlife::Accepted);
         if let (Some(server), Some(mut local)) = (server, local) {
             local.remove_first("Via");
-            self.branch_finished(now, server, local, true);
+            self.branch_finished(now, server, local, unanswered);
         }
     }
 

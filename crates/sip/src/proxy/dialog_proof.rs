@@ -59,6 +59,15 @@ impl DialogKey {
         DialogKey(h.finalize().into())
     }
 
+    /// A key of its own for another kind of proof (Path entries): derived
+    /// from this one, so no proof of one kind passes for the other.
+    pub fn derived(&self, purpose: &[u8]) -> DialogKey {
+        let mut h = Sha256::new();
+        h.update(self.0);
+        h.update(purpose);
+        DialogKey(h.finalize().into())
+    }
+
     fn mac(&self, call_id: &str, hop: &Hop) -> String {
         let mut h = Sha256::new();
         h.update(self.0);

@@ -8,11 +8,13 @@
 //! untouched.
 //!
 //! The Path entry carries a proof, as Record-Route entries do
-//! ([`super::dialog_proof`]): a keyed hash of the phone's flow. A request
-//! that arrives with a Route naming this peer and such a proof goes to
-//! the Request-URI (the contact the home registrar stored) only when the
-//! proof names that contact's flow: the home network reaches the phone
-//! that registered, and nobody can use the peer to reach anyone else.
+//! ([`super::dialog_proof`], with a key derived for Paths alone): a keyed
+//! hash of the phone's flow. A request that arrives with a Route naming
+//! this peer and such a proof goes to the Request-URI (the contact the
+//! home registrar stored) only when the proof names that contact's flow
+//! and a user of this peer is still registered over it: the home network
+//! reaches the phone that registered, while it is there, and nobody can
+//! use the peer to reach anyone else.
 //!
 //! Choices where the RFCs leave one:
 //! - Path is added whether or not the phone said `Supported: path`: RFC
@@ -30,9 +32,8 @@ use crate::message::SipMessage;
 use crate::registrar::{Flow, Registrar, Transport};
 use crate::uri::Uri;
 
-/// What the proofs of Path entries are keyed with in place of a Call-ID
-/// (which can hold no NUL), so neither kind of proof passes for the other.
-const PATH_PROOF_LABEL: &str = "\0path";
+/// What the key of Path proofs is derived with.
+const PATH_KEY: &[u8] = b"p2psip path proof";
 
 /// Seconds a home registration may ask for when the phone holds no
 /// registration with the overlay on the same flow.
@@ -57,7 +58,7 @@ pub(super) fn prepare(
     phone: Flow,
     (registrar, user, now): (&Registrar, &str, u64),
 ) {
-    let proof = key.proof(PATH_PROOF_LABEL, &[Hop::Flow(phone)]);
+    let proof = key.derived(PATH_KEY).proof("", &[Hop::Flow(phone)]);
     request.prepend("Path", &me.record_route(Side::Phones, Transport::Udp, &proof));
     let overlay_left_s = registrar
         .contacts(user, now)
@@ -87,8 +88,8 @@ fn cap_expires(request: &mut SipMessage, cap_s: u32) {
                 for (name, value) in contact.params.iter_mut() {
                     let longer = value
                         .as_deref()
-                        .and_then(|v| v.parse::<u32>().ok())
-                        .is_some_and(|v| v > cap_s);
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|v| v > u64::from(cap_s));
                     if name.eq_ignore_ascii_case("expires") && longer {
                         *value = Some(cap_s.to_string());
                     }
@@ -105,8 +106,15 @@ fn cap_expires(request: &mut SipMessage, cap_s: u32) {
 }
 
 /// The phone a request routed by this peer's Path entry goes to: the flow
-/// of its Request-URI, when one of `proofs` names it.
-pub(super) fn path_target(key: &DialogKey, proofs: &[String], request_uri: &Uri) -> Option<Flow> {
+/// of its Request-URI, when one of `proofs` names it and a user of this
+/// peer is still registered over it.
+pub(super) fn path_target(
+    key: &DialogKey,
+    proofs: &[String],
+    request_uri: &Uri,
+    (registrar, now): (&Registrar, u64),
+) -> Option<Flow> {
     let flow = uri_flow(request_uri)?;
-    key.admits(proofs, PATH_PROOF_LABEL, &[Hop::Flow(flow)]).then_some(flow)
+    let proven = key.derived(PATH_KEY).admits(proofs, "", &[Hop::Flow(flow)]);
+    (proven && registrar.user_on(flow, now).is_some()).then_some(flow)
 }

@@ -84,6 +84,10 @@ impl Outsiders {
     }
 }
 
+/// Next hops a request for another domain tries at most: a DNS answer
+/// can list hundreds of servers, and each try may take 64·T1.
+pub const MAX_OUTSIDE_HOPS: usize = 8;
+
 /// The next hops of a request for another domain, one at a time.
 pub(super) struct OutsideHops {
     resolution: Resolution,
@@ -93,6 +97,10 @@ pub(super) struct OutsideHops {
     /// A DNS question went unanswered (a server failure or timeout, not
     /// "no such name").
     dns_failed: bool,
+    /// A NAPTR or SRV question went unanswered: the domain's own choice
+    /// of servers is unknown, so no fallback to its bare host name (that
+    /// could be another server altogether) is tried.
+    gave_up: bool,
     /// Next hops tried so far.
     tried: usize,
 }
@@ -122,7 +130,9 @@ pub(super) fn from_another_domain(request: &SipMessage, domain: &str) -> bool {
         .header("From")
         .and_then(|f| NameAddr::parse(&f).ok())
         .is_some_and(|f| {
-            !f.uri.host.eq_ignore_ascii_case(domain) && !f.uri.host.eq_ignore_ascii_case("anonymous.invalid")
+            // A fully qualified name's trailing dot names the same domain.
+            let host = f.uri.host.trim_end_matches('.');
+            !host.eq_ignore_ascii_case(domain) && !host.eq_ignore_ascii_case("anonymous.invalid")
         })
 }
 
@@ -139,6 +149,7 @@ impl Proxy {
                 .trim_end_matches(']')
                 .to_ascii_lowercase(),
             dns_failed: false,
+            gave_up: false,
             tried: 0,
         })
     }
@@ -156,6 +167,7 @@ impl Proxy {
         };
         let answer = answer.unwrap_or_else(|| {
             hops.dns_failed = true;
+            hops.gave_up |= !matches!(query, Query::Address(_));
             match query {
                 Query::Naptr(_) => Answer::Naptr(Vec::new()),
                 Query::Srv(_) => Answer::Srv(Vec::new()),
@@ -178,6 +190,9 @@ impl Proxy {
         };
         let tls = self.interworking.tls;
         let next = loop {
+            if hops.tried >= MAX_OUTSIDE_HOPS {
+                break None;
+            }
             match hops.resolution.next_destination() {
                 Some(d) if d.transport == Transport::Tls && !tls => continue,
                 other => break other,
@@ -211,7 +226,8 @@ impl Proxy {
         // Questions are asked only when no hop is left to try: a call that
         // its first server takes costs no more DNS.
         let questions: Vec<Query> = std::iter::from_fn(|| hops.resolution.next_query()).collect();
-        if !hops.resolution.is_exhausted() {
+        let more = !hops.resolution.is_exhausted() && !hops.gave_up && hops.tried < MAX_OUTSIDE_HOPS;
+        if more {
             // Waiting for the DNS: a lookup that never ends times out
             // like the overlay's (408).
             if server.state != ServerState::Locating {

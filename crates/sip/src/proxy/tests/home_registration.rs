@@ -160,3 +160,21 @@ fn a_phone_calls_out_as_its_home_account() {
     let out = sent(&proxy.on_request(1, inside, udp(7001), Side::Phones, &mut reg));
     assert_eq!(codes(&out), vec![407]);
 }
+
+#[test]
+fn a_path_leads_nowhere_once_the_phone_is_no_longer_registered() {
+    let mut reg = alice_registered();
+    let mut proxy = proxy();
+    let path = registered_at_home(&mut proxy, &mut reg).list("Path")[0].clone();
+    // alice's registration with the overlay (3600 s) has run out.
+    let later = 3_601_000;
+    reg.expire(later);
+    let out = sent(&proxy.on_request(
+        later,
+        invite_from_home(&path, 7001, "z9hG4bKh9"),
+        home_registrar(),
+        Side::Phones,
+        &mut reg,
+    ));
+    assert!(out.iter().all(|(f, _)| *f != udp(7001)), "{out:?}");
+}

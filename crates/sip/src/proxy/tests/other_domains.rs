@@ -543,3 +543,59 @@ fn a_tls_connection_in_is_reused_only_toward_its_own_hosts_address() {
     invite.set("Via", "SIP/2.0/TLS 10.0.0.5:5061;branch=z9hG4bKa1");
     assert_eq!(connection_alias(&invite, tcp("10.0.0.5:40001")), None);
 }
+
+#[test]
+fn a_dns_that_cannot_say_which_servers_the_domain_has_gets_no_guess() {
+    let mut reg = alice_registered();
+    let mut proxy = outbound();
+    let out = proxy.on_request(0, invite_carol("z9hG4bKg1"), udp(7001), Side::Phones, &mut reg);
+    // NAPTR: no records; the SRV lookup fails (SERVFAIL, timeout).
+    let out = answer(
+        &mut proxy,
+        1,
+        &out,
+        Query::Naptr(CORP.into()),
+        Some(Answer::Naptr(vec![])),
+    );
+    let out = answer(&mut proxy, 2, &out, Query::Srv(format!("_sip._tcp.{CORP}")), None);
+    assert!(
+        questions(&out).is_empty(),
+        "no fallback to the domain's own address: {out:?}"
+    );
+    let response = sent(&out)
+        .into_iter()
+        .find(|(f, _)| *f == udp(7001))
+        .expect("an answer");
+    assert_eq!(response.1.status(), Some(503));
+    assert!(response.1.has("Retry-After"));
+}
+
+#[test]
+fn a_server_that_rang_is_not_replaced_by_the_next_one() {
+    let mut reg = alice_registered();
+    let mut proxy = outbound();
+    let out = sent(&resolve_to_first_server(&mut proxy, &mut reg));
+    let ringing = respond(&out[0].1, 180, Some("a1"));
+    proxy.on_response(10, ringing, tcp("10.0.0.1:5070"));
+    // Timer C: the branch is cancelled; the server never answers even
+    // that, and Timer B ends the branch.
+    let cancel = sent(&proxy.tick(10 + TIMER_C_MS));
+    assert!(cancel.iter().any(|(_, m)| m.method() == Some("CANCEL")), "{cancel:?}");
+    let after = proxy.tick(20 + TIMER_C_MS + TRANSACTION_TIMEOUT_MS);
+    assert!(questions(&after).is_empty(), "no other server is tried: {after:?}");
+    let to_phone: Vec<u16> = sent(&after)
+        .iter()
+        .filter(|(f, _)| *f == udp(7001))
+        .filter_map(|(_, m)| m.status())
+        .collect();
+    assert_eq!(to_phone, vec![408]);
+}
+
+#[test]
+fn a_trailing_dot_does_not_make_the_overlays_domain_another() {
+    let mut reg = registrar();
+    let mut proxy = proxy_peer(Outsiders::Everyone);
+    let forged = invite_from_outside("z9hG4bKdot", "alice@overlay.test.");
+    let out = proxy.on_request(0, forged, udp(9000), Side::Phones, &mut reg);
+    assert_eq!(codes(&sent(&out)), vec![407]);
+}
