@@ -645,7 +645,7 @@ fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_pat
     corp_phones.register_at(corp_server, carol_port, "carol", "corp-pw");
     let locations = kamailio_locations(&kamailio_dir);
     assert!(
-        locations.contains(&format!("sip:{alice_at};lr;dlg=")),
+        locations.contains(&format!("@{alice_at};lr>")),
         "dave's binding at Kamailio carries the peer's Path: {locations}"
     );
 

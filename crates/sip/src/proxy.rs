@@ -625,7 +625,7 @@ impl Proxy {
         // §16.5: where the request goes. A new request routed by this
         // peer's Path entry goes to the phone that registered with it.
         let path_target = (own_routes.popped && !to_tagged && !request.has("Route"))
-            .then(|| home_registration::path_target(&self.dialog_key, &own_routes.proofs, &uri, (registrar, now)))
+            .then(|| home_registration::path_target(&self.dialog_key, &own_routes.users, (registrar, now)))
             .flatten();
         let target = if let Some(phone) = path_target {
             Some(Target {

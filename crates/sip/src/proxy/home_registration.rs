@@ -7,14 +7,15 @@
 //! it, and the home registrar's challenge goes back to the phone
 //! untouched.
 //!
-//! The Path entry carries a proof, as Record-Route entries do
-//! ([`super::dialog_proof`], with a key derived for Paths alone): a keyed
-//! hash of the phone's flow. A request that arrives with a Route naming
-//! this peer and such a proof goes to the Request-URI (the contact the
-//! home registrar stored) only when the proof names that contact's flow
-//! and a user of this peer is still registered over it: the home network
-//! reaches the phone that registered, while it is there, and nobody can
-//! use the peer to reach anyone else.
+//! The Path entry's user part is a flow token, as an RFC 5626 edge proxy
+//! writes one: the phone's flow (transport, address and port as this peer
+//! saw them, behind any NAT, over TCP or TLS as well) and a keyed hash of
+//! it ([`super::dialog_proof`], with a key derived for Paths alone). A
+//! request that arrives with a Route naming this peer and such a token goes
+//! to that flow, when the hash holds and a user of this peer is still
+//! registered over it: the home network reaches the phone that
+//! registered, while it is there, and nobody can use the peer to reach
+//! anyone else.
 //!
 //! Choices where the RFCs leave one:
 //! - Path is added whether or not the phone said `Supported: path`: RFC
@@ -26,11 +27,10 @@
 //!   takes its Path with it, and the phone registers again elsewhere.
 
 use super::dialog_proof::{DialogKey, Hop};
-use super::route::{uri_flow, Interfaces, Side};
+use super::route::{Interfaces, Side};
 use crate::headers::NameAddr;
 use crate::message::SipMessage;
 use crate::registrar::{Flow, Registrar, Transport};
-use crate::uri::Uri;
 
 /// What the key of Path proofs is derived with.
 const PATH_KEY: &[u8] = b"p2psip path proof";
@@ -58,8 +58,8 @@ pub(super) fn prepare(
     phone: Flow,
     (registrar, user, now): (&Registrar, &str, u64),
 ) {
-    let proof = key.derived(PATH_KEY).proof("", &[Hop::Flow(phone)]);
-    request.prepend("Path", &me.record_route(Side::Phones, Transport::Udp, &proof));
+    let address = me.address(Side::Phones, Transport::Udp);
+    request.prepend("Path", &format!("<sip:{}@{address};lr>", flow_token(key, phone)));
     let overlay_left_s = registrar
         .contacts(user, now)
         .iter()
@@ -106,15 +106,91 @@ fn cap_expires(request: &mut SipMessage, cap_s: u32) {
 }
 
 /// The phone a request routed by this peer's Path entry goes to: the flow
-/// of its Request-URI, when one of `proofs` names it and a user of this
-/// peer is still registered over it.
-pub(super) fn path_target(
-    key: &DialogKey,
-    proofs: &[String],
-    request_uri: &Uri,
-    (registrar, now): (&Registrar, u64),
-) -> Option<Flow> {
-    let flow = uri_flow(request_uri)?;
-    let proven = key.derived(PATH_KEY).admits(proofs, "", &[Hop::Flow(flow)]);
-    (proven && registrar.user_on(flow, now).is_some()).then_some(flow)
+/// one of `tokens` (the user parts of this peer's Route entries) names,
+/// when its hash holds and a user of this peer is still registered over it.
+pub(super) fn path_target(key: &DialogKey, tokens: &[String], (registrar, now): (&Registrar, u64)) -> Option<Flow> {
+    tokens
+        .iter()
+        .filter_map(|t| flow_of_token(key, t))
+        .find(|flow| registrar.user_on(*flow, now).is_some())
+}
+
+/// `FLOW` `MAC`, both hex: the flow as transport (one byte), IP address
+/// (4 or 16 bytes) and port; the MAC a keyed hash of it.
+fn flow_token(key: &DialogKey, flow: Flow) -> String {
+    let mut bytes = vec![match flow.transport {
+        Transport::Udp => b'u',
+        Transport::Tcp => b't',
+        Transport::Tls => b's',
+    }];
+    match flow.remote.ip() {
+        std::net::IpAddr::V4(ip) => bytes.extend(ip.octets()),
+        std::net::IpAddr::V6(ip) => bytes.extend(ip.octets()),
+    }
+    bytes.extend(flow.remote.port().to_be_bytes());
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    hex + &key.derived(PATH_KEY).proof("", &[Hop::Flow(flow)])
+}
+
+/// The flow a token of [`flow_token`] names, if its MAC holds.
+fn flow_of_token(key: &DialogKey, token: &str) -> Option<Flow> {
+    let (flow_hex, mac) = token.split_at_checked(token.len().checked_sub(16)?)?;
+    let bytes: Vec<u8> = (0..flow_hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(flow_hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<_>>()?;
+    let (transport, rest) = bytes.split_first()?;
+    let transport = match transport {
+        b'u' => Transport::Udp,
+        b't' => Transport::Tcp,
+        b's' => Transport::Tls,
+        _ => return None,
+    };
+    let (ip, port) = rest.split_at_checked(rest.len().checked_sub(2)?)?;
+    let ip: std::net::IpAddr = match ip.len() {
+        4 => <[u8; 4]>::try_from(ip).ok()?.into(),
+        16 => <[u8; 16]>::try_from(ip).ok()?.into(),
+        _ => return None,
+    };
+    let flow = Flow {
+        transport,
+        remote: std::net::SocketAddr::new(ip, u16::from_be_bytes(port.try_into().ok()?)),
+    };
+    key.derived(PATH_KEY)
+        .admits(&[mac.to_string()], "", &[Hop::Flow(flow)])
+        .then_some(flow)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flow_token_names_its_flow_and_nothing_else() {
+        let key = DialogKey::from_seed(7);
+        for flow in [
+            Flow {
+                transport: Transport::Tls,
+                remote: "[2001:db8::5]:40123".parse().unwrap(),
+            },
+            Flow {
+                transport: Transport::Tcp,
+                remote: "198.51.100.7:5060".parse().unwrap(),
+            },
+        ] {
+            let token = flow_token(&key, flow);
+            assert_eq!(flow_of_token(&key, &token), Some(flow));
+            assert_eq!(
+                flow_of_token(&DialogKey::from_seed(8), &token),
+                None,
+                "another peer's key"
+            );
+            let mut tampered = token.clone().into_bytes();
+            tampered[4] = if tampered[4] == b'0' { b'1' } else { b'0' };
+            assert_eq!(flow_of_token(&key, &String::from_utf8(tampered).unwrap()), None);
+        }
+        for garbage in ["", "zz", "73", "é0123456789abcdef0123", "0123456789abcdef"] {
+            assert_eq!(flow_of_token(&key, garbage), None, "{garbage:?}");
+        }
+    }
 }

@@ -188,6 +188,9 @@ pub struct OwnRoutes {
     pub popped: bool,
     /// Their `dlg` proofs ([`super::dialog_proof`]).
     pub proofs: Vec<String>,
+    /// Their user parts: the flow tokens of this peer's Path entries
+    /// ([`super::home_registration`]).
+    pub users: Vec<String>,
 }
 
 /// §16.4: takes the Route entries that name this peer off the top of the
@@ -199,6 +202,7 @@ pub fn pop_own_routes(request: &mut SipMessage, me: &Interfaces) -> OwnRoutes {
             break;
         };
         own.proofs.extend(super::dialog_proof::proof_of(&uri));
+        own.users.extend(uri.user.clone());
         request.remove_first("Route");
         own.popped = true;
     }
