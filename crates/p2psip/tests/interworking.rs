@@ -116,6 +116,30 @@ fn server(scenario: &Path, port: u16) -> Child {
         .expect("sipp starts")
 }
 
+/// A SIPp phone in one call: its scenario, the proxy it sends to, its UDP
+/// port on 127.0.0.1 and its user (SIPp's `-s`).
+struct Phone<'a> {
+    scenario: &'a Path,
+    proxy: SocketAddr,
+    port: u16,
+    user: &'a str,
+}
+
+/// One call: `callee`'s scenario answers while `caller`'s calls; each
+/// must succeed (`what`: the caller's part and the callee's).
+fn one_call(callee: Phone, caller: Phone, (caller_did, callee_did): (&str, &str)) {
+    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
+    let answering = sipp_at(callee.scenario, callee.proxy, callee.port, callee.user, &limits)
+        .spawn()
+        .unwrap();
+    let ok = sipp_at(caller.scenario, caller.proxy, caller.port, caller.user, &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "{caller_did}");
+    finished_well(answering, callee_did);
+}
+
 fn finished_well(mut child: Child, what: &str) {
     let status = child.wait().unwrap();
     assert!(status.success(), "{what} ({status})");
@@ -562,35 +586,46 @@ fn two_overlays_call_each_other_through_their_proxy_peers() {
     let (alice_port, bob_port) = (free_port(), free_port());
     office_a.register_at(alice_at, alice_port, "alice", "p2psip-demo");
     office_b.register_at(bob_at, bob_port, "bob", "p2psip-demo");
-    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
 
-    let bob = sipp_at(&office_b.named("uas_call", "alice"), bob_at, bob_port, "bob", &limits)
-        .spawn()
-        .unwrap();
     let call = call_scenario(&office_a.dir, "uac_call", "alice@office-a.test", "office-b.test");
-    let ok = sipp_at(&call, alice_at, alice_port, "bob", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "alice@office-a.test's call to bob@office-b.test completes");
-    finished_well(bob, "bob's phone took alice's call and its BYE");
+    one_call(
+        Phone {
+            scenario: &office_b.named("uas_call", "alice"),
+            proxy: bob_at,
+            port: bob_port,
+            user: "bob",
+        },
+        Phone {
+            scenario: &call,
+            proxy: alice_at,
+            port: alice_port,
+            user: "bob",
+        },
+        (
+            "alice@office-a.test's call to bob@office-b.test completes",
+            "bob's phone took alice's call and its BYE",
+        ),
+    );
 
-    let alice = sipp_at(
-        &office_a.named("uas_call", "bob"),
-        alice_at,
-        alice_port,
-        "alice",
-        &limits,
-    )
-    .spawn()
-    .unwrap();
     let call = call_scenario(&office_b.dir, "uac_call", "bob@office-b.test", "office-a.test");
-    let ok = sipp_at(&call, bob_at, bob_port, "alice", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "bob@office-b.test's call to alice@office-a.test completes");
-    finished_well(alice, "alice's phone took bob's call and its BYE");
+    one_call(
+        Phone {
+            scenario: &office_a.named("uas_call", "bob"),
+            proxy: alice_at,
+            port: alice_port,
+            user: "alice",
+        },
+        Phone {
+            scenario: &call,
+            proxy: bob_at,
+            port: bob_port,
+            user: "alice",
+        },
+        (
+            "bob@office-b.test's call to alice@office-a.test completes",
+            "alice's phone took bob's call and its BYE",
+        ),
+    );
 }
 
 /// What Kamailio's location table holds (`kamcmd ul.dump`).
@@ -649,45 +684,50 @@ fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_pat
         "dave's binding at Kamailio carries the peer's Path: {locations}"
     );
 
-    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
-    let dave = sipp_at(
-        &corp_phones.named("uas_call", "carol"),
-        alice_at,
-        alice_port,
-        "dave",
-        &limits,
-    )
-    .spawn()
-    .unwrap();
     let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), CORP);
-    let ok = sipp_at(&call, corp_server, carol_port, "dave", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "carol's call to dave@{CORP} completes");
-    finished_well(dave, "dave's phone took carol's call, through the Path, and its BYE");
+    one_call(
+        Phone {
+            scenario: &corp_phones.named("uas_call", "carol"),
+            proxy: alice_at,
+            port: alice_port,
+            user: "dave",
+        },
+        Phone {
+            scenario: &call,
+            proxy: corp_server,
+            port: carol_port,
+            user: "dave",
+        },
+        (
+            &format!("carol's call to dave@{CORP} completes"),
+            "dave's phone took carol's call, through the Path, and its BYE",
+        ),
+    );
     let log = std::fs::read_to_string(&p0.log).unwrap();
     assert!(
         log.contains(&format!("from carol@{CORP} to dave@{CORP} answered")),
         "the call went through alice's peer"
     );
 
-    let carol = sipp_at(
-        &corp_phones.named("uas_call", "dave"),
-        corp_server,
-        carol_port,
-        "carol",
-        &limits,
-    )
-    .spawn()
-    .unwrap();
     let call = call_scenario(&corp_phones.dir, "uac_call", &format!("dave@{CORP}"), CORP);
-    let ok = sipp_at(&call, alice_at, alice_port, "carol", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "dave's call to carol@{CORP} through his peer completes");
-    finished_well(carol, "carol's phone took dave's call and its BYE");
+    one_call(
+        Phone {
+            scenario: &corp_phones.named("uas_call", "dave"),
+            proxy: corp_server,
+            port: carol_port,
+            user: "carol",
+        },
+        Phone {
+            scenario: &call,
+            proxy: alice_at,
+            port: alice_port,
+            user: "carol",
+        },
+        (
+            &format!("dave's call to carol@{CORP} through his peer completes"),
+            "carol's phone took dave's call and its BYE",
+        ),
+    );
 }
 
 /// A CA for `domain` (`p2psip init`) and the certificate it issues for
@@ -776,22 +816,25 @@ fn a_call_to_another_domain_goes_over_tls_to_a_server_whose_certificate_names_it
         };
         let _kamailio = start_kamailio(&o.dir.join("kamailio"), udp, None, "corp-pw", Some(tls_server));
         corp_phones.register_at(udp, carol_port, "carol", "corp-pw");
-        let carol = sipp_at(
-            &corp_phones.named("uas_call", "alice"),
-            udp,
-            carol_port,
-            "carol",
-            &limits,
-        )
-        .spawn()
-        .unwrap();
         let call = call_scenario(&overlay_phones.dir, "uac_call", &from, CORP);
-        let ok = sipp_at(&call, sip[0], alice_port, "carol", &limits)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "alice's call to carol@{CORP} over TLS completes");
-        finished_well(carol, "carol's phone took the call and its BYE");
+        one_call(
+            Phone {
+                scenario: &corp_phones.named("uas_call", "alice"),
+                proxy: udp,
+                port: carol_port,
+                user: "carol",
+            },
+            Phone {
+                scenario: &call,
+                proxy: sip[0],
+                port: alice_port,
+                user: "carol",
+            },
+            (
+                &format!("alice's call to carol@{CORP} over TLS completes"),
+                "carol's phone took the call and its BYE",
+            ),
+        );
     }
     let tls_server = KamailioTls {
         listen: tls,
@@ -887,40 +930,45 @@ fn a_kamailio_domain_calls_into_the_overlay_over_tls() {
     let (alice_port, carol_port) = (free_port(), free_port());
     overlay_phones.register_at(sip[1], alice_port, "alice", "alice-pw");
     corp_phones.register_at(corp_udp, carol_port, "carol", "corp-pw");
-    let limits = ["-m", "1", "-timeout", "60s", "-timeout_error"];
-    let alice = sipp_at(
-        &overlay_phones.named("uas_call", "carol"),
-        sip[1],
-        alice_port,
-        "alice",
-        &limits,
-    )
-    .spawn()
-    .unwrap();
     let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), DOMAIN);
-    let ok = sipp_at(&call, corp_udp, carol_port, "alice", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "carol's call to alice comes in over TLS and completes");
-    finished_well(alice, "alice's phone took the call and its BYE");
+    one_call(
+        Phone {
+            scenario: &overlay_phones.named("uas_call", "carol"),
+            proxy: sip[1],
+            port: alice_port,
+            user: "alice",
+        },
+        Phone {
+            scenario: &call,
+            proxy: corp_udp,
+            port: carol_port,
+            user: "alice",
+        },
+        (
+            "carol's call to alice comes in over TLS and completes",
+            "alice's phone took the call and its BYE",
+        ),
+    );
 
     // Now alice hangs up: her BYE leaves the proxy peer for Kamailio's TLS
     // address over the connection Kamailio opened (connection reuse).
-    let alice = sipp_at(
-        &overlay_phones.named("uas_call_hangs_up", "carol"),
-        sip[1],
-        alice_port,
-        "alice",
-        &limits,
-    )
-    .spawn()
-    .unwrap();
     let call = call_scenario(&corp_phones.dir, "uac_call_hung_up", &format!("carol@{CORP}"), DOMAIN);
-    let ok = sipp_at(&call, corp_udp, carol_port, "alice", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "carol's phone gets alice's BYE through Kamailio");
-    finished_well(alice, "alice's BYE was answered");
+    one_call(
+        Phone {
+            scenario: &overlay_phones.named("uas_call_hangs_up", "carol"),
+            proxy: sip[1],
+            port: alice_port,
+            user: "alice",
+        },
+        Phone {
+            scenario: &call,
+            proxy: corp_udp,
+            port: carol_port,
+            user: "alice",
+        },
+        (
+            "carol's phone gets alice's BYE through Kamailio",
+            "alice's BYE was answered",
+        ),
+    );
 }
