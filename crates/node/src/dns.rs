@@ -5,6 +5,7 @@
 
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::NetError;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use hickory_resolver::TokioResolver;
 use sip::server_location::{Answer, Naptr, Query, Srv};
@@ -57,60 +58,55 @@ impl Dns {
     /// exist, `None` when the DNS could not say.
     pub async fn ask(&self, query: &Query) -> Option<Answer> {
         match query {
-            Query::Naptr(name) => {
-                let records = self.records(name, RecordType::NAPTR).await?;
-                Some(Answer::Naptr(
-                    records
-                        .into_iter()
-                        .filter_map(|r| match r {
-                            RData::NAPTR(n) => Some(Naptr {
-                                order: n.order,
-                                preference: n.preference,
-                                flags: String::from_utf8_lossy(&n.flags).into_owned(),
-                                services: String::from_utf8_lossy(&n.services).into_owned(),
-                                replacement: n.replacement.to_ascii(),
-                            }),
-                            _ => None,
-                        })
-                        .collect(),
-                ))
+            Query::Naptr(name) => self
+                .records(name, RecordType::NAPTR, |r| match r {
+                    RData::NAPTR(n) => Some(Naptr {
+                        order: n.order,
+                        preference: n.preference,
+                        flags: String::from_utf8_lossy(&n.flags).into_owned(),
+                        services: String::from_utf8_lossy(&n.services).into_owned(),
+                        replacement: n.replacement.to_ascii(),
+                    }),
+                    _ => None,
+                })
+                .await
+                .map(Answer::Naptr),
+            Query::Srv(name) => self
+                .records(name, RecordType::SRV, |r| match r {
+                    RData::SRV(s) => Some(Srv {
+                        priority: s.priority,
+                        weight: s.weight,
+                        port: s.port,
+                        target: s.target.to_ascii(),
+                    }),
+                    _ => None,
+                })
+                .await
+                .map(Answer::Srv),
+            Query::Address(name) => {
+                let ips = self.resolver.lookup_ip(absolute(name)).await;
+                settled(ips.map(|ips| ips.iter().collect()), name, "A/AAAA").map(Answer::Address)
             }
-            Query::Srv(name) => {
-                let records = self.records(name, RecordType::SRV).await?;
-                Some(Answer::Srv(
-                    records
-                        .into_iter()
-                        .filter_map(|r| match r {
-                            RData::SRV(s) => Some(Srv {
-                                priority: s.priority,
-                                weight: s.weight,
-                                port: s.port,
-                                target: s.target.to_ascii(),
-                            }),
-                            _ => None,
-                        })
-                        .collect(),
-                ))
-            }
-            Query::Address(name) => match self.resolver.lookup_ip(absolute(name)).await {
-                Ok(ips) => Some(Answer::Address(ips.iter().collect())),
-                Err(e) if e.is_no_records_found() => Some(Answer::Address(Vec::new())),
-                Err(e) => {
-                    tracing::debug!("dns: A/AAAA {name}: {e}");
-                    None
-                }
-            },
         }
     }
 
-    async fn records(&self, name: &str, kind: RecordType) -> Option<Vec<RData>> {
-        match self.resolver.lookup(absolute(name), kind).await {
-            Ok(lookup) => Some(lookup.answers().iter().map(|r| r.data.clone()).collect()),
-            Err(e) if e.is_no_records_found() => Some(Vec::new()),
-            Err(e) => {
-                tracing::debug!("dns: {kind} {name}: {e}");
-                None
-            }
+    /// The records of `kind` at `name` that `pick` reads.
+    async fn records<T>(&self, name: &str, kind: RecordType, pick: impl Fn(&RData) -> Option<T>) -> Option<Vec<T>> {
+        let lookup = self.resolver.lookup(absolute(name), kind).await;
+        let found = lookup.map(|l| l.answers().iter().filter_map(|r| pick(&r.data)).collect());
+        settled(found, name, kind)
+    }
+}
+
+/// A lookup's outcome: no such name or record is an empty answer, any
+/// other failure none (logged at debug).
+fn settled<T: Default>(result: Result<T, NetError>, name: &str, kind: impl std::fmt::Display) -> Option<T> {
+    match result {
+        Ok(found) => Some(found),
+        Err(e) if e.is_no_records_found() => Some(T::default()),
+        Err(e) => {
+            tracing::debug!("dns: {kind} {name}: {e}");
+            None
         }
     }
 }

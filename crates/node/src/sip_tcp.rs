@@ -85,55 +85,50 @@ pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, security: Secu
         let security = security.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let (tx, rx) = mpsc::channel(TCP_QUEUE);
-            let tls = match security {
-                Security::Plain => {
-                    let flow = Flow {
-                        transport: Transport::Tcp,
-                        remote,
-                    };
-                    if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
-                        run_connection(stream, remote, Transport::Tcp, side, events, tx, rx).await;
-                    }
-                    return drop(admitted);
-                }
+            match security {
+                Security::Plain => serve_accepted(stream, remote, Transport::Tcp, side, events).await,
                 Security::Domain(acceptor) => {
-                    let stream = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(e)) => return refused(remote, &e.to_string()),
-                        Err(_) => return refused(remote, "no TLS handshake within 10 s"),
-                    };
-                    let flow = Flow {
-                        transport: Transport::Tls,
-                        remote,
-                    };
-                    if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
-                        run_connection(stream, remote, Transport::Tls, side, events, tx, rx).await;
+                    // The handshake counts against the first message's time.
+                    match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve_accepted(stream, remote, Transport::Tls, side, events).await,
+                        Ok(Err(e)) => refused(remote, &e.to_string()),
+                        Err(_) => refused(remote, "no TLS handshake within 10 s"),
                     }
-                    return drop(admitted);
                 }
-                Security::Peers(tls) => tls,
-            };
-            // The handshake counts against the first message's time.
-            let stream = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, tls.acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => return refused_peer(remote, &e.to_string()),
-                Err(_) => return refused_peer(remote, "no TLS handshake within 10 s"),
-            };
-            let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
-            tracing::debug!(
-                "sip: TLS connection from peer {} at {remote}",
-                ids.first().map(|n| n.to_hex()).unwrap_or_default()
-            );
-            let flow = Flow {
-                transport: Transport::Tls,
-                remote,
-            };
-            if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
-                run_connection(stream, remote, Transport::Tls, side, events, tx, rx).await;
+                Security::Peers(tls) => {
+                    match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, tls.acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let ids = tls.peer_node_ids(stream.get_ref().1.peer_certificates());
+                            tracing::debug!(
+                                "sip: TLS connection from peer {} at {remote}",
+                                ids.first().map(|n| n.to_hex()).unwrap_or_default()
+                            );
+                            serve_accepted(stream, remote, Transport::Tls, side, events).await;
+                        }
+                        Ok(Err(e)) => refused_peer(remote, &e.to_string()),
+                        Err(_) => refused_peer(remote, "no TLS handshake within 10 s"),
+                    }
+                }
             }
             drop(admitted);
         });
+    }
+}
+
+/// An accepted connection, announced to the SIP side and then run.
+async fn serve_accepted<S>(
+    stream: S,
+    remote: SocketAddr,
+    transport: Transport,
+    side: Side,
+    events: mpsc::Sender<SipInput>,
+) where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(TCP_QUEUE);
+    let flow = Flow { transport, remote };
+    if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
+        run_connection(stream, remote, transport, side, events, tx, rx).await;
     }
 }
 

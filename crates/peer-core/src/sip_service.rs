@@ -408,10 +408,13 @@ impl SipService {
             let out = self.proxy.on_response(now, message, flow);
             return self.proxy_outputs(out);
         }
-        // Never a registered phone's address: its calls stay its own.
-        let alias = sip::proxy::connection_alias(&message, flow)
-            .filter(|a| side == Side::Phones && self.registrar.user_on(*a, now).is_none());
-        if let Some(advertised) = alias.filter(|_| self.aliases.get(&flow).is_none()) {
+        // One alias per connection, and never a registered phone's
+        // address: its calls stay its own.
+        let alias = (side == Side::Phones && self.aliases.get(&flow).is_none())
+            .then(|| sip::proxy::connection_alias(&message, flow))
+            .flatten()
+            .filter(|a| self.registrar.user_on(*a, now).is_none());
+        if let Some(advertised) = alias {
             self.aliases.learn(flow, advertised);
             self.outputs.push_back(SipOutput::Alias {
                 advertised,

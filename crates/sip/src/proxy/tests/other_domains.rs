@@ -86,6 +86,14 @@ fn resolve_to_first_server(proxy: &mut Proxy, reg: &mut Registrar) -> Vec<Output
     )
 }
 
+/// The status codes of what went back to alice's phone.
+fn answers_to_alice(out: &[(Flow, SipMessage)]) -> Vec<u16> {
+    out.iter()
+        .filter(|(f, _)| *f == udp(7001))
+        .filter_map(|(_, m)| m.status())
+        .collect()
+}
+
 #[test]
 fn a_users_call_to_another_domain_goes_to_the_server_its_dns_names() {
     let mut reg = alice_registered();
@@ -170,11 +178,7 @@ fn every_server_refusing_is_500_upstream() {
         Some(ip("10.0.0.2")),
     ));
     let last = proxy.on_response(12, respond(&out[0].1, 503, Some("b1")), tcp("10.0.0.2:5080"));
-    let to_phone: Vec<u16> = sent(&last)
-        .iter()
-        .filter(|(f, _)| *f == udp(7001))
-        .filter_map(|(_, m)| m.status())
-        .collect();
+    let to_phone = answers_to_alice(&sent(&last));
     assert_eq!(to_phone, vec![500], "§16.7 step 6: a 503 is not passed upstream");
 }
 
@@ -237,11 +241,7 @@ fn a_server_that_cannot_be_reached_or_does_not_answer_is_passed_over() {
     assert_eq!(sent(&out)[0].0, tcp("10.0.0.2:5080"));
     // The second never answers: Timer B, and nothing is left to try.
     let end = sent(&proxy.tick(6 + TRANSACTION_TIMEOUT_MS));
-    let to_phone: Vec<u16> = end
-        .iter()
-        .filter(|(f, _)| *f == udp(7001))
-        .filter_map(|(_, m)| m.status())
-        .collect();
+    let to_phone = answers_to_alice(&end);
     assert_eq!(
         to_phone,
         vec![408],
@@ -257,11 +257,7 @@ fn an_answer_other_than_503_ends_the_call_without_trying_further() {
     let busy = respond(&out[0].1, 486, Some("a1"));
     let after = proxy.on_response(10, busy, tcp("10.0.0.1:5070"));
     assert!(questions(&after).is_empty(), "no further DNS");
-    let to_phone: Vec<u16> = sent(&after)
-        .iter()
-        .filter(|(f, _)| *f == udp(7001))
-        .filter_map(|(_, m)| m.status())
-        .collect();
+    let to_phone = answers_to_alice(&sent(&after));
     assert_eq!(to_phone, vec![486]);
 }
 
@@ -583,11 +579,7 @@ fn a_server_that_rang_is_not_replaced_by_the_next_one() {
     assert!(cancel.iter().any(|(_, m)| m.method() == Some("CANCEL")), "{cancel:?}");
     let after = proxy.tick(20 + TIMER_C_MS + TRANSACTION_TIMEOUT_MS);
     assert!(questions(&after).is_empty(), "no other server is tried: {after:?}");
-    let to_phone: Vec<u16> = sent(&after)
-        .iter()
-        .filter(|(f, _)| *f == udp(7001))
-        .filter_map(|(_, m)| m.status())
-        .collect();
+    let to_phone = answers_to_alice(&sent(&after));
     assert_eq!(to_phone, vec![408]);
 }
 
