@@ -88,6 +88,8 @@ pub struct Configuration {
     pub multicast_bootstrap: Option<SocketAddr>,
     /// Our extension `<p2psip:storage-quota>` (decision 0030).
     pub storage_quota: StorageQuota,
+    /// Our extension `<p2psip:proxy-peers>` (decision 0036).
+    pub proxy_peers: ProxyPeers,
     pub max_message_size: u32,
     pub initial_ttl: u8,
     pub reliability_timer_ms: u64,
@@ -118,6 +120,7 @@ impl Configuration {
             bootstrap_nodes: Vec::new(),
             multicast_bootstrap: None,
             storage_quota: StorageQuota::DEFAULT,
+            proxy_peers: ProxyPeers::default(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             initial_ttl: reload_wire::header::DEFAULT_INITIAL_TTL,
             reliability_timer_ms: 3000,
@@ -241,6 +244,19 @@ impl Configuration {
             "    <p2psip:storage-quota per-user=\"{}\" per-node=\"{}\" total=\"{}\"/>\n",
             self.storage_quota.per_user_bytes, self.storage_quota.per_node_bytes, self.storage_quota.total_bytes
         ));
+        if !self.proxy_peers.peers.is_empty() {
+            x.push_str(&format!(
+                "    <p2psip:proxy-peers outsiders=\"{}\">\n",
+                esc(&self.proxy_peers.outsiders.to_string())
+            ));
+            for p in &self.proxy_peers.peers {
+                x.push_str(&format!(
+                    "      <p2psip:proxy-peer>{}</p2psip:proxy-peer>\n",
+                    p.to_hex()
+                ));
+            }
+            x.push_str("    </p2psip:proxy-peers>\n");
+        }
         if !self.kinds.is_empty() {
             x.push_str("    <required-kinds>\n");
             for k in &self.kinds {
@@ -688,6 +704,40 @@ fn address(el: &Element) -> Result<SocketAddr, ConfigError> {
     Ok(SocketAddr::new(ip, port))
 }
 
+/// The overlay's proxy peers (decision 0036): the peers that send
+/// requests for other SIP domains out, its users' included, and take
+/// requests from those domains in, for the users `outsiders` names. The
+/// domain they serve is the overlay's (RFC 7904 §3: the AOR's domain is
+/// the overlay instance name), the name its DNS records publish.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProxyPeers {
+    /// In order of preference: each other peer tries them in turn.
+    pub peers: Vec<NodeId>,
+    pub outsiders: sip::proxy::Outsiders,
+}
+
+/// `<p2psip:proxy-peers outsiders="all|none|USER,…">` with one
+/// `<p2psip:proxy-peer>NODE-ID</p2psip:proxy-peer>` per proxy peer.
+fn proxy_peers(el: &Element, len: usize) -> Result<ProxyPeers, ConfigError> {
+    let outsiders = match el.attr("outsiders") {
+        Some(text) => {
+            sip::proxy::Outsiders::parse(text).map_err(|why| invalid(&el.name, format!("outsiders: {why}")))?
+        }
+        None => sip::proxy::Outsiders::Nobody,
+    };
+    let mut peers = Vec::new();
+    for p in el.children.iter().filter(|p| p.is(NS_EXT, "proxy-peer")) {
+        let id = node_id(p, len)?;
+        if !peers.contains(&id) {
+            peers.push(id);
+        }
+    }
+    if peers.is_empty() {
+        return Err(invalid(&el.name, "lists no <p2psip:proxy-peer>"));
+    }
+    Ok(ProxyPeers { peers, outsiders })
+}
+
 /// `<p2psip:storage-quota per-user per-node total>`, in bytes; an
 /// attribute left out keeps its default.
 fn storage_quota(el: &Element) -> Result<StorageQuota, ConfigError> {
@@ -770,6 +820,7 @@ fn interpret(el: &Element, text: &str) -> Result<(Configuration, KindSignatures)
             (Some(NS_CHORD), "chord-reactive") => c.chord_reactive = boolean(e)?,
             (Some(NS_EXT), "multicast-bootstrap") => c.multicast_bootstrap = Some(address(e)?),
             (Some(NS_EXT), "storage-quota") => c.storage_quota = storage_quota(e)?,
+            (Some(NS_EXT), "proxy-peers") => c.proxy_peers = proxy_peers(e, len)?,
             (Some(NS_BASE), "required-kinds") => {
                 for block in e.children.iter().filter(|b| b.is(NS_BASE, "kind-block")) {
                     let kind = block

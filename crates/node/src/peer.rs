@@ -86,9 +86,10 @@ pub struct PeerOptions {
     /// DNS servers for finding other domains' SIP servers (RFC 3263);
     /// empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
-    /// A proxy peer: which users requests from other SIP domains may
-    /// reach without digest (decision 0034).
-    pub outsiders: sip::proxy::Outsiders,
+    /// Made a proxy peer here (`--proxy-peer`): which users requests
+    /// from other SIP domains may reach without digest (decision 0034),
+    /// whatever the configuration's `<p2psip:proxy-peers>` says (0036).
+    pub proxy_peer: Option<sip::proxy::Outsiders>,
     /// Phones' TLS (RFC 3261 §26.2): the address and the certificate
     /// chain and key files for the overlay's domain.
     pub sip_tls: Option<SipTlsOptions>,
@@ -533,8 +534,13 @@ async fn drive<T: Topology + Tables>(
                     // Only with a TLS listener of its own: the other
                     // domain's requests in the dialog come back there.
                     tls: opts.sip_tls.is_some(),
-                    outsiders: opts.outsiders.clone(),
+                    ..Default::default()
                 },
+                role: peer_core::sip_service::InterworkingRole {
+                    me: Some(me),
+                    own_policy: opts.proxy_peer.clone(),
+                },
+                proxy_peers: dir.config.proxy_peers.clone(),
                 dns: dns(&opts.dns_servers),
                 domain_tls: tokio_rustls::TlsConnector::from(domain_tls),
             },
@@ -877,13 +883,14 @@ impl<T: Topology + Tables> Driver<T> {
         let text = std::str::from_utf8(&document).map_err(|_| "the document is not UTF-8".to_string());
         // The engine's judge checked the document's signatures: its
         // bad-node list applies even if it cannot be saved.
-        let listed = text
+        let configuration = text
             .as_ref()
             .ok()
             .and_then(|text| crate::config_doc::SignedConfiguration::parse(text, None).ok())
-            .map(|signed| signed.configuration.bad_nodes);
-        if let Some(bad) = listed {
-            self.follow_bad_nodes(sequence, bad);
+            .map(|signed| signed.configuration);
+        if let Some(configuration) = configuration {
+            self.follow_bad_nodes(sequence, configuration.bad_nodes);
+            self.follow_proxy_peers(sequence, configuration.proxy_peers);
         }
         let roots_before = self.dir.config.root_certs.clone();
         let saved = text.and_then(|text| self.dir.save_config(text).map_err(|e| e.to_string()));
@@ -917,6 +924,22 @@ impl<T: Topology + Tables> Driver<T> {
         self.tls.trust.set_bad_nodes(bad.clone());
         tracing::warn!("configuration sequence {sequence} lists {} bad nodes", bad.len());
         self.core.handle_input(now_ms(), CoreInput::BadNodes(bad));
+    }
+
+    /// A new configuration's proxy peers (decision 0036) apply to the next
+    /// requests for or from other domains.
+    fn follow_proxy_peers(&mut self, sequence: u16, proxy_peers: crate::config_doc::ProxyPeers) {
+        if proxy_peers == self.dir.config.proxy_peers {
+            return;
+        }
+        tracing::info!(
+            "configuration sequence {sequence} lists {} proxy peers, reachable from other domains: {}",
+            proxy_peers.peers.len(),
+            proxy_peers.outsiders
+        );
+        if let Some(sip) = &self.sip_control {
+            let _ = sip.try_send(crate::sip_server::SipControl::ProxyPeers(proxy_peers));
+        }
     }
 
     /// Logs and counts what the core says of a link.
@@ -1256,6 +1279,11 @@ impl<T: Topology + Tables> Driver<T> {
                 self.locates.insert(token, reply);
                 let user = resource_name;
                 self.core.handle_input(now, CoreInput::Locate { user, token });
+            }
+            Input::Sip(crate::sip_server::SipOverlayRequest::LocatePeers { peers, reply }) => {
+                let token = self.token();
+                self.locates.insert(token, reply);
+                self.core.handle_input(now, CoreInput::LocatePeers { peers, token });
             }
             Input::Sip(crate::sip_server::SipOverlayRequest::Unreachable { address }) => {
                 self.core.handle_input(now, CoreInput::Unreachable { address });

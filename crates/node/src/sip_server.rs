@@ -47,6 +47,12 @@ pub enum SipOverlayRequest {
         resource_name: String,
         reply: oneshot::Sender<Located>,
     },
+    /// Where these peers' SIP listens (the overlay's proxy peers, decision
+    /// 0036): AppAttach to each; those that answered, in this order.
+    LocatePeers {
+        peers: Vec<NodeId>,
+        reply: oneshot::Sender<Located>,
+    },
     /// A SIP address that could not be reached: whatever peer's AppAttach
     /// named it is asked again on the next call, rather than the address
     /// being reused until its answer ages out (a peer restarted on a new
@@ -64,6 +70,8 @@ pub enum SipControl {
     },
     /// What `/status` shows of the SIP side.
     Status(oneshot::Sender<SipStatus>),
+    /// The configuration's proxy peers from now on (decision 0036).
+    ProxyPeers(crate::config_doc::ProxyPeers),
 }
 
 /// Failed authentications logged per minute at most; the rest are
@@ -119,6 +127,10 @@ pub(crate) struct SipSetup {
     pub dialog_secret: [u8; 32],
     /// What the peer does for other SIP domains (decision 0034).
     pub interworking: sip::proxy::Interworking,
+    /// How it was started for interworking, and the configuration's proxy
+    /// peers (decision 0036).
+    pub role: peer_core::sip_service::InterworkingRole,
+    pub proxy_peers: crate::config_doc::ProxyPeers,
     /// The DNS it finds their servers with; none: requests out get 503.
     pub dns: Option<crate::dns::Dns>,
     /// TLS to other domains' servers (decision 0035).
@@ -243,6 +255,8 @@ pub(crate) async fn serve(
         seed,
         dialog_secret,
         interworking,
+        role,
+        proxy_peers,
         dns,
         domain_tls,
     } = setup;
@@ -276,7 +290,7 @@ pub(crate) async fn serve(
         .with_dialog_secret(dialog_secret)
         .with_interworking(interworking);
     let mut core = Core {
-        service: SipService::new(registrar, proxy, seed),
+        service: SipService::new(registrar, proxy, seed).with_role(role),
         metrics,
         calls: CallBook::default(),
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
@@ -290,6 +304,7 @@ pub(crate) async fn serve(
         dns_lookups: Arc::new(tokio::sync::Semaphore::new(MAX_DNS_LOOKUPS)),
         domain_tls,
     };
+    core.service.set_proxy_peers(&proxy_peers.peers, &proxy_peers.outsiders);
     let mut buf = vec![0u8; sip::message::MAX_MESSAGE_SIZE + 1];
     let mut next_report = now_ms();
     loop {
@@ -361,6 +376,7 @@ impl Core {
                 }
                 let _ = reply.send(());
             }
+            SipControl::ProxyPeers(p) => self.service.set_proxy_peers(&p.peers, &p.outsiders),
             SipControl::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -556,20 +572,13 @@ impl Core {
                 }
                 SipOutput::Locate { resource_name, token } => {
                     let (reply, answer) = oneshot::channel();
-                    let request = SipOverlayRequest::Locate { resource_name, reply };
-                    let sent = self.overlay.send(Input::Sip(request)).await.is_ok();
-                    let events = self.events.clone();
-                    tokio::spawn(async move {
-                        if !sent {
-                            let located = Located::Unreachable("the peer is shutting down".into());
-                            let _ = events.send(SipInput::Located { token, located }).await;
-                            return;
-                        }
-                        let located = answer
-                            .await
-                            .unwrap_or_else(|_| Located::Unreachable("the peer is shutting down".into()));
-                        let _ = events.send(SipInput::Located { token, located }).await;
-                    });
+                    self.locate(SipOverlayRequest::Locate { resource_name, reply }, answer, token)
+                        .await;
+                }
+                SipOutput::LocatePeers { peers, token } => {
+                    let (reply, answer) = oneshot::channel();
+                    self.locate(SipOverlayRequest::LocatePeers { peers, reply }, answer, token)
+                        .await;
                 }
                 SipOutput::Resolve { query, token } => self.resolve(query, token),
                 SipOutput::Alias { advertised, connection } => self.alias(advertised, connection),
@@ -596,6 +605,21 @@ impl Core {
             };
             self.connections.insert(advertised, alias);
         }
+    }
+
+    /// Asks the overlay side `request`; its answer comes back as
+    /// [`SipInput::Located`] with `token`.
+    async fn locate(&mut self, request: SipOverlayRequest, answer: oneshot::Receiver<Located>, token: u64) {
+        let sent = self.overlay.send(Input::Sip(request)).await.is_ok();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            let located = match sent {
+                true => answer.await.ok(),
+                false => None,
+            };
+            let located = located.unwrap_or_else(|| Located::Unreachable("the peer is shutting down".into()));
+            let _ = events.send(SipInput::Located { token, located }).await;
+        });
     }
 
     /// Asks the DNS in a task of its own; the answer comes back as

@@ -44,6 +44,10 @@ fn the_written_configuration_document_is_valid_against_the_rfc_grammar() {
     config.configuration_signers = vec![id];
     config.kind_signers = vec![id];
     config.bad_nodes = vec![NodeId::from_u128(7)];
+    config.proxy_peers = node::config_doc::ProxyPeers {
+        peers: vec![NodeId::from_u128(8), NodeId::from_u128(9)],
+        outsiders: sip::proxy::Outsiders::parse("alice,bob").unwrap(),
+    };
     config.expiration = Some(node::config_doc::rfc3339(now));
     let doc = config.to_signed_document(&signer);
 

@@ -400,7 +400,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         sip_peers: args.sip_peers,
         sip_digest: args.sip_digest,
         dns_servers: args.dns_servers,
-        outsiders: args.proxy_peer.unwrap_or_default(),
+        proxy_peer: args.proxy_peer,
         sip_tls: match (args.sip_tls, args.sip_tls_cert, args.sip_tls_key) {
             (Some(listen), Some(cert), Some(key)) => Some(node::peer::SipTlsOptions { listen, cert, key }),
             _ => None,

@@ -544,7 +544,9 @@ fn demo_records(demo: &Demo) -> Vec<String> {
 
 /// Issue 34 §4: two overlays, each a `p2psip demo` with a proxy peer and
 /// its own domain, call each other by the same DNS: alice of office-a
-/// reaches bob of office-b and bob reaches alice.
+/// reaches bob of office-b and bob reaches alice. Their users are on peers
+/// that are not proxy peers, so calls out go through the overlay to the
+/// proxy peer its configuration lists (decision 0036).
 #[test]
 fn two_overlays_call_each_other_through_their_proxy_peers() {
     if !tool_answers("sipp", "-v", "sip-tester") || !tool_available("dnsmasq", "dnsmasq-base") {
@@ -605,6 +607,13 @@ fn two_overlays_call_each_other_through_their_proxy_peers() {
             "alice@office-a.test's call to bob@office-b.test completes",
             "bob's phone took alice's call and its BYE",
         ),
+    );
+    // alice's peer is not a proxy peer: her call went out through
+    // office-a's (decision 0036).
+    let proxy_peer_admin: SocketAddr = a.file["peers"][0]["admin"].as_str().unwrap().parse().unwrap();
+    assert!(
+        metric(proxy_peer_admin, "p2psip_sip_requests_total{method=\"INVITE\"}") >= 1.0,
+        "alice's INVITE passed office-a's proxy peer"
     );
 
     let call = call_scenario(&office_b.dir, "uac_call", "bob@office-b.test", "office-a.test");

@@ -45,6 +45,10 @@ pub enum Input<'a> {
     /// Where the phones of `user` are (RFC 7904 §4.2); answered by
     /// [`Output::Located`] with `token`.
     Locate { user: String, token: u64 },
+    /// Where these peers' SIP listens (the overlay's proxy peers, decision
+    /// 0036); answered by [`Output::Located`] with `token`: the peers
+    /// that answered, in this order.
+    LocatePeers { peers: Vec<NodeId>, token: u64 },
     /// A SIP address of another peer could not be reached: ask its peer
     /// again on the next call rather than reuse the address.
     Unreachable { address: SocketAddr },
@@ -245,6 +249,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                 .registrations
                 .publish(&mut self.engine, now, user, lifetime_s, token),
             Input::Locate { user, token } => self.sip.locator.start(&mut self.engine, now, user, token),
+            Input::LocatePeers { peers, token } => self.sip.locator.start_peers(&mut self.engine, now, &peers, token),
             Input::Unreachable { address } => self.sip.locator.forget(address),
             Input::Accounts { added, removed, token } => self.accounts_changed(now, added, removed, token),
             Input::Leave => self.leave(now),

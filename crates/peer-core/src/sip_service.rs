@@ -20,7 +20,7 @@ use crate::sip_usage::{resource_name, Located, PublishError};
 use reload_wire::NodeId;
 use sip::intake::Intake;
 use sip::message::ParseError;
-use sip::proxy::{stamp_received, Location, Observation, Output, Proxy, Side};
+use sip::proxy::{stamp_received, Location, Observation, Output, Outsiders, Proxy, Side};
 use sip::registrar::{self, Flow, Registered, Registrar};
 use sip::server_location::{Answer, Query};
 use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
@@ -83,6 +83,10 @@ pub enum SipOutput {
     },
     /// Find `user`'s phones; answer with [`SipInput::Located`].
     Locate { resource_name: String, token: u64 },
+    /// Find where these peers' SIP listens (the overlay's proxy peers,
+    /// decision 0036); answer with [`SipInput::Located`], the peers that
+    /// answered in this order.
+    LocatePeers { peers: Vec<NodeId>, token: u64 },
     /// Ask the DNS (RFC 3263, for a request to another domain); answer
     /// with [`SipInput::Resolved`].
     Resolve { query: Query, token: u64 },
@@ -186,6 +190,18 @@ impl<K: std::hash::Hash + Eq + Copy, V: PartialEq> Bounded<K, V> {
 /// 5922 §4).
 type TlsDomains = Bounded<SocketAddr, String>;
 
+/// How a peer was started for interworking (decision 0036).
+#[derive(Debug, Clone, Default)]
+pub struct InterworkingRole {
+    /// This peer's Node-ID, to find it among the configuration's proxy
+    /// peers.
+    pub me: Option<NodeId>,
+    /// Made a proxy peer by its operator (`peer --proxy-peer`), with this
+    /// policy for other domains' requests, whatever the configuration
+    /// lists.
+    pub own_policy: Option<Outsiders>,
+}
+
 /// A REGISTER waiting for its Store in the overlay.
 struct Registering {
     request: SipMessage,
@@ -211,6 +227,11 @@ pub struct SipService {
     peer_ids: PeerIds,
     /// Which other domain each TLS server address belongs to.
     tls_domains: TlsDomains,
+    /// The overlay's proxy peers other than this one, in the
+    /// configuration's order (decision 0036).
+    proxy_peers: Vec<NodeId>,
+    /// How this peer was started for interworking.
+    role: InterworkingRole,
     /// TLS connections in and the one address each sender listens on
     /// that was told to the driver (one each, so the driver's table grows
     /// with connections, not with what senders claim).
@@ -232,6 +253,8 @@ impl SipService {
             peers_shedder: sip::overload::Shedder::new(sip::overload::PEERS_QUEUE_AGE_BUDGET_MS, !seed),
             peer_ids: PeerIds::default(),
             tls_domains: TlsDomains::default(),
+            proxy_peers: Vec::new(),
+            role: InterworkingRole::default(),
             aliases: Bounded::default(),
             registering: HashMap::new(),
             next_token: 0,
@@ -264,6 +287,37 @@ impl SipService {
     /// whose bindings are gone.
     pub fn set_users(&mut self, users: HashMap<String, sip::digest::Ha1>) -> Vec<String> {
         self.registrar.set_users(users)
+    }
+
+    /// How this peer was started for interworking; then
+    /// [`set_proxy_peers`](Self::set_proxy_peers) with each configuration.
+    pub fn with_role(mut self, role: InterworkingRole) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// The overlay's proxy peers, in the configuration's order, and which
+    /// users of the overlay they let other domains reach (decision 0036).
+    /// A listed peer sends other peers' requests for other domains out
+    /// and takes other domains' requests for those users. A peer not
+    /// listed sends its own users' requests for other domains to the
+    /// listed ones, unless its operator made it a proxy peer of its own
+    /// ([`InterworkingRole::own_policy`]), whose policy then wins.
+    pub fn set_proxy_peers(&mut self, proxy_peers: &[NodeId], outsiders: &Outsiders) {
+        let listed = self.role.me.is_some_and(|me| proxy_peers.contains(&me));
+        self.proxy_peers = proxy_peers
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != self.role.me)
+            .collect();
+        let through = !listed && self.role.own_policy.is_none() && !self.proxy_peers.is_empty();
+        self.proxy.set_proxy_peer(listed, through);
+        let policy = match (&self.role.own_policy, listed) {
+            (Some(own), _) => own.clone(),
+            (None, true) => outsiders.clone(),
+            (None, false) => Outsiders::Nobody,
+        };
+        self.proxy.set_outsiders(policy);
     }
 
     pub fn poll_output(&mut self) -> Option<SipOutput> {
@@ -358,6 +412,12 @@ impl SipService {
                     let resource_name = resource_name(&user, self.registrar.domain());
                     self.outputs.push_back(SipOutput::Locate {
                         resource_name,
+                        token: lookup,
+                    });
+                }
+                Output::LocateProxyPeers { lookup } => {
+                    self.outputs.push_back(SipOutput::LocatePeers {
+                        peers: self.proxy_peers.clone(),
                         token: lookup,
                     });
                 }

@@ -98,10 +98,20 @@ fn locate_with(
     locator: &mut sip_usage::Locator,
     at: usize,
     name: &str,
-    mut rewrite: impl FnMut(NodeId, NodeId, &mut Vec<u8>),
+    rewrite: impl FnMut(NodeId, NodeId, &mut Vec<u8>),
 ) -> sip_usage::Located {
     let now = net.now;
     locator.start(&mut net.nodes[at], now, name.to_string(), 7);
+    run_lookup(net, locator, at, rewrite).unwrap_or_else(|| panic!("the lookup of {name} did not end"))
+}
+
+/// Runs the lookup `locator` started at node `at` (token 7) to its end.
+fn run_lookup(
+    net: &mut Net,
+    locator: &mut sip_usage::Locator,
+    at: usize,
+    mut rewrite: impl FnMut(NodeId, NodeId, &mut Vec<u8>),
+) -> Option<sip_usage::Located> {
     for _ in 0..100 {
         net.pump_with(&mut rewrite);
         let done: Vec<Event> = {
@@ -125,7 +135,7 @@ fn locate_with(
         }
         if let Some((token, located)) = locator.poll_located() {
             assert_eq!(token, 7);
-            return located;
+            return Some(located);
         }
         // Nothing moves: time passes to the next timer (the engine's
         // retransmissions, the locator's grace).
@@ -134,7 +144,7 @@ fn locate_with(
         let now = net.now;
         locator.handle_timeout(now);
     }
-    panic!("the lookup of {name} did not end")
+    None
 }
 
 fn locate(net: &mut Net, locator: &mut sip_usage::Locator, at: usize, name: &str) -> sip_usage::Located {
@@ -347,4 +357,57 @@ fn a_stale_registration_of_a_crashed_peer_does_not_hold_the_call() {
         "the lookup took {took} ms, waiting for the crashed peer"
     );
     assert_eq!(locator.stats().attaches_given_up, 1);
+}
+
+/// Decision 0036: the overlay's proxy peers are found by AppAttach to
+/// each; the ones that answered come back in the configuration's order,
+/// and a crashed one costs the grace, not a transaction timeout.
+#[test]
+fn proxy_peers_are_found_in_the_configurations_order_without_waiting_for_a_dead_one() {
+    let mut net = Net::ring(&IDS);
+    net.advance(5_000);
+    let (_, three) = register_phone(&mut net, 3);
+    let (_, four) = register_phone(&mut net, 4);
+    let dead = net.nodes[5].node_id();
+    net.crash(5);
+    net.detect(5);
+    net.advance(5_000);
+    let mut locator = sip_usage::Locator::default();
+    let started = net.now;
+    let now = net.now;
+    let order = [four.node, dead, three.node];
+    locator.start_peers(&mut net.nodes[1], now, &order, 7);
+    let located = run_lookup(&mut net, &mut locator, 1, |_, _, _| {});
+    assert_eq!(
+        located,
+        Some(sip_usage::Located::Found {
+            peers: vec![four, three],
+            here: false
+        })
+    );
+    assert!(net.now - started <= sip_usage::FORK_GRACE_MS + 1_000);
+    // Asked again: the answers are reused, and the order is kept.
+    net.sent.clear();
+    let reversed = [three.node, four.node];
+    let now = net.now;
+    locator.start_peers(&mut net.nodes[1], now, &reversed, 7);
+    assert_eq!(
+        locator.poll_located(),
+        Some((
+            7,
+            sip_usage::Located::Found {
+                peers: vec![three, four],
+                here: false
+            }
+        ))
+    );
+    assert_eq!(app_attaches_sent(&net, 1), 0);
+    // None of them alive: unreachable, not found.
+    let now = net.now;
+    locator.start_peers(&mut net.nodes[1], now, &[dead], 7);
+    let located = run_lookup(&mut net, &mut locator, 1, |_, _, _| {});
+    assert!(
+        matches!(located, Some(sip_usage::Located::Unreachable(_))),
+        "{located:?}"
+    );
 }

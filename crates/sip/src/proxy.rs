@@ -134,6 +134,10 @@ pub enum Output {
     /// Find the peers that hold `user`'s phones (RFC 7904 §4.2), then
     /// call [`Proxy::located`] with `lookup`.
     Locate { lookup: u64, user: String },
+    /// Find the overlay's proxy peers (decision 0036) for a request to
+    /// another domain, then call [`Proxy::located`] with `lookup` and the
+    /// ones that answered, in the configuration's order.
+    LocateProxyPeers { lookup: u64 },
     /// Ask the DNS `query` (RFC 3263, for a request to another domain),
     /// then call [`Proxy::resolved`] with `lookup`.
     Resolve { lookup: u64, query: Query },
@@ -407,6 +411,20 @@ impl Proxy {
         self.interworking.outbound
     }
 
+    /// Whether this peer sends other peers' requests for other domains
+    /// out too (`serves_peers`), or sends its own users' to a proxy peer
+    /// (`through_proxy_peers`) instead of out itself (decision 0036).
+    pub fn set_proxy_peer(&mut self, serves_peers: bool, through_proxy_peers: bool) {
+        self.interworking.serves_peers = serves_peers;
+        self.interworking.through_proxy_peers = through_proxy_peers;
+        self.interworking.outbound = !through_proxy_peers;
+    }
+
+    /// Which users requests from other domains may reach from now on.
+    pub fn set_outsiders(&mut self, outsiders: Outsiders) {
+        self.interworking.outsiders = outsiders;
+    }
+
     pub fn interfaces(&self) -> &Interfaces {
         &self.me
     }
@@ -670,13 +688,13 @@ impl Proxy {
         let user = match (&target, registrar.user_of(&uri)) {
             (Some(_), _) => None,
             (None, Some(user)) => Some(user.to_string()),
-            (None, None) if !self.interworking.outbound => {
-                return self.reply(&request, flow, 403, "Interworking With Other Domains Is Not Configured");
-            }
-            (None, None) if side != Side::Phones => {
+            (None, None) if side != Side::Phones && !(self.interworking.outbound && self.interworking.serves_peers) => {
                 return self.reply(&request, flow, 403, "Other Domains Are Reached From The Caller's Peer");
             }
-            (None, None) if uri.scheme == "sips" && !self.interworking.tls => {
+            (None, None) if !self.interworking.outbound && !self.interworking.through_proxy_peers => {
+                return self.reply(&request, flow, 403, "Interworking With Other Domains Is Not Configured");
+            }
+            (None, None) if uri.scheme == "sips" && self.interworking.outbound && !self.interworking.tls => {
                 return self.reply(&request, flow, 416, "Unsupported URI Scheme");
             }
             (None, None) => match self.outside_hops(&uri) {
@@ -909,6 +927,10 @@ impl Proxy {
             return Vec::new();
         };
         open.lookup = None;
+        if open.outside.is_some() {
+            self.proxy_peers_located(now, id, location);
+            return self.take();
+        }
         server.state = ServerState::Proceeding;
         server.forget_at = now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS;
         let user = open
@@ -1672,11 +1694,10 @@ impl Proxy {
                 if let Some(lookup) = server.open.as_mut().and_then(|o| o.lookup.take()) {
                     self.lookups.remove(&lookup);
                 }
-                let dns = server.open.as_ref().is_some_and(|o| o.outside.is_some());
-                let reason = if dns {
-                    "DNS Lookup Timed Out"
-                } else {
-                    "Location Lookup Timed Out"
+                let reason = match server.open.as_ref().and_then(|o| o.outside.as_ref()) {
+                    Some(hops) if hops.through_proxy_peers() => "Proxy Peer Lookup Timed Out",
+                    Some(_) => "DNS Lookup Timed Out",
+                    None => "Location Lookup Timed Out",
                 };
                 self.answer(now, id, 408, reason);
                 return;

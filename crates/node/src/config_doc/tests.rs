@@ -34,6 +34,10 @@ fn setup() -> Setup {
         per_node_bytes: 8192,
         total_bytes: 1 << 24,
     };
+    config.proxy_peers = ProxyPeers {
+        peers: vec![NodeId::from_u128(0x70), NodeId::from_u128(0x71)],
+        outsiders: sip::proxy::Outsiders::Everyone,
+    };
     config.expiration = Some(rfc3339(now + Duration::from_secs(86_400)));
     Setup { ca, signer, config }
 }
@@ -72,6 +76,44 @@ fn the_storage_quota_takes_defaults_for_what_it_leaves_out_and_refuses_nonsense(
         let doc = doc.replacen("per-user=\"4096\"", bad, 1);
         let err = SignedConfiguration::parse(&doc, None).unwrap_err().to_string();
         assert!(err.contains("storage-quota") && err.contains("per-user"), "{err}");
+    }
+}
+
+/// Decision 0036: the proxy peers' element reads back as written; a list
+/// of users, `none`, no peer, or a bad Node-ID are told apart.
+#[test]
+fn the_proxy_peers_read_back_and_nonsense_is_refused() {
+    let s = setup();
+    let doc = s.config.to_signed_document(&s.signer);
+    assert!(doc.contains("<p2psip:proxy-peers outsiders=\"all\">"), "{doc}");
+    let users = doc.replacen("outsiders=\"all\"", "outsiders=\"alice, bob\"", 1);
+    let parsed = SignedConfiguration::parse(&users, None).unwrap().configuration;
+    assert_eq!(
+        parsed.proxy_peers.outsiders,
+        sip::proxy::Outsiders::parse("alice,bob").unwrap()
+    );
+    let left_out = doc.replacen(" outsiders=\"all\"", "", 1);
+    let parsed = SignedConfiguration::parse(&left_out, None).unwrap().configuration;
+    assert_eq!(parsed.proxy_peers.outsiders, sip::proxy::Outsiders::Nobody);
+    assert_eq!(parsed.proxy_peers.peers, s.config.proxy_peers.peers);
+    let first = format!(
+        "<p2psip:proxy-peer>{}</p2psip:proxy-peer>",
+        NodeId::from_u128(0x70).to_hex()
+    );
+    let second = format!(
+        "<p2psip:proxy-peer>{}</p2psip:proxy-peer>",
+        NodeId::from_u128(0x71).to_hex()
+    );
+    for (bad, expected) in [
+        (doc.replacen("outsiders=\"all\"", "outsiders=\"a b\"", 1), "outsiders"),
+        (
+            doc.replacen(&first, "<p2psip:proxy-peer>xyz</p2psip:proxy-peer>", 1),
+            "proxy-peer",
+        ),
+        (doc.replacen(&first, "", 1).replacen(&second, "", 1), "lists no"),
+    ] {
+        let err = SignedConfiguration::parse(&bad, None).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
     }
 }
 

@@ -80,9 +80,11 @@ struct StartArgs {
     /// route's interface, or the one given: `--lan 192.168.1.20`).
     #[arg(long, value_name = "ADDRESS", num_args = 0..=1, default_missing_value = "auto")]
     lan: Option<String>,
-    /// Make the first N peers proxy peers (`peer --proxy-peer all`): they
-    /// take calls from other SIP domains for the demo's accounts. The demo
-    /// prints the DNS records that send those domains to them.
+    /// Make the first N peers the overlay's proxy peers (the configuration's
+    /// `<p2psip:proxy-peers outsiders="all">`): they take calls from other
+    /// SIP domains for the demo's accounts and send the other peers' calls
+    /// to other domains out. The demo prints the DNS records that send
+    /// those domains to them.
     #[arg(long, value_name = "N", default_value_t = 0)]
     proxy_peers: u16,
     /// The DNS server every peer finds other domains' SIP servers with
@@ -104,8 +106,6 @@ pub(super) struct PeerSpec {
     /// peers, so that peers on one machine do not outnumber its cores
     /// (each thread more costs CPU per request in wake-ups, decision 0031).
     threads: usize,
-    /// `peer --proxy-peer all`.
-    proxy_peer: bool,
     dns_server: Option<SocketAddr>,
 }
 
@@ -332,6 +332,10 @@ fn start(args: StartArgs) -> Result<()> {
         .with_context(|| format!("enrolling {u} into peer {}", home(j)))?;
     }
 
+    if args.proxy_peers > 0 {
+        list_proxy_peers(&overlay, &node_dirs, args.proxy_peers.into())?;
+    }
+
     // Peer 0 is the configuration's bootstrap node and starts the ring; the
     // others join through it once it is up.
     let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
@@ -344,7 +348,6 @@ fn start(args: StartArgs) -> Result<()> {
             admin: admin[i],
             sip: sip[i],
             sip_peers: sip_peers[i],
-            proxy_peer: i < usize::from(args.proxy_peers),
             dns_server: args.dns_server,
         })
         .collect();
@@ -434,6 +437,30 @@ fn start(args: StartArgs) -> Result<()> {
     outcome
 }
 
+/// Publishes the overlay's next configuration with the first `count`
+/// peers of `node_dirs` as its proxy peers, reachable from other domains
+/// for every user (decision 0036), and gives it to every enrolled peer
+/// before they start.
+fn list_proxy_peers(overlay: &OverlayDir, node_dirs: &[PathBuf], count: usize) -> Result<()> {
+    use node::config_doc::{ProxyPeers, SignedConfiguration};
+    use node::node_dir::NodeDir;
+    let mut peers = Vec::new();
+    for d in &node_dirs[..count] {
+        let dir = NodeDir::load(d).with_context(|| format!("cannot read {}", d.display()))?;
+        peers.extend(dir.info.node_ids.first().copied());
+    }
+    let mut config = SignedConfiguration::parse(&overlay.config_document()?, None)?.configuration;
+    config.proxy_peers = ProxyPeers {
+        peers,
+        outsiders: sip::proxy::Outsiders::Everyone,
+    };
+    let (_, document) = overlay.publish(&config.to_signed_document(&overlay.signer()?))?;
+    for d in node_dirs {
+        NodeDir::load(d)?.save_config(&document)?;
+    }
+    Ok(())
+}
+
 /// Starts one peer of the demo; `through` are peers to join through (none
 /// for the first start: the configuration names peer 0). A restart
 /// appends to the peer's log, after the lines of the run that died.
@@ -450,9 +477,6 @@ pub(super) fn spawn_peer(exe: &Path, spec: &PeerSpec, through: &[SocketAddr]) ->
             "--sip-peers",
             &spec.sip_peers.to_string(),
         ]);
-    if spec.proxy_peer {
-        cmd.args(["--proxy-peer", "all"]);
-    }
     if let Some(dns) = spec.dns_server {
         cmd.args(["--dns-server", &dns.to_string()]);
     }

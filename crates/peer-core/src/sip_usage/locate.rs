@@ -107,6 +107,8 @@ struct Locating {
     peers: Vec<SipPeer>,
     here: bool,
     failures: Vec<String>,
+    /// For a lookup of given peers: the order their answers are given in.
+    order: Option<Vec<NodeId>>,
 }
 
 /// A Fetch of a user's registration in flight.
@@ -169,8 +171,63 @@ impl Locator {
                 peers: Vec::new(),
                 here: false,
                 failures: Vec::new(),
+                order: None,
             },
         );
+    }
+
+    /// Finds where `peers`' SIP listens (AppAttach, or a remembered
+    /// answer): its outcome comes out of [`poll_located`](Self::poll_located)
+    /// with `token`, as [`Located::Found`] with the peers that answered in
+    /// the order given, or [`Located::Unreachable`] when none did. Once one
+    /// answered, the others get [`FORK_GRACE_MS`], as a user's lookup's do.
+    pub fn start_peers<T: Topology, S: Security>(
+        &mut self,
+        engine: &mut OverlayNode<T, S>,
+        now: u64,
+        peers: &[NodeId],
+        token: u64,
+    ) {
+        self.next += 1;
+        let id = self.next;
+        self.known.retain(|_, (_, until)| *until > now);
+        let mut locating = Locating {
+            token,
+            waiting: 0,
+            grace_until: None,
+            peers: Vec::new(),
+            here: false,
+            failures: Vec::new(),
+            order: Some(peers.to_vec()),
+        };
+        let me = engine.node_id();
+        let mut attach = Vec::new();
+        for peer in peers.iter().filter(|p| **p != me) {
+            match self.known.get(peer) {
+                Some((address, _)) => {
+                    self.stats.attaches_reused += 1;
+                    locating.peers.push(SipPeer {
+                        node: *peer,
+                        address: *address,
+                    });
+                }
+                None if !attach.contains(peer) => attach.push(*peer),
+                None => {}
+            }
+        }
+        locating.waiting = attach.len();
+        if !locating.peers.is_empty() && !attach.is_empty() {
+            locating.grace_until = Some(now + FORK_GRACE_MS);
+            self.graces.insert((now + FORK_GRACE_MS, id));
+        }
+        self.locating.insert(id, locating);
+        for peer in attach {
+            let request = engine.app_attach(now, peer, SIPS_APPLICATION);
+            self.attaches.insert(request, (id, peer));
+        }
+        if self.locating.get(&id).is_some_and(|l| l.waiting == 0) {
+            self.complete(id);
+        }
     }
 
     /// A finished lookup: its token and outcome.
@@ -419,10 +476,11 @@ impl Locator {
         let located = if l.peers.is_empty() && !l.here {
             Located::Unreachable(l.failures.join("; "))
         } else {
-            Located::Found {
-                peers: l.peers.clone(),
-                here: l.here,
+            let mut peers = l.peers.clone();
+            if let Some(order) = &l.order {
+                peers.sort_by_key(|p| order.iter().position(|o| *o == p.node));
             }
+            Located::Found { peers, here: l.here }
         };
         self.finish(id, located);
     }

@@ -13,14 +13,22 @@
 //!   credentials of the overlay; [`Outsiders`] says which users such
 //!   requests may reach. One whose From names the overlay's domain is
 //!   never taken as an outsider's, so nobody outside can pose as a user.
+//! - **Through a proxy peer** (decision 0036): a peer that does not reach
+//!   other domains itself sends its users' requests for them over the
+//!   overlay to a proxy peer the configuration lists
+//!   ([`Output::LocateProxyPeers`]), one at a time in the configuration's
+//!   order, moving on as it would between another domain's servers. The
+//!   proxy peer takes such requests from other peers (their TLS
+//!   certificate vouches for them) and sends them out.
 
-use super::{Output, Proxy, ServerState, Side, Target, TIMER_C_MS, TRANSACTION_TIMEOUT_MS};
+use super::{Location, Output, Proxy, ServerState, Side, Target, TIMER_C_MS, TRANSACTION_TIMEOUT_MS};
 use crate::headers::NameAddr;
 use crate::message::SipMessage;
 use crate::registrar::{Flow, Transport};
-use crate::server_location::{Answer, LocateError, Query, Resolution};
+use crate::server_location::{Answer, Destination, LocateError, Query, Resolution};
 use crate::uri::Uri;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
+use std::net::SocketAddr;
 
 /// What this peer does for SIP domains other than the overlay's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +41,12 @@ pub struct Interworking {
     pub tls: bool,
     /// Which users requests from other domains may reach.
     pub outsiders: Outsiders,
+    /// Without `outbound`: requests of this peer's users for other
+    /// domains go to a proxy peer over the overlay instead.
+    pub through_proxy_peers: bool,
+    /// With `outbound`: other peers' requests for other domains are sent
+    /// there too (this is a proxy peer the configuration lists).
+    pub serves_peers: bool,
 }
 
 /// Which of the overlay's users requests from other domains (no digest
@@ -84,13 +98,27 @@ impl Outsiders {
     }
 }
 
+/// As [`Outsiders::parse`] reads it.
+impl std::fmt::Display for Outsiders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outsiders::Nobody => f.write_str("none"),
+            Outsiders::Everyone => f.write_str("all"),
+            Outsiders::Users(users) => {
+                let users: Vec<&str> = users.iter().map(String::as_str).collect();
+                f.write_str(&users.join(","))
+            }
+        }
+    }
+}
+
 /// Next hops a request for another domain tries at most: a DNS answer
 /// can list hundreds of servers, and each try may take 64·T1.
 pub const MAX_OUTSIDE_HOPS: usize = 8;
 
 /// The next hops of a request for another domain, one at a time.
 pub(super) struct OutsideHops {
-    resolution: Resolution,
+    source: HopSource,
     /// The domain whose servers these are: what a TLS server among them
     /// must prove it is (RFC 5922 §4).
     domain: String,
@@ -103,6 +131,42 @@ pub(super) struct OutsideHops {
     gave_up: bool,
     /// Next hops tried so far.
     tried: usize,
+}
+
+/// Where the next hops toward another domain come from.
+enum HopSource {
+    /// Its servers, by RFC 3263.
+    Dns(Resolution),
+    /// The overlay's proxy peers that answered, in the configuration's
+    /// order; `None` until the overlay has answered.
+    ProxyPeers(Option<VecDeque<SocketAddr>>),
+}
+
+impl OutsideHops {
+    /// The next hop to try and the side it is on; `None` when none is
+    /// known now (more may come from the DNS).
+    fn next_hop(&mut self, tls: bool) -> Option<(Destination, Side)> {
+        match &mut self.source {
+            HopSource::Dns(resolution) => loop {
+                match resolution.next_destination() {
+                    Some(d) if d.transport == Transport::Tls && !tls => continue,
+                    other => break other.map(|d| (d, Side::Phones)),
+                }
+            },
+            // Peers speak SIP to each other over TLS (decision 0027).
+            HopSource::ProxyPeers(peers) => peers.as_mut()?.pop_front().map(|address| {
+                let hop = Destination {
+                    transport: Transport::Tls,
+                    address,
+                };
+                (hop, Side::Overlay)
+            }),
+        }
+    }
+
+    pub(super) fn through_proxy_peers(&self) -> bool {
+        matches!(self.source, HopSource::ProxyPeers(_))
+    }
 }
 
 /// Why a request for another domain is refused before any DNS.
@@ -139,10 +203,17 @@ pub(super) fn from_another_domain(request: &SipMessage, domain: &str) -> bool {
 impl Proxy {
     /// Starts locating `uri`'s servers (RFC 3263 §4) for a request of
     /// another domain.
+    /// Through a proxy peer (`through_proxy_peers`), the overlay is asked
+    /// for the proxy peers instead.
     pub(super) fn outside_hops(&mut self, uri: &Uri) -> Result<OutsideHops, LocateError> {
-        let random = self.keyed_hash(&[b"R", uri.host.as_bytes(), &self.next_id.to_be_bytes()]);
+        let source = if self.interworking.outbound || !self.interworking.through_proxy_peers {
+            let random = self.keyed_hash(&[b"R", uri.host.as_bytes(), &self.next_id.to_be_bytes()]);
+            HopSource::Dns(Resolution::new(uri, random)?)
+        } else {
+            HopSource::ProxyPeers(None)
+        };
         Ok(OutsideHops {
-            resolution: Resolution::new(uri, random)?,
+            source,
             domain: uri
                 .host
                 .trim_start_matches('[')
@@ -165,6 +236,9 @@ impl Proxy {
         else {
             return self.take();
         };
+        let HopSource::Dns(resolution) = &mut hops.source else {
+            return self.take();
+        };
         let answer = answer.unwrap_or_else(|| {
             hops.dns_failed = true;
             hops.gave_up |= !matches!(query, Query::Address(_));
@@ -174,7 +248,7 @@ impl Proxy {
                 Query::Address(_) => Answer::Address(Vec::new()),
             }
         });
-        hops.resolution.answered(query, answer);
+        resolution.answered(query, answer);
         self.next_outside_hop(now, lookup);
         self.take()
     }
@@ -185,22 +259,19 @@ impl Proxy {
         let Some(server) = self.servers.get_mut(&server_id) else {
             return;
         };
+        let asked_overlay = server.open.as_ref().is_some_and(|o| o.lookup.is_some());
         let Some(hops) = server.open.as_mut().and_then(|o| o.outside.as_mut()) else {
             return;
         };
         let tls = self.interworking.tls;
-        let next = loop {
-            if hops.tried >= MAX_OUTSIDE_HOPS {
-                break None;
-            }
-            match hops.resolution.next_destination() {
-                Some(d) if d.transport == Transport::Tls && !tls => continue,
-                other => break other,
-            }
+        let next = if hops.tried < MAX_OUTSIDE_HOPS {
+            hops.next_hop(tls)
+        } else {
+            None
         };
-        if let Some(destination) = next {
+        if let Some((destination, side)) = next {
             hops.tried += 1;
-            let domain = (destination.transport == Transport::Tls).then(|| hops.domain.clone());
+            let domain = (destination.transport == Transport::Tls && side == Side::Phones).then(|| hops.domain.clone());
             server.state = ServerState::Proceeding;
             server.forget_at = now + TIMER_C_MS + TRANSACTION_TIMEOUT_MS;
             let target = Target {
@@ -209,7 +280,7 @@ impl Proxy {
                     transport: destination.transport,
                     remote: destination.address,
                 },
-                side: Side::Phones,
+                side,
                 user: None,
             };
             // RFC 3261 §16.6 step 4: a REGISTER starts no dialog.
@@ -225,11 +296,18 @@ impl Proxy {
         }
         // Questions are asked only when no hop is left to try: a call that
         // its first server takes costs no more DNS.
-        let questions: Vec<Query> = std::iter::from_fn(|| hops.resolution.next_query()).collect();
-        let more = !hops.resolution.is_exhausted() && !hops.gave_up && hops.tried < MAX_OUTSIDE_HOPS;
+        let (questions, exhausted) = match &mut hops.source {
+            HopSource::Dns(resolution) => (
+                std::iter::from_fn(|| resolution.next_query()).collect(),
+                resolution.is_exhausted(),
+            ),
+            HopSource::ProxyPeers(peers) => (Vec::new(), peers.is_some()),
+        };
+        let more = !exhausted && !hops.gave_up && hops.tried < MAX_OUTSIDE_HOPS;
         if more {
-            // Waiting for the DNS: a lookup that never ends times out
-            // like the overlay's (408).
+            // Waiting for the DNS or the overlay: a lookup that never ends
+            // times out like the overlay's (408).
+            let ask_overlay = !asked_overlay && matches!(hops.source, HopSource::ProxyPeers(None));
             if server.state != ServerState::Locating {
                 server.state = ServerState::Locating;
                 server.forget_at = now + TRANSACTION_TIMEOUT_MS;
@@ -241,13 +319,29 @@ impl Proxy {
                     query,
                 });
             }
+            if ask_overlay {
+                // Answered through [`Proxy::located`], as a user's lookup is.
+                let lookup = self.id();
+                self.lookups.insert(lookup, server_id);
+                if let Some(open) = self.servers.get_mut(&server_id).and_then(|s| s.open.as_mut()) {
+                    open.lookup = Some(lookup);
+                }
+                self.out.push(Output::LocateProxyPeers { lookup });
+            }
             return;
         }
-        let (tried, dns_failed) = (hops.tried, hops.dns_failed);
+        let (tried, dns_failed, proxy_peers) = (hops.tried, hops.dns_failed, hops.through_proxy_peers());
         server.state = ServerState::Proceeding;
         let best = server.open.as_mut().and_then(|o| o.best.take());
         match best {
             Some(best) => self.send_best(now, server_id, best),
+            None if tried == 0 && proxy_peers => self.answer_with(
+                now,
+                server_id,
+                503,
+                "No Proxy Peer Reachable",
+                Some(super::OVERLOAD_RETRY_AFTER_S),
+            ),
             None if tried == 0 && dns_failed => self.answer_with(
                 now,
                 server_id,
@@ -258,5 +352,26 @@ impl Proxy {
             None if tried == 0 => self.answer(now, server_id, 404, "Domain Has No SIP Server"),
             None => self.answer(now, server_id, 480, "Temporarily Unavailable"),
         }
+    }
+}
+
+impl Proxy {
+    /// The overlay's answer to [`Output::LocateProxyPeers`]: the proxy
+    /// peers that answered become the next hops, in the order given.
+    pub(super) fn proxy_peers_located(&mut self, now: u64, server_id: u64, location: Location) {
+        let Some(hops) = self
+            .servers
+            .get_mut(&server_id)
+            .and_then(|s| s.open.as_mut())
+            .and_then(|o| o.outside.as_mut())
+        else {
+            return;
+        };
+        let peers = match location {
+            Location::Found { peers, .. } => peers,
+            _ => Vec::new(),
+        };
+        hops.source = HopSource::ProxyPeers(Some(peers.into()));
+        self.next_outside_hop(now, server_id);
     }
 }

@@ -10,6 +10,7 @@ fn proxy() -> Proxy {
         outbound: true,
         tls: false,
         outsiders: Outsiders::Nobody,
+        ..Default::default()
     })
 }
 

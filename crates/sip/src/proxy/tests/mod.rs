@@ -2,6 +2,7 @@ use super::*;
 
 mod home_registration;
 mod other_domains;
+mod through_proxy_peers;
 use crate::digest::{Algorithm, Ha1};
 use crate::registrar::Registered;
 use crate::testing::authorize;
@@ -114,7 +115,11 @@ fn sent(outputs: &[Output]) -> Vec<(Flow, SipMessage)> {
         .iter()
         .filter_map(|o| match o {
             Output::Send { flow, bytes } => Some((*flow, SipMessage::parse(bytes).unwrap())),
-            Output::Locate { .. } | Output::Resolve { .. } | Output::TlsDomain { .. } | Output::Observed(_) => None,
+            Output::Locate { .. }
+            | Output::LocateProxyPeers { .. }
+            | Output::Resolve { .. }
+            | Output::TlsDomain { .. }
+            | Output::Observed(_) => None,
         })
         .collect()
 }
@@ -124,7 +129,11 @@ fn lookup_of(outputs: &[Output]) -> (u64, String) {
         .iter()
         .find_map(|o| match o {
             Output::Locate { lookup, user } => Some((*lookup, user.clone())),
-            Output::Send { .. } | Output::Resolve { .. } | Output::TlsDomain { .. } | Output::Observed(_) => None,
+            Output::Send { .. }
+            | Output::LocateProxyPeers { .. }
+            | Output::Resolve { .. }
+            | Output::TlsDomain { .. }
+            | Output::Observed(_) => None,
         })
         .expect("a lookup")
 }
@@ -134,7 +143,11 @@ fn observed(outputs: &[Output]) -> Vec<Observation> {
         .iter()
         .filter_map(|o| match o {
             Output::Observed(seen) => Some(seen.clone()),
-            Output::Send { .. } | Output::Locate { .. } | Output::Resolve { .. } | Output::TlsDomain { .. } => None,
+            Output::Send { .. }
+            | Output::Locate { .. }
+            | Output::LocateProxyPeers { .. }
+            | Output::Resolve { .. }
+            | Output::TlsDomain { .. } => None,
         })
         .collect()
 }

@@ -10,6 +10,7 @@ fn outbound() -> Proxy {
         outbound: true,
         tls: false,
         outsiders: Outsiders::Nobody,
+        ..Default::default()
     })
 }
 
@@ -18,6 +19,7 @@ fn proxy_peer(outsiders: Outsiders) -> Proxy {
         outbound: false,
         tls: false,
         outsiders,
+        ..Default::default()
     })
 }
 
@@ -465,6 +467,7 @@ fn a_domain_that_asks_for_tls_gets_it_and_its_certificate_must_name_the_domain()
         outbound: true,
         tls: true,
         outsiders: Outsiders::Nobody,
+        ..Default::default()
     });
     let out = proxy.on_request(0, invite_carol("z9hG4bKs1"), udp(7001), Side::Phones, &mut reg);
     let naptr = Answer::Naptr(vec![Naptr {

@@ -1,0 +1,161 @@
+//! Requests for other domains through the overlay's proxy peers (decision
+//! 0036).
+
+use super::*;
+
+const CORP: &str = "corp.test";
+const PROXY_PEER_1: &str = "127.0.0.3:6060";
+const PROXY_PEER_2: &str = "127.0.0.4:6060";
+
+/// A peer that does not reach other domains itself.
+fn not_a_proxy_peer() -> Proxy {
+    let mut proxy = Proxy::new(me(), 1).with_interworking(Interworking {
+        outbound: true,
+        ..Default::default()
+    });
+    proxy.set_proxy_peer(false, true);
+    proxy
+}
+
+fn alice_registered() -> Registrar {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    reg
+}
+
+fn invite_carol(branch: &str) -> SipMessage {
+    request("INVITE", &format!("sip:carol@{CORP}"), 7001, branch, "")
+}
+
+fn proxy_peer_lookup(outputs: &[Output]) -> Option<u64> {
+    outputs.iter().find_map(|o| match o {
+        Output::LocateProxyPeers { lookup } => Some(*lookup),
+        _ => None,
+    })
+}
+
+fn asks_dns(outputs: &[Output]) -> bool {
+    outputs.iter().any(|o| matches!(o, Output::Resolve { .. }))
+}
+
+/// alice calls carol@corp.test; both proxy peers answered the overlay.
+fn call_through_proxy_peers(proxy: &mut Proxy, reg: &mut Registrar) -> Vec<(Flow, SipMessage)> {
+    let out = proxy.on_request(0, invite_carol("z9hG4bKp1"), udp(7001), Side::Phones, reg);
+    assert_eq!(codes(&sent(&out)), vec![100]);
+    assert!(!asks_dns(&out), "a peer without reach asks no DNS");
+    let lookup = proxy_peer_lookup(&out).expect("the overlay is asked for its proxy peers");
+    let found = Location::Found {
+        peers: vec![PROXY_PEER_1.parse().unwrap(), PROXY_PEER_2.parse().unwrap()],
+        here: false,
+    };
+    sent(&proxy.located(5, lookup, found, reg))
+}
+
+#[test]
+fn a_users_call_to_another_domain_goes_to_the_first_proxy_peer_over_the_peers_tls() {
+    let mut reg = alice_registered();
+    let mut proxy = not_a_proxy_peer();
+    let out = call_through_proxy_peers(&mut proxy, &mut reg);
+    assert_eq!(out.len(), 1, "one proxy peer at a time: {out:?}");
+    let (flow, invite) = &out[0];
+    assert_eq!(*flow, tls(PROXY_PEER_1));
+    assert_eq!(invite.request_uri(), Some("sip:carol@corp.test"));
+    assert_eq!(
+        invite.header("P-Asserted-Identity").as_deref(),
+        Some("<sip:alice@overlay.test>"),
+        "the caller's peer vouches for the user it authenticated"
+    );
+    assert!(
+        invite.list("Via")[0].starts_with("SIP/2.0/TLS 127.0.0.1:6060;"),
+        "sent from the peers' side: {:?}",
+        invite.list("Via")
+    );
+    assert_eq!(
+        without_proof(invite.list("Record-Route")),
+        vec!["<sip:127.0.0.1:6060;transport=tls;lr>", "<sip:127.0.0.1:5060;lr>"],
+        "the caller's peer stays in the dialog"
+    );
+    let ok = respond(invite, 200, Some("c1"));
+    let up = sent(&proxy.on_response(10, ok, tls(PROXY_PEER_1)));
+    assert_eq!((up[0].0, up[0].1.status()), (udp(7001), Some(200)));
+}
+
+#[test]
+fn a_proxy_peer_that_refuses_or_cannot_be_reached_is_passed_over_for_the_next() {
+    let mut reg = alice_registered();
+    let mut proxy = not_a_proxy_peer();
+    let out = call_through_proxy_peers(&mut proxy, &mut reg);
+    let busy = respond(&out[0].1, 503, Some("p1"));
+    let after = sent(&proxy.on_response(10, busy, tls(PROXY_PEER_1)));
+    let next: Vec<Flow> = after
+        .iter()
+        .filter(|(_, m)| m.is_request() && m.method() == Some("INVITE"))
+        .map(|(f, _)| *f)
+        .collect();
+    assert_eq!(next, vec![tls(PROXY_PEER_2)], "{after:?}");
+    // The second one's connection breaks: nobody is left, and alice hears
+    // the best answer there was (§16.7: 503 becomes 500).
+    let after = sent(&proxy.flow_failed(20, tls(PROXY_PEER_2)));
+    let to_alice: Vec<u16> = after
+        .iter()
+        .filter(|(f, _)| *f == udp(7001))
+        .filter_map(|(_, m)| m.status())
+        .collect();
+    assert_eq!(to_alice, vec![500]);
+}
+
+#[test]
+fn no_proxy_peer_answering_the_overlay_is_503_with_retry_after() {
+    let mut reg = alice_registered();
+    let mut proxy = not_a_proxy_peer();
+    let out = proxy.on_request(0, invite_carol("z9hG4bKp2"), udp(7001), Side::Phones, &mut reg);
+    let lookup = proxy_peer_lookup(&out).unwrap();
+    let out = sent(&proxy.located(5, lookup, Location::Unreachable("no answer".into()), &reg));
+    let answer = out.iter().find(|(f, _)| *f == udp(7001)).map(|(_, m)| m).unwrap();
+    assert_eq!(answer.status(), Some(503));
+    assert!(answer.header("Retry-After").is_some());
+    // And an overlay that never answers: 408, as a user's lookup.
+    let out = proxy.on_request(10, invite_carol("z9hG4bKp3"), udp(7001), Side::Phones, &mut reg);
+    assert!(proxy_peer_lookup(&out).is_some());
+    let late = sent(&proxy.tick(10 + 64 * 500 + 1));
+    assert!(
+        late.iter().any(|(f, m)| *f == udp(7001) && m.status() == Some(408)),
+        "{late:?}"
+    );
+}
+
+#[test]
+fn only_a_user_the_peer_authenticates_reaches_a_proxy_peer() {
+    let mut reg = alice_registered();
+    let mut proxy = not_a_proxy_peer();
+    let stranger = request("INVITE", &format!("sip:carol@{CORP}"), 7009, "z9hG4bKp4", "");
+    let out = proxy.on_request(0, stranger, udp(7009), Side::Phones, &mut reg);
+    assert_eq!(codes(&sent(&out)), vec![407]);
+    assert_eq!(proxy_peer_lookup(&out), None);
+}
+
+#[test]
+fn a_proxy_peer_sends_another_peers_request_out_and_other_peers_refuse_it() {
+    let mut reg = alice_registered();
+    let relayed = || request("INVITE", &format!("sip:carol@{CORP}"), 7009, "z9hG4bKp5", "");
+    let mut proxy_peer = Proxy::new(me(), 1).with_interworking(Interworking {
+        outbound: true,
+        ..Default::default()
+    });
+    proxy_peer.set_proxy_peer(true, false);
+    let out = proxy_peer.on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg);
+    assert_eq!(codes(&sent(&out)), vec![100]);
+    assert!(asks_dns(&out), "the proxy peer looks the domain up");
+    // A peer the configuration does not list does not.
+    let mut other = Proxy::new(me(), 1).with_interworking(Interworking {
+        outbound: true,
+        ..Default::default()
+    });
+    let out = other.on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg);
+    assert_eq!(codes(&sent(&out)), vec![403]);
+    assert!(!asks_dns(&out));
+    // Nor does one that itself goes through proxy peers: no ping-pong.
+    let out = not_a_proxy_peer().on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg);
+    assert_eq!(codes(&sent(&out)), vec![403]);
+    assert_eq!(proxy_peer_lookup(&out), None);
+}
