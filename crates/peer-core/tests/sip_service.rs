@@ -4,11 +4,11 @@
 //! lookup's outcome becomes the proxy's next hop, with the Node-ID a TLS
 //! connection there must present (decision 0027).
 
-use peer_core::sip_service::{SipEvent, SipInput, SipOutput, SipService};
+use peer_core::sip_service::{InterworkingRole, SipEvent, SipInput, SipOutput, SipService};
 use peer_core::sip_usage::{Located, PublishError, SipPeer};
 use reload_wire::NodeId;
 use sip::digest::{Algorithm, Ha1};
-use sip::proxy::{Interfaces, Proxy, Side};
+use sip::proxy::{Interfaces, Interworking, Outsiders, Proxy, Side};
 use sip::registrar::{Flow, Registrar, Transport};
 use sip::testing::authorize;
 use sip::SipMessage;
@@ -18,6 +18,10 @@ const DOMAIN: &str = "overlay.test";
 const T0: u64 = 1_800_000_000_000;
 
 fn service() -> SipService {
+    service_with(Interworking::default())
+}
+
+fn service_with(interworking: Interworking) -> SipService {
     let users = [("alice", "secret"), ("bob", "hunter2")]
         .into_iter()
         .map(|(u, p)| (u.to_string(), Ha1::new(u, DOMAIN, p)))
@@ -28,7 +32,10 @@ fn service() -> SipService {
         overlay: "127.0.0.1:6060".parse().unwrap(),
         phones_tls: None,
     };
-    SipService::new(registrar, Proxy::new(interfaces, 1).with_dialog_secret([9; 32]), 1)
+    let proxy = Proxy::new(interfaces, 1)
+        .with_dialog_secret([9; 32])
+        .with_interworking(interworking);
+    SipService::new(registrar, proxy, 1)
 }
 
 fn udp(port: u16) -> Flow {
@@ -215,4 +222,71 @@ fn a_located_peer_gets_the_call_over_a_connection_that_must_present_its_node_id(
     assert!(out
         .iter()
         .any(|o| matches!(o, SipOutput::Unreachable { address } if *address == bobs_peer.address)));
+}
+
+/// alice (registered) calls carol@corp.test: what the service asks for.
+fn call_to_another_domain(service: &mut SipService, branch: &str) -> Vec<SipOutput> {
+    let phone = udp(7004);
+    let invite = format!(
+        "INVITE sip:carol@corp.test SIP/2.0\r\nVia: SIP/2.0/UDP {phone};branch={branch};rport\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:alice@{DOMAIN}>;tag=a1\r\nTo: <sip:carol@corp.test>\r\n\
+         Call-ID: {branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{phone}>\r\nContent-Length: 0\r\n\r\n",
+        phone = phone.remote
+    );
+    let invite = SipMessage::parse(invite.as_bytes()).unwrap();
+    let out = input(service, T0 + 10, &invite.to_bytes(), phone, Side::Phones);
+    let challenge = &sent(&out)[0].1;
+    assert_eq!(challenge.status(), Some(407));
+    let mut authorized = authorize(&invite, challenge, "alice", "secret", Algorithm::Md5);
+    authorized.set("CSeq", "2 INVITE");
+    let via = format!("SIP/2.0/UDP {};branch={branch}x;rport", phone.remote);
+    authorized.set("Via", &via);
+    input(service, T0 + 11, &authorized.to_bytes(), phone, Side::Phones)
+}
+
+fn asks_for_peers(out: &[SipOutput]) -> Option<Vec<NodeId>> {
+    out.iter().find_map(|o| match o {
+        SipOutput::LocatePeers { peers, .. } => Some(peers.clone()),
+        _ => None,
+    })
+}
+
+fn asks_dns(out: &[SipOutput]) -> bool {
+    out.iter().any(|o| matches!(o, SipOutput::Resolve { .. }))
+}
+
+/// Decision 0036: the configuration's proxy peers decide where a user's
+/// request for another domain goes: to them from a peer not listed, out
+/// from a listed one, out from one its operator made a proxy peer itself;
+/// and a new list applies to the next request.
+#[test]
+fn the_configurations_proxy_peers_decide_who_sends_requests_for_other_domains_out() {
+    let (me, other) = (NodeId::from_u128(1), NodeId::from_u128(2));
+    let interworking = Interworking {
+        outbound: true,
+        ..Default::default()
+    };
+    let with_role = |own_policy: Option<Outsiders>| {
+        service_with(interworking.clone()).with_role(InterworkingRole {
+            me: Some(me),
+            own_policy,
+        })
+    };
+    // No list: every peer sends out itself, as before.
+    let mut service = with_role(None);
+    service.set_proxy_peers(&[], &Outsiders::Everyone);
+    assert!(asks_dns(&call_to_another_domain(&mut service, "z9hG4bKa")));
+    // Another peer is listed: the call goes to it, not to the DNS.
+    service.set_proxy_peers(&[other], &Outsiders::Everyone);
+    let out = call_to_another_domain(&mut service, "z9hG4bKb");
+    assert_eq!(asks_for_peers(&out), Some(vec![other]));
+    assert!(!asks_dns(&out));
+    // This peer is listed too: it sends out itself.
+    service.set_proxy_peers(&[other, me], &Outsiders::Everyone);
+    let out = call_to_another_domain(&mut service, "z9hG4bKc");
+    assert!(asks_dns(&out) && asks_for_peers(&out).is_none());
+    // Made a proxy peer by its operator: out itself, whatever is listed.
+    let mut own = with_role(Some(Outsiders::Nobody));
+    own.set_proxy_peers(&[other], &Outsiders::Everyone);
+    assert!(asks_dns(&call_to_another_domain(&mut own, "z9hG4bKd")));
 }
