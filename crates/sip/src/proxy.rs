@@ -29,7 +29,7 @@ mod tests;
 
 pub use home_registration::registers_elsewhere;
 pub use observation::{Observation, MAX_NAME};
-pub use other_domains::{Interworking, Outsiders};
+pub use other_domains::{Interworking, Outsiders, SILENT_HOP_MS};
 pub use route::{connection_alias, host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
 pub use setup_budget::{MAX_SILENT_PER_PHONE, SETUP_WAIT_MS};
 
@@ -279,13 +279,16 @@ struct ClientTxn {
     /// of the setup budget ([`SETUP_WAIT_MS`]) and counts against its
     /// phone.
     leaves_setup_at: Option<u64>,
+    /// A next hop toward another domain that has answered nothing by then
+    /// is passed over for the next ([`SILENT_HOP_MS`]).
+    passed_over_at: Option<u64>,
     /// When its entry in [`Proxy::timers`] is due; `u64::MAX` for none.
     timer_at: u64,
 }
 
 impl ClientTxn {
     fn due(&self) -> u64 {
-        [self.retransmit_at, self.leaves_setup_at]
+        [self.retransmit_at, self.leaves_setup_at, self.passed_over_at]
             .into_iter()
             .flatten()
             .fold(self.timeout_at, u64::min)
@@ -1079,6 +1082,7 @@ impl Proxy {
                 phone: None,
                 silent: false,
                 leaves_setup_at: (method == "INVITE" && server.is_some()).then_some(now + SETUP_WAIT_MS),
+                passed_over_at: None,
                 timer_at: u64::MAX,
             },
         );
@@ -1271,6 +1275,7 @@ impl Proxy {
             return;
         };
         client.leaves_setup_at = None;
+        client.passed_over_at = None;
         if let Some(phone) = client.phone.filter(|_| std::mem::take(&mut client.silent)) {
             self.setting_up.no_longer_silent(phone);
         }
@@ -1746,6 +1751,10 @@ impl Proxy {
                 client.silent = true;
                 self.setting_up.went_silent(phone);
             }
+        }
+        if client.passed_over_at.is_some_and(|at| at <= now) {
+            // Silent: as good as timed out (RFC 3263 §4.3).
+            return self.branch_failed(now, id, 408, "Request Timeout");
         }
         if client.timeout_at <= now {
             if client.method == "INVITE" && client.state == ClientState::Proceeding && client.cancel == Cancel::No {

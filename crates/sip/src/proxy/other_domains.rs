@@ -112,6 +112,16 @@ impl std::fmt::Display for Outsiders {
     }
 }
 
+/// How long a next hop toward another domain may stay silent (not even a
+/// 100 Trying) before the next one is tried (RFC 3263 §4.3 names a
+/// timeout; Timer B's 32 s would outlast the caller's patience, and a
+/// phone's REGISTER gives up at its own Timer F). Only INVITE and
+/// REGISTER: a server answers an INVITE with 100 within 200 ms (RFC 3261
+/// §17.2.1, §16.2) and a REGISTER itself, whereas other requests may
+/// rightly wait on a slow callee downstream, and trying a second server
+/// then would deliver them twice. Kamailio's `fr_timer` plays this part.
+pub const SILENT_HOP_MS: u64 = 5_000;
+
 /// Next hops a request for another domain tries at most: a DNS answer
 /// can list hundreds of servers, and each try may take 64·T1.
 pub const MAX_OUTSIDE_HOPS: usize = 8;
@@ -285,6 +295,9 @@ impl Proxy {
             };
             // RFC 3261 §16.6 step 4: a REGISTER starts no dialog.
             let record_route = server.request().is_some_and(|r| r.method() != Some("REGISTER"));
+            let watched = server
+                .request()
+                .is_some_and(|r| matches!(r.method(), Some("INVITE" | "REGISTER")));
             if let Some(domain) = domain {
                 self.out.push(Output::TlsDomain {
                     remote: destination.address,
@@ -292,7 +305,19 @@ impl Proxy {
                 });
             }
             self.schedule(super::TimerRef::Server(server_id));
-            return self.forward(now, server_id, vec![target], record_route);
+            self.forward(now, server_id, vec![target], record_route);
+            let branch = self
+                .servers
+                .get(&server_id)
+                .and_then(|s| s.open.as_ref())
+                .and_then(|o| o.branches.last().copied());
+            if let Some(branch) = branch.filter(|_| watched) {
+                if let Some(client) = self.clients.get_mut(&branch) {
+                    client.passed_over_at = Some(now + SILENT_HOP_MS);
+                }
+                self.schedule(super::TimerRef::Client(branch));
+            }
+            return;
         }
         // Questions are asked only when no hop is left to try: a call that
         // its first server takes costs no more DNS.

@@ -1,6 +1,7 @@
 //! Requests to and from other SIP domains (RFC 3263; decision 0034).
 
 use super::*;
+use crate::proxy::other_domains::SILENT_HOP_MS;
 use crate::server_location::{Answer, Naptr, Srv};
 
 const CORP: &str = "corp.test";
@@ -241,8 +242,10 @@ fn a_server_that_cannot_be_reached_or_does_not_answer_is_passed_over() {
         Some(ip("10.0.0.2")),
     );
     assert_eq!(sent(&out)[0].0, tcp("10.0.0.2:5080"));
-    // The second never answers: Timer B, and nothing is left to try.
-    let end = sent(&proxy.tick(6 + TRANSACTION_TIMEOUT_MS));
+    // The second says nothing, not even 100 Trying: it is passed over
+    // (well before Timer B), and nothing is left to try.
+    assert!(sent(&proxy.tick(6 + SILENT_HOP_MS - 1)).is_empty());
+    let end = sent(&proxy.tick(6 + SILENT_HOP_MS));
     let to_phone = answers_to_alice(&end);
     assert_eq!(
         to_phone,
@@ -593,4 +596,69 @@ fn a_trailing_dot_does_not_make_the_overlays_domain_another() {
     let forged = invite_from_outside("z9hG4bKdot", "alice@overlay.test.");
     let out = proxy.on_request(0, forged, udp(9000), Side::Phones, &mut reg);
     assert_eq!(codes(&sent(&out)), vec![407]);
+}
+
+/// RFC 3263 §4.3 with a timeout of our choosing (`SILENT_HOP_MS`): a server
+/// that says nothing to an INVITE is passed over after 5 s, not Timer B's
+/// 32 s; one that answered 100 Trying is given the call's time; and a
+/// request other than INVITE or REGISTER waits for its own timeout, since
+/// a second server would deliver it twice.
+#[test]
+fn a_silent_server_is_passed_over_after_seconds_and_one_that_said_trying_is_not() {
+    let mut reg = alice_registered();
+    let mut proxy = outbound();
+    let first = sent(&resolve_to_first_server(&mut proxy, &mut reg));
+    assert_eq!(first[0].0, tcp("10.0.0.1:5070"));
+    let out = proxy.tick(3 + SILENT_HOP_MS);
+    let out = answer(
+        &mut proxy,
+        4,
+        &out,
+        Query::Address("b.corp.test".into()),
+        Some(ip("10.0.0.2")),
+    );
+    let second = sent(&out);
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].0, tcp("10.0.0.2:5080"), "the next server, 5 s on");
+    let trying = respond(&second[0].1, 100, None);
+    proxy.on_response(5, trying, tcp("10.0.0.2:5080"));
+    let later = sent(&proxy.tick(5 + 10 * SILENT_HOP_MS));
+    assert!(
+        answers_to_alice(&later).is_empty(),
+        "a server that is trying keeps the call: {later:?}"
+    );
+
+    let mut proxy = outbound();
+    let message = request("MESSAGE", &format!("sip:carol@{CORP}"), 7001, "z9hG4bKm1", "");
+    let out = proxy.on_request(0, message, udp(7001), Side::Phones, &mut reg);
+    let out = answer(
+        &mut proxy,
+        1,
+        &out,
+        Query::Naptr(CORP.into()),
+        Some(Answer::Naptr(Vec::new())),
+    );
+    let srv_records = Answer::Srv(vec![srv(10, 5070, "a.corp.test."), srv(20, 5080, "b.corp.test.")]);
+    let out = answer(
+        &mut proxy,
+        2,
+        &out,
+        Query::Srv(format!("_sip._tcp.{CORP}")),
+        Some(srv_records),
+    );
+    let out = answer(
+        &mut proxy,
+        3,
+        &out,
+        Query::Address("a.corp.test".into()),
+        Some(ip("10.0.0.1")),
+    );
+    assert_eq!(sent(&out).len(), 1);
+    let quiet = proxy.tick(3 + SILENT_HOP_MS);
+    assert!(questions(&quiet).is_empty(), "no next server for a MESSAGE yet");
+    let quiet: Vec<_> = sent(&quiet)
+        .into_iter()
+        .filter(|(f, _)| f.remote.port() == 5080)
+        .collect();
+    assert!(quiet.is_empty());
 }
