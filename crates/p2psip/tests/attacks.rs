@@ -4,7 +4,8 @@
 //! datagrams does not flood the log, a made-up dialog relays nothing, a
 //! captured Authorization cannot be replayed, a caller's credentials stay
 //! at its peer, a phone cannot call as another user, the port between
-//! peers hears only enrolled nodes over TLS, and a dead phone called again
+//! peers hears only enrolled nodes over TLS, the phones' TLS listener is
+//! bounded as TCP's is, and a dead phone called again
 //! and again does not take the peer's calls down with it.
 
 mod common;
@@ -344,6 +345,90 @@ fn one_host_cannot_lock_the_phones_out_of_sip_over_tcp() {
     );
 }
 
+/// The phones' TLS listener (decision 0035) under the same attack: 100
+/// TCP connections from 127.0.0.1 that start no handshake, or stop in the
+/// middle of one. Past 64 the peer closes them at once; the 64 it took
+/// are closed when no message came within 10 s, the handshake counted in
+/// it. Meanwhile a phone on 127.0.0.2 completes its handshake, checks the
+/// peer's certificate for the overlay's domain and gets its OPTIONS
+/// answered.
+#[test]
+fn one_host_cannot_lock_the_phones_out_of_sip_over_tls() {
+    let accounts = ["--user", "alice:alice-pw"];
+    let mut o = Overlay::create_with("attack-tls", DOMAIN, &accounts);
+    let dir = o.enroll("n0");
+    o.enroll_user(&dir, "alice", "alice-pw");
+    let overlay_dir = o.dir.join("overlay");
+    let (cert, key) = sip_certificate(&overlay_dir, &o.dir.join("sip-tls"));
+    let (sip, tls_at) = (loopback(free_port()), loopback(free_port()));
+    let args = [
+        "--sip".to_string(),
+        sip.to_string(),
+        "--sip-tls".into(),
+        tls_at.to_string(),
+        "--sip-tls-cert".into(),
+        cert.to_str().unwrap().into(),
+        "--sip-tls-key".into(),
+        key.to_str().unwrap().into(),
+    ];
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let peer = o.start_peer_with(&dir, None, &args);
+    wait_for(Duration::from_secs(15), "the peer to start", || {
+        status(peer.admin).is_some_and(|s| s.joined && s.sip.is_some())
+    });
+
+    let opened = Instant::now();
+    let mut idle: Vec<TcpStream> = (0..100).map(|_| TcpStream::connect(tls_at).unwrap()).collect();
+    // Half of them stop after the first bytes of a ClientHello.
+    for conn in idle.iter_mut().step_by(2) {
+        let _ = conn.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+    }
+    let refused = idle[64..]
+        .iter()
+        .filter(|c| closed_within(c, Duration::from_secs(2)))
+        .count();
+    assert_eq!(refused, 36, "the connections past 64 from one address are refused");
+
+    let ca = std::fs::read_to_string(overlay_dir.join("ca.crt")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for der in pem_certificates(&ca) {
+        roots.add(der).unwrap();
+    }
+    let client =
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    let options = format!(
+        "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TLS 127.0.0.2:5999;branch=z9hG4bKtls1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@{DOMAIN}>;tag=t\r\nTo: <sip:{DOMAIN}>\r\n\
+         Call-ID: tls-options\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    );
+    let answer = tls_exchange_from("127.0.0.2".parse().unwrap(), tls_at, DOMAIN, client, &options)
+        .expect("the phone from another address gets through");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    let still_open = idle[..64]
+        .iter()
+        .filter(|c| !closed_within(c, Duration::from_secs(15)))
+        .count();
+    assert_eq!(still_open, 0, "every stalled handshake is closed by the limit");
+    assert!(
+        opened.elapsed() >= Duration::from_secs(5),
+        "closed by the limit, not at once"
+    );
+    assert!(status(peer.admin).is_some(), "the peer still serves");
+}
+
+/// The certificates of a PEM text.
+fn pem_certificates(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// A request sent a few bytes at a time, never finished, is dropped
 /// after the 10 s a message may take, and the peer answers others.
 #[test]
@@ -548,14 +633,32 @@ fn a_made_up_dialog_is_not_relayed() {
 /// Sends `message` over TLS with `client` to `to`; what comes back within
 /// 10 s, or why nothing did.
 fn tls_exchange(to: SocketAddr, client: rustls::ClientConfig, message: &str) -> Result<String, String> {
+    let source = if to.is_ipv4() { "127.0.0.1" } else { "::1" };
+    tls_exchange_from(source.parse().unwrap(), to, &to.ip().to_string(), client, message)
+}
+
+/// [`tls_exchange`] from the address `source`, to a server named `name`.
+fn tls_exchange_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    name: &str,
+    client: rustls::ClientConfig,
+    message: &str,
+) -> Result<String, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(to).await.map_err(|e| e.to_string())?;
-        let name = rustls::pki_types::ServerName::IpAddress(to.ip().into());
+        let socket = match source {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        }
+        .map_err(|e| e.to_string())?;
+        socket.bind(SocketAddr::new(source, 0)).map_err(|e| e.to_string())?;
+        let tcp = socket.connect(to).await.map_err(|e| e.to_string())?;
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|e| e.to_string())?;
         let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client));
         let mut tls = connector.connect(name, tcp).await.map_err(|e| e.to_string())?;
         tls.write_all(message.as_bytes()).await.map_err(|e| e.to_string())?;
