@@ -937,8 +937,16 @@ impl<T: Topology + Tables> Driver<T> {
             proxy_peers.peers.len(),
             proxy_peers.outsiders
         );
-        if let Some(sip) = &self.sip_control {
-            let _ = sip.try_send(crate::sip_server::SipControl::ProxyPeers(proxy_peers));
+        if let Some(sip) = self.sip_control.clone() {
+            tokio::spawn(async move {
+                if sip
+                    .send(crate::sip_server::SipControl::ProxyPeers(proxy_peers))
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("the SIP side is not running: the new proxy peers apply after a restart");
+                }
+            });
         }
     }
 

@@ -85,12 +85,14 @@ pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, security: Secu
         let security = security.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            let accepted = Instant::now();
+            let flow = |transport| Flow { transport, remote };
             match security {
-                Security::Plain => serve_accepted(stream, remote, Transport::Tcp, side, events).await,
+                Security::Plain => serve_accepted(stream, flow(Transport::Tcp), side, events, accepted).await,
                 Security::Domain(acceptor) => {
                     // The handshake counts against the first message's time.
                     match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve_accepted(stream, remote, Transport::Tls, side, events).await,
+                        Ok(Ok(stream)) => serve_accepted(stream, flow(Transport::Tls), side, events, accepted).await,
                         Ok(Err(e)) => refused(remote, &e.to_string()),
                         Err(_) => refused(remote, "no TLS handshake within 10 s"),
                     }
@@ -103,7 +105,7 @@ pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, security: Secu
                                 "sip: TLS connection from peer {} at {remote}",
                                 ids.first().map(|n| n.to_hex()).unwrap_or_default()
                             );
-                            serve_accepted(stream, remote, Transport::Tls, side, events).await;
+                            serve_accepted(stream, flow(Transport::Tls), side, events, accepted).await;
                         }
                         Ok(Err(e)) => refused_peer(remote, &e.to_string()),
                         Err(_) => refused_peer(remote, "no TLS handshake within 10 s"),
@@ -116,19 +118,15 @@ pub(crate) async fn accept_tcp(listener: TcpListener, side: Side, security: Secu
 }
 
 /// An accepted connection, announced to the SIP side and then run.
-async fn serve_accepted<S>(
-    stream: S,
-    remote: SocketAddr,
-    transport: Transport,
-    side: Side,
-    events: mpsc::Sender<SipInput>,
-) where
+/// `accepted` is when its TCP connection was: a TLS handshake counts
+/// against the first message's time.
+async fn serve_accepted<S>(stream: S, flow: Flow, side: Side, events: mpsc::Sender<SipInput>, accepted: Instant)
+where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
     let (tx, rx) = mpsc::channel(TCP_QUEUE);
-    let flow = Flow { transport, remote };
     if events.send(SipInput::Opened { flow, tx: tx.clone() }).await.is_ok() {
-        run_connection(stream, remote, transport, side, events, tx, rx).await;
+        run_connection(stream, flow, side, events, tx, rx, accepted).await;
     }
 }
 
@@ -204,7 +202,7 @@ pub(crate) async fn open_connection(
         .map_err(|e| Unreachable(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     if flow.transport != Transport::Tls {
-        run_connection(tcp, remote, flow.transport, Side::Phones, events, tx, rx).await;
+        run_connection(tcp, flow, Side::Phones, events, tx, rx, Instant::now()).await;
         return Ok(());
     }
     let (link, expected) = match tls {
@@ -217,7 +215,7 @@ pub(crate) async fn open_connection(
                 .await
                 .map_err(|_| Unreachable(format!("no TLS handshake within {limit:?}")))?
                 .map_err(|e| OpenFailure::WrongServer(format!("not a server of {domain}: {e}")))?;
-            run_connection(stream, remote, Transport::Tls, Side::Phones, events, tx, rx).await;
+            run_connection(stream, flow, Side::Phones, events, tx, rx, Instant::now()).await;
             return Ok(());
         }
     };
@@ -228,7 +226,7 @@ pub(crate) async fn open_connection(
         .map_err(|e| Unreachable(e.to_string()))?;
     let presented = link.peer_node_ids(stream.get_ref().1.peer_certificates());
     peer_core::sip_service::check_presented(expected, &presented).map_err(OpenFailure::WrongPeer)?;
-    run_connection(stream, remote, Transport::Tls, Side::Overlay, events, tx, rx).await;
+    run_connection(stream, flow, Side::Overlay, events, tx, rx, Instant::now()).await;
     Ok(())
 }
 
@@ -239,12 +237,12 @@ pub(crate) async fn open_connection(
 /// delayed ACK, some 40 ms later.
 pub(crate) async fn run_connection<S>(
     stream: S,
-    remote: SocketAddr,
-    transport: Transport,
+    flow: Flow,
     side: Side,
     events: mpsc::Sender<SipInput>,
     tx: mpsc::Sender<Vec<u8>>,
     mut rx: mpsc::Receiver<Vec<u8>>,
+    started: Instant,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
@@ -261,8 +259,7 @@ pub(crate) async fn run_connection<S>(
             *written.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         }
     });
-    let flow = Flow { transport, remote };
-    let started = Instant::now();
+    let remote = flow.remote;
     let mut last_read = started;
     let mut message_began: Option<Instant> = None;
     let mut whole_messages = 0u64;

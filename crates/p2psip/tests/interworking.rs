@@ -655,19 +655,51 @@ fn kamailio_locations(dir: &Path) -> String {
 /// through it to the phone, and the phone calls carol as dave.
 #[test]
 fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_path() {
+    home_registration_at_kamailio("iw-home", 78, false);
+}
+
+/// The same through a proxy peer (decision 0036): alice's peer has no DNS
+/// and is not listed; the operator publishes a configuration listing the
+/// other peer as the overlay's proxy peer while both run. dave's REGISTER
+/// then goes through it, Kamailio stores both peers' Path entries, and
+/// the calls both ways pass both peers.
+#[test]
+fn a_home_registration_goes_through_the_configurations_proxy_peer() {
+    home_registration_at_kamailio("iw-home-pp", 80, true);
+}
+
+/// `lab`: the second byte of the loopback address this test's DNS server
+/// listens on (port 53), so that tests running at once do not share one.
+fn home_registration_at_kamailio(tag: &str, lab: u8, through_proxy_peer: bool) {
     if !kamailio_lab(true) {
         return;
     }
-    let mut o = Overlay::create_with("iw-home", DOMAIN, &["--user", "alice:alice-pw"]);
+    let mut o = Overlay::create_with(tag, DOMAIN, &["--user", "alice:alice-pw"]);
     let dirs: Vec<PathBuf> = (0..2).map(|i| o.enroll(&format!("n{i}"))).collect();
     o.enroll_user(&dirs[0], "alice", "alice-pw");
     let sip: Vec<String> = (0..2).map(|_| loopback(free_port()).to_string()).collect();
-    let nameserver = IpAddr::from([127, 78, (std::process::id() % 200) as u8, 53]);
+    let nameserver = IpAddr::from([127, lab, (std::process::id() % 200) as u8, 53]);
     let dns_arg = SocketAddr::new(nameserver, 53).to_string();
-    let p0 = o.start_peer_with(&dirs[0], None, &["--sip", &sip[0], "--dns-server", &dns_arg]);
-    let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &["--sip", &sip[1]]);
+    let (dns_at_0, dns_at_1): (&[&str], &[&str]) = if through_proxy_peer {
+        (&[], &["--dns-server", &dns_arg])
+    } else {
+        (&["--dns-server", &dns_arg], &[])
+    };
+    let p0 = o.start_peer_with(&dirs[0], None, &[&["--sip", &sip[0]][..], dns_at_0].concat());
+    let p1 = o.start_peer_with(&dirs[1], Some(p0.listen), &[&["--sip", &sip[1]][..], dns_at_1].concat());
     wait_consistent(&[&p0, &p1], Duration::from_secs(60), "the peers to form a ring");
-
+    if through_proxy_peer {
+        let proxy_peer = status(p1.admin).unwrap().node_id;
+        let element = format!(
+            "<p2psip:proxy-peers outsiders=\"none\"><p2psip:proxy-peer>{proxy_peer}</p2psip:proxy-peer></p2psip:proxy-peers>\n    <required-kinds>"
+        );
+        o.publish_config(p0.admin, |shown| shown.replacen("<required-kinds>", &element, 1));
+        wait_for(Duration::from_secs(10), "both peers on the new configuration", || {
+            [&p0, &p1]
+                .iter()
+                .all(|p| status(p.admin).is_some_and(|s| s.configuration_sequence == 2))
+        });
+    }
     let corp_server = loopback(free_port());
     let records = [
         format!("--naptr-record={CORP},10,10,S,SIP+D2U,,_sip._udp.{CORP}"),
@@ -688,10 +720,17 @@ fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_pat
     corp_phones.register_at(alice_at, alice_port, "dave", "corp-pw");
     corp_phones.register_at(corp_server, carol_port, "carol", "corp-pw");
     let locations = kamailio_locations(&kamailio_dir);
-    assert!(
-        locations.contains(&format!("@{alice_at};lr>")),
-        "dave's binding at Kamailio carries the peer's Path: {locations}"
-    );
+    if through_proxy_peer {
+        assert!(
+            locations.contains(&format!("@{};lr>", sip[1])) && locations.contains(";transport=tls;lr>"),
+            "dave's binding at Kamailio carries the proxy peer's Path over alice's peer's: {locations}"
+        );
+    } else {
+        assert!(
+            locations.contains(&format!("@{alice_at};lr>")),
+            "dave's binding at Kamailio carries the peer's Path: {locations}"
+        );
+    }
 
     let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), CORP);
     one_call(
@@ -712,10 +751,16 @@ fn a_user_registers_an_account_at_home_through_the_overlay_and_is_reached_by_pat
             "dave's phone took carol's call, through the Path, and its BYE",
         ),
     );
-    let log = std::fs::read_to_string(&p0.log).unwrap();
-    assert!(
-        log.contains(&format!("from carol@{CORP} to dave@{CORP} answered")),
-        "the call went through alice's peer"
+    let passed = |peer: &Peer| {
+        std::fs::read_to_string(&peer.log)
+            .unwrap()
+            .contains(&format!("from carol@{CORP} to dave@{CORP} answered"))
+    };
+    assert!(passed(&p0), "the call went through alice's peer");
+    assert_eq!(
+        passed(&p1),
+        through_proxy_peer,
+        "and through the proxy peer only when there is one"
     );
 
     let call = call_scenario(&corp_phones.dir, "uac_call", &format!("dave@{CORP}"), CORP);

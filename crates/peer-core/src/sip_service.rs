@@ -510,10 +510,7 @@ impl SipService {
             .request_uri()
             .and_then(|u| sip::uri::Uri::parse(u).ok())
             .is_some_and(|u| !u.host.eq_ignore_ascii_case(domain));
-        side == Side::Phones
-            && self.proxy.reaches_other_domains()
-            && to_another_registrar
-            && sip::proxy::registers_elsewhere(request, domain)
+        self.proxy.sends_home(side) && to_another_registrar && sip::proxy::registers_elsewhere(request, domain)
     }
 
     /// Whether `request` is a retransmission of a transaction held here.

@@ -409,9 +409,16 @@ impl Proxy {
         self
     }
 
-    /// Whether requests of this peer's users go to other domains.
-    pub fn reaches_other_domains(&self) -> bool {
-        self.interworking.outbound
+    /// Whether a REGISTER for another domain's registrar that arrived on
+    /// `side` goes there through this proxy: a phone's, from a peer that
+    /// reaches other domains itself or through a proxy peer; another
+    /// peer's, at a proxy peer (decisions 0034, 0036).
+    pub fn sends_home(&self, side: Side) -> bool {
+        let w = &self.interworking;
+        match side {
+            Side::Phones => w.outbound || w.through_proxy_peers,
+            Side::Overlay => w.outbound && w.serves_peers,
+        }
     }
 
     /// Whether this peer sends other peers' requests for other domains
@@ -645,14 +652,15 @@ impl Proxy {
         }
         // §16.5: where the request goes. A new request routed by this
         // peer's Path entry goes to the phone that registered with it.
-        let path_target = (own_routes.popped && !to_tagged && !request.has("Route"))
-            .then(|| home_registration::path_target(&self.dialog_key, &own_routes.users, (registrar, now)))
+        let routed_on = request.has("Route");
+        let path_target = (own_routes.popped && !to_tagged)
+            .then(|| home_registration::path_target(&self.dialog_key, &own_routes.users, routed_on, (registrar, now)))
             .flatten();
-        let target = if let Some(phone) = path_target {
+        let target = if let Some((flow, side)) = path_target {
             Some(Target {
                 request_uri: None,
-                flow: phone,
-                side: Side::Phones,
+                flow,
+                side,
                 user: None,
             })
         } else if request.has("Route") && !to_tagged {
@@ -692,7 +700,12 @@ impl Proxy {
             (Some(_), _) => None,
             (None, Some(user)) => Some(user.to_string()),
             (None, None) if side != Side::Phones && !(self.interworking.outbound && self.interworking.serves_peers) => {
-                return self.reply(&request, flow, 403, "Other Domains Are Reached From The Caller's Peer");
+                // Not a proxy peer (or not yet: its configuration may lag
+                // the sender's), so the sender tries the next one.
+                let tag = self.unique();
+                let mut refused = SipMessage::response_to(&request, 503, "Not A Proxy Peer", Some(&tag));
+                refused.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
+                return self.send(flow, refused.to_bytes());
             }
             (None, None) if !self.interworking.outbound && !self.interworking.through_proxy_peers => {
                 return self.reply(&request, flow, 403, "Interworking With Other Domains Is Not Configured");
@@ -742,9 +755,14 @@ impl Proxy {
                 }
                 if let (Some(user), true) = (&caller, method == "REGISTER") {
                     let bound = (&*registrar, user.as_str(), now);
-                    home_registration::prepare(&mut request, &self.me, &self.dialog_key, flow, bound);
+                    let through_proxy_peer = !self.interworking.outbound;
+                    let me = (&self.me, through_proxy_peer);
+                    home_registration::prepare(&mut request, me, &self.dialog_key, flow, bound);
                 }
             }
+        } else if method == "REGISTER" && outside.is_some() {
+            // A proxy peer sends another peer's user's REGISTER home.
+            home_registration::relay(&mut request, &self.me, &self.dialog_key, now);
         } else if let Some(user) = &user {
             if registrar.contacts(user, now).is_empty() {
                 let (code, reason) = if registrar.serves(user) {
@@ -764,8 +782,14 @@ impl Proxy {
         } else {
             dialog_proof::toward_caller(&request, flow, caller.as_deref(), registrar, now)
         };
-        // §16.2: a stateful proxy answers an INVITE with 100 at once.
-        let trying = invite.then(|| SipMessage::response_to(&request, 100, "Trying", None).to_bytes());
+        // §16.2: a stateful proxy answers an INVITE with 100 at once. A
+        // proxy peer answers another peer's other requests for another
+        // domain with 100 too (RFC 4320 §4.1 allows it over a reliable
+        // transport): the sender then knows it was taken, and does not
+        // send it to a second proxy peer while this one looks further.
+        let taken_for_a_peer = side == Side::Overlay && outside.is_some() && flow.transport.reliable();
+        let trying =
+            (invite || taken_for_a_peer).then(|| SipMessage::response_to(&request, 100, "Trying", None).to_bytes());
         let mut server = ServerTxn {
             key: key.clone(),
             from: flow,
@@ -1627,6 +1651,39 @@ impl Proxy {
         }
     }
 
+    /// A next hop toward another domain that stayed silent for
+    /// [`SILENT_HOP_MS`] is as good as timed out (RFC 3263 §4.3): its
+    /// server transaction moves on to the next hop. Its client transaction
+    /// stays until its own timeout, detached, so that a late provisional
+    /// gets a CANCEL (§9.1) and a late final answer goes nowhere upstream
+    /// (a 2xx unacknowledged, its sender ends that dialog, §13.3.1.4):
+    /// the caller never gets two answers.
+    fn pass_over(&mut self, now: u64, id: u64) {
+        let Some(client) = self.clients.get_mut(&id) else {
+            return;
+        };
+        client.passed_over_at = None;
+        let Some(server) = client.server.take() else {
+            return;
+        };
+        client.upstream = None;
+        if client.method == "INVITE" {
+            client.cancel = Cancel::Wanted;
+        }
+        let local = client
+            .request
+            .as_ref()
+            .map(|r| SipMessage::response_to(r, 408, "Request Timeout", None));
+        self.schedule(TimerRef::Client(id));
+        if let Some(open) = self.servers.get_mut(&server).and_then(|s| s.open.as_mut()) {
+            open.branches.retain(|b| *b != id);
+        }
+        if let Some(mut local) = local {
+            local.remove_first("Via");
+            self.branch_finished(now, server, local, true);
+        }
+    }
+
     // ----- timers --------------------------------------------------------
 
     /// Puts the transaction's entry in `timers` at its current due time.
@@ -1753,8 +1810,7 @@ impl Proxy {
             }
         }
         if client.passed_over_at.is_some_and(|at| at <= now) {
-            // Silent: as good as timed out (RFC 3263 §4.3).
-            return self.branch_failed(now, id, 408, "Request Timeout");
+            return self.pass_over(now, id);
         }
         if client.timeout_at <= now {
             if client.method == "INVITE" && client.state == ClientState::Proceeding && client.cancel == Cancel::No {

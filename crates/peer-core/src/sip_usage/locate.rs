@@ -190,8 +190,7 @@ impl Locator {
     ) {
         self.next += 1;
         let id = self.next;
-        self.known.retain(|_, (_, until)| *until > now);
-        let mut locating = Locating {
+        let locating = Locating {
             token,
             waiting: 0,
             grace_until: None,
@@ -200,34 +199,10 @@ impl Locator {
             failures: Vec::new(),
             order: Some(peers.to_vec()),
         };
-        let me = engine.node_id();
-        let mut attach = Vec::new();
-        for peer in peers.iter().filter(|p| **p != me) {
-            match self.known.get(peer) {
-                Some((address, _)) => {
-                    self.stats.attaches_reused += 1;
-                    locating.peers.push(SipPeer {
-                        node: *peer,
-                        address: *address,
-                    });
-                }
-                None if !attach.contains(peer) => attach.push(*peer),
-                None => {}
-            }
-        }
-        locating.waiting = attach.len();
-        if !locating.peers.is_empty() && !attach.is_empty() {
-            locating.grace_until = Some(now + FORK_GRACE_MS);
-            self.graces.insert((now + FORK_GRACE_MS, id));
-        }
         self.locating.insert(id, locating);
-        for peer in attach {
-            let request = engine.app_attach(now, peer, SIPS_APPLICATION);
-            self.attaches.insert(request, (id, peer));
-        }
-        if self.locating.get(&id).is_some_and(|l| l.waiting == 0) {
-            self.complete(id);
-        }
+        let me = engine.node_id();
+        let others = peers.iter().copied().filter(|p| *p != me).collect();
+        self.attach_to(engine, now, id, others);
     }
 
     /// A finished lookup: its token and outcome.
@@ -370,11 +345,10 @@ impl Locator {
         self.stats.unverified_values += engine.keep_verified(&fetching.resource, &mut answer) as u64;
         let verified = answer.kind_responses.iter().map(|k| k.values.len()).sum();
         let me = engine.node_id();
-        self.known.retain(|_, (_, until)| *until > now);
-        let mut attach = Vec::new();
         let Some(locating) = self.locating.get_mut(&fetching.locate) else {
             return (0, verified);
         };
+        let mut others = Vec::new();
         let mut usable = 0;
         for target in super::targets(&answer) {
             // §4.2: the last entry of a route is the peer holding the phone.
@@ -386,33 +360,57 @@ impl Locator {
             usable += 1;
             if *peer == me {
                 locating.here = true;
-            } else if let Some((address, _)) = self.known.get(peer) {
-                self.stats.attaches_reused += 1;
-                locating.peers.push(SipPeer {
-                    node: *peer,
-                    address: *address,
-                });
-            } else if !attach.contains(peer) {
-                attach.push(*peer);
+            } else {
+                others.push(*peer);
             }
         }
         if usable == 0 {
             return (0, verified);
         }
+        self.attach_to(engine, now, fetching.locate, others);
+        (usable, verified)
+    }
+
+    /// Lookup `id` needs where `peers`' SIP listens (RFC 6940 §6.5.2):
+    /// remembered answers are taken, the others asked by AppAttach. Once
+    /// something is found the rest get [`FORK_GRACE_MS`]; with nothing
+    /// left to ask the lookup ends at once.
+    fn attach_to<T: Topology, S: Security>(
+        &mut self,
+        engine: &mut OverlayNode<T, S>,
+        now: u64,
+        id: u64,
+        peers: Vec<NodeId>,
+    ) {
+        self.known.retain(|_, (_, until)| *until > now);
+        let Some(locating) = self.locating.get_mut(&id) else {
+            return;
+        };
+        let mut attach = Vec::new();
+        for peer in peers {
+            if let Some((address, _)) = self.known.get(&peer) {
+                self.stats.attaches_reused += 1;
+                locating.peers.push(SipPeer {
+                    node: peer,
+                    address: *address,
+                });
+            } else if !attach.contains(&peer) {
+                attach.push(peer);
+            }
+        }
         locating.waiting = attach.len();
         if locating.here || !locating.peers.is_empty() {
             // Found already (here, or through a remembered answer).
             locating.grace_until = Some(now + FORK_GRACE_MS);
-            self.graces.insert((now + FORK_GRACE_MS, fetching.locate));
+            self.graces.insert((now + FORK_GRACE_MS, id));
         }
         for peer in attach {
             let request = engine.app_attach(now, peer, SIPS_APPLICATION);
-            self.attaches.insert(request, (fetching.locate, peer));
+            self.attaches.insert(request, (id, peer));
         }
-        if self.locating.get(&fetching.locate).is_some_and(|l| l.waiting == 0) {
-            self.complete(fetching.locate);
+        if self.locating.get(&id).is_some_and(|l| l.waiting == 0) {
+            self.complete(id);
         }
-        (usable, verified)
     }
 
     /// Ends a locate whose last Fetch gave nothing usable and that asks no

@@ -17,6 +17,13 @@
 //! registered, while it is there, and nobody can use the peer to reach
 //! anyone else.
 //!
+//! Through a proxy peer (decision 0036), the user's peer writes its Path
+//! entry with its address between peers, and the proxy peer the
+//! REGISTER goes out through adds one of its own above it, whose token
+//! names that address and how long the registration asked for: the home
+//! network's requests reach the proxy peer, which passes them over the
+//! overlay to the user's peer, which takes them to the phone as above.
+//!
 //! Choices where the RFCs leave one:
 //! - Path is added whether or not the phone said `Supported: path`: RFC
 //!   3327 §5.2 would have a proxy leave it out, but the home network
@@ -50,16 +57,26 @@ pub fn registers_elsewhere(request: &SipMessage, domain: &str) -> bool {
 }
 
 /// Readies a REGISTER of `user`'s phone on `phone` for the home
-/// registrar: this peer's Path entry on top, the expiry capped.
+/// registrar: this peer's Path entry on top, the expiry capped. Through a
+/// proxy peer (`through_proxy_peer`) the entry names this peer's address
+/// between peers, where the proxy peer passes the home network's requests.
 pub(super) fn prepare(
     request: &mut SipMessage,
-    me: &Interfaces,
+    (me, through_proxy_peer): (&Interfaces, bool),
     key: &DialogKey,
     phone: Flow,
     (registrar, user, now): (&Registrar, &str, u64),
 ) {
-    let address = me.address(Side::Phones, Transport::Udp);
-    request.prepend("Path", &format!("<sip:{}@{address};lr>", flow_token(key, phone)));
+    let token = path_token(key, PathHop::Phone(phone));
+    let entry = if through_proxy_peer {
+        format!(
+            "<sip:{token}@{};transport=tls;lr>",
+            me.address(Side::Overlay, Transport::Tls)
+        )
+    } else {
+        format!("<sip:{token}@{};lr>", me.address(Side::Phones, Transport::Udp))
+    };
+    request.prepend("Path", &entry);
     let overlay_left_s = registrar
         .contacts(user, now)
         .iter()
@@ -105,46 +122,118 @@ fn cap_expires(request: &mut SipMessage, cap_s: u32) {
     }
 }
 
-/// The phone a request routed by this peer's Path entry goes to: the flow
-/// one of `tokens` (the user parts of this peer's Route entries) names,
-/// when its hash holds and a user of this peer is still registered over it.
-pub(super) fn path_target(key: &DialogKey, tokens: &[String], (registrar, now): (&Registrar, u64)) -> Option<Flow> {
-    tokens
-        .iter()
-        .filter_map(|t| flow_of_token(key, t))
-        .find(|flow| registrar.user_on(*flow, now).is_some())
+/// A proxy peer's Path entry above the user's peer's (decision 0036), for
+/// a REGISTER that came from another peer: its token names the address
+/// the peer's own entry gave (between peers, over TLS) and when the
+/// registration asked for ends. Nothing is added when the top entry is
+/// not such an address.
+pub(super) fn relay(request: &mut SipMessage, me: &Interfaces, key: &DialogKey, now: u64) {
+    let Some(peer) = request
+        .list("Path")
+        .first()
+        .and_then(|p| NameAddr::parse(p).ok())
+        .and_then(|p| super::route::uri_flow(&p.uri))
+        .filter(|f| f.transport == Transport::Tls)
+    else {
+        return;
+    };
+    let asked_s = request
+        .header("Expires")
+        .and_then(|e| e.trim().parse::<u64>().ok())
+        .unwrap_or(u64::from(UNBOUND_MAX_EXPIRES_S));
+    let hop = PathHop::Peer {
+        peer,
+        until_ms: now.saturating_add(asked_s.saturating_mul(1000)),
+    };
+    let address = me.address(Side::Phones, Transport::Udp);
+    request.prepend("Path", &format!("<sip:{}@{address};lr>", path_token(key, hop)));
 }
 
-/// `FLOW` `MAC`, both hex: the flow as transport (one byte), IP address
-/// (4 or 16 bytes) and port; the MAC a keyed hash of it.
-fn flow_token(key: &DialogKey, flow: Flow) -> String {
-    let mut bytes = vec![match flow.transport {
-        Transport::Udp => b'u',
-        Transport::Tcp => b't',
-        Transport::Tls => b's',
+/// Where a request routed by this peer's Path entry goes: the phone one of
+/// `tokens` (the user parts of this peer's Route entries) names, when its
+/// hash holds and a user of this peer is still registered over it; or,
+/// at a proxy peer, the user's peer a relay token names, until the
+/// registration it was written for ends. `routed_on` says whether the
+/// request still has Route entries (the user's peer's): a phone's token
+/// is the last hop, a relay token never.
+pub(super) fn path_target(
+    key: &DialogKey,
+    tokens: &[String],
+    routed_on: bool,
+    (registrar, now): (&Registrar, u64),
+) -> Option<(Flow, Side)> {
+    tokens
+        .iter()
+        .filter_map(|t| hop_of_token(key, t))
+        .find_map(|hop| match hop {
+            PathHop::Phone(flow) if !routed_on && registrar.user_on(flow, now).is_some() => Some((flow, Side::Phones)),
+            PathHop::Peer { peer, until_ms } if routed_on && now < until_ms => Some((peer, Side::Overlay)),
+            _ => None,
+        })
+}
+
+/// What one of this peer's Path tokens leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathHop {
+    /// The phone that registered, over this flow.
+    Phone(Flow),
+    /// The user's peer, at its address between peers, until then.
+    Peer { peer: Flow, until_ms: u64 },
+}
+
+/// `HOP` `MAC`, both hex: the hop as a kind and transport (one byte: `u`,
+/// `t`, `s` for a phone's flow over UDP, TCP, TLS; `r` for a peer over
+/// TLS), IP address (4 or 16 bytes), port, and for a peer the end of its
+/// validity (8 bytes); the MAC a keyed hash of all of it.
+fn path_token(key: &DialogKey, hop: PathHop) -> String {
+    let (flow, until) = match hop {
+        PathHop::Phone(flow) => (flow, None),
+        PathHop::Peer { peer, until_ms } => (peer, Some(until_ms)),
+    };
+    let mut bytes = vec![match (flow.transport, until) {
+        (_, Some(_)) => b'r',
+        (Transport::Udp, None) => b'u',
+        (Transport::Tcp, None) => b't',
+        (Transport::Tls, None) => b's',
     }];
     match flow.remote.ip() {
         std::net::IpAddr::V4(ip) => bytes.extend(ip.octets()),
         std::net::IpAddr::V6(ip) => bytes.extend(ip.octets()),
     }
     bytes.extend(flow.remote.port().to_be_bytes());
+    if let Some(until) = until {
+        bytes.extend(until.to_be_bytes());
+    }
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    hex + &key.derived(PATH_KEY).proof("", &[Hop::Flow(flow)])
+    let mac = key.derived(PATH_KEY).proof(&until_text(until), &[Hop::Flow(flow)]);
+    hex + &mac
 }
 
-/// The flow a token of [`flow_token`] names, if its MAC holds.
-fn flow_of_token(key: &DialogKey, token: &str) -> Option<Flow> {
-    let (flow_hex, mac) = token.split_at_checked(token.len().checked_sub(16)?)?;
-    let bytes: Vec<u8> = (0..flow_hex.len())
+/// What a token's MAC covers besides the flow.
+fn until_text(until: Option<u64>) -> String {
+    until.map(|u| format!("until {u}")).unwrap_or_default()
+}
+
+/// The hop a token of [`path_token`] names, if its MAC holds.
+fn hop_of_token(key: &DialogKey, token: &str) -> Option<PathHop> {
+    let (hop_hex, mac) = token.split_at_checked(token.len().checked_sub(16)?)?;
+    let bytes: Vec<u8> = (0..hop_hex.len())
         .step_by(2)
-        .map(|i| u8::from_str_radix(flow_hex.get(i..i + 2)?, 16).ok())
+        .map(|i| u8::from_str_radix(hop_hex.get(i..i + 2)?, 16).ok())
         .collect::<Option<_>>()?;
-    let (transport, rest) = bytes.split_first()?;
-    let transport = match transport {
-        b'u' => Transport::Udp,
-        b't' => Transport::Tcp,
-        b's' => Transport::Tls,
+    let (kind, rest) = bytes.split_first()?;
+    let (transport, relay) = match kind {
+        b'u' => (Transport::Udp, false),
+        b't' => (Transport::Tcp, false),
+        b's' => (Transport::Tls, false),
+        b'r' => (Transport::Tls, true),
         _ => return None,
+    };
+    let (rest, until) = if relay {
+        let (rest, until) = rest.split_at_checked(rest.len().checked_sub(8)?)?;
+        (rest, Some(u64::from_be_bytes(until.try_into().ok()?)))
+    } else {
+        (rest, None)
     };
     let (ip, port) = rest.split_at_checked(rest.len().checked_sub(2)?)?;
     let ip: std::net::IpAddr = match ip.len() {
@@ -156,9 +245,16 @@ fn flow_of_token(key: &DialogKey, token: &str) -> Option<Flow> {
         transport,
         remote: std::net::SocketAddr::new(ip, u16::from_be_bytes(port.try_into().ok()?)),
     };
-    key.derived(PATH_KEY)
-        .admits(&[mac.to_string()], "", &[Hop::Flow(flow)])
-        .then_some(flow)
+    if !key
+        .derived(PATH_KEY)
+        .admits(&[mac.to_string()], &until_text(until), &[Hop::Flow(flow)])
+    {
+        return None;
+    }
+    Some(match until {
+        Some(until_ms) => PathHop::Peer { peer: flow, until_ms },
+        None => PathHop::Phone(flow),
+    })
 }
 
 #[cfg(test)]
@@ -166,31 +262,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_flow_token_names_its_flow_and_nothing_else() {
+    fn a_path_token_names_its_hop_and_nothing_else() {
         let key = DialogKey::from_seed(7);
-        for flow in [
-            Flow {
+        let peer = Flow {
+            transport: Transport::Tls,
+            remote: "192.0.2.9:6061".parse().unwrap(),
+        };
+        for hop in [
+            PathHop::Phone(Flow {
                 transport: Transport::Tls,
                 remote: "[2001:db8::5]:40123".parse().unwrap(),
-            },
-            Flow {
+            }),
+            PathHop::Phone(Flow {
                 transport: Transport::Tcp,
                 remote: "198.51.100.7:5060".parse().unwrap(),
+            }),
+            PathHop::Peer {
+                peer,
+                until_ms: 1 << 40,
             },
         ] {
-            let token = flow_token(&key, flow);
-            assert_eq!(flow_of_token(&key, &token), Some(flow));
+            let token = path_token(&key, hop);
+            assert_eq!(hop_of_token(&key, &token), Some(hop));
             assert_eq!(
-                flow_of_token(&DialogKey::from_seed(8), &token),
+                hop_of_token(&DialogKey::from_seed(8), &token),
                 None,
                 "another peer's key"
             );
-            let mut tampered = token.clone().into_bytes();
-            tampered[4] = if tampered[4] == b'0' { b'1' } else { b'0' };
-            assert_eq!(flow_of_token(&key, &String::from_utf8(tampered).unwrap()), None);
+            // Any one hex digit changed, the address or the end of
+            // validity above all, and the MAC no longer holds.
+            for i in 0..token.len() - 16 {
+                let mut tampered = token.clone().into_bytes();
+                tampered[i] = if tampered[i] == b'0' { b'1' } else { b'0' };
+                assert_eq!(hop_of_token(&key, &String::from_utf8(tampered).unwrap()), None);
+            }
         }
         for garbage in ["", "zz", "73", "é0123456789abcdef0123", "0123456789abcdef"] {
-            assert_eq!(flow_of_token(&key, garbage), None, "{garbage:?}");
+            assert_eq!(hop_of_token(&key, garbage), None, "{garbage:?}");
         }
     }
 }

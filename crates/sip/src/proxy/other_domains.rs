@@ -119,7 +119,8 @@ impl std::fmt::Display for Outsiders {
 /// REGISTER: a server answers an INVITE with 100 within 200 ms (RFC 3261
 /// §17.2.1, §16.2) and a REGISTER itself, whereas other requests may
 /// rightly wait on a slow callee downstream, and trying a second server
-/// then would deliver them twice. Kamailio's `fr_timer` plays this part.
+/// then would deliver them twice. Kamailio operators shorten `fr_timer`
+/// (30 s by default) for the same reason.
 pub const SILENT_HOP_MS: u64 = 5_000;
 
 /// Next hops a request for another domain tries at most: a DNS answer

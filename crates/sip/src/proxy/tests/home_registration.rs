@@ -186,3 +186,93 @@ fn a_path_leads_nowhere_once_the_phone_is_no_longer_registered() {
     ));
     assert!(out.iter().all(|(f, _)| *f != udp(7001)), "{out:?}");
 }
+
+/// Decision 0036: alice's peer reaches other domains only through the
+/// proxy peer X. Her phone's REGISTER at home goes to X over the overlay
+/// with her peer's Path naming its address between peers; X adds its own
+/// Path above it; the home network's INVITE comes to X, X passes it over
+/// the overlay to alice's peer, which rings her phone. X's token leads
+/// nowhere once the registration it was written for has run out.
+#[test]
+fn a_registration_at_home_through_a_proxy_peer_brings_the_home_networks_calls_back_the_same_way() {
+    let mut reg = alice_registered();
+    let mut peer = proxy();
+    peer.set_proxy_peer(false, true);
+    let x_interfaces = Interfaces {
+        phones: "127.0.0.3:5060".parse().unwrap(),
+        overlay: "127.0.0.3:6060".parse().unwrap(),
+        phones_tls: None,
+    };
+    let mut x = Proxy::new(x_interfaces, 2).with_interworking(Interworking {
+        outbound: true,
+        ..Default::default()
+    });
+    x.set_proxy_peer(true, false);
+    let mut x_reg = registrar();
+
+    let out = peer.on_request(0, home_register(7001, 7200), udp(7001), Side::Phones, &mut reg);
+    let lookup = out
+        .iter()
+        .find_map(|o| match o {
+            Output::LocateProxyPeers { lookup } => Some(*lookup),
+            _ => None,
+        })
+        .expect("the overlay is asked for its proxy peers");
+    let found = Location::Found {
+        peers: vec!["127.0.0.3:6060".parse().unwrap()],
+        here: false,
+    };
+    let out = sent(&peer.located(1, lookup, found, &reg));
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!(out[0].0, tls("127.0.0.3:6060"));
+    let peers_path = out[0].1.list("Path");
+    assert_eq!(peers_path.len(), 1);
+    assert!(
+        peers_path[0].ends_with("@127.0.0.1:6060;transport=tls;lr>"),
+        "alice's peer at its address between peers: {peers_path:?}"
+    );
+
+    let from_peer = tls("127.0.0.1:40001");
+    let out = sent(&x.on_request(2, out[0].1.clone(), from_peer, Side::Overlay, &mut x_reg));
+    let at_home = &out.iter().find(|(f, _)| *f == home_registrar()).expect("sent home").1;
+    let path = at_home.list("Path");
+    assert_eq!(path.len(), 2, "{path:?}");
+    assert!(
+        path[0].ends_with("@127.0.0.3:5060;lr>"),
+        "X's own entry on top: {path:?}"
+    );
+    assert_eq!(path[1], peers_path[0]);
+    assert_eq!(at_home.header("Expires").as_deref(), Some("3600"));
+
+    let route = path.join(", ");
+    let out = sent(&x.on_request(
+        10,
+        invite_from_home(&route, 7001, "z9hG4bKx1"),
+        home_registrar(),
+        Side::Phones,
+        &mut x_reg,
+    ));
+    let (flow, to_peer) = out
+        .iter()
+        .find(|(_, m)| m.method() == Some("INVITE"))
+        .expect("X passes the call on");
+    assert_eq!(*flow, tls("127.0.0.1:6060"), "to alice's peer, between peers");
+    assert_eq!(to_peer.list("Route"), vec![peers_path[0].clone()]);
+    let out = sent(&peer.on_request(11, to_peer.clone(), tls("127.0.0.3:40002"), Side::Overlay, &mut reg));
+    assert!(
+        out.iter().any(|(f, m)| *f == udp(7001) && m.method() == Some("INVITE")),
+        "alice's phone rings: {out:?}"
+    );
+
+    // An hour on, X's token has run out: X passes nothing on.
+    let later = 2 + 3_600_000;
+    let out = sent(&x.on_request(
+        later,
+        invite_from_home(&route, 7001, "z9hG4bKx2"),
+        home_registrar(),
+        Side::Phones,
+        &mut x_reg,
+    ));
+    assert!(out.iter().all(|(f, _)| *f != tls("127.0.0.1:6060")), "{out:?}");
+    assert_eq!(codes(&out), vec![403]);
+}

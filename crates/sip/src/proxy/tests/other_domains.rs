@@ -330,10 +330,11 @@ fn only_a_user_this_peer_authenticates_may_send_a_request_out() {
     let out = proxy.on_request(0, stranger, udp(7009), Side::Phones, &mut reg);
     assert_eq!(codes(&sent(&out)), vec![407]);
     assert!(questions(&out).is_empty());
-    // From another peer: the caller's own peer sends it out, not this one.
+    // From another peer: only a proxy peer sends it out (decision 0036);
+    // this one refuses it so that the sender tries another.
     let relayed = request("INVITE", &format!("sip:carol@{CORP}"), 7009, "z9hG4bKs2", "");
     let out = proxy.on_request(0, relayed, tls(PEER4), Side::Overlay, &mut reg);
-    assert_eq!(codes(&sent(&out)), vec![403]);
+    assert_eq!(codes(&sent(&out)), vec![503]);
     assert!(questions(&out).is_empty());
 }
 
@@ -620,6 +621,19 @@ fn a_silent_server_is_passed_over_after_seconds_and_one_that_said_trying_is_not(
     let second = sent(&out);
     assert_eq!(second.len(), 1);
     assert_eq!(second[0].0, tcp("10.0.0.2:5080"), "the next server, 5 s on");
+    // The first one wakes up late: its ringing gets a CANCEL (§9.1), and
+    // neither that nor its answer reaches alice, who has the second's call.
+    let late_ringing = respond(&first[0].1, 180, Some("late"));
+    let out = sent(&proxy.on_response(4, late_ringing, tcp("10.0.0.1:5070")));
+    assert!(
+        out.iter()
+            .any(|(f, m)| *f == tcp("10.0.0.1:5070") && m.method() == Some("CANCEL")),
+        "{out:?}"
+    );
+    assert!(answers_to_alice(&out).is_empty(), "{out:?}");
+    let late_answer = respond(&first[0].1, 200, Some("late"));
+    let out = sent(&proxy.on_response(4, late_answer, tcp("10.0.0.1:5070")));
+    assert!(answers_to_alice(&out).is_empty(), "{out:?}");
     let trying = respond(&second[0].1, 100, None);
     proxy.on_response(5, trying, tcp("10.0.0.2:5080"));
     let later = sent(&proxy.tick(5 + 10 * SILENT_HOP_MS));

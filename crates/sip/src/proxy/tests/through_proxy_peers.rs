@@ -151,11 +151,61 @@ fn a_proxy_peer_sends_another_peers_request_out_and_other_peers_refuse_it() {
         outbound: true,
         ..Default::default()
     });
-    let out = other.on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg);
-    assert_eq!(codes(&sent(&out)), vec![403]);
-    assert!(!asks_dns(&out));
+    let out = sent(&other.on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg));
+    assert_eq!(codes(&out), vec![503], "the sender tries its next proxy peer");
+    assert!(out[0].1.has("Retry-After"));
     // Nor does one that itself goes through proxy peers: no ping-pong.
     let out = not_a_proxy_peer().on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg);
-    assert_eq!(codes(&sent(&out)), vec![403]);
+    assert_eq!(codes(&sent(&out)), vec![503]);
     assert_eq!(proxy_peer_lookup(&out), None);
+    assert!(!asks_dns(&out));
+}
+
+/// A proxy peer answers another peer's MESSAGE for another domain with 100
+/// at once (RFC 4320 §4.1: over a reliable transport): the sender knows it
+/// was taken, and its own timeout does not send it to a second proxy peer
+/// while this one tries the domain's servers.
+#[test]
+fn a_proxy_peer_says_trying_to_another_peers_request_so_it_is_not_sent_twice() {
+    let mut reg = alice_registered();
+    let mut proxy_peer = Proxy::new(me(), 1).with_interworking(Interworking {
+        outbound: true,
+        ..Default::default()
+    });
+    proxy_peer.set_proxy_peer(true, false);
+    let message = request("MESSAGE", &format!("sip:carol@{CORP}"), 7009, "z9hG4bKp6", "");
+    let out = proxy_peer.on_request(0, message, tls(PEER4), Side::Overlay, &mut reg);
+    assert_eq!(codes(&sent(&out)), vec![100]);
+    // Over UDP, from a phone, no 100 for a non-INVITE (RFC 4320 §4.1).
+    let message = request("MESSAGE", &format!("sip:carol@{CORP}"), 7001, "z9hG4bKp8", "");
+    let out = proxy_peer.on_request(0, message, udp(7001), Side::Phones, &mut reg);
+    assert!(!codes(&sent(&out)).contains(&100));
+
+    // The sender's side: once Trying came, the proxy peer is not passed
+    // over, and a timeout is the caller's answer.
+    let mut peer = not_a_proxy_peer();
+    let message = request("MESSAGE", &format!("sip:carol@{CORP}"), 7001, "z9hG4bKp7", "");
+    let out = peer.on_request(0, message, udp(7001), Side::Phones, &mut reg);
+    let lookup = proxy_peer_lookup(&out).expect("the overlay is asked for its proxy peers");
+    let found = Location::Found {
+        peers: vec![PROXY_PEER_1.parse().unwrap(), PROXY_PEER_2.parse().unwrap()],
+        here: false,
+    };
+    let out = sent(&peer.located(1, lookup, found, &reg));
+    assert_eq!(out[0].0, tls(PROXY_PEER_1));
+    let trying = respond(&out[0].1, 100, None);
+    peer.on_response(2, trying, tls(PROXY_PEER_1));
+    let mut later = Vec::new();
+    for t in (1_000..=40_000).step_by(1_000) {
+        later.extend(sent(&peer.tick(t)));
+    }
+    assert!(later.iter().all(|(f, _)| *f != tls(PROXY_PEER_2)), "{later:?}");
+    assert_eq!(
+        later
+            .iter()
+            .filter(|(f, _)| *f == udp(7001))
+            .filter_map(|(_, m)| m.status())
+            .collect::<Vec<_>>(),
+        vec![408]
+    );
 }
