@@ -77,6 +77,8 @@ pub struct PeerOptions {
     /// Serve SIP phones (UDP and TCP) on this address: the registrar of the
     /// users enrolled into the node (RFC 7904).
     pub sip: Option<SocketAddr>,
+    /// A dual-stack peer's phones' address in the other IP family.
+    pub sip_other_family: Option<SocketAddr>,
     /// Where other peers' SIP connects (TCP); `None`: `sip`'s address
     /// with any free port.
     pub sip_peers: Option<SocketAddr>,
@@ -489,7 +491,7 @@ async fn drive<T: Topology + Tables>(
         };
         let own = opts.sip_tls.as_ref().map(|t| (t.cert.as_path(), t.key.as_path()));
         let domain_tls = crate::sip_tls::client_config(&opts.sip_tls_ca, own)?;
-        let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_peers, phones_tls)
+        let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_other_family, opts.sip_peers, phones_tls)
             .await
             .map_err(|source| PeerError::Listen { addr, source })?;
         // Digest nonces and the dialog proofs in Record-Routes each get
@@ -505,8 +507,12 @@ async fn drive<T: Topology + Tables>(
         let registrar = sip::registrar::Registrar::new(&dir.config.instance_name, sip_users, secret)
             .with_digest_algorithms(&opts.sip_digest);
         tracing::info!(
-            "SIP on udp+tcp {}{} (peers: tcp {}) for {} users of {}: {}",
+            "SIP on udp+tcp {}{}{} (peers: tcp {}) for {} users of {}: {}",
             sockets.local_addr().unwrap_or(addr),
+            sockets
+                .other_family_addr()
+                .map(|a| format!(" and {a}"))
+                .unwrap_or_default(),
             sockets.tls_addr().map(|a| format!(", tls {a}")).unwrap_or_default(),
             sockets.overlay_addr().unwrap_or(addr),
             users.len(),

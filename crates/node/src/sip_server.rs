@@ -168,22 +168,34 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
 pub struct SipSockets {
     udp: Arc<UdpSocket>,
     tcp: TcpListener,
+    /// A dual-stack peer's phones' UDP and TCP in the other IP family.
+    other_family: Option<(Arc<UdpSocket>, TcpListener)>,
     overlay: TcpListener,
     /// Phones' TLS, with the overlay domain's certificate.
     tls: Option<(TcpListener, Arc<rustls::ServerConfig>)>,
 }
 
 impl SipSockets {
-    /// Phones' UDP and TCP on `addr`; other peers' TCP on `peers`, or
-    /// on `addr`'s IP with any free port; phones' TLS on `tls`'s address.
+    /// Phones' UDP and TCP on `addr`, and on `other_family` too for a
+    /// dual-stack peer; other peers' TCP on `peers`, or on `addr`'s IP
+    /// with any free port; phones' TLS on `tls`'s address.
     pub async fn bind(
         addr: SocketAddr,
+        other_family: Option<SocketAddr>,
         peers: Option<SocketAddr>,
         tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
     ) -> std::io::Result<Self> {
         let udp = udp_socket(addr)?;
         // TCP on the port UDP got, so `--sip 127.0.0.1:0` works too.
         let tcp = TcpListener::bind(udp.local_addr()?).await?;
+        let other_family = match other_family {
+            Some(other) => {
+                let udp = udp_socket(other)?;
+                let tcp = TcpListener::bind(udp.local_addr()?).await?;
+                Some((Arc::new(udp), tcp))
+            }
+            None => None,
+        };
         let overlay = TcpListener::bind(peers.unwrap_or(SocketAddr::new(addr.ip(), 0))).await?;
         let tls = match tls {
             Some((at, config)) => Some((TcpListener::bind(at).await?, config)),
@@ -192,6 +204,7 @@ impl SipSockets {
         Ok(SipSockets {
             udp: Arc::new(udp),
             tcp,
+            other_family,
             overlay,
             tls,
         })
@@ -205,6 +218,11 @@ impl SipSockets {
     /// Where phones reach this peer.
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.udp.local_addr()
+    }
+
+    /// Where phones reach this dual-stack peer in the other IP family.
+    pub fn other_family_addr(&self) -> Option<SocketAddr> {
+        self.other_family.as_ref().and_then(|(udp, _)| udp.local_addr().ok())
     }
 
     /// Where other peers reach this peer's SIP (AppAttach answers this).
@@ -231,6 +249,8 @@ struct Core {
     /// Refusals already logged, and when the next log line may come.
     shed_logged: (u64, u64),
     udp: Arc<UdpSocket>,
+    /// A dual-stack peer's UDP socket in the other IP family.
+    udp_other_family: Option<Arc<UdpSocket>>,
     connections: HashMap<Flow, Connection>,
     /// The node's certificate and the overlay's trust, for TLS to peers.
     tls: Arc<LinkTls>,
@@ -268,6 +288,7 @@ pub(crate) async fn serve(
             .local_addr()
             .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
         phones_tls: sockets.tls_addr(),
+        phones_other_family: sockets.other_family_addr(),
     };
     tokio::spawn(accept_tcp(sockets.tcp, Side::Phones, Security::Plain, events.clone()));
     tokio::spawn(accept_tcp(
@@ -286,6 +307,13 @@ pub(crate) async fn serve(
         ));
     }
     let udp = sockets.udp;
+    let udp_other_family = match sockets.other_family {
+        Some((udp, tcp)) => {
+            tokio::spawn(accept_tcp(tcp, Side::Phones, Security::Plain, events.clone()));
+            Some(udp)
+        }
+        None => None,
+    };
     let proxy = Proxy::new(interfaces, seed)
         .with_dialog_secret(dialog_secret)
         .with_interworking(interworking);
@@ -296,6 +324,7 @@ pub(crate) async fn serve(
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
         shed_logged: (0, 0),
         udp: udp.clone(),
+        udp_other_family: udp_other_family.clone(),
         connections: HashMap::new(),
         tls,
         events,
@@ -306,6 +335,7 @@ pub(crate) async fn serve(
     };
     core.service.set_proxy_peers(&proxy_peers.peers, &proxy_peers.outsiders);
     let mut buf = vec![0u8; sip::message::MAX_MESSAGE_SIZE + 1];
+    let mut other_buf = vec![0u8; if udp_other_family.is_some() { buf.len() } else { 0 }];
     let mut next_report = now_ms();
     loop {
         let now = now_ms();
@@ -315,11 +345,14 @@ pub(crate) async fn serve(
             .map_or(1000, |d| d.saturating_sub(now).min(1000));
         tokio::select! {
             received = crate::udp_timestamps::recv_from(&udp, &mut buf) => {
-                let Ok((n, from, stamp)) = received else { continue };
-                let flow = Flow { transport: Transport::Udp, remote: from };
-                let waited_ms = crate::udp_timestamps::age_ms(stamp, std::time::SystemTime::now());
-                let message = ServiceInput::Message { bytes: &buf[..n], flow, side: Side::Phones, waited_ms };
-                core.service.handle_input(now_ms(), message);
+                if let Ok((n, from, stamp)) = received {
+                    core.datagram(&buf[..n], from, stamp);
+                }
+            }
+            received = recv_other_family(udp_other_family.as_deref(), &mut other_buf) => {
+                if let Ok((n, from, stamp)) = received {
+                    core.datagram(&other_buf[..n], from, stamp);
+                }
             }
             Some(input) = rx.recv() => core.input(input),
             Some(request) = control.recv() => core.control(request),
@@ -346,10 +379,46 @@ pub(crate) async fn serve(
     }
 }
 
+/// A datagram on a dual-stack peer's socket of the other IP family; on
+/// a peer with one socket, never.
+async fn recv_other_family(
+    socket: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, Option<std::time::SystemTime>)> {
+    match socket {
+        Some(socket) => crate::udp_timestamps::recv_from(socket, buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Overload lines are logged at most this often.
 const SHED_LOG_INTERVAL_MS: u64 = 10_000;
 
 impl Core {
+    /// A datagram from a phone, with when the kernel received it.
+    fn datagram(&mut self, bytes: &[u8], from: SocketAddr, stamp: Option<std::time::SystemTime>) {
+        let flow = Flow {
+            transport: Transport::Udp,
+            remote: from,
+        };
+        let waited_ms = crate::udp_timestamps::age_ms(stamp, std::time::SystemTime::now());
+        let message = ServiceInput::Message {
+            bytes,
+            flow,
+            side: Side::Phones,
+            waited_ms,
+        };
+        self.service.handle_input(now_ms(), message);
+    }
+
+    /// The UDP socket that reaches `remote`: the one of its IP family.
+    fn udp_toward(&self, remote: SocketAddr) -> &UdpSocket {
+        match &self.udp_other_family {
+            Some(other) if other.local_addr().is_ok_and(|a| a.is_ipv4() == remote.is_ipv4()) => other,
+            _ => &self.udp,
+        }
+    }
+
     /// One line now and then while load is being shed.
     fn log_shedding(&mut self, now: u64) {
         let (logged, next) = self.shed_logged;
@@ -623,18 +692,22 @@ impl Core {
     }
 
     /// Asks the DNS in a task of its own; the answer comes back as
-    /// [`SipInput::Resolved`]. Addresses of the other IP family than the
-    /// phones' socket are left out: this peer could not send there.
+    /// [`SipInput::Resolved`]. Addresses of an IP family none of the
+    /// phones' sockets has are left out: this peer could not send there.
     fn resolve(&mut self, query: Query, token: u64) {
         let events = self.events.clone();
         let permit = self.dns_lookups.clone().try_acquire_owned().ok();
         let dns = self.dns.clone().zip(permit);
-        let ipv4 = self.udp.local_addr().map_or(true, |a| a.is_ipv4());
+        let families: Vec<bool> = std::iter::once(&self.udp)
+            .chain(&self.udp_other_family)
+            .filter_map(|s| s.local_addr().ok())
+            .map(|a| a.is_ipv4())
+            .collect();
         tokio::spawn(async move {
             let answer = match dns {
                 Some((dns, _permit)) => match dns.ask(&query).await {
                     Some(Answer::Address(ips)) => Some(Answer::Address(
-                        ips.into_iter().filter(|ip| ip.is_ipv4() == ipv4).collect(),
+                        ips.into_iter().filter(|ip| families.contains(&ip.is_ipv4())).collect(),
                     )),
                     other => other,
                 },
@@ -650,7 +723,7 @@ impl Core {
         self.metrics.sent(&bytes);
         match flow.transport {
             Transport::Udp => {
-                if let Err(e) = self.udp.send_to(&bytes, flow.remote).await {
+                if let Err(e) = self.udp_toward(flow.remote).send_to(&bytes, flow.remote).await {
                     tracing::debug!("sip: cannot send to {}: {e}", flow.remote);
                 }
             }

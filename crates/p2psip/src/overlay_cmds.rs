@@ -312,8 +312,9 @@ pub struct PeerArgs {
     client: bool,
     /// Serve SIP phones on this address (UDP and TCP): the registrar for
     /// the users enrolled into --dir, in the overlay's domain (RFC 7904).
+    /// Give it twice, an IPv4 and an IPv6 address, for a dual-stack peer.
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port)]
-    sip: Option<SocketAddr>,
+    sip: Vec<SocketAddr>,
     /// Where other peers' SIP reaches this one (TCP; what this peer's
     /// AppAttach answers name). Default: --sip's address, any free port.
     #[arg(long, value_name = "HOST:PORT", value_parser = host_port, requires = "sip")]
@@ -389,6 +390,15 @@ fn admin_token(file: Option<&std::path::Path>) -> Result<Option<String>> {
 
 pub fn peer(args: PeerArgs) -> Result<()> {
     crate::init_logging();
+    let (sip, sip_other_family) = match args.sip[..] {
+        [] => (None, None),
+        [one] => (Some(one), None),
+        [first, second] if first.is_ipv4() != second.is_ipv4() => (Some(first), Some(second)),
+        _ => anyhow::bail!(
+            "--sip is given {} times: give one address, or one IPv4 and one IPv6 address for a dual-stack peer",
+            args.sip.len()
+        ),
+    };
     let opts = node::peer::PeerOptions {
         admin_token: admin_token(args.admin_token_file.as_deref())?,
         dir: args.dir,
@@ -396,7 +406,8 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         bootstrap: args.bootstrap,
         admin: args.admin,
         client: args.client,
-        sip: args.sip,
+        sip,
+        sip_other_family,
         sip_peers: args.sip_peers,
         sip_digest: args.sip_digest,
         dns_servers: args.dns_servers,

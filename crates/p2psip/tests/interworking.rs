@@ -204,6 +204,73 @@ fn a_user_calls_another_domain_found_by_dns_and_fails_over_on_503() {
     assert!(ok, "a domain without SIP servers gets 404");
 }
 
+/// Issue 34 §6: a dual-stack peer (`--sip` once in IPv4, once in IPv6).
+/// alice's phone registers and calls over IPv4; carol's domain has one
+/// server, with an IPv6 address only (AAAA). The peer sends from its IPv6
+/// socket, with Via and Record-Route of that family, and the call
+/// completes, BYE included.
+#[test]
+fn a_dual_stack_peer_takes_an_ipv4_phones_call_to_a_domain_with_only_ipv6_servers() {
+    if !tool_answers("sipp", "-v", "sip-tester") || !tool_available("dnsmasq", "dnsmasq-base") {
+        return;
+    }
+    let v6_only = "v6only.test";
+    let carol_port = free_port();
+    let dns = Dns::start(
+        &[v6_only],
+        &[
+            format!("--naptr-record={v6_only},10,10,S,SIP+D2U,,_sip._udp.{v6_only}"),
+            format!("--srv-host=_sip._udp.{v6_only},s1.{v6_only},{carol_port},10,10"),
+            format!("--host-record=s1.{v6_only},::1"),
+            "--local-ttl=60".into(),
+        ],
+    );
+    let mut o = Overlay::create_with("iw-dual", DOMAIN, &["--user", "alice:alice-pw"]);
+    let dir = o.enroll("n0");
+    o.enroll_user(&dir, "alice", "alice-pw");
+    let (v4, v6) = (
+        loopback(free_port()),
+        SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], free_port())),
+    );
+    let dns_arg = dns.address.to_string();
+    let args = [
+        "--sip",
+        &v4.to_string(),
+        "--sip",
+        &v6.to_string(),
+        "--dns-server",
+        &dns_arg,
+    ];
+    let peer = o.start_peer_with(&dir, None, &args);
+    wait_for(Duration::from_secs(15), "the peer to start", || {
+        status(peer.admin).is_some_and(|s| s.joined && s.sip.is_some())
+    });
+
+    let scenarios = Scenarios::new(&o.dir.join("scenarios"), DOMAIN);
+    let alice_port = free_port();
+    scenarios.register_at(v4, alice_port, "alice", "alice-pw");
+    let limits = ["-m", "1", "-timeout", "30s", "-timeout_error"];
+    let carol = sipp_on(
+        Command::new("sipp"),
+        "::1",
+        "u1",
+        &scenarios.named("uas_call", "alice"),
+        v6,
+        carol_port,
+        "carol",
+        &limits,
+    )
+    .spawn()
+    .expect("sipp starts");
+    let call = call_scenario(&scenarios.dir, "uac_call", &format!("alice@{DOMAIN}"), v6_only);
+    let ok = sipp_at(&call, v4, alice_port, "carol", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "alice's call over IPv4 to carol@{v6_only} over IPv6 completes");
+    finished_well(carol, "carol's phone on ::1 took the call and its BYE");
+}
+
 /// Issue 34 §2: a proxy peer (`--proxy-peer all`) takes a call for bob
 /// of the overlay from corp.test's server (no digest of the overlay),
 /// finds bob's phone at another peer and stays in the path; a peer that

@@ -31,6 +31,7 @@ fn service_with(interworking: Interworking) -> SipService {
         phones: "127.0.0.1:5060".parse().unwrap(),
         overlay: "127.0.0.1:6060".parse().unwrap(),
         phones_tls: None,
+        phones_other_family: None,
     };
     let proxy = Proxy::new(interfaces, 1)
         .with_dialog_secret([9; 32])

@@ -1014,7 +1014,7 @@ impl Proxy {
         let Some(base) = server.request().cloned() else {
             return;
         };
-        let (in_side, in_transport, upstream) = (server.side, server.from.transport, server.from);
+        let (in_side, upstream) = (server.side, server.from);
         let to_other_domain = server.open.as_ref().is_some_and(|o| o.outside.is_some());
         let toward_caller = server
             .open
@@ -1044,19 +1044,20 @@ impl Proxy {
                 // RFC 5658: one entry for the way in and, when it differs,
                 // one for the way out; the request's next hop sees the
                 // outer one first.
-                copy.prepend("Record-Route", &self.me.record_route(in_side, in_transport, &proof));
-                if (in_side, in_transport) != (target.side, target.flow.transport) {
-                    copy.prepend(
-                        "Record-Route",
-                        &self.me.record_route(target.side, target.flow.transport, &proof),
-                    );
+                // The way in and out differ by side, transport or, on a
+                // dual-stack peer, IP family.
+                let way_in = self.me.record_route(in_side, upstream, &proof);
+                let way_out = self.me.record_route(target.side, target.flow, &proof);
+                copy.prepend("Record-Route", &way_in);
+                if way_out != way_in {
+                    copy.prepend("Record-Route", &way_out);
                 }
             }
             if target.side == Side::Phones {
                 identity::keep_private(&mut copy);
             }
             let branch = format!("z9hG4bK{}", self.unique());
-            copy.prepend("Via", &self.me.via(target.side, target.flow.transport, &branch));
+            copy.prepend("Via", &self.me.via(target.side, target.flow, &branch));
             let id = self.start_client(now, Some(server_id), branch, &method, copy, target.flow);
             if let Some(client) = self.clients.get_mut(&id) {
                 client.upstream = Some(upstream);
@@ -1237,7 +1238,7 @@ impl Proxy {
             "z9hG4bK{:016x}",
             stable_hash(&[incoming.as_bytes(), &self.salt.to_be_bytes()])
         );
-        ack.prepend("Via", &self.me.via(side, next.transport, &branch));
+        ack.prepend("Via", &self.me.via(side, next, &branch));
         self.send(next, ack.to_bytes());
     }
 

@@ -149,6 +149,7 @@ fn answered(name: &str) -> Option<u16> {
         phones: "192.0.2.9:5060".parse().unwrap(),
         overlay: "192.0.2.9:5070".parse().unwrap(),
         phones_tls: None,
+        phones_other_family: None,
     };
     let mut proxy = Proxy::new(me, 1);
     proxy

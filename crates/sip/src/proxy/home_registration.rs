@@ -69,12 +69,15 @@ pub(super) fn prepare(
 ) {
     let token = path_token(key, PathHop::Phone(phone));
     let entry = if through_proxy_peer {
-        format!(
-            "<sip:{token}@{};transport=tls;lr>",
-            me.address(Side::Overlay, Transport::Tls)
-        )
+        format!("<sip:{token}@{};transport=tls;lr>", me.overlay)
     } else {
-        format!("<sip:{token}@{};lr>", me.address(Side::Phones, Transport::Udp))
+        // The home registrar is not found yet: a dual-stack peer names its
+        // address in the phone's IP family.
+        let udp = Flow {
+            transport: Transport::Udp,
+            remote: phone.remote,
+        };
+        format!("<sip:{token}@{};lr>", me.address(Side::Phones, udp))
     };
     request.prepend("Path", &entry);
     let overlay_left_s = registrar
@@ -145,8 +148,8 @@ pub(super) fn relay(request: &mut SipMessage, me: &Interfaces, key: &DialogKey, 
         peer,
         until_ms: now.saturating_add(asked_s.saturating_mul(1000)),
     };
-    let address = me.address(Side::Phones, Transport::Udp);
-    request.prepend("Path", &format!("<sip:{}@{address};lr>", path_token(key, hop)));
+    // The home registrar is not found yet: the phones' first address.
+    request.prepend("Path", &format!("<sip:{}@{};lr>", path_token(key, hop), me.phones));
 }
 
 /// Where a request routed by this peer's Path entry goes: the phone one of

@@ -25,15 +25,22 @@ pub struct Interfaces {
     /// Phones' TLS (RFC 3261 §26.2), when the peer has a certificate for
     /// the overlay's domain.
     pub phones_tls: Option<SocketAddr>,
+    /// A dual-stack peer's phones' UDP and TCP in the other IP family.
+    pub phones_other_family: Option<SocketAddr>,
 }
 
 impl Interfaces {
-    /// The address a side presents in Via and Record-Route for
-    /// `transport`: between peers always the overlay-side listener.
-    pub fn address(&self, side: Side, transport: Transport) -> SocketAddr {
-        match (side, transport, self.phones_tls) {
+    /// The address a side presents in Via and Record-Route over `flow`:
+    /// between peers always the overlay-side listener; toward phones and
+    /// other domains the listener of the transport, in the flow's IP
+    /// family when the peer has one in both.
+    pub fn address(&self, side: Side, flow: Flow) -> SocketAddr {
+        match (side, flow.transport, self.phones_tls) {
             (Side::Phones, Transport::Tls, Some(tls)) => tls,
-            (Side::Phones, _, _) => self.phones,
+            (Side::Phones, _, _) => self
+                .phones_other_family
+                .filter(|other| other.is_ipv4() == flow.remote.is_ipv4())
+                .unwrap_or(self.phones),
             (Side::Overlay, _, _) => self.overlay,
         }
     }
@@ -46,29 +53,35 @@ impl Interfaces {
     /// Whether `host[:port]` (port 5060 when absent) is one of this peer's
     /// SIP addresses.
     fn names_me(&self, host: &str, port: Option<u16>) -> bool {
-        let mine = [Some(self.phones), Some(self.overlay), self.phones_tls];
+        let mine = [
+            Some(self.phones),
+            Some(self.overlay),
+            self.phones_tls,
+            self.phones_other_family,
+        ];
         host_ip(host).is_some_and(|ip| mine.contains(&Some(SocketAddr::new(ip, port.unwrap_or(5060)))))
     }
 
-    /// The Record-Route entry for one side of this peer (RFC 3261
-    /// §16.6 step 4): `lr`, the transport when it is not UDP, and the
-    /// dialog's proof ([`super::dialog_proof`]).
-    pub fn record_route(&self, side: Side, transport: Transport, proof: &str) -> String {
-        let addr = self.address(side, transport);
+    /// The Record-Route entry for one side of this peer, the one `flow`
+    /// leaves or came in by (RFC 3261 §16.6 step 4): `lr`, the transport
+    /// when it is not UDP, and the dialog's proof ([`super::dialog_proof`]).
+    pub fn record_route(&self, side: Side, flow: Flow, proof: &str) -> String {
+        let addr = self.address(side, flow);
         let dlg = super::dialog_proof::PARAM;
-        match transport {
+        match flow.transport {
             Transport::Udp => format!("<sip:{addr};lr;{dlg}={proof}>"),
             Transport::Tcp => format!("<sip:{addr};transport=tcp;lr;{dlg}={proof}>"),
             Transport::Tls => format!("<sip:{addr};transport=tls;lr;{dlg}={proof}>"),
         }
     }
 
-    /// The Via this peer puts on a request it sends (§16.6 step 8).
-    pub fn via(&self, side: Side, transport: Transport, branch: &str) -> String {
+    /// The Via this peer puts on a request it sends over `flow` (§16.6
+    /// step 8).
+    pub fn via(&self, side: Side, flow: Flow, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {};branch={branch};rport",
-            transport.name(),
-            self.address(side, transport)
+            flow.transport.name(),
+            self.address(side, flow)
         )
     }
 

@@ -202,6 +202,7 @@ fn a_registration_at_home_through_a_proxy_peer_brings_the_home_networks_calls_ba
         phones: "127.0.0.3:5060".parse().unwrap(),
         overlay: "127.0.0.3:6060".parse().unwrap(),
         phones_tls: None,
+        phones_other_family: None,
     };
     let mut x = Proxy::new(x_interfaces, 2).with_interworking(Interworking {
         outbound: true,

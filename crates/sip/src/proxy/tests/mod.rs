@@ -14,6 +14,7 @@ fn me() -> Interfaces {
         phones: "127.0.0.1:5060".parse().unwrap(),
         overlay: "127.0.0.1:6060".parse().unwrap(),
         phones_tls: Some("127.0.0.1:5061".parse().unwrap()),
+        phones_other_family: None,
     }
 }
 

@@ -676,3 +676,33 @@ fn a_silent_server_is_passed_over_after_seconds_and_one_that_said_trying_is_not(
         .collect();
     assert!(quiet.is_empty());
 }
+
+/// Issue 34 §6: a dual-stack peer sends toward an IPv6 next hop with its
+/// IPv6 address in Via and in the Record-Route entry for the way out, and
+/// keeps its IPv4 one for the way in from an IPv4 phone.
+#[test]
+fn a_dual_stack_peer_names_its_address_in_the_next_hops_family() {
+    let mut reg = alice_registered();
+    let mut dual = me();
+    dual.phones_other_family = Some("[::1]:5060".parse().unwrap());
+    let mut proxy = Proxy::new(dual, 1).with_interworking(Interworking {
+        outbound: true,
+        ..Default::default()
+    });
+    let invite = request("INVITE", "sip:carol@[2001:db8::9]:5099", 7001, "z9hG4bKv6", "");
+    let out = sent(&proxy.on_request(0, invite, udp(7001), Side::Phones, &mut reg));
+    let (flow, invite) = out.iter().find(|(_, m)| m.method() == Some("INVITE")).expect("sent on");
+    assert_eq!(*flow, udp_to("[2001:db8::9]:5099"));
+    assert!(
+        invite.list("Via")[0].starts_with("SIP/2.0/UDP [::1]:5060;"),
+        "{:?}",
+        invite.list("Via")
+    );
+    assert_eq!(
+        without_proof(invite.list("Record-Route")),
+        vec!["<sip:[::1]:5060;lr>", "<sip:127.0.0.1:5060;lr>"],
+        "one entry per family, the way out first"
+    );
+    // Its IPv6 address is its own: a Route naming it comes off.
+    assert!(proxy.interfaces().is_mine(&Uri::parse("sip:[::1]:5060;lr").unwrap()));
+}
