@@ -493,7 +493,7 @@ async fn drive<T: Topology + Tables>(
         let domain_tls = crate::sip_tls::client_config(&opts.sip_tls_ca, own)?;
         let sockets = crate::sip_server::SipSockets::bind(addr, opts.sip_other_family, opts.sip_peers, phones_tls)
             .await
-            .map_err(|source| PeerError::Listen { addr, source })?;
+            .map_err(|(addr, source)| PeerError::Listen { addr, source })?;
         // Digest nonces and the dialog proofs in Record-Routes each get
         // a secret of their own, new with each run.
         let (mut secret, mut dialog_secret) = ([0u8; 32], [0u8; 32]);
@@ -536,7 +536,7 @@ async fn drive<T: Topology + Tables>(
                 seed: proxy_seed,
                 dialog_secret,
                 interworking: sip::proxy::Interworking {
-                    outbound: true,
+                    reach: sip::proxy::Reach::Direct,
                     // Only with a TLS listener of its own: the other
                     // domain's requests in the dialog come back there.
                     tls: opts.sip_tls.is_some(),
@@ -945,11 +945,8 @@ impl<T: Topology + Tables> Driver<T> {
         );
         if let Some(sip) = self.sip_control.clone() {
             tokio::spawn(async move {
-                if sip
-                    .send(crate::sip_server::SipControl::ProxyPeers(proxy_peers))
-                    .await
-                    .is_err()
-                {
+                let told = crate::sip_server::SipControl::ProxyPeers { sequence, proxy_peers };
+                if sip.send(told).await.is_err() {
                     tracing::warn!("the SIP side is not running: the new proxy peers apply after a restart");
                 }
             });

@@ -70,8 +70,12 @@ pub enum SipControl {
     },
     /// What `/status` shows of the SIP side.
     Status(oneshot::Sender<SipStatus>),
-    /// The configuration's proxy peers from now on (decision 0036).
-    ProxyPeers(crate::config_doc::ProxyPeers),
+    /// The proxy peers of configuration `sequence` from now on (decision
+    /// 0036), unless a later configuration's came first.
+    ProxyPeers {
+        sequence: u16,
+        proxy_peers: crate::config_doc::ProxyPeers,
+    },
 }
 
 /// Failed authentications logged per minute at most; the rest are
@@ -147,9 +151,15 @@ const MAX_DNS_LOOKUPS: usize = 256;
 /// retransmission. The kernel caps the request at `net.core.rmem_max`.
 const UDP_BUFFER_BYTES: usize = 4 << 20;
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// `only_v6`: an IPv6 socket of a dual-stack peer takes IPv6 only, so
+/// that IPv4 comes in on the IPv4 socket (never as `::ffff:` addresses)
+/// and both may share a port on wildcard addresses.
+fn udp_socket(addr: SocketAddr, only_v6: bool) -> std::io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() && only_v6 {
+        socket.set_only_v6(true)?;
+    }
     // Best effort: a smaller buffer still works.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER_BYTES);
     let _ = socket.set_send_buffer_size(UDP_BUFFER_BYTES);
@@ -178,27 +188,33 @@ pub struct SipSockets {
 impl SipSockets {
     /// Phones' UDP and TCP on `addr`, and on `other_family` too for a
     /// dual-stack peer; other peers' TCP on `peers`, or on `addr`'s IP
-    /// with any free port; phones' TLS on `tls`'s address.
+    /// with any free port; phones' TLS on `tls`'s address. A failure
+    /// names the address it was for.
     pub async fn bind(
         addr: SocketAddr,
         other_family: Option<SocketAddr>,
         peers: Option<SocketAddr>,
         tls: Option<(SocketAddr, Arc<rustls::ServerConfig>)>,
-    ) -> std::io::Result<Self> {
-        let udp = udp_socket(addr)?;
-        // TCP on the port UDP got, so `--sip 127.0.0.1:0` works too.
-        let tcp = TcpListener::bind(udp.local_addr()?).await?;
+    ) -> Result<Self, (SocketAddr, std::io::Error)> {
+        let dual = other_family.is_some();
+        let phones = |addr: SocketAddr| -> std::io::Result<(UdpSocket, TcpListener)> {
+            let udp = udp_socket(addr, dual)?;
+            // TCP on the port UDP got, so `--sip 127.0.0.1:0` works too.
+            let tcp = tcp_listener(udp.local_addr()?, dual)?;
+            Ok((udp, tcp))
+        };
+        let (udp, tcp) = phones(addr).map_err(|e| (addr, e))?;
         let other_family = match other_family {
             Some(other) => {
-                let udp = udp_socket(other)?;
-                let tcp = TcpListener::bind(udp.local_addr()?).await?;
+                let (udp, tcp) = phones(other).map_err(|e| (other, e))?;
                 Some((Arc::new(udp), tcp))
             }
             None => None,
         };
-        let overlay = TcpListener::bind(peers.unwrap_or(SocketAddr::new(addr.ip(), 0))).await?;
+        let peers = peers.unwrap_or(SocketAddr::new(addr.ip(), 0));
+        let overlay = TcpListener::bind(peers).await.map_err(|e| (peers, e))?;
         let tls = match tls {
-            Some((at, config)) => Some((TcpListener::bind(at).await?, config)),
+            Some((at, config)) => Some((TcpListener::bind(at).await.map_err(|e| (at, e))?, config)),
             None => None,
         };
         Ok(SipSockets {
@@ -249,8 +265,11 @@ struct Core {
     /// Refusals already logged, and when the next log line may come.
     shed_logged: (u64, u64),
     udp: Arc<UdpSocket>,
-    /// A dual-stack peer's UDP socket in the other IP family.
-    udp_other_family: Option<Arc<UdpSocket>>,
+    /// A dual-stack peer's UDP socket in the other IP family, and
+    /// whether that family is IPv4.
+    udp_other_family: Option<(Arc<UdpSocket>, bool)>,
+    /// The configuration whose proxy peers apply, once one was told.
+    proxy_peers_sequence: Option<u16>,
     connections: HashMap<Flow, Connection>,
     /// The node's certificate and the overlay's trust, for TLS to peers.
     tls: Arc<LinkTls>,
@@ -307,6 +326,7 @@ pub(crate) async fn serve(
         ));
     }
     let udp = sockets.udp;
+    let sockets_other_family_is_ipv4 = interfaces.phones_other_family.map(|a| a.is_ipv4());
     let udp_other_family = match sockets.other_family {
         Some((udp, tcp)) => {
             tokio::spawn(accept_tcp(tcp, Side::Phones, Security::Plain, events.clone()));
@@ -324,7 +344,8 @@ pub(crate) async fn serve(
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),
         shed_logged: (0, 0),
         udp: udp.clone(),
-        udp_other_family: udp_other_family.clone(),
+        udp_other_family: udp_other_family.clone().zip(sockets_other_family_is_ipv4),
+        proxy_peers_sequence: None,
         connections: HashMap::new(),
         tls,
         events,
@@ -379,6 +400,20 @@ pub(crate) async fn serve(
     }
 }
 
+/// A TCP listener on `addr` (`only_v6` as for [`udp_socket`]).
+fn tcp_listener(addr: SocketAddr, only_v6: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() && only_v6 {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
 /// A datagram on a dual-stack peer's socket of the other IP family; on
 /// a peer with one socket, never.
 async fn recv_other_family(
@@ -414,7 +449,7 @@ impl Core {
     /// The UDP socket that reaches `remote`: the one of its IP family.
     fn udp_toward(&self, remote: SocketAddr) -> &UdpSocket {
         match &self.udp_other_family {
-            Some(other) if other.local_addr().is_ok_and(|a| a.is_ipv4() == remote.is_ipv4()) => other,
+            Some((other, ipv4)) if *ipv4 == remote.is_ipv4() => other,
             _ => &self.udp,
         }
     }
@@ -445,7 +480,15 @@ impl Core {
                 }
                 let _ = reply.send(());
             }
-            SipControl::ProxyPeers(p) => self.service.set_proxy_peers(&p.peers, &p.outsiders),
+            SipControl::ProxyPeers { sequence, proxy_peers } => {
+                let newer = self
+                    .proxy_peers_sequence
+                    .is_none_or(|applied| overlay::configuration::compare_sequences(sequence, applied).is_gt());
+                if newer {
+                    self.proxy_peers_sequence = Some(sequence);
+                    self.service.set_proxy_peers(&proxy_peers.peers, &proxy_peers.outsiders);
+                }
+            }
             SipControl::Status(reply) => {
                 let _ = reply.send(self.status());
             }
@@ -698,10 +741,8 @@ impl Core {
         let events = self.events.clone();
         let permit = self.dns_lookups.clone().try_acquire_owned().ok();
         let dns = self.dns.clone().zip(permit);
-        let families: Vec<bool> = std::iter::once(&self.udp)
-            .chain(&self.udp_other_family)
-            .filter_map(|s| s.local_addr().ok())
-            .map(|a| a.is_ipv4())
+        let families: Vec<bool> = std::iter::once(self.udp.local_addr().map_or(true, |a| a.is_ipv4()))
+            .chain(self.udp_other_family.as_ref().map(|(_, ipv4)| *ipv4))
             .collect();
         tokio::spawn(async move {
             let answer = match dns {

@@ -269,6 +269,28 @@ fn a_dual_stack_peer_takes_an_ipv4_phones_call_to_a_domain_with_only_ipv6_server
         .success();
     assert!(ok, "alice's call over IPv4 to carol@{v6_only} over IPv6 completes");
     finished_well(carol, "carol's phone on ::1 took the call and its BYE");
+
+    // carol calls back and hangs up herself: her BYE follows the
+    // Record-Route entry in her family, alice's phone gets it in its own.
+    let carol = sipp_on(
+        Command::new("sipp"),
+        "::1",
+        "u1",
+        &scenarios.named("uas_call_hangs_up", "alice"),
+        v6,
+        carol_port,
+        "carol",
+        &limits,
+    )
+    .spawn()
+    .expect("sipp starts");
+    let call = call_scenario(&scenarios.dir, "uac_call_hung_up", &format!("alice@{DOMAIN}"), v6_only);
+    let ok = sipp_at(&call, v4, alice_port, "carol", &limits)
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "alice's second call is hung up by carol");
+    finished_well(carol, "carol's phone on ::1 hung up through the peer");
 }
 
 /// Issue 34 §2: a proxy peer (`--proxy-peer all`) takes a call for bob
@@ -788,9 +810,12 @@ fn home_registration_at_kamailio(tag: &str, lab: u8, through_proxy_peer: bool) {
     corp_phones.register_at(corp_server, carol_port, "carol", "corp-pw");
     let locations = kamailio_locations(&kamailio_dir);
     if through_proxy_peer {
+        let alices_peer = status(p0.admin).unwrap().sip.unwrap().peers;
+        let proxy_peers_entry = locations.find(&format!("@{};lr>", sip[1]));
+        let alices_peers_entry = locations.find(&format!("@{alices_peer};transport=tls;lr>"));
         assert!(
-            locations.contains(&format!("@{};lr>", sip[1])) && locations.contains(";transport=tls;lr>"),
-            "dave's binding at Kamailio carries the proxy peer's Path over alice's peer's: {locations}"
+            proxy_peers_entry.is_some() && proxy_peers_entry < alices_peers_entry,
+            "dave's binding at Kamailio carries the proxy peer's Path, then alice's peer's: {locations}"
         );
     } else {
         assert!(

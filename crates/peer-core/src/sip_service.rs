@@ -20,7 +20,7 @@ use crate::sip_usage::{resource_name, Located, PublishError};
 use reload_wire::NodeId;
 use sip::intake::Intake;
 use sip::message::ParseError;
-use sip::proxy::{stamp_received, Location, Observation, Output, Outsiders, Proxy, Side};
+use sip::proxy::{stamp_received, Location, Observation, Output, Outsiders, Proxy, Reach, Side};
 use sip::registrar::{self, Flow, Registered, Registrar};
 use sip::server_location::{Answer, Query};
 use sip::transaction::{Arrival, ServerTransactions, TransactionKey};
@@ -311,7 +311,11 @@ impl SipService {
             .filter(|p| Some(*p) != self.role.me)
             .collect();
         let through = !listed && self.role.own_policy.is_none() && !self.proxy_peers.is_empty();
-        self.proxy.set_proxy_peer(listed, through);
+        self.proxy.set_reach(match (listed, through) {
+            (true, _) => Reach::ForPeers,
+            (false, true) => Reach::ThroughProxyPeers,
+            (false, false) => Reach::Direct,
+        });
         let policy = match (&self.role.own_policy, listed) {
             (Some(own), _) => own.clone(),
             (None, true) => outsiders.clone(),
@@ -533,7 +537,14 @@ impl SipService {
                 Arrival::Answered(bytes) => return self.send(flow, bytes),
             }
         }
-        let answer = if side == Side::Overlay {
+        let answer = if side == Side::Overlay && sip::proxy::registers_elsewhere(&request, self.registrar.domain()) {
+            // Another peer's user's REGISTER at home, sent here as to a
+            // proxy peer: this one is not (or not yet), so the sender tries
+            // the next (decision 0036).
+            let mut refused = registrar::answer(&request, 503, "Not A Proxy Peer");
+            refused.push("Retry-After", &sip::proxy::OVERLOAD_RETRY_AFTER_S.to_string());
+            refused
+        } else if side == Side::Overlay {
             registrar::answer(&request, 403, "Phones Register On The Phone Side")
         } else {
             let aor_user = request

@@ -8,7 +8,7 @@ use peer_core::sip_service::{InterworkingRole, SipEvent, SipInput, SipOutput, Si
 use peer_core::sip_usage::{Located, PublishError, SipPeer};
 use reload_wire::NodeId;
 use sip::digest::{Algorithm, Ha1};
-use sip::proxy::{Interfaces, Interworking, Outsiders, Proxy, Side};
+use sip::proxy::{Interfaces, Interworking, Outsiders, Proxy, Reach, Side};
 use sip::registrar::{Flow, Registrar, Transport};
 use sip::testing::authorize;
 use sip::SipMessage;
@@ -264,7 +264,7 @@ fn asks_dns(out: &[SipOutput]) -> bool {
 fn the_configurations_proxy_peers_decide_who_sends_requests_for_other_domains_out() {
     let (me, other) = (NodeId::from_u128(1), NodeId::from_u128(2));
     let interworking = Interworking {
-        outbound: true,
+        reach: Reach::Direct,
         ..Default::default()
     };
     let with_role = |own_policy: Option<Outsiders>| {

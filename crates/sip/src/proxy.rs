@@ -29,7 +29,7 @@ mod tests;
 
 pub use home_registration::registers_elsewhere;
 pub use observation::{Observation, MAX_NAME};
-pub use other_domains::{Interworking, Outsiders, SILENT_HOP_MS};
+pub use other_domains::{Interworking, Outsiders, Reach, SILENT_HOP_MS};
 pub use route::{connection_alias, host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
 pub use setup_budget::{MAX_SILENT_PER_PHONE, SETUP_WAIT_MS};
 
@@ -416,18 +416,15 @@ impl Proxy {
     pub fn sends_home(&self, side: Side) -> bool {
         let w = &self.interworking;
         match side {
-            Side::Phones => w.outbound || w.through_proxy_peers,
-            Side::Overlay => w.outbound && w.serves_peers,
+            Side::Phones => w.reach != Reach::Nowhere,
+            Side::Overlay => w.reach == Reach::ForPeers,
         }
     }
 
-    /// Whether this peer sends other peers' requests for other domains
-    /// out too (`serves_peers`), or sends its own users' to a proxy peer
-    /// (`through_proxy_peers`) instead of out itself (decision 0036).
-    pub fn set_proxy_peer(&mut self, serves_peers: bool, through_proxy_peers: bool) {
-        self.interworking.serves_peers = serves_peers;
-        self.interworking.through_proxy_peers = through_proxy_peers;
-        self.interworking.outbound = !through_proxy_peers;
+    /// How this peer reaches other domains from now on (decision 0036:
+    /// the configuration's proxy peers decide it).
+    pub fn set_reach(&mut self, reach: Reach) {
+        self.interworking.reach = reach;
     }
 
     /// Which users requests from other domains may reach from now on.
@@ -699,7 +696,7 @@ impl Proxy {
         let user = match (&target, registrar.user_of(&uri)) {
             (Some(_), _) => None,
             (None, Some(user)) => Some(user.to_string()),
-            (None, None) if side != Side::Phones && !(self.interworking.outbound && self.interworking.serves_peers) => {
+            (None, None) if side != Side::Phones && self.interworking.reach != Reach::ForPeers => {
                 // Not a proxy peer (or not yet: its configuration may lag
                 // the sender's), so the sender tries the next one.
                 let tag = self.unique();
@@ -707,10 +704,14 @@ impl Proxy {
                 refused.push("Retry-After", &OVERLOAD_RETRY_AFTER_S.to_string());
                 return self.send(flow, refused.to_bytes());
             }
-            (None, None) if !self.interworking.outbound && !self.interworking.through_proxy_peers => {
+            (None, None) if self.interworking.reach == Reach::Nowhere => {
                 return self.reply(&request, flow, 403, "Interworking With Other Domains Is Not Configured");
             }
-            (None, None) if uri.scheme == "sips" && self.interworking.outbound && !self.interworking.tls => {
+            (None, None)
+                if uri.scheme == "sips"
+                    && self.interworking.reach != Reach::ThroughProxyPeers
+                    && !self.interworking.tls =>
+            {
                 return self.reply(&request, flow, 416, "Unsupported URI Scheme");
             }
             (None, None) => match self.outside_hops(&uri) {
@@ -755,14 +756,14 @@ impl Proxy {
                 }
                 if let (Some(user), true) = (&caller, method == "REGISTER") {
                     let bound = (&*registrar, user.as_str(), now);
-                    let through_proxy_peer = !self.interworking.outbound;
+                    let through_proxy_peer = self.interworking.reach == Reach::ThroughProxyPeers;
                     let me = (&self.me, through_proxy_peer);
                     home_registration::prepare(&mut request, me, &self.dialog_key, flow, bound);
                 }
             }
         } else if method == "REGISTER" && outside.is_some() {
             // A proxy peer sends another peer's user's REGISTER home.
-            home_registration::relay(&mut request, &self.me, &self.dialog_key, now);
+            home_registration::relay(&mut request, &self.me, &self.dialog_key, (flow, now));
         } else if let Some(user) = &user {
             if registrar.contacts(user, now).is_empty() {
                 let (code, reason) = if registrar.serves(user) {
@@ -1055,6 +1056,9 @@ impl Proxy {
             }
             if target.side == Side::Phones {
                 identity::keep_private(&mut copy);
+                if method == "REGISTER" {
+                    home_registration::aim_path(&mut copy, &self.me, target.flow);
+                }
             }
             let branch = format!("z9hG4bK{}", self.unique());
             copy.prepend("Via", &self.me.via(target.side, target.flow, &branch));
@@ -1655,10 +1659,11 @@ impl Proxy {
     /// A next hop toward another domain that stayed silent for
     /// [`SILENT_HOP_MS`] is as good as timed out (RFC 3263 §4.3): its
     /// server transaction moves on to the next hop. Its client transaction
-    /// stays until its own timeout, detached, so that a late provisional
-    /// gets a CANCEL (§9.1) and a late final answer goes nowhere upstream
-    /// (a 2xx unacknowledged, its sender ends that dialog, §13.3.1.4):
-    /// the caller never gets two answers.
+    /// stays until its own timeout, detached: a late provisional gets a
+    /// CANCEL (§9.1) and goes no further, and a late 2xx still goes
+    /// upstream, as every 2xx to an INVITE does (§16.7 step 5, RFC 6026),
+    /// where the caller takes or ends that dialog as it would any second
+    /// answer of a forked call (§13.2.2.4).
     fn pass_over(&mut self, now: u64, id: u64) {
         let Some(client) = self.clients.get_mut(&id) else {
             return;
@@ -1667,7 +1672,6 @@ impl Proxy {
         let Some(server) = client.server.take() else {
             return;
         };
-        client.upstream = None;
         if client.method == "INVITE" {
             client.cancel = Cancel::Wanted;
         }

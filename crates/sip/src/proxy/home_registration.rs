@@ -125,31 +125,65 @@ fn cap_expires(request: &mut SipMessage, cap_s: u32) {
     }
 }
 
+/// Seconds a registration through a proxy peer may ask for: its relay
+/// token lasts as long (the user's peer caps it further, to the phone's
+/// registration with the overlay).
+pub const RELAY_MAX_EXPIRES_S: u32 = 3600;
+
 /// A proxy peer's Path entry above the user's peer's (decision 0036), for
-/// a REGISTER that came from another peer: its token names the address
-/// the peer's own entry gave (between peers, over TLS) and when the
-/// registration asked for ends. Nothing is added when the top entry is
-/// not such an address.
-pub(super) fn relay(request: &mut SipMessage, me: &Interfaces, key: &DialogKey, now: u64) {
+/// a REGISTER that came from another peer over `from`: its token names
+/// the address the peer's own entry gave (between peers, over TLS, on the
+/// host the REGISTER came from) and when the registration asked for ends,
+/// at most [`RELAY_MAX_EXPIRES_S`] on. Nothing is added when the top entry
+/// is not such an address: no peer can have a proxy peer's token lead to
+/// an address of someone else's.
+pub(super) fn relay(request: &mut SipMessage, me: &Interfaces, key: &DialogKey, (from, now): (Flow, u64)) {
     let Some(peer) = request
         .list("Path")
         .first()
         .and_then(|p| NameAddr::parse(p).ok())
         .and_then(|p| super::route::uri_flow(&p.uri))
-        .filter(|f| f.transport == Transport::Tls)
+        .filter(|f| f.transport == Transport::Tls && f.remote.ip() == from.remote.ip())
     else {
         return;
     };
+    cap_expires(request, RELAY_MAX_EXPIRES_S);
     let asked_s = request
         .header("Expires")
         .and_then(|e| e.trim().parse::<u64>().ok())
-        .unwrap_or(u64::from(UNBOUND_MAX_EXPIRES_S));
+        .unwrap_or(u64::from(RELAY_MAX_EXPIRES_S));
     let hop = PathHop::Peer {
         peer,
         until_ms: now.saturating_add(asked_s.saturating_mul(1000)),
     };
-    // The home registrar is not found yet: the phones' first address.
+    // Its address is aimed at the home registrar's family once that is
+    // known ([`aim_path`]).
     request.prepend("Path", &format!("<sip:{}@{};lr>", path_token(key, hop), me.phones));
+}
+
+/// A dual-stack peer's own Path entry on top of a REGISTER about to go to
+/// `registrar` names the peer's address in the registrar's IP family, so
+/// that the home network can come back to it.
+pub(super) fn aim_path(request: &mut SipMessage, me: &Interfaces, registrar: Flow) {
+    let Some(mut top) = request.list("Path").first().and_then(|p| NameAddr::parse(p).ok()) else {
+        return;
+    };
+    let on_phones_side = top.uri.transport().is_none() && me.is_mine(&top.uri);
+    let toward = Flow {
+        transport: Transport::Udp,
+        remote: registrar.remote,
+    };
+    let address = me.address(Side::Phones, toward);
+    if !on_phones_side || super::route::host_ip(&top.uri.host) == Some(address.ip()) {
+        return;
+    }
+    top.uri.host = match address.ip() {
+        std::net::IpAddr::V4(ip) => ip.to_string(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+    };
+    top.uri.port = Some(address.port());
+    request.remove_first("Path");
+    request.prepend("Path", &top.to_string());
 }
 
 /// Where a request routed by this peer's Path entry goes: the phone one of

@@ -33,20 +33,30 @@ use std::net::SocketAddr;
 /// What this peer does for SIP domains other than the overlay's.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interworking {
-    /// Requests of this peer's users for other domains are sent there.
-    pub outbound: bool,
-    /// And over TLS where their DNS says so, or for a `sips:` URI
-    /// (RFC 3261 §26.2; RFC 5922: the driver checks that the server's
-    /// certificate names the domain, from [`Output::TlsDomain`]).
+    /// Whose requests for other domains this peer sends where.
+    pub reach: Reach,
+    /// Requests sent out go over TLS where their DNS says so, or for a
+    /// `sips:` URI (RFC 3261 §26.2; RFC 5922: the driver checks that the
+    /// server's certificate names the domain, from [`Output::TlsDomain`]).
     pub tls: bool,
     /// Which users requests from other domains may reach.
     pub outsiders: Outsiders,
-    /// Without `outbound`: requests of this peer's users for other
-    /// domains go to a proxy peer over the overlay instead.
-    pub through_proxy_peers: bool,
-    /// With `outbound`: other peers' requests for other domains are sent
-    /// there too (this is a proxy peer the configuration lists).
-    pub serves_peers: bool,
+}
+
+/// How this peer reaches SIP domains other than the overlay's (decisions
+/// 0034, 0036).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Reach {
+    /// It does not: its users' requests for them are refused (403).
+    #[default]
+    Nowhere,
+    /// It sends its own users' requests there.
+    Direct,
+    /// It sends other peers' users' requests there too: a proxy peer
+    /// the configuration lists.
+    ForPeers,
+    /// It sends its users' requests to the overlay's proxy peers.
+    ThroughProxyPeers,
 }
 
 /// Which of the overlay's users requests from other domains (no digest
@@ -214,10 +224,10 @@ pub(super) fn from_another_domain(request: &SipMessage, domain: &str) -> bool {
 impl Proxy {
     /// Starts locating `uri`'s servers (RFC 3263 §4) for a request of
     /// another domain.
-    /// Through a proxy peer (`through_proxy_peers`), the overlay is asked
-    /// for the proxy peers instead.
+    /// Through a proxy peer ([`Reach::ThroughProxyPeers`]), the overlay is
+    /// asked for the proxy peers instead.
     pub(super) fn outside_hops(&mut self, uri: &Uri) -> Result<OutsideHops, LocateError> {
-        let source = if self.interworking.outbound || !self.interworking.through_proxy_peers {
+        let source = if self.interworking.reach != Reach::ThroughProxyPeers {
             let random = self.keyed_hash(&[b"R", uri.host.as_bytes(), &self.next_id.to_be_bytes()]);
             HopSource::Dns(Resolution::new(uri, random)?)
         } else {

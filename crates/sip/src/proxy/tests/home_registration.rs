@@ -7,7 +7,7 @@ const HOME: &str = "home.test";
 
 fn proxy() -> Proxy {
     Proxy::new(me(), 1).with_interworking(Interworking {
-        outbound: true,
+        reach: Reach::Direct,
         tls: false,
         outsiders: Outsiders::Nobody,
         ..Default::default()
@@ -197,7 +197,7 @@ fn a_path_leads_nowhere_once_the_phone_is_no_longer_registered() {
 fn a_registration_at_home_through_a_proxy_peer_brings_the_home_networks_calls_back_the_same_way() {
     let mut reg = alice_registered();
     let mut peer = proxy();
-    peer.set_proxy_peer(false, true);
+    peer.set_reach(Reach::ThroughProxyPeers);
     let x_interfaces = Interfaces {
         phones: "127.0.0.3:5060".parse().unwrap(),
         overlay: "127.0.0.3:6060".parse().unwrap(),
@@ -205,10 +205,10 @@ fn a_registration_at_home_through_a_proxy_peer_brings_the_home_networks_calls_ba
         phones_other_family: None,
     };
     let mut x = Proxy::new(x_interfaces, 2).with_interworking(Interworking {
-        outbound: true,
+        reach: Reach::Direct,
         ..Default::default()
     });
-    x.set_proxy_peer(true, false);
+    x.set_reach(Reach::ForPeers);
     let mut x_reg = registrar();
 
     let out = peer.on_request(0, home_register(7001, 7200), udp(7001), Side::Phones, &mut reg);
@@ -276,4 +276,56 @@ fn a_registration_at_home_through_a_proxy_peer_brings_the_home_networks_calls_ba
     ));
     assert!(out.iter().all(|(f, _)| *f != tls("127.0.0.1:6060")), "{out:?}");
     assert_eq!(codes(&out), vec![403]);
+}
+
+/// Decision 0036: a proxy peer writes a relay token only for the address
+/// of the peer the REGISTER came from, and for an hour at most whatever
+/// the REGISTER asks.
+#[test]
+fn a_proxy_peer_relays_only_to_the_peer_that_registered_and_for_an_hour_at_most() {
+    let x_interfaces = Interfaces {
+        phones: "127.0.0.3:5060".parse().unwrap(),
+        overlay: "127.0.0.3:6060".parse().unwrap(),
+        phones_tls: None,
+        phones_other_family: None,
+    };
+    let mut x = Proxy::new(x_interfaces, 2).with_interworking(Interworking {
+        reach: Reach::Direct,
+        ..Default::default()
+    });
+    x.set_reach(Reach::ForPeers);
+    let mut x_reg = registrar();
+    let from_peer = tls("127.0.0.1:40001");
+    let sent_home = |x: &mut Proxy, x_reg: &mut Registrar, path: &str, expires: &str, branch: &str| {
+        let mut register = home_register(7001, 600);
+        register.set("Via", &format!("SIP/2.0/TLS 127.0.0.1:6060;branch={branch}"));
+        register.set("Expires", expires);
+        register.prepend("Path", path);
+        let out = sent(&x.on_request(0, register, from_peer, Side::Overlay, x_reg));
+        out.into_iter()
+            .find(|(f, _)| *f == home_registrar())
+            .map(|(_, m)| m)
+            .expect("sent home")
+    };
+    // A Path naming another host than the sender's gets no relay entry.
+    let elsewhere = "<sip:0011@192.0.2.7:6060;transport=tls;lr>";
+    let at_home = sent_home(&mut x, &mut x_reg, elsewhere, "600", "z9hG4bKr1");
+    assert_eq!(at_home.list("Path"), vec![elsewhere.to_string()]);
+    // Asking for ever is an hour.
+    let own = "<sip:0011@127.0.0.1:6060;transport=tls;lr>";
+    let at_home = sent_home(&mut x, &mut x_reg, own, "18446744073709551615", "z9hG4bKr2");
+    assert_eq!(at_home.header("Expires").as_deref(), Some("3600"));
+    let route = at_home.list("Path").join(", ");
+    let passes = |x: &mut Proxy, x_reg: &mut Registrar, now: u64, branch: &str| {
+        let out = sent(&x.on_request(
+            now,
+            invite_from_home(&route, 7001, branch),
+            home_registrar(),
+            Side::Phones,
+            x_reg,
+        ));
+        out.iter().any(|(f, _)| *f == tls("127.0.0.1:6060"))
+    };
+    assert!(passes(&mut x, &mut x_reg, 3_599_000, "z9hG4bKr3"));
+    assert!(!passes(&mut x, &mut x_reg, 3_600_001, "z9hG4bKr4"));
 }

@@ -10,10 +10,10 @@ const PROXY_PEER_2: &str = "127.0.0.4:6060";
 /// A peer that does not reach other domains itself.
 fn not_a_proxy_peer() -> Proxy {
     let mut proxy = Proxy::new(me(), 1).with_interworking(Interworking {
-        outbound: true,
+        reach: Reach::Direct,
         ..Default::default()
     });
-    proxy.set_proxy_peer(false, true);
+    proxy.set_reach(Reach::ThroughProxyPeers);
     proxy
 }
 
@@ -139,16 +139,16 @@ fn a_proxy_peer_sends_another_peers_request_out_and_other_peers_refuse_it() {
     let mut reg = alice_registered();
     let relayed = || request("INVITE", &format!("sip:carol@{CORP}"), 7009, "z9hG4bKp5", "");
     let mut proxy_peer = Proxy::new(me(), 1).with_interworking(Interworking {
-        outbound: true,
+        reach: Reach::Direct,
         ..Default::default()
     });
-    proxy_peer.set_proxy_peer(true, false);
+    proxy_peer.set_reach(Reach::ForPeers);
     let out = proxy_peer.on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg);
     assert_eq!(codes(&sent(&out)), vec![100]);
     assert!(asks_dns(&out), "the proxy peer looks the domain up");
     // A peer the configuration does not list does not.
     let mut other = Proxy::new(me(), 1).with_interworking(Interworking {
-        outbound: true,
+        reach: Reach::Direct,
         ..Default::default()
     });
     let out = sent(&other.on_request(0, relayed(), tls(PEER4), Side::Overlay, &mut reg));
@@ -169,10 +169,10 @@ fn a_proxy_peer_sends_another_peers_request_out_and_other_peers_refuse_it() {
 fn a_proxy_peer_says_trying_to_another_peers_request_so_it_is_not_sent_twice() {
     let mut reg = alice_registered();
     let mut proxy_peer = Proxy::new(me(), 1).with_interworking(Interworking {
-        outbound: true,
+        reach: Reach::Direct,
         ..Default::default()
     });
-    proxy_peer.set_proxy_peer(true, false);
+    proxy_peer.set_reach(Reach::ForPeers);
     let message = request("MESSAGE", &format!("sip:carol@{CORP}"), 7009, "z9hG4bKp6", "");
     let out = proxy_peer.on_request(0, message, tls(PEER4), Side::Overlay, &mut reg);
     assert_eq!(codes(&sent(&out)), vec![100]);
