@@ -10,7 +10,6 @@ fn proxy() -> Proxy {
         reach: Reach::Direct,
         tls: false,
         outsiders: Outsiders::Nobody,
-        ..Default::default()
     })
 }
 

@@ -11,7 +11,6 @@ fn outbound() -> Proxy {
         reach: Reach::Direct,
         tls: false,
         outsiders: Outsiders::Nobody,
-        ..Default::default()
     })
 }
 
@@ -20,7 +19,6 @@ fn proxy_peer(outsiders: Outsiders) -> Proxy {
         reach: Reach::Nowhere,
         tls: false,
         outsiders,
-        ..Default::default()
     })
 }
 
@@ -471,7 +469,6 @@ fn a_domain_that_asks_for_tls_gets_it_and_its_certificate_must_name_the_domain()
         reach: Reach::Direct,
         tls: true,
         outsiders: Outsiders::Nobody,
-        ..Default::default()
     });
     let out = proxy.on_request(0, invite_carol("z9hG4bKs1"), udp(7001), Side::Phones, &mut reg);
     let naptr = Answer::Naptr(vec![Naptr {
