@@ -204,14 +204,24 @@ impl Calling<'_> {
             run.failed
         );
         let times = setup_times(&tshark_fields(&file, self.caller_port)?, self.caller_port);
-        // A capture that lost packets would skew the figures silently.
+        // dumpcap now and then misses a packet on a busy machine; which
+        // one is chance, not latency, so up to 1 % missing leaves the
+        // figures as they are. More would mean the capture cannot be
+        // trusted.
+        let held = times.len() as u64;
         anyhow::ensure!(
-            times.len() as u64 == self.calls,
-            "the capture at port {} holds {} of {} calls' INVITE and 180",
+            held * 100 >= self.calls * 99,
+            "the capture at port {} holds {held} of {} calls' INVITE and 180",
             self.caller_port,
-            times.len(),
             self.calls
         );
+        if held < self.calls {
+            eprintln!(
+                "  (the capture missed {} of {} calls; measured on the rest)",
+                self.calls - held,
+                self.calls
+            );
+        }
         Ok(times)
     }
 }
