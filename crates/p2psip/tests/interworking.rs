@@ -250,47 +250,38 @@ fn a_dual_stack_peer_takes_an_ipv4_phones_call_to_a_domain_with_only_ipv6_server
     let alice_port = free_port();
     scenarios.register_at(v4, alice_port, "alice", "alice-pw");
     let limits = ["-m", "1", "-timeout", "30s", "-timeout_error"];
-    let carol = sipp_on(
-        Command::new("sipp"),
-        "::1",
-        "u1",
-        &scenarios.named("uas_call", "alice"),
-        v6,
-        carol_port,
-        "carol",
-        &limits,
-    )
-    .spawn()
-    .expect("sipp starts");
-    let call = call_scenario(&scenarios.dir, "uac_call", &format!("alice@{DOMAIN}"), v6_only);
-    let ok = sipp_at(&call, v4, alice_port, "carol", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "alice's call over IPv4 to carol@{v6_only} over IPv6 completes");
-    finished_well(carol, "carol's phone on ::1 took the call and its BYE");
-
-    // carol calls back and hangs up herself: her BYE follows the
-    // Record-Route entry in her family, alice's phone gets it in its own.
-    let carol = sipp_on(
-        Command::new("sipp"),
-        "::1",
-        "u1",
-        &scenarios.named("uas_call_hangs_up", "alice"),
-        v6,
-        carol_port,
-        "carol",
-        &limits,
-    )
-    .spawn()
-    .expect("sipp starts");
-    let call = call_scenario(&scenarios.dir, "uac_call_hung_up", &format!("alice@{DOMAIN}"), v6_only);
-    let ok = sipp_at(&call, v4, alice_port, "carol", &limits)
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "alice's second call is hung up by carol");
-    finished_well(carol, "carol's phone on ::1 hung up through the peer");
+    // Twice: alice hangs up, then carol does, whose BYE follows the
+    // Record-Route entry in her family and reaches alice's phone in its own.
+    for (callee, caller, hangs_up) in [
+        ("uas_call", "uac_call", "alice"),
+        ("uas_call_hangs_up", "uac_call_hung_up", "carol"),
+    ] {
+        let carol = sipp_on(
+            Command::new("sipp"),
+            "::1",
+            "u1",
+            &scenarios.named(callee, "alice"),
+            v6,
+            carol_port,
+            "carol",
+            &limits,
+        )
+        .spawn()
+        .expect("sipp starts");
+        let call = call_scenario(&scenarios.dir, caller, &format!("alice@{DOMAIN}"), v6_only);
+        let ok = sipp_at(&call, v4, alice_port, "carol", &limits)
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "alice's call over IPv4 to carol@{v6_only} over IPv6 completes, {hangs_up} hanging up"
+        );
+        finished_well(
+            carol,
+            &format!("carol's phone on ::1 took the call, {hangs_up} hanging up"),
+        );
+    }
 }
 
 /// Issue 34 §2: a proxy peer (`--proxy-peer all`) takes a call for bob

@@ -111,6 +111,20 @@ struct Locating {
     order: Option<Vec<NodeId>>,
 }
 
+impl Locating {
+    fn new(token: u64, order: Option<Vec<NodeId>>) -> Self {
+        Locating {
+            token,
+            waiting: 0,
+            grace_until: None,
+            peers: Vec::new(),
+            here: false,
+            failures: Vec::new(),
+            order,
+        }
+    }
+}
+
 /// A Fetch of a user's registration in flight.
 struct Fetching {
     locate: u64,
@@ -162,18 +176,7 @@ impl Locator {
                 asked: 0,
             },
         );
-        self.locating.insert(
-            id,
-            Locating {
-                token,
-                waiting: 0,
-                grace_until: None,
-                peers: Vec::new(),
-                here: false,
-                failures: Vec::new(),
-                order: None,
-            },
-        );
+        self.locating.insert(id, Locating::new(token, None));
     }
 
     /// Finds where `peers`' SIP listens (AppAttach, or a remembered
@@ -190,16 +193,7 @@ impl Locator {
     ) {
         self.next += 1;
         let id = self.next;
-        let locating = Locating {
-            token,
-            waiting: 0,
-            grace_until: None,
-            peers: Vec::new(),
-            here: false,
-            failures: Vec::new(),
-            order: Some(peers.to_vec()),
-        };
-        self.locating.insert(id, locating);
+        self.locating.insert(id, Locating::new(token, Some(peers.to_vec())));
         let me = engine.node_id();
         let others = peers.iter().copied().filter(|p| *p != me).collect();
         self.attach_to(engine, now, id, others);

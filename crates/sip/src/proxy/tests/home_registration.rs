@@ -13,13 +13,6 @@ fn proxy() -> Proxy {
     })
 }
 
-/// alice's phone, registered with the overlay from UDP port 7001.
-fn alice_registered() -> Registrar {
-    let mut reg = registrar();
-    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
-    reg
-}
-
 fn home_register(from_port: u16, expires: u32) -> SipMessage {
     let text = format!(
         "REGISTER sip:10.0.0.5 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch=z9hG4bKhr{expires};rport\r\n\
@@ -79,6 +72,19 @@ fn a_users_registration_at_home_carries_the_peers_path_and_lives_no_longer_than_
         up[0].1.header("WWW-Authenticate").as_deref(),
         Some("Digest realm=\"home.test\", nonce=\"abc\", qop=\"auth\"")
     );
+}
+
+/// X, a proxy peer the configuration lists (decision 0036), at 127.0.0.3.
+fn proxy_peer_x() -> Proxy {
+    let x_interfaces = Interfaces {
+        phones: "127.0.0.3:5060".parse().unwrap(),
+        overlay: "127.0.0.3:6060".parse().unwrap(),
+        phones_tls: None,
+        phones_other_family: None,
+    };
+    let mut x = Proxy::new(x_interfaces, 2);
+    x.set_reach(Reach::ForPeers);
+    x
 }
 
 /// An INVITE of the home network for dave, routed by the Path the home
@@ -197,17 +203,7 @@ fn a_registration_at_home_through_a_proxy_peer_brings_the_home_networks_calls_ba
     let mut reg = alice_registered();
     let mut peer = proxy();
     peer.set_reach(Reach::ThroughProxyPeers);
-    let x_interfaces = Interfaces {
-        phones: "127.0.0.3:5060".parse().unwrap(),
-        overlay: "127.0.0.3:6060".parse().unwrap(),
-        phones_tls: None,
-        phones_other_family: None,
-    };
-    let mut x = Proxy::new(x_interfaces, 2).with_interworking(Interworking {
-        reach: Reach::Direct,
-        ..Default::default()
-    });
-    x.set_reach(Reach::ForPeers);
+    let mut x = proxy_peer_x();
     let mut x_reg = registrar();
 
     let out = peer.on_request(0, home_register(7001, 7200), udp(7001), Side::Phones, &mut reg);
@@ -282,17 +278,7 @@ fn a_registration_at_home_through_a_proxy_peer_brings_the_home_networks_calls_ba
 /// the REGISTER asks.
 #[test]
 fn a_proxy_peer_relays_only_to_the_peer_that_registered_and_for_an_hour_at_most() {
-    let x_interfaces = Interfaces {
-        phones: "127.0.0.3:5060".parse().unwrap(),
-        overlay: "127.0.0.3:6060".parse().unwrap(),
-        phones_tls: None,
-        phones_other_family: None,
-    };
-    let mut x = Proxy::new(x_interfaces, 2).with_interworking(Interworking {
-        reach: Reach::Direct,
-        ..Default::default()
-    });
-    x.set_reach(Reach::ForPeers);
+    let mut x = proxy_peer_x();
     let mut x_reg = registrar();
     let from_peer = tls("127.0.0.1:40001");
     let sent_home = |x: &mut Proxy, x_reg: &mut Registrar, path: &str, expires: &str, branch: &str| {

@@ -70,6 +70,30 @@ fn register(reg: &mut Registrar, user: &str, password: &str, contact: &str, flow
 
 /// Record-Route entries with their dialog proof taken off, after checking
 /// every entry of one request carries the same one.
+/// Another SIP domain (decision 0034).
+const CORP: &str = "corp.test";
+
+/// alice's phone is registered from UDP port 7001: its requests are hers.
+fn alice_registered() -> Registrar {
+    let mut reg = registrar();
+    register(&mut reg, "alice", "secret", "sip:alice@127.0.0.1:7001", udp(7001));
+    reg
+}
+
+/// alice's INVITE for carol of [`CORP`].
+fn invite_carol(branch: &str) -> SipMessage {
+    request("INVITE", &format!("sip:carol@{CORP}"), 7001, branch, "")
+}
+
+/// `request` left this peer with its top Via sent by `via` (as in
+/// `SIP/2.0/UDP 127.0.0.1:5060`) and these Record-Route entries, their
+/// dialog proofs left out.
+fn assert_left_as(request: &SipMessage, via: &str, record_route: &[&str], why: &str) {
+    let vias = request.list("Via");
+    assert!(vias[0].starts_with(&format!("{via};")), "{why}: {vias:?}");
+    assert_eq!(without_proof(request.list("Record-Route")), record_route, "{why}");
+}
+
 fn without_proof(entries: Vec<String>) -> Vec<String> {
     let proofs: Vec<&str> = entries
         .iter()
