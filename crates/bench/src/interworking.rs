@@ -91,19 +91,23 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
 
     eprintln!("p2psip-bench: call setup from the overlay to the Kamailio domain");
     let out = scratch(&work, "outbound")?;
-    let out_of_overlay = [
-        (
-            "INVITE sip:[service]@OVERLAY",
-            format!("INVITE sip:[service]@{}", corp_kamailio.addr),
-        ),
-        (
-            "To: <sip:[service]@OVERLAY>",
-            "To: <sip:[service]@corp.bench>".to_string(),
-        ),
-        ("CALLER", "alice".to_string()),
-    ];
-    let out_caller = edited(&out, &tests.join("uac_call.xml"), "OVERLAY", &out_of_overlay)?;
-    let out_caller = rename_domain(&out_caller, &demo.domain)?;
+    // A call of `caller` of the overlay to bob at Kamailio.
+    let out_caller = |dir: &Path, caller: &str| -> Result<std::path::PathBuf> {
+        let out_of_overlay = [
+            (
+                "INVITE sip:[service]@OVERLAY",
+                format!("INVITE sip:[service]@{}", corp_kamailio.addr),
+            ),
+            (
+                "To: <sip:[service]@OVERLAY>",
+                "To: <sip:[service]@corp.bench>".to_string(),
+            ),
+            ("CALLER", caller.to_string()),
+        ];
+        let scenario = edited(dir, &tests.join("uac_call.xml"), "OVERLAY", &out_of_overlay)?;
+        rename_domain(&scenario, &demo.domain)
+    };
+    let alice_out = out_caller(&out, "alice")?;
     let bob_at_corp = sipp::users_file(&out, "bob.csv", bob, CORP, &demo.password)?;
     throughput::register_once(
         &out,
@@ -121,7 +125,7 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
         layout.sipp.caller,
     )?;
     let corp_answering = throughput::callee_scenario(&out, &tests, CORP)?;
-    let calling_out = crate::latency_calling(args, layout, &out, (&register_at_overlay, &out_caller, &corp_answering));
+    let calling_out = crate::latency_calling(args, layout, &out, (&register_at_overlay, &alice_out, &corp_answering));
     let outbound_setup = {
         let _bob: Owned = throughput::answering_callee(&out, &corp_answering, corp_kamailio.addr, layout.sipp.callee)?;
         setup(&calling_out, demo.sip[0], "bob").context("setup time of calls out of the overlay")?
@@ -129,6 +133,29 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
     eprintln!(
         "  INVITE→180 p50 {:.3} ms, p99 {:.3} ms",
         outbound_setup.p50_ms, outbound_setup.p99_ms
+    );
+
+    // bob of the overlay, at peer 1, which is not a proxy peer: his calls
+    // out go through the overlay to peer 0 first (decision 0036).
+    eprintln!("p2psip-bench: call setup from a peer that is not a proxy peer, through the proxy peer");
+    let via = scratch(&work, "outbound-through-proxy-peer")?;
+    let bob_out = out_caller(&via, "bob")?;
+    let bob_in_overlay = sipp::users_file(&via, "bob.csv", bob, &demo.domain, &demo.password)?;
+    throughput::register_once(
+        &via,
+        &register_at_overlay,
+        demo.sip[1],
+        &bob_in_overlay,
+        layout.sipp.caller,
+    )?;
+    let calling_via = crate::latency_calling(args, layout, &via, (&register_at_overlay, &bob_out, &corp_answering));
+    let through_proxy_peer_setup = {
+        let _bob: Owned = throughput::answering_callee(&via, &corp_answering, corp_kamailio.addr, layout.sipp.callee)?;
+        setup(&calling_via, demo.sip[1], "bob").context("setup time of calls out through the proxy peer")?
+    };
+    eprintln!(
+        "  INVITE→180 p50 {:.3} ms, p99 {:.3} ms",
+        through_proxy_peer_setup.p50_ms, through_proxy_peer_setup.p99_ms
     );
     let password = demo.password.clone();
     drop(corp_kamailio);
@@ -163,6 +190,7 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
         kamailio_busy,
         inbound_setup,
         outbound_setup,
+        through_proxy_peer_setup,
         kamailio_setup,
     })
 }

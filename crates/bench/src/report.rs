@@ -103,9 +103,11 @@ pub struct InterworkingCalls {
     pub kamailio_busy: (usize, usize),
     /// INVITE→180 at the caller: into the overlay through Kamailio and
     /// the proxy peer, out of it through the caller's peer and Kamailio,
-    /// and through Kamailio alone.
+    /// out of it from a peer that is not a proxy peer through the proxy
+    /// peer and Kamailio, and through Kamailio alone.
     pub inbound_setup: crate::latency::Percentiles,
     pub outbound_setup: crate::latency::Percentiles,
+    pub through_proxy_peer_setup: crate::latency::Percentiles,
     pub kamailio_setup: crate::latency::Percentiles,
 }
 
@@ -436,6 +438,7 @@ impl Report {
                  | path | p50 | p99 |\n|---|---:|---:|\n\
                  | into the overlay: UAC → Kamailio → proxy peer → overlay → peer B → UAS | {:.2} ms | {:.2} ms |\n\
                  | out of the overlay: UAC → peer A → Kamailio → UAS | {:.2} ms | {:.2} ms |\n\
+                 | out through the proxy peer: UAC → peer B → proxy peer → Kamailio → UAS | {:.2} ms | {:.2} ms |\n\
                  | Kamailio alone: UAC → Kamailio → UAS | {:.2} ms | {:.2} ms |",
                 i.kamailio_setup.calls,
                 self.latency_rate_per_s,
@@ -443,6 +446,8 @@ impl Report {
                 i.inbound_setup.p99_ms,
                 i.outbound_setup.p50_ms,
                 i.outbound_setup.p99_ms,
+                i.through_proxy_peer_setup.p50_ms,
+                i.through_proxy_peer_setup.p99_ms,
                 i.kamailio_setup.p50_ms,
                 i.kamailio_setup.p99_ms
             );
