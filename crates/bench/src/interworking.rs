@@ -91,8 +91,18 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
 
     eprintln!("p2psip-bench: call setup from the overlay to the Kamailio domain");
     let out = scratch(&work, "outbound")?;
-    // A call of `caller` of the overlay to bob at Kamailio.
-    let out_caller = |dir: &Path, caller: &str| -> Result<std::path::PathBuf> {
+    let bob_at_corp = sipp::users_file(&out, "bob.csv", bob, CORP, &demo.password)?;
+    throughput::register_once(
+        &out,
+        &register_at_corp,
+        corp_kamailio.addr,
+        &bob_at_corp,
+        layout.sipp.callee,
+    )?;
+    let corp_answering = throughput::callee_scenario(&out, &tests, CORP)?;
+    // INVITE→180 of `caller` of the overlay (one of `users`), registered
+    // at `peer`, calling bob at Kamailio; the files in `dir`.
+    let setup_out = |dir: &Path, caller: &str, users: &[String], peer: std::net::SocketAddr| -> Result<Percentiles> {
         let out_of_overlay = [
             (
                 "INVITE sip:[service]@OVERLAY",
@@ -105,58 +115,24 @@ pub fn measure(args: &Args, p2psip: &Path, layout: &Layout) -> Result<Interworki
             ("CALLER", caller.to_string()),
         ];
         let scenario = edited(dir, &tests.join("uac_call.xml"), "OVERLAY", &out_of_overlay)?;
-        rename_domain(&scenario, &demo.domain)
+        let scenario = rename_domain(&scenario, &demo.domain)?;
+        let in_overlay = sipp::users_file(dir, &format!("{caller}.csv"), users, &demo.domain, &demo.password)?;
+        throughput::register_once(dir, &register_at_overlay, peer, &in_overlay, layout.sipp.caller)?;
+        let calling = crate::latency_calling(args, layout, dir, (&register_at_overlay, &scenario, &corp_answering));
+        let _bob: Owned = throughput::answering_callee(dir, &corp_answering, corp_kamailio.addr, layout.sipp.callee)?;
+        let times = setup(&calling, peer, "bob")?;
+        eprintln!("  INVITE→180 p50 {:.3} ms, p99 {:.3} ms", times.p50_ms, times.p99_ms);
+        Ok(times)
     };
-    let alice_out = out_caller(&out, "alice")?;
-    let bob_at_corp = sipp::users_file(&out, "bob.csv", bob, CORP, &demo.password)?;
-    throughput::register_once(
-        &out,
-        &register_at_corp,
-        corp_kamailio.addr,
-        &bob_at_corp,
-        layout.sipp.callee,
-    )?;
-    let alice_in_overlay = sipp::users_file(&out, "alice.csv", alice, &demo.domain, &demo.password)?;
-    throughput::register_once(
-        &out,
-        &register_at_overlay,
-        demo.sip[0],
-        &alice_in_overlay,
-        layout.sipp.caller,
-    )?;
-    let corp_answering = throughput::callee_scenario(&out, &tests, CORP)?;
-    let calling_out = crate::latency_calling(args, layout, &out, (&register_at_overlay, &alice_out, &corp_answering));
-    let outbound_setup = {
-        let _bob: Owned = throughput::answering_callee(&out, &corp_answering, corp_kamailio.addr, layout.sipp.callee)?;
-        setup(&calling_out, demo.sip[0], "bob").context("setup time of calls out of the overlay")?
-    };
-    eprintln!(
-        "  INVITE→180 p50 {:.3} ms, p99 {:.3} ms",
-        outbound_setup.p50_ms, outbound_setup.p99_ms
-    );
+    let outbound_setup =
+        setup_out(&out, "alice", alice, demo.sip[0]).context("setup time of calls out of the overlay")?;
 
     // bob of the overlay, at peer 1, which is not a proxy peer: his calls
     // out go through the overlay to peer 0 first (decision 0036).
     eprintln!("p2psip-bench: call setup from a peer that is not a proxy peer, through the proxy peer");
     let via = scratch(&work, "outbound-through-proxy-peer")?;
-    let bob_out = out_caller(&via, "bob")?;
-    let bob_in_overlay = sipp::users_file(&via, "bob.csv", bob, &demo.domain, &demo.password)?;
-    throughput::register_once(
-        &via,
-        &register_at_overlay,
-        demo.sip[1],
-        &bob_in_overlay,
-        layout.sipp.caller,
-    )?;
-    let calling_via = crate::latency_calling(args, layout, &via, (&register_at_overlay, &bob_out, &corp_answering));
-    let through_proxy_peer_setup = {
-        let _bob: Owned = throughput::answering_callee(&via, &corp_answering, corp_kamailio.addr, layout.sipp.callee)?;
-        setup(&calling_via, demo.sip[1], "bob").context("setup time of calls out through the proxy peer")?
-    };
-    eprintln!(
-        "  INVITE→180 p50 {:.3} ms, p99 {:.3} ms",
-        through_proxy_peer_setup.p50_ms, through_proxy_peer_setup.p99_ms
-    );
+    let through_proxy_peer_setup =
+        setup_out(&via, "bob", bob, demo.sip[1]).context("setup time of calls out through the proxy peer")?;
     let password = demo.password.clone();
     drop(corp_kamailio);
     drop(demo);

@@ -1067,45 +1067,42 @@ fn a_kamailio_domain_calls_into_the_overlay_over_tls() {
     let (alice_port, carol_port) = (free_port(), free_port());
     overlay_phones.register_at(sip[1], alice_port, "alice", "alice-pw");
     corp_phones.register_at(corp_udp, carol_port, "carol", "corp-pw");
-    let call = call_scenario(&corp_phones.dir, "uac_call", &format!("carol@{CORP}"), DOMAIN);
-    one_call(
-        Phone {
-            scenario: &overlay_phones.named("uas_call", "carol"),
-            proxy: sip[1],
-            port: alice_port,
-            user: "alice",
-        },
-        Phone {
-            scenario: &call,
-            proxy: corp_udp,
-            port: carol_port,
-            user: "alice",
-        },
+    // First carol hangs up; then alice does, and her BYE leaves the proxy
+    // peer for Kamailio's TLS address over the connection Kamailio opened
+    // (connection reuse).
+    for (caller, callee, what) in [
         (
-            "carol's call to alice comes in over TLS and completes",
-            "alice's phone took the call and its BYE",
+            "uac_call",
+            "uas_call",
+            [
+                "carol's call to alice comes in over TLS and completes",
+                "alice's phone took the call and its BYE",
+            ],
         ),
-    );
-
-    // Now alice hangs up: her BYE leaves the proxy peer for Kamailio's TLS
-    // address over the connection Kamailio opened (connection reuse).
-    let call = call_scenario(&corp_phones.dir, "uac_call_hung_up", &format!("carol@{CORP}"), DOMAIN);
-    one_call(
-        Phone {
-            scenario: &overlay_phones.named("uas_call_hangs_up", "carol"),
-            proxy: sip[1],
-            port: alice_port,
-            user: "alice",
-        },
-        Phone {
-            scenario: &call,
-            proxy: corp_udp,
-            port: carol_port,
-            user: "alice",
-        },
         (
-            "carol's phone gets alice's BYE through Kamailio",
-            "alice's BYE was answered",
+            "uac_call_hung_up",
+            "uas_call_hangs_up",
+            [
+                "carol's phone gets alice's BYE through Kamailio",
+                "alice's BYE was answered",
+            ],
         ),
-    );
+    ] {
+        let call = call_scenario(&corp_phones.dir, caller, &format!("carol@{CORP}"), DOMAIN);
+        one_call(
+            Phone {
+                scenario: &overlay_phones.named(callee, "carol"),
+                proxy: sip[1],
+                port: alice_port,
+                user: "alice",
+            },
+            Phone {
+                scenario: &call,
+                proxy: corp_udp,
+                port: carol_port,
+                user: "alice",
+            },
+            (what[0], what[1]),
+        );
+    }
 }
