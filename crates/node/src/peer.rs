@@ -821,7 +821,7 @@ impl<T: Topology + Tables> Driver<T> {
         let now = now_ms();
         while let Some(output) = self.core.poll_output(now) {
             match output {
-                Output::Send { link, bytes } => match self.links.get(&link) {
+                Output::Send { link, bytes, .. } => match self.links.get(&link) {
                     Some(tx) => {
                         if tx.try_send(bytes).is_err() {
                             tracing::debug!("link {link} is full; message dropped");

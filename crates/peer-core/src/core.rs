@@ -13,7 +13,7 @@ use crate::discovery::{Datagram, ROUND_MS};
 use crate::links::{LinkEvent, LinkId, LinkReport, Links};
 use crate::sip_usage::{Located, PublishError, SipUsage};
 use crate::usage::{check_kinds, KindPolicyMismatch, Usage};
-use overlay::{Action, Event, OverlayNode, RequestFailure, RequestId, Security, Topology};
+use overlay::{Action, Event, OverlayConfig, OverlayNode, RequestFailure, RequestId, Security, Topology};
 use reload_wire::{Body, IpAddressPort, NodeId};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
@@ -72,10 +72,13 @@ pub enum Input<'a> {
 /// What a peer asks of its driver.
 #[derive(Debug)]
 pub enum Output {
-    /// Send on this link.
+    /// Send on this link. `maintenance`: overlay upkeep (§6.4.2: Update,
+    /// Ping, Attach, replication…), not a request the node's users made;
+    /// the simulator counts the two apart.
     Send {
         link: LinkId,
         bytes: Vec<u8>,
+        maintenance: bool,
     },
     /// Open a link; report it with [`LinkEvent::Up`] (a
     /// [`LinkEnd::Dialled`](crate::links::LinkEnd::Dialled) naming
@@ -159,8 +162,8 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         certificates: Option<(Vec<u8>, String)>,
     ) -> Result<Self, KindPolicyMismatch> {
         let mut engine = engine;
-        for kinds in [crate::sip_usage::KINDS, crate::certificates::KINDS] {
-            check_kinds(engine.config(), kinds)?;
+        check_configuration(engine.config())?;
+        for kinds in USAGE_KINDS {
             let policies: Vec<_> = kinds.iter().map(|k| (k.id, k.access)).collect();
             engine.require_kind_policies(&policies);
         }
@@ -196,6 +199,15 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
 
     pub fn links(&self) -> &Links {
         &self.links
+    }
+
+    /// The heap memory nearly every message at this peer reads, as
+    /// (start, bytes) blocks: the link table and the engine's (see
+    /// [`OverlayNode::hot_memory`]). For the simulator, which loads a
+    /// peer's tables into cache while the peer before it runs.
+    pub fn hot_memory(&self, visit: &mut dyn FnMut(*const u8, usize)) {
+        self.links.hot_memory(visit);
+        self.engine.hot_memory(visit);
     }
 
     /// §11.4: the peers to cache for the next start, up to ten, neighbours
@@ -273,8 +285,14 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                 return None;
             };
             match action {
-                Action::Send { to, bytes, .. } => match self.links.route(&to) {
-                    Some(link) => return Some(Output::Send { link, bytes }),
+                Action::Send { to, bytes, maintenance } => match self.links.route(&to) {
+                    Some(link) => {
+                        return Some(Output::Send {
+                            link,
+                            bytes,
+                            maintenance,
+                        })
+                    }
                     None => tracing::debug!("no link to {}; message dropped", to.to_hex()),
                 },
                 Action::Connect { peer: Some(peer), .. } if self.links.already_linked(&peer) => {
@@ -515,6 +533,16 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             }
         }
     }
+}
+
+/// The Kinds of the usages every core runs.
+const USAGE_KINDS: [&[crate::usage::UsageKind]; 2] = [crate::sip_usage::KINDS, crate::certificates::KINDS];
+
+/// Whether a core can run under `config`: refused when it gives a usage's
+/// Kind another access policy than the usage's RFC (what
+/// [`PeerCore::new`] checks).
+pub fn check_configuration(config: &OverlayConfig) -> Result<(), KindPolicyMismatch> {
+    USAGE_KINDS.into_iter().try_for_each(|kinds| check_kinds(config, kinds))
 }
 
 /// The port this node takes links on, named in its discovery answers.

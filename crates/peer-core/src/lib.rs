@@ -24,4 +24,4 @@ pub mod sip_service;
 pub mod sip_usage;
 pub mod usage;
 
-pub use crate::core::{Input, Output, PeerCore, WITHDRAW_WAIT_MS};
+pub use crate::core::{check_configuration, Input, Output, PeerCore, WITHDRAW_WAIT_MS};

@@ -6,16 +6,19 @@
 //! links, moves bytes on them and closes the ones this says to close.
 
 pub mod same_node_id;
+mod table;
 
 use crate::core::Output;
+use overlay::sorted::SortedMap;
 use overlay::{OverlayNode, RequestFailure, RequestId, Security, Topology};
 use reload_wire::{Body, NodeId};
 use same_node_id::{
     is_request, verdict, Answer, Check, Verdict, CHECK_LINKS_OLDER_THAN_MS, CHECK_TIMEOUT_MS, HELD_REQUESTS,
     REFUSING_FOR_MS,
 };
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
+use table::LinkTable;
 
 /// A driver's number for one transport link.
 pub type LinkId = u64;
@@ -40,33 +43,26 @@ pub enum LinkEnd {
     Accepted { remote: SocketAddr },
 }
 
-impl LinkEnd {
-    fn is_bootstrap(&self) -> bool {
-        matches!(self, LinkEnd::Dialled { expected: None, .. })
-    }
-
-    fn dialled(&self) -> Option<SocketAddr> {
-        match self {
-            LinkEnd::Dialled { address, .. } => Some(*address),
-            LinkEnd::Accepted { .. } => None,
-        }
-    }
-
-    fn remote(&self) -> SocketAddr {
-        match self {
-            LinkEnd::Dialled { address, .. } => *address,
-            LinkEnd::Accepted { remote } => *remote,
-        }
-    }
+/// Which end dialled a link, and what for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This node dialled the peer's listen address for its Node-ID.
+    Dialled,
+    /// This node dialled a bootstrap address, not knowing who is there.
+    DialledBootstrap,
+    /// The peer dialled this node.
+    Accepted,
 }
 
-/// One link in the table, or being checked.
+/// One link in the table, or being checked: a few words, as a peer of a
+/// large overlay keeps hundreds and the simulator a table per peer.
 #[derive(Debug, Clone, Copy)]
 pub struct Link {
     pub id: LinkId,
-    /// The Node-ID of the end that dialled.
-    pub initiator: NodeId,
-    pub end: LinkEnd,
+    /// The address this node dialled (the peer's listen address), or the
+    /// one the peer dialled from.
+    pub remote: SocketAddr,
+    pub origin: Origin,
     /// When it came up (engine clock).
     pub up_since: u64,
     /// Reported silent (§6.6.5): out of the engine's routing table, kept
@@ -74,14 +70,52 @@ pub struct Link {
     pub silent: bool,
 }
 
+impl Link {
+    fn new(id: LinkId, end: LinkEnd, now: u64) -> Link {
+        let (remote, origin) = match end {
+            LinkEnd::Dialled {
+                address,
+                expected: None,
+            } => (address, Origin::DialledBootstrap),
+            LinkEnd::Dialled { address, .. } => (address, Origin::Dialled),
+            LinkEnd::Accepted { remote } => (remote, Origin::Accepted),
+        };
+        Link {
+            id,
+            remote,
+            origin,
+            up_since: now,
+            silent: false,
+        }
+    }
+
+    fn is_bootstrap(&self) -> bool {
+        self.origin == Origin::DialledBootstrap
+    }
+
+    /// The peer's listen address, when this node dialled it.
+    fn dialled(&self) -> Option<SocketAddr> {
+        (self.origin != Origin::Accepted).then_some(self.remote)
+    }
+
+    /// The Node-ID of the end that dialled: `me` or `peer`.
+    fn initiator(&self, me: NodeId, peer: NodeId) -> NodeId {
+        if self.origin == Origin::Accepted {
+            peer
+        } else {
+            me
+        }
+    }
+}
+
 /// The links of one node.
 #[derive(Default)]
 pub struct Links {
-    table: HashMap<NodeId, Link>,
+    table: LinkTable,
     /// Second links for a Node-ID already linked, being checked.
     checks: BTreeMap<NodeId, Check<Link>>,
     /// Where peers that sent an Attach take links, for the peer cache.
-    announced: HashMap<NodeId, SocketAddr>,
+    announced: SortedMap<NodeId, SocketAddr>,
     /// Links to close once the outputs before them went out (nodes a new
     /// configuration lists as bad): peers whose link is in the table, and
     /// second links that were being checked.
@@ -161,7 +195,13 @@ impl Links {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.table.is_empty()
+        self.table.len() == 0
+    }
+
+    /// The table's memory, for a driver that loads it into cache ahead of
+    /// the next event (the simulator; a hint only).
+    pub fn hot_memory(&self, visit: &mut dyn FnMut(*const u8, usize)) {
+        self.table.hot_memory(visit);
     }
 
     pub fn get(&self, peer: &NodeId) -> Option<&Link> {
@@ -178,12 +218,16 @@ impl Links {
 
     /// Whether `link` is the one this node uses to reach `peer`.
     fn is_current(&self, link: LinkId, peer: &NodeId) -> bool {
-        self.table.get(peer).is_some_and(|l| l.id == link)
+        self.table.id(peer) == Some(link)
     }
 
     /// An Attach named where `peer` takes links (kept for the peer cache).
+    /// Only linked peers' addresses are of use, so the others (peers that
+    /// never linked, or left) go once they outnumber the links: a peer
+    /// hears Attaches from far more peers over a day than it keeps links
+    /// to.
     pub fn announced(&mut self, peer: NodeId, address: SocketAddr) {
-        if self.announced.len() >= ANNOUNCED_LIMIT {
+        if self.announced.len() >= (2 * self.table.len() + 16).min(ANNOUNCED_LIMIT) {
             let table = &self.table;
             self.announced.retain(|id, _| table.contains_key(id));
         }
@@ -203,7 +247,7 @@ impl Links {
             let address = self
                 .table
                 .get(&id)
-                .and_then(|l| l.end.dialled().or_else(|| self.announced.get(&id).copied()));
+                .and_then(|l| l.dialled().or_else(|| self.announced.get(&id).copied()));
             if let Some(a) = address.filter(|a| !peers.contains(a)) {
                 peers.push(a);
             }
@@ -279,7 +323,7 @@ impl Links {
 
     /// The link that carries a message to `peer`.
     pub fn route(&self, peer: &NodeId) -> Option<LinkId> {
-        self.table.get(peer).map(|l| l.id)
+        self.table.id(peer)
     }
 
     /// A driver's link event.
@@ -305,8 +349,7 @@ impl Links {
                 }
             }
             LinkEvent::Silent { link, peer, waited_ms } => {
-                if let Some(l) = self.table.get_mut(&peer).filter(|l| l.id == link) {
-                    l.silent = true;
+                if self.table.set_silent(&peer, link, true) {
                     let neighbour = engine.topology().is_first_neighbor(&peer);
                     outputs.push_back(Output::Link(LinkReport::Silent {
                         peer,
@@ -317,8 +360,7 @@ impl Links {
                 }
             }
             LinkEvent::Resumed { link, peer } => {
-                if let Some(l) = self.table.get_mut(&peer).filter(|l| l.id == link) {
-                    l.silent = false;
+                if self.table.set_silent(&peer, link, false) {
                     outputs.push_back(Output::Link(LinkReport::Resumed { peer }));
                     engine.link_resumed(now, peer);
                 }
@@ -357,27 +399,20 @@ impl Links {
         outputs: &mut VecDeque<Output>,
     ) {
         let me = engine.node_id();
+        let link = Link::new(id, end, now);
         if peer == me {
             // A bootstrap address that is this node's own.
             outputs.push_back(Output::CloseLink { link: id });
-            if end.is_bootstrap() {
-                outputs.push_back(Output::Link(LinkReport::OwnAddress { address: end.remote() }));
+            if link.is_bootstrap() {
+                outputs.push_back(Output::Link(LinkReport::OwnAddress { address: link.remote }));
                 self.failed_bootstrap_dials += 1;
             }
             return;
         }
-        let initiator = if end.dialled().is_some() { me } else { peer };
-        let link = Link {
-            id,
-            initiator,
-            end,
-            up_since: now,
-            silent: false,
-        };
         if self.checks.contains_key(&peer) {
             // A third link while two are being checked: not now.
             outputs.push_back(Output::CloseLink { link: id });
-            if end.is_bootstrap() {
+            if link.is_bootstrap() {
                 self.failed_bootstrap_dials += 1;
             }
             return;
@@ -410,14 +445,16 @@ impl Links {
         link: Link,
         outputs: &mut VecDeque<Output>,
     ) {
-        let bootstrap = link.end.is_bootstrap();
+        let bootstrap = link.is_bootstrap();
         if self.bad.contains(&peer) {
             // Listed while its handshake or second-link check was under way.
             outputs.push_back(Output::CloseLink { link: link.id });
             return;
         }
         if let Some(old) = self.table.get(&peer) {
-            let keep_old = old.initiator != link.initiator && old.initiator < link.initiator;
+            let me = engine.node_id();
+            let (old_by, new_by) = (old.initiator(me, peer), link.initiator(me, peer));
+            let keep_old = old_by != new_by && old_by < new_by;
             if keep_old {
                 outputs.push_back(Output::CloseLink { link: link.id });
                 if bootstrap {
@@ -455,7 +492,11 @@ impl Links {
         // rare and harmless.
         let mut ping_over = |link: LinkId| {
             let (id, bytes) = engine.direct_ping(now, peer)?;
-            outputs.push_back(Output::Send { link, bytes });
+            outputs.push_back(Output::Send {
+                link,
+                bytes,
+                maintenance: true,
+            });
             Some(id)
         };
         let (Some(first), Some(second), Some(ping_new)) = (ping_over(old), ping_over(old), ping_over(new.id)) else {
@@ -464,7 +505,7 @@ impl Links {
         tracing::debug!(
             "a second link to {} (from {}): checking both",
             peer.to_hex(),
-            new.end.remote()
+            new.remote
         );
         self.checks.insert(
             peer,
@@ -542,7 +583,7 @@ impl Links {
                     tracing::info!(
                         "the link to {} no longer answers; the new one from {} replaces it",
                         peer.to_hex(),
-                        check.new.end.remote()
+                        check.new.remote
                     );
                     if let Some(old) = self.table.remove(&peer) {
                         outputs.push_back(Output::CloseLink { link: old.id });
@@ -559,13 +600,13 @@ impl Links {
             Verdict::NewGone => {
                 if let Some(check) = self.checks.remove(&peer) {
                     outputs.push_back(Output::CloseLink { link: check.new.id });
-                    if check.new.end.is_bootstrap() {
+                    if check.new.is_bootstrap() {
                         self.failed_bootstrap_dials += 1;
                     }
                 }
             }
             Verdict::Duplicate { .. } => {
-                let old_remote = self.table.get(&peer).map(|l| l.end.remote());
+                let old_remote = self.table.get(&peer).map(|l| l.remote);
                 let Some(check) = self.checks.get_mut(&peer) else {
                     return;
                 };
@@ -578,13 +619,13 @@ impl Links {
                 tracing::warn!(
                     "refused a second process with Node-ID {} (from {}): {refusal}",
                     peer.to_hex(),
-                    check.new.end.remote()
+                    check.new.remote
                 );
                 outputs.push_back(Output::Link(LinkReport::Duplicate {
                     peer,
-                    from: check.new.end.remote(),
+                    from: check.new.remote,
                 }));
-                let bootstrap = check.new.end.is_bootstrap();
+                let bootstrap = check.new.is_bootstrap();
                 check.refusal = refusal;
                 check.refusing_until = Some(now + REFUSING_FOR_MS);
                 let held = std::mem::take(&mut check.held);
@@ -615,6 +656,7 @@ impl Links {
             outputs.push_back(Output::Send {
                 link: check.new.id,
                 bytes: answer,
+                maintenance: true,
             });
         }
     }

@@ -157,7 +157,7 @@ impl Mesh {
     fn carry_out(&mut self, i: usize, output: Output) {
         let me = self.cores[i].engine().node_id();
         match output {
-            Output::Send { link, bytes } => {
+            Output::Send { link, bytes, .. } => {
                 if let Some(&(j, theirs)) = self.ends[i].get(&link).filter(|(j, _)| *j != usize::MAX) {
                     self.queue.push_back((j, theirs, me, Some(bytes)));
                 }

@@ -5,10 +5,12 @@
 //! [`Effect`], applied afterwards in an order no thread can change
 //! (decision 0011).
 
-use crate::network::{host_in, host_of, Host};
-use crate::{lookup_found, Engine, Item, SimConfig, EPOCH_MS};
-use overlay::sorted::SortedSet;
-use overlay::{Action, Event, RequestFailure};
+use crate::network::{host_in, host_of, socket_of, Host};
+use crate::{lookup_found, Core, Item, SimConfig, EPOCH_MS};
+use overlay::sorted::SortedMap;
+use overlay::{Event, RequestFailure};
+use peer_core::links::{LinkEnd, LinkEvent, LinkId};
+use peer_core::{Input, Output};
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::RngExt;
 use reload_wire::{Body, NodeId};
@@ -16,29 +18,27 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Debug, Clone)]
 pub(crate) enum Pending {
-    Lookup {
-        item: usize,
-    },
-    Store {
-        item: usize,
-    },
-    /// A SIP user's registration (RFC 7904 §3).
-    Register {
-        user: usize,
-    },
+    Lookup { item: usize },
+    Store { item: usize },
 }
 
+/// One simulated peer: the daemon's sans-IO peer core (engine, SIP usage,
+/// bootstrap, link table) and what the simulator keeps beside it.
 pub(crate) struct SimNode {
-    pub engine: Engine,
+    pub core: Core,
     pub joined: bool,
     pub leaving: bool,
     pub timer_at: Option<u64>,
-    /// The hosts at the far end of this peer's links.
-    pub links: SortedSet<Host>,
+    /// This peer's links by number ([`link_number`]), with the host at
+    /// the far end.
+    pub links: SortedMap<LinkId, Host>,
+    /// Connections this peer dialled, for numbering the next.
+    pub dialled: u32,
+    /// The simulator's own Stores and Fetches of test data.
     pub pending: BTreeMap<u64, Pending>,
     pub item: Option<usize>,
-    /// Finds callees' peers for calls from the phones served here.
-    pub locator: peer_core::sip_usage::Locator,
+    /// Calls from the phones served here whose callee's peer is being
+    /// located, by locator token.
     pub calls: BTreeMap<u64, crate::phones::Call>,
     pub next_call: u64,
     /// This peer's own draws (message loss), so they do not depend on
@@ -46,32 +46,47 @@ pub(crate) struct SimNode {
     pub rng: Xoshiro256PlusPlus,
 }
 
+/// The number both ends give the `dialled`th connection `a` opened: the
+/// dialling host in the high half, so numbers never repeat and no thread
+/// has to hand them out.
+pub(crate) fn link_number(a: Host, dialled: u32) -> LinkId {
+    (u64::from(a) << 32) | u64::from(dialled)
+}
+
 #[derive(Debug)]
 pub(crate) enum Ev {
     Deliver {
         to: Host,
         from: Host,
+        link: LinkId,
         bytes: Vec<u8>,
     },
-    /// The dialling end `a` of a new connection to `b`; `peer` is the
-    /// Node-ID it dialled for, `None` for a bootstrap address.
+    /// The dialling end `a` of a new connection to `b`, dialled for `b`'s
+    /// Node-ID or, with `bootstrap`, for whoever is at its address.
     LinkUp {
         a: Host,
         b: Host,
-        peer: Option<NodeId>,
+        link: LinkId,
+        bootstrap: bool,
     },
     /// The accepting end `b` of the same connection, at the same time.
     LinkAccepted {
         b: Host,
         a: Host,
+        link: LinkId,
     },
+    /// `a`'s dial for the Node-ID of `expected` (`None`: a bootstrap
+    /// address) failed. Hosts rather than Node-IDs keep events small.
     ConnectFailed {
         a: Host,
-        peer: Option<NodeId>,
+        expected: Option<Host>,
     },
+    /// The link closed at `at`: the far end `peer` closed it, crashed, or
+    /// a partition cut it.
     LinkDown {
         at: Host,
         peer: Host,
+        link: LinkId,
     },
     Timer {
         host: Host,
@@ -383,7 +398,7 @@ fn prefetch_tables(nodes: &[Option<SimNode>], base: Host, ev: &Ev) {
     let mut table = |start: *const u8, len: usize| hint_lines(start, len.min(TABLE_LINES * 64));
     let (start, len) = overlay::topology::memory_span(node.links.as_slice());
     table(start, len);
-    node.engine.hot_memory(&mut table);
+    node.core.hot_memory(&mut table);
 }
 
 /// The slot of the peer `ev` happens at, if it is among `nodes`.
@@ -446,105 +461,152 @@ pub(crate) fn handle(view: &View, nodes: &mut [Option<SimNode>], base: Host, ev:
         return;
     };
     match ev {
-        Ev::Deliver { from, bytes, .. } => {
-            if view.split(from, h) {
-                return; // in flight when the network split
+        Ev::Deliver { from, link, bytes, .. } => {
+            if view.split(from, h) || !n.links.contains_key(&link) {
+                return; // in flight when the network split or the link closed
             }
-            n.engine.receive(now_abs, view.ids[from as usize], &bytes);
+            let peer = view.ids[from as usize];
+            n.core.handle_input(
+                now_abs,
+                Input::Link(LinkEvent::Message {
+                    link,
+                    peer,
+                    bytes: &bytes,
+                }),
+            );
         }
-        Ev::LinkUp { b, peer, .. } => {
+        Ev::LinkUp { b, link, bootstrap, .. } => {
             if !view.alive(b) || view.split(h, b) {
-                out.schedule(out.now + 3_000, Ev::ConnectFailed { a: h, peer });
+                let expected = (!bootstrap).then_some(b);
+                out.schedule(out.now + 3_000, Ev::ConnectFailed { a: h, expected });
                 return;
             }
-            n.links.insert(b);
-            let b_id = view.ids[b as usize];
-            match peer {
-                Some(_) => n.engine.link_up(now_abs, b_id),
-                None => n.engine.bootstrap_link_up(now_abs, b_id),
-            }
+            n.links.insert(link, b);
+            let end = LinkEnd::Dialled {
+                address: socket_of(b),
+                expected: (!bootstrap).then(|| view.ids[b as usize]),
+            };
+            let peer = view.ids[b as usize];
+            n.core
+                .handle_input(now_abs, Input::Link(LinkEvent::Up { link, peer, end }));
         }
-        Ev::LinkAccepted { a, .. } => {
-            if !view.alive(a) || view.split(a, h) || !n.links.insert(a) {
+        Ev::LinkAccepted { a, link, .. } => {
+            if !view.alive(a) || view.split(a, h) {
                 return;
             }
-            n.engine.link_up(now_abs, view.ids[a as usize]);
+            n.links.insert(link, a);
+            let end = LinkEnd::Accepted { remote: socket_of(a) };
+            let peer = view.ids[a as usize];
+            n.core
+                .handle_input(now_abs, Input::Link(LinkEvent::Up { link, peer, end }));
         }
-        Ev::ConnectFailed { peer, .. } => n.engine.link_failed(now_abs, peer),
-        Ev::LinkDown { peer, .. } => {
-            n.links.remove(&peer);
-            n.engine.link_down(now_abs, view.ids[peer as usize]);
+        Ev::ConnectFailed { expected, .. } => {
+            let expected = expected.and_then(|e| view.ids.get(e as usize).copied());
+            n.core.handle_input(now_abs, Input::LinkFailed { expected });
+        }
+        Ev::LinkDown { peer, link, .. } => {
+            if n.links.remove(&link).is_none() {
+                return;
+            }
+            let peer = view.ids[peer as usize];
+            let why = "the far end went away";
+            n.core
+                .handle_input(now_abs, Input::Link(LinkEvent::Closed { link, peer, why }));
         }
         Ev::Timer { .. } => {
             if n.timer_at != Some(out.now) {
                 return;
             }
             n.timer_at = None;
-            n.engine.handle_timeout(now_abs);
-            if n.locator.poll_timeout().is_some_and(|t| t <= now_abs) {
-                n.locator.handle_timeout(now_abs);
-                report_calls(n, h, out);
-            }
+            n.core.handle_timeout(now_abs);
         }
         _ => return,
     }
     drive(view, n, h, out);
 }
 
-/// Drains a peer's actions and re-arms its timer.
+/// Carries out a peer's outputs and re-arms its timer.
 pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
     let now = out.now;
-    while let Some(action) = n.engine.poll_action() {
-        match action {
-            Action::Send { to, bytes, maintenance } => send(view, n, h, to, bytes, maintenance, out),
-            Action::Connect { peer, address } => connect(view, h, peer, &address, out),
-            Action::Close { peer } => {
-                let p = host_in(&peer);
-                if n.links.remove(&p) {
-                    out.schedule(now + view.latency(h, p), Ev::LinkDown { at: p, peer: h });
+    while let Some(output) = n.core.poll_output(EPOCH_MS + now) {
+        match output {
+            Output::Send {
+                link,
+                bytes,
+                maintenance,
+            } => send(view, n, h, link, bytes, maintenance, out),
+            Output::Connect { peer, address } => {
+                let link = link_number(h, n.dialled);
+                n.dialled = n.dialled.wrapping_add(1);
+                connect(view, h, link, peer, &address, out);
+            }
+            Output::CloseLink { link } => {
+                if let Some(p) = n.links.remove(&link) {
+                    out.schedule(now + view.latency(h, p), Ev::LinkDown { at: p, peer: h, link });
                 }
             }
-            Action::Event(e) => on_event(view, n, h, *e, out),
+            Output::Event(e) => on_event(view, n, h, e, out),
+            Output::Published { token, result } => out.effect(Effect::Registered {
+                user: token as usize,
+                home: h,
+                ok: result.is_ok(),
+            }),
+            Output::Located { token, located } => {
+                let Some(call) = n.calls.remove(&token) else { continue };
+                out.effect(Effect::Called {
+                    found: crate::phones::found_callee(&located, h, call.callee_home),
+                    started: call.started,
+                    latency_ms: now - call.started,
+                });
+            }
+            // No multicast discovery, no operator, no account changes in
+            // the simulation.
+            Output::Link(_)
+            | Output::Multicast { .. }
+            | Output::DiscoveryAnswer { .. }
+            | Output::AccountsStored { .. } => {}
         }
     }
-    let next = [n.engine.poll_timeout(), n.locator.poll_timeout()]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|t| t.saturating_sub(EPOCH_MS).max(now));
+    let next = n.core.poll_timeout().map(|t| t.saturating_sub(EPOCH_MS).max(now));
     if next.is_some() && next != n.timer_at {
         n.timer_at = next;
         out.schedule(next.unwrap_or(now), Ev::Timer { host: h });
     }
 }
 
-fn send(view: &View, n: &mut SimNode, from: Host, to: NodeId, bytes: Vec<u8>, maintenance: bool, out: &mut Out) {
+fn send(view: &View, n: &mut SimNode, from: Host, link: LinkId, bytes: Vec<u8>, maintenance: bool, out: &mut Out) {
     out.tally.count(&bytes, maintenance);
-    let to = host_in(&to);
-    if !n.links.contains(&to) {
-        // The far end crashed or was cut off: the simulator took it out
-        // of this set at once, while the engine learns of it only after
-        // the detection time, so the write goes nowhere. (The engine
-        // itself sends only on links it has.)
-        return;
-    }
+    let Some(&to) = n.links.get(&link) else {
+        return; // closed here; the core no longer routes on it
+    };
     if view.cfg.loss > 0.0 && n.rng.random_bool(view.cfg.loss) {
         return;
     }
-    out.schedule(out.now + view.latency(from, to), Ev::Deliver { to, from, bytes });
+    out.schedule(out.now + view.latency(from, to), Ev::Deliver { to, from, link, bytes });
 }
 
-fn connect(view: &View, a: Host, peer: Option<NodeId>, address: &reload_wire::IpAddressPort, out: &mut Out) {
+fn connect(
+    view: &View,
+    a: Host,
+    link: LinkId,
+    peer: Option<NodeId>,
+    address: &reload_wire::IpAddressPort,
+    out: &mut Out,
+) {
     let target = host_of(address).filter(|b| view.alive(*b));
     let target = target.filter(|b| peer.is_none_or(|p| host_in(&p) == *b));
     match target {
         Some(b) if b != a && !view.split(a, b) => {
             // TCP + TLS: about two round trips.
             let t = out.now + 4 * view.latency(a, b);
-            out.schedule(t, Ev::LinkAccepted { b, a });
-            out.schedule(t, Ev::LinkUp { a, b, peer });
+            out.schedule(t, Ev::LinkAccepted { b, a, link });
+            let bootstrap = peer.is_none();
+            out.schedule(t, Ev::LinkUp { a, b, link, bootstrap });
         }
-        _ => out.schedule(out.now + 3_000, Ev::ConnectFailed { a, peer }),
+        _ => {
+            let expected = peer.map(|p| host_in(&p));
+            out.schedule(out.now + 3_000, Ev::ConnectFailed { a, expected });
+        }
     }
 }
 
@@ -566,12 +628,8 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
             outcome,
             hops,
             latency_ms,
-            responder,
+            ..
         } => match n.pending.remove(&request) {
-            Some(Pending::Register { user }) => {
-                let ok = matches!(outcome, Ok(Body::StoreAns(_)));
-                out.effect(Effect::Registered { user, home: h, ok });
-            }
             Some(Pending::Store { item }) => {
                 let ok = matches!(outcome, Ok(Body::StoreAns(_)));
                 out.effect(Effect::Stored { item, ok });
@@ -586,12 +644,7 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
                     latency_ms,
                 });
             }
-            None => {
-                let now = EPOCH_MS + out.now;
-                if n.locator.on_done(&mut n.engine, now, request, &outcome, responder) {
-                    report_calls(n, h, out);
-                }
-            }
+            None => {}
         },
         // Simulated peers never share a Node-ID, so nobody refuses one,
         // and they take no configuration updates.
@@ -602,17 +655,5 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
         | Event::Refused { .. }
         | Event::ReplicaPushFailed { .. }
         | Event::Misbehaving { .. } => {}
-    }
-}
-
-/// The calls whose lookups ended at `h`, as effects.
-fn report_calls(n: &mut SimNode, h: Host, out: &mut Out) {
-    while let Some((token, located)) = n.locator.poll_located() {
-        let Some(call) = n.calls.remove(&token) else { continue };
-        out.effect(Effect::Called {
-            found: crate::phones::found_callee(&located, h, call.callee_home),
-            started: call.started,
-            latency_ms: out.now - call.started,
-        });
     }
 }

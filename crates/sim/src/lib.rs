@@ -1,6 +1,7 @@
 //! A deterministic discrete-event simulator running many
-//! [`overlay::OverlayNode`]s — the same engine the daemon runs — over a
-//! simulated network with latency, loss, churn and crashes.
+//! [`peer_core::PeerCore`]s — the same peer core the daemon runs: engine,
+//! SIP usage, bootstrap and link table — over a simulated network with
+//! latency, loss, churn and crashes.
 //!
 //! Everything random comes from generators seeded from the run's seed (one
 //! for the simulation, one per peer), every collection that is iterated is
@@ -21,11 +22,13 @@ pub use report::{Report, Series};
 
 use crew::Crew;
 use host::{Effect, Ev, Out, Pending, SimNode, Step, View};
-use network::address_of;
-use overlay::sorted::SortedSet;
+use network::{address_of, socket_of};
+use overlay::sorted::SortedMap;
 use overlay::{
     AccessPolicy, ChordReload, KindDefinition, OverlayConfig, OverlayNode, RequestFailure, SimulatedSecurity,
 };
+use peer_core::links::LinkId;
+use peer_core::Input;
 use rand::rngs::Xoshiro256PlusPlus;
 use rand::{RngExt, SeedableRng};
 use reload_wire::{
@@ -175,7 +178,16 @@ impl SimConfig {
     }
 }
 
-type Engine = OverlayNode<ChordReload, SimulatedSecurity>;
+type Core = peer_core::PeerCore<ChordReload, SimulatedSecurity>;
+
+/// Why a simulation cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SimError {
+    #[error("the overlay configuration cannot be encoded: {0}")]
+    Encode(#[from] reload_wire::EncodeError),
+    #[error("the peer core cannot run this overlay configuration: {0}")]
+    Configuration(#[from] peer_core::usage::KindPolicyMismatch),
+}
 
 pub(crate) struct Item {
     resource: ResourceId,
@@ -323,7 +335,8 @@ fn session_ms(rng: &mut Xoshiro256PlusPlus, median_s: f64, model: SessionModel) 
 }
 
 impl Simulation {
-    pub fn new(cfg: SimConfig) -> Result<Self, reload_wire::EncodeError> {
+    pub fn new(cfg: SimConfig) -> Result<Self, SimError> {
+        peer_core::check_configuration(&cfg.overlay)?;
         let ctx = Arc::new(cfg.overlay.decode_context()?);
         let overlay = Arc::new(cfg.overlay.clone());
         let mut items = Vec::with_capacity(cfg.items.min(cfg.peers));
@@ -418,16 +431,23 @@ impl Simulation {
             EPOCH_MS + self.now,
         );
         engine.offer_application(peer_core::sip_usage::SIPS_APPLICATION, address_of(host));
+        // A peer learns where to join when its turn comes (`start_join`);
+        // one that finds nobody starts the overlay.
+        let plan = peer_core::bootstrap::BootstrapPlan::default();
+        let core = match Core::new(engine, plan, false, None) {
+            Ok(core) => core,
+            Err(e) => unreachable!("Simulation::new checked the configuration: {e}"),
+        };
         let item = ((host as usize) < self.items.len()).then_some(host as usize);
         self.nodes.push(Some(SimNode {
-            engine,
+            core,
             joined: false,
             leaving: false,
             timer_at: None,
-            links: SortedSet::new(),
+            links: SortedMap::new(),
+            dialled: 0,
             pending: BTreeMap::new(),
             item,
-            locator: Default::default(),
             calls: BTreeMap::new(),
             next_call: 0,
             rng: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x1055),
@@ -635,7 +655,7 @@ impl Simulation {
             Effect::Schedule(at, ev) => self.at(at, ev),
             Effect::Joined(h) => {
                 let Some(n) = self.node(h) else { return };
-                let pos = overlay::ring::node_position(&n.engine.node_id());
+                let pos = overlay::ring::node_position(&n.core.engine().node_id());
                 let item = n.item;
                 self.ring.insert(pos, h);
                 if item.is_some_and(|i| !self.items[i].stored) {
@@ -665,7 +685,7 @@ impl Simulation {
             }
             Effect::Rejoining(h) => {
                 if let Some(n) = self.node(h) {
-                    let pos = overlay::ring::node_position(&n.engine.node_id());
+                    let pos = overlay::ring::node_position(&n.core.engine().node_id());
                     self.ring.remove(&pos);
                 }
                 self.report.rejoins += 1;
@@ -723,7 +743,7 @@ impl Simulation {
     fn serve(&mut self, user: usize, home: Host) {
         let name = self.users[user].name.clone();
         let Some(n) = self.node(home) else { return };
-        phones::enroll(n.engine.security_mut(), &name);
+        phones::enroll(n.core.engine_mut().security_mut(), &name);
         let u = &mut self.users[user];
         u.home = Some(home);
         u.registered = false;
@@ -760,7 +780,7 @@ impl Simulation {
             let Some(n) = self.nodes.get(d as usize).and_then(|n| n.as_ref()) else {
                 continue;
             };
-            for r in n.engine.storage().resources() {
+            for r in n.core.engine().storage().resources() {
                 if let Some(&u) = self.user_at.get(&overlay::ring::resource_position(&r.id)) {
                     held.insert(u);
                 }
@@ -788,21 +808,19 @@ impl Simulation {
         let Some(n) = self.nodes.get_mut(h as usize).and_then(|n| n.take()) else {
             return;
         };
-        let id = n.engine.node_id();
+        let id = n.core.engine().node_id();
         self.alive[h as usize] = false;
         self.orphan_phones(h);
         // Lookups the caller's peer took with it: the phone retries at its
         // next peer; not a lookup that failed to find anyone.
         self.report.calls_abandoned += n.calls.len() as u64;
-        self.partitions_found_by_gone += n.engine.topology().partitions_found();
+        self.partitions_found_by_gone += n.core.engine().topology().partitions_found();
         self.ring.remove(&overlay::ring::node_position(&id));
         self.count_live(-1);
         let delay = if crash { self.cfg.failure_detection_ms } else { 0 };
-        for p in n.links {
-            if self.node(p).is_some_and(|pn| pn.links.remove(&h)) {
-                let t = self.now + delay.max(self.cfg.latency_ms(h, p));
-                self.at(t, Ev::LinkDown { at: p, peer: h });
-            }
+        for &(link, p) in n.links.as_slice() {
+            let t = self.now + delay.max(self.cfg.latency_ms(h, p));
+            self.at(t, Ev::LinkDown { at: p, peer: h, link });
         }
     }
 
@@ -817,10 +835,10 @@ impl Simulation {
         let boot = self.random_joined_near(h);
         let now = EPOCH_MS + self.now;
         let Some(n) = self.node(h) else { return };
-        match boot {
-            Some(b) => n.engine.join(now, vec![address_of(b)]),
-            None => n.engine.start_alone(now),
+        if let Some(b) = boot {
+            n.core.add_bootstrap_addresses(socket_of(h), &[socket_of(b)]);
         }
+        n.core.start(now);
         self.drive(h);
     }
 
@@ -831,24 +849,10 @@ impl Simulation {
             return;
         }
         // A leaving peer stays on the ring (it still serves and hands its
-        // data over) until it has left. It withdraws the registrations it
-        // stored, as the daemon does.
+        // data over) until it has left. Its core first withdraws the
+        // registrations it stored.
         n.leaving = true;
-        let withdrawn: Vec<String> = self
-            .served
-            .get(&h)
-            .into_iter()
-            .flatten()
-            .filter(|u| self.users[**u].registered)
-            .map(|u| self.users[*u].name.clone())
-            .collect();
-        let Some(n) = self.nodes.get_mut(h as usize).and_then(|n| n.as_mut()) else {
-            return;
-        };
-        for name in withdrawn {
-            let _ = peer_core::sip_usage::store_registration(&mut n.engine, now, &name, false, 0);
-        }
-        n.engine.leave(now);
+        n.core.handle_input(now, Input::Leave);
         self.drive(h);
         self.at(self.now + 60_000, Ev::LeaveDeadline { host: h });
     }
@@ -863,7 +867,8 @@ impl Simulation {
                 continue;
             };
             let positions: Vec<u128> = n
-                .engine
+                .core
+                .engine()
                 .storage()
                 .resources()
                 .map(|r| overlay::ring::resource_position(&r.id))
@@ -890,7 +895,7 @@ impl Simulation {
             !dying.contains(h)
                 && self.nodes[*h as usize]
                     .as_ref()
-                    .is_some_and(|n| n.engine.storage().resource(resource).is_some())
+                    .is_some_and(|n| n.core.engine().storage().resource(resource).is_some())
         };
         let after = self.ring.range(pos..).chain(self.ring.range(..pos));
         let before = self.ring.range(..pos).rev().chain(self.ring.range(pos..).rev());
@@ -957,7 +962,7 @@ impl Simulation {
                     }],
                 };
                 let Some(n) = self.node(origin) else { return };
-                let id = n.engine.fetch(now_abs, req);
+                let id = n.core.engine_mut().fetch(now_abs, req);
                 n.pending.insert(id, Pending::Lookup { item });
                 self.drive(origin);
             }
@@ -971,7 +976,7 @@ impl Simulation {
                 let (resource, value) = (it.resource.clone(), it.value.clone());
                 let lifetime = (self.cfg.duration_s * 4 + 86_400) as u32;
                 let n = self.node(host).expect("checked");
-                let id = n.engine.store(
+                let id = n.core.engine_mut().store(
                     now_abs,
                     resource,
                     SIM_KIND,
@@ -1046,12 +1051,13 @@ impl Simulation {
                 if !n.joined || n.leaving {
                     return;
                 }
-                let lifetime = phones::REGISTRATION_LIFETIME_S;
-                let stored = peer_core::sip_usage::store_registration(&mut n.engine, now_abs, &name, true, lifetime);
-                if let Some(id) = stored {
-                    n.pending.insert(id, Pending::Register { user });
-                    self.drive(home);
-                }
+                let publish = Input::Publish {
+                    user: &name,
+                    lifetime_s: phones::REGISTRATION_LIFETIME_S,
+                    token: user as u64,
+                };
+                n.core.handle_input(now_abs, publish);
+                self.drive(home);
             }
             Ev::Failover { user } => {
                 if self.users[user].home.is_some() {
@@ -1093,7 +1099,7 @@ impl Simulation {
                         started,
                     },
                 );
-                n.locator.start(&mut n.engine, now_abs, name, token);
+                n.core.handle_input(now_abs, Input::Locate { user: name, token });
                 self.drive(from);
             }
             Ev::Heal => self.cut = None,
@@ -1134,15 +1140,18 @@ impl Simulation {
         self.cut = Some(side);
         let t = self.now + self.cfg.failure_detection_ms;
         for a in 0..self.nodes.len() as Host {
-            let links: Vec<Host> = match self.node(a) {
-                Some(n) => n.links.iter().copied().collect(),
-                None => continue,
+            let Some(n) = self.nodes[a as usize].as_ref() else {
+                continue;
             };
-            let across: Vec<Host> = links.into_iter().filter(|b| self.split(a, *b)).collect();
-            for b in across {
-                if self.node(a).is_some_and(|n| n.links.remove(&b)) {
-                    self.at(t, Ev::LinkDown { at: a, peer: b });
-                }
+            let across: Vec<(LinkId, Host)> = n
+                .links
+                .as_slice()
+                .iter()
+                .copied()
+                .filter(|(_, b)| host::apart(self.cut.as_ref(), a, *b))
+                .collect();
+            for (link, peer) in across {
+                self.at(t, Ev::LinkDown { at: a, peer, link });
             }
         }
         // Not before the links across the cut have failed: a late LinkDown
@@ -1268,7 +1277,7 @@ impl Simulation {
         let mut holders: HashMap<u128, Vec<Host>> = HashMap::new();
         for (h, n) in self.nodes.iter().enumerate() {
             let Some(n) = n else { continue };
-            for r in n.engine.storage().resources() {
+            for r in n.core.engine().storage().resources() {
                 holders
                     .entry(overlay::ring::resource_position(&r.id))
                     .or_default()
@@ -1304,9 +1313,9 @@ impl Simulation {
             let Some(n) = self.nodes[*h as usize].as_ref() else {
                 continue;
             };
-            let t = n.engine.topology();
-            let want_succ = self.nodes[succ as usize].as_ref().map(|n| n.engine.node_id());
-            let want_pred = self.nodes[pred as usize].as_ref().map(|n| n.engine.node_id());
+            let t = n.core.engine().topology();
+            let want_succ = self.nodes[succ as usize].as_ref().map(|n| n.core.engine().node_id());
+            let want_pred = self.nodes[pred as usize].as_ref().map(|n| n.core.engine().node_id());
             let single = ring.len() == 1;
             if single
                 || (t.successors().first().copied() == want_succ && t.predecessors().first().copied() == want_pred)
@@ -1325,7 +1334,7 @@ impl Simulation {
                 .nodes
                 .iter()
                 .flatten()
-                .map(|n| n.engine.topology().partitions_found())
+                .map(|n| n.core.engine().topology().partitions_found())
                 .sum::<u64>();
         let measured_s = self.cfg.duration_s as f64;
         let avg_peers = if measured_s > 0.0 {

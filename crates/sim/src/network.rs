@@ -9,8 +9,13 @@ pub type Host = u32;
 
 /// The address of a simulated host: 10.0.0.0/8 numbered by host index.
 pub fn address_of(host: Host) -> IpAddressPort {
+    IpAddressPort::Ip(socket_of(host))
+}
+
+/// The same address as a socket address.
+pub fn socket_of(host: Host) -> SocketAddr {
     let ip = Ipv4Addr::from(0x0a00_0000 | (host & 0x00ff_ffff));
-    IpAddressPort::Ip(SocketAddr::V4(SocketAddrV4::new(ip, reload_wire::pcap::RELOAD_PORT)))
+    SocketAddr::V4(SocketAddrV4::new(ip, reload_wire::pcap::RELOAD_PORT))
 }
 
 pub fn host_of(address: &IpAddressPort) -> Option<Host> {
