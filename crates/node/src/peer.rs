@@ -337,13 +337,12 @@ impl From<LinkEvent> for Input {
     }
 }
 
-/// The engines' clock, in milliseconds since the Unix epoch: the wall
-/// clock when the process started, advanced by a monotonic clock. A step
-/// of the system clock (NTP correcting it, an operator setting it) moves
-/// no timer, and the storage_time of what this peer stores never goes
-/// backwards (a value stored after a backward step would otherwise be
-/// refused as older than its predecessor, §7.4.1.1). Certificates are
-/// checked against the system clock itself (`pki.rs`).
+/// The engines' clock, in milliseconds: a monotonic clock, counted from
+/// the wall clock when the process started so that its times read like
+/// dates. A step of the system clock (NTP correcting it, an operator
+/// setting it) moves no timer. The wall clock itself reaches the engine
+/// apart ([`wall_clock_ms`], for storage_time), and certificates are
+/// checked against it (`pki.rs`).
 pub(crate) fn now_ms() -> u64 {
     static START: std::sync::LazyLock<(Instant, u64)> = std::sync::LazyLock::new(|| {
         let wall = SystemTime::now()
@@ -353,6 +352,14 @@ pub(crate) fn now_ms() -> u64 {
         (Instant::now(), wall)
     });
     START.1 + START.0.elapsed().as_millis() as u64
+}
+
+/// The system clock, in milliseconds since the Unix epoch.
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
 }
 
 /// The SIP users enrolled into the node directory (`users/`), each added
@@ -715,7 +722,7 @@ struct Driver<T: Topology + Tables> {
     /// leaving (§11.1).
     revoked: bool,
     /// When to fetch the configuration document again (§11.1, §6.5.4).
-    refetch: crate::config_refetch::Refetch,
+    refetch: peer_core::config_refetch::Refetch,
     /// A leave finished (`Event::Left` came out of the engine), even if
     /// the actions were carried out outside the main loop.
     left: bool,
@@ -753,6 +760,7 @@ impl<T: Topology + Tables> Driver<T> {
         let mut leave_deadline: Option<Instant> = None;
         let mut next_cache = Instant::now() + Duration::from_secs(30);
         loop {
+            self.core.engine_mut().set_wall_clock(now_ms(), wall_clock_ms());
             if self.drain_actions() {
                 tracing::info!("left the overlay");
                 return;

@@ -43,11 +43,18 @@ mod delivery;
 mod forwarding;
 mod links;
 pub use config_update::Offered;
+mod joining;
 mod push_retry;
 mod replication;
 mod sending;
 mod timers;
+mod transactions;
+mod wall_clock;
+use joining::{BootstrapProbe, Joining};
+use links::{Attaching, AwaitingLink};
 use push_retry::PushRetry;
+use replication::Replication;
+use transactions::{Outstanding, Transactions};
 
 /// Identifies a request the application started.
 pub type RequestId = u64;
@@ -265,65 +272,6 @@ impl Purpose {
     }
 }
 
-#[derive(Debug)]
-struct Outstanding {
-    bytes: Vec<u8>,
-    method: MessageCode,
-    purpose: Purpose,
-    transmissions: u8,
-    deadline: u64,
-    started: u64,
-}
-
-/// End-to-end retransmission deadlines (§6.2.1) by (time, transaction
-/// id), soonest first. The soonest time is also kept beside the heap:
-/// the driver asks for it after every event, and this way the answer
-/// reads no memory beyond the node itself.
-#[derive(Debug, Default)]
-struct Deadlines {
-    heap: BinaryHeap<Reverse<(u64, u64)>>,
-    soonest: Option<u64>,
-}
-
-impl Deadlines {
-    fn push(&mut self, at: u64, tid: u64) {
-        self.heap.push(Reverse((at, tid)));
-        self.soonest = Some(self.soonest.map_or(at, |s| s.min(at)));
-    }
-
-    fn peek(&self) -> Option<(u64, u64)> {
-        self.heap.peek().map(|Reverse(d)| *d)
-    }
-
-    fn pop(&mut self) -> Option<(u64, u64)> {
-        let first = self.heap.pop().map(|Reverse(d)| d);
-        self.soonest = self.peek().map(|(t, _)| t);
-        first
-    }
-
-    fn soonest(&self) -> Option<u64> {
-        self.soonest
-    }
-}
-
-/// A partition check (§10.7.4.4) waiting for its link to a bootstrap
-/// address; once the link is up its Ping is an ordinary outstanding
-/// request.
-#[derive(Debug)]
-struct BootstrapProbe {
-    token: u64,
-    target: Destination,
-    since: u64,
-}
-
-/// The Attach an AttachAns answered, kept until the link is up.
-#[derive(Debug)]
-struct AwaitingLink {
-    token: u64,
-    answer: Body,
-    since: u64,
-}
-
 const LINK_SETUP_TIMEOUT_MS: u64 = 15_000;
 
 /// Bytes of fragments (§6.7) a node holds while their messages are not
@@ -389,39 +337,20 @@ pub struct OverlayNode<T: Topology, S: Security> {
     /// Fragments of messages for this node (§6.7).
     reassembly: Reassembler,
     started_at: u64,
+    wall_clock: wall_clock::WallClock,
     links: SortedSet<NodeId>,
-    /// Links we are opening after an AttachAns, by expected peer.
-    connecting: BTreeMap<NodeId, Vec<AwaitingLink>>,
-    /// Peers whose Attach we answered, with their send_update flag.
-    expected_links: BTreeMap<NodeId, (bool, u64)>,
-    bootstraps: Vec<IpAddressPort>,
-    next_bootstrap: usize,
-    /// Times in a row the node lost the overlay without staying joined
-    /// for [`STABLE_MS`] in between.
-    rejoins_in_a_row: u32,
-    /// When a delayed rejoin is due.
-    rejoin_at: Option<u64>,
-    /// When the node last joined, while it is joined.
-    joined_at: Option<u64>,
-    bootstrap_pending: bool,
-    probe: Option<BootstrapProbe>,
-    outstanding: BTreeMap<u64, Outstanding>,
-    retransmit_at: Deadlines,
-    answered: BTreeMap<u64, MessageContents>,
-    answered_expiry: VecDeque<(u64, u64)>,
-    pushing: BTreeSet<(ResourceId, NodeId)>,
-    migrating: BTreeSet<ResourceId>,
-    /// Every stored resource needs its replicas checked (the replica set
-    /// moved, or the periodic retry is due).
-    rebalance_needed: bool,
-    /// Only these resources do (a Store changed them, or a push of them
-    /// completed): checking one costs what checking all would cost per
-    /// resource, so a Store must not walk the whole store.
-    rebalance_soon: BTreeSet<ResourceId>,
-    push_retry: PushRetry,
+    /// Links being set up by Attach (§6.5.1).
+    attaching: Attaching,
+    /// Joining, rejoining and partition checks (§11.4, §10.7.4.4).
+    joining: Joining,
+    /// This node's requests in flight and the answers it gave (§6.2).
+    transactions: Transactions,
+    /// Replicas and hand-over of stored data (§10.7.3–§10.7.4.3).
+    replication: Replication,
+    /// When the answer cache, fragments, stored values and unfinished
+    /// link setups are next swept.
     next_sweep: u64,
     leaving: Option<Handover>,
-    next_request: RequestId,
     actions: VecDeque<Action>,
     commands: Vec<TopologyCommand>,
     stats: NodeStats,
@@ -605,31 +534,17 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
             instance_id: Xoshiro256PlusPlus::seed_from_u64(seed ^ 0x005E_ED1D).random(),
             started_at: now,
+            wall_clock: Default::default(),
             silent_routers: BTreeSet::new(),
             offences: BTreeMap::new(),
             banned: BTreeMap::new(),
             reassembly: Reassembler::new(REASSEMBLY_BUFFER),
             links: SortedSet::new(),
-            connecting: BTreeMap::new(),
-            expected_links: BTreeMap::new(),
-            bootstraps: Vec::new(),
-            next_bootstrap: 0,
-            rejoins_in_a_row: 0,
-            rejoin_at: None,
-            joined_at: None,
-            bootstrap_pending: false,
-            probe: None,
-            outstanding: BTreeMap::new(),
-            retransmit_at: Deadlines::default(),
-            answered: BTreeMap::new(),
-            answered_expiry: VecDeque::new(),
-            pushing: BTreeSet::new(),
-            migrating: BTreeSet::new(),
-            rebalance_needed: false,
-            rebalance_soon: BTreeSet::new(),
-            push_retry: PushRetry::default(),
+            attaching: Attaching::default(),
+            joining: Joining::default(),
+            transactions: Transactions::default(),
+            replication: Replication::default(),
             leaving: None,
-            next_request: 1,
             actions: VecDeque::new(),
             commands: Vec::new(),
             stats: NodeStats::default(),
@@ -709,6 +624,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.topology.hot_memory(visit);
     }
 
+    /// At engine time `now` the wall clock reads `wall_ms` (ms since the
+    /// Unix epoch): the storage_time of what this node stores from now on
+    /// follows it (see [`wall_clock`]). Timers are not moved.
+    pub fn set_wall_clock(&mut self, now: u64, wall_ms: u64) {
+        self.wall_clock.set(now, wall_ms);
+    }
+
     pub fn uptime_ms(&self, now: u64) -> u64 {
         now.saturating_sub(self.started_at)
     }
@@ -728,20 +650,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// When [`handle_timeout`](Self::handle_timeout) must next be called.
     pub fn poll_timeout(&self) -> Option<u64> {
-        let mut t = [
-            self.retransmit_at.soonest(),
+        [
+            self.transactions.next_deadline(),
             self.topology.next_timer(),
             Some(self.next_sweep),
-            self.rejoin_at,
-            self.push_retry.due(),
+            self.joining.rejoin_at,
+            self.replication.next_deadline(),
         ]
         .into_iter()
         .flatten()
-        .min();
-        if self.rebalance_needed || !self.rebalance_soon.is_empty() {
-            t = Some(0);
-        }
-        t
+        .min()
     }
 
     /// Joins again after losing the overlay: through a peer still linked,
@@ -750,7 +668,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         match self.links.iter().next().copied() {
             Some(peer) => self.topology.join(now, peer, &mut self.commands),
             None => {
-                self.next_bootstrap = 0;
+                self.joining.next_bootstrap = 0;
                 self.connect_bootstrap(now);
             }
         }
@@ -764,18 +682,18 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// Joins through the first bootstrap address that answers (§11.4).
     pub fn join(&mut self, now: u64, bootstraps: Vec<IpAddressPort>) {
-        self.bootstraps = bootstraps;
-        self.next_bootstrap = 0;
+        self.joining.bootstraps = bootstraps;
+        self.joining.next_bootstrap = 0;
         self.connect_bootstrap(now);
     }
 
     fn connect_bootstrap(&mut self, _now: u64) {
-        if self.bootstraps.is_empty() {
+        if self.joining.bootstraps.is_empty() {
             return;
         }
-        let address = self.bootstraps[self.next_bootstrap % self.bootstraps.len()].clone();
-        self.next_bootstrap += 1;
-        self.bootstrap_pending = true;
+        let address = self.joining.bootstraps[self.joining.next_bootstrap % self.joining.bootstraps.len()].clone();
+        self.joining.next_bootstrap += 1;
+        self.joining.bootstrap_pending = true;
         self.actions.push_back(Action::Connect { peer: None, address });
     }
 
@@ -786,7 +704,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return;
         }
         // A leaving node checks for no partition.
-        self.probe = None;
+        self.joining.probe = None;
         self.leaving = Some(Handover {
             started: now,
             rounds_left: HANDOVER_ROUNDS,
@@ -807,7 +725,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         handover.rounds_left = handover.rounds_left.saturating_sub(1);
         self.push_handover(now, first);
         // Pushes started before the leave are waited for too.
-        if self.pushing.is_empty() {
+        if self.replication.pushing.is_empty() {
             self.finish_handover(now);
         }
     }
@@ -910,10 +828,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         values: Vec<StoredDataValue>,
         lifetime_s: u32,
     ) -> Option<RequestId> {
+        // No storage_time is used up by a store that cannot be signed.
+        self.signer(user)?;
+        let storage_time = self.wall_clock.storage_time(now);
         let signer = self.signer(user)?;
         let values = values
             .into_iter()
-            .map(|value| self.sign_value(signer, &resource, kind, now, value, lifetime_s))
+            .map(|value| self.sign_value(signer, &resource, kind, storage_time, value, lifetime_s))
             .collect();
         let body = Body::StoreReq(StoreReq {
             resource: resource.clone(),
@@ -957,8 +878,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     }
 
     fn request_as(&mut self, now: u64, destination: Vec<Destination>, body: Body, user: Option<&str>) -> RequestId {
-        let id = self.next_request;
-        self.next_request += 1;
+        let id = self.transactions.next_id();
         self.originate_as(now, destination, &body, Purpose::App(id), user);
         self.after_event(now);
         id
@@ -1048,14 +968,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         signer: &dyn Signer,
         resource: &ResourceId,
         kind: KindId,
-        now: u64,
+        storage_time: u64,
         value: StoredDataValue,
         lifetime: u32,
     ) -> StoredData {
         let identity = signer.identity();
-        let input = data_signature_input(&self.security, resource, kind, now, &value, &identity);
+        let input = data_signature_input(&self.security, resource, kind, storage_time, &value, &identity);
         StoredData {
-            storage_time: now,
+            storage_time,
             lifetime,
             value,
             signature: signer.sign(&input),

@@ -57,10 +57,6 @@ impl<K: Ord, V> SortedMap<K, V> {
         self.find(key).ok().map(|i| &self.entries[i].1)
     }
 
-    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
-        self.find(key).ok().map(|i| &mut self.entries[i].1)
-    }
-
     pub fn contains_key(&self, key: &K) -> bool {
         self.find(key).is_ok()
     }
@@ -88,10 +84,6 @@ impl<K: Ord, V> SortedMap<K, V> {
     /// Entries in key order.
     pub fn iter(&self) -> Entries<'_, K, V> {
         self.entries.iter().map(pair)
-    }
-
-    pub fn keys(&self) -> impl DoubleEndedIterator<Item = &K> + ExactSizeIterator {
-        self.entries.iter().map(|(k, _)| k)
     }
 
     pub fn values(&self) -> impl DoubleEndedIterator<Item = &V> + ExactSizeIterator {

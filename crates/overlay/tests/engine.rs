@@ -1788,3 +1788,37 @@ fn the_signer_of_the_next_document_is_named_by_the_current_one_and_checks_are_bu
         Ok(Offered::Current { sequence: 7 })
     );
 }
+
+/// RFC 6940 §7: storage_time is the time of day; every timer runs on the
+/// engine's clock. A value stored after the driver told the wall clock
+/// carries it, and a wall clock stepped back an hour does not get the
+/// node's next store refused as older (it counts on from the last
+/// storage_time instead).
+#[test]
+fn stored_values_carry_the_wall_clock_and_a_step_back_gets_no_store_refused() {
+    let mut net = Net::ring(&IDS);
+    let rid = net.nodes[2].resource_id(net.users[2].as_bytes());
+    let wall = 2_000_000_000_000;
+    let now = net.now;
+    net.nodes[2].set_wall_clock(now, wall);
+    let first = net.nodes[2].store(now, rid.clone(), KIND, vec![single(b"first")], 3600);
+    net.pump();
+    assert!(matches!(net.done(2, first).0, Ok(Body::StoreAns(_))));
+    let set = net.nodes[2].topology().replica_set(rid.as_bytes()).unwrap();
+    let responsible = net.index_of(&set[0]).unwrap();
+    let stored_time = |net: &Net| {
+        let held = net.nodes[responsible].storage().resource(&rid).unwrap().export(net.now);
+        (held[0].values[0].storage_time, held[0].values[0].value.clone())
+    };
+    assert_eq!(stored_time(&net), (wall, single(b"first")));
+
+    let now = net.now + 1_000;
+    net.nodes[2].set_wall_clock(now, wall - 3_600_000);
+    let second = net.nodes[2].store(now, rid.clone(), KIND, vec![single(b"second")], 3600);
+    net.pump();
+    assert!(
+        matches!(net.done(2, second).0, Ok(Body::StoreAns(_))),
+        "not refused as older"
+    );
+    assert_eq!(stored_time(&net), (wall + 1, single(b"second")));
+}

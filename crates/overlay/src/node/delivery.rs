@@ -119,7 +119,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         // §6.2.1: a retransmission gets the same answer. Only answers to
         // the requests `answer_is_cached` names are kept; the others are
         // answered afresh without a look.
-        if let Some(cached) = cache.then(|| self.answered.get(&tid)).flatten().cloned() {
+        if let Some(cached) = cache.then(|| self.transactions.answered.get(&tid)).flatten().cloned() {
             self.send_answer(now, link, header, cached, &[], true);
             return;
         }
@@ -155,9 +155,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             contents
         };
         if cache {
-            self.forget_old_answers(now);
-            self.answered.insert(tid, contents.clone());
-            self.answered_expiry
+            self.transactions.forget_old_answers(now);
+            self.transactions.answered.insert(tid, contents.clone());
+            self.transactions
+                .answered_expiry
                 .push_back((now + self.config.request_lifetime_ms, tid));
         }
         self.send_answer(now, link, header, contents, &data_signers(&body), maintenance);
@@ -214,7 +215,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     self.topology
                         .on_link_up(now, sender, false, req.send_update, &mut self.commands);
                 } else {
-                    self.expected_links.insert(sender, (req.send_update, now));
+                    self.attaching.expected_links.insert(sender, (req.send_update, now));
                 }
                 Ok(Body::AttachAns(self.attach_body(b"passive", false)))
             }
@@ -334,7 +335,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         for k in &mut ans.kind_responses {
             k.replicas = replicas.clone();
         }
-        self.rebalance_soon.insert(req.resource.clone());
+        self.replication.rebalance_soon.insert(req.resource.clone());
         Ok(Body::StoreAns(ans))
     }
 
@@ -363,7 +364,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         sender: NodeId,
         hops: u32,
     ) {
-        let Some(out) = self.outstanding.remove(&header.transaction_id) else {
+        let Some(out) = self.transactions.outstanding.remove(&header.transaction_id) else {
             return; // late duplicate or unknown
         };
         let outcome = match contents.body(&self.ctx) {
@@ -435,8 +436,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         });
                         self.topology.on_answer(now, token, answer, &mut self.commands);
                     } else if let Some(address) = address {
-                        let first = !self.connecting.contains_key(&from);
-                        self.connecting.entry(from).or_default().push(AwaitingLink {
+                        let first = !self.attaching.connecting.contains_key(&from);
+                        self.attaching.connecting.entry(from).or_default().push(AwaitingLink {
                             token,
                             answer: Body::AttachAns(ans),
                             since: now,
@@ -464,7 +465,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     .on_bootstrap_probe(now, token, Some(bootstrap), responder, &mut self.commands);
             }
             Purpose::Migrate { resource } => {
-                self.migrating.remove(&resource);
+                self.replication.migrating.remove(&resource);
                 // Taken by the responsible peer, or it has the same values
                 // or newer ones: either way this copy is no longer needed.
                 // A copy the ring has since brought back into our set stays.
@@ -476,7 +477,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 }
             }
             Purpose::Push { resource, to, version } => {
-                self.pushing.remove(&(resource.clone(), to));
+                self.replication.pushing.remove(&(resource.clone(), to));
                 let ok = matches!(outcome, Ok(Body::StoreAns(_)));
                 if ok {
                     // Only the values sent are confirmed: a Store that
@@ -487,7 +488,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                     }
                 }
                 if let Some(handover) = &self.leaving {
-                    if self.pushing.is_empty() && !handover.exited {
+                    if self.replication.pushing.is_empty() && !handover.exited {
                         if handover.exit_when_pushed {
                             self.exit();
                         } else if handover.saying_goodbye {
@@ -501,14 +502,14 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 } else if ok {
                     // Changed while the push was in flight? Then the new
                     // values go out now.
-                    self.push_retry.succeeded(&resource);
-                    self.rebalance_soon.insert(resource);
+                    self.replication.push_retry.succeeded(&resource);
+                    self.replication.rebalance_soon.insert(resource);
                 } else {
                     let why = match &outcome {
                         Err(e) => e.to_string(),
                         Ok(_) => "an answer other than StoreAns".to_string(),
                     };
-                    let rounds = self.push_retry.failed(now, resource.clone());
+                    let rounds = self.replication.push_retry.failed(now, resource.clone());
                     self.actions.push_back(Action::Event(Box::new(Event::ReplicaPushFailed {
                         resource,
                         to,

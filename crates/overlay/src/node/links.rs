@@ -4,6 +4,25 @@
 
 use super::*;
 
+/// Links being set up by Attach (§6.5.1), until they are up or
+/// [`LINK_SETUP_TIMEOUT_MS`] passed.
+#[derive(Debug, Default)]
+pub(super) struct Attaching {
+    /// Links this node is opening after an AttachAns, by expected peer.
+    pub(super) connecting: BTreeMap<NodeId, Vec<AwaitingLink>>,
+    /// Peers whose Attach this node answered, with their send_update flag
+    /// and when.
+    pub(super) expected_links: BTreeMap<NodeId, (bool, u64)>,
+}
+
+/// The Attach an AttachAns answered, kept until the link is up.
+#[derive(Debug)]
+pub(super) struct AwaitingLink {
+    pub(super) token: u64,
+    pub(super) answer: Body,
+    pub(super) since: u64,
+}
+
 impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// The link a [`Action::Connect`] without a Node-ID opened (to a
     /// bootstrap address) is up, with `peer` at the other end; drivers
@@ -15,10 +34,10 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return self.actions.push_back(Action::Close { peer });
         }
         let opened = self.links.insert(peer);
-        if self.bootstrap_pending {
-            self.bootstrap_pending = false;
+        if self.joining.bootstrap_pending {
+            self.joining.bootstrap_pending = false;
             self.topology.join(now, peer, &mut self.commands);
-        } else if self.probe.is_some() && self.leaving.is_none() {
+        } else if self.joining.probe.is_some() && self.leaving.is_none() {
             self.bootstrap_reached(now, ProbeLink { peer, opened });
         } else if opened {
             // Nobody waits for it any more (its check timed out).
@@ -35,7 +54,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             return self.actions.push_back(Action::Close { peer });
         }
         self.links.insert(peer);
-        if let Some(waiting) = self.connecting.remove(&peer) {
+        if let Some(waiting) = self.attaching.connecting.remove(&peer) {
             self.topology.on_link_up(now, peer, true, false, &mut self.commands);
             for w in waiting {
                 let answer = Ok(Answer {
@@ -45,7 +64,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.topology.on_answer(now, w.token, answer, &mut self.commands);
             }
         } else {
-            let send_update = self.expected_links.remove(&peer).is_some_and(|(s, _)| s);
+            let send_update = self.attaching.expected_links.remove(&peer).is_some_and(|(s, _)| s);
             self.topology
                 .on_link_up(now, peer, false, send_update, &mut self.commands);
         }
@@ -130,10 +149,9 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         header.ttl = self.config.initial_ttl;
         header.configuration_sequence = self.config.configuration_sequence;
         let bytes = self.encode_message(&header, &contents, &[], &self.security)?;
-        let id = self.next_request;
-        self.next_request += 1;
+        let id = self.transactions.next_id();
         let deadline = now + self.config.reliability_timer_ms;
-        self.outstanding.insert(
+        self.transactions.outstanding.insert(
             tid,
             Outstanding {
                 bytes: Vec::new(),
@@ -145,7 +163,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 started: now,
             },
         );
-        self.retransmit_at.push(deadline, tid);
+        self.transactions.retransmit_at.push(deadline, tid);
         Some((id, bytes))
     }
 
@@ -153,16 +171,16 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     pub fn link_failed(&mut self, now: u64, peer: Option<NodeId>) {
         match peer {
             // Not joining: the dial was a partition check's, if anyone's.
-            None if !self.bootstrap_pending => self.probe_failed(now),
+            None if !self.joining.bootstrap_pending => self.probe_failed(now),
             None => {
-                if self.next_bootstrap < self.bootstraps.len() * 3 {
+                if self.joining.next_bootstrap < self.joining.bootstraps.len() * 3 {
                     self.connect_bootstrap(now);
                 } else {
-                    self.bootstrap_pending = false;
+                    self.joining.bootstrap_pending = false;
                 }
             }
             Some(p) => {
-                for w in self.connecting.remove(&p).unwrap_or_default() {
+                for w in self.attaching.connecting.remove(&p).unwrap_or_default() {
                     self.topology
                         .on_answer(now, w.token, Err(RequestFailure::NoRoute), &mut self.commands);
                 }
@@ -174,17 +192,17 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// §10.7.4.4: a partition check starts by reaching a bootstrap peer
     /// afresh, at the next bootstrap address that is not this node's own.
     pub(super) fn start_probe(&mut self, now: u64, token: u64, target: Destination) {
-        let address = (0..self.bootstraps.len())
-            .map(|i| self.bootstraps[(self.next_bootstrap + i) % self.bootstraps.len()].clone())
+        let address = (0..self.joining.bootstraps.len())
+            .map(|i| self.joining.bootstraps[(self.joining.next_bootstrap + i) % self.joining.bootstraps.len()].clone())
             .find(|a| *a != self.address);
-        let Some(address) = address.filter(|_| self.probe.is_none() && !self.bootstrap_pending) else {
+        let Some(address) = address.filter(|_| self.joining.probe.is_none() && !self.joining.bootstrap_pending) else {
             let failure = Err(RequestFailure::NoRoute);
             return self
                 .topology
                 .on_bootstrap_probe(now, token, None, failure, &mut self.commands);
         };
-        self.next_bootstrap += 1;
-        self.probe = Some(BootstrapProbe {
+        self.joining.next_bootstrap += 1;
+        self.joining.probe = Some(BootstrapProbe {
             token,
             target,
             since: now,
@@ -196,7 +214,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// target through B ([Node(B), target], §6.1.1), so the answer comes
     /// from whichever partition B is in.
     pub(super) fn bootstrap_reached(&mut self, now: u64, bootstrap: ProbeLink) {
-        let Some(probe) = self.probe.take() else { return };
+        let Some(probe) = self.joining.probe.take() else { return };
         if bootstrap.opened {
             self.topology
                 .on_link_up(now, bootstrap.peer, false, false, &mut self.commands);
@@ -215,7 +233,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     }
 
     pub(super) fn probe_failed(&mut self, now: u64) {
-        if let Some(probe) = self.probe.take() {
+        if let Some(probe) = self.joining.probe.take() {
             let failure = Err(RequestFailure::NoRoute);
             self.topology
                 .on_bootstrap_probe(now, probe.token, None, failure, &mut self.commands);

@@ -3,11 +3,39 @@
 
 use super::*;
 
+/// The replication state of one node.
+#[derive(Debug, Default)]
+pub(super) struct Replication {
+    /// Replica Stores in flight: (resource, to whom).
+    pub(super) pushing: BTreeSet<(ResourceId, NodeId)>,
+    /// Resources being handed to the peer now responsible for them.
+    pub(super) migrating: BTreeSet<ResourceId>,
+    /// Every stored resource needs its replicas checked (the replica set
+    /// moved, or the periodic retry is due).
+    pub(super) rebalance_needed: bool,
+    /// Only these resources do (a Store changed them, or a push of them
+    /// completed): checking one costs what checking all would cost per
+    /// resource, so a Store must not walk the whole store.
+    pub(super) rebalance_soon: BTreeSet<ResourceId>,
+    pub(super) push_retry: PushRetry,
+}
+
+impl Replication {
+    /// When replica upkeep is next due: at once while resources wait to be
+    /// checked, else when a failed push is retried.
+    pub(super) fn next_deadline(&self) -> Option<u64> {
+        if self.rebalance_needed || !self.rebalance_soon.is_empty() {
+            return Some(0);
+        }
+        self.push_retry.due()
+    }
+}
+
 impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// Sends a replica Store of everything held under `resource` to `to`.
     /// Returns whether a Store went out.
     pub(super) fn push(&mut self, now: u64, resource: &ResourceId, to: NodeId, force: bool) -> bool {
-        if to == self.me || self.pushing.contains(&(resource.clone(), to)) {
+        if to == self.me || self.replication.pushing.contains(&(resource.clone(), to)) {
             return false;
         }
         let Some(res) = self.storage.resource(resource) else {
@@ -26,7 +54,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         let Some(body) = self.replica_store(now, resource, replica_number) else {
             return false;
         };
-        self.pushing.insert((resource.clone(), to));
+        self.replication.pushing.insert((resource.clone(), to));
         let dest = vec![Destination::Node(to)];
         self.originate(
             now,
@@ -57,13 +85,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// Sends a replica Store of everything held under `resource` towards
     /// the Resource-ID itself; the peer that answers is responsible for it.
     pub(super) fn migrate(&mut self, now: u64, resource: &ResourceId) {
-        if self.migrating.contains(resource) {
+        if self.replication.migrating.contains(resource) {
             return;
         }
         let Some(body) = self.replica_store(now, resource, 1) else {
             return;
         };
-        self.migrating.insert(resource.clone());
+        self.replication.migrating.insert(resource.clone());
         let dest = vec![Destination::Resource(resource.clone())];
         let purpose = Purpose::Migrate {
             resource: resource.clone(),
@@ -76,8 +104,8 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// that left the replica set hands its data to the responsible peer and
     /// deletes it once that peer has it.
     pub(super) fn rebalance(&mut self, now: u64) {
-        self.rebalance_needed = false;
-        self.rebalance_soon.clear();
+        self.replication.rebalance_needed = false;
+        self.replication.rebalance_soon.clear();
         if self.leaving.is_some() {
             self.recheck_handover(now);
             return;
@@ -92,7 +120,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     /// [`Self::rebalance`] for the resources in `rebalance_soon` alone.
     pub(super) fn rebalance_changed(&mut self, now: u64) {
-        let changed = std::mem::take(&mut self.rebalance_soon);
+        let changed = std::mem::take(&mut self.replication.rebalance_soon);
         if self.leaving.is_some() {
             // A Store taken during the leave must reach the set too.
             self.recheck_handover(now);

@@ -111,7 +111,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         };
         let deadline = now + self.config.reliability_timer_ms;
         let maintenance = purpose.maintenance();
-        self.outstanding.insert(
+        self.transactions.outstanding.insert(
             tid,
             Outstanding {
                 bytes: bytes.clone(),
@@ -122,21 +122,21 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 started: now,
             },
         );
-        self.retransmit_at.push(deadline, tid);
+        self.transactions.retransmit_at.push(deadline, tid);
         match own {
             Some(credential) => {
                 self.deliver_own(now, &bytes, credential);
                 // Not answered at once: a retransmission may go to another
                 // node by then, so it must be signed.
-                if self.outstanding.contains_key(&tid) {
+                if self.transactions.outstanding.contains_key(&tid) {
                     match sign(self) {
                         Some(signed) => {
-                            if let Some(o) = self.outstanding.get_mut(&tid) {
+                            if let Some(o) = self.transactions.outstanding.get_mut(&tid) {
                                 o.bytes = signed;
                             }
                         }
                         None => {
-                            if let Some(o) = self.outstanding.remove(&tid) {
+                            if let Some(o) = self.transactions.outstanding.remove(&tid) {
                                 self.complete(now, o, Err(RequestFailure::NoRoute), self.me, 0);
                             }
                         }

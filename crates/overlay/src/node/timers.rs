@@ -6,23 +6,23 @@ use super::*;
 impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// Runs whatever is due at `now`.
     pub fn handle_timeout(&mut self, now: u64) {
-        while let Some((t, tid)) = self.retransmit_at.peek() {
+        while let Some((t, tid)) = self.transactions.retransmit_at.peek() {
             if t > now {
                 break;
             }
-            self.retransmit_at.pop();
-            let Some(o) = self.outstanding.get_mut(&tid) else {
+            self.transactions.retransmit_at.pop();
+            let Some(o) = self.transactions.outstanding.get_mut(&tid) else {
                 continue;
             };
             if o.deadline != t {
                 continue;
             }
             if matches!(o.purpose, Purpose::Keepalive) {
-                self.outstanding.remove(&tid);
+                self.transactions.outstanding.remove(&tid);
                 continue;
             }
             if o.transmissions > self.config.max_retransmits {
-                let o = self.outstanding.remove(&tid).expect("present");
+                let o = self.transactions.outstanding.remove(&tid).expect("present");
                 self.stats.timeouts += 1;
                 self.complete(now, o, Err(RequestFailure::Timeout), self.me, 0);
                 continue;
@@ -33,18 +33,23 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             let deadline = o.deadline;
             let bytes = o.bytes.clone();
             let maintenance = o.purpose.maintenance();
-            self.retransmit_at.push(deadline, tid);
+            self.transactions.retransmit_at.push(deadline, tid);
             self.stats.retransmissions += 1;
             self.route_own(now, &bytes, maintenance);
         }
-        self.rebalance_soon.extend(self.push_retry.take_due(now));
+        self.replication
+            .rebalance_soon
+            .extend(self.replication.push_retry.take_due(now));
         if self.next_sweep <= now {
-            self.forget_old_answers(now);
+            self.transactions.forget_old_answers(now);
             self.reassembly.expire(now);
             self.next_sweep = now + self.config.expiry_sweep_ms;
             self.storage.expire(now);
-            self.expected_links.retain(|_, (_, t)| *t + LINK_SETUP_TIMEOUT_MS > now);
+            self.attaching
+                .expected_links
+                .retain(|_, (_, t)| *t + LINK_SETUP_TIMEOUT_MS > now);
             let stale: Vec<NodeId> = self
+                .attaching
                 .connecting
                 .iter()
                 .filter(|(_, w)| w.iter().all(|a| a.since + LINK_SETUP_TIMEOUT_MS <= now))
@@ -54,6 +59,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.link_failed(now, Some(n));
             }
             if self
+                .joining
                 .probe
                 .as_ref()
                 .is_some_and(|p| p.since + LINK_SETUP_TIMEOUT_MS <= now)
@@ -63,38 +69,25 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 self.probe_failed(now);
             }
             // Retry replication that failed earlier.
-            self.rebalance_needed = true;
+            self.replication.rebalance_needed = true;
         }
         if self.topology.next_timer().is_some_and(|t| t <= now) {
             self.topology.on_timer(now, &mut self.commands);
         }
-        if self.rejoin_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
-            self.rejoin_at = None;
+        if self.joining.rejoin_at.is_some_and(|t| t <= now) && self.leaving.is_none() {
+            self.joining.rejoin_at = None;
             self.rejoin(now);
         }
         self.after_event(now);
     }
 
-    /// Drops cached answers older than the request lifetime. This runs as
-    /// answers are added and at each sweep rather than on a timer of its
-    /// own, so a cache entry costs no wake-up.
-    pub(super) fn forget_old_answers(&mut self, now: u64) {
-        while let Some((t, tid)) = self.answered_expiry.front().copied() {
-            if t > now {
-                break;
-            }
-            self.answered_expiry.pop_front();
-            self.answered.remove(&tid);
-        }
-    }
-
     /// Carries out what the topology asked for, then replica upkeep.
     pub(super) fn after_event(&mut self, now: u64) {
         self.run_commands(now);
-        if self.rebalance_needed {
+        if self.replication.rebalance_needed {
             self.rebalance(now);
             self.run_commands(now);
-        } else if !self.rebalance_soon.is_empty() {
+        } else if !self.replication.rebalance_soon.is_empty() {
             self.rebalance_changed(now);
             self.run_commands(now);
         }
@@ -124,36 +117,24 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         }
                     }
                     TopologyCommand::ProbeThroughBootstrap { token, target } => self.start_probe(now, token, target),
-                    TopologyCommand::ReplicasChanged => self.rebalance_needed = true,
+                    TopologyCommand::ReplicasChanged => self.replication.rebalance_needed = true,
                     TopologyCommand::Joined => {
-                        self.joined_at = Some(now);
-                        self.rejoin_at = None;
+                        self.joining.joined(now);
                         self.actions.push_back(Action::Event(Box::new(Event::Joined)));
                     }
                     // A leaving peer that lost every neighbour has nobody
                     // left to hand over to or say goodbye to: it is done.
                     TopologyCommand::Rejoin if self.leaving.is_some() => self.exit(),
                     TopologyCommand::Rejoin => {
-                        // A node that keeps losing the overlay as soon as
-                        // it (re)joins (a bootstrap peer that drops it, a
-                        // second process with its Node-ID) backs off
-                        // instead of rejoining in a tight loop.
-                        if self.joined_at.is_some_and(|t| now.saturating_sub(t) >= STABLE_MS) {
-                            self.rejoins_in_a_row = 0;
-                        }
-                        self.joined_at = None;
-                        let after_ms = rejoin_delay_ms(self.rejoins_in_a_row);
-                        self.rejoins_in_a_row = self.rejoins_in_a_row.saturating_add(1);
+                        let after_ms = self.joining.lost(now);
                         self.actions
                             .push_back(Action::Event(Box::new(Event::Rejoining { after_ms })));
                         if after_ms == 0 {
                             self.rejoin(now);
-                        } else {
-                            self.rejoin_at = Some(now + after_ms);
                         }
                     }
                     TopologyCommand::Left => match &mut self.leaving {
-                        Some(handover) if !self.pushing.is_empty() => handover.exit_when_pushed = true,
+                        Some(handover) if !self.replication.pushing.is_empty() => handover.exit_when_pushed = true,
                         _ => self.exit(),
                     },
                 }
