@@ -6,7 +6,6 @@
 pub mod admin;
 pub mod config_doc;
 pub mod config_judge;
-mod config_refetch;
 pub mod control;
 pub mod discovery;
 pub mod dns;

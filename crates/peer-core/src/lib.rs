@@ -17,6 +17,7 @@
 pub mod bootstrap;
 pub mod budget;
 pub mod certificates;
+pub mod config_refetch;
 mod core;
 pub mod discovery;
 pub mod links;

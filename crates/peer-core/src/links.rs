@@ -26,6 +26,9 @@ pub type LinkId = u64;
 /// The most announced peer addresses kept (a bound on memory a flood of
 /// Attaches could take).
 pub const ANNOUNCED_LIMIT: usize = 1024;
+/// Announced addresses of peers not linked (yet) kept at most, beyond one
+/// per link: Attaches whose links are still being set up.
+pub const ANNOUNCED_SLACK: usize = 16;
 /// The most peers cached for the next start (§11.4).
 pub const CACHED_PEERS: usize = 10;
 
@@ -223,11 +226,11 @@ impl Links {
 
     /// An Attach named where `peer` takes links (kept for the peer cache).
     /// Only linked peers' addresses are of use, so the others (peers that
-    /// never linked, or left) go once they outnumber the links: a peer
-    /// hears Attaches from far more peers over a day than it keeps links
-    /// to.
+    /// never linked, or left) go once there are [`ANNOUNCED_SLACK`] of
+    /// them: a peer hears Attaches from far more peers over a day than it
+    /// keeps links to, and the simulator keeps a table per peer.
     pub fn announced(&mut self, peer: NodeId, address: SocketAddr) {
-        if self.announced.len() >= (2 * self.table.len() + 16).min(ANNOUNCED_LIMIT) {
+        if self.announced.len() >= (self.table.len() + ANNOUNCED_SLACK).min(ANNOUNCED_LIMIT) {
             let table = &self.table;
             self.announced.retain(|id, _| table.contains_key(id));
         }

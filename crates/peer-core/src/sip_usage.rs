@@ -11,7 +11,7 @@
 mod locate;
 mod registrations;
 pub use locate::{Located, Locator, LocatorStats, SipPeer, ATTACH_REUSE_MS, FORK_GRACE_MS, REPLICAS_ASKED};
-pub use registrations::{store_registration, PublishError, Registrations, REMOVAL_LIFETIME_S};
+pub use registrations::{PublishError, Registrations, REMOVAL_LIFETIME_S};
 
 use crate::usage::{Usage, UsageKind};
 use overlay::{AccessPolicy, OverlayNode, RequestFailure, RequestId, Security, Topology};

@@ -477,28 +477,20 @@ pub(crate) fn handle(view: &View, nodes: &mut [Option<SimNode>], base: Host, ev:
         }
         Ev::LinkUp { b, link, bootstrap, .. } => {
             if !view.alive(b) || view.split(h, b) {
-                let expected = (!bootstrap).then_some(b);
-                out.schedule(out.now + 3_000, Ev::ConnectFailed { a: h, expected });
+                connect_failed(h, (!bootstrap).then_some(b), out);
                 return;
             }
-            n.links.insert(link, b);
             let end = LinkEnd::Dialled {
                 address: socket_of(b),
                 expected: (!bootstrap).then(|| view.ids[b as usize]),
             };
-            let peer = view.ids[b as usize];
-            n.core
-                .handle_input(now_abs, Input::Link(LinkEvent::Up { link, peer, end }));
+            link_up(view, n, now_abs, link, b, end);
         }
         Ev::LinkAccepted { a, link, .. } => {
             if !view.alive(a) || view.split(a, h) {
                 return;
             }
-            n.links.insert(link, a);
-            let end = LinkEnd::Accepted { remote: socket_of(a) };
-            let peer = view.ids[a as usize];
-            n.core
-                .handle_input(now_abs, Input::Link(LinkEvent::Up { link, peer, end }));
+            link_up(view, n, now_abs, link, a, LinkEnd::Accepted { remote: socket_of(a) });
         }
         Ev::ConnectFailed { expected, .. } => {
             let expected = expected.and_then(|e| view.ids.get(e as usize).copied());
@@ -579,6 +571,11 @@ fn send(view: &View, n: &mut SimNode, from: Host, link: LinkId, bytes: Vec<u8>, 
     let Some(&to) = n.links.get(&link) else {
         return; // closed here; the core no longer routes on it
     };
+    if !view.alive(to) || view.split(from, to) {
+        // Crashed or cut off: the write goes nowhere, while this peer
+        // learns of it only after the detection time (`LinkDown`).
+        return;
+    }
     if view.cfg.loss > 0.0 && n.rng.random_bool(view.cfg.loss) {
         return;
     }
@@ -603,11 +600,21 @@ fn connect(
             let bootstrap = peer.is_none();
             out.schedule(t, Ev::LinkUp { a, b, link, bootstrap });
         }
-        _ => {
-            let expected = peer.map(|p| host_in(&p));
-            out.schedule(out.now + 3_000, Ev::ConnectFailed { a, expected });
-        }
+        _ => connect_failed(a, peer.map(|p| host_in(&p)), out),
     }
+}
+
+/// `a`'s dial failed; it hears of it after a TCP connect timeout.
+fn connect_failed(a: Host, expected: Option<Host>, out: &mut Out) {
+    out.schedule(out.now + 3_000, Ev::ConnectFailed { a, expected });
+}
+
+/// A connection to `far` is up at this end.
+fn link_up(view: &View, n: &mut SimNode, now_abs: u64, link: LinkId, far: Host, end: LinkEnd) {
+    n.links.insert(link, far);
+    let peer = view.ids[far as usize];
+    n.core
+        .handle_input(now_abs, Input::Link(LinkEvent::Up { link, peer, end }));
 }
 
 fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {

@@ -126,8 +126,8 @@ impl Registrations {
 /// One Store of the registration value routing to this node (`exists`) or
 /// of its removal, signed as the user; `None` when the node holds no
 /// certificate for the user. [`Registrations`] keeps track of what it
-/// stored; the simulator stores with this directly.
-pub fn store_registration<T: Topology, S: Security>(
+/// stored.
+fn store_registration<T: Topology, S: Security>(
     engine: &mut OverlayNode<T, S>,
     now: u64,
     resource_name: &str,
