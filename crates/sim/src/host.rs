@@ -25,7 +25,9 @@ pub(crate) enum Pending {
 /// One simulated peer: the daemon's sans-IO peer core (engine, SIP usage,
 /// bootstrap, link table) and what the simulator keeps beside it.
 pub(crate) struct SimNode {
-    pub core: Core,
+    /// Boxed: a slot stays small, so the slots of peers that left (never
+    /// reused) and the slot vector's growth cost little.
+    pub core: Box<Core>,
     pub joined: bool,
     pub leaving: bool,
     pub timer_at: Option<u64>,

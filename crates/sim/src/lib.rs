@@ -435,7 +435,7 @@ impl Simulation {
         // one that finds nobody starts the overlay.
         let plan = peer_core::bootstrap::BootstrapPlan::default();
         let core = match Core::new(engine, plan, false, None) {
-            Ok(core) => core,
+            Ok(core) => Box::new(core),
             Err(e) => unreachable!("Simulation::new checked the configuration: {e}"),
         };
         let item = ((host as usize) < self.items.len()).then_some(host as usize);
