@@ -457,7 +457,7 @@ impl Links {
         if let Some(old) = self.table.get(&peer) {
             let me = engine.node_id();
             let (old_by, new_by) = (old.initiator(me, peer), link.initiator(me, peer));
-            let keep_old = old_by != new_by && old_by < new_by;
+            let keep_old = old_by < new_by;
             if keep_old {
                 outputs.push_back(Output::CloseLink { link: link.id });
                 if bootstrap {
