@@ -17,6 +17,7 @@ mod log_budget;
 pub mod metrics;
 pub mod node_dir;
 pub mod overlay_dir;
+mod overlay_udp;
 pub mod peer;
 pub mod pki;
 pub mod sip_report;

@@ -284,6 +284,11 @@ impl Metrics {
         m
     }
 
+    /// Adds the overlay UDP port's STUN counters (`p2psip_stun_*`).
+    pub(crate) fn add_stun(&mut self, stun: &crate::overlay_udp::StunMetrics) {
+        stun.register(&mut self.registry);
+    }
+
     /// Adds the SIP side's families (`p2psip_sip_*`) to this registry.
     pub(crate) fn add_sip(&mut self, sip: &crate::sip_report::SipMetrics) {
         sip.register(&mut self.registry);

@@ -41,6 +41,8 @@ pub enum PeerError {
     NodeDir(#[from] NodeDirError),
     #[error("cannot listen on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot take UDP {addr}, the overlay port's STUN server (RFC 6940 §6.5.1.4): {source}; free that UDP port or choose another --listen port")]
+    ListenUdp { addr: SocketAddr, source: std::io::Error },
     #[error("cannot use the multicast-bootstrap group {addr}: {source}")]
     Multicast { addr: SocketAddr, source: std::io::Error },
     #[error("this overlay's configuration does not permit clients (clients-permitted is false); run without --client")]
@@ -146,6 +148,23 @@ pub struct Status {
     /// The SIP side, when the peer runs one (`--sip`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sip: Option<crate::sip_report::SipStatus>,
+    /// How a NAT in front of the overlay port maps it, judged from what
+    /// the linked peers' STUN servers saw (RFC 4787 §4.1): `unknown`,
+    /// `no NAT`, `endpoint-independent` or `destination-dependent`.
+    #[serde(default)]
+    pub nat_mapping: String,
+    /// What each linked peer asked as a STUN server saw (RFC 6940
+    /// §6.5.1.4).
+    #[serde(default)]
+    pub reflexive: Vec<ReflexiveAddress>,
+}
+
+/// The address one STUN server saw this peer's overlay port as.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq)]
+pub struct ReflexiveAddress {
+    pub peer: String,
+    pub server: String,
+    pub address: String,
 }
 
 /// Whether the peers whose status is given form one consistent ring: each
@@ -329,6 +348,11 @@ pub(crate) enum Input {
     /// Read `users/` again (an account added or removed while running,
     /// [`crate::control`]); the answer says who is served now.
     ReloadUsers(oneshot::Sender<Result<String, String>>),
+    /// A STUN response on the overlay UDP port.
+    StunResponse {
+        datagram: Vec<u8>,
+        from: SocketAddr,
+    },
 }
 
 impl From<LinkEvent> for Input {
@@ -488,6 +512,16 @@ async fn drive<T: Topology + Tables>(
     tokio::spawn(accept_loop(listener, tls.clone(), ctx.clone(), me, input_tx.clone()));
     let mut sip_control = None;
     let mut metrics = Metrics::new();
+    let overlay_udp = crate::overlay_udp::bind(listen)
+        .await
+        .map_err(|source| PeerError::ListenUdp { addr: listen, source })?;
+    let stun_metrics = crate::overlay_udp::StunMetrics::default();
+    metrics.add_stun(&stun_metrics);
+    tokio::spawn(crate::overlay_udp::serve(
+        overlay_udp.clone(),
+        input_tx.clone(),
+        stun_metrics,
+    ));
     if let Some(addr) = opts.sip {
         let phones_tls = match &opts.sip_tls {
             Some(t) => Some((
@@ -609,7 +643,8 @@ async fn drive<T: Topology + Tables>(
         multicast.is_some(),
     );
     let certificate = Some((dir.cert_der.clone(), dir.info.user.clone()));
-    let core = PeerCore::new(engine, plan, opts.client, certificate)?;
+    let mut core = PeerCore::new(engine, plan, opts.client, certificate)?;
+    core.use_stun_servers(now_ms());
     let mut driver = Driver {
         client: opts.client,
         core,
@@ -623,6 +658,7 @@ async fn drive<T: Topology + Tables>(
         listen,
         dir,
         multicast,
+        overlay_udp,
         started: now_ms(),
         pending: HashMap::new(),
         next_token: 0,
@@ -698,6 +734,8 @@ struct Driver<T: Topology + Tables> {
     listen: SocketAddr,
     dir: NodeDir,
     multicast: Option<Arc<crate::discovery::Sockets>>,
+    /// The UDP socket on the overlay port: STUN (RFC 6940 §6.5.1.4).
+    overlay_udp: Arc<tokio::net::UdpSocket>,
     started: u64,
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
@@ -846,6 +884,10 @@ impl<T: Topology + Tables> Driver<T> {
                     again_after_ms,
                 } => self.multicast(datagram, again_after_ms),
                 Output::DiscoveryAnswer { to, datagram } => self.discovery_answer(to, datagram),
+                Output::StunRequest { to, bytes } => {
+                    // UDP: a request lost to a full buffer is retransmitted.
+                    let _ = self.overlay_udp.try_send_to(&bytes, to);
+                }
                 Output::Published { token, result } => {
                     if let Some(reply) = self.publishes.remove(&token) {
                         let _ = reply.send(result);
@@ -1265,6 +1307,13 @@ impl<T: Topology + Tables> Driver<T> {
             }
             Input::InboundLinkFailed => self.metrics.link_failed(true),
             Input::Discovery(datagram, from) => self.core.handle_input(now, CoreInput::Discovery { datagram, from }),
+            Input::StunResponse { datagram, from } => self.core.handle_input(
+                now,
+                CoreInput::StunResponse {
+                    datagram: &datagram,
+                    from,
+                },
+            ),
             Input::ConnectFailed {
                 link,
                 expected,
@@ -1615,6 +1664,7 @@ impl<T: Topology + Tables> Driver<T> {
         let chord = self.core.engine().topology();
         let stored = self.stored_by_kind().into_iter().collect();
         let stats = self.core.engine().stats();
+        let stun = self.core.stun_servers();
         Status {
             node_id: self.me.to_hex(),
             role: if self.client { "client" } else { "peer" }.to_string(),
@@ -1635,6 +1685,18 @@ impl<T: Topology + Tables> Driver<T> {
             malformed: stats.malformed,
             errors_sent: stats.errors_sent,
             sip: None,
+            nat_mapping: stun
+                .map_or("unknown", |s| s.mapping_behaviour(self.listen).label())
+                .to_string(),
+            reflexive: stun
+                .into_iter()
+                .flat_map(|s| s.mappings())
+                .map(|m| ReflexiveAddress {
+                    peer: m.peer.to_hex(),
+                    server: m.server.to_string(),
+                    address: m.reflexive.to_string(),
+                })
+                .collect(),
         }
     }
 }

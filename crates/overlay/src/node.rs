@@ -584,6 +584,13 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
         self.me
     }
 
+    /// Random bits from the engine's seeded generator, for the parts of
+    /// the peer around it (STUN transaction ids): a simulation stays
+    /// reproducible from its seed.
+    pub fn random_u64(&mut self) -> u64 {
+        self.rng.random()
+    }
+
     /// The address this node takes links on, as its Attaches name it.
     pub fn address(&self) -> &IpAddressPort {
         &self.address

@@ -468,6 +468,19 @@ pub fn status(args: StatusArgs) -> Result<()> {
     println!("succs     {}", s.successors.join(" "));
     println!("fingers   {}", s.fingers.len());
     println!("links     {}", s.links.len());
+    let mut seen_as: Vec<&str> = s.reflexive.iter().map(|r| r.address.as_str()).collect();
+    seen_as.sort_unstable();
+    seen_as.dedup();
+    println!(
+        "nat       {} (overlay port seen as {} by {} linked peers)",
+        s.nat_mapping,
+        if seen_as.is_empty() {
+            "-".to_string()
+        } else {
+            seen_as.join(" ")
+        },
+        s.reflexive.len()
+    );
     let stored: Vec<String> = s.stored.iter().map(|(k, n)| format!("{k}={n}")).collect();
     println!(
         "stored    {}",

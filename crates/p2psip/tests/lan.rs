@@ -7,6 +7,7 @@
 mod common;
 mod phones;
 
+use common::netns::{can_build_namespaces, Lan};
 use common::*;
 use phones::Scenarios;
 use std::net::SocketAddr;
@@ -15,87 +16,6 @@ use std::time::Duration;
 
 const DOMAIN: &str = "office.test";
 const PASSWORD: &str = "office-peer-pw";
-
-/// Network namespaces on one bridge, removed (with everything in them)
-/// when dropped.
-struct Lan {
-    bridge: String,
-    hosts: Vec<String>,
-}
-
-fn ip(args: &[&str]) {
-    let out = as_root("ip").args(args).output().expect("ip runs");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl Lan {
-    /// `n` hosts at 10.84.0.1 to 10.84.0.n.
-    fn new(n: usize) -> Lan {
-        let tag = std::process::id() % 100_000;
-        let lan = Lan {
-            bridge: format!("p2psip-{tag}-br"),
-            hosts: (0..n).map(|i| format!("p2psip-{tag}-h{i}")).collect(),
-        };
-        ip(&["netns", "add", &lan.bridge]);
-        ip(&["-n", &lan.bridge, "link", "add", "br0", "type", "bridge"]);
-        ip(&["-n", &lan.bridge, "link", "set", "br0", "up"]);
-        for (i, host) in lan.hosts.iter().enumerate() {
-            ip(&["netns", "add", host]);
-            let port = format!("port{i}");
-            ip(&[
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                host,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                &port,
-                "netns",
-                &lan.bridge,
-            ]);
-            ip(&["-n", &lan.bridge, "link", "set", &port, "master", "br0", "up"]);
-            ip(&["-n", host, "addr", "add", &format!("{}/24", lan.addr(i)), "dev", "eth0"]);
-            ip(&["-n", host, "link", "set", "eth0", "up"]);
-            ip(&["-n", host, "link", "set", "lo", "up"]);
-        }
-        lan
-    }
-
-    fn addr(&self, host: usize) -> String {
-        format!("10.84.0.{}", host + 1)
-    }
-
-    /// A command run on `host`.
-    fn on(&self, host: usize, program: &str) -> Command {
-        let mut c = as_root("ip");
-        c.args(["netns", "exec", &self.hosts[host], program]);
-        c
-    }
-}
-
-impl Drop for Lan {
-    /// Every process left on the hosts is killed (through sudo, a killed
-    /// `sudo` would leave its child running), then the namespaces go.
-    fn drop(&mut self) {
-        for ns in self.hosts.iter().chain(std::iter::once(&self.bridge)) {
-            let pids = as_root("ip").args(["netns", "pids", ns]).output();
-            let pids = pids
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default();
-            for pid in pids.split_whitespace() {
-                let _ = as_root("kill").args(["-KILL", pid]).status();
-            }
-            let _ = as_root("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
 
 fn ok(out: Output, what: &str) -> String {
     assert!(
@@ -107,28 +27,13 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Whether this test can build namespaces here: root (or password-less
-/// sudo) and iproute2. In CI both must be there.
-fn can_build_a_lan() -> bool {
-    let privileged = can_be_root();
-    let ip_runs = Command::new("ip").arg("-V").output().is_ok_and(|o| o.status.success());
-    if privileged && ip_runs {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("the LAN test needs root or sudo, and iproute2 (ip), in CI (root or sudo: {privileged}, ip: {ip_runs})");
-    }
-    eprintln!("SKIPPED: the LAN test needs root or password-less sudo, and iproute2");
-    false
-}
-
 /// Issue 32: the office LAN of the README, on three hosts and a phones'
 /// host. alice is served by the peer on host 0, bob by the one on host 1;
 /// their phones on host 3 register over the LAN and 10 calls go from
 /// alice to bob, each through both peers.
 #[test]
 fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
-    if !can_build_a_lan() || !tool_answers("sipp", "-v", "sip-tester") {
+    if !can_build_namespaces("the LAN test", false) || !tool_answers("sipp", "-v", "sip-tester") {
         return;
     }
     let lan = Lan::new(4);

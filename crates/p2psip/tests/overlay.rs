@@ -491,3 +491,102 @@ fn demo_runs_an_overlay_of_processes_and_stops_it_gracefully() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 35 §3 and §7: every peer's STUN server on its overlay port, as
+/// tshark judges it: a Binding request gets a success response carrying
+/// the requester's address and port, and nothing tshark reads is
+/// malformed. Junk (oversized, malformed, another method) is dropped and
+/// counted by reason; one source gets 20 answers a second however many it
+/// asks, while another source is still answered.
+#[test]
+fn the_overlay_port_answers_stun_binding_and_drops_the_rest() {
+    use peer_core::stun::message::{binding_request, Builder, Class, Message};
+    if !tool_available("tshark", "tshark") || !tool_available("dumpcap", "tshark") {
+        return;
+    }
+    let mut overlay = Overlay::create("stun", "stun.p2psip.test");
+    let dir = overlay.enroll("node0");
+    let peer = overlay.start_peer(&dir, None);
+    wait_for(Duration::from_secs(10), "the peer", || {
+        status(peer.admin).is_some_and(|s| s.joined)
+    });
+    let capture = Capture::start(&overlay.dir, &format!("udp port {}", peer.listen.port()));
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let me = socket.local_addr().unwrap();
+    let mut buf = [0u8; 1500];
+    let mut ask = |id: u8| -> Option<Vec<u8>> {
+        socket.send_to(&binding_request([id; 12]), peer.listen).unwrap();
+        let (n, _) = socket.recv_from(&mut buf).ok()?;
+        Some(buf[..n].to_vec())
+    };
+    let answer = ask(0xaa).expect("the peer answers a Binding request on its overlay port");
+    let answer = Message::decode(&answer).unwrap();
+    assert_eq!((answer.class, answer.transaction_id), (Class::Success, [0xaa; 12]));
+    assert_eq!(answer.xor_mapped_address(), Ok(me));
+
+    // Junk, each kind once.
+    let junk = socket.try_clone().unwrap();
+    junk.send_to(&[0u8; 1400], peer.listen).unwrap();
+    junk.send_to(&binding_request([2; 12])[..24], peer.listen).unwrap();
+    junk.send_to(&Builder::new(Class::Request, 0x003, [3; 12]).finish(), peer.listen)
+        .unwrap();
+    let dropped = |reason: &str| metric(peer.admin, &format!("p2psip_stun_dropped_total{{reason=\"{reason}\"}}"));
+    wait_for(Duration::from_secs(5), "the junk counted", || {
+        dropped("oversized") == 1.0 && dropped("malformed") == 1.0 && dropped("not_binding") == 1.0
+    });
+
+    // 100 requests at once from one source: 20 answered this second (the
+    // first exchange may fall in it too), the rest dropped.
+    let flood = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..100u8 {
+        flood.send_to(&binding_request([i; 12]), peer.listen).unwrap();
+    }
+    flood.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut answered = 0;
+    while flood.recv_from(&mut buf).is_ok() {
+        answered += 1;
+    }
+    assert!(
+        (19..=20).contains(&answered),
+        "{answered} of 100 answered to one source"
+    );
+    let other = std::net::UdpSocket::bind("127.0.0.2:0").unwrap();
+    other.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    other.send_to(&binding_request([9; 12]), peer.listen).unwrap();
+    assert!(other.recv_from(&mut buf).is_ok(), "another source is still answered");
+    assert!(dropped("over_budget") >= 80.0);
+    assert!(status(peer.admin).is_some_and(|s| s.joined), "the peer serves on");
+
+    std::thread::sleep(Duration::from_millis(300));
+    let pcap = capture.finish();
+    let tshark = |filter: &str, fields: &[&str]| -> String {
+        let mut c = Command::new("tshark");
+        c.args(["-r"]).arg(&pcap).args(["-Y", filter, "-T", "fields"]);
+        for f in fields {
+            c.args(["-e", f]);
+        }
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "tshark: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = tshark(
+        "stun.type == 0x0101 && stun.id == aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa:aa",
+        &["stun.att.ipv4", "stun.att.port"],
+    );
+    assert_eq!(
+        first.trim(),
+        format!("{}\t{}", me.ip(), me.port()),
+        "tshark's reading of the answer"
+    );
+    let answers = tshark("stun.type == 0x0101", &["frame.number"]).lines().count();
+    assert!(answers >= 20, "tshark sees {answers} Binding success responses");
+    let bad = tshark(
+        &format!(
+            "(_ws.malformed || _ws.expert.severity >= \"warning\") && ip.src == 127.0.0.1 && udp.srcport == {}",
+            peer.listen.port()
+        ),
+        &["frame.number", "_ws.col.Info"],
+    );
+    assert!(bad.trim().is_empty(), "tshark flags the peer's STUN answers:\n{bad}");
+}

@@ -579,3 +579,27 @@ fn a_copied_node_directory_is_refused_by_the_overlay_without_a_storm() {
         "the copy backs off ({attempts} join attempts, {refusals} refusals in about 20 s)"
     );
 }
+
+/// Issue 35 §3: the overlay port is taken over UDP as well (the STUN
+/// server). With that UDP port held by another program, the peer exits
+/// with one line that names the port and what to do, instead of running
+/// without its STUN server.
+#[test]
+fn a_peer_whose_overlay_port_is_taken_over_udp_says_so_in_one_line() {
+    let mut overlay = Overlay::create("refuse-udp", OVERLAY);
+    let dir = overlay.enroll("n0");
+    let listen = loopback(free_port());
+    let _holder = std::net::UdpSocket::bind(listen).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["peer", "--dir", dir.to_str().unwrap()])
+        .args(["--listen", &listen.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("cannot take UDP {listen}")) && err.contains("choose another --listen port"),
+        "{err}"
+    );
+}

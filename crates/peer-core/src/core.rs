@@ -12,11 +12,21 @@ use crate::certificates::CertificateUsage;
 use crate::discovery::{Datagram, ROUND_MS};
 use crate::links::{LinkEvent, LinkId, LinkReport, Links};
 use crate::sip_usage::{Located, PublishError, SipUsage};
+use crate::stun::servers::StunServers;
 use crate::usage::{check_kinds, KindPolicyMismatch, Usage};
 use overlay::{Action, Event, OverlayConfig, OverlayNode, RequestFailure, RequestId, Security, Topology};
 use reload_wire::{Body, IpAddressPort, NodeId};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
+
+/// RFC 8489 §5: a STUN transaction id, 96 random bits from the engine's
+/// generator.
+fn transaction_id<T: Topology, S: Security>(engine: &mut OverlayNode<T, S>) -> [u8; 12] {
+    let mut id = [0u8; 12];
+    id[..8].copy_from_slice(&engine.random_u64().to_be_bytes());
+    id[8..].copy_from_slice(&engine.random_u64().to_be_bytes()[..4]);
+    id
+}
 
 /// How long a leave waits for the removals of the peer's registrations to
 /// be answered before it begins (a Store each, answered in a few overlay
@@ -63,6 +73,9 @@ pub enum Input<'a> {
         removed: Vec<String>,
         token: u64,
     },
+    /// A STUN response that came to the overlay UDP port (the driver's
+    /// [`BindingServer`](crate::stun::server::BindingServer) said so).
+    StunResponse { datagram: &'a [u8], from: SocketAddr },
     /// Leave gracefully (§10.9): withdraw this peer's registrations, then
     /// leave. [`Event::Left`] comes out when done (at once if the peer
     /// never joined).
@@ -119,6 +132,12 @@ pub enum Output {
         token: u64,
         failures: Vec<String>,
     },
+    /// Send this STUN request from the overlay UDP port (RFC 6940
+    /// §6.5.1.4).
+    StunRequest {
+        to: SocketAddr,
+        bytes: Vec<u8>,
+    },
     /// What the engine tells the application, other than the answers to
     /// the core's own requests.
     Event(Event),
@@ -147,6 +166,9 @@ pub struct PeerCore<T: Topology, S: Security> {
     withdrawing: BTreeSet<RequestId>,
     leave_at: Option<u64>,
     accounts: Vec<AccountsWait>,
+    /// The linked peers asked for this peer's reflexive address, once the
+    /// driver has a UDP socket on the overlay port.
+    stun: Option<StunServers>,
     outputs: VecDeque<Output>,
 }
 
@@ -179,6 +201,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             withdrawing: BTreeSet::new(),
             leave_at: None,
             accounts: Vec::new(),
+            stun: None,
             outputs: VecDeque::new(),
         })
     }
@@ -199,6 +222,27 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
 
     pub fn links(&self) -> &Links {
         &self.links
+    }
+
+    /// From now on the linked peers serve as STUN servers (RFC 6940
+    /// §6.5.1.4): the driver sends [`Output::StunRequest`]s from its UDP
+    /// socket on the overlay port and hands back the responses.
+    pub fn use_stun_servers(&mut self, now: u64) {
+        self.stun = Some(StunServers::default());
+        self.sync_stun_servers(now);
+    }
+
+    /// The linked peers asked for this peer's reflexive address, and
+    /// what they saw.
+    pub fn stun_servers(&self) -> Option<&StunServers> {
+        self.stun.as_ref()
+    }
+
+    fn sync_stun_servers(&mut self, now: u64) {
+        if let Some(stun) = &mut self.stun {
+            let engine = &mut self.engine;
+            stun.sync(now, self.links.listen_addresses(), &mut || transaction_id(engine));
+        }
     }
 
     /// The heap memory nearly every message at this peer reads, as
@@ -234,8 +278,12 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
     pub fn handle_input(&mut self, now: u64, input: Input<'_>) {
         match input {
             Input::Link(event) => {
+                let membership = matches!(event, LinkEvent::Up { .. } | LinkEvent::Closed { .. });
                 self.links.on_event(&mut self.engine, now, event, &mut self.outputs);
                 self.bootstrap_dials_failed(now);
+                if membership {
+                    self.sync_stun_servers(now);
+                }
             }
             Input::LinkFailed { expected } => self.dial_failed(now, expected),
             Input::BadNodes(bad) => {
@@ -264,6 +312,11 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             Input::LocatePeers { peers, token } => self.sip.locator.start_peers(&mut self.engine, now, &peers, token),
             Input::Unreachable { address } => self.sip.locator.forget(address),
             Input::Accounts { added, removed, token } => self.accounts_changed(now, added, removed, token),
+            Input::StunResponse { datagram, from } => {
+                if let Some(stun) = &mut self.stun {
+                    stun.on_response(now, datagram, from);
+                }
+            }
             Input::Leave => self.leave(now),
         }
     }
@@ -275,6 +328,9 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             self.collect_usage_outputs();
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
+            }
+            if let Some((to, bytes)) = self.stun.as_mut().and_then(StunServers::poll_transmit) {
+                return Some(Output::StunRequest { to, bytes });
             }
             let Some(action) = self.engine.poll_action() else {
                 // Links to nodes just listed as bad close once everything
@@ -318,6 +374,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             self.bootstrap.poll_timeout(),
             self.leave_at,
             self.links.poll_timeout(),
+            self.stun.as_ref().and_then(StunServers::poll_timeout),
         ]
         .into_iter()
         .chain(usages)
@@ -348,6 +405,12 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         }
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
+        }
+        if let Some(stun) = &mut self.stun {
+            if stun.poll_timeout().is_some_and(|t| t <= now) {
+                let engine = &mut self.engine;
+                stun.handle_timeout(now, &mut || transaction_id(engine));
+            }
         }
     }
 
@@ -421,7 +484,14 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             Event::PeerAddress {
                 peer,
                 address: IpAddressPort::Ip(address),
-            } if !address.ip().is_unspecified() => self.links.announced(peer, address),
+            } if !address.ip().is_unspecified() => {
+                self.links.announced(peer, address);
+                // A linked peer's address, learned after its link came
+                // up: it can serve as a STUN server now.
+                if self.links.get(&peer).is_some() {
+                    self.sync_stun_servers(now);
+                }
+            }
             other => self.outputs.push_back(Output::Event(other)),
         }
     }

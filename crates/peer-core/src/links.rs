@@ -247,11 +247,7 @@ impl Links {
     pub fn to_cache(&self, order: impl IntoIterator<Item = NodeId>) -> Vec<SocketAddr> {
         let mut peers = Vec::new();
         for id in order {
-            let address = self
-                .table
-                .get(&id)
-                .and_then(|l| l.dialled().or_else(|| self.announced.get(&id).copied()));
-            if let Some(a) = address.filter(|a| !peers.contains(a)) {
+            if let Some(a) = self.listen_address(&id).filter(|a| !peers.contains(a)) {
                 peers.push(a);
             }
             if peers.len() == CACHED_PEERS {
@@ -259,6 +255,22 @@ impl Links {
             }
         }
         peers
+    }
+
+    /// Where a linked peer takes links: the address this node dialled,
+    /// or the one its Attach named.
+    fn listen_address(&self, peer: &NodeId) -> Option<SocketAddr> {
+        self.table
+            .get(peer)
+            .and_then(|l| l.dialled().or_else(|| self.announced.get(peer).copied()))
+    }
+
+    /// The linked peers, by where they take links (those whose address
+    /// is known): the STUN servers of RFC 6940 §6.5.1.4.
+    pub fn listen_addresses(&self) -> impl Iterator<Item = (NodeId, SocketAddr)> + '_ {
+        self.table
+            .keys()
+            .filter_map(|peer| self.listen_address(peer).map(|a| (*peer, a)))
     }
 
     /// A new configuration lists `bad` as bad nodes (§11.1): checks of

@@ -8,6 +8,8 @@ use overlay::*;
 use peer_core::bootstrap::BootstrapPlan;
 use peer_core::links::{LinkEnd, LinkEvent, LinkId, LinkReport};
 use peer_core::sip_usage::{self, Located, PublishError, SIPS_APPLICATION};
+use peer_core::stun::server::{BindingServer, Served};
+use peer_core::stun::servers::MappingBehaviour;
 use peer_core::usage::KindPolicyMismatch;
 use peer_core::{Input, Output, PeerCore};
 use reload_wire::{IpAddressPort, NodeId};
@@ -48,6 +50,10 @@ struct Mesh {
     multicasts: usize,
     left: Vec<usize>,
     reports: Vec<(usize, LinkReport)>,
+    /// Each core's STUN server on its UDP port.
+    stun_servers: Vec<BindingServer>,
+    /// Where a NAT makes a core's datagrams come from, if one does.
+    seen_as: HashMap<usize, SocketAddr>,
 }
 
 impl Mesh {
@@ -66,19 +72,25 @@ impl Mesh {
             multicasts: 0,
             left: Vec::new(),
             reports: Vec::new(),
+            stun_servers: ids.iter().map(|_| BindingServer::default()).collect(),
+            seen_as: HashMap::new(),
         }
     }
 
     /// Starts every peer, one after the other, and lets the ring settle.
     fn started(ids: &[u128]) -> Mesh {
         let mut mesh = Mesh::new(ids);
-        for i in 0..mesh.cores.len() {
-            mesh.cores[i].start(mesh.now);
-            mesh.pump();
-            mesh.advance(2_000);
-        }
-        mesh.advance(5_000);
+        mesh.start_all();
         mesh
+    }
+
+    fn start_all(&mut self) {
+        for i in 0..self.cores.len() {
+            self.cores[i].start(self.now);
+            self.pump();
+            self.advance(2_000);
+        }
+        self.advance(5_000);
     }
 
     fn input(&mut self, i: usize, input: Input<'_>) {
@@ -177,6 +189,19 @@ impl Mesh {
             Output::Located { token, located } => self.located.push((i, token, located)),
             Output::Event(Event::Left) => self.left.push(i),
             Output::Link(report) => self.reports.push((i, report)),
+            Output::StunRequest { to, bytes } => {
+                let from = self.seen_as.get(&i).copied().unwrap_or(socket(i));
+                let Some(j) = (0..self.cores.len()).find(|j| socket(*j) == to) else {
+                    return;
+                };
+                if let Served::Answer(answer) = self.stun_servers[j].serve(self.now, &bytes, from) {
+                    let response = Input::StunResponse {
+                        datagram: &answer,
+                        from: to,
+                    };
+                    self.cores[i].handle_input(self.now, response);
+                }
+            }
             Output::DiscoveryAnswer { .. } | Output::AccountsStored { .. } | Output::Event(_) => {}
         }
     }
@@ -514,4 +539,54 @@ fn a_bad_nodes_link_under_check_closes_as_well() {
         })
         .collect();
     assert!(closed.contains(&up) && closed.contains(&checked), "{closed:?}");
+}
+
+fn stun(mesh: &Mesh, i: usize) -> &peer_core::stun::servers::StunServers {
+    mesh.cores[i].stun_servers().unwrap()
+}
+
+/// RFC 6940 §6.5.1.4 through the core: each peer asks the peers it is
+/// linked to what they see of its UDP port. A NAT in front of peer 3
+/// shows all of them one public address, so peer 3 reports an
+/// endpoint-independent mapping and the others no NAT; once peer 2 has
+/// left, nobody still counts it among their STUN servers.
+#[test]
+fn linked_peers_serve_as_stun_servers_and_one_that_left_is_dropped() {
+    let mut mesh = Mesh::new(&IDS[..5]);
+    let public: SocketAddr = "203.0.113.7:40000".parse().unwrap();
+    mesh.seen_as.insert(3, public);
+    let now = mesh.now;
+    for core in &mut mesh.cores {
+        core.use_stun_servers(now);
+    }
+    mesh.start_all();
+    for i in 0..5 {
+        // Linked peers whose listen address it knows (not a joiner that
+        // dialled it as its bootstrap peer, which sent no Attach).
+        let known = mesh.cores[i].links().listen_addresses().count();
+        assert!(known >= 2, "peer {i} knows {known} linked peers' addresses");
+        assert_eq!(stun(&mesh, i).mappings().count(), known, "peer {i} asked every one");
+    }
+    assert_eq!(
+        stun(&mesh, 3).mapping_behaviour(socket(3)),
+        MappingBehaviour::EndpointIndependent
+    );
+    assert!(stun(&mesh, 3).mappings().all(|m| m.reflexive == public));
+    for i in [0, 1, 2, 4] {
+        assert_eq!(
+            stun(&mesh, i).mapping_behaviour(socket(i)),
+            MappingBehaviour::NoNat,
+            "peer {i}"
+        );
+    }
+    let peer2 = mesh.cores[2].engine().node_id();
+    mesh.input(2, Input::Leave);
+    mesh.advance(10_000);
+    assert_eq!(mesh.left, vec![2]);
+    for i in [0, 1, 3, 4] {
+        assert!(
+            stun(&mesh, i).mappings().all(|m| m.peer != peer2),
+            "peer {i} still asks the peer that left"
+        );
+    }
 }

@@ -553,11 +553,12 @@ pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
                     latency_ms: now - call.started,
                 });
             }
-            // No multicast discovery, no operator, no account changes in
-            // the simulation.
+            // No multicast discovery, no operator, no account changes,
+            // no NATs (so no STUN servers asked) in the simulation.
             Output::Link(_)
             | Output::Multicast { .. }
             | Output::DiscoveryAnswer { .. }
+            | Output::StunRequest { .. }
             | Output::AccountsStored { .. } => {}
         }
     }

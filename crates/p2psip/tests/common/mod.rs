@@ -3,6 +3,7 @@
 //! API, and the ring and data checks.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod netns;
 pub mod raw_client;
 
 use node::peer::{FetchedCertificate, RingWalk, Status};

@@ -1,0 +1,221 @@
+//! The NAT lab (issue 35): public hosts and hosts behind real NATs, each
+//! a network namespace the test creates, the NATs iptables MASQUERADE
+//! with endpoint-independent or address-and-port-dependent mapping.
+//! Peers behind them learn through their linked peers' STUN servers (RFC
+//! 6940 §6.5.1.4) what address the overlay port is seen as, and how their
+//! NAT maps it.
+
+mod common;
+
+use common::netns::{can_build_namespaces, Mapping, NatLab};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+const DOMAIN: &str = "nat.test";
+const PASSWORD: &str = "nat-peer-pw";
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An overlay made on the first public host: its directory, and the CA
+/// fingerprint peers pin when they enroll.
+fn make_overlay(dir: &Path) -> (PathBuf, String) {
+    let overlay_dir = dir.join("overlay");
+    let bootstrap = format!("{}:6084", NatLab::public_addr(0));
+    let init = ok(
+        Command::new(BIN)
+            .args(["init", "--dir", overlay_dir.to_str().unwrap(), "--overlay", DOMAIN])
+            .args(["--user", &format!("peer:{PASSWORD}")])
+            .args([
+                "--enrollment-url",
+                &format!("https://{}:6443/enroll", NatLab::public_addr(0)),
+            ])
+            .args(["--bootstrap", &bootstrap])
+            .output()
+            .unwrap(),
+        "init",
+    );
+    let fingerprint = init
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CA fingerprint"))
+        .map(str::trim)
+        .expect("init prints the CA fingerprint")
+        .to_string();
+    (overlay_dir, fingerprint)
+}
+
+/// Issue 35 §3 and §6: two public peers (one the bootstrap), a peer
+/// behind an endpoint-independent NAT and one behind an
+/// address-and-port-dependent NAT. The NATed peers join by dialling out,
+/// ask their linked public peers' STUN servers, and report: the first
+/// seen at its NAT's address on one port by both, the second at its NAT's
+/// address on a different port by each; the public peers see no NAT.
+#[test]
+fn peers_behind_nats_learn_how_their_nat_maps_from_their_linked_peers() {
+    if !can_build_namespaces("the NAT lab", true) {
+        return;
+    }
+    let lab = NatLab::new(
+        2,
+        &[(Mapping::EndpointIndependent, 1), (Mapping::AddressAndPortDependent, 1)],
+        30,
+    );
+    let dir = scratch("nat-lab");
+    let (overlay_dir, fingerprint) = make_overlay(&dir);
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        lab.on_public(0, BIN)
+            .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap()])
+            .args(["--listen", &format!("{}:6443", NatLab::public_addr(0))])
+            .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let password_file = dir.join("peer.pw");
+    std::fs::write(&password_file, PASSWORD).unwrap();
+
+    // The hosts: public 0 and 1, then one behind each NAT.
+    let hosts = [
+        (NatLab::public_addr(0), "public0"),
+        (NatLab::public_addr(1), "public1"),
+        (NatLab::private_addr(0, 0), "cone"),
+        (NatLab::private_addr(1, 0), "symmetric"),
+    ];
+    let on = |i: usize, program: &str| -> Command {
+        match i {
+            0 => lab.on_public(0, program),
+            1 => lab.on_public(1, program),
+            2 => lab.behind(0, 0, program),
+            _ => lab.behind(1, 0, program),
+        }
+    };
+    let enroll_url = format!("https://{}:6443", NatLab::public_addr(0));
+    let start_peer = |i: usize, procs: &mut Procs| {
+        let (address, name) = &hosts[i];
+        let node_dir = dir.join(name);
+        let mut last = String::new();
+        wait_for(Duration::from_secs(15), "enrollment across the lab", || {
+            let out = on(i, BIN)
+                .args(["enroll", "--server", &enroll_url, "--ca-fingerprint", &fingerprint])
+                .args(["--user", "peer", "--dir", node_dir.to_str().unwrap()])
+                .args(["--password-file", password_file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success()
+        });
+        assert!(node_dir.join("node.crt").exists(), "{last}");
+        procs.0.push(
+            on(i, BIN)
+                .args(["peer", "--dir", node_dir.to_str().unwrap()])
+                .args(["--listen", &format!("{address}:6084")])
+                .args(["--admin", "127.0.0.1:7084"])
+                .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+    };
+    // The bootstrap peer first, so the others find it up.
+    start_peer(0, &mut procs);
+    wait_for(Duration::from_secs(20), "the bootstrap peer", || {
+        status_on(&on, 0).is_some_and(|s| s.joined)
+    });
+    start_peer(1, &mut procs);
+
+    // What the public peers' STUN servers saw of peer `i`.
+    let public_servers = [0, 1].map(|p| format!("{}:6084", NatLab::public_addr(p)));
+    let public_seen = |i: usize| -> Vec<String> {
+        status_on(&on, i).map_or_else(Vec::new, |s| {
+            s.reflexive
+                .iter()
+                .filter(|r| public_servers.contains(&r.server))
+                .map(|r| r.address.clone())
+                .collect()
+        })
+    };
+    let wait_seen_by_both = |i: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while public_seen(i).len() < 2 {
+            if std::time::Instant::now() > deadline {
+                let all: Vec<_> = (0..4).map(|i| status_on(&on, i)).collect();
+                panic!("peer {i} did not hear from both public peers' STUN servers: {all:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // One NATed peer at a time: until the overlay links through ICE, two
+    // NATed peers cannot link to each other, and a ring that needs that
+    // link keeps one of them rejoining.
+    start_peer(2, &mut procs);
+    wait_seen_by_both(2);
+    let cone = status_on(&on, 2).unwrap();
+    let seen = public_seen(2);
+    assert_eq!(cone.nat_mapping, "endpoint-independent", "{:?}", cone.reflexive);
+    assert!(
+        seen.iter()
+            .all(|a| a.starts_with(&format!("{}:", NatLab::nat_addr(0))) && *a == seen[0]),
+        "one public address and port for both servers: {seen:?}"
+    );
+    // `p2psip status` says it in words.
+    let text = ok(
+        on(2, BIN)
+            .args(["status", "--admin", "127.0.0.1:7084"])
+            .output()
+            .unwrap(),
+        "status",
+    );
+    let line = text.lines().find(|l| l.starts_with("nat ")).expect("a nat line");
+    assert!(
+        line.contains("endpoint-independent") && line.contains(&NatLab::nat_addr(0)),
+        "{line}"
+    );
+    let cone_process = procs.0.pop().unwrap();
+    leave(cone_process);
+
+    start_peer(3, &mut procs);
+    wait_seen_by_both(3);
+    let symmetric = status_on(&on, 3).unwrap();
+    let seen = public_seen(3);
+    assert_eq!(
+        symmetric.nat_mapping, "destination-dependent",
+        "{:?}",
+        symmetric.reflexive
+    );
+    assert!(
+        seen.iter().all(|a| a.starts_with(&format!("{}:", NatLab::nat_addr(1)))) && seen[0] != seen[1],
+        "the NAT's address, a port per server: {seen:?}"
+    );
+    // The public peers: seen where they listen (the NATed peers' servers
+    // are not reachable from outside and are not counted).
+    wait_for(
+        Duration::from_secs(20),
+        "the public peers know they are not NATed",
+        || (0..2).all(|i| status_on(&on, i).is_some_and(|s| s.nat_mapping == "no NAT")),
+    );
+}
+
+/// SIGTERM: the peer leaves the overlay gracefully (§10.9) and exits.
+fn leave(mut peer: std::process::Child) {
+    // SAFETY: kill(2) on a child this test started and has not reaped.
+    unsafe { libc::kill(peer.id() as libc::pid_t, libc::SIGTERM) };
+    let status = peer.wait().unwrap();
+    assert!(status.success(), "the peer left and exited: {status}");
+}
+
+fn status_on(on: &dyn Fn(usize, &str) -> Command, i: usize) -> Option<node::peer::Status> {
+    let out = on(i, BIN)
+        .args(["status", "--json", "--admin", "127.0.0.1:7084"])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
