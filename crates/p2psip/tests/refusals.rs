@@ -586,7 +586,7 @@ fn a_copied_node_directory_is_refused_by_the_overlay_without_a_storm() {
 /// without its STUN server.
 #[test]
 fn a_peer_whose_overlay_port_is_taken_over_udp_says_so_in_one_line() {
-    let mut overlay = Overlay::create("refuse-udp", OVERLAY);
+    let overlay = Overlay::create("refuse-udp", OVERLAY);
     let dir = overlay.enroll("n0");
     let listen = loopback(free_port());
     let _holder = std::net::UdpSocket::bind(listen).unwrap();

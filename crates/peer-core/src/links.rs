@@ -6,6 +6,7 @@
 //! links, moves bytes on them and closes the ones this says to close.
 
 pub mod same_node_id;
+pub mod simple_reliability;
 mod table;
 
 use crate::core::Output;
