@@ -70,8 +70,8 @@ pub(crate) async fn serve(socket: Arc<UdpSocket>, tx: mpsc::Sender<Input>, metri
                 metrics.answered.inc();
                 let _ = socket.try_send_to(&answer, from);
             }
-            Served::Response => {
-                let input = Input::StunResponse {
+            Served::ForPeer => {
+                let input = Input::Stun {
                     datagram: buf[..n].to_vec(),
                     from,
                 };

@@ -349,7 +349,7 @@ pub(crate) enum Input {
     /// [`crate::control`]); the answer says who is served now.
     ReloadUsers(oneshot::Sender<Result<String, String>>),
     /// A STUN response on the overlay UDP port.
-    StunResponse {
+    Stun {
         datagram: Vec<u8>,
         from: SocketAddr,
     },
@@ -884,7 +884,21 @@ impl<T: Topology + Tables> Driver<T> {
                     again_after_ms,
                 } => self.multicast(datagram, again_after_ms),
                 Output::DiscoveryAnswer { to, datagram } => self.discovery_answer(to, datagram),
-                Output::StunRequest { to, bytes } => {
+                // The daemon does not switch ICE on (decision 0037: its
+                // DTLS links are not built yet), so no pair is nominated.
+                Output::LinkOverIce(nominated) => {
+                    tracing::warn!(
+                        "no DTLS links yet: the ICE link to {} is dropped",
+                        nominated.peer.to_hex()
+                    );
+                    self.core.handle_input(
+                        now,
+                        CoreInput::LinkFailed {
+                            expected: Some(nominated.peer),
+                        },
+                    );
+                }
+                Output::Datagram { to, bytes } => {
                     // UDP: a request lost to a full buffer is retransmitted.
                     let _ = self.overlay_udp.try_send_to(&bytes, to);
                 }
@@ -1307,9 +1321,9 @@ impl<T: Topology + Tables> Driver<T> {
             }
             Input::InboundLinkFailed => self.metrics.link_failed(true),
             Input::Discovery(datagram, from) => self.core.handle_input(now, CoreInput::Discovery { datagram, from }),
-            Input::StunResponse { datagram, from } => self.core.handle_input(
+            Input::Stun { datagram, from } => self.core.handle_input(
                 now,
-                CoreInput::StunResponse {
+                CoreInput::Stun {
                     datagram: &datagram,
                     from,
                 },

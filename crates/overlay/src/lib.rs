@@ -28,7 +28,9 @@ pub mod topology;
 
 pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, StorageQuota};
 pub use configuration::{ConfigRefusal, ConfigurationJudge};
-pub use node::{Action, CompletedResult, Event, NodeStats, Observation, Offered, OverlayNode, RequestId};
+pub use node::{
+    Action, CompletedResult, Event, IceAttach, IceCredentials, NodeStats, Observation, Offered, OverlayNode, RequestId,
+};
 pub use refusal::Refusal;
 pub use security::{Credential, Security, SecurityError, Signer, SimulatedSecurity};
 pub use topology::chord::ChordReload;

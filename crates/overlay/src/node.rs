@@ -41,8 +41,10 @@ use std::sync::Arc;
 mod config_update;
 mod delivery;
 mod forwarding;
+mod ice_attach;
 mod links;
 pub use config_update::Offered;
+pub use ice_attach::{IceAttach, IceCredentials};
 mod joining;
 mod push_retry;
 mod replication;
@@ -167,6 +169,9 @@ pub enum Event {
     /// A peer's Attach (§6.5.1) named where it takes links: what a driver
     /// needs to cache a peer that dialled this one (§11.4).
     PeerAddress { peer: NodeId, address: IpAddressPort },
+    /// An Attach exchange in an overlay that uses ICE: run the checks
+    /// (see [`IceAttach`]) and report the link as dialled.
+    IceAttach(Box<IceAttach>),
 }
 
 /// One thing the engine did, for a driver's metrics (`/metrics`). The
@@ -241,6 +246,8 @@ enum Purpose {
     Topology(u64),
     Attach {
         token: u64,
+        /// The ICE credentials the request offered (an ICE overlay).
+        ice: Option<Box<IceCredentials>>,
     },
     Push {
         resource: ResourceId,
@@ -358,6 +365,9 @@ pub struct OverlayNode<T: Topology, S: Security> {
     /// Where this node's applications take AppAttach connections (§6.5.2),
     /// by Application-ID.
     applications: BTreeMap<u16, IpAddressPort>,
+    /// The candidates Attaches offer when the overlay uses ICE
+    /// ([`OverlayNode::use_ice`]); `None`: No-ICE (§6.5.1.11).
+    ice_candidates: Option<Vec<IceCandidate>>,
     /// The signed document behind `config` and the judge of updates.
     configuration: ConfigurationKeeper,
 }
@@ -550,6 +560,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             stats: NodeStats::default(),
             observations: None,
             applications: BTreeMap::new(),
+            ice_candidates: None,
             configuration: ConfigurationKeeper::default(),
         }
     }

@@ -10,6 +10,7 @@
 use crate::bootstrap::{Bootstrap, BootstrapPlan, Step};
 use crate::certificates::CertificateUsage;
 use crate::discovery::{Datagram, ROUND_MS};
+use crate::ice::{IceLinks, IceOutput, Nominated};
 use crate::links::{LinkEvent, LinkId, LinkReport, Links};
 use crate::sip_usage::{Located, PublishError, SipUsage};
 use crate::stun::servers::StunServers;
@@ -73,9 +74,11 @@ pub enum Input<'a> {
         removed: Vec<String>,
         token: u64,
     },
-    /// A STUN response that came to the overlay UDP port (the driver's
-    /// [`BindingServer`](crate::stun::server::BindingServer) said so).
-    StunResponse { datagram: &'a [u8], from: SocketAddr },
+    /// A STUN datagram on the overlay UDP port that the driver's
+    /// [`BindingServer`](crate::stun::server::BindingServer) passed on: a
+    /// response (to a STUN server's request or an ICE check) or an ICE
+    /// check.
+    Stun { datagram: &'a [u8], from: SocketAddr },
     /// Leave gracefully (§10.9): withdraw this peer's registrations, then
     /// leave. [`Event::Left`] comes out when done (at once if the peer
     /// never joined).
@@ -132,12 +135,16 @@ pub enum Output {
         token: u64,
         failures: Vec<String>,
     },
-    /// Send this STUN request from the overlay UDP port (RFC 6940
-    /// §6.5.1.4).
-    StunRequest {
+    /// Send this from the overlay UDP port: a STUN request to a linked
+    /// peer (RFC 6940 §6.5.1.4), an ICE check, its answer or keepalive.
+    Datagram {
         to: SocketAddr,
         bytes: Vec<u8>,
     },
+    /// ICE nominated a pair for the link to a peer: run DTLS with it over
+    /// the UDP socket (§6.5.1.13), and report the link up (as dialled by
+    /// the DTLS server, accepted by the client) or failed.
+    LinkOverIce(Nominated),
     /// What the engine tells the application, other than the answers to
     /// the core's own requests.
     Event(Event),
@@ -169,6 +176,10 @@ pub struct PeerCore<T: Topology, S: Security> {
     /// The linked peers asked for this peer's reflexive address, once the
     /// driver has a UDP socket on the overlay port.
     stun: Option<StunServers>,
+    /// The ICE agents of links being formed and up, once the overlay
+    /// uses ICE ([`PeerCore::use_ice`]), and the candidates offered.
+    ice: Option<IceLinks>,
+    ice_candidates: Vec<reload_wire::IceCandidate>,
     outputs: VecDeque<Output>,
 }
 
@@ -202,6 +213,8 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             leave_at: None,
             accounts: Vec::new(),
             stun: None,
+            ice: None,
+            ice_candidates: Vec::new(),
             outputs: VecDeque::new(),
         })
     }
@@ -225,7 +238,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
     }
 
     /// From now on the linked peers serve as STUN servers (RFC 6940
-    /// §6.5.1.4): the driver sends [`Output::StunRequest`]s from its UDP
+    /// §6.5.1.4): the driver sends [`Output::Datagram`]s from its UDP
     /// socket on the overlay port and hands back the responses.
     pub fn use_stun_servers(&mut self, now: u64) {
         self.stun = Some(StunServers::default());
@@ -236,6 +249,34 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
     /// what they saw.
     pub fn stun_servers(&self) -> Option<&StunServers> {
         self.stun.as_ref()
+    }
+
+    /// From now on links form by ICE (RFC 6940 §6.5.1.3): Attaches offer
+    /// `udp` (the overlay UDP socket) as host candidate and the addresses
+    /// the STUN servers saw as server-reflexive ones.
+    pub fn use_ice(&mut self, udp: SocketAddr) {
+        self.ice = Some(IceLinks::new(udp));
+        self.offer_ice_candidates();
+    }
+
+    /// The ICE agents, when the overlay uses ICE.
+    pub fn ice(&self) -> Option<&IceLinks> {
+        self.ice.as_ref()
+    }
+
+    /// Gives the engine the candidates to offer, when they changed.
+    fn offer_ice_candidates(&mut self) {
+        let Some(ice) = &self.ice else { return };
+        let reflexive = self
+            .stun
+            .as_ref()
+            .map(|s| s.one_per_group().into_iter().map(|m| m.reflexive).collect::<Vec<_>>())
+            .unwrap_or_default();
+        let candidates = ice.local_candidates(reflexive);
+        if candidates != self.ice_candidates || !self.engine.uses_ice() {
+            self.ice_candidates = candidates.clone();
+            self.engine.use_ice(candidates);
+        }
     }
 
     fn sync_stun_servers(&mut self, now: u64) {
@@ -279,10 +320,20 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         match input {
             Input::Link(event) => {
                 let membership = matches!(event, LinkEvent::Up { .. } | LinkEvent::Closed { .. });
+                let closed = match event {
+                    LinkEvent::Closed { peer, .. } => Some(peer),
+                    _ => None,
+                };
                 self.links.on_event(&mut self.engine, now, event, &mut self.outputs);
                 self.bootstrap_dials_failed(now);
                 if membership {
                     self.sync_stun_servers(now);
+                }
+                // Its ICE agent goes with the link.
+                if let (Some(peer), Some(ice)) = (closed, &mut self.ice) {
+                    if self.links.route(&peer).is_none() {
+                        ice.remove(&peer, None);
+                    }
                 }
             }
             Input::LinkFailed { expected } => self.dial_failed(now, expected),
@@ -312,9 +363,13 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             Input::LocatePeers { peers, token } => self.sip.locator.start_peers(&mut self.engine, now, &peers, token),
             Input::Unreachable { address } => self.sip.locator.forget(address),
             Input::Accounts { added, removed, token } => self.accounts_changed(now, added, removed, token),
-            Input::StunResponse { datagram, from } => {
+            Input::Stun { datagram, from } => {
+                if self.ice.as_mut().is_some_and(|ice| ice.receive(now, datagram, from)) {
+                    return;
+                }
                 if let Some(stun) = &mut self.stun {
                     stun.on_response(now, datagram, from);
+                    self.offer_ice_candidates();
                 }
             }
             Input::Leave => self.leave(now),
@@ -330,7 +385,17 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                 return Some(output);
             }
             if let Some((to, bytes)) = self.stun.as_mut().and_then(StunServers::poll_transmit) {
-                return Some(Output::StunRequest { to, bytes });
+                return Some(Output::Datagram { to, bytes });
+            }
+            if let Some(output) = self.ice.as_mut().and_then(IceLinks::poll_output) {
+                match output {
+                    IceOutput::Datagram { to, bytes } => return Some(Output::Datagram { to, bytes }),
+                    IceOutput::Nominated(nominated) => return Some(Output::LinkOverIce(nominated)),
+                    IceOutput::Failed { peer } => {
+                        self.engine.link_failed(now, Some(peer));
+                        continue;
+                    }
+                }
             }
             let Some(action) = self.engine.poll_action() else {
                 // Links to nodes just listed as bad close once everything
@@ -375,6 +440,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             self.leave_at,
             self.links.poll_timeout(),
             self.stun.as_ref().and_then(StunServers::poll_timeout),
+            self.ice.as_ref().and_then(IceLinks::poll_timeout),
         ]
         .into_iter()
         .chain(usages)
@@ -410,6 +476,11 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             if stun.poll_timeout().is_some_and(|t| t <= now) {
                 let engine = &mut self.engine;
                 stun.handle_timeout(now, &mut || transaction_id(engine));
+            }
+        }
+        if let Some(ice) = &mut self.ice {
+            if ice.poll_timeout().is_some_and(|t| t <= now) {
+                ice.handle_timeout(now);
             }
         }
     }
@@ -492,6 +563,14 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                     self.sync_stun_servers(now);
                 }
             }
+            Event::IceAttach(attach) => match &mut self.ice {
+                // The other end's link came first: nothing to check.
+                Some(_) if attach.controlling && self.links.already_linked(&attach.peer) => {
+                    self.engine.link_up(now, attach.peer);
+                }
+                Some(ice) => ice.start(now, &attach, &self.ice_candidates),
+                None => self.engine.link_failed(now, Some(attach.peer)),
+            },
             other => self.outputs.push_back(Output::Event(other)),
         }
     }

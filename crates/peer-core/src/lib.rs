@@ -20,6 +20,7 @@ pub mod certificates;
 pub mod config_refetch;
 mod core;
 pub mod discovery;
+pub mod ice;
 pub mod links;
 pub mod sip_service;
 pub mod sip_usage;

@@ -13,7 +13,7 @@ use peer_core::stun::servers::MappingBehaviour;
 use peer_core::usage::KindPolicyMismatch;
 use peer_core::{Input, Output, PeerCore};
 use reload_wire::{IpAddressPort, NodeId};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -52,8 +52,17 @@ struct Mesh {
     reports: Vec<(usize, LinkReport)>,
     /// Each core's STUN server on its UDP port.
     stun_servers: Vec<BindingServer>,
-    /// Where a NAT makes a core's datagrams come from, if one does.
+    /// Where a NAT makes a core's datagrams come from, if one does. A
+    /// NATed core's own address is unreachable from the others, and its
+    /// public one lets in only datagrams from addresses it sent to
+    /// (endpoint-independent mapping, address-dependent filtering).
     seen_as: HashMap<usize, SocketAddr>,
+    nat_permissions: HashSet<(usize, SocketAddr)>,
+    /// Datagrams in flight: to core `.0`, from address `.1`.
+    datagrams: VecDeque<(usize, SocketAddr, Vec<u8>)>,
+    /// Links ICE formed, and dials for a Node-ID an Attach named.
+    ice_links: usize,
+    attach_dials: usize,
 }
 
 impl Mesh {
@@ -74,6 +83,10 @@ impl Mesh {
             reports: Vec::new(),
             stun_servers: ids.iter().map(|_| BindingServer::default()).collect(),
             seen_as: HashMap::new(),
+            nat_permissions: HashSet::new(),
+            datagrams: VecDeque::new(),
+            ice_links: 0,
+            attach_dials: 0,
         }
     }
 
@@ -146,6 +159,11 @@ impl Mesh {
                     self.carry_out(i, output);
                 }
             }
+            if let Some((to, from, bytes)) = self.datagrams.pop_front() {
+                self.now += 1;
+                self.datagram_arrives(to, from, bytes);
+                continue;
+            }
             if let Some((to, link, peer, bytes)) = self.queue.pop_front() {
                 self.now += 1;
                 let now = self.now;
@@ -176,7 +194,17 @@ impl Mesh {
             }
             Output::Connect { peer, address } => {
                 let j = (0..self.cores.len()).find(|j| addr(*j) == address).unwrap();
+                self.attach_dials += usize::from(peer.is_some());
                 self.connect(i, j, peer);
+            }
+            Output::LinkOverIce(nominated) => {
+                // The DTLS server's end dials; the client's is its other
+                // end (one DTLS association, one link).
+                if nominated.dtls_server {
+                    let j = self.index_of(nominated.peer);
+                    self.ice_links += 1;
+                    self.connect(i, j, Some(nominated.peer));
+                }
             }
             Output::CloseLink { link } => {
                 if let Some((j, theirs)) = self.ends[i].remove(&link).filter(|(j, _)| *j != usize::MAX) {
@@ -189,19 +217,7 @@ impl Mesh {
             Output::Located { token, located } => self.located.push((i, token, located)),
             Output::Event(Event::Left) => self.left.push(i),
             Output::Link(report) => self.reports.push((i, report)),
-            Output::StunRequest { to, bytes } => {
-                let from = self.seen_as.get(&i).copied().unwrap_or(socket(i));
-                let Some(j) = (0..self.cores.len()).find(|j| socket(*j) == to) else {
-                    return;
-                };
-                if let Served::Answer(answer) = self.stun_servers[j].serve(self.now, &bytes, from) {
-                    let response = Input::StunResponse {
-                        datagram: &answer,
-                        from: to,
-                    };
-                    self.cores[i].handle_input(self.now, response);
-                }
-            }
+            Output::Datagram { to, bytes } => self.send_datagram(i, to, bytes),
             Output::DiscoveryAnswer { .. } | Output::AccountsStored { .. } | Output::Event(_) => {}
         }
     }
@@ -223,6 +239,54 @@ impl Mesh {
             self.pump();
         }
         self.now = end;
+    }
+
+    fn index_of(&self, peer: NodeId) -> usize {
+        (0..self.cores.len())
+            .find(|j| self.cores[*j].engine().node_id() == peer)
+            .unwrap()
+    }
+
+    /// Core `i` sends `bytes` to `to` from its UDP socket, through its
+    /// NAT if it has one.
+    fn send_datagram(&mut self, i: usize, to: SocketAddr, bytes: Vec<u8>) {
+        let from = self.seen_as.get(&i).copied().unwrap_or(socket(i));
+        if self.seen_as.contains_key(&i) {
+            self.nat_permissions.insert((i, to));
+        }
+        let target = (0..self.cores.len()).find(|j| {
+            match self.seen_as.get(j) {
+                // Behind a NAT: reachable at the public address only, by
+                // those it sent to.
+                Some(public) => *public == to && self.nat_permissions.contains(&(*j, from)),
+                None => socket(*j) == to,
+            }
+        });
+        if let Some(j) = target {
+            self.datagrams.push_back((j, from, bytes));
+        }
+    }
+
+    /// A datagram reaches core `j`'s UDP socket: its STUN server answers
+    /// Binding requests and passes the rest on.
+    fn datagram_arrives(&mut self, j: usize, from: SocketAddr, bytes: Vec<u8>) {
+        let now = self.now;
+        match self.stun_servers[j].serve(now, &bytes, from) {
+            Served::Answer(answer) => {
+                // Back to the sender (through its NAT, which let the
+                // answer in: it sent the request here).
+                let sender = (0..self.cores.len())
+                    .find(|k| self.seen_as.get(k).copied().unwrap_or(socket(*k)) == from)
+                    .unwrap();
+                let me = self.seen_as.get(&j).copied().unwrap_or(socket(j));
+                self.datagrams.push_back((sender, me, answer));
+            }
+            Served::ForPeer => {
+                let input = Input::Stun { datagram: &bytes, from };
+                self.cores[j].handle_input(now, input);
+            }
+            Served::Keepalive | Served::Dropped(_) => {}
+        }
     }
 
     fn locate(&mut self, at: usize, user: &str, token: u64) -> Located {
@@ -560,10 +624,17 @@ fn linked_peers_serve_as_stun_servers_and_one_that_left_is_dropped() {
         core.use_stun_servers(now);
     }
     mesh.start_all();
+    let behind_nat = mesh.cores[3].engine().node_id();
     for i in 0..5 {
         // Linked peers whose listen address it knows (not a joiner that
-        // dialled it as its bootstrap peer, which sent no Attach).
-        let known = mesh.cores[i].links().listen_addresses().count();
+        // dialled it as its bootstrap peer, which sent no Attach), but
+        // for the one behind the NAT, which nobody reaches at its own
+        // address.
+        let known = mesh.cores[i]
+            .links()
+            .listen_addresses()
+            .filter(|(peer, _)| *peer != behind_nat)
+            .count();
         assert!(known >= 2, "peer {i} knows {known} linked peers' addresses");
         assert_eq!(stun(&mesh, i).mappings().count(), known, "peer {i} asked every one");
     }
@@ -588,5 +659,84 @@ fn linked_peers_serve_as_stun_servers_and_one_that_left_is_dropped() {
             stun(&mesh, i).mappings().all(|m| m.peer != peer2),
             "peer {i} still asks the peer that left"
         );
+    }
+}
+
+/// A mesh whose peers run ICE (and ask their linked peers' STUN
+/// servers), peers in `natted` behind NATs of their own.
+fn ice_mesh(count: usize, natted: &[usize]) -> Mesh {
+    let mut mesh = Mesh::new(&IDS[..count]);
+    for n in natted {
+        mesh.seen_as
+            .insert(*n, SocketAddr::from(([203, 0, 113, 100 + *n as u8], 40_000)));
+    }
+    let now = mesh.now;
+    for i in 0..count {
+        mesh.cores[i].use_stun_servers(now);
+        mesh.cores[i].use_ice(socket(i));
+    }
+    mesh
+}
+
+fn ring_is_consistent(mesh: &Mesh) {
+    let mut ring: Vec<NodeId> = mesh.cores.iter().map(|c| c.engine().node_id()).collect();
+    ring.sort();
+    for (k, core) in mesh.cores.iter().enumerate() {
+        assert!(core.engine().is_joined(), "peer {k} joined");
+        let me = core.engine().node_id();
+        let at = ring.iter().position(|n| *n == me).unwrap();
+        let next = ring[(at + 1) % ring.len()];
+        assert_eq!(
+            core.engine().topology().successors().first(),
+            Some(&next),
+            "peer {k}'s successor"
+        );
+    }
+}
+
+/// RFC 6940 §6.5.1.3–§6.5.1.9 through the core: in an overlay that uses
+/// ICE, every link an Attach sets up forms by connectivity checks between
+/// the candidates the Attach and its answer carried (the requester
+/// controlling), never by dialling the address an Attach named; only
+/// the joining peers' bootstrap links are dialled.
+#[test]
+fn in_an_ice_overlay_attaches_form_links_by_connectivity_checks() {
+    let mut mesh = ice_mesh(5, &[]);
+    mesh.start_all();
+    ring_is_consistent(&mesh);
+    assert_eq!(mesh.attach_dials, 0, "no link dialled for an Attach");
+    assert!(mesh.ice_links >= 4, "{} links formed by ICE", mesh.ice_links);
+    // Every agent is the agent of a link that is up (checks done, kept
+    // for keepalives, §6.5.1.10.3).
+    for (i, core) in mesh.cores.iter().enumerate() {
+        let agents = core.ice().unwrap().len();
+        assert!(agents <= core.links().len() * 2, "peer {i}: {agents} agents");
+    }
+}
+
+/// Two peers behind NATs (endpoint-independent mapping, filtering by
+/// address): neither is reachable at its own address, yet they link to
+/// each other and to everyone through their server-reflexive candidates,
+/// which their linked peers' STUN servers told them (§6.5.1.4), and the
+/// ring closes.
+#[test]
+fn peers_behind_nats_link_through_their_server_reflexive_candidates() {
+    let mut mesh = ice_mesh(5, &[3, 4]);
+    mesh.start_all();
+    mesh.advance(60_000);
+    ring_is_consistent(&mesh);
+    assert_eq!(mesh.attach_dials, 0);
+    let (three, four) = (mesh.cores[3].engine().node_id(), mesh.cores[4].engine().node_id());
+    let linked = mesh.cores[3].links().route(&four).is_some() || mesh.cores[4].links().route(&three).is_some();
+    let needed = mesh.cores[3].engine().topology().successors().contains(&four)
+        || mesh.cores[3].engine().topology().predecessors().contains(&four);
+    assert!(!needed || linked, "the two NATed peers are neighbours and linked");
+    for k in [3, 4] {
+        let offered = mesh.cores[k].engine().uses_ice();
+        assert!(offered);
+        let stun = mesh.cores[k].stun_servers().unwrap();
+        assert!(stun
+            .mappings()
+            .all(|m| Some(m.reflexive) == mesh.seen_as.get(&k).copied()));
     }
 }

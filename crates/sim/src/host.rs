@@ -554,11 +554,12 @@ pub(crate) fn drive(view: &View, n: &mut SimNode, h: Host, out: &mut Out) {
                 });
             }
             // No multicast discovery, no operator, no account changes,
-            // no NATs (so no STUN servers asked) in the simulation.
+            // no NATs (so no STUN servers asked, no ICE) in the simulation.
             Output::Link(_)
             | Output::Multicast { .. }
             | Output::DiscoveryAnswer { .. }
-            | Output::StunRequest { .. }
+            | Output::Datagram { .. }
+            | Output::LinkOverIce(_)
             | Output::AccountsStored { .. } => {}
         }
     }
@@ -657,8 +658,10 @@ fn on_event(view: &View, n: &mut SimNode, h: Host, e: Event, out: &mut Out) {
             None => {}
         },
         // Simulated peers never share a Node-ID, so nobody refuses one,
-        // and they take no configuration updates.
+        // and they take no configuration updates; the core runs ICE
+        // attaches itself.
         Event::Reconfigured { .. }
+        | Event::IceAttach(_)
         | Event::ConfigurationRefused { .. }
         | Event::ConfigurationStale { .. }
         | Event::PeerAddress { .. }

@@ -205,17 +205,28 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 Ok(Body::ProbeAns(ProbeAns { probe_info }))
             }
             Body::AttachReq(req) => {
-                if let Some(c) = req.candidates.first() {
+                // Where it takes links: its first host candidate (an ICE
+                // offer's UDP host candidate is on its overlay port too).
+                let host = req.candidates.iter().find(|c| c.cand_type == CandType::Host);
+                if let Some(c) = host.or(req.candidates.first()) {
                     self.actions.push_back(Action::Event(Box::new(Event::PeerAddress {
                         peer: sender,
                         address: c.addr_port.clone(),
                     })));
                 }
-                if self.links.contains(&sender) {
+                let linked = self.links.contains(&sender);
+                if linked {
                     self.topology
                         .on_link_up(now, sender, false, req.send_update, &mut self.commands);
                 } else {
                     self.attaching.expected_links.insert(sender, (req.send_update, now));
+                }
+                if self.uses_ice() && ice_attach::offers_ice(&req) {
+                    let (answer, local) = self.attach_offer(b"passive", false);
+                    if let (Some(local), false) = (local, linked) {
+                        self.start_ice(sender, false, local, &req);
+                    }
+                    return Ok(Body::AttachAns(answer));
                 }
                 Ok(Body::AttachAns(self.attach_body(b"passive", false)))
             }
@@ -417,7 +428,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                 let answer = outcome.map(|body| Answer { from, body });
                 self.topology.on_answer(now, token, answer, &mut self.commands);
             }
-            Purpose::Attach { token } => match outcome {
+            Purpose::Attach { token, ice } => match outcome {
                 Ok(Body::AttachAns(_)) if from == self.me => {
                     // This node answered its own Attach (it is responsible
                     // for the target in its own view, as while it joins):
@@ -435,6 +446,17 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                             body: Body::AttachAns(ans),
                         });
                         self.topology.on_answer(now, token, answer, &mut self.commands);
+                    } else if let (Some(local), true) = (ice.as_deref(), ice_attach::offers_ice(&ans)) {
+                        // §6.5.1.9: the requester controls the checks.
+                        let first = !self.attaching.connecting.contains_key(&from);
+                        if first {
+                            self.start_ice(from, true, local.clone(), &ans);
+                        }
+                        self.attaching.connecting.entry(from).or_default().push(AwaitingLink {
+                            token,
+                            answer: Body::AttachAns(ans),
+                            since: now,
+                        });
                     } else if let Some(address) = address {
                         let first = !self.attaching.connecting.contains_key(&from);
                         self.attaching.connecting.entry(from).or_default().push(AwaitingLink {

@@ -108,8 +108,12 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
                         destination,
                         send_update,
                     } => {
-                        let body = Body::AttachReq(self.attach_body(b"active", send_update));
-                        self.originate(now, destination, &body, Purpose::Attach { token });
+                        let (body, ice) = self.attach_offer(b"active", send_update);
+                        let purpose = Purpose::Attach {
+                            token,
+                            ice: ice.map(Box::new),
+                        };
+                        self.originate(now, destination, &Body::AttachReq(body), purpose);
                     }
                     TopologyCommand::CloseLink(peer) => {
                         if self.links.remove(&peer) {

@@ -1,8 +1,9 @@
 //! The STUN server every peer runs on its overlay UDP port (RFC 6940
 //! §6.5.1.4: peers use their linked peers "like STUN servers"): it answers
 //! Binding requests with the address they came from (RFC 8489 §6.3.1),
-//! within budgets per source and in all, and hands responses to this
-//! peer's own requests on ([`StunServers`](super::servers::StunServers)).
+//! within budgets per source and in all, and hands responses and ICE
+//! checks on to the peer core ([`StunServers`](super::servers::StunServers),
+//! [`crate::ice`]).
 //! Nothing it answers is larger than three times the request, and it
 //! answers no more than [`PER_SOURCE`] requests a second to one address,
 //! so a spoofed source gets little from it.
@@ -29,8 +30,10 @@ const WINDOW_MS: u64 = 1_000;
 pub enum Served {
     /// Send this back to where the request came from.
     Answer(Vec<u8>),
-    /// A Binding response: for this peer's own requests.
-    Response,
+    /// For the peer core: a Binding response (to its STUN servers'
+    /// requests or its ICE checks) or an ICE check (a request with
+    /// USERNAME, RFC 8445 §7.2.2, which only an agent can answer).
+    ForPeer,
     /// A Binding indication (RFC 8489 §6.3.2): a keepalive, nothing to do.
     Keepalive,
     Dropped(Dropped),
@@ -109,8 +112,8 @@ impl BindingServer {
         if !self.within_budget(now, from.ip()) {
             return Served::Dropped(Dropped::OverBudget);
         }
-        if message.class != Class::Request {
-            return Served::Response;
+        if message.class != Class::Request || message.attribute(attribute::USERNAME).is_some() {
+            return Served::ForPeer;
         }
         let mut unknown = Vec::new();
         for attribute in message.attributes() {
@@ -212,7 +215,11 @@ mod tests {
     fn responses_indications_and_junk_are_told_apart() {
         let mut server = BindingServer::default();
         let response = binding_success(TID, phone());
-        assert_eq!(server.serve(0, &response, phone()), Served::Response);
+        assert_eq!(server.serve(0, &response, phone()), Served::ForPeer);
+        let check = Builder::new(Class::Request, BINDING, TID)
+            .attribute(attribute::USERNAME, b"ours:theirs")
+            .finish();
+        assert_eq!(server.serve(0, &check, phone()), Served::ForPeer, "an ICE check");
         let keepalive = Builder::new(Class::Indication, BINDING, TID).finish();
         assert_eq!(server.serve(0, &keepalive, phone()), Served::Keepalive);
         let allocate = Builder::new(Class::Request, 0x003, TID).finish();
