@@ -87,6 +87,8 @@ pub struct PeerOptions {
     /// The digest algorithms the SIP registrar challenges with, preferred
     /// first; empty for the default (MD5, decision 0008).
     pub sip_digest: Vec<sip::digest::Algorithm>,
+    /// Seconds between keepalives to phones behind NATs; 0: none.
+    pub sip_nat_keepalive_s: u64,
     /// DNS servers for finding other domains' SIP servers (RFC 3263);
     /// empty: the system's.
     pub dns_servers: Vec<SocketAddr>,
@@ -589,6 +591,7 @@ async fn drive<T: Topology + Tables>(
                 },
                 proxy_peers: dir.config.proxy_peers.clone(),
                 dns: dns(&opts.dns_servers),
+                nat_keepalive_ms: Some(opts.sip_nat_keepalive_s * 1000).filter(|ms| *ms > 0),
                 domain_tls: tokio_rustls::TlsConnector::from(domain_tls),
             },
             input_tx.clone(),

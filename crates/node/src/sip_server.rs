@@ -139,6 +139,8 @@ pub(crate) struct SipSetup {
     pub dns: Option<crate::dns::Dns>,
     /// TLS to other domains' servers (decision 0035).
     pub domain_tls: tokio_rustls::TlsConnector,
+    /// How often phones behind NATs get a keepalive; `None`: never.
+    pub nat_keepalive_ms: Option<u64>,
 }
 
 /// DNS lookups under way at once; past it a request for another domain
@@ -298,6 +300,7 @@ pub(crate) async fn serve(
         proxy_peers,
         dns,
         domain_tls,
+        nat_keepalive_ms,
     } = setup;
     let (events, mut rx) = mpsc::channel::<SipInput>(4096);
     let interfaces = sip::proxy::Interfaces {
@@ -338,7 +341,9 @@ pub(crate) async fn serve(
         .with_dialog_secret(dialog_secret)
         .with_interworking(interworking);
     let mut core = Core {
-        service: SipService::new(registrar, proxy, seed).with_role(role),
+        service: SipService::new(registrar, proxy, seed)
+            .with_role(role)
+            .with_nat_keepalive(nat_keepalive_ms),
         metrics,
         calls: CallBook::default(),
         auth_failures_logged: LogBudget::new(AUTH_FAILURE_LINES_PER_MINUTE, 60_000),

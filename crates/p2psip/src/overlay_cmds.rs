@@ -325,6 +325,11 @@ pub struct PeerArgs {
     /// challenge is one they cannot answer.
     #[arg(long, value_name = "ALGS", value_delimiter = ',', value_parser = digest_algorithm)]
     sip_digest: Vec<sip::digest::Algorithm>,
+    /// Seconds between the OPTIONS that keep a phone behind a NAT
+    /// reachable (one registered over UDP from an address other than its
+    /// Contact's); 0: none. Keep it under the NATs' UDP binding timeout.
+    #[arg(long, value_name = "SECONDS", default_value_t = 25, requires = "sip")]
+    sip_nat_keepalive: u64,
     /// A DNS server to find other domains' SIP servers with (RFC 3263:
     /// NAPTR, SRV, A/AAAA); repeat for more. Default: the system's
     /// (/etc/resolv.conf).
@@ -410,6 +415,7 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         sip_other_family,
         sip_peers: args.sip_peers,
         sip_digest: args.sip_digest,
+        sip_nat_keepalive_s: args.sip_nat_keepalive,
         dns_servers: args.dns_servers,
         proxy_peer: args.proxy_peer,
         sip_tls: match (args.sip_tls, args.sip_tls_cert, args.sip_tls_key) {

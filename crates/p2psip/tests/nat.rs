@@ -6,6 +6,7 @@
 //! NAT maps it.
 
 mod common;
+mod phones;
 
 use common::netns::{can_build_namespaces, Mapping, NatLab};
 use common::*;
@@ -26,15 +27,18 @@ fn ok(out: Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// An overlay made on the first public host: its directory, and the CA
+/// An overlay made on the first public host, with the accounts `peer`
+/// and `users` (each with password `USER-pw`): its directory, and the CA
 /// fingerprint peers pin when they enroll.
-fn make_overlay(dir: &Path) -> (PathBuf, String) {
+fn make_overlay(dir: &Path, users: &[&str]) -> (PathBuf, String) {
+    let accounts: Vec<String> = users.iter().map(|u| format!("{u}:{u}-pw")).collect();
     let overlay_dir = dir.join("overlay");
     let bootstrap = format!("{}:6084", NatLab::public_addr(0));
     let init = ok(
         Command::new(BIN)
             .args(["init", "--dir", overlay_dir.to_str().unwrap(), "--overlay", DOMAIN])
             .args(["--user", &format!("peer:{PASSWORD}")])
+            .args(accounts.iter().flat_map(|a| ["--user", a.as_str()]))
             .args([
                 "--enrollment-url",
                 &format!("https://{}:6443/enroll", NatLab::public_addr(0)),
@@ -70,7 +74,7 @@ fn peers_behind_nats_learn_how_their_nat_maps_from_their_linked_peers() {
         30,
     );
     let dir = scratch("nat-lab");
-    let (overlay_dir, fingerprint) = make_overlay(&dir);
+    let (overlay_dir, fingerprint) = make_overlay(&dir, &[]);
     let mut procs = Procs(Vec::new());
     procs.0.push(
         lab.on_public(0, BIN)
@@ -218,4 +222,165 @@ fn status_on(on: &dyn Fn(usize, &str) -> Command, i: usize) -> Option<node::peer
         .output()
         .ok()?;
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Issue 35 §5 and its acceptance: SIPp phones behind an
+/// address-and-port-dependent NAT whose UDP bindings last 10 s of
+/// silence. bob registers at a peer that keeps phones behind NATs
+/// reachable (an OPTIONS every 4 s over the flow his REGISTER came in
+/// on), carol at one with the keepalives off. After two minutes in
+/// which neither phone sends anything of its own, alice's call to bob
+/// reaches him and is answered; her call to carol finds the NAT binding
+/// gone and fails.
+#[test]
+fn a_phone_behind_a_symmetric_nat_stays_reachable_through_two_silent_minutes() {
+    if !can_build_namespaces("the NAT lab", true) || !tool_answers("sipp", "-v", "sip-tester") {
+        return;
+    }
+    let lab = NatLab::new(2, &[(Mapping::AddressAndPortDependent, 1)], 10);
+    let dir = scratch("nat-phones");
+    let (overlay_dir, fingerprint) = make_overlay(&dir, &["alice", "bob", "carol"]);
+    let mut procs = Procs(Vec::new());
+    procs.0.push(
+        lab.on_public(0, BIN)
+            .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap()])
+            .args(["--listen", &format!("{}:6443", NatLab::public_addr(0))])
+            .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let password_file = |name: &str, password: &str| {
+        let path = dir.join(format!("{name}.pw"));
+        std::fs::write(&path, password).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let peer_pw = password_file("peer", PASSWORD);
+    let enroll_url = format!("https://{}:6443", NatLab::public_addr(0));
+    // Peer A on public host 0 keeps NATed phones open every 4 s; peer B
+    // on public host 1 does not.
+    let peers = [
+        (0, "a", "4", ["alice", "bob"].as_slice()),
+        (1, "b", "0", ["carol"].as_slice()),
+    ];
+    for (host, name, keepalive, users) in peers {
+        let node_dir = dir.join(name);
+        let address = NatLab::public_addr(host);
+        let mut last = String::new();
+        wait_for(Duration::from_secs(15), "enrollment", || {
+            let out = lab
+                .on_public(host, BIN)
+                .args(["enroll", "--server", &enroll_url, "--ca-fingerprint", &fingerprint])
+                .args([
+                    "--user",
+                    "peer",
+                    "--dir",
+                    node_dir.to_str().unwrap(),
+                    "--password-file",
+                    &peer_pw,
+                ])
+                .output()
+                .unwrap();
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success()
+        });
+        assert!(node_dir.join("node.crt").exists(), "{last}");
+        for user in users {
+            let out = lab
+                .on_public(host, BIN)
+                .args(["enroll", "--server", &enroll_url, "--ca-fingerprint", &fingerprint])
+                .args(["--user", user, "--dir", node_dir.to_str().unwrap()])
+                .args(["--password-file", &password_file(user, &format!("{user}-pw"))])
+                .output()
+                .unwrap();
+            ok(out, &format!("{user} enrolls into peer {name}"));
+        }
+        procs.0.push(
+            lab.on_public(host, BIN)
+                .args(["peer", "--dir", node_dir.to_str().unwrap()])
+                .args(["--listen", &format!("{address}:6084")])
+                .args(["--sip", &format!("{address}:5060"), "--sip-nat-keepalive", keepalive])
+                .args(["--admin", "127.0.0.1:7084"])
+                .stderr(std::fs::File::create(dir.join(format!("peer-{name}.log"))).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let on = |program: &str| lab.on_public(host, program);
+        wait_for(Duration::from_secs(30), "the peer joined with its SIP side", || {
+            let out = on(BIN).args(["status", "--json", "--admin", "127.0.0.1:7084"]).output();
+            out.ok()
+                .and_then(|o| serde_json::from_slice::<node::peer::Status>(&o.stdout).ok())
+                .is_some_and(|s| s.joined && s.sip.is_some())
+        });
+    }
+    let sip = |host: usize| -> std::net::SocketAddr { format!("{}:5060", NatLab::public_addr(host)).parse().unwrap() };
+    let scenarios = phones::Scenarios::new(&dir.join("scenarios"), DOMAIN);
+    let register = scenarios.register("register-nat", 3600, 200);
+    let phone_ip = NatLab::private_addr(0, 0);
+    let behind = |user: &str, peer: usize, port: u16, scenario: &std::path::Path, extra: &[&str]| {
+        phones::sipp_on(
+            lab.behind(0, 0, "sipp"),
+            &phone_ip,
+            "u1",
+            scenario,
+            sip(peer),
+            port,
+            user,
+            extra,
+        )
+    };
+    for (user, peer, port) in [("bob", 0, 5062), ("carol", 1, 5063)] {
+        let password = format!("{user}-pw");
+        let registered = behind(user, peer, port, &register, &phones::register_args(user, &password))
+            .status()
+            .unwrap();
+        assert!(registered.success(), "{user} registers from behind the NAT");
+    }
+    // The called phones wait on the ports they registered from, answering
+    // OPTIONS (-aa; SIPp counts each as a call, so no -m) and never
+    // sending anything of their own.
+    let wait = ["-aa", "-timeout", "300s"];
+    for (user, peer, port) in [("bob", 0, 5062), ("carol", 1, 5063)] {
+        let mut waiting = behind(user, peer, port, &scenarios.named("uas_call", "alice"), &wait);
+        procs.0.push(waiting.spawn().unwrap());
+    }
+    let alice_ip = NatLab::public_addr(1);
+    // alice's phone on public host 1, at peer A; `service`: whom it
+    // registers as or calls.
+    let alice = |scenario: &std::path::Path, service: &str, extra: &[&str]| {
+        phones::sipp_on(
+            lab.on_public(1, "sipp"),
+            &alice_ip,
+            "u1",
+            scenario,
+            sip(0),
+            5061,
+            service,
+            extra,
+        )
+    };
+    let alice_registered = alice(&register, "alice", &phones::register_args("alice", "alice-pw"))
+        .status()
+        .unwrap();
+    assert!(alice_registered.success(), "alice registers");
+
+    std::thread::sleep(Duration::from_secs(120));
+
+    let call = ["-m", "1", "-timeout", "45s", "-timeout_error"];
+    let to_bob = alice(&scenarios.named("uac_call", "alice"), "bob", &call)
+        .status()
+        .unwrap();
+    assert!(
+        to_bob.success(),
+        "alice's call reaches bob after two silent minutes, and he answers"
+    );
+    let to_carol = alice(&scenarios.named("uac_call", "alice"), "carol", &call)
+        .status()
+        .unwrap();
+    assert!(
+        !to_carol.success(),
+        "without keepalives carol's NAT binding is gone, and so is the call to her"
+    );
+    // For that reason: her peer's INVITE went unanswered (Timer B).
+    let log = std::fs::read_to_string(dir.join("peer-b.log")).unwrap();
+    assert!(log.contains("to carol@nat.test failed: 408"), "{log}");
 }

@@ -31,6 +31,10 @@ use std::net::SocketAddr;
 /// How often registrations, REGISTER transactions and the like are
 /// expired, in ms.
 pub const EXPIRY_INTERVAL_MS: u64 = 1_000;
+/// How often a phone behind a NAT gets an OPTIONS that keeps its NAT
+/// binding open ([`sip::proxy::Proxy::keep_nat_open`]), by default: under
+/// the 30 s many home routers keep an idle UDP binding.
+pub const NAT_KEEPALIVE_MS: u64 = 25_000;
 
 /// What happens to the SIP side.
 #[derive(Debug)]
@@ -239,6 +243,9 @@ pub struct SipService {
     registering: HashMap<u64, Registering>,
     next_token: u64,
     next_expiry: u64,
+    /// Keepalives to phones behind NATs: every so often, or never.
+    nat_keepalive_ms: Option<u64>,
+    next_nat_keepalive: u64,
     outputs: VecDeque<SipOutput>,
 }
 
@@ -259,8 +266,18 @@ impl SipService {
             registering: HashMap::new(),
             next_token: 0,
             next_expiry: 0,
+            nat_keepalive_ms: Some(NAT_KEEPALIVE_MS),
+            next_nat_keepalive: NAT_KEEPALIVE_MS,
             outputs: VecDeque::new(),
         }
+    }
+
+    /// Phones behind NATs get a keepalive every `interval_ms` (`None`:
+    /// never), instead of every [`NAT_KEEPALIVE_MS`].
+    pub fn with_nat_keepalive(mut self, interval_ms: Option<u64>) -> Self {
+        self.nat_keepalive_ms = interval_ms.filter(|ms| *ms > 0);
+        self.next_nat_keepalive = self.nat_keepalive_ms.unwrap_or(0);
+        self
     }
 
     pub fn registrar(&self) -> &Registrar {
@@ -330,11 +347,11 @@ impl SipService {
 
     /// When [`handle_timeout`](Self::handle_timeout) is due.
     pub fn poll_timeout(&self) -> Option<u64> {
-        Some(
-            self.proxy
-                .next_deadline()
-                .map_or(self.next_expiry, |d| d.min(self.next_expiry)),
-        )
+        let keepalive = self.nat_keepalive_ms.map(|_| self.next_nat_keepalive);
+        [self.proxy.next_deadline(), Some(self.next_expiry), keepalive]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: u64) {
@@ -346,6 +363,14 @@ impl SipService {
             }
             self.registers.expire(now);
             self.next_expiry = now + EXPIRY_INTERVAL_MS;
+        }
+        if let Some(interval) = self.nat_keepalive_ms.filter(|_| now >= self.next_nat_keepalive) {
+            let domain = self.registrar.domain().to_string();
+            for (flow, contact) in self.registrar.flows_behind_nat(now) {
+                let out = self.proxy.keep_nat_open(flow, &contact, &domain);
+                self.proxy_outputs(out);
+            }
+            self.next_nat_keepalive = now + interval;
         }
     }
 
@@ -457,7 +482,7 @@ impl SipService {
     /// between its arrival and now.
     fn message(&mut self, now: u64, bytes: &[u8], flow: Flow, side: Side, waited: Option<u64>) {
         self.shedder_of(side).observe(now, waited);
-        let message = match sip::intake::intake(bytes) {
+        let mut message = match sip::intake::intake(bytes) {
             Intake::Request(m) | Intake::Response(m) => m,
             Intake::KeepAlive => return,
             Intake::Refused { error, answer } => {
@@ -468,6 +493,14 @@ impl SipService {
                 return;
             }
         };
+        // A registered phone behind a NAT: later requests of its dialogs
+        // go where its messages come from, as its registration's do.
+        if side == Side::Phones
+            && flow.transport == sip::registrar::Transport::Udp
+            && self.registrar.user_on(flow, now).is_some()
+        {
+            sip::proxy::fix_nated_contact(&mut message, flow.remote);
+        }
         if !message.is_request() {
             let out = self.proxy.on_response(now, message, flow);
             return self.proxy_outputs(out);

@@ -291,3 +291,95 @@ fn the_configurations_proxy_peers_decide_who_sends_requests_for_other_domains_ou
     own.set_proxy_peers(&[other], &Outsiders::Everyone);
     assert!(asks_dns(&call_to_another_domain(&mut own, "z9hG4bKd")));
 }
+
+/// alice registers `contact` over UDP `flow` (challenge, credentials,
+/// the overlay's Store answered) and the service is past all of it.
+fn registered_with_contact(service: &mut SipService, flow: Flow, contact: &str, at: u64) {
+    let text = format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {contact};branch=z9hG4bKnat{at}\r\n\
+         From: <sip:alice@{DOMAIN}>;tag=r\r\nTo: <sip:alice@{DOMAIN}>\r\nCall-ID: nat-{at}\r\n\
+         CSeq: 1 REGISTER\r\nContact: <sip:alice@{contact}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+    );
+    let request = SipMessage::parse(text.as_bytes()).unwrap();
+    let out = input(service, at, &request.to_bytes(), flow, Side::Phones);
+    let challenge = &sent(&out)[0].1;
+    let authorized = authorize(&request, challenge, "alice", "secret", Algorithm::Md5).to_bytes();
+    let out = input(service, at + 1, &authorized, flow, Side::Phones);
+    service.handle_input(
+        at + 2,
+        SipInput::Published {
+            token: publish_token(&out),
+            result: Ok(()),
+        },
+    );
+    assert_eq!(sent(&outputs(service))[0].1.status(), Some(200));
+}
+
+/// What the service sends when its timers run from `from` to `to`.
+fn run_timers(service: &mut SipService, from: u64, to: u64) -> Vec<(u64, Flow, SipMessage)> {
+    let mut sent_at = Vec::new();
+    let mut now = from;
+    while let Some(t) = service.poll_timeout().filter(|t| *t <= to) {
+        now = now.max(t);
+        service.handle_timeout(now);
+        for (flow, message, _) in sent(&outputs(service)) {
+            sent_at.push((now, flow, message));
+        }
+    }
+    sent_at
+}
+
+/// Issue 35 §5: a phone that registered over UDP from behind a NAT (its
+/// Contact is a private address; the REGISTER came from the NAT's) gets
+/// an OPTIONS over that flow every keepalive interval, which keeps the
+/// NAT's binding open for calls to it; its answer goes nowhere. A phone
+/// whose Contact is where it sends from gets none.
+#[test]
+fn a_phone_behind_a_nat_gets_keepalives_over_the_flow_it_registered_from() {
+    let interval = 20_000;
+    let mut service = service().with_nat_keepalive(Some(interval));
+    let natted = udp(40_001);
+    registered_with_contact(&mut service, natted, "192.168.1.20:5060", T0);
+    let direct = udp(7005);
+    registered_with_contact(&mut service, direct, "127.0.0.1:7005", T0 + 10);
+    let sent = run_timers(&mut service, T0 + 20, T0 + 20 + 3 * interval - 1);
+    let pings: Vec<_> = sent.iter().filter(|(_, _, m)| m.method() == Some("OPTIONS")).collect();
+    assert_eq!(
+        pings.len(),
+        3,
+        "one per interval: {:?}",
+        pings.iter().map(|p| p.0).collect::<Vec<_>>()
+    );
+    for (_, flow, options) in &pings {
+        assert_eq!(*flow, natted, "only the NATed phone, over its flow");
+        assert_eq!(
+            options.request_uri().map(|u| u.to_string()),
+            Some("sip:alice@192.168.1.20:5060".into())
+        );
+    }
+    let gaps: Vec<u64> = pings.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    assert!(gaps.iter().all(|g| *g == interval), "{gaps:?}");
+    // The phone answers: absorbed, no output.
+    let answer = SipMessage::response_to(&pings[0].2, 200, "OK", None);
+    let out = input(
+        &mut service,
+        T0 + 5 * interval,
+        &answer.to_bytes(),
+        natted,
+        Side::Phones,
+    );
+    assert!(sent_nothing(&out), "{out:?}");
+}
+
+fn sent_nothing(out: &[SipOutput]) -> bool {
+    sent(out).is_empty()
+}
+
+/// Keepalives off: nothing is sent to the phone behind the NAT.
+#[test]
+fn with_keepalives_off_a_phone_behind_a_nat_gets_none() {
+    let mut service = service().with_nat_keepalive(None);
+    registered_with_contact(&mut service, udp(40_002), "192.168.1.21:5060", T0);
+    let sent = run_timers(&mut service, T0 + 10, T0 + 120_000);
+    assert!(sent.iter().all(|(_, _, m)| m.method() != Some("OPTIONS")));
+}

@@ -20,6 +20,7 @@ mod dialog_proof;
 mod finished;
 mod home_registration;
 mod identity;
+mod nat_keepalive;
 mod observation;
 mod other_domains;
 mod route;
@@ -30,7 +31,9 @@ mod tests;
 pub use home_registration::registers_elsewhere;
 pub use observation::{Observation, MAX_NAME};
 pub use other_domains::{Interworking, Outsiders, Reach, SILENT_HOP_MS};
-pub use route::{connection_alias, host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side};
+pub use route::{
+    connection_alias, fix_nated_contact, host_ip, response_flow, stamp_received, uri_flow, Interfaces, Side,
+};
 pub use setup_budget::{MAX_SILENT_PER_PHONE, SETUP_WAIT_MS};
 
 use crate::capacity::GiveBack;

@@ -73,6 +73,16 @@ impl Binding {
     }
 }
 
+/// Whether a binding's phone sits behind a NAT: its Contact is not the
+/// address its REGISTER came from (a host name counts as not: nothing
+/// tells).
+pub fn behind_nat(binding: &Binding) -> bool {
+    let uri = &binding.contact.uri;
+    let default_port = if uri.scheme == "sips" { 5061 } else { 5060 };
+    let named = crate::proxy::host_ip(&uri.host).map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(default_port)));
+    named != Some(binding.flow.remote)
+}
+
 /// Which challenge a request gets: a registrar's 401 or a proxy's 407.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum AuthScheme {
@@ -251,6 +261,23 @@ impl Registrar {
         });
         gone.sort();
         gone
+    }
+
+    /// The UDP flows of live bindings whose phone is behind a NAT (its
+    /// Contact names an address other than the one its REGISTER came
+    /// from, which `received`/`rport` recorded, RFC 3581), each once, with
+    /// a Contact URI registered over it: what
+    /// [`Proxy::keep_nat_open`](crate::proxy::Proxy::keep_nat_open) pings.
+    pub fn flows_behind_nat(&self, now_ms: u64) -> Vec<(Flow, String)> {
+        let mut flows: Vec<(Flow, String)> = Vec::new();
+        let live = self.bindings.values().flatten().filter(|b| b.expires_at_ms > now_ms);
+        for b in live.filter(|b| b.flow.transport == Transport::Udp && behind_nat(b)) {
+            if !flows.iter().any(|(f, _)| *f == b.flow) {
+                flows.push((b.flow, b.contact.uri.to_string()));
+            }
+        }
+        flows.sort_by_key(|(f, _)| f.remote);
+        flows
     }
 
     pub fn binding_count(&self) -> usize {

@@ -97,6 +97,38 @@ pub fn host_ip(host: &str) -> Option<IpAddr> {
     host.trim_start_matches('[').trim_end_matches(']').parse().ok()
 }
 
+/// A phone behind a NAT writes its private address in Contact; the
+/// requests of its dialogs must go to the address its messages come from
+/// (RFC 3581's `received`/`rport` for responses, here for the dialog's
+/// remote target), as conventional proxies do for phones without SIP
+/// outbound (Kamailio's `fix_nated_contact`). A Contact whose host is an
+/// IP address other than `from`'s, or whose port differs, gets `from`'s;
+/// its user part and parameters stay. Only one Contact is rewritten (a
+/// dialog has one remote target); a wildcard or a host name is left.
+pub fn fix_nated_contact(message: &mut SipMessage, from: SocketAddr) {
+    let contacts = message.list("Contact");
+    let [only] = contacts.as_slice() else {
+        return;
+    };
+    let Ok(mut contact) = NameAddr::parse(only) else {
+        return;
+    };
+    let default_port = if contact.uri.scheme == "sips" { 5061 } else { 5060 };
+    let Some(ip) = host_ip(&contact.uri.host) else {
+        return;
+    };
+    if SocketAddr::new(ip, contact.uri.port.unwrap_or(default_port)) == from {
+        return;
+    }
+    contact.uri.host = match from.ip() {
+        IpAddr::V6(v6) => format!("[{v6}]"),
+        v4 => v4.to_string(),
+    };
+    contact.uri.port = Some(from.port());
+    message.remove_all("Contact");
+    message.push("Contact", &contact.to_string());
+}
+
 /// RFC 3261 §18.2.1 and RFC 3581 §4: the top Via of a request gets
 /// `received` when its sent-by is not where the request came from, and
 /// `rport` filled in when the sender asked for it, so responses (and
@@ -226,4 +258,50 @@ pub fn pop_own_routes(request: &mut SipMessage, me: &Interfaces) -> OwnRoutes {
 pub fn top_route(request: &SipMessage) -> Option<Result<Uri, ()>> {
     let top = request.list("Route").into_iter().next()?;
     Some(NameAddr::parse(&top).map(|n| n.uri).map_err(|_| ()))
+}
+
+#[cfg(test)]
+mod nated_contact_tests {
+    use super::*;
+
+    fn with_contact(contact: &str) -> SipMessage {
+        let text = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:a@x>;tag=1\r\n\
+             To: <sip:b@x>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContact: {contact}\r\nContent-Length: 0\r\n\r\n"
+        );
+        SipMessage::parse(text.as_bytes()).unwrap()
+    }
+
+    fn contact_after(contact: &str, from: &str) -> String {
+        let mut message = with_contact(contact);
+        fix_nated_contact(&mut message, from.parse().unwrap());
+        message.list("Contact").join(", ")
+    }
+
+    #[test]
+    fn a_private_contact_takes_the_address_the_message_came_from() {
+        assert_eq!(
+            contact_after("<sip:bob@10.1.0.2:5062;transport=UDP>", "203.0.113.101:40000"),
+            "<sip:bob@203.0.113.101:40000;transport=UDP>"
+        );
+        assert_eq!(
+            contact_after("<sip:10.1.0.2>", "[2001:db8::7]:5070"),
+            "<sip:[2001:db8::7]:5070>"
+        );
+    }
+
+    #[test]
+    fn a_contact_that_is_where_the_message_came_from_or_a_name_or_several_stay() {
+        for (contact, from) in [
+            ("<sip:bob@198.51.100.7:5060>", "198.51.100.7:5060"),
+            ("<sip:bob@198.51.100.7>", "198.51.100.7:5060"),
+            ("<sip:bob@phone.example>", "198.51.100.7:5060"),
+            ("<sip:a@10.0.0.1>, <sip:b@10.0.0.2>", "198.51.100.7:5060"),
+        ] {
+            let mut message = with_contact(contact);
+            let before = message.to_bytes();
+            fix_nated_contact(&mut message, from.parse().unwrap());
+            assert_eq!(message.to_bytes(), before, "{contact}");
+        }
+    }
 }
