@@ -647,7 +647,7 @@ async fn drive<T: Topology + Tables>(
     );
     let certificate = Some((dir.cert_der.clone(), dir.info.user.clone()));
     let mut core = PeerCore::new(engine, plan, opts.client, certificate)?;
-    core.use_stun_servers(now_ms());
+    core.use_stun_servers(now_ms(), system_entropy());
     let mut driver = Driver {
         client: opts.client,
         core,
@@ -687,6 +687,16 @@ async fn drive<T: Topology + Tables>(
         Some(why) => Err(PeerError::IncompatibleConfiguration(why)),
         None => Ok(()),
     }
+}
+
+/// The system's cryptographic generator, for what an off-path attacker
+/// must not guess (STUN transaction ids, ICE passwords).
+fn system_entropy() -> overlay::Entropy {
+    let system = ring::rand::SystemRandom::new();
+    overlay::Entropy(Box::new(move |bytes: &mut [u8]| {
+        // The kernel's generator does not fail once the process runs.
+        let _ = ring::rand::SecureRandom::fill(&system, bytes);
+    }))
 }
 
 /// What `/status` shows of a topology's routing tables.

@@ -29,7 +29,8 @@ pub mod topology;
 pub use config::{AccessPolicy, ChordConfig, KindDefinition, OverlayConfig, StorageQuota};
 pub use configuration::{ConfigRefusal, ConfigurationJudge};
 pub use node::{
-    Action, CompletedResult, Event, IceAttach, IceCredentials, NodeStats, Observation, Offered, OverlayNode, RequestId,
+    Action, CompletedResult, Entropy, Event, IceAttach, IceCredentials, NodeStats, Observation, Offered, OverlayNode,
+    RequestId,
 };
 pub use refusal::Refusal;
 pub use security::{Credential, Security, SecurityError, Signer, SimulatedSecurity};

@@ -44,7 +44,7 @@ mod forwarding;
 mod ice_attach;
 mod links;
 pub use config_update::Offered;
-pub use ice_attach::{IceAttach, IceCredentials};
+pub use ice_attach::{Entropy, IceAttach, IceCredentials};
 mod joining;
 mod push_retry;
 mod replication;
@@ -368,6 +368,8 @@ pub struct OverlayNode<T: Topology, S: Security> {
     /// The candidates Attaches offer when the overlay uses ICE
     /// ([`OverlayNode::use_ice`]); `None`: No-ICE (§6.5.1.11).
     ice_candidates: Option<Vec<IceCandidate>>,
+    /// Where ICE credentials come from (see [`Entropy`]).
+    ice_entropy: Option<Entropy>,
     /// The signed document behind `config` and the judge of updates.
     configuration: ConfigurationKeeper,
 }
@@ -561,6 +563,7 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
             observations: None,
             applications: BTreeMap::new(),
             ice_candidates: None,
+            ice_entropy: None,
             configuration: ConfigurationKeeper::default(),
         }
     }
@@ -593,13 +596,6 @@ impl<T: Topology, S: Security> OverlayNode<T, S> {
 
     pub fn node_id(&self) -> NodeId {
         self.me
-    }
-
-    /// Random bits from the engine's seeded generator, for the parts of
-    /// the peer around it (STUN transaction ids): a simulation stays
-    /// reproducible from its seed.
-    pub fn random_u64(&mut self) -> u64 {
-        self.rng.random()
     }
 
     /// The address this node takes links on, as its Attaches name it.

@@ -328,7 +328,8 @@ pub struct PeerArgs {
     /// Seconds between the OPTIONS that keep a phone behind a NAT
     /// reachable (one registered over UDP from an address other than its
     /// Contact's); 0: none. Keep it under the NATs' UDP binding timeout.
-    #[arg(long, value_name = "SECONDS", default_value_t = 25, requires = "sip")]
+    #[arg(long, value_name = "SECONDS", default_value_t = 25, requires = "sip",
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
     sip_nat_keepalive: u64,
     /// A DNS server to find other domains' SIP servers with (RFC 3263:
     /// NAPTR, SRV, A/AAAA); repeat for more. Default: the system's

@@ -11,21 +11,11 @@ use common::netns::{can_build_namespaces, Lan};
 use common::*;
 use phones::Scenarios;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 const DOMAIN: &str = "office.test";
 const PASSWORD: &str = "office-peer-pw";
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Issue 32: the office LAN of the README, on three hosts and a phones'
 /// host. alice is served by the peer on host 0, bob by the one on host 1;
@@ -43,7 +33,7 @@ fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
     let enroll_url = format!("https://{}:6443", lan.addr(a));
 
     // Host 0: the overlay, its enrollment server, the first peer.
-    let init = ok(
+    let init = succeeded(
         Command::new(BIN)
             .args(["init", "--dir", overlay_dir.to_str().unwrap(), "--overlay", DOMAIN])
             .args(["--user", &format!("peer:{PASSWORD}")])
@@ -136,7 +126,7 @@ fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
             .args(["--password-file", &password_file(user, password)])
             .output()
             .unwrap();
-        assert!(ok(out, "user add").contains("The running peer took it"));
+        assert!(succeeded(out, "user add").contains("The running peer took it"));
     }
 
     // The phones, on their own host.

@@ -11,21 +11,11 @@ mod phones;
 use common::netns::{can_build_namespaces, Mapping, NatLab};
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
 const DOMAIN: &str = "nat.test";
 const PASSWORD: &str = "nat-peer-pw";
-
-fn ok(out: Output, what: &str) -> String {
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// An overlay made on the first public host, with the accounts `peer`
 /// and `users` (each with password `USER-pw`): its directory, and the CA
@@ -34,7 +24,7 @@ fn make_overlay(dir: &Path, users: &[&str]) -> (PathBuf, String) {
     let accounts: Vec<String> = users.iter().map(|u| format!("{u}:{u}-pw")).collect();
     let overlay_dir = dir.join("overlay");
     let bootstrap = format!("{}:6084", NatLab::public_addr(0));
-    let init = ok(
+    let init = succeeded(
         Command::new(BIN)
             .args(["init", "--dir", overlay_dir.to_str().unwrap(), "--overlay", DOMAIN])
             .args(["--user", &format!("peer:{PASSWORD}")])
@@ -57,6 +47,16 @@ fn make_overlay(dir: &Path, users: &[&str]) -> (PathBuf, String) {
     (overlay_dir, fingerprint)
 }
 
+/// The overlay's enrollment server, on the first public host.
+fn enrollment_server(lab: &NatLab, dir: &Path, overlay_dir: &Path) -> std::process::Child {
+    lab.on_public(0, BIN)
+        .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap()])
+        .args(["--listen", &format!("{}:6443", NatLab::public_addr(0))])
+        .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Issue 35 §3 and §6: two public peers (one the bootstrap), a peer
 /// behind an endpoint-independent NAT and one behind an
 /// address-and-port-dependent NAT. The NATed peers join by dialling out,
@@ -75,15 +75,7 @@ fn peers_behind_nats_learn_how_their_nat_maps_from_their_linked_peers() {
     );
     let dir = scratch("nat-lab");
     let (overlay_dir, fingerprint) = make_overlay(&dir, &[]);
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        lab.on_public(0, BIN)
-            .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap()])
-            .args(["--listen", &format!("{}:6443", NatLab::public_addr(0))])
-            .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut procs = Procs(vec![enrollment_server(&lab, &dir, &overlay_dir)]);
     let password_file = dir.join("peer.pw");
     std::fs::write(&password_file, PASSWORD).unwrap();
 
@@ -171,7 +163,7 @@ fn peers_behind_nats_learn_how_their_nat_maps_from_their_linked_peers() {
         "one public address and port for both servers: {seen:?}"
     );
     // `p2psip status` says it in words.
-    let text = ok(
+    let text = succeeded(
         on(2, BIN)
             .args(["status", "--admin", "127.0.0.1:7084"])
             .output()
@@ -240,15 +232,7 @@ fn a_phone_behind_a_symmetric_nat_stays_reachable_through_two_silent_minutes() {
     let lab = NatLab::new(2, &[(Mapping::AddressAndPortDependent, 1)], 10);
     let dir = scratch("nat-phones");
     let (overlay_dir, fingerprint) = make_overlay(&dir, &["alice", "bob", "carol"]);
-    let mut procs = Procs(Vec::new());
-    procs.0.push(
-        lab.on_public(0, BIN)
-            .args(["enrollment-server", "--dir", overlay_dir.to_str().unwrap()])
-            .args(["--listen", &format!("{}:6443", NatLab::public_addr(0))])
-            .stderr(std::fs::File::create(dir.join("enrollment.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let mut procs = Procs(vec![enrollment_server(&lab, &dir, &overlay_dir)]);
     let password_file = |name: &str, password: &str| {
         let path = dir.join(format!("{name}.pw"));
         std::fs::write(&path, password).unwrap();
@@ -292,7 +276,7 @@ fn a_phone_behind_a_symmetric_nat_stays_reachable_through_two_silent_minutes() {
                 .args(["--password-file", &password_file(user, &format!("{user}-pw"))])
                 .output()
                 .unwrap();
-            ok(out, &format!("{user} enrolls into peer {name}"));
+            succeeded(out, &format!("{user} enrolls into peer {name}"));
         }
         procs.0.push(
             lab.on_public(host, BIN)

@@ -15,17 +15,16 @@ use crate::links::{LinkEvent, LinkId, LinkReport, Links};
 use crate::sip_usage::{Located, PublishError, SipUsage};
 use crate::stun::servers::StunServers;
 use crate::usage::{check_kinds, KindPolicyMismatch, Usage};
-use overlay::{Action, Event, OverlayConfig, OverlayNode, RequestFailure, RequestId, Security, Topology};
+use overlay::{Action, Entropy, Event, OverlayConfig, OverlayNode, RequestFailure, RequestId, Security, Topology};
 use reload_wire::{Body, IpAddressPort, NodeId};
 use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 
-/// RFC 8489 §5: a STUN transaction id, 96 random bits from the engine's
-/// generator.
-fn transaction_id<T: Topology, S: Security>(engine: &mut OverlayNode<T, S>) -> [u8; 12] {
+/// RFC 8489 §5: a STUN transaction id, 96 bits from a cryptographic
+/// source (an off-path host that guessed it could forge the answer).
+fn transaction_id(entropy: &mut Entropy) -> [u8; 12] {
     let mut id = [0u8; 12];
-    id[..8].copy_from_slice(&engine.random_u64().to_be_bytes());
-    id[8..].copy_from_slice(&engine.random_u64().to_be_bytes()[..4]);
+    (entropy.0)(&mut id);
     id
 }
 
@@ -175,7 +174,7 @@ pub struct PeerCore<T: Topology, S: Security> {
     accounts: Vec<AccountsWait>,
     /// The linked peers asked for this peer's reflexive address, once the
     /// driver has a UDP socket on the overlay port.
-    stun: Option<StunServers>,
+    stun: Option<(StunServers, Entropy)>,
     /// The ICE agents of links being formed and up, once the overlay
     /// uses ICE ([`PeerCore::use_ice`]), and the candidates offered.
     ice: Option<IceLinks>,
@@ -240,23 +239,35 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
     /// From now on the linked peers serve as STUN servers (RFC 6940
     /// §6.5.1.4): the driver sends [`Output::Datagram`]s from its UDP
     /// socket on the overlay port and hands back the responses.
-    pub fn use_stun_servers(&mut self, now: u64) {
-        self.stun = Some(StunServers::default());
+    /// Transaction ids come from `entropy`.
+    pub fn use_stun_servers(&mut self, now: u64, entropy: Entropy) {
+        self.stun = Some((StunServers::default(), entropy));
         self.sync_stun_servers(now);
     }
 
     /// The linked peers asked for this peer's reflexive address, and
     /// what they saw.
     pub fn stun_servers(&self) -> Option<&StunServers> {
-        self.stun.as_ref()
+        self.stun.as_ref().map(|(s, _)| s)
     }
 
     /// From now on links form by ICE (RFC 6940 §6.5.1.3): Attaches offer
     /// `udp` (the overlay UDP socket) as host candidate and the addresses
-    /// the STUN servers saw as server-reflexive ones.
-    pub fn use_ice(&mut self, udp: SocketAddr) {
-        self.ice = Some(IceLinks::new(udp));
-        self.offer_ice_candidates();
+    /// the STUN servers saw as server-reflexive ones, with credentials
+    /// from `entropy`.
+    pub fn use_ice(&mut self, udp: SocketAddr, entropy: Entropy) {
+        let ice = IceLinks::new(udp);
+        let candidates = ice.local_candidates(self.reflexive_addresses());
+        self.ice = Some(ice);
+        self.ice_candidates = candidates.clone();
+        self.engine.use_ice(candidates, Some(entropy));
+    }
+
+    /// One address per group of STUN servers (§6.5.1.4).
+    fn reflexive_addresses(&self) -> Vec<SocketAddr> {
+        self.stun_servers()
+            .map(|s| s.one_per_group().into_iter().map(|m| m.reflexive).collect())
+            .unwrap_or_default()
     }
 
     /// The ICE agents, when the overlay uses ICE.
@@ -267,22 +278,16 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
     /// Gives the engine the candidates to offer, when they changed.
     fn offer_ice_candidates(&mut self) {
         let Some(ice) = &self.ice else { return };
-        let reflexive = self
-            .stun
-            .as_ref()
-            .map(|s| s.one_per_group().into_iter().map(|m| m.reflexive).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let candidates = ice.local_candidates(reflexive);
-        if candidates != self.ice_candidates || !self.engine.uses_ice() {
+        let candidates = ice.local_candidates(self.reflexive_addresses());
+        if candidates != self.ice_candidates {
             self.ice_candidates = candidates.clone();
-            self.engine.use_ice(candidates);
+            self.engine.use_ice(candidates, None);
         }
     }
 
     fn sync_stun_servers(&mut self, now: u64) {
-        if let Some(stun) = &mut self.stun {
-            let engine = &mut self.engine;
-            stun.sync(now, self.links.listen_addresses(), &mut || transaction_id(engine));
+        if let Some((stun, entropy)) = &mut self.stun {
+            stun.sync(now, self.links.listen_addresses(), &mut || transaction_id(entropy));
         }
     }
 
@@ -336,7 +341,17 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                     }
                 }
             }
-            Input::LinkFailed { expected } => self.dial_failed(now, expected),
+            Input::LinkFailed { expected } => {
+                // A link ICE nominated that its DTLS could not open: the
+                // agent goes (it would keep checking an address nobody
+                // uses).
+                if let (Some(peer), Some(ice)) = (expected, &mut self.ice) {
+                    if self.links.route(&peer).is_none() {
+                        ice.remove(&peer, None);
+                    }
+                }
+                self.dial_failed(now, expected)
+            }
             Input::BadNodes(bad) => {
                 let peers = self.links.bad_nodes(&bad);
                 self.outputs
@@ -367,7 +382,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                 if self.ice.as_mut().is_some_and(|ice| ice.receive(now, datagram, from)) {
                     return;
                 }
-                if let Some(stun) = &mut self.stun {
+                if let Some((stun, _)) = &mut self.stun {
                     stun.on_response(now, datagram, from);
                     self.offer_ice_candidates();
                 }
@@ -384,7 +399,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             if let Some(output) = self.outputs.pop_front() {
                 return Some(output);
             }
-            if let Some((to, bytes)) = self.stun.as_mut().and_then(StunServers::poll_transmit) {
+            if let Some((to, bytes)) = self.stun.as_mut().and_then(|(s, _)| s.poll_transmit()) {
                 return Some(Output::Datagram { to, bytes });
             }
             if let Some(output) = self.ice.as_mut().and_then(IceLinks::poll_output) {
@@ -439,7 +454,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             self.bootstrap.poll_timeout(),
             self.leave_at,
             self.links.poll_timeout(),
-            self.stun.as_ref().and_then(StunServers::poll_timeout),
+            self.stun_servers().and_then(StunServers::poll_timeout),
             self.ice.as_ref().and_then(IceLinks::poll_timeout),
         ]
         .into_iter()
@@ -472,10 +487,9 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
         }
-        if let Some(stun) = &mut self.stun {
+        if let Some((stun, entropy)) = &mut self.stun {
             if stun.poll_timeout().is_some_and(|t| t <= now) {
-                let engine = &mut self.engine;
-                stun.handle_timeout(now, &mut || transaction_id(engine));
+                stun.handle_timeout(now, &mut || transaction_id(entropy));
             }
         }
         if let Some(ice) = &mut self.ice {

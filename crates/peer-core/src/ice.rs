@@ -25,6 +25,10 @@ pub const CHECK_TIMEOUT_MS: u64 = 10_000;
 /// Agents checking or connected at once, at most (an Attach flood cannot
 /// make more).
 pub const MAX_AGENTS: usize = 512;
+/// Remote candidates taken from one Attach: a peer has a host, a few
+/// server-reflexive and relayed ones; more would only aim checks at
+/// addresses of the sender's choosing.
+pub const MAX_REMOTE_CANDIDATES: usize = 16;
 
 /// A pair ICE nominated: the link layer's cue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +131,8 @@ impl IceLinks {
         for c in local.iter().filter_map(|c| to_agent(c, self.host)) {
             agent.add_local_candidate(c);
         }
-        for c in attach.remote_candidates.iter().filter_map(|c| to_agent(c, self.host)) {
+        let remote = attach.remote_candidates.iter().take(MAX_REMOTE_CANDIDATES);
+        for c in remote.filter_map(|c| to_agent(c, self.host)) {
             agent.add_remote_candidate(c);
         }
         agent.handle_timeout(self.at(now));
@@ -147,6 +152,20 @@ impl IceLinks {
     /// A STUN datagram for an agent: true if one took it (a check whose
     /// USERNAME names its ufrag, or the answer to one of its checks).
     pub fn receive(&mut self, now: u64, datagram: &[u8], from: SocketAddr) -> bool {
+        // Only a check naming one of our agents, or a response, reaches
+        // the agents' parser (which logs what it does not like).
+        let Ok(plain) = crate::stun::message::Message::decode(datagram) else {
+            return false;
+        };
+        if plain.class == crate::stun::message::Class::Request {
+            let username = plain
+                .attribute(crate::stun::message::attribute::USERNAME)
+                .unwrap_or_default();
+            let ours = username.split(|b| *b == b':').next().unwrap_or_default();
+            if !self.agents.iter().any(|a| a.local_ufrag.as_bytes() == ours) {
+                return false;
+            }
+        }
         let Ok(message) = is::stun::StunMessage::parse(datagram) else {
             return false;
         };

@@ -139,6 +139,22 @@ pub enum SipEvent {
     Expired { user: String },
 }
 
+/// Whether a message's Contact is a dialog's remote target (RFC 3261
+/// §12.1, RFC 6665, RFC 3515, RFC 3311): a request that makes or
+/// refreshes a dialog, or its provisional or 2xx answer. Not a REGISTER's
+/// (the binding keeps the phone's own words, and de-registration must
+/// name them) nor a 3xx's (where to redirect to).
+fn sets_remote_target(message: &SipMessage) -> bool {
+    const TARGET_REFRESH: [&str; 5] = ["INVITE", "SUBSCRIBE", "NOTIFY", "REFER", "UPDATE"];
+    match message.status() {
+        None => message.method().is_some_and(|m| TARGET_REFRESH.contains(&m)),
+        Some(status) if status < 300 => message
+            .cseq()
+            .is_some_and(|(_, m)| TARGET_REFRESH.contains(&m.as_str())),
+        Some(_) => false,
+    }
+}
+
 /// How a request's method is counted: by name if SIP knows it, else as
 /// `other`, so a flood of made-up methods cannot grow a label set.
 pub fn counted_method(method: &str) -> &'static str {
@@ -497,6 +513,7 @@ impl SipService {
         // go where its messages come from, as its registration's do.
         if side == Side::Phones
             && flow.transport == sip::registrar::Transport::Udp
+            && sets_remote_target(&message)
             && self.registrar.user_on(flow, now).is_some()
         {
             sip::proxy::fix_nated_contact(&mut message, flow.remote);

@@ -295,10 +295,17 @@ fn the_configurations_proxy_peers_decide_who_sends_requests_for_other_domains_ou
 /// alice registers `contact` over UDP `flow` (challenge, credentials,
 /// the overlay's Store answered) and the service is past all of it.
 fn registered_with_contact(service: &mut SipService, flow: Flow, contact: &str, at: u64) {
+    registered_for(service, flow, contact, at, 600);
+}
+
+/// [`registered_with_contact`] for `expires` seconds (0: unregistered),
+/// the phone's REGISTERs sharing one Call-ID (RFC 3261 §10.2.4).
+fn registered_for(service: &mut SipService, flow: Flow, contact: &str, at: u64, expires: u32) {
     let text = format!(
         "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP {contact};branch=z9hG4bKnat{at}\r\n\
-         From: <sip:alice@{DOMAIN}>;tag=r\r\nTo: <sip:alice@{DOMAIN}>\r\nCall-ID: nat-{at}\r\n\
-         CSeq: 1 REGISTER\r\nContact: <sip:alice@{contact}>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n",
+         From: <sip:alice@{DOMAIN}>;tag=r\r\nTo: <sip:alice@{DOMAIN}>\r\nCall-ID: nat-{contact}\r\n\
+         CSeq: {at} REGISTER\r\nContact: <sip:alice@{contact}>\r\nExpires: {expires}\r\nContent-Length: 0\r\n\r\n",
+        at = at % 1_000_000,
     );
     let request = SipMessage::parse(text.as_bytes()).unwrap();
     let out = input(service, at, &request.to_bytes(), flow, Side::Phones);
@@ -308,7 +315,13 @@ fn registered_with_contact(service: &mut SipService, flow: Flow, contact: &str, 
     service.handle_input(
         at + 2,
         SipInput::Published {
-            token: publish_token(&out),
+            token: out
+                .iter()
+                .find_map(|o| match o {
+                    SipOutput::Publish { token, .. } => Some(*token),
+                    _ => None,
+                })
+                .expect("a Store or removal for the overlay"),
             result: Ok(()),
         },
     );
@@ -382,4 +395,38 @@ fn with_keepalives_off_a_phone_behind_a_nat_gets_none() {
     registered_with_contact(&mut service, udp(40_002), "192.168.1.21:5060", T0);
     let sent = run_timers(&mut service, T0 + 10, T0 + 120_000);
     assert!(sent.iter().all(|(_, _, m)| m.method() != Some("OPTIONS")));
+}
+
+/// A phone behind a NAT that registers again and then unregisters: its
+/// binding keeps the Contact it wrote (only a dialog's remote target is
+/// rewritten to the NAT's address), so the refresh renews that binding
+/// and the keepalives go on past the first one's expiry, and the
+/// de-registration naming it leaves nothing to keep open.
+#[test]
+fn a_natted_phone_that_registers_again_keeps_its_binding_and_unregistering_ends_the_keepalives() {
+    let interval = 20_000;
+    let mut service = service().with_nat_keepalive(Some(interval));
+    let natted = udp(40_003);
+    let contact = "192.168.1.22:5060";
+    registered_for(&mut service, natted, contact, T0, 600);
+    registered_for(&mut service, natted, contact, T0 + 300_000, 600);
+    let bindings = service.registrar().contacts("alice", T0 + 300_010);
+    assert_eq!(bindings.len(), 1, "the refresh renewed the one binding");
+    assert_eq!(bindings[0].contact.uri.to_string(), format!("sip:alice@{contact}"));
+    let sent = run_timers(&mut service, T0 + 300_010, T0 + 700_000);
+    let after_first_expiry = sent
+        .iter()
+        .filter(|(t, _, m)| *t > T0 + 600_000 && m.method() == Some("OPTIONS"))
+        .count();
+    assert!(
+        after_first_expiry >= 4,
+        "{after_first_expiry} keepalives after the first REGISTER's expiry"
+    );
+    registered_for(&mut service, natted, contact, T0 + 700_000, 0);
+    assert!(service.registrar().contacts("alice", T0 + 700_010).is_empty());
+    let sent = run_timers(&mut service, T0 + 700_010, T0 + 800_000);
+    assert!(
+        sent.iter().all(|(_, _, m)| m.method() != Some("OPTIONS")),
+        "no keepalive after unregistering"
+    );
 }

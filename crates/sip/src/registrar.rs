@@ -80,7 +80,7 @@ pub fn behind_nat(binding: &Binding) -> bool {
     let uri = &binding.contact.uri;
     let default_port = if uri.scheme == "sips" { 5061 } else { 5060 };
     let named = crate::proxy::host_ip(&uri.host).map(|ip| SocketAddr::new(ip, uri.port.unwrap_or(default_port)));
-    named != Some(binding.flow.remote)
+    named.is_some_and(|address| address != binding.flow.remote)
 }
 
 /// Which challenge a request gets: a registrar's 401 or a proxy's 407.

@@ -9,8 +9,9 @@
 use super::*;
 
 /// RFC 8445 §5.3: a username fragment and password. Ours are 8 and 24
-/// characters of `[A-Za-z0-9]` (48 and 143 bits; §5.3 asks at least 24
-/// and 128).
+/// ice-chars (`[A-Za-z0-9+/]`, 6 bits each: 48 and 144 bits; §5.3 asks
+/// at least 24 and 128), from a cryptographic source
+/// ([`OverlayNode::use_ice`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IceCredentials {
     pub ufrag: Vec<u8>,
@@ -29,30 +30,50 @@ pub struct IceAttach {
     pub remote_candidates: Vec<IceCandidate>,
 }
 
-const ICE_CHARS: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+const ICE_CHARS: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Random bytes for what an attacker must not guess (ICE passwords, STUN
+/// transaction ids): the system's generator in the daemon, a seeded one
+/// in tests and the simulator.
+pub struct Entropy(pub Box<FillBytes>);
+
+/// Fills a buffer with random bytes.
+pub type FillBytes = dyn FnMut(&mut [u8]) + Send;
+
+impl std::fmt::Debug for Entropy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Entropy")
+    }
+}
 
 impl<T: Topology, S: Security> OverlayNode<T, S> {
     /// From now on Attaches offer ICE with these candidates (host,
     /// server-reflexive, relayed: the peer core gathers them and calls
-    /// this again when they change).
-    pub fn use_ice(&mut self, candidates: Vec<IceCandidate>) {
+    /// this again when they change) and credentials drawn from
+    /// `entropy` (kept from the first call when `None`).
+    pub fn use_ice(&mut self, candidates: Vec<IceCandidate>, entropy: Option<Entropy>) {
         self.ice_candidates = Some(candidates);
+        if entropy.is_some() {
+            self.ice_entropy = entropy;
+        }
     }
 
     pub fn uses_ice(&self) -> bool {
         self.ice_candidates.is_some()
     }
 
-    /// New credentials for one Attach, from the engine's generator.
+    /// New credentials for one Attach: from the entropy `use_ice` was
+    /// given, else (tests) from the engine's seeded generator.
     pub(super) fn ice_credentials(&mut self) -> IceCredentials {
-        let mut text = |len: usize| -> Vec<u8> {
-            (0..len)
-                .map(|_| ICE_CHARS[self.rng.random_range(0..ICE_CHARS.len())])
-                .collect()
-        };
+        let mut bytes = [0u8; 32];
+        match &mut self.ice_entropy {
+            Some(Entropy(fill)) => fill(&mut bytes),
+            None => bytes.iter_mut().for_each(|b| *b = self.rng.random()),
+        }
+        let chars: Vec<u8> = bytes.iter().map(|b| ICE_CHARS[usize::from(b & 63)]).collect();
         IceCredentials {
-            ufrag: text(8),
-            password: text(24),
+            ufrag: chars[..8].to_vec(),
+            password: chars[8..].to_vec(),
         }
     }
 

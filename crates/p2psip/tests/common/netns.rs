@@ -4,6 +4,7 @@
 
 use super::{as_root, can_be_root};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `ip ARGS` as root; a failure fails the test with ip's message.
 pub fn ip(args: &[&str]) {
@@ -53,17 +54,19 @@ pub fn can_build_namespaces(what: &str, nat: bool) -> bool {
 }
 
 /// Namespaces removed, with every process left in them, when dropped.
-pub struct Namespaces(Vec<String>);
+pub struct Namespaces(Vec<String>, usize);
 
 impl Namespaces {
-    /// Names unique to this test process: `p2psip-PID-NAME`.
+    /// Names unique to this set: `p2psip-PID-N-NAME`, N counting the
+    /// sets of this process (its tests run side by side).
     pub fn new() -> Namespaces {
-        Namespaces(Vec::new())
+        static SETS: AtomicUsize = AtomicUsize::new(0);
+        Namespaces(Vec::new(), SETS.fetch_add(1, Ordering::Relaxed))
     }
 
     /// Creates namespace `name` (loopback up) and returns its full name.
     pub fn add(&mut self, name: &str) -> String {
-        let full = format!("p2psip-{}-{name}", std::process::id() % 100_000);
+        let full = format!("p2psip-{}-{}-{name}", std::process::id() % 100_000, self.1);
         ip(&["netns", "add", &full]);
         ip(&["-n", &full, "link", "set", "lo", "up"]);
         self.0.push(full.clone());

@@ -164,6 +164,12 @@ impl SimpleReliability {
     }
 
     fn on_ack(&mut self, now: u64, ack_sequence: u32, received: u32) {
+        // An ACK for a sequence this end never sent (forged, or from an
+        // earlier association) says nothing.
+        let sent = |s: u32| self.next_sequence.wrapping_sub(s).wrapping_sub(1) < 1 << 31 && s != self.next_sequence;
+        if !sent(ack_sequence) || self.next_sequence == 0 {
+            return;
+        }
         self.last_ack_at = now;
         self.retransmissions_unanswered = 0;
         if self.silent {
@@ -311,6 +317,11 @@ impl SimpleReliability {
         let due: Vec<usize> = (0..self.in_flight.len())
             .filter(|k| self.in_flight[*k].retransmit_at <= now)
             .collect();
+        // §6.6.3.1 counts retransmission rounds, not messages: several
+        // messages due at once are one round.
+        if !due.is_empty() && now.saturating_sub(self.last_ack_at) >= self.rto_ms() {
+            self.retransmissions_unanswered += 1;
+        }
         for k in due {
             if self.in_flight[k].sent.len() as u32 >= MAX_TRANSMISSIONS {
                 self.failed = true;
@@ -321,9 +332,6 @@ impl SimpleReliability {
             self.slow_start_threshold = (self.in_flight.len() as f64 / 2.0).max(2.0);
             self.window = 1.0;
             self.retransmit(now, k, false);
-            if now.saturating_sub(self.last_ack_at) >= self.rto_ms() {
-                self.retransmissions_unanswered += 1;
-            }
         }
         if !self.silent && self.retransmissions_unanswered >= SILENT_AFTER_RETRANSMISSIONS {
             self.silent = true;

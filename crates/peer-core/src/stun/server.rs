@@ -93,6 +93,8 @@ pub struct BindingServer {
 impl BindingServer {
     /// What to do with `datagram` from `from` at `now` (ms).
     pub fn serve(&mut self, now: u64, datagram: &[u8], from: SocketAddr) -> Served {
+        // An IPv4 sender on a dual-stack socket shows as ::ffff:a.b.c.d.
+        let from = canonical(from);
         if datagram.len() > MAX_REQUEST {
             return Served::Dropped(Dropped::Oversized);
         }
@@ -150,6 +152,11 @@ impl BindingServer {
         self.answered += 1;
         true
     }
+}
+
+/// `from` with an IPv4-mapped IPv6 address as the IPv4 address it is.
+pub fn canonical(from: SocketAddr) -> SocketAddr {
+    SocketAddr::new(from.ip().to_canonical(), from.port())
 }
 
 /// An IPv6 source counts by its /64, which one host gets whole.
@@ -293,6 +300,24 @@ mod tests {
                 proptest::prop_assert_eq!(answer.transaction_id, Message::decode(&data).unwrap().transaction_id);
             }
         }
+    }
+
+    /// A dual-stack socket's IPv4 senders are IPv4 to the budgets and in
+    /// the answer, not one shared ::ffff:0:0/64.
+    #[test]
+    fn ipv4_senders_on_a_dual_stack_socket_are_told_apart() {
+        let mut server = BindingServer::default();
+        let request = binding_request(TID);
+        let mapped = |last: u8| -> SocketAddr { format!("[::ffff:198.51.100.{last}]:4000").parse().unwrap() };
+        let Served::Answer(answer) = server.serve(0, &request, mapped(1)) else {
+            panic!("no answer");
+        };
+        let seen = Message::decode(&answer).unwrap().xor_mapped_address().unwrap();
+        assert_eq!(seen, "198.51.100.1:4000".parse().unwrap());
+        let answered = (2..60)
+            .filter(|last| matches!(server.serve(0, &request, mapped(*last)), Served::Answer(_)))
+            .count();
+        assert_eq!(answered, 58, "each address its own budget");
     }
 
     #[test]

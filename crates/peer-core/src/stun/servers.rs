@@ -106,7 +106,10 @@ impl StunServers {
         linked: impl IntoIterator<Item = (NodeId, SocketAddr)>,
         transaction_id: &mut dyn FnMut() -> [u8; 12],
     ) {
-        let linked: BTreeMap<NodeId, SocketAddr> = linked.into_iter().collect();
+        let linked: BTreeMap<NodeId, SocketAddr> = linked
+            .into_iter()
+            .map(|(peer, address)| (peer, super::server::canonical(address)))
+            .collect();
         self.servers
             .retain(|peer, server| linked.get(peer) == Some(&server.address));
         for (peer, address) in linked.iter() {
@@ -139,6 +142,7 @@ impl StunServers {
     /// is one). Ignored unless it answers the request in flight to that
     /// server.
     pub fn on_response(&mut self, now: u64, datagram: &[u8], from: SocketAddr) {
+        let from = super::server::canonical(from);
         let Ok(message) = Message::decode(datagram) else {
             return;
         };

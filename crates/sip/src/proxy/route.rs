@@ -125,6 +125,12 @@ pub fn fix_nated_contact(message: &mut SipMessage, from: SocketAddr) {
         v4 => v4.to_string(),
     };
     contact.uri.port = Some(from.port());
+    // The flow is UDP: a transport the phone named for its own address
+    // does not go with the NAT's.
+    contact
+        .uri
+        .params
+        .retain(|(name, _)| !name.eq_ignore_ascii_case("transport"));
     message.remove_all("Contact");
     message.push("Contact", &contact.to_string());
 }
@@ -281,8 +287,8 @@ mod nated_contact_tests {
     #[test]
     fn a_private_contact_takes_the_address_the_message_came_from() {
         assert_eq!(
-            contact_after("<sip:bob@10.1.0.2:5062;transport=UDP>", "203.0.113.101:40000"),
-            "<sip:bob@203.0.113.101:40000;transport=UDP>"
+            contact_after("<sip:bob@10.1.0.2:5062;transport=UDP;ob>", "203.0.113.101:40000"),
+            "<sip:bob@203.0.113.101:40000;ob>"
         );
         assert_eq!(
             contact_after("<sip:10.1.0.2>", "[2001:db8::7]:5070"),

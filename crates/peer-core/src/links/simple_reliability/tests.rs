@@ -286,3 +286,38 @@ proptest::proptest! {
         }
     }
 }
+
+/// Many messages unanswered at once are still one retransmission round
+/// at a time: silent after the third round, as with one message.
+#[test]
+fn many_messages_in_flight_do_not_make_a_link_silent_sooner() {
+    let mut a = SimpleReliability::new(0, None);
+    for n in 0..4 {
+        a.send(0, message(n)).unwrap();
+    }
+    let mut silent_at = None;
+    while let Some(now) = a.poll_timeout().filter(|t| *t < 10_000) {
+        a.handle_timeout(now);
+        while a.poll_transmit().is_some() {}
+        while let Some(e) = a.poll_event() {
+            if e == Event::Silent && silent_at.is_none() {
+                silent_at = Some(now);
+            }
+        }
+    }
+    assert_eq!(silent_at, Some(3_500));
+}
+
+/// An ACK for a sequence never sent changes nothing.
+#[test]
+fn an_ack_for_a_sequence_never_sent_is_ignored() {
+    let mut a = SimpleReliability::new(0, None);
+    a.send(0, message(1)).unwrap();
+    let forged = FramedMessage::Ack {
+        ack_sequence: 1_000,
+        received: u32::MAX,
+    };
+    a.receive(5, &forged.to_bytes().unwrap(), &ctx()).unwrap();
+    assert_eq!(a.backlog(), (1, 0), "still waiting for its real ACK");
+    assert_eq!(a.highest_acked, None);
+}
