@@ -35,6 +35,11 @@ pub const EXPIRY_INTERVAL_MS: u64 = 1_000;
 /// binding open ([`sip::proxy::Proxy::keep_nat_open`]), by default: under
 /// the 30 s many home routers keep an idle UDP binding.
 pub const NAT_KEEPALIVE_MS: u64 = 25_000;
+/// Keepalives a flow may leave unanswered (nothing at all heard from it
+/// since) before it gets no more: a phone gone, or an address that was
+/// never a phone's (a REGISTER from a forged source), is not pinged for
+/// as long as its binding lives. Anything the flow sends resumes them.
+pub const MAX_UNANSWERED_KEEPALIVES: u32 = 3;
 
 /// What happens to the SIP side.
 #[derive(Debug)]
@@ -262,6 +267,8 @@ pub struct SipService {
     /// Keepalives to phones behind NATs: every so often, or never.
     nat_keepalive_ms: Option<u64>,
     next_nat_keepalive: u64,
+    /// Keepalives sent to each flow since it last sent anything.
+    keepalives_unanswered: HashMap<Flow, u32>,
     outputs: VecDeque<SipOutput>,
 }
 
@@ -284,6 +291,7 @@ impl SipService {
             next_expiry: 0,
             nat_keepalive_ms: Some(NAT_KEEPALIVE_MS),
             next_nat_keepalive: NAT_KEEPALIVE_MS,
+            keepalives_unanswered: HashMap::new(),
             outputs: VecDeque::new(),
         }
     }
@@ -382,7 +390,16 @@ impl SipService {
         }
         if let Some(interval) = self.nat_keepalive_ms.filter(|_| now >= self.next_nat_keepalive) {
             let domain = self.registrar.domain().to_string();
-            for (flow, contact) in self.registrar.flows_behind_nat(now) {
+            let flows = self.registrar.flows_behind_nat(now);
+            // Only flows still behind a NAT are counted.
+            self.keepalives_unanswered
+                .retain(|flow, _| flows.iter().any(|(f, _)| f == flow));
+            for (flow, contact) in flows {
+                let unanswered = self.keepalives_unanswered.entry(flow).or_insert(0);
+                if *unanswered >= MAX_UNANSWERED_KEEPALIVES {
+                    continue;
+                }
+                *unanswered += 1;
                 let out = self.proxy.keep_nat_open(flow, &contact, &domain);
                 self.proxy_outputs(out);
             }
@@ -498,6 +515,10 @@ impl SipService {
     /// between its arrival and now.
     fn message(&mut self, now: u64, bytes: &[u8], flow: Flow, side: Side, waited: Option<u64>) {
         self.shedder_of(side).observe(now, waited);
+        // The flow is alive: its keepalives may go on.
+        if !self.keepalives_unanswered.is_empty() {
+            self.keepalives_unanswered.remove(&flow);
+        }
         let mut message = match sip::intake::intake(bytes) {
             Intake::Request(m) | Intake::Response(m) => m,
             Intake::KeepAlive => return,

@@ -342,6 +342,24 @@ fn run_timers(service: &mut SipService, from: u64, to: u64) -> Vec<(u64, Flow, S
     sent_at
 }
 
+/// [`run_timers`] with the phone on `flow` answering each keepalive.
+fn run_answering(service: &mut SipService, from: u64, to: u64, flow: Flow) -> Vec<(u64, Flow, SipMessage)> {
+    let mut sent_at = Vec::new();
+    let mut now = from;
+    while let Some(t) = service.poll_timeout().filter(|t| *t <= to) {
+        now = now.max(t);
+        service.handle_timeout(now);
+        for (to_flow, message, _) in sent(&outputs(service)) {
+            if to_flow == flow && message.method() == Some("OPTIONS") {
+                let answer = SipMessage::response_to(&message, 200, "OK", None);
+                input(service, now, &answer.to_bytes(), flow, Side::Phones);
+            }
+            sent_at.push((now, to_flow, message));
+        }
+    }
+    sent_at
+}
+
 /// Issue 35 §5: a phone that registered over UDP from behind a NAT (its
 /// Contact is a private address; the REGISTER came from the NAT's) gets
 /// an OPTIONS over that flow every keepalive interval, which keeps the
@@ -413,7 +431,7 @@ fn a_natted_phone_that_registers_again_keeps_its_binding_and_unregistering_ends_
     let bindings = service.registrar().contacts("alice", T0 + 300_010);
     assert_eq!(bindings.len(), 1, "the refresh renewed the one binding");
     assert_eq!(bindings[0].contact.uri.to_string(), format!("sip:alice@{contact}"));
-    let sent = run_timers(&mut service, T0 + 300_010, T0 + 700_000);
+    let sent = run_answering(&mut service, T0 + 300_010, T0 + 700_000, natted);
     let after_first_expiry = sent
         .iter()
         .filter(|(t, _, m)| *t > T0 + 600_000 && m.method() == Some("OPTIONS"))
@@ -429,4 +447,34 @@ fn a_natted_phone_that_registers_again_keeps_its_binding_and_unregistering_ends_
         sent.iter().all(|(_, _, m)| m.method() != Some("OPTIONS")),
         "no keepalive after unregistering"
     );
+}
+
+/// A flow that answers nothing (a phone gone, or a source that was
+/// forged) gets three keepalives and then none, until it sends something
+/// again.
+#[test]
+fn a_flow_that_never_answers_gets_three_keepalives_then_none_until_it_speaks() {
+    let interval = 20_000;
+    let mut service = service().with_nat_keepalive(Some(interval));
+    let natted = udp(40_004);
+    registered_with_contact(&mut service, natted, "192.168.1.23:5060", T0);
+    let options =
+        |sent: &[(u64, Flow, SipMessage)]| sent.iter().filter(|(_, _, m)| m.method() == Some("OPTIONS")).count();
+    let sent = run_timers(&mut service, T0 + 10, T0 + 10 * interval);
+    assert_eq!(options(&sent), 3, "three unanswered, then silence");
+    // The phone speaks (an OPTIONS of its own here): keepalives resume.
+    let ping = format!(
+        "OPTIONS sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/UDP 192.168.1.23:5060;branch=z9hG4bKp1\r\n\
+         From: <sip:alice@{DOMAIN}>;tag=p\r\nTo: <sip:{DOMAIN}>\r\nCall-ID: p1\r\nCSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    input(
+        &mut service,
+        T0 + 10 * interval + 1,
+        ping.as_bytes(),
+        natted,
+        Side::Phones,
+    );
+    let sent = run_timers(&mut service, T0 + 10 * interval + 2, T0 + 12 * interval);
+    assert!(options(&sent) >= 1, "keepalives again once it spoke");
 }
