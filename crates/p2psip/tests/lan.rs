@@ -44,12 +44,7 @@ fn three_peers_on_three_hosts_serve_phones_on_a_fourth() {
             .unwrap(),
         "init",
     );
-    let fingerprint = init
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("CA fingerprint"))
-        .map(str::trim)
-        .expect("init prints the CA fingerprint")
-        .to_string();
+    let fingerprint = ca_fingerprint(&init);
     let mut procs = Procs(Vec::new());
     procs.0.push(
         lan.on(a, BIN)

@@ -38,12 +38,7 @@ fn make_overlay(dir: &Path, users: &[&str]) -> (PathBuf, String) {
             .unwrap(),
         "init",
     );
-    let fingerprint = init
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("CA fingerprint"))
-        .map(str::trim)
-        .expect("init prints the CA fingerprint")
-        .to_string();
+    let fingerprint = ca_fingerprint(&init);
     (overlay_dir, fingerprint)
 }
 

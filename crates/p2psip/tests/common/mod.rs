@@ -83,6 +83,16 @@ pub fn succeeded(out: std::process::Output, what: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The CA fingerprint `p2psip init` prints, which enrolling peers pin.
+pub fn ca_fingerprint(init_output: &str) -> String {
+    init_output
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("CA fingerprint"))
+        .map(str::trim)
+        .expect("init prints the CA fingerprint")
+        .to_string()
+}
+
 /// Kills every process it started when dropped, so a failing test leaves
 /// nothing running.
 pub struct Procs(pub Vec<Child>);
