@@ -24,6 +24,9 @@
 //! Each message must already fit one datagram: the caller fragments
 //! larger ones (§6.7). Times are milliseconds.
 
+/// Nothing sent or heard for this long: ask the engine for a keepalive,
+/// the same interval as TLS links (decision 0022).
+pub use overlay::link_liveness::KEEPALIVE_INTERVAL_MS;
 use reload_wire::framing::{acked_sequences, encode_data, FramedMessage, ReceivedWindow, RtoEstimator};
 use reload_wire::{DecodeContext, DecodeError, Writer};
 use std::collections::VecDeque;
@@ -39,9 +42,6 @@ pub const MAX_QUEUED: usize = 1_024;
 /// Retransmissions beyond an RTO without any ACK after which the link is
 /// reported silent (§6.6.3.1: "three retransmissions").
 pub const SILENT_AFTER_RETRANSMISSIONS: u32 = 3;
-/// Nothing sent or heard for this long: ask the engine for a keepalive,
-/// as TLS links do (decision 0022).
-pub const KEEPALIVE_INTERVAL_MS: u64 = 1_000;
 /// How many later messages acknowledged make an unacknowledged one lost.
 const REORDERING_THRESHOLD: u32 = 3;
 /// RTO bounds: §6.6.3.1 rounds to the millisecond; 100 ms is the floor
