@@ -199,7 +199,10 @@ fn the_rfc_example_reads_once_its_unknown_mandatory_extension_is_gone() {
         .configuration;
     assert_eq!(c.sequence, 22);
     assert_eq!(c.bootstrap_nodes.len(), 3);
-    assert_eq!(c.bootstrap_nodes[2], "[2001:db8::1]:6084".parse().unwrap());
+    assert_eq!(
+        c.bootstrap_nodes[2],
+        "[2001:db8::1]:6084".parse::<std::net::SocketAddr>().unwrap()
+    );
     assert_eq!(c.max_message_size, 4000);
     assert_eq!(c.initial_ttl, 30);
     assert_eq!((c.chord_update_interval_s, c.chord_ping_interval_s), (400, 30));

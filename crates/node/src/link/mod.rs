@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio::io::AsyncWriteExt;
 
+pub mod dtls;
+pub mod dtls_config;
+pub mod dtls_key_log;
 mod framed;
 use framed::BATCH_BYTES;
 pub use framed::{run_link, LinkEvent};

@@ -301,6 +301,11 @@ impl SimpleReliability {
         (self.in_flight.len(), self.waiting.len())
     }
 
+    /// How long since the last ACK came (or the link came up).
+    pub fn since_last_ack(&self, now: u64) -> u64 {
+        now.saturating_sub(self.last_ack_at)
+    }
+
     pub fn poll_timeout(&self) -> Option<u64> {
         if self.failed {
             return None;
