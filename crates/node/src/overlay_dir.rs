@@ -155,6 +155,8 @@ pub struct InitOptions {
     pub multicast_bootstrap: Option<SocketAddr>,
     /// DNS names and IP addresses the enrollment server's certificate names.
     pub server_hosts: Vec<String>,
+    /// Links by ICE and DTLS (`<no-ice>false</no-ice>`), not TLS alone.
+    pub ice: bool,
 }
 
 /// An overlay's directory.
@@ -204,6 +206,7 @@ impl OverlayDir {
         config.enrollment_servers = vec![opts.enrollment_url.clone()];
         config.bootstrap_nodes = opts.bootstrap.clone();
         config.multicast_bootstrap = opts.multicast_bootstrap;
+        config.no_ice = !opts.ice;
         config.configuration_signers = vec![signer_id];
         config.kind_signers = vec![signer_id];
         let signer = CertSecurity::new(

@@ -59,6 +59,8 @@ pub enum PeerError {
     AdminWithoutToken(SocketAddr),
     #[error(transparent)]
     Usage(#[from] peer_core::usage::KindPolicyMismatch),
+    #[error(transparent)]
+    Dtls(#[from] crate::link::dtls_config::DtlsConfigError),
     #[error("--sip-tls: {0}")]
     SipTls(#[from] crate::sip_tls::SipTlsError),
 }
@@ -141,6 +143,10 @@ pub struct Status {
     pub predecessors: Vec<String>,
     pub fingers: Vec<String>,
     pub links: Vec<String>,
+    /// The peers among `links` linked over DTLS/UDP after ICE (§6.6.4);
+    /// the others are over TLS/TCP.
+    #[serde(default)]
+    pub links_over_dtls: Vec<String>,
     pub stored: BTreeMap<String, usize>,
     pub messages_sent: u64,
     pub messages_forwarded: u64,
@@ -320,11 +326,11 @@ struct ReloadWait {
 
 pub(crate) enum Input {
     Link(LinkEvent),
-    /// A TLS link is up.
+    /// A TLS or DTLS link is up.
     LinkUp {
         peer: NodeId,
         link: u64,
-        tx: mpsc::Sender<Vec<u8>>,
+        tx: LinkSender,
         /// The address this end dialled (the peer's listen address);
         /// `None` for a link the peer dialled.
         dialled: Option<SocketAddr>,
@@ -355,6 +361,34 @@ pub(crate) enum Input {
         datagram: Vec<u8>,
         from: SocketAddr,
     },
+}
+
+/// Where the engine's messages for a link go: a TLS link's own task, or
+/// the UDP task that runs every DTLS link.
+#[derive(Debug, Clone)]
+pub(crate) enum LinkSender {
+    Tls(mpsc::Sender<Vec<u8>>),
+    Dtls(mpsc::Sender<crate::overlay_udp::UdpCommand>),
+}
+
+impl LinkSender {
+    /// Queues `bytes` for link `link`; false when the queue is full.
+    fn try_send(&self, link: u64, bytes: Vec<u8>) -> bool {
+        match self {
+            LinkSender::Tls(tx) => tx.try_send(bytes).is_ok(),
+            LinkSender::Dtls(tx) => tx
+                .try_send(crate::overlay_udp::UdpCommand::Send { link, bytes })
+                .is_ok(),
+        }
+    }
+
+    /// Closes link `link`: a TLS link's task ends when its sender is
+    /// dropped; a DTLS link is told.
+    fn close(self, link: u64) {
+        if let LinkSender::Dtls(tx) = self {
+            let _ = tx.try_send(crate::overlay_udp::UdpCommand::Close { link });
+        }
+    }
 }
 
 impl From<LinkEvent> for Input {
@@ -519,11 +553,26 @@ async fn drive<T: Topology + Tables>(
         .map_err(|source| PeerError::ListenUdp { addr: listen, source })?;
     let stun_metrics = crate::overlay_udp::StunMetrics::default();
     metrics.add_stun(&stun_metrics);
-    tokio::spawn(crate::overlay_udp::serve(
-        overlay_udp.clone(),
-        input_tx.clone(),
-        stun_metrics,
-    ));
+    // RFC 6940 §11.1: links form by ICE unless the overlay says no-ice.
+    let dtls = if dir.config.no_ice {
+        None
+    } else {
+        let configs =
+            crate::link::dtls_config::DtlsConfigs::new(dir.config.trust_store(), dir.cert_der.clone(), &dir.key)?;
+        Some(configs)
+    };
+    let (commands_tx, commands) = mpsc::channel(crate::overlay_udp::COMMAND_QUEUE);
+    let dtls_links = dtls.is_some().then(|| commands_tx.clone());
+    tokio::spawn(crate::overlay_udp::serve(crate::overlay_udp::OverlayUdp {
+        socket: overlay_udp.clone(),
+        engine: input_tx.clone(),
+        metrics: stun_metrics,
+        dtls,
+        ctx: ctx.clone(),
+        me,
+        commands,
+        commands_tx,
+    }));
     if let Some(addr) = opts.sip {
         let phones_tls = match &opts.sip_tls {
             Some(t) => Some((
@@ -648,6 +697,9 @@ async fn drive<T: Topology + Tables>(
     let certificate = Some((dir.cert_der.clone(), dir.info.user.clone()));
     let mut core = PeerCore::new(engine, plan, opts.client, certificate)?;
     core.use_stun_servers(now_ms(), system_entropy());
+    if dtls_links.is_some() {
+        core.use_ice(listen, system_entropy());
+    }
     let mut driver = Driver {
         client: opts.client,
         core,
@@ -662,6 +714,8 @@ async fn drive<T: Topology + Tables>(
         dir,
         multicast,
         overlay_udp,
+        dtls_links,
+        dtls_peers: HashMap::new(),
         started: now_ms(),
         pending: HashMap::new(),
         next_token: 0,
@@ -738,7 +792,7 @@ struct Driver<T: Topology + Tables> {
     tls: Arc<LinkTls>,
     ctx: Arc<DecodeContext>,
     /// The links up, by the number this driver gave them.
-    links: HashMap<u64, mpsc::Sender<Vec<u8>>>,
+    links: HashMap<u64, LinkSender>,
     next_link: u64,
     /// Links being dialled, and the Node-ID each expects (`None`: a
     /// bootstrap address).
@@ -749,6 +803,10 @@ struct Driver<T: Topology + Tables> {
     multicast: Option<Arc<crate::discovery::Sockets>>,
     /// The UDP socket on the overlay port: STUN (RFC 6940 §6.5.1.4).
     overlay_udp: Arc<tokio::net::UdpSocket>,
+    /// The UDP task's DTLS links, when the overlay uses ICE.
+    dtls_links: Option<mpsc::Sender<crate::overlay_udp::UdpCommand>>,
+    /// The peers of the DTLS links up, by link.
+    dtls_peers: HashMap<u64, NodeId>,
     started: u64,
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
@@ -882,35 +940,26 @@ impl<T: Topology + Tables> Driver<T> {
             match output {
                 Output::Send { link, bytes, .. } => match self.links.get(&link) {
                     Some(tx) => {
-                        if tx.try_send(bytes).is_err() {
+                        if !tx.try_send(link, bytes) {
                             tracing::debug!("link {link} is full; message dropped");
                         }
                     }
                     None => tracing::debug!("link {link} is gone; message dropped"),
                 },
                 Output::Connect { peer, address } => self.connect(peer, address),
-                // Dropping the sender ends the link's task, which closes it.
-                Output::CloseLink { link } => drop(self.links.remove(&link)),
+                Output::CloseLink { link } => {
+                    self.dtls_peers.remove(&link);
+                    if let Some(tx) = self.links.remove(&link) {
+                        tx.close(link);
+                    }
+                }
                 Output::Link(report) => self.link_report(report),
                 Output::Multicast {
                     datagram,
                     again_after_ms,
                 } => self.multicast(datagram, again_after_ms),
                 Output::DiscoveryAnswer { to, datagram } => self.discovery_answer(to, datagram),
-                // The daemon does not switch ICE on (decision 0037: its
-                // DTLS links are not built yet), so no pair is nominated.
-                Output::LinkOverIce(nominated) => {
-                    tracing::warn!(
-                        "no DTLS links yet: the ICE link to {} is dropped",
-                        nominated.peer.to_hex()
-                    );
-                    self.core.handle_input(
-                        now,
-                        CoreInput::LinkFailed {
-                            expected: Some(nominated.peer),
-                        },
-                    );
-                }
+                Output::LinkOverIce(nominated) => self.link_over_ice(nominated),
                 Output::Datagram { to, bytes } => {
                     // UDP: a request lost to a full buffer is retransmitted.
                     let _ = self.overlay_udp.try_send_to(&bytes, to);
@@ -928,6 +977,21 @@ impl<T: Topology + Tables> Driver<T> {
                 }
                 Output::Event(event) => *left |= self.on_event(event),
             }
+        }
+    }
+
+    /// ICE nominated a pair for a link (§6.5.1.13): the UDP task forms
+    /// the DTLS link over it and reports it up or failed, as a dial is.
+    fn link_over_ice(&mut self, nominated: peer_core::ice::Nominated) {
+        let link = self.next_link;
+        self.next_link += 1;
+        let (peer, dtls_server) = (nominated.peer, nominated.dtls_server);
+        let open = crate::overlay_udp::UdpCommand::Open { link, nominated };
+        let opened = self.dtls_links.as_ref().is_some_and(|tx| tx.try_send(open).is_ok());
+        if !opened {
+            tracing::warn!("cannot form a DTLS link to {} now; the Attach fails", peer.to_hex());
+            let expected = dtls_server.then_some(peer);
+            self.core.handle_input(now_ms(), CoreInput::LinkFailed { expected });
         }
     }
 
@@ -1324,10 +1388,18 @@ impl<T: Topology + Tables> Driver<T> {
                 let end = match dialled {
                     Some(address) => LinkEnd::Dialled {
                         address,
-                        expected: self.dials.remove(&link).flatten(),
+                        // A DTLS server's link was for the peer ICE
+                        // nominated, whose certificate it checked.
+                        expected: match tx {
+                            LinkSender::Dtls(_) => Some(peer),
+                            LinkSender::Tls(_) => self.dials.remove(&link).flatten(),
+                        },
                     },
                     None => LinkEnd::Accepted { remote },
                 };
+                if matches!(tx, LinkSender::Dtls(_)) {
+                    self.dtls_peers.insert(link, peer);
+                }
                 self.links.insert(link, tx);
                 let up = CoreLinkEvent::Up { link, peer, end };
                 self.core.handle_input(now, CoreInput::Link(up));
@@ -1469,6 +1541,7 @@ impl<T: Topology + Tables> Driver<T> {
             },
             LinkEvent::Closed { link, peer, why } => {
                 self.links.remove(link);
+                self.dtls_peers.remove(link);
                 CoreLinkEvent::Closed {
                     link: *link,
                     peer: *peer,
@@ -1705,6 +1778,12 @@ impl<T: Topology + Tables> Driver<T> {
             predecessors: chord.predecessors().iter().map(NodeId::to_hex).collect(),
             fingers: chord.fingers().iter().map(NodeId::to_hex).collect(),
             links: self.core.engine().links().map(NodeId::to_hex).collect(),
+            links_over_dtls: {
+                let mut peers: Vec<String> = self.dtls_peers.values().map(NodeId::to_hex).collect();
+                peers.sort_unstable();
+                peers.dedup();
+                peers
+            },
             stored,
             messages_sent: stats.messages_sent,
             messages_forwarded: stats.forwarded,
@@ -1885,7 +1964,7 @@ where
     let up = Input::LinkUp {
         peer,
         link,
-        tx: out_tx,
+        tx: LinkSender::Tls(out_tx),
         dialled: ends.dialled,
         remote: ends.remote,
     };

@@ -31,6 +31,7 @@ impl Server {
                 bootstrap: vec![],
                 multicast_bootstrap: None,
                 server_hosts: vec!["127.0.0.1".into(), "localhost".into()],
+                ice: false,
             },
         )
         .unwrap();

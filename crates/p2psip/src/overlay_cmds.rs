@@ -36,6 +36,11 @@ pub struct InitArgs {
     /// (default: the enrollment URL's host, localhost and 127.0.0.1).
     #[arg(long = "host")]
     hosts: Vec<String>,
+    /// Peers link by ICE over DTLS/UDP (RFC 6940 §6.5.1, §6.6.4), so
+    /// that peers behind NATs link to each other; without it the
+    /// configuration says no-ice and peers link over TLS/TCP only.
+    #[arg(long)]
+    ice: bool,
 }
 
 fn parse_multicast(s: &str) -> Result<SocketAddr, String> {
@@ -109,6 +114,7 @@ pub fn init(args: InitArgs) -> Result<()> {
             bootstrap: args.bootstrap.clone(),
             multicast_bootstrap: args.multicast_bootstrap,
             server_hosts: hosts,
+            ice: args.ice,
         },
     )?;
     let ca = dir.authority()?;
@@ -474,7 +480,11 @@ pub fn status(args: StatusArgs) -> Result<()> {
     println!("preds     {}", s.predecessors.join(" "));
     println!("succs     {}", s.successors.join(" "));
     println!("fingers   {}", s.fingers.len());
-    println!("links     {}", s.links.len());
+    println!(
+        "links     {} ({} over DTLS/UDP)",
+        s.links.len(),
+        s.links_over_dtls.len()
+    );
     let mut seen_as: Vec<&str> = s.reflexive.iter().map(|r| r.address.as_str()).collect();
     seen_as.sort_unstable();
     seen_as.dedup();

@@ -590,3 +590,151 @@ fn the_overlay_port_answers_stun_binding_and_drops_the_rest() {
     );
     assert!(bad.trim().is_empty(), "tshark flags the peer's STUN answers:\n{bad}");
 }
+
+/// An overlay created with `init --ice` (`<no-ice>false</no-ice>`): peers
+/// join through the bootstrap peer's TLS listener, then form their other
+/// links by Attach with ICE and DTLS over UDP (RFC 6940 §6.5.1, §6.6.4).
+/// Wireshark judges the links: given the key log, it finds DTLS 1.2
+/// handshakes signed with Ed25519, RELOAD inside them (§6.6.2 framing,
+/// §6.7 fragments reassembled), the ICE checks as STUN, and nothing
+/// malformed. DTLS from an address ICE did not nominate is dropped.
+#[test]
+fn peers_of_an_ice_overlay_link_over_dtls_that_tshark_decodes() {
+    if !tool_available("tshark", "tshark") || !tool_available("dumpcap", "tshark") {
+        return;
+    }
+    let mut overlay = Overlay::create_with("ice", "ice.p2psip.test", &["--ice"]);
+    let dirs: Vec<PathBuf> = (0..4).map(|i| overlay.enroll(&format!("node{i}"))).collect();
+    let listen: Vec<SocketAddr> = dirs.iter().map(|_| loopback(free_port())).collect();
+    let filter = listen
+        .iter()
+        .map(|a| format!("udp port {}", a.port()))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let capture = Capture::start(&overlay.dir, &filter);
+    let key_log = overlay.dir.join("keys.log");
+    let first = overlay.start_peer_at(&dirs[0], listen[0], None, Some(&key_log));
+    wait_for(Duration::from_secs(10), "the first peer", || {
+        status(first.admin).is_some_and(|s| s.joined)
+    });
+    let mut peers = vec![first];
+    for i in 1..4 {
+        peers.push(overlay.start_peer_at(&dirs[i], listen[i], Some(listen[0]), Some(&key_log)));
+    }
+    let all: Vec<&Peer> = peers.iter().collect();
+    wait_consistent(&all, Duration::from_secs(30), "4 peers joining");
+    let ids: Vec<String> = all.iter().map(|p| status(p.admin).unwrap().node_id).collect();
+    wait_fetchable(&all, &ids, Duration::from_secs(20), "after joining");
+    // Every peer but the bootstrap one dialled it over TLS and Attached
+    // to the others: those links are DTLS, each seen from both ends.
+    let statuses: Vec<_> = all.iter().map(|p| status(p.admin).unwrap()).collect();
+    for (s, p) in statuses.iter().zip(&all).skip(1) {
+        assert!(
+            !s.links_over_dtls.is_empty(),
+            "{} has no DTLS link: {:?}",
+            p.listen,
+            s.links
+        );
+        assert!(s.links_over_dtls.iter().all(|l| s.links.contains(l)));
+    }
+    for s in &statuses {
+        for other in &s.links_over_dtls {
+            let theirs = statuses.iter().find(|t| &t.node_id == other).unwrap();
+            assert!(
+                theirs.links_over_dtls.contains(&s.node_id),
+                "both ends count the DTLS link"
+            );
+        }
+    }
+    // DTLS from an address no ICE check nominated.
+    let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40];
+    hello.extend([1; 40]);
+    stranger.send_to(&hello, listen[1]).unwrap();
+    wait_for(Duration::from_secs(5), "the stranger's DTLS counted", || {
+        metric(all[1].admin, "p2psip_dtls_dropped_total{reason=\"no_link\"}") == 1.0
+    });
+    wait_fetchable(&all, &ids, Duration::from_secs(20), "after the stranger");
+
+    let pcap = capture.file.clone();
+    let tshark = |filter: &str, fields: &[&str], finished: bool| -> String {
+        let mut cmd = Command::new("tshark");
+        cmd.args(["-n", "-r"]).arg(&pcap);
+        cmd.args(["-o", &format!("tls.keylog_file:{}", key_log.display())]);
+        cmd.args(["-Y", filter, "-T", "fields"]);
+        for f in fields {
+            cmd.args(["-e", f]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success() || !finished,
+            "tshark: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let codes = |finished: bool| -> BTreeMap<u16, usize> {
+        tshark("dtls && reload", &["reload.message.code"], finished)
+            .split(['\n', ','])
+            .filter_map(|c| c.trim().parse::<u16>().ok())
+            .fold(BTreeMap::new(), |mut m, c| {
+                *m.entry(c).or_default() += 1;
+                m
+            })
+    };
+    use reload_wire::MessageCode as C;
+    let wanted = [
+        C::UPDATE_REQ,
+        C::UPDATE_ANS,
+        C::STORE_REQ,
+        C::STORE_ANS,
+        C::FETCH_REQ,
+        C::FETCH_ANS,
+    ];
+    let missing = |codes: &BTreeMap<u16, usize>| wanted.iter().filter(|c| !codes.contains_key(&c.0)).count();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while missing(&codes(false)) > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    capture.finish();
+    let codes = codes(true);
+    assert_eq!(missing(&codes), 0, "RELOAD over DTLS: codes seen {codes:?}");
+    // RFC 8422 §5.4: ed25519 (0x0807) signs the ServerKeyExchange and the
+    // client's CertificateVerify (the first scheme of each frame; a
+    // CertificateRequest in the same frame lists those the server takes).
+    for (message, kind) in [(12, "ServerKeyExchange"), (15, "CertificateVerify")] {
+        let schemes = tshark(
+            &format!("dtls.handshake.type == {message}"),
+            &["dtls.handshake.sig_hash_alg"],
+            true,
+        );
+        let first: Vec<&str> = schemes.lines().map(|l| l.split(',').next().unwrap_or("")).collect();
+        assert!(
+            !first.is_empty() && first.iter().all(|s| *s == "0x0807"),
+            "{kind} signature schemes: {schemes:?}"
+        );
+    }
+    // The ICE checks: Binding requests with USERNAME and MESSAGE-INTEGRITY.
+    let checks = tshark(
+        "stun.type == 0x0001 && stun.att.username && stun.att.hmac",
+        &["frame.number"],
+        true,
+    );
+    assert!(
+        checks.lines().count() >= 2,
+        "ICE checks seen: {}",
+        checks.lines().count()
+    );
+    let bad = tshark(
+        "_ws.malformed || ((reload || dtls || stun) && _ws.expert.severity >= \"warning\")",
+        &["frame.number", "_ws.col.Info"],
+        true,
+    );
+    // The stranger's record is the one DTLS frame allowed to look odd.
+    let bad: Vec<&str> = bad.lines().filter(|l| !l.contains("Client Hello")).collect();
+    assert!(bad.is_empty(), "tshark flags frames:\n{}", bad.join("\n"));
+    eprintln!(
+        "tshark decoded {} RELOAD messages over DTLS: {codes:?}",
+        codes.values().sum::<usize>()
+    );
+}

@@ -37,6 +37,9 @@ pub const FRAGMENT_BYTES: usize = 1_180;
 /// bytes of body) could need more; it is refused.
 pub const MAX_FRAME: usize = 4_096;
 
+/// The record content type of alerts (RFC 5246 §6.2.1).
+const ALERT: u8 = 21;
+
 /// What a link tells its driver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DtlsEvent {
@@ -90,6 +93,7 @@ pub struct DtlsLink {
     origin: Instant,
     /// The ICE check's round trip, Simple Reliability's first RTT sample.
     ice_rtt_ms: Option<u64>,
+    server: bool,
     phase: Phase,
     transmits: VecDeque<Vec<u8>>,
     events: VecDeque<DtlsEvent>,
@@ -137,6 +141,7 @@ impl DtlsLink {
     ) -> Self {
         // The endpoint's own address is only a label on what it queues.
         let unspecified = SocketAddr::from(([0, 0, 0, 0], 0));
+        let is_server = server.is_some();
         DtlsLink {
             endpoint: Endpoint::new(unspecified, TransportProtocol::UDP, server),
             remote,
@@ -144,6 +149,7 @@ impl DtlsLink {
             configs: configs.clone(),
             origin: now,
             ice_rtt_ms,
+            server: is_server,
             phase: Phase::Handshaking {
                 deadline: now + HANDSHAKE_TIMEOUT,
             },
@@ -164,6 +170,11 @@ impl DtlsLink {
         matches!(self.phase, Phase::Closed)
     }
 
+    /// Whether this end is the DTLS server (the Attach requester).
+    pub fn is_server(&self) -> bool {
+        self.server
+    }
+
     fn ms(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.origin).as_millis() as u64
     }
@@ -173,15 +184,25 @@ impl DtlsLink {
         if self.is_closed() {
             return;
         }
+        let sent_before = self.transmits.len();
         let read = self.endpoint.read(now, self.remote, None, BytesMut::from(datagram));
         self.collect_transmits();
         let events = match read {
             Ok(events) => events,
             Err(e) => {
-                // Before the handshake ends, anything that fails it ends
-                // the link; after, a record that does not decrypt or
-                // replays is dropped by DTLS and the link goes on.
-                if !self.is_up() || self.endpoint.get_connection_state(self.remote).is_none() {
+                // RFC 6347 §4.1.2.7: an invalid record is dropped and the
+                // association goes on (a stray datagram of a crossed
+                // Attach, junk). It ends when either end gave up with an
+                // alert: the peer's, or ours (an alert record among what
+                // this read queued, say for a certificate refused).
+                let alerted = self
+                    .transmits
+                    .iter()
+                    .skip(sent_before)
+                    .any(|d| d.first() == Some(&ALERT));
+                let peer_alerted = matches!(e, rtc_shared::error::Error::ErrAlertFatalOrClose);
+                if alerted || peer_alerted || self.endpoint.get_connection_state(self.remote).is_none() && self.is_up()
+                {
                     self.close_with(format!("DTLS: {e}"));
                 }
                 return;

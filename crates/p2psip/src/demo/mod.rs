@@ -279,6 +279,7 @@ fn start(args: StartArgs) -> Result<()> {
             bootstrap: vec![reload[0]],
             multicast_bootstrap: None,
             server_hosts: vec![host.to_string(), "127.0.0.1".into(), "localhost".into()],
+            ice: false,
         },
     )?;
     let ca = overlay.authority()?;
