@@ -20,7 +20,7 @@ const PASSWORD: &str = "nat-peer-pw";
 /// An overlay made on the first public host, with the accounts `peer`
 /// and `users` (each with password `USER-pw`): its directory, and the CA
 /// fingerprint peers pin when they enroll.
-fn make_overlay(dir: &Path, users: &[&str]) -> (PathBuf, String) {
+fn make_overlay(dir: &Path, users: &[&str], init_args: &[&str]) -> (PathBuf, String) {
     let accounts: Vec<String> = users.iter().map(|u| format!("{u}:{u}-pw")).collect();
     let overlay_dir = dir.join("overlay");
     let bootstrap = format!("{}:6084", NatLab::public_addr(0));
@@ -34,6 +34,7 @@ fn make_overlay(dir: &Path, users: &[&str]) -> (PathBuf, String) {
                 &format!("https://{}:6443/enroll", NatLab::public_addr(0)),
             ])
             .args(["--bootstrap", &bootstrap])
+            .args(init_args)
             .output()
             .unwrap(),
         "init",
@@ -52,6 +53,107 @@ fn enrollment_server(lab: &NatLab, dir: &Path, overlay_dir: &Path) -> std::proce
         .unwrap()
 }
 
+/// Where a host of the lab is: public host `i`, or the one host behind
+/// NAT `n`.
+#[derive(Debug, Clone, Copy)]
+enum Site {
+    Public(usize),
+    Behind(usize),
+}
+
+impl Site {
+    fn address(self) -> String {
+        match self {
+            Site::Public(i) => NatLab::public_addr(i),
+            Site::Behind(n) => NatLab::private_addr(n, 0),
+        }
+    }
+}
+
+/// An overlay in the lab: made on public host 0, where its enrollment
+/// server runs and its bootstrap peer listens (6084); each peer listens
+/// on 6084 of its host and serves its admin API on 127.0.0.1:7084 there.
+struct LabOverlay<'a> {
+    lab: &'a NatLab,
+    dir: PathBuf,
+    fingerprint: String,
+    password_file: PathBuf,
+    procs: Procs,
+}
+
+impl<'a> LabOverlay<'a> {
+    fn new(lab: &'a NatLab, tag: &str, init_args: &[&str]) -> LabOverlay<'a> {
+        let dir = scratch(tag);
+        let (overlay_dir, fingerprint) = make_overlay(&dir, &[], init_args);
+        let procs = Procs(vec![enrollment_server(lab, &dir, &overlay_dir)]);
+        let password_file = dir.join("peer.pw");
+        std::fs::write(&password_file, PASSWORD).unwrap();
+        LabOverlay {
+            lab,
+            dir,
+            fingerprint,
+            password_file,
+            procs,
+        }
+    }
+
+    fn on(&self, site: Site, program: &str) -> Command {
+        match site {
+            Site::Public(i) => self.lab.on_public(i, program),
+            Site::Behind(n) => self.lab.behind(n, 0, program),
+        }
+    }
+
+    /// Enrolls a node named `name` on `site` and starts its peer; returns
+    /// the process's index in `procs`.
+    fn start_peer(&mut self, site: Site, name: &str) -> usize {
+        let node_dir = self.dir.join(name);
+        let enroll_url = format!("https://{}:6443", NatLab::public_addr(0));
+        let mut last = String::new();
+        wait_for(Duration::from_secs(15), "enrollment across the lab", || {
+            let out = self
+                .on(site, BIN)
+                .args(["enroll", "--server", &enroll_url, "--ca-fingerprint", &self.fingerprint])
+                .args(["--user", "peer", "--dir", node_dir.to_str().unwrap()])
+                .args(["--password-file", self.password_file.to_str().unwrap()])
+                .output()
+                .unwrap();
+            last = String::from_utf8_lossy(&out.stderr).into_owned();
+            out.status.success()
+        });
+        assert!(node_dir.join("node.crt").exists(), "{last}");
+        let peer = self
+            .on(site, BIN)
+            .args(["peer", "--dir", node_dir.to_str().unwrap()])
+            .args(["--listen", &format!("{}:6084", site.address())])
+            .args(["--admin", "127.0.0.1:7084"])
+            .stderr(std::fs::File::create(self.dir.join(format!("{name}.log"))).unwrap())
+            .spawn()
+            .unwrap();
+        self.procs.0.push(peer);
+        self.procs.0.len() - 1
+    }
+
+    fn status(&self, site: Site) -> Option<node::peer::Status> {
+        let out = self
+            .on(site, BIN)
+            .args(["status", "--json", "--admin", "127.0.0.1:7084"])
+            .output()
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// What `p2psip CMD --admin ...` prints on `site`.
+    fn cli(&self, site: Site, command: &str) -> String {
+        let out = self
+            .on(site, BIN)
+            .args([command, "--admin", "127.0.0.1:7084"])
+            .output()
+            .unwrap();
+        succeeded(out, command)
+    }
+}
+
 /// Issue 35 §3 and §6: two public peers (one the bootstrap), a peer
 /// behind an endpoint-independent NAT and one behind an
 /// address-and-port-dependent NAT. The NATed peers join by dialling out,
@@ -68,64 +170,19 @@ fn peers_behind_nats_learn_how_their_nat_maps_from_their_linked_peers() {
         &[(Mapping::EndpointIndependent, 1), (Mapping::AddressAndPortDependent, 1)],
         30,
     );
-    let dir = scratch("nat-lab");
-    let (overlay_dir, fingerprint) = make_overlay(&dir, &[]);
-    let mut procs = Procs(vec![enrollment_server(&lab, &dir, &overlay_dir)]);
-    let password_file = dir.join("peer.pw");
-    std::fs::write(&password_file, PASSWORD).unwrap();
-
-    // The hosts: public 0 and 1, then one behind each NAT.
-    let hosts = [
-        (NatLab::public_addr(0), "public0"),
-        (NatLab::public_addr(1), "public1"),
-        (NatLab::private_addr(0, 0), "cone"),
-        (NatLab::private_addr(1, 0), "symmetric"),
-    ];
-    let on = |i: usize, program: &str| -> Command {
-        match i {
-            0 => lab.on_public(0, program),
-            1 => lab.on_public(1, program),
-            2 => lab.behind(0, 0, program),
-            _ => lab.behind(1, 0, program),
-        }
-    };
-    let enroll_url = format!("https://{}:6443", NatLab::public_addr(0));
-    let start_peer = |i: usize, procs: &mut Procs| {
-        let (address, name) = &hosts[i];
-        let node_dir = dir.join(name);
-        let mut last = String::new();
-        wait_for(Duration::from_secs(15), "enrollment across the lab", || {
-            let out = on(i, BIN)
-                .args(["enroll", "--server", &enroll_url, "--ca-fingerprint", &fingerprint])
-                .args(["--user", "peer", "--dir", node_dir.to_str().unwrap()])
-                .args(["--password-file", password_file.to_str().unwrap()])
-                .output()
-                .unwrap();
-            last = String::from_utf8_lossy(&out.stderr).into_owned();
-            out.status.success()
-        });
-        assert!(node_dir.join("node.crt").exists(), "{last}");
-        procs.0.push(
-            on(i, BIN)
-                .args(["peer", "--dir", node_dir.to_str().unwrap()])
-                .args(["--listen", &format!("{address}:6084")])
-                .args(["--admin", "127.0.0.1:7084"])
-                .stderr(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-    };
+    let mut overlay = LabOverlay::new(&lab, "nat-lab", &[]);
+    let [public0, public1, cone, symmetric] = [Site::Public(0), Site::Public(1), Site::Behind(0), Site::Behind(1)];
     // The bootstrap peer first, so the others find it up.
-    start_peer(0, &mut procs);
+    overlay.start_peer(public0, "public0");
     wait_for(Duration::from_secs(20), "the bootstrap peer", || {
-        status_on(&on, 0).is_some_and(|s| s.joined)
+        overlay.status(public0).is_some_and(|s| s.joined)
     });
-    start_peer(1, &mut procs);
+    overlay.start_peer(public1, "public1");
 
-    // What the public peers' STUN servers saw of peer `i`.
+    // What the public peers' STUN servers saw of the peer on `site`.
     let public_servers = [0, 1].map(|p| format!("{}:6084", NatLab::public_addr(p)));
-    let public_seen = |i: usize| -> Vec<String> {
-        status_on(&on, i).map_or_else(Vec::new, |s| {
+    let public_seen = |overlay: &LabOverlay, site: Site| -> Vec<String> {
+        overlay.status(site).map_or_else(Vec::new, |s| {
             s.reflexive
                 .iter()
                 .filter(|r| public_servers.contains(&r.server))
@@ -133,54 +190,51 @@ fn peers_behind_nats_learn_how_their_nat_maps_from_their_linked_peers() {
                 .collect()
         })
     };
-    let wait_seen_by_both = |i: usize| {
+    let wait_seen_by_both = |overlay: &LabOverlay, site: Site| {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while public_seen(i).len() < 2 {
+        while public_seen(overlay, site).len() < 2 {
             if std::time::Instant::now() > deadline {
-                let all: Vec<_> = (0..4).map(|i| status_on(&on, i)).collect();
-                panic!("peer {i} did not hear from both public peers' STUN servers: {all:#?}");
+                let all: Vec<_> = [public0, public1, cone, symmetric].map(|s| overlay.status(s)).into();
+                panic!("{site:?} did not hear from both public peers' STUN servers: {all:#?}");
             }
             std::thread::sleep(Duration::from_millis(100));
         }
     };
 
-    // One NATed peer at a time: until the overlay links through ICE, two
-    // NATed peers cannot link to each other, and a ring that needs that
-    // link keeps one of them rejoining.
-    start_peer(2, &mut procs);
-    wait_seen_by_both(2);
-    let cone = status_on(&on, 2).unwrap();
-    let seen = public_seen(2);
-    assert_eq!(cone.nat_mapping, "endpoint-independent", "{:?}", cone.reflexive);
+    // One NATed peer at a time: without ICE (this overlay says no-ice)
+    // two NATed peers cannot link to each other, and a ring that needs
+    // that link keeps one of them rejoining.
+    let cone_process = overlay.start_peer(cone, "cone");
+    wait_seen_by_both(&overlay, cone);
+    let cone_status = overlay.status(cone).unwrap();
+    let seen = public_seen(&overlay, cone);
+    assert_eq!(
+        cone_status.nat_mapping, "endpoint-independent",
+        "{:?}",
+        cone_status.reflexive
+    );
     assert!(
         seen.iter()
             .all(|a| a.starts_with(&format!("{}:", NatLab::nat_addr(0))) && *a == seen[0]),
         "one public address and port for both servers: {seen:?}"
     );
     // `p2psip status` says it in words.
-    let text = succeeded(
-        on(2, BIN)
-            .args(["status", "--admin", "127.0.0.1:7084"])
-            .output()
-            .unwrap(),
-        "status",
-    );
+    let text = overlay.cli(cone, "status");
     let line = text.lines().find(|l| l.starts_with("nat ")).expect("a nat line");
     assert!(
         line.contains("endpoint-independent") && line.contains(&NatLab::nat_addr(0)),
         "{line}"
     );
-    let cone_process = procs.0.pop().unwrap();
-    leave(cone_process);
+    leave(overlay.procs.0.remove(cone_process));
 
-    start_peer(3, &mut procs);
-    wait_seen_by_both(3);
-    let symmetric = status_on(&on, 3).unwrap();
-    let seen = public_seen(3);
+    overlay.start_peer(symmetric, "symmetric");
+    wait_seen_by_both(&overlay, symmetric);
+    let symmetric_status = overlay.status(symmetric).unwrap();
+    let seen = public_seen(&overlay, symmetric);
     assert_eq!(
-        symmetric.nat_mapping, "destination-dependent",
+        symmetric_status.nat_mapping, "destination-dependent",
         "{:?}",
-        symmetric.reflexive
+        symmetric_status.reflexive
     );
     assert!(
         seen.iter().all(|a| a.starts_with(&format!("{}:", NatLab::nat_addr(1)))) && seen[0] != seen[1],
@@ -191,8 +245,82 @@ fn peers_behind_nats_learn_how_their_nat_maps_from_their_linked_peers() {
     wait_for(
         Duration::from_secs(20),
         "the public peers know they are not NATed",
-        || (0..2).all(|i| status_on(&on, i).is_some_and(|s| s.nat_mapping == "no NAT")),
+        || {
+            [public0, public1]
+                .iter()
+                .all(|s| overlay.status(*s).is_some_and(|s| s.nat_mapping == "no NAT"))
+        },
     );
+}
+
+/// Issue 35 §1, §2 and its first acceptance, for the NATs ICE can cross
+/// without a relay: an overlay made with `init --ice`, two public peers
+/// and a peer behind each of two endpoint-independent NATs that filter by
+/// address and port. The NATed peers join through the public bootstrap
+/// peer over TLS, learn their reflexive addresses, and Attach to each
+/// other with ICE: the checks open both NATs (RFC 8445 §2.2), and the
+/// link between them is DTLS over UDP, direct, with no relay. The ring
+/// forms and a walk from each NATed peer lists all four.
+#[test]
+fn peers_behind_two_cone_nats_link_to_each_other_directly_by_ice_and_dtls() {
+    if !can_build_namespaces("the NAT lab", true) {
+        return;
+    }
+    let lab = NatLab::new(
+        2,
+        &[(Mapping::EndpointIndependent, 1), (Mapping::EndpointIndependent, 1)],
+        30,
+    );
+    let mut overlay = LabOverlay::new(&lab, "nat-ice", &["--ice"]);
+    let sites = [Site::Public(0), Site::Public(1), Site::Behind(0), Site::Behind(1)];
+    overlay.start_peer(sites[0], "public0");
+    wait_for(Duration::from_secs(20), "the bootstrap peer", || {
+        overlay.status(sites[0]).is_some_and(|s| s.joined)
+    });
+    for (site, name) in sites[1..].iter().zip(["public1", "cone0", "cone1"]) {
+        overlay.start_peer(*site, name);
+    }
+    let statuses = || -> Option<Vec<node::peer::Status>> { sites.iter().map(|s| overlay.status(*s)).collect() };
+    let linked_directly = |all: &[node::peer::Status]| {
+        let (cone0, cone1) = (&all[2], &all[3]);
+        cone0.links_over_dtls.contains(&cone1.node_id) && cone1.links_over_dtls.contains(&cone0.node_id)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let now = statuses();
+        if let Some(all) = &now {
+            if node::peer::ring_consistent(all.clone()).is_ok() && linked_directly(all) {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ring with the NATed peers linked over DTLS after 90 s: {now:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let all = statuses().unwrap();
+    for (status, site) in all.iter().zip(sites).skip(2) {
+        assert_eq!(status.nat_mapping, "endpoint-independent", "{site:?}");
+        // Its only TLS link is the one it dialled to join.
+        assert!(
+            status.links.len() - status.links_over_dtls.len() <= 1,
+            "{site:?}: {:?} over DTLS of {:?}",
+            status.links_over_dtls,
+            status.links
+        );
+    }
+    for site in &sites[2..] {
+        let walk = overlay.cli(*site, "ring");
+        assert!(walk.contains("4 peers; the ring is closed"), "{walk}");
+        let status = overlay.cli(*site, "status");
+        assert!(
+            status
+                .lines()
+                .any(|l| l.starts_with("links") && l.contains("over DTLS/UDP")),
+            "{status}"
+        );
+    }
 }
 
 /// SIGTERM: the peer leaves the overlay gracefully (§10.9) and exits.
@@ -201,14 +329,6 @@ fn leave(mut peer: std::process::Child) {
     unsafe { libc::kill(peer.id() as libc::pid_t, libc::SIGTERM) };
     let status = peer.wait().unwrap();
     assert!(status.success(), "the peer left and exited: {status}");
-}
-
-fn status_on(on: &dyn Fn(usize, &str) -> Command, i: usize) -> Option<node::peer::Status> {
-    let out = on(i, BIN)
-        .args(["status", "--json", "--admin", "127.0.0.1:7084"])
-        .output()
-        .ok()?;
-    serde_json::from_slice(&out.stdout).ok()
 }
 
 /// Issue 35 §5 and its acceptance: SIPp phones behind an
@@ -226,7 +346,7 @@ fn a_phone_behind_a_symmetric_nat_stays_reachable_through_two_silent_minutes() {
     }
     let lab = NatLab::new(2, &[(Mapping::AddressAndPortDependent, 1)], 10);
     let dir = scratch("nat-phones");
-    let (overlay_dir, fingerprint) = make_overlay(&dir, &["alice", "bob", "carol"]);
+    let (overlay_dir, fingerprint) = make_overlay(&dir, &["alice", "bob", "carol"], &[]);
     let mut procs = Procs(vec![enrollment_server(&lab, &dir, &overlay_dir)]);
     let password_file = |name: &str, password: &str| {
         let path = dir.join(format!("{name}.pw"));

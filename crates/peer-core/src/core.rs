@@ -407,6 +407,10 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                     IceOutput::Datagram { to, bytes } => return Some(Output::Datagram { to, bytes }),
                     IceOutput::Nominated(nominated) => return Some(Output::LinkOverIce(nominated)),
                     IceOutput::Failed { peer } => {
+                        tracing::info!(
+                            "no ICE check with {} succeeded: no link to it this time (RFC 8445 §7.2.5.3)",
+                            peer.to_hex()
+                        );
                         self.engine.link_failed(now, Some(peer));
                         continue;
                     }

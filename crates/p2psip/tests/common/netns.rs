@@ -225,6 +225,24 @@ impl NatLab {
                     "ACCEPT",
                 ][..],
                 &["-A", "FORWARD", "-i", "wan", "-j", "DROP"][..],
+                // Nor does anything unsolicited reach the NAT itself, as
+                // with a home router: a check that arrives before the one
+                // host behind sent its own would otherwise be taken in
+                // locally, and its conntrack entry would hold the public
+                // port that host's mapping needs, so the NAT would map it
+                // to another port and stop being endpoint-independent.
+                &[
+                    "-A",
+                    "INPUT",
+                    "-i",
+                    "wan",
+                    "-m",
+                    "conntrack",
+                    "--ctstate",
+                    "NEW,INVALID",
+                    "-j",
+                    "DROP",
+                ][..],
             ] {
                 run_in(&nat, "iptables", rule);
             }
