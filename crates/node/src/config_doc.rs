@@ -72,6 +72,11 @@ fn invalid(element: &str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// RFC 6940 §9: TURN-SERVICE is NODE-MULTIPLE with at most 20 values
+/// per node, so a relay can store at most 20 (and `turn-density` above
+/// that could not be followed).
+pub const MAX_TURN_DENSITY: u8 = 20;
+
 /// One `<configuration>` element, interpreted.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Configuration {
@@ -98,6 +103,10 @@ pub struct Configuration {
     pub chord_reactive: bool,
     pub clients_permitted: bool,
     pub no_ice: bool,
+    /// §11.1, §9: the reciprocal of the share of peers that may relay;
+    /// each relay stores its TURN-SERVICE value at this many places (0: no
+    /// relays). At most 20, TURN-SERVICE's NODE-MULTIPLE maximum.
+    pub turn_density: u8,
     pub overlay_link_protocols: Vec<String>,
     pub configuration_signers: Vec<NodeId>,
     pub kind_signers: Vec<NodeId>,
@@ -129,6 +138,7 @@ impl Configuration {
             chord_reactive: true,
             clients_permitted: true,
             no_ice: true,
+            turn_density: 1,
             overlay_link_protocols: vec!["TLS".into()],
             configuration_signers: Vec::new(),
             kind_signers: Vec::new(),
@@ -202,6 +212,7 @@ impl Configuration {
         }
         el(&mut x, "clients-permitted", bool_str(self.clients_permitted));
         el(&mut x, "no-ice", bool_str(self.no_ice));
+        el(&mut x, "turn-density", &self.turn_density.to_string());
         el(&mut x, "max-message-size", &self.max_message_size.to_string());
         el(&mut x, "initial-ttl", &self.initial_ttl.to_string());
         for p in &self.overlay_link_protocols {
@@ -802,6 +813,15 @@ fn interpret(el: &Element, text: &str) -> Result<(Configuration, KindSignatures)
             (Some(NS_BASE), "bootstrap-node") => c.bootstrap_nodes.push(address(e)?),
             (Some(NS_BASE), "clients-permitted") => c.clients_permitted = boolean(e)?,
             (Some(NS_BASE), "no-ice") => c.no_ice = boolean(e)?,
+            (Some(NS_BASE), "turn-density") => {
+                c.turn_density = number(e)?;
+                if c.turn_density > MAX_TURN_DENSITY {
+                    return Err(invalid(
+                        &e.name,
+                        format!("at most {MAX_TURN_DENSITY} (TURN-SERVICE's NODE-MULTIPLE maximum, RFC 6940 §9)"),
+                    ));
+                }
+            }
             (Some(NS_BASE), "max-message-size") => c.max_message_size = number(e)?,
             (Some(NS_BASE), "initial-ttl") => c.initial_ttl = number(e)?,
             (Some(NS_BASE), "overlay-reliability-timer") => {

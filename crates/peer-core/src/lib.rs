@@ -25,6 +25,7 @@ pub mod links;
 pub mod sip_service;
 pub mod sip_usage;
 pub mod stun;
+pub mod turn;
 pub mod usage;
 
 pub use crate::core::{check_configuration, Input, Output, PeerCore, WITHDRAW_WAIT_MS};

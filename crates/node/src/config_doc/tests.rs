@@ -79,6 +79,35 @@ fn the_storage_quota_takes_defaults_for_what_it_leaves_out_and_refuses_nonsense(
     }
 }
 
+/// §9, §11.1: turn-density reads back; absent it is 1; above 20 (more
+/// places than TURN-SERVICE's NODE-MULTIPLE lets a relay store at) the
+/// document is refused with the reason.
+#[test]
+fn turn_density_reads_back_defaults_to_one_and_stays_within_twenty() {
+    let s = setup();
+    let doc = s.config.to_signed_document(&s.signer);
+    assert!(doc.contains("<turn-density>1</turn-density>"), "{doc}");
+    let five = doc.replacen("<turn-density>1</turn-density>", "<turn-density>5</turn-density>", 1);
+    assert_eq!(
+        SignedConfiguration::parse(&five, None)
+            .unwrap()
+            .configuration
+            .turn_density,
+        5
+    );
+    let absent = doc.replacen("<turn-density>1</turn-density>", "", 1);
+    assert_eq!(
+        SignedConfiguration::parse(&absent, None)
+            .unwrap()
+            .configuration
+            .turn_density,
+        1
+    );
+    let too_many = doc.replacen("<turn-density>1</turn-density>", "<turn-density>21</turn-density>", 1);
+    let err = SignedConfiguration::parse(&too_many, None).unwrap_err().to_string();
+    assert!(err.contains("turn-density") && err.contains("at most 20"), "{err}");
+}
+
 /// Decision 0036: the proxy peers' element reads back as written; a list
 /// of users, `none`, no peer, or a bad Node-ID are told apart.
 #[test]
@@ -205,6 +234,7 @@ fn the_rfc_example_reads_once_its_unknown_mandatory_extension_is_gone() {
     );
     assert_eq!(c.max_message_size, 4000);
     assert_eq!(c.initial_ttl, 30);
+    assert_eq!(c.turn_density, 20);
     assert_eq!((c.chord_update_interval_s, c.chord_ping_interval_s), (400, 30));
     assert_eq!(c.kinds[0].id, kind_id::SIP_REGISTRATION);
     assert_eq!(c.kinds[1].id, 2000);

@@ -67,6 +67,8 @@ pub struct Message<'a> {
     pub method: u16,
     pub transaction_id: [u8; 12],
     attributes: &'a [u8],
+    /// The whole datagram, for MESSAGE-INTEGRITY.
+    raw: &'a [u8],
 }
 
 /// One attribute: its type and its value (without the padding).
@@ -109,6 +111,7 @@ impl<'a> Message<'a> {
             method,
             transaction_id,
             attributes: &datagram[HEADER_LEN..],
+            raw: datagram,
         };
         let mut offset = HEADER_LEN;
         for attribute in message.attributes() {
@@ -156,38 +159,91 @@ impl<'a> Message<'a> {
 
     /// §14.2: the XOR-MAPPED-ADDRESS, the address the server saw.
     pub fn xor_mapped_address(&self) -> Result<SocketAddr, StunError> {
-        let value = self
-            .attribute(attribute::XOR_MAPPED_ADDRESS)
-            .ok_or(StunError::Address)?;
-        let (family, port) = match value {
-            [_, family, p0, p1, ..] => (*family, u16::from_be_bytes([*p0, *p1]) ^ (MAGIC_COOKIE >> 16) as u16),
-            _ => return Err(StunError::Address),
-        };
-        let mask = self.xor_mask();
-        let ip = match (family, &value[4..]) {
-            (0x01, address) if address.len() == 4 => {
-                let mut octets = [0u8; 4];
-                for (i, o) in octets.iter_mut().enumerate() {
-                    *o = address[i] ^ mask[i];
-                }
-                IpAddr::V4(Ipv4Addr::from(octets))
-            }
-            (0x02, address) if address.len() == 16 => {
-                let mut octets = [0u8; 16];
-                for (i, o) in octets.iter_mut().enumerate() {
-                    *o = address[i] ^ mask[i];
-                }
-                IpAddr::V6(Ipv6Addr::from(octets))
-            }
-            _ => return Err(StunError::Address),
-        };
-        Ok(SocketAddr::new(ip, port))
+        self.xor_address(attribute::XOR_MAPPED_ADDRESS)
     }
 
-    /// §14.2: the cookie followed by the transaction id.
-    fn xor_mask(&self) -> [u8; 16] {
-        xor_mask(&self.transaction_id)
+    /// §14.2's encoding, in the attribute `kind` (TURN's XOR-PEER-ADDRESS
+    /// and XOR-RELAYED-ADDRESS use it too, RFC 8656 §18.3, §18.5).
+    pub fn xor_address(&self, kind: u16) -> Result<SocketAddr, StunError> {
+        let value = self.attribute(kind).ok_or(StunError::Address)?;
+        xor_address_value(value, &self.transaction_id)
     }
+
+    /// Every attribute `kind` as an XOR address (CreatePermission may
+    /// carry several XOR-PEER-ADDRESSes, RFC 8656 §9.1).
+    pub fn xor_addresses(&self, kind: u16) -> Vec<Result<SocketAddr, StunError>> {
+        self.attributes()
+            .flatten()
+            .filter(|a| a.kind == kind)
+            .map(|a| xor_address_value(a.value, &self.transaction_id))
+            .collect()
+    }
+
+    /// §14.5: whether the MESSAGE-INTEGRITY (HMAC-SHA1 over the message up
+    /// to it, the length counting it) was made with `key`. False without
+    /// one, or with attributes other than FINGERPRINT after it.
+    pub fn integrity_matches(&self, key: &[u8]) -> bool {
+        let mut offset = HEADER_LEN;
+        for attribute in self.attributes().flatten() {
+            if attribute.kind == attribute::MESSAGE_INTEGRITY {
+                if attribute.value.len() != 20 {
+                    return false;
+                }
+                let end = offset + 24;
+                let after_ok = self.raw.len() == end || self.raw.len() == end + 8;
+                let expected = integrity(&self.raw[..offset], end - HEADER_LEN, key);
+                return after_ok && subtle_eq(&expected, attribute.value);
+            }
+            offset += 4 + attribute.value.len().next_multiple_of(4);
+        }
+        false
+    }
+}
+
+/// Compares in time independent of where the bytes differ.
+fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// §14.5: HMAC-SHA1 over `before` (the header and the attributes before
+/// MESSAGE-INTEGRITY), with the header's length set to `length`.
+fn integrity(before: &[u8], length: usize, key: &[u8]) -> [u8; 20] {
+    use hmac::{KeyInit, Mac};
+    let mut header = [0u8; HEADER_LEN];
+    header.copy_from_slice(&before[..HEADER_LEN]);
+    header[2..4].copy_from_slice(&(length as u16).to_be_bytes());
+    let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(key) else {
+        return [0; 20];
+    };
+    mac.update(&header);
+    mac.update(&before[HEADER_LEN..]);
+    mac.finalize().into_bytes().into()
+}
+
+fn xor_address_value(value: &[u8], transaction_id: &[u8; 12]) -> Result<SocketAddr, StunError> {
+    let (family, port) = match value {
+        [_, family, p0, p1, ..] => (*family, u16::from_be_bytes([*p0, *p1]) ^ (MAGIC_COOKIE >> 16) as u16),
+        _ => return Err(StunError::Address),
+    };
+    let mask = xor_mask(transaction_id);
+    let ip = match (family, &value[4..]) {
+        (0x01, address) if address.len() == 4 => {
+            let mut octets = [0u8; 4];
+            for (i, o) in octets.iter_mut().enumerate() {
+                *o = address[i] ^ mask[i];
+            }
+            IpAddr::V4(Ipv4Addr::from(octets))
+        }
+        (0x02, address) if address.len() == 16 => {
+            let mut octets = [0u8; 16];
+            for (i, o) in octets.iter_mut().enumerate() {
+                *o = address[i] ^ mask[i];
+            }
+            IpAddr::V6(Ipv6Addr::from(octets))
+        }
+        _ => return Err(StunError::Address),
+    };
+    Ok(SocketAddr::new(ip, port))
 }
 
 fn xor_mask(transaction_id: &[u8; 12]) -> [u8; 16] {
@@ -234,6 +290,11 @@ impl Builder {
 
     /// §14.2: XOR-MAPPED-ADDRESS of `address`.
     pub fn xor_mapped_address(self, address: SocketAddr) -> Builder {
+        self.xor_address(attribute::XOR_MAPPED_ADDRESS, address)
+    }
+
+    /// §14.2's encoding of `address` in the attribute `kind`.
+    pub fn xor_address(self, kind: u16, address: SocketAddr) -> Builder {
         let mask = xor_mask(&self.transaction_id);
         let port = address.port() ^ (MAGIC_COOKIE >> 16) as u16;
         let mut value = vec![0];
@@ -249,7 +310,16 @@ impl Builder {
                 value.extend(ip.octets().iter().zip(mask).map(|(o, m)| o ^ m));
             }
         }
-        self.attribute(attribute::XOR_MAPPED_ADDRESS, &value)
+        self.attribute(kind, &value)
+    }
+
+    /// The message with a MESSAGE-INTEGRITY made with `key` (§14.5), its
+    /// length and a FINGERPRINT.
+    pub fn finish_with_integrity(mut self, key: &[u8]) -> Vec<u8> {
+        let length = self.bytes.len() - HEADER_LEN + 24;
+        let mac = integrity(&self.bytes, length, key);
+        self = self.attribute(attribute::MESSAGE_INTEGRITY, &mac);
+        self.finish()
     }
 
     /// The message with its length and a FINGERPRINT.
@@ -346,6 +416,32 @@ mod tests {
         let mut tampered = sample.clone();
         tampered[30] ^= 1;
         assert_eq!(Message::decode(&tampered).err(), Some(StunError::Fingerprint));
+        // §2.1's short-term password is the MESSAGE-INTEGRITY key.
+        assert!(message.integrity_matches(b"VOkJxbRl1RmTxUk/WvJxBt"));
+        assert!(!message.integrity_matches(b"VOkJxbRl1RmTxUk/WvJxBT"));
+    }
+
+    /// §14.5: what `finish_with_integrity` makes, `integrity_matches`
+    /// accepts with the same key only, and not once a byte changed
+    /// (FINGERPRINT recomputed, as an attacker would).
+    #[test]
+    fn message_integrity_round_trips_and_catches_tampering() {
+        let key = [7u8; 16];
+        let built = Builder::new(Class::Request, 0x003, TID)
+            .attribute(attribute::USERNAME, b"alice")
+            .finish_with_integrity(&key);
+        let message = Message::decode(&built).unwrap();
+        assert!(message.integrity_matches(&key));
+        assert!(!message.integrity_matches(&[8u8; 16]));
+        let mut tampered = built.clone();
+        tampered[HEADER_LEN + 4] ^= 0x20;
+        let body = tampered.len() - 8;
+        let crc = crc32fast::hash(&tampered[..body]) ^ 0x5354_554e;
+        tampered[body + 4..].copy_from_slice(&crc.to_be_bytes());
+        assert!(!Message::decode(&tampered).unwrap().integrity_matches(&key));
+        // Without MESSAGE-INTEGRITY nothing matches.
+        let plain = binding_request(TID);
+        assert!(!Message::decode(&plain).unwrap().integrity_matches(&key));
     }
 
     #[test]

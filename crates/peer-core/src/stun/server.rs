@@ -9,7 +9,7 @@
 //! so a spoofed source gets little from it.
 
 use super::message::{attribute, binding_success, unknown_attributes, Class, Message, BINDING};
-use std::collections::HashMap;
+use crate::budget::SourceBudget;
 use std::net::{IpAddr, SocketAddr};
 
 /// The largest datagram taken as a Binding request: 548 bytes, what RFC
@@ -83,11 +83,17 @@ const UNDERSTOOD: [u16; 8] = [
 ];
 
 /// The answering side, with its budgets.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct BindingServer {
-    window_start: u64,
-    answered: u32,
-    per_source: HashMap<IpAddr, u32>,
+    budget: SourceBudget,
+}
+
+impl Default for BindingServer {
+    fn default() -> Self {
+        BindingServer {
+            budget: SourceBudget::new(PER_SOURCE, TOTAL, SOURCES, WINDOW_MS),
+        }
+    }
 }
 
 impl BindingServer {
@@ -111,7 +117,7 @@ impl BindingServer {
             return Served::Dropped(Dropped::BadSource);
         }
         // Responses count too: each costs the engine a look.
-        if !self.within_budget(now, from.ip()) {
+        if !self.budget.take(now, from.ip()) {
             return Served::Dropped(Dropped::OverBudget);
         }
         if message.class != Class::Request || message.attribute(attribute::USERNAME).is_some() {
@@ -130,28 +136,6 @@ impl BindingServer {
         }
         Served::Answer(binding_success(message.transaction_id, from))
     }
-
-    fn within_budget(&mut self, now: u64, ip: IpAddr) -> bool {
-        if now.saturating_sub(self.window_start) >= WINDOW_MS {
-            self.window_start = now;
-            self.answered = 0;
-            self.per_source.clear();
-        }
-        if self.answered >= TOTAL {
-            return false;
-        }
-        let source = source_key(ip);
-        if !self.per_source.contains_key(&source) && self.per_source.len() >= SOURCES {
-            return false;
-        }
-        let count = self.per_source.entry(source).or_insert(0);
-        if *count >= PER_SOURCE {
-            return false;
-        }
-        *count += 1;
-        self.answered += 1;
-        true
-    }
 }
 
 /// `from` with an IPv4-mapped IPv6 address as the IPv4 address it is.
@@ -159,19 +143,8 @@ pub fn canonical(from: SocketAddr) -> SocketAddr {
     SocketAddr::new(from.ip().to_canonical(), from.port())
 }
 
-/// An IPv6 source counts by its /64, which one host gets whole.
-fn source_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => {
-            let mut octets = v6.octets();
-            octets[8..].fill(0);
-            IpAddr::from(octets)
-        }
-        v4 => v4,
-    }
-}
-
-fn answerable(from: SocketAddr) -> bool {
+/// Whether an answer may go to `from` (a real unicast address and port).
+pub fn answerable(from: SocketAddr) -> bool {
     let ip = from.ip();
     let broadcast = matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
     from.port() != 0 && !ip.is_unspecified() && !ip.is_multicast() && !broadcast
@@ -321,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn the_total_and_the_sources_tracked_are_capped() {
+    fn the_total_is_capped() {
         let mut server = BindingServer::default();
         let request = binding_request(TID);
         let answered = (0..SOURCES as u32 + 10)
@@ -331,6 +304,5 @@ mod tests {
             })
             .count();
         assert_eq!(answered, TOTAL as usize);
-        assert!(server.per_source.len() <= SOURCES);
     }
 }
