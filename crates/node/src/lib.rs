@@ -20,6 +20,7 @@ pub mod overlay_dir;
 mod overlay_udp;
 pub mod peer;
 pub mod pki;
+pub mod relay;
 pub mod sip_report;
 pub mod sip_server;
 mod sip_tcp;

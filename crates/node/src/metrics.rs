@@ -289,6 +289,11 @@ impl Metrics {
         stun.register(&mut self.registry);
     }
 
+    /// Adds the relay's (`p2psip_relay_*`).
+    pub(crate) fn add_relay(&mut self, relay: &crate::relay::RelayMetrics) {
+        relay.register(&mut self.registry);
+    }
+
     /// Adds the SIP side's families (`p2psip_sip_*`) to this registry.
     pub(crate) fn add_sip(&mut self, sip: &crate::sip_report::SipMetrics) {
         sip.register(&mut self.registry);

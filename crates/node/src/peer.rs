@@ -61,6 +61,8 @@ pub enum PeerError {
     Usage(#[from] peer_core::usage::KindPolicyMismatch),
     #[error(transparent)]
     Dtls(#[from] crate::link::dtls_config::DtlsConfigError),
+    #[error(transparent)]
+    Relay(#[from] crate::relay::RelayError),
     #[error("--sip-tls: {0}")]
     SipTls(#[from] crate::sip_tls::SipTlsError),
 }
@@ -103,6 +105,8 @@ pub struct PeerOptions {
     pub sip_tls: Option<SipTlsOptions>,
     /// Trust anchors for TLS to other domains, besides the system's.
     pub sip_tls_ca: Vec<PathBuf>,
+    /// Run a TURN server for the node's SIP users (`--relay`).
+    pub relay: Option<crate::relay::RelayOptions>,
 }
 
 /// Where phones reach the peer over TLS, and with what certificate.
@@ -561,6 +565,16 @@ async fn drive<T: Topology + Tables>(
             crate::link::dtls_config::DtlsConfigs::new(dir.config.trust_store(), dir.cert_der.clone(), &dir.key)?;
         Some(configs)
     };
+    let relay_users = match &opts.relay {
+        Some(relay) => {
+            let users = Arc::new(std::sync::RwLock::new(crate::relay::keys_of(&sip_users)));
+            let relay_metrics = crate::relay::RelayMetrics::default();
+            metrics.add_relay(&relay_metrics);
+            crate::relay::start(relay, &dir.config.instance_name, users.clone(), relay_metrics).await?;
+            Some(users)
+        }
+        None => None,
+    };
     let (commands_tx, commands) = mpsc::channel(crate::overlay_udp::COMMAND_QUEUE);
     let dtls_links = dtls.is_some().then(|| commands_tx.clone());
     tokio::spawn(crate::overlay_udp::serve(crate::overlay_udp::OverlayUdp {
@@ -716,6 +730,7 @@ async fn drive<T: Topology + Tables>(
         overlay_udp,
         dtls_links,
         dtls_peers: HashMap::new(),
+        relay_users,
         started: now_ms(),
         pending: HashMap::new(),
         next_token: 0,
@@ -807,6 +822,8 @@ struct Driver<T: Topology + Tables> {
     dtls_links: Option<mpsc::Sender<crate::overlay_udp::UdpCommand>>,
     /// The peers of the DTLS links up, by link.
     dtls_peers: HashMap<u64, NodeId>,
+    /// Who may allocate at this peer's relay, when it runs one.
+    relay_users: Option<crate::relay::RelayUsers>,
     started: u64,
     /// Certificate fetches the admin API is waiting on.
     pending: HashMap<RequestId, AdminPending>,
@@ -1561,6 +1578,11 @@ impl<T: Topology + Tables> Driver<T> {
         let security = self.core.engine_mut().security_mut();
         let before: BTreeSet<String> = security.user_names().map(str::to_string).collect();
         let (digests, names) = load_users(&self.dir, security);
+        if let Some(users) = &self.relay_users {
+            if let Ok(mut users) = users.write() {
+                *users = crate::relay::keys_of(&digests);
+            }
+        }
         let added: Vec<String> = names.difference(&before).cloned().collect();
         let removed: Vec<String> = before.difference(&names).cloned().collect();
         let list = |v: &[String]| v.join(", ");

@@ -80,6 +80,20 @@ pub fn host_port(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{host:?} has no address"))
 }
 
+/// FIRST-LAST, two port numbers, FIRST not above LAST.
+fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let wrong = || format!("{s:?} is not FIRST-LAST, two ports with FIRST <= LAST, e.g. 49152-49215");
+    let (first, last) = s.split_once('-').ok_or_else(wrong)?;
+    let (first, last): (u16, u16) = (
+        first.trim().parse().map_err(|_| wrong())?,
+        last.trim().parse().map_err(|_| wrong())?,
+    );
+    if first == 0 || first > last {
+        return Err(wrong());
+    }
+    Ok(first..=last)
+}
+
 fn parse_user(s: &str) -> Result<(String, String), String> {
     match s.split_once(':') {
         Some((u, p)) if !u.is_empty() && !p.is_empty() => Ok((u.to_string(), p.to_string())),
@@ -316,6 +330,16 @@ pub struct PeerArgs {
     /// bootstrap nodes or multicast).
     #[arg(long)]
     client: bool,
+    /// Run a relay (a TURN server, RFC 8656 over UDP) on this address,
+    /// the one phones and peers reach it at: the node's SIP users
+    /// allocate with their SIP user name and password (realm: the
+    /// overlay's name), e.g. as their phones' TURN server for media.
+    #[arg(long, value_name = "IP:PORT", value_parser = host_port)]
+    relay: Option<SocketAddr>,
+    /// The ports the relay relays on (one per allocation), on --relay's
+    /// address.
+    #[arg(long, value_name = "FIRST-LAST", value_parser = port_range, requires = "relay")]
+    relay_ports: Option<std::ops::RangeInclusive<u16>>,
     /// Serve SIP phones on this address (UDP and TCP): the registrar for
     /// the users enrolled into --dir, in the overlay's domain (RFC 7904).
     /// Give it twice, an IPv4 and an IPv6 address, for a dual-stack peer.
@@ -430,6 +454,10 @@ pub fn peer(args: PeerArgs) -> Result<()> {
             _ => None,
         },
         sip_tls_ca: args.sip_tls_ca,
+        relay: args.relay.map(|listen| node::relay::RelayOptions {
+            listen,
+            ports: args.relay_ports.unwrap_or(node::relay::DEFAULT_PORTS),
+        }),
     };
     let threads = args.threads.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),

@@ -33,8 +33,14 @@ pub mod attribute {
 /// RFC 8656 §14.7: REQUESTED-TRANSPORT's protocol number for UDP.
 pub const UDP: u8 = 17;
 
-/// RFC 8656 §12: the channel numbers a client may bind.
+/// RFC 8656 §12: the channel numbers a client binds.
 pub const CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x4fff;
+/// The channel numbers the server takes: RFC 5766 §11's 0x4000-0x7FFE,
+/// which RFC 8656 narrowed, still used by clients such as coturn's
+/// (measured: turnutils_uclient binds 0x78e7). The relay's port carries
+/// no DTLS, so RFC 7983's narrower first-byte range does not matter
+/// there.
+pub const ACCEPTED_CHANNELS: std::ops::RangeInclusive<u16> = 0x4000..=0x7ffe;
 
 /// RFC 8489 §9.2.2: the long-term credential key, MD5(username ":" realm
 /// ":" password) (the strings as given: our user names and realms are
@@ -55,8 +61,8 @@ pub fn channel_data(channel: u16, data: &[u8]) -> Vec<u8> {
     bytes
 }
 
-/// RFC 8656 §12.4 and RFC 7983 §7: a datagram whose first byte is 64-79
-/// is ChannelData; its channel and data, if its length fits the datagram
+/// RFC 8656 §12.4: ChannelData (first byte 64-127 for the channels
+/// [`ACCEPTED_CHANNELS`]); its channel and data, if its length fits the datagram
 /// (UDP may carry padding after it).
 pub fn parse_channel_data(datagram: &[u8]) -> Option<(u16, &[u8])> {
     let [a, b, c, d, rest @ ..] = datagram else {
@@ -64,7 +70,7 @@ pub fn parse_channel_data(datagram: &[u8]) -> Option<(u16, &[u8])> {
     };
     let channel = u16::from_be_bytes([*a, *b]);
     let len = usize::from(u16::from_be_bytes([*c, *d]));
-    (CHANNELS.contains(&channel) && rest.len() >= len).then(|| (channel, &rest[..len]))
+    (ACCEPTED_CHANNELS.contains(&channel) && rest.len() >= len).then(|| (channel, &rest[..len]))
 }
 
 /// RFC 8656 §14.6 / §18.2: REQUESTED-ADDRESS-FAMILY's and the XOR

@@ -22,9 +22,11 @@
 //! - Nothing is logged here; drops are counted by reason
 //!   ([`TurnServer::dropped`]).
 
-use super::{attribute as turn, family, ALLOCATE, CHANNELS, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND, UDP};
+use super::{
+    attribute as turn, family, ACCEPTED_CHANNELS, ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND, UDP,
+};
 use crate::budget::SourceBudget;
-use crate::stun::message::{attribute, binding_success, unknown_attributes, Builder, Class, Message, BINDING};
+use crate::stun::message::{Builder, Class, Message};
 use crate::stun::server::{answerable, canonical};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
@@ -45,7 +47,7 @@ const SOURCES: usize = 4_096;
 /// The largest datagram taken from a client or a peer: a full Ethernet
 /// frame's worth and then some; larger ones are dropped.
 pub const MAX_DATAGRAM: usize = 2_048;
-/// The realm's and the software's names in answers.
+/// The software's name in answers.
 const SOFTWARE: &[u8] = b"p2psip relay";
 
 /// What a relay offers and how much of it one user gets.
@@ -56,6 +58,10 @@ pub struct TurnConfig {
     /// The relayed transport addresses the driver bound, one per
     /// allocation.
     pub relayed: Vec<SocketAddr>,
+    /// Where the server itself listens: no peer may be there (a loop,
+    /// RFC 8656 §21.1.5). Relayed addresses may be peers: two clients of
+    /// one relay reach each other relay to relay (ICE's relay-relay pair).
+    pub listening: Vec<SocketAddr>,
     pub allocations_per_user: usize,
     pub permissions_per_allocation: usize,
     pub channels_per_allocation: usize,
@@ -70,7 +76,8 @@ impl TurnConfig {
         TurnConfig {
             realm: realm.to_string(),
             relayed,
-            allocations_per_user: 4,
+            listening: Vec::new(),
+            allocations_per_user: 8,
             permissions_per_allocation: 64,
             channels_per_allocation: 64,
             bytes_per_second: 256 * 1024,
@@ -134,16 +141,10 @@ pub struct TurnServer {
     dropped: BTreeMap<&'static str, u64>,
     relayed_bytes: u64,
     indications: u64,
-}
-
-/// The outcome of checking a request's credentials.
-enum Auth {
-    Ok {
-        username: String,
-        key: [u8; 16],
-    },
-    /// Answer with this error (and a fresh nonce where it applies).
-    Refused(u16, &'static str),
+    /// Ports held by EVEN-PORT's R bit, by RESERVATION-TOKEN, and until
+    /// when (RFC 8656 §7.2).
+    reservations: HashMap<[u8; 8], (SocketAddr, u64)>,
+    reservations_made: u64,
 }
 
 impl TurnServer {
@@ -166,6 +167,8 @@ impl TurnServer {
             dropped: BTreeMap::new(),
             relayed_bytes: 0,
             indications: 0,
+            reservations: HashMap::new(),
+            reservations_made: 0,
         }
     }
 
@@ -298,54 +301,6 @@ impl TurnServer {
         });
     }
 
-    fn request(&mut self, now: u64, client: SocketAddr, message: &Message<'_>) {
-        let id = message.transaction_id;
-        let unknown = unknown_comprehension_required(message);
-        if !unknown.is_empty() {
-            let answer = unknown_attributes(message.method, id, &unknown);
-            return self.answer_unauthenticated(now, client, answer);
-        }
-        if message.method == BINDING {
-            return self.answer_unauthenticated(now, client, binding_success(id, client));
-        }
-        if ![ALLOCATE, REFRESH, CREATE_PERMISSION, CHANNEL_BIND].contains(&message.method) {
-            let answer = self.error(message.method, id, 400, "Bad Request", None, false, now, client);
-            return self.answer_unauthenticated(now, client, answer);
-        }
-        let (username, key) = match self.authenticate(now, client, message) {
-            Auth::Ok { username, key } => (username, key),
-            Auth::Refused(code, reason) => {
-                let with_nonce = matches!(code, 401 | 438);
-                let answer = self.error(message.method, id, code, reason, None, with_nonce, now, client);
-                return self.answer_unauthenticated(now, client, answer);
-            }
-        };
-        // §6.2 and RFC 8489 §9.2.4: the allocation's requests come from
-        // its user alone.
-        if let Some(allocation) = self.allocations.get(&client) {
-            if allocation.username != username {
-                let answer = self.error(
-                    message.method,
-                    id,
-                    441,
-                    "Wrong Credentials",
-                    Some(&key),
-                    false,
-                    now,
-                    client,
-                );
-                return self.answer(client, answer);
-            }
-        }
-        let answer = match message.method {
-            ALLOCATE => self.allocate(now, client, message, username, key),
-            REFRESH => self.refresh(now, client, message, &key),
-            CREATE_PERMISSION => self.create_permission(now, client, message, &key),
-            _ => self.channel_bind(now, client, message, &key),
-        };
-        self.answer(client, answer);
-    }
-
     fn answer(&mut self, to: SocketAddr, bytes: Vec<u8>) {
         self.transmits.push_back(Transmit {
             from: From::Server,
@@ -362,344 +317,6 @@ impl TurnServer {
         }
     }
 
-    /// RFC 8489 §9.2.4.
-    fn authenticate(&mut self, now: u64, client: SocketAddr, message: &Message<'_>) -> Auth {
-        if message.attribute(attribute::MESSAGE_INTEGRITY).is_none() {
-            return Auth::Refused(401, "Unauthenticated");
-        }
-        let (Some(username), Some(realm), Some(nonce)) = (
-            message.attribute(attribute::USERNAME),
-            message.attribute(attribute::REALM),
-            message.attribute(attribute::NONCE),
-        ) else {
-            return Auth::Refused(400, "Bad Request");
-        };
-        if realm != self.config.realm.as_bytes() {
-            return Auth::Refused(401, "Unauthenticated");
-        }
-        if !self.nonce_valid(now, client, nonce) {
-            return Auth::Refused(438, "Stale Nonce");
-        }
-        let Ok(username) = std::str::from_utf8(username) else {
-            return Auth::Refused(401, "Unauthenticated");
-        };
-        let Some(key) = (self.credentials)(username) else {
-            return Auth::Refused(401, "Unauthenticated");
-        };
-        if !message.integrity_matches(&key) {
-            return Auth::Refused(401, "Unauthenticated");
-        }
-        Auth::Ok {
-            username: username.to_string(),
-            key,
-        }
-    }
-
-    /// RFC 8656 §7.2.
-    fn allocate(
-        &mut self,
-        now: u64,
-        client: SocketAddr,
-        message: &Message<'_>,
-        username: String,
-        key: [u8; 16],
-    ) -> Vec<u8> {
-        let id = message.transaction_id;
-        if let Some(allocation) = self.allocations.get(&client) {
-            return if allocation.allocate_answer.0 == id {
-                allocation.allocate_answer.1.clone()
-            } else {
-                self.error(ALLOCATE, id, 437, "Allocation Mismatch", Some(&key), false, now, client)
-            };
-        }
-        match message.attribute(turn::REQUESTED_TRANSPORT) {
-            Some([protocol, ..]) if *protocol == UDP => {}
-            Some(_) => {
-                return self.error(
-                    ALLOCATE,
-                    id,
-                    442,
-                    "Unsupported Transport Protocol",
-                    Some(&key),
-                    false,
-                    now,
-                    client,
-                )
-            }
-            None => return self.error(ALLOCATE, id, 400, "Bad Request", Some(&key), false, now, client),
-        }
-        let wanted_family = match message.attribute(turn::REQUESTED_ADDRESS_FAMILY) {
-            Some([f, ..]) => *f,
-            Some(_) => return self.error(ALLOCATE, id, 400, "Bad Request", Some(&key), false, now, client),
-            None => 0x01,
-        };
-        if self.per_user.get(&username).copied().unwrap_or(0) >= self.config.allocations_per_user {
-            return self.error(
-                ALLOCATE,
-                id,
-                486,
-                "Allocation Quota Reached",
-                Some(&key),
-                false,
-                now,
-                client,
-            );
-        }
-        let Some(slot) = self.free.iter().rposition(|a| family(a) == wanted_family) else {
-            let any_of_family = self.config.relayed.iter().any(|a| family(a) == wanted_family);
-            return if any_of_family {
-                self.error(
-                    ALLOCATE,
-                    id,
-                    508,
-                    "Insufficient Capacity",
-                    Some(&key),
-                    false,
-                    now,
-                    client,
-                )
-            } else {
-                self.error(
-                    ALLOCATE,
-                    id,
-                    440,
-                    "Address Family not Supported",
-                    Some(&key),
-                    false,
-                    now,
-                    client,
-                )
-            };
-        };
-        let relayed = self.free.remove(slot);
-        let lifetime = lifetime_s(message);
-        let answer = Builder::new(Class::Success, ALLOCATE, id)
-            .xor_address(turn::XOR_RELAYED_ADDRESS, relayed)
-            .attribute(turn::LIFETIME, &lifetime.to_be_bytes())
-            .xor_mapped_address(client)
-            .attribute(turn::SOFTWARE, SOFTWARE)
-            .finish_with_integrity(&key);
-        *self.per_user.entry(username.clone()).or_default() += 1;
-        self.by_relayed.insert(relayed, client);
-        self.allocations.insert(
-            client,
-            Allocation {
-                username,
-                relayed,
-                expires: now + u64::from(lifetime) * 1_000,
-                permissions: HashMap::new(),
-                channels: HashMap::new(),
-                channel_of: HashMap::new(),
-                bucket: TokenBucket::new(now, self.config.bytes_per_second),
-                allocate_answer: (id, answer.clone()),
-            },
-        );
-        answer
-    }
-
-    /// RFC 8656 §8.2: a new lifetime, or 0 to delete.
-    fn refresh(&mut self, now: u64, client: SocketAddr, message: &Message<'_>, key: &[u8; 16]) -> Vec<u8> {
-        let id = message.transaction_id;
-        if !self.allocations.contains_key(&client) {
-            return self.error(REFRESH, id, 437, "Allocation Mismatch", Some(key), false, now, client);
-        }
-        let zero = message.attribute(turn::LIFETIME) == Some(&[0, 0, 0, 0]);
-        let lifetime = if zero {
-            self.remove_allocation(client);
-            0
-        } else {
-            let lifetime = lifetime_s(message);
-            if let Some(allocation) = self.allocations.get_mut(&client) {
-                allocation.expires = now + u64::from(lifetime) * 1_000;
-            }
-            lifetime
-        };
-        Builder::new(Class::Success, REFRESH, id)
-            .attribute(turn::LIFETIME, &lifetime.to_be_bytes())
-            .finish_with_integrity(key)
-    }
-
-    /// RFC 8656 §9.2: permissions for each XOR-PEER-ADDRESS's IP, all or
-    /// none.
-    fn create_permission(&mut self, now: u64, client: SocketAddr, message: &Message<'_>, key: &[u8; 16]) -> Vec<u8> {
-        let id = message.transaction_id;
-        let Some(allocation) = self.allocations.get(&client) else {
-            return self.error(
-                CREATE_PERMISSION,
-                id,
-                437,
-                "Allocation Mismatch",
-                Some(key),
-                false,
-                now,
-                client,
-            );
-        };
-        let peers: Result<Vec<SocketAddr>, _> = message.xor_addresses(turn::XOR_PEER_ADDRESS).into_iter().collect();
-        let peers = match peers {
-            Ok(peers) if !peers.is_empty() => peers,
-            _ => return self.error(CREATE_PERMISSION, id, 400, "Bad Request", Some(key), false, now, client),
-        };
-        if let Some(code) = self.peer_refusal(allocation.relayed, &peers) {
-            return self.error(CREATE_PERMISSION, id, code.0, code.1, Some(key), false, now, client);
-        }
-        let new = peers
-            .iter()
-            .map(|p| p.ip())
-            .filter(|ip| !allocation.permissions.contains_key(ip))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len();
-        if allocation.permissions.len() + new > self.config.permissions_per_allocation {
-            return self.error(
-                CREATE_PERMISSION,
-                id,
-                508,
-                "Insufficient Capacity",
-                Some(key),
-                false,
-                now,
-                client,
-            );
-        }
-        if let Some(allocation) = self.allocations.get_mut(&client) {
-            for peer in peers {
-                allocation.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME_MS);
-            }
-        }
-        Builder::new(Class::Success, CREATE_PERMISSION, id).finish_with_integrity(key)
-    }
-
-    /// RFC 8656 §11.2: bind (or refresh) a channel to a peer, with its
-    /// permission.
-    fn channel_bind(&mut self, now: u64, client: SocketAddr, message: &Message<'_>, key: &[u8; 16]) -> Vec<u8> {
-        let id = message.transaction_id;
-        let bad = |s: &mut Self| s.error(CHANNEL_BIND, id, 400, "Bad Request", Some(key), false, now, client);
-        let Some(allocation) = self.allocations.get(&client) else {
-            return self.error(
-                CHANNEL_BIND,
-                id,
-                437,
-                "Allocation Mismatch",
-                Some(key),
-                false,
-                now,
-                client,
-            );
-        };
-        let channel = match message.attribute(turn::CHANNEL_NUMBER) {
-            Some([a, b, ..]) if CHANNELS.contains(&u16::from_be_bytes([*a, *b])) => u16::from_be_bytes([*a, *b]),
-            _ => return bad(self),
-        };
-        let Ok(peer) = message.xor_address(turn::XOR_PEER_ADDRESS) else {
-            return bad(self);
-        };
-        if let Some(code) = self.peer_refusal(allocation.relayed, &[peer]) {
-            return self.error(CHANNEL_BIND, id, code.0, code.1, Some(key), false, now, client);
-        }
-        let bound_elsewhere = allocation.channels.get(&channel).is_some_and(|(p, _)| *p != peer)
-            || allocation.channel_of.get(&peer).is_some_and(|c| *c != channel);
-        if bound_elsewhere {
-            return bad(self);
-        }
-        let new_channel = !allocation.channels.contains_key(&channel);
-        let new_permission = !allocation.permissions.contains_key(&peer.ip());
-        if new_channel && allocation.channels.len() >= self.config.channels_per_allocation
-            || new_permission && allocation.permissions.len() >= self.config.permissions_per_allocation
-        {
-            return self.error(
-                CHANNEL_BIND,
-                id,
-                508,
-                "Insufficient Capacity",
-                Some(key),
-                false,
-                now,
-                client,
-            );
-        }
-        if let Some(allocation) = self.allocations.get_mut(&client) {
-            allocation.channels.insert(channel, (peer, now + CHANNEL_LIFETIME_MS));
-            allocation.channel_of.insert(peer, channel);
-            allocation.permissions.insert(peer.ip(), now + PERMISSION_LIFETIME_MS);
-        }
-        Builder::new(Class::Success, CHANNEL_BIND, id).finish_with_integrity(key)
-    }
-
-    /// Why a client may not relay to these peers: another family than its
-    /// relayed address (443), or an address no datagram may go to or one
-    /// of this relay's own relayed addresses (403: a loop through the
-    /// relay, RFC 8656 §21.1.5).
-    fn peer_refusal(&self, relayed: SocketAddr, peers: &[SocketAddr]) -> Option<(u16, &'static str)> {
-        if peers.iter().any(|p| family(p) != family(&relayed)) {
-            return Some((443, "Peer Address Family Mismatch"));
-        }
-        let own = |p: &SocketAddr| self.config.relayed.iter().any(|r| r.ip() == p.ip());
-        peers
-            .iter()
-            .any(|p| !answerable(*p) || own(p))
-            .then_some((403, "Forbidden"))
-    }
-
-    /// An error answer; with a REALM and a fresh NONCE when `challenge`
-    /// (401, 438), with MESSAGE-INTEGRITY when the request was
-    /// authenticated (`key`).
-    #[allow(clippy::too_many_arguments)]
-    fn error(
-        &self,
-        method: u16,
-        id: [u8; 12],
-        code: u16,
-        reason: &str,
-        key: Option<&[u8; 16]>,
-        challenge: bool,
-        now: u64,
-        client: SocketAddr,
-    ) -> Vec<u8> {
-        let mut value = vec![0, 0, (code / 100) as u8, (code % 100) as u8];
-        value.extend_from_slice(reason.as_bytes());
-        let mut builder = Builder::new(Class::Error, method, id).attribute(attribute::ERROR_CODE, &value);
-        if challenge {
-            builder = builder
-                .attribute(attribute::REALM, self.config.realm.as_bytes())
-                .attribute(attribute::NONCE, self.nonce(now, client).as_bytes());
-        }
-        match key {
-            Some(key) => builder.finish_with_integrity(key),
-            None => builder.finish(),
-        }
-    }
-
-    /// A nonce: when it was issued and a MAC of that and the client's
-    /// address.
-    fn nonce(&self, issued: u64, client: SocketAddr) -> String {
-        format!("{issued:016x}{}", hex(&self.nonce_mac(issued, client)))
-    }
-
-    fn nonce_mac(&self, issued: u64, client: SocketAddr) -> [u8; 8] {
-        use hmac::{KeyInit, Mac};
-        let Ok(mut mac) = hmac::Hmac::<sha1::Sha1>::new_from_slice(&self.nonce_secret) else {
-            return [0; 8];
-        };
-        mac.update(&issued.to_be_bytes());
-        mac.update(client.to_string().as_bytes());
-        let full: [u8; 20] = mac.finalize().into_bytes().into();
-        let mut short = [0u8; 8];
-        short.copy_from_slice(&full[..8]);
-        short
-    }
-
-    fn nonce_valid(&self, now: u64, client: SocketAddr, nonce: &[u8]) -> bool {
-        let Some(issued) = nonce
-            .get(..16)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u64::from_str_radix(h, 16).ok())
-        else {
-            return false;
-        };
-        let fresh = issued <= now && now - issued < NONCE_LIFETIME_MS;
-        fresh && nonce.len() == 32 && nonce[16..] == *hex(&self.nonce_mac(issued, client)).as_bytes()
-    }
-
     fn remove_allocation(&mut self, client: SocketAddr) {
         if let Some(allocation) = self.allocations.remove(&client) {
             self.by_relayed.remove(&allocation.relayed);
@@ -713,7 +330,8 @@ impl TurnServer {
         }
     }
 
-    /// The next expiry of an allocation, permission or channel.
+    /// The next expiry of an allocation, permission, channel or
+    /// reservation.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.allocations
             .values()
@@ -722,11 +340,20 @@ impl TurnServer {
                     .chain(a.permissions.values().copied())
                     .chain(a.channels.values().map(|(_, until)| *until))
             })
+            .chain(self.reservations.values().map(|(_, until)| *until))
             .min()
     }
 
     /// Ends what expired by `now`.
     pub fn handle_timeout(&mut self, now: u64) {
+        let free = &mut self.free;
+        self.reservations.retain(|_, (address, until)| {
+            let keep = *until > now;
+            if !keep {
+                free.push(*address);
+            }
+            keep
+        });
         let expired: Vec<SocketAddr> = self
             .allocations
             .iter()
@@ -758,43 +385,6 @@ impl TurnServer {
     }
 }
 
-/// RFC 8656 §7.2: min(requested, maximum), and the default if that is
-/// less.
-fn lifetime_s(message: &Message<'_>) -> u32 {
-    let requested = match message.attribute(super::attribute::LIFETIME) {
-        Some([a, b, c, d]) => u32::from_be_bytes([*a, *b, *c, *d]),
-        _ => DEFAULT_LIFETIME_S,
-    };
-    requested.clamp(DEFAULT_LIFETIME_S, MAX_LIFETIME_S)
-}
-
-/// The comprehension-required attributes (below 0x8000) a TURN request
-/// carries that this server does not take: RFC 8489 §6.3.1's 420.
-/// EVEN-PORT, RESERVATION-TOKEN and DONT-FRAGMENT are among them (RFC 8656
-/// §7.2: a server that does not support them answers 420).
-fn unknown_comprehension_required(message: &Message<'_>) -> Vec<u16> {
-    const UNDERSTOOD: &[u16] = &[
-        attribute::USERNAME,
-        attribute::MESSAGE_INTEGRITY,
-        attribute::MESSAGE_INTEGRITY_SHA256,
-        attribute::REALM,
-        attribute::NONCE,
-        attribute::XOR_MAPPED_ADDRESS,
-        turn::CHANNEL_NUMBER,
-        turn::LIFETIME,
-        turn::XOR_PEER_ADDRESS,
-        turn::DATA,
-        turn::REQUESTED_TRANSPORT,
-        turn::REQUESTED_ADDRESS_FAMILY,
-    ];
-    message
-        .attributes()
-        .flatten()
-        .map(|a| a.kind)
-        .filter(|k| *k < 0x8000 && !UNDERSTOOD.contains(k))
-        .collect()
-}
-
 /// A transaction id for a Data indication: nobody answers one, so ids
 /// need only differ (RFC 8489 §6); a count does.
 fn indication_id(count: &mut u64) -> [u8; 12] {
@@ -802,10 +392,6 @@ fn indication_id(count: &mut u64) -> [u8; 12] {
     let mut id = [0u8; 12];
     id[4..].copy_from_slice(&count.to_be_bytes());
     id
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Bytes a second, with a burst of two seconds' worth.
@@ -838,6 +424,9 @@ impl TokenBucket {
         }
     }
 }
+
+mod auth;
+mod requests;
 
 #[cfg(test)]
 mod tests;

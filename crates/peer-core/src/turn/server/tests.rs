@@ -2,7 +2,9 @@
 //! describes them, what the relay refuses, and that it relays only what
 //! permissions allow.
 
+use super::requests::RESERVATION_LIFETIME_MS;
 use super::*;
+use crate::stun::message::attribute;
 use crate::turn::{channel_data, long_term_key, parse_channel_data};
 use proptest::prelude::*;
 
@@ -18,8 +20,12 @@ fn relayed(k: u16) -> SocketAddr {
 
 /// Users `alice` (password `a-pw`) and `bob` (`b-pw`).
 fn server(pool: u16) -> TurnServer {
-    server_with(TurnConfig::new(REALM, (0..pool).map(relayed).collect()))
+    let mut config = TurnConfig::new(REALM, (0..pool).map(relayed).collect());
+    config.listening = vec![addr(LISTENING)];
+    server_with(config)
 }
+
+const LISTENING: &str = "198.51.100.1:3478";
 
 fn server_with(config: TurnConfig) -> TurnServer {
     let credentials = Box::new(|user: &str| match user {
@@ -381,14 +387,19 @@ fn allocations_end_when_their_lifetime_does_and_free_their_address() {
 }
 
 #[test]
-fn peers_that_are_loops_broadcasts_or_of_another_family_are_refused() {
+fn peers_that_loop_broadcast_or_are_of_another_family_are_refused() {
     let mut relay = server(2);
     let mut alice = Client::new("203.0.113.5:40000", "alice", "a-pw");
     alice.allocate(&mut relay, 0);
     assert_eq!(
-        alice.permit(&mut relay, 0, relayed(1)),
+        alice.permit(&mut relay, 0, addr(LISTENING)),
         Some(403),
         "back into the relay"
+    );
+    assert_eq!(
+        alice.permit(&mut relay, 0, relayed(1)),
+        None,
+        "another client's relayed address"
     );
     assert_eq!(alice.permit(&mut relay, 0, addr("0.0.0.0:9")), Some(403));
     assert_eq!(alice.permit(&mut relay, 0, addr("255.255.255.255:9")), Some(403));
@@ -397,7 +408,12 @@ fn peers_that_are_loops_broadcasts_or_of_another_family_are_refused() {
         b.attribute(turn::CHANNEL_NUMBER, &[0x30, 0x00, 0, 0])
             .xor_address(turn::XOR_PEER_ADDRESS, addr("192.0.2.1:1"))
     });
-    assert_eq!(bad_channel, Some(400), "a channel number outside 0x4000-0x4FFF");
+    assert_eq!(bad_channel, Some(400), "a channel number below 0x4000");
+    let old_range = alice.ask(&mut relay, 0, CHANNEL_BIND, |b| {
+        b.attribute(turn::CHANNEL_NUMBER, &[0x78, 0xe7, 0, 0])
+            .xor_address(turn::XOR_PEER_ADDRESS, addr("192.0.2.3:1"))
+    });
+    assert_eq!(old_range, None, "RFC 5766's range, as coturn's client uses");
     // A channel already bound to one peer is not rebound to another.
     let bind = |c: &mut Client, r: &mut TurnServer, peer: &str| {
         c.ask(r, 0, CHANNEL_BIND, |b| {
@@ -468,4 +484,65 @@ proptest! {
         }
         prop_assert_eq!(relay.allocations(), 0);
     }
+}
+
+/// RFC 8656 §7.2: EVEN-PORT gives an even relayed port; with its R bit the
+/// next port is held for an Allocate naming the RESERVATION-TOKEN (RTP
+/// and RTCP), for 30 s; EVEN-PORT and a token together are refused.
+#[test]
+fn even_port_reserves_the_next_port_for_its_token() {
+    let mut relay = server(4);
+    let transport = |b: Builder| b.attribute(turn::REQUESTED_TRANSPORT, &[UDP, 0, 0, 0]);
+    let mut rtp = Client::new("203.0.113.5:40000", "alice", "a-pw");
+    rtp.challenge(&mut relay, 0);
+    let request = rtp.request(ALLOCATE, |b| transport(b).attribute(turn::EVEN_PORT, &[0x80]));
+    let answer = rtp.exchange(&mut relay, 0, &request);
+    let answer = Message::decode(&answer).unwrap();
+    let relayed_rtp = answer.xor_address(turn::XOR_RELAYED_ADDRESS).unwrap();
+    assert_eq!(relayed_rtp.port() % 2, 0);
+    let token = answer.attribute(turn::RESERVATION_TOKEN).unwrap().to_vec();
+    assert_eq!(token.len(), 8);
+
+    let mut rtcp = Client::new("203.0.113.5:40001", "alice", "a-pw");
+    rtcp.challenge(&mut relay, 1);
+    let both = rtcp.ask(&mut relay, 1, ALLOCATE, |b| {
+        transport(b)
+            .attribute(turn::EVEN_PORT, &[0])
+            .attribute(turn::RESERVATION_TOKEN, &token)
+    });
+    assert_eq!(both, Some(400));
+    let request = rtcp.request(ALLOCATE, |b| transport(b).attribute(turn::RESERVATION_TOKEN, &token));
+    let answer = rtcp.exchange(&mut relay, 2, &request);
+    let relayed_rtcp = Message::decode(&answer)
+        .unwrap()
+        .xor_address(turn::XOR_RELAYED_ADDRESS)
+        .unwrap();
+    assert_eq!(relayed_rtcp.port(), relayed_rtp.port() + 1);
+    // A token is good once.
+    let mut again = Client::new("203.0.113.5:40002", "bob", "b-pw");
+    again.challenge(&mut relay, 3);
+    assert_eq!(
+        again.ask(&mut relay, 3, ALLOCATE, |b| transport(b)
+            .attribute(turn::RESERVATION_TOKEN, &token)),
+        Some(508)
+    );
+
+    // A reservation nobody claims returns to the pool after 30 s.
+    let mut held = Client::new("203.0.113.6:40000", "bob", "b-pw");
+    held.challenge(&mut relay, 4);
+    let request = held.request(ALLOCATE, |b| transport(b).attribute(turn::EVEN_PORT, &[0x80]));
+    held.exchange(&mut relay, 4, &request);
+    let mut late = Client::new("203.0.113.6:40001", "bob", "b-pw");
+    late.challenge(&mut relay, 5);
+    assert_eq!(
+        late.ask(&mut relay, 5, ALLOCATE, transport),
+        Some(508),
+        "all four ports are taken or held"
+    );
+    relay.handle_timeout(4 + RESERVATION_LIFETIME_MS);
+    late.challenge(&mut relay, 4 + RESERVATION_LIFETIME_MS);
+    assert_eq!(
+        late.ask(&mut relay, 4 + RESERVATION_LIFETIME_MS, ALLOCATE, transport),
+        None
+    );
 }
