@@ -82,7 +82,7 @@ impl RelayMetrics {
         );
         registry.register(
             "relay_dropped",
-            "Datagrams the relay dropped, by reason: malformed, oversized, bad_source, unexpected, no_allocation, no_permission, no_channel, over_quota, over_budget, queue_full",
+            "Datagrams the relay dropped, by reason: malformed, oversized, bad_source, unexpected, no_allocation, no_permission, no_channel, over_quota, over_budget, loop, queue_full",
             self.dropped.clone(),
         );
     }

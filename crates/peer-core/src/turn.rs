@@ -3,6 +3,7 @@
 //! share, over the STUN codec of [`crate::stun::message`]. UDP only, as
 //! overlay links and media are UDP.
 
+pub mod client;
 pub mod server;
 
 use std::net::SocketAddr;

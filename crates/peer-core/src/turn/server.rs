@@ -293,6 +293,10 @@ impl TurnServer {
     }
 
     fn relay_to_peer(&mut self, relayed: SocketAddr, peer: SocketAddr, data: &[u8]) {
+        // A permission is per IP: the relay's own port is refused here.
+        if self.config.listening.contains(&peer) || !answerable(peer) {
+            return self.drop("loop");
+        }
         self.relayed_bytes += data.len() as u64;
         self.transmits.push_back(Transmit {
             from: From::Relayed(relayed),

@@ -242,7 +242,10 @@ impl TurnServer {
             Ok(peers) if !peers.is_empty() => peers,
             _ => return self.refuse(answering, 400, "Bad Request"),
         };
-        if let Some((code, reason)) = self.peer_refusal(allocation.relayed, &peers) {
+        // §9.2: a permission is for an IP address; the port is ignored
+        // (what goes to the relay's own port is dropped when relayed).
+        let ips: Vec<SocketAddr> = peers.iter().map(|p| SocketAddr::new(p.ip(), 9)).collect();
+        if let Some((code, reason)) = self.peer_refusal(allocation.relayed, &ips) {
             return self.refuse(answering, code, reason);
         }
         let new: BTreeSet<_> = peers
