@@ -14,6 +14,7 @@ mod forwarding;
 mod interworking;
 mod latency;
 mod overload;
+mod relay;
 mod report;
 mod rig;
 mod scale;
@@ -56,11 +57,12 @@ struct Args {
     /// Measurements to run, comma-separated: registers, calls,
     /// interworking (calls from a Kamailio domain into the overlay through
     /// a proxy peer), latency, forwarding, footprint, overload (a REGISTER
-    /// flood and 4x the sustainable call rate at one peer), scale.
+    /// flood and 4x the sustainable call rate at one peer), scale, relay
+    /// (RTP-like streams through a relay peer and through coturn).
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "registers,calls,interworking,latency,forwarding,footprint,overload,scale"
+        default_value = "registers,calls,interworking,latency,forwarding,footprint,overload,scale,relay"
     )]
     only: Vec<Section>,
     /// Peers of the overlay call setup is timed through (at most 100,
@@ -77,6 +79,13 @@ struct Args {
     /// Calls timed per (caller's peer, callee) pair and for Kamailio.
     #[arg(long, default_value_t = 500)]
     latency_calls: u64,
+    /// RTP-like streams the relay section plays through each TURN server
+    /// (pairs of uclient clients; 100 streams are 50 two-way calls).
+    #[arg(long, default_value_t = 100)]
+    relay_streams: u32,
+    /// Packets each stream sends, one every 20 ms (500: 10 s).
+    #[arg(long, default_value_t = 500)]
+    relay_packets: u32,
     /// Peers of the overlay whose idle footprint is measured.
     #[arg(long, default_value_t = 50)]
     footprint_peers: u16,
@@ -106,6 +115,7 @@ enum Section {
     Footprint,
     Overload,
     Scale,
+    Relay,
 }
 
 /// Ports beside the overlay's block: Kamailio, then SIPp's.
@@ -180,6 +190,15 @@ fn run(mut args: Args) -> Result<()> {
         overloads(&args, &p2psip, &layout)
     })?;
     let (flood, overload) = overloads.map_or((None, None), |(f, o)| (Some(f), Some(o)));
+    let relay = section(&args, Section::Relay, &mut steal, || {
+        relay::measure(
+            &p2psip,
+            &args.work,
+            args.relay_streams,
+            args.relay_packets,
+            args.repeats.max(5),
+        )
+    })?;
     let results = args.repo.join("bench/results");
     let mut scale = Vec::new();
     if args.only.contains(&Section::Scale) {
@@ -219,6 +238,7 @@ fn run(mut args: Args) -> Result<()> {
         footprint,
         flood,
         overload,
+        relay,
         scale,
         steal_percent: steal,
     };

@@ -130,6 +130,7 @@ pub struct Report {
     pub footprint: Option<Footprint>,
     pub flood: Option<crate::overload::Flood>,
     pub overload: Option<crate::overload::Overload>,
+    pub relay: Option<crate::relay::Relay>,
     pub scale: Vec<SimFigures>,
     /// CPU time the hypervisor gave to other guests while each section
     /// ran, % of all (steal, proc(5)).
@@ -454,6 +455,27 @@ impl Report {
         }
         if let Some(l) = &self.latency {
             latency_table(&mut md, l);
+        }
+        if let Some(r) = &self.relay {
+            let row = |md: &mut String, name: &str, f: &crate::relay::RelayFigures| {
+                let _ = writeln!(
+                    md,
+                    "| {name} | {:.0} | {:.2} % | {:.1} µs ({:.1}-{:.1}) |",
+                    f.delivered_per_s, f.lost_percent, f.cpu_us_per_packet, f.cpu_us_min, f.cpu_us_max
+                );
+            };
+            let _ = writeln!(
+                md,
+                "\n## Relay (TURN)\n\n{} RTP-like streams ({}-byte packets every 20 ms, {} each; coturn's \
+                 `turnutils_uclient -y -c`, pairs of clients sending to each other's relayed address) through a \
+                 relay peer (`peer --relay`) and through coturn, {} runs each, alternating. CPU is the server's, \
+                 per packet delivered: median (lowest-highest).\n\n\
+                 | relay | delivered per s | lost | CPU per packet |\n|---|---:|---:|---:|",
+                r.streams, r.packet_bytes, r.packets_per_stream, r.runs
+            );
+            row(&mut md, "p2psip relay peer", &r.p2psip);
+            row(&mut md, "coturn", &r.coturn);
+            let _ = writeln!(md, "\np2psip's CPU per packet is {:.2}× coturn's.", r.cpu_ratio);
         }
         if let Some(f) = &self.forwarding {
             let _ = writeln!(

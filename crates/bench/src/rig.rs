@@ -29,7 +29,7 @@ fn stop(child: &mut Child, grace: Duration) {
 }
 
 /// Polls `ready` every 100 ms until it holds or `limit` passes.
-fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
+pub(crate) fn wait_until(limit: Duration, what: &str, mut ready: impl FnMut() -> Result<bool>) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < limit {
         if ready()? {

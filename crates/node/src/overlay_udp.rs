@@ -139,7 +139,9 @@ pub(crate) async fn serve(mut udp: OverlayUdp) {
                     }
                 };
                 let datagram = &buf[..n];
-                if (20..=63).contains(&datagram[0]) {
+                // An empty datagram is nothing (RFC 7983 needs a first byte).
+                let Some(first) = datagram.first() else { continue };
+                if (20..=63).contains(first) {
                     match links.get_mut(&from) {
                         Some(link) => {
                             link.dtls.receive(Instant::now(), datagram, &udp.ctx);
@@ -319,16 +321,14 @@ async fn flush(udp: &OverlayUdp, link: &mut Link) -> bool {
             }),
             DtlsEvent::Resumed => Input::Link(LinkEvent::Resumed { link: id, peer }),
             DtlsEvent::Closed(why) if link.up => Input::Link(LinkEvent::Closed { link: id, peer, why }),
-            DtlsEvent::Closed(why) if link.dtls_server => Input::ConnectFailed {
+            // Either end: the link ICE formed for `peer` failed, and the
+            // core drops the agent that nominated it.
+            DtlsEvent::Closed(why) => Input::ConnectFailed {
                 link: id,
                 expected: Some(peer),
                 address: remote,
                 why,
             },
-            DtlsEvent::Closed(why) => {
-                tracing::info!("DTLS link from {remote} ({}) failed: {why}", peer.to_hex());
-                Input::InboundLinkFailed
-            }
         };
         if udp.engine.send(input).await.is_err() {
             return false;

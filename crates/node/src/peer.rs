@@ -390,7 +390,12 @@ impl LinkSender {
     /// dropped; a DTLS link is told.
     fn close(self, link: u64) {
         if let LinkSender::Dtls(tx) = self {
-            let _ = tx.try_send(crate::overlay_udp::UdpCommand::Close { link });
+            // A Close must not be lost to a queue full of messages: the
+            // link would linger, answering the peer, with nothing to end it.
+            let close = crate::overlay_udp::UdpCommand::Close { link };
+            if let Err(tokio::sync::mpsc::error::TrySendError::Full(close)) = tx.try_send(close) {
+                tokio::spawn(async move { tx.send(close).await });
+            }
         }
     }
 }
@@ -562,7 +567,8 @@ async fn drive<T: Topology + Tables>(
         None
     } else {
         let configs =
-            crate::link::dtls_config::DtlsConfigs::new(dir.config.trust_store(), dir.cert_der.clone(), &dir.key)?;
+            crate::link::dtls_config::DtlsConfigs::new(dir.config.trust_store(), dir.cert_der.clone(), &dir.key)?
+                .with_key_log(std::env::var_os("SSLKEYLOGFILE").is_some());
         Some(configs)
     };
     let relay_users = match &opts.relay {

@@ -31,6 +31,9 @@ const PEER_QUEUE: usize = 4096;
 pub struct RelayOptions {
     pub listen: SocketAddr,
     pub ports: RangeInclusive<u16>,
+    pub allocations_per_user: usize,
+    /// Relay to loopback peers too (tests; never by default).
+    pub allow_loopback_peers: bool,
 }
 
 /// The relayed ports when `--relay-ports` is not given: 64 allocations.
@@ -140,6 +143,8 @@ pub(crate) async fn start(
             .collect(),
     );
     config.listening = vec![options.listen];
+    config.allocations_per_user = options.allocations_per_user;
+    config.allow_loopback_peers = options.allow_loopback_peers;
     let credentials = Box::new(move |user: &str| users.read().ok()?.get(user).copied());
     let mut secret = [0u8; 32];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret);
@@ -187,6 +192,8 @@ async fn serve(
     let mut buf = vec![0u8; peer_core::turn::server::MAX_DATAGRAM + 1];
     let mut counted: HashMap<&'static str, u64> = HashMap::new();
     let mut relayed_bytes = 0;
+    // Users removed from the node lose their allocations within this.
+    let mut revalidate = tokio::time::interval(std::time::Duration::from_secs(5));
     loop {
         let wake = server
             .poll_timeout()
@@ -201,6 +208,7 @@ async fn serve(
             _ = async { tokio::time::sleep_until(wake.unwrap_or(started)).await }, if wake.is_some() => {
                 server.handle_timeout(now());
             }
+            _ = revalidate.tick() => server.revalidate(),
         }
         while let Some(t) = server.poll_transmit() {
             // UDP: what a full buffer loses, the ends send again.

@@ -340,6 +340,15 @@ pub struct PeerArgs {
     /// address.
     #[arg(long, value_name = "FIRST-LAST", value_parser = port_range, requires = "relay")]
     relay_ports: Option<std::ops::RangeInclusive<u16>>,
+    /// Allocations one user may hold at the relay at once (a phone with
+    /// audio and video holds two to four).
+    #[arg(long, value_name = "N", default_value_t = 8, requires = "relay",
+          value_parser = clap::value_parser!(u32).range(1..=65_535))]
+    relay_allocations_per_user: u32,
+    /// Let the relay send to loopback addresses (for relays serving
+    /// processes on their own host, and tests); refused by default.
+    #[arg(long, requires = "relay")]
+    relay_allow_loopback_peers: bool,
     /// Serve SIP phones on this address (UDP and TCP): the registrar for
     /// the users enrolled into --dir, in the overlay's domain (RFC 7904).
     /// Give it twice, an IPv4 and an IPv6 address, for a dual-stack peer.
@@ -457,6 +466,8 @@ pub fn peer(args: PeerArgs) -> Result<()> {
         relay: args.relay.map(|listen| node::relay::RelayOptions {
             listen,
             ports: args.relay_ports.unwrap_or(node::relay::DEFAULT_PORTS),
+            allocations_per_user: args.relay_allocations_per_user as usize,
+            allow_loopback_peers: args.relay_allow_loopback_peers,
         }),
     };
     let threads = args.threads.map_or_else(

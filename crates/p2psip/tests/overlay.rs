@@ -527,6 +527,8 @@ fn the_overlay_port_answers_stun_binding_and_drops_the_rest() {
 
     // Junk, each kind once.
     let junk = socket.try_clone().unwrap();
+    // An empty datagram first: it has no first byte to tell what it is.
+    junk.send_to(&[], peer.listen).unwrap();
     junk.send_to(&[0u8; 1400], peer.listen).unwrap();
     junk.send_to(&binding_request([2; 12])[..24], peer.listen).unwrap();
     junk.send_to(&Builder::new(Class::Request, 0x003, [3; 12]).finish(), peer.listen)
@@ -647,12 +649,14 @@ fn peers_of_an_ice_overlay_link_over_dtls_that_tshark_decodes() {
         }
     }
     // DTLS from an address no ICE check nominated.
+    let no_link = || metric(all[1].admin, "p2psip_dtls_dropped_total{reason=\"no_link\"}");
+    let before = no_link();
     let stranger = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 40];
     hello.extend([1; 40]);
     stranger.send_to(&hello, listen[1]).unwrap();
     wait_for(Duration::from_secs(5), "the stranger's DTLS counted", || {
-        metric(all[1].admin, "p2psip_dtls_dropped_total{reason=\"no_link\"}") == 1.0
+        no_link() > before
     });
     wait_fetchable(&all, &ids, Duration::from_secs(20), "after the stranger");
 

@@ -33,6 +33,7 @@ fn coturns_client_allocates_and_relays_through_a_relay_peer_with_sip_credentials
             &format!("127.0.0.1:{turn_port}"),
             "--relay-ports",
             &format!("{relay_ports}-{}", relay_ports + 15),
+            "--relay-allow-loopback-peers",
         ],
     );
     wait_for(Duration::from_secs(10), "the relay peer", || {

@@ -44,7 +44,8 @@ const ALERT: u8 = 21;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DtlsEvent {
     /// The handshake finished and the other end is `peer`; `key_log` is
-    /// the NSS key log line of the association.
+    /// the NSS key log line of the association, when asked for
+    /// ([`DtlsConfigs::with_key_log`]).
     Up {
         peer: NodeId,
         key_log: Option<String>,
@@ -184,6 +185,13 @@ impl DtlsLink {
         if self.is_closed() {
             return;
         }
+        // When two Attaches cross, the association dropped at one end may
+        // still answer from the other: its handshake messages, for the
+        // other role, must not take the place of ours (rtc-dtls keeps the
+        // first message it sees at each sequence number).
+        if !self.is_up() && for_the_other_role(datagram, self.server) {
+            return;
+        }
         let sent_before = self.transmits.len();
         let read = self.endpoint.read(now, self.remote, None, BytesMut::from(datagram));
         self.collect_transmits();
@@ -236,7 +244,11 @@ impl DtlsLink {
             self.collect_transmits();
             return self.close_with(why);
         }
-        let key_log = key_log_line(state);
+        let key_log = if self.configs.key_log {
+            key_log_line(state)
+        } else {
+            None
+        };
         let ms = self.ms(now);
         self.phase = Phase::Up {
             reliability: Box::new(SimpleReliability::new(ms, self.ice_rtt_ms)),
@@ -393,6 +405,33 @@ impl DtlsLink {
         }
         self.pump(now);
     }
+}
+
+/// Whether `datagram` carries a plaintext handshake message this role
+/// never receives (RFC 6347 §4.2.2; RFC 5246 §7.4 numbers): a server takes
+/// ClientHello, Certificate, CertificateVerify and ClientKeyExchange; a
+/// client HelloVerifyRequest, ServerHello, Certificate, ServerKeyExchange,
+/// CertificateRequest and ServerHelloDone.
+fn for_the_other_role(datagram: &[u8], server: bool) -> bool {
+    let mut rest = datagram;
+    while let [content, _, _, epoch_hi, epoch_lo, _, _, _, _, _, _, len_hi, len_lo, body @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*len_hi, *len_lo]));
+        let Some(record) = body.get(..len) else { return false };
+        if *content == 22 && [*epoch_hi, *epoch_lo] == [0, 0] {
+            if let Some(kind) = record.first() {
+                let ours = if server {
+                    matches!(kind, 1 | 11 | 15 | 16)
+                } else {
+                    matches!(kind, 2 | 3 | 11 | 12 | 13 | 14)
+                };
+                if !ours {
+                    return true;
+                }
+            }
+        }
+        rest = &body[len..];
+    }
+    false
 }
 
 #[cfg(test)]

@@ -37,6 +37,9 @@ pub struct DtlsConfigs {
     pub(super) server: Arc<HandshakeConfig>,
     pub(super) client: Arc<HandshakeConfig>,
     pub(super) trust: TrustStore,
+    /// Whether links give their key log line (`SSLKEYLOGFILE` is set):
+    /// the master secret is not copied out otherwise.
+    pub(super) key_log: bool,
 }
 
 impl std::fmt::Debug for DtlsConfigs {
@@ -90,7 +93,15 @@ impl DtlsConfigs {
             server: Arc::new(server),
             client: Arc::new(client),
             trust,
+            key_log: false,
         })
+    }
+
+    /// Links give their NSS key log line when they come up (for
+    /// `SSLKEYLOGFILE`, so Wireshark decrypts them).
+    pub fn with_key_log(mut self, on: bool) -> Self {
+        self.key_log = on;
+        self
     }
 
     /// The Node-IDs of a chain the handshake accepted.

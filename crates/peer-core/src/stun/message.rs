@@ -189,8 +189,12 @@ impl<'a> Message<'a> {
                 if attribute.value.len() != 20 {
                     return false;
                 }
+                // Only a FINGERPRINT may follow (§14.5): anything else
+                // after it would be unprotected but read all the same.
                 let end = offset + 24;
-                let after_ok = self.raw.len() == end || self.raw.len() == end + 8;
+                let fingerprint_follows = self.raw.len() == end + 8
+                    && u16::from_be_bytes([self.raw[end], self.raw[end + 1]]) == attribute::FINGERPRINT;
+                let after_ok = self.raw.len() == end || fingerprint_follows;
                 let expected = integrity(&self.raw[..offset], end - HEADER_LEN, key);
                 return after_ok && subtle_eq(&expected, attribute.value);
             }
@@ -439,6 +443,14 @@ mod tests {
         let crc = crc32fast::hash(&tampered[..body]) ^ 0x5354_554e;
         tampered[body + 4..].copy_from_slice(&crc.to_be_bytes());
         assert!(!Message::decode(&tampered).unwrap().integrity_matches(&key));
+        // An attribute slipped in after it, in the FINGERPRINT's place,
+        // is caught.
+        let mut swapped = built.clone();
+        let at = swapped.len() - 8;
+        swapped[at..at + 2].copy_from_slice(&0x000du16.to_be_bytes());
+        let body_len = swapped.len() - HEADER_LEN;
+        swapped[2..4].copy_from_slice(&(body_len as u16).to_be_bytes());
+        assert!(!Message::decode(&swapped).unwrap().integrity_matches(&key));
         // Without MESSAGE-INTEGRITY nothing matches.
         let plain = binding_request(TID);
         assert!(!Message::decode(&plain).unwrap().integrity_matches(&key));

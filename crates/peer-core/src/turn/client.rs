@@ -45,6 +45,8 @@ pub enum ClientEvent {
     },
     /// The allocation is gone or never came, for this reason.
     Failed(String),
+    /// A permission or channel could not be had or kept; it is forgotten.
+    Lost(String),
 }
 
 /// What a datagram from the server was.
@@ -387,11 +389,25 @@ impl TurnClient {
             return Received::Ignored;
         }
         let reason = format!("{:?} refused with {code}", pending.request);
-        match pending.request {
-            Request::Allocate | Request::Refresh { .. } => self.fail(reason),
-            Request::Permission(_) | Request::Channel { .. } => tracing::debug!("TURN: {reason}"),
-        }
+        self.lost(pending.request, reason);
         Received::Handled
+    }
+
+    /// A request that will not succeed: the allocation fails with an
+    /// Allocate or Refresh; a permission or channel (new or refreshed) is
+    /// forgotten, so `send` stops using it and asking again is possible.
+    fn lost(&mut self, request: Request, reason: String) {
+        match request {
+            Request::Allocate | Request::Refresh { .. } => self.fail(reason),
+            Request::Permission(ip) => {
+                self.permissions.remove(&ip);
+                self.events.push_back(ClientEvent::Lost(reason));
+            }
+            Request::Channel { peer, .. } => {
+                self.channels.remove(&peer);
+                self.events.push_back(ClientEvent::Lost(reason));
+            }
+        }
     }
 
     fn fail(&mut self, reason: String) {
@@ -428,12 +444,11 @@ impl TurnClient {
             if pending.transmissions >= TRANSMISSIONS {
                 let request = pending.request;
                 self.pending.remove(&id);
-                match request {
-                    Request::Allocate | Request::Refresh { .. } => {
-                        return self.fail(format!("the relay did not answer {request:?}"));
-                    }
-                    _ => continue,
+                self.lost(request, format!("the relay did not answer {request:?}"));
+                if self.failed {
+                    return;
                 }
+                continue;
             }
             pending.transmissions += 1;
             pending.retransmit_at = now + (RTO_MS << (pending.transmissions - 1));

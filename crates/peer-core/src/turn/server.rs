@@ -62,6 +62,11 @@ pub struct TurnConfig {
     /// RFC 8656 §21.1.5). Relayed addresses may be peers: two clients of
     /// one relay reach each other relay to relay (ICE's relay-relay pair).
     pub listening: Vec<SocketAddr>,
+    /// Whether peers may be loopback addresses (tests, and a relay for
+    /// processes on its own host); never by default, nor link-local ones
+    /// (RFC 8656 §21.1.5: the relay would reach services meant for its
+    /// host or link alone).
+    pub allow_loopback_peers: bool,
     pub allocations_per_user: usize,
     pub permissions_per_allocation: usize,
     pub channels_per_allocation: usize,
@@ -77,6 +82,7 @@ impl TurnConfig {
             realm: realm.to_string(),
             relayed,
             listening: Vec::new(),
+            allow_loopback_peers: false,
             allocations_per_user: 8,
             permissions_per_allocation: 64,
             channels_per_allocation: 64,
@@ -143,7 +149,8 @@ pub struct TurnServer {
     indications: u64,
     /// Ports held by EVEN-PORT's R bit, by RESERVATION-TOKEN, and until
     /// when (RFC 8656 §7.2).
-    reservations: HashMap<[u8; 8], (SocketAddr, u64)>,
+    /// The user who reserved counts it against their allocations.
+    reservations: HashMap<[u8; 8], (SocketAddr, u64, String)>,
     reservations_made: u64,
 }
 
@@ -325,11 +332,16 @@ impl TurnServer {
         if let Some(allocation) = self.allocations.remove(&client) {
             self.by_relayed.remove(&allocation.relayed);
             self.free.push(allocation.relayed);
-            if let Some(count) = self.per_user.get_mut(&allocation.username) {
-                *count -= 1;
-                if *count == 0 {
-                    self.per_user.remove(&allocation.username);
-                }
+            self.uncount(&allocation.username);
+        }
+    }
+
+    /// One allocation or reservation fewer for `user`.
+    fn uncount(&mut self, user: &str) {
+        if let Some(count) = self.per_user.get_mut(user) {
+            *count -= 1;
+            if *count == 0 {
+                self.per_user.remove(user);
             }
         }
     }
@@ -344,20 +356,24 @@ impl TurnServer {
                     .chain(a.permissions.values().copied())
                     .chain(a.channels.values().map(|(_, until)| *until))
             })
-            .chain(self.reservations.values().map(|(_, until)| *until))
+            .chain(self.reservations.values().map(|(_, until, _)| *until))
             .min()
     }
 
     /// Ends what expired by `now`.
     pub fn handle_timeout(&mut self, now: u64) {
-        let free = &mut self.free;
-        self.reservations.retain(|_, (address, until)| {
-            let keep = *until > now;
-            if !keep {
-                free.push(*address);
+        let ended: Vec<[u8; 8]> = self
+            .reservations
+            .iter()
+            .filter(|(_, (_, until, _))| *until <= now)
+            .map(|(token, _)| *token)
+            .collect();
+        for token in ended {
+            if let Some((address, _, user)) = self.reservations.remove(&token) {
+                self.free.push(address);
+                self.uncount(&user);
             }
-            keep
-        });
+        }
         let expired: Vec<SocketAddr> = self
             .allocations
             .iter()
@@ -380,6 +396,21 @@ impl TurnServer {
                     allocation.channel_of.remove(&peer);
                 }
             }
+        }
+    }
+
+    /// Ends the allocations of users the credentials no longer know (a
+    /// user removed from the relay's node): their Send indications and
+    /// ChannelData carry no credentials, so nothing else would stop them.
+    pub fn revalidate(&mut self) {
+        let gone: Vec<SocketAddr> = self
+            .allocations
+            .iter()
+            .filter(|(_, a)| (self.credentials)(&a.username).is_none())
+            .map(|(client, _)| *client)
+            .collect();
+        for client in gone {
+            self.remove_allocation(client);
         }
     }
 

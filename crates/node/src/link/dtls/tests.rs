@@ -22,7 +22,7 @@ fn configs(ca: &Authority, trusted: &Authority, ids: &[NodeId]) -> DtlsConfigs {
         .issue_node(&csr, "someone@dtls.p2psip.example", ids, OVERLAY, SystemTime::now())
         .unwrap();
     let trust = TrustStore::new(OVERLAY, 16, vec![trusted.cert_der.clone()], Vec::new());
-    DtlsConfigs::new(trust, cert.to_vec(), &key).unwrap()
+    DtlsConfigs::new(trust, cert.to_vec(), &key).unwrap().with_key_log(true)
 }
 
 fn ctx() -> DecodeContext {
@@ -356,4 +356,33 @@ fn junk_from_the_remote_address_does_not_end_a_link_that_is_up() {
     wire.run(Duration::from_millis(100));
     assert_eq!(Wire::messages(&wire.server_events), vec![b"still here".to_vec()]);
     assert!(closed(&wire.server_events).is_none());
+}
+
+/// Two Attaches crossed and each end kept one association: the dropped
+/// one's handshake messages, still on the wire, come first to the kept
+/// ones: a HelloVerifyRequest to the server, a ClientHello to the client.
+/// They are ignored and the kept handshake completes.
+#[test]
+fn handshake_messages_of_a_dropped_crossed_association_are_ignored() {
+    let ca = Authority::create(OVERLAY, SystemTime::now()).unwrap();
+    let (one, two) = (configs(&ca, &ca, &[node(1)]), configs(&ca, &ca, &[node(2)]));
+    let mut wire = Wire::new(&one, &two, node(2));
+    let now = wire.now;
+    // The dropped association: node 1 as client, node 2 as server.
+    let (a, b) = (
+        SocketAddr::from(([10, 0, 0, 1], 5000)),
+        SocketAddr::from(([10, 0, 0, 2], 5000)),
+    );
+    let mut dropped_client = DtlsLink::connect(now, b, node(2), &one, None);
+    let mut dropped_server = DtlsLink::accept(now, a, node(1), &two, None);
+    let stray_hello = dropped_client.poll_transmit().unwrap();
+    dropped_server.receive(now, &stray_hello, &ctx());
+    let stray_verify_request = dropped_server.poll_transmit().unwrap();
+    // They reach the kept links before anything else does.
+    wire.server.receive(now, &stray_verify_request, &ctx());
+    wire.client.receive(now, &stray_hello, &ctx());
+    assert!(wire.server.poll_transmit().is_none() && wire.client.poll_transmit().is_none());
+    wire.collect();
+    wire.run(Duration::from_millis(300));
+    assert!(up(&wire.server_events).is_some() && up(&wire.client_events).is_some());
 }

@@ -229,3 +229,27 @@ fn answers_without_the_key_and_data_from_unpermitted_peers_are_ignored() {
         .finish();
     assert_eq!(s.client.receive(1, &stray), Received::Ignored);
 }
+
+/// A permission the relay stops answering for is forgotten once its
+/// refresh has gone unanswered: `send` refuses instead of the relay
+/// silently dropping, and asking again is possible.
+#[test]
+fn a_refresh_that_goes_unanswered_forgets_the_permission() {
+    let mut s = Setup::new("a-pw");
+    let peer = addr(PEER);
+    s.client.allocate(0);
+    s.pump();
+    s.client.create_permission(0, peer.ip());
+    s.pump();
+    assert!(s.client.has_permission(peer.ip()));
+    // From now on the relay hears nothing (its link died, say).
+    let mut now = s.now;
+    while let Some(t) = s.client.poll_timeout().filter(|t| *t < 400_000) {
+        now = t;
+        s.client.handle_timeout(now);
+        while s.client.poll_transmit().is_some() {}
+    }
+    assert!(!s.client.has_permission(peer.ip()), "forgotten at {now} ms");
+    assert_eq!(s.client.send(peer, b"x"), Err(SendError::NoPermission(peer.ip())));
+    assert!(std::iter::from_fn(|| s.client.poll_event()).any(|e| matches!(e, ClientEvent::Lost(_))));
+}

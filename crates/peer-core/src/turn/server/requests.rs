@@ -131,7 +131,14 @@ impl TurnServer {
         let picked = match (even_port, token) {
             (_, Some(token)) => self.take_reservation(now, token),
             (Some(value), None) => {
-                self.take_even_port(now, wanted_family, value.first().is_some_and(|b| b & 0x80 != 0))
+                let reserve_next = value.first().is_some_and(|b| b & 0x80 != 0);
+                // The reserved port counts as one of the user's allocations.
+                if reserve_next
+                    && self.per_user.get(&username).copied().unwrap_or(0) + 1 >= self.config.allocations_per_user
+                {
+                    return self.refuse(answering, 486, "Allocation Quota Reached");
+                }
+                self.take_even_port(now, wanted_family, reserve_next, &username)
             }
             (None, None) => self
                 .free
@@ -181,6 +188,7 @@ impl TurnServer {
         now: u64,
         wanted_family: u8,
         reserve_next: bool,
+        user: &str,
     ) -> Option<(SocketAddr, Option<[u8; 8]>)> {
         let next = |a: &SocketAddr| SocketAddr::new(a.ip(), a.port().wrapping_add(1));
         let slot = self.free.iter().rposition(|a| {
@@ -194,20 +202,23 @@ impl TurnServer {
         self.free.retain(|a| *a != odd);
         self.reservations_made += 1;
         let token = self.mac(&[b"reservation", &self.reservations_made.to_be_bytes()]);
-        self.reservations.insert(token, (odd, now + RESERVATION_LIFETIME_MS));
+        self.reservations
+            .insert(token, (odd, now + RESERVATION_LIFETIME_MS, user.to_string()));
+        *self.per_user.entry(user.to_string()).or_default() += 1;
         Some((even, Some(token)))
     }
 
     /// The address a RESERVATION-TOKEN holds, if it still does.
     fn take_reservation(&mut self, now: u64, token: &[u8]) -> Option<(SocketAddr, Option<[u8; 8]>)> {
         let token: [u8; 8] = token.try_into().ok()?;
-        match self.reservations.remove(&token) {
-            Some((address, until)) if until > now => Some((address, None)),
-            Some((address, _)) => {
-                self.free.push(address);
-                None
-            }
-            None => None,
+        let (address, until, user) = self.reservations.remove(&token)?;
+        // The allocation that takes it counts for its own user instead.
+        self.uncount(&user);
+        if until > now {
+            Some((address, None))
+        } else {
+            self.free.push(address);
+            None
         }
     }
 
@@ -304,16 +315,24 @@ impl TurnServer {
     }
 
     /// Why a client may not relay to these peers: another family than its
-    /// relayed address (443), or an address no datagram may go to or where
-    /// this server listens (403: a loop, RFC 8656 §21.1.5).
+    /// relayed address (443), or an address no datagram may go to, where
+    /// this server listens (a loop), a link-local one, or a loopback one
+    /// unless allowed (403, RFC 8656 §21.1.5).
     fn peer_refusal(&self, relayed: SocketAddr, peers: &[SocketAddr]) -> Option<(u16, &'static str)> {
         if peers.iter().any(|p| family(p) != family(&relayed)) {
             return Some((443, "Peer Address Family Mismatch"));
         }
-        peers
-            .iter()
-            .any(|p| !answerable(*p) || self.config.listening.contains(p))
-            .then_some((403, "Forbidden"))
+        let local = |ip: std::net::IpAddr| match ip {
+            std::net::IpAddr::V4(v4) => v4.is_link_local(),
+            std::net::IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
+        };
+        let forbidden = |p: &SocketAddr| {
+            !answerable(*p)
+                || self.config.listening.contains(p)
+                || local(p.ip())
+                || p.ip().is_loopback() && !self.config.allow_loopback_peers
+        };
+        peers.iter().any(forbidden).then_some((403, "Forbidden"))
     }
 }
 

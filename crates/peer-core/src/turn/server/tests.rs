@@ -409,6 +409,12 @@ fn peers_that_loop_broadcast_or_are_of_another_family_are_refused() {
         "another client's relayed address"
     );
     assert_eq!(alice.permit(&mut relay, 0, addr("0.0.0.0:9")), Some(403));
+    assert_eq!(alice.permit(&mut relay, 0, addr("127.0.0.1:9")), Some(403), "loopback");
+    assert_eq!(
+        alice.permit(&mut relay, 0, addr("169.254.1.1:9")),
+        Some(403),
+        "link-local"
+    );
     assert_eq!(alice.permit(&mut relay, 0, addr("255.255.255.255:9")), Some(403));
     assert_eq!(alice.permit(&mut relay, 0, addr("[2001:db8::1]:9")), Some(443));
     let bad_channel = alice.ask(&mut relay, 0, CHANNEL_BIND, |b| {
@@ -552,4 +558,68 @@ fn even_port_reserves_the_next_port_for_its_token() {
         late.ask(&mut relay, 4 + RESERVATION_LIFETIME_MS, ALLOCATE, transport),
         None
     );
+}
+
+/// A reserved port counts against its user's allocations until it is
+/// taken or expires, so Allocate with the R bit and Refresh to 0 in a
+/// loop cannot hold the pool's odd ports.
+#[test]
+fn reservations_count_against_the_users_quota() {
+    let mut config = TurnConfig::new(REALM, (0..8).map(relayed).collect());
+    config.listening = vec![addr(LISTENING)];
+    config.allocations_per_user = 3;
+    let mut relay = server_with(config);
+    let transport = |b: Builder| b.attribute(turn::REQUESTED_TRANSPORT, &[UDP, 0, 0, 0]);
+    let mut held = 0;
+    for k in 0..4u16 {
+        let mut c = Client::new(&format!("203.0.113.5:{}", 40_000 + k), "alice", "a-pw");
+        c.challenge(&mut relay, 0);
+        let answer = c.ask(&mut relay, 0, ALLOCATE, |b| {
+            transport(b).attribute(turn::EVEN_PORT, &[0x80])
+        });
+        if answer.is_none() {
+            held += 1;
+            assert_eq!(
+                c.ask(&mut relay, 0, REFRESH, |b| b.attribute(turn::LIFETIME, &[0; 4])),
+                None
+            );
+        } else {
+            assert_eq!(answer, Some(486));
+        }
+    }
+    assert_eq!(
+        held, 2,
+        "each leaves a reservation behind; the third would pass the quota of 3"
+    );
+    relay.handle_timeout(RESERVATION_LIFETIME_MS);
+    let mut later = Client::new("203.0.113.5:41000", "alice", "a-pw");
+    later.challenge(&mut relay, RESERVATION_LIFETIME_MS);
+    assert_eq!(
+        later.ask(&mut relay, RESERVATION_LIFETIME_MS, ALLOCATE, |b| transport(b)
+            .attribute(turn::EVEN_PORT, &[0x80])),
+        None,
+        "the reservations expired and no longer count"
+    );
+}
+
+/// A user removed from the relay's node loses the allocations it holds at
+/// the next revalidation; nothing it sends is relayed after.
+#[test]
+fn a_removed_user_loses_its_allocations() {
+    let known = std::sync::Arc::new(std::sync::Mutex::new(true));
+    let still = known.clone();
+    let key = long_term_key("alice", REALM, "a-pw");
+    let credentials = Box::new(move |u: &str| (u == "alice" && *still.lock().unwrap()).then_some(key));
+    let mut relay = TurnServer::new(TurnConfig::new(REALM, vec![relayed(0)]), credentials, [9; 32]);
+    let mut alice = Client::new("203.0.113.5:40000", "alice", "a-pw");
+    alice.allocate(&mut relay, 0);
+    let peer = addr("192.0.2.9:6084");
+    assert_eq!(alice.permit(&mut relay, 0, peer), None);
+    relay.revalidate();
+    assert_eq!(relay.allocations(), 1, "still enrolled");
+    *known.lock().unwrap() = false;
+    relay.revalidate();
+    assert_eq!(relay.allocations(), 0);
+    alice.send(&mut relay, 1, peer, b"after removal");
+    assert!(drain(&mut relay).is_empty());
 }
