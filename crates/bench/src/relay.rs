@@ -13,7 +13,7 @@ use crate::rig::{scratch, wait_until, Owned};
 use crate::throughput::median;
 use anyhow::{bail, Context, Result};
 use std::net::{SocketAddr, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -67,17 +67,20 @@ pub fn measure(p2psip: &Path, work: &Path, streams: u32, packets: u32, runs: u16
         "turnutils_uclient is missing: apt-get install coturn"
     );
     let dir = scratch(work, "relay")?;
-    let (relay_peer, ours, our_pid) = start_relay_peer(p2psip, &dir, streams)?;
-    let (coturn, coturn_pid) = start_coturn(&dir, streams)?;
+    let node = enroll_relay_peer(p2psip, &dir)?;
     let mut p2psip_runs = Vec::new();
     let mut coturn_runs = Vec::new();
+    // Each run on fresh servers: allocations a run leaves behind (uclient
+    // does not always delete them) would crowd the next one.
     for k in 0..runs {
         eprintln!("  relay run {}/{runs}: {streams} streams of {packets} packets", k + 1);
-        p2psip_runs.push(run_uclient(ours, our_pid, streams, packets)?);
-        coturn_runs.push(run_uclient(coturn.1, coturn_pid, streams, packets)?);
+        let (peer, address, pid) = start_relay_peer(p2psip, &dir, &node, streams)?;
+        p2psip_runs.push(run_uclient(address, pid, streams, packets)?);
+        drop(peer);
+        let (coturn, address, pid) = start_coturn(&dir, streams)?;
+        coturn_runs.push(run_uclient(address, pid, streams, packets)?);
+        drop(coturn);
     }
-    drop(coturn.0);
-    drop(relay_peer);
     let p2psip_figures = figures(&p2psip_runs);
     let coturn_figures = figures(&coturn_runs);
     Ok(Relay {
@@ -108,9 +111,8 @@ fn figures(runs: &[Run]) -> RelayFigures {
     }
 }
 
-/// An overlay of one relay peer serving `alice`: the peer's process, its
-/// TURN address and pid.
-fn start_relay_peer(p2psip: &Path, dir: &Path, streams: u32) -> Result<(Owned, SocketAddr, u32)> {
+/// An overlay of one node serving `alice`: its directory.
+fn enroll_relay_peer(p2psip: &Path, dir: &Path) -> Result<PathBuf> {
     let https = free_udp_port()?;
     let overlay = dir.join("overlay");
     let run = |args: &[&str]| -> Result<()> {
@@ -164,6 +166,11 @@ fn start_relay_peer(p2psip: &Path, dir: &Path, streams: u32) -> Result<(Owned, S
         ])?;
     }
     drop(server);
+    Ok(node)
+}
+
+/// The relay peer of `node`: its process, TURN address and pid.
+fn start_relay_peer(p2psip: &Path, dir: &Path, node: &Path, streams: u32) -> Result<(Owned, SocketAddr, u32)> {
     let turn = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
     let first = OUR_RELAY_PORTS;
     let listen = SocketAddr::from(([127, 0, 0, 1], free_udp_port()?));
@@ -186,7 +193,7 @@ fn start_relay_peer(p2psip: &Path, dir: &Path, streams: u32) -> Result<(Owned, S
 }
 
 /// coturn on loopback with alice's credentials and no quotas of its own.
-fn start_coturn(dir: &Path, streams: u32) -> Result<((Owned, SocketAddr), u32)> {
+fn start_coturn(dir: &Path, streams: u32) -> Result<(Owned, SocketAddr, u32)> {
     let port = free_udp_port()?;
     let first = COTURN_RELAY_PORTS;
     let child = Command::new("turnserver")
@@ -212,7 +219,7 @@ fn start_coturn(dir: &Path, streams: u32) -> Result<((Owned, SocketAddr), u32)> 
     wait_until(Duration::from_secs(10), "coturn's port", || {
         Ok(UdpSocket::bind(addr).is_err())
     })?;
-    Ok(((coturn, addr), pid))
+    Ok((coturn, addr, pid))
 }
 
 fn run_uclient(server: SocketAddr, pid: u32, streams: u32, packets: u32) -> Result<Run> {
