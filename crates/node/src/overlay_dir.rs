@@ -157,6 +157,8 @@ pub struct InitOptions {
     pub server_hosts: Vec<String>,
     /// Links by ICE and DTLS (`<no-ice>false</no-ice>`), not TLS alone.
     pub ice: bool,
+    /// `<turn-density>` (RFC 6940 §9).
+    pub turn_density: u8,
 }
 
 /// An overlay's directory.
@@ -207,6 +209,7 @@ impl OverlayDir {
         config.bootstrap_nodes = opts.bootstrap.clone();
         config.multicast_bootstrap = opts.multicast_bootstrap;
         config.no_ice = !opts.ice;
+        config.turn_density = opts.turn_density;
         config.configuration_signers = vec![signer_id];
         config.kind_signers = vec![signer_id];
         let signer = CertSecurity::new(

@@ -169,6 +169,10 @@ pub struct Status {
     /// §6.5.1.4).
     #[serde(default)]
     pub reflexive: Vec<ReflexiveAddress>,
+    /// The relays (TURN servers of relay peers) found in the overlay
+    /// (RFC 6940 §9).
+    #[serde(default)]
+    pub relays: Vec<String>,
 }
 
 /// The address one STUN server saw this peer's overlay port as.
@@ -717,6 +721,9 @@ async fn drive<T: Topology + Tables>(
     let certificate = Some((dir.cert_der.clone(), dir.info.user.clone()));
     let mut core = PeerCore::new(engine, plan, opts.client, certificate)?;
     core.use_stun_servers(now_ms(), system_entropy());
+    if let Some(relay) = &opts.relay {
+        core.offer_relay(now_ms(), relay.listen, dir.config.turn_density);
+    }
     if dtls_links.is_some() {
         core.use_ice(listen, system_entropy());
     }
@@ -925,6 +932,7 @@ impl<T: Topology + Tables> Driver<T> {
                     if now >= next_cache {
                         next_cache = now + Duration::from_secs(60);
                         self.cache_peers();
+                        self.search_relays();
                     }
                     self.core.handle_timeout(now_ms());
                 }
@@ -1016,6 +1024,18 @@ impl<T: Topology + Tables> Driver<T> {
             let expected = dtls_server.then_some(peer);
             self.core.handle_input(now_ms(), CoreInput::LinkFailed { expected });
         }
+    }
+
+    /// In an overlay that uses ICE, looks for relays (RFC 6940 §9) until
+    /// some are found: on joining, then each minute.
+    fn search_relays(&mut self) {
+        let (found, searching) = self.core.relays_found();
+        if self.dtls_links.is_none() || !found.is_empty() || searching || !self.core.engine().is_joined() {
+            return;
+        }
+        let mut seed = [0u8; 16];
+        (system_entropy().0)(&mut seed);
+        self.core.search_relays(now_ms(), seed);
     }
 
     /// Hands a lookup's outcome to the SIP side that asked.
@@ -1247,6 +1267,7 @@ impl<T: Topology + Tables> Driver<T> {
             Event::Joined => {
                 tracing::info!("joined the overlay");
                 self.cache_peers();
+                self.search_relays();
             }
             Event::Done {
                 request,
@@ -1829,6 +1850,16 @@ impl<T: Topology + Tables> Driver<T> {
                     peer: m.peer.to_hex(),
                     server: m.server.to_string(),
                     address: m.reflexive.to_string(),
+                })
+                .collect(),
+            relays: self
+                .core
+                .relays_found()
+                .0
+                .iter()
+                .map(|a| match a {
+                    IpAddressPort::Ip(address) => address.to_string(),
+                    other => format!("{other:?}"),
                 })
                 .collect(),
         }

@@ -32,6 +32,7 @@ impl Server {
                 multicast_bootstrap: None,
                 server_hosts: vec!["127.0.0.1".into(), "localhost".into()],
                 ice: false,
+                turn_density: 1,
             },
         )
         .unwrap();

@@ -98,6 +98,15 @@ pub fn config() -> Arc<OverlayConfig> {
                 access: AccessPolicy::UserNodeMatch,
                 max_count: 32,
                 max_size: 1024,
+            })
+            // RFC 6940 §9's TURN-SERVICE, as relay peers store it.
+            .with_kind(KindDefinition {
+                id: usages::kind_id::TURN_SERVICE,
+                name: "TURN-SERVICE".into(),
+                data_model: DataModel::SingleValue,
+                access: AccessPolicy::NodeMultiple { max: 20 },
+                max_count: 1,
+                max_size: 100,
             }),
     )
 }

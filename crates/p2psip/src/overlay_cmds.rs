@@ -41,6 +41,10 @@ pub struct InitArgs {
     /// configuration says no-ice and peers link over TLS/TCP only.
     #[arg(long)]
     ice: bool,
+    /// In how many places each relay peer advertises its TURN server
+    /// (RFC 6940 §9's turn-density: 1 to 20; more places, faster to find).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=20))]
+    turn_density: u8,
 }
 
 fn parse_multicast(s: &str) -> Result<SocketAddr, String> {
@@ -129,6 +133,7 @@ pub fn init(args: InitArgs) -> Result<()> {
             multicast_bootstrap: args.multicast_bootstrap,
             server_hosts: hosts,
             ice: args.ice,
+            turn_density: args.turn_density,
         },
     )?;
     let ca = dir.authority()?;
@@ -524,6 +529,9 @@ pub fn status(args: StatusArgs) -> Result<()> {
         s.links.len(),
         s.links_over_dtls.len()
     );
+    if !s.relays.is_empty() {
+        println!("relays    {}", s.relays.join(" "));
+    }
     let mut seen_as: Vec<&str> = s.reflexive.iter().map(|r| r.address.as_str()).collect();
     seen_as.sort_unstable();
     seen_as.dedup();

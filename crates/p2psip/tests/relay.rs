@@ -85,3 +85,44 @@ fn an_unspecified_relay_address_is_refused_in_one_line() {
         "{err}"
     );
 }
+
+/// RFC 6940 §9: a relay peer advertises its TURN server under
+/// TURN-SERVICE (here in 20 places, `init --turn-density 20`), and the
+/// other peers of an overlay that uses ICE find it by Find and Fetch at
+/// random places; `p2psip status` lists it.
+#[test]
+fn peers_find_a_relay_peer_through_the_overlay() {
+    let mut overlay = Overlay::create_with("relay-find", OVERLAY, &["--ice", "--turn-density", "20"]);
+    let dirs: Vec<_> = (0..3).map(|i| overlay.enroll(&format!("node{i}"))).collect();
+    let turn = format!("127.0.0.1:{}", free_port());
+    let relay_ports = free_port_block(4);
+    let relay = overlay.start_peer_with(
+        &dirs[0],
+        None,
+        &[
+            "--relay",
+            &turn,
+            "--relay-ports",
+            &format!("{relay_ports}-{}", relay_ports + 3),
+        ],
+    );
+    wait_for(Duration::from_secs(10), "the relay peer", || {
+        status(relay.admin).is_some_and(|s| s.joined)
+    });
+    let others: Vec<Peer> = dirs[1..]
+        .iter()
+        .map(|d| overlay.start_peer(d, Some(relay.listen)))
+        .collect();
+    let all: Vec<&Peer> = std::iter::once(&relay).chain(&others).collect();
+    wait_consistent(&all, Duration::from_secs(30), "3 peers joining");
+    for peer in &others {
+        wait_for(Duration::from_secs(90), "the relay found through the overlay", || {
+            status(peer.admin).is_some_and(|s| s.relays == vec![turn.clone()])
+        });
+    }
+    let text = run_ok(&["status", "--admin", &others[0].admin.to_string()]);
+    assert!(
+        text.lines().any(|l| l.starts_with("relays") && l.contains(&turn)),
+        "{text}"
+    );
+}

@@ -163,6 +163,8 @@ pub struct PeerCore<T: Topology, S: Security> {
     /// The Certificate Store Usage (§8), when the node has a certificate
     /// to store (the simulator's stand-in security has none).
     certificates: Option<CertificateUsage>,
+    /// Relays: this node's advertised, and those found (§9).
+    relays: crate::relays::RelayUsage,
     bootstrap: Bootstrap,
     links: Links,
     /// A client (§4.2.1) answers no discovery.
@@ -207,6 +209,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             engine,
             sip: SipUsage::default(),
             certificates: certificates.map(|(der, user)| CertificateUsage::new(der, user)),
+            relays: Default::default(),
             client,
             withdrawing: BTreeSet::new(),
             leave_at: None,
@@ -268,6 +271,25 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         self.stun_servers()
             .map(|s| s.one_per_group().into_iter().map(|m| m.reflexive).collect())
             .unwrap_or_default()
+    }
+
+    /// From now on this node advertises its TURN server at `address` in
+    /// `density` places (RFC 6940 §9; the configuration's turn-density).
+    pub fn offer_relay(&mut self, now: u64, address: SocketAddr, density: u8) {
+        self.relays
+            .offer(&mut self.engine, now, IpAddressPort::Ip(address), density);
+    }
+
+    /// Looks for relays in the overlay (§9), from random places derived
+    /// from `seed`; [`PeerCore::relays_found`] tells what it found.
+    pub fn search_relays(&mut self, now: u64, seed: [u8; 16]) {
+        self.relays.search(&mut self.engine, now, seed);
+    }
+
+    /// The relays' TURN addresses found so far, and whether a search is
+    /// still under way.
+    pub fn relays_found(&self) -> (&[IpAddressPort], bool) {
+        (self.relays.found(), self.relays.searching())
     }
 
     /// The ICE agents, when the overlay uses ICE.
@@ -452,6 +474,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         let usages = [
             Usage::<T, S>::poll_timeout(&self.sip),
             self.certificates.as_ref().and_then(Usage::<T, S>::poll_timeout),
+            Usage::<T, S>::poll_timeout(&self.relays),
         ];
         [
             self.engine.poll_timeout(),
@@ -487,6 +510,9 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
             if Usage::<T, S>::poll_timeout(certificates).is_some_and(|t| t <= now) {
                 certificates.handle_timeout(&mut self.engine, now);
             }
+        }
+        if Usage::<T, S>::poll_timeout(&self.relays).is_some_and(|t| t <= now) {
+            Usage::<T, S>::handle_timeout(&mut self.relays, &mut self.engine, now);
         }
         if self.engine.poll_timeout().is_some_and(|t| t <= now) {
             self.engine.handle_timeout(now);
@@ -552,7 +578,8 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                     || self
                         .certificates
                         .as_mut()
-                        .is_some_and(|c| c.on_done(&mut self.engine, now, request, &outcome, responder));
+                        .is_some_and(|c| c.on_done(&mut self.engine, now, request, &outcome, responder))
+                    || self.relays.on_done(&mut self.engine, now, request, &outcome, responder);
                 if !taken {
                     self.outputs.push_back(Output::Event(Event::Done {
                         request,
@@ -568,6 +595,7 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
                 if let Some(certificates) = &mut self.certificates {
                     certificates.joined(&mut self.engine, now);
                 }
+                Usage::<T, S>::joined(&mut self.relays, &mut self.engine, now);
                 self.outputs.push_back(Output::Event(Event::Joined));
             }
             Event::PeerAddress {
@@ -626,6 +654,8 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
         }
         self.withdrawing
             .extend(Usage::<T, S>::withdraw(&mut self.sip, &mut self.engine, now));
+        self.withdrawing
+            .extend(Usage::<T, S>::withdraw(&mut self.relays, &mut self.engine, now));
         if self.withdrawing.is_empty() {
             self.engine.leave(now);
         } else {
@@ -703,7 +733,11 @@ impl<T: Topology, S: Security> PeerCore<T, S> {
 }
 
 /// The Kinds of the usages every core runs.
-const USAGE_KINDS: [&[crate::usage::UsageKind]; 2] = [crate::sip_usage::KINDS, crate::certificates::KINDS];
+const USAGE_KINDS: [&[crate::usage::UsageKind]; 3] = [
+    crate::sip_usage::KINDS,
+    crate::certificates::KINDS,
+    crate::relays::KINDS,
+];
 
 /// Whether a core can run under `config`: refused when it gives a usage's
 /// Kind another access policy than the usage's RFC (what

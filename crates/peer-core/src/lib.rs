@@ -22,6 +22,7 @@ mod core;
 pub mod discovery;
 pub mod ice;
 pub mod links;
+pub mod relays;
 pub mod sip_service;
 pub mod sip_usage;
 pub mod stun;

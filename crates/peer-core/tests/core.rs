@@ -738,3 +738,32 @@ fn peers_behind_nats_link_through_their_server_reflexive_candidates() {
             .all(|m| Some(m.reflexive) == mesh.seen_as.get(&k).copied()));
     }
 }
+
+/// RFC 6940 §9 through the core: a relay peer advertises its TURN server
+/// in turn-density places; another peer's search at random places finds
+/// it by Find and Fetch; once the relay leaves gracefully, its values are
+/// written as gone and a new search finds no relay.
+#[test]
+fn a_relay_peers_turn_server_is_found_by_search_and_gone_once_it_leaves() {
+    let mut mesh = Mesh::started(&IDS);
+    let turn = SocketAddr::from(([192, 0, 2, 1], 3478));
+    let now = mesh.now;
+    mesh.cores[1].offer_relay(now, turn, 20);
+    mesh.pump();
+    mesh.cores[4].search_relays(now, [7; 16]);
+    mesh.pump();
+    mesh.advance(2_000);
+    let (found, searching) = mesh.cores[4].relays_found();
+    assert_eq!(found.iter().collect::<Vec<_>>(), vec![&IpAddressPort::Ip(turn)]);
+    assert!(!searching, "the search ended");
+
+    mesh.input(1, Input::Leave);
+    mesh.advance(5_000);
+    assert_eq!(mesh.left, vec![1]);
+    let now = mesh.now;
+    mesh.cores[3].search_relays(now, [9; 16]);
+    mesh.pump();
+    mesh.advance(5_000);
+    let (found, searching) = mesh.cores[3].relays_found();
+    assert!(found.is_empty() && !searching, "{found:?}");
+}

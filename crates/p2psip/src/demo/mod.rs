@@ -280,6 +280,7 @@ fn start(args: StartArgs) -> Result<()> {
             multicast_bootstrap: None,
             server_hosts: vec![host.to_string(), "127.0.0.1".into(), "localhost".into()],
             ice: false,
+            turn_density: 1,
         },
     )?;
     let ca = overlay.authority()?;
