@@ -301,32 +301,9 @@ fn tshark_decodes_a_captured_overlay_session_with_nothing_malformed() {
             pem.display()
         ));
     }
-    // `finished`: the capture is complete, so tshark must read it cleanly
-    // (a file still being written may end mid-packet).
-    let tshark = |filter: &str, fields: &[&str], finished: bool| -> String {
-        let mut cmd = Command::new("tshark");
-        cmd.args(["-n", "-r"]).arg(&pcap).args(&options).args(["-Y", filter]);
-        cmd.args(["-T", "fields"]);
-        for f in fields {
-            cmd.args(["-e", f]);
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success() || !finished,
-            "tshark: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let codes = |finished: bool| -> BTreeMap<u16, usize> {
-        tshark("reload", &["reload.message.code"], finished)
-            .split(['\n', ','])
-            .filter_map(|c| c.trim().parse::<u16>().ok())
-            .fold(BTreeMap::new(), |mut m, c| {
-                *m.entry(c).or_default() += 1;
-                m
-            })
-    };
+    let tshark =
+        |filter: &str, fields: &[&str], finished: bool| tshark_fields(&pcap, &options, filter, fields, finished);
+    let codes = |finished: bool| reload_codes(&pcap, &options, "reload", finished);
     use reload_wire::MessageCode as C;
     let methods = [
         ("Join", C::JOIN_REQ, C::JOIN_ANS),
@@ -661,31 +638,10 @@ fn peers_of_an_ice_overlay_link_over_dtls_that_tshark_decodes() {
     wait_fetchable(&all, &ids, Duration::from_secs(20), "after the stranger");
 
     let pcap = capture.file.clone();
-    let tshark = |filter: &str, fields: &[&str], finished: bool| -> String {
-        let mut cmd = Command::new("tshark");
-        cmd.args(["-n", "-r"]).arg(&pcap);
-        cmd.args(["-o", &format!("tls.keylog_file:{}", key_log.display())]);
-        cmd.args(["-Y", filter, "-T", "fields"]);
-        for f in fields {
-            cmd.args(["-e", f]);
-        }
-        let out = cmd.output().unwrap();
-        assert!(
-            out.status.success() || !finished,
-            "tshark: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let codes = |finished: bool| -> BTreeMap<u16, usize> {
-        tshark("dtls && reload", &["reload.message.code"], finished)
-            .split(['\n', ','])
-            .filter_map(|c| c.trim().parse::<u16>().ok())
-            .fold(BTreeMap::new(), |mut m, c| {
-                *m.entry(c).or_default() += 1;
-                m
-            })
-    };
+    let options = ["-o".to_string(), format!("tls.keylog_file:{}", key_log.display())];
+    let tshark =
+        |filter: &str, fields: &[&str], finished: bool| tshark_fields(&pcap, &options, filter, fields, finished);
+    let codes = |finished: bool| reload_codes(&pcap, &options, "dtls && reload", finished);
     use reload_wire::MessageCode as C;
     let wanted = [
         C::UPDATE_REQ,

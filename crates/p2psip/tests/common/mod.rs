@@ -496,6 +496,45 @@ fn require_tool(ok: bool, tool: &str, package: &str) -> bool {
     ok
 }
 
+/// tshark's reading of `pcap` (with `options`, such as a key log): the
+/// `fields` of each frame `filter` selects, a line each. `finished`: the
+/// capture is complete, so tshark must read it cleanly (a file still being
+/// written may end mid-packet).
+pub fn tshark_fields(pcap: &Path, options: &[String], filter: &str, fields: &[&str], finished: bool) -> String {
+    let mut cmd = Command::new("tshark");
+    cmd.args(["-n", "-r"])
+        .arg(pcap)
+        .args(options)
+        .args(["-Y", filter, "-T", "fields"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success() || !finished,
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// How many RELOAD messages of each message code tshark finds in the
+/// frames `filter` selects.
+pub fn reload_codes(
+    pcap: &Path,
+    options: &[String],
+    filter: &str,
+    finished: bool,
+) -> std::collections::BTreeMap<u16, usize> {
+    tshark_fields(pcap, options, filter, &["reload.message.code"], finished)
+        .split(['\n', ','])
+        .filter_map(|c| c.trim().parse::<u16>().ok())
+        .fold(std::collections::BTreeMap::new(), |mut m, c| {
+            *m.entry(c).or_default() += 1;
+            m
+        })
+}
+
 /// A `dumpcap` capture on the loopback interface, stopped and flushed on
 /// [`Capture::finish`] (or killed when dropped).
 pub struct Capture {
