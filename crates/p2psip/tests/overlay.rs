@@ -643,14 +643,10 @@ fn peers_of_an_ice_overlay_link_over_dtls_that_tshark_decodes() {
         |filter: &str, fields: &[&str], finished: bool| tshark_fields(&pcap, &options, filter, fields, finished);
     let codes = |finished: bool| reload_codes(&pcap, &options, "dtls && reload", finished);
     use reload_wire::MessageCode as C;
-    let wanted = [
-        C::UPDATE_REQ,
-        C::UPDATE_ANS,
-        C::STORE_REQ,
-        C::STORE_ANS,
-        C::FETCH_REQ,
-        C::FETCH_ANS,
-    ];
+    // What DTLS-linked neighbours always exchange: Updates (§10.4) and
+    // replica Stores (§10.7.3). Which link a routed Fetch takes depends on
+    // where the Resource-IDs fall, so it is not required.
+    let wanted = [C::UPDATE_REQ, C::UPDATE_ANS, C::STORE_REQ, C::STORE_ANS];
     let missing = |codes: &BTreeMap<u16, usize>| wanted.iter().filter(|c| !codes.contains_key(&c.0)).count();
     let deadline = Instant::now() + Duration::from_secs(30);
     while missing(&codes(false)) > 0 && Instant::now() < deadline {
