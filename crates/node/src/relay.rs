@@ -49,11 +49,8 @@ pub(crate) fn keys_of(digests: &HashMap<String, sip::digest::Ha1>) -> HashMap<St
     digests
         .iter()
         .filter_map(|(user, ha1)| {
-            let bytes: Vec<u8> = (0..ha1.md5.len())
-                .step_by(2)
-                .filter_map(|i| u8::from_str_radix(ha1.md5.get(i..i + 2)?, 16).ok())
-                .collect();
-            Some((user.clone(), <[u8; 16]>::try_from(bytes).ok()?))
+            let key = <[u8; 16]>::try_from(reload_wire::unhex(&ha1.md5)?).ok()?;
+            Some((user.clone(), key))
         })
         .collect()
 }

@@ -9,6 +9,7 @@
 //! `None` (rkyv checks the archive) or, at worst, a line Wireshark cannot
 //! use; the DTLS link test decrypts with the line, so either is caught.
 
+use reload_wire::hex;
 use rtc_dtls::state::State;
 
 /// rtc-dtls 0.21.1's `SerializedState` (state.rs), field for field.
@@ -45,10 +46,6 @@ pub fn key_log_line(state: &State) -> Option<String> {
         hex(client_random),
         hex(&archived.master_secret)
     ))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Appends `line` to the file `SSLKEYLOGFILE` names, if it names one.

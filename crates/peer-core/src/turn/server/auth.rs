@@ -4,6 +4,7 @@
 
 use super::{TurnServer, NONCE_LIFETIME_MS};
 use crate::stun::message::{attribute, Message};
+use reload_wire::hex;
 use std::net::SocketAddr;
 
 /// The outcome of checking a request's credentials.
@@ -87,8 +88,4 @@ impl TurnServer {
         short.copy_from_slice(&full[..8]);
         short
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
